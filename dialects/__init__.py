@@ -1,0 +1,1 @@
+"""xDSL dialects of esact-cc: `onnx`, `transformer`, `spls`, `esact`."""

@@ -1,0 +1,78 @@
+"""The `onnx` dialect: one op per ONNX node, imported 1:1 by the frontend.
+
+Every ONNX op type in `ONNX_OP_TYPES` becomes an op `onnx.<OpType>` (the
+ONNX-MLIR spelling) with variadic operands and results; the node's ONNX attributes
+are kept as op attributes under their ONNX names (ints as i64, floats as f32,
+lists as dense arrays, strings as strings). Empty optional ONNX inputs are
+dropped, with `onnx_input_names` recording which positions were present.
+
+Weights never appear as literals: `onnx.weight` is a handle naming a tensor in
+the compiler's weight store (`esact_cc.weight_store`). Small constants (shape
+vectors, scalars) are inline `onnx.Constant` ops with a `value` dense attribute.
+The ONNX node name is the op's location: `loc("/encoder/layer.0/.../MatMul")`.
+"""
+
+from __future__ import annotations
+
+from xdsl.dialects.builtin import StringAttr, TensorType
+from xdsl.ir import Dialect
+from xdsl.irdl import (
+    IRDLOperation,
+    irdl_op_definition,
+    prop_def,
+    result_def,
+    var_operand_def,
+    var_result_def,
+)
+
+# The ONNX op types the importer accepts: the set real Transformer exports use.
+ONNX_OP_TYPES: tuple[str, ...] = (
+    "Add", "And", "Cast", "Concat", "Constant", "ConstantOfShape", "Div", "Einsum",
+    "Equal", "Erf", "Expand", "Flatten", "Gather", "GatherElements", "Gelu", "Gemm",
+    "Greater", "GreaterOrEqual", "Identity", "IsNaN", "LayerNormalization", "Less",
+    "LessOrEqual", "MatMul", "Max", "Min", "Mul", "Neg", "Not", "Or", "Pow",
+    "Range", "Reciprocal", "ReduceMax", "ReduceMean", "ReduceSum", "Relu", "Reshape",
+    "Shape", "Sigmoid", "Slice", "Softmax", "Split", "Sqrt", "Squeeze", "Sub",
+    "Tanh", "Tile", "Transpose", "Trilu", "Unsqueeze", "Where",
+)
+
+
+class OnnxOperation(IRDLOperation):
+    """Base of every `onnx.<OpType>` op: any operands, any results, ONNX attributes."""
+
+    onnx_operands = var_operand_def()
+    onnx_results = var_result_def()
+
+    assembly_format = "$onnx_operands attr-dict `:` functional-type($onnx_operands, $onnx_results)"
+
+    @property
+    def op_type(self) -> str:
+        return self.name.removeprefix("onnx.")
+
+
+def _define_op(op_type: str) -> type[OnnxOperation]:
+    cls = type(op_type + "Op", (OnnxOperation,), {"name": f"onnx.{op_type}", "__module__": __name__})
+    return irdl_op_definition(cls)
+
+
+# One class per ONNX op type, e.g. OP_CLASSES["MatMul"] is `onnx.MatMul`.
+OP_CLASSES: dict[str, type[OnnxOperation]] = {t: _define_op(t) for t in ONNX_OP_TYPES}
+
+
+@irdl_op_definition
+class WeightOp(IRDLOperation):
+    """A handle to a tensor in the weight store; the IR never holds its values."""
+
+    name = "onnx.weight"
+
+    weight_name = prop_def(StringAttr)
+    """Key of the tensor in the weight store (the ONNX initializer name)."""
+    result = result_def(TensorType)
+
+    assembly_format = "$weight_name attr-dict `:` type($result)"
+
+    def __init__(self, weight_name: str, result_type: TensorType):
+        super().__init__(properties={"weight_name": StringAttr(weight_name)}, result_types=[result_type])
+
+
+ONNX = Dialect("onnx", [WeightOp, *OP_CLASSES.values()], [])

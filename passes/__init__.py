@@ -1,0 +1,1 @@
+"""Passes of esact-cc, one per file, registered lazily in `registry.py`."""
