@@ -1,0 +1,293 @@
+"""SPLS numerical kernels: the one definition of DESIGN.md section 6 in numpy.
+
+Owns the semantics of Sparsity Prediction with Local Similarity; the functional model of the
+SPLS instructions (HLOG, BPU, TOPK, SIMILARITY), the compiler's reference interpreter and the
+fp32 emulation study all call these functions, so they agree by construction.
+
+Steps (per layer, over the L real tokens of the Q/K/V projection input X):
+1. `hlog_quantize`: X, W_Q, W_K onto the HLog level set of `hlog_levels(bits)`, sign and zero
+   kept, one scale per tensor (`hlog_scale`).
+2. `hlog_matmul`: exact products of HLog-coded matrices by shift-adds (the BPU): Q^ = X W_Q,
+   K^ = X W_K, then (re-quantized to HLog) PAM = Q^ K^T per head. `predict_attention` chains it.
+3. `topk_mask`: row-wise top-k of PAM under the padding/causal mask = SPA.
+4. `local_similarity`: reuse map (row -> representative) and per-head key mask.
+
+No xdsl here: `runtime/` runs binaries without the compiler.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+
+from .errors import EsactError
+
+MIN_HLOG_BITS = 2
+MAX_HLOG_BITS = 16  # level 2^15 times another level still fits int64 sums comfortably
+SIMILARITY_MODES = ("overlap", "cosprob")
+SimilarityMode = Literal["overlap", "cosprob"]
+
+
+# ----------------------------------------------------------------------------- HLog
+
+
+def hlog_levels(bits: int) -> np.ndarray:
+    """Nonnegative HLog magnitudes for `bits` n, ascending, including 0.
+
+    {0, 2^0, 2^1, 2^0+2^1, 2^2, 2^1+2^2, ..., 2^(n-3)+2^(n-2), 2^(n-1)}: every power of two up
+    to 2^(n-1) and every sum of two consecutive powers below it, 2n-1 values in all. Every
+    nonzero level has one or two set bits, so a product of two levels is at most 4 shifted terms.
+    """
+    if not isinstance(bits, (int, np.integer)) or isinstance(bits, bool):
+        raise EsactError(f"hlog-bits must be an integer, got {bits!r}")
+    if not MIN_HLOG_BITS <= bits <= MAX_HLOG_BITS:
+        raise EsactError(f"hlog-bits must be in [{MIN_HLOG_BITS}, {MAX_HLOG_BITS}], got {bits}")
+    powers = [1 << i for i in range(bits)]
+    pair_sums = [(1 << i) + (1 << (i + 1)) for i in range(bits - 2)]
+    return np.array(sorted([0, *powers, *pair_sums]), dtype=np.int64)
+
+
+def hlog_scale(x: np.ndarray, bits: int) -> float:
+    """Per-tensor scale mapping max|x| onto the top level 2^(n-1): max|x| / 2^(n-1).
+
+    An all-zero (or empty) tensor gets scale 1.0 so that quantizing it is well defined.
+    """
+    hlog_levels(bits)  # validates bits
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.size == 0:
+        return 1.0
+    if not np.all(np.isfinite(arr)):
+        raise EsactError("hlog scale: tensor contains NaN or infinity")
+    peak = float(np.max(np.abs(arr)))
+    return peak / float(1 << (bits - 1)) if peak > 0.0 else 1.0
+
+
+def hlog_quantize(x: np.ndarray, bits: int, scale: float) -> np.ndarray:
+    """Signed HLog level values (int32) nearest to x / scale.
+
+    The magnitude |x|/scale goes to the nearest level of `hlog_levels(bits)`; values beyond the
+    top level clip to it; the sign of x is kept and 0 stays 0 (as do values that round to level
+    0). Tie rule: a magnitude exactly halfway between two levels goes to the LOWER level
+    (toward zero), so results never depend on floating-point rounding direction.
+    """
+    levels = hlog_levels(bits)
+    if not (isinstance(scale, (float, int, np.floating, np.integer)) and math.isfinite(scale)
+            and scale > 0):
+        raise EsactError(f"hlog scale must be a finite positive number, got {scale!r}")
+    arr = np.asarray(x, dtype=np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise EsactError("hlog quantize: tensor contains NaN or infinity")
+    magnitude = np.abs(arr) / float(scale)
+    midpoints = (levels[:-1] + levels[1:]) / 2.0
+    # side="left": a magnitude equal to a midpoint stays on the lower level (the tie rule).
+    index = np.searchsorted(midpoints, magnitude, side="left")
+    quantized = levels[index] * np.sign(arr).astype(np.int64)
+    return quantized.astype(np.int32)
+
+
+def _hlog_term_counts(values: np.ndarray, name: str) -> np.ndarray:
+    """Number of shifted terms of each HLog value (0, 1 or 2); rejects non-HLog values."""
+    magnitude = np.abs(values.astype(np.int64))
+    nonzero = magnitude != 0
+    # Strip trailing zero bits: a power of two becomes 1, a consecutive pair becomes 3.
+    lowest_bit = magnitude & -magnitude
+    odd_part = np.where(nonzero, magnitude // np.where(nonzero, lowest_bit, 1), 0)
+    if not np.all((odd_part == 0) | (odd_part == 1) | (odd_part == 3)):
+        raise EsactError(f"hlog matmul: operand {name} holds values that are not HLog levels")
+    return np.select([odd_part == 1, odd_part == 3], [1, 2], 0).astype(np.int64)
+
+
+def hlog_matmul(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, int]:
+    """Exact product of HLog level matrices and the BPU's shift-add count.
+
+    a: [..., M, K], b: [..., K, N] int level values (numpy matmul broadcasting). Returns
+    (a @ b as int64, shift_adds). Each product a_ik * b_kj of a t1-term and a t2-term level is
+    t1 * t2 shifted copies, each added into the accumulator: it costs t1 * t2 shift-adds (at most
+    4); products with a zero operand cost nothing (the BPU skips zero codes).
+    """
+    a_arr = np.asarray(a)
+    b_arr = np.asarray(b)
+    if a_arr.ndim < 2 or b_arr.ndim < 2:
+        raise EsactError("hlog matmul: operands must have at least 2 dimensions")
+    if a_arr.shape[-1] != b_arr.shape[-2]:
+        raise EsactError(
+            f"hlog matmul: inner dimensions differ ({a_arr.shape} @ {b_arr.shape})")
+    terms_a = _hlog_term_counts(a_arr, "a")
+    terms_b = _hlog_term_counts(b_arr, "b")
+    product = np.matmul(a_arr.astype(np.int64), b_arr.astype(np.int64))
+    # sum_{i,k,j} ta[i,k] tb[k,j] = sum_k (sum_i ta[i,k]) (sum_j tb[k,j]) per batch.
+    # Batch dimensions broadcast exactly as in the product itself.
+    shift_adds = int(np.sum(np.matmul(terms_a.sum(axis=-2, keepdims=True),
+                                      terms_b.sum(axis=-1, keepdims=True))))
+    return product, shift_adds
+
+
+# ----------------------------------------------------------------------------- prediction
+
+
+def predict_attention(x: np.ndarray, w_q: np.ndarray, w_k: np.ndarray, num_heads: int,
+                      bits: int, b_q: np.ndarray | None = None,
+                      b_k: np.ndarray | None = None) -> tuple[np.ndarray, float, int]:
+    """Predicted attention PAM [H, L, L] of DESIGN.md section 6 step 2, computed as the BPU does.
+
+    x [L, D] fp32 (the Q/K/V projection input), w_q, w_k [D, D] (x @ w layout), optional biases.
+    X, W_Q, W_K are HLog-quantized with per-tensor scales; Q^ = HLog(X) HLog(W_Q) (shift-adds)
+    is dequantized (+ bias), re-quantized to HLog with its own scale, likewise K^, and
+    PAM_h = Q^_h K^_h^T per head by shift-adds again. Returns (PAM int64, pam_scale, shift_adds)
+    where PAM * pam_scale approximates the unscaled logits Q K^T (divide by sqrt(d_head) for
+    softmax).
+    """
+    x_arr = np.asarray(x, dtype=np.float64)
+    if x_arr.ndim != 2:
+        raise EsactError(f"predict attention: x must be [L, D], got shape {x_arr.shape}")
+    length, dim = x_arr.shape
+    for name, w in (("w_q", w_q), ("w_k", w_k)):
+        if np.asarray(w).ndim != 2 or np.asarray(w).shape[0] != dim:
+            raise EsactError(f"predict attention: {name} must be [{dim}, N], "
+                             f"got {np.asarray(w).shape}")
+    width = np.asarray(w_q).shape[1]
+    if np.asarray(w_k).shape[1] != width or num_heads <= 0 or width % num_heads:
+        raise EsactError(f"predict attention: width {width} not divisible into {num_heads} heads")
+    head_dim = width // num_heads
+    s_x = hlog_scale(x_arr, bits)
+    x_h = hlog_quantize(x_arr, bits, s_x)
+    total_shift_adds = 0
+    projected: list[tuple[np.ndarray, float]] = []
+    for w, bias in ((w_q, b_q), (w_k, b_k)):
+        s_w = hlog_scale(w, bits)
+        acc, shift_adds = hlog_matmul(x_h, hlog_quantize(w, bits, s_w))
+        total_shift_adds += shift_adds
+        real = acc.astype(np.float64) * (s_x * s_w)
+        if bias is not None:
+            real = real + np.asarray(bias, dtype=np.float64)
+        s_p = hlog_scale(real, bits)
+        projected.append((hlog_quantize(real, bits, s_p), s_p))
+    (q_h, s_q), (k_h, s_k) = projected
+    q_heads = q_h.reshape(length, num_heads, head_dim).transpose(1, 0, 2)
+    k_heads = k_h.reshape(length, num_heads, head_dim).transpose(1, 2, 0)
+    pam, shift_adds = hlog_matmul(q_heads, k_heads)
+    return pam, s_q * s_k, total_shift_adds + shift_adds
+
+
+def masked_softmax(logits: np.ndarray, valid_mask: np.ndarray | None = None) -> np.ndarray:
+    """Row softmax (float64) over the last axis; invalid entries get probability 0.
+
+    A row with no valid entry is all zeros.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    valid = np.ones(z.shape, dtype=bool) if valid_mask is None else np.broadcast_to(
+        np.asarray(valid_mask, dtype=bool), z.shape)
+    z = np.where(valid, z, -np.inf)
+    row_max = np.max(z, axis=-1, keepdims=True)
+    row_max = np.where(np.isfinite(row_max), row_max, 0.0)
+    e = np.where(valid, np.exp(z - row_max), 0.0)
+    total = e.sum(axis=-1, keepdims=True)
+    return np.divide(e, total, out=np.zeros_like(e), where=total > 0)
+
+
+# ----------------------------------------------------------------------------- top-k
+
+
+def k_from_ratio(k_ratio: float, num_keys: int) -> int:
+    """Keys kept per row for a `k-ratio`: ceil(k_ratio * num_keys), at least 1.
+
+    Ceil so that the kept fraction is never below the ratio; k-ratio 1 keeps every key.
+    """
+    if not (isinstance(k_ratio, (int, float)) and 0.0 < k_ratio <= 1.0):
+        raise EsactError(f"k-ratio must be in (0, 1], got {k_ratio!r}")
+    if num_keys <= 0:
+        raise EsactError(f"k-ratio: number of keys must be positive, got {num_keys}")
+    # The small epsilon keeps 0.2 * 15 = 3.0000000000000004 at 3.
+    return max(1, min(num_keys, math.ceil(k_ratio * num_keys - 1e-9)))
+
+
+def topk_mask(scores: np.ndarray, k: int, valid_mask: np.ndarray | None = None) -> np.ndarray:
+    """Row-wise top-k mask (SPA) of scores [H, Lq, Lk].
+
+    valid_mask (bool, broadcastable to scores, e.g. [Lk] padding or [Lq, Lk] causal) excludes
+    keys; a row with fewer valid keys than k keeps all its valid keys. Ties: among equal scores
+    the lower key index wins. Returns bool [H, Lq, Lk].
+    """
+    arr = np.asarray(scores)
+    if arr.ndim != 3:
+        raise EsactError(f"top-k: scores must be [H, Lq, Lk], got shape {arr.shape}")
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise EsactError(f"top-k: k must be a positive integer, got {k!r}")
+    if np.issubdtype(arr.dtype, np.floating) and np.any(np.isnan(arr)):
+        raise EsactError("top-k: scores contain NaN")
+    valid = np.ones(arr.shape, dtype=bool) if valid_mask is None else np.broadcast_to(
+        np.asarray(valid_mask, dtype=bool), arr.shape)
+    index = np.broadcast_to(np.arange(arr.shape[-1]), arr.shape)
+    # Sort keys by (invalid last, higher score first, lower index first); lexsort's last key is
+    # the primary one. Negating in float64 is exact for int32 and float scores alike.
+    order = np.lexsort((index, -arr.astype(np.float64), ~valid), axis=-1)
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.broadcast_to(np.arange(arr.shape[-1]), arr.shape), axis=-1)
+    return (rank < k) & valid
+
+
+# ----------------------------------------------------------------------------- similarity
+
+
+def _row_scores(spa: np.ndarray, prob: np.ndarray | None, i: int, refs: list[int],
+                mode: str, k: int) -> np.ndarray:
+    """Similarity of row i with each reference row, averaged over heads: [len(refs)]."""
+    if mode == "overlap":
+        shared = np.logical_and(spa[:, i:i + 1, :], spa[:, refs, :]).sum(axis=-1)
+        return shared.mean(axis=0) / float(k)
+    assert prob is not None
+    row = prob[:, i:i + 1, :]
+    other = prob[:, refs, :]
+    dot = (row * other).sum(axis=-1)
+    norms = np.linalg.norm(row, axis=-1) * np.linalg.norm(other, axis=-1)
+    cosine = np.divide(dot, norms, out=np.zeros_like(dot), where=norms > 0)
+    return cosine.mean(axis=0)
+
+
+def local_similarity(spa: np.ndarray, prob: np.ndarray | None, window: int, threshold: float,
+                     mode: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Reuse map and per-head key mask from the SPA mask (DESIGN.md section 6 step 4).
+
+    Rows are visited in order. Row i is compared with the last `window` COMPUTED rows before it
+    (reused rows are never references; row 0 is always computed). Score = mean over heads of
+    |SPA_i & SPA_j| / k (`overlap`) or of cos(prob_i, prob_j) (`cosprob`, prob = softmax(PAM)
+    rows). If the best score >= threshold, row i reuses that row (ties: the nearest, i.e. most
+    recent, computed row wins); otherwise it is computed and becomes a reference.
+
+    spa is [H, L, Lk] (Lk = L for self-attention). Returns (reuse_map int32 [L]: -1 for a
+    computed row, else the representative's index; key_mask bool [H, Lk]: keys that at least one
+    computed row's SPA selects, per head).
+    """
+    spa_arr = np.asarray(spa, dtype=bool)
+    if spa_arr.ndim != 3:
+        raise EsactError(f"similarity: SPA must be [H, L, Lk], got shape {spa_arr.shape}")
+    if mode not in SIMILARITY_MODES:
+        raise EsactError(f"similarity must be one of {'|'.join(SIMILARITY_MODES)}, got {mode!r}")
+    if not isinstance(window, (int, np.integer)) or window < 0:
+        raise EsactError(f"window must be a nonnegative integer, got {window!r}")
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise EsactError(f"similarity: k must be a positive integer, got {k!r}")
+    prob_arr: np.ndarray | None = None
+    if mode == "cosprob":
+        if prob is None:
+            raise EsactError("similarity=cosprob needs the softmax of the predicted attention")
+        prob_arr = np.asarray(prob, dtype=np.float64)
+        if prob_arr.shape != spa_arr.shape:
+            raise EsactError(f"similarity: prob shape {prob_arr.shape} != SPA {spa_arr.shape}")
+    length = spa_arr.shape[1]
+    reuse_map = np.full(length, -1, dtype=np.int32)
+    computed: list[int] = []
+    for i in range(length):
+        refs = computed[-window:] if window > 0 else []
+        if refs:
+            scores = _row_scores(spa_arr, prob_arr, i, refs, mode, k)
+            # Reverse so argmax's first-max rule picks the most recent reference on ties.
+            best = len(refs) - 1 - int(np.argmax(scores[::-1]))
+            if scores[best] >= threshold:
+                reuse_map[i] = refs[best]
+                continue
+        computed.append(i)
+    key_mask = spa_arr[:, computed, :].any(axis=1)
+    return reuse_map, key_mask
