@@ -27,13 +27,15 @@ from xdsl.irdl import (
 
 # The ONNX op types the importer accepts: the set real Transformer exports use.
 ONNX_OP_TYPES: tuple[str, ...] = (
-    "Add", "And", "Cast", "Concat", "Constant", "ConstantOfShape", "Div", "Einsum",
-    "Equal", "Erf", "Expand", "Flatten", "Gather", "GatherElements", "Gelu", "Gemm",
+    "Abs", "Add", "And", "ArgMax", "Cast", "Ceil", "Clip", "Concat", "Constant",
+    "ConstantOfShape", "Conv", "Cos", "CumSum", "Div", "Dropout", "Einsum", "Equal", "Erf",
+    "Exp", "Expand", "Flatten", "Floor", "Gather", "GatherElements", "Gelu", "Gemm",
     "Greater", "GreaterOrEqual", "Identity", "IsNaN", "LayerNormalization", "Less",
-    "LessOrEqual", "MatMul", "Max", "Min", "Mul", "Neg", "Not", "Or", "Pow",
-    "Range", "Reciprocal", "ReduceMax", "ReduceMean", "ReduceSum", "Relu", "Reshape",
-    "Shape", "Sigmoid", "Slice", "Softmax", "Split", "Sqrt", "Squeeze", "Sub",
-    "Tanh", "Tile", "Transpose", "Trilu", "Unsqueeze", "Where",
+    "LessOrEqual", "Log", "MatMul", "Max", "Min", "Mod", "Mul", "Neg", "Not", "Or", "Pad",
+    "Pow", "Range", "Reciprocal", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceProd",
+    "ReduceSum", "Relu", "Reshape", "ScatterND", "Shape", "Sigmoid", "Sign", "Sin", "Size",
+    "Slice", "Softmax", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tanh", "Tile", "Transpose",
+    "Trilu", "Unsqueeze", "Where", "Xor",
 )
 
 

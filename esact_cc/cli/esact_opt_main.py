@@ -1,0 +1,141 @@
+"""`esact-opt`: xdsl-opt with esact-cc's dialects and passes, reading `.mlir` or `.onnx`.
+
+An `.onnx` input is imported by the ONNX frontend (`--input-shape NAME=1x128` fixes dynamic
+dims). Locations are printed by default (`--no-print-debuginfo` turns them off). With
+`-o FILE`, the module's weights are written beside it and linked by the `esact.weight_store`
+module attribute; the output file is written atomically. A `.mlir` input carrying
+`esact.weight_store` gets its weights from that `.npz` (relative to the input's directory).
+Errors: `error: <one line>` on stderr, exit 1, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.passes import ModulePass
+from xdsl.utils.exceptions import DiagnosticException, ParseError, VerifyException
+from xdsl.xdsl_opt_main import xDSLOptMain
+
+from esact_cc.runtime.errors import EsactError
+
+# Generic xDSL passes worth having next to ours.
+XDSL_PASSES: tuple[str, ...] = ("canonicalize", "cse", "dce")
+
+
+class _CapturedOutput(io.StringIO):
+    """Collects the output so the file is only written (atomically) when everything succeeded."""
+
+    def close(self) -> None:  # xDSLOptMain closes its output stream; keep the text.
+        self.flush()
+
+
+class EsactOptMain(xDSLOptMain):
+    def __init__(self, args: list[str] | None = None):
+        self._captured: _CapturedOutput | None = None
+        super().__init__(description="esact-cc modular optimizer driver", args=args)
+
+    def register_all_dialects(self) -> None:
+        from esact_cc.dialect_registry import get_all_dialects
+
+        for name, factory in get_all_dialects().items():
+            self.ctx.register_dialect(name, factory)
+
+    def register_all_passes(self) -> None:
+        from xdsl.universe import Universe
+
+        from esact_cc.passes.registry import get_all_passes
+
+        xdsl_passes = Universe.get_multiverse().all_passes
+        for name in XDSL_PASSES:
+            if name in xdsl_passes:
+                self.register_pass(name, xdsl_passes[name])
+        passes: dict[str, Callable[[], type[ModulePass]]] = get_all_passes()
+        for name, factory in passes.items():
+            self.register_pass(name, factory)
+
+    def register_all_frontends(self) -> None:
+        super().register_all_frontends()
+        # Marks `.onnx` as accepted; `parse_chunk` imports it from the path.
+        self.available_frontends["onnx"] = lambda stream: ModuleOp([])
+
+    def register_all_arguments(self, arg_parser: argparse.ArgumentParser) -> None:
+        super().register_all_arguments(arg_parser)
+        arg_parser.add_argument(
+            "--input-shape", action="append", default=[], metavar="NAME=DIMS",
+            help="static shape of an ONNX model input, e.g. input_ids=1x128 (repeatable)",
+        )
+        arg_parser.add_argument(
+            "--no-print-debuginfo", dest="print_debuginfo", action="store_false",
+            help="do not print op locations",
+        )
+        arg_parser.set_defaults(print_debuginfo=True)
+
+    def parse_chunk(self, chunk: IO[bytes], file_extension: str, start_offset: int = 0) -> ModuleOp | None:
+        from esact_cc.weight_store import store_of
+
+        if (self.args.frontend or file_extension) == "onnx":
+            from esact_cc.onnx_frontend import import_onnx, parse_input_shape
+
+            shapes = dict(parse_input_shape(text) for text in self.args.input_shape)
+            module, _ = import_onnx(self.args.input_file, shapes)
+            return module
+        module = super().parse_chunk(chunk, file_extension, start_offset)
+        if module is not None:
+            input_dir = Path(self.args.input_file).parent if self.args.input_file else Path(".")
+            store_of(module, input_dir)  # pair the module with the weights it names
+        return module
+
+    def prepare_output(self) -> IO[str]:
+        if self.args.output_file is None:
+            return sys.stdout
+        self._captured = _CapturedOutput()
+        return self._captured
+
+    def output_resulting_program(self, prog: ModuleOp) -> str:
+        from esact_cc.weight_store import bind_to_ir_file, store_of
+
+        if self.args.output_file is not None:
+            bind_to_ir_file(prog, store_of(prog), self.args.output_file)
+        return super().output_resulting_program(prog)
+
+    def run(self) -> None:
+        super().run()
+        if self._captured is not None:
+            write_text_atomically(self.args.output_file, self._captured.getvalue())
+
+
+def write_text_atomically(path: str | os.PathLike[str], text: str) -> None:
+    """Write `text` to `path` through a temporary file, so no half-written file is left."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        EsactOptMain(args=argv).run()
+    except EsactError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except (ParseError, DiagnosticException, VerifyException) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as e:  # unknown pass, unreadable input, bad extension
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""All dialects esact-cc tools know, as lazy factories (the CLI starts fast).
+
+`transformer`, `spls` and `esact` are looked up as `esact_cc.dialects.<name>` when the tool
+registers them; a dialect whose module does not exist yet is skipped. Each such module defines
+one `xdsl.ir.Dialect` object (found by type, whatever its variable name).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Callable
+
+from xdsl.ir import Dialect
+
+# Our own dialects, by dialect name -> module under esact_cc.dialects.
+PROJECT_DIALECT_MODULES: tuple[str, ...] = ("onnx", "transformer", "spls", "esact")
+
+
+def _builtin() -> Dialect:
+    from xdsl.dialects.builtin import Builtin
+
+    return Builtin
+
+
+def _func() -> Dialect:
+    from xdsl.dialects.func import Func
+
+    return Func
+
+
+def _project_dialect(name: str) -> Callable[[], Dialect]:
+    def load() -> Dialect:
+        module = importlib.import_module(f"esact_cc.dialects.{name}")
+        for value in vars(module).values():
+            if isinstance(value, Dialect) and value.name == name:
+                return value
+        raise ImportError(f"esact_cc.dialects.{name} defines no Dialect named '{name}'")
+
+    return load
+
+
+def _module_exists(name: str) -> bool:
+    return importlib.util.find_spec(f"esact_cc.dialects.{name}") is not None
+
+
+def get_all_dialects() -> dict[str, Callable[[], Dialect]]:
+    """Dialect name -> factory, for every dialect whose module exists."""
+    dialects: dict[str, Callable[[], Dialect]] = {"builtin": _builtin, "func": _func}
+    for name in PROJECT_DIALECT_MODULES:
+        if _module_exists(name):
+            dialects[name] = _project_dialect(name)
+    return dialects
+
+
+def make_context(allow_unregistered: bool = False):  # -> xdsl.context.Context
+    """A context with every dialect registered (lazily)."""
+    from xdsl.context import Context
+
+    ctx = Context(allow_unregistered=allow_unregistered)
+    for name, factory in get_all_dialects().items():
+        ctx.register_dialect(name, factory)
+    return ctx

@@ -1,0 +1,179 @@
+"""The weight store: the compiler's tensors by name, kept out of the IR.
+
+IR ops hold handles (`onnx.weight "name"`); the values live here, as numpy arrays. A store is
+saved as a deterministic `.npz` (sorted members, fixed zip timestamps, no compression), so the
+same model always produces the same bytes.
+
+Convention for IR files: a module whose weights live on disk carries the module attribute
+`esact.weight_store = "<path of the .npz, relative to the IR file's directory>"`. Writers put
+the `.npz` next to the IR file (`write_ir`); readers (`esact-opt`, `esact-cc --run`, the Python
+API's `load_ir`) resolve it against the IR file's directory. A module in memory is paired with
+its store through `attach`/`store_of`, so passes can reach the weights of the module they
+rewrite without the store appearing in pass signatures.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import weakref
+import zipfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+from xdsl.dialects.builtin import ModuleOp, StringAttr
+
+from esact_cc.runtime.errors import CompileError
+
+WEIGHT_STORE_ATTR = "esact.weight_store"
+"""Module attribute naming the `.npz` holding the module's weights (relative to the IR file)."""
+
+_NPY_SUFFIX = ".npy"
+# Fixed member timestamp: zip's earliest representable date, so saves are byte-reproducible.
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+class WeightStore(Mapping[str, np.ndarray]):
+    """Tensors by name. Arrays are read-only views: nobody mutates a weight in place."""
+
+    def __init__(self, arrays: Mapping[str, np.ndarray] | None = None):
+        self._arrays: dict[str, np.ndarray] = {}
+        self._lazy: np.lib.npyio.NpzFile | None = None
+        self._lazy_names: set[str] = set()
+        self.source_path: Path | None = None
+        """The `.npz` this store was loaded from, while it still matches it (else None)."""
+        for name, array in (arrays or {}).items():
+            self.add(name, array)
+
+    # --- mapping -------------------------------------------------------------------------
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name in self._arrays:
+            return self._arrays[name]
+        if name in self._lazy_names:
+            assert self._lazy is not None
+            array = self._lazy[name]
+            array.flags.writeable = False
+            self._arrays[name] = array
+            self._lazy_names.discard(name)
+            return array
+        raise CompileError(f"weight '{name}' is not in the weight store")
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._arrays or name in self._lazy_names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(set(self._arrays) | self._lazy_names))
+
+    def __len__(self) -> int:
+        return len(self._arrays) + len(self._lazy_names)
+
+    # --- building ------------------------------------------------------------------------
+    def add(self, name: str, array: np.ndarray) -> str:
+        """Store `array` under `name` (which must be new) without copying it; returns `name`."""
+        if name in self:
+            raise CompileError(f"weight '{name}' is already in the weight store")
+        array = np.asarray(array)
+        if array.flags.writeable:
+            # A view, so the caller's array stays writable while ours cannot change.
+            array = array.view()
+            array.flags.writeable = False
+        self._arrays[name] = array
+        self.source_path = None
+        return name
+
+    def unique_name(self, base: str) -> str:
+        """`base`, or `base_1`, `base_2`, ... whichever is not taken yet."""
+        if base not in self:
+            return base
+        index = 1
+        while f"{base}_{index}" in self:
+            index += 1
+        return f"{base}_{index}"
+
+    def nbytes(self) -> int:
+        return sum(self[name].nbytes for name in self)
+
+    # --- files ---------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write all tensors to `path` (.npz) atomically and deterministically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED) as zf:
+                for name in self:
+                    info = zipfile.ZipInfo(name + _NPY_SUFFIX, date_time=_ZIP_EPOCH)
+                    info.external_attr = 0o644 << 16
+                    with zf.open(info, "w", force_zip64=True) as member:
+                        np.lib.format.write_array(member, self[name], allow_pickle=False)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self.source_path = path.resolve()
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> WeightStore:
+        """Open a `.npz` store; tensors are read on first use."""
+        path = Path(path)
+        try:
+            npz = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, zipfile.BadZipFile) as e:
+            raise CompileError(f"cannot read weight store '{path}': {_one_line(e)}") from None
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise CompileError(f"weight store '{path}' is not an .npz archive")
+        store = cls()
+        store._lazy = npz
+        store._lazy_names = set(npz.files)
+        store.source_path = path.resolve()
+        return store
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+# --- pairing modules with stores ---------------------------------------------------------
+_STORES: weakref.WeakKeyDictionary[ModuleOp, WeightStore] = weakref.WeakKeyDictionary()
+
+
+def attach(module: ModuleOp, store: WeightStore) -> None:
+    """Pair `module` with `store`, so passes and the interpreter find its weights."""
+    _STORES[module] = store
+
+
+def store_of(module: ModuleOp, ir_dir: str | os.PathLike[str] | None = None) -> WeightStore:
+    """The store paired with `module`; else the one its `esact.weight_store` attribute names
+    (resolved against `ir_dir`, default the current directory); else a new empty store."""
+    if module in _STORES:
+        return _STORES[module]
+    attr = module.attributes.get(WEIGHT_STORE_ATTR)
+    if isinstance(attr, StringAttr):
+        store = WeightStore.load(Path(ir_dir or ".") / attr.data)
+    else:
+        store = WeightStore()
+    attach(module, store)
+    return store
+
+
+def weight_store_path_for(ir_path: str | os.PathLike[str]) -> Path:
+    """Where the `.npz` of an IR file goes: beside it, same stem."""
+    return Path(ir_path).with_suffix(".npz")
+
+
+def bind_to_ir_file(module: ModuleOp, store: WeightStore, ir_path: str | os.PathLike[str]) -> None:
+    """Make `module` point at a saved copy of `store` for an IR file at `ir_path`.
+
+    Reuses the store's own `.npz` when it is unchanged since loading/saving, else saves the
+    store beside the IR file. Sets the `esact.weight_store` attribute (relative path).
+    """
+    ir_dir = Path(ir_path).resolve().parent
+    if len(store) == 0:
+        module.attributes.pop(WEIGHT_STORE_ATTR, None)
+        return
+    if store.source_path is None or not store.source_path.exists():
+        store.save(weight_store_path_for(ir_path))
+    assert store.source_path is not None
+    relative = os.path.relpath(store.source_path, ir_dir)
+    module.attributes[WEIGHT_STORE_ATTR] = StringAttr(Path(relative).as_posix())
