@@ -3,8 +3,10 @@
 Every ONNX op type in `ONNX_OP_TYPES` becomes an op `onnx.<OpType>` (the
 ONNX-MLIR spelling) with variadic operands and results; the node's ONNX attributes
 are kept as op attributes under their ONNX names (ints as i64, floats as f32,
-lists as dense arrays, strings as strings). Empty optional ONNX inputs are
-dropped, with `onnx_input_names` recording which positions were present.
+lists as dense arrays, strings as strings, tensors as dense elements). Empty optional
+ONNX inputs (outputs) are dropped; when that leaves a gap, the `onnx_input_positions`
+(`onnx_output_positions`) dense i64 array records the ONNX position of each operand
+(result). Attributes starting with `onnx_` are such bookkeeping, not ONNX attributes.
 
 Weights never appear as literals: `onnx.weight` is a handle naming a tensor in
 the compiler's weight store (`esact_cc.weight_store`). Small constants (shape

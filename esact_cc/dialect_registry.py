@@ -1,6 +1,6 @@
 """All dialects esact-cc tools know, as lazy factories (the CLI starts fast).
 
-`transformer`, `spls` and `esact` are looked up as `esact_cc.dialects.<name>` when the tool
+`onnx`, `transformer`, `quantized`, `spls` and `esact` are looked up as `esact_cc.dialects.<name>` when the tool
 registers them; a dialect whose module does not exist yet is skipped. Each such module defines
 one `xdsl.ir.Dialect` object (found by type, whatever its variable name).
 """
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from xdsl.ir import Dialect
 
 # Our own dialects, by dialect name -> module under esact_cc.dialects.
-PROJECT_DIALECT_MODULES: tuple[str, ...] = ("onnx", "transformer", "spls", "esact")
+PROJECT_DIALECT_MODULES: tuple[str, ...] = ("onnx", "transformer", "quantized", "spls", "esact")
 
 
 def _builtin() -> Dialect:

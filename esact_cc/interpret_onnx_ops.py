@@ -475,3 +475,32 @@ def run_kernel(op_type: str, inputs: list[Array | None], attrs: Attrs, n_outputs
     if op_type not in ONNX_KERNELS:
         raise CompileError(f"no numpy semantics for ONNX op {op_type}")
     return ONNX_KERNELS[op_type](inputs, attrs, n_outputs)
+
+
+# --- registration with the reference interpreter ---------------------------------------------
+def _register_with_interpreter() -> None:
+    from esact_cc.onnx_attributes import onnx_attrs_of
+    from esact_cc.reference_interpreter import Interpreter, register
+
+    def run_onnx_op(interp: Interpreter, op: Any, args: list[Array]) -> list[Array]:
+        op_type = op.name.removeprefix("onnx.")
+        positions = op.attributes.get("onnx_input_positions")
+        inputs: list[Array | None] = list(args)
+        if positions is not None:
+            inputs = [None] * (max(positions.get_values(), default=-1) + 1)
+            for position, value in zip(positions.get_values(), args, strict=True):
+                inputs[position] = value
+        out_positions = op.attributes.get("onnx_output_positions")
+        wanted = list(out_positions.get_values()) if out_positions is not None else list(range(len(op.results)))
+        outputs = run_kernel(op_type, inputs, onnx_attrs_of(op), max(wanted, default=-1) + 1)
+        return [outputs[i] for i in wanted]
+
+    for op_type in ONNX_KERNELS:
+        register(f"onnx.{op_type}")(run_onnx_op)
+
+    @register("onnx.weight")
+    def _weight(interp: Interpreter, op: Any, args: list[Array]) -> Array:
+        return interp.store[op.weight_name.data]
+
+
+_register_with_interpreter()

@@ -1,0 +1,190 @@
+"""The reference interpreter: runs `func.func @main` of a module on numpy inputs.
+
+In the spirit of torch.fx's Interpreter: `Interpreter.run_op` dispatches each op by name to an
+implementation registered with `@register("dialect.op")`; a subclass can override `run_op`
+(e.g. to record intermediate values). Implementations live in one module per dialect
+(`IMPLEMENTATION_MODULES`), imported lazily the first time an interpreter is built, so a
+dialect's semantics are added by appending a module name, and a module that does not exist yet
+is skipped.
+
+An implementation is `fn(interpreter, op, args) -> outputs` where `args` are the operand values
+(numpy arrays, in operand order) and `outputs` one array per result (a single array is accepted
+for one-result ops). `interpreter.store` is the module's weight store; `interpreter.run_block`
+runs a nested region (for ops with bodies, e.g. host regions). Every result is checked against
+its IR type: the element type is enforced (cast) and a shape mismatch is an error.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp, NameLoc, StringAttr, TensorType
+from xdsl.ir import Block, Operation, SSAValue
+from xdsl.traits import IsTerminator
+
+from esact_cc.runtime.errors import CompileError
+from esact_cc.tensor_types import numpy_dtype_of
+from esact_cc.weight_store import WeightStore, store_of
+
+Array = np.ndarray
+OpImpl = Callable[["Interpreter", Operation, list[Array]], "Sequence[Array] | Array"]
+
+IMPLEMENTATION_MODULES: list[str] = [
+    "esact_cc.interpret_onnx_ops",
+    "esact_cc.interpret_transformer_ops",
+    "esact_cc.interpret_quantized_ops",
+    "esact_cc.interpret_spls_ops",
+    "esact_cc.interpret_esact_ops",
+]
+"""Modules registering op implementations; append one to add a dialect's semantics."""
+
+NAME_ATTR = "onnx.name"
+"""Argument/result attribute carrying the ONNX input/output name (set by the frontend)."""
+
+_IMPLS: dict[str, OpImpl] = {}
+_loaded = False
+
+
+def register(op_name: str) -> Callable[[OpImpl], OpImpl]:
+    """Decorator: `fn` computes ops named `op_name` (e.g. "onnx.MatMul")."""
+
+    def wrap(fn: OpImpl) -> OpImpl:
+        _IMPLS[op_name] = fn
+        return fn
+
+    return wrap
+
+
+def load_implementations() -> None:
+    """Import every implementation module that exists (once)."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module_name in IMPLEMENTATION_MODULES:
+        try:
+            importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name != module_name:  # a real missing dependency inside the module
+                raise
+
+
+def registered_ops() -> list[str]:
+    load_implementations()
+    return sorted(_IMPLS)
+
+
+def op_label(op: Operation) -> str:
+    """`onnx.MatMul at "/encoder/.../MatMul"`: how errors name an op."""
+    loc = op.location
+    if isinstance(loc, NameLoc):
+        return f'{op.name} at "{loc.desc.data}"'
+    return op.name
+
+
+def io_names(function: func.FuncOp, results: bool) -> list[str]:
+    """ONNX names of a function's arguments or results (`onnx.name`), else arg0/output0..."""
+    attrs = function.res_attrs if results else function.arg_attrs
+    count = len(function.function_type.outputs.data if results else function.function_type.inputs.data)
+    names: list[str] = []
+    for index in range(count):
+        name = None
+        if attrs is not None and index < len(attrs.data):
+            attr = attrs.data[index].data.get(NAME_ATTR)
+            if isinstance(attr, StringAttr):
+                name = attr.data
+        names.append(name or (f"output{index}" if results else f"arg{index}"))
+    return names
+
+
+def main_function(module: ModuleOp) -> func.FuncOp:
+    for op in module.ops:
+        if isinstance(op, func.FuncOp) and op.sym_name.data == "main":
+            return op
+    raise CompileError("module has no func.func @main")
+
+
+class Interpreter:
+    """Runs functions of a module op by op; override `run_op` to observe or replace ops."""
+
+    def __init__(self, store: WeightStore):
+        load_implementations()
+        self.store = store
+        self.env: dict[SSAValue, Array] = {}
+
+    def run_op(self, op: Operation, args: list[Array]) -> list[Array]:
+        impl = _IMPLS.get(op.name)
+        if impl is None:
+            raise CompileError(f"the reference interpreter has no semantics for {op_label(op)}")
+        try:
+            outputs = impl(self, op, args)
+        except CompileError:
+            raise
+        except Exception as e:
+            raise CompileError(f"{op_label(op)}: {type(e).__name__}: {' '.join(str(e).split())}") from None
+        if isinstance(outputs, np.ndarray):
+            outputs = [outputs]
+        return [self._check_result(op, i, out) for i, out in enumerate(outputs)]
+
+    def _check_result(self, op: Operation, index: int, value: Array) -> Array:
+        value = np.asarray(value)
+        if index >= len(op.results):
+            raise CompileError(f"{op_label(op)}: computed {index + 1}+ results, IR has {len(op.results)}")
+        result_type = op.results[index].type
+        if isinstance(result_type, TensorType):
+            expected = tuple(result_type.get_shape())
+            if value.shape != expected:
+                raise CompileError(
+                    f"{op_label(op)}: result {index} has shape {value.shape}, IR type says {expected}"
+                )
+            dtype = numpy_dtype_of(result_type)
+            if value.dtype != dtype:
+                value = value.astype(dtype)
+        return value
+
+    def run_block(self, block: Block, args: Sequence[Array]) -> list[Array]:
+        """Run a block's ops; return the values its terminator passes on."""
+        for block_arg, value in zip(block.args, args, strict=True):
+            self.env[block_arg] = value
+        for op in block.ops:
+            args_of_op = [self.env[operand] for operand in op.operands]
+            if op.has_trait(IsTerminator):
+                return args_of_op
+            for result, value in zip(op.results, self.run_op(op, args_of_op), strict=True):
+                self.env[result] = value
+        return []
+
+    def run_function(self, function: func.FuncOp, inputs: Mapping[str, Array]) -> dict[str, Array]:
+        arg_names = io_names(function, results=False)
+        missing = [name for name in arg_names if name not in inputs]
+        if missing:
+            raise CompileError(f"missing input(s): {', '.join(missing)} (model inputs: {', '.join(arg_names)})")
+        unknown = [name for name in inputs if name not in arg_names]
+        if unknown:
+            raise CompileError(f"unknown input(s): {', '.join(unknown)} (model inputs: {', '.join(arg_names)})")
+        args: list[Array] = []
+        for name, arg in zip(arg_names, function.body.block.args, strict=True):
+            value = np.asarray(inputs[name])
+            arg_type = arg.type
+            if isinstance(arg_type, TensorType):
+                shape, dtype = tuple(arg_type.get_shape()), numpy_dtype_of(arg_type)
+                if value.shape != shape:
+                    raise CompileError(f"input '{name}' has shape {value.shape}, the model expects {shape}")
+                if value.dtype != dtype:
+                    if not np.can_cast(value.dtype, dtype, casting="same_kind"):
+                        raise CompileError(f"input '{name}' has dtype {value.dtype}, the model expects {dtype}")
+                    value = value.astype(dtype)
+            args.append(value)
+        outputs = self.run_block(function.body.block, args)
+        return dict(zip(io_names(function, results=True), outputs, strict=True))
+
+
+def run_module(
+    module: ModuleOp, inputs: Mapping[str, Array], store: WeightStore | None = None
+) -> dict[str, Array]:
+    """Run `@main` of `module` on named inputs; returns named outputs."""
+    interpreter = Interpreter(store if store is not None else store_of(module))
+    return interpreter.run_function(main_function(module), inputs)
