@@ -1,0 +1,326 @@
+"""The `esact` dialect: one op per ESACT instruction, generated from runtime/isa.py's table,
+plus the declarations a program needs besides its instructions.
+
+Instruction ops (`esact.<mnemonic>`, one class per `INSTRUCTION_SPECS` entry, never listed by
+hand) hold every ISA field as a property: integers (addresses, sizes, flags, buffer and mode
+enums) as i64, float immediates as f32, the dependency-token masks `pop`/`push` as i64. Their
+syntax lists the fields in table order, enums by name and token masks as queue lists:
+
+    esact.load pop [] push [compute] buf = WBUF, sram_addr = 0, dram_addr = 4096, rows = 64,
+        cols = 32, sram_stride = 0, dram_stride = 0 {component = "q", layer = 0 : i64}
+
+Fields left out when parsing are 0 (as in `isa.Instruction.make`). Optional attributes:
+`layer` (i64) and `component` (one of the debug-map components); the op's location is the
+ONNX node it comes from. Program order is the order of the ops in the module body.
+
+Declaration ops (no instruction, no runtime effect):
+- `esact.data "<weight>" at <dram address>`: a weight-store tensor placed in the DRAM image;
+- `esact.io "input"|"output" "<name>" at <address> : <tensor type>`: a model input or output;
+- `esact.host_tensor <segment> "input"|"output" "<name>" at <address> : <tensor type>`: a DRAM
+  tensor host segment <segment> reads or writes (its ONNX graph input/output name);
+- `esact.host_segment <segment> "<weight>"`: the ONNX bytes of host segment <segment>, a
+  uint8 tensor in the weight store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import IntEnum
+from typing import ClassVar
+
+from xdsl.dialects.builtin import (
+    Float32Type,
+    FloatAttr,
+    I64,
+    IntegerAttr,
+    StringAttr,
+    TensorType,
+    i64,
+)
+from xdsl.ir import Attribute, Dialect
+from xdsl.irdl import IRDLOperation, irdl_op_definition, opt_attr_def, prop_def
+from xdsl.parser import Parser
+from xdsl.printer import Printer
+from xdsl.utils.exceptions import VerifyException
+
+from esact_cc.runtime.esb import COMPONENTS
+from esact_cc.runtime.isa import (
+    INSTRUCTION_SPECS,
+    FieldKind,
+    FieldSpec,
+    Instruction,
+    InstructionSpec,
+    Queue,
+    bits_float,
+    float_bits,
+    validate_instruction,
+)
+
+QUEUE_NAMES: tuple[str, ...] = tuple(q.name.lower() for q in Queue)
+TOKEN_FIELDS = ("pop", "push")
+
+
+def _mask_text(mask: int) -> str:
+    return "[" + ", ".join(QUEUE_NAMES[q] for q in range(len(QUEUE_NAMES)) if mask >> q & 1) + "]"
+
+
+class InstructionOp(IRDLOperation):
+    """Base of every instruction op: the ISA fields are the op's properties."""
+
+
+    @classmethod
+    def isa_spec(cls) -> InstructionSpec:
+        """The ISA table entry this op class was generated from."""
+        return cls.__isa_spec__
+
+    layer = opt_attr_def(IntegerAttr[I64])
+    """Transformer layer index of the instruction (debug map), absent outside layers."""
+    component = opt_attr_def(StringAttr)
+    """Debug-map component: q k v qk pv o ffn1 ffn2 predict sfu host load store."""
+
+    def __init__(self, fields: Mapping[str, int | float], attributes: Mapping[str, Attribute] | None = None):
+        unknown = set(fields) - set(self.isa_spec().field_names)
+        if unknown:
+            raise ValueError(f"{self.isa_spec().name}: unknown field(s) {', '.join(sorted(unknown))}")
+        properties = {f.name: _field_attr(f, fields.get(f.name, 0)) for f in self.isa_spec().fields}
+        super().__init__(properties=properties, attributes=dict(attributes or {}))
+
+    # --- access ---------------------------------------------------------------------------
+    def field_value(self, name: str) -> int:
+        """Raw ISA value of a field (float immediates as their float32 bit pattern)."""
+        attr = self.properties[name]
+        if isinstance(attr, FloatAttr):
+            return float_bits(attr.value.data)
+        assert isinstance(attr, IntegerAttr)
+        return attr.value.data
+
+    def set_field(self, name: str, value: int | float) -> None:
+        self.properties[name] = _field_attr(self.isa_spec().field(name), value)
+
+    def to_instruction(self) -> Instruction:
+        return Instruction(self.isa_spec().name, {f.name: self.field_value(f.name) for f in self.isa_spec().fields})
+
+    # --- syntax ---------------------------------------------------------------------------
+    def print(self, printer: Printer) -> None:
+        printer.print_string(f" pop {_mask_text(self.field_value('pop'))}")
+        printer.print_string(f" push {_mask_text(self.field_value('push'))}")
+        own = [f for f in self.isa_spec().fields if f.name not in TOKEN_FIELDS]
+        for i, f in enumerate(own):
+            printer.print_string(("," if i else "") + f" {f.name} = {_field_text(f, self.properties[f.name])}")
+        printer.print_op_attributes(self.attributes)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> InstructionOp:
+        values: dict[str, int | float] = {}
+        for name in TOKEN_FIELDS:
+            parser.parse_keyword(name)
+            queues = parser.parse_comma_separated_list(
+                parser.Delimiter.SQUARE, lambda: parser.parse_identifier()
+            )
+            mask = 0
+            for q in queues:
+                if q not in QUEUE_NAMES:
+                    parser.raise_error(f"unknown queue '{q}' (expected one of {', '.join(QUEUE_NAMES)})")
+                mask |= 1 << QUEUE_NAMES.index(q)
+            values[name] = mask
+        names = {f.name: f for f in cls.isa_spec().fields if f.name not in TOKEN_FIELDS}
+        first = True
+        while True:
+            if not first and parser.parse_optional_punctuation(",") is None:
+                break
+            name = parser.parse_optional_identifier()
+            if name is None:
+                if not first:
+                    parser.raise_error("expected a field name after ','")
+                break
+            first = False
+            if name not in names:
+                parser.raise_error(f"{cls.isa_spec().name} has no field '{name}'")
+            parser.parse_punctuation("=")
+            values[name] = _parse_field_value(parser, names[name])
+        attributes = parser.parse_optional_attr_dict()
+        return cls(values, attributes)
+
+    def verify_(self) -> None:
+        try:
+            validate_instruction(self.to_instruction(), 0)
+        except Exception as e:  # ProgramError: report it as an IR verification error
+            raise VerifyException(f"{self.name}: {str(e).removeprefix('instruction 0 ')}") from None
+        if self.component is not None and self.component.data not in COMPONENTS:
+            raise VerifyException(
+                f"{self.name}: component '{self.component.data}' is not one of {' '.join(sorted(COMPONENTS))}"
+            )
+
+
+def _field_attr(spec: FieldSpec, value: int | float) -> Attribute:
+    if spec.kind is FieldKind.FLOAT32:
+        if isinstance(value, int):
+            value = bits_float(value)
+        return FloatAttr(float(value), Float32Type())
+    return IntegerAttr(int(value), i64)
+
+
+def _field_text(spec: FieldSpec, attr: Attribute) -> str:
+    if isinstance(attr, FloatAttr):
+        return repr(float(attr.value.data))
+    assert isinstance(attr, IntegerAttr)
+    value = attr.value.data
+    if spec.kind is FieldKind.ENUM and spec.enum is not None:
+        try:
+            return spec.enum(value).name
+        except ValueError:
+            return str(value)
+    if spec.kind is FieldKind.QUEUE_MASK:
+        return _mask_text(value)
+    return str(value)
+
+
+def _parse_field_value(parser: Parser, spec: FieldSpec) -> int | float:
+    if spec.kind is FieldKind.FLOAT32:
+        return float(parser.parse_number())
+    if spec.kind is FieldKind.ENUM and spec.enum is not None:
+        ident = parser.parse_optional_identifier()
+        if ident is not None:
+            enum: type[IntEnum] = spec.enum
+            if ident not in enum.__members__:
+                parser.raise_error(
+                    f"field '{spec.name}': '{ident}' is not one of {', '.join(enum.__members__)}"
+                )
+            return int(enum[ident])
+    return parser.parse_integer(allow_boolean=False)
+
+
+def _define_instruction_op(spec: InstructionSpec) -> type[InstructionOp]:
+    body: dict[str, object] = {"name": f"esact.{spec.name}", "__isa_spec__": spec, "__module__": __name__,
+                               "__doc__": spec.semantics}
+    for f in spec.fields:
+        body[f.name] = prop_def(FloatAttr[Float32Type] if f.kind is FieldKind.FLOAT32 else IntegerAttr[I64])
+    cls = type("".join(p.capitalize() for p in spec.name.split("_")) + "Op", (InstructionOp,), body)
+    return irdl_op_definition(cls)
+
+
+INSTRUCTION_OPS: dict[str, type[InstructionOp]] = {
+    name: _define_instruction_op(spec) for name, spec in INSTRUCTION_SPECS.items()
+}
+"""One op class per ISA instruction, by mnemonic: INSTRUCTION_OPS["gemm"] is `esact.gemm`."""
+
+
+def instruction_op(name: str, attributes: Mapping[str, Attribute] | None = None, **fields: int | float) -> InstructionOp:
+    """Build `esact.<name>` with the given fields (others 0)."""
+    return INSTRUCTION_OPS[name](fields, attributes)
+
+
+# ----------------------------------------------------------------------------- declarations
+
+IO_KINDS = ("input", "output")
+
+
+def _check_kind(op_name: str, kind: StringAttr) -> None:
+    if kind.data not in IO_KINDS:
+        raise VerifyException(f"{op_name}: kind must be input or output, got '{kind.data}'")
+
+
+def _check_address(op_name: str, address: IntegerAttr) -> None:
+    if address.value.data < 0:
+        raise VerifyException(f"{op_name}: address must be non-negative")
+
+
+@irdl_op_definition
+class DataOp(IRDLOperation):
+    """A weight-store tensor placed in the program's DRAM image (its bytes, row-major)."""
+
+    name = "esact.data"
+
+    weight = prop_def(StringAttr)
+    """Weight-store key of the tensor."""
+    address = prop_def(IntegerAttr[I64])
+    """DRAM byte address."""
+
+    assembly_format = "$weight `at` $address attr-dict"
+
+    def __init__(self, weight: str, address: int):
+        super().__init__(properties={"weight": StringAttr(weight), "address": IntegerAttr(address, i64)})
+
+    def verify_(self) -> None:
+        _check_address(self.name, self.address)
+
+
+@irdl_op_definition
+class IoOp(IRDLOperation):
+    """A model input or output: a named DRAM tensor the caller fills or reads."""
+
+    name = "esact.io"
+
+    kind = prop_def(StringAttr)
+    """"input" or "output"."""
+    tensor_name = prop_def(StringAttr)
+    """The ONNX graph input/output name."""
+    address = prop_def(IntegerAttr[I64])
+    """DRAM byte address (row-major, packed)."""
+    tensor_type = prop_def(TensorType)
+    """Shape and element type."""
+
+    assembly_format = "$kind $tensor_name `at` $address `:` $tensor_type attr-dict"
+
+    def __init__(self, kind: str, tensor_name: str, address: int, tensor_type: TensorType):
+        super().__init__(properties={
+            "kind": StringAttr(kind), "tensor_name": StringAttr(tensor_name),
+            "address": IntegerAttr(address, i64), "tensor_type": tensor_type,
+        })
+
+    def verify_(self) -> None:
+        _check_kind(self.name, self.kind)
+        _check_address(self.name, self.address)
+
+
+@irdl_op_definition
+class HostSegmentOp(IRDLOperation):
+    """Host segment `segment`: an ONNX model (uint8 bytes in the weight store)."""
+
+    name = "esact.host_segment"
+
+    segment = prop_def(IntegerAttr[I64])
+    """Index the HOST instruction's `segment` field refers to."""
+    onnx = prop_def(StringAttr)
+    """Weight-store key of the serialized ONNX model (uint8 [size])."""
+
+    assembly_format = "$segment $onnx attr-dict"
+
+    def __init__(self, segment: int, onnx: str):
+        super().__init__(properties={"segment": IntegerAttr(segment, i64), "onnx": StringAttr(onnx)})
+
+
+@irdl_op_definition
+class HostTensorOp(IRDLOperation):
+    """A DRAM tensor bound to an input or output of host segment `segment`."""
+
+    name = "esact.host_tensor"
+
+    segment = prop_def(IntegerAttr[I64])
+    """The host segment."""
+    kind = prop_def(StringAttr)
+    """"input" (read by the segment) or "output" (written by it)."""
+    tensor_name = prop_def(StringAttr)
+    """Name of the segment's ONNX graph input/output."""
+    address = prop_def(IntegerAttr[I64])
+    """DRAM byte address (row-major, packed)."""
+    tensor_type = prop_def(TensorType)
+    """Shape and element type."""
+
+    assembly_format = "$segment $kind $tensor_name `at` $address `:` $tensor_type attr-dict"
+
+    def __init__(self, segment: int, kind: str, tensor_name: str, address: int, tensor_type: TensorType):
+        super().__init__(properties={
+            "segment": IntegerAttr(segment, i64), "kind": StringAttr(kind),
+            "tensor_name": StringAttr(tensor_name), "address": IntegerAttr(address, i64),
+            "tensor_type": tensor_type,
+        })
+
+    def verify_(self) -> None:
+        _check_kind(self.name, self.kind)
+        _check_address(self.name, self.address)
+
+
+DECLARATION_OPS = (DataOp, IoOp, HostSegmentOp, HostTensorOp)
+
+ESACT = Dialect("esact", [*INSTRUCTION_OPS.values(), *DECLARATION_OPS], [])
