@@ -165,14 +165,17 @@ def weight_store_path_for(ir_path: str | os.PathLike[str]) -> Path:
 def bind_to_ir_file(module: ModuleOp, store: WeightStore, ir_path: str | os.PathLike[str]) -> None:
     """Make `module` point at a saved copy of `store` for an IR file at `ir_path`.
 
-    Reuses the store's own `.npz` when it is unchanged since loading/saving, else saves the
-    store beside the IR file. Sets the `esact.weight_store` attribute (relative path).
+    Reuses the store's own `.npz` when it is unchanged since loading/saving and lies in the IR
+    file's directory (so IR files and weights move together), else saves the store beside the
+    IR file. Sets the `esact.weight_store` attribute (relative path); removes it for an empty
+    store.
     """
     ir_dir = Path(ir_path).resolve().parent
     if len(store) == 0:
         module.attributes.pop(WEIGHT_STORE_ATTR, None)
         return
-    if store.source_path is None or not store.source_path.exists():
+    source = store.source_path
+    if source is None or not source.exists() or source.parent != ir_dir:
         store.save(weight_store_path_for(ir_path))
     assert store.source_path is not None
     relative = os.path.relpath(store.source_path, ir_dir)

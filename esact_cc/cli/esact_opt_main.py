@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -108,18 +107,9 @@ class EsactOptMain(xDSLOptMain):
     def run(self) -> None:
         super().run()
         if self._captured is not None:
+            from esact_cc.atomic_files import write_text_atomically
+
             write_text_atomically(self.args.output_file, self._captured.getvalue())
-
-
-def write_text_atomically(path: str | os.PathLike[str], text: str) -> None:
-    """Write `text` to `path` through a temporary file, so no half-written file is left."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:

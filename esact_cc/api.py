@@ -1,0 +1,120 @@
+"""Python API: compile an ONNX model to a stage, print/save/load its IR, run it.
+
+    from esact_cc import api
+    compiled = api.compile("model.onnx", stage="transformer", input_shapes={"input_ids": (1, 128)})
+    outputs = compiled.run({"input_ids": ids})      # reference interpreter, named outputs
+    compiled.save_ir("model.mlir")                    # + model.npz beside it
+    again = api.load_ir("model.mlir")
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from onnx import ModelProto
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.parser import Parser
+from xdsl.printer import Printer
+
+from esact_cc.atomic_files import write_text_atomically
+from esact_cc.pipeline import CompileOptions, compile_model
+from esact_cc.runtime.errors import CompileError
+from esact_cc.weight_store import WeightStore, attach, bind_to_ir_file, store_of
+
+
+def ir_text(module: ModuleOp) -> str:
+    """The module's IR as text, with locations (deterministic)."""
+    stream = io.StringIO()
+    Printer(stream=stream, print_debuginfo=True).print_op(module)
+    stream.write("\n")
+    return stream.getvalue()
+
+
+def write_ir(module: ModuleOp, store: WeightStore, path: str | os.PathLike[str]) -> None:
+    """Write the IR to `path` and its weights beside it (`esact.weight_store` links them)."""
+    bind_to_ir_file(module, store, path)
+    write_text_atomically(path, ir_text(module))
+
+
+def parse_ir(text: str, name: str = "<ir>") -> ModuleOp:
+    from esact_cc.dialect_registry import make_context
+
+    try:
+        return Parser(make_context(), text, name).parse_module()
+    except Exception as e:
+        raise CompileError(f"cannot parse IR {name}: {' '.join(str(e).split())}") from None
+
+
+@dataclass
+class CompiledModel:
+    module: ModuleOp
+    store: WeightStore
+    stage: str
+
+    def ir(self) -> str:
+        return ir_text(self.module)
+
+    def save_ir(self, path: str | os.PathLike[str]) -> None:
+        write_ir(self.module, self.store, path)
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the reference interpreter on named inputs; named outputs."""
+        from esact_cc.reference_interpreter import run_module
+
+        return run_module(self.module, inputs, self.store)
+
+
+def compile(  # noqa: A001 (the API's verb)
+    model: str | os.PathLike[str] | ModelProto,
+    stage: str = "transformer",
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    dump_ir_dir: str | os.PathLike[str] | None = None,
+    debug_lift: bool = False,
+    **extra: Any,
+) -> CompiledModel:
+    """Compile an ONNX model (path or ModelProto) to `stage`.
+
+    `dump_ir_dir` receives one IR file per stage (`<n>-<stage>.mlir`, weights beside them);
+    `extra` holds later stages' options (e.g. hw=..., sparsity=...).
+    """
+    options = CompileOptions(input_shapes=dict(input_shapes or {}), debug_lift=debug_lift, extra=extra)
+    on_stage = None
+    if dump_ir_dir is not None:
+        dump_dir = Path(dump_ir_dir)
+        counter = iter(range(1, 1000))
+
+        def on_stage(name: str, module: ModuleOp, store: WeightStore) -> None:
+            write_ir(module, store, dump_dir / f"{next(counter)}-{name}.mlir")
+
+    module, store = compile_model(model, stage, options, on_stage=on_stage)
+    return CompiledModel(module, store, stage)
+
+
+def load_ir(path: str | os.PathLike[str]) -> CompiledModel:
+    """Parse an IR file; its weights come from the `.npz` its `esact.weight_store` names."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise CompileError(f"cannot read IR file '{path}': {e.strerror}") from None
+    module = parse_ir(text, str(path))
+    store = store_of(module, path.parent)
+    attach(module, store)
+    return CompiledModel(module, store, stage="")
+
+
+def run(
+    model: str | os.PathLike[str] | ModelProto,
+    inputs: Mapping[str, np.ndarray],
+    stage: str = "transformer",
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+) -> dict[str, np.ndarray]:
+    """Compile to `stage` (input shapes default to the given inputs' shapes) and interpret."""
+    shapes = dict(input_shapes or {name: np.shape(v) for name, v in inputs.items()})
+    return compile(model, stage, shapes).run(inputs)

@@ -1,0 +1,171 @@
+"""`esact-cc`: compile an ONNX model to a pipeline stage, write/dump its IR, optionally run it.
+
+    esact-cc MODEL.onnx [-o OUT] --compile-to STAGE [--input-shape NAME=1x128 ...]
+        [--dump-ir-dir DIR] [--print-ir-after-all] [--debug-lift]
+        [--run --input NAME=FILE.npy ... --output-dir DIR]
+
+Stages come from `esact_cc.pipeline.STAGES`. Arguments are declared by the functions in
+`ARGUMENT_GROUPS` (append one to add options); every parsed argument reaches the pipeline as
+`CompileOptions.extra[<dest>]`, so a later stage reads its own options without changes here.
+Errors: `error: <one line>` on stderr, exit 1, no traceback; outputs are written only after
+everything succeeded, each atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from esact_cc.runtime.errors import EsactError
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(1, f"error: {message}\n")
+
+
+def _add_compile_arguments(parser: argparse.ArgumentParser) -> None:
+    from esact_cc.pipeline import stage_names
+
+    parser.add_argument("model", help="ONNX model file")
+    parser.add_argument("-o", "--output", help="output file (default: IR on stdout)")
+    parser.add_argument(
+        "--compile-to", default=stage_names()[-1], choices=stage_names(), metavar="STAGE",
+        help=f"last stage to run: {', '.join(stage_names())} (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--input-shape", action="append", default=[], metavar="NAME=DIMS",
+        help="static shape of a model input, e.g. input_ids=1x128 (repeatable)",
+    )
+
+
+def _add_debug_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dump-ir-dir", metavar="DIR", help="write the IR after every stage to DIR")
+    parser.add_argument(
+        "--print-ir-after-all", action="store_true", help="print the IR after every pass to stderr"
+    )
+    parser.add_argument(
+        "--debug-lift", action="store_true",
+        help="report which check failed for every pattern lift-transformer did not lift",
+    )
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--run", action="store_true", help="run the compiled IR on the reference interpreter"
+    )
+    parser.add_argument(
+        "--input", action="append", default=[], metavar="NAME=FILE.npy", help="input value (repeatable)"
+    )
+    parser.add_argument("--output-dir", metavar="DIR", help="where --run writes <output>.npy")
+
+
+ARGUMENT_GROUPS: list[Callable[[argparse.ArgumentParser], None]] = [
+    _add_compile_arguments,
+    _add_debug_arguments,
+    _add_run_arguments,
+]
+"""Functions declaring the CLI's arguments; append one to add options."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _ArgumentParser(prog="esact-cc", description="Compile ONNX Transformer models for ESACT.")
+    for add_arguments in ARGUMENT_GROUPS:
+        add_arguments(parser)
+    return parser
+
+
+def _parse_inputs(specs: list[str]) -> dict[str, np.ndarray]:
+    from esact_cc.runtime.errors import CompileError
+
+    inputs: dict[str, np.ndarray] = {}
+    for spec in specs:
+        name, sep, file = spec.partition("=")
+        if not sep or not name or not file:
+            raise CompileError(f"bad --input '{spec}': expected NAME=FILE.npy")
+        try:
+            inputs[name] = np.load(file, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise CompileError(f"cannot read --input {name}: '{file}': {' '.join(str(e).split())}") from None
+    return inputs
+
+
+def output_file_name(output_name: str) -> str:
+    """`<output>.npy`, with characters that cannot be in a file name replaced by '_'."""
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", output_name).lstrip(".") + ".npy"
+
+
+def run_cli(args: argparse.Namespace) -> None:
+    from esact_cc import api
+    from esact_cc.atomic_files import save_npy_atomically
+    from esact_cc.onnx_frontend import parse_input_shape
+    from esact_cc.pipeline import CompileOptions, compile_model, stage_named
+    from esact_cc.runtime.errors import CompileError
+
+    if args.run and not args.output_dir:
+        raise CompileError("--run needs --output-dir DIR")
+    if args.input and not args.run:
+        raise CompileError("--input is only used with --run")
+    inputs = _parse_inputs(args.input) if args.run else {}
+    shapes = dict(parse_input_shape(text) for text in args.input_shape)
+    for name, value in inputs.items():  # an input's file fixes its shape unless given
+        shapes.setdefault(name, tuple(value.shape))
+    options = CompileOptions(input_shapes=shapes, debug_lift=args.debug_lift, extra=vars(args))
+
+    on_pass = None
+    if args.print_ir_after_all:
+        def on_pass(module_pass, module) -> None:  # type: ignore[no-untyped-def]
+            sys.stderr.write(f"// ----- IR after {module_pass.name} -----\n{api.ir_text(module)}")
+
+    stage_dumps: list[tuple[str, str]] = []
+
+    def on_stage(name, module, store) -> None:  # type: ignore[no-untyped-def]
+        if args.dump_ir_dir:
+            path = Path(args.dump_ir_dir) / f"{len(stage_dumps) + 1}-{name}.mlir"
+            api.write_ir(module, store, path)
+            stage_dumps.append((name, str(path)))
+        if args.print_ir_after_all:
+            sys.stderr.write(f"// ----- IR after stage {name} -----\n{api.ir_text(module)}")
+
+    module, store = compile_model(args.model, args.compile_to, options, on_stage=on_stage, on_pass=on_pass)
+
+    outputs: dict[str, np.ndarray] = {}
+    if args.run:
+        from esact_cc.reference_interpreter import run_module
+
+        outputs = run_module(module, inputs, store)
+
+    # Everything computed: now write.
+    stage = stage_named(args.compile_to)
+    if args.output:
+        if stage.write_output is not None:
+            stage.write_output(module, store, Path(args.output))
+        else:
+            api.write_ir(module, store, args.output)
+    elif not args.run:
+        sys.stdout.write(api.ir_text(module))
+    for name, value in outputs.items():
+        save_npy_atomically(Path(args.output_dir) / output_file_name(name), value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        run_cli(args)
+    except EsactError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
