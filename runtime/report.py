@@ -1,0 +1,288 @@
+"""Run reports: the JSON document and the readable summary table of one simulated run.
+
+`build_report` joins the schedule (timing.py), the work columns (work_table.py) and the
+energy model (energy.py) with each instruction's debug entry (ONNX node, layer,
+component) into one JSON-ready dict:
+
+  total.{cycles, seconds, energy_pj, energy_dynamic_pj, energy_static_pj, macs_dense,
+         macs_executed, mac_reduction, tops_per_watt, effective_tops}
+  roofline_cycles, roofline.{bound_by, units}
+  units.<queue>.{instructions, busy_cycles, utilisation, stalls.<cause>}
+  energy_breakdown_pj.<category>
+  components.<name>.{instructions, macs_dense, macs_executed, cycles, energy_pj,
+                     layers.<layer>.{same}}
+  layers.<layer>.{same as a component row}
+
+`cycles` of a component is the busy time of its instructions on their units (they may
+overlap in time with other units'); TOPS/W counts dense-equivalent operations (2 per dense
+MAC) per joule, as accelerator papers do.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .atomic_write import atomic_write_text
+from .energy import ENERGY_CATEGORIES, EnergyModel
+from .hw_config import HardwareConfig
+from .timing import Schedule, roofline
+from .work_table import WorkTable, sfu_passes_column
+
+# Components a binary's debug map may name (ISA_PLAN.md), in report order.
+COMPONENTS: tuple[str, ...] = (
+    "q", "k", "v", "qk", "pv", "o", "ffn1", "ffn2", "predict", "sfu", "host", "load", "store",
+)
+# The component of an instruction without a debug entry: by its queue.
+QUEUE_COMPONENT: dict[str, str] = {
+    "load": "load", "compute": "other", "predict": "predict", "sfu": "sfu",
+    "store": "store", "host": "host",
+}
+NO_LAYER = "none"  # layer key of instructions outside any Transformer layer
+
+
+@dataclass
+class InstructionInfo:
+    """Per-instruction names for reports and traces (from the binary's text and debug map)."""
+
+    opcodes: list[str]
+    queues: list[int]
+    units: list[str]  # isa.Unit values: dma, mac, bpu, topk, sfu, host, control
+    nodes: list[str]
+    layers: list[int | None]
+    components: list[str]
+
+    def __len__(self) -> int:
+        return len(self.opcodes)
+
+
+def instruction_info(program: Any) -> InstructionInfo:
+    """Names of each instruction of an esb.Program: opcode, queue, unit, and from the debug
+    map its ONNX node, layer and component (by queue when the map has no entry)."""
+    from .isa import INSTRUCTION_SPECS
+
+    from .timing import QUEUE_NAMES
+
+    opcodes, queues, units, nodes, layers, components = [], [], [], [], [], []
+    debug = program.debug
+    for i, instr in enumerate(program.instructions):
+        spec = INSTRUCTION_SPECS[instr.opcode_name]
+        q = int(spec.queue)
+        entry = debug.get(i)
+        opcodes.append(instr.opcode_name)
+        queues.append(q)
+        units.append(spec.unit.value)
+        if entry is not None:
+            nodes.append(entry.node)
+            layers.append(entry.layer if entry.layer >= 0 else None)
+            components.append(entry.component)
+        else:
+            nodes.append("")
+            layers.append(None)
+            components.append(QUEUE_COMPONENT[QUEUE_NAMES[q]])
+    return InstructionInfo(opcodes, queues, units, nodes, layers, components)
+
+
+@dataclass
+class RunCosts:
+    """Per-instruction energies of a scheduled run (pJ)."""
+
+    dynamic_by_category: dict[str, np.ndarray]
+    dynamic: np.ndarray
+    static_pj: float
+
+
+def run_costs(
+    info: InstructionInfo,
+    schedule: Schedule,
+    work: WorkTable,
+    energy: EnergyModel,
+    config: HardwareConfig,
+) -> RunCosts:
+    cycles = np.asarray(schedule.cycles, dtype=np.int64)
+    host_cycles = np.where(np.asarray(info.units, dtype=object) == "host", cycles, 0)
+    by_cat = energy.dynamic_energy(
+        work, sfu_passes_column(info.opcodes), host_cycles, config.frequency_hz
+    )
+    dynamic = np.zeros(work.n, dtype=np.float64)
+    for values in by_cat.values():
+        dynamic += values
+    return RunCosts(by_cat, dynamic, energy.static_energy_pj(schedule.total_cycles,
+                                                              config.frequency_hz))
+
+
+def unit_work_totals(
+    info: InstructionInfo, schedule: Schedule, work: WorkTable
+) -> dict[str, float]:
+    """Each hardware unit's total work, the input of timing.roofline."""
+    units = np.asarray(info.units, dtype=object)
+    queues = np.asarray(info.queues, dtype=np.int64)
+    dma = np.isin(queues, [schedule.queue_names.index(q) for q in ("load", "store")])
+    passes = sfu_passes_column(info.opcodes)
+    cycles = np.asarray(schedule.cycles, dtype=np.int64)
+    return {
+        "mac_array": float(work["macs_executed"][units == "mac"].sum()),
+        "bpu": float((work["shift_adds"] + work["sfu_elements"])[units == "bpu"].sum()),
+        "topk": float(work["compare_ops"][units == "topk"].sum()),
+        "sfu": float((work["sfu_elements"] * passes)[units == "sfu"].sum()),
+        "dram": float((work["dram_read_bytes"] + work["dram_write_bytes"])[dma].sum()),
+        "host": float(cycles[units == "host"].sum()),
+    }
+
+
+def _row(mask: np.ndarray, work: WorkTable, cycles: np.ndarray, dyn: np.ndarray) -> dict[str, Any]:
+    dense = int(work["macs_dense"][mask].sum())
+    executed = int(work["macs_executed"][mask].sum())
+    return {
+        "instructions": int(mask.sum()),
+        "macs_dense": dense,
+        "macs_executed": executed,
+        "mac_reduction": (1.0 - executed / dense) if dense else 0.0,
+        "cycles": int(cycles[mask].sum()),
+        "energy_pj": float(dyn[mask].sum()),
+    }
+
+
+def build_report(
+    info: InstructionInfo,
+    schedule: Schedule,
+    work: WorkTable,
+    energy: EnergyModel,
+    config: HardwareConfig,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON-ready report of one run (see the module docstring for its layout)."""
+    costs = run_costs(info, schedule, work, energy, config)
+    cycles = np.asarray(schedule.cycles, dtype=np.int64)
+    total_cycles = schedule.total_cycles
+    seconds = total_cycles / config.frequency_hz
+    dynamic_pj = float(costs.dynamic.sum())
+    energy_pj = dynamic_pj + costs.static_pj
+    macs_dense = work.total("macs_dense")
+    macs_executed = work.total("macs_executed")
+    bound = roofline(unit_work_totals(info, schedule, work), config)
+
+    units = {}
+    for q, name in enumerate(schedule.queue_names):
+        busy = schedule.busy_cycles[name]
+        units[name] = {
+            "instructions": schedule.instruction_counts[name],
+            "busy_cycles": busy,
+            "utilisation": busy / total_cycles if total_cycles else 0.0,
+            "stalls": dict(sorted(schedule.stall_cycles[name].items())),
+            "stall_cycles": sum(schedule.stall_cycles[name].values()),
+        }
+    units["compute"]["mac_utilisation"] = (
+        macs_executed / (total_cycles * config.mac_rows * config.mac_cols) if total_cycles else 0.0
+    )
+
+    components_arr = np.asarray(info.components, dtype=object)
+    layer_keys = np.asarray(
+        [NO_LAYER if layer is None else str(layer) for layer in info.layers], dtype=object
+    )
+    present = list(COMPONENTS) + sorted(set(info.components) - set(COMPONENTS))
+    all_layers = sorted(set(layer_keys.tolist()), key=_layer_sort_key)
+    components: dict[str, Any] = {}
+    for comp in present:
+        cmask = components_arr == comp
+        row = _row(cmask, work, cycles, costs.dynamic)
+        row["layers"] = {
+            layer: _row(cmask & (layer_keys == layer), work, cycles, costs.dynamic)
+            for layer in all_layers
+            if bool((cmask & (layer_keys == layer)).any())
+        }
+        components[comp] = row
+    layers = {
+        layer: _row(layer_keys == layer, work, cycles, costs.dynamic) for layer in all_layers
+    }
+
+    breakdown = {cat: float(costs.dynamic_by_category[cat].sum()) for cat in ENERGY_CATEGORIES}
+    breakdown["static"] = costs.static_pj
+
+    return {
+        "meta": {
+            **(meta or {}),
+            "config": config.name,
+            "config_hash": config.hash,
+            "frequency_hz": config.frequency_hz,
+            "instructions": len(info),
+        },
+        "total": {
+            "cycles": int(total_cycles),
+            "seconds": seconds,
+            "energy_pj": energy_pj,
+            "energy_dynamic_pj": dynamic_pj,
+            "energy_static_pj": costs.static_pj,
+            "macs_dense": macs_dense,
+            "macs_executed": macs_executed,
+            "mac_reduction": (1.0 - macs_executed / macs_dense) if macs_dense else 0.0,
+            "tops_per_watt": (2.0 * macs_dense / energy_pj) if energy_pj > 0 else 0.0,
+            "effective_tops": (2.0 * macs_dense / seconds / 1e12) if seconds > 0 else 0.0,
+            "average_power_w": (energy_pj * 1e-12 / seconds) if seconds > 0 else 0.0,
+            "dram_bytes": int(work["dram_read_bytes"].sum() + work["dram_write_bytes"].sum()),
+        },
+        "roofline_cycles": bound["cycles"],
+        "roofline": bound,
+        "units": units,
+        "energy_breakdown_pj": breakdown,
+        "energy_constants": energy.table(),
+        "components": components,
+        "layers": layers,
+    }
+
+
+def _layer_sort_key(key: str) -> tuple[int, int]:
+    return (1, 0) if key == NO_LAYER else (0, int(key))
+
+
+def write_report(path: str | Path, report: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(report, indent=1, sort_keys=False) + "\n")
+
+
+def _si(value: float, unit: str) -> str:
+    for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g} {prefix}{unit}"
+    return f"{value:.3g} {unit}"
+
+
+def format_summary(report: dict[str, Any]) -> str:
+    """A readable table of a report (stdout of esact-run)."""
+    t = report["total"]
+    meta = report["meta"]
+    lines = [
+        f"config {meta['config']}  ({meta['frequency_hz'] / 1e9:g} GHz, "
+        f"{meta['instructions']} instructions)",
+        f"cycles      {t['cycles']:>14,}   {t['seconds'] * 1e3:.4f} ms   roofline "
+        f"{report['roofline_cycles']:,} ({report['roofline']['bound_by']})",
+        f"energy      {_si(t['energy_pj'] * 1e-12, 'J'):>14}   dynamic "
+        f"{_si(t['energy_dynamic_pj'] * 1e-12, 'J')}, static {_si(t['energy_static_pj'] * 1e-12, 'J')}"
+        f", {t['average_power_w'] * 1e3:.1f} mW",
+        f"MACs        {t['macs_executed']:>14,}   of {t['macs_dense']:,} dense "
+        f"({t['mac_reduction'] * 100:.1f}% skipped)",
+        f"efficiency  {t['tops_per_watt']:>10.3f} TOPS/W   {t['effective_tops']:.3f} effective TOPS",
+        "",
+        f"{'unit':<9}{'instrs':>8}{'busy':>14}{'util':>7}{'stalled':>14}  top stall",
+    ]
+    for name, unit in report["units"].items():
+        stalls = unit["stalls"]
+        top = max(stalls, key=stalls.get) if stalls else "-"
+        lines.append(
+            f"{name:<9}{unit['instructions']:>8}{unit['busy_cycles']:>14,}"
+            f"{unit['utilisation'] * 100:>6.1f}%{unit['stall_cycles']:>14,}  {top}"
+        )
+    lines += ["", f"{'component':<10}{'instrs':>8}{'MACs dense':>16}{'executed':>16}"
+              f"{'cycles':>14}{'energy':>12}"]
+    for name, row in report["components"].items():
+        if row["instructions"] == 0:
+            continue
+        lines.append(
+            f"{name:<10}{row['instructions']:>8}{row['macs_dense']:>16,}{row['macs_executed']:>16,}"
+            f"{row['cycles']:>14,}{_si(row['energy_pj'] * 1e-12, 'J'):>12}"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,310 @@
+"""Timing model: an event simulation of the ESACT queues with dependency tokens.
+
+The hardware has one in-order instruction queue per unit (load, compute, predict, sfu,
+store, host). Each instruction pops one token per queue in its `pop` mask from the channel
+(that queue -> its own queue) before it starts, and pushes one token per queue in its
+`push` mask into the channel (its own queue -> that queue) when it finishes; a pushed token
+becomes visible `token_latency` cycles later. The load and store DMA engines share one
+DRAM port: a DMA instruction holds the port for its transfer cycles (first come, first
+served by ready time) while its fixed latency overlaps the next transfer.
+
+`simulate` works on plain per-instruction arrays (queue, pop mask, push mask, cycles, DRAM
+port cycles) so it can be tested analytically and runs at several hundred thousand
+instructions per second: events are processed in non-decreasing start time from a heap of
+at most one ready head per queue. `roofline` gives the no-overlap-limit lower bound of the
+same work: max over units of work / peak throughput, and DRAM bytes / bandwidth.
+`time_program` joins a decoded program, the functional model's work records and the ISA
+cost table into a `Schedule`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ProgramError
+from .hw_config import HardwareConfig
+
+# Queue order = bit order of the pop/push masks (ISA_PLAN.md); checked against isa.Queue
+# by the tests once the ISA table exists.
+QUEUE_NAMES: tuple[str, ...] = ("load", "compute", "predict", "sfu", "store", "host")
+DMA_QUEUES: tuple[str, ...] = ("load", "store")
+DRAM_STALL = "dram"  # stall cause: waiting for the shared DRAM port
+
+
+def _mask_bits(n_queues: int) -> tuple[tuple[int, ...], ...]:
+    return tuple(
+        tuple(b for b in range(n_queues) if mask >> b & 1) for mask in range(1 << n_queues)
+    )
+
+
+@dataclass
+class Schedule:
+    """Result of `simulate`: per-instruction start/end cycles and per-queue statistics."""
+
+    queue_names: tuple[str, ...]
+    start: list[int]
+    end: list[int]
+    total_cycles: int
+    busy_cycles: dict[str, int]
+    # stall_cycles[queue][cause]: cycles the queue's head waited; cause is
+    # "token:<queue>" (the last token to arrive came from that queue) or "dram".
+    stall_cycles: dict[str, dict[str, int]]
+    instruction_counts: dict[str, int]
+    dram_port_busy_cycles: int
+    queues: list[int] = field(default_factory=list)
+    cycles: list[int] = field(default_factory=list)
+
+
+def simulate(
+    queues: Sequence[int],
+    pops: Sequence[int],
+    pushes: Sequence[int],
+    cycles: Sequence[int],
+    dram_cycles: Sequence[int] | None = None,
+    token_latency: int = 1,
+    queue_names: Sequence[str] = QUEUE_NAMES,
+) -> Schedule:
+    """Simulate a program given as per-instruction arrays; raise ProgramError on deadlock.
+
+    queues[i]: queue index; pops[i]/pushes[i]: masks over queue indices; cycles[i]: the
+    instruction's duration; dram_cycles[i]: cycles it holds the shared DRAM port (0 for
+    instructions that do not use it; must be <= cycles[i]).
+    """
+    n = len(queues)
+    nq = len(queue_names)
+    if not (len(pops) == len(pushes) == len(cycles) == n):
+        raise ValueError("simulate: queues, pops, pushes and cycles must have equal lengths")
+    if dram_cycles is None:
+        dram_cycles = [0] * n
+    bits = _mask_bits(nq)
+    per_queue: list[list[int]] = [[] for _ in range(nq)]
+    for i, q in enumerate(queues):
+        per_queue[q].append(i)
+    heads = [0] * nq
+    lengths = [len(p) for p in per_queue]
+    channels = [deque() for _ in range(nq * nq)]  # index src * nq + dst: token ready times
+    free = [0] * nq
+    in_heap = [False] * nq
+    start = [0] * n
+    end = [0] * n
+    stall = [[0] * (nq + 1) for _ in range(nq)]  # cause index nq = DRAM port
+    heap: list[tuple[int, int, int, int]] = []
+    dram_free = 0
+    dram_busy = 0
+
+    def enqueue_if_ready(q: int) -> None:
+        if in_heap[q] or heads[q] >= lengths[q]:
+            return
+        i = per_queue[q][heads[q]]
+        t = free[q]
+        cause = -1
+        for src in bits[pops[i]]:
+            channel = channels[src * nq + q]
+            if not channel:
+                return
+            if channel[0] > t:
+                t = channel[0]
+                cause = src
+        # Ties broken by instruction index: deterministic and program-order fair.
+        heapq.heappush(heap, (t, i, q, cause))
+        in_heap[q] = True
+
+    for q in range(nq):
+        enqueue_if_ready(q)
+    done = 0
+    heappop = heapq.heappop
+    while heap:
+        t, i, q, cause = heappop(heap)
+        in_heap[q] = False
+        for src in bits[pops[i]]:
+            channels[src * nq + q].popleft()
+        if t > free[q]:
+            stall[q][cause] += t - free[q]
+        d = dram_cycles[i]
+        if d:
+            if dram_free > t:
+                stall[q][nq] += dram_free - t
+                t = dram_free
+            dram_free = t + d
+            dram_busy += d
+        e = t + cycles[i]
+        start[i] = t
+        end[i] = e
+        free[q] = e
+        heads[q] += 1
+        done += 1
+        ready_at = e + token_latency
+        for dst in bits[pushes[i]]:
+            channels[q * nq + dst].append(ready_at)
+            if dst != q:
+                enqueue_if_ready(dst)
+        enqueue_if_ready(q)
+
+    if done < n:
+        raise ProgramError(_deadlock_message(per_queue, heads, lengths, channels, pops, bits,
+                                             queue_names))
+    names = tuple(queue_names)
+    busy = {names[q]: sum(cycles[i] for i in per_queue[q]) for q in range(nq)}
+    stalls = {
+        names[q]: {
+            (DRAM_STALL if c == nq else f"token:{names[c]}"): stall[q][c]
+            for c in range(nq + 1)
+            if stall[q][c]
+        }
+        for q in range(nq)
+    }
+    return Schedule(
+        queue_names=names,
+        start=start,
+        end=end,
+        total_cycles=max(end, default=0),
+        busy_cycles=busy,
+        stall_cycles=stalls,
+        instruction_counts={names[q]: lengths[q] for q in range(nq)},
+        dram_port_busy_cycles=dram_busy,
+        queues=list(queues),
+        cycles=list(cycles),
+    )
+
+
+def _deadlock_message(
+    per_queue: list[list[int]],
+    heads: list[int],
+    lengths: list[int],
+    channels: list[deque[int]],
+    pops: Sequence[int],
+    bits: tuple[tuple[int, ...], ...],
+    names: Sequence[str],
+) -> str:
+    nq = len(names)
+    blocked = []
+    for q in range(nq):
+        if heads[q] < lengths[q]:
+            i = per_queue[q][heads[q]]
+            missing = [names[s] for s in bits[pops[i]] if not channels[s * nq + q]]
+            blocked.append((i, q, missing))
+    i, q, missing = min(blocked)
+    return (
+        f"instruction {i} ({names[q]} queue) waits for a token from "
+        f"{', '.join(missing)} that is never pushed (token deadlock)"
+    )
+
+
+def check_tokens(
+    queues: Sequence[int],
+    pops: Sequence[int],
+    pushes: Sequence[int],
+    queue_names: Sequence[str] = QUEUE_NAMES,
+) -> None:
+    """Reject a program whose tokens deadlock, without timing it (zero-cycle simulation)."""
+    simulate(queues, pops, pushes, [0] * len(queues), None, 0, queue_names)
+
+
+# --- roofline -----------------------------------------------------------------------------
+
+ROOFLINE_UNITS: tuple[str, ...] = ("mac_array", "bpu", "topk", "sfu", "dram", "host")
+
+
+def roofline(unit_work: dict[str, float], config: HardwareConfig) -> dict[str, Any]:
+    """Lower bound on cycles of the same work with perfect overlap.
+
+    unit_work: mac_array = MACs executed on the MAC array; bpu = shift-adds + elements the
+    BPU processes; topk = comparisons; sfu = element-passes on the SFU lanes; dram = bytes
+    the load/store DMA move; host = host-segment cycles. Each unit's bound is its work / its
+    peak per-cycle throughput; no schedule beats its most loaded unit.
+    """
+    units = {
+        "mac_array": unit_work.get("mac_array", 0) / (config.mac_rows * config.mac_cols),
+        "bpu": unit_work.get("bpu", 0) / config.bpu_lanes,
+        "topk": unit_work.get("topk", 0) / config.topk_lanes,
+        "sfu": unit_work.get("sfu", 0) / config.sfu_lanes,
+        "dram": unit_work.get("dram", 0) / config.dram_bytes_per_cycle,
+        "host": unit_work.get("host", 0),
+    }
+    bound_by = max(ROOFLINE_UNITS, key=lambda u: units[u])
+    return {
+        "cycles": math.ceil(units[bound_by] - 1e-9) if units[bound_by] > 0 else 0,
+        "bound_by": bound_by,
+        "units": {u: float(units[u]) for u in ROOFLINE_UNITS},
+    }
+
+
+def dram_port_cycles(dma_bytes: int, config: HardwareConfig) -> int:
+    """Cycles a DMA instruction holds the DRAM port: its bytes at the peak bandwidth."""
+    return math.ceil(dma_bytes / config.dram_bytes_per_cycle) if dma_bytes > 0 else 0
+
+
+# --- a decoded program + work records -> schedule -----------------------------------------
+
+
+@dataclass
+class TimedProgram:
+    """Per-instruction arrays of a program as the timing and report code consume them."""
+
+    opcodes: list[str]
+    units: list[str]  # isa.Unit values: dma, mac, bpu, topk, sfu, host, control
+    schedule: Schedule
+
+
+def instruction_costs(
+    instructions: Sequence[Any], works: Sequence[Any], config: HardwareConfig
+) -> tuple[list[int], list[int], list[int], list[int], list[int]]:
+    """(queues, pops, pushes, cycles, dram port cycles) from the ISA table's cost functions.
+
+    `instructions` are isa.Instruction values, `works` the functional model's isa.Work
+    records (what each instruction actually did: masked instructions are charged for the
+    rows and keys their masks kept).
+    """
+    from .isa import INSTRUCTION_SPECS, Queue
+
+    if len(instructions) != len(works):
+        raise ValueError("instruction_costs: one work record per instruction is required")
+    dma = (int(Queue.LOAD), int(Queue.STORE))
+    bpc = config.dram_bytes_per_cycle
+    queues: list[int] = []
+    pops: list[int] = []
+    pushes: list[int] = []
+    cycles: list[int] = []
+    port: list[int] = []
+    specs = INSTRUCTION_SPECS
+    for instr, work in zip(instructions, works):
+        spec = specs[instr.opcode_name]
+        fields = instr.fields
+        q = int(spec.queue)
+        c = int(spec.cost(fields, config, work))
+        d = 0
+        if q in dma:
+            moved = work.dram_read_bytes + work.dram_write_bytes
+            d = -(-moved // bpc) if moved else 0
+            d = int(d)
+            if c < d:  # a cost below the port time would beat the bandwidth
+                c = d
+        queues.append(q)
+        pops.append(fields["pop"])
+        pushes.append(fields["push"])
+        cycles.append(c)
+        port.append(d)
+    return queues, pops, pushes, cycles, port
+
+
+def time_program(
+    instructions: Sequence[Any], works: Sequence[Any], config: HardwareConfig
+) -> TimedProgram:
+    """Schedule a decoded program whose work records the functional model produced."""
+    from .isa import INSTRUCTION_SPECS, Queue
+
+    names = tuple(q.name.lower() for q in sorted(Queue, key=int))
+    if names != QUEUE_NAMES:
+        raise AssertionError(f"isa.Queue order {names} differs from timing.QUEUE_NAMES")
+    queues, pops, pushes, cycles, port = instruction_costs(instructions, works, config)
+    schedule = simulate(queues, pops, pushes, cycles, port, config.token_latency_cycles)
+    return TimedProgram(
+        opcodes=[i.opcode_name for i in instructions],
+        units=[INSTRUCTION_SPECS[i.opcode_name].unit.value for i in instructions],
+        schedule=schedule,
+    )

@@ -1,0 +1,79 @@
+"""Chrome / Perfetto trace of a simulated run (Trace Event Format, JSON object form).
+
+One process ("ESACT <config>"), one thread track per queue (named, sorted in queue order),
+one complete event (`ph: "X"`) per instruction named by its ONNX node (the opcode when the
+debug map has none), with category = component and the opcode, index, layer, cycles and
+work in `args`. Timestamps are microseconds (the format's unit) derived from cycles and
+the config's clock, so Perfetto's time axis is simulated time. Opens in ui.perfetto.dev
+and chrome://tracing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .atomic_write import atomic_write_text
+from .hw_config import HardwareConfig
+from .report import InstructionInfo
+from .timing import Schedule
+from .work_table import WorkTable
+
+PID = 1
+# args copied from the work record into each slice when non-zero
+_SLICE_WORK_FIELDS = ("macs_dense", "macs_executed", "shift_adds", "sfu_elements", "compare_ops",
+                      "dram_read_bytes", "dram_write_bytes")
+
+
+def trace_events(
+    info: InstructionInfo,
+    schedule: Schedule,
+    config: HardwareConfig,
+    work: WorkTable | None = None,
+) -> dict[str, Any]:
+    """The trace document (a dict ready for json.dump)."""
+    cycles_per_us = config.frequency_hz / 1e6
+    events: list[dict[str, Any]] = [
+        {"name": "process_name", "ph": "M", "pid": PID, "tid": 0,
+         "args": {"name": f"ESACT {config.name}"}},
+    ]
+    for q, name in enumerate(schedule.queue_names):
+        events.append({"name": "thread_name", "ph": "M", "pid": PID, "tid": q + 1,
+                       "args": {"name": name}})
+        events.append({"name": "thread_sort_index", "ph": "M", "pid": PID, "tid": q + 1,
+                       "args": {"sort_index": q}})
+    columns = {f: work[f].tolist() for f in _SLICE_WORK_FIELDS} if work is not None else {}
+    order = sorted(range(len(info)), key=lambda i: (schedule.start[i], i))
+    for i in order:
+        args: dict[str, Any] = {
+            "index": i,
+            "opcode": info.opcodes[i],
+            "component": info.components[i],
+            "layer": info.layers[i],
+            "cycles": schedule.cycles[i],
+            "start_cycle": schedule.start[i],
+        }
+        for f, col in columns.items():
+            if col[i]:
+                args[f] = col[i]
+        events.append({
+            "name": info.nodes[i] or info.opcodes[i],
+            "cat": info.components[i],
+            "ph": "X",
+            "ts": schedule.start[i] / cycles_per_us,
+            "dur": (schedule.end[i] - schedule.start[i]) / cycles_per_us,
+            "pid": PID,
+            "tid": info.queues[i] + 1,
+            "args": args,
+        })
+    return {
+        "traceEvents": events,
+        "displayTimeUnit": "ns",
+        "otherData": {"config": config.name, "config_hash": config.hash,
+                      "total_cycles": schedule.total_cycles},
+    }
+
+
+def write_trace(path: str | Path, document: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(document, separators=(",", ":")) + "\n")
