@@ -291,8 +291,9 @@ def _const(value: int) -> Callable[[Mapping[str, int]], int]:
 
 
 def float_bits(value: float) -> int:
-    """The float32 bit pattern of `value` (rounded to float32)."""
-    return struct.unpack("<I", struct.pack("<f", value))[0]
+    """The float32 bit pattern of `value` (rounded to float32; overflow gives +-inf)."""
+    with np.errstate(over="ignore"):
+        return int(np.array(value, dtype=np.float32).view(np.uint32))
 
 
 def bits_float(bits: int) -> float:

@@ -1,0 +1,85 @@
+"""Binary encoding of ESACT instructions, derived from the table in isa.py.
+
+An instruction is `INSTRUCTION_BYTES` little-endian bytes holding one integer: opcode in the
+low `OPCODE_BITS`, then every field of the instruction's spec (pop, push first) in table
+order, LSB first; the remaining high bits must be zero. Signed fields are two's complement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from types import MappingProxyType
+
+from .errors import BinaryFormatError, ProgramError
+from .isa import (
+    INSTRUCTION_BYTES,
+    INSTRUCTION_SPECS,
+    OPCODE_BITS,
+    SPECS_BY_OPCODE,
+    FieldKind,
+    Instruction,
+    InstructionSpec,
+)
+
+
+def _used_bits(spec: InstructionSpec) -> int:
+    return OPCODE_BITS + sum(f.bits for f in spec.fields)
+
+
+def encode_instruction(instr: Instruction, index: int = 0) -> bytes:
+    """Encode one instruction; raises ProgramError if a field does not fit its width."""
+    spec = INSTRUCTION_SPECS.get(instr.opcode_name)
+    if spec is None:
+        raise ProgramError(f"instruction {index}: unknown opcode '{instr.opcode_name}'")
+    word = spec.opcode
+    shift = OPCODE_BITS
+    for f in spec.fields:
+        if f.name not in instr.fields:
+            raise ProgramError(f"instruction {index} ({spec.name}): missing field '{f.name}'")
+        value = instr.fields[f.name]
+        lo, hi = f.encodable_range
+        if not lo <= value <= hi:
+            raise ProgramError(f"instruction {index} ({spec.name}): field '{f.name}' = {value} "
+                               f"does not fit {f.bits} {'signed ' if f.signed else ''}bits")
+        word |= (value & ((1 << f.bits) - 1)) << shift
+        shift += f.bits
+    extra = set(instr.fields) - set(spec.field_names)
+    if extra:
+        raise ProgramError(f"instruction {index} ({spec.name}): unknown field(s) "
+                           f"{', '.join(sorted(extra))}")
+    return word.to_bytes(INSTRUCTION_BYTES, "little")
+
+
+def decode_instruction(data: bytes, index: int = 0) -> Instruction:
+    """Decode one instruction; raises BinaryFormatError naming the index on bad bits."""
+    if len(data) != INSTRUCTION_BYTES:
+        raise BinaryFormatError(f"instruction {index}: expected {INSTRUCTION_BYTES} bytes, "
+                                f"got {len(data)}")
+    word = int.from_bytes(data, "little")
+    opcode = word & ((1 << OPCODE_BITS) - 1)
+    spec = SPECS_BY_OPCODE.get(opcode)
+    if spec is None:
+        raise BinaryFormatError(f"instruction {index}: unknown opcode 0x{opcode:02x}")
+    if word >> _used_bits(spec):
+        raise BinaryFormatError(f"instruction {index} ({spec.name}): nonzero padding bits")
+    shift = OPCODE_BITS
+    values: dict[str, int] = {}
+    for f in spec.fields:
+        raw = (word >> shift) & ((1 << f.bits) - 1)
+        if f.kind is FieldKind.SINT and raw >> (f.bits - 1):
+            raw -= 1 << f.bits
+        values[f.name] = raw
+        shift += f.bits
+    return Instruction(spec.name, MappingProxyType(values))
+
+
+def encode_program(instructions: Iterable[Instruction]) -> bytes:
+    return b"".join(encode_instruction(instr, i) for i, instr in enumerate(instructions))
+
+
+def decode_program(data: bytes) -> list[Instruction]:
+    if len(data) % INSTRUCTION_BYTES:
+        raise BinaryFormatError(f"text section of {len(data)} bytes is not a multiple of "
+                                f"{INSTRUCTION_BYTES}")
+    return [decode_instruction(data[i:i + INSTRUCTION_BYTES], i // INSTRUCTION_BYTES)
+            for i in range(0, len(data), INSTRUCTION_BYTES)]

@@ -1,0 +1,519 @@
+"""The .esb container: the `Program` value type, `write_esb` (atomic) and `read_esb`.
+
+File layout (all integers little endian):
+
+    header   64 bytes: magic b"ESACTBIN", u32 format version, u32 section count (4),
+             32 bytes SHA-256 config hash, u64 total file size, u64 reserved (0)
+    table    4 x 24 bytes: u32 section kind, u32 reserved (0), u64 offset, u64 size
+    sections TEXT (instructions, INSTRUCTION_BYTES each), META (canonical UTF-8 JSON:
+             I/O descriptors, DRAM image segment table, host segment bindings, debug map),
+             DATA (concatenated DRAM image bytes), HOST (concatenated ONNX models)
+    trailer  32 bytes: SHA-256 of every byte before it
+
+`read_esb` checks size, checksum, header, section table, every instruction (isa.validate_
+instruction), every META field and bound, and the dependency tokens (no deadlock) before it
+builds anything. `check_program_fits(program, config)` adds the config-dependent checks
+(buffer bounds of every operand, DRAM capacity) that the functional model runs before it
+allocates memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import struct
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .encoding import decode_program, encode_program
+from .errors import BinaryFormatError, ConfigError, ProgramError
+from .isa import (
+    DRAM_ADDR_BITS,
+    INSTRUCTION_BYTES,
+    Buffer,
+    Instruction,
+    Queue,
+    buffer_elements,
+    operand_extent,
+    validate_instruction,
+)
+
+if TYPE_CHECKING:
+    from .hw_config import HardwareConfig
+
+MAGIC = b"ESACTBIN"
+FORMAT_VERSION = 1
+HEADER = struct.Struct("<8sII32sQQ")
+SECTION_ENTRY = struct.Struct("<IIQQ")
+CHECKSUM_BYTES = 32
+SECTION_KINDS = {1: "text", 2: "meta", 3: "data", 4: "host"}
+MAX_FILE_BYTES = 1 << 36  # 64 GiB: refuse to read anything larger
+
+COMPONENTS = frozenset({"q", "k", "v", "qk", "pv", "o", "ffn1", "ffn2", "predict", "sfu",
+                        "host", "load", "store"})
+DTYPES = frozenset({"float32", "float16", "float64", "int8", "uint8", "int16", "int32",
+                    "int64", "bool"})
+MAX_RANK = 8
+MAX_DIM = 1 << 31
+MAX_NAME = 4096
+DRAM_LIMIT = 1 << DRAM_ADDR_BITS
+
+
+@dataclass(frozen=True)
+class TensorDesc:
+    """A tensor in DRAM: name, shape, dtype name (numpy), byte address; row-major, packed."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    address: int
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
+
+
+@dataclass(frozen=True)
+class IODescriptor(TensorDesc):
+    kind: str = "input"  # "input" | "output"
+
+
+@dataclass(frozen=True)
+class DataSegment:
+    """Bytes placed in DRAM at `address` before the program runs (weights, scales, masks)."""
+
+    name: str
+    address: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class HostSegment:
+    """An ONNX model the HOST instruction runs; its graph inputs/outputs bound to DRAM."""
+
+    onnx: bytes
+    inputs: tuple[TensorDesc, ...]
+    outputs: tuple[TensorDesc, ...]
+
+
+@dataclass(frozen=True)
+class DebugEntry:
+    node: str  # ONNX node name
+    layer: int  # -1 when not in a layer
+    component: str  # one of COMPONENTS
+
+
+@dataclass
+class Program:
+    instructions: list[Instruction]
+    config_hash: str  # hex SHA-256 of the hardware config (hw_config.config_hash)
+    io: list[IODescriptor] = field(default_factory=list)
+    data_segments: list[DataSegment] = field(default_factory=list)
+    host_segments: list[HostSegment] = field(default_factory=list)
+    debug: dict[int, DebugEntry] = field(default_factory=dict)
+
+    @property
+    def inputs(self) -> list[IODescriptor]:
+        return [d for d in self.io if d.kind == "input"]
+
+    @property
+    def outputs(self) -> list[IODescriptor]:
+        return [d for d in self.io if d.kind == "output"]
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _tensor_json(t: TensorDesc) -> dict[str, Any]:
+    return {"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "address": t.address}
+
+
+def serialize_esb(program: Program) -> bytes:
+    """The .esb bytes of a program (deterministic). Validates the program first."""
+    validate_program(program)
+    text = encode_program(program.instructions)
+    data_parts: list[bytes] = []
+    data_table = []
+    offset = 0
+    for seg in program.data_segments:
+        data_table.append({"name": seg.name, "address": seg.address, "offset": offset,
+                           "size": len(seg.data)})
+        data_parts.append(seg.data)
+        offset += len(seg.data)
+    host_parts: list[bytes] = []
+    host_table = []
+    offset = 0
+    for hs in program.host_segments:
+        host_table.append({"offset": offset, "size": len(hs.onnx),
+                           "inputs": [_tensor_json(t) for t in hs.inputs],
+                           "outputs": [_tensor_json(t) for t in hs.outputs]})
+        host_parts.append(hs.onnx)
+        offset += len(hs.onnx)
+    meta = {
+        "io": [dict(_tensor_json(d), kind=d.kind) for d in program.io],
+        "data": data_table,
+        "host": host_table,
+        "debug": [[i, e.node, e.layer, e.component] for i, e in sorted(program.debug.items())],
+    }
+    meta_bytes = json.dumps(meta, sort_keys=True, separators=(",", ":"),
+                            ensure_ascii=True).encode()
+    sections = [(1, text), (2, meta_bytes), (3, b"".join(data_parts)), (4, b"".join(host_parts))]
+    offset = HEADER.size + SECTION_ENTRY.size * len(sections)
+    table = b""
+    for kind, payload in sections:
+        table += SECTION_ENTRY.pack(kind, 0, offset, len(payload))
+        offset += len(payload)
+    total = offset + CHECKSUM_BYTES
+    header = HEADER.pack(MAGIC, FORMAT_VERSION, len(sections), bytes.fromhex(program.config_hash),
+                         total, 0)
+    body = header + table + b"".join(payload for _, payload in sections)
+    return body + hashlib.sha256(body).digest()
+
+
+def write_esb(program: Program, path: str | Path) -> None:
+    """Write a program atomically (temporary file beside `path`, then os.replace)."""
+    data = serialize_esb(program)
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def read_esb(path: str | Path) -> Program:
+    """Read and fully validate a .esb file; raises BinaryFormatError/ProgramError."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise BinaryFormatError(f"{path}: {size} bytes is larger than the "
+                                    f"{MAX_FILE_BYTES}-byte limit")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BinaryFormatError(f"cannot read '{path}': {exc.strerror or exc}") from None
+    return parse_esb(data)
+
+
+def _fail(message: str) -> BinaryFormatError:
+    return BinaryFormatError(message)
+
+
+def parse_esb(data: bytes) -> Program:
+    """Parse and validate .esb bytes (everything `read_esb` checks)."""
+    minimum = HEADER.size + CHECKSUM_BYTES
+    if len(data) < minimum:
+        raise _fail(f"file is {len(data)} bytes, shorter than the {minimum}-byte minimum")
+    if data[:8] != MAGIC:
+        raise _fail("not an .esb file (bad magic)")
+    body, checksum = data[:-CHECKSUM_BYTES], data[-CHECKSUM_BYTES:]
+    if hashlib.sha256(body).digest() != checksum:
+        raise _fail("checksum mismatch (file is corrupt or truncated)")
+    magic, version, count, config_hash, total, reserved = HEADER.unpack_from(data, 0)
+    if version != FORMAT_VERSION:
+        raise _fail(f"unsupported format version {version} (expected {FORMAT_VERSION})")
+    if total != len(data):
+        raise _fail(f"header says {total} bytes, file has {len(data)}")
+    if reserved != 0:
+        raise _fail("header reserved field is not zero")
+    if count != len(SECTION_KINDS):
+        raise _fail(f"expected {len(SECTION_KINDS)} sections, header says {count}")
+    table_end = HEADER.size + SECTION_ENTRY.size * count
+    if table_end > len(body):
+        raise _fail("section table runs past the end of the file")
+    sections: dict[str, bytes] = {}
+    expected_offset = table_end
+    for i in range(count):
+        kind, res, offset, size = SECTION_ENTRY.unpack_from(data, HEADER.size + i *
+                                                            SECTION_ENTRY.size)
+        name = SECTION_KINDS.get(kind)
+        if name is None or name in sections:
+            raise _fail(f"section {i}: bad or duplicate kind {kind}")
+        if res != 0:
+            raise _fail(f"section {i} ({name}): reserved field is not zero")
+        # Sections are contiguous and in order: no gaps, no overlaps, nothing hidden.
+        if offset != expected_offset or offset + size > len(body):
+            raise _fail(f"section {i} ({name}): offset {offset} size {size} out of bounds")
+        sections[name] = body[offset:offset + size]
+        expected_offset = offset + size
+    if expected_offset != len(body):
+        raise _fail("trailing bytes after the last section")
+    instructions = decode_program(sections["text"])
+    meta = _parse_meta(sections["meta"])
+    program = _program_from_meta(meta, instructions, config_hash.hex(), sections["data"],
+                                 sections["host"])
+    validate_program(program)
+    return program
+
+
+def _parse_meta(raw: bytes) -> dict[str, Any]:
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise _fail("META section is not valid UTF-8 JSON") from None
+    if not isinstance(meta, dict) or set(meta) != {"io", "data", "host", "debug"}:
+        raise _fail("META section must be an object with keys io, data, host, debug")
+    return meta
+
+
+def _int(value: Any, where: str, lo: int = 0, hi: int = 1 << 62) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise _fail(f"{where}: expected an integer in [{lo}, {hi}], got {_short(value)}")
+    return value
+
+
+def _str(value: Any, where: str) -> str:
+    if not isinstance(value, str) or len(value) > MAX_NAME:
+        raise _fail(f"{where}: expected a string of at most {MAX_NAME} characters")
+    return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _obj(value: Any, where: str, keys: set[str]) -> dict[str, Any]:
+    if not isinstance(value, dict) or set(value) != keys:
+        raise _fail(f"{where}: expected an object with keys {', '.join(sorted(keys))}")
+    return value
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise _fail(f"{where}: expected a list")
+    return value
+
+
+def _tensor(value: Any, where: str, extra: set[str] | None = None) -> dict[str, Any]:
+    obj = _obj(value, where, {"name", "shape", "dtype", "address"} | (extra or set()))
+    _str(obj["name"], f"{where}.name")
+    shape = _list(obj["shape"], f"{where}.shape")
+    if len(shape) > MAX_RANK:
+        raise _fail(f"{where}.shape: rank {len(shape)} > {MAX_RANK}")
+    for d in shape:
+        _int(d, f"{where}.shape", 0, MAX_DIM)
+    if obj["dtype"] not in DTYPES:
+        raise _fail(f"{where}.dtype: {_short(obj['dtype'])} is not one of "
+                    f"{', '.join(sorted(DTYPES))}")
+    _int(obj["address"], f"{where}.address", 0, DRAM_LIMIT)
+    return obj
+
+
+def _tensor_desc(obj: dict[str, Any]) -> TensorDesc:
+    return TensorDesc(obj["name"], tuple(obj["shape"]), obj["dtype"], obj["address"])
+
+
+def _program_from_meta(meta: dict[str, Any], instructions: list[Instruction], config_hash: str,
+                       data_blob: bytes, host_blob: bytes) -> Program:
+    io = []
+    for i, raw in enumerate(_list(meta["io"], "META io")):
+        obj = _tensor(raw, f"META io[{i}]", {"kind"})
+        if obj["kind"] not in ("input", "output"):
+            raise _fail(f"META io[{i}].kind: expected input or output")
+        t = _tensor_desc(obj)
+        io.append(IODescriptor(t.name, t.shape, t.dtype, t.address, obj["kind"]))
+    segments = []
+    expected = 0
+    for i, raw in enumerate(_list(meta["data"], "META data")):
+        obj = _obj(raw, f"META data[{i}]", {"name", "address", "offset", "size"})
+        name = _str(obj["name"], f"META data[{i}].name")
+        address = _int(obj["address"], f"META data[{i}].address", 0, DRAM_LIMIT)
+        offset = _int(obj["offset"], f"META data[{i}].offset")
+        size = _int(obj["size"], f"META data[{i}].size")
+        if offset != expected or offset + size > len(data_blob):
+            raise _fail(f"META data[{i}]: offset {offset} size {size} outside the DATA section")
+        expected = offset + size
+        segments.append(DataSegment(name, address, data_blob[offset:offset + size]))
+    if expected != len(data_blob):
+        raise _fail("DATA section has bytes no segment describes")
+    hosts = []
+    expected = 0
+    for i, raw in enumerate(_list(meta["host"], "META host")):
+        obj = _obj(raw, f"META host[{i}]", {"offset", "size", "inputs", "outputs"})
+        offset = _int(obj["offset"], f"META host[{i}].offset")
+        size = _int(obj["size"], f"META host[{i}].size")
+        if offset != expected or offset + size > len(host_blob):
+            raise _fail(f"META host[{i}]: offset {offset} size {size} outside the HOST section")
+        expected = offset + size
+        ins = tuple(_tensor_desc(_tensor(t, f"META host[{i}].inputs[{j}]"))
+                    for j, t in enumerate(_list(obj["inputs"], f"META host[{i}].inputs")))
+        outs = tuple(_tensor_desc(_tensor(t, f"META host[{i}].outputs[{j}]"))
+                     for j, t in enumerate(_list(obj["outputs"], f"META host[{i}].outputs")))
+        hosts.append(HostSegment(host_blob[offset:offset + size], ins, outs))
+    if expected != len(host_blob):
+        raise _fail("HOST section has bytes no segment describes")
+    debug: dict[int, DebugEntry] = {}
+    for i, raw in enumerate(_list(meta["debug"], "META debug")):
+        entry = _list(raw, f"META debug[{i}]")
+        if len(entry) != 4:
+            raise _fail(f"META debug[{i}]: expected [index, node, layer, component]")
+        index = _int(entry[0], f"META debug[{i}] index", 0, max(0, len(instructions) - 1))
+        if index in debug:
+            raise _fail(f"META debug[{i}]: duplicate instruction index {index}")
+        node = _str(entry[1], f"META debug[{i}] node")
+        layer = _int(entry[2], f"META debug[{i}] layer", -1, 1 << 20)
+        if entry[3] not in COMPONENTS:
+            raise _fail(f"META debug[{i}] component: {_short(entry[3])} is not one of "
+                        f"{' '.join(sorted(COMPONENTS))}")
+        debug[index] = DebugEntry(node, layer, entry[3])
+    return Program(instructions, config_hash, io, segments, hosts, debug)
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def validate_program(program: Program) -> None:
+    """Config-independent checks: instructions, halt placement, host segment references,
+    DRAM regions (in range, data segments disjoint), unique I/O names, debug map, tokens."""
+    if not isinstance(program.config_hash, str) or len(program.config_hash) != 64 or any(
+            c not in "0123456789abcdef" for c in program.config_hash):
+        raise ProgramError("config hash must be 64 lowercase hex digits")
+    if not program.instructions:
+        raise ProgramError("program has no instructions (needs at least halt)")
+    for i, instr in enumerate(program.instructions):
+        validate_instruction(instr, i)
+        if instr.opcode_name == "halt" and i != len(program.instructions) - 1:
+            raise ProgramError(f"instruction {i} (halt): halt must be the last instruction")
+        if instr.opcode_name == "host" and instr["segment"] >= len(program.host_segments):
+            raise ProgramError(f"instruction {i} (host): field 'segment' = {instr['segment']} "
+                               f"but the binary has {len(program.host_segments)} host segments")
+    if program.instructions[-1].opcode_name != "halt":
+        raise ProgramError(f"instruction {len(program.instructions) - 1}: the last instruction "
+                           f"must be halt")
+    names: set[str] = set()
+    for d in program.io:
+        if d.kind not in ("input", "output"):
+            raise ProgramError(f"I/O '{d.name}': kind must be input or output")
+        if d.name in names:
+            raise ProgramError(f"I/O name '{d.name}' appears twice")
+        names.add(d.name)
+        _check_tensor(d, f"I/O '{d.name}'")
+    spans = []
+    for seg in program.data_segments:
+        if seg.address + len(seg.data) > DRAM_LIMIT:
+            raise ProgramError(f"data segment '{seg.name}' ends past the DRAM address space")
+        if seg.data:
+            spans.append((seg.address, seg.address + len(seg.data), seg.name))
+    spans.sort()
+    for (s0, e0, n0), (s1, _e1, n1) in zip(spans, spans[1:]):
+        if s1 < e0:
+            raise ProgramError(f"data segments '{n0}' and '{n1}' overlap in DRAM")
+    for k, hs in enumerate(program.host_segments):
+        for t in (*hs.inputs, *hs.outputs):
+            _check_tensor(t, f"host segment {k} tensor '{t.name}'")
+    for index, entry in program.debug.items():
+        if not 0 <= index < len(program.instructions):
+            raise ProgramError(f"debug map: instruction index {index} out of range")
+        if entry.component not in COMPONENTS:
+            raise ProgramError(f"debug map: instruction {index}: unknown component "
+                               f"'{entry.component}'")
+    check_tokens(program.instructions)
+
+
+def _check_tensor(t: TensorDesc, where: str) -> None:
+    if t.dtype not in DTYPES:
+        raise ProgramError(f"{where}: unsupported dtype '{t.dtype}'")
+    if any(not isinstance(d, int) or d < 0 for d in t.shape):
+        raise ProgramError(f"{where}: bad shape {t.shape}")
+    if t.address < 0 or t.address + t.nbytes > DRAM_LIMIT:
+        raise ProgramError(f"{where}: DRAM region [{t.address}, {t.address + t.nbytes}) "
+                           f"outside the address space")
+
+
+def check_tokens(instructions: Sequence[Instruction]) -> None:
+    """Reject programs whose dependency-token pops cannot all be satisfied.
+
+    Abstract execution of the in-order queues over token counts per channel (src -> dst):
+    a queue's head runs when every channel it pops holds a token. If no head can run while
+    instructions remain, the earliest stuck head is reported.
+    """
+    queues: dict[Queue, list[int]] = {q: [] for q in Queue}
+    for i, instr in enumerate(instructions):
+        queues[instr.spec.queue].append(i)
+    heads = {q: 0 for q in Queue}
+    tokens = [[0] * len(Queue) for _ in Queue]  # tokens[src][dst]
+    remaining = len(instructions)
+    while remaining:
+        progressed = False
+        for q in Queue:
+            order = queues[q]
+            while heads[q] < len(order):
+                instr = instructions[order[heads[q]]]
+                pops = [s for s in Queue if instr["pop"] >> s & 1]
+                if any(tokens[s][q] == 0 for s in pops):
+                    break
+                for s in pops:
+                    tokens[s][q] -= 1
+                for d in Queue:
+                    if instr["push"] >> d & 1:
+                        tokens[q][d] += 1
+                heads[q] += 1
+                remaining -= 1
+                progressed = True
+        if not progressed:
+            stuck = min(queues[q][heads[q]] for q in Queue if heads[q] < len(queues[q]))
+            instr = instructions[stuck]
+            q = instr.spec.queue
+            missing = [s.name.lower() for s in Queue if instr["pop"] >> s & 1
+                       and tokens[s][q] == 0]
+            raise ProgramError(f"instruction {stuck} ({instr.opcode_name}): field 'pop': token "
+                               f"from {', '.join(missing)} can never arrive (deadlock)")
+
+
+def dram_extent(program: Program) -> int:
+    """Bytes of DRAM the program can touch: the end of its highest region."""
+    end = 0
+    for seg in program.data_segments:
+        end = max(end, seg.address + len(seg.data))
+    for t in (*program.io, *(t for hs in program.host_segments
+                             for t in (*hs.inputs, *hs.outputs))):
+        end = max(end, t.address + t.nbytes)
+    for instr in program.instructions:
+        for op in instr.spec.operands:
+            extent = operand_extent(instr, op)
+            if extent is not None and extent[0] is None:
+                end = max(end, extent[2])
+    return end
+
+
+def check_program_fits(program: Program, config: HardwareConfig,
+                       check_hash: bool = True) -> int:
+    """Config-dependent checks before anything is allocated: config hash, every operand
+    inside its buffer, every DRAM region inside the config's capacity. Returns the DRAM
+    extent in bytes."""
+    if check_hash and program.config_hash != config.hash:
+        raise ConfigError(f"binary was compiled for config {program.config_hash[:12]}..., "
+                          f"running under {config.hash[:12]}... ({config.name})")
+    sizes: Mapping[Buffer, int] = {b: buffer_elements(config, b) for b in Buffer}
+    for i, instr in enumerate(program.instructions):
+        for op in instr.spec.operands:
+            extent = operand_extent(instr, op)
+            if extent is None:
+                continue
+            buf, start, end = extent
+            limit = config.dram_capacity_bytes if buf is None else sizes[buf]
+            if end > limit:
+                where = "DRAM" if buf is None else buf.name
+                raise ProgramError(f"instruction {i} ({instr.opcode_name}): field '{op.addr}' = "
+                                   f"{start}: operand [{start}, {end}) exceeds {where} size "
+                                   f"{limit}")
+    extent = dram_extent(program)
+    if extent > config.dram_capacity_bytes:
+        raise ProgramError(f"program needs {extent} bytes of DRAM, config has "
+                           f"{config.dram_capacity_bytes}")
+    return extent

@@ -1,0 +1,457 @@
+"""The functional model: bit-exact execution of a decoded ESACT program.
+
+`execute(program, inputs, config)` checks the program against the config before allocating
+anything (esb.check_program_fits), lays the DRAM image and the inputs out in a flat DRAM
+array sized to the program's extent, allocates the on-chip buffers of the config, runs the
+instructions in program order (the reference serialization, see isa.py) and returns the
+outputs and one `isa.Work` record per instruction (for the timing and energy models).
+
+Integer results are exact: INT8 products are summed with float BLAS where every partial sum
+is an exactly representable integer (float32 for K * 128 * 128 <= 2^24, float64 otherwise,
+exact for K < 2^37). SFU operations compute in float64 and round once to float32.
+Every failure is a ProgramError (or another EsactError) naming the instruction index.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from . import spls_kernels
+from .errors import EsactError, ProgramError
+from .esb import Program, check_program_fits
+from .isa import (
+    BUFFER_DTYPES,
+    Buffer,
+    GeluMode,
+    Instruction,
+    Operand,
+    SimilarityMode,
+    Work,
+    bits_float,
+    buffer_elements,
+    operand_extent,
+)
+
+if TYPE_CHECKING:
+    from .hw_config import HardwareConfig
+
+# Largest K for which float32 sums of int8 x int8 products are exact: K * 2^14 <= 2^24.
+FLOAT32_EXACT_K = 1 << 10
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+@dataclass
+class Execution:
+    outputs: dict[str, np.ndarray]
+    work: list[Work]  # work[i] belongs to program.instructions[i]
+    dram: np.ndarray  # final DRAM image (uint8)
+    buffers: dict[Buffer, np.ndarray]
+
+
+def int8_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Exact int64 product of int8 (or small-int) matrices via float BLAS."""
+    k = a.shape[-1]
+    dtype = np.float32 if k <= FLOAT32_EXACT_K else np.float64
+    return np.matmul(a.astype(dtype), b.astype(dtype)).astype(np.int64)
+
+
+def _wrap_int32(x: np.ndarray) -> np.ndarray:
+    return x.astype(np.int64).astype(np.int32)
+
+
+def _round_clip_int8(x: np.ndarray) -> np.ndarray:
+    y = np.rint(x)
+    y = np.where(np.isnan(y), 0.0, y)
+    return np.clip(y, -127, 127).astype(np.int8)
+
+
+class Machine:
+    """DRAM + buffers + one method per instruction (`op_<name>`)."""
+
+    def __init__(self, program: Program, config: HardwareConfig, dram_bytes: int) -> None:
+        self.program = program
+        self.config = config
+        self.dram = np.zeros(dram_bytes, dtype=np.uint8)
+        self.buffers = {b: np.zeros(buffer_elements(config, b), dtype=BUFFER_DTYPES[b])
+                        for b in Buffer}
+        self.index = 0
+        self.instr: Instruction | None = None
+        self.work = Work()
+
+    # -------------------------------------------------------------------- helpers
+
+    def fail(self, message: str) -> ProgramError:
+        assert self.instr is not None
+        return ProgramError(f"instruction {self.index} ({self.instr.opcode_name}): {message}")
+
+    def operand(self, addr_field: str) -> Operand:
+        assert self.instr is not None
+        for op in self.instr.spec.operands:
+            if op.addr == addr_field:
+                return op
+        raise KeyError(addr_field)
+
+    def view(self, addr_field: str) -> np.ndarray:
+        """2-D view (rows, cols) of an operand; writes go through to the buffer/DRAM."""
+        assert self.instr is not None
+        op = self.operand(addr_field)
+        extent = operand_extent(self.instr, op)
+        assert extent is not None, addr_field
+        buf, start, end = extent
+        f = self.instr.fields
+        rows, cols = op.rows(f), op.cols(f)
+        stride = (f[op.stride] if op.stride else 0) or cols
+        flat = self.dram if buf is None else self.buffers[buf]
+        if end > flat.shape[0]:  # check_program_fits rules this out; kept as a guard
+            raise self.fail(f"field '{addr_field}': operand exceeds its memory")
+        size = flat.itemsize
+        nbytes = rows * cols * size
+        key = "dram" if buf is None else buf.name.lower()
+        counter = self.work.sram_read_bytes if op.access == "r" else self.work.sram_write_bytes
+        if buf is None:
+            if op.access == "r":
+                self.work.dram_read_bytes += nbytes
+            else:
+                self.work.dram_write_bytes += nbytes
+        else:
+            counter[key] = counter.get(key, 0) + nbytes
+        return as_strided(flat[start:], shape=(rows, cols), strides=(stride * size, size),
+                          writeable=True)
+
+    def mask(self, addr_field: str) -> np.ndarray:
+        return self.view(addr_field) != 0
+
+    def vector(self, addr_field: str) -> np.ndarray:
+        return self.view(addr_field)[0]
+
+    def float_field(self, name: str) -> float:
+        assert self.instr is not None
+        return bits_float(self.instr.fields[name])
+
+    def reuse_map(self, addr_field: str, rows: int) -> np.ndarray:
+        """The int16 reuse map, validated: -1 or an earlier computed row."""
+        raw = np.ascontiguousarray(self.view(addr_field)[0])
+        reuse = raw.view("<i2").astype(np.int64)
+        for i, rep in enumerate(reuse.tolist()):
+            if rep != -1 and not (0 <= rep < i and reuse[rep] == -1):
+                raise self.fail(f"field '{addr_field}': reuse map entry {i} = {rep} is neither "
+                                f"-1 nor an earlier computed row")
+        return reuse
+
+    def kernel(self, fn: Callable[..., object], *args: object) -> object:
+        """Call an spls_kernels function; its EsactErrors name this instruction."""
+        try:
+            return fn(*args)
+        except ProgramError:
+            raise
+        except EsactError as exc:
+            raise self.fail(str(exc)) from None
+
+    # -------------------------------------------------------------------- DMA
+
+    def op_load(self, f: Mapping[str, int]) -> None:
+        dtype = BUFFER_DTYPES[Buffer(f["buf"])]
+        src = self.view("dram_addr")
+        dst = self.view("sram_addr")
+        dst[...] = np.ascontiguousarray(src).view(dtype.newbyteorder("<")).reshape(dst.shape)
+
+    def op_store(self, f: Mapping[str, int]) -> None:
+        dtype = BUFFER_DTYPES[Buffer(f["buf"])]
+        src = self.view("sram_addr")
+        dst = self.view("dram_addr")
+        dst[...] = np.ascontiguousarray(src, dtype=dtype.newbyteorder("<")).view(
+            np.uint8).reshape(dst.shape)
+
+    # -------------------------------------------------------------------- MAC array
+
+    def op_gemm(self, f: Mapping[str, int]) -> None:
+        a, w, acc = self.view("a_addr"), self.view("w_addr"), self.view("acc_addr")
+        rows = np.flatnonzero(self.vector("row_mask_addr")) if f["has_row_mask"] else None
+        cols = np.flatnonzero(self.vector("col_mask_addr")) if f["has_col_mask"] else None
+        a_sel = a if rows is None else a[rows]
+        w_sel = w if cols is None else w[:, cols]
+        result = int8_matmul(a_sel, w_sel)
+        if f["has_bias"]:
+            bias = self.vector("bias_addr")
+            result += (bias if cols is None else bias[cols]).astype(np.int64)
+        index = (slice(None) if rows is None else rows[:, None],
+                 slice(None) if cols is None else cols[None, :])
+        if f["accumulate"]:
+            result += acc[index].astype(np.int64)
+        acc[index] = _wrap_int32(result)
+        n_rows = f["m"] if rows is None else len(rows)
+        n_cols = f["n"] if cols is None else len(cols)
+        self.work.macs_dense = f["m"] * f["n"] * f["k"]
+        self.work.macs_executed = n_rows * n_cols * f["k"]
+        self.work.rows_total, self.work.rows_executed = f["m"], n_rows
+        self.work.cols_total, self.work.cols_executed = f["n"], n_cols
+
+    def op_attn_qk(self, f: Mapping[str, int]) -> None:
+        q, k, scores = self.view("q_addr"), self.view("k_addr"), self.view("scores_addr")
+        result = int8_matmul(q, k.T)
+        dense = f["lq"] * f["lk"]
+        if f["has_mask"]:
+            keep = self.mask("mask_addr")
+            result = np.where(keep, result, 0)
+            kept = int(keep.sum())
+        else:
+            kept = dense
+        scores[...] = _wrap_int32(result)
+        self.work.macs_dense = dense * f["d"]
+        self.work.macs_executed = kept * f["d"]
+        self.work.mask_total, self.work.mask_kept = dense, kept
+        self.work.rows_total = self.work.rows_executed = f["lq"]
+        self.work.cols_total = self.work.cols_executed = f["lk"]
+
+    def op_attn_pv(self, f: Mapping[str, int]) -> None:
+        p, v, out = self.view("p_addr"), self.view("v_addr"), self.view("out_addr")
+        keep = self.mask("mask_addr") if f["has_mask"] else np.ones(p.shape, dtype=bool)
+        rows = np.flatnonzero(self.vector("row_mask_addr")) if f["has_row_mask"] else \
+            np.arange(f["lq"])
+        p_sel = np.where(keep[rows], p[rows], 0)
+        result = int8_matmul(p_sel, v)
+        if f["accumulate"]:
+            result += out[rows].astype(np.int64)
+        out[rows] = _wrap_int32(result)
+        kept = int(keep[rows].sum())
+        self.work.macs_dense = f["lq"] * f["lk"] * f["d"]
+        self.work.macs_executed = kept * f["d"]
+        self.work.mask_total, self.work.mask_kept = len(rows) * f["lk"], kept
+        self.work.rows_total, self.work.rows_executed = f["lq"], len(rows)
+        self.work.cols_total = self.work.cols_executed = f["d"]
+
+    # -------------------------------------------------------------------- SFU
+
+    def _sfu_elements(self, f: Mapping[str, int]) -> None:
+        self.work.sfu_elements = f["rows"] * f["cols"]
+
+    def op_dequant(self, f: Mapping[str, int]) -> None:
+        src = self.view("src_addr").astype(np.float64)
+        scale = self.vector("scale_addr").astype(np.float64)
+        y = src * scale
+        if f["scalar_count"]:
+            y = y * math.prod(float(s) for s in self.vector("scalar_addr"))
+        if f["has_bias"]:
+            y = y + self.vector("bias_addr").astype(np.float64)
+        self.view("dst_addr")[...] = y.astype(np.float32)
+        self._sfu_elements(f)
+
+    def op_requant(self, f: Mapping[str, int]) -> None:
+        src = self.view("src_addr").astype(np.float64)
+        mult = self.vector("mult_addr").astype(np.float64)
+        self.view("dst_addr")[...] = _round_clip_int8(src * mult)
+        self._sfu_elements(f)
+
+    def op_quant(self, f: Mapping[str, int]) -> None:
+        src = self.view("src_addr").astype(np.float64)
+        self.view("dst_addr")[...] = _round_clip_int8(src * self.float_field("mult"))
+        self._sfu_elements(f)
+
+    def op_softmax(self, f: Mapping[str, int]) -> None:
+        z = self.view("src_addr").astype(np.float64) * self.float_field("scale")
+        if f["has_add_mask"]:
+            z = z + self.vector("add_mask_addr").astype(np.float64)
+        valid = np.ones(z.shape, dtype=bool)
+        if f["causal"]:
+            r = np.arange(f["rows"])[:, None]
+            c = np.arange(f["cols"])[None, :]
+            valid &= c <= r + f["causal_offset"]
+        if f["has_elem_mask"]:
+            valid &= self.mask("elem_mask_addr")
+        z = np.where(valid, z, -np.inf)
+        row_max = z.max(axis=1, keepdims=True)
+        row_max = np.where(np.isfinite(row_max), row_max, 0.0)
+        e = np.where(valid, np.exp(z - row_max), 0.0)
+        total = e.sum(axis=1, keepdims=True)
+        y = np.divide(e, total, out=np.zeros_like(e), where=total > 0)
+        self.view("dst_addr")[...] = y.astype(np.float32)
+        self._sfu_elements(f)
+
+    def op_layernorm(self, f: Mapping[str, int]) -> None:
+        x = self.view("src_addr").astype(np.float64)
+        mean = x.mean(axis=1, keepdims=True)
+        var = ((x - mean) ** 2).mean(axis=1, keepdims=True)
+        y = (x - mean) / np.sqrt(var + self.float_field("eps"))
+        y = y * self.vector("gamma_addr").astype(np.float64) + \
+            self.vector("beta_addr").astype(np.float64)
+        self.view("dst_addr")[...] = y.astype(np.float32)
+        self._sfu_elements(f)
+
+    def op_gelu(self, f: Mapping[str, int]) -> None:
+        x = self.view("src_addr").astype(np.float64)
+        self.view("dst_addr")[...] = gelu(x, GeluMode(f["mode"])).astype(np.float32)
+        self._sfu_elements(f)
+
+    def op_add(self, f: Mapping[str, int]) -> None:
+        y = self.view("a_addr").astype(np.float64) + self.view("b_addr").astype(np.float64)
+        self.view("dst_addr")[...] = y.astype(np.float32)
+        self._sfu_elements(f)
+
+    def op_gather_rows(self, f: Mapping[str, int]) -> None:
+        reuse = self.reuse_map("map_addr", f["rows"])
+        computed = np.flatnonzero(reuse == -1)
+        src = self.view("src_addr")[computed].copy()
+        self.view("dst_addr")[:len(computed)] = src
+        self.work.sfu_elements = len(computed) * f["cols"]
+        self.work.rows_total, self.work.rows_executed = f["rows"], len(computed)
+
+    def op_scatter_rows(self, f: Mapping[str, int]) -> None:
+        reuse = self.reuse_map("map_addr", f["rows"])
+        rep = np.where(reuse == -1, np.arange(f["rows"]), reuse)
+        if f["compact"]:
+            position = np.cumsum(reuse == -1) - 1  # index among computed rows
+            rep = position[rep]
+        self.view("dst_addr")[...] = self.view("src_addr")[rep]
+        self._sfu_elements(f)
+        self.work.rows_total = f["rows"]
+        self.work.rows_executed = int((reuse == -1).sum())
+
+    # -------------------------------------------------------------------- SPLS
+
+    def op_hlog(self, f: Mapping[str, int]) -> None:
+        x = self.view("src_addr").astype(np.float64)
+        if f["dynamic"]:
+            scale = float(np.float32(self.kernel(spls_kernels.hlog_scale, x, f["bits"])))
+            if not scale > 0:  # a float32 underflow of a tiny max|x|
+                raise self.fail("field 'dynamic': tile scale underflows float32")
+            self.view("scale_out_addr")[0, 0] = scale
+        else:
+            scale = self.float_field("scale")
+        levels = self.kernel(spls_kernels.hlog_quantize, x, f["bits"], scale)
+        dst = self.view("dst_addr")
+        dst[...] = np.asarray(levels).astype(dst.dtype)
+        self._sfu_elements(f)
+
+    def op_bpu(self, f: Mapping[str, int]) -> None:
+        a = self.view("a_addr")
+        b = self.view("b_addr")
+        if f["transpose_b"]:
+            b = b.T
+        product, shift_adds = self.kernel(spls_kernels.hlog_matmul, a.astype(np.int64),
+                                          b.astype(np.int64))  # type: ignore[misc]
+        self.view("dst_addr")[...] = np.clip(product, INT32_MIN, INT32_MAX).astype(np.int32)
+        self.work.shift_adds = int(shift_adds)
+        self.work.macs_dense = f["m"] * f["n"] * f["k"]
+
+    def op_topk(self, f: Mapping[str, int]) -> None:
+        scores = self.view("src_addr")
+        valid = np.ones(scores.shape, dtype=bool)
+        if f["has_key_mask"]:
+            valid &= self.mask("key_mask_addr")
+        if f["causal"]:
+            r = np.arange(f["rows"])[:, None]
+            c = np.arange(f["cols"])[None, :]
+            valid &= c <= r + f["causal_offset"]
+        keep = self.kernel(spls_kernels.topk_mask, scores[None], f["k"], valid[None])
+        keep = np.asarray(keep)[0]
+        self.view("dst_addr")[...] = keep.astype(np.uint8)
+        self.work.compare_ops = f["rows"] * f["cols"] * max(1, math.ceil(math.log2(f["k"] + 1)))
+        self.work.mask_total = int(valid.sum())
+        self.work.mask_kept = int(keep.sum())
+
+    def op_similarity(self, f: Mapping[str, int]) -> None:
+        shape = (f["heads"], f["length"], f["keys"])
+        spa = (self.view("spa_addr") != 0).reshape(shape)
+        prob = self.view("prob_addr").astype(np.float64).reshape(shape) if f["has_prob"] \
+            else None
+        mode = "cosprob" if f["mode"] == SimilarityMode.COSPROB else "overlap"
+        result = self.kernel(spls_kernels.local_similarity, spa, prob, f["window"],
+                             self.float_field("threshold"), mode, f["k"])
+        reuse, key_mask = result  # type: ignore[misc]
+        self.view("map_addr")[...] = np.asarray(reuse).astype("<i2").view(np.uint8)[None, :]
+        self.view("key_mask_addr")[...] = np.asarray(key_mask).astype(np.uint8)
+        computed = int((np.asarray(reuse) == -1).sum())
+        self.work.compare_ops = f["length"] * min(f["window"], f["length"]) * f["heads"] * \
+            f["keys"]
+        self.work.rows_total, self.work.rows_executed = f["length"], computed
+
+    # -------------------------------------------------------------------- host, control
+
+    def op_host(self, f: Mapping[str, int]) -> None:
+        from .host_segments import run_host_segment  # onnxruntime only when needed
+
+        segment = self.program.host_segments[f["segment"]]
+        try:
+            read, written = run_host_segment(segment, self.dram)
+        except ProgramError as exc:
+            raise self.fail(f"field 'segment' = {f['segment']}: {exc}") from None
+        self.work.dram_read_bytes, self.work.dram_write_bytes = read, written
+        self.work.host_flops = read + written
+
+    def op_halt(self, f: Mapping[str, int]) -> None:
+        pass
+
+    # -------------------------------------------------------------------- driver
+
+    def step(self, index: int, instr: Instruction) -> Work:
+        self.index, self.instr, self.work = index, instr, Work()
+        with np.errstate(all="ignore"):
+            getattr(self, f"op_{instr.opcode_name}")(instr.fields)
+        return self.work
+
+
+def gelu(x: np.ndarray, mode: GeluMode) -> np.ndarray:
+    """GELU in float64 (erf from the C library, element-wise)."""
+    if mode is GeluMode.TANH:
+        return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+    erf = np.frompyfunc(math.erf, 1, 1)(x / math.sqrt(2.0)).astype(np.float64)
+    return 0.5 * x * (1.0 + erf)
+
+
+def _write_tensor(dram: np.ndarray, address: int, array: np.ndarray) -> None:
+    raw = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
+    dram[address:address + raw.size] = raw
+
+
+def _read_tensor(dram: np.ndarray, address: int, shape: tuple[int, ...],
+                 dtype: str) -> np.ndarray:
+    dt = np.dtype(dtype).newbyteorder("<")
+    nbytes = math.prod(shape) * dt.itemsize
+    return dram[address:address + nbytes].copy().view(dt).reshape(shape)
+
+
+def _coerce_input(name: str, value: object, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    array = np.asarray(value)
+    if array.shape != shape:
+        raise ProgramError(f"input '{name}': expected shape {list(shape)}, got "
+                           f"{list(array.shape)}")
+    target = np.dtype(dtype)
+    if array.dtype != target:
+        # Accept what converts without loss, plus float64 -> float32 (numpy's default float).
+        if not (np.can_cast(array.dtype, target, "safe") or
+                (array.dtype == np.float64 and target == np.float32)):
+            raise ProgramError(f"input '{name}': expected dtype {dtype}, got {array.dtype}")
+        array = array.astype(target)
+    return array.astype(target.newbyteorder("<"), copy=False)
+
+
+def execute(program: Program, inputs: Mapping[str, object], config: HardwareConfig,
+            check_hash: bool = True) -> Execution:
+    """Run `program` on `inputs` (name -> array) under `config`; see the module docstring."""
+    dram_bytes = check_program_fits(program, config, check_hash)
+    expected = {d.name for d in program.inputs}
+    missing = expected - set(inputs)
+    unknown = set(inputs) - expected
+    if missing or unknown:
+        raise ProgramError("inputs do not match the binary: "
+                           + "; ".join(filter(None, [
+                               f"missing {', '.join(sorted(missing))}" if missing else "",
+                               f"unknown {', '.join(sorted(unknown))}" if unknown else ""])))
+    arrays = {d.name: _coerce_input(d.name, inputs[d.name], d.shape, d.dtype)
+              for d in program.inputs}
+    machine = Machine(program, config, dram_bytes)
+    for seg in program.data_segments:
+        machine.dram[seg.address:seg.address + len(seg.data)] = np.frombuffer(seg.data,
+                                                                              np.uint8)
+    for d in program.inputs:
+        _write_tensor(machine.dram, d.address, arrays[d.name])
+    work = [machine.step(i, instr) for i, instr in enumerate(program.instructions)]
+    outputs = {d.name: _read_tensor(machine.dram, d.address, d.shape, d.dtype)
+               for d in program.outputs}
+    return Execution(outputs, work, machine.dram, machine.buffers)
