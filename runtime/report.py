@@ -244,8 +244,12 @@ def write_report(path: str | Path, report: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(report, indent=1, sort_keys=False) + "\n")
 
 
+_SI_PREFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m"),
+                (1e-6, "u"), (1e-9, "n"), (1e-12, "p"))
+
+
 def _si(value: float, unit: str) -> str:
-    for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+    for factor, prefix in _SI_PREFIXES:
         if abs(value) >= factor:
             return f"{value / factor:.3g} {prefix}{unit}"
     return f"{value:.3g} {unit}"

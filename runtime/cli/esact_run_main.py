@@ -1,0 +1,211 @@
+"""`esact-run`: run an ESACT binary on the hardware model (functional + timing + energy).
+
+    esact-run model.esb --input NAME=FILE.npy ... [--output-dir DIR] [--report FILE.json]
+        [--trace FILE.json] [--plots DIR] [--hw CONFIG] [--force-config] [--quiet]
+
+Prints the summary table (report.format_summary) on stdout; a progress bar on stderr when
+stderr is a terminal or the run is long. `--hw` takes a TOML path or the name of a file in
+runtime/configs/ (default: the default config). A binary compiled for another config is
+refused unless --force-config. Errors: `error: <one line>` on stderr, exit 1, no
+traceback; every output file is written atomically and only after the run succeeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from esact_cc.runtime.errors import EsactError
+
+
+class UsageError(EsactError):
+    """A bad command line."""
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(1, f"error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _ArgumentParser(
+        prog="esact-run",
+        description="Run an ESACT binary on the functional + timing + energy model.",
+    )
+    parser.add_argument("binary", metavar="model.esb", help="ESACT binary")
+    parser.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
+                        help="value of a binary input (repeatable)")
+    parser.add_argument("--output-dir", metavar="DIR", help="write each output to DIR/<name>.npy")
+    parser.add_argument("--report", metavar="FILE.json", help="write the JSON report")
+    parser.add_argument("--trace", metavar="FILE.json",
+                        help="write a Chrome/Perfetto trace (open in ui.perfetto.dev)")
+    parser.add_argument("--plots", metavar="DIR",
+                        help="write per-layer cycle and energy plots (needs matplotlib)")
+    parser.add_argument("--hw", metavar="CONFIG",
+                        help="hardware config: TOML path or name in runtime/configs (default)")
+    parser.add_argument("--force-config", action="store_true",
+                        help="run even if the binary was compiled for another hardware config")
+    parser.add_argument("--quiet", action="store_true", help="no summary table, no progress bar")
+    return parser
+
+
+def output_file_name(output_name: str) -> str:
+    """`<output>.npy`, characters that cannot be in a file name replaced by '_' (same rule
+    as esact-cc --run)."""
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", output_name).lstrip(".") + ".npy"
+
+
+def parse_inputs(specs: list[str]) -> dict[str, np.ndarray]:
+    inputs: dict[str, np.ndarray] = {}
+    for spec in specs:
+        name, sep, file = spec.partition("=")
+        if not sep or not name or not file:
+            raise UsageError(f"bad --input '{spec}': expected NAME=FILE.npy")
+        if name in inputs:
+            raise UsageError(f"--input {name} given twice")
+        try:
+            inputs[name] = np.load(file, allow_pickle=False)
+        except FileNotFoundError:
+            raise UsageError(f"--input {name}: file '{file}' not found") from None
+        except (OSError, ValueError, EOFError) as exc:
+            detail = " ".join(str(exc).split()) or type(exc).__name__
+            raise UsageError(f"--input {name}: cannot read '{file}' as .npy: {detail}") from None
+    return inputs
+
+
+def check_inputs(program: object, inputs: dict[str, np.ndarray]) -> None:
+    """One clear line for a missing, unknown, wrong-shape or wrong-dtype input."""
+    expected = {d.name: d for d in program.inputs}  # type: ignore[attr-defined]
+    for name in inputs:
+        if name not in expected:
+            known = ", ".join(sorted(expected)) or "none"
+            raise UsageError(f"--input {name}: the binary has no input '{name}' (inputs: {known})")
+    for name, desc in expected.items():
+        if name not in inputs:
+            raise UsageError(f"missing --input {name}=FILE.npy (shape {list(desc.shape)}, "
+                             f"dtype {desc.dtype})")
+        value = inputs[name]
+        if tuple(value.shape) != tuple(desc.shape):
+            raise UsageError(f"--input {name}: shape {list(value.shape)}, the binary expects "
+                             f"{list(desc.shape)}")
+        target = np.dtype(desc.dtype)
+        lossless = np.can_cast(value.dtype, target, "safe") or (
+            value.dtype == np.float64 and target == np.float32)
+        if value.dtype != target and not lossless:
+            raise UsageError(f"--input {name}: dtype {value.dtype}, the binary expects "
+                             f"{desc.dtype}")
+
+
+class ProgressBar:
+    """Instruction progress on stderr: a redrawn bar on a terminal; elsewhere a line every
+    10% once the run has taken more than `quiet_seconds`."""
+
+    def __init__(self, stream: TextIO, quiet_seconds: float = 2.0) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.quiet_seconds = quiet_seconds
+        self.start = time.monotonic()
+        self.last_draw = 0.0
+        self.last_decile = -1
+        self.drawn = False
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - self.last_draw < 0.1:
+            return
+        elapsed = now - self.start
+        fraction = done / total if total else 1.0
+        if self.tty:
+            if elapsed < 0.3 and done < total and not self.drawn:
+                return
+            width = 30
+            filled = int(width * fraction)
+            self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
+                              f"instructions {elapsed:.1f}s")
+            self.drawn = True
+        elif elapsed >= self.quiet_seconds:
+            decile = int(fraction * 10)
+            if decile > self.last_decile:
+                self.stream.write(f"esact-run: {done}/{total} instructions ({elapsed:.0f}s)\n")
+                self.last_decile = decile
+        self.stream.flush()
+        self.last_draw = now
+
+    def finish(self) -> None:
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def run(args: argparse.Namespace) -> int:
+    from esact_cc.runtime.atomic_write import atomic_save_npy
+    from esact_cc.runtime.esb import read_esb
+    from esact_cc.runtime.hw_config import resolve_config
+    from esact_cc.runtime.report import format_summary, write_report
+    from esact_cc.runtime.run_program import config_mismatch_message, run_program
+    from esact_cc.runtime.trace import write_trace
+    from esact_cc.runtime.errors import ConfigError
+
+    if args.output_dir and Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
+        raise UsageError(f"--output-dir '{args.output_dir}' is not a directory")
+    inputs = parse_inputs(args.input)
+    config = resolve_config(args.hw)
+    program = read_esb(args.binary)
+    if program.config_hash != config.hash and not args.force_config:
+        raise ConfigError(config_mismatch_message(program.config_hash, config))
+    check_inputs(program, inputs)
+    progress = None if args.quiet else ProgressBar(sys.stderr)
+    try:
+        result = run_program(program, inputs, config, force_config=args.force_config,
+                             progress=progress, meta={"binary": str(args.binary)})
+    finally:
+        if progress is not None:
+            progress.finish()
+    if args.force_config and program.config_hash != config.hash:
+        sys.stderr.write(f"warning: {config_mismatch_message(program.config_hash, config)}\n")
+    # Outputs are written only now that everything has succeeded.
+    if args.output_dir:
+        out_dir = Path(args.output_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name, value in result.outputs.items():
+            atomic_save_npy(out_dir / output_file_name(name), value)
+    if args.report:
+        write_report(args.report, result.report)
+    if args.trace:
+        write_trace(args.trace, result.trace())
+    if args.plots:
+        from esact_cc.runtime.plots import write_plots
+
+        written = write_plots(result.report, args.plots)
+        if not written:
+            sys.stderr.write("warning: --plots needs matplotlib (pip install esact-cc[plot]); "
+                             "no plots written\n")
+    if not args.quiet:
+        sys.stdout.write(format_summary(result.report))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except EsactError as exc:
+        sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
+        return 1
+    except OSError as exc:
+        where = f" '{exc.filename}'" if getattr(exc, "filename", None) else ""
+        sys.stderr.write(f"error: {exc.strerror or exc}{where}\n")
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
