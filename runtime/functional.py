@@ -432,8 +432,10 @@ def _coerce_input(name: str, value: object, shape: tuple[int, ...], dtype: str) 
 
 
 def execute(program: Program, inputs: Mapping[str, object], config: HardwareConfig,
-            check_hash: bool = True) -> Execution:
-    """Run `program` on `inputs` (name -> array) under `config`; see the module docstring."""
+            check_hash: bool = True,
+            progress: Callable[[int, int], None] | None = None) -> Execution:
+    """Run `program` on `inputs` (name -> array) under `config`; see the module docstring.
+    `progress(done, total)`, if given, is called after every instruction (esact-run's bar)."""
     dram_bytes = check_program_fits(program, config, check_hash)
     expected = {d.name for d in program.inputs}
     missing = expected - set(inputs)
@@ -451,7 +453,14 @@ def execute(program: Program, inputs: Mapping[str, object], config: HardwareConf
                                                                               np.uint8)
     for d in program.inputs:
         _write_tensor(machine.dram, d.address, arrays[d.name])
-    work = [machine.step(i, instr) for i, instr in enumerate(program.instructions)]
+    if progress is None:
+        work = [machine.step(i, instr) for i, instr in enumerate(program.instructions)]
+    else:
+        total = len(program.instructions)
+        work = []
+        for i, instr in enumerate(program.instructions):
+            work.append(machine.step(i, instr))
+            progress(i + 1, total)
     outputs = {d.name: _read_tensor(machine.dram, d.address, d.shape, d.dtype)
                for d in program.outputs}
     return Execution(outputs, work, machine.dram, machine.buffers)
