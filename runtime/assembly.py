@@ -291,12 +291,13 @@ def _directive(b: _Builder, line: _Line) -> None:
     line.done(pairs)
 
 
-def _instruction(b: _Builder, line: _Line) -> None:
+def _parse_instruction_line(line: _Line, expected_index: int | None
+                            ) -> tuple[Instruction, DebugEntry | None]:
     words = list(line.words)
     if words and words[0].endswith(":"):
         index = _int(line, words.pop(0)[:-1], "instruction index")
-        if index != len(b.instructions):
-            raise line.error(f"instruction index {index}, expected {len(b.instructions)}")
+        if expected_index is not None and index != expected_index:
+            raise line.error(f"instruction index {index}, expected {expected_index}")
     if len(words) != 1:
         raise line.error("expected '[index:] mnemonic field=value ...'")
     mnemonic = words[0].lower()
@@ -312,14 +313,27 @@ def _instruction(b: _Builder, line: _Line) -> None:
         lo, hi = f.encodable_range
         if not lo <= values[f.name] <= hi:
             raise line.error(f"field '{f.name}' = {values[f.name]} does not fit {f.bits} bits")
+    debug = None
     if line.group is not None:
         group = dict(line.group)
         node = _string(line, line.take(group, "node"), "node")
         layer = _int(line, line.take(group, "layer"), "layer")
         component = line.take(group, "component")
         line.done(group)
-        b.debug[len(b.instructions)] = DebugEntry(node, layer, component)
-    b.instructions.append(Instruction(mnemonic, MappingProxyType(values)))
+        debug = DebugEntry(node, layer, component)
+    return Instruction(mnemonic, MappingProxyType(values)), debug
+
+
+def parse_instruction(text: str) -> tuple[Instruction, DebugEntry | None]:
+    """Parse one instruction line (`[index:] mnemonic field=value ... [node=...]`)."""
+    return _parse_instruction_line(_Line(text.strip(), 1), None)
+
+
+def _instruction(b: _Builder, line: _Line) -> None:
+    instr, debug = _parse_instruction_line(line, len(b.instructions))
+    if debug is not None:
+        b.debug[len(b.instructions)] = debug
+    b.instructions.append(instr)
 
 
 def assemble(text: str, config_hash: str | None = None) -> Program:
