@@ -16,8 +16,9 @@ The ONNX node name is the op's location: `loc("/encoder/layer.0/.../MatMul")`.
 
 from __future__ import annotations
 
-from xdsl.dialects.builtin import StringAttr, TensorType
+from xdsl.dialects.builtin import DenseArrayBase, DenseIntOrFPElementsAttr, StringAttr, TensorType
 from xdsl.ir import Dialect
+from xdsl.utils.exceptions import VerifyException
 from xdsl.irdl import (
     IRDLOperation,
     irdl_op_definition,
@@ -52,6 +53,28 @@ class OnnxOperation(IRDLOperation):
     @property
     def op_type(self) -> str:
         return self.name.removeprefix("onnx.")
+
+    def verify_(self) -> None:
+        for attr_name, count in (("onnx_input_positions", len(self.operands)),
+                                 ("onnx_output_positions", len(self.results))):
+            attr = self.attributes.get(attr_name)
+            if attr is None:
+                continue
+            if not isinstance(attr, DenseArrayBase):
+                raise VerifyException(f"{attr_name} must be a dense i64 array")
+            positions = list(attr.get_values())
+            if len(positions) != count:
+                raise VerifyException(f"{attr_name} has {len(positions)} entries for {count} values")
+            if any(b <= a for a, b in zip(positions, positions[1:])) or any(p < 0 for p in positions):
+                raise VerifyException(f"{attr_name} must be strictly increasing and non-negative")
+        if self.op_type == "Constant":
+            value = self.attributes.get("value")
+            if not isinstance(value, DenseIntOrFPElementsAttr):
+                raise VerifyException("onnx.Constant needs a dense `value` attribute")
+            if len(self.results) != 1 or self.results[0].type != value.type:
+                raise VerifyException(
+                    f"onnx.Constant value has type {value.type}, result must have the same type"
+                )
 
 
 def _define_op(op_type: str) -> type[OnnxOperation]:

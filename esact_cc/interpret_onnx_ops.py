@@ -165,7 +165,13 @@ def _gelu(ins: list[Array | None], attrs: Attrs, n: int) -> list[Array]:
 # --- linear algebra --------------------------------------------------------------------------
 @kernel("MatMul")
 def _matmul(ins: list[Array | None], attrs: Attrs, n: int) -> list[Array]:
-    return [np.matmul(ins[0], ins[1])]
+    # numpy only uses BLAS for contiguous, aligned operands; transposed views (K^T in
+    # attention) would otherwise take its slow generic loop.
+    return [np.matmul(_blas_ready(ins[0]), _blas_ready(ins[1]))]
+
+
+def _blas_ready(x: Array) -> Array:
+    return x if x.flags.c_contiguous and x.flags.aligned else np.ascontiguousarray(x)
 
 
 @kernel("Gemm")

@@ -12,8 +12,10 @@ Steps, each a function below:
    constants, or a Shape/Size of a statically shaped value, is evaluated with the interpreter's
    numpy kernels (`interpret_onnx_ops`), so shape-only subgraphs disappear.
 6. `_ModuleBuilder`: one `onnx.<OpType>` op per remaining node inside `func.func @main`, with
-   `loc("<node name>")`. Constants of at most `INLINE_CONSTANT_MAX_ELEMENTS` elements become
-   inline `onnx.Constant` ops; bigger ones go to the weight store behind `onnx.weight` handles.
+   `loc("<node name>")`. Constants of at most `INLINE_CONSTANT_MAX_ELEMENTS` elements (shape
+   vectors, axes, scalars) become inline `onnx.Constant` ops; bigger ones, and every float
+   initializer of more than one element (a model parameter), go to the weight store behind
+   `onnx.weight` handles, placed just before their first use.
 
 The function's arguments and results carry their ONNX names (`{onnx.name = "input_ids"}`),
 and the module records the default-domain opset (`onnx.opset`), which the exporter reuses.
@@ -54,7 +56,8 @@ from esact_cc.runtime.errors import CompileError
 from esact_cc.weight_store import WeightStore, attach
 
 INLINE_CONSTANT_MAX_ELEMENTS = 16
-"""Constants up to this many elements are inline `onnx.Constant` ops; larger go to the store."""
+"""Constants up to this many elements are inline `onnx.Constant` ops; larger go to the store.
+Float initializers with more than one element are model parameters: always in the store."""
 FOLD_MAX_ELEMENTS = 1 << 20
 """A constant node whose result is bigger than this stays a node (folding would bloat the store)."""
 SHAPE_INFERENCE_INITIALIZER_MAX_ELEMENTS = 4096
@@ -94,6 +97,7 @@ class _Graph:
     constant_origin: dict[str, str] = field(default_factory=dict)
     """Constant value name -> name of the node (or initializer) it came from (its location)."""
     types: dict[str, _ValueType] = field(default_factory=dict)
+    initializer_names: frozenset[str] = frozenset()
 
 
 def _one_line(error: BaseException) -> str:
@@ -346,6 +350,7 @@ def import_onnx(
         nodes=nodes,
         constants=constants,
         constant_origin=origin,
+        initializer_names=frozenset(i.name for i in proto.graph.initializer),
     )
     _infer_types(graph)
     while _fold(graph):
@@ -410,7 +415,8 @@ class _ModuleBuilder:
         array = self.graph.constants[name]
         location = NameLoc(StringAttr(self.graph.constant_origin.get(name, name)), NoneAttr())
         op: Operation
-        if array.size <= INLINE_CONSTANT_MAX_ELEMENTS:
+        is_parameter = name in self.graph.initializer_names and array.size > 1 and array.dtype.kind == "f"
+        if array.size <= INLINE_CONSTANT_MAX_ELEMENTS and not is_parameter:
             op = OP_CLASSES["Constant"](
                 operands=[[]],
                 result_types=[[tensor_types.tensor_type_of(array)]],
