@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import IntEnum
-from typing import ClassVar
 
 from xdsl.dialects.builtin import (
     Float32Type,

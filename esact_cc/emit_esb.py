@@ -1,0 +1,102 @@
+"""esact-dialect module + weight store -> runtime `Program` -> `.esb` bytes.
+
+The module is what `lower-to-esact` + `schedule` produce: declarations (`esact.data`,
+`esact.io`, `esact.host_segment`, `esact.host_tensor`) and instruction ops in program order.
+Everything is taken in IR order and serialized by `runtime.esb` (sorted-key JSON, fixed
+layout), so the same module gives byte-identical files. The debug map gets, per instruction,
+its location (the ONNX node), its `layer` (-1 outside layers) and its `component`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from xdsl.dialects.builtin import ModuleOp, NameLoc, StringAttr, TensorType
+
+from esact_cc import tensor_types
+from esact_cc.dialects import esact
+from esact_cc.runtime.errors import CompileError
+from esact_cc.runtime.esb import (
+    DataSegment,
+    DebugEntry,
+    HostSegment,
+    IODescriptor,
+    Program,
+    TensorDesc,
+    serialize_esb,
+    write_esb,
+)
+from esact_cc.weight_store import WeightStore, store_of
+
+CONFIG_HASH_ATTR = "esact.config_hash"
+
+
+def _dtype_name(typ: TensorType) -> str:
+    return tensor_types.numpy_dtype_of(typ).name
+
+
+def _desc(name: str, address: int, typ: TensorType) -> TensorDesc:
+    return TensorDesc(name, tuple(typ.get_shape()), _dtype_name(typ), address)
+
+
+def _bytes(array: np.ndarray) -> bytes:
+    array = np.asarray(array)
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+
+
+def program_from_module(module: ModuleOp, store: WeightStore | None = None) -> Program:
+    """The runtime Program an esact-dialect module describes."""
+    store = store if store is not None else store_of(module)
+    config_hash = module.attributes.get(CONFIG_HASH_ATTR)
+    if not isinstance(config_hash, StringAttr):
+        raise CompileError(f"esact module has no '{CONFIG_HASH_ATTR}' attribute (run lower-to-esact)")
+    instructions = []
+    debug: dict[int, DebugEntry] = {}
+    io: list[IODescriptor] = []
+    data: list[DataSegment] = []
+    segments: dict[int, str] = {}
+    bindings: dict[int, tuple[list[TensorDesc], list[TensorDesc]]] = {}
+    for op in module.body.block.ops:
+        if isinstance(op, esact.InstructionOp):
+            index = len(instructions)
+            instructions.append(op.to_instruction())
+            if op.component is not None:
+                loc = op.location
+                node = loc.desc.data if isinstance(loc, NameLoc) else ""
+                layer = op.layer.value.data if op.layer is not None else -1
+                debug[index] = DebugEntry(node, layer, op.component.data)
+        elif isinstance(op, esact.DataOp):
+            data.append(DataSegment(op.weight.data, op.address.value.data, _bytes(store[op.weight.data])))
+        elif isinstance(op, esact.IoOp):
+            typ = op.tensor_type
+            assert isinstance(typ, TensorType)
+            d = _desc(op.tensor_name.data, op.address.value.data, typ)
+            io.append(IODescriptor(d.name, d.shape, d.dtype, d.address, op.kind.data))
+        elif isinstance(op, esact.HostSegmentOp):
+            segments[op.segment.value.data] = op.onnx.data
+        elif isinstance(op, esact.HostTensorOp):
+            typ = op.tensor_type
+            assert isinstance(typ, TensorType)
+            ins, outs = bindings.setdefault(op.segment.value.data, ([], []))
+            (ins if op.kind.data == "input" else outs).append(
+                _desc(op.tensor_name.data, op.address.value.data, typ)
+            )
+    if sorted(segments) != list(range(len(segments))):
+        raise CompileError(f"host segments must be numbered 0..{len(segments) - 1}, got {sorted(segments)}")
+    hosts = []
+    for k in range(len(segments)):
+        ins, outs = bindings.get(k, ([], []))
+        hosts.append(HostSegment(_bytes(store[segments[k]]), tuple(ins), tuple(outs)))
+    return Program(instructions, config_hash.data, io, data, hosts, debug)
+
+
+def esb_bytes(module: ModuleOp, store: WeightStore | None = None) -> bytes:
+    return serialize_esb(program_from_module(module, store))
+
+
+def emit_esb(module: ModuleOp, path: str | Path, store: WeightStore | None = None) -> Program:
+    """Write the module's program to `path` atomically; returns the Program."""
+    program = program_from_module(module, store)
+    write_esb(program, path)
+    return program

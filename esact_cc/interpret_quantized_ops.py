@@ -1,0 +1,134 @@
+"""Reference semantics of the `quantized` dialect: the INT8 golden model before any hardware.
+
+Each op is computed with the integer / FP32 steps the ESACT hardware performs for it, in the
+same order: QUANT (FP32 -> INT8, per-tensor scale, round half to even, clip to +-127) on the
+SFU, INT8 x INT8 -> INT32 products on the MAC array, DEQUANT (INT32 * FP32 scale vector + FP32
+bias) on the SFU, FP32 softmax. The FP32 scale vectors are built by `linear_dequant_scale` and
+`attention_*_scale`, which the lowering also uses to fill the binary's scale tables, so the
+compiled program and this interpreter multiply by the very same FP32 numbers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from esact_cc.dialects import quantized
+from esact_cc.reference_interpreter import Interpreter, register
+from esact_cc.quantized_kernels import (
+    add_f32,
+    causal_visible,
+    dequantize,
+    int_matmul,
+    quantize_int8,
+    softmax_rows,
+)
+
+
+def linear_dequant_scale(input_scale: float, weight_scale: np.ndarray) -> np.ndarray:
+    """FP32 per-channel factor turning the INT32 accumulator of a linear into FP32."""
+    return (np.float32(input_scale) * np.asarray(weight_scale, np.float32)).astype(np.float32)
+
+
+def attention_score_scale(op_scale: float, q_scale: float, k_scale: float) -> np.float32:
+    """FP32 factor turning INT32 Q K^T into softmax inputs (the attention scale folded in)."""
+    return np.float32(np.float32(q_scale) * np.float32(k_scale) * np.float32(op_scale))
+
+
+def attention_output_scale(p_scale: float, v_scale: float) -> np.float32:
+    """FP32 factor turning INT32 P V into the FP32 attention output."""
+    return np.float32(np.float32(p_scale) * np.float32(v_scale))
+
+
+def run_linear(
+    x: np.ndarray,
+    weight: np.ndarray,
+    weight_scale: np.ndarray,
+    bias: np.ndarray | None,
+    input_scale: float,
+) -> np.ndarray:
+    """quantized.linear on numpy arrays (x FP32 [..., K], weight INT8 [K, N])."""
+    rows = x.reshape(-1, x.shape[-1])
+    acc = int_matmul(quantize_int8(rows, input_scale), weight)
+    out = dequantize(acc, linear_dequant_scale(input_scale, weight_scale), bias)
+    return out.reshape(*x.shape[:-1], weight.shape[1])
+
+
+def mask_as_4d(mask: np.ndarray, batch: int, heads: int, lk: int) -> np.ndarray:
+    """The additive mask as [B or 1, H or 1, Lq or 1, Lk] FP32 (broadcast only over Lk)."""
+    m = np.asarray(mask, np.float32)
+    while m.ndim < 4:
+        m = m[None]
+    return np.broadcast_to(m, (*m.shape[:3], lk))
+
+
+def mask_is_row_vector(mask_shape: tuple[int, ...]) -> bool:
+    """A mask that is one row per (batch, head) goes into SOFTMAX's additive row vector;
+    one that varies per query is added by an ADD instruction before the softmax."""
+    return len(mask_shape) < 2 or mask_shape[-2] == 1
+
+
+def run_attention(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    mask: np.ndarray | None,
+    *,
+    num_heads: int,
+    scale: float,
+    causal: bool,
+    q_scale: float,
+    k_scale: float,
+    v_scale: float,
+    p_scale: float,
+) -> np.ndarray:
+    """quantized.attention on numpy arrays ([B, L, D] FP32 each)."""
+    batch, lq, width = q.shape
+    lk, width_v = k.shape[1], v.shape[2]
+    d, dv = width // num_heads, width_v // num_heads
+    qi, ki, vi = quantize_int8(q, q_scale), quantize_int8(k, k_scale), quantize_int8(v, v_scale)
+    mask4 = None if mask is None else mask_as_4d(mask, batch, num_heads, lk)
+    row_mask = mask is None or mask_is_row_vector(np.shape(mask))
+    visible = causal_visible(lq, lk) if causal else None
+    s_scale = attention_score_scale(scale, q_scale, k_scale)
+    o_scale = attention_output_scale(p_scale, v_scale)
+    out = np.empty((batch, lq, width_v), np.float32)
+    for b in range(batch):
+        for h in range(num_heads):
+            scores_int = int_matmul(qi[b, :, h * d:(h + 1) * d], ki[b, :, h * d:(h + 1) * d].T)
+            scores = dequantize(scores_int, np.full(lk, s_scale, np.float32), None)
+            if mask4 is None:
+                probs = softmax_rows(scores, 1.0, None, visible)
+            else:
+                m = mask4[b % mask4.shape[0], h % mask4.shape[1]]
+                if row_mask:
+                    probs = softmax_rows(scores, 1.0, m[0], visible)
+                else:
+                    probs = softmax_rows(add_f32(scores, np.broadcast_to(m, (lq, lk))), 1.0, None, visible)
+            pv = int_matmul(quantize_int8(probs, p_scale), vi[b, :, h * dv:(h + 1) * dv])
+            out[b, :, h * dv:(h + 1) * dv] = dequantize(pv, np.full(dv, o_scale, np.float32), None)
+    return out
+
+
+# --- registration with the reference interpreter ------------------------------------------
+@register("quantized.linear")
+def _linear(interp: Interpreter, op: quantized.LinearOp, args: list[np.ndarray]) -> np.ndarray:
+    x, weight, weight_scale, *rest = args
+    return run_linear(x, weight, weight_scale, rest[0] if rest else None, op.input_scale.value.data)
+
+
+@register("quantized.attention")
+def _attention(interp: Interpreter, op: quantized.AttentionOp, args: list[np.ndarray]) -> np.ndarray:
+    q, k, v, *rest = args
+    return run_attention(
+        q,
+        k,
+        v,
+        rest[0] if rest else None,
+        num_heads=op.num_heads.value.data,
+        scale=op.scale.value.data,
+        causal=op.causal is not None,
+        q_scale=op.q_scale.value.data,
+        k_scale=op.k_scale.value.data,
+        v_scale=op.v_scale.value.data,
+        p_scale=op.p_scale.value.data,
+    )

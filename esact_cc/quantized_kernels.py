@@ -1,0 +1,64 @@
+"""Numpy kernels of the INT8 datapath (QUANT, INT GEMM, DEQUANT, softmax) as the ISA defines
+them (runtime/isa.py): SFU arithmetic in float64, rounded once to float32; integer products
+exact. The quantized reference interpreter computes with these, so its output is the INT8
+golden value the compiled binary must reproduce.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+INT8_MAX = 127
+
+
+def quant_multiplier(scale: float) -> np.float32:
+    """The QUANT instruction's float32 immediate for a per-tensor scale: 1 / scale."""
+    return np.float32(1.0 / float(np.float32(scale)))
+
+
+def quantize_int8(x: np.ndarray, scale: float) -> np.ndarray:
+    """QUANT: clip(round_half_even(x * mult), -127, 127), the product in float64, NaN -> 0."""
+    prod = np.asarray(x, np.float32).astype(np.float64) * np.float64(quant_multiplier(scale))
+    prod = np.nan_to_num(prod, nan=0.0, posinf=INT8_MAX, neginf=-INT8_MAX)
+    return np.clip(np.rint(prod), -INT8_MAX, INT8_MAX).astype(np.int8)
+
+
+def int_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """INT8 x INT8 -> INT32 (float64 BLAS is exact for these products and sums)."""
+    return (a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64).astype(np.int32)
+
+
+def dequantize(acc: np.ndarray, scale: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    """DEQUANT: float32(acc * scale[c] (+ bias[c])), computed in float64."""
+    out = acc.astype(np.float64) * np.asarray(scale, np.float32).astype(np.float64)
+    if bias is not None:
+        out = out + np.asarray(bias, np.float32).astype(np.float64)
+    return out.astype(np.float32)
+
+
+def causal_visible(lq: int, lk: int) -> np.ndarray:
+    """Boolean [Lq, Lk]: True where key j is visible to query i (j <= i + Lk - Lq)."""
+    return np.arange(lk)[None, :] <= np.arange(lq)[:, None] + (lk - lq)
+
+
+def add_f32(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """ADD: float32(a + b)."""
+    return (np.asarray(a, np.float32).astype(np.float64) + np.asarray(b, np.float32)).astype(np.float32)
+
+
+def softmax_rows(
+    x: np.ndarray, scale: float, add_row: np.ndarray | None, visible: np.ndarray | None
+) -> np.ndarray:
+    """SOFTMAX in float64: z = x * scale (+ add_row[c]); invisible positions -inf;
+    exp(z - max) / sum rounded to float32; a row with no visible position is all 0."""
+    z = np.asarray(x, np.float32).astype(np.float64) * np.float64(np.float32(scale))
+    if add_row is not None:
+        z = z + np.asarray(add_row, np.float32).astype(np.float64)
+    if visible is not None:
+        z = np.where(visible, z, -np.inf)
+    peak = np.max(z, axis=-1, keepdims=True)
+    finite = np.isfinite(peak)
+    e = np.exp(z - np.where(finite, peak, 0.0))
+    e = np.where(finite, e, 0.0)
+    total = np.sum(e, axis=-1, keepdims=True)
+    return (e / np.where(total > 0, total, 1.0)).astype(np.float32)

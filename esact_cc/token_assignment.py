@@ -1,0 +1,97 @@
+"""Dependency-token assignment for an in-order multi-queue program (the core of `schedule`).
+
+Input: instructions in a valid sequential order, each with its queue and the memory regions it
+reads and writes (buffer or DRAM byte/element intervals). Output: per instruction the set of
+queues it must pop a token from and the set of queues it pushes a token to, such that every
+read-after-write, write-after-read and write-after-write conflict between two queues is
+ordered, and the token streams pair up (the k-th pop on channel A->B meets the k-th push).
+
+Why it cannot deadlock: every pop is paired with a push by an instruction that comes earlier
+in the given sequential order, so executing the program in that order satisfies every pop.
+
+Per channel A->B we remember the last A instruction B has already synchronised with; a new
+dependency on an A instruction at or before it is implied (queues run in order) and needs no
+token. A dependency is only ever recorded on the latest conflicting instruction per queue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Region:
+    """A half-open interval [start, end) of one memory space (a buffer name or "dram")."""
+
+    space: str
+    start: int
+    end: int
+
+
+@dataclass
+class Access:
+    """What one instruction touches."""
+
+    queue: int
+    reads: Sequence[Region] = ()
+    writes: Sequence[Region] = ()
+    barrier: bool = False
+    """Wait for every earlier instruction of every queue (used for `halt`)."""
+
+
+@dataclass
+class Tokens:
+    """Queues to pop from before starting / push to after finishing."""
+
+    pop: set[int] = field(default_factory=set)
+    push: set[int] = field(default_factory=set)
+
+
+@dataclass
+class _Entry:
+    start: int
+    end: int
+    index: int
+    queue: int
+    write: bool
+
+
+def assign_tokens(accesses: Sequence[Access], untracked_spaces: frozenset[str] = frozenset()) -> list[Tokens]:
+    """Tokens for every instruction (see the module docstring)."""
+    history: dict[str, list[_Entry]] = {}
+    synced: dict[tuple[int, int], int] = {}  # (src queue, dst queue) -> last src index synced
+    result = [Tokens() for _ in accesses]
+    last_of_queue: dict[int, int] = {}
+    for i, acc in enumerate(accesses):
+        latest: dict[int, int] = {}  # queue -> latest conflicting instruction index
+        if acc.barrier:
+            latest = {q: j for q, j in last_of_queue.items() if q != acc.queue}
+        for region, is_write in [(r, False) for r in acc.reads] + [(r, True) for r in acc.writes]:
+            if region.space in untracked_spaces or region.end <= region.start:
+                continue
+            for e in history.get(region.space, ()):
+                if e.queue == acc.queue or not (is_write or e.write):
+                    continue
+                if e.start < region.end and region.start < e.end and e.index > latest.get(e.queue, -1):
+                    latest[e.queue] = e.index
+        for src, j in latest.items():
+            if synced.get((src, acc.queue), -1) >= j:
+                continue
+            result[j].push.add(acc.queue)
+            result[i].pop.add(src)
+            synced[(src, acc.queue)] = j
+        last_of_queue[acc.queue] = i
+        for region in acc.writes:
+            if region.space in untracked_spaces or region.end <= region.start:
+                continue
+            entries = history.setdefault(region.space, [])
+            # A newer write covering an older access shadows it: anything that later conflicts
+            # with the old access conflicts with this write, which is ordered after the old one.
+            entries[:] = [e for e in entries if not (region.start <= e.start and e.end <= region.end)]
+            entries.append(_Entry(region.start, region.end, i, acc.queue, True))
+        for region in acc.reads:
+            if region.space in untracked_spaces or region.end <= region.start:
+                continue
+            history.setdefault(region.space, []).append(_Entry(region.start, region.end, i, acc.queue, False))
+    return result

@@ -1,0 +1,604 @@
+"""`lower-to-esact`: quantized Transformer IR -> a flat `esact` program (one op per instruction).
+
+Input: `func.func @main` holding `quantized.linear`, `quantized.attention`,
+`transformer.layer_norm|gelu|softmax|add`, `transformer.host` regions and `onnx.weight`
+handles (what `quantize` leaves). Output: the module body becomes the program: declarations
+(`esact.data` weights and constants in the DRAM image, `esact.io` inputs/outputs,
+`esact.host_segment` + `esact.host_tensor` for each host region) followed by the instructions
+in program order, ending in `halt`. Dependency tokens are left empty: `schedule` adds them.
+
+Memory plan:
+- DRAM: every tensor crossing an op boundary gets its own row-major region (FP32 activations,
+  host tensors of any dtype); weights and constants (INT8 weights [in, out], FP32 scale/bias
+  pairs, LN gamma/beta pairs, attention scale vectors) form the DRAM image.
+- On-chip buffers: each is a ring (`RingAllocator`), so consecutive tiles use different regions
+  and loads of tile n+1 overlap compute on tile n (double buffering); tile sizes are chosen so
+  one op's live tiles take at most about half of each buffer.
+
+Instruction selection per op (`LOWERINGS`):
+- linear: per row tile of x, LOAD FP32 rows -> QUANT into ABUF; per column tile of W: LOAD W,
+  LOAD scale/bias, GEMM, DEQUANT (+ fused GELU or residual ADD when that op is the linear's only
+  user), STORE.
+- attention: per batch and head group, LOAD + QUANT Q, K, V column blocks; per head ATTN_QK,
+  DEQUANT (scale folded), [ADD a per-query mask], SOFTMAX (row mask, causal), QUANT P, ATTN_PV,
+  DEQUANT, STORE the head's column block; heads are software-pipelined (QK of head h+1 is
+  issued before PV of head h) so the MAC array works while the SFU runs a softmax.
+- layer_norm / gelu / softmax / add: row chunks, LOAD -> SFU op in place -> STORE.
+- host: the region is exported to ONNX (`onnx_export.export_ops`) and run by one HOST
+  instruction; its inputs and outputs are the DRAM tensors bound to it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from xdsl.context import Context
+from xdsl.dialects import func
+from xdsl.dialects.builtin import IntegerAttr, ModuleOp, NameLoc, StringAttr, TensorType, i64
+from xdsl.ir import Operation, SSAValue
+from xdsl.passes import ModulePass
+
+from esact_cc import tensor_types
+from esact_cc.dialects import esact, quantized, transformer
+from esact_cc.dialects.onnx import WeightOp
+from esact_cc.interpret_quantized_ops import (
+    attention_output_scale,
+    attention_score_scale,
+    linear_dequant_scale,
+    mask_is_row_vector,
+)
+from esact_cc.quantized_kernels import quant_multiplier
+from esact_cc.reference_interpreter import io_names, main_function, op_label
+from esact_cc.runtime.errors import CompileError
+from esact_cc.runtime.hw_config import HardwareConfig, resolve_config
+from esact_cc.runtime.isa import DIM_BITS, Buffer, GeluMode, buffer_elements
+from esact_cc.sram_allocator import RingAllocator
+from esact_cc.weight_store import WeightStore, store_of
+
+CONFIG_HASH_ATTR = "esact.config_hash"
+"""Module attribute: hash of the hardware config the program was lowered for."""
+
+DRAM_ALIGN = 64
+MAX_DIM = (1 << DIM_BITS) - 1
+F32 = 4
+GELU_MODES = {"none": GeluMode.ERF, "tanh": GeluMode.TANH}
+# Fractions of each buffer one op's live tiles may take (the rest lets the ring double-buffer).
+STAGE_FRACTION = 8  # VBUF: an FP32 staging chunk of activations is at most 1/8 of VBUF
+OUT_FRACTION = 4  # VBUF: one output tile at most 1/4
+HALF = 2  # ABUF / WBUF / ACC: one tile at most half the buffer
+
+_LAYER_PATTERN = re.compile(r"(?:^|[/._])(?:layers?|h|blocks?)[._/]?(\d+)(?=[/._]|$)")
+
+
+def layer_of(node_name: str) -> int:
+    """Transformer layer index in an ONNX node name (`/encoder/layer.3/...` -> 3), else -1."""
+    match = _LAYER_PATTERN.search(node_name)
+    return int(match.group(1)) if match else -1
+
+
+def node_name(op: Operation) -> str:
+    loc = op.location
+    return loc.desc.data if isinstance(loc, NameLoc) else ""
+
+
+@dataclass(frozen=True)
+class DramTensor:
+    """A row-major tensor in DRAM."""
+
+    address: int
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def rows(self) -> int:
+        return math.prod(self.shape[:-1])
+
+    @property
+    def cols(self) -> int:
+        return self.shape[-1] if self.shape else 1
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+def _shape(value: SSAValue) -> tuple[int, ...]:
+    assert isinstance(value.type, TensorType)
+    return tuple(value.type.get_shape())
+
+
+def _round_tile(limit: int, total: int, quantum: int) -> int:
+    """A tile size <= limit covering `total` in equal-ish tiles, a multiple of `quantum` when
+    that is possible."""
+    limit = max(1, min(limit, total, MAX_DIM))
+    if limit >= quantum:
+        limit -= limit % quantum
+    count = -(-total // limit)
+    tile = -(-total // count)
+    if tile % quantum and tile > quantum:
+        tile = min(limit, tile + quantum - tile % quantum)
+    return tile
+
+
+class _Lowering:
+    """State of one lowering: allocators, DRAM map, the declarations and instructions."""
+
+    def __init__(self, module: ModuleOp, store: WeightStore, config: HardwareConfig):
+        self.module = module
+        self.store = store
+        self.config = config
+        self.rings = {b: RingAllocator(b.name, buffer_elements(config, b)) for b in Buffer}
+        self.dram_end = 0
+        self.tensors: dict[SSAValue, DramTensor] = {}
+        self.placed: dict[str, DramTensor] = {}
+        self.constants: dict[tuple, DramTensor] = {}
+        self.decls: list[Operation] = []
+        self.instrs: list[Operation] = []
+        self.host_count = 0
+        self.fused: set[Operation] = set()
+        self.current: Operation | None = None
+        self.layer = -1
+
+    # --- DRAM ---------------------------------------------------------------------------------
+    def _dram_alloc(self, nbytes: int) -> int:
+        address = self.dram_end
+        self.dram_end += -(-max(nbytes, 1) // DRAM_ALIGN) * DRAM_ALIGN
+        return address
+
+    def place_weight(self, key: str) -> DramTensor:
+        """Put a weight-store tensor into the DRAM image (once per key)."""
+        if key not in self.placed:
+            array = self.store[key]
+            t = DramTensor(self._dram_alloc(array.nbytes), tuple(array.shape), array.dtype)
+            self.decls.append(esact.DataOp(key, t.address))
+            self.placed[key] = t
+        return self.placed[key]
+
+    def constant(self, hint: str, array: np.ndarray, cache_key: tuple | None = None) -> DramTensor:
+        """A compiler-made constant (scale vectors, packed pairs) in the store and DRAM image."""
+        if cache_key is not None and cache_key in self.constants:
+            return self.constants[cache_key]
+        key = self.store.add(self.store.unique_name(f"esact.{hint}"), np.ascontiguousarray(array))
+        t = self.place_weight(key)
+        if cache_key is not None:
+            self.constants[cache_key] = t
+        return t
+
+    def tensor_of(self, value: SSAValue) -> DramTensor:
+        """The DRAM tensor holding `value` (weights are placed, activations allocated)."""
+        if value not in self.tensors:
+            owner = value.owner
+            if isinstance(owner, WeightOp):
+                t = self.place_weight(owner.weight_name.data)
+            else:
+                assert isinstance(value.type, TensorType)
+                dtype = tensor_types.numpy_dtype_of(value.type)
+                shape = _shape(value)
+                t = DramTensor(self._dram_alloc(math.prod(shape) * dtype.itemsize), shape, dtype)
+            self.tensors[value] = t
+        return self.tensors[value]
+
+    def f32_tensor(self, value: SSAValue, what: str) -> DramTensor:
+        t = self.tensor_of(value)
+        if t.dtype != np.float32:
+            raise CompileError(f"{op_label(self.current)}: {what} must be float32, got {t.dtype}")
+        return t
+
+    def weight_array(self, value: SSAValue, what: str) -> np.ndarray:
+        owner = value.owner
+        if not isinstance(owner, WeightOp):
+            raise CompileError(f"{op_label(self.current)}: {what} must be a weight-store handle")
+        return np.asarray(self.store[owner.weight_name.data])
+
+    # --- emission -------------------------------------------------------------------------------
+    def emit(self, name: str, component: str | None, **fields: int | float) -> None:
+        attrs = {} if component is None else {"component": StringAttr(component)}
+        if self.layer >= 0:
+            attrs["layer"] = IntegerAttr(self.layer, i64)
+        op = esact.instruction_op(name, attrs, **fields)
+        if self.current is not None:
+            op.location = self.current.location
+        self.instrs.append(op)
+
+    def load(self, buf: Buffer, sram: int, dram: int, rows: int, cols: int, dram_stride: int = 0,
+             sram_stride: int = 0) -> None:
+        self.emit("load", "load", buf=buf, sram_addr=sram, dram_addr=dram, rows=rows, cols=cols,
+                  sram_stride=sram_stride, dram_stride=dram_stride)
+
+    def store_(self, buf: Buffer, sram: int, dram: int, rows: int, cols: int, dram_stride: int = 0,
+               sram_stride: int = 0) -> None:
+        self.emit("store", "store", buf=buf, sram_addr=sram, dram_addr=dram, rows=rows, cols=cols,
+                  sram_stride=sram_stride, dram_stride=dram_stride)
+
+    def alloc(self, buf: Buffer, size: int) -> int:
+        return self.rings[buf].alloc(size)
+
+    def free(self, buf: Buffer, *starts: int) -> None:
+        for s in starts:
+            self.rings[buf].release(s)
+
+    def capacity(self, buf: Buffer) -> int:
+        return self.rings[buf].capacity
+
+    def stage_rows(self, cols: int, limit: int) -> int:
+        """Rows of an FP32 staging chunk of `cols` columns."""
+        return max(1, min(limit, self.capacity(Buffer.VBUF) // STAGE_FRACTION // cols, MAX_DIM))
+
+    def quantize_rows(self, src: DramTensor, row0: int, rows: int, col0: int, cols: int, abuf: int,
+                      mult: float) -> None:
+        """LOAD FP32 rows [row0, row0+rows) x cols [col0, col0+cols) of a DRAM matrix in chunks
+        and QUANT them into ABUF at `abuf` (packed rows of `cols`)."""
+        chunk = self.stage_rows(cols, rows)
+        for r in range(0, rows, chunk):
+            n = min(chunk, rows - r)
+            v = self.alloc(Buffer.VBUF, n * cols)
+            self.load(Buffer.VBUF, v, src.address + ((row0 + r) * src.cols + col0) * F32, n, cols,
+                      dram_stride=src.cols * F32)
+            self.emit("quant", "sfu", dst_addr=abuf + r * cols, src_addr=v, rows=n, cols=cols,
+                      mult=float(mult))
+            self.free(Buffer.VBUF, v)
+
+    # --- ops ------------------------------------------------------------------------------------
+    def lower_linear(self, op: quantized.LinearOp) -> None:
+        x = self.f32_tensor(op.x, "x")
+        w = self.tensor_of(op.weight)
+        if w.dtype != np.int8:
+            raise CompileError(f"{op_label(op)}: weight must be int8 (run quantize first)")
+        k, n = w.shape
+        m = x.rows
+        in_scale = op.input_scale.value.data
+        scale = linear_dequant_scale(in_scale, self.weight_array(op.weight_scale, "weight_scale"))
+        rows = [scale]
+        if op.bias is not None:
+            rows.append(self.weight_array(op.bias, "bias").astype(np.float32).reshape(n))
+        sb = self.constant(f"{node_name(op) or 'linear'}.dequant", np.stack(rows).astype(np.float32))
+        has_bias = int(op.bias is not None)
+
+        epilogue, out_value = self._linear_epilogue(op)
+        y = self.f32_tensor(out_value, "result")
+        component = self.component_of(op)
+
+        a_cap, w_cap = self.capacity(Buffer.ABUF) // HALF, self.capacity(Buffer.WBUF) // HALF
+        acc_cap, v_cap = self.capacity(Buffer.ACC) // HALF, self.capacity(Buffer.VBUF) // OUT_FRACTION
+        if k > a_cap or k > w_cap:
+            raise CompileError(f"{op_label(op)}: input width {k} exceeds the on-chip buffers")
+        mt_max = min(m, a_cap // k, MAX_DIM)
+        m_tile = _round_tile(mt_max, m, self.config.mac_rows)
+        nt_limit = min(w_cap // k, acc_cap // m_tile, v_cap // m_tile)
+        n_tile = _round_tile(nt_limit, n, self.config.mac_cols)
+        mult = quant_multiplier(in_scale)
+        for m0 in range(0, m, m_tile):
+            mt = min(m_tile, m - m0)
+            a = self.alloc(Buffer.ABUF, mt * k)
+            self.quantize_rows(x, m0, mt, 0, k, a, mult)
+            for n0 in range(0, n, n_tile):
+                nt = min(n_tile, n - n0)
+                wt = self.alloc(Buffer.WBUF, k * nt)
+                self.load(Buffer.WBUF, wt, w.address + n0, k, nt, dram_stride=n)
+                sv = self.alloc(Buffer.VBUF, len(rows) * nt)
+                self.load(Buffer.VBUF, sv, sb.address + n0 * F32, len(rows), nt, dram_stride=n * F32)
+                acc = self.alloc(Buffer.ACC, mt * nt)
+                self.emit("gemm", component, acc_addr=acc, a_addr=a, w_addr=wt, m=mt, k=k, n=nt)
+                self.free(Buffer.WBUF, wt)
+                o = self.alloc(Buffer.VBUF, mt * nt)
+                self.emit("dequant", "sfu", dst_addr=o, src_addr=acc, rows=mt, cols=nt,
+                          scale_addr=sv, has_bias=has_bias, bias_addr=sv + nt * has_bias)
+                self.free(Buffer.ACC, acc)
+                self.free(Buffer.VBUF, sv)
+                if epilogue is not None:
+                    epilogue(o, m0, mt, n0, nt)
+                self.store_(Buffer.VBUF, o, y.address + (m0 * n + n0) * F32, mt, nt, dram_stride=n * F32)
+                self.free(Buffer.VBUF, o)
+            self.free(Buffer.ABUF, a)
+
+    def _linear_epilogue(self, op: quantized.LinearOp):
+        """A GELU or residual add consuming the linear's result alone is fused into its tiles."""
+        uses = list(op.result.uses)
+        if len(uses) != 1:
+            return None, op.result
+        user = uses[0].operation
+        if isinstance(user, transformer.GeluOp) and user.parent_block() is op.parent_block():
+            mode = GELU_MODES[user.approximate.data]
+            self.fused.add(user)
+
+            def gelu(o: int, m0: int, mt: int, n0: int, nt: int) -> None:
+                self.emit("gelu", "sfu", dst_addr=o, src_addr=o, rows=mt, cols=nt, mode=mode)
+
+            return gelu, user.result
+        if isinstance(user, transformer.AddOp) and user.parent_block() is op.parent_block():
+            other = user.rhs if user.lhs is op.result else user.lhs
+            if other is op.result or not self._defined_before(other, op):
+                return None, op.result
+            residual = self.f32_tensor(other, "residual")
+            self.fused.add(user)
+
+            def add(o: int, m0: int, mt: int, n0: int, nt: int) -> None:
+                r = self.alloc(Buffer.VBUF, mt * nt)
+                self.load(Buffer.VBUF, r, residual.address + (m0 * residual.cols + n0) * F32, mt, nt,
+                          dram_stride=residual.cols * F32)
+                self.emit("add", "sfu", dst_addr=o, a_addr=o, b_addr=r, rows=mt, cols=nt)
+                self.free(Buffer.VBUF, r)
+
+            return add, user.result
+        return None, op.result
+
+    @staticmethod
+    def _defined_before(value: SSAValue, op: Operation) -> bool:
+        owner = value.owner
+        if not isinstance(owner, Operation):
+            return True  # a block argument
+        if isinstance(owner, WeightOp):
+            return True
+        block = op.parent_block()
+        return owner.parent_block() is block and block.get_operation_index(owner) < block.get_operation_index(op)
+
+    def lower_attention(self, op: quantized.AttentionOp) -> None:
+        q, k, v = (self.f32_tensor(val, name) for val, name in ((op.q, "q"), (op.k, "k"), (op.v, "v")))
+        out = self.f32_tensor(op.result, "result")
+        batch, lq, width = q.shape
+        lk, width_v = k.shape[1], v.shape[2]
+        heads = op.num_heads.value.data
+        d, dv = width // heads, width_v // heads
+        causal = op.causal is not None
+        s_scale = attention_score_scale(op.scale.value.data, op.q_scale.value.data, op.k_scale.value.data)
+        o_scale = attention_output_scale(op.p_scale.value.data, op.v_scale.value.data)
+        s_vec = self.constant("attention.score_scale", np.full(lk, s_scale, np.float32), ("s", lk, float(s_scale)))
+        o_vec = self.constant("attention.output_scale", np.full(dv, o_scale, np.float32), ("o", dv, float(o_scale)))
+        mask = None if op.mask is None else self.f32_tensor(op.mask, "mask")
+        mask4 = (1, 1, 1, lk)
+        if mask is not None:
+            mask4 = (1,) * (4 - len(mask.shape)) + mask.shape
+            if mask4[-1] != lk or mask4[2] not in (1, lq):
+                raise CompileError(f"{op_label(op)}: mask {list(mask.shape)} must be [.., 1 or {lq}, {lk}]")
+        row_mask = mask4[2] == 1
+        mults = [quant_multiplier(s.value.data) for s in (op.q_scale, op.k_scale, op.v_scale, op.p_scale)]
+        q_mult, k_mult, v_mult, p_mult = mults
+
+        per_head = (lq + lk) * d + lk * dv
+        group = max(1, min(heads, self.capacity(Buffer.ABUF) // HALF // per_head))
+        if per_head + 2 * lq * lk > self.capacity(Buffer.ABUF) or lq * lk > self.capacity(Buffer.VBUF) // OUT_FRACTION:
+            raise CompileError(f"{op_label(op)}: attention over {lq}x{lk} does not fit the on-chip buffers")
+        s_addr = self.alloc(Buffer.VBUF, lk)
+        self.load(Buffer.VBUF, s_addr, s_vec.address, 1, lk)
+        o_addr = self.alloc(Buffer.VBUF, dv)
+        self.load(Buffer.VBUF, o_addr, o_vec.address, 1, dv)
+        mask_rows: dict[tuple[int, int], int] = {}
+
+        def mask_row(b: int, h: int) -> int:
+            """VBUF address of the (b, h) row of a row-vector mask (loaded once per op)."""
+            assert mask is not None
+            key = (b % mask4[0], h % mask4[1])
+            if key not in mask_rows:
+                addr = self.alloc(Buffer.VBUF, lk)
+                self.load(Buffer.VBUF, addr, mask.address + (key[0] * mask4[1] + key[1]) * lk * F32, 1, lk)
+                mask_rows[key] = addr
+            return mask_rows[key]
+
+        for b in range(batch):
+            for h0 in range(0, heads, group):
+                g = min(group, heads - h0)
+                qa = self.alloc(Buffer.ABUF, lq * g * d)
+                ka = self.alloc(Buffer.ABUF, lk * g * d)
+                va = self.alloc(Buffer.ABUF, lk * g * dv)
+                self.quantize_rows(q, b * lq, lq, h0 * d, g * d, qa, q_mult)
+                self.quantize_rows(k, b * lk, lk, h0 * d, g * d, ka, k_mult)
+                self.quantize_rows(v, b * lk, lk, h0 * dv, g * dv, va, v_mult)
+                pending: list[tuple[int, int]] = []  # (head, P address) waiting for P x V
+                for hh in range(g):
+                    h = h0 + hh
+                    scores = self.alloc(Buffer.ACC, lq * lk)
+                    self.emit("attn_qk", "qk", scores_addr=scores, q_addr=qa + hh * d, k_addr=ka + hh * d,
+                              lq=lq, lk=lk, d=d, q_stride=g * d, k_stride=g * d)
+                    f = self.alloc(Buffer.VBUF, lq * lk)
+                    self.emit("dequant", "sfu", dst_addr=f, src_addr=scores, rows=lq, cols=lk, scale_addr=s_addr)
+                    self.free(Buffer.ACC, scores)
+                    extra: dict[str, int] = {}
+                    if mask is not None and row_mask:
+                        extra = {"has_add_mask": 1, "add_mask_addr": mask_row(b, h)}
+                    elif mask is not None:
+                        mm = self.alloc(Buffer.VBUF, lq * lk)
+                        base = ((b % mask4[0]) * mask4[1] + h % mask4[1]) * lq * lk
+                        self.load(Buffer.VBUF, mm, mask.address + base * F32, lq, lk)
+                        self.emit("add", "sfu", dst_addr=f, a_addr=f, b_addr=mm, rows=lq, cols=lk)
+                        self.free(Buffer.VBUF, mm)
+                    self.emit("softmax", "sfu", dst_addr=f, src_addr=f, rows=lq, cols=lk, scale=1.0,
+                              causal=int(causal), causal_offset=lk - lq if causal else 0, **extra)
+                    p = self.alloc(Buffer.ABUF, lq * lk)
+                    self.emit("quant", "sfu", dst_addr=p, src_addr=f, rows=lq, cols=lk, mult=float(p_mult))
+                    self.free(Buffer.VBUF, f)
+                    pending.append((hh, p))
+                    if len(pending) == 2:
+                        self._attention_pv(*pending.pop(0), va, g, lq, lk, dv, b * lq * width_v + h0 * dv, width_v,
+                                           out, o_addr)
+                for hh, p in pending:
+                    self._attention_pv(hh, p, va, g, lq, lk, dv, b * lq * width_v + h0 * dv, width_v, out, o_addr)
+                self.free(Buffer.ABUF, qa, ka, va)
+        self.free(Buffer.VBUF, s_addr, o_addr, *mask_rows.values())
+
+    def _attention_pv(self, hh: int, p: int, va: int, g: int, lq: int, lk: int, dv: int, out_base: int,
+                      width_v: int, out: DramTensor, o_addr: int) -> None:
+        """P x V of head hh of the current group, dequantized and stored into its column block."""
+        acc = self.alloc(Buffer.ACC, lq * dv)
+        self.emit("attn_pv", "pv", out_addr=acc, p_addr=p, v_addr=va + hh * dv, lq=lq, lk=lk, d=dv,
+                  v_stride=g * dv)
+        self.free(Buffer.ABUF, p)
+        r = self.alloc(Buffer.VBUF, lq * dv)
+        self.emit("dequant", "sfu", dst_addr=r, src_addr=acc, rows=lq, cols=dv, scale_addr=o_addr)
+        self.free(Buffer.ACC, acc)
+        self.store_(Buffer.VBUF, r, out.address + (out_base + hh * dv) * F32, lq, dv, dram_stride=width_v * F32)
+        self.free(Buffer.VBUF, r)
+
+    def rowwise(self, sources: Sequence[DramTensor], dest: DramTensor,
+                body: Callable[[list[int], int, int], None], persistent_cols: int = 0) -> None:
+        """LOAD row chunks of each source into VBUF, run `body(addresses, rows, cols)` (which
+        leaves the result in the first chunk), STORE the first chunk into `dest`."""
+        rows, cols = dest.rows, dest.cols
+        chunk = max(1, min(rows, MAX_DIM, (self.capacity(Buffer.VBUF) // STAGE_FRACTION) // (cols * len(sources))))
+        for r0 in range(0, rows, chunk):
+            n = min(chunk, rows - r0)
+            addrs = []
+            for src in sources:
+                a = self.alloc(Buffer.VBUF, n * cols)
+                self.load(Buffer.VBUF, a, src.address + r0 * cols * F32, n, cols)
+                addrs.append(a)
+            body(addrs, n, cols)
+            self.store_(Buffer.VBUF, addrs[0], dest.address + r0 * cols * F32, n, cols)
+            self.free(Buffer.VBUF, *addrs)
+
+    def lower_layer_norm(self, op: transformer.LayerNormOp) -> None:
+        x = self.f32_tensor(op.x, "x")
+        y = self.f32_tensor(op.result, "result")
+        n = x.cols
+        gamma = self.weight_array(op.gamma, "gamma").astype(np.float32).reshape(n)
+        beta = (np.zeros(n, np.float32) if op.beta is None
+                else self.weight_array(op.beta, "beta").astype(np.float32).reshape(n))
+        gb = self.constant(f"{node_name(op) or 'layer_norm'}.gamma_beta", np.stack([gamma, beta]))
+        g = self.alloc(Buffer.VBUF, 2 * n)
+        self.load(Buffer.VBUF, g, gb.address, 2, n)
+        eps = float(op.epsilon.value.data)
+
+        def body(addrs: list[int], rows: int, cols: int) -> None:
+            self.emit("layernorm", "sfu", dst_addr=addrs[0], src_addr=addrs[0], rows=rows, cols=cols,
+                      gamma_addr=g, beta_addr=g + n, eps=eps)
+
+        self.rowwise([x], y, body)
+        self.free(Buffer.VBUF, g)
+
+    def lower_gelu(self, op: transformer.GeluOp) -> None:
+        mode = GELU_MODES[op.approximate.data]
+
+        def body(addrs: list[int], rows: int, cols: int) -> None:
+            self.emit("gelu", "sfu", dst_addr=addrs[0], src_addr=addrs[0], rows=rows, cols=cols, mode=mode)
+
+        self.rowwise([self.f32_tensor(op.x, "x")], self.f32_tensor(op.result, "result"), body)
+
+    def lower_softmax(self, op: transformer.SoftmaxOp) -> None:
+        def body(addrs: list[int], rows: int, cols: int) -> None:
+            self.emit("softmax", "sfu", dst_addr=addrs[0], src_addr=addrs[0], rows=rows, cols=cols, scale=1.0)
+
+        self.rowwise([self.f32_tensor(op.x, "x")], self.f32_tensor(op.result, "result"), body)
+
+    def lower_add(self, op: transformer.AddOp) -> None:
+        def body(addrs: list[int], rows: int, cols: int) -> None:
+            self.emit("add", "sfu", dst_addr=addrs[0], a_addr=addrs[0], b_addr=addrs[1], rows=rows, cols=cols)
+
+        sources = [self.f32_tensor(op.lhs, "lhs"), self.f32_tensor(op.rhs, "rhs")]
+        self.rowwise(sources, self.f32_tensor(op.result, "result"), body)
+
+    def lower_host(self, op: transformer.HostOp) -> None:
+        from esact_cc.onnx_export import export_ops, module_opset
+
+        segment = self.host_count
+        self.host_count += 1
+        block = op.body.block
+        terminator = block.last_op
+        assert isinstance(terminator, transformer.YieldOp)
+        body = [o for o in block.ops if o is not terminator]
+        in_names = [f"in{i}" for i in range(len(block.args))]
+        out_names = [f"out{i}" for i in range(len(terminator.values))]
+        model = export_ops(body, list(block.args), list(terminator.values), self.store,
+                           opset=module_opset(self.module), input_names=in_names,
+                           output_names=out_names, graph_name=f"host{segment}")
+        data = np.frombuffer(model.SerializeToString(deterministic=True), np.uint8)
+        key = self.store.add(self.store.unique_name(f"esact.host{segment}.onnx"), data)
+        self.decls.append(esact.HostSegmentOp(segment, key))
+        for kind, values, names in (("input", op.inputs, in_names), ("output", op.outputs, out_names)):
+            for value, name in zip(values, names):
+                t = self.tensor_of(value)
+                assert isinstance(value.type, TensorType)
+                self.decls.append(esact.HostTensorOp(segment, kind, name, t.address, value.type))
+        self.emit("host", "host", segment=segment)
+
+    # --- classification -------------------------------------------------------------------------
+    def component_of(self, op: quantized.LinearOp) -> str:
+        """q/k/v/o/ffn1/ffn2 of a linear, from where its input comes and its output goes."""
+        for use in op.result.uses:
+            user = use.operation
+            if isinstance(user, quantized.AttentionOp):
+                return ("q", "k", "v", "mask")[use.index] if use.index < 3 else "o"
+            if isinstance(user, transformer.GeluOp):
+                return "ffn1"
+        producer = op.x.owner
+        if isinstance(producer, quantized.AttentionOp):
+            return "o"
+        if isinstance(producer, transformer.GeluOp):
+            return "ffn2"
+        return _component_from_name(node_name(op))
+
+
+_NAME_COMPONENTS: tuple[tuple[str, str], ...] = (
+    ("query", "q"), ("q_proj", "q"), ("key", "k"), ("k_proj", "k"), ("value", "v"), ("v_proj", "v"),
+    ("attention/output", "o"), ("out_proj", "o"), ("attn/c_proj", "o"), ("intermediate", "ffn1"),
+    ("c_fc", "ffn1"), ("fc1", "ffn1"), ("fc2", "ffn2"), ("mlp/c_proj", "ffn2"), ("output/dense", "ffn2"),
+)
+
+
+def _component_from_name(name: str) -> str:
+    lowered = name.lower()
+    for needle, component in _NAME_COMPONENTS:
+        if needle in lowered:
+            return component
+    return "o"
+
+
+_LOWERINGS: dict[type[Operation], Callable[[_Lowering, Operation], None]] = {
+    quantized.LinearOp: _Lowering.lower_linear,
+    quantized.AttentionOp: _Lowering.lower_attention,
+    transformer.LayerNormOp: _Lowering.lower_layer_norm,
+    transformer.GeluOp: _Lowering.lower_gelu,
+    transformer.SoftmaxOp: _Lowering.lower_softmax,
+    transformer.AddOp: _Lowering.lower_add,
+    transformer.HostOp: _Lowering.lower_host,
+}
+"""Instruction selection: op class -> the method emitting its instructions."""
+
+
+def lower_module(module: ModuleOp, store: WeightStore, config: HardwareConfig) -> None:
+    """Replace @main of `module` by the esact program (see the module docstring)."""
+    function = main_function(module)
+    lowering = _Lowering(module, store, config)
+    block = function.body.block
+    for name, arg in zip(io_names(function, results=False), block.args):
+        t = lowering.tensor_of(arg)
+        assert isinstance(arg.type, TensorType)
+        lowering.decls.append(esact.IoOp("input", name, t.address, arg.type))
+    for op in block.ops:
+        if isinstance(op, WeightOp) or op in lowering.fused:
+            continue
+        if isinstance(op, func.ReturnOp):
+            for name, value in zip(io_names(function, results=True), op.operands):
+                t = lowering.tensor_of(value)
+                assert isinstance(value.type, TensorType)
+                lowering.decls.append(esact.IoOp("output", name, t.address, value.type))
+            continue
+        lower = _LOWERINGS.get(type(op))
+        if lower is None:
+            hint = " (run quantize first)" if isinstance(op, (transformer.LinearOp, transformer.AttentionOp)) else ""
+            raise CompileError(f"lower-to-esact: {op_label(op)} is not supported on the accelerator{hint}")
+        lowering.current = op
+        lowering.layer = layer_of(node_name(op))
+        lower(lowering, op)
+    lowering.current = None
+    lowering.layer = -1
+    lowering.emit("halt", None)
+    function.detach()
+    function.erase()
+    module.body.block.add_ops([*lowering.decls, *lowering.instrs])
+    module.attributes[CONFIG_HASH_ATTR] = StringAttr(config.hash)
+
+
+@dataclass(frozen=True)
+class LowerToEsactPass(ModulePass):
+    """quantized/transformer ops + host regions -> esact declarations and instructions."""
+
+    name = "lower-to-esact"
+
+    hw: str | None = None
+    """Hardware config: a TOML path or the name of a bundled config (default: the default one)."""
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        lower_module(op, store_of(op), resolve_config(self.hw))

@@ -1,0 +1,172 @@
+"""`quantize`: INT8 post-training quantization of the `transformer` ops into `quantized` ops.
+
+Rewrites every `transformer.linear` into `quantized.linear` and every `transformer.attention`
+into `quantized.attention`; layer norm, GELU, softmax and residual add stay FP32 `transformer`
+ops (the SFU runs them in FP32).
+
+- Weights: symmetric per output channel, scale[c] = max|W[:, c]| / 127, stored in the weight
+  store as `<name>.int8` (INT8 [in, out]) and `<name>.scale` (FP32 [out]); the IR gets handles.
+- Activations: symmetric per tensor, scale = max|x| / 127 over the calibration samples, for the
+  input of every linear and the Q, K, V of every attention. Softmax probabilities use 1/127.
+  The ranges come from running the reference interpreter on the transformer-level IR.
+- Calibration samples: `calibration-data` names an `.npz` whose keys are the model's input
+  names and whose leading axis indexes samples. Without it the pass calibrates on one
+  deterministic synthetic input (`synthetic_calibration_input`) and warns once.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp, TensorType, i8, f32
+from xdsl.ir import Operation, SSAValue
+from xdsl.passes import ModulePass
+from xdsl.rewriter import Rewriter
+
+from esact_cc.calibration import collect_peaks, load_calibration_samples, synthetic_calibration_input
+from esact_cc.dialects import quantized, transformer
+from esact_cc.dialects.onnx import WeightOp
+from esact_cc.runtime.errors import CompileError
+from esact_cc.weight_store import WeightStore, store_of
+
+INT8_MAX = quantized.INT8_MAX
+
+SYNTHETIC_WARNING = (
+    "warning: no --calibration-data given: activation scales come from one synthetic input "
+    "(integer inputs = 1, float inputs ~ N(0, 1), seed 0); pass real samples for accuracy"
+)
+
+
+def symmetric_scale(peak: float) -> float:
+    """Per-tensor scale mapping `peak` to 127 (1.0 for an all-zero tensor)."""
+    return float(np.float32(peak / INT8_MAX)) if peak > 0 and np.isfinite(peak) else 1.0
+
+
+def per_channel_weight(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """INT8 weight [in, out] and FP32 scale [out], symmetric per output channel."""
+    w = np.asarray(weight, np.float32)
+    peak = np.max(np.abs(w), axis=0)
+    scale = np.where(peak > 0, peak / np.float32(INT8_MAX), np.float32(1)).astype(np.float32)
+    q = np.clip(np.rint(w / scale), -INT8_MAX, INT8_MAX).astype(np.int8)
+    return q, scale
+
+
+def _location_text(op: Operation) -> str:
+    loc = getattr(op, "location", None)
+    return f" at {loc}" if loc is not None else ""
+
+
+class _WeightQuantizer:
+    """Adds the INT8 forms of weights to the store, once per source weight."""
+
+    def __init__(self, store: WeightStore):
+        self.store = store
+        self.done: dict[str, tuple[str, str]] = {}
+
+    def quantize(self, name: str) -> tuple[str, str]:
+        if name not in self.done:
+            q, scale = per_channel_weight(self.store[name])
+            self.done[name] = (
+                self.store.add(self.store.unique_name(name + ".int8"), q),
+                self.store.add(self.store.unique_name(name + ".scale"), scale),
+            )
+        return self.done[name]
+
+
+def _weight_name(op: Operation, value: SSAValue) -> str:
+    owner = value.owner
+    if not isinstance(owner, WeightOp):
+        raise CompileError(f"{op.name}{_location_text(op)}: weight must be a weight-store handle")
+    return owner.weight_name.data
+
+
+def _handle(rewriter_anchor: Operation, name: str, shape: tuple[int, ...], element) -> SSAValue:
+    op = WeightOp(name, TensorType(element, shape))
+    Rewriter.insert_op(op, _before(rewriter_anchor))
+    return op.result
+
+
+def _before(op: Operation):
+    from xdsl.rewriter import InsertPoint
+
+    return InsertPoint.before(op)
+
+
+@dataclass(frozen=True)
+class QuantizePass(ModulePass):
+    """transformer.linear / transformer.attention -> quantized.linear / quantized.attention."""
+
+    name = "quantize"
+
+    calibration_data: str | None = None
+    """Path of an `.npz` of calibration inputs (keys = input names, axis 0 = samples)."""
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        store = store_of(op)
+        targets = [o for o in op.walk() if isinstance(o, (transformer.LinearOp, transformer.AttentionOp))]
+        if not targets:
+            return
+        observed = [v for t in targets for v in _observed(t)]
+        if self.calibration_data is not None:
+            samples = load_calibration_samples(op, self.calibration_data)
+        else:
+            print(SYNTHETIC_WARNING, file=sys.stderr)
+            samples = [synthetic_calibration_input(op)]
+        peaks = collect_peaks(op, store, samples, observed)
+        # Scales first: rewriting an op replaces the SSA values later targets read.
+        scales = [[symmetric_scale(peaks[v]) for v in _observed(t)] for t in targets]
+        weights = _WeightQuantizer(store)
+        for t, s in zip(targets, scales):
+            if isinstance(t, transformer.LinearOp):
+                _rewrite_linear(t, weights, *s)
+            else:
+                _rewrite_attention(t, *s)
+
+
+def _observed(op: transformer.LinearOp | transformer.AttentionOp) -> tuple[SSAValue, ...]:
+    """The activations whose ranges set an op's INT8 scales."""
+    return (op.x,) if isinstance(op, transformer.LinearOp) else (op.q, op.k, op.v)
+
+
+def _rewrite_linear(op: transformer.LinearOp, weights: _WeightQuantizer, input_scale: float) -> None:
+    w_type = op.weight.type
+    assert isinstance(w_type, TensorType)
+    k, n = w_type.get_shape()
+    q_name, s_name = weights.quantize(_weight_name(op, op.weight))
+    w_q = _handle(op, q_name, (k, n), i8)
+    w_s = _handle(op, s_name, (n,), f32)
+    old_weight = op.weight
+    new = quantized.LinearOp(op.x, w_q, w_s, op.bias, input_scale, op.result.type)
+    new.location = op.location
+    new.attributes.update(op.attributes)
+    Rewriter.replace_op(op, new)
+    _erase_if_dead(old_weight)
+
+
+def _rewrite_attention(op: transformer.AttentionOp, q_scale: float, k_scale: float, v_scale: float) -> None:
+    new = quantized.AttentionOp(
+        op.q,
+        op.k,
+        op.v,
+        op.mask,
+        op.num_heads.value.data,
+        op.scale.value.data,
+        op.causal is not None,
+        q_scale,
+        k_scale,
+        v_scale,
+        quantized.DEFAULT_P_SCALE,
+        op.result.type,
+    )
+    new.location = op.location
+    new.attributes.update(op.attributes)
+    Rewriter.replace_op(op, new)
+
+
+def _erase_if_dead(value: SSAValue) -> None:
+    owner = value.owner
+    if isinstance(owner, WeightOp) and not owner.result.uses:
+        Rewriter.erase_op(owner)
