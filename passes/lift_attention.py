@@ -1,0 +1,409 @@
+"""`lift-transformer` rule for multi-head attention, anchored at the Softmax.
+
+Recognised (walking back from the Softmax and forward to the head merge):
+
+    q [B,Lq,D] -Reshape-> [B,Lq,H,d] -Transpose(0,2,1,3)-> Q_h   (scalar Mul/Div allowed anywhere)
+    k [B,Lk,D] -Reshape-> [B,Lk,H,d] -Transpose(s) composing to (0,2,3,1)-> K_h^T
+    v [B,Lk,D] -Reshape-> [B,Lk,H,d] -Transpose(0,2,1,3)-> V_h
+    scores = MatMul(Q_h, K_h^T), then any chain of
+        Mul/Div by a scalar constant (the scale; 1/sqrt(d) or Div by sqrt(d)),
+        Add(scores, mask)            mask broadcastable to [B,H,Lq,Lk]: additive mask operand;
+                                     a constant all-zero mask is dropped, a constant causal mask
+                                     becomes `causal`,
+        Where(cond, scores, fill)    fill a very negative scalar; constant causal cond -> `causal`,
+                                     other cond -> an additive mask Where(cond, 0, fill) (host op)
+    Softmax(axis = last) -> MatMul(P, V_h) -> Transpose(0,2,1,3) -> Reshape [B,Lq,D] or [B*Lq,D]
+
+Every intermediate must have a single use, every perm, axis and reshape shape is checked, and
+the scale is the product of all scalar factors on Q, K and the scores.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from esact_cc.dialects.onnx import OnnxOperation
+from esact_cc.dialects.transformer import AttentionOp
+from esact_cc.passes.lift_transformer_graph import (
+    NoMatch,
+    OnnxGraph,
+    fmt_shape,
+    location_name,
+    require,
+    shape_of,
+)
+from esact_cc.passes.lift_transformer_pattern import LiftPattern
+from xdsl.dialects.builtin import Float32Type, TensorType
+from xdsl.ir import Operation, OpResult, SSAValue
+
+from esact_cc.interpret_transformer_ops import causal_visibility
+from esact_cc.tensor_types import dense_attr_from_numpy, tensor_type_of
+
+MASK_FILL_MAX = -1e4
+"""A Where fill value at or below this masks a score out (HF uses finfo.min, older code -1e4)."""
+
+_HEAD_SPLIT_PERM = (0, 2, 1, 3)
+_KEY_TRANSPOSED_PERM = (0, 2, 3, 1)
+
+
+@dataclass
+class _Scores:
+    """What the walk from the softmax input back to Q K^T collected."""
+
+    scale: float = 1.0
+    causal: bool = False
+    additive: list[SSAValue] = field(default_factory=list)
+    """Additive mask values (already [.., Lq, Lk]-broadcastable)."""
+    where_masks: list[tuple[SSAValue, bool, float, Operation]] = field(default_factory=list)
+    """Non-constant Where conditions to make additive: (cond, visible_if_true, fill, op)."""
+
+
+def _visibility_is_causal(visible: np.ndarray, lq: int, lk: int) -> bool:
+    """True if a boolean array broadcast to [..., Lq, Lk] is the causal pattern in every slice."""
+    if visible.ndim < 2 or visible.shape[-2:] not in ((lq, lk),):
+        return False
+    flat = visible.reshape(-1, lq, lk)
+    return bool(np.all(flat == causal_visibility(lq, lk)[None]))
+
+
+class AttentionPattern(LiftPattern):
+    """Softmax at the heart of scaled dot-product attention -> transformer.attention."""
+
+    name = "attention"
+    anchors = ("Softmax",)
+
+    def is_candidate(self, op: OnnxOperation, graph: OnnxGraph) -> bool:
+        # A Softmax over a 4-D tensor fed by a MatMul chain: everything else is not attention.
+        return len(shape_of(op.operands[0])) == 4
+
+    def rewrite(self, op: OnnxOperation, graph: OnnxGraph) -> Operation:
+        where = location_name(op)
+        batch, heads, lq, lk = shape_of(op.operands[0])
+        axis = int(graph.attrs(op).get("axis", -1))
+        require(axis % 4 == 3, f"{where}: Softmax axis {axis} is not the last axis")
+        graph.require_single_use(op.results[0], f"the attention probabilities of {where}")
+        pv = graph.only_user(op.results[0], "MatMul")
+        require(
+            pv is not None and pv.operands[0] is op.results[0],
+            f"{where}: the probabilities are not the left operand of a MatMul (P V)",
+        )
+        assert pv is not None
+
+        scores = _Scores()
+        qk = self._walk_scores(op.operands[0], graph, scores, lq, lk, where)
+        q, q_scale, q_heads = self._split_heads(qk.operands[0], graph, _HEAD_SPLIT_PERM, "Q")
+        k, k_scale, k_heads = self._split_heads(qk.operands[1], graph, _KEY_TRANSPOSED_PERM, "K^T")
+        v, v_scale, v_heads = self._split_heads(pv.operands[1], graph, _HEAD_SPLIT_PERM, "V")
+        require(v_scale == 1.0, f"{where}: V is scaled by {v_scale}")
+        require(
+            q_heads == k_heads == v_heads == heads,
+            f"{where}: head counts differ (Q {q_heads}, K {k_heads}, V {v_heads}, scores {heads})",
+        )
+        (qb, ql, qd), (kb, kl, kd), (vb, vl, vd) = shape_of(q), shape_of(k), shape_of(v)
+        require(
+            qb == kb == vb == batch and ql == lq and kl == vl == lk and qd == kd,
+            f"{where}: Q {fmt_shape((qb, ql, qd))}, K {fmt_shape((kb, kl, kd))}, "
+            f"V {fmt_shape((vb, vl, vd))} do not fit scores {fmt_shape((batch, heads, lq, lk))}",
+        )
+        scale = scores.scale * q_scale * k_scale
+        require(
+            math.isfinite(scale) and scale > 0, f"{where}: attention scale {scale} is not positive"
+        )
+        merge, merged_2d = self._merge_heads(pv, graph, batch, lq, vd, where)
+
+        # All checks passed: build the mask operand (host ops if needed) and the attention op.
+        mask = self._build_mask(scores, graph, merge)
+        attention = AttentionOp(
+            q, k, v, mask, heads, scale, scores.causal, TensorType(Float32Type(), (batch, lq, vd))
+        )
+        attention.location = op.location
+        merge.parent_block().insert_op_before(attention, merge)  # type: ignore[union-attr]
+        if merged_2d:
+            # Keep the exporter's Reshape to [B*Lq, D] (a following linear absorbs it).
+            merge.operands = [attention.result, *merge.operands[1:]]
+        else:
+            merge.results[0].replace_all_uses_with(attention.result)
+        return attention
+
+    # --- scores ----------------------------------------------------------------------
+    def _walk_scores(
+        self, value: SSAValue, graph: OnnxGraph, scores: _Scores, lq: int, lk: int, where: str
+    ) -> OnnxOperation:
+        """Walk from the softmax input back to the Q K^T MatMul, collecting scale and masks."""
+        full_shape = shape_of(value)
+        while True:
+            op = graph.producer(value)
+            require(op is not None, f"{where}: the scores come from outside the onnx dialect")
+            assert op is not None
+            kind = op.op_type
+            if kind == "MatMul":
+                return op
+            graph.require_single_use(value, f"{where}: the scores produced by {location_name(op)}")
+            if kind in ("Mul", "Div"):
+                other, factor = graph.split_const(op, f"score scale {kind}")
+                require(factor != 0 and math.isfinite(factor), f"{where}: score scale {factor}")
+                scores.scale *= factor if kind == "Mul" else 1.0 / factor
+                value = other
+            elif kind == "Add":
+                value = self._take_additive_mask(op, graph, scores, full_shape, lq, lk, where)
+            elif kind == "Where":
+                value = self._take_where_mask(op, graph, scores, full_shape, lq, lk, where)
+            else:
+                raise NoMatch(f"{where}: the scores pass through onnx.{kind} ({location_name(op)})")
+
+    def _take_additive_mask(self, op, graph, scores, full_shape, lq, lk, where) -> SSAValue:
+        a, b = op.operands
+        candidates = [(a, b), (b, a)]
+        # The scores operand has the full score shape and leads back to Q K^T; try both orders.
+        for chain, mask in candidates:
+            if shape_of(chain) != full_shape or graph.is_const(chain):
+                continue
+            if not self._leads_to_matmul(chain, graph):
+                continue
+            mask_shape = shape_of(mask)
+            require(
+                2 <= len(mask_shape) <= 4, f"{where}: mask {fmt_shape(mask_shape)} has rank < 2"
+            )
+            require(
+                all(m in (1, f) for m, f in zip(reversed(mask_shape), reversed(full_shape))),
+                f"{where}: mask {fmt_shape(mask_shape)} does not broadcast to "
+                f"{fmt_shape(full_shape)}",
+            )
+            require(mask.type.get_element_type() == Float32Type(), f"{where}: mask is not f32")  # type: ignore[attr-defined]
+            constant = graph.const(mask)
+            if constant is not None:
+                if not np.any(constant):
+                    return chain  # an all-zero mask (ViT) masks nothing
+                visible = constant > MASK_FILL_MAX
+                if np.all((constant == 0) | ~visible) and _visibility_is_causal(
+                    np.broadcast_to(visible, (*visible.shape[:-2], lq, lk)), lq, lk
+                ):
+                    scores.causal = True
+                    return chain
+            elif self._mask_implies_causal(mask, graph, lq, lk):
+                scores.causal = True  # still needed for padding; causal is implied by it
+            scores.additive.append(mask)
+            return chain
+        raise NoMatch(f"{where}: no operand of {location_name(op)} carries the scores")
+
+    def _take_where_mask(self, op, graph, scores, full_shape, lq, lk, where) -> SSAValue:
+        cond, if_true, if_false = op.operands
+        if shape_of(if_true) == full_shape and not graph.is_const(if_true):
+            chain, fill_value, visible_if_true = if_true, if_false, True
+        else:
+            chain, fill_value, visible_if_true = if_false, if_true, False
+        require(
+            shape_of(chain) == full_shape,
+            f"{where}: no operand of {location_name(op)} carries the scores",
+        )
+        fill = graph.scalar(fill_value, f"{where}: Where fill")
+        require(
+            fill <= MASK_FILL_MAX, f"{where}: Where fill {fill} does not mask (> {MASK_FILL_MAX})"
+        )
+        cond_const = graph.const(cond)
+        if cond_const is not None:
+            visible = cond_const.astype(bool) if visible_if_true else ~cond_const.astype(bool)
+            require(visible.ndim >= 2, f"{where}: Where condition has rank < 2")
+            full = np.broadcast_to(visible, (*visible.shape[:-2], lq, lk))
+            require(
+                _visibility_is_causal(full, lq, lk),
+                f"{where}: constant Where condition is not a causal mask",
+            )
+            scores.causal = True
+        else:
+            require(2 <= len(shape_of(cond)) <= 4, f"{where}: Where condition has rank < 2")
+            scores.where_masks.append((cond, visible_if_true, fill, op))
+        return chain
+
+    def _leads_to_matmul(self, value: SSAValue, graph: OnnxGraph) -> bool:
+        """Does a chain of scale / mask ops lead from `value` back to a 4-D MatMul?"""
+        for _ in range(16):
+            op = graph.producer(value)
+            if op is None:
+                return False
+            if op.op_type == "MatMul":
+                return len(shape_of(op.operands[0])) == 4 and not graph.is_const(op.operands[1])
+            if op.op_type not in ("Mul", "Div", "Add", "Where"):
+                return False
+            full = shape_of(value)
+            nexts = [o for o in op.operands if shape_of(o) == full and not graph.is_const(o)]
+            if not nexts:
+                return False
+            value = nexts[0] if op.op_type != "Where" else nexts[-1]
+        return False
+
+    @staticmethod
+    def _mask_implies_causal(mask: SSAValue, graph: OnnxGraph, lq: int, lk: int) -> bool:
+        """Mask = Where(And(C, ...), 0, fill) with C a constant causal pattern (GPT-2 dynamo)."""
+        where = graph.producer(mask, "Where")
+        if where is None:
+            return False
+        cond, zero, fill = where.operands
+        zero_v, fill_v = graph.const(zero), graph.const(fill)
+        if zero_v is None or fill_v is None or zero_v.size != 1 or fill_v.size != 1:
+            return False
+        if float(zero_v.reshape(-1)[0]) != 0.0 or float(fill_v.reshape(-1)[0]) > MASK_FILL_MAX:
+            return False
+        conjunction = graph.producer(cond, "And")
+        if conjunction is None:
+            return False
+        for operand in conjunction.operands:
+            constant = graph.const(operand)
+            if constant is not None and constant.ndim >= 2:
+                full = np.broadcast_to(constant.astype(bool), (*constant.shape[:-2], lq, lk))
+                if _visibility_is_causal(full, lq, lk):
+                    return True
+        return False
+
+    @staticmethod
+    def _build_mask(scores: _Scores, graph: OnnxGraph, before: Operation) -> SSAValue | None:
+        """One additive mask value: the masks found, Where conditions turned additive, summed."""
+        block = before.parent_block()
+        assert block is not None
+        masks = list(scores.additive)
+        for cond, visible_if_true, fill, like in scores.where_masks:
+            zero = graph.new_onnx_op(
+                "Constant",
+                [],
+                tensor_type_of(np.zeros((), np.float32)),
+                {"value": dense_attr_from_numpy(np.zeros((), np.float32))},
+                like,
+            )
+            masked = graph.new_onnx_op(
+                "Constant",
+                [],
+                tensor_type_of(np.zeros((), np.float32)),
+                {"value": dense_attr_from_numpy(np.array(fill, np.float32))},
+                like,
+            )
+            pair = (
+                [zero.results[0], masked.results[0]]
+                if visible_if_true
+                else [masked.results[0], zero.results[0]]
+            )
+            mask_type = TensorType(Float32Type(), shape_of(cond))
+            additive = graph.new_onnx_op("Where", [cond, *pair], mask_type, {}, like)
+            for new_op in (zero, masked, additive):
+                block.insert_op_before(new_op, before)
+            masks.append(additive.results[0])
+        if not masks:
+            return None
+        total = masks[0]
+        for extra in masks[1:]:
+            shape = tuple(np.broadcast_shapes(shape_of(total), shape_of(extra)))
+            add = graph.new_onnx_op(
+                "Add", [total, extra], TensorType(Float32Type(), shape), {}, before
+            )
+            block.insert_op_before(add, before)
+            total = add.results[0]
+        return total
+
+    # --- head split / merge -----------------------------------------------------------------
+    def _split_heads(
+        self, value: SSAValue, graph: OnnxGraph, expected_perm: tuple[int, ...], what: str
+    ) -> tuple[SSAValue, float, int]:
+        """Walk from a per-head operand back to its [B, L, D] source: (source, scale, heads)."""
+        scale = 1.0
+        perm = (0, 1, 2, 3)  # composite perm from the Reshape output to `value`
+        while True:
+            op = graph.producer(value)
+            require(op is not None, f"the {what} heads come from outside the onnx dialect")
+            assert op is not None
+            graph.require_single_use(value, f"the {what} heads at {location_name(op)}")
+            if op.op_type in ("Mul", "Div"):
+                value, factor = graph.split_const(op, f"{what} scale {op.op_type}")
+                require(factor != 0 and math.isfinite(factor), f"{what} scale {factor}")
+                scale *= factor if op.op_type == "Mul" else 1.0 / factor
+            elif op.op_type == "Transpose":
+                p = tuple(int(i) for i in graph.attrs(op).get("perm", (3, 2, 1, 0)))
+                require(
+                    len(p) == 4, f"{what} transpose {location_name(op)} perm {list(p)} is not 4-D"
+                )
+                perm = tuple(p[i] for i in perm)
+                value = op.operands[0]
+            elif op.op_type == "Reshape":
+                require(
+                    perm == expected_perm,
+                    f"the {what} head transposes compose to perm {list(perm)}, "
+                    f"expected {list(expected_perm)}",
+                )
+                source = op.operands[0]
+                src, dst = shape_of(source), shape_of(op.results[0])
+                require(
+                    len(src) == 3
+                    and len(dst) == 4
+                    and dst[:2] == src[:2]
+                    and dst[2] * dst[3] == src[2],
+                    f"the {what} head split {location_name(op)} reshapes {fmt_shape(src)} -> "
+                    f"{fmt_shape(dst)}, expected [B, L, D] -> [B, L, H, D/H]",
+                )
+                source, scale = self._unscale(source, graph, scale, what)
+                return source, scale, dst[2]
+            else:
+                raise NoMatch(
+                    f"the {what} heads pass through onnx.{op.op_type} ({location_name(op)})"
+                )
+
+    @staticmethod
+    def _unscale(
+        source: SSAValue, graph: OnnxGraph, scale: float, what: str
+    ) -> tuple[SSAValue, float]:
+        """A scalar Mul/Div applied to the projection before the head split joins the scale."""
+        op = graph.producer(source, "Mul", "Div")
+        if op is None or not graph.single_use(source):
+            return source, scale
+        try:
+            inner, factor = graph.split_const(op, f"{what} scale")
+        except NoMatch:
+            return source, scale
+        if factor == 0 or not math.isfinite(factor):
+            return source, scale
+        return inner, scale * (factor if op.op_type == "Mul" else 1.0 / factor)
+
+    @staticmethod
+    def _merge_heads(
+        pv: OnnxOperation, graph: OnnxGraph, batch: int, lq: int, width: int, where: str
+    ):
+        """(the Reshape that merges heads, whether it flattens to [B*Lq, D])."""
+        value = pv.results[0]
+        perm = (0, 1, 2, 3)
+        while True:
+            graph.require_single_use(
+                value, f"{where}: the attention output at {location_name(value.op)}"
+            )  # type: ignore[union-attr]
+            user = graph.only_user(value)
+            require(
+                user is not None, f"{where}: the attention output is used outside the onnx dialect"
+            )
+            assert user is not None
+            if user.op_type == "Transpose":
+                p = tuple(int(i) for i in graph.attrs(user).get("perm", (3, 2, 1, 0)))
+                require(len(p) == 4, f"{where}: head merge transpose perm {list(p)} is not 4-D")
+                perm = tuple(perm[i] for i in p)
+                value = user.results[0]
+                continue
+            require(
+                user.op_type == "Reshape" and user.operands[0] is value,
+                f"{where}: the attention output goes to onnx.{user.op_type}, "
+                "expected Transpose + Reshape",
+            )
+            require(
+                perm == _HEAD_SPLIT_PERM,
+                f"{where}: the head merge transposes compose to perm {list(perm)}, "
+                "expected [0, 2, 1, 3]",
+            )
+            out = shape_of(user.results[0])
+            if out == (batch, lq, width):
+                return user, False
+            require(
+                out == (batch * lq, width),
+                f"{where}: head merge reshapes to {fmt_shape(out)}, expected "
+                f"{fmt_shape((batch, lq, width))} or {fmt_shape((batch * lq, width))}",
+            )
+            return user, True
+
+
+def is_attention_result(value: SSAValue) -> bool:
+    return isinstance(value, OpResult) and isinstance(value.op, AttentionOp)
