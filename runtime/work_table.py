@@ -28,16 +28,20 @@ SCALAR_FIELDS: tuple[str, ...] = (
 BUFFERS: tuple[str, ...] = ("wbuf", "abuf", "acc", "vbuf", "mbuf")
 
 
-def _get(record: Any, name: str, default: Any = 0) -> Any:
+def _as_mapping(record: Any) -> Mapping[str, Any]:
+    if record is None:
+        return {}
     if isinstance(record, Mapping):
-        return record.get(name, default)
-    return getattr(record, name, default)
+        return record
+    return {name: getattr(record, name, 0) for name in
+            (*SCALAR_FIELDS, "sram_read_bytes", "sram_write_bytes")}
 
 
 def _buffer_key(key: Any) -> str:
     """'WBUF', Buffer.WBUF, 'wbuf' -> 'wbuf'."""
-    name = getattr(key, "name", key)
-    return str(name).lower()
+    if type(key) is str:
+        return key.lower()
+    return str(getattr(key, "name", key)).lower()
 
 
 @dataclass
@@ -60,24 +64,37 @@ class WorkTable:
 
     @classmethod
     def from_records(cls, records: Sequence[Any]) -> WorkTable:
-        table = cls.zeros(len(records))
-        cols = table.columns
-        for i, rec in enumerate(records):
-            if rec is None:
-                continue
-            for name in SCALAR_FIELDS:
-                value = _get(rec, name)
-                if value:
-                    cols[name][i] = int(value)
-            for direction in ("read", "write"):
-                per_buffer = _get(rec, f"sram_{direction}_bytes", None)
+        n = len(records)
+        if any(r is None or isinstance(r, Mapping) for r in records[:1]) or any(
+            r is None for r in records
+        ):
+            records = [_as_mapping(r) for r in records]
+        is_map = bool(records) and isinstance(records[0], Mapping)
+        columns: dict[str, np.ndarray] = {}
+        for name in SCALAR_FIELDS:
+            if is_map:
+                values = (r.get(name, 0) or 0 for r in records)
+            else:  # isa.Work records: plain attribute access (fast path)
+                values = (getattr(r, name) for r in records)
+            columns[name] = np.fromiter(values, np.int64, n)
+        lists = {f"sram_{d}_{b}": [0] * n for b in BUFFERS for d in ("read", "write")}
+        for direction in ("read", "write"):
+            field_name = f"sram_{direction}_bytes"
+            prefix = f"sram_{direction}_"
+            per_record = (
+                [r.get(field_name) for r in records] if is_map
+                else [getattr(r, field_name) for r in records]
+            )
+            for i, per_buffer in enumerate(per_record):
                 if not per_buffer:
                     continue
-                for key, value in dict(per_buffer).items():
-                    col = f"sram_{direction}_{_buffer_key(key)}"
-                    if col in cols and value:
-                        cols[col][i] = int(value)
-        return table
+                for key, value in per_buffer.items():
+                    col = lists.get(prefix + _buffer_key(key))
+                    if col is not None:
+                        col[i] = int(value)
+        for name, values in lists.items():
+            columns[name] = np.asarray(values, dtype=np.int64)
+        return cls(n, columns)
 
 
 def sfu_passes_column(opcodes: Sequence[str]) -> np.ndarray:
@@ -85,4 +102,5 @@ def sfu_passes_column(opcodes: Sequence[str]) -> np.ndarray:
     SFU's work is elements x passes, for its roofline bound and its energy."""
     from .isa import SFU_PASSES
 
-    return np.asarray([SFU_PASSES.get(op, 1) for op in opcodes], dtype=np.int64)
+    passes = dict(SFU_PASSES)
+    return np.asarray([passes.get(op, 1) for op in opcodes], dtype=np.int64)
