@@ -73,9 +73,26 @@ def _lift_passes(options: CompileOptions) -> list[ModulePass]:
     return [make_pass("lift-transformer", debug=options.debug_lift)]
 
 
+def _quantize_passes(options: CompileOptions) -> list[ModulePass]:
+    return [make_pass("quantize", calibration_data=options.extra.get("calibration_data"))]
+
+
+def _lower_passes(options: CompileOptions) -> list[ModulePass]:
+    return [make_pass("lower-to-esact", hw=options.extra.get("hw")), make_pass("schedule")]
+
+
+def _write_esb(module: ModuleOp, store: WeightStore, path: Path) -> None:
+    from esact_cc.emit_esb import emit_esb
+
+    emit_esb(module, path, store)
+
+
 STAGES: list[Stage] = [
     Stage("onnx", "ONNX graph imported 1:1 into the onnx dialect", _no_passes),
     Stage("transformer", "Transformer blocks lifted into the transformer dialect", _lift_passes),
+    Stage("quantized", "INT8 post-training quantization (quantized dialect)", _quantize_passes),
+    Stage("esact", "ESACT instructions, buffers and dependency tokens (esact dialect)", _lower_passes),
+    Stage("esb", "the .esb binary (-o FILE.esb)", _no_passes, _write_esb),
 ]
 """The stages in order. Append to add one."""
 

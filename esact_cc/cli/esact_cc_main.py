@@ -2,7 +2,7 @@
 
     esact-cc MODEL.onnx [-o OUT] --compile-to STAGE [--input-shape NAME=1x128 ...]
         [--dump-ir-dir DIR] [--print-ir-after-all] [--debug-lift]
-        [--run --input NAME=FILE.npy ... --output-dir DIR]
+        [--run --input NAME=FILE.npy ... --output-dir DIR] [--hw CONFIG] [--calibration-data FILE.npz]
 
 Stages come from `esact_cc.pipeline.STAGES`. Arguments are declared by the functions in
 `ARGUMENT_GROUPS` (append one to add options); every parsed argument reaches the pipeline as
@@ -65,10 +65,21 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", metavar="DIR", help="where --run writes <output>.npy")
 
 
+def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--hw", metavar="CONFIG", help="hardware config: a TOML file or a bundled config name (default: default)"
+    )
+    parser.add_argument(
+        "--calibration-data", metavar="FILE.npz",
+        help="INT8 calibration inputs: one array per model input, samples along axis 0",
+    )
+
+
 ARGUMENT_GROUPS: list[Callable[[argparse.ArgumentParser], None]] = [
     _add_compile_arguments,
     _add_debug_arguments,
     _add_run_arguments,
+    _add_backend_arguments,
 ]
 """Functions declaring the CLI's arguments; append one to add options."""
 
