@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.inliner
 from onnx import ModelProto, NodeProto, TensorProto, ValueInfoProto, numpy_helper
 from xdsl.builder import Builder
 from xdsl.dialects import func
@@ -97,7 +98,8 @@ class _Graph:
     constant_origin: dict[str, str] = field(default_factory=dict)
     """Constant value name -> name of the node (or initializer) it came from (its location)."""
     types: dict[str, _ValueType] = field(default_factory=dict)
-    initializer_names: frozenset[str] = frozenset()
+    parameter_names: set[str] = field(default_factory=set)
+    """Initializers and constants folded from them: model parameters, never inline literals."""
 
 
 def _one_line(error: BaseException) -> str:
@@ -265,7 +267,10 @@ def _fold(graph: _Graph) -> bool:
             kept.append(node)
             continue
         folded_any = True
+        from_parameters = any(name in graph.parameter_names for name in node.input)
         for name, value in zip(node.output, outputs, strict=False):
+            if name and from_parameters:
+                graph.parameter_names.add(name)
             if name:
                 graph.constants[name] = value
                 graph.constant_origin[name] = node.name or name
@@ -350,7 +355,7 @@ def import_onnx(
         nodes=nodes,
         constants=constants,
         constant_origin=origin,
-        initializer_names=frozenset(i.name for i in proto.graph.initializer),
+        parameter_names={i.name for i in proto.graph.initializer},
     )
     _infer_types(graph)
     while _fold(graph):
@@ -415,7 +420,7 @@ class _ModuleBuilder:
         array = self.graph.constants[name]
         location = NameLoc(StringAttr(self.graph.constant_origin.get(name, name)), NoneAttr())
         op: Operation
-        is_parameter = name in self.graph.initializer_names and array.size > 1 and array.dtype.kind == "f"
+        is_parameter = name in self.graph.parameter_names and array.size > 1 and array.dtype.kind == "f"
         if array.size <= INLINE_CONSTANT_MAX_ELEMENTS and not is_parameter:
             op = OP_CLASSES["Constant"](
                 operands=[[]],

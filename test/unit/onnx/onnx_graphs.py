@@ -104,7 +104,14 @@ def single_node(op: str, inputs: dict[str, np.ndarray], n_outputs: int = 1, opse
         [node], op,
         [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
          for n, v in inputs.items()],
-        [helper.make_tensor_value_info(o, TensorProto.UNDEFINED, None) for o in outputs],
+        [helper.make_empty_tensor_value_info(o) for o in outputs],
         [numpy_helper.from_array(v, n) for n, v in constant_inputs.items()],
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                              ir_version=8 if opset <= 18 else 9)
+    # onnxruntime wants typed outputs: take them from shape inference.
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    types = {v.name: v for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    for output in model.graph.output:
+        output.CopyFrom(types[output.name])
+    return model
