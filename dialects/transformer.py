@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from io import StringIO
 
 from xdsl.dialects.builtin import (
     DYNAMIC_INDEX,
@@ -50,6 +51,7 @@ from xdsl.irdl import (
     var_operand_def,
     var_result_def,
 )
+from xdsl.printer import Printer
 from xdsl.traits import HasParent, IsolatedFromAbove, IsTerminator, Pure
 from xdsl.utils.exceptions import VerifyException
 
@@ -77,10 +79,21 @@ def _fmt(shape: Sequence[int]) -> str:
     return "x".join("?" if d == DYNAMIC_INDEX else str(d) for d in shape) or "scalar"
 
 
+def _types(types: Sequence[Attribute]) -> str:
+    """Types as IR text: `tensor<1x8xf32>, tensor<8xf32>`."""
+    stream = StringIO()
+    printer = Printer(stream=stream)
+    printer.print_list(types, printer.print_attribute)
+    return f"({stream.getvalue()})"
+
+
 def _require_rank(op_name: str, what: str, shape: Sequence[int], ranks: Sequence[int]) -> None:
     if len(shape) not in ranks:
-        expected = " or ".join(str(r) for r in ranks)
-        raise VerifyException(f"{op_name}: {what} must have rank {expected}, got {_fmt(shape)}")
+        if isinstance(ranks, range) and ranks.stop > ranks.start + 1:
+            expected = f"rank >= {ranks.start}"
+        else:
+            expected = "rank " + " or ".join(str(r) for r in ranks)
+        raise VerifyException(f"{op_name}: {what} must have {expected}, got {_fmt(shape)}")
 
 
 @irdl_op_definition
@@ -377,7 +390,7 @@ class YieldOp(IRDLOperation):
 
     traits = lazy_traits_def(lambda: (IsTerminator(), HasParent(HostOp)))
 
-    assembly_format = "$values attr-dict `:` type($values)"
+    assembly_format = "attr-dict ($values^ `:` type($values))?"
 
     def __init__(self, values: Sequence[SSAValue]):
         super().__init__(operands=[list(values)])
@@ -418,8 +431,8 @@ class HostOp(IRDLOperation):
         in_types = [v.type for v in self.inputs]
         if arg_types != in_types:
             raise VerifyException(
-                f"{self.name}: block argument types {arg_types} differ from operand types "
-                f"{in_types}"
+                f"{self.name}: block argument types {_types(arg_types)} differ from operand "
+                f"types {_types(in_types)}"
             )
         term = block.last_op
         if not isinstance(term, YieldOp):
@@ -428,7 +441,8 @@ class HostOp(IRDLOperation):
         out_types = [r.type for r in self.outputs]
         if yield_types != out_types:
             raise VerifyException(
-                f"{self.name}: yielded types {yield_types} differ from result types {out_types}"
+                f"{self.name}: yielded types {_types(yield_types)} differ from result types "
+                f"{_types(out_types)}"
             )
 
 
