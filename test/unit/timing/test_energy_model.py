@@ -94,3 +94,22 @@ def test_config_without_energy_section_uses_the_default_constants():
     config = config_from_dict(raw)
     assert config.energy == CONFIG.energy
     assert config.hash != CONFIG.hash  # the hash covers what the file says
+
+
+def test_every_energy_constant_is_documented_with_a_source():
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[3] / "docs" / "hardware.md").read_text()
+    for name in CONFIG.raw["energy"]:
+        assert name in doc, f"docs/hardware.md does not document energy.{name}"
+
+
+def test_every_shipped_config_loads_and_has_its_own_hash():
+    from esact_cc.runtime.hw_config import CONFIGS_DIR, resolve_config
+
+    hashes = {}
+    for path in sorted(CONFIGS_DIR.glob("*.toml")):
+        config = resolve_config(path.stem)
+        EnergyModel.from_config(config)
+        hashes[config.hash] = path.stem
+    assert len(hashes) == len(list(CONFIGS_DIR.glob("*.toml"))) >= 2
