@@ -416,6 +416,7 @@ def validate_program(program: Program) -> None:
     for k, hs in enumerate(program.host_segments):
         for t in (*hs.inputs, *hs.outputs):
             _check_tensor(t, f"host segment {k} tensor '{t.name}'")
+        check_host_model(hs, k)
     for index, entry in program.debug.items():
         if not 0 <= index < len(program.instructions):
             raise ProgramError(f"debug map: instruction index {index} out of range")
@@ -423,6 +424,31 @@ def validate_program(program: Program) -> None:
             raise ProgramError(f"debug map: instruction {index}: unknown component "
                                f"'{entry.component}'")
     check_tokens(program.instructions)
+
+
+def check_host_model(segment: HostSegment, index: int) -> None:
+    """The ONNX bytes parse, pass onnx.checker and bind exactly the graph's inputs and a
+    subset of its outputs (onnxruntime never sees a model that fails this)."""
+    import onnx  # not needed by binaries without host segments
+
+    where = f"host segment {index}"
+    try:
+        model = onnx.ModelProto.FromString(segment.onnx)
+        onnx.checker.check_model(model)
+    except Exception as exc:  # protobuf DecodeError, onnx ValidationError, ...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ProgramError(f"{where}: invalid ONNX model: {first}") from None
+    initializers = {t.name for t in model.graph.initializer}
+    graph_inputs = {i.name for i in model.graph.input} - initializers
+    graph_outputs = {o.name for o in model.graph.output}
+    bound_inputs = {t.name for t in segment.inputs}
+    if bound_inputs != graph_inputs or len(bound_inputs) != len(segment.inputs):
+        raise ProgramError(f"{where}: bindings name inputs {sorted(bound_inputs)}, the ONNX "
+                           f"graph has {sorted(graph_inputs)}")
+    bound_outputs = [t.name for t in segment.outputs]
+    if not set(bound_outputs) <= graph_outputs or len(set(bound_outputs)) != len(bound_outputs):
+        raise ProgramError(f"{where}: bound outputs {sorted(bound_outputs)} are not distinct "
+                           f"ONNX graph outputs")
 
 
 def _check_tensor(t: TensorDesc, where: str) -> None:

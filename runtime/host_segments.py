@@ -8,7 +8,9 @@ error) is a ProgramError.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import math
 from typing import Any
 
@@ -38,8 +40,11 @@ def host_session(onnx_bytes: bytes) -> Any:
         options.intra_op_num_threads = 1  # deterministic reductions
         options.inter_op_num_threads = 1
         try:
-            session = ort.InferenceSession(onnx_bytes, sess_options=options,
-                                           providers=["CPUExecutionProvider"])
+            # onnxruntime's Python wrapper prints provider fallbacks: keep stdout clean.
+            with contextlib.redirect_stdout(io.StringIO()), \
+                    contextlib.redirect_stderr(io.StringIO()):
+                session = ort.InferenceSession(onnx_bytes, sess_options=options,
+                                               providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ProgramError(f"ONNX model rejected by onnxruntime: {_first_line(exc)}") \
                 from None

@@ -120,11 +120,12 @@ def test_corrupt_headers_rejected(edit, message: str) -> None:
     (lambda m: dict(m, data=[dict(m["data"][0], size=8)]), BinaryFormatError, "no segment"),
     (lambda m: dict(m, extra=1), BinaryFormatError, "keys"),
     (lambda m: dict(m, host=[{"offset": 0, "size": 0, "inputs": [], "outputs": []}]),
-     ProgramError, None),
+     ProgramError, "invalid ONNX"),
+    (lambda m: dict(m, io=m["io"][:1]), None, None),
 ])
 def test_meta_fields_validated(edit, error, message) -> None:
     data = rebuild(serialize_esb(sample_program()), edit)
-    if message is None:  # a well-formed edit: accepted
+    if error is None:  # a well-formed edit: accepted
         parse_esb(data)
         return
     with pytest.raises(error, match=message):
