@@ -1,0 +1,81 @@
+"""Weight store: deterministic .npz, lazy load, names, module pairing, IR file convention."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from esact_cc.api import load_ir, write_ir
+from esact_cc.onnx_frontend import import_onnx
+from esact_cc.runtime.errors import CompileError
+from esact_cc.weight_store import WEIGHT_STORE_ATTR, WeightStore, store_of
+
+
+def sample() -> dict[str, np.ndarray]:
+    return {"enc/l0.w": np.arange(6, dtype=np.float32).reshape(2, 3), "a": np.array([1, 2], np.int64),
+            "mask": np.array([True, False])}
+
+
+def test_save_is_deterministic_and_order_independent(tmp_path):
+    WeightStore(sample()).save(tmp_path / "one.npz")
+    WeightStore(dict(reversed(list(sample().items())))).save(tmp_path / "two.npz")
+    assert (tmp_path / "one.npz").read_bytes() == (tmp_path / "two.npz").read_bytes()
+
+
+def test_round_trip_through_npz_and_numpy_load(tmp_path):
+    WeightStore(sample()).save(tmp_path / "w.npz")
+    loaded = WeightStore.load(tmp_path / "w.npz")
+    assert sorted(loaded) == sorted(sample()) and len(loaded) == 3
+    for name, value in sample().items():
+        np.testing.assert_array_equal(loaded[name], value)
+        assert loaded[name].dtype == value.dtype
+    with np.load(tmp_path / "w.npz") as plain:  # a plain numpy archive
+        np.testing.assert_array_equal(plain["enc/l0.w"], sample()["enc/l0.w"])
+
+
+def test_arrays_are_read_only_and_not_copied():
+    value = np.zeros(4, np.float32)
+    store = WeightStore({"w": value})
+    assert np.shares_memory(store["w"], value)
+    with pytest.raises(ValueError):
+        store["w"][0] = 1.0
+    value[0] = 2.0  # the caller's array stays writable
+
+
+def test_names_are_unique_and_missing_names_are_errors():
+    store = WeightStore(sample())
+    assert store.unique_name("a") == "a_1" and store.unique_name("b") == "b"
+    with pytest.raises(CompileError, match="weight 'a' is already in the weight store"):
+        store.add("a", np.zeros(1))
+    with pytest.raises(CompileError, match="weight 'nope' is not in the weight store"):
+        store["nope"]
+
+
+def test_corrupt_store_is_a_one_line_error(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"PK\x03\x04 broken")
+    with pytest.raises(CompileError, match="cannot read weight store"):
+        WeightStore.load(bad)
+
+
+def test_ir_file_names_its_weights_relative_to_itself(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.arange(20, dtype=np.float32).reshape(5, 4)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="/mm")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+                              [numpy_helper.from_array(w, "w")])
+    module, store = import_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    write_ir(module, store, tmp_path / "out" / "model.mlir")
+    text = (tmp_path / "out" / "model.mlir").read_text()
+    assert f'{WEIGHT_STORE_ATTR} = "model.npz"' in text
+    (tmp_path / "out").rename(tmp_path / "moved")  # IR and weights move together
+    again = load_ir(tmp_path / "moved" / "model.mlir")
+    np.testing.assert_array_equal(store_of(again.module)["w"], w)
+    x = np.ones((1, 5), np.float32)
+    np.testing.assert_allclose(again.run({"x": x})["y"], x @ w)
+    # Re-writing an unchanged store in the same directory reuses its .npz.
+    write_ir(again.module, again.store, tmp_path / "moved" / "copy.mlir")
+    assert not (tmp_path / "moved" / "copy.npz").exists()
+    assert f'{WEIGHT_STORE_ATTR} = "model.npz"' in (tmp_path / "moved" / "copy.mlir").read_text()
