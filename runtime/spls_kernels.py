@@ -90,13 +90,21 @@ def hlog_quantize(x: np.ndarray, bits: int, scale: float) -> np.ndarray:
 def _hlog_term_counts(values: np.ndarray, name: str) -> np.ndarray:
     """Number of shifted terms of each HLog value (0, 1 or 2); rejects non-HLog values."""
     magnitude = np.abs(values.astype(np.int64))
-    nonzero = magnitude != 0
-    # Strip trailing zero bits: a power of two becomes 1, a consecutive pair becomes 3.
-    lowest_bit = magnitude & -magnitude
-    odd_part = np.where(nonzero, magnitude // np.where(nonzero, lowest_bit, 1), 0)
-    if not np.all((odd_part == 0) | (odd_part == 1) | (odd_part == 3)):
+    terms = np.bitwise_count(magnitude)
+    # A two-term level is two ADJACENT powers (3 << i): then m & (m >> 1) is nonzero.
+    adjacent = (magnitude & (magnitude >> 1)) != 0
+    if not np.all((terms <= 1) | ((terms == 2) & adjacent)):
         raise EsactError(f"hlog matmul: operand {name} holds values that are not HLog levels")
-    return np.select([odd_part == 1, odd_part == 3], [1, 2], 0).astype(np.int64)
+    return terms.astype(np.int64)
+
+
+def _exact_int_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Integer matmul as int64; via float64 BLAS when every partial sum is below 2^53 (exact)."""
+    inner = a.shape[-1]
+    bound = float(np.max(np.abs(a), initial=0)) * float(np.max(np.abs(b), initial=0)) * inner
+    if bound < 2.0 ** 53:
+        return np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.int64)
+    return np.matmul(a.astype(np.int64), b.astype(np.int64))
 
 
 def hlog_matmul(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, int]:
@@ -116,9 +124,9 @@ def hlog_matmul(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, int]:
             f"hlog matmul: inner dimensions differ ({a_arr.shape} @ {b_arr.shape})")
     terms_a = _hlog_term_counts(a_arr, "a")
     terms_b = _hlog_term_counts(b_arr, "b")
-    product = np.matmul(a_arr.astype(np.int64), b_arr.astype(np.int64))
-    # sum_{i,k,j} ta[i,k] tb[k,j] = sum_k (sum_i ta[i,k]) (sum_j tb[k,j]) per batch.
-    # Batch dimensions broadcast exactly as in the product itself.
+    product = _exact_int_matmul(a_arr, b_arr)
+    # sum_{i,k,j} ta[i,k] tb[k,j] = sum_k (sum_i ta[i,k]) (sum_j tb[k,j]); batch dimensions
+    # broadcast exactly as in the product itself.
     shift_adds = int(np.sum(np.matmul(terms_a.sum(axis=-2, keepdims=True),
                                       terms_b.sum(axis=-1, keepdims=True))))
     return product, shift_adds
@@ -127,43 +135,51 @@ def hlog_matmul(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, int]:
 # ----------------------------------------------------------------------------- prediction
 
 
-def predict_attention(x: np.ndarray, w_q: np.ndarray, w_k: np.ndarray, num_heads: int,
-                      bits: int, b_q: np.ndarray | None = None,
+HLogTensor = tuple[np.ndarray, float]  # (int32 level values, per-tensor scale)
+
+
+def hlog_encode(x: np.ndarray, bits: int) -> HLogTensor:
+    """HLog codes of a tensor with its per-tensor scale (`hlog_scale`)."""
+    scale = hlog_scale(x, bits)
+    return hlog_quantize(x, bits, scale), scale
+
+
+def predict_attention(x: np.ndarray, w_q: np.ndarray | HLogTensor, w_k: np.ndarray | HLogTensor,
+                      num_heads: int, bits: int, b_q: np.ndarray | None = None,
                       b_k: np.ndarray | None = None) -> tuple[np.ndarray, float, int]:
     """Predicted attention PAM [H, L, L] of DESIGN.md section 6 step 2, computed as the BPU does.
 
-    x [L, D] fp32 (the Q/K/V projection input), w_q, w_k [D, D] (x @ w layout), optional biases.
-    X, W_Q, W_K are HLog-quantized with per-tensor scales; Q^ = HLog(X) HLog(W_Q) (shift-adds)
-    is dequantized (+ bias), re-quantized to HLog with its own scale, likewise K^, and
-    PAM_h = Q^_h K^_h^T per head by shift-adds again. Returns (PAM int64, pam_scale, shift_adds)
-    where PAM * pam_scale approximates the unscaled logits Q K^T (divide by sqrt(d_head) for
-    softmax).
+    x [L, D] fp32 (the Q/K/V projection input); w_q, w_k [D, N] (x @ w layout) as floats, or
+    already HLog-encoded (`hlog_encode(w, bits)`, so a caller quantizes weights once); optional
+    biases [N]. X, W_Q, W_K are HLog-quantized with per-tensor scales; Q^ = HLog(X) HLog(W_Q)
+    (shift-adds) is dequantized (+ bias) and re-quantized to HLog with its own scale, likewise
+    K^, and PAM_h = Q^_h K^_h^T per head by shift-adds again. Returns (PAM int64, pam_scale,
+    shift_adds) where PAM * pam_scale approximates the logits Q K^T (divide by sqrt(d_head)
+    for softmax).
     """
     x_arr = np.asarray(x, dtype=np.float64)
     if x_arr.ndim != 2:
         raise EsactError(f"predict attention: x must be [L, D], got shape {x_arr.shape}")
     length, dim = x_arr.shape
-    for name, w in (("w_q", w_q), ("w_k", w_k)):
-        if np.asarray(w).ndim != 2 or np.asarray(w).shape[0] != dim:
-            raise EsactError(f"predict attention: {name} must be [{dim}, N], "
-                             f"got {np.asarray(w).shape}")
-    width = np.asarray(w_q).shape[1]
-    if np.asarray(w_k).shape[1] != width or num_heads <= 0 or width % num_heads:
+    encoded = [w if isinstance(w, tuple) else hlog_encode(np.asarray(w), bits)
+               for w in (w_q, w_k)]
+    for name, (codes, _) in zip(("w_q", "w_k"), encoded):
+        if codes.ndim != 2 or codes.shape[0] != dim:
+            raise EsactError(f"predict attention: {name} must be [{dim}, N], got {codes.shape}")
+    width = encoded[0][0].shape[1]
+    if encoded[1][0].shape[1] != width or num_heads <= 0 or width % num_heads:
         raise EsactError(f"predict attention: width {width} not divisible into {num_heads} heads")
     head_dim = width // num_heads
-    s_x = hlog_scale(x_arr, bits)
-    x_h = hlog_quantize(x_arr, bits, s_x)
+    x_h, s_x = hlog_encode(x_arr, bits)
     total_shift_adds = 0
-    projected: list[tuple[np.ndarray, float]] = []
-    for w, bias in ((w_q, b_q), (w_k, b_k)):
-        s_w = hlog_scale(w, bits)
-        acc, shift_adds = hlog_matmul(x_h, hlog_quantize(w, bits, s_w))
+    projected: list[HLogTensor] = []
+    for (w_h, s_w), bias in zip(encoded, (b_q, b_k)):
+        acc, shift_adds = hlog_matmul(x_h, w_h)
         total_shift_adds += shift_adds
         real = acc.astype(np.float64) * (s_x * s_w)
         if bias is not None:
             real = real + np.asarray(bias, dtype=np.float64)
-        s_p = hlog_scale(real, bits)
-        projected.append((hlog_quantize(real, bits, s_p), s_p))
+        projected.append(hlog_encode(real, bits))
     (q_h, s_q), (k_h, s_k) = projected
     q_heads = q_h.reshape(length, num_heads, head_dim).transpose(1, 0, 2)
     k_heads = k_h.reshape(length, num_heads, head_dim).transpose(1, 2, 0)

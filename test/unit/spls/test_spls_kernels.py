@@ -288,3 +288,25 @@ def test_masked_softmax_zero_on_invalid() -> None:
     p = masked_softmax(np.array([[1.0, 2.0, 3.0], [1.0, 1.0, 1.0]]),
                        np.array([[True, False, True], [False, False, False]]))
     assert p[0, 1] == 0 and p[0].sum() == pytest.approx(1.0) and not p[1].any()
+
+
+def test_hlog_matmul_exact_at_16_bits() -> None:
+    rng = np.random.default_rng(5)
+    signed = np.concatenate([hlog_levels(16), -hlog_levels(16)[1:]])
+    a = rng.choice(signed, size=(3, 64)).astype(np.int32)
+    b = rng.choice(signed, size=(64, 2)).astype(np.int32)
+    product, _ = hlog_matmul(a, b)
+    expected = [[sum(int(a[i, t]) * int(b[t, j]) for t in range(64)) for j in range(2)]
+                for i in range(3)]
+    assert product.tolist() == expected
+
+
+def test_predict_attention_accepts_pre_encoded_weights() -> None:
+    from esact_cc.runtime.spls_kernels import hlog_encode
+
+    rng = np.random.default_rng(2)
+    x, wq, wk = rng.normal(size=(5, 8)), rng.normal(size=(8, 8)), rng.normal(size=(8, 8))
+    bq, bk = rng.normal(size=8), rng.normal(size=8)
+    direct = predict_attention(x, wq, wk, 2, 5, bq, bk)
+    encoded = predict_attention(x, hlog_encode(wq, 5), hlog_encode(wk, 5), 2, 5, bq, bk)
+    assert np.array_equal(direct[0], encoded[0]) and direct[1:] == encoded[1:]
