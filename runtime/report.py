@@ -9,8 +9,9 @@ component) into one JSON-ready dict:
   roofline_cycles, roofline.{bound_by, units}
   units.<queue>.{instructions, busy_cycles, utilisation, stalls.<cause>}
   energy_breakdown_pj.<category>
-  components.<name>.{instructions, macs_dense, macs_executed, cycles, energy_pj,
-                     layers.<layer>.{same}}
+  components.<name>.{instructions, macs_dense, macs_executed, mac_reduction, cycles,
+                     energy_pj, mask.{rows_total, rows_kept, elements_total,
+                     elements_kept, ...}, layers.<layer>.{same}}
   layers.<layer>.{same as a component row}
 
 `cycles` of a component is the busy time of its instructions on their units (they may
@@ -138,6 +139,10 @@ def unit_work_totals(
 def _row(mask: np.ndarray, work: WorkTable, cycles: np.ndarray, dyn: np.ndarray) -> dict[str, Any]:
     dense = int(work["macs_dense"][mask].sum())
     executed = int(work["macs_executed"][mask].sum())
+    rows_total = int(work["rows_total"][mask].sum())
+    rows_kept = int(work["rows_executed"][mask].sum())
+    elements_total = int(work["mask_total"][mask].sum())
+    elements_kept = int(work["mask_kept"][mask].sum())
     return {
         "instructions": int(mask.sum()),
         "macs_dense": dense,
@@ -145,6 +150,14 @@ def _row(mask: np.ndarray, work: WorkTable, cycles: np.ndarray, dyn: np.ndarray)
         "mac_reduction": (1.0 - executed / dense) if dense else 0.0,
         "cycles": int(cycles[mask].sum()),
         "energy_pj": float(dyn[mask].sum()),
+        "mask": {
+            "rows_total": rows_total,
+            "rows_kept": rows_kept,
+            "rows_kept_fraction": rows_kept / rows_total if rows_total else 1.0,
+            "elements_total": elements_total,
+            "elements_kept": elements_kept,
+            "elements_kept_fraction": elements_kept / elements_total if elements_total else 1.0,
+        },
     }
 
 
@@ -289,4 +302,15 @@ def format_summary(report: dict[str, Any]) -> str:
             f"{name:<10}{row['instructions']:>8}{row['macs_dense']:>16,}{row['macs_executed']:>16,}"
             f"{row['cycles']:>14,}{_si(row['energy_pj'] * 1e-12, 'J'):>12}"
         )
+    layer_rows = [(k, r) for k, r in report["layers"].items() if k != NO_LAYER]
+    if layer_rows:
+        lines += ["", f"{'layer':<10}{'instrs':>8}{'MACs dense':>16}{'executed':>16}"
+                  f"{'cycles':>14}{'energy':>12}{'rows kept':>11}"]
+        for key, row in layer_rows:
+            lines.append(
+                f"{key:<10}{row['instructions']:>8}{row['macs_dense']:>16,}"
+                f"{row['macs_executed']:>16,}{row['cycles']:>14,}"
+                f"{_si(row['energy_pj'] * 1e-12, 'J'):>12}"
+                f"{row['mask']['rows_kept_fraction'] * 100:>10.1f}%"
+            )
     return "\n".join(lines) + "\n"

@@ -23,6 +23,12 @@ SCALAR_FIELDS: tuple[str, ...] = (
     "compare_ops",
     "dram_read_bytes",
     "dram_write_bytes",
+    # mask statistics: rows a row mask considered / kept, element-mask positions
+    # considered / selected (attention, top-k)
+    "rows_total",
+    "rows_executed",
+    "mask_total",
+    "mask_kept",
 )
 # On-chip buffers by their short name; energy.py maps each to its config size.
 BUFFERS: tuple[str, ...] = ("wbuf", "abuf", "acc", "vbuf", "mbuf")
