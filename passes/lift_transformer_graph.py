@@ -51,7 +51,7 @@ def location_name(op: Operation) -> str:
     """The ONNX node name an op carries as its location (or its op name)."""
     loc = op.location
     if isinstance(loc, NameLoc):
-        return loc.name if isinstance(loc.name, str) else loc.name.data
+        return loc.desc.data
     return op.name
 
 
