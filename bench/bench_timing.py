@@ -28,7 +28,7 @@ def synthetic_program(n_instructions: int, seed: int = 0):
     from esact_cc.runtime.isa import Buffer, Instruction, Queue, Work
 
     rng = random.Random(seed)
-    mask = lambda *qs: sum(1 << int(q) for q in qs)  # noqa: E731
+    mask = lambda *qs: sum(1 << int(q) for q in qs)
     instrs: list = []
     works: list = []
 

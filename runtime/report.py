@@ -22,7 +22,6 @@ MAC) per joule, as accelerator papers do.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,7 +65,6 @@ def instruction_info(program: Any) -> InstructionInfo:
     """Names of each instruction of an esb.Program: opcode, queue, unit, and from the debug
     map its ONNX node, layer and component (by queue when the map has no entry)."""
     from .isa import INSTRUCTION_SPECS
-
     from .timing import QUEUE_NAMES
 
     opcodes, queues, units, nodes, layers, components = [], [], [], [], [], []
@@ -268,49 +266,61 @@ def _si(value: float, unit: str) -> str:
     return f"{value:.3g} {unit}"
 
 
+def _table(columns: list[tuple[str, int]], rows: list[list[str]]) -> list[str]:
+    """Fixed-width text table; the first column left-aligned, the others right-aligned."""
+    def line(cells: list[str]) -> str:
+        first, *rest = cells
+        return f"{first:<{columns[0][1]}}" + "".join(
+            f"{cell:>{width}}" for cell, (_, width) in zip(rest, columns[1:])
+        )
+    return [line([name for name, _ in columns])] + [line(row) for row in rows]
+
+
+def _joules(pj: float) -> str:
+    return _si(pj * 1e-12, "J")
+
+
 def format_summary(report: dict[str, Any]) -> str:
     """A readable table of a report (stdout of esact-run)."""
     t = report["total"]
     meta = report["meta"]
     lines = [
-        f"config {meta['config']}  ({meta['frequency_hz'] / 1e9:g} GHz, "
-        f"{meta['instructions']} instructions)",
-        f"cycles      {t['cycles']:>14,}   {t['seconds'] * 1e3:.4f} ms   roofline "
-        f"{report['roofline_cycles']:,} ({report['roofline']['bound_by']})",
-        f"energy      {_si(t['energy_pj'] * 1e-12, 'J'):>14}   dynamic "
-        f"{_si(t['energy_dynamic_pj'] * 1e-12, 'J')}, static {_si(t['energy_static_pj'] * 1e-12, 'J')}"
-        f", {t['average_power_w'] * 1e3:.1f} mW",
-        f"MACs        {t['macs_executed']:>14,}   of {t['macs_dense']:,} dense "
-        f"({t['mac_reduction'] * 100:.1f}% skipped)",
-        f"efficiency  {t['tops_per_watt']:>10.3f} TOPS/W   {t['effective_tops']:.3f} effective TOPS",
+        (f"config {meta['config']}  ({meta['frequency_hz'] / 1e9:g} GHz, "
+         f"{meta['instructions']} instructions)"),
+        (f"cycles      {t['cycles']:>14,}   {t['seconds'] * 1e3:.4f} ms   "
+         f"roofline {report['roofline_cycles']:,} ({report['roofline']['bound_by']})"),
+        (f"energy      {_joules(t['energy_pj']):>14}   dynamic {_joules(t['energy_dynamic_pj'])}, "
+         f"static {_joules(t['energy_static_pj'])}, {t['average_power_w'] * 1e3:.1f} mW"),
+        (f"MACs        {t['macs_executed']:>14,}   of {t['macs_dense']:,} dense "
+         f"({t['mac_reduction'] * 100:.1f}% skipped)"),
+        (f"efficiency  {t['tops_per_watt']:>10.3f} TOPS/W   "
+         f"{t['effective_tops']:.3f} effective TOPS"),
         "",
-        f"{'unit':<9}{'instrs':>8}{'busy':>14}{'util':>7}{'stalled':>14}  top stall",
     ]
+    unit_rows = []
     for name, unit in report["units"].items():
         stalls = unit["stalls"]
-        top = max(stalls, key=stalls.get) if stalls else "-"
-        lines.append(
-            f"{name:<9}{unit['instructions']:>8}{unit['busy_cycles']:>14,}"
-            f"{unit['utilisation'] * 100:>6.1f}%{unit['stall_cycles']:>14,}  {top}"
-        )
-    lines += ["", f"{'component':<10}{'instrs':>8}{'MACs dense':>16}{'executed':>16}"
-              f"{'cycles':>14}{'energy':>12}"]
-    for name, row in report["components"].items():
-        if row["instructions"] == 0:
-            continue
-        lines.append(
-            f"{name:<10}{row['instructions']:>8}{row['macs_dense']:>16,}{row['macs_executed']:>16,}"
-            f"{row['cycles']:>14,}{_si(row['energy_pj'] * 1e-12, 'J'):>12}"
-        )
-    layer_rows = [(k, r) for k, r in report["layers"].items() if k != NO_LAYER]
+        unit_rows.append([
+            name, str(unit["instructions"]), f"{unit['busy_cycles']:,}",
+            f"{unit['utilisation'] * 100:.1f}%", f"{unit['stall_cycles']:,}",
+            max(stalls, key=stalls.get) if stalls else "-",
+        ])
+    lines += _table([("unit", 10), ("instrs", 8), ("busy", 14), ("util", 8), ("stalled", 14),
+                     ("top stall", 16)], unit_rows)
+
+    def work_row(name: str, row: dict[str, Any]) -> list[str]:
+        return [name, str(row["instructions"]), f"{row['macs_dense']:,}",
+                f"{row['macs_executed']:,}", f"{row['cycles']:,}", _joules(row["energy_pj"]),
+                f"{row['mask']['rows_kept_fraction'] * 100:.1f}%"]
+
+    work_columns = [("", 10), ("instrs", 8), ("MACs dense", 16), ("executed", 16),
+                    ("cycles", 14), ("energy", 12), ("rows kept", 11)]
+    lines.append("")
+    lines += _table([("component", 10), *work_columns[1:]],
+                    [work_row(n, r) for n, r in report["components"].items()
+                     if r["instructions"]])
+    layer_rows = [work_row(k, r) for k, r in report["layers"].items() if k != NO_LAYER]
     if layer_rows:
-        lines += ["", f"{'layer':<10}{'instrs':>8}{'MACs dense':>16}{'executed':>16}"
-                  f"{'cycles':>14}{'energy':>12}{'rows kept':>11}"]
-        for key, row in layer_rows:
-            lines.append(
-                f"{key:<10}{row['instructions']:>8}{row['macs_dense']:>16,}"
-                f"{row['macs_executed']:>16,}{row['cycles']:>14,}"
-                f"{_si(row['energy_pj'] * 1e-12, 'J'):>12}"
-                f"{row['mask']['rows_kept_fraction'] * 100:>10.1f}%"
-            )
+        lines.append("")
+        lines += _table([("layer", 10), *work_columns[1:]], layer_rows)
     return "\n".join(lines) + "\n"

@@ -282,8 +282,7 @@ def instruction_costs(
             moved = work.dram_read_bytes + work.dram_write_bytes
             d = -(-moved // bpc) if moved else 0
             d = int(d)
-            if c < d:  # a cost below the port time would beat the bandwidth
-                c = d
+            c = max(c, d)  # a cost below the port time would beat the bandwidth
         queues.append(q)
         pops.append(fields["pop"])
         pushes.append(fields["push"])

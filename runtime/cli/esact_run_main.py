@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TextIO
 
 import numpy as np
-
 from esact_cc.runtime.errors import EsactError
 
 
@@ -145,12 +144,12 @@ class ProgressBar:
 
 def run(args: argparse.Namespace) -> int:
     from esact_cc.runtime.atomic_write import atomic_save_npy
+    from esact_cc.runtime.errors import ConfigError
     from esact_cc.runtime.esb import read_esb
     from esact_cc.runtime.hw_config import resolve_config
     from esact_cc.runtime.report import format_summary, write_report
     from esact_cc.runtime.run_program import config_mismatch_message, run_program
     from esact_cc.runtime.trace import write_trace
-    from esact_cc.runtime.errors import ConfigError
 
     if args.output_dir and Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
         raise UsageError(f"--output-dir '{args.output_dir}' is not a directory")

@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-
 from esact_cc.runtime.energy import EnergyModel, sram_pj_per_64bit
 from esact_cc.runtime.errors import ConfigError
 from esact_cc.runtime.hw_config import config_from_dict, load_config

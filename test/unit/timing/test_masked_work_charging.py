@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 import pytest
-
 from esact_cc.runtime.energy import EnergyModel
 from esact_cc.runtime.esb import DataSegment, DebugEntry, IODescriptor, Program
 from esact_cc.runtime.hw_config import load_config

@@ -3,11 +3,15 @@
 import json
 
 import pytest
-
 from esact_cc.runtime.energy import EnergyModel
 from esact_cc.runtime.hw_config import load_config
-from esact_cc.runtime.report import (COMPONENTS, InstructionInfo, build_report,
-                                     format_summary, write_report)
+from esact_cc.runtime.report import (
+    COMPONENTS,
+    InstructionInfo,
+    build_report,
+    format_summary,
+    write_report,
+)
 from esact_cc.runtime.timing import simulate
 from esact_cc.runtime.work_table import WorkTable
 

@@ -4,7 +4,6 @@ import io
 import sys
 
 import pytest
-
 from esact_cc.runtime import plots
 from esact_cc.runtime.cli.esact_run_main import ProgressBar
 

@@ -1,7 +1,6 @@
 """Analytic checks of the queue/token event simulation (runtime/timing.py simulate)."""
 
 import pytest
-
 from esact_cc.runtime.errors import ProgramError
 from esact_cc.runtime.timing import QUEUE_NAMES, check_tokens, simulate
 

@@ -4,18 +4,17 @@ is never below the roofline bound (property test over random valid programs)."""
 
 import math
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
+from esact_cc.runtime.energy import EnergyModel
 from esact_cc.runtime.hw_config import load_config
 from esact_cc.runtime.isa import Instruction, Queue, Work
 from esact_cc.runtime.report import InstructionInfo, build_report, unit_work_totals
-from esact_cc.runtime.energy import EnergyModel
 from esact_cc.runtime.timing import roofline, time_program
 from esact_cc.runtime.work_table import WorkTable
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 CONFIG = load_config()
-M = lambda *qs: sum(1 << int(q) for q in qs)  # noqa: E731
+M = lambda *qs: sum(1 << int(q) for q in qs)
 
 
 def gemm(m, k, n, rows=None, cols=None, pop=0, push=0):

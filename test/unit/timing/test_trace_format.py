@@ -3,6 +3,7 @@ traceEvents list; metadata (ph M) names the process and one thread per queue; ev
 instruction is one complete event (ph X) with name, cat, ts, dur (microseconds), pid, tid,
 args; slices on one thread never overlap."""
 
+import itertools
 import json
 
 from esact_cc.runtime.hw_config import load_config
@@ -87,5 +88,5 @@ def test_slices_on_one_track_do_not_overlap():
             by_tid.setdefault(ev["tid"], []).append((ev["ts"], ev["ts"] + ev["dur"]))
     for spans in by_tid.values():
         spans.sort()
-        for (_, end0), (start1, _) in zip(spans, spans[1:]):
+        for (_, end0), (start1, _) in itertools.pairwise(spans):
             assert start1 >= end0 - 1e-9
