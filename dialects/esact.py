@@ -144,7 +144,8 @@ class InstructionOp(IRDLOperation):
         try:
             validate_instruction(self.to_instruction(), 0)
         except Exception as e:  # ProgramError: report it as an IR verification error
-            raise VerifyException(f"{self.name}: {str(e).removeprefix('instruction 0 ')}") from None
+            detail = str(e).removeprefix(f"instruction 0 ({self.isa_spec().name}): ")
+            raise VerifyException(f"{self.name}: {detail}") from None
         if self.component is not None and self.component.data not in COMPONENTS:
             raise VerifyException(
                 f"{self.name}: component '{self.component.data}' is not one of {' '.join(sorted(COMPONENTS))}"

@@ -516,12 +516,13 @@ class _Lowering:
     # --- classification -------------------------------------------------------------------------
     def component_of(self, op: quantized.LinearOp) -> str:
         """q/k/v/o/ffn1/ffn2 of a linear, from where its input comes and its output goes."""
-        for use in op.result.uses:
-            user = use.operation
-            if isinstance(user, quantized.AttentionOp):
-                return ("q", "k", "v", "mask")[use.index] if use.index < 3 else "o"
-            if isinstance(user, transformer.GeluOp):
-                return "ffn1"
+        roles = sorted(
+            use.index for use in op.result.uses if isinstance(use.operation, quantized.AttentionOp) and use.index < 3
+        )
+        if roles:
+            return ("q", "k", "v")[roles[0]]
+        if any(isinstance(use.operation, transformer.GeluOp) for use in op.result.uses):
+            return "ffn1"
         producer = op.x.owner
         if isinstance(producer, quantized.AttentionOp):
             return "o"

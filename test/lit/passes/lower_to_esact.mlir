@@ -1,0 +1,100 @@
+// RUN: esact-opt %s -p lower-to-esact | filecheck %s
+// lower-to-esact: every op of a quantized layer becomes declarations + instructions (no tokens
+// yet). A GELU that is a linear's only user is fused into the linear's tiles.
+
+builtin.module attributes {esact.weight_store = "Inputs/tiny_layer.npz"} {
+  func.func @main(%x: tensor<1x4x8xf32> {onnx.name = "x"}, %m: tensor<1x1x1x4xf32> {onnx.name = "mask"}) -> (tensor<1x4x8xf32> {onnx.name = "y"}, tensor<1x4x16xf32> {onnx.name = "z"}) {
+    %h = transformer.host(%x) : (tensor<1x4x8xf32>) -> tensor<1x4x8xf32> {
+    ^bb0(%a: tensor<1x4x8xf32>):
+      %p = onnx.weight "pos" : tensor<1x4x8xf32>
+      %s = onnx.Add %a, %p : (tensor<1x4x8xf32>, tensor<1x4x8xf32>) -> tensor<1x4x8xf32>
+      transformer.yield %s : tensor<1x4x8xf32>
+    } loc("/embeddings/Add")
+    %w = onnx.weight "w8" : tensor<8x8xi8>
+    %ws = onnx.weight "s8" : tensor<8xf32>
+    %b = onnx.weight "b" : tensor<8xf32>
+    %w2 = onnx.weight "w28" : tensor<8x16xi8>
+    %w2s = onnx.weight "s28" : tensor<16xf32>
+    %b2 = onnx.weight "b2" : tensor<16xf32>
+    %g = onnx.weight "gamma" : tensor<8xf32>
+    %be = onnx.weight "beta" : tensor<8xf32>
+    %q = quantized.linear %h, %w, %ws, %b input_scale(0.03125) : (tensor<1x4x8xf32>, tensor<8x8xi8>, tensor<8xf32>, tensor<8xf32>) -> tensor<1x4x8xf32> loc("/layer.0/attention/self/query/MatMul")
+    %att = quantized.attention %q, %q, %h mask %m heads(2) scale(0.5) q_scale(0.0625) k_scale(0.0625) v_scale(0.03125) p_scale(0.0078740157) : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x1x1x4xf32>) -> tensor<1x4x8xf32> loc("/layer.0/attention/self/Softmax")
+    %r = transformer.add %att, %h : (tensor<1x4x8xf32>, tensor<1x4x8xf32>) -> tensor<1x4x8xf32> loc("/layer.0/attention/output/Add")
+    %l = transformer.layer_norm %r, %g, %be eps(1.0e-05) : (tensor<1x4x8xf32>, tensor<8xf32>, tensor<8xf32>) -> tensor<1x4x8xf32> loc("/layer.0/attention/output/LayerNorm")
+    %f = quantized.linear %l, %w2, %w2s, %b2 input_scale(0.015625) : (tensor<1x4x8xf32>, tensor<8x16xi8>, tensor<16xf32>, tensor<16xf32>) -> tensor<1x4x16xf32> loc("/layer.0/intermediate/dense/MatMul")
+    %e = transformer.gelu %f approximate("tanh") : (tensor<1x4x16xf32>) -> tensor<1x4x16xf32> loc("/layer.0/intermediate/Gelu")
+    %sm = transformer.softmax %e : (tensor<1x4x16xf32>) -> tensor<1x4x16xf32> loc("/head/Softmax")
+    %ge = transformer.gelu %l approximate("none") : (tensor<1x4x8xf32>) -> tensor<1x4x8xf32> loc("/head/Gelu")
+    func.return %ge, %sm : tensor<1x4x8xf32>, tensor<1x4x16xf32>
+  }
+}
+// CHECK: builtin.module attributes {esact.weight_store = "Inputs/tiny_layer.npz", esact.config_hash = "{{[0-9a-f]+}}"}
+// CHECK-NEXT: esact.io "input" "x" at 0 : tensor<1x4x8xf32>
+// CHECK-NEXT: esact.io "input" "mask" at 128 : tensor<1x1x1x4xf32>
+// CHECK-NEXT: esact.host_segment 0 "esact.host0.onnx"
+// CHECK-NEXT: esact.host_tensor 0 "input" "in0" at 0 : tensor<1x4x8xf32>
+// CHECK-NEXT: esact.host_tensor 0 "output" "out0" at 192 : tensor<1x4x8xf32>
+// CHECK-NEXT: esact.data "w8" at 320
+// CHECK-NEXT: esact.data "esact./layer.0/attention/self/query/MatMul.dequant" at 384
+// CHECK-NEXT: esact.data "esact.attention.score_scale" at 704
+// CHECK-NEXT: esact.data "esact.attention.output_scale" at 768
+// CHECK-NEXT: esact.data "esact./layer.0/attention/output/LayerNorm.gamma_beta" at 1088
+// CHECK-NEXT: esact.data "w28" at 1152
+// CHECK-NEXT: esact.data "esact./layer.0/intermediate/dense/MatMul.dequant" at 1280
+// CHECK-NEXT: esact.io "output" "y" at 1920 : tensor<1x4x8xf32>
+// CHECK-NEXT: esact.io "output" "z" at 1664 : tensor<1x4x16xf32>
+// CHECK-NEXT: esact.host pop [] push [] {{.*}}segment = 0{{.*}}component = "host"
+// CHECK-NEXT: esact.load pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 8{{.*}}dram_stride = 32{{.*}}component = "load"
+// CHECK-NEXT: esact.quant pop [] push [] {{.*}}rows = 4{{.*}}cols = 8{{.*}}mult = 32.0{{.*}}component = "sfu"
+// CHECK-NEXT: esact.load pop [] push [] {{.*}}buf = WBUF{{.*}}rows = 8{{.*}}cols = 8{{.*}}dram_stride = 8{{.*}}component = "load"
+// CHECK-NEXT: esact.load pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 2{{.*}}cols = 8{{.*}}dram_stride = 32{{.*}}component = "load"
+// CHECK-NEXT: esact.gemm pop [] push [] {{.*}}m = 4{{.*}}k = 8{{.*}}n = 8{{.*}}component = "q"
+// CHECK-NEXT: esact.dequant pop [] push [] {{.*}}rows = 4{{.*}}cols = 8{{.*}}has_bias = 1{{.*}}component = "sfu"
+// CHECK-NEXT: esact.store pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 8{{.*}}dram_stride = 32{{.*}}component = "store"
+// CHECK-NEXT: esact.load pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 1{{.*}}cols = 4{{.*}}dram_stride = 0{{.*}}component = "load"
+// CHECK-NEXT: esact.load pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 1{{.*}}cols = 4{{.*}}dram_stride = 0{{.*}}component = "load"
+// CHECK-NEXT: esact.load pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 8{{.*}}dram_stride = 32{{.*}}component = "load"
+// CHECK-NEXT: esact.quant pop [] push [] {{.*}}rows = 4{{.*}}cols = 8{{.*}}mult = 16.0{{.*}}component = "sfu"
+// CHECK-NEXT: esact.load pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 8{{.*}}dram_stride = 32{{.*}}component = "load"
+// CHECK-NEXT: esact.quant pop [] push [] {{.*}}rows = 4{{.*}}cols = 8{{.*}}mult = 16.0{{.*}}component = "sfu"
+// CHECK-NEXT: esact.load pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 8{{.*}}dram_stride = 32{{.*}}component = "load"
+// CHECK-NEXT: esact.quant pop [] push [] {{.*}}rows = 4{{.*}}cols = 8{{.*}}mult = 32.0{{.*}}component = "sfu"
+// CHECK-NEXT: esact.attn_qk pop [] push [] {{.*}}lq = 4{{.*}}lk = 4{{.*}}d = 4{{.*}}q_stride = 8{{.*}}k_stride = 8{{.*}}component = "qk"
+// CHECK-NEXT: esact.dequant pop [] push [] {{.*}}rows = 4{{.*}}cols = 4{{.*}}has_bias = 0{{.*}}component = "sfu"
+// CHECK-NEXT: esact.load pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 1{{.*}}cols = 4{{.*}}dram_stride = 0{{.*}}component = "load"
+// CHECK-NEXT: esact.softmax pop [] push [] {{.*}}rows = 4{{.*}}cols = 4{{.*}}scale = 1.0{{.*}}has_add_mask = 1{{.*}}causal = 0{{.*}}component = "sfu"
+// CHECK-NEXT: esact.quant pop [] push [] {{.*}}rows = 4{{.*}}cols = 4{{.*}}mult = 127.0{{.*}}component = "sfu"
+// CHECK-NEXT: esact.attn_qk pop [] push [] {{.*}}lq = 4{{.*}}lk = 4{{.*}}d = 4{{.*}}q_stride = 8{{.*}}k_stride = 8{{.*}}component = "qk"
+// CHECK-NEXT: esact.dequant pop [] push [] {{.*}}rows = 4{{.*}}cols = 4{{.*}}has_bias = 0{{.*}}component = "sfu"
+// CHECK-NEXT: esact.softmax pop [] push [] {{.*}}rows = 4{{.*}}cols = 4{{.*}}scale = 1.0{{.*}}has_add_mask = 1{{.*}}causal = 0{{.*}}component = "sfu"
+// CHECK-NEXT: esact.quant pop [] push [] {{.*}}rows = 4{{.*}}cols = 4{{.*}}mult = 127.0{{.*}}component = "sfu"
+// CHECK-NEXT: esact.attn_pv pop [] push [] {{.*}}lq = 4{{.*}}lk = 4{{.*}}d = 4{{.*}}v_stride = 8{{.*}}component = "pv"
+// CHECK-NEXT: esact.dequant pop [] push [] {{.*}}rows = 4{{.*}}cols = 4{{.*}}has_bias = 0{{.*}}component = "sfu"
+// CHECK-NEXT: esact.store pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 4{{.*}}dram_stride = 32{{.*}}component = "store"
+// CHECK-NEXT: esact.attn_pv pop [] push [] {{.*}}lq = 4{{.*}}lk = 4{{.*}}d = 4{{.*}}v_stride = 8{{.*}}component = "pv"
+// CHECK-NEXT: esact.dequant pop [] push [] {{.*}}rows = 4{{.*}}cols = 4{{.*}}has_bias = 0{{.*}}component = "sfu"
+// CHECK-NEXT: esact.store pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 4{{.*}}dram_stride = 32{{.*}}component = "store"
+// CHECK-NEXT: esact.load pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 8{{.*}}dram_stride = 0{{.*}}component = "load"
+// CHECK-NEXT: esact.load pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 8{{.*}}dram_stride = 0{{.*}}component = "load"
+// CHECK-NEXT: esact.add pop [] push [] {{.*}}rows = 4{{.*}}cols = 8{{.*}}component = "sfu"
+// CHECK-NEXT: esact.store pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 8{{.*}}dram_stride = 0{{.*}}component = "store"
+// CHECK-NEXT: esact.load pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 2{{.*}}cols = 8{{.*}}dram_stride = 0{{.*}}component = "load"
+// CHECK-NEXT: esact.load pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 8{{.*}}dram_stride = 0{{.*}}component = "load"
+// CHECK-NEXT: esact.layernorm pop [] push [] {{.*}}rows = 4{{.*}}cols = 8{{.*}}component = "sfu"
+// CHECK-NEXT: esact.store pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 8{{.*}}dram_stride = 0{{.*}}component = "store"
+// CHECK-NEXT: esact.load pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 8{{.*}}dram_stride = 32{{.*}}component = "load"
+// CHECK-NEXT: esact.quant pop [] push [] {{.*}}rows = 4{{.*}}cols = 8{{.*}}mult = 64.0{{.*}}component = "sfu"
+// CHECK-NEXT: esact.load pop [] push [] {{.*}}buf = WBUF{{.*}}rows = 8{{.*}}cols = 16{{.*}}dram_stride = 16{{.*}}component = "load"
+// CHECK-NEXT: esact.load pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 2{{.*}}cols = 16{{.*}}dram_stride = 64{{.*}}component = "load"
+// CHECK-NEXT: esact.gemm pop [] push [] {{.*}}m = 4{{.*}}k = 8{{.*}}n = 16{{.*}}component = "ffn1"
+// CHECK-NEXT: esact.dequant pop [] push [] {{.*}}rows = 4{{.*}}cols = 16{{.*}}has_bias = 1{{.*}}component = "sfu"
+// CHECK-NEXT: esact.gelu pop [] push [] {{.*}}rows = 4{{.*}}cols = 16{{.*}}mode = TANH{{.*}}component = "sfu"
+// CHECK-NEXT: esact.store pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 16{{.*}}dram_stride = 64{{.*}}component = "store"
+// CHECK-NEXT: esact.load pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 16{{.*}}dram_stride = 0{{.*}}component = "load"
+// CHECK-NEXT: esact.softmax pop [] push [] {{.*}}rows = 4{{.*}}cols = 16{{.*}}scale = 1.0{{.*}}has_add_mask = 0{{.*}}causal = 0{{.*}}component = "sfu"
+// CHECK-NEXT: esact.store pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 16{{.*}}dram_stride = 0{{.*}}component = "store"
+// CHECK-NEXT: esact.load pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 8{{.*}}dram_stride = 0{{.*}}component = "load"
+// CHECK-NEXT: esact.gelu pop [] push [] {{.*}}rows = 4{{.*}}cols = 8{{.*}}mode = ERF{{.*}}component = "sfu"
+// CHECK-NEXT: esact.store pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 8{{.*}}dram_stride = 0{{.*}}component = "store"
+// CHECK-NEXT: esact.halt pop [] push []
