@@ -1,8 +1,9 @@
 """ONNX frontend: an ONNX model (file or ModelProto) -> `onnx` dialect module + weight store.
 
 Steps, each a function below:
-1. `load_model`: read the file (one-line error if it is not a readable ONNX model), inline
-   local functions.
+1. `load_model`: read the file (one-line error if it is not a readable ONNX model) with its
+   weights as zero-copy views of the memory-mapped file (`onnx_file_reader`), inline local
+   functions.
 2. `check_supported`: every node must be an op of the `onnx` dialect; one error lists them all.
 3. Initializers and Constant nodes become numpy constants (`numpy_helper.to_array` once per
    tensor; the proto's copy is dropped when we own the proto, so weights exist once).
@@ -53,6 +54,7 @@ from esact_cc import tensor_types
 from esact_cc.dialects.onnx import OP_CLASSES, ONNX_OP_TYPES, WeightOp
 from esact_cc.interpret_onnx_ops import constant_value, run_kernel
 from esact_cc.onnx_attributes import python_from_onnx, xdsl_from_python
+from esact_cc.onnx_file_reader import read_model
 from esact_cc.runtime.errors import CompileError
 from esact_cc.weight_store import WeightStore, attach
 
@@ -106,18 +108,17 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-def load_model(model: str | os.PathLike[str] | ModelProto) -> tuple[ModelProto, bool]:
-    """The ModelProto for a path or proto, and whether we own it (may clear its tensors)."""
+def load_model(model: str | os.PathLike[str] | ModelProto) -> tuple[ModelProto, bool, dict[str, np.ndarray]]:
+    """The ModelProto for a path or proto, whether we own it (may clear its tensors), and the
+    initializers already read as arrays (zero-copy views of the file, see `onnx_file_reader`)."""
+    arrays: dict[str, np.ndarray] = {}
     if isinstance(model, ModelProto):
         proto, owned = model, False
     else:
         path = Path(model)
         if not path.is_file():
             raise CompileError(f"cannot read ONNX model '{path}': no such file")
-        try:
-            proto = onnx.load(str(path))
-        except Exception as e:  # protobuf raises DecodeError, RuntimeWarning, ValueError...
-            raise CompileError(f"cannot read ONNX model '{path}': {_one_line(e)}") from None
+        proto, arrays = read_model(path)
         owned = True
         if not proto.HasField("graph") or not proto.graph.output:
             raise CompileError(f"cannot read ONNX model '{path}': not an ONNX model (no graph outputs)")
@@ -129,7 +130,7 @@ def load_model(model: str | os.PathLike[str] | ModelProto) -> tuple[ModelProto, 
         except Exception as e:
             raise CompileError(f"cannot inline the model's local functions: {_one_line(e)}") from None
         owned = True
-    return proto, owned
+    return proto, owned, arrays
 
 
 def default_opset(proto: ModelProto) -> int:
@@ -309,10 +310,13 @@ def _try_fold(node: NodeProto, graph: _Graph) -> list[np.ndarray] | None:
     return [np.asarray(o) for o in outputs]
 
 
-def _collect_constants(proto: ModelProto, owned: bool) -> tuple[dict[str, np.ndarray], dict[str, str], list[NodeProto]]:
-    """Initializers and Constant-node values as numpy arrays; the nodes that are not Constants."""
-    constants: dict[str, np.ndarray] = {}
-    origin: dict[str, str] = {}
+def _collect_constants(
+    proto: ModelProto, owned: bool, arrays: dict[str, np.ndarray]
+) -> tuple[dict[str, np.ndarray], dict[str, str], list[NodeProto]]:
+    """Initializers (`arrays` plus those still in the proto) and Constant-node values as numpy
+    arrays; the nodes that are not Constants."""
+    constants: dict[str, np.ndarray] = dict(arrays)
+    origin: dict[str, str] = {name: name for name in arrays}
     for init in proto.graph.initializer:
         try:
             constants[init.name] = numpy_helper.to_array(init)
@@ -338,14 +342,14 @@ def import_onnx(
     store: WeightStore | None = None,
 ) -> tuple[ModuleOp, WeightStore]:
     """Import an ONNX model into the `onnx` dialect; the returned store holds its weights."""
-    proto, owned = load_model(model)
+    proto, owned, arrays = load_model(model)
     opset = default_opset(proto)
     check_supported(proto.graph.node, opset)
     # Name every node once, so locations and errors agree.
     for index, node in enumerate(proto.graph.node):
         if not node.name:
             node.name = node_label(node, index)
-    constants, origin, nodes = _collect_constants(proto, owned)
+    constants, origin, nodes = _collect_constants(proto, owned, arrays)
     real_inputs = [i for i in proto.graph.input if i.name not in constants]
     graph = _Graph(
         opset=opset,
@@ -355,7 +359,7 @@ def import_onnx(
         nodes=nodes,
         constants=constants,
         constant_origin=origin,
-        parameter_names={i.name for i in proto.graph.initializer},
+        parameter_names={i.name for i in proto.graph.initializer} | set(arrays),
     )
     _infer_types(graph)
     while _fold(graph):
