@@ -107,7 +107,9 @@ def _run_phase(
                     continue
                 pattern.rewrite(op, graph)
             except NoMatch as miss:
-                report.near_misses.append(f"{pattern.name} at '{location_name(op)}': {miss}")
+                where = location_name(op)
+                check = str(miss).removeprefix(f"{where}: ")
+                report.near_misses.append(f"{pattern.name} at '{where}': {check}")
                 continue
             report.lifted[pattern.name] += 1
             break
