@@ -32,11 +32,11 @@ from xdsl.irdl import (
 ONNX_OP_TYPES: tuple[str, ...] = (
     "Abs", "Add", "And", "ArgMax", "Cast", "Ceil", "Clip", "Concat", "Constant",
     "ConstantOfShape", "Conv", "Cos", "CumSum", "Div", "Dropout", "Einsum", "Equal", "Erf",
-    "Exp", "Expand", "Flatten", "Floor", "Gather", "GatherElements", "Gelu", "Gemm",
+    "Exp", "Expand", "Flatten", "Floor", "Gather", "GatherElements", "GatherND", "Gelu", "Gemm",
     "Greater", "GreaterOrEqual", "Identity", "IsNaN", "LayerNormalization", "Less",
     "LessOrEqual", "Log", "MatMul", "Max", "Min", "Mod", "Mul", "Neg", "Not", "Or", "Pad",
-    "Pow", "Range", "Reciprocal", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceProd",
-    "ReduceSum", "Relu", "Reshape", "ScatterND", "Shape", "Sigmoid", "Sign", "Sin", "Size",
+    "Pow", "Range", "Reciprocal", "ReduceL1", "ReduceL2", "ReduceMax", "ReduceMean", "ReduceMin",
+    "ReduceProd", "ReduceSum", "ReduceSumSquare", "Relu", "Reshape", "ScatterND", "Shape", "Sigmoid", "Sign", "Sin", "Size",
     "Slice", "Softmax", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tanh", "Tile", "Transpose",
     "Trilu", "Unsqueeze", "Where", "Xor",
 )

@@ -266,6 +266,10 @@ ONNX_KERNELS["ReduceSum"] = _reduction(np.sum)
 ONNX_KERNELS["ReduceMax"] = _reduction(np.max)
 ONNX_KERNELS["ReduceMin"] = _reduction(np.min)
 ONNX_KERNELS["ReduceProd"] = _reduction(np.prod)
+ONNX_KERNELS["ReduceL1"] = _reduction(lambda x, axis, keepdims: np.sum(np.abs(x), axis=axis, keepdims=keepdims))
+ONNX_KERNELS["ReduceL2"] = _reduction(
+    lambda x, axis, keepdims: np.sqrt(np.sum(x * x, axis=axis, keepdims=keepdims)))
+ONNX_KERNELS["ReduceSumSquare"] = _reduction(lambda x, axis, keepdims: np.sum(x * x, axis=axis, keepdims=keepdims))
 
 
 @kernel("ArgMax")
@@ -390,6 +394,20 @@ def _gather_elements(ins: list[Array | None], attrs: Attrs, n: int) -> list[Arra
     axis = attrs.get("axis", 0)
     idx = np.where(idx < 0, idx + x.shape[axis], idx)
     return [np.take_along_axis(x, idx, axis=axis)]
+
+
+@kernel("GatherND")
+def _gather_nd(ins: list[Array | None], attrs: Attrs, n: int) -> list[Array]:
+    data, indices = ins[0], ins[1].astype(np.int64)
+    b = attrs.get("batch_dims", 0)
+    batch_shape = data.shape[:b]
+    k = indices.shape[-1]
+    flat_data = data.reshape((-1,) + data.shape[b:])
+    flat_idx = indices.reshape((flat_data.shape[0], -1, k))
+    dims = np.array(data.shape[b:b + k], np.int64)
+    flat_idx = np.where(flat_idx < 0, flat_idx + dims, flat_idx)
+    picked = np.stack([flat_data[i][tuple(flat_idx[i].T)] for i in range(flat_data.shape[0])])
+    return [picked.reshape(batch_shape + indices.shape[b:-1] + data.shape[b + k:])]
 
 
 @kernel("ScatterND")
