@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -90,24 +89,10 @@ def test_esact_cc_debug_lift_reports_near_misses(tmp_path: Path) -> None:
     path = tmp_path / "near_miss.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "esact_cc.cli.esact_cc_main",
-            str(path),
-            "--compile-to",
-            "transformer",
-            "--debug-lift",
-        ],
+        ["esact-cc", str(path), "--compile-to", "transformer", "--debug-lift"],
         capture_output=True,
         text=True,
     )
-    if result.returncode != 0 and "No module named" in result.stderr:
-        result = subprocess.run(
-            ["esact-cc", str(path), "--compile-to", "transformer", "--debug-lift"],
-            capture_output=True,
-            text=True,
-        )
     assert result.returncode == 0, result.stderr
     assert (
         "near miss: softmax at '/head/Softmax': Softmax axis 1 is not the last axis"
