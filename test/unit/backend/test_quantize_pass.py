@@ -1,0 +1,135 @@
+"""quantize pass and the INT8 reference semantics, against independent numpy formulas."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from esact_cc.dialect_registry import make_context
+from esact_cc.dialects import quantized, transformer
+from esact_cc.interpret_quantized_ops import run_attention, run_linear
+from esact_cc.passes.quantize import QuantizePass, per_channel_weight
+from esact_cc.reference_interpreter import run_module
+from esact_cc.runtime.errors import CompileError
+
+_spec = importlib.util.spec_from_file_location("transformer_layer", Path(__file__).with_name("transformer_layer.py"))
+layer = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(layer)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def fake_quant(x: np.ndarray, scale: float) -> np.ndarray:
+    """Symmetric INT8 codes of x, written from the textbook formula."""
+    return np.clip(np.round(x.astype(np.float64) / scale), -127, 127)
+
+
+def test_per_channel_weight_scales_and_codes() -> None:
+    w = np.random.default_rng(0).standard_normal((24, 10)).astype(np.float32)
+    w[:, 3] = 0.0  # an all-zero channel gets scale 1
+    q, scale = per_channel_weight(w)
+    assert q.dtype == np.int8 and scale.dtype == np.float32
+    expected = np.abs(w).max(axis=0) / 127
+    expected[3] = 1.0
+    np.testing.assert_allclose(scale, expected, rtol=1e-6)
+    assert np.abs(q).max() == 127 and not q[:, 3].any()
+    assert np.all(np.abs(q * scale - w) <= scale / 2 + 1e-7)
+
+
+def test_linear_semantics_match_fake_quant_formula() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, 5, 16)).astype(np.float32)
+    w = rng.standard_normal((16, 8)).astype(np.float32)
+    b = rng.standard_normal(8).astype(np.float32)
+    q, ws = per_channel_weight(w)
+    s = float(np.abs(x).max() / 127)
+    got = run_linear(x, q, ws, b, s)
+    expected = fake_quant(x, s) @ q.astype(np.float64) * (s * ws.astype(np.float64)) + b
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    # And it approximates the FP32 linear.
+    assert cosine(got, x @ w + b) > 0.999
+
+
+def test_attention_semantics_match_fake_quant_formula() -> None:
+    rng = np.random.default_rng(2)
+    q, k, v = (rng.standard_normal((2, 6, 8)).astype(np.float32) for _ in range(3))
+    mask = np.zeros((2, 1, 1, 6), np.float32)
+    mask[1, ..., -2:] = -1e4
+    scales = {n: float(np.abs(t).max() / 127) for n, t in (("q", q), ("k", k), ("v", v))}
+    got = run_attention(q, k, v, mask, num_heads=2, scale=0.5, causal=True, q_scale=scales["q"],
+                        k_scale=scales["k"], v_scale=scales["v"], p_scale=1 / 127)
+    expected = np.zeros_like(got, dtype=np.float64)
+    visible = np.tril(np.ones((6, 6), bool))
+    for b in range(2):
+        for h in range(2):
+            cols = slice(4 * h, 4 * h + 4)
+            s = (fake_quant(q[b, :, cols], scales["q"]) @ fake_quant(k[b, :, cols], scales["k"]).T) \
+                * scales["q"] * scales["k"] * 0.5 + mask[b, 0]
+            s = np.where(visible, s, -np.inf)
+            p = np.exp(s - s.max(axis=1, keepdims=True))
+            p /= p.sum(axis=1, keepdims=True)
+            expected[b, :, cols] = fake_quant(p, 1 / 127) @ fake_quant(v[b, :, cols], scales["v"]) \
+                * (scales["v"] / 127)
+    np.testing.assert_allclose(got, expected, atol=2e-5)
+
+
+def _quantize(module, calibration: str | None = None) -> None:
+    QuantizePass(calibration_data=calibration).apply(make_context(), module)
+    module.verify()
+
+
+def test_pass_rewrites_gemm_ops_and_keeps_accuracy(capsys: pytest.CaptureFixture[str]) -> None:
+    module, store = layer.build()
+    inputs = layer.inputs()
+    reference = run_module(module, inputs, store)["y"]
+    _quantize(module)
+    assert capsys.readouterr().err.count("warning: no --calibration-data") == 1
+    names = [op.name for op in module.walk()]
+    assert "transformer.linear" not in names and "transformer.attention" not in names
+    assert names.count("quantized.linear") == 6 and names.count("quantized.attention") == 1
+    got = run_module(module, inputs, store)["y"]
+    assert cosine(got, reference) > 0.999
+    assert store["q.w.int8"].dtype == np.int8
+
+
+def test_calibration_data_sets_activation_scales(tmp_path: Path) -> None:
+    module, store = layer.build()
+    rng = np.random.default_rng(7)
+    xs = rng.standard_normal((3, 1, 16, 32)).astype(np.float32) * 3
+    masks = np.zeros((3, 1, 1, 1, 16), np.float32)
+    path = tmp_path / "calib.npz"
+    np.savez(path, x=xs, mask=masks)
+    _quantize(module, str(path))
+    first = next(op for op in module.walk() if isinstance(op, quantized.LinearOp))
+    # The first linear reads the host output x + pos: its peak over the samples sets the scale.
+    peak = max(float(np.abs(x + store["pos"]).max()) for x in xs)
+    assert first.input_scale.value.data == pytest.approx(peak / 127, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"x": np.zeros((2, 1, 16, 32), np.float32)}, "lacks input(s) mask"),
+        ({"x": np.zeros((2, 16, 31), np.float32), "mask": np.zeros((2, 1, 1, 1, 16), np.float32)},
+         "input 'x' has shape [2, 16, 31]"),
+    ],
+)
+def test_bad_calibration_data_is_one_line_error(tmp_path: Path, arrays, message: str) -> None:
+    module, _ = layer.build()
+    path = tmp_path / "calib.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(CompileError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")) as info:
+        _quantize(module, str(path))
+    assert "\n" not in str(info.value)
+
+
+def test_missing_calibration_file(tmp_path: Path) -> None:
+    module, _ = layer.build()
+    with pytest.raises(CompileError, match="not found"):
+        _quantize(module, str(tmp_path / "nope.npz"))
