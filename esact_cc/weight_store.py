@@ -107,6 +107,9 @@ class WeightStore(Mapping[str, np.ndarray]):
                     info.external_attr = 0o644 << 16
                     with zf.open(info, "w", force_zip64=True) as member:
                         np.lib.format.write_array(member, self[name], allow_pickle=False)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
