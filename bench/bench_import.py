@@ -50,7 +50,7 @@ def measure(kind: str, model: str, stage: str, shapes: dict[str, list[int]]) -> 
         peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
         print(json.dumps({"seconds": elapsed, "peak_mb": peak_kb / 1024}))
     """)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise SystemExit(f"{kind} run failed:\n{result.stderr}")
     return json.loads(result.stdout.strip().splitlines()[-1])

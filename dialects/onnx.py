@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from xdsl.dialects.builtin import DenseArrayBase, DenseIntOrFPElementsAttr, StringAttr, TensorType
 from xdsl.ir import Dialect
-from xdsl.utils.exceptions import VerifyException
 from xdsl.irdl import (
     IRDLOperation,
     irdl_op_definition,
@@ -27,6 +26,7 @@ from xdsl.irdl import (
     var_operand_def,
     var_result_def,
 )
+from xdsl.utils.exceptions import VerifyException
 
 # The ONNX op types the importer accepts: the set real Transformer exports use.
 ONNX_OP_TYPES: tuple[str, ...] = (

@@ -70,7 +70,7 @@ class CompiledModel:
         return run_module(self.module, inputs, self.store)
 
 
-def compile(  # noqa: A001 (the API's verb)
+def compile(
     model: str | os.PathLike[str] | ModelProto,
     stage: str = "transformer",
     input_shapes: Mapping[str, Sequence[int]] | None = None,

@@ -34,7 +34,6 @@ import numpy as np
 import onnx
 import onnx.inliner
 from onnx import ModelProto, NodeProto, TensorProto, ValueInfoProto, numpy_helper
-from xdsl.builder import Builder
 from xdsl.dialects import func
 from xdsl.dialects.builtin import (
     ArrayAttr,
@@ -51,7 +50,7 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Block, Operation, Region, SSAValue
 
 from esact_cc import tensor_types
-from esact_cc.dialects.onnx import OP_CLASSES, ONNX_OP_TYPES, WeightOp
+from esact_cc.dialects.onnx import ONNX_OP_TYPES, OP_CLASSES, WeightOp
 from esact_cc.interpret_onnx_ops import constant_value, run_kernel
 from esact_cc.onnx_attributes import python_from_onnx, xdsl_from_python
 from esact_cc.onnx_file_reader import read_model

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+from esact_cc.dialects.onnx import WeightOp
 from onnx import TensorProto, helper, numpy_helper
 
-from esact_cc.dialects.onnx import WeightOp
 from esact_cc.onnx_export import export_module, export_ops
 from esact_cc.onnx_frontend import import_onnx
 from esact_cc.reference_interpreter import main_function

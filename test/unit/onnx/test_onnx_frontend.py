@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from esact_cc.dialects.onnx import WeightOp
+from esact_cc.runtime.errors import CompileError
 from onnx import TensorProto, helper, numpy_helper
 
 from esact_cc.api import ir_text, parse_ir
-from esact_cc.dialects.onnx import WeightOp
 from esact_cc.onnx_frontend import import_onnx, parse_input_shape
 from esact_cc.reference_interpreter import main_function
-from esact_cc.runtime.errors import CompileError
 
 _spec = importlib.util.spec_from_file_location("onnx_graphs", Path(__file__).with_name("onnx_graphs.py"))
 graphs = importlib.util.module_from_spec(_spec)
@@ -204,5 +204,5 @@ def test_import_from_path_clears_nothing_in_callers_proto(tmp_path):
     assert model.SerializeToString() == before  # a caller's ModelProto is never modified
     path = tmp_path / "m.onnx"
     onnx.save(model, path)
-    module, store = import_onnx(path, SHAPES)
+    _, store = import_onnx(path, SHAPES)
     np.testing.assert_array_equal(store["w_q"], numpy_helper.to_array(model.graph.initializer[8]))

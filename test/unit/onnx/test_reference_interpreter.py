@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
-
 from esact_cc.dialects.onnx import ONNX_OP_TYPES
+from esact_cc.runtime.errors import CompileError
+from onnx import TensorProto, numpy_helper
+
 from esact_cc.onnx_frontend import import_onnx
 from esact_cc.reference_interpreter import Interpreter, register, registered_ops, run_module
-from esact_cc.runtime.errors import CompileError
 
 _spec = importlib.util.spec_from_file_location("onnx_graphs", Path(__file__).with_name("onnx_graphs.py"))
 graphs = importlib.util.module_from_spec(_spec)
@@ -207,7 +207,8 @@ def test_bad_inputs(inputs, message):
 def test_unknown_op_is_named_with_its_location():
     # A registered op with no interpreter semantics (func.call).
     from xdsl.dialects import func as func_dialect
-    from xdsl.dialects.builtin import ModuleOp, NameLoc, NoneAttr, StringAttr, TensorType, f32 as F32
+    from xdsl.dialects.builtin import ModuleOp, NameLoc, NoneAttr, StringAttr, TensorType
+    from xdsl.dialects.builtin import f32 as F32
     from xdsl.ir import Block, Region
 
     block = Block(arg_types=[TensorType(F32, [2])])

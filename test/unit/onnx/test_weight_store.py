@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from esact_cc.runtime.errors import CompileError
 
 from esact_cc.api import load_ir, write_ir
 from esact_cc.onnx_frontend import import_onnx
-from esact_cc.runtime.errors import CompileError
 from esact_cc.weight_store import WEIGHT_STORE_ATTR, WeightStore, store_of
 
 
