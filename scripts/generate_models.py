@@ -40,8 +40,9 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # MiniLM loads from the package, never the hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -58,14 +59,13 @@ TINY_SEQ = 16
 PAD_FRACTION = 0.25  # trailing share of tokens masked out in padded (BERT/MiniLM) inputs
 
 # Tiny configs: small enough that each fixture is well under 1 MB.
-TINY_BERT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                 intermediate_size=64, vocab_size=128, max_position_embeddings=32)
-TINY_VIT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                image_size=16, patch_size=4, num_channels=3)  # 16 patches + CLS = 17 tokens
-TINY_GPT2 = dict(n_embd=32, n_layer=2, n_head=4, vocab_size=128, n_positions=32)
-TINY_MINILM = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                   intermediate_size=64, vocab_size=128, max_position_embeddings=32,
-                   layer_norm_eps=1e-12)
+TINY_BERT = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "intermediate_size": 64, "vocab_size": 128, "max_position_embeddings": 32}
+TINY_VIT = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "intermediate_size": 64, "image_size": 16, "patch_size": 4,
+            "num_channels": 3}  # 16 patches + CLS = 17 tokens
+TINY_GPT2 = {"n_embd": 32, "n_layer": 2, "n_head": 4, "vocab_size": 128, "n_positions": 32}
+TINY_MINILM = TINY_BERT | {"layer_norm_eps": 1e-12}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,8 +264,8 @@ def export(wrapped: nn.Module, inputs: dict[str, np.ndarray], spec: Spec, path: 
            fallbacks: list[str]) -> None:
     """Export; on failure try the documented workaround and record what happened."""
     args = tuple(torch.from_numpy(v) for v in inputs.values())
-    common = dict(input_names=list(inputs), output_names=list(spec.output_names),
-                  opset_version=spec.opset)
+    common = {"input_names": list(inputs), "output_names": list(spec.output_names),
+              "opset_version": spec.opset}
     if spec.exporter == "legacy":
         torch.onnx.export(wrapped, args, str(path), dynamo=False, do_constant_folding=True,
                           **common)

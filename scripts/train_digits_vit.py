@@ -165,7 +165,7 @@ def export(model: nn.Module, path: Path, exporter: str) -> None:
     values across layers.
     """
     dummy = torch.zeros(1, 1, 8, 8)
-    kwargs = dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME])
+    kwargs = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME]}
     if exporter == "legacy":
         torch.onnx.export(model, (dummy,), str(path), dynamo=False, opset_version=17, **kwargs)
     else:
