@@ -64,6 +64,8 @@ class OnnxGraph:
 
     def __init__(self, store: WeightStore):
         self.store = store
+        self._derived: dict[str, str] = {}
+        """Hint -> store name of the tensors this pass added (see `new_weight`)."""
 
     # --- structure --------------------------------------------------------------------
     @staticmethod
@@ -194,9 +196,14 @@ class OnnxGraph:
         return self.new_weight(array, hint, before)
 
     def new_weight(self, array: np.ndarray, hint: str, before: Operation) -> SSAValue:
-        """Add `array` to the store under a fresh name derived from `hint`; a handle to it."""
-        name = self.store.unique_name(hint)
-        self.store.add(name, np.ascontiguousarray(array))
+        """A handle to `array` stored under a name derived from `hint`: a tensor this pass
+        already derived under that hint with equal contents is reused (a transposed weight
+        shared by two MatMuls is stored once), else a fresh store entry is made."""
+        name = self._derived.get(hint)
+        if name is None or not np.array_equal(self.store[name], array):
+            name = self.store.unique_name(hint)
+            self.store.add(name, np.ascontiguousarray(array))
+            self._derived[hint] = name
         op = WeightOp(name, tensor_type_of(self.store[name]))
         op.location = NameLoc(StringAttr(name), NoneAttr())
         before.parent_block().insert_op_before(op, before)  # type: ignore[union-attr]

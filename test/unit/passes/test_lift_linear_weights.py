@@ -49,3 +49,26 @@ def test_transposed_weight_and_inline_bias_become_store_handles() -> None:
     ]
     (got,) = run_module(module, {"arg0": x}, store).values()
     np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+SHARED_IR = """
+func.func @main(%x: tensor<1x3x4xf32>) -> (tensor<1x3x2xf32>, tensor<1x3x2xf32>) {
+  %w = onnx.weight "tied.weight" : tensor<2x4xf32>
+  %wt = onnx.Transpose %w {perm = array<i64: 1, 0>} : (tensor<2x4xf32>) -> tensor<4x2xf32>
+  %y = onnx.MatMul %x, %wt : (tensor<1x3x4xf32>, tensor<4x2xf32>) -> tensor<1x3x2xf32>
+  %n = onnx.Neg %x : (tensor<1x3x4xf32>) -> tensor<1x3x4xf32>
+  %z = onnx.MatMul %n, %wt : (tensor<1x3x4xf32>, tensor<4x2xf32>) -> tensor<1x3x2xf32>
+  func.return %y, %z : tensor<1x3x2xf32>, tensor<1x3x2xf32>
+}
+"""
+
+
+def test_a_transposed_weight_shared_by_two_matmuls_is_stored_once() -> None:
+    module = Parser(make_context(), SHARED_IR).parse_module()
+    store = WeightStore({"tied.weight": np.ones((2, 4), np.float32)})
+    attach(module, store)
+    lift_module(module, store)
+    module.verify()
+    names = [op.operands[1].op.weight_name.data for op in module.walk() if op.name == "transformer.linear"]
+    assert names == ["tied.weight.T", "tied.weight.T"]
+    assert sorted(store) == ["tied.weight", "tied.weight.T"]
