@@ -102,7 +102,8 @@ class EsactOptMain(xDSLOptMain):
 
         if self.args.output_file is not None:
             bind_to_ir_file(prog, store_of(prog), self.args.output_file)
-        return super().output_resulting_program(prog)
+        # One trailing newline, as `esact-cc -o` and `api.ir_text` write: files compare equal.
+        return super().output_resulting_program(prog).rstrip("\n") + "\n"
 
     def run(self) -> None:
         super().run()
