@@ -18,12 +18,7 @@ from .isa import (
     SPECS_BY_OPCODE,
     FieldKind,
     Instruction,
-    InstructionSpec,
 )
-
-
-def _used_bits(spec: InstructionSpec) -> int:
-    return OPCODE_BITS + sum(f.bits for f in spec.fields)
 
 
 def encode_instruction(instr: Instruction, index: int = 0) -> bytes:
@@ -60,7 +55,7 @@ def decode_instruction(data: bytes, index: int = 0) -> Instruction:
     spec = SPECS_BY_OPCODE.get(opcode)
     if spec is None:
         raise BinaryFormatError(f"instruction {index}: unknown opcode 0x{opcode:02x}")
-    if word >> _used_bits(spec):
+    if word >> spec.used_bits:
         raise BinaryFormatError(f"instruction {index} ({spec.name}): nonzero padding bits")
     shift = OPCODE_BITS
     values: dict[str, int] = {}

@@ -307,7 +307,7 @@ def _tensor(value: Any, where: str, extra: set[str] | None = None) -> dict[str, 
         raise _fail(f"{where}.shape: rank {len(shape)} > {MAX_RANK}")
     for d in shape:
         _int(d, f"{where}.shape", 0, MAX_DIM)
-    if obj["dtype"] not in DTYPES:
+    if not isinstance(obj["dtype"], str) or obj["dtype"] not in DTYPES:
         raise _fail(f"{where}.dtype: {_short(obj['dtype'])} is not one of "
                     f"{', '.join(sorted(DTYPES))}")
     _int(obj["address"], f"{where}.address", 0, DRAM_LIMIT)
@@ -367,7 +367,7 @@ def _program_from_meta(meta: dict[str, Any], instructions: list[Instruction], co
             raise _fail(f"META debug[{i}]: duplicate instruction index {index}")
         node = _str(entry[1], f"META debug[{i}] node")
         layer = _int(entry[2], f"META debug[{i}] layer", -1, 1 << 20)
-        if entry[3] not in COMPONENTS:
+        if not isinstance(entry[3], str) or entry[3] not in COMPONENTS:
             raise _fail(f"META debug[{i}] component: {_short(entry[3])} is not one of "
                         f"{' '.join(sorted(COMPONENTS))}")
         debug[index] = DebugEntry(node, layer, entry[3])
@@ -468,35 +468,36 @@ def check_tokens(instructions: Sequence[Instruction]) -> None:
     a queue's head runs when every channel it pops holds a token. If no head can run while
     instructions remain, the earliest stuck head is reported.
     """
-    queues: dict[Queue, list[int]] = {q: [] for q in Queue}
+    n_queues = len(Queue)
+    queues: list[list[int]] = [[] for _ in range(n_queues)]
     for i, instr in enumerate(instructions):
         queues[instr.spec.queue].append(i)
-    heads = {q: 0 for q in Queue}
-    tokens = [[0] * len(Queue) for _ in Queue]  # tokens[src][dst]
+    bits = [[q for q in range(n_queues) if mask >> q & 1] for mask in range(1 << n_queues)]
+    heads = [0] * n_queues
+    tokens = [[0] * n_queues for _ in range(n_queues)]  # tokens[src][dst]
     remaining = len(instructions)
     while remaining:
         progressed = False
-        for q in Queue:
+        for q in range(n_queues):
             order = queues[q]
             while heads[q] < len(order):
                 instr = instructions[order[heads[q]]]
-                pops = [s for s in Queue if instr["pop"] >> s & 1]
+                pops = bits[instr["pop"]]
                 if any(tokens[s][q] == 0 for s in pops):
                     break
                 for s in pops:
                     tokens[s][q] -= 1
-                for d in Queue:
-                    if instr["push"] >> d & 1:
-                        tokens[q][d] += 1
+                for d in bits[instr["push"]]:
+                    tokens[q][d] += 1
                 heads[q] += 1
                 remaining -= 1
                 progressed = True
         if not progressed:
-            stuck = min(queues[q][heads[q]] for q in Queue if heads[q] < len(queues[q]))
+            stuck = min(queues[q][heads[q]] for q in range(n_queues)
+                        if heads[q] < len(queues[q]))
             instr = instructions[stuck]
             q = instr.spec.queue
-            missing = [s.name.lower() for s in Queue if instr["pop"] >> s & 1
-                       and tokens[s][q] == 0]
+            missing = [Queue(s).name.lower() for s in bits[instr["pop"]] if tokens[s][q] == 0]
             raise ProgramError(f"instruction {stuck} ({instr.opcode_name}): field 'pop': token "
                                f"from {', '.join(missing)} can never arrive (deadlock)")
 

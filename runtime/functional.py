@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from . import spls_kernels
 from .errors import EsactError, ProgramError
@@ -121,8 +120,8 @@ class Machine:
                 self.work.dram_write_bytes += nbytes
         else:
             counter[key] = counter.get(key, 0) + nbytes
-        return as_strided(flat[start:], shape=(rows, cols), strides=(stride * size, size),
-                          writeable=True)
+        return np.ndarray((rows, cols), flat.dtype, buffer=flat, offset=start * size,
+                          strides=(stride * size, size))
 
     def mask(self, addr_field: str) -> np.ndarray:
         return self.view(addr_field) != 0
@@ -180,8 +179,10 @@ class Machine:
         if f["has_bias"]:
             bias = self.vector("bias_addr")
             result += (bias if cols is None else bias[cols]).astype(np.int64)
-        index = (slice(None) if rows is None else rows[:, None],
-                 slice(None) if cols is None else cols[None, :])
+        index: tuple[object, ...] = (slice(None) if rows is None else rows,
+                                     slice(None) if cols is None else cols)
+        if rows is not None and cols is not None:
+            index = np.ix_(rows, cols)
         if f["accumulate"]:
             result += acc[index].astype(np.int64)
         acc[index] = _wrap_int32(result)

@@ -43,6 +43,7 @@ import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
+from functools import cached_property
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -158,14 +159,14 @@ class FieldSpec:
     def signed(self) -> bool:
         return self.kind is FieldKind.SINT
 
-    @property
+    @cached_property
     def encodable_range(self) -> tuple[int, int]:
         """Range of raw values the bit width can hold (floats: their uint32 pattern)."""
         if self.signed:
             return -(1 << (self.bits - 1)), (1 << (self.bits - 1)) - 1
         return 0, (1 << self.bits) - 1
 
-    @property
+    @cached_property
     def valid_range(self) -> tuple[int, int]:
         """Range of values validation accepts (encodable range narrowed by min/max)."""
         lo, hi = self.encodable_range
@@ -241,9 +242,18 @@ class InstructionSpec:
                 return spec
         raise KeyError(name)
 
-    @property
+    @cached_property
     def field_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.fields)
+
+    @cached_property
+    def field_name_set(self) -> frozenset[str]:
+        return frozenset(self.field_names)
+
+    @cached_property
+    def used_bits(self) -> int:
+        """Bits of the encoding this instruction uses (the rest must be zero)."""
+        return OPCODE_BITS + sum(f.bits for f in self.fields)
 
 
 # ----------------------------------------------------------------------------- field helpers
@@ -737,7 +747,7 @@ def validate_instruction(instr: Instruction, index: int) -> None:
     if spec is None:
         raise ProgramError(f"instruction {index}: unknown opcode '{instr.opcode_name}'")
     where = f"instruction {index} ({spec.name})"
-    if set(instr.fields) != set(spec.field_names):
+    if instr.fields.keys() != spec.field_name_set:
         raise ProgramError(f"{where}: fields do not match the ISA table")
     for f in spec.fields:
         value = instr.fields[f.name]

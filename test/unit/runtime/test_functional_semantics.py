@@ -98,7 +98,8 @@ def gemm_ref(a, w, acc0, bias, rows, cols, accumulate):
     return ((out + 2**31) % 2**32 - 2**31).astype(np.int32)
 
 
-@pytest.mark.parametrize("mask_kind", ["none", "empty", "full", "random", "one_row"])
+@pytest.mark.parametrize("mask_kind", ["none", "empty", "full", "random", "one_row",
+                                       "rows_only", "cols_only"])
 @pytest.mark.parametrize("accumulate", [0, 1])
 def test_gemm_masks_bias_strides(mask_kind: str, accumulate: int) -> None:
     m_, k_, n_ = (1, 20, 9) if mask_kind == "one_row" else (6, 20, 9)
@@ -106,15 +107,19 @@ def test_gemm_masks_bias_strides(mask_kind: str, accumulate: int) -> None:
     a, w = a_full[:, 3:], w_full[:, :n_]
     bias = RNG.integers(-1000, 1000, n_).astype(np.int32)
     acc0 = RNG.integers(-10**6, 10**6, (m_, n_ + 2)).astype(np.int32)
+    random_rows, random_cols = np.array([1, 0, 1, 1, 0, 1]), RNG.integers(0, 2, n_)
     row_mask = {"none": np.ones(m_), "empty": np.zeros(m_), "full": np.ones(m_),
-                "random": RNG.integers(0, 2, m_), "one_row": np.ones(m_)}[mask_kind]
+                "random": random_rows, "one_row": np.ones(m_), "rows_only": random_rows,
+                "cols_only": np.ones(m_)}[mask_kind]
     col_mask = {"none": np.ones(n_), "empty": np.zeros(n_), "full": np.ones(n_),
-                "random": RNG.integers(0, 2, n_), "one_row": np.ones(n_)}[mask_kind]
-    has_masks = int(mask_kind not in ("none", "one_row"))
+                "random": random_cols, "one_row": np.ones(n_), "rows_only": np.ones(n_),
+                "cols_only": random_cols}[mask_kind]
+    has_rows = int(mask_kind not in ("none", "one_row", "cols_only"))
+    has_cols = int(mask_kind not in ("none", "one_row", "rows_only"))
     instr = Instruction.make(
         "gemm", acc_addr=10, a_addr=3, w_addr=0, m=m_, k=k_, n=n_, a_stride=k_ + 3,
         w_stride=n_ + 5, acc_stride=n_ + 2, accumulate=accumulate, has_bias=1, bias_addr=500,
-        has_row_mask=has_masks, row_mask_addr=0, has_col_mask=has_masks, col_mask_addr=100)
+        has_row_mask=has_rows, row_mask_addr=0, has_col_mask=has_cols, col_mask_addr=100)
     m = machine_for(instr)
     put(m, Buffer.ABUF, 0, a_full)
     put(m, Buffer.WBUF, 0, w_full)
@@ -123,8 +128,8 @@ def test_gemm_masks_bias_strides(mask_kind: str, accumulate: int) -> None:
     put(m, Buffer.MBUF, 0, row_mask.astype(np.uint8))
     put(m, Buffer.MBUF, 100, col_mask.astype(np.uint8) * 7)  # any nonzero byte selects
     _, work = run(instr, m)
-    rows = np.flatnonzero(row_mask) if has_masks else range(m_)
-    cols = np.flatnonzero(col_mask) if has_masks else range(n_)
+    rows = np.flatnonzero(row_mask) if has_rows else range(m_)
+    cols = np.flatnonzero(col_mask) if has_cols else range(n_)
     expected = gemm_ref(a, w, acc0[:, :n_], bias, rows, cols, accumulate)
     got = get(m, Buffer.ACC, 10, m_, n_ + 2)
     np.testing.assert_array_equal(got[:, :n_], expected)
