@@ -36,7 +36,7 @@ from esact_cc.passes.lift_transformer_graph import (
 )
 from esact_cc.passes.lift_transformer_pattern import LiftPattern
 from xdsl.dialects.builtin import Float32Type, TensorType
-from xdsl.ir import Operation, OpResult, SSAValue
+from xdsl.ir import Operation, SSAValue
 
 from esact_cc.interpret_transformer_ops import causal_visibility
 from esact_cc.tensor_types import dense_attr_from_numpy, tensor_type_of
@@ -141,17 +141,16 @@ class AttentionPattern(LiftPattern):
             if kind == "MatMul":
                 return op
             graph.require_single_use(value, f"{where}: the scores produced by {location_name(op)}")
-            if kind in ("Mul", "Div"):
-                other, factor = graph.split_const(op, f"score scale {kind}")
-                require(factor != 0 and math.isfinite(factor), f"{where}: score scale {factor}")
-                scores.scale *= factor if kind == "Mul" else 1.0 / factor
-                value = other
-            elif kind == "Add":
-                value = self._take_additive_mask(op, graph, scores, full_shape, lq, lk, where)
-            elif kind == "Where":
-                value = self._take_where_mask(op, graph, scores, full_shape, lq, lk, where)
-            else:
+            step = _SCORE_STEPS.get(kind)
+            if step is None:
                 raise NoMatch(f"{where}: the scores pass through onnx.{kind} ({location_name(op)})")
+            value = step(self, op, graph, scores, full_shape, lq, lk, where)
+
+    def _take_scale(self, op, graph, scores, full_shape, lq, lk, where) -> SSAValue:
+        other, factor = graph.split_const(op, f"score scale {op.op_type}")
+        require(factor != 0 and math.isfinite(factor), f"{where}: score scale {factor}")
+        scores.scale *= factor if op.op_type == "Mul" else 1.0 / factor
+        return other
 
     def _take_additive_mask(self, op, graph, scores, full_shape, lq, lk, where) -> SSAValue:
         a, b = op.operands
@@ -405,5 +404,10 @@ class AttentionPattern(LiftPattern):
             return user, True
 
 
-def is_attention_result(value: SSAValue) -> bool:
-    return isinstance(value, OpResult) and isinstance(value.op, AttentionOp)
+# What each op on the score chain (softmax input back to Q K^T) contributes.
+_SCORE_STEPS = {
+    "Mul": AttentionPattern._take_scale,
+    "Div": AttentionPattern._take_scale,
+    "Add": AttentionPattern._take_additive_mask,
+    "Where": AttentionPattern._take_where_mask,
+}
