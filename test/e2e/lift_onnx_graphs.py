@@ -130,6 +130,8 @@ def attention(
     q_perm: Sequence[int] = (0, 2, 1, 3),
     softmax_axis: int = -1,
     scale_constant: float | None = None,
+    merge_perm: Sequence[int] = (0, 2, 1, 3),
+    fill: float | None = None,
 ) -> str:
     """Multi-head self-attention on x [B, L, D] through Q/K/V projections; returns [B, L, D].
 
@@ -164,7 +166,7 @@ def attention(
         scores = b.op("Mul", [scores, b.const(np.float32(factor))])
     elif scale_on == "scores_div_sqrt":  # Div by Sqrt(d), the Sqrt of a constant
         scores = b.op("Div", [scores, b.op("Sqrt", [b.const(np.float32(1.0 / factor**2))])])
-    lowest = np.float32(np.finfo(np.float32).min)
+    lowest = np.float32(np.finfo(np.float32).min if fill is None else fill)
     causal = np.tril(np.ones((length, length), bool))[None, None]
     if mask is not None and mask.startswith("additive:"):
         scores = b.op("Add", [scores, mask.split(":", 1)[1]])
@@ -175,7 +177,7 @@ def attention(
     elif mask == "additive_causal_const":
         scores = b.op("Add", [scores, b.const(np.where(causal, 0, lowest).astype(np.float32))])
     probs = b.op("Softmax", [scores], axis=softmax_axis)
-    context = b.op("Transpose", [b.op("MatMul", [probs, vh])], perm=[0, 2, 1, 3])
+    context = b.op("Transpose", [b.op("MatMul", [probs, vh])], perm=list(merge_perm))
     if merge == "3d":
         return b.op("Reshape", [context, b.ints([batch, length, width])])
     flat = b.op("Reshape", [context, b.ints([batch * length, width])])

@@ -293,6 +293,16 @@ NEAR_MISSES = {
         "transformer.attention",
         "Softmax axis 2 is not the last axis",
     ),
+    "merge_perm": (
+        lambda: _near_miss_attention(merge_perm=(0, 1, 2, 3)),
+        "transformer.attention",
+        "the head merge transposes compose to perm [0, 1, 2, 3]",
+    ),
+    "where_fill_not_masking": (
+        lambda: _near_miss_attention(mask="where_causal_const", fill=-1.0),
+        "transformer.attention",
+        "Where fill -1.0 does not mask",
+    ),
     "where_not_causal": (
         lambda: _where_upper_mask_model(),
         "transformer.attention",
