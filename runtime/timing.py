@@ -57,6 +57,8 @@ class Schedule:
     instruction_counts: dict[str, int]
     dram_port_busy_cycles: int
     queues: list[int] = field(default_factory=list)
+    # (producer, consumer) instruction indices of every token consumed, in consumption order
+    token_edges: list[tuple[int, int]] = field(default_factory=list)
     cycles: list[int] = field(default_factory=list)
 
 
@@ -87,13 +89,19 @@ def simulate(
         per_queue[q].append(i)
     heads = [0] * nq
     lengths = [len(p) for p in per_queue]
-    channels = [deque() for _ in range(nq * nq)]  # index src * nq + dst: token ready times
+    # channels[src * nq + dst]: FIFO of the instructions whose pushed tokens are not yet
+    # popped; a token is visible at end[producer] + token_latency.
+    channels: list[deque[int]] = [deque() for _ in range(nq * nq)]
+    edges: list[tuple[int, int]] = []  # (producer, consumer) of every consumed token
+    pop_srcs = [bits[p] for p in pops]
+    push_dsts = [bits[p] for p in pushes]
     free = [0] * nq
     in_heap = [False] * nq
     start = [0] * n
     end = [0] * n
     stall = [[0] * (nq + 1) for _ in range(nq)]  # cause index nq = DRAM port
     heap: list[tuple[int, int, int, int]] = []
+    heappush = heapq.heappush
     dram_free = 0
     dram_busy = 0
 
@@ -103,15 +111,16 @@ def simulate(
         i = per_queue[q][heads[q]]
         t = free[q]
         cause = -1
-        for src in bits[pops[i]]:
+        for src in pop_srcs[i]:
             channel = channels[src * nq + q]
             if not channel:
                 return
-            if channel[0] > t:
-                t = channel[0]
+            ready = end[channel[0]] + token_latency
+            if ready > t:
+                t = ready
                 cause = src
         # Ties broken by instruction index: deterministic and program-order fair.
-        heapq.heappush(heap, (t, i, q, cause))
+        heappush(heap, (t, i, q, cause))
         in_heap[q] = True
 
     for q in range(nq):
@@ -121,8 +130,8 @@ def simulate(
     while heap:
         t, i, q, cause = heappop(heap)
         in_heap[q] = False
-        for src in bits[pops[i]]:
-            channels[src * nq + q].popleft()
+        for src in pop_srcs[i]:
+            edges.append((channels[src * nq + q].popleft(), i))
         if t > free[q]:
             stall[q][cause] += t - free[q]
         d = dram_cycles[i]
@@ -138,9 +147,8 @@ def simulate(
         free[q] = e
         heads[q] += 1
         done += 1
-        ready_at = e + token_latency
-        for dst in bits[pushes[i]]:
-            channels[q * nq + dst].append(ready_at)
+        for dst in push_dsts[i]:
+            channels[q * nq + dst].append(i)
             if dst != q:
                 enqueue_if_ready(dst)
         enqueue_if_ready(q)
@@ -168,6 +176,7 @@ def simulate(
         instruction_counts={names[q]: lengths[q] for q in range(nq)},
         dram_port_busy_cycles=dram_busy,
         queues=list(queues),
+        token_edges=edges,
         cycles=list(cycles),
     )
 

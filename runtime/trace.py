@@ -5,7 +5,9 @@ one complete event (`ph: "X"`) per instruction named by its ONNX node (the opcod
 debug map has none), with category = component and the opcode, index, layer, cycles and
 work in `args`. Timestamps are microseconds (the format's unit) derived from cycles and
 the config's clock, so Perfetto's time axis is simulated time. Opens in ui.perfetto.dev
-and chrome://tracing.
+and chrome://tracing. Each consumed dependency token is a flow arrow (`ph: "s"` in the
+producer's slice, `ph: "f"` in the consumer's) so the dependency that held an instruction
+back is visible.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ def trace_events(
     schedule: Schedule,
     config: HardwareConfig,
     work: WorkTable | None = None,
+    token_flows: bool = True,
 ) -> dict[str, Any]:
     """The trace document (a dict ready for json.dump)."""
     cycles_per_us = config.frequency_hz / 1e6
@@ -67,6 +70,17 @@ def trace_events(
             "tid": info.queues[i] + 1,
             "args": args,
         })
+    if token_flows:
+        def middle(i: int) -> float:  # strictly inside the slice, so the arrow binds to it
+            return (schedule.start[i] + schedule.end[i]) / 2 / cycles_per_us
+
+        for flow_id, (producer, consumer) in enumerate(schedule.token_edges, start=1):
+            name = f"token {schedule.queue_names[info.queues[producer]]}->" \
+                   f"{schedule.queue_names[info.queues[consumer]]}"
+            events.append({"name": name, "cat": "token", "ph": "s", "id": flow_id, "pid": PID,
+                           "tid": info.queues[producer] + 1, "ts": middle(producer)})
+            events.append({"name": name, "cat": "token", "ph": "f", "bp": "e", "id": flow_id,
+                           "pid": PID, "tid": info.queues[consumer] + 1, "ts": middle(consumer)})
     return {
         "traceEvents": events,
         "displayTimeUnit": "ns",

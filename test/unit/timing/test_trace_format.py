@@ -22,9 +22,12 @@ def validate_trace_event_format(doc):
     assert doc.get("displayTimeUnit", "ms") in ("ms", "ns")
     for ev in doc["traceEvents"]:
         assert isinstance(ev["name"], str) and ev["name"]
-        assert ev["ph"] in ("X", "M")
+        assert ev["ph"] in ("X", "M", "s", "f")
         assert isinstance(ev["pid"], int) and isinstance(ev["tid"], int)
-        if ev["ph"] == "M":
+        if ev["ph"] in ("s", "f"):
+            assert isinstance(ev["id"], int) and isinstance(ev["ts"], (int, float))
+            assert ev["ph"] == "s" or ev.get("bp") == "e"
+        elif ev["ph"] == "M":
             assert ev["name"] in ("process_name", "thread_name", "thread_sort_index",
                                   "process_sort_index")
             assert isinstance(ev["args"], dict)
@@ -90,3 +93,27 @@ def test_slices_on_one_track_do_not_overlap():
         spans.sort()
         for (_, end0), (start1, _) in itertools.pairwise(spans):
             assert start1 >= end0 - 1e-9
+
+
+def test_token_flows_connect_producer_and_consumer_slices():
+    info, schedule, work = make_run()
+    doc = trace_events(info, schedule, CONFIG, work)
+    slices = {}
+    for ev in doc["traceEvents"]:
+        if ev["ph"] == "X":
+            slices.setdefault(ev["tid"], []).append(ev)
+    flows = {}
+    for ev in doc["traceEvents"]:
+        if ev["ph"] in ("s", "f"):
+            flows.setdefault(ev["id"], {})[ev["ph"]] = ev
+    # every pop of the program is one arrow: 1 (compute<-load) + 1 + 1 + 1 + ...
+    assert len(flows) == sum(bin(p).count("1") for p in [0, 1, 2, 8, 2, 0])
+
+    def enclosing(ev):
+        (hit,) = [s for s in slices[ev["tid"]] if s["ts"] < ev["ts"] < s["ts"] + s["dur"]]
+        return hit["args"]["index"]
+
+    pairs = sorted((enclosing(f["s"]), enclosing(f["f"])) for f in flows.values())
+    assert pairs == sorted(schedule.token_edges) == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    assert not [ev for ev in trace_events(info, schedule, CONFIG, work, token_flows=False)
+                ["traceEvents"] if ev["ph"] in ("s", "f")]
