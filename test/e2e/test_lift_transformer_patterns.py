@@ -85,7 +85,7 @@ def _single_output(b: GraphBuilder, y: str, opset: int = 17) -> onnx.ModelProto:
     return b.model([y], opset=opset)
 
 
-# --- linear ------------------------------------------------------------------------------------------
+# --- linear --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("form", [f for f in LINEAR_FORMS if f != "fused_qkv_split"])
 def test_linear_forms_lift(form: str) -> None:
     b = GraphBuilder()
@@ -119,7 +119,7 @@ def test_linear_2d_input() -> None:
     _assert_matches_onnxruntime(model, module)
 
 
-# --- attention ---------------------------------------------------------------------------------------
+# --- attention -----------------------------------------------------------------------------------
 ATTENTION_CASES = {
     "bert_legacy": dict(mask="additive"),
     "scale_div_sqrt": dict(scale_on="scores_div_sqrt", mask="additive"),
@@ -232,7 +232,7 @@ def test_gelu_forms_lift(form: str, approximate: str) -> None:
     _assert_matches_onnxruntime(model, module)
 
 
-# --- whole layers ------------------------------------------------------------------------------------
+# --- whole layers --------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "style",
     ["bert_post_norm", "minilm_decomposed_ln", "gpt2_pre_norm_fused_qkv"],
@@ -274,7 +274,7 @@ def test_encoder_layers_lift_completely(style: str) -> None:
     _assert_matches_onnxruntime(model, module)
 
 
-# --- near misses ---------------------------------------------------------------------------------------
+# --- near misses ---------------------------------------------------------------------------------
 def _near_miss_attention(**kwargs) -> onnx.ModelProto:
     b = GraphBuilder()
     length = kwargs.pop("length", L)
