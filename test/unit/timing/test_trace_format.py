@@ -106,8 +106,7 @@ def test_token_flows_connect_producer_and_consumer_slices():
     for ev in doc["traceEvents"]:
         if ev["ph"] in ("s", "f"):
             flows.setdefault(ev["id"], {})[ev["ph"]] = ev
-    # every pop of the program is one arrow: 1 (compute<-load) + 1 + 1 + 1 + ...
-    assert len(flows) == sum(bin(p).count("1") for p in [0, 1, 2, 8, 2, 0])
+    assert len(flows) == sum(p.bit_count() for p in [0, 1, 2, 8, 2, 0])  # one arrow per pop
 
     def enclosing(ev):
         (hit,) = [s for s in slices[ev["tid"]] if s["ts"] < ev["ts"] < s["ts"] + s["dur"]]
