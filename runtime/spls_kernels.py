@@ -160,23 +160,34 @@ def predict_attention(x: np.ndarray, w_q: np.ndarray | HLogTensor, w_k: np.ndarr
     x_arr = np.asarray(x, dtype=np.float64)
     if x_arr.ndim != 2:
         raise EsactError(f"predict attention: x must be [L, D], got shape {x_arr.shape}")
-    length, dim = x_arr.shape
-    encoded = [w if isinstance(w, tuple) else hlog_encode(np.asarray(w), bits)
-               for w in (w_q, w_k)]
-    for name, (codes, _) in zip(("w_q", "w_k"), encoded):
+    (wq_h, s_wq), (wk_h, s_wk) = [w if isinstance(w, tuple) else hlog_encode(np.asarray(w), bits)
+                                  for w in (w_q, w_k)]
+    x_h, s_x = hlog_encode(x_arr, bits)
+    return predict_attention_from_codes(x_h, s_x, wq_h, s_wq, wk_h, s_wk, num_heads, bits,
+                                        b_q, b_k)
+
+
+def predict_attention_from_codes(x_h: np.ndarray, s_x: float, wq_h: np.ndarray, s_wq: float,
+                                 wk_h: np.ndarray, s_wk: float, num_heads: int, bits: int,
+                                 b_q: np.ndarray | None = None, b_k: np.ndarray | None = None
+                                 ) -> tuple[np.ndarray, float, int]:
+    """`predict_attention` from HLog codes already made (X [L, D], W_Q, W_K [D, N] with scales)."""
+    if x_h.ndim != 2:
+        raise EsactError(f"predict attention: x must be [L, D], got shape {x_h.shape}")
+    length, dim = x_h.shape
+    for name, codes in (("w_q", wq_h), ("w_k", wk_h)):
         if codes.ndim != 2 or codes.shape[0] != dim:
             raise EsactError(f"predict attention: {name} must be [{dim}, N], got {codes.shape}")
-    width = encoded[0][0].shape[1]
-    if encoded[1][0].shape[1] != width or num_heads <= 0 or width % num_heads:
+    width = wq_h.shape[1]
+    if wk_h.shape[1] != width or num_heads <= 0 or width % num_heads:
         raise EsactError(f"predict attention: width {width} not divisible into {num_heads} heads")
     head_dim = width // num_heads
-    x_h, s_x = hlog_encode(x_arr, bits)
     total_shift_adds = 0
     projected: list[HLogTensor] = []
-    for (w_h, s_w), bias in zip(encoded, (b_q, b_k)):
+    for w_h, s_w, bias in ((wq_h, s_wq, b_q), (wk_h, s_wk, b_k)):
         acc, shift_adds = hlog_matmul(x_h, w_h)
         total_shift_adds += shift_adds
-        real = acc.astype(np.float64) * (s_x * s_w)
+        real = acc.astype(np.float64) * (float(s_x) * float(s_w))
         if bias is not None:
             real = real + np.asarray(bias, dtype=np.float64)
         projected.append(hlog_encode(real, bits))

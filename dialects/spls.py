@@ -1,0 +1,693 @@
+"""The `spls` dialect: SPLS prediction ops and the masked (sparse) forms of the GEMM ops.
+
+DESIGN.md section 6 in IR. `insert-spls` emits, per layer, on the Q/K/V projection input X:
+
+- `spls.hlog_quantize`      X -> (HLog level values i32, per-tensor scale f32[]) (`bits`)
+- `spls.predict_attention`  HLog X, HLog W_Q/W_K (+ FP32 biases) -> PAM [B, H, L, L] f32:
+                            the BPU's shift-add estimate of the scaled logits Q K^T * scale;
+                            masked (padding / causal) positions are -inf
+- `spls.topk`               row-wise top-k of PAM -> SPA, the element mask [B, H, L, L] i1
+- `spls.local_similarity`   SPA (+ softmax(PAM) for `cosprob`) -> reuse map [B, L] i32
+                            (-1 = computed row, else the representative row) and the per-head
+                            key mask [B, H, L] i1 (keys some computed row selects)
+
+and rewrites the layer's GEMM-bearing ops into masked forms whose masks are OPERANDS, so a
+lowering reads them like any value (MBUF data of the TOPK / SIMILARITY instructions). One op
+per dense op and mask kind, for both the FP32 (`transformer`) and INT8 (`quantized`) forms:
+
+- `spls.masked_linear` / `spls.masked_quantized_linear`: `rows(%reuse_map)`: only computed
+  rows are computed; a reused row takes its representative's output row (Q, O, FFN).
+- `spls.key_masked_linear` / `spls.key_masked_quantized_linear`: `keys(%key_mask)`: row j of
+  head h's output column block is computed only if key_mask[b, h, j], else 0 (K and V).
+- `spls.masked_attention` / `spls.masked_quantized_attention`: `rows(%reuse_map)`: reused
+  query rows skip their attention row and take the representative's (`attention=dense`).
+- `spls.sparse_attention` / `spls.sparse_quantized_attention`: additionally `spa(%spa)`:
+  computed rows attend only to the keys their SPA row selects (`attention=topk`).
+
+Mask types: masks are builtin tensors with fixed element types, checked by the verifiers:
+element mask (SPA) `tensor<BxHxLqxLkxi1>`, key mask `tensor<BxHxLkxi1>`, reuse map
+`tensor<BxLxi32>`, HLog codes `tensor<...xi32>` (signed level values of
+`runtime.spls_kernels.hlog_levels`), HLog scale `tensor<f32>`. Numerics live in
+`runtime/spls_kernels.py`; interpreter semantics in `esact_cc.interpret_spls_ops`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from xdsl.dialects.builtin import (
+    I64,
+    Float32Type,
+    FloatAttr,
+    IntegerAttr,
+    IntegerType,
+    StringAttr,
+    TensorType,
+    UnitAttr,
+    i1,
+    i32,
+    i64,
+)
+from xdsl.ir import Attribute, Dialect, SSAValue
+from xdsl.irdl import (
+    IRDLOperation,
+    irdl_op_definition,
+    operand_def,
+    opt_operand_def,
+    opt_prop_def,
+    prop_def,
+    result_def,
+    traits_def,
+)
+from xdsl.traits import Pure
+from xdsl.utils.exceptions import VerifyException
+
+from esact_cc.runtime.spls_kernels import MAX_HLOG_BITS, MIN_HLOG_BITS, SIMILARITY_MODES
+
+
+def _f32(value: float) -> FloatAttr:
+    return FloatAttr(value, Float32Type())
+
+
+def _i64(value: int) -> IntegerAttr:
+    return IntegerAttr(value, i64)
+
+
+def _shape(value: SSAValue) -> tuple[int, ...]:
+    typ = value.type
+    assert isinstance(typ, TensorType)
+    return tuple(typ.get_shape())
+
+
+def _element(value: SSAValue) -> Attribute:
+    typ = value.type
+    assert isinstance(typ, TensorType)
+    return typ.element_type
+
+
+def _fmt(shape: Sequence[int]) -> str:
+    return "x".join(str(d) for d in shape) or "scalar"
+
+
+def _require(op: IRDLOperation, what: str, value: SSAValue, shape: Sequence[int],
+             element: Attribute | None = None) -> None:
+    """value must have exactly `shape` (and `element` type if given)."""
+    got = _shape(value)
+    if got != tuple(shape):
+        raise VerifyException(f"{op.name}: {what} must be {_fmt(shape)}, got {_fmt(got)}")
+    if element is not None and _element(value) != element:
+        raise VerifyException(f"{op.name}: {what} must have element type {element}, "
+                              f"got {_element(value)}")
+
+
+def _check_bits(op: IRDLOperation, bits: IntegerAttr) -> None:
+    n = bits.value.data
+    if not MIN_HLOG_BITS <= n <= MAX_HLOG_BITS:
+        raise VerifyException(f"{op.name}: bits must be in [{MIN_HLOG_BITS}, {MAX_HLOG_BITS}], "
+                              f"got {n}")
+
+
+def _check_positive(op: IRDLOperation, what: str, attr: FloatAttr) -> None:
+    value = attr.value.data
+    if not (math.isfinite(value) and value > 0):
+        raise VerifyException(f"{op.name}: {what} must be finite and positive, got {value}")
+
+
+def _is_int(value: SSAValue, width: int) -> bool:
+    el = _element(value)
+    return isinstance(el, IntegerType) and el.width.data == width
+
+
+# ----------------------------------------------------------------------------- prediction
+
+
+@irdl_op_definition
+class HLogQuantizeOp(IRDLOperation):
+    """HLog quantization of a tensor: nearest level of |x| / scale, sign and zero kept.
+
+    Without `scale` the per-tensor scale is max|x| / 2^(bits-1) of this input (dynamic); with
+    `scale` it is that calibrated constant.
+    """
+
+    name = "spls.hlog_quantize"
+
+    x = operand_def(TensorType)
+    """FP32 tensor to quantize."""
+    bits = prop_def(IntegerAttr[I64])
+    """HLog bits n: levels {0, 2^0, 2^1, 2^0+2^1, ..., 2^(n-1)}."""
+    scale = opt_prop_def(FloatAttr[Float32Type])
+    """Optional static per-tensor scale (calibrated); absent = max|x| / 2^(n-1)."""
+    codes = result_def(TensorType)
+    """Signed HLog level values, same shape as x, i32."""
+    code_scale = result_def(TensorType)
+    """The scale used, tensor<f32> (x ~ codes * scale)."""
+
+    traits = traits_def(Pure())
+
+    assembly_format = (
+        "$x `bits` `(` $bits `)` (`scale` `(` $scale^ `)`)? attr-dict"
+        " `:` functional-type(operands, results)"
+    )
+
+    def __init__(self, x: SSAValue, bits: int, scale: float | None = None):
+        props: dict[str, Attribute] = {"bits": _i64(bits)}
+        if scale is not None:
+            props["scale"] = _f32(scale)
+        x_type = x.type
+        assert isinstance(x_type, TensorType)
+        super().__init__(operands=[x], properties=props,
+                         result_types=[TensorType(i32, x_type.get_shape()),
+                                       TensorType(Float32Type(), [])])
+
+    def verify_(self) -> None:
+        _check_bits(self, self.bits)
+        if self.scale is not None:
+            _check_positive(self, "scale", self.scale)
+        _require(self, "codes", self.codes, _shape(self.x), i32)
+        _require(self, "scale result", self.code_scale, (), Float32Type())
+
+
+@irdl_op_definition
+class PredictAttentionOp(IRDLOperation):
+    """Predicted attention PAM per head from HLog-coded X, W_Q, W_K (the BPU).
+
+    Q^ = X_c W_Qc (shift-adds), dequantized by x_scale * wq_scale (+ bq) and re-quantized to
+    HLog (`bits`, dynamic scale); likewise K^; PAM_h = Q^_h K^_h^T (shift-adds), dequantized and
+    multiplied by `scale`; then the additive `mask` is added and positions it masks (value
+    <= -1e4) or that `causal` masks become -inf, so they are never selected.
+    """
+
+    name = "spls.predict_attention"
+
+    x = operand_def(TensorType)
+    """HLog codes of X [B, L, D] (i32)."""
+    x_scale = operand_def(TensorType)
+    """Scale of X's codes (tensor<f32>)."""
+    wq = operand_def(TensorType)
+    """HLog codes of W_Q [D, N] (i32 weight handle)."""
+    wq_scale = operand_def(TensorType)
+    """Scale of W_Q's codes (tensor<f32> weight handle)."""
+    wk = operand_def(TensorType)
+    """HLog codes of W_K [D, N]."""
+    wk_scale = operand_def(TensorType)
+    """Scale of W_K's codes."""
+    bq = operand_def(TensorType)
+    """FP32 Q bias [N] (the pass supplies zeros for a bias-free projection)."""
+    bk = operand_def(TensorType)
+    """FP32 K bias [N]."""
+    mask = opt_operand_def(TensorType)
+    """Optional additive mask broadcastable to [B, H, L, L] (the attention's own mask)."""
+    num_heads = prop_def(IntegerAttr[I64])
+    """Heads; divides N."""
+    bits = prop_def(IntegerAttr[I64])
+    """HLog bits of the re-quantized Q^ and K^."""
+    scale = prop_def(FloatAttr[Float32Type])
+    """Logit scale (the attention's 1/sqrt(head_dim))."""
+    causal = opt_prop_def(UnitAttr)
+    """If present, key j is masked for query i when j > i."""
+    result = result_def(TensorType)
+    """PAM [B, H, L, L] f32."""
+
+    traits = traits_def(Pure())
+
+    assembly_format = (
+        "$x `,` $x_scale `,` $wq `,` $wq_scale `,` $wk `,` $wk_scale"
+        " `bias` `(` $bq `,` $bk `)` (`mask` $mask^)?"
+        " `heads` `(` $num_heads `)` `bits` `(` $bits `)` `scale` `(` $scale `)`"
+        " (`causal` $causal^)? attr-dict `:` functional-type(operands, results)"
+    )
+
+    def __init__(self, x: SSAValue, x_scale: SSAValue, wq: SSAValue, wq_scale: SSAValue,
+                 wk: SSAValue, wk_scale: SSAValue, bq: SSAValue, bk: SSAValue,
+                 mask: SSAValue | None, num_heads: int, bits: int, scale: float, causal: bool):
+        b, length, _ = _shape(x)
+        props: dict[str, Attribute] = {"num_heads": _i64(num_heads), "bits": _i64(bits),
+                                       "scale": _f32(scale)}
+        if causal:
+            props["causal"] = UnitAttr()
+        super().__init__(
+            operands=[x, x_scale, wq, wq_scale, wk, wk_scale, bq, bk, mask], properties=props,
+            result_types=[TensorType(Float32Type(), [b, num_heads, length, length])])
+
+    def verify_(self) -> None:
+        _check_bits(self, self.bits)
+        _check_positive(self, "scale", self.scale)
+        x = _shape(self.x)
+        if len(x) != 3 or not _is_int(self.x, 32):
+            raise VerifyException(f"{self.name}: x must be [B, L, D] i32 HLog codes, "
+                                  f"got {self.x.type}")
+        batch, length, dim = x
+        wq = _shape(self.wq)
+        if len(wq) != 2 or wq[0] != dim or not _is_int(self.wq, 32):
+            raise VerifyException(f"{self.name}: wq must be [{dim}, N] i32 HLog codes, "
+                                  f"got {self.wq.type}")
+        _require(self, "wk", self.wk, wq, i32)
+        for what, value in (("x_scale", self.x_scale), ("wq_scale", self.wq_scale),
+                            ("wk_scale", self.wk_scale)):
+            _require(self, what, value, (), Float32Type())
+        for what, value in (("bq", self.bq), ("bk", self.bk)):
+            _require(self, what, value, (wq[1],))
+        heads = self.num_heads.value.data
+        if heads <= 0 or wq[1] % heads:
+            raise VerifyException(f"{self.name}: num_heads {heads} does not divide N = {wq[1]}")
+        _require(self, "result", self.result, (batch, heads, length, length), Float32Type())
+        if self.mask is not None:
+            m = _shape(self.mask)
+            target = (batch, heads, length, length)
+            if len(m) > 4 or any(d not in (1, t) for d, t in zip(reversed(m), reversed(target))):
+                raise VerifyException(f"{self.name}: mask {_fmt(m)} does not broadcast to "
+                                      f"{_fmt(target)}")
+
+
+@irdl_op_definition
+class TopKOp(IRDLOperation):
+    """Row-wise top-k of scores: SPA. Ties: lower key index wins; -inf entries are never
+    selected; a row with fewer than k selectable keys keeps them all."""
+
+    name = "spls.topk"
+
+    scores = operand_def(TensorType)
+    """PAM [B, H, Lq, Lk] f32."""
+    k = prop_def(IntegerAttr[I64])
+    """Keys kept per row (the pass computes it from `k-ratio` and L)."""
+    result = result_def(TensorType)
+    """SPA element mask [B, H, Lq, Lk] i1."""
+
+    traits = traits_def(Pure())
+
+    assembly_format = "$scores `k` `(` $k `)` attr-dict `:` functional-type(operands, results)"
+
+    def __init__(self, scores: SSAValue, k: int):
+        super().__init__(operands=[scores], properties={"k": _i64(k)},
+                         result_types=[TensorType(i1, _shape(scores))])
+
+    def verify_(self) -> None:
+        s = _shape(self.scores)
+        if len(s) != 4:
+            raise VerifyException(f"{self.name}: scores must be [B, H, Lq, Lk], got {_fmt(s)}")
+        k = self.k.value.data
+        if not 1 <= k <= s[3]:
+            raise VerifyException(f"{self.name}: k must be in [1, {s[3]}], got {k}")
+        _require(self, "result", self.result, s, i1)
+
+
+@irdl_op_definition
+class LocalSimilarityOp(IRDLOperation):
+    """Reuse map and per-head key mask from SPA (DESIGN.md section 6 step 4).
+
+    Row i compares itself with the last `window` computed rows (reused rows are never
+    references): `overlap` = mean over heads of |SPA_i & SPA_j| / k, `cosprob` = mean over
+    heads of the cosine of softmax(PAM) rows (needs the `pam` operand). The best score >=
+    `threshold` makes i reuse that row (ties: the most recent).
+    """
+
+    name = "spls.local_similarity"
+
+    spa = operand_def(TensorType)
+    """SPA [B, H, L, L] i1."""
+    pam = opt_operand_def(TensorType)
+    """PAM [B, H, L, L] f32 (its masked softmax is compared), for `cosprob`."""
+    window = prop_def(IntegerAttr[I64])
+    """Number of previous computed rows compared."""
+    threshold = prop_def(FloatAttr[Float32Type])
+    """Minimum similarity for reuse (> 1 disables reuse)."""
+    mode = prop_def(StringAttr)
+    """"overlap" or "cosprob"."""
+    k = prop_def(IntegerAttr[I64])
+    """The top-k k (the `overlap` denominator)."""
+    reuse_map = result_def(TensorType)
+    """[B, L] i32: -1 = computed row, else the representative row index."""
+    key_mask = result_def(TensorType)
+    """[B, H, L] i1: keys some computed row's SPA selects."""
+
+    traits = traits_def(Pure())
+
+    assembly_format = (
+        "$spa (`probs` `(` $pam^ `)`)? `mode` `(` $mode `)` `window` `(` $window `)`"
+        " `threshold` `(` $threshold `)` `k` `(` $k `)` attr-dict"
+        " `:` functional-type(operands, results)"
+    )
+
+    def __init__(self, spa: SSAValue, pam: SSAValue | None, mode: str, window: int,
+                 threshold: float, k: int):
+        b, h, length, _ = _shape(spa)
+        super().__init__(
+            operands=[spa, pam],
+            properties={"window": _i64(window), "threshold": _f32(threshold),
+                        "mode": StringAttr(mode), "k": _i64(k)},
+            result_types=[TensorType(i32, [b, length]), TensorType(i1, [b, h, length])])
+
+    def verify_(self) -> None:
+        s = _shape(self.spa)
+        if len(s) != 4 or s[2] != s[3] or not _is_int(self.spa, 1):
+            raise VerifyException(f"{self.name}: spa must be [B, H, L, L] i1, got {self.spa.type}")
+        mode = self.mode.data
+        if mode not in SIMILARITY_MODES:
+            raise VerifyException(f"{self.name}: mode must be one of "
+                                  f"{', '.join(SIMILARITY_MODES)}, got {mode!r}")
+        if mode == "cosprob" and self.pam is None:
+            raise VerifyException(f"{self.name}: mode cosprob needs the probs (PAM) operand")
+        if self.pam is not None:
+            _require(self, "probs", self.pam, s, Float32Type())
+        if self.window.value.data < 0:
+            raise VerifyException(f"{self.name}: window must be >= 0, got "
+                                  f"{self.window.value.data}")
+        if not 1 <= self.k.value.data <= s[3]:
+            raise VerifyException(f"{self.name}: k must be in [1, {s[3]}], got {self.k.value.data}")
+        if not math.isfinite(self.threshold.value.data):
+            raise VerifyException(f"{self.name}: threshold must be finite")
+        _require(self, "reuse map", self.reuse_map, (s[0], s[2]), i32)
+        _require(self, "key mask", self.key_mask, (s[0], s[1], s[3]), i1)
+
+
+# ----------------------------------------------------------------------------- masked ops
+# One op per (dense op, mask kind): each maps to one hardware mechanism (GEMM row mask, GEMM
+# per-head column-block mask, attention row skip, attention element mask), and keeps at most
+# one optional operand so the declarative format stays unambiguous.
+
+
+class _LinearBase(IRDLOperation):
+    """Shared verification of the masked linears (x [B, L, in] @ weight [in, out]).
+
+    Operand order (IRDL collects a subclass's fields first): x, weight, [weight_scale],
+    [bias], then the mask; subclasses therefore declare x themselves.
+    """
+
+    result = result_def(TensorType)
+    """Output [B, L, out]."""
+
+    traits = traits_def(Pure())
+
+    def _verify_shapes(self, weight: SSAValue, weight_scale: SSAValue | None,
+                       bias: SSAValue | None) -> tuple[int, int, int]:
+        x, w, y = _shape(self.x), _shape(weight), _shape(self.result)  # type: ignore[attr-defined]
+        if len(x) != 3 or len(w) != 2 or x[-1] != w[0] or y != (*x[:-1], w[1]):
+            raise VerifyException(f"{self.name}: x {_fmt(x)}, weight {_fmt(w)} -> {_fmt(y)} "
+                                  "do not agree (x must be [B, L, in])")
+        if weight_scale is not None:
+            _require(self, "weight_scale", weight_scale, (w[1],))
+        if bias is not None:
+            _require(self, "bias", bias, (w[1],))
+        return x[0], x[1], w[1]
+
+
+class _RowMasked:
+    rows = operand_def(TensorType)
+    """Reuse map [B, L] i32: rows with -1 are computed; row i with map[i] = r >= 0 is not
+    computed and takes row r's output (r is always a computed row)."""
+
+
+class _KeyMasked:
+    keys = operand_def(TensorType)
+    """Key mask [B, H, L] i1: row j of head h's output column block is computed iff set;
+    the rest are 0."""
+    heads = prop_def(IntegerAttr[I64])
+    """Heads splitting the output columns into H contiguous blocks."""
+
+    def _verify_keys(self, batch: int, length: int, width: int) -> None:
+        h = self.heads.value.data  # type: ignore[attr-defined]
+        if h <= 0 or width % h:
+            raise VerifyException(f"{self.name}: heads {h} does not divide out = {width}")  # type: ignore[attr-defined]
+        _require(self, "keys (key mask)", self.keys, (batch, h, length), i1)  # type: ignore[arg-type,attr-defined]
+
+
+class _FloatLinear(_LinearBase):
+    x = operand_def(TensorType)
+    """Activations [B, L, in]."""
+    weight = operand_def(TensorType)
+    """FP32 weight handle [in, out]."""
+    bias = opt_operand_def(TensorType)
+    """Optional FP32 bias [out]."""
+
+
+class _QuantizedLinear(_LinearBase):
+    x = operand_def(TensorType)
+    """FP32 activations [B, L, in]."""
+    weight = operand_def(TensorType)
+    """INT8 weight handle [in, out]."""
+    weight_scale = operand_def(TensorType)
+    """FP32 per-output-channel weight scale [out]."""
+    bias = opt_operand_def(TensorType)
+    """Optional FP32 bias [out]."""
+    input_scale = prop_def(FloatAttr[Float32Type])
+    """Per-tensor INT8 scale of x (as `quantized.linear`)."""
+
+
+_LINEAR_TYPES = " attr-dict `:` functional-type(operands, results)"
+
+
+@irdl_op_definition
+class MaskedLinearOp(_FloatLinear, _RowMasked):
+    """`transformer.linear` computing only the rows the reuse map marks computed."""
+
+    name = "spls.masked_linear"
+
+    assembly_format = "$x `,` $weight (`,` $bias^)? `rows` `(` $rows `)`" + _LINEAR_TYPES
+
+    def __init__(self, x: SSAValue, weight: SSAValue, bias: SSAValue | None, rows: SSAValue,
+                 result_type: Attribute):
+        super().__init__(operands=[x, weight, bias, rows], result_types=[result_type])
+
+    def verify_(self) -> None:
+        batch, length, _ = self._verify_shapes(self.weight, None, self.bias)
+        _require(self, "rows (reuse map)", self.rows, (batch, length), i32)
+
+
+@irdl_op_definition
+class KeyMaskedLinearOp(_FloatLinear, _KeyMasked):
+    """`transformer.linear` computing, per head, only the key rows the key mask selects."""
+
+    name = "spls.key_masked_linear"
+
+    assembly_format = ("$x `,` $weight (`,` $bias^)? `keys` `(` $keys `)` `heads` `(` $heads `)`"
+                       + _LINEAR_TYPES)
+
+    def __init__(self, x: SSAValue, weight: SSAValue, bias: SSAValue | None, keys: SSAValue,
+                 heads: int, result_type: Attribute):
+        super().__init__(operands=[x, weight, bias, keys], properties={"heads": _i64(heads)},
+                         result_types=[result_type])
+
+    def verify_(self) -> None:
+        self._verify_keys(*self._verify_shapes(self.weight, None, self.bias))
+
+
+@irdl_op_definition
+class MaskedQuantizedLinearOp(_QuantizedLinear, _RowMasked):
+    """`quantized.linear` computing only the rows the reuse map marks computed."""
+
+    name = "spls.masked_quantized_linear"
+
+    assembly_format = ("$x `,` $weight `,` $weight_scale (`,` $bias^)? `input_scale` `(`"
+                       " $input_scale `)` `rows` `(` $rows `)`" + _LINEAR_TYPES)
+
+    def __init__(self, x: SSAValue, weight: SSAValue, weight_scale: SSAValue,
+                 bias: SSAValue | None, input_scale: float, rows: SSAValue,
+                 result_type: Attribute):
+        super().__init__(operands=[x, weight, weight_scale, bias, rows],
+                         properties={"input_scale": _f32(input_scale)},
+                         result_types=[result_type])
+
+    def verify_(self) -> None:
+        _check_positive(self, "input_scale", self.input_scale)
+        batch, length, _ = self._verify_shapes(self.weight, self.weight_scale, self.bias)
+        _require(self, "rows (reuse map)", self.rows, (batch, length), i32)
+
+
+@irdl_op_definition
+class KeyMaskedQuantizedLinearOp(_QuantizedLinear, _KeyMasked):
+    """`quantized.linear` computing, per head, only the key rows the key mask selects."""
+
+    name = "spls.key_masked_quantized_linear"
+
+    assembly_format = ("$x `,` $weight `,` $weight_scale (`,` $bias^)? `input_scale` `(`"
+                       " $input_scale `)` `keys` `(` $keys `)` `heads` `(` $heads `)`"
+                       + _LINEAR_TYPES)
+
+    def __init__(self, x: SSAValue, weight: SSAValue, weight_scale: SSAValue,
+                 bias: SSAValue | None, input_scale: float, keys: SSAValue, heads: int,
+                 result_type: Attribute):
+        super().__init__(operands=[x, weight, weight_scale, bias, keys],
+                         properties={"input_scale": _f32(input_scale), "heads": _i64(heads)},
+                         result_types=[result_type])
+
+    def verify_(self) -> None:
+        _check_positive(self, "input_scale", self.input_scale)
+        self._verify_keys(*self._verify_shapes(self.weight, self.weight_scale, self.bias))
+
+
+class _AttentionBase(IRDLOperation):
+    """Self-attention with row reuse: reused query rows skip their attention row."""
+
+    q = operand_def(TensorType)
+    """Queries [B, L, D]."""
+    k = operand_def(TensorType)
+    """Keys [B, L, D]."""
+    v = operand_def(TensorType)
+    """Values [B, L, Dv]."""
+    mask = opt_operand_def(TensorType)
+    """Optional additive mask broadcastable to [B, H, L, L]."""
+    rows = operand_def(TensorType)
+    """Reuse map [B, L] i32: a row r >= 0 is not computed and takes row r's output."""
+    num_heads = prop_def(IntegerAttr[I64])
+    """Number of heads."""
+    scale = prop_def(FloatAttr[Float32Type])
+    """Logit scale."""
+    causal = opt_prop_def(UnitAttr)
+    """Causal masking as in `transformer.attention`."""
+    result = result_def(TensorType)
+    """[B, L, Dv]."""
+
+    traits = traits_def(Pure())
+
+    def _verify_attention(self) -> tuple[int, int, int]:
+        q, k, v = _shape(self.q), _shape(self.k), _shape(self.v)
+        heads = self.num_heads.value.data
+        if len(q) != 3 or len(k) != 3 or len(v) != 3 or q[2] != k[2] or k[1] != v[1] \
+                or q[1] != k[1]:
+            raise VerifyException(f"{self.name}: q {_fmt(q)}, k {_fmt(k)}, v {_fmt(v)} are not "
+                                  "self-attention inputs [B, L, D]")
+        if heads <= 0 or q[2] % heads or v[2] % heads:
+            raise VerifyException(f"{self.name}: num_heads {heads} does not divide D {q[2]} "
+                                  f"and Dv {v[2]}")
+        _check_positive(self, "scale", self.scale)
+        _require(self, "rows (reuse map)", self.rows, (q[0], q[1]), i32)
+        if self.mask is not None:
+            m = _shape(self.mask)
+            target = (q[0], heads, q[1], k[1])
+            if len(m) > 4 or any(d not in (1, t) for d, t in zip(reversed(m), reversed(target))):
+                raise VerifyException(f"{self.name}: mask {_fmt(m)} does not broadcast to "
+                                      f"{_fmt(target)}")
+        _require(self, "result", self.result, (q[0], q[1], v[2]))
+        return q[0], heads, q[1]
+
+
+class _SpaMasked:
+    spa = operand_def(TensorType)
+    """SPA [B, H, L, L] i1: computed rows attend only to the keys their SPA row selects."""
+
+
+class _QuantizedAttention(_AttentionBase):
+    q_scale = prop_def(FloatAttr[Float32Type])
+    """Per-tensor INT8 scale of Q."""
+    k_scale = prop_def(FloatAttr[Float32Type])
+    """Per-tensor INT8 scale of K."""
+    v_scale = prop_def(FloatAttr[Float32Type])
+    """Per-tensor INT8 scale of V."""
+    p_scale = prop_def(FloatAttr[Float32Type])
+    """INT8 scale of the softmax probabilities."""
+
+    def _verify_scales(self) -> None:
+        for what in ("q_scale", "k_scale", "v_scale", "p_scale"):
+            _check_positive(self, what, getattr(self, what))
+
+
+_ATTN_HEAD = "$q `,` $k `,` $v (`mask` $mask^)? `rows` `(` $rows `)`"
+_ATTN_PROPS = " `heads` `(` $num_heads `)` `scale` `(` $scale `)`"
+_ATTN_QSCALES = (" `q_scale` `(` $q_scale `)` `k_scale` `(` $k_scale `)` `v_scale` `(` $v_scale"
+                 " `)` `p_scale` `(` $p_scale `)`")
+_ATTN_TAIL = " (`causal` $causal^)? attr-dict `:` functional-type(operands, results)"
+
+
+def _attention_props(num_heads: int, scale: float, causal: bool,
+                     q_scales: Sequence[float] | None = None) -> dict[str, Attribute]:
+    props: dict[str, Attribute] = {"num_heads": _i64(num_heads), "scale": _f32(scale)}
+    if q_scales is not None:
+        for name, value in zip(("q_scale", "k_scale", "v_scale", "p_scale"), q_scales):
+            props[name] = _f32(value)
+    if causal:
+        props["causal"] = UnitAttr()
+    return props
+
+
+@irdl_op_definition
+class MaskedAttentionOp(_AttentionBase):
+    """`transformer.attention` with row reuse; computed rows attend to all keys."""
+
+    name = "spls.masked_attention"
+
+    assembly_format = _ATTN_HEAD + _ATTN_PROPS + _ATTN_TAIL
+
+    def __init__(self, q: SSAValue, k: SSAValue, v: SSAValue, mask: SSAValue | None,
+                 rows: SSAValue, num_heads: int, scale: float, causal: bool,
+                 result_type: Attribute):
+        super().__init__(operands=[q, k, v, mask, rows],
+                         properties=_attention_props(num_heads, scale, causal),
+                         result_types=[result_type])
+
+    def verify_(self) -> None:
+        self._verify_attention()
+
+
+@irdl_op_definition
+class SparseAttentionOp(_AttentionBase, _SpaMasked):
+    """`transformer.attention` with row reuse; computed rows attend to their SPA keys only."""
+
+    name = "spls.sparse_attention"
+
+    assembly_format = _ATTN_HEAD + " `spa` `(` $spa `)`" + _ATTN_PROPS + _ATTN_TAIL
+
+    def __init__(self, q: SSAValue, k: SSAValue, v: SSAValue, mask: SSAValue | None,
+                 rows: SSAValue, spa: SSAValue, num_heads: int, scale: float, causal: bool,
+                 result_type: Attribute):
+        super().__init__(operands=[q, k, v, mask, rows, spa],
+                         properties=_attention_props(num_heads, scale, causal),
+                         result_types=[result_type])
+
+    def verify_(self) -> None:
+        b, h, length = self._verify_attention()
+        _require(self, "spa", self.spa, (b, h, length, length), i1)
+
+
+@irdl_op_definition
+class MaskedQuantizedAttentionOp(_QuantizedAttention):
+    """`quantized.attention` with row reuse; computed rows attend to all keys."""
+
+    name = "spls.masked_quantized_attention"
+
+    assembly_format = _ATTN_HEAD + _ATTN_PROPS + _ATTN_QSCALES + _ATTN_TAIL
+
+    def __init__(self, q: SSAValue, k: SSAValue, v: SSAValue, mask: SSAValue | None,
+                 rows: SSAValue, num_heads: int, scale: float, causal: bool,
+                 q_scales: Sequence[float], result_type: Attribute):
+        super().__init__(operands=[q, k, v, mask, rows],
+                         properties=_attention_props(num_heads, scale, causal, q_scales),
+                         result_types=[result_type])
+
+    def verify_(self) -> None:
+        self._verify_scales()
+        self._verify_attention()
+
+
+@irdl_op_definition
+class SparseQuantizedAttentionOp(_QuantizedAttention, _SpaMasked):
+    """`quantized.attention` with row reuse; computed rows attend to their SPA keys only."""
+
+    name = "spls.sparse_quantized_attention"
+
+    assembly_format = (_ATTN_HEAD + " `spa` `(` $spa `)`" + _ATTN_PROPS + _ATTN_QSCALES
+                       + _ATTN_TAIL)
+
+    def __init__(self, q: SSAValue, k: SSAValue, v: SSAValue, mask: SSAValue | None,
+                 rows: SSAValue, spa: SSAValue, num_heads: int, scale: float, causal: bool,
+                 q_scales: Sequence[float], result_type: Attribute):
+        super().__init__(operands=[q, k, v, mask, rows, spa],
+                         properties=_attention_props(num_heads, scale, causal, q_scales),
+                         result_types=[result_type])
+
+    def verify_(self) -> None:
+        self._verify_scales()
+        b, h, length = self._verify_attention()
+        _require(self, "spa", self.spa, (b, h, length, length), i1)
+
+
+MASKED_OPS = (MaskedLinearOp, KeyMaskedLinearOp, MaskedQuantizedLinearOp,
+              KeyMaskedQuantizedLinearOp, MaskedAttentionOp, SparseAttentionOp,
+              MaskedQuantizedAttentionOp, SparseQuantizedAttentionOp)
+"""The sparse forms of the GEMM-bearing ops (what a sparse lowering consumes)."""
+
+SPLS = Dialect(
+    "spls",
+    [HLogQuantizeOp, PredictAttentionOp, TopKOp, LocalSimilarityOp, *MASKED_OPS],
+    [],
+)

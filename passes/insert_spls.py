@@ -1,0 +1,386 @@
+"""`insert-spls`: insert the SPLS prediction into every Transformer layer and mask its GEMMs.
+
+For each attention layer (a `transformer.attention` or `quantized.attention` whose Q, K, V
+are linears of one input X: LN1(h) for pre-LN, h for post-LN), in program order (layer 0,
+1, ...), it emits on X, before the projections (DESIGN.md section 6):
+
+    %xc, %xs = spls.hlog_quantize %X bits(n)
+    %pam     = spls.predict_attention %xc, %xs, <HLog W_Q>, <HLog W_Q scale>, <HLog W_K>, ...
+    %spa     = spls.topk %pam k(ceil(k-ratio * L))
+    %reuse, %keys = spls.local_similarity %spa [probs(%pam)] mode(...) window(...) threshold(...)
+
+and rewrites the layer: Q, output projection, FFN up and FFN down into `spls.masked_*linear`
+(rows of reused tokens are not computed and take their representative's), the attention into
+`spls.masked_*attention` (`attention=dense`) or `spls.sparse_*attention` (`attention=topk`), and,
+with `attention=topk`, K and V into `spls.key_masked_*linear` (keys no computed row selects are
+not generated, per head). HLog weights are added to the weight store as `<W>.hlog<n>` (i32
+level values) and `<W>.hlog<n>.scale` (f32 scalar), from the FP32 weight (or the dequantized
+INT8 weight after `quantize`).
+
+Options (each also settable per layer):
+  hlog-bits=4  k-ratio=0.2  window=4  threshold=0.9  similarity=cosprob|overlap
+  attention=dense|topk  pam-scale=one|attention
+  layers="L:name=value,name=value;L2:..."   per-layer overrides, e.g.
+      insert-spls{threshold=0.95 layers="0:threshold=2.0;3:threshold=0.9,window=2"}
+  (layer indices count attention layers from 0; an unknown layer index is an error).
+`pam-scale` sets the logit scale of PAM, which only matters to `cosprob`'s softmax(PAM): `one`
+is softmax(Q^ K^T) as DESIGN.md section 6 writes it, `attention` uses the attention's
+1/sqrt(d_head) (a flatter distribution, so more rows look alike).
+`threshold` > 1 disables reuse; with k-ratio=1 and threshold > 1 the program computes exactly
+the dense values.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+from xdsl.context import Context
+from xdsl.dialects import func
+from xdsl.dialects.builtin import Float32Type, ModuleOp, TensorType, i32
+from xdsl.ir import Operation, SSAValue
+from xdsl.passes import ModulePass
+from xdsl.rewriter import InsertPoint, Rewriter
+
+from esact_cc.dialects import quantized, spls, transformer
+from esact_cc.dialects.onnx import WeightOp
+from esact_cc.runtime.errors import CompileError
+from esact_cc.runtime.spls_kernels import SIMILARITY_MODES, hlog_encode, hlog_levels, k_from_ratio
+from esact_cc.weight_store import WeightStore, store_of
+
+ATTENTION_MODES = ("dense", "topk")
+PAM_SCALES = ("one", "attention")
+LINEAR_OPS = (transformer.LinearOp, quantized.LinearOp)
+ATTENTION_OPS = (transformer.AttentionOp, quantized.AttentionOp)
+
+
+@dataclass(frozen=True)
+class LayerOptions:
+    """The SPLS options of one layer (the pass option names with '_' for '-')."""
+
+    hlog_bits: int
+    k_ratio: float
+    window: int
+    threshold: float
+    similarity: str
+    attention: str
+    pam_scale: str
+
+    def validate(self, where: str) -> None:
+        try:
+            hlog_levels(self.hlog_bits)
+            k_from_ratio(self.k_ratio, 1)
+        except Exception as e:  # EsactError: keep its message, name the layer
+            raise CompileError(f"insert-spls{where}: {e}") from None
+        checks = (
+            (self.window >= 0, f"window must be >= 0, got {self.window}"),
+            (np.isfinite(self.threshold), f"threshold must be finite, got {self.threshold}"),
+            (self.similarity in SIMILARITY_MODES,
+             f"similarity must be {'|'.join(SIMILARITY_MODES)}, got {self.similarity!r}"),
+            (self.attention in ATTENTION_MODES,
+             f"attention must be {'|'.join(ATTENTION_MODES)}, got {self.attention!r}"),
+            (self.pam_scale in PAM_SCALES,
+             f"pam-scale must be {'|'.join(PAM_SCALES)}, got {self.pam_scale!r}"),
+        )
+        for ok, message in checks:
+            if not ok:
+                raise CompileError(f"insert-spls{where}: {message}")
+
+
+def parse_layer_overrides(text: str, base: LayerOptions) -> dict[int, LayerOptions]:
+    """`"0:threshold=2.0;3:threshold=0.9,window=2"` -> {layer: options}."""
+    by_field = {f.name: f.type for f in fields(LayerOptions)}
+    converters = {"int": int, "float": float, "str": str}
+    result: dict[int, LayerOptions] = {}
+    for chunk in filter(None, (c.strip() for c in text.split(";"))):
+        index_text, sep, assignments = chunk.partition(":")
+        if not sep or not index_text.strip().isdigit():
+            raise CompileError(f"insert-spls: bad per-layer option {chunk!r} "
+                               "(expected 'LAYER:name=value,...')")
+        layer = int(index_text)
+        values: dict[str, object] = {}
+        for item in filter(None, (a.strip() for a in assignments.split(","))):
+            name, eq, value = item.partition("=")
+            key = name.strip().replace("-", "_")
+            if not eq or key not in by_field:
+                raise CompileError(f"insert-spls: bad per-layer option {item!r} in layer {layer} "
+                                   f"(names: {', '.join(n.replace('_', '-') for n in by_field)})")
+            try:
+                values[key] = converters[str(by_field[key])](value.strip())
+            except ValueError:
+                raise CompileError(f"insert-spls: layer {layer}: {name.strip()} has a bad value "
+                                   f"{value.strip()!r}") from None
+        result[layer] = replace(result.get(layer, base), **values)  # type: ignore[arg-type]
+    return result
+
+
+@dataclass
+class _Layer:
+    """The ops of one attention layer the pass rewrites."""
+
+    attention: Operation
+    q: Operation
+    k: Operation
+    v: Operation
+    out: Operation | None
+    ffn_up: Operation | None
+    ffn_down: Operation | None
+
+
+def _single_linear_user(value: SSAValue) -> Operation | None:
+    users = [use.operation for use in value.uses]
+    linears = [u for u in users if isinstance(u, LINEAR_OPS) and u.operands[0] is value]
+    return linears[0] if len(linears) == 1 else None
+
+
+def _find_ffn(start: SSAValue) -> tuple[Operation, Operation] | None:
+    """The FFN (up linear -> gelu -> down linear) fed from `start` through adds / layer norms."""
+    frontier, seen = [start], set()
+    for _ in range(4):
+        following: list[SSAValue] = []
+        for value in frontier:
+            for use in value.uses:
+                op = use.operation
+                if id(op) in seen:
+                    continue
+                seen.add(id(op))
+                if isinstance(op, LINEAR_OPS) and op.operands[0] is value:
+                    gelus = [u.operation for u in op.results[0].uses]
+                    if len(gelus) == 1 and isinstance(gelus[0], transformer.GeluOp):
+                        down = _single_linear_user(gelus[0].results[0])
+                        if down is not None:
+                            return op, down
+                elif isinstance(op, (transformer.AddOp, transformer.LayerNormOp)):
+                    following.append(op.results[0])
+        frontier = following
+    return None
+
+
+def find_layers(function: func.FuncOp) -> list[_Layer]:
+    layers: list[_Layer] = []
+    for op in function.body.walk():
+        if not isinstance(op, ATTENTION_OPS):
+            continue
+        q, k, v = (operand.owner for operand in op.operands[:3])
+        if not all(isinstance(p, LINEAR_OPS) for p in (q, k, v)) or len({id(q), id(k), id(v)}) < 3:
+            print(f"warning: insert-spls: {_label(op)}: Q, K, V are not three linears; layer "
+                  "left dense", file=sys.stderr)
+            continue
+        x = q.operands[0]  # type: ignore[union-attr]
+        if k.operands[0] is not x or v.operands[0] is not x:  # type: ignore[union-attr]
+            print(f"warning: insert-spls: {_label(op)}: Q, K, V read different inputs; layer "
+                  "left dense", file=sys.stderr)
+            continue
+        out = _single_linear_user(op.results[0])
+        ffn = _find_ffn(out.results[0]) if out is not None else None
+        if ffn is None:
+            print(f"warning: insert-spls: {_label(op)}: no FFN found after the attention; its "
+                  "FFN stays dense", file=sys.stderr)
+        layers.append(_Layer(op, q, k, v, out, *(ffn or (None, None))))  # type: ignore[arg-type]
+    return layers
+
+
+def _label(op: Operation) -> str:
+    from esact_cc.reference_interpreter import op_label
+
+    return op_label(op)
+
+
+class _HLogWeights:
+    """HLog forms of weights in the store, made once per (weight, bits)."""
+
+    def __init__(self, store: WeightStore):
+        self.store = store
+        self.done: dict[tuple[str, int], tuple[str, str]] = {}
+
+    def fp32_weight(self, linear: Operation) -> tuple[str, np.ndarray]:
+        owner = linear.operands[1].owner
+        if not isinstance(owner, WeightOp):
+            raise CompileError(f"insert-spls: {_label(linear)}: weight must be a weight-store "
+                               "handle")
+        name = owner.weight_name.data
+        weight = np.asarray(self.store[name], np.float64)
+        if isinstance(linear, quantized.LinearOp):
+            scale_owner = linear.weight_scale.owner
+            assert isinstance(scale_owner, WeightOp)
+            weight = weight * np.asarray(self.store[scale_owner.weight_name.data], np.float64)
+        return name, weight
+
+    def encode(self, linear: Operation, bits: int) -> tuple[str, str]:
+        name, weight = self.fp32_weight(linear)
+        if (name, bits) not in self.done:
+            codes, scale = hlog_encode(weight, bits)
+            base = f"{name}.hlog{bits}"
+            self.done[(name, bits)] = (
+                self.store.add(self.store.unique_name(base), codes.astype(np.int32)),
+                self.store.add(self.store.unique_name(base + ".scale"),
+                               np.array(scale, np.float32)))
+        return self.done[(name, bits)]
+
+    def zero_bias(self, width: int) -> str:
+        name = f"spls.zero_bias.{width}"
+        if name not in self.store:
+            self.store.add(name, np.zeros(width, np.float32))
+        return name
+
+
+def _handle(anchor: Operation, name: str, typ: TensorType) -> SSAValue:
+    op = WeightOp(name, typ)
+    Rewriter.insert_op(op, InsertPoint.before(anchor))
+    return op.result
+
+
+def _shape(value: SSAValue) -> tuple[int, ...]:
+    typ = value.type
+    assert isinstance(typ, TensorType)
+    return tuple(typ.get_shape())
+
+
+@dataclass(frozen=True)
+class InsertSplsPass(ModulePass):
+    """Insert SPLS prediction per layer and rewrite the layer's GEMM ops into masked forms."""
+
+    name = "insert-spls"
+
+    hlog_bits: int = 4
+    k_ratio: float = 0.2
+    window: int = 4
+    threshold: float = 0.9
+    similarity: str = "cosprob"
+    attention: str = "dense"
+    pam_scale: str = "one"
+    layers: str = ""
+    """Per-layer overrides: "LAYER:name=value,...;LAYER:..." (see the module docstring)."""
+
+    def base_options(self) -> LayerOptions:
+        return LayerOptions(self.hlog_bits, self.k_ratio, self.window, self.threshold,
+                            self.similarity, self.attention, self.pam_scale)
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        base = self.base_options()
+        base.validate("")
+        overrides = parse_layer_overrides(self.layers, base)
+        for index, options in overrides.items():
+            options.validate(f" (layer {index})")
+        store = store_of(op)
+        weights = _HLogWeights(store)
+        layers = [layer for f in op.walk() if isinstance(f, func.FuncOp)
+                  for layer in find_layers(f)]
+        unknown = sorted(set(overrides) - set(range(len(layers))))
+        if unknown:
+            raise CompileError(f"insert-spls: per-layer options for layer(s) "
+                               f"{', '.join(map(str, unknown))}, but the model has "
+                               f"{len(layers)} attention layer(s)")
+        for index, layer in enumerate(layers):
+            _rewrite_layer(layer, overrides.get(index, base), weights)
+
+
+def _defined_before(value: SSAValue, op: Operation) -> bool:
+    owner = value.owner
+    if not isinstance(owner, Operation) or owner.parent_block() is not op.parent_block():
+        return True  # a block argument or a value from an enclosing scope
+    return _position(owner) < _position(op)
+
+
+def _rewrite_layer(layer: _Layer, options: LayerOptions, weights: _HLogWeights) -> None:
+    att = layer.attention
+    first = min((layer.q, layer.k, layer.v), key=_position)
+    mask_value = att.mask  # type: ignore[attr-defined]
+    if mask_value is not None and not _defined_before(mask_value, first):
+        print(f"warning: insert-spls: {_label(att)}: the attention mask is computed after the "
+              "Q/K/V projections; layer left dense", file=sys.stderr)
+        return
+    x = layer.q.operands[0]
+    batch, length, _ = _shape(x)
+    heads = att.num_heads.value.data  # type: ignore[attr-defined]
+    bits = options.hlog_bits
+    k = k_from_ratio(options.k_ratio, length)
+
+    hlog_x = spls.HLogQuantizeOp(x, bits)
+    Rewriter.insert_op(hlog_x, InsertPoint.before(first))
+    encoded = []
+    for linear in (layer.q, layer.k):
+        codes_name, scale_name = weights.encode(linear, bits)
+        w_shape = _shape(linear.operands[1])
+        encoded.append((_handle(first, codes_name, TensorType(i32, w_shape)),
+                        _handle(first, scale_name, TensorType(Float32Type(), []))))
+    biases = []
+    for linear in (layer.q, layer.k):
+        # A fresh handle before the prediction: the layer's own bias handles may be defined
+        # between the Q, K and V linears, after the insertion point.
+        bias = linear.bias  # type: ignore[attr-defined]
+        width = _shape(linear.results[0])[-1]
+        name = (bias.owner.weight_name.data if bias is not None and isinstance(bias.owner, WeightOp)
+                else weights.zero_bias(width) if bias is None else None)
+        if name is None:
+            raise CompileError(f"insert-spls: {_label(linear)}: bias must be a weight-store "
+                               "handle")
+        biases.append(_handle(first, name, TensorType(Float32Type(), [width])))
+    mask = att.mask  # type: ignore[attr-defined]
+    causal = att.causal is not None  # type: ignore[attr-defined]
+    pam_scale = 1.0 if options.pam_scale == "one" else att.scale.value.data  # type: ignore[attr-defined]
+    (wq, wq_s), (wk, wk_s) = encoded
+    pam = spls.PredictAttentionOp(hlog_x.codes, hlog_x.code_scale, wq, wq_s, wk, wk_s,
+                                  biases[0], biases[1], mask, heads, bits, pam_scale, causal)
+    topk = spls.TopKOp(pam.result, k)
+    similarity = spls.LocalSimilarityOp(
+        topk.result, pam.result if options.similarity == "cosprob" else None,
+        options.similarity, options.window, options.threshold, k)
+    for prediction in (hlog_x, pam, topk, similarity):
+        prediction.location = att.location  # the layer's attention node names its prediction
+    Rewriter.insert_op([pam, topk, similarity], InsertPoint.before(first))
+    reuse, keys, spa = similarity.reuse_map, similarity.key_mask, topk.result
+
+    for linear in (layer.q, layer.out, layer.ffn_up, layer.ffn_down):
+        if linear is not None:
+            _replace(linear, _row_masked_linear(linear, reuse))
+    if options.attention == "topk":
+        for linear in (layer.k, layer.v):
+            _replace(linear, _key_masked_linear(linear, keys, heads))
+    _replace(att, _masked_attention(att, reuse, spa if options.attention == "topk" else None))
+
+
+def _position(op: Operation) -> int:
+    block = op.parent_block()
+    assert block is not None
+    return block.get_operation_index(op)
+
+
+def _replace(old: Operation, new: Operation) -> None:
+    new.attributes.update(old.attributes)
+    new.location = old.location  # keep the ONNX node name
+    Rewriter.replace_op(old, new)
+
+
+def _row_masked_linear(op: Operation, rows: SSAValue) -> Operation:
+    if isinstance(op, quantized.LinearOp):
+        return spls.MaskedQuantizedLinearOp(op.x, op.weight, op.weight_scale, op.bias,
+                                            op.input_scale.value.data, rows, op.result.type)
+    assert isinstance(op, transformer.LinearOp)
+    return spls.MaskedLinearOp(op.x, op.weight, op.bias, rows, op.result.type)
+
+
+def _key_masked_linear(op: Operation, keys: SSAValue, heads: int) -> Operation:
+    if isinstance(op, quantized.LinearOp):
+        return spls.KeyMaskedQuantizedLinearOp(op.x, op.weight, op.weight_scale, op.bias,
+                                               op.input_scale.value.data, keys, heads,
+                                               op.result.type)
+    assert isinstance(op, transformer.LinearOp)
+    return spls.KeyMaskedLinearOp(op.x, op.weight, op.bias, keys, heads, op.result.type)
+
+
+def _masked_attention(op: Operation, rows: SSAValue, spa: SSAValue | None) -> Operation:
+    assert isinstance(op, ATTENTION_OPS)
+    common = (op.num_heads.value.data, op.scale.value.data, op.causal is not None)
+    if isinstance(op, quantized.AttentionOp):
+        scales = tuple(getattr(op, n).value.data for n in ("q_scale", "k_scale", "v_scale",
+                                                            "p_scale"))
+        if spa is None:
+            return spls.MaskedQuantizedAttentionOp(op.q, op.k, op.v, op.mask, rows, *common,
+                                                   scales, op.result.type)
+        return spls.SparseQuantizedAttentionOp(op.q, op.k, op.v, op.mask, rows, spa, *common,
+                                               scales, op.result.type)
+    if spa is None:
+        return spls.MaskedAttentionOp(op.q, op.k, op.v, op.mask, rows, *common, op.result.type)
+    return spls.SparseAttentionOp(op.q, op.k, op.v, op.mask, rows, spa, *common, op.result.type)
