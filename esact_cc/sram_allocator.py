@@ -1,10 +1,13 @@
 """Round-robin allocation of on-chip buffer regions (the lowering's double buffering).
 
-Each buffer is a ring: a new region starts where the previous one ended and wraps to the
-start when it would run past the end, skipping regions still live. Consecutive tiles so land
-in different regions, and a load of tile n+1 can overlap the compute on tile n; a region is
-only reused once the ring comes round, and `schedule` orders that reuse after the region's
-last reader (write-after-read tokens). Addresses are in elements of the buffer's type.
+`RingAllocator` (buffers holding tiles of many sizes: ABUF, VBUF, MBUF): a new region starts
+where the previous one ended and wraps to the start when it would run past the end, skipping
+live regions and, while it can, the most recently freed ones. `BankAllocator` (buffers holding
+one kind of tile: WBUF weights, ACC accumulators): the buffer is split into equal banks used in
+turn, so tile n+1 never lands on tile n whatever the tile sizes. Either way consecutive tiles
+use different regions, a load of tile n+1 overlaps the compute on tile n, and `schedule`
+orders each reuse after the region's last reader (write-after-read tokens). Addresses are in
+elements of the buffer's type.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ class RingAllocator:
         self.capacity = capacity
         self.cursor = 0
         self.live: dict[int, int] = {}  # start -> end of regions in use
+        self.recent: list[tuple[int, int]] = []  # the last RECENT freed regions, newest last
+
+    RECENT = 2
 
     def alloc(self, size: int) -> int:
         size = max(1, size)
@@ -27,9 +33,13 @@ class RingAllocator:
             raise CompileError(
                 f"{self.name}: a tile of {size} elements does not fit the buffer ({self.capacity} elements)"
             )
-        start = self._first_fit(self.cursor, size)
-        if start is None:
-            start = self._first_fit(0, size)
+        start = None
+        for avoid in (self.recent, ()):
+            start = self._first_fit(self.cursor, size, avoid)
+            if start is None:
+                start = self._first_fit(0, size, avoid)
+            if start is not None:
+                break
         if start is None:
             used = sum(e - s for s, e in self.live.items())
             raise CompileError(
@@ -40,12 +50,41 @@ class RingAllocator:
         return start
 
     def release(self, start: int) -> None:
-        del self.live[start]
+        self.recent = [*self.recent, (start, self.live.pop(start))][-self.RECENT:]
 
-    def _first_fit(self, pos: int, size: int) -> int | None:
+    def _first_fit(self, pos: int, size: int, avoid) -> int | None:
+        blocked = [*self.live.items(), *avoid]
         while pos + size <= self.capacity:
-            clash = [end for start, end in self.live.items() if start < pos + size and pos < end]
+            clash = [end for start, end in blocked if start < pos + size and pos < end]
             if not clash:
                 return pos
             pos = max(clash)
         return None
+
+
+class BankAllocator:
+    """Equal banks used in turn; a tile must fit one bank."""
+
+    def __init__(self, name: str, capacity: int, banks: int = 2):
+        self.name = name
+        self.capacity = capacity
+        self.bank_size = capacity // banks
+        self.banks = banks
+        self.next = 0
+        self.live: set[int] = set()
+
+    def alloc(self, size: int) -> int:
+        if size > self.bank_size:
+            raise CompileError(
+                f"{self.name}: a tile of {size} elements does not fit a bank ({self.bank_size} elements)"
+            )
+        for step in range(self.banks):
+            bank = (self.next + step) % self.banks
+            if bank not in self.live:
+                self.live.add(bank)
+                self.next = bank + 1
+                return bank * self.bank_size
+        raise CompileError(f"{self.name}: all {self.banks} banks hold live tiles")
+
+    def release(self, start: int) -> None:
+        self.live.remove(start // self.bank_size)

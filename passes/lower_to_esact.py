@@ -55,8 +55,8 @@ from esact_cc.quantized_kernels import quant_multiplier
 from esact_cc.reference_interpreter import io_names, main_function, op_label
 from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.hw_config import HardwareConfig, resolve_config
-from esact_cc.runtime.isa import DIM_BITS, Buffer, GeluMode, buffer_elements
-from esact_cc.sram_allocator import RingAllocator
+from esact_cc.runtime.isa import DIM_BITS, Buffer, GeluMode, Queue, buffer_elements, operand_extent
+from esact_cc.sram_allocator import BankAllocator, RingAllocator
 from esact_cc.weight_store import WeightStore, store_of
 
 CONFIG_HASH_ATTR = "esact.config_hash"
@@ -69,7 +69,9 @@ GELU_MODES = {"none": GeluMode.ERF, "tanh": GeluMode.TANH}
 # Fractions of each buffer one op's live tiles may take (the rest lets the ring double-buffer).
 STAGE_FRACTION = 8  # VBUF: an FP32 staging chunk of activations is at most 1/8 of VBUF
 OUT_FRACTION = 4  # VBUF: one output tile at most 1/4
-HALF = 2  # ABUF / WBUF / ACC: one tile at most half the buffer
+HALF = 2  # WBUF / ACC: one tile at most half the buffer (ABUF: a linear's input may take 3/4)
+HOIST_WINDOW = 400
+BANKED_BUFFERS = (Buffer.WBUF, Buffer.ACC)  # one kind of tile each: two banks, used in turn  # how far back (instructions) a weight prefetch may move
 
 _LAYER_PATTERN = re.compile(r"(?:^|[/._])(?:layers?|h|blocks?)[._/]?(\d+)(?=[/._]|$)")
 
@@ -131,7 +133,10 @@ class _Lowering:
         self.module = module
         self.store = store
         self.config = config
-        self.rings = {b: RingAllocator(b.name, buffer_elements(config, b)) for b in Buffer}
+        self.rings = {
+            b: (BankAllocator if b in BANKED_BUFFERS else RingAllocator)(b.name, buffer_elements(config, b))
+            for b in Buffer
+        }
         self.dram_end = 0
         self.tensors: dict[SSAValue, DramTensor] = {}
         self.placed: dict[str, DramTensor] = {}
@@ -140,6 +145,13 @@ class _Lowering:
         self.instrs: list[Operation] = []
         self.host_count = 0
         self.fused: set[Operation] = set()
+        self.int8_scale: dict[SSAValue, float] = {}
+        """Values whose every linear consumer quantizes them with this input scale."""
+        self.fp32_needed: set[SSAValue] = set()
+        """Values some consumer reads in FP32 (non-linear ops, host segments, outputs)."""
+        self.int8_tensors: dict[SSAValue, DramTensor] = {}
+        self.hoist_floor = 0
+        """Loads are never hoisted above this instruction index (e.g. above a HOST segment)."""
         self.current: Operation | None = None
         self.layer = -1
 
@@ -214,6 +226,66 @@ class _Lowering:
         self.emit("store", "store", buf=buf, sram_addr=sram, dram_addr=dram, rows=rows, cols=cols,
                   sram_stride=sram_stride, dram_stride=dram_stride)
 
+    def plan_activation_formats(self, block_ops: Sequence[Operation], outputs: Sequence[SSAValue]) -> None:
+        """Decide per value whether its producer writes it in FP32, INT8 (already quantized
+        with its linear consumers' input scale, so they LOAD it straight into ABUF), or both."""
+        for op in block_ops:
+            for value in op.results:
+                scales = set()
+                for use in value.uses:
+                    user = use.operation
+                    if isinstance(user, quantized.LinearOp) and use.index == 0:
+                        scales.add(float(user.input_scale.value.data))
+                    else:
+                        self.fp32_needed.add(value)
+                if len(scales) == 1:
+                    self.int8_scale[value] = scales.pop()
+                elif scales:
+                    self.fp32_needed.add(value)
+        self.fp32_needed.update(outputs)
+
+    def write_tile(self, value: SSAValue, vbuf: int, row0: int, rows: int, col0: int, cols: int) -> None:
+        """Store an FP32 tile of `value` (rows x cols at `vbuf`, packed) to its DRAM forms.
+        The INT8 copy goes first: the next linear waits for it, the FP32 copy is usually only
+        read much later (by a residual add)."""
+        if value in self.int8_scale:
+            t8 = self.int8_tensor(value)
+            a = self.alloc(Buffer.ABUF, rows * cols)
+            self.emit("quant", "sfu", dst_addr=a, src_addr=vbuf, rows=rows, cols=cols,
+                      mult=float(quant_multiplier(self.int8_scale[value])))
+            self.store_(Buffer.ABUF, a, t8.address + row0 * t8.cols + col0, rows, cols, dram_stride=t8.cols)
+            self.free(Buffer.ABUF, a)
+        if value in self.fp32_needed or value not in self.int8_scale:
+            t = self.f32_tensor(value, "result")
+            self.store_(Buffer.VBUF, vbuf, t.address + (row0 * t.cols + col0) * F32, rows, cols,
+                        dram_stride=t.cols * F32)
+
+    def int8_tensor(self, value: SSAValue) -> DramTensor:
+        """The INT8 copy of an activation (allocated by its producer)."""
+        if value not in self.int8_tensors:
+            shape = _shape(value)
+            self.int8_tensors[value] = DramTensor(self._dram_alloc(math.prod(shape)), shape, np.dtype(np.int8))
+        return self.int8_tensors[value]
+
+    def hoist_last(self, buf: Buffer, start: int, end: int) -> None:
+        """Move the just-emitted LOAD of read-only data into `buf`[start, end) back to just
+        after the last MAC-array instruction, past the SFU/DMA tail of the previous op (at most
+        HOIST_WINDOW instructions), so the load queue fetches it while that tail runs instead
+        of after it. Not past anything touching the region: program-order semantics are
+        unchanged, since its DRAM source is never written. Not past the last MAC instruction:
+        the ring allocator keeps the region clear of that one, so the load never blocks the
+        in-order load queue waiting for it."""
+        op = self.instrs.pop()
+        position = len(self.instrs)
+        floor = max(0, position - HOIST_WINDOW, self.hoist_floor)
+        while position > floor:
+            prev = self.instrs[position - 1]
+            assert isinstance(prev, esact.InstructionOp)
+            if prev.isa_spec().queue == Queue.COMPUTE or _touches(prev, buf, start, end):
+                break
+            position -= 1
+        self.instrs.insert(position, op)
+
     def alloc(self, buf: Buffer, size: int) -> int:
         return self.rings[buf].alloc(size)
 
@@ -244,7 +316,8 @@ class _Lowering:
 
     # --- ops ------------------------------------------------------------------------------------
     def lower_linear(self, op: quantized.LinearOp) -> None:
-        x = self.f32_tensor(op.x, "x")
+        x8 = self.int8_tensors.get(op.x)
+        x = self.f32_tensor(op.x, "x") if x8 is None else x8
         w = self.tensor_of(op.weight)
         if w.dtype != np.int8:
             raise CompileError(f"{op_label(op)}: weight must be int8 (run quantize first)")
@@ -259,10 +332,9 @@ class _Lowering:
         has_bias = int(op.bias is not None)
 
         epilogue, out_value = self._linear_epilogue(op)
-        y = self.f32_tensor(out_value, "result")
         component = self.component_of(op)
 
-        a_cap, w_cap = self.capacity(Buffer.ABUF) // HALF, self.capacity(Buffer.WBUF) // HALF
+        a_cap, w_cap = self.capacity(Buffer.ABUF) * 3 // 4, self.capacity(Buffer.WBUF) // HALF
         acc_cap, v_cap = self.capacity(Buffer.ACC) // HALF, self.capacity(Buffer.VBUF) // OUT_FRACTION
         if k > a_cap or k > w_cap:
             raise CompileError(f"{op_label(op)}: input width {k} exceeds the on-chip buffers")
@@ -271,16 +343,31 @@ class _Lowering:
         nt_limit = min(w_cap // k, acc_cap // m_tile, v_cap // m_tile)
         n_tile = _round_tile(nt_limit, n, self.config.mac_cols)
         mult = quant_multiplier(in_scale)
+
+        def load_weights(n0: int, hoist: bool = False) -> tuple[int, int]:
+            nt = min(n_tile, n - n0)
+            wt = self.alloc(Buffer.WBUF, k * nt)
+            self.load(Buffer.WBUF, wt, w.address + n0, k, nt, dram_stride=n)
+            if hoist:
+                self.hoist_last(Buffer.WBUF, wt, wt + k * nt)
+            sv = self.alloc(Buffer.VBUF, len(rows) * nt)
+            self.load(Buffer.VBUF, sv, sb.address + n0 * F32, len(rows), nt, dram_stride=n * F32)
+            return wt, sv
+
+        # The first weight tile is loaded before the activations: it depends on nothing, so the
+        # load queue fetches it while the producer of x is still running.
+        prefetched = load_weights(0, hoist=True)
         for m0 in range(0, m, m_tile):
             mt = min(m_tile, m - m0)
             a = self.alloc(Buffer.ABUF, mt * k)
-            self.quantize_rows(x, m0, mt, 0, k, a, mult)
+            if x8 is not None:  # produced already quantized with this input scale
+                self.load(Buffer.ABUF, a, x8.address + m0 * k, mt, k)
+            else:
+                self.quantize_rows(x, m0, mt, 0, k, a, mult)
             for n0 in range(0, n, n_tile):
                 nt = min(n_tile, n - n0)
-                wt = self.alloc(Buffer.WBUF, k * nt)
-                self.load(Buffer.WBUF, wt, w.address + n0, k, nt, dram_stride=n)
-                sv = self.alloc(Buffer.VBUF, len(rows) * nt)
-                self.load(Buffer.VBUF, sv, sb.address + n0 * F32, len(rows), nt, dram_stride=n * F32)
+                wt, sv = prefetched if prefetched is not None else load_weights(n0)
+                prefetched = None
                 acc = self.alloc(Buffer.ACC, mt * nt)
                 self.emit("gemm", component, acc_addr=acc, a_addr=a, w_addr=wt, m=mt, k=k, n=nt)
                 self.free(Buffer.WBUF, wt)
@@ -291,7 +378,7 @@ class _Lowering:
                 self.free(Buffer.VBUF, sv)
                 if epilogue is not None:
                     epilogue(o, m0, mt, n0, nt)
-                self.store_(Buffer.VBUF, o, y.address + (m0 * n + n0) * F32, mt, nt, dram_stride=n * F32)
+                self.write_tile(out_value, o, m0, mt, n0, nt)
                 self.free(Buffer.VBUF, o)
             self.free(Buffer.ABUF, a)
 
@@ -338,7 +425,7 @@ class _Lowering:
 
     def lower_attention(self, op: quantized.AttentionOp) -> None:
         q, k, v = (self.f32_tensor(val, name) for val, name in ((op.q, "q"), (op.k, "k"), (op.v, "v")))
-        out = self.f32_tensor(op.result, "result")
+        out = DramTensor(0, _shape(op.result), np.dtype(np.float32))  # written through write_tile
         batch, lq, width = q.shape
         lk, width_v = k.shape[1], v.shape[2]
         heads = op.num_heads.value.data
@@ -429,14 +516,14 @@ class _Lowering:
         r = self.alloc(Buffer.VBUF, lq * dv)
         self.emit("dequant", "sfu", dst_addr=r, src_addr=acc, rows=lq, cols=dv, scale_addr=o_addr)
         self.free(Buffer.ACC, acc)
-        self.store_(Buffer.VBUF, r, out.address + (out_base + hh * dv) * F32, lq, dv, dram_stride=width_v * F32)
+        self.write_tile(self.current.result, r, out_base // width_v, lq, out_base % width_v + hh * dv, dv)
         self.free(Buffer.VBUF, r)
 
-    def rowwise(self, sources: Sequence[DramTensor], dest: DramTensor,
-                body: Callable[[list[int], int, int], None], persistent_cols: int = 0) -> None:
+    def rowwise(self, sources: Sequence[DramTensor], dest: SSAValue,
+                body: Callable[[list[int], int, int], None]) -> None:
         """LOAD row chunks of each source into VBUF, run `body(addresses, rows, cols)` (which
-        leaves the result in the first chunk), STORE the first chunk into `dest`."""
-        rows, cols = dest.rows, dest.cols
+        leaves the result in the first chunk), write the first chunk as `dest`'s rows."""
+        rows, cols = sources[0].rows, sources[0].cols
         chunk = max(1, min(rows, MAX_DIM, (self.capacity(Buffer.VBUF) // STAGE_FRACTION) // (cols * len(sources))))
         for r0 in range(0, rows, chunk):
             n = min(chunk, rows - r0)
@@ -446,12 +533,11 @@ class _Lowering:
                 self.load(Buffer.VBUF, a, src.address + r0 * cols * F32, n, cols)
                 addrs.append(a)
             body(addrs, n, cols)
-            self.store_(Buffer.VBUF, addrs[0], dest.address + r0 * cols * F32, n, cols)
+            self.write_tile(dest, addrs[0], r0, n, 0, cols)
             self.free(Buffer.VBUF, *addrs)
 
     def lower_layer_norm(self, op: transformer.LayerNormOp) -> None:
         x = self.f32_tensor(op.x, "x")
-        y = self.f32_tensor(op.result, "result")
         n = x.cols
         gamma = self.weight_array(op.gamma, "gamma").astype(np.float32).reshape(n)
         beta = (np.zeros(n, np.float32) if op.beta is None
@@ -465,7 +551,7 @@ class _Lowering:
             self.emit("layernorm", "sfu", dst_addr=addrs[0], src_addr=addrs[0], rows=rows, cols=cols,
                       gamma_addr=g, beta_addr=g + n, eps=eps)
 
-        self.rowwise([x], y, body)
+        self.rowwise([x], op.result, body)
         self.free(Buffer.VBUF, g)
 
     def lower_gelu(self, op: transformer.GeluOp) -> None:
@@ -474,20 +560,20 @@ class _Lowering:
         def body(addrs: list[int], rows: int, cols: int) -> None:
             self.emit("gelu", "sfu", dst_addr=addrs[0], src_addr=addrs[0], rows=rows, cols=cols, mode=mode)
 
-        self.rowwise([self.f32_tensor(op.x, "x")], self.f32_tensor(op.result, "result"), body)
+        self.rowwise([self.f32_tensor(op.x, "x")], op.result, body)
 
     def lower_softmax(self, op: transformer.SoftmaxOp) -> None:
         def body(addrs: list[int], rows: int, cols: int) -> None:
             self.emit("softmax", "sfu", dst_addr=addrs[0], src_addr=addrs[0], rows=rows, cols=cols, scale=1.0)
 
-        self.rowwise([self.f32_tensor(op.x, "x")], self.f32_tensor(op.result, "result"), body)
+        self.rowwise([self.f32_tensor(op.x, "x")], op.result, body)
 
     def lower_add(self, op: transformer.AddOp) -> None:
         def body(addrs: list[int], rows: int, cols: int) -> None:
             self.emit("add", "sfu", dst_addr=addrs[0], a_addr=addrs[0], b_addr=addrs[1], rows=rows, cols=cols)
 
         sources = [self.f32_tensor(op.lhs, "lhs"), self.f32_tensor(op.rhs, "rhs")]
-        self.rowwise(sources, self.f32_tensor(op.result, "result"), body)
+        self.rowwise(sources, op.result, body)
 
     def lower_host(self, op: transformer.HostOp) -> None:
         from esact_cc.onnx_export import export_ops, module_opset
@@ -538,6 +624,20 @@ _NAME_COMPONENTS: tuple[tuple[str, str], ...] = (
 )
 
 
+def _touches(op: Operation, buf: Buffer, start: int, end: int) -> bool:
+    """Does instruction op read or write buf[start, end)? (HOST/HALT count as touching all.)"""
+    assert isinstance(op, esact.InstructionOp)
+    spec = op.isa_spec()
+    if spec.name in ("host", "halt"):
+        return True
+    instr = op.to_instruction()
+    for operand in spec.operands:
+        extent = operand_extent(instr, operand)
+        if extent is not None and extent[0] is buf and extent[1] < end and start < extent[2]:
+            return True
+    return False
+
+
 def _component_from_name(name: str) -> str:
     lowered = name.lower()
     for needle, component in _NAME_COMPONENTS:
@@ -567,6 +667,8 @@ def lower_module(module: ModuleOp, store: WeightStore, config: HardwareConfig) -
         t = lowering.tensor_of(arg)
         assert isinstance(arg.type, TensorType)
         lowering.decls.append(esact.IoOp("input", name, t.address, arg.type))
+    returned = block.last_op.operands if isinstance(block.last_op, func.ReturnOp) else ()
+    lowering.plan_activation_formats(list(block.ops), list(returned))
     for op in block.ops:
         if isinstance(op, WeightOp) or op in lowering.fused:
             continue
