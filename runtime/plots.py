@@ -53,15 +53,16 @@ def write_plots(report: dict[str, Any], directory: str | Path) -> list[Path]:
     written = []
 
     layers, series = layer_cycles_table(report)
-    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(layers) + 3), 4))
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(layers) + 4), 4))
     bottom = [0] * len(layers)
-    for comp, values in series.items():
-        ax.bar(layers, values, bottom=bottom, label=comp)
+    colors = plt.get_cmap("tab20").colors  # 20 distinct colours: one per component
+    for k, (comp, values) in enumerate(series.items()):
+        ax.bar(layers, values, bottom=bottom, label=comp, color=colors[k % len(colors)])
         bottom = [b + v for b, v in zip(bottom, values)]
     ax.set_xlabel("layer")
     ax.set_ylabel("unit-busy cycles")
     ax.set_title(f"cycles per layer by component ({report['meta']['config']})")
-    ax.legend(fontsize="small", ncol=2)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     written.append(_save(fig, out / "layer_cycles.png"))
     plt.close(fig)
 
