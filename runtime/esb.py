@@ -220,7 +220,8 @@ def parse_esb(data: bytes) -> Program:
         raise _fail(f"file is {len(data)} bytes, shorter than the {minimum}-byte minimum")
     if data[:8] != MAGIC:
         raise _fail("not an .esb file (bad magic)")
-    body, checksum = data[:-CHECKSUM_BYTES], data[-CHECKSUM_BYTES:]
+    # memoryview slices: a large binary is not copied while it is checked.
+    body, checksum = memoryview(data)[:-CHECKSUM_BYTES], data[-CHECKSUM_BYTES:]
     if hashlib.sha256(body).digest() != checksum:
         raise _fail("checksum mismatch (file is corrupt or truncated)")
     magic, version, count, config_hash, total, reserved = HEADER.unpack_from(data, 0)
@@ -235,7 +236,7 @@ def parse_esb(data: bytes) -> Program:
     table_end = HEADER.size + SECTION_ENTRY.size * count
     if table_end > len(body):
         raise _fail("section table runs past the end of the file")
-    sections: dict[str, bytes] = {}
+    sections: dict[str, memoryview] = {}
     expected_offset = table_end
     for i in range(count):
         kind, res, offset, size = SECTION_ENTRY.unpack_from(data, HEADER.size + i *
@@ -252,8 +253,8 @@ def parse_esb(data: bytes) -> Program:
         expected_offset = offset + size
     if expected_offset != len(body):
         raise _fail("trailing bytes after the last section")
-    instructions = decode_program(sections["text"])
-    meta = _parse_meta(sections["meta"])
+    instructions = decode_program(bytes(sections["text"]))
+    meta = _parse_meta(bytes(sections["meta"]))
     program = _program_from_meta(meta, instructions, config_hash.hex(), sections["data"],
                                  sections["host"])
     validate_program(program)
@@ -319,7 +320,7 @@ def _tensor_desc(obj: dict[str, Any]) -> TensorDesc:
 
 
 def _program_from_meta(meta: dict[str, Any], instructions: list[Instruction], config_hash: str,
-                       data_blob: bytes, host_blob: bytes) -> Program:
+                       data_blob: memoryview, host_blob: memoryview) -> Program:
     io = []
     for i, raw in enumerate(_list(meta["io"], "META io")):
         obj = _tensor(raw, f"META io[{i}]", {"kind"})
@@ -338,7 +339,7 @@ def _program_from_meta(meta: dict[str, Any], instructions: list[Instruction], co
         if offset != expected or offset + size > len(data_blob):
             raise _fail(f"META data[{i}]: offset {offset} size {size} outside the DATA section")
         expected = offset + size
-        segments.append(DataSegment(name, address, data_blob[offset:offset + size]))
+        segments.append(DataSegment(name, address, bytes(data_blob[offset:offset + size])))
     if expected != len(data_blob):
         raise _fail("DATA section has bytes no segment describes")
     hosts = []
@@ -354,7 +355,7 @@ def _program_from_meta(meta: dict[str, Any], instructions: list[Instruction], co
                     for j, t in enumerate(_list(obj["inputs"], f"META host[{i}].inputs")))
         outs = tuple(_tensor_desc(_tensor(t, f"META host[{i}].outputs[{j}]"))
                      for j, t in enumerate(_list(obj["outputs"], f"META host[{i}].outputs")))
-        hosts.append(HostSegment(host_blob[offset:offset + size], ins, outs))
+        hosts.append(HostSegment(bytes(host_blob[offset:offset + size]), ins, outs))
     if expected != len(host_blob):
         raise _fail("HOST section has bytes no segment describes")
     debug: dict[int, DebugEntry] = {}
