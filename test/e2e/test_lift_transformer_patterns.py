@@ -342,6 +342,14 @@ NEAR_MISSES = {
 }
 
 
+def _split_axis_model() -> onnx.ModelProto:
+    """A projection split along the sequence axis: not a fused QKV, stays a Split."""
+    b = GraphBuilder()
+    y = linear(b, b.input("x", (B, L, D)), (B, L, D), D, "matmul_add")
+    first, second = b.op("Split", [y, b.ints([L // 2, L // 2])], outputs=2, axis=1)
+    return b.model([first, second])
+
+
 def _where_upper_mask_model() -> onnx.ModelProto:
     """Where(constant, scores, min) whose constant keeps the upper triangle: not causal."""
     b = GraphBuilder()
@@ -381,4 +389,13 @@ def test_near_miss_stays_unlifted_and_is_reported(name: str) -> None:
     module, report = _lift(model)
     assert _all_ops(module)[absent] == 0
     assert any(message in line for line in report.near_misses), report.near_misses
+    _assert_matches_onnxruntime(model, module)
+
+
+def test_split_off_the_last_axis_is_not_a_fused_projection() -> None:
+    model = _split_axis_model()
+    module, report = _lift(model)
+    ops = _all_ops(module)
+    assert ops["transformer.linear"] == 1 and ops["onnx.Split"] == 1
+    assert any("Split axis 1 is not the last axis" in line for line in report.near_misses)
     _assert_matches_onnxruntime(model, module)
