@@ -1,8 +1,12 @@
 """Analytic checks of the queue/token event simulation (runtime/timing.py simulate)."""
 
+import itertools
+
 import pytest
 from esact_cc.runtime.errors import ProgramError
 from esact_cc.runtime.timing import QUEUE_NAMES, check_tokens, simulate
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 LOAD, COMPUTE, PREDICT, SFU, STORE, HOST = range(6)
 
@@ -135,3 +139,64 @@ def test_stalls_plus_busy_fill_each_queue_until_its_last_instruction():
         ends = [s.end[i] for i in range(len(queues)) if queues[i] == q]
         if ends:
             assert s.busy_cycles[name] + sum(s.stall_cycles[name].values()) == max(ends)
+
+
+# --- invariants over random valid programs -------------------------------------------------
+
+
+
+@st.composite
+def random_programs(draw):
+    """Random token programs that the program-order execution satisfies (so no deadlock)."""
+    n = draw(st.integers(1, 60))
+    available = {}
+    queues, pops, pushes, cycles, port = [], [], [], [], []
+    for _ in range(n):
+        q = draw(st.integers(0, 5))
+        pop = 0
+        for src in range(6):
+            if available.get((src, q), 0) and draw(st.booleans()):
+                pop |= 1 << src
+                available[(src, q)] -= 1
+        push = 0
+        for dst in range(6):
+            if draw(st.integers(0, 2)) == 0:
+                push |= 1 << dst
+                available[(q, dst)] = available.get((q, dst), 0) + 1
+        c = draw(st.integers(1, 500))
+        queues.append(q)
+        pops.append(pop)
+        pushes.append(push)
+        cycles.append(c)
+        port.append(draw(st.integers(0, c)) if q in (LOAD, STORE) else 0)
+    return queues, pops, pushes, cycles, port, draw(st.integers(0, 5))
+
+
+@settings(max_examples=200, deadline=None)
+@given(random_programs())
+def test_schedule_invariants(program):
+    queues, pops, pushes, cycles, port, lat = program
+    s = simulate(queues, pops, pushes, cycles, port, lat)
+    n = len(queues)
+    consumed = {}
+    for producer, consumer in s.token_edges:
+        consumed.setdefault(consumer, []).append(producer)
+        assert queues[producer] != queues[consumer] or producer < consumer
+        assert s.start[consumer] >= s.end[producer] + lat  # tokens are honoured
+    for i in range(n):
+        assert s.end[i] - s.start[i] == cycles[i]
+        assert len(consumed.get(i, [])) == pops[i].bit_count()  # one token per popped queue
+    previous = {}
+    for i in range(n):  # in-order queues; no unexplained idle time before a non-DMA start
+        q = queues[i]
+        prev_end = s.end[previous[q]] if q in previous else 0
+        assert s.start[i] >= prev_end
+        if not port[i]:
+            ready = max([prev_end] + [s.end[p] + lat for p in consumed.get(i, [])])
+            assert s.start[i] == ready
+        previous[q] = i
+    spans = sorted((s.start[i], s.start[i] + port[i]) for i in range(n) if port[i])
+    for (_, e0), (s1, _) in itertools.pairwise(spans):  # the DRAM port serves one at a time
+        assert s1 >= e0
+    per_queue = [sum(c for c, q in zip(cycles, queues) if q == k) for k in range(6)]
+    assert s.total_cycles >= max(per_queue + [sum(port)])

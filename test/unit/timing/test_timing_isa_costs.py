@@ -96,7 +96,8 @@ def test_softmax_cost_uses_its_lane_passes():
 
 # --- property: simulated cycles >= roofline bound ----------------------------------------
 
-KINDS = ("load", "store", "gemm", "gemm_masked", "softmax", "add", "layernorm")
+KINDS = ("load", "store", "gemm", "gemm_masked", "softmax", "add", "layernorm", "attn_qk",
+         "attn_pv", "hlog", "bpu", "topk", "similarity", "host")
 
 
 @st.composite
@@ -116,6 +117,23 @@ def valid_programs(draw):
                 pair = gemm(m, k, nn, rows=draw(st.integers(0, m)), cols=draw(st.integers(0, nn)))
             else:
                 pair = gemm(m, k, nn)
+        elif kind in ("attn_qk", "attn_pv"):
+            lq, lk, d = (draw(st.integers(1, 128)) for _ in range(3))
+            kept = draw(st.integers(0, lq * lk))
+            pair = (Instruction.make(kind, lq=lq, lk=lk, d=d, has_mask=1),
+                    Work(macs_dense=lq * lk * d, macs_executed=kept * d, mask_total=lq * lk,
+                         mask_kept=kept, rows_total=lq, rows_executed=lq))
+        elif kind == "hlog":
+            pair = (Instruction.make("hlog", rows=1, cols=64, bits=4, dynamic=1),
+                    Work(sfu_elements=draw(st.integers(1, 1 << 14))))
+        elif kind == "bpu":
+            pair = (Instruction.make("bpu", m=8, k=8, n=8),
+                    Work(shift_adds=draw(st.integers(1, 1 << 20))))
+        elif kind in ("topk", "similarity"):
+            pair = (Instruction.make(kind), Work(compare_ops=draw(st.integers(0, 1 << 18))))
+        elif kind == "host":
+            pair = (Instruction.make("host"), Work(dram_read_bytes=draw(st.integers(0, 1 << 14)),
+                                                   dram_write_bytes=draw(st.integers(0, 999))))
         else:
             pair = sfu(kind, draw(st.integers(1, 5000)))
         instr, work = pair
