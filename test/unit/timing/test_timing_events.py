@@ -172,7 +172,7 @@ def random_programs(draw):
     return queues, pops, pushes, cycles, port, draw(st.integers(0, 5))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(random_programs())
 def test_schedule_invariants(program):
     queues, pops, pushes, cycles, port, lat = program
