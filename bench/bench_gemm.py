@@ -13,7 +13,6 @@ import json
 import time
 
 import numpy as np
-
 from esact_cc.runtime.esb import Program, check_program_fits
 from esact_cc.runtime.functional import Machine
 from esact_cc.runtime.hw_config import config_from_dict, load_config

@@ -20,6 +20,7 @@ allocates memory.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -36,7 +37,6 @@ from .encoding import decode_program, encode_program
 from .errors import BinaryFormatError, ConfigError, ProgramError
 from .isa import (
     DRAM_ADDR_BITS,
-    INSTRUCTION_BYTES,
     Buffer,
     Instruction,
     Queue,
@@ -224,7 +224,7 @@ def parse_esb(data: bytes) -> Program:
     body, checksum = memoryview(data)[:-CHECKSUM_BYTES], data[-CHECKSUM_BYTES:]
     if hashlib.sha256(body).digest() != checksum:
         raise _fail("checksum mismatch (file is corrupt or truncated)")
-    magic, version, count, config_hash, total, reserved = HEADER.unpack_from(data, 0)
+    _magic, version, count, config_hash, total, reserved = HEADER.unpack_from(data, 0)
     if version != FORMAT_VERSION:
         raise _fail(f"unsupported format version {version} (expected {FORMAT_VERSION})")
     if total != len(data):
@@ -411,7 +411,7 @@ def validate_program(program: Program) -> None:
         if seg.data:
             spans.append((seg.address, seg.address + len(seg.data), seg.name))
     spans.sort()
-    for (s0, e0, n0), (s1, _e1, n1) in zip(spans, spans[1:]):
+    for (_s0, e0, n0), (s1, _e1, n1) in itertools.pairwise(spans):
         if s1 < e0:
             raise ProgramError(f"data segments '{n0}' and '{n1}' overlap in DRAM")
     for k, hs in enumerate(program.host_segments):
@@ -436,7 +436,7 @@ def check_host_model(segment: HostSegment, index: int) -> None:
     try:
         model = onnx.ModelProto.FromString(segment.onnx)
         onnx.checker.check_model(model)
-    except Exception as exc:  # protobuf DecodeError, onnx ValidationError, ...
+    except Exception as exc:  # noqa: BLE001 - protobuf DecodeError, onnx ValidationError, ...
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise ProgramError(f"{where}: invalid ONNX model: {first}") from None
     initializers = {t.name for t in model.graph.initializer}

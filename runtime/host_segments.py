@@ -45,7 +45,7 @@ def host_session(onnx_bytes: bytes) -> Any:
                     contextlib.redirect_stderr(io.StringIO()):
                 session = ort.InferenceSession(onnx_bytes, sess_options=options,
                                                providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise ProgramError(f"ONNX model rejected by onnxruntime: {_first_line(exc)}") \
                 from None
         if len(_SESSIONS) >= _MAX_CACHED_SESSIONS:
@@ -78,7 +78,7 @@ def run_host_segment(segment: HostSegment, dram: np.ndarray) -> tuple[int, int]:
     names = [t.name for t in segment.outputs]
     try:
         results = session.run(names, feeds)
-    except Exception as exc:  # onnxruntime's own exception types
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types
         raise ProgramError(f"onnxruntime failed: {_first_line(exc)}") from None
     written = 0
     for t, value in zip(segment.outputs, results):

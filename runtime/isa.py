@@ -707,7 +707,7 @@ class Instruction:
         return INSTRUCTION_SPECS[self.opcode_name]
 
     @staticmethod
-    def make(opcode_name: str, **values: int | float) -> Instruction:
+    def make(opcode_name: str, **values: float) -> Instruction:
         if opcode_name not in INSTRUCTION_SPECS:
             raise ProgramError(f"unknown instruction '{opcode_name}'")
         spec = INSTRUCTION_SPECS[opcode_name]

@@ -5,12 +5,9 @@
 
 from __future__ import annotations
 
-import math
 from types import MappingProxyType
 
 import numpy as np
-from hypothesis import strategies as st
-
 from esact_cc.runtime.esb import COMPONENTS, DataSegment, DebugEntry, IODescriptor, Program
 from esact_cc.runtime.isa import (
     ALLOWED_BUFFERS,
@@ -24,6 +21,7 @@ from esact_cc.runtime.isa import (
     bits_float,
     float_bits,
 )
+from hypothesis import strategies as st
 
 HASH = "ab" * 32
 
@@ -105,12 +103,3 @@ def valid_programs(draw: st.DrawFn) -> Program:
         debug[index] = DebugEntry(draw(node_names), draw(st.integers(-1, 100)),
                                   draw(st.sampled_from(sorted(COMPONENTS))))
     return Program(instructions, HASH, io, data, [], debug)
-
-
-def float32_array(rng: np.random.Generator, shape: tuple[int, ...], scale: float = 1.0
-                  ) -> np.ndarray:
-    return (rng.standard_normal(shape) * scale).astype(np.float32)
-
-
-__all__ = ["HASH", "encodable_instructions", "valid_instructions", "valid_programs",
-           "float32_array", "math"]

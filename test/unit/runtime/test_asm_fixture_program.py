@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
 from esact_cc.runtime.assembly import assemble
 from esact_cc.runtime.esb import read_esb
 from esact_cc.runtime.functional import execute

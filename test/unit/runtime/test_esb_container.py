@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from esact_cc.runtime.errors import BinaryFormatError, ConfigError, ProgramError
 from esact_cc.runtime.esb import (
     CHECKSUM_BYTES,
@@ -211,13 +210,13 @@ def test_objdump_on_corrupt_file_prints_one_line(tmp_path: Path) -> None:
     for corrupt in (data[:len(data) // 2], b"", b"ESACTBIN" + bytes(200)):
         path.write_bytes(corrupt)
         result = subprocess.run([BIN / "esact-objdump", "-d", path], capture_output=True,
-                                text=True)
+                                text=True, check=False)
         assert result.returncode == 1
         assert result.stdout == ""
         assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
         assert "Traceback" not in result.stderr
     missing = subprocess.run([BIN / "esact-objdump", tmp_path / "nope.esb"],
-                             capture_output=True, text=True)
+                             capture_output=True, text=True, check=False)
     assert missing.returncode == 1 and missing.stderr.count("\n") == 1
 
 
@@ -234,7 +233,8 @@ def test_as_error_leaves_no_output(tmp_path: Path) -> None:
     src = tmp_path / "bad.s"
     src.write_text(".text\ngemm m=1 k=1 n=1 bogus=3\nhalt\n")
     out = tmp_path / "out.esb"
-    result = subprocess.run([BIN / "esact-as", src, "-o", out], capture_output=True, text=True)
+    result = subprocess.run([BIN / "esact-as", src, "-o", out], capture_output=True, text=True,
+                            check=False)
     assert result.returncode == 1
     assert result.stderr == "error: line 2: gemm has no field 'bogus'\n"
     assert not out.exists()

@@ -18,8 +18,6 @@ import tracemalloc
 from collections import Counter
 
 import numpy as np
-from onnx import TensorProto, helper
-
 from esact_cc.runtime.errors import EsactError
 from esact_cc.runtime.esb import (
     CHECKSUM_BYTES,
@@ -37,6 +35,7 @@ from esact_cc.runtime.esb import (
 from esact_cc.runtime.functional import execute
 from esact_cc.runtime.hw_config import config_from_dict, load_config
 from esact_cc.runtime.isa import INSTRUCTION_BYTES, Buffer, Instruction
+from onnx import TensorProto, helper
 
 SAMPLES = 10_000
 BASE = load_config()
@@ -302,7 +301,7 @@ def test_fuzz_mutated_and_truncated_binaries() -> None:
             start = time.perf_counter()
             try:
                 outcome = run_sample(data)
-            except Exception as exc:  # anything not an EsactError is a bug
+            except Exception as exc:  # noqa: BLE001 - anything not an EsactError is a bug
                 failures.append(f"sample {sample} ({mutator}): {type(exc).__name__}: {exc}")
                 continue
             finally:

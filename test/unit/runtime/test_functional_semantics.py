@@ -7,8 +7,6 @@ import math
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
-
 from esact_cc.runtime.errors import ProgramError
 from esact_cc.runtime.esb import (
     HostSegment,
@@ -21,6 +19,7 @@ from esact_cc.runtime.esb import (
 from esact_cc.runtime.functional import Machine, execute
 from esact_cc.runtime.hw_config import load_config
 from esact_cc.runtime.isa import Buffer, Instruction, Work
+from onnx import TensorProto, helper
 
 CFG = load_config()
 RNG = np.random.default_rng(1234)
@@ -417,7 +416,7 @@ def test_bpu_shift_add_product(transpose_b: int) -> None:
     put(m, Buffer.ACC, 1000, stored_b.astype(np.int32))
     _, work = run(instr, m)
     np.testing.assert_array_equal(get(m, Buffer.ACC, 0, 4, 5), a @ b)
-    terms = lambda v: bin(abs(int(v))).count("1")  # noqa: E731
+    terms = lambda v: abs(int(v)).bit_count()
     expected_adds = sum(terms(a[i, kk]) * terms(b[kk, j])
                         for i in range(4) for kk in range(9) for j in range(5))
     assert work.shift_adds == expected_adds

@@ -12,14 +12,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))
-from esact_programs import encodable_instructions, valid_instructions, valid_programs  # noqa: E402
-
 from esact_cc.runtime.assembly import assemble, disassemble, format_instruction, parse_instruction
 from esact_cc.runtime.cli.esact_as_main import main as as_main
 from esact_cc.runtime.cli.esact_objdump_main import main as objdump_main
 from esact_cc.runtime.encoding import decode_instruction, encode_instruction
 from esact_cc.runtime.esb import parse_esb, serialize_esb
 from esact_cc.runtime.isa import INSTRUCTION_BYTES, INSTRUCTION_SPECS, validate_instruction
+from esact_programs import encodable_instructions, valid_instructions, valid_programs
 
 OPCODES = sorted(INSTRUCTION_SPECS)
 FAST = settings(max_examples=60, deadline=None,
