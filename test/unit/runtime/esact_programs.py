@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-import numpy as np
 from esact_cc.runtime.esb import COMPONENTS, DataSegment, DebugEntry, IODescriptor, Program
 from esact_cc.runtime.isa import (
     ALLOWED_BUFFERS,
