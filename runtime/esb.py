@@ -63,6 +63,7 @@ DTYPES = frozenset({"float32", "float16", "float64", "int8", "uint8", "int16", "
 MAX_RANK = 8
 MAX_DIM = 1 << 31
 MAX_NAME = 4096
+MAX_LAYER = 1 << 20
 DRAM_LIMIT = 1 << DRAM_ADDR_BITS
 
 
@@ -367,7 +368,7 @@ def _program_from_meta(meta: dict[str, Any], instructions: list[Instruction], co
         if index in debug:
             raise _fail(f"META debug[{i}]: duplicate instruction index {index}")
         node = _str(entry[1], f"META debug[{i}] node")
-        layer = _int(entry[2], f"META debug[{i}] layer", -1, 1 << 20)
+        layer = _int(entry[2], f"META debug[{i}] layer", -1, MAX_LAYER)
         if not isinstance(entry[3], str) or entry[3] not in COMPONENTS:
             raise _fail(f"META debug[{i}] component: {_short(entry[3])} is not one of "
                         f"{' '.join(sorted(COMPONENTS))}")
@@ -406,7 +407,8 @@ def validate_program(program: Program) -> None:
         _check_tensor(d, f"I/O '{d.name}'")
     spans = []
     for seg in program.data_segments:
-        if seg.address + len(seg.data) > DRAM_LIMIT:
+        _check_name(seg.name, "data segment")
+        if seg.address < 0 or seg.address + len(seg.data) > DRAM_LIMIT:
             raise ProgramError(f"data segment '{seg.name}' ends past the DRAM address space")
         if seg.data:
             spans.append((seg.address, seg.address + len(seg.data), seg.name))
@@ -424,6 +426,10 @@ def validate_program(program: Program) -> None:
         if entry.component not in COMPONENTS:
             raise ProgramError(f"debug map: instruction {index}: unknown component "
                                f"'{entry.component}'")
+        _check_name(entry.node, f"debug map: instruction {index}: node")
+        if not -1 <= entry.layer <= MAX_LAYER:
+            raise ProgramError(f"debug map: instruction {index}: layer {entry.layer} outside "
+                               f"[-1, {MAX_LAYER}]")
     check_tokens(program.instructions)
 
 
@@ -452,7 +458,16 @@ def check_host_model(segment: HostSegment, index: int) -> None:
                            f"ONNX graph outputs")
 
 
+def _check_name(name: object, where: str) -> None:
+    if not isinstance(name, str) or len(name) > MAX_NAME:
+        raise ProgramError(f"{where}: name must be a string of at most {MAX_NAME} characters")
+
+
 def _check_tensor(t: TensorDesc, where: str) -> None:
+    _check_name(t.name, where)
+    if len(t.shape) > MAX_RANK or any(not isinstance(d, int) or d > MAX_DIM for d in t.shape):
+        raise ProgramError(f"{where}: shape {t.shape} exceeds rank {MAX_RANK} or dimension "
+                           f"{MAX_DIM}")
     if t.dtype not in DTYPES:
         raise ProgramError(f"{where}: unsupported dtype '{t.dtype}'")
     if any(not isinstance(d, int) or d < 0 for d in t.shape):

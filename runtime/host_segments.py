@@ -36,7 +36,7 @@ def host_session(onnx_bytes: bytes) -> Any:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # fatal only: errors come back as exceptions
         options.intra_op_num_threads = 1  # deterministic reductions
         options.inter_op_num_threads = 1
         try:
