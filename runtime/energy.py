@@ -19,16 +19,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from .hw_config import HardwareConfig
+from .isa import BUFFER_CONFIG_ATTRS
 from .work_table import BUFFERS, WorkTable
 
-# Which config size each on-chip buffer has (HardwareConfig attribute).
-BUFFER_SIZE_ATTR: dict[str, str] = {
-    "wbuf": "weight_buffer_bytes",
-    "abuf": "activation_buffer_bytes",
-    "acc": "accumulator_buffer_bytes",
-    "vbuf": "vector_buffer_bytes",
-    "mbuf": "mask_buffer_bytes",
-}
+# Which config size each on-chip buffer has (HardwareConfig attribute), by short name.
+BUFFER_SIZE_ATTR: dict[str, str] = {b.name.lower(): a for b, a in BUFFER_CONFIG_ATTRS.items()}
 
 # Dynamic energy categories in reports, in display order.
 ENERGY_CATEGORIES: tuple[str, ...] = (

@@ -31,7 +31,7 @@ import numpy as np
 from .atomic_write import atomic_write_text
 from .energy import ENERGY_CATEGORIES, EnergyModel
 from .hw_config import HardwareConfig
-from .timing import Schedule, roofline
+from .timing import QUEUE_NAMES, Schedule, roofline
 from .work_table import WorkTable, sfu_passes_column
 
 # Components a binary's debug map may name (ISA_PLAN.md), in report order.
@@ -65,7 +65,6 @@ def instruction_info(program: Any) -> InstructionInfo:
     """Names of each instruction of an esb.Program: opcode, queue, unit, and from the debug
     map its ONNX node, layer and component (by queue when the map has no entry)."""
     from .isa import INSTRUCTION_SPECS
-    from .timing import QUEUE_NAMES
 
     opcodes, queues, units, nodes, layers, components = [], [], [], [], [], []
     debug = program.debug

@@ -28,11 +28,12 @@ from typing import Any
 
 from .errors import ProgramError
 from .hw_config import HardwareConfig
+from .isa import INSTRUCTION_SPECS, Queue
 
-# Queue order = bit order of the pop/push masks (ISA_PLAN.md); checked against isa.Queue
-# by the tests once the ISA table exists.
+# Queue order = bit order of the pop/push masks = isa.Queue (checked at import).
 QUEUE_NAMES: tuple[str, ...] = ("load", "compute", "predict", "sfu", "store", "host")
 DMA_QUEUES: tuple[str, ...] = ("load", "store")
+assert QUEUE_NAMES == tuple(q.name.lower() for q in sorted(Queue, key=int)), "isa.Queue order"
 DRAM_STALL = "dram"  # stall cause: waiting for the shared DRAM port
 
 
@@ -269,34 +270,37 @@ def instruction_costs(
     records (what each instruction actually did: masked instructions are charged for the
     rows and keys their masks kept).
     """
-    from .isa import INSTRUCTION_SPECS, Queue
-
     if len(instructions) != len(works):
         raise ValueError("instruction_costs: one work record per instruction is required")
     dma = (int(Queue.LOAD), int(Queue.STORE))
     bpc = config.dram_bytes_per_cycle
+    # per opcode once: (cost function, queue index, uses the DRAM port)
+    table = {
+        name: (spec.cost, int(spec.queue), int(spec.queue) in dma)
+        for name, spec in INSTRUCTION_SPECS.items()
+    }
     queues: list[int] = []
     pops: list[int] = []
     pushes: list[int] = []
     cycles: list[int] = []
     port: list[int] = []
-    specs = INSTRUCTION_SPECS
+    add_queue, add_pop, add_push = queues.append, pops.append, pushes.append
+    add_cycles, add_port = cycles.append, port.append
     for instr, work in zip(instructions, works):
-        spec = specs[instr.opcode_name]
+        cost, q, is_dma = table[instr.opcode_name]
         fields = instr.fields
-        q = int(spec.queue)
-        c = int(spec.cost(fields, config, work))
+        c = int(cost(fields, config, work))
         d = 0
-        if q in dma:
+        if is_dma:
             moved = work.dram_read_bytes + work.dram_write_bytes
-            d = -(-moved // bpc) if moved else 0
-            d = int(d)
-            c = max(c, d)  # a cost below the port time would beat the bandwidth
-        queues.append(q)
-        pops.append(fields["pop"])
-        pushes.append(fields["push"])
-        cycles.append(c)
-        port.append(d)
+            if moved:
+                d = math.ceil(moved / bpc)
+                c = max(c, d)  # a cost below the port time would beat the bandwidth
+        add_queue(q)
+        add_pop(fields["pop"])
+        add_push(fields["push"])
+        add_cycles(c)
+        add_port(d)
     return queues, pops, pushes, cycles, port
 
 
@@ -304,11 +308,6 @@ def time_program(
     instructions: Sequence[Any], works: Sequence[Any], config: HardwareConfig
 ) -> TimedProgram:
     """Schedule a decoded program whose work records the functional model produced."""
-    from .isa import INSTRUCTION_SPECS, Queue
-
-    names = tuple(q.name.lower() for q in sorted(Queue, key=int))
-    if names != QUEUE_NAMES:
-        raise AssertionError(f"isa.Queue order {names} differs from timing.QUEUE_NAMES")
     queues, pops, pushes, cycles, port = instruction_costs(instructions, works, config)
     schedule = simulate(queues, pops, pushes, cycles, port, config.token_latency_cycles)
     return TimedProgram(

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from .isa import SFU_PASSES, Buffer
+
 SCALAR_FIELDS: tuple[str, ...] = (
     "macs_dense",
     "macs_executed",
@@ -30,8 +32,8 @@ SCALAR_FIELDS: tuple[str, ...] = (
     "mask_total",
     "mask_kept",
 )
-# On-chip buffers by their short name; energy.py maps each to its config size.
-BUFFERS: tuple[str, ...] = ("wbuf", "abuf", "acc", "vbuf", "mbuf")
+# On-chip buffers by their short name (isa.Buffer member names, lower case).
+BUFFERS: tuple[str, ...] = tuple(b.name.lower() for b in Buffer)
 
 
 def _as_mapping(record: Any) -> Mapping[str, Any]:
@@ -106,7 +108,5 @@ class WorkTable:
 def sfu_passes_column(opcodes: Sequence[str]) -> np.ndarray:
     """Lane passes per SFU element of each instruction (isa.SFU_PASSES, default 1): the
     SFU's work is elements x passes, for its roofline bound and its energy."""
-    from .isa import SFU_PASSES
-
     passes = dict(SFU_PASSES)
     return np.asarray([passes.get(op, 1) for op in opcodes], dtype=np.int64)
