@@ -105,9 +105,10 @@ class SplsOptions:
     threshold: float = 0.9
     similarity: str = "cosprob"
     attention: str = "dense"
-    # Logit scale of softmax(PAM) for cosprob: 1 = softmax(Q^ K^T) literally as DESIGN.md
-    # writes it; 0 = the attention's own 1/sqrt(d_head) (a flatter distribution).
-    pam_temperature_literal: int = 1
+    # Logit scale of softmax(PAM) for cosprob, as insert-spls's `pam-scale`: "one" =
+    # softmax(Q^ K^T) literally as DESIGN.md writes it; "attention" = the attention's own
+    # 1/sqrt(d_head) (a flatter distribution, more rows look alike).
+    pam_scale: str = "one"
 
 
 def layer_norm(x: np.ndarray, g: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
@@ -188,7 +189,7 @@ def run_layer(r: np.ndarray, w: LayerWeights, enc: Encoder, opts: SplsOptions | 
         exact = topk_mask(true_scores, k)
         stats.recall_sum = float((spa & exact).sum(-1).mean(0).sum() / k)
         stats.recall_rows = length
-        logit_scale = 1.0 if opts.pam_temperature_literal else 1.0 / math.sqrt(dh)
+        logit_scale = 1.0 if opts.pam_scale == "one" else 1.0 / math.sqrt(dh)
         prob = (masked_softmax(pam * pam_scale * logit_scale)
                 if opts.similarity == "cosprob" else None)
         reuse, spa_keys = local_similarity(spa, prob, opts.window, opts.threshold,
@@ -517,6 +518,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-control", action="store_true")
     ap.add_argument("--setting", action="append", default=[],
                     help="NAME=VALUE,... one setting instead of the default grid")
+    ap.add_argument("--layers", default="",
+                    help='per-layer overrides of every setting: "L:name=value,...;L:..."')
+    ap.add_argument("--calibrate", type=float, metavar="POINTS",
+                    help="greedy per-layer thresholds on the calib split under this accuracy "
+                         "budget (points, or cosine x100 for minilm), then report on --split")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
 
@@ -534,18 +540,30 @@ def main(argv: list[str] | None = None) -> int:
                  if labels is not None else 1.0)
     grid = ([_parse_setting(s) for s in args.setting] if args.setting
             else default_grid(args.model))
+    per_layer_grid = [[_with_layers(o, args.layers, i) for i in range(len(enc.layers))]
+                      for o in grid]
+    if args.calibrate is not None:
+        per_layer_grid = [calibrate_thresholds(enc, splits["calib"], layer_opts,
+                                               args.calibrate / 100.0)
+                          for layer_opts in per_layer_grid]
     results = []
     print(f"{enc.name} ({args.split}, {len(samples)} samples): dense accuracy {dense_acc:.4f}")
     print(f"{'setting':58s} {'reduct':>7s} {'acc':>7s} {'loss':>6s} {'ctrl':>7s} "
           f"{'reuse':>6s} {'recall':>6s} {'rowshare':>8s}  reuse/layer")
-    for opts in grid:
-        res = evaluate(enc, samples, labels, [opts] * len(enc.layers), not args.no_control,
+    for layer_opts in per_layer_grid:
+        opts = layer_opts[0]
+        res = evaluate(enc, samples, labels, layer_opts, not args.no_control,
                        dense_outputs=dense_outs)
+        res.setting["per_layer_threshold"] = [o.threshold for o in layer_opts]
         res.dense_accuracy = dense_acc
         results.append(res)
         ctrl = f"{res.control_accuracy:7.4f}" if res.control_accuracy is not None else "      -"
-        name = (f"bits={opts.hlog_bits} k={opts.k_ratio} w={opts.window} thr={opts.threshold} "
-                f"{opts.similarity} attn={opts.attention}")
+        thresholds = sorted({o.threshold for o in layer_opts})
+        thr = (f"{opts.threshold}" if len(thresholds) == 1
+               else "/".join(f"{o.threshold:g}" for o in layer_opts))
+        name = (f"bits={opts.hlog_bits} k={opts.k_ratio} w={opts.window} thr={thr} "
+                f"{opts.similarity} attn={opts.attention}"
+                + ("" if opts.pam_scale == "one" else " pam=att"))
         print(f"{name:58s} {res.reduction:7.2%} {res.accuracy:7.4f} "
               f"{(dense_acc - res.accuracy) * 100:6.2f} {ctrl} {res.reused_fraction:6.2%} "
               f"{res.topk_recall:6.3f} {res.saving_share_row_reuse:8.2%}  "
@@ -563,10 +581,43 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _parse_setting(text: str) -> SplsOptions:
+def _with_layers(opts: SplsOptions, text: str, layer: int) -> SplsOptions:
+    """opts with the overrides of `text` ("L:name=value,...;L:...") for this layer."""
+    for chunk in filter(None, (c.strip() for c in text.split(";"))):
+        index, _, assignments = chunk.partition(":")
+        if int(index) == layer:
+            opts = replace(opts, **asdict(_parse_setting(assignments, opts)))
+    return opts
+
+
+CALIBRATION_THRESHOLDS = (0.9, 0.93, 0.95, 0.97, 0.98, 0.99)
+
+
+def calibrate_thresholds(enc: Encoder, calib: tuple, layer_opts: list[SplsOptions],
+                         budget: float) -> list[SplsOptions]:
+    """Greedy per-layer thresholds: start with reuse off everywhere; from the last layer to
+    the first, take the lowest threshold whose calib loss stays within `budget`."""
+    samples, labels = list(calib[0]), calib[1]
+    dense_outs = [run_model(enc, s, [None] * len(enc.layers))[0] for s in samples]
+    dense = (float(np.mean([int(np.argmax(o)) == int(l) for o, l in zip(dense_outs, labels)]))
+             if labels is not None else 1.0)
+    current = [replace(o, threshold=2.0) for o in layer_opts]
+    for layer in reversed(range(len(current))):
+        for thr in CALIBRATION_THRESHOLDS:
+            trial = list(current)
+            trial[layer] = replace(current[layer], threshold=thr)
+            acc = evaluate(enc, samples, labels, trial, False, dense_outputs=dense_outs).accuracy
+            if dense - acc <= budget + 1e-12:
+                current = trial
+                break
+        print(f"  calibrate layer {layer}: threshold {current[layer].threshold}", flush=True)
+    return current
+
+
+def _parse_setting(text: str, base: SplsOptions | None = None) -> SplsOptions:
     fields = {f: type(getattr(SplsOptions(), f)) for f in SplsOptions.__dataclass_fields__}
-    values = {}
-    for item in text.split(","):
+    values = asdict(base) if base is not None else {}
+    for item in filter(None, text.split(",")):
         name, _, value = item.partition("=")
         key = name.strip().replace("-", "_")
         if key not in fields:

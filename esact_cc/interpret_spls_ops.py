@@ -105,11 +105,9 @@ def spa_additive_mask(mask: Array | None, spa: Array) -> Array | None:
     every key (so k-ratio 1 is bit-identical to dense)."""
     if spa.all():
         return mask
-    excluded = np.where(spa, np.float32(0), SPA_EXCLUDED)
-    if mask is None:
-        return excluded
-    combined = np.broadcast_to(np.asarray(mask, np.float32), spa.shape) + excluded
-    return np.maximum(combined, SPA_EXCLUDED).astype(np.float32)  # no -inf from overflow
+    base = np.zeros(spa.shape, np.float32) if mask is None else np.broadcast_to(
+        np.asarray(mask, np.float32), spa.shape)
+    return np.where(spa, base, SPA_EXCLUDED).astype(np.float32)
 
 
 

@@ -329,6 +329,10 @@ def _rewrite_layer(layer: _Layer, options: LayerOptions, weights: _HLogWeights) 
         options.similarity, options.window, options.threshold, k)
     for prediction in (hlog_x, pam, topk, similarity):
         prediction.location = att.location  # the layer's attention node names its prediction
+    for value, hint in ((hlog_x.codes, "x_hlog"), (hlog_x.code_scale, "x_hlog_scale"),
+                        (pam.result, "pam"), (topk.result, "spa"),
+                        (similarity.reuse_map, "reuse"), (similarity.key_mask, "keys")):
+        value.name_hint = hint
     Rewriter.insert_op([pam, topk, similarity], InsertPoint.before(first))
     reuse, keys, spa = similarity.reuse_map, similarity.key_mask, topk.result
 

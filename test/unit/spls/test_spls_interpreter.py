@@ -1,0 +1,219 @@
+"""insert-spls + the spls interpreter semantics: dense equivalence and the masks' meaning."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from esact_cc.api import parse_ir
+from esact_cc.dialect_registry import make_context
+from esact_cc.passes.insert_spls import InsertSplsPass
+from esact_cc.reference_interpreter import Interpreter, main_function, run_module
+from esact_cc.runtime.errors import CompileError
+from esact_cc.runtime.spls_kernels import (
+    hlog_encode,
+    local_similarity,
+    masked_softmax,
+    predict_attention,
+    topk_mask,
+)
+from esact_cc.weight_store import WeightStore, attach
+
+MODELS = Path(__file__).resolve().parents[3] / "esact_cc" / "models"
+
+LAYER_IR = """
+builtin.module {
+  func.func @main(%h: tensor<1x6x8xf32> {onnx.name = "h"}, %m: tensor<1x1x1x6xf32> {onnx.name = "m"}) -> (tensor<1x6x8xf32> {onnx.name = "y"}) {
+    %g1 = onnx.weight "g1" : tensor<8xf32>
+    %be1 = onnx.weight "be1" : tensor<8xf32>
+    %x = transformer.layer_norm %h, %g1, %be1 eps(1.0e-05) : (tensor<1x6x8xf32>, tensor<8xf32>, tensor<8xf32>) -> tensor<1x6x8xf32>
+    %wq = onnx.weight "wq" : tensor<8x8xf32>
+    %q = transformer.linear %x, %wq : (tensor<1x6x8xf32>, tensor<8x8xf32>) -> tensor<1x6x8xf32>
+    %wk = onnx.weight "wk" : tensor<8x8xf32>
+    %bk = onnx.weight "bk" : tensor<8xf32>
+    %k = transformer.linear %x, %wk, %bk : (tensor<1x6x8xf32>, tensor<8x8xf32>, tensor<8xf32>) -> tensor<1x6x8xf32>
+    %wv = onnx.weight "wv" : tensor<8x8xf32>
+    %v = transformer.linear %x, %wv : (tensor<1x6x8xf32>, tensor<8x8xf32>) -> tensor<1x6x8xf32>
+    %a = transformer.attention %q, %k, %v mask %m heads(2) scale(0.5) : (tensor<1x6x8xf32>, tensor<1x6x8xf32>, tensor<1x6x8xf32>, tensor<1x1x1x6xf32>) -> tensor<1x6x8xf32>
+    %wo = onnx.weight "wo" : tensor<8x8xf32>
+    %o = transformer.linear %a, %wo : (tensor<1x6x8xf32>, tensor<8x8xf32>) -> tensor<1x6x8xf32>
+    %r1 = transformer.add %h, %o : (tensor<1x6x8xf32>, tensor<1x6x8xf32>) -> tensor<1x6x8xf32>
+    %y2 = transformer.layer_norm %r1, %g1, %be1 eps(1.0e-05) : (tensor<1x6x8xf32>, tensor<8xf32>, tensor<8xf32>) -> tensor<1x6x8xf32>
+    %w1 = onnx.weight "w1" : tensor<8x16xf32>
+    %f1 = transformer.linear %y2, %w1 : (tensor<1x6x8xf32>, tensor<8x16xf32>) -> tensor<1x6x16xf32>
+    %act = transformer.gelu %f1 approximate("none") : (tensor<1x6x16xf32>) -> tensor<1x6x16xf32>
+    %w2 = onnx.weight "w2" : tensor<16x8xf32>
+    %f2 = transformer.linear %act, %w2 : (tensor<1x6x16xf32>, tensor<16x8xf32>) -> tensor<1x6x8xf32>
+    %y = transformer.add %r1, %f2 : (tensor<1x6x8xf32>, tensor<1x6x8xf32>) -> tensor<1x6x8xf32>
+    func.return %y : tensor<1x6x8xf32>
+  }
+}
+"""
+
+
+def layer_module(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    store = WeightStore({
+        **{n: (rng.standard_normal(s) * 0.5).astype(np.float32)
+           for n, s in (("wq", (8, 8)), ("wk", (8, 8)), ("wv", (8, 8)), ("wo", (8, 8)),
+                        ("w1", (8, 16)), ("w2", (16, 8)))},
+        "bk": (rng.standard_normal(8) * 0.1).astype(np.float32),
+        "g1": np.ones(8, np.float32), "be1": np.zeros(8, np.float32)})
+    module = parse_ir(LAYER_IR)
+    attach(module, store)
+    return module, store
+
+
+def layer_inputs(seed: int = 1, padded: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((1, 1, 1, 6), np.float32)
+    if padded:
+        mask[..., -padded:] = np.finfo(np.float32).min
+    return {"h": rng.standard_normal((1, 6, 8)).astype(np.float32), "m": mask}
+
+
+def with_spls(module, store, **options):
+    clone = module.clone()
+    attach(clone, store)
+    InsertSplsPass(**options).apply(make_context(), clone)
+    clone.verify()
+    return clone
+
+
+class Recorder(Interpreter):
+    """Keeps every op's outputs (by op name, in order) and its operand values."""
+
+    def __init__(self, store):
+        super().__init__(store)
+        self.seen: list[tuple[str, list[np.ndarray], list[np.ndarray]]] = []
+
+    def run_op(self, op, args):
+        outs = super().run_op(op, args)
+        self.seen.append((op.name, list(args), outs))
+        return outs
+
+    def of(self, name: str):
+        return [(a, o) for n, a, o in self.seen if n == name]
+
+
+def record(module, store, inputs) -> Recorder:
+    rec = Recorder(store)
+    rec.run_function(main_function(module), inputs)
+    return rec
+
+
+@pytest.mark.parametrize("attention", ["dense", "topk"])
+@pytest.mark.parametrize("similarity", ["cosprob", "overlap"])
+def test_k_ratio_one_and_no_reuse_equals_dense_exactly(attention: str, similarity: str) -> None:
+    module, store = layer_module()
+    inputs = layer_inputs(padded=0)
+    dense = run_module(module, inputs, store)["y"]
+    sparse = with_spls(module, store, k_ratio=1.0, threshold=1.5, attention=attention,
+                       similarity=similarity)
+    assert np.array_equal(run_module(sparse, inputs, store)["y"], dense)
+
+
+def test_k_ratio_one_equals_dense_int8() -> None:
+    from esact_cc.passes.quantize import QuantizePass
+
+    module, store = layer_module()
+    QuantizePass().apply(make_context(), module)
+    inputs = layer_inputs()
+    dense = run_module(module, inputs, store)["y"]
+    sparse = with_spls(module, store, k_ratio=1.0, threshold=1.5, attention="topk")
+    assert any(op.name == "spls.sparse_quantized_attention" for op in sparse.walk())
+    assert np.array_equal(run_module(sparse, inputs, store)["y"], dense)
+
+
+def test_masked_ops_follow_the_reuse_map_and_masks() -> None:
+    module, store = layer_module(seed=3)
+    # threshold 0 makes every row after row 0 reuse; window 1: always the previous computed row.
+    sparse = with_spls(module, store, attention="topk", k_ratio=0.5, threshold=-1.0, window=1,
+                       similarity="overlap")
+    inputs = layer_inputs(padded=1)
+    rec = record(sparse, store, inputs)
+    (_, (reuse, keys)), = rec.of("spls.local_similarity")
+    assert reuse[0].tolist() == [-1, 0, 0, 0, 0, 0]
+    (_, (spa,)), = rec.of("spls.topk")
+    assert not spa[..., 5].any()  # the padded key is never selected
+    assert spa.sum(-1).max() == 3  # ceil(0.5 * 6)
+    # Row-masked linears: reused rows carry their representative's row.
+    for args, (y,) in rec.of("spls.masked_linear"):
+        dense = args[0] @ args[1] + (args[2] if len(args) == 4 else 0)
+        assert np.allclose(y[0, 0], dense[0, 0], atol=1e-5)
+        assert np.array_equal(y[0, 1:], np.repeat(y[0, :1], 5, axis=0))
+    # Key-masked linears: unselected (row, head) blocks are 0, selected ones computed.
+    for args, (y,) in rec.of("spls.key_masked_linear"):
+        dense = args[0] @ args[1] + (args[2] if len(args) == 4 else 0)
+        keep = np.repeat(keys[0].T, 4, axis=1)
+        assert np.all(y[0][~keep] == 0)
+        assert np.allclose(y[0][keep], dense[0][keep], atol=1e-5)
+    # Sparse attention: row 0 attends only to its SPA keys (per head).
+    (args, (out,)), = rec.of("spls.sparse_attention")
+    q, k, v = args[0][0], args[1][0], args[2][0]
+    for h in range(2):
+        cols = slice(4 * h, 4 * h + 4)
+        scores = q[0, cols] @ k[:, cols].T * 0.5
+        p = masked_softmax(scores[None], spa[0, h, 0][None])[0]
+        assert np.allclose(out[0, 0, cols], p @ v[:, cols], atol=1e-5)
+
+
+def test_prediction_ops_match_the_kernels() -> None:
+    module, store = layer_module(seed=4)
+    sparse = with_spls(module, store, hlog_bits=5, k_ratio=0.4, threshold=0.8, window=3)
+    inputs = layer_inputs(padded=2)
+    rec = record(sparse, store, inputs)
+    (args, (pam,)), = rec.of("spls.predict_attention")
+    x = args[0]
+    (_, (xc, xs)), = rec.of("spls.hlog_quantize")
+    (ln_args, (ln_out,)), = rec.of("transformer.layer_norm")[:1]
+    expected_codes, expected_scale = hlog_encode(ln_out[0], 5)
+    assert np.array_equal(xc[0], expected_codes) and float(xs) == pytest.approx(expected_scale)
+    zero = np.zeros(8)
+    ref, ref_scale, _ = predict_attention(ln_out[0].astype(np.float64), store["wq"], store["wk"],
+                                          2, 5, zero, store["bk"])
+    valid = np.arange(6) < 4
+    assert np.all(np.isneginf(pam[0][..., ~valid]))
+    assert np.allclose(pam[0][..., valid], (ref * ref_scale)[..., valid], rtol=1e-5)
+    (_, (spa,)), = rec.of("spls.topk")
+    assert np.array_equal(spa[0], topk_mask(ref, 3, np.broadcast_to(valid, ref.shape)))
+    (_, (reuse, keys)), = rec.of("spls.local_similarity")
+    prob = masked_softmax(ref * ref_scale, np.broadcast_to(valid, ref.shape))
+    exp_reuse, exp_keys = local_similarity(spa[0], prob, 3, float(np.float32(0.8)), "cosprob", 3)
+    assert np.array_equal(reuse[0], exp_reuse) and np.array_equal(keys[0], exp_keys)
+
+
+def test_per_layer_options_and_errors() -> None:
+    module, store = layer_module()
+    sparse = with_spls(module, store, layers="0:similarity=overlap,threshold=2.0,k-ratio=0.5")
+    (sim,) = [op for op in sparse.walk() if op.name == "spls.local_similarity"]
+    assert sim.mode.data == "overlap" and sim.threshold.value.data == 2.0 and sim.k.value.data == 3
+    for bad in ({"similarity": "jaccard"}, {"attention": "sparse"}, {"hlog_bits": 1},
+                {"k_ratio": 0.0}, {"layers": "1:threshold=0.5"}, {"layers": "0:bogus=1"},
+                {"layers": "x:threshold=1"}, {"layers": "0:window=two"}):
+        with pytest.raises(CompileError):
+            with_spls(module, store, **bad)
+
+
+@pytest.mark.skipif(not (MODELS / "digits_vit.onnx").exists(), reason="bundled model missing")
+def test_bundled_vit_k_ratio_one_equals_dense() -> None:
+    from esact_cc.api import compile
+
+    compiled = compile(MODELS / "digits_vit.onnx", "transformer")
+    images = np.load(MODELS / "digits_test.npz")["images"][:2]
+    sparse = with_spls(compiled.module, compiled.store, k_ratio=1.0, threshold=1.01,
+                       attention="topk")
+    spls_ops = [op.name for op in sparse.walk() if op.name.startswith("spls.")]
+    assert spls_ops.count("spls.predict_attention") == 4
+    assert spls_ops.count("spls.masked_linear") == 4 * 4  # Q, O, FFN up, FFN down per layer
+    for image in images:
+        inputs = {"pixel_values": image[None]}
+        dense = compiled.run(inputs)["logits"]
+        assert np.array_equal(run_module(sparse, inputs, compiled.store)["logits"], dense)
+    # With reuse on, outputs differ but stay finite and the prediction is used.
+    reusing = with_spls(compiled.module, compiled.store, threshold=0.9)
+    out = run_module(reusing, {"pixel_values": images[:1]}, compiled.store)["logits"]
+    assert np.all(np.isfinite(out)) and not math.isclose(float(np.abs(out).sum()), 0.0)
