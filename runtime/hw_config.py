@@ -211,6 +211,15 @@ def resolve_config(spec: str | Path | None) -> HardwareConfig:
     return load_config(path)
 
 
+def shipped_config_with_hash(digest: str) -> HardwareConfig | None:
+    """The config in configs/ whose hash is `digest` (a binary's), if any."""
+    for path in sorted(CONFIGS_DIR.glob("*.toml")):
+        config = load_config(path)
+        if config.hash == digest:
+            return config
+    return None
+
+
 def config_hash(config: HardwareConfig) -> str:
     """SHA-256 of the canonical JSON of the config's contents (not of its file's formatting)."""
     canonical = json.dumps(config.raw, sort_keys=True, separators=(",", ":"))

@@ -5,8 +5,8 @@
 
 Prints the summary table (report.format_summary) on stdout; a progress bar on stderr when
 stderr is a terminal or the run is long. `--hw` takes a TOML path or the name of a file in
-runtime/configs/ (default: the default config). A binary compiled for another config is
-refused unless --force-config. Errors: `error: <one line>` on stderr, exit 1, no
+runtime/configs/; without it, the shipped config whose hash the binary records (else the
+default config). A binary compiled for another config is refused unless --force-config. Errors: `error: <one line>` on stderr, exit 1, no
 traceback; every output file is written atomically and only after the run succeeded.
 """
 
@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plots", metavar="DIR",
                         help="write per-layer cycle and energy plots (needs matplotlib)")
     parser.add_argument("--hw", metavar="CONFIG",
-                        help="hardware config: TOML path or name in runtime/configs (default)")
+                        help="hardware config: TOML path or name in runtime/configs (default: "
+                             "the shipped config the binary was compiled for)")
     parser.add_argument("--force-config", action="store_true",
                         help="run even if the binary was compiled for another hardware config")
     parser.add_argument("--quiet", action="store_true", help="no summary table, no progress bar")
@@ -146,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     from esact_cc.runtime.atomic_write import atomic_save_npy
     from esact_cc.runtime.errors import ConfigError
     from esact_cc.runtime.esb import read_esb
-    from esact_cc.runtime.hw_config import resolve_config
+    from esact_cc.runtime.hw_config import resolve_config, shipped_config_with_hash
     from esact_cc.runtime.report import format_summary, write_report
     from esact_cc.runtime.run_program import config_mismatch_message, run_program
     from esact_cc.runtime.trace import write_trace
@@ -154,8 +155,12 @@ def run(args: argparse.Namespace) -> int:
     if args.output_dir and Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
         raise UsageError(f"--output-dir '{args.output_dir}' is not a directory")
     inputs = parse_inputs(args.input)
-    config = resolve_config(args.hw)
     program = read_esb(args.binary)
+    config = None
+    if args.hw is None:  # the binary names its config by hash: find it among the shipped ones
+        config = shipped_config_with_hash(program.config_hash)
+    if config is None:
+        config = resolve_config(args.hw)
     if program.config_hash != config.hash and not args.force_config:
         raise ConfigError(config_mismatch_message(program.config_hash, config))
     check_inputs(program, inputs)

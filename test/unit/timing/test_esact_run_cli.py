@@ -188,3 +188,19 @@ def test_deadlocking_binary_is_rejected_before_it_runs(tmp_path, capsys, monkeyp
                             "--report", tmp_path / "r.json", "--output-dir", tmp_path / "out")
     assert_one_line_error(code, err, "instruction 4", tmp_path)
     assert "deadlock" in err
+
+
+def test_without_hw_the_binarys_shipped_config_is_used(tmp_path, capsys):
+    from esact_cc.runtime.hw_config import resolve_config
+
+    large = resolve_config("large")
+    program, _ = gemm_program(config_hash=large.hash)
+    write_esb(program, tmp_path / "large.esb")
+    np.save(tmp_path / "x.npy", np.ones((32, 64), np.int8))
+    code, _, err = run_main(capsys, tmp_path / "large.esb", "--input", f"x={tmp_path / 'x.npy'}",
+                            "--report", tmp_path / "r.json")
+    assert code == 0, err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["meta"]["config"] == "esact-large" and report["meta"]["forced_config"] is False
+    # 64x64 array, 128 GB/s: gemm = 1 tile x K 64 + 64 + 64
+    assert report["components"]["q"]["cycles"] == 64 + 128
