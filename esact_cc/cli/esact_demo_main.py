@@ -1,0 +1,109 @@
+"""`esact-demo`: the main job on the bundled digits ViT, end to end.
+
+Compiles the bundled model to an ESACT binary (INT8, calibrated on its calibration split),
+runs every held-out test image on the functional model, compares top-1 predictions and
+accuracy against onnxruntime on the same file, and prints the timing/energy report of one
+inference. `--output-dir` keeps the binary, the report and the trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from esact_cc.runtime.errors import EsactError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="esact-demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=None,
+                        help="number of held-out test images to run (default: all)")
+    parser.add_argument("--sparsity", choices=("dense", "spls"), default="dense")
+    parser.add_argument("--hw", default=None, help="hardware config TOML (default: reference)")
+    parser.add_argument("--output-dir", default=None,
+                        help="keep model.esb, report.json and trace.json here")
+    return parser
+
+
+def _onnxruntime_logits(onnx_path: Path, input_name: str, images: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    return np.concatenate([session.run(None, {input_name: image[None]})[0] for image in images])
+
+
+def run_demo(args: argparse.Namespace, work_dir: Path) -> int:
+    from esact_cc import api
+    from esact_cc.bundled_model import load_bundled_model
+    from esact_cc.emit_esb import emit_esb
+    from esact_cc.runtime.functional import execute
+    from esact_cc.runtime.hw_config import resolve_config
+    from esact_cc.runtime.report import format_summary, write_report
+    from esact_cc.runtime.run_program import run_program
+    from esact_cc.runtime.trace import write_trace
+
+    model = load_bundled_model()
+    count = len(model.test_images) if args.samples is None else args.samples
+    if not 1 <= count <= len(model.test_images):
+        raise EsactError(f"--samples must be in 1..{len(model.test_images)}, got {count}")
+    images, labels = model.test_images[:count], model.test_labels[:count]
+
+    calibration_path = work_dir / "calibration.npz"
+    np.savez(calibration_path, **{model.input_name: model.calibration_images})
+    print(f"compiling {model.onnx_path.name} ({model.metadata['task']}) ...", flush=True)
+    extra = {"calibration_data": str(calibration_path), "hw": args.hw}
+    if args.sparsity != "dense":
+        extra["sparsity"] = args.sparsity
+    compiled = api.compile(model.onnx_path, stage="esact", **extra)
+    binary_path = work_dir / "model.esb"
+    program = emit_esb(compiled.module, binary_path, compiled.store)
+    config = resolve_config(args.hw)
+    print(f"binary: {binary_path} ({binary_path.stat().st_size:,} bytes, "
+          f"{len(program.instructions):,} instructions)", flush=True)
+
+    reference = _onnxruntime_logits(model.onnx_path, model.input_name, images)
+    esact = np.concatenate([
+        next(iter(execute(program, {model.input_name: image[None]}, config).outputs.values()))
+        for image in images
+    ])
+    agree = float(np.mean(reference.argmax(1) == esact.argmax(1)))
+    acc_ref = float(np.mean(reference.argmax(1) == labels))
+    acc_esact = float(np.mean(esact.argmax(1) == labels))
+    print(f"\n{count} held-out digits test images")
+    print(f"  onnxruntime (fp32) accuracy   {acc_ref:7.2%}")
+    print(f"  esact-run (INT8) accuracy     {acc_esact:7.2%}   ({acc_esact - acc_ref:+.2%} points)")
+    print(f"  top-1 agreement               {agree:7.2%}\n")
+
+    result = run_program(program, {model.input_name: images[:1]}, config,
+                         meta={"binary": str(binary_path), "model": model.onnx_path.name})
+    write_report(work_dir / "report.json", result.report)
+    write_trace(work_dir / "trace.json", result.trace())
+    print("report of one inference (report.json, trace.json in "
+          f"{work_dir if args.output_dir else 'a temporary directory; keep them with --output-dir'}):")
+    sys.stdout.write(format_summary(result.report))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.output_dir:
+            out = Path(args.output_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            return run_demo(args, out)
+        with tempfile.TemporaryDirectory(prefix="esact-demo-") as tmp:
+            return run_demo(args, Path(tmp))
+    except EsactError as exc:
+        sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
+        return 1
+    except OSError as exc:
+        sys.stderr.write(f"error: {exc.strerror or exc} '{exc.filename}'\n")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
