@@ -31,7 +31,7 @@ import numpy as np
 from .atomic_write import atomic_write_text
 from .energy import ENERGY_CATEGORIES, EnergyModel
 from .hw_config import HardwareConfig
-from .timing import QUEUE_NAMES, Schedule, roofline
+from .timing import DMA_QUEUES, QUEUE_NAMES, Schedule, roofline
 from .work_table import WorkTable, sfu_passes_column
 
 # Components a binary's debug map may name (ISA_PLAN.md), in report order.
@@ -120,7 +120,7 @@ def unit_work_totals(
     """Each hardware unit's total work, the input of timing.roofline."""
     units = np.asarray(info.units, dtype=object)
     queues = np.asarray(info.queues, dtype=np.int64)
-    dma = np.isin(queues, [schedule.queue_names.index(q) for q in ("load", "store")])
+    dma = np.isin(queues, [schedule.queue_names.index(q) for q in DMA_QUEUES])
     passes = sfu_passes_column(info.opcodes)
     cycles = np.asarray(schedule.cycles, dtype=np.int64)
     return {

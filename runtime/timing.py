@@ -11,7 +11,7 @@ served by ready time) while its fixed latency overlaps the next transfer.
 `simulate` works on plain per-instruction arrays (queue, pop mask, push mask, cycles, DRAM
 port cycles) so it can be tested analytically and runs at several hundred thousand
 instructions per second: events are processed in non-decreasing start time from a heap of
-at most one ready head per queue. `roofline` gives the no-overlap-limit lower bound of the
+at most one ready head per queue. `roofline` gives the perfect-overlap lower bound of the
 same work: max over units of work / peak throughput, and DRAM bytes / bandwidth.
 `time_program` joins a decoded program, the functional model's work records and the ISA
 cost table into a `Schedule`.
@@ -32,7 +32,7 @@ from .isa import INSTRUCTION_SPECS, Queue
 
 # Queue order = bit order of the pop/push masks = isa.Queue (checked at import).
 QUEUE_NAMES: tuple[str, ...] = ("load", "compute", "predict", "sfu", "store", "host")
-DMA_QUEUES: tuple[str, ...] = ("load", "store")
+DMA_QUEUES: tuple[str, ...] = ("load", "store")  # the queues that share the DRAM port
 assert QUEUE_NAMES == tuple(q.name.lower() for q in sorted(Queue, key=int)), "isa.Queue order"
 DRAM_STALL = "dram"  # stall cause: waiting for the shared DRAM port
 
@@ -244,11 +244,6 @@ def roofline(unit_work: dict[str, float], config: HardwareConfig) -> dict[str, A
     }
 
 
-def dram_port_cycles(dma_bytes: int, config: HardwareConfig) -> int:
-    """Cycles a DMA instruction holds the DRAM port: its bytes at the peak bandwidth."""
-    return math.ceil(dma_bytes / config.dram_bytes_per_cycle) if dma_bytes > 0 else 0
-
-
 # --- a decoded program + work records -> schedule -----------------------------------------
 
 
@@ -272,7 +267,7 @@ def instruction_costs(
     """
     if len(instructions) != len(works):
         raise ValueError("instruction_costs: one work record per instruction is required")
-    dma = (int(Queue.LOAD), int(Queue.STORE))
+    dma = tuple(QUEUE_NAMES.index(q) for q in DMA_QUEUES)
     bpc = config.dram_bytes_per_cycle
     # per opcode once: (cost function, queue index, uses the DRAM port)
     table = {
