@@ -19,6 +19,7 @@ def _umask() -> int:
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         # mkstemp creates 0600; give the file the permissions open() would have.

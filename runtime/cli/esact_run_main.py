@@ -154,6 +154,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.output_dir and Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
         raise UsageError(f"--output-dir '{args.output_dir}' is not a directory")
+    for option, value in (("--report", args.report), ("--trace", args.trace)):
+        if value and Path(value).is_dir():
+            raise UsageError(f"{option} '{value}' is a directory, expected a file name")
     inputs = parse_inputs(args.input)
     program = read_esb(args.binary)
     config = None

@@ -204,3 +204,21 @@ def test_without_hw_the_binarys_shipped_config_is_used(tmp_path, capsys):
     assert report["meta"]["config"] == "esact-large" and report["meta"]["forced_config"] is False
     # 64x64 array, 128 GB/s: gemm = 1 tile x K 64 + 64 + 64
     assert report["components"]["q"]["cycles"] == 64 + 128
+
+
+def test_report_path_that_is_a_directory_fails_before_running(binary, tmp_path, capsys):
+    path, _, _ = binary
+    (tmp_path / "r.json").mkdir()
+    code, _, err = run_main(capsys, path, "--input", f"x={tmp_path / 'x.npy'}",
+                            "--output-dir", tmp_path / "out", "--report", tmp_path / "r.json")
+    assert code == 1 and err.startswith("error: --report") and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_outputs_go_to_new_nested_directories(binary, tmp_path, capsys):
+    path, _, _ = binary
+    code, _, err = run_main(capsys, path, "--input", f"x={tmp_path / 'x.npy'}", "--quiet",
+                            "--output-dir", tmp_path / "a" / "b",
+                            "--report", tmp_path / "c" / "r.json")
+    assert code == 0, err
+    assert (tmp_path / "a" / "b" / "y.npy").exists() and (tmp_path / "c" / "r.json").exists()
