@@ -25,6 +25,7 @@ Declaration ops (no instruction, no runtime effect):
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from enum import IntEnum
 
 from xdsl.dialects.builtin import (
@@ -157,7 +158,14 @@ def _field_attr(spec: FieldSpec, value: int | float) -> Attribute:
         if isinstance(value, int):
             value = bits_float(value)
         return FloatAttr(float(value), Float32Type())
-    return IntegerAttr(int(value), i64)
+    return _i64(int(value))
+
+
+@lru_cache(maxsize=1 << 16)
+def _i64(value: int) -> IntegerAttr:
+    # Attributes are immutable: a BERT-base program has ~50k integer fields but few distinct
+    # values, and building an IntegerAttr (with its range check) is the slow part of lowering.
+    return IntegerAttr(value, i64)
 
 
 def _field_text(spec: FieldSpec, attr: Attribute) -> str:

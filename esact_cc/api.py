@@ -5,6 +5,11 @@
     outputs = compiled.run({"input_ids": ids})      # reference interpreter, named outputs
     compiled.save_ir("model.mlir")                    # + model.npz beside it
     again = api.load_ir("model.mlir")
+
+    binary = api.compile("model.onnx", stage="esb", calibration_data="calib.npz", hw="default")
+    binary.save_esb("model.esb")                      # byte-identical on recompile
+    result = binary.simulate({"input_ids": ids})      # functional + timing model
+    result.outputs, result.report["total"]["cycles"]
 """
 
 from __future__ import annotations
@@ -64,10 +69,40 @@ class CompiledModel:
         write_ir(self.module, self.store, path)
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the reference interpreter on named inputs; named outputs."""
+        """Run the reference interpreter on named inputs; named outputs. (A module lowered to
+        the `esact` stage runs on the hardware model's functional model instead.)"""
         from esact_cc.reference_interpreter import run_module
 
+        if self.is_program():
+            return self.simulate(inputs).outputs
         return run_module(self.module, inputs, self.store)
+
+    # --- esact / esb stage: the program ---------------------------------------------------
+    def is_program(self) -> bool:
+        """True once the module is an `esact` program (after lower-to-esact)."""
+        from esact_cc.emit_esb import CONFIG_HASH_ATTR
+
+        return CONFIG_HASH_ATTR in self.module.attributes
+
+    def program(self):  # -> esact_cc.runtime.esb.Program
+        """The runtime Program (instructions, DRAM image, I/O, host segments, debug map)."""
+        from esact_cc.emit_esb import program_from_module
+
+        return program_from_module(self.module, self.store)
+
+    def save_esb(self, path: str | os.PathLike[str]) -> None:
+        """Write the .esb binary atomically."""
+        from esact_cc.emit_esb import emit_esb
+
+        emit_esb(self.module, path, self.store)
+
+    def simulate(self, inputs: Mapping[str, np.ndarray], hw: str | None = None):  # -> RunResult
+        """Run the program on the hardware model (functional + timing + energy); `hw` is the
+        config (default: the default config). Returns outputs and the report."""
+        from esact_cc.runtime.hw_config import resolve_config
+        from esact_cc.runtime.run_program import run_program
+
+        return run_program(self.program(), inputs, resolve_config(hw))
 
 
 def compile(

@@ -146,10 +146,8 @@ def run_cli(args: argparse.Namespace) -> None:
     module, store = compile_model(args.model, args.compile_to, options, on_stage=on_stage, on_pass=on_pass)
 
     outputs: dict[str, np.ndarray] = {}
-    if args.run:
-        from esact_cc.reference_interpreter import run_module
-
-        outputs = run_module(module, inputs, store)
+    if args.run:  # the reference interpreter; from the esact stage on, the functional model
+        outputs = api.CompiledModel(module, store, args.compile_to).run(inputs)
 
     # Everything computed: now write.
     stage = stage_named(args.compile_to)
