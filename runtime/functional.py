@@ -143,14 +143,13 @@ class Machine:
                                 f"-1 nor an earlier computed row")
         return reuse
 
-    def kernel(self, fn: Callable[..., object], *args: object) -> object:
-        """Call an spls_kernels function; its EsactErrors name this instruction."""
+    def kernel(self, operand: str, fn: Callable[..., object], *args: object) -> object:
+        """Call an spls_kernels function; its EsactErrors name this instruction and the
+        field of the operand whose data the kernel rejected."""
         try:
             return fn(*args)
-        except ProgramError:
-            raise
         except EsactError as exc:
-            raise self.fail(str(exc)) from None
+            raise self.fail(f"field '{operand}': {exc}") from None
 
     # -------------------------------------------------------------------- DMA
 
@@ -195,19 +194,19 @@ class Machine:
 
     def op_attn_qk(self, f: Mapping[str, int]) -> None:
         q, k, scores = self.view("q_addr"), self.view("k_addr"), self.view("scores_addr")
-        result = int8_matmul(q, k.T)
+        rows = np.flatnonzero(self.vector("row_mask_addr")) if f["has_row_mask"] else \
+            np.arange(f["lq"])
+        result = int8_matmul(q[rows], k.T)
         dense = f["lq"] * f["lk"]
-        if f["has_mask"]:
-            keep = self.mask("mask_addr")
-            result = np.where(keep, result, 0)
-            kept = int(keep.sum())
-        else:
-            kept = dense
-        scores[...] = _wrap_int32(result)
+        keep = self.mask("mask_addr")[rows] if f["has_mask"] else \
+            np.ones((len(rows), f["lk"]), dtype=bool)
+        result = np.where(keep, result, 0)
+        kept = int(keep.sum())
+        scores[rows] = _wrap_int32(result)
         self.work.macs_dense = dense * f["d"]
         self.work.macs_executed = kept * f["d"]
-        self.work.mask_total, self.work.mask_kept = dense, kept
-        self.work.rows_total = self.work.rows_executed = f["lq"]
+        self.work.mask_total, self.work.mask_kept = len(rows) * f["lk"], kept
+        self.work.rows_total, self.work.rows_executed = f["lq"], len(rows)
         self.work.cols_total = self.work.cols_executed = f["lk"]
 
     def op_attn_pv(self, f: Mapping[str, int]) -> None:
@@ -318,13 +317,14 @@ class Machine:
     def op_hlog(self, f: Mapping[str, int]) -> None:
         x = self.view("src_addr").astype(np.float64)
         if f["dynamic"]:
-            scale = float(np.float32(self.kernel(spls_kernels.hlog_scale, x, f["bits"])))
+            scale = float(np.float32(self.kernel("src_addr", spls_kernels.hlog_scale, x,
+                                                 f["bits"])))
             if not scale > 0:  # a float32 underflow of a tiny max|x|
                 raise self.fail("field 'dynamic': tile scale underflows float32")
             self.view("scale_out_addr")[0, 0] = scale
         else:
             scale = self.float_field("scale")
-        levels = self.kernel(spls_kernels.hlog_quantize, x, f["bits"], scale)
+        levels = self.kernel("src_addr", spls_kernels.hlog_quantize, x, f["bits"], scale)
         dst = self.view("dst_addr")
         dst[...] = np.asarray(levels).astype(dst.dtype)
         self._sfu_elements(f)
@@ -334,8 +334,12 @@ class Machine:
         b = self.view("b_addr")
         if f["transpose_b"]:
             b = b.T
-        product, shift_adds = self.kernel(spls_kernels.hlog_matmul, a.astype(np.int64),
-                                          b.astype(np.int64))  # type: ignore[misc]
+        try:
+            product, shift_adds = spls_kernels.hlog_matmul(a.astype(np.int64),
+                                                           b.astype(np.int64))
+        except EsactError as exc:  # the kernel names the operand ("operand a" / "operand b")
+            operand = "b_addr" if "operand b" in str(exc) else "a_addr"
+            raise self.fail(f"field '{operand}': {exc}") from None
         self.view("dst_addr")[...] = np.clip(product, INT32_MIN, INT32_MAX).astype(np.int32)
         self.work.shift_adds = int(shift_adds)
         self.work.macs_dense = f["m"] * f["n"] * f["k"]
@@ -349,7 +353,7 @@ class Machine:
             r = np.arange(f["rows"])[:, None]
             c = np.arange(f["cols"])[None, :]
             valid &= c <= r + f["causal_offset"]
-        keep = self.kernel(spls_kernels.topk_mask, scores[None], f["k"], valid[None])
+        keep = self.kernel("src_addr", spls_kernels.topk_mask, scores[None], f["k"], valid[None])
         keep = np.asarray(keep)[0]
         self.view("dst_addr")[...] = keep.astype(np.uint8)
         self.work.compare_ops = f["rows"] * f["cols"] * max(1, math.ceil(math.log2(f["k"] + 1)))
@@ -362,11 +366,13 @@ class Machine:
         prob = self.view("prob_addr").astype(np.float64).reshape(shape) if f["has_prob"] \
             else None
         mode = "cosprob" if f["mode"] == SimilarityMode.COSPROB else "overlap"
-        result = self.kernel(spls_kernels.local_similarity, spa, prob, f["window"],
+        result = self.kernel("spa_addr", spls_kernels.local_similarity, spa, prob, f["window"],
                              self.float_field("threshold"), mode, f["k"])
         reuse, key_mask = result  # type: ignore[misc]
         self.view("map_addr")[...] = np.asarray(reuse).astype("<i2").view(np.uint8)[None, :]
         self.view("key_mask_addr")[...] = np.asarray(key_mask).astype(np.uint8)
+        if f["has_row_mask"]:
+            self.view("row_mask_addr")[0] = (np.asarray(reuse) == -1).astype(np.uint8)
         computed = int((np.asarray(reuse) == -1).sum())
         self.work.compare_ops = f["length"] * min(f["window"], f["length"]) * f["heads"] * \
             f["keys"]

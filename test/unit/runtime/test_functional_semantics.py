@@ -426,8 +426,8 @@ def test_bpu_rejects_non_hlog_operand() -> None:
     instr = Instruction.make("bpu", dst_addr=0, a_buf=Buffer.ABUF, a_addr=0, b_buf=Buffer.ABUF,
                              b_addr=100, m=1, k=1, n=1)
     m = machine_for(instr)
-    put(m, Buffer.ABUF, 0, np.array([5], np.int8))  # 5 = 0b101 is not an HLog level
-    with pytest.raises(ProgramError, match=r"instruction 0 \(bpu\)"):
+    put(m, Buffer.ABUF, 100, np.array([5], np.int8))  # 5 = 0b101 is not an HLog level
+    with pytest.raises(ProgramError, match=r"instruction 0 \(bpu\): field 'b_addr'"):
         run(instr, m)
 
 
