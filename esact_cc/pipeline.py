@@ -77,6 +77,13 @@ def _quantize_passes(options: CompileOptions) -> list[ModulePass]:
     return [make_pass("quantize", calibration_data=options.extra.get("calibration_data"))]
 
 
+def _spls_passes(options: CompileOptions) -> list[ModulePass]:
+    from esact_cc.spls_options import settings_from
+
+    settings = settings_from(options.extra)
+    return [] if settings is None else [make_pass("insert-spls", **settings.pass_options())]
+
+
 def _lower_passes(options: CompileOptions) -> list[ModulePass]:
     return [make_pass("lower-to-esact", hw=options.extra.get("hw")), make_pass("schedule")]
 
@@ -91,6 +98,8 @@ STAGES: list[Stage] = [
     Stage("onnx", "ONNX graph imported 1:1 into the onnx dialect", _no_passes),
     Stage("transformer", "Transformer blocks lifted into the transformer dialect", _lift_passes),
     Stage("quantized", "INT8 post-training quantization (quantized dialect)", _quantize_passes),
+    Stage("spls", "SPLS prediction and masked ops (--sparsity spls; unchanged IR when dense)",
+          _spls_passes),
     Stage("esact", "ESACT instructions, buffers and dependency tokens (esact dialect)", _lower_passes),
     Stage("esb", "the .esb binary (-o FILE.esb)", _no_passes, _write_esb),
 ]

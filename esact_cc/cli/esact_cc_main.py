@@ -3,6 +3,7 @@
     esact-cc MODEL.onnx [-o OUT] --compile-to STAGE [--input-shape NAME=1x128 ...]
         [--dump-ir-dir DIR] [--print-ir-after-all] [--debug-lift]
         [--run --input NAME=FILE.npy ... --output-dir DIR] [--hw CONFIG] [--calibration-data FILE.npz]
+        [--sparsity dense|spls] [--spls-option [LAYER:]NAME=VALUE ...] [--spls-config FILE.json]
 
 Stages come from `esact_cc.pipeline.STAGES`. Arguments are declared by the functions in
 `ARGUMENT_GROUPS` (append one to add options); every parsed argument reaches the pipeline as
@@ -75,11 +76,29 @@ def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_sparsity_arguments(parser: argparse.ArgumentParser) -> None:
+    from esact_cc.spls_options import SPARSITY_SCHEMES
+
+    parser.add_argument(
+        "--sparsity", choices=SPARSITY_SCHEMES, default=None,
+        help="sparsity scheme (default: dense, or spls when --spls-option/--spls-config is given)",
+    )
+    parser.add_argument(
+        "--spls-option", action="append", default=[], metavar="[LAYER:]NAME=VALUE",
+        help="insert-spls option for all layers (threshold=0.95) or one layer (3:threshold=0.9); "
+        "repeatable",
+    )
+    parser.add_argument(
+        "--spls-config", metavar="FILE.json", help="SPLS options written by esact-tune",
+    )
+
+
 ARGUMENT_GROUPS: list[Callable[[argparse.ArgumentParser], None]] = [
     _add_compile_arguments,
     _add_debug_arguments,
     _add_run_arguments,
     _add_backend_arguments,
+    _add_sparsity_arguments,
 ]
 """Functions declaring the CLI's arguments; append one to add options."""
 
@@ -127,6 +146,9 @@ def run_cli(args: argparse.Namespace) -> None:
     for name, value in inputs.items():  # an input's file fixes its shape unless given
         shapes.setdefault(name, tuple(value.shape))
     options = CompileOptions(input_shapes=shapes, debug_lift=args.debug_lift, extra=vars(args))
+    from esact_cc.spls_options import settings_from
+
+    settings_from(options.extra)  # bad SPLS options fail before the (slow) compile
 
     on_pass = None
     if args.print_ir_after_all:
