@@ -124,20 +124,17 @@ class InstructionOp(IRDLOperation):
                 mask |= 1 << QUEUE_NAMES.index(q)
             values[name] = mask
         names = {f.name: f for f in cls.isa_spec().fields if f.name not in TOKEN_FIELDS}
-        first = True
-        while True:
-            if not first and parser.parse_optional_punctuation(",") is None:
-                break
-            name = parser.parse_optional_identifier()
-            if name is None:
-                if not first:
-                    parser.raise_error("expected a field name after ','")
-                break
-            first = False
-            if name not in names:
-                parser.raise_error(f"{cls.isa_spec().name} has no field '{name}'")
+        # `name = value` pairs separated by commas; the first is optional (halt has no fields),
+        # and a trailing `loc(...)` or attribute dictionary is not a field.
+        name = parser.parse_optional_keyword_in(names)
+        while name is not None:
             parser.parse_punctuation("=")
             values[name] = _parse_field_value(parser, names[name])
+            if parser.parse_optional_punctuation(",") is None:
+                break
+            name = parser.parse_identifier(context_msg=" (a field name)")
+            if name not in names:
+                parser.raise_error(f"{cls.isa_spec().name} has no field '{name}'")
         attributes = parser.parse_optional_attr_dict()
         return cls(values, attributes)
 

@@ -29,6 +29,7 @@ builtin.module attributes {esact.weight_store = "Inputs/tiny_layer.npz"} {
     func.return %ge, %sm : tensor<1x4x8xf32>, tensor<1x4x16xf32>
   }
 }
+
 // CHECK: builtin.module attributes {esact.weight_store = "Inputs/tiny_layer.npz", esact.config_hash = "{{[0-9a-f]+}}"}
 // CHECK-NEXT: esact.io "input" "x" at 0 : tensor<1x4x8xf32>
 // CHECK-NEXT: esact.io "input" "mask" at 128 : tensor<1x1x1x4xf32>
@@ -37,18 +38,19 @@ builtin.module attributes {esact.weight_store = "Inputs/tiny_layer.npz"} {
 // CHECK-NEXT: esact.host_tensor 0 "output" "out0" at 192 : tensor<1x4x8xf32>
 // CHECK-NEXT: esact.data "w8" at 320
 // CHECK-NEXT: esact.data "esact./layer.0/attention/self/query/MatMul.dequant" at 384
-// CHECK-NEXT: esact.data "esact.attention.score_scale" at 704
-// CHECK-NEXT: esact.data "esact.attention.output_scale" at 768
-// CHECK-NEXT: esact.data "esact./layer.0/attention/output/LayerNorm.gamma_beta" at 1088
-// CHECK-NEXT: esact.data "w28" at 1152
-// CHECK-NEXT: esact.data "esact./layer.0/intermediate/dense/MatMul.dequant" at 1280
-// CHECK-NEXT: esact.io "output" "y" at 1920 : tensor<1x4x8xf32>
-// CHECK-NEXT: esact.io "output" "z" at 1664 : tensor<1x4x16xf32>
+// CHECK-NEXT: esact.data "esact.attention.score_scale" at 576
+// CHECK-NEXT: esact.data "esact.attention.output_scale" at 640
+// CHECK-NEXT: esact.data "esact./layer.0/attention/output/LayerNorm.gamma_beta" at 960
+// CHECK-NEXT: esact.data "w28" at 1216
+// CHECK-NEXT: esact.data "esact./layer.0/intermediate/dense/MatMul.dequant" at 1344
+// CHECK-NEXT: esact.io "output" "y" at 1984 : tensor<1x4x8xf32>
+// CHECK-NEXT: esact.io "output" "z" at 1728 : tensor<1x4x16xf32>
+// Host region, then the query linear (weights loaded before activations).
 // CHECK-NEXT: esact.host pop [] push [] {{.*}}segment = 0{{.*}}component = "host"
-// CHECK-NEXT: esact.load pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 8{{.*}}dram_stride = 32{{.*}}component = "load"
-// CHECK-NEXT: esact.quant pop [] push [] {{.*}}rows = 4{{.*}}cols = 8{{.*}}mult = 32.0{{.*}}component = "sfu"
 // CHECK-NEXT: esact.load pop [] push [] {{.*}}buf = WBUF{{.*}}rows = 8{{.*}}cols = 8{{.*}}dram_stride = 8{{.*}}component = "load"
 // CHECK-NEXT: esact.load pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 2{{.*}}cols = 8{{.*}}dram_stride = 32{{.*}}component = "load"
+// CHECK-NEXT: esact.load pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 8{{.*}}dram_stride = 32{{.*}}component = "load"
+// CHECK-NEXT: esact.quant pop [] push [] {{.*}}rows = 4{{.*}}cols = 8{{.*}}mult = 32.0{{.*}}component = "sfu"
 // CHECK-NEXT: esact.gemm pop [] push [] {{.*}}m = 4{{.*}}k = 8{{.*}}n = 8{{.*}}component = "q"
 // CHECK-NEXT: esact.dequant pop [] push [] {{.*}}rows = 4{{.*}}cols = 8{{.*}}has_bias = 1{{.*}}component = "sfu"
 // CHECK-NEXT: esact.store pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 8{{.*}}dram_stride = 32{{.*}}component = "store"
@@ -73,28 +75,32 @@ builtin.module attributes {esact.weight_store = "Inputs/tiny_layer.npz"} {
 // CHECK-NEXT: esact.dequant pop [] push [] {{.*}}rows = 4{{.*}}cols = 4{{.*}}has_bias = 0{{.*}}component = "sfu"
 // CHECK-NEXT: esact.store pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 4{{.*}}dram_stride = 32{{.*}}component = "store"
 // CHECK-NEXT: esact.attn_pv pop [] push [] {{.*}}lq = 4{{.*}}lk = 4{{.*}}d = 4{{.*}}v_stride = 8{{.*}}component = "pv"
+// The FFN weight load is hoisted above the attention tail (it depends on nothing there).
+// CHECK-NEXT: esact.load pop [] push [] {{.*}}buf = WBUF{{.*}}rows = 8{{.*}}cols = 16{{.*}}dram_stride = 16{{.*}}component = "load"
 // CHECK-NEXT: esact.dequant pop [] push [] {{.*}}rows = 4{{.*}}cols = 4{{.*}}has_bias = 0{{.*}}component = "sfu"
 // CHECK-NEXT: esact.store pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 4{{.*}}dram_stride = 32{{.*}}component = "store"
 // CHECK-NEXT: esact.load pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 8{{.*}}dram_stride = 0{{.*}}component = "load"
 // CHECK-NEXT: esact.load pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 8{{.*}}dram_stride = 0{{.*}}component = "load"
 // CHECK-NEXT: esact.add pop [] push [] {{.*}}rows = 4{{.*}}cols = 8{{.*}}component = "sfu"
-// CHECK-NEXT: esact.store pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 8{{.*}}dram_stride = 0{{.*}}component = "store"
+// CHECK-NEXT: esact.store pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 8{{.*}}dram_stride = 32{{.*}}component = "store"
 // CHECK-NEXT: esact.load pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 2{{.*}}cols = 8{{.*}}dram_stride = 0{{.*}}component = "load"
 // CHECK-NEXT: esact.load pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 8{{.*}}dram_stride = 0{{.*}}component = "load"
+// The layer norm output feeds a linear (INT8 copy, stored first) and a GELU (FP32 copy).
 // CHECK-NEXT: esact.layernorm pop [] push [] {{.*}}rows = 4{{.*}}cols = 8{{.*}}component = "sfu"
-// CHECK-NEXT: esact.store pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 8{{.*}}dram_stride = 0{{.*}}component = "store"
-// CHECK-NEXT: esact.load pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 8{{.*}}dram_stride = 32{{.*}}component = "load"
 // CHECK-NEXT: esact.quant pop [] push [] {{.*}}rows = 4{{.*}}cols = 8{{.*}}mult = 64.0{{.*}}component = "sfu"
-// CHECK-NEXT: esact.load pop [] push [] {{.*}}buf = WBUF{{.*}}rows = 8{{.*}}cols = 16{{.*}}dram_stride = 16{{.*}}component = "load"
+// CHECK-NEXT: esact.store pop [] push [] {{.*}}buf = ABUF{{.*}}rows = 4{{.*}}cols = 8{{.*}}dram_stride = 8{{.*}}component = "store"
+// CHECK-NEXT: esact.store pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 8{{.*}}dram_stride = 32{{.*}}component = "store"
 // CHECK-NEXT: esact.load pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 2{{.*}}cols = 16{{.*}}dram_stride = 64{{.*}}component = "load"
+// CHECK-NEXT: esact.load pop [] push [] {{.*}}buf = ABUF{{.*}}rows = 4{{.*}}cols = 8{{.*}}dram_stride = 0{{.*}}component = "load"
 // CHECK-NEXT: esact.gemm pop [] push [] {{.*}}m = 4{{.*}}k = 8{{.*}}n = 16{{.*}}component = "ffn1"
 // CHECK-NEXT: esact.dequant pop [] push [] {{.*}}rows = 4{{.*}}cols = 16{{.*}}has_bias = 1{{.*}}component = "sfu"
+// Fused GELU epilogue of the FFN linear.
 // CHECK-NEXT: esact.gelu pop [] push [] {{.*}}rows = 4{{.*}}cols = 16{{.*}}mode = TANH{{.*}}component = "sfu"
 // CHECK-NEXT: esact.store pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 16{{.*}}dram_stride = 64{{.*}}component = "store"
 // CHECK-NEXT: esact.load pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 16{{.*}}dram_stride = 0{{.*}}component = "load"
 // CHECK-NEXT: esact.softmax pop [] push [] {{.*}}rows = 4{{.*}}cols = 16{{.*}}scale = 1.0{{.*}}has_add_mask = 0{{.*}}causal = 0{{.*}}component = "sfu"
-// CHECK-NEXT: esact.store pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 16{{.*}}dram_stride = 0{{.*}}component = "store"
+// CHECK-NEXT: esact.store pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 16{{.*}}dram_stride = 64{{.*}}component = "store"
 // CHECK-NEXT: esact.load pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 8{{.*}}dram_stride = 0{{.*}}component = "load"
 // CHECK-NEXT: esact.gelu pop [] push [] {{.*}}rows = 4{{.*}}cols = 8{{.*}}mode = ERF{{.*}}component = "sfu"
-// CHECK-NEXT: esact.store pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 8{{.*}}dram_stride = 0{{.*}}component = "store"
+// CHECK-NEXT: esact.store pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 8{{.*}}dram_stride = 32{{.*}}component = "store"
 // CHECK-NEXT: esact.halt pop [] push []
