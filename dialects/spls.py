@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from esact_cc.runtime.spls_kernels import MAX_HLOG_BITS, MIN_HLOG_BITS, SIMILARITY_MODES
 from xdsl.dialects.builtin import (
     I64,
     Float32Type,
@@ -62,8 +63,6 @@ from xdsl.irdl import (
 )
 from xdsl.traits import Pure
 from xdsl.utils.exceptions import VerifyException
-
-from esact_cc.runtime.spls_kernels import MAX_HLOG_BITS, MIN_HLOG_BITS, SIMILARITY_MODES
 
 
 def _f32(value: float) -> FloatAttr:

@@ -94,7 +94,7 @@ def take_representative_rows(y: Array, reuse_map: Array) -> Array:
 
 def zero_unselected_keys(y: Array, key_mask: Array) -> Array:
     """Zero row j of head h's column block where key_mask[b, h, j] is False."""
-    batch, length, width = y.shape
+    width = y.shape[2]
     heads = key_mask.shape[1]
     keep = np.repeat(key_mask.transpose(0, 2, 1), width // heads, axis=2)  # [B, L, width]
     return np.where(keep, y, np.zeros((), y.dtype))
@@ -176,8 +176,9 @@ def _key_masked_linear(interp: Interpreter, op: Operation, args: list[Array]) ->
 
 
 def _dense_attention(op: Operation, v: dict[str, Array], mask: Array | None) -> Array:
-    common = dict(num_heads=op.num_heads.value.data, scale=op.scale.value.data,  # type: ignore[attr-defined]
-                  causal=op.causal is not None)  # type: ignore[attr-defined]
+    common = {"num_heads": op.num_heads.value.data,  # type: ignore[attr-defined]
+              "scale": op.scale.value.data,  # type: ignore[attr-defined]
+              "causal": op.causal is not None}  # type: ignore[attr-defined]
     if isinstance(op, (spls.MaskedQuantizedAttentionOp, spls.SparseQuantizedAttentionOp)):
         scales = {name: getattr(op, name).value.data
                   for name in ("q_scale", "k_scale", "v_scale", "p_scale")}

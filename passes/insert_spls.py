@@ -36,6 +36,10 @@ import sys
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
+from esact_cc.dialects import quantized, spls, transformer
+from esact_cc.dialects.onnx import WeightOp
+from esact_cc.runtime.errors import CompileError, EsactError
+from esact_cc.runtime.spls_kernels import SIMILARITY_MODES, hlog_encode, hlog_levels, k_from_ratio
 from xdsl.context import Context
 from xdsl.dialects import func
 from xdsl.dialects.builtin import Float32Type, ModuleOp, TensorType, i32
@@ -43,10 +47,6 @@ from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.rewriter import InsertPoint, Rewriter
 
-from esact_cc.dialects import quantized, spls, transformer
-from esact_cc.dialects.onnx import WeightOp
-from esact_cc.runtime.errors import CompileError
-from esact_cc.runtime.spls_kernels import SIMILARITY_MODES, hlog_encode, hlog_levels, k_from_ratio
 from esact_cc.weight_store import WeightStore, store_of
 
 ATTENTION_MODES = ("dense", "topk")
@@ -71,7 +71,7 @@ class LayerOptions:
         try:
             hlog_levels(self.hlog_bits)
             k_from_ratio(self.k_ratio, 1)
-        except Exception as e:  # EsactError: keep its message, name the layer
+        except EsactError as e:  # keep the kernel's message, name the layer
             raise CompileError(f"insert-spls{where}: {e}") from None
         checks = (
             (self.window >= 0, f"window must be >= 0, got {self.window}"),
@@ -292,7 +292,7 @@ def _rewrite_layer(layer: _Layer, options: LayerOptions, weights: _HLogWeights) 
               "Q/K/V projections; layer left dense", file=sys.stderr)
         return
     x = layer.q.operands[0]
-    batch, length, _ = _shape(x)
+    length = _shape(x)[1]
     heads = att.num_heads.value.data  # type: ignore[attr-defined]
     bits = options.hlog_bits
     k = k_from_ratio(options.k_ratio, length)

@@ -6,10 +6,6 @@ import itertools
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
-
 from esact_cc.runtime.errors import EsactError
 from esact_cc.runtime.spls_kernels import (
     hlog_levels,
@@ -22,6 +18,9 @@ from esact_cc.runtime.spls_kernels import (
     predict_attention,
     topk_mask,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 
 def formula_levels(n: int) -> set[int]:
@@ -108,7 +107,7 @@ def reference_shift_adds(a: np.ndarray, b: np.ndarray) -> int:
     """Count shifted terms product by product with Python ints (popcount of each level)."""
     total = 0
     for i, k, j in itertools.product(range(a.shape[0]), range(a.shape[1]), range(b.shape[1])):
-        total += bin(abs(int(a[i, k]))).count("1") * bin(abs(int(b[k, j]))).count("1")
+        total += abs(int(a[i, k])).bit_count() * abs(int(b[k, j])).bit_count()
     return total
 
 
