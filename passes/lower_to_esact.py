@@ -705,3 +705,8 @@ class LowerToEsactPass(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         lower_module(op, store_of(op), resolve_config(self.hw))
+
+
+# --- hook (H9, sparse lowering): the spls op rules in passes/lower_spls_to_esact.py add
+# themselves to _LOWERINGS when imported. Kept last: that module uses the definitions above.
+import esact_cc.passes.lower_spls_to_esact  # noqa: E402,F401

@@ -458,16 +458,20 @@ _SPECS: tuple[InstructionSpec, ...] = (
         _dim("lq"), _dim("lk"), _dim("d"),
         _stride("q_stride"), _stride("k_stride"), _stride("scores_stride"),
         _flag("has_mask"), _addr("mask_addr", "MBUF: Lq x Lk element mask, packed"),
+        # SPLS row reuse (added for the sparse lowering): reused query rows skip QK.
+        _flag("has_row_mask"), _addr("row_mask_addr", "MBUF: Lq bytes"),
     ), (
         _mat("q_addr", Buffer.ABUF, "lq", "d", "r", "q_stride"),
         _mat("k_addr", Buffer.ABUF, "lk", "d", "r", "k_stride"),
         _mat("scores_addr", Buffer.ACC, "lq", "lk", "w", "scores_stride"),
         _mat("mask_addr", Buffer.MBUF, "lq", "lk", "r", enabled_by="has_mask"),
+        _vec("row_mask_addr", Buffer.MBUF, "lq", enabled_by="has_row_mask"),
     ), _mac_sparse_cost,
-        """Masked scores: scores[i, j] = sum_d Q[i, d] K[j, d] where the element mask selects
-        (i, j) (every position without a mask), else 0 (int32, wrap-around). Only selected
-        dot products are executed. Per head: point q/k at the head's column block with the
-        full row stride."""),
+        """Masked scores: for every row i the row mask keeps, scores[i, j] = sum_d Q[i, d]
+        K[j, d] where the element mask selects (i, j) (every position without a mask), else 0
+        (int32, wrap-around); rows the row mask drops are neither computed nor written. Only
+        selected dot products of kept rows are executed. Per head: point q/k at the head's
+        column block with the full row stride."""),
     _spec("attn_pv", 0x12, Queue.COMPUTE, Unit.MAC, (
         _addr("out_addr", "ACC: Lq x d int32"),
         _addr("p_addr", "ABUF: P, Lq x Lk int8"),
@@ -628,13 +632,18 @@ _SPECS: tuple[InstructionSpec, ...] = (
         FieldSpec("window", 16), _dim("k", "top-k used to build SPA (overlap normaliser)"),
         _float("threshold"),
         FieldSpec("mode", 1, FieldKind.ENUM, enum=SimilarityMode),
+        # Added for the sparse lowering: the computed rows as a GEMM / attention row mask.
+        _flag("has_row_mask"), _addr("row_mask_addr", "MBUF: length bytes out, 1 = computed"),
     ), (Operand("spa_addr", Buffer.MBUF, _f("heads"), lambda f: f["length"] * f["keys"], "r"),
         Operand("prob_addr", Buffer.VBUF, _f("heads"), lambda f: f["length"] * f["keys"], "r",
                 enabled_by="has_prob"),
         Operand("map_addr", Buffer.MBUF, _const(1), lambda f: 2 * f["length"], "w"),
-        _mat("key_mask_addr", Buffer.MBUF, "heads", "keys", "w")), _topk_cost,
+        _mat("key_mask_addr", Buffer.MBUF, "heads", "keys", "w"),
+        _vec("row_mask_addr", Buffer.MBUF, "length", "w", enabled_by="has_row_mask")),
+        _topk_cost,
         """(reuse_map, key_mask) = spls_kernels.local_similarity(spa, prob, window, threshold,
-        mode, k) (DESIGN.md section 6 step 4); cosprob needs has_prob."""),
+        mode, k) (DESIGN.md section 6 step 4); cosprob needs has_prob. With has_row_mask,
+        row_mask[i] = 1 if reuse_map[i] == -1 else 0 (the row mask of the masked GEMMs)."""),
     # ------------------------------------------------------------------ host + control
     _spec("host", 0x40, Queue.HOST, Unit.HOST, (
         FieldSpec("segment", 16, doc="index of the host segment in the .esb"),

@@ -1,0 +1,532 @@
+"""Sparse lowering rules of `lower-to-esact`: the `spls` dialect -> SPLS and masked instructions.
+
+Registered into `lower_to_esact._LOWERINGS` (the hook at the end of that file imports this
+module); the dense machinery (`_Lowering`: allocators, DRAM plan, QUANT/LOAD helpers, fused
+GELU / residual epilogues, `write_tile`) is reused as is.
+
+The prediction chain that `insert-spls` emits per layer,
+    hlog_quantize(X) -> predict_attention -> topk -> local_similarity,
+is lowered as ONE unit at the `spls.hlog_quantize` op (the other three are marked fused), with
+every intermediate on chip (DESIGN.md section 6):
+    LOAD X -> HLOG (dynamic per-tensor scale) -> per W in (W_Q, W_K): LOAD HLog(W) codes, BPU
+    (X^ W^, shift-adds), DEQUANT (* s_W per column * s_X, + bias), HLOG per batch element
+    (dynamic scale) -> per head: BPU (Q^_h K^_h^T) -> ACC, TOPK (row-wise, from the exact integer
+    PAM) -> SPA in MBUF, DEQUANT (* scale * s_Q * s_K) -> PAM in VBUF; [SOFTMAX for cosprob];
+    SIMILARITY -> reuse map, per-head key mask and computed-row mask in MBUF.
+The masks stay in MBUF (the dense lowering does not use MBUF) until the layer's last masked op
+is lowered. HLOG/BPU/TOPK/SIMILARITY run on the predict queue; `schedule` only orders them after
+their producers (LN1's store) and before their consumers (the masked GEMMs), so the prediction
+overlaps the K / V generation on the compute queue (`attention=dense`: K and V do not depend on
+it). Prediction instructions (including its SFU DEQUANT/SOFTMAX) have component `predict`.
+
+Masked ops:
+- `spls.masked_quantized_linear` (Q, O, FFN1, FFN2): per batch element one row tile of all L
+  rows; GEMM with the computed-row mask (reused rows are neither computed nor written), DEQUANT,
+  SCATTER_ROWS with the reuse map (a reused row takes its representative's output row), then the
+  fused GELU / residual add, so a reused row's own residual stream gets the representative's
+  sublayer output (DESIGN.md section 6 step 5).
+- `spls.key_masked_quantized_linear` (K, V with `attention=topk`): one GEMM per head column
+  block with that head's key mask as row mask. Rows a head does not select are NOT zeroed (the
+  reference interpreter zeroes them): no computed attention row ever reads them (the key mask
+  is the union of the computed rows' SPA), so the layer's outputs are identical.
+- `spls.masked_quantized_attention` / `spls.sparse_quantized_attention`: the dense attention
+  schedule with ATTN_QK / ATTN_PV row masks (reused query rows skipped), for `topk` also the
+  SPA element mask in ATTN_QK, SOFTMAX and ATTN_PV, then SCATTER_ROWS per head.
+
+Limits (CompileError): HLog bits <= 7 (codes in int8 buffers), no additive attention mask in
+the prediction (padding masks need a key mask the ISA cannot build from FP32 data), the L rows
+of one batch element must fit one ABUF tile, a dynamic HLog scale only (what insert-spls emits).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from xdsl.ir import Operation, SSAValue
+
+from esact_cc.dialects import quantized, spls, transformer
+from esact_cc.interpret_quantized_ops import (
+    attention_output_scale,
+    attention_score_scale,
+    linear_dequant_scale,
+)
+from esact_cc.passes import lower_to_esact as dense
+from esact_cc.quantized_kernels import quant_multiplier
+from esact_cc.reference_interpreter import op_label
+from esact_cc.runtime.errors import CompileError
+from esact_cc.runtime.isa import MAX_INT8_HLOG_BITS, Buffer, SimilarityMode
+
+F32 = dense.F32
+PREDICT = "predict"
+SIMILARITY_MODES = {"overlap": SimilarityMode.OVERLAP, "cosprob": SimilarityMode.COSPROB}
+ATTENTION_OPS = (quantized.AttentionOp, spls.MaskedQuantizedAttentionOp,
+                 spls.SparseQuantizedAttentionOp)
+ROW_MASKED_LINEARS = (spls.MaskedQuantizedLinearOp,)
+KEY_MASKED_LINEARS = (spls.KeyMaskedQuantizedLinearOp,)
+MASKED_LINEARS = ROW_MASKED_LINEARS + KEY_MASKED_LINEARS
+
+
+@dataclass
+class LayerMasks:
+    """MBUF addresses of one prediction's outputs (per batch element b: + b * size)."""
+
+    batch: int
+    length: int
+    heads: int
+    reuse_map: int  # L little-endian int16 per batch element (2 L MBUF bytes)
+    row_mask: int  # L bytes, 1 = computed row
+    key_mask: int  # H x L bytes
+    spa: int | None  # H x L x L bytes, kept only when a sparse attention reads it
+    users: set[Operation] = field(default_factory=set)
+    """Masked ops still to be lowered; the MBUF regions are freed after the last one."""
+
+
+@dataclass
+class SplsState:
+    """Per-lowering state of the sparse rules (kept on the `_Lowering` object)."""
+
+    masks: dict[SSAValue, LayerMasks] = field(default_factory=dict)
+    planned: bool = False
+
+
+def _state(lw: dense._Lowering) -> SplsState:
+    state = getattr(lw, "spls_state", None)
+    if state is None:
+        state = SplsState()
+        lw.spls_state = state  # type: ignore[attr-defined]
+    return state
+
+
+def _shape(value: SSAValue) -> tuple[int, ...]:
+    return dense._shape(value)
+
+
+def _fail(op: Operation, message: str) -> CompileError:
+    return CompileError(f"lower-to-esact: {op_label(op)}: {message}")
+
+
+# ----------------------------------------------------------------------------- formats
+
+
+def _plan_int8_inputs(lw: dense._Lowering, block_ops: list[Operation]) -> None:
+    """Let masked linears read INT8 copies like dense ones: a value whose every consumer is a
+    (dense or masked) quantized linear with one input scale is written in INT8 only (dense
+    `plan_activation_formats` only knows `quantized.linear`). Values already produced are left
+    as planned."""
+    linears = (quantized.LinearOp, *MASKED_LINEARS)
+    for op in block_ops:
+        for value in op.results:
+            uses = list(value.uses)
+            if not uses or any(not (isinstance(u.operation, linears) and u.index == 0) for u in uses):
+                continue
+            scales = {float(u.operation.input_scale.value.data) for u in uses}  # type: ignore[attr-defined]
+            if len(scales) == 1 and value not in lw.tensors and value not in lw.int8_tensors:
+                lw.int8_scale[value] = scales.pop()
+                if not any(isinstance(u.operation, quantized.LinearOp) for u in uses):
+                    lw.fp32_needed.discard(value)
+
+
+def _ensure_planned(lw: dense._Lowering, op: Operation) -> None:
+    state = _state(lw)
+    if not state.planned:
+        state.planned = True
+        block = op.parent_block()
+        assert block is not None
+        start = block.get_operation_index(op)
+        ops = list(block.ops)[start:]
+        returned = ops[-1].operands if ops else ()
+        _plan_int8_inputs(lw, ops)
+        lw.fp32_needed.update(returned)
+
+
+# ----------------------------------------------------------------------------- prediction
+
+
+def _single_user(value: SSAValue, kind: type[Operation], what: Operation) -> Operation:
+    users = [u.operation for u in value.uses]
+    if len(users) != 1 or not isinstance(users[0], kind):
+        raise _fail(what, f"expected exactly one {kind.name} user (the insert-spls chain)")  # type: ignore[attr-defined]
+    return users[0]
+
+
+def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
+    """The whole prediction chain of one layer (see the module docstring)."""
+    _ensure_planned(lw, op)
+    predict = _single_user(op.codes, spls.PredictAttentionOp, op)
+    assert isinstance(predict, spls.PredictAttentionOp)
+    if [u.operation for u in op.code_scale.uses] != [predict]:
+        raise _fail(op, "the HLog scale must feed the prediction only")
+    pam_users = [u.operation for u in predict.result.uses]
+    topks = [u for u in pam_users if isinstance(u, spls.TopKOp)]
+    if len(topks) != 1 or any(not isinstance(u, (spls.TopKOp, spls.LocalSimilarityOp))
+                              for u in pam_users):
+        raise _fail(predict, "PAM must feed one spls.topk (and the similarity's probs)")
+    topk = topks[0]
+    sims = [u.operation for u in topk.result.uses if isinstance(u.operation, spls.LocalSimilarityOp)]
+    if len(sims) != 1:
+        raise _fail(topk, "SPA must feed exactly one spls.local_similarity")
+    sim = sims[0]
+    assert isinstance(sim, spls.LocalSimilarityOp)
+    if sim.pam is not None and sim.pam is not predict.result:
+        raise _fail(sim, "the similarity's probs must be the layer's PAM")
+    spa_users = [u.operation for u in topk.result.uses if u.operation is not sim]
+    if any(not isinstance(u, spls.SparseQuantizedAttentionOp) for u in spa_users):
+        raise _fail(topk, "SPA may feed only the similarity and sparse attentions")
+    if op.scale is not None:
+        raise _fail(op, "a static HLog scale is not supported (insert-spls emits dynamic ones)")
+    if predict.mask is not None:
+        raise _fail(predict, "an additive attention mask in the prediction is not supported by "
+                    "the sparse lowering (no instruction turns FP32 mask values into a key mask)")
+    bits = op.bits.value.data
+    if bits > MAX_INT8_HLOG_BITS or predict.bits.value.data > MAX_INT8_HLOG_BITS:
+        raise _fail(op, f"hlog-bits > {MAX_INT8_HLOG_BITS} is not supported (int8 code buffers)")
+    lw.fused.update((predict, topk, sim))
+
+    x = lw.f32_tensor(op.x, "x")
+    batch, length, width_in = x.shape
+    heads = predict.num_heads.value.data
+    wq_codes = lw.weight_array(predict.wq, "wq")
+    width = wq_codes.shape[1]
+    d = width // heads
+    causal = predict.causal is not None
+    k = topk.k.value.data
+    mode = sim.mode.data
+    rows = batch * length
+
+    def vec_constant(hint: str, array: np.ndarray, cache_key: tuple | None = None) -> int:
+        t = lw.constant(hint, np.ascontiguousarray(array, np.float32), cache_key)
+        addr = lw.alloc(Buffer.VBUF, array.size)
+        lw.load(Buffer.VBUF, addr, t.address, *(array.shape if array.ndim == 2 else (1, array.size)))
+        return addr
+
+    # X^: HLog codes of the whole [B*L, D] input with one per-tensor scale.
+    vx = lw.alloc(Buffer.VBUF, rows * width_in)
+    lw.load(Buffer.VBUF, vx, x.address, rows, width_in)
+    xc = lw.alloc(Buffer.ABUF, rows * width_in)
+    sx = lw.alloc(Buffer.VBUF, 1)
+    lw.emit("hlog", PREDICT, dst_buf=Buffer.ABUF, dst_addr=xc, src_addr=vx, rows=rows,
+            cols=width_in, bits=bits, dynamic=1, scale_out_addr=sx, scale=1.0)
+    lw.free(Buffer.VBUF, vx)
+
+    # Q^, K^: BPU products, dequantized, HLog re-quantized per batch element.
+    sqk = lw.alloc(Buffer.VBUF, 2 * batch)  # (s_Q, s_K) per batch element, adjacent
+    codes_qk = []
+    for which, (w_value, s_value, b_value) in enumerate(((predict.wq, predict.wq_scale, predict.bq),
+                                                        (predict.wk, predict.wk_scale, predict.bk))):
+        codes = lw.weight_array(w_value, "HLog weight")
+        w_scale = float(np.float32(lw.weight_array(s_value, "HLog weight scale")))
+        bias = lw.weight_array(b_value, "bias").astype(np.float32).reshape(width)
+        w8 = lw.constant(f"{dense.node_name(predict)}.{'qk'[which]}_hlog_i8", codes.astype(np.int8),
+                         ("spls-w8", w_value.owner.weight_name.data))  # type: ignore[union-attr]
+        wt = lw.alloc(Buffer.WBUF, width_in * width)
+        lw.load(Buffer.WBUF, wt, w8.address, width_in, width)
+        sb = vec_constant(f"{dense.node_name(predict)}.{'qk'[which]}_hlog_dequant",
+                          np.stack([np.full(width, w_scale, np.float32), bias]))
+        acc = lw.alloc(Buffer.ACC, rows * width)
+        lw.emit("bpu", PREDICT, dst_addr=acc, a_buf=Buffer.ABUF, a_addr=xc, b_buf=Buffer.WBUF,
+                b_addr=wt, m=rows, k=width_in, n=width)
+        lw.free(Buffer.WBUF, wt)
+        real = lw.alloc(Buffer.VBUF, rows * width)
+        lw.emit("dequant", PREDICT, dst_addr=real, src_addr=acc, rows=rows, cols=width,
+                scale_addr=sb, has_bias=1, bias_addr=sb + width, scalar_count=1, scalar_addr=sx)
+        lw.free(Buffer.ACC, acc)
+        lw.free(Buffer.VBUF, sb)
+        out = lw.alloc(Buffer.ABUF, rows * width)
+        for b in range(batch):
+            lw.emit("hlog", PREDICT, dst_buf=Buffer.ABUF, dst_addr=out + b * length * width,
+                    src_addr=real + b * length * width, rows=length, cols=width,
+                    bits=predict.bits.value.data, dynamic=1, scale_out_addr=sqk + 2 * b + which,
+                    scale=1.0)
+        lw.free(Buffer.VBUF, real)
+        codes_qk.append(out)
+    lw.free(Buffer.ABUF, xc)
+    lw.free(Buffer.VBUF, sx)
+    qc, kc = codes_qk
+
+    # PAM per head: TOPK from the exact integer scores, FP32 PAM for the similarity.
+    pam_scale = vec_constant("spls.pam_scale", np.full(length, predict.scale.value.data, np.float32),
+                             ("spls-pam-scale", length, float(predict.scale.value.data)))
+    keep_spa = bool(spa_users)
+    masks = LayerMasks(batch, length, heads,
+                       reuse_map=lw.alloc(Buffer.MBUF, 2 * length * batch),
+                       row_mask=lw.alloc(Buffer.MBUF, length * batch),
+                       key_mask=lw.alloc(Buffer.MBUF, heads * length * batch),
+                       spa=None)
+    spa_size = heads * length * length
+    spa = lw.alloc(Buffer.MBUF, spa_size * batch)
+    for b in range(batch):
+        pam = lw.alloc(Buffer.VBUF, spa_size) if sim.pam is not None else None
+        for h in range(heads):
+            scores = lw.alloc(Buffer.ACC, length * length)
+            lw.emit("bpu", PREDICT, dst_addr=scores, a_buf=Buffer.ABUF,
+                    a_addr=qc + b * length * width + h * d, b_buf=Buffer.ABUF,
+                    b_addr=kc + b * length * width + h * d, m=length, k=d, n=length,
+                    a_stride=width, b_stride=width, transpose_b=1)
+            lw.emit("topk", PREDICT, dst_addr=spa + b * spa_size + h * length * length,
+                    src_buf=Buffer.ACC, src_addr=scores, rows=length, cols=length, k=k,
+                    causal=int(causal))
+            if pam is not None:
+                lw.emit("dequant", PREDICT, dst_addr=pam + h * length * length, src_addr=scores,
+                        rows=length, cols=length, scale_addr=pam_scale, scalar_count=2,
+                        scalar_addr=sqk + 2 * b)
+            lw.free(Buffer.ACC, scores)
+        if pam is not None:
+            for h0, n_rows in ([(h, length) for h in range(heads)] if causal
+                               else [(0, heads * length)]):
+                lw.emit("softmax", PREDICT, dst_addr=pam + h0 * length * length,
+                        src_addr=pam + h0 * length * length, rows=n_rows, cols=length, scale=1.0,
+                        causal=int(causal))
+        lw.emit("similarity", PREDICT, map_addr=masks.reuse_map + 2 * length * b,
+                key_mask_addr=masks.key_mask + heads * length * b, spa_addr=spa + b * spa_size,
+                has_prob=int(pam is not None), prob_addr=pam or 0, heads=heads, length=length,
+                keys=length, window=sim.window.value.data, k=sim.k.value.data,
+                threshold=float(sim.threshold.value.data), mode=SIMILARITY_MODES[mode],
+                has_row_mask=1, row_mask_addr=masks.row_mask + length * b)
+        if pam is not None:
+            lw.free(Buffer.VBUF, pam)
+    lw.free(Buffer.VBUF, pam_scale, sqk)
+    lw.free(Buffer.ABUF, qc, kc)
+    if keep_spa:
+        masks.spa = spa
+    else:
+        lw.free(Buffer.MBUF, spa)
+    masks.users = {u.operation for v in (sim.reuse_map, sim.key_mask, topk.result)
+                   for u in v.uses if u.operation is not sim}
+    state = _state(lw)
+    for value in (sim.reuse_map, sim.key_mask, topk.result):
+        state.masks[value] = masks
+
+
+def _masks(lw: dense._Lowering, op: Operation, value: SSAValue) -> LayerMasks:
+    masks = _state(lw).masks.get(value)
+    if masks is None:
+        raise _fail(op, "its mask does not come from a lowered spls prediction chain")
+    return masks
+
+
+def _done_with(lw: dense._Lowering, masks: LayerMasks, op: Operation) -> None:
+    masks.users.discard(op)
+    if not masks.users:
+        lw.free(Buffer.MBUF, masks.reuse_map, masks.row_mask, masks.key_mask)
+        if masks.spa is not None:
+            lw.free(Buffer.MBUF, masks.spa)
+
+
+def lower_stray(lw: dense._Lowering, op: Operation) -> None:
+    raise _fail(op, "spls prediction ops are lowered as the chain insert-spls emits "
+                "(hlog_quantize -> predict_attention -> topk -> local_similarity)")
+
+
+# ----------------------------------------------------------------------------- masked linears
+
+
+def component_of(op: Operation) -> str:
+    """q/k/v/o/ffn1/ffn2 of a (masked) linear from its neighbours, else from its node name."""
+    for use in op.results[0].uses:
+        if isinstance(use.operation, ATTENTION_OPS) and use.index < 3:
+            return ("q", "k", "v")[use.index]
+    if any(isinstance(use.operation, transformer.GeluOp) for use in op.results[0].uses):
+        return "ffn1"
+    producer = op.operands[0].owner
+    if isinstance(producer, ATTENTION_OPS):
+        return "o"
+    if isinstance(producer, transformer.GeluOp):
+        return "ffn2"
+    return dense._component_from_name(dense.node_name(op))
+
+
+def lower_masked_linear(lw: dense._Lowering, op: Operation) -> None:
+    """Row-masked (reuse map) or key-masked (per head) INT8 linear; see the module docstring."""
+    assert isinstance(op, MASKED_LINEARS)
+    _ensure_planned(lw, op)
+    keyed = isinstance(op, KEY_MASKED_LINEARS)
+    mask_value = op.keys if keyed else op.rows  # type: ignore[union-attr]
+    masks = _masks(lw, op, mask_value)
+    in_scale = float(op.input_scale.value.data)
+    x8 = lw.int8_tensors.get(op.x) if lw.int8_scale.get(op.x) == in_scale else None
+    x = lw.f32_tensor(op.x, "x") if x8 is None else x8
+    w = lw.tensor_of(op.weight)
+    if w.dtype != np.int8:
+        raise _fail(op, "weight must be int8 (run quantize first)")
+    k, n = w.shape
+    batch, length = x.shape[0], x.shape[1]
+    if (batch, length) != (masks.batch, masks.length):
+        raise _fail(op, f"rows {batch}x{length} do not match its masks")
+    scale = linear_dequant_scale(in_scale, lw.weight_array(op.weight_scale, "weight_scale"))
+    rows = [scale]
+    if op.bias is not None:
+        rows.append(lw.weight_array(op.bias, "bias").astype(np.float32).reshape(n))
+    sb = lw.constant(f"{dense.node_name(op) or 'linear'}.dequant", np.stack(rows).astype(np.float32))
+    has_bias = int(op.bias is not None)
+    epilogue, out_value = lw._linear_epilogue(op)  # type: ignore[arg-type]
+    component = component_of(op)
+
+    a_cap, w_cap = lw.capacity(Buffer.ABUF) * 3 // 4, lw.capacity(Buffer.WBUF) // dense.HALF
+    acc_cap, v_cap = lw.capacity(Buffer.ACC) // dense.HALF, lw.capacity(Buffer.VBUF) // dense.OUT_FRACTION
+    if length * k > a_cap or k > w_cap:
+        raise _fail(op, f"the {length} rows x {k} inputs of one sequence exceed the on-chip buffers")
+    if keyed:
+        head_width = n // masks.heads
+        n_tile = head_width  # one GEMM per head: the head's key mask is its row mask
+        if head_width * k > w_cap or length * head_width > min(acc_cap, v_cap):
+            raise _fail(op, "a head's column block exceeds the on-chip buffers")
+    else:
+        n_limit = min(w_cap // k, acc_cap // length, v_cap // length)
+        if n_limit < 1:
+            raise _fail(op, f"{length} rows exceed the on-chip accumulator/vector buffers")
+        n_tile = dense._round_tile(n_limit, n, lw.config.mac_cols)
+    mult = quant_multiplier(in_scale)
+
+    def load_weights(n0: int, hoist: bool = False) -> tuple[int, int]:
+        nt = min(n_tile, n - n0)
+        wt = lw.alloc(Buffer.WBUF, k * nt)
+        lw.load(Buffer.WBUF, wt, w.address + n0, k, nt, dram_stride=n)
+        if hoist:
+            lw.hoist_last(Buffer.WBUF, wt, wt + k * nt)
+        sv = lw.alloc(Buffer.VBUF, len(rows) * nt)
+        lw.load(Buffer.VBUF, sv, sb.address + n0 * F32, len(rows), nt, dram_stride=n * F32)
+        return wt, sv
+
+    prefetched: tuple[int, int] | None = load_weights(0, hoist=True)
+    for b in range(batch):
+        m0 = b * length
+        a = lw.alloc(Buffer.ABUF, length * k)
+        if x8 is not None:
+            lw.load(Buffer.ABUF, a, x8.address + m0 * k, length, k)
+        else:
+            lw.quantize_rows(x, m0, length, 0, k, a, mult)
+        for n0 in range(0, n, n_tile):
+            nt = min(n_tile, n - n0)
+            wt, sv = prefetched if prefetched is not None else load_weights(n0)
+            prefetched = None
+            row_mask = (masks.key_mask + (b * masks.heads + n0 // n_tile) * length if keyed
+                        else masks.row_mask + b * length)
+            acc = lw.alloc(Buffer.ACC, length * nt)
+            lw.emit("gemm", component, acc_addr=acc, a_addr=a, w_addr=wt, m=length, k=k, n=nt,
+                    has_row_mask=1, row_mask_addr=row_mask)
+            lw.free(Buffer.WBUF, wt)
+            o = lw.alloc(Buffer.VBUF, length * nt)
+            lw.emit("dequant", "sfu", dst_addr=o, src_addr=acc, rows=length, cols=nt,
+                    scale_addr=sv, has_bias=has_bias, bias_addr=sv + nt * has_bias)
+            lw.free(Buffer.ACC, acc)
+            lw.free(Buffer.VBUF, sv)
+            if not keyed:  # reused rows take their representative's output row
+                lw.emit("scatter_rows", "sfu", buf=Buffer.VBUF, dst_addr=o, src_addr=o,
+                        rows=length, cols=nt, map_addr=masks.reuse_map + 2 * length * b)
+            if epilogue is not None:
+                epilogue(o, m0, length, n0, nt)
+            lw.write_tile(out_value, o, m0, length, n0, nt)
+            lw.free(Buffer.VBUF, o)
+        lw.free(Buffer.ABUF, a)
+    _done_with(lw, masks, op)
+
+
+# ----------------------------------------------------------------------------- attention
+
+
+def lower_masked_attention(lw: dense._Lowering, op: Operation) -> None:
+    """Row-reuse (and, for spls.sparse_*, SPA) masked INT8 attention; see the docstring."""
+    assert isinstance(op, (spls.MaskedQuantizedAttentionOp, spls.SparseQuantizedAttentionOp))
+    _ensure_planned(lw, op)
+    masks = _masks(lw, op, op.rows)
+    sparse = isinstance(op, spls.SparseQuantizedAttentionOp)
+    if sparse and masks.spa is None:
+        raise _fail(op, "its SPA mask is not on chip")
+    if op.mask is not None:
+        raise _fail(op, "an additive attention mask is not supported by the sparse lowering")
+    q, k, v = (lw.f32_tensor(val, name) for val, name in ((op.q, "q"), (op.k, "k"), (op.v, "v")))
+    batch, lq, width = q.shape
+    lk, width_v = k.shape[1], v.shape[2]
+    heads = op.num_heads.value.data
+    d, dv = width // heads, width_v // heads
+    causal = op.causal is not None
+    s_scale = attention_score_scale(op.scale.value.data, op.q_scale.value.data, op.k_scale.value.data)
+    o_scale = attention_output_scale(op.p_scale.value.data, op.v_scale.value.data)
+    s_vec = lw.constant("attention.score_scale", np.full(lk, s_scale, np.float32), ("s", lk, float(s_scale)))
+    o_vec = lw.constant("attention.output_scale", np.full(dv, o_scale, np.float32), ("o", dv, float(o_scale)))
+    q_mult, k_mult, v_mult, p_mult = (quant_multiplier(s.value.data) for s in
+                                      (op.q_scale, op.k_scale, op.v_scale, op.p_scale))
+    per_head = (lq + lk) * d + lk * dv
+    group = max(1, min(heads, lw.capacity(Buffer.ABUF) // dense.HALF // per_head))
+    if per_head + 2 * lq * lk > lw.capacity(Buffer.ABUF) or \
+            lq * lk > lw.capacity(Buffer.VBUF) // dense.OUT_FRACTION:
+        raise _fail(op, f"attention over {lq}x{lk} does not fit the on-chip buffers")
+    s_addr = lw.alloc(Buffer.VBUF, lk)
+    lw.load(Buffer.VBUF, s_addr, s_vec.address, 1, lk)
+    o_addr = lw.alloc(Buffer.VBUF, dv)
+    lw.load(Buffer.VBUF, o_addr, o_vec.address, 1, dv)
+    causal_fields = {"causal": int(causal), "causal_offset": lk - lq if causal else 0}
+
+    def spa_of(b: int, h: int) -> dict[str, int]:
+        if not sparse:
+            return {}
+        assert masks.spa is not None
+        return {"has_mask": 1, "mask_addr": masks.spa + (b * heads + h) * lq * lk}
+
+    def pv(b: int, h0: int, g: int, hh: int, p: int, va: int) -> None:
+        h = h0 + hh
+        acc = lw.alloc(Buffer.ACC, lq * dv)
+        lw.emit("attn_pv", "pv", out_addr=acc, p_addr=p, v_addr=va + hh * dv, lq=lq, lk=lk, d=dv,
+                v_stride=g * dv, has_row_mask=1, row_mask_addr=masks.row_mask + b * lq,
+                **spa_of(b, h))
+        lw.free(Buffer.ABUF, p)
+        r = lw.alloc(Buffer.VBUF, lq * dv)
+        lw.emit("dequant", "sfu", dst_addr=r, src_addr=acc, rows=lq, cols=dv, scale_addr=o_addr)
+        lw.free(Buffer.ACC, acc)
+        lw.emit("scatter_rows", "sfu", buf=Buffer.VBUF, dst_addr=r, src_addr=r, rows=lq, cols=dv,
+                map_addr=masks.reuse_map + 2 * lq * b)
+        lw.write_tile(op.result, r, b * lq, lq, h * dv, dv)
+        lw.free(Buffer.VBUF, r)
+
+    for b in range(batch):
+        for h0 in range(0, heads, group):
+            g = min(group, heads - h0)
+            qa = lw.alloc(Buffer.ABUF, lq * g * d)
+            ka = lw.alloc(Buffer.ABUF, lk * g * d)
+            va = lw.alloc(Buffer.ABUF, lk * g * dv)
+            lw.quantize_rows(q, b * lq, lq, h0 * d, g * d, qa, q_mult)
+            lw.quantize_rows(k, b * lk, lk, h0 * d, g * d, ka, k_mult)
+            lw.quantize_rows(v, b * lk, lk, h0 * dv, g * dv, va, v_mult)
+            pending: list[tuple[int, int]] = []  # (head in group, P address) waiting for P x V
+            for hh in range(g):
+                h = h0 + hh
+                scores = lw.alloc(Buffer.ACC, lq * lk)
+                lw.emit("attn_qk", "qk", scores_addr=scores, q_addr=qa + hh * d, k_addr=ka + hh * d,
+                        lq=lq, lk=lk, d=d, q_stride=g * d, k_stride=g * d, has_row_mask=1,
+                        row_mask_addr=masks.row_mask + b * lq, **spa_of(b, h))
+                f = lw.alloc(Buffer.VBUF, lq * lk)
+                lw.emit("dequant", "sfu", dst_addr=f, src_addr=scores, rows=lq, cols=lk,
+                        scale_addr=s_addr)
+                lw.free(Buffer.ACC, scores)
+                elem = ({"has_elem_mask": 1, "elem_mask_addr": spa_of(b, h)["mask_addr"]}
+                        if sparse else {})
+                lw.emit("softmax", "sfu", dst_addr=f, src_addr=f, rows=lq, cols=lk, scale=1.0,
+                        **causal_fields, **elem)
+                p = lw.alloc(Buffer.ABUF, lq * lk)
+                lw.emit("quant", "sfu", dst_addr=p, src_addr=f, rows=lq, cols=lk, mult=float(p_mult))
+                lw.free(Buffer.VBUF, f)
+                pending.append((hh, p))
+                if len(pending) == 2:
+                    pv(b, h0, g, *pending.pop(0), va)
+            for hh, p in pending:
+                pv(b, h0, g, hh, p, va)
+            lw.free(Buffer.ABUF, qa, ka, va)
+    lw.free(Buffer.VBUF, s_addr, o_addr)
+    _done_with(lw, masks, op)
+
+
+LOWERINGS: dict[type[Operation], Callable[[dense._Lowering, Operation], None]] = {
+    spls.HLogQuantizeOp: lower_prediction,  # type: ignore[dict-item]
+    spls.PredictAttentionOp: lower_stray,
+    spls.TopKOp: lower_stray,
+    spls.LocalSimilarityOp: lower_stray,
+    spls.MaskedQuantizedLinearOp: lower_masked_linear,
+    spls.KeyMaskedQuantizedLinearOp: lower_masked_linear,
+    spls.MaskedQuantizedAttentionOp: lower_masked_attention,
+    spls.SparseQuantizedAttentionOp: lower_masked_attention,
+}
+"""The sparse rules: spls op class -> the function emitting its instructions."""
+
+dense._LOWERINGS.update(LOWERINGS)
