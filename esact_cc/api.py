@@ -27,7 +27,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.parser import Parser
 from xdsl.printer import Printer
 
-from esact_cc.atomic_files import write_text_atomically
+from esact_cc.runtime.atomic_write import atomic_write_text
 from esact_cc.pipeline import CompileOptions, compile_model
 from esact_cc.runtime.errors import CompileError
 from esact_cc.weight_store import WeightStore, attach, bind_to_ir_file, store_of
@@ -44,7 +44,7 @@ def ir_text(module: ModuleOp) -> str:
 def write_ir(module: ModuleOp, store: WeightStore, path: str | os.PathLike[str]) -> None:
     """Write the IR to `path` and its weights beside it (`esact.weight_store` links them)."""
     bind_to_ir_file(module, store, path)
-    write_text_atomically(path, ir_text(module))
+    atomic_write_text(path, ir_text(module))
 
 
 def parse_ir(text: str, name: str = "<ir>") -> ModuleOp:

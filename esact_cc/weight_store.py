@@ -15,15 +15,16 @@ rewrite without the store appearing in pass signatures.
 from __future__ import annotations
 
 import os
-import tempfile
 import weakref
 import zipfile
 from collections.abc import Iterator, Mapping
+from typing import IO
 from pathlib import Path
 
 import numpy as np
 from xdsl.dialects.builtin import ModuleOp, StringAttr
 
+from esact_cc.runtime.atomic_write import atomic_write
 from esact_cc.runtime.errors import CompileError
 
 WEIGHT_STORE_ATTR = "esact.weight_store"
@@ -98,22 +99,16 @@ class WeightStore(Mapping[str, np.ndarray]):
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write all tensors to `path` (.npz) atomically and deterministically."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED) as zf:
+
+        def write_zip(raw: IO[bytes]) -> None:
+            with zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED) as zf:
                 for name in self:
                     info = zipfile.ZipInfo(name + _NPY_SUFFIX, date_time=_ZIP_EPOCH)
                     info.external_attr = 0o644 << 16
                     with zf.open(info, "w", force_zip64=True) as member:
                         np.lib.format.write_array(member, self[name], allow_pickle=False)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+
+        atomic_write(path, write_zip)
         self.source_path = path.resolve()
 
     @classmethod

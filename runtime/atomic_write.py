@@ -1,14 +1,17 @@
 """Atomic file output: write to a temporary file beside the target, then os.replace.
 
-A run that fails half way leaves no partial report, trace or output array behind.
+Every tool (compiler and runtime) writes its outputs through these, so a run that fails half
+way leaves no partial binary, IR file, weight store, report, trace or output array behind.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 
 def _umask() -> int:
@@ -17,7 +20,8 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> None:
+    """Create `path` from what `write` writes to a binary stream, all or nothing."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -25,7 +29,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         # mkstemp creates 0600; give the file the permissions open() would have.
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            write(handle)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -33,13 +37,15 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    atomic_write(path, lambda handle: handle.write(data))
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
-def atomic_save_npy(path: str | Path, array: Any) -> None:
-    import io
-
+def atomic_save_npy(path: str | os.PathLike[str], array: Any) -> None:
     import numpy as np
 
     buffer = io.BytesIO()

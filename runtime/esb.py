@@ -23,9 +23,7 @@ import hashlib
 import itertools
 import json
 import math
-import os
 import struct
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .atomic_write import atomic_write_bytes
 from .encoding import decode_program, encode_program
 from .errors import BinaryFormatError, ConfigError, ProgramError
 from .isa import (
@@ -180,17 +179,7 @@ def serialize_esb(program: Program) -> bytes:
 
 def write_esb(program: Program, path: str | Path) -> None:
     """Write a program atomically (temporary file beside `path`, then os.replace)."""
-    data = serialize_esb(program)
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, serialize_esb(program))
 
 
 # ----------------------------------------------------------------------------- reading

@@ -132,7 +132,7 @@ def output_file_name(output_name: str) -> str:
 
 def run_cli(args: argparse.Namespace) -> None:
     from esact_cc import api
-    from esact_cc.atomic_files import save_npy_atomically
+    from esact_cc.runtime.atomic_write import atomic_save_npy
     from esact_cc.onnx_frontend import parse_input_shape
     from esact_cc.pipeline import CompileOptions, compile_model, stage_named
     from esact_cc.runtime.errors import CompileError
@@ -181,7 +181,7 @@ def run_cli(args: argparse.Namespace) -> None:
     elif not args.run:
         sys.stdout.write(api.ir_text(module))
     for name, value in outputs.items():
-        save_npy_atomically(Path(args.output_dir) / output_file_name(name), value)
+        atomic_save_npy(Path(args.output_dir) / output_file_name(name), value)
 
 
 def main(argv: list[str] | None = None) -> int:

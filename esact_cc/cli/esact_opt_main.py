@@ -108,9 +108,9 @@ class EsactOptMain(xDSLOptMain):
     def run(self) -> None:
         super().run()
         if self._captured is not None:
-            from esact_cc.atomic_files import write_text_atomically
+            from esact_cc.runtime.atomic_write import atomic_write_text
 
-            write_text_atomically(self.args.output_file, self._captured.getvalue())
+            atomic_write_text(self.args.output_file, self._captured.getvalue())
 
 
 def main(argv: list[str] | None = None) -> int:
