@@ -1,9 +1,10 @@
 """`lift-transformer` cleanup rule: ops that do not change their input are bypassed.
 
 Exporters leave `Reshape`s to the shape the tensor already has (GPT-2's `view(-1, L, D)`),
-`Identity`s, and inference `Dropout`s; left in place they would become host regions between
+`Identity`s, inference `Dropout`s, and `Cast`s to the type the tensor already has (the
+legacy exporter's `softmax(dtype=float32).to(dtype)` between Softmax and P V); left in place they would become host regions between
 accelerator ops. Only exact no-ops are removed: the Reshape's result type equals its input's
-type, the Dropout has no training-mode input and its mask output is unused.
+type (Reshape, Cast), the Dropout has no training-mode input and its mask output is unused.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from xdsl.ir import Operation
 
 
 class NoopPattern(LiftPattern):
-    """Reshape to the same type, Identity, inference Dropout -> their input."""
+    """Reshape or Cast to the same type, Identity, inference Dropout -> their input."""
 
     name = "noop"
-    anchors = ("Reshape", "Identity", "Dropout")
+    anchors = ("Reshape", "Cast", "Identity", "Dropout")
 
     def is_candidate(self, op: OnnxOperation, graph: OnnxGraph) -> bool:
-        if op.op_type == "Reshape":
+        if op.op_type in ("Reshape", "Cast"):
             return op.results[0].type == op.operands[0].type
         return True
 

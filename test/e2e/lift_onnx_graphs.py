@@ -132,6 +132,7 @@ def attention(
     scale_constant: float | None = None,
     merge_perm: Sequence[int] = (0, 2, 1, 3),
     fill: float | None = None,
+    cast_probs: bool = False,
 ) -> str:
     """Multi-head self-attention on x [B, L, D] through Q/K/V projections; returns [B, L, D].
 
@@ -177,6 +178,8 @@ def attention(
     elif mask == "additive_causal_const":
         scores = b.op("Add", [scores, b.const(np.where(causal, 0, lowest).astype(np.float32))])
     probs = b.op("Softmax", [scores], axis=softmax_axis)
+    if cast_probs:  # the legacy exporter's softmax(dtype=float32).to(dtype): a no-op Cast
+        probs = b.op("Cast", [probs], to=TensorProto.FLOAT)
     context = b.op("Transpose", [b.op("MatMul", [probs, vh])], perm=list(merge_perm))
     if merge == "3d":
         return b.op("Reshape", [context, b.ints([batch, length, width])])

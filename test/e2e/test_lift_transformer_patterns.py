@@ -130,6 +130,7 @@ ATTENTION_CASES = {
     "gpt2_fused_qkv_where_causal": dict(qkv="fused", mask="where_causal_const", merge="2d"),
     "constant_additive_causal": dict(mask="additive_causal_const"),
     "where_bool_mask_input": dict(mask="where"),
+    "legacy_noop_cast_of_probs": dict(cast_probs=True),
 }
 
 
