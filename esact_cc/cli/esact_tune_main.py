@@ -1,0 +1,137 @@
+"""`esact-tune`: calibrate SPLS options for a model and write the file `esact-cc --spls-config` takes.
+
+    esact-tune MODEL.onnx --calibration-data FILE.npz [--labels-key KEY] --budget POINTS
+        -o spls.json [--input NAME=ARRAY ...] [--output NAME] [--ir quantized|transformer]
+        [--samples N] [--uniform-only] [--quiet]
+
+With `--labels-key` the accuracy is the task accuracy (argmax of the output vs the labels);
+without it, the mean cosine of the output to the dense output (embeddings). Both are in points
+(x100) and `--budget` is the accuracy loss allowed on the calibration set. The search and the
+config format: esact_cc/spls_tuning.py, esact_cc/spls_options.py. Errors: `error: <one line>`,
+exit 1, no traceback, no output file.
+"""
+
+from __future__ import annotations
+
+import os
+
+# The interpreter runs many small GEMMs; BLAS threads only contend for them (measured 10-20x
+# slower on a loaded 2-core machine). Set before numpy loads; the user's setting wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse
+import sys
+
+from esact_cc.runtime.errors import EsactError
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(1, f"error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from esact_cc.spls_tuning import IR_LEVELS
+
+    parser = _ArgumentParser(prog="esact-tune",
+                             description="Calibrate SPLS options under an accuracy-loss budget.")
+    parser.add_argument("model", help="ONNX model file")
+    parser.add_argument("--calibration-data", required=True, metavar="FILE.npz",
+                        help="calibration inputs: one array per model input, samples on axis 0")
+    parser.add_argument("--labels-key", metavar="KEY",
+                        help="array of integer labels (task accuracy); without it, cosine to the "
+                        "dense output")
+    parser.add_argument("--input", action="append", default=[], metavar="NAME=ARRAY",
+                        help="read model input NAME from array ARRAY of the file (repeatable)")
+    parser.add_argument("--output", metavar="NAME",
+                        help="model output that is scored (default: the last output)")
+    parser.add_argument("--budget", type=float, default=1.0, metavar="POINTS",
+                        help="accuracy loss allowed on the calibration set, in points "
+                        "(default: %(default)s)")
+    parser.add_argument("--ir", choices=IR_LEVELS, default="quantized",
+                        help="IR the settings are measured on (default: %(default)s, the INT8 "
+                        "program; quantized with the calibration data)")
+    parser.add_argument("--samples", type=int, default=0, metavar="N",
+                        help="use the first N calibration samples (default: all)")
+    parser.add_argument("--uniform-only", action="store_true",
+                        help="skip the per-layer threshold search")
+    parser.add_argument("-o", "--output-file", required=True, metavar="FILE.json",
+                        help="where the SPLS config goes")
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    return parser
+
+
+def _parse_input_keys(specs: list[str]) -> dict[str, str]:
+    from esact_cc.runtime.errors import CompileError
+
+    keys = {}
+    for spec in specs:
+        name, eq, array = spec.partition("=")
+        if not eq or not name or not array:
+            raise CompileError(f"bad --input '{spec}': expected NAME=ARRAY")
+        keys[name] = array
+    return keys
+
+
+def run_cli(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from esact_cc.runtime.atomic_write import atomic_write_text
+    from esact_cc.runtime.errors import CompileError
+    from esact_cc.spls_tuning import SplsEvaluator, load_calibration_data, model_inputs, tune
+
+    if args.samples < 0:
+        raise CompileError(f"--samples must be >= 0, got {args.samples}")
+    if not (args.budget >= 0 and args.budget < float("inf")):
+        raise CompileError(f"--budget must be a finite number of points >= 0, got {args.budget}")
+    output_dir = Path(args.output_file).resolve().parent
+    if not output_dir.is_dir():
+        raise CompileError(f"cannot write '{args.output_file}': directory {output_dir} does not "
+                           "exist")
+
+    def log(message: str) -> None:
+        if not args.quiet:
+            print(message, file=sys.stderr, flush=True)
+
+    data = load_calibration_data(args.calibration_data, model_inputs(args.model),
+                                 args.labels_key, _parse_input_keys(args.input), args.samples)
+    log(f"esact-tune: {len(data.samples)} calibration samples, "
+        f"{'task accuracy' if data.labels is not None else 'cosine to dense'}, IR {args.ir}")
+    evaluator = SplsEvaluator(args.model, data, args.output, args.ir)
+    result = tune(evaluator, args.budget, per_layer=not args.uniform_only, log=log)
+    info = {
+        "model": Path(args.model).name,
+        "calibration_data": Path(args.calibration_data).name,
+        "calibration_sha256": data.sha256,
+        "samples": len(data.samples),
+        "metric": "accuracy" if data.labels is not None else "cosine_to_dense",
+        "output": evaluator.output,
+        "ir": args.ir,
+        "dense_accuracy": evaluator.dense_accuracy,
+        "prediction_mac_per_product": 0.1,
+    }
+    config = result.config(info)
+    atomic_write_text(args.output_file, config.to_json())
+    best = result.best
+    log(f"esact-tune: {'per-layer' if result.per_layer else 'uniform'} setting: reduction "
+        f"{best.reduction:.2%} at {best.loss:.3f} points lost on the calibration set "
+        f"(uniform: {result.uniform.reduction:.2%} at {result.uniform.loss:.3f}) -> "
+        f"{args.output_file}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        run_cli(args)
+    except EsactError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

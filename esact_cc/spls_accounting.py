@@ -1,0 +1,235 @@
+"""Compiler-side SPLS accounting: what an SPLS program computes, per layer and component.
+
+From a module after `insert-spls` (fp32 `transformer` or INT8 `quantized` level) and the values
+its prediction ops produced on one input (PAM, SPA, reuse map, key mask, recorded by an
+interpreter), count per layer the dense MACs and the MACs the sparse hardware executes, for the
+components of DESIGN.md section 6: q, k, v (projections), qk, pv (attention), o (output
+projection), ffn1, ffn2; plus the prediction's HLog products and the reused rows.
+
+Counting rules (the same as bench/spls_emulation.py, so the two agree):
+- padding is not sparsity: only real tokens count, dense and executed alike. A key is real if
+  some row of the PAM sees it (PAM is -inf where the padding mask hides a key); a row is real
+  iff its own key is (self-attention, right padding). The attention terms count the (row, key)
+  pairs the mask lets through, so a causal model's dense baseline is its triangle.
+- a reused row executes nothing of q, o, ffn1, ffn2 and of its attention row;
+- k, v: with a key-masked projection (`attention=topk`) only the keys some computed row
+  selects, per head; else all real keys;
+- qk, pv: per computed real row, its SPA keys (`attention=topk`) or all visible keys;
+- prediction: HLog products Q^ = X W_Q, K^ = X W_K over real rows, and PAM over visible pairs;
+  `PREDICTION_MAC_PER_PRODUCT` MACs each (DESIGN.md section 6: 0.1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from xdsl.dialects.builtin import ModuleOp, TensorType
+from xdsl.ir import SSAValue
+
+from esact_cc.dialects import quantized, spls, transformer
+from esact_cc.runtime.errors import CompileError
+
+PREDICTION_MAC_PER_PRODUCT = 0.1
+"""One HLog product (a few shift-adds on the BPU) costs 0.1 INT8 MAC (DESIGN.md section 6)."""
+
+COMPONENTS = ("q", "k", "v", "qk", "pv", "o", "ffn1", "ffn2")
+ROW_REUSE_COMPONENTS = ("q", "o", "ffn1", "ffn2")
+
+ROW_MASKED = (spls.MaskedLinearOp, spls.MaskedQuantizedLinearOp)
+KEY_MASKED = (spls.KeyMaskedLinearOp, spls.KeyMaskedQuantizedLinearOp)
+SPA_ATTENTION = (spls.SparseAttentionOp, spls.SparseQuantizedAttentionOp)
+MASKED_ATTENTION = (spls.MaskedAttentionOp, spls.MaskedQuantizedAttentionOp, *SPA_ATTENTION)
+PLAIN_LINEAR = (transformer.LinearOp, quantized.LinearOp)
+
+
+def _shape(value: SSAValue) -> tuple[int, ...]:
+    typ = value.type
+    assert isinstance(typ, TensorType)
+    return tuple(typ.get_shape())
+
+
+@dataclass(frozen=True)
+class SplsLayer:
+    """The ops and sizes of one SPLS layer (static; found once per module)."""
+
+    index: int
+    predict: spls.PredictAttentionOp
+    topk: spls.TopKOp
+    similarity: spls.LocalSimilarityOp
+    heads: int
+    head_dim: int
+    x_dim: int
+    qk_width: int
+    linears: tuple[tuple[str, int, int, bool], ...]
+    """(component, in, out, key-masked) of q, k, v, o, ffn1, ffn2 (those found)."""
+    sparse_attention: bool
+
+
+def find_spls_layers(module: ModuleOp) -> list[SplsLayer]:
+    """The SPLS layers of a module, in program order (one per `spls.local_similarity`)."""
+    layers: list[SplsLayer] = []
+    for op in module.walk():
+        if not isinstance(op, spls.LocalSimilarityOp):
+            continue
+        topk = op.spa.owner
+        if not isinstance(topk, spls.TopKOp) or not isinstance(topk.scores.owner,
+                                                               spls.PredictAttentionOp):
+            raise CompileError(f"spls accounting: layer {len(layers)}: SPA is not "
+                               "spls.topk(spls.predict_attention)")
+        predict = topk.scores.owner
+        users = [use.operation for use in op.reuse_map.uses]
+        attention = next((u for u in users if isinstance(u, MASKED_ATTENTION)), None)
+        if attention is None:
+            raise CompileError(f"spls accounting: layer {len(layers)}: no masked attention "
+                               "uses the reuse map")
+        named: dict[int, str] = {}
+        for name, operand in zip(("q", "k", "v"), attention.operands[:3]):
+            named[id(operand.owner)] = name
+        row_linears = [u for u in users if isinstance(u, ROW_MASKED)]
+        ffn = iter(("ffn1", "ffn2"))
+        linears: list[tuple[str, int, int, bool]] = []
+        q_op = attention.operands[0].owner
+        for linear in [q_op, attention.operands[1].owner, attention.operands[2].owner,
+                       *[u for u in row_linears if u is not q_op]]:
+            if not isinstance(linear, (*ROW_MASKED, *KEY_MASKED, *PLAIN_LINEAR)):
+                continue
+            if id(linear) in named:
+                name = named[id(linear)]
+            elif linear.operands[0] is attention.results[0]:
+                name = "o"
+            else:
+                name = next(ffn, "ffn_extra")
+            w_in, w_out = _shape(linear.operands[1])
+            linears.append((name, w_in, w_out, isinstance(linear, KEY_MASKED)))
+        heads = predict.num_heads.value.data
+        qk_width = _shape(predict.wq)[1]
+        layers.append(SplsLayer(len(layers), predict, topk, op, heads, qk_width // heads,
+                                _shape(predict.x)[-1], qk_width, tuple(linears),
+                                isinstance(attention, SPA_ATTENTION)))
+    return layers
+
+
+@dataclass
+class LayerWork:
+    """MAC counts of one layer, summed over the inputs counted."""
+
+    dense: dict[str, float] = field(default_factory=lambda: dict.fromkeys(COMPONENTS, 0.0))
+    executed: dict[str, float] = field(default_factory=lambda: dict.fromkeys(COMPONENTS, 0.0))
+    prediction_products: float = 0.0
+    rows: int = 0
+    reused_rows: int = 0
+
+    def add(self, other: LayerWork) -> None:
+        for c in COMPONENTS:
+            self.dense[c] += other.dense.get(c, 0.0)
+            self.executed[c] += other.executed.get(c, 0.0)
+        self.prediction_products += other.prediction_products
+        self.rows += other.rows
+        self.reused_rows += other.reused_rows
+
+    def as_dict(self) -> dict[str, object]:
+        return {"dense_macs": dict(self.dense), "executed_macs": dict(self.executed),
+                "prediction_products": self.prediction_products, "rows": self.rows,
+                "reused_rows": self.reused_rows}
+
+
+def count_layer(layer: SplsLayer, pam: np.ndarray, spa: np.ndarray, reuse: np.ndarray,
+                keys: np.ndarray) -> LayerWork:
+    """Work of one layer on one batch: pam/spa [B, H, L, L], reuse [B, L], keys [B, H, L]."""
+    work = LayerWork()
+    for b in range(pam.shape[0]):
+        visible = np.isfinite(pam[b])  # [H, L, L]
+        real = visible.any(axis=(0, 1))  # keys some row sees = real tokens
+        visible = visible & real[None, :, None]
+        computed = real & (reuse[b] < 0)
+        rows, done = int(real.sum()), int(computed.sum())
+        work.rows += rows
+        work.reused_rows += rows - done
+        pairs = float(visible.sum())  # (head, row, key) pairs, dense
+        attended = visible & spa[b].astype(bool) if layer.sparse_attention else visible
+        pairs_done = float(attended[:, computed, :].sum())
+        work.dense["qk"] = work.dense["pv"] = work.dense["qk"] + pairs * layer.head_dim
+        work.executed["qk"] += pairs_done * layer.head_dim
+        work.executed["pv"] = work.executed["qk"]
+        for name, w_in, w_out, key_masked in layer.linears:
+            name = name if name in COMPONENTS else "ffn2"
+            work.dense[name] += rows * w_in * w_out
+            if name in ROW_REUSE_COMPONENTS:
+                work.executed[name] += done * w_in * w_out
+            elif key_masked:
+                per_head = w_out // layer.heads
+                work.executed[name] += float((keys[b].astype(bool) & real[None, :]).sum()) \
+                    * w_in * per_head
+            else:
+                work.executed[name] += rows * w_in * w_out
+        work.prediction_products += 2.0 * rows * layer.x_dim * layer.qk_width \
+            + pairs * layer.head_dim
+    return work
+
+
+@dataclass
+class WorkSummary:
+    """Totals over layers and inputs, and the headline ratios."""
+
+    layers: list[LayerWork]
+
+    @property
+    def dense(self) -> float:
+        return sum(sum(w.dense.values()) for w in self.layers)
+
+    @property
+    def executed(self) -> float:
+        return sum(sum(w.executed.values()) for w in self.layers)
+
+    @property
+    def prediction_macs(self) -> float:
+        return sum(w.prediction_products for w in self.layers) * PREDICTION_MAC_PER_PRODUCT
+
+    @property
+    def reduction(self) -> float:
+        """1 - (executed + prediction) / dense: the objective of DESIGN.md section 6."""
+        dense = self.dense
+        return 1.0 - (self.executed + self.prediction_macs) / dense if dense else 0.0
+
+    @property
+    def reduction_without_prediction(self) -> float:
+        dense = self.dense
+        return 1.0 - self.executed / dense if dense else 0.0
+
+    @property
+    def reused_fraction(self) -> float:
+        rows = sum(w.rows for w in self.layers)
+        return sum(w.reused_rows for w in self.layers) / rows if rows else 0.0
+
+    def reused_fraction_per_layer(self) -> list[float]:
+        return [w.reused_rows / w.rows if w.rows else 0.0 for w in self.layers]
+
+    def executed_fraction_by_component(self) -> dict[str, float]:
+        out = {}
+        for c in COMPONENTS:
+            dense = sum(w.dense[c] for w in self.layers)
+            out[c] = sum(w.executed[c] for w in self.layers) / dense if dense else 1.0
+        return out
+
+    def as_dict(self) -> dict[str, object]:
+        return {"reduction": self.reduction,
+                "reduction_without_prediction": self.reduction_without_prediction,
+                "dense_macs": self.dense, "executed_macs": self.executed,
+                "prediction_macs": self.prediction_macs,
+                "reused_fraction": self.reused_fraction,
+                "reused_fraction_per_layer": self.reused_fraction_per_layer(),
+                "executed_fraction_by_component": self.executed_fraction_by_component()}
+
+
+def summarize(per_input: Iterable[Sequence[LayerWork]]) -> WorkSummary:
+    """Sum per-layer work over inputs."""
+    totals: list[LayerWork] = []
+    for layers in per_input:
+        while len(totals) < len(layers):
+            totals.append(LayerWork())
+        for total, work in zip(totals, layers):
+            total.add(work)
+    return WorkSummary(totals)
+

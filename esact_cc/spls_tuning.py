@@ -1,0 +1,579 @@
+"""SPLS calibration: choose `insert-spls` options per model and per layer under an accuracy budget.
+
+The logic behind `esact-tune`. Everything here sees the CALIBRATION inputs only; held-out
+reporting is the caller's (bench/spls_tradeoff.py).
+
+Measuring a setting (`SplsEvaluator.measure`): the model is imported and compiled ONCE to the
+chosen IR level (`quantized`, the INT8 program the hardware runs, by default; or fp32
+`transformer`); each setting is a clone of that module with `insert-spls` applied, run by the
+reference interpreter on every calibration sample. Samples run one by one (exported models fix
+the batch dim), but all settings of a search step run on the same sample back to back through
+one memo: an op whose operands hold the same values as in an earlier run (same op, same
+attributes, same input fingerprints) is not recomputed. Reuse maps and SPA masks are
+fingerprinted by content, so two settings that take the same decisions in layer l share all
+the work up to layer l + 1, and a per-layer search step that changes layer l recomputes only
+layers l and later.
+
+Accuracy: task accuracy (argmax of the output vs `labels`) when labels exist, else mean cosine
+of the output to the dense output; both in points (x100), loss = dense - SPLS. Computation:
+`spls_accounting` (executed MACs + prediction at 0.1 MAC per HLog product over dense MACs, real
+tokens only).
+
+Search (`tune`):
+1. uniform: every (similarity, attention) pair over its threshold list at the default
+   hlog-bits/k-ratio/window (`UNIFORM_THRESHOLDS`); then one coordinate round around the best
+   setting within budget over `REFINE_VALUES` (hlog-bits, window, k-ratio where it matters,
+   finer thresholds), keeping a change only if it is within budget and reduces more;
+2. per layer (deeper layers reuse more): start from the best uniform setting; for layer
+   L-1 down to 0, try every threshold of `LAYER_THRESHOLDS` for that layer alone and keep the
+   one that reduces most within budget; two sweeps. It never does worse than (1) on the
+   calibration set, by construction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.ir import Operation, SSAValue
+
+from esact_cc.dialects import spls
+from esact_cc.reference_interpreter import Interpreter, io_names, main_function
+from esact_cc.runtime.errors import CompileError
+from esact_cc.spls_accounting import (
+    LayerWork,
+    SplsLayer,
+    WorkSummary,
+    count_layer,
+    find_spls_layers,
+    summarize,
+)
+from esact_cc.spls_options import SplsConfig
+from esact_cc.weight_store import WeightStore, attach
+
+IR_LEVELS = ("quantized", "transformer")
+DEFAULT_OPTIONS: dict[str, Any] = {"hlog-bits": 4, "k-ratio": 0.2, "window": 4, "threshold": 0.9,
+                                   "similarity": "cosprob", "attention": "dense",
+                                   "pam-scale": "one"}
+"""The `insert-spls` defaults (DESIGN.md section 6 reference setting); the search's origin."""
+REUSE_OFF = 2.0
+"""A threshold above every similarity score: no row is reused."""
+
+UNIFORM_THRESHOLDS: dict[str, tuple[float, ...]] = {
+    "cosprob": (0.9, 0.95, 0.97, 0.98, 0.99, 0.995),
+    "overlap": (0.5, 0.75, 1.0),
+}
+ATTENTION_MODES = ("dense", "topk")
+REFINE_VALUES: dict[str, tuple[Any, ...]] = {
+    "hlog-bits": (3, 4, 6),
+    "window": (2, 4, 8),
+    "k-ratio": (0.1, 0.2, 0.3, 0.5),
+}
+FINER_THRESHOLDS: dict[str, tuple[float, ...]] = {
+    "cosprob": (0.85, 0.9, 0.925, 0.95, 0.96, 0.97, 0.975, 0.98, 0.985, 0.99, 0.995),
+    "overlap": (0.4, 0.5, 0.6, 0.75, 0.85, 1.0),
+}
+LAYER_THRESHOLDS: dict[str, tuple[float, ...]] = {
+    "cosprob": (0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995, REUSE_OFF),
+    "overlap": (0.3, 0.4, 0.5, 0.6, 0.75, 0.85, 1.0, REUSE_OFF),
+}
+LAYER_SWEEPS = 2
+BUDGET_SLACK = 1e-9
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+@dataclass
+class CalibrationData:
+    """Samples (model input name -> array with the batch dim), optional integer labels."""
+
+    samples: list[dict[str, np.ndarray]]
+    labels: np.ndarray | None
+    source: str
+    sha256: str = ""
+
+
+def model_inputs(model: str | os.PathLike[str]) -> dict[str, int]:
+    """Graph inputs (not initializers) of an ONNX file -> rank."""
+    from esact_cc.onnx_frontend import load_model
+
+    proto = load_model(model)[0]
+    initializers = {t.name for t in proto.graph.initializer}
+    return {i.name: len(i.type.tensor_type.shape.dim) for i in proto.graph.input
+            if i.name not in initializers}
+
+
+def load_calibration_data(path: str | os.PathLike[str], inputs: Mapping[str, int],
+                          labels_key: str | None, input_keys: Mapping[str, str] | None = None,
+                          limit: int = 0) -> CalibrationData:
+    """Read `path` (.npz, samples along axis 0): one array per model input, found by input name,
+    by `input_keys` (input -> array name), or, for a one-input model, the only array that is not
+    the labels; arrays may omit the model's leading batch dim of 1."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except FileNotFoundError:
+        raise CompileError(f"calibration data '{path}' not found") from None
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise CompileError(f"cannot read calibration data '{path}': "
+                           f"{' '.join(str(e).split())}") from None
+    where = f"calibration data '{path}'"
+    keys = dict(input_keys or {})
+    unknown = sorted(set(keys) - set(inputs))
+    if unknown:
+        raise CompileError(f"--input names {', '.join(unknown)}, which the model does not have "
+                           f"(inputs: {', '.join(inputs)})")
+    if labels_key is not None and labels_key not in arrays:
+        raise CompileError(f"{where} has no labels array '{labels_key}' "
+                           f"(arrays: {', '.join(sorted(arrays))})")
+    for name in inputs:
+        keys.setdefault(name, name)
+    missing = [n for n in inputs if keys[n] not in arrays]
+    if missing:
+        candidates = sorted(set(arrays) - {labels_key} - set(keys.values()))
+        if len(inputs) == 1 and len(candidates) == 1:
+            keys[missing[0]] = candidates[0]
+        else:
+            raise CompileError(f"{where} lacks model input(s) {', '.join(missing)} (arrays: "
+                               f"{', '.join(sorted(arrays))}); map one with --input NAME=ARRAY")
+    count = None
+    per_input: dict[str, np.ndarray] = {}
+    for name, rank in inputs.items():
+        data = arrays[keys[name]]
+        if data.ndim == rank:  # samples without the model's batch dim (of 1)
+            data = data[:, None]
+        elif data.ndim != rank + 1:
+            raise CompileError(f"{where}: array '{keys[name]}' for input '{name}' has rank "
+                               f"{data.ndim}, expected {rank + 1} ([samples, ...input shape])")
+        if count is not None and data.shape[0] != count:
+            raise CompileError(f"{where}: arrays have different sample counts")
+        count = data.shape[0]
+        per_input[name] = data
+    if not count:
+        raise CompileError(f"{where} holds no samples")
+    labels = None
+    if labels_key is not None:
+        labels = arrays[labels_key]
+        if labels.ndim != 1 or labels.shape[0] != count or not np.issubdtype(labels.dtype,
+                                                                             np.integer):
+            raise CompileError(f"{where}: labels '{labels_key}' must be [{count}] integers, got "
+                               f"{labels.dtype} {list(labels.shape)}")
+    n = count if limit <= 0 else min(limit, count)
+    samples = [{name: np.ascontiguousarray(per_input[name][i]) for name in inputs}
+               for i in range(n)]
+    for sample in samples:
+        for name, value in sample.items():
+            if value.ndim != inputs[name]:
+                raise CompileError(f"{where}: input '{name}' sample has rank {value.ndim}, "
+                                   f"the model expects {inputs[name]}")
+    return CalibrationData(samples, None if labels is None else labels[:n].astype(np.int64),
+                           str(path), hashlib.sha256(raw).hexdigest())
+
+
+# ----------------------------------------------------------------------------- interpreter
+
+
+def content_fingerprint(array: np.ndarray) -> int:
+    data = np.ascontiguousarray(array)
+    digest = hashlib.blake2b(data.view(np.uint8).reshape(-1), digest_size=16).digest()
+    return hash((data.shape, data.dtype.str, digest))
+
+
+CONTENT_FINGERPRINTED = (spls.LocalSimilarityOp, spls.TopKOp)
+"""Ops whose results are fingerprinted by value (small masks that often coincide)."""
+RECORDED = (spls.PredictAttentionOp, spls.TopKOp, spls.LocalSimilarityOp)
+
+
+@dataclass
+class RandomReuse:
+    """The control: a random reuse map with the same number of reused real rows per layer and
+    input as `counts`, each reused row taking a random one of the last `window` computed rows."""
+
+    counts: dict[int, int]
+    """similarity op id -> reused real rows of the SPLS run being controlled."""
+    seed: tuple[int, ...]
+
+    def tag(self, op: Operation) -> tuple[Any, ...]:
+        return ("random", self.counts.get(id(op), 0), self.seed)
+
+    def replace(self, op: spls.LocalSimilarityOp, args: list[np.ndarray],
+                outputs: list[np.ndarray], layer: int) -> list[np.ndarray]:
+        spa, pam = args[0], (args[1] if op.pam is not None else None)
+        window = op.window.value.data
+        rng = np.random.default_rng([*self.seed, layer])
+        reuse = np.full(outputs[0].shape, -1, dtype=np.int32)
+        keys = np.zeros(outputs[1].shape, dtype=bool)
+        for b in range(spa.shape[0]):
+            real = (np.isfinite(pam[b]).any(axis=(0, 1)) if pam is not None
+                    else spa[b].any(axis=(0, 1)))
+            rows = np.flatnonzero(real)
+            n = min(self.counts.get(id(op), 0), max(len(rows) - 1, 0))
+            chosen = set(rng.choice(rows[1:], size=n, replace=False).tolist()) if n else set()
+            computed: list[int] = []
+            for i in range(reuse.shape[1]):
+                if i in chosen and computed and window > 0:
+                    refs = computed[-window:]
+                    reuse[b, i] = refs[int(rng.integers(len(refs)))]
+                else:
+                    computed.append(i)
+            keys[b] = spa[b][:, reuse[b] < 0, :].any(axis=1)
+        return [reuse, keys]
+
+
+class TuningInterpreter(Interpreter):
+    """The reference interpreter with a shared memo, recording the prediction ops' values."""
+
+    def __init__(self, store: WeightStore, memo: dict[int, list[np.ndarray]],
+                 signatures: dict[Operation, str], layer_of: Mapping[int, int],
+                 control: RandomReuse | None = None):
+        super().__init__(store)
+        self.memo = memo
+        self.signatures = signatures
+        self.layer_of = layer_of
+        self.control = control
+        self.fingerprints: dict[SSAValue, int] = {}
+        self.records: dict[int, list[np.ndarray]] = {}
+
+    def signature(self, op: Operation) -> str:
+        sig = self.signatures.get(op)
+        if sig is None:
+            # An op with a body (host region) is identified by its full text.
+            sig = str(op) if op.regions else f"{op.name}|{op.properties}|{op.attributes}"
+            self.signatures[op] = sig
+        return sig
+
+    def run_op(self, op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
+        operand_fps = []
+        for value, arg in zip(op.operands, args):
+            fp = self.fingerprints.get(value)
+            if fp is None:  # a block argument: a model input or a region input
+                fp = content_fingerprint(arg)
+                self.fingerprints[value] = fp
+            operand_fps.append(fp)
+        randomize = self.control is not None and isinstance(op, spls.LocalSimilarityOp)
+        tag = self.control.tag(op) if randomize else None  # type: ignore[union-attr]
+        key = hash((self.signature(op), tag, *operand_fps))
+        outputs = self.memo.get(key)
+        if outputs is None:
+            outputs = super().run_op(op, args)
+            if randomize:
+                assert isinstance(op, spls.LocalSimilarityOp) and self.control is not None
+                outputs = self.control.replace(op, args, outputs, self.layer_of[id(op)])
+            self.memo[key] = outputs
+        by_value = isinstance(op, CONTENT_FINGERPRINTED)
+        for index, result in enumerate(op.results):
+            self.fingerprints[result] = (content_fingerprint(outputs[index]) if by_value
+                                         else hash((key, index)))
+        if isinstance(op, RECORDED):
+            self.records[id(op)] = outputs
+        return outputs
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class Measurement:
+    """One setting measured on a set of inputs."""
+
+    config: SplsConfig
+    accuracy: float
+    """Points: task accuracy x100, or mean cosine to dense x100."""
+    dense_accuracy: float
+    work: WorkSummary
+    control_accuracy: float | None = None
+
+    @property
+    def loss(self) -> float:
+        return self.dense_accuracy - self.accuracy
+
+    @property
+    def reduction(self) -> float:
+        return self.work.reduction
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "options": dict(sorted(self.config.options.items())),
+            "layers": {str(i): o for i, o in sorted(self.config.layers.items())},
+            "accuracy": self.accuracy, "dense_accuracy": self.dense_accuracy,
+            "loss_points": self.loss, **self.work.as_dict()}
+        if self.control_accuracy is not None:
+            out["control_accuracy"] = self.control_accuracy
+            out["control_loss_points"] = self.dense_accuracy - self.control_accuracy
+        return out
+
+
+@dataclass
+class _Prepared:
+    config: SplsConfig
+    module: ModuleOp
+    store: WeightStore
+    layers: list[SplsLayer]
+    layer_of: dict[int, int]
+    signatures: dict[Operation, str] = field(default_factory=dict)
+
+
+class SplsEvaluator:
+    """Compiles a model once to `ir` and measures SPLS settings on a fixed set of inputs."""
+
+    def __init__(self, model: str | os.PathLike[str], data: CalibrationData,
+                 output: str | None = None, ir: str = "quantized",
+                 quantize_samples: Sequence[Mapping[str, np.ndarray]] | None = None,
+                 log: Callable[[str], None] | None = None):
+        from esact_cc.pipeline import CompileOptions, compile_model
+
+        if ir not in IR_LEVELS:
+            raise CompileError(f"unknown IR level '{ir}' (levels: {', '.join(IR_LEVELS)})")
+        self.model = str(model)
+        self.ir = ir
+        self.log = log or (lambda message: None)
+        self.labels = data.labels
+        self.samples = data.samples
+        shapes = {name: tuple(value.shape) for name, value in data.samples[0].items()}
+        extra: dict[str, Any] = {}
+        with tempfile.TemporaryDirectory(prefix="esact-tune-") as tmp:
+            if ir == "quantized":
+                quant = list(quantize_samples if quantize_samples is not None else data.samples)
+                quant_path = Path(tmp) / "quantize_calibration.npz"
+                np.savez(quant_path, **{name: np.stack([s[name] for s in quant])
+                                        for name in shapes})
+                extra["calibration_data"] = str(quant_path)
+            self.base, self.base_store = compile_model(
+                self.model, ir, CompileOptions(input_shapes=shapes, extra=extra))
+        names = io_names(main_function(self.base), results=True)
+        if output is None:
+            output = names[-1]
+        elif output not in names:
+            raise CompileError(f"model has no output '{output}' (outputs: {', '.join(names)})")
+        self.output = output
+        dense = self._prepare(None)
+        self.dense_outputs = [self._run(dense, i, {}, None)[0] for i in range(len(self.samples))]
+        self.dense_accuracy = self._accuracy(self.dense_outputs)
+
+    # --- preparing settings --------------------------------------------------------------
+    def _prepare(self, config: SplsConfig | None) -> _Prepared:
+        from esact_cc.dialect_registry import make_context
+        from esact_cc.pipeline import make_pass
+
+        module = self.base.clone()
+        store = WeightStore({name: self.base_store[name] for name in self.base_store})
+        attach(module, store)
+        if config is not None:
+            make_pass("insert-spls", **config.pass_options()).apply(make_context(), module)
+        layers = find_spls_layers(module)
+        return _Prepared(config or SplsConfig(), module, store, layers,
+                         {id(layer.similarity): layer.index for layer in layers})
+
+    def _run(self, prepared: _Prepared, index: int, memo: dict[int, list[np.ndarray]],
+             control: RandomReuse | None) -> tuple[np.ndarray, list[LayerWork]]:
+        interpreter = TuningInterpreter(prepared.store, memo, prepared.signatures,
+                                        prepared.layer_of, control)
+        outputs = interpreter.run_function(main_function(prepared.module), self.samples[index])
+        work = []
+        for layer in prepared.layers:
+            pam = interpreter.records[id(layer.predict)][0]
+            spa = interpreter.records[id(layer.topk)][0]
+            reuse, keys = interpreter.records[id(layer.similarity)]
+            work.append(count_layer(layer, pam, spa, reuse, keys))
+        return np.asarray(outputs[self.output]), work
+
+    def _accuracy(self, outputs: Sequence[np.ndarray]) -> float:
+        if self.labels is not None:
+            predicted = np.array([int(np.argmax(o.reshape(-1))) for o in outputs])
+            return 100.0 * float(np.mean(predicted == self.labels))
+        cosines = []
+        for out, ref in zip(outputs, self.dense_outputs):
+            a, b = out.reshape(-1).astype(np.float64), ref.reshape(-1).astype(np.float64)
+            norm = float(np.linalg.norm(a) * np.linalg.norm(b))
+            cosines.append(float(a @ b) / norm if norm > 0 else float(np.array_equal(a, b)))
+        return 100.0 * float(np.mean(cosines))
+
+    def measure(self, configs: Sequence[SplsConfig], control: bool = False,
+                seed: int = 0) -> list[Measurement]:
+        """Measure every setting on every sample (samples outer, so the memo is shared)."""
+        prepared = [self._prepare(c) for c in configs]
+        outputs: list[list[np.ndarray]] = [[] for _ in prepared]
+        control_outputs: list[list[np.ndarray]] = [[] for _ in prepared]
+        works: list[list[list[LayerWork]]] = [[] for _ in prepared]
+        for index in range(len(self.samples)):
+            memo: dict[int, list[np.ndarray]] = {}
+            for j, p in enumerate(prepared):
+                out, work = self._run(p, index, memo, None)
+                outputs[j].append(out)
+                works[j].append(work)
+                if control:
+                    counts = {id(layer.similarity): w.reused_rows
+                              for layer, w in zip(p.layers, work)}
+                    out_c, _ = self._run(p, index, memo, RandomReuse(counts, (seed, index)))
+                    control_outputs[j].append(out_c)
+        return [Measurement(p.config, self._accuracy(outputs[j]), self.dense_accuracy,
+                            summarize(works[j]),
+                            self._accuracy(control_outputs[j]) if control else None)
+                for j, p in enumerate(prepared)]
+
+
+# ----------------------------------------------------------------------------- search
+
+
+def uniform_config(**options: Any) -> SplsConfig:
+    merged = dict(DEFAULT_OPTIONS)
+    merged.update({k.replace("_", "-"): v for k, v in options.items()})
+    return SplsConfig(options=merged)
+
+
+def _key(config: SplsConfig) -> str:
+    return repr((sorted(config.options.items()),
+                 sorted((i, sorted(o.items())) for i, o in config.layers.items())))
+
+
+def _better(a: Measurement, b: Measurement | None, budget: float) -> bool:
+    """a is within budget and reduces more than b (ties: higher accuracy)."""
+    if a.loss > budget + BUDGET_SLACK:
+        return False
+    if b is None:
+        return True
+    if abs(a.reduction - b.reduction) > 1e-12:
+        return a.reduction > b.reduction
+    return a.accuracy > b.accuracy
+
+
+@dataclass
+class TuningResult:
+    uniform: Measurement
+    per_layer: Measurement | None
+    history: list[Measurement]
+    budget: float
+
+    @property
+    def best(self) -> Measurement:
+        return self.per_layer if self.per_layer is not None else self.uniform
+
+    def config(self, info: Mapping[str, Any]) -> SplsConfig:
+        best = self.best
+        return SplsConfig(dict(best.config.options), {i: dict(o) for i, o in
+                                                      best.config.layers.items()},
+                          {**info, "budget_points": self.budget,
+                           "uniform": self.uniform.as_dict(),
+                           "per_layer": self.per_layer.as_dict() if self.per_layer else None,
+                           "settings_measured": len(self.history)})
+
+
+class _Search:
+    def __init__(self, evaluator: SplsEvaluator, budget: float, log: Callable[[str], None]):
+        self.evaluator = evaluator
+        self.budget = budget
+        self.log = log
+        self.seen: dict[str, Measurement] = {}
+        self.history: list[Measurement] = []
+
+    def measure(self, configs: Sequence[SplsConfig]) -> list[Measurement]:
+        todo = list({_key(c): c for c in configs if _key(c) not in self.seen}.values())
+        if todo:
+            for m in self.evaluator.measure(todo):
+                self.seen[_key(m.config)] = m
+                self.history.append(m)
+                self.log(_describe(m, self.budget))
+        return [self.seen[_key(c)] for c in configs]
+
+    def best_of(self, measurements: Sequence[Measurement],
+                current: Measurement | None) -> Measurement | None:
+        for m in measurements:
+            if _better(m, current, self.budget):
+                current = m
+        return current
+
+
+def _describe(m: Measurement, budget: float) -> str:
+    o = m.config.options
+    text = (f"bits={o['hlog-bits']} k={o['k-ratio']} w={o['window']} thr={o['threshold']} "
+            f"{o['similarity']} attn={o['attention']}")
+    if m.config.layers:
+        text += " layers=" + "/".join(f"{i}:{v.get('threshold', '-')}"
+                                      for i, v in sorted(m.config.layers.items()))
+    mark = "ok" if m.loss <= budget + BUDGET_SLACK else "over"
+    return (f"  {text}: reduction {m.reduction:6.2%}  accuracy {m.accuracy:7.3f} "
+            f"(loss {m.loss:+.3f}, {mark})")
+
+
+def search_uniform(search: _Search) -> Measurement:
+    grid = [uniform_config(similarity=sim, attention=attn, threshold=thr)
+            for sim, thresholds in UNIFORM_THRESHOLDS.items() for attn in ATTENTION_MODES
+            for thr in thresholds]
+    best = search.best_of(search.measure(grid), None)
+    if best is None:  # nothing within budget: reuse off, dense attention (prediction only)
+        search.log("  no uniform setting is within the budget; reuse off")
+        return search.measure([uniform_config(threshold=REUSE_OFF)])[0]
+    for name, values in (*REFINE_VALUES.items(),
+                         ("threshold", FINER_THRESHOLDS[best.config.options["similarity"]])):
+        options = best.config.options
+        if name == "k-ratio" and options["attention"] == "dense" \
+                and options["similarity"] == "cosprob":
+            continue  # k only shapes SPA, which neither dense attention nor cosprob reads
+        trials = [SplsConfig(options={**options, name: v}) for v in values]
+        best = search.best_of(search.measure(trials), best) or best
+    return best
+
+
+def search_per_layer(search: _Search, uniform: Measurement, layer_count: int) -> Measurement:
+    similarity = uniform.config.options["similarity"]
+    base = uniform.config.options["threshold"]
+    thresholds = {layer: base for layer in range(layer_count)}
+    best = uniform
+    for _ in range(LAYER_SWEEPS):
+        changed = False
+        for layer in reversed(range(layer_count)):
+            trials = []
+            for thr in LAYER_THRESHOLDS[similarity]:
+                if thr == thresholds[layer]:
+                    continue
+                trial = dict(thresholds)
+                trial[layer] = thr
+                trials.append(_per_layer_config(uniform.config.options, trial))
+            chosen = search.best_of(search.measure(trials), best)
+            if chosen is not None and chosen is not best:
+                best, changed = chosen, True
+                thresholds = {i: best.config.layers.get(i, {}).get("threshold", base)
+                              for i in range(layer_count)}
+        if not changed:
+            break
+    return best
+
+
+def _per_layer_config(options: Mapping[str, Any], thresholds: Mapping[int, float]) -> SplsConfig:
+    base = options["threshold"]
+    return SplsConfig(options=dict(options),
+                      layers={i: {"threshold": t} for i, t in sorted(thresholds.items())
+                              if t != base})
+
+
+def tune(evaluator: SplsEvaluator, budget: float, per_layer: bool = True,
+         log: Callable[[str], None] | None = None) -> TuningResult:
+    """Search uniform, then per-layer settings within `budget` accuracy points (calibration)."""
+    if not (math.isfinite(budget) and budget >= 0):
+        raise CompileError(f"budget must be a finite number of points >= 0, got {budget}")
+    log = log or (lambda message: None)
+    search = _Search(evaluator, budget, log)
+    log(f"uniform search ({'accuracy' if evaluator.labels is not None else 'cosine'} "
+        f"x100, dense {evaluator.dense_accuracy:.3f}, budget {budget} points)")
+    uniform = search_uniform(search)
+    result = TuningResult(uniform, None, search.history, budget)
+    layer_count = len(evaluator._prepare(uniform.config).layers)
+    if per_layer and layer_count > 1:
+        log("per-layer thresholds")
+        chosen = search_per_layer(search, uniform, layer_count)
+        result.per_layer = chosen if chosen is not uniform else None
+    result.history = search.history
+    return result
+
