@@ -210,40 +210,57 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
             cols=width_in, bits=bits, dynamic=1, scale_out_addr=sx, scale=1.0)
     lw.free(Buffer.VBUF, vx)
 
-    # Q^, K^: BPU products, dequantized, HLog re-quantized per batch element.
-    sqk = lw.alloc(Buffer.VBUF, 2 * batch)  # (s_Q, s_K) per batch element, adjacent
-    codes_qk = []
-    for which, (w_value, s_value, b_value) in enumerate(((predict.wq, predict.wq_scale, predict.bq),
-                                                        (predict.wk, predict.wk_scale, predict.bk))):
-        codes = lw.weight_array(w_value, "HLog weight")
-        w_scale = float(np.float32(lw.weight_array(s_value, "HLog weight scale")))
-        bias = lw.weight_array(b_value, "bias").astype(np.float32).reshape(width)
-        w8 = lw.constant(f"{dense.node_name(predict)}.{'qk'[which]}_hlog_i8", codes.astype(np.int8),
-                         ("spls-w8", w_value.owner.weight_name.data))  # type: ignore[union-attr]
-        wt = lw.alloc(Buffer.WBUF, width_in * width)
-        lw.load(Buffer.WBUF, wt, w8.address, width_in, width)
-        sb = vec_constant(f"{dense.node_name(predict)}.{'qk'[which]}_hlog_dequant",
-                          np.stack([np.full(width, w_scale, np.float32), bias]))
-        acc = lw.alloc(Buffer.ACC, rows * width)
+    # Q^ | K^ in one shift-add product with the codes of [W_Q | W_K] (one LOAD of codes, one of
+    # DEQUANT vectors per column tile), dequantized (* s_W per column * s_X + bias), then HLog
+    # re-quantized per batch element with dynamic scales s_Q, s_K.
+    both = 2 * width
+    codes = np.concatenate([lw.weight_array(predict.wq, "wq"), lw.weight_array(predict.wk, "wk")],
+                           axis=1).astype(np.int8)
+    w_scales = [float(np.float32(lw.weight_array(v, "HLog weight scale")))
+                for v in (predict.wq_scale, predict.wk_scale)]
+    vectors = np.stack([np.repeat(np.array(w_scales, np.float32), width),
+                        np.concatenate([lw.weight_array(v, "bias").astype(np.float32).reshape(width)
+                                        for v in (predict.bq, predict.bk)])])
+    hint = dense.node_name(predict) or "spls.predict"
+    c8 = lw.constant(f"{hint}.qk_hlog_codes", codes)
+    cv = lw.constant(f"{hint}.qk_hlog_dequant", vectors.astype(np.float32))
+    n_limit = min(lw.capacity(Buffer.WBUF) // dense.HALF // width_in,
+                  lw.capacity(Buffer.ACC) // dense.HALF // rows)
+    if n_limit < 1:
+        raise _fail(predict, f"the prediction of {rows} rows x {width_in} inputs exceeds the "
+                    "on-chip buffers")
+    n_tile = dense._round_tile(n_limit, both, lw.config.mac_cols)
+    wbuf = PredictScratch(lw, Buffer.WBUF, width_in * n_tile)
+    acc_buf = PredictScratch(lw, Buffer.ACC, max(rows * n_tile, length * length))
+    real = lw.alloc(Buffer.VBUF, rows * both)
+    for n0 in range(0, both, n_tile):
+        nt = min(n_tile, both - n0)
+        wt = wbuf.alloc(width_in * nt)
+        lw.load(Buffer.WBUF, wt, c8.address + n0, width_in, nt, dram_stride=both)
+        lw.hoist_last(Buffer.WBUF, wt, wt + width_in * nt)
+        sb = lw.alloc(Buffer.VBUF, 2 * nt)
+        lw.load(Buffer.VBUF, sb, cv.address + n0 * F32, 2, nt, dram_stride=both * F32)
+        lw.hoist_last(Buffer.VBUF, sb, sb + 2 * nt)
+        acc = acc_buf.alloc(rows * nt)
         lw.emit("bpu", PREDICT, dst_addr=acc, a_buf=Buffer.ABUF, a_addr=xc, b_buf=Buffer.WBUF,
-                b_addr=wt, m=rows, k=width_in, n=width)
-        lw.free(Buffer.WBUF, wt)
-        real = lw.alloc(Buffer.VBUF, rows * width)
-        lw.emit("dequant", PREDICT, dst_addr=real, src_addr=acc, rows=rows, cols=width,
-                scale_addr=sb, has_bias=1, bias_addr=sb + width, scalar_count=1, scalar_addr=sx)
-        lw.free(Buffer.ACC, acc)
+                b_addr=wt, m=rows, k=width_in, n=nt)
+        wbuf.free(wt)
+        lw.emit("dequant", PREDICT, dst_addr=real + n0, src_addr=acc, rows=rows, cols=nt,
+                dst_stride=both, scale_addr=sb, has_bias=1, bias_addr=sb + nt, scalar_count=1,
+                scalar_addr=sx)
+        acc_buf.free(acc)
         lw.free(Buffer.VBUF, sb)
-        out = lw.alloc(Buffer.ABUF, rows * width)
-        for b in range(batch):
-            lw.emit("hlog", PREDICT, dst_buf=Buffer.ABUF, dst_addr=out + b * length * width,
-                    src_addr=real + b * length * width, rows=length, cols=width,
-                    bits=predict.bits.value.data, dynamic=1, scale_out_addr=sqk + 2 * b + which,
-                    scale=1.0)
-        lw.free(Buffer.VBUF, real)
-        codes_qk.append(out)
     lw.free(Buffer.ABUF, xc)
     lw.free(Buffer.VBUF, sx)
-    qc, kc = codes_qk
+    sqk = lw.alloc(Buffer.VBUF, 2 * batch)  # (s_Q, s_K) per batch element, adjacent
+    qc, kc = (lw.alloc(Buffer.ABUF, rows * width) for _ in range(2))
+    for b in range(batch):
+        for which, out in enumerate((qc, kc)):
+            lw.emit("hlog", PREDICT, dst_buf=Buffer.ABUF, dst_addr=out + b * length * width,
+                    src_addr=real + b * length * both + which * width, rows=length, cols=width,
+                    src_stride=both, bits=predict.bits.value.data, dynamic=1,
+                    scale_out_addr=sqk + 2 * b + which, scale=1.0)
+    lw.free(Buffer.VBUF, real)
 
     # PAM per head: TOPK from the exact integer scores, FP32 PAM for the similarity.
     pam_scale = vec_constant("spls.pam_scale", np.full(length, predict.scale.value.data, np.float32),
@@ -259,7 +276,7 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
     for b in range(batch):
         pam = lw.alloc(Buffer.VBUF, spa_size) if sim.pam is not None else None
         for h in range(heads):
-            scores = lw.alloc(Buffer.ACC, length * length)
+            scores = acc_buf.alloc(length * length)
             lw.emit("bpu", PREDICT, dst_addr=scores, a_buf=Buffer.ABUF,
                     a_addr=qc + b * length * width + h * d, b_buf=Buffer.ABUF,
                     b_addr=kc + b * length * width + h * d, m=length, k=d, n=length,
@@ -271,7 +288,7 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
                 lw.emit("dequant", PREDICT, dst_addr=pam + h * length * length, src_addr=scores,
                         rows=length, cols=length, scale_addr=pam_scale, scalar_count=2,
                         scalar_addr=sqk + 2 * b)
-            lw.free(Buffer.ACC, scores)
+            acc_buf.free(scores)
         if pam is not None:
             for h0, n_rows in ([(h, length) for h in range(heads)] if causal
                                else [(0, heads * length)]):
@@ -297,6 +314,64 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
     state = _state(lw)
     for value in (sim.reuse_map, sim.key_mask, topk.result):
         state.masks[value] = masks
+    for early in _independent_projections(sim, op.x):
+        _lower_now(lw, early)
+
+
+def _independent_projections(sim: spls.LocalSimilarityOp, x: SSAValue) -> list[Operation]:
+    """The layer's dense K / V linears of X (`attention=dense`): they do not depend on the
+    prediction, so they are lowered BEFORE it. The in-order compute queue then runs K and V
+    while the predict queue works, instead of stalling behind the masked Q GEMM that waits
+    for the reuse map."""
+    early: list[Operation] = []
+    for use in sim.reuse_map.uses:
+        att = use.operation
+        if isinstance(att, spls.MaskedQuantizedAttentionOp):
+            for value in (att.k, att.v):
+                owner = value.owner
+                if isinstance(owner, quantized.LinearOp) and owner.x is x and owner not in early:
+                    early.append(owner)
+    return early
+
+
+def _lower_now(lw: dense._Lowering, op: Operation) -> None:
+    """Lower `op` at this point of the program (it is then skipped where it stands)."""
+    saved = lw.current, lw.layer
+    lw.current, lw.layer = op, dense.layer_of(dense.node_name(op))
+    dense._LOWERINGS[type(op)](lw, op)
+    lw.fused.add(op)
+    lw.current, lw.layer = saved
+
+
+class PredictScratch:
+    """ACC / WBUF tiles of the prediction, taken from the TOP of the buffer in turn.
+
+    The dense lowering's banked ACC/WBUF tiles start at the bank boundaries and rotate
+    between banks; prediction tiles allocated the same way would share those regions, and
+    `schedule` would order every BPU after the compute queue's last use of the bank (a false
+    write-after-read dependency that serialises prediction and generation). The chain is
+    emitted in one piece while no banked tile is live, so the top slots are safe in program
+    order; when they would reach into the lower half of the buffer (large models) the tiles
+    come from the allocator as usual.
+    """
+
+    def __init__(self, lw: dense._Lowering, buf: Buffer, size: int, slots: int = 2):
+        self.lw, self.buf = lw, buf
+        capacity = lw.capacity(buf)
+        usable = not lw.rings[buf].live and size * slots <= capacity // 2
+        self.slots = [capacity - (i + 1) * size for i in range(slots)] if usable else []
+        self.next = 0
+
+    def alloc(self, size: int) -> int:
+        if not self.slots:
+            return self.lw.alloc(self.buf, size)
+        addr = self.slots[self.next % len(self.slots)]
+        self.next += 1
+        return addr
+
+    def free(self, addr: int) -> None:
+        if not self.slots:
+            self.lw.free(self.buf, addr)
 
 
 def _masks(lw: dense._Lowering, op: Operation, value: SSAValue) -> LayerMasks:
