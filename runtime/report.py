@@ -31,6 +31,7 @@ import numpy as np
 from .atomic_write import atomic_write_text
 from .energy import ENERGY_CATEGORIES, EnergyModel
 from .hw_config import HardwareConfig
+from .spls_summary import format_spls, spls_summary
 from .timing import DMA_QUEUES, QUEUE_NAMES, Schedule, roofline
 from .work_table import WorkTable, sfu_passes_column
 
@@ -173,8 +174,11 @@ def build_report(
     seconds = total_cycles / config.frequency_hz
     dynamic_pj = float(costs.dynamic.sum())
     energy_pj = dynamic_pj + costs.static_pj
-    macs_dense = work.total("macs_dense")
-    macs_executed = work.total("macs_executed")
+    # MAC-array work only: a BPU instruction records its HLog products as `macs_dense` (the
+    # prediction's size), which is not work of the model the dense baseline would do.
+    on_mac_array = np.asarray(info.units, dtype=object) == "mac"
+    macs_dense = int(work["macs_dense"][on_mac_array].sum())
+    macs_executed = int(work["macs_executed"][on_mac_array].sum())
     bound = roofline(unit_work_totals(info, schedule, work), config)
 
     units = {}
@@ -211,6 +215,9 @@ def build_report(
         layer: _row(layer_keys == layer, work, cycles, costs.dynamic) for layer in all_layers
     }
 
+    spls = spls_summary(info.opcodes, info.queues, info.units, info.components, info.layers,
+                        work, cycles, costs.dynamic, schedule.queue_names.index("predict"))
+
     breakdown = {cat: float(costs.dynamic_by_category[cat].sum()) for cat in ENERGY_CATEGORIES}
     breakdown["static"] = costs.static_pj
 
@@ -243,6 +250,7 @@ def build_report(
         "energy_constants": energy.table(),
         "components": components,
         "layers": layers,
+        **({"spls": spls} if spls is not None else {}),  # SPLS programs (runtime/spls_summary.py)
     }
 
 
@@ -322,4 +330,6 @@ def format_summary(report: dict[str, Any]) -> str:
     if layer_rows:
         lines.append("")
         lines += _table([("layer", 10), *work_columns[1:]], layer_rows)
+    if "spls" in report:
+        lines += format_spls(report["spls"])
     return "\n".join(lines) + "\n"
