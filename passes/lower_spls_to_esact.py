@@ -605,3 +605,4 @@ LOWERINGS: dict[type[Operation], Callable[[dense._Lowering, Operation], None]] =
 """The sparse rules: spls op class -> the function emitting its instructions."""
 
 dense._LOWERINGS.update(LOWERINGS)
+dense.ATTENTION_OPS.extend(op for op in ATTENTION_OPS if op not in dense.ATTENTION_OPS)

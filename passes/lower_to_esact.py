@@ -603,19 +603,23 @@ class _Lowering:
     def component_of(self, op: quantized.LinearOp) -> str:
         """q/k/v/o/ffn1/ffn2 of a linear, from where its input comes and its output goes."""
         roles = sorted(
-            use.index for use in op.result.uses if isinstance(use.operation, quantized.AttentionOp) and use.index < 3
+            use.index for use in op.result.uses if isinstance(use.operation, tuple(ATTENTION_OPS)) and use.index < 3
         )
         if roles:
             return ("q", "k", "v")[roles[0]]
         if any(isinstance(use.operation, transformer.GeluOp) for use in op.result.uses):
             return "ffn1"
         producer = op.x.owner
-        if isinstance(producer, quantized.AttentionOp):
+        if isinstance(producer, tuple(ATTENTION_OPS)):
             return "o"
         if isinstance(producer, transformer.GeluOp):
             return "ffn2"
         return _component_from_name(node_name(op))
 
+
+ATTENTION_OPS: list[type[Operation]] = [quantized.AttentionOp]
+"""Attention ops whose q/k/v operands and result classify linears (component_of); the sparse
+lowering's hook (H9) appends the spls attention forms."""
 
 _NAME_COMPONENTS: tuple[tuple[str, str], ...] = (
     ("query", "q"), ("q_proj", "q"), ("key", "k"), ("k_proj", "k"), ("value", "v"), ("v_proj", "v"),

@@ -1,0 +1,99 @@
+// RUN: esact-opt %s -p quantize,insert-spls,lower-to-esact --no-print-debuginfo 2>/dev/null | filecheck %s
+// RUN: esact-opt %s -p 'quantize,insert-spls{attention=topk similarity=overlap},lower-to-esact' --no-print-debuginfo 2>/dev/null | filecheck %s --check-prefix=TOPK
+// RUN: esact-opt %s -p quantize,insert-spls,lower-to-esact,schedule --no-print-debuginfo 2>/dev/null | filecheck %s --check-prefix=TOKENS
+// RUN: not esact-opt %s -p 'quantize,insert-spls{hlog-bits=8},lower-to-esact' 2>&1 | filecheck %s --check-prefix=BITS
+// The sparse lowering (passes/lower_spls_to_esact.py) of one pre-LN encoder layer after
+// quantize + insert-spls (weights in Inputs/insert_spls_layer.npz; L = 4, 2 heads, width 8):
+// the prediction chain on the predict queue (HLOG of X, one BPU for Q^|K^, DEQUANT with the
+// dynamic X scale, HLOG of Q^ and K^, per head BPU Q^K^T -> TOPK (+ DEQUANT for cosprob),
+// SOFTMAX, SIMILARITY writing the reuse map, key mask and computed-row mask in MBUF), then K
+// and V (independent of the prediction: moved before Q, so the compute queue runs them while
+// the predict queue works), then Q, the attention, O, FFN1 and FFN2 with the computed-row mask
+// as GEMM/ATTN row mask and SCATTER_ROWS giving reused rows their representative's rows before
+// the fused GELU / residual add.
+
+// CHECK:      esact.hlog {{.*}}dst_buf = ABUF, dst_addr = [[XC:[0-9]+]], src_addr = {{[0-9]+}}, rows = 4, cols = 8, {{.*}}bits = 4, {{.*}}dynamic = 1, scale_out_addr = [[SX:[0-9]+]] {component = "predict"}
+// CHECK-NEXT: esact.bpu {{.*}}a_buf = ABUF, a_addr = [[XC]], b_buf = WBUF, {{.*}}m = 4, k = 8, n = 16, {{.*}}transpose_b = 0 {component = "predict"}
+// CHECK-NEXT: esact.dequant {{.*}}rows = 4, cols = 16, {{.*}}dst_stride = 16, {{.*}}has_bias = 1, {{.*}}scalar_count = 1, scalar_addr = [[SX]] {component = "predict"}
+// CHECK-NEXT: esact.hlog {{.*}}dst_addr = [[QC:[0-9]+]], {{.*}}rows = 4, cols = 8, src_stride = 16, {{.*}}scale_out_addr = [[SQ:[0-9]+]] {component = "predict"}
+// CHECK-NEXT: esact.hlog {{.*}}dst_addr = [[KC:[0-9]+]], {{.*}}rows = 4, cols = 8, src_stride = 16, {{.*}}dynamic = 1
+// CHECK:      esact.bpu {{.*}}a_addr = [[QC]], b_buf = ABUF, b_addr = [[KC]], m = 4, k = 4, n = 4, a_stride = 8, b_stride = 8, dst_stride = 0, transpose_b = 1 {component = "predict"}
+// CHECK-NEXT: esact.topk {{.*}}dst_addr = [[SPA:[0-9]+]], src_buf = ACC, {{.*}}rows = 4, cols = 4, {{.*}}k = 1, {{.*}}causal = 0
+// CHECK-NEXT: esact.dequant {{.*}}rows = 4, cols = 4, {{.*}}scalar_count = 2, scalar_addr = [[SQ]] {component = "predict"}
+// CHECK:      esact.bpu {{.*}}transpose_b = 1
+// CHECK-NEXT: esact.topk
+// CHECK-NEXT: esact.dequant
+// CHECK-NEXT: esact.softmax {{.*}}rows = 8, cols = 4, {{.*}}{component = "predict"}
+// CHECK-NEXT: esact.similarity {{.*}}map_addr = [[MAP:[0-9]+]], key_mask_addr = {{[0-9]+}}, spa_addr = [[SPA]], has_prob = 1, {{.*}}heads = 2, length = 4, keys = 4, window = 4, k = 1, threshold = 0.8999{{[0-9]*}}, mode = COSPROB, has_row_mask = 1, row_mask_addr = [[ROWS:[0-9]+]] {component = "predict"}
+// CHECK:      esact.gemm {{.*}} has_row_mask = 0{{.*}}component = "k"
+// CHECK:      esact.gemm {{.*}} has_row_mask = 0{{.*}}component = "v"
+// CHECK:      esact.gemm {{.*}}m = 4, k = 8, n = 8, {{.*}}has_row_mask = 1, row_mask_addr = [[ROWS]], {{.*}}component = "q"
+// CHECK:      esact.scatter_rows {{.*}}buf = VBUF, {{.*}}rows = 4, cols = 8, {{.*}}map_addr = [[MAP]], compact = 0
+// CHECK:      esact.attn_qk {{.*}}has_mask = 0, mask_addr = 0, has_row_mask = 1, row_mask_addr = [[ROWS]] {component = "qk"}
+// CHECK:      esact.attn_pv {{.*}}has_mask = 0, mask_addr = 0, has_row_mask = 1, row_mask_addr = [[ROWS]] {component = "pv"}
+// CHECK:      esact.scatter_rows {{.*}}buf = VBUF, {{.*}}rows = 4, cols = 4, {{.*}}map_addr = [[MAP]]
+// CHECK:      esact.gemm {{.*}}has_row_mask = 1, row_mask_addr = [[ROWS]], {{.*}}component = "o"
+// CHECK:      esact.scatter_rows {{.*}}map_addr = [[MAP]]
+// CHECK-NEXT: esact.load {{.*}}buf = VBUF
+// CHECK-NEXT: esact.add
+// CHECK:      esact.gemm {{.*}}n = 16, {{.*}}has_row_mask = 1, row_mask_addr = [[ROWS]], {{.*}}component = "ffn1"
+// CHECK:      esact.scatter_rows {{.*}}cols = 16, {{.*}}map_addr = [[MAP]]
+// CHECK-NEXT: esact.gelu
+// CHECK:      esact.gemm {{.*}}k = 16, n = 8, {{.*}}has_row_mask = 1, row_mask_addr = [[ROWS]], {{.*}}component = "ffn2"
+// CHECK:      esact.scatter_rows {{.*}}map_addr = [[MAP]]
+// CHECK:      esact.add
+// CHECK:      esact.halt
+
+// attention=topk + overlap: no softmax of PAM, K and V one GEMM per head with that head's key
+// mask as row mask, the attention masked by SPA in QK, SOFTMAX and PV.
+// TOPK:      esact.topk {{.*}}dst_addr = [[SPA0:[0-9]+]],
+// TOPK-NOT:  esact.softmax
+// TOPK:      esact.similarity {{.*}}key_mask_addr = [[KEYS:[0-9]+]], spa_addr = [[SPA0]], has_prob = 0, {{.*}}mode = OVERLAP, has_row_mask = 1, row_mask_addr = [[ROWS:[0-9]+]]
+// TOPK:      esact.gemm {{.*}}has_row_mask = 1, row_mask_addr = [[ROWS]], {{.*}}component = "q"
+// TOPK:      esact.gemm {{.*}}n = 4, {{.*}}has_row_mask = 1, row_mask_addr = [[KEYS]], {{.*}}component = "k"
+// TOPK:      esact.gemm {{.*}}n = 4, {{.*}}has_row_mask = 1, row_mask_addr = {{[0-9]+}}, {{.*}}component = "k"
+// TOPK:      esact.gemm {{.*}}n = 4, {{.*}}has_row_mask = 1, row_mask_addr = [[KEYS]], {{.*}}component = "v"
+// TOPK:      esact.attn_qk {{.*}}has_mask = 1, mask_addr = [[SPA0]], has_row_mask = 1, row_mask_addr = [[ROWS]]
+// TOPK:      esact.softmax {{.*}}has_elem_mask = 1, elem_mask_addr = [[SPA0]]
+// TOPK:      esact.attn_pv {{.*}}has_mask = 1, mask_addr = [[SPA0]], has_row_mask = 1, row_mask_addr = [[ROWS]]
+
+// Tokens: the prediction does not wait for the compute queue; the masked Q GEMM waits for it.
+// TOKENS:      esact.hlog pop [load] push []
+// TOKENS:      esact.similarity pop [{{[a-z, ]*}}] push [compute{{.*}}]
+// TOKENS:      esact.gemm pop [{{.*}}predict{{.*}}] {{.*}}component = "q"
+
+// BITS: error: lower-to-esact: spls.hlog_quantize: hlog-bits > 7 is not supported (int8 code buffers)
+
+builtin.module attributes {esact.weight_store = "Inputs/insert_spls_layer.npz"} {
+  func.func @main(%h: tensor<1x4x8xf32> {onnx.name = "h"}) -> (tensor<1x4x8xf32> {onnx.name = "y"}) {
+    %g1 = onnx.weight "g1" : tensor<8xf32>
+    %be1 = onnx.weight "be1" : tensor<8xf32>
+    %x = transformer.layer_norm %h, %g1, %be1 eps(1.0e-05) : (tensor<1x4x8xf32>, tensor<8xf32>, tensor<8xf32>) -> tensor<1x4x8xf32>
+    %wq = onnx.weight "wq" : tensor<8x8xf32>
+    %bq = onnx.weight "bq" : tensor<8xf32>
+    %q = transformer.linear %x, %wq, %bq : (tensor<1x4x8xf32>, tensor<8x8xf32>, tensor<8xf32>) -> tensor<1x4x8xf32>
+    %wk = onnx.weight "wk" : tensor<8x8xf32>
+    %bk = onnx.weight "bk" : tensor<8xf32>
+    %k = transformer.linear %x, %wk, %bk : (tensor<1x4x8xf32>, tensor<8x8xf32>, tensor<8xf32>) -> tensor<1x4x8xf32>
+    %wv = onnx.weight "wv" : tensor<8x8xf32>
+    %bv = onnx.weight "bv" : tensor<8xf32>
+    %v = transformer.linear %x, %wv, %bv : (tensor<1x4x8xf32>, tensor<8x8xf32>, tensor<8xf32>) -> tensor<1x4x8xf32>
+    %a = transformer.attention %q, %k, %v heads(2) scale(0.5) : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>) -> tensor<1x4x8xf32>
+    %wo = onnx.weight "wo" : tensor<8x8xf32>
+    %bo = onnx.weight "bo" : tensor<8xf32>
+    %o = transformer.linear %a, %wo, %bo : (tensor<1x4x8xf32>, tensor<8x8xf32>, tensor<8xf32>) -> tensor<1x4x8xf32>
+    %r1 = transformer.add %h, %o : (tensor<1x4x8xf32>, tensor<1x4x8xf32>) -> tensor<1x4x8xf32>
+    %g2 = onnx.weight "g2" : tensor<8xf32>
+    %be2 = onnx.weight "be2" : tensor<8xf32>
+    %y2 = transformer.layer_norm %r1, %g2, %be2 eps(1.0e-05) : (tensor<1x4x8xf32>, tensor<8xf32>, tensor<8xf32>) -> tensor<1x4x8xf32>
+    %w1 = onnx.weight "w1" : tensor<8x16xf32>
+    %b1 = onnx.weight "b1" : tensor<16xf32>
+    %f1 = transformer.linear %y2, %w1, %b1 : (tensor<1x4x8xf32>, tensor<8x16xf32>, tensor<16xf32>) -> tensor<1x4x16xf32>
+    %act = transformer.gelu %f1 approximate("none") : (tensor<1x4x16xf32>) -> tensor<1x4x16xf32>
+    %w2 = onnx.weight "w2" : tensor<16x8xf32>
+    %b2 = onnx.weight "b2" : tensor<8xf32>
+    %f2 = transformer.linear %act, %w2, %b2 : (tensor<1x4x16xf32>, tensor<16x8xf32>, tensor<8xf32>) -> tensor<1x4x8xf32>
+    %y = transformer.add %r1, %f2 : (tensor<1x4x8xf32>, tensor<1x4x8xf32>) -> tensor<1x4x8xf32>
+    func.return %y : tensor<1x4x8xf32>
+  }
+}
