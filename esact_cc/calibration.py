@@ -3,13 +3,15 @@
 `load_calibration_samples` reads `--calibration-data FILE.npz` (keys = model input names, the
 leading axis indexes samples), `synthetic_calibration_input` builds the stated default when no
 file is given, and `collect_peaks` runs the reference interpreter on the transformer-level IR
-over the samples and returns max |value| of each requested SSA value.
+over the samples and returns max |value| of each requested SSA value and the largest
+probability of each attention.
 """
 
 from __future__ import annotations
 
 import zipfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ from xdsl.dialects.builtin import ModuleOp, TensorType
 from xdsl.ir import Operation, SSAValue
 
 from esact_cc import tensor_types
+from esact_cc.dialects import transformer
 from esact_cc.reference_interpreter import Interpreter, io_names, main_function
 from esact_cc.runtime.errors import CompileError
 from esact_cc.weight_store import WeightStore
@@ -90,17 +93,44 @@ def load_calibration_samples(module: ModuleOp, path: str | Path) -> list[dict[st
     return [{n: per_input[n][i] for n in names} for i in range(count)]
 
 
+def attention_probability_peak(op: transformer.AttentionOp, args: Sequence[np.ndarray]) -> float:
+    """Largest softmax probability of a transformer.attention on its operand values."""
+    q, k = np.asarray(args[0], np.float64), np.asarray(args[1], np.float64)
+    mask = args[3] if op.mask is not None else None
+    heads = op.num_heads.value.data
+    batch, lq, width = q.shape
+    lk = k.shape[1]
+    d = width // heads
+    qh = q.reshape(batch, lq, heads, d).transpose(0, 2, 1, 3)
+    kh = k.reshape(batch, lk, heads, d).transpose(0, 2, 1, 3)
+    scores = qh @ kh.transpose(0, 1, 3, 2) * op.scale.value.data
+    if mask is not None:
+        scores = scores + np.asarray(mask, np.float64)
+    if op.causal is not None:
+        visible = np.arange(lk)[None, :] <= np.arange(lq)[:, None] + (lk - lq)
+        scores = np.where(visible, scores, -np.inf)
+    peak = np.max(scores, axis=-1, keepdims=True)
+    e = np.exp(scores - np.where(np.isfinite(peak), peak, 0.0))
+    total = np.sum(e, axis=-1, keepdims=True)
+    return float(np.max(e / np.where(total > 0, total, 1.0)))
+
+
 class _PeakRecorder(Interpreter):
-    """Runs the IR and keeps max |value| of the watched SSA values."""
+    """Runs the IR and keeps max |value| of the watched SSA values and the largest attention
+    probability of every transformer.attention."""
 
     def __init__(self, store: WeightStore, watched: Sequence[SSAValue]):
         super().__init__(store)
         self.peaks = {v: 0.0 for v in watched}
+        self.probability_peaks: dict[Operation, float] = {}
 
     def run_op(self, op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
         for value, arg in zip(op.operands, args):
             if value in self.peaks:
                 self._record(value, arg)
+        if isinstance(op, transformer.AttentionOp):
+            peak = attention_probability_peak(op, args)
+            self.probability_peaks[op] = max(self.probability_peaks.get(op, 0.0), peak)
         return super().run_op(op, args)
 
     def _record(self, value: SSAValue, arr: np.ndarray) -> None:
@@ -110,17 +140,28 @@ class _PeakRecorder(Interpreter):
             self.peaks[value] = max(self.peaks[value], float(np.max(np.abs(finite))))
 
 
+@dataclass
+class Ranges:
+    """What calibration observed over all samples."""
+
+    peaks: dict[SSAValue, float]
+    """max |v| of each requested SSA value."""
+    probability_peaks: dict[Operation, float]
+    """Largest softmax probability of each transformer.attention."""
+
+
 def collect_peaks(
     module: ModuleOp,
     store: WeightStore,
     samples: Sequence[dict[str, np.ndarray]],
     values: Sequence[SSAValue],
-) -> dict[SSAValue, float]:
-    """max |v| over all samples for each SSA value in `values` (each must be an operand of
-    some op of @main), computed by the reference interpreter on the module as it is."""
+) -> Ranges:
+    """Run the reference interpreter over the samples on the module as it is, recording the
+    ranges of `values` (each must be an operand of some op of @main) and of every attention's
+    probabilities."""
     recorder = _PeakRecorder(store, list(dict.fromkeys(values)))
     function = main_function(module)
     for sample in samples:
         recorder.env.clear()
         recorder.run_function(function, sample)
-    return recorder.peaks
+    return Ranges(recorder.peaks, recorder.probability_peaks)

@@ -7,7 +7,8 @@ ops (the SFU runs them in FP32).
 - Weights: symmetric per output channel, scale[c] = max|W[:, c]| / 127, stored in the weight
   store as `<name>.int8` (INT8 [in, out]) and `<name>.scale` (FP32 [out]); the IR gets handles.
 - Activations: symmetric per tensor, scale = max|x| / 127 over the calibration samples, for the
-  input of every linear and the Q, K, V of every attention. Softmax probabilities use 1/127.
+  input of every linear and the Q, K, V of every attention. Softmax probabilities: the
+  calibrated largest probability (x2 headroom, at most 1) over 127 (`probability_scale`).
   The ranges come from running the reference interpreter on the transformer-level IR.
 - Calibration samples: `calibration-data` names an `.npz` whose keys are the model's input
   names and whose leading axis indexes samples. Without it the pass calibrates on one
@@ -33,6 +34,8 @@ from esact_cc.runtime.errors import CompileError
 from esact_cc.weight_store import WeightStore, store_of
 
 INT8_MAX = quantized.INT8_MAX
+PROBABILITY_MARGIN = 2.0
+"""Headroom over the calibrated largest attention probability (inputs differ from the samples)."""
 
 SYNTHETIC_WARNING = (
     "warning: no --calibration-data given: activation scales come from one synthetic input "
@@ -115,15 +118,15 @@ class QuantizePass(ModulePass):
         else:
             print(SYNTHETIC_WARNING, file=sys.stderr)
             samples = [synthetic_calibration_input(op)]
-        peaks = collect_peaks(op, store, samples, observed)
+        ranges = collect_peaks(op, store, samples, observed)
         # Scales first: rewriting an op replaces the SSA values later targets read.
-        scales = [[symmetric_scale(peaks[v]) for v in _observed(t)] for t in targets]
+        scales = [[symmetric_scale(ranges.peaks[v]) for v in _observed(t)] for t in targets]
         weights = _WeightQuantizer(store)
         for t, s in zip(targets, scales):
             if isinstance(t, transformer.LinearOp):
                 _rewrite_linear(t, weights, *s)
             else:
-                _rewrite_attention(t, *s)
+                _rewrite_attention(t, *s, probability_scale(ranges.probability_peaks.get(t, 1.0)))
 
 
 def _observed(op: transformer.LinearOp | transformer.AttentionOp) -> tuple[SSAValue, ...]:
@@ -146,7 +149,16 @@ def _rewrite_linear(op: transformer.LinearOp, weights: _WeightQuantizer, input_s
     _erase_if_dead(old_weight)
 
 
-def _rewrite_attention(op: transformer.AttentionOp, q_scale: float, k_scale: float, v_scale: float) -> None:
+def probability_scale(peak: float) -> float:
+    """INT8 scale of softmax probabilities: the calibrated peak times a margin, at most 1, over
+    127. Attention over many keys is diffuse (peaks of 0.02 over 197 ViT tokens), where 1/127
+    would round most probabilities to 0; a probability above the scale's range saturates."""
+    return float(np.float32(min(1.0, PROBABILITY_MARGIN * peak) / INT8_MAX)) if peak > 0 else quantized.DEFAULT_P_SCALE
+
+
+def _rewrite_attention(
+    op: transformer.AttentionOp, q_scale: float, k_scale: float, v_scale: float, p_scale: float
+) -> None:
     new = quantized.AttentionOp(
         op.q,
         op.k,
@@ -158,7 +170,7 @@ def _rewrite_attention(op: transformer.AttentionOp, q_scale: float, k_scale: flo
         q_scale,
         k_scale,
         v_scale,
-        quantized.DEFAULT_P_SCALE,
+        p_scale,
         op.result.type,
     )
     new.location = op.location

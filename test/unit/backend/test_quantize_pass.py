@@ -133,3 +133,18 @@ def test_missing_calibration_file(tmp_path: Path) -> None:
     module, _ = layer.build()
     with pytest.raises(CompileError, match="not found"):
         _quantize(module, str(tmp_path / "nope.npz"))
+
+
+def test_probability_scale_follows_the_calibrated_peak() -> None:
+    from esact_cc.passes.quantize import probability_scale
+
+    assert probability_scale(0.02) == pytest.approx(0.04 / 127, rel=1e-6)
+    assert probability_scale(0.8) == pytest.approx(1 / 127, rel=1e-6)
+    module, store = layer.build(L=64, mask="none")
+    inputs = layer.inputs(L=64, mask="none")
+    reference = run_module(module, inputs, store)["y"]
+    path_free = module  # calibrate on the synthetic default, evaluate on other inputs
+    _quantize(path_free)
+    attention = next(op for op in module.walk() if isinstance(op, quantized.AttentionOp))
+    assert attention.p_scale.value.data < 1 / 127  # 64 random keys: diffuse attention
+    assert cosine(run_module(module, inputs, store)["y"], reference) > 0.999
