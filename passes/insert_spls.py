@@ -28,6 +28,10 @@ is softmax(Q^ K^T) as DESIGN.md section 6 writes it, `attention` uses the attent
 1/sqrt(d_head) (a flatter distribution, so more rows look alike).
 `threshold` > 1 disables reuse; with k-ratio=1 and threshold > 1 the program computes exactly
 the dense values.
+
+k is ceil(k-ratio * L) of the static sequence length L. Keys the attention mask pads out are
+never selected (PAM is -inf there) and a row with fewer valid keys than k keeps them all, but
+the ratio itself is not rescaled per input: measure sparsity on unpadded inputs.
 """
 
 from __future__ import annotations
@@ -252,6 +256,33 @@ class InsertSplsPass(ModulePass):
     pam_scale: str = "one"
     layers: str = ""
     """Per-layer overrides: "LAYER:name=value,...;LAYER:..." (see the module docstring)."""
+
+    @classmethod
+    def from_option_strings(cls, items: list[str]) -> InsertSplsPass:
+        """The pass from CLI-style options: `NAME=VALUE` (all layers) or `LAYER:NAME=VALUE`
+        (one layer), e.g. ["threshold=0.95", "0:threshold=2", "3:window=2"] (for
+        `esact-cc --spls-option ...`)."""
+        by_field = {f.name: f.type for f in fields(LayerOptions)}
+        converters = {"int": int, "float": float, "str": str}
+        values: dict[str, object] = {}
+        per_layer: list[str] = []
+        for item in items:
+            head, colon, rest = item.partition(":")
+            if colon and head.strip().isdigit():
+                per_layer.append(f"{head.strip()}:{rest}")
+                continue
+            name, eq, value = item.partition("=")
+            key = name.strip().replace("-", "_")
+            if not eq or key not in by_field:
+                raise CompileError(f"insert-spls: bad option {item!r} (expected NAME=VALUE or "
+                                   f"LAYER:NAME=VALUE; names: "
+                                   f"{', '.join(n.replace('_', '-') for n in by_field)})")
+            try:
+                values[key] = converters[str(by_field[key])](value.strip())
+            except ValueError:
+                raise CompileError(f"insert-spls: {name.strip()} has a bad value "
+                                   f"{value.strip()!r}") from None
+        return cls(**values, layers=";".join(per_layer))  # type: ignore[arg-type]
 
     def base_options(self) -> LayerOptions:
         return LayerOptions(self.hlog_bits, self.k_ratio, self.window, self.threshold,
