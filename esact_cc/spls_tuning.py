@@ -20,8 +20,8 @@ of the output to the dense output; both in points (x100), loss = dense - SPLS. C
 tokens only).
 
 Search (`tune`):
-1. uniform: every (similarity, attention) pair over its threshold list at the default
-   hlog-bits/k-ratio/window (`UNIFORM_THRESHOLDS`); then one coordinate round around the best
+1. uniform: the grid `UNIFORM_GRID` of (similarity, attention, hlog-bits, thresholds) at the
+   default k-ratio and window; then one coordinate round around the best
    setting within budget over `REFINE_VALUES` (hlog-bits, window, k-ratio where it matters,
    finer thresholds), keeping a change only if it is within budget and reduces more;
 2. per layer (deeper layers reuse more): start from the best uniform setting; for layer
@@ -68,22 +68,28 @@ DEFAULT_OPTIONS: dict[str, Any] = {"hlog-bits": 4, "k-ratio": 0.2, "window": 4, 
 REUSE_OFF = 2.0
 """A threshold above every similarity score: no row is reused."""
 
-UNIFORM_THRESHOLDS: dict[str, tuple[float, ...]] = {
-    "cosprob": (0.9, 0.95, 0.97, 0.98, 0.99, 0.995),
-    "overlap": (0.5, 0.75, 1.0),
-}
-ATTENTION_MODES = ("dense", "topk")
+UNIFORM_GRID: tuple[tuple[str, str, int, tuple[float, ...]], ...] = (
+    # (similarity, attention, hlog-bits, thresholds); text needs 6 bits (DESIGN.md section 6)
+    ("cosprob", "dense", 4, (0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998)),
+    ("cosprob", "topk", 4, (0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998)),
+    ("cosprob", "dense", 6, (0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998)),
+    ("cosprob", "topk", 6, (0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998)),
+    ("overlap", "dense", 4, (0.5, 0.75, 1.0)),
+    ("overlap", "topk", 4, (0.5, 0.75, 1.0)),
+)
 REFINE_VALUES: dict[str, tuple[Any, ...]] = {
     "hlog-bits": (3, 4, 6),
     "window": (2, 4, 8),
     "k-ratio": (0.1, 0.2, 0.3, 0.5),
 }
 FINER_THRESHOLDS: dict[str, tuple[float, ...]] = {
-    "cosprob": (0.85, 0.9, 0.925, 0.95, 0.96, 0.97, 0.975, 0.98, 0.985, 0.99, 0.995),
+    "cosprob": (0.85, 0.9, 0.925, 0.95, 0.96, 0.97, 0.975, 0.98, 0.985, 0.99, 0.993, 0.995,
+                0.997, 0.998, 0.999),
     "overlap": (0.4, 0.5, 0.6, 0.75, 0.85, 1.0),
 }
 LAYER_THRESHOLDS: dict[str, tuple[float, ...]] = {
-    "cosprob": (0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995, REUSE_OFF),
+    "cosprob": (0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998, 0.999,
+                REUSE_OFF),
     "overlap": (0.3, 0.4, 0.5, 0.6, 0.75, 0.85, 1.0, REUSE_OFF),
 }
 LAYER_SWEEPS = 2
@@ -400,6 +406,13 @@ class SplsEvaluator:
             cosines.append(float(a @ b) / norm if norm > 0 else float(np.array_equal(a, b)))
         return 100.0 * float(np.mean(cosines))
 
+    @property
+    def sample_count(self) -> int:
+        return len(self.samples)
+
+    def layer_count(self, config: SplsConfig) -> int:
+        return len(self._prepare(config).layers)
+
     def measure(self, configs: Sequence[SplsConfig], control: bool = False,
                 seed: int = 0) -> list[Measurement]:
         """Measure every setting on every sample (samples outer, so the memo is shared)."""
@@ -422,6 +435,45 @@ class SplsEvaluator:
                             summarize(works[j]),
                             self._accuracy(control_outputs[j]) if control else None)
                 for j, p in enumerate(prepared)]
+
+
+class PooledEvaluator:
+    """Several evaluators (e.g. one per padded sequence length) measured as one input set:
+    accuracies weighted by sample count, work summed. Same interface as `SplsEvaluator`."""
+
+    def __init__(self, parts: Sequence[SplsEvaluator]):
+        if not parts:
+            raise CompileError("no inputs to measure")
+        self.parts = list(parts)
+        self.labels = parts[0].labels
+        self.dense_accuracy = self._weighted([p.dense_accuracy for p in parts])
+
+    @property
+    def sample_count(self) -> int:
+        return sum(p.sample_count for p in self.parts)
+
+    def _weighted(self, values: Sequence[float]) -> float:
+        total = sum(p.sample_count for p in self.parts)
+        return sum(v * p.sample_count for v, p in zip(values, self.parts)) / total
+
+    def layer_count(self, config: SplsConfig) -> int:
+        return self.parts[0].layer_count(config)
+
+    def measure(self, configs: Sequence[SplsConfig], control: bool = False,
+                seed: int = 0) -> list[Measurement]:
+        per_part = [p.measure(configs, control, seed) for p in self.parts]
+        pooled = []
+        for j, config in enumerate(configs):
+            ms = [part[j] for part in per_part]
+            control_accuracy = (self._weighted([m.control_accuracy or 0.0 for m in ms])
+                                if control else None)
+            pooled.append(Measurement(config, self._weighted([m.accuracy for m in ms]),
+                                      self.dense_accuracy,
+                                      summarize(m.work.layers for m in ms), control_accuracy))
+        return pooled
+
+
+Evaluator = SplsEvaluator | PooledEvaluator
 
 
 # ----------------------------------------------------------------------------- search
@@ -471,7 +523,7 @@ class TuningResult:
 
 
 class _Search:
-    def __init__(self, evaluator: SplsEvaluator, budget: float, log: Callable[[str], None]):
+    def __init__(self, evaluator: Evaluator, budget: float, log: Callable[[str], None]):
         self.evaluator = evaluator
         self.budget = budget
         self.log = log
@@ -508,9 +560,8 @@ def _describe(m: Measurement, budget: float) -> str:
 
 
 def search_uniform(search: _Search) -> Measurement:
-    grid = [uniform_config(similarity=sim, attention=attn, threshold=thr)
-            for sim, thresholds in UNIFORM_THRESHOLDS.items() for attn in ATTENTION_MODES
-            for thr in thresholds]
+    grid = [uniform_config(similarity=sim, attention=attn, threshold=thr, hlog_bits=bits)
+            for sim, attn, bits, thresholds in UNIFORM_GRID for thr in thresholds]
     best = search.best_of(search.measure(grid), None)
     if best is None:  # nothing within budget: reuse off, dense attention (prediction only)
         search.log("  no uniform setting is within the budget; reuse off")
@@ -558,7 +609,7 @@ def _per_layer_config(options: Mapping[str, Any], thresholds: Mapping[int, float
                               if t != base})
 
 
-def tune(evaluator: SplsEvaluator, budget: float, per_layer: bool = True,
+def tune(evaluator: Evaluator, budget: float, per_layer: bool = True,
          log: Callable[[str], None] | None = None) -> TuningResult:
     """Search uniform, then per-layer settings within `budget` accuracy points (calibration)."""
     if not (math.isfinite(budget) and budget >= 0):
@@ -569,7 +620,7 @@ def tune(evaluator: SplsEvaluator, budget: float, per_layer: bool = True,
         f"x100, dense {evaluator.dense_accuracy:.3f}, budget {budget} points)")
     uniform = search_uniform(search)
     result = TuningResult(uniform, None, search.history, budget)
-    layer_count = len(evaluator._prepare(uniform.config).layers)
+    layer_count = evaluator.layer_count(uniform.config)
     if per_layer and layer_count > 1:
         log("per-layer thresholds")
         chosen = search_per_layer(search, uniform, layer_count)
