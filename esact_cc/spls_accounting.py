@@ -16,7 +16,11 @@ Counting rules (the same as bench/spls_emulation.py, so the two agree):
   selects, per head; else all real keys;
 - qk, pv: per computed real row, its SPA keys (`attention=topk`) or all visible keys;
 - prediction: HLog products Q^ = X W_Q, K^ = X W_K over real rows, and PAM over visible pairs;
-  `PREDICTION_MAC_PER_PRODUCT` MACs each (DESIGN.md section 6: 0.1).
+  `PREDICTION_MAC_PER_PRODUCT` MACs each (DESIGN.md section 6: 0.1);
+- mask quality: top-k recall, |SPA_i & exact top-k_i| / k averaged over heads, for computed
+  real rows, the exact top-k taken from the attention's own Q and K. Measured only with
+  `attention=dense` (with `topk` the program never generates the keys SPA drops, so the exact
+  scores are not in it).
 """
 
 from __future__ import annotations
@@ -26,10 +30,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from xdsl.dialects.builtin import ModuleOp, TensorType
-from xdsl.ir import SSAValue
+from xdsl.ir import Operation, SSAValue
 
 from esact_cc.dialects import quantized, spls, transformer
 from esact_cc.runtime.errors import CompileError
+from esact_cc.runtime.spls_kernels import topk_mask
 
 PREDICTION_MAC_PER_PRODUCT = 0.1
 """One HLog product (a few shift-adds on the BPU) costs 0.1 INT8 MAC (DESIGN.md section 6)."""
@@ -55,6 +60,7 @@ class SplsLayer:
     """The ops and sizes of one SPLS layer (static; found once per module)."""
 
     index: int
+    attention: Operation
     predict: spls.PredictAttentionOp
     topk: spls.TopKOp
     similarity: spls.LocalSimilarityOp
@@ -105,7 +111,7 @@ def find_spls_layers(module: ModuleOp) -> list[SplsLayer]:
             linears.append((name, w_in, w_out, isinstance(linear, KEY_MASKED)))
         heads = predict.num_heads.value.data
         qk_width = _shape(predict.wq)[1]
-        layers.append(SplsLayer(len(layers), predict, topk, op, heads, qk_width // heads,
+        layers.append(SplsLayer(len(layers), attention, predict, topk, op, heads, qk_width // heads,
                                 _shape(predict.x)[-1], qk_width, tuple(linears),
                                 isinstance(attention, SPA_ATTENTION)))
     return layers
@@ -120,6 +126,8 @@ class LayerWork:
     prediction_products: float = 0.0
     rows: int = 0
     reused_rows: int = 0
+    recall_sum: float = 0.0
+    recall_rows: int = 0
 
     def add(self, other: LayerWork) -> None:
         for c in COMPONENTS:
@@ -128,6 +136,8 @@ class LayerWork:
         self.prediction_products += other.prediction_products
         self.rows += other.rows
         self.reused_rows += other.reused_rows
+        self.recall_sum += other.recall_sum
+        self.recall_rows += other.recall_rows
 
     def as_dict(self) -> dict[str, object]:
         return {"dense_macs": dict(self.dense), "executed_macs": dict(self.executed),
@@ -136,8 +146,10 @@ class LayerWork:
 
 
 def count_layer(layer: SplsLayer, pam: np.ndarray, spa: np.ndarray, reuse: np.ndarray,
-                keys: np.ndarray) -> LayerWork:
-    """Work of one layer on one batch: pam/spa [B, H, L, L], reuse [B, L], keys [B, H, L]."""
+                keys: np.ndarray, q: np.ndarray | None = None,
+                k: np.ndarray | None = None) -> LayerWork:
+    """Work of one layer on one batch: pam/spa [B, H, L, L], reuse [B, L], keys [B, H, L];
+    q, k [B, L, D]: the attention's operands (for the top-k recall; optional)."""
     work = LayerWork()
     for b in range(pam.shape[0]):
         visible = np.isfinite(pam[b])  # [H, L, L]
@@ -166,6 +178,16 @@ def count_layer(layer: SplsLayer, pam: np.ndarray, spa: np.ndarray, reuse: np.nd
                 work.executed[name] += rows * w_in * w_out
         work.prediction_products += 2.0 * rows * layer.x_dim * layer.qk_width \
             + pairs * layer.head_dim
+        if q is not None and k is not None and not layer.sparse_attention and done:
+            top = layer.topk.k.value.data
+            heads, dh = layer.heads, layer.head_dim
+            qh = q[b].reshape(-1, heads, dh).transpose(1, 0, 2)[:, computed, :]
+            kh = k[b].reshape(-1, heads, dh).transpose(1, 2, 0)
+            exact = topk_mask(np.matmul(qh.astype(np.float64), kh), top, visible[:, computed, :])
+            hits = (exact & spa[b].astype(bool)[:, computed, :]).sum(axis=-1)  # [H, rows]
+            kept = np.maximum(exact.sum(axis=-1), 1)  # k, or fewer visible keys
+            work.recall_sum += float((hits / kept).mean(axis=0).sum())
+            work.recall_rows += done
     return work
 
 
@@ -206,6 +228,11 @@ class WorkSummary:
     def reused_fraction_per_layer(self) -> list[float]:
         return [w.reused_rows / w.rows if w.rows else 0.0 for w in self.layers]
 
+    @property
+    def topk_recall(self) -> float | None:
+        rows = sum(w.recall_rows for w in self.layers)
+        return sum(w.recall_sum for w in self.layers) / rows if rows else None
+
     def executed_fraction_by_component(self) -> dict[str, float]:
         out = {}
         for c in COMPONENTS:
@@ -220,6 +247,7 @@ class WorkSummary:
                 "prediction_macs": self.prediction_macs,
                 "reused_fraction": self.reused_fraction,
                 "reused_fraction_per_layer": self.reused_fraction_per_layer(),
+                "topk_recall": self.topk_recall,
                 "executed_fraction_by_component": self.executed_fraction_by_component()}
 
 

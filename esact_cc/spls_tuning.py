@@ -50,6 +50,7 @@ from esact_cc.dialects import spls
 from esact_cc.reference_interpreter import Interpreter, io_names, main_function
 from esact_cc.runtime.errors import CompileError
 from esact_cc.spls_accounting import (
+    MASKED_ATTENTION,
     LayerWork,
     SplsLayer,
     WorkSummary,
@@ -199,7 +200,8 @@ def content_fingerprint(array: np.ndarray) -> int:
 
 CONTENT_FINGERPRINTED = (spls.LocalSimilarityOp, spls.TopKOp)
 """Ops whose results are fingerprinted by value (small masks that often coincide)."""
-RECORDED = (spls.PredictAttentionOp, spls.TopKOp, spls.LocalSimilarityOp)
+RECORDED = (spls.PredictAttentionOp, spls.TopKOp, spls.LocalSimilarityOp, *MASKED_ATTENTION)
+"""Ops whose values the accounting reads (attentions: their Q and K operands)."""
 
 
 @dataclass
@@ -282,7 +284,9 @@ class TuningInterpreter(Interpreter):
         for index, result in enumerate(op.results):
             self.fingerprints[result] = (content_fingerprint(outputs[index]) if by_value
                                          else hash((key, index)))
-        if isinstance(op, RECORDED):
+        if isinstance(op, MASKED_ATTENTION):
+            self.records[id(op)] = args[:2]
+        elif isinstance(op, RECORDED):
             self.records[id(op)] = outputs
         return outputs
 
@@ -392,7 +396,8 @@ class SplsEvaluator:
             pam = interpreter.records[id(layer.predict)][0]
             spa = interpreter.records[id(layer.topk)][0]
             reuse, keys = interpreter.records[id(layer.similarity)]
-            work.append(count_layer(layer, pam, spa, reuse, keys))
+            q, k = interpreter.records[id(layer.attention)]
+            work.append(count_layer(layer, pam, spa, reuse, keys, q, k))
         return np.asarray(outputs[self.output]), work
 
     def _accuracy(self, outputs: Sequence[np.ndarray]) -> float:

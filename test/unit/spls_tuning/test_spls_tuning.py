@@ -185,6 +185,12 @@ def test_accounting_without_reuse_is_dense_plus_prediction(files):
     assert m.work.reused_fraction == 0.0
     assert m.reduction == pytest.approx(-products * PREDICTION_MAC_PER_PRODUCT / dense)
     assert m.loss == 0.0
+    assert 0.0 < m.work.topk_recall < 1.0
+    everything, sparse = evaluator.measure([
+        spls_tuning.uniform_config(threshold=2.0, **{"k-ratio": 1.0}),
+        spls_tuning.uniform_config(threshold=2.0, attention="topk")])
+    assert everything.work.topk_recall == 1.0  # k = L: SPA and the exact top-k keep every key
+    assert sparse.work.topk_recall is None  # not measurable: dropped keys are never generated
 
 
 def test_random_control_reuses_as_many_rows(files):
