@@ -33,9 +33,14 @@ Masked ops:
   schedule with ATTN_QK / ATTN_PV row masks (reused query rows skipped), for `topk` also the
   SPA element mask in ATTN_QK, SOFTMAX and ATTN_PV, then SCATTER_ROWS per head.
 
-Limits (CompileError): HLog bits <= 7 (codes in int8 buffers), no additive attention mask in
-the prediction (padding masks need a key mask the ISA cannot build from FP32 data), the L rows
-of one batch element must fit one ABUF tile, a dynamic HLog scale only (what insert-spls emits).
+Additive attention masks (padding): one row per batch element and head is loaded into VBUF
+and given to TOPK (`add_mask`: masked keys are never selected, FP32 PAM + mask is ranked, as
+in the reference) and to the SOFTMAX of PAM and of the attention; a per-query mask is ADDed
+in the attention as in the dense lowering (the prediction rejects it).
+
+Limits (CompileError): HLog bits <= 7 (codes in int8 buffers), the L rows of one batch element
+must fit one ABUF tile, the H x L x L SPA of one batch element must fit MBUF (SIMILARITY reads
+all heads at once), a dynamic HLog scale only (what insert-spls emits).
 """
 
 from __future__ import annotations
@@ -176,9 +181,6 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
         raise _fail(topk, "SPA may feed only the similarity and sparse attentions")
     if op.scale is not None:
         raise _fail(op, "a static HLog scale is not supported (insert-spls emits dynamic ones)")
-    if predict.mask is not None:
-        raise _fail(predict, "an additive attention mask in the prediction is not supported by "
-                    "the sparse lowering (no instruction turns FP32 mask values into a key mask)")
     bits = op.bits.value.data
     if bits > MAX_INT8_HLOG_BITS or predict.bits.value.data > MAX_INT8_HLOG_BITS:
         raise _fail(op, f"hlog-bits > {MAX_INT8_HLOG_BITS} is not supported (int8 code buffers)")
@@ -265,6 +267,10 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
     # PAM per head: TOPK from the exact integer scores, FP32 PAM for the similarity.
     pam_scale = vec_constant("spls.pam_scale", np.full(length, predict.scale.value.data, np.float32),
                              ("spls-pam-scale", length, float(predict.scale.value.data)))
+    mask_rows = _MaskRows(lw, predict, predict.mask, batch, heads, length, length)
+    if mask_rows.per_query:
+        raise _fail(predict, "a per-query additive mask is not supported by the prediction "
+                    "lowering (TOPK / SOFTMAX take one additive row per head)")
     keep_spa = bool(spa_users)
     masks = LayerMasks(batch, length, heads,
                        reuse_map=lw.alloc(Buffer.MBUF, 2 * length * batch),
@@ -273,28 +279,38 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
                        spa=None)
     spa_size = heads * length * length
     spa = lw.alloc(Buffer.MBUF, spa_size * batch)
+    # With an additive mask TOPK ranks the FP32 PAM plus the mask (as the reference does);
+    # without one the exact integer PAM (same order: PAM scales are positive).
+    float_pam = sim.pam is not None or mask_rows.present
     for b in range(batch):
-        pam = lw.alloc(Buffer.VBUF, spa_size) if sim.pam is not None else None
+        pam = lw.alloc(Buffer.VBUF, spa_size) if float_pam else None
         for h in range(heads):
             scores = acc_buf.alloc(length * length)
             lw.emit("bpu", PREDICT, dst_addr=scores, a_buf=Buffer.ABUF,
                     a_addr=qc + b * length * width + h * d, b_buf=Buffer.ABUF,
                     b_addr=kc + b * length * width + h * d, m=length, k=d, n=length,
                     a_stride=width, b_stride=width, transpose_b=1)
-            lw.emit("topk", PREDICT, dst_addr=spa + b * spa_size + h * length * length,
-                    src_buf=Buffer.ACC, src_addr=scores, rows=length, cols=length, k=k,
-                    causal=int(causal))
+            source = {"src_buf": Buffer.ACC, "src_addr": scores}
             if pam is not None:
                 lw.emit("dequant", PREDICT, dst_addr=pam + h * length * length, src_addr=scores,
                         rows=length, cols=length, scale_addr=pam_scale, scalar_count=2,
                         scalar_addr=sqk + 2 * b)
+                if mask_rows.present:
+                    source = {"src_buf": Buffer.VBUF, "src_addr": pam + h * length * length,
+                              "has_add_mask": 1, "add_mask_addr": mask_rows.row(b, h)}
+            lw.emit("topk", PREDICT, dst_addr=spa + b * spa_size + h * length * length,
+                    rows=length, cols=length, k=k, causal=int(causal), **source)
             acc_buf.free(scores)
-        if pam is not None:
-            for h0, n_rows in ([(h, length) for h in range(heads)] if causal
+        if sim.pam is not None:
+            assert pam is not None
+            per_head = causal or mask_rows.per_head
+            for h0, n_rows in ([(h, length) for h in range(heads)] if per_head
                                else [(0, heads * length)]):
+                extra = ({"has_add_mask": 1, "add_mask_addr": mask_rows.row(b, h0)}
+                         if mask_rows.present else {})
                 lw.emit("softmax", PREDICT, dst_addr=pam + h0 * length * length,
                         src_addr=pam + h0 * length * length, rows=n_rows, cols=length, scale=1.0,
-                        causal=int(causal))
+                        causal=int(causal), **extra)
         lw.emit("similarity", PREDICT, map_addr=masks.reuse_map + 2 * length * b,
                 key_mask_addr=masks.key_mask + heads * length * b, spa_addr=spa + b * spa_size,
                 has_prob=int(pam is not None), prob_addr=pam or 0, heads=heads, length=length,
@@ -303,6 +319,7 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
                 has_row_mask=1, row_mask_addr=masks.row_mask + length * b)
         if pam is not None:
             lw.free(Buffer.VBUF, pam)
+    mask_rows.free()
     lw.free(Buffer.VBUF, pam_scale, sqk)
     lw.free(Buffer.ABUF, qc, kc)
     if keep_spa:
@@ -341,6 +358,48 @@ def _lower_now(lw: dense._Lowering, op: Operation) -> None:
     dense._LOWERINGS[type(op)](lw, op)
     lw.fused.add(op)
     lw.current, lw.layer = saved
+
+
+class _MaskRows:
+    """VBUF rows of an additive attention mask [.., 1, Lk] (one row per batch element and
+    head, loaded once per op) for SOFTMAX / TOPK `add_mask` operands."""
+
+    def __init__(self, lw: dense._Lowering, op: Operation, mask: SSAValue | None, batch: int,
+                 heads: int, lq: int, lk: int):
+        self.lw, self.rows = lw, {}
+        self.tensor = None if mask is None else lw.f32_tensor(mask, "mask")
+        self.shape = (1, 1, 1, lk)
+        if self.tensor is not None:
+            shape = self.tensor.shape
+            self.shape = (1,) * (4 - len(shape)) + tuple(shape)
+            if len(shape) > 4 or self.shape[-1] != lk or self.shape[2] not in (1, lq) \
+                    or self.shape[0] not in (1, batch) or self.shape[1] not in (1, heads):
+                raise _fail(op, f"mask {list(shape)} must broadcast as [B, H, 1 or {lq}, {lk}]")
+
+    @property
+    def present(self) -> bool:
+        return self.tensor is not None
+
+    @property
+    def per_query(self) -> bool:
+        return self.present and self.shape[2] != 1
+
+    @property
+    def per_head(self) -> bool:
+        return self.present and self.shape[1] != 1
+
+    def row(self, b: int, h: int) -> int:
+        assert self.tensor is not None and not self.per_query
+        key = (b % self.shape[0], h % self.shape[1])
+        if key not in self.rows:
+            addr = self.lw.alloc(Buffer.VBUF, self.shape[3])
+            self.lw.load(Buffer.VBUF, addr, self.tensor.address
+                         + (key[0] * self.shape[1] + key[1]) * self.shape[3] * F32, 1, self.shape[3])
+            self.rows[key] = addr
+        return self.rows[key]
+
+    def free(self) -> None:
+        self.lw.free(Buffer.VBUF, *self.rows.values())
 
 
 class PredictScratch:
@@ -509,8 +568,6 @@ def lower_masked_attention(lw: dense._Lowering, op: Operation) -> None:
     sparse = isinstance(op, spls.SparseQuantizedAttentionOp)
     if sparse and masks.spa is None:
         raise _fail(op, "its SPA mask is not on chip")
-    if op.mask is not None:
-        raise _fail(op, "an additive attention mask is not supported by the sparse lowering")
     q, k, v = (lw.f32_tensor(val, name) for val, name in ((op.q, "q"), (op.k, "k"), (op.v, "v")))
     batch, lq, width = q.shape
     lk, width_v = k.shape[1], v.shape[2]
@@ -533,6 +590,7 @@ def lower_masked_attention(lw: dense._Lowering, op: Operation) -> None:
     o_addr = lw.alloc(Buffer.VBUF, dv)
     lw.load(Buffer.VBUF, o_addr, o_vec.address, 1, dv)
     causal_fields = {"causal": int(causal), "causal_offset": lk - lq if causal else 0}
+    mask_rows = _MaskRows(lw, op, op.mask, batch, heads, lq, lk)
 
     def spa_of(b: int, h: int) -> dict[str, int]:
         if not sparse:
@@ -577,6 +635,16 @@ def lower_masked_attention(lw: dense._Lowering, op: Operation) -> None:
                 lw.free(Buffer.ACC, scores)
                 elem = ({"has_elem_mask": 1, "elem_mask_addr": spa_of(b, h)["mask_addr"]}
                         if sparse else {})
+                if mask_rows.per_query:  # as the dense lowering: ADD the [lq, lk] block
+                    assert mask_rows.tensor is not None
+                    shape = mask_rows.shape
+                    mm = lw.alloc(Buffer.VBUF, lq * lk)
+                    base = ((b % shape[0]) * shape[1] + h % shape[1]) * lq * lk
+                    lw.load(Buffer.VBUF, mm, mask_rows.tensor.address + base * F32, lq, lk)
+                    lw.emit("add", "sfu", dst_addr=f, a_addr=f, b_addr=mm, rows=lq, cols=lk)
+                    lw.free(Buffer.VBUF, mm)
+                elif mask_rows.present:
+                    elem.update(has_add_mask=1, add_mask_addr=mask_rows.row(b, h))
                 lw.emit("softmax", "sfu", dst_addr=f, src_addr=f, rows=lq, cols=lk, scale=1.0,
                         **causal_fields, **elem)
                 p = lw.alloc(Buffer.ABUF, lq * lk)
@@ -588,6 +656,7 @@ def lower_masked_attention(lw: dense._Lowering, op: Operation) -> None:
             for hh, p in pending:
                 pv(b, h0, g, hh, p, va)
             lw.free(Buffer.ABUF, qa, ka, va)
+    mask_rows.free()
     lw.free(Buffer.VBUF, s_addr, o_addr)
     _done_with(lw, masks, op)
 

@@ -30,6 +30,7 @@ from .isa import (
     GeluMode,
     Instruction,
     Operand,
+    TOPK_MASKED_ADDITIVE,
     SimilarityMode,
     Work,
     bits_float,
@@ -349,6 +350,10 @@ class Machine:
         valid = np.ones(scores.shape, dtype=bool)
         if f["has_key_mask"]:
             valid &= self.mask("key_mask_addr")
+        if f["has_add_mask"]:
+            add = self.vector("add_mask_addr").astype(np.float32)
+            scores = scores.astype(np.float32) + add[None, :]
+            valid &= (add > TOPK_MASKED_ADDITIVE)[None, :]
         if f["causal"]:
             r = np.arange(f["rows"])[:, None]
             c = np.arange(f["cols"])[None, :]

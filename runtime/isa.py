@@ -617,12 +617,16 @@ _SPECS: tuple[InstructionSpec, ...] = (
         _flag("causal"),
         FieldSpec("causal_offset", 16, FieldKind.SINT,
                   doc="causal: column c is invalid when c > r + causal_offset"),
+        # Added for the sparse lowering: the attention's additive (padding) mask row.
+        _flag("has_add_mask"), _addr("add_mask_addr", "VBUF: additive row vector of cols"),
     ), (_mat("src_addr", "src_buf", "rows", "cols", "r", "src_stride"),
         _mat("dst_addr", Buffer.MBUF, "rows", "cols", "w"),
-        _vec("key_mask_addr", Buffer.MBUF, "cols", enabled_by="has_key_mask")), _topk_cost,
+        _vec("key_mask_addr", Buffer.MBUF, "cols", enabled_by="has_key_mask"),
+        _vec("add_mask_addr", Buffer.VBUF, "cols", enabled_by="has_add_mask")), _topk_cost,
         """dst = spls_kernels.topk_mask(scores, k, valid) as bytes 0/1: per row the k
         highest-scoring valid keys (ties: lower key index; rows with fewer valid keys keep
-        all of them)."""),
+        all of them). With has_add_mask, scores = float32(float32(src) + add_mask[c]) and key
+        c is invalid where add_mask[c] <= TOPK_MASKED_ADDITIVE."""),
     _spec("similarity", 0x33, Queue.PREDICT, Unit.TOPK, (
         _addr("map_addr", "MBUF: reuse map out, length little-endian int16"),
         _addr("key_mask_addr", "MBUF: heads x keys key mask out"),
@@ -671,6 +675,9 @@ ALLOWED_BUFFERS: Mapping[tuple[str, str], frozenset[Buffer]] = MappingProxyType(
 })
 
 MAX_INT8_HLOG_BITS = 7  # level 2^(bits-1) = 64 still fits int8
+TOPK_MASKED_ADDITIVE = -1.0e4
+"""TOPK add mask: a key whose additive mask value is at or below this is invalid (HF exports
+use -10000 or the float32 minimum; the same rule as the spls reference interpreter)."""
 
 
 def _check_table() -> None:

@@ -5,7 +5,7 @@
 // The sparse lowering (passes/lower_spls_to_esact.py) of one pre-LN encoder layer after
 // quantize + insert-spls (weights in Inputs/insert_spls_layer.npz; L = 4, 2 heads, width 8):
 // the prediction chain on the predict queue (HLOG of X, one BPU for Q^|K^, DEQUANT with the
-// dynamic X scale, HLOG of Q^ and K^, per head BPU Q^K^T -> TOPK (+ DEQUANT for cosprob),
+// dynamic X scale, HLOG of Q^ and K^, per head BPU Q^K^T -> (DEQUANT for cosprob) TOPK,
 // SOFTMAX, SIMILARITY writing the reuse map, key mask and computed-row mask in MBUF), then K
 // and V (independent of the prediction: moved before Q, so the compute queue runs them while
 // the predict queue works), then Q, the attention, O, FFN1 and FFN2 with the computed-row mask
@@ -18,11 +18,11 @@
 // CHECK-NEXT: esact.hlog {{.*}}dst_addr = [[QC:[0-9]+]], {{.*}}rows = 4, cols = 8, src_stride = 16, {{.*}}scale_out_addr = [[SQ:[0-9]+]] {component = "predict"}
 // CHECK-NEXT: esact.hlog {{.*}}dst_addr = [[KC:[0-9]+]], {{.*}}rows = 4, cols = 8, src_stride = 16, {{.*}}dynamic = 1
 // CHECK:      esact.bpu {{.*}}a_addr = [[QC]], b_buf = ABUF, b_addr = [[KC]], m = 4, k = 4, n = 4, a_stride = 8, b_stride = 8, dst_stride = 0, transpose_b = 1 {component = "predict"}
-// CHECK-NEXT: esact.topk {{.*}}dst_addr = [[SPA:[0-9]+]], src_buf = ACC, {{.*}}rows = 4, cols = 4, {{.*}}k = 1, {{.*}}causal = 0
 // CHECK-NEXT: esact.dequant {{.*}}rows = 4, cols = 4, {{.*}}scalar_count = 2, scalar_addr = [[SQ]] {component = "predict"}
+// CHECK-NEXT: esact.topk {{.*}}dst_addr = [[SPA:[0-9]+]], src_buf = ACC, {{.*}}rows = 4, cols = 4, {{.*}}k = 1, {{.*}}causal = 0{{.*}}has_add_mask = 0
 // CHECK:      esact.bpu {{.*}}transpose_b = 1
-// CHECK-NEXT: esact.topk
 // CHECK-NEXT: esact.dequant
+// CHECK-NEXT: esact.topk
 // CHECK-NEXT: esact.softmax {{.*}}rows = 8, cols = 4, {{.*}}{component = "predict"}
 // CHECK-NEXT: esact.similarity {{.*}}map_addr = [[MAP:[0-9]+]], key_mask_addr = {{[0-9]+}}, spa_addr = [[SPA]], has_prob = 1, {{.*}}heads = 2, length = 4, keys = 4, window = 4, k = 1, threshold = 0.8999{{[0-9]*}}, mode = COSPROB, has_row_mask = 1, row_mask_addr = [[ROWS:[0-9]+]] {component = "predict"}
 // CHECK:      esact.gemm {{.*}} has_row_mask = 0{{.*}}component = "k"
