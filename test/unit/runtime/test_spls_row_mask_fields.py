@@ -86,3 +86,21 @@ def test_new_fields_round_trip_through_the_encoding() -> None:
                   Instruction.make("similarity", heads=1, length=4, keys=4, k=1, threshold=0.5,
                                    has_row_mask=1, row_mask_addr=4095)):
         assert decode_instruction(encode_instruction(instr)) == instr
+
+
+def test_topk_add_mask_ranks_masked_scores_and_excludes_masked_keys() -> None:
+    rows, cols, k = 3, 6, 2
+    scores = RNG.standard_normal((rows, cols)).astype(np.float32)
+    add = np.array([0.0, -0.5, np.finfo(np.float32).min, 0.25, -1.0e4, 0.0], np.float32)
+    instr = Instruction.make("topk", dst_addr=0, src_buf=Buffer.VBUF, src_addr=0, rows=rows,
+                             cols=cols, k=k, has_add_mask=1, add_mask_addr=100)
+    m = machine_for(instr)
+    put(m, Buffer.VBUF, 0, scores)
+    put(m, Buffer.VBUF, 100, add)
+    m.step(0, instr)
+    got = m.buffers[Buffer.MBUF][:rows * cols].reshape(rows, cols) != 0
+    valid = add > -1.0e4
+    for r in range(rows):
+        ranked = [c for c in np.argsort(-(scores[r] + add), kind="stable") if valid[c]]
+        assert set(np.flatnonzero(got[r])) == set(ranked[:k])
+    assert not got[:, [2, 4]].any()
