@@ -23,7 +23,7 @@ Models:
   calibration sentences only.
 
 Run (writes bench/results/spls_tradeoff_<model>.json and .png when matplotlib is installed):
-    python bench/spls_tradeoff.py --model digits
+    python bench/spls_tradeoff.py --model digits [--split-test]
     python bench/spls_tradeoff.py --model minilm --calib 48 --test 96
 """
 
@@ -83,15 +83,28 @@ def log(message: str) -> None:
 # ----------------------------------------------------------------------------- digits
 
 
-def digits_evaluators(ir: str, calib_limit: int, test_limit: int
+def digits_evaluators(ir: str, calib_limit: int, test_limit: int, split_test: bool
                       ) -> tuple[str, SplsEvaluator, SplsEvaluator]:
+    """digits_calib.npz is drawn from the TRAINING split (the model is 100% right on it), so
+    `split_test` offers the other protocol: SPLS calibration on the first half of
+    digits_test.npz, report on the second half (INT8 ranges from digits_calib.npz either way)."""
     model = str(MODELS / "digits_vit.onnx")
     inputs = model_inputs(model)
-    calib = load_calibration_data(MODELS / "digits_calib.npz", inputs, "labels",
-                                  limit=calib_limit)
-    test = load_calibration_data(MODELS / "digits_test.npz", inputs, "labels", limit=test_limit)
-    return (model, SplsEvaluator(model, calib, ir=ir),
-            SplsEvaluator(model, test, ir=ir, quantize_samples=calib.samples))
+    int8 = load_calibration_data(MODELS / "digits_calib.npz", inputs, "labels")
+    test = load_calibration_data(MODELS / "digits_test.npz", inputs, "labels")
+    if split_test:
+        half = len(test.samples) // 2
+        assert test.labels is not None
+        calib = CalibrationData(test.samples[:half], test.labels[:half], "digits_test[:half]")
+        test = CalibrationData(test.samples[half:], test.labels[half:], "digits_test[half:]")
+    else:
+        calib = int8
+    for data, limit in ((calib, calib_limit), (test, test_limit)):
+        if limit:
+            data.samples = data.samples[:limit]
+            data.labels = None if data.labels is None else data.labels[:limit]
+    return (model, SplsEvaluator(model, calib, ir=ir, quantize_samples=int8.samples),
+            SplsEvaluator(model, test, ir=ir, quantize_samples=int8.samples))
 
 
 # ----------------------------------------------------------------------------- MiniLM
@@ -292,24 +305,58 @@ def plot(result: dict[str, Any], path: Path) -> bool:
     return True
 
 
+def markdown(result: dict[str, Any]) -> str:
+    """The result's headline rows as a markdown table (docs/spls_results.md)."""
+    rows = [("DESIGN.md section 6 reference setting", result["reference"])]
+    if "oracle_uniform_held_out" in result:
+        rows.append(("best uniform within budget, chosen ON held-out (oracle)",
+                     result["oracle_uniform_held_out"]))
+    for key, name in (("tuned_uniform", "esact-tune best uniform"),
+                      ("tuned_per_layer", "esact-tune per-layer")):
+        if key in result:
+            rows.append((f"{name}, calibration set", result[key]["calibration"]))
+            rows.append((f"{name}, held-out", result[key]["held_out"]))
+    header = ("| setting | options | reduction | (w/o prediction) | loss (points) | "
+              "random-reuse loss | reused rows | top-k recall |")
+    lines = [header, "|---|---|---|---|---|---|---|---|"]
+    for name, p in rows:
+        recall = p.get("topk_recall")
+        control = p.get("control_loss_points")
+        lines.append(
+            f"| {name} | {p['label']} | {100 * p['reduction']:.2f}% | "
+            f"{100 * p['reduction_without_prediction']:.2f}% | {p['loss_points']:.2f} | "
+            f"{'-' if control is None else f'{control:.2f}'} | {100 * p['reused_fraction']:.1f}% "
+            f"| {'-' if recall is None else f'{recall:.3f}'} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="SPLS accuracy vs computation (compiled IR)")
-    ap.add_argument("--model", choices=["digits", "minilm"], required=True)
+    ap.add_argument("--model", choices=["digits", "minilm"])
     ap.add_argument("--ir", choices=["quantized", "transformer"], default="quantized")
     ap.add_argument("--budget", type=float, default=1.0, help="accuracy-loss budget (points)")
     ap.add_argument("--calib", type=int, default=0, help="calibration inputs (0: all / 48)")
     ap.add_argument("--test", type=int, default=0, help="held-out inputs (0: all / 96)")
     ap.add_argument("--skip-tune", action="store_true")
+    ap.add_argument("--split-test", action="store_true",
+                    help="digits: calibrate on half of digits_test, report on the other half")
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
+    ap.add_argument("--markdown", type=Path, metavar="RESULT.json",
+                    help="print the headline table of a written result and exit")
     args = ap.parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads(args.markdown.read_text())), end="")
+        return 0
     import tempfile
 
     from esact_cc.runtime.atomic_write import atomic_write_text
 
+    if args.model is None:
+        ap.error("--model is required")
     with tempfile.TemporaryDirectory(prefix="spls-tradeoff-") as tmp:
         if args.model == "digits":
-            _, calib, test = digits_evaluators(args.ir, args.calib, args.test)
-            name = "digits ViT (bundled)"
+            _, calib, test = digits_evaluators(args.ir, args.calib, args.test, args.split_test)
+            name = "digits ViT (bundled)" + (", test split in halves" if args.split_test else "")
         else:
             n_calib, n_test = args.calib or 48, args.test or 96
             texts = minilm_sentences(n_calib + n_test)
@@ -324,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     result["command"] = "python bench/spls_tradeoff.py " + " ".join(
         argv if argv is not None else sys.argv[1:])
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = args.out_dir / f"spls_tradeoff_{args.model}"
+    stem = args.out_dir / f"spls_tradeoff_{args.model}{'_split' if args.split_test else ''}"
     atomic_write_text(stem.with_suffix(".json"), json.dumps(result, indent=1) + "\n")
     if plot(result, stem.with_suffix(".png")):
         log(f"wrote {stem}.json and {stem}.png")
