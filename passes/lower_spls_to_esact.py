@@ -35,8 +35,10 @@ Masked ops:
 
 Additive attention masks (padding): one row per batch element and head is loaded into VBUF
 and given to TOPK (`add_mask`: masked keys are never selected, FP32 PAM + mask is ranked, as
-in the reference) and to the SOFTMAX of PAM and of the attention; a per-query mask is ADDed
-in the attention as in the dense lowering (the prediction rejects it).
+in the reference) and to the SOFTMAX of PAM and of the attention. A per-query mask [.., L, L]
+(e.g. BERT's expanded padding mask) is ADDed to the FP32 PAM and to the attention scores; TOPK
+then ranks masked keys last instead of excluding them, which differs from the reference only
+in rows with fewer than k unmasked keys (never without padding).
 
 Limits (CompileError): HLog bits <= 7 (codes in int8 buffers), the L rows of one batch element
 must fit one ABUF tile, the H x L x L SPA of one batch element must fit MBUF (SIMILARITY reads
@@ -268,9 +270,6 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
     pam_scale = vec_constant("spls.pam_scale", np.full(length, predict.scale.value.data, np.float32),
                              ("spls-pam-scale", length, float(predict.scale.value.data)))
     mask_rows = _MaskRows(lw, predict, predict.mask, batch, heads, length, length)
-    if mask_rows.per_query:
-        raise _fail(predict, "a per-query additive mask is not supported by the prediction "
-                    "lowering (TOPK / SOFTMAX take one additive row per head)")
     keep_spa = bool(spa_users)
     masks = LayerMasks(batch, length, heads,
                        reuse_map=lw.alloc(Buffer.MBUF, 2 * length * batch),
@@ -295,7 +294,10 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
                 lw.emit("dequant", PREDICT, dst_addr=pam + h * length * length, src_addr=scores,
                         rows=length, cols=length, scale_addr=pam_scale, scalar_count=2,
                         scalar_addr=sqk + 2 * b)
-                if mask_rows.present:
+                if mask_rows.per_query:  # PAM + mask, ranked as is (see _MaskRows.add_block)
+                    mask_rows.add_block(b, h, pam + h * length * length)
+                    source = {"src_buf": Buffer.VBUF, "src_addr": pam + h * length * length}
+                elif mask_rows.present:
                     source = {"src_buf": Buffer.VBUF, "src_addr": pam + h * length * length,
                               "has_add_mask": 1, "add_mask_addr": mask_rows.row(b, h)}
             lw.emit("topk", PREDICT, dst_addr=spa + b * spa_size + h * length * length,
@@ -307,7 +309,7 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
             for h0, n_rows in ([(h, length) for h in range(heads)] if per_head
                                else [(0, heads * length)]):
                 extra = ({"has_add_mask": 1, "add_mask_addr": mask_rows.row(b, h0)}
-                         if mask_rows.present else {})
+                         if mask_rows.present and not mask_rows.per_query else {})
                 lw.emit("softmax", PREDICT, dst_addr=pam + h0 * length * length,
                         src_addr=pam + h0 * length * length, rows=n_rows, cols=length, scale=1.0,
                         causal=int(causal), **extra)
@@ -397,6 +399,24 @@ class _MaskRows:
                          + (key[0] * self.shape[1] + key[1]) * self.shape[3] * F32, 1, self.shape[3])
             self.rows[key] = addr
         return self.rows[key]
+
+    def add_block(self, b: int, h: int, dst: int) -> None:
+        """ADD the [Lq, Lk] block of a per-query mask to the FP32 scores at `dst` (VBUF).
+
+        In the prediction this ranks masked keys last but does not exclude them from TOPK: a
+        row with fewer than k unmasked keys differs from the reference (which never selects
+        a masked key); with no padding, or >= k real keys per row, the result is identical.
+        """
+        assert self.tensor is not None and self.per_query
+        lq, lk = self.shape[2], self.shape[3]
+        key = (b % self.shape[0], h % self.shape[1], "block")
+        if key not in self.rows:
+            addr = self.lw.alloc(Buffer.VBUF, lq * lk)
+            self.lw.load(Buffer.VBUF, addr, self.tensor.address
+                         + (key[0] * self.shape[1] + key[1]) * lq * lk * F32, lq, lk)
+            self.rows[key] = addr  # type: ignore[index]
+        self.lw.emit("add", PREDICT, dst_addr=dst, a_addr=dst, b_addr=self.rows[key],  # type: ignore[index]
+                     rows=lq, cols=lk)
 
     def free(self) -> None:
         self.lw.free(Buffer.VBUF, *self.rows.values())

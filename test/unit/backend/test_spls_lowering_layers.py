@@ -15,7 +15,6 @@ from esact_cc.passes.lower_to_esact import LowerToEsactPass
 from esact_cc.passes.quantize import QuantizePass
 from esact_cc.passes.schedule import SchedulePass
 from esact_cc.reference_interpreter import run_module
-from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.functional import execute
 from esact_cc.runtime.hw_config import load_config
 from esact_cc.weight_store import WeightStore, attach
@@ -107,10 +106,15 @@ def test_spls_layer_binary_equals_reference(case: str) -> None:
     np.testing.assert_array_equal(got, expected)
 
 
-def test_per_query_mask_in_the_prediction_is_rejected() -> None:
+@pytest.mark.parametrize("padded", [0, 2])
+def test_per_query_mask(padded: int) -> None:
+    """A [1, 1, L, L] mask (BERT's expanded padding mask): exact while every row keeps >= k
+    unmasked keys (k = ceil(0.5 * 6) = 3 <= 4 real keys here)."""
     module, store = layer(masked=True, causal=False)
-    text = str(module).replace("tensor<1x1x1x6xf32>", "tensor<1x1x6x6xf32>")
-    module = parse_ir(text)
+    module = parse_ir(str(module).replace("tensor<1x1x1x6xf32>", "tensor<1x1x6x6xf32>"))
     attach(module, store)
-    with pytest.raises(CompileError, match="per-query additive mask"):
-        compile_both(module, store)
+    reference, program = compile_both(module, store, k_ratio=0.5, threshold=0.5)
+    x = inputs(padded)
+    x["m"] = np.broadcast_to(x["m"], (1, 1, L, L)).copy()
+    expected = run_module(reference, x, store)["y"]
+    np.testing.assert_array_equal(execute(program, x, load_config()).outputs["y"], expected)
