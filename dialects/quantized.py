@@ -9,7 +9,9 @@ on the SFU). Weights stay handles (`onnx.weight`) into the weight store; activat
 FP32 properties found by calibration.
 
 - `quantized.linear`     y = dequant(quant(x, input_scale) @ W_int8) * (input_scale * w_scale[c])
-                         + bias[c]
+                         + bias[c]; with `groups`, each group of input channels has its own
+                         scale, its own INT32 partial product and dequantization, and the FP32
+                         partials are summed in group order
 - `quantized.attention`  per head: S = quant(Q) quant(K)^T (INT32), scores = S * (q_scale *
                          k_scale * scale) + mask (+ causal), P = softmax(scores), O =
                          quant(P, p_scale) quant(V)^T, dequantized by p_scale * v_scale
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import math
 
-from xdsl.dialects.builtin import Float32Type, FloatAttr, I64, IntegerAttr, TensorType, UnitAttr, i64
+from xdsl.dialects.builtin import Float32Type, FloatAttr, I64, IntegerAttr, StringAttr, TensorType, UnitAttr, i64
 from xdsl.ir import Attribute, Dialect, SSAValue
 from xdsl.irdl import (
     IRDLOperation,
@@ -75,6 +77,11 @@ class LinearOp(IRDLOperation):
     """Optional FP32 bias handle [out], added after dequantization."""
     input_scale = prop_def(FloatAttr[Float32Type])
     """Per-tensor scale of x: x_int8 = round(x / input_scale)."""
+    group_scales = opt_prop_def(StringAttr)
+    """Optional weight-store handle of an FP32 [G] vector: one input scale per group of
+    `group_size` input channels (activations with outlier channels); replaces input_scale."""
+    group_size = opt_prop_def(IntegerAttr[I64])
+    """Input channels per group of `group_scales`."""
     result = result_def(TensorType)
     """FP32 output [..., out]."""
 
@@ -82,6 +89,7 @@ class LinearOp(IRDLOperation):
 
     assembly_format = (
         "$x `,` $weight `,` $weight_scale (`,` $bias^)? `input_scale` `(` $input_scale `)`"
+        " (`groups` `(` $group_scales^ `,` $group_size `)`)?"
         " attr-dict `:` functional-type(operands, results)"
     )
 
@@ -93,15 +101,25 @@ class LinearOp(IRDLOperation):
         bias: SSAValue | None,
         input_scale: float,
         result_type: Attribute,
+        group_scales: str | None = None,
+        group_size: int | None = None,
     ):
+        properties: dict[str, Attribute] = {"input_scale": _f32(input_scale)}
+        if group_scales is not None and group_size is not None:
+            properties["group_scales"] = StringAttr(group_scales)
+            properties["group_size"] = IntegerAttr(group_size, i64)
         super().__init__(
             operands=[x, weight, weight_scale, bias],
-            properties={"input_scale": _f32(input_scale)},
+            properties=properties,
             result_types=[result_type],
         )
 
     def verify_(self) -> None:
         _check_scale(self.name, "input_scale", self.input_scale)
+        if (self.group_scales is None) != (self.group_size is None):
+            raise VerifyException(f"{self.name}: group scales and group size go together")
+        if self.group_size is not None and self.group_size.value.data <= 0:
+            raise VerifyException(f"{self.name}: group size must be positive")
         x, w, s, y = _shape(self.x), _shape(self.weight), _shape(self.weight_scale), _shape(self.result)
         if len(w) != 2 or x[-1] != w[0] or s != (w[1],) or y != (*x[:-1], w[1]):
             raise VerifyException(

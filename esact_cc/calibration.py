@@ -122,6 +122,7 @@ class _PeakRecorder(Interpreter):
     def __init__(self, store: WeightStore, watched: Sequence[SSAValue]):
         super().__init__(store)
         self.peaks = {v: 0.0 for v in watched}
+        self.channel_peaks: dict[SSAValue, np.ndarray] = {}
         self.probability_peaks: dict[Operation, float] = {}
 
     def run_op(self, op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
@@ -134,10 +135,13 @@ class _PeakRecorder(Interpreter):
         return super().run_op(op, args)
 
     def _record(self, value: SSAValue, arr: np.ndarray) -> None:
-        arr = np.asarray(arr, np.float32)
-        finite = arr[np.isfinite(arr)]
-        if finite.size:
-            self.peaks[value] = max(self.peaks[value], float(np.max(np.abs(finite))))
+        arr = np.abs(np.asarray(arr, np.float32))
+        arr = np.where(np.isfinite(arr), arr, 0.0)
+        if arr.size:
+            channels = arr.reshape(-1, arr.shape[-1]).max(axis=0) if arr.ndim else arr.reshape(1)
+            previous = self.channel_peaks.get(value)
+            self.channel_peaks[value] = channels if previous is None else np.maximum(previous, channels)
+            self.peaks[value] = max(self.peaks[value], float(channels.max()))
 
 
 @dataclass
@@ -146,6 +150,8 @@ class Ranges:
 
     peaks: dict[SSAValue, float]
     """max |v| of each requested SSA value."""
+    channel_peaks: dict[SSAValue, np.ndarray]
+    """max |v| per last-axis channel of each requested SSA value."""
     probability_peaks: dict[Operation, float]
     """Largest softmax probability of each transformer.attention."""
 
@@ -164,4 +170,4 @@ def collect_peaks(
     for sample in samples:
         recorder.env.clear()
         recorder.run_function(function, sample)
-    return Ranges(recorder.peaks, recorder.probability_peaks)
+    return Ranges(recorder.peaks, recorder.channel_peaks, recorder.probability_peaks)

@@ -39,17 +39,35 @@ def attention_output_scale(p_scale: float, v_scale: float) -> np.float32:
     return np.float32(np.float32(p_scale) * np.float32(v_scale))
 
 
+def input_groups(k: int, group_size: int | None, group_scales: np.ndarray | None,
+                 input_scale: float) -> list[tuple[int, int, float]]:
+    """(first channel, end channel, scale) of each input-channel group of a quantized.linear
+    (one group of all channels when it has no group scales)."""
+    if group_scales is None or group_size is None:
+        return [(0, k, float(input_scale))]
+    return [(g * group_size, min(k, (g + 1) * group_size), float(group_scales[g]))
+            for g in range(-(-k // group_size))]
+
+
 def run_linear(
     x: np.ndarray,
     weight: np.ndarray,
     weight_scale: np.ndarray,
     bias: np.ndarray | None,
     input_scale: float,
+    group_size: int | None = None,
+    group_scales: np.ndarray | None = None,
 ) -> np.ndarray:
-    """quantized.linear on numpy arrays (x FP32 [..., K], weight INT8 [K, N])."""
+    """quantized.linear on numpy arrays (x FP32 [..., K], weight INT8 [K, N]): per input
+    group, QUANT, INT GEMM and DEQUANT (the bias with the first group); the FP32 partial
+    results are added in group order."""
     rows = x.reshape(-1, x.shape[-1])
-    acc = int_matmul(quantize_int8(rows, input_scale), weight)
-    out = dequantize(acc, linear_dequant_scale(input_scale, weight_scale), bias)
+    out = None
+    for start, end, scale in input_groups(rows.shape[1], group_size, group_scales, input_scale):
+        acc = int_matmul(quantize_int8(rows[:, start:end], scale), weight[start:end])
+        part = dequantize(acc, linear_dequant_scale(scale, weight_scale), bias if out is None else None)
+        out = part if out is None else add_f32(out, part)
+    assert out is not None
     return out.reshape(*x.shape[:-1], weight.shape[1])
 
 
@@ -113,7 +131,9 @@ def run_attention(
 @register("quantized.linear")
 def _linear(interp: Interpreter, op: quantized.LinearOp, args: list[np.ndarray]) -> np.ndarray:
     x, weight, weight_scale, *rest = args
-    return run_linear(x, weight, weight_scale, rest[0] if rest else None, op.input_scale.value.data)
+    groups = None if op.group_scales is None else interp.store[op.group_scales.data]
+    size = None if op.group_size is None else op.group_size.value.data
+    return run_linear(x, weight, weight_scale, rest[0] if rest else None, op.input_scale.value.data, size, groups)
 
 
 @register("quantized.attention")

@@ -48,6 +48,7 @@ from esact_cc.dialects.onnx import WeightOp
 from esact_cc.interpret_quantized_ops import (
     attention_output_scale,
     attention_score_scale,
+    input_groups,
     linear_dequant_scale,
     mask_is_row_vector,
 )
@@ -85,6 +86,10 @@ def layer_of(node_name: str) -> int:
 def node_name(op: Operation) -> str:
     loc = op.location
     return loc.desc.data if isinstance(loc, NameLoc) else ""
+
+
+InputFormat = tuple[tuple[int, int, float], ...]
+"""How a linear quantizes its input: (first channel, end channel, QUANT multiplier) per group."""
 
 
 @dataclass(frozen=True)
@@ -145,8 +150,9 @@ class _Lowering:
         self.instrs: list[Operation] = []
         self.host_count = 0
         self.fused: set[Operation] = set()
-        self.int8_scale: dict[SSAValue, float] = {}
-        """Values whose every linear consumer quantizes them with this input scale."""
+        self.int8_scale: dict[SSAValue, float | InputFormat] = {}
+        """Values whose every linear consumer quantizes them alike: the per-tensor input scale,
+        or the InputFormat of grouped input scales (see `format_of`)."""
         self.fp32_needed: set[SSAValue] = set()
         """Values some consumer reads in FP32 (non-linear ops, host segments, outputs)."""
         self.int8_tensors: dict[SSAValue, DramTensor] = {}
@@ -228,21 +234,43 @@ class _Lowering:
 
     def plan_activation_formats(self, block_ops: Sequence[Operation], outputs: Sequence[SSAValue]) -> None:
         """Decide per value whether its producer writes it in FP32, INT8 (already quantized
-        with its linear consumers' input scale, so they LOAD it straight into ABUF), or both."""
+        the way its linear consumers quantize it, so they LOAD it straight into ABUF), or both."""
         for op in block_ops:
             for value in op.results:
-                scales = set()
+                formats = set()
                 for use in value.uses:
                     user = use.operation
                     if isinstance(user, quantized.LinearOp) and use.index == 0:
-                        scales.add(float(user.input_scale.value.data))
+                        formats.add(self.input_format(user))
                     else:
                         self.fp32_needed.add(value)
-                if len(scales) == 1:
-                    self.int8_scale[value] = scales.pop()
-                elif scales:
+                if len(formats) == 1:
+                    fmt = formats.pop()
+                    if len(fmt) == 1:  # per tensor: record the consumers' input scale itself
+                        user = next(u.operation for u in value.uses if isinstance(u.operation, quantized.LinearOp))
+                        self.int8_scale[value] = float(user.input_scale.value.data)
+                    else:
+                        self.int8_scale[value] = fmt
+                elif formats:
                     self.fp32_needed.add(value)
         self.fp32_needed.update(outputs)
+
+    def input_format(self, op: quantized.LinearOp) -> InputFormat:
+        """(first channel, end channel, QUANT multiplier) of each input group of a linear."""
+        k = _shape(op.x)[-1]
+        scales = None if op.group_scales is None else np.asarray(self.store[op.group_scales.data])
+        size = None if op.group_size is None else op.group_size.value.data
+        return tuple(
+            (start, end, float(quant_multiplier(scale)))
+            for start, end, scale in input_groups(k, size, scales, op.input_scale.value.data)
+        )
+
+    def format_of(self, value: SSAValue) -> InputFormat | None:
+        """The InputFormat of `value`'s INT8 copy, if it has one."""
+        planned = self.int8_scale.get(value)
+        if planned is None or isinstance(planned, tuple):
+            return planned
+        return ((0, _shape(value)[-1], float(quant_multiplier(planned))),)
 
     def write_tile(self, value: SSAValue, vbuf: int, row0: int, rows: int, col0: int, cols: int) -> None:
         """Store an FP32 tile of `value` (rows x cols at `vbuf`, packed) to its DRAM forms.
@@ -251,8 +279,11 @@ class _Lowering:
         if value in self.int8_scale:
             t8 = self.int8_tensor(value)
             a = self.alloc(Buffer.ABUF, rows * cols)
-            self.emit("quant", "sfu", dst_addr=a, src_addr=vbuf, rows=rows, cols=cols,
-                      mult=float(quant_multiplier(self.int8_scale[value])))
+            for start, end, mult in self.format_of(value) or ():
+                lo, hi = max(start, col0), min(end, col0 + cols)
+                if lo < hi:
+                    self.emit("quant", "sfu", dst_addr=a + lo - col0, src_addr=vbuf + lo - col0, rows=rows,
+                              cols=hi - lo, src_stride=cols, dst_stride=cols, mult=mult)
             self.store_(Buffer.ABUF, a, t8.address + row0 * t8.cols + col0, rows, cols, dram_stride=t8.cols)
             self.free(Buffer.ABUF, a)
         if value in self.fp32_needed or value not in self.int8_scale:
@@ -301,35 +332,45 @@ class _Lowering:
         return max(1, min(limit, self.capacity(Buffer.VBUF) // STAGE_FRACTION // cols, MAX_DIM))
 
     def quantize_rows(self, src: DramTensor, row0: int, rows: int, col0: int, cols: int, abuf: int,
-                      mult: float) -> None:
+                      groups: InputFormat | float) -> None:
         """LOAD FP32 rows [row0, row0+rows) x cols [col0, col0+cols) of a DRAM matrix in chunks
-        and QUANT them into ABUF at `abuf` (packed rows of `cols`)."""
+        and QUANT them into ABUF at `abuf` (packed rows of `cols`), each column group
+        (start, end, multiplier), relative to col0, with its own multiplier (a bare number:
+        one multiplier for all columns)."""
+        if not isinstance(groups, tuple):
+            groups = ((0, cols, float(groups)),)
         chunk = self.stage_rows(cols, rows)
         for r in range(0, rows, chunk):
             n = min(chunk, rows - r)
             v = self.alloc(Buffer.VBUF, n * cols)
             self.load(Buffer.VBUF, v, src.address + ((row0 + r) * src.cols + col0) * F32, n, cols,
                       dram_stride=src.cols * F32)
-            self.emit("quant", "sfu", dst_addr=abuf + r * cols, src_addr=v, rows=n, cols=cols,
-                      mult=float(mult))
+            for start, end, mult in groups:
+                self.emit("quant", "sfu", dst_addr=abuf + r * cols + start, src_addr=v + start, rows=n,
+                          cols=end - start, src_stride=cols if end - start < cols else 0,
+                          dst_stride=cols if end - start < cols else 0, mult=mult)
             self.free(Buffer.VBUF, v)
 
     # --- ops ------------------------------------------------------------------------------------
     def lower_linear(self, op: quantized.LinearOp) -> None:
-        x8 = self.int8_tensors.get(op.x)
+        groups = self.input_format(op)
+        x8 = self.int8_tensors.get(op.x) if self.format_of(op.x) == groups else None
+        if x8 is None and op.x in self.int8_tensors and op.x not in self.fp32_needed:
+            raise CompileError(f"{op_label(op)}: its input was only written in another INT8 format")
         x = self.f32_tensor(op.x, "x") if x8 is None else x8
         w = self.tensor_of(op.weight)
         if w.dtype != np.int8:
             raise CompileError(f"{op_label(op)}: weight must be int8 (run quantize first)")
         k, n = w.shape
         m = x.rows
-        in_scale = op.input_scale.value.data
-        scale = linear_dequant_scale(in_scale, self.weight_array(op.weight_scale, "weight_scale"))
-        rows = [scale]
-        if op.bias is not None:
+        weight_scale = self.weight_array(op.weight_scale, "weight_scale")
+        # One DEQUANT scale row per input group (group scale x weight scale), then the bias.
+        rows = [linear_dequant_scale(scale, weight_scale) for scale in self._group_scales(op)]
+        has_bias = int(op.bias is not None)
+        if has_bias:
             rows.append(self.weight_array(op.bias, "bias").astype(np.float32).reshape(n))
         sb = self.constant(f"{node_name(op) or 'linear'}.dequant", np.stack(rows).astype(np.float32))
-        has_bias = int(op.bias is not None)
+        bias_row = len(groups)
 
         epilogue, out_value = self._linear_epilogue(op)
         component = self.component_of(op)
@@ -340,9 +381,8 @@ class _Lowering:
             raise CompileError(f"{op_label(op)}: input width {k} exceeds the on-chip buffers")
         mt_max = min(m, a_cap // k, MAX_DIM)
         m_tile = _round_tile(mt_max, m, self.config.mac_rows)
-        nt_limit = min(w_cap // k, acc_cap // m_tile, v_cap // m_tile)
+        nt_limit = min(w_cap // k, acc_cap // m_tile, v_cap // (2 * m_tile) if len(groups) > 1 else v_cap // m_tile)
         n_tile = _round_tile(nt_limit, n, self.config.mac_cols)
-        mult = quant_multiplier(in_scale)
 
         def load_weights(n0: int, hoist: bool = False) -> tuple[int, int]:
             nt = min(n_tile, n - n0)
@@ -360,27 +400,43 @@ class _Lowering:
         for m0 in range(0, m, m_tile):
             mt = min(m_tile, m - m0)
             a = self.alloc(Buffer.ABUF, mt * k)
-            if x8 is not None:  # produced already quantized with this input scale
+            if x8 is not None:  # produced already quantized the way this linear quantizes it
                 self.load(Buffer.ABUF, a, x8.address + m0 * k, mt, k)
             else:
-                self.quantize_rows(x, m0, mt, 0, k, a, mult)
+                self.quantize_rows(x, m0, mt, 0, k, a, groups)
             for n0 in range(0, n, n_tile):
                 nt = min(n_tile, n - n0)
                 wt, sv = prefetched if prefetched is not None else load_weights(n0)
                 prefetched = None
-                acc = self.alloc(Buffer.ACC, mt * nt)
-                self.emit("gemm", component, acc_addr=acc, a_addr=a, w_addr=wt, m=mt, k=k, n=nt)
+                o = -1
+                for g, (start, end, _) in enumerate(groups):
+                    acc = self.alloc(Buffer.ACC, mt * nt)
+                    self.emit("gemm", component, acc_addr=acc, a_addr=a + start, w_addr=wt + start * nt, m=mt,
+                              k=end - start, n=nt, a_stride=k if end - start < k else 0)
+                    if g == 0:
+                        o = self.alloc(Buffer.VBUF, mt * nt)
+                        self.emit("dequant", "sfu", dst_addr=o, src_addr=acc, rows=mt, cols=nt, scale_addr=sv,
+                                  has_bias=has_bias, bias_addr=sv + bias_row * nt * has_bias)
+                    else:  # partial of a later input group: dequantize and add (group order)
+                        t = self.alloc(Buffer.VBUF, mt * nt)
+                        self.emit("dequant", "sfu", dst_addr=t, src_addr=acc, rows=mt, cols=nt,
+                                  scale_addr=sv + g * nt)
+                        self.emit("add", "sfu", dst_addr=o, a_addr=o, b_addr=t, rows=mt, cols=nt)
+                        self.free(Buffer.VBUF, t)
+                    self.free(Buffer.ACC, acc)
                 self.free(Buffer.WBUF, wt)
-                o = self.alloc(Buffer.VBUF, mt * nt)
-                self.emit("dequant", "sfu", dst_addr=o, src_addr=acc, rows=mt, cols=nt,
-                          scale_addr=sv, has_bias=has_bias, bias_addr=sv + nt * has_bias)
-                self.free(Buffer.ACC, acc)
                 self.free(Buffer.VBUF, sv)
                 if epilogue is not None:
                     epilogue(o, m0, mt, n0, nt)
                 self.write_tile(out_value, o, m0, mt, n0, nt)
                 self.free(Buffer.VBUF, o)
             self.free(Buffer.ABUF, a)
+
+    def _group_scales(self, op: quantized.LinearOp) -> list[float]:
+        k = _shape(op.x)[-1]
+        scales = None if op.group_scales is None else np.asarray(self.store[op.group_scales.data])
+        size = None if op.group_size is None else op.group_size.value.data
+        return [scale for _, _, scale in input_groups(k, size, scales, op.input_scale.value.data)]
 
     def _linear_epilogue(self, op: quantized.LinearOp):
         """A GELU or residual add consuming the linear's result alone is fused into its tiles."""
@@ -471,9 +527,9 @@ class _Lowering:
                 qa = self.alloc(Buffer.ABUF, lq * g * d)
                 ka = self.alloc(Buffer.ABUF, lk * g * d)
                 va = self.alloc(Buffer.ABUF, lk * g * dv)
-                self.quantize_rows(q, b * lq, lq, h0 * d, g * d, qa, q_mult)
-                self.quantize_rows(k, b * lk, lk, h0 * d, g * d, ka, k_mult)
-                self.quantize_rows(v, b * lk, lk, h0 * dv, g * dv, va, v_mult)
+                self.quantize_rows(q, b * lq, lq, h0 * d, g * d, qa, ((0, g * d, float(q_mult)),))
+                self.quantize_rows(k, b * lk, lk, h0 * d, g * d, ka, ((0, g * d, float(k_mult)),))
+                self.quantize_rows(v, b * lk, lk, h0 * dv, g * dv, va, ((0, g * dv, float(v_mult)),))
                 pending: list[tuple[int, int]] = []  # (head, P address) waiting for P x V
                 for hh in range(g):
                     h = h0 + hh

@@ -7,7 +7,9 @@ ops (the SFU runs them in FP32).
 - Weights: symmetric per output channel, scale[c] = max|W[:, c]| / 127, stored in the weight
   store as `<name>.int8` (INT8 [in, out]) and `<name>.scale` (FP32 [out]); the IR gets handles.
 - Activations: symmetric per tensor, scale = max|x| / 127 over the calibration samples, for the
-  input of every linear and the Q, K, V of every attention. Softmax probabilities: the
+  input of every linear and the Q, K, V of every attention. A linear input whose peak is more
+  than `outlier-ratio` times its median channel-group peak gets one scale per group of
+  `group-size` channels instead (`input_group_scales`). Softmax probabilities: the
   calibrated largest probability (x2 headroom, at most 1) over 127 (`probability_scale`).
   The ranges come from running the reference interpreter on the transformer-level IR.
 - Calibration samples: `calibration-data` names an `.npz` whose keys are the model's input
@@ -107,6 +109,16 @@ class QuantizePass(ModulePass):
     calibration_data: str | None = None
     """Path of an `.npz` of calibration inputs (keys = input names, axis 0 = samples)."""
 
+    group_size: int = 64
+    """Input channels per scale group for linears whose input has outlier channels (0: never)."""
+
+    outlier_ratio: float = 3.0
+    """A linear input gets group scales when its peak exceeds the median group peak this much."""
+
+    group_margin: float = 2.0
+    """Headroom of group scales over the calibrated group peaks (capped at the tensor's peak):
+    calibration samples do not show every group's extremes."""
+
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         store = store_of(op)
         targets = [o for o in op.walk() if isinstance(o, (transformer.LinearOp, transformer.AttentionOp))]
@@ -124,7 +136,8 @@ class QuantizePass(ModulePass):
         weights = _WeightQuantizer(store)
         for t, s in zip(targets, scales):
             if isinstance(t, transformer.LinearOp):
-                _rewrite_linear(t, weights, *s)
+                groups = input_group_scales(ranges.channel_peaks.get(t.x), self.group_size, self.outlier_ratio, self.group_margin)
+                _rewrite_linear(t, weights, *s, groups, store)
             else:
                 _rewrite_attention(t, *s, probability_scale(ranges.probability_peaks.get(t, 1.0)))
 
@@ -134,7 +147,32 @@ def _observed(op: transformer.LinearOp | transformer.AttentionOp) -> tuple[SSAVa
     return (op.x,) if isinstance(op, transformer.LinearOp) else (op.q, op.k, op.v)
 
 
-def _rewrite_linear(op: transformer.LinearOp, weights: _WeightQuantizer, input_scale: float) -> None:
+def input_group_scales(
+    channel_peaks: np.ndarray | None, group_size: int, outlier_ratio: float, margin: float = 1.0
+) -> np.ndarray | None:
+    """Per-group input scales when a few channels carry far larger values than the rest (the
+    outlier channels of trained BERT-family FFNs): one per-tensor scale would leave the other
+    channels with a handful of INT8 levels. None when per-tensor quantization is fine."""
+    if channel_peaks is None or group_size <= 0 or channel_peaks.size <= group_size:
+        return None
+    count = -(-channel_peaks.size // group_size)
+    padded = np.zeros(count * group_size, np.float32)
+    padded[: channel_peaks.size] = channel_peaks
+    group_peaks = padded.reshape(count, group_size).max(axis=1)
+    median = float(np.median(group_peaks))
+    if median <= 0 or float(group_peaks.max()) <= outlier_ratio * median:
+        return None
+    peak = float(group_peaks.max())
+    return np.array([symmetric_scale(min(peak, margin * float(p))) for p in group_peaks], np.float32)
+
+
+def _rewrite_linear(
+    op: transformer.LinearOp,
+    weights: _WeightQuantizer,
+    input_scale: float,
+    groups: np.ndarray | None = None,
+    store: WeightStore | None = None,
+) -> None:
     w_type = op.weight.type
     assert isinstance(w_type, TensorType)
     k, n = w_type.get_shape()
@@ -142,7 +180,11 @@ def _rewrite_linear(op: transformer.LinearOp, weights: _WeightQuantizer, input_s
     w_q = _handle(op, q_name, (k, n), i8)
     w_s = _handle(op, s_name, (n,), f32)
     old_weight = op.weight
-    new = quantized.LinearOp(op.x, w_q, w_s, op.bias, input_scale, op.result.type)
+    group_name = None
+    if groups is not None and store is not None:
+        group_name = store.add(store.unique_name(q_name.removesuffix(".int8") + ".input_group_scales"), groups)
+    group_size = None if groups is None else -(-k // len(groups))
+    new = quantized.LinearOp(op.x, w_q, w_s, op.bias, input_scale, op.result.type, group_name, group_size)
     new.location = op.location
     new.attributes.update(op.attributes)
     Rewriter.replace_op(op, new)

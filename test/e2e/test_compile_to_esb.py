@@ -169,3 +169,21 @@ def test_cli_bad_inputs_fail_in_one_line(tmp_path: Path, args: list[str], messag
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "out.esb").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.esb")]
+
+
+def test_outlier_channels_get_input_groups_and_binary_matches(tmp_path: Path) -> None:
+    from esact_cc.dialects import quantized
+
+    module, store = layer.build(D=64, F=256)
+    gamma = np.array(store["ln1.g"])
+    gamma[[5, 40]] *= 30.0  # two outlier channels in the FFN input, as trained BERTs have
+    store._arrays["ln1.g"] = gamma
+    inputs = layer.inputs(D=64)
+    reference = run_module(module, inputs, store)["y"]
+    golden_module, program = _compile_layer(module, store)
+    grouped = [op for op in golden_module.walk() if isinstance(op, quantized.LinearOp) and op.group_size]
+    assert len(grouped) == 1  # only the FFN input has outliers
+    golden = run_module(golden_module, inputs, store)["y"]
+    got = execute(program, inputs, load_config()).outputs["y"]
+    assert np.abs(got - golden).max() <= 1e-5 * np.abs(golden).max()
+    assert cosine(got, reference) >= 0.999

@@ -23,5 +23,6 @@ arrays = {
     "s8": np.full(8, 0.01, np.float32),
     "w28": rng.integers(-127, 128, (8, 16)).astype(np.int8),
     "s28": np.full(16, 0.02, np.float32),
+    "gs8": np.array([0.015625, 0.25], np.float32),  # input group scales, groups of 4 channels
 }
 WeightStore(arrays).save(Path(__file__).with_name("tiny_layer.npz"))
