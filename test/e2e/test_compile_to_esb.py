@@ -174,11 +174,11 @@ def test_cli_bad_inputs_fail_in_one_line(tmp_path: Path, args: list[str], messag
 def test_outlier_channels_get_input_groups_and_binary_matches(tmp_path: Path) -> None:
     from esact_cc.dialects import quantized
 
-    module, store = layer.build(D=64, F=256)
+    module, store = layer.build(D=256, F=512)  # 4 groups of 64 input channels
     gamma = np.array(store["ln1.g"])
     gamma[[5, 40]] *= 30.0  # two outlier channels in the FFN input, as trained BERTs have
     store._arrays["ln1.g"] = gamma
-    inputs = layer.inputs(D=64)
+    inputs = layer.inputs(D=256)
     reference = run_module(module, inputs, store)["y"]
     golden_module, program = _compile_layer(module, store)
     grouped = [op for op in golden_module.walk() if isinstance(op, quantized.LinearOp) and op.group_size]
