@@ -143,8 +143,19 @@ def test_probability_scale_follows_the_calibrated_peak() -> None:
     module, store = layer.build(L=64, mask="none")
     inputs = layer.inputs(L=64, mask="none")
     reference = run_module(module, inputs, store)["y"]
-    path_free = module  # calibrate on the synthetic default, evaluate on other inputs
-    _quantize(path_free)
+    _quantize(module)  # calibrated on the synthetic default, evaluated on other inputs
     attention = next(op for op in module.walk() if isinstance(op, quantized.AttentionOp))
     assert attention.p_scale.value.data < 1 / 127  # 64 random keys: diffuse attention
     assert cosine(run_module(module, inputs, store)["y"], reference) > 0.999
+
+
+def test_input_groups_only_for_outlier_channels() -> None:
+    from esact_cc.passes.quantize import input_group_scales
+
+    flat = np.ones(256, np.float32)
+    assert input_group_scales(flat, 64, 3.0) is None
+    spiky = flat.copy()
+    spiky[70] = 20.0
+    scales = input_group_scales(spiky, 64, 3.0, margin=1.5)
+    np.testing.assert_allclose(scales, [1.5 / 127, 20 / 127, 1.5 / 127, 1.5 / 127], rtol=1e-6)
+    assert input_group_scales(spiky, 0, 3.0) is None  # disabled
