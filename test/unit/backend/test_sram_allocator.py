@@ -35,8 +35,8 @@ def test_ring_never_overlaps_live_regions() -> None:
         for s, e in live.values():
             assert not overlaps((start, start + size), (s, e))
         live[step] = (start, start + size)
-        if step % 2:
-            ring.release(live.pop(step - 1)[0])
+        if len(live) > 2:  # keep the two newest tiles live, as a double-buffered loop does
+            ring.release(live.pop(min(live))[0])
     with pytest.raises(CompileError, match="ABUF: no room"):
         ring.alloc(60)
     with pytest.raises(CompileError, match="does not fit the buffer"):
