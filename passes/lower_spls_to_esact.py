@@ -233,38 +233,46 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
     if n_limit < 1:
         raise _fail(predict, f"the prediction of {rows} rows x {width_in} inputs exceeds the "
                     "on-chip buffers")
-    n_tile = dense._round_tile(n_limit, both, lw.config.mac_cols)
+    # Q^ and K^ columns in one pass when [rows, 2N] FP32 fits a VBUF output tile, else one
+    # pass each (the HLog re-quantization needs all N columns of one of them at once).
+    together = rows * both <= lw.capacity(Buffer.VBUF) // dense.OUT_FRACTION
+    passes = [(0, both)] if together else [(0, width), (width, both)]
+    n_tile = dense._round_tile(n_limit, passes[0][1] - passes[0][0], lw.config.mac_cols)
     wbuf = PredictScratch(lw, Buffer.WBUF, width_in * n_tile)
     acc_buf = PredictScratch(lw, Buffer.ACC, max(rows * n_tile, length * length))
-    real = lw.alloc(Buffer.VBUF, rows * both)
-    for n0 in range(0, both, n_tile):
-        nt = min(n_tile, both - n0)
-        wt = wbuf.alloc(width_in * nt)
-        lw.load(Buffer.WBUF, wt, c8.address + n0, width_in, nt, dram_stride=both)
-        lw.hoist_last(Buffer.WBUF, wt, wt + width_in * nt)
-        sb = lw.alloc(Buffer.VBUF, 2 * nt)
-        lw.load(Buffer.VBUF, sb, cv.address + n0 * F32, 2, nt, dram_stride=both * F32)
-        lw.hoist_last(Buffer.VBUF, sb, sb + 2 * nt)
-        acc = acc_buf.alloc(rows * nt)
-        lw.emit("bpu", PREDICT, dst_addr=acc, a_buf=Buffer.ABUF, a_addr=xc, b_buf=Buffer.WBUF,
-                b_addr=wt, m=rows, k=width_in, n=nt)
-        wbuf.free(wt)
-        lw.emit("dequant", PREDICT, dst_addr=real + n0, src_addr=acc, rows=rows, cols=nt,
-                dst_stride=both, scale_addr=sb, has_bias=1, bias_addr=sb + nt, scalar_count=1,
-                scalar_addr=sx)
-        acc_buf.free(acc)
-        lw.free(Buffer.VBUF, sb)
-    lw.free(Buffer.ABUF, xc)
-    lw.free(Buffer.VBUF, sx)
     sqk = lw.alloc(Buffer.VBUF, 2 * batch)  # (s_Q, s_K) per batch element, adjacent
     qc, kc = (lw.alloc(Buffer.ABUF, rows * width) for _ in range(2))
-    for b in range(batch):
-        for which, out in enumerate((qc, kc)):
-            lw.emit("hlog", PREDICT, dst_buf=Buffer.ABUF, dst_addr=out + b * length * width,
-                    src_addr=real + b * length * both + which * width, rows=length, cols=width,
-                    src_stride=both, bits=predict.bits.value.data, dynamic=1,
-                    scale_out_addr=sqk + 2 * b + which, scale=1.0)
-    lw.free(Buffer.VBUF, real)
+    for c0, c1 in passes:
+        cols = c1 - c0
+        real = lw.alloc(Buffer.VBUF, rows * cols)
+        for n0 in range(c0, c1, n_tile):
+            nt = min(n_tile, c1 - n0)
+            wt = wbuf.alloc(width_in * nt)
+            lw.load(Buffer.WBUF, wt, c8.address + n0, width_in, nt, dram_stride=both)
+            lw.hoist_last(Buffer.WBUF, wt, wt + width_in * nt)
+            sb = lw.alloc(Buffer.VBUF, 2 * nt)
+            lw.load(Buffer.VBUF, sb, cv.address + n0 * F32, 2, nt, dram_stride=both * F32)
+            lw.hoist_last(Buffer.VBUF, sb, sb + 2 * nt)
+            acc = acc_buf.alloc(rows * nt)
+            lw.emit("bpu", PREDICT, dst_addr=acc, a_buf=Buffer.ABUF, a_addr=xc,
+                    b_buf=Buffer.WBUF, b_addr=wt, m=rows, k=width_in, n=nt)
+            wbuf.free(wt)
+            lw.emit("dequant", PREDICT, dst_addr=real + n0 - c0, src_addr=acc, rows=rows,
+                    cols=nt, dst_stride=cols, scale_addr=sb, has_bias=1, bias_addr=sb + nt,
+                    scalar_count=1, scalar_addr=sx)
+            acc_buf.free(acc)
+            lw.free(Buffer.VBUF, sb)
+        for b in range(batch):
+            for which, out in enumerate((qc, kc)):
+                if not c0 <= which * width < c1:
+                    continue
+                lw.emit("hlog", PREDICT, dst_buf=Buffer.ABUF, dst_addr=out + b * length * width,
+                        src_addr=real + b * length * cols + which * width - c0, rows=length,
+                        cols=width, src_stride=cols, bits=predict.bits.value.data, dynamic=1,
+                        scale_out_addr=sqk + 2 * b + which, scale=1.0)
+        lw.free(Buffer.VBUF, real)
+    lw.free(Buffer.ABUF, xc)
+    lw.free(Buffer.VBUF, sx)
 
     # PAM per head: TOPK from the exact integer scores, FP32 PAM for the similarity.
     pam_scale = vec_constant("spls.pam_scale", np.full(length, predict.scale.value.data, np.float32),
