@@ -108,6 +108,8 @@ class SplsOptions:
     # softmax(Q^ K^T) literally as DESIGN.md writes it; "attention" = the attention's own
     # 1/sqrt(d_head) (a flatter distribution, more rows look alike).
     pam_scale: str = "one"
+    # Rows before this index are always computed and never representatives (0 = DESIGN.md).
+    first_reference: int = 0
 
 
 def layer_norm(x: np.ndarray, g: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
@@ -192,7 +194,7 @@ def run_layer(r: np.ndarray, w: LayerWeights, enc: Encoder, opts: SplsOptions | 
         prob = (masked_softmax(pam * pam_scale * logit_scale)
                 if opts.similarity == "cosprob" else None)
         reuse, spa_keys = local_similarity(spa, prob, opts.window, opts.threshold,
-                                           opts.similarity, k)
+                                           opts.similarity, k, opts.first_reference)
         if reuse_override is not None:
             reuse = reuse_override(layer, reuse, opts.window)
             spa_keys = spa[:, reuse == -1, :].any(axis=1)
@@ -241,19 +243,23 @@ def run_model(enc: Encoder, sample: object, options: list[SplsOptions | None],
     return enc.head(r), all_stats, maps
 
 
-def random_reuse_like(reference_maps: list[np.ndarray], rng: np.random.Generator
-                      ) -> ReuseOverride:
+def random_reuse_like(reference_maps: list[np.ndarray], rng: np.random.Generator,
+                      first_reference: int = 0) -> ReuseOverride:
     """Control: per layer, the same number of reused rows as `reference_maps`, chosen at random
-    (never row 0); each takes a random one of the last `window` computed rows before it."""
+    (never row 0, nor rows before `first_reference`); each takes a random one of the last
+    `window` computed rows before it (rows before `first_reference` excluded)."""
+    first = max(1, first_reference)
 
     def override(layer: int, reuse: np.ndarray, window: int) -> np.ndarray:
         n_reused = int((reference_maps[layer] != -1).sum())
         length = len(reuse)
-        chosen = set(rng.choice(np.arange(1, length), size=n_reused, replace=False).tolist()) \
+        chosen = set(rng.choice(np.arange(first, length), size=n_reused, replace=False).tolist()) \
             if n_reused else set()
         out = np.full(length, -1, dtype=np.int32)
         computed: list[int] = []
         for i in range(length):
+            if i < first_reference:
+                continue
             if i in chosen and computed:
                 refs = computed[-max(window, 1):]
                 out[i] = refs[int(rng.integers(len(refs)))]
@@ -456,7 +462,8 @@ def evaluate(enc: Encoder, samples: list, labels: np.ndarray | None,
         ref = dense_outputs[idx] if dense_outputs is not None else None
         scores.append(_score(out, labels, idx, ref))
         if control:
-            out_c, _, _ = run_model(enc, sample, options, random_reuse_like(maps, rng))
+            first_ref = next((o.first_reference for o in options if o is not None), 0)
+            out_c, _, _ = run_model(enc, sample, options, random_reuse_like(maps, rng, first_ref))
             control_scores.append(_score(out_c, labels, idx, ref))
     agg = LayerStats()
     for s in total:
@@ -490,18 +497,19 @@ def _score(out: np.ndarray, labels: np.ndarray | None, idx: int, ref: np.ndarray
 
 
 def default_grid(model: str) -> list[SplsOptions]:
-    """Settings swept: the reference points of DESIGN.md section 6 and their neighbourhood."""
-    grid = []
-    for sim, thresholds in (("cosprob", (0.9, 0.95, 0.97, 0.98, 0.99, 0.995)),
-                            ("overlap", (0.5, 0.75, 1.0))):
-        for thr in thresholds:
-            for attn in ("dense", "topk"):
-                grid.append(SplsOptions(4, 0.2, 4, thr, sim, attn))
+    """Settings swept: the reference point of DESIGN.md section 6 (cosprob, dense attention,
+    4 bits, k 0.2, window 4, threshold 0.9), stricter thresholds, the overlap rule, top-k
+    attention, and top-k attention alone (threshold 2: no reuse)."""
     if model == "minilm":
-        grid = [replace(o, hlog_bits=b, threshold=t) for b in (4, 6) for t in (0.95, 0.97, 0.99)
-                for o in (SplsOptions(similarity="cosprob"), SplsOptions(similarity="overlap"))]
-        grid += [SplsOptions(6, 0.5, 4, 1.01, "cosprob", "topk"),
-                 SplsOptions(3, 0.2, 4, 1.01, "cosprob", "topk")]
+        return [SplsOptions(threshold=0.99), SplsOptions(threshold=0.97),
+                SplsOptions(hlog_bits=6, threshold=0.99), SplsOptions(similarity="overlap"),
+                SplsOptions(hlog_bits=6, k_ratio=0.5, threshold=2.0, attention="topk"),
+                SplsOptions(hlog_bits=3, k_ratio=0.5, threshold=2.0, attention="topk")]
+    grid = [SplsOptions(threshold=t) for t in (0.9, 0.95, 0.98, 0.99)]
+    grid += [SplsOptions(threshold=0.98, attention="topk"),
+             SplsOptions(similarity="overlap", threshold=0.75),
+             SplsOptions(similarity="overlap", threshold=0.9),
+             SplsOptions(threshold=2.0, attention="topk")]
     return grid
 
 
@@ -572,7 +580,8 @@ def main(argv: list[str] | None = None) -> int:
                else "/".join(f"{o.threshold:g}" for o in layer_opts))
         name = (f"bits={opts.hlog_bits} k={opts.k_ratio} w={opts.window} thr={thr} "
                 f"{opts.similarity} attn={opts.attention}"
-                + ("" if opts.pam_scale == "one" else " pam=att"))
+                + ("" if opts.pam_scale == "one" else " pam=att")
+                + (f" first-ref={opts.first_reference}" if opts.first_reference else ""))
         print(f"{name:58s} {res.reduction:7.2%} {res.accuracy:7.4f} "
               f"{(dense_acc - res.accuracy) * 100:6.2f} {ctrl} {res.reused_fraction:6.2%} "
               f"{res.topk_recall:6.3f} {res.saving_share_row_reuse:8.2%}  "

@@ -315,6 +315,9 @@ class LocalSimilarityOp(IRDLOperation):
     """"overlap" or "cosprob"."""
     k = prop_def(IntegerAttr[I64])
     """The top-k k (the `overlap` denominator)."""
+    first_reference = opt_prop_def(IntegerAttr[I64])
+    """Rows before this index are always computed and never representatives (absent = 0, as
+    DESIGN.md; 1 keeps a leading [CLS] out of every window)."""
     reuse_map = result_def(TensorType)
     """[B, L] i32: -1 = computed row, else the representative row index."""
     key_mask = result_def(TensorType)
@@ -324,17 +327,21 @@ class LocalSimilarityOp(IRDLOperation):
 
     assembly_format = (
         "$spa (`probs` `(` $pam^ `)`)? `mode` `(` $mode `)` `window` `(` $window `)`"
-        " `threshold` `(` $threshold `)` `k` `(` $k `)` attr-dict"
+        " `threshold` `(` $threshold `)` `k` `(` $k `)`"
+        " (`first_reference` `(` $first_reference^ `)`)? attr-dict"
         " `:` functional-type(operands, results)"
     )
 
     def __init__(self, spa: SSAValue, pam: SSAValue | None, mode: str, window: int,
-                 threshold: float, k: int):
+                 threshold: float, k: int, first_reference: int = 0):
         b, h, length, _ = _shape(spa)
+        props: dict[str, Attribute] = {"window": _i64(window), "threshold": _f32(threshold),
+                                       "mode": StringAttr(mode), "k": _i64(k)}
+        if first_reference:
+            props["first_reference"] = _i64(first_reference)
         super().__init__(
             operands=[spa, pam],
-            properties={"window": _i64(window), "threshold": _f32(threshold),
-                        "mode": StringAttr(mode), "k": _i64(k)},
+            properties=props,
             result_types=[TensorType(i32, [b, length]), TensorType(i1, [b, h, length])])
 
     def verify_(self) -> None:
@@ -354,6 +361,9 @@ class LocalSimilarityOp(IRDLOperation):
                                   f"{self.window.value.data}")
         if not 1 <= self.k.value.data <= s[3]:
             raise VerifyException(f"{self.name}: k must be in [1, {s[3]}], got {self.k.value.data}")
+        if self.first_reference is not None and not 0 <= self.first_reference.value.data <= s[2]:
+            raise VerifyException(f"{self.name}: first_reference must be in [0, {s[2]}], got "
+                                  f"{self.first_reference.value.data}")
         if not math.isfinite(self.threshold.value.data):
             raise VerifyException(f"{self.name}: threshold must be finite")
         _require(self, "reuse map", self.reuse_map, (s[0], s[2]), i32)

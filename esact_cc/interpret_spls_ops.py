@@ -73,11 +73,11 @@ def run_topk(scores: Array, k: int) -> Array:
 
 
 def run_local_similarity(spa: Array, pam: Array | None, mode: str, window: int, threshold: float,
-                         k: int) -> tuple[Array, Array]:
+                         k: int, first_reference: int = 0) -> tuple[Array, Array]:
     reuse, keys = [], []
     for b in range(spa.shape[0]):
         prob = None if pam is None else masked_softmax(pam[b], np.isfinite(pam[b]))
-        r, m = local_similarity(spa[b], prob, window, threshold, mode, k)
+        r, m = local_similarity(spa[b], prob, window, threshold, mode, k, first_reference)
         reuse.append(r)
         keys.append(m)
     return np.stack(reuse).astype(np.int32), np.stack(keys)
@@ -149,8 +149,9 @@ def _topk(interp: Interpreter, op: Operation, args: list[Array]) -> Array:
 def _local_similarity(interp: Interpreter, op: Operation, args: list[Array]) -> list[Array]:
     assert isinstance(op, spls.LocalSimilarityOp)
     pam = args[1] if op.pam is not None else None
+    first = op.first_reference.value.data if op.first_reference is not None else 0
     reuse, keys = run_local_similarity(args[0], pam, op.mode.data, op.window.value.data,
-                                       op.threshold.value.data, op.k.value.data)
+                                       op.threshold.value.data, op.k.value.data, first)
     return [reuse, keys]
 
 

@@ -19,13 +19,16 @@ INT8 weight after `quantize`).
 
 Options (each also settable per layer):
   hlog-bits=4  k-ratio=0.2  window=4  threshold=0.9  similarity=cosprob|overlap
-  attention=dense|topk  pam-scale=one|attention
+  attention=dense|topk  pam-scale=one|attention  first-reference=0
   layers="L:name=value,name=value;L2:..."   per-layer overrides, e.g.
       insert-spls{threshold=0.95 layers="0:threshold=2.0;3:threshold=0.9,window=2"}
   (layer indices count attention layers from 0; an unknown layer index is an error).
 `pam-scale` sets the logit scale of PAM, which only matters to `cosprob`'s softmax(PAM): `one`
 is softmax(Q^ K^T) as DESIGN.md section 6 writes it, `attention` uses the attention's
 1/sqrt(d_head) (a flatter distribution, so more rows look alike).
+`first-reference` r > 0 (an addition to DESIGN.md; 0 is the design) keeps rows 0..r-1
+computed and out of every similarity window: in BERT-like models content tokens whose
+attention resembles [CLS]'s would otherwise take [CLS]'s outputs, which are unlike theirs.
 `threshold` > 1 disables reuse; with k-ratio=1 and threshold > 1 the program computes exactly
 the dense values.
 
@@ -70,6 +73,7 @@ class LayerOptions:
     similarity: str
     attention: str
     pam_scale: str
+    first_reference: int = 0
 
     def validate(self, where: str) -> None:
         try:
@@ -84,6 +88,8 @@ class LayerOptions:
              f"similarity must be {'|'.join(SIMILARITY_MODES)}, got {self.similarity!r}"),
             (self.attention in ATTENTION_MODES,
              f"attention must be {'|'.join(ATTENTION_MODES)}, got {self.attention!r}"),
+            (self.first_reference >= 0,
+             f"first-reference must be >= 0, got {self.first_reference}"),
             (self.pam_scale in PAM_SCALES,
              f"pam-scale must be {'|'.join(PAM_SCALES)}, got {self.pam_scale!r}"),
         )
@@ -254,6 +260,7 @@ class InsertSplsPass(ModulePass):
     similarity: str = "cosprob"
     attention: str = "dense"
     pam_scale: str = "one"
+    first_reference: int = 0
     layers: str = ""
     """Per-layer overrides: "LAYER:name=value,...;LAYER:..." (see the module docstring)."""
 
@@ -286,7 +293,8 @@ class InsertSplsPass(ModulePass):
 
     def base_options(self) -> LayerOptions:
         return LayerOptions(self.hlog_bits, self.k_ratio, self.window, self.threshold,
-                            self.similarity, self.attention, self.pam_scale)
+                            self.similarity, self.attention, self.pam_scale,
+                            self.first_reference)
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         base = self.base_options()
@@ -357,7 +365,8 @@ def _rewrite_layer(layer: _Layer, options: LayerOptions, weights: _HLogWeights) 
     topk = spls.TopKOp(pam.result, k)
     similarity = spls.LocalSimilarityOp(
         topk.result, pam.result if options.similarity == "cosprob" else None,
-        options.similarity, options.window, options.threshold, k)
+        options.similarity, options.window, options.threshold, k,
+        min(options.first_reference, length))
     for prediction in (hlog_x, pam, topk, similarity):
         prediction.location = att.location  # the layer's attention node names its prediction
     for value, hint in ((hlog_x.codes, "x_hlog"), (hlog_x.code_scale, "x_hlog_scale"),

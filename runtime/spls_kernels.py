@@ -274,7 +274,8 @@ def _row_scores(spa: np.ndarray, prob: np.ndarray | None, i: int, refs: list[int
 
 
 def local_similarity(spa: np.ndarray, prob: np.ndarray | None, window: int, threshold: float,
-                     mode: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+                     mode: str, k: int, first_reference: int = 0
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """Reuse map and per-head key mask from the SPA mask (DESIGN.md section 6 step 4).
 
     Rows are visited in order. Row i is compared with the last `window` COMPUTED rows before it
@@ -282,6 +283,9 @@ def local_similarity(spa: np.ndarray, prob: np.ndarray | None, window: int, thre
     |SPA_i & SPA_j| / k (`overlap`) or of cos(prob_i, prob_j) (`cosprob`, prob = softmax(PAM)
     rows). If the best score >= threshold, row i reuses that row (ties: the nearest, i.e. most
     recent, computed row wins); otherwise it is computed and becomes a reference.
+    `first_reference` r > 0 (not in DESIGN.md; default 0 = the design) keeps rows 0..r-1
+    computed and out of every window: special leading tokens ([CLS]) have outputs unlike any
+    content token, even when their attention rows look alike.
 
     spa is [H, L, Lk] (Lk = L for self-attention). Returns (reuse_map int32 [L]: -1 for a
     computed row, else the representative's index; key_mask bool [H, Lk]: keys that at least one
@@ -296,6 +300,8 @@ def local_similarity(spa: np.ndarray, prob: np.ndarray | None, window: int, thre
         raise EsactError(f"window must be a nonnegative integer, got {window!r}")
     if not isinstance(k, (int, np.integer)) or k < 1:
         raise EsactError(f"similarity: k must be a positive integer, got {k!r}")
+    if not isinstance(first_reference, (int, np.integer)) or first_reference < 0:
+        raise EsactError(f"first-reference must be a nonnegative integer, got {first_reference!r}")
     prob_arr: np.ndarray | None = None
     if mode == "cosprob":
         if prob is None:
@@ -307,6 +313,8 @@ def local_similarity(spa: np.ndarray, prob: np.ndarray | None, window: int, thre
     reuse_map = np.full(length, -1, dtype=np.int32)
     computed: list[int] = []
     for i in range(length):
+        if i < first_reference:
+            continue  # computed, never a reference
         refs = computed[-window:] if window > 0 else []
         if refs:
             scores = _row_scores(spa_arr, prob_arr, i, refs, mode, k)
@@ -316,5 +324,5 @@ def local_similarity(spa: np.ndarray, prob: np.ndarray | None, window: int, thre
                 reuse_map[i] = refs[best]
                 continue
         computed.append(i)
-    key_mask = spa_arr[:, computed, :].any(axis=1)
+    key_mask = spa_arr[:, np.flatnonzero(reuse_map == -1), :].any(axis=1)
     return reuse_map, key_mask

@@ -1,6 +1,6 @@
 // RUN: esact-opt %s -p insert-spls --no-print-debuginfo | filecheck %s
 // RUN: esact-opt %s -p 'insert-spls{attention=topk hlog-bits=6 k-ratio=0.5 pam-scale=attention}' --no-print-debuginfo | filecheck %s --check-prefix=TOPK
-// RUN: esact-opt %s -p 'insert-spls{layers="0:similarity=overlap,threshold=2.0,window=2"}' --no-print-debuginfo | filecheck %s --check-prefix=LAYER
+// RUN: esact-opt %s -p 'insert-spls{layers="0:similarity=overlap,threshold=2.0,window=2,first-reference=1"}' --no-print-debuginfo | filecheck %s --check-prefix=LAYER
 // RUN: esact-opt %s -p quantize,insert-spls --no-print-debuginfo 2>/dev/null | filecheck %s --check-prefix=INT8
 // RUN: not esact-opt %s -p 'insert-spls{similarity=jaccard}' 2>&1 | filecheck %s --check-prefix=BADMODE
 // RUN: not esact-opt %s -p 'insert-spls{layers="3:threshold=0.5"}' 2>&1 | filecheck %s --check-prefix=BADLAYER
@@ -78,7 +78,7 @@ builtin.module attributes {esact.weight_store = "Inputs/insert_spls_layer.npz"} 
 // TOPK:      %v = spls.key_masked_linear %x, %wv, %bv keys(%[[KEYS]]) heads(2)
 // TOPK-NEXT: %a = spls.sparse_attention %q, %k, %v rows(%[[REUSE]]) spa(%[[SPA]]) heads(2) scale(5.000000e-01) : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4xi32>, tensor<1x2x4x4xi1>) -> tensor<1x4x8xf32>
 
-// LAYER:     spls.local_similarity %{{.*}} mode("overlap") window(2) threshold(2.000000e+00) k(1) : (tensor<1x2x4x4xi1>) -> (tensor<1x4xi32>, tensor<1x2x4xi1>)
+// LAYER:     spls.local_similarity %{{.*}} mode("overlap") window(2) threshold(2.000000e+00) k(1) first_reference(1) : (tensor<1x2x4x4xi1>) -> (tensor<1x4xi32>, tensor<1x2x4xi1>)
 
 // INT8:      %[[PAM:.*]] = spls.predict_attention
 // INT8:      spls.local_similarity

@@ -19,6 +19,7 @@ builtin.module {
     %spa = spls.topk %pam k(2) : (tensor<1x2x4x4xf32>) -> tensor<1x2x4x4xi1>
     %reuse, %keys = spls.local_similarity %spa probs(%pam) mode("cosprob") window(4) threshold(0.9) k(2) : (tensor<1x2x4x4xi1>, tensor<1x2x4x4xf32>) -> (tensor<1x4xi32>, tensor<1x2x4xi1>)
     %reuse2, %keys2 = spls.local_similarity %spa mode("overlap") window(2) threshold(0.5) k(2) : (tensor<1x2x4x4xi1>) -> (tensor<1x4xi32>, tensor<1x2x4xi1>)
+    %reuse3, %keys3 = spls.local_similarity %spa mode("overlap") window(2) threshold(0.5) k(2) first_reference(1) : (tensor<1x2x4x4xi1>) -> (tensor<1x4xi32>, tensor<1x2x4xi1>)
     %q = spls.masked_linear %x, %w, %bq rows(%reuse) : (tensor<1x4x8xf32>, tensor<8x8xf32>, tensor<8xf32>, tensor<1x4xi32>) -> tensor<1x4x8xf32>
     %k = spls.key_masked_linear %x, %w keys(%keys) heads(2) : (tensor<1x4x8xf32>, tensor<8x8xf32>, tensor<1x2x4xi1>) -> tensor<1x4x8xf32>
     %v = spls.key_masked_quantized_linear %x, %w8, %ws, %bq input_scale(0.1) keys(%keys) heads(2) : (tensor<1x4x8xf32>, tensor<8x8xi8>, tensor<8xf32>, tensor<8xf32>, tensor<1x2x4xi1>) -> tensor<1x4x8xf32>
@@ -38,6 +39,7 @@ builtin.module {
 // CHECK-NEXT: %spa = spls.topk %pam k(2) : (tensor<1x2x4x4xf32>) -> tensor<1x2x4x4xi1>
 // CHECK-NEXT: %reuse, %keys = spls.local_similarity %spa probs(%pam) mode("cosprob") window(4) threshold(9.000000e-01) k(2) : (tensor<1x2x4x4xi1>, tensor<1x2x4x4xf32>) -> (tensor<1x4xi32>, tensor<1x2x4xi1>)
 // CHECK-NEXT: %reuse2, %keys2 = spls.local_similarity %spa mode("overlap") window(2) threshold(5.000000e-01) k(2) :
+// CHECK-NEXT: %reuse3, %keys3 = spls.local_similarity %spa mode("overlap") window(2) threshold(5.000000e-01) k(2) first_reference(1) :
 // CHECK-NEXT: %q = spls.masked_linear %x, %w, %bq rows(%reuse) : (tensor<1x4x8xf32>, tensor<8x8xf32>, tensor<8xf32>, tensor<1x4xi32>) -> tensor<1x4x8xf32>
 // CHECK-NEXT: %k = spls.key_masked_linear %x, %w keys(%keys) heads(2) :
 // CHECK-NEXT: %v = spls.key_masked_quantized_linear %x, %w8, %ws, %bq input_scale(1.000000e-01) keys(%keys) heads(2) :

@@ -309,3 +309,15 @@ def test_predict_attention_accepts_pre_encoded_weights() -> None:
     direct = predict_attention(x, wq, wk, 2, 5, bq, bk)
     encoded = predict_attention(x, hlog_encode(wq, 5), hlog_encode(wk, 5), 2, 5, bq, bk)
     assert np.array_equal(direct[0], encoded[0]) and direct[1:] == encoded[1:]
+
+
+def test_first_reference_keeps_leading_rows_out_of_windows() -> None:
+    spa = spa_from_rows([[0, 1], [0, 1], [0, 1], [2, 3]], 4)
+    reuse, keys = local_similarity(spa, None, window=4, threshold=1.0, mode="overlap", k=2,
+                                   first_reference=1)
+    # Row 0 is computed but no reference: row 1 becomes the first reference, row 2 reuses it.
+    assert reuse.tolist() == [-1, -1, 1, -1]
+    assert keys.tolist() == [[True, True, True, True]]
+    with pytest.raises(EsactError):
+        local_similarity(spa, None, window=4, threshold=1.0, mode="overlap", k=2,
+                         first_reference=-1)
