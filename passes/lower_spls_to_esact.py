@@ -228,8 +228,11 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
     hint = dense.node_name(predict) or "spls.predict"
     c8 = lw.constant(f"{hint}.qk_hlog_codes", codes)
     cv = lw.constant(f"{hint}.qk_hlog_dequant", vectors.astype(np.float32))
-    n_limit = min(lw.capacity(Buffer.WBUF) // dense.HALF // width_in,
-                  lw.capacity(Buffer.ACC) // dense.HALF // rows)
+    # HLog codes of W in ABUF (a ring): WBUF banks hold the K / V weight tiles meanwhile.
+    # Column tiles small enough for an ACC slot at the top of a bank (PredictScratch).
+    acc_bank = getattr(lw.rings[Buffer.ACC], "bank_size", lw.capacity(Buffer.ACC))
+    n_limit = min(lw.capacity(Buffer.ABUF) // 8 // width_in,
+                  acc_bank // PredictScratch.SLOT_FRACTION // rows)
     if n_limit < 1:
         raise _fail(predict, f"the prediction of {rows} rows x {width_in} inputs exceeds the "
                     "on-chip buffers")
@@ -238,7 +241,6 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
     together = rows * both <= lw.capacity(Buffer.VBUF) // dense.OUT_FRACTION
     passes = [(0, both)] if together else [(0, width), (width, both)]
     n_tile = dense._round_tile(n_limit, passes[0][1] - passes[0][0], lw.config.mac_cols)
-    wbuf = PredictScratch(lw, Buffer.WBUF, width_in * n_tile)
     acc_buf = PredictScratch(lw, Buffer.ACC, max(rows * n_tile, length * length))
     sqk = lw.alloc(Buffer.VBUF, 2 * batch)  # (s_Q, s_K) per batch element, adjacent
     qc, kc = (lw.alloc(Buffer.ABUF, rows * width) for _ in range(2))
@@ -247,16 +249,16 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
         real = lw.alloc(Buffer.VBUF, rows * cols)
         for n0 in range(c0, c1, n_tile):
             nt = min(n_tile, c1 - n0)
-            wt = wbuf.alloc(width_in * nt)
-            lw.load(Buffer.WBUF, wt, c8.address + n0, width_in, nt, dram_stride=both)
-            lw.hoist_last(Buffer.WBUF, wt, wt + width_in * nt)
+            wt = lw.alloc(Buffer.ABUF, width_in * nt)
+            lw.load(Buffer.ABUF, wt, c8.address + n0, width_in, nt, dram_stride=both)
+            lw.hoist_last(Buffer.ABUF, wt, wt + width_in * nt)
             sb = lw.alloc(Buffer.VBUF, 2 * nt)
             lw.load(Buffer.VBUF, sb, cv.address + n0 * F32, 2, nt, dram_stride=both * F32)
             lw.hoist_last(Buffer.VBUF, sb, sb + 2 * nt)
             acc = acc_buf.alloc(rows * nt)
             lw.emit("bpu", PREDICT, dst_addr=acc, a_buf=Buffer.ABUF, a_addr=xc,
-                    b_buf=Buffer.WBUF, b_addr=wt, m=rows, k=width_in, n=nt)
-            wbuf.free(wt)
+                    b_buf=Buffer.ABUF, b_addr=wt, m=rows, k=width_in, n=nt)
+            lw.free(Buffer.ABUF, wt)
             lw.emit("dequant", PREDICT, dst_addr=real + n0 - c0, src_addr=acc, rows=rows,
                     cols=nt, dst_stride=cols, scale_addr=sb, has_bias=1, bias_addr=sb + nt,
                     scalar_count=1, scalar_addr=sx)
@@ -431,22 +433,28 @@ class _MaskRows:
 
 
 class PredictScratch:
-    """ACC / WBUF tiles of the prediction, taken from the TOP of the buffer in turn.
+    """ACC tiles of the prediction, at the TOP of each bank in turn.
 
-    The dense lowering's banked ACC/WBUF tiles start at the bank boundaries and rotate
-    between banks; prediction tiles allocated the same way would share those regions, and
-    `schedule` would order every BPU after the compute queue's last use of the bank (a false
-    write-after-read dependency that serialises prediction and generation). The chain is
-    emitted in one piece while no banked tile is live, so the top slots are safe in program
-    order; when they would reach into the lower half of the buffer (large models) the tiles
-    come from the allocator as usual.
+    The dense lowering's banked ACC tiles start at the bank boundaries and rotate between
+    banks; prediction tiles allocated the same way would overlap them, and `schedule` would
+    order the K / V GEMMs after the BPU's last use of the bank (a false write-after-read
+    dependency that serialises prediction and generation). Slots at the top of each bank stay
+    clear of dense tiles up to bank - slot elements. The chain is emitted in one piece while
+    no ACC tile is live, so the slots are safe in program order; tiles over a quarter of a
+    bank come from the allocator as usual.
     """
 
-    def __init__(self, lw: dense._Lowering, buf: Buffer, size: int, slots: int = 2):
+    SLOT_FRACTION = 4  # a slot takes at most this fraction of a bank
+
+    def __init__(self, lw: dense._Lowering, buf: Buffer, size: int):
         self.lw, self.buf = lw, buf
-        capacity = lw.capacity(buf)
-        usable = not lw.rings[buf].live and size * slots <= capacity // 2
-        self.slots = [capacity - (i + 1) * size for i in range(slots)] if usable else []
+        allocator = lw.rings[buf]
+        bank = getattr(allocator, "bank_size", allocator.capacity)
+        banks = allocator.capacity // bank
+        usable = not allocator.live and size <= bank // self.SLOT_FRACTION
+        self.slots = [(i + 1) * bank - size for i in reversed(range(banks))] if usable else []
+        if len(self.slots) == 1:  # one region: two slots so consecutive tiles alternate
+            self.slots.append(self.slots[0] - size)
         self.next = 0
 
     def alloc(self, size: int) -> int:

@@ -13,7 +13,7 @@
 // the fused GELU / residual add.
 
 // CHECK:      esact.hlog {{.*}}dst_buf = ABUF, dst_addr = [[XC:[0-9]+]], src_addr = {{[0-9]+}}, rows = 4, cols = 8, {{.*}}bits = 4, {{.*}}dynamic = 1, scale_out_addr = [[SX:[0-9]+]] {component = "predict"}
-// CHECK-NEXT: esact.bpu {{.*}}a_buf = ABUF, a_addr = [[XC]], b_buf = WBUF, {{.*}}m = 4, k = 8, n = 16, {{.*}}transpose_b = 0 {component = "predict"}
+// CHECK-NEXT: esact.bpu {{.*}}a_buf = ABUF, a_addr = [[XC]], b_buf = ABUF, {{.*}}m = 4, k = 8, n = 16, {{.*}}transpose_b = 0 {component = "predict"}
 // CHECK-NEXT: esact.dequant {{.*}}rows = 4, cols = 16, {{.*}}dst_stride = 16, {{.*}}has_bias = 1, {{.*}}scalar_count = 1, scalar_addr = [[SX]] {component = "predict"}
 // CHECK-NEXT: esact.hlog {{.*}}dst_addr = [[QC:[0-9]+]], {{.*}}rows = 4, cols = 8, src_stride = 16, {{.*}}scale_out_addr = [[SQ:[0-9]+]] {component = "predict"}
 // CHECK-NEXT: esact.hlog {{.*}}dst_addr = [[KC:[0-9]+]], {{.*}}rows = 4, cols = 8, src_stride = 16, {{.*}}dynamic = 1
