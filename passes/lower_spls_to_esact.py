@@ -328,7 +328,9 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
                 has_prob=int(pam is not None), prob_addr=pam or 0, heads=heads, length=length,
                 keys=length, window=sim.window.value.data, k=sim.k.value.data,
                 threshold=float(sim.threshold.value.data), mode=SIMILARITY_MODES[mode],
-                has_row_mask=1, row_mask_addr=masks.row_mask + length * b)
+                has_row_mask=1, row_mask_addr=masks.row_mask + length * b,
+                first_reference=(0 if sim.first_reference is None
+                                 else sim.first_reference.value.data))
         if pam is not None:
             lw.free(Buffer.VBUF, pam)
     mask_rows.free()

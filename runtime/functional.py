@@ -372,7 +372,7 @@ class Machine:
             else None
         mode = "cosprob" if f["mode"] == SimilarityMode.COSPROB else "overlap"
         result = self.kernel("spa_addr", spls_kernels.local_similarity, spa, prob, f["window"],
-                             self.float_field("threshold"), mode, f["k"])
+                             self.float_field("threshold"), mode, f["k"], f["first_reference"])
         reuse, key_mask = result  # type: ignore[misc]
         self.view("map_addr")[...] = np.asarray(reuse).astype("<i2").view(np.uint8)[None, :]
         self.view("key_mask_addr")[...] = np.asarray(key_mask).astype(np.uint8)

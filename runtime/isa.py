@@ -638,6 +638,8 @@ _SPECS: tuple[InstructionSpec, ...] = (
         FieldSpec("mode", 1, FieldKind.ENUM, enum=SimilarityMode),
         # Added for the sparse lowering: the computed rows as a GEMM / attention row mask.
         _flag("has_row_mask"), _addr("row_mask_addr", "MBUF: length bytes out, 1 = computed"),
+        FieldSpec("first_reference", 16,
+                  doc="rows before this index are computed and never representatives"),
     ), (Operand("spa_addr", Buffer.MBUF, _f("heads"), lambda f: f["length"] * f["keys"], "r"),
         Operand("prob_addr", Buffer.VBUF, _f("heads"), lambda f: f["length"] * f["keys"], "r",
                 enabled_by="has_prob"),
@@ -646,7 +648,7 @@ _SPECS: tuple[InstructionSpec, ...] = (
         _vec("row_mask_addr", Buffer.MBUF, "length", "w", enabled_by="has_row_mask")),
         _topk_cost,
         """(reuse_map, key_mask) = spls_kernels.local_similarity(spa, prob, window, threshold,
-        mode, k) (DESIGN.md section 6 step 4); cosprob needs has_prob. With has_row_mask,
+        mode, k, first_reference) (DESIGN.md section 6 step 4); cosprob needs has_prob. With has_row_mask,
         row_mask[i] = 1 if reuse_map[i] == -1 else 0 (the row mask of the masked GEMMs)."""),
     # ------------------------------------------------------------------ host + control
     _spec("host", 0x40, Queue.HOST, Unit.HOST, (

@@ -91,6 +91,7 @@ CASES = {
                                               "k_ratio": 0.5}),
     "padding-reuse-all": (True, False, 2, {"threshold": -1.0, "window": 1, "k_ratio": 0.5}),
     "causal": (False, True, 0, {"k_ratio": 0.5, "threshold": 0.5}),
+    "first-reference": (True, False, 0, {"k_ratio": 0.5, "threshold": 0.0, "first_reference": 2}),
     "causal-topk": (False, True, 0, {"attention": "topk", "k_ratio": 0.5, "threshold": 0.5}),
 }
 
