@@ -595,6 +595,7 @@ def main(argv: list[str] | None = None) -> int:
                    "command": "python bench/spls_emulation.py " + " ".join(argv or sys.argv[1:]),
                    "results": [asdict(r) for r in results]}
         fd, tmp = tempfile.mkstemp(dir=args.out.parent or ".", suffix=".json")
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are for everyone to read
         with os.fdopen(fd, "w") as f:
             json.dump(payload, f, indent=1)
         os.replace(tmp, args.out)
