@@ -103,7 +103,7 @@ def bench_model(path: Path, calibrate: int, hw: str | None, text: bool = False) 
             np.savez(calib, **samples)
             extra["calibration_data"] = str(calib)
         t0 = time.perf_counter()
-        compiled = api.compile(path, stage="esb", **extra)
+        compiled = api.compile(path, stage="esb", input_shapes={k: v.shape for k, v in inputs.items()}, **extra)
         program = program_from_module(compiled.module, compiled.store)
         compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()

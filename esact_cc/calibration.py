@@ -21,6 +21,7 @@ from xdsl.ir import Operation, SSAValue
 
 from esact_cc import tensor_types
 from esact_cc.dialects import transformer
+from esact_cc.dialects.onnx import WeightOp
 from esact_cc.reference_interpreter import Interpreter, io_names, main_function
 from esact_cc.runtime.errors import CompileError
 from esact_cc.weight_store import WeightStore
@@ -101,9 +102,10 @@ def attention_probability_peak(op: transformer.AttentionOp, args: Sequence[np.nd
     batch, lq, width = q.shape
     lk = k.shape[1]
     d = width // heads
-    qh = q.reshape(batch, lq, heads, d).transpose(0, 2, 1, 3)
-    kh = k.reshape(batch, lk, heads, d).transpose(0, 2, 1, 3)
-    scores = qh @ kh.transpose(0, 1, 3, 2) * op.scale.value.data
+    # Contiguous copies: batched matmul on strided views does not use BLAS (~300x slower).
+    qh = np.ascontiguousarray(q.reshape(batch, lq, heads, d).transpose(0, 2, 1, 3))
+    kh = np.ascontiguousarray(k.reshape(batch, lk, heads, d).transpose(0, 2, 3, 1))
+    scores = qh @ kh * op.scale.value.data
     if mask is not None:
         scores = scores + np.asarray(mask, np.float64)
     if op.causal is not None:
@@ -124,15 +126,26 @@ class _PeakRecorder(Interpreter):
         self.peaks = {v: 0.0 for v in watched}
         self.channel_peaks: dict[SSAValue, np.ndarray] = {}
         self.probability_peaks: dict[Operation, float] = {}
+        self.aligned: dict[str, np.ndarray] = {}
 
     def run_op(self, op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
         for value, arg in zip(op.operands, args):
             if value in self.peaks:
                 self._record(value, arg)
+        if isinstance(op, WeightOp):
+            return [self._aligned(op.weight_name.data)]
         if isinstance(op, transformer.AttentionOp):
             peak = attention_probability_peak(op, args)
             self.probability_peaks[op] = max(self.probability_peaks.get(op, 0.0), peak)
         return super().run_op(op, args)
+
+    def _aligned(self, name: str) -> np.ndarray:
+        """Weights as aligned arrays, copied once: the frontend's views into the ONNX buffer
+        may be unaligned, which keeps BLAS away from every calibration matmul."""
+        if name not in self.aligned:
+            array = self.store[name]
+            self.aligned[name] = array if array.flags.aligned else np.require(array, requirements="AC")
+        return self.aligned[name]
 
     def _record(self, value: SSAValue, arr: np.ndarray) -> None:
         arr = np.abs(np.asarray(arr, np.float32))

@@ -47,11 +47,12 @@ def run_attention(
     batch, lq, width = q.shape
     lk, width_v = k.shape[1], v.shape[2]
     d, dv = width // num_heads, width_v // num_heads
-    # [B, H, L, d]: the exporters' reshape + transpose head split.
-    qh = q.reshape(batch, lq, num_heads, d).transpose(0, 2, 1, 3)
-    kh = k.reshape(batch, lk, num_heads, d).transpose(0, 2, 1, 3)
-    vh = v.reshape(batch, lk, num_heads, dv).transpose(0, 2, 1, 3)
-    scores = np.matmul(qh, kh.transpose(0, 1, 3, 2)) * np.float32(scale)
+    # [B, H, L, d]: the exporters' reshape + transpose head split. Contiguous copies: numpy's
+    # batched matmul on strided views skips BLAS and is ~300x slower (H7, calibration time).
+    qh = np.ascontiguousarray(q.reshape(batch, lq, num_heads, d).transpose(0, 2, 1, 3))
+    kh = np.ascontiguousarray(k.reshape(batch, lk, num_heads, d).transpose(0, 2, 3, 1))
+    vh = np.ascontiguousarray(v.reshape(batch, lk, num_heads, dv).transpose(0, 2, 1, 3))
+    scores = np.matmul(qh, kh) * np.float32(scale)
     if mask is not None:
         scores = scores + mask.astype(np.float32, copy=False)
     if causal:

@@ -109,13 +109,13 @@ class QuantizePass(ModulePass):
     calibration_data: str | None = None
     """Path of an `.npz` of calibration inputs (keys = input names, axis 0 = samples)."""
 
-    group_size: int = 64
+    group_size: int = 32
     """Input channels per scale group for linears whose input has outlier channels (0: never)."""
 
     outlier_ratio: float = 3.0
     """A linear input gets group scales when its peak exceeds the median group peak this much."""
 
-    group_margin: float = 2.0
+    group_margin: float = 1.5
     """Headroom of group scales over the calibrated group peaks (capped at the tensor's peak):
     calibration samples do not show every group's extremes."""
 
