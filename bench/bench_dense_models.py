@@ -4,7 +4,8 @@
 For each NAME in the model directory (made by scripts/generate_models.py): NAME.onnx,
 NAME.inputs.npz (one array per graph input) and NAME.ref.npz (onnxruntime outputs). Printed
 per model: instruction count, cosine similarity of every output, simulated cycles, roofline
-cycles and their ratio (target >= 0.85 on BERT-base), compile and run wall time.
+cycles and their ratio (target >= 0.85 on BERT-base), compile and run wall time next to
+onnxruntime's session creation and inference on the same file.
 
 Calibration: by default the compiler's stated synthetic default; with `--calibrate N`, N
 samples drawn like the test input but not equal to it (random token ids over the ids' range,
@@ -109,6 +110,14 @@ def bench_model(path: Path, calibrate: int, hw: str | None, text: bool = False) 
     t0 = time.perf_counter()
     result = run_program(program, inputs, resolve_config(hw))
     run_s = time.perf_counter() - t0
+    import onnxruntime as ort
+
+    t0 = time.perf_counter()
+    session = ort.InferenceSession(str(path))
+    session_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    session.run(None, inputs)
+    ort_run_s = time.perf_counter() - t0
     report = result.report
     cycles, roofline = report["total"]["cycles"], report["roofline_cycles"]
     return {
@@ -125,6 +134,8 @@ def bench_model(path: Path, calibrate: int, hw: str | None, text: bool = False) 
         "calibration": "text" if text and name.startswith("minilm") else (f"random x{calibrate}" if calibrate else "synthetic default"),
         "compile_s": compile_s,
         "run_s": run_s,
+        "ort_session_s": session_s,
+        "ort_run_s": ort_run_s,
     }
 
 
@@ -155,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
             cos = " ".join(f"{k}={v:.4f}" for k, v in row["cosine"].items())
             print(f"{row['model']:24s} instr {row['instructions']:6d}  {cos}  cycles {row['cycles']:,} "
                   f"roofline {row['roofline_cycles']:,} ({row['roofline_bound_by']}) ratio "
-                  f"{row['roofline_ratio']:.3f}  compile {row['compile_s']:.1f}s run {row['run_s']:.1f}s", flush=True)
+                  f"{row['roofline_ratio']:.3f}  compile {row['compile_s']:.1f}s (ort session {row['ort_session_s']:.1f}s) "
+                  f"run {row['run_s']:.1f}s (ort {row['ort_run_s']:.2f}s)", flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0
