@@ -66,6 +66,8 @@ from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.isa import MAX_INT8_HLOG_BITS, Buffer, SimilarityMode
 
 F32 = dense.F32
+import os as _os
+_KV_FIRST = _os.environ.get("H9_KV_FIRST") == "1"
 PREDICT = "predict"
 SIMILARITY_MODES = {"overlap": SimilarityMode.OVERLAP, "cosprob": SimilarityMode.COSPROB}
 ATTENTION_OPS = (quantized.AttentionOp, spls.MaskedQuantizedAttentionOp,
@@ -187,6 +189,9 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
     if bits > MAX_INT8_HLOG_BITS or predict.bits.value.data > MAX_INT8_HLOG_BITS:
         raise _fail(op, f"hlog-bits > {MAX_INT8_HLOG_BITS} is not supported (int8 code buffers)")
     lw.fused.update((predict, topk, sim))
+    if _KV_FIRST:
+        for early in _independent_projections(sim, op.x):
+            _lower_now(lw, early)
 
     x = lw.f32_tensor(op.x, "x")
     batch, length, width_in = x.shape
@@ -206,6 +211,13 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
         return addr
 
     # X^: HLog codes of the whole [B*L, D] input with one per-tensor scale.
+    # The FP32 PAM of all heads (SOFTMAX + SIMILARITY read it at once) is the largest VBUF
+    # tile: taken first, while nothing is live in the ring, when it fits beside X.
+    spa_size = heads * length * length
+    float_pam = sim.pam is not None or predict.mask is not None
+    early_pam = None
+    if float_pam and spa_size + rows * width_in < lw.capacity(Buffer.VBUF) * 3 // 4:
+        early_pam = lw.alloc(Buffer.VBUF, spa_size)
     vx = lw.alloc(Buffer.VBUF, rows * width_in)
     lw.load(Buffer.VBUF, vx, x.address, rows, width_in)
     xc = lw.alloc(Buffer.ABUF, rows * width_in)
@@ -286,13 +298,12 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
                        row_mask=lw.alloc(Buffer.MBUF, length * batch),
                        key_mask=lw.alloc(Buffer.MBUF, heads * length * batch),
                        spa=None)
-    spa_size = heads * length * length
     spa = lw.alloc(Buffer.MBUF, spa_size * batch)
     # With an additive mask TOPK ranks the FP32 PAM plus the mask (as the reference does);
     # without one the exact integer PAM (same order: PAM scales are positive).
-    float_pam = sim.pam is not None or mask_rows.present
     for b in range(batch):
-        pam = lw.alloc(Buffer.VBUF, spa_size) if float_pam else None
+        pam = early_pam if early_pam is not None else (
+            lw.alloc(Buffer.VBUF, spa_size) if float_pam else None)
         for h in range(heads):
             scores = acc_buf.alloc(length * length)
             lw.emit("bpu", PREDICT, dst_addr=scores, a_buf=Buffer.ABUF,
@@ -331,8 +342,10 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
                 has_row_mask=1, row_mask_addr=masks.row_mask + length * b,
                 first_reference=(0 if sim.first_reference is None
                                  else sim.first_reference.value.data))
-        if pam is not None:
+        if pam is not None and pam != early_pam:
             lw.free(Buffer.VBUF, pam)
+    if early_pam is not None:
+        lw.free(Buffer.VBUF, early_pam)
     mask_rows.free()
     lw.free(Buffer.VBUF, pam_scale, sqk)
     lw.free(Buffer.ABUF, qc, kc)
@@ -345,8 +358,9 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
     state = _state(lw)
     for value in (sim.reuse_map, sim.key_mask, topk.result):
         state.masks[value] = masks
-    for early in _independent_projections(sim, op.x):
-        _lower_now(lw, early)
+    if not _KV_FIRST:
+        for early in _independent_projections(sim, op.x):
+            _lower_now(lw, early)
 
 
 def _independent_projections(sim: spls.LocalSimilarityOp, x: SSAValue) -> list[Operation]:
