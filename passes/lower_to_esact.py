@@ -8,17 +8,23 @@ handles (what `quantize` leaves). Output: the module body becomes the program: d
 in program order, ending in `halt`. Dependency tokens are left empty: `schedule` adds them.
 
 Memory plan:
-- DRAM: every tensor crossing an op boundary gets its own row-major region (FP32 activations,
-  host tensors of any dtype); weights and constants (INT8 weights [in, out], FP32 scale/bias
-  pairs, LN gamma/beta pairs, attention scale vectors) form the DRAM image.
-- On-chip buffers: each is a ring (`RingAllocator`), so consecutive tiles use different regions
-  and loads of tile n+1 overlap compute on tile n (double buffering); tile sizes are chosen so
-  one op's live tiles take at most about half of each buffer.
+- DRAM: every tensor crossing an op boundary gets its own row-major region; weights and
+  constants (INT8 weights [in, out], FP32 dequant-scale/bias rows, LN gamma/beta pairs,
+  attention scale vectors, host ONNX models) form the DRAM image. An activation whose every
+  consumer is a linear is written INT8 (quantized the consumers' way, so they LOAD it straight
+  into ABUF); one that some other op reads is written FP32 (too) (`plan_activation_formats`).
+- On-chip buffers: WBUF and ACC hold one kind of tile each and are split into two banks used
+  in turn (`BankAllocator`); ABUF, VBUF and MBUF are rings (`RingAllocator`). Either way tile
+  n+1 lands elsewhere than tile n, so its load overlaps the compute on tile n (double
+  buffering); tile sizes keep one op's live tiles within about half of each buffer.
+- The first weight tile of a linear is loaded before its activations and hoisted above the
+  previous op's SFU/DMA tail (`hoist_last`), so weights stream while that tail runs.
 
-Instruction selection per op (`LOWERINGS`):
-- linear: per row tile of x, LOAD FP32 rows -> QUANT into ABUF; per column tile of W: LOAD W,
-  LOAD scale/bias, GEMM, DEQUANT (+ fused GELU or residual ADD when that op is the linear's only
-  user), STORE.
+Instruction selection per op (`_LOWERINGS`):
+- linear: per row tile of x, LOAD INT8 rows (or LOAD FP32 rows -> QUANT per input group); per
+  column tile of W: LOAD W, LOAD scale/bias rows, per input group GEMM + DEQUANT (later groups
+  ADD their FP32 partial), fused GELU or residual ADD when that op is the linear's only user,
+  STORE (INT8 copy first, then FP32).
 - attention: per batch and head group, LOAD + QUANT Q, K, V column blocks; per head ATTN_QK,
   DEQUANT (scale folded), [ADD a per-query mask], SOFTMAX (row mask, causal), QUANT P, ATTN_PV,
   DEQUANT, STORE the head's column block; heads are software-pipelined (QK of head h+1 is
