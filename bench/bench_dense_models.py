@@ -84,10 +84,11 @@ def text_calibration(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def bench_model(path: Path, calibrate: int, hw: str | None, text: bool = False) -> dict:
-    from esact_cc import api
-    from esact_cc.emit_esb import program_from_module
     from esact_cc.runtime.hw_config import resolve_config
     from esact_cc.runtime.run_program import run_program
+
+    from esact_cc import api
+    from esact_cc.emit_esb import program_from_module
 
     name = path.stem
     inputs = dict(np.load(path.with_name(name + ".inputs.npz")))
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         try:
             row = bench_model(path, args.calibrate, args.hw, args.text_calibration)
-        except Exception as e:  # report and go on with the next model
+        except Exception as e:  # noqa: BLE001 (report and go on with the next model)
             row = {"model": path.stem, "error": " ".join(str(e).split())[:300]}
         rows.append(row)
         if "error" in row:

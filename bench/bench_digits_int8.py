@@ -22,10 +22,10 @@ MODELS = Path(__file__).resolve().parent.parent / "esact_cc" / "models"
 
 def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
-
-    from esact_cc import api
     from esact_cc.runtime.functional import execute
     from esact_cc.runtime.hw_config import load_config
+
+    from esact_cc import api
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--limit", type=int, default=0, help="only the first N test images")

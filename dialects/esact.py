@@ -25,24 +25,10 @@ Declaration ops (no instruction, no runtime effect):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import lru_cache
 from enum import IntEnum
+from functools import lru_cache
 
-from xdsl.dialects.builtin import (
-    Float32Type,
-    FloatAttr,
-    I64,
-    IntegerAttr,
-    StringAttr,
-    TensorType,
-    i64,
-)
-from xdsl.ir import Attribute, Dialect
-from xdsl.irdl import IRDLOperation, irdl_op_definition, opt_attr_def, prop_def
-from xdsl.parser import Parser
-from xdsl.printer import Printer
-from xdsl.utils.exceptions import VerifyException
-
+from esact_cc.runtime.errors import ProgramError
 from esact_cc.runtime.esb import COMPONENTS
 from esact_cc.runtime.isa import (
     INSTRUCTION_SPECS,
@@ -55,6 +41,20 @@ from esact_cc.runtime.isa import (
     float_bits,
     validate_instruction,
 )
+from xdsl.dialects.builtin import (
+    I64,
+    Float32Type,
+    FloatAttr,
+    IntegerAttr,
+    StringAttr,
+    TensorType,
+    i64,
+)
+from xdsl.ir import Attribute, Dialect
+from xdsl.irdl import IRDLOperation, irdl_op_definition, opt_attr_def, prop_def
+from xdsl.parser import Parser
+from xdsl.printer import Printer
+from xdsl.utils.exceptions import VerifyException
 
 QUEUE_NAMES: tuple[str, ...] = tuple(q.name.lower() for q in Queue)
 TOKEN_FIELDS = ("pop", "push")
@@ -94,7 +94,7 @@ class InstructionOp(IRDLOperation):
         assert isinstance(attr, IntegerAttr)
         return attr.value.data
 
-    def set_field(self, name: str, value: int | float) -> None:
+    def set_field(self, name: str, value: float) -> None:
         self.properties[name] = _field_attr(self.isa_spec().field(name), value)
 
     def to_instruction(self) -> Instruction:
@@ -141,7 +141,7 @@ class InstructionOp(IRDLOperation):
     def verify_(self) -> None:
         try:
             validate_instruction(self.to_instruction(), 0)
-        except Exception as e:  # ProgramError: report it as an IR verification error
+        except ProgramError as e:  # report it as an IR verification error
             detail = str(e).removeprefix(f"instruction 0 ({self.isa_spec().name}): ")
             raise VerifyException(f"{self.name}: {detail}") from None
         if self.component is not None and self.component.data not in COMPONENTS:
@@ -150,7 +150,7 @@ class InstructionOp(IRDLOperation):
             )
 
 
-def _field_attr(spec: FieldSpec, value: int | float) -> Attribute:
+def _field_attr(spec: FieldSpec, value: float) -> Attribute:
     if spec.kind is FieldKind.FLOAT32:
         if isinstance(value, int):
             value = bits_float(value)
@@ -210,7 +210,7 @@ INSTRUCTION_OPS: dict[str, type[InstructionOp]] = {
 """One op class per ISA instruction, by mnemonic: INSTRUCTION_OPS["gemm"] is `esact.gemm`."""
 
 
-def instruction_op(name: str, attributes: Mapping[str, Attribute] | None = None, **fields: int | float) -> InstructionOp:
+def instruction_op(name: str, attributes: Mapping[str, Attribute] | None = None, **fields: float) -> InstructionOp:
     """Build `esact.<name>` with the given fields (others 0)."""
     return INSTRUCTION_OPS[name](fields, attributes)
 

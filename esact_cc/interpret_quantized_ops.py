@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 
 from esact_cc.dialects import quantized
-from esact_cc.reference_interpreter import Interpreter, register
 from esact_cc.quantized_kernels import (
     add_f32,
     causal_visible,
@@ -22,6 +21,7 @@ from esact_cc.quantized_kernels import (
     quantize_int8,
     softmax_rows,
 )
+from esact_cc.reference_interpreter import Interpreter, register
 
 
 def linear_dequant_scale(input_scale: float, weight_scale: np.ndarray) -> np.ndarray:

@@ -42,6 +42,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from esact_cc.dialects import esact, quantized, transformer
+from esact_cc.dialects.onnx import WeightOp
+from esact_cc.runtime.errors import CompileError
+from esact_cc.runtime.hw_config import HardwareConfig, resolve_config
+from esact_cc.runtime.isa import DIM_BITS, Buffer, GeluMode, Queue, buffer_elements, operand_extent
 from xdsl.context import Context
 from xdsl.dialects import func
 from xdsl.dialects.builtin import IntegerAttr, ModuleOp, NameLoc, StringAttr, TensorType, i64
@@ -49,20 +54,14 @@ from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
 from esact_cc import tensor_types
-from esact_cc.dialects import esact, quantized, transformer
-from esact_cc.dialects.onnx import WeightOp
 from esact_cc.interpret_quantized_ops import (
     attention_output_scale,
     attention_score_scale,
     input_groups,
     linear_dequant_scale,
-    mask_is_row_vector,
 )
 from esact_cc.quantized_kernels import quant_multiplier
 from esact_cc.reference_interpreter import io_names, main_function, op_label
-from esact_cc.runtime.errors import CompileError
-from esact_cc.runtime.hw_config import HardwareConfig, resolve_config
-from esact_cc.runtime.isa import DIM_BITS, Buffer, GeluMode, Queue, buffer_elements, operand_extent
 from esact_cc.sram_allocator import BankAllocator, RingAllocator
 from esact_cc.weight_store import WeightStore, store_of
 
@@ -219,7 +218,7 @@ class _Lowering:
         return np.asarray(self.store[owner.weight_name.data])
 
     # --- emission -------------------------------------------------------------------------------
-    def emit(self, name: str, component: str | None, **fields: int | float) -> None:
+    def emit(self, name: str, component: str | None, **fields: float) -> None:
         attrs = {} if component is None else {"component": StringAttr(component)}
         if self.layer >= 0:
             attrs["layer"] = IntegerAttr(self.layer, i64)
@@ -775,4 +774,4 @@ class LowerToEsactPass(ModulePass):
 
 # --- hook (H9, sparse lowering): the spls op rules in passes/lower_spls_to_esact.py add
 # themselves to _LOWERINGS when imported. Kept last: that module uses the definitions above.
-import esact_cc.passes.lower_spls_to_esact  # noqa: E402,F401
+import esact_cc.passes.lower_spls_to_esact  # noqa: F401

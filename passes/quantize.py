@@ -23,16 +23,20 @@ import sys
 from dataclasses import dataclass
 
 import numpy as np
+from esact_cc.dialects import quantized, transformer
+from esact_cc.dialects.onnx import WeightOp
+from esact_cc.runtime.errors import CompileError
 from xdsl.context import Context
-from xdsl.dialects.builtin import ModuleOp, TensorType, i8, f32
+from xdsl.dialects.builtin import ModuleOp, TensorType, f32, i8
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
 
-from esact_cc.calibration import collect_peaks, load_calibration_samples, synthetic_calibration_input
-from esact_cc.dialects import quantized, transformer
-from esact_cc.dialects.onnx import WeightOp
-from esact_cc.runtime.errors import CompileError
+from esact_cc.calibration import (
+    collect_peaks,
+    load_calibration_samples,
+    synthetic_calibration_input,
+)
 from esact_cc.weight_store import WeightStore, store_of
 
 INT8_MAX = quantized.INT8_MAX

@@ -16,13 +16,13 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
+from esact_cc.dialects import esact
+from esact_cc.runtime.isa import Queue, operand_extent
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp, TensorType
 from xdsl.passes import ModulePass
 
 from esact_cc import tensor_types
-from esact_cc.dialects import esact
-from esact_cc.runtime.isa import Queue, operand_extent
 from esact_cc.token_assignment import Access, Region, assign_tokens
 
 DRAM = "dram"
@@ -107,4 +107,4 @@ class SchedulePass(ModulePass):
         schedule_module(op)
 
 
-__all__ = ["SchedulePass", "schedule_module", "program_accesses", "Queue"]
+__all__ = ["Queue", "SchedulePass", "program_accesses", "schedule_module"]

@@ -3,13 +3,13 @@ fields, and any valid instruction survives op -> text -> parse -> instruction un
 
 from __future__ import annotations
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from esact_cc.dialect_registry import make_context
 from esact_cc.dialects.esact import ESACT, INSTRUCTION_OPS, InstructionOp
 from esact_cc.runtime.isa import INSTRUCTION_SPECS, FieldKind, Instruction, bits_float, float_bits
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from xdsl.parser import Parser
+
+from esact_cc.dialect_registry import make_context
 
 
 def test_one_op_per_instruction_with_its_fields() -> None:

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from esact_cc.dialects import quantized
+from esact_cc.passes.quantize import QuantizePass, per_channel_weight
+from esact_cc.runtime.errors import CompileError
 
 from esact_cc.dialect_registry import make_context
-from esact_cc.dialects import quantized, transformer
 from esact_cc.interpret_quantized_ops import run_attention, run_linear
-from esact_cc.passes.quantize import QuantizePass, per_channel_weight
 from esact_cc.reference_interpreter import run_module
-from esact_cc.runtime.errors import CompileError
 
 _spec = importlib.util.spec_from_file_location("transformer_layer", Path(__file__).with_name("transformer_layer.py"))
 layer = importlib.util.module_from_spec(_spec)

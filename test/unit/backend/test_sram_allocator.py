@@ -4,8 +4,8 @@ regions are never handed out twice, and overflow is a one-line CompileError."""
 from __future__ import annotations
 
 import pytest
-
 from esact_cc.runtime.errors import CompileError
+
 from esact_cc.sram_allocator import BankAllocator, RingAllocator
 
 
