@@ -41,12 +41,19 @@ def attention_output_scale(p_scale: float, v_scale: float) -> np.float32:
 
 def input_groups(k: int, group_size: int | None, group_scales: np.ndarray | None,
                  input_scale: float) -> list[tuple[int, int, float]]:
-    """(first channel, end channel, scale) of each input-channel group of a quantized.linear
-    (one group of all channels when it has no group scales)."""
+    """(first channel, end channel, scale) of each input-channel run of a quantized.linear:
+    consecutive groups with the same scale form one run (one INT32 partial product); one run
+    of all channels when it has no group scales."""
     if group_scales is None or group_size is None:
         return [(0, k, float(input_scale))]
-    return [(g * group_size, min(k, (g + 1) * group_size), float(group_scales[g]))
-            for g in range(-(-k // group_size))]
+    runs: list[tuple[int, int, float]] = []
+    for g in range(-(-k // group_size)):
+        start, end, scale = g * group_size, min(k, (g + 1) * group_size), float(group_scales[g])
+        if runs and runs[-1][2] == scale:
+            runs[-1] = (runs[-1][0], end, scale)
+        else:
+            runs.append((start, end, scale))
+    return runs
 
 
 def run_linear(

@@ -40,6 +40,8 @@ from esact_cc.calibration import (
 from esact_cc.weight_store import WeightStore, store_of
 
 INT8_MAX = quantized.INT8_MAX
+COALESCE_RATIO = 2.0
+"""Neighbouring input groups whose ranges differ less than this share one scale (one run)."""
 PROBABILITY_MARGIN = 2.0
 """Headroom over the calibrated largest attention probability (inputs differ from the samples)."""
 
@@ -167,7 +169,16 @@ def input_group_scales(
     if median <= 0 or float(group_peaks.max()) <= outlier_ratio * median:
         return None
     peak = float(group_peaks.max())
-    return np.array([symmetric_scale(min(peak, margin * float(p))) for p in group_peaks], np.float32)
+    bounds = np.minimum(peak, margin * group_peaks)
+    # Coalesce neighbours whose bounds are within COALESCE_RATIO of each other into one run with
+    # the run's largest bound: each run costs the SFU a DEQUANT and an ADD per output tile, and
+    # a factor of 2 in scale costs at most one bit of the run's quieter groups.
+    start = 0
+    for g in range(1, count + 1):
+        if g == count or max(bounds[start:g + 1]) > COALESCE_RATIO * min(bounds[start:g + 1]):
+            bounds[start:g] = bounds[start:g].max()
+            start = g
+    return np.array([symmetric_scale(float(b)) for b in bounds], np.float32)
 
 
 def _rewrite_linear(
