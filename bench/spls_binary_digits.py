@@ -29,9 +29,10 @@ def use_onnxruntime_for_host_regions() -> None:
     float ulps (e.g. the patch-embedding Conv), which an INT8 / HLog rounding downstream can
     turn into a visible difference on a few inputs, dense or sparse alike."""
     from esact_cc.dialects import transformer
+    from esact_cc.runtime.host_segments import host_session
+
     from esact_cc.onnx_export import export_ops, module_opset
     from esact_cc.reference_interpreter import load_implementations, register
-    from esact_cc.runtime.host_segments import host_session
 
     load_implementations()
     sessions: dict[int, object] = {}
@@ -67,11 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         use_onnxruntime_for_host_regions()
 
     import onnxruntime as ort
+    from esact_cc.runtime.hw_config import resolve_config
+    from esact_cc.runtime.run_program import run_program
 
     from esact_cc import api
     from esact_cc.bundled_model import load_bundled_model
-    from esact_cc.runtime.hw_config import resolve_config
-    from esact_cc.runtime.run_program import run_program
 
     model = load_bundled_model()
     count = len(model.test_images) if args.samples is None else args.samples

@@ -51,19 +51,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from esact_cc.dialects import quantized, spls, transformer
+from esact_cc.passes import lower_to_esact as dense
+from esact_cc.runtime.errors import CompileError
+from esact_cc.runtime.isa import MAX_INT8_HLOG_BITS, Buffer, SimilarityMode
 from xdsl.ir import Operation, SSAValue
 
-from esact_cc.dialects import quantized, spls, transformer
 from esact_cc.interpret_quantized_ops import (
     attention_output_scale,
     attention_score_scale,
     linear_dequant_scale,
 )
-from esact_cc.passes import lower_to_esact as dense
 from esact_cc.quantized_kernels import quant_multiplier
 from esact_cc.reference_interpreter import op_label
-from esact_cc.runtime.errors import CompileError
-from esact_cc.runtime.isa import MAX_INT8_HLOG_BITS, Buffer, SimilarityMode
 
 F32 = dense.F32
 PREDICT = "predict"

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from esact_cc.dialects import spls
+from esact_cc.passes.lower_spls_to_esact import component_of
+from esact_cc.runtime.hw_config import resolve_config
+from esact_cc.runtime.run_program import run_program
 
 from esact_cc import api
 from esact_cc.bundled_model import load_bundled_model
-from esact_cc.dialects import spls
-from esact_cc.passes.lower_spls_to_esact import component_of
 from esact_cc.reference_interpreter import Interpreter, main_function
-from esact_cc.runtime.hw_config import resolve_config
-from esact_cc.runtime.run_program import run_program
 
 MODEL = load_bundled_model()
 IMAGES = MODEL.test_images[:4]

@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from esact_cc.api import parse_ir
-from esact_cc.dialect_registry import make_context
-from esact_cc.emit_esb import program_from_module
 from esact_cc.passes.insert_spls import InsertSplsPass
 from esact_cc.passes.lower_to_esact import LowerToEsactPass
 from esact_cc.passes.quantize import QuantizePass
 from esact_cc.passes.schedule import SchedulePass
-from esact_cc.reference_interpreter import run_module
 from esact_cc.runtime.functional import execute
 from esact_cc.runtime.hw_config import load_config
+
+from esact_cc.api import parse_ir
+from esact_cc.dialect_registry import make_context
+from esact_cc.emit_esb import program_from_module
+from esact_cc.reference_interpreter import run_module
 from esact_cc.weight_store import WeightStore, attach
 
 L, D, F = 6, 8, 16
