@@ -231,10 +231,14 @@ def label(config: SplsConfig) -> str:
     return text
 
 
-def study(name: str, calib: Any, test: Any, budget: float, skip_tune: bool) -> dict[str, Any]:
+def study(name: str, calib: Any, test: Any, budget: float, skip_tune: bool,
+          skip_curve: bool = False) -> dict[str, Any]:
     t0 = time.time()
     log(f"{name}: curve on {test.sample_count} held-out inputs (dense {test.dense_accuracy:.3f})")
-    curve = test.measure(curve_configs(), control=True)
+    configs = curve_configs()
+    if skip_curve:
+        configs = [c for c in configs if c.options == uniform_config(**REFERENCE).options]
+    curve = test.measure(configs, control=True)
     for m in curve:
         log(f"  {label(m.config):55s} reduction {m.reduction:6.2%} loss {m.loss:6.2f} "
             f"control loss {m.dense_accuracy - (m.control_accuracy or 0):6.2f}")
@@ -338,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calib", type=int, default=0, help="calibration inputs (0: all / 48)")
     ap.add_argument("--test", type=int, default=0, help="held-out inputs (0: all / 96)")
     ap.add_argument("--skip-tune", action="store_true")
+    ap.add_argument("--skip-curve", action="store_true",
+                    help="measure only the reference setting of the curve (for a parallel run)")
     ap.add_argument("--split-test", action="store_true",
                     help="digits: calibrate on half of digits_test, report on the other half")
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
@@ -366,12 +372,14 @@ def main(argv: list[str] | None = None) -> int:
             log("MiniLM held-out set:")
             test = minilm_evaluator(test_texts, calib_texts, args.ir, Path(tmp))
             name = "all-MiniLM-L6-v2"
-        result = study(name, calib, test, args.budget, args.skip_tune)
+        result = study(name, calib, test, args.budget, args.skip_tune, args.skip_curve)
     result["ir"] = args.ir
     result["command"] = "python bench/spls_tradeoff.py " + " ".join(
         argv if argv is not None else sys.argv[1:])
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = args.out_dir / f"spls_tradeoff_{args.model}{'_split' if args.split_test else ''}"
+    suffix = ("_split" if args.split_test else "") + ("_curve" if args.skip_tune else "") \
+        + ("_tuned" if args.skip_curve else "")
+    stem = args.out_dir / f"spls_tradeoff_{args.model}{suffix}"
     atomic_write_text(stem.with_suffix(".json"), json.dumps(result, indent=1) + "\n")
     if plot(result, stem.with_suffix(".png")):
         log(f"wrote {stem}.json and {stem}.png")
