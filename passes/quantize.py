@@ -9,7 +9,8 @@ ops (the SFU runs them in FP32).
 - Activations: symmetric per tensor, scale = max|x| / 127 over the calibration samples, for the
   input of every linear and the Q, K, V of every attention. A linear input whose peak is more
   than `outlier-ratio` times its median channel-group peak gets one scale per group of
-  `group-size` channels instead (`input_group_scales`). Softmax probabilities: the
+  `group-size` channels instead (`input_group_scales`); only with calibration data, since
+  group peaks seen on the synthetic default would clip real inputs. Softmax probabilities: the
   calibrated largest probability (x2 headroom, at most 1) over 127 (`probability_scale`).
   The ranges come from running the reference interpreter on the transformer-level IR.
 - Calibration samples: `calibration-data` names an `.npz` whose keys are the model's input
@@ -47,7 +48,8 @@ PROBABILITY_MARGIN = 2.0
 
 SYNTHETIC_WARNING = (
     "warning: no --calibration-data given: activation scales come from one synthetic input "
-    "(integer inputs = 1, float inputs ~ N(0, 1), seed 0); pass real samples for accuracy"
+    "(integer inputs = 1, float inputs ~ N(0, 1), seed 0) and stay per tensor; pass real "
+    "samples for accuracy"
 )
 
 
@@ -142,7 +144,12 @@ class QuantizePass(ModulePass):
         weights = _WeightQuantizer(store)
         for t, s in zip(targets, scales):
             if isinstance(t, transformer.LinearOp):
-                groups = input_group_scales(ranges.channel_peaks.get(t.x), self.group_size, self.outlier_ratio, self.group_margin)
+                # Group scales need representative samples: from the synthetic default they
+                # would clip real inputs' outlier channels, so it keeps per-tensor scales.
+                group_size = self.group_size if self.calibration_data is not None else 0
+                groups = input_group_scales(
+                    ranges.channel_peaks.get(t.x), group_size, self.outlier_ratio, self.group_margin
+                )
                 _rewrite_linear(t, weights, *s, groups, store)
             else:
                 _rewrite_attention(t, *s, probability_scale(ranges.probability_peaks.get(t, 1.0)))

@@ -79,9 +79,9 @@ def test_two_compiles_are_byte_identical(tmp_path: Path) -> None:
     assert esb_bytes(first.module, first.store) == esb_bytes(second.module, second.store)
 
 
-def _compile_layer(module, store, hw: str | None = None):
+def _compile_layer(module, store, hw: str | None = None, calibration: str | None = None):
     ctx = make_context()
-    QuantizePass().apply(ctx, module)
+    QuantizePass(calibration_data=calibration).apply(ctx, module)
     golden_module = module.clone()
     LowerToEsactPass(hw=hw).apply(ctx, module)
     SchedulePass().apply(ctx, module)
@@ -179,7 +179,9 @@ def test_outlier_channels_get_input_groups_and_binary_matches(tmp_path: Path) ->
     store._arrays["ln1.g"] = gamma
     inputs = layer.inputs(D=256)
     reference = run_module(module, inputs, store)["y"]
-    golden_module, program = _compile_layer(module, store)
+    samples = [layer.inputs(D=256, seed=10 + i) for i in range(4)]
+    np.savez(tmp_path / "calib.npz", **{k: np.stack([x[k] for x in samples]) for k in samples[0]})
+    golden_module, program = _compile_layer(module, store, calibration=str(tmp_path / "calib.npz"))
     grouped = [op for op in golden_module.walk() if isinstance(op, quantized.LinearOp) and op.group_size]
     assert len(grouped) == 1  # only the FFN input has outliers
     golden = run_module(golden_module, inputs, store)["y"]
