@@ -9,6 +9,12 @@ test images.
 
 from __future__ import annotations
 
+import os
+
+# Single-threaded BLAS (before numpy loads): on a small or busy machine OpenBLAS's thread pool
+# makes the many small matmuls of the interpreter and functional model 10-100x slower.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import argparse
 import sys
 import tempfile
