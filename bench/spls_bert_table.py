@@ -1,0 +1,93 @@
+"""Dense vs SPLS binaries of BERT-base in one table: cycles, energy, TOPS/W, per-component MACs.
+
+Runs the real tokens of /work/models/bert_base_legacy17.inputs.npz only (padding is not
+sparsity: the first L tokens, L = the number of attended tokens, through the dynamic-axes
+export), on the hardware config given (default: bench/configs/esact_mbuf256k.toml, the
+reference hardware with a 256 KiB mask buffer, since BERT's 12 x L x L SPA masks do not fit
+the default 64 KiB). Each row is one compilation: `dense`, or `spls` plus insert-spls options.
+The paper's end-to-end 3.29 TOPS/W is printed beside the TOPS/W column for reference.
+
+    python bench/spls_bert_table.py [--hw CONFIG] [--row "spls attention=topk" ...] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+MODELS = Path("/work/models")
+PAPER_TOPS_PER_W = 3.29
+COMPONENTS = ("q", "k", "v", "qk", "pv", "o", "ffn1", "ffn2")
+DEFAULT_ROWS = ("dense", "spls", "spls attention=topk", "spls pam-scale=attention")
+
+
+def run_row(row: str, hw: str, inputs: dict[str, np.ndarray]) -> dict:
+    from esact_cc.runtime.hw_config import resolve_config
+    from esact_cc.runtime.run_program import run_program
+
+    from esact_cc import api
+
+    scheme, *options = row.split()
+    extra = {} if scheme == "dense" else {"sparsity": "spls", "spls_option": options}
+    compiled = api.compile(MODELS / "bert_base_legacy17_dynamic.onnx", stage="esact",
+                           input_shapes={k: v.shape for k, v in inputs.items()}, hw=hw, **extra)
+    result = run_program(compiled.program(), inputs, resolve_config(hw))
+    report = result.report
+    total = report["total"]
+    spls = report.get("spls", {})
+    return {
+        "row": row,
+        "cycles": total["cycles"],
+        "energy_mj": total["energy_pj"] * 1e-9,
+        "tops_per_watt": total["tops_per_watt"],
+        "macs_executed": {c: report["components"][c]["macs_executed"] for c in COMPONENTS},
+        "macs_dense": {c: report["components"][c]["macs_dense"] for c in COMPONENTS},
+        "reused_row_fraction": spls.get("reused_row_fraction", 0.0),
+        "computation_reduction": spls.get("computation_reduction", 0.0),
+        "predict_busy_cycles": spls.get("predict", {}).get("busy_cycles", 0),
+        "predict_energy_mj": spls.get("predict", {}).get("energy_pj", 0.0) * 1e-9,
+        "outputs": {k: v.tolist() for k, v in result.outputs.items() if v.size <= 768},
+    }
+
+
+def format_table(rows: list[dict]) -> str:
+    head = (f"{'':28}{'cycles':>12}{'energy mJ':>11}{'TOPS/W':>9}{'(paper':>8}{'reused':>8}"
+            f"{'reduct.':>9}{'predict cyc':>13}  " + "  ".join(f"{c:>7}" for c in COMPONENTS))
+    lines = [head, f"{'':28}{'':>12}{'':>11}{'':>9}{'3.29)':>8}{'rows':>8}{'':>9}{'':>13}  "
+             + "  ".join(f"{'GMAC':>7}" for _ in COMPONENTS)]
+    for r in rows:
+        macs = "  ".join(f"{r['macs_executed'][c] / 1e9:7.3f}" for c in COMPONENTS)
+        lines.append(f"{r['row']:28}{r['cycles']:>12,}{r['energy_mj']:>11.2f}"
+                     f"{r['tops_per_watt']:>9.3f}{'':>8}{r['reused_row_fraction'] * 100:>7.1f}%"
+                     f"{r['computation_reduction'] * 100:>8.1f}%{r['predict_busy_cycles']:>13,}  "
+                     + macs)
+    dense = rows[0]["macs_dense"]
+    lines.append(f"{'dense MACs':28}{'':>12}{'':>11}{'':>9}{'':>8}{'':>8}{'':>9}{'':>13}  "
+                 + "  ".join(f"{dense[c] / 1e9:7.3f}" for c in COMPONENTS))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hw", default=str(Path(__file__).parent / "configs" / "esact_mbuf256k.toml"))
+    parser.add_argument("--row", action="append", default=None)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    raw = dict(np.load(MODELS / "bert_base_legacy17.inputs.npz"))
+    real = int(raw["attention_mask"].sum())
+    assert raw["attention_mask"][0, :real].all(), "right padding expected"
+    inputs = {k: v[:, :real] for k, v in raw.items()}
+    rows = [run_row(row, args.hw, inputs) for row in (args.row or DEFAULT_ROWS)]
+    print(f"BERT-base, {real} real tokens, config {args.hw}")
+    print(format_table(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
