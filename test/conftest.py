@@ -1,0 +1,11 @@
+"""Suite-wide settings.
+
+pytest-xdist already runs one worker per core; letting OpenBLAS start its own thread pool in
+every worker (and in every CLI subprocess, which inherits the environment) oversubscribes the
+cores and makes small matrix products 10-100x slower. Set before numpy is first imported.
+"""
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
