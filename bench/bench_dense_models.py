@@ -5,7 +5,9 @@ For each NAME in the model directory (made by scripts/generate_models.py): NAME.
 NAME.inputs.npz (one array per graph input) and NAME.ref.npz (onnxruntime outputs). Printed
 per model: instruction count, cosine similarity of every output, simulated cycles, roofline
 cycles and their ratio (target >= 0.85 on BERT-base), compile and run wall time next to
-onnxruntime's session creation and inference on the same file.
+onnxruntime's session creation and inference on the same file, and peak resident memory
+(the process high-water mark after esact-cc + esact-run, measured before onnxruntime runs, and
+after onnxruntime too), next to the model file's size.
 
 Calibration: by default the compiler's stated synthetic default; with `--calibrate N`, N
 samples drawn like the test input but not equal to it (random token ids over the ids' range,
@@ -28,6 +30,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
 import json
+import resource
 import sys
 import tempfile
 import time
@@ -117,6 +120,7 @@ def bench_model(path: Path, calibrate: int, hw: str | None, text: bool = False) 
     t0 = time.perf_counter()
     result = run_program(program, inputs, resolve_config(hw))
     run_s = time.perf_counter() - t0
+    peak_esact_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     import onnxruntime as ort
 
     t0 = time.perf_counter()
@@ -143,6 +147,9 @@ def bench_model(path: Path, calibrate: int, hw: str | None, text: bool = False) 
         "run_s": run_s,
         "ort_session_s": session_s,
         "ort_run_s": ort_run_s,
+        "file_mb": path.stat().st_size / 2**20,
+        "peak_rss_mb_esact": peak_esact_mb,
+        "peak_rss_mb_with_ort": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
 
@@ -174,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{row['model']:24s} instr {row['instructions']:6d}  {cos}  cycles {row['cycles']:,} "
                   f"roofline {row['roofline_cycles']:,} ({row['roofline_bound_by']}) ratio "
                   f"{row['roofline_ratio']:.3f}  compile {row['compile_s']:.1f}s (ort session {row['ort_session_s']:.1f}s) "
-                  f"run {row['run_s']:.1f}s (ort {row['ort_run_s']:.2f}s)", flush=True)
+                  f"run {row['run_s']:.1f}s (ort {row['ort_run_s']:.2f}s)  peak RSS {row['peak_rss_mb_esact']:.0f} MB "
+                  f"(file {row['file_mb']:.0f} MB)", flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0
