@@ -301,7 +301,12 @@ def plot(result: dict[str, Any], path: Path) -> bool:
     ax.set_xlabel("computation reduction incl. prediction (%)")
     ax.set_ylabel("accuracy loss vs dense (points)")
     ax.set_title(f"SPLS trade-off, {result['model']} (held-out, {result['ir']} IR)")
-    ax.set_ylim(bottom=-1)
+    worst = max(p["loss_points"] for p in result["curve"])
+    if worst > 30:  # a few collapsed settings would squash the interesting region
+        ax.set_ylim(-1, 30)
+        ax.set_ylabel("accuracy loss vs dense (points, clipped at 30)")
+    else:
+        ax.set_ylim(bottom=-1)
     ax.legend(fontsize=6.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -348,10 +353,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="digits: calibrate on half of digits_test, report on the other half")
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
     ap.add_argument("--markdown", type=Path, metavar="RESULT.json",
-                    help="print the headline table of a written result and exit")
+                    help="print the headline table of a written result, redraw its plot, exit")
     args = ap.parse_args(argv)
     if args.markdown:
-        print(markdown(json.loads(args.markdown.read_text())), end="")
+        result = json.loads(args.markdown.read_text())
+        print(markdown(result), end="")
+        plot(result, args.markdown.with_suffix(".png"))  # redraw beside it
         return 0
     import tempfile
 
