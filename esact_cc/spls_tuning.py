@@ -415,6 +415,18 @@ class SplsEvaluator:
     def sample_count(self) -> int:
         return len(self.samples)
 
+    def reuse_off_gap(self, count: int = 4) -> float:
+        """Max |SPLS - dense| of the output with reuse off and dense attention on the first
+        `count` samples: 0 when the SPLS program is exact (DESIGN.md section 6); anything
+        else means the SPLS lowering of this IR changes values by itself."""
+        prepared = self._prepare(uniform_config(threshold=REUSE_OFF, attention="dense"))
+        gap = 0.0
+        for index in range(min(count, len(self.samples))):
+            out, _ = self._run(prepared, index, {}, None)
+            gap = max(gap, float(np.max(np.abs(out.astype(np.float64)
+                                                - self.dense_outputs[index]))))
+        return gap
+
     def layer_count(self, config: SplsConfig) -> int:
         return len(self._prepare(config).layers)
 
@@ -456,6 +468,9 @@ class PooledEvaluator:
     @property
     def sample_count(self) -> int:
         return sum(p.sample_count for p in self.parts)
+
+    def reuse_off_gap(self, count: int = 4) -> float:
+        return max(p.reuse_off_gap(count) for p in self.parts)
 
     def _weighted(self, values: Sequence[float]) -> float:
         total = sum(p.sample_count for p in self.parts)
@@ -623,6 +638,10 @@ def tune(evaluator: Evaluator, budget: float, per_layer: bool = True,
     search = _Search(evaluator, budget, log)
     log(f"uniform search ({'accuracy' if evaluator.labels is not None else 'cosine'} "
         f"x100, dense {evaluator.dense_accuracy:.3f}, budget {budget} points)")
+    gap = evaluator.reuse_off_gap()
+    if gap > 0:
+        log(f"warning: with reuse off the SPLS program differs from dense by up to {gap:.3g}: "
+            "losses include that error, not only SPLS's")
     uniform = search_uniform(search)
     result = TuningResult(uniform, None, search.history, budget)
     layer_count = evaluator.layer_count(uniform.config)

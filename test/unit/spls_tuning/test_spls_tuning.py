@@ -185,6 +185,7 @@ def test_accounting_without_reuse_is_dense_plus_prediction(files):
     assert m.work.reused_fraction == 0.0
     assert m.reduction == pytest.approx(-products * PREDICTION_MAC_PER_PRODUCT / dense)
     assert m.loss == 0.0
+    assert evaluator.reuse_off_gap() == 0.0  # the SPLS program is exact with reuse off
     assert 0.0 < m.work.topk_recall < 1.0
     everything, sparse = evaluator.measure([
         spls_tuning.uniform_config(threshold=2.0, **{"k-ratio": 1.0}),
