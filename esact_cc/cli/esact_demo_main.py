@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from esact_cc.runtime.cli.user_errors import exit_code_of
 from esact_cc.runtime.errors import EsactError
 
 
@@ -90,19 +91,16 @@ def run_demo(args: argparse.Namespace, work_dir: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
+
+    def demo() -> int:
         if args.output_dir:
             out = Path(args.output_dir)
             out.mkdir(parents=True, exist_ok=True)
             return run_demo(args, out)
         with tempfile.TemporaryDirectory(prefix="esact-demo-") as tmp:
             return run_demo(args, Path(tmp))
-    except EsactError as exc:
-        sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
-        return 1
-    except OSError as exc:
-        sys.stderr.write(f"error: {exc.strerror or exc} '{exc.filename}'\n")
-        return 1
+
+    return exit_code_of(demo)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TextIO
 
 import numpy as np
+from esact_cc.runtime.cli.user_errors import exit_code_of
 from esact_cc.runtime.errors import EsactError
 
 
@@ -200,18 +201,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except EsactError as exc:
-        sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
-        return 1
-    except OSError as exc:
-        where = f" '{exc.filename}'" if getattr(exc, "filename", None) else ""
-        sys.stderr.write(f"error: {exc.strerror or exc}{where}\n")
-        return 1
-    except KeyboardInterrupt:
-        sys.stderr.write("error: interrupted\n")
-        return 130
+    return exit_code_of(lambda: run(args))
 
 
 if __name__ == "__main__":
