@@ -75,9 +75,10 @@ def run_demo(args: argparse.Namespace, work_dir: Path) -> int:
     acc_ref = float(np.mean(reference.argmax(1) == labels))
     acc_esact = float(np.mean(esact.argmax(1) == labels))
     print(f"\n{count} held-out digits test images")
-    print(f"  onnxruntime (fp32) accuracy   {acc_ref:7.2%}")
-    print(f"  esact-run (INT8) accuracy     {acc_esact:7.2%}   ({acc_esact - acc_ref:+.2%} points)")
-    print(f"  top-1 agreement               {agree:7.2%}\n")
+    print(f"  {'onnxruntime (fp32)':<30}{acc_ref:7.2%}")
+    label = f"esact-run (INT8, {args.sparsity})"
+    print(f"  {label:<30}{acc_esact:7.2%}   ({(acc_esact - acc_ref) * 100:+.2f} points)")
+    print(f"  {'top-1 agreement':<30}{agree:7.2%}\n")
 
     result = run_program(program, {model.input_name: images[:1]}, config,
                          meta={"binary": str(binary_path), "model": model.onnx_path.name})

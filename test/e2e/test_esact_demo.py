@@ -10,7 +10,7 @@ def test_demo_compiles_runs_and_compares_with_onnxruntime(tmp_path) -> None:
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr
-    assert "onnxruntime (fp32) accuracy" in result.stdout
+    assert "onnxruntime (fp32)" in result.stdout and "esact-run (INT8, dense)" in result.stdout
     assert "top-1 agreement" in result.stdout
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["total"]["cycles"] >= report["roofline_cycles"] > 0
