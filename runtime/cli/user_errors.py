@@ -6,6 +6,7 @@ bug and keeps its traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 
@@ -20,6 +21,11 @@ def exit_code_of(run: Callable[[], int | None]) -> int:
     """Run a tool's body; user errors become one `error:` line on stderr and exit code 1."""
     try:
         return run() or 0
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): stop quietly, and keep the interpreter's
+        # final flush of stdout from raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except EsactError as exc:
         sys.stderr.write(f"error: {one_line(exc)}\n")
         return 1
