@@ -29,6 +29,9 @@ is softmax(Q^ K^T) as DESIGN.md section 6 writes it, `attention` uses the attent
 `first-reference` r > 0 (an addition to DESIGN.md; 0 is the design) keeps rows 0..r-1
 computed and out of every similarity window: in BERT-like models content tokens whose
 attention resembles [CLS]'s would otherwise take [CLS]'s outputs, which are unlike theirs.
+INT8 linears with per-group input scales (`quantize` with outlier channels) stay dense: no
+masked form of them exists yet, and a dense linear is exact (reused rows read their
+representative's values downstream either way), only without that linear's saving.
 `threshold` > 1 disables reuse; with k-ratio=1 and threshold > 1 the program computes exactly
 the dense values.
 
@@ -264,33 +267,6 @@ class InsertSplsPass(ModulePass):
     layers: str = ""
     """Per-layer overrides: "LAYER:name=value,...;LAYER:..." (see the module docstring)."""
 
-    @classmethod
-    def from_option_strings(cls, items: list[str]) -> InsertSplsPass:
-        """The pass from CLI-style options: `NAME=VALUE` (all layers) or `LAYER:NAME=VALUE`
-        (one layer), e.g. ["threshold=0.95", "0:threshold=2", "3:window=2"] (for
-        `esact-cc --spls-option ...`)."""
-        by_field = {f.name: f.type for f in fields(LayerOptions)}
-        converters = {"int": int, "float": float, "str": str}
-        values: dict[str, object] = {}
-        per_layer: list[str] = []
-        for item in items:
-            head, colon, rest = item.partition(":")
-            if colon and head.strip().isdigit():
-                per_layer.append(f"{head.strip()}:{rest}")
-                continue
-            name, eq, value = item.partition("=")
-            key = name.strip().replace("-", "_")
-            if not eq or key not in by_field:
-                raise CompileError(f"insert-spls: bad option {item!r} (expected NAME=VALUE or "
-                                   f"LAYER:NAME=VALUE; names: "
-                                   f"{', '.join(n.replace('_', '-') for n in by_field)})")
-            try:
-                values[key] = converters[str(by_field[key])](value.strip())
-            except ValueError:
-                raise CompileError(f"insert-spls: {name.strip()} has a bad value "
-                                   f"{value.strip()!r}") from None
-        return cls(**values, layers=";".join(per_layer))  # type: ignore[arg-type]
-
     def base_options(self) -> LayerOptions:
         return LayerOptions(self.hlog_bits, self.k_ratio, self.window, self.threshold,
                             self.similarity, self.attention, self.pam_scale,
@@ -376,12 +352,15 @@ def _rewrite_layer(layer: _Layer, options: LayerOptions, weights: _HLogWeights) 
     Rewriter.insert_op([pam, topk, similarity], InsertPoint.before(first))
     reuse, keys, spa = similarity.reuse_map, similarity.key_mask, topk.result
 
+    # A linear left dense stays exact: what a reused row reads downstream is its
+    # representative's value either way, so it only forgoes that linear's saving.
     for linear in (layer.q, layer.out, layer.ffn_up, layer.ffn_down):
-        if linear is not None:
+        if linear is not None and not _has_input_groups(linear):
             _replace(linear, _row_masked_linear(linear, reuse))
     if options.attention == "topk":
         for linear in (layer.k, layer.v):
-            _replace(linear, _key_masked_linear(linear, keys, heads))
+            if not _has_input_groups(linear):
+                _replace(linear, _key_masked_linear(linear, keys, heads))
     _replace(att, _masked_attention(att, reuse, spa if options.attention == "topk" else None))
 
 
@@ -395,6 +374,11 @@ def _replace(old: Operation, new: Operation) -> None:
     new.attributes.update(old.attributes)
     new.location = old.location  # keep the ONNX node name
     Rewriter.replace_op(old, new)
+
+
+def _has_input_groups(op: Operation) -> bool:
+    """INT8 linears with per-group input scales (outlier channels) have no masked form yet."""
+    return isinstance(op, quantized.LinearOp) and op.group_scales is not None
 
 
 def _row_masked_linear(op: Operation, rows: SSAValue) -> Operation:

@@ -217,12 +217,3 @@ def test_bundled_vit_k_ratio_one_equals_dense() -> None:
     out = run_module(reusing, {"pixel_values": images[:1]}, compiled.store)["logits"]
     assert np.all(np.isfinite(out)) and not math.isclose(float(np.abs(out).sum()), 0.0)
 
-
-def test_pass_from_cli_option_strings() -> None:
-    p = InsertSplsPass.from_option_strings(["threshold=0.95", "hlog-bits=6", "0:threshold=2",
-                                            "3:window=2,similarity=overlap"])
-    assert p.threshold == 0.95 and p.hlog_bits == 6
-    assert p.layers == "0:threshold=2;3:window=2,similarity=overlap"
-    for bad in (["speed=1"], ["threshold"], ["window=two"]):
-        with pytest.raises(CompileError):
-            InsertSplsPass.from_option_strings(bad)
