@@ -311,8 +311,8 @@ def test_gelu(mode: str) -> None:
     run(instr, m)
     xd = x.astype(np.float64)
     if mode == "ERF":
-        erf = np.vectorize(math.erf)  # the standard library's erf, independent of the model's
-        expected = 0.5 * xd * (1 + erf(xd / math.sqrt(2)))
+        special = pytest.importorskip("scipy.special")
+        expected = 0.5 * xd * (1 + special.erf(xd / math.sqrt(2)))
     else:
         expected = 0.5 * xd * (1 + np.tanh(math.sqrt(2 / math.pi) * (xd + 0.044715 * xd**3)))
     np.testing.assert_allclose(get(m, Buffer.VBUF, 0, 2, 50), expected, rtol=1e-6, atol=1e-7)
