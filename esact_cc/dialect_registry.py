@@ -1,14 +1,13 @@
 """All dialects esact-cc tools know, as lazy factories (the CLI starts fast).
 
-`onnx`, `transformer`, `quantized`, `spls` and `esact` are looked up as `esact_cc.dialects.<name>` when the tool
-registers them; a dialect whose module does not exist yet is skipped. Each such module defines
-one `xdsl.ir.Dialect` object (found by type, whatever its variable name).
+`onnx`, `transformer`, `quantized`, `spls` and `esact` are imported from
+`esact_cc.dialects.<name>` only when a tool first meets one of their ops. Each such module
+defines one `xdsl.ir.Dialect` object (found by type, whatever its variable name).
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from collections.abc import Callable
 
 from xdsl.ir import Dialect
@@ -40,16 +39,11 @@ def _project_dialect(name: str) -> Callable[[], Dialect]:
     return load
 
 
-def _module_exists(name: str) -> bool:
-    return importlib.util.find_spec(f"esact_cc.dialects.{name}") is not None
-
-
 def get_all_dialects() -> dict[str, Callable[[], Dialect]]:
-    """Dialect name -> factory, for every dialect whose module exists."""
+    """Dialect name -> factory."""
     dialects: dict[str, Callable[[], Dialect]] = {"builtin": _builtin, "func": _func}
     for name in PROJECT_DIALECT_MODULES:
-        if _module_exists(name):
-            dialects[name] = _project_dialect(name)
+        dialects[name] = _project_dialect(name)
     return dialects
 
 

@@ -5,8 +5,7 @@ runs the passes of every stage up to N. A stage says which passes take the modul
 previous stage to it, built from the `CompileOptions` (so stages can read CLI options such as
 `--hw` or `--sparsity`), and optionally how its result is written when it is the final output
 (default: IR text with its weights beside it). Later stages are added by appending to `STAGES`.
-Passes are looked up by name in the lazy pass registry, so a stage whose pass has not landed
-yet fails with a clear error only when someone compiles to it.
+Passes are looked up by name in the lazy pass registry (passes/registry.py).
 """
 
 from __future__ import annotations
@@ -53,13 +52,11 @@ class Stage:
 
 def make_pass(name: str, **options: Any) -> ModulePass:
     """Instantiate a registered pass; options the pass class has no field for are ignored."""
-    from esact_cc.passes.registry import PASS_MODULES, get_all_passes
+    from esact_cc.passes.registry import get_all_passes
 
     passes = get_all_passes()
     if name not in passes:
-        where = PASS_MODULES.get(name)
-        detail = f" (esact_cc/passes/{where[0]}.py does not exist yet)" if where else ""
-        raise CompileError(f"pass '{name}' is not available{detail}")
+        raise CompileError(f"unknown pass '{name}' (passes: {', '.join(passes)})")
     pass_class = passes[name]()
     fields = {f.name for f in dataclasses.fields(pass_class)} if dataclasses.is_dataclass(pass_class) else set()
     return pass_class(**{k: v for k, v in options.items() if k in fields})

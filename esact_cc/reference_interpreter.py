@@ -4,8 +4,7 @@ In the spirit of torch.fx's Interpreter: `Interpreter.run_op` dispatches each op
 implementation registered with `@register("dialect.op")`; a subclass can override `run_op`
 (e.g. to record intermediate values). Implementations live in one module per dialect
 (`IMPLEMENTATION_MODULES`), imported lazily the first time an interpreter is built, so a
-dialect's semantics are added by appending a module name, and a module that does not exist yet
-is skipped.
+dialect's semantics are added by appending a module name.
 
 An implementation is `fn(interpreter, op, args) -> outputs` where `args` are the operand values
 (numpy arrays, in operand order) and `outputs` one array per result (a single array is accepted
@@ -37,7 +36,6 @@ IMPLEMENTATION_MODULES: list[str] = [
     "esact_cc.interpret_transformer_ops",
     "esact_cc.interpret_quantized_ops",
     "esact_cc.interpret_spls_ops",
-    "esact_cc.interpret_esact_ops",
 ]
 """Modules registering op implementations; append one to add a dialect's semantics."""
 
@@ -59,17 +57,13 @@ def register(op_name: str) -> Callable[[OpImpl], OpImpl]:
 
 
 def load_implementations() -> None:
-    """Import every implementation module that exists (once)."""
+    """Import every implementation module (once)."""
     global _loaded
     if _loaded:
         return
     _loaded = True
     for module_name in IMPLEMENTATION_MODULES:
-        try:
-            importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if e.name != module_name:  # a real missing dependency inside the module
-                raise
+        importlib.import_module(module_name)
 
 
 def registered_ops() -> list[str]:

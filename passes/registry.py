@@ -1,13 +1,12 @@
 """All passes of esact-cc, as lazy factories: pass name -> () -> ModulePass subclass.
 
-One table (`PASS_MODULES`) says where each pass lives; passes whose module does not exist yet
-are skipped, so the tools work while the pipeline is being built.
+One table (`PASS_MODULES`) says where each pass lives; a pass module is imported only when
+that pass is used, so the tools start fast however many passes exist.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from collections.abc import Callable
 
 from xdsl.passes import ModulePass
@@ -31,9 +30,5 @@ def _factory(module_name: str, class_name: str) -> Callable[[], type[ModulePass]
 
 
 def get_all_passes() -> dict[str, Callable[[], type[ModulePass]]]:
-    """Pass name -> factory returning the pass class, for every pass whose module exists."""
-    return {
-        name: _factory(module_name, class_name)
-        for name, (module_name, class_name) in PASS_MODULES.items()
-        if importlib.util.find_spec(f"esact_cc.passes.{module_name}") is not None
-    }
+    """Pass name -> factory returning the pass class."""
+    return {name: _factory(module_name, class_name) for name, (module_name, class_name) in PASS_MODULES.items()}
