@@ -24,3 +24,7 @@ class ConfigError(EsactError):
 
 class CompileError(EsactError):
     """The compiler cannot handle a model (unsupported op, unknown dimension, ...)."""
+
+
+class UsageError(EsactError):
+    """A bad command-line argument (malformed option, unreadable input file)."""

@@ -15,13 +15,13 @@ everything succeeded, each atomically.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from esact_cc.runtime.cli.npy_arguments import load_input_files, output_file_name
 from esact_cc.runtime.cli.user_errors import exit_code_of
 
 
@@ -110,26 +110,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _parse_inputs(specs: list[str]) -> dict[str, np.ndarray]:
-    from esact_cc.runtime.errors import CompileError
-
-    inputs: dict[str, np.ndarray] = {}
-    for spec in specs:
-        name, sep, file = spec.partition("=")
-        if not sep or not name or not file:
-            raise CompileError(f"bad --input '{spec}': expected NAME=FILE.npy")
-        try:
-            inputs[name] = np.load(file, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise CompileError(f"cannot read --input {name}: '{file}': {' '.join(str(e).split())}") from None
-    return inputs
-
-
-def output_file_name(output_name: str) -> str:
-    """`<output>.npy`, with characters that cannot be in a file name replaced by '_'."""
-    return re.sub(r"[^A-Za-z0-9_.\-]", "_", output_name).lstrip(".") + ".npy"
-
-
 def run_cli(args: argparse.Namespace) -> None:
     from esact_cc import api
     from esact_cc.runtime.atomic_write import atomic_save_npy
@@ -141,7 +121,7 @@ def run_cli(args: argparse.Namespace) -> None:
         raise CompileError("--run needs --output-dir DIR")
     if args.input and not args.run:
         raise CompileError("--input is only used with --run")
-    inputs = _parse_inputs(args.input) if args.run else {}
+    inputs = load_input_files(args.input) if args.run else {}
     shapes = dict(parse_input_shape(text) for text in args.input_shape)
     for name, value in inputs.items():  # an input's file fixes its shape unless given
         shapes.setdefault(name, tuple(value.shape))

@@ -22,7 +22,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import argparse
 import sys
 
-from esact_cc.runtime.errors import EsactError
+from esact_cc.runtime.cli.user_errors import exit_code_of
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -122,15 +122,7 @@ def run_cli(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        run_cli(args)
-    except EsactError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:
-        print(f"error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
-        return 1
-    return 0
+    return exit_code_of(lambda: run_cli(args))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ traceback; every output file is written atomically and only after the run succee
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from pathlib import Path
@@ -21,11 +20,8 @@ from typing import TextIO
 
 import numpy as np
 from esact_cc.runtime.cli.user_errors import exit_code_of
-from esact_cc.runtime.errors import EsactError
-
-
-class UsageError(EsactError):
-    """A bad command line."""
+from esact_cc.runtime.cli.npy_arguments import load_input_files, output_file_name
+from esact_cc.runtime.errors import UsageError
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -54,30 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run even if the binary was compiled for another hardware config")
     parser.add_argument("--quiet", action="store_true", help="no summary table, no progress bar")
     return parser
-
-
-def output_file_name(output_name: str) -> str:
-    """`<output>.npy`, characters that cannot be in a file name replaced by '_' (same rule
-    as esact-cc --run)."""
-    return re.sub(r"[^A-Za-z0-9_.\-]", "_", output_name).lstrip(".") + ".npy"
-
-
-def parse_inputs(specs: list[str]) -> dict[str, np.ndarray]:
-    inputs: dict[str, np.ndarray] = {}
-    for spec in specs:
-        name, sep, file = spec.partition("=")
-        if not sep or not name or not file:
-            raise UsageError(f"bad --input '{spec}': expected NAME=FILE.npy")
-        if name in inputs:
-            raise UsageError(f"--input {name} given twice")
-        try:
-            inputs[name] = np.load(file, allow_pickle=False)
-        except FileNotFoundError:
-            raise UsageError(f"--input {name}: file '{file}' not found") from None
-        except (OSError, ValueError, EOFError) as exc:
-            detail = " ".join(str(exc).split()) or type(exc).__name__
-            raise UsageError(f"--input {name}: cannot read '{file}' as .npy: {detail}") from None
-    return inputs
 
 
 def check_inputs(program: object, inputs: dict[str, np.ndarray]) -> None:
@@ -158,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     for option, value in (("--report", args.report), ("--trace", args.trace)):
         if value and Path(value).is_dir():
             raise UsageError(f"{option} '{value}' is a directory, expected a file name")
-    inputs = parse_inputs(args.input)
+    inputs = load_input_files(args.input)
     program = read_esb(args.binary)
     config = None
     if args.hw is None:  # the binary names its config by hash: find it among the shipped ones
