@@ -561,14 +561,7 @@ def lower_masked_linear(lw: dense._Lowering, op: Operation) -> None:
     mult = quant_multiplier(in_scale)
 
     def load_weights(n0: int, hoist: bool = False) -> tuple[int, int]:
-        nt = min(n_tile, n - n0)
-        wt = lw.alloc(Buffer.WBUF, k * nt)
-        lw.load(Buffer.WBUF, wt, w.address + n0, k, nt, dram_stride=n)
-        if hoist:
-            lw.hoist_last(Buffer.WBUF, wt, wt + k * nt)
-        sv = lw.alloc(Buffer.VBUF, len(rows) * nt)
-        lw.load(Buffer.VBUF, sv, sb.address + n0 * F32, len(rows), nt, dram_stride=n * F32)
-        return wt, sv
+        return lw.load_weight_tile(w, sb, n0, n_tile, hoist)
 
     prefetched: tuple[int, int] | None = load_weights(0, hoist=True)
     for b in range(batch):

@@ -322,6 +322,21 @@ class _Lowering:
             position -= 1
         self.instrs.insert(position, op)
 
+    def load_weight_tile(self, w: DramTensor, dequant: DramTensor, n0: int, n_tile: int,
+                         hoist: bool = False) -> tuple[int, int]:
+        """LOAD columns [n0, n0 + n_tile) of an INT8 weight [k, n] into WBUF and the same
+        columns of its DEQUANT rows (scales, bias) into VBUF; returns the two addresses.
+        `hoist`: move the weight load back past the previous op's tail (`hoist_last`)."""
+        (k, n), scale_rows = w.shape, dequant.shape[0]
+        nt = min(n_tile, n - n0)
+        wt = self.alloc(Buffer.WBUF, k * nt)
+        self.load(Buffer.WBUF, wt, w.address + n0, k, nt, dram_stride=n)
+        if hoist:
+            self.hoist_last(Buffer.WBUF, wt, wt + k * nt)
+        sv = self.alloc(Buffer.VBUF, scale_rows * nt)
+        self.load(Buffer.VBUF, sv, dequant.address + n0 * F32, scale_rows, nt, dram_stride=n * F32)
+        return wt, sv
+
     def alloc(self, buf: Buffer, size: int) -> int:
         return self.rings[buf].alloc(size)
 
@@ -390,14 +405,7 @@ class _Lowering:
         n_tile = _round_tile(nt_limit, n, self.config.mac_cols)
 
         def load_weights(n0: int, hoist: bool = False) -> tuple[int, int]:
-            nt = min(n_tile, n - n0)
-            wt = self.alloc(Buffer.WBUF, k * nt)
-            self.load(Buffer.WBUF, wt, w.address + n0, k, nt, dram_stride=n)
-            if hoist:
-                self.hoist_last(Buffer.WBUF, wt, wt + k * nt)
-            sv = self.alloc(Buffer.VBUF, len(rows) * nt)
-            self.load(Buffer.VBUF, sv, sb.address + n0 * F32, len(rows), nt, dram_stride=n * F32)
-            return wt, sv
+            return self.load_weight_tile(w, sb, n0, n_tile, hoist)
 
         # The first weight tile is loaded before the activations: it depends on nothing, so the
         # load queue fetches it while the producer of x is still running.
