@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from esact_cc.passes.insert_spls import LayerOptions
 from esact_cc.runtime.spls_kernels import (
     hlog_encode,
     k_from_ratio,
@@ -94,22 +95,8 @@ class Encoder:
     head: Callable[[np.ndarray], np.ndarray]  # final residual stream -> model output
 
 
-@dataclass(frozen=True)
-class SplsOptions:
-    """The pass options of DESIGN.md section 6 (one layer)."""
-
-    hlog_bits: int = 4
-    k_ratio: float = 0.2
-    window: int = 4
-    threshold: float = 0.9
-    similarity: str = "cosprob"
-    attention: str = "dense"
-    # Logit scale of softmax(PAM) for cosprob, as insert-spls's `pam-scale`: "one" =
-    # softmax(Q^ K^T) literally as DESIGN.md writes it; "attention" = the attention's own
-    # 1/sqrt(d_head) (a flatter distribution, more rows look alike).
-    pam_scale: str = "one"
-    # Rows before this index are always computed and never representatives (0 = DESIGN.md).
-    first_reference: int = 0
+# The options of DESIGN.md section 6, with the pass's own defaults (one source of truth).
+SplsOptions = LayerOptions
 
 
 def layer_norm(x: np.ndarray, g: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:

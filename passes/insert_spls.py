@@ -67,15 +67,16 @@ ATTENTION_OPS = (transformer.AttentionOp, quantized.AttentionOp)
 
 @dataclass(frozen=True)
 class LayerOptions:
-    """The SPLS options of one layer (the pass option names with '_' for '-')."""
+    """The SPLS options of one layer (the pass option names with '_' for '-'); the defaults
+    are DESIGN.md section 6's reference setting and the pass's defaults."""
 
-    hlog_bits: int
-    k_ratio: float
-    window: int
-    threshold: float
-    similarity: str
-    attention: str
-    pam_scale: str
+    hlog_bits: int = 4
+    k_ratio: float = 0.2
+    window: int = 4
+    threshold: float = 0.9
+    similarity: str = "cosprob"
+    attention: str = "dense"
+    pam_scale: str = "one"
     first_reference: int = 0
 
     def validate(self, where: str) -> None:
@@ -250,20 +251,23 @@ def _shape(value: SSAValue) -> tuple[int, ...]:
     return tuple(typ.get_shape())
 
 
+DEFAULT_OPTIONS = LayerOptions()
+
+
 @dataclass(frozen=True)
 class InsertSplsPass(ModulePass):
     """Insert SPLS prediction per layer and rewrite the layer's GEMM ops into masked forms."""
 
     name = "insert-spls"
 
-    hlog_bits: int = 4
-    k_ratio: float = 0.2
-    window: int = 4
-    threshold: float = 0.9
-    similarity: str = "cosprob"
-    attention: str = "dense"
-    pam_scale: str = "one"
-    first_reference: int = 0
+    hlog_bits: int = DEFAULT_OPTIONS.hlog_bits
+    k_ratio: float = DEFAULT_OPTIONS.k_ratio
+    window: int = DEFAULT_OPTIONS.window
+    threshold: float = DEFAULT_OPTIONS.threshold
+    similarity: str = DEFAULT_OPTIONS.similarity
+    attention: str = DEFAULT_OPTIONS.attention
+    pam_scale: str = DEFAULT_OPTIONS.pam_scale
+    first_reference: int = DEFAULT_OPTIONS.first_reference
     layers: str = ""
     """Per-layer overrides: "LAYER:name=value,...;LAYER:..." (see the module docstring)."""
 
