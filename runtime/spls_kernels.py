@@ -273,24 +273,9 @@ def _row_scores(spa: np.ndarray, prob: np.ndarray | None, i: int, refs: list[int
     return cosine.mean(axis=0)
 
 
-def local_similarity(spa: np.ndarray, prob: np.ndarray | None, window: int, threshold: float,
-                     mode: str, k: int, first_reference: int = 0
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Reuse map and per-head key mask from the SPA mask (DESIGN.md section 6 step 4).
-
-    Rows are visited in order. Row i is compared with the last `window` COMPUTED rows before it
-    (reused rows are never references; row 0 is always computed). Score = mean over heads of
-    |SPA_i & SPA_j| / k (`overlap`) or of cos(prob_i, prob_j) (`cosprob`, prob = softmax(PAM)
-    rows). If the best score >= threshold, row i reuses that row (ties: the nearest, i.e. most
-    recent, computed row wins); otherwise it is computed and becomes a reference.
-    `first_reference` r > 0 (not in DESIGN.md; default 0 = the design) keeps rows 0..r-1
-    computed and out of every window: special leading tokens ([CLS]) have outputs unlike any
-    content token, even when their attention rows look alike.
-
-    spa is [H, L, Lk] (Lk = L for self-attention). Returns (reuse_map int32 [L]: -1 for a
-    computed row, else the representative's index; key_mask bool [H, Lk]: keys that at least one
-    computed row's SPA selects, per head).
-    """
+def _check_similarity(spa: np.ndarray, prob: np.ndarray | None, window: int, mode: str, k: int,
+                      first_reference: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Validated (SPA as bool [H, L, Lk], prob as float64 or None) of a similarity call."""
     spa_arr = np.asarray(spa, dtype=bool)
     if spa_arr.ndim != 3:
         raise EsactError(f"similarity: SPA must be [H, L, Lk], got shape {spa_arr.shape}")
@@ -309,20 +294,75 @@ def local_similarity(spa: np.ndarray, prob: np.ndarray | None, window: int, thre
         prob_arr = np.asarray(prob, dtype=np.float64)
         if prob_arr.shape != spa_arr.shape:
             raise EsactError(f"similarity: prob shape {prob_arr.shape} != SPA {spa_arr.shape}")
-    length = spa_arr.shape[1]
-    reuse_map = np.full(length, -1, dtype=np.int32)
-    computed: list[int] = []
-    for i in range(length):
-        if i < first_reference:
-            continue  # computed, never a reference
+    return spa_arr, prob_arr
+
+
+def local_similarity_rows(spa: np.ndarray, prob: np.ndarray | None, window: int,
+                          threshold: float, mode: str, k: int, first_reference: int,
+                          earlier: np.ndarray, stop: int) -> np.ndarray:
+    """Reuse-map entries of rows [len(earlier), stop): `local_similarity` resumed.
+
+    `earlier` holds the decisions of rows 0 .. start-1 (start = len(earlier); -1 = computed,
+    else an earlier computed row), e.g. those of earlier row chunks. The window of row i is
+    rebuilt from them: the last `window` computed rows before i at or after
+    `first_reference`. Only SPA / prob rows < stop are read, so the rows after the chunk may
+    still be unknown. Deciding rows in chunks [0, c1), [c1, c2), ... gives exactly the map of
+    one call over all rows (the decision of row i depends on rows < i only). Returns int32
+    [stop - start].
+    """
+    spa_arr, prob_arr = _check_similarity(spa, prob, window, mode, k, first_reference)
+    prior = np.asarray(earlier, dtype=np.int64).reshape(-1)
+    start = prior.size
+    if not 0 <= start <= stop <= spa_arr.shape[1]:
+        raise EsactError(f"similarity: rows [{start}, {stop}) outside the {spa_arr.shape[1]} rows")
+    for i, rep in enumerate(prior.tolist()):
+        if rep != -1 and not (0 <= rep < i and prior[rep] == -1):
+            raise EsactError(f"similarity: earlier reuse map entry {i} = {rep} is neither -1 nor "
+                             f"an earlier computed row")
+    computed = [j for j in range(first_reference, start) if prior[j] == -1]
+    decided = np.full(stop - start, -1, dtype=np.int32)
+    for i in range(max(start, first_reference), stop):
         refs = computed[-window:] if window > 0 else []
         if refs:
             scores = _row_scores(spa_arr, prob_arr, i, refs, mode, k)
             # Reverse so argmax's first-max rule picks the most recent reference on ties.
             best = len(refs) - 1 - int(np.argmax(scores[::-1]))
             if scores[best] >= threshold:
-                reuse_map[i] = refs[best]
+                decided[i - start] = refs[best]
                 continue
         computed.append(i)
-    key_mask = spa_arr[:, np.flatnonzero(reuse_map == -1), :].any(axis=1)
-    return reuse_map, key_mask
+    return decided
+
+
+def key_mask_of(spa: np.ndarray, reuse_map: np.ndarray) -> np.ndarray:
+    """Per head, the keys that at least one computed row (reuse_map == -1) of SPA selects:
+    bool [H, Lk] (the rows of SPA beyond len(reuse_map) are not read)."""
+    spa_arr = np.asarray(spa, dtype=bool)
+    rows = np.flatnonzero(np.asarray(reuse_map) == -1)
+    return spa_arr[:, rows, :].any(axis=1)
+
+
+def local_similarity(spa: np.ndarray, prob: np.ndarray | None, window: int, threshold: float,
+                     mode: str, k: int, first_reference: int = 0
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Reuse map and per-head key mask from the SPA mask (DESIGN.md section 6 step 4).
+
+    Rows are visited in order. Row i is compared with the last `window` COMPUTED rows before it
+    (reused rows are never references; row 0 is always computed). Score = mean over heads of
+    |SPA_i & SPA_j| / k (`overlap`) or of cos(prob_i, prob_j) (`cosprob`, prob = softmax(PAM)
+    rows). If the best score >= threshold, row i reuses that row (ties: the nearest, i.e. most
+    recent, computed row wins); otherwise it is computed and becomes a reference.
+    `first_reference` r > 0 (not in DESIGN.md; default 0 = the design) keeps rows 0..r-1
+    computed and out of every window: special leading tokens ([CLS]) have outputs unlike any
+    content token, even when their attention rows look alike.
+
+    spa is [H, L, Lk] (Lk = L for self-attention). Returns (reuse_map int32 [L]: -1 for a
+    computed row, else the representative's index; key_mask bool [H, Lk]: keys that at least one
+    computed row's SPA selects, per head). `local_similarity_rows` decides a row chunk of the
+    same map (the SIMILARITY instruction's progressive form).
+    """
+    spa_arr, prob_arr = _check_similarity(spa, prob, window, mode, k, first_reference)
+    length = spa_arr.shape[1]
+    reuse_map = local_similarity_rows(spa_arr, prob_arr, window, threshold, mode, k,
+                                      first_reference, np.zeros(0, np.int64), length)
+    return reuse_map, key_mask_of(spa_arr, reuse_map)
