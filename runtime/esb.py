@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from .hw_config import HardwareConfig
 
 MAGIC = b"ESACTBIN"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: 320-bit instructions, chunked SIMILARITY (first_row, row_count)
 HEADER = struct.Struct("<8sII32sQQ")
 SECTION_ENTRY = struct.Struct("<IIQQ")
 CHECKSUM_BYTES = 32

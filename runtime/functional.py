@@ -36,6 +36,7 @@ from .isa import (
     bits_float,
     buffer_elements,
     operand_extent,
+    similarity_rows,
 )
 
 if TYPE_CHECKING:
@@ -90,17 +91,18 @@ class Machine:
         assert self.instr is not None
         return ProgramError(f"instruction {self.index} ({self.instr.opcode_name}): {message}")
 
-    def operand(self, addr_field: str) -> Operand:
+    def operand(self, addr_field: str, access: str | None = None) -> Operand:
+        """The operand at `addr_field` (the one with that access when several share it)."""
         assert self.instr is not None
         for op in self.instr.spec.operands:
-            if op.addr == addr_field:
+            if op.addr == addr_field and access in (None, op.access):
                 return op
         raise KeyError(addr_field)
 
-    def view(self, addr_field: str) -> np.ndarray:
+    def view(self, addr_field: str, access: str | None = None) -> np.ndarray:
         """2-D view (rows, cols) of an operand; writes go through to the buffer/DRAM."""
         assert self.instr is not None
-        op = self.operand(addr_field)
+        op = self.operand(addr_field, access)
         extent = operand_extent(self.instr, op)
         assert extent is not None, addr_field
         buf, start, end = extent
@@ -134,9 +136,9 @@ class Machine:
         assert self.instr is not None
         return bits_float(self.instr.fields[name])
 
-    def reuse_map(self, addr_field: str, rows: int) -> np.ndarray:
+    def reuse_map(self, addr_field: str, rows: int, access: str | None = None) -> np.ndarray:
         """The int16 reuse map, validated: -1 or an earlier computed row."""
-        raw = np.ascontiguousarray(self.view(addr_field)[0])
+        raw = np.ascontiguousarray(self.view(addr_field, access)[0])
         reuse = raw.view("<i2").astype(np.int64)
         for i, rep in enumerate(reuse.tolist()):
             if rep != -1 and not (0 <= rep < i and reuse[rep] == -1):
@@ -367,21 +369,26 @@ class Machine:
 
     def op_similarity(self, f: Mapping[str, int]) -> None:
         shape = (f["heads"], f["length"], f["keys"])
+        first, count = f["first_row"], similarity_rows(f)
         spa = (self.view("spa_addr") != 0).reshape(shape)
         prob = self.view("prob_addr").astype(np.float64).reshape(shape) if f["has_prob"] \
             else None
         mode = "cosprob" if f["mode"] == SimilarityMode.COSPROB else "overlap"
-        result = self.kernel("spa_addr", spls_kernels.local_similarity, spa, prob, f["window"],
-                             self.float_field("threshold"), mode, f["k"], f["first_reference"])
-        reuse, key_mask = result  # type: ignore[misc]
-        self.view("map_addr")[...] = np.asarray(reuse).astype("<i2").view(np.uint8)[None, :]
-        self.view("key_mask_addr")[...] = np.asarray(key_mask).astype(np.uint8)
+        earlier = self.reuse_map("map_addr", first, "r") if first else np.zeros(0, np.int64)
+        reuse = np.asarray(self.kernel(
+            "spa_addr", spls_kernels.local_similarity_rows, spa, prob, f["window"],
+            self.float_field("threshold"), mode, f["k"], f["first_reference"], earlier,
+            first + count))
+        self.view("map_addr", "w")[...] = reuse.astype("<i2").view(np.uint8)[None, :]
+        keys = spls_kernels.key_mask_of(spa[:, first:first + count], reuse)
+        if first:  # later chunks add their computed rows' keys
+            keys |= self.view("key_mask_addr", "r") != 0
+        self.view("key_mask_addr", "w")[...] = keys.astype(np.uint8)
         if f["has_row_mask"]:
-            self.view("row_mask_addr")[0] = (np.asarray(reuse) == -1).astype(np.uint8)
-        computed = int((np.asarray(reuse) == -1).sum())
-        self.work.compare_ops = f["length"] * min(f["window"], f["length"]) * f["heads"] * \
-            f["keys"]
-        self.work.rows_total, self.work.rows_executed = f["length"], computed
+            self.view("row_mask_addr")[0] = (reuse == -1).astype(np.uint8)
+        computed = int((reuse == -1).sum())
+        self.work.compare_ops = count * min(f["window"], f["length"]) * f["heads"] * f["keys"]
+        self.work.rows_total, self.work.rows_executed = count, computed
 
     # -------------------------------------------------------------------- host, control
 

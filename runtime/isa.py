@@ -54,7 +54,7 @@ from .errors import ProgramError
 if TYPE_CHECKING:
     from .hw_config import HardwareConfig
 
-INSTRUCTION_BITS = 256
+INSTRUCTION_BITS = 320  # 256 until .esb version 2 (the progressive SIMILARITY fields)
 INSTRUCTION_BYTES = INSTRUCTION_BITS // 8
 
 # Field widths used throughout the table (one place to change them).
@@ -185,6 +185,8 @@ class Operand:
     are in bytes). `rows`/`cols` are callables of the field dict; `stride` names a stride
     field (0 = packed) or is None (packed). `enabled_by` names a flag field that must be 1
     for the operand to exist. `elem_bytes` (DRAM only) gives the bytes per element moved.
+    `offset` (a callable of the fields, default none) is added to the address field: the
+    operand is a part of the region the address names (e.g. one row chunk of a reuse map).
     """
 
     addr: str
@@ -194,6 +196,7 @@ class Operand:
     access: str  # "r" or "w"
     stride: str | None = None
     enabled_by: str | None = None
+    offset: Callable[[Mapping[str, int]], int] | None = None
 
 
 @dataclass
@@ -369,6 +372,11 @@ def _host_cost(f: Mapping[str, int], config: HardwareConfig, work: Work) -> int:
 
 def _unit_cost(f: Mapping[str, int], config: HardwareConfig, work: Work) -> int:
     return 1
+
+
+def similarity_rows(f: Mapping[str, int]) -> int:
+    """Rows one SIMILARITY instruction decides: row_count, 0 = from first_row to the end."""
+    return f["row_count"] or max(0, f["length"] - f["first_row"])
 
 
 # ----------------------------------------------------------------------------- operands
@@ -628,7 +636,7 @@ _SPECS: tuple[InstructionSpec, ...] = (
         all of them). With has_add_mask, scores = float32(float32(src) + add_mask[c]) and key
         c is invalid where add_mask[c] <= TOPK_MASKED_ADDITIVE."""),
     _spec("similarity", 0x33, Queue.PREDICT, Unit.TOPK, (
-        _addr("map_addr", "MBUF: reuse map out, length little-endian int16"),
+        _addr("map_addr", "MBUF: reuse map, length little-endian int16"),
         _addr("key_mask_addr", "MBUF: heads x keys key mask out"),
         _addr("spa_addr", "MBUF: heads x length x keys SPA masks, packed"),
         _flag("has_prob"), _addr("prob_addr", "VBUF: heads x length x keys softmax(PAM)"),
@@ -637,19 +645,33 @@ _SPECS: tuple[InstructionSpec, ...] = (
         _float("threshold"),
         FieldSpec("mode", 1, FieldKind.ENUM, enum=SimilarityMode),
         # Added for the sparse lowering: the computed rows as a GEMM / attention row mask.
-        _flag("has_row_mask"), _addr("row_mask_addr", "MBUF: length bytes out, 1 = computed"),
+        _flag("has_row_mask"), _addr("row_mask_addr", "MBUF: length bytes, 1 = computed"),
         FieldSpec("first_reference", 16,
                   doc="rows before this index are computed and never representatives"),
+        # Progressive prediction (.esb version 2): one row chunk per instruction.
+        FieldSpec("first_row", 16, doc="first row decided; earlier rows' map entries are read"),
+        FieldSpec("row_count", 16, doc="rows decided, 0 = through the last row"),
     ), (Operand("spa_addr", Buffer.MBUF, _f("heads"), lambda f: f["length"] * f["keys"], "r"),
         Operand("prob_addr", Buffer.VBUF, _f("heads"), lambda f: f["length"] * f["keys"], "r",
                 enabled_by="has_prob"),
-        Operand("map_addr", Buffer.MBUF, _const(1), lambda f: 2 * f["length"], "w"),
+        Operand("map_addr", Buffer.MBUF, _const(1), lambda f: 2 * f["first_row"], "r"),
+        Operand("map_addr", Buffer.MBUF, _const(1), lambda f: 2 * similarity_rows(f), "w",
+                offset=lambda f: 2 * f["first_row"]),
+        Operand("key_mask_addr", Buffer.MBUF, _f("heads"),
+                lambda f: f["keys"] if f["first_row"] else 0, "r"),
         _mat("key_mask_addr", Buffer.MBUF, "heads", "keys", "w"),
-        _vec("row_mask_addr", Buffer.MBUF, "length", "w", enabled_by="has_row_mask")),
+        Operand("row_mask_addr", Buffer.MBUF, _const(1), similarity_rows, "w",
+                enabled_by="has_row_mask", offset=_f("first_row"))),
         _topk_cost,
-        """(reuse_map, key_mask) = spls_kernels.local_similarity(spa, prob, window, threshold,
-        mode, k, first_reference) (DESIGN.md section 6 step 4); cosprob needs has_prob. With has_row_mask,
-        row_mask[i] = 1 if reuse_map[i] == -1 else 0 (the row mask of the masked GEMMs)."""),
+        """Decides rows [first_row, first_row + n) (n = row_count, or through the last row
+        when 0): map[first_row:first_row + n] = spls_kernels.local_similarity_rows(spa, prob,
+        window, threshold, mode, k, first_reference, map[:first_row], first_row + n), the
+        window rebuilt from the earlier rows' entries (each -1 or an earlier computed row), so
+        deciding the rows in chunks equals one instruction over all rows = local_similarity
+        (DESIGN.md section 6 step 4); only SPA / prob rows < first_row + n are read; cosprob
+        needs has_prob. key_mask = (first_row > 0 ? key_mask : 0) | the keys the chunk's
+        computed rows select per head. With has_row_mask, row_mask[i] = 1 if map[i] == -1
+        else 0 for the chunk's rows (the row mask of the masked GEMMs)."""),
     # ------------------------------------------------------------------ host + control
     _spec("host", 0x40, Queue.HOST, Unit.HOST, (
         FieldSpec("segment", 16, doc="index of the host segment in the .esb"),
@@ -800,6 +822,11 @@ def validate_instruction(instr: Instruction, index: int) -> None:
     if spec.name == "similarity" and instr["mode"] == SimilarityMode.COSPROB \
             and not instr["has_prob"]:
         raise ProgramError(f"{where}: field 'has_prob' must be 1 for mode COSPROB")
+    if spec.name == "similarity" and not (instr["first_row"] < instr["length"] and
+                                          instr["first_row"] + similarity_rows(instr.fields)
+                                          <= instr["length"]):
+        raise ProgramError(f"{where}: fields 'first_row' = {instr['first_row']}, 'row_count' = "
+                           f"{instr['row_count']} leave the {instr['length']} rows")
     if spec.name == "topk" and instr["k"] > instr["cols"]:
         raise ProgramError(f"{where}: field 'k' = {instr['k']} > cols {instr['cols']}")
 
@@ -820,7 +847,7 @@ def operand_extent(instr: Instruction, op: Operand) -> tuple[Buffer | None, int,
         buffer = op.buffer
     stride = f[op.stride] if op.stride is not None else 0
     stride = stride or cols
-    start = f[op.addr]
+    start = f[op.addr] + (op.offset(f) if op.offset is not None else 0)
     return buffer, start, start + (rows - 1) * stride + cols
 
 

@@ -69,6 +69,9 @@ def valid_instructions(draw: st.DrawFn, spec: InstructionSpec) -> Instruction:
             values["scale"] = float_bits(1.0)
     if spec.name == "similarity" and values["mode"] == SimilarityMode.COSPROB:
         values["has_prob"] = 1
+    if spec.name == "similarity":  # the row chunk lies inside the rows
+        values["first_row"] %= values["length"]
+        values["row_count"] %= values["length"] - values["first_row"] + 1
     if spec.name == "topk":
         values["k"] = min(values["k"], values["cols"])
     if spec.name == "host":

@@ -13,6 +13,7 @@ import pytest
 from esact_cc.runtime.errors import BinaryFormatError, ConfigError, ProgramError
 from esact_cc.runtime.esb import (
     CHECKSUM_BYTES,
+    FORMAT_VERSION,
     HEADER,
     SECTION_ENTRY,
     DataSegment,
@@ -98,7 +99,7 @@ def test_invalid_program_is_not_written(tmp_path: Path) -> None:
     (lambda d: b"XXXXXXXX" + d[8:], "bad magic"),
     (lambda d: d[:-1] + bytes([d[-1] ^ 1]), "checksum"),
     (lambda d: d[:100] + bytes([d[100] ^ 0x10]) + d[101:], "checksum"),
-    (lambda d: reseal(d[:8] + struct.pack("<I", 2) + d[12:-32]), "version"),
+    (lambda d: reseal(d[:8] + struct.pack("<I", FORMAT_VERSION + 1) + d[12:-32]), "version"),
     (lambda d: reseal(d[:12] + struct.pack("<I", 3) + d[16:-32]), "sections"),
     (lambda d: reseal(d[:48] + struct.pack("<Q", 5) + d[56:-32]), "header says"),
     (lambda d: reseal(d[:-32] + b"\0"), "header says"),
