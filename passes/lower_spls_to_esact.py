@@ -51,10 +51,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from esact_cc.dialects import quantized, spls, transformer
+from esact_cc.dialects import esact, quantized, spls, transformer
 from esact_cc.passes import lower_to_esact as dense
 from esact_cc.runtime.errors import CompileError
-from esact_cc.runtime.isa import MAX_INT8_HLOG_BITS, Buffer, SimilarityMode
+from esact_cc.runtime.isa import MAX_INT8_HLOG_BITS, Buffer, SimilarityMode, operand_extent
 from xdsl.ir import Operation, SSAValue
 
 from esact_cc.interpret_quantized_ops import (
@@ -67,6 +67,13 @@ from esact_cc.reference_interpreter import op_label
 
 F32 = dense.F32
 PREDICT = "predict"
+CHUNK_ROWS: int | None = None
+"""Rows per progressive-prediction chunk (PAM, TOPK, SOFTMAX, SIMILARITY and the masked Q
+GEMM per chunk). None (default): the MAC array's rows (config [mac_array] rows), so a chunk's
+Q row tile is one array pass; 0: one chunk of all rows (the prediction as one unit)."""
+CODE_SLOTS = 2
+"""ABUF / VBUF slots for the HLog weight-code tiles and their DEQUANT vectors (double
+buffered: the load of tile j + 2 waits for the BPU of tile j)."""
 SIMILARITY_MODES = {"overlap": SimilarityMode.OVERLAP, "cosprob": SimilarityMode.COSPROB}
 ATTENTION_OPS = (quantized.AttentionOp, spls.MaskedQuantizedAttentionOp,
                  spls.SparseQuantizedAttentionOp)
@@ -88,6 +95,10 @@ class LayerMasks:
     spa: int | None  # H x L x L bytes, kept only when a sparse attention reads it
     users: set[Operation] = field(default_factory=set)
     """Masked ops still to be lowered; the MBUF regions are freed after the last one."""
+    chunks: list[tuple[int, int]] = field(default_factory=list)
+    """(first row, rows) of each prediction chunk (one SIMILARITY each, per batch element)."""
+    x: SSAValue | None = None
+    """The prediction's input: a row-masked linear of it gets one GEMM per chunk."""
 
 
 @dataclass
@@ -198,6 +209,8 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
     k = topk.k.value.data
     mode = sim.mode.data
     rows = batch * length
+    chunk = chunk_rows(lw, length)
+    chunks = [(r0, min(chunk, length - r0)) for r0 in range(0, length, chunk)]
 
     def vec_constant(hint: str, array: np.ndarray, cache_key: tuple | None = None) -> int:
         t = lw.constant(hint, np.ascontiguousarray(array, np.float32), cache_key)
@@ -206,13 +219,6 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
         return addr
 
     # X^: HLog codes of the whole [B*L, D] input with one per-tensor scale.
-    # The FP32 PAM of all heads (SOFTMAX + SIMILARITY read it at once) is the largest VBUF
-    # tile: taken first, while nothing is live in the ring, when it fits beside X.
-    spa_size = heads * length * length
-    float_pam = sim.pam is not None or predict.mask is not None
-    early_pam = None
-    if float_pam and spa_size + rows * width_in < lw.capacity(Buffer.VBUF) * 3 // 4:
-        early_pam = lw.alloc(Buffer.VBUF, spa_size)
     vx = lw.alloc(Buffer.VBUF, rows * width_in)
     lw.load(Buffer.VBUF, vx, x.address, rows, width_in)
     xc = lw.alloc(Buffer.ABUF, rows * width_in)
@@ -223,7 +229,8 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
 
     # Q^ | K^ in one shift-add product with the codes of [W_Q | W_K] (one LOAD of codes, one of
     # DEQUANT vectors per column tile), dequantized (* s_W per column * s_X + bias), then HLog
-    # re-quantized per batch element with dynamic scales s_Q, s_K.
+    # re-quantized per batch element with dynamic scales s_Q, s_K (over ALL rows: this is why
+    # the projection cannot be chunked by rows, only what follows it).
     both = 2 * width
     codes = np.concatenate([lw.weight_array(predict.wq, "wq"), lw.weight_array(predict.wk, "wk")],
                            axis=1).astype(np.int8)
@@ -235,7 +242,7 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
     hint = dense.node_name(predict) or "spls.predict"
     c8 = lw.constant(f"{hint}.qk_hlog_codes", codes)
     cv = lw.constant(f"{hint}.qk_hlog_dequant", vectors.astype(np.float32))
-    # HLog codes of W in ABUF (a ring): WBUF banks hold the K / V weight tiles meanwhile.
+    # HLog codes of W in ABUF slots: WBUF banks hold the K / V weight tiles meanwhile.
     # Column tiles small enough for an ACC slot at the top of a bank (PredictScratch).
     acc_bank = getattr(lw.rings[Buffer.ACC], "bank_size", lw.capacity(Buffer.ACC))
     n_limit = min(lw.capacity(Buffer.ABUF) // 8 // width_in,
@@ -248,29 +255,34 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
     together = rows * both <= lw.capacity(Buffer.VBUF) // dense.OUT_FRACTION
     passes = [(0, both)] if together else [(0, width), (width, both)]
     n_tile = dense._round_tile(n_limit, passes[0][1] - passes[0][0], lw.config.mac_cols)
-    acc_buf = PredictScratch(lw, Buffer.ACC, max(rows * n_tile, length * length))
+    acc_buf = PredictScratch(lw, Buffer.ACC, max(rows * n_tile, chunk * length))
+    # Every region of the projection is taken now, before the K / V linears are lowered
+    # beside it (`_lower_aside`), so their tiles avoid all of them.
     sqk = lw.alloc(Buffer.VBUF, 2 * batch)  # (s_Q, s_K) per batch element, adjacent
     qc, kc = (lw.alloc(Buffer.ABUF, rows * width) for _ in range(2))
+    real = lw.alloc(Buffer.VBUF, rows * max(c1 - c0 for c0, c1 in passes))
+    code_slots = [(lw.alloc(Buffer.ABUF, width_in * n_tile), lw.alloc(Buffer.VBUF, 2 * n_tile))
+                  for _ in range(CODE_SLOTS)]
+    independent = _lower_aside(lw, _independent_projections(sim, op.x))
+    start = len(lw.instrs)
+    bpus: list[Operation] = []
     for c0, c1 in passes:
         cols = c1 - c0
-        real = lw.alloc(Buffer.VBUF, rows * cols)
         for n0 in range(c0, c1, n_tile):
             nt = min(n_tile, c1 - n0)
-            wt = lw.alloc(Buffer.ABUF, width_in * nt)
+            wt, sb = code_slots[len(bpus) % CODE_SLOTS]
             lw.load(Buffer.ABUF, wt, c8.address + n0, width_in, nt, dram_stride=both)
             lw.hoist_last(Buffer.ABUF, wt, wt + width_in * nt)
-            sb = lw.alloc(Buffer.VBUF, 2 * nt)
             lw.load(Buffer.VBUF, sb, cv.address + n0 * F32, 2, nt, dram_stride=both * F32)
             lw.hoist_last(Buffer.VBUF, sb, sb + 2 * nt)
             acc = acc_buf.alloc(rows * nt)
             lw.emit("bpu", PREDICT, dst_addr=acc, a_buf=Buffer.ABUF, a_addr=xc,
                     b_buf=Buffer.ABUF, b_addr=wt, m=rows, k=width_in, n=nt)
-            lw.free(Buffer.ABUF, wt)
+            bpus.append(lw.instrs[-1])
             lw.emit("dequant", PREDICT, dst_addr=real + n0 - c0, src_addr=acc, rows=rows,
                     cols=nt, dst_stride=cols, scale_addr=sb, has_bias=1, bias_addr=sb + nt,
                     scalar_count=1, scalar_addr=sx)
             acc_buf.free(acc)
-            lw.free(Buffer.VBUF, sb)
         for b in range(batch):
             for which, out in enumerate((qc, kc)):
                 if not c0 <= which * width < c1:
@@ -279,90 +291,107 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
                         src_addr=real + b * length * cols + which * width - c0, rows=length,
                         cols=width, src_stride=cols, bits=predict.bits.value.data, dynamic=1,
                         scale_out_addr=sqk + 2 * b + which, scale=1.0)
-        lw.free(Buffer.VBUF, real)
-    lw.free(Buffer.ABUF, xc)
-    lw.free(Buffer.VBUF, sx)
+    _interleave(lw, start, independent, bpus)
+    lw.free(Buffer.ABUF, xc, *(w for w, _ in code_slots))
+    lw.free(Buffer.VBUF, sx, real, *(v for _, v in code_slots))
 
-    # PAM per head: TOPK from the exact integer scores, FP32 PAM for the similarity.
+    # PAM, TOPK, [SOFTMAX], SIMILARITY per row chunk (progressive prediction): the reuse map
+    # of chunk c only needs the PAM rows of chunk c and the window of earlier computed rows,
+    # whose SPA / prob rows and map entries stay on chip, so chunk c's consumers (the masked
+    # Q GEMM's rows of chunk c) run on the compute queue while the BPU predicts chunk c + 1.
+    # TOPK from the exact integer PAM, the FP32 PAM (VBUF) for the similarity's probs.
+    spa_size = heads * length * length
     pam_scale = vec_constant("spls.pam_scale", np.full(length, predict.scale.value.data, np.float32),
                              ("spls-pam-scale", length, float(predict.scale.value.data)))
     mask_rows = _MaskRows(lw, predict, predict.mask, batch, heads, length, length)
+    for b in range(batch):
+        for h in range(heads):
+            mask_rows.prefetch(b, h)
     keep_spa = bool(spa_users)
     masks = LayerMasks(batch, length, heads,
                        reuse_map=lw.alloc(Buffer.MBUF, 2 * length * batch),
                        row_mask=lw.alloc(Buffer.MBUF, length * batch),
                        key_mask=lw.alloc(Buffer.MBUF, heads * length * batch),
-                       spa=None)
+                       spa=None, chunks=chunks, x=op.x)
     spa = lw.alloc(Buffer.MBUF, spa_size * batch)
-    # With an additive mask TOPK ranks the FP32 PAM plus the mask (as the reference does);
-    # without one the exact integer PAM (same order: PAM scales are positive).
-    for b in range(batch):
-        pam = early_pam if early_pam is not None else (
-            lw.alloc(Buffer.VBUF, spa_size) if float_pam else None)
-        for h in range(heads):
-            scores = acc_buf.alloc(length * length)
-            lw.emit("bpu", PREDICT, dst_addr=scores, a_buf=Buffer.ABUF,
-                    a_addr=qc + b * length * width + h * d, b_buf=Buffer.ABUF,
-                    b_addr=kc + b * length * width + h * d, m=length, k=d, n=length,
-                    a_stride=width, b_stride=width, transpose_b=1)
-            source = {"src_buf": Buffer.ACC, "src_addr": scores}
-            if pam is not None:
-                lw.emit("dequant", PREDICT, dst_addr=pam + h * length * length, src_addr=scores,
-                        rows=length, cols=length, scale_addr=pam_scale, scalar_count=2,
-                        scalar_addr=sqk + 2 * b)
-                if mask_rows.per_query:  # PAM + mask, ranked as is (see _MaskRows.add_block)
-                    mask_rows.add_block(b, h, pam + h * length * length)
-                    source = {"src_buf": Buffer.VBUF, "src_addr": pam + h * length * length}
-                elif mask_rows.present:
-                    source = {"src_buf": Buffer.VBUF, "src_addr": pam + h * length * length,
-                              "has_add_mask": 1, "add_mask_addr": mask_rows.row(b, h)}
-            lw.emit("topk", PREDICT, dst_addr=spa + b * spa_size + h * length * length,
-                    rows=length, cols=length, k=k, causal=int(causal), **source)
-            acc_buf.free(scores)
-        if sim.pam is not None:
-            assert pam is not None
-            per_head = causal or mask_rows.per_head
-            for h0, n_rows in ([(h, length) for h in range(heads)] if per_head
-                               else [(0, heads * length)]):
-                extra = ({"has_add_mask": 1, "add_mask_addr": mask_rows.row(b, h0)}
-                         if mask_rows.present and not mask_rows.per_query else {})
-                lw.emit("softmax", PREDICT, dst_addr=pam + h0 * length * length,
-                        src_addr=pam + h0 * length * length, rows=n_rows, cols=length, scale=1.0,
-                        causal=int(causal), **extra)
-        lw.emit("similarity", PREDICT, map_addr=masks.reuse_map + 2 * length * b,
-                key_mask_addr=masks.key_mask + heads * length * b, spa_addr=spa + b * spa_size,
-                has_prob=int(pam is not None), prob_addr=pam or 0, heads=heads, length=length,
-                keys=length, window=sim.window.value.data, k=sim.k.value.data,
-                threshold=float(sim.threshold.value.data), mode=SIMILARITY_MODES[mode],
-                has_row_mask=1, row_mask_addr=masks.row_mask + length * b,
-                first_reference=(0 if sim.first_reference is None
-                                 else sim.first_reference.value.data))
-        if pam is not None and pam != early_pam:
-            lw.free(Buffer.VBUF, pam)
-    if early_pam is not None:
-        lw.free(Buffer.VBUF, early_pam)
-    mask_rows.free()
-    lw.free(Buffer.VBUF, pam_scale, sqk)
-    lw.free(Buffer.ABUF, qc, kc)
-    if keep_spa:
-        masks.spa = spa
-    else:
-        lw.free(Buffer.MBUF, spa)
+    float_pam = sim.pam is not None or predict.mask is not None
+    pam = lw.alloc(Buffer.VBUF, spa_size) if float_pam else None
     masks.users = {u.operation for v in (sim.reuse_map, sim.key_mask, topk.result)
                    for u in v.uses if u.operation is not sim}
     state = _state(lw)
     for value in (sim.reuse_map, sim.key_mask, topk.result):
         state.masks[value] = masks
-    for early in _independent_projections(sim, op.x):
-        _lower_now(lw, early)
+    if keep_spa:
+        masks.spa = spa
+    # The masked Q linear: lowered now (its tiles avoid the prediction's live regions, so no
+    # false dependency holds its loads behind the last chunk), placed after the chain.
+    generation = _lower_aside(lw, _chunk_consumers(sim, op.x))
+    # With an additive mask TOPK ranks the FP32 PAM plus the mask (as the reference does);
+    # without one the exact integer PAM (same order: PAM scales are positive).
+    for b in range(batch):
+        for r0, n in chunks:
+            for h in range(heads):
+                block = h * length * length + r0 * length  # the chunk's rows of head h
+                scores = acc_buf.alloc(n * length)
+                lw.emit("bpu", PREDICT, dst_addr=scores, a_buf=Buffer.ABUF,
+                        a_addr=qc + (b * length + r0) * width + h * d, b_buf=Buffer.ABUF,
+                        b_addr=kc + b * length * width + h * d, m=n, k=d, n=length,
+                        a_stride=width, b_stride=width, transpose_b=1)
+                source = {"src_buf": Buffer.ACC, "src_addr": scores}
+                if pam is not None:
+                    lw.emit("dequant", PREDICT, dst_addr=pam + block, src_addr=scores,
+                            rows=n, cols=length, scale_addr=pam_scale, scalar_count=2,
+                            scalar_addr=sqk + 2 * b)
+                    if mask_rows.per_query:  # PAM + mask, ranked as is (see _MaskRows.add_block)
+                        mask_rows.add_block(b, h, pam + block, r0, n)
+                        source = {"src_buf": Buffer.VBUF, "src_addr": pam + block}
+                    elif mask_rows.present:
+                        source = {"src_buf": Buffer.VBUF, "src_addr": pam + block,
+                                  "has_add_mask": 1, "add_mask_addr": mask_rows.row(b, h)}
+                lw.emit("topk", PREDICT, dst_addr=spa + b * spa_size + block, rows=n,
+                        cols=length, k=k, causal=int(causal), causal_offset=r0 if causal else 0,
+                        **source)
+                acc_buf.free(scores)
+            if sim.pam is not None:
+                assert pam is not None
+                per_head = causal or mask_rows.per_head or n < length
+                for h0, n_rows in ([(h, n) for h in range(heads)] if per_head
+                                   else [(0, heads * length)]):
+                    extra = ({"has_add_mask": 1, "add_mask_addr": mask_rows.row(b, h0)}
+                             if mask_rows.present and not mask_rows.per_query else {})
+                    at = pam + h0 * length * length + (r0 * length if per_head else 0)
+                    lw.emit("softmax", PREDICT, dst_addr=at, src_addr=at, rows=n_rows,
+                            cols=length, scale=1.0, causal=int(causal),
+                            causal_offset=r0 if causal else 0, **extra)
+            lw.emit("similarity", PREDICT, map_addr=masks.reuse_map + 2 * length * b,
+                    key_mask_addr=masks.key_mask + heads * length * b, spa_addr=spa + b * spa_size,
+                    has_prob=int(pam is not None), prob_addr=pam or 0, heads=heads, length=length,
+                    keys=length, window=sim.window.value.data, k=sim.k.value.data,
+                    threshold=float(sim.threshold.value.data), mode=SIMILARITY_MODES[mode],
+                    has_row_mask=1, row_mask_addr=masks.row_mask + length * b,
+                    first_reference=(0 if sim.first_reference is None
+                                     else sim.first_reference.value.data),
+                    first_row=r0, row_count=n)
+    lw.instrs.extend(generation)
+    if pam is not None:
+        lw.free(Buffer.VBUF, pam)
+    mask_rows.free()
+    lw.free(Buffer.VBUF, pam_scale, sqk)
+    lw.free(Buffer.ABUF, qc, kc)
+    if not keep_spa:
+        lw.free(Buffer.MBUF, spa)
+
+
+def chunk_rows(lw: dense._Lowering, length: int) -> int:
+    """Rows per prediction chunk: `CHUNK_ROWS`, or the MAC array's rows when it is None."""
+    rows = lw.config.mac_rows if CHUNK_ROWS is None else CHUNK_ROWS
+    return length if rows <= 0 else min(rows, length)
 
 
 def _independent_projections(sim: spls.LocalSimilarityOp, x: SSAValue) -> list[Operation]:
     """The layer's dense K / V linears of X (`attention=dense`): they do not depend on the
-    prediction, so they are lowered right AFTER it, before the masked Q. The in-order compute
-    queue then runs K and V while the predict queue works, instead of stalling behind the Q
-    GEMM that waits for the reuse map. (Before the prediction instead measured worse: the
-    in-order load queue then holds the prediction's loads behind K/V's weight tiles.)"""
+    prediction, so the compute queue runs them while the BPU computes Q^ and K^
+    (`_interleave`)."""
     early: list[Operation] = []
     for use in sim.reuse_map.uses:
         att = use.operation
@@ -374,6 +403,16 @@ def _independent_projections(sim: spls.LocalSimilarityOp, x: SSAValue) -> list[O
     return early
 
 
+def _chunk_consumers(sim: spls.LocalSimilarityOp, x: SSAValue) -> list[Operation]:
+    """The row-masked linears of X (the Q projection): one GEMM per prediction chunk."""
+    found: list[Operation] = []
+    for use in sim.reuse_map.uses:
+        user = use.operation
+        if isinstance(user, ROW_MASKED_LINEARS) and user.x is x and user not in found:
+            found.append(user)
+    return found
+
+
 def _lower_now(lw: dense._Lowering, op: Operation) -> None:
     """Lower `op` at this point of the program (it is then skipped where it stands)."""
     saved = lw.current, lw.layer
@@ -381,6 +420,77 @@ def _lower_now(lw: dense._Lowering, op: Operation) -> None:
     dense._LOWERINGS[type(op)](lw, op)
     lw.fused.add(op)
     lw.current, lw.layer = saved
+
+
+def _lower_aside(lw: dense._Lowering, ops: list[Operation]) -> list[Operation]:
+    """Lower `ops` now and take their instructions out of the program, to be placed later in
+    the prediction's stretch of it. Their tiles are allocated while every region of the
+    prediction is live, so they never share one (the only exception, PredictScratch's ACC
+    slots, is checked by `_interleave`); a weight load hoisted above this point
+    (`hoist_last`) stays there."""
+    before = {id(i) for i in lw.instrs}
+    for op in ops:
+        _lower_now(lw, op)
+    last_old = max((i for i, ins in enumerate(lw.instrs) if id(ins) in before), default=-1)
+    body = lw.instrs[last_old + 1:]
+    del lw.instrs[last_old + 1:]
+    return body
+
+
+def _interleave(lw: dense._Lowering, start: int, body: list[Operation],
+                anchors: list[Operation]) -> None:
+    """Spread `body` (the K / V linears) over the prediction's instructions from `start`: its
+    i-th of G pieces (each ending at a GEMM) goes before anchor round(i * A / G), so the
+    in-order load queue issues each piece's loads about when the compute queue can use
+    them instead of after every prediction load. Kept after the prediction instead when a
+    body instruction and a prediction instruction touch a common region (one writing)."""
+    segment = lw.instrs[start:]
+    if not body:
+        return
+    if _conflicting(body, segment):
+        lw.instrs.extend(body)
+        return
+    pieces: list[list[Operation]] = [[]]
+    for ins in body:
+        pieces[-1].append(ins)
+        if ins.name == "esact.gemm":
+            pieces.append([])
+    if not pieces[-1]:
+        pieces.pop()
+    elif len(pieces) > 1:
+        pieces[-2].extend(pieces.pop())
+    before: dict[int, list[Operation]] = {}
+    for i, piece in enumerate(pieces):
+        anchor = anchors[min(len(anchors) - 1, round(i * len(anchors) / len(pieces)))]
+        before.setdefault(id(anchor), []).extend(piece)
+    merged: list[Operation] = []
+    for ins in segment:
+        merged.extend(before.pop(id(ins), ()))
+        merged.append(ins)
+    assert not before
+    lw.instrs[start:] = merged
+
+
+def _regions(op: Operation) -> list[tuple[str, int, int, bool]]:
+    assert isinstance(op, esact.InstructionOp)
+    instr = op.to_instruction()
+    out = []
+    for operand in op.isa_spec().operands:
+        extent = operand_extent(instr, operand)
+        if extent is not None:
+            out.append(("dram" if extent[0] is None else extent[0].name, extent[1], extent[2],
+                        operand.access == "w"))
+    return out
+
+
+def _conflicting(a: list[Operation], b: list[Operation]) -> bool:
+    """Does an instruction of `a` and one of `b` touch a common region, one of them writing?"""
+    regions_b = [r for op in b for r in _regions(op)]
+    for space, start, end, write in (r for op in a for r in _regions(op)):
+        for space_b, start_b, end_b, write_b in regions_b:
+            if space == space_b and (write or write_b) and start < end_b and start_b < end:
+                return True
+    return False
 
 
 class _MaskRows:
@@ -421,13 +531,8 @@ class _MaskRows:
             self.rows[key] = addr
         return self.rows[key]
 
-    def add_block(self, b: int, h: int, dst: int) -> None:
-        """ADD the [Lq, Lk] block of a per-query mask to the FP32 scores at `dst` (VBUF).
-
-        In the prediction this ranks masked keys last but does not exclude them from TOPK: a
-        row with fewer than k unmasked keys differs from the reference (which never selects
-        a masked key); with no padding, or >= k real keys per row, the result is identical.
-        """
+    def block(self, b: int, h: int) -> int:
+        """VBUF address of the [Lq, Lk] block of a per-query mask (loaded once)."""
         assert self.tensor is not None and self.per_query
         lq, lk = self.shape[2], self.shape[3]
         key = (b % self.shape[0], h % self.shape[1], "block")
@@ -436,8 +541,26 @@ class _MaskRows:
             self.lw.load(Buffer.VBUF, addr, self.tensor.address
                          + (key[0] * self.shape[1] + key[1]) * lq * lk * F32, lq, lk)
             self.rows[key] = addr  # type: ignore[index]
-        self.lw.emit("add", PREDICT, dst_addr=dst, a_addr=dst, b_addr=self.rows[key],  # type: ignore[index]
-                     rows=lq, cols=lk)
+        return self.rows[key]  # type: ignore[index]
+
+    def prefetch(self, b: int, h: int) -> None:
+        """Load what batch element b, head h needs now (before tiles placed after it)."""
+        if self.per_query:
+            self.block(b, h)
+        elif self.present:
+            self.row(b, h)
+
+    def add_block(self, b: int, h: int, dst: int, r0: int, rows: int) -> None:
+        """ADD rows [r0, r0 + rows) of the [Lq, Lk] block of a per-query mask to the FP32
+        scores at `dst` (VBUF, that many rows).
+
+        In the prediction this ranks masked keys last but does not exclude them from TOPK: a
+        row with fewer than k unmasked keys differs from the reference (which never selects
+        a masked key); with no padding, or >= k real keys per row, the result is identical.
+        """
+        lk = self.shape[3]
+        self.lw.emit("add", PREDICT, dst_addr=dst, a_addr=dst, b_addr=self.block(b, h) + r0 * lk,
+                     rows=rows, cols=lk)
 
     def free(self) -> None:
         self.lw.free(Buffer.VBUF, *self.rows.values())
@@ -563,6 +686,10 @@ def lower_masked_linear(lw: dense._Lowering, op: Operation) -> None:
     def load_weights(n0: int, hoist: bool = False) -> tuple[int, int]:
         return lw.load_weight_tile(w, sb, n0, n_tile, hoist)
 
+    # The linear of the prediction's own input (Q) is lowered beside the chain: one GEMM per
+    # prediction chunk, each waiting only for its chunk's SIMILARITY.
+    row_chunks = (masks.chunks if not keyed and op.x is masks.x and masks.chunks
+                  else [(0, length)])
     prefetched: tuple[int, int] | None = load_weights(0, hoist=True)
     for b in range(batch):
         m0 = b * length
@@ -578,8 +705,9 @@ def lower_masked_linear(lw: dense._Lowering, op: Operation) -> None:
             row_mask = (masks.key_mask + (b * masks.heads + n0 // n_tile) * length if keyed
                         else masks.row_mask + b * length)
             acc = lw.alloc(Buffer.ACC, length * nt)
-            lw.emit("gemm", component, acc_addr=acc, a_addr=a, w_addr=wt, m=length, k=k, n=nt,
-                    has_row_mask=1, row_mask_addr=row_mask)
+            for r0, rows_c in row_chunks:  # rows of one prediction chunk each (or all rows)
+                lw.emit("gemm", component, acc_addr=acc + r0 * nt, a_addr=a + r0 * k, w_addr=wt,
+                        m=rows_c, k=k, n=nt, has_row_mask=1, row_mask_addr=row_mask + r0)
             lw.free(Buffer.WBUF, wt)
             o = lw.alloc(Buffer.VBUF, length * nt)
             lw.emit("dequant", "sfu", dst_addr=o, src_addr=acc, rows=length, cols=nt,

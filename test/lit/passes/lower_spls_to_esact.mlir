@@ -1,19 +1,24 @@
 // RUN: esact-opt %s -p quantize,insert-spls,lower-to-esact --no-print-debuginfo 2>/dev/null | filecheck %s
 // RUN: esact-opt %s -p 'quantize,insert-spls{attention=topk similarity=overlap},lower-to-esact' --no-print-debuginfo 2>/dev/null | filecheck %s --check-prefix=TOPK
 // RUN: esact-opt %s -p quantize,insert-spls,lower-to-esact,schedule --no-print-debuginfo 2>/dev/null | filecheck %s --check-prefix=TOKENS
+// RUN: esact-opt %s -p 'quantize,insert-spls,lower-to-esact{hw="%S/Inputs/esact_mac2rows.toml"},schedule' --no-print-debuginfo 2>/dev/null | filecheck %s --check-prefix=CHUNKS
 // RUN: not esact-opt %s -p 'quantize,insert-spls{hlog-bits=8},lower-to-esact' 2>&1 | filecheck %s --check-prefix=BITS
 // The sparse lowering (passes/lower_spls_to_esact.py) of one pre-LN encoder layer after
 // quantize + insert-spls (weights in Inputs/insert_spls_layer.npz; L = 4, 2 heads, width 8):
 // the prediction chain on the predict queue (HLOG of X, one BPU for Q^|K^, DEQUANT with the
-// dynamic X scale, HLOG of Q^ and K^, per head BPU Q^K^T -> (DEQUANT for cosprob) TOPK,
-// SOFTMAX, SIMILARITY writing the reuse map, key mask and computed-row mask in MBUF), then K
-// and V (independent of the prediction: moved before Q, so the compute queue runs them while
-// the predict queue works), then Q, the attention, O, FFN1 and FFN2 with the computed-row mask
-// as GEMM/ATTN row mask and SCATTER_ROWS giving reused rows their representative's rows before
-// the fused GELU / residual add.
+// dynamic X scale, HLOG of Q^ and K^, then per row chunk (default: the MAC array's 32 rows,
+// here all 4 rows): per head BPU Q^K^T -> (DEQUANT for cosprob) TOPK, SOFTMAX, SIMILARITY
+// writing the chunk's reuse map, key mask and computed-row mask in MBUF). K and V do not
+// depend on the prediction: they are lowered beside it and spread over the Q^|K^ BPU tiles,
+// so the compute queue runs them while the BPU works. Then Q (one GEMM per chunk), the
+// attention, O, FFN1 and FFN2 with the computed-row mask as GEMM/ATTN row mask and
+// SCATTER_ROWS giving reused rows their representative's rows before the fused GELU /
+// residual add.
 
 // CHECK:      esact.hlog {{.*}}dst_buf = ABUF, dst_addr = [[XC:[0-9]+]], src_addr = {{[0-9]+}}, rows = 4, cols = 8, {{.*}}bits = 4, {{.*}}dynamic = 1, scale_out_addr = [[SX:[0-9]+]] {component = "predict"}
-// CHECK-NEXT: esact.bpu {{.*}}a_buf = ABUF, a_addr = [[XC]], b_buf = ABUF, {{.*}}m = 4, k = 8, n = 16, {{.*}}transpose_b = 0 {component = "predict"}
+// CHECK:      esact.gemm {{.*}} has_row_mask = 0{{.*}}component = "k"
+// CHECK:      esact.gemm {{.*}} has_row_mask = 0{{.*}}component = "v"
+// CHECK:      esact.bpu {{.*}}a_buf = ABUF, a_addr = [[XC]], b_buf = ABUF, {{.*}}m = 4, k = 8, n = 16, {{.*}}transpose_b = 0 {component = "predict"}
 // CHECK-NEXT: esact.dequant {{.*}}rows = 4, cols = 16, {{.*}}dst_stride = 16, {{.*}}has_bias = 1, {{.*}}scalar_count = 1, scalar_addr = [[SX]] {component = "predict"}
 // CHECK-NEXT: esact.hlog {{.*}}dst_addr = [[QC:[0-9]+]], {{.*}}rows = 4, cols = 8, src_stride = 16, {{.*}}scale_out_addr = [[SQ:[0-9]+]] {component = "predict"}
 // CHECK-NEXT: esact.hlog {{.*}}dst_addr = [[KC:[0-9]+]], {{.*}}rows = 4, cols = 8, src_stride = 16, {{.*}}dynamic = 1
@@ -24,9 +29,7 @@
 // CHECK-NEXT: esact.dequant
 // CHECK-NEXT: esact.topk
 // CHECK-NEXT: esact.softmax {{.*}}rows = 8, cols = 4, {{.*}}{component = "predict"}
-// CHECK-NEXT: esact.similarity {{.*}}map_addr = [[MAP:[0-9]+]], key_mask_addr = {{[0-9]+}}, spa_addr = [[SPA]], has_prob = 1, {{.*}}heads = 2, length = 4, keys = 4, window = 4, k = 1, threshold = 0.8999{{[0-9]*}}, mode = COSPROB, has_row_mask = 1, row_mask_addr = [[ROWS:[0-9]+]], first_reference = 0, first_row = 0, row_count = 0 {component = "predict"}
-// CHECK:      esact.gemm {{.*}} has_row_mask = 0{{.*}}component = "k"
-// CHECK:      esact.gemm {{.*}} has_row_mask = 0{{.*}}component = "v"
+// CHECK-NEXT: esact.similarity {{.*}}map_addr = [[MAP:[0-9]+]], key_mask_addr = {{[0-9]+}}, spa_addr = [[SPA]], has_prob = 1, {{.*}}heads = 2, length = 4, keys = 4, window = 4, k = 1, threshold = 0.8999{{[0-9]*}}, mode = COSPROB, has_row_mask = 1, row_mask_addr = [[ROWS:[0-9]+]], first_reference = 0, first_row = 0, row_count = 4 {component = "predict"}
 // CHECK:      esact.gemm {{.*}}m = 4, k = 8, n = 8, {{.*}}has_row_mask = 1, row_mask_addr = [[ROWS]], {{.*}}component = "q"
 // CHECK:      esact.scatter_rows {{.*}}buf = VBUF, {{.*}}rows = 4, cols = 8, {{.*}}map_addr = [[MAP]], compact = 0
 // CHECK:      esact.attn_qk {{.*}}has_mask = 0, mask_addr = 0, has_row_mask = 1, row_mask_addr = [[ROWS]] {component = "qk"}
@@ -61,6 +64,37 @@
 // TOKENS:      esact.hlog pop [load] push []
 // TOKENS:      esact.similarity pop [{{[a-z, ]*}}] push [compute{{.*}}]
 // TOKENS:      esact.gemm pop [{{.*}}predict{{.*}}] {{.*}}component = "q"
+
+// Progressive prediction with 2-row chunks (a 2-row MAC array): K^ and Q^ of all 4 rows
+// first (their HLog scales span all rows), then rows 0-1 (per head BPU of the chunk's Q^ rows
+// against all of K^, DEQUANT, TOPK with the chunk's causal offset, SOFTMAX of the chunk's
+// rows, SIMILARITY first_row 0) and rows 2-3 (SIMILARITY first_row 2, resumed from rows
+// 0-1's reuse map); the Q linear has one GEMM per chunk, each waiting for its own chunk's
+// SIMILARITY only (the token of chunk 0's SIMILARITY is popped before chunk 1 is predicted).
+// CHUNKS:      esact.hlog {{.*}}dst_addr = [[QC:[0-9]+]], {{.*}}rows = 4, cols = 8, src_stride = 16
+// CHUNKS-NEXT: esact.hlog {{.*}}dst_addr = [[KC:[0-9]+]], {{.*}}rows = 4, cols = 8, src_stride = 16
+// CHUNKS:      esact.bpu {{.*}}a_addr = [[QC]], b_buf = ABUF, b_addr = [[KC]], m = 2, k = 4, n = 4, a_stride = 8, b_stride = 8, {{.*}}transpose_b = 1
+// CHUNKS-NEXT: esact.dequant {{.*}}dst_addr = [[PAM0:[0-9]+]], {{.*}}rows = 2, cols = 4,
+// CHUNKS-NEXT: esact.topk {{.*}}dst_addr = [[SPA0:[0-9]+]], src_buf = ACC, {{.*}}rows = 2, cols = 4, {{.*}}causal_offset = 0
+// CHUNKS-NEXT: esact.bpu {{.*}}m = 2, k = 4, n = 4,
+// CHUNKS-NEXT: esact.dequant {{.*}}rows = 2, cols = 4,
+// CHUNKS-NEXT: esact.topk {{.*}}rows = 2, cols = 4,
+// CHUNKS-NEXT: esact.softmax {{.*}}dst_addr = [[PAM0]], {{.*}}rows = 2, cols = 4,
+// CHUNKS-NEXT: esact.softmax {{.*}}rows = 2, cols = 4,
+// CHUNKS-NEXT: esact.similarity pop [sfu] push [compute] map_addr = [[MAP:[0-9]+]], {{.*}}spa_addr = [[SPA0]], {{.*}}row_mask_addr = [[ROWS:[0-9]+]], first_reference = 0, first_row = 0, row_count = 2
+// CHUNKS-NEXT: esact.bpu {{.*}}a_addr = {{[0-9]+}}, b_buf = ABUF, b_addr = [[KC]], m = 2, k = 4, n = 4,
+// CHUNKS-NEXT: esact.dequant {{.*}}rows = 2, cols = 4,
+// CHUNKS-NEXT: esact.topk {{.*}}rows = 2, cols = 4,
+// CHUNKS-NEXT: esact.bpu
+// CHUNKS-NEXT: esact.dequant
+// CHUNKS-NEXT: esact.topk
+// CHUNKS-NEXT: esact.softmax
+// CHUNKS-NEXT: esact.softmax
+// CHUNKS-NEXT: esact.similarity pop [sfu] push [compute, sfu] map_addr = [[MAP]], {{.*}}row_mask_addr = [[ROWS]], first_reference = 0, first_row = 2, row_count = 2
+// CHUNKS:      esact.gemm pop [{{.*}}predict{{.*}}] push {{.*}}a_addr = [[A:[0-9]+]], {{.*}}m = 2, k = 8, n = 8, {{.*}}has_row_mask = 1, row_mask_addr = [[ROWS]], {{.*}}component = "q"
+// CHUNKS-NEXT: esact.gemm pop [predict] push {{.*}}m = 2, k = 8, n = 8, {{.*}}has_row_mask = 1, {{.*}}component = "q"
+// CHUNKS-NEXT: esact.dequant {{.*}}rows = 4, cols = 8,
+// CHUNKS-NEXT: esact.scatter_rows {{.*}}rows = 4, cols = 8, {{.*}}map_addr = [[MAP]]
 
 // BITS: error: lower-to-esact: spls.hlog_quantize: hlog-bits > 7 is not supported (int8 code buffers)
 
