@@ -7,7 +7,15 @@ reference hardware with a 256 KiB mask buffer, since BERT's 12 x L x L SPA masks
 the default 64 KiB). Each row is one compilation: `dense`, or `spls` plus insert-spls options.
 The paper's end-to-end 3.29 TOPS/W is printed beside the TOPS/W column for reference.
 
-    python bench/spls_bert_table.py [--hw CONFIG] [--row "spls attention=topk" ...] [--json OUT]
+`predict cyc` is the busy time of the prediction (instructions of component `predict`, BPU /
+TOPK / SIMILARITY and their SFU DEQUANT / SOFTMAX, as a union of intervals); `hidden` is the
+part of it during which the MAC array (compute queue) is busy too, i.e. prediction overlapped
+with generation. `--chunk-rows N` sets the sparse lowering's progressive-prediction chunk
+(passes/lower_spls_to_esact.py CHUNK_ROWS; default: the MAC array's rows; 0 = the prediction
+of all rows as one unit).
+
+    python bench/spls_bert_table.py [--hw CONFIG] [--row "spls attention=topk" ...]
+                                    [--chunk-rows N] [--json OUT]
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ def run_row(row: str, hw: str, inputs: dict[str, np.ndarray]) -> dict:
     report = result.report
     total = report["total"]
     spls = report.get("spls", {})
+    predict_busy, hidden = prediction_overlap(result)
     return {
         "row": row,
         "cycles": total["cycles"],
@@ -49,24 +58,58 @@ def run_row(row: str, hw: str, inputs: dict[str, np.ndarray]) -> dict:
         "reused_row_fraction": spls.get("reused_row_fraction", 0.0),
         "computation_reduction": spls.get("computation_reduction", 0.0),
         "predict_busy_cycles": spls.get("predict", {}).get("busy_cycles", 0),
+        "predict_span_cycles": predict_busy,
+        "predict_hidden_cycles": hidden,
         "predict_energy_mj": spls.get("predict", {}).get("energy_pj", 0.0) * 1e-9,
         "outputs": {k: v.tolist() for k, v in result.outputs.items() if v.size <= 768},
     }
 
 
+def _union(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[list[int]] = []
+    for start, end in sorted(i for i in intervals if i[1] > i[0]):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return [(a, b) for a, b in merged]
+
+
+def prediction_overlap(result) -> tuple[int, int]:
+    """(cycles some prediction instruction runs, of those the cycles the compute queue is
+    busy too), from the run's schedule."""
+    from esact_cc.runtime.isa import Queue
+
+    s, info = result.schedule, result.info
+    predict = _union([(s.start[i], s.end[i]) for i in range(len(info))
+                      if info.components[i] == "predict"])
+    compute = _union([(s.start[i], s.end[i]) for i in range(len(info))
+                      if info.queues[i] == int(Queue.COMPUTE)])
+    hidden, j = 0, 0
+    for a, b in predict:
+        while j < len(compute) and compute[j][1] <= a:
+            j += 1
+        k = j
+        while k < len(compute) and compute[k][0] < b:
+            hidden += min(b, compute[k][1]) - max(a, compute[k][0])
+            k += 1
+    return sum(b - a for a, b in predict), hidden
+
+
 def format_table(rows: list[dict]) -> str:
     head = (f"{'':28}{'cycles':>12}{'energy mJ':>11}{'TOPS/W':>9}{'(paper':>8}{'reused':>8}"
-            f"{'reduct.':>9}{'predict cyc':>13}  " + "  ".join(f"{c:>7}" for c in COMPONENTS))
-    lines = [head, f"{'':28}{'':>12}{'':>11}{'':>9}{'3.29)':>8}{'rows':>8}{'':>9}{'':>13}  "
+            f"{'reduct.':>9}{'predict cyc':>13}{'hidden':>11}  "
+            + "  ".join(f"{c:>7}" for c in COMPONENTS))
+    lines = [head, f"{'':28}{'':>12}{'':>11}{'':>9}{'3.29)':>8}{'rows':>8}{'':>9}{'':>13}{'':>11}  "
              + "  ".join(f"{'GMAC':>7}" for _ in COMPONENTS)]
     for r in rows:
         macs = "  ".join(f"{r['macs_executed'][c] / 1e9:7.3f}" for c in COMPONENTS)
         lines.append(f"{r['row']:28}{r['cycles']:>12,}{r['energy_mj']:>11.2f}"
                      f"{r['tops_per_watt']:>9.3f}{'':>8}{r['reused_row_fraction'] * 100:>7.1f}%"
-                     f"{r['computation_reduction'] * 100:>8.1f}%{r['predict_busy_cycles']:>13,}  "
-                     + macs)
+                     f"{r['computation_reduction'] * 100:>8.1f}%{r['predict_span_cycles']:>13,}"
+                     f"{r['predict_hidden_cycles']:>11,}  " + macs)
     dense = rows[0]["macs_dense"]
-    lines.append(f"{'dense MACs':28}{'':>12}{'':>11}{'':>9}{'':>8}{'':>8}{'':>9}{'':>13}  "
+    lines.append(f"{'dense MACs':28}{'':>12}{'':>11}{'':>9}{'':>8}{'':>8}{'':>9}{'':>13}{'':>11}  "
                  + "  ".join(f"{dense[c] / 1e9:7.3f}" for c in COMPONENTS))
     return "\n".join(lines)
 
@@ -76,13 +119,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hw", default=str(Path(__file__).parent / "configs" / "esact_mbuf256k.toml"))
     parser.add_argument("--row", action="append", default=None)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--chunk-rows", type=int, default=None,
+                        help="progressive-prediction chunk rows (0 = one chunk of all rows)")
     args = parser.parse_args(argv)
+    if args.chunk_rows is not None:
+        from esact_cc.passes import lower_spls_to_esact
+
+        lower_spls_to_esact.CHUNK_ROWS = args.chunk_rows
     raw = dict(np.load(MODELS / "bert_base_legacy17.inputs.npz"))
     real = int(raw["attention_mask"].sum())
     assert raw["attention_mask"][0, :real].all(), "right padding expected"
     inputs = {k: v[:, :real] for k, v in raw.items()}
     rows = [run_row(row, args.hw, inputs) for row in (args.row or DEFAULT_ROWS)]
-    print(f"BERT-base, {real} real tokens, config {args.hw}")
+    chunk = "MAC rows" if args.chunk_rows is None else args.chunk_rows or "all rows"
+    print(f"BERT-base, {real} real tokens, config {args.hw}, prediction chunk {chunk}")
     print(format_table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")

@@ -47,6 +47,7 @@ all heads at once), a dynamic HLog scale only (what insert-spls emits).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -71,6 +72,10 @@ CHUNK_ROWS: int | None = None
 """Rows per progressive-prediction chunk (PAM, TOPK, SOFTMAX, SIMILARITY and the masked Q
 GEMM per chunk). None (default): the MAC array's rows (config [mac_array] rows), so a chunk's
 Q row tile is one array pass; 0: one chunk of all rows (the prediction as one unit)."""
+X_CODE_TERMS = 0.8
+"""Assumed mean shift-add terms of an HLog code of X (0, 1 or 2; zeros are skipped; 0.8 was
+measured on BERT-base at 4 bits): only used to estimate BPU cycles when spreading the K / V
+GEMMs over the prediction."""
 CODE_SLOTS = 2
 """ABUF / VBUF slots for the HLog weight-code tiles and their DEQUANT vectors (double
 buffered: the load of tile j + 2 waits for the BPU of tile j)."""
@@ -264,8 +269,8 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
     code_slots = [(lw.alloc(Buffer.ABUF, width_in * n_tile), lw.alloc(Buffer.VBUF, 2 * n_tile))
                   for _ in range(CODE_SLOTS)]
     independent = _lower_aside(lw, _independent_projections(sim, op.x))
-    start = len(lw.instrs)
-    bpus: list[Operation] = []
+    emitted = {id(ins) for ins in lw.instrs}
+    bpus: list[tuple[Operation, int]] = []  # (BPU, estimated cycles)
     for c0, c1 in passes:
         cols = c1 - c0
         for n0 in range(c0, c1, n_tile):
@@ -278,7 +283,8 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
             acc = acc_buf.alloc(rows * nt)
             lw.emit("bpu", PREDICT, dst_addr=acc, a_buf=Buffer.ABUF, a_addr=xc,
                     b_buf=Buffer.ABUF, b_addr=wt, m=rows, k=width_in, n=nt)
-            bpus.append(lw.instrs[-1])
+            terms = int(np.bitwise_count(np.abs(codes[:, n0:n0 + nt].astype(np.int64))).sum())
+            bpus.append((lw.instrs[-1], math.ceil(rows * terms * X_CODE_TERMS / lw.config.bpu_lanes)))
             lw.emit("dequant", PREDICT, dst_addr=real + n0 - c0, src_addr=acc, rows=rows,
                     cols=nt, dst_stride=cols, scale_addr=sb, has_bias=1, bias_addr=sb + nt,
                     scalar_count=1, scalar_addr=sx)
@@ -291,7 +297,7 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
                         src_addr=real + b * length * cols + which * width - c0, rows=length,
                         cols=width, src_stride=cols, bits=predict.bits.value.data, dynamic=1,
                         scale_out_addr=sqk + 2 * b + which, scale=1.0)
-    _interleave(lw, start, independent, bpus)
+    _interleave(lw, emitted, independent, bpus)
     lw.free(Buffer.ABUF, xc, *(w for w, _ in code_slots))
     lw.free(Buffer.VBUF, sx, real, *(v for _, v in code_slots))
 
@@ -437,16 +443,23 @@ def _lower_aside(lw: dense._Lowering, ops: list[Operation]) -> list[Operation]:
     return body
 
 
-def _interleave(lw: dense._Lowering, start: int, body: list[Operation],
-                anchors: list[Operation]) -> None:
-    """Spread `body` (the K / V linears) over the prediction's instructions from `start`: its
-    i-th of G pieces (each ending at a GEMM) goes before anchor round(i * A / G), so the
-    in-order load queue issues each piece's loads about when the compute queue can use
-    them instead of after every prediction load. Kept after the prediction instead when a
-    body instruction and a prediction instruction touch a common region (one writing)."""
-    segment = lw.instrs[start:]
+def _interleave(lw: dense._Lowering, emitted: set[int], body: list[Operation],
+                anchors: list[tuple[Operation, int]]) -> None:
+    """Spread `body` (the K / V linears) over the prediction instructions emitted since
+    `emitted` (ids of the instructions before them; some loads were hoisted among those).
+
+    The body is cut after each GEMM. With estimated cycles for the BPU anchors (BPU, cycles)
+    and the GEMMs, GEMM g and the loads before it go just before the anchor running when
+    GEMM g - 1 is expected to end, and GEMM g - 1's epilogue (DEQUANT, STORE) one anchor
+    later: the in-order load queue then issues each GEMM's loads about when the compute
+    queue can use them (not behind every prediction load, nor so early that a load waiting
+    for a weight bank holds the BPU's code loads), and an epilogue waiting for its GEMM does
+    not hold the in-order SFU queue in front of the prediction's DEQUANTs. Everything stays
+    after the prediction when a body instruction and a prediction instruction touch a common
+    region (one writing); an epilogue stays in front of the next loads when they share one."""
     if not body:
         return
+    segment = [ins for ins in lw.instrs if id(ins) not in emitted]
     if _conflicting(body, segment):
         lw.instrs.extend(body)
         return
@@ -455,20 +468,47 @@ def _interleave(lw: dense._Lowering, start: int, body: list[Operation],
         pieces[-1].append(ins)
         if ins.name == "esact.gemm":
             pieces.append([])
-    if not pieces[-1]:
-        pieces.pop()
-    elif len(pieces) > 1:
-        pieces[-2].extend(pieces.pop())
+    starts, t = [], 0
+    for _, cycles in anchors:
+        starts.append(t)
+        t += cycles
+
+    def anchor_at(time: int) -> int | None:
+        """The first anchor still running at `time` (None: after the last one)."""
+        return next((i for i, s0 in enumerate(starts) if s0 + anchors[i][1] > time), None)
+
+    placed: list[tuple[int | None, list[Operation]]] = []
+    ready = 0  # estimated end of the previous GEMM
+    for piece in pieces:
+        loads = [ins for ins in piece if ins.name == "esact.load"]
+        rest = [ins for ins in piece if ins.name != "esact.load"]
+        epilogue = [ins for ins in rest if ins.name != "esact.gemm"]
+        gemm = [ins for ins in rest if ins.name == "esact.gemm"]
+        at = anchor_at(ready)
+        if epilogue and gemm and not _conflicting(epilogue, loads):
+            later = anchor_at(ready) if at is None else (at + 1 if at + 1 < len(anchors) else None)
+            placed.append((later, epilogue))
+            placed.append((at, loads + gemm))
+        else:
+            placed.append((at, piece))
+        if gemm:
+            instr = gemm[0].to_instruction()  # type: ignore[attr-defined]
+            start = starts[at] if at is not None else t
+            ready = max(ready, start) + (-(-instr["m"] // lw.config.mac_rows)
+                                         * -(-instr["n"] // lw.config.mac_cols) * instr["k"])
     before: dict[int, list[Operation]] = {}
-    for i, piece in enumerate(pieces):
-        anchor = anchors[min(len(anchors) - 1, round(i * len(anchors) / len(pieces)))]
-        before.setdefault(id(anchor), []).extend(piece)
+    after: list[Operation] = []
+    for at, group in placed:
+        (after if at is None else before.setdefault(id(anchors[at][0]), [])).extend(group)
     merged: list[Operation] = []
-    for ins in segment:
+    last = segment[-1]
+    for ins in lw.instrs:
         merged.extend(before.pop(id(ins), ()))
         merged.append(ins)
+        if ins is last:
+            merged.extend(after)
     assert not before
-    lw.instrs[start:] = merged
+    lw.instrs[:] = merged
 
 
 def _regions(op: Operation) -> list[tuple[str, int, int, bool]]:
