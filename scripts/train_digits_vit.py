@@ -54,6 +54,7 @@ OUTPUT_NAME = "logits"
 PIXEL_SCALE = 16.0  # digits pixels are integers 0..16
 TEST_FRACTION = 0.2
 CALIB_SIZE = 256
+POS_STD = 0.02  # init std of the learned position embedding (ViT convention); --pos-std varies it
 
 
 class Attention(nn.Module):
@@ -99,12 +100,12 @@ class Block(nn.Module):
 
 
 class DigitsViT(nn.Module):
-    def __init__(self, a: dict) -> None:
+    def __init__(self, a: dict, pos_std: float) -> None:
         super().__init__()
         n_patches = (a["image_size"] // a["patch_size"]) ** 2
         self.patch = nn.Conv2d(1, a["hidden"], a["patch_size"], stride=a["patch_size"])
         self.cls = nn.Parameter(torch.zeros(1, 1, a["hidden"]))
-        self.pos = nn.Parameter(torch.randn(1, n_patches + 1, a["hidden"]) * 0.02)
+        self.pos = nn.Parameter(torch.randn(1, n_patches + 1, a["hidden"]) * pos_std)
         self.blocks = nn.ModuleList(
             Block(a["hidden"], a["heads"], a["ffn"], a["layer_norm_eps"]) for _ in range(a["layers"])
         )
@@ -194,13 +195,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--exporter", choices=["legacy", "dynamo"], default="legacy")
+    ap.add_argument("--pos-std", type=float, default=POS_STD,
+                    help="std of the learned position embedding's random init")
     args = ap.parse_args(argv)
 
     torch.manual_seed(args.seed)
     # One thread: the model is tiny, so extra threads only add synchronisation overhead.
     torch.set_num_threads(1)
     splits = load_splits(args.seed)
-    model = DigitsViT(ARCH)
+    model = DigitsViT(ARCH, args.pos_std)
     t0 = time.time()
     train(model, *splits["train"], epochs=args.epochs, seed=args.seed)
     train_s = time.time() - t0
@@ -233,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch_version": torch.__version__,
         "seed": args.seed,
         "epochs": args.epochs,
+        "pos_std": args.pos_std,
         "splits": {"train": len(splits["train"][1]), "test": len(y_te), "calib": CALIB_SIZE,
                    "test_fraction": TEST_FRACTION, "stratified": True},
         "test_accuracy_torch": round(torch_acc, 4),
@@ -243,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python scripts/train_digits_vit.py"
         + ("" if args.seed == 0 else f" --seed {args.seed}")
         + ("" if args.epochs == 60 else f" --epochs {args.epochs}")
-        + ("" if args.exporter == "legacy" else f" --exporter {args.exporter}"),
+        + ("" if args.exporter == "legacy" else f" --exporter {args.exporter}")
+        + ("" if args.pos_std == POS_STD else f" --pos-std {args.pos_std:g}"),
     }
     fd, tmp = tempfile.mkstemp(dir=args.out, suffix=".json")
     with os.fdopen(fd, "w") as f:
