@@ -7,9 +7,14 @@ every test image on the hardware model (functional + timing + energy) and report
 accuracy of onnxruntime (fp32), the dense binary and the SPLS binary; how many SPLS outputs
 equal the INT8 SPLS reference interpreter's bit for bit (its host regions run by onnxruntime like
 the binary's, unless --reference-host-numpy); the computation reduction (MAC array
-plus the prediction at 0.1 MAC per HLog product, and per shift-add); mean cycles and energy.
+plus the prediction at 0.1 MAC per HLog product, and per shift-add); mean cycles and energy;
+the mean prediction busy cycles and how many of them the MAC array is busy too (hidden
+prediction, as in bench/spls_bert_table.py). `--chunk-rows N` sets the sparse lowering's
+progressive-prediction chunk (0 = all rows as one unit; the 17-token ViT is one chunk of the
+default 32 rows either way).
 
-    python bench/spls_binary_digits.py [--samples N] [--spls-option NAME=VALUE ...] [--json OUT]
+    python bench/spls_binary_digits.py [--samples N] [--spls-option NAME=VALUE ...]
+                                       [--chunk-rows N] [--json OUT]
 """
 
 from __future__ import annotations
@@ -63,7 +68,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="reference interpreter runs host regions with its numpy semantics "
                         "(default: onnxruntime, like the binary)")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--chunk-rows", type=int, default=None,
+                        help="progressive-prediction chunk rows (0 = one chunk of all rows)")
     args = parser.parse_args(argv)
+    if args.chunk_rows is not None:
+        from esact_cc.passes import lower_spls_to_esact
+
+        lower_spls_to_esact.CHUNK_ROWS = args.chunk_rows
+    from spls_bert_table import prediction_overlap  # bench/ is the script's directory
     if not args.reference_host_numpy:
         use_onnxruntime_for_host_regions()
 
@@ -95,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             "rows": 0, "reused_rows": 0}
     skipped = dict.fromkeys(("q", "k", "v", "qk", "pv", "o", "ffn1", "ffn2"), 0)
     predict_cycles, predict_energy, exact = 0, 0.0, 0
+    predict_span, predict_hidden = 0, 0
     for image in images:
         x = {model.input_name: image[None]}
         rows["onnxruntime"].append(session.run(None, x)[0][0])
@@ -111,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
                 for key in skipped:
                     skipped[key] += section["skipped_macs"][key]
                 predict_cycles += section["predict"]["busy_cycles"]
+                span, hidden = prediction_overlap(result)
+                predict_span += span
+                predict_hidden += hidden
                 predict_energy += section["predict"]["energy_pj"]
                 if reference is not None:
                     ref = next(iter(reference.run(x).values()))[0]
@@ -133,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         "mean_cycles": {k: v["cycles"] / count for k, v in totals.items()},
         "mean_energy_uj": {k: v["energy_pj"] / count * 1e-6 for k, v in totals.items()},
         "mean_predict_busy_cycles": predict_cycles / count,
+        "mean_predict_span_cycles": predict_span / count,
+        "mean_predict_hidden_cycles": predict_hidden / count,
         "mean_predict_energy_uj": predict_energy / count * 1e-6,
     }
     text = json.dumps(summary, indent=1)
