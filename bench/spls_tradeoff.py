@@ -43,12 +43,15 @@ from typing import Any
 
 import numpy as np
 
+from esact_cc.cli.esact_tune_main import add_search_arguments, search_options
 from esact_cc.spls_options import SplsConfig
 from esact_cc.spls_tuning import (
     CalibrationData,
     Measurement,
     PooledEvaluator,
+    SearchOptions,
     SplsEvaluator,
+    layer_text,
     load_calibration_data,
     model_inputs,
     tune,
@@ -225,14 +228,16 @@ def label(config: SplsConfig) -> str:
     o = config.options
     text = (f"{o['similarity']}+{o['attention']} bits={o['hlog-bits']} k={o['k-ratio']} "
             f"w={o['window']} thr={o['threshold']}")
+    if o.get("first-reference"):
+        text += f" first-ref={o['first-reference']}"
     if config.layers:
-        text += " layers " + ",".join(f"{i}:{v.get('threshold')}"
+        text += " layers " + " ".join(f"{i}:{layer_text(v)}"
                                       for i, v in sorted(config.layers.items()))
     return text
 
 
 def study(name: str, calib: Any, test: Any, budget: float, skip_tune: bool,
-          skip_curve: bool = False) -> dict[str, Any]:
+          skip_curve: bool = False, search: SearchOptions | None = None) -> dict[str, Any]:
     t0 = time.time()
     log(f"{name}: curve on {test.sample_count} held-out inputs (dense {test.dense_accuracy:.3f})")
     configs = curve_configs()
@@ -257,7 +262,9 @@ def study(name: str, calib: Any, test: Any, budget: float, skip_tune: bool,
         result["oracle_uniform_held_out"] = _point(max(within, key=lambda m: m.reduction))
     if not skip_tune:
         log(f"{name}: esact-tune search on {calib.sample_count} calibration inputs")
-        tuned = tune(calib, budget, log=log)
+        search = search or SearchOptions()
+        result["search"] = search.as_dict()
+        tuned = tune(calib, budget, log=log, search=search)
         configs = [tuned.uniform.config] + ([tuned.per_layer.config] if tuned.per_layer else [])
         held = test.measure(configs, control=True)
         result["tuned_uniform"] = {"calibration": _point(tuned.uniform),
@@ -325,15 +332,17 @@ def markdown(result: dict[str, Any]) -> str:
         if key in result:
             rows.append((f"{name}, calibration set", result[key]["calibration"]))
             rows.append((f"{name}, held-out", result[key]["held_out"]))
-    header = ("| setting | options | reduction | (w/o prediction) | loss (points) | "
+    header = ("| setting | options | reduction | (w/o prediction) | loss ± SE (points) | "
               "random-reuse loss | reused rows | top-k recall |")
     lines = [header, "|---|---|---|---|---|---|---|---|"]
     for name, p in rows:
         recall = p.get("topk_recall")
         control = p.get("control_loss_points")
+        se = p.get("loss_se_points")
+        loss = f"{p['loss_points']:.2f}" + ("" if se is None else f" ± {se:.2f}")
         lines.append(
             f"| {name} | {p['label']} | {100 * p['reduction']:.2f}% | "
-            f"{100 * p['reduction_without_prediction']:.2f}% | {p['loss_points']:.2f} | "
+            f"{100 * p['reduction_without_prediction']:.2f}% | {loss} | "
             f"{'-' if control is None else f'{control:.2f}'} | {100 * p['reused_fraction']:.1f}% "
             f"| {'-' if recall is None else f'{recall:.3f}'} |")
     return "\n".join(lines) + "\n"
@@ -352,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split-test", action="store_true",
                     help="digits: calibrate on half of digits_test, report on the other half")
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
+    add_search_arguments(ap)
     ap.add_argument("--markdown", type=Path, metavar="RESULT.json",
                     help="print the headline table of a written result, redraw its plot, exit")
     args = ap.parse_args(argv)
@@ -379,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
             log("MiniLM held-out set:")
             test = minilm_evaluator(test_texts, calib_texts, args.ir, Path(tmp))
             name = "all-MiniLM-L6-v2"
-        result = study(name, calib, test, args.budget, args.skip_tune, args.skip_curve)
+        result = study(name, calib, test, args.budget, args.skip_tune, args.skip_curve,
+                       search_options(args))
     result["ir"] = args.ir
     result["command"] = "python bench/spls_tradeoff.py " + " ".join(
         argv if argv is not None else sys.argv[1:])

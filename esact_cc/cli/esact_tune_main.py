@@ -2,7 +2,8 @@
 
     esact-tune MODEL.onnx --calibration-data FILE.npz [--labels-key KEY] --budget POINTS
         -o spls.json [--input NAME=ARRAY ...] [--output NAME] [--ir quantized|transformer]
-        [--samples N] [--uniform-only] [--quiet]
+        [--samples N] [--uniform-only] [--margin-se K] [--layer-search largest|efficient]
+        [--layer-options threshold[,window]] [--layer-first-reference R] [--quiet]
 
 With `--labels-key` the accuracy is the task accuracy (argmax of the output vs the labels);
 without it, the mean cosine of the output to the dense output (embeddings). Both are in points
@@ -55,10 +56,45 @@ def build_parser() -> argparse.ArgumentParser:
                         help="use the first N calibration samples (default: all)")
     parser.add_argument("--uniform-only", action="store_true",
                         help="skip the per-layer threshold search")
+    add_search_arguments(parser)
     parser.add_argument("-o", "--output-file", required=True, metavar="FILE.json",
                         help="where the SPLS config goes")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     return parser
+
+
+def add_search_arguments(parser: argparse.ArgumentParser) -> None:
+    """The per-layer search options (shared with bench/spls_tradeoff.py)."""
+    from esact_cc.spls_tuning import LAYER_SEARCHES, SearchOptions
+
+    d = SearchOptions()
+    parser.add_argument("--margin-se", type=float, default=d.margin_se, metavar="K",
+                        help="per-layer settings must keep their calibration loss plus K "
+                        "standard errors of it (from the per-input losses) within the budget "
+                        "(default: %(default)s)")
+    parser.add_argument("--layer-search", choices=tuple(LAYER_SEARCHES), default=d.layer_search,
+                        help="per-layer strategy: 'largest' takes, layer by layer from the "
+                        "last, the value that reduces most within budget; 'efficient' takes, "
+                        "over all layers, the next move with the most reduction per point of "
+                        "budget spent (default: %(default)s)")
+    parser.add_argument("--layer-options", default=",".join(d.layer_options),
+                        metavar="NAME[,NAME]",
+                        help="options varied per layer: threshold and/or window "
+                        "(default: %(default)s)")
+    parser.add_argument("--layer-first-reference", type=int, default=d.layer_first_reference,
+                        metavar="R", help="per-layer settings keep rows 0..R-1 out of every "
+                        "similarity window (first-reference at least R; default: %(default)s)")
+
+
+def search_options(args: argparse.Namespace):
+    """`SearchOptions` from the arguments of `add_search_arguments`."""
+    from esact_cc.spls_tuning import SearchOptions
+
+    options = SearchOptions(args.margin_se, args.layer_search,
+                            tuple(n.strip() for n in args.layer_options.split(",") if n.strip()),
+                            args.layer_first_reference)
+    options.validate()
+    return options
 
 
 def _parse_input_keys(specs: list[str]) -> dict[str, str]:
@@ -93,12 +129,14 @@ def run_cli(args: argparse.Namespace) -> None:
         if not args.quiet:
             print(message, file=sys.stderr, flush=True)
 
+    search = search_options(args)
     data = load_calibration_data(args.calibration_data, model_inputs(args.model),
                                  args.labels_key, _parse_input_keys(args.input), args.samples)
     log(f"esact-tune: {len(data.samples)} calibration samples, "
         f"{'task accuracy' if data.labels is not None else 'cosine to dense'}, IR {args.ir}")
     evaluator = SplsEvaluator(args.model, data, args.output, args.ir)
-    result = tune(evaluator, args.budget, per_layer=not args.uniform_only, log=log)
+    result = tune(evaluator, args.budget, per_layer=not args.uniform_only, log=log,
+                  search=search)
     info = {
         "model": Path(args.model).name,
         "calibration_data": Path(args.calibration_data).name,
@@ -113,7 +151,7 @@ def run_cli(args: argparse.Namespace) -> None:
     config = result.config(info)
     atomic_write_text(args.output_file, config.to_json())
     best = result.best
-    log(f"esact-tune: {'per-layer' if result.per_layer else 'uniform'} setting: reduction "
+    log(f"esact-tune: {'per-layer' if best is result.per_layer else 'uniform'} setting: reduction "
         f"{best.reduction:.2%} at {best.loss:.3f} points lost on the calibration set "
         f"(uniform: {result.uniform.reduction:.2%} at {result.uniform.loss:.3f}) -> "
         f"{args.output_file}")

@@ -1,0 +1,199 @@
+"""esact-tune's per-layer search options: the standard-error margin, the `efficient` strategy,
+per-layer windows, first-reference (uniform crossing and the per-layer floor).
+
+Same tiny 2-layer post-LN classifier and small search tables as test_spls_tuning.py (loaded
+from there); fp32 IR and few samples to stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from esact_cc import spls_tuning
+from esact_cc.cli import esact_tune_main
+from esact_cc.spls_tuning import Measurement, SearchOptions
+
+HERE = Path(__file__).resolve().parent
+
+
+def _sibling():
+    spec = importlib.util.spec_from_file_location("spls_tuning_fixtures",
+                                                  HERE / "test_spls_tuning.py")
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module
+
+
+FIXTURES = _sibling()
+
+
+@pytest.fixture(scope="module")
+def evaluator(tmp_path_factory) -> spls_tuning.SplsEvaluator:
+    root = tmp_path_factory.mktemp("tune_search")
+    model = root / "tiny.onnx"
+    onnx.save(FIXTURES.tiny_classifier(), model)
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    calib = root / "calib.npz"
+    np.savez(calib, **FIXTURES.make_split(session, 16, seed=1))
+    data = spls_tuning.load_calibration_data(calib, spls_tuning.model_inputs(model), "labels")
+    return spls_tuning.SplsEvaluator(model, data, ir="transformer")
+
+
+def _patch(monkeypatch) -> None:
+    """test_spls_tuning.py's small search tables, plus per-layer windows."""
+    monkeypatch.setattr(spls_tuning, "UNIFORM_GRID", (
+        ("cosprob", "dense", 4, (0.3, 0.6, 0.9)),
+        ("overlap", "topk", 4, (0.3, 1.0)),
+    ))
+    monkeypatch.setattr(spls_tuning, "REFINE_VALUES", {"window": (2, 4)})
+    monkeypatch.setattr(spls_tuning, "FINER_THRESHOLDS", {"cosprob": (0.5, 0.7),
+                                                          "overlap": (0.5,)})
+    monkeypatch.setattr(spls_tuning, "LAYER_THRESHOLDS", {"cosprob": (0.2, 0.5, 0.8, 2.0),
+                                                          "overlap": (0.3, 2.0)})
+    monkeypatch.setattr(spls_tuning, "LAYER_WINDOWS", (1, 2, 4, 8, 16))
+
+
+def test_sample_losses_give_the_loss_and_its_standard_error(evaluator):
+    m = evaluator.measure([spls_tuning.uniform_config(threshold=0.3)])[0]
+    assert m.sample_losses is not None and len(m.sample_losses) == evaluator.sample_count
+    # Independent: per-sample correctness from the outputs themselves.
+    prepared = evaluator._prepare(m.config)
+    correct = np.array([int(np.argmax(evaluator._run(prepared, i, {}, None)[0])) == label
+                        for i, label in enumerate(evaluator.labels)], dtype=float)
+    dense = np.array([int(np.argmax(o)) == label
+                      for o, label in zip(evaluator.dense_outputs, evaluator.labels)], float)
+    losses = 100.0 * (dense - correct)
+    assert np.allclose(m.sample_losses, losses)
+    assert m.loss == pytest.approx(losses.mean())
+    assert m.loss > 0, "threshold 0.3 should cost accuracy: test is vacuous"
+    se = math.sqrt(sum((x - losses.mean()) ** 2 for x in losses) / (len(losses) - 1)
+                   / len(losses))
+    assert m.loss_se == pytest.approx(se)
+    assert m.loss_bound(2.0) == pytest.approx(m.loss + 2 * se)
+    assert m.as_dict()["loss_se_points"] == pytest.approx(se)
+
+
+def _fits(m: Measurement, budget: float, margin: float) -> bool:
+    return m.loss + margin * m.loss_se <= budget + 1e-9
+
+
+@pytest.mark.parametrize("layer_search", ["largest", "efficient"])
+def test_margin_holds_per_layer_settings_to_mean_plus_k_se(evaluator, monkeypatch, layer_search):
+    _patch(monkeypatch)
+    budget, margin = 20.0, 1.0
+    result = spls_tuning.tune(evaluator, budget, search=SearchOptions(
+        margin_se=margin, layer_search=layer_search, layer_first_reference=0))
+    per_layer_phase = [m for m in result.history if m.config.layers]
+    assert per_layer_phase, "the per-layer search measured nothing"
+    # The margin binds: some per-layer setting is within budget on its mean loss only.
+    assert any(m.loss <= budget < m.loss + margin * m.loss_se for m in per_layer_phase)
+    if result.per_layer is not None:
+        assert _fits(result.per_layer, budget, margin)
+        assert result.per_layer.config.layers
+    # Without the margin the same search may go further, never less far.
+    plain = spls_tuning.tune(evaluator, budget, search=SearchOptions(
+        margin_se=0.0, layer_search=layer_search, layer_first_reference=0))
+    assert plain.best.reduction >= result.best.reduction
+    assert plain.best.loss <= budget + 1e-9
+
+
+def test_efficient_search_takes_the_best_priced_move(evaluator, monkeypatch):
+    """Against an independent re-enactment: from the start, each step must be the in-budget
+    move (one layer, next lower thresholds) with the highest gain per point of loss."""
+    _patch(monkeypatch)
+    budget = 30.0
+    result = spls_tuning.tune(evaluator, budget, search=SearchOptions(
+        margin_se=0.0, layer_search="efficient", layer_first_reference=0))
+    chosen = result.per_layer or result.uniform
+    assert chosen.loss <= budget + 1e-9
+    seen = {spls_tuning._key(m.config): m for m in result.history}
+    thresholds = spls_tuning.LAYER_THRESHOLDS[result.uniform.config.options["similarity"]]
+    current = result.uniform
+    while True:
+        now = spls_tuning._thresholds_of(current, 2)
+        moves = []
+        for layer in range(2):
+            for thr in [t for t in thresholds if t < now[layer]["threshold"]][-2:]:
+                trial = {i: dict(v) for i, v in now.items()}
+                trial[layer]["threshold"] = thr
+                moves.append(seen[spls_tuning._key(spls_tuning._per_layer_config(
+                    current.config.options, trial))])
+        ok = [m for m in moves if m.reduction > current.reduction + 1e-12
+              and m.loss <= budget + 1e-9]
+        if not ok:
+            break
+        free = [m for m in ok if m.loss <= current.loss]
+        current = (max(free, key=lambda m: m.reduction) if free else
+                   max(ok, key=lambda m: (m.reduction - current.reduction)
+                       / (m.loss - current.loss)))
+    assert spls_tuning._key(current.config) == spls_tuning._key(chosen.config)
+
+
+def test_per_layer_windows_and_first_reference_floor(evaluator, monkeypatch):
+    _patch(monkeypatch)
+    result = spls_tuning.tune(evaluator, 30.0, search=SearchOptions(
+        layer_search="efficient", layer_options=("threshold", "window"),
+        layer_first_reference=1))
+    phase = [m for m in result.history if m.config.layers]
+    assert phase
+    assert all(m.config.options["first-reference"] >= 1 for m in phase)
+    assert any("window" in o for m in phase for o in m.config.layers.values())
+    # first-reference is crossed with the finer thresholds in the uniform phase.
+    uniform_phase = [m for m in result.history if not m.config.layers]
+    assert {m.config.options["first-reference"] for m in uniform_phase} == {0, 1}
+
+
+def test_esact_tune_writes_the_search_options(tmp_path, evaluator, monkeypatch):
+    _patch(monkeypatch)
+    data = {"input_ids": np.stack([s["input_ids"][0] for s in evaluator.samples]),
+            "attention_mask": np.stack([s["attention_mask"][0] for s in evaluator.samples]),
+            "labels": evaluator.labels}
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, **data)
+    out = tmp_path / "spls.json"
+    assert esact_tune_main.main([evaluator.model, "--calibration-data", str(calib),
+                                 "--labels-key", "labels", "--ir", "transformer", "--budget",
+                                 "20", "--margin-se", "1.5", "--layer-search", "efficient",
+                                 "--layer-options", "threshold,window",
+                                 "--layer-first-reference", "1", "-o", str(out),
+                                 "--quiet"]) == 0
+    info = json.loads(out.read_text())["info"]
+    assert info["per_layer_margin_se"] == 1.5
+    assert info["layer_search"] == "efficient"
+    assert info["layer_options"] == ["threshold", "window"]
+    assert info["layer_first_reference"] == 1
+    assert info["chosen"] in ("uniform", "per_layer")
+    if info["per_layer"] is not None:
+        p = info["per_layer"]
+        assert p["loss_points"] + 1.5 * p["loss_se_points"] <= 20 + 1e-9
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--margin-se", "-1"], "margin must be"),
+    (["--margin-se", "inf"], "margin must be"),
+    (["--layer-search", "nosuch"], "invalid choice"),
+    (["--layer-options", "k-ratio"], "per-layer options must be"),
+    (["--layer-options", ","], "per-layer options must be"),
+    (["--layer-first-reference", "-1"], "first-reference must be >= 0"),
+])
+def test_search_option_errors_are_one_line(tmp_path, extra, fragment, capsys):
+    out = tmp_path / "spls.json"
+    args = ["model.onnx", "--calibration-data", "calib.npz", "-o", str(out), *extra]
+    try:
+        code = esact_tune_main.main(args)
+    except SystemExit as e:
+        code = e.code
+    assert code == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert fragment in lines[0], lines[0]
+    assert not out.exists()
