@@ -7,17 +7,32 @@ GELU / residual epilogues, `write_tile`) is reused as is.
 The prediction chain that `insert-spls` emits per layer,
     hlog_quantize(X) -> predict_attention -> topk -> local_similarity,
 is lowered as ONE unit at the `spls.hlog_quantize` op (the other three are marked fused), with
-every intermediate on chip (DESIGN.md section 6):
-    LOAD X -> HLOG (dynamic per-tensor scale) -> per W in (W_Q, W_K): LOAD HLog(W) codes, BPU
-    (X^ W^, shift-adds), DEQUANT (* s_W per column * s_X, + bias), HLOG per batch element
-    (dynamic scale) -> per head: BPU (Q^_h K^_h^T) -> ACC, TOPK (row-wise, from the exact integer
-    PAM) -> SPA in MBUF, DEQUANT (* scale * s_Q * s_K) -> PAM in VBUF; [SOFTMAX for cosprob];
-    SIMILARITY -> reuse map, per-head key mask and computed-row mask in MBUF.
+every intermediate on chip (DESIGN.md section 6), in two phases:
+1. Projection, over all rows: LOAD X -> HLOG (dynamic per-tensor scale) -> per column tile of
+   [W_Q | W_K]: LOAD HLog(W) codes, BPU (X^ W^, shift-adds), DEQUANT (* s_W per column * s_X,
+   + bias) -> HLOG of Q^ and of K^ per batch element (dynamic scales s_Q, s_K). The HLog
+   scales span all rows, so this phase cannot be split by rows.
+2. Progressive prediction, per row chunk (`CHUNK_ROWS`, default the MAC array's rows): per
+   head BPU (Q^_h rows of the chunk x K^_h^T) -> ACC, [DEQUANT (* scale * s_Q * s_K) -> PAM rows
+   in VBUF, + mask], TOPK of the chunk's rows -> SPA rows in MBUF; [SOFTMAX of the chunk's PAM
+   rows for cosprob]; SIMILARITY with first_row / row_count = the chunk: it decides the
+   chunk's rows from the reuse-map entries of the earlier rows (still in MBUF) and their SPA /
+   prob rows, which is exactly the whole-row decision (the window only looks back), and
+   writes the chunk's part of the reuse map and computed-row mask (and ORs its keys into the
+   key mask).
 The masks stay in MBUF (the dense lowering does not use MBUF) until the layer's last masked op
-is lowered. HLOG/BPU/TOPK/SIMILARITY run on the predict queue; `schedule` only orders them after
-their producers (LN1's store) and before their consumers (the masked GEMMs), so the prediction
-overlaps the K / V generation on the compute queue (`attention=dense`: K and V do not depend on
-it). Prediction instructions (including its SFU DEQUANT/SOFTMAX) have component `predict`.
+is lowered. HLOG/BPU/TOPK/SIMILARITY run on the predict queue (its SFU DEQUANT/SOFTMAX on the
+SFU queue; all of component `predict`); `schedule` derives the tokens from the memory
+operands, so what overlaps what follows from where the consumers' tiles and instructions are:
+- K / V (`attention=dense`: dense linears of X, independent of the prediction) are lowered
+  beside phase 1 (`_lower_aside`: while every prediction region is allocated, so their tiles
+  share none) and spread over its BPU tiles by estimated time (`_interleave`): the compute
+  queue runs them while the BPU works, and their loads do not wait behind the prediction's.
+- The masked Q linear of X is lowered beside phase 2 with one GEMM per chunk (its row tile of
+  the chunk's rows), placed after the chain: GEMM c waits only for SIMILARITY c, so the MAC
+  array computes chunk c's Q rows while the BPU predicts chunk c + 1.
+- The attention, O and FFN need all rows (K / V of every key, then the attention output) and
+  follow as before.
 
 Masked ops:
 - `spls.masked_quantized_linear` (Q, O, FFN1, FFN2): per batch element one row tile of all L
@@ -42,11 +57,14 @@ in rows with fewer than k unmasked keys (never without padding).
 
 Limits (CompileError): HLog bits <= 7 (codes in int8 buffers), the L rows of one batch element
 must fit one ABUF tile, the H x L x L SPA of one batch element must fit MBUF (SIMILARITY reads
-all heads at once), a dynamic HLog scale only (what insert-spls emits).
+all heads and every earlier row), a dynamic HLog scale only (what insert-spls emits); the
+projection's regions (X^, Q^, K^ codes, two code slots) and the K / V / Q tiles lowered beside
+them must fit the buffers together.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -224,6 +242,13 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
         return addr
 
     # X^: HLog codes of the whole [B*L, D] input with one per-tensor scale.
+    # The FP32 PAM of all heads (SOFTMAX + SIMILARITY read it at once) is the largest VBUF
+    # tile: taken first, while nothing is live in the ring, when it fits beside X.
+    spa_size = heads * length * length
+    float_pam = sim.pam is not None or predict.mask is not None
+    pam = None
+    if float_pam and spa_size + rows * width_in < lw.capacity(Buffer.VBUF) * 3 // 4:
+        pam = lw.alloc(Buffer.VBUF, spa_size)
     vx = lw.alloc(Buffer.VBUF, rows * width_in)
     lw.load(Buffer.VBUF, vx, x.address, rows, width_in)
     xc = lw.alloc(Buffer.ABUF, rows * width_in)
@@ -266,16 +291,16 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
     sqk = lw.alloc(Buffer.VBUF, 2 * batch)  # (s_Q, s_K) per batch element, adjacent
     qc, kc = (lw.alloc(Buffer.ABUF, rows * width) for _ in range(2))
     real = lw.alloc(Buffer.VBUF, rows * max(c1 - c0 for c0, c1 in passes))
-    code_slots = [(lw.alloc(Buffer.ABUF, width_in * n_tile), lw.alloc(Buffer.VBUF, 2 * n_tile))
-                  for _ in range(CODE_SLOTS)]
-    independent = _lower_aside(lw, _independent_projections(sim, op.x))
+    code_slots = _code_slots(lw, width_in * n_tile, 2 * n_tile)
+    kv = _independent_projections(sim, op.x)
+    independent = _lower_aside(lw, kv, masks=None)
     emitted = {id(ins) for ins in lw.instrs}
     bpus: list[tuple[Operation, int]] = []  # (BPU, estimated cycles)
     for c0, c1 in passes:
         cols = c1 - c0
         for n0 in range(c0, c1, n_tile):
             nt = min(n_tile, c1 - n0)
-            wt, sb = code_slots[len(bpus) % CODE_SLOTS]
+            wt, sb = code_slots[len(bpus) % len(code_slots)]
             lw.load(Buffer.ABUF, wt, c8.address + n0, width_in, nt, dram_stride=both)
             lw.hoist_last(Buffer.ABUF, wt, wt + width_in * nt)
             lw.load(Buffer.VBUF, sb, cv.address + n0 * F32, 2, nt, dram_stride=both * F32)
@@ -297,7 +322,8 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
                         src_addr=real + b * length * cols + which * width - c0, rows=length,
                         cols=width, src_stride=cols, bits=predict.bits.value.data, dynamic=1,
                         scale_out_addr=sqk + 2 * b + which, scale=1.0)
-    _interleave(lw, emitted, independent, bpus)
+    if independent is not None:
+        _interleave(lw, emitted, independent, bpus)
     lw.free(Buffer.ABUF, xc, *(w for w, _ in code_slots))
     lw.free(Buffer.VBUF, sx, real, *(v for _, v in code_slots))
 
@@ -306,7 +332,6 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
     # whose SPA / prob rows and map entries stay on chip, so chunk c's consumers (the masked
     # Q GEMM's rows of chunk c) run on the compute queue while the BPU predicts chunk c + 1.
     # TOPK from the exact integer PAM, the FP32 PAM (VBUF) for the similarity's probs.
-    spa_size = heads * length * length
     pam_scale = vec_constant("spls.pam_scale", np.full(length, predict.scale.value.data, np.float32),
                              ("spls-pam-scale", length, float(predict.scale.value.data)))
     mask_rows = _MaskRows(lw, predict, predict.mask, batch, heads, length, length)
@@ -320,8 +345,8 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
                        key_mask=lw.alloc(Buffer.MBUF, heads * length * batch),
                        spa=None, chunks=chunks, x=op.x)
     spa = lw.alloc(Buffer.MBUF, spa_size * batch)
-    float_pam = sim.pam is not None or predict.mask is not None
-    pam = lw.alloc(Buffer.VBUF, spa_size) if float_pam else None
+    if float_pam and pam is None:
+        pam = lw.alloc(Buffer.VBUF, spa_size)
     masks.users = {u.operation for v in (sim.reuse_map, sim.key_mask, topk.result)
                    for u in v.uses if u.operation is not sim}
     state = _state(lw)
@@ -331,7 +356,7 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
         masks.spa = spa
     # The masked Q linear: lowered now (its tiles avoid the prediction's live regions, so no
     # false dependency holds its loads behind the last chunk), placed after the chain.
-    generation = _lower_aside(lw, _chunk_consumers(sim, op.x))
+    generation = _lower_aside(lw, _chunk_consumers(sim, op.x), masks)
     # With an additive mask TOPK ranks the FP32 PAM plus the mask (as the reference does);
     # without one the exact integer PAM (same order: PAM scales are positive).
     for b in range(batch):
@@ -378,7 +403,7 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
                     first_reference=(0 if sim.first_reference is None
                                      else sim.first_reference.value.data),
                     first_row=r0, row_count=n)
-    lw.instrs.extend(generation)
+    lw.instrs.extend(generation or ())
     if pam is not None:
         lw.free(Buffer.VBUF, pam)
     mask_rows.free()
@@ -386,6 +411,30 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
     lw.free(Buffer.ABUF, qc, kc)
     if not keep_spa:
         lw.free(Buffer.MBUF, spa)
+    if independent is None:  # no room beside the projection: after the chain, as one unit
+        for early in kv:
+            _lower_now(lw, early)
+
+
+def _code_slots(lw: dense._Lowering, codes: int, vectors: int) -> list[tuple[int, int]]:
+    """`CODE_SLOTS` (ABUF codes, VBUF DEQUANT vectors) tile slots, fewer (at least one) when
+    the buffers hold fewer beside the prediction's other regions."""
+    slots: list[tuple[int, int]] = []
+    for _ in range(CODE_SLOTS):
+        try:
+            a = lw.alloc(Buffer.ABUF, codes)
+        except CompileError:
+            if slots:
+                break
+            raise
+        try:
+            slots.append((a, lw.alloc(Buffer.VBUF, vectors)))
+        except CompileError:
+            lw.free(Buffer.ABUF, a)
+            if slots:
+                break
+            raise
+    return slots
 
 
 def chunk_rows(lw: dense._Lowering, length: int) -> int:
@@ -423,20 +472,37 @@ def _lower_now(lw: dense._Lowering, op: Operation) -> None:
     """Lower `op` at this point of the program (it is then skipped where it stands)."""
     saved = lw.current, lw.layer
     lw.current, lw.layer = op, dense.layer_of(dense.node_name(op))
-    dense._LOWERINGS[type(op)](lw, op)
+    try:
+        dense._LOWERINGS[type(op)](lw, op)
+    finally:
+        lw.current, lw.layer = saved
     lw.fused.add(op)
-    lw.current, lw.layer = saved
 
 
-def _lower_aside(lw: dense._Lowering, ops: list[Operation]) -> list[Operation]:
+def _lower_aside(lw: dense._Lowering, ops: list[Operation],
+                 masks: LayerMasks | None) -> list[Operation] | None:
     """Lower `ops` now and take their instructions out of the program, to be placed later in
     the prediction's stretch of it. Their tiles are allocated while every region of the
     prediction is live, so they never share one (the only exception, PredictScratch's ACC
     slots, is checked by `_interleave`); a weight load hoisted above this point
-    (`hoist_last`) stays there."""
+    (`hoist_last`) stays there. None, with the lowering state as before (but for unused DRAM
+    constants), when their tiles do not fit beside the prediction's (`masks`: the layer's
+    masks, whose users the lowering updates)."""
+    saved = (copy.deepcopy(lw.rings), list(lw.instrs), set(lw.fused),
+             None if masks is None else set(masks.users))
     before = {id(i) for i in lw.instrs}
-    for op in ops:
-        _lower_now(lw, op)
+    try:
+        for op in ops:
+            _lower_now(lw, op)
+    except CompileError:
+        lw.rings.clear()
+        lw.rings.update(saved[0])
+        lw.instrs[:] = saved[1]
+        lw.fused.clear()
+        lw.fused.update(saved[2])
+        if masks is not None and saved[3] is not None:
+            masks.users = saved[3]
+        return None
     last_old = max((i for i, ins in enumerate(lw.instrs) if id(ins) in before), default=-1)
     body = lw.instrs[last_old + 1:]
     del lw.instrs[last_old + 1:]

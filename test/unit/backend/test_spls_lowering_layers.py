@@ -158,3 +158,43 @@ def test_progressive_prediction_per_query_mask(chunk: int, monkeypatch) -> None:
     x["m"] = np.broadcast_to(x["m"], (1, 1, L, L)).copy()
     expected = run_module(reference, x, store)["y"]
     np.testing.assert_array_equal(execute(program, x, load_config()).outputs["y"], expected)
+
+
+@pytest.mark.parametrize("case", ["padding-cosprob", "padding-topk-overlap"])
+def test_no_room_beside_the_prediction_falls_back_exactly(case: str, monkeypatch) -> None:
+    """When the K / V / Q tiles do not fit beside the prediction's regions (simulated: their
+    lowering fails after emitting and allocating), the lowering state is restored and they
+    are lowered after the chain instead: same outputs as the reference."""
+    from esact_cc.passes import lower_spls_to_esact
+    from esact_cc.runtime.errors import CompileError
+
+    real_now, real_aside = lower_spls_to_esact._lower_now, lower_spls_to_esact._lower_aside
+    aside = {"active": False, "failed": 0}
+
+    def failing_now(lw, op):
+        real_now(lw, op)
+        if aside["active"]:
+            aside["failed"] += 1
+            raise CompileError("no room (simulated)")
+
+    def tracked_aside(lw, ops, masks):
+        aside["active"] = True
+        try:
+            return real_aside(lw, ops, masks)
+        finally:
+            aside["active"] = False
+
+    monkeypatch.setattr(lower_spls_to_esact, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(lower_spls_to_esact, "_lower_now", failing_now)
+    monkeypatch.setattr(lower_spls_to_esact, "_lower_aside", tracked_aside)
+    masked, causal, padded, options = CASES[case]
+    module, store = layer(masked, causal)
+    reference, program = compile_both(module, store, **options)
+    assert aside["failed"] >= 1
+    monkeypatch.setattr(lower_spls_to_esact, "_lower_now", real_now)
+    _, normal = compile_both(*layer(masked, causal), **options)
+    count = lambda p: sorted(i.opcode_name for i in p.instructions)  # noqa: E731
+    assert count(program) == count(normal)  # nothing of the failed attempt is left
+    x = inputs(padded)
+    expected = run_module(reference, x, store)["y"]
+    np.testing.assert_array_equal(execute(program, x, load_config()).outputs["y"], expected)
