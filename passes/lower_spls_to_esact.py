@@ -289,6 +289,14 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
     # Every region of the projection is taken now, before the K / V linears are lowered
     # beside it (`_lower_aside`), so their tiles avoid all of them.
     sqk = lw.alloc(Buffer.VBUF, 2 * batch)  # (s_Q, s_K) per batch element, adjacent
+    # Phase 2's loads (PAM scale, mask rows) are issued now: in the in-order load queue they
+    # would otherwise wait behind the K / V loads, which wait for the compute queue.
+    pam_scale = vec_constant("spls.pam_scale", np.full(length, predict.scale.value.data, np.float32),
+                             ("spls-pam-scale", length, float(predict.scale.value.data)))
+    mask_rows = _MaskRows(lw, predict, predict.mask, batch, heads, length, length)
+    for b in range(batch):
+        for h in range(heads):
+            mask_rows.prefetch(b, h)
     qc, kc = (lw.alloc(Buffer.ABUF, rows * width) for _ in range(2))
     real = lw.alloc(Buffer.VBUF, rows * max(c1 - c0 for c0, c1 in passes))
     code_slots = _code_slots(lw, width_in * n_tile, 2 * n_tile)
@@ -322,8 +330,7 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
                         src_addr=real + b * length * cols + which * width - c0, rows=length,
                         cols=width, src_stride=cols, bits=predict.bits.value.data, dynamic=1,
                         scale_out_addr=sqk + 2 * b + which, scale=1.0)
-    if independent is not None:
-        _interleave(lw, emitted, independent, bpus)
+    late = [] if independent is None else _interleave(lw, emitted, independent, bpus)
     lw.free(Buffer.ABUF, xc, *(w for w, _ in code_slots))
     lw.free(Buffer.VBUF, sx, real, *(v for _, v in code_slots))
 
@@ -332,12 +339,6 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
     # whose SPA / prob rows and map entries stay on chip, so chunk c's consumers (the masked
     # Q GEMM's rows of chunk c) run on the compute queue while the BPU predicts chunk c + 1.
     # TOPK from the exact integer PAM, the FP32 PAM (VBUF) for the similarity's probs.
-    pam_scale = vec_constant("spls.pam_scale", np.full(length, predict.scale.value.data, np.float32),
-                             ("spls-pam-scale", length, float(predict.scale.value.data)))
-    mask_rows = _MaskRows(lw, predict, predict.mask, batch, heads, length, length)
-    for b in range(batch):
-        for h in range(heads):
-            mask_rows.prefetch(b, h)
     keep_spa = bool(spa_users)
     masks = LayerMasks(batch, length, heads,
                        reuse_map=lw.alloc(Buffer.MBUF, 2 * length * batch),
@@ -354,9 +355,6 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
         state.masks[value] = masks
     if keep_spa:
         masks.spa = spa
-    # The masked Q linear: lowered now (its tiles avoid the prediction's live regions, so no
-    # false dependency holds its loads behind the last chunk), placed after the chain.
-    generation = _lower_aside(lw, _chunk_consumers(sim, op.x), masks)
     # With an additive mask TOPK ranks the FP32 PAM plus the mask (as the reference does);
     # without one the exact integer PAM (same order: PAM scales are positive).
     for b in range(batch):
@@ -403,6 +401,10 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
                     first_reference=(0 if sim.first_reference is None
                                      else sim.first_reference.value.data),
                     first_row=r0, row_count=n)
+    _sink(lw, late)  # K / V pieces expected after the projection: after the chain
+    # The masked Q linear, lowered while the chain's regions are still allocated (its tiles
+    # avoid them, so no false dependency holds its loads behind the last chunk), after it.
+    generation = _lower_aside(lw, _chunk_consumers(sim, op.x), masks)
     lw.instrs.extend(generation or ())
     if pam is not None:
         lw.free(Buffer.VBUF, pam)
@@ -510,7 +512,7 @@ def _lower_aside(lw: dense._Lowering, ops: list[Operation],
 
 
 def _interleave(lw: dense._Lowering, emitted: set[int], body: list[Operation],
-                anchors: list[tuple[Operation, int]]) -> None:
+                anchors: list[tuple[Operation, int]]) -> list[Operation]:
     """Spread `body` (the K / V linears) over the prediction instructions emitted since
     `emitted` (ids of the instructions before them; some loads were hoisted among those).
 
@@ -522,13 +524,14 @@ def _interleave(lw: dense._Lowering, emitted: set[int], body: list[Operation],
     for a weight bank holds the BPU's code loads), and an epilogue waiting for its GEMM does
     not hold the in-order SFU queue in front of the prediction's DEQUANTs. Everything stays
     after the prediction when a body instruction and a prediction instruction touch a common
-    region (one writing); an epilogue stays in front of the next loads when they share one."""
+    region (one writing); an epilogue stays in front of the next loads when they share one.
+    Returns the pieces placed after the last anchor (for `_sink`)."""
     if not body:
-        return
+        return []
     segment = [ins for ins in lw.instrs if id(ins) not in emitted]
     if _conflicting(body, segment):
         lw.instrs.extend(body)
-        return
+        return []
     pieces: list[list[Operation]] = [[]]
     for ins in body:
         pieces[-1].append(ins)
@@ -575,6 +578,21 @@ def _interleave(lw: dense._Lowering, emitted: set[int], body: list[Operation],
             merged.extend(after)
     assert not before
     lw.instrs[:] = merged
+    return after
+
+
+def _sink(lw: dense._Lowering, late: list[Operation]) -> None:
+    """Move `late` (in their order) to the end of the program when they share no region with
+    an instruction they pass (one writing): the K / V pieces expected after the projection,
+    whose epilogues would otherwise hold the in-order SFU queue (and their loads the load
+    queue) in front of the progressive prediction while they wait for their GEMMs."""
+    if not late:
+        return
+    ids = {id(ins) for ins in late}
+    first = next(k for k, ins in enumerate(lw.instrs) if id(ins) in ids)
+    passed = [ins for ins in lw.instrs[first:] if id(ins) not in ids]
+    if not _conflicting(late, passed):
+        lw.instrs[first:] = passed + [ins for ins in lw.instrs[first:] if id(ins) in ids]
 
 
 def _regions(op: Operation) -> list[tuple[str, int, int, bool]]:
@@ -893,9 +911,11 @@ def lower_masked_attention(lw: dense._Lowering, op: Operation) -> None:
             qa = lw.alloc(Buffer.ABUF, lq * g * d)
             ka = lw.alloc(Buffer.ABUF, lk * g * d)
             va = lw.alloc(Buffer.ABUF, lk * g * dv)
-            lw.quantize_rows(q, b * lq, lq, h0 * d, g * d, qa, q_mult)
+            # Q last: the sparse lowering produces it after K and V (beside the prediction),
+            # so the in-order load queue fetches K and V while Q's last GEMMs still run.
             lw.quantize_rows(k, b * lk, lk, h0 * d, g * d, ka, k_mult)
             lw.quantize_rows(v, b * lk, lk, h0 * dv, g * dv, va, v_mult)
+            lw.quantize_rows(q, b * lq, lq, h0 * d, g * d, qa, q_mult)
             pending: list[tuple[int, int]] = []  # (head in group, P address) waiting for P x V
             for hh in range(g):
                 h = h0 + hh
