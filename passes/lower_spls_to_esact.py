@@ -357,8 +357,16 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
         masks.spa = spa
     # With an additive mask TOPK ranks the FP32 PAM plus the mask (as the reference does);
     # without one the exact integer PAM (same order: PAM scales are positive).
+    def softmax(b: int, h: int, at: int, rows_s: int, r0: int) -> None:
+        """softmax(PAM) rows in place (cosprob's probs), after the head's TOPK read them."""
+        extra = ({"has_add_mask": 1, "add_mask_addr": mask_rows.row(b, h)}
+                 if mask_rows.present and not mask_rows.per_query else {})
+        lw.emit("softmax", PREDICT, dst_addr=at, src_addr=at, rows=rows_s, cols=length,
+                scale=1.0, causal=int(causal), causal_offset=r0 if causal else 0, **extra)
+
     for b in range(batch):
         for r0, n in chunks:
+            per_head = causal or mask_rows.per_head or n < length
             for h in range(heads):
                 block = h * length * length + r0 * length  # the chunk's rows of head h
                 scores = acc_buf.alloc(n * length)
@@ -381,17 +389,10 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
                         cols=length, k=k, causal=int(causal), causal_offset=r0 if causal else 0,
                         **source)
                 acc_buf.free(scores)
-            if sim.pam is not None:
-                assert pam is not None
-                per_head = causal or mask_rows.per_head or n < length
-                for h0, n_rows in ([(h, n) for h in range(heads)] if per_head
-                                   else [(0, heads * length)]):
-                    extra = ({"has_add_mask": 1, "add_mask_addr": mask_rows.row(b, h0)}
-                             if mask_rows.present and not mask_rows.per_query else {})
-                    at = pam + h0 * length * length + (r0 * length if per_head else 0)
-                    lw.emit("softmax", PREDICT, dst_addr=at, src_addr=at, rows=n_rows,
-                            cols=length, scale=1.0, causal=int(causal),
-                            causal_offset=r0 if causal else 0, **extra)
+                if sim.pam is not None and per_head:  # each head's rows as soon as ranked
+                    softmax(b, h, pam + block, n, r0)
+            if sim.pam is not None and not per_head:  # one SOFTMAX over all heads' rows
+                softmax(b, 0, pam, heads * length, 0)
             lw.emit("similarity", PREDICT, map_addr=masks.reuse_map + 2 * length * b,
                     key_mask_addr=masks.key_mask + heads * length * b, spa_addr=spa + b * spa_size,
                     has_prob=int(pam is not None), prob_addr=pam or 0, heads=heads, length=length,

@@ -68,8 +68,8 @@
 
 // Progressive prediction with 2-row chunks (a 2-row MAC array): K^ and Q^ of all 4 rows
 // first (their HLog scales span all rows), then rows 0-1 (per head BPU of the chunk's Q^ rows
-// against all of K^, DEQUANT, TOPK with the chunk's causal offset, SOFTMAX of the chunk's
-// rows, SIMILARITY first_row 0) and rows 2-3 (SIMILARITY first_row 2, resumed from rows
+// against all of K^, DEQUANT, TOPK with the chunk's causal offset, SOFTMAX of the head's
+// chunk rows; SIMILARITY first_row 0) and rows 2-3 (SIMILARITY first_row 2, resumed from rows
 // 0-1's reuse map); the Q linear has one GEMM per chunk, each waiting for its own chunk's
 // SIMILARITY only (the token of chunk 0's SIMILARITY is popped before chunk 1 is predicted).
 // CHUNKS:      esact.hlog {{.*}}dst_addr = [[QC:[0-9]+]], {{.*}}rows = 4, cols = 8, src_stride = 16
@@ -77,19 +77,19 @@
 // CHUNKS:      esact.bpu {{.*}}a_addr = [[QC]], b_buf = ABUF, b_addr = [[KC]], m = 2, k = 4, n = 4, a_stride = 8, b_stride = 8, {{.*}}transpose_b = 1
 // CHUNKS-NEXT: esact.dequant {{.*}}dst_addr = [[PAM0:[0-9]+]], {{.*}}rows = 2, cols = 4,
 // CHUNKS-NEXT: esact.topk {{.*}}dst_addr = [[SPA0:[0-9]+]], src_buf = ACC, {{.*}}rows = 2, cols = 4, {{.*}}causal_offset = 0
+// CHUNKS-NEXT: esact.softmax {{.*}}dst_addr = [[PAM0]], {{.*}}rows = 2, cols = 4,
 // CHUNKS-NEXT: esact.bpu {{.*}}m = 2, k = 4, n = 4,
 // CHUNKS-NEXT: esact.dequant {{.*}}rows = 2, cols = 4,
 // CHUNKS-NEXT: esact.topk {{.*}}rows = 2, cols = 4,
-// CHUNKS-NEXT: esact.softmax {{.*}}dst_addr = [[PAM0]], {{.*}}rows = 2, cols = 4,
 // CHUNKS-NEXT: esact.softmax {{.*}}rows = 2, cols = 4,
 // CHUNKS-NEXT: esact.similarity pop [sfu] push [compute] map_addr = [[MAP:[0-9]+]], {{.*}}spa_addr = [[SPA0]], {{.*}}row_mask_addr = [[ROWS:[0-9]+]], first_reference = 0, first_row = 0, row_count = 2
 // CHUNKS-NEXT: esact.bpu {{.*}}a_addr = {{[0-9]+}}, b_buf = ABUF, b_addr = [[KC]], m = 2, k = 4, n = 4,
 // CHUNKS-NEXT: esact.dequant {{.*}}rows = 2, cols = 4,
 // CHUNKS-NEXT: esact.topk {{.*}}rows = 2, cols = 4,
+// CHUNKS-NEXT: esact.softmax
 // CHUNKS-NEXT: esact.bpu
 // CHUNKS-NEXT: esact.dequant
 // CHUNKS-NEXT: esact.topk
-// CHUNKS-NEXT: esact.softmax
 // CHUNKS-NEXT: esact.softmax
 // CHUNKS-NEXT: esact.similarity pop [sfu] push [compute, sfu] map_addr = [[MAP]], {{.*}}row_mask_addr = [[ROWS]], first_reference = 0, first_row = 2, row_count = 2
 // CHUNKS:      esact.gemm pop [{{.*}}predict{{.*}}] push {{.*}}a_addr = [[A:[0-9]+]], {{.*}}m = 2, k = 8, n = 8, {{.*}}has_row_mask = 1, row_mask_addr = [[ROWS]], {{.*}}component = "q"
