@@ -35,14 +35,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from esact_cc.passes.insert_spls import DEFAULT_OPTIONS, LayerOptions
+from esact_cc.passes.insert_spls import DEFAULT_OPTIONS, DESIGN_REFERENCE, LayerOptions
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import spls_emulation as emu  # noqa: E402  (a sibling bench script, not a package)
 
 RESULTS = Path(__file__).resolve().parent / "results"
-DESIGN_REFERENCE = LayerOptions(hlog_bits=4, k_ratio=0.2, window=4, threshold=0.9,
-                                similarity="cosprob", attention="dense")
 THRESHOLDS = {"cosprob": (0.9, 0.95, 0.98, 0.99, 0.995, 0.998),
               "overlap": (0.6, 0.75, 0.85, 0.9, 1.0)}
 K_RATIOS = {"cosprob": (0.2,), "overlap": (0.1, 0.2)}

@@ -29,14 +29,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+from esact_cc.passes.insert_spls import DESIGN_REFERENCE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import spls_default_search  # noqa: E402  (sibling bench scripts)
-import spls_emulation as emu  # noqa: E402
+import spls_emulation as emu  # noqa: E402  (a sibling bench script, not a package)
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
-REFERENCE = spls_default_search.DESIGN_REFERENCE
 LAYER0_DENSE = "0:threshold=2"  # threshold > 1: no reuse in layer 0
 
 
@@ -56,9 +55,9 @@ def measure(model_dir: Path) -> dict:
     dense_acc = float(np.mean([int(np.argmax(o)) == int(y) for o, y in zip(dense, labels)]))
     rows = {}
     for label, layer_opts in (
-            ("reference", [REFERENCE] * len(enc.layers)),
-            ("reference, layer 0 dense",
-             [emu._with_layers(REFERENCE, LAYER0_DENSE, i) for i in range(len(enc.layers))])):
+            ("reference", [DESIGN_REFERENCE] * len(enc.layers)),
+            ("reference, layer 0 dense", [emu._with_layers(DESIGN_REFERENCE, LAYER0_DENSE, i)
+                                          for i in range(len(enc.layers))])):
         res = emu.evaluate(enc, samples, labels, layer_opts, control=True, dense_outputs=dense)
         rows[label] = {"reduction": res.reduction, "loss": (dense_acc - res.accuracy) * 100,
                        "random_reuse_loss": (dense_acc - res.control_accuracy) * 100,
@@ -89,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"{r['reduction']:7.2%} {r['loss']:6.2f} {r['random_reuse_loss']:6.2f}  "
                           + " ".join(f"{f:.2f}" for f in r["reused_per_layer"]), flush=True)
     payload = {"command": "python bench/spls_digits_recipes.py " + " ".join(argv or sys.argv[1:]),
-               "reference_setting": asdict(REFERENCE), "engine": "fp32 emulation",
+               "reference_setting": asdict(DESIGN_REFERENCE), "engine": "fp32 emulation",
                "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_path = tempfile.mkstemp(dir=args.out.parent, suffix=".json")
