@@ -15,7 +15,7 @@ few hundred settings over two models has to run in minutes.
 - minilm: all-MiniLM-L6-v2 on prose sentences; calibration = the first third of `--texts`,
   held-out = the rest; loss = (1 - mean cosine to the dense embedding) x 100.
 
-Run:  python bench/spls_default_search.py [--budget 1] [--out bench/results/spls_default_search.json]
+Run:  python bench/spls_default_search.py [--budget 1] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -136,9 +136,9 @@ def main(argv: list[str] | None = None) -> int:
                          **{m.name: {"calib": m.measure(opts, "calib"),
                                      "held_out": m.measure(opts, "test", control=True)}
                             for m in models}}
-    print(f"\nbudget {args.budget} point(s); calibration: digits {len(models[0].splits['calib'][0])}"
-          f" images, minilm {len(models[1].splits['calib'][0])} sentences; held-out: "
-          f"{len(models[0].splits['test'][0])} / {len(models[1].splits['test'][0])}")
+    sizes = {split: [len(m.splits[split][0]) for m in models] for split in ("calib", "test")}
+    print(f"\nbudget {args.budget} point(s); calibration: {sizes['calib'][0]} digits images, "
+          f"{sizes['calib'][1]} sentences; held-out: {sizes['test'][0]} / {sizes['test'][1]}")
     print(f"{'choice':18s} {'setting':42s} {'model':7s} {'calib red/loss':>16s} "
           f"{'held-out red/loss':>18s} {'random':>7s}")
     for label, r in report.items():
