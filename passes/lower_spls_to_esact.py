@@ -355,6 +355,8 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
         state.masks[value] = masks
     if keep_spa:
         masks.spa = spa
+    chain_start = len(lw.instrs)  # the chain has no loads: nothing is hoisted into it
+
     # With an additive mask TOPK ranks the FP32 PAM plus the mask (as the reference does);
     # without one the exact integer PAM (same order: PAM scales are positive).
     def softmax(b: int, h: int, at: int, rows_s: int, r0: int) -> None:
@@ -402,11 +404,15 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
                     first_reference=(0 if sim.first_reference is None
                                      else sim.first_reference.value.data),
                     first_row=r0, row_count=n)
+    chain_first = lw.instrs[chain_start]
     _sink(lw, late)  # K / V pieces expected after the projection: after the chain
     # The masked Q linear, lowered while the chain's regions are still allocated (its tiles
-    # avoid them, so no false dependency holds its loads behind the last chunk), after it.
+    # avoid them, so no false dependency holds its loads behind the last chunk), after it;
+    # its input tile's preparation then moves in front of the chain.
     generation = _lower_aside(lw, _chunk_consumers(sim, op.x), masks)
-    lw.instrs.extend(generation or ())
+    if generation:
+        lw.instrs.extend(generation)
+        _hoist_preparation(lw, generation, chain_first)
     if pam is not None:
         lw.free(Buffer.VBUF, pam)
     mask_rows.free()
@@ -580,6 +586,38 @@ def _interleave(lw: dense._Lowering, emitted: set[int], body: list[Operation],
     assert not before
     lw.instrs[:] = merged
     return after
+
+
+def _hoist_preparation(lw: dense._Lowering, body: list[Operation], target: Operation) -> None:
+    """Move the instructions of `body` (in the program) before its first GEMM, the input
+    tile's LOAD / QUANT that do not depend on the prediction, to just before `target` (the
+    chain's first instruction), each one that shares no region (one writing) with what it
+    passes: the in-order load and SFU queues then prepare Q's input while the BPU works,
+    not after the chain's last SOFTMAX and the K / V loads. Weight loads stay (they wait
+    for a WBUF bank, and `hoist_last` placed them already)."""
+    prefix = []
+    for ins in body:
+        if ins.name == "esact.gemm":
+            break
+        prefix.append(ins)
+    start = next(k for k, ins in enumerate(lw.instrs) if ins is target)
+    first = next(k for k, ins in enumerate(lw.instrs) if ins is prefix[0]) if prefix else None
+    if first is None:
+        return
+    passed = lw.instrs[start:first]
+    moved: list[Operation] = []
+    stay: list[Operation] = []
+    for ins in prefix:
+        wbuf = any(r[0] == "WBUF" and r[3] for r in _regions(ins))
+        if not wbuf and not _conflicting([ins], passed + stay):
+            moved.append(ins)
+        else:
+            stay.append(ins)
+    if not moved:
+        return
+    ids = {id(ins) for ins in moved}
+    rest = [ins for ins in lw.instrs[start:] if id(ins) not in ids]
+    lw.instrs[start:] = moved + rest
 
 
 def _sink(lw: dense._Lowering, late: list[Operation]) -> None:
