@@ -7,6 +7,7 @@ from esact_cc.runtime.errors import ProgramError
 from esact_cc.runtime.timing import QUEUE_NAMES, check_tokens, simulate
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from token_masks import draw_token_masks
 
 LOAD, COMPUTE, PREDICT, SFU, STORE, HOST = range(6)
 
@@ -153,16 +154,7 @@ def random_programs(draw):
     queues, pops, pushes, cycles, port = [], [], [], [], []
     for _ in range(n):
         q = draw(st.integers(0, 5))
-        pop = 0
-        for src in range(6):
-            if available.get((src, q), 0) and draw(st.booleans()):
-                pop |= 1 << src
-                available[(src, q)] -= 1
-        push = 0
-        for dst in range(6):
-            if draw(st.integers(0, 2)) == 0:
-                push |= 1 << dst
-                available[(q, dst)] = available.get((q, dst), 0) + 1
+        pop, push = draw_token_masks(draw, available, q, push_odds=3)
         c = draw(st.integers(1, 500))
         queues.append(q)
         pops.append(pop)

@@ -12,6 +12,7 @@ from esact_cc.runtime.timing import roofline, time_program
 from esact_cc.runtime.work_table import WorkTable
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from token_masks import draw_token_masks
 
 CONFIG = load_config()
 M = lambda *qs: sum(1 << int(q) for q in qs)
@@ -137,17 +138,7 @@ def valid_programs(draw):
         else:
             pair = sfu(kind, draw(st.integers(1, 5000)))
         instr, work = pair
-        q = int(instr.spec.queue)
-        pop = 0
-        for src in range(6):
-            if available.get((src, q), 0) and draw(st.booleans()):
-                pop |= 1 << src
-                available[(src, q)] -= 1
-        push = 0
-        for dst in range(6):
-            if draw(st.integers(0, 3)) == 0:
-                push |= 1 << dst
-                available[(q, dst)] = available.get((q, dst), 0) + 1
+        pop, push = draw_token_masks(draw, available, int(instr.spec.queue), push_odds=4)
         fields = dict(instr.fields, pop=pop, push=push)
         pairs.append((Instruction(instr.opcode_name, fields), work))
     pairs.append(halt())
