@@ -198,3 +198,28 @@ def test_no_room_beside_the_prediction_falls_back_exactly(case: str, monkeypatch
     x = inputs(padded)
     expected = run_module(reference, x, store)["y"]
     np.testing.assert_array_equal(execute(program, x, load_config()).outputs["y"], expected)
+
+
+@pytest.mark.parametrize("chunk", [None, 4])
+@pytest.mark.parametrize("case", ["padding-cosprob", "causal-topk", "first-reference"])
+def test_progressive_prediction_batch_of_two(case: str, chunk: int | None, monkeypatch) -> None:
+    """Two sequences: one chain of chunks per batch element, the Q GEMMs per element and chunk."""
+    from esact_cc.passes import lower_spls_to_esact
+
+    monkeypatch.setattr(lower_spls_to_esact, "CHUNK_ROWS", chunk)
+    masked, causal, padded, options = CASES[case]
+    module, store = layer(masked, causal)
+    module = parse_ir(str(module).replace("tensor<1x6x8xf32>", "tensor<2x6x8xf32>")
+                      .replace("tensor<1x6x16xf32>", "tensor<2x6x16xf32>"))
+    attach(module, store)
+    reference, program = compile_both(module, store, **options)
+    sims = [(i["map_addr"], i["first_row"]) for i in program.instructions
+            if i.opcode_name == "similarity"]
+    per_element = -(-L // min(chunk or L, L))
+    assert len(sims) == 2 * per_element and len({m for m, _ in sims}) == 2
+    x = inputs(padded)
+    x["h"] = np.random.default_rng(5).standard_normal((2, L, D)).astype(np.float32)
+    expected = run_module(reference, x, store)["y"]
+    got = execute(program, x, load_config()).outputs["y"]
+    assert got.shape == (2, L, D)
+    np.testing.assert_array_equal(got, expected)
