@@ -36,7 +36,7 @@ operands, so what overlaps what follows from where the consumers' tiles and inst
 
 Masked ops:
 - `spls.masked_quantized_linear` (Q, O, FFN1, FFN2): per batch element one row tile of all L
-  rows; GEMM with the computed-row mask (reused rows are neither computed nor written), DEQUANT,
+  rows (Q: one GEMM per prediction chunk into that tile); GEMM with the computed-row mask (reused rows are neither computed nor written), DEQUANT,
   SCATTER_ROWS with the reuse map (a reused row takes its representative's output row), then the
   fused GELU / residual add, so a reused row's own residual stream gets the representative's
   sublayer output (DESIGN.md section 6 step 5).
