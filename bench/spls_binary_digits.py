@@ -1,8 +1,7 @@
 """Dense vs SPLS binaries of the bundled digits ViT on its held-out test set.
 
 Compiles the bundled model twice (INT8 calibrated on its calibration split): dense, and
-`--sparsity spls` with the given options (default: DESIGN.md section 6's setting, i.e. the
-insert-spls defaults cosprob, attention=dense, 4 bits, k 0.2, window 4, threshold 0.9). Runs
+`--sparsity spls` with the given options (default: the insert-spls defaults). Runs
 every test image on the hardware model (functional + timing + energy) and reports:
 accuracy of onnxruntime (fp32), the dense binary and the SPLS binary; how many SPLS outputs
 equal the INT8 SPLS reference interpreter's bit for bit (its host regions run by onnxruntime like
@@ -23,9 +22,11 @@ import argparse
 import json
 import sys
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+from esact_cc.passes.insert_spls import DEFAULT_OPTIONS
 
 
 def use_onnxruntime_for_host_regions() -> None:
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     dense_macs = work["macs_dense"]
     summary = {
         "images": count,
-        "spls_options": args.spls_option or ["defaults (cosprob, dense, 4 bits, k 0.2, window 4, 0.9)"],
+        "spls_options": args.spls_option or [f"defaults {asdict(DEFAULT_OPTIONS)}"],
         "accuracy": accuracy,
         "spls_minus_dense_points": 100 * (accuracy["spls"] - accuracy["dense"]),
         "spls_equals_reference": None if reference is None else exact,
