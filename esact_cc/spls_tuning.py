@@ -38,7 +38,7 @@ Search (`tune`):
      low by luck: without a margin the per-layer MiniLM setting lost 0.9 points on the
      calibration sentences and 1.1-1.9 on held-out ones;
    - strategy `layer_search`: `efficient` (default) takes, each round, over all layers, the
-     move (next `EFFICIENT_STEPS` lower thresholds / larger windows of one layer) with the
+     move (one layer's lower thresholds / larger windows, `layer_steps` nearest, 0 = all) with the
      most reduction gained per point of budget spent; `largest` visits layers L-1..0 and
      takes the value that reduces most within budget, `LAYER_SWEEPS` sweeps (the search of
      before, which spends the budget on the first layer it visits);
@@ -119,8 +119,8 @@ DEFAULT_LAYER_OPTIONS: tuple[str, ...] = ("threshold",)
 FIRST_REFERENCE_VALUES: tuple[int, ...] = (0, 1)
 """`first-reference` values crossed with the finer thresholds in the uniform search."""
 LAYER_SWEEPS = 2
-EFFICIENT_STEPS = 2
-"""`efficient` per-layer search: values tried per layer and option in each round."""
+DEFAULT_LAYER_STEPS = 0
+"""`efficient` per-layer search: values tried per layer and option in each round (0: all)."""
 DEFAULT_LAYER_SEARCH = "efficient"
 DEFAULT_MARGIN_SE = 1.0
 DEFAULT_LAYER_FIRST_REFERENCE = 1
@@ -725,23 +725,23 @@ def per_layer_start(search: _Search, uniform: Measurement, first_reference: int 
 
 
 def search_per_layer_largest(search: _Search, start: Measurement, layer_count: int,
-                             layer_options: Sequence[str] = ("threshold",)) -> Measurement:
+                             options: SearchOptions) -> Measurement:
     """From the last layer to the first, the value of each per-layer option with the largest
     reduction within budget, that layer alone changing; `LAYER_SWEEPS` sweeps."""
-    options = start.config.options
+    uniform = start.config.options
     values = _thresholds_of(start, layer_count)
     best = start
     for _ in range(LAYER_SWEEPS):
         changed = False
         for layer in reversed(range(layer_count)):
             trials = []
-            for name in layer_options:
-                for value in _layer_values(name, options):
+            for name in options.layer_options:
+                for value in _layer_values(name, uniform):
                     if value == values[layer][name]:
                         continue
                     trial = {i: dict(v) for i, v in values.items()}
                     trial[layer][name] = value
-                    trials.append(_per_layer_config(options, trial))
+                    trials.append(_per_layer_config(uniform, trial))
             chosen = search.best_of(search.measure(trials), best)
             if chosen is not None and chosen is not best:
                 best, changed = chosen, True
@@ -758,28 +758,31 @@ def _layer_values(name: str, options: Mapping[str, Any]) -> tuple[Any, ...]:
 
 
 def search_per_layer_efficient(search: _Search, start: Measurement, layer_count: int,
-                               layer_options: Sequence[str] = ("threshold",)) -> Measurement:
-    """Greedy by price: each round tries, in every layer, the next `EFFICIENT_STEPS` values of
-    each per-layer option in the direction of more reuse (lower threshold, larger window), and
+                               options: SearchOptions) -> Measurement:
+    """Greedy by price: each round tries, in every layer, the values of each per-layer option
+    in the direction of more reuse (lower threshold, larger window; the next
+    `options.layer_steps` of them, 0 = all: a lower threshold can cost less than a higher
+    one, as reuse decisions change what later layers see), and
     takes the move with the most reduction gained per point of budget spent (loss + margin);
     moves that spend nothing come first, by gain. Stops when no move gains within budget.
     Cheap reuse is taken before expensive reuse, instead of the first layer visited spending
     the whole budget."""
-    options = start.config.options
+    uniform = start.config.options
+    steps = options.layer_steps or None  # 0: every value
     current = start
     while True:
         values = _thresholds_of(current, layer_count)
         trials = []
         for layer in range(layer_count):
-            for name in layer_options:
+            for name in options.layer_options:
                 now = values[layer][name]
-                ladder = _layer_values(name, options)
-                more = ([v for v in ladder if v < now][-EFFICIENT_STEPS:] if name == "threshold"
-                        else [v for v in ladder if v > now][:EFFICIENT_STEPS])
+                ladder = _layer_values(name, uniform)
+                more = ([v for v in ladder if v < now][::-1][:steps] if name == "threshold"
+                        else [v for v in ladder if v > now][:steps])
                 for value in more:
                     trial = {i: dict(v) for i, v in values.items()}
                     trial[layer][name] = value
-                    trials.append(_per_layer_config(options, trial))
+                    trials.append(_per_layer_config(uniform, trial))
         spent_now = current.loss_bound(search.margin_se)
         best_move, best_rank = None, (0, 0.0)
         for m in search.measure(trials):
@@ -815,6 +818,8 @@ class SearchOptions:
     """Per-layer options varied: some of `PER_LAYER_OPTIONS`."""
     layer_first_reference: int = DEFAULT_LAYER_FIRST_REFERENCE
     """first-reference of the per-layer settings is at least this."""
+    layer_steps: int = DEFAULT_LAYER_STEPS
+    """`efficient`: values of an option tried per layer and round, nearest first (0: all)."""
 
     def validate(self) -> None:
         if not (math.isfinite(self.margin_se) and self.margin_se >= 0):
@@ -828,6 +833,8 @@ class SearchOptions:
             raise CompileError(f"per-layer options must be some of "
                                f"{', '.join(PER_LAYER_OPTIONS)}, got "
                                f"{', '.join(self.layer_options) or 'none'}")
+        if self.layer_steps < 0:
+            raise CompileError(f"per-layer steps must be >= 0, got {self.layer_steps}")
         if self.layer_first_reference < 0:
             raise CompileError(f"per-layer first-reference must be >= 0, got "
                                f"{self.layer_first_reference}")
@@ -835,7 +842,8 @@ class SearchOptions:
     def as_dict(self) -> dict[str, Any]:
         return {"per_layer_margin_se": self.margin_se, "layer_search": self.layer_search,
                 "layer_options": list(self.layer_options),
-                "layer_first_reference": self.layer_first_reference}
+                "layer_first_reference": self.layer_first_reference,
+                "layer_steps": self.layer_steps}
 
 
 def tune(evaluator: Evaluator, budget: float, per_layer: bool = True,
@@ -864,8 +872,7 @@ def tune(evaluator: Evaluator, budget: float, per_layer: bool = True,
             f"{options.layer_first_reference})")
         state.margin_se = options.margin_se
         start = per_layer_start(state, uniform, options.layer_first_reference)
-        chosen = LAYER_SEARCHES[options.layer_search](state, start, layer_count,
-                                                      options.layer_options)
+        chosen = LAYER_SEARCHES[options.layer_search](state, start, layer_count, options)
         result.per_layer = chosen if chosen.config.layers else None
     result.history = state.history
     return result

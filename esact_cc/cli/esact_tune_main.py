@@ -3,7 +3,8 @@
     esact-tune MODEL.onnx --calibration-data FILE.npz [--labels-key KEY] --budget POINTS
         -o spls.json [--input NAME=ARRAY ...] [--output NAME] [--ir quantized|transformer]
         [--samples N] [--uniform-only] [--margin-se K] [--layer-search largest|efficient]
-        [--layer-options threshold[,window]] [--layer-first-reference R] [--quiet]
+        [--layer-options threshold[,window]] [--layer-first-reference R] [--layer-steps N]
+        [--quiet]
 
 With `--labels-key` the accuracy is the task accuracy (argmax of the output vs the labels);
 without it, the mean cosine of the output to the dense output (embeddings). Both are in points
@@ -84,6 +85,9 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layer-first-reference", type=int, default=d.layer_first_reference,
                         metavar="R", help="per-layer settings keep rows 0..R-1 out of every "
                         "similarity window (first-reference at least R; default: %(default)s)")
+    parser.add_argument("--layer-steps", type=int, default=d.layer_steps, metavar="N",
+                        help="efficient search: values of an option tried per layer and round, "
+                        "nearest first; 0 = all (default: %(default)s)")
 
 
 def search_options(args: argparse.Namespace):
@@ -92,7 +96,7 @@ def search_options(args: argparse.Namespace):
 
     options = SearchOptions(args.margin_se, args.layer_search,
                             tuple(n.strip() for n in args.layer_options.split(",") if n.strip()),
-                            args.layer_first_reference)
+                            args.layer_first_reference, args.layer_steps)
     options.validate()
     return options
 

@@ -106,13 +106,16 @@ def test_margin_holds_per_layer_settings_to_mean_plus_k_se(evaluator, monkeypatc
     assert plain.best.loss <= budget + 1e-9
 
 
-def test_efficient_search_takes_the_best_priced_move(evaluator, monkeypatch):
+@pytest.mark.parametrize("steps", [1, 0])
+def test_efficient_search_takes_the_best_priced_move(evaluator, monkeypatch, steps):
     """Against an independent re-enactment: from the start, each step must be the in-budget
-    move (one layer, next lower thresholds) with the highest gain per point of loss."""
+    move (one layer, its `steps` nearest lower thresholds, 0 = all) with the highest gain per
+    point of loss."""
     _patch(monkeypatch)
     budget = 30.0
     result = spls_tuning.tune(evaluator, budget, search=SearchOptions(
-        margin_se=0.0, layer_search="efficient", layer_first_reference=0))
+        margin_se=0.0, layer_search="efficient", layer_first_reference=0, layer_steps=steps))
+    steps = steps or None
     chosen = result.per_layer or result.uniform
     assert chosen.loss <= budget + 1e-9
     seen = {spls_tuning._key(m.config): m for m in result.history}
@@ -122,7 +125,7 @@ def test_efficient_search_takes_the_best_priced_move(evaluator, monkeypatch):
         now = spls_tuning._thresholds_of(current, 2)
         moves = []
         for layer in range(2):
-            for thr in [t for t in thresholds if t < now[layer]["threshold"]][-2:]:
+            for thr in [t for t in thresholds if t < now[layer]["threshold"]][::-1][:steps]:
                 trial = {i: dict(v) for i, v in now.items()}
                 trial[layer]["threshold"] = thr
                 moves.append(seen[spls_tuning._key(spls_tuning._per_layer_config(
@@ -164,13 +167,15 @@ def test_esact_tune_writes_the_search_options(tmp_path, evaluator, monkeypatch):
                                  "--labels-key", "labels", "--ir", "transformer", "--budget",
                                  "20", "--margin-se", "1.5", "--layer-search", "efficient",
                                  "--layer-options", "threshold,window",
-                                 "--layer-first-reference", "1", "-o", str(out),
+                                 "--layer-first-reference", "1", "--layer-steps", "2",
+                                 "-o", str(out),
                                  "--quiet"]) == 0
     info = json.loads(out.read_text())["info"]
     assert info["per_layer_margin_se"] == 1.5
     assert info["layer_search"] == "efficient"
     assert info["layer_options"] == ["threshold", "window"]
     assert info["layer_first_reference"] == 1
+    assert info["layer_steps"] == 2
     assert info["chosen"] in ("uniform", "per_layer")
     if info["per_layer"] is not None:
         p = info["per_layer"]
@@ -184,6 +189,7 @@ def test_esact_tune_writes_the_search_options(tmp_path, evaluator, monkeypatch):
     (["--layer-options", "k-ratio"], "per-layer options must be"),
     (["--layer-options", ","], "per-layer options must be"),
     (["--layer-first-reference", "-1"], "first-reference must be >= 0"),
+    (["--layer-steps", "-1"], "steps must be >= 0"),
 ])
 def test_search_option_errors_are_one_line(tmp_path, extra, fragment, capsys):
     out = tmp_path / "spls.json"
