@@ -11,7 +11,7 @@ The paper's end-to-end 3.29 TOPS/W is printed beside the TOPS/W column for refer
 TOPK / SIMILARITY and their SFU DEQUANT / SOFTMAX, as a union of intervals); `hidden` is the
 part of it during which the MAC array (compute queue) is busy too, i.e. prediction overlapped
 with generation. `--chunk-rows N` sets the sparse lowering's progressive-prediction chunk
-(passes/lower_spls_to_esact.py CHUNK_ROWS; default: the MAC array's rows; 0 = the prediction
+(lower-to-esact's `spls-chunk-rows` option; default: the MAC array's rows; 0 = the prediction
 of all rows as one unit).
 
     python bench/spls_bert_table.py [--hw CONFIG] [--row "spls attention=topk" ...]
@@ -33,14 +33,15 @@ COMPONENTS = ("q", "k", "v", "qk", "pv", "o", "ffn1", "ffn2")
 DEFAULT_ROWS = ("dense", "spls", "spls attention=topk", "spls pam-scale=attention")
 
 
-def run_row(row: str, hw: str, inputs: dict[str, np.ndarray]) -> dict:
+def run_row(row: str, hw: str, inputs: dict[str, np.ndarray], chunk_rows: int | None) -> dict:
     from esact_cc.runtime.hw_config import resolve_config
     from esact_cc.runtime.run_program import run_program
 
     from esact_cc import api
 
     scheme, *options = row.split()
-    extra = {} if scheme == "dense" else {"sparsity": "spls", "spls_option": options}
+    extra = ({} if scheme == "dense" else
+             {"sparsity": "spls", "spls_option": options, "spls_chunk_rows": chunk_rows})
     compiled = api.compile(MODELS / "bert_base_legacy17_dynamic.onnx", stage="esact",
                            input_shapes={k: v.shape for k, v in inputs.items()}, hw=hw, **extra)
     result = run_program(compiled.program(), inputs, resolve_config(hw))
@@ -122,15 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-rows", type=int, default=None,
                         help="progressive-prediction chunk rows (0 = one chunk of all rows)")
     args = parser.parse_args(argv)
-    if args.chunk_rows is not None:
-        from esact_cc.passes import lower_spls_to_esact
-
-        lower_spls_to_esact.CHUNK_ROWS = args.chunk_rows
     raw = dict(np.load(MODELS / "bert_base_legacy17.inputs.npz"))
     real = int(raw["attention_mask"].sum())
     assert raw["attention_mask"][0, :real].all(), "right padding expected"
     inputs = {k: v[:, :real] for k, v in raw.items()}
-    rows = [run_row(row, args.hw, inputs) for row in (args.row or DEFAULT_ROWS)]
+    rows = [run_row(row, args.hw, inputs, args.chunk_rows) for row in (args.row or DEFAULT_ROWS)]
     chunk = "MAC rows" if args.chunk_rows is None else args.chunk_rows or "all rows"
     print(f"BERT-base, {real} real tokens, config {args.hw}, prediction chunk {chunk}")
     print(format_table(rows))

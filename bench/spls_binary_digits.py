@@ -72,10 +72,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-rows", type=int, default=None,
                         help="progressive-prediction chunk rows (0 = one chunk of all rows)")
     args = parser.parse_args(argv)
-    if args.chunk_rows is not None:
-        from esact_cc.passes import lower_spls_to_esact
-
-        lower_spls_to_esact.CHUNK_ROWS = args.chunk_rows
     from spls_bert_table import prediction_overlap  # bench/ is the script's directory
     if not args.reference_host_numpy:
         use_onnxruntime_for_host_regions()
@@ -95,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         calibration = str(Path(tmp) / "calibration.npz")
         np.savez(calibration, **{model.input_name: model.calibration_images})
         common = {"calibration_data": calibration}
-        sparse = {"sparsity": "spls", "spls_option": list(args.spls_option)}
+        sparse = {"sparsity": "spls", "spls_option": list(args.spls_option),
+                  "spls_chunk_rows": args.chunk_rows}
         dense_program = api.compile(model.onnx_path, stage="esact", **common).program()
         spls_program = api.compile(model.onnx_path, stage="esact", **common, **sparse).program()
         reference = None if args.no_reference else api.compile(model.onnx_path, stage="spls",

@@ -82,7 +82,9 @@ def _spls_passes(options: CompileOptions) -> list[ModulePass]:
 
 
 def _lower_passes(options: CompileOptions) -> list[ModulePass]:
-    return [make_pass("lower-to-esact", hw=options.extra.get("hw")), make_pass("schedule")]
+    return [make_pass("lower-to-esact", hw=options.extra.get("hw"),
+                      spls_chunk_rows=options.extra.get("spls_chunk_rows")),
+            make_pass("schedule")]
 
 
 def _write_esb(module: ModuleOp, store: WeightStore, path: Path) -> None:

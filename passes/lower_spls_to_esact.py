@@ -12,8 +12,8 @@ every intermediate on chip (DESIGN.md section 6), in two phases:
    [W_Q | W_K]: LOAD HLog(W) codes, BPU (X^ W^, shift-adds), DEQUANT (* s_W per column * s_X,
    + bias) -> HLOG of Q^ and of K^ per batch element (dynamic scales s_Q, s_K). The HLog
    scales span all rows, so this phase cannot be split by rows.
-2. Progressive prediction, per row chunk (`CHUNK_ROWS`, default the MAC array's rows): per
-   head BPU (Q^_h rows of the chunk x K^_h^T) -> ACC, [DEQUANT (* scale * s_Q * s_K) -> PAM rows
+2. Progressive prediction, per row chunk (lower-to-esact's `spls-chunk-rows`, default the
+   MAC array's rows): per head BPU (Q^_h rows of the chunk x K^_h^T) -> ACC, [DEQUANT (* scale * s_Q * s_K) -> PAM rows
    in VBUF, + mask], TOPK of the chunk's rows -> SPA rows in MBUF; [SOFTMAX of the chunk's PAM
    rows for cosprob]; SIMILARITY with first_row / row_count = the chunk: it decides the
    chunk's rows from the reuse-map entries of the earlier rows (still in MBUF) and their SPA /
@@ -86,10 +86,6 @@ from esact_cc.reference_interpreter import op_label
 
 F32 = dense.F32
 PREDICT = "predict"
-CHUNK_ROWS: int | None = None
-"""Rows per progressive-prediction chunk (PAM, TOPK, SOFTMAX, SIMILARITY and the masked Q
-GEMM per chunk). None (default): the MAC array's rows (config [mac_array] rows), so a chunk's
-Q row tile is one array pass; 0: one chunk of all rows (the prediction as one unit)."""
 X_CODE_TERMS = 0.8
 """Assumed mean shift-add terms of an HLog code of X (0, 1 or 2; zeros are skipped; 0.8 was
 measured on BERT-base at 4 bits): only used to estimate BPU cycles when spreading the K / V
@@ -447,8 +443,9 @@ def _code_slots(lw: dense._Lowering, codes: int, vectors: int) -> list[tuple[int
 
 
 def chunk_rows(lw: dense._Lowering, length: int) -> int:
-    """Rows per prediction chunk: `CHUNK_ROWS`, or the MAC array's rows when it is None."""
-    rows = lw.config.mac_rows if CHUNK_ROWS is None else CHUNK_ROWS
+    """Rows per prediction chunk: the `spls-chunk-rows` option of lower-to-esact, or the MAC
+    array's rows when it is not given; 0 = one chunk of all rows."""
+    rows = lw.config.mac_rows if lw.spls_chunk_rows is None else lw.spls_chunk_rows
     return length if rows <= 0 else min(rows, length)
 
 

@@ -139,10 +139,12 @@ def _round_tile(limit: int, total: int, quantum: int) -> int:
 class _Lowering:
     """State of one lowering: allocators, DRAM map, the declarations and instructions."""
 
-    def __init__(self, module: ModuleOp, store: WeightStore, config: HardwareConfig):
+    def __init__(self, module: ModuleOp, store: WeightStore, config: HardwareConfig,
+                 spls_chunk_rows: int | None = None):
         self.module = module
         self.store = store
         self.config = config
+        self.spls_chunk_rows = spls_chunk_rows  # the pass option; read by lower_spls_to_esact
         self.rings = {
             b: (BankAllocator if b in BANKED_BUFFERS else RingAllocator)(b.name, buffer_elements(config, b))
             for b in Buffer
@@ -731,10 +733,12 @@ _LOWERINGS: dict[type[Operation], Callable[[_Lowering, Operation], None]] = {
 """Instruction selection: op class -> the method emitting its instructions."""
 
 
-def lower_module(module: ModuleOp, store: WeightStore, config: HardwareConfig) -> None:
-    """Replace @main of `module` by the esact program (see the module docstring)."""
+def lower_module(module: ModuleOp, store: WeightStore, config: HardwareConfig,
+                 spls_chunk_rows: int | None = None) -> None:
+    """Replace @main of `module` by the esact program (see the module docstring);
+    `spls_chunk_rows` as the pass option of that name."""
     function = main_function(module)
-    lowering = _Lowering(module, store, config)
+    lowering = _Lowering(module, store, config, spls_chunk_rows)
     block = function.body.block
     for name, arg in zip(io_names(function, results=False), block.args):
         t = lowering.tensor_of(arg)
@@ -775,9 +779,13 @@ class LowerToEsactPass(ModulePass):
 
     hw: str | None = None
     """Hardware config: a TOML path or the name of a bundled config (default: the default one)."""
+    spls_chunk_rows: int | None = None
+    """Rows per progressive SPLS prediction chunk (PAM, TOPK, SOFTMAX, SIMILARITY and the
+    masked Q GEMM per chunk; passes/lower_spls_to_esact.py). Default: the MAC array's rows,
+    so a chunk's Q row tile is one array pass; 0: one chunk of all rows."""
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        lower_module(op, store_of(op), resolve_config(self.hw))
+        lower_module(op, store_of(op), resolve_config(self.hw), self.spls_chunk_rows)
 
 
 # --- hook (H9, sparse lowering): the spls op rules in passes/lower_spls_to_esact.py add

@@ -3,6 +3,7 @@
 // RUN: esact-opt %s -p 'quantize,insert-spls{hlog-bits=4 window=4 threshold=0.9},lower-to-esact,schedule' --no-print-debuginfo 2>/dev/null | filecheck %s --check-prefix=TOKENS
 // RUN: esact-opt %s -p 'quantize,insert-spls{hlog-bits=4 window=4 threshold=0.9},lower-to-esact{hw="%S/Inputs/esact_mac2rows.toml"},schedule' --no-print-debuginfo 2>/dev/null | filecheck %s --check-prefix=CHUNKS
 // RUN: not esact-opt %s -p 'quantize,insert-spls{hlog-bits=8},lower-to-esact' 2>&1 | filecheck %s --check-prefix=BITS
+// RUN: esact-opt %s -p 'quantize,insert-spls{hlog-bits=4 window=4 threshold=0.9},lower-to-esact{spls-chunk-rows=1}' --no-print-debuginfo 2>/dev/null | filecheck %s --check-prefix=ROWCHUNK
 // The sparse lowering (passes/lower_spls_to_esact.py) of one pre-LN encoder layer after
 // quantize + insert-spls (weights in Inputs/insert_spls_layer.npz; L = 4, 2 heads, width 8):
 // the prediction chain on the predict queue (HLOG of X, one BPU for Q^|K^, DEQUANT with the
@@ -132,3 +133,10 @@ builtin.module attributes {esact.weight_store = "Inputs/insert_spls_layer.npz"} 
     func.return %y : tensor<1x4x8xf32>
   }
 }
+
+// lower-to-esact{spls-chunk-rows=1}: one SIMILARITY per row, each resuming after the last.
+// ROWCHUNK:     esact.similarity {{.*}}first_row = 0, row_count = 1
+// ROWCHUNK:     esact.similarity {{.*}}first_row = 1, row_count = 1
+// ROWCHUNK:     esact.similarity {{.*}}first_row = 2, row_count = 1
+// ROWCHUNK:     esact.similarity {{.*}}first_row = 3, row_count = 1
+// ROWCHUNK-NOT:     esact.similarity

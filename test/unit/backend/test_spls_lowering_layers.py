@@ -74,13 +74,13 @@ def inputs(padded: int, seed: int = 1) -> dict[str, np.ndarray]:
     return {"h": rng.standard_normal((1, L, D)).astype(np.float32), "m": mask}
 
 
-def compile_both(module, store, **options):
+def compile_both(module, store, chunk_rows=None, **options):
     reference = module.clone()
     attach(reference, store)
     InsertSplsPass(**options).apply(make_context(), reference)
     program = reference.clone()
     attach(program, store)
-    for p in (LowerToEsactPass(), SchedulePass()):
+    for p in (LowerToEsactPass(spls_chunk_rows=chunk_rows), SchedulePass()):
         p.apply(make_context(), program)
     return reference, program_from_module(program, store)
 
@@ -123,15 +123,12 @@ def test_per_query_mask(padded: int) -> None:
 
 @pytest.mark.parametrize("chunk", [1, 4])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_progressive_prediction_equals_reference(case: str, chunk: int, monkeypatch) -> None:
+def test_progressive_prediction_equals_reference(case: str, chunk: int) -> None:
     """Row-chunked prediction (one PAM/TOPK/SIMILARITY chunk of `chunk` rows, the masked Q
     GEMM per chunk): the same outputs as the reference, bit for bit."""
-    from esact_cc.passes import lower_spls_to_esact
-
-    monkeypatch.setattr(lower_spls_to_esact, "CHUNK_ROWS", chunk)
     masked, causal, padded, options = CASES[case]
     module, store = layer(masked, causal)
-    reference, program = compile_both(module, store, **options)
+    reference, program = compile_both(module, store, chunk, **options)
     sims = [i for i in program.instructions if i.opcode_name == "similarity"]
     assert [(i["first_row"], i["row_count"]) for i in sims] == \
         [(r, min(chunk, L - r)) for r in range(0, L, chunk)]
@@ -144,15 +141,12 @@ def test_progressive_prediction_equals_reference(case: str, chunk: int, monkeypa
 
 
 @pytest.mark.parametrize("chunk", [2, 5])
-def test_progressive_prediction_per_query_mask(chunk: int, monkeypatch) -> None:
+def test_progressive_prediction_per_query_mask(chunk: int) -> None:
     """The per-query mask's rows are added chunk by chunk (BERT's expanded padding mask)."""
-    from esact_cc.passes import lower_spls_to_esact
-
-    monkeypatch.setattr(lower_spls_to_esact, "CHUNK_ROWS", chunk)
     module, store = layer(masked=True, causal=False)
     module = parse_ir(str(module).replace("tensor<1x1x1x6xf32>", "tensor<1x1x6x6xf32>"))
     attach(module, store)
-    reference, program = compile_both(module, store, k_ratio=0.5, threshold=0.5)
+    reference, program = compile_both(module, store, chunk, k_ratio=0.5, threshold=0.5)
     assert sum(i.opcode_name == "similarity" for i in program.instructions) == -(-L // chunk)
     x = inputs(2)
     x["m"] = np.broadcast_to(x["m"], (1, 1, L, L)).copy()
@@ -184,15 +178,14 @@ def test_no_room_beside_the_prediction_falls_back_exactly(case: str, monkeypatch
         finally:
             aside["active"] = False
 
-    monkeypatch.setattr(lower_spls_to_esact, "CHUNK_ROWS", 2)
     monkeypatch.setattr(lower_spls_to_esact, "_lower_now", failing_now)
     monkeypatch.setattr(lower_spls_to_esact, "_lower_aside", tracked_aside)
     masked, causal, padded, options = CASES[case]
     module, store = layer(masked, causal)
-    reference, program = compile_both(module, store, **options)
+    reference, program = compile_both(module, store, 2, **options)
     assert aside["failed"] >= 1
     monkeypatch.setattr(lower_spls_to_esact, "_lower_now", real_now)
-    _, normal = compile_both(*layer(masked, causal), **options)
+    _, normal = compile_both(*layer(masked, causal), 2, **options)
     count = lambda p: sorted(i.opcode_name for i in p.instructions)  # noqa: E731
     assert count(program) == count(normal)  # nothing of the failed attempt is left
     x = inputs(padded)
@@ -202,17 +195,14 @@ def test_no_room_beside_the_prediction_falls_back_exactly(case: str, monkeypatch
 
 @pytest.mark.parametrize("chunk", [None, 4])
 @pytest.mark.parametrize("case", ["padding-cosprob", "causal-topk", "first-reference"])
-def test_progressive_prediction_batch_of_two(case: str, chunk: int | None, monkeypatch) -> None:
+def test_progressive_prediction_batch_of_two(case: str, chunk: int | None) -> None:
     """Two sequences: one chain of chunks per batch element, the Q GEMMs per element and chunk."""
-    from esact_cc.passes import lower_spls_to_esact
-
-    monkeypatch.setattr(lower_spls_to_esact, "CHUNK_ROWS", chunk)
     masked, causal, padded, options = CASES[case]
     module, store = layer(masked, causal)
     module = parse_ir(str(module).replace("tensor<1x6x8xf32>", "tensor<2x6x8xf32>")
                       .replace("tensor<1x6x16xf32>", "tensor<2x6x16xf32>"))
     attach(module, store)
-    reference, program = compile_both(module, store, **options)
+    reference, program = compile_both(module, store, chunk, **options)
     sims = [(i["map_addr"], i["first_row"]) for i in program.instructions
             if i.opcode_name == "similarity"]
     per_element = -(-L // min(chunk or L, L))
