@@ -65,10 +65,6 @@ RESULTS = REPO / "bench" / "results"
 BUCKET = 8
 MAX_TOKENS = 64
 
-REFERENCE = {"similarity": "cosprob", "attention": "dense", "hlog_bits": 4, "k_ratio": 0.2,
-             "window": 4, "threshold": 0.9}
-"""DESIGN.md section 6's digits reference point (fp32 emulation: 47% at 0.7 points)."""
-
 CURVE: tuple[tuple[str, str, int, tuple[float, ...]], ...] = (
     ("cosprob", "dense", 4, (0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998)),
     ("cosprob", "topk", 4, (0.9, 0.95, 0.97, 0.99, 0.995)),
@@ -86,11 +82,12 @@ def log(message: str) -> None:
 # ----------------------------------------------------------------------------- digits
 
 
-def digits_evaluators(ir: str, calib_limit: int, test_limit: int, split_test: bool
-                      ) -> tuple[str, SplsEvaluator, SplsEvaluator]:
+def digits_evaluators(ir: str, calib_limit: int, test_limit: int, split_test: bool,
+                      swap_halves: bool = False) -> tuple[str, SplsEvaluator, SplsEvaluator]:
     """digits_calib.npz is drawn from the TRAINING split (the model is 100% right on it), so
     `split_test` offers the other protocol: SPLS calibration on the first half of
-    digits_test.npz, report on the second half (INT8 ranges from digits_calib.npz either way)."""
+    digits_test.npz, report on the second half (`swap_halves`: the other way round, the
+    second fold of a 2-fold estimate); INT8 ranges from digits_calib.npz either way."""
     model = str(MODELS / "digits_vit.onnx")
     inputs = model_inputs(model)
     int8 = load_calibration_data(MODELS / "digits_calib.npz", inputs, "labels")
@@ -98,8 +95,9 @@ def digits_evaluators(ir: str, calib_limit: int, test_limit: int, split_test: bo
     if split_test:
         half = len(test.samples) // 2
         assert test.labels is not None
-        calib = CalibrationData(test.samples[:half], test.labels[:half], "digits_test[:half]")
-        test = CalibrationData(test.samples[half:], test.labels[half:], "digits_test[half:]")
+        first = CalibrationData(test.samples[:half], test.labels[:half], "digits_test[:half]")
+        second = CalibrationData(test.samples[half:], test.labels[half:], "digits_test[half:]")
+        calib, test = (second, first) if swap_halves else (first, second)
     else:
         calib = int8
     for data, limit in ((calib, calib_limit), (test, test_limit)):
@@ -242,7 +240,7 @@ def study(name: str, calib: Any, test: Any, budget: float, skip_tune: bool,
     log(f"{name}: curve on {test.sample_count} held-out inputs (dense {test.dense_accuracy:.3f})")
     configs = curve_configs()
     if skip_curve:
-        configs = [c for c in configs if c.options == uniform_config(**REFERENCE).options]
+        configs = [c for c in configs if c.options == uniform_config().options]
     curve = test.measure(configs, control=True)
     for m in curve:
         log(f"  {label(m.config):55s} reduction {m.reduction:6.2%} loss {m.loss:6.2f} "
@@ -254,7 +252,7 @@ def study(name: str, calib: Any, test: Any, budget: float, skip_tune: bool,
         "dense_accuracy_calibration": calib.dense_accuracy,
         "curve": [_point(m) for m in curve],
     }
-    reference = uniform_config(**REFERENCE)
+    reference = uniform_config()  # the search origin: DESIGN.md section 6's reference setting
     result["reference"] = next(_point(m) for m in curve if m.config.options ==
                                reference.options)
     within = [m for m in curve if m.loss <= budget + 1e-9]
@@ -360,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="measure only the reference setting of the curve (for a parallel run)")
     ap.add_argument("--split-test", action="store_true",
                     help="digits: calibrate on half of digits_test, report on the other half")
+    ap.add_argument("--swap-halves", action="store_true",
+                    help="with --split-test: calibrate on the second half, report on the first")
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
     add_search_arguments(ap)
     ap.add_argument("--markdown", type=Path, metavar="RESULT.json",
@@ -378,8 +378,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--model is required")
     with tempfile.TemporaryDirectory(prefix="spls-tradeoff-") as tmp:
         if args.model == "digits":
-            _, calib, test = digits_evaluators(args.ir, args.calib, args.test, args.split_test)
-            name = "digits ViT (bundled)" + (", test split in halves" if args.split_test else "")
+            _, calib, test = digits_evaluators(args.ir, args.calib, args.test, args.split_test,
+                                               args.swap_halves)
+            name = "digits ViT (bundled)" + (", test split in halves" if args.split_test else "") \
+                + (", swapped" if args.swap_halves else "")
         else:
             n_calib, n_test = args.calib or 48, args.test or 96
             texts = minilm_sentences(n_calib + n_test)
@@ -395,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     result["command"] = "python bench/spls_tradeoff.py " + " ".join(
         argv if argv is not None else sys.argv[1:])
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    suffix = ("_split" if args.split_test else "") + ("_curve" if args.skip_tune else "") \
+    suffix = ("_split" if args.split_test else "") + ("_swapped" if args.swap_halves else "") \
+        + ("_curve" if args.skip_tune else "") \
         + ("_tuned" if args.skip_curve else "")
     stem = args.out_dir / f"spls_tradeoff_{args.model}{suffix}"
     atomic_write_text(stem.with_suffix(".json"), json.dumps(result, indent=1) + "\n")

@@ -57,7 +57,7 @@ import os
 import tempfile
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation, SSAValue
 
 from esact_cc.dialects import spls
+from esact_cc.passes.insert_spls import DESIGN_REFERENCE
 from esact_cc.reference_interpreter import Interpreter, io_names, main_function
 from esact_cc.runtime.errors import CompileError
 from esact_cc.spls_accounting import (
@@ -81,10 +82,10 @@ from esact_cc.spls_options import SplsConfig
 from esact_cc.weight_store import WeightStore, attach
 
 IR_LEVELS = ("quantized", "transformer")
-DEFAULT_OPTIONS: dict[str, Any] = {"hlog-bits": 4, "k-ratio": 0.2, "window": 4, "threshold": 0.9,
-                                   "similarity": "cosprob", "attention": "dense",
-                                   "pam-scale": "one", "first-reference": 0}
-"""The `insert-spls` defaults (DESIGN.md section 6 reference setting); the search's origin."""
+SEARCH_ORIGIN: dict[str, Any] = {name.replace("_", "-"): value
+                                 for name, value in asdict(DESIGN_REFERENCE).items()}
+"""The options the search starts from and a grid point leaves unset: DESIGN.md section 6's
+reference setting (insert-spls's own defaults are this search's result on the digits ViT)."""
 REUSE_OFF = 2.0
 """A threshold above every similarity score: no row is reused."""
 
@@ -557,7 +558,7 @@ Evaluator = SplsEvaluator | PooledEvaluator
 
 
 def uniform_config(**options: Any) -> SplsConfig:
-    merged = dict(DEFAULT_OPTIONS)
+    merged = dict(SEARCH_ORIGIN)
     merged.update({k.replace("_", "-"): v for k, v in options.items()})
     return SplsConfig(options=merged)
 
