@@ -29,12 +29,12 @@ import argparse
 import itertools
 import json
 import sys
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+from esact_cc.runtime.atomic_write import atomic_write_text
 from esact_cc.passes.insert_spls import DEFAULT_OPTIONS, DESIGN_REFERENCE, LayerOptions
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -149,12 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = {"command": "python bench/spls_default_search.py " + " ".join(argv or sys.argv[1:]),
                "budget_points": args.budget, "engine": "fp32 emulation (bench/spls_emulation.py)",
                "seconds": round(time.time() - t0, 1), "choices": report, "grid": table}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=args.out.parent, suffix=".json")
-    os.chmod(tmp, 0o644)
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=1)
-    os.replace(tmp, args.out)
+    atomic_write_text(args.out, json.dumps(payload, indent=1))
     return 0
 
 

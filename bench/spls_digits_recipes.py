@@ -29,6 +29,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+from esact_cc.runtime.atomic_write import atomic_write_text
 from esact_cc.passes.insert_spls import DESIGN_REFERENCE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -90,12 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = {"command": "python bench/spls_digits_recipes.py " + " ".join(argv or sys.argv[1:]),
                "reference_setting": asdict(DESIGN_REFERENCE), "engine": "fp32 emulation",
                "results": results}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(dir=args.out.parent, suffix=".json")
-    os.chmod(tmp_path, 0o644)
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=1)
-    os.replace(tmp_path, args.out)
+    atomic_write_text(args.out, json.dumps(payload, indent=1))
     return 0
 
 

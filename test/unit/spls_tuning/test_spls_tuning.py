@@ -26,6 +26,7 @@ from esact_cc.cli import esact_tune_main
 from esact_cc.reference_interpreter import run_module
 from esact_cc.spls_accounting import PREDICTION_MAC_PER_PRODUCT, find_spls_layers
 from esact_cc.spls_options import SplsConfig, settings_from
+from small_search_tables import use_small_search_tables
 
 SEQ, HIDDEN, HEADS, FFN, LAYERS, CLASSES, VOCAB = 12, 16, 2, 32, 2, 4, 50
 ROOT = Path(__file__).resolve().parents[3]
@@ -85,15 +86,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture
 def small_search(monkeypatch):
     """A search small enough for a unit test, with thresholds low enough to cost accuracy."""
-    monkeypatch.setattr(spls_tuning, "UNIFORM_GRID", (
-        ("cosprob", "dense", 4, (0.3, 0.6, 0.9)),
-        ("overlap", "topk", 4, (0.3, 1.0)),
-    ))
-    monkeypatch.setattr(spls_tuning, "REFINE_VALUES", {"window": (2, 4)})
-    monkeypatch.setattr(spls_tuning, "FINER_THRESHOLDS", {"cosprob": (0.5, 0.7),
-                                                          "overlap": (0.5,)})
-    monkeypatch.setattr(spls_tuning, "LAYER_THRESHOLDS", {"cosprob": (0.2, 0.5, 0.8, 2.0),
-                                                          "overlap": (0.3, 2.0)})
+    use_small_search_tables(monkeypatch)
 
 
 def plain_accuracy(files: dict[str, Path], config_path: Path) -> tuple[float, int]:

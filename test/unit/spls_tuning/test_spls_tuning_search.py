@@ -20,6 +20,7 @@ import pytest
 from esact_cc import spls_tuning
 from esact_cc.cli import esact_tune_main
 from esact_cc.spls_tuning import Measurement, SearchOptions
+from small_search_tables import use_small_search_tables
 
 HERE = Path(__file__).resolve().parent
 
@@ -49,16 +50,8 @@ def evaluator(tmp_path_factory) -> spls_tuning.SplsEvaluator:
 
 
 def _patch(monkeypatch) -> None:
-    """test_spls_tuning.py's small search tables, plus per-layer windows."""
-    monkeypatch.setattr(spls_tuning, "UNIFORM_GRID", (
-        ("cosprob", "dense", 4, (0.3, 0.6, 0.9)),
-        ("overlap", "topk", 4, (0.3, 1.0)),
-    ))
-    monkeypatch.setattr(spls_tuning, "REFINE_VALUES", {"window": (2, 4)})
-    monkeypatch.setattr(spls_tuning, "FINER_THRESHOLDS", {"cosprob": (0.5, 0.7),
-                                                          "overlap": (0.5,)})
-    monkeypatch.setattr(spls_tuning, "LAYER_THRESHOLDS", {"cosprob": (0.2, 0.5, 0.8, 2.0),
-                                                          "overlap": (0.3, 2.0)})
+    """The small search tables of the tuning tests, plus per-layer windows."""
+    use_small_search_tables(monkeypatch)
     monkeypatch.setattr(spls_tuning, "LAYER_WINDOWS", (1, 2, 4, 8, 16))
 
 
