@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from esact_cc.passes.insert_spls import LayerOptions
+from esact_cc.passes.insert_spls import DESIGN_REFERENCE, LayerOptions
 from esact_cc.runtime.spls_kernels import (
     hlog_encode,
     k_from_ratio,
@@ -483,20 +483,26 @@ def _score(out: np.ndarray, labels: np.ndarray | None, idx: int, ref: np.ndarray
     return float(out @ ref)
 
 
+def _ref(**changes: object) -> SplsOptions:
+    """DESIGN.md section 6's reference setting with `changes` (this emulation's origin; the
+    insert-spls defaults are a tuned setting, see passes/insert_spls.py)."""
+    return replace(DESIGN_REFERENCE, **changes)
+
+
 def default_grid(model: str) -> list[SplsOptions]:
     """Settings swept: the reference point of DESIGN.md section 6 (cosprob, dense attention,
     4 bits, k 0.2, window 4, threshold 0.9), stricter thresholds, the overlap rule, top-k
     attention, and top-k attention alone (threshold 2: no reuse)."""
     if model == "minilm":
-        return [SplsOptions(threshold=0.99), SplsOptions(threshold=0.97),
-                SplsOptions(hlog_bits=6, threshold=0.99), SplsOptions(similarity="overlap"),
-                SplsOptions(hlog_bits=6, k_ratio=0.5, threshold=2.0, attention="topk"),
-                SplsOptions(hlog_bits=3, k_ratio=0.5, threshold=2.0, attention="topk")]
-    grid = [SplsOptions(threshold=t) for t in (0.9, 0.95, 0.98, 0.99)]
-    grid += [SplsOptions(threshold=0.98, attention="topk"),
-             SplsOptions(similarity="overlap", threshold=0.75),
-             SplsOptions(similarity="overlap", threshold=0.9),
-             SplsOptions(threshold=2.0, attention="topk")]
+        return [_ref(threshold=0.99), _ref(threshold=0.97),
+                _ref(hlog_bits=6, threshold=0.99), _ref(similarity="overlap"),
+                _ref(hlog_bits=6, k_ratio=0.5, threshold=2.0, attention="topk"),
+                _ref(hlog_bits=3, k_ratio=0.5, threshold=2.0, attention="topk")]
+    grid = [_ref(threshold=t) for t in (0.9, 0.95, 0.98, 0.99)]
+    grid += [_ref(threshold=0.98, attention="topk"),
+             _ref(similarity="overlap", threshold=0.75),
+             _ref(similarity="overlap", threshold=0.9),
+             _ref(threshold=2.0, attention="topk")]
     return grid
 
 
@@ -509,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=0, help="use only the first N samples")
     ap.add_argument("--no-control", action="store_true")
     ap.add_argument("--setting", action="append", default=[],
-                    help="NAME=VALUE,... one setting instead of the default grid")
+                    help="NAME=VALUE,... one setting (changes to DESIGN_REFERENCE) instead of the grid")
     ap.add_argument("--layers", default="",
                     help='per-layer overrides of every setting: "L:name=value,...;L:..."')
     ap.add_argument("--calibrate", type=float, metavar="POINTS",
@@ -624,8 +630,8 @@ def calibrate_thresholds(enc: Encoder, calib: tuple, layer_opts: list[SplsOption
 
 
 def _parse_setting(text: str, base: SplsOptions | None = None) -> SplsOptions:
-    fields = {f: type(getattr(SplsOptions(), f)) for f in SplsOptions.__dataclass_fields__}
-    values = asdict(base) if base is not None else {}
+    fields = {f: type(getattr(DESIGN_REFERENCE, f)) for f in SplsOptions.__dataclass_fields__}
+    values = asdict(base if base is not None else DESIGN_REFERENCE)
     for item in filter(None, text.split(",")):
         name, _, value = item.partition("=")
         key = name.strip().replace("-", "_")
