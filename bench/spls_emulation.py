@@ -515,7 +515,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=0, help="use only the first N samples")
     ap.add_argument("--no-control", action="store_true")
     ap.add_argument("--setting", action="append", default=[],
-                    help="NAME=VALUE,... one setting (changes to DESIGN_REFERENCE) instead of the grid")
+                    help="NAME=VALUE,... one setting (changes to DESIGN_REFERENCE) instead of "
+                         "the grid")
     ap.add_argument("--layers", default="",
                     help='per-layer overrides of every setting: "L:name=value,...;L:..."')
     ap.add_argument("--calibrate", type=float, metavar="POINTS",
