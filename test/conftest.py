@@ -6,6 +6,11 @@ cores and makes small matrix products 10-100x slower. Set before numpy is first 
 """
 
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# Fixtures shared by test files in different directories (test/helpers/*.py, no tests there).
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))

@@ -17,61 +17,14 @@ from esact_cc.api import parse_ir
 from esact_cc.dialect_registry import make_context
 from esact_cc.emit_esb import program_from_module
 from esact_cc.reference_interpreter import run_module
-from esact_cc.weight_store import WeightStore, attach
-
-L, D, F = 6, 8, 16
-LAYER_IR = """
-builtin.module {
-  func.func @main(%h: tensor<1x6x8xf32> {onnx.name = "h"}, %m: tensor<1x1x1x6xf32> {onnx.name = "m"}) -> (tensor<1x6x8xf32> {onnx.name = "y"}) {
-    %g1 = onnx.weight "g1" : tensor<8xf32>
-    %be1 = onnx.weight "be1" : tensor<8xf32>
-    %x = transformer.layer_norm %h, %g1, %be1 eps(1.0e-05) : (tensor<1x6x8xf32>, tensor<8xf32>, tensor<8xf32>) -> tensor<1x6x8xf32>
-    %wq = onnx.weight "wq" : tensor<8x8xf32>
-    %q = transformer.linear %x, %wq : (tensor<1x6x8xf32>, tensor<8x8xf32>) -> tensor<1x6x8xf32>
-    %wk = onnx.weight "wk" : tensor<8x8xf32>
-    %bk = onnx.weight "bk" : tensor<8xf32>
-    %k = transformer.linear %x, %wk, %bk : (tensor<1x6x8xf32>, tensor<8x8xf32>, tensor<8xf32>) -> tensor<1x6x8xf32>
-    %wv = onnx.weight "wv" : tensor<8x8xf32>
-    %v = transformer.linear %x, %wv : (tensor<1x6x8xf32>, tensor<8x8xf32>) -> tensor<1x6x8xf32>
-    %a = transformer.attention %q, %k, %v MASK heads(2) scale(0.5) CAUSAL : (tensor<1x6x8xf32>, tensor<1x6x8xf32>, tensor<1x6x8xf32>MASKTYPE) -> tensor<1x6x8xf32>
-    %wo = onnx.weight "wo" : tensor<8x8xf32>
-    %o = transformer.linear %a, %wo : (tensor<1x6x8xf32>, tensor<8x8xf32>) -> tensor<1x6x8xf32>
-    %r1 = transformer.add %h, %o : (tensor<1x6x8xf32>, tensor<1x6x8xf32>) -> tensor<1x6x8xf32>
-    %y2 = transformer.layer_norm %r1, %g1, %be1 eps(1.0e-05) : (tensor<1x6x8xf32>, tensor<8xf32>, tensor<8xf32>) -> tensor<1x6x8xf32>
-    %w1 = onnx.weight "w1" : tensor<8x16xf32>
-    %f1 = transformer.linear %y2, %w1 : (tensor<1x6x8xf32>, tensor<8x16xf32>) -> tensor<1x6x16xf32>
-    %act = transformer.gelu %f1 approximate("none") : (tensor<1x6x16xf32>) -> tensor<1x6x16xf32>
-    %w2 = onnx.weight "w2" : tensor<16x8xf32>
-    %f2 = transformer.linear %act, %w2 : (tensor<1x6x16xf32>, tensor<16x8xf32>) -> tensor<1x6x8xf32>
-    %y = transformer.add %r1, %f2 : (tensor<1x6x8xf32>, tensor<1x6x8xf32>) -> tensor<1x6x8xf32>
-    func.return %y : tensor<1x6x8xf32>
-  }
-}
-"""
+from esact_cc.weight_store import attach
+from spls_test_layer import D, L, layer_fp32, layer_inputs
 
 
 def layer(masked: bool, causal: bool, seed: int = 0):
-    text = LAYER_IR.replace("MASKTYPE", ", tensor<1x1x1x6xf32>" if masked else "")
-    text = text.replace("MASK", "mask %m" if masked else "").replace("CAUSAL", "causal" if causal else "")
-    rng = np.random.default_rng(seed)
-    store = WeightStore({
-        **{n: (rng.standard_normal(s) * 0.5).astype(np.float32)
-           for n, s in (("wq", (D, D)), ("wk", (D, D)), ("wv", (D, D)), ("wo", (D, D)),
-                        ("w1", (D, F)), ("w2", (F, D)))},
-        "bk": (rng.standard_normal(D) * 0.1).astype(np.float32),
-        "g1": np.ones(D, np.float32), "be1": np.zeros(D, np.float32)})
-    module = parse_ir(text)
-    attach(module, store)
+    module, store = layer_fp32(masked, causal, seed)
     QuantizePass().apply(make_context(), module)
     return module, store
-
-
-def inputs(padded: int, seed: int = 1) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    mask = np.zeros((1, 1, 1, L), np.float32)
-    if padded:
-        mask[..., -padded:] = np.finfo(np.float32).min
-    return {"h": rng.standard_normal((1, L, D)).astype(np.float32), "m": mask}
 
 
 def compile_both(module, store, chunk_rows=None, **options):
@@ -101,7 +54,7 @@ def test_spls_layer_binary_equals_reference(case: str) -> None:
     masked, causal, padded, options = CASES[case]
     module, store = layer(masked, causal)
     reference, program = compile_both(module, store, **options)
-    x = inputs(padded)  # an unmasked layer leaves its mask input unused
+    x = layer_inputs(padded)  # an unmasked layer leaves its mask input unused
     expected = run_module(reference, x, store)["y"]
     got = execute(program, x, load_config()).outputs["y"]
     np.testing.assert_array_equal(got, expected)
@@ -115,7 +68,7 @@ def test_per_query_mask(padded: int) -> None:
     module = parse_ir(str(module).replace("tensor<1x1x1x6xf32>", "tensor<1x1x6x6xf32>"))
     attach(module, store)
     reference, program = compile_both(module, store, k_ratio=0.5, threshold=0.5)
-    x = inputs(padded)
+    x = layer_inputs(padded)
     x["m"] = np.broadcast_to(x["m"], (1, 1, L, L)).copy()
     expected = run_module(reference, x, store)["y"]
     np.testing.assert_array_equal(execute(program, x, load_config()).outputs["y"], expected)
@@ -134,7 +87,7 @@ def test_progressive_prediction_equals_reference(case: str, chunk: int) -> None:
         [(r, min(chunk, L - r)) for r in range(0, L, chunk)]
     q_gemms = [i for i in program.instructions if i.opcode_name == "gemm" and i["m"] < L]
     assert len(q_gemms) == len(sims)  # the Q linear's row tile per chunk (one column tile)
-    x = inputs(padded)
+    x = layer_inputs(padded)
     expected = run_module(reference, x, store)["y"]
     got = execute(program, x, load_config()).outputs["y"]
     np.testing.assert_array_equal(got, expected)
@@ -148,7 +101,7 @@ def test_progressive_prediction_per_query_mask(chunk: int) -> None:
     attach(module, store)
     reference, program = compile_both(module, store, chunk, k_ratio=0.5, threshold=0.5)
     assert sum(i.opcode_name == "similarity" for i in program.instructions) == -(-L // chunk)
-    x = inputs(2)
+    x = layer_inputs(2)
     x["m"] = np.broadcast_to(x["m"], (1, 1, L, L)).copy()
     expected = run_module(reference, x, store)["y"]
     np.testing.assert_array_equal(execute(program, x, load_config()).outputs["y"], expected)
@@ -188,7 +141,7 @@ def test_no_room_beside_the_prediction_falls_back_exactly(case: str, monkeypatch
     _, normal = compile_both(*layer(masked, causal), 2, **options)
     count = lambda p: sorted(i.opcode_name for i in p.instructions)  # noqa: E731
     assert count(program) == count(normal)  # nothing of the failed attempt is left
-    x = inputs(padded)
+    x = layer_inputs(padded)
     expected = run_module(reference, x, store)["y"]
     np.testing.assert_array_equal(execute(program, x, load_config()).outputs["y"], expected)
 
@@ -207,7 +160,7 @@ def test_progressive_prediction_batch_of_two(case: str, chunk: int | None) -> No
             if i.opcode_name == "similarity"]
     per_element = -(-L // min(chunk or L, L))
     assert len(sims) == 2 * per_element and len({m for m, _ in sims}) == 2
-    x = inputs(padded)
+    x = layer_inputs(padded)
     x["h"] = np.random.default_rng(5).standard_normal((2, L, D)).astype(np.float32)
     expected = run_module(reference, x, store)["y"]
     got = execute(program, x, load_config()).outputs["y"]

@@ -17,62 +17,17 @@ from esact_cc.runtime.spls_kernels import (
     topk_mask,
 )
 
-from esact_cc.api import parse_ir
 from esact_cc.dialect_registry import make_context
 from esact_cc.reference_interpreter import Interpreter, main_function, run_module
-from esact_cc.weight_store import WeightStore, attach
+from esact_cc.weight_store import attach
+from spls_test_layer import layer_fp32, layer_inputs
 
 MODELS = Path(__file__).resolve().parents[3] / "esact_cc" / "models"
 
-LAYER_IR = """
-builtin.module {
-  func.func @main(%h: tensor<1x6x8xf32> {onnx.name = "h"}, %m: tensor<1x1x1x6xf32> {onnx.name = "m"}) -> (tensor<1x6x8xf32> {onnx.name = "y"}) {
-    %g1 = onnx.weight "g1" : tensor<8xf32>
-    %be1 = onnx.weight "be1" : tensor<8xf32>
-    %x = transformer.layer_norm %h, %g1, %be1 eps(1.0e-05) : (tensor<1x6x8xf32>, tensor<8xf32>, tensor<8xf32>) -> tensor<1x6x8xf32>
-    %wq = onnx.weight "wq" : tensor<8x8xf32>
-    %q = transformer.linear %x, %wq : (tensor<1x6x8xf32>, tensor<8x8xf32>) -> tensor<1x6x8xf32>
-    %wk = onnx.weight "wk" : tensor<8x8xf32>
-    %bk = onnx.weight "bk" : tensor<8xf32>
-    %k = transformer.linear %x, %wk, %bk : (tensor<1x6x8xf32>, tensor<8x8xf32>, tensor<8xf32>) -> tensor<1x6x8xf32>
-    %wv = onnx.weight "wv" : tensor<8x8xf32>
-    %v = transformer.linear %x, %wv : (tensor<1x6x8xf32>, tensor<8x8xf32>) -> tensor<1x6x8xf32>
-    %a = transformer.attention %q, %k, %v mask %m heads(2) scale(0.5) : (tensor<1x6x8xf32>, tensor<1x6x8xf32>, tensor<1x6x8xf32>, tensor<1x1x1x6xf32>) -> tensor<1x6x8xf32>
-    %wo = onnx.weight "wo" : tensor<8x8xf32>
-    %o = transformer.linear %a, %wo : (tensor<1x6x8xf32>, tensor<8x8xf32>) -> tensor<1x6x8xf32>
-    %r1 = transformer.add %h, %o : (tensor<1x6x8xf32>, tensor<1x6x8xf32>) -> tensor<1x6x8xf32>
-    %y2 = transformer.layer_norm %r1, %g1, %be1 eps(1.0e-05) : (tensor<1x6x8xf32>, tensor<8xf32>, tensor<8xf32>) -> tensor<1x6x8xf32>
-    %w1 = onnx.weight "w1" : tensor<8x16xf32>
-    %f1 = transformer.linear %y2, %w1 : (tensor<1x6x8xf32>, tensor<8x16xf32>) -> tensor<1x6x16xf32>
-    %act = transformer.gelu %f1 approximate("none") : (tensor<1x6x16xf32>) -> tensor<1x6x16xf32>
-    %w2 = onnx.weight "w2" : tensor<16x8xf32>
-    %f2 = transformer.linear %act, %w2 : (tensor<1x6x16xf32>, tensor<16x8xf32>) -> tensor<1x6x8xf32>
-    %y = transformer.add %r1, %f2 : (tensor<1x6x8xf32>, tensor<1x6x8xf32>) -> tensor<1x6x8xf32>
-    func.return %y : tensor<1x6x8xf32>
-  }
-}
-"""
-
 
 def layer_module(seed: int = 0):
-    rng = np.random.default_rng(seed)
-    store = WeightStore({
-        **{n: (rng.standard_normal(s) * 0.5).astype(np.float32)
-           for n, s in (("wq", (8, 8)), ("wk", (8, 8)), ("wv", (8, 8)), ("wo", (8, 8)),
-                        ("w1", (8, 16)), ("w2", (16, 8)))},
-        "bk": (rng.standard_normal(8) * 0.1).astype(np.float32),
-        "g1": np.ones(8, np.float32), "be1": np.zeros(8, np.float32)})
-    module = parse_ir(LAYER_IR)
-    attach(module, store)
-    return module, store
-
-
-def layer_inputs(seed: int = 1, padded: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    mask = np.zeros((1, 1, 1, 6), np.float32)
-    if padded:
-        mask[..., -padded:] = np.finfo(np.float32).min
-    return {"h": rng.standard_normal((1, 6, 8)).astype(np.float32), "m": mask}
+    """The shared test layer with a padding mask, not causal, FP32."""
+    return layer_fp32(masked=True, causal=False, seed=seed)
 
 
 def with_spls(module, store, **options):
