@@ -785,6 +785,9 @@ class LowerToEsactPass(ModulePass):
     so a chunk's Q row tile is one array pass; 0: one chunk of all rows."""
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
+        if self.spls_chunk_rows is not None and self.spls_chunk_rows < 0:
+            raise CompileError("lower-to-esact: spls-chunk-rows must be >= 0, "
+                               f"got {self.spls_chunk_rows}")
         lower_module(op, store_of(op), resolve_config(self.hw), self.spls_chunk_rows)
 
 

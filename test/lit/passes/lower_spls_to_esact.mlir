@@ -4,6 +4,7 @@
 // RUN: esact-opt %s -p 'quantize,insert-spls{hlog-bits=4 window=4 threshold=0.9},lower-to-esact{hw="%S/Inputs/esact_mac2rows.toml"},schedule' --no-print-debuginfo 2>/dev/null | filecheck %s --check-prefix=CHUNKS
 // RUN: not esact-opt %s -p 'quantize,insert-spls{hlog-bits=8},lower-to-esact' 2>&1 | filecheck %s --check-prefix=BITS
 // RUN: esact-opt %s -p 'quantize,insert-spls{hlog-bits=4 window=4 threshold=0.9},lower-to-esact{spls-chunk-rows=1}' --no-print-debuginfo 2>/dev/null | filecheck %s --check-prefix=ROWCHUNK
+// RUN: not esact-opt %s -p 'quantize,insert-spls,lower-to-esact{spls-chunk-rows=-1}' 2>&1 | filecheck %s --check-prefix=BADCHUNK
 // The sparse lowering (passes/lower_spls_to_esact.py) of one pre-LN encoder layer after
 // quantize + insert-spls (weights in Inputs/insert_spls_layer.npz; L = 4, 2 heads, width 8):
 // the prediction chain on the predict queue (HLOG of X, one BPU for Q^|K^, DEQUANT with the
@@ -140,3 +141,5 @@ builtin.module attributes {esact.weight_store = "Inputs/insert_spls_layer.npz"} 
 // ROWCHUNK:     esact.similarity {{.*}}first_row = 2, row_count = 1
 // ROWCHUNK:     esact.similarity {{.*}}first_row = 3, row_count = 1
 // ROWCHUNK-NOT:     esact.similarity
+// BADCHUNK: lower-to-esact: spls-chunk-rows must be >= 0, got -1
+// BADCHUNK-NOT: Traceback
