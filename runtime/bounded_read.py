@@ -1,0 +1,49 @@
+"""Reading a user-named file with a size cap that holds for every kind of file.
+
+`os.stat().st_size` is 0 for devices and FIFOs (`/dev/zero`, a pipe), so a size check on it lets
+an endless file through. Every tool reads the files a user names (models, binaries, configs,
+assembly, arrays) through `read_bounded`, which counts the bytes it actually reads and stops at
+the cap with one clear error, before the allocation that would exhaust memory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import UsageError
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+CONFIG_FILE_CAP = 1 * MiB
+"""Hardware TOML, SPLS JSON configs and assembly sources are text a person writes."""
+
+
+def read_bounded(path: str | os.PathLike[str], cap: int, what: str) -> bytes:
+    """The bytes of `path`, or a `UsageError` naming `what` and the path if it holds more than
+    `cap` bytes (counted while reading, so devices and FIFOs are bounded too)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(cap + 1)
+    except IsADirectoryError:
+        raise UsageError(f"{what} '{path}' is a directory") from None
+    except OSError as e:
+        raise UsageError(f"cannot read {what} '{path}': {e.strerror or e}") from None
+    if len(data) > cap:
+        raise UsageError(f"{what} '{path}' is larger than the {_human(cap)} limit")
+    return data
+
+
+def read_bounded_text(path: str | os.PathLike[str], cap: int, what: str) -> str:
+    """`read_bounded` decoded as UTF-8 (a decoding error names the byte offset)."""
+    data = read_bounded(path, cap, what)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{what} '{path}' is not UTF-8 text (byte {e.start})") from None
+
+
+def _human(size: int) -> str:
+    return f"{size // GiB} GiB" if size >= GiB and size % GiB == 0 else f"{size // MiB} MiB"
