@@ -8,8 +8,11 @@ the cap with one clear error, before the allocation that would exhaust memory.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import UsageError
 
@@ -20,20 +23,48 @@ CONFIG_FILE_CAP = 1 * MiB
 """Hardware TOML, SPLS JSON configs and assembly sources are text a person writes."""
 
 
+CHUNK_BYTES = 16 * MiB
+"""Reads go in chunks: `read(cap + 1)` would allocate the whole cap up front."""
+
+
 def read_bounded(path: str | os.PathLike[str], cap: int, what: str) -> bytes:
     """The bytes of `path`, or a `UsageError` naming `what` and the path if it holds more than
     `cap` bytes (counted while reading, so devices and FIFOs are bounded too)."""
     path = Path(path)
+    with open_user_file(path, what) as handle:
+        data = read_at_most(handle, cap + 1, path, what)
+    if len(data) > cap:
+        raise UsageError(f"{what} '{path}' is larger than the {_human(cap)} limit")
+    return data
+
+
+@contextlib.contextmanager
+def open_user_file(path: Path, what: str) -> Iterator[BinaryIO]:
+    """`open(path, "rb")` with a one-line `UsageError` when it cannot be opened."""
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(cap + 1)
+        handle = open(path, "rb")
     except IsADirectoryError:
         raise UsageError(f"{what} '{path}' is a directory") from None
     except OSError as e:
         raise UsageError(f"cannot read {what} '{path}': {e.strerror or e}") from None
-    if len(data) > cap:
-        raise UsageError(f"{what} '{path}' is larger than the {_human(cap)} limit")
-    return data
+    with handle:
+        yield handle
+
+
+def read_at_most(handle: BinaryIO, limit: int, path: Path, what: str) -> bytes:
+    """Up to `limit` bytes from `handle`, read in chunks (memory grows with what arrives)."""
+    chunks = []
+    remaining = limit
+    try:
+        while remaining > 0:
+            chunk = handle.read(min(CHUNK_BYTES, remaining))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+    except OSError as e:
+        raise UsageError(f"cannot read {what} '{path}': {e.strerror or e}") from None
+    return b"".join(chunks)
 
 
 def read_bounded_text(path: str | os.PathLike[str], cap: int, what: str) -> str:
