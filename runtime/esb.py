@@ -32,8 +32,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .atomic_write import atomic_write_bytes
+from .bounded_read import open_user_file, read_at_most
+from .display import short_repr
 from .encoding import decode_program, encode_program
 from .errors import BinaryFormatError, ConfigError, ProgramError
+from .host_model_check import check_host_model
 from .isa import (
     DRAM_ADDR_BITS,
     Buffer,
@@ -53,7 +56,8 @@ HEADER = struct.Struct("<8sII32sQQ")
 SECTION_ENTRY = struct.Struct("<IIQQ")
 CHECKSUM_BYTES = 32
 SECTION_KINDS = {1: "text", 2: "meta", 3: "data", 4: "host"}
-MAX_FILE_BYTES = 1 << 36  # 64 GiB: refuse to read anything larger
+MAX_FILE_BYTES = 1 << 33
+"""8 GiB: DATA fits the 4 GiB DRAM address space; the rest is host models and text."""
 
 COMPONENTS = frozenset({"q", "k", "v", "qk", "pv", "o", "ffn1", "ffn2", "predict", "sfu",
                         "host", "load", "store"})
@@ -63,6 +67,8 @@ MAX_RANK = 8
 MAX_DIM = 1 << 31
 MAX_NAME = 4096
 MAX_LAYER = 1 << 20
+NAME_RULE = "is not printable text (names are valid UTF-8 without control characters)"
+"""Names reach terminals and file names: no lone surrogates (JSON "\\ud800"), no controls."""
 DRAM_LIMIT = 1 << DRAM_ADDR_BITS
 
 
@@ -186,17 +192,23 @@ def write_esb(program: Program, path: str | Path) -> None:
 
 
 def read_esb(path: str | Path) -> Program:
-    """Read and fully validate a .esb file; raises BinaryFormatError/ProgramError."""
+    """Read and fully validate a .esb file; raises BinaryFormatError/ProgramError.
+
+    The header is read first: a file without the magic (e.g. /dev/zero) stops after 64 bytes,
+    and no more than the size the header declares (at most MAX_FILE_BYTES) is ever read."""
     path = Path(path)
-    try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise BinaryFormatError(f"{path}: {size} bytes is larger than the "
-                                    f"{MAX_FILE_BYTES}-byte limit")
-        data = path.read_bytes()
-    except OSError as exc:
-        raise BinaryFormatError(f"cannot read '{path}': {exc.strerror or exc}") from None
-    return parse_esb(data)
+    with open_user_file(path, "binary") as handle:
+        head = read_at_most(handle, HEADER.size, path, "binary")
+        if len(head) == HEADER.size:
+            magic, *_, total, _reserved = HEADER.unpack(head)
+            if magic != MAGIC:
+                raise _fail(f"'{path}' is not an .esb file (bad magic)")
+            if total > MAX_FILE_BYTES:
+                raise _fail(f"'{path}': header declares {total} bytes, more than the "
+                            f"{MAX_FILE_BYTES >> 30} GiB limit")
+            # One byte past the declared size, so a longer file is reported as such.
+            head += read_at_most(handle, total + 1 - len(head), path, "binary")
+    return parse_esb(head)
 
 
 def _fail(message: str) -> BinaryFormatError:
@@ -263,19 +275,16 @@ def _parse_meta(raw: bytes) -> dict[str, Any]:
 
 def _int(value: Any, where: str, lo: int = 0, hi: int = 1 << 62) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-        raise _fail(f"{where}: expected an integer in [{lo}, {hi}], got {_short(value)}")
+        raise _fail(f"{where}: expected an integer in [{lo}, {hi}], got {short_repr(value)}")
     return value
 
 
 def _str(value: Any, where: str) -> str:
     if not isinstance(value, str) or len(value) > MAX_NAME:
         raise _fail(f"{where}: expected a string of at most {MAX_NAME} characters")
+    if not value.isprintable():
+        raise _fail(f"{where}: {short_repr(value)} {NAME_RULE}")
     return value
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _obj(value: Any, where: str, keys: set[str]) -> dict[str, Any]:
@@ -299,7 +308,7 @@ def _tensor(value: Any, where: str, extra: set[str] | None = None) -> dict[str, 
     for d in shape:
         _int(d, f"{where}.shape", 0, MAX_DIM)
     if not isinstance(obj["dtype"], str) or obj["dtype"] not in DTYPES:
-        raise _fail(f"{where}.dtype: {_short(obj['dtype'])} is not one of "
+        raise _fail(f"{where}.dtype: {short_repr(obj['dtype'])} is not one of "
                     f"{', '.join(sorted(DTYPES))}")
     _int(obj["address"], f"{where}.address", 0, DRAM_LIMIT)
     return obj
@@ -359,7 +368,7 @@ def _program_from_meta(meta: dict[str, Any], instructions: list[Instruction], co
         node = _str(entry[1], f"META debug[{i}] node")
         layer = _int(entry[2], f"META debug[{i}] layer", -1, MAX_LAYER)
         if not isinstance(entry[3], str) or entry[3] not in COMPONENTS:
-            raise _fail(f"META debug[{i}] component: {_short(entry[3])} is not one of "
+            raise _fail(f"META debug[{i}] component: {short_repr(entry[3])} is not one of "
                         f"{' '.join(sorted(COMPONENTS))}")
         debug[index] = DebugEntry(node, layer, entry[3])
     return Program(instructions, config_hash, io, segments, hosts, debug)
@@ -422,34 +431,11 @@ def validate_program(program: Program) -> None:
     check_tokens(program.instructions)
 
 
-def check_host_model(segment: HostSegment, index: int) -> None:
-    """The ONNX bytes parse, pass onnx.checker and bind exactly the graph's inputs and a
-    subset of its outputs (onnxruntime never sees a model that fails this)."""
-    import onnx  # not needed by binaries without host segments
-
-    where = f"host segment {index}"
-    try:
-        model = onnx.ModelProto.FromString(segment.onnx)
-        onnx.checker.check_model(model)
-    except Exception as exc:  # noqa: BLE001 - protobuf DecodeError, onnx ValidationError, ...
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise ProgramError(f"{where}: invalid ONNX model: {first}") from None
-    initializers = {t.name for t in model.graph.initializer}
-    graph_inputs = {i.name for i in model.graph.input} - initializers
-    graph_outputs = {o.name for o in model.graph.output}
-    bound_inputs = {t.name for t in segment.inputs}
-    if bound_inputs != graph_inputs or len(bound_inputs) != len(segment.inputs):
-        raise ProgramError(f"{where}: bindings name inputs {sorted(bound_inputs)}, the ONNX "
-                           f"graph has {sorted(graph_inputs)}")
-    bound_outputs = [t.name for t in segment.outputs]
-    if not set(bound_outputs) <= graph_outputs or len(set(bound_outputs)) != len(bound_outputs):
-        raise ProgramError(f"{where}: bound outputs {sorted(bound_outputs)} are not distinct "
-                           f"ONNX graph outputs")
-
-
 def _check_name(name: object, where: str) -> None:
     if not isinstance(name, str) or len(name) > MAX_NAME:
         raise ProgramError(f"{where}: name must be a string of at most {MAX_NAME} characters")
+    if not name.isprintable():
+        raise ProgramError(f"{where}: name {short_repr(name)} {NAME_RULE}")
 
 
 def _check_tensor(t: TensorDesc, where: str) -> None:

@@ -79,7 +79,9 @@ def valid_instructions(draw: st.DrawFn, spec: InstructionSpec) -> Instruction:
     return Instruction(spec.name, MappingProxyType(values))
 
 
-node_names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=20)
+# Printable text, as esb requires of names (str.isprintable: no Cc Cf Cs Co Cn Zl Zp, no Zs but space).
+node_names = st.text(st.characters(codec="utf-8", include_characters=" ", exclude_categories=(
+    "Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs")), max_size=20)
 
 
 @st.composite

@@ -1,0 +1,84 @@
+"""Checks of a host segment's ONNX model before anything resolves or runs it.
+
+`check_host_model` is part of the .esb loader's validation (esb.validate_program): the bytes
+parse, no tensor refers to external data (onnx.checker and onnxruntime would resolve it against
+the current directory: a crafted binary could read any file), onnx.checker passes, and the
+bindings name exactly the graph's inputs and distinct graph outputs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .display import short_repr
+from .errors import ProgramError
+
+if TYPE_CHECKING:
+    from .esb import HostSegment
+
+
+def check_host_model(segment: HostSegment, index: int) -> None:
+    """The ONNX bytes parse, pass onnx.checker and bind exactly the graph's inputs and a
+    subset of its outputs (onnxruntime never sees a model that fails this)."""
+    import onnx  # not needed by binaries without host segments
+
+    where = f"host segment {index}"
+    try:
+        model = onnx.ModelProto.FromString(segment.onnx)
+    except Exception as exc:  # noqa: BLE001 - protobuf DecodeError
+        raise ProgramError(f"{where}: invalid ONNX model: {_first_line(exc)}") from None
+    # Before onnx.checker and onnxruntime, which resolve external data against the cwd.
+    external = external_tensor(model)
+    if external is not None:
+        raise ProgramError(f"{where}: tensor {short_repr(external)} refers to external data; "
+                           f"a binary must carry every tensor inside it")
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:  # noqa: BLE001 - onnx ValidationError, ...
+        raise ProgramError(f"{where}: invalid ONNX model: {_first_line(exc)}") from None
+    initializers = {t.name for t in model.graph.initializer}
+    graph_inputs = {i.name for i in model.graph.input} - initializers
+    graph_outputs = {o.name for o in model.graph.output}
+    bound_inputs = {t.name for t in segment.inputs}
+    if bound_inputs != graph_inputs or len(bound_inputs) != len(segment.inputs):
+        raise ProgramError(f"{where}: bindings name inputs {ascii(sorted(bound_inputs))}, the "
+                           f"ONNX graph has {ascii(sorted(graph_inputs))}")
+    bound_outputs = [t.name for t in segment.outputs]
+    if not set(bound_outputs) <= graph_outputs or len(set(bound_outputs)) != len(bound_outputs):
+        raise ProgramError(f"{where}: bound outputs {ascii(sorted(bound_outputs))} are not distinct "
+                           f"ONNX graph outputs")
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+def external_tensor(model: Any) -> str | None:
+    """The name of the first tensor in `model` (an onnx.ModelProto) whose data lives outside
+    it (data_location EXTERNAL or external_data entries), anywhere: graph initializers, sparse
+    initializers, node attributes (Constant values, tensor lists), subgraphs of control-flow
+    nodes, functions and training graphs. None when the model is self-contained."""
+    import onnx
+
+    graphs = [model.graph, *(g for info in model.training_info
+                             for g in (info.initialization, info.algorithm))]
+    node_lists = [f.node for f in model.functions]
+    tensors: list[Any] = []
+    while graphs or node_lists:
+        if graphs:
+            graph = graphs.pop()
+            tensors.extend(graph.initializer)
+            for sparse in graph.sparse_initializer:
+                tensors.extend((sparse.values, sparse.indices))
+            node_lists.append(graph.node)
+            continue
+        for node in node_lists.pop():
+            for attr in node.attribute:
+                tensors.extend((attr.t, *attr.tensors))
+                for sparse in (attr.sparse_tensor, *attr.sparse_tensors):
+                    tensors.extend((sparse.values, sparse.indices))
+                graphs.extend((attr.g, *attr.graphs))
+    for tensor in tensors:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data):
+            return tensor.name
+    return None
