@@ -41,19 +41,34 @@ def _producer_in(block: Block, value: SSAValue) -> Operation | None:
 
 
 class _UnionFind:
+    """Disjoint sets of ops; union by size and path compression keep it near-linear."""
+
     def __init__(self) -> None:
         self.parent: dict[Operation, Operation] = {}
+        self.size: dict[Operation, int] = {}
 
     def find(self, op: Operation) -> Operation:
-        root = self.parent.setdefault(op, op)
+        if op not in self.parent:
+            self.parent[op] = op
+            self.size[op] = 1
+            return op
+        root = op
         while root is not self.parent[root]:
             root = self.parent[root]
         while op is not root:
-            op, self.parent[op] = self.parent[op], root
+            next_op = self.parent[op]
+            self.parent[op] = root
+            op = next_op
         return root
 
     def union(self, a: Operation, b: Operation) -> None:
-        self.parent[self.find(a)] = self.find(b)
+        a, b = self.find(a), self.find(b)
+        if a is b:
+            return
+        if self.size[a] < self.size[b]:
+            a, b = b, a
+        self.parent[b] = a
+        self.size[a] += self.size[b]
 
 
 def _stages(ops: Sequence[Operation], block: Block) -> dict[Operation, int]:

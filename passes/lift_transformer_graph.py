@@ -36,8 +36,9 @@ def require(condition: bool, message: str) -> None:
 
 def shape_of(value: SSAValue) -> tuple[int, ...]:
     typ = value.type
-    require(isinstance(typ, TensorType), f"value of type {typ} is not a tensor")
-    assert isinstance(typ, TensorType)
+    # Messages are formatted only on failure: printing a type costs more than the check.
+    if not isinstance(typ, TensorType):
+        raise NoMatch(f"value of type {typ} is not a tensor")
     shape = tuple(typ.get_shape())
     require(DYNAMIC_INDEX not in shape, f"shape {shape} is not static")
     return shape

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 from esact_cc.dialects.transformer import HostOp
-from esact_cc.passes.host_regions import group_host_regions
+from esact_cc.passes.host_regions import _UnionFind, group_host_regions
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.parser import Parser
@@ -112,3 +112,60 @@ def test_every_region_is_isolated_and_ordered_before_its_users() -> None:
         for op in _main(module).body.block.ops
         if op.name == "transformer.host"
     )
+
+
+def test_regions_have_the_known_membership() -> None:
+    # Stages: Neg, Abs, Mul, Sigmoid, Exp, Div 0; softmax 1; Relu, Add, Sub 2. Mul feeds Sub
+    # across stages (two regions); Div joins two sets that were separate until then.
+    body = f"""
+      %a = onnx.Neg %x : ({T}) -> {T}
+      %b = onnx.Abs %a : ({T}) -> {T}
+      %s = transformer.softmax %b : ({T}) -> {T}
+      %c = onnx.Relu %s : ({T}) -> {T}
+      %d = onnx.Add %c, %b : ({T}, {T}) -> {T}
+      %e = onnx.Mul %y, %y : ({T}, {T}) -> {T}
+      %f = onnx.Sub %e, %d : ({T}, {T}) -> {T}
+      %p = onnx.Sigmoid %y : ({T}) -> {T}
+      %q = onnx.Exp %x : ({T}) -> {T}
+      %r = onnx.Div %p, %q : ({T}, {T}) -> {T}
+      func.return %f, %r : {T}, {T}
+    """
+    module = _parse(body)
+    x, y = np.linspace(-2, 2, 8, dtype=np.float32).reshape(2, 4), np.full((2, 4), 0.5, np.float32)
+    before = _run(module, x, y)
+    regions = group_host_regions(_main(module))
+    module.verify()
+    members = [
+        [op.name for op in region.body.block.ops if op.name != "transformer.yield"]
+        for region in regions
+    ]
+    assert members == [
+        ["onnx.Neg", "onnx.Abs"],
+        ["onnx.Relu", "onnx.Add", "onnx.Sub"],
+        ["onnx.Mul"],
+        ["onnx.Sigmoid", "onnx.Exp", "onnx.Div"],
+    ]
+    after = _run(module, x, y)
+    for want, got in zip(before, after, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_union_find_stays_shallow_on_a_long_chain() -> None:
+    # Chains are the worst case of naive union (a path as long as the chain, quadratic finds):
+    # by size, no tree is deeper than log2(n); a find points every op on its path at the root.
+    ops = [object() for _ in range(4096)]
+    groups = _UnionFind()
+    for earlier, later in zip(ops, ops[1:]):
+        groups.union(earlier, later)
+
+    def depth(op: object) -> int:
+        steps = 0
+        while groups.parent[op] is not op:
+            op, steps = groups.parent[op], steps + 1
+        return steps
+
+    assert max(depth(op) for op in ops) <= 12
+    root = groups.find(ops[0])
+    assert all(groups.find(op) is root for op in ops)
+    assert all(groups.parent[op] is root for op in ops)
+    assert groups.size[root] == len(ops)
