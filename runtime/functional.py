@@ -24,6 +24,7 @@ import numpy as np
 from . import spls_kernels
 from .errors import EsactError, ProgramError
 from .esb import Program, check_program_fits
+from .host_segments import HOST_TIME_LIMIT_S
 from .isa import (
     BUFFER_DTYPES,
     Buffer,
@@ -72,15 +73,27 @@ def _round_clip_int8(x: np.ndarray) -> np.ndarray:
     return np.clip(y, -127, 127).astype(np.int8)
 
 
+def _allocate(elements: int, dtype: type, what: str) -> np.ndarray:
+    """Zeroed memory, or one line naming what did not fit (the binary decides the size)."""
+    try:
+        return np.zeros(elements, dtype=dtype)
+    except MemoryError:
+        size = elements * np.dtype(dtype).itemsize
+        raise ProgramError(f"out of memory allocating {what}: {size} bytes "
+                           f"({size / (1 << 30):.2f} GiB)") from None
+
+
 class Machine:
     """DRAM + buffers + one method per instruction (`op_<name>`)."""
 
-    def __init__(self, program: Program, config: HardwareConfig, dram_bytes: int) -> None:
+    def __init__(self, program: Program, config: HardwareConfig, dram_bytes: int,
+                 host_time_limit: float = HOST_TIME_LIMIT_S) -> None:
         self.program = program
         self.config = config
-        self.dram = np.zeros(dram_bytes, dtype=np.uint8)
-        self.buffers = {b: np.zeros(buffer_elements(config, b), dtype=BUFFER_DTYPES[b])
-                        for b in Buffer}
+        self.host_time_limit = host_time_limit
+        self.dram = _allocate(dram_bytes, np.uint8, "the DRAM image")
+        self.buffers = {b: _allocate(buffer_elements(config, b), BUFFER_DTYPES[b],
+                                     f"the {b.name.lower()} buffer") for b in Buffer}
         self.index = 0
         self.instr: Instruction | None = None
         self.work = Work()
@@ -397,7 +410,7 @@ class Machine:
 
         segment = self.program.host_segments[f["segment"]]
         try:
-            read, written = run_host_segment(segment, self.dram)
+            read, written = run_host_segment(segment, self.dram, self.host_time_limit)
         except ProgramError as exc:
             raise self.fail(f"field 'segment' = {f['segment']}: {exc}") from None
         self.work.dram_read_bytes, self.work.dram_write_bytes = read, written
@@ -452,9 +465,11 @@ def _coerce_input(name: str, value: object, shape: tuple[int, ...], dtype: str) 
 
 def execute(program: Program, inputs: Mapping[str, object], config: HardwareConfig,
             check_hash: bool = True,
-            progress: Callable[[int, int], None] | None = None) -> Execution:
+            progress: Callable[[int, int], None] | None = None,
+            host_time_limit: float | None = None) -> Execution:
     """Run `program` on `inputs` (name -> array) under `config`; see the module docstring.
-    `progress(done, total)`, if given, is called after every instruction (esact-run's bar)."""
+    `progress(done, total)`, if given, is called after every instruction (esact-run's bar);
+    `host_time_limit` bounds each HOST instruction (default host_segments.HOST_TIME_LIMIT_S)."""
     dram_bytes = check_program_fits(program, config, check_hash)
     expected = {d.name for d in program.inputs}
     missing = expected - set(inputs)
@@ -466,7 +481,8 @@ def execute(program: Program, inputs: Mapping[str, object], config: HardwareConf
                                f"unknown {', '.join(sorted(unknown))}" if unknown else ""])))
     arrays = {d.name: _coerce_input(d.name, inputs[d.name], d.shape, d.dtype)
               for d in program.inputs}
-    machine = Machine(program, config, dram_bytes)
+    machine = Machine(program, config, dram_bytes,
+                      HOST_TIME_LIMIT_S if host_time_limit is None else host_time_limit)
     for seg in program.data_segments:
         machine.dram[seg.address:seg.address + len(seg.data)] = np.frombuffer(seg.data,
                                                                               np.uint8)

@@ -4,14 +4,23 @@ A host segment's graph inputs are read from, and its graph outputs written to, t
 tensors its bindings describe (name = ONNX graph input/output name). Sessions are cached by
 the SHA-256 of the model bytes. Every failure (model rejected, binding mismatch, runtime
 error) is a ProgramError.
+
+A segment's graph may loop forever (a Loop whose condition stays true), and a thread blocked in
+onnxruntime never sees Ctrl-C. So the session runs in a worker thread while the main thread
+waits, interruptibly, for at most `time_limit` seconds (default HOST_TIME_LIMIT_S, esact-run
+--host-time-limit); on the limit, Ctrl-C or SIGTERM it sets onnxruntime's RunOptions.terminate,
+which stops the run at the next node, and waits for the worker to return.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import io
 import math
+import threading
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,6 +30,8 @@ from .esb import HostSegment, TensorDesc
 
 _SESSIONS: dict[str, Any] = {}
 _MAX_CACHED_SESSIONS = 64
+HOST_TIME_LIMIT_S = 60.0
+"""Default wall-clock limit of one HOST instruction (ms in every model this project compiles)."""
 
 
 def _first_line(exc: BaseException) -> str:
@@ -54,6 +65,17 @@ def host_session(onnx_bytes: bytes) -> Any:
     return session
 
 
+def positive_seconds(text: str) -> float:
+    """argparse type of a time limit: a finite number of seconds > 0."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
+    if not 0 < seconds < math.inf:
+        raise argparse.ArgumentTypeError(f"{text}: expected a number of seconds > 0")
+    return seconds
+
+
 def _read(dram: np.ndarray, t: TensorDesc) -> np.ndarray:
     dt = np.dtype(t.dtype).newbyteorder("<")
     nbytes = math.prod(t.shape) * dt.itemsize
@@ -62,8 +84,43 @@ def _read(dram: np.ndarray, t: TensorDesc) -> np.ndarray:
     return dram[t.address:t.address + nbytes].copy().view(dt).reshape(t.shape)
 
 
-def run_host_segment(segment: HostSegment, dram: np.ndarray) -> tuple[int, int]:
-    """Run the segment on `dram` in place; returns (bytes read, bytes written)."""
+def run_with_time_limit(session: Any, names: Sequence[str], feeds: Mapping[str, np.ndarray],
+                        time_limit: float) -> list[Any]:
+    """`session.run(names, feeds)`, stopped after `time_limit` seconds (a ProgramError) or by
+    Ctrl-C / SIGTERM in the main thread (re-raised once onnxruntime has stopped)."""
+    import onnxruntime as ort
+
+    options = ort.RunOptions()
+    options.log_severity_level = 4  # the terminate flag's error comes back as an exception
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["results"] = session.run(list(names), dict(feeds), options)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, name="host-segment", daemon=True)
+    worker.start()
+    try:
+        worker.join(time_limit)  # interruptible: signal handlers run in this thread
+    finally:
+        if worker.is_alive():  # time limit, or a KeyboardInterrupt/SIGTERM on its way up
+            options.terminate = True
+            worker.join()
+            outcome.setdefault("timeout", True)
+    if "timeout" in outcome:
+        raise ProgramError(f"host segment still running after the {time_limit:g} s time limit "
+                           f"(esact-run --host-time-limit)")
+    if "error" in outcome:
+        raise ProgramError(f"onnxruntime failed: {_first_line(outcome['error'])}")
+    return outcome["results"]
+
+
+def run_host_segment(segment: HostSegment, dram: np.ndarray,
+                     time_limit: float = HOST_TIME_LIMIT_S) -> tuple[int, int]:
+    """Run the segment on `dram` in place within `time_limit` seconds; returns (bytes read,
+    bytes written)."""
     session = host_session(segment.onnx)
     graph_inputs = {i.name for i in session.get_inputs()}
     graph_outputs = [o.name for o in session.get_outputs()]
@@ -76,10 +133,7 @@ def run_host_segment(segment: HostSegment, dram: np.ndarray) -> tuple[int, int]:
         raise ProgramError(f"bound outputs {sorted(unknown)} are not ONNX graph outputs")
     feeds = {t.name: _read(dram, t) for t in segment.inputs}
     names = [t.name for t in segment.outputs]
-    try:
-        results = session.run(names, feeds)
-    except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types
-        raise ProgramError(f"onnxruntime failed: {_first_line(exc)}") from None
+    results = run_with_time_limit(session, names, feeds, time_limit)
     written = 0
     for t, value in zip(segment.outputs, results):
         array = np.asarray(value)

@@ -8,7 +8,6 @@ trace document is built on demand (`RunResult.trace()`), since large runs rarely
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -55,21 +54,21 @@ def run_program(
     force_config: bool = False,
     progress: ProgressFn | None = None,
     meta: dict[str, Any] | None = None,
+    host_time_limit: float | None = None,
 ) -> RunResult:
     """Execute, time and report `program` (an esb.Program) on `inputs` under `config`.
 
     Running under a config other than the one the binary was compiled for is a ConfigError
-    unless `force_config` (the report then records `forced_config: true`).
+    unless `force_config` (the report then records `forced_config: true`). Each HOST
+    instruction may run `host_time_limit` seconds (default host_segments.HOST_TIME_LIMIT_S).
     """
     from .functional import execute
 
     mismatch = program.config_hash != config.hash
     if mismatch and not force_config:
         raise ConfigError(config_mismatch_message(program.config_hash, config))
-    kwargs: dict[str, Any] = {"check_hash": not force_config}
-    if progress is not None and "progress" in inspect.signature(execute).parameters:
-        kwargs["progress"] = progress
-    execution = execute(program, inputs, config, **kwargs)
+    execution = execute(program, inputs, config, check_hash=not force_config, progress=progress,
+                        host_time_limit=host_time_limit)
     if progress is not None:
         progress(len(program.instructions), len(program.instructions))
     timed = time_program(program.instructions, execution.work, config)
