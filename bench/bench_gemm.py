@@ -11,7 +11,6 @@ Run: python bench/bench_gemm.py [--repeats N]
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
@@ -24,7 +23,7 @@ SHAPES = ((128, 768, 3072), (128, 3072, 768))  # (M, K, N): FFN1 (the target), F
 
 
 def bench_config(M: int, K: int, N: int):
-    raw = json.loads(json.dumps(load_config().raw))
+    raw = load_config().to_dict()
     raw["sram"]["weight_buffer"] = K * N  # int8 weights of the whole block
     raw["sram"]["activation_buffer"] = M * K
     raw["sram"]["accumulator_buffer"] = 4 * M * N

@@ -1,10 +1,15 @@
-"""Hardware configuration: the one place every hardware number lives.
+"""Hardware configuration: the one class holding every hardware number, with its default.
 
-A config is a TOML file (read with the standard library `tomllib`); the default is
-`configs/default.toml`, the reference hardware of DESIGN.md section 4. Each binary
-stores `config_hash(config)` so that running it under another config is detected.
-`[technology]` and `[energy]` hold the node and the cited energy constants (at their
-source node; `runtime/energy.py` scales them); docs/hardware.md lists every source.
+`HardwareConfig` declares each parameter once (runtime/hw_params.py): its default (the
+reference hardware of DESIGN.md section 4), its TOML key, its range and what it means;
+`validate` states every invariant and runs on every construction. A TOML file (a design
+point) states only what differs from the defaults: `configs/default.toml` states nothing.
+An unknown key, a wrong type, a non-finite or out-of-range value is a one-line `ConfigError`
+naming the file and the key. Each binary stores `config_hash(config)`, the SHA-256 of the
+fully resolved config, so running it under another config is detected. docs/hardware.md
+cites the source of every value.
+
+Adding a parameter is one edit: a `param(...)` field below (or in `EnergyConstants`).
 """
 
 from __future__ import annotations
@@ -16,61 +21,132 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .bounded_read import CONFIG_FILE_CAP, read_bounded_text
+from .errors import ConfigError, UsageError
+from .hw_params import build, check_ranges, key_of, param, section, to_table, values_from_table
+from .isa import BUFFER_CONFIG_ATTRS, BUFFER_DTYPES, DIM_BITS, DRAM_ADDR_BITS, SRAM_ADDR_BITS
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG_PATH = CONFIGS_DIR / "default.toml"
 
+# Plausibility bounds (inclusive) for values the ISA does not limit: wide enough for any
+# design study, narrow enough that every cycle, time and energy figure stays finite.
+MAX_LANES = 1 << 20
+MAX_CYCLES = 1 << 20
+MAX_PJ = 1.0e6  # per operation or byte: 1 uJ
+MAX_MW = 1.0e6  # leakage per instance
+NODE_NM = (1.0, 1000.0)
+VDD_V = (0.05, 5.0)
+
 
 @dataclass(frozen=True)
 class EnergyConstants:
-    """The `[energy]` section, values exactly as cited (source node), see configs/default.toml."""
+    """The `[energy]` table: constants exactly as cited, at their source's node and voltage
+    (`runtime/energy.py` scales them); docs/hardware.md gives every source."""
 
-    reference_node_nm: float
-    reference_vdd_v: float
-    int8_mul_pj: float
-    int32_add_pj: float
-    int8_add_pj: float
-    fp32_add_pj: float
-    fp32_mul_pj: float
-    sram_anchor_bytes: tuple[float, ...]
-    sram_anchor_pj_per_64bit: tuple[float, ...]
-    sram_write_factor: float
-    dram_pj_per_byte: float
-    leakage_reference_node_nm: float
-    leak_int32_mul_mw: float
-    leak_int32_add_mw: float
-    leak_register_bit_mw: float
-    leak_fp32_add_mw: float
-    leak_fp32_mul_mw: float
-    sram_leak_pw_per_bit: float
-    host_power_w: float
+    reference_node_nm: float = param(45.0, "reference_node_nm", *NODE_NM,
+                                     doc="Horowitz, ISSCC 2014: figures at 45 nm")
+    reference_vdd_v: float = param(0.9, "reference_vdd_v", *VDD_V,
+                                   doc="Horowitz, ISSCC 2014: figures at 0.9 V")
+    int8_mul_pj: float = param(0.2, "int8_mul_pj", 0.0, MAX_PJ,
+                               doc="Horowitz 2014: 8-bit integer multiply")
+    int32_add_pj: float = param(0.1, "int32_add_pj", 0.0, MAX_PJ,
+                                doc="Horowitz 2014: 32-bit integer add (accumulate, compare)")
+    int8_add_pj: float = param(0.03, "int8_add_pj", 0.0, MAX_PJ,
+                               doc="Horowitz 2014: 8-bit integer add (one BPU shift-add)")
+    fp32_add_pj: float = param(0.9, "fp32_add_pj", 0.0, MAX_PJ,
+                               doc="Horowitz 2014: 32-bit float add")
+    fp32_mul_pj: float = param(3.7, "fp32_mul_pj", 0.0, MAX_PJ,
+                               doc="Horowitz 2014: 32-bit float multiply")
+    sram_anchor_bytes: tuple[int, ...] = param(
+        (8192, 32768, 1048576), "sram_anchor_bytes", 1, 1 << 40,
+        doc="Horowitz 2014: array sizes of the cache access energies below")
+    sram_anchor_pj_per_64bit: tuple[float, ...] = param(
+        (10.0, 20.0, 100.0), "sram_anchor_pj_per_64bit", 1e-9, MAX_PJ,
+        doc="Horowitz 2014: 64-bit access energy at each anchor size (log-log interpolated)")
+    sram_write_factor: float = param(1.0, "sram_write_factor", 0.0, 100.0,
+                                     doc="assumption: write = read energy")
+    dram_pj_per_byte: float = param(162.5, "dram_pj_per_byte", 0.0, MAX_PJ,
+                                    doc="Horowitz 2014: 1.3 nJ per 64-bit access; not scaled")
+    leakage_reference_node_nm: float = param(40.0, "leakage_reference_node_nm", *NODE_NM,
+                                             doc="Aladdin (ISCA 2014) 40 nm characterisation")
+    leak_int32_mul_mw: float = param(0.0779, "leak_int32_mul_mw", 0.0, MAX_MW,
+                                     doc="Aladdin 40 nm: 32-bit multiplier leakage")
+    leak_int32_add_mw: float = param(0.00225, "leak_int32_add_mw", 0.0, MAX_MW,
+                                     doc="Aladdin 40 nm: 32-bit adder leakage")
+    leak_register_bit_mw: float = param(0.000074, "leak_register_bit_mw", 0.0, MAX_MW,
+                                        doc="Aladdin 40 nm: register leakage per bit")
+    leak_fp32_add_mw: float = param(0.0531, "leak_fp32_add_mw", 0.0, MAX_MW,
+                                    doc="Aladdin 40 nm: FP32 adder leakage")
+    leak_fp32_mul_mw: float = param(0.120, "leak_fp32_mul_mw", 0.0, MAX_MW,
+                                    doc="Aladdin 40 nm: FP32 multiplier leakage")
+    sram_leak_pw_per_bit: float = param(50.0, "sram_leak_pw_per_bit", 0.0, MAX_MW,
+                                        doc="ASSUMPTION: 28 nm bitcell leakage, order of magnitude")
+    host_power_w: float = param(0.0, "host_power_w", 0.0, 1.0e4,
+                                doc="host segments are timed, not charged (> 0 charges them)")
 
 
 @dataclass(frozen=True)
 class HardwareConfig:
-    """A parsed hardware config; `raw` keeps every section for the timing/energy models."""
+    """The hardware: every parameter with its default; construction validates (`validate`)."""
 
-    name: str
-    frequency_hz: float
-    mac_rows: int
-    mac_cols: int
-    bpu_lanes: int
-    topk_lanes: int
-    sfu_lanes: int
-    weight_buffer_bytes: int
-    activation_buffer_bytes: int
-    accumulator_buffer_bytes: int
-    vector_buffer_bytes: int
-    mask_buffer_bytes: int
-    dram_bandwidth_bytes_per_s: float
-    dram_latency_cycles: int
-    dram_capacity_bytes: int
-    token_latency_cycles: int
-    technology_node_nm: float
-    vdd_v: float
-    energy: EnergyConstants
-    raw: dict[str, Any]
+    name: str = param("esact-default", "name", 1, 100, doc="reports and traces show it")
+    technology_node_nm: float = param(28.0, "technology.node_nm", *NODE_NM,
+                                      doc="assumption: 28 nm-class (ESACT's node is not public)")
+    vdd_v: float = param(0.9, "technology.vdd_v", *VDD_V, doc="assumption: nominal core supply")
+    frequency_hz: float = param(1.0e9, "clock.frequency_hz", 1.0e6, 1.0e11,
+                                doc="assumption, DESIGN.md section 4")
+    mac_rows: int = param(32, "mac_array.rows", 1, (1 << DIM_BITS) - 1,
+                          doc="INT8 MAC array rows (no operand has more than 2^16 - 1)")
+    mac_cols: int = param(32, "mac_array.cols", 1, (1 << DIM_BITS) - 1,
+                          doc="INT8 MAC array columns, INT32 accumulation")
+    bpu_lanes: int = param(512, "bpu.lanes", 1, MAX_LANES,
+                           doc="assumption: shift-add lanes of the bit-level prediction unit")
+    topk_lanes: int = param(64, "topk.lanes", 1, MAX_LANES,
+                            doc="assumption: comparisons per cycle of the top-k/similarity unit")
+    sfu_lanes: int = param(64, "sfu.lanes", 1, MAX_LANES,
+                           doc="FP32 lanes: softmax, layer norm, GELU, requantize, residual add")
+    # SRAM sizes in bytes; `validate` bounds each by what the ISA's address field reaches.
+    weight_buffer_bytes: int = param(1 << 20, "sram.weight_buffer", 1, doc="INT8 weights")
+    activation_buffer_bytes: int = param(1 << 19, "sram.activation_buffer", 1,
+                                         doc="INT8 activations")
+    accumulator_buffer_bytes: int = param(1 << 19, "sram.accumulator_buffer", 1,
+                                          doc="INT32 accumulators")
+    vector_buffer_bytes: int = param(1 << 20, "sram.vector_buffer", 1,
+                                     doc="FP32 SFU operands (residual stream, softmax rows)")
+    mask_buffer_bytes: int = param(1 << 16, "sram.mask_buffer", 1,
+                                   doc="prediction masks and reuse maps")
+    dram_bandwidth_bytes_per_s: float = param(64.0e9, "dram.bandwidth_bytes_per_s", 1.0e6, 1.0e15,
+                                              doc="DESIGN.md section 4; load and store DMA share it")
+    dram_latency_cycles: int = param(100, "dram.latency_cycles", 1, MAX_CYCLES,
+                                     doc="assumption: fixed access latency")
+    dram_capacity_bytes: int = param(1 << 31, "dram.capacity_bytes", 1, 1 << DRAM_ADDR_BITS,
+                                     doc="address space a binary may use (ISA: 32-bit addresses)")
+    token_latency_cycles: int = param(1, "tokens.latency_cycles", 1, MAX_CYCLES,
+                                      doc="cycles from a token push to the matching pop seeing it")
+    energy: EnergyConstants = section(EnergyConstants, "energy")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Every invariant of a config (a subclass adding parameters extends this)."""
+        check_ranges(self)
+        for buf, attr in BUFFER_CONFIG_ATTRS.items():
+            size, itemsize = getattr(self, attr), BUFFER_DTYPES[buf].itemsize
+            limit = (1 << SRAM_ADDR_BITS) * itemsize
+            if size % itemsize or size > limit:
+                raise ConfigError(
+                    f"'{key_of(type(self), attr)}' must be a multiple of {itemsize} bytes (whole "
+                    f"{BUFFER_DTYPES[buf]} elements) and at most {limit} (the ISA's "
+                    f"{SRAM_ADDR_BITS}-bit {buf.name} address), got {size}")
+        anchors, energies = self.energy.sram_anchor_bytes, self.energy.sram_anchor_pj_per_64bit
+        if len(anchors) < 2 or list(anchors) != sorted(set(anchors)):
+            raise ConfigError("'energy.sram_anchor_bytes' must be at least 2 strictly "
+                              f"increasing sizes, got {list(anchors)}")
+        if len(energies) != len(anchors):
+            raise ConfigError(f"'energy.sram_anchor_pj_per_64bit' must have one energy per "
+                              f"'energy.sram_anchor_bytes' ({len(anchors)}), got {len(energies)}")
 
     @property
     def dram_bytes_per_cycle(self) -> float:
@@ -80,121 +156,45 @@ class HardwareConfig:
     def hash(self) -> str:
         return config_hash(self)
 
+    def to_dict(self) -> dict[str, Any]:
+        """Every parameter, resolved, as a TOML-shaped dict (`from_dict` reads it back)."""
+        return to_table(self)
 
-def _get(raw: dict[str, Any], path: str, kind: type, source: str) -> Any:
-    node: Any = raw
-    for key in path.split("."):
-        if not isinstance(node, dict) or key not in node:
-            raise ConfigError(f"{source}: missing field '{path}'")
-        node = node[key]
-    if kind is float and isinstance(node, int) and not isinstance(node, bool):
-        node = float(node)
-    if not isinstance(node, kind) or isinstance(node, bool):
-        raise ConfigError(f"{source}: field '{path}' must be {kind.__name__}, got {node!r}")
-    if kind in (int, float) and node <= 0:
-        raise ConfigError(f"{source}: field '{path}' must be positive, got {node!r}")
-    return node
+    @classmethod
+    def from_dict(cls, table: dict[str, Any], source: str = "<config>") -> HardwareConfig:
+        """The config a parsed TOML table describes: its values over the defaults."""
+        try:
+            return build(cls, values_from_table(cls, table))
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
 
-
-def _get_nonneg(raw: dict[str, Any], path: str, source: str) -> float:
-    node: Any = raw
-    for key in path.split("."):
-        if not isinstance(node, dict) or key not in node:
-            raise ConfigError(f"{source}: missing field '{path}'")
-        node = node[key]
-    if isinstance(node, bool) or not isinstance(node, (int, float)) or node < 0:
-        raise ConfigError(f"{source}: field '{path}' must be a non-negative number, got {node!r}")
-    return float(node)
-
-
-def _get_anchor_list(raw: dict[str, Any], path: str, source: str) -> tuple[float, ...]:
-    section, key = path.split(".")
-    value = raw.get(section, {}).get(key)
-    if (
-        not isinstance(value, list)
-        or len(value) < 2
-        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value)
-    ):
-        raise ConfigError(f"{source}: field '{path}' must be a list of >= 2 positive numbers")
-    return tuple(float(v) for v in value)
+    @classmethod
+    def from_toml(cls, path: str | Path) -> HardwareConfig:
+        """Read a config file (at most CONFIG_FILE_CAP bytes of UTF-8 TOML)."""
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"hardware config '{path}' not found")
+        try:
+            text = read_bounded_text(path, CONFIG_FILE_CAP, "hardware config")
+        except UsageError as exc:
+            raise ConfigError(str(exc)) from None
+        try:
+            table = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"hardware config '{path}' is not valid TOML: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"hardware config '{path}' nests arrays or tables too deeply") \
+                from None
+        return cls.from_dict(table, str(path))
 
 
-def _default_raw() -> dict[str, Any]:
-    return tomllib.loads(DEFAULT_CONFIG_PATH.read_text())
-
-
-def _energy_from_raw(raw: dict[str, Any], source: str) -> EnergyConstants:
-    if "energy" not in raw:
-        # Configs written before [energy] existed (or minimal test configs) take the
-        # default's cited constants; the hash still covers only what the file says.
-        raw = {**raw, "energy": _default_raw()["energy"]}
-        source = f"{source} (energy from {DEFAULT_CONFIG_PATH.name})"
-    anchors = _get_anchor_list(raw, "energy.sram_anchor_bytes", source)
-    anchor_pj = _get_anchor_list(raw, "energy.sram_anchor_pj_per_64bit", source)
-    if len(anchors) != len(anchor_pj) or list(anchors) != sorted(set(anchors)):
-        raise ConfigError(
-            f"{source}: 'energy.sram_anchor_bytes' must be strictly increasing and as long as "
-            "'energy.sram_anchor_pj_per_64bit'"
-        )
-    scalar_names = [
-        f.name
-        for f in EnergyConstants.__dataclass_fields__.values()
-        if f.name not in ("sram_anchor_bytes", "sram_anchor_pj_per_64bit")
-    ]
-    values: dict[str, Any] = {n: _get_nonneg(raw, f"energy.{n}", source) for n in scalar_names}
-    for positive in ("reference_node_nm", "reference_vdd_v", "leakage_reference_node_nm"):
-        if values[positive] <= 0:
-            raise ConfigError(f"{source}: field 'energy.{positive}' must be positive")
-    return EnergyConstants(
-        sram_anchor_bytes=anchors, sram_anchor_pj_per_64bit=anchor_pj, **values
-    )
-
-
-def _technology_from_raw(raw: dict[str, Any], source: str) -> tuple[float, float]:
-    if "technology" not in raw:
-        raw = {**raw, "technology": _default_raw()["technology"]}
-    return (
-        _get(raw, "technology.node_nm", float, source),
-        _get(raw, "technology.vdd_v", float, source),
-    )
-
-
-def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> HardwareConfig:
-    node_nm, vdd_v = _technology_from_raw(raw, source)
-    return HardwareConfig(
-        name=_get(raw, "name", str, source),
-        frequency_hz=_get(raw, "clock.frequency_hz", float, source),
-        mac_rows=_get(raw, "mac_array.rows", int, source),
-        mac_cols=_get(raw, "mac_array.cols", int, source),
-        bpu_lanes=_get(raw, "bpu.lanes", int, source),
-        topk_lanes=_get(raw, "topk.lanes", int, source),
-        sfu_lanes=_get(raw, "sfu.lanes", int, source),
-        weight_buffer_bytes=_get(raw, "sram.weight_buffer", int, source),
-        activation_buffer_bytes=_get(raw, "sram.activation_buffer", int, source),
-        accumulator_buffer_bytes=_get(raw, "sram.accumulator_buffer", int, source),
-        vector_buffer_bytes=_get(raw, "sram.vector_buffer", int, source),
-        mask_buffer_bytes=_get(raw, "sram.mask_buffer", int, source),
-        dram_bandwidth_bytes_per_s=_get(raw, "dram.bandwidth_bytes_per_s", float, source),
-        dram_latency_cycles=_get(raw, "dram.latency_cycles", int, source),
-        dram_capacity_bytes=_get(raw, "dram.capacity_bytes", int, source),
-        token_latency_cycles=_get(raw, "tokens.latency_cycles", int, source),
-        technology_node_nm=node_nm,
-        vdd_v=vdd_v,
-        energy=_energy_from_raw(raw, source),
-        raw=raw,
-    )
+def config_from_dict(table: dict[str, Any], source: str = "<config>") -> HardwareConfig:
+    return HardwareConfig.from_dict(table, source)
 
 
 def load_config(path: str | Path | None = None) -> HardwareConfig:
-    """Load a config file (the default one when `path` is None)."""
-    path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"hardware config '{path}' not found") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"hardware config '{path}' is not valid TOML: {exc}") from None
-    return config_from_dict(raw, str(path))
+    """Load a config file (configs/default.toml when `path` is None)."""
+    return HardwareConfig.from_toml(DEFAULT_CONFIG_PATH if path is None else path)
 
 
 def resolve_config(spec: str | Path | None) -> HardwareConfig:
@@ -221,6 +221,7 @@ def shipped_config_with_hash(digest: str) -> HardwareConfig | None:
 
 
 def config_hash(config: HardwareConfig) -> str:
-    """SHA-256 of the canonical JSON of the config's contents (not of its file's formatting)."""
-    canonical = json.dumps(config.raw, sort_keys=True, separators=(",", ":"))
+    """SHA-256 of the canonical JSON of the fully resolved config: configs describing the
+    same hardware hash alike, however many values their files state."""
+    canonical = json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()

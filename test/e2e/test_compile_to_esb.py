@@ -21,7 +21,7 @@ from esact_cc.passes.schedule import SchedulePass
 from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.esb import read_esb
 from esact_cc.runtime.functional import execute
-from esact_cc.runtime.hw_config import DEFAULT_CONFIG_PATH, load_config
+from esact_cc.runtime.hw_config import load_config
 
 from esact_cc import api
 from esact_cc.dialect_registry import make_context
@@ -92,14 +92,9 @@ def _compile_layer(module, store, hw: str | None = None, calibration: str | None
 def _tiny_config(tmp_path: Path) -> Path:
     """Buffers so small that linears split into several row and column tiles, attention runs
     one head per group and SFU ops run in many row chunks."""
-    text = DEFAULT_CONFIG_PATH.read_text()
-    for key, value in (("weight_buffer", 1024), ("activation_buffer", 1024),
-                       ("accumulator_buffer", 4096), ("vector_buffer", 8192)):
-        text = "\n".join(
-            f"{key} = {value}" if line.split("=")[0].strip() == key else line for line in text.splitlines()
-        )
     path = tmp_path / "tiny.toml"
-    path.write_text(text)
+    path.write_text("[sram]\nweight_buffer = 1024\nactivation_buffer = 1024\n"
+                    "accumulator_buffer = 4096\nvector_buffer = 8192\n")
     return path
 
 

@@ -39,7 +39,7 @@ from onnx import TensorProto, helper
 
 SAMPLES = 10_000
 BASE = load_config()
-RAW = json.loads(json.dumps(BASE.raw))
+RAW = BASE.to_dict()
 # Small memories: a tight allocation bound, and mutated sizes cannot make samples slow.
 RAW["dram"]["capacity_bytes"] = 1 << 20
 for _name in ("weight_buffer", "activation_buffer", "accumulator_buffer", "vector_buffer",

@@ -1,0 +1,237 @@
+"""Declaring hardware parameters: a dataclass field with its TOML key, range and meaning.
+
+A parameter is declared once, as a field of a frozen dataclass made with
+`param(default, key, lo, hi, doc)`; a group of parameters kept in its own dataclass (the
+`[energy]` constants) is nested with `section(cls, key)`. Everything else derives from those
+declarations: which TOML keys exist and their types (`schema`), reading a parsed TOML table
+(`values_from_table`, unknown keys named with the nearest valid one), the finite-and-in-range
+check of every value (`check_ranges`), and the resolved TOML-shaped dict a config hashes
+(`to_table`). Errors are `ConfigError`s naming the key; the caller adds the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from .errors import ConfigError
+
+PARAM = "esact.param"
+SECTION = "esact.section"
+
+
+@dataclass(frozen=True)
+class Param:
+    """Where a parameter sits in a TOML file and which values it accepts (bounds inclusive)."""
+
+    key: str  # dotted, relative to the dataclass declaring it: "sram.weight_buffer"
+    lo: float | None
+    hi: float | None
+    doc: str
+
+
+def param(default: Any, key: str, lo: float | None = None, hi: float | None = None,
+          doc: str = "") -> Any:
+    """A parameter field: `default` when a config does not state `key`. For strings the
+    bounds are on the length; for arrays, on every element."""
+    return dataclasses.field(default=default, metadata={PARAM: Param(key, lo, hi, doc)})
+
+
+def section(cls: type, key: str) -> Any:
+    """A nested group of parameters, the TOML table `[key]`."""
+    return dataclasses.field(default_factory=cls, metadata={SECTION: key})
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """One parameter as the schema of a top-level config class sees it."""
+
+    key: str  # full dotted TOML key: "energy.int8_mul_pj"
+    attrs: tuple[str, ...]  # attribute path from the top-level config: ("energy", "int8_mul_pj")
+    kind: type  # int, float or str (of the elements, for an array)
+    is_array: bool
+    param: Param
+
+
+@cache
+def schema(cls: type) -> Mapping[str, Leaf]:
+    """Every parameter of `cls` (nested sections included), by full TOML key."""
+    leaves: dict[str, Leaf] = {}
+    _collect_leaves(cls, "", (), leaves)
+    return leaves
+
+
+def _collect_leaves(cls: type, prefix: str, attrs: tuple[str, ...],
+                    leaves: dict[str, Leaf]) -> None:
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if SECTION in f.metadata:
+            _collect_leaves(hints[f.name], f"{prefix}{f.metadata[SECTION]}.", (*attrs, f.name),
+                            leaves)
+            continue
+        if PARAM not in f.metadata:
+            raise TypeError(f"{cls.__name__}.{f.name} is neither a param() nor a section()")
+        spec: Param = f.metadata[PARAM]
+        kind, is_array = hints[f.name], False
+        if typing.get_origin(kind) is tuple:  # tuple[int, ...]: a TOML array
+            kind, is_array = typing.get_args(kind)[0], True
+        if kind not in (int, float, str):
+            raise TypeError(f"{cls.__name__}.{f.name}: parameters are int, float, str or tuples")
+        leaves[prefix + spec.key] = Leaf(prefix + spec.key, (*attrs, f.name), kind, is_array, spec)
+
+
+@cache
+def tables(cls: type) -> frozenset[str]:
+    """The dotted names of the TOML tables `cls` has ("sram", "energy", ...)."""
+    return frozenset(".".join(key.split(".")[:n]) for key in schema(cls)
+                     for n in range(1, key.count(".") + 1))
+
+
+def values_from_table(cls: type, table: Mapping[str, Any]) -> dict[str, Any]:
+    """The values a parsed TOML table states, by full key, each checked for its type
+    (ranges are the config's `validate`)."""
+    values: dict[str, Any] = {}
+    _read_table(cls, table, "", values)
+    return values
+
+
+def _read_table(cls: type, table: Mapping[str, Any], prefix: str, values: dict[str, Any]) -> None:
+    leaves, sections = schema(cls), tables(cls)
+    for name, value in table.items():
+        key = prefix + name
+        if key in leaves:
+            values[key] = _coerce(leaves[key], value)
+        elif key in sections:
+            if not isinstance(value, dict):
+                raise ConfigError(f"'{key}' must be a table ([{key}]), got {_show(value)}")
+            _read_table(cls, value, key + ".", values)
+        else:
+            raise ConfigError(_unknown_key_message(cls, key, prefix))
+
+
+def _unknown_key_message(cls: type, key: str, prefix: str) -> str:
+    known = sorted(schema(cls)) + sorted(tables(cls))
+    near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f" (did you mean '{near[0]}'?)" if near else ""
+    here = sorted({k[len(prefix):].split(".")[0] for k in known if k.startswith(prefix)})
+    where = f"in [{prefix[:-1]}]" if prefix else "at the top level"
+    return f"unknown key '{key}'{hint}; valid keys {where}: {', '.join(here)}"
+
+
+_KIND_NAMES = {int: "an integer", float: "a number", str: "a string"}
+
+
+def _coerce(leaf: Leaf, value: Any) -> Any:
+    if not leaf.is_array:
+        return _coerce_scalar(leaf, value)
+    if not isinstance(value, list):
+        raise ConfigError(f"'{leaf.key}' must be an array of {_KIND_NAMES[leaf.kind]}s, "
+                          f"got {_show(value)}")
+    return tuple(_coerce_scalar(leaf, v) for v in value)
+
+
+def _coerce_scalar(leaf: Leaf, value: Any) -> Any:
+    kind = leaf.kind
+    ok = isinstance(value, kind) and not isinstance(value, bool)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return float(value)  # TOML `frequency_hz = 1000000000` means the float
+        except OverflowError:
+            raise ConfigError(f"'{leaf.key}' must be within {_bounds(leaf.param)}, "
+                              f"got {_show(value)}") from None
+    if not ok:
+        raise ConfigError(f"'{leaf.key}' must be {_KIND_NAMES[kind]}, got {_show(value)}")
+    return value
+
+
+def check_ranges(config: Any) -> None:
+    """Every parameter of `config` is finite and within its declared bounds."""
+    for leaf in schema(type(config)).values():
+        value = get(config, leaf)
+        for item in value if leaf.is_array else (value,):
+            _check_value(leaf, item)
+
+
+def _check_value(leaf: Leaf, value: Any) -> None:
+    spec = leaf.param
+    if not isinstance(value, leaf.kind) or isinstance(value, bool):
+        raise ConfigError(f"'{leaf.key}' must be {_KIND_NAMES[leaf.kind]}, got {_show(value)}")
+    if isinstance(value, str):
+        if not value.isprintable() or not _within(len(value), spec):
+            raise ConfigError(f"'{leaf.key}' must be printable text of length "
+                              f"{_bounds(spec)}, got {_show(value)}")
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"'{leaf.key}' must be a finite number, got {value}")
+    if not _within(value, spec):
+        raise ConfigError(f"'{leaf.key}' must be within {_bounds(spec)}, got {_show(value)}")
+
+
+def _within(value: float, spec: Param) -> bool:
+    return (spec.lo is None or value >= spec.lo) and (spec.hi is None or value <= spec.hi)
+
+
+def _bounds(spec: Param) -> str:
+    lo = "-inf" if spec.lo is None else _number(spec.lo)
+    hi = "inf" if spec.hi is None else _number(spec.hi)
+    return f"[{lo}, {hi}]"
+
+
+def _number(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def get(config: Any, leaf: Leaf) -> Any:
+    """The value of one parameter in a config."""
+    for attr in leaf.attrs:
+        config = getattr(config, attr)
+    return config
+
+
+def build(cls: type, values: Mapping[str, Any]) -> Any:
+    """An instance of `cls` with `values` (by full key) over its defaults; nested sections
+    are built first, so the top-level class validates the finished config once."""
+    return _build(cls, (), {schema(cls)[k].attrs: v for k, v in values.items()})
+
+
+def _build(cls: type, attrs: tuple[str, ...], by_attrs: Mapping[tuple[str, ...], Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        path = (*attrs, f.name)
+        if SECTION in f.metadata:
+            if any(a[:len(path)] == path for a in by_attrs):
+                kwargs[f.name] = _build(hints[f.name], path, by_attrs)
+        elif path in by_attrs:
+            kwargs[f.name] = by_attrs[path]
+    return cls(**kwargs)
+
+
+def to_table(config: Any) -> dict[str, Any]:
+    """The fully resolved config as a TOML-shaped dict (arrays as lists): what a file stating
+    every parameter would parse to."""
+    table: dict[str, Any] = {}
+    for leaf in schema(type(config)).values():
+        *tables_, name = leaf.key.split(".")
+        node = table
+        for t in tables_:
+            node = node.setdefault(t, {})
+        value = get(config, leaf)
+        node[name] = list(value) if leaf.is_array else value
+    return table
+
+
+def key_of(cls: type, attr: str) -> str:
+    """The TOML key of a top-level attribute (`weight_buffer_bytes` -> `sram.weight_buffer`)."""
+    return next(leaf.key for leaf in schema(cls).values() if leaf.attrs == (attr,))
