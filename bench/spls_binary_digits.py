@@ -95,8 +95,9 @@ def main(argv: list[str] | None = None) -> int:
                   "spls_chunk_rows": args.chunk_rows}
         dense_program = api.compile(model.onnx_path, stage="esact", **common).program()
         spls_program = api.compile(model.onnx_path, stage="esact", **common, **sparse).program()
-        reference = None if args.no_reference else api.compile(model.onnx_path, stage="spls",
-                                                               **common, **sparse)
+        reference = None if args.no_reference else api.compile(  # chunking is the esact stage's
+            model.onnx_path, stage="sparsity", **common, sparsity="spls",
+            spls_option=list(args.spls_option))
 
     session = ort.InferenceSession(str(model.onnx_path), providers=["CPUExecutionProvider"])
     rows = {"onnxruntime": [], "dense": [], "spls": []}

@@ -116,7 +116,9 @@ def compile(
     """Compile an ONNX model (path or ModelProto) to `stage`.
 
     `dump_ir_dir` receives one IR file per stage (`<n>-<stage>.mlir`, weights beside them);
-    `extra` holds later stages' options (e.g. hw=..., sparsity=...).
+    `extra` holds later stages' options (e.g. hw=..., sparsity=..., sparsity_option=[...]):
+    each must be one a stage declares (`pipeline.option_types()`), of its type, and read by a
+    stage up to `stage`, else a `CompileError` names it (and the nearest valid name).
     """
     options = CompileOptions(input_shapes=dict(input_shapes or {}), debug_lift=debug_lift, extra=extra)
     on_stage = None

@@ -3,9 +3,14 @@
 `STAGES` lists the stages in order; compiling to stage N imports the model (stage `onnx`) and
 runs the passes of every stage up to N. A stage says which passes take the module from the
 previous stage to it, built from the `CompileOptions` (so stages can read CLI options such as
-`--hw` or `--sparsity`), and optionally how its result is written when it is the final output
-(default: IR text with its weights beside it). Later stages are added by appending to `STAGES`.
-Passes are looked up by name in the lazy pass registry (passes/registry.py).
+`--hw` or `--sparsity`), which of those options it reads and their types (`Stage.options`: the
+one list `api.compile` and esact-cc check option names against), and optionally how its result
+is written when it is the final output (default: IR text with its weights beside it). Later
+stages are added by appending to `STAGES`. Passes are looked up by name in the lazy pass
+registry (passes/registry.py); `make_pass` rejects options the pass does not have.
+
+The stage `sparsity` was called `spls` before sparsity schemes became plugins; `spls` is still
+accepted as its name (`STAGE_ALIASES`), e.g. `esact-cc --compile-to spls`.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
 from esact_cc.runtime.errors import CompileError
+from esact_cc.typed_options import unknown_name
 from esact_cc.weight_store import WeightStore
 
 
@@ -33,10 +39,11 @@ class CompileOptions:
     debug_lift: bool = False
     """Have lift-transformer report, for each near miss, which check failed."""
     extra: Mapping[str, Any] = field(default_factory=dict)
-    """Options of later stages, by name (the CLI puts every parsed argument here)."""
+    """Options of later stages, by name: each must be one a stage declares (`Stage.options`)."""
 
 
 PassBuilder = Callable[[CompileOptions], list[ModulePass]]
+OptionTypes = tuple[type, ...]
 OutputWriter = Callable[[ModuleOp, WeightStore, Path], None]
 
 
@@ -48,18 +55,31 @@ class Stage:
     """The passes from the previous stage's IR to this stage's."""
     write_output: OutputWriter | None = None
     """How `-o FILE` is written when this is the final stage; None: IR text + weights."""
+    options: Mapping[str, OptionTypes] = field(default_factory=dict)
+    """The `CompileOptions.extra` keys the stage reads -> the types each accepts."""
+
+
+PathOption = (str, os.PathLike, type(None))
+SpecsOption = (str, list, tuple, type(None))
+
+
+def pass_option_names(pass_class: type[ModulePass]) -> list[str]:
+    return [f.name for f in dataclasses.fields(pass_class) if f.init]
 
 
 def make_pass(name: str, **options: Any) -> ModulePass:
-    """Instantiate a registered pass; options the pass class has no field for are ignored."""
+    """Instantiate a registered pass; an option it has no field for is an error."""
     from esact_cc.passes.registry import get_all_passes
 
     passes = get_all_passes()
     if name not in passes:
         raise CompileError(f"unknown pass '{name}' (passes: {', '.join(passes)})")
     pass_class = passes[name]()
-    fields = {f.name for f in dataclasses.fields(pass_class)} if dataclasses.is_dataclass(pass_class) else set()
-    return pass_class(**{k: v for k, v in options.items() if k in fields})
+    valid = pass_option_names(pass_class)
+    for key in options:
+        if key not in valid:
+            raise CompileError(f"{name}: {unknown_name('option', key, valid)}")
+    return pass_class(**options)
 
 
 def _no_passes(options: CompileOptions) -> list[ModulePass]:
@@ -74,11 +94,11 @@ def _quantize_passes(options: CompileOptions) -> list[ModulePass]:
     return [make_pass("quantize", calibration_data=options.extra.get("calibration_data"))]
 
 
-def _spls_passes(options: CompileOptions) -> list[ModulePass]:
-    from esact_cc.spls_options import settings_from
+def _sparsity_passes(options: CompileOptions) -> list[ModulePass]:
+    from esact_cc.sparsity.selection import select_scheme
 
-    settings = settings_from(options.extra)
-    return [] if settings is None else [make_pass("insert-spls", **settings.pass_options())]
+    scheme, settings = select_scheme(options.extra)
+    return scheme.passes(settings)
 
 
 def _lower_passes(options: CompileOptions) -> list[ModulePass]:
@@ -96,24 +116,55 @@ def _write_esb(module: ModuleOp, store: WeightStore, path: Path) -> None:
 STAGES: list[Stage] = [
     Stage("onnx", "ONNX graph imported 1:1 into the onnx dialect", _no_passes),
     Stage("transformer", "Transformer blocks lifted into the transformer dialect", _lift_passes),
-    Stage("quantized", "INT8 post-training quantization (quantized dialect)", _quantize_passes),
-    Stage("spls", "SPLS prediction and masked ops (--sparsity spls; unchanged IR when dense)",
-          _spls_passes),
-    Stage("esact", "ESACT instructions, buffers and dependency tokens (esact dialect)", _lower_passes),
+    Stage("quantized", "INT8 post-training quantization (quantized dialect)", _quantize_passes,
+          options={"calibration_data": PathOption}),
+    Stage("sparsity", "the --sparsity scheme's prediction and masked ops (unchanged IR when "
+          "dense)", _sparsity_passes,
+          options={"sparsity": (str, type(None)), "sparsity_option": SpecsOption,
+                   "spls_option": SpecsOption, "spls_config": PathOption}),
+    Stage("esact", "ESACT instructions, buffers and dependency tokens (esact dialect)",
+          _lower_passes, options={"hw": PathOption, "spls_chunk_rows": (int, type(None))}),
     Stage("esb", "the .esb binary (-o FILE.esb)", _no_passes, _write_esb),
 ]
 """The stages in order. Append to add one."""
 
+STAGE_ALIASES: dict[str, str] = {"spls": "sparsity"}
+"""Former stage names, still accepted."""
 
-def stage_names() -> list[str]:
-    return [stage.name for stage in STAGES]
+
+def stage_names(with_aliases: bool = False) -> list[str]:
+    return [stage.name for stage in STAGES] + (list(STAGE_ALIASES) if with_aliases else [])
 
 
 def stage_named(name: str) -> Stage:
+    name = STAGE_ALIASES.get(name, name)
     for stage in STAGES:
         if stage.name == name:
             return stage
     raise CompileError(f"unknown stage '{name}' (stages: {', '.join(stage_names())})")
+
+
+def option_types() -> dict[str, OptionTypes]:
+    """Every compile option a stage reads -> the types it accepts."""
+    return {name: types for stage in STAGES for name, types in stage.options.items()}
+
+
+def check_compile_options(extra: Mapping[str, Any], stage: str) -> None:
+    """Unknown names, wrong types and options of stages after `stage` (which would not run)
+    are one-line errors: an ignored option is a wrong result."""
+    types = option_types()
+    last = stage_names().index(stage_named(stage).name)
+    for name, value in extra.items():
+        if name not in types:
+            raise CompileError(unknown_name("compile option", name, types))
+        if isinstance(value, bool) or not isinstance(value, types[name]):
+            wanted = " or ".join("None" if t is type(None) else t.__name__ for t in types[name])
+            raise CompileError(f"compile option {name}: expected {wanted}, got {value!r}")
+    for later in STAGES[last + 1:]:
+        given = [name for name in later.options if extra.get(name) not in (None, [], ())]
+        if given:
+            raise CompileError(f"compile option {given[0]} is used by stage '{later.name}', "
+                               f"after the last stage run ('{STAGES[last].name}')")
 
 
 StageCallback = Callable[[str, ModuleOp, WeightStore], None]
@@ -132,6 +183,7 @@ def compile_model(
     from esact_cc.onnx_frontend import import_onnx
 
     target = stage_names().index(stage_named(stage).name)
+    check_compile_options(options.extra, stage)
     module, store = import_onnx(model, options.input_shapes)
     ctx = make_context()
     for current in STAGES[: target + 1]:

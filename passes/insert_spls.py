@@ -48,8 +48,11 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 from esact_cc.dialects import quantized, spls, transformer
 from esact_cc.dialects.onnx import WeightOp
-from esact_cc.runtime.errors import CompileError, EsactError
-from esact_cc.runtime.spls_kernels import SIMILARITY_MODES, hlog_encode, hlog_levels, k_from_ratio
+from esact_cc.runtime.errors import CompileError
+from esact_cc import typed_options
+from esact_cc.runtime.spls_kernels import (MAX_HLOG_BITS, MIN_HLOG_BITS, SIMILARITY_MODES,
+                                             hlog_encode, k_from_ratio)
+from esact_cc.typed_options import option
 from xdsl.context import Context
 from xdsl.dialects import func
 from xdsl.dialects.builtin import Float32Type, ModuleOp, TensorType, i32
@@ -65,9 +68,18 @@ LINEAR_OPS = (transformer.LinearOp, quantized.LinearOp)
 ATTENTION_OPS = (transformer.AttentionOp, quantized.AttentionOp)
 
 
+WINDOW_MAX = (1 << 16) - 1
+"""The SIMILARITY instruction's 16-bit window field; a window >= L means every earlier row."""
+THRESHOLD_RANGE = (-1.0, 2.0)
+"""Similarity scores lie in [-1, 1] (cosine; overlap in [0, 1]): -1 reuses every candidate,
+anything above 1 (esact-tune's 2.0) none."""
+
+
 @dataclass(frozen=True)
 class LayerOptions:
-    """The SPLS options of one layer (the pass option names with '_' for '-').
+    """The SPLS options of one layer (the pass option names with '_' for '-'); each field's
+    type and range are declared once here (`typed_options.option`) and checked from every
+    source: esact-cc, the Python API, an SPLS config, `insert-spls{...}`.
 
     The defaults are the pass's defaults: the best uniform setting esact-tune found for the
     bundled digits ViT under a 1-point budget (calibrated on half of its test images, checked
@@ -77,63 +89,26 @@ class LayerOptions:
     (bench/spls_default_search.py): text wants `similarity=overlap`; run esact-tune per model.
     """
 
-    hlog_bits: int = 6
-    k_ratio: float = 0.2
-    window: int = 8
-    threshold: float = 0.995
-    similarity: str = "cosprob"
-    attention: str = "dense"
-    pam_scale: str = "one"
-    first_reference: int = 0
+    hlog_bits: int = option(6, low=MIN_HLOG_BITS, high=MAX_HLOG_BITS)
+    k_ratio: float = option(0.2, low=0.0, high=1.0, low_open=True)
+    window: int = option(8, low=0, high=WINDOW_MAX)
+    threshold: float = option(0.995, low=THRESHOLD_RANGE[0], high=THRESHOLD_RANGE[1])
+    similarity: str = option("cosprob", choices=SIMILARITY_MODES)
+    attention: str = option("dense", choices=ATTENTION_MODES)
+    pam_scale: str = option("one", choices=PAM_SCALES)
+    first_reference: int = option(0, low=0, high=WINDOW_MAX)
+
+    def __post_init__(self) -> None:
+        self.validate("")
 
     def validate(self, where: str) -> None:
-        try:
-            hlog_levels(self.hlog_bits)
-            k_from_ratio(self.k_ratio, 1)
-        except EsactError as e:  # keep the kernel's message, name the layer
-            raise CompileError(f"insert-spls{where}: {e}") from None
-        checks = (
-            (self.window >= 0, f"window must be >= 0, got {self.window}"),
-            (np.isfinite(self.threshold), f"threshold must be finite, got {self.threshold}"),
-            (self.similarity in SIMILARITY_MODES,
-             f"similarity must be {'|'.join(SIMILARITY_MODES)}, got {self.similarity!r}"),
-            (self.attention in ATTENTION_MODES,
-             f"attention must be {'|'.join(ATTENTION_MODES)}, got {self.attention!r}"),
-            (self.first_reference >= 0,
-             f"first-reference must be >= 0, got {self.first_reference}"),
-            (self.pam_scale in PAM_SCALES,
-             f"pam-scale must be {'|'.join(PAM_SCALES)}, got {self.pam_scale!r}"),
-        )
-        for ok, message in checks:
-            if not ok:
-                raise CompileError(f"insert-spls{where}: {message}")
+        typed_options.validate(self, f"insert-spls{where}")
 
 
 def parse_layer_overrides(text: str, base: LayerOptions) -> dict[int, LayerOptions]:
     """`"0:threshold=2.0;3:threshold=0.9,window=2"` -> {layer: options}."""
-    by_field = {f.name: f.type for f in fields(LayerOptions)}
-    converters = {"int": int, "float": float, "str": str}
-    result: dict[int, LayerOptions] = {}
-    for chunk in filter(None, (c.strip() for c in text.split(";"))):
-        index_text, sep, assignments = chunk.partition(":")
-        if not sep or not index_text.strip().isdigit():
-            raise CompileError(f"insert-spls: bad per-layer option {chunk!r} "
-                               "(expected 'LAYER:name=value,...')")
-        layer = int(index_text)
-        values: dict[str, object] = {}
-        for item in filter(None, (a.strip() for a in assignments.split(","))):
-            name, eq, value = item.partition("=")
-            key = name.strip().replace("-", "_")
-            if not eq or key not in by_field:
-                raise CompileError(f"insert-spls: bad per-layer option {item!r} in layer {layer} "
-                                   f"(names: {', '.join(n.replace('_', '-') for n in by_field)})")
-            try:
-                values[key] = converters[str(by_field[key])](value.strip())
-            except ValueError:
-                raise CompileError(f"insert-spls: layer {layer}: {name.strip()} has a bad value "
-                                   f"{value.strip()!r}") from None
-        result[layer] = replace(result.get(layer, base), **values)  # type: ignore[arg-type]
-    return result
+    overrides = typed_options.parse_layer_overrides(LayerOptions, text, "insert-spls")
+    return {layer: replace(base, **values) for layer, values in overrides.items()}
 
 
 @dataclass
@@ -265,33 +240,25 @@ DESIGN_REFERENCE = LayerOptions(hlog_bits=4, k_ratio=0.2, window=4, threshold=0.
 
 
 @dataclass(frozen=True)
-class InsertSplsPass(ModulePass):
-    """Insert SPLS prediction per layer and rewrite the layer's GEMM ops into masked forms."""
+class InsertSplsPass(LayerOptions, ModulePass):
+    """Insert SPLS prediction per layer and rewrite the layer's GEMM ops into masked forms.
+
+    Its options are `LayerOptions`' fields (inherited: one source of truth) plus `layers`."""
 
     name = "insert-spls"
 
-    hlog_bits: int = DEFAULT_OPTIONS.hlog_bits
-    k_ratio: float = DEFAULT_OPTIONS.k_ratio
-    window: int = DEFAULT_OPTIONS.window
-    threshold: float = DEFAULT_OPTIONS.threshold
-    similarity: str = DEFAULT_OPTIONS.similarity
-    attention: str = DEFAULT_OPTIONS.attention
-    pam_scale: str = DEFAULT_OPTIONS.pam_scale
-    first_reference: int = DEFAULT_OPTIONS.first_reference
     layers: str = ""
     """Per-layer overrides: "LAYER:name=value,...;LAYER:..." (see the module docstring)."""
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        parse_layer_overrides(self.layers, self.base_options())  # bad text fails here
+
     def base_options(self) -> LayerOptions:
-        return LayerOptions(self.hlog_bits, self.k_ratio, self.window, self.threshold,
-                            self.similarity, self.attention, self.pam_scale,
-                            self.first_reference)
+        return LayerOptions(**{f.name: getattr(self, f.name) for f in fields(LayerOptions)})
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        base = self.base_options()
-        base.validate("")
-        overrides = parse_layer_overrides(self.layers, base)
-        for index, options in overrides.items():
-            options.validate(f" (layer {index})")
+        overrides = parse_layer_overrides(self.layers, self.base_options())
         store = store_of(op)
         weights = _HLogWeights(store)
         layers = [layer for f in op.walk() if isinstance(f, func.FuncOp)

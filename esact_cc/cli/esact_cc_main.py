@@ -3,11 +3,12 @@
     esact-cc MODEL.onnx [-o OUT] --compile-to STAGE [--input-shape NAME=1x128 ...]
         [--dump-ir-dir DIR] [--print-ir-after-all] [--debug-lift]
         [--run --input NAME=FILE.npy ... --output-dir DIR] [--hw CONFIG] [--calibration-data FILE.npz]
-        [--sparsity dense|spls] [--spls-option [LAYER:]NAME=VALUE ...] [--spls-config FILE.json]
+        [--sparsity SCHEME] [--sparsity-option [LAYER:]NAME=VALUE ...] [--spls-config FILE.json]
 
 Stages come from `esact_cc.pipeline.STAGES`. Arguments are declared by the functions in
-`ARGUMENT_GROUPS` (append one to add options); every parsed argument reaches the pipeline as
-`CompileOptions.extra[<dest>]`, so a later stage reads its own options without changes here.
+`ARGUMENT_GROUPS` (append one to add options); every parsed argument a stage declares
+(`Stage.options`) reaches the pipeline as `CompileOptions.extra[<dest>]`, so a later stage
+reads its own options without changes here.
 Errors: `error: <one line>` on stderr, exit 1, no traceback; outputs are written only after
 everything succeeded, each atomically.
 """
@@ -36,8 +37,9 @@ def _add_compile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="ONNX model file")
     parser.add_argument("-o", "--output", help="output file (default: IR on stdout)")
     parser.add_argument(
-        "--compile-to", default=stage_names()[-1], choices=stage_names(), metavar="STAGE",
-        help=f"last stage to run: {', '.join(stage_names())} (default: %(default)s)",
+        "--compile-to", default=stage_names()[-1], choices=stage_names(with_aliases=True),
+        metavar="STAGE", help=f"last stage to run: {', '.join(stage_names())} (default: "
+        "%(default)s; spls: the former name of sparsity)",
     )
     parser.add_argument(
         "--input-shape", action="append", default=[], metavar="NAME=DIMS",
@@ -77,16 +79,18 @@ def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_sparsity_arguments(parser: argparse.ArgumentParser) -> None:
-    from esact_cc.spls_options import SPARSITY_SCHEMES
+    from esact_cc.sparsity.registry import scheme_names
 
     parser.add_argument(
-        "--sparsity", choices=SPARSITY_SCHEMES, default=None,
-        help="sparsity scheme (default: dense, or spls when --spls-option/--spls-config is given)",
+        "--sparsity", metavar="SCHEME", default=None,
+        help=f"sparsity scheme: {', '.join(scheme_names())} (default: dense, or spls when "
+        "--sparsity-option/--spls-config is given)",
     )
     parser.add_argument(
-        "--spls-option", action="append", default=[], metavar="[LAYER:]NAME=VALUE",
-        help="insert-spls option for all layers (threshold=0.95) or one layer (3:threshold=0.9); "
-        "repeatable",
+        "--sparsity-option", "--spls-option", dest="sparsity_option", action="append",
+        default=[], metavar="[LAYER:]NAME=VALUE",
+        help="an option of the scheme for all layers (threshold=0.95) or one layer "
+        "(3:threshold=0.9); repeatable (--spls-option is its older name)",
     )
     parser.add_argument(
         "--spls-config", metavar="FILE.json", help="SPLS options written by esact-tune",
@@ -125,10 +129,13 @@ def run_cli(args: argparse.Namespace) -> None:
     shapes = dict(parse_input_shape(text) for text in args.input_shape)
     for name, value in inputs.items():  # an input's file fixes its shape unless given
         shapes.setdefault(name, tuple(value.shape))
-    options = CompileOptions(input_shapes=shapes, debug_lift=args.debug_lift, extra=vars(args))
-    from esact_cc.spls_options import settings_from
+    from esact_cc.pipeline import check_compile_options, option_types
+    from esact_cc.sparsity.selection import select_scheme
 
-    settings_from(options.extra)  # bad SPLS options fail before the (slow) compile
+    extra = {name: value for name, value in vars(args).items() if name in option_types()}
+    options = CompileOptions(input_shapes=shapes, debug_lift=args.debug_lift, extra=extra)
+    check_compile_options(extra, args.compile_to)  # bad options fail before the (slow) compile
+    select_scheme(extra)
 
     on_pass = None
     if args.print_ir_after_all:

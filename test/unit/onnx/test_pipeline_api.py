@@ -89,6 +89,9 @@ def test_unknown_stage_and_missing_pass_are_errors():
         pipeline.make_pass("no-such-pass")
 
 
-def test_make_pass_passes_only_options_the_pass_has():
-    lift = pipeline.make_pass("lift-transformer", debug=True, unrelated=3)
+def test_make_pass_rejects_options_the_pass_does_not_have():
+    lift = pipeline.make_pass("lift-transformer", debug=True)
     assert lift.name == "lift-transformer" and lift.debug is True
+    with pytest.raises(CompileError, match=r"lift-transformer: unknown option 'debgu' "
+                                           r"\(did you mean 'debug'\? valid: debug\)"):
+        pipeline.make_pass("lift-transformer", debgu=True)

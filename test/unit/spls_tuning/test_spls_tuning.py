@@ -25,7 +25,8 @@ from esact_cc import api, spls_tuning
 from esact_cc.cli import esact_tune_main
 from esact_cc.reference_interpreter import run_module
 from esact_cc.spls_accounting import PREDICTION_MAC_PER_PRODUCT, find_spls_layers
-from esact_cc.spls_options import SplsConfig, settings_from
+from esact_cc.sparsity.selection import select_scheme
+from esact_cc.spls_options import SplsConfig
 from small_search_tables import use_small_search_tables
 
 SEQ, HIDDEN, HEADS, FFN, LAYERS, CLASSES, VOCAB = 12, 16, 2, 32, 2, 4, 50
@@ -207,9 +208,10 @@ def test_random_control_reuses_as_many_rows(files):
 
 
 def test_per_layer_options_reach_the_pass(files, tmp_path):
-    config = settings_from({"spls_option": ["threshold=0.95", "window=3", "1:threshold=0.5",
-                                            "0:window=2", "similarity=overlap"]})
-    assert config is not None
+    scheme, config = select_scheme({"spls_option": ["threshold=0.95", "window=3",
+                                                    "1:threshold=0.5", "0:window=2",
+                                                    "similarity=overlap"]})
+    assert scheme.name == "spls"
     assert config.pass_options() == {"threshold": 0.95, "window": 3, "similarity": "overlap",
                                      "layers": "0:window=2;1:threshold=0.5"}
     out = tmp_path / "spls.mlir"
@@ -229,23 +231,25 @@ def test_config_file_round_trip_and_cli_override(files, tmp_path):
     path = tmp_path / "cfg.json"
     path.write_text(SplsConfig({"threshold": 0.9, "hlog-bits": 6}, {1: {"threshold": 0.7}},
                                {"note": "x"}).to_json())
-    settings = settings_from({"spls_config": str(path), "spls_option": ["1:window=1"]})
-    assert settings is not None
+    scheme, settings = select_scheme({"spls_config": str(path), "spls_option": ["1:window=1"]})
+    assert scheme.name == "spls"
     assert settings.pass_options() == {"hlog_bits": 6, "threshold": 0.9,
                                        "layers": "1:threshold=0.7,window=1"}
-    assert settings_from({"sparsity": "dense"}) is None
-    assert settings_from({}) is None
-    with pytest.raises(CompileError, match="need --sparsity spls"):
-        settings_from({"sparsity": "dense", "spls_option": ["threshold=1"]})
+    assert select_scheme({"sparsity": "dense"})[0].name == "dense"
+    assert select_scheme({})[0].name == "dense"
+    with pytest.raises(CompileError, match="scheme 'dense' takes no options"):
+        select_scheme({"sparsity": "dense", "spls_option": ["threshold=1"]})
+    with pytest.raises(CompileError, match="--spls-config needs --sparsity spls"):
+        select_scheme({"sparsity": "dense", "spls_config": str(path)})
 
 
 def _one_line_error(args: list[str], fragment: str) -> None:
-    """A console script in a subprocess: exit 1, one `error:` line, no traceback."""
+    """A console script in a subprocess: exit 1, one `prog: error:` line, no traceback."""
     result = subprocess.run(args, capture_output=True, text=True, check=False)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"{args[0]}: error: "), result.stderr
     assert fragment in lines[0], lines[0]
 
 
@@ -254,11 +258,16 @@ def _one_line_error_in_process(main, args: list[str], fragment: str, capsys) -> 
     cost of a process start per case."""
     try:
         code = main(args)
-    except SystemExit as e:  # argparse errors exit through our parser's error()
+    except SystemExit as e:  # argparse's usage errors: usage, then `prog: error:`, exit 2
         code = e.code
-    assert code == 1
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    prog = main.__module__.rsplit(".", 1)[-1].removesuffix("_main").replace("_", "-")
+    if lines and lines[0].startswith("usage: "):
+        assert code == 2
+        lines = lines[-1:]
+    else:
+        assert code == 1
+    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), lines
     assert fragment in lines[0], lines[0]
 
 
@@ -266,7 +275,7 @@ def test_console_scripts_print_one_line_errors(files, tmp_path):
     _one_line_error(["esact-tune", str(files["model"]), "--calibration-data",
                      str(tmp_path / "missing.npz"), "-o", str(tmp_path / "x.json")], "not found")
     _one_line_error(["esact-cc", str(files["model"]), "--compile-to", "spls",
-                     "--spls-option", "nosuch=1"], "unknown SPLS option 'nosuch'")
+                     "--spls-option", "nosuch=1"], "unknown option 'nosuch'")
 
 
 @pytest.mark.parametrize("extra, fragment", [
@@ -291,19 +300,19 @@ def test_esact_tune_errors_are_one_line(files, tmp_path, extra, fragment, capsys
 def test_esact_tune_rejects_a_missing_output_dir_and_model(files, tmp_path, capsys):
     _one_line_error_in_process(esact_tune_main.main, [
         str(files["model"]), "--calibration-data", str(files["calib"]),
-        "-o", str(tmp_path / "no" / "dir.json")], "does not exist", capsys)
+        "-o", str(tmp_path / "model.onnx" / "dir.json")], "is not a directory", capsys)
     _one_line_error_in_process(esact_tune_main.main, [
         str(tmp_path / "none.onnx"), "--calibration-data", str(files["calib"]),
         "-o", str(tmp_path / "x.json")], "none.onnx", capsys)
 
 
 @pytest.mark.parametrize("extra, fragment", [
-    (["--spls-option", "nosuch=1"], "unknown SPLS option 'nosuch'"),
-    (["--spls-option", "threshold=abc"], "bad value"),
+    (["--spls-option", "nosuch=1"], "unknown option 'nosuch'"),
+    (["--spls-option", "threshold=abc"], "threshold must be a number"),
     (["--spls-option", "x:threshold=1"], "bad layer index"),
     (["--spls-option", "threshold"], "expected NAME=VALUE"),
-    (["--sparsity", "dense", "--spls-option", "threshold=1"], "need --sparsity spls"),
-    (["--sparsity", "sanger"], "invalid choice"),
+    (["--sparsity", "dense", "--spls-option", "threshold=1"], "scheme 'dense' takes no options"),
+    (["--sparsity", "sanger"], "unknown sparsity scheme 'sanger'"),
     (["--spls-option", "7:threshold=1"], "layer(s) 7"),
     (["--spls-option", "k-ratio=1.5"], "k-ratio must be in (0, 1]"),
 ])
@@ -325,8 +334,8 @@ def test_esact_cc_rejects_bad_config_files(files, tmp_path, capsys):
                  "window must be an integer",
              '{"format": "esact-spls-config", "version": 2}': "unsupported version",
              '{"format": "esact-spls-config", "version": 1, "layers": {"a": {}}}':
-                 "layers must map layer indices",
-             '{"format": "esact-spls-config", "version": 1, "extra": 1}': "unknown key(s) extra"}
+                 "bad layer index 'a'",
+             '{"format": "esact-spls-config", "version": 1, "extra": 1}': "unknown key 'extra'"}
     for index, (text, fragment) in enumerate(cases.items()):
         path = tmp_path / f"bad{index}.json"
         path.write_text(text)

@@ -1,0 +1,11 @@
+"""Sparsity schemes as plugins: `--sparsity NAME` picks one from `registry`.
+
+A scheme is one module defining `SCHEME = SparsityScheme(...)`: its name, its typed per-layer
+options (a frozen dataclass whose fields are `typed_options.option`s, overridable per layer
+with `LAYER:name=value`) and the passes that insert its prediction (or constant masks) per
+layer, producing masks in the generic form the masked linear / attention ops take (row-reuse
+map, per-query key mask, key mask). Instructions a scheme adds to the hardware are registered
+with `runtime.isa.register_instruction`. Adding a scheme touches: its module, plus one line of
+`registry.BUILTIN_SCHEMES` for a built-in one (or a `register_scheme` call from the user's
+code, e.g. test/plugins/every_other_row.py, with no file of the package edited).
+"""
