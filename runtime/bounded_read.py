@@ -32,10 +32,10 @@ def read_bounded(path: str | os.PathLike[str], cap: int, what: str) -> bytes:
     `cap` bytes (counted while reading, so devices and FIFOs are bounded too)."""
     path = Path(path)
     with open_user_file(path, what) as handle:
-        data = read_at_most(handle, cap + 1, path, what)
-    if len(data) > cap:
+        chunks = _read_chunks(handle, cap + 1, path, what)
+    if sum(map(len, chunks)) > cap:  # before joining: no second copy of an oversized file
         raise UsageError(f"{what} '{path}' is larger than the {_human(cap)} limit")
-    return data
+    return b"".join(chunks)
 
 
 @contextlib.contextmanager
@@ -53,6 +53,10 @@ def open_user_file(path: Path, what: str) -> Iterator[BinaryIO]:
 
 def read_at_most(handle: BinaryIO, limit: int, path: Path, what: str) -> bytes:
     """Up to `limit` bytes from `handle`, read in chunks (memory grows with what arrives)."""
+    return b"".join(_read_chunks(handle, limit, path, what))
+
+
+def _read_chunks(handle: BinaryIO, limit: int, path: Path, what: str) -> list[bytes]:
     chunks = []
     remaining = limit
     try:
@@ -64,7 +68,7 @@ def read_at_most(handle: BinaryIO, limit: int, path: Path, what: str) -> bytes:
             remaining -= len(chunk)
     except OSError as e:
         raise UsageError(f"cannot read {what} '{path}': {e.strerror or e}") from None
-    return b"".join(chunks)
+    return chunks
 
 
 def read_bounded_text(path: str | os.PathLike[str], cap: int, what: str) -> str:

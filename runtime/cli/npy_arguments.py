@@ -7,10 +7,17 @@ import re
 import numpy as np
 
 from ..errors import UsageError
+from ..isa import DRAM_ADDR_BITS
+from ..npy_files import read_npy_file
+
+INPUT_ARRAY_CAP = 1 << DRAM_ADDR_BITS
+"""4 GiB: an input lives in DRAM, whose address space is this large."""
 
 
 def load_input_files(specs: list[str]) -> dict[str, np.ndarray]:
-    """Each `NAME=FILE.npy` spec loaded (no pickles); one-line UsageError on a bad one."""
+    """Each `NAME=FILE.npy` spec read by npy_files.read_npy_file (header checked before any
+    allocation, numeric dtypes only, at most INPUT_ARRAY_CAP bytes; an `.npz` is refused, not
+    searched for NAME: one array per file); one-line UsageError on a bad one."""
     inputs: dict[str, np.ndarray] = {}
     for spec in specs:
         name, sep, file = spec.partition("=")
@@ -18,13 +25,7 @@ def load_input_files(specs: list[str]) -> dict[str, np.ndarray]:
             raise UsageError(f"bad --input '{spec}': expected NAME=FILE.npy")
         if name in inputs:
             raise UsageError(f"--input {name} given twice")
-        try:
-            inputs[name] = np.load(file, allow_pickle=False)
-        except FileNotFoundError:
-            raise UsageError(f"cannot read --input {name}: file '{file}' not found") from None
-        except (OSError, ValueError, EOFError) as exc:
-            detail = " ".join(str(exc).split()) or type(exc).__name__
-            raise UsageError(f"cannot read --input {name}: '{file}' is not a .npy file: {detail}") from None
+        inputs[name] = read_npy_file(file, f"--input {name}", INPUT_ARRAY_CAP)
     return inputs
 
 
