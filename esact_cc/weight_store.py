@@ -17,15 +17,17 @@ from __future__ import annotations
 import os
 import weakref
 import zipfile
+import zlib
 from collections.abc import Iterator, Mapping
+from pathlib import Path, PurePosixPath
 from typing import IO
-from pathlib import Path
 
 import numpy as np
 from xdsl.dialects.builtin import ModuleOp, StringAttr
 
-from esact_cc.runtime.atomic_write import atomic_write
+from esact_cc.runtime.atomic_write import atomic_write, writes_through
 from esact_cc.runtime.errors import CompileError
+from esact_cc.weight_store_archive import check_weight_store_archive
 
 WEIGHT_STORE_ATTR = "esact.weight_store"
 """Module attribute naming the `.npz` holding the module's weights (relative to the IR file)."""
@@ -53,7 +55,12 @@ class WeightStore(Mapping[str, np.ndarray]):
             return self._arrays[name]
         if name in self._lazy_names:
             assert self._lazy is not None
-            array = self._lazy[name]
+            try:
+                array = self._lazy[name]
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+                # e.g. a bad CRC: members are only read (and checked) on first use
+                raise CompileError(f"weight store '{self.source_path}': cannot read weight "
+                                   f"'{name}': {_one_line(e)}") from None
             array.flags.writeable = False
             self._arrays[name] = array
             self._lazy_names.discard(name)
@@ -113,8 +120,10 @@ class WeightStore(Mapping[str, np.ndarray]):
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> WeightStore:
-        """Open a `.npz` store; tensors are read on first use."""
+        """Open a `.npz` store; tensors are read on first use. The archive's members and sizes
+        are checked first (weight_store_archive.py): it may come from anywhere."""
         path = Path(path)
+        check_weight_store_archive(path)
         try:
             npz = np.load(path, allow_pickle=False)
         except (OSError, ValueError, zipfile.BadZipFile) as e:
@@ -143,16 +152,36 @@ def attach(module: ModuleOp, store: WeightStore) -> None:
 
 def store_of(module: ModuleOp, ir_dir: str | os.PathLike[str] | None = None) -> WeightStore:
     """The store paired with `module`; else the one its `esact.weight_store` attribute names
-    (resolved against `ir_dir`, default the current directory); else a new empty store."""
+    (inside `ir_dir`, default the current directory); else a new empty store."""
     if module in _STORES:
         return _STORES[module]
     attr = module.attributes.get(WEIGHT_STORE_ATTR)
+    if attr is not None and not isinstance(attr, StringAttr):
+        raise CompileError(f"module attribute {WEIGHT_STORE_ATTR} must be a string (a path)")
     if isinstance(attr, StringAttr):
-        store = WeightStore.load(Path(ir_dir or ".") / attr.data)
+        store = WeightStore.load(resolve_weight_store(attr.data, ir_dir))
     else:
         store = WeightStore()
     attach(module, store)
     return store
+
+
+def resolve_weight_store(reference: str, ir_dir: str | os.PathLike[str] | None) -> Path:
+    """The file an IR file's `esact.weight_store` names, confined to the IR file's directory:
+    a relative path without `..`, that symlinks do not lead out of. IR files are input, and a
+    reference to any other file would let an IR file copy it into the compiler's outputs."""
+    base = Path(ir_dir or ".").resolve()
+    where = f"{WEIGHT_STORE_ATTR} = \"{reference}\" (IR directory '{base}')"
+    relative = PurePosixPath(reference)
+    if "\0" in reference or "\\" in reference or not reference.strip():
+        raise CompileError(f"{where}: not a usable file name")
+    if relative.is_absolute() or ".." in relative.parts:
+        raise CompileError(f"{where}: must be a relative path inside the IR file's directory "
+                           "(no absolute path, no '..')")
+    path = (base / relative).resolve()
+    if not path.is_relative_to(base):
+        raise CompileError(f"{where}: a symlink leads outside the IR file's directory")
+    return path
 
 
 def weight_store_path_for(ir_path: str | os.PathLike[str]) -> Path:
@@ -168,13 +197,20 @@ def bind_to_ir_file(module: ModuleOp, store: WeightStore, ir_path: str | os.Path
     IR file. Sets the `esact.weight_store` attribute (relative path); removes it for an empty
     store.
     """
-    ir_dir = Path(ir_path).resolve().parent
+    ir_file = Path(os.path.realpath(ir_path))  # a symlinked output is written at its target
+    ir_dir = ir_file.parent
     if len(store) == 0:
         module.attributes.pop(WEIGHT_STORE_ATTR, None)
         return
+    if writes_through(ir_file):
+        raise CompileError(f"output '{ir_path}' is not a regular file: its weights cannot go "
+                           "beside it (write the IR to a file)")
+    if weight_store_path_for(ir_file) == ir_file:
+        raise CompileError(f"output '{ir_path}' is where its weight store would go: give the IR "
+                           "file another suffix than .npz")
     source = store.source_path
     if source is None or not source.exists() or source.parent != ir_dir:
-        store.save(weight_store_path_for(ir_path))
+        store.save(weight_store_path_for(ir_file))
     assert store.source_path is not None
     relative = os.path.relpath(store.source_path, ir_dir)
     module.attributes[WEIGHT_STORE_ATTR] = StringAttr(Path(relative).as_posix())

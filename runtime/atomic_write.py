@@ -1,13 +1,21 @@
-"""Atomic file output: write to a temporary file beside the target, then os.replace.
+"""File output for every tool: all or nothing for files, write-through for everything else.
 
-Every tool (compiler and runtime) writes its outputs through these, so a run that fails half
-way leaves no partial binary, IR file, weight store, report, trace or output array behind.
+Where the output goes decides how it is written:
+- a regular file or a new path: a temporary file beside it, then `os.replace`, so a run that
+  fails half way (error, Ctrl-C, SIGTERM) leaves no partial binary, IR file, weight store,
+  report, trace or output array behind, and the temporary file is removed;
+- a symlink: its target is written as above (the link stays a link);
+- a device, FIFO or socket (`-o /dev/stdout`, `-o /dev/null`, a pipe): opened and written
+  through, never replaced by a regular file.
+
+Errors are `OSError`s naming the output path, never the temporary file.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -20,9 +28,17 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> None:
-    """Create `path` from what `write` writes to a binary stream, all or nothing."""
-    path = Path(path)
+def writes_through(path: str | os.PathLike[str]) -> bool:
+    """True when `path` (after symlinks) exists and is not a regular file or directory:
+    a device, FIFO or socket, written in place rather than replaced."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def _replace_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -32,8 +48,26 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
             write(handle)
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        if os.path.lexists(tmp):
             os.unlink(tmp)
+        raise
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> None:
+    """Create or replace `path` with what `write` writes to a binary stream (see above)."""
+    path = Path(path)
+    # A symlink's target is the output (kept a link); a dangling link creates its target.
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    try:
+        if writes_through(target):
+            with open(target, "wb") as handle:
+                write(handle)
+        else:
+            _replace_atomically(target, write)
+    except OSError as exc:
+        # Name the output the user gave, not the temporary file (or no file at all).
+        if exc.errno is not None and (exc.filename != str(path) or exc.filename2 is not None):
+            raise type(exc)(exc.errno, exc.strerror, str(path)) from None
         raise
 
 

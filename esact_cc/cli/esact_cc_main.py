@@ -9,8 +9,9 @@ Stages come from `esact_cc.pipeline.STAGES`. Arguments are declared by the funct
 `ARGUMENT_GROUPS` (append one to add options); every parsed argument a stage declares
 (`Stage.options`) reaches the pipeline as `CompileOptions.extra[<dest>]`, so a later stage
 reads its own options without changes here.
-Errors: `error: <one line>` on stderr, exit 1, no traceback; outputs are written only after
-everything succeeded, each atomically.
+Errors: `esact-cc: error: <one line>` on stderr, exit 1, no traceback (cli/user_errors.py);
+output paths are checked first (none may be an input), and outputs are written only after
+everything succeeded, each atomically (runtime/atomic_write.py).
 """
 
 from __future__ import annotations
@@ -22,13 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from esact_cc.runtime.cli.npy_arguments import load_input_files, output_file_name
+from esact_cc.runtime.cli.npy_arguments import load_input_files
+from esact_cc.runtime.cli.output_paths import (check_output_dir, check_output_file,
+                                               output_array_paths, refuse_overwriting_inputs)
 from esact_cc.runtime.cli.user_errors import exit_code_of
 
-
-class _ArgumentParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(1, f"error: {message}\n")
+PROG = "esact-cc"
 
 
 def _add_compile_arguments(parser: argparse.ArgumentParser) -> None:
@@ -108,7 +108,7 @@ ARGUMENT_GROUPS: list[Callable[[argparse.ArgumentParser], None]] = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _ArgumentParser(prog="esact-cc", description="Compile ONNX Transformer models for ESACT.")
+    parser = argparse.ArgumentParser(prog=PROG, description="Compile ONNX Transformer models for ESACT.")
     for add_arguments in ARGUMENT_GROUPS:
         add_arguments(parser)
     return parser
@@ -125,6 +125,7 @@ def run_cli(args: argparse.Namespace) -> None:
         raise CompileError("--run needs --output-dir DIR")
     if args.input and not args.run:
         raise CompileError("--input is only used with --run")
+    check_outputs(args)
     inputs = load_input_files(args.input) if args.run else {}
     shapes = dict(parse_input_shape(text) for text in args.input_shape)
     for name, value in inputs.items():  # an input's file fixes its shape unless given
@@ -159,6 +160,9 @@ def run_cli(args: argparse.Namespace) -> None:
         outputs = api.CompiledModel(module, store, args.compile_to).run(inputs)
 
     # Everything computed: now write.
+    files = output_array_paths("--output-dir", args.output_dir, outputs) if outputs else {}
+    written = {f"--output-dir file of '{name}'": path for name, path in files.items()}
+    refuse_overwriting_inputs(written, input_paths(args))
     stage = stage_named(args.compile_to)
     if args.output:
         if stage.write_output is not None:
@@ -168,13 +172,38 @@ def run_cli(args: argparse.Namespace) -> None:
     elif not args.run:
         sys.stdout.write(api.ir_text(module))
     for name, value in outputs.items():
-        atomic_save_npy(Path(args.output_dir) / output_file_name(name), value)
+        atomic_save_npy(files[name], value)
+
+
+def input_paths(args: argparse.Namespace) -> dict[str, str | None]:
+    """Every file the compile reads, by the option naming it."""
+    paths: dict[str, str | None] = {"MODEL": args.model, "--hw": args.hw,
+                                    "--calibration-data": args.calibration_data,
+                                    "--spls-config": args.spls_config}
+    for spec in args.input:
+        name, _, file = spec.partition("=")
+        paths[f"--input {name}"] = file or None
+    return paths
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Output options checked before the (slow) compile: usable, and none is an input."""
+    from esact_cc.pipeline import stage_named
+    from esact_cc.weight_store import weight_store_path_for
+
+    check_output_file("-o", args.output)
+    check_output_dir("--output-dir", args.output_dir)
+    check_output_dir("--dump-ir-dir", args.dump_ir_dir)
+    outputs: dict[str, str | Path | None] = {"-o": args.output}
+    if args.output and stage_named(args.compile_to).write_output is None:  # IR: weights beside
+        outputs["-o (its weight store)"] = weight_store_path_for(args.output)
+    refuse_overwriting_inputs(outputs, input_paths(args))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    return exit_code_of(lambda: run_cli(args))
+    return exit_code_of(PROG, lambda: run_cli(args))
 
 
 if __name__ == "__main__":

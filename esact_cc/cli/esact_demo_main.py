@@ -15,12 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
+from esact_cc.runtime.cli.output_paths import check_output_dir
 from esact_cc.runtime.cli.user_errors import exit_code_of
-from esact_cc.runtime.errors import EsactError
+from esact_cc.runtime.errors import UsageError
+
+PROG = "esact-demo"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="esact-demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=None,
                         help="number of held-out test images to run (default: all)")
     parser.add_argument("--sparsity", choices=("dense", "spls"), default="dense")
@@ -50,7 +53,7 @@ def run_demo(args: argparse.Namespace, work_dir: Path) -> int:
     model = load_bundled_model()
     count = len(model.test_images) if args.samples is None else args.samples
     if not 1 <= count <= len(model.test_images):
-        raise EsactError(f"--samples must be in 1..{len(model.test_images)}, got {count}")
+        raise UsageError(f"--samples must be in 1..{len(model.test_images)}, got {count}")
     images, labels = model.test_images[:count], model.test_labels[:count]
 
     calibration_path = work_dir / "calibration.npz"
@@ -95,13 +98,14 @@ def main(argv: list[str] | None = None) -> int:
 
     def demo() -> int:
         if args.output_dir:
+            check_output_dir("--output-dir", args.output_dir)
             out = Path(args.output_dir)
             out.mkdir(parents=True, exist_ok=True)
             return run_demo(args, out)
         with tempfile.TemporaryDirectory(prefix="esact-demo-") as tmp:
             return run_demo(args, Path(tmp))
 
-    return exit_code_of(demo)
+    return exit_code_of(PROG, demo)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,11 @@ An `.onnx` input is imported by the ONNX frontend (`--input-shape NAME=1x128` fi
 dims). Locations are printed by default (`--no-print-debuginfo` turns them off). With
 `-o FILE`, the module's weights are written beside it and linked by the `esact.weight_store`
 module attribute; the output file is written atomically. A `.mlir` input carrying
-`esact.weight_store` gets its weights from that `.npz` (relative to the input's directory).
-Errors: `error: <one line>` on stderr, exit 1, no traceback.
+`esact.weight_store` gets its weights from that `.npz` (inside the input's directory).
+Errors: `esact-opt: error: <one line>` on stderr, exit 1, no traceback (runtime/cli/
+user_errors.py): xDSL's parse and verify errors on the input, a bad pass pipeline and a bad
+file extension are user errors and become one line here; `--verify-diagnostics` and
+`--parsing-diagnostics` keep xdsl-opt's behaviour (print the diagnostic, exit 0).
 """
 
 from __future__ import annotations
@@ -19,10 +22,14 @@ from typing import IO
 
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
-from xdsl.utils.exceptions import DiagnosticException, ParseError, VerifyException
+from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException, ParseError
 from xdsl.xdsl_opt_main import xDSLOptMain
 
-from esact_cc.runtime.errors import EsactError
+from esact_cc.runtime.cli.output_paths import check_output_file, refuse_overwriting_inputs
+from esact_cc.runtime.cli.user_errors import exit_code_of, one_line
+from esact_cc.runtime.errors import CompileError, UsageError
+
+PROG = "esact-opt"
 
 # Generic xDSL passes worth having next to ours.
 XDSL_PASSES: tuple[str, ...] = ("canonicalize", "cse", "dce")
@@ -66,6 +73,7 @@ class EsactOptMain(xDSLOptMain):
 
     def register_all_arguments(self, arg_parser: argparse.ArgumentParser) -> None:
         super().register_all_arguments(arg_parser)
+        arg_parser.prog = PROG  # argparse's `prog: error:` names the tool, also in-process
         arg_parser.add_argument(
             "--input-shape", action="append", default=[], metavar="NAME=DIMS",
             help="static shape of an ONNX model input, e.g. input_ids=1x128 (repeatable)",
@@ -85,7 +93,17 @@ class EsactOptMain(xDSLOptMain):
             shapes = dict(parse_input_shape(text) for text in self.args.input_shape)
             module, _ = import_onnx(self.args.input_file, shapes)
             return module
-        module = super().parse_chunk(chunk, file_extension, start_offset)
+        try:
+            module = super().parse_chunk(chunk, file_extension, start_offset)
+            if module is not None and not (self.args.disable_verify or
+                                           self.args.verify_diagnostics):
+                module.verify()  # the input's fault, unlike a failure after a pass
+        except ParseError as e:
+            if self.args.parsing_diagnostics:
+                raise  # xdsl-opt prints it
+            raise CompileError(f"{e.span.get_location()}: {one_line(e.msg)}") from None
+        except DiagnosticException as e:
+            raise CompileError(f"{self.get_input_name()}: invalid IR: {one_line(e)}") from None
         if module is not None:
             input_dir = Path(self.args.input_file).parent if self.args.input_file else Path(".")
             store_of(module, input_dir)  # pair the module with the weights it names
@@ -105,7 +123,47 @@ class EsactOptMain(xDSLOptMain):
         # One trailing newline, as `esact-cc -o` and `api.ir_text` write: files compare equal.
         return super().output_resulting_program(prog).rstrip("\n") + "\n"
 
+    def check_pass_option_names(self) -> None:
+        """An unknown pass option names the valid ones and the nearest (xDSL lists them)."""
+        from xdsl.utils.arg_spec import parse_pipeline
+
+        from esact_cc.pipeline import pass_option_names
+        from esact_cc.typed_options import unknown_name
+
+        for spec in parse_pipeline(self.args.passes):
+            if spec.name in self.available_passes:
+                valid = pass_option_names(self.available_passes[spec.name]())
+                for name in spec.normalize_parameter_names().parameters:
+                    if name not in valid:
+                        raise UsageError(f"-p: {spec.name}: {unknown_name('option', name, valid)}")
+
+    def setup_pipeline(self) -> None:
+        try:
+            self.check_pass_option_names()
+            super().setup_pipeline()
+        except (ValueError, ArgSpecParseError) as e:
+            raise UsageError(f"-p '{self.args.passes}': {one_line(e)}") from None
+
+    def prepare_input(self) -> tuple[list[tuple[IO[bytes], int]], str]:
+        try:
+            return super().prepare_input()
+        except ValueError as e:  # an extension no frontend reads
+            raise UsageError(f"input '{self.get_input_name()}': {one_line(e)}") from None
+
+    def check_output(self) -> None:
+        """Before any work: -o is a usable file name and overwrites neither the input nor
+        (with the weights it writes beside it) anything the input is."""
+        from esact_cc.weight_store import weight_store_path_for
+
+        output = self.args.output_file
+        check_output_file("-o", output)
+        if output is not None:
+            refuse_overwriting_inputs(
+                {"-o": output, "-o (its weight store)": weight_store_path_for(output)},
+                {"INPUT": self.args.input_file})
+
     def run(self) -> None:
+        self.check_output()
         super().run()
         if self._captured is not None:
             from esact_cc.runtime.atomic_write import atomic_write_text
@@ -114,18 +172,7 @@ class EsactOptMain(xDSLOptMain):
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        EsactOptMain(args=argv).run()
-    except EsactError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except (ParseError, DiagnosticException, VerifyException) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except (ValueError, OSError) as e:  # unknown pass, unreadable input, bad extension
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 1
-    return 0
+    return exit_code_of(PROG, lambda: EsactOptMain(args=argv).run())
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@
 With `--labels-key` the accuracy is the task accuracy (argmax of the output vs the labels);
 without it, the mean cosine of the output to the dense output (embeddings). Both are in points
 (x100) and `--budget` is the accuracy loss allowed on the calibration set. The search and the
-config format: esact_cc/spls_tuning.py, esact_cc/spls_options.py. Errors: `error: <one line>`,
-exit 1, no traceback, no output file.
+config format: esact_cc/spls_tuning.py, esact_cc/spls_options.py. Inputs and the output path
+are checked before the search. Errors: `esact-tune: error: <one line>`, exit 1, no traceback,
+no output file (runtime/cli/user_errors.py).
 """
 
 from __future__ import annotations
@@ -24,18 +25,16 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import argparse
 import sys
 
+from esact_cc.runtime.cli.output_paths import check_output_file, refuse_overwriting_inputs
 from esact_cc.runtime.cli.user_errors import exit_code_of
 
-
-class _ArgumentParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(1, f"error: {message}\n")
+PROG = "esact-tune"
 
 
 def build_parser() -> argparse.ArgumentParser:
     from esact_cc.spls_tuning import IR_LEVELS
 
-    parser = _ArgumentParser(prog="esact-tune",
+    parser = argparse.ArgumentParser(prog=PROG,
                              description="Calibrate SPLS options under an accuracy-loss budget.")
     parser.add_argument("model", help="ONNX model file")
     parser.add_argument("--calibration-data", required=True, metavar="FILE.npz",
@@ -124,10 +123,9 @@ def run_cli(args: argparse.Namespace) -> None:
         raise CompileError(f"--samples must be >= 0, got {args.samples}")
     if not (args.budget >= 0 and args.budget < float("inf")):
         raise CompileError(f"--budget must be a finite number of points >= 0, got {args.budget}")
-    output_dir = Path(args.output_file).resolve().parent
-    if not output_dir.is_dir():
-        raise CompileError(f"cannot write '{args.output_file}': directory {output_dir} does not "
-                           "exist")
+    check_output_file("-o", args.output_file)
+    refuse_overwriting_inputs({"-o": args.output_file},
+                              {"MODEL": args.model, "--calibration-data": args.calibration_data})
 
     def log(message: str) -> None:
         if not args.quiet:
@@ -164,7 +162,7 @@ def run_cli(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    return exit_code_of(lambda: run_cli(args))
+    return exit_code_of(PROG, lambda: run_cli(args))
 
 
 if __name__ == "__main__":

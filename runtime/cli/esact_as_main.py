@@ -2,7 +2,7 @@
 
 `esact-as FILE.s -o FILE.esb [--hw CONFIG]`: the config hash comes from the text's
 `.config` line, else from `--hw` (default config). The output is written atomically; any
-error gives one `error:` line, exit status 1 and no output file.
+error gives one `esact-as: error:` line (user_errors.py), exit status 1 and no output file.
 """
 
 from __future__ import annotations
@@ -11,38 +11,36 @@ import argparse
 import sys
 
 from ..assembly import assemble
-from ..errors import EsactError
+from ..bounded_read import GiB, read_bounded_text
 from ..esb import write_esb
 from ..hw_config import resolve_config
+from .output_paths import check_output_file, refuse_overwriting_inputs
+from .user_errors import exit_code_of
+
+PROG = "esact-as"
+MAX_ASSEMBLY_BYTES = 2 * GiB
+"""Cap on the assembly text: a disassembly spells data in hex, two characters a byte (measured:
+a 71 KB binary disassembles to 144 KB), so this holds binaries of about 1 GB."""
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="esact-as", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("file", help="assembly text ('-' for stdin)")
     parser.add_argument("-o", "--output", required=True, help="the .esb file to write")
     parser.add_argument("--hw", default=None,
                         help="hardware config (path or name) for text without .config")
     args = parser.parse_args(argv)
-    try:
-        if args.file == "-":
-            text = sys.stdin.read()
-        else:
-            with open(args.file, encoding="utf-8") as handle:
-                text = handle.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        print(f"error: cannot read '{args.file}': {getattr(exc, 'strerror', None) or exc}",
-              file=sys.stderr)
-        return 1
-    try:
-        config_hash = resolve_config(args.hw).hash
-        write_esb(assemble(text, config_hash), args.output)
-    except EsactError as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"error: cannot write '{args.output}': {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    return 0
+    return exit_code_of(PROG, lambda: assemble_file(args))
+
+
+def assemble_file(args: argparse.Namespace) -> None:
+    check_output_file("-o", args.output)
+    refuse_overwriting_inputs({"-o": args.output},
+                              {"FILE": None if args.file == "-" else args.file, "--hw": args.hw})
+    source = "/dev/stdin" if args.file == "-" else args.file
+    text = read_bounded_text(source, MAX_ASSEMBLY_BYTES, "assembly")
+    config_hash = resolve_config(args.hw).hash
+    write_esb(assemble(text, config_hash), args.output)
 
 
 if __name__ == "__main__":

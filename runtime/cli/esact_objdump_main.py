@@ -3,8 +3,8 @@
 `esact-objdump FILE.esb` prints a summary (config hash, sections, I/O); `-d` prints the full
 disassembly, the assembly text `esact-as` turns back into a byte-identical binary (each
 instruction annotated with its ONNX node, layer and component when the debug map has them);
-`--no-data` elides the data and host-segment bytes. A corrupt file gives one `error:` line
-and exit status 1.
+`--no-data` elides the data and host-segment bytes. A corrupt file gives one
+`esact-objdump: error:` line and exit status 1 (user_errors.py).
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ import argparse
 import sys
 
 from ..assembly import disassemble
-from ..errors import EsactError
 from ..esb import Program, read_esb
+from .user_errors import exit_code_of
+
+PROG = "esact-objdump"
 
 
 def summary(program: Program) -> str:
@@ -36,27 +38,21 @@ def summary(program: Program) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="esact-objdump", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("file", help="an .esb binary")
     parser.add_argument("-d", "--disassemble", action="store_true",
                         help="print the full disassembly (input of esact-as)")
     parser.add_argument("--no-data", action="store_true",
                         help="with -d: leave out data and host-segment bytes")
     args = parser.parse_args(argv)
-    try:
+
+    def dump() -> None:
         program = read_esb(args.file)
-    except EsactError as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 1
-    text = disassemble(program, with_data=not args.no_data) if args.disassemble \
-        else summary(program)
-    try:
-        sys.stdout.write(text)
+        sys.stdout.write(disassemble(program, with_data=not args.no_data) if args.disassemble
+                         else summary(program))
         sys.stdout.flush()
-    except BrokenPipeError:  # e.g. piped into head
-        sys.stderr.close()
-        return 0
-    return 0
+
+    return exit_code_of(PROG, dump)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,10 @@
 Prints the summary table (report.format_summary) on stdout; a progress bar on stderr when
 stderr is a terminal or the run is long. `--hw` takes a TOML path or the name of a file in
 runtime/configs/; without it, the shipped config whose hash the binary records (else the
-default config). A binary compiled for another config is refused unless --force-config. Errors: `error: <one line>` on stderr, exit 1, no
-traceback; every output file is written atomically and only after the run succeeded.
+default config). A binary compiled for another config is refused unless --force-config.
+Errors: `esact-run: error: <one line>` on stderr, exit 1, no traceback (user_errors.py); output
+paths are checked before the run (none may be an input, no two outputs may share a file), and
+every output file is written atomically and only after the run succeeded.
 """
 
 from __future__ import annotations
@@ -19,19 +21,20 @@ from pathlib import Path
 from typing import TextIO
 
 import numpy as np
+from esact_cc.runtime.cli.npy_arguments import load_input_files
+from esact_cc.runtime.cli.output_paths import (check_output_dir, check_output_file,
+                                               output_array_paths, refuse_overwriting_inputs,
+                                               refuse_shared_outputs)
 from esact_cc.runtime.cli.user_errors import exit_code_of
-from esact_cc.runtime.cli.npy_arguments import load_input_files, output_file_name
 from esact_cc.runtime.errors import UsageError
+from esact_cc.runtime.host_segments import HOST_TIME_LIMIT_S, positive_seconds
 
-
-class _ArgumentParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(1, f"error: {message}\n")
+PROG = "esact-run"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _ArgumentParser(
-        prog="esact-run",
+    parser = argparse.ArgumentParser(
+        prog=PROG,
         description="Run an ESACT binary on the functional + timing + energy model.",
     )
     parser.add_argument("binary", metavar="model.esb", help="ESACT binary")
@@ -49,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--force-config", action="store_true",
                         help="run even if the binary was compiled for another hardware config")
     parser.add_argument("--quiet", action="store_true", help="no summary table, no progress bar")
+    parser.add_argument("--host-time-limit", type=positive_seconds, default=HOST_TIME_LIMIT_S,
+                        metavar="SECONDS", help="stop a HOST instruction (an ONNX subgraph on "
+                        f"onnxruntime) running longer than this (default {HOST_TIME_LIMIT_S:g})")
     return parser
 
 
@@ -125,13 +131,10 @@ def run(args: argparse.Namespace) -> int:
     from esact_cc.runtime.run_program import config_mismatch_message, run_program
     from esact_cc.runtime.trace import write_trace
 
-    if args.output_dir and Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
-        raise UsageError(f"--output-dir '{args.output_dir}' is not a directory")
-    for option, value in (("--report", args.report), ("--trace", args.trace)):
-        if value and Path(value).is_dir():
-            raise UsageError(f"{option} '{value}' is a directory, expected a file name")
+    check_output_options(args)
     inputs = load_input_files(args.input)
     program = read_esb(args.binary)
+    files = output_files(args, [d.name for d in program.outputs])
     config = None
     if args.hw is None:  # the binary names its config by hash: find it among the shipped ones
         config = shipped_config_with_hash(program.config_hash)
@@ -143,7 +146,8 @@ def run(args: argparse.Namespace) -> int:
     progress = None if args.quiet else ProgressBar(sys.stderr)
     try:
         result = run_program(program, inputs, config, force_config=args.force_config,
-                             progress=progress, meta={"binary": str(args.binary)})
+                             progress=progress, meta={"binary": str(args.binary)},
+                             host_time_limit=args.host_time_limit)
     finally:
         if progress is not None:
             progress.finish()
@@ -151,10 +155,8 @@ def run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"warning: {config_mismatch_message(program.config_hash, config)}\n")
     # Outputs are written only now that everything has succeeded.
     if args.output_dir:
-        out_dir = Path(args.output_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
         for name, value in result.outputs.items():
-            atomic_save_npy(out_dir / output_file_name(name), value)
+            atomic_save_npy(files[name], value)
     if args.report:
         write_report(args.report, result.report)
     if args.trace:
@@ -171,9 +173,37 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def input_paths(args: argparse.Namespace) -> dict[str, str | None]:
+    """Every file the run reads, by the option naming it."""
+    paths: dict[str, str | None] = {"BINARY": args.binary, "--hw": args.hw}
+    for spec in args.input:
+        name, _, file = spec.partition("=")
+        paths[f"--input {name}"] = file or None
+    return paths
+
+
+def check_output_options(args: argparse.Namespace) -> None:
+    """Before reading anything: output options are usable and none names an input."""
+    check_output_dir("--output-dir", args.output_dir)
+    check_output_dir("--plots", args.plots)
+    check_output_file("--report", args.report)
+    check_output_file("--trace", args.trace)
+    refuse_overwriting_inputs({"--report": args.report, "--trace": args.trace}, input_paths(args))
+
+
+def output_files(args: argparse.Namespace, names: list[str]) -> dict[str, Path]:
+    """The --output-dir file of each output; every output file distinct and not an input."""
+    files = output_array_paths("--output-dir", args.output_dir, names) if args.output_dir else {}
+    outputs: dict[str, str | Path | None] = {"--report": args.report, "--trace": args.trace}
+    outputs.update({f"--output-dir file of '{name}'": path for name, path in files.items()})
+    refuse_overwriting_inputs(outputs, input_paths(args))
+    refuse_shared_outputs(outputs)
+    return files
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return exit_code_of(lambda: run(args))
+    return exit_code_of(PROG, lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -159,7 +159,7 @@ def test_cli_bad_inputs_fail_in_one_line(tmp_path: Path, args: list[str], messag
     done = _cli("esact-cc", *args, cwd=tmp_path)
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
-    assert lines[-1].startswith("error: ") and message in lines[-1]
+    assert lines[-1].startswith("esact-cc: error: ") and message in lines[-1]
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "out.esb").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.esb")]

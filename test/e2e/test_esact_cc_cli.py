@@ -36,10 +36,15 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], fragment: str) -> None:
-    assert result.returncode == 1, result.stdout + result.stderr
+    """One `prog: error:` line, exit 1; or argparse's usage lines and that line, exit 2."""
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    if lines and lines[0].startswith("usage: "):
+        assert result.returncode == 2, result.stdout + result.stderr
+        lines = lines[-1:]
+    else:
+        assert result.returncode == 1, result.stdout + result.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"{result.args[0]}: error: "), result.stderr
     assert fragment in lines[0], lines[0]
 
 

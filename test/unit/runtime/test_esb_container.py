@@ -214,7 +214,8 @@ def test_objdump_on_corrupt_file_prints_one_line(tmp_path: Path) -> None:
                                 text=True, check=False)
         assert result.returncode == 1
         assert result.stdout == ""
-        assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+        assert result.stderr.startswith("esact-objdump: error: ")
+        assert result.stderr.count("\n") == 1
         assert "Traceback" not in result.stderr
     missing = subprocess.run([BIN / "esact-objdump", tmp_path / "nope.esb"],
                              capture_output=True, text=True, check=False)
@@ -237,5 +238,5 @@ def test_as_error_leaves_no_output(tmp_path: Path) -> None:
     result = subprocess.run([BIN / "esact-as", src, "-o", out], capture_output=True, text=True,
                             check=False)
     assert result.returncode == 1
-    assert result.stderr == "error: line 2: gemm has no field 'bogus'\n"
+    assert result.stderr == "esact-as: error: line 2: gemm has no field 'bogus'\n"
     assert not out.exists()

@@ -100,7 +100,7 @@ def test_console_script_runs(binary, tmp_path):
 
 def assert_one_line_error(code, err, pattern, tmp_path):
     assert code == 1
-    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert err.startswith("esact-run: error: ") and err.count("\n") == 1, err
     assert "Traceback" not in err
     assert pattern in err, err
     assert not (tmp_path / "r.json").exists()
@@ -209,7 +209,7 @@ def test_report_path_that_is_a_directory_fails_before_running(binary, tmp_path, 
     (tmp_path / "r.json").mkdir()
     code, _, err = run_main(capsys, path, "--input", f"x={tmp_path / 'x.npy'}",
                             "--output-dir", tmp_path / "out", "--report", tmp_path / "r.json")
-    assert code == 1 and err.startswith("error: --report") and err.count("\n") == 1
+    assert code == 1 and err.startswith("esact-run: error: --report") and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
 
 
