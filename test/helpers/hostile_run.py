@@ -14,6 +14,7 @@ import os
 import resource
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,19 +31,22 @@ class ToolResult:
     stderr: str
 
 
-def _cap_memory() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP_BYTES, MEMORY_CAP_BYTES))
+def _cap_memory(cap: int) -> Callable[[], None]:
+    return lambda: resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
 
 def run_tool(tool: str, *args: str | os.PathLike[str], cwd: Path, stdin: bytes | None = None,
-             memory_cap: bool = True, time_limit: float = TIME_LIMIT_S) -> ToolResult:
-    """Run `tool` (an installed console script, e.g. "esact-cc") with `args` in `cwd`."""
+             memory_cap: bool = True, time_limit: float = TIME_LIMIT_S,
+             memory_cap_bytes: int = MEMORY_CAP_BYTES) -> ToolResult:
+    """Run `tool` (an installed console script, e.g. "esact-cc") with `args` in `cwd`, its
+    address space capped at `memory_cap_bytes` (unless not `memory_cap`)."""
     exe = shutil.which(tool)
     assert exe is not None, f"{tool} is not installed (pip install -e .)"
     argv = [exe, *map(str, args)]
     env = {**os.environ, "PYTHONWARNINGS": "default"}
+    limit = _cap_memory(memory_cap_bytes) if memory_cap else None
     proc = subprocess.run(argv, cwd=cwd, input=stdin or b"", capture_output=True, env=env,
-                          timeout=time_limit, preexec_fn=_cap_memory if memory_cap else None)
+                          timeout=time_limit, preexec_fn=limit)
     return ToolResult(argv, proc.returncode, proc.stdout.decode(errors="replace"),
                       proc.stderr.decode(errors="replace"))
 
