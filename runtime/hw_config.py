@@ -135,11 +135,15 @@ class HardwareConfig:
         for buf, attr in BUFFER_CONFIG_ATTRS.items():
             size, itemsize = getattr(self, attr), BUFFER_DTYPES[buf].itemsize
             limit = (1 << SRAM_ADDR_BITS) * itemsize
-            if size % itemsize or size > limit:
+            key = key_of(type(self), attr)
+            if size > limit:
                 raise ConfigError(
-                    f"'{key_of(type(self), attr)}' must be a multiple of {itemsize} bytes (whole "
-                    f"{BUFFER_DTYPES[buf]} elements) and at most {limit} (the ISA's "
-                    f"{SRAM_ADDR_BITS}-bit {buf.name} address), got {size}")
+                    f"'{key}' must be at most {limit} bytes (2^{SRAM_ADDR_BITS} "
+                    f"{BUFFER_DTYPES[buf]} elements, what the ISA's {buf.name} address field "
+                    f"reaches), got {size}")
+            if size % itemsize:
+                raise ConfigError(f"'{key}' must be a multiple of {itemsize} bytes (whole "
+                                  f"{BUFFER_DTYPES[buf]} elements), got {size}")
         anchors, energies = self.energy.sram_anchor_bytes, self.energy.sram_anchor_pj_per_64bit
         if len(anchors) < 2 or list(anchors) != sorted(set(anchors)):
             raise ConfigError("'energy.sram_anchor_bytes' must be at least 2 strictly "

@@ -117,21 +117,25 @@ def _read_table(cls: type, table: Mapping[str, Any], prefix: str, values: dict[s
 
 def _unknown_key_message(cls: type, key: str, prefix: str) -> str:
     known = sorted(schema(cls)) + sorted(tables(cls))
-    near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    hint = f" (did you mean '{near[0]}'?)" if near else ""
     here = sorted({k[len(prefix):].split(".")[0] for k in known if k.startswith(prefix)})
+    name = key[len(prefix):]
+    near = [prefix + n for n in difflib.get_close_matches(name, here, n=1, cutoff=0.6)]
+    if not near:  # the right name in the wrong table: `[sram] frequency_hz`
+        near = [k for k in schema(cls) if k.rsplit(".", 1)[-1] == name][:1]
+    hint = f" (did you mean '{near[0]}'?)" if near else ""
     where = f"in [{prefix[:-1]}]" if prefix else "at the top level"
     return f"unknown key '{key}'{hint}; valid keys {where}: {', '.join(here)}"
 
 
 _KIND_NAMES = {int: "an integer", float: "a number", str: "a string"}
+_KIND_PLURALS = {int: "integers", float: "numbers", str: "strings"}
 
 
 def _coerce(leaf: Leaf, value: Any) -> Any:
     if not leaf.is_array:
         return _coerce_scalar(leaf, value)
     if not isinstance(value, list):
-        raise ConfigError(f"'{leaf.key}' must be an array of {_KIND_NAMES[leaf.kind]}s, "
+        raise ConfigError(f"'{leaf.key}' must be an array of {_KIND_PLURALS[leaf.kind]}, "
                           f"got {_show(value)}")
     return tuple(_coerce_scalar(leaf, v) for v in value)
 
