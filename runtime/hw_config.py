@@ -23,7 +23,8 @@ from typing import Any
 
 from .bounded_read import CONFIG_FILE_CAP, read_bounded_text
 from .errors import ConfigError, UsageError
-from .hw_params import build, check_ranges, key_of, param, section, to_table, values_from_table
+from .hw_params import (build, check_ranges, key_of, param, section, to_table, to_toml,
+                        values_from_table)
 from .isa import BUFFER_CONFIG_ATTRS, BUFFER_DTYPES, DIM_BITS, DRAM_ADDR_BITS, SRAM_ADDR_BITS
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
@@ -164,6 +165,10 @@ class HardwareConfig:
         """Every parameter, resolved, as a TOML-shaped dict (`from_dict` reads it back)."""
         return to_table(self)
 
+    def to_toml(self) -> str:
+        """Every parameter, resolved, as commented TOML (`from_toml` reads it back)."""
+        return to_toml(self)
+
     @classmethod
     def from_dict(cls, table: dict[str, Any], source: str = "<config>") -> HardwareConfig:
         """The config a parsed TOML table describes: its values over the defaults."""
@@ -229,3 +234,12 @@ def config_hash(config: HardwareConfig) -> str:
     same hardware hash alike, however many values their files state."""
     canonical = json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+if __name__ == "__main__":  # python -m esact_cc.runtime.hw_config [NAME|FILE.toml]
+    import sys
+
+    try:
+        sys.stdout.write(resolve_config(sys.argv[1] if len(sys.argv) > 1 else None).to_toml())
+    except ConfigError as exc:
+        sys.exit(f"hw_config: error: {exc}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 import typing
 from collections.abc import Mapping
@@ -239,3 +240,26 @@ def to_table(config: Any) -> dict[str, Any]:
 def key_of(cls: type, attr: str) -> str:
     """The TOML key of a top-level attribute (`weight_buffer_bytes` -> `sram.weight_buffer`)."""
     return next(leaf.key for leaf in schema(cls).values() if leaf.attrs == (attr,))
+
+
+def to_toml(config: Any) -> str:
+    """The fully resolved config as TOML text, each value commented with its meaning: what a
+    design point would look like if it stated everything (`from_toml` reads it back)."""
+    by_table: dict[str, list[Leaf]] = {"": []}  # top-level keys must precede any [table]
+    for leaf in schema(type(config)).values():
+        by_table.setdefault(leaf.key.rpartition(".")[0], []).append(leaf)
+    lines = []
+    for table, leaves in by_table.items():
+        if table:
+            lines += ["", f"[{table}]"]
+        for leaf in leaves:
+            value = get(config, leaf)
+            text = ("[" + ", ".join(map(_toml_scalar, value)) + "]" if leaf.is_array
+                    else _toml_scalar(value))
+            lines.append(f"{leaf.key.rpartition('.')[2]} = {text}  # {leaf.param.doc}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_scalar(value: int | float | str) -> str:
+    # JSON strings are TOML basic strings; repr of a finite float is a TOML float.
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
