@@ -23,8 +23,8 @@ from typing import Any
 
 from .bounded_read import CONFIG_FILE_CAP, read_bounded_text
 from .errors import ConfigError, UsageError
-from .hw_params import (build, check_ranges, key_of, param, section, to_table, to_toml,
-                        values_from_table)
+from .hw_params import (build, check_ranges, integers_to_floats, key_of, param, section,
+                        to_table, to_toml, values_from_table)
 from .isa import BUFFER_CONFIG_ATTRS, BUFFER_DTYPES, DIM_BITS, DRAM_ADDR_BITS, SRAM_ADDR_BITS
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
@@ -117,8 +117,9 @@ class HardwareConfig:
                                      doc="FP32 SFU operands (residual stream, softmax rows)")
     mask_buffer_bytes: int = param(1 << 16, "sram.mask_buffer", 1,
                                    doc="prediction masks and reuse maps")
-    dram_bandwidth_bytes_per_s: float = param(64.0e9, "dram.bandwidth_bytes_per_s", 1.0e6, 1.0e15,
-                                              doc="DESIGN.md section 4; load and store DMA share it")
+    dram_bandwidth_bytes_per_s: float = param(
+        64.0e9, "dram.bandwidth_bytes_per_s", 1.0e6, 1.0e15,
+        doc="DESIGN.md section 4; load and store DMA share it")
     dram_latency_cycles: int = param(100, "dram.latency_cycles", 1, MAX_CYCLES,
                                      doc="assumption: fixed access latency")
     dram_capacity_bytes: int = param(1 << 31, "dram.capacity_bytes", 1, 1 << DRAM_ADDR_BITS,
@@ -128,6 +129,7 @@ class HardwareConfig:
     energy: EnergyConstants = section(EnergyConstants, "energy")
 
     def __post_init__(self) -> None:
+        integers_to_floats(self)
         self.validate()
 
     def validate(self) -> None:

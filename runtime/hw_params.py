@@ -5,8 +5,8 @@ A parameter is declared once, as a field of a frozen dataclass made with
 `[energy]` constants) is nested with `section(cls, key)`. Everything else derives from those
 declarations: which TOML keys exist and their types (`schema`), reading a parsed TOML table
 (`values_from_table`, unknown keys named with the nearest valid one), the finite-and-in-range
-check of every value (`check_ranges`), and the resolved TOML-shaped dict a config hashes
-(`to_table`). Errors are `ConfigError`s naming the key; the caller adds the file.
+check of every value (`check_ranges`), the resolved TOML-shaped dict a config hashes
+(`to_table`) and its commented TOML text (`to_toml`). Errors are `ConfigError`s naming the key; the caller adds the file.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
+from types import MappingProxyType
 from typing import Any
 
 from .errors import ConfigError
@@ -65,7 +66,7 @@ def schema(cls: type) -> Mapping[str, Leaf]:
     """Every parameter of `cls` (nested sections included), by full TOML key."""
     leaves: dict[str, Leaf] = {}
     _collect_leaves(cls, "", (), leaves)
-    return leaves
+    return MappingProxyType(leaves)
 
 
 def _collect_leaves(cls: type, prefix: str, attrs: tuple[str, ...],
@@ -84,6 +85,8 @@ def _collect_leaves(cls: type, prefix: str, attrs: tuple[str, ...],
             kind, is_array = typing.get_args(kind)[0], True
         if kind not in (int, float, str):
             raise TypeError(f"{cls.__name__}.{f.name}: parameters are int, float, str or tuples")
+        if prefix + spec.key in leaves:
+            raise TypeError(f"{cls.__name__}.{f.name}: TOML key '{prefix + spec.key}' is taken")
         leaves[prefix + spec.key] = Leaf(prefix + spec.key, (*attrs, f.name), kind, is_array, spec)
 
 
@@ -142,17 +145,29 @@ def _coerce(leaf: Leaf, value: Any) -> Any:
 
 
 def _coerce_scalar(leaf: Leaf, value: Any) -> Any:
-    kind = leaf.kind
-    ok = isinstance(value, kind) and not isinstance(value, bool)
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, (int, float) if leaf.kind is float
+                                                 else leaf.kind):
+        raise ConfigError(f"'{leaf.key}' must be {_KIND_NAMES[leaf.kind]}, got {_show(value)}")
+    return value
+
+
+def integers_to_floats(config: Any) -> None:
+    """Make an integer given for a float parameter a float, in place (the config is still
+    being constructed): `frequency_hz = 1000000000` is the config `1.0e9` is, hash included."""
+    for leaf in schema(type(config)).values():
+        value = get(config, leaf)
+        if leaf.kind is not float or not any(type(v) is int for v in
+                                             (value if leaf.is_array else (value,))):
+            continue
         try:
-            return float(value)  # TOML `frequency_hz = 1000000000` means the float
+            value = tuple(map(float, value)) if leaf.is_array else float(value)
         except OverflowError:
             raise ConfigError(f"'{leaf.key}' must be within {_bounds(leaf.param)}, "
                               f"got {_show(value)}") from None
-    if not ok:
-        raise ConfigError(f"'{leaf.key}' must be {_KIND_NAMES[kind]}, got {_show(value)}")
-    return value
+        owner = config
+        for attr in leaf.attrs[:-1]:
+            owner = getattr(owner, attr)
+        object.__setattr__(owner, leaf.attrs[-1], value)
 
 
 def check_ranges(config: Any) -> None:

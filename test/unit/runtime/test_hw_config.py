@@ -135,7 +135,7 @@ def test_a_new_parameter_is_read_checked_and_unknown_to_the_base_class(tmp_path:
     with pytest.raises(ConfigError, match="must not exceed 'sfu.lanes'"):
         WithSoftmaxUnit.from_toml(path)
     path.write_text("[softmax_unit]\nlanes = nan\n")
-    with pytest.raises(ConfigError, match=r"softmax\.toml: 'softmax_unit.lanes' must be an integer"):
+    with pytest.raises(ConfigError, match=r"softmax\.toml: 'softmax_unit.lanes' must be an int"):
         WithSoftmaxUnit.from_toml(path)
 
 
@@ -167,3 +167,11 @@ def test_module_prints_the_resolved_config(tmp_path: Path):
     (tmp_path / "large_full.toml").write_text(out)
     assert load_config(tmp_path / "large_full.toml").hash == resolve_config("large").hash
     assert "rows = 64  # INT8 MAC array rows" in out
+
+
+def test_integers_for_float_parameters_are_the_same_config():
+    point = HardwareConfig(frequency_hz=1_000_000_000, dram_bandwidth_bytes_per_s=64 * 10**9)
+    assert point == DEFAULT and point.hash == DEFAULT_HASH
+    assert isinstance(point.frequency_hz, float)
+    with pytest.raises(ConfigError, match="'clock.frequency_hz' must be within"):
+        HardwareConfig(frequency_hz=10**400)
