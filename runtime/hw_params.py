@@ -6,7 +6,8 @@ A parameter is declared once, as a field of a frozen dataclass made with
 declarations: which TOML keys exist and their types (`schema`), reading a parsed TOML table
 (`values_from_table`, unknown keys named with the nearest valid one), the finite-and-in-range
 check of every value (`check_ranges`), the resolved TOML-shaped dict a config hashes
-(`to_table`) and its commented TOML text (`to_toml`). Errors are `ConfigError`s naming the key; the caller adds the file.
+(`to_table`) and its commented TOML text (`to_toml`). Errors are `ConfigError`s naming the
+key; the caller adds the file.
 """
 
 from __future__ import annotations
