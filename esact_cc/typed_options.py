@@ -76,9 +76,10 @@ def python_name(name: str) -> str:
 def unknown_name(what: str, name: str, valid: Iterable[str]) -> str:
     """`unknown <what> 'windw' (did you mean 'window'?; valid: a, b)` as one line."""
     valid = list(valid)
-    nearest = difflib.get_close_matches(name, valid, n=1)
-    hint = f"did you mean '{nearest[0]}'? " if nearest else ""
-    return f"unknown {what} {name!r} ({hint}valid: {', '.join(valid) or 'none'})"
+    by_folded = {v.lower().replace("_", "-"): v for v in valid}
+    nearest = difflib.get_close_matches(name.lower().replace("_", "-"), by_folded, n=1)
+    hint = f"did you mean '{by_folded[nearest[0]]}'? " if nearest else ""
+    return f"unknown {what} {shown(name)} ({hint}valid: {', '.join(valid) or 'none'})"
 
 
 def option_specs(options_class: type) -> dict[str, tuple[type, Rule]]:
@@ -106,12 +107,12 @@ def convert_value(options_class: type, name: str, value: Any, where: str) -> Opt
     converted = _typed(key, wanted, value, where)
     message = _rule_violation(converted, rule)
     if message:
-        raise CompileError(f"{where}: {key} must be {message}, got {value!r}")
+        raise CompileError(f"{where}: {key} must be {message}, got {shown(value)}")
     return converted
 
 
 def _typed(key: str, wanted: type, value: Any, where: str) -> OptionValue:
-    bad = CompileError(f"{where}: {key} must be {_article(wanted)}, got {value!r}")
+    bad = CompileError(f"{where}: {key} must be {_article(wanted)}, got {shown(value)}")
     if isinstance(value, str):
         text = value.strip()
         if wanted is str:
@@ -137,7 +138,7 @@ def _typed(key: str, wanted: type, value: Any, where: str) -> OptionValue:
     except (TypeError, ValueError, OverflowError):
         raise bad from None
     if isinstance(converted, float) and not math.isfinite(converted):
-        raise CompileError(f"{where}: {key} must be finite, got {value!r}")
+        raise CompileError(f"{where}: {key} must be finite, got {shown(value)}")
     return converted
 
 
@@ -145,6 +146,12 @@ def _exact_int(value: int | float) -> int:
     if float(value) != int(value):
         raise ValueError(value)
     return int(value)
+
+
+def shown(value: Any, limit: int = 40) -> str:
+    """`repr(value)`, cut to `limit` characters: error lines stay short whatever was given."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _article(wanted: type) -> str:
@@ -176,7 +183,7 @@ def parse_layer_index(text: str, where: str) -> int:
     """A layer index: ASCII digits, at most `MAX_LAYER_INDEX`."""
     stripped = text.strip()
     if not _LAYER_INDEX.fullmatch(stripped) or int(stripped) > MAX_LAYER_INDEX:
-        raise CompileError(f"{where}: bad layer index {text!r} "
+        raise CompileError(f"{where}: bad layer index {shown(text)} "
                            f"(expected an integer 0..{MAX_LAYER_INDEX})")
     return int(stripped)
 
@@ -191,7 +198,7 @@ def parse_assignment(spec: str, where: str) -> tuple[int | None, str, str]:
         spec_text = spec
     name, eq, value = spec_text.partition("=")
     if not eq or not name.strip():
-        raise CompileError(f"{where}: bad {spec!r} (expected NAME=VALUE or LAYER:NAME=VALUE)")
+        raise CompileError(f"{where}: bad {shown(spec)} (expected NAME=VALUE or LAYER:NAME=VALUE)")
     return layer, name.strip(), value
 
 
@@ -202,14 +209,14 @@ def parse_layer_overrides(options_class: type, text: str, where: str
     for chunk in filter(None, (c.strip() for c in text.split(";"))):
         index_text, sep, assignments = chunk.partition(":")
         if not sep:
-            raise CompileError(f"{where}: bad per-layer options {chunk!r} "
+            raise CompileError(f"{where}: bad per-layer options {shown(chunk)} "
                                "(expected 'LAYER:name=value,...')")
         layer = parse_layer_index(index_text, where)
         values = result.setdefault(layer, {})
         for item in filter(None, (a.strip() for a in assignments.split(","))):
             name, eq, value = item.partition("=")
             if not eq:
-                raise CompileError(f"{where}: layer {layer}: bad option {item!r} "
+                raise CompileError(f"{where}: layer {layer}: bad option {shown(item)} "
                                    "(expected name=value)")
             values[python_name(name)] = convert_value(options_class, name, value,
                                                       f"{where}: layer {layer}")
