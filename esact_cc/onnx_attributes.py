@@ -33,23 +33,40 @@ INTERNAL_ATTR_PREFIX = "onnx_"
 """Op attributes with this prefix are the importer's bookkeeping, not ONNX attributes."""
 
 
+def _text(value: bytes, attr: AttributeProto, node_name: str) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CompileError(f"node '{node_name}': attribute '{attr.name}' is not valid UTF-8 "
+                           f"(byte {e.start})") from None
+
+
+def _tensor(attr: AttributeProto, node_name: str) -> np.ndarray:
+    try:
+        return numpy_helper.to_array(attr.t)
+    except Exception as e:  # a tensor whose data does not match its dims or type
+        raise CompileError(f"node '{node_name}': attribute '{attr.name}' holds a malformed tensor: "
+                           f"{' '.join(str(e).split())}") from None
+
+
 def python_from_onnx(attr: AttributeProto, node_name: str = "") -> Any:
-    """The plain Python value of an ONNX attribute."""
+    """The plain Python value of an ONNX attribute (a malformed one is a `CompileError` naming
+    the node and attribute)."""
     kind = attr.type
     if kind == AttributeProto.INT:
         return int(attr.i)
     if kind == AttributeProto.FLOAT:
         return float(attr.f)
     if kind == AttributeProto.STRING:
-        return attr.s.decode("utf-8")
+        return _text(attr.s, attr, node_name)
     if kind == AttributeProto.INTS:
         return [int(v) for v in attr.ints]
     if kind == AttributeProto.FLOATS:
         return [float(v) for v in attr.floats]
     if kind == AttributeProto.STRINGS:
-        return [s.decode("utf-8") for s in attr.strings]
+        return [_text(s, attr, node_name) for s in attr.strings]
     if kind == AttributeProto.TENSOR:
-        return numpy_helper.to_array(attr.t)
+        return _tensor(attr, node_name)
     raise CompileError(
         f"node '{node_name}': attribute '{attr.name}' of kind "
         f"{AttributeProto.AttributeType.Name(kind)} is not supported"

@@ -1,11 +1,13 @@
-"""Reading a `.onnx` file with its weights as zero-copy views of the memory-mapped file.
+"""Reading a `.onnx` file with its weights as zero-copy views of the file's bytes in memory.
 
 `onnx.load` reads the whole file into a bytes object and then parses it into a second copy,
-and `numpy_helper.to_array` copies every tensor a third time. Here the file is memory-mapped
-and only the protobuf framing is walked: every initializer stored as `raw_data` with a plain
-numeric element type becomes a read-only numpy view of the mapping (no copy at all), and the
-rest of the model (nodes, value infos, small or unusual tensors) is parsed by protobuf as
-usual. Tensors in external data files are resolved by onnx's own helper.
+and `numpy_helper.to_array` copies every tensor a third time. Here the file is read once into
+memory (`stable_file_read`: never memory-mapped, so the file changing or shrinking under the
+compiler is one clear error, not a SIGBUS) and only the protobuf framing is walked: every
+initializer stored as `raw_data` with a plain numeric element type becomes a read-only numpy
+view of those bytes (no further copy), and the rest of the model (nodes, value infos, small
+or unusual tensors) is parsed by protobuf as usual. Tensors in external data files are read
+by `onnx_external_data`, only from inside the model's directory.
 
 Only framing is interpreted: field numbers of ModelProto.graph (7), GraphProto.initializer (5)
 and TensorProto.{dims (1), data_type (2), name (8), raw_data (9), data_location (14)}.
@@ -13,31 +15,25 @@ and TensorProto.{dims (1), data_type (2), name (8), raw_data (9), data_location 
 
 from __future__ import annotations
 
-import mmap
+import math
 import os
 import sys
 from pathlib import Path
 
 import numpy as np
-import onnx
 from onnx import ModelProto, TensorProto
 
+from esact_cc.onnx_external_data import inline_external_data
+from esact_cc.onnx_limits import MODEL_FILE_CAP
 from esact_cc.runtime.errors import CompileError
+from esact_cc.stable_file_read import read_stable
+from esact_cc.tensor_types import RAW_DATA_DTYPES
 
 _MODEL_GRAPH = 7
 _GRAPH_INITIALIZER = 5
 _TENSOR_RAW_DATA = 9
 _TENSOR_DATA_LOCATION = 14
 _LENGTH_DELIMITED = 2
-# Element types whose raw bytes are exactly a little-endian numpy array.
-_PLAIN_DTYPES: dict[int, np.dtype] = {
-    TensorProto.FLOAT: np.dtype("<f4"), TensorProto.FLOAT16: np.dtype("<f2"),
-    TensorProto.DOUBLE: np.dtype("<f8"), TensorProto.INT64: np.dtype("<i8"),
-    TensorProto.INT32: np.dtype("<i4"), TensorProto.INT16: np.dtype("<i2"),
-    TensorProto.INT8: np.dtype("i1"), TensorProto.UINT64: np.dtype("<u8"),
-    TensorProto.UINT32: np.dtype("<u4"), TensorProto.UINT16: np.dtype("<u2"),
-    TensorProto.UINT8: np.dtype("u1"), TensorProto.BOOL: np.dtype("?"),
-}
 
 
 class _Malformed(Exception):
@@ -94,38 +90,31 @@ def _encode_varint(value: int) -> bytes:
             return bytes(out)
 
 
-def _view_tensor(mapped: mmap.mmap, buf: memoryview, start: int, end: int) -> tuple[str, np.ndarray] | None:
-    """The initializer at buf[start:end] as a view of the mapping, or None to parse it normally."""
+def _view_tensor(data: bytes, buf: memoryview, start: int, end: int) -> tuple[str, np.ndarray] | None:
+    """The initializer at buf[start:end] as a view of `data`, or None to parse it normally."""
     meta = bytearray()
     raw: tuple[int, int] | None = None
     for number, wire, field_start, value_start, field_end in _fields(buf, start, end):
         if number == _TENSOR_RAW_DATA and wire == _LENGTH_DELIMITED:
             raw = (value_start, field_end)
         elif number == _TENSOR_DATA_LOCATION:
-            return None  # external data: onnx resolves it
+            return None  # external data: onnx_external_data reads it
         else:
             meta += buf[field_start:field_end]
     if raw is None:
         return None
     tensor = TensorProto.FromString(bytes(meta))
-    dtype = _PLAIN_DTYPES.get(tensor.data_type)
-    count = int(np.prod(tensor.dims, dtype=np.int64))
+    dtype = RAW_DATA_DTYPES.get(tensor.data_type)
+    count = math.prod(int(d) for d in tensor.dims)
     if dtype is None or tensor.segment.ByteSize() or count * dtype.itemsize != raw[1] - raw[0] or count == 0:
         return None
-    array = np.frombuffer(mapped, dtype=dtype, count=count, offset=raw[0]).reshape(tuple(tensor.dims))
+    array = np.frombuffer(data, dtype=dtype, count=count, offset=raw[0]).reshape(tuple(tensor.dims))
     return tensor.name, array
 
 
-def read_model(path: str | os.PathLike[str]) -> tuple[ModelProto, dict[str, np.ndarray]]:
+def _split_model(data: bytes) -> tuple[ModelProto, dict[str, np.ndarray]]:
     """The model without its plain raw-data initializers, and those initializers as views."""
-    path = Path(path)
-    if path.stat().st_size == 0:
-        raise CompileError(f"cannot read ONNX model '{path}': the file is empty")
-    if sys.byteorder != "little":  # raw_data is little-endian; let onnx convert
-        return onnx.load(str(path)), {}
-    with open(path, "rb") as f:
-        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    buf = memoryview(mapped)
+    buf = memoryview(data)
     try:
         model_rest = bytearray()
         graph_rest = bytearray()
@@ -137,21 +126,31 @@ def read_model(path: str | os.PathLike[str]) -> tuple[ModelProto, dict[str, np.n
             for g_number, g_wire, g_start, g_value, g_end in _fields(buf, value_start, end):
                 viewed = None
                 if g_number == _GRAPH_INITIALIZER and g_wire == _LENGTH_DELIMITED:
-                    viewed = _view_tensor(mapped, buf, g_value, g_end)
+                    viewed = _view_tensor(data, buf, g_value, g_end)
                 if viewed is None:
                     graph_rest += buf[g_start:g_end]
                 else:
                     arrays[viewed[0]] = viewed[1]
         model_rest += _encode_varint(_MODEL_GRAPH << 3 | _LENGTH_DELIMITED)
         model_rest += _encode_varint(len(graph_rest)) + graph_rest
-        proto = ModelProto.FromString(bytes(model_rest))
-    except (_Malformed, Exception) as e:
-        raise CompileError(f"cannot read ONNX model '{path}': {' '.join(str(e).split()) or type(e).__name__}") from None
+        return ModelProto.FromString(bytes(model_rest)), arrays
     finally:
         buf.release()
-    if any(t.data_location == TensorProto.EXTERNAL for t in proto.graph.initializer):
-        try:
-            onnx.external_data_helper.load_external_data_for_model(proto, str(path.parent))
-        except Exception as e:
-            raise CompileError(f"cannot read external data of '{path}': {' '.join(str(e).split())}") from None
+
+
+def read_model(path: str | os.PathLike[str]) -> tuple[ModelProto, dict[str, np.ndarray]]:
+    """The model without its plain raw-data and external initializers, and those initializers
+    as arrays; no tensor of the returned model refers to external data."""
+    path = Path(path)
+    data = read_stable(path, "ONNX model", MODEL_FILE_CAP)
+    if not data:
+        raise CompileError(f"cannot read ONNX model '{path}': the file is empty")
+    try:
+        if sys.byteorder == "little":
+            proto, arrays = _split_model(data)
+        else:  # raw_data is little-endian: let protobuf and onnx convert every tensor
+            proto, arrays = ModelProto.FromString(data), {}
+    except Exception as e:  # _Malformed, protobuf's DecodeError, a bad tensor header
+        raise CompileError(f"cannot read ONNX model '{path}': {' '.join(str(e).split()) or type(e).__name__}") from None
+    arrays.update(inline_external_data(proto, path.parent))
     return proto, arrays

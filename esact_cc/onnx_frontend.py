@@ -2,8 +2,9 @@
 
 Steps, each a function below:
 1. `load_model`: read the file (one-line error if it is not a readable ONNX model) with its
-   weights as zero-copy views of the memory-mapped file (`onnx_file_reader`), inline local
-   functions.
+   weights as zero-copy views of its bytes (`onnx_file_reader`; external data only from the
+   model's directory, `onnx_external_data`), validate it (`onnx_validation`: opset, size after
+   inlining, structure, onnx's full check), inline local functions.
 2. `check_supported`: every node must be an op of the `onnx` dialect; one error lists them all.
 3. Initializers and Constant nodes become numpy constants (`numpy_helper.to_array` once per
    tensor; the proto's copy is dropped when we own the proto, so weights exist once).
@@ -11,12 +12,17 @@ Steps, each a function below:
    unknown is an error naming the input and the dim.
 5. Shape inference and folding alternate until nothing folds: a node whose inputs are all
    constants, or a Shape/Size of a statically shaped value, is evaluated with the interpreter's
-   numpy kernels (`interpret_onnx_ops`), so shape-only subgraphs disappear.
+   numpy kernels (`interpret_onnx_ops`), so shape-only subgraphs disappear. A result is sized
+   before it is evaluated (`folded_result_size`); one beyond `FOLD_MAX_ELEMENTS` stays a node.
+   A last strict inference reports a declared shape that disagrees with the computed one.
 6. `_ModuleBuilder`: one `onnx.<OpType>` op per remaining node inside `func.func @main`, with
    `loc("<node name>")`. Constants of at most `INLINE_CONSTANT_MAX_ELEMENTS` elements (shape
    vectors, axes, scalars) become inline `onnx.Constant` ops; bigger ones, and every float
    initializer of more than one element (a model parameter), go to the weight store behind
    `onnx.weight` handles, placed just before their first use.
+
+Every dim and element count is checked against `onnx_limits` (inputs, `--input-shape`,
+constants, folded and inferred shapes) before anything of that size exists.
 
 The function's arguments and results carry their ONNX names (`{onnx.name = "input_ids"}`),
 and the module records the default-domain opset (`onnx.opset`), which the exporter reuses.
@@ -24,6 +30,7 @@ and the module records the default-domain opset (`onnx.opset`), which the export
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -51,17 +58,26 @@ from xdsl.ir import Block, Operation, Region, SSAValue
 
 from esact_cc import tensor_types
 from esact_cc.dialects.onnx import ONNX_OP_TYPES, OP_CLASSES, WeightOp
+from esact_cc.folded_result_size import result_elements
 from esact_cc.interpret_onnx_ops import constant_value, run_kernel
 from esact_cc.onnx_attributes import python_from_onnx, xdsl_from_python
+from esact_cc.onnx_external_data import inline_external_data
 from esact_cc.onnx_file_reader import read_model
+from esact_cc.onnx_limits import FOLD_MAX_ELEMENTS, MAX_DIM, check_shape
+from esact_cc.onnx_validation import (
+    DEFAULT_DOMAINS,
+    default_opset,
+    node_label,
+    one_line,
+    run_checker,
+    validate_before_inlining,
+)
 from esact_cc.runtime.errors import CompileError
 from esact_cc.weight_store import WeightStore, attach
 
 INLINE_CONSTANT_MAX_ELEMENTS = 16
 """Constants up to this many elements are inline `onnx.Constant` ops; larger go to the store.
 Float initializers with more than one element are model parameters: always in the store."""
-FOLD_MAX_ELEMENTS = 1 << 20
-"""A constant node whose result is bigger than this stays a node (folding would bloat the store)."""
 SHAPE_INFERENCE_INITIALIZER_MAX_ELEMENTS = 4096
 """Constants up to this size are given to shape inference by value (it needs shape vectors);
 bigger ones only by type."""
@@ -69,7 +85,6 @@ NAME_ATTR = "onnx.name"
 OPSET_ATTR = "onnx.opset"
 INPUT_POSITIONS_ATTR = "onnx_input_positions"
 OUTPUT_POSITIONS_ATTR = "onnx_output_positions"
-_DEFAULT_DOMAINS = ("", "ai.onnx")
 _SSA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Ops evaluated from the input's static type even though their input is not a constant.
 _SHAPE_OF_OPS = ("Shape", "Size")
@@ -101,10 +116,8 @@ class _Graph:
     types: dict[str, _ValueType] = field(default_factory=dict)
     parameter_names: set[str] = field(default_factory=set)
     """Initializers and constants folded from them: model parameters, never inline literals."""
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
+    unfolded: dict[str, str] = field(default_factory=dict)
+    """Value -> why its node was not folded although its inputs are constants."""
 
 
 def load_model(model: str | os.PathLike[str] | ModelProto) -> tuple[ModelProto, bool, dict[str, np.ndarray]]:
@@ -113,9 +126,10 @@ def load_model(model: str | os.PathLike[str] | ModelProto) -> tuple[ModelProto, 
     arrays: dict[str, np.ndarray] = {}
     if isinstance(model, ModelProto):
         proto, owned = model, False
+        inline_external_data(proto, None)  # refuses external data: no directory to confine it to
     else:
         path = Path(model)
-        if not path.is_file():
+        if not path.exists():
             raise CompileError(f"cannot read ONNX model '{path}': no such file")
         proto, arrays = read_model(path)
         owned = True
@@ -123,34 +137,25 @@ def load_model(model: str | os.PathLike[str] | ModelProto) -> tuple[ModelProto, 
             raise CompileError(f"cannot read ONNX model '{path}': not an ONNX model (no graph outputs)")
     if not proto.HasField("graph") or not proto.graph.output:
         raise CompileError("ONNX model has no graph outputs")
+    validate_before_inlining(proto, arrays)
     if len(proto.functions):
         try:
             proto = onnx.inliner.inline_local_functions(proto)
         except Exception as e:
-            raise CompileError(f"cannot inline the model's local functions: {_one_line(e)}") from None
+            raise CompileError(f"cannot inline the model's local functions: {one_line(e)}") from None
         owned = True
+    check_supported(proto.graph.node, default_opset(proto))
+    run_checker(proto, arrays)
     return proto, owned, arrays
-
-
-def default_opset(proto: ModelProto) -> int:
-    for entry in proto.opset_import:
-        if entry.domain in _DEFAULT_DOMAINS:
-            return int(entry.version)
-    raise CompileError("ONNX model imports no default-domain (ai.onnx) opset")
-
-
-def node_label(node: NodeProto, index: int) -> str:
-    """The node's name, or a stable stand-in for unnamed nodes."""
-    return node.name or f"{node.op_type}_{index}"
 
 
 def check_supported(nodes: Sequence[NodeProto], opset: int) -> None:
     """Raise one error listing every node the `onnx` dialect cannot hold."""
     bad = [
-        f"{node_label(node, i)} ({node.domain + '.' if node.domain not in _DEFAULT_DOMAINS else ''}"
+        f"{node_label(node, i)} ({node.domain + '.' if node.domain not in DEFAULT_DOMAINS else ''}"
         f"{node.op_type})"
         for i, node in enumerate(nodes)
-        if node.domain not in _DEFAULT_DOMAINS or node.op_type not in ONNX_OP_TYPES
+        if node.domain not in DEFAULT_DOMAINS or node.op_type not in ONNX_OP_TYPES
     ]
     if bad:
         raise CompileError(f"unsupported ONNX ops ({len(bad)} nodes): {', '.join(bad)}")
@@ -207,6 +212,7 @@ def fix_input_shapes(
                         f"input '{info.name}' dim {axis} is {value_type.shape[axis]} in the model, "
                         f"but --input-shape gives {size}"
                     )
+            check_shape(given, f"input '{info.name}' (--input-shape)")
             shape = given
         else:
             if value_type.shape is None:
@@ -221,13 +227,15 @@ def fix_input_shapes(
                         f"--input-shape {info.name}=" + "x".join(
                             "N" if d <= 0 else str(d) for d in value_type.shape)
                     )
+            check_shape(value_type.shape, f"input '{info.name}'")
             shape = value_type.shape
         fixed.append(onnx.helper.make_tensor_value_info(info.name, value_type.elem_type, shape))
     return fixed
 
 
-def _infer_types(graph: _Graph) -> None:
-    """Run ONNX shape inference on the graph's remaining nodes (weights passed by type only)."""
+def _infer_types(graph: _Graph, strict: bool = False) -> None:
+    """Run ONNX shape inference on the graph's remaining nodes (weights passed by type only);
+    `strict`: a node whose inferred type disagrees with a declared one is an error."""
     small: list[TensorProto] = []
     typed: list[ValueInfoProto] = []
     for name, value in graph.constants.items():
@@ -242,9 +250,10 @@ def _infer_types(graph: _Graph) -> None:
         ir_version=graph.ir_version,
     )
     try:
-        inferred = onnx.shape_inference.infer_shapes(skeleton, strict_mode=False, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(skeleton, check_type=strict, strict_mode=strict,
+                                                     data_prop=True)
     except Exception as e:
-        raise CompileError(f"ONNX shape inference failed: {_one_line(e)}") from None
+        raise CompileError(f"ONNX shape inference failed: {one_line(e)}") from None
     types: dict[str, _ValueType] = {}
     for info in list(inferred.graph.value_info) + list(inferred.graph.output) + list(graph.inputs):
         value_type = _value_type(info)
@@ -297,16 +306,24 @@ def _try_fold(node: NodeProto, graph: _Graph) -> list[np.ndarray] | None:
         if value_type is None or not value_type.is_static:
             continue
         assert value_type.shape is not None
-        if int(np.prod(value_type.shape, dtype=np.int64)) > FOLD_MAX_ELEMENTS:
+        if math.prod(value_type.shape) > FOLD_MAX_ELEMENTS:
             return None
     inputs = [graph.constants[name] if name else None for name in node.input]
+    size = result_elements(node.op_type, inputs, attrs)
+    if size > FOLD_MAX_ELEMENTS:  # evaluating it would allocate the size the model asks for
+        for name in filter(None, node.output):
+            graph.unfolded[name] = (f"its node '{node.name}' ({node.op_type}) would compute up to {size} "
+                                    f"elements from constants, beyond the folding limit of {FOLD_MAX_ELEMENTS}")
+        return None
     try:
-        outputs = run_kernel(node.op_type, inputs, attrs, len(node.output))
+        outputs = [np.asarray(o) for o in run_kernel(node.op_type, inputs, attrs, len(node.output))]
     except CompileError:
         raise
     except Exception as e:
-        raise CompileError(f"node '{node.name}' ({node.op_type}): cannot fold constant: {_one_line(e)}") from None
-    return [np.asarray(o) for o in outputs]
+        raise CompileError(f"node '{node.name}' ({node.op_type}): cannot fold constant: {one_line(e)}") from None
+    for name, output in zip(node.output, outputs, strict=False):
+        check_shape(output.shape, f"node '{node.name}' ({node.op_type}) output '{name}'")
+    return outputs
 
 
 def _collect_constants(
@@ -317,19 +334,25 @@ def _collect_constants(
     constants: dict[str, np.ndarray] = dict(arrays)
     origin: dict[str, str] = {name: name for name in arrays}
     for init in proto.graph.initializer:
+        check_shape(init.dims, f"initializer '{init.name}'")
         try:
             constants[init.name] = numpy_helper.to_array(init)
         except Exception as e:
-            raise CompileError(f"initializer '{init.name}' is malformed: {_one_line(e)}") from None
+            raise CompileError(f"initializer '{init.name}' is malformed: {one_line(e)}") from None
         origin[init.name] = init.name
         if owned:
             init.ClearField("raw_data")  # the numpy array is now the only copy
     nodes: list[NodeProto] = []
     for index, node in enumerate(proto.graph.node):
-        if node.op_type == "Constant" and node.domain in _DEFAULT_DOMAINS:
-            attrs = {a.name: python_from_onnx(a, node.name) for a in node.attribute}
-            constants[node.output[0]] = constant_value(attrs)
-            origin[node.output[0]] = node_label(node, index)
+        if node.op_type == "Constant" and node.domain in DEFAULT_DOMAINS:
+            label = node_label(node, index)
+            attrs = {a.name: python_from_onnx(a, label) for a in node.attribute}
+            try:
+                constants[node.output[0]] = constant_value(attrs)
+            except CompileError as e:
+                raise CompileError(f"node '{label}': {e}") from None
+            check_shape(constants[node.output[0]].shape, f"node '{label}' (Constant)")
+            origin[node.output[0]] = label
         else:
             nodes.append(node)
     return constants, origin, nodes
@@ -343,7 +366,6 @@ def import_onnx(
     """Import an ONNX model into the `onnx` dialect; the returned store holds its weights."""
     proto, owned, arrays = load_model(model)
     opset = default_opset(proto)
-    check_supported(proto.graph.node, opset)
     # Name every node once, so locations and errors agree.
     for index, node in enumerate(proto.graph.node):
         if not node.name:
@@ -363,6 +385,7 @@ def import_onnx(
     _infer_types(graph)
     while _fold(graph):
         _infer_types(graph)
+    _infer_types(graph, strict=True)
     store = store if store is not None else WeightStore()
     module = _ModuleBuilder(graph, store).build()
     attach(module, store)
@@ -381,11 +404,15 @@ class _ModuleBuilder:
     def tensor_type(self, name: str, user: str) -> TensorType:
         value_type = self.graph.types.get(name)
         if value_type is None or not value_type.is_static:
+            if name in self.graph.unfolded:
+                raise CompileError(f"cannot size value '{name}': {self.graph.unfolded[name]}, and shape "
+                                   "inference cannot size it")
             raise CompileError(
                 f"cannot infer a static shape for value '{name}' (used by '{user}'); "
                 "fix the dynamic input dims with --input-shape NAME=DIMS"
             )
         assert value_type.shape is not None
+        check_shape(value_type.shape, f"value '{name}' (of '{user}')")
         return TensorType(tensor_types.from_onnx(value_type.elem_type).xdsl, value_type.shape)
 
     def build(self) -> ModuleOp:
@@ -400,6 +427,8 @@ class _ModuleBuilder:
         for node in graph.nodes:
             self.emit_node(node)
         results = [self.value(o.name, "the graph outputs") for o in graph.outputs]
+        for info, result in zip(graph.outputs, results, strict=True):
+            _check_declared(info, result)
         self.block.add_op(func.ReturnOp(*results))
         main = func.FuncOp(
             "main",
@@ -458,6 +487,27 @@ class _ModuleBuilder:
             self.values[node.output[position]] = result
 
 
+def _check_declared(info: ValueInfoProto, result: SSAValue) -> None:
+    """A graph output's declared element type and static dims must be what the graph computes."""
+    declared = _value_type(info)
+    computed = result.type
+    if declared is None or not isinstance(computed, TensorType):
+        return
+    shape = tuple(computed.get_shape())
+    same_dims = declared.shape is None or (len(declared.shape) == len(shape) and all(
+        d < 0 or d == c for d, c in zip(declared.shape, shape, strict=True)))
+    same_type = not declared.elem_type or tensor_types.from_onnx(declared.elem_type).xdsl == \
+        computed.get_element_type()
+    if not (same_dims and same_type):
+        where = result.owner.location if isinstance(result.owner, Operation) else None
+        node = f" (node '{where.desc.data}')" if isinstance(where, NameLoc) else ""
+        declared_text = "x".join("?" if d < 0 else str(d) for d in declared.shape or ())
+        raise CompileError(
+            f"graph output '{info.name}'{node} is declared as {declared_text or 'scalar'} "
+            f"{TensorProto.DataType.Name(declared.elem_type)} but computes {computed}"
+        )
+
+
 def _name_attrs(names: Sequence[str] | object) -> ArrayAttr[DictionaryAttr]:
     return ArrayAttr([DictionaryAttr({NAME_ATTR: StringAttr(n)}) for n in names])  # type: ignore[union-attr]
 
@@ -471,4 +521,6 @@ def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
         shape = None
     if not shape or any(d <= 0 for d in shape):
         raise CompileError(f"bad --input-shape '{text}': expected NAME=DxDx... with positive sizes, e.g. input_ids=1x128")
+    if max(shape) > MAX_DIM:
+        raise CompileError(f"bad --input-shape '{text}': a dim is beyond the limit of {MAX_DIM}")
     return name, shape

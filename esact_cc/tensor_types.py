@@ -67,6 +67,13 @@ _BY_NUMPY = {e.numpy: e for e in reversed(ELEMENT_TYPES)}
 _BY_NUMPY[np.dtype(np.uint16)] = _BY_ONNX[TensorProto.UINT16]
 
 
+RAW_DATA_DTYPES: dict[int, np.dtype] = {
+    e.onnx: e.numpy.newbyteorder("<") for e in ELEMENT_TYPES if e.onnx != TensorProto.BFLOAT16
+}
+"""ONNX element types whose `raw_data` bytes are exactly a little-endian numpy array (bfloat16
+has no numpy dtype: onnx's own conversion handles it)."""
+
+
 def from_onnx(onnx_type: int) -> ElementType:
     if onnx_type not in _BY_ONNX:
         raise CompileError(f"unsupported ONNX element type {TensorProto.DataType.Name(onnx_type)}")

@@ -1,0 +1,51 @@
+"""Reading (part of) a user's file into memory once, refusing a file that changes meanwhile.
+
+The ONNX frontend reads models and their external data through `read_stable`: the bytes are
+copied into memory (never memory-mapped, so a file truncated during compilation cannot kill
+the compiler with SIGBUS), only regular files are read (a FIFO or device would never end),
+the byte range is checked against the file's size and a cap before anything is allocated,
+and a file whose size or modification time differs after the read from before it is one
+clear error instead of a half-old, half-new model.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import BinaryIO
+
+from esact_cc.runtime.errors import CompileError
+
+
+def _read_exactly(handle: BinaryIO, length: int) -> bytes:
+    return handle.read(length)
+
+
+def read_stable(path: str | os.PathLike[str], what: str, cap: int, offset: int = 0,
+                length: int | None = None) -> bytes:
+    """`length` bytes of `path` from `offset` (default: to the end), or a `CompileError` naming
+    `what` and the path."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            before = os.fstat(handle.fileno())
+            if not stat.S_ISREG(before.st_mode):
+                raise CompileError(f"{what} '{path}' is not a regular file")
+            size = before.st_size
+            length = size - offset if length is None else length
+            if offset < 0 or length < 0 or offset + length > size:
+                raise CompileError(
+                    f"{what} '{path}': bytes {offset}..{offset + length} lie outside the file "
+                    f"({size} bytes)"
+                )
+            if length > cap:
+                raise CompileError(f"{what} '{path}': {length} bytes, beyond the limit of {cap}")
+            handle.seek(offset)
+            data = _read_exactly(handle, length)
+            after = os.fstat(handle.fileno())
+    except OSError as e:
+        raise CompileError(f"cannot read {what} '{path}': {e.strerror or e}") from None
+    if len(data) != length or (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+        raise CompileError(f"{what} '{path}' changed while being read")
+    return data
