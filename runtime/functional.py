@@ -29,6 +29,7 @@ from .isa import (
     BUFFER_DTYPES,
     Buffer,
     GeluMode,
+    INSTRUCTION_KERNELS,
     Instruction,
     Operand,
     TOPK_MASKED_ADDITIVE,
@@ -424,7 +425,11 @@ class Machine:
     def step(self, index: int, instr: Instruction) -> Work:
         self.index, self.instr, self.work = index, instr, Work()
         with np.errstate(all="ignore"):
-            getattr(self, f"op_{instr.opcode_name}")(instr.fields)
+            builtin = getattr(self, f"op_{instr.opcode_name}", None)
+            if builtin is not None:
+                builtin(instr.fields)
+            else:  # an instruction added with isa.register_instruction
+                INSTRUCTION_KERNELS[instr.opcode_name](self, instr.fields)
         return self.work
 
 

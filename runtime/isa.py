@@ -683,11 +683,14 @@ _SPECS: tuple[InstructionSpec, ...] = (
           """End of program; must be the last instruction and appear exactly once."""),
 )
 
-INSTRUCTION_SPECS: Mapping[str, InstructionSpec] = MappingProxyType({s.name: s for s in _SPECS})
-SPECS_BY_OPCODE: Mapping[int, InstructionSpec] = MappingProxyType({s.opcode: s for s in _SPECS})
+# The tables are read-only views; `register_instruction` is the one way to extend them.
+_SPECS_BY_NAME: dict[str, InstructionSpec] = {s.name: s for s in _SPECS}
+_SPECS_BY_OPCODE: dict[int, InstructionSpec] = {s.opcode: s for s in _SPECS}
+INSTRUCTION_SPECS: Mapping[str, InstructionSpec] = MappingProxyType(_SPECS_BY_NAME)
+SPECS_BY_OPCODE: Mapping[int, InstructionSpec] = MappingProxyType(_SPECS_BY_OPCODE)
 
 # Buffers each ENUM buffer field may name (the field's doc string states the same).
-ALLOWED_BUFFERS: Mapping[tuple[str, str], frozenset[Buffer]] = MappingProxyType({
+_ALLOWED_BUFFERS: dict[tuple[str, str], frozenset[Buffer]] = {
     ("load", "buf"): frozenset(Buffer),
     ("store", "buf"): frozenset(Buffer),
     ("gather_rows", "buf"): frozenset({Buffer.ABUF, Buffer.ACC, Buffer.VBUF}),
@@ -696,7 +699,8 @@ ALLOWED_BUFFERS: Mapping[tuple[str, str], frozenset[Buffer]] = MappingProxyType(
     ("bpu", "a_buf"): frozenset({Buffer.ABUF, Buffer.WBUF, Buffer.ACC}),
     ("bpu", "b_buf"): frozenset({Buffer.ABUF, Buffer.WBUF, Buffer.ACC}),
     ("topk", "src_buf"): frozenset({Buffer.ACC, Buffer.VBUF}),
-})
+}
+ALLOWED_BUFFERS: Mapping[tuple[str, str], frozenset[Buffer]] = MappingProxyType(_ALLOWED_BUFFERS)
 
 MAX_INT8_HLOG_BITS = 7  # level 2^(bits-1) = 64 still fits int8
 TOPK_MASKED_ADDITIVE = -1.0e4
@@ -704,28 +708,89 @@ TOPK_MASKED_ADDITIVE = -1.0e4
 use -10000 or the float32 minimum; the same rule as the spls reference interpreter)."""
 
 
+def _check_spec(spec: InstructionSpec, opcodes: set[int]) -> None:
+    """Consistency of one table entry against the opcodes already taken (a broken entry is a
+    programming error: assertions)."""
+    assert spec.opcode not in opcodes and 0 < spec.opcode < (1 << OPCODE_BITS), spec.name
+    names = spec.field_names
+    assert len(set(names)) == len(names), spec.name
+    width = OPCODE_BITS + sum(f.bits for f in spec.fields)
+    assert width <= INSTRUCTION_BITS, (spec.name, width)
+    for f in spec.fields:
+        assert (f.kind is FieldKind.ENUM) == (f.enum is not None), (spec.name, f.name)
+        if f.kind is FieldKind.ENUM and f.enum is Buffer:
+            assert (spec.name, f.name) in _ALLOWED_BUFFERS, (spec.name, f.name)
+    for op in spec.operands:
+        assert op.addr in names, (spec.name, op.addr)
+        assert op.stride is None or op.stride in names, (spec.name, op.stride)
+        assert op.enabled_by is None or op.enabled_by in names, (spec.name, op.enabled_by)
+        assert not isinstance(op.buffer, str) or op.buffer in names, (spec.name, op.buffer)
+
+
 def _check_table() -> None:
-    """Import-time consistency of the table (a broken table is a programming error)."""
+    """Import-time consistency of the table."""
     seen_opcodes: set[int] = set()
     for spec in _SPECS:
-        assert spec.opcode not in seen_opcodes and 0 < spec.opcode < (1 << OPCODE_BITS)
+        _check_spec(spec, seen_opcodes)
         seen_opcodes.add(spec.opcode)
-        names = spec.field_names
-        assert len(set(names)) == len(names), spec.name
-        width = OPCODE_BITS + sum(f.bits for f in spec.fields)
-        assert width <= INSTRUCTION_BITS, (spec.name, width)
-        for f in spec.fields:
-            assert (f.kind is FieldKind.ENUM) == (f.enum is not None), (spec.name, f.name)
-            if f.kind is FieldKind.ENUM and f.enum is Buffer:
-                assert (spec.name, f.name) in ALLOWED_BUFFERS, (spec.name, f.name)
-        for op in spec.operands:
-            assert op.addr in names, (spec.name, op.addr)
-            assert op.stride is None or op.stride in names, (spec.name, op.stride)
-            assert op.enabled_by is None or op.enabled_by in names, (spec.name, op.enabled_by)
-            assert not isinstance(op.buffer, str) or op.buffer in names, (spec.name, op.buffer)
 
 
 _check_table()
+
+
+# ----------------------------------------------------------------------------- extensions
+
+InstructionKernel = Callable[[Any, Mapping[str, int]], None]
+"""A registered instruction's semantics, `kernel(machine, fields)`: `machine` is the functional
+model's `Machine` (`machine.view(addr_field)` gives an operand's array, `machine.work` the
+`Work` record to fill for the timing and energy models)."""
+
+_KERNELS: dict[str, InstructionKernel] = {}
+INSTRUCTION_KERNELS: Mapping[str, InstructionKernel] = MappingProxyType(_KERNELS)
+"""Semantics of registered instructions (the built-in ones are `functional.Machine.op_*`)."""
+
+
+def define_instruction(name: str, opcode: int, queue: Queue, unit: Unit,
+                       fields: tuple[FieldSpec, ...], operands: tuple[Operand, ...],
+                       cost: CostFn, semantics: str) -> InstructionSpec:
+    """An instruction spec with the common pop/push fields, as the built-ins are written."""
+    return _spec(name, opcode, queue, unit, fields, operands, cost, semantics)
+
+
+def register_instruction(spec: InstructionSpec, kernel: InstructionKernel,
+                         allowed_buffers: Mapping[str, frozenset[Buffer]] | None = None) -> None:
+    """Add an instruction (e.g. a sparsity scheme's prediction step) to the table every tool
+    reads: the encoder, decoder, assembler and loader checks take it from `INSTRUCTION_SPECS`,
+    the timing model its `cost`, the functional model `kernel`. `allowed_buffers` names the
+    buffers each `Buffer` ENUM field may hold. Name and opcode must be free; the runtime stays
+    free of xdsl (an `esact.<name>` op exists for it if it is registered before the `esact`
+    dialect is first loaded)."""
+    if spec.name in _SPECS_BY_NAME:
+        raise ValueError(f"instruction '{spec.name}' is already defined")
+    buffers = {(spec.name, field): frozenset(allowed)
+               for field, allowed in (allowed_buffers or {}).items()}
+    _ALLOWED_BUFFERS.update(buffers)
+    try:
+        _check_spec(spec, set(_SPECS_BY_OPCODE))
+    except AssertionError:
+        for key in buffers:
+            del _ALLOWED_BUFFERS[key]
+        raise ValueError(f"instruction '{spec.name}': inconsistent spec (opcode "
+                         f"{spec.opcode:#x} taken or out of range, fields too wide, or an "
+                         "operand naming a missing field)") from None
+    _SPECS_BY_NAME[spec.name] = spec
+    _SPECS_BY_OPCODE[spec.opcode] = spec
+    _KERNELS[spec.name] = kernel
+
+
+def unregister_instruction(name: str) -> None:
+    """Remove an instruction `register_instruction` added (built-ins cannot be removed)."""
+    if name not in _KERNELS:
+        raise ValueError(f"instruction '{name}' was not registered")
+    spec = _SPECS_BY_NAME.pop(name)
+    del _SPECS_BY_OPCODE[spec.opcode], _KERNELS[name]
+    for key in [k for k in _ALLOWED_BUFFERS if k[0] == name]:
+        del _ALLOWED_BUFFERS[key]
 
 
 # ----------------------------------------------------------------------------- instructions
