@@ -9,7 +9,8 @@ refuses the archive before any tensor is read when:
 - the tensors together exceed `MAX_WEIGHT_STORE_BYTES`;
 - deflated members expand more than `MAX_EXPANSION` times in total (stores this project
   writes are stored uncompressed; `np.savez_compressed` on real weights gives about 1.1x).
-Corrupt member data (a bad CRC) is found when the tensor is read, and reported then.
+Corrupt member data (a bad CRC) is reported when it is read: here for members small enough to
+be read whole with their header, else when the tensor is first used (weight_store.py).
 """
 
 from __future__ import annotations
@@ -51,7 +52,10 @@ def _member_tensor_bytes(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str)
             else:
                 raise ValueError(f".npy format version {version} is not supported")
             header_bytes = member.tell()
-    except (ValueError, EOFError, OSError, zipfile.BadZipFile, NotImplementedError) as e:
+    except zipfile.BadZipFile as e:  # a small member is read whole, CRC check included
+        raise CompileError(f"{where}: member '{info.filename}' is corrupt: {_one_line(e)}") \
+            from None
+    except (ValueError, EOFError, OSError, NotImplementedError) as e:
         raise CompileError(f"{where}: member '{info.filename}' is not a .npy array: "
                            f"{_one_line(e)}") from None
     if dtype.hasobject:

@@ -50,6 +50,7 @@ def run_demo(args: argparse.Namespace, work_dir: Path) -> int:
     from esact_cc.runtime.run_program import run_program
     from esact_cc.runtime.trace import write_trace
 
+    config = resolve_config(args.hw)  # a bad --hw fails before the compile
     model = load_bundled_model()
     count = len(model.test_images) if args.samples is None else args.samples
     if not 1 <= count <= len(model.test_images):
@@ -65,7 +66,6 @@ def run_demo(args: argparse.Namespace, work_dir: Path) -> int:
     compiled = api.compile(model.onnx_path, stage="esact", **extra)
     binary_path = work_dir / "model.esb"
     program = emit_esb(compiled.module, binary_path, compiled.store)
-    config = resolve_config(args.hw)
     print(f"binary: {binary_path} ({binary_path.stat().st_size:,} bytes, "
           f"{len(program.instructions):,} instructions)", flush=True)
 
