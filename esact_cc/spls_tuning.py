@@ -79,6 +79,7 @@ from esact_cc.spls_accounting import (
     summarize,
 )
 from esact_cc.spls_options import SplsConfig
+from esact_cc.typed_options import unknown_name
 from esact_cc.weight_store import WeightStore, attach
 
 IR_LEVELS = ("quantized", "transformer")
@@ -827,13 +828,15 @@ class SearchOptions:
             raise CompileError(f"margin must be a finite number of standard errors >= 0, got "
                                f"{self.margin_se}")
         if self.layer_search not in LAYER_SEARCHES:
-            raise CompileError(f"unknown per-layer search '{self.layer_search}' "
-                               f"(searches: {', '.join(LAYER_SEARCHES)})")
-        unknown = sorted(set(self.layer_options) - set(PER_LAYER_OPTIONS))
-        if unknown or not self.layer_options:
-            raise CompileError(f"per-layer options must be some of "
-                               f"{', '.join(PER_LAYER_OPTIONS)}, got "
-                               f"{', '.join(self.layer_options) or 'none'}")
+            raise CompileError("--layer-search: " + unknown_name(
+                "per-layer search", self.layer_search, LAYER_SEARCHES))
+        if not self.layer_options:
+            raise CompileError(f"--layer-options: per-layer options must be some of "
+                               f"{', '.join(PER_LAYER_OPTIONS)}, got none")
+        for name in self.layer_options:
+            if name not in PER_LAYER_OPTIONS:
+                raise CompileError("--layer-options: " + unknown_name(
+                    "per-layer option", name, PER_LAYER_OPTIONS))
         if self.layer_steps < 0:
             raise CompileError(f"per-layer steps must be >= 0, got {self.layer_steps}")
         if self.layer_first_reference < 0:

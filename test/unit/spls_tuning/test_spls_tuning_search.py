@@ -179,7 +179,7 @@ def test_esact_tune_writes_the_search_options(tmp_path, evaluator, monkeypatch):
     (["--margin-se", "-1"], "margin must be"),
     (["--margin-se", "inf"], "margin must be"),
     (["--layer-search", "nosuch"], "invalid choice"),
-    (["--layer-options", "k-ratio"], "per-layer options must be"),
+    (["--layer-options", "k-ratio"], "unknown per-layer option 'k-ratio'"),
     (["--layer-options", ","], "per-layer options must be"),
     (["--layer-first-reference", "-1"], "first-reference must be >= 0"),
     (["--layer-steps", "-1"], "steps must be >= 0"),
