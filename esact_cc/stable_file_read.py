@@ -28,7 +28,8 @@ def read_stable(path: str | os.PathLike[str], what: str, cap: int, offset: int =
     `what` and the path."""
     path = Path(path)
     try:
-        with open(path, "rb") as handle:
+        # O_NONBLOCK: opening a FIFO with no writer returns at once (and is refused below).
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
             before = os.fstat(handle.fileno())
             if not stat.S_ISREG(before.st_mode):
                 raise CompileError(f"{what} '{path}' is not a regular file")
