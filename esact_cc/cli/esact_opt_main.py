@@ -30,6 +30,8 @@ from esact_cc.runtime.cli.user_errors import exit_code_of, one_line
 from esact_cc.runtime.errors import CompileError, UsageError
 
 PROG = "esact-opt"
+MAX_IR_BYTES = 256 << 20
+"""Cap on an IR file read by esact-opt (IR text holds no weights: handles into the store)."""
 
 # Generic xDSL passes worth having next to ours.
 XDSL_PASSES: tuple[str, ...] = ("canonicalize", "cse", "dce")
@@ -84,6 +86,18 @@ class EsactOptMain(xDSLOptMain):
         )
         arg_parser.set_defaults(print_debuginfo=True)
 
+    def get_input_stream(self) -> tuple[IO[bytes], str]:
+        """The input read whole (it is parsed whole anyway), capped and checked to be UTF-8:
+        `/dev/zero` or a binary file is one line, not an exhausted memory or a traceback."""
+        from esact_cc.runtime.bounded_read import read_bounded_text
+
+        name = self.args.input_file
+        extension = Path(name).suffix.lstrip(".") if name is not None else "mlir"
+        if (self.args.frontend or extension) == "onnx":
+            return io.BytesIO(), extension  # the ONNX frontend reads the file itself
+        text = read_bounded_text("/dev/stdin" if name is None else name, MAX_IR_BYTES, "IR file")
+        return io.BytesIO(text.encode()), extension
+
     def parse_chunk(self, chunk: IO[bytes], file_extension: str, start_offset: int = 0) -> ModuleOp | None:
         from esact_cc.weight_store import store_of
 
@@ -103,7 +117,12 @@ class EsactOptMain(xDSLOptMain):
                 raise  # xdsl-opt prints it
             raise CompileError(f"{e.span.get_location()}: {one_line(e.msg)}") from None
         except DiagnosticException as e:
+            if self.args.verify_diagnostics:
+                raise  # xdsl-opt prints it
             raise CompileError(f"{self.get_input_name()}: invalid IR: {one_line(e)}") from None
+        except RecursionError:
+            raise CompileError(f"{self.get_input_name()}: IR nested too deeply (Python "
+                               "recursion limit reached)") from None
         if module is not None:
             input_dir = Path(self.args.input_file).parent if self.args.input_file else Path(".")
             store_of(module, input_dir)  # pair the module with the weights it names
