@@ -93,21 +93,25 @@ def run_with_time_limit(session: Any, names: Sequence[str], feeds: Mapping[str, 
     options = ort.RunOptions()
     options.log_severity_level = 4  # the terminate flag's error comes back as an exception
     outcome: dict[str, Any] = {}
+    # An Event, not Thread.join: a join interrupted by Ctrl-C marks the thread stopped while
+    # it still runs (CPython bpo-45274), and exiting with onnxruntime mid-run aborts.
+    finished = threading.Event()
 
     def run() -> None:
         try:
             outcome["results"] = session.run(list(names), dict(feeds), options)
         except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types
             outcome["error"] = exc
+        finally:
+            finished.set()
 
-    worker = threading.Thread(target=run, name="host-segment", daemon=True)
-    worker.start()
+    threading.Thread(target=run, name="host-segment", daemon=True).start()
     try:
-        worker.join(time_limit)  # interruptible: signal handlers run in this thread
+        finished.wait(time_limit)  # interruptible: signal handlers run in this thread
     finally:
-        if worker.is_alive():  # time limit, or a KeyboardInterrupt/SIGTERM on its way up
+        if not finished.is_set():  # time limit, or a KeyboardInterrupt/SIGTERM on its way up
             options.terminate = True
-            worker.join()
+            finished.wait()
             outcome.setdefault("timeout", True)
     if "timeout" in outcome:
         raise ProgramError(f"host segment still running after the {time_limit:g} s time limit "
