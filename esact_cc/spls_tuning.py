@@ -177,6 +177,10 @@ def load_calibration_data(path: str | os.PathLike[str], inputs: Mapping[str, int
     if labels_key is not None and labels_key not in arrays:
         raise CompileError(f"{where} has no labels array '{labels_key}' "
                            f"(arrays: {', '.join(sorted(arrays))})")
+    absent = sorted(f"{name}={array}" for name, array in keys.items() if array not in arrays)
+    if absent:  # a mapping the user gave is never replaced by a guess
+        raise CompileError(f"--input {', '.join(absent)}: {where} has no such array "
+                           f"(arrays: {', '.join(sorted(arrays))})")
     for name in inputs:
         keys.setdefault(name, name)
     missing = [n for n in inputs if keys[n] not in arrays]
