@@ -326,6 +326,26 @@ def _try_fold(node: NodeProto, graph: _Graph) -> list[np.ndarray] | None:
     return outputs
 
 
+def _check_constant_outputs(graph: _Graph) -> None:
+    """A graph output folded to a constant must have its declared type and dims (strict shape
+    inference checks the outputs nodes still compute, but sees a constant only as a value)."""
+    for info in graph.outputs:
+        value, declared = graph.constants.get(info.name), _value_type(info)
+        if value is None or declared is None:
+            continue
+        same_dims = declared.shape is None or (len(declared.shape) == value.ndim and all(
+            d < 0 or d == c for d, c in zip(declared.shape, value.shape, strict=True)))
+        same_type = not declared.elem_type or tensor_types.from_onnx(declared.elem_type).numpy == value.dtype
+        if not (same_dims and same_type):
+            declared_dims = "x".join("?" if d < 0 else str(d) for d in declared.shape or ())
+            raise CompileError(
+                f"graph output '{info.name}' (node '{graph.constant_origin.get(info.name, info.name)}') is "
+                f"declared {declared_dims or 'scalar'} {TensorProto.DataType.Name(declared.elem_type)} but "
+                f"computes {'x'.join(map(str, value.shape)) or 'scalar'} "
+                f"{TensorProto.DataType.Name(tensor_types.from_numpy(value.dtype).onnx)}"
+            )
+
+
 def _collect_constants(
     proto: ModelProto, owned: bool, arrays: dict[str, np.ndarray]
 ) -> tuple[dict[str, np.ndarray], dict[str, str], list[NodeProto]]:
@@ -384,6 +404,7 @@ def import_onnx(
     )
     _infer_types(graph)
     while _fold(graph):
+        _check_constant_outputs(graph)
         _infer_types(graph)
     _infer_types(graph, strict=True)
     store = store if store is not None else WeightStore()
@@ -427,8 +448,6 @@ class _ModuleBuilder:
         for node in graph.nodes:
             self.emit_node(node)
         results = [self.value(o.name, "the graph outputs") for o in graph.outputs]
-        for info, result in zip(graph.outputs, results, strict=True):
-            _check_declared(info, result)
         self.block.add_op(func.ReturnOp(*results))
         main = func.FuncOp(
             "main",
@@ -485,27 +504,6 @@ class _ModuleBuilder:
         self.block.add_op(op)
         for position, result in zip(out_positions, op.results, strict=True):
             self.values[node.output[position]] = result
-
-
-def _check_declared(info: ValueInfoProto, result: SSAValue) -> None:
-    """A graph output's declared element type and static dims must be what the graph computes."""
-    declared = _value_type(info)
-    computed = result.type
-    if declared is None or not isinstance(computed, TensorType):
-        return
-    shape = tuple(computed.get_shape())
-    same_dims = declared.shape is None or (len(declared.shape) == len(shape) and all(
-        d < 0 or d == c for d, c in zip(declared.shape, shape, strict=True)))
-    same_type = not declared.elem_type or tensor_types.from_onnx(declared.elem_type).xdsl == \
-        computed.get_element_type()
-    if not (same_dims and same_type):
-        where = result.owner.location if isinstance(result.owner, Operation) else None
-        node = f" (node '{where.desc.data}')" if isinstance(where, NameLoc) else ""
-        declared_text = "x".join("?" if d < 0 else str(d) for d in declared.shape or ())
-        raise CompileError(
-            f"graph output '{info.name}'{node} is declared as {declared_text or 'scalar'} "
-            f"{TensorProto.DataType.Name(declared.elem_type)} but computes {computed}"
-        )
 
 
 def _name_attrs(names: Sequence[str] | object) -> ArrayAttr[DictionaryAttr]:
