@@ -55,7 +55,7 @@ class Rule:
         if self.choices:
             return "|".join(self.choices)
         left = "(" if self.low_open else "["
-        return f"in {left}{self.low}, {self.high}]"
+        return f"in {left}{self.low:g}, {self.high:g}]"
 
 
 def option(default: OptionValue, *, low: float | None = None, high: float | None = None,

@@ -74,7 +74,7 @@ def test_the_masks_in_the_ir_are_the_schemes(registered, calibration):
 
 
 @pytest.mark.parametrize("option, message", [
-    ("key-keep=0", "key-keep must be in (0.0, 1.0], got '0'"),
+    ("key-keep=0", "key-keep must be in (0, 1], got '0'"),
     ("seeed=1", "unknown option 'seeed' (did you mean 'seed'?"),
     ("²:seed=1", "bad layer index '²'"),
     ("7:seed=1", "every_other_row: options for layer 7, but the model has 4"),

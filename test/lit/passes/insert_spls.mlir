@@ -89,6 +89,6 @@ builtin.module attributes {esact.weight_store = "Inputs/insert_spls_layer.npz"} 
 // INT8:      %f2 = spls.masked_quantized_linear
 // INT8-NOT:  quantized.linear
 
-// BADMODE:   error: insert-spls: similarity must be overlap|cosprob, got 'jaccard'
+// BADMODE:   error: insert-spls: similarity must be one of overlap|cosprob, got 'jaccard'
 // BADLAYER:  error: insert-spls: per-layer options for layer(s) 3, but the model has 1 attention layer(s)
-// BADNAME:   error: insert-spls: bad per-layer option 'speed=1' in layer 0
+// BADNAME:   error: insert-spls: layer 0: unknown option 'speed' (valid: hlog-bits,

@@ -44,7 +44,7 @@ def test_a_misspelt_keyword_names_the_nearest_option():
     ({"stage": "sparsity", "sparsity": "SPLS"}, "--sparsity: unknown sparsity scheme 'SPLS' "
                                                  "(did you mean 'spls'?"),
     ({"stage": "sparsity", "sparsity_option": ["k-ratio=1.5"]},
-     "--sparsity-option: k-ratio must be in (0.0, 1.0], got '1.5'"),
+     "--sparsity-option: k-ratio must be in (0, 1], got '1.5'"),
     ({"stage": "sparsity", "sparsity": "dense", "sparsity_option": ["window=2"]},
      "--sparsity-option: scheme 'dense' takes no options"),
 ])
