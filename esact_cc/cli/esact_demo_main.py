@@ -94,9 +94,8 @@ def run_demo(args: argparse.Namespace, work_dir: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-
     def demo() -> int:
+        args = build_parser().parse_args(argv)
         if args.output_dir:
             check_output_dir("--output-dir", args.output_dir)
             out = Path(args.output_dir)

@@ -29,8 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--output", required=True, help="the .esb file to write")
     parser.add_argument("--hw", default=None,
                         help="hardware config (path or name) for text without .config")
-    args = parser.parse_args(argv)
-    return exit_code_of(PROG, lambda: assemble_file(args))
+    return exit_code_of(PROG, lambda: assemble_file(parser.parse_args(argv)))
 
 
 def assemble_file(args: argparse.Namespace) -> None:

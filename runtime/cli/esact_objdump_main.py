@@ -44,9 +44,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="print the full disassembly (input of esact-as)")
     parser.add_argument("--no-data", action="store_true",
                         help="with -d: leave out data and host-segment bytes")
-    args = parser.parse_args(argv)
 
     def dump() -> None:
+        args = parser.parse_args(argv)
         program = read_esb(args.file)
         sys.stdout.write(disassemble(program, with_data=not args.no_data) if args.disassemble
                          else summary(program))
