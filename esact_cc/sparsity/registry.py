@@ -2,7 +2,9 @@
 
 `BUILTIN_SCHEMES` names the module of each built-in scheme (it defines `SCHEME`); a module is
 imported only when its scheme is used, so listing names (`--help`, error messages) is free.
-`register_scheme` adds a scheme defined anywhere (a plugin, a test) for this process.
+Schemes from elsewhere need no edit here: `register_scheme` adds one for this process (a test,
+a script), and an installed package adds one for every tool through an entry point in the group
+`ENTRY_POINT_GROUP` (`name = "module:SCHEME"`), loaded when the scheme is picked.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
 
 from xdsl.passes import ModulePass
 
@@ -22,6 +25,7 @@ BUILTIN_SCHEMES: dict[str, str] = {
     "spls": "esact_cc.sparsity.spls",
 }
 """Scheme name -> module defining `SCHEME`."""
+ENTRY_POINT_GROUP = "esact_cc.sparsity_schemes"
 
 
 @dataclass(frozen=True)
@@ -48,15 +52,27 @@ def unregister_scheme(name: str) -> None:
     _registered.pop(name, None)
 
 
+def _installed() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
 def scheme_names() -> list[str]:
-    return [*BUILTIN_SCHEMES, *_registered]
+    known = [*BUILTIN_SCHEMES, *_registered]
+    return known + sorted(set(_installed()) - set(known))
 
 
 def scheme_named(name: str) -> SparsityScheme:
     if name in _registered:
         return _registered[name]
-    if name not in BUILTIN_SCHEMES:
+    if name in BUILTIN_SCHEMES:
+        scheme = importlib.import_module(BUILTIN_SCHEMES[name]).SCHEME
+        assert isinstance(scheme, SparsityScheme) and scheme.name == name, BUILTIN_SCHEMES[name]
+        return scheme
+    installed = _installed()
+    if name not in installed:
         raise CompileError(f"--sparsity: {unknown_name('sparsity scheme', name, scheme_names())}")
-    scheme = importlib.import_module(BUILTIN_SCHEMES[name]).SCHEME
-    assert isinstance(scheme, SparsityScheme) and scheme.name == name, BUILTIN_SCHEMES[name]
+    scheme = installed[name].load()
+    if not isinstance(scheme, SparsityScheme) or scheme.name != name:
+        raise CompileError(f"--sparsity: entry point '{name}' = '{installed[name].value}' "
+                           f"({ENTRY_POINT_GROUP}) is not a SparsityScheme named '{name}'")
     return scheme

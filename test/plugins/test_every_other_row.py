@@ -133,3 +133,44 @@ def test_masked_ops_compute_what_the_masks_say():
                                                rtol=1e-4, atol=1e-5)
             checked_attention += 1
     assert checked_attention == 4
+
+
+def _install_entry_point(site, value: str) -> None:
+    """A minimal installed distribution in `site` declaring one sparsity-scheme entry point."""
+    dist = site / "eor_plugin-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: eor-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(f"[esact_cc.sparsity_schemes]\n{value}\n")
+
+
+def test_an_installed_plugin_is_found_through_its_entry_point(tmp_path, monkeypatch):
+    _install_entry_point(tmp_path, "every_other_row = every_other_row:SCHEME")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert scheme_names() == ["dense", "spls", "every_other_row"]
+    assert scheme_named("every_other_row") is scheme_module.SCHEME
+
+
+def test_an_entry_point_must_name_a_scheme(tmp_path, monkeypatch):
+    _install_entry_point(tmp_path, "every_other_row = every_other_row:reuse_map")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(CompileError, match="entry point 'every_other_row' = "
+                                           "'every_other_row:reuse_map'.* is not a SparsityScheme"):
+        scheme_named("every_other_row")
+
+
+def test_esact_cc_compiles_with_an_installed_plugin(tmp_path):
+    """The whole tool, in its own process, picks the plugin by name: no package file edited."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    _install_entry_point(tmp_path / "site", "every_other_row = every_other_row:SCHEME")
+    path = os.pathsep.join([str(tmp_path / "site"), str(Path(scheme_module.__file__).parent)])
+    out = tmp_path / "out.mlir"
+    result = subprocess.run(
+        ["esact-cc", str(BUNDLED.onnx_path), "--compile-to", "sparsity", "--sparsity",
+         "every_other_row", "--sparsity-option", "1:key-keep=0.25", "-o", str(out)],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path}, check=False)
+    assert result.returncode == 0, result.stderr
+    text = out.read_text()
+    assert text.count(" spa(") == 4 and "every_other_row.1.spa" in text
