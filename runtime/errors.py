@@ -2,7 +2,8 @@
 
 Every error a user can cause (bad model, bad binary, bad CLI argument, bad config)
 is raised as an `EsactError` subclass with a one-line message naming the node,
-field or argument at fault. CLIs print `error: <message>` and exit non-zero.
+field or argument at fault. CLIs print `prog: error: <message>` and exit 1
+(runtime/cli/user_errors.py).
 """
 
 
