@@ -161,7 +161,7 @@ def run_cli(args: argparse.Namespace) -> None:
 
     # Everything computed: now write.
     files = output_array_paths("--output-dir", args.output_dir, outputs) if outputs else {}
-    written = {f"--output-dir file of '{name}'": path for name, path in files.items()}
+    written = {f"--output-dir (output '{name}')": path for name, path in files.items()}
     refuse_overwriting_inputs(written, input_paths(args))
     stage = stage_named(args.compile_to)
     if args.output:

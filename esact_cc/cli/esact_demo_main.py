@@ -15,11 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from esact_cc.runtime.cli.output_paths import check_output_dir
+from esact_cc.runtime.cli.output_paths import check_output_dir, refuse_overwriting_inputs
 from esact_cc.runtime.cli.user_errors import exit_code_of
 from esact_cc.runtime.errors import UsageError
 
 PROG = "esact-demo"
+CALIBRATION, BINARY, REPORT, TRACE = "calibration.npz", "model.esb", "report.json", "trace.json"
+DEMO_FILES = (CALIBRATION, BINARY, REPORT, TRACE)
+"""What the demo writes (to --output-dir, else a temporary directory)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +47,7 @@ def run_demo(args: argparse.Namespace, work_dir: Path) -> int:
     from esact_cc import api
     from esact_cc.bundled_model import load_bundled_model
     from esact_cc.emit_esb import emit_esb
+    from esact_cc.runtime.atomic_write import atomic_write
     from esact_cc.runtime.functional import execute
     from esact_cc.runtime.hw_config import resolve_config
     from esact_cc.runtime.report import format_summary, write_report
@@ -57,14 +61,15 @@ def run_demo(args: argparse.Namespace, work_dir: Path) -> int:
         raise UsageError(f"--samples must be in 1..{len(model.test_images)}, got {count}")
     images, labels = model.test_images[:count], model.test_labels[:count]
 
-    calibration_path = work_dir / "calibration.npz"
-    np.savez(calibration_path, **{model.input_name: model.calibration_images})
+    calibration_path = work_dir / CALIBRATION
+    atomic_write(calibration_path,
+                 lambda handle: np.savez(handle, **{model.input_name: model.calibration_images}))
     print(f"compiling {model.onnx_path.name} ({model.metadata['task']}) ...", flush=True)
     extra = {"calibration_data": str(calibration_path), "hw": args.hw}
     if args.sparsity != "dense":
         extra["sparsity"] = args.sparsity
     compiled = api.compile(model.onnx_path, stage="esact", **extra)
-    binary_path = work_dir / "model.esb"
+    binary_path = work_dir / BINARY
     program = emit_esb(compiled.module, binary_path, compiled.store)
     print(f"binary: {binary_path} ({binary_path.stat().st_size:,} bytes, "
           f"{len(program.instructions):,} instructions)", flush=True)
@@ -85,9 +90,9 @@ def run_demo(args: argparse.Namespace, work_dir: Path) -> int:
 
     result = run_program(program, {model.input_name: images[:1]}, config,
                          meta={"binary": str(binary_path), "model": model.onnx_path.name})
-    write_report(work_dir / "report.json", result.report)
-    write_trace(work_dir / "trace.json", result.trace())
-    print("report of one inference (report.json, trace.json in "
+    write_report(work_dir / REPORT, result.report)
+    write_trace(work_dir / TRACE, result.trace())
+    print(f"report of one inference ({REPORT}, {TRACE} in "
           f"{work_dir if args.output_dir else 'a temporary directory; keep them with --output-dir'}):")
     sys.stdout.write(format_summary(result.report))
     return 0
@@ -99,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.output_dir:
             check_output_dir("--output-dir", args.output_dir)
             out = Path(args.output_dir)
+            refuse_overwriting_inputs({f"--output-dir ({name})": out / name
+                                       for name in DEMO_FILES}, {"--hw": args.hw})
             out.mkdir(parents=True, exist_ok=True)
             return run_demo(args, out)
         with tempfile.TemporaryDirectory(prefix="esact-demo-") as tmp:

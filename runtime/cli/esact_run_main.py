@@ -195,7 +195,7 @@ def output_files(args: argparse.Namespace, names: list[str]) -> dict[str, Path]:
     """The --output-dir file of each output; every output file distinct and not an input."""
     files = output_array_paths("--output-dir", args.output_dir, names) if args.output_dir else {}
     outputs: dict[str, str | Path | None] = {"--report": args.report, "--trace": args.trace}
-    outputs.update({f"--output-dir file of '{name}'": path for name, path in files.items()})
+    outputs.update({f"--output-dir (output '{name}')": path for name, path in files.items()})
     refuse_overwriting_inputs(outputs, input_paths(args))
     refuse_shared_outputs(outputs)
     return files

@@ -171,7 +171,7 @@ def test_an_x_npy_output_is_refused_when_it_overwrites_the_input(work):
     before = tree_state(work)
     result = run_tool("esact-cc", "relu.onnx", "--compile-to", "onnx", "--run", "--input",
                       "x_in=x.npy", "--output-dir", ".", cwd=work)
-    assert_user_error(result, "--output-dir file of 'x'", "--input x_in")
+    assert_user_error(result, "--output-dir (output 'x')", "--input x_in")
     assert tree_state(work) == before
 
 
