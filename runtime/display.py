@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 
-def short_repr(value: Any, limit: int = 40) -> str:
+def short_repr(value: Any, limit: int = 80) -> str:
     """`ascii(value)`, cut to `limit` characters: lone surrogates, control characters and
     non-ASCII text are escaped, so the message prints on any terminal and stays one line."""
     text = ascii(value)

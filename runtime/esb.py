@@ -398,25 +398,27 @@ def validate_program(program: Program) -> None:
     names: set[str] = set()
     for d in program.io:
         if d.kind not in ("input", "output"):
-            raise ProgramError(f"I/O '{d.name}': kind must be input or output")
+            raise ProgramError(f"I/O {short_repr(d.name)}: kind must be input or output")
         if d.name in names:
-            raise ProgramError(f"I/O name '{d.name}' appears twice")
+            raise ProgramError(f"I/O name {short_repr(d.name)} appears twice")
         names.add(d.name)
-        _check_tensor(d, f"I/O '{d.name}'")
+        _check_tensor(d, f"I/O {short_repr(d.name)}")
     spans = []
     for seg in program.data_segments:
         _check_name(seg.name, "data segment")
         if seg.address < 0 or seg.address + len(seg.data) > DRAM_LIMIT:
-            raise ProgramError(f"data segment '{seg.name}' ends past the DRAM address space")
+            raise ProgramError(f"data segment {short_repr(seg.name)} ends past the DRAM address "
+                               f"space")
         if seg.data:
             spans.append((seg.address, seg.address + len(seg.data), seg.name))
     spans.sort()
     for (_s0, e0, n0), (s1, _e1, n1) in itertools.pairwise(spans):
         if s1 < e0:
-            raise ProgramError(f"data segments '{n0}' and '{n1}' overlap in DRAM")
+            raise ProgramError(f"data segments {short_repr(n0)} and {short_repr(n1)} overlap in "
+                               f"DRAM")
     for k, hs in enumerate(program.host_segments):
         for t in (*hs.inputs, *hs.outputs):
-            _check_tensor(t, f"host segment {k} tensor '{t.name}'")
+            _check_tensor(t, f"host segment {k} tensor {short_repr(t.name)}")
         check_host_model(hs, k)
     for index, entry in program.debug.items():
         if not 0 <= index < len(program.instructions):

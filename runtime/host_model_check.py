@@ -45,8 +45,8 @@ def check_host_model(segment: HostSegment, index: int) -> None:
                            f"ONNX graph has {ascii(sorted(graph_inputs))}")
     bound_outputs = [t.name for t in segment.outputs]
     if not set(bound_outputs) <= graph_outputs or len(set(bound_outputs)) != len(bound_outputs):
-        raise ProgramError(f"{where}: bound outputs {ascii(sorted(bound_outputs))} are not distinct "
-                           f"ONNX graph outputs")
+        raise ProgramError(f"{where}: bound outputs {ascii(sorted(bound_outputs))} are not "
+                           f"distinct ONNX graph outputs")
 
 
 def _first_line(exc: Exception) -> str:
