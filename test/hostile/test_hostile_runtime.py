@@ -189,7 +189,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-def test_ctrl_c_stops_an_endless_host_loop(cwd: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum, needle", [(signal.SIGINT, "interrupted"),
+                                             (signal.SIGTERM, "terminated by SIGTERM")])
+def test_ctrl_c_stops_an_endless_host_loop(cwd: Path, tmp_path: Path, signum: int,
+                                           needle: str) -> None:
     binary = write_unchecked(host_program(endless_loop()), tmp_path / "loop.esb")
     argv = [shutil.which("esact-run"), str(binary), "--input", f"x={input_file(tmp_path)}",
             "--host-time-limit", "600", "--output-dir", str(cwd / "out")]
@@ -204,14 +207,14 @@ def test_ctrl_c_stops_an_endless_host_loop(cwd: Path, tmp_path: Path) -> None:
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "esact-run never got busy"
             time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         stopped = time.monotonic()
         stdout, stderr = proc.communicate(timeout=30)
     finally:
         proc.kill()
     assert time.monotonic() - stopped < 10
     result = ToolResult(argv, proc.returncode, stdout.decode(), stderr.decode())
-    assert_user_error(result, "interrupted", code=130)
+    assert_user_error(result, needle, code=128 + signum)
     assert tree_state(cwd) == before
 
 
