@@ -359,9 +359,12 @@ HOSTILE_CALIBRATION = {
 }
 
 
+@pytest.mark.parametrize("tool", ["esact-cc", "esact-tune"])
 @pytest.mark.parametrize("case", sorted(HOSTILE_CALIBRATION))
-def test_hostile_calibration_data_is_one_line(cwd: Path, tmp_path: Path, case: str) -> None:
+def test_hostile_calibration_data_is_one_line(cwd: Path, tmp_path: Path, case: str,
+                                              tool: str) -> None:
     make, needle = HOSTILE_CALIBRATION[case]
     (tmp_path / "calib.npz").write_bytes(make())
-    run_fails("esact-cc", MODEL, "-o", cwd / "out.esb", "--calibration-data",
-              tmp_path / "calib.npz", cwd=cwd, needles=("calibration data", needle))
+    output = cwd / ("out.esb" if tool == "esact-cc" else "spls.json")
+    run_fails(tool, MODEL, "-o", output, "--calibration-data", tmp_path / "calib.npz", cwd=cwd,
+              needles=("calibration data", needle))
