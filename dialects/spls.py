@@ -11,18 +11,10 @@ DESIGN.md section 6 in IR. `insert-spls` emits, per layer, on the Q/K/V projecti
                             (-1 = computed row, else the representative row) and the per-head
                             key mask [B, H, L] i1 (keys some computed row selects)
 
-and rewrites the layer's GEMM-bearing ops into masked forms whose masks are OPERANDS, so a
-lowering reads them like any value (MBUF data of the TOPK / SIMILARITY instructions). One op
-per dense op and mask kind, for both the FP32 (`transformer`) and INT8 (`quantized`) forms:
-
-- `spls.masked_linear` / `spls.masked_quantized_linear`: `rows(%reuse_map)`: only computed
-  rows are computed; a reused row takes its representative's output row (Q, O, FFN).
-- `spls.key_masked_linear` / `spls.key_masked_quantized_linear`: `keys(%key_mask)`: row j of
-  head h's output column block is computed only if key_mask[b, h, j], else 0 (K and V).
-- `spls.masked_attention` / `spls.masked_quantized_attention`: `rows(%reuse_map)`: reused
-  query rows skip their attention row and take the representative's (`attention=dense`).
-- `spls.sparse_attention` / `spls.sparse_quantized_attention`: additionally `spa(%spa)`:
-  computed rows attend only to the keys their SPA row selects (`attention=topk`).
+and gives the layer's GEMM-bearing ops (`transformer.linear` / `transformer.attention`, FP32 or
+INT8) the masks as OPERANDS (`rows(%reuse_map)`, `keys(%key_mask) heads(H)`, `spa(%spa)`; see
+`dialects/gemm_ops.py`), so a lowering reads them like any value (MBUF data of the TOPK /
+SIMILARITY instructions).
 
 Mask types: masks are builtin tensors with fixed element types, checked by the verifiers:
 element mask (SPA) `tensor<BxHxLqxLkxi1>`, key mask `tensor<BxHxLkxi1>`, reuse map
@@ -34,7 +26,6 @@ element mask (SPA) `tensor<BxHxLqxLkxi1>`, key mask `tensor<BxHxLkxi1>`, reuse m
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 from esact_cc.runtime.spls_kernels import MAX_HLOG_BITS, MIN_HLOG_BITS, SIMILARITY_MODES
 from xdsl.dialects.builtin import (
@@ -64,40 +55,16 @@ from xdsl.irdl import (
 from xdsl.traits import Pure
 from xdsl.utils.exceptions import VerifyException
 
-
-def _f32(value: float) -> FloatAttr:
-    return FloatAttr(value, Float32Type())
+from esact_cc.dialects.gemm_ops import f32_attr as _f32
+from esact_cc.dialects.shape_checks import element as _element
+from esact_cc.dialects.shape_checks import fmt as _fmt
+from esact_cc.dialects.shape_checks import require as _require
+from esact_cc.dialects.shape_checks import require_positive as _check_positive
+from esact_cc.dialects.shape_checks import shape as _shape
 
 
 def _i64(value: int) -> IntegerAttr:
     return IntegerAttr(value, i64)
-
-
-def _shape(value: SSAValue) -> tuple[int, ...]:
-    typ = value.type
-    assert isinstance(typ, TensorType)
-    return tuple(typ.get_shape())
-
-
-def _element(value: SSAValue) -> Attribute:
-    typ = value.type
-    assert isinstance(typ, TensorType)
-    return typ.element_type
-
-
-def _fmt(shape: Sequence[int]) -> str:
-    return "x".join(str(d) for d in shape) or "scalar"
-
-
-def _require(op: IRDLOperation, what: str, value: SSAValue, shape: Sequence[int],
-             element: Attribute | None = None) -> None:
-    """value must have exactly `shape` (and `element` type if given)."""
-    got = _shape(value)
-    if got != tuple(shape):
-        raise VerifyException(f"{op.name}: {what} must be {_fmt(shape)}, got {_fmt(got)}")
-    if element is not None and _element(value) != element:
-        raise VerifyException(f"{op.name}: {what} must have element type {element}, "
-                              f"got {_element(value)}")
 
 
 def _check_bits(op: IRDLOperation, bits: IntegerAttr) -> None:
@@ -105,12 +72,6 @@ def _check_bits(op: IRDLOperation, bits: IntegerAttr) -> None:
     if not MIN_HLOG_BITS <= n <= MAX_HLOG_BITS:
         raise VerifyException(f"{op.name}: bits must be in [{MIN_HLOG_BITS}, {MAX_HLOG_BITS}], "
                               f"got {n}")
-
-
-def _check_positive(op: IRDLOperation, what: str, attr: FloatAttr) -> None:
-    value = attr.value.data
-    if not (math.isfinite(value) and value > 0):
-        raise VerifyException(f"{op.name}: {what} must be finite and positive, got {value}")
 
 
 def _is_int(value: SSAValue, width: int) -> bool:
@@ -370,333 +331,4 @@ class LocalSimilarityOp(IRDLOperation):
         _require(self, "key mask", self.key_mask, (s[0], s[1], s[3]), i1)
 
 
-# ----------------------------------------------------------------------------- masked ops
-# One op per (dense op, mask kind): each maps to one hardware mechanism (GEMM row mask, GEMM
-# per-head column-block mask, attention row skip, attention element mask), and keeps at most
-# one optional operand so the declarative format stays unambiguous.
-
-
-class _LinearBase(IRDLOperation):
-    """Shared verification of the masked linears (x [B, L, in] @ weight [in, out]).
-
-    Operand order (IRDL collects a subclass's fields first): x, weight, [weight_scale],
-    [bias], then the mask; subclasses therefore declare x themselves.
-    """
-
-    result = result_def(TensorType)
-    """Output [B, L, out]."""
-
-    traits = traits_def(Pure())
-
-    def _verify_shapes(self, weight: SSAValue, weight_scale: SSAValue | None,
-                       bias: SSAValue | None) -> tuple[int, int, int]:
-        x, w, y = _shape(self.x), _shape(weight), _shape(self.result)  # type: ignore[attr-defined]
-        if len(x) != 3 or len(w) != 2 or x[-1] != w[0] or y != (*x[:-1], w[1]):
-            raise VerifyException(f"{self.name}: x {_fmt(x)}, weight {_fmt(w)} -> {_fmt(y)} "
-                                  "do not agree (x must be [B, L, in])")
-        if weight_scale is not None:
-            _require(self, "weight_scale", weight_scale, (w[1],))
-        if bias is not None:
-            _require(self, "bias", bias, (w[1],))
-        return x[0], x[1], w[1]
-
-
-class _RowMasked:
-    rows = operand_def(TensorType)
-    """Reuse map [B, L] i32: rows with -1 are computed; row i with map[i] = r >= 0 is not
-    computed and takes row r's output (r is always a computed row)."""
-
-
-class _KeyMasked:
-    keys = operand_def(TensorType)
-    """Key mask [B, H, L] i1: row j of head h's output column block is computed iff set;
-    the rest are 0."""
-    heads = prop_def(IntegerAttr[I64])
-    """Heads splitting the output columns into H contiguous blocks."""
-
-    def _verify_keys(self, batch: int, length: int, width: int) -> None:
-        h = self.heads.value.data  # type: ignore[attr-defined]
-        if h <= 0 or width % h:
-            raise VerifyException(f"{self.name}: heads {h} does not divide out = {width}")  # type: ignore[attr-defined]
-        _require(self, "keys (key mask)", self.keys, (batch, h, length), i1)  # type: ignore[arg-type,attr-defined]
-
-
-class _FloatLinear(_LinearBase):
-    x = operand_def(TensorType)
-    """Activations [B, L, in]."""
-    weight = operand_def(TensorType)
-    """FP32 weight handle [in, out]."""
-    bias = opt_operand_def(TensorType)
-    """Optional FP32 bias [out]."""
-
-
-class _QuantizedLinear(_LinearBase):
-    x = operand_def(TensorType)
-    """FP32 activations [B, L, in]."""
-    weight = operand_def(TensorType)
-    """INT8 weight handle [in, out]."""
-    weight_scale = operand_def(TensorType)
-    """FP32 per-output-channel weight scale [out]."""
-    bias = opt_operand_def(TensorType)
-    """Optional FP32 bias [out]."""
-    input_scale = prop_def(FloatAttr[Float32Type])
-    """Per-tensor INT8 scale of x (as `quantized.linear`)."""
-
-
-_LINEAR_TYPES = " attr-dict `:` functional-type(operands, results)"
-
-
-@irdl_op_definition
-class MaskedLinearOp(_FloatLinear, _RowMasked):
-    """`transformer.linear` computing only the rows the reuse map marks computed."""
-
-    name = "spls.masked_linear"
-
-    assembly_format = "$x `,` $weight (`,` $bias^)? `rows` `(` $rows `)`" + _LINEAR_TYPES
-
-    def __init__(self, x: SSAValue, weight: SSAValue, bias: SSAValue | None, rows: SSAValue,
-                 result_type: Attribute):
-        super().__init__(operands=[x, weight, bias, rows], result_types=[result_type])
-
-    def verify_(self) -> None:
-        batch, length, _ = self._verify_shapes(self.weight, None, self.bias)
-        _require(self, "rows (reuse map)", self.rows, (batch, length), i32)
-
-
-@irdl_op_definition
-class KeyMaskedLinearOp(_FloatLinear, _KeyMasked):
-    """`transformer.linear` computing, per head, only the key rows the key mask selects."""
-
-    name = "spls.key_masked_linear"
-
-    assembly_format = ("$x `,` $weight (`,` $bias^)? `keys` `(` $keys `)` `heads` `(` $heads `)`"
-                       + _LINEAR_TYPES)
-
-    def __init__(self, x: SSAValue, weight: SSAValue, bias: SSAValue | None, keys: SSAValue,
-                 heads: int, result_type: Attribute):
-        super().__init__(operands=[x, weight, bias, keys], properties={"heads": _i64(heads)},
-                         result_types=[result_type])
-
-    def verify_(self) -> None:
-        self._verify_keys(*self._verify_shapes(self.weight, None, self.bias))
-
-
-@irdl_op_definition
-class MaskedQuantizedLinearOp(_QuantizedLinear, _RowMasked):
-    """`quantized.linear` computing only the rows the reuse map marks computed."""
-
-    name = "spls.masked_quantized_linear"
-
-    assembly_format = ("$x `,` $weight `,` $weight_scale (`,` $bias^)? `input_scale` `(`"
-                       " $input_scale `)` `rows` `(` $rows `)`" + _LINEAR_TYPES)
-
-    def __init__(self, x: SSAValue, weight: SSAValue, weight_scale: SSAValue,
-                 bias: SSAValue | None, input_scale: float, rows: SSAValue,
-                 result_type: Attribute):
-        super().__init__(operands=[x, weight, weight_scale, bias, rows],
-                         properties={"input_scale": _f32(input_scale)},
-                         result_types=[result_type])
-
-    def verify_(self) -> None:
-        _check_positive(self, "input_scale", self.input_scale)
-        batch, length, _ = self._verify_shapes(self.weight, self.weight_scale, self.bias)
-        _require(self, "rows (reuse map)", self.rows, (batch, length), i32)
-
-
-@irdl_op_definition
-class KeyMaskedQuantizedLinearOp(_QuantizedLinear, _KeyMasked):
-    """`quantized.linear` computing, per head, only the key rows the key mask selects."""
-
-    name = "spls.key_masked_quantized_linear"
-
-    assembly_format = ("$x `,` $weight `,` $weight_scale (`,` $bias^)? `input_scale` `(`"
-                       " $input_scale `)` `keys` `(` $keys `)` `heads` `(` $heads `)`"
-                       + _LINEAR_TYPES)
-
-    def __init__(self, x: SSAValue, weight: SSAValue, weight_scale: SSAValue,
-                 bias: SSAValue | None, input_scale: float, keys: SSAValue, heads: int,
-                 result_type: Attribute):
-        super().__init__(operands=[x, weight, weight_scale, bias, keys],
-                         properties={"input_scale": _f32(input_scale), "heads": _i64(heads)},
-                         result_types=[result_type])
-
-    def verify_(self) -> None:
-        _check_positive(self, "input_scale", self.input_scale)
-        self._verify_keys(*self._verify_shapes(self.weight, self.weight_scale, self.bias))
-
-
-class _AttentionBase(IRDLOperation):
-    """Self-attention with row reuse: reused query rows skip their attention row."""
-
-    q = operand_def(TensorType)
-    """Queries [B, L, D]."""
-    k = operand_def(TensorType)
-    """Keys [B, L, D]."""
-    v = operand_def(TensorType)
-    """Values [B, L, Dv]."""
-    mask = opt_operand_def(TensorType)
-    """Optional additive mask broadcastable to [B, H, L, L]."""
-    rows = operand_def(TensorType)
-    """Reuse map [B, L] i32: a row r >= 0 is not computed and takes row r's output."""
-    num_heads = prop_def(IntegerAttr[I64])
-    """Number of heads."""
-    scale = prop_def(FloatAttr[Float32Type])
-    """Logit scale."""
-    causal = opt_prop_def(UnitAttr)
-    """Causal masking as in `transformer.attention`."""
-    result = result_def(TensorType)
-    """[B, L, Dv]."""
-
-    traits = traits_def(Pure())
-
-    def _verify_attention(self) -> tuple[int, int, int]:
-        q, k, v = _shape(self.q), _shape(self.k), _shape(self.v)
-        heads = self.num_heads.value.data
-        if len(q) != 3 or len(k) != 3 or len(v) != 3 or q[2] != k[2] or k[1] != v[1] \
-                or q[1] != k[1]:
-            raise VerifyException(f"{self.name}: q {_fmt(q)}, k {_fmt(k)}, v {_fmt(v)} are not "
-                                  "self-attention inputs [B, L, D]")
-        if heads <= 0 or q[2] % heads or v[2] % heads:
-            raise VerifyException(f"{self.name}: num_heads {heads} does not divide D {q[2]} "
-                                  f"and Dv {v[2]}")
-        _check_positive(self, "scale", self.scale)
-        _require(self, "rows (reuse map)", self.rows, (q[0], q[1]), i32)
-        if self.mask is not None:
-            m = _shape(self.mask)
-            target = (q[0], heads, q[1], k[1])
-            if len(m) > 4 or any(d not in (1, t) for d, t in zip(reversed(m), reversed(target))):
-                raise VerifyException(f"{self.name}: mask {_fmt(m)} does not broadcast to "
-                                      f"{_fmt(target)}")
-        _require(self, "result", self.result, (q[0], q[1], v[2]))
-        return q[0], heads, q[1]
-
-
-class _SpaMasked:
-    spa = operand_def(TensorType)
-    """SPA [B, H, L, L] i1: computed rows attend only to the keys their SPA row selects."""
-
-
-class _QuantizedAttention(_AttentionBase):
-    q_scale = prop_def(FloatAttr[Float32Type])
-    """Per-tensor INT8 scale of Q."""
-    k_scale = prop_def(FloatAttr[Float32Type])
-    """Per-tensor INT8 scale of K."""
-    v_scale = prop_def(FloatAttr[Float32Type])
-    """Per-tensor INT8 scale of V."""
-    p_scale = prop_def(FloatAttr[Float32Type])
-    """INT8 scale of the softmax probabilities."""
-
-    def _verify_scales(self) -> None:
-        for what in ("q_scale", "k_scale", "v_scale", "p_scale"):
-            _check_positive(self, what, getattr(self, what))
-
-
-_ATTN_HEAD = "$q `,` $k `,` $v (`mask` $mask^)? `rows` `(` $rows `)`"
-_ATTN_PROPS = " `heads` `(` $num_heads `)` `scale` `(` $scale `)`"
-_ATTN_QSCALES = (" `q_scale` `(` $q_scale `)` `k_scale` `(` $k_scale `)` `v_scale` `(` $v_scale"
-                 " `)` `p_scale` `(` $p_scale `)`")
-_ATTN_TAIL = " (`causal` $causal^)? attr-dict `:` functional-type(operands, results)"
-
-
-def _attention_props(num_heads: int, scale: float, causal: bool,
-                     q_scales: Sequence[float] | None = None) -> dict[str, Attribute]:
-    props: dict[str, Attribute] = {"num_heads": _i64(num_heads), "scale": _f32(scale)}
-    if q_scales is not None:
-        for name, value in zip(("q_scale", "k_scale", "v_scale", "p_scale"), q_scales):
-            props[name] = _f32(value)
-    if causal:
-        props["causal"] = UnitAttr()
-    return props
-
-
-@irdl_op_definition
-class MaskedAttentionOp(_AttentionBase):
-    """`transformer.attention` with row reuse; computed rows attend to all keys."""
-
-    name = "spls.masked_attention"
-
-    assembly_format = _ATTN_HEAD + _ATTN_PROPS + _ATTN_TAIL
-
-    def __init__(self, q: SSAValue, k: SSAValue, v: SSAValue, mask: SSAValue | None,
-                 rows: SSAValue, num_heads: int, scale: float, causal: bool,
-                 result_type: Attribute):
-        super().__init__(operands=[q, k, v, mask, rows],
-                         properties=_attention_props(num_heads, scale, causal),
-                         result_types=[result_type])
-
-    def verify_(self) -> None:
-        self._verify_attention()
-
-
-@irdl_op_definition
-class SparseAttentionOp(_AttentionBase, _SpaMasked):
-    """`transformer.attention` with row reuse; computed rows attend to their SPA keys only."""
-
-    name = "spls.sparse_attention"
-
-    assembly_format = _ATTN_HEAD + " `spa` `(` $spa `)`" + _ATTN_PROPS + _ATTN_TAIL
-
-    def __init__(self, q: SSAValue, k: SSAValue, v: SSAValue, mask: SSAValue | None,
-                 rows: SSAValue, spa: SSAValue, num_heads: int, scale: float, causal: bool,
-                 result_type: Attribute):
-        super().__init__(operands=[q, k, v, mask, rows, spa],
-                         properties=_attention_props(num_heads, scale, causal),
-                         result_types=[result_type])
-
-    def verify_(self) -> None:
-        b, h, length = self._verify_attention()
-        _require(self, "spa", self.spa, (b, h, length, length), i1)
-
-
-@irdl_op_definition
-class MaskedQuantizedAttentionOp(_QuantizedAttention):
-    """`quantized.attention` with row reuse; computed rows attend to all keys."""
-
-    name = "spls.masked_quantized_attention"
-
-    assembly_format = _ATTN_HEAD + _ATTN_PROPS + _ATTN_QSCALES + _ATTN_TAIL
-
-    def __init__(self, q: SSAValue, k: SSAValue, v: SSAValue, mask: SSAValue | None,
-                 rows: SSAValue, num_heads: int, scale: float, causal: bool,
-                 q_scales: Sequence[float], result_type: Attribute):
-        super().__init__(operands=[q, k, v, mask, rows],
-                         properties=_attention_props(num_heads, scale, causal, q_scales),
-                         result_types=[result_type])
-
-    def verify_(self) -> None:
-        self._verify_scales()
-        self._verify_attention()
-
-
-@irdl_op_definition
-class SparseQuantizedAttentionOp(_QuantizedAttention, _SpaMasked):
-    """`quantized.attention` with row reuse; computed rows attend to their SPA keys only."""
-
-    name = "spls.sparse_quantized_attention"
-
-    assembly_format = (_ATTN_HEAD + " `spa` `(` $spa `)`" + _ATTN_PROPS + _ATTN_QSCALES
-                       + _ATTN_TAIL)
-
-    def __init__(self, q: SSAValue, k: SSAValue, v: SSAValue, mask: SSAValue | None,
-                 rows: SSAValue, spa: SSAValue, num_heads: int, scale: float, causal: bool,
-                 q_scales: Sequence[float], result_type: Attribute):
-        super().__init__(operands=[q, k, v, mask, rows, spa],
-                         properties=_attention_props(num_heads, scale, causal, q_scales),
-                         result_types=[result_type])
-
-    def verify_(self) -> None:
-        self._verify_scales()
-        b, h, length = self._verify_attention()
-        _require(self, "spa", self.spa, (b, h, length, length), i1)
-
-
-MASKED_OPS = (MaskedLinearOp, KeyMaskedLinearOp, MaskedQuantizedLinearOp,
-              KeyMaskedQuantizedLinearOp, MaskedAttentionOp, SparseAttentionOp,
-              MaskedQuantizedAttentionOp, SparseQuantizedAttentionOp)
-"""The sparse forms of the GEMM-bearing ops (what a sparse lowering consumes)."""
-
-SPLS = Dialect(
-    "spls",
-    [HLogQuantizeOp, PredictAttentionOp, TopKOp, LocalSimilarityOp, *MASKED_OPS],
-    [],
-)
+SPLS = Dialect("spls", [HLogQuantizeOp, PredictAttentionOp, TopKOp, LocalSimilarityOp], [])

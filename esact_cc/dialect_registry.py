@@ -1,6 +1,6 @@
 """All dialects esact-cc tools know, as lazy factories (the CLI starts fast).
 
-`onnx`, `transformer`, `quantized`, `spls` and `esact` are imported from
+`onnx`, `transformer`, `spls` and `esact` are imported from
 `esact_cc.dialects.<name>` only when a tool first meets one of their ops. Each such module
 defines one `xdsl.ir.Dialect` object (found by type, whatever its variable name).
 """
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from xdsl.ir import Dialect
 
 # Our own dialects, by dialect name -> module under esact_cc.dialects.
-PROJECT_DIALECT_MODULES: tuple[str, ...] = ("onnx", "transformer", "quantized", "spls", "esact")
+PROJECT_DIALECT_MODULES: tuple[str, ...] = ("onnx", "transformer", "spls", "esact")
 
 
 def _builtin() -> Dialect:

@@ -1,4 +1,5 @@
-"""Reference semantics of the `quantized` dialect: the INT8 golden model before any hardware.
+"""INT8 semantics of `transformer.linear` / `transformer.attention` (their quantized form): the
+golden model before any hardware (`interpret_transformer_ops` calls these).
 
 Each op is computed with the integer / FP32 steps the ESACT hardware performs for it, in the
 same order: QUANT (FP32 -> INT8, per-tensor scale, round half to even, clip to +-127) on the
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from esact_cc.dialects import quantized
 from esact_cc.quantized_kernels import (
     add_f32,
     causal_visible,
@@ -21,7 +21,6 @@ from esact_cc.quantized_kernels import (
     quantize_int8,
     softmax_rows,
 )
-from esact_cc.reference_interpreter import Interpreter, register
 
 
 def linear_dequant_scale(input_scale: float, weight_scale: np.ndarray) -> np.ndarray:
@@ -41,7 +40,7 @@ def attention_output_scale(p_scale: float, v_scale: float) -> np.float32:
 
 def input_groups(k: int, group_size: int | None, group_scales: np.ndarray | None,
                  input_scale: float) -> list[tuple[int, int, float]]:
-    """(first channel, end channel, scale) of each input-channel run of a quantized.linear:
+    """(first channel, end channel, scale) of each input-channel run of an INT8 linear:
     consecutive groups with the same scale form one run (one INT32 partial product); one run
     of all channels when it has no group scales."""
     if group_scales is None or group_size is None:
@@ -65,7 +64,7 @@ def run_linear(
     group_size: int | None = None,
     group_scales: np.ndarray | None = None,
 ) -> np.ndarray:
-    """quantized.linear on numpy arrays (x FP32 [..., K], weight INT8 [K, N]): per input
+    """INT8 linear on numpy arrays (x FP32 [..., K], weight INT8 [K, N]): per input
     group, QUANT, INT GEMM and DEQUANT (the bias with the first group); the FP32 partial
     results are added in group order."""
     rows = x.reshape(-1, x.shape[-1])
@@ -105,11 +104,16 @@ def run_attention(
     k_scale: float,
     v_scale: float,
     p_scale: float,
+    kv_heads: int | None = None,
 ) -> np.ndarray:
-    """quantized.attention on numpy arrays ([B, L, D] FP32 each)."""
+    """INT8 attention on numpy arrays ([B, L, D] FP32 each); query head h reads K / V head
+    h // (num_heads / kv_heads)."""
     batch, lq, width = q.shape
-    lk, width_v = k.shape[1], v.shape[2]
-    d, dv = width // num_heads, width_v // num_heads
+    lk = k.shape[1]
+    kv_heads = kv_heads or num_heads
+    d, dv = width // num_heads, v.shape[2] // kv_heads
+    group = num_heads // kv_heads
+    width_v = dv * num_heads
     qi, ki, vi = quantize_int8(q, q_scale), quantize_int8(k, k_scale), quantize_int8(v, v_scale)
     mask4 = None if mask is None else mask_as_4d(mask, batch, num_heads, lk)
     row_mask = mask is None or mask_is_row_vector(np.shape(mask))
@@ -119,7 +123,8 @@ def run_attention(
     out = np.empty((batch, lq, width_v), np.float32)
     for b in range(batch):
         for h in range(num_heads):
-            scores_int = int_matmul(qi[b, :, h * d:(h + 1) * d], ki[b, :, h * d:(h + 1) * d].T)
+            g = h // group
+            scores_int = int_matmul(qi[b, :, h * d:(h + 1) * d], ki[b, :, g * d:(g + 1) * d].T)
             scores = dequantize(scores_int, np.full(lk, s_scale, np.float32), None)
             if mask4 is None:
                 probs = softmax_rows(scores, 1.0, None, visible)
@@ -129,33 +134,6 @@ def run_attention(
                     probs = softmax_rows(scores, 1.0, m[0], visible)
                 else:
                     probs = softmax_rows(add_f32(scores, np.broadcast_to(m, (lq, lk))), 1.0, None, visible)
-            pv = int_matmul(quantize_int8(probs, p_scale), vi[b, :, h * dv:(h + 1) * dv])
+            pv = int_matmul(quantize_int8(probs, p_scale), vi[b, :, g * dv:(g + 1) * dv])
             out[b, :, h * dv:(h + 1) * dv] = dequantize(pv, np.full(dv, o_scale, np.float32), None)
     return out
-
-
-# --- registration with the reference interpreter ------------------------------------------
-@register("quantized.linear")
-def _linear(interp: Interpreter, op: quantized.LinearOp, args: list[np.ndarray]) -> np.ndarray:
-    x, weight, weight_scale, *rest = args
-    groups = None if op.group_scales is None else interp.store[op.group_scales.data]
-    size = None if op.group_size is None else op.group_size.value.data
-    return run_linear(x, weight, weight_scale, rest[0] if rest else None, op.input_scale.value.data, size, groups)
-
-
-@register("quantized.attention")
-def _attention(interp: Interpreter, op: quantized.AttentionOp, args: list[np.ndarray]) -> np.ndarray:
-    q, k, v, *rest = args
-    return run_attention(
-        q,
-        k,
-        v,
-        rest[0] if rest else None,
-        num_heads=op.num_heads.value.data,
-        scale=op.scale.value.data,
-        causal=op.causal is not None,
-        q_scale=op.q_scale.value.data,
-        k_scale=op.k_scale.value.data,
-        v_scale=op.v_scale.value.data,
-        p_scale=op.p_scale.value.data,
-    )

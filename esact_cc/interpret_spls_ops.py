@@ -1,14 +1,10 @@
 """Numpy semantics of the `spls` dialect for the reference interpreter.
 
 The prediction ops call `runtime/spls_kernels.py` (the same functions the functional model of
-the SPLS instructions uses), once per batch element. The masked ops run the dense op's own
-implementation (`interpret_transformer_ops` / `interpret_quantized_ops`) and then apply their
-masks to its VALUES: a reused row takes its representative's row, a key row a head does not
-select is 0, and a computed attention row sees only its SPA keys. Rows are independent in
-every one of these ops, so computing all rows and selecting gives exactly the values the
-sparse hardware produces for the rows it computes (what the hardware skips is counted by the
-lowering and the timing model, not here). Hence with k-ratio 1 and no reuse the SPLS program
-is bit-identical to the dense one.
+the SPLS instructions uses), once per batch element. The masks they produce are operands of
+`transformer.linear` / `transformer.attention`, whose semantics (`interpret_transformer_ops`,
+`interpret_masks`) apply them to the dense op's values: with k-ratio 1 and no reuse the SPLS
+program is bit-identical to the dense one.
 """
 
 from __future__ import annotations
@@ -16,10 +12,9 @@ from __future__ import annotations
 import numpy as np
 from xdsl.ir import Operation
 
-from esact_cc import interpret_quantized_ops as quantized_ops
 from esact_cc import interpret_transformer_ops as transformer_ops
 from esact_cc.dialects import spls
-from esact_cc.reference_interpreter import Interpreter, register
+from esact_cc.reference_interpreter import Interpreter, operands_by_name, register
 from esact_cc.runtime.spls_kernels import (
     hlog_quantize,
     hlog_scale,
@@ -34,9 +29,6 @@ Array = np.ndarray
 MASKED_ADDITIVE = -1.0e4
 """An additive attention-mask value at or below this masks the key (HF exports use -10000 or
 the float32 minimum); PAM marks such positions -inf so top-k never selects them."""
-
-SPA_EXCLUDED = np.float32(np.finfo(np.float32).min)
-"""Additive score for keys outside a computed row's SPA (exp underflows to exactly 0)."""
 
 
 # ----------------------------------------------------------------------------- prediction
@@ -83,44 +75,6 @@ def run_local_similarity(spa: Array, pam: Array | None, mode: str, window: int, 
     return np.stack(reuse).astype(np.int32), np.stack(keys)
 
 
-# ----------------------------------------------------------------------------- masked ops
-
-
-def take_representative_rows(y: Array, reuse_map: Array) -> Array:
-    """Rows with reuse_map[b, i] = r >= 0 take row r of their batch element."""
-    source = np.where(reuse_map >= 0, reuse_map, np.arange(reuse_map.shape[1])[None, :])
-    return np.take_along_axis(y, source[:, :, None].astype(np.int64), axis=1)
-
-
-def zero_unselected_keys(y: Array, key_mask: Array) -> Array:
-    """Zero row j of head h's column block where key_mask[b, h, j] is False."""
-    width = y.shape[2]
-    heads = key_mask.shape[1]
-    keep = np.repeat(key_mask.transpose(0, 2, 1), width // heads, axis=2)  # [B, L, width]
-    return np.where(keep, y, np.zeros((), y.dtype))
-
-
-def spa_additive_mask(mask: Array | None, spa: Array) -> Array | None:
-    """The attention's additive mask with keys outside SPA excluded; unchanged when SPA keeps
-    every key (so k-ratio 1 is bit-identical to dense)."""
-    if spa.all():
-        return mask
-    base = np.zeros(spa.shape, np.float32) if mask is None else np.broadcast_to(
-        np.asarray(mask, np.float32), spa.shape)
-    return np.where(spa, base, SPA_EXCLUDED).astype(np.float32)
-
-
-
-def _operands_by_name(op: Operation, args: list[Array]) -> dict[str, Array]:
-    """Operand values by field name (optional operands that are absent are left out)."""
-    names: list[str] = []
-    for name, _ in type(op).get_irdl_definition().operands:
-        value = getattr(op, name)
-        if value is not None:
-            names.append(name)
-    return dict(zip(names, args, strict=True))
-
-
 @register("spls.hlog_quantize")
 def _hlog_quantize(interp: Interpreter, op: Operation, args: list[Array]) -> list[Array]:
     assert isinstance(op, spls.HLogQuantizeOp)
@@ -132,7 +86,7 @@ def _hlog_quantize(interp: Interpreter, op: Operation, args: list[Array]) -> lis
 @register("spls.predict_attention")
 def _predict_attention(interp: Interpreter, op: Operation, args: list[Array]) -> Array:
     assert isinstance(op, spls.PredictAttentionOp)
-    v = _operands_by_name(op, args)
+    v = operands_by_name(op, args)
     return run_predict_attention(
         v["x"], v["x_scale"], v["wq"], v["wq_scale"], v["wk"], v["wk_scale"], v["bq"], v["bk"],
         v.get("mask"), op.num_heads.value.data, op.bits.value.data, op.scale.value.data,
@@ -153,47 +107,3 @@ def _local_similarity(interp: Interpreter, op: Operation, args: list[Array]) -> 
     reuse, keys = run_local_similarity(args[0], pam, op.mode.data, op.window.value.data,
                                        op.threshold.value.data, op.k.value.data, first)
     return [reuse, keys]
-
-
-def _dense_linear(op: Operation, v: dict[str, Array]) -> Array:
-    if isinstance(op, (spls.MaskedQuantizedLinearOp, spls.KeyMaskedQuantizedLinearOp)):
-        return quantized_ops.run_linear(v["x"], v["weight"], v["weight_scale"], v.get("bias"),
-                                        op.input_scale.value.data)
-    return transformer_ops.run_linear(v["x"], v["weight"], v.get("bias"))
-
-
-@register("spls.masked_linear")
-@register("spls.masked_quantized_linear")
-def _masked_linear(interp: Interpreter, op: Operation, args: list[Array]) -> Array:
-    v = _operands_by_name(op, args)
-    return take_representative_rows(_dense_linear(op, v), v["rows"])
-
-
-@register("spls.key_masked_linear")
-@register("spls.key_masked_quantized_linear")
-def _key_masked_linear(interp: Interpreter, op: Operation, args: list[Array]) -> Array:
-    v = _operands_by_name(op, args)
-    return zero_unselected_keys(_dense_linear(op, v), v["keys"])
-
-
-def _dense_attention(op: Operation, v: dict[str, Array], mask: Array | None) -> Array:
-    common = {"num_heads": op.num_heads.value.data,  # type: ignore[attr-defined]
-              "scale": op.scale.value.data,  # type: ignore[attr-defined]
-              "causal": op.causal is not None}  # type: ignore[attr-defined]
-    if isinstance(op, (spls.MaskedQuantizedAttentionOp, spls.SparseQuantizedAttentionOp)):
-        scales = {name: getattr(op, name).value.data
-                  for name in ("q_scale", "k_scale", "v_scale", "p_scale")}
-        return quantized_ops.run_attention(v["q"], v["k"], v["v"], mask, **common, **scales)
-    return transformer_ops.run_attention(v["q"], v["k"], v["v"], mask, **common)
-
-
-@register("spls.masked_attention")
-@register("spls.masked_quantized_attention")
-@register("spls.sparse_attention")
-@register("spls.sparse_quantized_attention")
-def _masked_attention(interp: Interpreter, op: Operation, args: list[Array]) -> Array:
-    v = _operands_by_name(op, args)
-    mask = v.get("mask")
-    if "spa" in v:
-        mask = spa_additive_mask(mask, v["spa"])
-    return take_representative_rows(_dense_attention(op, v, mask), v["rows"])

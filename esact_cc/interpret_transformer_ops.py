@@ -1,6 +1,7 @@
 """Numpy semantics of the `transformer` dialect (float32, matching onnxruntime on real models).
 
-`run_linear`, `run_attention`, ... compute each op on numpy arrays; they are the golden model
+`run_linear`, `run_attention`, ... compute each op on numpy arrays (the INT8 forms in
+`interpret_quantized_ops`, the masks in `interpret_masks`); they are the golden model
 every later stage (quantize, SPLS, lowering) is checked against. GELU, softmax and layer norm
 are by definition the ONNX ops of the same name, so they run through the ONNX kernels
 (`esact_cc.interpret_onnx_ops`): one definition per function. `transformer.host` runs its
@@ -14,9 +15,12 @@ from __future__ import annotations
 import numpy as np
 from xdsl.ir import Operation
 
+from esact_cc import interpret_masks as masks
+from esact_cc import interpret_quantized_ops as quantized_ops
 from esact_cc.dialects import transformer
+from esact_cc.dialects.gemm_ops import ATTENTION_SCALES
 from esact_cc.interpret_onnx_ops import run_kernel
-from esact_cc.reference_interpreter import Interpreter, register
+from esact_cc.reference_interpreter import Interpreter, operands_by_name, register
 
 Array = np.ndarray
 
@@ -42,11 +46,19 @@ def run_attention(
     num_heads: int,
     scale: float,
     causal: bool,
+    kv_heads: int | None = None,
 ) -> Array:
-    """transformer.attention on [B, L, D] arrays; heads are contiguous slices of D."""
+    """FP32 transformer.attention on [B, L, D] arrays; heads are contiguous slices of D, query
+    head h reads K / V head h // (num_heads / kv_heads)."""
     batch, lq, width = q.shape
-    lk, width_v = k.shape[1], v.shape[2]
-    d, dv = width // num_heads, width_v // num_heads
+    lk = k.shape[1]
+    kv_heads = kv_heads or num_heads
+    d, dv = width // num_heads, v.shape[2] // kv_heads
+    width_v = dv * num_heads
+    if kv_heads != num_heads:  # grouped-query: each K / V head serves a run of query heads
+        group = num_heads // kv_heads
+        k = np.repeat(k.reshape(batch, lk, kv_heads, d), group, axis=2).reshape(batch, lk, -1)
+        v = np.repeat(v.reshape(batch, lk, kv_heads, dv), group, axis=2).reshape(batch, lk, -1)
     # [B, H, L, d]: the exporters' reshape + transpose head split. Contiguous copies: numpy's
     # batched matmul on strided views skips BLAS and is ~300x slower (H7, calibration time).
     qh = np.ascontiguousarray(q.reshape(batch, lq, num_heads, d).transpose(0, 2, 1, 3))
@@ -92,21 +104,37 @@ def _weight_args(op: Operation, args: list[Array], optional: str) -> Array | Non
 @register("transformer.linear")
 def _linear(interp: Interpreter, op: Operation, args: list[Array]) -> Array:
     assert isinstance(op, transformer.LinearOp)
-    return run_linear(args[0], args[1], _weight_args(op, args, "bias"))
+    v = operands_by_name(op, args)
+    if op.is_quantized:
+        groups = None if op.group_scales is None else interp.store[op.group_scales.data]
+        size = None if op.group_size is None else op.group_size.value.data
+        y = quantized_ops.run_linear(v["x"], v["weight"], v["weight_scale"], v.get("bias"),
+                                     op.input_scale.value.data, size, groups)
+    else:
+        y = run_linear(v["x"], v["weight"], v.get("bias"))
+    if "rows" in v:
+        y = masks.take_representative_rows(y, v["rows"])
+    if "keys" in v:
+        y = masks.zero_unselected_keys(y, v["keys"])
+    return y
 
 
 @register("transformer.attention")
 def _attention(interp: Interpreter, op: Operation, args: list[Array]) -> Array:
     assert isinstance(op, transformer.AttentionOp)
-    return run_attention(
-        args[0],
-        args[1],
-        args[2],
-        _weight_args(op, args, "mask"),
-        num_heads=op.num_heads.value.data,
-        scale=op.scale.value.data,
-        causal=op.causal is not None,
-    )
+    v = operands_by_name(op, args)
+    mask = v.get("mask")
+    if "spa" in v:
+        mask = masks.spa_additive_mask(mask, v["spa"], v["q"].shape[0])
+    common = {"num_heads": op.heads, "scale": op.scale.value.data,
+              "causal": op.causal is not None, "kv_heads": op.key_heads}
+    scales = op.int8_scales()
+    if scales is None:
+        y = run_attention(v["q"], v["k"], v["v"], mask, **common)
+    else:
+        y = quantized_ops.run_attention(v["q"], v["k"], v["v"], mask, **common,
+                                        **dict(zip(ATTENTION_SCALES, scales)))
+    return y if "rows" not in v else masks.take_representative_rows(y, v["rows"])
 
 
 @register("transformer.layer_norm")

@@ -34,7 +34,6 @@ OpImpl = Callable[["Interpreter", Operation, list[Array]], "Sequence[Array] | Ar
 IMPLEMENTATION_MODULES: list[str] = [
     "esact_cc.interpret_onnx_ops",
     "esact_cc.interpret_transformer_ops",
-    "esact_cc.interpret_quantized_ops",
     "esact_cc.interpret_spls_ops",
 ]
 """Modules registering op implementations; append one to add a dialect's semantics."""
@@ -77,6 +76,13 @@ def op_label(op: Operation) -> str:
     if isinstance(loc, NameLoc):
         return f'{op.name} at "{loc.desc.data}"'
     return op.name
+
+
+def operands_by_name(op: Operation, args: Sequence[Array]) -> dict[str, Array]:
+    """Operand values by field name (absent optional operands are left out)."""
+    names = [name for name, _ in type(op).get_irdl_definition().operands
+             if getattr(op, name) is not None]
+    return dict(zip(names, args, strict=True))
 
 
 def io_names(function: func.FuncOp, results: bool) -> list[str]:

@@ -1,6 +1,6 @@
 """Compiler-side SPLS accounting: what an SPLS program computes, per layer and component.
 
-From a module after `insert-spls` (fp32 `transformer` or INT8 `quantized` level) and the values
+From a module after `insert-spls` (FP32 or INT8 `transformer` ops) and the values
 its prediction ops produced on one input (PAM, SPA, reuse map, key mask, recorded by an
 interpreter), count per layer the dense MACs and the MACs the sparse hardware executes, for the
 components of DESIGN.md section 6: q, k, v (projections), qk, pv (attention), o (output
@@ -32,7 +32,7 @@ import numpy as np
 from xdsl.dialects.builtin import ModuleOp, TensorType
 from xdsl.ir import Operation, SSAValue
 
-from esact_cc.dialects import quantized, spls, transformer
+from esact_cc.dialects import spls, transformer
 from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.spls_kernels import topk_mask
 
@@ -42,11 +42,19 @@ PREDICTION_MAC_PER_PRODUCT = 0.1
 COMPONENTS = ("q", "k", "v", "qk", "pv", "o", "ffn1", "ffn2")
 ROW_REUSE_COMPONENTS = ("q", "o", "ffn1", "ffn2")
 
-ROW_MASKED = (spls.MaskedLinearOp, spls.MaskedQuantizedLinearOp)
-KEY_MASKED = (spls.KeyMaskedLinearOp, spls.KeyMaskedQuantizedLinearOp)
-SPA_ATTENTION = (spls.SparseAttentionOp, spls.SparseQuantizedAttentionOp)
-MASKED_ATTENTION = (spls.MaskedAttentionOp, spls.MaskedQuantizedAttentionOp, *SPA_ATTENTION)
-PLAIN_LINEAR = (transformer.LinearOp, quantized.LinearOp)
+
+
+def _row_masked(op: Operation) -> bool:
+    return isinstance(op, transformer.LinearOp) and op.rows is not None
+
+
+def _key_masked(op: Operation) -> bool:
+    return isinstance(op, transformer.LinearOp) and op.keys is not None
+
+
+def is_masked_attention(op: Operation) -> bool:
+    """An attention with a reuse map (what an SPLS layer's attention is)."""
+    return isinstance(op, transformer.AttentionOp) and op.rows is not None
 
 
 def _shape(value: SSAValue) -> tuple[int, ...]:
@@ -86,20 +94,20 @@ def find_spls_layers(module: ModuleOp) -> list[SplsLayer]:
                                "spls.topk(spls.predict_attention)")
         predict = topk.scores.owner
         users = [use.operation for use in op.reuse_map.uses]
-        attention = next((u for u in users if isinstance(u, MASKED_ATTENTION)), None)
+        attention = next((u for u in users if is_masked_attention(u)), None)
         if attention is None:
             raise CompileError(f"spls accounting: layer {len(layers)}: no masked attention "
                                "uses the reuse map")
         named: dict[int, str] = {}
         for name, operand in zip(("q", "k", "v"), attention.operands[:3]):
             named[id(operand.owner)] = name
-        row_linears = [u for u in users if isinstance(u, ROW_MASKED)]
+        row_linears = [u for u in users if _row_masked(u)]
         ffn = iter(("ffn1", "ffn2"))
         linears: list[tuple[str, int, int, bool]] = []
         q_op = attention.operands[0].owner
         for linear in [q_op, attention.operands[1].owner, attention.operands[2].owner,
                        *[u for u in row_linears if u is not q_op]]:
-            if not isinstance(linear, (*ROW_MASKED, *KEY_MASKED, *PLAIN_LINEAR)):
+            if not isinstance(linear, transformer.LinearOp):
                 continue
             if id(linear) in named:
                 name = named[id(linear)]
@@ -108,12 +116,12 @@ def find_spls_layers(module: ModuleOp) -> list[SplsLayer]:
             else:
                 name = next(ffn, "ffn_extra")
             w_in, w_out = _shape(linear.operands[1])
-            linears.append((name, w_in, w_out, isinstance(linear, KEY_MASKED)))
+            linears.append((name, w_in, w_out, _key_masked(linear)))
         heads = predict.num_heads.value.data
         qk_width = _shape(predict.wq)[1]
         layers.append(SplsLayer(len(layers), attention, predict, topk, op, heads, qk_width // heads,
                                 _shape(predict.x)[-1], qk_width, tuple(linears),
-                                isinstance(attention, SPA_ATTENTION)))
+                                attention.spa is not None))
     return layers
 
 

@@ -1,6 +1,6 @@
 """`insert-spls`: insert the SPLS prediction into every Transformer layer and mask its GEMMs.
 
-For each attention layer (a `transformer.attention` or `quantized.attention` whose Q, K, V
+For each attention layer (a `transformer.attention`, FP32 or INT8, whose Q, K, V
 are linears of one input X: LN1(h) for pre-LN, h for post-LN), in program order (layer 0,
 1, ...), it emits on X, before the projections (DESIGN.md section 6):
 
@@ -9,13 +9,12 @@ are linears of one input X: LN1(h) for pre-LN, h for post-LN), in program order 
     %spa     = spls.topk %pam k(ceil(k-ratio * L))
     %reuse, %keys = spls.local_similarity %spa [probs(%pam)] mode(...) window(...) threshold(...)
 
-and rewrites the layer: Q, output projection, FFN up and FFN down into `spls.masked_*linear`
-(rows of reused tokens are not computed and take their representative's), the attention into
-`spls.masked_*attention` (`attention=dense`) or `spls.sparse_*attention` (`attention=topk`), and,
-with `attention=topk`, K and V into `spls.key_masked_*linear` (keys no computed row selects are
-not generated, per head). HLog weights are added to the weight store as `<W>.hlog<n>` (i32
-level values) and `<W>.hlog<n>.scale` (f32 scalar), from the FP32 weight (or the dequantized
-INT8 weight after `quantize`).
+and gives the layer's ops these masks as operands: Q, output projection, FFN up and FFN down
+`rows(%reuse)` (rows of reused tokens are not computed and take their representative's), the
+attention `rows(%reuse)` and, with `attention=topk`, `spa(%spa)` too and K and V
+`keys(%keys)` (keys no computed row selects are not generated, per head). HLog weights are
+added to the weight store as `<W>.hlog<n>` (i32 level values) and `<W>.hlog<n>.scale` (f32
+scalar), from the FP32 weight (or the dequantized INT8 weight after `quantize`).
 
 Options (each also settable per layer; defaults shown):
   hlog-bits=6  k-ratio=0.2  window=8  threshold=0.995  similarity=cosprob|overlap
@@ -46,7 +45,7 @@ import sys
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
-from esact_cc.dialects import quantized, spls, transformer
+from esact_cc.dialects import spls, transformer
 from esact_cc.dialects.onnx import WeightOp
 from esact_cc.runtime.errors import CompileError
 from esact_cc import typed_options
@@ -64,8 +63,8 @@ from esact_cc.weight_store import WeightStore, store_of
 
 ATTENTION_MODES = ("dense", "topk")
 PAM_SCALES = ("one", "attention")
-LINEAR_OPS = (transformer.LinearOp, quantized.LinearOp)
-ATTENTION_OPS = (transformer.AttentionOp, quantized.AttentionOp)
+LINEAR_OPS = (transformer.LinearOp,)
+ATTENTION_OPS = (transformer.AttentionOp,)
 
 
 WINDOW_MAX = (1 << 16) - 1
@@ -156,7 +155,11 @@ def _find_ffn(start: SSAValue) -> tuple[Operation, Operation] | None:
 def find_layers(function: func.FuncOp) -> list[_Layer]:
     layers: list[_Layer] = []
     for op in function.body.walk():
-        if not isinstance(op, ATTENTION_OPS):
+        if not isinstance(op, ATTENTION_OPS) or op.is_masked:
+            continue
+        if op.key_heads != op.heads:
+            print(f"warning: insert-spls: {_label(op)}: grouped-query attention has no SPLS "
+                  "prediction yet; layer left dense", file=sys.stderr)
             continue
         q, k, v = (operand.owner for operand in op.operands[:3])
         if not all(isinstance(p, LINEAR_OPS) for p in (q, k, v)) or len({id(q), id(k), id(v)}) < 3:
@@ -197,7 +200,7 @@ class _HLogWeights:
                                "handle")
         name = owner.weight_name.data
         weight = np.asarray(self.store[name], np.float64)
-        if isinstance(linear, quantized.LinearOp):
+        if isinstance(linear, transformer.LinearOp) and linear.weight_scale is not None:
             scale_owner = linear.weight_scale.owner
             assert isinstance(scale_owner, WeightOp)
             weight = weight * np.asarray(self.store[scale_owner.weight_name.data], np.float64)
@@ -269,7 +272,7 @@ class InsertSplsPass(LayerOptions, ModulePass):
                                f"{', '.join(map(str, unknown))}, but the model has "
                                f"{len(layers)} attention layer(s)")
         for index, layer in enumerate(layers):
-            _rewrite_layer(layer, overrides.get(index, base), weights)
+            _rewrite_layer(layer, overrides.get(index, self.base_options()), weights)
 
 
 def _defined_before(value: SSAValue, op: Operation) -> bool:
@@ -359,37 +362,19 @@ def _replace(old: Operation, new: Operation) -> None:
 
 def _has_input_groups(op: Operation) -> bool:
     """INT8 linears with per-group input scales (outlier channels) have no masked form yet."""
-    return isinstance(op, quantized.LinearOp) and op.group_scales is not None
+    return isinstance(op, transformer.LinearOp) and op.group_scales is not None
 
 
 def _row_masked_linear(op: Operation, rows: SSAValue) -> Operation:
-    if isinstance(op, quantized.LinearOp):
-        return spls.MaskedQuantizedLinearOp(op.x, op.weight, op.weight_scale, op.bias,
-                                            op.input_scale.value.data, rows, op.result.type)
     assert isinstance(op, transformer.LinearOp)
-    return spls.MaskedLinearOp(op.x, op.weight, op.bias, rows, op.result.type)
+    return op.with_operands_of(rows=rows)
 
 
 def _key_masked_linear(op: Operation, keys: SSAValue, heads: int) -> Operation:
-    if isinstance(op, quantized.LinearOp):
-        return spls.KeyMaskedQuantizedLinearOp(op.x, op.weight, op.weight_scale, op.bias,
-                                               op.input_scale.value.data, keys, heads,
-                                               op.result.type)
     assert isinstance(op, transformer.LinearOp)
-    return spls.KeyMaskedLinearOp(op.x, op.weight, op.bias, keys, heads, op.result.type)
+    return op.with_operands_of(keys=keys, heads=heads)
 
 
 def _masked_attention(op: Operation, rows: SSAValue, spa: SSAValue | None) -> Operation:
-    assert isinstance(op, ATTENTION_OPS)
-    common = (op.num_heads.value.data, op.scale.value.data, op.causal is not None)
-    if isinstance(op, quantized.AttentionOp):
-        scales = tuple(getattr(op, n).value.data for n in ("q_scale", "k_scale", "v_scale",
-                                                            "p_scale"))
-        if spa is None:
-            return spls.MaskedQuantizedAttentionOp(op.q, op.k, op.v, op.mask, rows, *common,
-                                                   scales, op.result.type)
-        return spls.SparseQuantizedAttentionOp(op.q, op.k, op.v, op.mask, rows, spa, *common,
-                                               scales, op.result.type)
-    if spa is None:
-        return spls.MaskedAttentionOp(op.q, op.k, op.v, op.mask, rows, *common, op.result.type)
-    return spls.SparseAttentionOp(op.q, op.k, op.v, op.mask, rows, spa, *common, op.result.type)
+    assert isinstance(op, transformer.AttentionOp)
+    return op.with_operands_of(rows=rows, spa=spa)

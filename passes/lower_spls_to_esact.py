@@ -70,7 +70,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from esact_cc.dialects import esact, quantized, spls, transformer
+from esact_cc.dialects import esact, spls, transformer
 from esact_cc.passes import lower_to_esact as dense
 from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.isa import MAX_INT8_HLOG_BITS, Buffer, SimilarityMode, operand_extent
@@ -94,11 +94,14 @@ CODE_SLOTS = 2
 """ABUF / VBUF slots for the HLog weight-code tiles and their DEQUANT vectors (double
 buffered: the load of tile j + 2 waits for the BPU of tile j)."""
 SIMILARITY_MODES = {"overlap": SimilarityMode.OVERLAP, "cosprob": SimilarityMode.COSPROB}
-ATTENTION_OPS = (quantized.AttentionOp, spls.MaskedQuantizedAttentionOp,
-                 spls.SparseQuantizedAttentionOp)
-ROW_MASKED_LINEARS = (spls.MaskedQuantizedLinearOp,)
-KEY_MASKED_LINEARS = (spls.KeyMaskedQuantizedLinearOp,)
-MASKED_LINEARS = ROW_MASKED_LINEARS + KEY_MASKED_LINEARS
+ATTENTION_OPS = (transformer.AttentionOp,)
+
+
+def _is_masked_linear(op: Operation, kind: str | None = None) -> bool:
+    """An INT8 linear with a mask (`kind`: "rows" or "keys", else either)."""
+    if not (isinstance(op, transformer.LinearOp) and op.is_quantized and op.is_masked):
+        return False
+    return kind is None or getattr(op, kind) is not None
 
 
 @dataclass
@@ -152,16 +155,16 @@ def _plan_int8_inputs(lw: dense._Lowering, block_ops: list[Operation]) -> None:
     (dense or masked) quantized linear with one input scale is written in INT8 only (dense
     `plan_activation_formats` only knows `quantized.linear`). Values already produced are left
     as planned."""
-    linears = (quantized.LinearOp, *MASKED_LINEARS)
     for op in block_ops:
         for value in op.results:
             uses = list(value.uses)
-            if not uses or any(not (isinstance(u.operation, linears) and u.index == 0) for u in uses):
+            if not uses or any(not (isinstance(u.operation, transformer.LinearOp)
+                                    and u.operation.is_quantized and u.index == 0) for u in uses):
                 continue
             scales = {float(u.operation.input_scale.value.data) for u in uses}  # type: ignore[attr-defined]
             if len(scales) == 1 and value not in lw.tensors and value not in lw.int8_tensors:
                 lw.int8_scale[value] = scales.pop()
-                if not any(isinstance(u.operation, quantized.LinearOp) for u in uses):
+                if not any(dense._is_dense_int8_linear(u.operation) for u in uses):
                     lw.fp32_needed.discard(value)
 
 
@@ -209,7 +212,7 @@ def lower_prediction(lw: dense._Lowering, op: spls.HLogQuantizeOp) -> None:
     if sim.pam is not None and sim.pam is not predict.result:
         raise _fail(sim, "the similarity's probs must be the layer's PAM")
     spa_users = [u.operation for u in topk.result.uses if u.operation is not sim]
-    if any(not isinstance(u, spls.SparseQuantizedAttentionOp) for u in spa_users):
+    if any(not (isinstance(u, transformer.AttentionOp) and u.spa is not None) for u in spa_users):
         raise _fail(topk, "SPA may feed only the similarity and sparse attentions")
     if op.scale is not None:
         raise _fail(op, "a static HLog scale is not supported (insert-spls emits dynamic ones)")
@@ -456,10 +459,10 @@ def _independent_projections(sim: spls.LocalSimilarityOp, x: SSAValue) -> list[O
     early: list[Operation] = []
     for use in sim.reuse_map.uses:
         att = use.operation
-        if isinstance(att, spls.MaskedQuantizedAttentionOp):
+        if isinstance(att, transformer.AttentionOp) and att.spa is None:
             for value in (att.k, att.v):
                 owner = value.owner
-                if isinstance(owner, quantized.LinearOp) and owner.x is x and owner not in early:
+                if dense._is_dense_int8_linear(owner) and owner.x is x and owner not in early:
                     early.append(owner)
     return early
 
@@ -469,7 +472,7 @@ def _chunk_consumers(sim: spls.LocalSimilarityOp, x: SSAValue) -> list[Operation
     found: list[Operation] = []
     for use in sim.reuse_map.uses:
         user = use.operation
-        if isinstance(user, ROW_MASKED_LINEARS) and user.x is x and user not in found:
+        if _is_masked_linear(user, "rows") and user.x is x and user not in found:
             found.append(user)
     return found
 
@@ -803,10 +806,10 @@ def component_of(op: Operation) -> str:
 
 def lower_masked_linear(lw: dense._Lowering, op: Operation) -> None:
     """Row-masked (reuse map) or key-masked (per head) INT8 linear; see the module docstring."""
-    assert isinstance(op, MASKED_LINEARS)
+    assert _is_masked_linear(op)
     _ensure_planned(lw, op)
-    keyed = isinstance(op, KEY_MASKED_LINEARS)
-    mask_value = op.keys if keyed else op.rows  # type: ignore[union-attr]
+    keyed = op.keys is not None
+    mask_value = op.keys if keyed else op.rows
     masks = _masks(lw, op, mask_value)
     in_scale = float(op.input_scale.value.data)
     x8 = lw.int8_tensors.get(op.x) if lw.int8_scale.get(op.x) == in_scale else None
@@ -890,10 +893,10 @@ def lower_masked_linear(lw: dense._Lowering, op: Operation) -> None:
 
 def lower_masked_attention(lw: dense._Lowering, op: Operation) -> None:
     """Row-reuse (and, for spls.sparse_*, SPA) masked INT8 attention; see the docstring."""
-    assert isinstance(op, (spls.MaskedQuantizedAttentionOp, spls.SparseQuantizedAttentionOp))
+    assert isinstance(op, transformer.AttentionOp) and op.rows is not None
     _ensure_planned(lw, op)
     masks = _masks(lw, op, op.rows)
-    sparse = isinstance(op, spls.SparseQuantizedAttentionOp)
+    sparse = op.spa is not None
     if sparse and masks.spa is None:
         raise _fail(op, "its SPA mask is not on chip")
     q, k, v = (lw.f32_tensor(val, name) for val, name in ((op.q, "q"), (op.k, "k"), (op.v, "v")))
@@ -996,12 +999,8 @@ LOWERINGS: dict[type[Operation], Callable[[dense._Lowering, Operation], None]] =
     spls.PredictAttentionOp: lower_stray,
     spls.TopKOp: lower_stray,
     spls.LocalSimilarityOp: lower_stray,
-    spls.MaskedQuantizedLinearOp: lower_masked_linear,
-    spls.KeyMaskedQuantizedLinearOp: lower_masked_linear,
-    spls.MaskedQuantizedAttentionOp: lower_masked_attention,
-    spls.SparseQuantizedAttentionOp: lower_masked_attention,
 }
 """The sparse rules: spls op class -> the function emitting its instructions."""
 
 dense._LOWERINGS.update(LOWERINGS)
-dense.ATTENTION_OPS.extend(op for op in ATTENTION_OPS if op not in dense.ATTENTION_OPS)
+dense._SPARSE_LOWERINGS.update(linear=lower_masked_linear, attention=lower_masked_attention)

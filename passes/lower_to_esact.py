@@ -42,7 +42,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from esact_cc.dialects import esact, quantized, transformer
+from esact_cc.dialects import esact, transformer
 from esact_cc.dialects.onnx import WeightOp
 from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.hw_config import HardwareConfig, resolve_config
@@ -247,14 +247,14 @@ class _Lowering:
                 formats = set()
                 for use in value.uses:
                     user = use.operation
-                    if isinstance(user, quantized.LinearOp) and use.index == 0:
+                    if _is_dense_int8_linear(user) and use.index == 0:
                         formats.add(self.input_format(user))
                     else:
                         self.fp32_needed.add(value)
                 if len(formats) == 1:
                     fmt = formats.pop()
                     if len(fmt) == 1:  # per tensor: record the consumers' input scale itself
-                        user = next(u.operation for u in value.uses if isinstance(u.operation, quantized.LinearOp))
+                        user = next(u.operation for u in value.uses if _is_dense_int8_linear(u.operation))
                         self.int8_scale[value] = float(user.input_scale.value.data)
                     else:
                         self.int8_scale[value] = fmt
@@ -262,7 +262,7 @@ class _Lowering:
                     self.fp32_needed.add(value)
         self.fp32_needed.update(outputs)
 
-    def input_format(self, op: quantized.LinearOp) -> InputFormat:
+    def input_format(self, op: transformer.LinearOp) -> InputFormat:
         """(first channel, end channel, QUANT multiplier) of each input group of a linear."""
         k = _shape(op.x)[-1]
         scales = None if op.group_scales is None else np.asarray(self.store[op.group_scales.data])
@@ -374,7 +374,7 @@ class _Lowering:
             self.free(Buffer.VBUF, v)
 
     # --- ops ------------------------------------------------------------------------------------
-    def lower_linear(self, op: quantized.LinearOp) -> None:
+    def lower_linear(self, op: transformer.LinearOp) -> None:
         groups = self.input_format(op)
         x8 = self.int8_tensors.get(op.x) if self.format_of(op.x) == groups else None
         if x8 is None and op.x in self.int8_tensors and op.x not in self.fp32_needed:
@@ -447,13 +447,13 @@ class _Lowering:
                 self.free(Buffer.VBUF, o)
             self.free(Buffer.ABUF, a)
 
-    def _group_scales(self, op: quantized.LinearOp) -> list[float]:
+    def _group_scales(self, op: transformer.LinearOp) -> list[float]:
         k = _shape(op.x)[-1]
         scales = None if op.group_scales is None else np.asarray(self.store[op.group_scales.data])
         size = None if op.group_size is None else op.group_size.value.data
         return [scale for _, _, scale in input_groups(k, size, scales, op.input_scale.value.data)]
 
-    def _linear_epilogue(self, op: quantized.LinearOp):
+    def _linear_epilogue(self, op: transformer.LinearOp):
         """A GELU or residual add consuming the linear's result alone is fused into its tiles."""
         uses = list(op.result.uses)
         if len(uses) != 1:
@@ -494,7 +494,7 @@ class _Lowering:
         block = op.parent_block()
         return owner.parent_block() is block and block.get_operation_index(owner) < block.get_operation_index(op)
 
-    def lower_attention(self, op: quantized.AttentionOp) -> None:
+    def lower_attention(self, op: transformer.AttentionOp) -> None:
         q, k, v = (self.f32_tensor(val, name) for val, name in ((op.q, "q"), (op.k, "k"), (op.v, "v")))
         out = DramTensor(0, _shape(op.result), np.dtype(np.float32))  # written through write_tile
         batch, lq, width = q.shape
@@ -671,7 +671,7 @@ class _Lowering:
         self.emit("host", "host", segment=segment)
 
     # --- classification -------------------------------------------------------------------------
-    def component_of(self, op: quantized.LinearOp) -> str:
+    def component_of(self, op: transformer.LinearOp) -> str:
         """q/k/v/o/ffn1/ffn2 of a linear, from where its input comes and its output goes."""
         roles = sorted(
             use.index for use in op.result.uses if isinstance(use.operation, tuple(ATTENTION_OPS)) and use.index < 3
@@ -688,9 +688,12 @@ class _Lowering:
         return _component_from_name(node_name(op))
 
 
-ATTENTION_OPS: list[type[Operation]] = [quantized.AttentionOp]
-"""Attention ops whose q/k/v operands and result classify linears (component_of); the sparse
-lowering's hook (H9) appends the spls attention forms."""
+ATTENTION_OPS: list[type[Operation]] = [transformer.AttentionOp]
+"""Attention ops whose q/k/v operands and result classify linears (component_of)."""
+
+
+def _is_dense_int8_linear(op: Operation) -> bool:
+    return isinstance(op, transformer.LinearOp) and op.is_quantized and not op.is_masked
 
 _NAME_COMPONENTS: tuple[tuple[str, str], ...] = (
     ("query", "q"), ("q_proj", "q"), ("key", "k"), ("k_proj", "k"), ("value", "v"), ("v_proj", "v"),
@@ -721,9 +724,25 @@ def _component_from_name(name: str) -> str:
     return "o"
 
 
+def _lower_linear(lw: _Lowering, op: transformer.LinearOp) -> None:
+    if op.is_masked:
+        _SPARSE_LOWERINGS["linear"](lw, op)
+    else:
+        lw.lower_linear(op)
+
+
+def _lower_attention(lw: _Lowering, op: transformer.AttentionOp) -> None:
+    if op.is_masked:
+        _SPARSE_LOWERINGS["attention"](lw, op)
+    else:
+        lw.lower_attention(op)
+
+
+_SPARSE_LOWERINGS: dict[str, Callable[[_Lowering, Operation], None]] = {}
+
 _LOWERINGS: dict[type[Operation], Callable[[_Lowering, Operation], None]] = {
-    quantized.LinearOp: _Lowering.lower_linear,
-    quantized.AttentionOp: _Lowering.lower_attention,
+    transformer.LinearOp: _lower_linear,
+    transformer.AttentionOp: _lower_attention,
     transformer.LayerNormOp: _Lowering.lower_layer_norm,
     transformer.GeluOp: _Lowering.lower_gelu,
     transformer.SoftmaxOp: _Lowering.lower_softmax,
@@ -756,8 +775,9 @@ def lower_module(module: ModuleOp, store: WeightStore, config: HardwareConfig,
                 lowering.decls.append(esact.IoOp("output", name, t.address, value.type))
             continue
         lower = _LOWERINGS.get(type(op))
-        if lower is None:
-            hint = " (run quantize first)" if isinstance(op, (transformer.LinearOp, transformer.AttentionOp)) else ""
+        fp32_gemm = isinstance(op, (transformer.LinearOp, transformer.AttentionOp)) and not op.is_quantized
+        if lower is None or fp32_gemm:
+            hint = " (run quantize first)" if fp32_gemm else ""
             raise CompileError(f"lower-to-esact: {op_label(op)} is not supported on the accelerator{hint}")
         lowering.current = op
         lowering.layer = layer_of(node_name(op))

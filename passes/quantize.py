@@ -1,8 +1,9 @@
-"""`quantize`: INT8 post-training quantization of the `transformer` ops into `quantized` ops.
+"""`quantize`: INT8 post-training quantization of the GEMM-bearing `transformer` ops.
 
-Rewrites every `transformer.linear` into `quantized.linear` and every `transformer.attention`
-into `quantized.attention`; layer norm, GELU, softmax and residual add stay FP32 `transformer`
-ops (the SFU runs them in FP32).
+Gives every FP32 `transformer.linear` an INT8 weight and its scales, and every FP32
+`transformer.attention` its Q, K, V and probability scales (the same ops, their INT8 form; masks
+they carry are kept); layer norm, GELU, softmax and residual add stay FP32 (the SFU runs them
+in FP32).
 
 - Weights: symmetric per output channel, scale[c] = max|W[:, c]| / 127, stored in the weight
   store as `<name>.int8` (INT8 [in, out]) and `<name>.scale` (FP32 [out]); the IR gets handles.
@@ -24,7 +25,8 @@ import sys
 from dataclasses import dataclass
 
 import numpy as np
-from esact_cc.dialects import quantized, transformer
+from esact_cc.dialects import transformer
+from esact_cc.dialects.gemm_ops import DEFAULT_P_SCALE, INT8_MAX, LinearOp
 from esact_cc.dialects.onnx import WeightOp
 from esact_cc.runtime.errors import CompileError
 from xdsl.context import Context
@@ -40,7 +42,6 @@ from esact_cc.calibration import (
 )
 from esact_cc.weight_store import WeightStore, store_of
 
-INT8_MAX = quantized.INT8_MAX
 COALESCE_RATIO = 2.0
 """Neighbouring input groups whose ranges differ less than this share one scale (one run)."""
 PROBABILITY_MARGIN = 2.0
@@ -110,7 +111,7 @@ def _before(op: Operation):
 
 @dataclass(frozen=True)
 class QuantizePass(ModulePass):
-    """transformer.linear / transformer.attention -> quantized.linear / quantized.attention."""
+    """FP32 transformer.linear / transformer.attention -> their INT8 forms (same ops)."""
 
     name = "quantize"
 
@@ -129,7 +130,8 @@ class QuantizePass(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         store = store_of(op)
-        targets = [o for o in op.walk() if isinstance(o, (transformer.LinearOp, transformer.AttentionOp))]
+        gemm_ops = (transformer.LinearOp, transformer.AttentionOp)
+        targets = [o for o in op.walk() if isinstance(o, gemm_ops) and not o.is_quantized]
         if not targets:
             return
         observed = [v for t in targets for v in _observed(t)]
@@ -206,7 +208,9 @@ def _rewrite_linear(
     if groups is not None and store is not None:
         group_name = store.add(store.unique_name(q_name.removesuffix(".int8") + ".input_group_scales"), groups)
     group_size = None if groups is None else -(-k // len(groups))
-    new = quantized.LinearOp(op.x, w_q, w_s, op.bias, input_scale, op.result.type, group_name, group_size)
+    new = LinearOp(op.x, w_q, op.bias, op.result.type, weight_scale=w_s, input_scale=input_scale,
+                   group_scales=group_name, group_size=group_size, rows=op.rows, keys=op.keys,
+                   heads=None if op.heads is None else op.heads.value.data)
     new.location = op.location
     new.attributes.update(op.attributes)
     Rewriter.replace_op(op, new)
@@ -217,26 +221,13 @@ def probability_scale(peak: float) -> float:
     """INT8 scale of softmax probabilities: the calibrated peak times a margin, at most 1, over
     127. Attention over many keys is diffuse (peaks of 0.02 over 197 ViT tokens), where 1/127
     would round most probabilities to 0; a probability above the scale's range saturates."""
-    return float(np.float32(min(1.0, PROBABILITY_MARGIN * peak) / INT8_MAX)) if peak > 0 else quantized.DEFAULT_P_SCALE
+    return float(np.float32(min(1.0, PROBABILITY_MARGIN * peak) / INT8_MAX)) if peak > 0 else DEFAULT_P_SCALE
 
 
 def _rewrite_attention(
     op: transformer.AttentionOp, q_scale: float, k_scale: float, v_scale: float, p_scale: float
 ) -> None:
-    new = quantized.AttentionOp(
-        op.q,
-        op.k,
-        op.v,
-        op.mask,
-        op.num_heads.value.data,
-        op.scale.value.data,
-        op.causal is not None,
-        q_scale,
-        k_scale,
-        v_scale,
-        p_scale,
-        op.result.type,
-    )
+    new = op.with_operands_of(scales=(q_scale, k_scale, v_scale, p_scale))
     new.location = op.location
     new.attributes.update(op.attributes)
     Rewriter.replace_op(op, new)

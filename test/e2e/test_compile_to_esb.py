@@ -166,7 +166,7 @@ def test_cli_bad_inputs_fail_in_one_line(tmp_path: Path, args: list[str], messag
 
 
 def test_outlier_channels_get_input_groups_and_binary_matches(tmp_path: Path) -> None:
-    from esact_cc.dialects import quantized
+    from esact_cc.dialects.transformer import LinearOp
 
     module, store = layer.build(D=256, F=512)  # 4 groups of 64 input channels
     gamma = np.array(store["ln1.g"])
@@ -177,7 +177,7 @@ def test_outlier_channels_get_input_groups_and_binary_matches(tmp_path: Path) ->
     samples = [layer.inputs(D=256, seed=10 + i) for i in range(4)]
     np.savez(tmp_path / "calib.npz", **{k: np.stack([x[k] for x in samples]) for k in samples[0]})
     golden_module, program = _compile_layer(module, store, calibration=str(tmp_path / "calib.npz"))
-    grouped = [op for op in golden_module.walk() if isinstance(op, quantized.LinearOp) and op.group_size]
+    grouped = [op for op in golden_module.walk() if isinstance(op, LinearOp) and op.group_size]
     assert len(grouped) == 1  # only the FFN input has outliers
     golden = run_module(golden_module, inputs, store)["y"]
     got = execute(program, inputs, load_config()).outputs["y"]

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from esact_cc.dialects import spls
+from esact_cc.dialects.transformer import AttentionOp, LinearOp
 from esact_cc.passes.lower_spls_to_esact import component_of
 from esact_cc.runtime.hw_config import resolve_config
 from esact_cc.runtime.run_program import run_program
@@ -98,11 +99,11 @@ def _expected_skipped(ref_model: api.CompiledModel, maps: list[np.ndarray]) -> l
     index = {id(op.reuse_map): i for i, op in enumerate(
         o for o in ref_model.module.walk() if isinstance(o, spls.LocalSimilarityOp))}
     for op in ref_model.module.walk():
-        if isinstance(op, spls.MaskedQuantizedLinearOp):
+        if isinstance(op, LinearOp) and op.rows is not None:
             layer = index[id(op.rows)]
             k, n = op.weight.type.get_shape()
             layers[layer][component_of(op)] += int((maps[layer] >= 0).sum()) * k * n
-        elif isinstance(op, spls.MaskedQuantizedAttentionOp):
+        elif isinstance(op, AttentionOp) and op.rows is not None and op.spa is None:
             layer = index[id(op.rows)]
             _, length, width = op.q.type.get_shape()
             for component in ("qk", "pv"):

@@ -54,40 +54,37 @@ builtin.module attributes {esact.weight_store = "Inputs/insert_spls_layer.npz"} 
 // CHECK-NEXT: %[[PAM:.*]] = spls.predict_attention %[[XC]], %[[XS]], %[[WQ]], %[[WQS]], %[[WK]], %[[WKS]] bias(%[[BQ]], %[[BK]]) heads(2) bits(6) scale(1.000000e+00) : (tensor<1x4x8xi32>, tensor<f32>, tensor<8x8xi32>, tensor<f32>, tensor<8x8xi32>, tensor<f32>, tensor<8xf32>, tensor<8xf32>) -> tensor<1x2x4x4xf32>
 // CHECK-NEXT: %[[SPA:.*]] = spls.topk %[[PAM]] k(1) : (tensor<1x2x4x4xf32>) -> tensor<1x2x4x4xi1>
 // CHECK-NEXT: %[[REUSE:.*]], %[[KEYS:.*]] = spls.local_similarity %[[SPA]] probs(%[[PAM]]) mode("cosprob") window(8) threshold(9.950000e-01) k(1) : (tensor<1x2x4x4xi1>, tensor<1x2x4x4xf32>) -> (tensor<1x4xi32>, tensor<1x2x4xi1>)
-// CHECK:      %q = spls.masked_linear %x, %wq, %bq rows(%[[REUSE]]) : (tensor<1x4x8xf32>, tensor<8x8xf32>, tensor<8xf32>, tensor<1x4xi32>) -> tensor<1x4x8xf32>
+// CHECK:      %q = transformer.linear %x, %wq, %bq rows(%[[REUSE]]) : (tensor<1x4x8xf32>, tensor<8x8xf32>, tensor<8xf32>, tensor<1x4xi32>) -> tensor<1x4x8xf32>
 // CHECK:      %k = transformer.linear %x, %wk, %bk
 // CHECK:      %v = transformer.linear %x, %wv, %bv
-// CHECK-NEXT: %a = spls.masked_attention %q, %k, %v rows(%[[REUSE]]) heads(2) scale(5.000000e-01) : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4xi32>) -> tensor<1x4x8xf32>
-// CHECK:      %o = spls.masked_linear %a, %wo, %bo rows(%[[REUSE]])
+// CHECK-NEXT: %a = transformer.attention %q, %k, %v rows(%[[REUSE]]) heads(2) scale(5.000000e-01) : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4xi32>) -> tensor<1x4x8xf32>
+// CHECK:      %o = transformer.linear %a, %wo, %bo rows(%[[REUSE]])
 // CHECK-NEXT: %r1 = transformer.add %h, %o
 // CHECK:      %y2 = transformer.layer_norm %r1
-// CHECK:      %f1 = spls.masked_linear %y2, %w1, %b1 rows(%[[REUSE]]) : (tensor<1x4x8xf32>, tensor<8x16xf32>, tensor<16xf32>, tensor<1x4xi32>) -> tensor<1x4x16xf32>
+// CHECK:      %f1 = transformer.linear %y2, %w1, %b1 rows(%[[REUSE]]) : (tensor<1x4x8xf32>, tensor<8x16xf32>, tensor<16xf32>, tensor<1x4xi32>) -> tensor<1x4x16xf32>
 // CHECK-NEXT: %act = transformer.gelu %f1
-// CHECK:      %f2 = spls.masked_linear %act, %w2, %b2 rows(%[[REUSE]])
+// CHECK:      %f2 = transformer.linear %act, %w2, %b2 rows(%[[REUSE]])
 // CHECK-NEXT: %y = transformer.add %r1, %f2
-// CHECK-NOT:  transformer.linear
-// CHECK-NOT:  transformer.attention
 
 // TOPK:      spls.hlog_quantize %x bits(6)
 // TOPK:      onnx.weight "wq.hlog6" : tensor<8x8xi32>
 // TOPK:      %[[PAM:.*]] = spls.predict_attention {{.*}} heads(2) bits(6) scale(5.000000e-01)
 // TOPK-NEXT: %[[SPA:.*]] = spls.topk %[[PAM]] k(2)
 // TOPK-NEXT: %[[REUSE:.*]], %[[KEYS:.*]] = spls.local_similarity %[[SPA]] probs(%[[PAM]]) mode("cosprob") window(8) threshold(9.950000e-01) k(2)
-// TOPK:      %q = spls.masked_linear %x, %wq, %bq rows(%[[REUSE]])
-// TOPK:      %k = spls.key_masked_linear %x, %wk, %bk keys(%[[KEYS]]) heads(2) : (tensor<1x4x8xf32>, tensor<8x8xf32>, tensor<8xf32>, tensor<1x2x4xi1>) -> tensor<1x4x8xf32>
-// TOPK:      %v = spls.key_masked_linear %x, %wv, %bv keys(%[[KEYS]]) heads(2)
-// TOPK-NEXT: %a = spls.sparse_attention %q, %k, %v rows(%[[REUSE]]) spa(%[[SPA]]) heads(2) scale(5.000000e-01) : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4xi32>, tensor<1x2x4x4xi1>) -> tensor<1x4x8xf32>
+// TOPK:      %q = transformer.linear %x, %wq, %bq rows(%[[REUSE]])
+// TOPK:      %k = transformer.linear %x, %wk, %bk keys(%[[KEYS]]) heads(2) : (tensor<1x4x8xf32>, tensor<8x8xf32>, tensor<8xf32>, tensor<1x2x4xi1>) -> tensor<1x4x8xf32>
+// TOPK:      %v = transformer.linear %x, %wv, %bv keys(%[[KEYS]]) heads(2)
+// TOPK-NEXT: %a = transformer.attention %q, %k, %v rows(%[[REUSE]]) spa(%[[SPA]]) heads(2) scale(5.000000e-01) : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4xi32>, tensor<1x2x4x4xi1>) -> tensor<1x4x8xf32>
 
 // LAYER:     spls.local_similarity %{{.*}} mode("overlap") window(2) threshold(2.000000e+00) k(1) first_reference(1) : (tensor<1x2x4x4xi1>) -> (tensor<1x4xi32>, tensor<1x2x4xi1>)
 
 // INT8:      %[[PAM:.*]] = spls.predict_attention
 // INT8:      spls.local_similarity
-// INT8:      %q = spls.masked_quantized_linear %x, %{{.*}}, %{{.*}}, %bq input_scale({{.*}}) rows(%{{.*}}) : (tensor<1x4x8xf32>, tensor<8x8xi8>, tensor<8xf32>, tensor<8xf32>, tensor<1x4xi32>) -> tensor<1x4x8xf32>
-// INT8:      %a = spls.masked_quantized_attention %q, %k, %v rows(%{{.*}}) heads(2) scale(5.000000e-01) q_scale({{.*}}) k_scale({{.*}}) v_scale({{.*}}) p_scale({{.*}})
-// INT8:      %o = spls.masked_quantized_linear
-// INT8:      %f1 = spls.masked_quantized_linear
-// INT8:      %f2 = spls.masked_quantized_linear
-// INT8-NOT:  quantized.linear
+// INT8:      %q = transformer.linear %x, %{{.*}}, %bq weight_scale(%{{.*}}) input_scale({{.*}}) rows(%{{.*}}) : (tensor<1x4x8xf32>, tensor<8x8xi8>, tensor<8xf32>, tensor<8xf32>, tensor<1x4xi32>) -> tensor<1x4x8xf32>
+// INT8:      %a = transformer.attention %q, %k, %v rows(%{{.*}}) heads(2) scale(5.000000e-01) q_scale({{.*}}) k_scale({{.*}}) v_scale({{.*}}) p_scale({{.*}})
+// INT8:      %o = transformer.linear %a, %{{.*}}, %bo weight_scale(%{{.*}}) input_scale({{.*}}) rows(%{{.*}})
+// INT8:      %f1 = transformer.linear %y2, %{{.*}}, %b1 weight_scale(%{{.*}}) input_scale({{.*}}) rows(%{{.*}})
+// INT8:      %f2 = transformer.linear %act, %{{.*}}, %b2 weight_scale(%{{.*}}) input_scale({{.*}}) rows(%{{.*}})
 
 // BADMODE:   error: insert-spls: similarity must be one of overlap|cosprob, got 'jaccard'
 // BADLAYER:  error: insert-spls: per-layer options for layer(s) 3, but the model has 1 attention layer(s)

@@ -8,7 +8,7 @@ builtin.module attributes {esact.weight_store = "Inputs/tiny_layer.npz"} {
     %w = onnx.weight "w8" : tensor<8x8xi8>
     %ws = onnx.weight "s8" : tensor<8xf32>
     %b = onnx.weight "b" : tensor<8xf32>
-    %y = quantized.linear %x, %w, %ws, %b input_scale(0.25) groups("gs8", 4) : (tensor<1x4x8xf32>, tensor<8x8xi8>, tensor<8xf32>, tensor<8xf32>) -> tensor<1x4x8xf32>
+    %y = transformer.linear %x, %w, %b weight_scale(%ws) input_scale(0.25) group_scales("gs8") group_size(4) : (tensor<1x4x8xf32>, tensor<8x8xi8>, tensor<8xf32>, tensor<8xf32>) -> tensor<1x4x8xf32>
     func.return %y : tensor<1x4x8xf32>
   }
 }

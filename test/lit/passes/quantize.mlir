@@ -1,5 +1,5 @@
 // RUN: esact-opt %s -p quantize --no-print-debuginfo 2>&1 | filecheck %s
-// quantize: transformer.linear/attention -> quantized ops with INT8 weight handles and scales;
+// quantize: transformer.linear/attention get INT8 weight handles and scales;
 // FP32 ops (layer norm, GELU, add, softmax, host regions) are left alone.
 
 builtin.module attributes {esact.weight_store = "Inputs/tiny_layer.npz"} {
@@ -35,18 +35,16 @@ builtin.module attributes {esact.weight_store = "Inputs/tiny_layer.npz"} {
 // CHECK:      %g = onnx.weight "gamma" : tensor<8xf32>
 // CHECK:      %[[WQ:.*]] = onnx.weight "w.int8" : tensor<8x8xi8>
 // CHECK-NEXT: %[[WS:.*]] = onnx.weight "w.scale" : tensor<8xf32>
-// CHECK-NEXT: %q = quantized.linear %h, %[[WQ]], %[[WS]], %b input_scale({{.*}}) : (tensor<1x4x8xf32>, tensor<8x8xi8>, tensor<8xf32>, tensor<8xf32>) -> tensor<1x4x8xf32>
-// CHECK-NEXT: %att = quantized.attention %q, %q, %h mask %m heads(2) scale(5.000000e-01) q_scale({{.*}}) k_scale({{.*}}) v_scale({{.*}}) p_scale({{.*}}) : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x1x1x4xf32>) -> tensor<1x4x8xf32>
+// CHECK-NEXT: %q = transformer.linear %h, %[[WQ]], %b weight_scale(%[[WS]]) input_scale({{.*}}) : (tensor<1x4x8xf32>, tensor<8x8xi8>, tensor<8xf32>, tensor<8xf32>) -> tensor<1x4x8xf32>
+// CHECK-NEXT: %att = transformer.attention %q, %q, %h mask %m heads(2) scale(5.000000e-01) q_scale({{.*}}) k_scale({{.*}}) v_scale({{.*}}) p_scale({{.*}}) : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x1x1x4xf32>) -> tensor<1x4x8xf32>
 // CHECK-NEXT: %r = transformer.add %att, %h
 // CHECK-NEXT: %l = transformer.layer_norm %r, %g, %be
 // CHECK-NEXT: %[[W2Q:.*]] = onnx.weight "w2.int8" : tensor<8x16xi8>
 // CHECK-NEXT: %[[W2S:.*]] = onnx.weight "w2.scale" : tensor<16xf32>
-// CHECK-NEXT: %f = quantized.linear %l, %[[W2Q]], %[[W2S]], %b2 input_scale({{.*}})
+// CHECK-NEXT: %f = transformer.linear %l, %[[W2Q]], %b2 weight_scale(%[[W2S]]) input_scale({{.*}})
 // CHECK-NEXT: %e = transformer.gelu %f approximate("tanh")
 // The second use of w2 shares its INT8 copy.
 // CHECK-NEXT: %[[W2Q2:.*]] = onnx.weight "w2.int8" : tensor<8x16xi8>
 // CHECK-NEXT: %[[W2S2:.*]] = onnx.weight "w2.scale" : tensor<16xf32>
-// CHECK-NEXT: %f2 = quantized.linear %l, %[[W2Q2]], %[[W2S2]] input_scale({{.*}})
+// CHECK-NEXT: %f2 = transformer.linear %l, %[[W2Q2]] weight_scale(%[[W2S2]]) input_scale({{.*}})
 // CHECK-NEXT: %s = transformer.softmax %f2
-// CHECK-NOT:  transformer.linear
-// CHECK-NOT:  transformer.attention

@@ -1,5 +1,5 @@
 // RUN: esact-opt %s | esact-opt | filecheck %s
-// Round trip of every spls op (prediction ops and masked forms).
+// Round trip of every spls op, feeding the masks of transformer ops.
 
 builtin.module {
   func.func @main(%x: tensor<1x4x8xf32>, %m: tensor<1x1x1x4xf32>) -> tensor<1x4x8xf32> {
@@ -20,14 +20,14 @@ builtin.module {
     %reuse, %keys = spls.local_similarity %spa probs(%pam) mode("cosprob") window(4) threshold(0.9) k(2) : (tensor<1x2x4x4xi1>, tensor<1x2x4x4xf32>) -> (tensor<1x4xi32>, tensor<1x2x4xi1>)
     %reuse2, %keys2 = spls.local_similarity %spa mode("overlap") window(2) threshold(0.5) k(2) : (tensor<1x2x4x4xi1>) -> (tensor<1x4xi32>, tensor<1x2x4xi1>)
     %reuse3, %keys3 = spls.local_similarity %spa mode("overlap") window(2) threshold(0.5) k(2) first_reference(1) : (tensor<1x2x4x4xi1>) -> (tensor<1x4xi32>, tensor<1x2x4xi1>)
-    %q = spls.masked_linear %x, %w, %bq rows(%reuse) : (tensor<1x4x8xf32>, tensor<8x8xf32>, tensor<8xf32>, tensor<1x4xi32>) -> tensor<1x4x8xf32>
-    %k = spls.key_masked_linear %x, %w keys(%keys) heads(2) : (tensor<1x4x8xf32>, tensor<8x8xf32>, tensor<1x2x4xi1>) -> tensor<1x4x8xf32>
-    %v = spls.key_masked_quantized_linear %x, %w8, %ws, %bq input_scale(0.1) keys(%keys) heads(2) : (tensor<1x4x8xf32>, tensor<8x8xi8>, tensor<8xf32>, tensor<8xf32>, tensor<1x2x4xi1>) -> tensor<1x4x8xf32>
-    %a = spls.sparse_attention %q, %k, %v mask %m rows(%reuse) spa(%spa) heads(2) scale(0.5) : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x1x1x4xf32>, tensor<1x4xi32>, tensor<1x2x4x4xi1>) -> tensor<1x4x8xf32>
-    %a1 = spls.masked_attention %q, %k, %v rows(%reuse) heads(2) scale(0.5) causal : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4xi32>) -> tensor<1x4x8xf32>
-    %a2 = spls.masked_quantized_attention %q, %k, %v rows(%reuse) heads(2) scale(0.5) q_scale(0.1) k_scale(0.1) v_scale(0.1) p_scale(0.0078125) causal : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4xi32>) -> tensor<1x4x8xf32>
-    %a3 = spls.sparse_quantized_attention %q, %k, %v mask %m rows(%reuse) spa(%spa) heads(2) scale(0.5) q_scale(0.1) k_scale(0.1) v_scale(0.1) p_scale(0.0078125) : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x1x1x4xf32>, tensor<1x4xi32>, tensor<1x2x4x4xi1>) -> tensor<1x4x8xf32>
-    %o = spls.masked_quantized_linear %a2, %w8, %ws input_scale(0.1) rows(%reuse) : (tensor<1x4x8xf32>, tensor<8x8xi8>, tensor<8xf32>, tensor<1x4xi32>) -> tensor<1x4x8xf32>
+    %q = transformer.linear %x, %w, %bq rows(%reuse) : (tensor<1x4x8xf32>, tensor<8x8xf32>, tensor<8xf32>, tensor<1x4xi32>) -> tensor<1x4x8xf32>
+    %k = transformer.linear %x, %w keys(%keys) heads(2) : (tensor<1x4x8xf32>, tensor<8x8xf32>, tensor<1x2x4xi1>) -> tensor<1x4x8xf32>
+    %v = transformer.linear %x, %w8, %bq weight_scale(%ws) input_scale(0.1) keys(%keys) heads(2) : (tensor<1x4x8xf32>, tensor<8x8xi8>, tensor<8xf32>, tensor<8xf32>, tensor<1x2x4xi1>) -> tensor<1x4x8xf32>
+    %a = transformer.attention %q, %k, %v mask %m rows(%reuse) spa(%spa) heads(2) scale(0.5) : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x1x1x4xf32>, tensor<1x4xi32>, tensor<1x2x4x4xi1>) -> tensor<1x4x8xf32>
+    %a1 = transformer.attention %q, %k, %v rows(%reuse) heads(2) scale(0.5) causal : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4xi32>) -> tensor<1x4x8xf32>
+    %a2 = transformer.attention %q, %k, %v rows(%reuse) heads(2) scale(0.5) q_scale(0.1) k_scale(0.1) v_scale(0.1) p_scale(0.0078125) causal : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4xi32>) -> tensor<1x4x8xf32>
+    %a3 = transformer.attention %q, %k, %v mask %m rows(%reuse) spa(%spa) heads(2) scale(0.5) q_scale(0.1) k_scale(0.1) v_scale(0.1) p_scale(0.0078125) : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x1x1x4xf32>, tensor<1x4xi32>, tensor<1x2x4x4xi1>) -> tensor<1x4x8xf32>
+    %o = transformer.linear %a2, %w8 weight_scale(%ws) input_scale(0.1) rows(%reuse) : (tensor<1x4x8xf32>, tensor<8x8xi8>, tensor<8xf32>, tensor<1x4xi32>) -> tensor<1x4x8xf32>
     func.return %o : tensor<1x4x8xf32>
   }
 }
@@ -40,11 +40,11 @@ builtin.module {
 // CHECK-NEXT: %reuse, %keys = spls.local_similarity %spa probs(%pam) mode("cosprob") window(4) threshold(9.000000e-01) k(2) : (tensor<1x2x4x4xi1>, tensor<1x2x4x4xf32>) -> (tensor<1x4xi32>, tensor<1x2x4xi1>)
 // CHECK-NEXT: %reuse2, %keys2 = spls.local_similarity %spa mode("overlap") window(2) threshold(5.000000e-01) k(2) :
 // CHECK-NEXT: %reuse3, %keys3 = spls.local_similarity %spa mode("overlap") window(2) threshold(5.000000e-01) k(2) first_reference(1) :
-// CHECK-NEXT: %q = spls.masked_linear %x, %w, %bq rows(%reuse) : (tensor<1x4x8xf32>, tensor<8x8xf32>, tensor<8xf32>, tensor<1x4xi32>) -> tensor<1x4x8xf32>
-// CHECK-NEXT: %k = spls.key_masked_linear %x, %w keys(%keys) heads(2) :
-// CHECK-NEXT: %v = spls.key_masked_quantized_linear %x, %w8, %ws, %bq input_scale(1.000000e-01) keys(%keys) heads(2) :
-// CHECK-NEXT: %a = spls.sparse_attention %q, %k, %v mask %m rows(%reuse) spa(%spa) heads(2) scale(5.000000e-01) :
-// CHECK-NEXT: %a1 = spls.masked_attention %q, %k, %v rows(%reuse) heads(2) scale(5.000000e-01) causal :
-// CHECK-NEXT: %a2 = spls.masked_quantized_attention %q, %k, %v rows(%reuse) heads(2) scale(5.000000e-01) q_scale(1.000000e-01) k_scale(1.000000e-01) v_scale(1.000000e-01) p_scale(7.812500e-03) causal :
-// CHECK-NEXT: %a3 = spls.sparse_quantized_attention %q, %k, %v mask %m rows(%reuse) spa(%spa) heads(2) scale(5.000000e-01) q_scale(1.000000e-01) k_scale(1.000000e-01) v_scale(1.000000e-01) p_scale(7.812500e-03) :
-// CHECK-NEXT: %o = spls.masked_quantized_linear %a2, %w8, %ws input_scale(1.000000e-01) rows(%reuse) :
+// CHECK-NEXT: %q = transformer.linear %x, %w, %bq rows(%reuse) : (tensor<1x4x8xf32>, tensor<8x8xf32>, tensor<8xf32>, tensor<1x4xi32>) -> tensor<1x4x8xf32>
+// CHECK-NEXT: %k = transformer.linear %x, %w keys(%keys) heads(2) :
+// CHECK-NEXT: %v = transformer.linear %x, %w8, %bq weight_scale(%ws) input_scale(1.000000e-01) keys(%keys) heads(2) :
+// CHECK-NEXT: %a = transformer.attention %q, %k, %v mask %m rows(%reuse) spa(%spa) heads(2) scale(5.000000e-01) :
+// CHECK-NEXT: %a1 = transformer.attention %q, %k, %v rows(%reuse) heads(2) scale(5.000000e-01) causal :
+// CHECK-NEXT: %a2 = transformer.attention %q, %k, %v rows(%reuse) heads(2) scale(5.000000e-01) q_scale(1.000000e-01) k_scale(1.000000e-01) v_scale(1.000000e-01) p_scale(7.812500e-03) causal :
+// CHECK-NEXT: %a3 = transformer.attention %q, %k, %v mask %m rows(%reuse) spa(%spa) heads(2) scale(5.000000e-01) q_scale(1.000000e-01) k_scale(1.000000e-01) v_scale(1.000000e-01) p_scale(7.812500e-03) :
+// CHECK-NEXT: %o = transformer.linear %a2, %w8 weight_scale(%ws) input_scale(1.000000e-01) rows(%reuse) :

@@ -1,5 +1,5 @@
 // RUN: esact-opt %s --no-print-debuginfo | esact-opt --no-print-debuginfo | filecheck %s
-// Every transformer op prints and parses back to itself.
+// Every transformer op, in each of its forms, prints and parses back to itself.
 
 func.func @ops(%x: tensor<1x8x16xf32>, %m: tensor<1x1x1x8xf32>, %ids: tensor<1x8xi64>) -> tensor<1x8x16xf32> {
   %w = onnx.weight "w" : tensor<16x16xf32>
@@ -48,3 +48,38 @@ func.func @ops(%x: tensor<1x8x16xf32>, %m: tensor<1x1x1x8xf32>, %ids: tensor<1x8
 // CHECK-NEXT:   transformer.yield
 // CHECK-NEXT: }
 // CHECK-NEXT: func.return %h_1 : tensor<1x8x16xf32>
+
+// INT8 forms (quantize), masked forms (insert-spls or a constant mask from the weight store)
+// and grouped-query attention are the same two ops with more operands and properties.
+func.func @int8_and_masked(%x: tensor<1x4x8xf32>, %m: tensor<1x1x1x4xf32>, %reuse: tensor<1x4xi32>, %keys: tensor<1x2x4xi1>) -> tensor<1x4x8xf32> {
+  %w = onnx.weight "w.int8" : tensor<8x8xi8>
+  %s = onnx.weight "w.scale" : tensor<8xf32>
+  %b = onnx.weight "b" : tensor<8xf32>
+  %rows = onnx.weight "every_second_row" : tensor<4xi8>
+  %spa = onnx.weight "key_mask" : tensor<2x4x4xi8>
+  %y = transformer.linear %x, %w, %b weight_scale(%s) input_scale(0.03125) : (tensor<1x4x8xf32>, tensor<8x8xi8>, tensor<8xf32>, tensor<8xf32>) -> tensor<1x4x8xf32>
+  %y2 = transformer.linear %y, %w weight_scale(%s) input_scale(0.0123456791) : (tensor<1x4x8xf32>, tensor<8x8xi8>, tensor<8xf32>) -> tensor<1x4x8xf32>
+  %g = transformer.linear %y, %w, %b weight_scale(%s) input_scale(0.25) group_scales("gs") group_size(4) : (tensor<1x4x8xf32>, tensor<8x8xi8>, tensor<8xf32>, tensor<8xf32>) -> tensor<1x4x8xf32>
+  %r = transformer.linear %y, %w, %b weight_scale(%s) input_scale(0.25) rows(%reuse) : (tensor<1x4x8xf32>, tensor<8x8xi8>, tensor<8xf32>, tensor<8xf32>, tensor<1x4xi32>) -> tensor<1x4x8xf32>
+  %r2 = transformer.linear %y, %w, %b weight_scale(%s) input_scale(0.25) rows(%rows) : (tensor<1x4x8xf32>, tensor<8x8xi8>, tensor<8xf32>, tensor<8xf32>, tensor<4xi8>) -> tensor<1x4x8xf32>
+  %k = transformer.linear %y, %w weight_scale(%s) input_scale(0.25) keys(%keys) heads(2) : (tensor<1x4x8xf32>, tensor<8x8xi8>, tensor<8xf32>, tensor<1x2x4xi1>) -> tensor<1x4x8xf32>
+  %a = transformer.attention %y, %y2, %y mask %m heads(2) scale(0.5) q_scale(0.25) k_scale(0.125) v_scale(0.0625) p_scale(0.00787401572) : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x1x1x4xf32>) -> tensor<1x4x8xf32>
+  %c = transformer.attention %a, %a, %a heads(4) scale(0.5) q_scale(0.25) k_scale(0.125) v_scale(0.0625) p_scale(0.00787401572) causal : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>) -> tensor<1x4x8xf32>
+  %e = transformer.attention %r, %k, %r2 rows(%rows) spa(%spa) heads(2) scale(0.5) : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<4xi8>, tensor<2x4x4xi8>) -> tensor<1x4x8xf32>
+  %w4 = onnx.weight "w4" : tensor<8x4xf32>
+  %kv = transformer.linear %y, %w4 : (tensor<1x4x8xf32>, tensor<8x4xf32>) -> tensor<1x4x4xf32>
+  %gqa = transformer.attention %y, %kv, %kv heads(2) kv_heads(1) scale(0.5) : (tensor<1x4x8xf32>, tensor<1x4x4xf32>, tensor<1x4x4xf32>) -> tensor<1x4x8xf32>
+  func.return %c : tensor<1x4x8xf32>
+}
+
+// CHECK:      %y = transformer.linear %x, %w, %b weight_scale(%s) input_scale(3.125000e-02) : (tensor<1x4x8xf32>, tensor<8x8xi8>, tensor<8xf32>, tensor<8xf32>) -> tensor<1x4x8xf32>
+// CHECK-NEXT: %y2 = transformer.linear %y, %w weight_scale(%s) input_scale(0.0123456791) : (tensor<1x4x8xf32>, tensor<8x8xi8>, tensor<8xf32>) -> tensor<1x4x8xf32>
+// CHECK-NEXT: %g = transformer.linear %y, %w, %b weight_scale(%s) input_scale(2.500000e-01) group_scales("gs") group_size(4) :
+// CHECK-NEXT: %r = transformer.linear %y, %w, %b weight_scale(%s) input_scale(2.500000e-01) rows(%reuse) : (tensor<1x4x8xf32>, tensor<8x8xi8>, tensor<8xf32>, tensor<8xf32>, tensor<1x4xi32>) -> tensor<1x4x8xf32>
+// CHECK-NEXT: %r2 = transformer.linear %y, %w, %b weight_scale(%s) input_scale(2.500000e-01) rows(%rows) : (tensor<1x4x8xf32>, tensor<8x8xi8>, tensor<8xf32>, tensor<8xf32>, tensor<4xi8>) -> tensor<1x4x8xf32>
+// CHECK-NEXT: %k = transformer.linear %y, %w weight_scale(%s) input_scale(2.500000e-01) keys(%keys) heads(2) : (tensor<1x4x8xf32>, tensor<8x8xi8>, tensor<8xf32>, tensor<1x2x4xi1>) -> tensor<1x4x8xf32>
+// CHECK-NEXT: %a = transformer.attention %y, %y2, %y mask %m heads(2) scale(5.000000e-01) q_scale(2.500000e-01) k_scale(1.250000e-01) v_scale(6.250000e-02) p_scale(0.00787401572) : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x1x1x4xf32>) -> tensor<1x4x8xf32>
+// CHECK-NEXT: %c = transformer.attention %a, %a, %a heads(4) scale(5.000000e-01) q_scale(2.500000e-01) k_scale(1.250000e-01) v_scale(6.250000e-02) p_scale(0.00787401572) causal : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>) -> tensor<1x4x8xf32>
+// CHECK-NEXT: %e = transformer.attention %r, %k, %r2 rows(%rows) spa(%spa) heads(2) scale(5.000000e-01) : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<4xi8>, tensor<2x4x4xi8>) -> tensor<1x4x8xf32>
+// CHECK:      %kv = transformer.linear %y, %w4 :
+// CHECK-NEXT: %gqa = transformer.attention %y, %kv, %kv heads(2) kv_heads(1) scale(5.000000e-01) : (tensor<1x4x8xf32>, tensor<1x4x4xf32>, tensor<1x4x4xf32>) -> tensor<1x4x8xf32>

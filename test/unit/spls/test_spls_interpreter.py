@@ -38,8 +38,16 @@ def with_spls(module, store, **options):
     return clone
 
 
+def form(op) -> str:
+    """An op's name with the masks it carries: `transformer.linear[rows]`."""
+    if not op.name.startswith("transformer."):
+        return op.name
+    masks = [n for n in ("rows", "keys", "spa") if getattr(op, n, None) is not None]
+    return op.name + (f"[{','.join(masks)}]" if masks else "")
+
+
 class Recorder(Interpreter):
-    """Keeps every op's outputs (by op name, in order) and its operand values."""
+    """Keeps every op's outputs (by `form`, in order) and its operand values."""
 
     def __init__(self, store):
         super().__init__(store)
@@ -47,7 +55,7 @@ class Recorder(Interpreter):
 
     def run_op(self, op, args):
         outs = super().run_op(op, args)
-        self.seen.append((op.name, list(args), outs))
+        self.seen.append((form(op), list(args), outs))
         return outs
 
     def of(self, name: str):
@@ -79,7 +87,8 @@ def test_k_ratio_one_equals_dense_int8() -> None:
     inputs = layer_inputs()
     dense = run_module(module, inputs, store)["y"]
     sparse = with_spls(module, store, k_ratio=1.0, threshold=1.5, attention="topk")
-    assert any(op.name == "spls.sparse_quantized_attention" for op in sparse.walk())
+    assert any(form(op) == "transformer.attention[rows,spa]" and op.is_quantized
+               for op in sparse.walk())
     assert np.array_equal(run_module(sparse, inputs, store)["y"], dense)
 
 
@@ -96,18 +105,18 @@ def test_masked_ops_follow_the_reuse_map_and_masks() -> None:
     assert not spa[..., 5].any()  # the padded key is never selected
     assert spa.sum(-1).max() == 3  # ceil(0.5 * 6)
     # Row-masked linears: reused rows carry their representative's row.
-    for args, (y,) in rec.of("spls.masked_linear"):
+    for args, (y,) in rec.of("transformer.linear[rows]"):
         dense = args[0] @ args[1] + (args[2] if len(args) == 4 else 0)
         assert np.allclose(y[0, 0], dense[0, 0], atol=1e-5)
         assert np.array_equal(y[0, 1:], np.repeat(y[0, :1], 5, axis=0))
     # Key-masked linears: unselected (row, head) blocks are 0, selected ones computed.
-    for args, (y,) in rec.of("spls.key_masked_linear"):
+    for args, (y,) in rec.of("transformer.linear[keys]"):
         dense = args[0] @ args[1] + (args[2] if len(args) == 4 else 0)
         keep = np.repeat(keys[0].T, 4, axis=1)
         assert np.all(y[0][~keep] == 0)
         assert np.allclose(y[0][keep], dense[0][keep], atol=1e-5)
     # Sparse attention: row 0 attends only to its SPA keys (per head).
-    (args, (out,)), = rec.of("spls.sparse_attention")
+    (args, (out,)), = rec.of("transformer.attention[rows,spa]")
     q, k, v = args[0][0], args[1][0], args[2][0]
     for h in range(2):
         cols = slice(4 * h, 4 * h + 4)
@@ -160,9 +169,9 @@ def test_bundled_vit_k_ratio_one_equals_dense() -> None:
     images = np.load(MODELS / "digits_test.npz")["images"][:2]
     sparse = with_spls(compiled.module, compiled.store, k_ratio=1.0, threshold=1.01,
                        attention="topk")
-    spls_ops = [op.name for op in sparse.walk() if op.name.startswith("spls.")]
-    assert spls_ops.count("spls.predict_attention") == 4
-    assert spls_ops.count("spls.masked_linear") == 4 * 4  # Q, O, FFN up, FFN down per layer
+    forms = [form(op) for op in sparse.walk()]
+    assert forms.count("spls.predict_attention") == 4
+    assert forms.count("transformer.linear[rows]") == 4 * 4  # Q, O, FFN up, FFN down per layer
     for image in images:
         inputs = {"pixel_values": image[None]}
         dense = compiled.run(inputs)["logits"]
