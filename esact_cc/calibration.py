@@ -104,7 +104,8 @@ def attention_probability_peak(op: transformer.AttentionOp, args: Sequence[np.nd
     d = width // heads
     # Contiguous copies: batched matmul on strided views does not use BLAS (~300x slower).
     qh = np.ascontiguousarray(q.reshape(batch, lq, heads, d).transpose(0, 2, 1, 3))
-    kh = np.ascontiguousarray(k.reshape(batch, lk, heads, d).transpose(0, 2, 3, 1))
+    kh = np.ascontiguousarray(np.repeat(k.reshape(batch, lk, op.key_heads, d), heads // op.key_heads,
+                                        axis=2).transpose(0, 2, 3, 1))
     scores = qh @ kh * op.scale.value.data
     if mask is not None:
         scores = scores + np.asarray(mask, np.float64)

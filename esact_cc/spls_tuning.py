@@ -70,12 +70,12 @@ from esact_cc.passes.insert_spls import DESIGN_REFERENCE
 from esact_cc.reference_interpreter import Interpreter, io_names, main_function
 from esact_cc.runtime.errors import CompileError
 from esact_cc.spls_accounting import (
-    MASKED_ATTENTION,
     LayerWork,
     SplsLayer,
     WorkSummary,
     count_layer,
     find_spls_layers,
+    is_masked_attention,
     summarize,
 )
 from esact_cc.spls_options import SplsConfig
@@ -236,8 +236,8 @@ def content_fingerprint(array: np.ndarray) -> int:
 
 CONTENT_FINGERPRINTED = (spls.LocalSimilarityOp, spls.TopKOp)
 """Ops whose results are fingerprinted by value (small masks that often coincide)."""
-RECORDED = (spls.PredictAttentionOp, spls.TopKOp, spls.LocalSimilarityOp, *MASKED_ATTENTION)
-"""Ops whose values the accounting reads (attentions: their Q and K operands)."""
+RECORDED = (spls.PredictAttentionOp, spls.TopKOp, spls.LocalSimilarityOp)
+"""Ops whose values the accounting reads (and masked attentions: their Q and K operands)."""
 
 
 @dataclass
@@ -320,7 +320,7 @@ class TuningInterpreter(Interpreter):
         for index, result in enumerate(op.results):
             self.fingerprints[result] = (content_fingerprint(outputs[index]) if by_value
                                          else hash((key, index)))
-        if isinstance(op, MASKED_ATTENTION):
+        if is_masked_attention(op):
             self.records[id(op)] = args[:2]
         elif isinstance(op, RECORDED):
             self.records[id(op)] = outputs
