@@ -61,7 +61,11 @@ def _expand(inputs: Inputs, attrs: dict[str, Any]) -> float:
 
 
 def _tile(inputs: Inputs, attrs: dict[str, Any]) -> float:
-    return math.prod(max(d, 0) * max(r, 0) for d, r in zip(inputs[0].shape, _ints(inputs[1]), strict=False))
+    # numpy's tile pads the shorter of shape and repeats with leading ones
+    shape, reps = list(inputs[0].shape), _ints(inputs[1])
+    rank = max(len(shape), len(reps))
+    shape, reps = [1] * (rank - len(shape)) + shape, [1] * (rank - len(reps)) + reps
+    return math.prod(d * max(r, 0) for d, r in zip(shape, reps, strict=True))
 
 
 def _constant_of_shape(inputs: Inputs, attrs: dict[str, Any]) -> float:
@@ -77,7 +81,8 @@ def _range(inputs: Inputs, attrs: dict[str, Any]) -> float:
 
 def _pad(inputs: Inputs, attrs: dict[str, Any]) -> float:
     x = inputs[0]
-    pads = _ints(inputs[1]) if len(inputs) > 1 and inputs[1] is not None else list(attrs.get("pads", []))
+    given = len(inputs) > 1 and inputs[1] is not None
+    pads = _ints(inputs[1]) if given else list(attrs.get("pads", []))
     axes = _ints(inputs[3]) if len(inputs) > 3 and inputs[3] is not None else list(range(x.ndim))
     dims = list(x.shape)
     half = len(pads) // 2
@@ -96,7 +101,8 @@ def _gemm(inputs: Inputs, attrs: dict[str, Any]) -> float:
     a, b = inputs[0].shape, inputs[1].shape
     rows = a[-1] if attrs.get("transA", 0) else a[0]
     cols = b[0] if attrs.get("transB", 0) else b[-1]
-    shapes = [(rows, cols)] + ([inputs[2].shape] if len(inputs) > 2 and inputs[2] is not None else [])
+    bias = [inputs[2].shape] if len(inputs) > 2 and inputs[2] is not None else []
+    shapes = [(rows, cols), *bias]
     return math.prod(_broadcast(shapes))
 
 
@@ -137,7 +143,8 @@ def _concat(inputs: Inputs, attrs: dict[str, Any]) -> float:
 _PREDICTORS: dict[str, Callable[[Inputs, dict[str, Any]], float]] = {
     **{op: _broadcasting for op in (
         "Add", "And", "Clip", "Div", "Equal", "Greater", "GreaterOrEqual", "LayerNormalization",
-        "Less", "LessOrEqual", "Max", "Min", "Mod", "Mul", "Or", "Pow", "Sub", "Sum", "Where", "Xor")},
+        "Less", "LessOrEqual", "Max", "Min", "Mod", "Mul", "Or", "Pow", "Sub", "Sum", "Where",
+        "Xor")},
     "Expand": _expand, "Tile": _tile, "ConstantOfShape": _constant_of_shape, "Range": _range,
     "Pad": _pad, "MatMul": _matmul, "Gemm": _gemm, "Einsum": _einsum, "Conv": _conv,
     "Gather": _gather, "GatherND": _gather_nd, "Concat": _concat,

@@ -76,7 +76,8 @@ def model_tensors(model: ModelProto) -> Iterator[tuple[TensorProto, str]]:
 
 def external_tensors(model: ModelProto) -> list[str]:
     """Labels of the tensors whose bytes live outside the model."""
-    return [label for tensor, label in model_tensors(model) if tensor.data_location == TensorProto.EXTERNAL]
+    return [label for tensor, label in model_tensors(model)
+            if tensor.data_location == TensorProto.EXTERNAL]
 
 
 def _confined_path(location: str, base_dir: Path, label: str) -> Path:
@@ -91,7 +92,8 @@ def _confined_path(location: str, base_dir: Path, label: str) -> Path:
     base = Path(os.path.realpath(base_dir))
     resolved = Path(os.path.realpath(base / location))
     if resolved == base or base not in resolved.parents:
-        raise CompileError(f"{label}: external data location '{location}' leaves the model's directory")
+        raise CompileError(
+            f"{label}: external data location '{location}' leaves the model's directory")
     return resolved
 
 
@@ -135,8 +137,8 @@ def inline_external_data(model: ModelProto, base_dir: Path | None) -> dict[str, 
         budget -= len(data)
         expected = _expected_bytes(tensor)
         if expected is not None and expected != len(data):
-            raise CompileError(f"{label}: its shape needs {expected} bytes, external data '{location}' "
-                               f"gives {len(data)}")
+            raise CompileError(f"{label}: its shape needs {expected} bytes, external data "
+                               f"'{location}' gives {len(data)}")
         if index < top_level and tensor.data_type in RAW_DATA_DTYPES:
             dtype = RAW_DATA_DTYPES[tensor.data_type]
             arrays[tensor.name] = np.frombuffer(data, dtype).reshape(tuple(tensor.dims))

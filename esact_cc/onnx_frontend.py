@@ -120,9 +120,12 @@ class _Graph:
     """Value -> why its node was not folded although its inputs are constants."""
 
 
-def load_model(model: str | os.PathLike[str] | ModelProto) -> tuple[ModelProto, bool, dict[str, np.ndarray]]:
-    """The ModelProto for a path or proto, whether we own it (may clear its tensors), and the
-    initializers already read as arrays (zero-copy views of the file, see `onnx_file_reader`)."""
+def load_model(
+    model: str | os.PathLike[str] | ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None
+) -> tuple[ModelProto, bool, dict[str, np.ndarray]]:
+    """The validated ModelProto for a path or proto, whether we own it (may clear its tensors),
+    and the initializers already read as arrays (zero-copy views of the file's bytes, see
+    `onnx_file_reader`). `input_shapes` size inputs the model leaves without a shape."""
     arrays: dict[str, np.ndarray] = {}
     if isinstance(model, ModelProto):
         proto, owned = model, False
@@ -142,10 +145,11 @@ def load_model(model: str | os.PathLike[str] | ModelProto) -> tuple[ModelProto, 
         try:
             proto = onnx.inliner.inline_local_functions(proto)
         except Exception as e:
-            raise CompileError(f"cannot inline the model's local functions: {one_line(e)}") from None
+            raise CompileError(
+                f"cannot inline the model's local functions: {one_line(e)}") from None
         owned = True
     check_supported(proto.graph.node, default_opset(proto))
-    run_checker(proto, arrays)
+    run_checker(proto, arrays, input_shapes or {})
     return proto, owned, arrays
 
 
@@ -250,8 +254,8 @@ def _infer_types(graph: _Graph, strict: bool = False) -> None:
         ir_version=graph.ir_version,
     )
     try:
-        inferred = onnx.shape_inference.infer_shapes(skeleton, check_type=strict, strict_mode=strict,
-                                                     data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(
+            skeleton, check_type=strict, strict_mode=strict, data_prop=True)
     except Exception as e:
         raise CompileError(f"ONNX shape inference failed: {one_line(e)}") from None
     types: dict[str, _ValueType] = {}
@@ -292,38 +296,53 @@ def _try_fold(node: NodeProto, graph: _Graph) -> list[np.ndarray] | None:
     present = [name for name in node.input if name]
     attrs = {a.name: python_from_onnx(a, node.name) for a in node.attribute}
     if node.op_type in _SHAPE_OF_OPS and present and present[0] not in graph.constants:
-        value_type = graph.types.get(present[0])
-        if value_type is None or not value_type.is_static:
-            return None
-        assert value_type.shape is not None
-        probe = np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), value_type.shape,
-                                               [0] * len(value_type.shape))
-        return run_kernel(node.op_type, [probe], attrs, len(node.output))
+        return _fold_shape_of(node, graph.types.get(present[0]), attrs)
     if not all(name in graph.constants for name in present):
         return None
-    for name in node.output:
-        value_type = graph.types.get(name)
-        if value_type is None or not value_type.is_static:
-            continue
-        assert value_type.shape is not None
-        if math.prod(value_type.shape) > FOLD_MAX_ELEMENTS:
-            return None
     inputs = [graph.constants[name] if name else None for name in node.input]
-    size = result_elements(node.op_type, inputs, attrs)
-    if size > FOLD_MAX_ELEMENTS:  # evaluating it would allocate the size the model asks for
-        for name in filter(None, node.output):
-            graph.unfolded[name] = (f"its node '{node.name}' ({node.op_type}) would compute up to {size} "
-                                    f"elements from constants, beyond the folding limit of {FOLD_MAX_ELEMENTS}")
+    if _too_big_to_fold(node, inputs, attrs, graph):
         return None
     try:
         outputs = [np.asarray(o) for o in run_kernel(node.op_type, inputs, attrs, len(node.output))]
     except CompileError:
         raise
     except Exception as e:
-        raise CompileError(f"node '{node.name}' ({node.op_type}): cannot fold constant: {one_line(e)}") from None
+        raise CompileError(f"node '{node.name}' ({node.op_type}): cannot fold constant: "
+                           f"{one_line(e)}") from None
     for name, output in zip(node.output, outputs, strict=False):
         check_shape(output.shape, f"node '{node.name}' ({node.op_type}) output '{name}'")
     return outputs
+
+
+def _fold_shape_of(node: NodeProto, value_type: _ValueType | None,
+                   attrs: dict[str, object]) -> list[np.ndarray] | None:
+    """Shape/Size of a statically shaped value, from a zero-strided probe of that shape."""
+    if value_type is None or not value_type.is_static:
+        return None
+    assert value_type.shape is not None
+    probe = np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), value_type.shape,
+                                           [0] * len(value_type.shape))
+    return run_kernel(node.op_type, [probe], attrs, len(node.output))
+
+
+def _too_big_to_fold(node: NodeProto, inputs: list[np.ndarray | None], attrs: dict[str, object],
+                     graph: _Graph) -> bool:
+    """Whether a result of the node is larger than `FOLD_MAX_ELEMENTS`, by its inferred type or,
+    before evaluating anything, by `result_elements`; the latter is recorded in `graph.unfolded`."""
+    for name in node.output:
+        value_type = graph.types.get(name)
+        if value_type is not None and value_type.is_static:
+            assert value_type.shape is not None
+            if math.prod(value_type.shape) > FOLD_MAX_ELEMENTS:
+                return True
+    size = result_elements(node.op_type, inputs, attrs)
+    if size <= FOLD_MAX_ELEMENTS:
+        return False
+    for name in filter(None, node.output):
+        graph.unfolded[name] = (
+            f"its node '{node.name}' ({node.op_type}) would compute up to {size} elements from "
+            f"constants, beyond the folding limit of {FOLD_MAX_ELEMENTS}")
+    return True
 
 
 def _check_constant_outputs(graph: _Graph) -> None:
@@ -335,14 +354,17 @@ def _check_constant_outputs(graph: _Graph) -> None:
             continue
         same_dims = declared.shape is None or (len(declared.shape) == value.ndim and all(
             d < 0 or d == c for d, c in zip(declared.shape, value.shape, strict=True)))
-        same_type = not declared.elem_type or tensor_types.from_onnx(declared.elem_type).numpy == value.dtype
+        same_type = (not declared.elem_type
+                     or tensor_types.from_onnx(declared.elem_type).numpy == value.dtype)
         if not (same_dims and same_type):
+            node = graph.constant_origin.get(info.name, info.name)
             declared_dims = "x".join("?" if d < 0 else str(d) for d in declared.shape or ())
+            declared_type = TensorProto.DataType.Name(declared.elem_type)
+            computed_type = TensorProto.DataType.Name(tensor_types.from_numpy(value.dtype).onnx)
             raise CompileError(
-                f"graph output '{info.name}' (node '{graph.constant_origin.get(info.name, info.name)}') is "
-                f"declared {declared_dims or 'scalar'} {TensorProto.DataType.Name(declared.elem_type)} but "
-                f"computes {'x'.join(map(str, value.shape)) or 'scalar'} "
-                f"{TensorProto.DataType.Name(tensor_types.from_numpy(value.dtype).onnx)}"
+                f"graph output '{info.name}' (node '{node}') is declared "
+                f"{declared_dims or 'scalar'} {declared_type} but computes "
+                f"{'x'.join(map(str, value.shape)) or 'scalar'} {computed_type}"
             )
 
 
@@ -384,7 +406,7 @@ def import_onnx(
     store: WeightStore | None = None,
 ) -> tuple[ModuleOp, WeightStore]:
     """Import an ONNX model into the `onnx` dialect; the returned store holds its weights."""
-    proto, owned, arrays = load_model(model)
+    proto, owned, arrays = load_model(model, input_shapes)
     opset = default_opset(proto)
     # Name every node once, so locations and errors agree.
     for index, node in enumerate(proto.graph.node):
@@ -426,8 +448,8 @@ class _ModuleBuilder:
         value_type = self.graph.types.get(name)
         if value_type is None or not value_type.is_static:
             if name in self.graph.unfolded:
-                raise CompileError(f"cannot size value '{name}': {self.graph.unfolded[name]}, and shape "
-                                   "inference cannot size it")
+                raise CompileError(f"cannot size value '{name}': {self.graph.unfolded[name]}, "
+                                   "and shape inference cannot size it")
             raise CompileError(
                 f"cannot infer a static shape for value '{name}' (used by '{user}'); "
                 "fix the dynamic input dims with --input-shape NAME=DIMS"

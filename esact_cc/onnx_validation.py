@@ -20,7 +20,7 @@ Every failure is one `CompileError` line naming the node, value or function.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -82,7 +82,8 @@ def check_inlined_size(proto: ModelProto) -> None:
             chain = " -> ".join(f"{k[0]}.{k[1]}" for k in calling[calling.index(key):])
             raise CompileError(f"local function '{name}' calls itself ({chain} -> {name})")
         if len(calling) >= MAX_FUNCTION_DEPTH:
-            raise CompileError(f"local function '{name}': calls nest deeper than {MAX_FUNCTION_DEPTH} levels")
+            raise CompileError(
+                f"local function '{name}': calls nest deeper than {MAX_FUNCTION_DEPTH} levels")
         calling.append(key)
         size = nodes_size(list(functions[key].node), f"local function '{name}'")
         calling.pop()
@@ -97,37 +98,41 @@ def check_inlined_size(proto: ModelProto) -> None:
             for subgraph in _subgraph_nodes(node):
                 total += nodes_size(subgraph, where)
             if total > MAX_NODES:
-                raise CompileError(f"{where} has more than {MAX_NODES} nodes once local functions are "
-                                   "inlined (the limit)")
+                raise CompileError(f"{where} has more than {MAX_NODES} nodes once local "
+                                   "functions are inlined (the limit)")
         return total
 
     nodes_size(list(proto.graph.node), "the graph")
 
 
+def _producers(nodes: list[NodeProto], labels: list[str], defined: set[str]) -> dict[str, int]:
+    """Value name -> index of the one node writing it."""
+    producer: dict[str, int] = {}
+    for index, node in enumerate(nodes):
+        for name in filter(None, node.output):
+            if name in producer:
+                raise CompileError(f"value '{name}' is written by two nodes: "
+                                   f"'{labels[producer[name]]}' and '{labels[index]}'")
+            if name in defined:
+                raise CompileError(f"node '{labels[index]}' writes '{name}', which is a graph "
+                                   "input or initializer")
+            producer[name] = index
+    return producer
+
+
 def check_graph_structure(proto: ModelProto, array_names: Iterable[str] = ()) -> None:
     """One writer per value, every use defined, no cycle."""
     graph = proto.graph
-    defined = ({i.name for i in graph.input} | {t.name for t in graph.initializer} | set(array_names)
-               | {s.values.name for s in graph.sparse_initializer})
-    producer: dict[str, int] = {}
+    defined = ({i.name for i in graph.input} | {t.name for t in graph.initializer}
+               | set(array_names) | {s.values.name for s in graph.sparse_initializer})
     labels = [node_label(node, i) for i, node in enumerate(graph.node)]
-    for index, node in enumerate(graph.node):
-        for name in filter(None, node.output):
-            if name in producer:
-                raise CompileError(f"value '{name}' is written by two nodes: '{labels[producer[name]]}' "
-                                   f"and '{labels[index]}'")
-            if name in defined:
-                raise CompileError(f"node '{labels[index]}' writes '{name}', which is a graph input or "
-                                   "initializer")
-            producer[name] = index
-    for index, node in enumerate(graph.node):
-        for name in filter(None, node.input):
-            if name not in producer and name not in defined:
-                raise CompileError(f"value '{name}' used by '{labels[index]}' is produced by no node, "
-                                   "input or initializer")
-    for output in graph.output:
-        if output.name not in producer and output.name not in defined:
-            raise CompileError(f"graph output '{output.name}' is produced by no node, input or initializer")
+    producer = _producers(list(graph.node), labels, defined)
+    uses = [(name, f"'{labels[i]}'") for i, node in enumerate(graph.node) for name in node.input]
+    uses += [(output.name, "the graph outputs") for output in graph.output]
+    for name, user in uses:
+        if name and name not in producer and name not in defined:
+            raise CompileError(f"value '{name}' used by {user} is produced by no node, input "
+                               "or initializer")
     cycle = _find_cycle([[producer[n] for n in node.input if n in producer] for node in graph.node])
     if cycle:
         raise CompileError("the graph has a cycle through nodes "
@@ -161,7 +166,35 @@ def _find_cycle(uses: list[list[int]]) -> list[int]:
     return []
 
 
-def run_checker(proto: ModelProto, arrays: Mapping[str, np.ndarray]) -> None:
+def _complete_io_shapes(check: ModelProto, input_shapes: Mapping[str, Sequence[int]]) -> None:
+    """The checker wants a shape on every graph input and output; the frontend accepts an input
+    sized by `--input-shape` and an output sized by inference, so give the checked copy those."""
+    for info in check.graph.input:
+        tensor = info.type.tensor_type
+        if info.type.HasField("tensor_type") and not tensor.HasField("shape"):
+            if info.name not in input_shapes:
+                raise CompileError(f"input '{info.name}' has no shape: give it with "
+                                   f"--input-shape {info.name}=...")
+            tensor.shape.CopyFrom(onnx.helper.make_tensor_type_proto(
+                tensor.elem_type, list(input_shapes[info.name])).tensor_type.shape)
+    shapeless = {o.name: o for o in check.graph.output
+                 if o.type.HasField("tensor_type") and not o.type.tensor_type.HasField("shape")}
+    if not shapeless:
+        return
+    try:
+        inferred = onnx.shape_inference.infer_shapes(check).graph.output
+    except Exception:  # the full check below reports what is wrong
+        return
+    for info in inferred:
+        if info.name in shapeless and info.type.tensor_type.HasField("shape"):
+            shapeless.pop(info.name).type.CopyFrom(info.type)
+    for name in shapeless:
+        raise CompileError(f"graph output '{name}' has no shape and shape inference cannot give "
+                           "it one")
+
+
+def run_checker(proto: ModelProto, arrays: Mapping[str, np.ndarray],
+                input_shapes: Mapping[str, Sequence[int]]) -> None:
     """onnx's full check on the model, with the initializers read as arrays put back (small
     ones by value, big ones as typed graph inputs)."""
     check = ModelProto()
@@ -173,6 +206,7 @@ def run_checker(proto: ModelProto, arrays: Mapping[str, np.ndarray]) -> None:
         elif name not in inputs:
             check.graph.input.append(onnx.helper.make_tensor_value_info(
                 name, tensor_types.from_numpy(array.dtype).onnx, array.shape))
+    _complete_io_shapes(check, input_shapes)
     try:
         onnx.checker.check_model(check, full_check=True)
     except Exception as e:  # ValidationError, InferenceError, and onnx's other checker errors

@@ -47,6 +47,7 @@ def read_stable(path: str | os.PathLike[str], what: str, cap: int, offset: int =
             after = os.fstat(handle.fileno())
     except OSError as e:
         raise CompileError(f"cannot read {what} '{path}': {e.strerror or e}") from None
-    if len(data) != length or (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+    unchanged = (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    if len(data) != length or not unchanged:
         raise CompileError(f"{what} '{path}' changed while being read")
     return data

@@ -24,10 +24,12 @@ W = np.arange(8, dtype=np.float32).reshape(2, 4)
 
 def matmul_model() -> onnx.ModelProto:
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"], name="/mm")], "g",
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="/mm")],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 2])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])],
-        [numpy_helper.from_array(W, "w")])
+        [numpy_helper.from_array(W, "w")],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
@@ -94,14 +96,19 @@ def test_external_data_of_the_wrong_size_is_refused(tmp_path):
     model = externalize(matmul_model(), "w.bin")
     model.graph.initializer[0].external_data[2].value = str(2 * W.nbytes)
     onnx.save(model, tmp_path / "m.onnx")
-    with pytest.raises(CompileError, match="initializer 'w': its shape needs 32 bytes, external data 'w.bin' gives 64"):
+    with pytest.raises(
+        CompileError,
+        match="initializer 'w': its shape needs 32 bytes, external data 'w.bin' gives 64",
+    ):
         import_onnx(tmp_path / "m.onnx")
 
 
 def test_a_model_in_memory_cannot_refer_to_external_data(tmp_path):
     model = externalize(matmul_model(), str(tmp_path / "w.bin"))
     before = model.SerializeToString()
-    with pytest.raises(CompileError, match="initializer 'w': external data .* for a model given in memory"):
+    with pytest.raises(
+        CompileError, match="initializer 'w': external data .* for a model given in memory"
+    ):
         import_onnx(model)
     assert model.SerializeToString() == before
 
@@ -118,20 +125,34 @@ def test_host_segments_must_be_self_contained(tmp_path):
     inline = matmul_model().SerializeToString()
     assert program_from_module(*host_program(inline)).host_segments[0].onnx == inline
     external = externalize(matmul_model(), "w.bin").SerializeToString()
-    with pytest.raises(CompileError, match="host segment 0: initializer 'w' refers to external data"):
+    with pytest.raises(
+        CompileError, match="host segment 0: initializer 'w' refers to external data"
+    ):
         program_from_module(*host_program(external))
 
 
 def test_a_graph_output_folded_to_the_wrong_shape_names_its_node():
     # y = Range(0, Size(x)) folds to 3 values once x is 3 long; the model declares 5.
-    nodes = [helper.make_node("Size", ["x"], ["n"], name="/size"),
-             helper.make_node("Constant", [], ["zero"], value=numpy_helper.from_array(np.array(0)), name="/zero"),
-             helper.make_node("Constant", [], ["one"], value=numpy_helper.from_array(np.array(1)), name="/one"),
-             helper.make_node("Range", ["zero", "n", "one"], ["y"], name="/range")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
-                              [helper.make_tensor_value_info("y", TensorProto.INT64, [5])])
+    nodes = [
+        helper.make_node("Size", ["x"], ["n"], name="/size"),
+        helper.make_node(
+            "Constant", [], ["zero"], value=numpy_helper.from_array(np.array(0)), name="/zero"
+        ),
+        helper.make_node(
+            "Constant", [], ["one"], value=numpy_helper.from_array(np.array(1)), name="/one"
+        ),
+        helper.make_node("Range", ["zero", "n", "one"], ["y"], name="/range"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, [5])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    with pytest.raises(CompileError, match="graph output 'y' \\(node '/range'\\) is declared 5 INT64 but "
-                                           "computes 3 INT64"):
+    with pytest.raises(
+        CompileError,
+        match="graph output 'y' \\(node '/range'\\) is declared 5 INT64 but " "computes 3 INT64",
+    ):
         import_onnx(model, {"x": (3,)})
     import_onnx(model, {"x": (5,)})
