@@ -156,3 +156,19 @@ def test_a_graph_output_folded_to_the_wrong_shape_names_its_node():
     ):
         import_onnx(model, {"x": (3,)})
     import_onnx(model, {"x": (5,)})
+
+
+def test_shapeless_inputs_and_outputs_are_sized_for_the_checker():
+    # onnx's checker wants a shape on every graph input and output; --input-shape and shape
+    # inference supply them, and a model without either is refused naming the input.
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"], name="/relu")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    module, _ = import_onnx(model, {"x": (2, 3)})
+    assert "(tensor<2x3xf32>) -> tensor<2x3xf32>" in str(module)
+    with pytest.raises(CompileError, match=r"input 'x' has no shape: give it with --input-shape x="):
+        import_onnx(model)
