@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 from esact_cc.dialects.onnx import OnnxOperation, WeightOp
 from esact_cc.dialects.transformer import HostOp, YieldOp
+from esact_cc.passes.lift_transformer_graph import is_unused
 from xdsl.dialects import func
 from xdsl.ir import Block, Operation, OpResult, SSAValue
 
@@ -197,5 +198,5 @@ def _topological_reorder(
 
 def _erase_unused_constants(block: Block) -> None:
     for op in reversed(list(block.ops)):
-        if _is_constant(op) and all(r.uses.get_length() == 0 for r in op.results):
+        if _is_constant(op) and is_unused(op):
             block.erase_op(op)

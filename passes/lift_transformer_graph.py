@@ -44,6 +44,11 @@ def shape_of(value: SSAValue) -> tuple[int, ...]:
     return shape
 
 
+def is_unused(op: Operation) -> bool:
+    """No result of `op` has a use (O(results); `uses.get_length()` walks every use)."""
+    return all(result.first_use is None for result in op.results)
+
+
 def fmt_shape(shape: Sequence[int]) -> str:
     return "x".join(str(d) for d in shape) or "scalar"
 
@@ -91,11 +96,12 @@ class OnnxGraph:
 
     @staticmethod
     def single_use(value: SSAValue) -> bool:
-        return value.uses.get_length() == 1
+        return value.has_one_use()
 
     def require_single_use(self, value: SSAValue, what: str) -> None:
-        count = value.uses.get_length()
-        require(count == 1, f"{what} has {count} uses, expected 1 (it is needed elsewhere)")
+        if not value.has_one_use():  # counting uses walks them all: only for the message
+            count = value.uses.get_length()
+            raise NoMatch(f"{what} has {count} uses, expected 1 (it is needed elsewhere)")
 
     @staticmethod
     def only_user(value: SSAValue, *op_types: str) -> OnnxOperation | None:
