@@ -5,9 +5,8 @@ The module is what `lower-to-esact` + `schedule` produce: declarations (`esact.d
 Everything is taken in IR order and serialized by `runtime.esb` (sorted-key JSON, fixed
 layout), so the same module gives byte-identical files. The debug map gets, per instruction,
 its location (the ONNX node), its `layer` (-1 outside layers) and its `component`.
-
-A binary carries no reference to any other file: every host segment's ONNX model must hold its
-tensors' bytes itself (`_self_contained_host_model` refuses one with external data).
+Serializing validates the program (`runtime.esb.validate_program`), which refuses a host
+segment whose ONNX model refers to external data: a binary never depends on another file.
 """
 
 from __future__ import annotations
@@ -15,12 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from onnx import ModelProto
 from xdsl.dialects.builtin import ModuleOp, NameLoc, StringAttr, TensorType
 
 from esact_cc import tensor_types
 from esact_cc.dialects import esact
-from esact_cc.onnx_external_data import external_tensors
 from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.esb import (
     DataSegment,
@@ -48,18 +45,6 @@ def _desc(name: str, address: int, typ: TensorType) -> TensorDesc:
 def _bytes(array: np.ndarray) -> bytes:
     array = np.asarray(array)
     return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
-
-
-def _self_contained_host_model(onnx_bytes: bytes, segment: int) -> bytes:
-    try:
-        model = ModelProto.FromString(onnx_bytes)
-    except Exception as e:  # protobuf's DecodeError
-        raise CompileError(f"host segment {segment} is not an ONNX model: {e}") from None
-    outside = external_tensors(model)
-    if outside:
-        raise CompileError(f"host segment {segment}: {outside[0]} refers to external data; a binary "
-                           "must hold every tensor itself")
-    return onnx_bytes
 
 
 def program_from_module(module: ModuleOp, store: WeightStore | None = None) -> Program:
@@ -104,8 +89,7 @@ def program_from_module(module: ModuleOp, store: WeightStore | None = None) -> P
     hosts = []
     for k in range(len(segments)):
         ins, outs = bindings.get(k, ([], []))
-        onnx_bytes = _self_contained_host_model(_bytes(store[segments[k]]), k)
-        hosts.append(HostSegment(onnx_bytes, tuple(ins), tuple(outs)))
+        hosts.append(HostSegment(_bytes(store[segments[k]]), tuple(ins), tuple(outs)))
     return Program(instructions, config_hash.data, io, data, hosts, debug)
 
 

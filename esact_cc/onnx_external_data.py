@@ -13,7 +13,7 @@ tensors inside local functions and subgraphs. `inline_external_data` finds every
 
 Afterwards the model has no external references: top-level initializers become numpy arrays
 (returned, removed from the proto), every other tensor gets its bytes as `raw_data`.
-`external_tensors` lists what is still external (a binary must never carry such a reference).
+`external_tensors` lists what is still external.
 """
 
 from __future__ import annotations
