@@ -13,7 +13,6 @@ tensors inside local functions and subgraphs. `inline_external_data` finds every
 
 Afterwards the model has no external references: top-level initializers become numpy arrays
 (returned, removed from the proto), every other tensor gets its bytes as `raw_data`.
-`external_tensors` lists what is still external.
 """
 
 from __future__ import annotations
@@ -72,12 +71,6 @@ def model_tensors(model: ModelProto) -> Iterator[tuple[TensorProto, str]]:
     for info in model.training_info:
         yield from _graph_tensors(info.initialization, "training initialization ")
         yield from _graph_tensors(info.algorithm, "training algorithm ")
-
-
-def external_tensors(model: ModelProto) -> list[str]:
-    """Labels of the tensors whose bytes live outside the model."""
-    return [label for tensor, label in model_tensors(model)
-            if tensor.data_location == TensorProto.EXTERNAL]
 
 
 def _confined_path(location: str, base_dir: Path, label: str) -> Path:

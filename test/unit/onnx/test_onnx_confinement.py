@@ -11,10 +11,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from esact_cc import stable_file_read
-from esact_cc.onnx_external_data import external_tensors
 from esact_cc.onnx_file_reader import read_model
 from esact_cc.onnx_frontend import import_onnx
 from esact_cc.runtime.errors import CompileError
+from esact_cc.runtime.host_model_check import external_tensor
 from esact_cc.stable_file_read import read_stable
 
 W = np.arange(8, dtype=np.float32).reshape(2, 4)
@@ -84,7 +84,7 @@ def test_external_initializer_beside_the_model_is_read_and_inlined(tmp_path):
     onnx.save(externalize(matmul_model(), "w.bin"), tmp_path / "m.onnx")
     proto, arrays = read_model(tmp_path / "m.onnx")
     np.testing.assert_array_equal(arrays["w"], W)
-    assert external_tensors(proto) == []
+    assert external_tensor(proto) is None
     _, store = import_onnx(tmp_path / "m.onnx")
     np.testing.assert_array_equal(store["w"], W)
 
