@@ -66,6 +66,7 @@ from esact_cc.onnx_file_reader import read_model
 from esact_cc.onnx_limits import FOLD_MAX_ELEMENTS, MAX_DIM, check_shape
 from esact_cc.onnx_validation import (
     DEFAULT_DOMAINS,
+    SHAPE_INFERENCE_INITIALIZER_MAX_ELEMENTS,
     default_opset,
     node_label,
     one_line,
@@ -78,9 +79,6 @@ from esact_cc.weight_store import WeightStore, attach
 INLINE_CONSTANT_MAX_ELEMENTS = 16
 """Constants up to this many elements are inline `onnx.Constant` ops; larger go to the store.
 Float initializers with more than one element are model parameters: always in the store."""
-SHAPE_INFERENCE_INITIALIZER_MAX_ELEMENTS = 4096
-"""Constants up to this size are given to shape inference by value (it needs shape vectors);
-bigger ones only by type."""
 NAME_ATTR = "onnx.name"
 OPSET_ATTR = "onnx.opset"
 INPUT_POSITIONS_ATTR = "onnx_input_positions"

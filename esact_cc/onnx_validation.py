@@ -31,9 +31,9 @@ from esact_cc.onnx_limits import MAX_FUNCTION_DEPTH, MAX_NODES, MAX_OPSET, MIN_O
 from esact_cc.runtime.errors import CompileError
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
-CHECKER_INITIALIZER_MAX_ELEMENTS = 4096
-"""Initializers read as arrays are shown to the checker by value up to this size (shape
-vectors matter to inference), bigger ones by type only."""
+SHAPE_INFERENCE_INITIALIZER_MAX_ELEMENTS = 4096
+"""Constants up to this size are given to shape inference (the checker's and the frontend's)
+by value, since it needs shape vectors; bigger ones only by type."""
 
 
 def one_line(error: BaseException) -> str:
@@ -201,7 +201,7 @@ def run_checker(proto: ModelProto, arrays: Mapping[str, np.ndarray],
     check.CopyFrom(proto)
     inputs = {i.name for i in check.graph.input}
     for name, array in arrays.items():
-        if array.size <= CHECKER_INITIALIZER_MAX_ELEMENTS:
+        if array.size <= SHAPE_INFERENCE_INITIALIZER_MAX_ELEMENTS:
             check.graph.initializer.append(numpy_helper.from_array(np.asarray(array), name))
         elif name not in inputs:
             check.graph.input.append(onnx.helper.make_tensor_value_info(
