@@ -89,13 +89,6 @@ def option_specs(options_class: type) -> dict[str, tuple[type, Rule]]:
             for f in dataclasses.fields(options_class) if _RULE in f.metadata}
 
 
-def check_names(options_class: type, names: Iterable[str], where: str) -> None:
-    specs = option_specs(options_class)
-    for name in names:
-        if dashed(python_name(name)) not in specs:
-            raise CompileError(f"{where}: {unknown_name('option', name, specs)}")
-
-
 def convert_value(options_class: type, name: str, value: Any, where: str) -> OptionValue:
     """`value` (text, JSON or Python scalar) as option `name` of `options_class`, checked
     against its type and rule; a one-line `CompileError` naming `where` otherwise."""
@@ -123,18 +116,19 @@ def _typed(key: str, wanted: type, value: Any, where: str) -> OptionValue:
             return _BOOL_TEXT[text.lower()]
         if not text.isascii():  # int() accepts other scripts' digits
             raise bad
+        raw: Any = text
         converter = wanted
     elif isinstance(value, (bool, np.bool_)):
         if wanted is not bool:
             raise bad
         return bool(value)
     elif isinstance(value, (int, float, np.integer, np.floating)) and wanted in (int, float):
-        text = value
+        raw = value
         converter = _exact_int if wanted is int else float
     else:
         raise bad
     try:
-        converted = converter(text)
+        converted = converter(raw)
     except (TypeError, ValueError, OverflowError):
         raise bad from None
     if isinstance(converted, float) and not math.isfinite(converted):
