@@ -190,6 +190,8 @@ def _topological_reorder(
                 tie += 1
                 heapq.heappush(ready, (priority[user], tie, user))
     assert len(sorted_ops) == len(ops), "host grouping created a cycle"
+    if all(a is b for a, b in zip(sorted_ops, ops)):
+        return  # already in order: moving every op of a big block is not free
     for op in ops:
         op.detach()
     for op in sorted_ops:
