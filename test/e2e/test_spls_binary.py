@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from esact_cc.dialects import spls
 from esact_cc.dialects.transformer import AttentionOp, LinearOp
-from esact_cc.passes.lower_spls_to_esact import component_of
+from esact_cc.passes.lower_gemm import component_of
 from esact_cc.runtime.hw_config import resolve_config
 from esact_cc.runtime.run_program import run_program
 

@@ -1,0 +1,446 @@
+"""State of one `lower-to-esact` run: DRAM map, on-chip allocators, emitted instructions.
+
+`Lowering` holds what every instruction-selection rule shares: the DRAM plan (weights and
+compiler constants in the image, one region per activation, INT8 copies of activations whose
+linear consumers quantize them alike: `plan_activation_formats`), the buffer allocators (WBUF
+and ACC in two banks used in turn, ABUF / VBUF / MBUF as rings: tile n+1 lands elsewhere than
+tile n, so its load overlaps the compute on tile n), emission helpers (LOAD / STORE, QUANT of
+FP32 rows, the FP32 and INT8 writes of an output tile) and the masks on chip (`masks`: MBUF
+regions of each mask value, from an SPLS prediction or a constant). `lower_op` lowers one op
+through the rule table the pass gives it (`rules`), so rules that lower other ops beside
+their own (the SPLS prediction) need no import of the driver.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from esact_cc.dialects import esact, transformer
+from esact_cc.dialects.onnx import WeightOp
+from esact_cc.runtime.errors import CompileError
+from esact_cc.runtime.hw_config import HardwareConfig
+from esact_cc.runtime.isa import DIM_BITS, Buffer, GeluMode, Queue, buffer_elements, operand_extent
+from xdsl.dialects.builtin import IntegerAttr, ModuleOp, NameLoc, StringAttr, TensorType, i64
+from xdsl.ir import Operation, SSAValue
+
+from esact_cc import tensor_types
+from esact_cc.interpret_quantized_ops import input_groups
+from esact_cc.quantized_kernels import quant_multiplier
+from esact_cc.reference_interpreter import op_label
+from esact_cc.sram_allocator import BankAllocator, RingAllocator
+from esact_cc.weight_store import WeightStore
+
+DRAM_ALIGN = 64
+MAX_DIM = (1 << DIM_BITS) - 1
+F32 = 4
+GELU_MODES = {"none": GeluMode.ERF, "tanh": GeluMode.TANH}
+# Fractions of each buffer one op's live tiles may take (the rest lets the ring double-buffer).
+STAGE_FRACTION = 8  # VBUF: an FP32 staging chunk of activations is at most 1/8 of VBUF
+OUT_FRACTION = 4  # VBUF: one output tile at most 1/4
+HALF = 2  # WBUF / ACC: one tile at most half the buffer (ABUF: a linear's input may take 3/4)
+HOIST_WINDOW = 400
+BANKED_BUFFERS = (Buffer.WBUF, Buffer.ACC)  # one kind of tile each: two banks, used in turn  # how far back (instructions) a weight prefetch may move
+
+_LAYER_PATTERN = re.compile(r"(?:^|[/._])(?:layers?|h|blocks?)[._/]?(\d+)(?=[/._]|$)")
+
+
+def layer_of(node_name: str) -> int:
+    """Transformer layer index in an ONNX node name (`/encoder/layer.3/...` -> 3), else -1."""
+    match = _LAYER_PATTERN.search(node_name)
+    return int(match.group(1)) if match else -1
+
+
+def node_name(op: Operation) -> str:
+    loc = op.location
+    return loc.desc.data if isinstance(loc, NameLoc) else ""
+
+
+InputFormat = tuple[tuple[int, int, float], ...]
+"""How a linear quantizes its input: (first channel, end channel, QUANT multiplier) per group."""
+
+
+@dataclass(frozen=True)
+class DramTensor:
+    """A row-major tensor in DRAM."""
+
+    address: int
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def rows(self) -> int:
+        return math.prod(self.shape[:-1])
+
+    @property
+    def cols(self) -> int:
+        return self.shape[-1] if self.shape else 1
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+def shape_of(value: SSAValue) -> tuple[int, ...]:
+    assert isinstance(value.type, TensorType)
+    return tuple(value.type.get_shape())
+
+
+def round_tile(limit: int, total: int, quantum: int) -> int:
+    """A tile size <= limit covering `total` in equal-ish tiles, a multiple of `quantum` when
+    that is possible."""
+    limit = max(1, min(limit, total, MAX_DIM))
+    if limit >= quantum:
+        limit -= limit % quantum
+    count = -(-total // limit)
+    tile = -(-total // count)
+    if tile % quantum and tile > quantum:
+        tile = min(limit, tile + quantum - tile % quantum)
+    return tile
+
+@dataclass
+class MaskTiles:
+    """MBUF addresses of the masks one mask value stands for (per batch element b: + b * size
+    of each region); absent regions are None."""
+
+    batch: int
+    length: int
+    heads: int
+    reuse_map: int | None = None  # L little-endian int16 per batch element (2 L MBUF bytes)
+    row_mask: int | None = None  # L bytes, 1 = computed row
+    key_mask: int | None = None  # H x L bytes
+    spa: int | None = None  # H x L x L bytes
+    users: set[Operation] = field(default_factory=set)
+    """Ops still to be lowered that read these masks; the regions are freed after the last."""
+    chunks: list[tuple[int, int]] = field(default_factory=list)
+    """(first row, rows) of each SPLS prediction chunk (one SIMILARITY each)."""
+    x: SSAValue | None = None
+    """The SPLS prediction's input: a row-masked linear of it gets one GEMM per chunk."""
+
+    def regions(self) -> list[int]:
+        return [r for r in (self.reuse_map, self.row_mask, self.key_mask, self.spa)
+                if r is not None]
+
+
+Rule = Callable[["Lowering", Operation], None]
+"""An instruction-selection rule: emits the instructions of one op."""
+
+
+
+class Lowering:
+    """State of one lowering: allocators, DRAM map, the declarations and instructions."""
+
+    def __init__(self, module: ModuleOp, store: WeightStore, config: HardwareConfig,
+                 rules: Mapping[type[Operation], Rule], spls_chunk_rows: int | None = None):
+        self.module = module
+        self.rules = rules
+        self.store = store
+        self.config = config
+        self.spls_chunk_rows = spls_chunk_rows  # the pass option; read by lower_spls_to_esact
+        self.rings = {
+            b: (BankAllocator if b in BANKED_BUFFERS else RingAllocator)(b.name, buffer_elements(config, b))
+            for b in Buffer
+        }
+        self.dram_end = 0
+        self.tensors: dict[SSAValue, DramTensor] = {}
+        self.placed: dict[str, DramTensor] = {}
+        self.constants: dict[tuple, DramTensor] = {}
+        self.decls: list[Operation] = []
+        self.instrs: list[Operation] = []
+        self.host_count = 0
+        self.fused: set[Operation] = set()
+        self.int8_scale: dict[SSAValue, float | InputFormat] = {}
+        """Values whose every linear consumer quantizes them alike: the per-tensor input scale,
+        or the InputFormat of grouped input scales (see `format_of`)."""
+        self.fp32_needed: set[SSAValue] = set()
+        """Values some consumer reads in FP32 (non-linear ops, host segments, outputs)."""
+        self.int8_tensors: dict[SSAValue, DramTensor] = {}
+        self.hoist_floor = 0
+        """Loads are never hoisted above this instruction index (e.g. above a HOST segment)."""
+        self.current: Operation | None = None
+        self.layer = -1
+        self.masks: dict[SSAValue, MaskTiles] = {}
+        """On-chip masks by the mask value they hold (its users read them there)."""
+        self.masked_inputs_planned = False
+        """Whether the INT8 plan of masked linears' inputs was made (`lower_gemm`)."""
+
+    # --- rules ----------------------------------------------------------------------------------
+    def lower_op(self, op: Operation) -> None:
+        """Lower `op` here through its rule (with its location and layer on the instructions);
+        it is then skipped where it stands."""
+        rule = self.rules.get(type(op))
+        if rule is None:
+            raise CompileError(f"lower-to-esact: {op_label(op)} is not supported on the accelerator")
+        saved = self.current, self.layer
+        self.current, self.layer = op, layer_of(node_name(op))
+        try:
+            rule(self, op)
+        finally:
+            self.current, self.layer = saved
+
+    # --- DRAM ---------------------------------------------------------------------------------
+    def _dram_alloc(self, nbytes: int) -> int:
+        address = self.dram_end
+        self.dram_end += -(-max(nbytes, 1) // DRAM_ALIGN) * DRAM_ALIGN
+        return address
+
+    def place_weight(self, key: str) -> DramTensor:
+        """Put a weight-store tensor into the DRAM image (once per key)."""
+        if key not in self.placed:
+            array = self.store[key]
+            t = DramTensor(self._dram_alloc(array.nbytes), tuple(array.shape), array.dtype)
+            self.decls.append(esact.DataOp(key, t.address))
+            self.placed[key] = t
+        return self.placed[key]
+
+    def constant(self, hint: str, array: np.ndarray, cache_key: tuple | None = None) -> DramTensor:
+        """A compiler-made constant (scale vectors, packed pairs) in the store and DRAM image."""
+        if cache_key is not None and cache_key in self.constants:
+            return self.constants[cache_key]
+        key = self.store.add(self.store.unique_name(f"esact.{hint}"), np.ascontiguousarray(array))
+        t = self.place_weight(key)
+        if cache_key is not None:
+            self.constants[cache_key] = t
+        return t
+
+    def tensor_of(self, value: SSAValue) -> DramTensor:
+        """The DRAM tensor holding `value` (weights are placed, activations allocated)."""
+        if value not in self.tensors:
+            owner = value.owner
+            if isinstance(owner, WeightOp):
+                t = self.place_weight(owner.weight_name.data)
+            else:
+                assert isinstance(value.type, TensorType)
+                dtype = tensor_types.numpy_dtype_of(value.type)
+                shape = shape_of(value)
+                t = DramTensor(self._dram_alloc(math.prod(shape) * dtype.itemsize), shape, dtype)
+            self.tensors[value] = t
+        return self.tensors[value]
+
+    def f32_tensor(self, value: SSAValue, what: str) -> DramTensor:
+        t = self.tensor_of(value)
+        if t.dtype != np.float32:
+            raise CompileError(f"{op_label(self.current)}: {what} must be float32, got {t.dtype}")
+        return t
+
+    def weight_array(self, value: SSAValue, what: str) -> np.ndarray:
+        owner = value.owner
+        if not isinstance(owner, WeightOp):
+            raise CompileError(f"{op_label(self.current)}: {what} must be a weight-store handle")
+        return np.asarray(self.store[owner.weight_name.data])
+
+    # --- emission -------------------------------------------------------------------------------
+    def emit(self, name: str, component: str | None, **fields: float) -> None:
+        attrs = {} if component is None else {"component": StringAttr(component)}
+        if self.layer >= 0:
+            attrs["layer"] = IntegerAttr(self.layer, i64)
+        op = esact.instruction_op(name, attrs, **fields)
+        if self.current is not None:
+            op.location = self.current.location
+        self.instrs.append(op)
+
+    def load(self, buf: Buffer, sram: int, dram: int, rows: int, cols: int, dram_stride: int = 0,
+             sram_stride: int = 0) -> None:
+        self.emit("load", "load", buf=buf, sram_addr=sram, dram_addr=dram, rows=rows, cols=cols,
+                  sram_stride=sram_stride, dram_stride=dram_stride)
+
+    def store_(self, buf: Buffer, sram: int, dram: int, rows: int, cols: int, dram_stride: int = 0,
+               sram_stride: int = 0) -> None:
+        self.emit("store", "store", buf=buf, sram_addr=sram, dram_addr=dram, rows=rows, cols=cols,
+                  sram_stride=sram_stride, dram_stride=dram_stride)
+
+    def plan_activation_formats(self, block_ops: Sequence[Operation], outputs: Sequence[SSAValue]) -> None:
+        """Decide per value whether its producer writes it in FP32, INT8 (already quantized
+        the way its linear consumers quantize it, so they LOAD it straight into ABUF), or both."""
+        for op in block_ops:
+            for value in op.results:
+                formats = set()
+                for use in value.uses:
+                    user = use.operation
+                    if is_dense_int8_linear(user) and use.index == 0:
+                        formats.add(self.input_format(user))
+                    else:
+                        self.fp32_needed.add(value)
+                if len(formats) == 1:
+                    fmt = formats.pop()
+                    if len(fmt) == 1:  # per tensor: record the consumers' input scale itself
+                        user = next(u.operation for u in value.uses if is_dense_int8_linear(u.operation))
+                        self.int8_scale[value] = float(user.input_scale.value.data)
+                    else:
+                        self.int8_scale[value] = fmt
+                elif formats:
+                    self.fp32_needed.add(value)
+        self.fp32_needed.update(outputs)
+
+    def input_format(self, op: transformer.LinearOp) -> InputFormat:
+        """(first channel, end channel, QUANT multiplier) of each input group of a linear."""
+        k = shape_of(op.x)[-1]
+        scales = None if op.group_scales is None else np.asarray(self.store[op.group_scales.data])
+        size = None if op.group_size is None else op.group_size.value.data
+        return tuple(
+            (start, end, float(quant_multiplier(scale)))
+            for start, end, scale in input_groups(k, size, scales, op.input_scale.value.data)
+        )
+
+    def format_of(self, value: SSAValue) -> InputFormat | None:
+        """The InputFormat of `value`'s INT8 copy, if it has one."""
+        planned = self.int8_scale.get(value)
+        if planned is None or isinstance(planned, tuple):
+            return planned
+        return ((0, shape_of(value)[-1], float(quant_multiplier(planned))),)
+
+    def write_tile(self, value: SSAValue, vbuf: int, row0: int, rows: int, col0: int, cols: int) -> None:
+        """Store an FP32 tile of `value` (rows x cols at `vbuf`, packed) to its DRAM forms.
+        The INT8 copy goes first: the next linear waits for it, the FP32 copy is usually only
+        read much later (by a residual add)."""
+        if value in self.int8_scale:
+            t8 = self.int8_tensor(value)
+            a = self.alloc(Buffer.ABUF, rows * cols)
+            for start, end, mult in self.format_of(value) or ():
+                lo, hi = max(start, col0), min(end, col0 + cols)
+                if lo < hi:
+                    self.emit("quant", "sfu", dst_addr=a + lo - col0, src_addr=vbuf + lo - col0, rows=rows,
+                              cols=hi - lo, src_stride=cols, dst_stride=cols, mult=mult)
+            self.store_(Buffer.ABUF, a, t8.address + row0 * t8.cols + col0, rows, cols, dram_stride=t8.cols)
+            self.free(Buffer.ABUF, a)
+        if value in self.fp32_needed or value not in self.int8_scale:
+            t = self.f32_tensor(value, "result")
+            self.store_(Buffer.VBUF, vbuf, t.address + (row0 * t.cols + col0) * F32, rows, cols,
+                        dram_stride=t.cols * F32)
+
+    def int8_tensor(self, value: SSAValue) -> DramTensor:
+        """The INT8 copy of an activation (allocated by its producer)."""
+        if value not in self.int8_tensors:
+            shape = shape_of(value)
+            self.int8_tensors[value] = DramTensor(self._dram_alloc(math.prod(shape)), shape, np.dtype(np.int8))
+        return self.int8_tensors[value]
+
+    def hoist_last(self, buf: Buffer, start: int, end: int) -> None:
+        """Move the just-emitted LOAD of read-only data into `buf`[start, end) back to just
+        after the last MAC-array instruction, past the SFU/DMA tail of the previous op (at most
+        HOIST_WINDOW instructions), so the load queue fetches it while that tail runs instead
+        of after it. Not past anything touching the region: program-order semantics are
+        unchanged, since its DRAM source is never written. Not past the last MAC instruction:
+        the ring allocator keeps the region clear of that one, so the load never blocks the
+        in-order load queue waiting for it."""
+        op = self.instrs.pop()
+        position = len(self.instrs)
+        floor = max(0, position - HOIST_WINDOW, self.hoist_floor)
+        while position > floor:
+            prev = self.instrs[position - 1]
+            assert isinstance(prev, esact.InstructionOp)
+            if prev.isa_spec().queue == Queue.COMPUTE or touches(prev, buf, start, end):
+                break
+            position -= 1
+        self.instrs.insert(position, op)
+
+    def load_weight_tile(self, w: DramTensor, dequant: DramTensor, n0: int, n_tile: int,
+                         hoist: bool = False) -> tuple[int, int]:
+        """LOAD columns [n0, n0 + n_tile) of an INT8 weight [k, n] into WBUF and the same
+        columns of its DEQUANT rows (scales, bias) into VBUF; returns the two addresses.
+        `hoist`: move the weight load back past the previous op's tail (`hoist_last`)."""
+        (k, n), scale_rows = w.shape, dequant.shape[0]
+        nt = min(n_tile, n - n0)
+        wt = self.alloc(Buffer.WBUF, k * nt)
+        self.load(Buffer.WBUF, wt, w.address + n0, k, nt, dram_stride=n)
+        if hoist:
+            self.hoist_last(Buffer.WBUF, wt, wt + k * nt)
+        sv = self.alloc(Buffer.VBUF, scale_rows * nt)
+        self.load(Buffer.VBUF, sv, dequant.address + n0 * F32, scale_rows, nt, dram_stride=n * F32)
+        return wt, sv
+
+    def alloc(self, buf: Buffer, size: int) -> int:
+        return self.rings[buf].alloc(size)
+
+    def free(self, buf: Buffer, *starts: int) -> None:
+        for s in starts:
+            self.rings[buf].release(s)
+
+    def capacity(self, buf: Buffer) -> int:
+        return self.rings[buf].capacity
+
+    def stage_rows(self, cols: int, limit: int) -> int:
+        """Rows of an FP32 staging chunk of `cols` columns."""
+        return max(1, min(limit, self.capacity(Buffer.VBUF) // STAGE_FRACTION // cols, MAX_DIM))
+
+    def quantize_rows(self, src: DramTensor, row0: int, rows: int, col0: int, cols: int, abuf: int,
+                      groups: InputFormat | float) -> None:
+        """LOAD FP32 rows [row0, row0+rows) x cols [col0, col0+cols) of a DRAM matrix in chunks
+        and QUANT them into ABUF at `abuf` (packed rows of `cols`), each column group
+        (start, end, multiplier), relative to col0, with its own multiplier (a bare number:
+        one multiplier for all columns)."""
+        if not isinstance(groups, tuple):
+            groups = ((0, cols, float(groups)),)
+        chunk = self.stage_rows(cols, rows)
+        for r in range(0, rows, chunk):
+            n = min(chunk, rows - r)
+            v = self.alloc(Buffer.VBUF, n * cols)
+            self.load(Buffer.VBUF, v, src.address + ((row0 + r) * src.cols + col0) * F32, n, cols,
+                      dram_stride=src.cols * F32)
+            for start, end, mult in groups:
+                self.emit("quant", "sfu", dst_addr=abuf + r * cols + start, src_addr=v + start, rows=n,
+                          cols=end - start, src_stride=cols if end - start < cols else 0,
+                          dst_stride=cols if end - start < cols else 0, mult=mult)
+            self.free(Buffer.VBUF, v)
+
+    def _linear_epilogue(self, op: transformer.LinearOp):
+        """A GELU or residual add consuming the linear's result alone is fused into its tiles."""
+        uses = list(op.result.uses)
+        if len(uses) != 1:
+            return None, op.result
+        user = uses[0].operation
+        if isinstance(user, transformer.GeluOp) and user.parent_block() is op.parent_block():
+            mode = GELU_MODES[user.approximate.data]
+            self.fused.add(user)
+
+            def gelu(o: int, m0: int, mt: int, n0: int, nt: int) -> None:
+                self.emit("gelu", "sfu", dst_addr=o, src_addr=o, rows=mt, cols=nt, mode=mode)
+
+            return gelu, user.result
+        if isinstance(user, transformer.AddOp) and user.parent_block() is op.parent_block():
+            other = user.rhs if user.lhs is op.result else user.lhs
+            if other is op.result or not self._defined_before(other, op):
+                return None, op.result
+            residual = self.f32_tensor(other, "residual")
+            self.fused.add(user)
+
+            def add(o: int, m0: int, mt: int, n0: int, nt: int) -> None:
+                r = self.alloc(Buffer.VBUF, mt * nt)
+                self.load(Buffer.VBUF, r, residual.address + (m0 * residual.cols + n0) * F32, mt, nt,
+                          dram_stride=residual.cols * F32)
+                self.emit("add", "sfu", dst_addr=o, a_addr=o, b_addr=r, rows=mt, cols=nt)
+                self.free(Buffer.VBUF, r)
+
+            return add, user.result
+        return None, op.result
+
+    @staticmethod
+    def _defined_before(value: SSAValue, op: Operation) -> bool:
+        owner = value.owner
+        if not isinstance(owner, Operation):
+            return True  # a block argument
+        if isinstance(owner, WeightOp):
+            return True
+        block = op.parent_block()
+        return owner.parent_block() is block and block.get_operation_index(owner) < block.get_operation_index(op)
+
+
+def is_dense_int8_linear(op: Operation) -> bool:
+    return isinstance(op, transformer.LinearOp) and op.is_quantized and not op.is_masked
+
+
+def touches(op: Operation, buf: Buffer, start: int, end: int) -> bool:
+    """Does instruction op read or write buf[start, end)? (HOST/HALT count as touching all.)"""
+    assert isinstance(op, esact.InstructionOp)
+    spec = op.isa_spec()
+    if spec.name in ("host", "halt"):
+        return True
+    instr = op.to_instruction()
+    for operand in spec.operands:
+        extent = operand_extent(instr, operand)
+        if extent is not None and extent[0] is buf and extent[1] < end and start < extent[2]:
+            return True
+    return False
