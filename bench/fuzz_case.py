@@ -136,12 +136,16 @@ def classify(returncode: int | None, stderr: str) -> tuple[str, str]:
 
 
 def leaked(work: Path, marker: str, *texts: str) -> bool:
-    """The marker is in any of `texts` or in a regular file under work/run but the sentinel."""
+    """The marker is in any of `texts` or in a regular file under work/run, but for the
+    sentinel and the case's inputs in run/model/ (the tools write to run/out/)."""
     needle = marker.encode()
     if any(marker in text for text in texts):
         return True
+    inputs = work / "run" / "model"
     for path in (work / "run").rglob("*"):
         if path.name == "secret.txt" or path.is_symlink() or not path.is_file():
+            continue
+        if inputs in path.parents:
             continue
         with open(path, "rb") as handle:
             if needle in handle.read():

@@ -84,7 +84,7 @@ def _mutate_text(text: bytearray, rng: random.Random) -> str:
         text[start:start] = text[start:start + INSTRUCTION_BYTES]
         return f"text: instruction {index} duplicated"
     if choice == 2 and count > 1:
-        other = rng.randrange(count) * INSTRUCTION_BYTES
+        other = (index + rng.randrange(1, count)) % count * INSTRUCTION_BYTES
         a, b = bytes(text[start:start + INSTRUCTION_BYTES]), bytes(text[other:other +
                                                                          INSTRUCTION_BYTES])
         text[start:start + INSTRUCTION_BYTES], text[other:other + INSTRUCTION_BYTES] = b, a
@@ -150,6 +150,8 @@ def _host_models(meta: dict) -> list[tuple[int, int]]:
 
 def _mutate_host(sections: dict[str, bytearray], rng: random.Random, secret: Path) -> str:
     host = sections["host"]
+    if not host:  # a binary without host segments: mutate what describes them instead
+        return _mutate_meta(sections["meta"], rng)
     try:
         meta = json.loads(sections["meta"])
         models = _host_models(meta)

@@ -237,11 +237,13 @@ def _mutate_wiring(model: ModelProto, rng: random.Random) -> str:
     choice = rng.randrange(7)
     if choice == 0 and node.input:
         index = rng.randrange(len(node.input))
-        node.input[index] = rng.choice(names + ["", "no_such_value"])
+        others = [n for n in names if n != node.input[index]]
+        node.input[index] = rng.choice(others + ["", "no_such_value"])
         return f"wiring: {where} input {index} = {node.input[index]!r}"
     if choice == 1 and node.output:
         index = rng.randrange(len(node.output))
-        node.output[index] = rng.choice(names + ["", model.graph.output[0].name])
+        others = [n for n in names if n != node.output[index]]
+        node.output[index] = rng.choice(others + [""])
         return f"wiring: {where} output {index} = {node.output[index]!r}"
     if choice == 2 and node.input:
         node.input.pop(rng.randrange(len(node.input)))
