@@ -297,10 +297,10 @@ def test_esact_tune_errors_are_one_line(files, tmp_path, extra, fragment, capsys
     assert not out.exists()
 
 
-def test_esact_tune_rejects_a_missing_output_dir_and_model(files, tmp_path, capsys):
+def test_esact_tune_rejects_an_output_under_a_file_and_a_missing_model(files, tmp_path, capsys):
     _one_line_error_in_process(esact_tune_main.main, [
         str(files["model"]), "--calibration-data", str(files["calib"]),
-        "-o", str(tmp_path / "model.onnx" / "dir.json")], "is not a directory", capsys)
+        "-o", str(files["model"] / "dir.json")], "is not a directory", capsys)
     _one_line_error_in_process(esact_tune_main.main, [
         str(tmp_path / "none.onnx"), "--calibration-data", str(files["calib"]),
         "-o", str(tmp_path / "x.json")], "none.onnx", capsys)
