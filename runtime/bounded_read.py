@@ -43,6 +43,8 @@ def open_user_file(path: Path, what: str) -> Iterator[BinaryIO]:
     """`open(path, "rb")` with a one-line `UsageError` when it cannot be opened."""
     try:
         handle = open(path, "rb")
+    except FileNotFoundError:
+        raise UsageError(f"cannot read {what} '{path}': not found") from None
     except IsADirectoryError:
         raise UsageError(f"{what} '{path}' is a directory") from None
     except OSError as e:

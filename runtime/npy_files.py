@@ -48,11 +48,11 @@ def read_npy_header(stream: BinaryIO, what: str) -> tuple[tuple[int, ...], bool,
         else:
             raise ValueError(f"format version {version[0]}.{version[1]} is not supported")
     except (ValueError, EOFError, OSError, zipfile.BadZipFile, SyntaxError) as e:
-        raise UsageError(f"{what} is not a .npy array: {_one_line(e)}") from None
+        raise UsageError(f"cannot read {what}: not a .npy array: {_one_line(e)}") from None
     shape, fortran_order, dtype = header
     if dtype.kind not in NUMERIC_KINDS or dtype.names is not None or dtype.subdtype is not None:
         kind = "Python objects (pickles are refused)" if dtype.hasobject else f"dtype {dtype}"
-        raise UsageError(f"{what} holds {kind}, not a numeric array")
+        raise UsageError(f"cannot read {what}: it holds {kind}, not a numeric array")
     return tuple(shape), fortran_order, dtype
 
 
@@ -65,26 +65,27 @@ def read_npy_stream(stream: BinaryIO, what: str, cap: int,
     shape, fortran_order, dtype = read_npy_header(stream, what)
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes > cap:
-        raise UsageError(f"{what} declares a {list(shape)} {dtype} array of {nbytes} bytes, "
-                         f"more than the {cap} bytes allowed")
+        raise UsageError(f"cannot read {what}: it declares a {list(shape)} {dtype} array of "
+                         f"{nbytes} bytes, more than the {cap} bytes allowed")
     data_bytes = None if available is None else available - (stream.tell() - start)
     if data_bytes is not None and data_bytes != nbytes:
-        raise UsageError(f"{what} declares {list(shape)} {dtype} ({nbytes} bytes of data) but "
-                         f"holds {data_bytes} bytes")
+        raise UsageError(f"cannot read {what}: it declares {list(shape)} {dtype} ({nbytes} "
+                         f"bytes of data) but holds {data_bytes} bytes")
     try:
         array = np.empty(shape, dtype, order="F" if fortran_order else "C")
     except MemoryError:
-        raise UsageError(f"{what}: out of memory for its {nbytes} bytes") from None
+        raise UsageError(f"cannot read {what}: out of memory for its {nbytes} bytes") from None
     view = memoryview(array.reshape(-1, order="A")).cast("B") if nbytes else memoryview(b"")
     filled = 0
     try:
         while filled < nbytes:
             count = stream.readinto(view[filled:])
             if not count:
-                raise UsageError(f"{what} is truncated: {filled} of its {nbytes} bytes of data")
+                raise UsageError(f"cannot read {what}: truncated after {filled} of its {nbytes} "
+                                 f"bytes of data")
             filled += count
         if stream.read(1):
-            raise UsageError(f"{what} has bytes after its {nbytes} bytes of data")
+            raise UsageError(f"cannot read {what}: bytes after its {nbytes} bytes of data")
     except (OSError, zipfile.BadZipFile) as e:  # a member's bad CRC shows at its end
         raise UsageError(f"cannot read {what}: {_one_line(e)}") from None
     return array
@@ -102,8 +103,8 @@ def read_npy_file(path: str | os.PathLike[str], what: str, cap: int) -> np.ndarr
     label = f"{what} '{path}'"
     with open_user_file(path, what) as handle:
         if handle.peek(len(ZIP_MAGIC))[:len(ZIP_MAGIC)] == ZIP_MAGIC:
-            raise UsageError(f"{label} is an .npz archive; give one array as a .npy file "
-                             f"(numpy.save)")
+            raise UsageError(f"cannot read {label}: it is an .npz archive; give one array as a "
+                             f".npy file (numpy.save)")
         return read_npy_stream(handle, label, cap, _regular_size(handle))
 
 
@@ -111,7 +112,7 @@ def read_npz_bytes(data: bytes, what: str, cap: int) -> dict[str, np.ndarray]:
     """Every array of the `.npz` archive `data` by name (member name without `.npy`), at most
     `cap` bytes of arrays together. `what` names the archive in errors."""
     if not data.startswith(ZIP_MAGIC):
-        raise UsageError(f"{what} is not an .npz archive (numpy.savez)")
+        raise UsageError(f"cannot read {what}: not an .npz archive (numpy.savez)")
     arrays: dict[str, np.ndarray] = {}
     budget = cap
     try:
@@ -119,8 +120,8 @@ def read_npz_bytes(data: bytes, what: str, cap: int) -> dict[str, np.ndarray]:
             for info in archive.infolist():
                 name = info.filename.removesuffix(".npy")
                 if info.is_dir() or name == info.filename or name in arrays:
-                    raise UsageError(f"{what}: member {info.filename!a} is not a .npy array "
-                                     f"with a name of its own")
+                    raise UsageError(f"cannot read {what}: member {info.filename!a} is not a "
+                                     f".npy array with a name of its own")
                 with archive.open(info) as member:
                     array = read_npy_stream(member, f"{what} member {info.filename!a}",
                                             budget, info.file_size)

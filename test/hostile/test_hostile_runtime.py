@@ -305,7 +305,7 @@ def npz_bytes(**arrays: np.ndarray) -> bytes:
 
 
 HOSTILE_ARRAYS = {
-    "npz": (lambda: npz_bytes(x=np.zeros(4, np.float32)), "is an .npz archive"),
+    "npz": (lambda: npz_bytes(x=np.zeros(4, np.float32)), "it is an .npz archive"),
     "4 TiB shape": (lambda: npy_with_header({"descr": "<f4", "fortran_order": False,
                                               "shape": (1 << 20, 1 << 20)}, bytes(64)),
                     "4398046511104 bytes"),
@@ -352,7 +352,7 @@ def test_the_crafted_binary_runs_with_a_good_input(cwd: Path, tmp_path: Path) ->
 MODEL = Path(__file__).parents[1] / "fixtures" / "models" / "vit_tiny_dynamo18.onnx"
 
 HOSTILE_CALIBRATION = {
-    "npy": (lambda: saved(np.zeros((2, 4), np.float32)), "is not an .npz archive"),
+    "npy": (lambda: saved(np.zeros((2, 4), np.float32)), "not an .npz archive"),
     "strings": (lambda: npz_bytes(x=np.array([["a"] * 4] * 2)), "not a numeric array"),
     "pickled objects": (lambda: npz_bytes(x=np.array([{}, {}], dtype=object)),
                         "pickles are refused"),

@@ -58,7 +58,7 @@ def test_npz_members_are_read_by_name() -> None:
 def test_npz_arrays_share_one_cap() -> None:
     data = npz(a=np.zeros(100, np.int8), b=np.zeros(100, np.int8))
     assert len(read_npz_bytes(data, "calib", 200)) == 2
-    with pytest.raises(UsageError, match="member 'b.npy' declares a \\[100\\] int8 array"):
+    with pytest.raises(UsageError, match="member 'b.npy': it declares a \\[100\\] int8 array"):
         read_npz_bytes(data, "calib", 199)
 
 
