@@ -47,6 +47,7 @@ class _CapturedOutput(io.StringIO):
 class EsactOptMain(xDSLOptMain):
     def __init__(self, args: list[str] | None = None):
         self._captured: _CapturedOutput | None = None
+        self._output_has_weights = False
         super().__init__(description="esact-cc modular optimizer driver", args=args)
 
     def register_all_dialects(self) -> None:
@@ -138,7 +139,13 @@ class EsactOptMain(xDSLOptMain):
         from esact_cc.weight_store import bind_to_ir_file, store_of
 
         if self.args.output_file is not None:
-            bind_to_ir_file(prog, store_of(prog), self.args.output_file)
+            store = store_of(prog)
+            if len(store) and self._output_has_weights:
+                # Every chunk's store would be saved to the one .npz beside -o: the last wins.
+                raise UsageError(f"-o '{self.args.output_file}': more than one chunk of the "
+                                 "split input has weights, and one .npz goes beside the output")
+            self._output_has_weights |= len(store) > 0
+            bind_to_ir_file(prog, store, self.args.output_file)
         # One trailing newline, as `esact-cc -o` and `api.ir_text` write: files compare equal.
         return super().output_resulting_program(prog).rstrip("\n") + "\n"
 

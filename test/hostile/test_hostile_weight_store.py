@@ -161,3 +161,15 @@ def test_an_ir_output_named_like_its_store_is_refused(ir_dir):
     result = run_tool("esact-opt", "in.mlir", "-o", "sub/out.npz", cwd=ir_dir)
     assert_user_error(result, "'sub/out.npz' is where its weight store would go")
     assert tree_state(ir_dir.parent) == before
+
+
+def test_split_input_chunks_with_weights_do_not_share_one_store(ir_dir):
+    """One .npz goes beside -o: a second chunk with weights would silently replace the first's."""
+    write_zip(ir_dir / "w.npz", {"w.npy": npy_bytes(np.ones(3, np.float32))})
+    chunk = 'builtin.module attributes {esact.weight_store = "w.npz"} {}\n'
+    (ir_dir / "in.mlir").write_text(chunk + "// -----\n" + chunk)
+    before = tree_state(ir_dir.parent)
+    result = run_tool("esact-opt", "in.mlir", "--split-input-file", "-o", "sub/out.mlir",
+                      cwd=ir_dir)
+    assert_user_error(result, "more than one chunk of the split input has weights")
+    assert tree_state(ir_dir.parent) == before
