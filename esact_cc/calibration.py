@@ -9,7 +9,7 @@ probability of each attention.
 
 from __future__ import annotations
 
-import zipfile
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +23,14 @@ from esact_cc import tensor_types
 from esact_cc.dialects import transformer
 from esact_cc.dialects.onnx import WeightOp
 from esact_cc.reference_interpreter import Interpreter, io_names, main_function
+from esact_cc.runtime.bounded_read import read_bounded
 from esact_cc.runtime.errors import CompileError
+from esact_cc.runtime.npy_files import read_npz_bytes
 from esact_cc.weight_store import WeightStore
 
 SYNTHETIC_SEED = 0
+CALIBRATION_DATA_CAP = 1 << 30
+"""1 GiB: calibration samples are a few hundred model inputs."""
 
 
 def input_names(function: func.FuncOp) -> list[str]:
@@ -55,18 +59,23 @@ def synthetic_calibration_input(module: ModuleOp) -> dict[str, np.ndarray]:
     return sample
 
 
+def read_calibration_arrays(path: str | Path) -> tuple[dict[str, np.ndarray], str]:
+    """The arrays of a calibration `.npz` and the SHA-256 of its bytes. Read header first by
+    npy_files (numeric dtypes only, no pickles, sizes checked before allocating), the file and
+    its arrays each at most CALIBRATION_DATA_CAP bytes; an `.npy` is refused."""
+    if not Path(path).exists():
+        raise CompileError(f"calibration data '{path}' not found")
+    data = read_bounded(path, CALIBRATION_DATA_CAP, "calibration data")
+    arrays = read_npz_bytes(data, f"calibration data '{path}'", CALIBRATION_DATA_CAP)
+    return arrays, hashlib.sha256(data).hexdigest()
+
+
 def load_calibration_samples(module: ModuleOp, path: str | Path) -> list[dict[str, np.ndarray]]:
     """Samples from an `.npz`: each key a model input; axis 0 indexes samples. A sample's shape
     must equal the input's shape, or the input's shape without its leading batch dim of 1."""
     function = main_function(module)
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except FileNotFoundError:
-        raise CompileError(f"calibration data '{path}' not found") from None
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise CompileError(f"cannot read calibration data '{path}': {' '.join(str(e).split())}") from None
+    arrays, _digest = read_calibration_arrays(path)
     names = input_names(function)
     missing = [n for n in names if n not in arrays]
     if missing:

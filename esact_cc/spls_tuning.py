@@ -55,7 +55,6 @@ import hashlib
 import math
 import os
 import tempfile
-import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -65,6 +64,7 @@ import numpy as np
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation, SSAValue
 
+from esact_cc.calibration import read_calibration_arrays
 from esact_cc.dialects import spls
 from esact_cc.passes.insert_spls import DESIGN_REFERENCE
 from esact_cc.reference_interpreter import Interpreter, io_names, main_function
@@ -159,15 +159,7 @@ def load_calibration_data(path: str | os.PathLike[str], inputs: Mapping[str, int
     by `input_keys` (input -> array name), or, for a one-input model, the only array that is not
     the labels; arrays may omit the model's leading batch dim of 1."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except FileNotFoundError:
-        raise CompileError(f"calibration data '{path}' not found") from None
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise CompileError(f"cannot read calibration data '{path}': "
-                           f"{' '.join(str(e).split())}") from None
+    arrays, digest = read_calibration_arrays(path)
     where = f"calibration data '{path}'"
     keys = dict(input_keys or {})
     unknown = sorted(set(keys) - set(inputs))
@@ -222,7 +214,7 @@ def load_calibration_data(path: str | os.PathLike[str], inputs: Mapping[str, int
                 raise CompileError(f"{where}: input '{name}' sample has rank {value.ndim}, "
                                    f"the model expects {inputs[name]}")
     return CalibrationData(samples, None if labels is None else labels[:n].astype(np.int64),
-                           str(path), hashlib.sha256(raw).hexdigest())
+                           str(path), digest)
 
 
 # ----------------------------------------------------------------------------- interpreter
