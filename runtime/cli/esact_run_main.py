@@ -2,6 +2,7 @@
 
     esact-run model.esb --input NAME=FILE.npy ... [--output-dir DIR] [--report FILE.json]
         [--trace FILE.json] [--plots DIR] [--hw CONFIG] [--force-config] [--quiet]
+        [--host-time-limit SECONDS]
 
 Prints the summary table (report.format_summary) on stdout; a progress bar on stderr when
 stderr is a terminal or the run is long. `--hw` takes a TOML path or the name of a file in
