@@ -7,13 +7,12 @@ operand is optional, so these ops spell their IR as
 
 positional operands first (the last of them may be optional), then one `keyword(value)`
 clause per present optional operand or property (a unit property is the bare keyword), in the
-order of `KEYWORDS`; the function type lists operand types in definition order, as the generic
-form does.
+order of `KEYWORDS` (every property of the op is one of them); the function type lists operand
+types in definition order, as the generic form does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import ClassVar
 
 from xdsl.dialects.builtin import Float32Type, FloatAttr, IntegerAttr, StringAttr, UnitAttr, i64
@@ -21,9 +20,6 @@ from xdsl.ir import Attribute
 from xdsl.irdl import IRDLOperation
 from xdsl.parser import Parser, UnresolvedOperand
 from xdsl.printer import Printer
-
-SEGMENTS = "operandSegmentSizes"
-
 
 class KeywordFormat(IRDLOperation):
     """Mixin: `parse` / `print` of the format above for the subclass's fields."""
@@ -65,10 +61,7 @@ class KeywordFormat(IRDLOperation):
                     printer.print_string_literal(value.data)
                 else:
                     printer.print_operand(value)
-        shown = set(self.KEYWORDS) | {SEGMENTS}
-        printer.print_op_attributes(self.attributes, reserved_attr_names=shown)
-        extra = {k: v for k, v in self.properties.items() if k not in shown}
-        printer.print_op_attributes(extra)
+        printer.print_op_attributes(self.attributes)
         printer.print_string(" : ")
         printer.print_function_type([o.type for o in self.operands], [r.type for r in self.results])
 
@@ -121,10 +114,3 @@ class KeywordFormat(IRDLOperation):
             attributes=attributes,
         )
         return op
-
-
-def operand_names(op: IRDLOperation) -> Sequence[str]:
-    """Names of the operand fields present on `op`, in operand order."""
-    return [
-        name for name, _ in type(op).get_irdl_definition().operands if getattr(op, name) is not None
-    ]

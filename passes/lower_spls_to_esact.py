@@ -1,8 +1,8 @@
-"""Sparse lowering rules of `lower-to-esact`: the `spls` dialect -> SPLS and masked instructions.
+"""Lowering of the SPLS prediction chain (`PREDICTION_RULES`, part of lower-to-esact's rules).
 
-Registered into `lower_to_esact._LOWERINGS` (the hook at the end of that file imports this
-module); the dense machinery (`_Lowering`: allocators, DRAM plan, QUANT/LOAD helpers, fused
-GELU / residual epilogues, `write_tile`) is reused as is.
+The masked linears and attentions that read its masks are lowered by `passes/lower_gemm.py`
+(the one mask-aware rule each); this module registers the MBUF regions it leaves the masks in
+(`Lowering.masks`), and places the linears lowered beside it (`passes/prediction_overlap.py`).
 
 The prediction chain that `insert-spls` emits per layer,
     hlog_quantize(X) -> predict_attention -> topk -> local_similarity,
@@ -13,8 +13,8 @@ every intermediate on chip (DESIGN.md section 6), in two phases:
    + bias) -> HLOG of Q^ and of K^ per batch element (dynamic scales s_Q, s_K). The HLog
    scales span all rows, so this phase cannot be split by rows.
 2. Progressive prediction, per row chunk (lower-to-esact's `spls-chunk-rows`, default the
-   MAC array's rows): per head BPU (Q^_h rows of the chunk x K^_h^T) -> ACC, [DEQUANT (* scale * s_Q * s_K) -> PAM rows
-   in VBUF, + mask], TOPK of the chunk's rows -> SPA rows in MBUF; [SOFTMAX of the chunk's PAM
+   MAC array's rows): per head BPU (Q^_h rows of the chunk x K^_h^T) -> ACC, [DEQUANT
+   (* scale * s_Q * s_K) -> PAM rows in VBUF, + mask], TOPK of the chunk's rows -> SPA rows in MBUF; [SOFTMAX of the chunk's PAM
    rows for cosprob]; SIMILARITY with first_row / row_count = the chunk: it decides the
    chunk's rows from the reuse-map entries of the earlier rows (still in MBUF) and their SPA /
    prob rows, which is exactly the whole-row decision (the window only looks back), and
@@ -25,8 +25,8 @@ is lowered. HLOG/BPU/TOPK/SIMILARITY run on the predict queue (its SFU DEQUANT/S
 SFU queue; all of component `predict`); `schedule` derives the tokens from the memory
 operands, so what overlaps what follows from where the consumers' tiles and instructions are:
 - K / V (`attention=dense`: dense linears of X, independent of the prediction) are lowered
-  beside phase 1 (`_lower_aside`: while every prediction region is allocated, so their tiles
-  share none) and spread over its BPU tiles by estimated time (`_interleave`): the compute
+  beside phase 1 (`lower_aside`: while every prediction region is allocated, so their tiles
+  share none) and spread over its BPU tiles by estimated time (`interleave`): the compute
   queue runs them while the BPU works, and their loads do not wait behind the prediction's.
 - The masked Q linear of X is lowered beside phase 2 with one GEMM per chunk (its row tile of
   the chunk's rows), placed after the chain: GEMM c waits only for SIMILARITY c, so the MAC
@@ -34,19 +34,9 @@ operands, so what overlaps what follows from where the consumers' tiles and inst
 - The attention, O and FFN need all rows (K / V of every key, then the attention output) and
   follow as before.
 
-Masked ops:
-- `spls.masked_quantized_linear` (Q, O, FFN1, FFN2): per batch element one row tile of all L
-  rows (Q: one GEMM per prediction chunk into that tile); GEMM with the computed-row mask (reused rows are neither computed nor written), DEQUANT,
-  SCATTER_ROWS with the reuse map (a reused row takes its representative's output row), then the
-  fused GELU / residual add, so a reused row's own residual stream gets the representative's
-  sublayer output (DESIGN.md section 6 step 5).
-- `spls.key_masked_quantized_linear` (K, V with `attention=topk`): one GEMM per head column
-  block with that head's key mask as row mask. Rows a head does not select are NOT zeroed (the
-  reference interpreter zeroes them): no computed attention row ever reads them (the key mask
-  is the union of the computed rows' SPA), so the layer's outputs are identical.
-- `spls.masked_quantized_attention` / `spls.sparse_quantized_attention`: the dense attention
-  schedule with ATTN_QK / ATTN_PV row masks (reused query rows skipped), for `topk` also the
-  SPA element mask in ATTN_QK, SOFTMAX and ATTN_PV, then SCATTER_ROWS per head.
+Masked ops (`passes/lower_gemm.py`): a reused row's own residual stream gets the
+representative's sublayer output through SCATTER_ROWS before the fused residual add (DESIGN.md
+section 6 step 5).
 
 Additive attention masks (padding): one row per batch element and head is loaded into VBUF
 and given to TOPK (`add_mask`: masked keys are never selected, FP32 PAM + mask is ranked, as
@@ -64,15 +54,17 @@ them must fit the buffers together.
 
 from __future__ import annotations
 
-import copy
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
-from esact_cc.dialects import esact, spls, transformer
+from esact_cc.dialects import spls, transformer
+from esact_cc.passes import prediction_overlap as overlap
 from esact_cc.passes.lower_gemm import MaskRows, fail, plan_masked_inputs
 from esact_cc.passes.lowering_state import (
     F32,
     OUT_FRACTION,
+    DramTensor,
     Lowering,
     MaskTiles,
     Rule,
@@ -81,7 +73,7 @@ from esact_cc.passes.lowering_state import (
     round_tile,
 )
 from esact_cc.runtime.errors import CompileError
-from esact_cc.runtime.isa import MAX_INT8_HLOG_BITS, Buffer, SimilarityMode, operand_extent
+from esact_cc.runtime.isa import MAX_INT8_HLOG_BITS, Buffer, SimilarityMode
 from xdsl.ir import Operation, SSAValue
 
 PREDICT = "predict"
@@ -109,9 +101,51 @@ def _single_user(value: SSAValue, kind: type[Operation], what: Operation) -> Ope
     return users[0]
 
 
-def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
-    """The whole prediction chain of one layer (see the module docstring)."""
-    plan_masked_inputs(lw, op)
+@dataclass
+class _Chain:
+    """One layer's prediction chain (hlog_quantize -> predict_attention -> topk ->
+    local_similarity), its sizes and the on-chip regions its steps share."""
+
+    op: spls.HLogQuantizeOp
+    predict: spls.PredictAttentionOp
+    topk: spls.TopKOp
+    sim: spls.LocalSimilarityOp
+    keep_spa: bool
+    """Whether a sparse attention reads SPA (it then stays in MBUF with the other masks)."""
+    x: DramTensor
+    heads: int
+    width: int
+    chunks: list[tuple[int, int]]
+    regions: dict[str, int] = field(default_factory=dict)
+    """On-chip addresses by name (xc, sx, pam, qc, kc, sqk, pam_scale, real, spa)."""
+
+    @property
+    def batch(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def length(self) -> int:
+        return self.x.shape[1]
+
+    @property
+    def width_in(self) -> int:
+        return self.x.shape[2]
+
+    @property
+    def rows(self) -> int:
+        return self.batch * self.length
+
+    @property
+    def causal(self) -> bool:
+        return self.predict.causal is not None
+
+    @property
+    def spa_size(self) -> int:
+        return self.heads * self.length * self.length
+
+
+def _find_chain(lw: Lowering, op: spls.HLogQuantizeOp) -> _Chain:
+    """The chain insert-spls emits from `op`, checked (one-line errors for anything else)."""
     predict = _single_user(op.codes, spls.PredictAttentionOp, op)
     assert isinstance(predict, spls.PredictAttentionOp)
     if [u.operation for u in op.code_scale.uses] != [predict]:
@@ -134,211 +168,259 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
         raise fail(topk, "SPA may feed only the similarity and sparse attentions")
     if op.scale is not None:
         raise fail(op, "a static HLog scale is not supported (insert-spls emits dynamic ones)")
-    bits = op.bits.value.data
-    if bits > MAX_INT8_HLOG_BITS or predict.bits.value.data > MAX_INT8_HLOG_BITS:
+    if max(op.bits.value.data, predict.bits.value.data) > MAX_INT8_HLOG_BITS:
         raise fail(op, f"hlog-bits > {MAX_INT8_HLOG_BITS} is not supported (int8 code buffers)")
-    lw.fused.update((predict, topk, sim))
-
     x = lw.f32_tensor(op.x, "x")
-    batch, length, width_in = x.shape
-    heads = predict.num_heads.value.data
-    wq_codes = lw.weight_array(predict.wq, "wq")
-    width = wq_codes.shape[1]
-    d = width // heads
-    causal = predict.causal is not None
-    k = topk.k.value.data
-    mode = sim.mode.data
-    rows = batch * length
+    length = x.shape[1]
     chunk = chunk_rows(lw, length)
-    chunks = [(r0, min(chunk, length - r0)) for r0 in range(0, length, chunk)]
+    return _Chain(op, predict, topk, sim, bool(spa_users), x, predict.num_heads.value.data,
+                  lw.weight_array(predict.wq, "wq").shape[1],
+                  [(r0, min(chunk, length - r0)) for r0 in range(0, length, chunk)])
 
-    def vec_constant(hint: str, array: np.ndarray, cache_key: tuple | None = None) -> int:
-        t = lw.constant(hint, np.ascontiguousarray(array, np.float32), cache_key)
-        addr = lw.alloc(Buffer.VBUF, array.size)
-        lw.load(Buffer.VBUF, addr, t.address, *(array.shape if array.ndim == 2 else (1, array.size)))
-        return addr
 
-    # X^: HLog codes of the whole [B*L, D] input with one per-tensor scale.
-    # The FP32 PAM of all heads (SOFTMAX + SIMILARITY read it at once) is the largest VBUF
-    # tile: taken first, while nothing is live in the ring, when it fits beside X.
-    spa_size = heads * length * length
-    float_pam = sim.pam is not None or predict.mask is not None
-    pam = None
-    if float_pam and spa_size + rows * width_in < lw.capacity(Buffer.VBUF) * 3 // 4:
-        pam = lw.alloc(Buffer.VBUF, spa_size)
-    vx = lw.alloc(Buffer.VBUF, rows * width_in)
-    lw.load(Buffer.VBUF, vx, x.address, rows, width_in)
-    xc = lw.alloc(Buffer.ABUF, rows * width_in)
-    sx = lw.alloc(Buffer.VBUF, 1)
-    lw.emit("hlog", PREDICT, dst_buf=Buffer.ABUF, dst_addr=xc, src_addr=vx, rows=rows,
-            cols=width_in, bits=bits, dynamic=1, scale_out_addr=sx, scale=1.0)
-    lw.free(Buffer.VBUF, vx)
-
-    # Q^ | K^ in one shift-add product with the codes of [W_Q | W_K] (one LOAD of codes, one of
-    # DEQUANT vectors per column tile), dequantized (* s_W per column * s_X + bias), then HLog
-    # re-quantized per batch element with dynamic scales s_Q, s_K (over ALL rows: this is why
-    # the projection cannot be chunked by rows, only what follows it).
-    both = 2 * width
-    codes = np.concatenate([lw.weight_array(predict.wq, "wq"), lw.weight_array(predict.wk, "wk")],
-                           axis=1).astype(np.int8)
-    w_scales = [float(np.float32(lw.weight_array(v, "HLog weight scale")))
-                for v in (predict.wq_scale, predict.wk_scale)]
-    vectors = np.stack([np.repeat(np.array(w_scales, np.float32), width),
-                        np.concatenate([lw.weight_array(v, "bias").astype(np.float32).reshape(width)
-                                        for v in (predict.bq, predict.bk)])])
-    hint = node_name(predict) or "spls.predict"
-    c8 = lw.constant(f"{hint}.qk_hlog_codes", codes)
-    cv = lw.constant(f"{hint}.qk_hlog_dequant", vectors.astype(np.float32))
-    # HLog codes of W in ABUF slots: WBUF banks hold the K / V weight tiles meanwhile.
-    # Column tiles small enough for an ACC slot at the top of a bank (PredictScratch).
-    acc_bank = getattr(lw.rings[Buffer.ACC], "bank_size", lw.capacity(Buffer.ACC))
-    n_limit = min(lw.capacity(Buffer.ABUF) // 8 // width_in,
-                  acc_bank // PredictScratch.SLOT_FRACTION // rows)
-    if n_limit < 1:
-        raise fail(predict, f"the prediction of {rows} rows x {width_in} inputs exceeds the "
-                    "on-chip buffers")
-    # Q^ and K^ columns in one pass when [rows, 2N] FP32 fits a VBUF output tile, else one
-    # pass each (the HLog re-quantization needs all N columns of one of them at once).
-    together = rows * both <= lw.capacity(Buffer.VBUF) // OUT_FRACTION
-    passes = [(0, both)] if together else [(0, width), (width, both)]
-    n_tile = round_tile(n_limit, passes[0][1] - passes[0][0], lw.config.mac_cols)
-    acc_buf = PredictScratch(lw, Buffer.ACC, max(rows * n_tile, chunk * length))
-    # Every region of the projection is taken now, before the K / V linears are lowered
-    # beside it (`_lower_aside`), so their tiles avoid all of them.
-    sqk = lw.alloc(Buffer.VBUF, 2 * batch)  # (s_Q, s_K) per batch element, adjacent
-    # Phase 2's loads (PAM scale, mask rows) are issued now: in the in-order load queue they
-    # would otherwise wait behind the K / V loads, which wait for the compute queue.
-    pam_scale = vec_constant("spls.pam_scale", np.full(length, predict.scale.value.data, np.float32),
-                             ("spls-pam-scale", length, float(predict.scale.value.data)))
-    mask_rows = MaskRows(lw, predict, predict.mask, batch, heads, length, length)
-    for b in range(batch):
-        for h in range(heads):
-            mask_rows.prefetch(b, h)
-    qc, kc = (lw.alloc(Buffer.ABUF, rows * width) for _ in range(2))
-    real = lw.alloc(Buffer.VBUF, rows * max(c1 - c0 for c0, c1 in passes))
-    code_slots = _code_slots(lw, width_in * n_tile, 2 * n_tile)
-    kv = _independent_projections(sim, op.x)
-    independent = _lower_aside(lw, kv, masks=None)
+def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
+    """The whole prediction chain of one layer (see the module docstring)."""
+    plan_masked_inputs(lw, op)
+    c = _find_chain(lw, op)
+    lw.fused.update((c.predict, c.topk, c.sim))
+    r = c.regions
+    _hlog_input(lw, c)
+    projection = _Projection.plan(lw, c)
+    kv = _independent_projections(c.sim, op.x)
+    independent = overlap.lower_aside(lw, kv, masks=None)
     emitted = {id(ins) for ins in lw.instrs}
-    bpus: list[tuple[Operation, int]] = []  # (BPU, estimated cycles)
-    for c0, c1 in passes:
-        cols = c1 - c0
-        for n0 in range(c0, c1, n_tile):
-            nt = min(n_tile, c1 - n0)
-            wt, sb = code_slots[len(bpus) % len(code_slots)]
-            lw.load(Buffer.ABUF, wt, c8.address + n0, width_in, nt, dram_stride=both)
-            lw.hoist_last(Buffer.ABUF, wt, wt + width_in * nt)
-            lw.load(Buffer.VBUF, sb, cv.address + n0 * F32, 2, nt, dram_stride=both * F32)
-            lw.hoist_last(Buffer.VBUF, sb, sb + 2 * nt)
-            acc = acc_buf.alloc(rows * nt)
-            lw.emit("bpu", PREDICT, dst_addr=acc, a_buf=Buffer.ABUF, a_addr=xc,
-                    b_buf=Buffer.ABUF, b_addr=wt, m=rows, k=width_in, n=nt)
-            terms = int(np.bitwise_count(np.abs(codes[:, n0:n0 + nt].astype(np.int64))).sum())
-            bpus.append((lw.instrs[-1], math.ceil(rows * terms * X_CODE_TERMS / lw.config.bpu_lanes)))
-            lw.emit("dequant", PREDICT, dst_addr=real + n0 - c0, src_addr=acc, rows=rows,
-                    cols=nt, dst_stride=cols, scale_addr=sb, has_bias=1, bias_addr=sb + nt,
-                    scalar_count=1, scalar_addr=sx)
-            acc_buf.free(acc)
-        for b in range(batch):
-            for which, out in enumerate((qc, kc)):
-                if not c0 <= which * width < c1:
-                    continue
-                lw.emit("hlog", PREDICT, dst_buf=Buffer.ABUF, dst_addr=out + b * length * width,
-                        src_addr=real + b * length * cols + which * width - c0, rows=length,
-                        cols=width, src_stride=cols, bits=predict.bits.value.data, dynamic=1,
-                        scale_out_addr=sqk + 2 * b + which, scale=1.0)
-    late = [] if independent is None else _interleave(lw, emitted, independent, bpus)
-    lw.free(Buffer.ABUF, xc, *(w for w, _ in code_slots))
-    lw.free(Buffer.VBUF, sx, real, *(v for _, v in code_slots))
-
-    # PAM, TOPK, [SOFTMAX], SIMILARITY per row chunk (progressive prediction): the reuse map
-    # of chunk c only needs the PAM rows of chunk c and the window of earlier computed rows,
-    # whose SPA / prob rows and map entries stay on chip, so chunk c's consumers (the masked
-    # Q GEMM's rows of chunk c) run on the compute queue while the BPU predicts chunk c + 1.
-    # TOPK from the exact integer PAM, the FP32 PAM (VBUF) for the similarity's probs.
-    keep_spa = bool(spa_users)
-    masks = MaskTiles(batch, length, heads,
-                       reuse_map=lw.alloc(Buffer.MBUF, 2 * length * batch),
-                       row_mask=lw.alloc(Buffer.MBUF, length * batch),
-                       key_mask=lw.alloc(Buffer.MBUF, heads * length * batch),
-                       spa=None, chunks=chunks, x=op.x)
-    spa = lw.alloc(Buffer.MBUF, spa_size * batch)
-    if float_pam and pam is None:
-        pam = lw.alloc(Buffer.VBUF, spa_size)
-    masks.users = {u.operation for v in (sim.reuse_map, sim.key_mask, topk.result)
-                   for u in v.uses if u.operation is not sim}
-    for value in (sim.reuse_map, sim.key_mask, topk.result):
-        lw.masks[value] = masks
-    if keep_spa:
-        masks.spa = spa
+    bpus = projection.emit(lw, c)
+    late = [] if independent is None else overlap.interleave(lw, emitted, independent, bpus)
+    lw.free(Buffer.ABUF, r["xc"], *(w for w, _ in projection.code_slots))
+    lw.free(Buffer.VBUF, r["sx"], r["real"], *(v for _, v in projection.code_slots))
+    masks = _allocate_masks(lw, c)
     chain_start = len(lw.instrs)  # the chain has no loads: nothing is hoisted into it
-
-    # With an additive mask TOPK ranks the FP32 PAM plus the mask (as the reference does);
-    # without one the exact integer PAM (same order: PAM scales are positive).
-    def softmax(b: int, h: int, at: int, rows_s: int, r0: int) -> None:
-        """softmax(PAM) rows in place (cosprob's probs), after the head's TOPK read them."""
-        extra = ({"has_add_mask": 1, "add_mask_addr": mask_rows.row(b, h)}
-                 if mask_rows.present and not mask_rows.per_query else {})
-        lw.emit("softmax", PREDICT, dst_addr=at, src_addr=at, rows=rows_s, cols=length,
-                scale=1.0, causal=int(causal), causal_offset=r0 if causal else 0, **extra)
-
-    for b in range(batch):
-        for r0, n in chunks:
-            per_head = causal or mask_rows.per_head or n < length
-            for h in range(heads):
-                block = h * length * length + r0 * length  # the chunk's rows of head h
-                scores = acc_buf.alloc(n * length)
-                lw.emit("bpu", PREDICT, dst_addr=scores, a_buf=Buffer.ABUF,
-                        a_addr=qc + (b * length + r0) * width + h * d, b_buf=Buffer.ABUF,
-                        b_addr=kc + b * length * width + h * d, m=n, k=d, n=length,
-                        a_stride=width, b_stride=width, transpose_b=1)
-                source = {"src_buf": Buffer.ACC, "src_addr": scores}
-                if pam is not None:
-                    lw.emit("dequant", PREDICT, dst_addr=pam + block, src_addr=scores,
-                            rows=n, cols=length, scale_addr=pam_scale, scalar_count=2,
-                            scalar_addr=sqk + 2 * b)
-                    if mask_rows.per_query:  # PAM + mask, ranked as is (see _MaskRows.add_block)
-                        mask_rows.add_block(b, h, pam + block, r0, n, PREDICT)
-                        source = {"src_buf": Buffer.VBUF, "src_addr": pam + block}
-                    elif mask_rows.present:
-                        source = {"src_buf": Buffer.VBUF, "src_addr": pam + block,
-                                  "has_add_mask": 1, "add_mask_addr": mask_rows.row(b, h)}
-                lw.emit("topk", PREDICT, dst_addr=spa + b * spa_size + block, rows=n,
-                        cols=length, k=k, causal=int(causal), causal_offset=r0 if causal else 0,
-                        **source)
-                acc_buf.free(scores)
-                if sim.pam is not None and per_head:  # each head's rows as soon as ranked
-                    softmax(b, h, pam + block, n, r0)
-            if sim.pam is not None and not per_head:  # one SOFTMAX over all heads' rows
-                softmax(b, 0, pam, heads * length, 0)
-            lw.emit("similarity", PREDICT, map_addr=masks.reuse_map + 2 * length * b,
-                    key_mask_addr=masks.key_mask + heads * length * b, spa_addr=spa + b * spa_size,
-                    has_prob=int(pam is not None), prob_addr=pam or 0, heads=heads, length=length,
-                    keys=length, window=sim.window.value.data, k=sim.k.value.data,
-                    threshold=float(sim.threshold.value.data), mode=SIMILARITY_MODES[mode],
-                    has_row_mask=1, row_mask_addr=masks.row_mask + length * b,
-                    first_reference=(0 if sim.first_reference is None
-                                     else sim.first_reference.value.data),
-                    first_row=r0, row_count=n)
+    for b in range(c.batch):
+        for r0, n in c.chunks:
+            _emit_chunk(lw, c, projection, masks, b, r0, n)
     chain_first = lw.instrs[chain_start]
-    _sink(lw, late)  # K / V pieces expected after the projection: after the chain
+    overlap.sink(lw, late)  # K / V pieces expected after the projection: after the chain
     # The masked Q linear, lowered while the chain's regions are still allocated (its tiles
     # avoid them, so no false dependency holds its loads behind the last chunk), after it;
     # its input tile's preparation then moves in front of the chain.
-    generation = _lower_aside(lw, _chunk_consumers(sim, op.x), masks)
+    generation = overlap.lower_aside(lw, _chunk_consumers(c.sim, op.x), masks)
     if generation:
         lw.instrs.extend(generation)
-        _hoist_preparation(lw, generation, chain_first)
-    if pam is not None:
-        lw.free(Buffer.VBUF, pam)
-    mask_rows.free()
-    lw.free(Buffer.VBUF, pam_scale, sqk)
-    lw.free(Buffer.ABUF, qc, kc)
-    if not keep_spa:
-        lw.free(Buffer.MBUF, spa)
+        overlap.hoist_preparation(lw, generation, chain_first)
+    if r["pam"] is not None:
+        lw.free(Buffer.VBUF, r["pam"])
+    projection.mask_rows.free()
+    lw.free(Buffer.VBUF, r["pam_scale"], r["sqk"])
+    lw.free(Buffer.ABUF, r["qc"], r["kc"])
+    if not c.keep_spa:
+        lw.free(Buffer.MBUF, r["spa"])
     if independent is None:  # no room beside the projection: after the chain, as one unit
         for early in kv:
-            _lower_now(lw, early)
+            overlap.lower_now(lw, early)
+
+
+def _hlog_input(lw: Lowering, c: _Chain) -> None:
+    """X^: HLog codes of the whole [B*L, D] input with one per-tensor scale. The FP32 PAM of
+    all heads (SOFTMAX + SIMILARITY read it at once) is the largest VBUF tile: taken first,
+    while nothing is live in the ring, when it fits beside X."""
+    r = c.regions
+    float_pam = c.sim.pam is not None or c.predict.mask is not None
+    r["pam"] = None  # type: ignore[assignment]
+    if float_pam and c.spa_size + c.rows * c.width_in < lw.capacity(Buffer.VBUF) * 3 // 4:
+        r["pam"] = lw.alloc(Buffer.VBUF, c.spa_size)
+    vx = lw.alloc(Buffer.VBUF, c.rows * c.width_in)
+    lw.load(Buffer.VBUF, vx, c.x.address, c.rows, c.width_in)
+    r["xc"] = lw.alloc(Buffer.ABUF, c.rows * c.width_in)
+    r["sx"] = lw.alloc(Buffer.VBUF, 1)
+    lw.emit("hlog", PREDICT, dst_buf=Buffer.ABUF, dst_addr=r["xc"], src_addr=vx, rows=c.rows,
+            cols=c.width_in, bits=c.op.bits.value.data, dynamic=1, scale_out_addr=r["sx"],
+            scale=1.0)
+    lw.free(Buffer.VBUF, vx)
+
+
+@dataclass
+class _Projection:
+    """Phase 1: Q^ | K^ in one shift-add product with the codes of [W_Q | W_K] (one LOAD of
+    codes, one of DEQUANT vectors per column tile), dequantized (* s_W per column * s_X +
+    bias), then HLog re-quantized per batch element with dynamic scales s_Q, s_K (over ALL
+    rows: this is why the projection cannot be chunked by rows, only what follows it)."""
+
+    codes: np.ndarray
+    codes_at: int
+    vectors_at: int
+    passes: list[tuple[int, int]]
+    n_tile: int
+    acc_buf: PredictScratch
+    mask_rows: MaskRows
+    code_slots: list[tuple[int, int]]
+
+    @staticmethod
+    def plan(lw: Lowering, c: _Chain) -> _Projection:
+        """Constants, tiles and every region of the projection, taken now: the K / V linears
+        lowered beside it (`lower_aside`) then avoid all of them."""
+        predict, width, rows, r = c.predict, c.width, c.rows, c.regions
+        codes = np.concatenate([lw.weight_array(predict.wq, "wq"),
+                                lw.weight_array(predict.wk, "wk")], axis=1).astype(np.int8)
+        w_scales = [float(np.float32(lw.weight_array(v, "HLog weight scale")))
+                    for v in (predict.wq_scale, predict.wk_scale)]
+        vectors = np.stack([np.repeat(np.array(w_scales, np.float32), width),
+                            np.concatenate([lw.weight_array(v, "bias").astype(np.float32)
+                                            .reshape(width) for v in (predict.bq, predict.bk)])])
+        hint = node_name(predict) or "spls.predict"
+        c8 = lw.constant(f"{hint}.qk_hlog_codes", codes)
+        cv = lw.constant(f"{hint}.qk_hlog_dequant", vectors.astype(np.float32))
+        # HLog codes of W in ABUF slots: WBUF banks hold the K / V weight tiles meanwhile.
+        # Column tiles small enough for an ACC slot at the top of a bank (PredictScratch).
+        acc_bank = getattr(lw.rings[Buffer.ACC], "bank_size", lw.capacity(Buffer.ACC))
+        n_limit = min(lw.capacity(Buffer.ABUF) // 8 // c.width_in,
+                      acc_bank // PredictScratch.SLOT_FRACTION // rows)
+        if n_limit < 1:
+            raise fail(predict, f"the prediction of {rows} rows x {c.width_in} inputs exceeds "
+                       "the on-chip buffers")
+        # Q^ and K^ columns in one pass when [rows, 2N] FP32 fits a VBUF output tile, else one
+        # pass each (the HLog re-quantization needs all N columns of one of them at once).
+        together = rows * 2 * width <= lw.capacity(Buffer.VBUF) // OUT_FRACTION
+        passes = [(0, 2 * width)] if together else [(0, width), (width, 2 * width)]
+        n_tile = round_tile(n_limit, passes[0][1] - passes[0][0], lw.config.mac_cols)
+        acc_buf = PredictScratch(lw, Buffer.ACC, max(rows * n_tile, c.chunks[0][1] * c.length))
+        r["sqk"] = lw.alloc(Buffer.VBUF, 2 * c.batch)  # (s_Q, s_K) per batch element, adjacent
+        # Phase 2's loads (PAM scale, mask rows) are issued now: in the in-order load queue
+        # they would otherwise wait behind the K / V loads, which wait for the compute queue.
+        scale = float(predict.scale.value.data)
+        r["pam_scale"] = _vector(lw, "spls.pam_scale", np.full(c.length, scale, np.float32),
+                                 ("spls-pam-scale", c.length, scale))
+        mask_rows = MaskRows(lw, predict, predict.mask, c.batch, c.heads, c.length, c.length)
+        for b in range(c.batch):
+            for h in range(c.heads):
+                mask_rows.prefetch(b, h)
+        r["qc"], r["kc"] = (lw.alloc(Buffer.ABUF, rows * width) for _ in range(2))
+        r["real"] = lw.alloc(Buffer.VBUF, rows * max(c1 - c0 for c0, c1 in passes))
+        code_slots = _code_slots(lw, c.width_in * n_tile, 2 * n_tile)
+        return _Projection(codes, c8.address, cv.address, passes, n_tile, acc_buf, mask_rows,
+                           code_slots)
+
+    def emit(self, lw: Lowering, c: _Chain) -> list[tuple[Operation, int]]:
+        """The projection's instructions; returns each BPU with its estimated cycles."""
+        r, rows, both = c.regions, c.rows, 2 * c.width
+        bpus: list[tuple[Operation, int]] = []  # (BPU, estimated cycles)
+        for c0, c1 in self.passes:
+            cols = c1 - c0
+            for n0 in range(c0, c1, self.n_tile):
+                nt = min(self.n_tile, c1 - n0)
+                wt, sb = self.code_slots[len(bpus) % len(self.code_slots)]
+                lw.load(Buffer.ABUF, wt, self.codes_at + n0, c.width_in, nt, dram_stride=both)
+                lw.hoist_last(Buffer.ABUF, wt, wt + c.width_in * nt)
+                lw.load(Buffer.VBUF, sb, self.vectors_at + n0 * F32, 2, nt, dram_stride=both * F32)
+                lw.hoist_last(Buffer.VBUF, sb, sb + 2 * nt)
+                acc = self.acc_buf.alloc(rows * nt)
+                lw.emit("bpu", PREDICT, dst_addr=acc, a_buf=Buffer.ABUF, a_addr=r["xc"],
+                        b_buf=Buffer.ABUF, b_addr=wt, m=rows, k=c.width_in, n=nt)
+                terms = int(np.bitwise_count(np.abs(self.codes[:, n0:n0 + nt].astype(np.int64))).sum())
+                bpus.append((lw.instrs[-1], math.ceil(rows * terms * X_CODE_TERMS / lw.config.bpu_lanes)))
+                lw.emit("dequant", PREDICT, dst_addr=r["real"] + n0 - c0, src_addr=acc, rows=rows,
+                        cols=nt, dst_stride=cols, scale_addr=sb, has_bias=1, bias_addr=sb + nt,
+                        scalar_count=1, scalar_addr=r["sx"])
+                self.acc_buf.free(acc)
+            for b in range(c.batch):
+                for which, out in enumerate((r["qc"], r["kc"])):
+                    if c0 <= which * c.width < c1:
+                        lw.emit("hlog", PREDICT, dst_buf=Buffer.ABUF,
+                                dst_addr=out + b * c.length * c.width,
+                                src_addr=r["real"] + b * c.length * cols + which * c.width - c0,
+                                rows=c.length, cols=c.width, src_stride=cols,
+                                bits=c.predict.bits.value.data, dynamic=1,
+                                scale_out_addr=r["sqk"] + 2 * b + which, scale=1.0)
+        return bpus
+
+
+def _vector(lw: Lowering, hint: str, array: np.ndarray, cache_key: tuple | None = None) -> int:
+    """A constant FP32 vector LOADed into VBUF."""
+    t = lw.constant(hint, np.ascontiguousarray(array, np.float32), cache_key)
+    addr = lw.alloc(Buffer.VBUF, array.size)
+    lw.load(Buffer.VBUF, addr, t.address, 1, array.size)
+    return addr
+
+
+def _allocate_masks(lw: Lowering, c: _Chain) -> MaskTiles:
+    """Phase 2's MBUF masks (reuse map, row mask, key mask, SPA) and the FP32 PAM when it did
+    not fit beside X; the masks are registered for the ops that read them."""
+    r = c.regions
+    masks = MaskTiles(c.batch, c.length, c.heads,
+                      reuse_map=lw.alloc(Buffer.MBUF, 2 * c.length * c.batch),
+                      row_mask=lw.alloc(Buffer.MBUF, c.length * c.batch),
+                      key_mask=lw.alloc(Buffer.MBUF, c.heads * c.length * c.batch),
+                      spa=None, chunks=c.chunks, x=c.op.x)
+    r["spa"] = lw.alloc(Buffer.MBUF, c.spa_size * c.batch)
+    float_pam = c.sim.pam is not None or c.predict.mask is not None
+    if float_pam and r["pam"] is None:
+        r["pam"] = lw.alloc(Buffer.VBUF, c.spa_size)
+    values = (c.sim.reuse_map, c.sim.key_mask, c.topk.result)
+    masks.users = {u.operation for v in values for u in v.uses if u.operation is not c.sim}
+    for value in values:
+        lw.masks[value] = masks
+    if c.keep_spa:
+        masks.spa = r["spa"]
+    return masks
+
+
+def _emit_chunk(lw: Lowering, c: _Chain, projection: _Projection, masks: MaskTiles, b: int,
+                r0: int, n: int) -> None:
+    """Phase 2 for rows [r0, r0 + n) of batch element b (progressive prediction): per head
+    BPU -> [DEQUANT to the FP32 PAM, + mask] -> TOPK -> SPA rows, [SOFTMAX of the PAM rows for
+    cosprob], then SIMILARITY of the chunk. The reuse map of chunk c only needs the PAM rows of
+    chunk c and the window of earlier computed rows, whose SPA / prob rows and map entries stay
+    on chip, so chunk c's consumers (the masked Q GEMM's rows of chunk c) run on the compute
+    queue while the BPU predicts chunk c + 1. TOPK ranks the exact integer PAM, or with an
+    additive mask the FP32 PAM plus the mask (as the reference does; same order: PAM scales
+    are positive)."""
+    r, length, heads, sim = c.regions, c.length, c.heads, c.sim
+    mask_rows, pam = projection.mask_rows, r["pam"]
+    per_head = c.causal or mask_rows.per_head or n < length
+    for h in range(heads):
+        block = h * length * length + r0 * length  # the chunk's rows of head h
+        scores = projection.acc_buf.alloc(n * length)
+        d = c.width // heads
+        lw.emit("bpu", PREDICT, dst_addr=scores, a_buf=Buffer.ABUF,
+                a_addr=r["qc"] + (b * length + r0) * c.width + h * d, b_buf=Buffer.ABUF,
+                b_addr=r["kc"] + b * length * c.width + h * d, m=n, k=d, n=length,
+                a_stride=c.width, b_stride=c.width, transpose_b=1)
+        source = {"src_buf": Buffer.ACC, "src_addr": scores}
+        if pam is not None:
+            lw.emit("dequant", PREDICT, dst_addr=pam + block, src_addr=scores, rows=n,
+                    cols=length, scale_addr=r["pam_scale"], scalar_count=2,
+                    scalar_addr=r["sqk"] + 2 * b)
+            if mask_rows.per_query:  # PAM + mask, ranked as is (see MaskRows.add_block)
+                mask_rows.add_block(b, h, pam + block, r0, n, PREDICT)
+                source = {"src_buf": Buffer.VBUF, "src_addr": pam + block}
+            elif mask_rows.present:
+                source = {"src_buf": Buffer.VBUF, "src_addr": pam + block,
+                          "has_add_mask": 1, "add_mask_addr": mask_rows.row(b, h)}
+        lw.emit("topk", PREDICT, dst_addr=r["spa"] + b * c.spa_size + block, rows=n,
+                cols=length, k=c.topk.k.value.data, causal=int(c.causal),
+                causal_offset=r0 if c.causal else 0, **source)
+        projection.acc_buf.free(scores)
+        if sim.pam is not None and per_head:  # each head's rows as soon as ranked
+            _pam_softmax(lw, c, mask_rows, b, h, pam + block, n, r0)
+    if sim.pam is not None and not per_head:  # one SOFTMAX over all heads' rows
+        _pam_softmax(lw, c, mask_rows, b, 0, pam, heads * length, 0)
+    lw.emit("similarity", PREDICT, map_addr=masks.reuse_map + 2 * length * b,
+            key_mask_addr=masks.key_mask + heads * length * b, spa_addr=r["spa"] + b * c.spa_size,
+            has_prob=int(pam is not None), prob_addr=pam or 0, heads=heads, length=length,
+            keys=length, window=sim.window.value.data, k=sim.k.value.data,
+            threshold=float(sim.threshold.value.data), mode=SIMILARITY_MODES[sim.mode.data],
+            has_row_mask=1, row_mask_addr=masks.row_mask + length * b,
+            first_reference=(0 if sim.first_reference is None
+                             else sim.first_reference.value.data),
+            first_row=r0, row_count=n)
+
+
+def _pam_softmax(lw: Lowering, c: _Chain, mask_rows: MaskRows, b: int, h: int, at: int,
+                 rows: int, r0: int) -> None:
+    """softmax(PAM) rows in place (cosprob's probs), after the head's TOPK read them."""
+    extra = ({"has_add_mask": 1, "add_mask_addr": mask_rows.row(b, h)}
+             if mask_rows.present and not mask_rows.per_query else {})
+    lw.emit("softmax", PREDICT, dst_addr=at, src_addr=at, rows=rows, cols=c.length,
+            scale=1.0, causal=int(c.causal), causal_offset=r0 if c.causal else 0, **extra)
 
 
 def _code_slots(lw: Lowering, codes: int, vectors: int) -> list[tuple[int, int]]:
@@ -372,7 +454,7 @@ def chunk_rows(lw: Lowering, length: int) -> int:
 def _independent_projections(sim: spls.LocalSimilarityOp, x: SSAValue) -> list[Operation]:
     """The layer's dense K / V linears of X (`attention=dense`): they do not depend on the
     prediction, so the compute queue runs them while the BPU computes Q^ and K^
-    (`_interleave`)."""
+    (`interleave`)."""
     early: list[Operation] = []
     for use in sim.reuse_map.uses:
         att = use.operation
@@ -392,180 +474,6 @@ def _chunk_consumers(sim: spls.LocalSimilarityOp, x: SSAValue) -> list[Operation
         if _is_row_masked_linear(user) and user.x is x and user not in found:
             found.append(user)
     return found
-
-
-def _lower_now(lw: Lowering, op: Operation) -> None:
-    """Lower `op` at this point of the program (it is then skipped where it stands)."""
-    lw.lower_op(op)
-    lw.fused.add(op)
-
-
-def _lower_aside(lw: Lowering, ops: list[Operation],
-                 masks: MaskTiles | None) -> list[Operation] | None:
-    """Lower `ops` now and take their instructions out of the program, to be placed later in
-    the prediction's stretch of it. Their tiles are allocated while every region of the
-    prediction is live, so they never share one (the only exception, PredictScratch's ACC
-    slots, is checked by `_interleave`); a weight load hoisted above this point
-    (`hoist_last`) stays there. None, with the lowering state as before (but for unused DRAM
-    constants), when their tiles do not fit beside the prediction's (`masks`: the layer's
-    masks, whose users the lowering updates)."""
-    saved = (copy.deepcopy(lw.rings), list(lw.instrs), set(lw.fused),
-             None if masks is None else set(masks.users))
-    before = {id(i) for i in lw.instrs}
-    try:
-        for op in ops:
-            _lower_now(lw, op)
-    except CompileError:
-        lw.rings.clear()
-        lw.rings.update(saved[0])
-        lw.instrs[:] = saved[1]
-        lw.fused.clear()
-        lw.fused.update(saved[2])
-        if masks is not None and saved[3] is not None:
-            masks.users = saved[3]
-        return None
-    last_old = max((i for i, ins in enumerate(lw.instrs) if id(ins) in before), default=-1)
-    body = lw.instrs[last_old + 1:]
-    del lw.instrs[last_old + 1:]
-    return body
-
-
-def _interleave(lw: Lowering, emitted: set[int], body: list[Operation],
-                anchors: list[tuple[Operation, int]]) -> list[Operation]:
-    """Spread `body` (the K / V linears) over the prediction instructions emitted since
-    `emitted` (ids of the instructions before them; some loads were hoisted among those).
-
-    The body is cut after each GEMM. With estimated cycles for the BPU anchors (BPU, cycles)
-    and the GEMMs, GEMM g and the loads before it go just before the anchor running when
-    GEMM g - 1 is expected to end, and GEMM g - 1's epilogue (DEQUANT, STORE) one anchor
-    later: the in-order load queue then issues each GEMM's loads about when the compute
-    queue can use them (not behind every prediction load, nor so early that a load waiting
-    for a weight bank holds the BPU's code loads), and an epilogue waiting for its GEMM does
-    not hold the in-order SFU queue in front of the prediction's DEQUANTs. Everything stays
-    after the prediction when a body instruction and a prediction instruction touch a common
-    region (one writing); an epilogue stays in front of the next loads when they share one.
-    Returns the pieces placed after the last anchor (for `_sink`)."""
-    if not body:
-        return []
-    segment = [ins for ins in lw.instrs if id(ins) not in emitted]
-    if _conflicting(body, segment):
-        lw.instrs.extend(body)
-        return []
-    pieces: list[list[Operation]] = [[]]
-    for ins in body:
-        pieces[-1].append(ins)
-        if ins.name == "esact.gemm":
-            pieces.append([])
-    starts, t = [], 0
-    for _, cycles in anchors:
-        starts.append(t)
-        t += cycles
-
-    def anchor_at(time: int) -> int | None:
-        """The first anchor still running at `time` (None: after the last one)."""
-        return next((i for i, s0 in enumerate(starts) if s0 + anchors[i][1] > time), None)
-
-    placed: list[tuple[int | None, list[Operation]]] = []
-    ready = 0  # estimated end of the previous GEMM
-    for piece in pieces:
-        loads = [ins for ins in piece if ins.name == "esact.load"]
-        rest = [ins for ins in piece if ins.name != "esact.load"]
-        epilogue = [ins for ins in rest if ins.name != "esact.gemm"]
-        gemm = [ins for ins in rest if ins.name == "esact.gemm"]
-        at = anchor_at(ready)
-        if epilogue and gemm and not _conflicting(epilogue, loads):
-            later = anchor_at(ready) if at is None else (at + 1 if at + 1 < len(anchors) else None)
-            placed.append((later, epilogue))
-            placed.append((at, loads + gemm))
-        else:
-            placed.append((at, piece))
-        if gemm:
-            instr = gemm[0].to_instruction()  # type: ignore[attr-defined]
-            start = starts[at] if at is not None else t
-            ready = max(ready, start) + (-(-instr["m"] // lw.config.mac_rows)
-                                         * -(-instr["n"] // lw.config.mac_cols) * instr["k"])
-    before: dict[int, list[Operation]] = {}
-    after: list[Operation] = []
-    for at, group in placed:
-        (after if at is None else before.setdefault(id(anchors[at][0]), [])).extend(group)
-    merged: list[Operation] = []
-    last = segment[-1]
-    for ins in lw.instrs:
-        merged.extend(before.pop(id(ins), ()))
-        merged.append(ins)
-        if ins is last:
-            merged.extend(after)
-    assert not before
-    lw.instrs[:] = merged
-    return after
-
-
-def _hoist_preparation(lw: Lowering, body: list[Operation], target: Operation) -> None:
-    """Move the instructions of `body` (in the program) before its first GEMM, the input
-    tile's LOAD / QUANT that do not depend on the prediction, to just before `target` (the
-    chain's first instruction), each one that shares no region (one writing) with what it
-    passes: the in-order load and SFU queues then prepare Q's input while the BPU works,
-    not after the chain's last SOFTMAX and the K / V loads. Weight loads stay (they wait
-    for a WBUF bank, and `hoist_last` placed them already)."""
-    prefix = []
-    for ins in body:
-        if ins.name == "esact.gemm":
-            break
-        prefix.append(ins)
-    start = next(k for k, ins in enumerate(lw.instrs) if ins is target)
-    first = next(k for k, ins in enumerate(lw.instrs) if ins is prefix[0]) if prefix else None
-    if first is None:
-        return
-    passed = lw.instrs[start:first]
-    moved: list[Operation] = []
-    stay: list[Operation] = []
-    for ins in prefix:
-        wbuf = any(r[0] == "WBUF" and r[3] for r in _regions(ins))
-        if not wbuf and not _conflicting([ins], passed + stay):
-            moved.append(ins)
-        else:
-            stay.append(ins)
-    if not moved:
-        return
-    ids = {id(ins) for ins in moved}
-    rest = [ins for ins in lw.instrs[start:] if id(ins) not in ids]
-    lw.instrs[start:] = moved + rest
-
-
-def _sink(lw: Lowering, late: list[Operation]) -> None:
-    """Move `late` (in their order) to the end of the program when they share no region with
-    an instruction they pass (one writing): the K / V pieces expected after the projection,
-    whose epilogues would otherwise hold the in-order SFU queue (and their loads the load
-    queue) in front of the progressive prediction while they wait for their GEMMs."""
-    if not late:
-        return
-    ids = {id(ins) for ins in late}
-    first = next(k for k, ins in enumerate(lw.instrs) if id(ins) in ids)
-    passed = [ins for ins in lw.instrs[first:] if id(ins) not in ids]
-    if not _conflicting(late, passed):
-        lw.instrs[first:] = passed + [ins for ins in lw.instrs[first:] if id(ins) in ids]
-
-
-def _regions(op: Operation) -> list[tuple[str, int, int, bool]]:
-    assert isinstance(op, esact.InstructionOp)
-    instr = op.to_instruction()
-    out = []
-    for operand in op.isa_spec().operands:
-        extent = operand_extent(instr, operand)
-        if extent is not None:
-            out.append(("dram" if extent[0] is None else extent[0].name, extent[1], extent[2],
-                        operand.access == "w"))
-    return out
-
-
-def _conflicting(a: list[Operation], b: list[Operation]) -> bool:
-    """Does an instruction of `a` and one of `b` touch a common region, one of them writing?"""
-    regions_b = [r for op in b for r in _regions(op)]
-    for space, start, end, write in (r for op in a for r in _regions(op)):
-        for space_b, start_b, end_b, write_b in regions_b:
-            if space == space_b and (write or write_b) and start < end_b and start_b < end:
-                return True
-    return False
 
 
 class PredictScratch:

@@ -23,7 +23,7 @@ from esact_cc.dialects import esact, transformer
 from esact_cc.dialects.onnx import WeightOp
 from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.hw_config import HardwareConfig
-from esact_cc.runtime.isa import DIM_BITS, Buffer, GeluMode, Queue, buffer_elements, operand_extent
+from esact_cc.runtime.isa import DIM_BITS, Buffer, GeluMode, Queue, buffer_elements, footprint
 from xdsl.dialects.builtin import IntegerAttr, ModuleOp, NameLoc, StringAttr, TensorType, i64
 from xdsl.ir import Operation, SSAValue
 
@@ -435,12 +435,4 @@ def is_dense_int8_linear(op: Operation) -> bool:
 def touches(op: Operation, buf: Buffer, start: int, end: int) -> bool:
     """Does instruction op read or write buf[start, end)? (HOST/HALT count as touching all.)"""
     assert isinstance(op, esact.InstructionOp)
-    spec = op.isa_spec()
-    if spec.name in ("host", "halt"):
-        return True
-    instr = op.to_instruction()
-    for operand in spec.operands:
-        extent = operand_extent(instr, operand)
-        if extent is not None and extent[0] is buf and extent[1] < end and start < extent[2]:
-            return True
-    return False
+    return footprint(op.to_instruction()).touches(buf, start, end)

@@ -1,7 +1,7 @@
 """`schedule`: dependency tokens for an `esact` program, so the queues overlap safely.
 
-Every instruction's memory operands come from the ISA table (`isa.operand_extent`: buffer
-regions in elements, DRAM regions in bytes); a HOST instruction touches the DRAM tensors bound
+Every instruction's memory operands come from the ISA table (`isa.footprint`, the analysis the
+lowering orders instructions with too: buffer regions in elements, DRAM regions in bytes); a HOST instruction touches the DRAM tensors bound
 to its segment (`esact.host_tensor`), and `halt` waits for the last instruction of every other
 queue. `token_assignment.assign_tokens` then orders every cross-queue read/write conflict with
 one token pair (see there for why the result cannot deadlock); DRAM that no instruction writes
@@ -17,7 +17,7 @@ import bisect
 from dataclasses import dataclass
 
 from esact_cc.dialects import esact
-from esact_cc.runtime.isa import Queue, operand_extent
+from esact_cc.runtime.isa import Extent, Queue, footprint
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp, TensorType
 from xdsl.passes import ModulePass
@@ -38,6 +38,11 @@ def _tensor_region(op: esact.HostTensorOp) -> Region:
     return Region(DRAM, start, start + nbytes)
 
 
+def _region(extent: Extent) -> Region:
+    buf, start, end = extent
+    return Region(DRAM if buf is None else buf.name, start, end)
+
+
 def program_accesses(module: ModuleOp) -> tuple[list[esact.InstructionOp], list[Access]]:
     """The instruction ops of `module` in program order and what each reads and writes."""
     host_reads: dict[int, list[Region]] = {}
@@ -53,15 +58,9 @@ def program_accesses(module: ModuleOp) -> tuple[list[esact.InstructionOp], list[
     for op in instrs:
         spec = op.isa_spec()
         instr = op.to_instruction()
-        reads: list[Region] = []
-        writes: list[Region] = []
-        for operand in spec.operands:
-            extent = operand_extent(instr, operand)
-            if extent is None:
-                continue
-            buf, start, end = extent
-            region = Region(DRAM if buf is None else buf.name, start, end)
-            (writes if operand.access == "w" else reads).append(region)
+        touched = footprint(instr)
+        reads = [_region(extent) for extent in touched.reads]
+        writes = [_region(extent) for extent in touched.writes]
         if spec.name == "host":
             segment = instr["segment"]
             reads += host_reads.get(segment, [])

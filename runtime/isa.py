@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from functools import cached_property
@@ -914,6 +914,46 @@ def operand_extent(instr: Instruction, op: Operand) -> tuple[Buffer | None, int,
     stride = stride or cols
     start = f[op.addr] + (op.offset(f) if op.offset is not None else 0)
     return buffer, start, start + (rows - 1) * stride + cols
+
+
+Extent = tuple["Buffer | None", int, int]
+"""(buffer, or None for DRAM; first element / byte; one past the last)."""
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """What one instruction reads and writes, from its operands in the ISA table. `everything`:
+    HOST and HALT, whose effects the table does not spell out (a HOST segment's tensors are
+    bound outside the instruction), count as touching all memory."""
+
+    reads: tuple[Extent, ...]
+    writes: tuple[Extent, ...]
+    everything: bool = False
+
+    def touches(self, buffer: Buffer | None, start: int, end: int) -> bool:
+        """Does the instruction read or write `buffer`[start, end)?"""
+        return self.everything or any(b is buffer and s < end and start < e
+                                      for b, s, e in (*self.reads, *self.writes))
+
+    def conflicts(self, other: Footprint) -> bool:
+        """Do the two touch a common region, one of them writing? (Operands only.)"""
+        return (_overlap(self.writes, (*other.reads, *other.writes))
+                or _overlap(self.reads, other.writes))
+
+
+def _overlap(a: Sequence[Extent], b: Sequence[Extent]) -> bool:
+    return any(x[0] is y[0] and x[1] < y[2] and y[1] < x[2] for x in a for y in b)
+
+
+def footprint(instr: Instruction) -> Footprint:
+    """The one answer to 'what does this instruction touch' (lowering order, scheduling)."""
+    reads: list[Extent] = []
+    writes: list[Extent] = []
+    for operand in instr.spec.operands:
+        extent = operand_extent(instr, operand)
+        if extent is not None:
+            (writes if operand.access == "w" else reads).append(extent)
+    return Footprint(tuple(reads), tuple(writes), instr.spec.name in ("host", "halt"))
 
 
 def queue_mask_names(mask: int) -> list[str]:

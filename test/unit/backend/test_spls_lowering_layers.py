@@ -112,10 +112,10 @@ def test_no_room_beside_the_prediction_falls_back_exactly(case: str, monkeypatch
     """When the K / V / Q tiles do not fit beside the prediction's regions (simulated: their
     lowering fails after emitting and allocating), the lowering state is restored and they
     are lowered after the chain instead: same outputs as the reference."""
-    from esact_cc.passes import lower_spls_to_esact
+    from esact_cc.passes import prediction_overlap
     from esact_cc.runtime.errors import CompileError
 
-    real_now, real_aside = lower_spls_to_esact._lower_now, lower_spls_to_esact._lower_aside
+    real_now, real_aside = prediction_overlap.lower_now, prediction_overlap.lower_aside
     aside = {"active": False, "failed": 0}
 
     def failing_now(lw, op):
@@ -131,13 +131,13 @@ def test_no_room_beside_the_prediction_falls_back_exactly(case: str, monkeypatch
         finally:
             aside["active"] = False
 
-    monkeypatch.setattr(lower_spls_to_esact, "_lower_now", failing_now)
-    monkeypatch.setattr(lower_spls_to_esact, "_lower_aside", tracked_aside)
+    monkeypatch.setattr(prediction_overlap, "lower_now", failing_now)
+    monkeypatch.setattr(prediction_overlap, "lower_aside", tracked_aside)
     masked, causal, padded, options = CASES[case]
     module, store = layer(masked, causal)
     reference, program = compile_both(module, store, 2, **options)
     assert aside["failed"] >= 1
-    monkeypatch.setattr(lower_spls_to_esact, "_lower_now", real_now)
+    monkeypatch.setattr(prediction_overlap, "lower_now", real_now)
     _, normal = compile_both(*layer(masked, causal), 2, **options)
     count = lambda p: sorted(i.opcode_name for i in p.instructions)  # noqa: E731
     assert count(program) == count(normal)  # nothing of the failed attempt is left
