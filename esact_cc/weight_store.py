@@ -18,7 +18,7 @@ import os
 import weakref
 import zipfile
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import IO
 
@@ -197,20 +197,30 @@ def bind_to_ir_file(module: ModuleOp, store: WeightStore, ir_path: str | os.Path
     IR file. Sets the `esact.weight_store` attribute (relative path); removes it for an empty
     store.
     """
+    save = plan_binding(module, store, ir_path)
+    if save is not None:
+        save()
+
+
+def plan_binding(module: ModuleOp, store: WeightStore,
+                 ir_path: str | os.PathLike[str]) -> Callable[[], None] | None:
+    """`bind_to_ir_file` in two steps: sets the attribute now and returns the save still to
+    do (None if the store's own `.npz` is reused), for a caller that writes only once
+    everything succeeded."""
     ir_file = Path(os.path.realpath(ir_path))  # a symlinked output is written at its target
     ir_dir = ir_file.parent
     if len(store) == 0:
         module.attributes.pop(WEIGHT_STORE_ATTR, None)
-        return
+        return None
     if writes_through(ir_file):
         raise CompileError(f"output '{ir_path}' is not a regular file: its weights cannot go "
                            "beside it (write the IR to a file)")
-    if weight_store_path_for(ir_file) == ir_file:
+    target = weight_store_path_for(ir_file)
+    if target == ir_file:
         raise CompileError(f"output '{ir_path}' is where its weight store would go: give the IR "
                            "file another suffix than .npz")
     source = store.source_path
-    if source is None or not source.exists() or source.parent != ir_dir:
-        store.save(weight_store_path_for(ir_file))
-    assert store.source_path is not None
-    relative = os.path.relpath(store.source_path, ir_dir)
+    reuse = source is not None and source.exists() and source.parent == ir_dir
+    relative = os.path.relpath(source if reuse else target, ir_dir)  # type: ignore[arg-type]
     module.attributes[WEIGHT_STORE_ATTR] = StringAttr(Path(relative).as_posix())
+    return None if reuse else lambda: store.save(target)

@@ -48,6 +48,7 @@ class EsactOptMain(xDSLOptMain):
     def __init__(self, args: list[str] | None = None):
         self._captured: _CapturedOutput | None = None
         self._output_has_weights = False
+        self._pending_saves: list[Callable[[], None]] = []  # weight stores, saved at the end
         super().__init__(description="esact-cc modular optimizer driver", args=args)
 
     def register_all_dialects(self) -> None:
@@ -136,7 +137,7 @@ class EsactOptMain(xDSLOptMain):
         return self._captured
 
     def output_resulting_program(self, prog: ModuleOp) -> str:
-        from esact_cc.weight_store import bind_to_ir_file, store_of
+        from esact_cc.weight_store import plan_binding, store_of
 
         if self.args.output_file is not None:
             store = store_of(prog)
@@ -145,7 +146,9 @@ class EsactOptMain(xDSLOptMain):
                 raise UsageError(f"-o '{self.args.output_file}': more than one chunk of the "
                                  "split input has weights, and one .npz goes beside the output")
             self._output_has_weights |= len(store) > 0
-            bind_to_ir_file(prog, store, self.args.output_file)
+            save = plan_binding(prog, store, self.args.output_file)
+            if save is not None:
+                self._pending_saves.append(save)
         # One trailing newline, as `esact-cc -o` and `api.ir_text` write: files compare equal.
         return super().output_resulting_program(prog).rstrip("\n") + "\n"
 
@@ -194,6 +197,8 @@ class EsactOptMain(xDSLOptMain):
         if self._captured is not None:
             from esact_cc.runtime.atomic_write import atomic_write_text
 
+            for save in self._pending_saves:
+                save()
             atomic_write_text(self.args.output_file, self._captured.getvalue())
 
 
