@@ -1,4 +1,4 @@
-"""atomic_write: files are replaced all or nothing, links kept, FIFOs and devices written through."""
+"""atomic_write: files replaced all or nothing, links kept, FIFOs and devices written through."""
 
 from __future__ import annotations
 
