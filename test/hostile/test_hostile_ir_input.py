@@ -20,7 +20,10 @@ from esact_cc.cli.esact_opt_main import MAX_IR_BYTES
     (b"builtin.module {" + b'"test.op"() ({' * 3000 + b"})" * 3000 + b"}\n",
      ["in.mlir", "nested too deeply"]),
     (b'builtin.module { "builtin.module"() ({}) {sym_name = 3 : i32} : () -> () }\n',
-     ["in.mlir"]),
+     ["in.mlir: invalid IR", "expected a single block"]),
+    (b"builtin.module {\n  %0 = onnx.Constant {value = dense<[1, 2]> : tensor<2xi64>} : "
+     b"() -> tensor<3xi64>\n}\n",
+     ["in.mlir: invalid IR", "onnx.Constant value has type tensor<2xi64>"]),
     (b"builtin.module attributes {esact.weight_store = 3 : i64} {}\n",
      ["esact.weight_store must be a string"]),
 ])
