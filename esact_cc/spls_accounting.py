@@ -29,10 +29,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp, TensorType
 from xdsl.ir import Operation, SSAValue
 
 from esact_cc.dialects import spls, transformer
+from esact_cc.passes.layer_roles import component_of, layers_and_roles
 from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.spls_kernels import topk_mask
 
@@ -82,7 +84,11 @@ class SplsLayer:
 
 
 def find_spls_layers(module: ModuleOp) -> list[SplsLayer]:
-    """The SPLS layers of a module, in program order (one per `spls.local_similarity`)."""
+    """The SPLS layers of a module, in program order (one per `spls.local_similarity`), each
+    with the layer index and its linears with the components their roles name
+    (passes/layer_roles.py)."""
+    stamps = {op: s for f in module.walk() if isinstance(f, func.FuncOp)
+              for op, s in layers_and_roles(f).items()}
     layers: list[SplsLayer] = []
     for op in module.walk():
         if not isinstance(op, spls.LocalSimilarityOp):
@@ -98,28 +104,19 @@ def find_spls_layers(module: ModuleOp) -> list[SplsLayer]:
         if attention is None:
             raise CompileError(f"spls accounting: layer {len(layers)}: no masked attention "
                                "uses the reuse map")
-        named: dict[int, str] = {}
-        for name, operand in zip(("q", "k", "v"), attention.operands[:3]):
-            named[id(operand.owner)] = name
         row_linears = [u for u in users if _row_masked(u)]
-        ffn = iter(("ffn1", "ffn2"))
         linears: list[tuple[str, int, int, bool]] = []
         q_op = attention.operands[0].owner
         for linear in [q_op, attention.operands[1].owner, attention.operands[2].owner,
                        *[u for u in row_linears if u is not q_op]]:
             if not isinstance(linear, transformer.LinearOp):
                 continue
-            if id(linear) in named:
-                name = named[id(linear)]
-            elif linear.operands[0] is attention.results[0]:
-                name = "o"
-            else:
-                name = next(ffn, "ffn_extra")
+            name = component_of(stamps[linear])
             w_in, w_out = _shape(linear.operands[1])
             linears.append((name, w_in, w_out, _key_masked(linear)))
         heads = predict.num_heads.value.data
         qk_width = _shape(predict.wq)[1]
-        layers.append(SplsLayer(len(layers), attention, predict, topk, op, heads, qk_width // heads,
+        layers.append(SplsLayer(stamps[attention].layer, attention, predict, topk, op, heads, qk_width // heads,
                                 _shape(predict.x)[-1], qk_width, tuple(linears),
                                 attention.spa is not None))
     return layers
@@ -174,7 +171,6 @@ def count_layer(layer: SplsLayer, pam: np.ndarray, spa: np.ndarray, reuse: np.nd
         work.executed["qk"] += pairs_done * layer.head_dim
         work.executed["pv"] = work.executed["qk"]
         for name, w_in, w_out, key_masked in layer.linears:
-            name = name if name in COMPONENTS else "ffn2"
             work.dense[name] += rows * w_in * w_out
             if name in ROW_REUSE_COMPONENTS:
                 work.executed[name] += done * w_in * w_out

@@ -476,8 +476,9 @@ class SplsEvaluator:
                                                 - self.dense_outputs[index]))))
         return gap
 
-    def layer_count(self, config: SplsConfig) -> int:
-        return len(self._prepare(config).layers)
+    def layer_indices(self, config: SplsConfig) -> list[int]:
+        """The SPLS layers' indices (stamped by lift-transformer; `LAYER:` option prefixes)."""
+        return [layer.index for layer in self._prepare(config).layers]
 
     def measure(self, configs: Sequence[SplsConfig], control: bool = False,
                 seed: int = 0) -> list[Measurement]:
@@ -529,8 +530,8 @@ class PooledEvaluator:
         total = sum(p.sample_count for p in self.parts)
         return sum(v * p.sample_count for v, p in zip(values, self.parts)) / total
 
-    def layer_count(self, config: SplsConfig) -> int:
-        return self.parts[0].layer_count(config)
+    def layer_indices(self, config: SplsConfig) -> list[int]:
+        return self.parts[0].layer_indices(config)
 
     def measure(self, configs: Sequence[SplsConfig], control: bool = False,
                 seed: int = 0) -> list[Measurement]:
@@ -681,10 +682,10 @@ def search_uniform(search: _Search) -> Measurement:
     return search.best_of(search.measure(trials), best) or best
 
 
-def _thresholds_of(m: Measurement, layer_count: int) -> dict[int, dict[str, Any]]:
+def _thresholds_of(m: Measurement, layers: Sequence[int]) -> dict[int, dict[str, Any]]:
     """Per-layer {option: value} of the options the per-layer search varies."""
     return {i: {name: m.config.layers.get(i, {}).get(name, m.config.options[name])
-                for name in ("threshold", "window")} for i in range(layer_count)}
+                for name in ("threshold", "window")} for i in layers}
 
 
 def _per_layer_config(options: Mapping[str, Any],
@@ -722,16 +723,16 @@ def per_layer_start(search: _Search, uniform: Measurement, first_reference: int 
     return best
 
 
-def search_per_layer_largest(search: _Search, start: Measurement, layer_count: int,
+def search_per_layer_largest(search: _Search, start: Measurement, layers: Sequence[int],
                              options: SearchOptions) -> Measurement:
     """From the last layer to the first, the value of each per-layer option with the largest
     reduction within budget, that layer alone changing; `LAYER_SWEEPS` sweeps."""
     uniform = start.config.options
-    values = _thresholds_of(start, layer_count)
+    values = _thresholds_of(start, layers)
     best = start
     for _ in range(LAYER_SWEEPS):
         changed = False
-        for layer in reversed(range(layer_count)):
+        for layer in reversed(layers):
             trials = []
             for name in options.layer_options:
                 for value in _layer_values(name, uniform):
@@ -743,7 +744,7 @@ def search_per_layer_largest(search: _Search, start: Measurement, layer_count: i
             chosen = search.best_of(search.measure(trials), best)
             if chosen is not None and chosen is not best:
                 best, changed = chosen, True
-                values = _thresholds_of(best, layer_count)
+                values = _thresholds_of(best, layers)
         if not changed:
             break
     return best
@@ -755,7 +756,7 @@ def _layer_values(name: str, options: Mapping[str, Any]) -> tuple[Any, ...]:
     return LAYER_WINDOWS
 
 
-def search_per_layer_efficient(search: _Search, start: Measurement, layer_count: int,
+def search_per_layer_efficient(search: _Search, start: Measurement, layers: Sequence[int],
                                options: SearchOptions) -> Measurement:
     """Greedy by price: each round tries, in every layer, the values of each per-layer option
     in the direction of more reuse (lower threshold, larger window; the next
@@ -769,9 +770,9 @@ def search_per_layer_efficient(search: _Search, start: Measurement, layer_count:
     steps = options.layer_steps or None  # 0: every value
     current = start
     while True:
-        values = _thresholds_of(current, layer_count)
+        values = _thresholds_of(current, layers)
         trials = []
-        for layer in range(layer_count):
+        for layer in layers:
             for name in options.layer_options:
                 now = values[layer][name]
                 ladder = _layer_values(name, uniform)
@@ -865,14 +866,14 @@ def tune(evaluator: Evaluator, budget: float, per_layer: bool = True,
             "losses include that error, not only SPLS's")
     uniform = search_uniform(state)
     result = TuningResult(uniform, None, state.history, budget, options)
-    layer_count = evaluator.layer_count(uniform.config)
-    if per_layer and layer_count > 1:
+    layers = evaluator.layer_indices(uniform.config)
+    if per_layer and len(layers) > 1:
         log(f"per-layer {', '.join(options.layer_options)} ({options.layer_search}; loss + "
             f"{options.margin_se:g} standard errors within budget, first-reference >= "
             f"{options.layer_first_reference})")
         state.margin_se = options.margin_se
         start = per_layer_start(state, uniform, options.layer_first_reference)
-        chosen = LAYER_SEARCHES[options.layer_search](state, start, layer_count, options)
+        chosen = LAYER_SEARCHES[options.layer_search](state, start, layers, options)
         result.per_layer = chosen if chosen.config.layers else None
     result.history = state.history
     return result

@@ -21,7 +21,8 @@ Options (each also settable per layer; defaults shown):
   attention=dense|topk  pam-scale=one|attention  first-reference=0
   layers="L:name=value,name=value;L2:..."   per-layer overrides, e.g.
       insert-spls{threshold=0.95 layers="0:threshold=2.0;3:threshold=0.9,window=2"}
-  (layer indices count attention layers from 0; an unknown layer index is an error).
+  (LAYER is the layer lift-transformer stamped: attention ops counted from 0 in program order;
+  an unknown layer index is an error).
 `pam-scale` sets the logit scale of PAM, which only matters to `cosprob`'s softmax(PAM): `one`
 is softmax(Q^ K^T) as DESIGN.md section 6 writes it, `attention` uses the attention's
 1/sqrt(d_head) (a flatter distribution, so more rows look alike).
@@ -47,6 +48,7 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 from esact_cc.dialects import spls, transformer
 from esact_cc.dialects.onnx import WeightOp
+from esact_cc.passes.layer_roles import Stamp, layers_and_roles, read_stamp, stamp
 from esact_cc.runtime.errors import CompileError
 from esact_cc import typed_options
 from esact_cc.runtime.spls_kernels import (MAX_HLOG_BITS, MIN_HLOG_BITS, SIMILARITY_MODES,
@@ -264,14 +266,19 @@ class InsertSplsPass(LayerOptions, ModulePass):
         overrides = parse_layer_overrides(self.layers, self.base_options())
         store = store_of(op)
         weights = _HLogWeights(store)
-        layers = [layer for f in op.walk() if isinstance(f, func.FuncOp)
-                  for layer in find_layers(f)]
-        unknown = sorted(set(overrides) - set(range(len(layers))))
+        functions = [f for f in op.walk() if isinstance(f, func.FuncOp)]
+        stamps = {o: s for f in functions for o, s in layers_and_roles(f).items()}
+        layers = [layer for f in functions for layer in find_layers(f)]
+        indices = [stamps[layer.attention].layer for layer in layers]  # LAYER: of the options
+        unknown = sorted(set(overrides) - set(indices))
         if unknown:
+            total = sum(s.role == "attention" for s in stamps.values())
+            dense = sorted(set(range(total)) - set(indices))
             raise CompileError(f"insert-spls: per-layer options for layer(s) "
                                f"{', '.join(map(str, unknown))}, but the model has "
-                               f"{len(layers)} attention layer(s)")
-        for index, layer in enumerate(layers):
+                               f"{total} attention layer(s)"
+                               + (f" (left dense: {', '.join(map(str, dense))})" if dense else ""))
+        for index, layer in zip(indices, layers):
             _rewrite_layer(layer, overrides.get(index, self.base_options()), weights)
 
 
@@ -329,6 +336,8 @@ def _rewrite_layer(layer: _Layer, options: LayerOptions, weights: _HLogWeights) 
         min(options.first_reference, length))
     for prediction in (hlog_x, pam, topk, similarity):
         prediction.location = att.location  # the layer's attention node names its prediction
+        if (where := read_stamp(att)) is not None:
+            stamp(prediction, Stamp(where.layer, "predict"))
     for value, hint in ((hlog_x.codes, "x_hlog"), (hlog_x.code_scale, "x_hlog_scale"),
                         (pam.result, "pam"), (topk.result, "spa"),
                         (similarity.reuse_map, "reuse"), (similarity.key_mask, "keys")):

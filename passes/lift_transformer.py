@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 from esact_cc.dialects.onnx import OnnxOperation, WeightOp
 from esact_cc.passes.host_regions import group_host_regions
+from esact_cc.passes.layer_roles import analyse, stamp_block
 from esact_cc.passes.lift_attention import AttentionPattern
 from esact_cc.passes.lift_linear import LinearPattern, SplitLinearPattern
 from esact_cc.passes.lift_noop import NoopPattern
@@ -114,8 +115,10 @@ def _lift_functions(module: ModuleOp, store: WeightStore, group_host: bool) -> L
             if changed or number == 0:
                 erase_dead_ops(block)
                 present = _onnx_op_types(block)
+        stamps = analyse(block)  # before grouping: roles see through the host ops one by one
         if group_host:
             group_host_regions(function)
+        stamp_block(block, stamps)
     return report
 
 

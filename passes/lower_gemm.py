@@ -62,34 +62,6 @@ def fail(op: Operation, message: str) -> CompileError:
     return CompileError(f"lower-to-esact: {op_label(op)}: {message}")
 
 
-# ----------------------------------------------------------------------------- roles
-
-ATTENTION_OPS = (transformer.AttentionOp,)
-
-_NAME_COMPONENTS: tuple[tuple[str, str], ...] = (
-    ("query", "q"), ("q_proj", "q"), ("key", "k"), ("k_proj", "k"), ("value", "v"), ("v_proj", "v"),
-    ("attention/output", "o"), ("out_proj", "o"), ("attn/c_proj", "o"), ("intermediate", "ffn1"),
-    ("c_fc", "ffn1"), ("fc1", "ffn1"), ("fc2", "ffn2"), ("mlp/c_proj", "ffn2"), ("output/dense", "ffn2"),
-)
-
-
-def component_of(op: Operation) -> str:
-    """q/k/v/o/ffn1/ffn2 of a linear from its neighbours, else from its node name."""
-    roles = sorted(use.index for use in op.results[0].uses
-                   if isinstance(use.operation, ATTENTION_OPS) and use.index < 3)
-    if roles:  # a linear feeding several roles is named by the first (q before k before v)
-        return ("q", "k", "v")[roles[0]]
-    if any(isinstance(use.operation, transformer.GeluOp) for use in op.results[0].uses):
-        return "ffn1"
-    producer = op.operands[0].owner
-    if isinstance(producer, ATTENTION_OPS):
-        return "o"
-    if isinstance(producer, transformer.GeluOp):
-        return "ffn2"
-    lowered = node_name(op).lower()
-    return next((c for needle, c in _NAME_COMPONENTS if needle in lowered), "o")
-
-
 # ----------------------------------------------------------------------------- masks
 
 
@@ -278,7 +250,7 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
     sb = lw.constant(f"{node_name(op) or 'linear'}.dequant", np.stack(rows).astype(np.float32))
     bias_row = len(groups)
     epilogue, out_value = lw._linear_epilogue(op)
-    component = component_of(op)
+    component = lw.component_of(op)
     mask_value = op.rows if op.rows is not None else op.keys
     tiles = None if mask_value is None else mask_tiles(
         lw, op, mask_value, "rows" if op.rows is not None else "keys")

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 from esact_cc.dialects import esact, transformer
 from esact_cc.dialects.onnx import WeightOp
+from esact_cc.passes.layer_roles import layers_and_roles
 from esact_cc.passes.lower_gemm import lower_attention, lower_linear
 from esact_cc.passes.lower_spls_to_esact import PREDICTION_RULES
 from esact_cc.passes.lowering_state import (
@@ -175,6 +176,7 @@ def lower_module(module: ModuleOp, store: WeightStore, config: HardwareConfig,
     `spls_chunk_rows` as the pass option of that name."""
     function = main_function(module)
     lowering = Lowering(module, store, config, RULES, spls_chunk_rows)
+    lowering.stamps = layers_and_roles(function)
     block = function.body.block
     for name, arg in zip(io_names(function, results=False), block.args):
         t = lowering.tensor_of(arg)

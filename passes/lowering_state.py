@@ -14,13 +14,13 @@ their own (the SPLS prediction) need no import of the driver.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from esact_cc.dialects import esact, transformer
 from esact_cc.dialects.onnx import WeightOp
+from esact_cc.passes.layer_roles import Stamp, component_of
 from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.hw_config import HardwareConfig
 from esact_cc.runtime.isa import DIM_BITS, Buffer, GeluMode, Queue, buffer_elements, footprint
@@ -44,14 +44,6 @@ OUT_FRACTION = 4  # VBUF: one output tile at most 1/4
 HALF = 2  # WBUF / ACC: one tile at most half the buffer (ABUF: a linear's input may take 3/4)
 HOIST_WINDOW = 400
 BANKED_BUFFERS = (Buffer.WBUF, Buffer.ACC)  # one kind of tile each: two banks, used in turn  # how far back (instructions) a weight prefetch may move
-
-_LAYER_PATTERN = re.compile(r"(?:^|[/._])(?:layers?|h|blocks?)[._/]?(\d+)(?=[/._]|$)")
-
-
-def layer_of(node_name: str) -> int:
-    """Transformer layer index in an ONNX node name (`/encoder/layer.3/...` -> 3), else -1."""
-    match = _LAYER_PATTERN.search(node_name)
-    return int(match.group(1)) if match else -1
 
 
 def node_name(op: Operation) -> str:
@@ -162,6 +154,8 @@ class Lowering:
         """Loads are never hoisted above this instruction index (e.g. above a HOST segment)."""
         self.current: Operation | None = None
         self.layer = -1
+        self.stamps: dict[Operation, Stamp] = {}
+        """Layer and role of every op of the function (passes/layer_roles.py)."""
         self.masks: dict[SSAValue, MaskTiles] = {}
         """On-chip masks by the mask value they hold (its users read them there)."""
         self.masked_inputs_planned = False
@@ -175,11 +169,15 @@ class Lowering:
         if rule is None:
             raise CompileError(f"lower-to-esact: {op_label(op)} is not supported on the accelerator")
         saved = self.current, self.layer
-        self.current, self.layer = op, layer_of(node_name(op))
+        self.current, self.layer = op, self.stamps[op].layer
         try:
             rule(self, op)
         finally:
             self.current, self.layer = saved
+
+    def component_of(self, op: Operation) -> str:
+        """A linear's debug-map component, from its role (passes/layer_roles.py)."""
+        return component_of(self.stamps[op])
 
     # --- DRAM ---------------------------------------------------------------------------------
     def _dram_alloc(self, nbytes: int) -> int:

@@ -59,8 +59,8 @@ SECTION_KINDS = {1: "text", 2: "meta", 3: "data", 4: "host"}
 MAX_FILE_BYTES = 1 << 33
 """8 GiB: DATA fits the 4 GiB DRAM address space; the rest is host models and text."""
 
-COMPONENTS = frozenset({"q", "k", "v", "qk", "pv", "o", "ffn1", "ffn2", "predict", "sfu",
-                        "host", "load", "store"})
+COMPONENTS = frozenset({"q", "k", "v", "qk", "pv", "o", "ffn1", "ffn2", "head", "proj",
+                        "predict", "sfu", "host", "load", "store"})
 DTYPES = frozenset({"float32", "float16", "float64", "int8", "uint8", "int16", "int32",
                     "int64", "bool"})
 MAX_RANK = 8

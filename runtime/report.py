@@ -37,7 +37,8 @@ from .work_table import WorkTable, sfu_passes_column
 
 # Components a binary's debug map may name (ISA_PLAN.md), in report order.
 COMPONENTS: tuple[str, ...] = (
-    "q", "k", "v", "qk", "pv", "o", "ffn1", "ffn2", "predict", "sfu", "host", "load", "store",
+    "q", "k", "v", "qk", "pv", "o", "ffn1", "ffn2", "head", "proj", "predict", "sfu", "host",
+    "load", "store",
 )
 # The component of an instruction without a debug entry: by its queue.
 QUEUE_COMPONENT: dict[str, str] = {

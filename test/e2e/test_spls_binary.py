@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from esact_cc.dialects import spls
 from esact_cc.dialects.transformer import AttentionOp, LinearOp
-from esact_cc.passes.lower_gemm import component_of
+from esact_cc.passes.layer_roles import component_of, read_stamp
 from esact_cc.runtime.hw_config import resolve_config
 from esact_cc.runtime.run_program import run_program
 
@@ -102,7 +102,7 @@ def _expected_skipped(ref_model: api.CompiledModel, maps: list[np.ndarray]) -> l
         if isinstance(op, LinearOp) and op.rows is not None:
             layer = index[id(op.rows)]
             k, n = op.weight.type.get_shape()
-            layers[layer][component_of(op)] += int((maps[layer] >= 0).sum()) * k * n
+            layers[layer][component_of(read_stamp(op))] += int((maps[layer] >= 0).sum()) * k * n
         elif isinstance(op, AttentionOp) and op.rows is not None and op.spa is None:
             layer = index[id(op.rows)]
             _, length, width = op.q.type.get_shape()

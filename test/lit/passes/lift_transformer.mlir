@@ -75,7 +75,7 @@ builtin.module attributes {onnx.opset = 17 : i64, esact.weight_store = "Inputs/l
 } loc(unknown)
 
 // CHECK-LABEL: func.func @main(%x: tensor<1x4x8xf32> {onnx.name = "x"}, %attention_mask: tensor<1x4xi64>
-// CHECK:         %[[MASK:.*]] = transformer.host(%attention_mask) : (tensor<1x4xi64>) -> tensor<1x1x1x4xf32> {
+// CHECK:         %[[MASK:.*]] = transformer.host(%attention_mask) {layer = -1 : i64, role = "host"} : (tensor<1x4xi64>) -> tensor<1x1x1x4xf32> {
 // CHECK-NEXT:    ^bb0(%[[M:.*]]: tensor<1x4xi64>):
 // CHECK:           onnx.Unsqueeze %[[M]]
 // CHECK:           %[[ADDITIVE:.*]] = onnx.Mul
@@ -83,18 +83,18 @@ builtin.module attributes {onnx.opset = 17 : i64, esact.weight_store = "Inputs/l
 // CHECK-NEXT:    }
 // CHECK:         %[[WQ:.*]] = onnx.weight "w_8" : tensor<8x8xf32>
 // CHECK-NEXT:    %[[BQ:.*]] = onnx.weight "bias_10" : tensor<8xf32>
-// CHECK-NEXT:    %[[Q:.*]] = transformer.linear %x, %[[WQ]], %[[BQ]] : (tensor<1x4x8xf32>, tensor<8x8xf32>, tensor<8xf32>) -> tensor<1x4x8xf32>
-// CHECK:         %[[K:.*]] = transformer.linear %x
-// CHECK:         %[[V:.*]] = transformer.linear %x
-// CHECK-NEXT:    %[[ATT:.*]] = transformer.attention %[[Q]], %[[K]], %[[V]] mask %[[MASK]] heads(2) scale(5.000000e-01) : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x1x1x4xf32>) -> tensor<1x4x8xf32>
-// CHECK:         %[[O:.*]] = transformer.linear %[[ATT]]
-// CHECK-NEXT:    %[[RES1:.*]] = transformer.add %[[O]], %x : (tensor<1x4x8xf32>, tensor<1x4x8xf32>) -> tensor<1x4x8xf32>
-// CHECK:         %[[LN1:.*]] = transformer.layer_norm %[[RES1]], %{{.*}}, %{{.*}} eps(1.000000e-05) : (tensor<1x4x8xf32>, tensor<8xf32>, tensor<8xf32>) -> tensor<1x4x8xf32>
-// CHECK:         %[[UP:.*]] = transformer.linear %[[LN1]], %{{.*}}, %{{.*}} : (tensor<1x4x8xf32>, tensor<8x16xf32>, tensor<16xf32>) -> tensor<1x4x16xf32>
-// CHECK-NEXT:    %[[ACT:.*]] = transformer.gelu %[[UP]] approximate("none") : (tensor<1x4x16xf32>) -> tensor<1x4x16xf32>
-// CHECK:         %[[DOWN:.*]] = transformer.linear %[[ACT]]
-// CHECK-NEXT:    %[[RES2:.*]] = transformer.add %[[DOWN]], %[[LN1]]
-// CHECK:         %[[OUT:.*]] = transformer.layer_norm %[[RES2]]
+// CHECK-NEXT:    %[[Q:.*]] = transformer.linear %x, %[[WQ]], %[[BQ]] {layer = 0 : i64, role = "q"} : (tensor<1x4x8xf32>, tensor<8x8xf32>, tensor<8xf32>) -> tensor<1x4x8xf32>
+// CHECK:         %[[K:.*]] = transformer.linear %x{{.*}} {layer = 0 : i64, role = "k"}
+// CHECK:         %[[V:.*]] = transformer.linear %x{{.*}} {layer = 0 : i64, role = "v"}
+// CHECK-NEXT:    %[[ATT:.*]] = transformer.attention %[[Q]], %[[K]], %[[V]] mask %[[MASK]] heads(2) scale(5.000000e-01) {layer = 0 : i64, role = "attention"} : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x1x1x4xf32>) -> tensor<1x4x8xf32>
+// CHECK:         %[[O:.*]] = transformer.linear %[[ATT]]{{.*}} {layer = 0 : i64, role = "o"}
+// CHECK-NEXT:    %[[RES1:.*]] = transformer.add %[[O]], %x {layer = 0 : i64, role = "residual"} : (tensor<1x4x8xf32>, tensor<1x4x8xf32>) -> tensor<1x4x8xf32>
+// CHECK:         %[[LN1:.*]] = transformer.layer_norm %[[RES1]], %{{.*}}, %{{.*}} eps(1.000000e-05) {layer = 0 : i64, role = "norm"} : (tensor<1x4x8xf32>, tensor<8xf32>, tensor<8xf32>) -> tensor<1x4x8xf32>
+// CHECK:         %[[UP:.*]] = transformer.linear %[[LN1]], %{{.*}}, %{{.*}} {layer = 0 : i64, role = "ffn_up"} : (tensor<1x4x8xf32>, tensor<8x16xf32>, tensor<16xf32>) -> tensor<1x4x16xf32>
+// CHECK-NEXT:    %[[ACT:.*]] = transformer.gelu %[[UP]] approximate("none") {layer = 0 : i64, role = "activation"} : (tensor<1x4x16xf32>) -> tensor<1x4x16xf32>
+// CHECK:         %[[DOWN:.*]] = transformer.linear %[[ACT]]{{.*}} {layer = 0 : i64, role = "ffn_down"}
+// CHECK-NEXT:    %[[RES2:.*]] = transformer.add %[[DOWN]], %[[LN1]]{{.*}} {layer = 0 : i64, role = "residual"}
+// CHECK:         %[[OUT:.*]] = transformer.layer_norm %[[RES2]]{{.*}} {layer = 0 : i64, role = "norm"}
 // CHECK-NEXT:    func.return %[[OUT]] : tensor<1x4x8xf32>
 // CHECK-NOT:     onnx.MatMul
 
@@ -195,22 +195,22 @@ builtin.module attributes {onnx.opset = 14 : i64, esact.weight_store = "Inputs/l
 
 // CHECK-LABEL: func.func @main(%x: tensor<1x4x8xf32> {onnx.name = "x"}) -> (tensor<1x4x8xf32>
 // CHECK-NOT:     transformer.host
-// CHECK:         %[[LN:.*]] = transformer.layer_norm %x, %{{.*}}, %{{.*}} eps(1.000000e-05) : (tensor<1x4x8xf32>, tensor<8xf32>, tensor<8xf32>) -> tensor<1x4x8xf32>
+// CHECK:         %[[LN:.*]] = transformer.layer_norm %x, %{{.*}}, %{{.*}} eps(1.000000e-05) {layer = 0 : i64, role = "norm"} : (tensor<1x4x8xf32>, tensor<8xf32>, tensor<8xf32>) -> tensor<1x4x8xf32>
 // CHECK-NEXT:    %[[W0:.*]] = onnx.weight "w_16.part0" : tensor<8x8xf32>
 // CHECK-NEXT:    %[[B0:.*]] = onnx.weight "bias_17.part0" : tensor<8xf32>
-// CHECK-NEXT:    %[[Q:.*]] = transformer.linear %[[LN]], %[[W0]], %[[B0]] : (tensor<1x4x8xf32>, tensor<8x8xf32>, tensor<8xf32>) -> tensor<1x4x8xf32>
+// CHECK-NEXT:    %[[Q:.*]] = transformer.linear %[[LN]], %[[W0]], %[[B0]] {layer = 0 : i64, role = "q"} : (tensor<1x4x8xf32>, tensor<8x8xf32>, tensor<8xf32>) -> tensor<1x4x8xf32>
 // CHECK:         onnx.weight "w_16.part1" : tensor<8x8xf32>
-// CHECK:         %[[K:.*]] = transformer.linear %[[LN]]
+// CHECK:         %[[K:.*]] = transformer.linear %[[LN]]{{.*}} {layer = 0 : i64, role = "k"}
 // CHECK:         onnx.weight "w_16.part2" : tensor<8x8xf32>
-// CHECK:         %[[V:.*]] = transformer.linear %[[LN]]
-// CHECK-NEXT:    %[[ATT:.*]] = transformer.attention %[[Q]], %[[K]], %[[V]] heads(2) scale(5.000000e-01) causal : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>) -> tensor<1x4x8xf32>
-// CHECK:         %[[PROJ:.*]] = transformer.linear %[[ATT]], %{{.*}}, %{{.*}} : (tensor<1x4x8xf32>, tensor<8x8xf32>, tensor<8xf32>) -> tensor<1x4x8xf32>
-// CHECK-NEXT:    %[[RES1:.*]] = transformer.add %x, %[[PROJ]]
-// CHECK:         %[[LN2:.*]] = transformer.layer_norm %[[RES1]]
-// CHECK:         %[[UP:.*]] = transformer.linear %[[LN2]]
-// CHECK-NEXT:    %[[ACT:.*]] = transformer.gelu %[[UP]] approximate("tanh") : (tensor<1x4x16xf32>) -> tensor<1x4x16xf32>
-// CHECK:         %[[DOWN:.*]] = transformer.linear %[[ACT]]
-// CHECK-NEXT:    %[[OUT:.*]] = transformer.add %[[RES1]], %[[DOWN]]
+// CHECK:         %[[V:.*]] = transformer.linear %[[LN]]{{.*}} {layer = 0 : i64, role = "v"}
+// CHECK-NEXT:    %[[ATT:.*]] = transformer.attention %[[Q]], %[[K]], %[[V]] heads(2) scale(5.000000e-01) causal {layer = 0 : i64, role = "attention"} : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>) -> tensor<1x4x8xf32>
+// CHECK:         %[[PROJ:.*]] = transformer.linear %[[ATT]], %{{.*}}, %{{.*}} {layer = 0 : i64, role = "o"} : (tensor<1x4x8xf32>, tensor<8x8xf32>, tensor<8xf32>) -> tensor<1x4x8xf32>
+// CHECK-NEXT:    %[[RES1:.*]] = transformer.add %x, %[[PROJ]]{{.*}} {layer = 0 : i64, role = "residual"}
+// CHECK:         %[[LN2:.*]] = transformer.layer_norm %[[RES1]]{{.*}} {layer = 0 : i64, role = "norm"}
+// CHECK:         %[[UP:.*]] = transformer.linear %[[LN2]]{{.*}} {layer = 0 : i64, role = "ffn_up"}
+// CHECK-NEXT:    %[[ACT:.*]] = transformer.gelu %[[UP]] approximate("tanh") {layer = 0 : i64, role = "activation"} : (tensor<1x4x16xf32>) -> tensor<1x4x16xf32>
+// CHECK:         %[[DOWN:.*]] = transformer.linear %[[ACT]]{{.*}} {layer = 0 : i64, role = "ffn_down"}
+// CHECK-NEXT:    %[[OUT:.*]] = transformer.add %[[RES1]], %[[DOWN]]{{.*}} {layer = 0 : i64, role = "residual"}
 // CHECK-NEXT:    func.return %[[OUT]] : tensor<1x4x8xf32>
 
 // -----
@@ -228,6 +228,6 @@ builtin.module {
 // CHECK-LABEL: func.func @main(%x: tensor<2x4xf32>) -> tensor<2x3xf32> {
 // CHECK-NEXT:    %[[W:.*]] = onnx.weight "/classifier/Gemm.T" : tensor<4x3xf32>
 // CHECK-NEXT:    %[[B:.*]] = onnx.weight "/classifier/Gemm.bias" : tensor<3xf32>
-// CHECK-NEXT:    %[[Y:.*]] = transformer.linear %x, %[[W]], %[[B]] : (tensor<2x4xf32>, tensor<4x3xf32>, tensor<3xf32>) -> tensor<2x3xf32>
-// CHECK-NEXT:    %[[P:.*]] = transformer.softmax %[[Y]] : (tensor<2x3xf32>) -> tensor<2x3xf32>
+// CHECK-NEXT:    %[[Y:.*]] = transformer.linear %x, %[[W]], %[[B]] {layer = -1 : i64, role = "head"} : (tensor<2x4xf32>, tensor<4x3xf32>, tensor<3xf32>) -> tensor<2x3xf32>
+// CHECK-NEXT:    %[[P:.*]] = transformer.softmax %[[Y]] {layer = -1 : i64, role = "softmax"} : (tensor<2x3xf32>) -> tensor<2x3xf32>
 // CHECK-NEXT:    func.return %[[P]] : tensor<2x3xf32>

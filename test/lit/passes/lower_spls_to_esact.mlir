@@ -18,25 +18,25 @@
 // SCATTER_ROWS giving reused rows their representative's rows before the fused GELU /
 // residual add.
 
-// CHECK:      esact.hlog {{.*}}dst_buf = ABUF, dst_addr = [[XC:[0-9]+]], src_addr = {{[0-9]+}}, rows = 4, cols = 8, {{.*}}bits = 4, {{.*}}dynamic = 1, scale_out_addr = [[SX:[0-9]+]] {component = "predict"}
+// CHECK:      esact.hlog {{.*}}dst_buf = ABUF, dst_addr = [[XC:[0-9]+]], src_addr = {{[0-9]+}}, rows = 4, cols = 8, {{.*}}bits = 4, {{.*}}dynamic = 1, scale_out_addr = [[SX:[0-9]+]] {component = "predict", layer = 0 : i64}
 // CHECK:      esact.gemm {{.*}} has_row_mask = 0{{.*}}component = "k"
-// CHECK-NEXT: esact.bpu {{.*}}a_buf = ABUF, a_addr = [[XC]], b_buf = ABUF, {{.*}}m = 4, k = 8, n = 16, {{.*}}transpose_b = 0 {component = "predict"}
-// CHECK-NEXT: esact.dequant {{.*}}rows = 4, cols = 16, {{.*}}dst_stride = 16, {{.*}}has_bias = 1, {{.*}}scalar_count = 1, scalar_addr = [[SX]] {component = "predict"}
-// CHECK-NEXT: esact.hlog {{.*}}dst_addr = [[QC:[0-9]+]], {{.*}}rows = 4, cols = 8, src_stride = 16, {{.*}}scale_out_addr = [[SQ:[0-9]+]] {component = "predict"}
+// CHECK-NEXT: esact.bpu {{.*}}a_buf = ABUF, a_addr = [[XC]], b_buf = ABUF, {{.*}}m = 4, k = 8, n = 16, {{.*}}transpose_b = 0 {component = "predict", layer = 0 : i64}
+// CHECK-NEXT: esact.dequant {{.*}}rows = 4, cols = 16, {{.*}}dst_stride = 16, {{.*}}has_bias = 1, {{.*}}scalar_count = 1, scalar_addr = [[SX]] {component = "predict", layer = 0 : i64}
+// CHECK-NEXT: esact.hlog {{.*}}dst_addr = [[QC:[0-9]+]], {{.*}}rows = 4, cols = 8, src_stride = 16, {{.*}}scale_out_addr = [[SQ:[0-9]+]] {component = "predict", layer = 0 : i64}
 // CHECK-NEXT: esact.hlog {{.*}}dst_addr = [[KC:[0-9]+]], {{.*}}rows = 4, cols = 8, src_stride = 16, {{.*}}dynamic = 1
-// CHECK:      esact.bpu {{.*}}a_addr = [[QC]], b_buf = ABUF, b_addr = [[KC]], m = 4, k = 4, n = 4, a_stride = 8, b_stride = 8, dst_stride = 0, transpose_b = 1 {component = "predict"}
-// CHECK-NEXT: esact.dequant {{.*}}rows = 4, cols = 4, {{.*}}scalar_count = 2, scalar_addr = [[SQ]] {component = "predict"}
+// CHECK:      esact.bpu {{.*}}a_addr = [[QC]], b_buf = ABUF, b_addr = [[KC]], m = 4, k = 4, n = 4, a_stride = 8, b_stride = 8, dst_stride = 0, transpose_b = 1 {component = "predict", layer = 0 : i64}
+// CHECK-NEXT: esact.dequant {{.*}}rows = 4, cols = 4, {{.*}}scalar_count = 2, scalar_addr = [[SQ]] {component = "predict", layer = 0 : i64}
 // CHECK-NEXT: esact.topk {{.*}}dst_addr = [[SPA:[0-9]+]], src_buf = ACC, {{.*}}rows = 4, cols = 4, {{.*}}k = 1, {{.*}}causal = 0{{.*}}has_add_mask = 0
 // CHECK:      esact.bpu {{.*}}transpose_b = 1
 // CHECK-NEXT: esact.dequant
 // CHECK-NEXT: esact.topk
-// CHECK-NEXT: esact.softmax {{.*}}rows = 8, cols = 4, {{.*}}{component = "predict"}
-// CHECK-NEXT: esact.similarity {{.*}}map_addr = [[MAP:[0-9]+]], key_mask_addr = {{[0-9]+}}, spa_addr = [[SPA]], has_prob = 1, {{.*}}heads = 2, length = 4, keys = 4, window = 4, k = 1, threshold = 0.8999{{[0-9]*}}, mode = COSPROB, has_row_mask = 1, row_mask_addr = [[ROWS:[0-9]+]], first_reference = 0, first_row = 0, row_count = 4 {component = "predict"}
+// CHECK-NEXT: esact.softmax {{.*}}rows = 8, cols = 4, {{.*}}{component = "predict", layer = 0 : i64}
+// CHECK-NEXT: esact.similarity {{.*}}map_addr = [[MAP:[0-9]+]], key_mask_addr = {{[0-9]+}}, spa_addr = [[SPA]], has_prob = 1, {{.*}}heads = 2, length = 4, keys = 4, window = 4, k = 1, threshold = 0.8999{{[0-9]*}}, mode = COSPROB, has_row_mask = 1, row_mask_addr = [[ROWS:[0-9]+]], first_reference = 0, first_row = 0, row_count = 4 {component = "predict", layer = 0 : i64}
 // CHECK:      esact.gemm {{.*}} has_row_mask = 0{{.*}}component = "v"
 // CHECK:      esact.gemm {{.*}}m = 4, k = 8, n = 8, {{.*}}has_row_mask = 1, row_mask_addr = [[ROWS]], {{.*}}component = "q"
 // CHECK:      esact.scatter_rows {{.*}}buf = VBUF, {{.*}}rows = 4, cols = 8, {{.*}}map_addr = [[MAP]], compact = 0
-// CHECK:      esact.attn_qk {{.*}}has_mask = 0, mask_addr = 0, has_row_mask = 1, row_mask_addr = [[ROWS]] {component = "qk"}
-// CHECK:      esact.attn_pv {{.*}}has_mask = 0, mask_addr = 0, has_row_mask = 1, row_mask_addr = [[ROWS]] {component = "pv"}
+// CHECK:      esact.attn_qk {{.*}}has_mask = 0, mask_addr = 0, has_row_mask = 1, row_mask_addr = [[ROWS]] {component = "qk", layer = 0 : i64}
+// CHECK:      esact.attn_pv {{.*}}has_mask = 0, mask_addr = 0, has_row_mask = 1, row_mask_addr = [[ROWS]] {component = "pv", layer = 0 : i64}
 // CHECK:      esact.scatter_rows {{.*}}buf = VBUF, {{.*}}rows = 4, cols = 4, {{.*}}map_addr = [[MAP]]
 // CHECK:      esact.gemm {{.*}}has_row_mask = 1, row_mask_addr = [[ROWS]], {{.*}}component = "o"
 // CHECK:      esact.scatter_rows {{.*}}map_addr = [[MAP]]

@@ -92,7 +92,7 @@ builtin.module attributes {esact.weight_store = "Inputs/tiny_layer.npz"} {
 // CHECK-NEXT: esact.store pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 8{{.*}}dram_stride = 32{{.*}}component = "store"
 // CHECK-NEXT: esact.load pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 2{{.*}}cols = 16{{.*}}dram_stride = 64{{.*}}component = "load"
 // CHECK-NEXT: esact.load pop [] push [] {{.*}}buf = ABUF{{.*}}rows = 4{{.*}}cols = 8{{.*}}dram_stride = 0{{.*}}component = "load"
-// CHECK-NEXT: esact.gemm pop [] push [] {{.*}}m = 4{{.*}}k = 8{{.*}}n = 16{{.*}}component = "ffn1"
+// CHECK-NEXT: esact.gemm pop [] push [] {{.*}}m = 4{{.*}}k = 8{{.*}}n = 16{{.*}}component = "head"
 // CHECK-NEXT: esact.dequant pop [] push [] {{.*}}rows = 4{{.*}}cols = 16{{.*}}has_bias = 1{{.*}}component = "sfu"
 // Fused GELU epilogue of the FFN linear.
 // CHECK-NEXT: esact.gelu pop [] push [] {{.*}}rows = 4{{.*}}cols = 16{{.*}}mode = TANH{{.*}}component = "sfu"

@@ -115,7 +115,7 @@ def test_efficient_search_takes_the_best_priced_move(evaluator, monkeypatch, ste
     thresholds = spls_tuning.LAYER_THRESHOLDS[result.uniform.config.options["similarity"]]
     current = result.uniform
     while True:
-        now = spls_tuning._thresholds_of(current, 2)
+        now = spls_tuning._thresholds_of(current, [0, 1])
         moves = []
         for layer in range(2):
             for thr in [t for t in thresholds if t < now[layer]["threshold"]][::-1][:steps]:
