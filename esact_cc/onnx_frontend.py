@@ -63,7 +63,13 @@ from esact_cc.interpret_onnx_ops import constant_value, run_kernel
 from esact_cc.onnx_attributes import python_from_onnx, xdsl_from_python
 from esact_cc.onnx_external_data import inline_external_data
 from esact_cc.onnx_file_reader import read_model
-from esact_cc.onnx_limits import FOLD_MAX_ELEMENTS, MAX_DIM, check_shape
+from esact_cc.onnx_limits import (
+    FOLD_MAX_ELEMENTS,
+    MAX_DIM,
+    check_shape,
+    count_text,
+    shape_text,
+)
 from esact_cc.onnx_validation import (
     DEFAULT_DOMAINS,
     SHAPE_INFERENCE_INITIALIZER_MAX_ELEMENTS,
@@ -336,9 +342,11 @@ def _too_big_to_fold(node: NodeProto, inputs: list[np.ndarray | None], attrs: di
     size = result_elements(node.op_type, inputs, attrs)
     if size <= FOLD_MAX_ELEMENTS:
         return False
+    size_text = ("an unknown number of" if size == math.inf
+                 else f"up to {size}" if size < 1 << 64 else count_text(size))
     for name in filter(None, node.output):
         graph.unfolded[name] = (
-            f"its node '{node.name}' ({node.op_type}) would compute up to {size} elements from "
+            f"its node '{node.name}' ({node.op_type}) would compute {size_text} elements from "
             f"constants, beyond the folding limit of {FOLD_MAX_ELEMENTS}")
     return True
 
@@ -356,13 +364,13 @@ def _check_constant_outputs(graph: _Graph) -> None:
                      or tensor_types.from_onnx(declared.elem_type).numpy == value.dtype)
         if not (same_dims and same_type):
             node = graph.constant_origin.get(info.name, info.name)
-            declared_dims = "x".join("?" if d < 0 else str(d) for d in declared.shape or ())
+            declared_dims = shape_text(["?" if d < 0 else d for d in declared.shape or ()])
             declared_type = TensorProto.DataType.Name(declared.elem_type)
             computed_type = TensorProto.DataType.Name(tensor_types.from_numpy(value.dtype).onnx)
             raise CompileError(
                 f"graph output '{info.name}' (node '{node}') is declared "
                 f"{declared_dims or 'scalar'} {declared_type} but computes "
-                f"{'x'.join(map(str, value.shape)) or 'scalar'} {computed_type}"
+                f"{shape_text(value.shape) or 'scalar'} {computed_type}"
             )
 
 

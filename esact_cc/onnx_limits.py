@@ -43,6 +43,17 @@ MAX_OPSET = 23
 inputs from 11 on; 24+ change Cast and add element types we do not model)."""
 
 
+def count_text(count: float) -> str:
+    """A count for an error line: exact below 2^64, then the power of two it reaches."""
+    return str(count) if count < 1 << 64 else f"at least 2^{int(count).bit_length() - 1}"
+
+
+def shape_text(shape: Sequence[int | str]) -> str:
+    """A shape for an error line (`2x3x4`; the first dims and the rank of a very long one)."""
+    dims = [str(d) for d in shape]
+    return "x".join(dims) if len(dims) <= 8 else "x".join(dims[:8]) + f"x... (rank {len(dims)})"
+
+
 def check_shape(shape: Sequence[int], what: str) -> None:
     """Raise a `CompileError` naming `what` if a dim or the element count is beyond the caps.
     Dims of -1 (unknown) are skipped."""
@@ -54,6 +65,6 @@ def check_shape(shape: Sequence[int], what: str) -> None:
             count *= size
     if count > MAX_TENSOR_ELEMENTS:
         raise CompileError(
-            f"{what}: shape {'x'.join(map(str, shape))} has {count} elements, "
+            f"{what}: shape {shape_text(shape)} has {count_text(count)} elements, "
             f"beyond the limit of {MAX_TENSOR_ELEMENTS}"
         )

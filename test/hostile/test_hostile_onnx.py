@@ -19,7 +19,14 @@ import pytest
 from hostile_run import assert_user_error, run_tool, tree_state
 from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
-from esact_cc.onnx_limits import MAX_DIM, MAX_NODES, MAX_OPSET, MAX_TENSOR_ELEMENTS, MIN_OPSET
+from esact_cc.onnx_limits import (
+    FOLD_MAX_ELEMENTS,
+    MAX_DIM,
+    MAX_NODES,
+    MAX_OPSET,
+    MAX_TENSOR_ELEMENTS,
+    MIN_OPSET,
+)
 
 SECRET = b"TOP-SECRET-KEY!!" * 2  # 32 bytes: the size of eight float32 values
 X = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])
@@ -285,15 +292,24 @@ def test_tile_sized_only_by_a_computation_is_not_folded(place):
     place(make_model(nodes), "'big'", "'/tile'", f"limit of {MAX_DIM}")
 
 
-def test_constant_of_shape_beyond_the_element_limit(place):
-    shape = numpy_helper.from_array(np.array([65536, 65536], np.int64))
+@pytest.mark.parametrize(
+    "shape, needles",
+    [
+        ([65536, 65536], ["65536x65536 has 4294967296 elements", f"limit of {MAX_TENSOR_ELEMENTS}"]),
+        # 5000 dims of 2: too long for shape inference to see by value, so only the predicted
+        # size (2^5000 elements) stops the fold
+        ([2] * 5000, ["at least 2^5000 elements", f"folding limit of {FOLD_MAX_ELEMENTS}"]),
+    ],
+    ids=["inferred", "predicted"],
+)
+def test_constant_of_shape_beyond_the_limits(place, shape, needles):
     nodes = [
-        constant("shape", shape),
+        constant("shape", numpy_helper.from_array(np.array(shape, np.int64))),
         helper.make_node("ConstantOfShape", ["shape"], ["big"], name="/fill"),
         helper.make_node("ReduceSum", ["big"], ["s"], name="/sum", keepdims=0),
         helper.make_node("Add", ["x", "s"], ["y"], name="/add"),
     ]
-    place(make_model(nodes), "'big'", "'/fill'", f"limit of {MAX_TENSOR_ELEMENTS}")
+    place(make_model(nodes), "'big'", "'/fill'", *needles)
 
 
 def test_dim_of_two_to_the_forty(place):

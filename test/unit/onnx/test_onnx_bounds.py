@@ -10,8 +10,16 @@ from esact_cc.dialects.onnx import ONNX_OP_TYPES
 from esact_cc.folded_result_size import NON_GROWING, PREDICTED_OPS, result_elements
 from esact_cc.interpret_onnx_ops import ONNX_KERNELS, run_kernel
 from esact_cc.onnx_frontend import import_onnx
-from esact_cc.onnx_limits import FOLD_MAX_ELEMENTS
+from esact_cc.onnx_limits import (
+    FOLD_MAX_ELEMENTS,
+    MAX_DIM,
+    MAX_TENSOR_ELEMENTS,
+    check_shape,
+    count_text,
+    shape_text,
+)
 from esact_cc.reference_interpreter import main_function
+from esact_cc.runtime.errors import CompileError
 
 rng = np.random.default_rng(0)
 
@@ -112,3 +120,16 @@ def test_a_tile_whose_repeats_are_folded_in_the_same_sweep_stays_a_node():
     ops = [op.name for op in main_function(module).body.block.ops]
     assert ops.count("onnx.Tile") == 1 and ops.count("onnx.ReduceSum") == 1
     assert all(store[name].size <= FOLD_MAX_ELEMENTS for name in store)
+
+
+def test_error_lines_stay_short_for_huge_counts_and_shapes():
+    assert count_text(12345) == "12345"
+    assert count_text(2**5000) == count_text(2**5001 - 1) == "at least 2^5000"
+    assert shape_text([2, 3]) == "2x3"
+    assert shape_text([2] * 5000) == "2x2x2x2x2x2x2x2x... (rank 5000)"
+    with pytest.raises(CompileError, match=r"shape 2x2x2x2x2x2x2x2x\.\.\. \(rank 64\) has at least 2\^64"):
+        check_shape([2] * 64, "value 'v'")
+    with pytest.raises(CompileError, match=f"value 'v': dim 1 is {MAX_DIM + 1}"):
+        check_shape([1, MAX_DIM + 1], "value 'v'")
+    check_shape([-1, MAX_DIM, 0], "value 'v'")  # unknown dims skipped, MAX_DIM itself fine
+    check_shape([-1, MAX_TENSOR_ELEMENTS], "value 'v'")
