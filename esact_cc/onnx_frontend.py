@@ -125,7 +125,8 @@ class _Graph:
 
 
 def load_model(
-    model: str | os.PathLike[str] | ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None
+    model: str | os.PathLike[str] | ModelProto,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> tuple[ModelProto, bool, dict[str, np.ndarray]]:
     """The validated ModelProto for a path or proto, whether we own it (may clear its tensors),
     and the initializers already read as arrays (zero-copy views of the file's bytes, see

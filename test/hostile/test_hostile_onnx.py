@@ -295,7 +295,7 @@ def test_tile_sized_only_by_a_computation_is_not_folded(place):
 @pytest.mark.parametrize(
     "shape, needles",
     [
-        ([65536, 65536], ["65536x65536 has 4294967296 elements", f"limit of {MAX_TENSOR_ELEMENTS}"]),
+        ([65536, 65536], ["65536x65536 has 4294967296", f"limit of {MAX_TENSOR_ELEMENTS}"]),
         # 5000 dims of 2: too long for shape inference to see by value, so only the predicted
         # size (2^5000 elements) stops the fold
         ([2] * 5000, ["at least 2^5000 elements", f"folding limit of {FOLD_MAX_ELEMENTS}"]),
