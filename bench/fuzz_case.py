@@ -171,7 +171,9 @@ def tool_main(tool: str):  # -> Callable[[list[str]], int]
 def _call_main(tool: str, argv: list[str], err_fd: int) -> int:
     try:
         return tool_main(tool)(argv) or 0
-    except SystemExit as exc:  # argparse
+    except SystemExit as exc:  # argparse; SystemExit(None) is success, a message is not
+        if exc.code is None:
+            return 0
         return exc.code if isinstance(exc.code, int) else 1
     except BaseException:  # noqa: BLE001 - escaped the tool's own error handling: a bug
         os.write(err_fd, traceback.format_exc().encode())
@@ -234,19 +236,20 @@ def run_driver(corpus_path: str, seed: int, root: str, memory_bytes: int) -> Non
     for line in sys.stdin:
         kind, index = line.split()
         work = Path(root) / f"{kind}-{index}"
-        start = time.perf_counter()
         try:
             case = prepare(kind, int(index), seed, corpus, work)
         except Exception:  # noqa: BLE001 - a harness bug: reported, never counted as the tool's
             outcome = Outcome(kind, int(index), "setup_error", False, None, 0.0,
                               stderr_tail=traceback.format_exc()[-1500:])
         else:
+            start = time.perf_counter()
             returncode, stdout, stderr = run_in_process(case, work)
             outcome = outcome_of(case, work, returncode, stdout, stderr,
                                  time.perf_counter() - start)
         shutil.rmtree(work, ignore_errors=True)
         results.write(json.dumps(asdict(outcome)) + "\n")
         results.flush()
+
 
 if __name__ == "__main__":
     run_driver(sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))

@@ -31,12 +31,14 @@ import json
 import os
 import queue
 import select
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
@@ -136,19 +138,24 @@ class Driver:
 
 def _lost_case(kind: str, index: int, seed: int, corpus: Corpus, root: Path,
                returncode: int | None, seconds: float) -> Outcome:
-    """The outcome of a case whose driver hung (None) or died (its setup is redone to
-    describe it): a hang, or a crash with the signal or exit status."""
-    import shutil
-
-    work = root / f"{kind}-{index}-lost"
-    case = prepare(kind, index, seed, corpus, work)
-    outcome = outcome_of(case, work, None, "", "", seconds)
-    shutil.rmtree(work, ignore_errors=True)
+    """The outcome of a case whose driver hung (None) or died: a hang, or a crash with the
+    signal or exit status. The case is prepared again only to describe it; the leak check
+    reads what the killed driver left in its own case directory."""
+    left = root / f"{kind}-{index}"
+    again = root / f"{kind}-{index}-described"
+    case = prepare(kind, index, seed, corpus, again)
+    shutil.rmtree(again, ignore_errors=True)
+    outcome = outcome_of(case, left, None, "", _text(left / "stderr.txt"), seconds)
+    shutil.rmtree(left, ignore_errors=True)
     if returncode is not None:
         outcome.outcome, outcome.returncode = "crash", returncode
         outcome.error_line = (f"signal {-returncode}" if returncode < 0
                               else f"the process exited with {returncode} mid-case")
     return outcome
+
+
+def _text(path: Path) -> str:
+    return path.read_text(errors="replace") if path.is_file() else ""
 
 
 def run_in_process(cases: list[tuple[str, int]], corpus: Corpus, corpus_path: Path, seed: int,
@@ -198,14 +205,10 @@ def run_as_processes(cases: list[tuple[str, int]], corpus: Corpus, seed: int, jo
     from concurrent.futures import ThreadPoolExecutor
 
     def one(case: tuple[str, int]) -> Outcome:
-        import shutil
-
         work = root / f"proc-{case[0]}-{case[1]}"
         try:
             spec = prepare(case[0], case[1], seed, corpus, work)
         except Exception:  # noqa: BLE001 - a harness bug, reported as such
-            import traceback
-
             return Outcome(case[0], case[1], "setup_error", False, None, 0.0,
                            stderr_tail=traceback.format_exc()[-1500:])
         start = time.monotonic()
