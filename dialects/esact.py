@@ -76,7 +76,7 @@ class InstructionOp(IRDLOperation):
     layer = opt_attr_def(IntegerAttr[I64])
     """Transformer layer index of the instruction (debug map), absent outside layers."""
     component = opt_attr_def(StringAttr)
-    """Debug-map component: q k v qk pv o ffn1 ffn2 predict sfu host load store."""
+    """Debug-map component (runtime.esb.COMPONENTS; a linear's from its role, passes/layer_roles.py)."""
 
     def __init__(self, fields: Mapping[str, int | float], attributes: Mapping[str, Attribute] | None = None):
         unknown = set(fields) - set(self.isa_spec().field_names)
