@@ -76,7 +76,7 @@ class InstructionOp(IRDLOperation):
     layer = opt_attr_def(IntegerAttr[I64])
     """Transformer layer index of the instruction (debug map), absent outside layers."""
     component = opt_attr_def(StringAttr)
-    """Debug-map component (runtime.esb.COMPONENTS; a linear's from its role, passes/layer_roles.py)."""
+    """Debug-map component (runtime.esb.COMPONENTS; a linear's comes from its role)."""
 
     def __init__(self, fields: Mapping[str, int | float], attributes: Mapping[str, Attribute] | None = None):
         unknown = set(fields) - set(self.isa_spec().field_names)
