@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 from esact_cc.dialects import spls, transformer
 from esact_cc.dialects.onnx import OnnxOperation, WeightOp
+from esact_cc.reference_interpreter import op_label
 from esact_cc.runtime.errors import CompileError
 from xdsl.dialects import func
 from xdsl.dialects.builtin import IntegerAttr, StringAttr, i64
@@ -336,7 +337,7 @@ def read_stamp(op: Operation) -> Stamp | None:
         return None
     if not (isinstance(layer, IntegerAttr) and isinstance(role, StringAttr)
             and role.data in ROLES and layer.value.data >= NO_LAYER):
-        raise CompileError(f"{op.name}: bad layer/role stamp (layer {layer}, role {role}): "
+        raise CompileError(f"{op_label(op)}: bad layer/role stamp (layer {layer}, role {role}): "
                            f"layer is an i64 >= -1 and role one of {', '.join(ROLES)}")
     return Stamp(layer.value.data, role.data)
 

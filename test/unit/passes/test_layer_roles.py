@@ -13,7 +13,9 @@ from onnx import helper, numpy_helper
 
 from esact_cc import api
 from esact_cc.dialects import spls, transformer
-from esact_cc.passes.layer_roles import LAYER_ATTR, ROLE_ATTR, Stamp, analyse, read_stamp
+from esact_cc.passes.layer_roles import (LAYER_ATTR, Stamp, analyse, layers_and_roles,
+                                         read_stamp)
+from esact_cc.runtime.errors import CompileError
 
 ROOT = Path(__file__).resolve().parents[3]
 POST_LN_LAYER = ["q", "k", "v", "attention", "o", "residual", "norm", "ffn_up", "activation",
@@ -185,6 +187,17 @@ def test_spls_layer_option_addresses_the_stamped_layer() -> None:
     thresholds = {read_stamp(op).layer: op.threshold.value.data
                   for op in compiled.module.walk() if isinstance(op, spls.LocalSimilarityOp)}
     assert thresholds == {0: pytest.approx(0.99), 1: pytest.approx(0.5)}
+
+
+@pytest.mark.parametrize("stamp_text", ['{layer = 0 : i64, role = "bogus"}',
+                                        '{layer = -2 : i64, role = "q"}', '{role = "q"}'])
+def test_a_malformed_stamp_is_a_one_line_error(stamp_text: str) -> None:
+    text = _GATED_IR.replace("%q = transformer.linear %h, %w :",
+                             f"%q = transformer.linear %h, %w {stamp_text} :")
+    function = next(op for op in api.parse_ir(text).walk() if op.name == "func.func")
+    with pytest.raises(CompileError, match=r"^transformer\.linear: bad layer/role stamp .* role "
+                                           r"one of q, k, v, o, ffn_up"):
+        layers_and_roles(function)
 
 
 _GATED_IR = """
