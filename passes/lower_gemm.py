@@ -249,7 +249,7 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
         rows.append(lw.weight_array(op.bias, "bias").astype(np.float32).reshape(n))
     sb = lw.constant(f"{node_name(op) or 'linear'}.dequant", np.stack(rows).astype(np.float32))
     bias_row = len(groups)
-    epilogue, out_value = lw._linear_epilogue(op)
+    epilogue, out_value = lw.linear_epilogue(op)
     component = lw.component_of(op)
     mask_value = op.rows if op.rows is not None else op.keys
     tiles = None if mask_value is None else mask_tiles(

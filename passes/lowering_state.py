@@ -384,7 +384,7 @@ class Lowering:
                           dst_stride=cols if end - start < cols else 0, mult=mult)
             self.free(Buffer.VBUF, v)
 
-    def _linear_epilogue(self, op: transformer.LinearOp):
+    def linear_epilogue(self, op: transformer.LinearOp):
         """A GELU or residual add consuming the linear's result alone is fused into its tiles."""
         uses = list(op.result.uses)
         if len(uses) != 1:
