@@ -254,6 +254,16 @@ def _reproducers(outcomes: list[Outcome], runner: str, seed: int) -> dict[str, l
     return table
 
 
+def _tested_code() -> str:
+    """Which esact_cc the drivers and processes import (PYTHONPATH can point at a snapshot),
+    and the repository's commit."""
+    import esact_cc
+
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True, check=False).stdout.strip()
+    return f"esact_cc from {Path(esact_cc.__file__).parent}; {ROOT} at {commit or '?'}"
+
+
 def _merge(first: dict[str, list], second: dict[str, list]) -> dict[str, list]:
     return {cls: (first.get(cls, []) + second.get(cls, []))[:REPRODUCERS_PER_CLASS]
             for cls in sorted(set(first) | set(second))}
@@ -345,6 +355,7 @@ def main() -> None:
                           f"RLIMIT_AS {args.memory_gb} GiB, {args.timeout} s per case",
             "processes": f"{len(sampled)} of those cases again as esact-cc / esact-run "
                          f"processes, RLIMIT_AS {args.memory_gb} GiB, {args.timeout * 2} s",
+            "tested_code": _tested_code(),
             "sources": [str(Path(m).relative_to(ROOT)) for m in corpus.models],
             "base_binaries": [b["name"] for b in corpus.binaries],
         },

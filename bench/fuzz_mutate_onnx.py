@@ -122,7 +122,10 @@ def _mutate_tensor_fields(tensor: TensorProto, rng: random.Random, where: str) -
     small_int = (tensor.data_type in (TensorProto.INT64, TensorProto.INT32)
                  and not tensor.external_data and 0 < _element_count(tensor) <= 16)
     if small_int and rng.random() < 0.5:
-        return _mutate_small_int_tensor(tensor, rng, where)
+        try:
+            return _mutate_small_int_tensor(tensor, rng, where)
+        except ValueError:  # an earlier mutation already broke its data: change fields
+            pass
     choice = rng.randrange(6)
     if choice == 0 and tensor.dims:
         index = rng.randrange(len(tensor.dims))
