@@ -330,21 +330,30 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def _columnwise(cost: CostFn) -> CostFn:
+    """Marks a cost written only in operations numpy broadcasts (no branch on a value): the
+    timing model calls it once per opcode with a Work whose counts are int64 columns."""
+    cost.columnwise = True  # type: ignore[attr-defined]
+    return cost
+
+
+@_columnwise
 def _dma_cost(f: Mapping[str, int], config: HardwareConfig, work: Work) -> int:
     moved = work.dram_read_bytes + work.dram_write_bytes
     return config.dram_latency_cycles + _ceil_div(moved, max(1, int(config.dram_bytes_per_cycle)))
 
 
+@_columnwise
 def _mac_tile_cost(f: Mapping[str, int], config: HardwareConfig, work: Work) -> int:
     """Output-stationary R x C array: one K-deep pass per output tile of executed rows/cols."""
-    if work.rows_executed == 0 or work.cols_executed == 0:
-        return 1
-    depth = work.macs_executed // max(1, work.rows_executed * work.cols_executed)
-    tiles = _ceil_div(work.rows_executed, config.mac_rows) * _ceil_div(work.cols_executed,
-                                                                         config.mac_cols)
-    return tiles * max(1, depth) + config.mac_rows + config.mac_cols
+    rows, cols = work.rows_executed, work.cols_executed
+    depth = work.macs_executed // np.maximum(1, rows * cols)
+    tiles = _ceil_div(rows, config.mac_rows) * _ceil_div(cols, config.mac_cols)
+    cycles = tiles * np.maximum(1, depth) + config.mac_rows + config.mac_cols
+    return np.where((rows == 0) | (cols == 0), 1, cycles)
 
 
+@_columnwise
 def _mac_sparse_cost(f: Mapping[str, int], config: HardwareConfig, work: Work) -> int:
     """Masked attention: the sequencer packs selected (row, key) dot products onto the array."""
     lanes = config.mac_rows * config.mac_cols
@@ -352,24 +361,29 @@ def _mac_sparse_cost(f: Mapping[str, int], config: HardwareConfig, work: Work) -
 
 
 def _sfu_cost(passes: int) -> CostFn:
+    @_columnwise
     def cost(f: Mapping[str, int], config: HardwareConfig, work: Work) -> int:
         return _ceil_div(work.sfu_elements * passes, config.sfu_lanes) + 1
     return cost
 
 
+@_columnwise
 def _bpu_cost(f: Mapping[str, int], config: HardwareConfig, work: Work) -> int:
     return _ceil_div(work.shift_adds + work.sfu_elements, config.bpu_lanes) + 1
 
 
+@_columnwise
 def _topk_cost(f: Mapping[str, int], config: HardwareConfig, work: Work) -> int:
     return _ceil_div(work.compare_ops, config.topk_lanes) + 1
 
 
+@_columnwise
 def _host_cost(f: Mapping[str, int], config: HardwareConfig, work: Work) -> int:
     # Assumption: a host segment is bound by moving its tensors over the DRAM interface.
     return _dma_cost(f, config, work)
 
 
+@_columnwise
 def _unit_cost(f: Mapping[str, int], config: HardwareConfig, work: Work) -> int:
     return 1
 

@@ -9,30 +9,35 @@ DRAM port: a DMA instruction holds the port for its transfer cycles (first come,
 served by ready time) while its fixed latency overlaps the next transfer.
 
 `simulate` works on plain per-instruction arrays (queue, pop mask, push mask, cycles, DRAM
-port cycles) so it can be tested analytically and runs at several hundred thousand
-instructions per second: events are processed in non-decreasing start time from a heap of
-at most one ready head per queue. `roofline` gives the perfect-overlap lower bound of the
-same work: max over units of work / peak throughput, and DRAM bytes / bandwidth.
-`time_program` joins a decoded program, the functional model's work records and the ISA
-cost table into a `Schedule`.
+port cycles) so it can be tested analytically. Channels are FIFOs, so which push each pop
+takes is fixed by program order and matched up front (numpy); the event loop then only
+orders starts: events are processed in non-decreasing start time from a heap of at most one
+ready head per queue, and a queue whose next head is the earliest event continues without
+a heap round trip. `roofline` gives the perfect-overlap lower bound of the same work: max
+over units of work / peak throughput, and DRAM bytes / bandwidth. `time_program` joins a
+decoded program, the functional model's work records and the ISA cost table
+(instruction_costs.py) into a `Schedule`.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from .errors import ProgramError
 from .hw_config import HardwareConfig
+from .instruction_costs import DMA_PORT_QUEUES, instruction_costs
 from .isa import INSTRUCTION_SPECS, Queue
+from .work_table import WorkTable
 
 # Queue order = bit order of the pop/push masks = isa.Queue (checked at import).
 QUEUE_NAMES: tuple[str, ...] = ("load", "compute", "predict", "sfu", "store", "host")
-DMA_QUEUES: tuple[str, ...] = ("load", "store")  # the queues that share the DRAM port
+DMA_QUEUES: tuple[str, ...] = tuple(q.name.lower() for q in DMA_PORT_QUEUES)
 assert QUEUE_NAMES == tuple(q.name.lower() for q in sorted(Queue, key=int)), "isa.Queue order"
 DRAM_STALL = "dram"  # stall cause: waiting for the shared DRAM port
 
@@ -58,9 +63,40 @@ class Schedule:
     instruction_counts: dict[str, int]
     dram_port_busy_cycles: int
     queues: list[int] = field(default_factory=list)
-    # (producer, consumer) instruction indices of every token consumed, in consumption order
-    token_edges: list[tuple[int, int]] = field(default_factory=list)
+    # producer and consumer instruction indices of every token consumed, in consumption order
+    token_producers: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    token_consumers: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     cycles: list[int] = field(default_factory=list)
+
+    @property
+    def token_edges(self) -> list[tuple[int, int]]:
+        """(producer, consumer) of every token consumed, in consumption order."""
+        return list(zip(self.token_producers.tolist(), self.token_consumers.tolist()))
+
+
+def _match_tokens(
+    queues: np.ndarray, pops: np.ndarray, pushes: np.ndarray, nq: int
+) -> list[np.ndarray | None]:
+    """producer[src][i]: the instruction whose token instruction i's pop from queue src
+    takes (channels are FIFOs: the k-th pop of channel src -> dst takes the k-th push), n if
+    that push never happens; None for a queue nothing pops from."""
+    n = len(queues)
+    in_queue = [queues == q for q in range(nq)]
+    producer: list[np.ndarray | None] = []
+    for src in range(nq):
+        popping = (pops >> src & 1).astype(bool)
+        if not popping.any():
+            producer.append(None)
+            continue
+        column = np.full(n, n, dtype=np.int64)
+        for dst in range(nq):
+            consumers = np.flatnonzero(popping & in_queue[dst])
+            if consumers.size:
+                pushed = np.flatnonzero(in_queue[src] & (pushes >> dst & 1).astype(bool))
+                k = min(consumers.size, pushed.size)
+                column[consumers[:k]] = pushed[:k]
+        producer.append(column)
+    return producer
 
 
 def simulate(
@@ -82,41 +118,41 @@ def simulate(
     nq = len(queue_names)
     if not (len(pops) == len(pushes) == len(cycles) == n):
         raise ValueError("simulate: queues, pops, pushes and cycles must have equal lengths")
-    if dram_cycles is None:
-        dram_cycles = [0] * n
+    dram = [0] * n if dram_cycles is None else list(dram_cycles)
+    cycles = list(cycles)
     bits = _mask_bits(nq)
-    per_queue: list[list[int]] = [[] for _ in range(nq)]
-    for i, q in enumerate(queues):
-        per_queue[q].append(i)
+    q_arr = np.asarray(queues, dtype=np.int64).reshape(n)
+    pop_arr = np.asarray(pops, dtype=np.int64).reshape(n)
+    push_arr = np.asarray(pushes, dtype=np.int64).reshape(n)
+    by_queue = np.argsort(q_arr, kind="stable")
+    lengths = np.bincount(q_arr, minlength=nq).tolist()
+    per_queue = [part.tolist() for part in np.split(by_queue, np.cumsum(lengths)[:-1])]
+    producer_arrays = _match_tokens(q_arr, pop_arr, push_arr, nq)
+    producer = [None if p is None else p.tolist() for p in producer_arrays]
+    pop_srcs = list(map(bits.__getitem__, pop_arr.tolist()))
+    # tokens a queue pushes to itself need no wake-up: its next head is checked anyway
+    wake = list(map(bits.__getitem__, (push_arr & ~(1 << q_arr)).tolist()))
     heads = [0] * nq
-    lengths = [len(p) for p in per_queue]
-    # channels[src * nq + dst]: FIFO of the instructions whose pushed tokens are not yet
-    # popped; a token is visible at end[producer] + token_latency.
-    channels: list[deque[int]] = [deque() for _ in range(nq * nq)]
-    edges: list[tuple[int, int]] = []  # (producer, consumer) of every consumed token
-    pop_srcs = [bits[p] for p in pops]
-    push_dsts = [bits[p] for p in pushes]
     free = [0] * nq
     in_heap = [False] * nq
     start = [0] * n
-    end = [0] * n
+    end: list[int | None] = [None] * (n + 1)  # end[n]: the never-pushed token's producer
     stall = [[0] * (nq + 1) for _ in range(nq)]  # cause index nq = DRAM port
+    processed: list[int] = []  # instructions in the order they start (token consumption)
     heap: list[tuple[int, int, int, int]] = []
-    heappush = heapq.heappush
-    dram_free = 0
-    dram_busy = 0
+    heappush, heappop, heappushpop = heapq.heappush, heapq.heappop, heapq.heappushpop
+    lat = token_latency
 
-    def enqueue_if_ready(q: int) -> None:
-        if in_heap[q] or heads[q] >= lengths[q]:
-            return
+    def enqueue(q: int) -> None:
+        """Put queue q's head on the heap at its ready time if its tokens are pushed."""
         i = per_queue[q][heads[q]]
         t = free[q]
         cause = -1
         for src in pop_srcs[i]:
-            channel = channels[src * nq + q]
-            if not channel:
+            ready = end[producer[src][i]]
+            if ready is None:
                 return
-            ready = end[channel[0]] + token_latency
+            ready += lat
             if ready > t:
                 t = ready
                 cause = src
@@ -125,40 +161,54 @@ def simulate(
         in_heap[q] = True
 
     for q in range(nq):
-        enqueue_if_ready(q)
-    done = 0
-    heappop = heapq.heappop
-    while heap:
-        t, i, q, cause = heappop(heap)
-        in_heap[q] = False
-        for src in pop_srcs[i]:
-            edges.append((channels[src * nq + q].popleft(), i))
+        if lengths[q]:
+            enqueue(q)
+    dram_free = 0
+    processed_append = processed.append
+    entry = heappop(heap) if heap else None
+    while entry is not None:
+        t, i, q, cause = entry
         if t > free[q]:
             stall[q][cause] += t - free[q]
-        d = dram_cycles[i]
+        d = dram[i]
         if d:
             if dram_free > t:
                 stall[q][nq] += dram_free - t
                 t = dram_free
             dram_free = t + d
-            dram_busy += d
         e = t + cycles[i]
         start[i] = t
         end[i] = e
         free[q] = e
-        heads[q] += 1
-        done += 1
-        for dst in push_dsts[i]:
-            channels[q * nq + dst].append(i)
-            if dst != q:
-                enqueue_if_ready(dst)
-        enqueue_if_ready(q)
+        processed_append(i)
+        for dst in wake[i]:
+            if not in_heap[dst] and heads[dst] < lengths[dst]:
+                enqueue(dst)
+        h = heads[q] = heads[q] + 1
+        if h < lengths[q]:  # the queue's next head, inline: most events continue a queue
+            i = per_queue[q][h]
+            t = e
+            cause = -1
+            for src in pop_srcs[i]:
+                ready = end[producer[src][i]]
+                if ready is None:
+                    break
+                ready += lat
+                if ready > t:
+                    t = ready
+                    cause = src
+            else:
+                entry = heappushpop(heap, (t, i, q, cause))
+                continue
+        in_heap[q] = False
+        entry = heappop(heap) if heap else None
 
-    if done < n:
-        raise ProgramError(_deadlock_message(per_queue, heads, lengths, channels, pops, bits,
+    if len(processed) < n:
+        raise ProgramError(_deadlock_message(per_queue, heads, lengths, producer, end, pop_srcs,
                                              queue_names))
     names = tuple(queue_names)
-    busy = {names[q]: sum(cycles[i] for i in per_queue[q]) for q in range(nq)}
+    cycle_arr = np.asarray(cycles, dtype=np.int64).reshape(n)
+    busy = {names[q]: int(cycle_arr[q_arr == q].sum()) for q in range(nq)}
     stalls = {
         names[q]: {
             (DRAM_STALL if c == nq else f"token:{names[c]}"): stall[q][c]
@@ -167,28 +217,52 @@ def simulate(
         }
         for q in range(nq)
     }
+    del end[n]
+    producers, consumers = _token_edges(producer_arrays, pop_arr, processed)
     return Schedule(
         queue_names=names,
         start=start,
-        end=end,
-        total_cycles=max(end, default=0),
+        end=end,  # type: ignore[arg-type]  # every entry is set: no deadlock
+        total_cycles=max(end, default=0),  # type: ignore[type-var]
         busy_cycles=busy,
         stall_cycles=stalls,
         instruction_counts={names[q]: lengths[q] for q in range(nq)},
-        dram_port_busy_cycles=dram_busy,
+        dram_port_busy_cycles=sum(dram),
         queues=list(queues),
-        token_edges=edges,
-        cycles=list(cycles),
+        token_producers=producers,
+        token_consumers=consumers,
+        cycles=cycles,
     )
+
+
+def _token_edges(
+    producer: list[np.ndarray | None], pops: np.ndarray, processed: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(producers, consumers) of every consumed token in consumption order: consumers in the
+    order they started, each one's pops in queue-bit order."""
+    rank = np.empty(len(pops), dtype=np.int64)
+    rank[np.asarray(processed, dtype=np.int64)] = np.arange(len(processed))
+    consumers, producers, srcs = [], [], []
+    for src, column in enumerate(producer):
+        if column is not None:
+            popping = np.flatnonzero(pops >> src & 1)
+            consumers.append(popping)
+            producers.append(column[popping])
+            srcs.append(np.full(popping.size, src))
+    if not consumers:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    consumer = np.concatenate(consumers)
+    order = np.lexsort((np.concatenate(srcs), rank[consumer]))
+    return np.concatenate(producers)[order], consumer[order]
 
 
 def _deadlock_message(
     per_queue: list[list[int]],
     heads: list[int],
     lengths: list[int],
-    channels: list[deque[int]],
-    pops: Sequence[int],
-    bits: tuple[tuple[int, ...], ...],
+    producer: list[list[int] | None],
+    end: list[int | None],
+    pop_srcs: list[tuple[int, ...]],
     names: Sequence[str],
 ) -> str:
     nq = len(names)
@@ -196,7 +270,7 @@ def _deadlock_message(
     for q in range(nq):
         if heads[q] < lengths[q]:
             i = per_queue[q][heads[q]]
-            missing = [names[s] for s in bits[pops[i]] if not channels[s * nq + q]]
+            missing = [names[s] for s in pop_srcs[i] if end[producer[s][i]] is None]
             blocked.append((i, q, missing))
     i, q, missing = min(blocked)
     return (
@@ -256,54 +330,16 @@ class TimedProgram:
     schedule: Schedule
 
 
-def instruction_costs(
-    instructions: Sequence[Any], works: Sequence[Any], config: HardwareConfig
-) -> tuple[list[int], list[int], list[int], list[int], list[int]]:
-    """(queues, pops, pushes, cycles, dram port cycles) from the ISA table's cost functions.
-
-    `instructions` are isa.Instruction values, `works` the functional model's isa.Work
-    records (what each instruction actually did: masked instructions are charged for the
-    rows and keys their masks kept).
-    """
-    if len(instructions) != len(works):
-        raise ValueError("instruction_costs: one work record per instruction is required")
-    dma = tuple(QUEUE_NAMES.index(q) for q in DMA_QUEUES)
-    bpc = config.dram_bytes_per_cycle
-    # per opcode once: (cost function, queue index, uses the DRAM port)
-    table = {
-        name: (spec.cost, int(spec.queue), int(spec.queue) in dma)
-        for name, spec in INSTRUCTION_SPECS.items()
-    }
-    queues: list[int] = []
-    pops: list[int] = []
-    pushes: list[int] = []
-    cycles: list[int] = []
-    port: list[int] = []
-    add_queue, add_pop, add_push = queues.append, pops.append, pushes.append
-    add_cycles, add_port = cycles.append, port.append
-    for instr, work in zip(instructions, works):
-        cost, q, is_dma = table[instr.opcode_name]
-        fields = instr.fields
-        c = int(cost(fields, config, work))
-        d = 0
-        if is_dma:
-            moved = work.dram_read_bytes + work.dram_write_bytes
-            if moved:
-                d = math.ceil(moved / bpc)
-                c = max(c, d)  # a cost below the port time would beat the bandwidth
-        add_queue(q)
-        add_pop(fields["pop"])
-        add_push(fields["push"])
-        add_cycles(c)
-        add_port(d)
-    return queues, pops, pushes, cycles, port
-
-
 def time_program(
-    instructions: Sequence[Any], works: Sequence[Any], config: HardwareConfig
+    instructions: Sequence[Any],
+    works: Sequence[Any],
+    config: HardwareConfig,
+    work_table: WorkTable | None = None,
 ) -> TimedProgram:
-    """Schedule a decoded program whose work records the functional model produced."""
-    queues, pops, pushes, cycles, port = instruction_costs(instructions, works, config)
+    """Schedule a decoded program whose work records (and their columns, if the caller has
+    them) the functional model produced."""
+    queues, pops, pushes, cycles, port = instruction_costs(instructions, works, config,
+                                                           work_table)
     schedule = simulate(queues, pops, pushes, cycles, port, config.token_latency_cycles)
     return TimedProgram(
         opcodes=[i.opcode_name for i in instructions],

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -29,6 +31,7 @@ SCALAR_FIELDS: tuple[str, ...] = (
     # considered / selected (attention, top-k)
     "rows_total",
     "rows_executed",
+    "cols_executed",  # GEMM columns a column mask keeps (the MAC array's tile count)
     "mask_total",
     "mask_kept",
 )
@@ -78,31 +81,43 @@ class WorkTable:
         ):
             records = [_as_mapping(r) for r in records]
         is_map = bool(records) and isinstance(records[0], Mapping)
-        columns: dict[str, np.ndarray] = {}
-        for name in SCALAR_FIELDS:
-            if is_map:
-                values = (r.get(name, 0) or 0 for r in records)
-            else:  # isa.Work records: plain attribute access (fast path)
-                values = (getattr(r, name) for r in records)
-            columns[name] = np.fromiter(values, np.int64, n)
-        lists = {f"sram_{d}_{b}": [0] * n for b in BUFFERS for d in ("read", "write")}
+        if is_map:
+            rows = [tuple(r.get(name, 0) or 0 for name in SCALAR_FIELDS) for r in records]
+        else:  # isa.Work records: one C-level attribute fetch per record (fast path)
+            rows = list(map(attrgetter(*SCALAR_FIELDS), records))
+        matrix = np.fromiter(chain.from_iterable(rows), np.int64,
+                             n * len(SCALAR_FIELDS)).reshape(n, len(SCALAR_FIELDS))
+        columns: dict[str, np.ndarray] = {
+            name: np.ascontiguousarray(matrix[:, k]) for k, name in enumerate(SCALAR_FIELDS)
+        }
         for direction in ("read", "write"):
             field_name = f"sram_{direction}_bytes"
-            prefix = f"sram_{direction}_"
             per_record = (
-                [r.get(field_name) for r in records] if is_map
-                else [getattr(r, field_name) for r in records]
+                [r.get(field_name) or {} for r in records] if is_map
+                else [d or {} for d in map(attrgetter(field_name), records)]
             )
-            for i, per_buffer in enumerate(per_record):
-                if not per_buffer:
-                    continue
-                for key, value in per_buffer.items():
-                    col = lists.get(prefix + _buffer_key(key))
-                    if col is not None:
-                        col[i] = int(value)
-        for name, values in lists.items():
-            columns[name] = np.asarray(values, dtype=np.int64)
+            columns.update(_buffer_columns(per_record, f"sram_{direction}_", n))
         return cls(n, columns)
+
+
+def _buffer_columns(per_record: list[Mapping[Any, int]], prefix: str, n: int
+                    ) -> dict[str, np.ndarray]:
+    """One column per buffer from per-record {buffer: bytes} dicts, flattened at C speed
+    (chain over keys and values) rather than one Python step per entry."""
+    keys = list(chain.from_iterable(per_record))
+    values = np.fromiter(chain.from_iterable(map(dict.values, per_record)), np.int64,
+                         len(keys))
+    record = np.repeat(np.arange(n), list(map(len, per_record)))
+    position = {buf: k for k, buf in enumerate(BUFFERS)}
+    buffer_of = {key: position.get(_buffer_key(key), -1) for key in set(keys)}
+    buffer = np.fromiter(map(buffer_of.__getitem__, keys), np.int64, len(keys))
+    columns = {}
+    for k, buf in enumerate(BUFFERS):
+        column = np.zeros(n, dtype=np.int64)
+        hit = buffer == k
+        column[record[hit]] = values[hit]
+        columns[prefix + buf] = column
+    return columns
 
 
 def sfu_passes_column(opcodes: Sequence[str]) -> np.ndarray:
