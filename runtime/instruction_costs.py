@@ -60,8 +60,9 @@ def instruction_costs(
     works: Sequence[Any],
     config: HardwareConfig,
     work_table: WorkTable | None = None,
-) -> tuple[list[int], list[int], list[int], list[int], list[int]]:
-    """(queues, pops, pushes, cycles, DRAM port cycles), one entry per instruction.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(queues, pops, pushes, cycles, DRAM port cycles): int64 columns, one row per
+    instruction.
 
     `instructions` are isa.Instruction values, `works` the functional model's isa.Work
     records (what each instruction actually did: masked instructions are charged for the
@@ -93,6 +94,6 @@ def instruction_costs(
     port = np.zeros(n, dtype=np.int64)
     port[dma] = np.ceil(moved[dma] / config.dram_bytes_per_cycle)
     cycles[dma] = np.maximum(cycles[dma], port[dma])
-    pops = list(map(_pop, fields))
-    pushes = list(map(_push, fields))
-    return queues.tolist(), pops, pushes, cycles.tolist(), port.tolist()
+    pops = np.fromiter(map(_pop, fields), np.int64, n)
+    pushes = np.fromiter(map(_push, fields), np.int64, n)
+    return queues, pops, pushes, cycles, port

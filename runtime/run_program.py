@@ -71,9 +71,9 @@ def run_program(
                         host_time_limit=host_time_limit)
     if progress is not None:
         progress(len(program.instructions), len(program.instructions))
-    timed = time_program(program.instructions, execution.work, config)
-    info = instruction_info(program)
     work = WorkTable.from_records(execution.work)
+    timed = time_program(program.instructions, execution.work, config, work)
+    info = instruction_info(program)
     report = build_report(
         info,
         timed.schedule,

@@ -86,7 +86,7 @@ def bench_program(n: int) -> tuple[list, list]:
 
 def assert_same_timing(instructions: list, works: list) -> None:
     costs = instruction_costs(instructions, works, CONFIG)
-    assert costs == reference_costs(instructions, works, CONFIG)
+    assert [c.tolist() for c in costs] == list(reference_costs(instructions, works, CONFIG))
     latency = CONFIG.token_latency_cycles
     assert schedule_facts(simulate(*costs, latency)) == schedule_facts(
         reference_simulate(*costs, latency))
