@@ -57,6 +57,13 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated(signum)
 
 
+def _silence_half_built_objects() -> None:
+    """An interrupt can land inside a library constructor (zipfile.ZipFile while a weight store
+    is written); freeing the half-built object later prints 'Exception ignored in __del__' after
+    our one line. The process is ending on the user's signal: drop those reports."""
+    sys.unraisablehook = lambda _report: None
+
+
 @contextmanager
 def _terminating_signals_raise() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
@@ -109,9 +116,11 @@ def exit_code_of(prog: str, run: Callable[[], int | None]) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
+        _silence_half_built_objects()
         say("error: interrupted")
         return 128 + signal.SIGINT
     except Terminated as exc:
+        _silence_half_built_objects()
         say(f"error: terminated by {exc}")
         return 128 + exc.signum
     except Exception as exc:  # noqa: BLE001 - sorted into user errors and bugs just below
