@@ -15,44 +15,16 @@ import numpy as np
 
 from esact_cc.quantized_kernels import (
     add_f32,
+    attention_output_scale,
+    attention_score_scale,
     causal_visible,
     dequantize,
+    input_groups,
     int_matmul,
+    linear_dequant_scale,
     quantize_int8,
     softmax_rows,
 )
-
-
-def linear_dequant_scale(input_scale: float, weight_scale: np.ndarray) -> np.ndarray:
-    """FP32 per-channel factor turning the INT32 accumulator of a linear into FP32."""
-    return (np.float32(input_scale) * np.asarray(weight_scale, np.float32)).astype(np.float32)
-
-
-def attention_score_scale(op_scale: float, q_scale: float, k_scale: float) -> np.float32:
-    """FP32 factor turning INT32 Q K^T into softmax inputs (the attention scale folded in)."""
-    return np.float32(np.float32(q_scale) * np.float32(k_scale) * np.float32(op_scale))
-
-
-def attention_output_scale(p_scale: float, v_scale: float) -> np.float32:
-    """FP32 factor turning INT32 P V into the FP32 attention output."""
-    return np.float32(np.float32(p_scale) * np.float32(v_scale))
-
-
-def input_groups(k: int, group_size: int | None, group_scales: np.ndarray | None,
-                 input_scale: float) -> list[tuple[int, int, float]]:
-    """(first channel, end channel, scale) of each input-channel run of an INT8 linear:
-    consecutive groups with the same scale form one run (one INT32 partial product); one run
-    of all channels when it has no group scales."""
-    if group_scales is None or group_size is None:
-        return [(0, k, float(input_scale))]
-    runs: list[tuple[int, int, float]] = []
-    for g in range(-(-k // group_size)):
-        start, end, scale = g * group_size, min(k, (g + 1) * group_size), float(group_scales[g])
-        if runs and runs[-1][2] == scale:
-            runs[-1] = (runs[-1][0], end, scale)
-        else:
-            runs.append((start, end, scale))
-    return runs
 
 
 def run_linear(

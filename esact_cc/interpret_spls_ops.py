@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 from xdsl.ir import Operation
 
-from esact_cc import interpret_transformer_ops as transformer_ops
 from esact_cc.dialects import spls
+from esact_cc.quantized_kernels import causal_visible
 from esact_cc.reference_interpreter import Interpreter, operands_by_name, register
 from esact_cc.runtime.spls_kernels import (
     hlog_quantize,
@@ -54,7 +54,7 @@ def run_predict_attention(x: Array, x_scale: Array, wq: Array, wq_scale: Array, 
         additive = np.broadcast_to(np.asarray(mask, np.float32), out.shape)
         out = np.where(additive <= MASKED_ADDITIVE, -np.inf, out + additive).astype(np.float32)
     if causal:
-        visible = transformer_ops.causal_visibility(length, length)
+        visible = causal_visible(length, length)
         out = np.where(visible, out, np.float32(-np.inf))
     return out
 

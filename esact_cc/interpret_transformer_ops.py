@@ -20,6 +20,7 @@ from esact_cc import interpret_quantized_ops as quantized_ops
 from esact_cc.dialects import transformer
 from esact_cc.dialects.gemm_ops import ATTENTION_SCALES
 from esact_cc.interpret_onnx_ops import run_kernel
+from esact_cc.quantized_kernels import causal_visible
 from esact_cc.reference_interpreter import Interpreter, operands_by_name, register
 
 Array = np.ndarray
@@ -31,11 +32,6 @@ def run_linear(x: Array, weight: Array, bias: Array | None) -> Array:
     if bias is not None:
         y = y + bias
     return y.astype(np.float32, copy=False)
-
-
-def causal_visibility(lq: int, lk: int) -> Array:
-    """Boolean [Lq, Lk]: True where key j is visible to query i (j <= i + Lk - Lq)."""
-    return np.arange(lk)[None, :] <= np.arange(lq)[:, None] + (lk - lq)
 
 
 def run_attention(
@@ -68,7 +64,7 @@ def run_attention(
     if mask is not None:
         scores = scores + mask.astype(np.float32, copy=False)
     if causal:
-        scores = np.where(causal_visibility(lq, lk), scores, np.float32(-np.inf))
+        scores = np.where(causal_visible(lq, lk), scores, np.float32(-np.inf))
     probs = run_kernel("Softmax", [scores.astype(np.float32, copy=False)], {"axis": -1}, 1)[0]
     out = np.matmul(probs, vh)  # [B, H, Lq, dv]
     return out.transpose(0, 2, 1, 3).reshape(batch, lq, width_v).astype(np.float32, copy=False)

@@ -26,6 +26,7 @@ from xdsl.traits import IsTerminator
 
 from esact_cc.runtime.errors import CompileError
 from esact_cc.tensor_types import numpy_dtype_of
+from esact_cc.ir_queries import NAME_ATTR, io_names, main_function, op_label
 from esact_cc.weight_store import WeightStore, store_of
 
 Array = np.ndarray
@@ -37,9 +38,6 @@ IMPLEMENTATION_MODULES: list[str] = [
     "esact_cc.interpret_spls_ops",
 ]
 """Modules registering op implementations; append one to add a dialect's semantics."""
-
-NAME_ATTR = "onnx.name"
-"""Argument/result attribute carrying the ONNX input/output name (set by the frontend)."""
 
 _IMPLS: dict[str, OpImpl] = {}
 _loaded = False
@@ -70,41 +68,11 @@ def registered_ops() -> list[str]:
     return sorted(_IMPLS)
 
 
-def op_label(op: Operation) -> str:
-    """`onnx.MatMul at "/encoder/.../MatMul"`: how errors name an op."""
-    loc = op.location
-    if isinstance(loc, NameLoc):
-        return f'{op.name} at "{loc.desc.data}"'
-    return op.name
-
-
 def operands_by_name(op: Operation, args: Sequence[Array]) -> dict[str, Array]:
     """Operand values by field name (absent optional operands are left out)."""
     names = [name for name, _ in type(op).get_irdl_definition().operands
              if getattr(op, name) is not None]
     return dict(zip(names, args, strict=True))
-
-
-def io_names(function: func.FuncOp, results: bool) -> list[str]:
-    """ONNX names of a function's arguments or results (`onnx.name`), else arg0/output0..."""
-    attrs = function.res_attrs if results else function.arg_attrs
-    count = len(function.function_type.outputs.data if results else function.function_type.inputs.data)
-    names: list[str] = []
-    for index in range(count):
-        name = None
-        if attrs is not None and index < len(attrs.data):
-            attr = attrs.data[index].data.get(NAME_ATTR)
-            if isinstance(attr, StringAttr):
-                name = attr.data
-        names.append(name or (f"output{index}" if results else f"arg{index}"))
-    return names
-
-
-def main_function(module: ModuleOp) -> func.FuncOp:
-    for op in module.ops:
-        if isinstance(op, func.FuncOp) and op.sym_name.data == "main":
-            return op
-    raise CompileError("module has no func.func @main")
 
 
 class Interpreter:

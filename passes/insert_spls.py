@@ -183,7 +183,7 @@ def find_layers(function: func.FuncOp) -> list[_Layer]:
 
 
 def _label(op: Operation) -> str:
-    from esact_cc.reference_interpreter import op_label
+    from esact_cc.ir_queries import op_label
 
     return op_label(op)
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 from esact_cc.dialects import spls, transformer
 from esact_cc.dialects.onnx import OnnxOperation, WeightOp
-from esact_cc.reference_interpreter import op_label
+from esact_cc.ir_queries import op_label
 from esact_cc.runtime.errors import CompileError
 from xdsl.dialects import func
 from xdsl.dialects.builtin import IntegerAttr, StringAttr, i64

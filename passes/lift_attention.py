@@ -38,7 +38,7 @@ from esact_cc.passes.lift_transformer_pattern import LiftPattern
 from xdsl.dialects.builtin import Float32Type, TensorType
 from xdsl.ir import Operation, SSAValue
 
-from esact_cc.interpret_transformer_ops import causal_visibility
+from esact_cc.quantized_kernels import causal_visible
 from esact_cc.tensor_types import dense_attr_from_numpy, tensor_type_of
 
 MASK_FILL_MAX = -1e4
@@ -65,7 +65,7 @@ def _visibility_is_causal(visible: np.ndarray, lq: int, lk: int) -> bool:
     if visible.ndim < 2 or visible.shape[-2:] not in ((lq, lk),):
         return False
     flat = visible.reshape(-1, lq, lk)
-    return bool(np.all(flat == causal_visibility(lq, lk)[None]))
+    return bool(np.all(flat == causal_visible(lq, lk)[None]))
 
 
 class AttentionPattern(LiftPattern):

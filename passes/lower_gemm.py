@@ -48,14 +48,14 @@ from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.isa import Buffer
 from xdsl.ir import Operation, SSAValue
 
-from esact_cc.interpret_quantized_ops import (
+from esact_cc.quantized_kernels import (
     attention_output_scale,
     attention_score_scale,
     input_groups,
     linear_dequant_scale,
+    quant_multiplier,
 )
-from esact_cc.quantized_kernels import quant_multiplier
-from esact_cc.reference_interpreter import op_label
+from esact_cc.ir_queries import op_label
 
 
 def fail(op: Operation, message: str) -> CompileError:

@@ -59,7 +59,7 @@ from xdsl.dialects.builtin import ModuleOp, StringAttr, TensorType
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
-from esact_cc.reference_interpreter import io_names, main_function, op_label
+from esact_cc.ir_queries import io_names, main_function, op_label
 from esact_cc.weight_store import WeightStore, store_of
 
 CONFIG_HASH_ATTR = "esact.config_hash"

@@ -28,9 +28,8 @@ from xdsl.dialects.builtin import IntegerAttr, ModuleOp, NameLoc, StringAttr, Te
 from xdsl.ir import Operation, SSAValue
 
 from esact_cc import tensor_types
-from esact_cc.interpret_quantized_ops import input_groups
-from esact_cc.quantized_kernels import quant_multiplier
-from esact_cc.reference_interpreter import op_label
+from esact_cc.quantized_kernels import input_groups, quant_multiplier
+from esact_cc.ir_queries import op_label
 from esact_cc.sram_allocator import BankAllocator, RingAllocator
 from esact_cc.weight_store import WeightStore
 

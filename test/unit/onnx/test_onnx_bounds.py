@@ -18,7 +18,7 @@ from esact_cc.onnx_limits import (
     count_text,
     shape_text,
 )
-from esact_cc.reference_interpreter import main_function
+from esact_cc.ir_queries import main_function
 from esact_cc.runtime.errors import CompileError
 
 rng = np.random.default_rng(0)

@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from esact_cc.api import ir_text, parse_ir
 from esact_cc.onnx_frontend import import_onnx, parse_input_shape
-from esact_cc.reference_interpreter import main_function
+from esact_cc.ir_queries import main_function
 
 _spec = importlib.util.spec_from_file_location("onnx_graphs", Path(__file__).with_name("onnx_graphs.py"))
 graphs = importlib.util.module_from_spec(_spec)

@@ -171,7 +171,7 @@ def test_run_op_can_be_overridden_to_observe_values():
             return super().run_op(op, args)
 
     interpreter = Recording(store)
-    from esact_cc.reference_interpreter import main_function
+    from esact_cc.ir_queries import main_function
 
     interpreter.run_function(main_function(module), graphs.attention_inputs(4))
     assert interpreter.seen.count("onnx.Softmax") == 1 and interpreter.seen.count("onnx.weight") == 10
