@@ -106,3 +106,10 @@ def test_compiled_program_times_identically(sparsity: str) -> None:
     work = execute(program, inputs, CONFIG).work
     assert len(program.instructions) > 100
     assert_same_timing(program.instructions, work)
+
+
+def test_empty_program_times_identically() -> None:
+    assert outcome(simulate, [], [], [], [], [], 1) == outcome(reference_simulate, [], [], [], [],
+                                                                [], 1)
+    assert [c.tolist() for c in instruction_costs([], [], CONFIG)] == list(
+        reference_costs([], [], CONFIG))
