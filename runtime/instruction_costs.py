@@ -1,6 +1,6 @@
 """Per-instruction cycles of a program from the ISA table's cost functions, by opcode.
 
-A cost marked column-wise in the ISA table (isa._columnwise: written in operations numpy
+A cost marked column-wise in the ISA table (isa_costs._columnwise: written in operations numpy
 broadcasts) is called once per opcode with a Work and fields whose values are int64 columns
 over that opcode's instructions; any other cost (e.g. a registered instruction's) is called
 once per instruction with its record. The queue, pop and push columns come from the same

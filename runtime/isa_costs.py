@@ -1,0 +1,116 @@
+"""What an executed instruction did (`Work`, filled by the functional model) and the cycle
+cost functions the ISA table attaches to each instruction (`CostFn`: fields, config, work ->
+cycles). Hardware numbers come from the config; the per-instruction constants here (SFU passes
+per element) are properties of the algorithm each instruction runs, documented as assumptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .hw_config import HardwareConfig
+
+
+@dataclass
+class Work:
+    """What one executed instruction actually did (filled by the functional model).
+
+    The timing model turns it into cycles through `InstructionSpec.cost`; the energy model
+    into joules. Dense counts are what the instruction would do with no masks.
+    """
+
+    macs_dense: int = 0
+    macs_executed: int = 0
+    shift_adds: int = 0
+    sfu_elements: int = 0
+    compare_ops: int = 0
+    dram_read_bytes: int = 0
+    dram_write_bytes: int = 0
+    sram_read_bytes: dict[str, int] = field(default_factory=dict)  # by Buffer name
+    sram_write_bytes: dict[str, int] = field(default_factory=dict)
+    rows_total: int = 0  # GEMM/ATTN_PV rows, SIMILARITY rows
+    rows_executed: int = 0  # rows a row mask keeps; SIMILARITY: computed rows
+    cols_total: int = 0
+    cols_executed: int = 0
+    mask_total: int = 0  # element-mask positions considered (attention, TOPK)
+    mask_kept: int = 0  # positions selected
+    host_flops: int = 0  # HOST: rough operation count of the segment (elements touched)
+
+
+CostFn = Callable[[Mapping[str, int], "HardwareConfig", Work], int]
+
+
+SFU_PASSES = MappingProxyType({
+    "softmax": 4,  # max, exp, sum, divide
+    "layernorm": 4,  # mean, variance, normalize, affine
+    "gelu": 2,  # polynomial/erf evaluation is two lane passes
+})
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _columnwise(cost: CostFn) -> CostFn:
+    """Marks a cost written only in operations numpy broadcasts (no branch on a value): the
+    timing model calls it once per opcode with a Work whose counts are int64 columns."""
+    cost.columnwise = True  # type: ignore[attr-defined]
+    return cost
+
+
+@_columnwise
+def dma_cost(f: Mapping[str, int], config: HardwareConfig, work: Work) -> int:
+    moved = work.dram_read_bytes + work.dram_write_bytes
+    return config.dram_latency_cycles + _ceil_div(moved, max(1, int(config.dram_bytes_per_cycle)))
+
+
+@_columnwise
+def mac_tile_cost(f: Mapping[str, int], config: HardwareConfig, work: Work) -> int:
+    """Output-stationary R x C array: one K-deep pass per output tile of executed rows/cols."""
+    rows, cols = work.rows_executed, work.cols_executed
+    depth = work.macs_executed // np.maximum(1, rows * cols)
+    tiles = _ceil_div(rows, config.mac_rows) * _ceil_div(cols, config.mac_cols)
+    cycles = tiles * np.maximum(1, depth) + config.mac_rows + config.mac_cols
+    return np.where((rows == 0) | (cols == 0), 1, cycles)
+
+
+@_columnwise
+def mac_sparse_cost(f: Mapping[str, int], config: HardwareConfig, work: Work) -> int:
+    """Masked attention: the sequencer packs selected (row, key) dot products onto the array."""
+    lanes = config.mac_rows * config.mac_cols
+    return _ceil_div(work.macs_executed, lanes) + config.mac_rows + config.mac_cols
+
+
+def sfu_cost(passes: int) -> CostFn:
+    @_columnwise
+    def cost(f: Mapping[str, int], config: HardwareConfig, work: Work) -> int:
+        return _ceil_div(work.sfu_elements * passes, config.sfu_lanes) + 1
+    return cost
+
+
+@_columnwise
+def bpu_cost(f: Mapping[str, int], config: HardwareConfig, work: Work) -> int:
+    return _ceil_div(work.shift_adds + work.sfu_elements, config.bpu_lanes) + 1
+
+
+@_columnwise
+def topk_cost(f: Mapping[str, int], config: HardwareConfig, work: Work) -> int:
+    return _ceil_div(work.compare_ops, config.topk_lanes) + 1
+
+
+@_columnwise
+def host_cost(f: Mapping[str, int], config: HardwareConfig, work: Work) -> int:
+    # Assumption: a host segment is bound by moving its tensors over the DRAM interface.
+    return dma_cost(f, config, work)
+
+
+@_columnwise
+def unit_cost(f: Mapping[str, int], config: HardwareConfig, work: Work) -> int:
+    return 1
+
