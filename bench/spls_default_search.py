@@ -38,7 +38,9 @@ from esact_cc.runtime.atomic_write import atomic_write_text
 from esact_cc.passes.insert_spls import DEFAULT_OPTIONS, DESIGN_REFERENCE, LayerOptions
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import spls_emulation as emu  # noqa: E402  (a sibling bench script, not a package)
+import spls_emulation as emu  # noqa: E402  (sibling bench scripts, not a package)
+from spls_emulation_encoder import run_model  # noqa: E402
+from spls_emulation_models import load_digits_vit, load_minilm  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 THRESHOLDS = {"cosprob": (0.9, 0.95, 0.98, 0.99, 0.995, 0.998),
@@ -62,15 +64,15 @@ class ModelUnderTest:
     def __init__(self, name: str, texts: int) -> None:
         self.name = name
         if name == "digits":
-            self.enc, splits = emu.load_digits_vit(emu.REPO / "esact_cc" / "models")
+            self.enc, splits = load_digits_vit(emu.REPO / "esact_cc" / "models")
             images, labels = splits["test"]
             half = len(images) // 2
             self.splits = {"calib": (list(images[:half]), labels[:half]),
                            "test": (list(images[half:]), labels[half:])}
         else:
-            self.enc, splits = emu.load_minilm(texts)
+            self.enc, splits = load_minilm(texts)
             self.splits = {k: (list(v[0]), None) for k, v in splits.items()}
-        self.dense = {k: [emu.run_model(self.enc, s, [None] * len(self.enc.layers))[0]
+        self.dense = {k: [run_model(self.enc, s, [None] * len(self.enc.layers))[0]
                           for s in samples] for k, (samples, _) in self.splits.items()}
         self.dense_score = {k: self._dense_score(k) for k in self.splits}
 

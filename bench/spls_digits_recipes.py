@@ -33,7 +33,9 @@ from esact_cc.runtime.atomic_write import atomic_write_text
 from esact_cc.passes.insert_spls import DESIGN_REFERENCE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import spls_emulation as emu  # noqa: E402  (a sibling bench script, not a package)
+import spls_emulation as emu  # noqa: E402  (sibling bench scripts, not a package)
+from spls_emulation_encoder import run_model  # noqa: E402
+from spls_emulation_models import load_digits_vit  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -49,10 +51,10 @@ def train(out: Path, seed: int, pos_std: float) -> dict:
 
 
 def measure(model_dir: Path) -> dict:
-    enc, splits = emu.load_digits_vit(model_dir)
+    enc, splits = load_digits_vit(model_dir)
     images, labels = splits["test"]
     samples = list(images)
-    dense = [emu.run_model(enc, s, [None] * len(enc.layers))[0] for s in samples]
+    dense = [run_model(enc, s, [None] * len(enc.layers))[0] for s in samples]
     dense_acc = float(np.mean([int(np.argmax(o)) == int(y) for o, y in zip(dense, labels)]))
     rows = {}
     for label, layer_opts in (

@@ -45,18 +45,9 @@ import numpy as np
 
 from esact_cc.cli.esact_tune_main import add_search_arguments, search_options
 from esact_cc.spls_options import SplsConfig
-from esact_cc.spls_tuning import (
-    CalibrationData,
-    Measurement,
-    PooledEvaluator,
-    SearchOptions,
-    SplsEvaluator,
-    layer_text,
-    load_calibration_data,
-    model_inputs,
-    tune,
-    uniform_config,
-)
+from esact_cc.spls_calibration_inputs import CalibrationData, load_calibration_data, model_inputs
+from esact_cc.spls_measurement import Measurement, PooledEvaluator, SplsEvaluator, uniform_config
+from esact_cc.spls_tuning import SearchOptions, layer_text, tune
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "esact_cc" / "models"
@@ -170,7 +161,7 @@ def _bucket(n: int) -> int:
 
 def minilm_sentences(count: int) -> list[str]:
     sys.path.insert(0, str(REPO / "bench"))
-    from spls_emulation import doc_sentences  # the same deterministic sentences as H6's study
+    from spls_emulation_models import doc_sentences  # the same sentences as H6's study
 
     sentences = doc_sentences()
     lengths = [sample["input_ids"].shape[1] for sample in tokenize(sentences, None)]

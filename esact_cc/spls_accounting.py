@@ -6,7 +6,7 @@ interpreter), count per layer the dense MACs and the MACs the sparse hardware ex
 components of DESIGN.md section 6: q, k, v (projections), qk, pv (attention), o (output
 projection), ffn1, ffn2; plus the prediction's HLog products and the reused rows.
 
-Counting rules (the same as bench/spls_emulation.py, so the two agree):
+Counting rules (the same as bench/spls_emulation_encoder.py, so the two agree):
 - padding is not sparsity: only real tokens count, dense and executed alike. A key is real if
   some row of the PAM sees it (PAM is -inf where the padding mask hides a key); a row is real
   iff its own key is (self-attention, right padding). The attention terms count the (row, key)

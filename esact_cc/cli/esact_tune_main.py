@@ -32,7 +32,7 @@ PROG = "esact-tune"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from esact_cc.spls_tuning import IR_LEVELS
+    from esact_cc.spls_measurement import IR_LEVELS
 
     parser = argparse.ArgumentParser(prog=PROG,
                              description="Calibrate SPLS options under an accuracy-loss budget.")
@@ -117,7 +117,9 @@ def run_cli(args: argparse.Namespace) -> None:
 
     from esact_cc.runtime.atomic_write import atomic_write_text
     from esact_cc.runtime.errors import CompileError
-    from esact_cc.spls_tuning import SplsEvaluator, load_calibration_data, model_inputs, tune
+    from esact_cc.spls_calibration_inputs import load_calibration_data, model_inputs
+    from esact_cc.spls_measurement import SplsEvaluator
+    from esact_cc.spls_tuning import tune
 
     if args.samples < 0:
         raise CompileError(f"--samples must be >= 0, got {args.samples}")

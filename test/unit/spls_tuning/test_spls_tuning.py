@@ -21,7 +21,13 @@ import pytest
 from esact_cc.runtime.errors import CompileError
 from onnx import TensorProto, helper, numpy_helper
 
-from esact_cc import api, spls_tuning
+from esact_cc import (
+    api,
+    spls_calibration_inputs,
+    spls_measurement,
+    spls_memo_interpreter,
+    spls_tuning,
+)
 from esact_cc.cli import esact_tune_main
 from esact_cc.reference_interpreter import run_module
 from esact_cc.spls_accounting import PREDICTION_MAC_PER_PRODUCT, find_spls_layers
@@ -132,9 +138,9 @@ def test_tuner_respects_budget_and_esact_cc_reproduces_it(files, small_search, t
 
 
 def test_budget_binds_and_zero_budget_loses_nothing(files, small_search):
-    inputs = spls_tuning.model_inputs(files["model"])
-    data = spls_tuning.load_calibration_data(files["calib"], inputs, "labels")
-    evaluator = spls_tuning.SplsEvaluator(files["model"], data, ir="transformer")
+    inputs = spls_calibration_inputs.model_inputs(files["model"])
+    data = spls_calibration_inputs.load_calibration_data(files["calib"], inputs, "labels")
+    evaluator = spls_measurement.SplsEvaluator(files["model"], data, ir="transformer")
     # The largest-reduction search without margin: its best is the best it measured.
     plain = spls_tuning.SearchOptions(margin_se=0.0, layer_search="largest",
                                       layer_first_reference=0)
@@ -167,10 +173,11 @@ def test_tuner_never_reads_held_out_data(files, small_search, tmp_path):
 
 
 def test_accounting_without_reuse_is_dense_plus_prediction(files):
-    inputs = spls_tuning.model_inputs(files["model"])
-    data = spls_tuning.load_calibration_data(files["calib"], inputs, "labels", limit=4)
-    evaluator = spls_tuning.SplsEvaluator(files["model"], data, ir="transformer")
-    m = evaluator.measure([spls_tuning.uniform_config(threshold=2.0, attention="dense")])[0]
+    inputs = spls_calibration_inputs.model_inputs(files["model"])
+    data = spls_calibration_inputs.load_calibration_data(files["calib"], inputs, "labels",
+                                                         limit=4)
+    evaluator = spls_measurement.SplsEvaluator(files["model"], data, ir="transformer")
+    m = evaluator.measure([spls_measurement.uniform_config(threshold=2.0, attention="dense")])[0]
     real = np.load(files["calib"])["attention_mask"][:4].sum(axis=1)
     dh = HIDDEN // HEADS
     per_token = 4 * HIDDEN * HIDDEN + 2 * HIDDEN * FFN  # q, k, v, o + FFN
@@ -185,24 +192,25 @@ def test_accounting_without_reuse_is_dense_plus_prediction(files):
     assert evaluator.reuse_off_gap() == 0.0  # the SPLS program is exact with reuse off
     assert 0.0 < m.work.topk_recall < 1.0
     everything, sparse = evaluator.measure([
-        spls_tuning.uniform_config(threshold=2.0, **{"k-ratio": 1.0}),
-        spls_tuning.uniform_config(threshold=2.0, attention="topk")])
+        spls_measurement.uniform_config(threshold=2.0, **{"k-ratio": 1.0}),
+        spls_measurement.uniform_config(threshold=2.0, attention="topk")])
     assert everything.work.topk_recall == 1.0  # k = L: SPA and the exact top-k keep every key
     assert sparse.work.topk_recall is None  # not measurable: dropped keys are never generated
 
 
 def test_random_control_reuses_as_many_rows(files):
-    inputs = spls_tuning.model_inputs(files["model"])
-    data = spls_tuning.load_calibration_data(files["calib"], inputs, "labels", limit=6)
-    evaluator = spls_tuning.SplsEvaluator(files["model"], data, ir="transformer")
-    config = spls_tuning.uniform_config(threshold=0.3)
+    inputs = spls_calibration_inputs.model_inputs(files["model"])
+    data = spls_calibration_inputs.load_calibration_data(files["calib"], inputs, "labels",
+                                                         limit=6)
+    evaluator = spls_measurement.SplsEvaluator(files["model"], data, ir="transformer")
+    config = spls_measurement.uniform_config(threshold=0.3)
     prepared = evaluator._prepare(config)
     for index in range(6):
         memo: dict = {}
         _, work = evaluator._run(prepared, index, memo, None)
         counts = {id(layer.similarity): w.reused_rows for layer, w in zip(prepared.layers, work)}
         _, control = evaluator._run(prepared, index, memo,
-                                    spls_tuning.RandomReuse(counts, (0, index)))
+                                    spls_memo_interpreter.RandomReuse(counts, (0, index)))
         assert [w.reused_rows for w in control] == [w.reused_rows for w in work]
     assert sum(w.reused_rows for w in work) > 0
 

@@ -17,9 +17,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from esact_cc import spls_tuning
+from esact_cc import spls_calibration_inputs, spls_measurement, spls_tuning
 from esact_cc.cli import esact_tune_main
-from esact_cc.spls_tuning import Measurement, SearchOptions
+from esact_cc.spls_measurement import Measurement
+from esact_cc.spls_tuning import SearchOptions
 from small_search_tables import use_small_search_tables
 
 HERE = Path(__file__).resolve().parent
@@ -38,15 +39,16 @@ FIXTURES = _sibling()
 
 
 @pytest.fixture(scope="module")
-def evaluator(tmp_path_factory) -> spls_tuning.SplsEvaluator:
+def evaluator(tmp_path_factory) -> spls_measurement.SplsEvaluator:
     root = tmp_path_factory.mktemp("tune_search")
     model = root / "tiny.onnx"
     onnx.save(FIXTURES.tiny_classifier(), model)
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     calib = root / "calib.npz"
     np.savez(calib, **FIXTURES.make_split(session, 16, seed=1))
-    data = spls_tuning.load_calibration_data(calib, spls_tuning.model_inputs(model), "labels")
-    return spls_tuning.SplsEvaluator(model, data, ir="transformer")
+    inputs = spls_calibration_inputs.model_inputs(model)
+    data = spls_calibration_inputs.load_calibration_data(calib, inputs, "labels")
+    return spls_measurement.SplsEvaluator(model, data, ir="transformer")
 
 
 def _patch(monkeypatch) -> None:
@@ -56,7 +58,7 @@ def _patch(monkeypatch) -> None:
 
 
 def test_sample_losses_give_the_loss_and_its_standard_error(evaluator):
-    m = evaluator.measure([spls_tuning.uniform_config(threshold=0.3)])[0]
+    m = evaluator.measure([spls_measurement.uniform_config(threshold=0.3)])[0]
     assert m.sample_losses is not None and len(m.sample_losses) == evaluator.sample_count
     # Independent: per-sample correctness from the outputs themselves.
     prepared = evaluator._prepare(m.config)

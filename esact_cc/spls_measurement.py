@@ -1,0 +1,288 @@
+"""Measuring SPLS settings on calibration inputs: accuracy, loss and computation per setting.
+
+`SplsEvaluator` imports and compiles the model ONCE to the chosen IR level (`quantized`, the
+INT8 program the hardware runs, by default; or fp32 `transformer`); each setting is a clone of
+that module with `insert-spls` applied, run by the reference interpreter on every calibration
+sample (one by one: exported models fix the batch dim) through the shared memo of
+spls_memo_interpreter.py. `PooledEvaluator` measures several evaluators as one input set.
+
+Accuracy: task accuracy (argmax of the output vs `labels`) when labels exist, else mean cosine
+of the output to the dense output; both in points (x100), loss = dense - SPLS. Computation:
+`spls_accounting` (executed MACs + prediction at 0.1 MAC per HLog product over dense MACs, real
+tokens only).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.ir import Operation
+
+from esact_cc.passes.insert_spls import DESIGN_REFERENCE
+from esact_cc.reference_interpreter import io_names, main_function
+from esact_cc.runtime.errors import CompileError
+from esact_cc.spls_accounting import (
+    LayerWork,
+    SplsLayer,
+    WorkSummary,
+    count_layer,
+    find_spls_layers,
+    summarize,
+)
+from esact_cc.spls_calibration_inputs import CalibrationData
+from esact_cc.spls_memo_interpreter import RandomReuse, TuningInterpreter
+from esact_cc.spls_options import SplsConfig
+from esact_cc.weight_store import WeightStore, attach
+
+IR_LEVELS = ("quantized", "transformer")
+SEARCH_ORIGIN: dict[str, Any] = {name.replace("_", "-"): value
+                                 for name, value in asdict(DESIGN_REFERENCE).items()}
+"""The options the search starts from and a grid point leaves unset: DESIGN.md section 6's
+reference setting (insert-spls's own defaults are this search's result on the digits ViT)."""
+REUSE_OFF = 2.0
+"""A threshold above every similarity score: no row is reused."""
+
+
+def uniform_config(**options: Any) -> SplsConfig:
+    """A uniform setting: `options` (snake_case or dashed names) over `SEARCH_ORIGIN`."""
+    merged = dict(SEARCH_ORIGIN)
+    merged.update({k.replace("_", "-"): v for k, v in options.items()})
+    return SplsConfig(options=merged)
+
+
+@dataclass
+class Measurement:
+    """One setting measured on a set of inputs."""
+
+    config: SplsConfig
+    accuracy: float
+    """Points: task accuracy x100, or mean cosine to dense x100."""
+    dense_accuracy: float
+    work: WorkSummary
+    control_accuracy: float | None = None
+    sample_losses: np.ndarray | None = None
+    """Per input: dense points - SPLS points (their mean is `loss`)."""
+
+    @property
+    def loss(self) -> float:
+        return self.dense_accuracy - self.accuracy
+
+    @property
+    def loss_se(self) -> float:
+        """Standard error of `loss` as an estimate of the loss on new inputs of the same kind:
+        sample std of the per-input losses / sqrt(inputs); 0 without per-input losses."""
+        losses = self.sample_losses
+        if losses is None or len(losses) < 2:
+            return 0.0
+        return float(np.std(losses, ddof=1) / math.sqrt(len(losses)))
+
+    def loss_bound(self, margin_se: float) -> float:
+        """The loss the search holds to the budget: mean + `margin_se` standard errors."""
+        return self.loss + margin_se * self.loss_se if margin_se else self.loss
+
+    @property
+    def reduction(self) -> float:
+        return self.work.reduction
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "options": dict(sorted(self.config.options.items())),
+            "layers": {str(i): o for i, o in sorted(self.config.layers.items())},
+            "accuracy": self.accuracy, "dense_accuracy": self.dense_accuracy,
+            "loss_points": self.loss, "loss_se_points": self.loss_se,
+            **self.work.as_dict()}
+        if self.control_accuracy is not None:
+            out["control_accuracy"] = self.control_accuracy
+            out["control_loss_points"] = self.dense_accuracy - self.control_accuracy
+        return out
+
+
+@dataclass
+class _Prepared:
+    config: SplsConfig
+    module: ModuleOp
+    store: WeightStore
+    layers: list[SplsLayer]
+    layer_of: dict[int, int]
+    signatures: dict[Operation, str] = field(default_factory=dict)
+
+
+class SplsEvaluator:
+    """Compiles a model once to `ir` and measures SPLS settings on a fixed set of inputs."""
+
+    def __init__(self, model: str | os.PathLike[str], data: CalibrationData,
+                 output: str | None = None, ir: str = "quantized",
+                 quantize_samples: Sequence[Mapping[str, np.ndarray]] | None = None,
+                 log: Callable[[str], None] | None = None):
+        from esact_cc.pipeline import CompileOptions, compile_model
+
+        if ir not in IR_LEVELS:
+            raise CompileError(f"unknown IR level '{ir}' (levels: {', '.join(IR_LEVELS)})")
+        self.model = str(model)
+        self.ir = ir
+        self.log = log or (lambda message: None)
+        self.labels = data.labels
+        self.samples = data.samples
+        shapes = {name: tuple(value.shape) for name, value in data.samples[0].items()}
+        extra: dict[str, Any] = {}
+        with tempfile.TemporaryDirectory(prefix="esact-tune-") as tmp:
+            if ir == "quantized":
+                quant = list(quantize_samples if quantize_samples is not None else data.samples)
+                quant_path = Path(tmp) / "quantize_calibration.npz"
+                np.savez(quant_path, **{name: np.stack([s[name] for s in quant])
+                                        for name in shapes})
+                extra["calibration_data"] = str(quant_path)
+            self.base, self.base_store = compile_model(
+                self.model, ir, CompileOptions(input_shapes=shapes, extra=extra))
+        names = io_names(main_function(self.base), results=True)
+        if output is None:
+            output = names[-1]
+        elif output not in names:
+            raise CompileError(f"model has no output '{output}' (outputs: {', '.join(names)})")
+        self.output = output
+        dense = self._prepare(None)
+        self.dense_outputs = [self._run(dense, i, {}, None)[0] for i in range(len(self.samples))]
+        self.dense_scores = self._scores(self.dense_outputs)
+        self.dense_accuracy = float(np.mean(self.dense_scores))
+
+    # --- preparing settings --------------------------------------------------------------
+    def _prepare(self, config: SplsConfig | None) -> _Prepared:
+        from esact_cc.dialect_registry import make_context
+        from esact_cc.pipeline import make_pass
+
+        module = self.base.clone()
+        store = WeightStore({name: self.base_store[name] for name in self.base_store})
+        attach(module, store)
+        if config is not None:
+            make_pass("insert-spls", **config.pass_options()).apply(make_context(), module)
+        layers = find_spls_layers(module)
+        return _Prepared(config or SplsConfig(), module, store, layers,
+                         {id(layer.similarity): layer.index for layer in layers})
+
+    def _run(self, prepared: _Prepared, index: int, memo: dict[int, list[np.ndarray]],
+             control: RandomReuse | None) -> tuple[np.ndarray, list[LayerWork]]:
+        interpreter = TuningInterpreter(prepared.store, memo, prepared.signatures,
+                                        prepared.layer_of, control)
+        outputs = interpreter.run_function(main_function(prepared.module), self.samples[index])
+        work = []
+        for layer in prepared.layers:
+            pam = interpreter.records[id(layer.predict)][0]
+            spa = interpreter.records[id(layer.topk)][0]
+            reuse, keys = interpreter.records[id(layer.similarity)]
+            q, k = interpreter.records[id(layer.attention)]
+            work.append(count_layer(layer, pam, spa, reuse, keys, q, k))
+        return np.asarray(outputs[self.output]), work
+
+    def _scores(self, outputs: Sequence[np.ndarray]) -> np.ndarray:
+        """Points per input: 100 x (argmax == label), or 100 x cosine to the dense output."""
+        if self.labels is not None:
+            predicted = np.array([int(np.argmax(o.reshape(-1))) for o in outputs])
+            return 100.0 * (predicted == self.labels).astype(np.float64)
+        cosines = []
+        for out, ref in zip(outputs, self.dense_outputs):
+            a, b = out.reshape(-1).astype(np.float64), ref.reshape(-1).astype(np.float64)
+            norm = float(np.linalg.norm(a) * np.linalg.norm(b))
+            cosines.append(float(a @ b) / norm if norm > 0 else float(np.array_equal(a, b)))
+        return 100.0 * np.asarray(cosines)
+
+    def _accuracy(self, outputs: Sequence[np.ndarray]) -> float:
+        return float(np.mean(self._scores(outputs)))
+
+    @property
+    def sample_count(self) -> int:
+        return len(self.samples)
+
+    def reuse_off_gap(self, count: int = 4) -> float:
+        """Max |SPLS - dense| of the output with reuse off and dense attention on the first
+        `count` samples: 0 when the SPLS program is exact (DESIGN.md section 6); anything
+        else means the SPLS lowering of this IR changes values by itself."""
+        prepared = self._prepare(uniform_config(threshold=REUSE_OFF, attention="dense"))
+        gap = 0.0
+        for index in range(min(count, len(self.samples))):
+            out, _ = self._run(prepared, index, {}, None)
+            gap = max(gap, float(np.max(np.abs(out.astype(np.float64)
+                                                - self.dense_outputs[index]))))
+        return gap
+
+    def layer_indices(self, config: SplsConfig) -> list[int]:
+        """The SPLS layers' indices (stamped by lift-transformer; `LAYER:` option prefixes)."""
+        return [layer.index for layer in self._prepare(config).layers]
+
+    def measure(self, configs: Sequence[SplsConfig], control: bool = False,
+                seed: int = 0) -> list[Measurement]:
+        """Measure every setting on every sample (samples outer, so the memo is shared)."""
+        prepared = [self._prepare(c) for c in configs]
+        outputs: list[list[np.ndarray]] = [[] for _ in prepared]
+        control_outputs: list[list[np.ndarray]] = [[] for _ in prepared]
+        works: list[list[list[LayerWork]]] = [[] for _ in prepared]
+        for index in range(len(self.samples)):
+            memo: dict[int, list[np.ndarray]] = {}
+            for j, p in enumerate(prepared):
+                out, work = self._run(p, index, memo, None)
+                outputs[j].append(out)
+                works[j].append(work)
+                if control:
+                    counts = {id(layer.similarity): w.reused_rows
+                              for layer, w in zip(p.layers, work)}
+                    out_c, _ = self._run(p, index, memo, RandomReuse(counts, (seed, index)))
+                    control_outputs[j].append(out_c)
+        measurements = []
+        for j, p in enumerate(prepared):
+            scores = self._scores(outputs[j])
+            measurements.append(Measurement(
+                p.config, float(np.mean(scores)), self.dense_accuracy, summarize(works[j]),
+                self._accuracy(control_outputs[j]) if control else None,
+                self.dense_scores - scores))
+        return measurements
+
+
+class PooledEvaluator:
+    """Several evaluators (e.g. one per padded sequence length) measured as one input set:
+    accuracies weighted by sample count, work summed. Same interface as `SplsEvaluator`."""
+
+    def __init__(self, parts: Sequence[SplsEvaluator]):
+        if not parts:
+            raise CompileError("no inputs to measure")
+        self.parts = list(parts)
+        self.labels = parts[0].labels
+        self.dense_accuracy = self._weighted([p.dense_accuracy for p in parts])
+
+    @property
+    def sample_count(self) -> int:
+        return sum(p.sample_count for p in self.parts)
+
+    def reuse_off_gap(self, count: int = 4) -> float:
+        return max(p.reuse_off_gap(count) for p in self.parts)
+
+    def _weighted(self, values: Sequence[float]) -> float:
+        total = sum(p.sample_count for p in self.parts)
+        return sum(v * p.sample_count for v, p in zip(values, self.parts)) / total
+
+    def layer_indices(self, config: SplsConfig) -> list[int]:
+        return self.parts[0].layer_indices(config)
+
+    def measure(self, configs: Sequence[SplsConfig], control: bool = False,
+                seed: int = 0) -> list[Measurement]:
+        per_part = [p.measure(configs, control, seed) for p in self.parts]
+        pooled = []
+        for j, config in enumerate(configs):
+            ms = [part[j] for part in per_part]
+            control_accuracy = (self._weighted([m.control_accuracy or 0.0 for m in ms])
+                                if control else None)
+            pooled.append(Measurement(config, self._weighted([m.accuracy for m in ms]),
+                                      self.dense_accuracy,
+                                      summarize(m.work.layers for m in ms), control_accuracy,
+                                      np.concatenate([m.sample_losses for m in ms
+                                                      if m.sample_losses is not None])))
+        return pooled
+
+
+Evaluator = SplsEvaluator | PooledEvaluator
