@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
-from operator import attrgetter
+from operator import attrgetter, methodcaller
 from typing import Any
 
 import numpy as np
@@ -81,15 +81,13 @@ class WorkTable:
         ):
             records = [_as_mapping(r) for r in records]
         is_map = bool(records) and isinstance(records[0], Mapping)
-        if is_map:
-            rows = [tuple(r.get(name, 0) or 0 for name in SCALAR_FIELDS) for r in records]
-        else:  # isa.Work records: one C-level attribute fetch per record (fast path)
-            rows = list(map(attrgetter(*SCALAR_FIELDS), records))
-        matrix = np.fromiter(chain.from_iterable(rows), np.int64,
-                             n * len(SCALAR_FIELDS)).reshape(n, len(SCALAR_FIELDS))
-        columns: dict[str, np.ndarray] = {
-            name: np.ascontiguousarray(matrix[:, k]) for k, name in enumerate(SCALAR_FIELDS)
-        }
+        columns: dict[str, np.ndarray] = {}
+        for name in SCALAR_FIELDS:
+            if is_map:
+                values = (r.get(name, 0) or 0 for r in records)
+            else:  # isa.Work records: attribute fetches at C speed (fast path)
+                values = map(attrgetter(name), records)
+            columns[name] = np.fromiter(values, np.int64, n)
         for direction in ("read", "write"):
             field_name = f"sram_{direction}_bytes"
             per_record = (
@@ -100,12 +98,15 @@ class WorkTable:
         return cls(n, columns)
 
 
+_values = methodcaller("values")
+
+
 def _buffer_columns(per_record: list[Mapping[Any, int]], prefix: str, n: int
                     ) -> dict[str, np.ndarray]:
     """One column per buffer from per-record {buffer: bytes} dicts, flattened at C speed
     (chain over keys and values) rather than one Python step per entry."""
     keys = list(chain.from_iterable(per_record))
-    values = np.fromiter(chain.from_iterable(map(dict.values, per_record)), np.int64,
+    values = np.fromiter(chain.from_iterable(map(_values, per_record)), np.int64,
                          len(keys))
     record = np.repeat(np.arange(n), list(map(len, per_record)))
     position = {buf: k for k, buf in enumerate(BUFFERS)}
