@@ -322,6 +322,7 @@ def _replay(args: argparse.Namespace, corpus: Corpus) -> None:
 
 def main() -> None:
     args = _arguments()
+    tested_code = _tested_code()  # now: the repository may move on during a long run
     memory = int(args.memory_gb * (1 << 30))
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="esact-fuzz-") as tmp:
@@ -355,7 +356,7 @@ def main() -> None:
                           f"RLIMIT_AS {args.memory_gb} GiB, {args.timeout} s per case",
             "processes": f"{len(sampled)} of those cases again as esact-cc / esact-run "
                          f"processes, RLIMIT_AS {args.memory_gb} GiB, {args.timeout * 2} s",
-            "tested_code": _tested_code(),
+            "tested_code": tested_code,
             "sources": [str(Path(m).relative_to(ROOT)) for m in corpus.models],
             "base_binaries": [b["name"] for b in corpus.binaries],
         },

@@ -168,7 +168,8 @@ def _mutate_host(sections: dict[str, bytearray], rng: random.Random, secret: Pat
     delta = len(new) - size
     meta["host"][index]["size"] = len(new)
     for later in meta["host"][index + 1:]:
-        later["offset"] += delta
+        if isinstance(later, dict) and isinstance(later.get("offset"), int):
+            later["offset"] += delta  # (an earlier META mutation may have broken it)
     sections["meta"][:] = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
     extra = " (its files are not shipped)" if files.data or files.symlinks or files.fifos else ""
     return f"host: segment {index}: " + "; ".join(changes) + extra

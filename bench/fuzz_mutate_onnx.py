@@ -207,7 +207,8 @@ def _external_target(rng: random.Random, secret: Path, files: ModelFiles, payloa
     if choice == 4:
         return "/dev/zero", "/dev/zero"
     if choice == 5:
-        files.fifos.append("pipe.bin")
+        if "pipe.bin" not in files.fifos:
+            files.fifos.append("pipe.bin")
         return "pipe.bin", "a FIFO in the model directory"
     return "missing.bin", "a missing file"
 

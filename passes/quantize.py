@@ -55,8 +55,10 @@ SYNTHETIC_WARNING = (
 
 
 def symmetric_scale(peak: float) -> float:
-    """Per-tensor scale mapping `peak` to 127 (1.0 for an all-zero tensor)."""
-    return float(np.float32(peak / INT8_MAX)) if peak > 0 and np.isfinite(peak) else 1.0
+    """Per-tensor scale mapping `peak` to 127 (1.0 for an all-zero tensor, and for a peak so
+    small that peak / 127 underflows float32: its values all round to 0 either way)."""
+    scale = np.float32(peak / INT8_MAX) if np.isfinite(peak) else np.float32(0)
+    return float(scale) if scale > 0 else 1.0
 
 
 def per_channel_weight(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
