@@ -27,7 +27,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation
 
 from esact_cc.passes.insert_spls import DESIGN_REFERENCE
-from esact_cc.reference_interpreter import io_names, main_function
+from esact_cc.ir_queries import io_names, main_function
 from esact_cc.runtime.errors import CompileError
 from esact_cc.spls_accounting import (
     LayerWork,
