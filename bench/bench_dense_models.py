@@ -97,7 +97,7 @@ def bench_model(path: Path, calibrate: int, hw: str | None, text: bool = False) 
     from esact_cc.runtime.run_program import run_program
 
     from esact_cc import api
-    from esact_cc.emit_esb import program_from_module
+    from esact_cc.backend.emit_esb import program_from_module
 
     name = path.stem
     inputs = dict(np.load(path.with_name(name + ".inputs.npz")))

@@ -35,7 +35,7 @@ _CHILD = {
         elapsed = time.perf_counter() - t0
     """,
     "baseline": """
-        import onnxruntime, esact_cc.pipeline, esact_cc.onnx_frontend, esact_cc.dialect_registry
+        import onnxruntime, esact_cc.pipeline, esact_cc.frontend.onnx_frontend, esact_cc.dialect_registry
         elapsed = 0.0
     """,
 }
@@ -57,10 +57,10 @@ def measure(kind: str, model: str, stage: str, shapes: dict[str, list[int]]) -> 
 
 
 def default_shapes(model: str, given: list[str]) -> dict[str, list[int]]:
-    from esact_cc.onnx_frontend import parse_input_shape
+    from esact_cc.frontend.onnx_frontend import parse_input_shape
 
     shapes = {name: list(dims) for name, dims in (parse_input_shape(t) for t in given)}
-    from esact_cc.onnx_file_reader import read_model
+    from esact_cc.frontend.onnx_file_reader import read_model
 
     proto, _ = read_model(model)  # weights stay unread: the parent stays small
     initializers = {i.name for i in proto.graph.initializer}

@@ -36,7 +36,7 @@ _CHILD = """
     import json, sys, time
     sys.path.insert(0, {bench_dir!r})
     from bench_lift_scaling import build_chain
-    from esact_cc.onnx_frontend import import_onnx
+    from esact_cc.frontend.onnx_frontend import import_onnx
     from esact_cc.passes.lift_transformer import lift_module
     model = build_chain({kind!r}, {size})
     w0, c0 = time.perf_counter(), time.process_time()

@@ -37,8 +37,8 @@ def use_onnxruntime_for_host_regions() -> None:
     from esact_cc.dialects import transformer
     from esact_cc.runtime.host_segments import host_session
 
-    from esact_cc.onnx_export import export_ops, module_opset
-    from esact_cc.reference_interpreter import load_implementations, register
+    from esact_cc.frontend.onnx_export import export_ops, module_opset
+    from esact_cc.interpreter.reference_interpreter import load_implementations, register
 
     load_implementations()
     sessions: dict[int, object] = {}

@@ -2,11 +2,11 @@
 
 Owns the trade-off study of the COMPILED SPLS program: every point is the model compiled by
 esact-cc (INT8 `quantized` IR by default, or fp32 `transformer`) with `insert-spls`, run by the
-reference interpreter, counted by esact_cc/spls_accounting.py (executed MACs + prediction at 0.1
+reference interpreter, counted by esact_cc/tuning/spls_accounting.py (executed MACs + prediction at 0.1
 MAC per HLog product over dense MACs; real tokens only). Per model:
 - a curve of uniform settings on HELD-OUT inputs, each with a control: random row reuse at the
   same per-layer, per-input reuse count (random representatives from the window);
-- esact-tune's search (esact_cc/spls_tuning.py) on the CALIBRATION inputs under `--budget`,
+- esact-tune's search (esact_cc/tuning/spls_tuning.py) on the CALIBRATION inputs under `--budget`,
   then its best uniform and its per-layer setting measured on the held-out inputs;
 - the oracle: the best uniform curve point within budget on the held-out inputs themselves.
 
@@ -44,10 +44,10 @@ from typing import Any
 import numpy as np
 
 from esact_cc.cli.esact_tune_main import add_search_arguments, search_options
-from esact_cc.spls_options import SplsConfig
-from esact_cc.spls_calibration_inputs import CalibrationData, load_calibration_data, model_inputs
-from esact_cc.spls_measurement import Measurement, PooledEvaluator, SplsEvaluator, uniform_config
-from esact_cc.spls_tuning import SearchOptions, layer_text, tune
+from esact_cc.sparsity.spls_options import SplsConfig
+from esact_cc.tuning.spls_calibration_inputs import CalibrationData, load_calibration_data, model_inputs
+from esact_cc.tuning.spls_measurement import Measurement, PooledEvaluator, SplsEvaluator, uniform_config
+from esact_cc.tuning.spls_tuning import SearchOptions, layer_text, tune
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "esact_cc" / "models"

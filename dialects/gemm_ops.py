@@ -7,13 +7,13 @@ operands and properties filled in. Whatever produced a mask (an SPLS prediction 
 constant in the weight store), the op reads it as a value.
 
 Quantization (INT8 on the MAC array, FP32 in and out; numerics in
-`esact_cc.interpret_quantized_ops`):
+`esact_cc.interpreter.interpret_quantized_ops`):
 - linear: `weight_scale(%s) input_scale(f)`: W is an INT8 handle, %s its FP32 per-output-channel
   scale [out]; x is quantized with input_scale, or per group of `group_size` input channels
   with the FP32 [G] vector `groups(handle, size)` names in the weight store.
 - attention: `q_scale(..) k_scale(..) v_scale(..) p_scale(..)`: INT8 Q, K, V and probabilities.
 
-Masks (values; semantics in `esact_cc.interpret_spls_ops`):
+Masks (values; semantics in `esact_cc.interpreter.interpret_spls_ops`):
 - `rows(%map)` (linear and self-attention): reuse map [B, L] (or [L] for every batch element),
   integer: row i with map[i] = -1 is computed, a row with map[i] = r >= 0 is not computed and
   takes row r's output (r a computed row).

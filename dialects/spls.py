@@ -20,7 +20,7 @@ Mask types: masks are builtin tensors with fixed element types, checked by the v
 element mask (SPA) `tensor<BxHxLqxLkxi1>`, key mask `tensor<BxHxLkxi1>`, reuse map
 `tensor<BxLxi32>`, HLog codes `tensor<...xi32>` (signed level values of
 `runtime.spls_kernels.hlog_levels`), HLog scale `tensor<f32>`. Numerics live in
-`runtime/spls_kernels.py`; interpreter semantics in `esact_cc.interpret_spls_ops`.
+`runtime/spls_kernels.py`; interpreter semantics in `esact_cc.interpreter.interpret_spls_ops`.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@
 
 Verifiers check shapes wherever dimensions are static; activation element types are not
 constrained. Semantics (numpy) live in
-`esact_cc.interpret_transformer_ops`.
+`esact_cc.interpreter.interpret_transformer_ops`.
 """
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ class CompiledModel:
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the reference interpreter on named inputs; named outputs. (A module lowered to
         the `esact` stage runs on the hardware model's functional model instead.)"""
-        from esact_cc.reference_interpreter import run_module
+        from esact_cc.interpreter.reference_interpreter import run_module
 
         if self.is_program():
             return self.simulate(inputs).outputs
@@ -80,19 +80,19 @@ class CompiledModel:
     # --- esact / esb stage: the program ---------------------------------------------------
     def is_program(self) -> bool:
         """True once the module is an `esact` program (after lower-to-esact)."""
-        from esact_cc.emit_esb import CONFIG_HASH_ATTR
+        from esact_cc.backend.emit_esb import CONFIG_HASH_ATTR
 
         return CONFIG_HASH_ATTR in self.module.attributes
 
     def program(self):  # -> esact_cc.runtime.esb.Program
         """The runtime Program (instructions, DRAM image, I/O, host segments, debug map)."""
-        from esact_cc.emit_esb import program_from_module
+        from esact_cc.backend.emit_esb import program_from_module
 
         return program_from_module(self.module, self.store)
 
     def save_esb(self, path: str | os.PathLike[str]) -> None:
         """Write the .esb binary atomically."""
-        from esact_cc.emit_esb import emit_esb
+        from esact_cc.backend.emit_esb import emit_esb
 
         emit_esb(self.module, path, self.store)
 

@@ -108,7 +108,7 @@ def _lower_passes(options: CompileOptions) -> list[ModulePass]:
 
 
 def _write_esb(module: ModuleOp, store: WeightStore, path: Path) -> None:
-    from esact_cc.emit_esb import emit_esb
+    from esact_cc.backend.emit_esb import emit_esb
 
     emit_esb(module, path, store)
 
@@ -180,7 +180,7 @@ def compile_model(
 ) -> tuple[ModuleOp, WeightStore]:
     """Import `model` and run the pipeline up to `stage`; callbacks see each stage and pass."""
     from esact_cc.dialect_registry import make_context
-    from esact_cc.onnx_frontend import import_onnx
+    from esact_cc.frontend.onnx_frontend import import_onnx
 
     target = stage_names().index(stage_named(stage).name)
     check_compile_options(options.extra, stage)

@@ -17,7 +17,7 @@ from esact_cc.dialects.onnx import OP_CLASSES, OnnxOperation, WeightOp
 from xdsl.dialects.builtin import DYNAMIC_INDEX, NameLoc, NoneAttr, StringAttr, TensorType
 from xdsl.ir import Operation, OpResult, SSAValue
 
-from esact_cc.onnx_attributes import onnx_attrs_of
+from esact_cc.frontend.onnx_attributes import onnx_attrs_of
 from esact_cc.tensor_types import numpy_from_dense_attr, tensor_type_of
 from esact_cc.weight_store import WeightStore
 

@@ -133,7 +133,7 @@ def lower_add(lw: Lowering, op: transformer.AddOp) -> None:
 
 
 def lower_host(lw: Lowering, op: transformer.HostOp) -> None:
-    from esact_cc.onnx_export import export_ops, module_opset
+    from esact_cc.frontend.onnx_export import export_ops, module_opset
 
     segment = lw.host_count
     lw.host_count += 1

@@ -30,7 +30,7 @@ from xdsl.ir import Operation, SSAValue
 from esact_cc import tensor_types
 from esact_cc.quantized_kernels import input_groups, quant_multiplier
 from esact_cc.ir_queries import op_label
-from esact_cc.sram_allocator import BankAllocator, RingAllocator
+from esact_cc.backend.sram_allocator import BankAllocator, RingAllocator
 from esact_cc.weight_store import WeightStore
 
 DRAM_ALIGN = 64

@@ -35,7 +35,7 @@ from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
 
-from esact_cc.calibration import (
+from esact_cc.tuning.calibration import (
     collect_peaks,
     load_calibration_samples,
     synthetic_calibration_input,

@@ -23,7 +23,7 @@ from xdsl.dialects.builtin import ModuleOp, TensorType
 from xdsl.passes import ModulePass
 
 from esact_cc import tensor_types
-from esact_cc.token_assignment import Access, Region, assign_tokens
+from esact_cc.backend.token_assignment import Access, Region, assign_tokens
 
 DRAM = "dram"
 

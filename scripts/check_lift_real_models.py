@@ -32,8 +32,8 @@ import numpy as np
 from esact_cc.dialects.transformer import AttentionOp, HostOp
 from esact_cc.passes.lift_transformer import lift_module
 
-from esact_cc.onnx_frontend import import_onnx
-from esact_cc.reference_interpreter import run_module
+from esact_cc.frontend.onnx_frontend import import_onnx
+from esact_cc.interpreter.reference_interpreter import run_module
 
 # Ops that must end up inside transformer ops (Tanh is allowed in host: BERT/ViT pooler).
 CORE_ONNX_OPS = frozenset({

@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run_cli(args: argparse.Namespace) -> None:
     from esact_cc import api
     from esact_cc.runtime.atomic_write import atomic_save_npy
-    from esact_cc.onnx_frontend import parse_input_shape
+    from esact_cc.frontend.onnx_frontend import parse_input_shape
     from esact_cc.pipeline import CompileOptions, compile_model, stage_named
     from esact_cc.runtime.errors import CompileError
 

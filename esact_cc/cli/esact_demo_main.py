@@ -46,7 +46,7 @@ def _onnxruntime_logits(onnx_path: Path, input_name: str, images: np.ndarray) ->
 def run_demo(args: argparse.Namespace, work_dir: Path) -> int:
     from esact_cc import api
     from esact_cc.bundled_model import load_bundled_model
-    from esact_cc.emit_esb import emit_esb
+    from esact_cc.backend.emit_esb import emit_esb
     from esact_cc.runtime.atomic_write import atomic_write
     from esact_cc.runtime.functional import execute
     from esact_cc.runtime.hw_config import resolve_config

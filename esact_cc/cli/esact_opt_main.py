@@ -104,7 +104,7 @@ class EsactOptMain(xDSLOptMain):
         from esact_cc.weight_store import store_of
 
         if (self.args.frontend or file_extension) == "onnx":
-            from esact_cc.onnx_frontend import import_onnx, parse_input_shape
+            from esact_cc.frontend.onnx_frontend import import_onnx, parse_input_shape
 
             shapes = dict(parse_input_shape(text) for text in self.args.input_shape)
             module, _ = import_onnx(self.args.input_file, shapes)

@@ -9,7 +9,7 @@
 With `--labels-key` the accuracy is the task accuracy (argmax of the output vs the labels);
 without it, the mean cosine of the output to the dense output (embeddings). Both are in points
 (x100) and `--budget` is the accuracy loss allowed on the calibration set. The search and the
-config format: esact_cc/spls_tuning.py, esact_cc/spls_options.py. Inputs and the output path
+config format: esact_cc/tuning/spls_tuning.py, esact_cc/sparsity/spls_options.py. Inputs and the output path
 are checked before the search. Errors: `esact-tune: error: <one line>`, exit 1, no traceback,
 no output file (runtime/cli/user_errors.py).
 """
@@ -32,7 +32,7 @@ PROG = "esact-tune"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from esact_cc.spls_measurement import IR_LEVELS
+    from esact_cc.tuning.spls_measurement import IR_LEVELS
 
     parser = argparse.ArgumentParser(prog=PROG,
                              description="Calibrate SPLS options under an accuracy-loss budget.")
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     """The per-layer search options (shared with bench/spls_tradeoff.py)."""
-    from esact_cc.spls_tuning import LAYER_SEARCHES, SearchOptions
+    from esact_cc.tuning.spls_tuning import LAYER_SEARCHES, SearchOptions
 
     d = SearchOptions()
     parser.add_argument("--margin-se", type=float, default=d.margin_se, metavar="K",
@@ -91,7 +91,7 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
 
 def search_options(args: argparse.Namespace):
     """`SearchOptions` from the arguments of `add_search_arguments`."""
-    from esact_cc.spls_tuning import SearchOptions
+    from esact_cc.tuning.spls_tuning import SearchOptions
 
     options = SearchOptions(args.margin_se, args.layer_search,
                             tuple(n.strip() for n in args.layer_options.split(",") if n.strip()),
@@ -117,9 +117,9 @@ def run_cli(args: argparse.Namespace) -> None:
 
     from esact_cc.runtime.atomic_write import atomic_write_text
     from esact_cc.runtime.errors import CompileError
-    from esact_cc.spls_calibration_inputs import load_calibration_data, model_inputs
-    from esact_cc.spls_measurement import SplsEvaluator
-    from esact_cc.spls_tuning import tune
+    from esact_cc.tuning.spls_calibration_inputs import load_calibration_data, model_inputs
+    from esact_cc.tuning.spls_measurement import SplsEvaluator
+    from esact_cc.tuning.spls_tuning import tune
 
     if args.samples < 0:
         raise CompileError(f"--samples must be >= 0, got {args.samples}")

@@ -51,7 +51,7 @@ def select_scheme(extra: Mapping[str, Any]) -> tuple[SparsityScheme, SchemeSetti
         raise CompileError(f"--sparsity-option: scheme '{name}' takes no options "
                            f"(given {specs[0]!r})")
     if config_path:
-        from esact_cc.spls_options import SplsConfig
+        from esact_cc.sparsity.spls_options import SplsConfig
 
         settings: SchemeSettings = SplsConfig.load(config_path)
     else:

@@ -25,8 +25,8 @@ from esact_cc.runtime.hw_config import load_config
 
 from esact_cc import api
 from esact_cc.dialect_registry import make_context
-from esact_cc.emit_esb import esb_bytes, program_from_module
-from esact_cc.reference_interpreter import run_module
+from esact_cc.backend.emit_esb import esb_bytes, program_from_module
+from esact_cc.interpreter.reference_interpreter import run_module
 
 
 def _load(name: str, path: Path):

@@ -17,8 +17,8 @@ import pytest
 from esact_cc.dialects.transformer import AttentionOp, HostOp
 from esact_cc.passes.lift_transformer import lift_module
 
-from esact_cc.onnx_frontend import import_onnx
-from esact_cc.reference_interpreter import run_module
+from esact_cc.frontend.onnx_frontend import import_onnx
+from esact_cc.interpreter.reference_interpreter import run_module
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "models"
 MODELS = sorted(

@@ -26,8 +26,8 @@ from onnx import TensorProto
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 
-from esact_cc.onnx_frontend import import_onnx
-from esact_cc.reference_interpreter import run_module
+from esact_cc.frontend.onnx_frontend import import_onnx
+from esact_cc.interpreter.reference_interpreter import run_module
 
 B, L, D, H = 1, 6, 16, 4
 

@@ -12,9 +12,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from esact_cc.onnx_export import export_module
-from esact_cc.onnx_frontend import import_onnx
-from esact_cc.reference_interpreter import run_module
+from esact_cc.frontend.onnx_export import export_module
+from esact_cc.frontend.onnx_frontend import import_onnx
+from esact_cc.interpreter.reference_interpreter import run_module
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "models"
 MODELS = sorted(p.stem for p in FIXTURES.glob("*.onnx"))

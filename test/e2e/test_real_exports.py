@@ -24,8 +24,8 @@ import pytest
 from esact_cc.dialects.transformer import AttentionOp, HostOp
 from esact_cc.passes.lift_transformer import lift_module
 
-from esact_cc.onnx_frontend import import_onnx
-from esact_cc.reference_interpreter import run_module
+from esact_cc.frontend.onnx_frontend import import_onnx
+from esact_cc.interpreter.reference_interpreter import run_module
 
 REPO = Path(__file__).parents[2]
 FIXTURES = REPO / "test" / "fixtures" / "models"

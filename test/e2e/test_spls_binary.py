@@ -26,7 +26,7 @@ from esact_cc.runtime.run_program import run_program
 from esact_cc import api
 from esact_cc.bundled_model import load_bundled_model
 from esact_cc.ir_queries import main_function
-from esact_cc.reference_interpreter import Interpreter
+from esact_cc.interpreter.reference_interpreter import Interpreter
 
 MODEL = load_bundled_model()
 IMAGES = MODEL.test_images[:4]

@@ -19,7 +19,7 @@ import pytest
 from hostile_run import assert_user_error, run_tool, tree_state
 from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
-from esact_cc.onnx_limits import (
+from esact_cc.frontend.onnx_limits import (
     FOLD_MAX_ELEMENTS,
     MAX_DIM,
     MAX_NODES,

@@ -14,7 +14,7 @@ from esact_cc.bundled_model import load_bundled_model
 from esact_cc.dialect_registry import make_context
 from esact_cc.dialects import transformer
 from esact_cc.ir_queries import main_function
-from esact_cc.reference_interpreter import Interpreter
+from esact_cc.interpreter.reference_interpreter import Interpreter
 from esact_cc.runtime.errors import CompileError
 from esact_cc.sparsity.registry import (BUILTIN_SCHEMES, register_scheme, scheme_named,
                                         scheme_names, unregister_scheme)

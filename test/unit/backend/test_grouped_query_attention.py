@@ -11,9 +11,9 @@ from esact_cc.runtime.errors import CompileError
 
 from esact_cc.api import parse_ir
 from esact_cc.dialect_registry import make_context
-from esact_cc.interpret_quantized_ops import run_attention as run_int8_attention
-from esact_cc.interpret_transformer_ops import run_attention
-from esact_cc.reference_interpreter import run_module
+from esact_cc.interpreter.interpret_quantized_ops import run_attention as run_int8_attention
+from esact_cc.interpreter.interpret_transformer_ops import run_attention
+from esact_cc.interpreter.reference_interpreter import run_module
 from esact_cc.weight_store import WeightStore, attach
 
 B, L, HEADS, KV_HEADS, D_HEAD = 2, 5, 4, 2, 3

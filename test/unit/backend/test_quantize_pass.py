@@ -12,8 +12,8 @@ from esact_cc.passes.quantize import QuantizePass, per_channel_weight
 from esact_cc.runtime.errors import CompileError
 
 from esact_cc.dialect_registry import make_context
-from esact_cc.interpret_quantized_ops import run_attention, run_linear
-from esact_cc.reference_interpreter import run_module
+from esact_cc.interpreter.interpret_quantized_ops import run_attention, run_linear
+from esact_cc.interpreter.reference_interpreter import run_module
 
 _spec = importlib.util.spec_from_file_location("transformer_layer", Path(__file__).with_name("transformer_layer.py"))
 layer = importlib.util.module_from_spec(_spec)

@@ -15,8 +15,8 @@ from esact_cc.runtime.hw_config import load_config
 
 from esact_cc.api import parse_ir
 from esact_cc.dialect_registry import make_context
-from esact_cc.emit_esb import program_from_module
-from esact_cc.reference_interpreter import run_module
+from esact_cc.backend.emit_esb import program_from_module
+from esact_cc.interpreter.reference_interpreter import run_module
 from esact_cc.weight_store import attach
 from spls_test_layer import D, L, layer_fp32, layer_inputs
 

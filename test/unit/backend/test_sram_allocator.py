@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from esact_cc.runtime.errors import CompileError
 
-from esact_cc.sram_allocator import BankAllocator, RingAllocator
+from esact_cc.backend.sram_allocator import BankAllocator, RingAllocator
 
 
 def overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:

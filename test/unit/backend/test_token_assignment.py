@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from esact_cc.token_assignment import Access, Region, assign_tokens
+from esact_cc.backend.token_assignment import Access, Region, assign_tokens
 
 QUEUES = 6
 SPACES = ("WBUF", "ABUF", "dram")

@@ -7,10 +7,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from esact_cc.dialects.onnx import ONNX_OP_TYPES
-from esact_cc.folded_result_size import NON_GROWING, PREDICTED_OPS, result_elements
-from esact_cc.interpret_onnx_ops import ONNX_KERNELS, run_kernel
-from esact_cc.onnx_frontend import import_onnx
-from esact_cc.onnx_limits import (
+from esact_cc.frontend.folded_result_size import NON_GROWING, PREDICTED_OPS, result_elements
+from esact_cc.interpreter.interpret_onnx_ops import ONNX_KERNELS, run_kernel
+from esact_cc.frontend.onnx_frontend import import_onnx
+from esact_cc.frontend.onnx_limits import (
     FOLD_MAX_ELEMENTS,
     MAX_DIM,
     MAX_TENSOR_ELEMENTS,

@@ -10,12 +10,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from esact_cc import stable_file_read
-from esact_cc.onnx_file_reader import read_model
-from esact_cc.onnx_frontend import import_onnx
+from esact_cc.frontend import stable_file_read
+from esact_cc.frontend.onnx_file_reader import read_model
+from esact_cc.frontend.onnx_frontend import import_onnx
 from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.host_model_check import external_tensor
-from esact_cc.stable_file_read import read_stable
+from esact_cc.frontend.stable_file_read import read_stable
 
 W = np.arange(8, dtype=np.float32).reshape(2, 4)
 

@@ -11,8 +11,8 @@ import onnxruntime as ort
 from esact_cc.dialects.onnx import WeightOp
 from onnx import TensorProto, helper, numpy_helper
 
-from esact_cc.onnx_export import export_module, export_ops
-from esact_cc.onnx_frontend import import_onnx
+from esact_cc.frontend.onnx_export import export_module, export_ops
+from esact_cc.frontend.onnx_frontend import import_onnx
 from esact_cc.ir_queries import main_function
 
 _spec = importlib.util.spec_from_file_location("onnx_graphs", Path(__file__).with_name("onnx_graphs.py"))

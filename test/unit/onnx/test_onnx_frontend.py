@@ -14,7 +14,7 @@ from esact_cc.runtime.errors import CompileError
 from onnx import TensorProto, helper, numpy_helper
 
 from esact_cc.api import ir_text, parse_ir
-from esact_cc.onnx_frontend import import_onnx, parse_input_shape
+from esact_cc.frontend.onnx_frontend import import_onnx, parse_input_shape
 from esact_cc.ir_queries import main_function
 
 _spec = importlib.util.spec_from_file_location("onnx_graphs", Path(__file__).with_name("onnx_graphs.py"))

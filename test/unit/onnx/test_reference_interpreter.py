@@ -12,8 +12,8 @@ from esact_cc.dialects.onnx import ONNX_OP_TYPES
 from esact_cc.runtime.errors import CompileError
 from onnx import TensorProto, numpy_helper
 
-from esact_cc.onnx_frontend import import_onnx
-from esact_cc.reference_interpreter import Interpreter, register, registered_ops, run_module
+from esact_cc.frontend.onnx_frontend import import_onnx
+from esact_cc.interpreter.reference_interpreter import Interpreter, register, registered_ops, run_module
 
 _spec = importlib.util.spec_from_file_location("onnx_graphs", Path(__file__).with_name("onnx_graphs.py"))
 graphs = importlib.util.module_from_spec(_spec)
@@ -179,7 +179,7 @@ def test_run_op_can_be_overridden_to_observe_values():
 
 def test_registered_implementation_replaces_semantics():
     module, store = import_onnx(graphs.single_node("Relu", {"x": f32(3)}))
-    from esact_cc import reference_interpreter
+    from esact_cc.interpreter import reference_interpreter
 
     original = reference_interpreter._IMPLS["onnx.Relu"]
     try:

@@ -7,7 +7,7 @@ import pytest
 from esact_cc.runtime.errors import CompileError
 
 from esact_cc.api import load_ir, write_ir
-from esact_cc.onnx_frontend import import_onnx
+from esact_cc.frontend.onnx_frontend import import_onnx
 from esact_cc.weight_store import WEIGHT_STORE_ATTR, WeightStore, store_of
 
 

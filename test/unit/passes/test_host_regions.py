@@ -11,7 +11,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.parser import Parser
 
 from esact_cc.dialect_registry import make_context
-from esact_cc.reference_interpreter import run_module
+from esact_cc.interpreter.reference_interpreter import run_module
 from esact_cc.weight_store import WeightStore
 
 T = "tensor<2x4xf32>"

@@ -10,7 +10,7 @@ from esact_cc.passes.lift_transformer import lift_module
 from xdsl.parser import Parser
 
 from esact_cc.dialect_registry import make_context
-from esact_cc.reference_interpreter import run_module
+from esact_cc.interpreter.reference_interpreter import run_module
 from esact_cc.weight_store import WeightStore, attach
 
 IR = """

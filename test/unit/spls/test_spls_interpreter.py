@@ -19,7 +19,7 @@ from esact_cc.runtime.spls_kernels import (
 
 from esact_cc.dialect_registry import make_context
 from esact_cc.ir_queries import main_function
-from esact_cc.reference_interpreter import Interpreter, run_module
+from esact_cc.interpreter.reference_interpreter import Interpreter, run_module
 from esact_cc.weight_store import attach
 from spls_test_layer import layer_fp32, layer_inputs
 

@@ -1,7 +1,7 @@
 """Shared by the tuning tests: esact-tune search tables small enough for a unit test, with
 thresholds low enough to cost accuracy."""
 
-from esact_cc import spls_tuning
+from esact_cc.tuning import spls_tuning
 
 
 def use_small_search_tables(monkeypatch) -> None:

@@ -21,18 +21,18 @@ import pytest
 from esact_cc.runtime.errors import CompileError
 from onnx import TensorProto, helper, numpy_helper
 
-from esact_cc import (
-    api,
+from esact_cc import api
+from esact_cc.tuning import (
     spls_calibration_inputs,
     spls_measurement,
     spls_memo_interpreter,
     spls_tuning,
 )
 from esact_cc.cli import esact_tune_main
-from esact_cc.reference_interpreter import run_module
-from esact_cc.spls_accounting import PREDICTION_MAC_PER_PRODUCT, find_spls_layers
+from esact_cc.interpreter.reference_interpreter import run_module
+from esact_cc.tuning.spls_accounting import PREDICTION_MAC_PER_PRODUCT, find_spls_layers
 from esact_cc.sparsity.selection import select_scheme
-from esact_cc.spls_options import SplsConfig
+from esact_cc.sparsity.spls_options import SplsConfig
 from small_search_tables import use_small_search_tables
 
 SEQ, HIDDEN, HEADS, FFN, LAYERS, CLASSES, VOCAB = 12, 16, 2, 32, 2, 4, 50

@@ -17,10 +17,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from esact_cc import spls_calibration_inputs, spls_measurement, spls_tuning
+from esact_cc.tuning import spls_measurement
+from esact_cc.tuning import spls_calibration_inputs
+from esact_cc.tuning import spls_tuning
 from esact_cc.cli import esact_tune_main
-from esact_cc.spls_measurement import Measurement
-from esact_cc.spls_tuning import SearchOptions
+from esact_cc.tuning.spls_measurement import Measurement
+from esact_cc.tuning.spls_tuning import SearchOptions
 from small_search_tables import use_small_search_tables
 
 HERE = Path(__file__).resolve().parent

@@ -14,7 +14,7 @@ from xdsl.ir import Operation
 
 from esact_cc.dialects import spls
 from esact_cc.quantized_kernels import causal_visible
-from esact_cc.reference_interpreter import Interpreter, operands_by_name, register
+from esact_cc.interpreter.reference_interpreter import Interpreter, operands_by_name, register
 from esact_cc.runtime.spls_kernels import (
     hlog_quantize,
     hlog_scale,

@@ -503,8 +503,8 @@ def run_kernel(op_type: str, inputs: list[Array | None], attrs: Attrs, n_outputs
 
 # --- registration with the reference interpreter ---------------------------------------------
 def _register_with_interpreter() -> None:
-    from esact_cc.onnx_attributes import onnx_attrs_of
-    from esact_cc.reference_interpreter import Interpreter, register
+    from esact_cc.frontend.onnx_attributes import onnx_attrs_of
+    from esact_cc.interpreter.reference_interpreter import Interpreter, register
 
     def run_onnx_op(interp: Interpreter, op: Any, args: list[Array]) -> list[Array]:
         op_type = op.name.removeprefix("onnx.")

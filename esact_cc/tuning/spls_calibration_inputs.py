@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from esact_cc.calibration import read_calibration_arrays
+from esact_cc.tuning.calibration import read_calibration_arrays
 from esact_cc.runtime.errors import CompileError
 
 
@@ -30,7 +30,7 @@ class CalibrationData:
 
 def model_inputs(model: str | os.PathLike[str]) -> dict[str, int]:
     """Graph inputs (not initializers) of an ONNX file -> rank."""
-    from esact_cc.onnx_frontend import load_model
+    from esact_cc.frontend.onnx_frontend import load_model
 
     proto = load_model(model)[0]
     initializers = {t.name for t in proto.graph.initializer}

@@ -33,9 +33,9 @@ Array = np.ndarray
 OpImpl = Callable[["Interpreter", Operation, list[Array]], "Sequence[Array] | Array"]
 
 IMPLEMENTATION_MODULES: list[str] = [
-    "esact_cc.interpret_onnx_ops",
-    "esact_cc.interpret_transformer_ops",
-    "esact_cc.interpret_spls_ops",
+    "esact_cc.interpreter.interpret_onnx_ops",
+    "esact_cc.interpreter.interpret_transformer_ops",
+    "esact_cc.interpreter.interpret_spls_ops",
 ]
 """Modules registering op implementations; append one to add a dialect's semantics."""
 

@@ -18,7 +18,7 @@ from xdsl.ir import Operation, SSAValue
 
 from esact_cc import tensor_types
 from esact_cc.dialects.onnx import OnnxOperation, WeightOp
-from esact_cc.onnx_attributes import INTERNAL_ATTR_PREFIX, onnx_from_xdsl
+from esact_cc.frontend.onnx_attributes import INTERNAL_ATTR_PREFIX, onnx_from_xdsl
 from esact_cc.ir_queries import io_names, main_function, op_label
 from esact_cc.runtime.errors import CompileError
 from esact_cc.weight_store import WeightStore, store_of

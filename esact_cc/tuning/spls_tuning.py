@@ -43,8 +43,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from esact_cc.runtime.errors import CompileError
-from esact_cc.spls_measurement import REUSE_OFF, Evaluator, Measurement, uniform_config
-from esact_cc.spls_options import SplsConfig
+from esact_cc.tuning.spls_measurement import REUSE_OFF, Evaluator, Measurement, uniform_config
+from esact_cc.sparsity.spls_options import SplsConfig
 from esact_cc.typed_options import unknown_name
 
 UNIFORM_GRID: tuple[tuple[str, str, int, tuple[float, ...]], ...] = (

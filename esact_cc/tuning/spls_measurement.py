@@ -29,7 +29,7 @@ from xdsl.ir import Operation
 from esact_cc.passes.insert_spls import DESIGN_REFERENCE
 from esact_cc.ir_queries import io_names, main_function
 from esact_cc.runtime.errors import CompileError
-from esact_cc.spls_accounting import (
+from esact_cc.tuning.spls_accounting import (
     LayerWork,
     SplsLayer,
     WorkSummary,
@@ -37,9 +37,9 @@ from esact_cc.spls_accounting import (
     find_spls_layers,
     summarize,
 )
-from esact_cc.spls_calibration_inputs import CalibrationData
-from esact_cc.spls_memo_interpreter import RandomReuse, TuningInterpreter
-from esact_cc.spls_options import SplsConfig
+from esact_cc.tuning.spls_calibration_inputs import CalibrationData
+from esact_cc.tuning.spls_memo_interpreter import RandomReuse, TuningInterpreter
+from esact_cc.sparsity.spls_options import SplsConfig
 from esact_cc.weight_store import WeightStore, attach
 
 IR_LEVELS = ("quantized", "transformer")

@@ -27,7 +27,7 @@ import onnx
 from onnx import AttributeProto, FunctionProto, ModelProto, NodeProto, numpy_helper
 
 from esact_cc import tensor_types
-from esact_cc.onnx_limits import MAX_FUNCTION_DEPTH, MAX_NODES, MAX_OPSET, MIN_OPSET
+from esact_cc.frontend.onnx_limits import MAX_FUNCTION_DEPTH, MAX_NODES, MAX_OPSET, MIN_OPSET
 from esact_cc.runtime.errors import CompileError
 
 DEFAULT_DOMAINS = ("", "ai.onnx")

@@ -20,8 +20,8 @@ import numpy as np
 from xdsl.ir import Operation, SSAValue
 
 from esact_cc.dialects import spls
-from esact_cc.reference_interpreter import Interpreter
-from esact_cc.spls_accounting import is_masked_attention
+from esact_cc.interpreter.reference_interpreter import Interpreter
+from esact_cc.tuning.spls_accounting import is_masked_attention
 from esact_cc.weight_store import WeightStore
 
 

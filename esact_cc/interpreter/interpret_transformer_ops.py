@@ -4,7 +4,7 @@
 `interpret_quantized_ops`, the masks in `interpret_masks`); they are the golden model
 every later stage (quantize, SPLS, lowering) is checked against. GELU, softmax and layer norm
 are by definition the ONNX ops of the same name, so they run through the ONNX kernels
-(`esact_cc.interpret_onnx_ops`): one definition per function. `transformer.host` runs its
+(`esact_cc.interpreter.interpret_onnx_ops`): one definition per function. `transformer.host` runs its
 region's `onnx` ops through the same interpreter that runs the `onnx` dialect.
 
 Registration with the reference interpreter is at the bottom.
@@ -15,13 +15,13 @@ from __future__ import annotations
 import numpy as np
 from xdsl.ir import Operation
 
-from esact_cc import interpret_masks as masks
-from esact_cc import interpret_quantized_ops as quantized_ops
+from esact_cc.interpreter import interpret_masks as masks
+from esact_cc.interpreter import interpret_quantized_ops as quantized_ops
 from esact_cc.dialects import transformer
 from esact_cc.dialects.gemm_ops import ATTENTION_SCALES
-from esact_cc.interpret_onnx_ops import run_kernel
+from esact_cc.interpreter.interpret_onnx_ops import run_kernel
 from esact_cc.quantized_kernels import causal_visible
-from esact_cc.reference_interpreter import Interpreter, operands_by_name, register
+from esact_cc.interpreter.reference_interpreter import Interpreter, operands_by_name, register
 
 Array = np.ndarray
 

@@ -23,7 +23,7 @@ from esact_cc import tensor_types
 from esact_cc.dialects import transformer
 from esact_cc.dialects.onnx import WeightOp
 from esact_cc.ir_queries import io_names, main_function
-from esact_cc.reference_interpreter import Interpreter
+from esact_cc.interpreter.reference_interpreter import Interpreter
 from esact_cc.runtime.bounded_read import read_bounded
 from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.npy_files import read_npz_bytes

@@ -58,19 +58,19 @@ from xdsl.ir import Block, Operation, Region, SSAValue
 
 from esact_cc import tensor_types
 from esact_cc.dialects.onnx import ONNX_OP_TYPES, OP_CLASSES, WeightOp
-from esact_cc.folded_result_size import result_elements
-from esact_cc.interpret_onnx_ops import constant_value, run_kernel
-from esact_cc.onnx_attributes import python_from_onnx, xdsl_from_python
-from esact_cc.onnx_external_data import inline_external_data
-from esact_cc.onnx_file_reader import read_model
-from esact_cc.onnx_limits import (
+from esact_cc.frontend.folded_result_size import result_elements
+from esact_cc.interpreter.interpret_onnx_ops import constant_value, run_kernel
+from esact_cc.frontend.onnx_attributes import python_from_onnx, xdsl_from_python
+from esact_cc.frontend.onnx_external_data import inline_external_data
+from esact_cc.frontend.onnx_file_reader import read_model
+from esact_cc.frontend.onnx_limits import (
     FOLD_MAX_ELEMENTS,
     MAX_DIM,
     check_shape,
     count_text,
     shape_text,
 )
-from esact_cc.onnx_validation import (
+from esact_cc.frontend.onnx_validation import (
     DEFAULT_DOMAINS,
     SHAPE_INFERENCE_INITIALIZER_MAX_ELEMENTS,
     default_opset,

@@ -1,0 +1,1 @@
+"""From `esact` IR to the binary: SRAM allocation, dependency tokens, .esb emission."""

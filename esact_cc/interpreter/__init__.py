@@ -1,0 +1,1 @@
+"""The reference interpreter: golden values at every IR level (onnx, transformer, quantized, spls)."""
