@@ -3,7 +3,7 @@
 Owns the choice of insert-spls's default options (passes/insert_spls.py `LayerOptions`): the
 uniform setting (every layer the same) with the largest mean computation reduction over our two
 trained models whose accuracy loss stays within `--budget` points on BOTH models' calibration
-inputs; then that setting, the per-model best ones and DESIGN.md section 6's reference setting
+inputs; then that setting, the per-model best ones and docs/design.md section 6's reference setting
 measured on held-apart inputs.
 
 Engine: the fp32 emulation of bench/spls_emulation.py (same kernels as the compiler; the
@@ -50,7 +50,7 @@ K_RATIOS = {"cosprob": (0.2,), "overlap": (0.1, 0.2)}
 
 def grid() -> list[LayerOptions]:
     """similarity x hlog-bits x k-ratio x window x threshold, attention=dense (top-k attention
-    costs accuracy on short inputs and saves <= 5%, DESIGN.md section 6). k-ratio only matters
+    costs accuracy on short inputs and saves <= 5%, docs/design.md section 6). k-ratio only matters
     to `overlap` here (cosprob + dense attention never reads the top-k mask)."""
     return [LayerOptions(hlog_bits=b, k_ratio=k, window=w, threshold=t, similarity=s)
             for s in ("cosprob", "overlap")

@@ -1,6 +1,6 @@
-"""How much does DESIGN.md section 6's digits reference point depend on the trained model?
+"""How much does docs/design.md section 6's digits reference point depend on the trained model?
 
-DESIGN.md section 6 reports, for "a 4-layer ViT on 8x8 digits (17 tokens)", 47% computation
+docs/design.md section 6 reports, for "a 4-layer ViT on 8x8 digits (17 tokens)", 47% computation
 reduction at 0.7 accuracy points with cosprob + attention=dense, 4 bits, k 0.2, window 4,
 threshold 0.9, and reuse growing with depth (a few % in layer 0). The bundled digits ViT gives
 40% at ~16 points with reuse FALLING with depth (75% of layer-0 rows). This study trains

@@ -1,4 +1,4 @@
-"""fp32 emulation of SPLS exactly as DESIGN.md section 6 defines it, on trained models.
+"""fp32 emulation of SPLS exactly as docs/design.md section 6 defines it, on trained models.
 
 Owns the accuracy-versus-computation study of the SPLS *algorithm* (before quantization and
 lowering): a numpy forward pass of each encoder layer in which the prediction of
@@ -44,7 +44,7 @@ from spls_emulation_encoder import (  # noqa: E402
 from spls_emulation_models import load_digits_vit, load_minilm  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-PREDICTION_MAC_PER_PRODUCT = 0.1  # DESIGN.md section 6: one HLog product ~ 0.1 INT8 MAC
+PREDICTION_MAC_PER_PRODUCT = 0.1  # docs/design.md section 6: one HLog product ~ 0.1 INT8 MAC
 
 
 @dataclass
@@ -110,13 +110,13 @@ def _score(out: np.ndarray, labels: np.ndarray | None, idx: int, ref: np.ndarray
 
 
 def _ref(**changes: object) -> SplsOptions:
-    """DESIGN.md section 6's reference setting with `changes` (this emulation's origin; the
+    """docs/design.md section 6's reference setting with `changes` (this emulation's origin; the
     insert-spls defaults are a tuned setting, see passes/insert_spls.py)."""
     return replace(DESIGN_REFERENCE, **changes)
 
 
 def default_grid(model: str) -> list[SplsOptions]:
-    """Settings swept: the reference point of DESIGN.md section 6 (cosprob, dense attention,
+    """Settings swept: the reference point of docs/design.md section 6 (cosprob, dense attention,
     4 bits, k 0.2, window 4, threshold 0.9), stricter thresholds, the overlap rule, top-k
     attention, and top-k attention alone (threshold 2: no reuse)."""
     if model == "minilm":
@@ -133,7 +133,7 @@ def default_grid(model: str) -> list[SplsOptions]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="fp32 emulation of SPLS (DESIGN.md section 6)")
+    ap = argparse.ArgumentParser(description="fp32 emulation of SPLS (docs/design.md section 6)")
     ap.add_argument("--model", choices=["digits", "minilm"], default="digits")
     ap.add_argument("--model-dir", type=Path, default=REPO / "esact_cc" / "models")
     ap.add_argument("--split", choices=["test", "calib"], default="test")

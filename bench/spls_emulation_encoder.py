@@ -2,7 +2,7 @@
 
 Owns the numpy forward pass of each encoder layer (pre-LN ViT or post-LN BERT) in which the
 prediction of runtime/spls_kernels.py decides, per layer and input, which rows are reused and
-which keys each computed row attends to, exactly as DESIGN.md section 6 defines SPLS; the
+which keys each computed row attends to, exactly as docs/design.md section 6 defines SPLS; the
 per-layer MAC counts (dense and executed, per component), reuse and top-k recall; and the
 control: random row reuse at the same per-layer reuse count.
 """
@@ -71,7 +71,7 @@ class Encoder:
     head: Callable[[np.ndarray], np.ndarray]  # final residual stream -> model output
 
 
-# The options of DESIGN.md section 6, with the pass's own defaults (one source of truth).
+# The options of docs/design.md section 6, with the pass's own defaults (one source of truth).
 SplsOptions = LayerOptions
 
 

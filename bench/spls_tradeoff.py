@@ -2,8 +2,8 @@
 
 Owns the trade-off study of the COMPILED SPLS program: every point is the model compiled by
 esact-cc (INT8 `quantized` IR by default, or fp32 `transformer`) with `insert-spls`, run by the
-reference interpreter, counted by esact_cc/tuning/spls_accounting.py (executed MACs + prediction at 0.1
-MAC per HLog product over dense MACs; real tokens only). Per model:
+reference interpreter, counted by esact_cc/tuning/spls_accounting.py (executed MACs + prediction
+at 0.1 MAC per HLog product over dense MACs; real tokens only). Per model:
 - a curve of uniform settings on HELD-OUT inputs, each with a control: random row reuse at the
   same per-layer, per-input reuse count (random representatives from the window);
 - esact-tune's search (esact_cc/tuning/spls_tuning.py) on the CALIBRATION inputs under `--budget`,
@@ -45,8 +45,17 @@ import numpy as np
 
 from esact_cc.cli.esact_tune_main import add_search_arguments, search_options
 from esact_cc.sparsity.spls_options import SplsConfig
-from esact_cc.tuning.spls_calibration_inputs import CalibrationData, load_calibration_data, model_inputs
-from esact_cc.tuning.spls_measurement import Measurement, PooledEvaluator, SplsEvaluator, uniform_config
+from esact_cc.tuning.spls_calibration_inputs import (
+    CalibrationData,
+    load_calibration_data,
+    model_inputs,
+)
+from esact_cc.tuning.spls_measurement import (
+    Measurement,
+    PooledEvaluator,
+    SplsEvaluator,
+    uniform_config,
+)
 from esact_cc.tuning.spls_tuning import SearchOptions, layer_text, tune
 
 REPO = Path(__file__).resolve().parent.parent
@@ -243,7 +252,7 @@ def study(name: str, calib: Any, test: Any, budget: float, skip_tune: bool,
         "dense_accuracy_calibration": calib.dense_accuracy,
         "curve": [_point(m) for m in curve],
     }
-    reference = uniform_config()  # the search origin: DESIGN.md section 6's reference setting
+    reference = uniform_config()  # the search origin: docs/design.md section 6's reference setting
     result["reference"] = next(_point(m) for m in curve if m.config.options ==
                                reference.options)
     within = [m for m in curve if m.loss <= budget + 1e-9]
@@ -312,7 +321,7 @@ def plot(result: dict[str, Any], path: Path) -> bool:
 
 def markdown(result: dict[str, Any]) -> str:
     """The result's headline rows as a markdown table (docs/spls_results.md)."""
-    rows = [("DESIGN.md section 6 reference setting", result["reference"])]
+    rows = [("docs/design.md section 6 reference setting", result["reference"])]
     if "oracle_uniform_held_out" in result:
         rows.append(("best uniform within budget, chosen ON held-out (oracle)",
                      result["oracle_uniform_held_out"]))

@@ -1,6 +1,6 @@
 """The `spls` dialect: SPLS prediction ops and the masked (sparse) forms of the GEMM ops.
 
-DESIGN.md section 6 in IR. `insert-spls` emits, per layer, on the Q/K/V projection input X:
+docs/design.md section 6 in IR. `insert-spls` emits, per layer, on the Q/K/V projection input X:
 
 - `spls.hlog_quantize`      X -> (HLog level values i32, per-tensor scale f32[]) (`bits`)
 - `spls.predict_attention`  HLog X, HLog W_Q/W_K (+ FP32 biases) -> PAM [B, H, L, L] f32:
@@ -254,7 +254,7 @@ class TopKOp(IRDLOperation):
 
 @irdl_op_definition
 class LocalSimilarityOp(IRDLOperation):
-    """Reuse map and per-head key mask from SPA (DESIGN.md section 6 step 4).
+    """Reuse map and per-head key mask from SPA (docs/design.md section 6 step 4).
 
     Row i compares itself with the last `window` computed rows (reused rows are never
     references): `overlap` = mean over heads of |SPA_i & SPA_j| / k, `cosprob` = mean over
@@ -278,7 +278,7 @@ class LocalSimilarityOp(IRDLOperation):
     """The top-k k (the `overlap` denominator)."""
     first_reference = opt_prop_def(IntegerAttr[I64])
     """Rows before this index are always computed and never representatives (absent = 0, as
-    DESIGN.md; 1 keeps a leading [CLS] out of every window)."""
+    docs/design.md; 1 keeps a leading [CLS] out of every window)."""
     reuse_map = result_def(TensorType)
     """[B, L] i32: -1 = computed row, else the representative row index."""
     key_mask = result_def(TensorType)

@@ -2,7 +2,7 @@
 
 For each attention layer (a `transformer.attention`, FP32 or INT8, whose Q, K, V
 are linears of one input X: LN1(h) for pre-LN, h for post-LN), in program order (layer 0,
-1, ...), it emits on X, before the projections (DESIGN.md section 6):
+1, ...), it emits on X, before the projections (docs/design.md section 6):
 
     %xc, %xs = spls.hlog_quantize %X bits(n)
     %pam     = spls.predict_attention %xc, %xs, <HLog W_Q>, <HLog W_Q scale>, <HLog W_K>, ...
@@ -24,9 +24,9 @@ Options (each also settable per layer; defaults shown):
   (LAYER is the layer lift-transformer stamped: attention ops counted from 0 in program order;
   an unknown layer index is an error).
 `pam-scale` sets the logit scale of PAM, which only matters to `cosprob`'s softmax(PAM): `one`
-is softmax(Q^ K^T) as DESIGN.md section 6 writes it, `attention` uses the attention's
+is softmax(Q^ K^T) as docs/design.md section 6 writes it, `attention` uses the attention's
 1/sqrt(d_head) (a flatter distribution, so more rows look alike).
-`first-reference` r > 0 (an addition to DESIGN.md; 0 is the design) keeps rows 0..r-1
+`first-reference` r > 0 (an addition to docs/design.md; 0 is the design) keeps rows 0..r-1
 computed and out of every similarity window: in BERT-like models content tokens whose
 attention resembles [CLS]'s would otherwise take [CLS]'s outputs, which are unlike theirs.
 INT8 linears with per-group input scales (`quantize` with outlier channels) stay dense: no
@@ -84,7 +84,7 @@ class LayerOptions:
 
     The defaults are the pass's defaults: the best uniform setting esact-tune found for the
     bundled digits ViT under a 1-point budget (calibrated on half of its test images, checked
-    on the other half; docs/spls_results.md). DESIGN.md section 6's reference setting
+    on the other half; docs/spls_results.md). docs/design.md section 6's reference setting
     (`DESIGN_REFERENCE`: 4 bits, window 4, threshold 0.9) loses ~16 points on that model.
     No uniform setting stays within 1 point on both the ViT and all-MiniLM-L6-v2
     (bench/spls_default_search.py): text wants `similarity=overlap`; run esact-tune per model.
@@ -241,7 +241,8 @@ def _shape(value: SSAValue) -> tuple[int, ...]:
 DEFAULT_OPTIONS = LayerOptions()
 DESIGN_REFERENCE = LayerOptions(hlog_bits=4, k_ratio=0.2, window=4, threshold=0.9,
                                 similarity="cosprob", attention="dense")
-"""DESIGN.md section 6's digits reference setting (47% at 0.7 points on its emulation's ViT)."""
+"""docs/design.md section 6's digits reference setting (47% at 0.7 points on its emulation's
+ViT)."""
 
 
 @dataclass(frozen=True)

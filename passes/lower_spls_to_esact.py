@@ -7,7 +7,7 @@ The masked linears and attentions that read its masks are lowered by `passes/low
 The prediction chain that `insert-spls` emits per layer,
     hlog_quantize(X) -> predict_attention -> topk -> local_similarity,
 is lowered as ONE unit at the `spls.hlog_quantize` op (the other three are marked fused), with
-every intermediate on chip (DESIGN.md section 6), in two phases:
+every intermediate on chip (docs/design.md section 6), in two phases:
 1. Projection, over all rows: LOAD X -> HLOG (dynamic per-tensor scale) -> per column tile of
    [W_Q | W_K]: LOAD HLog(W) codes, BPU (X^ W^, shift-adds), DEQUANT (* s_W per column * s_X,
    + bias) -> HLOG of Q^ and of K^ per batch element (dynamic scales s_Q, s_K). The HLog
@@ -35,7 +35,7 @@ operands, so what overlaps what follows from where the consumers' tiles and inst
   follow as before.
 
 Masked ops (`passes/lower_gemm.py`): a reused row's own residual stream gets the
-representative's sublayer output through SCATTER_ROWS before the fused residual add (DESIGN.md
+representative's sublayer output through SCATTER_ROWS before the fused residual add (docs/design.md
 section 6 step 5).
 
 Additive attention masks (padding): one row per batch element and head is loaded into VBUF

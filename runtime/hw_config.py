@@ -1,7 +1,7 @@
 """Hardware configuration: the one class holding every hardware number, with its default.
 
 `HardwareConfig` declares each parameter once (runtime/hw_params.py): its default (the
-reference hardware of DESIGN.md section 4), its TOML key, its range and what it means;
+reference hardware of docs/design.md section 4), its TOML key, its range and what it means;
 `validate` states every invariant and runs on every construction. A TOML file (a design
 point) states only what differs from the defaults: `configs/default.toml` states nothing.
 An unknown key, a wrong type, a non-finite or out-of-range value is a one-line `ConfigError`
@@ -96,7 +96,7 @@ class HardwareConfig:
                                       doc="assumption: 28 nm-class (ESACT's node is not public)")
     vdd_v: float = param(0.9, "technology.vdd_v", *VDD_V, doc="assumption: nominal core supply")
     frequency_hz: float = param(1.0e9, "clock.frequency_hz", 1.0e6, 1.0e11,
-                                doc="assumption, DESIGN.md section 4")
+                                doc="assumption, docs/design.md section 4")
     mac_rows: int = param(32, "mac_array.rows", 1, (1 << DIM_BITS) - 1,
                           doc="INT8 MAC array rows (no operand has more than 2^16 - 1)")
     mac_cols: int = param(32, "mac_array.cols", 1, (1 << DIM_BITS) - 1,
@@ -119,7 +119,7 @@ class HardwareConfig:
                                    doc="prediction masks and reuse maps")
     dram_bandwidth_bytes_per_s: float = param(
         64.0e9, "dram.bandwidth_bytes_per_s", 1.0e6, 1.0e15,
-        doc="DESIGN.md section 4; load and store DMA share it")
+        doc="docs/design.md section 4; load and store DMA share it")
     dram_latency_cycles: int = param(100, "dram.latency_cycles", 1, MAX_CYCLES,
                                      doc="assumption: fixed access latency")
     dram_capacity_bytes: int = param(1 << 31, "dram.capacity_bytes", 1, 1 << DRAM_ADDR_BITS,

@@ -314,7 +314,7 @@ _SPECS: tuple[InstructionSpec, ...] = (
         _vec("scale_out_addr", Buffer.VBUF, "dynamic", "w", enabled_by="dynamic")),
         bpu_cost,
         """dst = spls_kernels.hlog_quantize(src, bits, scale): signed HLog level values
-        (DESIGN.md section 6 step 1)."""),
+        (docs/design.md section 6 step 1)."""),
     _spec("bpu", 0x31, Queue.PREDICT, Unit.BPU, (
         _addr("dst_addr", "ACC int32: M x N"),
         _buf("a_buf", (Buffer.ABUF, Buffer.WBUF, Buffer.ACC)), _addr("a_addr", "M x K levels"),
@@ -381,7 +381,7 @@ _SPECS: tuple[InstructionSpec, ...] = (
         window, threshold, mode, k, first_reference, map[:first_row], first_row + n), the
         window rebuilt from the earlier rows' entries (each -1 or an earlier computed row), so
         deciding the rows in chunks equals one instruction over all rows = local_similarity
-        (DESIGN.md section 6 step 4); only SPA / prob rows < first_row + n are read; cosprob
+        (docs/design.md section 6 step 4); only SPA / prob rows < first_row + n are read; cosprob
         needs has_prob. key_mask = (first_row > 0 ? key_mask : 0) | the keys the chunk's
         computed rows select per head. With has_row_mask, row_mask[i] = 1 if map[i] == -1
         else 0 for the chunk's rows (the row mask of the masked GEMMs)."""),

@@ -1,4 +1,4 @@
-"""SPLS numerical kernels: the one definition of DESIGN.md section 6 in numpy.
+"""SPLS numerical kernels: the one definition of docs/design.md section 6 in numpy.
 
 Owns the semantics of Sparsity Prediction with Local Similarity; the functional model of the
 SPLS instructions (HLOG, BPU, TOPK, SIMILARITY), the compiler's reference interpreter and the
@@ -147,7 +147,8 @@ def hlog_encode(x: np.ndarray, bits: int) -> HLogTensor:
 def predict_attention(x: np.ndarray, w_q: np.ndarray | HLogTensor, w_k: np.ndarray | HLogTensor,
                       num_heads: int, bits: int, b_q: np.ndarray | None = None,
                       b_k: np.ndarray | None = None) -> tuple[np.ndarray, float, int]:
-    """Predicted attention PAM [H, L, L] of DESIGN.md section 6 step 2, computed as the BPU does.
+    """Predicted attention PAM [H, L, L] of docs/design.md section 6 step 2, computed as the BPU
+    does.
 
     x [L, D] fp32 (the Q/K/V projection input); w_q, w_k [D, N] (x @ w layout) as floats, or
     already HLog-encoded (`hlog_encode(w, bits)`, so a caller quantizes weights once); optional
@@ -345,14 +346,14 @@ def key_mask_of(spa: np.ndarray, reuse_map: np.ndarray) -> np.ndarray:
 def local_similarity(spa: np.ndarray, prob: np.ndarray | None, window: int, threshold: float,
                      mode: str, k: int, first_reference: int = 0
                      ) -> tuple[np.ndarray, np.ndarray]:
-    """Reuse map and per-head key mask from the SPA mask (DESIGN.md section 6 step 4).
+    """Reuse map and per-head key mask from the SPA mask (docs/design.md section 6 step 4).
 
     Rows are visited in order. Row i is compared with the last `window` COMPUTED rows before it
     (reused rows are never references; row 0 is always computed). Score = mean over heads of
     |SPA_i & SPA_j| / k (`overlap`) or of cos(prob_i, prob_j) (`cosprob`, prob = softmax(PAM)
     rows). If the best score >= threshold, row i reuses that row (ties: the nearest, i.e. most
     recent, computed row wins); otherwise it is computed and becomes a reference.
-    `first_reference` r > 0 (not in DESIGN.md; default 0 = the design) keeps rows 0..r-1
+    `first_reference` r > 0 (not in docs/design.md; default 0 = the design) keeps rows 0..r-1
     computed and out of every window: special leading tokens ([CLS]) have outputs unlike any
     content token, even when their attention rows look alike.
 

@@ -10,7 +10,7 @@ program holds prediction instructions (queue `predict`):
                                        DEQUANT/SOFTMAX (component `predict`); hlog_products =
                                        BPU products (m n k), shift_adds = the BPU's actual terms
   spls.computation_reduction           1 - (executed + 0.1 * hlog_products) / dense
-                                       (DESIGN.md section 6: 0.1 MAC per HLog product)
+                                       (docs/design.md section 6: 0.1 MAC per HLog product)
   spls.computation_reduction_shift_adds  the same counting 0.1 MAC per shift-add
   spls.reused_row_fraction             reused rows / rows over all SIMILARITY instructions
   spls.layers.<layer>.{rows, reused_rows, reused_row_fraction, spa_kept_fraction,
@@ -29,7 +29,7 @@ from .work_table import WorkTable
 
 SPLS_COMPONENTS = ("q", "k", "v", "qk", "pv", "o", "ffn1", "ffn2")
 PREDICTION_MAC_PER_PRODUCT = 0.1
-"""DESIGN.md section 6: one HLog product (a few shift-adds) counts as 0.1 INT8 MAC."""
+"""docs/design.md section 6: one HLog product (a few shift-adds) counts as 0.1 INT8 MAC."""
 
 
 def _reduction(dense: int, executed: int, prediction: float) -> float:

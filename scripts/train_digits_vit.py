@@ -7,7 +7,7 @@ Writes, into esact_cc/models/ (package data, all together < 1 MB):
   digits_calib.npz   calibration split drawn from the training data: `images`, `labels`
   digits_vit.json    metadata: input/output names and shapes, accuracies, command, seed
 
-The architecture is the one DESIGN.md section 6 measures SPLS on: 2x2-pixel patches give 16
+The architecture is the one docs/design.md section 6 measures SPLS on: 2x2-pixel patches give 16
 patch tokens + CLS = 17 tokens, hidden 64, 4 heads, FFN 128 with erf GELU, pre-LN blocks,
 final LN, linear head on CLS. Attention is written out (MatMul, scale, Softmax, MatMul) the way
 HF "eager" attention is, so the export has the same pattern the real models have.

@@ -3,7 +3,7 @@
 From a module after `insert-spls` (FP32 or INT8 `transformer` ops) and the values
 its prediction ops produced on one input (PAM, SPA, reuse map, key mask, recorded by an
 interpreter), count per layer the dense MACs and the MACs the sparse hardware executes, for the
-components of DESIGN.md section 6: q, k, v (projections), qk, pv (attention), o (output
+components of docs/design.md section 6: q, k, v (projections), qk, pv (attention), o (output
 projection), ffn1, ffn2; plus the prediction's HLog products and the reused rows.
 
 Counting rules (the same as bench/spls_emulation_encoder.py, so the two agree):
@@ -16,7 +16,7 @@ Counting rules (the same as bench/spls_emulation_encoder.py, so the two agree):
   selects, per head; else all real keys;
 - qk, pv: per computed real row, its SPA keys (`attention=topk`) or all visible keys;
 - prediction: HLog products Q^ = X W_Q, K^ = X W_K over real rows, and PAM over visible pairs;
-  `PREDICTION_MAC_PER_PRODUCT` MACs each (DESIGN.md section 6: 0.1);
+  `PREDICTION_MAC_PER_PRODUCT` MACs each (docs/design.md section 6: 0.1);
 - mask quality: top-k recall, |SPA_i & exact top-k_i| / k averaged over heads, for computed
   real rows, the exact top-k taken from the attention's own Q and K. Measured only with
   `attention=dense` (with `topk` the program never generates the keys SPA drops, so the exact
@@ -39,7 +39,7 @@ from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.spls_kernels import topk_mask
 
 PREDICTION_MAC_PER_PRODUCT = 0.1
-"""One HLog product (a few shift-adds on the BPU) costs 0.1 INT8 MAC (DESIGN.md section 6)."""
+"""One HLog product (a few shift-adds on the BPU) costs 0.1 INT8 MAC (docs/design.md section 6)."""
 
 COMPONENTS = ("q", "k", "v", "qk", "pv", "o", "ffn1", "ffn2")
 ROW_REUSE_COMPONENTS = ("q", "o", "ffn1", "ffn2")
@@ -215,7 +215,7 @@ class WorkSummary:
 
     @property
     def reduction(self) -> float:
-        """1 - (executed + prediction) / dense: the objective of DESIGN.md section 6."""
+        """1 - (executed + prediction) / dense: the objective of docs/design.md section 6."""
         dense = self.dense
         return 1.0 - (self.executed + self.prediction_macs) / dense if dense else 0.0
 

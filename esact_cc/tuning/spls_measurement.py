@@ -45,7 +45,7 @@ from esact_cc.weight_store import WeightStore, attach
 IR_LEVELS = ("quantized", "transformer")
 SEARCH_ORIGIN: dict[str, Any] = {name.replace("_", "-"): value
                                  for name, value in asdict(DESIGN_REFERENCE).items()}
-"""The options the search starts from and a grid point leaves unset: DESIGN.md section 6's
+"""The options the search starts from and a grid point leaves unset: docs/design.md section 6's
 reference setting (insert-spls's own defaults are this search's result on the digits ViT)."""
 REUSE_OFF = 2.0
 """A threshold above every similarity score: no row is reused."""
@@ -202,7 +202,7 @@ class SplsEvaluator:
 
     def reuse_off_gap(self, count: int = 4) -> float:
         """Max |SPLS - dense| of the output with reuse off and dense attention on the first
-        `count` samples: 0 when the SPLS program is exact (DESIGN.md section 6); anything
+        `count` samples: 0 when the SPLS program is exact (docs/design.md section 6); anything
         else means the SPLS lowering of this IR changes values by itself."""
         prepared = self._prepare(uniform_config(threshold=REUSE_OFF, attention="dense"))
         gap = 0.0

@@ -48,7 +48,7 @@ from esact_cc.sparsity.spls_options import SplsConfig
 from esact_cc.typed_options import unknown_name
 
 UNIFORM_GRID: tuple[tuple[str, str, int, tuple[float, ...]], ...] = (
-    # (similarity, attention, hlog-bits, thresholds); text needs 6 bits (DESIGN.md section 6)
+    # (similarity, attention, hlog-bits, thresholds); text needs 6 bits (docs/design.md section 6)
     ("cosprob", "dense", 4, (0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998)),
     ("cosprob", "topk", 4, (0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998)),
     ("cosprob", "dense", 6, (0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998)),

@@ -1,4 +1,5 @@
-"""Unit tests of runtime/spls_kernels.py against independent references (DESIGN.md section 6)."""
+"""Unit tests of runtime/spls_kernels.py against independent references (docs/design.md
+section 6)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from hypothesis.extra import numpy as hnp
 
 
 def formula_levels(n: int) -> set[int]:
-    """The level set written out as in DESIGN.md section 6."""
+    """The level set written out as in docs/design.md section 6."""
     levels = {0} | {2 ** i for i in range(n)} | {2 ** i + 2 ** (i + 1) for i in range(n - 2)}
     return levels
 
