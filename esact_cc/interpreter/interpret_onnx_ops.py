@@ -207,6 +207,10 @@ def _conv(ins: list[Array | None], attrs: Attrs, n: int) -> list[Array]:
     dh, dw = attrs.get("dilations", [1, 1])
     top, left, bottom, right = attrs.get("pads", [0, 0, 0, 0])
     group = attrs.get("group", 1)
+    if group < 1 or x.shape[1] != w.shape[1] * group or w.shape[0] % group:
+        # einsum would broadcast a weight of 1 input channel over any number of channels
+        raise CompileError(f"Conv input has {x.shape[1]} channels, but the weight "
+                           f"{list(w.shape)} with group={group} expects {w.shape[1] * group}")
     xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
     windows = np.lib.stride_tricks.sliding_window_view(
         xp, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))[:, :, ::sh, ::sw, ::dh, ::dw]

@@ -218,3 +218,16 @@ def test_unknown_op_is_named_with_its_location():
     module = ModuleOp([func_dialect.FuncOp("main", ([TensorType(F32, [2])], [TensorType(F32, [2])]), Region(block))])
     with pytest.raises(CompileError, match='no semantics for func.call at "/my/node"'):
         run_module(module, {"arg0": f32(2)}, store=None)
+
+
+def test_conv_with_more_input_channels_than_the_weight_is_an_error_not_a_broadcast():
+    """einsum broadcasts a 1-channel weight over any channel count: a fuzzed model with a
+    1048576-channel input ran for minutes instead of failing (bench/fuzz_inputs.py model 2337)."""
+    from esact_cc.interpreter.interpret_onnx_ops import run_kernel
+
+    x = np.zeros((1, 3, 4, 4), np.float32)
+    w = np.zeros((8, 1, 2, 2), np.float32)
+    with pytest.raises(CompileError, match="Conv input has 3 channels.*expects 1"):
+        run_kernel("Conv", [x, w], {"strides": [2, 2]}, 1)
+    ok = run_kernel("Conv", [x[:, :1], w], {"strides": [2, 2]}, 1)[0]
+    assert ok.shape == (1, 8, 2, 2)
