@@ -84,8 +84,9 @@ def _mutate_attribute(model: ModelProto, rng: random.Random) -> str:
         return f"attribute: {where} removed"
     if choice == 1 and attr.type == AttributeProto.INT:
         # Half the time a nearby value the ONNX checker accepts (an axis, a flag).
-        attr.i = rng.choice(EXTREME_INTS) if rng.random() < 0.5 else attr.i + rng.choice(
-            [-2, -1, 1, 2])
+        # (clamped to int64: an attribute already at an extreme must not overflow the field)
+        attr.i = rng.choice(EXTREME_INTS) if rng.random() < 0.5 else max(
+            -2**63, min(2**63 - 1, attr.i + rng.choice([-2, -1, 1, 2])))
         return f"attribute: {where} = {attr.i}"
     if choice == 2 and attr.type == AttributeProto.FLOAT:
         attr.f = rng.choice(EXTREME_FLOATS)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .display import short_repr
+from .onnx_attribute_domains import attribute_domain_error
 from .errors import ProgramError
 
 if TYPE_CHECKING:
@@ -36,6 +37,9 @@ def check_host_model(segment: HostSegment, index: int) -> None:
         onnx.checker.check_model(model)
     except Exception as exc:  # noqa: BLE001 - onnx ValidationError, ...
         raise ProgramError(f"{where}: invalid ONNX model: {_first_line(exc)}") from None
+    unsafe = attribute_domain_error(model)
+    if unsafe is not None:
+        raise ProgramError(f"{where}: {unsafe}")
     initializers = {t.name for t in model.graph.initializer}
     graph_inputs = {i.name for i in model.graph.input} - initializers
     graph_outputs = {o.name for o in model.graph.output}

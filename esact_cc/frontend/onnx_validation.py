@@ -9,7 +9,9 @@ ops it does not support (one error listing them all), and runs check 4 on the fl
    computed on the call tree (memoised per function), so functions that call each other twice
    per level are refused without being expanded; a function that calls itself is refused too.
 3. `check_graph_structure`: every value is written by one node at most, every node input and
-   graph output is defined, and the graph has no cycle (the error names the nodes on it).
+   graph output is defined, and the graph has no cycle (the error names the nodes on it); then
+   no attribute lies outside the domain onnx can check without crashing
+   (`runtime/onnx_attribute_domains.py`).
 4. `run_checker`: onnx's full check (`onnx.checker.check_model(full_check=True)`: structure,
    attribute and tensor well-formedness, then strict type and shape inference, which names
    the node whose input types disagree or whose declared output shape differs from the
@@ -29,6 +31,7 @@ from onnx import AttributeProto, FunctionProto, ModelProto, NodeProto, numpy_hel
 from esact_cc import tensor_types
 from esact_cc.frontend.onnx_limits import MAX_FUNCTION_DEPTH, MAX_NODES, MAX_OPSET, MIN_OPSET
 from esact_cc.runtime.errors import CompileError
+from esact_cc.runtime.onnx_attribute_domains import attribute_domain_error
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 SHAPE_INFERENCE_INITIALIZER_MAX_ELEMENTS = 4096
@@ -218,3 +221,6 @@ def validate_before_inlining(proto: ModelProto, array_names: Iterable[str]) -> N
     check_opset(proto)
     check_inlined_size(proto)
     check_graph_structure(proto, array_names)
+    unsafe = attribute_domain_error(proto)
+    if unsafe is not None:  # before onnx's shape inference, which would crash on it
+        raise CompileError(unsafe)
