@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import stat
 import tempfile
 from collections.abc import Callable
@@ -38,10 +39,23 @@ def writes_through(path: str | os.PathLike[str]) -> bool:
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
+_HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+"""Signals the tools turn into exceptions (runtime/cli/user_errors.py)."""
+
+
 def _replace_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # Held while the temporary file is created: a signal landing between mkstemp creating it
+    # and the `try` below would leave it behind. A held signal is delivered on unblocking,
+    # inside the `try`, whose handler removes the file.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        raise
+    try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         # mkstemp creates 0600; give the file the permissions open() would have.
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
