@@ -21,9 +21,9 @@ import stat
 import zipfile
 from pathlib import Path
 
-import numpy as np
 
 from esact_cc.runtime.errors import CompileError
+from esact_cc.runtime.npy_files import parse_npy_header
 
 MAX_WEIGHT_STORE_BYTES = 4 << 30
 """Cap on a weight store's tensors together (GPT-2 small's fp32 weights are 0.5 GB)."""
@@ -31,7 +31,6 @@ MAX_EXPANSION = 64
 """Cap on how much the deflated members of a store may expand, in total."""
 _EXPANSION_SLACK_BYTES = 1 << 20  # tiny archives of zeros are harmless
 _NPY_SUFFIX = ".npy"
-_MAX_HEADER_BYTES = 10_000  # numpy's own default cap on a .npy header
 
 
 def _one_line(error: BaseException) -> str:
@@ -42,20 +41,12 @@ def _member_tensor_bytes(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str)
     """The tensor size a member's `.npy` header declares, checked against the member size."""
     try:
         with zf.open(info) as member:
-            version = np.lib.format.read_magic(member)
-            if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(
-                    member, max_header_size=_MAX_HEADER_BYTES)
-            elif version == (2, 0):
-                shape, _, dtype = np.lib.format.read_array_header_2_0(
-                    member, max_header_size=_MAX_HEADER_BYTES)
-            else:
-                raise ValueError(f".npy format version {version} is not supported")
+            shape, _, dtype = parse_npy_header(member)
             header_bytes = member.tell()
     except zipfile.BadZipFile as e:  # a small member is read whole, CRC check included
         raise CompileError(f"{where}: member '{info.filename}' is corrupt: {_one_line(e)}") \
             from None
-    except (ValueError, EOFError, OSError, NotImplementedError) as e:
+    except (ValueError, EOFError, OSError, NotImplementedError, SyntaxError) as e:
         raise CompileError(f"{where}: member '{info.filename}' is not a .npy array: "
                            f"{_one_line(e)}") from None
     if dtype.hasobject:

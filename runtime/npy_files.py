@@ -36,17 +36,27 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
+def parse_npy_header(stream: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran_order, dtype) of the `.npy` header at the stream's position, header size
+    capped; any dtype. Raises what numpy raises (ValueError, EOFError, SyntaxError, ...): callers
+    word the error for their file."""
+    version = np.lib.format.read_magic(stream)
+    if version == (1, 0):
+        shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(
+            stream, max_header_size=NPY_HEADER_CAP)
+    elif version == (2, 0):
+        shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(
+            stream, max_header_size=NPY_HEADER_CAP)
+    else:
+        raise ValueError(f"format version {version[0]}.{version[1]} is not supported")
+    return tuple(shape), fortran_order, dtype
+
+
 def read_npy_header(stream: BinaryIO, what: str) -> tuple[tuple[int, ...], bool, np.dtype]:
     """(shape, fortran_order, dtype) of the `.npy` header at the stream's position; refuses
     every dtype but numeric and bool ones. Raises UsageError naming `what`."""
     try:
-        version = np.lib.format.read_magic(stream)
-        if version == (1, 0):
-            header = np.lib.format.read_array_header_1_0(stream, max_header_size=NPY_HEADER_CAP)
-        elif version == (2, 0):
-            header = np.lib.format.read_array_header_2_0(stream, max_header_size=NPY_HEADER_CAP)
-        else:
-            raise ValueError(f"format version {version[0]}.{version[1]} is not supported")
+        header = parse_npy_header(stream)
     except (ValueError, EOFError, OSError, zipfile.BadZipFile, SyntaxError) as e:
         raise UsageError(f"cannot read {what}: not a .npy array: {_one_line(e)}") from None
     shape, fortran_order, dtype = header
