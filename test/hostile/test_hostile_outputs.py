@@ -14,7 +14,6 @@ import shutil
 import signal
 import stat
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import onnx
 import pytest
 from hostile_run import assert_user_error, run_tool, tree_state
 from onnx import TensorProto, helper, numpy_helper
+from fifo_reader import read_fifo_in_background
 
 TOOLS = ("esact-cc", "esact-opt", "esact-run", "esact-objdump", "esact-as", "esact-tune",
          "esact-demo")
@@ -67,18 +67,6 @@ def work(built, tmp_path) -> Path:
     for name in ("two.onnx", "x.npy", "two.esb", "two.s"):
         shutil.copy(built / name, tmp_path / name)
     return tmp_path
-
-
-def read_fifo_in_background(fifo: Path) -> tuple[threading.Thread, list[bytes]]:
-    received: list[bytes] = []
-
-    def read() -> None:
-        with open(fifo, "rb") as handle:
-            received.append(handle.read())
-
-    thread = threading.Thread(target=read, daemon=True)
-    thread.start()
-    return thread, received
 
 
 # --- the one error path -------------------------------------------------------------------

@@ -4,24 +4,11 @@ from __future__ import annotations
 
 import os
 import stat
-import threading
-from pathlib import Path
 
 import pytest
 
 from esact_cc.runtime.atomic_write import atomic_write, atomic_write_bytes, writes_through
-
-
-def read_fifo_in_background(fifo: Path) -> tuple[threading.Thread, list[bytes]]:
-    received: list[bytes] = []
-
-    def read() -> None:
-        with open(fifo, "rb") as handle:
-            received.append(handle.read())
-
-    thread = threading.Thread(target=read, daemon=True)
-    thread.start()
-    return thread, received
+from fifo_reader import read_fifo_in_background
 
 
 def test_a_regular_file_is_replaced_whole(tmp_path):
