@@ -25,7 +25,8 @@ import numpy as np
 
 from esact_cc.runtime.cli.npy_arguments import load_input_files
 from esact_cc.runtime.cli.output_paths import (check_output_dir, check_output_file,
-                                               output_array_paths, refuse_overwriting_inputs)
+                                               input_array_paths, output_array_paths,
+                                               refuse_overwriting_inputs)
 from esact_cc.runtime.cli.user_errors import exit_code_of
 
 PROG = "esact-cc"
@@ -177,13 +178,8 @@ def run_cli(args: argparse.Namespace) -> None:
 
 def input_paths(args: argparse.Namespace) -> dict[str, str | None]:
     """Every file the compile reads, by the option naming it."""
-    paths: dict[str, str | None] = {"MODEL": args.model, "--hw": args.hw,
-                                    "--calibration-data": args.calibration_data,
-                                    "--spls-config": args.spls_config}
-    for spec in args.input:
-        name, _, file = spec.partition("=")
-        paths[f"--input {name}"] = file or None
-    return paths
+    return {"MODEL": args.model, "--hw": args.hw, "--calibration-data": args.calibration_data,
+            "--spls-config": args.spls_config, **input_array_paths(args.input)}
 
 
 def check_outputs(args: argparse.Namespace) -> None:

@@ -24,7 +24,8 @@ from typing import TextIO
 import numpy as np
 from esact_cc.runtime.cli.npy_arguments import load_input_files
 from esact_cc.runtime.cli.output_paths import (check_output_dir, check_output_file,
-                                               output_array_paths, refuse_overwriting_inputs,
+                                               input_array_paths, output_array_paths,
+                                               refuse_overwriting_inputs,
                                                refuse_shared_outputs)
 from esact_cc.runtime.cli.user_errors import exit_code_of
 from esact_cc.runtime.errors import UsageError
@@ -176,11 +177,7 @@ def run(args: argparse.Namespace) -> int:
 
 def input_paths(args: argparse.Namespace) -> dict[str, str | None]:
     """Every file the run reads, by the option naming it."""
-    paths: dict[str, str | None] = {"BINARY": args.binary, "--hw": args.hw}
-    for spec in args.input:
-        name, _, file = spec.partition("=")
-        paths[f"--input {name}"] = file or None
-    return paths
+    return {"BINARY": args.binary, "--hw": args.hw, **input_array_paths(args.input)}
 
 
 def check_output_options(args: argparse.Namespace) -> None:
