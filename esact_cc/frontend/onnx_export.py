@@ -105,21 +105,21 @@ def export_ops(
     )
 
 
+def _placed(op: OnnxOperation, kind: str, names: list[str]) -> list[str]:
+    """`names` at the ONNX slots the import recorded (`input_positions` / `output_positions`),
+    with "" for the optional slots the node left empty."""
+    positions = op.attributes.get(f"{INTERNAL_ATTR_PREFIX}{kind}_positions")
+    if positions is None:
+        return names
+    slots = [""] * (max(positions.get_values(), default=-1) + 1)
+    for position, name in zip(positions.get_values(), names, strict=True):
+        slots[position] = name
+    return slots
+
+
 def _node(op: OnnxOperation, name_of) -> NodeProto:  # type: ignore[no-untyped-def]
-    input_names = [name_of(v) for v in op.operands]
-    positions = op.attributes.get(INTERNAL_ATTR_PREFIX + "input_positions")
-    if positions is not None:
-        slots = [""] * (max(positions.get_values(), default=-1) + 1)
-        for position, name in zip(positions.get_values(), input_names, strict=True):
-            slots[position] = name
-        input_names = slots
-    output_names = [name_of(r) for r in op.results]
-    out_positions = op.attributes.get(INTERNAL_ATTR_PREFIX + "output_positions")
-    if out_positions is not None:
-        slots = [""] * (max(out_positions.get_values(), default=-1) + 1)
-        for position, name in zip(out_positions.get_values(), output_names, strict=True):
-            slots[position] = name
-        output_names = slots
+    input_names = _placed(op, "input", [name_of(v) for v in op.operands])
+    output_names = _placed(op, "output", [name_of(r) for r in op.results])
     location = op.location
     node = onnx.helper.make_node(
         op.op_type,
