@@ -21,7 +21,8 @@ Memory plan:
 - The first weight tile of a linear is loaded before its activations and hoisted above the
   previous op's SFU/DMA tail (`hoist_last`), so weights stream while that tail runs.
 
-Instruction selection per op (`RULES`; shared state in `passes/lowering_state.py`):
+Instruction selection per op (`BUILTIN_RULES`, and any rule registered with
+`lowering_state.register_lowering`; shared state in `passes/lowering_state.py`):
 - linear, attention: `passes/lower_gemm.py` (one rule each, dense or masked);
 - the SPLS prediction chain: `passes/lower_spls_to_esact.py`;
 - layer_norm / gelu / softmax / add: row chunks, LOAD -> SFU op in place -> STORE;
@@ -49,6 +50,8 @@ from esact_cc.passes.lowering_state import (
     Lowering,
     Rule,
     node_name,
+    register_lowering,
+    registered_lowerings,
 )
 from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.hw_config import HardwareConfig, resolve_config
@@ -157,7 +160,7 @@ def lower_host(lw: Lowering, op: transformer.HostOp) -> None:
     lw.emit("host", "host", segment=segment)
 
 
-RULES: dict[type[Operation], Rule] = {
+BUILTIN_RULES: dict[type[Operation], Rule] = {
     transformer.LinearOp: lower_linear,  # type: ignore[dict-item]
     transformer.AttentionOp: lower_attention,  # type: ignore[dict-item]
     transformer.LayerNormOp: lower_layer_norm,  # type: ignore[dict-item]
@@ -167,7 +170,11 @@ RULES: dict[type[Operation], Rule] = {
     transformer.HostOp: lower_host,  # type: ignore[dict-item]
     **PREDICTION_RULES,
 }
-"""Instruction selection: op class -> the rule emitting its instructions."""
+"""Instruction selection of this project's ops: op class -> the rule emitting its instructions.
+Other modules add theirs with `lowering_state.register_lowering`."""
+
+for _op_type, _rule in BUILTIN_RULES.items():
+    register_lowering(_op_type, _rule)
 
 
 def lower_module(module: ModuleOp, store: WeightStore, config: HardwareConfig,
@@ -175,7 +182,7 @@ def lower_module(module: ModuleOp, store: WeightStore, config: HardwareConfig,
     """Replace @main of `module` by the esact program (see the module docstring);
     `spls_chunk_rows` as the pass option of that name."""
     function = main_function(module)
-    lowering = Lowering(module, store, config, RULES, spls_chunk_rows)
+    lowering = Lowering(module, store, config, registered_lowerings(), spls_chunk_rows)
     lowering.stamps = layers_and_roles(function)
     block = function.body.block
     for name, arg in zip(io_names(function, results=False), block.args):
@@ -217,8 +224,12 @@ class LowerToEsactPass(ModulePass):
     masked Q GEMM per chunk; passes/lower_spls_to_esact.py). Default: the MAC array's rows,
     so a chunk's Q row tile is one array pass; 0: one chunk of all rows."""
 
+    store: WeightStore | None = None
+    """The weight store the module's handles name (default: the one attached to the module)."""
+
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         if self.spls_chunk_rows is not None and self.spls_chunk_rows < 0:
             raise CompileError("lower-to-esact: spls-chunk-rows must be >= 0, "
                                f"got {self.spls_chunk_rows}")
-        lower_module(op, store_of(op), resolve_config(self.hw), self.spls_chunk_rows)
+        store = self.store if self.store is not None else store_of(op)
+        lower_module(op, store, resolve_config(self.hw), self.spls_chunk_rows)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import numpy as np
 from esact_cc.dialects import esact, transformer
@@ -118,6 +119,24 @@ class MaskTiles:
 
 Rule = Callable[["Lowering", Operation], None]
 """An instruction-selection rule: emits the instructions of one op."""
+
+_LOWERINGS: dict[type[Operation], Rule] = {}
+
+
+def register_lowering(op_type: type[Operation], rule: Rule) -> None:
+    """Make `lower-to-esact` lower every `op_type` op with `rule(lowering, op)`. The built-in
+    rules register themselves when passes/lower_to_esact.py is imported; a module adding an op
+    registers its rule the same way when it is imported. One rule per op type: registering a
+    second one is a bug (ValueError), not an override."""
+    if op_type in _LOWERINGS:
+        raise ValueError(f"a lowering for {op_type.__name__} is already registered "
+                         f"({_LOWERINGS[op_type].__qualname__})")
+    _LOWERINGS[op_type] = rule
+
+
+def registered_lowerings() -> Mapping[type[Operation], Rule]:
+    """Op type -> its instruction-selection rule, as registered so far (read-only view)."""
+    return MappingProxyType(_LOWERINGS)
 
 
 
