@@ -19,7 +19,9 @@ linear (x [.., in] @ W [in, out], INT8 W, per-channel scales):
 Then the fused GELU or residual ADD when that op is the linear's only user, and the STOREs.
 
 attention: per batch element and head group, LOAD + QUANT of the Q, K, V column blocks (K, V,
-then Q when masked: the SPLS lowering produces Q last); per head ATTN_QK, DEQUANT (scale
+then Q when masked: the SPLS lowering produces Q last; with `kv_heads` < heads, grouped-query
+attention, the group's K / V blocks are the K / V heads its query heads read: head h reads
+K / V head h // (heads / kv_heads)); per head ATTN_QK, DEQUANT (scale
 folded), [ADD a per-query mask], SOFTMAX (additive row mask, causal), QUANT P, ATTN_PV, DEQUANT,
 STORE; heads are software-pipelined (QK of head h+1 before PV of head h). With `rows(%map)`
 ATTN_QK / ATTN_PV skip reused rows and SCATTER_ROWS fills them; with `spa(%mask)` the element
@@ -380,10 +382,9 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
     q, k, v = (lw.f32_tensor(val, name) for val, name in ((op.q, "q"), (op.k, "k"), (op.v, "v")))
     batch, lq, width = q.shape
     lk, width_v = k.shape[1], v.shape[2]
-    heads = op.heads
-    if op.key_heads != heads:
-        raise fail(op, "grouped-query attention (kv_heads) is not supported on the accelerator")
-    d, dv = width // heads, width_v // heads
+    heads, kv_heads = op.heads, op.key_heads
+    share = heads // kv_heads  # query heads per K / V head (> 1: grouped-query; verified)
+    d, dv = width // heads, width_v // kv_heads
     causal = op.causal is not None
     s_scale = attention_score_scale(op.scale.value.data, op.q_scale.value.data, op.k_scale.value.data)
     o_scale = attention_output_scale(op.p_scale.value.data, op.v_scale.value.data)
@@ -411,12 +412,17 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
             fields.update(has_mask=1, mask_addr=spa.spa + (b * heads + h) * lq * lk)
         return fields
 
+    def kv_heads_of(h0: int, g: int) -> tuple[int, int]:
+        """(first K / V head, K / V heads) that query heads [h0, h0 + g) read."""
+        return h0 // share, (h0 + g - 1) // share - h0 // share + 1
+
     def pv(b: int, h0: int, g: int, hh: int, p: int, va: int) -> None:
         """P x V of head hh of the group, dequantized and stored into its column block."""
         h = h0 + hh
+        kv0, kvg = kv_heads_of(h0, g)
         acc = lw.alloc(Buffer.ACC, lq * dv)
-        lw.emit("attn_pv", "pv", out_addr=acc, p_addr=p, v_addr=va + hh * dv, lq=lq, lk=lk, d=dv,
-                v_stride=g * dv, **masks_of(b, h))
+        lw.emit("attn_pv", "pv", out_addr=acc, p_addr=p, v_addr=va + (h // share - kv0) * dv,
+                lq=lq, lk=lk, d=dv, v_stride=kvg * dv, **masks_of(b, h))
         lw.free(Buffer.ABUF, p)
         r = lw.alloc(Buffer.VBUF, lq * dv)
         lw.emit("dequant", "sfu", dst_addr=r, src_addr=acc, rows=lq, cols=dv, scale_addr=o_addr)
@@ -430,24 +436,27 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
     for b in range(batch):
         for h0 in range(0, heads, group):
             g = min(group, heads - h0)
+            kv0, kvg = kv_heads_of(h0, g)
             qa = lw.alloc(Buffer.ABUF, lq * g * d)
-            ka = lw.alloc(Buffer.ABUF, lk * g * d)
-            va = lw.alloc(Buffer.ABUF, lk * g * dv)
-            loads = [(q, lq, d, qa, q_mult), (k, lk, d, ka, k_mult), (v, lk, dv, va, v_mult)]
+            ka = lw.alloc(Buffer.ABUF, lk * kvg * d)
+            va = lw.alloc(Buffer.ABUF, lk * kvg * dv)
+            loads = [(q, lq, d, qa, q_mult, h0, g), (k, lk, d, ka, k_mult, kv0, kvg),
+                     (v, lk, dv, va, v_mult, kv0, kvg)]
             if op.is_masked:
                 # Q last: the sparse lowering produces it after K and V (beside the
                 # prediction), so the in-order load queue fetches K and V while Q's last GEMMs
                 # still run.
                 loads = loads[1:] + loads[:1]
-            for src, length, cols, addr, mult in loads:
-                lw.quantize_rows(src, b * length, length, h0 * cols, g * cols, addr,
-                                 ((0, g * cols, float(mult)),))
+            for src, length, cols, addr, mult, first, count in loads:
+                lw.quantize_rows(src, b * length, length, first * cols, count * cols, addr,
+                                 ((0, count * cols, float(mult)),))
             pending: list[tuple[int, int]] = []  # (head in group, P address) waiting for P x V
             for hh in range(g):
                 h = h0 + hh
                 scores = lw.alloc(Buffer.ACC, lq * lk)
-                lw.emit("attn_qk", "qk", scores_addr=scores, q_addr=qa + hh * d, k_addr=ka + hh * d,
-                        lq=lq, lk=lk, d=d, q_stride=g * d, k_stride=g * d, **masks_of(b, h))
+                lw.emit("attn_qk", "qk", scores_addr=scores, q_addr=qa + hh * d,
+                        k_addr=ka + (h // share - kv0) * d, lq=lq, lk=lk, d=d, q_stride=g * d,
+                        k_stride=kvg * d, **masks_of(b, h))
                 f = lw.alloc(Buffer.VBUF, lq * lk)
                 lw.emit("dequant", "sfu", dst_addr=f, src_addr=scores, rows=lq, cols=lk,
                         scale_addr=s_addr)
