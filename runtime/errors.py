@@ -29,3 +29,8 @@ class CompileError(EsactError):
 
 class UsageError(EsactError):
     """A bad command-line argument (malformed option, unreadable input file)."""
+
+
+class CommandLineError(UsageError):
+    """A bad option value or combination found after argument parsing; the tools exit 2 for
+    it, as argparse does for its own usage errors (a bad input file is exit 1)."""

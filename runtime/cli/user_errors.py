@@ -14,7 +14,9 @@ esact-demo) runs its body through `exit_code_of`, which decides how a failure en
   causes are turned into `EsactError`s where that input is read, naming the file or option,
   so they never reach this function as bare library exceptions.
 
-Usage errors found by argparse keep argparse's own form: `prog: error: ...`, exit 2.
+Usage errors found by argparse keep argparse's own form: `prog: error: ...`, exit 2; a
+`CommandLineError` (a bad option value or combination found after parsing) is one such line,
+exit 2 too.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from ..errors import EsactError
+from ..errors import CommandLineError, EsactError
 
 EXIT_USER_ERROR = 1
+EXIT_USAGE_ERROR = 2
+"""argparse's exit status for a bad command line."""
 EXIT_INTERNAL_ERROR = 70
 """sysexits.h EX_SOFTWARE: an internal bug, reported with its traceback."""
 
@@ -131,4 +135,4 @@ def exit_code_of(prog: str, run: Callable[[], int | None]) -> int:
                 "line and the input files")
             return EXIT_INTERNAL_ERROR
         say(f"error: {line}")
-        return EXIT_USER_ERROR
+        return EXIT_USAGE_ERROR if isinstance(exc, CommandLineError) else EXIT_USER_ERROR
