@@ -13,7 +13,11 @@ from collections.abc import Callable
 from xdsl.ir import Dialect
 
 # Our own dialects, by dialect name -> module under esact_cc.dialects.
-PROJECT_DIALECT_MODULES: tuple[str, ...] = ("onnx", "transformer", "spls", "esact")
+PROJECT_DIALECT_MODULES: tuple[str, ...] = ("onnx", "transformer", "spls", "sanger", "esact")
+# Dialects whose ops lower-to-esact lowers through a rule registered outside it
+# (`lowering_state.register_lowering`): the rule's module is imported with the dialect, so IR
+# read from a file lowers like IR a pipeline built.
+LOWERING_MODULES: dict[str, str] = {"sanger": "esact_cc.passes.lower_sanger"}
 
 
 def _builtin() -> Dialect:
@@ -31,6 +35,8 @@ def _func() -> Dialect:
 def _project_dialect(name: str) -> Callable[[], Dialect]:
     def load() -> Dialect:
         module = importlib.import_module(f"esact_cc.dialects.{name}")
+        if name in LOWERING_MODULES:
+            importlib.import_module(LOWERING_MODULES[name])
         for value in vars(module).values():
             if isinstance(value, Dialect) and value.name == name:
                 return value

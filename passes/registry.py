@@ -16,6 +16,7 @@ PASS_MODULES: dict[str, tuple[str, str]] = {
     "lift-transformer": ("lift_transformer", "LiftTransformerPass"),
     "quantize": ("quantize", "QuantizePass"),
     "insert-spls": ("insert_spls", "InsertSplsPass"),
+    "insert-sanger": ("insert_sanger", "InsertSangerPass"),
     "lower-to-esact": ("lower_to_esact", "LowerToEsactPass"),
     "schedule": ("schedule", "SchedulePass"),
 }

@@ -102,3 +102,7 @@ __all__ = [
     "float_bits", "footprint", "operand_extent", "queue_mask_names", "register_instruction",
     "similarity_rows", "unregister_instruction", "validate_instruction",
 ]
+
+from . import isa_sanger  # noqa: E402  (needs the table above)
+
+isa_sanger.register()

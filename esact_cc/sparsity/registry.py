@@ -23,6 +23,7 @@ from esact_cc.typed_options import unknown_name
 BUILTIN_SCHEMES: dict[str, str] = {
     "dense": "esact_cc.sparsity.dense",
     "spls": "esact_cc.sparsity.spls",
+    "sanger": "esact_cc.sparsity.sanger",
 }
 """Scheme name -> module defining `SCHEME`."""
 ENTRY_POINT_GROUP = "esact_cc.sparsity_schemes"

@@ -1,0 +1,109 @@
+"""The `sanger` dialect: Sanger's attention prediction (Lu et al., MICRO 2021) as one op.
+
+`insert-sanger` (passes/insert_sanger.py) emits per attention layer, on the attention's own
+Q and K (FP32, before the attention quantizes them with its `q_scale` / `k_scale`):
+
+    %spa = sanger.predict_mask %q, %k [mask %m] heads(H) bits(4) threshold(0.002)
+             q_scale(..) k_scale(..) scale(..) [causal] : (...) -> tensor<BxHxLqxLkxi1>
+
+and gives the attention `spa(%spa)`: the per-query key mask every masked attention reads.
+Semantics (interpreter: esact_cc/interpreter/interpret_sanger_ops.py; numerics:
+runtime/sanger_kernels.py, shared with the SANGER_PREDICT instruction): Q and K quantized to
+INT8 as the attention does, re-quantized to `bits`, predicted logits = product * score scale,
+softmax with the additive `mask` and causality, kept where the probability > `threshold`
+(and each row's top key).
+"""
+
+from __future__ import annotations
+
+import math
+
+from xdsl.dialects.builtin import I64, Float32Type, FloatAttr, IntegerAttr, TensorType, \
+    UnitAttr, i1, i64
+from xdsl.ir import Attribute, Dialect, SSAValue
+from xdsl.irdl import IRDLOperation, irdl_op_definition, operand_def, opt_operand_def, \
+    opt_prop_def, prop_def, result_def, traits_def
+from xdsl.traits import Pure
+from xdsl.utils.exceptions import VerifyException
+
+from esact_cc.dialects.gemm_ops import f32_attr
+from esact_cc.dialects.shape_checks import fmt, require, require_positive, shape
+from esact_cc.runtime.sanger_kernels import MAX_BITS, MIN_BITS
+
+
+@irdl_op_definition
+class PredictMaskOp(IRDLOperation):
+    """Sanger's predicted per-query key mask [B, H, Lq, Lk] from Q [B, Lq, N], K [B, Lk, N]."""
+
+    name = "sanger.predict_mask"
+
+    q = operand_def(TensorType)
+    """FP32 queries [B, Lq, N] (the attention's Q operand)."""
+    k = operand_def(TensorType)
+    """FP32 keys [B, Lk, N]."""
+    mask = opt_operand_def(TensorType)
+    """The attention's additive mask, broadcastable to [B, H, Lq, Lk]."""
+    num_heads = prop_def(IntegerAttr[I64])
+    bits = prop_def(IntegerAttr[I64])
+    """Low-bit width of the predicted Q and K."""
+    threshold = prop_def(FloatAttr[Float32Type])
+    """Keep positions whose predicted probability exceeds it."""
+    q_scale = prop_def(FloatAttr[Float32Type])
+    """The attention's INT8 Q scale."""
+    k_scale = prop_def(FloatAttr[Float32Type])
+    scale = prop_def(FloatAttr[Float32Type])
+    """The attention's logit scale (1 / sqrt(d_head))."""
+    causal = opt_prop_def(UnitAttr)
+    result = result_def(TensorType)
+    """The element mask [B, H, Lq, Lk] i1."""
+
+    traits = traits_def(Pure())
+
+    assembly_format = (
+        "$q `,` $k (`mask` $mask^)? `heads` `(` $num_heads `)` `bits` `(` $bits `)`"
+        " `threshold` `(` $threshold `)` `q_scale` `(` $q_scale `)` `k_scale` `(` $k_scale `)`"
+        " `scale` `(` $scale `)` (`causal` $causal^)? attr-dict"
+        " `:` functional-type(operands, results)"
+    )
+
+    def __init__(self, q: SSAValue, k: SSAValue, mask: SSAValue | None, *, num_heads: int,
+                 bits: int, threshold: float, q_scale: float, k_scale: float, scale: float,
+                 causal: bool):
+        batch, lq, _ = shape(q)
+        lk = shape(k)[1]
+        props: dict[str, Attribute] = {
+            "num_heads": IntegerAttr(num_heads, i64), "bits": IntegerAttr(bits, i64),
+            "threshold": f32_attr(threshold), "q_scale": f32_attr(q_scale),
+            "k_scale": f32_attr(k_scale), "scale": f32_attr(scale)}
+        if causal:
+            props["causal"] = UnitAttr()
+        super().__init__(operands=[q, k, mask], properties=props,
+                         result_types=[TensorType(i1, [batch, num_heads, lq, lk])])
+
+    def verify_(self) -> None:
+        bits = self.bits.value.data
+        if not MIN_BITS <= bits <= MAX_BITS:
+            raise VerifyException(f"{self.name}: bits must be in [{MIN_BITS}, {MAX_BITS}], "
+                                  f"got {bits}")
+        threshold = self.threshold.value.data
+        if not (math.isfinite(threshold) and 0.0 <= threshold < 1.0):
+            raise VerifyException(f"{self.name}: threshold must be in [0, 1), got {threshold}")
+        for what in ("q_scale", "k_scale", "scale"):
+            require_positive(self, what, getattr(self, what))
+        q, k = shape(self.q), shape(self.k)
+        if len(q) != 3 or len(k) != 3 or q[0] != k[0] or q[2] != k[2]:
+            raise VerifyException(f"{self.name}: q and k must be [B, L, N] with one B and N, "
+                                  f"got {fmt(q)} and {fmt(k)}")
+        heads = self.num_heads.value.data
+        if heads <= 0 or q[2] % heads:
+            raise VerifyException(f"{self.name}: num_heads {heads} does not divide N = {q[2]}")
+        target = (q[0], heads, q[1], k[1])
+        require(self, "result", self.result, target, i1)
+        if self.mask is not None:
+            m = shape(self.mask)
+            if len(m) > 4 or any(d not in (1, t) for d, t in zip(reversed(m), reversed(target))):
+                raise VerifyException(f"{self.name}: mask {fmt(m)} does not broadcast to "
+                                      f"{fmt(target)}")
+
+
+SANGER = Dialect("sanger", [PredictMaskOp], [])
