@@ -8,9 +8,15 @@
                             ([B, L, D] each), optional additive mask, optional causal mask,
                             grouped K / V heads, INT8 and masked forms (`dialects/gemm_ops.py`)
 - `transformer.layer_norm`  normalisation over the last axis with gamma / beta
+- `transformer.rms_norm`    RMSNorm (LLaMA, T5): x / sqrt(mean(x^2) + eps) * gamma
 - `transformer.gelu`        exact (erf) or tanh-approximated GELU
+- `transformer.silu`        SiLU (swish): x * sigmoid(x)
 - `transformer.softmax`     softmax over the last axis
 - `transformer.add`         residual (same-shape) addition
+- `transformer.mul`         elementwise product of two same-shape activations (the gate of a
+                            gated FFN: SwiGLU, GeGLU)
+- `transformer.rotary`      rotary position embedding of Q or K before the head split, full
+                            or partial (`dialects/rotary_op.py`)
 - `transformer.host`        a region of `onnx` ops the accelerator does not run (embedding
                             gather, mask preprocessing, pooling, heads); it is isolated from
                             above (values enter as operands, leave through `transformer.yield`)
@@ -44,6 +50,7 @@ from xdsl.traits import HasParent, IsolatedFromAbove, IsTerminator, Pure
 from xdsl.utils.exceptions import VerifyException
 
 from esact_cc.dialects.gemm_ops import AttentionOp, LinearOp
+from esact_cc.dialects.rotary_op import RotaryOp
 from esact_cc.dialects.shape_checks import fmt as _fmt
 from esact_cc.dialects.shape_checks import require_positive, require_rank, shape as _shape, shapes_agree as _shapes_agree
 from esact_cc.dialects.shape_checks import types_text as _types
@@ -101,6 +108,45 @@ class LayerNormOp(IRDLOperation):
             raise VerifyException(f"{self.name}: result must be {_fmt(x)}, got {_fmt(y)}")
 
 
+@irdl_op_definition
+class RmsNormOp(IRDLOperation):
+    """x / sqrt(mean(x^2) + epsilon) * gamma, the mean over the last axis (no centring, no
+    shift: LLaMA, Mistral, Qwen2, T5)."""
+
+    name = "transformer.rms_norm"
+
+    x = operand_def(TensorType)
+    """Activations [..., N]."""
+    gamma = operand_def(TensorType)
+    """Scale handle [N]."""
+    epsilon = prop_def(FloatAttr[Float32Type])
+    """Added to the mean square before the square root."""
+    result = result_def(TensorType)
+    """Same shape as x."""
+
+    traits = traits_def(Pure())
+
+    assembly_format = (
+        "$x `,` $gamma `eps` `(` $epsilon `)` attr-dict `:` functional-type(operands, results)"
+    )
+
+    def __init__(self, x: SSAValue, gamma: SSAValue, epsilon: float, result_type: Attribute):
+        super().__init__(
+            operands=[x, gamma],
+            properties={"epsilon": FloatAttr(epsilon, Float32Type())},
+            result_types=[result_type],
+        )
+
+    def verify_(self) -> None:
+        x, g, y = _shape(self.x), _shape(self.gamma), _shape(self.result)
+        require_rank(self.name, "x", x, range(1, 8))
+        if not _shapes_agree(g, (x[-1],)):
+            raise VerifyException(f"{self.name}: gamma must be [{x[-1]}], got {_fmt(g)}")
+        require_positive(self, "epsilon", self.epsilon)
+        if not _shapes_agree(y, x):
+            raise VerifyException(f"{self.name}: result must be {_fmt(x)}, got {_fmt(y)}")
+
+
 class _ElementwiseUnaryOp(IRDLOperation):
     """Base of single-input ops whose result has the input's shape."""
 
@@ -147,6 +193,18 @@ class GeluOp(_ElementwiseUnaryOp):
 
 
 @irdl_op_definition
+class SiluOp(_ElementwiseUnaryOp):
+    """SiLU (swish): x * sigmoid(x), the activation of SwiGLU FFNs."""
+
+    name = "transformer.silu"
+
+    assembly_format = "$x attr-dict `:` functional-type(operands, results)"
+
+    def __init__(self, x: SSAValue, result_type: Attribute):
+        super().__init__(operands=[x], result_types=[result_type])
+
+
+@irdl_op_definition
 class SoftmaxOp(_ElementwiseUnaryOp):
     """Softmax over the last axis."""
 
@@ -158,18 +216,15 @@ class SoftmaxOp(_ElementwiseUnaryOp):
         super().__init__(operands=[x], result_types=[result_type])
 
 
-@irdl_op_definition
-class AddOp(IRDLOperation):
-    """Residual addition of two same-shape tensors."""
-
-    name = "transformer.add"
+class _ElementwiseBinaryOp(IRDLOperation):
+    """Base of two-input ops on same-shape tensors (no broadcasting)."""
 
     lhs = operand_def(TensorType)
-    """First summand."""
+    """First operand."""
     rhs = operand_def(TensorType)
-    """Second summand, same shape as lhs."""
+    """Second operand, same shape as lhs."""
     result = result_def(TensorType)
-    """lhs + rhs."""
+    """Same shape as the operands."""
 
     traits = traits_def(Pure())
 
@@ -185,6 +240,21 @@ class AddOp(IRDLOperation):
                 f"{self.name}: operands and result must have one shape, "
                 f"got {_fmt(a)}, {_fmt(b)} -> {_fmt(y)}"
             )
+
+
+@irdl_op_definition
+class AddOp(_ElementwiseBinaryOp):
+    """Residual addition of two same-shape tensors."""
+
+    name = "transformer.add"
+
+
+@irdl_op_definition
+class MulOp(_ElementwiseBinaryOp):
+    """Elementwise product of two same-shape activations: a gated FFN's act(x W_gate) *
+    (x W_up)."""
+
+    name = "transformer.mul"
 
 
 @irdl_op_definition
@@ -256,6 +326,7 @@ class HostOp(IRDLOperation):
 
 TRANSFORMER = Dialect(
     "transformer",
-    [LinearOp, AttentionOp, LayerNormOp, GeluOp, SoftmaxOp, AddOp, HostOp, YieldOp],
+    [LinearOp, AttentionOp, LayerNormOp, RmsNormOp, GeluOp, SiluOp, SoftmaxOp, AddOp, MulOp,
+     RotaryOp, HostOp, YieldOp],
     [],
 )

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from esact_cc.dialects.onnx import OnnxOperation
-from esact_cc.dialects.transformer import AttentionOp
+from esact_cc.dialects.transformer import AttentionOp, RotaryOp
 from esact_cc.passes.lift_transformer_graph import (
     NoMatch,
     OnnxGraph,
@@ -34,6 +34,7 @@ from esact_cc.passes.lift_transformer_graph import (
     require,
     shape_of,
 )
+from esact_cc.passes.lift_rotary import Rotary, match_repeat_kv, match_rotary
 from esact_cc.passes.lift_transformer_pattern import LiftPattern
 from xdsl.dialects.builtin import Float32Type, TensorType
 from xdsl.ir import Operation, SSAValue
@@ -46,6 +47,20 @@ MASK_FILL_MAX = -1e4
 
 _HEAD_SPLIT_PERM = (0, 2, 1, 3)
 _KEY_TRANSPOSED_PERM = (0, 2, 3, 1)
+
+
+@dataclass
+class _HeadSplit:
+    """What the walk from a per-head operand back to its head split found."""
+
+    source: SSAValue | None = None
+    """The [B, L, D] projection."""
+    scale: float = 1.0
+    heads: int = 0
+    """Heads of the source (K / V: the kv heads)."""
+    rotary: Rotary | None = None
+    repeat: int = 1
+    """repeat_kv factor (heads / kv_heads)."""
 
 
 @dataclass
@@ -93,30 +108,39 @@ class AttentionPattern(LiftPattern):
 
         scores = _Scores()
         qk = self._walk_scores(op.operands[0], graph, scores, lq, lk, where)
-        q, q_scale, q_heads = self._split_heads(qk.operands[0], graph, _HEAD_SPLIT_PERM, "Q")
-        k, k_scale, k_heads = self._split_heads(qk.operands[1], graph, _KEY_TRANSPOSED_PERM, "K^T")
-        v, v_scale, v_heads = self._split_heads(pv.operands[1], graph, _HEAD_SPLIT_PERM, "V")
-        require(v_scale == 1.0, f"{where}: V is scaled by {v_scale}")
+        qs = self._split_heads(qk.operands[0], graph, _HEAD_SPLIT_PERM, "Q")
+        ks = self._split_heads(qk.operands[1], graph, _KEY_TRANSPOSED_PERM, "K^T")
+        vs = self._split_heads(pv.operands[1], graph, _HEAD_SPLIT_PERM, "V")
+        q, k, v = qs.source, ks.source, vs.source
+        assert q is not None and k is not None and v is not None
+        require(vs.scale == 1.0, f"{where}: V is scaled by {vs.scale}")
+        require(vs.rotary is None, f"{where}: V carries a rotary embedding")
         require(
-            q_heads == k_heads == v_heads == heads,
-            f"{where}: head counts differ (Q {q_heads}, K {k_heads}, V {v_heads}, scores {heads})",
+            qs.repeat == 1 and qs.heads == heads and ks.heads * ks.repeat == heads
+            and (vs.heads, vs.repeat) == (ks.heads, ks.repeat),
+            f"{where}: head counts differ (Q {qs.heads}, K {ks.heads} x{ks.repeat}, "
+            f"V {vs.heads} x{vs.repeat}, scores {heads})",
         )
         (qb, ql, qd), (kb, kl, kd), (vb, vl, vd) = shape_of(q), shape_of(k), shape_of(v)
         require(
-            qb == kb == vb == batch and ql == lq and kl == vl == lk and qd == kd,
+            qb == kb == vb == batch and ql == lq and kl == vl == lk and qd == kd * ks.repeat,
             f"{where}: Q {fmt_shape((qb, ql, qd))}, K {fmt_shape((kb, kl, kd))}, "
             f"V {fmt_shape((vb, vl, vd))} do not fit scores {fmt_shape((batch, heads, lq, lk))}",
         )
-        scale = scores.scale * q_scale * k_scale
+        scale = scores.scale * qs.scale * ks.scale
         require(
             math.isfinite(scale) and scale > 0, f"{where}: attention scale {scale} is not positive"
         )
-        merge, merged_2d = self._merge_heads(pv, graph, batch, lq, vd, where)
+        width = vd * vs.repeat
+        merge, merged_2d = self._merge_heads(pv, graph, batch, lq, width, where)
 
         # All checks passed: build the mask operand (host ops if needed) and the attention op.
         mask = self._build_mask(scores, graph, merge)
+        q = _apply_rotary(q, qs, graph, merge)
+        k = _apply_rotary(k, ks, graph, merge)
         attention = AttentionOp(
-            q, k, v, mask, heads, scale, scores.causal, TensorType(Float32Type(), (batch, lq, vd))
+            q, k, v, mask, heads, scale, scores.causal, TensorType(Float32Type(), (batch, lq, width)),
+            kv_heads=None if ks.repeat == 1 else ks.heads,
         )
         attention.location = op.location
         merge.parent_block().insert_op_before(attention, merge)  # type: ignore[union-attr]
@@ -302,29 +326,43 @@ class AttentionPattern(LiftPattern):
     # --- head split / merge -----------------------------------------------------------------
     def _split_heads(
         self, value: SSAValue, graph: OnnxGraph, expected_perm: tuple[int, ...], what: str
-    ) -> tuple[SSAValue, float, int]:
-        """Walk from a per-head operand back to its [B, L, D] source: (source, scale, heads)."""
-        scale = 1.0
+    ) -> _HeadSplit:
+        """Walk from a per-head operand back to its [B, L, D] source, through scalar scales,
+        transposes, a rotary embedding and repeat_kv (`lift_rotary.py`)."""
+        split = _HeadSplit()
         perm = (0, 1, 2, 3)  # composite perm from the Reshape output to `value`
+        segment = perm  # the same since the last rotary / repeat_kv boundary
+        boundaries = 0
+        shared: SSAValue | None = None  # a rotary input: its other uses were checked
         while True:
             op = graph.producer(value)
             require(op is not None, f"the {what} heads come from outside the onnx dialect")
             assert op is not None
-            graph.require_single_use(value, f"the {what} heads at {location_name(op)}")
+            if value is not shared:
+                graph.require_single_use(value, f"the {what} heads at {location_name(op)}")
+            boundary = None
             if op.op_type in ("Mul", "Div"):
                 value, factor = graph.split_const(op, f"{what} scale {op.op_type}")
                 require(factor != 0 and math.isfinite(factor), f"{what} scale {factor}")
-                scale *= factor if op.op_type == "Mul" else 1.0 / factor
+                split.scale *= factor if op.op_type == "Mul" else 1.0 / factor
             elif op.op_type == "Transpose":
                 p = tuple(int(i) for i in graph.attrs(op).get("perm", (3, 2, 1, 0)))
                 require(
                     len(p) == 4, f"{what} transpose {location_name(op)} perm {list(p)} is not 4-D"
                 )
-                perm = tuple(p[i] for i in perm)
+                perm, segment = tuple(p[i] for i in perm), tuple(p[i] for i in segment)
                 value = op.operands[0]
+            elif op.op_type in ("Add", "Concat") and split.rotary is None:
+                value, split.rotary = match_rotary(op, graph, f"the {what} heads")
+                shared, boundary = value, "rotary"
+            elif op.op_type in ("Reshape", "Expand") and split.repeat == 1 and (
+                repeat := match_repeat_kv(value, graph, f"the {what} heads")
+            ):
+                value, split.repeat = repeat
+                boundary = "repeat_kv"
             elif op.op_type == "Reshape":
                 require(
-                    perm == expected_perm,
+                    perm == expected_perm and (not boundaries or segment == _HEAD_SPLIT_PERM),
                     f"the {what} head transposes compose to perm {list(perm)}, "
                     f"expected {list(expected_perm)}",
                 )
@@ -338,12 +376,20 @@ class AttentionPattern(LiftPattern):
                     f"the {what} head split {location_name(op)} reshapes {fmt_shape(src)} -> "
                     f"{fmt_shape(dst)}, expected [B, L, D] -> [B, L, H, D/H]",
                 )
-                source, scale = self._unscale(source, graph, scale, what)
-                return source, scale, dst[2]
+                split.source, split.scale = self._unscale(source, graph, split.scale, what)
+                split.heads = dst[2]
+                return split
             else:
                 raise NoMatch(
                     f"the {what} heads pass through onnx.{op.op_type} ({location_name(op)})"
                 )
+            if boundary is not None:
+                # Both act on the [B, H, L, d] layout: nothing may permute axes between them.
+                require(
+                    not boundaries or segment == (0, 1, 2, 3),
+                    f"the {what} heads are transposed between rotary and repeat_kv",
+                )
+                boundaries, segment = boundaries + 1, (0, 1, 2, 3)
 
     @staticmethod
     def _unscale(
@@ -402,6 +448,21 @@ class AttentionPattern(LiftPattern):
                 f"{fmt_shape((batch, lq, width))} or {fmt_shape((batch * lq, width))}",
             )
             return user, True
+
+
+def _apply_rotary(
+    source: SSAValue, split: _HeadSplit, graph: OnnxGraph, before: Operation
+) -> SSAValue:
+    """`source` with the split's rotary embedding applied (a `transformer.rotary` op), if any.
+    Every layer's Q and K usually share one table pair: stored once (`new_weight`)."""
+    if split.rotary is None:
+        return source
+    cos = graph.new_weight(split.rotary.cos, "rotary.cos", before)
+    sin = graph.new_weight(split.rotary.sin, "rotary.sin", before)
+    op = RotaryOp(source, cos, sin, split.heads, split.rotary.rotary_dim, source.type)
+    op.location = before.location
+    before.parent_block().insert_op_before(op, before)  # type: ignore[union-attr]
+    return op.result
 
 
 # What each op on the score chain (softmax input back to Q K^T) contributes.

@@ -39,11 +39,11 @@ CONSTANT_RTOL = 1e-6
 """Relative tolerance when checking a float32 constant against its exact value."""
 
 
-def _is_f32(value: SSAValue) -> bool:
+def is_f32(value: SSAValue) -> bool:
     return value.type.get_element_type() == Float32Type()  # type: ignore[attr-defined]
 
 
-def _vector(graph: OnnxGraph, value: SSAValue, n: int, what: str) -> np.ndarray:
+def constant_vector(graph: OnnxGraph, value: SSAValue, n: int, what: str) -> np.ndarray:
     """A constant broadcasting as [n] along the last axis."""
     array = graph.const(value)
     require(array is not None, f"{what} is not a constant")
@@ -55,13 +55,13 @@ def _vector(graph: OnnxGraph, value: SSAValue, n: int, what: str) -> np.ndarray:
     return array.reshape(n)
 
 
-def _handle(
+def weight_handle_of(
     graph: OnnxGraph, value: SSAValue, array: np.ndarray, hint: str, before: Operation
 ) -> SSAValue:
     return graph.weight_handle(value, array, graph.weight_name(value) or hint, before)
 
 
-def _replace(end: Operation, new: Operation, like: Operation) -> Operation:
+def replace_end(end: Operation, new: Operation, like: Operation) -> Operation:
     new.location = like.location
     end.parent_block().insert_op_before(new, end)  # type: ignore[union-attr]
     end.results[0].replace_all_uses_with(new.results[0])
@@ -91,21 +91,21 @@ class LayerNormPattern(LiftPattern):
             all(r.uses.get_length() == 0 for r in op.results[1:]),
             f"{where}: mean / inv-std outputs are used",
         )
-        require(_is_f32(x), f"{where}: input is not f32")
+        require(is_f32(x), f"{where}: input is not f32")
         epsilon = float(attrs.get("epsilon", 1e-5))
         require(
             epsilon > 0 and math.isfinite(epsilon), f"{where}: epsilon {epsilon} is not positive"
         )
         n = shape[-1]
-        gamma = _vector(graph, gamma_value, n, f"{where}: scale")
-        beta = _vector(graph, beta_value, n, f"{where}: bias") if beta_value is not None else None
-        g = _handle(graph, gamma_value, gamma, f"{where}.gamma", op)
+        gamma = constant_vector(graph, gamma_value, n, f"{where}: scale")
+        beta = constant_vector(graph, beta_value, n, f"{where}: bias") if beta_value is not None else None
+        g = weight_handle_of(graph, gamma_value, gamma, f"{where}.gamma", op)
         b = (
-            _handle(graph, beta_value, beta, f"{where}.beta", op)
+            weight_handle_of(graph, beta_value, beta, f"{where}.beta", op)
             if beta_value is not None
             else None
         )
-        return _replace(op, LayerNormOp(x, g, b, epsilon, op.results[0].type), op)
+        return replace_end(op, LayerNormOp(x, g, b, epsilon, op.results[0].type), op)
 
 
 class DecomposedLayerNormPattern(LiftPattern):
@@ -126,10 +126,10 @@ class DecomposedLayerNormPattern(LiftPattern):
         sub = graph.expect(centered, "Sub", f"{where}: numerator")
         x, mean = sub.operands
         shape = shape_of(x)
-        require(_is_f32(x), f"{where}: input is not f32")
+        require(is_f32(x), f"{where}: input is not f32")
         mean_op = graph.expect(mean, "ReduceMean", f"{where}: the subtracted mean")
         require(mean_op.operands[0] is x, f"{where}: the mean is not taken of the normalised input")
-        self._check_last_axis_mean(mean_op, graph, len(shape), "mean")
+        check_last_axis_mean(mean_op, graph, len(shape), "mean")
         sqrt = graph.expect(root, "Sqrt", f"{where}: denominator")
         add_eps = graph.expect(sqrt.operands[0], "Add", f"{where}: Sqrt input")
         variance, epsilon = graph.split_const(add_eps, "epsilon Add")
@@ -137,7 +137,7 @@ class DecomposedLayerNormPattern(LiftPattern):
             epsilon > 0 and math.isfinite(epsilon), f"{where}: epsilon {epsilon} is not positive"
         )
         var_op = graph.expect(variance, "ReduceMean", f"{where}: variance")
-        self._check_last_axis_mean(var_op, graph, len(shape), "variance")
+        check_last_axis_mean(var_op, graph, len(shape), "variance")
         square = graph.producer(var_op.operands[0], "Pow", "Mul")
         require(square is not None, f"{where}: variance is not a mean of squares")
         assert square is not None
@@ -171,12 +171,12 @@ class DecomposedLayerNormPattern(LiftPattern):
         if mul is not None:
             other = mul.operands[1] if mul.operands[0] is op.results[0] else mul.operands[0]
             if graph.is_const(other):
-                gamma, gamma_value, end = _vector(graph, other, n, f"{where}: scale"), other, mul
+                gamma, gamma_value, end = constant_vector(graph, other, n, f"{where}: scale"), other, mul
         add = graph.only_user(end.results[0], "Add")
         if add is not None:
             other = add.operands[1] if add.operands[0] is end.results[0] else add.operands[0]
             if graph.is_const(other):
-                beta, beta_value, end = _vector(graph, other, n, f"{where}: bias"), other, add
+                beta, beta_value, end = constant_vector(graph, other, n, f"{where}: bias"), other, add
         require(
             shape_of(end.results[0]) == shape, f"{where}: the result broadcasts to another shape"
         )
@@ -184,30 +184,31 @@ class DecomposedLayerNormPattern(LiftPattern):
             g = graph.new_weight(np.ones(n, np.float32), f"{where}.gamma", end)
         else:
             assert gamma_value is not None
-            g = _handle(graph, gamma_value, gamma, f"{where}.gamma", end)
+            g = weight_handle_of(graph, gamma_value, gamma, f"{where}.gamma", end)
         b = None
         if beta is not None:
             assert beta_value is not None
-            b = _handle(graph, beta_value, beta, f"{where}.beta", end)
-        return _replace(end, LayerNormOp(x, g, b, epsilon, end.results[0].type), mean_op)
+            b = weight_handle_of(graph, beta_value, beta, f"{where}.beta", end)
+        return replace_end(end, LayerNormOp(x, g, b, epsilon, end.results[0].type), mean_op)
 
-    @staticmethod
-    def _check_last_axis_mean(op: OnnxOperation, graph: OnnxGraph, rank: int, what: str) -> None:
-        where = location_name(op)
-        attrs = graph.attrs(op)
-        axes_value = graph.input(op, 1)
-        if axes_value is not None:
-            array = graph.const(axes_value)
-            require(array is not None, f"{where}: {what} axes are not constant")
-            assert array is not None
-            axes = [int(a) for a in array.reshape(-1)]
-        else:
-            axes = [int(a) for a in attrs.get("axes", [])]
-        require(
-            [a % rank for a in axes] == [rank - 1],
-            f"{where}: {what} over axes {axes}, not the last axis",
-        )
-        require(int(attrs.get("keepdims", 1)) == 1, f"{where}: {what} drops the reduced axis")
+
+def check_last_axis_mean(op: OnnxOperation, graph: OnnxGraph, rank: int, what: str) -> None:
+    """A ReduceMean over the last axis only, keeping it."""
+    where = location_name(op)
+    attrs = graph.attrs(op)
+    axes_value = graph.input(op, 1)
+    if axes_value is not None:
+        array = graph.const(axes_value)
+        require(array is not None, f"{where}: {what} axes are not constant")
+        assert array is not None
+        axes = [int(a) for a in array.reshape(-1)]
+    else:
+        axes = [int(a) for a in attrs.get("axes", [])]
+    require(
+        [a % rank for a in axes] == [rank - 1],
+        f"{where}: {what} over axes {axes}, not the last axis",
+    )
+    require(int(attrs.get("keepdims", 1)) == 1, f"{where}: {what} drops the reduced axis")
 
 
 def _half_x_product(start: SSAValue, x: SSAValue, graph: OnnxGraph, where: str) -> Operation:
@@ -269,8 +270,8 @@ class GeluPattern(LiftPattern):
         require(
             approximate in ("none", "tanh"), f"{location_name(op)}: approximate={approximate!r}"
         )
-        require(_is_f32(op.operands[0]), f"{location_name(op)}: input is not f32")
-        return _replace(op, GeluOp(op.operands[0], approximate, op.results[0].type), op)
+        require(is_f32(op.operands[0]), f"{location_name(op)}: input is not f32")
+        return replace_end(op, GeluOp(op.operands[0], approximate, op.results[0].type), op)
 
 
 class ErfGeluPattern(LiftPattern):
@@ -292,13 +293,13 @@ class ErfGeluPattern(LiftPattern):
             f"{where}: Erf input is x {'/' if scaled.op_type == 'Div' else '*'} {factor!r}, "
             f"expected {expected!r}",
         )
-        require(_is_f32(x), f"{where}: input is not f32")
+        require(is_f32(x), f"{where}: input is not f32")
         end = _half_x_product(_plus_one(op.results[0], graph, where).results[0], x, graph, where)
         require(
             shape_of(end.results[0]) == shape_of(x),
             f"{where}: GELU result broadcasts to another shape",
         )
-        return _replace(end, GeluOp(x, "none", end.results[0].type), op)
+        return replace_end(end, GeluOp(x, "none", end.results[0].type), op)
 
 
 class TanhGeluPattern(LiftPattern):
@@ -322,13 +323,13 @@ class TanhGeluPattern(LiftPattern):
         add = graph.expect(inner, "Add", f"{where}: x + 0.044715 x^3")
         graph.require_single_use(inner, f"{where}: x + 0.044715 x^3")
         x, cubic = self._split_cubic(add, graph, where)
-        require(_is_f32(x), f"{where}: input is not f32")
+        require(is_f32(x), f"{where}: input is not f32")
         end = _half_x_product(_plus_one(op.results[0], graph, where).results[0], x, graph, where)
         require(
             shape_of(end.results[0]) == shape_of(x),
             f"{where}: GELU result broadcasts to another shape",
         )
-        return _replace(end, GeluOp(x, "tanh", end.results[0].type), op)
+        return replace_end(end, GeluOp(x, "tanh", end.results[0].type), op)
 
     @staticmethod
     def _split_cubic(
@@ -391,14 +392,14 @@ class SoftmaxPattern(LiftPattern):
             axis % len(shape) == len(shape) - 1,
             f"{location_name(op)}: Softmax axis {axis} is not the last axis",
         )
-        require(_is_f32(op.operands[0]), f"{location_name(op)}: input is not f32")
-        return _replace(op, SoftmaxOp(op.operands[0], op.results[0].type), op)
+        require(is_f32(op.operands[0]), f"{location_name(op)}: input is not f32")
+        return replace_end(op, SoftmaxOp(op.operands[0], op.results[0].type), op)
 
 
 _TRANSFORMER_PREFIX = "transformer."
 
 
-def _from_transformer_op(value: SSAValue) -> bool:
+def from_transformer_op(value: SSAValue) -> bool:
     return isinstance(value, OpResult) and value.op.name.startswith(_TRANSFORMER_PREFIX)
 
 
@@ -413,7 +414,7 @@ class ResidualAddPattern(LiftPattern):
         return (
             not graph.is_const(a)
             and not graph.is_const(b)
-            and (_from_transformer_op(a) or _from_transformer_op(b))
+            and (from_transformer_op(a) or from_transformer_op(b))
         )
 
     def rewrite(self, op: OnnxOperation, graph: OnnxGraph) -> Operation:
@@ -423,5 +424,5 @@ class ResidualAddPattern(LiftPattern):
             shape_of(a) == shape_of(b) == shape_of(op.results[0]),
             f"{where}: shapes {fmt_shape(shape_of(a))} + {fmt_shape(shape_of(b))} broadcast",
         )
-        require(_is_f32(a) and _is_f32(b), f"{where}: operands are not f32")
-        return _replace(op, AddOp(a, b, op.results[0].type), op)
+        require(is_f32(a) and is_f32(b), f"{where}: operands are not f32")
+        return replace_end(op, AddOp(a, b, op.results[0].type), op)

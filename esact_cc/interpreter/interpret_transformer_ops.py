@@ -4,7 +4,9 @@
 `interpret_quantized_ops`, the masks in `interpret_masks`); they are the golden model
 every later stage (quantize, SPLS, lowering) is checked against. GELU, softmax and layer norm
 are by definition the ONNX ops of the same name, so they run through the ONNX kernels
-(`esact_cc.interpreter.interpret_onnx_ops`): one definition per function. `transformer.host` runs its
+(`esact_cc.interpreter.interpret_onnx_ops`): one definition per function. RMSNorm, SiLU, the
+gate product and rotary embedding have no ONNX op of their own (before opset 23): they run the
+SFU instructions' row functions (`runtime/isa_modern_blocks.py`), so binaries match bit for bit. `transformer.host` runs its
 region's `onnx` ops through the same interpreter that runs the `onnx` dialect.
 
 Registration with the reference interpreter is at the bottom.
@@ -22,6 +24,7 @@ from esact_cc.dialects.gemm_ops import ATTENTION_SCALES
 from esact_cc.interpreter.interpret_onnx_ops import run_kernel
 from esact_cc.quantized_kernels import causal_visible
 from esact_cc.interpreter.reference_interpreter import Interpreter, operands_by_name, register
+from esact_cc.runtime.isa_modern_blocks import mul_f32, rms_norm_rows, rope_rows, silu
 
 Array = np.ndarray
 
@@ -91,6 +94,19 @@ def run_add(lhs: Array, rhs: Array) -> Array:
     return np.add(lhs, rhs)
 
 
+def run_rms_norm(x: Array, gamma: Array, epsilon: float) -> Array:
+    """transformer.rms_norm: x / sqrt(mean(x^2) + epsilon) * gamma over the last axis."""
+    return rms_norm_rows(x, gamma, epsilon)
+
+
+def run_rotary(x: Array, cos: Array, sin: Array, num_heads: int, rotary_dim: int) -> Array:
+    """transformer.rotary on x [B, L, H * d] with [L, rotary_dim] tables."""
+    batch, length, width = x.shape
+    rows = rope_rows(x.reshape(batch * length, width), np.tile(cos, (batch, 1)),
+                     np.tile(sin, (batch, 1)), width // num_heads, rotary_dim)
+    return rows.reshape(batch, length, width)
+
+
 # --- registration with the reference interpreter ------------------------------------------------
 def _weight_args(op: Operation, args: list[Array], optional: str) -> Array | None:
     """The value of an optional operand (`bias`, `beta`, `mask`), or None when absent."""
@@ -153,6 +169,28 @@ def _softmax(interp: Interpreter, op: Operation, args: list[Array]) -> Array:
 @register("transformer.add")
 def _add(interp: Interpreter, op: Operation, args: list[Array]) -> Array:
     return run_add(args[0], args[1])
+
+
+@register("transformer.rms_norm")
+def _rms_norm(interp: Interpreter, op: Operation, args: list[Array]) -> Array:
+    assert isinstance(op, transformer.RmsNormOp)
+    return run_rms_norm(args[0], args[1], op.epsilon.value.data)
+
+
+@register("transformer.silu")
+def _silu(interp: Interpreter, op: Operation, args: list[Array]) -> Array:
+    return silu(args[0])
+
+
+@register("transformer.mul")
+def _mul(interp: Interpreter, op: Operation, args: list[Array]) -> Array:
+    return mul_f32(args[0], args[1])
+
+
+@register("transformer.rotary")
+def _rotary(interp: Interpreter, op: Operation, args: list[Array]) -> Array:
+    assert isinstance(op, transformer.RotaryOp)
+    return run_rotary(args[0], args[1], args[2], op.heads, op.rotated)
 
 
 @register("transformer.host")
