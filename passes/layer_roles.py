@@ -24,8 +24,9 @@ Roles (`ROLES`), and where each is derived:
   transformed (the activation); one alone, or none distinguishable, is ffn_up;
 - head: a linear outside every layer with no attention downstream (pooler, classifier);
   proj: one outside every layer with attention downstream (an embedding projection);
-- attention, norm, activation, softmax, residual, host: by op kind; predict: SPLS prediction
-  ops (they take the layer of the attention they predict).
+- attention, norm (layer norm, RMSNorm), activation (GELU, SiLU, a gated FFN's product),
+  softmax, residual, rotary, host: by op kind; predict: SPLS prediction ops (they take the
+  layer of the attention they predict).
 
 IR written by hand carries no stamps: `layers_and_roles` derives them the same way, without
 writing them. The binary's debug map names a linear by `COMPONENT_OF_ROLE`.
@@ -51,8 +52,8 @@ ROLE_ATTR = "role"
 NO_LAYER = -1
 
 LINEAR_ROLES = ("q", "k", "v", "o", "ffn_up", "ffn_gate", "ffn_down", "head", "proj")
-ROLES = (*LINEAR_ROLES, "attention", "norm", "activation", "softmax", "residual", "host",
-         "predict")
+ROLES = (*LINEAR_ROLES, "attention", "norm", "activation", "softmax", "residual", "rotary",
+         "host", "predict")
 
 COMPONENT_OF_ROLE = {"q": "q", "k": "k", "v": "v", "o": "o", "ffn_up": "ffn1",
                      "ffn_gate": "ffn1", "ffn_down": "ffn2", "head": "head", "proj": "proj"}
@@ -60,10 +61,13 @@ COMPONENT_OF_ROLE = {"q": "q", "k": "k", "v": "v", "o": "o", "ffn_up": "ffn1",
 are both the FFN's first GEMM)."""
 
 _ROLE_OF_KIND: dict[type[Operation], str] = {
-    transformer.LayerNormOp: "norm", transformer.GeluOp: "activation",
+    transformer.LayerNormOp: "norm", transformer.RmsNormOp: "norm",
+    transformer.GeluOp: "activation", transformer.SiluOp: "activation",
+    transformer.MulOp: "activation", transformer.RotaryOp: "rotary",
     transformer.SoftmaxOp: "softmax", transformer.AddOp: "residual",
     transformer.HostOp: "host",
 }
+NORM_OPS = (transformer.LayerNormOp, transformer.RmsNormOp)
 PREDICTION_OPS = (spls.HLogQuantizeOp, spls.PredictAttentionOp, spls.TopKOp,
                   spls.LocalSimilarityOp)
 
@@ -99,7 +103,7 @@ def _is_constant(op: Operation) -> bool:
 def _is_stop(op: Operation) -> bool:
     """Ops that end a local walk: the GEMMs and the ops on the residual stream."""
     return is_linear(op) or is_attention(op) or isinstance(
-        op, (transformer.AddOp, transformer.LayerNormOp))
+        op, (transformer.AddOp, *NORM_OPS))
 
 
 class _Graph:
@@ -226,7 +230,7 @@ def _layer_exit(graph: _Graph, attention: Operation, n: int, upstream: dict[Oper
     stream: Operation = first_add
     while True:
         users = [u for u in graph.users(stream) if in_layer(u)]
-        norms = [u for u in users if isinstance(u, transformer.LayerNormOp)]
+        norms = [u for u in users if isinstance(u, NORM_OPS)]
         adds = [u for u in users if isinstance(u, transformer.AddOp)]
         if not pre_norm and len(norms) == 1:
             stream = norms[0]
@@ -242,7 +246,7 @@ def _is_pre_norm(first_add: Operation, n: int, upstream: dict[Operation, int],
     V (post-LN: Q, K, V read it as it is, and the norms sit on the stream itself)."""
     skips = [v for v in first_add.operands
              if not (isinstance(v, OpResult) and v.op in upstream and upstream[v.op] == n)]
-    return any(isinstance(u.operation, transformer.LayerNormOp) and member.get(u.operation) == n
+    return any(isinstance(u.operation, NORM_OPS) and member.get(u.operation) == n
                for v in skips for u in v.uses)
 
 
