@@ -103,6 +103,10 @@ __all__ = [
     "similarity_rows", "unregister_instruction", "validate_instruction",
 ]
 
+from . import isa_modern_blocks  # noqa: E402  (needs the table above)
+
+isa_modern_blocks.register()
+
 from . import isa_sanger  # noqa: E402  (needs the table above)
 
 isa_sanger.register()
