@@ -40,12 +40,36 @@ QUEUE_NAMES: tuple[str, ...] = ("load", "compute", "predict", "sfu", "store", "h
 DMA_QUEUES: tuple[str, ...] = tuple(q.name.lower() for q in DMA_PORT_QUEUES)
 assert QUEUE_NAMES == tuple(q.name.lower() for q in sorted(Queue, key=int)), "isa.Queue order"
 DRAM_STALL = "dram"  # stall cause: waiting for the shared DRAM port
+NEVER = 1 << 62  # a time no schedule reaches: "not known yet" in the event loop
 
 
 def _mask_bits(n_queues: int) -> tuple[tuple[int, ...], ...]:
     return tuple(
         tuple(b for b in range(n_queues) if mask >> b & 1) for mask in range(1 << n_queues)
     )
+
+
+class TokenEdges:
+    """(producer, consumer) instruction indices of every token consumed, in consumption
+    order: consumers in the order they started, each one's pops in queue-bit order.
+    Built from the event loop's record on first use (the trace draws them; timing alone
+    never needs them), or given directly."""
+
+    def __init__(self, producers: np.ndarray | None = None,
+                 consumers: np.ndarray | None = None,
+                 record: tuple[list[np.ndarray | None], np.ndarray, list[int]] | None = None
+                 ) -> None:
+        self._record = record
+        self._pairs = None if record is not None else (
+            np.zeros(0, np.int64) if producers is None else producers,
+            np.zeros(0, np.int64) if consumers is None else consumers)
+
+    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._pairs is None:
+            assert self._record is not None
+            self._pairs = _token_edges(*self._record)
+            self._record = None
+        return self._pairs
 
 
 @dataclass
@@ -63,15 +87,22 @@ class Schedule:
     instruction_counts: dict[str, int]
     dram_port_busy_cycles: int
     queues: list[int] = field(default_factory=list)
-    # producer and consumer instruction indices of every token consumed, in consumption order
-    token_producers: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    token_consumers: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    edges: TokenEdges = field(default_factory=TokenEdges)
     cycles: list[int] = field(default_factory=list)
+
+    @property
+    def token_producers(self) -> np.ndarray:
+        return self.edges.pairs()[0]
+
+    @property
+    def token_consumers(self) -> np.ndarray:
+        return self.edges.pairs()[1]
 
     @property
     def token_edges(self) -> list[tuple[int, int]]:
         """(producer, consumer) of every token consumed, in consumption order."""
-        return list(zip(self.token_producers.tolist(), self.token_consumers.tolist()))
+        producers, consumers = self.edges.pairs()
+        return list(zip(producers.tolist(), consumers.tolist()))
 
 
 def _as_list(values: Sequence[int]) -> list[int]:
@@ -104,6 +135,27 @@ def _match_tokens(
     return producer
 
 
+def _dependencies(producer: list[np.ndarray | None], pops: np.ndarray, n: int
+                  ) -> tuple[list[int], list[int], list[tuple[tuple[int, int], ...] | None]]:
+    """The event loop's view of the matched tokens: first[i], first_src[i]: the producer of
+    instruction i's lowest-bit pop and that queue (n + 1, a slot that is always ready, for
+    an instruction that pops nothing); more[i]: (producer, queue) of its other pops, None
+    for the usual instruction with at most one."""
+    nq = len(producer)
+    full = np.full((nq + 1, n), n + 1, dtype=np.int64)  # row nq: no pop
+    for src, column in enumerate(producer):
+        if column is not None:
+            full[src] = column
+    low = pops & -pops
+    first_src = np.where(low > 0, np.log2(np.maximum(low, 1)).astype(np.int64), nq)
+    first = full[first_src, np.arange(n)]
+    more: list[tuple[tuple[int, int], ...] | None] = [None] * n
+    for i in np.flatnonzero(pops != low).tolist():
+        more[i] = tuple((int(full[src, i]), src) for src in range(nq)
+                        if pops[i] >> src & 1 and src != first_src[i])
+    return first.tolist(), first_src.tolist(), more
+
+
 def simulate(
     queues: Sequence[int],
     pops: Sequence[int],
@@ -125,7 +177,6 @@ def simulate(
         raise ValueError("simulate: queues, pops, pushes and cycles must have equal lengths")
     dram = [0] * n if dram_cycles is None else _as_list(dram_cycles)
     cycles = _as_list(cycles)
-    bits = _mask_bits(nq)
     q_arr = np.asarray(queues, dtype=np.int64).reshape(n)
     pop_arr = np.asarray(pops, dtype=np.int64).reshape(n)
     push_arr = np.asarray(pushes, dtype=np.int64).reshape(n)
@@ -133,37 +184,44 @@ def simulate(
     lengths = np.bincount(q_arr, minlength=nq).tolist()
     per_queue = [part.tolist() for part in np.split(by_queue, np.cumsum(lengths)[:-1])]
     producer_arrays = _match_tokens(q_arr, pop_arr, push_arr, nq)
-    producer = [None if p is None else p.tolist() for p in producer_arrays]
-    pop_srcs = list(map(bits.__getitem__, pop_arr.tolist()))
+    first, first_src, more = _dependencies(producer_arrays, pop_arr, n)
     # tokens a queue pushes to itself need no wake-up: its next head is checked anyway
-    wake = list(map(bits.__getitem__, (push_arr & ~(1 << q_arr)).tolist()))
+    wake = list(map(_mask_bits(nq).__getitem__, (push_arr & ~(1 << q_arr)).tolist()))
     heads = [0] * nq
     free = [0] * nq
     in_heap = [False] * nq
     start = [0] * n
-    end: list[int | None] = [None] * (n + 1)  # end[n]: the never-pushed token's producer
+    lat = token_latency
+    # end[i] + lat: when instruction i's tokens are visible. NEVER before it has run;
+    # end[n]: the producer of a token never pushed; end[n + 1]: of a pop that is not there.
+    never = NEVER
+    end = [never] * n + [never, -lat]
     stall = [[0] * (nq + 1) for _ in range(nq)]  # cause index nq = DRAM port
     processed: list[int] = []  # instructions in the order they start (token consumption)
     heap: list[tuple[int, int, int, int]] = []
     heappush, heappop, heappushpop = heapq.heappush, heapq.heappop, heapq.heappushpop
-    lat = token_latency
+
+    def ready_time(i: int, t: int) -> tuple[int, int]:
+        """When instruction i, free at t, has its tokens, and the queue whose came last."""
+        cause = -1
+        ready = end[first[i]] + lat
+        if ready > t:
+            t, cause = ready, first_src[i]
+        if more[i] is not None:
+            for p, src in more[i]:
+                ready = end[p] + lat
+                if ready > t:
+                    t, cause = ready, src
+        return t, cause
 
     def enqueue(q: int) -> None:
         """Put queue q's head on the heap at its ready time if its tokens are pushed."""
         i = per_queue[q][heads[q]]
-        t = free[q]
-        cause = -1
-        for src in pop_srcs[i]:
-            ready = end[producer[src][i]]
-            if ready is None:
-                return
-            ready += lat
-            if ready > t:
-                t = ready
-                cause = src
-        # Ties broken by instruction index: deterministic and program-order fair.
-        heappush(heap, (t, i, q, cause))
-        in_heap[q] = True
+        t, cause = ready_time(i, free[q])
+        if t < never:
+            # Ties broken by instruction index: deterministic and program-order fair.
+            heappush(heap, (t, i, q, cause))
+            in_heap[q] = True
 
     for q in range(nq):
         if lengths[q]:
@@ -192,25 +250,24 @@ def simulate(
         h = heads[q] = heads[q] + 1
         if h < lengths[q]:  # the queue's next head, inline: most events continue a queue
             i = per_queue[q][h]
-            t = e
-            cause = -1
-            for src in pop_srcs[i]:
-                ready = end[producer[src][i]]
-                if ready is None:
-                    break
-                ready += lat
-                if ready > t:
-                    t = ready
-                    cause = src
+            if more[i] is None:
+                t = end[first[i]] + lat
+                if t > e:
+                    cause = first_src[i]
+                else:
+                    t, cause = e, -1
             else:
+                t, cause = ready_time(i, e)
+            if t < never:
                 entry = heappushpop(heap, (t, i, q, cause))
                 continue
         in_heap[q] = False
         entry = heappop(heap) if heap else None
 
     if len(processed) < n:
-        raise ProgramError(_deadlock_message(per_queue, heads, lengths, producer, end, pop_srcs,
-                                             queue_names))
+        raise ProgramError(_deadlock_message(per_queue, heads, lengths, producer_arrays, end,
+                                             pop_arr, queue_names))
+    del end[n:]
     names = tuple(queue_names)
     cycle_arr = np.asarray(cycles, dtype=np.int64).reshape(n)
     busy = {names[q]: int(cycle_arr[q_arr == q].sum()) for q in range(nq)}
@@ -222,20 +279,17 @@ def simulate(
         }
         for q in range(nq)
     }
-    del end[n]
-    producers, consumers = _token_edges(producer_arrays, pop_arr, processed)
     return Schedule(
         queue_names=names,
         start=start,
-        end=end,  # type: ignore[arg-type]  # every entry is set: no deadlock
-        total_cycles=max(end, default=0),  # type: ignore[type-var]
+        end=end,
+        total_cycles=max(end, default=0),
         busy_cycles=busy,
         stall_cycles=stalls,
         instruction_counts={names[q]: lengths[q] for q in range(nq)},
         dram_port_busy_cycles=sum(dram),
         queues=_as_list(queues),
-        token_producers=producers,
-        token_consumers=consumers,
+        edges=TokenEdges(record=(producer_arrays, pop_arr, processed)),
         cycles=cycles,
     )
 
@@ -265,9 +319,9 @@ def _deadlock_message(
     per_queue: list[list[int]],
     heads: list[int],
     lengths: list[int],
-    producer: list[list[int] | None],
-    end: list[int | None],
-    pop_srcs: list[tuple[int, ...]],
+    producer: list[np.ndarray | None],
+    end: list[int],
+    pops: np.ndarray,
     names: Sequence[str],
 ) -> str:
     nq = len(names)
@@ -275,7 +329,8 @@ def _deadlock_message(
     for q in range(nq):
         if heads[q] < lengths[q]:
             i = per_queue[q][heads[q]]
-            missing = [names[s] for s in pop_srcs[i] if end[producer[s][i]] is None]
+            missing = [names[s] for s in range(nq) if pops[i] >> s & 1
+                       and end[int(producer[s][i])] >= NEVER]  # type: ignore[index]
             blocked.append((i, q, missing))
     i, q, missing = min(blocked)
     return (

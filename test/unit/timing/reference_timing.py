@@ -16,7 +16,7 @@ import numpy as np
 from esact_cc.runtime.errors import ProgramError
 from esact_cc.runtime.hw_config import HardwareConfig
 from esact_cc.runtime.isa import INSTRUCTION_SPECS
-from esact_cc.runtime.timing import DMA_QUEUES, DRAM_STALL, QUEUE_NAMES, Schedule
+from esact_cc.runtime.timing import DMA_QUEUES, DRAM_STALL, QUEUE_NAMES, Schedule, TokenEdges
 
 
 def _mask_bits(n_queues: int) -> tuple[tuple[int, ...], ...]:
@@ -139,8 +139,8 @@ def reference_simulate(
         instruction_counts={names[q]: lengths[q] for q in range(nq)},
         dram_port_busy_cycles=dram_busy,
         queues=list(queues),
-        token_producers=np.array([p for p, _ in edges], dtype=np.int64),
-        token_consumers=np.array([c for _, c in edges], dtype=np.int64),
+        edges=TokenEdges(np.array([p for p, _ in edges], dtype=np.int64),
+                         np.array([c for _, c in edges], dtype=np.int64)),
         cycles=list(cycles),
     )
 
