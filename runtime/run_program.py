@@ -4,6 +4,8 @@
 executes the program bit-exactly (functional.py), schedules it on the queues (timing.py)
 with the work records the execution produced, and builds the report (report.py). The
 trace document is built on demand (`RunResult.trace()`), since large runs rarely need it.
+A RunResult keeps the program and work records, so retiming.retime can time the same run
+on another config without executing it again.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 from .energy import EnergyModel
 from .errors import ConfigError
 from .hw_config import HardwareConfig
+from .isa import Work
 from .report import InstructionInfo, build_report, instruction_info
 from .timing import Schedule, time_program
 from .trace import trace_events
@@ -33,6 +36,9 @@ class RunResult:
     schedule: Schedule
     work: WorkTable
     config: HardwareConfig
+    program: Any  # esb.Program
+    records: list[Work]  # the functional model's work record of each instruction
+    meta: dict[str, Any]  # the report's meta entries the caller gave
 
     def trace(self) -> dict[str, Any]:
         return trace_events(self.info, self.schedule, self.config, self.work)
@@ -72,14 +78,17 @@ def run_program(
     if progress is not None:
         progress(len(program.instructions), len(program.instructions))
     work = WorkTable.from_records(execution.work)
-    timed = time_program(program.instructions, execution.work, config, work)
-    info = instruction_info(program)
-    report = build_report(
-        info,
-        timed.schedule,
-        work,
-        EnergyModel.from_config(config),
-        config,
-        {**(meta or {}), "binary_config_hash": program.config_hash, "forced_config": mismatch},
-    )
-    return RunResult(execution.outputs, report, info, timed.schedule, work, config)
+    return time_and_report(
+        program, execution.outputs, execution.work, work, instruction_info(program), config,
+        {**(meta or {}), "binary_config_hash": program.config_hash, "forced_config": mismatch})
+
+
+def time_and_report(program: Any, outputs: dict[str, np.ndarray], records: list[Work],
+                    work: WorkTable, info: InstructionInfo, config: HardwareConfig,
+                    meta: dict[str, Any]) -> RunResult:
+    """Time an executed program's work on `config` and build its report."""
+    timed = time_program(program.instructions, records, config, work)
+    report = build_report(info, timed.schedule, work, EnergyModel.from_config(config), config,
+                          meta)
+    return RunResult(outputs, report, info, timed.schedule, work, config, program, records,
+                     meta)
