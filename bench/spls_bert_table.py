@@ -52,8 +52,13 @@ def run_row(row: str, hw: str, inputs: dict[str, np.ndarray], chunk_rows: int | 
     return {
         "row": row,
         "cycles": total["cycles"],
-        "energy_mj": total["energy_pj"] * 1e-9,
-        "tops_per_watt": total["tops_per_watt"],
+        # energy at both boundaries (runtime/energy.py boundary_energies): the die, and the
+        # die plus DRAM at the config's dram.technology
+        "energy_on_chip_mj": report["energy"]["on_chip"]["energy_pj"] * 1e-9,
+        "energy_system_mj": report["energy"]["system"]["energy_pj"] * 1e-9,
+        "tops_per_watt_on_chip": report["energy"]["on_chip"]["tops_per_watt"],
+        "tops_per_watt_system": report["energy"]["system"]["tops_per_watt"],
+        "dram_technology": report["energy"]["dram_technology"],
         "macs_executed": {c: report["components"][c]["macs_executed"] for c in COMPONENTS},
         "macs_dense": {c: report["components"][c]["macs_dense"] for c in COMPONENTS},
         "reused_row_fraction": spls.get("reused_row_fraction", 0.0),
@@ -61,7 +66,7 @@ def run_row(row: str, hw: str, inputs: dict[str, np.ndarray], chunk_rows: int | 
         "predict_busy_cycles": spls.get("predict", {}).get("busy_cycles", 0),
         "predict_span_cycles": predict_busy,
         "predict_hidden_cycles": hidden,
-        "predict_energy_mj": spls.get("predict", {}).get("energy_pj", 0.0) * 1e-9,
+        "predict_energy_on_chip_mj": spls.get("predict", {}).get("energy_on_chip_pj", 0.0) * 1e-9,
         "outputs": {k: v.tolist() for k, v in result.outputs.items() if v.size <= 768},
     }
 
@@ -98,20 +103,24 @@ def prediction_overlap(result) -> tuple[int, int]:
 
 
 def format_table(rows: list[dict]) -> str:
-    head = (f"{'':28}{'cycles':>12}{'energy mJ':>11}{'TOPS/W':>9}{'(paper':>8}{'reused':>8}"
-            f"{'reduct.':>9}{'predict cyc':>13}{'hidden':>11}  "
+    head = (f"{'':28}{'cycles':>12}{'mJ chip':>9}{'mJ sys':>9}{'TOPS/W':>8}{'TOPS/W':>8}"
+            f"{'(paper':>8}{'reused':>8}{'reduct.':>9}{'predict cyc':>13}{'hidden':>11}  "
             + "  ".join(f"{c:>7}" for c in COMPONENTS))
-    lines = [head, f"{'':28}{'':>12}{'':>11}{'':>9}{'3.29)':>8}{'rows':>8}{'':>9}{'':>13}{'':>11}  "
-             + "  ".join(f"{'GMAC':>7}" for _ in COMPONENTS)]
+    lines = [head, f"{'':28}{'':>12}{'':>9}{'':>9}{'chip':>8}{'sys':>8}{'3.29)':>8}{'rows':>8}"
+             f"{'':>9}{'':>13}{'':>11}  " + "  ".join(f"{'GMAC':>7}" for _ in COMPONENTS)]
     for r in rows:
         macs = "  ".join(f"{r['macs_executed'][c] / 1e9:7.3f}" for c in COMPONENTS)
-        lines.append(f"{r['row']:28}{r['cycles']:>12,}{r['energy_mj']:>11.2f}"
-                     f"{r['tops_per_watt']:>9.3f}{'':>8}{r['reused_row_fraction'] * 100:>7.1f}%"
+        lines.append(f"{r['row']:28}{r['cycles']:>12,}{r['energy_on_chip_mj']:>9.2f}"
+                     f"{r['energy_system_mj']:>9.2f}{r['tops_per_watt_on_chip']:>8.3f}"
+                     f"{r['tops_per_watt_system']:>8.3f}{'':>8}"
+                     f"{r['reused_row_fraction'] * 100:>7.1f}%"
                      f"{r['computation_reduction'] * 100:>8.1f}%{r['predict_span_cycles']:>13,}"
                      f"{r['predict_hidden_cycles']:>11,}  " + macs)
     dense = rows[0]["macs_dense"]
-    lines.append(f"{'dense MACs':28}{'':>12}{'':>11}{'':>9}{'':>8}{'':>8}{'':>9}{'':>13}{'':>11}  "
-                 + "  ".join(f"{dense[c] / 1e9:7.3f}" for c in COMPONENTS))
+    lines.append(f"{'dense MACs':28}{'':>12}{'':>9}{'':>9}{'':>8}{'':>8}{'':>8}{'':>8}{'':>9}"
+                 f"{'':>13}{'':>11}  " + "  ".join(f"{dense[c] / 1e9:7.3f}" for c in COMPONENTS))
+    lines.append(f"(DRAM energy: {rows[0]['dram_technology']} preset; chip = on-chip boundary, "
+                 "sys = plus DRAM)")
     return "\n".join(lines)
 
 

@@ -8,12 +8,18 @@ tuned to the ESACT paper's results.
 
 Scaling (first order, stated in docs/hardware.md): dynamic energy ~ C V^2 with C
 proportional to feature size; leakage power ~ device width * V, i.e. proportional to
-node * V. DRAM energy is an off-chip interface figure and is not scaled.
+node * V. DRAM energy is an off-chip interface figure (the config's `dram.technology`
+preset, runtime/dram_presets.py) and is not scaled.
+
+Two boundaries (`boundary_energies`): on-chip is what the accelerator die spends (MACs,
+prediction units, SFU, SRAM, leakage), the figure accelerator papers report; system adds
+what leaves the die (DRAM transfers, host segments when `host_power_w` > 0).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,10 +31,12 @@ from .work_table import BUFFERS, WorkTable
 # Which config size each on-chip buffer has (HardwareConfig attribute), by short name.
 BUFFER_SIZE_ATTR: dict[str, str] = {b.name.lower(): a for b, a in BUFFER_CONFIG_ATTRS.items()}
 
-# Dynamic energy categories in reports, in display order.
-ENERGY_CATEGORIES: tuple[str, ...] = (
-    "mac", "bpu", "topk", "sfu", *(f"sram_{b}" for b in BUFFERS), "dram", "host",
-)
+# Dynamic energy categories in reports, in display order: on the die, then off it.
+ON_CHIP_CATEGORIES: tuple[str, ...] = ("mac", "bpu", "topk", "sfu",
+                                       *(f"sram_{b}" for b in BUFFERS))
+OFF_CHIP_CATEGORIES: tuple[str, ...] = ("dram", "host")
+ENERGY_CATEGORIES: tuple[str, ...] = (*ON_CHIP_CATEGORIES, *OFF_CHIP_CATEGORIES)
+BOUNDARIES: tuple[str, ...] = ("on_chip", "system")
 
 
 def sram_pj_per_64bit(size_bytes: float, anchors: tuple[float, ...], pj: tuple[float, ...]) -> float:
@@ -56,6 +64,7 @@ class EnergyModel:
     sfu_element_pj: float
     sram_read_pj_per_byte: dict[str, float]
     sram_write_pj_per_byte: dict[str, float]
+    dram_technology: str
     dram_pj_per_byte: float
     host_power_w: float
     static_power_w: dict[str, float]  # by part: mac_array, bpu, topk, sfu, sram
@@ -104,7 +113,8 @@ class EnergyModel:
             sfu_element_pj=(e.fp32_mul_pj + e.fp32_add_pj) * dyn,
             sram_read_pj_per_byte=read,
             sram_write_pj_per_byte=write,
-            dram_pj_per_byte=e.dram_pj_per_byte,
+            dram_technology=config.dram_technology,
+            dram_pj_per_byte=config.dram_pj_per_byte,
             host_power_w=e.host_power_w,
             static_power_w=static_w,
         )
@@ -142,18 +152,43 @@ class EnergyModel:
     def static_energy_pj(self, cycles: int, frequency_hz: float) -> float:
         return self.total_static_power_w * cycles / frequency_hz * 1e12
 
-    def table(self) -> dict[str, float]:
+    def table(self) -> dict[str, float | str]:
         """The derived per-event numbers, for docs and the report."""
-        row = {
+        row: dict[str, float | str] = {
             "dynamic_scale": self.dynamic_scale,
             "leakage_scale": self.leakage_scale,
             "mac_pj": self.mac_pj,
             "shift_add_pj": self.shift_add_pj,
             "compare_pj": self.compare_pj,
             "sfu_element_pj": self.sfu_element_pj,
+            "dram_technology": self.dram_technology,
             "dram_pj_per_byte": self.dram_pj_per_byte,
             "static_power_w": self.total_static_power_w,
         }
         for buf in BUFFERS:
             row[f"sram_{buf}_read_pj_per_byte"] = self.sram_read_pj_per_byte[buf]
         return row
+
+
+def boundary_energies(breakdown_pj: Mapping[str, float], static_pj: float, seconds: float,
+                      macs_dense: int, macs_executed: int) -> dict[str, dict[str, float]]:
+    """Energy, power and TOPS/W of a run at each boundary (BOUNDARIES): on-chip (dynamic
+    energy of ON_CHIP_CATEGORIES plus leakage) and system (on-chip plus OFF_CHIP_CATEGORIES).
+    TOPS/W counts 2 operations per MAC: `tops_per_watt` per dense-equivalent MAC (what the
+    dense model would do, as accelerator papers count), `tops_per_watt_executed` per MAC the
+    MAC array executed."""
+    on_chip = sum(breakdown_pj[c] for c in ON_CHIP_CATEGORIES)
+    off_chip = sum(breakdown_pj[c] for c in OFF_CHIP_CATEGORIES)
+    result = {}
+    for name, dynamic in (("on_chip", on_chip), ("system", on_chip + off_chip)):
+        energy = dynamic + static_pj
+        result[name] = {
+            "energy_pj": energy,
+            "dynamic_pj": dynamic,
+            "static_pj": static_pj,
+            "average_power_w": energy * 1e-12 / seconds if seconds > 0 else 0.0,
+            "tops_per_watt": 2.0 * macs_dense / energy if energy > 0 else 0.0,
+            "tops_per_watt_executed": 2.0 * macs_executed / energy if energy > 0 else 0.0,
+        }
+    result["system"]["off_chip_pj"] = off_chip
+    return result

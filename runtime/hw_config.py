@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from .bounded_read import CONFIG_FILE_CAP, read_bounded_text
+from .dram_presets import (CUSTOM, DEFAULT_DRAM_TECHNOLOGY, DRAM_PRESETS, DRAM_TECHNOLOGIES)
 from .errors import ConfigError, UsageError
-from .hw_params import (build, check_ranges, integers_to_floats, key_of, param, section,
-                        to_table, to_toml, values_from_table)
+from .hw_params import (build, check_ranges, hashed_table, integers_to_floats, key_of, param,
+                        section, to_table, to_toml, values_from_table)
 from .isa import BUFFER_CONFIG_ATTRS, BUFFER_DTYPES, DIM_BITS, DRAM_ADDR_BITS, SRAM_ADDR_BITS
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
@@ -67,8 +68,10 @@ class EnergyConstants:
         doc="Horowitz 2014: 64-bit access energy at each anchor size (log-log interpolated)")
     sram_write_factor: float = param(1.0, "sram_write_factor", 0.0, 100.0,
                                      doc="assumption: write = read energy")
-    dram_pj_per_byte: float = param(162.5, "dram_pj_per_byte", 0.0, MAX_PJ,
-                                    doc="Horowitz 2014: 1.3 nJ per 64-bit access; not scaled")
+    dram_pj_per_byte: float = param(DRAM_PRESETS[DEFAULT_DRAM_TECHNOLOGY].pj_per_byte,
+                                    "dram_pj_per_byte", 0.0, MAX_PJ,
+                                    doc="DRAM energy per byte with dram.technology = \"custom\"; "
+                                        "not scaled")
     leakage_reference_node_nm: float = param(40.0, "leakage_reference_node_nm", *NODE_NM,
                                              doc="Aladdin (ISCA 2014) 40 nm characterisation")
     leak_int32_mul_mw: float = param(0.0779, "leak_int32_mul_mw", 0.0, MAX_MW,
@@ -124,6 +127,9 @@ class HardwareConfig:
                                      doc="assumption: fixed access latency")
     dram_capacity_bytes: int = param(1 << 31, "dram.capacity_bytes", 1, 1 << DRAM_ADDR_BITS,
                                      doc="address space a binary may use (ISA: 32-bit addresses)")
+    dram_technology: str = param(
+        DEFAULT_DRAM_TECHNOLOGY, "dram.technology", 1, 20, hashed_at_default=False,
+        doc=f"DRAM energy preset (runtime/dram_presets.py): {', '.join(DRAM_TECHNOLOGIES)}")
     token_latency_cycles: int = param(1, "tokens.latency_cycles", 1, MAX_CYCLES,
                                       doc="cycles from a token push to the matching pop seeing it")
     energy: EnergyConstants = section(EnergyConstants, "energy")
@@ -147,6 +153,15 @@ class HardwareConfig:
             if size % itemsize:
                 raise ConfigError(f"'{key}' must be a multiple of {itemsize} bytes (whole "
                                   f"{BUFFER_DTYPES[buf]} elements), got {size}")
+        if self.dram_technology not in DRAM_TECHNOLOGIES:
+            raise ConfigError(f"'dram.technology' must be one of {', '.join(DRAM_TECHNOLOGIES)}, "
+                              f"got {self.dram_technology!r}")
+        # A figure other than the default beside a named preset would go unused: refused.
+        custom_figure = self.energy.dram_pj_per_byte
+        if self.dram_technology != CUSTOM and custom_figure != EnergyConstants().dram_pj_per_byte:
+            raise ConfigError(f"'energy.dram_pj_per_byte' ({custom_figure:g}) is read only with "
+                              f"dram.technology = \"{CUSTOM}\" (set it in [dram]), not with "
+                              f"\"{self.dram_technology}\"")
         anchors, energies = self.energy.sram_anchor_bytes, self.energy.sram_anchor_pj_per_64bit
         if len(anchors) < 2 or list(anchors) != sorted(set(anchors)):
             raise ConfigError("'energy.sram_anchor_bytes' must be at least 2 strictly "
@@ -158,6 +173,13 @@ class HardwareConfig:
     @property
     def dram_bytes_per_cycle(self) -> float:
         return self.dram_bandwidth_bytes_per_s / self.frequency_hz
+
+    @property
+    def dram_pj_per_byte(self) -> float:
+        """The energy of one DRAM byte: the preset's figure, or the custom one."""
+        if self.dram_technology == CUSTOM:
+            return self.energy.dram_pj_per_byte
+        return DRAM_PRESETS[self.dram_technology].pj_per_byte
 
     @property
     def hash(self) -> str:
@@ -233,8 +255,9 @@ def shipped_config_with_hash(digest: str) -> HardwareConfig | None:
 
 def config_hash(config: HardwareConfig) -> str:
     """SHA-256 of the canonical JSON of the fully resolved config: configs describing the
-    same hardware hash alike, however many values their files state."""
-    canonical = json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":"))
+    same hardware hash alike, however many values their files state. Parameters declared
+    `hashed_at_default=False` count only when they differ from their default."""
+    canonical = json.dumps(hashed_table(config), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -37,13 +37,17 @@ class Param:
     lo: float | None
     hi: float | None
     doc: str
+    hashed_at_default: bool = True
 
 
 def param(default: Any, key: str, lo: float | None = None, hi: float | None = None,
-          doc: str = "") -> Any:
+          doc: str = "", hashed_at_default: bool = True) -> Any:
     """A parameter field: `default` when a config does not state `key`. For strings the
-    bounds are on the length; for arrays, on every element."""
-    return dataclasses.field(default=default, metadata={PARAM: Param(key, lo, hi, doc)})
+    bounds are on the length; for arrays, on every element. A parameter added after binaries
+    were recorded passes `hashed_at_default=False`: at its default it is left out of the hash
+    (`hashed_table`), so every existing config keeps its hash and its binaries stay valid."""
+    return dataclasses.field(default=default,
+                             metadata={PARAM: Param(key, lo, hi, doc, hashed_at_default)})
 
 
 def section(cls: type, key: str) -> Any:
@@ -251,6 +255,38 @@ def to_table(config: Any) -> dict[str, Any]:
         value = get(config, leaf)
         node[name] = list(value) if leaf.is_array else value
     return table
+
+
+def hashed_table(config: Any) -> dict[str, Any]:
+    """`to_table` without the parameters declared `hashed_at_default=False` that are at
+    their default: what a config's hash covers."""
+    table = to_table(config)
+    defaults = _defaults(type(config))
+    for leaf in schema(type(config)).values():
+        if not leaf.param.hashed_at_default and get(config, leaf) == defaults[leaf.key]:
+            *tables_, name = leaf.key.split(".")
+            path = [table]
+            for t in tables_:
+                path.append(path[-1][t])
+            del path[-1][name]
+            for parent, t, node in zip(path[-2::-1], tables_[::-1], path[:0:-1]):
+                if not node:  # a table holding only such parameters goes too
+                    del parent[t]
+    return table
+
+
+@cache
+def _defaults(cls: type) -> Mapping[str, Any]:
+    """Every parameter's default, by full key (nested sections built with their defaults)."""
+    return MappingProxyType({key: _field_default(cls, leaf.attrs)
+                             for key, leaf in schema(cls).items()})
+
+
+def _field_default(cls: type, attrs: tuple[str, ...]) -> Any:
+    for attr in attrs[:-1]:
+        cls = typing.get_type_hints(cls)[attr]
+    field = next(f for f in dataclasses.fields(cls) if f.name == attrs[-1])
+    return field.default
 
 
 def key_of(cls: type, attr: str) -> str:

@@ -1,10 +1,12 @@
 """Plots of a run report (matplotlib is an optional extra: `pip install esact-cc[plot]`).
 
-`write_plots(report, directory)` writes
-  layer_cycles.png   per-layer unit-busy cycles stacked by component
-  energy_breakdown.png   energy by category (MAC, BPU, top-k, SFU, each SRAM, DRAM, static)
-and returns the paths written; without matplotlib it returns [] and writes nothing, so
-callers can warn instead of failing.
+`render_plots(report)` draws, as PNG bytes by file name,
+  layer_cycles.png       per-layer unit-busy cycles stacked by component
+  energy_breakdown.png   energy by category, on-chip (MAC, BPU, top-k, SFU, each SRAM,
+                         leakage) and off-chip (DRAM, host), with both boundaries' totals
+`write_plots(report, directory)` writes them and returns the paths; runtime/html_report.py
+embeds them. Without matplotlib both raise a UsageError naming the option that asked for
+plots (`require_matplotlib`), so a tool can refuse before it runs anything.
 """
 
 from __future__ import annotations
@@ -14,7 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from .atomic_write import atomic_write_bytes
+from .energy import ON_CHIP_CATEGORIES
+from .errors import UsageError
 from .report import COMPONENTS, NO_LAYER
+
+PLOT_DPI = 110
 
 
 def matplotlib_available() -> bool:
@@ -23,6 +29,13 @@ def matplotlib_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def require_matplotlib(option: str) -> None:
+    """One error line when `option` asks for plots and matplotlib is missing."""
+    if not matplotlib_available():
+        raise UsageError(f"{option} needs matplotlib, which is not installed "
+                         "(pip install 'esact-cc[plot]')")
 
 
 def layer_cycles_table(report: dict[str, Any]) -> tuple[list[str], dict[str, list[int]]]:
@@ -40,18 +53,22 @@ def layer_cycles_table(report: dict[str, Any]) -> tuple[list[str], dict[str, lis
     return layers, series
 
 
-def write_plots(report: dict[str, Any], directory: str | Path) -> list[Path]:
-    if not matplotlib_available():
-        return []
+def energy_bars(report: dict[str, Any]) -> list[tuple[str, float, bool]]:
+    """(category, pJ, on chip?) of every non-zero energy category, leakage (`static`) with
+    the on-chip ones."""
+    on_chip = {*ON_CHIP_CATEGORIES, "static"}
+    return [(name, pj, name in on_chip)
+            for name, pj in report["energy"]["breakdown_pj"].items() if pj > 0]
+
+
+def render_plots(report: dict[str, Any]) -> dict[str, bytes]:
+    require_matplotlib("plots")
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-
+    pngs = {}
     layers, series = layer_cycles_table(report)
     fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(layers) + 4), 4))
     bottom = [0] * len(layers)
@@ -63,22 +80,36 @@ def write_plots(report: dict[str, Any], directory: str | Path) -> list[Path]:
     ax.set_ylabel("unit-busy cycles")
     ax.set_title(f"cycles per layer by component ({report['meta']['config']})")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    written.append(_save(fig, out / "layer_cycles.png"))
-    plt.close(fig)
+    pngs["layer_cycles.png"] = _png(fig, plt)
 
-    breakdown = {k: v for k, v in report["energy_breakdown_pj"].items() if v > 0}
+    bars = energy_bars(report)
+    energy = report["energy"]
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.barh(list(breakdown), [v * 1e-6 for v in breakdown.values()])
-    ax.set_xlabel("energy (uJ)")
-    ax.set_title(f"energy breakdown, total {report['total']['energy_pj'] * 1e-6:.3g} uJ")
-    written.append(_save(fig, out / "energy_breakdown.png"))
-    plt.close(fig)
+    ax.barh([name for name, _, _ in bars], [pj * 1e-6 for _, pj, _ in bars],
+            color=["tab:blue" if inside else "tab:red" for _, _, inside in bars])
+    ax.invert_yaxis()
+    ax.set_xlabel("energy (uJ); blue: on-chip, red: off-chip")
+    ax.set_title(f"energy: on-chip {energy['on_chip']['energy_pj'] * 1e-6:.3g} uJ, system "
+                 f"{energy['system']['energy_pj'] * 1e-6:.3g} uJ (DRAM {energy['dram_technology']})")
+    pngs["energy_breakdown.png"] = _png(fig, plt)
+    return pngs
+
+
+def write_plots(report: dict[str, Any], directory: str | Path) -> list[Path]:
+    pngs = render_plots(report)
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, data in pngs.items():
+        atomic_write_bytes(out / name, data)
+        written.append(out / name)
     return written
 
 
-def _save(fig: Any, path: Path) -> Path:
+def _png(fig: Any, plt: Any) -> bytes:
     buffer = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=110)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
+    # no timestamp or software tag in the file: the same report gives the same bytes
+    fig.savefig(buffer, format="png", dpi=PLOT_DPI, metadata={"Software": None})
+    plt.close(fig)
+    return buffer.getvalue()

@@ -4,19 +4,25 @@
 energy model (energy.py) with each instruction's debug entry (ONNX node, layer,
 component) into one JSON-ready dict:
 
-  total.{cycles, seconds, energy_pj, energy_dynamic_pj, energy_static_pj, macs_dense,
-         macs_executed, mac_reduction, tops_per_watt, effective_tops}
+  total.{cycles, seconds, macs_dense, macs_executed, mac_reduction, effective_tops,
+         dram_bytes}
+  energy.{dram_technology, dram_pj_per_byte,
+          on_chip.{energy_pj, dynamic_pj, static_pj, average_power_w, tops_per_watt,
+                   tops_per_watt_executed},
+          system.{the same, off_chip_pj}, breakdown_pj.<category>, constants}
   roofline_cycles, roofline.{bound_by, units}
   units.<queue>.{instructions, busy_cycles, utilisation, stalls.<cause>}
-  energy_breakdown_pj.<category>
   components.<name>.{instructions, macs_dense, macs_executed, mac_reduction, cycles,
-                     energy_pj, mask.{rows_total, rows_kept, elements_total,
-                     elements_kept, ...}, layers.<layer>.{same}}
+                     energy_on_chip_pj, energy_system_pj, mask.{rows_total, rows_kept,
+                     elements_total, elements_kept, ...}, layers.<layer>.{same}}
   layers.<layer>.{same as a component row}
 
 `cycles` of a component is the busy time of its instructions on their units (they may
-overlap in time with other units'); TOPS/W counts dense-equivalent operations (2 per dense
-MAC) per joule, as accelerator papers do.
+overlap in time with other units'). Energy is given at two boundaries (energy.py
+`boundary_energies`): on-chip (the die: MACs, prediction units, SFU, SRAM, leakage) and
+system (plus DRAM and host); a component's energies are its instructions' dynamic energy.
+TOPS/W counts 2 operations per MAC: dense-equivalent (`tops_per_watt`, as accelerator papers
+do) and executed (`tops_per_watt_executed`).
 """
 
 from __future__ import annotations
@@ -29,9 +35,10 @@ from typing import Any
 import numpy as np
 
 from .atomic_write import atomic_write_text
-from .energy import ENERGY_CATEGORIES, EnergyModel
+from .energy import ENERGY_CATEGORIES, ON_CHIP_CATEGORIES, EnergyModel, boundary_energies
 from .hw_config import HardwareConfig
-from .spls_summary import format_spls, spls_summary
+from .spls_summary import spls_summary
+from .summary_tables import NO_LAYER, render_text
 from .timing import DMA_QUEUES, QUEUE_NAMES, Schedule, roofline
 from .work_table import WorkTable, sfu_passes_column
 
@@ -45,7 +52,6 @@ QUEUE_COMPONENT: dict[str, str] = {
     "load": "load", "compute": "other", "predict": "predict", "sfu": "sfu",
     "store": "store", "host": "host",
 }
-NO_LAYER = "none"  # layer key of instructions outside any Transformer layer
 
 
 @dataclass
@@ -93,7 +99,8 @@ class RunCosts:
     """Per-instruction energies of a scheduled run (pJ)."""
 
     dynamic_by_category: dict[str, np.ndarray]
-    dynamic: np.ndarray
+    dynamic: np.ndarray  # system boundary: every category
+    dynamic_on_chip: np.ndarray  # on-chip boundary: ON_CHIP_CATEGORIES
     static_pj: float
 
 
@@ -109,11 +116,15 @@ def run_costs(
     by_cat = energy.dynamic_energy(
         work, sfu_passes_column(info.opcodes), host_cycles, config.frequency_hz
     )
-    dynamic = np.zeros(work.n, dtype=np.float64)
-    for values in by_cat.values():
-        dynamic += values
-    return RunCosts(by_cat, dynamic, energy.static_energy_pj(schedule.total_cycles,
-                                                              config.frequency_hz))
+    on_chip = np.zeros(work.n, dtype=np.float64)
+    for category in ON_CHIP_CATEGORIES:
+        on_chip += by_cat[category]
+    dynamic = on_chip.copy()
+    for category, values in by_cat.items():
+        if category not in ON_CHIP_CATEGORIES:
+            dynamic += values
+    return RunCosts(by_cat, dynamic, on_chip,
+                    energy.static_energy_pj(schedule.total_cycles, config.frequency_hz))
 
 
 def unit_work_totals(
@@ -135,7 +146,7 @@ def unit_work_totals(
     }
 
 
-def _row(mask: np.ndarray, work: WorkTable, cycles: np.ndarray, dyn: np.ndarray) -> dict[str, Any]:
+def _row(mask: np.ndarray, work: WorkTable, cycles: np.ndarray, costs: RunCosts) -> dict[str, Any]:
     dense = int(work["macs_dense"][mask].sum())
     executed = int(work["macs_executed"][mask].sum())
     rows_total = int(work["rows_total"][mask].sum())
@@ -148,7 +159,8 @@ def _row(mask: np.ndarray, work: WorkTable, cycles: np.ndarray, dyn: np.ndarray)
         "macs_executed": executed,
         "mac_reduction": (1.0 - executed / dense) if dense else 0.0,
         "cycles": int(cycles[mask].sum()),
-        "energy_pj": float(dyn[mask].sum()),
+        "energy_on_chip_pj": float(costs.dynamic_on_chip[mask].sum()),
+        "energy_system_pj": float(costs.dynamic[mask].sum()),
         "mask": {
             "rows_total": rows_total,
             "rows_kept": rows_kept,
@@ -173,8 +185,6 @@ def build_report(
     cycles = np.asarray(schedule.cycles, dtype=np.int64)
     total_cycles = schedule.total_cycles
     seconds = total_cycles / config.frequency_hz
-    dynamic_pj = float(costs.dynamic.sum())
-    energy_pj = dynamic_pj + costs.static_pj
     # MAC-array work only: a BPU instruction records its HLog products as `macs_dense` (the
     # prediction's size), which is not work of the model the dense baseline would do.
     on_mac_array = np.asarray(info.units, dtype=object) == "mac"
@@ -205,19 +215,20 @@ def build_report(
     components: dict[str, Any] = {}
     for comp in present:
         cmask = components_arr == comp
-        row = _row(cmask, work, cycles, costs.dynamic)
+        row = _row(cmask, work, cycles, costs)
         row["layers"] = {
-            layer: _row(cmask & (layer_keys == layer), work, cycles, costs.dynamic)
+            layer: _row(cmask & (layer_keys == layer), work, cycles, costs)
             for layer in all_layers
             if bool((cmask & (layer_keys == layer)).any())
         }
         components[comp] = row
     layers = {
-        layer: _row(layer_keys == layer, work, cycles, costs.dynamic) for layer in all_layers
+        layer: _row(layer_keys == layer, work, cycles, costs) for layer in all_layers
     }
 
     spls = spls_summary(info.opcodes, info.queues, info.units, info.components, info.layers,
-                        work, cycles, costs.dynamic, schedule.queue_names.index("predict"))
+                        work, cycles, costs.dynamic_on_chip, costs.dynamic,
+                        schedule.queue_names.index("predict"))
 
     breakdown = {cat: float(costs.dynamic_by_category[cat].sum()) for cat in ENERGY_CATEGORIES}
     breakdown["static"] = costs.static_pj
@@ -233,22 +244,22 @@ def build_report(
         "total": {
             "cycles": int(total_cycles),
             "seconds": seconds,
-            "energy_pj": energy_pj,
-            "energy_dynamic_pj": dynamic_pj,
-            "energy_static_pj": costs.static_pj,
             "macs_dense": macs_dense,
             "macs_executed": macs_executed,
             "mac_reduction": (1.0 - macs_executed / macs_dense) if macs_dense else 0.0,
-            "tops_per_watt": (2.0 * macs_dense / energy_pj) if energy_pj > 0 else 0.0,
             "effective_tops": (2.0 * macs_dense / seconds / 1e12) if seconds > 0 else 0.0,
-            "average_power_w": (energy_pj * 1e-12 / seconds) if seconds > 0 else 0.0,
             "dram_bytes": int(work["dram_read_bytes"].sum() + work["dram_write_bytes"].sum()),
+        },
+        "energy": {
+            "dram_technology": energy.dram_technology,
+            "dram_pj_per_byte": energy.dram_pj_per_byte,
+            **boundary_energies(breakdown, costs.static_pj, seconds, macs_dense, macs_executed),
+            "breakdown_pj": breakdown,
+            "constants": energy.table(),
         },
         "roofline_cycles": bound["cycles"],
         "roofline": bound,
         "units": units,
-        "energy_breakdown_pj": breakdown,
-        "energy_constants": energy.table(),
         "components": components,
         "layers": layers,
         **({"spls": spls} if spls is not None else {}),  # SPLS programs (runtime/spls_summary.py)
@@ -263,74 +274,6 @@ def write_report(path: str | Path, report: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(report, indent=1, sort_keys=False) + "\n")
 
 
-_SI_PREFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m"),
-                (1e-6, "u"), (1e-9, "n"), (1e-12, "p"))
-
-
-def _si(value: float, unit: str) -> str:
-    for factor, prefix in _SI_PREFIXES:
-        if abs(value) >= factor:
-            return f"{value / factor:.3g} {prefix}{unit}"
-    return f"{value:.3g} {unit}"
-
-
-def _table(columns: list[tuple[str, int]], rows: list[list[str]]) -> list[str]:
-    """Fixed-width text table; the first column left-aligned, the others right-aligned."""
-    def line(cells: list[str]) -> str:
-        first, *rest = cells
-        return f"{first:<{columns[0][1]}}" + "".join(
-            f"{cell:>{width}}" for cell, (_, width) in zip(rest, columns[1:])
-        )
-    return [line([name for name, _ in columns])] + [line(row) for row in rows]
-
-
-def _joules(pj: float) -> str:
-    return _si(pj * 1e-12, "J")
-
-
 def format_summary(report: dict[str, Any]) -> str:
-    """A readable table of a report (stdout of esact-run)."""
-    t = report["total"]
-    meta = report["meta"]
-    lines = [
-        (f"config {meta['config']}  ({meta['frequency_hz'] / 1e9:g} GHz, "
-         f"{meta['instructions']} instructions)"),
-        (f"cycles      {t['cycles']:>14,}   {t['seconds'] * 1e3:.4f} ms   "
-         f"roofline {report['roofline_cycles']:,} ({report['roofline']['bound_by']})"),
-        (f"energy      {_joules(t['energy_pj']):>14}   dynamic {_joules(t['energy_dynamic_pj'])}, "
-         f"static {_joules(t['energy_static_pj'])}, {t['average_power_w'] * 1e3:.1f} mW"),
-        (f"MACs        {t['macs_executed']:>14,}   of {t['macs_dense']:,} dense "
-         f"({t['mac_reduction'] * 100:.1f}% skipped)"),
-        (f"efficiency  {t['tops_per_watt']:>10.3f} TOPS/W   "
-         f"{t['effective_tops']:.3f} effective TOPS"),
-        "",
-    ]
-    unit_rows = []
-    for name, unit in report["units"].items():
-        stalls = unit["stalls"]
-        unit_rows.append([
-            name, str(unit["instructions"]), f"{unit['busy_cycles']:,}",
-            f"{unit['utilisation'] * 100:.1f}%", f"{unit['stall_cycles']:,}",
-            max(stalls, key=stalls.get) if stalls else "-",
-        ])
-    lines += _table([("unit", 10), ("instrs", 8), ("busy", 14), ("util", 8), ("stalled", 14),
-                     ("top stall", 16)], unit_rows)
-
-    def work_row(name: str, row: dict[str, Any]) -> list[str]:
-        return [name, str(row["instructions"]), f"{row['macs_dense']:,}",
-                f"{row['macs_executed']:,}", f"{row['cycles']:,}", _joules(row["energy_pj"]),
-                f"{row['mask']['rows_kept_fraction'] * 100:.1f}%"]
-
-    work_columns = [("", 10), ("instrs", 8), ("MACs dense", 16), ("executed", 16),
-                    ("cycles", 14), ("energy", 12), ("rows kept", 11)]
-    lines.append("")
-    lines += _table([("component", 10), *work_columns[1:]],
-                    [work_row(n, r) for n, r in report["components"].items()
-                     if r["instructions"]])
-    layer_rows = [work_row(k, r) for k, r in report["layers"].items() if k != NO_LAYER]
-    if layer_rows:
-        lines.append("")
-        lines += _table([("layer", 10), *work_columns[1:]], layer_rows)
-    if "spls" in report:
-        lines += format_spls(report["spls"])
-    return "\n".join(lines) + "\n"
+    """A readable summary of a report (stdout of esact-run): runtime/summary_tables.py."""
+    return render_text(report)

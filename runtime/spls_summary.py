@@ -5,7 +5,8 @@ program holds prediction instructions (queue `predict`):
 
   spls.macs_dense / macs_executed      MAC-array work of the components q k v qk pv o ffn1 ffn2
   spls.skipped_macs.<component>        dense - executed, per component (and per layer)
-  spls.predict.{instructions, hlog_products, shift_adds, compare_ops, busy_cycles, energy_pj}
+  spls.predict.{instructions, hlog_products, shift_adds, compare_ops, busy_cycles,
+                energy_on_chip_pj, energy_system_pj}
                                        the prediction: HLOG/BPU/TOPK/SIMILARITY plus its SFU
                                        DEQUANT/SOFTMAX (component `predict`); hlog_products =
                                        BPU products (m n k), shift_adds = the BPU's actual terms
@@ -38,8 +39,10 @@ def _reduction(dense: int, executed: int, prediction: float) -> float:
 
 def spls_summary(opcodes: list[str], queues: list[int], units: list[str], components: list[str],
                  layers: list[int | None], work: WorkTable, cycles: np.ndarray,
-                 energy_pj: np.ndarray, predict_queue: int) -> dict[str, Any] | None:
-    """The report's `spls` section (module docstring), or None without prediction."""
+                 energy_on_chip_pj: np.ndarray, energy_system_pj: np.ndarray,
+                 predict_queue: int) -> dict[str, Any] | None:
+    """The report's `spls` section (module docstring), or None without prediction; the
+    energies are per instruction, at the two boundaries (energy.boundary_energies)."""
     q = np.asarray(queues, dtype=np.int64)
     if not bool((q == predict_queue).any()):
         return None
@@ -90,7 +93,8 @@ def spls_summary(opcodes: list[str], queues: list[int], units: list[str], compon
         "shift_adds": result["shift_adds"],
         "compare_ops": int(work["compare_ops"][predict].sum()),
         "busy_cycles": int(cycles[predict].sum()),
-        "energy_pj": float(energy_pj[predict].sum()),
+        "energy_on_chip_pj": float(energy_on_chip_pj[predict].sum()),
+        "energy_system_pj": float(energy_system_pj[predict].sum()),
     }
     result["masks"] = {
         "spa_elements": int(work["mask_total"][ops == "topk"].sum()),
@@ -105,7 +109,7 @@ def spls_summary(opcodes: list[str], queues: list[int], units: list[str], compon
 
 
 def format_spls(spls: dict[str, Any]) -> list[str]:
-    """Readable lines of the `spls` section (appended to the report summary)."""
+    """Readable lines of the `spls` section's totals (appended to the report summary)."""
     p = spls["predict"]
     skipped = "  ".join(f"{c} {v:,}" for c, v in spls["skipped_macs"].items())
     lines = [
@@ -116,10 +120,7 @@ def format_spls(spls: dict[str, Any]) -> list[str]:
          f"{spls['computation_reduction_shift_adds'] * 100:.1f}%)"),
         f"skipped     {skipped}",
         (f"prediction  {p['hlog_products']:,} HLog products, {p['shift_adds']:,} shift-adds, "
-         f"{p['busy_cycles']:,} busy cycles, {p['energy_pj'] * 1e-6:.3g} uJ"),
+         f"{p['busy_cycles']:,} busy cycles, {p['energy_on_chip_pj'] * 1e-6:.3g} uJ on chip, "
+         f"{p['energy_system_pj'] * 1e-6:.3g} uJ system"),
     ]
-    for key, row in spls["layers"].items():
-        lines.append(f"  layer {key:<4} reused {row['reused_row_fraction'] * 100:5.1f}%   "
-                     f"SPA kept {row['spa_kept_fraction'] * 100:5.1f}%   reduction "
-                     f"{row['computation_reduction'] * 100:5.1f}%")
-    return lines
+    return lines  # per layer: summary_tables.spls_layers_table

@@ -136,7 +136,7 @@ def test_report_skips_exactly_what_the_reuse_maps_say(calibration: str) -> None:
     assert section["reused_row_fraction"] == pytest.approx(
         sum(int((m >= 0).sum()) for m in maps) / sum(m.size for m in maps))
     predict = section["predict"]
-    assert predict["shift_adds"] > 0 and predict["busy_cycles"] > 0 and predict["energy_pj"] > 0
+    assert predict["shift_adds"] > 0 and predict["busy_cycles"] > 0 and predict["energy_on_chip_pj"] > 0
     dense = section["macs_dense"]
     assert section["computation_reduction"] == pytest.approx(
         1 - (section["macs_executed"] + 0.1 * predict["hlog_products"]) / dense)

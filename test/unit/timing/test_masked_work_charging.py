@@ -69,5 +69,5 @@ def test_masked_gemm_cycles_and_energy_follow_the_kept_rows(kept):
     assert comp["mask"]["rows_total"] == m and comp["mask"]["rows_kept"] == kept
     assert comp["layers"]["2"]["macs_executed"] == kept * k * n
     # MAC energy share is exactly executed MACs x the per-MAC energy
-    assert result.report["energy_breakdown_pj"]["mac"] == pytest.approx(kept * k * n * ENERGY.mac_pj)
+    assert result.report["energy"]["breakdown_pj"]["mac"] == pytest.approx(kept * k * n * ENERGY.mac_pj)
     assert result.report["total"]["cycles"] >= result.report["roofline_cycles"]

@@ -49,16 +49,23 @@ def make_report():
 def test_required_keys_and_totals():
     report, schedule = make_report()
     t = report["total"]
-    for key in ("cycles", "seconds", "energy_pj", "macs_dense", "macs_executed", "tops_per_watt"):
+    for key in ("cycles", "seconds", "macs_dense", "macs_executed"):
         assert key in t
+    e = report["energy"]
     assert t["cycles"] == schedule.total_cycles
     assert t["seconds"] == pytest.approx(schedule.total_cycles / 1e9)
     assert t["macs_dense"] == 131072 and t["macs_executed"] == 114688
-    assert t["tops_per_watt"] == pytest.approx(2 * 131072 / t["energy_pj"])
+    for boundary in ("on_chip", "system"):
+        assert e[boundary]["tops_per_watt"] == pytest.approx(2 * 131072 / e[boundary]["energy_pj"])
+        assert e[boundary]["tops_per_watt_executed"] == pytest.approx(
+            2 * 114688 / e[boundary]["energy_pj"])
+    assert e["system"]["energy_pj"] == pytest.approx(
+        e["on_chip"]["energy_pj"] + e["breakdown_pj"]["dram"] + e["breakdown_pj"]["host"])
     assert report["roofline_cycles"] <= t["cycles"]
     for name in ("q", "k", "v", "qk", "pv", "o", "ffn1", "ffn2", "predict", "sfu", "host"):
         row = report["components"][name]
-        assert {"macs_dense", "macs_executed", "cycles", "energy_pj", "layers"} <= set(row)
+        assert {"macs_dense", "macs_executed", "cycles", "energy_on_chip_pj", "energy_system_pj",
+                "layers"} <= set(row)
     assert set(report["units"]) == {"load", "compute", "predict", "sfu", "store", "host"}
     json.dumps(report)  # JSON-serialisable
 
@@ -72,13 +79,15 @@ def test_components_and_layers_add_up():
     assert comps["q"]["layers"]["1"]["macs_executed"] == 16384
     assert comps["ffn1"]["mac_reduction"] == 0.0
     assert comps["q"]["mac_reduction"] == pytest.approx(0.25)
-    total_dynamic = sum(row["energy_pj"] for row in comps.values())
-    assert total_dynamic == pytest.approx(report["total"]["energy_dynamic_pj"])
-    assert sum(report["energy_breakdown_pj"].values()) == pytest.approx(report["total"]["energy_pj"])
+    energy = report["energy"]
+    for boundary in ("on_chip", "system"):
+        total_dynamic = sum(row[f"energy_{boundary}_pj"] for row in comps.values())
+        assert total_dynamic == pytest.approx(energy[boundary]["dynamic_pj"])
+    assert sum(energy["breakdown_pj"].values()) == pytest.approx(energy["system"]["energy_pj"])
     assert sum(r["cycles"] for r in report["layers"].values()) == sum(
         u["busy_cycles"] for u in report["units"].values())
     # MAC energy of q equals its executed MACs times the scaled MAC energy
-    assert comps["q"]["energy_pj"] == pytest.approx(49152 * ENERGY.mac_pj)
+    assert comps["q"]["energy_on_chip_pj"] == pytest.approx(49152 * ENERGY.mac_pj)
 
 
 def test_summary_table_and_atomic_write(tmp_path):

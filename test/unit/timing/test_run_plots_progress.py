@@ -5,11 +5,14 @@ import sys
 
 import pytest
 from esact_cc.runtime import plots
+from esact_cc.runtime.errors import UsageError
 from esact_cc.runtime.cli.esact_run_main import ProgressBar
 
 REPORT = {
     "meta": {"config": "esact-default"},
-    "total": {"energy_pj": 3e6},
+    "energy": {"dram_technology": "ddr3", "on_chip": {"energy_pj": 1e6},
+               "system": {"energy_pj": 3e6},
+               "breakdown_pj": {"mac": 1e6, "dram": 2e6, "static": 0.0}},
     "layers": {"0": {}, "1": {}, "none": {}},
     "components": {
         "q": {"instructions": 2, "layers": {"0": {"cycles": 100}, "1": {"cycles": 50}}},
@@ -17,7 +20,6 @@ REPORT = {
         "load": {"instructions": 1, "layers": {"none": {"cycles": 70}}},
         "k": {"instructions": 0, "layers": {}},
     },
-    "energy_breakdown_pj": {"mac": 1e6, "dram": 2e6, "static": 0.0},
 }
 
 
@@ -27,10 +29,17 @@ def test_layer_cycles_table_stacks_components_per_layer():
     assert series == {"q": [100, 50, 0], "ffn1": [0, 400, 0], "load": [0, 0, 70]}
 
 
-def test_plots_are_skipped_without_matplotlib(tmp_path, monkeypatch):
+def test_plots_without_matplotlib_are_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import raises ImportError
-    assert plots.write_plots(REPORT, tmp_path / "p") == []
+    with pytest.raises(UsageError, match=r"^--plots needs matplotlib, which is not installed"):
+        plots.require_matplotlib("--plots")
+    with pytest.raises(UsageError, match="needs matplotlib"):
+        plots.write_plots(REPORT, tmp_path / "p")
     assert not (tmp_path / "p").exists()
+
+
+def test_energy_bars_mark_the_boundary():
+    assert plots.energy_bars(REPORT) == [("mac", 1e6, True), ("dram", 2e6, False)]
 
 
 def test_plots_are_written_with_matplotlib(tmp_path):
@@ -72,4 +81,4 @@ def test_progress_draws_a_bar_on_a_tty():
     bar(10, 10)
     bar.finish()
     text = stream.getvalue()
-    assert text.startswith("\r[") and "10/10 instructions" in text and text.endswith("\n")
+    assert "10/10" in text and "instructions" in text and "\n" in text  # the bar ended its line
