@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="use the first N calibration samples (default: all)")
     parser.add_argument("--uniform-only", action="store_true",
                         help="skip the per-layer threshold search")
+    parser.add_argument("--sparsity", choices=("spls", "sanger"), default="spls",
+                        help="the scheme calibrated (default: %(default)s; sanger: its threshold, "
+                        "esact_cc/tuning/sanger_tuning.py)")
     add_search_arguments(parser)
     parser.add_argument("-o", "--output-file", required=True, metavar="FILE.json",
                         help="where the SPLS config goes")
@@ -138,6 +141,9 @@ def run_cli(args: argparse.Namespace) -> None:
                                  args.labels_key, _parse_input_keys(args.input), args.samples)
     log(f"esact-tune: {len(data.samples)} calibration samples, "
         f"{'task accuracy' if data.labels is not None else 'cosine to dense'}, IR {args.ir}")
+    if args.sparsity == "sanger":
+        _tune_sanger(args, data, log)
+        return
     evaluator = SplsEvaluator(args.model, data, args.output, args.ir)
     result = tune(evaluator, args.budget, per_layer=not args.uniform_only, log=log,
                   search=search)
@@ -159,6 +165,28 @@ def run_cli(args: argparse.Namespace) -> None:
         f"{best.reduction:.2%} at {best.loss:.3f} points lost on the calibration set "
         f"(uniform: {result.uniform.reduction:.2%} at {result.uniform.loss:.3f}) -> "
         f"{args.output_file}")
+
+
+def _tune_sanger(args: argparse.Namespace, data, log) -> None:
+    from pathlib import Path
+
+    from esact_cc.runtime.atomic_write import atomic_write_text
+    from esact_cc.tuning.sanger_tuning import SangerEvaluator, tune_sanger
+
+    evaluator = SangerEvaluator(args.model, data, args.output, args.ir)
+    result = tune_sanger(evaluator, args.budget, not args.uniform_only, args.margin_se, log)
+    best = result.best
+    best.config.info = {
+        "model": Path(args.model).name, "calibration_data": Path(args.calibration_data).name,
+        "calibration_sha256": data.sha256, "samples": len(data.samples),
+        "metric": "accuracy" if data.labels is not None else "cosine_to_dense",
+        "output": evaluator.output, "ir": args.ir, "budget_points": args.budget,
+        "dense_accuracy": evaluator.dense_accuracy, "chosen": best.as_dict(),
+        "grid": [m.as_dict() for m in result.grid]}
+    atomic_write_text(args.output_file, best.config.to_json())
+    log(f"esact-tune: sanger {'per-layer' if best is result.per_layer else 'uniform'} setting: "
+        f"sparsity {best.sparsity:.2%} at {best.loss:.3f} points lost on the calibration set "
+        f"-> {args.output_file}")
 
 
 def main(argv: list[str] | None = None) -> int:

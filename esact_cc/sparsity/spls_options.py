@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from esact_cc.runtime.bounded_read import CONFIG_FILE_CAP, read_bounded_text
 from esact_cc.runtime.errors import CompileError
@@ -33,15 +33,22 @@ class SplsConfig(SchemeSettings):
 
     info: dict[str, Any] = field(default_factory=dict)
     """Provenance and measured numbers (written by esact-tune; ignored by esact-cc)."""
+    FORMAT: ClassVar[str] = CONFIG_FORMAT
+    """The JSON's "format" (another scheme's config subclass names its own and options)."""
+    WHAT: ClassVar[str] = "SPLS config"
 
     def __post_init__(self) -> None:
+        self.options_class = self.options_type()
+
+    @classmethod
+    def options_type(cls) -> type:
         from esact_cc.passes.insert_spls import LayerOptions
 
-        self.options_class = LayerOptions
+        return LayerOptions
 
     def to_json(self) -> str:
         payload = {
-            "format": CONFIG_FORMAT,
+            "format": self.FORMAT,
             "version": CONFIG_VERSION,
             "options": dict(sorted(self.options.items())),
             "layers": {str(i): dict(sorted(o.items())) for i, o in sorted(self.layers.items())},
@@ -57,8 +64,8 @@ class SplsConfig(SchemeSettings):
             raise CompileError(f"{where}: not JSON ({e.msg} at line {e.lineno})") from None
         except RecursionError:
             raise CompileError(f"{where}: JSON nested too deeply") from None
-        if not isinstance(data, dict) or data.get("format") != CONFIG_FORMAT:
-            raise CompileError(f"{where}: not an SPLS config (\"format\": \"{CONFIG_FORMAT}\" "
+        if not isinstance(data, dict) or data.get("format") != cls.FORMAT:
+            raise CompileError(f"{where}: not an {cls.WHAT} (\"format\": \"{cls.FORMAT}\" "
                                "missing; write one with esact-tune)")
         if data.get("version") != CONFIG_VERSION:
             raise CompileError(f"{where}: unsupported version {data.get('version')!r} "
@@ -88,5 +95,5 @@ class SplsConfig(SchemeSettings):
 
     @classmethod
     def load(cls, path: str | Path) -> SplsConfig:
-        text = read_bounded_text(path, CONFIG_FILE_CAP, "SPLS config")
-        return cls.from_json(text, f"SPLS config '{path}'")
+        text = read_bounded_text(path, CONFIG_FILE_CAP, cls.WHAT)
+        return cls.from_json(text, f"{cls.WHAT} '{path}'")

@@ -1,0 +1,25 @@
+"""The Sanger config file: uniform `insert-sanger` options plus per-layer overrides, as JSON,
+in the SPLS config's form (esact_cc/sparsity/spls_options.py) with its own "format" and the
+options of `passes/insert_sanger.SangerOptions`. `esact-tune --sparsity sanger` writes it,
+`esact-cc --sparsity sanger --spls-config FILE` reads it.
+
+    {"format": "esact-sanger-config", "version": 1,
+     "options": {"threshold": 0.02}, "layers": {"2": {"threshold": 0.05}}, "info": {...}}
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from esact_cc.sparsity.spls_options import SplsConfig
+
+
+class SangerConfig(SplsConfig):
+    FORMAT: ClassVar[str] = "esact-sanger-config"
+    WHAT: ClassVar[str] = "Sanger config"
+
+    @classmethod
+    def options_type(cls) -> type:
+        from esact_cc.passes.insert_sanger import SangerOptions
+
+        return SangerOptions
