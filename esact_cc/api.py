@@ -30,7 +30,7 @@ from xdsl.printer import Printer
 from esact_cc.runtime.atomic_write import atomic_write_text
 from esact_cc.pipeline import CompileOptions, compile_model
 from esact_cc.runtime.errors import CompileError
-from esact_cc.weight_store import WeightStore, attach, bind_to_ir_file, store_of
+from esact_cc.weight_store import WeightStore, bind_to_ir_file, load_store_named_by
 
 
 def ir_text(module: ModuleOp) -> str:
@@ -141,9 +141,7 @@ def load_ir(path: str | os.PathLike[str]) -> CompiledModel:
     except OSError as e:
         raise CompileError(f"cannot read IR file '{path}': {e.strerror}") from None
     module = parse_ir(text, str(path))
-    store = store_of(module, path.parent)
-    attach(module, store)
-    return CompiledModel(module, store, stage="")
+    return CompiledModel(module, load_store_named_by(module, path.parent), stage="")
 
 
 def run(

@@ -7,15 +7,14 @@ same model always produces the same bytes.
 Convention for IR files: a module whose weights live on disk carries the module attribute
 `esact.weight_store = "<path of the .npz, relative to the IR file's directory>"`. Writers put
 the `.npz` next to the IR file (`write_ir`); readers (`esact-opt`, `esact-cc --run`, the Python
-API's `load_ir`) resolve it against the IR file's directory. A module in memory is paired with
-its store through `attach`/`store_of`, so passes can reach the weights of the module they
-rewrite without the store appearing in pass signatures.
+API's `load_ir`) resolve it against the IR file's directory (`load_store_named_by`). A module in
+memory travels with its store as an explicit value: passes take it as a constructor field
+(passes/weight_store_pass.py), the interpreter, the emitter and the exporter as an argument.
 """
 
 from __future__ import annotations
 
 import os
-import weakref
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Mapping
@@ -141,29 +140,16 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-# --- pairing modules with stores ---------------------------------------------------------
-_STORES: weakref.WeakKeyDictionary[ModuleOp, WeightStore] = weakref.WeakKeyDictionary()
-
-
-def attach(module: ModuleOp, store: WeightStore) -> None:
-    """Pair `module` with `store`, so passes and the interpreter find its weights."""
-    _STORES[module] = store
-
-
-def store_of(module: ModuleOp, ir_dir: str | os.PathLike[str] | None = None) -> WeightStore:
-    """The store paired with `module`; else the one its `esact.weight_store` attribute names
-    (inside `ir_dir`, default the current directory); else a new empty store."""
-    if module in _STORES:
-        return _STORES[module]
+# --- the store an IR file names ------------------------------------------------------------
+def load_store_named_by(module: ModuleOp, ir_dir: str | os.PathLike[str] | None) -> WeightStore:
+    """The store a parsed IR file's `esact.weight_store` attribute names (inside `ir_dir`, the
+    IR file's directory; None: the current directory); a new empty store without the attribute."""
     attr = module.attributes.get(WEIGHT_STORE_ATTR)
-    if attr is not None and not isinstance(attr, StringAttr):
+    if attr is None:
+        return WeightStore()
+    if not isinstance(attr, StringAttr):
         raise CompileError(f"module attribute {WEIGHT_STORE_ATTR} must be a string (a path)")
-    if isinstance(attr, StringAttr):
-        store = WeightStore.load(resolve_weight_store(attr.data, ir_dir))
-    else:
-        store = WeightStore()
-    attach(module, store)
-    return store
+    return WeightStore.load(resolve_weight_store(attr.data, ir_dir))
 
 
 def resolve_weight_store(reference: str, ir_dir: str | os.PathLike[str] | None) -> Path:

@@ -32,7 +32,6 @@ from esact_cc.runtime.errors import CompileError
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp, TensorType, f32, i8
 from xdsl.ir import Operation, SSAValue
-from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
 
 from esact_cc.tuning.calibration import (
@@ -40,7 +39,8 @@ from esact_cc.tuning.calibration import (
     load_calibration_samples,
     synthetic_calibration_input,
 )
-from esact_cc.weight_store import WeightStore, store_of
+from esact_cc.passes.weight_store_pass import WeightStorePass
+from esact_cc.weight_store import WeightStore
 
 COALESCE_RATIO = 2.0
 """Neighbouring input groups whose ranges differ less than this share one scale (one run)."""
@@ -112,7 +112,7 @@ def _before(op: Operation):
 
 
 @dataclass(frozen=True)
-class QuantizePass(ModulePass):
+class QuantizePass(WeightStorePass):
     """FP32 transformer.linear / transformer.attention -> their INT8 forms (same ops)."""
 
     name = "quantize"
@@ -131,7 +131,7 @@ class QuantizePass(ModulePass):
     calibration samples do not show every group's extremes."""
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        store = store_of(op)
+        store = self.weights()
         gemm_ops = (transformer.LinearOp, transformer.AttentionOp)
         targets = [o for o in op.walk() if isinstance(o, gemm_ops) and not o.is_quantized]
         if not targets:

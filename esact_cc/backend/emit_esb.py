@@ -29,7 +29,7 @@ from esact_cc.runtime.esb import (
     serialize_esb,
     write_esb,
 )
-from esact_cc.weight_store import WeightStore, store_of
+from esact_cc.weight_store import WeightStore
 
 CONFIG_HASH_ATTR = "esact.config_hash"
 
@@ -47,9 +47,8 @@ def _bytes(array: np.ndarray) -> bytes:
     return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
 
 
-def program_from_module(module: ModuleOp, store: WeightStore | None = None) -> Program:
+def program_from_module(module: ModuleOp, store: WeightStore) -> Program:
     """The runtime Program an esact-dialect module describes."""
-    store = store if store is not None else store_of(module)
     config_hash = module.attributes.get(CONFIG_HASH_ATTR)
     if not isinstance(config_hash, StringAttr):
         raise CompileError(f"esact module has no '{CONFIG_HASH_ATTR}' attribute (run lower-to-esact)")
@@ -93,11 +92,11 @@ def program_from_module(module: ModuleOp, store: WeightStore | None = None) -> P
     return Program(instructions, config_hash.data, io, data, hosts, debug)
 
 
-def esb_bytes(module: ModuleOp, store: WeightStore | None = None) -> bytes:
+def esb_bytes(module: ModuleOp, store: WeightStore) -> bytes:
     return serialize_esb(program_from_module(module, store))
 
 
-def emit_esb(module: ModuleOp, path: str | Path, store: WeightStore | None = None) -> Program:
+def emit_esb(module: ModuleOp, path: str | Path, store: WeightStore) -> Program:
     """Write the module's program to `path` atomically; returns the Program."""
     program = program_from_module(module, store)
     write_esb(program, path)

@@ -21,7 +21,7 @@ from esact_cc.dialects.onnx import OnnxOperation, WeightOp
 from esact_cc.frontend.onnx_attributes import INTERNAL_ATTR_PREFIX, onnx_from_xdsl
 from esact_cc.ir_queries import io_names, main_function, op_label
 from esact_cc.runtime.errors import CompileError
-from esact_cc.weight_store import WeightStore, store_of
+from esact_cc.weight_store import WeightStore
 
 DEFAULT_OPSET = 17
 OPSET_ATTR = "onnx.opset"
@@ -138,7 +138,7 @@ def module_opset(module: ModuleOp) -> int:
     return int(attr.value.data) if isinstance(attr, IntegerAttr) else DEFAULT_OPSET
 
 
-def export_module(module: ModuleOp, store: WeightStore | None = None) -> ModelProto:
+def export_module(module: ModuleOp, store: WeightStore) -> ModelProto:
     """The whole `@main` of an `onnx`-dialect module as an ONNX model."""
     function = main_function(module)
     block = function.body.block
@@ -148,7 +148,7 @@ def export_module(module: ModuleOp, store: WeightStore | None = None) -> ModelPr
         ops,
         list(block.args),
         list(terminator.operands),
-        store if store is not None else store_of(module),
+        store,
         opset=module_opset(module),
         input_names=io_names(function, results=False),
         output_names=io_names(function, results=True),

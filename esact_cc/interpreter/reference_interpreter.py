@@ -27,7 +27,7 @@ from xdsl.traits import IsTerminator
 from esact_cc.runtime.errors import CompileError
 from esact_cc.tensor_types import numpy_dtype_of
 from esact_cc.ir_queries import NAME_ATTR, io_names, main_function, op_label
-from esact_cc.weight_store import WeightStore, store_of
+from esact_cc.weight_store import WeightStore
 
 Array = np.ndarray
 OpImpl = Callable[["Interpreter", Operation, list[Array]], "Sequence[Array] | Array"]
@@ -151,9 +151,7 @@ class Interpreter:
         return dict(zip(io_names(function, results=True), outputs, strict=True))
 
 
-def run_module(
-    module: ModuleOp, inputs: Mapping[str, Array], store: WeightStore | None = None
-) -> dict[str, Array]:
+def run_module(module: ModuleOp, inputs: Mapping[str, Array], store: WeightStore) -> dict[str, Array]:
     """Run `@main` of `module` on named inputs; returns named outputs."""
-    interpreter = Interpreter(store if store is not None else store_of(module))
+    interpreter = Interpreter(store)
     return interpreter.run_function(main_function(module), inputs)

@@ -40,7 +40,7 @@ from esact_cc.tuning.spls_accounting import (
 from esact_cc.tuning.spls_calibration_inputs import CalibrationData
 from esact_cc.tuning.spls_memo_interpreter import RandomReuse, TuningInterpreter
 from esact_cc.sparsity.spls_options import SplsConfig
-from esact_cc.weight_store import WeightStore, attach
+from esact_cc.weight_store import WeightStore
 
 IR_LEVELS = ("quantized", "transformer")
 SEARCH_ORIGIN: dict[str, Any] = {name.replace("_", "-"): value
@@ -160,9 +160,8 @@ class SplsEvaluator:
 
         module = self.base.clone()
         store = WeightStore({name: self.base_store[name] for name in self.base_store})
-        attach(module, store)
         if config is not None:
-            make_pass("insert-spls", **config.pass_options()).apply(make_context(), module)
+            make_pass("insert-spls", store, **config.pass_options()).apply(make_context(), module)
         layers = find_spls_layers(module)
         return _Prepared(config or SplsConfig(), module, store, layers,
                          {id(layer.similarity): layer.index for layer in layers})

@@ -81,9 +81,9 @@ def test_two_compiles_are_byte_identical(tmp_path: Path) -> None:
 
 def _compile_layer(module, store, hw: str | None = None, calibration: str | None = None):
     ctx = make_context()
-    QuantizePass(calibration_data=calibration).apply(ctx, module)
+    QuantizePass(calibration_data=calibration, store=store).apply(ctx, module)
     golden_module = module.clone()
-    LowerToEsactPass(hw=hw).apply(ctx, module)
+    LowerToEsactPass(hw=hw, store=store).apply(ctx, module)
     SchedulePass().apply(ctx, module)
     module.verify()
     return golden_module, program_from_module(module, store)
@@ -119,9 +119,9 @@ def test_layer_binary_matches_int8_reference(tmp_path: Path, mask: str, causal: 
 
 
 def test_unquantized_module_is_a_clear_error() -> None:
-    module, _ = layer.build()
+    module, store = layer.build()
     with pytest.raises(CompileError, match=r"transformer.linear.*run quantize first"):
-        LowerToEsactPass().apply(make_context(), module)
+        LowerToEsactPass(store=store).apply(make_context(), module)
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -28,15 +28,16 @@ from xdsl.dialects.builtin import ModuleOp
 
 from esact_cc.frontend.onnx_frontend import import_onnx
 from esact_cc.interpreter.reference_interpreter import run_module
+from esact_cc.weight_store import WeightStore
 
 B, L, D, H = 1, 6, 16, 4
 
 
-def _lift(model: onnx.ModelProto) -> tuple[ModuleOp, LiftReport]:
+def _lift(model: onnx.ModelProto) -> tuple[ModuleOp, LiftReport, WeightStore]:
     module, store = import_onnx(model)
     report = lift_module(module, store)
     module.verify()
-    return module, report
+    return module, report, store
 
 
 def _feeds(model: onnx.ModelProto) -> dict[str, np.ndarray]:
@@ -57,13 +58,13 @@ def _feeds(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return feeds
 
 
-def _assert_matches_onnxruntime(model: onnx.ModelProto, module: ModuleOp) -> None:
+def _assert_matches_onnxruntime(model: onnx.ModelProto, module: ModuleOp, store: WeightStore) -> None:
     feeds = _feeds(model)
     options = ort.SessionOptions()
     # Unoptimised: onnxruntime's LayerNorm fusion ignores a Pow exponent other than 2.
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     expected = ort.InferenceSession(model.SerializeToString(), options).run(None, feeds)
-    got = run_module(module, feeds)
+    got = run_module(module, feeds, store)
     for want, (name, value) in zip(expected, got.items(), strict=True):
         assert value.shape == want.shape, name
         error = float(np.max(np.abs(value - want)))
@@ -91,12 +92,12 @@ def test_linear_forms_lift(form: str) -> None:
     b = GraphBuilder()
     x = b.input("x", (B, L, D))
     model = _single_output(b, linear(b, x, (B, L, D), 24, form))
-    module, report = _lift(model)
+    module, report, store = _lift(model)
     ops = _all_ops(module)
     assert ops["transformer.linear"] == 1, report.near_misses
     assert not {"onnx.MatMul", "onnx.Gemm", "onnx.Reshape", "onnx.Add"} & set(ops)
     assert "transformer.host" not in ops  # flatten reshapes are absorbed, nothing left for the host
-    _assert_matches_onnxruntime(model, module)
+    _assert_matches_onnxruntime(model, module, store)
 
 
 def test_linear_transposed_weight_goes_to_store_under_new_name() -> None:
@@ -114,9 +115,9 @@ def test_linear_transposed_weight_goes_to_store_under_new_name() -> None:
 def test_linear_2d_input() -> None:
     b = GraphBuilder()
     model = _single_output(b, linear(b, b.input("x", (L, D)), (L, D), 8, "gemm"))
-    module, _ = _lift(model)
+    module, _, store = _lift(model)
     assert _all_ops(module)["transformer.linear"] == 1
-    _assert_matches_onnxruntime(model, module)
+    _assert_matches_onnxruntime(model, module, store)
 
 
 # --- attention -----------------------------------------------------------------------------------
@@ -147,7 +148,7 @@ def test_attention_forms_lift(case: str) -> None:
     elif mask == "where":
         mask = "where:" + b.input("keep", (B, 1, L, L), TensorProto.BOOL)
     model = _single_output(b, attention(b, x, B, L, D, H, mask=mask, **kwargs))
-    module, report = _lift(model)
+    module, report, store = _lift(model)
     ops = _all_ops(module)
     attentions = [op for op in module.walk() if isinstance(op, AttentionOp)]
     assert len(attentions) == 1, report.near_misses
@@ -160,7 +161,7 @@ def test_attention_forms_lift(case: str) -> None:
         ops
     )
     assert ops["transformer.linear"] == (4 if "merge_2d" in case or "gpt2" in case else 3)
-    _assert_matches_onnxruntime(model, module)
+    _assert_matches_onnxruntime(model, module, store)
 
 
 def test_padding_mask_preprocessing_is_one_host_region_feeding_the_mask() -> None:
@@ -168,7 +169,7 @@ def test_padding_mask_preprocessing_is_one_host_region_feeding_the_mask() -> Non
     x = b.input("x", (B, L, D))
     mask = padding_mask_preprocessing(b, b.input("attention_mask", (B, L), TensorProto.INT64))
     model = _single_output(b, attention(b, x, B, L, D, H, mask="additive:" + mask))
-    module, _ = _lift(model)
+    module, _, _ = _lift(model)
     hosts = [op for op in module.walk() if isinstance(op, HostOp)]
     assert len(hosts) == 1
     attention_op = next(op for op in module.walk() if isinstance(op, AttentionOp))
@@ -188,13 +189,13 @@ def test_layer_norm_forms_lift(form: str, opset: int) -> None:
     model = _single_output(
         b, layer_norm(b, b.input("x", (B, L, D)), D, form=form, epsilon=1e-12), opset
     )
-    module, report = _lift(model)
+    module, report, store = _lift(model)
     ops = _all_ops(module)
     assert ops["transformer.layer_norm"] == 1, report.near_misses
     (op,) = [o for o in module.walk() if o.name == "transformer.layer_norm"]
     assert op.epsilon.value.data == pytest.approx(1e-12, rel=1e-6)
     assert not [n for n in ops if n.startswith("onnx.") and n not in ("onnx.weight",)]
-    _assert_matches_onnxruntime(model, module)
+    _assert_matches_onnxruntime(model, module, store)
 
 
 def test_decomposed_layer_norm_without_affine_gets_unit_gamma() -> None:
@@ -202,10 +203,10 @@ def test_decomposed_layer_norm_without_affine_gets_unit_gamma() -> None:
     model = _single_output(
         b, layer_norm(b, b.input("x", (B, L, D)), D, form="decomposed", affine=False), 14
     )
-    module, _ = _lift(model)
+    module, _, store = _lift(model)
     (op,) = [o for o in module.walk() if o.name == "transformer.layer_norm"]
     assert op.beta is None
-    _assert_matches_onnxruntime(model, module)
+    _assert_matches_onnxruntime(model, module, store)
 
 
 @pytest.mark.parametrize(
@@ -225,12 +226,12 @@ def test_gelu_forms_lift(form: str, approximate: str) -> None:
     model = _single_output(
         b, gelu(b, b.input("x", (B, L, D)), form), 20 if form.startswith("gelu_op") else 17
     )
-    module, report = _lift(model)
+    module, report, store = _lift(model)
     ops = [o for o in module.walk() if o.name == "transformer.gelu"]
     assert len(ops) == 1, report.near_misses
     assert ops[0].approximate.data == approximate
     assert not [n for n in _all_ops(module) if n.startswith("onnx.") and n != "onnx.weight"]
-    _assert_matches_onnxruntime(model, module)
+    _assert_matches_onnxruntime(model, module, store)
 
 
 # --- whole layers --------------------------------------------------------------------------------
@@ -263,7 +264,7 @@ def test_encoder_layers_lift_completely(style: str) -> None:
             b, y, B, L, D, H, ln_form="decomposed" if "decomposed" in style else "fused"
         )
     model = _single_output(b, y, 14 if "decomposed" in style else 17)
-    module, report = _lift(model)
+    module, report, store = _lift(model)
     ops = _all_ops(module)
     assert not report.near_misses, report.near_misses
     assert not [n for n in ops if n.startswith("onnx.") and n != "onnx.weight"], ops
@@ -272,7 +273,7 @@ def test_encoder_layers_lift_completely(style: str) -> None:
     assert ops["transformer.add"] == 2 * layers
     assert ops["transformer.gelu"] == layers
     assert ops["transformer.layer_norm"] == 2 * layers
-    _assert_matches_onnxruntime(model, module)
+    _assert_matches_onnxruntime(model, module, store)
 
 
 # --- near misses ---------------------------------------------------------------------------------
@@ -387,16 +388,16 @@ def _gemm_trans_a_model() -> onnx.ModelProto:
 def test_near_miss_stays_unlifted_and_is_reported(name: str) -> None:
     build, absent, message = NEAR_MISSES[name]
     model = build()
-    module, report = _lift(model)
+    module, report, store = _lift(model)
     assert _all_ops(module)[absent] == 0
     assert any(message in line for line in report.near_misses), report.near_misses
-    _assert_matches_onnxruntime(model, module)
+    _assert_matches_onnxruntime(model, module, store)
 
 
 def test_split_off_the_last_axis_is_not_a_fused_projection() -> None:
     model = _split_axis_model()
-    module, report = _lift(model)
+    module, report, store = _lift(model)
     ops = _all_ops(module)
     assert ops["transformer.linear"] == 1 and ops["onnx.Split"] == 1
     assert any("Split axis 1 is not the last axis" in line for line in report.near_misses)
-    _assert_matches_onnxruntime(model, module)
+    _assert_matches_onnxruntime(model, module, store)

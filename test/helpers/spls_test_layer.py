@@ -4,7 +4,7 @@ padding mask and/or causal attention. Used by the SPLS interpreter and sparse-lo
 
 import numpy as np
 from esact_cc.api import parse_ir
-from esact_cc.weight_store import WeightStore, attach
+from esact_cc.weight_store import WeightStore
 
 L, D, F = 6, 8, 16
 LAYER_IR = """
@@ -50,7 +50,6 @@ def layer_fp32(masked: bool, causal: bool, seed: int = 0):
         "bk": (rng.standard_normal(D) * 0.1).astype(np.float32),
         "g1": np.ones(D, np.float32), "be1": np.zeros(D, np.float32)})
     module = parse_ir(text)
-    attach(module, store)
     return module, store
 
 

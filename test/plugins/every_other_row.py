@@ -29,7 +29,7 @@ from esact_cc.runtime.errors import CompileError
 from esact_cc.sparsity.registry import SparsityScheme
 from esact_cc.sparsity.settings import SchemeSettings
 from esact_cc.typed_options import option, parse_layer_overrides, validate
-from esact_cc.weight_store import store_of
+from esact_cc.passes.weight_store_pass import WeightStorePass
 
 NAME = "every_other_row"
 
@@ -58,7 +58,7 @@ def key_mask(heads: int, length: int, keep: float, seed: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class EveryOtherRowPass(EveryOtherRowOptions, ModulePass):
+class EveryOtherRowPass(EveryOtherRowOptions, WeightStorePass):
     name = "every-other-row"
 
     layers: str = ""
@@ -74,7 +74,7 @@ class EveryOtherRowPass(EveryOtherRowOptions, ModulePass):
         if unknown:
             raise CompileError(f"{NAME}: options for layer {unknown[0]}, but the model has "
                                f"{len(layers)} attention layer(s)")
-        store = store_of(op)
+        store = self.weights()
         for index, layer in enumerate(layers):
             options = replace(base, **overrides.get(index, {}))
             x = layer.q.operands[0]

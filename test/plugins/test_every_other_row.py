@@ -108,7 +108,7 @@ def test_masked_ops_compute_what_the_masks_say():
     """FP32: a reused row is its representative's; a computed attention row attends only to
     the keys its mask keeps, worked out here by hand from the op's own Q, K, V."""
     compiled = api.compile(BUNDLED.onnx_path, stage="transformer")
-    scheme_module.EveryOtherRowPass(seed=1).apply(make_context(), compiled.module)
+    scheme_module.EveryOtherRowPass(seed=1, store=compiled.store).apply(make_context(), compiled.module)
     compiled.module.verify()
     recorder = _Recorder(compiled.store)
     recorder.run_function(main_function(compiled.module),

@@ -22,7 +22,6 @@ from xdsl.rewriter import InsertPoint, Rewriter
 from esact_cc.dialect_registry import make_context
 from esact_cc.backend.emit_esb import program_from_module
 from esact_cc.interpreter.reference_interpreter import run_module
-from esact_cc.weight_store import attach
 from spls_test_layer import D, L, layer_fp32, layer_inputs
 
 HEADS = 2
@@ -46,7 +45,7 @@ def masked_layer(reuse: np.ndarray | None, spa: np.ndarray | None, key_masked: b
     attention, `spa` [H, L, L] on the attention, and (key_masked) K and V restricted to the
     keys some computed row's SPA keeps."""
     module, store = layer_fp32(masked=False, causal=False)
-    QuantizePass().apply(make_context(), module)
+    QuantizePass(store=store).apply(make_context(), module)
     function = next(op for op in module.walk() if isinstance(op, func.FuncOp))
     (layer,) = find_layers(function)
     anchor = layer.q
@@ -71,8 +70,7 @@ def masked_layer(reuse: np.ndarray | None, spa: np.ndarray | None, key_masked: b
 
 def compile_and_run(module, store, inputs):
     program = module.clone()
-    attach(program, store)
-    for p in (LowerToEsactPass(), SchedulePass()):
+    for p in (LowerToEsactPass(store=store), SchedulePass()):
         p.apply(make_context(), program)
     return run_program(program_from_module(program, store), inputs, load_config())
 

@@ -79,8 +79,8 @@ def test_attention_semantics_match_fake_quant_formula() -> None:
     np.testing.assert_allclose(got, expected, atol=2e-5)
 
 
-def _quantize(module, calibration: str | None = None) -> None:
-    QuantizePass(calibration_data=calibration).apply(make_context(), module)
+def _quantize(module, store, calibration: str | None = None) -> None:
+    QuantizePass(calibration_data=calibration, store=store).apply(make_context(), module)
     module.verify()
 
 
@@ -88,7 +88,7 @@ def test_pass_rewrites_gemm_ops_and_keeps_accuracy(capsys: pytest.CaptureFixture
     module, store = layer.build()
     inputs = layer.inputs()
     reference = run_module(module, inputs, store)["y"]
-    _quantize(module)
+    _quantize(module, store)
     assert capsys.readouterr().err.count("warning: no --calibration-data") == 1
     gemms = [op for op in module.walk() if isinstance(op, (LinearOp, AttentionOp))]
     assert all(op.is_quantized for op in gemms)
@@ -105,7 +105,7 @@ def test_calibration_data_sets_activation_scales(tmp_path: Path) -> None:
     masks = np.zeros((3, 1, 1, 1, 16), np.float32)
     path = tmp_path / "calib.npz"
     np.savez(path, x=xs, mask=masks)
-    _quantize(module, str(path))
+    _quantize(module, store, str(path))
     first = next(op for op in module.walk() if isinstance(op, LinearOp))
     # The first linear reads the host output x + pos: its peak over the samples sets the scale.
     peak = max(float(np.abs(x + store["pos"]).max()) for x in xs)
@@ -121,18 +121,18 @@ def test_calibration_data_sets_activation_scales(tmp_path: Path) -> None:
     ],
 )
 def test_bad_calibration_data_is_one_line_error(tmp_path: Path, arrays, message: str) -> None:
-    module, _ = layer.build()
+    module, store = layer.build()
     path = tmp_path / "calib.npz"
     np.savez(path, **arrays)
     with pytest.raises(CompileError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")) as info:
-        _quantize(module, str(path))
+        _quantize(module, store, str(path))
     assert "\n" not in str(info.value)
 
 
 def test_missing_calibration_file(tmp_path: Path) -> None:
-    module, _ = layer.build()
+    module, store = layer.build()
     with pytest.raises(CompileError, match="not found"):
-        _quantize(module, str(tmp_path / "nope.npz"))
+        _quantize(module, store, str(tmp_path / "nope.npz"))
 
 
 def test_probability_scale_follows_the_calibrated_peak() -> None:
@@ -143,7 +143,7 @@ def test_probability_scale_follows_the_calibrated_peak() -> None:
     module, store = layer.build(L=64, mask="none")
     inputs = layer.inputs(L=64, mask="none")
     reference = run_module(module, inputs, store)["y"]
-    _quantize(module)  # calibrated on the synthetic default, evaluated on other inputs
+    _quantize(module, store)  # calibrated on the synthetic default, evaluated on other inputs
     attention = next(op for op in module.walk() if isinstance(op, AttentionOp))
     assert attention.p_scale.value.data < 1 / 127  # 64 random keys: diffuse attention
     assert cosine(run_module(module, inputs, store)["y"], reference) > 0.999

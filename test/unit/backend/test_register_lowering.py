@@ -19,7 +19,7 @@ from xdsl.rewriter import InsertPoint, Rewriter
 from esact_cc.api import parse_ir
 from esact_cc.backend.emit_esb import program_from_module
 from esact_cc.dialect_registry import make_context
-from esact_cc.weight_store import WeightStore, attach
+from esact_cc.weight_store import WeightStore
 
 
 @irdl_op_definition
@@ -61,7 +61,6 @@ def test_a_registered_rule_lowers_its_op_and_the_program_runs() -> None:
     Rewriter.insert_op(double, InsertPoint.before(ret))
     ret.operands = [double.result]
     store = WeightStore({})
-    attach(module, store)
     LowerToEsactPass(store=store).apply(make_context(), module)
     SchedulePass().apply(make_context(), module)
     names = [op.name for op in module.body.block.ops]

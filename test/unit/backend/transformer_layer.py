@@ -14,7 +14,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.parser import Parser
 
 from esact_cc.dialect_registry import make_context
-from esact_cc.weight_store import WeightStore, attach
+from esact_cc.weight_store import WeightStore
 
 
 def build(
@@ -80,7 +80,6 @@ builtin.module {{
     module = Parser(make_context(), src).parse_module()
     module.verify()
     store = WeightStore(w)
-    attach(module, store)
     return module, store
 
 

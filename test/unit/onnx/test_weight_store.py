@@ -8,7 +8,7 @@ from esact_cc.runtime.errors import CompileError
 
 from esact_cc.api import load_ir, write_ir
 from esact_cc.frontend.onnx_frontend import import_onnx
-from esact_cc.weight_store import WEIGHT_STORE_ATTR, WeightStore, store_of
+from esact_cc.weight_store import WEIGHT_STORE_ATTR, WeightStore
 
 
 def sample() -> dict[str, np.ndarray]:
@@ -72,7 +72,7 @@ def test_ir_file_names_its_weights_relative_to_itself(tmp_path):
     assert f'{WEIGHT_STORE_ATTR} = "model.npz"' in text
     (tmp_path / "out").rename(tmp_path / "moved")  # IR and weights move together
     again = load_ir(tmp_path / "moved" / "model.mlir")
-    np.testing.assert_array_equal(store_of(again.module)["w"], w)
+    np.testing.assert_array_equal(again.store["w"], w)
     x = np.ones((1, 5), np.float32)
     np.testing.assert_allclose(again.run({"x": x})["y"], x @ w)
     # Re-writing an unchanged store in the same directory reuses its .npz.

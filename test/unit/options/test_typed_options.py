@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 import pytest
 
 from esact_cc.passes.insert_spls import InsertSplsPass, LayerOptions
+from esact_cc.pipeline import pass_option_names
 from esact_cc.runtime.errors import CompileError
 from esact_cc.typed_options import (MAX_LAYER_INDEX, convert_value, format_layer_overrides, option,
                                     option_specs, parse_assignment, parse_layer_index,
@@ -80,7 +81,7 @@ def test_per_layer_text_cannot_carry_options_nobody_gave():
 
 
 def test_insert_spls_fields_are_derived_from_layer_options():
-    pass_fields = {f.name.replace("_", "-") for f in fields(InsertSplsPass)}
+    pass_fields = {name.replace("_", "-") for name in pass_option_names(InsertSplsPass)}
     assert pass_fields == set(option_specs(LayerOptions)) | {"layers"}
     assert InsertSplsPass().base_options() == LayerOptions()
 

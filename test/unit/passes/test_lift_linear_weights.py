@@ -11,7 +11,7 @@ from xdsl.parser import Parser
 
 from esact_cc.dialect_registry import make_context
 from esact_cc.interpreter.reference_interpreter import run_module
-from esact_cc.weight_store import WeightStore, attach
+from esact_cc.weight_store import WeightStore
 
 IR = """
 func.func @main(%x: tensor<1x3x4xf32>) -> tensor<1x3x2xf32> {
@@ -29,7 +29,6 @@ def test_transposed_weight_and_inline_bias_become_store_handles() -> None:
     module = Parser(make_context(), IR).parse_module()
     weight = np.arange(8, dtype=np.float32).reshape(2, 4) / 8
     store = WeightStore({"dense.weight": weight})
-    attach(module, store)
     x = np.linspace(-1, 1, 12, dtype=np.float32).reshape(1, 3, 4)
     expected = x @ weight.T + np.array([0.5, -1.0], np.float32)
 
@@ -66,7 +65,6 @@ func.func @main(%x: tensor<1x3x4xf32>) -> (tensor<1x3x2xf32>, tensor<1x3x2xf32>)
 def test_a_transposed_weight_shared_by_two_matmuls_is_stored_once() -> None:
     module = Parser(make_context(), SHARED_IR).parse_module()
     store = WeightStore({"tied.weight": np.ones((2, 4), np.float32)})
-    attach(module, store)
     lift_module(module, store)
     module.verify()
     names = [op.operands[1].op.weight_name.data for op in module.walk() if op.name == "transformer.linear"]

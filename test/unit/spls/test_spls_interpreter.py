@@ -20,7 +20,6 @@ from esact_cc.runtime.spls_kernels import (
 from esact_cc.dialect_registry import make_context
 from esact_cc.ir_queries import main_function
 from esact_cc.interpreter.reference_interpreter import Interpreter, run_module
-from esact_cc.weight_store import attach
 from spls_test_layer import layer_fp32, layer_inputs
 
 MODELS = Path(__file__).resolve().parents[3] / "esact_cc" / "models"
@@ -33,8 +32,7 @@ def layer_module(seed: int = 0):
 
 def with_spls(module, store, **options):
     clone = module.clone()
-    attach(clone, store)
-    InsertSplsPass(**options).apply(make_context(), clone)
+    InsertSplsPass(store=store, **options).apply(make_context(), clone)
     clone.verify()
     return clone
 
@@ -84,7 +82,7 @@ def test_k_ratio_one_equals_dense_int8() -> None:
     from esact_cc.passes.quantize import QuantizePass
 
     module, store = layer_module()
-    QuantizePass().apply(make_context(), module)
+    QuantizePass(store=store).apply(make_context(), module)
     inputs = layer_inputs()
     dense = run_module(module, inputs, store)["y"]
     sparse = with_spls(module, store, k_ratio=1.0, threshold=1.5, attention="topk")
