@@ -28,6 +28,7 @@ do) and executed (`tops_per_watt_executed`).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,7 @@ class InstructionInfo:
     nodes: list[str]
     layers: list[int | None]
     components: list[str]
+    instructions: Sequence[Any] = ()  # the program's, for footprints (trace occupancy)
 
     def __len__(self) -> int:
         return len(self.opcodes)
@@ -91,7 +93,8 @@ def instruction_info(program: Any) -> InstructionInfo:
             nodes.append("")
             layers.append(None)
             components.append(QUEUE_COMPONENT[QUEUE_NAMES[q]])
-    return InstructionInfo(opcodes, queues, units, nodes, layers, components)
+    return InstructionInfo(opcodes, queues, units, nodes, layers, components,
+                           program.instructions)
 
 
 @dataclass

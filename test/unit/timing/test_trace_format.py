@@ -22,7 +22,7 @@ def validate_trace_event_format(doc):
     assert doc.get("displayTimeUnit", "ms") in ("ms", "ns")
     for ev in doc["traceEvents"]:
         assert isinstance(ev["name"], str) and ev["name"]
-        assert ev["ph"] in ("X", "M", "s", "f")
+        assert ev["ph"] in ("X", "M", "s", "f", "C")
         assert isinstance(ev["pid"], int) and isinstance(ev["tid"], int)
         if ev["ph"] in ("s", "f"):
             assert isinstance(ev["id"], int) and isinstance(ev["ts"], (int, float))
@@ -31,6 +31,9 @@ def validate_trace_event_format(doc):
             assert ev["name"] in ("process_name", "thread_name", "thread_sort_index",
                                   "process_sort_index")
             assert isinstance(ev["args"], dict)
+        elif ev["ph"] == "C":  # counter: numeric series in args
+            assert isinstance(ev["ts"], (int, float)) and ev["ts"] >= 0
+            assert ev["args"] and all(isinstance(v, (int, float)) for v in ev["args"].values())
         else:
             assert isinstance(ev["ts"], (int, float)) and ev["ts"] >= 0
             assert isinstance(ev["dur"], (int, float)) and ev["dur"] >= 0
@@ -68,13 +71,14 @@ def test_trace_validates_and_has_one_track_per_queue(tmp_path):
     threads = {ev["tid"]: ev["args"]["name"] for ev in doc["traceEvents"]
                if ev["ph"] == "M" and ev["name"] == "thread_name"}
     assert sorted(threads.values()) == sorted(QUEUE_NAMES)
-    slices = [ev for ev in doc["traceEvents"] if ev["ph"] == "X"]
+    slices = [ev for ev in doc["traceEvents"] if ev["ph"] == "X" and ev["cat"] != "stall"]
     assert len(slices) == len(info)
     by_index = {ev["args"]["index"]: ev for ev in slices}
     for i in range(len(info)):
         ev = by_index[i]
         assert threads[ev["tid"]] == QUEUE_NAMES[info.queues[i]]
-        assert ev["name"] == (info.nodes[i] or info.opcodes[i])
+        assert ev["name"] == (f"{info.opcodes[i]} {info.nodes[i]}" if info.nodes[i]
+                              else info.opcodes[i])
         assert ev["cat"] == info.components[i]
         # 1 GHz: 1 cycle = 1 ns = 0.001 us
         assert ev["ts"] == schedule.start[i] / 1000
