@@ -28,6 +28,8 @@ from xdsl.irdl import (
 )
 from xdsl.utils.exceptions import VerifyException
 
+from esact_cc.dialects.onnx_host_op_types import host_only_op_types
+
 # The ONNX op types the importer accepts: the set real Transformer exports use.
 ONNX_OP_TYPES: tuple[str, ...] = (
     "Abs", "Add", "And", "ArgMax", "Cast", "Ceil", "Clip", "Concat", "Constant",
@@ -82,8 +84,12 @@ def _define_op(op_type: str) -> type[OnnxOperation]:
     return irdl_op_definition(cls)
 
 
+HOST_ONLY_OP_TYPES: tuple[str, ...] = host_only_op_types(ONNX_OP_TYPES)
+"""Every other default-domain ONNX op: imported, kept on the host, run by onnxruntime."""
+
 # One class per ONNX op type, e.g. OP_CLASSES["MatMul"] is `onnx.MatMul`.
-OP_CLASSES: dict[str, type[OnnxOperation]] = {t: _define_op(t) for t in ONNX_OP_TYPES}
+OP_CLASSES: dict[str, type[OnnxOperation]] = {
+    t: _define_op(t) for t in ONNX_OP_TYPES + HOST_ONLY_OP_TYPES}
 
 
 @irdl_op_definition

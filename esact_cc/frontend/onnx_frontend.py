@@ -5,7 +5,10 @@ Steps, each a function below:
    weights as zero-copy views of its bytes (`onnx_file_reader`; external data only from the
    model's directory, `onnx_external_data`), validate it (`onnx_validation`: opset, size after
    inlining, structure, onnx's full check), inline local functions.
-2. `check_supported`: every node must be an op of the `onnx` dialect; one error lists them all.
+2. `check_supported`: every node must be an op of the `onnx` dialect (the ops with numpy
+   semantics, and every other default-domain op onnxruntime runs on the host: ConvTranspose,
+   Resize, ...; `dialects/onnx_host_op_types.py`); one error lists them all. After shape
+   inference, `check_host_only_nodes` asks onnxruntime whether it accepts each host-only node.
 3. Initializers and Constant nodes become numpy constants (`numpy_helper.to_array` once per
    tensor; the proto's copy is dropped when we own the proto, so weights exist once).
 4. `fix_input_shapes`: graph inputs get static shapes from `input_shapes`; a dim that stays
@@ -57,9 +60,11 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Block, Operation, Region, SSAValue
 
 from esact_cc import tensor_types
-from esact_cc.dialects.onnx import ONNX_OP_TYPES, OP_CLASSES, WeightOp
+from esact_cc.dialects.onnx import HOST_ONLY_OP_TYPES, OP_CLASSES, WeightOp
+from esact_cc.dialects.onnx_host_op_types import NOT_ON_HOST
 from esact_cc.frontend.folded_result_size import result_elements
-from esact_cc.interpreter.interpret_onnx_ops import constant_value, run_kernel
+from esact_cc.interpreter.interpret_onnx_ops import ONNX_KERNELS, constant_value, run_kernel
+from esact_cc.interpreter.onnxruntime_kernel import check_runs_on_onnxruntime
 from esact_cc.frontend.onnx_attributes import python_from_onnx, xdsl_from_python
 from esact_cc.frontend.onnx_external_data import inline_external_data
 from esact_cc.frontend.onnx_file_reader import read_model
@@ -158,16 +163,21 @@ def load_model(
     return proto, owned, arrays
 
 
+def _unsupported_text(node: NodeProto, index: int) -> str | None:
+    """How the error names a node the `onnx` dialect cannot hold (None: it can)."""
+    domain = node.domain + "." if node.domain not in DEFAULT_DOMAINS else ""
+    text = f"{node_label(node, index)} ({domain}{node.op_type})"
+    if domain or node.op_type not in OP_CLASSES:
+        return text if node.op_type not in NOT_ON_HOST or domain else \
+            f"{text}: {NOT_ON_HOST[node.op_type]}"
+    return None
+
+
 def check_supported(nodes: Sequence[NodeProto], opset: int) -> None:
     """Raise one error listing every node the `onnx` dialect cannot hold."""
-    bad = [
-        f"{node_label(node, i)} ({node.domain + '.' if node.domain not in DEFAULT_DOMAINS else ''}"
-        f"{node.op_type})"
-        for i, node in enumerate(nodes)
-        if node.domain not in DEFAULT_DOMAINS or node.op_type not in ONNX_OP_TYPES
-    ]
+    bad = [text for i, node in enumerate(nodes) if (text := _unsupported_text(node, i))]
     if bad:
-        raise CompileError(f"unsupported ONNX ops ({len(bad)} nodes): {', '.join(bad)}")
+        raise CompileError(f"unsupported ONNX ops ({len(bad)} nodes): {'; '.join(bad)}")
     if opset < 13:
         for i, node in enumerate(nodes):
             axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
@@ -302,8 +312,8 @@ def _try_fold(node: NodeProto, graph: _Graph) -> list[np.ndarray] | None:
     attrs = {a.name: python_from_onnx(a, node.name) for a in node.attribute}
     if node.op_type in _SHAPE_OF_OPS and present and present[0] not in graph.constants:
         return _fold_shape_of(node, graph.types.get(present[0]), attrs)
-    if not all(name in graph.constants for name in present):
-        return None
+    if not all(name in graph.constants for name in present) or node.op_type not in ONNX_KERNELS:
+        return None  # host-only ops stay nodes: onnxruntime runs them, never the folder
     inputs = [graph.constants[name] if name else None for name in node.input]
     if _too_big_to_fold(node, inputs, attrs, graph):
         return None
@@ -436,10 +446,36 @@ def import_onnx(
         _check_constant_outputs(graph)
         _infer_types(graph)
     _infer_types(graph, strict=True)
+    check_host_only_nodes(graph)
     store = store if store is not None else WeightStore()
     module = _ModuleBuilder(graph, store).build()
     attach(module, store)
     return module, store
+
+
+def check_host_only_nodes(graph: _Graph) -> None:
+    """Every host-only node (no numpy kernel: onnxruntime runs it) must be one onnxruntime
+    accepts with its attributes and input types; one error lists those it refuses."""
+    refused: list[str] = []
+    for node in graph.nodes:
+        if node.op_type not in HOST_ONLY_OP_TYPES:
+            continue
+        input_types: list[onnx.TypeProto | None] = []
+        for name in node.input:
+            value_type = graph.types.get(name) if name else None
+            if not name or value_type is None:
+                input_types.append(None if not name else onnx.TypeProto())
+                continue
+            input_types.append(onnx.helper.make_tensor_type_proto(
+                value_type.elem_type, None if value_type.shape is None else
+                [d if d >= 0 else None for d in value_type.shape]))
+        attrs = {a.name: python_from_onnx(a, node.name) for a in node.attribute}
+        error = check_runs_on_onnxruntime(node.op_type, input_types, attrs, len(node.output),
+                                          graph.opset)
+        if error is not None:
+            refused.append(f"{node.name} ({node.op_type}): onnxruntime cannot run it: {error}")
+    if refused:
+        raise CompileError(f"unsupported ONNX ops ({len(refused)} nodes): {'; '.join(refused)}")
 
 
 class _ModuleBuilder:

@@ -2,8 +2,10 @@
 
 `ONNX_KERNELS[op_type](inputs, attrs, n_outputs) -> outputs` is the one definition of what an
 ONNX op computes in esact-cc: the reference interpreter runs `onnx.<OpType>` ops through it,
-and the frontend folds constant (shape-only) subgraphs through it. `inputs` has one entry per
-ONNX input position (None for an omitted optional input); `attrs` holds plain Python values
+and the frontend folds constant (shape-only) subgraphs through it. Ops without a numpy kernel
+here (the host-only ops of `dialects/onnx_host_op_types.py`), and the forms a kernel raises
+`OnnxruntimeOnly` for, run on onnxruntime (`onnxruntime_kernel.py`) at the module's opset.
+`inputs` has one entry per ONNX input position (None for an omitted optional input); `attrs` holds plain Python values
 (int, float, str, lists, numpy arrays for tensor attributes).
 
 Registration with the interpreter (`onnx.<OpType>` and `onnx.weight`) is at the bottom.
@@ -18,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from esact_cc import tensor_types
+from esact_cc.interpreter.onnxruntime_kernel import OnnxruntimeOnly, run_on_onnxruntime
 from esact_cc.runtime.errors import CompileError
 
 Array = np.ndarray
@@ -197,11 +200,10 @@ def _einsum(ins: list[Array | None], attrs: Attrs, n: int) -> list[Array]:
 @kernel("Conv")
 def _conv(ins: list[Array | None], attrs: Attrs, n: int) -> list[Array]:
     x, w = ins[0], ins[1]
-    spatial = x.ndim - 2
-    if spatial != 2:
-        raise CompileError(f"Conv with {spatial} spatial dims is not supported (only 2-D)")
-    if attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
-        raise CompileError(f"Conv auto_pad={attrs['auto_pad']} is not supported")
+    if attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID") or x.ndim != 4:
+        # 1-D and 3-D convolutions, SAME padding: onnxruntime computes them, in the
+        # interpreter as in the binary's host segments, so both agree bit for bit.
+        raise OnnxruntimeOnly
     kh, kw = w.shape[2:]
     sh, sw = attrs.get("strides", [1, 1])
     dh, dw = attrs.get("dilations", [1, 1])
@@ -498,20 +500,34 @@ def _dropout(ins: list[Array | None], attrs: Attrs, n: int) -> list[Array]:
     return [x, np.ones(x.shape, dtype=np.bool_)][:n]
 
 
-def run_kernel(op_type: str, inputs: list[Array | None], attrs: Attrs, n_outputs: int) -> list[Array]:
-    """Evaluate one ONNX op on numpy inputs."""
-    if op_type not in ONNX_KERNELS:
+def run_kernel(op_type: str, inputs: list[Array | None], attrs: Attrs, n_outputs: int,
+               opset: int | None = None) -> list[Array]:
+    """Evaluate one ONNX op on numpy inputs: its numpy kernel, or onnxruntime for a host-only
+    op (or a form its kernel leaves out), at `opset`."""
+    kernel_fn = ONNX_KERNELS.get(op_type)
+    if kernel_fn is not None:
+        try:
+            return kernel_fn(inputs, attrs, n_outputs)
+        except OnnxruntimeOnly:
+            pass
+    if opset is None:
         raise CompileError(f"no numpy semantics for ONNX op {op_type}")
-    return ONNX_KERNELS[op_type](inputs, attrs, n_outputs)
+    return run_on_onnxruntime(op_type, inputs, attrs, n_outputs, opset)
 
 
 # --- registration with the reference interpreter ---------------------------------------------
 def _register_with_interpreter() -> None:
+    from xdsl.dialects.builtin import ModuleOp
+
+    from esact_cc.dialects.onnx import OP_CLASSES
     from esact_cc.frontend.onnx_attributes import onnx_attrs_of
+    from esact_cc.frontend.onnx_export import DEFAULT_OPSET, module_opset
     from esact_cc.interpreter.reference_interpreter import Interpreter, register
 
     def run_onnx_op(interp: Interpreter, op: Any, args: list[Array]) -> list[Array]:
         op_type = op.name.removeprefix("onnx.")
+        module = op.get_toplevel_object()
+        opset = module_opset(module) if isinstance(module, ModuleOp) else DEFAULT_OPSET
         positions = op.attributes.get("onnx_input_positions")
         inputs: list[Array | None] = list(args)
         if positions is not None:
@@ -520,10 +536,11 @@ def _register_with_interpreter() -> None:
                 inputs[position] = value
         out_positions = op.attributes.get("onnx_output_positions")
         wanted = list(out_positions.get_values()) if out_positions is not None else list(range(len(op.results)))
-        outputs = run_kernel(op_type, inputs, onnx_attrs_of(op), max(wanted, default=-1) + 1)
+        outputs = run_kernel(op_type, inputs, onnx_attrs_of(op), max(wanted, default=-1) + 1,
+                             opset)
         return [outputs[i] for i in wanted]
 
-    for op_type in ONNX_KERNELS:
+    for op_type in OP_CLASSES:  # the host-only ones run on onnxruntime (run_kernel)
         register(f"onnx.{op_type}")(run_onnx_op)
 
     @register("onnx.weight")

@@ -106,7 +106,7 @@ def test_esact_opt_reads_onnx_and_its_own_output(model_path, tmp_path):
         (lambda m, t: [str(m), "--compile-to", "onnx"], "input 'x' dim 1 ('seq') is dynamic"),
         (lambda m, t: [str(m), "--input-shape", "x=1xq"], "bad --input-shape 'x=1xq'"),
         (lambda m, t: [str(m), "--input-shape", "y=1x4"], "names 'y', which is not a model input"),
-        (lambda m, t: [str(t / "unsupported.onnx")], "unsupported ONNX ops (2 nodes): /a (Loop), /b (If)"),
+        (lambda m, t: [str(t / "unsupported.onnx")], "unsupported ONNX ops (2 nodes): /a (Loop): control flow with subgraphs"),
         (lambda m, t: [str(m), "--compile-to", "onnx", "--run", "--input", f"x={t / 'none.npy'}",
                        "--output-dir", str(t / "out")], "cannot read --input x"),
         (lambda m, t: [str(m), "--compile-to", "onnx", "--run", "--input", "x=a.npy"], "--run needs --output-dir"),
@@ -135,7 +135,7 @@ def test_esact_opt_errors_are_one_line(tmp_path):
                             [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
     onnx.save(helper.make_model(bad, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "u.onnx")
     assert_one_line_error(run("esact-opt", str(tmp_path / "u.onnx"), "-o", str(tmp_path / "u.mlir")),
-                          "unsupported ONNX ops (1 nodes): /a (Loop)")
+                          "unsupported ONNX ops (1 nodes): /a (Loop): control flow")
     assert not (tmp_path / "u.mlir").exists()
     assert_one_line_error(run("esact-opt", str(tmp_path / "u.onnx"), "-p", "no-such-pass"),
                           "Unrecognized passes: ['no-such-pass']")
