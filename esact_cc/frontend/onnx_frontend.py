@@ -85,7 +85,7 @@ from esact_cc.frontend.onnx_validation import (
     validate_before_inlining,
 )
 from esact_cc.runtime.errors import CompileError
-from esact_cc.weight_store import WeightStore, attach
+from esact_cc.weight_store import WeightStore
 
 INLINE_CONSTANT_MAX_ELEMENTS = 16
 """Constants up to this many elements are inline `onnx.Constant` ops; larger go to the store.
@@ -449,7 +449,6 @@ def import_onnx(
     check_host_only_nodes(graph)
     store = store if store is not None else WeightStore()
     module = _ModuleBuilder(graph, store).build()
-    attach(module, store)
     return module, store
 
 
