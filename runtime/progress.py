@@ -16,8 +16,10 @@ DRAW_AFTER_SECONDS = 0.3  # a terminal bar appears only on runs longer than this
 class ProgressBar:
     """A `progress(done, total)` callback for run_program; `finish()` when the run ends."""
 
-    def __init__(self, stream: TextIO, quiet_seconds: float = 2.0, prog: str = "esact-run") -> None:
+    def __init__(self, stream: TextIO, quiet_seconds: float = 2.0, prog: str = "esact-run",
+                 unit: str = "instructions") -> None:
         self.stream = stream
+        self.unit = unit
         self.tty = stream.isatty()
         self.quiet_seconds = quiet_seconds
         self.prog = prog
@@ -36,7 +38,7 @@ class ProgressBar:
         if elapsed >= self.quiet_seconds:
             decile = int((done / total if total else 1.0) * 10)
             if decile > self.last_decile:
-                self.stream.write(f"{self.prog}: {done}/{total} instructions ({elapsed:.0f}s)\n")
+                self.stream.write(f"{self.prog}: {done}/{total} {self.unit} ({elapsed:.0f}s)\n")
                 self.stream.flush()
                 self.last_decile = decile
 
@@ -48,7 +50,7 @@ class ProgressBar:
 
             console = Console(file=self.stream, force_terminal=True)
             self.bar = Progress(TextColumn(self.prog), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("instructions"), TimeElapsedColumn(),
+                                TextColumn(self.unit), TimeElapsedColumn(),
                                 TextColumn("elapsed"), TimeRemainingColumn(), TextColumn("left"),
                                 console=console, transient=False)
             self.bar.start()
