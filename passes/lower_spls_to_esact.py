@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from esact_cc.dialects import spls, transformer
-from esact_cc.passes import prediction_overlap as overlap
+from esact_cc.dialects.lowering import CYCLES_ATTR
 from esact_cc.passes.lower_gemm import MaskRows, fail, plan_masked_inputs
 from esact_cc.passes.lowering_state import (
     F32,
@@ -74,6 +74,7 @@ from esact_cc.passes.lowering_state import (
 )
 from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.isa import MAX_INT8_HLOG_BITS, Buffer, SimilarityMode
+from xdsl.dialects.builtin import IntegerAttr, i64
 from xdsl.ir import Operation, SSAValue
 
 PREDICT = "predict"
@@ -187,26 +188,29 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
     _hlog_input(lw, c)
     projection = _Projection.plan(lw, c)
     kv = _independent_projections(c.sim, op.x)
-    independent = overlap.lower_aside(lw, kv, masks=None)
-    emitted = {id(ins) for ins in lw.instrs}
-    bpus = projection.emit(lw, c)
-    late = [] if independent is None else overlap.interleave(lw, emitted, independent, bpus)
+    # K / V, lowered while every projection region is reserved (no tile shared), are spread
+    # over the projection's BPUs by the ordering step (prediction_overlap.interleave).
+    independent = lw.lower_aside(kv, masks=None) if kv else None
+    projection_start = lw.label()
+    projection.emit(lw, c)
+    if independent is not None:
+        lw.place("interleave", independent, projection_start)
     lw.free(Buffer.ABUF, r["xc"], *(w for w, _ in projection.code_slots))
     lw.free(Buffer.VBUF, r["sx"], r["real"], *(v for _, v in projection.code_slots))
     masks = _allocate_masks(lw, c)
-    chain_start = len(lw.instrs)  # the chain has no loads: nothing is hoisted into it
+    chain_start = lw.label()
     for b in range(c.batch):
         for r0, n in c.chunks:
             _emit_chunk(lw, c, projection, masks, b, r0, n)
-    chain_first = lw.instrs[chain_start]
-    overlap.sink(lw, late)  # K / V pieces expected after the projection: after the chain
-    # The masked Q linear, lowered while the chain's regions are still allocated (its tiles
+    if independent is not None:  # K / V pieces expected after the projection: after the chain
+        lw.place("sink", independent)
+    # The masked Q linear, lowered while the chain's regions are still reserved (its tiles
     # avoid them, so no false dependency holds its loads behind the last chunk), after it;
     # its input tile's preparation then moves in front of the chain.
-    generation = overlap.lower_aside(lw, _chunk_consumers(c.sim, op.x), masks)
-    if generation:
-        lw.instrs.extend(generation)
-        overlap.hoist_preparation(lw, generation, chain_first)
+    consumers = _chunk_consumers(c.sim, op.x)
+    generation = lw.lower_aside(consumers, masks) if consumers else None
+    if generation is not None:
+        lw.place("prepare", generation, chain_start)
     if r["pam"] is not None:
         lw.free(Buffer.VBUF, r["pam"])
     projection.mask_rows.free()
@@ -216,7 +220,7 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
         lw.free(Buffer.MBUF, r["spa"])
     if independent is None:  # no room beside the projection: after the chain, as one unit
         for early in kv:
-            overlap.lower_now(lw, early)
+            lw.lower_now(early)
 
 
 def _hlog_input(lw: Lowering, c: _Chain) -> None:
@@ -299,24 +303,27 @@ class _Projection:
         return _Projection(codes, c8.address, cv.address, passes, n_tile, acc_buf, mask_rows,
                            code_slots)
 
-    def emit(self, lw: Lowering, c: _Chain) -> list[tuple[Operation, int]]:
-        """The projection's instructions; returns each BPU with its estimated cycles."""
+    def emit(self, lw: Lowering, c: _Chain) -> None:
+        """The projection's instructions; each BPU carries its estimated cycles (an anchor of
+        `prediction_overlap.interleave`)."""
         r, rows, both = c.regions, c.rows, 2 * c.width
-        bpus: list[tuple[Operation, int]] = []  # (BPU, estimated cycles)
+        slot = 0
         for c0, c1 in self.passes:
             cols = c1 - c0
             for n0 in range(c0, c1, self.n_tile):
                 nt = min(self.n_tile, c1 - n0)
-                wt, sb = self.code_slots[len(bpus) % len(self.code_slots)]
+                wt, sb = self.code_slots[slot % len(self.code_slots)]
                 lw.load(Buffer.ABUF, wt, self.codes_at + n0, c.width_in, nt, dram_stride=both)
-                lw.hoist_last(Buffer.ABUF, wt, wt + c.width_in * nt)
+                lw.hoist_last()
                 lw.load(Buffer.VBUF, sb, self.vectors_at + n0 * F32, 2, nt, dram_stride=both * F32)
-                lw.hoist_last(Buffer.VBUF, sb, sb + 2 * nt)
+                lw.hoist_last()
                 acc = self.acc_buf.alloc(rows * nt)
-                lw.emit("bpu", PREDICT, dst_addr=acc, a_buf=Buffer.ABUF, a_addr=r["xc"],
-                        b_buf=Buffer.ABUF, b_addr=wt, m=rows, k=c.width_in, n=nt)
+                bpu = lw.emit("bpu", PREDICT, dst_addr=acc, a_buf=Buffer.ABUF, a_addr=r["xc"],
+                              b_buf=Buffer.ABUF, b_addr=wt, m=rows, k=c.width_in, n=nt)
                 terms = int(np.bitwise_count(np.abs(self.codes[:, n0:n0 + nt].astype(np.int64))).sum())
-                bpus.append((lw.instrs[-1], math.ceil(rows * terms * X_CODE_TERMS / lw.config.bpu_lanes)))
+                bpu.attributes[CYCLES_ATTR] = IntegerAttr(
+                    math.ceil(rows * terms * X_CODE_TERMS / lw.config.bpu_lanes), i64)
+                slot += 1
                 lw.emit("dequant", PREDICT, dst_addr=r["real"] + n0 - c0, src_addr=acc, rows=rows,
                         cols=nt, dst_stride=cols, scale_addr=sb, has_bias=1, bias_addr=sb + nt,
                         scalar_count=1, scalar_addr=r["sx"])
@@ -330,7 +337,6 @@ class _Projection:
                                 rows=c.length, cols=c.width, src_stride=cols,
                                 bits=c.predict.bits.value.data, dynamic=1,
                                 scale_out_addr=r["sqk"] + 2 * b + which, scale=1.0)
-        return bpus
 
 
 def _vector(lw: Lowering, hint: str, array: np.ndarray, cache_key: tuple | None = None) -> int:
@@ -506,7 +512,7 @@ class PredictScratch:
             return self.lw.alloc(self.buf, size)
         addr = self.slots[self.next % len(self.slots)]
         self.next += 1
-        return addr
+        return self.lw.pinned(self.buf, addr, size)
 
     def free(self, addr: int) -> None:
         if not self.slots:

@@ -1,12 +1,19 @@
-"""`lower-to-esact`: quantized Transformer IR -> a flat `esact` program (one op per instruction).
+"""Lowering quantized Transformer IR to a flat `esact` program, as named steps, each a pass
+whose IR can be printed (`esact-opt -p esact-select-instructions` and so on, or
+`esact-cc --print-ir-after-all`):
 
-Input: `func.func @main` holding INT8 `transformer.linear` / `transformer.attention` (with or
-without masks), `transformer.layer_norm|gelu|softmax|add`, `transformer.host` regions, the
-`spls` prediction ops and `onnx.weight` handles (what `quantize` and a sparsity scheme leave).
-Output: the module body becomes the program: declarations
-(`esact.data` weights and constants in the DRAM image, `esact.io` inputs/outputs,
-`esact.host_segment` + `esact.host_tensor` for each host region) followed by the instructions
-in program order, ending in `halt`. Dependency tokens are left empty: `schedule` adds them.
+1. `esact-select-instructions` (this module): `func.func @main` holding INT8
+   `transformer.linear` / `transformer.attention` (with or without masks),
+   `transformer.layer_norm|gelu|softmax|add`, `transformer.host` regions, the `spls`
+   prediction ops and `onnx.weight` handles (what `quantize` and a sparsity scheme leave)
+   becomes the declarations (`esact.data` weights and constants in the DRAM image, `esact.io`
+   inputs/outputs, `esact.host_segment` + `esact.host_tensor` for each host region) and the
+   instructions in selection order, ending in `halt`, on virtual buffers, with the buffer
+   events and placement directives of the `lowering` dialect between them;
+2. `esact-allocate-buffers` (passes/allocate_buffers.py): on-chip addresses;
+3. `esact-order` (passes/order_instructions.py): the program order, from the directives;
+4. `schedule` (passes/schedule.py): the dependency tokens.
+`lower-to-esact` runs steps 1-3 in one pass.
 
 Memory plan:
 - DRAM: every tensor crossing an op boundary gets its own row-major region; weights and
@@ -18,8 +25,9 @@ Memory plan:
   in turn (`BankAllocator`); ABUF, VBUF and MBUF are rings (`RingAllocator`). Either way tile
   n+1 lands elsewhere than tile n, so its load overlaps the compute on tile n (double
   buffering); tile sizes keep one op's live tiles within about half of each buffer.
-- The first weight tile of a linear is loaded before its activations and hoisted above the
-  previous op's SFU/DMA tail (`hoist_last`), so weights stream while that tail runs.
+- The first weight tile of a linear is loaded before its activations and marked to be hoisted
+  above the previous op's SFU/DMA tail (`hoist_last`; done by esact-order), so weights stream
+  while that tail runs.
 
 Instruction selection per op (`BUILTIN_RULES`, and any rule registered with
 `lowering_state.register_lowering`; shared state in `passes/lowering_state.py`):
@@ -38,7 +46,10 @@ from dataclasses import dataclass
 import numpy as np
 from esact_cc.dialects import esact, transformer
 from esact_cc.dialects.onnx import WeightOp
+from esact_cc.backend.emit_esb import CONFIG_HASH_ATTR
+from esact_cc.passes.allocate_buffers import allocate_buffers
 from esact_cc.passes.layer_roles import layers_and_roles
+from esact_cc.passes.order_instructions import order_module
 from esact_cc.passes.lower_gemm import lower_attention, lower_linear
 from esact_cc.passes.lower_spls_to_esact import PREDICTION_RULES
 from esact_cc.passes.lowering_state import (
@@ -60,13 +71,10 @@ from xdsl.context import Context
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp, StringAttr, TensorType
 from xdsl.ir import Operation, SSAValue
-from xdsl.passes import ModulePass
 
 from esact_cc.ir_queries import io_names, main_function, op_label
-from esact_cc.weight_store import WeightStore, store_of
-
-CONFIG_HASH_ATTR = "esact.config_hash"
-"""Module attribute: hash of the hardware config the program was lowered for."""
+from esact_cc.passes.weight_store_pass import WeightStorePass
+from esact_cc.weight_store import WeightStore
 
 
 def rowwise(lw: Lowering, sources: Sequence[DramTensor], dest: SSAValue,
@@ -177,10 +185,10 @@ for _op_type, _rule in BUILTIN_RULES.items():
     register_lowering(_op_type, _rule)
 
 
-def lower_module(module: ModuleOp, store: WeightStore, config: HardwareConfig,
-                 spls_chunk_rows: int | None = None) -> None:
-    """Replace @main of `module` by the esact program (see the module docstring);
-    `spls_chunk_rows` as the pass option of that name."""
+def select_instructions(module: ModuleOp, store: WeightStore, config: HardwareConfig,
+                        spls_chunk_rows: int | None = None) -> None:
+    """Replace @main of `module` by the selection stream of its esact program (see the module
+    docstring); `spls_chunk_rows` as the pass option of that name."""
     function = main_function(module)
     lowering = Lowering(module, store, config, registered_lowerings(), spls_chunk_rows)
     lowering.stamps = layers_and_roles(function)
@@ -207,15 +215,21 @@ def lower_module(module: ModuleOp, store: WeightStore, config: HardwareConfig,
     lowering.emit("halt", None)
     function.detach()
     function.erase()
-    module.body.block.add_ops([*lowering.decls, *lowering.instrs])
+    module.body.block.add_ops([*lowering.decls, *lowering.stream])
     module.attributes[CONFIG_HASH_ATTR] = StringAttr(config.hash)
 
 
-@dataclass(frozen=True)
-class LowerToEsactPass(ModulePass):
-    """quantized/transformer ops + host regions -> esact declarations and instructions."""
+def _check_chunk_rows(step: str, rows: int | None) -> None:
+    if rows is not None and rows < 0:
+        raise CompileError(f"{step}: spls-chunk-rows must be >= 0, got {rows}")
 
-    name = "lower-to-esact"
+
+@dataclass(frozen=True)
+class SelectInstructionsPass(WeightStorePass):
+    """quantized/transformer ops + host regions -> esact declarations and instructions on
+    virtual buffers, in selection order, with placement directives (`dialects/lowering.py`)."""
+
+    name = "esact-select-instructions"
 
     hw: str | None = None
     """Hardware config: a TOML path or the name of a bundled config (default: the default one)."""
@@ -224,12 +238,30 @@ class LowerToEsactPass(ModulePass):
     masked Q GEMM per chunk; passes/lower_spls_to_esact.py). Default: the MAC array's rows,
     so a chunk's Q row tile is one array pass; 0: one chunk of all rows."""
 
-    store: WeightStore | None = None
-    """The weight store the module's handles name (default: the one attached to the module)."""
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        _check_chunk_rows(self.name, self.spls_chunk_rows)
+        select_instructions(op, self.weights(), resolve_config(self.hw), self.spls_chunk_rows)
+
+
+@dataclass(frozen=True)
+class LowerToEsactPass(WeightStorePass):
+    """The lowering's steps in one pass: esact-select-instructions, esact-allocate-buffers,
+    esact-order (then `schedule` assigns the tokens)."""
+
+    name = "lower-to-esact"
+
+    hw: str | None = None
+    """Hardware config: a TOML path or the name of a bundled config (default: the default one)."""
+    spls_chunk_rows: int | None = None
+    """As esact-select-instructions' option of that name."""
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        if self.spls_chunk_rows is not None and self.spls_chunk_rows < 0:
-            raise CompileError("lower-to-esact: spls-chunk-rows must be >= 0, "
-                               f"got {self.spls_chunk_rows}")
-        store = self.store if self.store is not None else store_of(op)
-        lower_module(op, store, resolve_config(self.hw), self.spls_chunk_rows)
+        _check_chunk_rows(self.name, self.spls_chunk_rows)
+        config = resolve_config(self.hw)
+        select_instructions(op, self.weights(), config, self.spls_chunk_rows)
+        allocate_buffers(op, config)
+        order_module(op, config)
+
+
+# Rules of ops defined beside the built-ins, registered when their module is imported.
+from esact_cc.passes import lower_modern_blocks  # noqa: E402,F401

@@ -1,21 +1,33 @@
-"""State of one `lower-to-esact` run: DRAM map, on-chip allocators, emitted instructions.
+"""State of one instruction selection (`esact-select-instructions`): DRAM map, the selection
+stream, virtual on-chip buffers.
 
 `Lowering` holds what every instruction-selection rule shares: the DRAM plan (weights and
 compiler constants in the image, one region per activation, INT8 copies of activations whose
-linear consumers quantize them alike: `plan_activation_formats`), the buffer allocators (WBUF
-and ACC in two banks used in turn, ABUF / VBUF / MBUF as rings: tile n+1 lands elsewhere than
-tile n, so its load overlaps the compute on tile n), emission helpers (LOAD / STORE, QUANT of
-FP32 rows, the FP32 and INT8 writes of an output tile) and the masks on chip (`masks`: MBUF
-regions of each mask value, from an SPLS prediction or a constant). `lower_op` lowers one op
-through the rule table the pass gives it (`rules`), so rules that lower other ops beside
-their own (the SPLS prediction) need no import of the driver.
+linear consumers quantize them alike: `plan_activation_formats`), the selection stream
+(`stream`: instructions in selection order, with the buffer events and placement directives of
+the `lowering` dialect between them), emission helpers (LOAD / STORE, QUANT of FP32 rows, the
+FP32 and INT8 writes of an output tile) and the masks on chip (`masks`: MBUF regions of each
+mask value, from an SPLS prediction or a constant). `lower_op` lowers one op through the rule
+table the pass gives it (`rules`), so rules that lower other ops beside their own (the SPLS
+prediction) need no import of the driver.
+
+On-chip tiles are virtual buffers: `alloc` returns a virtual address (the buffer's id in the
+high bits, `VIRTUAL_SPAN`, so a rule adds offsets to it like to an address) and records a
+`lowering.reserve`; `emit` turns each virtual address field into its offset plus the
+`lowering.vbuf` attribute. The allocators (WBUF and ACC in two banks used in turn, ABUF / VBUF /
+MBUF as rings) run here too, as the capacity model: a tiling that does not fit is known while
+selecting (`lower_aside` falls back on it); addresses are assigned by `esact-allocate-buffers`,
+which replays the events through the same allocators. Where instructions go beyond selection
+order is said by directives (`hoist_last`, `lower_aside`, `place`) and done by `esact-order`.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from types import MappingProxyType
 
 import numpy as np
@@ -24,14 +36,25 @@ from esact_cc.dialects.onnx import WeightOp
 from esact_cc.passes.layer_roles import Stamp, component_of
 from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.hw_config import HardwareConfig
-from esact_cc.runtime.isa import DIM_BITS, Buffer, GeluMode, Queue, buffer_elements, footprint
-from xdsl.dialects.builtin import IntegerAttr, ModuleOp, NameLoc, StringAttr, TensorType, i64
+from esact_cc.dialects import lowering as stream_ops
+from esact_cc.runtime.isa import DIM_BITS, Buffer, GeluMode
+from xdsl.dialects.builtin import (
+    DictionaryAttr,
+    IntegerAttr,
+    ModuleOp,
+    NameLoc,
+    StringAttr,
+    TensorType,
+    UnitAttr,
+    i64,
+)
 from xdsl.ir import Operation, SSAValue
 
 from esact_cc import tensor_types
 from esact_cc.quantized_kernels import input_groups, quant_multiplier
 from esact_cc.ir_queries import op_label
-from esact_cc.backend.sram_allocator import BankAllocator, RingAllocator
+from esact_cc.backend.emit_esb import CONFIG_HASH_ATTR
+from esact_cc.backend.sram_allocator import buffer_allocators
 from esact_cc.weight_store import WeightStore
 
 DRAM_ALIGN = 64
@@ -42,8 +65,26 @@ GELU_MODES = {"none": GeluMode.ERF, "tanh": GeluMode.TANH}
 STAGE_FRACTION = 8  # VBUF: an FP32 staging chunk of activations is at most 1/8 of VBUF
 OUT_FRACTION = 4  # VBUF: one output tile at most 1/4
 HALF = 2  # WBUF / ACC: one tile at most half the buffer (ABUF: a linear's input may take 3/4)
-HOIST_WINDOW = 400
-BANKED_BUFFERS = (Buffer.WBUF, Buffer.ACC)  # one kind of tile each: two banks, used in turn  # how far back (instructions) a weight prefetch may move
+VIRTUAL_SPAN = 1 << 40
+"""Virtual address of offset o in virtual buffer v: (v + 1) * VIRTUAL_SPAN + o (above any
+buffer or DRAM address a field can hold)."""
+
+
+@lru_cache(maxsize=1 << 16)
+def _i64(value: int) -> IntegerAttr:
+    return IntegerAttr(value, i64)
+
+
+def check_selected_for(module: ModuleOp, config: HardwareConfig, step: str) -> None:
+    """A lowering step after selection runs with the hardware config selection used."""
+    selected = module.attributes.get(CONFIG_HASH_ATTR)
+    if not isinstance(selected, StringAttr):
+        raise CompileError(f"{step}: the module is not a selected esact program (it has no "
+                           f"'{CONFIG_HASH_ATTR}'; run esact-select-instructions first)")
+    if selected.data != config.hash:
+        raise CompileError(f"{step}: the program was selected for another hardware config "
+                           f"(hash {selected.data}) than '{config.name}' (hash {config.hash}); "
+                           "give every lowering step the same hw option")
 
 
 def node_name(op: Operation) -> str:
@@ -150,16 +191,22 @@ class Lowering:
         self.store = store
         self.config = config
         self.spls_chunk_rows = spls_chunk_rows  # the pass option; read by lower_spls_to_esact
-        self.rings = {
-            b: (BankAllocator if b in BANKED_BUFFERS else RingAllocator)(b.name, buffer_elements(config, b))
-            for b in Buffer
-        }
+        self.rings = buffer_allocators(config)
+        """The capacity model: does a tile fit beside the live ones (see the module docstring)."""
         self.dram_end = 0
         self.tensors: dict[SSAValue, DramTensor] = {}
         self.placed: dict[str, DramTensor] = {}
         self.constants: dict[tuple, DramTensor] = {}
         self.decls: list[Operation] = []
-        self.instrs: list[Operation] = []
+        self.stream: list[Operation] = []
+        """Instructions in selection order, with buffer events and placement directives."""
+        self.vbuf_sizes: list[int] = []
+        """Size of each virtual buffer, by id."""
+        self.physical: dict[int, int] = {}
+        """Virtual buffer id -> its address in the capacity model's allocators (for `free`)."""
+        self.group: int | None = None
+        """The placement group instructions emitted now belong to (`lower_aside`)."""
+        self.counters = {"group": 0, "label": 0}
         self.host_count = 0
         self.fused: set[Operation] = set()
         self.int8_scale: dict[SSAValue, float | InputFormat] = {}
@@ -168,8 +215,6 @@ class Lowering:
         self.fp32_needed: set[SSAValue] = set()
         """Values some consumer reads in FP32 (non-linear ops, host segments, outputs)."""
         self.int8_tensors: dict[SSAValue, DramTensor] = {}
-        self.hoist_floor = 0
-        """Loads are never hoisted above this instruction index (e.g. above a HOST segment)."""
         self.current: Operation | None = None
         self.layer = -1
         self.stamps: dict[Operation, Stamp] = {}
@@ -249,14 +294,27 @@ class Lowering:
         return np.asarray(self.store[owner.weight_name.data])
 
     # --- emission -------------------------------------------------------------------------------
-    def emit(self, name: str, component: str | None, **fields: float) -> None:
-        attrs = {} if component is None else {"component": StringAttr(component)}
+    def emit(self, name: str, component: str | None, **fields: float) -> esact.InstructionOp:
+        """Append instruction `name`; a field holding a virtual address becomes the offset
+        into its virtual buffer, named by the `lowering.vbuf` attribute."""
+        attrs: dict[str, object] = {} if component is None else {"component": StringAttr(component)}
         if self.layer >= 0:
-            attrs["layer"] = IntegerAttr(self.layer, i64)
-        op = esact.instruction_op(name, attrs, **fields)
+            attrs["layer"] = _i64(self.layer)
+        vbufs = {}
+        for key, value in fields.items():
+            if isinstance(value, (int, np.integer)) and value >= VIRTUAL_SPAN:
+                vid, offset = divmod(int(value), VIRTUAL_SPAN)
+                assert offset <= self.vbuf_sizes[vid - 1], f"{name}.{key} runs off its buffer"
+                fields[key], vbufs[key] = offset, _i64(vid - 1)
+        if vbufs:
+            attrs[stream_ops.VBUF_ATTR] = DictionaryAttr(vbufs)
+        if self.group is not None:
+            attrs[stream_ops.GROUP_ATTR] = _i64(self.group)
+        op = esact.instruction_op(name, attrs, **fields)  # type: ignore[arg-type]
         if self.current is not None:
             op.location = self.current.location
-        self.instrs.append(op)
+        self.stream.append(op)
+        return op
 
     def load(self, buf: Buffer, sram: int, dram: int, rows: int, cols: int, dram_stride: int = 0,
              sram_stride: int = 0) -> None:
@@ -334,24 +392,54 @@ class Lowering:
             self.int8_tensors[value] = DramTensor(self._dram_alloc(math.prod(shape)), shape, np.dtype(np.int8))
         return self.int8_tensors[value]
 
-    def hoist_last(self, buf: Buffer, start: int, end: int) -> None:
-        """Move the just-emitted LOAD of read-only data into `buf`[start, end) back to just
-        after the last MAC-array instruction, past the SFU/DMA tail of the previous op (at most
-        HOIST_WINDOW instructions), so the load queue fetches it while that tail runs instead
-        of after it. Not past anything touching the region: program-order semantics are
-        unchanged, since its DRAM source is never written. Not past the last MAC instruction:
-        the ring allocator keeps the region clear of that one, so the load never blocks the
-        in-order load queue waiting for it."""
-        op = self.instrs.pop()
-        position = len(self.instrs)
-        floor = max(0, position - HOIST_WINDOW, self.hoist_floor)
-        while position > floor:
-            prev = self.instrs[position - 1]
-            assert isinstance(prev, esact.InstructionOp)
-            if prev.isa_spec().queue == Queue.COMPUTE or touches(prev, buf, start, end):
-                break
-            position -= 1
-        self.instrs.insert(position, op)
+    def hoist_last(self) -> None:
+        """Mark the just-emitted LOAD of read-only data to be moved back past the previous
+        op's SFU/DMA tail by the ordering step (`order_instructions.hoist`)."""
+        last = self.stream[-1]
+        assert last.name == "esact.load"
+        last.attributes[stream_ops.HOIST_ATTR] = UnitAttr()
+
+    # --- placement directives -----------------------------------------------------------------
+    def label(self) -> int:
+        """A new point of the stream for a directive to refer to."""
+        self.counters["label"] += 1
+        self.stream.append(stream_ops.LabelOp(self.counters["label"]))
+        return self.counters["label"]
+
+    def place(self, policy: str, group: int, label: int | None = None) -> None:
+        self.stream.append(stream_ops.PlaceOp(policy, group, label))
+
+    def lower_now(self, op: Operation) -> None:
+        """Lower `op` at this point of the program (it is then skipped where it stands)."""
+        self.lower_op(op)
+        self.fused.add(op)
+
+    def lower_aside(self, ops: list[Operation], masks: MaskTiles | None) -> int | None:
+        """Lower `ops` now as a placement group held out of the program (`place "aside"`),
+        for a later directive to place; returns the group. Their tiles are reserved while
+        every region live now is, so they never share one. None, with the lowering state as
+        before (but for unused DRAM constants), when their tiles do not fit (`masks`: the
+        masks whose users the lowering updates)."""
+        saved = (copy.deepcopy(self.rings), len(self.stream), set(self.fused),
+                 None if masks is None else set(masks.users))
+        self.counters["group"] += 1
+        group, self.group = self.counters["group"], self.counters["group"]
+        try:
+            for op in ops:
+                self.lower_now(op)
+        except CompileError:
+            self.rings.clear()
+            self.rings.update(saved[0])
+            del self.stream[saved[1]:]
+            self.fused.clear()
+            self.fused.update(saved[2])
+            if masks is not None and saved[3] is not None:
+                masks.users = saved[3]
+            return None
+        finally:
+            self.group = None
+        self.place("aside", group)
+        return group
 
     def load_weight_tile(self, w: DramTensor, dequant: DramTensor, n0: int, n_tile: int,
                          hoist: bool = False) -> tuple[int, int]:
@@ -363,17 +451,35 @@ class Lowering:
         wt = self.alloc(Buffer.WBUF, k * nt)
         self.load(Buffer.WBUF, wt, w.address + n0, k, nt, dram_stride=n)
         if hoist:
-            self.hoist_last(Buffer.WBUF, wt, wt + k * nt)
+            self.hoist_last()
         sv = self.alloc(Buffer.VBUF, scale_rows * nt)
         self.load(Buffer.VBUF, sv, dequant.address + n0 * F32, scale_rows, nt, dram_stride=n * F32)
         return wt, sv
 
     def alloc(self, buf: Buffer, size: int) -> int:
-        return self.rings[buf].alloc(size)
+        """A new virtual buffer of `size` elements of `buf`: its virtual address."""
+        physical = self.rings[buf].alloc(size)  # the capacity model: raises if it does not fit
+        vid = self.reserve(buf, size)
+        self.physical[vid] = physical
+        return (vid + 1) * VIRTUAL_SPAN
+
+    def reserve(self, buf: Buffer, size: int, address: int | None = None) -> int:
+        """Record virtual buffer `size` elements of `buf` (pinned at `address` if given)."""
+        vid = len(self.vbuf_sizes)
+        self.vbuf_sizes.append(max(1, size))
+        self.stream.append(stream_ops.ReserveOp(vid, buf, max(1, size), address))
+        return vid
+
+    def pinned(self, buf: Buffer, address: int, size: int) -> int:
+        """A virtual buffer at a fixed `address` of `buf`, outside the allocator (never freed)."""
+        return (self.reserve(buf, size, address) + 1) * VIRTUAL_SPAN
 
     def free(self, buf: Buffer, *starts: int) -> None:
         for s in starts:
-            self.rings[buf].release(s)
+            vid, offset = divmod(s, VIRTUAL_SPAN)
+            assert offset == 0 and vid - 1 in self.physical, "free of an address alloc did not give"
+            self.rings[buf].release(self.physical.pop(vid - 1))
+            self.stream.append(stream_ops.ReleaseOp(vid - 1))
 
     def capacity(self, buf: Buffer) -> int:
         return self.rings[buf].capacity
@@ -447,8 +553,3 @@ class Lowering:
 def is_dense_int8_linear(op: Operation) -> bool:
     return isinstance(op, transformer.LinearOp) and op.is_quantized and not op.is_masked
 
-
-def touches(op: Operation, buf: Buffer, start: int, end: int) -> bool:
-    """Does instruction op read or write buf[start, end)? (HOST/HALT count as touching all.)"""
-    assert isinstance(op, esact.InstructionOp)
-    return footprint(op.to_instruction()).touches(buf, start, end)

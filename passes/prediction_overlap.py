@@ -1,64 +1,28 @@
-"""Where the linears lowered beside an SPLS prediction go in the program (ordering helpers of
-`passes/lower_spls_to_esact.py`).
+"""Where the linears lowered beside an SPLS prediction go in the program: the placement
+policies of the ordering step (`passes/order_instructions.py` runs them at the directives
+`passes/lower_spls_to_esact.py` leaves in the selection stream).
 
 The K / V linears of the prediction's input (`attention=dense`) do not depend on it, and the
-masked Q linear needs only one prediction chunk per GEMM: lowered beside the chain and
-placed among its instructions, the compute queue runs them while the BPU predicts. Moves are
-checked against `isa.footprint` (the analysis `schedule` derives tokens from): nothing moves
-past an instruction it shares a region with, one of them writing, so program-order semantics
-hold.
+masked Q linear needs only one prediction chunk per GEMM: lowered beside the chain (a group
+held aside, `Lowering.lower_aside`) and placed among its instructions, the compute queue runs
+them while the BPU predicts. Every move is checked against `isa.footprint` on the allocated
+program (the analysis `schedule` derives tokens from): nothing moves past an instruction it
+shares a region with, one of them writing, so program-order semantics hold.
 """
 
 from __future__ import annotations
 
-import copy
-
-from esact_cc.passes.lowering_state import Lowering, MaskTiles
-from esact_cc.runtime.errors import CompileError
+from esact_cc.dialects.lowering import CYCLES_ATTR
+from esact_cc.runtime.hw_config import HardwareConfig
 from esact_cc.runtime.isa import Buffer, Footprint, footprint
 from xdsl.ir import Operation
 
 
-def lower_now(lw: Lowering, op: Operation) -> None:
-    """Lower `op` at this point of the program (it is then skipped where it stands)."""
-    lw.lower_op(op)
-    lw.fused.add(op)
-
-
-def lower_aside(lw: Lowering, ops: list[Operation],
-                 masks: MaskTiles | None) -> list[Operation] | None:
-    """Lower `ops` now and take their instructions out of the program, to be placed later in
-    the prediction's stretch of it. Their tiles are allocated while every region of the
-    prediction is live, so they never share one (the only exception, PredictScratch's ACC
-    slots, is checked by `interleave`); a weight load hoisted above this point
-    (`hoist_last`) stays there. None, with the lowering state as before (but for unused DRAM
-    constants), when their tiles do not fit beside the prediction's (`masks`: the layer's
-    masks, whose users the lowering updates)."""
-    saved = (copy.deepcopy(lw.rings), list(lw.instrs), set(lw.fused),
-             None if masks is None else set(masks.users))
-    before = {id(i) for i in lw.instrs}
-    try:
-        for op in ops:
-            lower_now(lw, op)
-    except CompileError:
-        lw.rings.clear()
-        lw.rings.update(saved[0])
-        lw.instrs[:] = saved[1]
-        lw.fused.clear()
-        lw.fused.update(saved[2])
-        if masks is not None and saved[3] is not None:
-            masks.users = saved[3]
-        return None
-    last_old = max((i for i, ins in enumerate(lw.instrs) if id(ins) in before), default=-1)
-    body = lw.instrs[last_old + 1:]
-    del lw.instrs[last_old + 1:]
-    return body
-
-
-def interleave(lw: Lowering, emitted: set[int], body: list[Operation],
-                anchors: list[tuple[Operation, int]]) -> list[Operation]:
-    """Spread `body` (the K / V linears) over the prediction instructions emitted since
-    `emitted` (ids of the instructions before them; some loads were hoisted among those).
+def interleave(program: list[Operation], emitted: set[int], body: list[Operation],
+               config: HardwareConfig) -> list[Operation]:
+    """Spread `body` (the K / V linears) over the prediction instructions of `program`
+    selected since `emitted` (ids of the instructions before them; some loads were hoisted
+    among those).
 
     The body is cut after each GEMM. With estimated cycles for the BPU anchors (BPU, cycles)
     and the GEMMs, GEMM g and the loads before it go just before the anchor running when
@@ -72,29 +36,31 @@ def interleave(lw: Lowering, emitted: set[int], body: list[Operation],
     Returns the pieces placed after the last anchor (for `sink`)."""
     if not body:
         return []
-    segment = [ins for ins in lw.instrs if id(ins) not in emitted]
+    segment = [ins for ins in program if id(ins) not in emitted]
     if conflicting(body, segment):
-        lw.instrs.extend(body)
+        program.extend(body)
         return []
-    placed = _placements(lw, body, anchors)
+    anchors = [(ins, ins.attributes[CYCLES_ATTR].value.data)  # type: ignore[attr-defined]
+               for ins in segment if CYCLES_ATTR in ins.attributes]
+    placed = _placements(config, body, anchors)
     before: dict[int, list[Operation]] = {}
     after: list[Operation] = []
     for at, group in placed:
         (after if at is None else before.setdefault(id(anchors[at][0]), [])).extend(group)
     merged: list[Operation] = []
     last = segment[-1]
-    for ins in lw.instrs:
+    for ins in program:
         merged.extend(before.pop(id(ins), ()))
         merged.append(ins)
         if ins is last:
             merged.extend(after)
     assert not before
-    lw.instrs[:] = merged
+    program[:] = merged
     return after
 
 
-def _placements(lw: Lowering, body: list[Operation], anchors: list[tuple[Operation, int]]
-                ) -> list[tuple[int | None, list[Operation]]]:
+def _placements(config: HardwareConfig, body: list[Operation],
+                anchors: list[tuple[Operation, int]]) -> list[tuple[int | None, list[Operation]]]:
     """(anchor index or None for after the last anchor, instructions to place before it) of
     each piece of `body` (see `interleave`)."""
     pieces: list[list[Operation]] = [[]]
@@ -128,12 +94,12 @@ def _placements(lw: Lowering, body: list[Operation], anchors: list[tuple[Operati
         if gemm:
             instr = gemm[0].to_instruction()  # type: ignore[attr-defined]
             start = starts[at] if at is not None else t
-            ready = max(ready, start) + (-(-instr["m"] // lw.config.mac_rows)
-                                         * -(-instr["n"] // lw.config.mac_cols) * instr["k"])
+            ready = max(ready, start) + (-(-instr["m"] // config.mac_rows)
+                                         * -(-instr["n"] // config.mac_cols) * instr["k"])
     return placed
 
 
-def hoist_preparation(lw: Lowering, body: list[Operation], target: Operation) -> None:
+def hoist_preparation(program: list[Operation], body: list[Operation], target: Operation) -> None:
     """Move the instructions of `body` (in the program) before its first GEMM, the input
     tile's LOAD / QUANT that do not depend on the prediction, to just before `target` (the
     chain's first instruction), each one that shares no region (one writing) with what it
@@ -145,11 +111,11 @@ def hoist_preparation(lw: Lowering, body: list[Operation], target: Operation) ->
         if ins.name == "esact.gemm":
             break
         prefix.append(ins)
-    start = next(k for k, ins in enumerate(lw.instrs) if ins is target)
-    first = next(k for k, ins in enumerate(lw.instrs) if ins is prefix[0]) if prefix else None
+    start = next(k for k, ins in enumerate(program) if ins is target)
+    first = next(k for k, ins in enumerate(program) if ins is prefix[0]) if prefix else None
     if first is None:
         return
-    passed = lw.instrs[start:first]
+    passed = program[start:first]
     moved: list[Operation] = []
     stay: list[Operation] = []
     for ins in prefix:
@@ -161,11 +127,11 @@ def hoist_preparation(lw: Lowering, body: list[Operation], target: Operation) ->
     if not moved:
         return
     ids = {id(ins) for ins in moved}
-    rest = [ins for ins in lw.instrs[start:] if id(ins) not in ids]
-    lw.instrs[start:] = moved + rest
+    rest = [ins for ins in program[start:] if id(ins) not in ids]
+    program[start:] = moved + rest
 
 
-def sink(lw: Lowering, late: list[Operation]) -> None:
+def sink(program: list[Operation], late: list[Operation]) -> None:
     """Move `late` (in their order) to the end of the program when they share no region with
     an instruction they pass (one writing): the K / V pieces expected after the projection,
     whose epilogues would otherwise hold the in-order SFU queue (and their loads the load
@@ -173,10 +139,10 @@ def sink(lw: Lowering, late: list[Operation]) -> None:
     if not late:
         return
     ids = {id(ins) for ins in late}
-    first = next(k for k, ins in enumerate(lw.instrs) if id(ins) in ids)
-    passed = [ins for ins in lw.instrs[first:] if id(ins) not in ids]
+    first = next(k for k, ins in enumerate(program) if id(ins) in ids)
+    passed = [ins for ins in program[first:] if id(ins) not in ids]
     if not conflicting(late, passed):
-        lw.instrs[first:] = passed + [ins for ins in lw.instrs[first:] if id(ins) in ids]
+        program[first:] = passed + [ins for ins in program[first:] if id(ins) in ids]
 
 
 def _footprint_of(op: Operation) -> Footprint:

@@ -18,6 +18,9 @@ PASS_MODULES: dict[str, tuple[str, str]] = {
     "insert-spls": ("insert_spls", "InsertSplsPass"),
     "insert-sanger": ("insert_sanger", "InsertSangerPass"),
     "lower-to-esact": ("lower_to_esact", "LowerToEsactPass"),
+    "esact-select-instructions": ("lower_to_esact", "SelectInstructionsPass"),
+    "esact-allocate-buffers": ("allocate_buffers", "AllocateBuffersPass"),
+    "esact-order": ("order_instructions", "OrderPass"),
     "schedule": ("schedule", "SchedulePass"),
 }
 

@@ -13,6 +13,11 @@ elements of the buffer's type.
 from __future__ import annotations
 
 from esact_cc.runtime.errors import CompileError
+from esact_cc.runtime.hw_config import HardwareConfig
+from esact_cc.runtime.isa import Buffer, buffer_elements
+
+BANKED_BUFFERS = (Buffer.WBUF, Buffer.ACC)
+"""Buffers holding one kind of tile each (weights, accumulators): two banks, used in turn."""
 
 
 class RingAllocator:
@@ -88,3 +93,9 @@ class BankAllocator:
 
     def release(self, start: int) -> None:
         self.live.remove(start // self.bank_size)
+
+
+def buffer_allocators(config: HardwareConfig) -> dict[Buffer, RingAllocator | BankAllocator]:
+    """One allocator per on-chip buffer of `config`, each with its policy."""
+    return {b: (BankAllocator if b in BANKED_BUFFERS else RingAllocator)(b.name, buffer_elements(config, b))
+            for b in Buffer}
