@@ -17,6 +17,7 @@ from esact_cc.sparsity.spls_options import SplsConfig
 class SangerConfig(SplsConfig):
     FORMAT: ClassVar[str] = "esact-sanger-config"
     WHAT: ClassVar[str] = "Sanger config"
+    A_WHAT: ClassVar[str] = "a Sanger config"
 
     @classmethod
     def options_type(cls) -> type:

@@ -36,6 +36,7 @@ class SplsConfig(SchemeSettings):
     FORMAT: ClassVar[str] = CONFIG_FORMAT
     """The JSON's "format" (another scheme's config subclass names its own and options)."""
     WHAT: ClassVar[str] = "SPLS config"
+    A_WHAT: ClassVar[str] = "an SPLS config"
 
     def __post_init__(self) -> None:
         self.options_class = self.options_type()
@@ -65,7 +66,7 @@ class SplsConfig(SchemeSettings):
         except RecursionError:
             raise CompileError(f"{where}: JSON nested too deeply") from None
         if not isinstance(data, dict) or data.get("format") != cls.FORMAT:
-            raise CompileError(f"{where}: not an {cls.WHAT} (\"format\": \"{cls.FORMAT}\" "
+            raise CompileError(f"{where}: not {cls.A_WHAT} (\"format\": \"{cls.FORMAT}\" "
                                "missing; write one with esact-tune)")
         if data.get("version") != CONFIG_VERSION:
             raise CompileError(f"{where}: unsupported version {data.get('version')!r} "
