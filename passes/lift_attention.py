@@ -34,7 +34,12 @@ from esact_cc.passes.lift_transformer_graph import (
     require,
     shape_of,
 )
-from esact_cc.passes.lift_rotary import Rotary, match_repeat_kv, match_rotary
+from esact_cc.passes.lift_rotary import (
+    Rotary,
+    match_flat_transpose,
+    match_repeat_kv,
+    match_rotary,
+)
 from esact_cc.passes.lift_transformer_pattern import LiftPattern
 from xdsl.dialects.builtin import Float32Type, TensorType
 from xdsl.ir import Operation, SSAValue
@@ -98,10 +103,11 @@ class AttentionPattern(LiftPattern):
         batch, heads, lq, lk = shape_of(op.operands[0])
         axis = int(graph.attrs(op).get("axis", -1))
         require(axis % 4 == 3, f"{where}: Softmax axis {axis} is not the last axis")
-        graph.require_single_use(op.results[0], f"the attention probabilities of {where}")
-        pv = graph.only_user(op.results[0], "MatMul")
+        probs = self._skip_nan_guard(op.results[0], graph, where)
+        graph.require_single_use(probs, f"the attention probabilities of {where}")
+        pv = graph.only_user(probs, "MatMul")
         require(
-            pv is not None and pv.operands[0] is op.results[0],
+            pv is not None and pv.operands[0] is probs,
             f"{where}: the probabilities are not the left operand of a MatMul (P V)",
         )
         assert pv is not None
@@ -150,6 +156,26 @@ class AttentionPattern(LiftPattern):
         else:
             merge.results[0].replace_all_uses_with(attention.result)
         return attention
+
+    @staticmethod
+    def _skip_nan_guard(probs: SSAValue, graph: OnnxGraph, where: str) -> SSAValue:
+        """sdpa exports guard the probabilities, Where(IsNaN(P), 0, P): a row whose every key
+        is masked gives 0, which is what the attention op computes for it (the hardware's
+        softmax rule). Returns the guarded value, or `probs` when there is no guard."""
+        if probs.has_one_use() or probs.uses.get_length() != 2:
+            return probs
+        users = {use.operation for use in probs.uses}
+        isnan = next((u for u in users if isinstance(u, OnnxOperation) and u.op_type == "IsNaN"), None)
+        guard = graph.only_user(isnan.results[0], "Where") if isnan is not None else None
+        if guard is None or users != {isnan, guard}:
+            return probs
+        cond, zero, kept = guard.operands
+        require(
+            cond is isnan.results[0] and kept is probs and graph.is_const(zero)
+            and graph.scalar(zero, f"{where}: the NaN guard's fill") == 0.0,
+            f"{where}: {location_name(guard)} is not Where(IsNaN(P), 0, P)",
+        )
+        return guard.results[0]
 
     # --- scores ----------------------------------------------------------------------
     def _walk_scores(
@@ -355,6 +381,12 @@ class AttentionPattern(LiftPattern):
             elif op.op_type in ("Add", "Concat") and split.rotary is None:
                 value, split.rotary = match_rotary(op, graph, f"the {what} heads")
                 shared, boundary = value, "rotary"
+            elif op.op_type == "Reshape" and (
+                flat := match_flat_transpose(value, graph, f"the {what} heads")
+            ) is not None:
+                perm = tuple((0, 1, 3, 2)[i] for i in perm)
+                segment = tuple((0, 1, 3, 2)[i] for i in segment)
+                value = flat
             elif op.op_type in ("Reshape", "Expand") and split.repeat == 1 and (
                 repeat := match_repeat_kv(value, graph, f"the {what} heads")
             ):

@@ -14,6 +14,10 @@ and head (they are functions of the position only), so one [L, R] table each bec
 repeat_kv (grouped-query and multi-query attention): x [B, Hkv, L, d] -Unsqueeze(axis 2)->
 -Expand-> [B, Hkv, n, L, d] -Reshape-> [B, Hkv * n, L, d]; K / V head g serves query heads
 g * n .. g * n + n - 1, which is `transformer.attention`'s `kv_heads` rule.
+
+Flattened K^T (the dynamo exporter's sdpa decomposition): x [B, H, L, d] (or repeat_kv's
+[B, Hkv, n, L, d]) -Reshape-> [B * H, L, d] -Transpose(0, 2, 1)-> -Reshape-> [B, H, d, L] is
+Transpose(x, (0, 1, 3, 2)) written in three dimensions.
 """
 
 from __future__ import annotations
@@ -182,3 +186,28 @@ def match_repeat_kv(value: SSAValue, graph: OnnxGraph, where: str) -> tuple[SSAV
     for v in (unsqueeze.results[0], expand.results[0]):
         graph.require_single_use(v, f"{where}: repeat_kv at {location_name(v.op)}")  # type: ignore[union-attr]
     return x, repeat
+
+
+def match_flat_transpose(value: SSAValue, graph: OnnxGraph, where: str) -> SSAValue | None:
+    """`value` [B, H, d, L] = the flattened transpose of x [B, H, L, d] (or [B, Hkv, n, L, d]):
+    x; None if `value` is not a Reshape of a 3-D Transpose."""
+    outer = graph.producer(value, "Reshape")
+    transpose = graph.producer(outer.operands[0], "Transpose") if outer is not None else None
+    inner = graph.producer(transpose.operands[0], "Reshape") if transpose is not None else None
+    if outer is None or transpose is None or inner is None:
+        return None
+    x = inner.operands[0]
+    src, out = shape_of(x), shape_of(value)
+    perm = [int(i) for i in graph.attrs(transpose).get("perm", (2, 1, 0))]
+    require(len(src) in (4, 5) and len(out) == 4 and perm == [0, 2, 1],
+            f"{where}: {location_name(transpose)} is not a flattened transpose of the last axes")
+    lead = int(np.prod(src[:-2]))
+    require(
+        shape_of(inner.results[0]) == (lead, *src[-2:])
+        and out == (src[0], lead // src[0], src[-1], src[-2]),
+        f"{where}: {location_name(outer)} reshapes {fmt_shape(src)} to {fmt_shape(out)} through "
+        "three dimensions, not as a transpose of the last two axes",
+    )
+    for v in (inner.results[0], transpose.results[0]):
+        graph.require_single_use(v, f"{where}: the flattened transpose at {location_name(v.op)}")  # type: ignore[union-attr]
+    return x
