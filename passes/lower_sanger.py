@@ -23,7 +23,6 @@ from esact_cc.ir_queries import op_label
 from esact_cc.passes.lower_gemm import MaskRows
 from esact_cc.passes.lowering_state import HALF, Lowering, MaskTiles, register_lowering, shape_of
 from esact_cc.quantized_kernels import quant_multiplier
-from esact_cc.runtime import isa_sanger  # noqa: F401  (the instructions this rule emits)
 from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.isa import Buffer
 from esact_cc.runtime.sanger_kernels import score_scale

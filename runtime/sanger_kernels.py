@@ -2,9 +2,10 @@
 interpreter (`sanger.predict_mask`) and the functional model (SANGER_PREDICT, SANGER_PACK), so
 the compiled program's masks equal the interpreter's bit for bit.
 
-Sanger (Lu et al., MICRO 2021; the authors' code: github.com/hatsu3/Sanger, commit 5d99ba3; file:line cited below)
-predicts each head's attention from low-bit Q and K, applies softmax to the predicted scores
-and keeps the (query, key) positions whose predicted probability exceeds a threshold:
+Sanger (Lu et al., MICRO 2021; the authors' code: github.com/hatsu3/Sanger at commit 5d99ba3,
+cited as file:line below) predicts each head's attention from low-bit Q and K, applies softmax
+to the predicted scores and keeps the (query, key) positions whose predicted probability
+exceeds a threshold:
 - modeling_bert.py:277-289: scores = quant_matmul(Q, K^T) / sqrt(d_head), mask from them;
 - quant_utils.py:23-36, 451-467: symmetric linear quantization to `bits`, levels
   +-(2^(bits-1) - 1), scale = that level / threshold (threshold: a calibrated max |x|, an EMA
