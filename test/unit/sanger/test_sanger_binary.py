@@ -7,11 +7,12 @@
   from the interpreter's by the host segments' float rounding only, as dense binaries do);
 - MAC accounting: the report executes the dense MACs minus exactly the QK and PV work of the
   positions the interpreter's masks drop;
-- SANGER_PACK's cycles are the pack-and-split model's for the masks it packs.
+- the command-line path: esact-cc -> esact-run equals esact-cc --run (the interpreter).
 """
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +132,22 @@ def test_fixture_masks_on_the_hardware_equal_the_interpreters(fixture, recorded_
     assert sum(int((~m).sum()) for m in masks) > 0
     for name, value in expected.items():  # host segments round differently, as when dense
         np.testing.assert_allclose(result.outputs[name], value, atol=1e-5)
+
+
+def test_the_command_line_tools_agree_bit_for_bit(tmp_path, calibration):
+    """esact-cc --sparsity sanger -> .esb -> esact-run equals esact-cc --run at the sparsity
+    stage (the reference interpreter), per-layer thresholds included."""
+    np.save(tmp_path / "image.npy", MODEL.test_images[:1])
+    common = [str(MODEL.onnx_path), "--calibration-data", calibration, "--sparsity", "sanger",
+              "--sparsity-option", "threshold=0.05", "--sparsity-option", "2:threshold=0.1"]
+    feed = ["--input", f"{MODEL.input_name}=image.npy"]
+    for command in (["esact-cc", *common, "-o", "model.esb"],
+                    ["esact-run", "model.esb", *feed, "--output-dir", "binary"],
+                    ["esact-cc", *common, "--compile-to", "sparsity", "-o", "model.mlir",
+                     "--run", *feed, "--output-dir", "reference"]):
+        subprocess.run(command, cwd=tmp_path, check=True, capture_output=True)
+    np.testing.assert_array_equal(np.load(tmp_path / "binary" / "logits.npy"),
+                                  np.load(tmp_path / "reference" / "logits.npy"))
+    listing = subprocess.run(["esact-objdump", "-d", "model.esb"], cwd=tmp_path, check=True,
+                             capture_output=True, text=True).stdout
+    assert listing.count("sanger_predict") == listing.count("sanger_pack") > 0
