@@ -1,0 +1,66 @@
+"""`esact-sweep`: run a design-space sweep (a TOML spec) and write its tidy result table.
+
+    esact-sweep spec.toml -o OUT_DIR [--workers N] [--ray ADDRESS|local]
+                [--table csv,parquet] [--plots DIR]
+
+Finished points are kept in OUT_DIR/results.jsonl: running the same command again (after a
+kill, or with more points in the spec) evaluates only the points not finished yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from esact_cc.runtime.cli.output_paths import check_output_dir
+from esact_cc.runtime.cli.user_errors import exit_code_of
+
+PROG = "esact-sweep"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser.add_argument("spec", help="sweep spec (TOML)")
+    parser.add_argument("-o", "--output-dir", required=True,
+                        help="results.jsonl (finished points), results.csv/.parquet")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="worker processes (default: one per CPU; 1 runs in this process)")
+    parser.add_argument("--ray", metavar="ADDRESS", default=None,
+                        help="run on a Ray cluster ('local' starts one with --workers CPUs)")
+    parser.add_argument("--table", default="csv",
+                        help="comma-separated table formats: csv, parquet (needs pyarrow)")
+    parser.add_argument("--plots", metavar="DIR", default=None,
+                        help="Pareto-front plots (cycles, energy, accuracy loss) as PNG")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    def sweep() -> int:
+        from esact_cc.runtime.progress import ProgressBar
+        from esact_cc.sweep.runner import run_sweep
+
+        args = build_parser().parse_args(argv)
+        check_output_dir("--output-dir", args.output_dir)
+        if args.plots is not None:
+            check_output_dir("--plots", args.plots)
+        bar = ProgressBar(sys.stderr, prog=PROG, unit="points")
+        try:
+            outcome = run_sweep(args.spec, args.output_dir, workers=args.workers,
+                                ray_address=args.ray, formats=args.table.split(","),
+                                plots_dir=args.plots, progress=bar)
+        finally:
+            bar.finish()
+        front = sum(row["pareto_front"] for row in outcome.rows)
+        print(f"{len(outcome.rows)} points ({outcome.ran} evaluated now in "
+              f"{outcome.groups_ran} compile groups, {len(outcome.rows) - outcome.ran} "
+              f"finished before) in {outcome.seconds:.1f} s; {front} on a Pareto front")
+        for path in outcome.written:
+            print(f"wrote {path}")
+        return 0
+
+    return exit_code_of(PROG, sweep)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""One group of points: compile once, execute once per test sample, re-time every point.
+
+Outputs and work records depend on the program and the input only (runtime/retiming.py), so
+a group compiles its model under the first point's config, measures the accuracy on the
+test samples once, records a run per timed input and re-times it for each point's config.
+Runs in a worker process (local pool or Ray): everything it needs is in the `GroupTask`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from esact_cc.runtime.atomic_write import atomic_write
+from esact_cc.runtime.errors import UsageError
+
+from .points import Group, hardware_config
+from .spec import BUNDLED_MODEL, ModelSpec
+
+
+@dataclass(frozen=True)
+class ModelData:
+    """A model's files and its test samples (one input dict per sample) and labels."""
+
+    onnx_path: Path
+    calibration_path: Path
+    samples: list[dict[str, np.ndarray]]
+    labels: np.ndarray
+
+
+@dataclass(frozen=True)
+class GroupTask:
+    group: Group
+    model: ModelData
+    accuracy_samples: int
+    reference_accuracy: float  # the fp32 model (onnxruntime) on the same samples
+
+
+def load_model_data(model: ModelSpec, spec_dir: Path, work_dir: Path) -> ModelData:
+    """The model's ONNX file, calibration file and test split (the bundled digits ViT's, or
+    the files the spec names, relative to the spec)."""
+    from esact_cc.tuning.spls_calibration_inputs import load_calibration_data, model_inputs
+
+    if model.name == BUNDLED_MODEL and model.onnx is None:
+        from esact_cc.bundled_model import MODELS_DIR, load_bundled_model
+
+        bundled = load_bundled_model()
+        onnx_path, test_path = bundled.onnx_path, MODELS_DIR / bundled.metadata["test_file"]
+        calibration = work_dir / f"calibration-{model.name}.npz"  # keyed by the input name
+        atomic_write(calibration, lambda handle: np.savez(
+            handle, **{bundled.input_name: bundled.calibration_images}))
+    else:
+        onnx_path = spec_dir / str(model.onnx)
+        test_path = spec_dir / str(model.test_data)
+        calibration = spec_dir / model.calibration_data if model.calibration_data else None
+    data = load_calibration_data(test_path, model_inputs(onnx_path), model.labels_key)
+    if data.labels is None:
+        raise UsageError(f"test data '{test_path}' has no labels array '{model.labels_key}'")
+    return ModelData(onnx_path, calibration, data.samples, np.asarray(data.labels))
+
+
+def predictions(outputs: dict[str, np.ndarray]) -> np.ndarray:
+    """Class predictions of one sample: argmax of the first output's last axis."""
+    first = next(iter(outputs.values()))
+    return np.asarray(first).reshape(-1, first.shape[-1]).argmax(-1)
+
+
+def reference_accuracy(model: ModelData, count: int) -> float:
+    """Accuracy of the fp32 ONNX model (onnxruntime) on the first `count` test samples."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model.onnx_path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    hits = [predictions(dict(zip(names, session.run(None, sample))))
+            == model.labels[k].reshape(-1) for k, sample in enumerate(model.samples[:count])]
+    return float(np.mean(np.concatenate(hits)))
+
+
+def compile_group(task: GroupTask, work_dir: Path) -> Any:
+    """The group's program (esb.Program), compiled under its first point's config."""
+    from esact_cc import api
+
+    group = task.group
+    config = hardware_config(group.base, group.points[0].hardware)
+    hw = work_dir / "hw.toml"
+    hw.write_text(config.to_toml())
+    options: dict[str, Any] = {"hw": str(hw), "sparsity": group.sparsity["scheme"]}
+    if group.sparsity["options"]:
+        options["sparsity_option"] = list(group.sparsity["options"])
+    if task.model.calibration_path is not None:
+        options["calibration_data"] = str(task.model.calibration_path)
+    return api.compile(task.model.onnx_path, stage="esb", **options).program(), config
+
+
+def evaluate_group(task: GroupTask) -> list[dict[str, Any]]:
+    """One result row per point of the group (its parameters, then its figures)."""
+    from esact_cc.runtime.functional import execute
+    from esact_cc.runtime.retiming import retime
+    from esact_cc.runtime.run_program import run_program
+
+    with tempfile.TemporaryDirectory(prefix="esact-sweep-") as tmp:
+        program, config = compile_group(task, Path(tmp))
+    model, count = task.model, task.accuracy_samples
+    timed = sorted({point.input for point in task.group.points})
+    recorded = {k: run_program(program, model.samples[k], config) for k in timed}
+    hits = []
+    for k in range(count):
+        outputs = recorded[k].outputs if k in recorded else \
+            execute(program, model.samples[k], config).outputs
+        hits.append(predictions(outputs) == model.labels[k].reshape(-1))
+    accuracy = float(np.mean(np.concatenate(hits)))
+    rows = []
+    for point in task.group.points:
+        point_config = hardware_config(task.group.base, point.hardware)
+        report = retime(recorded[point.input], point_config).report
+        rows.append({"point_id": point.id, **point.params, "group_id": task.group.id,
+                     "instructions": len(program.instructions), **report_figures(report),
+                     "accuracy": accuracy, "accuracy_reference": task.reference_accuracy,
+                     "accuracy_loss": task.reference_accuracy - accuracy})
+    return rows
+
+
+def report_figures(report: dict[str, Any]) -> dict[str, Any]:
+    """The report's scalar figures as flat columns: total.*, energy.* (not its constants),
+    roofline cycles."""
+    figures: dict[str, Any] = {}
+    _flatten("total", report["total"], figures)
+    energy = {k: v for k, v in report["energy"].items() if k != "constants"}
+    _flatten("energy", energy, figures)
+    figures["roofline_cycles"] = report["roofline_cycles"]
+    figures["roofline_bound_by"] = report["roofline"]["bound_by"]
+    return figures
+
+
+def _flatten(prefix: str, value: Any, into: dict[str, Any]) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _flatten(f"{prefix}.{key}", item, into)
+    elif isinstance(value, (int, float, str, bool)):
+        into[prefix] = value

@@ -1,0 +1,140 @@
+"""Running a sweep: the groups whose points are not finished yet, on this process
+(`workers=1`), a local process pool, or a Ray cluster (`ray_address`: an address, or
+"local" to start one on this machine with `workers` CPUs; workers must see the spec's files
+at the same paths). Rows are stored as each group finishes, so a killed sweep resumes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from esact_cc.runtime.errors import UsageError
+
+from .evaluate import GroupTask, evaluate_group, load_model_data, reference_accuracy
+from .pareto import mark_fronts, plot_fronts
+from .points import Group, expand
+from .spec import load_spec
+from .store import ResultStore, check_formats, write_tables
+
+ProgressFn = Callable[[int, int], None]  # (points done, points in the sweep)
+
+
+@dataclass
+class SweepOutcome:
+    rows: list[dict[str, Any]]  # one per point, spec order
+    ran: int  # points evaluated by this call (the rest were finished before)
+    groups_ran: int
+    seconds: float
+    written: list[Path]
+
+
+def run_sweep(spec_path: str | Path, out_dir: str | Path, *, workers: int = 1,
+              ray_address: str | None = None, formats: Sequence[str] = ("csv",),
+              plots_dir: str | Path | None = None,
+              progress: ProgressFn | None = None) -> SweepOutcome:
+    started = time.perf_counter()
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    check_formats(formats)
+    spec_path, out_dir = Path(spec_path), Path(out_dir)
+    spec = load_spec(spec_path)
+    groups = expand(spec, spec_path.parent, str(spec_path))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    store = ResultStore(out_dir)
+    total = sum(len(g.points) for g in groups)
+    pending = [replace(g, points=[p for p in g.points if p.id not in store.rows])
+               for g in groups]
+    pending = [g for g in pending if g.points]
+    done = total - sum(len(g.points) for g in pending)
+    if progress is not None:
+        progress(done, total)
+    tasks = _tasks(pending, spec, spec_path.parent, out_dir)
+    for rows in _dispatch(tasks, workers, ray_address):
+        store.add(rows)
+        done += len(rows)
+        if progress is not None:
+            progress(done, total)
+    points = sorted((p for g in groups for p in g.points), key=lambda p: p.index)
+    rows = [dict(store.rows[p.id]) for p in points]
+    mark_fronts(rows)
+    seen = list(dict.fromkeys(key for p in points for key in p.params))
+    options = [key for key in seen if key.startswith("sparsity.")]  # beside the scheme
+    rest = [key for key in seen if key not in options]
+    at = rest.index("sparsity") + 1
+    parameters = ["point_id", *rest[:at], *options, *rest[at:]]
+    written = write_tables(rows, parameters, out_dir, formats)
+    if plots_dir is not None:
+        written += plot_fronts(rows, Path(plots_dir))
+    return SweepOutcome(rows, sum(len(g.points) for g in pending), len(pending),
+                        time.perf_counter() - started, written)
+
+
+def _tasks(groups: list[Group], spec: Any, spec_dir: Path, out_dir: Path) -> list[GroupTask]:
+    """A task per group; each model's data and fp32 accuracy are read once, here."""
+    count = {}
+    models, references = {}, {}
+    for group in groups:
+        name = group.model.name
+        if name not in models:
+            models[name] = load_model_data(group.model, spec_dir, out_dir)
+            samples = len(models[name].samples)
+            wanted = spec.sweep.accuracy_samples or samples
+            if wanted > samples or max(spec.sweep.inputs) >= samples:
+                raise UsageError(f"model '{name}' has {samples} test samples; the spec asks "
+                                 f"for {wanted} (sweep.accuracy_samples) and input "
+                                 f"{max(spec.sweep.inputs)} (sweep.inputs)")
+            count[name] = wanted
+            references[name] = reference_accuracy(models[name], wanted)
+    return [GroupTask(g, models[g.model.name], count[g.model.name], references[g.model.name])
+            for g in groups]
+
+
+def _dispatch(tasks: list[GroupTask], workers: int, ray_address: str | None
+              ) -> Iterator[list[dict[str, Any]]]:
+    if ray_address is not None:
+        yield from _on_ray(tasks, workers, ray_address)
+    elif workers == 1 or len(tasks) <= 1:
+        yield from map(evaluate_group, tasks)
+    else:
+        yield from _on_process_pool(tasks, workers)
+
+
+def _on_process_pool(tasks: list[GroupTask], workers: int) -> Iterator[list[dict[str, Any]]]:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # spawn: workers start clean (no onnxruntime threads or locks copied from this process)
+    with ProcessPoolExecutor(min(workers, len(tasks)),
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(evaluate_group, task) for task in tasks]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
+
+def _on_ray(tasks: list[GroupTask], workers: int, address: str
+            ) -> Iterator[list[dict[str, Any]]]:
+    try:
+        import ray
+    except ImportError:
+        raise UsageError("--ray needs ray, which is not installed "
+                         "(pip install 'esact-cc[sweep]')") from None
+    if address == "local":
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    else:
+        ray.init(address=address, log_to_driver=False)
+    try:
+        remote = ray.remote(num_cpus=1)(evaluate_group)
+        waiting = [remote.remote(task) for task in tasks]
+        while waiting:
+            finished, waiting = ray.wait(waiting, num_returns=1)
+            yield ray.get(finished[0])
+    finally:
+        ray.shutdown()
