@@ -73,6 +73,8 @@ class ReserveOp(IRDLOperation):
                                   f"({', '.join(Buffer.__members__)})")
         if self.size.value.data < 1:
             raise VerifyException(f"{self.name}: size must be positive")
+        if self.address is not None and self.address.value.data < 0:
+            raise VerifyException(f"{self.name}: address must be non-negative")
 
 
 @irdl_op_definition

@@ -17,39 +17,66 @@ from dataclasses import dataclass
 from esact_cc.dialects import esact
 from esact_cc.dialects.lowering import VBUF_ATTR, ReleaseOp, ReserveOp
 from esact_cc.passes.lowering_state import check_selected_for
+from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.hw_config import HardwareConfig, resolve_config
 from esact_cc.runtime.isa import Buffer
 from xdsl.context import Context
 from xdsl.dialects.builtin import DictionaryAttr, IntegerAttr, ModuleOp
+from xdsl.ir import Attribute, Operation
 from xdsl.passes import ModulePass
 
 from esact_cc.backend.sram_allocator import buffer_allocators
 
 
+def _fail(op: Operation, message: str) -> CompileError:
+    return CompileError(f"esact-allocate-buffers: {op.name}: {message}")
+
+
+def _rebase(op: esact.InstructionOp, fields: Attribute, base: dict[int, int]) -> None:
+    """Address field = the virtual buffer's address + the offset the field holds."""
+    if not isinstance(fields, DictionaryAttr):
+        raise _fail(op, f"'{VBUF_ATTR}' must map address fields to virtual buffer ids")
+    names = set(op.isa_spec().field_names)
+    for name, vid in fields.data.items():
+        if name not in names or not isinstance(vid, IntegerAttr):
+            raise _fail(op, f"'{VBUF_ATTR}' entry '{name}' is not a field = virtual buffer id")
+        if vid.value.data not in base:
+            raise _fail(op, f"field '{name}' names virtual buffer {vid.value.data}, which is not "
+                        "reserved here")
+        op.set_field(name, base[vid.value.data] + op.field_value(name))
+
+
 def allocate_buffers(module: ModuleOp, config: HardwareConfig) -> None:
     """Replace virtual buffers by addresses (see the module docstring)."""
     rings = buffer_allocators(config)
-    base: dict[int, int] = {}
+    base: dict[int, int] = {}  # live virtual buffer -> its address
     kinds: dict[int, Buffer] = {}
+    pinned: set[int] = set()  # outside the allocator: never released
     for op in list(module.body.block.ops):
         if isinstance(op, ReserveOp):
             vid, kind = op.id.value.data, op.buffer_kind
+            if vid in kinds:
+                raise _fail(op, f"virtual buffer {vid} is reserved twice")
             kinds[vid] = kind
+            if op.address is not None:
+                pinned.add(vid)
+                if op.address.value.data + op.size.value.data > rings[kind].capacity:
+                    raise _fail(op, f"pinned buffer {vid} runs past the end of {kind.name} "
+                                f"({rings[kind].capacity} elements)")
             base[vid] = (op.address.value.data if op.address is not None
                          else rings[kind].alloc(op.size.value.data))
-            op.detach()
-            op.erase()
         elif isinstance(op, ReleaseOp):
             vid = op.id.value.data
+            if vid not in base or vid in pinned:
+                raise _fail(op, f"virtual buffer {vid} is not a live allocated buffer")
             rings[kinds[vid]].release(base.pop(vid))
-            op.detach()
-            op.erase()
         elif isinstance(op, esact.InstructionOp) and VBUF_ATTR in op.attributes:
-            fields = op.attributes.pop(VBUF_ATTR)
-            assert isinstance(fields, DictionaryAttr)
-            for name, vid in fields.data.items():
-                assert isinstance(vid, IntegerAttr)
-                op.set_field(name, base[vid.value.data] + op.field_value(name))
+            _rebase(op, op.attributes.pop(VBUF_ATTR), base)
+            continue
+        else:
+            continue
+        op.detach()
+        op.erase()
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.hw_config import HardwareConfig, resolve_config
 from esact_cc.runtime.isa import Queue, footprint
 from xdsl.context import Context
-from xdsl.dialects.builtin import IntegerAttr, ModuleOp
+from xdsl.dialects.builtin import IntegerAttr, ModuleOp, UnitAttr
 from xdsl.ir import Operation
 from xdsl.passes import ModulePass
 
@@ -68,6 +68,18 @@ def hoist(program: list[Operation]) -> None:
     program.insert(position, op)
 
 
+def _check_placement_attrs(op: Operation) -> None:
+    """The placement attributes an instruction may carry, of the right kind."""
+    hoisted = op.attributes.get(HOIST_ATTR)
+    if hoisted is not None and (not isinstance(hoisted, UnitAttr) or op.name != "esact.load"):
+        raise CompileError(f"esact-order: {op.name}: '{HOIST_ATTR}' marks LOADs only (a unit "
+                           "attribute)")
+    for name in (GROUP_ATTR, CYCLES_ATTR):
+        value = op.attributes.get(name)
+        if value is not None and not (isinstance(value, IntegerAttr) and value.value.data >= 0):
+            raise CompileError(f"esact-order: {op.name}: '{name}' must be a non-negative integer")
+
+
 def _group_of(op: Operation) -> int | None:
     group = op.attributes.get(GROUP_ATTR)
     return group.value.data if isinstance(group, IntegerAttr) else None
@@ -89,6 +101,7 @@ class _Ordering:
     late: dict[int, list[Operation]] = field(default_factory=dict)
 
     def instruction(self, op: Operation) -> None:
+        _check_placement_attrs(op)
         for label in self.waiting:
             self.after_label[label] = op
         self.waiting.clear()
@@ -126,8 +139,12 @@ class _Ordering:
         else:  # prepare
             body = self.held.pop(group)
             self.program.extend(body)
+            target = self.after_label.get(label)
+            if body and target is None:
+                raise CompileError(f"esact-order: 'place \"prepare\" {group} at {label}': no "
+                                   "instruction follows the label")
             if body:
-                overlap.hoist_preparation(self.program, body, self.after_label[label])
+                overlap.hoist_preparation(self.program, body, target)
 
 
 def order_module(module: ModuleOp, config: HardwareConfig) -> None:
