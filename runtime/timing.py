@@ -217,7 +217,15 @@ def simulate(
     def enqueue(q: int) -> None:
         """Put queue q's head on the heap at its ready time if its tokens are pushed."""
         i = per_queue[q][heads[q]]
-        t, cause = ready_time(i, free[q])
+        t = free[q]
+        if more[i] is None:  # ready_time, inline for the usual single pop
+            ready = end[first[i]] + lat
+            if ready > t:
+                t, cause = ready, first_src[i]
+            else:
+                cause = -1
+        else:
+            t, cause = ready_time(i, t)
         if t < never:
             # Ties broken by instruction index: deterministic and program-order fair.
             heappush(heap, (t, i, q, cause))
