@@ -38,6 +38,8 @@ class CompileOptions:
     input_shapes: Mapping[str, Sequence[int]] = field(default_factory=dict)
     debug_lift: bool = False
     """Have lift-transformer report, for each near miss, which check failed."""
+    strict_lift: bool = False
+    """Any attention or linear left on the host is an error (esact-cc --strict-lift)."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Options of later stages, by name: each must be one a stage declares (`Stage.options`)."""
 
@@ -87,7 +89,10 @@ def _no_passes(options: CompileOptions) -> list[ModulePass]:
 
 
 def _lift_passes(options: CompileOptions) -> list[ModulePass]:
-    return [make_pass("lift-transformer", debug=options.debug_lift)]
+    from esact_cc.lift_summary import StrictLiftCheck
+
+    lift = make_pass("lift-transformer", debug=options.debug_lift)
+    return [lift, StrictLiftCheck()] if options.strict_lift else [lift]
 
 
 def _quantize_passes(options: CompileOptions) -> list[ModulePass]:
@@ -97,8 +102,10 @@ def _quantize_passes(options: CompileOptions) -> list[ModulePass]:
 def _sparsity_passes(options: CompileOptions) -> list[ModulePass]:
     from esact_cc.sparsity.selection import select_scheme
 
+    from esact_cc.lift_summary import SchemeTookLayersCheck
+
     scheme, settings = select_scheme(options.extra)
-    return scheme.passes(settings)
+    return [*scheme.passes(settings), SchemeTookLayersCheck(scheme.name)]
 
 
 def _lower_passes(options: CompileOptions) -> list[ModulePass]:

@@ -13,7 +13,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 def conv_block_model(seq: int = 16, hidden: int = 32, heads: int = 4, ffn: int = 64,
                      channels: int = 4, seed: int = 0, opset: int = 17,
-                     batch: int = 1) -> onnx.ModelProto:
+                     batch: int = 1, softmax_axis: int = -1) -> onnx.ModelProto:
+    """`softmax_axis` other than -1 (over queries, not keys) is not an attention the lift
+    recognises: the block's attention then stays on the host."""
     rng = np.random.default_rng(seed)
     d = hidden // heads
     inits, nodes = [], []
@@ -56,7 +58,7 @@ def conv_block_model(seq: int = 16, hidden: int = 32, heads: int = 4, ffn: int =
                               perm=[0, 2, 3, 1] if name == "key" else [0, 2, 1, 3])
     s = node("MatMul", [heads_of["query"], heads_of["key"]], "/block/scores/MatMul")
     s = node("Softmax", [node("Div", [s, "sqrt_d"], "/block/scores/Div")], "/block/Softmax",
-             axis=-1)
+             axis=softmax_axis)
     c = node("MatMul", [s, heads_of["value"]], "/block/context/MatMul")
     c = node("Reshape", [node("Transpose", [c], "/block/context/Transpose", perm=[0, 2, 1, 3]),
                          "merge_shape"], "/block/context/Reshape")

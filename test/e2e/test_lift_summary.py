@@ -1,0 +1,77 @@
+"""The lift summary (what the accelerator took, each host region with its reason, the layers a
+sparsity scheme took), `--strict-lift`, and a sparsity scheme that can take no layer."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from esact_cc import api
+from esact_cc.lift_summary import sparsity_line, summarize_lift
+from esact_cc.pipeline import CompileOptions, compile_model
+from esact_cc.runtime.errors import CompileError
+
+
+def _load(name: str, path: Path):  # noqa: ANN202 - a module
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+graphs = _load("conv_block_graphs", Path(__file__).with_name("conv_block_graphs.py"))
+
+
+def test_summary_counts_and_one_line_per_host_region() -> None:
+    summary = summarize_lift(api.compile(graphs.conv_block_model(), stage="transformer").module)
+    assert summary.lines() == [
+        "lifted to the accelerator: attention 1/1, linear 6/6, norm 2/2; 3 host region(s)",
+        'host region 0 at "/stem/Conv" (2 ops): no accelerator op for Conv, Transpose',
+        'host region 1 at "/block/ffn/Relu" (1 op): no accelerator op for Relu',
+        'host region 2 at "/decoder/Transpose" (3 ops): no accelerator op for Transpose, '
+        "Resize, ConvTranspose",
+    ]
+    as_json = summary.to_json()
+    assert as_json["lifted"] == as_json["total"] == {"attention": 1, "linear": 6, "norm": 2}
+    assert [r["where"] for r in as_json["host_regions"]] == [
+        "/stem/Conv", "/block/ffn/Relu", "/decoder/Transpose"]
+
+
+def test_unlifted_attention_is_counted_and_named_in_its_region() -> None:
+    model = graphs.conv_block_model(softmax_axis=2)
+    summary = summarize_lift(api.compile(model, stage="transformer").module)
+    assert summary.lines()[0].startswith("lifted to the accelerator: attention 0/1, linear 6/6")
+    assert summary.on_host["attention"] == ["/block/Softmax"]
+    reasons = [r.reason for r in summary.host_regions if "not lifted" in r.reason]
+    assert reasons == ['1 attention not lifted (first at "/block/Softmax") (esact-cc '
+                       "--debug-lift says why)"]
+
+
+def test_strict_lift_refuses_attention_left_on_the_host() -> None:
+    model = graphs.conv_block_model(softmax_axis=2)
+    with pytest.raises(CompileError) as info:
+        compile_model(model, "transformer", CompileOptions(strict_lift=True))
+    assert str(info.value) == ('--strict-lift: left on the host: 1 attention (first at '
+                               '"/block/Softmax"); esact-cc --debug-lift says which check failed')
+    module, _ = compile_model(graphs.conv_block_model(), "transformer",
+                              CompileOptions(strict_lift=True))
+    assert summarize_lift(module).lifted["attention"] == 1
+
+
+def test_a_scheme_that_takes_no_layer_is_an_error_naming_why() -> None:
+    model = graphs.conv_block_model(softmax_axis=2)
+    with pytest.raises(CompileError, match=r"^--sparsity spls can take no layer: the model has "
+                                           r"no attention lifted to the accelerator \(1 attention "
+                                           r'\(first at "/block/Softmax"\) stays on the host'):
+        api.compile(model, stage="sparsity", sparsity="spls")
+    api.compile(model, stage="sparsity", sparsity="dense")  # dense takes no layer by design
+
+
+def test_sparsity_line_names_the_layers_taken() -> None:
+    compiled = api.compile(graphs.conv_block_model(), stage="sparsity", sparsity="spls")
+    assert sparsity_line("spls", compiled.module) == "sparsity spls: layer(s) 0 of 1 attention " \
+        "layer(s)"
+    dense = api.compile(graphs.conv_block_model(), stage="sparsity")
+    assert sparsity_line("dense", dense.module) == "sparsity dense: no layer masked"
