@@ -11,7 +11,9 @@ Recognised (walking back from the Softmax and forward to the head merge):
                                      a constant all-zero mask is dropped, a constant causal mask
                                      becomes `causal`,
         Where(cond, scores, fill)    fill a very negative scalar; constant causal cond -> `causal`,
-                                     other cond -> an additive mask Where(cond, 0, fill) (host op)
+                                     another constant cond (a local window) -> a constant
+                                     additive mask, other cond -> an additive mask
+                                     Where(cond, 0, fill) (host op)
     Softmax(axis = last) -> MatMul(P, V_h) -> Transpose(0,2,1,3) -> Reshape [B,Lq,D] or [B*Lq,D]
 
 Every intermediate must have a single use, every perm, axis and reshape shape is checked, and
@@ -78,6 +80,9 @@ class _Scores:
     """Additive mask values (already [.., Lq, Lk]-broadcastable)."""
     where_masks: list[tuple[SSAValue, bool, float, Operation]] = field(default_factory=list)
     """Non-constant Where conditions to make additive: (cond, visible_if_true, fill, op)."""
+    constant_masks: list[np.ndarray] = field(default_factory=list)
+    """Constant Where conditions other than causal (GPT-Neo's local window), as additive
+    masks (0 where visible, the Where's fill elsewhere)."""
 
 
 def _visibility_is_causal(visible: np.ndarray, lq: int, lk: int) -> bool:
@@ -256,11 +261,12 @@ class AttentionPattern(LiftPattern):
             visible = cond_const.astype(bool) if visible_if_true else ~cond_const.astype(bool)
             require(visible.ndim >= 2, f"{where}: Where condition has rank < 2")
             full = np.broadcast_to(visible, (*visible.shape[:-2], lq, lk))
-            require(
-                _visibility_is_causal(full, lq, lk),
-                f"{where}: constant Where condition is not a causal mask",
-            )
-            scores.causal = True
+            if _visibility_is_causal(full, lq, lk):
+                scores.causal = True
+            else:  # a local (windowed) causal band or any fixed pattern: a constant mask
+                require(bool(np.all(full.any(axis=-1))), f"{where}: a constant Where condition "
+                        "hides every key from some query")
+                scores.constant_masks.append(np.where(visible, 0.0, fill).astype(np.float32))
         else:
             require(2 <= len(shape_of(cond)) <= 4, f"{where}: Where condition has rank < 2")
             scores.where_masks.append((cond, visible_if_true, fill, op))
@@ -312,6 +318,8 @@ class AttentionPattern(LiftPattern):
         block = before.parent_block()
         assert block is not None
         masks = list(scores.additive)
+        for constant in scores.constant_masks:
+            masks.append(graph.new_weight(constant, "attention.constant_mask", before))
         for cond, visible_if_true, fill, like in scores.where_masks:
             zero = graph.new_onnx_op(
                 "Constant",
