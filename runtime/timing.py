@@ -142,17 +142,17 @@ def _dependencies(producer: list[np.ndarray | None], pops: np.ndarray, n: int
     an instruction that pops nothing); more[i]: (producer, queue) of its other pops, None
     for the usual instruction with at most one."""
     nq = len(producer)
-    full = np.full((nq + 1, n), n + 1, dtype=np.int64)  # row nq: no pop
-    for src, column in enumerate(producer):
-        if column is not None:
-            full[src] = column
     low = pops & -pops
     first_src = np.where(low > 0, np.log2(np.maximum(low, 1)).astype(np.int64), nq)
-    first = full[first_src, np.arange(n)]
+    first = np.full(n, n + 1, dtype=np.int64)
+    for src, column in enumerate(producer):
+        if column is not None:
+            from_src = first_src == src
+            first[from_src] = column[from_src]
     more: list[tuple[tuple[int, int], ...] | None] = [None] * n
     for i in np.flatnonzero(pops != low).tolist():
-        more[i] = tuple((int(full[src, i]), src) for src in range(nq)
-                        if pops[i] >> src & 1 and src != first_src[i])
+        more[i] = tuple((int(producer[src][i]), src)  # type: ignore[index]
+                        for src in range(nq) if pops[i] >> src & 1 and src != first_src[i])
     return first.tolist(), first_src.tolist(), more
 
 
