@@ -8,6 +8,8 @@ one list `api.compile` and esact-cc check option names against), and optionally 
 is written when it is the final output (default: IR text with its weights beside it). Later
 stages are added by appending to `STAGES`. Passes are looked up by name in the lazy pass
 registry (passes/registry.py); `make_pass` rejects options the pass does not have.
+`compile_model` constructs every pass that reads weights with the module's weight store
+(its `store` field, passes/weight_store_pass.py).
 
 The stage `sparsity` was called `spls` before sparsity schemes became plugins; `spls` is still
 accepted as its name (`STAGE_ALIASES`), e.g. `esact-cc --compile-to spls`.
@@ -66,11 +68,17 @@ SpecsOption = (str, list, tuple, type(None))
 
 
 def pass_option_names(pass_class: type[ModulePass]) -> list[str]:
-    return [f.name for f in dataclasses.fields(pass_class) if f.init]
+    """The options a pass takes by name (its store is data, given by the pipeline)."""
+    from esact_cc.passes.weight_store_pass import STORE_FIELD
+
+    return [f.name for f in dataclasses.fields(pass_class) if f.init and f.name != STORE_FIELD]
 
 
-def make_pass(name: str, **options: Any) -> ModulePass:
-    """Instantiate a registered pass; an option it has no field for is an error."""
+def make_pass(name: str, store: WeightStore | None = None, **options: Any) -> ModulePass:
+    """Instantiate a registered pass (with `store`, if it reads weights); an option it has no
+    field for is an error."""
+    from esact_cc.passes.weight_store_pass import with_store
+
     from esact_cc.passes.registry import get_all_passes
 
     passes = get_all_passes()
@@ -81,7 +89,8 @@ def make_pass(name: str, **options: Any) -> ModulePass:
     for key in options:
         if key not in valid:
             raise CompileError(f"{name}: {unknown_name('option', key, valid)}")
-    return pass_class(**options)
+    module_pass = pass_class(**options)
+    return module_pass if store is None else with_store(module_pass, store)
 
 
 def _no_passes(options: CompileOptions) -> list[ModulePass]:
@@ -96,7 +105,9 @@ def _lift_passes(options: CompileOptions) -> list[ModulePass]:
 
 
 def _quantize_passes(options: CompileOptions) -> list[ModulePass]:
-    return [make_pass("quantize", calibration_data=options.extra.get("calibration_data"))]
+    # calibrate is the analysis quantize reads (esact_cc/tuning/calibrate_pass.py)
+    return [make_pass("calibrate", calibration_data=options.extra.get("calibration_data")),
+            make_pass("quantize")]
 
 
 def _sparsity_passes(options: CompileOptions) -> list[ModulePass]:
@@ -123,7 +134,8 @@ def _write_esb(module: ModuleOp, store: WeightStore, path: Path) -> None:
 STAGES: list[Stage] = [
     Stage("onnx", "ONNX graph imported 1:1 into the onnx dialect", _no_passes),
     Stage("transformer", "Transformer blocks lifted into the transformer dialect", _lift_passes),
-    Stage("quantized", "INT8 post-training quantization (quantized dialect)", _quantize_passes,
+    Stage("quantized", "calibrated ranges recorded on the GEMM ops, then their INT8 forms",
+          _quantize_passes,
           options={"calibration_data": PathOption}),
     Stage("sparsity", "the --sparsity scheme's prediction and masked ops (unchanged IR when "
           "dense)", _sparsity_passes,
@@ -188,13 +200,14 @@ def compile_model(
     """Import `model` and run the pipeline up to `stage`; callbacks see each stage and pass."""
     from esact_cc.dialect_registry import make_context
     from esact_cc.frontend.onnx_frontend import import_onnx
+    from esact_cc.passes.weight_store_pass import with_store_all
 
     target = stage_names().index(stage_named(stage).name)
     check_compile_options(options.extra, stage)
     module, store = import_onnx(model, options.input_shapes)
     ctx = make_context()
     for current in STAGES[: target + 1]:
-        for module_pass in current.passes(options):
+        for module_pass in with_store_all(current.passes(options), store):
             module_pass.apply(ctx, module)
             module.verify()
             if on_pass is not None:

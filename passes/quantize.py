@@ -10,18 +10,16 @@ in FP32).
 - Activations: symmetric per tensor, scale = max|x| / 127 over the calibration samples, for the
   input of every linear and the Q, K, V of every attention. A linear input whose peak is more
   than `outlier-ratio` times its median channel-group peak gets one scale per group of
-  `group-size` channels instead (`input_group_scales`); only with calibration data, since
-  group peaks seen on the synthetic default would clip real inputs. Softmax probabilities: the
-  calibrated largest probability (x2 headroom, at most 1) over 127 (`probability_scale`).
-  The ranges come from running the reference interpreter on the transformer-level IR.
-- Calibration samples: `calibration-data` names an `.npz` whose keys are the model's input
-  names and whose leading axis indexes samples. Without it the pass calibrates on one
-  deterministic synthetic input (`synthetic_calibration_input`) and warns once.
+  `group-size` channels instead (`input_group_scales`); only when calibration recorded the
+  input's channel peaks (from calibration data). Softmax probabilities: the calibrated largest
+  probability (x2 headroom, at most 1) over 127 (`probability_scale`).
+- The ranges are the `esact.calibration` attributes the `calibrate` step recorded on each op
+  (esact_cc/calibrated_ranges.py; the step runs the interpreter, outside passes/): an FP32 GEMM
+  op without them is an error naming it.
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,11 +32,8 @@ from xdsl.dialects.builtin import ModuleOp, TensorType, f32, i8
 from xdsl.ir import Operation, SSAValue
 from xdsl.rewriter import Rewriter
 
-from esact_cc.tuning.calibration import (
-    collect_peaks,
-    load_calibration_samples,
-    synthetic_calibration_input,
-)
+from esact_cc.calibrated_ranges import CALIBRATION_ATTR, AttentionRange, LinearRange, read_range
+from esact_cc.ir_queries import op_label
 from esact_cc.passes.weight_store_pass import WeightStorePass
 from esact_cc.weight_store import WeightStore
 
@@ -46,12 +41,6 @@ COALESCE_RATIO = 2.0
 """Neighbouring input groups whose ranges differ less than this share one scale (one run)."""
 PROBABILITY_MARGIN = 2.0
 """Headroom over the calibrated largest attention probability (inputs differ from the samples)."""
-
-SYNTHETIC_WARNING = (
-    "warning: no --calibration-data given: activation scales come from one synthetic input "
-    "(integer inputs = 1, float inputs ~ N(0, 1), seed 0) and stay per tensor; pass real "
-    "samples for accuracy"
-)
 
 
 def symmetric_scale(peak: float) -> float:
@@ -117,9 +106,6 @@ class QuantizePass(WeightStorePass):
 
     name = "quantize"
 
-    calibration_data: str | None = None
-    """Path of an `.npz` of calibration inputs (keys = input names, axis 0 = samples)."""
-
     group_size: int = 32
     """Input channels per scale group for linears whose input has outlier channels (0: never)."""
 
@@ -134,34 +120,29 @@ class QuantizePass(WeightStorePass):
         store = self.weights()
         gemm_ops = (transformer.LinearOp, transformer.AttentionOp)
         targets = [o for o in op.walk() if isinstance(o, gemm_ops) and not o.is_quantized]
-        if not targets:
-            return
-        observed = [v for t in targets for v in _observed(t)]
-        if self.calibration_data is not None:
-            samples = load_calibration_samples(op, self.calibration_data)
-        else:
-            print(SYNTHETIC_WARNING, file=sys.stderr)
-            samples = [synthetic_calibration_input(op)]
-        ranges = collect_peaks(op, store, samples, observed)
-        # Scales first: rewriting an op replaces the SSA values later targets read.
-        scales = [[symmetric_scale(ranges.peaks[v]) for v in _observed(t)] for t in targets]
+        ranges = [_calibrated(t) for t in targets]  # all checked before any rewrite
         weights = _WeightQuantizer(store)
-        for t, s in zip(targets, scales):
-            if isinstance(t, transformer.LinearOp):
-                # Group scales need representative samples: from the synthetic default they
-                # would clip real inputs' outlier channels, so it keeps per-tensor scales.
-                group_size = self.group_size if self.calibration_data is not None else 0
-                groups = input_group_scales(
-                    ranges.channel_peaks.get(t.x), group_size, self.outlier_ratio, self.group_margin
-                )
-                _rewrite_linear(t, weights, *s, groups, store)
+        for t, observed in zip(targets, ranges):
+            if isinstance(observed, LinearRange):
+                channels = None if observed.channel_peaks is None else store[observed.channel_peaks]
+                groups = input_group_scales(channels, self.group_size, self.outlier_ratio,
+                                            self.group_margin)
+                _rewrite_linear(t, weights, symmetric_scale(observed.input_peak), groups, store)
             else:
-                _rewrite_attention(t, *s, probability_scale(ranges.probability_peaks.get(t, 1.0)))
+                _rewrite_attention(t, *(symmetric_scale(p) for p in
+                                        (observed.q_peak, observed.k_peak, observed.v_peak)),
+                                   probability_scale(observed.probability_peak))
 
 
-def _observed(op: transformer.LinearOp | transformer.AttentionOp) -> tuple[SSAValue, ...]:
-    """The activations whose ranges set an op's INT8 scales."""
-    return (op.x,) if isinstance(op, transformer.LinearOp) else (op.q, op.k, op.v)
+def _calibrated(op: transformer.LinearOp | transformer.AttentionOp) -> LinearRange | AttentionRange:
+    """The ranges `calibrate` recorded on `op`."""
+    kind = LinearRange if isinstance(op, transformer.LinearOp) else AttentionRange
+    observed = read_range(op, kind)
+    if observed is None:
+        raise CompileError(f"quantize: {op_label(op)} has no calibrated ranges (attribute "
+                           "esact.calibration): run the calibrate step first (esact-opt -p "
+                           "calibrate,quantize)")
+    return observed
 
 
 def input_group_scales(
@@ -215,6 +196,7 @@ def _rewrite_linear(
                    heads=None if op.heads is None else op.heads.value.data)
     new.location = op.location
     new.attributes.update(op.attributes)
+    new.attributes.pop(CALIBRATION_ATTR)  # consumed: the scales now say it
     Rewriter.replace_op(op, new)
     _erase_if_dead(old_weight)
 
@@ -232,6 +214,7 @@ def _rewrite_attention(
     new = op.with_operands_of(scales=(q_scale, k_scale, v_scale, p_scale))
     new.location = op.location
     new.attributes.update(op.attributes)
+    new.attributes.pop(CALIBRATION_ATTR)  # consumed: the scales now say it
     Rewriter.replace_op(op, new)
 
 

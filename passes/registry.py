@@ -1,7 +1,9 @@
 """All passes of esact-cc, as lazy factories: pass name -> () -> ModulePass subclass.
 
 One table (`PASS_MODULES`) says where each pass lives; a pass module is imported only when
-that pass is used, so the tools start fast however many passes exist.
+that pass is used, so the tools start fast however many passes exist. Analyses that run the
+interpreter live outside passes/ (passes never import it) and are listed by their full module
+path: `calibrate` (esact_cc/tuning/calibrate_pass.py), so esact-opt can run it too.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from collections.abc import Callable
 
 from xdsl.passes import ModulePass
 
-# pass name -> (module under esact_cc.passes, class name)
+# pass name -> (module under esact_cc.passes, or a full dotted path; class name)
 PASS_MODULES: dict[str, tuple[str, str]] = {
     "lift-transformer": ("lift_transformer", "LiftTransformerPass"),
+    "calibrate": ("esact_cc.tuning.calibrate_pass", "CalibratePass"),
     "quantize": ("quantize", "QuantizePass"),
     "insert-spls": ("insert_spls", "InsertSplsPass"),
     "insert-sanger": ("insert_sanger", "InsertSangerPass"),
@@ -27,7 +30,8 @@ PASS_MODULES: dict[str, tuple[str, str]] = {
 
 def _factory(module_name: str, class_name: str) -> Callable[[], type[ModulePass]]:
     def load() -> type[ModulePass]:
-        module = importlib.import_module(f"esact_cc.passes.{module_name}")
+        path = module_name if "." in module_name else f"esact_cc.passes.{module_name}"
+        module = importlib.import_module(path)
         return getattr(module, class_name)
 
     return load

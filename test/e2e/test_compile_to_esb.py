@@ -17,6 +17,7 @@ import onnxruntime as ort
 import pytest
 from esact_cc.passes.lower_to_esact import LowerToEsactPass
 from esact_cc.passes.quantize import QuantizePass
+from esact_cc.tuning.calibrate_pass import CalibratePass
 from esact_cc.passes.schedule import SchedulePass
 from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.esb import read_esb
@@ -81,7 +82,8 @@ def test_two_compiles_are_byte_identical(tmp_path: Path) -> None:
 
 def _compile_layer(module, store, hw: str | None = None, calibration: str | None = None):
     ctx = make_context()
-    QuantizePass(calibration_data=calibration, store=store).apply(ctx, module)
+    CalibratePass(calibration_data=calibration, store=store).apply(ctx, module)
+    QuantizePass(store=store).apply(ctx, module)
     golden_module = module.clone()
     LowerToEsactPass(hw=hw, store=store).apply(ctx, module)
     SchedulePass().apply(ctx, module)

@@ -60,7 +60,7 @@ def test_an_unknown_scheme_names_the_nearest(tmp_path):
 
 @pytest.mark.parametrize("pipeline_text, needles", [
     ("insert-spls{windw=3}", ["insert-spls: unknown option 'windw'", "did you mean 'window'?"]),
-    ("quantize{calibraton_data=\"x.npz\"}", ["did you mean 'calibration_data'?"]),
+    ("calibrate{calibraton_data=\"x.npz\"}", ["did you mean 'calibration_data'?"]),
     ("insert-spls{window=100000}", ["insert-spls: window must be in [0, 65535]"]),
     ("insert-spls{layers=\"0:threshold=1;²:window=1\"}", ["bad layer index '²'"]),
 ])

@@ -1,7 +1,7 @@
 // RUN: esact-opt %s -p insert-spls --no-print-debuginfo | filecheck %s
 // RUN: esact-opt %s -p 'insert-spls{attention=topk hlog-bits=6 k-ratio=0.5 pam-scale=attention}' --no-print-debuginfo | filecheck %s --check-prefix=TOPK
 // RUN: esact-opt %s -p 'insert-spls{layers="0:similarity=overlap,threshold=2.0,window=2,first-reference=1"}' --no-print-debuginfo | filecheck %s --check-prefix=LAYER
-// RUN: esact-opt %s -p quantize,insert-spls --no-print-debuginfo 2>/dev/null | filecheck %s --check-prefix=INT8
+// RUN: esact-opt %s -p calibrate,quantize,insert-spls --no-print-debuginfo 2>/dev/null | filecheck %s --check-prefix=INT8
 // RUN: not esact-opt %s -p 'insert-spls{similarity=jaccard}' 2>&1 | filecheck %s --check-prefix=BADMODE
 // RUN: not esact-opt %s -p 'insert-spls{layers="3:threshold=0.5"}' 2>&1 | filecheck %s --check-prefix=BADLAYER
 // RUN: not esact-opt %s -p 'insert-spls{layers="0:speed=1"}' 2>&1 | filecheck %s --check-prefix=BADNAME

@@ -1,10 +1,10 @@
-// RUN: esact-opt %s -p 'quantize,insert-spls{hlog-bits=4 window=4 threshold=0.9},lower-to-esact' --no-print-debuginfo 2>/dev/null | filecheck %s
-// RUN: esact-opt %s -p 'quantize,insert-spls{attention=topk similarity=overlap},lower-to-esact' --no-print-debuginfo 2>/dev/null | filecheck %s --check-prefix=TOPK
-// RUN: esact-opt %s -p 'quantize,insert-spls{hlog-bits=4 window=4 threshold=0.9},lower-to-esact,schedule' --no-print-debuginfo 2>/dev/null | filecheck %s --check-prefix=TOKENS
-// RUN: esact-opt %s -p 'quantize,insert-spls{hlog-bits=4 window=4 threshold=0.9},lower-to-esact{hw="%S/Inputs/esact_mac2rows.toml"},schedule' --no-print-debuginfo 2>/dev/null | filecheck %s --check-prefix=CHUNKS
-// RUN: not esact-opt %s -p 'quantize,insert-spls{hlog-bits=8},lower-to-esact' 2>&1 | filecheck %s --check-prefix=BITS
-// RUN: esact-opt %s -p 'quantize,insert-spls{hlog-bits=4 window=4 threshold=0.9},lower-to-esact{spls-chunk-rows=1}' --no-print-debuginfo 2>/dev/null | filecheck %s --check-prefix=ROWCHUNK
-// RUN: not esact-opt %s -p 'quantize,insert-spls,lower-to-esact{spls-chunk-rows=-1}' 2>&1 | filecheck %s --check-prefix=BADCHUNK
+// RUN: esact-opt %s -p 'calibrate,quantize,insert-spls{hlog-bits=4 window=4 threshold=0.9},lower-to-esact' --no-print-debuginfo 2>/dev/null | filecheck %s
+// RUN: esact-opt %s -p 'calibrate,quantize,insert-spls{attention=topk similarity=overlap},lower-to-esact' --no-print-debuginfo 2>/dev/null | filecheck %s --check-prefix=TOPK
+// RUN: esact-opt %s -p 'calibrate,quantize,insert-spls{hlog-bits=4 window=4 threshold=0.9},lower-to-esact,schedule' --no-print-debuginfo 2>/dev/null | filecheck %s --check-prefix=TOKENS
+// RUN: esact-opt %s -p 'calibrate,quantize,insert-spls{hlog-bits=4 window=4 threshold=0.9},lower-to-esact{hw="%S/Inputs/esact_mac2rows.toml"},schedule' --no-print-debuginfo 2>/dev/null | filecheck %s --check-prefix=CHUNKS
+// RUN: not esact-opt %s -p 'calibrate,quantize,insert-spls{hlog-bits=8},lower-to-esact' 2>&1 | filecheck %s --check-prefix=BITS
+// RUN: esact-opt %s -p 'calibrate,quantize,insert-spls{hlog-bits=4 window=4 threshold=0.9},lower-to-esact{spls-chunk-rows=1}' --no-print-debuginfo 2>/dev/null | filecheck %s --check-prefix=ROWCHUNK
+// RUN: not esact-opt %s -p 'calibrate,quantize,insert-spls,lower-to-esact{spls-chunk-rows=-1}' 2>&1 | filecheck %s --check-prefix=BADCHUNK
 // The sparse lowering (passes/lower_spls_to_esact.py) of one pre-LN encoder layer after
 // quantize + insert-spls (weights in Inputs/insert_spls_layer.npz; L = 4, 2 heads, width 8):
 // the prediction chain on the predict queue (HLOG of X, one BPU for Q^|K^, DEQUANT with the

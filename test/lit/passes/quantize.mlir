@@ -1,4 +1,4 @@
-// RUN: esact-opt %s -p quantize --no-print-debuginfo 2>&1 | filecheck %s
+// RUN: esact-opt %s -p calibrate,quantize --no-print-debuginfo 2>&1 | filecheck %s
 // quantize: transformer.linear/attention get INT8 weight handles and scales;
 // FP32 ops (layer norm, GELU, add, softmax, host regions) are left alone.
 

@@ -11,6 +11,7 @@ from esact_cc.dialects.onnx import WeightOp
 from esact_cc.passes.insert_spls import find_layers
 from esact_cc.passes.lower_to_esact import LowerToEsactPass
 from esact_cc.passes.quantize import QuantizePass
+from esact_cc.tuning.calibrate_pass import CalibratePass
 from esact_cc.passes.schedule import SchedulePass
 from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.hw_config import load_config
@@ -45,7 +46,8 @@ def masked_layer(reuse: np.ndarray | None, spa: np.ndarray | None, key_masked: b
     attention, `spa` [H, L, L] on the attention, and (key_masked) K and V restricted to the
     keys some computed row's SPA keeps."""
     module, store = layer_fp32(masked=False, causal=False)
-    QuantizePass(store=store).apply(make_context(), module)
+    for step in (CalibratePass(store=store), QuantizePass(store=store)):
+        step.apply(make_context(), module)
     function = next(op for op in module.walk() if isinstance(op, func.FuncOp))
     (layer,) = find_layers(function)
     anchor = layer.q

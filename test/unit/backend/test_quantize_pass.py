@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from esact_cc.dialects.transformer import AttentionOp, LinearOp
 from esact_cc.passes.quantize import QuantizePass, per_channel_weight
-from esact_cc.runtime.errors import CompileError
+from esact_cc.tuning.calibrate_pass import CalibratePass
+from esact_cc.runtime.errors import CompileError, EsactError
 
 from esact_cc.dialect_registry import make_context
 from esact_cc.interpreter.interpret_quantized_ops import run_attention, run_linear
@@ -80,7 +81,8 @@ def test_attention_semantics_match_fake_quant_formula() -> None:
 
 
 def _quantize(module, store, calibration: str | None = None) -> None:
-    QuantizePass(calibration_data=calibration, store=store).apply(make_context(), module)
+    CalibratePass(calibration_data=calibration, store=store).apply(make_context(), module)
+    QuantizePass(store=store).apply(make_context(), module)
     module.verify()
 
 
@@ -124,7 +126,7 @@ def test_bad_calibration_data_is_one_line_error(tmp_path: Path, arrays, message:
     module, store = layer.build()
     path = tmp_path / "calib.npz"
     np.savez(path, **arrays)
-    with pytest.raises(CompileError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")) as info:
+    with pytest.raises(EsactError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")) as info:
         _quantize(module, store, str(path))
     assert "\n" not in str(info.value)
 

@@ -9,6 +9,7 @@ import pytest
 from esact_cc.passes.insert_spls import InsertSplsPass
 from esact_cc.passes.lower_to_esact import LowerToEsactPass
 from esact_cc.passes.quantize import QuantizePass
+from esact_cc.tuning.calibrate_pass import CalibratePass
 from esact_cc.passes.schedule import SchedulePass
 from esact_cc.runtime.functional import execute
 from esact_cc.runtime.hw_config import load_config
@@ -17,23 +18,21 @@ from esact_cc.api import parse_ir
 from esact_cc.dialect_registry import make_context
 from esact_cc.backend.emit_esb import program_from_module
 from esact_cc.interpreter.reference_interpreter import run_module
-from esact_cc.weight_store import attach
 from spls_test_layer import D, L, layer_fp32, layer_inputs
 
 
 def layer(masked: bool, causal: bool, seed: int = 0):
     module, store = layer_fp32(masked, causal, seed)
-    QuantizePass().apply(make_context(), module)
+    for step in (CalibratePass(store=store), QuantizePass(store=store)):
+        step.apply(make_context(), module)
     return module, store
 
 
 def compile_both(module, store, chunk_rows=None, **options):
     reference = module.clone()
-    attach(reference, store)
-    InsertSplsPass(**options).apply(make_context(), reference)
+    InsertSplsPass(store=store, **options).apply(make_context(), reference)
     program = reference.clone()
-    attach(program, store)
-    for p in (LowerToEsactPass(spls_chunk_rows=chunk_rows), SchedulePass()):
+    for p in (LowerToEsactPass(spls_chunk_rows=chunk_rows, store=store), SchedulePass()):
         p.apply(make_context(), program)
     return reference, program_from_module(program, store)
 
@@ -66,7 +65,6 @@ def test_per_query_mask(padded: int) -> None:
     unmasked keys (k = ceil(0.5 * 6) = 3 <= 4 real keys here)."""
     module, store = layer(masked=True, causal=False)
     module = parse_ir(str(module).replace("tensor<1x1x1x6xf32>", "tensor<1x1x6x6xf32>"))
-    attach(module, store)
     reference, program = compile_both(module, store, k_ratio=0.5, threshold=0.5)
     x = layer_inputs(padded)
     x["m"] = np.broadcast_to(x["m"], (1, 1, L, L)).copy()
@@ -98,7 +96,6 @@ def test_progressive_prediction_per_query_mask(chunk: int) -> None:
     """The per-query mask's rows are added chunk by chunk (BERT's expanded padding mask)."""
     module, store = layer(masked=True, causal=False)
     module = parse_ir(str(module).replace("tensor<1x1x1x6xf32>", "tensor<1x1x6x6xf32>"))
-    attach(module, store)
     reference, program = compile_both(module, store, chunk, k_ratio=0.5, threshold=0.5)
     assert sum(i.opcode_name == "similarity" for i in program.instructions) == -(-L // chunk)
     x = layer_inputs(2)
@@ -112,10 +109,10 @@ def test_no_room_beside_the_prediction_falls_back_exactly(case: str, monkeypatch
     """When the K / V / Q tiles do not fit beside the prediction's regions (simulated: their
     lowering fails after emitting and allocating), the lowering state is restored and they
     are lowered after the chain instead: same outputs as the reference."""
-    from esact_cc.passes import prediction_overlap
+    from esact_cc.passes.lowering_state import Lowering
     from esact_cc.runtime.errors import CompileError
 
-    real_now, real_aside = prediction_overlap.lower_now, prediction_overlap.lower_aside
+    real_now, real_aside = Lowering.lower_now, Lowering.lower_aside
     aside = {"active": False, "failed": 0}
 
     def failing_now(lw, op):
@@ -131,13 +128,13 @@ def test_no_room_beside_the_prediction_falls_back_exactly(case: str, monkeypatch
         finally:
             aside["active"] = False
 
-    monkeypatch.setattr(prediction_overlap, "lower_now", failing_now)
-    monkeypatch.setattr(prediction_overlap, "lower_aside", tracked_aside)
+    monkeypatch.setattr(Lowering, "lower_now", failing_now)
+    monkeypatch.setattr(Lowering, "lower_aside", tracked_aside)
     masked, causal, padded, options = CASES[case]
     module, store = layer(masked, causal)
     reference, program = compile_both(module, store, 2, **options)
     assert aside["failed"] >= 1
-    monkeypatch.setattr(prediction_overlap, "lower_now", real_now)
+    monkeypatch.setattr(Lowering, "lower_now", real_now)
     _, normal = compile_both(*layer(masked, causal), 2, **options)
     count = lambda p: sorted(i.opcode_name for i in p.instructions)  # noqa: E731
     assert count(program) == count(normal)  # nothing of the failed attempt is left
@@ -154,7 +151,6 @@ def test_progressive_prediction_batch_of_two(case: str, chunk: int | None) -> No
     module, store = layer(masked, causal)
     module = parse_ir(str(module).replace("tensor<1x6x8xf32>", "tensor<2x6x8xf32>")
                       .replace("tensor<1x6x16xf32>", "tensor<2x6x16xf32>"))
-    attach(module, store)
     reference, program = compile_both(module, store, chunk, **options)
     sims = [(i["map_addr"], i["first_row"]) for i in program.instructions
             if i.opcode_name == "similarity"]

@@ -1,4 +1,4 @@
-"""Weight store: deterministic .npz, lazy load, names, module pairing, IR file convention."""
+"""Weight store: deterministic .npz, lazy load, names, explicit store per module, IR file convention."""
 
 from __future__ import annotations
 
@@ -79,3 +79,39 @@ def test_ir_file_names_its_weights_relative_to_itself(tmp_path):
     write_ir(again.module, again.store, tmp_path / "moved" / "copy.mlir")
     assert not (tmp_path / "moved" / "copy.npz").exists()
     assert f'{WEIGHT_STORE_ATTR} = "model.npz"' in (tmp_path / "moved" / "copy.mlir").read_text()
+
+
+def _projection_model(w: np.ndarray):
+    """x [1, 4, 8] -> x @ w: one linear whose weight is named "w"."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="/proj/MatMul")],
+                              "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8])],
+                              [numpy_helper.from_array(w, "w")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_two_modules_with_different_stores_never_see_each_others_weights(capsys):
+    """The store travels with the module explicitly (no process-wide module -> store table):
+    two models whose weights have the same names compile and run side by side, each with its
+    own values, and what the passes add to one store (lifted, INT8) never appears in the other."""
+    from esact_cc import api
+
+    rng = np.random.default_rng(5)
+    w_a = rng.standard_normal((8, 8)).astype(np.float32)
+    w_b = -3 * w_a
+    a = api.compile(_projection_model(w_a), stage="transformer")
+    b = api.compile(_projection_model(w_b), stage="transformer")
+    x = rng.standard_normal((1, 4, 8)).astype(np.float32)
+    np.testing.assert_allclose(a.run({"x": x})["y"], x @ w_a, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(b.run({"x": x})["y"], x @ w_b, rtol=1e-5, atol=1e-5)
+
+    qa = api.compile(_projection_model(w_a), stage="quantized")
+    qb = api.compile(_projection_model(w_b), stage="quantized")
+    assert set(qa.store) == set(qb.store) and qa.store is not qb.store
+    for name in qa.store:  # same names, each store its own values
+        if qa.store[name].dtype.kind == "f" and np.abs(qa.store[name]).max() > 0:
+            assert not np.array_equal(qa.store[name], qb.store[name]), name
+    assert np.abs(qb.run({"x": x})["y"] - x @ w_b).max() < 0.05 * np.abs(x @ w_b).max()
+    capsys.readouterr()

@@ -80,9 +80,11 @@ def test_k_ratio_one_and_no_reuse_equals_dense_exactly(attention: str, similarit
 
 def test_k_ratio_one_equals_dense_int8() -> None:
     from esact_cc.passes.quantize import QuantizePass
+    from esact_cc.tuning.calibrate_pass import CalibratePass
 
     module, store = layer_module()
-    QuantizePass(store=store).apply(make_context(), module)
+    for step in (CalibratePass(store=store), QuantizePass(store=store)):
+        step.apply(make_context(), module)
     inputs = layer_inputs()
     dense = run_module(module, inputs, store)["y"]
     sparse = with_spls(module, store, k_ratio=1.0, threshold=1.5, attention="topk")

@@ -1,0 +1,88 @@
+"""Calibrated activation ranges, recorded in the IR as op attributes.
+
+The `calibrate` step (esact_cc/tuning/calibrate_pass.py) runs the reference interpreter on
+calibration samples and writes what it saw on each FP32 `transformer.linear` and
+`transformer.attention` as the attribute `esact.calibration`; the `quantize` pass reads only
+that attribute (and the weight store) to choose INT8 scales, and drops it from the INT8 op it
+makes (the scales then say it). The ranges are printed with the IR,
+so a dump shows them and a calibrated IR file can be quantized later without the samples:
+
+    transformer.linear %x, %w, %b {esact.calibration = {input_peak = 3.25 : f64}} ...
+    transformer.attention ... {esact.calibration = {q_peak = ..., k_peak = ..., v_peak = ...,
+                                                    probability_peak = ...}} ...
+
+A linear's per-input-channel peaks (which set group scales for outlier channels) are a tensor,
+so they go to the weight store and the attribute names them (`channel_peaks = "<name>"`); they
+are recorded only from representative samples (see calibrate_pass.py). Peaks are f64 attributes:
+they print exactly, so a round trip through a file gives the same scales.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdsl.dialects.builtin import DictionaryAttr, FloatAttr, StringAttr, f64
+from xdsl.ir import Attribute, Operation
+
+from esact_cc.ir_queries import op_label
+from esact_cc.runtime.errors import CompileError
+
+CALIBRATION_ATTR = "esact.calibration"
+"""Op attribute holding the calibrated ranges of a GEMM op's activations."""
+
+
+@dataclass(frozen=True)
+class LinearRange:
+    input_peak: float
+    """max |x| over the samples."""
+    channel_peaks: str | None = None
+    """Store name of max |x| per input channel (FP32 [in]), or None."""
+
+
+@dataclass(frozen=True)
+class AttentionRange:
+    q_peak: float
+    k_peak: float
+    v_peak: float
+    probability_peak: float
+    """Largest softmax probability over the samples."""
+
+
+Range = LinearRange | AttentionRange
+_PEAK_FIELDS = {LinearRange: ("input_peak",),
+                AttentionRange: ("q_peak", "k_peak", "v_peak", "probability_peak")}
+
+
+def record_range(op: Operation, observed: Range) -> None:
+    """Write `observed` on `op` as its `esact.calibration` attribute."""
+    entries: dict[str, Attribute] = {
+        name: FloatAttr(float(getattr(observed, name)), f64) for name in _PEAK_FIELDS[type(observed)]}
+    if isinstance(observed, LinearRange) and observed.channel_peaks is not None:
+        entries["channel_peaks"] = StringAttr(observed.channel_peaks)
+    op.attributes[CALIBRATION_ATTR] = DictionaryAttr(entries)
+
+
+def read_range(op: Operation, kind: type[Range]) -> Range | None:
+    """The range recorded on `op` (None if it was not calibrated); a malformed attribute (an IR
+    file is input) is a one-line error naming the op and the entry."""
+    attr = op.attributes.get(CALIBRATION_ATTR)
+    if attr is None:
+        return None
+    where = f"{op_label(op)}: attribute {CALIBRATION_ATTR}"
+    if not isinstance(attr, DictionaryAttr):
+        raise CompileError(f"{where} must be a dictionary")
+    entries = dict(attr.data)
+    values: dict[str, float | str | None] = {}
+    for name in _PEAK_FIELDS[kind]:
+        value = entries.pop(name, None)
+        if not isinstance(value, FloatAttr) or not value.value.data >= 0:
+            raise CompileError(f"{where}: '{name}' must be a float >= 0")
+        values[name] = float(value.value.data)
+    if kind is LinearRange and "channel_peaks" in entries:
+        handle = entries.pop("channel_peaks")
+        if not isinstance(handle, StringAttr):
+            raise CompileError(f"{where}: 'channel_peaks' must be a weight-store name (string)")
+        values["channel_peaks"] = handle.data
+    if entries:
+        raise CompileError(f"{where}: unknown entry '{sorted(entries)[0]}'")
+    return kind(**values)  # type: ignore[arg-type]
