@@ -58,10 +58,10 @@ from xdsl.context import Context
 from xdsl.dialects import func
 from xdsl.dialects.builtin import Float32Type, ModuleOp, TensorType, i32
 from xdsl.ir import Operation, SSAValue
-from xdsl.passes import ModulePass
 from xdsl.rewriter import InsertPoint, Rewriter
 
-from esact_cc.weight_store import WeightStore, store_of
+from esact_cc.passes.weight_store_pass import WeightStorePass
+from esact_cc.weight_store import WeightStore
 
 ATTENTION_MODES = ("dense", "topk")
 PAM_SCALES = ("one", "attention")
@@ -246,7 +246,7 @@ ViT)."""
 
 
 @dataclass(frozen=True)
-class InsertSplsPass(LayerOptions, ModulePass):
+class InsertSplsPass(LayerOptions, WeightStorePass):
     """Insert SPLS prediction per layer and rewrite the layer's GEMM ops into masked forms.
 
     Its options are `LayerOptions`' fields (inherited: one source of truth) plus `layers`."""
@@ -265,8 +265,7 @@ class InsertSplsPass(LayerOptions, ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         overrides = parse_layer_overrides(self.layers, self.base_options())
-        store = store_of(op)
-        weights = _HLogWeights(store)
+        weights = _HLogWeights(self.weights())
         functions = [f for f in op.walk() if isinstance(f, func.FuncOp)]
         stamps = {o: s for f in functions for o, s in layers_and_roles(f).items()}
         layers = [layer for f in functions for layer in find_layers(f)]

@@ -16,7 +16,7 @@ GELU coefficients); a candidate failing a check is left as it is (a near miss) a
 grouped into `transformer.host` regions (`host_regions.py`).
 
 Weights that must be transposed, scaled or sliced go into the module's weight store
-(`esact_cc.weight_store.store_of`) under new names.
+(the pass's `store` field, passes/weight_store_pass.py) under new names.
 """
 
 from __future__ import annotations
@@ -49,10 +49,10 @@ from xdsl.context import Context
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Block
-from xdsl.passes import ModulePass
 from xdsl.traits import Pure
 
-from esact_cc.weight_store import WeightStore, store_of
+from esact_cc.passes.weight_store_pass import WeightStorePass
+from esact_cc.weight_store import WeightStore
 
 PHASES: tuple[tuple[LiftPattern, ...], ...] = (
     (NoopPattern(),),
@@ -167,7 +167,7 @@ def erase_dead_ops(block: Block) -> None:
 
 
 @dataclass(frozen=True)
-class LiftTransformerPass(ModulePass):
+class LiftTransformerPass(WeightStorePass):
     """Rewrite `onnx` ops into `transformer.linear/attention/layer_norm/gelu/softmax/add`,
     grouping the rest into `transformer.host` regions."""
 
@@ -177,7 +177,7 @@ class LiftTransformerPass(ModulePass):
     """Print every near miss (candidate and failed check) to stderr."""
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        report = lift_module(op, store_of(op))
+        report = lift_module(op, self.weights())
         if self.debug:
             for line in report.near_misses:
                 print(f"lift-transformer: near miss: {line}", file=sys.stderr)
