@@ -3,19 +3,18 @@
 A parameter is declared once, as a field of a frozen dataclass made with
 `param(default, key, lo, hi, doc)`; a group of parameters kept in its own dataclass (the
 `[energy]` constants) is nested with `section(cls, key)`. Everything else derives from those
-declarations: which TOML keys exist and their types (`schema`), reading a parsed TOML table
-(`values_from_table`, unknown keys named with the nearest valid one), the finite-and-in-range
-check of every value (`check_ranges`), the resolved TOML-shaped dict a config hashes
-(`to_table`) and its commented TOML text (`to_toml`). Errors are `ConfigError`s naming the
-key; the caller adds the file.
+declarations: which TOML keys exist and their types (`schema`), the pydantic model that
+validates a parsed TOML table or a constructed config (runtime/hw_validation.py: types,
+bounds, finite numbers, unknown keys named with the nearest valid one; `values_from_table`,
+`check_ranges`), the resolved TOML-shaped dict a config hashes (`to_table`, `hashed_table`)
+and its commented TOML text (`to_toml`). Errors are `ConfigError`s naming the key; the
+caller adds the file.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
-import math
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .errors import ConfigError
+from .hw_validation import validate_table
 
 PARAM = "esact.param"
 SECTION = "esact.section"
@@ -103,57 +103,9 @@ def tables(cls: type) -> frozenset[str]:
 
 
 def values_from_table(cls: type, table: Mapping[str, Any]) -> dict[str, Any]:
-    """The values a parsed TOML table states, by full key, each checked for its type
-    (ranges are the config's `validate`)."""
-    values: dict[str, Any] = {}
-    _read_table(cls, table, "", values)
-    return values
-
-
-def _read_table(cls: type, table: Mapping[str, Any], prefix: str, values: dict[str, Any]) -> None:
-    leaves, sections = schema(cls), tables(cls)
-    for name, value in table.items():
-        key = prefix + name
-        if key in leaves:
-            values[key] = _coerce(leaves[key], value)
-        elif key in sections:
-            if not isinstance(value, dict):
-                raise ConfigError(f"'{key}' must be a table ([{key}]), got {_show(value)}")
-            _read_table(cls, value, key + ".", values)
-        else:
-            raise ConfigError(_unknown_key_message(cls, key, prefix))
-
-
-def _unknown_key_message(cls: type, key: str, prefix: str) -> str:
-    known = sorted(schema(cls)) + sorted(tables(cls))
-    here = sorted({k[len(prefix):].split(".")[0] for k in known if k.startswith(prefix)})
-    name = key[len(prefix):]
-    near = [prefix + n for n in difflib.get_close_matches(name, here, n=1, cutoff=0.6)]
-    if not near:  # the right name in the wrong table: `[sram] frequency_hz`
-        near = [k for k in schema(cls) if k.rsplit(".", 1)[-1] == name][:1]
-    hint = f" (did you mean '{near[0]}'?)" if near else ""
-    where = f"in [{prefix[:-1]}]" if prefix else "at the top level"
-    return f"unknown key '{key}'{hint}; valid keys {where}: {', '.join(here)}"
-
-
-_KIND_NAMES = {int: "an integer", float: "a number", str: "a string"}
-_KIND_PLURALS = {int: "integers", float: "numbers", str: "strings"}
-
-
-def _coerce(leaf: Leaf, value: Any) -> Any:
-    if not leaf.is_array:
-        return _coerce_scalar(leaf, value)
-    if not isinstance(value, list):
-        raise ConfigError(f"'{leaf.key}' must be an array of {_KIND_PLURALS[leaf.kind]}, "
-                          f"got {_show(value)}")
-    return tuple(_coerce_scalar(leaf, v) for v in value)
-
-
-def _coerce_scalar(leaf: Leaf, value: Any) -> Any:
-    if isinstance(value, bool) or not isinstance(value, (int, float) if leaf.kind is float
-                                                 else leaf.kind):
-        raise ConfigError(f"'{leaf.key}' must be {_KIND_NAMES[leaf.kind]}, got {_show(value)}")
-    return value
+    """The values a parsed TOML table states, by full key, each checked for its type and
+    bounds by the pydantic model of `cls` (runtime/hw_validation.py)."""
+    return validate_table(cls, table)
 
 
 def integers_to_floats(config: Any) -> None:
@@ -167,8 +119,8 @@ def integers_to_floats(config: Any) -> None:
         try:
             value = tuple(map(float, value)) if leaf.is_array else float(value)
         except OverflowError:
-            raise ConfigError(f"'{leaf.key}' must be within {_bounds(leaf.param)}, "
-                              f"got {_show(value)}") from None
+            raise ConfigError(f"'{leaf.key}' must be within {bounds_text(leaf.param)}, "
+                              f"got {show(value)}") from None
         owner = config
         for attr in leaf.attrs[:-1]:
             owner = getattr(owner, attr)
@@ -176,33 +128,19 @@ def integers_to_floats(config: Any) -> None:
 
 
 def check_ranges(config: Any) -> None:
-    """Every parameter of `config` is finite and within its declared bounds."""
+    """Every parameter of `config` has its type, is finite and within its declared bounds
+    (the same pydantic model as a TOML file's), and every string is printable."""
+    validate_table(type(config), to_table(config))
     for leaf in schema(type(config)).values():
         value = get(config, leaf)
-        for item in value if leaf.is_array else (value,):
-            _check_value(leaf, item)
-
-
-def _check_value(leaf: Leaf, value: Any) -> None:
-    spec = leaf.param
-    if not isinstance(value, leaf.kind) or isinstance(value, bool):
-        raise ConfigError(f"'{leaf.key}' must be {_KIND_NAMES[leaf.kind]}, got {_show(value)}")
-    if isinstance(value, str):
-        if not value.isprintable() or not _within(len(value), spec):
+        if leaf.kind is str and not all(v.isprintable() for v in
+                                        (value if leaf.is_array else (value,))):
             raise ConfigError(f"'{leaf.key}' must be printable text of length "
-                              f"{_bounds(spec)}, got {_show(value)}")
-        return
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"'{leaf.key}' must be a finite number, got {value}")
-    if not _within(value, spec):
-        raise ConfigError(f"'{leaf.key}' must be within {_bounds(spec)}, got {_show(value)}")
+                              f"{bounds_text(leaf.param)}, got {show(value)}")
 
 
-def _within(value: float, spec: Param) -> bool:
-    return (spec.lo is None or value >= spec.lo) and (spec.hi is None or value <= spec.hi)
-
-
-def _bounds(spec: Param) -> str:
+def bounds_text(spec: Param) -> str:
+    """A parameter's bounds as an interval: [1, 65535], [0, inf]."""
     lo = "-inf" if spec.lo is None else _number(spec.lo)
     hi = "inf" if spec.hi is None else _number(spec.hi)
     return f"[{lo}, {hi}]"
@@ -212,7 +150,8 @@ def _number(x: float) -> str:
     return str(x) if isinstance(x, int) else f"{x:g}"
 
 
-def _show(value: Any) -> str:
+def show(value: Any) -> str:
+    """A value as an error message shows it: repr, cut to 40 characters."""
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
