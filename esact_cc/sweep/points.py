@@ -21,7 +21,7 @@ from esact_cc.runtime.errors import ConfigError
 from esact_cc.runtime.hw_config import HardwareConfig, resolve_config
 from esact_cc.runtime.retiming import program_parameters
 
-from .spec import ModelSpec, SparsitySpec, SweepSpec
+from .spec import ModelSpec, SweepSpec, sparsity_settings
 
 
 @dataclass(frozen=True)
@@ -44,19 +44,6 @@ class Group:
 
 def digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def sparsity_settings(sparsity: SparsitySpec) -> list[dict[str, Any]]:
-    """One setting per combination of the listed option values."""
-    names = sorted(sparsity.options)
-    choices = [v if isinstance(v, list) else [v] for v in (sparsity.options[n] for n in names)]
-    return [{"scheme": sparsity.scheme, "values": dict(zip(names, combo)),
-             "options": [f"{n}={_option_text(v)}" for n, v in zip(names, combo)]}
-            for combo in itertools.product(*choices)]
-
-
-def _option_text(value: Any) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def base_table(base: str | None, spec_dir: Path, source: str) -> dict[str, Any]:

@@ -22,6 +22,8 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Union
@@ -29,9 +31,10 @@ from typing import Annotated, Any, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from esact_cc.runtime.bounded_read import CONFIG_FILE_CAP, read_bounded_text
-from esact_cc.runtime.errors import ConfigError, EsactError, UsageError
+from esact_cc.runtime.errors import ConfigError, EsactError
 
 BUNDLED_MODEL = "digits-vit"
+MAX_POINTS = 1_000_000  # a product of axes grows fast: refused before it is expanded
 Scalar = Union[bool, int, float, str]
 NonEmptyList = Annotated[list[Scalar], Field(min_length=1)]
 
@@ -82,6 +85,19 @@ class SweepSpec(_Strict):
     hardware: HardwareSpec = HardwareSpec()
 
 
+def sparsity_settings(sparsity: SparsitySpec) -> list[dict[str, Any]]:
+    """One setting per combination of the listed option values."""
+    names = sorted(sparsity.options)
+    choices = [v if isinstance(v, list) else [v] for v in (sparsity.options[n] for n in names)]
+    return [{"scheme": sparsity.scheme, "values": dict(zip(names, combo)),
+             "options": [f"{n}={_option_text(v)}" for n, v in zip(names, combo)]}
+            for combo in itertools.product(*choices)]
+
+
+def _option_text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def parse_spec(table: dict[str, Any], source: str) -> SweepSpec:
     """The spec a parsed TOML table describes; a ConfigError `source: key: problem`."""
     try:
@@ -91,6 +107,13 @@ def parse_spec(table: dict[str, Any], source: str) -> SweepSpec:
         where = ".".join(str(part) for part in error["loc"]) or "(top level)"
         message = error["msg"].removeprefix("Value error, ")
         raise ConfigError(f"{source}: {where}: {message}") from None
+    points = len(spec.models) * len(spec.sweep.inputs) * math.prod(
+        len(values) for values in spec.hardware.axes.values()) * sum(
+        math.prod(len(v) if isinstance(v, list) else 1 for v in s.options.values())
+        for s in spec.sparsity)
+    if points > MAX_POINTS:
+        raise ConfigError(f"{source}: the spec has {points:,} points, more than the "
+                          f"{MAX_POINTS:,} one sweep may have; split it")
     check_values(spec, source)
     return spec
 
@@ -100,7 +123,7 @@ def check_values(spec: SweepSpec, source: str) -> None:
     (each axis value must make a valid config on its own), repeated model names."""
     from esact_cc.sparsity.selection import select_scheme
 
-    from .points import base_table, hardware_config, sparsity_settings
+    from .points import base_table, hardware_config
 
     names = [m.name for m in spec.models]
     for k, name in enumerate(names):
@@ -121,12 +144,13 @@ def check_values(spec: SweepSpec, source: str) -> None:
 
 
 def load_spec(path: str | Path) -> SweepSpec:
+    """Read and check a spec file (at most CONFIG_FILE_CAP bytes of UTF-8 TOML)."""
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"sweep spec '{path}' not found")
     text = read_bounded_text(path, CONFIG_FILE_CAP, "sweep spec")
     try:
         table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nests arrays or tables too deeply") from None
     return parse_spec(table, str(path))

@@ -65,4 +65,13 @@ def test_not_toml_and_a_missing_spec_are_one_line_errors(tmp_path) -> None:
     assert_user_error(run_tool("esact-sweep", "bad.toml", "-o", "out", cwd=tmp_path),
                       "bad.toml: not valid TOML")
     assert_user_error(run_tool("esact-sweep", "none.toml", "-o", "out", cwd=tmp_path),
-                      "sweep spec 'none.toml' not found")
+                      "cannot read sweep spec 'none.toml': not found")
+
+
+def test_too_many_points_are_refused_before_expanding(tmp_path) -> None:
+    axes = "\n".join(f'"energy.{name}" = [{", ".join(str(0.1 * k) for k in range(1, 11))}]'
+                      for name in ("int8_mul_pj", "int32_add_pj", "int8_add_pj", "fp32_add_pj",
+                                   "fp32_mul_pj", "leak_int32_add_mw"))
+    path = write_spec(tmp_path, TINY.replace('"sfu.lanes" = [32, 64]', axes))
+    with pytest.raises(ConfigError, match="has 8,000,000 points, more than the 1,000,000"):
+        load_spec(path)
