@@ -36,6 +36,7 @@ from esact_cc.passes.lift_transformer_graph import (
     require,
     shape_of,
 )
+from esact_cc.passes.lift_fused_qkv import match_interleaved_split
 from esact_cc.passes.lift_rotary import (
     Rotary,
     match_flat_transpose,
@@ -43,7 +44,7 @@ from esact_cc.passes.lift_rotary import (
     match_rotary,
 )
 from esact_cc.passes.lift_transformer_pattern import LiftPattern
-from xdsl.dialects.builtin import Float32Type, TensorType
+from xdsl.dialects.builtin import Float32Type, IntegerAttr, TensorType, i64
 from xdsl.ir import Operation, SSAValue
 
 from esact_cc.quantized_kernels import causal_visible
@@ -68,6 +69,15 @@ class _HeadSplit:
     rotary: Rotary | None = None
     repeat: int = 1
     """repeat_kv factor (heads / kv_heads)."""
+    columns: np.ndarray | None = None
+    """A fused, per-head interleaved QKV projection: the source's columns this part reads."""
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """[B, L, D] of the part this split reads (of the source, or of its columns)."""
+        assert self.source is not None
+        batch, length, width = shape_of(self.source)
+        return batch, length, width if self.columns is None else self.columns.size
 
 
 @dataclass
@@ -80,6 +90,10 @@ class _Scores:
     """Additive mask values (already [.., Lq, Lk]-broadcastable)."""
     where_masks: list[tuple[SSAValue, bool, float, Operation]] = field(default_factory=list)
     """Non-constant Where conditions to make additive: (cond, visible_if_true, fill, op)."""
+    flat_additive: list[SSAValue] = field(default_factory=list)
+    """Additive masks of [B*H or 1, Lq or 1, Lk] scores."""
+    flat_heads: tuple[int, int] | None = None
+    """(B, H) when the scores were computed as [B*H, Lq, Lk] (a 3-D batched MatMul)."""
     constant_masks: list[np.ndarray] = field(default_factory=list)
     """Constant Where conditions other than causal (GPT-Neo's local window), as additive
     masks (0 where visible, the Where's fill elsewhere)."""
@@ -110,6 +124,10 @@ class AttentionPattern(LiftPattern):
         require(axis % 4 == 3, f"{where}: Softmax axis {axis} is not the last axis")
         probs = self._skip_nan_guard(op.results[0], graph, where)
         graph.require_single_use(probs, f"the attention probabilities of {where}")
+        flatten = graph.only_user(probs, "Reshape")
+        if flatten is not None and shape_of(flatten.results[0]) == (batch * heads, lq, lk):
+            probs = flatten.results[0]  # P V as a 3-D batched MatMul
+            graph.require_single_use(probs, f"the flattened probabilities of {where}")
         pv = graph.only_user(probs, "MatMul")
         require(
             pv is not None and pv.operands[0] is probs,
@@ -132,7 +150,7 @@ class AttentionPattern(LiftPattern):
             f"{where}: head counts differ (Q {qs.heads}, K {ks.heads} x{ks.repeat}, "
             f"V {vs.heads} x{vs.repeat}, scores {heads})",
         )
-        (qb, ql, qd), (kb, kl, kd), (vb, vl, vd) = shape_of(q), shape_of(k), shape_of(v)
+        (qb, ql, qd), (kb, kl, kd), (vb, vl, vd) = (split.shape for split in (qs, ks, vs))
         require(
             qb == kb == vb == batch and ql == lq and kl == vl == lk and qd == kd * ks.repeat,
             f"{where}: Q {fmt_shape((qb, ql, qd))}, K {fmt_shape((kb, kl, kd))}, "
@@ -147,6 +165,8 @@ class AttentionPattern(LiftPattern):
 
         # All checks passed: build the mask operand (host ops if needed) and the attention op.
         mask = self._build_mask(scores, graph, merge)
+        q, k, v = (_gather_columns(value, split, graph, merge) for value, split in
+                   ((q, qs), (k, ks), (v, vs)))
         q = _apply_rotary(q, qs, graph, merge)
         k = _apply_rotary(k, ks, graph, merge)
         attention = AttentionOp(
@@ -200,6 +220,20 @@ class AttentionPattern(LiftPattern):
             if step is None:
                 raise NoMatch(f"{where}: the scores pass through onnx.{kind} ({location_name(op)})")
             value = step(self, op, graph, scores, full_shape, lq, lk, where)
+            full_shape = shape_of(value)
+
+    def _take_unflatten(self, op, graph, scores, full_shape, lq, lk, where) -> SSAValue:
+        """Reshape [B*H, Lq, Lk] -> [B, H, Lq, Lk]: the scores were made by a 3-D batched
+        MatMul (DeBERTa, BLOOM). Masks met before it are [B*H or 1, Lq, Lk]."""
+        source = op.operands[0]
+        src, dst = shape_of(source), shape_of(op.results[0])
+        require(
+            len(dst) == 4 and src == (dst[0] * dst[1], *dst[2:]) and scores.flat_heads is None,
+            f"{where}: the scores are reshaped {fmt_shape(src)} -> {fmt_shape(dst)}, expected "
+            "[B*H, Lq, Lk] -> [B, H, Lq, Lk]",
+        )
+        scores.flat_heads = (dst[0], dst[1])
+        return source
 
     def _take_scale(self, op, graph, scores, full_shape, lq, lk, where) -> SSAValue:
         other, factor = graph.split_const(op, f"score scale {op.op_type}")
@@ -220,6 +254,14 @@ class AttentionPattern(LiftPattern):
             require(
                 2 <= len(mask_shape) <= 4, f"{where}: mask {fmt_shape(mask_shape)} has rank < 2"
             )
+            product = _activation_product_above(mask, graph)
+            if product is not None:
+                raise NoMatch(
+                    f"{where}: the scores add a term computed from activations by "
+                    f"{location_name(product)} (a content-dependent bias such as DeBERTa's "
+                    "disentangled c2p / p2c attention), not a mask: the attention op takes "
+                    "only input-independent or mask-derived additive biases"
+                )
             require(
                 all(m in (1, f) for m, f in zip(reversed(mask_shape), reversed(full_shape))),
                 f"{where}: mask {fmt_shape(mask_shape)} does not broadcast to "
@@ -238,7 +280,8 @@ class AttentionPattern(LiftPattern):
                     return chain
             elif self._mask_implies_causal(mask, graph, lq, lk):
                 scores.causal = True  # still needed for padding; causal is implied by it
-            scores.additive.append(mask)
+            # A mask added to [B*H, Lq, Lk] scores (before the reshape to 4-D) is made 4-D later.
+            (scores.flat_additive if len(full_shape) == 3 else scores.additive).append(mask)
             return chain
         raise NoMatch(f"{where}: no operand of {location_name(op)} carries the scores")
 
@@ -279,7 +322,10 @@ class AttentionPattern(LiftPattern):
             if op is None:
                 return False
             if op.op_type == "MatMul":
-                return len(shape_of(op.operands[0])) == 4 and not graph.is_const(op.operands[1])
+                return len(shape_of(op.operands[0])) in (3, 4) and not graph.is_const(op.operands[1])
+            if op.op_type == "Reshape":
+                value = op.operands[0]
+                continue
             if op.op_type not in ("Mul", "Div", "Add", "Where"):
                 return False
             full = shape_of(value)
@@ -318,6 +364,20 @@ class AttentionPattern(LiftPattern):
         block = before.parent_block()
         assert block is not None
         masks = list(scores.additive)
+        for flat in scores.flat_additive:
+            shape = shape_of(flat)
+            if shape[0] == 1:  # [1, Lq, Lk] broadcasts over batch and heads as it is
+                masks.append(flat)
+                continue
+            assert scores.flat_heads is not None
+            dims = np.array([*scores.flat_heads, *shape[1:]], np.int64)
+            target = graph.new_onnx_op("Constant", [], tensor_type_of(dims),
+                                       {"value": dense_attr_from_numpy(dims)}, before)
+            reshape = graph.new_onnx_op("Reshape", [flat, target.results[0]],
+                                        TensorType(Float32Type(), tuple(int(d) for d in dims)),
+                                        {}, before)
+            block.insert_ops_before([target, reshape], before)
+            masks.append(reshape.results[0])
         for constant in scores.constant_masks:
             masks.append(graph.new_weight(constant, "attention.constant_mask", before))
         for cond, visible_if_true, fill, like in scores.where_masks:
@@ -381,6 +441,8 @@ class AttentionPattern(LiftPattern):
                 split.scale *= factor if op.op_type == "Mul" else 1.0 / factor
             elif op.op_type == "Transpose":
                 p = tuple(int(i) for i in graph.attrs(op).get("perm", (3, 2, 1, 0)))
+                if p == (0, 2, 1):  # on [B*H, L, d]: the 4-D (0, 1, 3, 2)
+                    p = (0, 1, 3, 2)
                 require(
                     len(p) == 4, f"{what} transpose {location_name(op)} perm {list(p)} is not 4-D"
                 )
@@ -389,6 +451,8 @@ class AttentionPattern(LiftPattern):
             elif op.op_type in ("Add", "Concat") and split.rotary is None:
                 value, split.rotary = match_rotary(op, graph, f"the {what} heads")
                 shared, boundary = value, "rotary"
+            elif op.op_type == "Reshape" and _merges_batch_and_heads(op):
+                value = op.operands[0]  # [B, H, L, d] -> [B*H, L, d] for a 3-D batched MatMul
             elif op.op_type == "Reshape" and (
                 flat := match_flat_transpose(value, graph, f"the {what} heads")
             ) is not None:
@@ -400,6 +464,14 @@ class AttentionPattern(LiftPattern):
             ):
                 value, split.repeat = repeat
                 boundary = "repeat_kv"
+            elif op.op_type == "Gather":  # one part of a per-head interleaved QKV projection
+                require(
+                    perm == expected_perm and (not boundaries or segment == _HEAD_SPLIT_PERM),
+                    f"the {what} head transposes compose to perm {list(perm)}, "
+                    f"expected {list(expected_perm)}",
+                )
+                split.source, split.columns, split.heads = match_interleaved_split(op, graph, what)
+                return split
             elif op.op_type == "Reshape":
                 require(
                     perm == expected_perm and (not boundaries or segment == _HEAD_SPLIT_PERM),
@@ -463,6 +535,15 @@ class AttentionPattern(LiftPattern):
                 user is not None, f"{where}: the attention output is used outside the onnx dialect"
             )
             assert user is not None
+            if user.op_type == "Reshape" and len(shape_of(value)) == 3:
+                flat, out = shape_of(value), shape_of(user.results[0])
+                require(
+                    len(out) == 4 and flat == (out[0] * out[1], *out[2:]) and out[0] == batch,
+                    f"{where}: the 3-D attention output {fmt_shape(flat)} is reshaped to "
+                    f"{fmt_shape(out)}, expected [B, H, Lq, Dv]",
+                )
+                value = user.results[0]
+                continue
             if user.op_type == "Transpose":
                 p = tuple(int(i) for i in graph.attrs(user).get("perm", (3, 2, 1, 0)))
                 require(len(p) == 4, f"{where}: head merge transpose perm {list(p)} is not 4-D")
@@ -490,6 +571,47 @@ class AttentionPattern(LiftPattern):
             return user, True
 
 
+def _activation_product_above(value: SSAValue, graph: OnnxGraph, limit: int = 64) -> Operation | None:
+    """A MatMul (of an activation: constant ones are folded) among the ops `value` is computed
+    from (within `limit` ops), else None: padding masks, ALiBi and T5's bucketed bias have none."""
+    stack, seen = [value], set()
+    while stack and len(seen) < limit:
+        op = graph.producer(stack.pop())
+        if op is None or id(op) in seen:
+            continue
+        seen.add(id(op))
+        if op.op_type == "MatMul":  # constant products are folded: this one reads activations
+            return op
+        stack.extend(op.operands)
+    return None
+
+
+def _merges_batch_and_heads(reshape: OnnxOperation) -> bool:
+    """Is `reshape` [B, H, L, d] -> [B*H, L, d]?"""
+    src, dst = shape_of(reshape.operands[0]), shape_of(reshape.results[0])
+    return len(src) == 4 and dst == (src[0] * src[1], *src[2:])
+
+
+def _gather_columns(
+    source: SSAValue, split: _HeadSplit, graph: OnnxGraph, before: Operation
+) -> SSAValue:
+    """The part of a fused interleaved projection `split` reads (onnx.Gather of its columns,
+    which the split-linear phase turns into a linear), else `source`."""
+    if split.columns is None:
+        return source
+    block = before.parent_block()
+    assert block is not None
+    indices = graph.new_onnx_op("Constant", [], tensor_type_of(split.columns),
+                                {"value": dense_attr_from_numpy(split.columns)}, before)
+    batch, length, _ = shape_of(source)
+    gather = graph.new_onnx_op(
+        "Gather", [source, indices.results[0]],
+        TensorType(Float32Type(), (batch, length, split.columns.size)),
+        {"axis": IntegerAttr(-1, i64)}, before)
+    block.insert_ops_before([indices, gather], before)
+    return gather.results[0]
+
+
 def _apply_rotary(
     source: SSAValue, split: _HeadSplit, graph: OnnxGraph, before: Operation
 ) -> SSAValue:
@@ -511,4 +633,5 @@ _SCORE_STEPS = {
     "Div": AttentionPattern._take_scale,
     "Add": AttentionPattern._take_additive_mask,
     "Where": AttentionPattern._take_where_mask,
+    "Reshape": AttentionPattern._take_unflatten,
 }

@@ -7,7 +7,8 @@
       n = Div(d, Sqrt(Add(var, eps)))  [-> Mul(n, gamma)] [-> Add(., beta)]
 - Gelu (approximate none|tanh); the erf form x * 0.5 * (1 + Erf(x / sqrt(2))) (Div by sqrt(2)
   or Mul by 1/sqrt(2)); the tanh form 0.5 * x * (1 + Tanh(sqrt(2/pi) * (x + 0.044715 x^3)))
-  (x^3 as Pow(x, 3) or x * x * x); the product x * 0.5 * (...) in any association.
+  (x^3 as Pow(x, 3) or x * x * x), or BLOOM's Tanh((sqrt(2/pi) x) (1 + 0.044715 x x)); the
+  product x * 0.5 * (...) in any association.
 - Softmax over the last axis (outside attention) -> transformer.softmax.
 - Add of two same-shape f32 tensors, one of them a transformer op's result -> transformer.add.
 """
@@ -315,14 +316,14 @@ class TanhGeluPattern(LiftPattern):
         where = location_name(op)
         scaled = graph.expect(op.operands[0], "Mul", f"{where}: Tanh input")
         graph.require_single_use(op.operands[0], f"{where}: the Tanh input")
-        inner, factor = graph.split_const(scaled, "sqrt(2/pi) Mul")
-        require(
-            close(factor, SQRT_2_OVER_PI, CONSTANT_RTOL),
-            f"{where}: Tanh input scaled by {factor!r}, expected sqrt(2/pi) = {SQRT_2_OVER_PI!r}",
-        )
-        add = graph.expect(inner, "Add", f"{where}: x + 0.044715 x^3")
-        graph.require_single_use(inner, f"{where}: x + 0.044715 x^3")
-        x, cubic = self._split_cubic(add, graph, where)
+        if not any(graph.is_const(v) for v in scaled.operands):
+            x = self._split_factored(scaled, graph, where)
+        else:
+            inner, factor = graph.split_const(scaled, "sqrt(2/pi) Mul")
+            self._check_sqrt_2_over_pi(factor, where)
+            add = graph.expect(inner, "Add", f"{where}: x + 0.044715 x^3")
+            graph.require_single_use(inner, f"{where}: x + 0.044715 x^3")
+            x, cubic = self._split_cubic(add, graph, where)
         require(is_f32(x), f"{where}: input is not f32")
         end = _half_x_product(_plus_one(op.results[0], graph, where).results[0], x, graph, where)
         require(
@@ -330,6 +331,40 @@ class TanhGeluPattern(LiftPattern):
             f"{where}: GELU result broadcasts to another shape",
         )
         return replace_end(end, GeluOp(x, "tanh", end.results[0].type), op)
+
+    @staticmethod
+    def _check_sqrt_2_over_pi(factor: float, where: str) -> None:
+        require(
+            close(factor, SQRT_2_OVER_PI, CONSTANT_RTOL),
+            f"{where}: Tanh input scaled by {factor!r}, expected sqrt(2/pi) = {SQRT_2_OVER_PI!r}",
+        )
+
+    def _split_factored(self, scaled: OnnxOperation, graph: OnnxGraph, where: str) -> SSAValue:
+        """BLOOM's factored form, (sqrt(2/pi) * x) * (1 + 0.044715 * x * x): x."""
+        for a, b in (scaled.operands, scaled.operands[::-1]):
+            scale_mul, one_plus = graph.producer(a, "Mul"), graph.producer(b, "Add")
+            if scale_mul is None or one_plus is None:
+                continue
+            x, factor = graph.split_const(scale_mul, "sqrt(2/pi) * x")
+            self._check_sqrt_2_over_pi(factor, where)
+            quadratic, one = graph.split_const(one_plus, "1 + 0.044715 x^2")
+            require(one == 1.0, f"{where}: {location_name(one_plus)} adds {one}, expected 1")
+            square = graph.expect(quadratic, "Mul", f"{where}: 0.044715 x^2")
+            coefficient_mul = next((graph.producer(v, "Mul") for v in square.operands
+                                    if v is not x and graph.producer(v, "Mul")), None)
+            require(coefficient_mul is not None and x in square.operands,
+                    f"{where}: {location_name(square)} is not (0.044715 x) * x")
+            assert coefficient_mul is not None
+            rest, coefficient = graph.split_const(coefficient_mul, "0.044715 Mul")
+            require(rest is x and close(coefficient, GELU_CUBIC_COEFFICIENT, CONSTANT_RTOL),
+                    f"{where}: quadratic term {coefficient!r} of another value, expected "
+                    f"{GELU_CUBIC_COEFFICIENT} x")
+            for value in (a, b, quadratic, coefficient_mul.results[0]):
+                graph.require_single_use(value, f"{where}: the factored GELU at "
+                                         f"{location_name(value.op)}")  # type: ignore[union-attr]
+            return x
+        raise NoMatch(f"{where}: Tanh argument is neither sqrt(2/pi) * (x + 0.044715 x^3) nor "
+                      "(sqrt(2/pi) x) (1 + 0.044715 x^2)")
 
     @staticmethod
     def _split_cubic(

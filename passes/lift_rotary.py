@@ -194,7 +194,8 @@ def match_flat_transpose(value: SSAValue, graph: OnnxGraph, where: str) -> SSAVa
     outer = graph.producer(value, "Reshape")
     transpose = graph.producer(outer.operands[0], "Transpose") if outer is not None else None
     inner = graph.producer(transpose.operands[0], "Reshape") if transpose is not None else None
-    if outer is None or transpose is None or inner is None:
+    if (outer is None or transpose is None or inner is None
+            or len(shape_of(transpose.results[0])) != 3 or len(shape_of(value)) != 4):
         return None
     x = inner.operands[0]
     src, out = shape_of(x), shape_of(value)

@@ -131,6 +131,7 @@ ATTENTION_CASES = {
     "gpt2_fused_qkv_where_causal": dict(qkv="fused", mask="where_causal_const", merge="2d"),
     "constant_additive_causal": dict(mask="additive_causal_const"),
     "where_bool_mask_input": dict(mask="where"),
+    "where_constant_local_window": dict(mask="where_local_band"),
     "legacy_noop_cast_of_probs": dict(cast_probs=True),
 }
 
@@ -147,6 +148,9 @@ def test_attention_forms_lift(case: str) -> None:
         )
     elif mask == "where":
         mask = "where:" + b.input("keep", (B, 1, L, L), TensorProto.BOOL)
+    elif mask == "where_local_band":  # GPT-Neo's local layers: causal, at most 2 keys back
+        rows, cols = np.indices((L, L))
+        mask = "where:" + b.const(((cols <= rows) & (rows - cols < 2))[None, None])
     model = _single_output(b, attention(b, x, B, L, D, H, mask=mask, **kwargs))
     module, report, store = _lift(model)
     ops = _all_ops(module)
@@ -305,10 +309,10 @@ NEAR_MISSES = {
         "transformer.attention",
         "Where fill -1.0 does not mask",
     ),
-    "where_not_causal": (
+    "where_hides_every_key": (
         lambda: _where_upper_mask_model(),
         "transformer.attention",
-        "constant Where condition is not a causal mask",
+        "a constant Where condition hides every key from some query",
     ),
     "ln_epsilon_not_scalar": (
         lambda: _ln_model(form="decomposed", epsilon_shape=(D,)),
@@ -353,9 +357,11 @@ def _split_axis_model() -> onnx.ModelProto:
 
 
 def _where_upper_mask_model() -> onnx.ModelProto:
-    """Where(constant, scores, min) whose constant keeps the upper triangle: not causal."""
+    """Where(constant, scores, min) whose constant keeps nothing of the last query row."""
     b = GraphBuilder()
-    keep = b.const(np.triu(np.ones((L, L), bool))[None, None])
+    keep = np.triu(np.ones((L, L), bool))
+    keep[-1] = False
+    keep = b.const(keep[None, None])
     return _single_output(
         b, attention(b, b.input("x", (B, L, D)), B, L, D, H, mask="where:" + keep)
     )
