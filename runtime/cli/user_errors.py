@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from ..errors import CommandLineError, EsactError
+from ..numeric_warnings import numpy_warnings_as_lines
 
 EXIT_USER_ERROR = 1
 EXIT_USAGE_ERROR = 2
@@ -112,7 +113,7 @@ def exit_code_of(prog: str, run: Callable[[], int | None]) -> int:
         sys.stderr.flush()
 
     try:
-        with _terminating_signals_raise():
+        with _terminating_signals_raise(), numpy_warnings_as_lines(say):
             return run() or 0
     except BrokenPipeError:
         # The reader went away (e.g. `| head`): stop quietly, and keep the interpreter's
