@@ -40,7 +40,7 @@ def _leaf_type(leaf: Any) -> Any:
 @cache
 def table_model(cls: type) -> type[BaseModel]:
     """The pydantic model of `cls`'s TOML document (its tables nested as models)."""
-    from .hw_params import schema
+    from .hw_params import schema  # here, not at the top: hw_params imports this module
 
     tree: dict[str, Any] = {}
     for key, leaf in schema(cls).items():
