@@ -123,6 +123,8 @@ class _Layer:
     out: Operation | None
     ffn_up: Operation | None
     ffn_down: Operation | None
+    ffn_gate: Operation | None = None
+    """A gated FFN's gate projection (act(x W_gate) * (x W_up))."""
 
 
 def _single_linear_user(value: SSAValue) -> Operation | None:
@@ -131,8 +133,34 @@ def _single_linear_user(value: SSAValue) -> Operation | None:
     return linears[0] if len(linears) == 1 else None
 
 
-def _find_ffn(start: SSAValue) -> tuple[Operation, Operation] | None:
-    """The FFN (up linear -> gelu -> down linear) fed from `start` through adds / layer norms."""
+def _gated_ffn(linear: Operation) -> tuple[Operation, Operation, Operation] | None:
+    """(up, down, gate) of a gated FFN whose gate or up projection is `linear`:
+    down(act(gate(x)) * up(x)), act GELU or SiLU."""
+    users = [u.operation for u in linear.results[0].uses]
+    if len(users) != 1:
+        return None
+    act = users[0] if isinstance(users[0], (transformer.GeluOp, transformer.SiluOp)) else None
+    product = [u.operation for u in act.results[0].uses] if act is not None else users
+    if len(product) != 1 or not isinstance(product[0], transformer.MulOp):
+        return None
+    mul = product[0]
+    made_by = (act or linear).results[0]
+    other = (mul.rhs if mul.lhs is made_by else mul.lhs).owner
+    if isinstance(other, (transformer.GeluOp, transformer.SiluOp)) and act is None:
+        act, other = other, other.x.owner  # `linear` is the up projection
+        gate, up = other, linear
+    else:
+        gate, up = linear, other
+    down = _single_linear_user(mul.result)
+    if (act is None or not isinstance(up, LINEAR_OPS) or not isinstance(gate, LINEAR_OPS)
+            or up.operands[0] is not gate.operands[0] or down is None):
+        return None
+    return up, down, gate
+
+
+def _find_ffn(start: SSAValue) -> tuple[Operation, ...] | None:
+    """The FFN (up linear -> gelu -> down linear, or a gated FFN: (up, down, gate)) fed from
+    `start` through adds / norms."""
     frontier, seen = [start], set()
     for _ in range(4):
         following: list[SSAValue] = []
@@ -148,7 +176,10 @@ def _find_ffn(start: SSAValue) -> tuple[Operation, Operation] | None:
                         down = _single_linear_user(gelus[0].results[0])
                         if down is not None:
                             return op, down
-                elif isinstance(op, (transformer.AddOp, transformer.LayerNormOp)):
+                    if (gated := _gated_ffn(op)) is not None:
+                        return gated
+                elif isinstance(op, (transformer.AddOp, transformer.LayerNormOp,
+                                     transformer.RmsNormOp)):
                     following.append(op.results[0])
         frontier = following
     return None
@@ -159,11 +190,10 @@ def find_layers(function: func.FuncOp) -> list[_Layer]:
     for op in function.body.walk():
         if not isinstance(op, ATTENTION_OPS) or op.is_masked:
             continue
-        if op.key_heads != op.heads:
-            print(f"warning: insert-spls: {_label(op)}: grouped-query attention has no SPLS "
-                  "prediction yet; layer left dense", file=sys.stderr)
-            continue
-        q, k, v = (operand.owner for operand in op.operands[:3])
+        # Rotary embeddings rotate Q and K after the projections; the prediction reads the
+        # projections' weights (it predicts without the rotation).
+        q, k, v = (operand.owner.x.owner if isinstance(operand.owner, transformer.RotaryOp)
+                   else operand.owner for operand in op.operands[:3])
         if not all(isinstance(p, LINEAR_OPS) for p in (q, k, v)) or len({id(q), id(k), id(v)}) < 3:
             print(f"warning: insert-spls: {_label(op)}: Q, K, V are not three linears; layer "
                   "left dense", file=sys.stderr)
@@ -178,7 +208,7 @@ def find_layers(function: func.FuncOp) -> list[_Layer]:
         if ffn is None:
             print(f"warning: insert-spls: {_label(op)}: no FFN found after the attention; its "
                   "FFN stays dense", file=sys.stderr)
-        layers.append(_Layer(op, q, k, v, out, *(ffn or (None, None))))  # type: ignore[arg-type]
+        layers.append(_Layer(op, q, k, v, out, *(ffn or (None, None))))  # type: ignore[arg-type,misc]
     return layers
 
 
@@ -218,6 +248,19 @@ class _HLogWeights:
                 self.store.add(self.store.unique_name(base + ".scale"),
                                np.array(scale, np.float32)))
         return self.done[(name, bits)]
+
+    def repeat_heads(self, name: str, heads: int, group: int) -> str:
+        """The store tensor `name` [..., heads * d] with each head's column block repeated
+        `group` times (grouped-query K for a per-query-head prediction), made once."""
+        key = (name, -group)
+        if key not in self.done:
+            array = np.asarray(self.store[name])
+            lead, width = array.shape[:-1], array.shape[-1]
+            blocks = array.reshape(*lead, heads, width // heads)
+            repeated = np.repeat(blocks, group, axis=-2).reshape(*lead, width * group)
+            self.done[key] = (self.store.add(self.store.unique_name(f"{name}.x{group}"),
+                                             np.ascontiguousarray(repeated)), "")
+        return self.done[key][0]
 
     def zero_bias(self, width: int) -> str:
         name = f"spls.zero_bias.{width}"
@@ -306,9 +349,12 @@ def _rewrite_layer(layer: _Layer, options: LayerOptions, weights: _HLogWeights) 
     hlog_x = spls.HLogQuantizeOp(x, bits)
     Rewriter.insert_op(hlog_x, InsertPoint.before(first))
     encoded = []
+    group = heads // att.key_heads  # type: ignore[attr-defined]
     for linear in (layer.q, layer.k):
         codes_name, scale_name = weights.encode(linear, bits)
-        w_shape = _shape(linear.operands[1])
+        if linear is layer.k and group > 1:  # GQA: query head h predicts with K head h // group
+            codes_name = weights.repeat_heads(codes_name, att.key_heads, group)  # type: ignore[attr-defined]
+        w_shape = weights.store[codes_name].shape
         encoded.append((_handle(first, codes_name, TensorType(i32, w_shape)),
                         _handle(first, scale_name, TensorType(Float32Type(), []))))
     biases = []
@@ -322,6 +368,8 @@ def _rewrite_layer(layer: _Layer, options: LayerOptions, weights: _HLogWeights) 
         if name is None:
             raise CompileError(f"insert-spls: {_label(linear)}: bias must be a weight-store "
                                "handle")
+        if linear is layer.k and group > 1:
+            name, width = weights.repeat_heads(name, att.key_heads, group), width * group  # type: ignore[attr-defined]
         biases.append(_handle(first, name, TensorType(Float32Type(), [width])))
     mask = att.mask  # type: ignore[attr-defined]
     causal = att.causal is not None  # type: ignore[attr-defined]
@@ -347,10 +395,13 @@ def _rewrite_layer(layer: _Layer, options: LayerOptions, weights: _HLogWeights) 
 
     # A linear left dense stays exact: what a reused row reads downstream is its
     # representative's value either way, so it only forgoes that linear's saving.
-    for linear in (layer.q, layer.out, layer.ffn_up, layer.ffn_down):
+    for linear in (layer.q, layer.out, layer.ffn_up, layer.ffn_gate, layer.ffn_down):
         if linear is not None and not _has_input_groups(linear):
             _replace(linear, _row_masked_linear(linear, reuse))
-    if options.attention == "topk":
+    if options.attention == "topk" and group > 1:
+        print(f"warning: insert-spls: {_label(att)}: grouped-query attention: K and V stay "
+              "dense (the key masks are per query head)", file=sys.stderr)
+    elif options.attention == "topk":
         for linear in (layer.k, layer.v):
             if not _has_input_groups(linear):
                 _replace(linear, _key_masked_linear(linear, keys, heads))
