@@ -120,8 +120,11 @@ def _sparsity_passes(options: CompileOptions) -> list[ModulePass]:
 
 
 def _lower_passes(options: CompileOptions) -> list[ModulePass]:
-    return [make_pass("lower-to-esact", hw=options.extra.get("hw"),
+    # The lowering's named steps (passes/lower_to_esact.py), so each one's IR can be printed.
+    hw = options.extra.get("hw")
+    return [make_pass("esact-select-instructions", hw=hw,
                       spls_chunk_rows=options.extra.get("spls_chunk_rows")),
+            make_pass("esact-allocate-buffers", hw=hw), make_pass("esact-order", hw=hw),
             make_pass("schedule")]
 
 
