@@ -2,7 +2,8 @@
 
 The masked linears and attentions that read its masks are lowered by `passes/lower_gemm.py`
 (the one mask-aware rule each); this module registers the MBUF regions it leaves the masks in
-(`Lowering.masks`), and places the linears lowered beside it (`passes/prediction_overlap.py`).
+(`Lowering.masks`), and says with placement directives where the linears lowered beside it go
+(`esact-order` applies them: `passes/prediction_overlap.py`).
 
 The prediction chain that `insert-spls` emits per layer,
     hlog_quantize(X) -> predict_attention -> topk -> local_similarity,
@@ -25,8 +26,8 @@ is lowered. HLOG/BPU/TOPK/SIMILARITY run on the predict queue (its SFU DEQUANT/S
 SFU queue; all of component `predict`); `schedule` derives the tokens from the memory
 operands, so what overlaps what follows from where the consumers' tiles and instructions are:
 - K / V (`attention=dense`: dense linears of X, independent of the prediction) are lowered
-  beside phase 1 (`lower_aside`: while every prediction region is allocated, so their tiles
-  share none) and spread over its BPU tiles by estimated time (`interleave`): the compute
+  beside phase 1 (`Lowering.lower_aside`: while every prediction region is reserved, so their
+  tiles share none) and spread over its BPU tiles by estimated time (`interleave`): the compute
   queue runs them while the BPU works, and their loads do not wait behind the prediction's.
 - The masked Q linear of X is lowered beside phase 2 with one GEMM per chunk (its row tile of
   the chunk's rows), placed after the chain: GEMM c waits only for SIMILARITY c, so the MAC

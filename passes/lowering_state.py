@@ -421,7 +421,7 @@ class Lowering:
         before (but for unused DRAM constants), when their tiles do not fit (`masks`: the
         masks whose users the lowering updates)."""
         saved = (copy.deepcopy(self.rings), len(self.stream), set(self.fused),
-                 None if masks is None else set(masks.users))
+                 None if masks is None else set(masks.users), dict(self.physical))
         self.counters["group"] += 1
         group, self.group = self.counters["group"], self.counters["group"]
         try:
@@ -435,6 +435,7 @@ class Lowering:
             self.fused.update(saved[2])
             if masks is not None and saved[3] is not None:
                 masks.users = saved[3]
+            self.physical = saved[4]
             return None
         finally:
             self.group = None
