@@ -162,9 +162,11 @@ def _run_mul(machine: Any, f: Mapping[str, int]) -> None:
 
 def _run_rope(machine: Any, f: Mapping[str, int]) -> None:
     head_dim, rotary_dim = f["head_dim"], f["rotary_dim"]
-    if f["cols"] % head_dim or rotary_dim % 2 or rotary_dim > head_dim:
+    if f["cols"] % head_dim:
+        raise machine.fail(f"field 'head_dim' = {head_dim}: does not divide cols {f['cols']}")
+    if rotary_dim % 2 or rotary_dim > head_dim:
         raise machine.fail(f"field 'rotary_dim' = {rotary_dim}: must be even and <= head_dim "
-                           f"{head_dim}, and head_dim must divide cols {f['cols']}")
+                           f"{head_dim}")
     machine.view("dst_addr")[...] = rope_rows(machine.view("src_addr"), machine.view("cos_addr"),
                                               machine.view("sin_addr"), head_dim, rotary_dim)
     machine.work.sfu_elements = f["rows"] * (f["cols"] // head_dim) * rotary_dim
