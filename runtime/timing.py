@@ -150,9 +150,21 @@ def _dependencies(producer: list[np.ndarray | None], pops: np.ndarray, n: int
             from_src = first_src == src
             first[from_src] = column[from_src]
     more: list[tuple[tuple[int, int], ...] | None] = [None] * n
-    for i in np.flatnonzero(pops != low).tolist():
-        more[i] = tuple((int(producer[src][i]), src)  # type: ignore[index]
-                        for src in range(nq) if pops[i] >> src & 1 and src != first_src[i])
+    multi = np.flatnonzero(pops != low)
+    if multi.size:
+        rest = pops[multi] & ~low[multi]
+        src2 = np.log2(rest & -rest).astype(np.int64)
+        prod2 = np.full(multi.size, n + 1, dtype=np.int64)
+        for src, column in enumerate(producer):
+            if column is not None:
+                from_src = src2 == src
+                prod2[from_src] = column[multi[from_src]]
+        for i, p, src in zip(multi.tolist(), prod2.tolist(), src2.tolist()):
+            more[i] = ((p, src),)  # the usual second pop
+        bits = _mask_bits(nq)
+        for i in multi[(rest & (rest - 1)) != 0].tolist():  # three or more: rare
+            more[i] = tuple((int(producer[src][i]), src)  # type: ignore[index]
+                            for src in bits[int(pops[i])] if src != first_src[i])
     return first.tolist(), first_src.tolist(), more
 
 
@@ -186,7 +198,8 @@ def simulate(
     producer_arrays = _match_tokens(q_arr, pop_arr, push_arr, nq)
     first, first_src, more = _dependencies(producer_arrays, pop_arr, n)
     # tokens a queue pushes to itself need no wake-up: its next head is checked anyway
-    wake = list(map(_mask_bits(nq).__getitem__, (push_arr & ~(1 << q_arr)).tolist()))
+    wake = (push_arr & ~(1 << q_arr)).tolist()  # a mask: most instructions wake no queue
+    bits = _mask_bits(nq)
     heads = [0] * nq
     free = [0] * nq
     in_heap = [False] * nq
@@ -252,20 +265,23 @@ def simulate(
         end[i] = e
         free[q] = e
         processed_append(i)
-        for dst in wake[i]:
-            if not in_heap[dst] and heads[dst] < lengths[dst]:
-                enqueue(dst)
+        if wake[i]:
+            for dst in bits[wake[i]]:
+                if not in_heap[dst] and heads[dst] < lengths[dst]:
+                    enqueue(dst)
         h = heads[q] = heads[q] + 1
         if h < lengths[q]:  # the queue's next head, inline: most events continue a queue
             i = per_queue[q][h]
-            if more[i] is None:
-                t = end[first[i]] + lat
-                if t > e:
-                    cause = first_src[i]
-                else:
-                    t, cause = e, -1
+            t = end[first[i]] + lat  # ready_time(i, e), inline
+            if t > e:
+                cause = first_src[i]
             else:
-                t, cause = ready_time(i, e)
+                t, cause = e, -1
+            if more[i] is not None:
+                for p, src in more[i]:
+                    ready = end[p] + lat
+                    if ready > t:
+                        t, cause = ready, src
             if t < never:
                 entry = heappushpop(heap, (t, i, q, cause))
                 continue
