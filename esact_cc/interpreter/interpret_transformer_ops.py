@@ -68,7 +68,11 @@ def run_attention(
         scores = scores + mask.astype(np.float32, copy=False)
     if causal:
         scores = np.where(causal_visible(lq, lk), scores, np.float32(-np.inf))
-    probs = run_kernel("Softmax", [scores.astype(np.float32, copy=False)], {"axis": -1}, 1)[0]
+    with np.errstate(invalid="ignore"):  # a row of -inf gives NaN here, replaced below
+        probs = run_kernel("Softmax", [scores.astype(np.float32, copy=False)], {"axis": -1}, 1)[0]
+    hidden_rows = ~np.isfinite(scores).any(axis=-1)
+    if hidden_rows.any():  # no visible key: all 0, the hardware's rule (sdpa's NaN guard too)
+        probs = np.where(hidden_rows[..., None], np.float32(0), probs)
     out = np.matmul(probs, vh)  # [B, H, Lq, dv]
     return out.transpose(0, 2, 1, 3).reshape(batch, lq, width_v).astype(np.float32, copy=False)
 

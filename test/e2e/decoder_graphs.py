@@ -44,12 +44,14 @@ def decoder(
     cos_from_input: bool = False,
     sdpa: str = "",
     window: int | None = None,
+    first_row_hidden: bool = False,
     seed: int = 0,
 ) -> onnx.ModelProto:
     """`rms_inverse`: "reciprocal" | "div_one" | "div" (x / sqrt); `rotary_dim` None = the
     head width; `cos_from_input`: the cos table is a graph input (positions not constant);
     `window`: GPT-Neo's local attention, Where(causal band of that width, scores, min) instead
-    of the causal additive mask."""
+    of the causal additive mask; `first_row_hidden`: the causal mask hides every key from
+    query 0 (-inf, as left padding does), so only the sdpa NaN guard gives it a value (0)."""
     rng = np.random.default_rng(seed)
     d = hidden // heads
     rot = d if rotary_dim is None else rotary_dim
@@ -89,6 +91,8 @@ def decoder(
                         ("s_axis", 3), ("s_step", 1)):
         init(name, np.array([value], np.int64))
     causal = np.triu(np.full((seq, seq), np.finfo(np.float32).min, np.float32), 1)
+    if first_row_hidden:
+        causal[0] = -np.inf
     init("causal_mask", causal[None, None])
     rows, cols = np.indices((seq, seq))
     init("c_min", np.array(np.finfo(np.float32).min, np.float32))

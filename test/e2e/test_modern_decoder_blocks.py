@@ -114,6 +114,17 @@ def test_decoder_spls_reuses_gated_ffn_and_gqa_rows(tmp_path: Path) -> None:
         assert row["macs_executed"] < row["macs_dense"]
 
 
+def test_a_query_without_visible_keys_gets_zeros_like_the_sdpa_guard(tmp_path: Path) -> None:
+    path = save(tmp_path, sdpa="legacy", first_row_hidden=True, layers=1)
+    compiled = api.compile(path, stage="transformer")
+    assert sum(isinstance(op, AttentionOp) for op in compiled.module.walk()) == 1
+    inputs = graphs.decoder_inputs()
+    expected = ort.InferenceSession(str(path)).run(None, inputs)[0]
+    got = compiled.run(inputs)["last_hidden_state"]
+    assert not np.isnan(got).any()
+    assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
+
+
 def test_rotary_table_from_an_input_is_one_precise_near_miss(tmp_path: Path, capsys) -> None:
     path = save(tmp_path, cos_from_input=True)
     compiled = api.compile(path, stage="transformer", debug_lift=True)
