@@ -17,6 +17,7 @@ import numpy as np
 
 from esact_cc.runtime.atomic_write import atomic_write
 from esact_cc.runtime.errors import UsageError
+from esact_cc.runtime.hw_config import HardwareConfig
 
 from .points import Group, hardware_config
 from .spec import BUNDLED_MODEL, ModelSpec
@@ -80,8 +81,9 @@ def reference_accuracy(model: ModelData, count: int) -> float:
     return float(np.mean(np.concatenate(hits)))
 
 
-def compile_group(task: GroupTask, work_dir: Path) -> Any:
-    """The group's program (esb.Program), compiled under its first point's config."""
+def compile_group(task: GroupTask, work_dir: Path) -> tuple[Any, HardwareConfig]:
+    """The group's program (esb.Program) and the config it was compiled under (its first
+    point's: the group's points differ in none of the parameters the compiler reads)."""
     from esact_cc import api
 
     group = task.group
