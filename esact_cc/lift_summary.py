@@ -16,16 +16,19 @@ linear or norm it holds (`esact-cc --debug-lift` says which check failed), else 
 the accelerator has no instruction for. `sparsity_layers` reads which attention layers a
 sparsity scheme took (their attention op carries a mask) after the `sparsity` stage.
 
-Two checks run as pipeline passes: `StrictLiftCheck` (`esact-cc --strict-lift`) makes any
-attention or linear on the host an error, and `SchemeTookLayersCheck` makes a sparsity scheme
-that took no layer an error naming why. The lines go to stderr (esact-cc), never stdout.
+`CompileSummary` collects these at the stages that produce them; esact-cc writes its lines to
+stderr once the compile succeeded (never stdout). Two checks run as pipeline passes:
+`StrictLiftCheck` (`esact-cc --strict-lift`) makes any attention or linear on the host an
+error, and `SchemeTookLayersCheck` makes a sparsity scheme that took no layer an error naming
+why.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any, TextIO
 
 from xdsl.context import Context
 from xdsl.dialects import func
@@ -204,6 +207,33 @@ def sparsity_line(scheme: str, module: ModuleOp) -> str:
         return "sparsity dense: no layer masked"
     return (f"sparsity {scheme}: layer(s) {', '.join(map(str, taken)) or 'none'} of {total} "
             "attention layer(s)")
+
+
+class CompileSummary:
+    """The summary of one compile, collected from the stages that produce it (the `on_stage`
+    hook of `pipeline.compile_model`) and written once the compile succeeded."""
+
+    def __init__(self, scheme: str) -> None:
+        self.scheme = scheme
+        self.summary: LiftSummary | None = None
+
+    def observe(self, stage: str, module: ModuleOp) -> None:
+        if stage == "transformer":
+            self.summary = summarize_lift(module)
+        elif stage == "sparsity" and self.summary is not None:
+            self.summary.sparsity = sparsity_line(self.scheme, module)
+
+    def write(self, stream: TextIO, prog: str) -> None:
+        """One `prog: ` line each (nothing if the lift stage did not run in this compile)."""
+        for line in self.summary.lines() if self.summary is not None else []:
+            stream.write(f"{prog}: {line}\n")
+
+
+def scheme_name(options: Mapping[str, Any]) -> str:
+    """The sparsity scheme the compile options select (`sparsity.selection`)."""
+    from esact_cc.sparsity.selection import select_scheme
+
+    return select_scheme(options)[0].name
 
 
 def _host_work_text(summary: LiftSummary, kinds: tuple[str, ...]) -> str:
