@@ -1,13 +1,15 @@
 """`esact-run`: run an ESACT binary on the hardware model (functional + timing + energy).
 
     esact-run model.esb --input NAME=FILE.npy ... [--output-dir DIR] [--report FILE.json]
-        [--trace FILE.json] [--plots DIR] [--hw CONFIG] [--force-config] [--quiet]
+        [--trace FILE.json] [--plots DIR] [--html-report FILE.html] [--hw CONFIG]
+        [--force-config] [--quiet]
         [--host-time-limit SECONDS]
 
-Prints the summary table (report.format_summary) on stdout; a progress bar on stderr when
-stderr is a terminal or the run is long. `--hw` takes a TOML path or the name of a file in
-runtime/configs/; without it, the shipped config whose hash the binary records (else the
-default config). A binary compiled for another config is refused unless --force-config.
+Prints the summary tables (report.format_summary) on stdout; a progress bar on stderr when
+stderr is a terminal or the run is long (runtime/progress.py). `--plots` and `--html-report`
+need matplotlib: without it they are refused before the run. `--hw` takes a TOML path or the
+name of a file in runtime/configs/; without it, the shipped config whose hash the binary
+records (else the default config). A binary compiled for another config is refused unless --force-config.
 Errors: `esact-run: error: <one line>` on stderr, exit 1, no traceback (user_errors.py); output
 paths are checked before the run (none may be an input, no two outputs may share a file), and
 every output file is written atomically and only after the run succeeded.
@@ -17,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
-from typing import TextIO
 
 import numpy as np
 from esact_cc.runtime.cli.npy_arguments import load_input_files
@@ -30,6 +30,7 @@ from esact_cc.runtime.cli.output_paths import (check_output_dir, check_output_fi
 from esact_cc.runtime.cli.user_errors import exit_code_of
 from esact_cc.runtime.errors import UsageError
 from esact_cc.runtime.host_segments import HOST_TIME_LIMIT_S, positive_seconds
+from esact_cc.runtime.progress import ProgressBar
 
 PROG = "esact-run"
 
@@ -48,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write a Chrome/Perfetto trace (open in ui.perfetto.dev)")
     parser.add_argument("--plots", metavar="DIR",
                         help="write per-layer cycle and energy plots (needs matplotlib)")
+    parser.add_argument("--html-report", metavar="FILE.html",
+                        help="write a self-contained HTML report: summary, tables, plots "
+                             "(needs matplotlib)")
     parser.add_argument("--hw", metavar="CONFIG",
                         help="hardware config: TOML path or name in runtime/configs (default: "
                              "the shipped config the binary was compiled for)")
@@ -81,47 +85,6 @@ def check_inputs(program: object, inputs: dict[str, np.ndarray]) -> None:
         if value.dtype != target and not lossless:
             raise UsageError(f"--input {name}: dtype {value.dtype}, the binary expects "
                              f"{desc.dtype}")
-
-
-class ProgressBar:
-    """Instruction progress on stderr: a redrawn bar on a terminal; elsewhere a line every
-    10% once the run has taken more than `quiet_seconds`."""
-
-    def __init__(self, stream: TextIO, quiet_seconds: float = 2.0) -> None:
-        self.stream = stream
-        self.tty = stream.isatty()
-        self.quiet_seconds = quiet_seconds
-        self.start = time.monotonic()
-        self.last_draw = 0.0
-        self.last_decile = -1
-        self.drawn = False
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if done < total and now - self.last_draw < 0.1:
-            return
-        elapsed = now - self.start
-        fraction = done / total if total else 1.0
-        if self.tty:
-            if elapsed < 0.3 and done < total and not self.drawn:
-                return
-            width = 30
-            filled = int(width * fraction)
-            self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
-                              f"instructions {elapsed:.1f}s")
-            self.drawn = True
-        elif elapsed >= self.quiet_seconds:
-            decile = int(fraction * 10)
-            if decile > self.last_decile:
-                self.stream.write(f"esact-run: {done}/{total} instructions ({elapsed:.0f}s)\n")
-                self.last_decile = decile
-        self.stream.flush()
-        self.last_draw = now
-
-    def finish(self) -> None:
-        if self.drawn:
-            self.stream.write("\n")
-            self.stream.flush()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -166,10 +129,11 @@ def run(args: argparse.Namespace) -> int:
     if args.plots:
         from esact_cc.runtime.plots import write_plots
 
-        written = write_plots(result.report, args.plots)
-        if not written:
-            sys.stderr.write("warning: --plots needs matplotlib (pip install esact-cc[plot]); "
-                             "no plots written\n")
+        write_plots(result.report, args.plots)
+    if args.html_report:
+        from esact_cc.runtime.html_report import write_html_report
+
+        write_html_report(args.html_report, result.report)
     if not args.quiet:
         sys.stdout.write(format_summary(result.report))
     return 0
@@ -186,13 +150,21 @@ def check_output_options(args: argparse.Namespace) -> None:
     check_output_dir("--plots", args.plots)
     check_output_file("--report", args.report)
     check_output_file("--trace", args.trace)
-    refuse_overwriting_inputs({"--report": args.report, "--trace": args.trace}, input_paths(args))
+    check_output_file("--html-report", args.html_report)
+    for option, value in (("--plots", args.plots), ("--html-report", args.html_report)):
+        if value:
+            from esact_cc.runtime.plots import require_matplotlib
+
+            require_matplotlib(option)
+    refuse_overwriting_inputs({"--report": args.report, "--trace": args.trace,
+                               "--html-report": args.html_report}, input_paths(args))
 
 
 def output_files(args: argparse.Namespace, names: list[str]) -> dict[str, Path]:
     """The --output-dir file of each output; every output file distinct and not an input."""
     files = output_array_paths("--output-dir", args.output_dir, names) if args.output_dir else {}
-    outputs: dict[str, str | Path | None] = {"--report": args.report, "--trace": args.trace}
+    outputs: dict[str, str | Path | None] = {"--report": args.report, "--trace": args.trace,
+                                             "--html-report": args.html_report}
     outputs.update({f"--output-dir (output '{name}')": path for name, path in files.items()})
     refuse_overwriting_inputs(outputs, input_paths(args))
     refuse_shared_outputs(outputs)
