@@ -9,7 +9,8 @@ Prints the summary tables (report.format_summary) on stdout; a progress bar on s
 stderr is a terminal or the run is long (runtime/progress.py). `--plots` and `--html-report`
 need matplotlib: without it they are refused before the run. `--hw` takes a TOML path or the
 name of a file in runtime/configs/; without it, the shipped config whose hash the binary
-records (else the default config). A binary compiled for another config is refused unless --force-config.
+records (else the default config). A binary compiled for another config is refused unless
+--force-config.
 Errors: `esact-run: error: <one line>` on stderr, exit 1, no traceback (user_errors.py); output
 paths are checked before the run (none may be an input, no two outputs may share a file), and
 every output file is written atomically and only after the run succeeded.
