@@ -4,8 +4,10 @@ Runs bench/configs/sweep_digits_512.toml (512 points, 16 compile groups; accurac
 whole test split) through the `esact-sweep` command, each run in a fresh output directory:
   1 worker (in process), 2 workers (local process pool), 2 workers on a local Ray cluster,
   and a 2-worker run killed (SIGKILL, whole process group) once half the points are stored,
-  then restarted. Records wall times, the speed-up, whether every table is identical to the
-  1-worker one, and how many points the restart evaluated.
+  then restarted. Records wall times (and CPU times of esact-sweep and its pool workers: on a
+  shared machine they show how much of the wall time was waiting for a core), the speed-up,
+  whether every table is identical to the 1-worker one, and how many points the restart
+  evaluated.
 
 Run:  python bench/bench_sweep.py [--spec FILE] [--json bench/results/sweep.json]
       [--runs one,two,ray,kill]
@@ -17,6 +19,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -39,15 +42,23 @@ def sweep_command(spec: Path, out: Path, *extra: str) -> list[str]:
     return [exe, str(spec), "-o", str(out), *extra]
 
 
+def children_cpu_seconds() -> float:
+    """CPU time of waited-for descendants: esact-sweep and its pool workers (not Ray's)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed_run(spec: Path, out: Path, *extra: str) -> dict:
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), children_cpu_seconds()
     load = os.getloadavg()
     done = subprocess.run(sweep_command(spec, out, *extra), capture_output=True, text=True)
     wall = time.perf_counter() - started
+    cpu = children_cpu_seconds() - cpu
     if done.returncode != 0:
         raise SystemExit(f"esact-sweep {' '.join(extra)} failed:\n{done.stderr[-2000:]}")
     points, ran, groups = map(int, SUMMARY.search(done.stdout).groups())
-    return {"args": list(extra), "wall_seconds": round(wall, 2), "points": points,
+    return {"args": list(extra), "wall_seconds": round(wall, 2),
+            "cpu_seconds_sweep_and_pool": round(cpu, 2), "points": points,
             "evaluated": ran, "groups": groups, "load_average_before": load,
             "load_average_after": os.getloadavg()}
 
