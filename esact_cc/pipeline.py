@@ -199,22 +199,35 @@ def compile_model(
     options: CompileOptions = CompileOptions(),
     on_stage: StageCallback | None = None,
     on_pass: PassCallback | None = None,
+    before_pass: PassCallback | None = None,
 ) -> tuple[ModuleOp, WeightStore]:
     """Import `model` and run the pipeline up to `stage`; callbacks see each stage and pass."""
-    from esact_cc.dialect_registry import make_context
     from esact_cc.frontend.onnx_frontend import import_onnx
-    from esact_cc.passes.weight_store_pass import with_store_all
 
-    target = stage_names().index(stage_named(stage).name)
     check_compile_options(options.extra, stage)
     module, store = import_onnx(model, options.input_shapes)
+    continue_pipeline(module, store, None, stage, options, on_stage, on_pass, before_pass)
+    return module, store
+
+
+def continue_pipeline(module: ModuleOp, store: WeightStore, done: str | None, stage: str,
+                      options: CompileOptions = CompileOptions(),
+                      on_stage: StageCallback | None = None, on_pass: PassCallback | None = None,
+                      before_pass: PassCallback | None = None) -> None:
+    """Run the stages after `done` (None: from the first) up to `stage` on `module` in place."""
+    from esact_cc.dialect_registry import make_context
+    from esact_cc.passes.weight_store_pass import with_store_all
+
+    first = 0 if done is None else stage_names().index(stage_named(done).name) + 1
+    target = stage_names().index(stage_named(stage).name)
     ctx = make_context()
-    for current in STAGES[: target + 1]:
+    for current in STAGES[first: target + 1]:
         for module_pass in with_store_all(current.passes(options), store):
+            if before_pass is not None:
+                before_pass(module_pass, module)
             module_pass.apply(ctx, module)
             module.verify()
             if on_pass is not None:
                 on_pass(module_pass, module)
         if on_stage is not None:
             on_stage(current.name, module, store)
-    return module, store

@@ -1,17 +1,23 @@
-"""`esact-cc`: compile an ONNX model to a pipeline stage, write/dump its IR, optionally run it.
+"""`esact-cc`: compile an ONNX model, or IR of any stage, to a later stage; write, dump, run it.
 
-    esact-cc MODEL.onnx [-o OUT] --compile-to STAGE [--input-shape NAME=1x128 ...]
-        [--dump-ir-dir DIR] [--print-ir-after-all] [--debug-lift]
-        [--run --input NAME=FILE.npy ... --output-dir DIR] [--hw CONFIG] [--calibration-data FILE.npz]
+    esact-cc MODEL.onnx|IR.mlir|- [-o OUT.esb|OUT.mlir|-] [--compile-to STAGE]
+        [--input-shape NAME=1x128 ...] [--dim SYMBOL=SIZE ...]
+        [--dump-ir-dir DIR] [--mlir-print-ir-after-all] [--mlir-print-ir-before/after=PASS]
+        [--mlir-print-ir-tree-dir DIR] [--debug-lift]
+        [--run --input FILE.npz|NAME=FILE.npy|NAME=FILE.npz[:ARRAY] ... --output-dir DIR]
+        [--hw CONFIG] [--calibration-data FILE.npz|NAME=FILE.npz[:ARRAY]]
         [--sparsity SCHEME] [--sparsity-option [LAYER:]NAME=VALUE ...] [--spls-config FILE.json]
 
-Stages come from `esact_cc.pipeline.STAGES`. Arguments are declared by the functions in
-`ARGUMENT_GROUPS` (append one to add options); every parsed argument a stage declares
-(`Stage.options`) reaches the pipeline as `CompileOptions.extra[<dest>]`, so a later stage
-reads its own options without changes here.
-Errors: `esact-cc: error: <one line>` on stderr, exit 1, no traceback (cli/user_errors.py);
-output paths are checked first (none may be an input), and outputs are written only after
-everything succeeded, each atomically (runtime/atomic_write.py).
+As iree-compile: an `.mlir` input (or `-`, IR on stdin) continues from the stage its dialects
+show (ir_files.detect_stage); the output kind follows `--compile-to`, else `-o`'s extension
+(`.esb` a binary, `.mlir` IR of the last IR stage), and a conflict between them is an error.
+Without `-o` (or with `-o -`) the output goes to stdout: IR with its weights inline, a binary
+only when stdout is not a terminal. Stages come from `esact_cc.pipeline.STAGES`. Arguments are
+declared by the functions in `ARGUMENT_GROUPS`; every parsed argument a stage declares
+(`Stage.options`) reaches the pipeline as `CompileOptions.extra[<dest>]`.
+Errors: `esact-cc: error: <one line>` on stderr, exit 2 for a bad command line, 1 otherwise
+(runtime/cli/user_errors.py); output paths are checked first (none may be an input), and
+outputs are written only after everything succeeded, each atomically.
 """
 
 from __future__ import annotations
@@ -23,36 +29,41 @@ from pathlib import Path
 
 import numpy as np
 
-from esact_cc.runtime.cli.npy_arguments import load_input_files
+from esact_cc.runtime.cli.conventions import STDOUT, is_stdout, tool_parser
 from esact_cc.runtime.cli.output_paths import (check_output_dir, check_output_file,
-                                               input_array_paths, output_array_paths,
-                                               refuse_overwriting_inputs)
+                                               output_array_paths, refuse_overwriting_inputs)
 from esact_cc.runtime.cli.user_errors import exit_code_of
+from esact_cc.runtime.errors import CommandLineError
 
 PROG = "esact-cc"
+BINARY_SUFFIX, IR_SUFFIX = ".esb", ".mlir"
+BINARY_STAGE = "esb"
+LAST_IR_STAGE = "esact"
 
 
 def _add_compile_arguments(parser: argparse.ArgumentParser) -> None:
+    from esact_cc.cli.shape_arguments import add_shape_arguments
     from esact_cc.pipeline import stage_names
 
-    parser.add_argument("model", help="ONNX model file")
-    parser.add_argument("-o", "--output", help="output file (default: IR on stdout)")
+    parser.add_argument("model", metavar="INPUT",
+                        help="ONNX model, or IR (.mlir, or '-' for IR on stdin) of any stage")
+    parser.add_argument("-o", "--output", metavar="FILE",
+                        help="output: FILE.esb (binary) or FILE.mlir (IR); '-' or none: stdout")
     parser.add_argument(
-        "--compile-to", default=stage_names()[-1], choices=stage_names(with_aliases=True),
-        metavar="STAGE", help=f"last stage to run: {', '.join(stage_names())} (default: "
-        "%(default)s; spls: the former name of sparsity)",
+        "--compile-to", default=None, choices=stage_names(with_aliases=True), metavar="STAGE",
+        help=f"last stage to run: {', '.join(stage_names())} (default: from -o's extension, "
+        f"else {BINARY_STAGE}; spls: the former name of sparsity)",
     )
-    parser.add_argument(
-        "--input-shape", action="append", default=[], metavar="NAME=DIMS",
-        help="static shape of a model input, e.g. input_ids=1x128 (repeatable)",
-    )
+    add_shape_arguments(parser)
 
 
 def _add_debug_arguments(parser: argparse.ArgumentParser) -> None:
+    from esact_cc.cli.ir_printing import add_ir_printing_arguments
+    from esact_cc.cli.pass_timing import add_timing_argument
+
     parser.add_argument("--dump-ir-dir", metavar="DIR", help="write the IR after every stage to DIR")
-    parser.add_argument(
-        "--print-ir-after-all", action="store_true", help="print the IR after every pass to stderr"
-    )
+    add_ir_printing_arguments(parser, "--print-ir-after-all")
+    add_timing_argument(parser)
     parser.add_argument(
         "--debug-lift", action="store_true",
         help="report which check failed for every pattern lift-transformer did not lift",
@@ -68,7 +79,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--run", action="store_true", help="run the compiled IR on the reference interpreter"
     )
     parser.add_argument(
-        "--input", action="append", default=[], metavar="NAME=FILE.npy", help="input value (repeatable)"
+        "--input", action="append", default=[], metavar="BINDING",
+        help="input values: FILE.npz (arrays by input name), NAME=FILE.npy, NAME=FILE.npz "
+        "or NAME=FILE.npz:ARRAY (repeatable)",
     )
     parser.add_argument("--output-dir", metavar="DIR", help="where --run writes <output>.npy")
 
@@ -78,8 +91,14 @@ def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
         "--hw", metavar="CONFIG", help="hardware config: a TOML file or a bundled config name (default: default)"
     )
     parser.add_argument(
-        "--calibration-data", metavar="FILE.npz",
-        help="INT8 calibration inputs: one array per model input, samples along axis 0",
+        "--calibration-data", metavar="BINDING",
+        help="INT8 calibration inputs, samples along axis 0: FILE.npz (arrays by input name, "
+        "or its one array for a one-input model), NAME=FILE.npz[:ARRAY] or NAME=FILE.npy",
+    )
+    parser.add_argument(
+        "--synthetic-samples", metavar="N", type=int, default=None,
+        help="without --calibration-data: how many synthetic samples from the model's input "
+        "domain set the INT8 ranges (default 8; esact_cc/tuning/synthetic_calibration.py)",
     )
 
 
@@ -113,96 +132,224 @@ ARGUMENT_GROUPS: list[Callable[[argparse.ArgumentParser], None]] = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Compile ONNX Transformer models for ESACT.")
+    parser = tool_parser(PROG, "Compile ONNX Transformer models (or their IR) for ESACT.")
     for add_arguments in ARGUMENT_GROUPS:
         add_arguments(parser)
     return parser
 
 
-def run_cli(args: argparse.Namespace) -> None:
-    from esact_cc import api
-    from esact_cc.runtime.atomic_write import atomic_save_npy
-    from esact_cc.frontend.onnx_frontend import parse_input_shape
-    from esact_cc.pipeline import CompileOptions, compile_model, stage_named
-    from esact_cc.runtime.errors import CompileError
+def is_ir_input(model: str) -> bool:
+    return model == "-" or Path(model).suffix == IR_SUFFIX
 
+
+def target_stage(args: argparse.Namespace) -> str:
+    """The last stage: `--compile-to`, else the one `-o`'s extension names; a binary name
+    for IR (or the reverse) is an error, not a file of the other kind under that name."""
+    from esact_cc.pipeline import stage_named
+
+    suffix = Path(args.output).suffix if args.output and not is_stdout(args.output) else None
+    if args.compile_to is None:
+        if suffix in (None, BINARY_SUFFIX):
+            return BINARY_STAGE
+        if suffix == IR_SUFFIX:
+            return LAST_IR_STAGE
+        raise CommandLineError(f"-o '{args.output}': the extension says neither {BINARY_SUFFIX} "
+                               f"(binary) nor {IR_SUFFIX} (IR); give one, or --compile-to STAGE")
+    stage = stage_named(args.compile_to).name
+    if suffix == BINARY_SUFFIX and stage != BINARY_STAGE:
+        raise CommandLineError(f"-o '{args.output}' names a binary, but --compile-to {stage} "
+                               f"writes IR: use {IR_SUFFIX}, or --compile-to {BINARY_STAGE}")
+    if suffix == IR_SUFFIX and stage == BINARY_STAGE:
+        raise CommandLineError(f"-o '{args.output}' names IR, but --compile-to {BINARY_STAGE} "
+                               f"writes the binary: use {BINARY_SUFFIX}")
+    return stage
+
+
+def check_arguments(args: argparse.Namespace, stage: str) -> None:
+    """Option combinations that cannot work, before any file is read."""
     if args.run and not args.output_dir:
-        raise CompileError("--run needs --output-dir DIR")
+        raise CommandLineError("--run needs --output-dir DIR")
     if args.input and not args.run:
-        raise CompileError("--input is only used with --run")
-    check_outputs(args)
-    inputs = load_input_files(args.input) if args.run else {}
-    shapes = dict(parse_input_shape(text) for text in args.input_shape)
-    for name, value in inputs.items():  # an input's file fixes its shape unless given
-        shapes.setdefault(name, tuple(value.shape))
-    from esact_cc.pipeline import check_compile_options, option_types
+        raise CommandLineError("--input is only used with --run")
+    if args.output_dir and not args.run:
+        raise CommandLineError("--output-dir is only used with --run")
+    if stage == BINARY_STAGE and not args.run and args.output in (None, STDOUT) \
+            and sys.stdout.isatty():
+        raise CommandLineError("refusing to write the .esb binary to a terminal: give -o "
+                               "FILE.esb, or --compile-to STAGE for IR")
+    if is_ir_input(args.model) and (args.input_shape or args.dim):
+        raise CommandLineError(f"--input-shape/--dim: the IR '{args.model}' has static shapes "
+                               "already; they apply to an ONNX input")
+
+
+def check_done_stages(args: argparse.Namespace, extra: dict, done: str, stage: str) -> None:
+    """An IR input has been through the stages up to `done`: their options would be ignored,
+    so giving one is an error; so is a `--compile-to` before `done`."""
+    from esact_cc.pipeline import STAGES, stage_names
+
+    index = stage_names().index(done)
+    if stage_names().index(stage) < index:
+        raise CommandLineError(f"input '{args.model}' is IR of stage '{done}', after "
+                               f"--compile-to {stage}")
+    for earlier in STAGES[:index + 1]:
+        given = [name for name in earlier.options if extra.get(name) not in (None, [], ())]
+        if given:
+            raise CommandLineError(f"--{given[0].replace('_', '-')} is used by stage "
+                                   f"'{earlier.name}', which the IR '{args.model}' has been "
+                                   f"through already ({done})")
+    if args.debug_lift and index >= stage_names().index("transformer"):
+        raise CommandLineError(f"--debug-lift: the IR '{args.model}' is lifted already ({done})")
+
+
+def compile_options(args: argparse.Namespace, stage: str, shapes: dict):  # -> CompileOptions
+    from esact_cc.pipeline import CompileOptions, check_compile_options, option_types
     from esact_cc.sparsity.selection import select_scheme
 
     extra = {name: value for name, value in vars(args).items() if name in option_types()}
-    options = CompileOptions(input_shapes=shapes, debug_lift=args.debug_lift,
-                             strict_lift=args.strict_lift, extra=extra)
-    check_compile_options(extra, args.compile_to)  # bad options fail before the (slow) compile
+    check_compile_options(extra, stage)  # bad options fail before the (slow) compile
     select_scheme(extra)
+    return CompileOptions(input_shapes=shapes, debug_lift=args.debug_lift,
+                          strict_lift=args.strict_lift, extra=extra)
 
-    on_pass = None
-    if args.print_ir_after_all:
-        def on_pass(module_pass, module) -> None:  # type: ignore[no-untyped-def]
-            sys.stderr.write(f"// ----- IR after {module_pass.name} -----\n{api.ir_text(module)}")
+
+def compile_input(args: argparse.Namespace, stage: str, arrays: dict[str, np.ndarray],
+                  timer=None):  # type: ignore[no-untyped-def]
+    """The module and store at `stage`, from the ONNX model or the IR input."""
+    from esact_cc import api
+    from esact_cc.cli.ir_printing import IRDumper
+    from esact_cc.passes.registry import get_all_passes
+    from esact_cc.pipeline import compile_model, continue_pipeline
 
     from esact_cc.lift_summary import CompileSummary, scheme_name
 
-    stage_dumps: list[tuple[str, str]] = []
+    dumper = IRDumper(args, get_all_passes())
+    dumps = 0
+    state: dict = {}  # the store, for dumps to files, known once the input is read
     summary = CompileSummary(scheme_name(vars(args)))  # written to stderr once compiled
 
     def on_stage(name, module, store) -> None:  # type: ignore[no-untyped-def]
+        nonlocal dumps
+        state["store"] = store
         summary.observe(name, module)
         if args.dump_ir_dir:
-            path = Path(args.dump_ir_dir) / f"{len(stage_dumps) + 1}-{name}.mlir"
-            api.write_ir(module, store, path)
-            stage_dumps.append((name, str(path)))
-        if args.print_ir_after_all:
-            sys.stderr.write(f"// ----- IR after stage {name} -----\n{api.ir_text(module)}")
+            dumps += 1
+            api.write_ir(module, store, Path(args.dump_ir_dir) / f"{dumps}-{name}.mlir")
 
-    module, store = compile_model(args.model, args.compile_to, options, on_stage=on_stage, on_pass=on_pass)
+    def before_pass(module_pass, module) -> None:  # type: ignore[no-untyped-def]
+        dumper.before(module_pass, module, state["store"])
+        if timer is not None:
+            timer.start(module_pass)
+
+    def after_pass(module_pass, module) -> None:  # type: ignore[no-untyped-def]
+        if timer is not None:
+            timer.stop(module_pass)
+        dumper.after(module_pass, module, state["store"])
+
+    hooks: dict = {"on_stage": on_stage, "before_pass": before_pass, "on_pass": after_pass}
+    if not is_ir_input(args.model):
+        from esact_cc.cli.shape_arguments import input_shapes
+
+        shapes = input_shapes(args.model, args.input_shape, args.dim, arrays)
+        module, store = compile_model(args.model, stage, compile_options(args, stage, shapes),
+                                      **hooks)
+        summary.write(sys.stderr, PROG)
+        return module, store
+    from esact_cc.ir_files import detect_stage, read_ir
+
+    module, store = read_ir(args.model)
+    done = detect_stage(module)
+    options = compile_options(args, stage, {})
+    check_done_stages(args, dict(options.extra), done, stage)
+    state["store"] = store
+    continue_pipeline(module, store, done, stage, options, **hooks)
     summary.write(sys.stderr, PROG)
+    return module, store
 
-    outputs: dict[str, np.ndarray] = {}
-    if args.run:  # the reference interpreter; from the esact stage on, the functional model
-        outputs = api.CompiledModel(module, store, args.compile_to).run(inputs)
+
+def run_compiled(module, store, stage: str, bound) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
+    """--run: the reference interpreter; from the esact stage on, the functional model."""
+    from esact_cc import api
+    from esact_cc.ir_queries import io_names, main_function
+    from esact_cc.runtime.cli.input_bindings import resolve_bindings
+
+    compiled = api.CompiledModel(module, store, stage)
+    names = ([d.name for d in compiled.program().inputs] if compiled.is_program()
+             else io_names(main_function(module), results=False))
+    return compiled.run(resolve_bindings(bound, names, "--input"))
+
+
+def write_output(args: argparse.Namespace, stage: str, module, store) -> None:  # type: ignore[no-untyped-def]
+    from esact_cc import api
+    from esact_cc.pipeline import stage_named
+
+    if args.run and args.output is None:
+        return
+    writer = stage_named(stage).write_output
+    if args.output is not None and not is_stdout(args.output):
+        if writer is not None:
+            writer(module, store, Path(args.output))
+        else:
+            api.write_ir(module, store, args.output)
+    elif writer is not None:  # the binary on stdout (not a terminal: checked first)
+        from esact_cc.backend.emit_esb import esb_bytes
+
+        sys.stdout.buffer.write(esb_bytes(module, store))
+        sys.stdout.flush()
+    else:
+        from esact_cc.ir_files import ir_text_with_weights
+
+        sys.stdout.write(ir_text_with_weights(module, store))
+
+
+def run_cli(args: argparse.Namespace) -> None:
+    from esact_cc.runtime.atomic_write import atomic_save_npy
+    from esact_cc.runtime.cli.input_bindings import BoundArrays, bound_names, read_bindings
+    from esact_cc.runtime.cli.npy_arguments import INPUT_ARRAY_CAP
+
+    stage = target_stage(args)
+    check_arguments(args, stage)
+    check_outputs(args, stage)
+    bound = read_bindings("--input", args.input, INPUT_ARRAY_CAP) if args.run else BoundArrays()
+    from esact_cc.cli.pass_timing import PassTimer
+
+    timer = PassTimer() if args.mlir_timing else None
+    module, store = compile_input(args, stage, bound_names(bound), timer)
+    if timer is not None:
+        timer.report()
+    outputs = run_compiled(module, store, stage, bound) if args.run else {}
 
     # Everything computed: now write.
     files = output_array_paths("--output-dir", args.output_dir, outputs) if outputs else {}
     written = {f"--output-dir (output '{name}')": path for name, path in files.items()}
     refuse_overwriting_inputs(written, input_paths(args))
-    stage = stage_named(args.compile_to)
-    if args.output:
-        if stage.write_output is not None:
-            stage.write_output(module, store, Path(args.output))
-        else:
-            api.write_ir(module, store, args.output)
-    elif not args.run:
-        sys.stdout.write(api.ir_text(module))
+    write_output(args, stage, module, store)
     for name, value in outputs.items():
         atomic_save_npy(files[name], value)
 
 
 def input_paths(args: argparse.Namespace) -> dict[str, str | None]:
     """Every file the compile reads, by the option naming it."""
-    return {"MODEL": args.model, "--hw": args.hw, "--calibration-data": args.calibration_data,
-            "--spls-config": args.spls_config, **input_array_paths(args.input)}
+    from esact_cc.runtime.cli.input_bindings import input_paths as binding_paths
+
+    return {"MODEL": None if args.model == "-" else args.model, "--hw": args.hw,
+            "--spls-config": args.spls_config,
+            **binding_paths("--calibration-data", [args.calibration_data] if args.calibration_data else []),
+            **binding_paths("--input", args.input)}
 
 
-def check_outputs(args: argparse.Namespace) -> None:
+def check_outputs(args: argparse.Namespace, stage: str) -> None:
     """Output options checked before the (slow) compile: usable, and none is an input."""
     from esact_cc.pipeline import stage_named
     from esact_cc.weight_store import weight_store_path_for
 
-    check_output_file("-o", args.output)
+    output = None if is_stdout(args.output) else args.output
+    check_output_file("-o", output)
     check_output_dir("--output-dir", args.output_dir)
     check_output_dir("--dump-ir-dir", args.dump_ir_dir)
-    outputs: dict[str, str | Path | None] = {"-o": args.output}
-    if args.output and stage_named(args.compile_to).write_output is None:  # IR: weights beside
-        outputs["-o (its weight store)"] = weight_store_path_for(args.output)
+    check_output_dir("--mlir-print-ir-tree-dir", args.print_ir_tree_dir)
+    outputs: dict[str, str | Path | None] = {"-o": output}
+    if output and stage_named(stage).write_output is None:  # IR: weights beside
+        outputs["-o (its weight store)"] = weight_store_path_for(output)
     refuse_overwriting_inputs(outputs, input_paths(args))
 
 

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from esact_cc.runtime.cli.conventions import tool_parser
 from esact_cc.runtime.cli.output_paths import check_output_dir, refuse_overwriting_inputs
 from esact_cc.runtime.cli.user_errors import exit_code_of
-from esact_cc.runtime.errors import UsageError
+from esact_cc.runtime.errors import CommandLineError
 
 PROG = "esact-demo"
 CALIBRATION, BINARY, REPORT, TRACE = "calibration.npz", "model.esb", "report.json", "trace.json"
@@ -26,11 +27,16 @@ DEMO_FILES = (CALIBRATION, BINARY, REPORT, TRACE)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser = tool_parser(PROG, __doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=None,
                         help="number of held-out test images to run (default: all)")
     parser.add_argument("--sparsity", choices=("dense", "spls"), default="dense")
-    parser.add_argument("--hw", default=None, help="hardware config TOML (default: reference)")
+    parser.add_argument("--hw", default=None, metavar="CONFIG",
+                        help="hardware config: a TOML file or a bundled config name (default: "
+                        "default)")
+    parser.add_argument("--calibration-data", metavar="BINDING",
+                        help="calibration inputs instead of the bundled split: FILE.npz or "
+                        "pixel_values=FILE.npz[:ARRAY] (esact-cc's syntax)")
     parser.add_argument("--output-dir", default=None,
                         help="keep model.esb, report.json and trace.json here")
     return parser
@@ -58,21 +64,22 @@ def run_demo(args: argparse.Namespace, work_dir: Path) -> int:
     model = load_bundled_model()
     count = len(model.test_images) if args.samples is None else args.samples
     if not 1 <= count <= len(model.test_images):
-        raise UsageError(f"--samples must be in 1..{len(model.test_images)}, got {count}")
+        raise CommandLineError(f"--samples must be in 1..{len(model.test_images)}, got {count}")
     images, labels = model.test_images[:count], model.test_labels[:count]
 
     calibration_path = work_dir / CALIBRATION
     atomic_write(calibration_path,
                  lambda handle: np.savez(handle, **{model.input_name: model.calibration_images}))
-    print(f"compiling {model.onnx_path.name} ({model.metadata['task']}) ...", flush=True)
-    extra = {"calibration_data": str(calibration_path), "hw": args.hw}
+    print(f"compiling {model.onnx_path.name} ({model.metadata['task']}) ...", file=sys.stderr,
+          flush=True)
+    extra = {"calibration_data": args.calibration_data or str(calibration_path), "hw": args.hw}
     if args.sparsity != "dense":
         extra["sparsity"] = args.sparsity
     compiled = api.compile(model.onnx_path, stage="esact", **extra)
     binary_path = work_dir / BINARY
     program = emit_esb(compiled.module, binary_path, compiled.store)
     print(f"binary: {binary_path} ({binary_path.stat().st_size:,} bytes, "
-          f"{len(program.instructions):,} instructions)", flush=True)
+          f"{len(program.instructions):,} instructions)", file=sys.stderr, flush=True)
 
     reference = _onnxruntime_logits(model.onnx_path, model.input_name, images)
     esact = np.concatenate([
@@ -100,12 +107,16 @@ def run_demo(args: argparse.Namespace, work_dir: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     def demo() -> int:
+        from esact_cc.runtime.cli.input_bindings import input_paths as binding_paths
+
         args = build_parser().parse_args(argv)
+        specs = [args.calibration_data] if args.calibration_data else []
         if args.output_dir:
             check_output_dir("--output-dir", args.output_dir)
             out = Path(args.output_dir)
             refuse_overwriting_inputs({f"--output-dir ({name})": out / name
-                                       for name in DEMO_FILES}, {"--hw": args.hw})
+                                       for name in DEMO_FILES},
+                                      {"--hw": args.hw, **binding_paths("--calibration-data", specs)})
             out.mkdir(parents=True, exist_ok=True)
             return run_demo(args, out)
         with tempfile.TemporaryDirectory(prefix="esact-demo-") as tmp:

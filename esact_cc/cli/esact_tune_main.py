@@ -1,7 +1,7 @@
 """`esact-tune`: calibrate SPLS options for a model and write the file `esact-cc --spls-config` takes.
 
-    esact-tune MODEL.onnx --calibration-data FILE.npz [--labels-key KEY] --budget POINTS
-        -o spls.json [--input NAME=ARRAY ...] [--output NAME] [--ir quantized|transformer]
+    esact-tune MODEL.onnx --calibration-data FILE.npz|NAME=FILE.npz[:ARRAY] [--labels-key KEY]
+        --budget POINTS -o spls.json [--scored-output NAME] [--ir quantized|transformer]
         [--samples N] [--uniform-only] [--margin-se K] [--layer-search largest|efficient]
         [--layer-options threshold[,window]] [--layer-first-reference R] [--layer-steps N]
         [--quiet]
@@ -25,6 +25,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import argparse
 import sys
 
+from esact_cc.runtime.cli.conventions import is_stdout, tool_parser, write_text_output
 from esact_cc.runtime.cli.output_paths import check_output_file, refuse_overwriting_inputs
 from esact_cc.runtime.cli.user_errors import exit_code_of
 
@@ -34,17 +35,18 @@ PROG = "esact-tune"
 def build_parser() -> argparse.ArgumentParser:
     from esact_cc.tuning.spls_measurement import IR_LEVELS
 
-    parser = argparse.ArgumentParser(prog=PROG,
-                             description="Calibrate SPLS options under an accuracy-loss budget.")
+    parser = tool_parser(PROG, "Calibrate SPLS options under an accuracy-loss budget.")
     parser.add_argument("model", help="ONNX model file")
-    parser.add_argument("--calibration-data", required=True, metavar="FILE.npz",
-                        help="calibration inputs: one array per model input, samples on axis 0")
+    parser.add_argument("--calibration-data", required=True, metavar="BINDING",
+                        help="calibration inputs, samples on axis 0: FILE.npz (arrays by input "
+                        "name, or its one other array for a one-input model) or "
+                        "NAME=FILE.npz[:ARRAY]")
     parser.add_argument("--labels-key", metavar="KEY",
                         help="array of integer labels (task accuracy); without it, cosine to the "
                         "dense output")
     parser.add_argument("--input", action="append", default=[], metavar="NAME=ARRAY",
-                        help="read model input NAME from array ARRAY of the file (repeatable)")
-    parser.add_argument("--output", metavar="NAME",
+                        help="deprecated: --calibration-data NAME=FILE.npz:ARRAY says the same")
+    parser.add_argument("--scored-output", dest="output", metavar="NAME",
                         help="model output that is scored (default: the last output)")
     parser.add_argument("--budget", type=float, default=1.0, metavar="POINTS",
                         help="accuracy loss allowed on the calibration set, in points "
@@ -60,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the scheme calibrated (default: %(default)s; sanger: its threshold, "
                         "esact_cc/tuning/sanger_tuning.py)")
     add_search_arguments(parser)
-    parser.add_argument("-o", "--output-file", required=True, metavar="FILE.json",
-                        help="where the SPLS config goes")
+    parser.add_argument("-o", "--output", "--output-file", dest="output_file", required=True,
+                        metavar="FILE.json", help="where the SPLS config goes (--output-file: "
+                        "former spelling)")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     return parser
 
@@ -104,33 +107,39 @@ def search_options(args: argparse.Namespace):
 
 
 def _parse_input_keys(specs: list[str]) -> dict[str, str]:
-    from esact_cc.runtime.errors import CompileError
+    """The deprecated `--input NAME=ARRAY` (array names in the one calibration archive)."""
+    from esact_cc.runtime.errors import CommandLineError
 
     keys = {}
     for spec in specs:
         name, eq, array = spec.partition("=")
         if not eq or not name or not array:
-            raise CompileError(f"bad --input '{spec}': expected NAME=ARRAY")
+            raise CommandLineError(f"bad --input '{spec}': expected NAME=ARRAY")
         keys[name] = array
+    if keys:
+        print(f"{PROG}: warning: --input NAME=ARRAY is deprecated: use --calibration-data "
+              "NAME=FILE.npz:ARRAY", file=sys.stderr)
     return keys
 
 
 def run_cli(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from esact_cc.runtime.atomic_write import atomic_write_text
-    from esact_cc.runtime.errors import CompileError
+    from esact_cc.runtime.cli.input_bindings import input_paths as binding_paths
+    from esact_cc.runtime.errors import CommandLineError
     from esact_cc.tuning.spls_calibration_inputs import load_calibration_data, model_inputs
     from esact_cc.tuning.spls_measurement import SplsEvaluator
     from esact_cc.tuning.spls_tuning import tune
 
     if args.samples < 0:
-        raise CompileError(f"--samples must be >= 0, got {args.samples}")
+        raise CommandLineError(f"--samples must be >= 0, got {args.samples}")
     if not (args.budget >= 0 and args.budget < float("inf")):
-        raise CompileError(f"--budget must be a finite number of points >= 0, got {args.budget}")
-    check_output_file("-o", args.output_file)
-    refuse_overwriting_inputs({"-o": args.output_file},
-                              {"MODEL": args.model, "--calibration-data": args.calibration_data})
+        raise CommandLineError(f"--budget must be a finite number of points >= 0, got "
+                               f"{args.budget}")
+    check_output_file("-o", None if is_stdout(args.output_file) else args.output_file)
+    refuse_overwriting_inputs({"-o": None if is_stdout(args.output_file) else args.output_file},
+                              {"MODEL": args.model,
+                               **binding_paths("--calibration-data", [args.calibration_data])})
 
     def log(message: str) -> None:
         if not args.quiet:
@@ -159,7 +168,7 @@ def run_cli(args: argparse.Namespace) -> None:
         "prediction_mac_per_product": 0.1,
     }
     config = result.config(info)
-    atomic_write_text(args.output_file, config.to_json())
+    write_text_output(args.output_file, config.to_json())
     best = result.best
     log(f"esact-tune: {'per-layer' if best is result.per_layer else 'uniform'} setting: reduction "
         f"{best.reduction:.2%} at {best.loss:.3f} points lost on the calibration set "
@@ -170,7 +179,6 @@ def run_cli(args: argparse.Namespace) -> None:
 def _tune_sanger(args: argparse.Namespace, data, log) -> None:
     from pathlib import Path
 
-    from esact_cc.runtime.atomic_write import atomic_write_text
     from esact_cc.tuning.sanger_tuning import SangerEvaluator, tune_sanger
 
     evaluator = SangerEvaluator(args.model, data, args.output, args.ir)
@@ -183,7 +191,7 @@ def _tune_sanger(args: argparse.Namespace, data, log) -> None:
         "output": evaluator.output, "ir": args.ir, "budget_points": args.budget,
         "dense_accuracy": evaluator.dense_accuracy, "chosen": best.as_dict(),
         "grid": [m.as_dict() for m in result.grid]}
-    atomic_write_text(args.output_file, best.config.to_json())
+    write_text_output(args.output_file, best.config.to_json())
     log(f"esact-tune: sanger {'per-layer' if best is result.per_layer else 'uniform'} setting: "
         f"sparsity {best.sparsity:.2%} at {best.loss:.3f} points lost on the calibration set "
         f"-> {args.output_file}")

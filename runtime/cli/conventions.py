@@ -40,3 +40,16 @@ def tool_parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 def is_stdout(path: str | None) -> bool:
     return path == STDOUT
+
+
+def write_text_output(path: str, text: str) -> None:
+    """`-o PATH`'s text: to stdout for `-`, else atomically to the file."""
+    import sys
+
+    from ..atomic_write import atomic_write_text
+
+    if is_stdout(path):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        atomic_write_text(path, text)

@@ -3,17 +3,19 @@
 `esact-objdump FILE.esb` prints a summary (config hash, sections, I/O); `-d` prints the full
 disassembly, the assembly text `esact-as` turns back into a byte-identical binary (each
 instruction annotated with its ONNX node, layer and component when the debug map has them);
-`--no-data` elides the data and host-segment bytes. A corrupt file gives one
-`esact-objdump: error:` line and exit status 1 (user_errors.py).
+`--no-data` elides the data and host-segment bytes. The text goes to stdout, or to
+`-o/--output FILE` (written atomically). A corrupt file gives one `esact-objdump: error:` line
+and exit status 1 (2 for a bad command line; user_errors.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from ..assembly import disassemble
 from ..esb import Program, read_esb
+from .conventions import STDOUT, is_stdout, tool_parser, write_text_output
+from .output_paths import check_output_file, refuse_overwriting_inputs
 from .user_errors import exit_code_of
 
 PROG = "esact-objdump"
@@ -38,8 +40,10 @@ def summary(program: Program) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser = tool_parser(PROG, __doc__.splitlines()[0])
     parser.add_argument("file", help="an .esb binary")
+    parser.add_argument("-o", "--output", metavar="FILE", help="write the text to FILE "
+                        "('-' or none: stdout)")
     parser.add_argument("-d", "--disassemble", action="store_true",
                         help="print the full disassembly (input of esact-as)")
     parser.add_argument("--no-data", action="store_true",
@@ -47,10 +51,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def dump() -> None:
         args = parser.parse_args(argv)
+        output = args.output or STDOUT
+        check_output_file("-o", None if is_stdout(output) else output)
+        refuse_overwriting_inputs({"-o": None if is_stdout(output) else output},
+                                  {"FILE": args.file})
         program = read_esb(args.file)
-        sys.stdout.write(disassemble(program, with_data=not args.no_data) if args.disassemble
-                         else summary(program))
-        sys.stdout.flush()
+        write_text_output(output, disassemble(program, with_data=not args.no_data)
+                          if args.disassemble else summary(program))
 
     return exit_code_of(PROG, dump)
 

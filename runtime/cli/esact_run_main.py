@@ -1,6 +1,6 @@
 """`esact-run`: run an ESACT binary on the hardware model (functional + timing + energy).
 
-    esact-run model.esb --input NAME=FILE.npy ... [--output-dir DIR] [--report FILE.json]
+    esact-run model.esb --input FILE.npz|NAME=FILE.npy|NAME=FILE.npz[:ARRAY] ... [--output-dir DIR] [--report FILE.json]
         [--trace FILE.json] [--plots DIR] [--html-report FILE.html] [--hw CONFIG]
         [--force-config] [--quiet]
         [--host-time-limit SECONDS]
@@ -23,9 +23,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from esact_cc.runtime.cli.npy_arguments import load_input_files
+from esact_cc.runtime.cli.conventions import tool_parser
+from esact_cc.runtime.cli.input_bindings import input_paths as binding_paths
+from esact_cc.runtime.cli.input_bindings import read_bindings, resolve_bindings
+from esact_cc.runtime.cli.npy_arguments import INPUT_ARRAY_CAP
 from esact_cc.runtime.cli.output_paths import (check_output_dir, check_output_file,
-                                               input_array_paths, output_array_paths,
+                                               output_array_paths,
                                                refuse_overwriting_inputs,
                                                refuse_shared_outputs)
 from esact_cc.runtime.cli.user_errors import exit_code_of
@@ -37,13 +40,11 @@ PROG = "esact-run"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Run an ESACT binary on the functional + timing + energy model.",
-    )
+    parser = tool_parser(PROG, "Run an ESACT binary on the functional + timing + energy model.")
     parser.add_argument("binary", metavar="model.esb", help="ESACT binary")
-    parser.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
-                        help="value of a binary input (repeatable)")
+    parser.add_argument("--input", action="append", default=[], metavar="BINDING",
+                        help="input values: FILE.npz (arrays by input name), NAME=FILE.npy, "
+                        "NAME=FILE.npz or NAME=FILE.npz:ARRAY (repeatable)")
     parser.add_argument("--output-dir", metavar="DIR", help="write each output to DIR/<name>.npy")
     parser.add_argument("--report", metavar="FILE.json", help="write the JSON report")
     parser.add_argument("--trace", metavar="FILE.json",
@@ -98,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     from esact_cc.runtime.trace import write_trace
 
     check_output_options(args)
-    inputs = load_input_files(args.input)
+    bound = read_bindings("--input", args.input, INPUT_ARRAY_CAP)
     program = read_esb(args.binary)
     files = output_files(args, [d.name for d in program.outputs])
     config = None
@@ -108,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         config = resolve_config(args.hw)
     if program.config_hash != config.hash and not args.force_config:
         raise ConfigError(config_mismatch_message(program.config_hash, config))
+    inputs = resolve_bindings(bound, [d.name for d in program.inputs], "--input")
     check_inputs(program, inputs)
     progress = None if args.quiet else ProgressBar(sys.stderr)
     try:
@@ -142,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
 
 def input_paths(args: argparse.Namespace) -> dict[str, str | None]:
     """Every file the run reads, by the option naming it."""
-    return {"BINARY": args.binary, "--hw": args.hw, **input_array_paths(args.input)}
+    return {"BINARY": args.binary, "--hw": args.hw, **binding_paths("--input", args.input)}
 
 
 def check_output_options(args: argparse.Namespace) -> None:

@@ -68,7 +68,8 @@ def input_paths(option: str, specs: Iterable[str]) -> dict[str, str | None]:
     paths: dict[str, str | None] = {}
     for spec in specs:
         binding = parse_binding(option, spec)
-        paths[binding.where()] = binding.path
+        key = f"{option} {binding.name}" if binding.name else f"{option} '{binding.path}'"
+        paths[key] = binding.path
     return paths
 
 
@@ -96,19 +97,21 @@ def _archive_member(arrays: dict[str, np.ndarray], binding: Binding) -> np.ndarr
                      f"{binding.name}={binding.path}:ARRAY")
 
 
-def read_bindings(option: str, specs: Sequence[str], cap: int) -> BoundArrays:
-    """Read every binding's file (each array at most `cap` bytes)."""
+def read_bindings(option: str, specs: Sequence[str], cap: int,
+                  what: str | None = None) -> BoundArrays:
+    """Read every binding's file (each array at most `cap` bytes); `what` names the files in
+    errors (default: the option)."""
     bound = BoundArrays()
     for spec in specs:
         binding = parse_binding(option, spec)
         if binding.path.endswith(NPZ_SUFFIX):
-            arrays = read_npz_file(binding.path, option, cap)
+            arrays = read_npz_file(binding.path, what or option, cap)
             if binding.name is None:
                 bound.archives.append((arrays, binding))
                 continue
             array = _archive_member(arrays, binding)
         else:
-            array = read_npy_file(binding.path, f"{option} {binding.name}", cap)
+            array = read_npy_file(binding.path, f"{what or option} {binding.name}", cap)
         if binding.name in bound.named:
             raise CommandLineError(f"{option} {binding.name} given twice")
         bound.named[binding.name] = (array, binding)  # type: ignore[index]
@@ -145,8 +148,11 @@ def resolve_bindings(bound: BoundArrays, inputs: Sequence[str], option: str,
                              "NAME=FILE.npz:ARRAY")
     missing = [name for name in inputs if name not in resolved]
     if missing:
+        unused = sorted(f"'{name}' of '{binding.path}'" for arrays, binding in bound.archives
+                        for name in arrays if name not in resolved)
+        found = f"; arrays: {', '.join(unused)}" if unused else ""
         raise UsageError(f"{option}: lacks input(s) {', '.join(missing)} (bind one as "
-                         "NAME=FILE.npy or NAME=FILE.npz[:ARRAY])")
+                         f"NAME=FILE.npy or NAME=FILE.npz[:ARRAY]{found})")
     return {name: resolved[name] for name in inputs}
 
 

@@ -53,15 +53,6 @@ def check_output_dir(option: str, path: PathArgument) -> None:
         raise UsageError(f"{option} '{path}': '{ancestor}' is not a directory")
 
 
-def input_array_paths(specs: Iterable[str]) -> dict[str, str | None]:
-    """The files `--input NAME=FILE` options read, keyed by how an error names the option."""
-    paths: dict[str, str | None] = {}
-    for spec in specs:
-        name, _, file = spec.partition("=")
-        paths[f"--input {name}"] = file or None
-    return paths
-
-
 def refuse_overwriting_inputs(outputs: Mapping[str, PathArgument],
                               inputs: Mapping[str, PathArgument]) -> None:
     """Outputs and inputs by the option that names them (e.g. {'-o': 'm.esb'})."""

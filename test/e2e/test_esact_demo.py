@@ -21,5 +21,5 @@ def test_demo_compiles_runs_and_compares_with_onnxruntime(tmp_path) -> None:
 
 def test_demo_rejects_a_bad_sample_count_in_one_line() -> None:
     result = subprocess.run(["esact-demo", "--samples", "0"], capture_output=True, text=True)
-    assert result.returncode == 1
+    assert result.returncode == 2  # a bad option value: a usage error
     assert result.stderr.strip().splitlines() == ["esact-demo: error: --samples must be in 1..360, got 0"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from hostile_run import assert_user_error, run_tool, tree_state
 
-from esact_cc.cli.esact_opt_main import MAX_IR_BYTES
+from esact_cc.ir_files import MAX_IR_TEXT_BYTES
 
 
 @pytest.mark.parametrize("text, needles", [
@@ -39,7 +39,7 @@ def test_bad_ir_text_is_one_line(tmp_path, text, needles):
 def test_an_endless_input_is_bounded(tmp_path):
     # /dev/zero as an *input* (nothing is written to a device): read up to the cap, then refused.
     result = run_tool("esact-opt", "/dev/zero", cwd=tmp_path)
-    assert_user_error(result, "'/dev/zero'", f"{MAX_IR_BYTES >> 20} MiB limit")
+    assert_user_error(result, "'/dev/zero'", f"{MAX_IR_TEXT_BYTES >> 30} GiB limit")
 
 
 @pytest.mark.parametrize("args, needles", [
@@ -48,7 +48,7 @@ def test_an_endless_input_is_bounded(tmp_path):
 ])
 def test_bad_pass_pipelines_are_one_line(tmp_path, args, needles):
     (tmp_path / "in.mlir").write_text("builtin.module {}\n")
-    assert_user_error(run_tool("esact-opt", "in.mlir", *args, cwd=tmp_path), *needles)
+    assert_user_error(run_tool("esact-opt", "in.mlir", *args, cwd=tmp_path), *needles, code=2)
 
 
 def test_an_unknown_extension_is_one_line(tmp_path):

@@ -116,7 +116,8 @@ def test_constant_cannot_read_a_file_of_the_current_directory(place):
 
 
 @pytest.mark.parametrize(
-    "args", [("--run", "--input", "x=x.npy", "--output-dir", "../out"), ("--compile-to", "onnx")]
+    # -o m.esb: the binary (esb) stage; the import that refuses the leak runs at every stage
+    "args", [("--run", "--input", "x=x.npy", "--output-dir", "../out"), ("--compile-to", "esb")]
 )
 def test_constant_leak_refused_with_run_and_at_every_stage(place, tmp_path, args):
     place(

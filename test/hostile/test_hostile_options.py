@@ -67,4 +67,4 @@ def test_an_unknown_scheme_names_the_nearest(tmp_path):
 def test_bad_pass_options_in_esact_opt(tmp_path, pipeline_text, needles):
     (tmp_path / "in.mlir").write_text("builtin.module {}\n")
     result = run_tool("esact-opt", "in.mlir", "-p", pipeline_text, cwd=tmp_path)
-    assert_user_error(result, *needles)
+    assert_user_error(result, *needles, code=2)  # a bad command line

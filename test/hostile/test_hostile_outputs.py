@@ -131,7 +131,8 @@ def test_a_symlink_output_stays_a_link_and_its_target_is_written(work, existing)
 
 @pytest.mark.parametrize("tool, args, needles", [
     ("esact-as", ["two.s", "-o", "./two.s"], ["-o './two.s'", "FILE 'two.s'"]),
-    ("esact-cc", ["two.onnx", "-o", "hardlink.onnx"], ["-o 'hardlink.onnx'", "MODEL"]),
+    ("esact-cc", ["two.onnx", "--compile-to", "esb", "-o", "hardlink.onnx"],
+     ["-o 'hardlink.onnx'", "MODEL"]),
     ("esact-cc", ["two.onnx", "--compile-to", "quantized", "-o", "x.mlir", "--calibration-data",
                   "x.npz"], ["-o (its weight store) 'x.npz'", "--calibration-data"]),
     ("esact-run", ["two.esb", "--input", "x=x.npy", "--report", "two.esb"], ["--report"]),

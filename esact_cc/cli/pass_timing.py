@@ -1,0 +1,44 @@
+"""`--mlir-timing` (esact-cc, esact-opt; `--time-passes` is esact-opt's former spelling): the
+wall time of every pass, reported as a table on stderr when the pipeline ends, like mlir-opt's
+execution time report; never on stdout, where the output goes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from xdsl.passes import ModulePass
+
+
+def add_timing_argument(parser: argparse.ArgumentParser, *aliases: str) -> None:
+    parser.add_argument("--mlir-timing", *aliases, dest="mlir_timing", action="store_true",
+                        help="report the wall time of every pass on stderr"
+                        + (f" ({', '.join(aliases)}: former spelling)" if aliases else ""))
+
+
+class PassTimer:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, float]] = []
+        self._start = 0.0
+
+    def start(self, module_pass: ModulePass) -> None:
+        self._start = time.perf_counter()
+
+    def stop(self, module_pass: ModulePass) -> None:
+        self.rows.append((module_pass.name, time.perf_counter() - self._start))
+
+    def report(self) -> None:
+        from rich.console import Console
+        from rich.table import Table
+
+        total = sum(seconds for _, seconds in self.rows)
+        console = Console(file=sys.stderr, width=100)
+        console.print(f"===- Execution time report -=== total {total:.4f} s")
+        table = Table()
+        table.add_column("wall time (s)", justify="right")
+        table.add_column("%", justify="right")
+        table.add_column("pass")
+        for name, seconds in self.rows:
+            table.add_row(f"{seconds:.4f}", f"{100 * seconds / total if total else 0:.1f}", name)
+        console.print(table)
