@@ -11,6 +11,7 @@
 - `transformer.rms_norm`    RMSNorm (LLaMA, T5): x / sqrt(mean(x^2) + eps) * gamma
 - `transformer.gelu`        exact (erf) or tanh-approximated GELU
 - `transformer.silu`        SiLU (swish): x * sigmoid(x)
+- `transformer.relu`        max(x, 0) (T5, OPT FFNs)
 - `transformer.softmax`     softmax over the last axis
 - `transformer.add`         residual (same-shape) addition
 - `transformer.mul`         elementwise product of two same-shape activations (the gate of a
@@ -205,6 +206,18 @@ class SiluOp(_ElementwiseUnaryOp):
 
 
 @irdl_op_definition
+class ReluOp(_ElementwiseUnaryOp):
+    """max(x, 0), the activation of T5's and OPT's FFNs."""
+
+    name = "transformer.relu"
+
+    assembly_format = "$x attr-dict `:` functional-type(operands, results)"
+
+    def __init__(self, x: SSAValue, result_type: Attribute):
+        super().__init__(operands=[x], result_types=[result_type])
+
+
+@irdl_op_definition
 class SoftmaxOp(_ElementwiseUnaryOp):
     """Softmax over the last axis."""
 
@@ -326,7 +339,7 @@ class HostOp(IRDLOperation):
 
 TRANSFORMER = Dialect(
     "transformer",
-    [LinearOp, AttentionOp, LayerNormOp, RmsNormOp, GeluOp, SiluOp, SoftmaxOp, AddOp, MulOp,
+    [LinearOp, AttentionOp, LayerNormOp, RmsNormOp, GeluOp, SiluOp, ReluOp, SoftmaxOp, AddOp, MulOp,
      RotaryOp, HostOp, YieldOp],
     [],
 )

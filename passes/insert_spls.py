@@ -67,6 +67,8 @@ ATTENTION_MODES = ("dense", "topk")
 PAM_SCALES = ("one", "attention")
 LINEAR_OPS = (transformer.LinearOp,)
 ATTENTION_OPS = (transformer.AttentionOp,)
+ACTIVATION_OPS = (transformer.GeluOp, transformer.SiluOp, transformer.ReluOp)
+"""FFN activations (between the up and the down projection, or on a gated FFN's gate)."""
 
 
 WINDOW_MAX = (1 << 16) - 1
@@ -135,18 +137,18 @@ def _single_linear_user(value: SSAValue) -> Operation | None:
 
 def _gated_ffn(linear: Operation) -> tuple[Operation, Operation, Operation] | None:
     """(up, down, gate) of a gated FFN whose gate or up projection is `linear`:
-    down(act(gate(x)) * up(x)), act GELU or SiLU."""
+    down(act(gate(x)) * up(x)), act one of ACTIVATION_OPS."""
     users = [u.operation for u in linear.results[0].uses]
     if len(users) != 1:
         return None
-    act = users[0] if isinstance(users[0], (transformer.GeluOp, transformer.SiluOp)) else None
+    act = users[0] if isinstance(users[0], ACTIVATION_OPS) else None
     product = [u.operation for u in act.results[0].uses] if act is not None else users
     if len(product) != 1 or not isinstance(product[0], transformer.MulOp):
         return None
     mul = product[0]
     made_by = (act or linear).results[0]
     other = (mul.rhs if mul.lhs is made_by else mul.lhs).owner
-    if isinstance(other, (transformer.GeluOp, transformer.SiluOp)) and act is None:
+    if isinstance(other, ACTIVATION_OPS) and act is None:
         act, other = other, other.x.owner  # `linear` is the up projection
         gate, up = other, linear
     else:
@@ -172,7 +174,7 @@ def _find_ffn(start: SSAValue) -> tuple[Operation, ...] | None:
                 seen.add(id(op))
                 if isinstance(op, LINEAR_OPS) and op.operands[0] is value:
                     gelus = [u.operation for u in op.results[0].uses]
-                    if len(gelus) == 1 and isinstance(gelus[0], transformer.GeluOp):
+                    if len(gelus) == 1 and isinstance(gelus[0], ACTIVATION_OPS):
                         down = _single_linear_user(gelus[0].results[0])
                         if down is not None:
                             return op, down

@@ -24,7 +24,7 @@ Roles (`ROLES`), and where each is derived:
   transformed (the activation); one alone, or none distinguishable, is ffn_up;
 - head: a linear outside every layer with no attention downstream (pooler, classifier);
   proj: one outside every layer with attention downstream (an embedding projection);
-- attention, norm (layer norm, RMSNorm), activation (GELU, SiLU, a gated FFN's product),
+- attention, norm (layer norm, RMSNorm), activation (GELU, SiLU, ReLU, a gated FFN's product),
   softmax, residual, rotary, host: by op kind; predict: SPLS prediction ops (they take the
   layer of the attention they predict).
 
@@ -63,6 +63,7 @@ are both the FFN's first GEMM)."""
 _ROLE_OF_KIND: dict[type[Operation], str] = {
     transformer.LayerNormOp: "norm", transformer.RmsNormOp: "norm",
     transformer.GeluOp: "activation", transformer.SiluOp: "activation",
+    transformer.ReluOp: "activation",
     transformer.MulOp: "activation", transformer.RotaryOp: "rotary",
     transformer.SoftmaxOp: "softmax", transformer.AddOp: "residual",
     transformer.HostOp: "host",

@@ -1,6 +1,8 @@
-"""`lift-transformer` rules for gated FFNs (SwiGLU: silu(x W_gate) * (x W_up), GeGLU with GELU):
+"""`lift-transformer` rules for gated FFNs (SwiGLU: silu(x W_gate) * (x W_up), GeGLU with GELU)
+and the other FFN activations of modern families:
 
 - SiLU: Mul(x, Sigmoid(x)) (either order), the Sigmoid used only there -> transformer.silu;
+- Relu (T5, OPT) -> transformer.relu;
 - the gate product: Mul of two same-shape f32 activations, one of them made by a transformer
   op (the activation or a projection) -> transformer.mul.
 
@@ -11,7 +13,7 @@ residual adds; a Mul with a constant operand (a scale, a rotary table) is never 
 from __future__ import annotations
 
 from esact_cc.dialects.onnx import OnnxOperation
-from esact_cc.dialects.transformer import MulOp, SiluOp
+from esact_cc.dialects.transformer import MulOp, ReluOp, SiluOp
 from esact_cc.passes.lift_norm_activation import from_transformer_op, is_f32, replace_end
 from esact_cc.passes.lift_transformer_graph import OnnxGraph, fmt_shape, location_name, require, shape_of
 from esact_cc.passes.lift_transformer_pattern import LiftPattern
@@ -36,6 +38,17 @@ class SiluPattern(LiftPattern):
         require(is_f32(x), f"{where}: input is not f32")
         require(shape_of(mul.results[0]) == shape_of(x), f"{where}: SiLU result broadcasts")
         return replace_end(mul, SiluOp(x, mul.results[0].type), op)
+
+
+class ReluPattern(LiftPattern):
+    """Relu -> transformer.relu."""
+
+    name = "relu"
+    anchors = ("Relu",)
+
+    def rewrite(self, op: OnnxOperation, graph: OnnxGraph) -> Operation:
+        require(is_f32(op.operands[0]), f"{location_name(op)}: input is not f32")
+        return replace_end(op, ReluOp(op.operands[0], op.results[0].type), op)
 
 
 class GateProductPattern(LiftPattern):

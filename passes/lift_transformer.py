@@ -7,7 +7,7 @@ function in program order:
 1. attention (`lift_attention.py`): head split, scaled Q K^T, masks, Softmax, P V, head merge;
 2. linear (`lift_linear.py`): MatMul + bias Add, Gemm, transposed weights, flatten reshapes;
 3. split-linear: fused QKV projections split along the output axis;
-4. layer norm, 5. RMSNorm (`lift_rms_norm.py`), 6. GELU and SiLU, 7. softmax, 8. the gate
+4. layer norm, 5. RMSNorm (`lift_rms_norm.py`), 6. GELU, SiLU, ReLU, 7. softmax, 8. the gate
    product of gated FFNs (`lift_gated_ffn.py`), 9. residual add (`lift_norm_activation.py`).
 Rotary embeddings and grouped-query repeat_kv are part of the attention rule (`lift_rotary.py`).
 
@@ -35,7 +35,7 @@ from esact_cc.passes.host_regions import group_host_regions
 from esact_cc.passes.layer_roles import analyse, stamp_block
 from esact_cc.passes.lift_attention import AttentionPattern
 from esact_cc.passes.lift_fused_qkv import GatherColumnsLinearPattern
-from esact_cc.passes.lift_gated_ffn import GateProductPattern, SiluPattern
+from esact_cc.passes.lift_gated_ffn import GateProductPattern, ReluPattern, SiluPattern
 from esact_cc.passes.lift_linear import LinearPattern, SplitLinearPattern
 from esact_cc.passes.lift_noop import NoopPattern
 from esact_cc.passes.lift_rms_norm import RmsNormPattern
@@ -66,7 +66,7 @@ PHASES: tuple[tuple[LiftPattern, ...], ...] = (
     (SplitLinearPattern(), GatherColumnsLinearPattern()),
     (LayerNormPattern(), DecomposedLayerNormPattern()),
     (RmsNormPattern(),),
-    (GeluPattern(), ErfGeluPattern(), TanhGeluPattern(), SiluPattern()),
+    (GeluPattern(), ErfGeluPattern(), TanhGeluPattern(), SiluPattern(), ReluPattern()),
     (SoftmaxPattern(),),
     (GateProductPattern(),),
     (ResidualAddPattern(),),

@@ -1,5 +1,5 @@
-"""Instruction selection of the modern-block ops: `transformer.rms_norm`, `silu`, `mul` and
-`rotary`, each on the SFU through the instructions of `runtime/isa_modern_blocks.py`.
+"""Instruction selection of the modern-block ops: `transformer.rms_norm`, `silu`, `relu`,
+`mul` and `rotary`, each on the SFU through the instructions of `runtime/isa_modern_blocks.py`.
 
 Like layer norm and GELU (`lower_to_esact.py`), each works on FP32 row chunks: LOAD the
 chunk's rows into VBUF, run the instruction in place, STORE the result's rows. RMSNORM loads
@@ -49,6 +49,13 @@ def lower_silu(lw: Lowering, op: transformer.SiluOp) -> None:
     rowwise(lw, [lw.f32_tensor(op.x, "x")], op.result, body)
 
 
+def lower_relu(lw: Lowering, op: transformer.ReluOp) -> None:
+    def body(addrs: list[int], rows: int, cols: int) -> None:
+        lw.emit("relu", "sfu", dst_addr=addrs[0], src_addr=addrs[0], rows=rows, cols=cols)
+
+    rowwise(lw, [lw.f32_tensor(op.x, "x")], op.result, body)
+
+
 def lower_mul(lw: Lowering, op: transformer.MulOp) -> None:
     def body(addrs: list[int], rows: int, cols: int) -> None:
         lw.emit("mul", "sfu", dst_addr=addrs[0], a_addr=addrs[0], b_addr=addrs[1], rows=rows,
@@ -83,6 +90,7 @@ def lower_rotary(lw: Lowering, op: transformer.RotaryOp) -> None:
 RULES = {
     transformer.RmsNormOp: lower_rms_norm,
     transformer.SiluOp: lower_silu,
+    transformer.ReluOp: lower_relu,
     transformer.MulOp: lower_mul,
     transformer.RotaryOp: lower_rotary,
 }

@@ -1,11 +1,11 @@
-"""SFU instructions of modern Transformer blocks: RMSNORM, SILU, MUL (the gate product of a
-gated FFN) and ROPE (rotary position embedding), with their functional kernels and costs.
+"""SFU instructions of modern Transformer blocks: RMSNORM, SILU, RELU, MUL (the gate product of
+a gated FFN) and ROPE (rotary position embedding), with their functional kernels and costs.
 
 They are registered with `isa.register_instruction` when `runtime/isa.py` is imported, so every
 tool (compiler, esact-run, assembler, the `esact` dialect) sees them like the built-ins. The
 arithmetic is done in float64 and rounded once to float32, like every SFU instruction; the
 row functions below are also the reference interpreter's definition of `transformer.rms_norm`,
-`silu`, `mul` and `rotary` (`esact_cc/interpreter/interpret_transformer_ops.py`), so the
+`silu`, `relu`, `mul` and `rotary` (`esact_cc/interpreter/interpret_transformer_ops.py`), so the
 binary's outputs equal the interpreter's bit for bit.
 
 Rotary embedding runs on the SFU rather than on a dedicated unit: it is two multiply-adds per
@@ -47,6 +47,12 @@ def silu(x: np.ndarray) -> np.ndarray:
     x64 = np.asarray(x, np.float64)
     with np.errstate(over="ignore"):
         return (x64 / (1.0 + np.exp(-x64))).astype(np.float32)
+
+
+def relu(x: np.ndarray) -> np.ndarray:
+    """max(x, 0) in float32 (exact; NaN stays NaN)."""
+    x32 = np.asarray(x, np.float32)
+    return np.where(x32 < 0, np.float32(0), x32)
 
 
 def mul_f32(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -113,6 +119,12 @@ SILU = define_instruction(
     _SRC_DST, sfu_cost(SILU_PASSES),
     "dst = x / (1 + exp(-x)) in float64 (SiLU).")
 
+RELU = define_instruction(
+    "relu", 0x2D, Queue.SFU, Unit.SFU,
+    (_addr("dst_addr", "VBUF fp32"), _addr("src_addr", "VBUF fp32"), *_ROWWISE),
+    _SRC_DST, sfu_cost(1),
+    "dst = max(src, 0).")
+
 MUL = define_instruction(
     "mul", 0x2B, Queue.SFU, Unit.SFU,
     (_addr("dst_addr", "VBUF fp32"), _addr("a_addr", "VBUF fp32"), _addr("b_addr", "VBUF fp32"),
@@ -155,6 +167,11 @@ def _run_silu(machine: Any, f: Mapping[str, int]) -> None:
     machine.work.sfu_elements = _rows_cols(f)
 
 
+def _run_relu(machine: Any, f: Mapping[str, int]) -> None:
+    machine.view("dst_addr")[...] = relu(machine.view("src_addr"))
+    machine.work.sfu_elements = _rows_cols(f)
+
+
 def _run_mul(machine: Any, f: Mapping[str, int]) -> None:
     machine.view("dst_addr")[...] = mul_f32(machine.view("a_addr"), machine.view("b_addr"))
     machine.work.sfu_elements = _rows_cols(f)
@@ -173,8 +190,8 @@ def _run_rope(machine: Any, f: Mapping[str, int]) -> None:
 
 
 def register() -> None:
-    """Add the four instructions to the table (once; `runtime/isa.py` calls this)."""
-    for spec, kernel in ((RMSNORM, _run_rmsnorm), (SILU, _run_silu), (MUL, _run_mul),
-                         (ROPE, _run_rope)):
+    """Add the five instructions to the table (once; `runtime/isa.py` calls this)."""
+    for spec, kernel in ((RMSNORM, _run_rmsnorm), (SILU, _run_silu), (RELU, _run_relu),
+                         (MUL, _run_mul), (ROPE, _run_rope)):
         if spec.name not in INSTRUCTION_SPECS:
             register_instruction(spec, kernel)

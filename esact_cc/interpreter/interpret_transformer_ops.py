@@ -5,9 +5,10 @@
 every later stage (quantize, SPLS, lowering) is checked against. GELU, softmax and layer norm
 are by definition the ONNX ops of the same name, so they run through the ONNX kernels
 (`esact_cc.interpreter.interpret_onnx_ops`): one definition per function. RMSNorm, SiLU, the
-gate product and rotary embedding have no ONNX op of their own (before opset 23): they run the
-SFU instructions' row functions (`runtime/isa_modern_blocks.py`), so binaries match bit for bit. `transformer.host` runs its
-region's `onnx` ops through the same interpreter that runs the `onnx` dialect.
+gate product and rotary embedding (no ONNX op before opset 23), and ReLU, run the SFU
+instructions' row functions (`runtime/isa_modern_blocks.py`), so binaries match bit for bit.
+`transformer.host` runs its region's `onnx` ops through the same interpreter that runs the
+`onnx` dialect.
 
 Registration with the reference interpreter is at the bottom.
 """
@@ -24,7 +25,7 @@ from esact_cc.dialects.gemm_ops import ATTENTION_SCALES
 from esact_cc.interpreter.interpret_onnx_ops import run_kernel
 from esact_cc.quantized_kernels import causal_visible
 from esact_cc.interpreter.reference_interpreter import Interpreter, operands_by_name, register
-from esact_cc.runtime.isa_modern_blocks import mul_f32, rms_norm_rows, rope_rows, silu
+from esact_cc.runtime.isa_modern_blocks import mul_f32, relu, rms_norm_rows, rope_rows, silu
 
 Array = np.ndarray
 
@@ -184,6 +185,11 @@ def _rms_norm(interp: Interpreter, op: Operation, args: list[Array]) -> Array:
 @register("transformer.silu")
 def _silu(interp: Interpreter, op: Operation, args: list[Array]) -> Array:
     return silu(args[0])
+
+
+@register("transformer.relu")
+def _relu(interp: Interpreter, op: Operation, args: list[Array]) -> Array:
+    return relu(args[0])
 
 
 @register("transformer.mul")

@@ -8,6 +8,7 @@ write them (checked against real exports of LlamaForCausalLM / PhiModel, transfo
   channels of each head, the rest concatenated back), repeat_kv for grouped-query heads
   (Unsqueeze(2) -> Expand -> Reshape), scaled Q K^T, a causal additive mask, Softmax, P V, merge;
 - SwiGLU FFN: down(Sigmoid-SiLU(gate(x)) * up(x)) (GeGLU with the erf GELU: `act="gelu"`);
+  `gated=False`: down(act(up(x))) (T5 with `act="relu"`);
 - `sdpa="legacy"`: what both exporters write for attn_implementation="sdpa": sqrt(scale) on Q
   and on K^T, probabilities guarded by Where(IsNaN(P), 0, P); `sdpa="dynamo"` also writes K^T
   as Reshape [B*H, L, d] -> Transpose(0, 2, 1) -> Reshape [B, H, d, L].
@@ -41,6 +42,7 @@ def decoder(
     rotary_dim: int | None = None,
     rms_inverse: str = "reciprocal",
     act: str = "silu",
+    gated: bool = True,
     cos_from_input: bool = False,
     sdpa: str = "",
     window: int | None = None,
@@ -142,6 +144,8 @@ def decoder(
     def activation(x: str, prefix: str) -> str:
         if act == "silu":
             return node("Mul", [x, node("Sigmoid", [x], f"{prefix}/Sigmoid")], f"{prefix}/Mul_silu")
+        if act == "relu":
+            return node("Relu", [x], f"{prefix}/Relu")
         erf = node("Erf", [node("Div", [x, "c_sqrt2"], f"{prefix}/Div")], f"{prefix}/Erf")
         product = node("Mul", [x, node("Add", [erf, "c_one"], f"{prefix}/Add_1")], f"{prefix}/Mul_x")
         return node("Mul", [product, "c_half"], f"{prefix}/Mul_half")
@@ -177,9 +181,12 @@ def decoder(
         merged = node("Reshape", [ctx, "c_merge"], f"{p}/Reshape_merge")
         h = node("Add", [h, node("MatMul", [merged, weight(f"{p}.o", (hidden, hidden))], f"{p}/o_proj/MatMul")], f"{p}/Add_attn")
         x = rms_norm(h, f"{p}/post_attention_layernorm")
-        gate = node("MatMul", [x, weight(f"{p}.gate", (hidden, ffn))], f"{p}/gate_proj/MatMul")
         up = node("MatMul", [x, weight(f"{p}.up", (hidden, ffn))], f"{p}/up_proj/MatMul")
-        product = node("Mul", [activation(gate, f"{p}/act"), up], f"{p}/Mul_gate")
+        if gated:
+            gate = node("MatMul", [x, weight(f"{p}.gate", (hidden, ffn))], f"{p}/gate_proj/MatMul")
+            product = node("Mul", [activation(gate, f"{p}/act"), up], f"{p}/Mul_gate")
+        else:
+            product = activation(up, f"{p}/act")
         h = node("Add", [h, node("MatMul", [product, weight(f"{p}.down", (ffn, hidden))], f"{p}/down_proj/MatMul")], f"{p}/Add_ffn")
     out = rms_norm(h, "/norm")
     nodes.append(helper.make_node("Identity", [out], ["last_hidden_state"], name="/output"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from esact_cc.runtime.isa import INSTRUCTION_SPECS, Queue, Unit
-from esact_cc.runtime.isa_modern_blocks import mul_f32, rms_norm_rows, rope_rows, silu
+from esact_cc.runtime.isa_modern_blocks import mul_f32, relu, rms_norm_rows, rope_rows, silu
 
 
 def _rotate_half(x: np.ndarray) -> np.ndarray:
@@ -36,7 +36,7 @@ def test_rope_rows_is_hf_apply_rotary_pos_emb_per_head(rotary_dim: int) -> None:
                                       x.reshape(rows, heads, head_dim)[..., rotary_dim:])
 
 
-def test_rms_norm_silu_and_mul_are_their_formulas() -> None:
+def test_rms_norm_silu_relu_and_mul_are_their_formulas() -> None:
     rng = np.random.default_rng(1)
     x = rng.standard_normal((4, 16)).astype(np.float32) * 3
     gamma = rng.standard_normal(16).astype(np.float32)
@@ -46,10 +46,11 @@ def test_rms_norm_silu_and_mul_are_their_formulas() -> None:
     np.testing.assert_array_equal(silu(x), (x64 / (1 + np.exp(-x64))).astype(np.float32))
     np.testing.assert_array_equal(mul_f32(x, gamma[None]), x * gamma[None])  # float32 product
     assert silu(np.array([-1e4], np.float32))[0] == 0.0  # exp overflow gives 0, not NaN
+    np.testing.assert_array_equal(relu(x), np.maximum(x, 0))
 
 
 def test_the_instructions_are_sfu_instructions_in_the_table() -> None:
-    for name in ("rmsnorm", "silu", "mul", "rope"):
+    for name in ("rmsnorm", "silu", "relu", "mul", "rope"):
         spec = INSTRUCTION_SPECS[name]
         assert (spec.queue, spec.unit) == (Queue.SFU, Unit.SFU)
     assert {"cos_addr", "sin_addr", "head_dim", "rotary_dim"} <= set(INSTRUCTION_SPECS["rope"].field_names)
