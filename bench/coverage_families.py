@@ -60,7 +60,10 @@ FAMILIES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "roberta": ("RobertaConfig", "encoder", {**SMALL, **TEXT}),
     "albert": ("AlbertConfig", "encoder", {**SMALL, **TEXT, "embedding_size": 32}),
     "electra": ("ElectraConfig", "encoder", {**SMALL, **TEXT, "embedding_size": 32}),
-    "deberta_v2": ("DebertaV2Config", "encoder", {**SMALL, **TEXT}),
+    "deberta_v2": ("DebertaV2Config", "encoder",  # deberta-v3's disentangled attention
+                   {**SMALL, **TEXT, "relative_attention": True, "pos_att_type": ["p2c", "c2p"],
+                    "position_buckets": 16, "share_att_key": True, "norm_rel_ebd": "layer_norm",
+                    "position_biased_input": False}),
     "vit": ("ViTConfig", "vision", {**SMALL, "image_size": IMAGE, "patch_size": 8}),
     "deit": ("DeiTConfig", "vision", {**SMALL, "image_size": IMAGE, "patch_size": 8}),
     "beit": ("BeitConfig", "vision", {**SMALL, "image_size": IMAGE, "patch_size": 8,

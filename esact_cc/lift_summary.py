@@ -4,7 +4,8 @@
 lowering) and counts, per kind, the ops lifted to the accelerator and those left on the host:
 
 - attention: a `transformer.attention`; on the host, an ONNX `Attention` or a `Softmax` with
-  a MatMul/Einsum of two activations (Q K^T) at most `_SCORE_DEPTH` ops upstream;
+  a MatMul/Einsum of two activations (Q K^T) at most `_SCORE_DEPTH` ops upstream, or such a
+  softmax lifted on its own (`transformer.softmax`) on scores a host region computes;
 - linear: a `transformer.linear` (every role: projections, FFN, head); on the host, a
   `MatMul`/`Gemm` with a weight operand (directly or through a Transpose/Cast/Reshape);
 - norm: an op stamped role `norm` (layer norm, RMS norm, ...); on the host, an ONNX
@@ -158,11 +159,31 @@ def _lifted_kind(op: Operation) -> str | None:
     return "norm" if isinstance(op, transformer.LayerNormOp) else None
 
 
-def _region_line(index: int, region: transformer.HostOp,
-                 summary: LiftSummary) -> HostRegionLine:
+def _scores_from_host(softmax: Operation) -> transformer.HostOp | None:
+    """The host region computing Q K^T for a softmax lifted on its own (its attention was
+    not lifted: only the softmax reached the accelerator), else None."""
+    region = _producer(softmax.operands[0])
+    if not isinstance(region, transformer.HostOp):
+        return None
+    terminator = region.body.block.last_op
+    assert terminator is not None
+    index = list(region.results).index(softmax.operands[0])
+    scores = _producer(terminator.operands[index])
+    if scores is None or not any(_is_activation_product(p) for p in
+                                 [scores, *_upstream(scores, _SCORE_DEPTH - 1)]):
+        return None
+    return region
+
+
+def _region_line(index: int, region: transformer.HostOp, summary: LiftSummary,
+                 softmaxes: list[Operation]) -> HostRegionLine:
+    """`softmaxes`: the lifted softmaxes of unlifted attentions whose scores it computes."""
     ops = [op for op in region.body.block.ops if isinstance(op, OnnxOperation)
            and op.op_type != "Constant"]
     unlifted: dict[str, list[str]] = {kind: [] for kind in KINDS}
+    for softmax in softmaxes:
+        unlifted["attention"].append(_where(softmax))
+        summary.on_host["attention"].append(_where(softmax))
     for op in ops:
         kind = host_kind(op)
         if kind is not None:
@@ -186,9 +207,16 @@ def summarize_lift(module: ModuleOp) -> LiftSummary:
     """Counts and host-region lines of a lifted module (before lowering)."""
     summary = LiftSummary()
     for function in (op for op in module.ops if isinstance(op, func.FuncOp)):
-        for op in function.body.block.ops:
+        ops = list(function.body.block.ops)
+        orphans: dict[Operation, list[Operation]] = {}
+        for op in ops:
+            if isinstance(op, transformer.SoftmaxOp) and (
+                    region := _scores_from_host(op)) is not None:
+                orphans.setdefault(region, []).append(op)
+        for op in ops:
             if isinstance(op, transformer.HostOp):
-                summary.host_regions.append(_region_line(len(summary.host_regions), op, summary))
+                summary.host_regions.append(_region_line(
+                    len(summary.host_regions), op, summary, orphans.get(op, [])))
             elif (kind := _lifted_kind(op)) is not None:
                 summary.lifted[kind] += 1
     return summary
