@@ -13,9 +13,12 @@ from onnx import TensorProto, helper, numpy_helper
 
 def conv_block_model(seq: int = 16, hidden: int = 32, heads: int = 4, ffn: int = 64,
                      channels: int = 4, seed: int = 0, opset: int = 17,
-                     batch: int = 1, softmax_axis: int = -1) -> onnx.ModelProto:
+                     batch: int = 1, softmax_axis: int = -1,
+                     scale_from_input: bool = False) -> onnx.ModelProto:
     """`softmax_axis` other than -1 (over queries, not keys) is not an attention the lift
-    recognises: the block's attention then stays on the host."""
+    recognises: the block's attention then stays on the host. `scale_from_input` divides the
+    scores by a value computed from the input (not a constant): the attention is not lifted,
+    its softmax is, on its own."""
     rng = np.random.default_rng(seed)
     d = hidden // heads
     inits, nodes = [], []
@@ -57,7 +60,13 @@ def conv_block_model(seq: int = 16, hidden: int = 32, heads: int = 4, ffn: int =
         heads_of[name] = node("Transpose", [r], f"/block/{name}/Transpose",
                               perm=[0, 2, 3, 1] if name == "key" else [0, 2, 1, 3])
     s = node("MatMul", [heads_of["query"], heads_of["key"]], "/block/scores/MatMul")
-    s = node("Softmax", [node("Div", [s, "sqrt_d"], "/block/scores/Div")], "/block/Softmax",
+    scale = "sqrt_d"
+    if scale_from_input:  # sqrt_d + 0 * mean(audio): the same value, but not a constant
+        init("zero", np.array(0.0, np.float32))
+        mean = node("ReduceMean", ["audio"], "/block/scale/ReduceMean", keepdims=0)
+        scale = node("Add", ["sqrt_d", node("Mul", [mean, "zero"], "/block/scale/Mul")],
+                     "/block/scale/Add")
+    s = node("Softmax", [node("Div", [s, scale], "/block/scores/Div")], "/block/Softmax",
              axis=softmax_axis)
     c = node("MatMul", [s, heads_of["value"]], "/block/context/MatMul")
     c = node("Reshape", [node("Transpose", [c], "/block/context/Transpose", perm=[0, 2, 1, 3]),

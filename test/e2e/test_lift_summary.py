@@ -56,6 +56,15 @@ def test_unlifted_attention_is_counted_and_named_in_its_region() -> None:
                        "--debug-lift says why)"]
 
 
+def test_a_softmax_lifted_without_its_attention_counts_as_unlifted_attention() -> None:
+    compiled = api.compile(graphs.conv_block_model(scale_from_input=True), stage="transformer")
+    assert "transformer.softmax" in compiled.ir()
+    summary = summarize_lift(compiled.module)
+    assert (summary.lifted["attention"], summary.on_host["attention"]) == (0, ["/block/Softmax"])
+    assert any(r.reason.startswith('1 attention not lifted (first at "/block/Softmax")')
+               for r in summary.host_regions)
+
+
 def test_strict_lift_refuses_attention_left_on_the_host() -> None:
     model = graphs.conv_block_model(softmax_axis=2)
     with pytest.raises(CompileError) as info:
