@@ -96,7 +96,7 @@ class _Scores:
     """(B, H) when the scores were computed as [B*H, Lq, Lk] (a 3-D batched MatMul)."""
     constant_masks: list[np.ndarray] = field(default_factory=list)
     """Constant Where conditions other than causal (GPT-Neo's local window), as additive
-    masks (0 where visible, the Where's fill elsewhere)."""
+    masks (0 where visible, -inf elsewhere)."""
 
 
 def _visibility_is_causal(visible: np.ndarray, lq: int, lk: int) -> bool:
@@ -309,7 +309,8 @@ class AttentionPattern(LiftPattern):
             else:  # a local (windowed) causal band or any fixed pattern: a constant mask
                 require(bool(np.all(full.any(axis=-1))), f"{where}: a constant Where condition "
                         "hides every key from some query")
-                scores.constant_masks.append(np.where(visible, 0.0, fill).astype(np.float32))
+                # -inf, not the fill: summed with a padding mask of the same fill it would overflow
+                scores.constant_masks.append(np.where(visible, 0.0, -np.inf).astype(np.float32))
         else:
             require(2 <= len(shape_of(cond)) <= 4, f"{where}: Where condition has rank < 2")
             scores.where_masks.append((cond, visible_if_true, fill, op))
