@@ -134,7 +134,7 @@ def split_weights_section(text: str, where: str) -> tuple[str, WeightStore | Non
         stream = io.BytesIO(blob[4:])
         store.add(name, read_npy_stream(stream, f"{where}: resource '{name}'",
                                         MAX_WEIGHT_STORE_BYTES, available=len(blob) - 4))
-    return text[:section.start()], store
+    return text[:section.start()].rstrip("\n") + "\n", store  # the blank line before it
 
 
 def referenced_weights(module: ModuleOp) -> Iterator[tuple[str, str]]:

@@ -228,6 +228,8 @@ class EsactOptMain(xDSLOptMain):
 
         if is_stdout(self.args.output_file):
             self.args.output_file = None
+        if self.args.input_file == "-":  # stdin, as without an input file
+            self.args.input_file = None
         dumper = IRDumper(self.args, self.available_passes)
 
         def between(previous: ModulePass | None, module: ModuleOp,

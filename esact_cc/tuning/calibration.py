@@ -1,7 +1,8 @@
 """Calibration inputs and activation ranges for INT8 post-training quantization.
 
-`load_calibration_samples` reads `--calibration-data FILE.npz` (keys = model input names, the
-leading axis indexes samples), `synthetic_calibration_input` builds the stated default when no
+`load_calibration_samples` reads `--calibration-data` (`FILE.npz` with arrays named after the
+model inputs, or NAME=FILE.npz:ARRAY bindings; the leading axis indexes samples),
+`synthetic_calibration_input` builds the stated default when no
 file is given, and `collect_peaks` runs the reference interpreter on the transformer-level IR
 over the samples and returns max |value| of each requested SSA value and the largest
 probability of each attention.
@@ -10,6 +11,7 @@ probability of each attention.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +28,15 @@ from esact_cc.ir_queries import io_names, main_function
 from esact_cc.interpreter.reference_interpreter import Interpreter
 from esact_cc.runtime.bounded_read import read_bounded
 from esact_cc.runtime.errors import CompileError
-from esact_cc.runtime.npy_files import read_npz_bytes
+from esact_cc.runtime.cli.input_bindings import (BoundArrays, bound_names, parse_binding,
+                                                  path_list, read_bindings, resolve_bindings)
 from esact_cc.weight_store import WeightStore
 
 SYNTHETIC_SEED = 0
 CALIBRATION_DATA_CAP = 1 << 30
 """1 GiB: calibration samples are a few hundred model inputs."""
+CalibrationSpecs = str | os.PathLike[str] | Sequence[str]
+"""One `--calibration-data` binding or several."""
 
 
 def input_names(function: func.FuncOp) -> list[str]:
@@ -60,47 +65,57 @@ def synthetic_calibration_input(module: ModuleOp) -> dict[str, np.ndarray]:
     return sample
 
 
-def read_calibration_arrays(path: str | Path) -> tuple[dict[str, np.ndarray], str]:
-    """The arrays of a calibration `.npz` and the SHA-256 of its bytes. Read header first by
-    npy_files (numeric dtypes only, no pickles, sizes checked before allocating), the file and
-    its arrays each at most CALIBRATION_DATA_CAP bytes; an `.npy` is refused."""
-    if not Path(path).exists():
-        raise CompileError(f"calibration data '{path}' not found")
-    data = read_bounded(path, CALIBRATION_DATA_CAP, "calibration data")
-    arrays = read_npz_bytes(data, f"calibration data '{path}'", CALIBRATION_DATA_CAP)
-    return arrays, hashlib.sha256(data).hexdigest()
+def read_calibration_bindings(data: CalibrationSpecs) -> tuple[BoundArrays, str]:
+    """The arrays `--calibration-data` binds (runtime/cli/input_bindings.py: `FILE.npz`,
+    `NAME=FILE.npy`, `NAME=FILE.npz[:ARRAY]`; one spec or several) and the SHA-256 of the
+    files' bytes in order. Read header first by npy_files (numeric dtypes only, no pickles,
+    sizes checked before allocating), each file and array at most CALIBRATION_DATA_CAP bytes."""
+    specs = path_list(data)
+    for spec in specs:
+        path = parse_binding("--calibration-data", spec).path
+        if not Path(path).exists():
+            raise CompileError(f"calibration data '{path}' not found")
+    bound = read_bindings("--calibration-data", specs, CALIBRATION_DATA_CAP, "calibration data")
+    digest = hashlib.sha256()
+    for spec in specs:  # the files are small (at most CALIBRATION_DATA_CAP): read again
+        digest.update(read_bounded(parse_binding("--calibration-data", spec).path,
+                                   CALIBRATION_DATA_CAP, "calibration data"))
+    return bound, digest.hexdigest()
 
 
-def load_calibration_samples(module: ModuleOp, path: str | Path) -> list[dict[str, np.ndarray]]:
-    """Samples from an `.npz`: each key a model input; axis 0 indexes samples. A sample's shape
-    must equal the input's shape, or the input's shape without its leading batch dim of 1."""
+def read_calibration_arrays(data: CalibrationSpecs) -> tuple[dict[str, np.ndarray], str]:
+    """`read_calibration_bindings` as one dict: archives' arrays under their own names, then
+    the arrays bound to a name; and the digest."""
+    bound, digest = read_calibration_bindings(data)
+    return bound_names(bound), digest
+
+
+def load_calibration_samples(module: ModuleOp, data: CalibrationSpecs) -> list[dict[str, np.ndarray]]:
+    """Samples from the `--calibration-data` bindings, matched to the model inputs by
+    input_bindings.resolve_bindings (other arrays of an archive, e.g. labels, are left alone);
+    axis 0 indexes samples. A sample's shape must equal the input's shape, or the input's shape
+    without its leading batch dim of 1."""
     function = main_function(module)
-    path = Path(path)
-    arrays, _digest = read_calibration_arrays(path)
+    bound, _digest = read_calibration_bindings(data)
     names = input_names(function)
-    missing = [n for n in names if n not in arrays]
-    if missing:
-        raise CompileError(f"calibration data '{path}' lacks input(s) {', '.join(missing)}")
+    arrays = resolve_bindings(bound, names, "--calibration-data", extra_arrays_allowed=True)
+    where = f"--calibration-data '{' '.join(path_list(data))}'"
     count = None
     per_input: dict[str, np.ndarray] = {}
     for name, arg in zip(names, function.args):
         shape, dtype = _arg_spec(arg)
-        data = arrays[name]
-        if data.shape[1:] == shape:
-            samples = data
-        elif len(shape) >= 1 and shape[0] == 1 and data.shape[1:] == shape[1:]:
-            samples = data[:, None]
-        else:
-            raise CompileError(
-                f"calibration data '{path}': input '{name}' has shape {list(data.shape)}, "
-                f"expected [samples, {', '.join(map(str, shape))}]"
-            )
+        samples = arrays[name]
+        if samples.shape[1:] != shape:
+            if not (len(shape) >= 1 and shape[0] == 1 and samples.shape[1:] == shape[1:]):
+                raise CompileError(f"{where}: input '{name}' has shape {list(samples.shape)}, "
+                                   f"expected [samples, {', '.join(map(str, shape))}]")
+            samples = samples[:, None]  # samples without the batch dim of 1
         if count is not None and samples.shape[0] != count:
-            raise CompileError(f"calibration data '{path}': inputs have different sample counts")
+            raise CompileError(f"{where}: inputs have different sample counts")
         count = samples.shape[0]
         per_input[name] = samples.astype(dtype, copy=False)
     if not count:
-        raise CompileError(f"calibration data '{path}' holds no samples")
+        raise CompileError(f"{where} holds no samples")
     return [{n: per_input[n][i] for n in names} for i in range(count)]
 
 
