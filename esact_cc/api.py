@@ -30,7 +30,7 @@ from xdsl.printer import Printer
 from esact_cc.runtime.atomic_write import atomic_write_text
 from esact_cc.pipeline import CompileOptions, compile_model
 from esact_cc.runtime.errors import CompileError
-from esact_cc.weight_store import WeightStore, bind_to_ir_file, load_store_named_by
+from esact_cc.weight_store import WeightStore, bind_to_ir_file
 
 
 def ir_text(module: ModuleOp) -> str:
@@ -134,14 +134,13 @@ def compile(
 
 
 def load_ir(path: str | os.PathLike[str]) -> CompiledModel:
-    """Parse an IR file; its weights come from the `.npz` its `esact.weight_store` names."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise CompileError(f"cannot read IR file '{path}': {e.strerror}") from None
-    module = parse_ir(text, str(path))
-    return CompiledModel(module, load_store_named_by(module, path.parent), stage="")
+    """Parse an IR file (`-`: stdin) with its weights: inline (MLIR `dialect_resources`) or
+    the `.npz` its `esact.weight_store` names (esact_cc/ir_files.py); the stage is the one its
+    dialects show."""
+    from esact_cc.ir_files import detect_stage, read_ir
+
+    module, store = read_ir(path)
+    return CompiledModel(module, store, stage=detect_stage(module))
 
 
 def run(
