@@ -9,9 +9,9 @@
 With `--labels-key` the accuracy is the task accuracy (argmax of the output vs the labels);
 without it, the mean cosine of the output to the dense output (embeddings). Both are in points
 (x100) and `--budget` is the accuracy loss allowed on the calibration set. The search and the
-config format: esact_cc/tuning/spls_tuning.py, esact_cc/sparsity/spls_options.py. Inputs and the output path
-are checked before the search. Errors: `esact-tune: error: <one line>`, exit 1, no traceback,
-no output file (runtime/cli/user_errors.py).
+config format: esact_cc/tuning/spls_tuning.py, esact_cc/sparsity/spls_options.py. Inputs and
+the output path are checked before the search. Errors: `esact-tune: error: <one line>`, exit 1
+(2: a bad command line), no traceback, no output file (runtime/cli/user_errors.py).
 """
 
 from __future__ import annotations

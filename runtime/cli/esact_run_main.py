@@ -1,7 +1,7 @@
 """`esact-run`: run an ESACT binary on the hardware model (functional + timing + energy).
 
-    esact-run model.esb --input FILE.npz|NAME=FILE.npy|NAME=FILE.npz[:ARRAY] ... [--output-dir DIR] [--report FILE.json]
-        [--trace FILE.json] [--plots DIR] [--html-report FILE.html] [--hw CONFIG]
+    esact-run model.esb --input FILE.npz|NAME=FILE.npy|NAME=FILE.npz[:ARRAY] ...
+        [--output-dir DIR] [--report FILE.json] [--trace FILE.json] [--plots DIR] [--html-report FILE.html] [--hw CONFIG]
         [--force-config] [--quiet]
         [--host-time-limit SECONDS]
 
@@ -11,9 +11,10 @@ need matplotlib: without it they are refused before the run. `--hw` takes a TOML
 name of a file in runtime/configs/; without it, the shipped config whose hash the binary
 records (else the default config). A binary compiled for another config is refused unless
 --force-config.
-Errors: `esact-run: error: <one line>` on stderr, exit 1, no traceback (user_errors.py); output
-paths are checked before the run (none may be an input, no two outputs may share a file), and
-every output file is written atomically and only after the run succeeded.
+Errors: `esact-run: error: <one line>` on stderr, exit 1 (2: a bad command line), no traceback
+(user_errors.py); output paths are checked before the run (none may be an input, no two outputs
+may share a file), and every output file is written atomically and only after the run
+succeeded.
 """
 
 from __future__ import annotations
