@@ -98,8 +98,8 @@ def test_console_script_runs(binary, tmp_path):
     assert json.loads((tmp_path / "r.json").read_text())["total"]["cycles"] == expected_cycles()
 
 
-def assert_one_line_error(code, err, pattern, tmp_path):
-    assert code == 1
+def assert_one_line_error(code, err, pattern, tmp_path, expected_code=1):
+    assert code == expected_code
     assert err.startswith("esact-run: error: ") and err.count("\n") == 1, err
     assert "Traceback" not in err
     assert pattern in err, err
@@ -108,7 +108,7 @@ def assert_one_line_error(code, err, pattern, tmp_path):
 
 
 @pytest.mark.parametrize("make_input,pattern", [
-    (None, "missing --input x"),
+    (None, "lacks input(s) x"),
     (lambda: np.zeros((32, 63), np.int8), "shape [32, 63]"),
     (lambda: np.zeros((32, 64), np.float32), "dtype float32"),
 ])
@@ -125,12 +125,13 @@ def test_bad_inputs_are_one_line_errors(binary, tmp_path, capsys, make_input, pa
 def test_unknown_and_unreadable_inputs(binary, tmp_path, capsys):
     path, _, _ = binary
     (tmp_path / "junk.npy").write_bytes(b"not numpy")
-    for extra, pattern in [(["--input", f"z={tmp_path / 'x.npy'}"], "no input 'z'"),
-                           (["--input", f"x={tmp_path / 'junk.npy'}"], "cannot read"),
-                           (["--input", f"x={tmp_path / 'nope.npy'}"], "not found"),
-                           (["--input", "x"], "expected NAME=FILE.npy")]:
+    for extra, pattern, expected_code in [
+            (["--input", f"z={tmp_path / 'x.npy'}"], "no input 'z'", 1),
+            (["--input", f"x={tmp_path / 'junk.npy'}"], "cannot read", 1),
+            (["--input", f"x={tmp_path / 'nope.npy'}"], "not found", 1),
+            (["--input", "x"], "expected FILE.npz, NAME=FILE.npy", 2)]:  # usage: exit 2
         code, _, err = run_main(capsys, path, "--report", tmp_path / "r.json", *extra)
-        assert_one_line_error(code, err, pattern, tmp_path)
+        assert_one_line_error(code, err, pattern, tmp_path, expected_code)
 
 
 def other_config(tmp_path):
