@@ -40,6 +40,8 @@ def run_sweep(spec_path: str | Path, out_dir: str | Path, *, workers: int = 1,
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
     check_formats(formats)
+    if ray_address is not None:
+        _import_ray()  # before any work
     spec_path, out_dir = Path(spec_path), Path(out_dir)
     spec = load_spec(spec_path)
     groups = expand(spec, spec_path.parent, str(spec_path))
@@ -119,13 +121,18 @@ def _on_process_pool(tasks: list[GroupTask], workers: int) -> Iterator[list[dict
                 future.cancel()
 
 
-def _on_ray(tasks: list[GroupTask], workers: int, address: str
-            ) -> Iterator[list[dict[str, Any]]]:
+def _import_ray() -> Any:
     try:
         import ray
     except ImportError:
         raise UsageError("--ray needs ray, which is not installed "
                          "(pip install 'esact-cc[sweep]')") from None
+    return ray
+
+
+def _on_ray(tasks: list[GroupTask], workers: int, address: str
+            ) -> Iterator[list[dict[str, Any]]]:
+    ray = _import_ray()
     if address == "local":
         ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
     else:
