@@ -12,8 +12,7 @@ so a dump shows them and a calibrated IR file can be quantized later without the
                                                     probability_peak = ...}} ...
 
 A linear's per-input-channel peaks (which set group scales for outlier channels) are a tensor,
-so they go to the weight store and the attribute names them (`channel_peaks = "<name>"`); they
-are recorded only from representative samples (see calibrate_pass.py). Peaks are f64 attributes:
+so they go to the weight store and the attribute names them (`channel_peaks = "<name>"`). Peaks are f64 attributes:
 they print exactly, so a round trip through a file gives the same scales.
 """
 

@@ -106,7 +106,8 @@ def _lift_passes(options: CompileOptions) -> list[ModulePass]:
 
 def _quantize_passes(options: CompileOptions) -> list[ModulePass]:
     # calibrate is the analysis quantize reads (esact_cc/tuning/calibrate_pass.py)
-    return [make_pass("calibrate", calibration_data=options.extra.get("calibration_data")),
+    return [make_pass("calibrate", calibration_data=options.extra.get("calibration_data"),
+                      synthetic_samples=options.extra.get("synthetic_samples")),
             make_pass("quantize")]
 
 
@@ -139,7 +140,8 @@ STAGES: list[Stage] = [
     Stage("transformer", "Transformer blocks lifted into the transformer dialect", _lift_passes),
     Stage("quantized", "calibrated ranges recorded on the GEMM ops, then their INT8 forms",
           _quantize_passes,
-          options={"calibration_data": PathOption}),
+          options={"calibration_data": PathOption,
+                   "synthetic_samples": (int, type(None))}),
     Stage("sparsity", "the --sparsity scheme's prediction and masked ops (unchanged IR when "
           "dense)", _sparsity_passes,
           options={"sparsity": (str, type(None)), "sparsity_option": SpecsOption,

@@ -10,8 +10,8 @@ in FP32).
 - Activations: symmetric per tensor, scale = max|x| / 127 over the calibration samples, for the
   input of every linear and the Q, K, V of every attention. A linear input whose peak is more
   than `outlier-ratio` times its median channel-group peak gets one scale per group of
-  `group-size` channels instead (`input_group_scales`); only when calibration recorded the
-  input's channel peaks (from calibration data). Softmax probabilities: the calibrated largest
+  `group-size` channels instead (`input_group_scales`); from the input's channel peaks
+  calibration recorded. Softmax probabilities: the calibrated largest
   probability (x2 headroom, at most 1) over 127 (`probability_scale`).
 - The ranges are the `esact.calibration` attributes the `calibrate` step recorded on each op
   (esact_cc/calibrated_ranges.py; the step runs the interpreter, outside passes/): an FP32 GEMM

@@ -1,11 +1,11 @@
 """Calibration inputs and activation ranges for INT8 post-training quantization.
 
 `load_calibration_samples` reads `--calibration-data` (`FILE.npz` with arrays named after the
-model inputs, or NAME=FILE.npz:ARRAY bindings; the leading axis indexes samples),
-`synthetic_calibration_input` builds the stated default when no
-file is given, and `collect_peaks` runs the reference interpreter on the transformer-level IR
-over the samples and returns max |value| of each requested SSA value and the largest
-probability of each attention.
+model inputs, or NAME=FILE.npz:ARRAY bindings; the leading axis indexes samples), and
+`collect_peaks` runs the reference interpreter on the transformer-level IR over the samples and
+returns max |value| of each requested SSA value and the largest probability of each attention.
+Without calibration data the samples come from synthetic_calibration.py; the calibrate step
+(calibrate_pass.py) records what `collect_peaks` saw on the ops.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from esact_cc.runtime.cli.input_bindings import (BoundArrays, bound_names, parse
                                                   path_list, read_bindings, resolve_bindings)
 from esact_cc.weight_store import WeightStore
 
-SYNTHETIC_SEED = 0
 CALIBRATION_DATA_CAP = 1 << 30
 """1 GiB: calibration samples are a few hundred model inputs."""
 CalibrationSpecs = str | os.PathLike[str] | Sequence[str]
@@ -48,21 +47,6 @@ def _arg_spec(arg: SSAValue) -> tuple[tuple[int, ...], np.dtype]:
     if not isinstance(typ, TensorType):
         raise CompileError(f"function argument of type {typ} is not a tensor")
     return tuple(typ.get_shape()), tensor_types.numpy_dtype_of(typ)
-
-
-def synthetic_calibration_input(module: ModuleOp) -> dict[str, np.ndarray]:
-    """The default calibration sample: integer inputs all 1 (a valid token id, attention mask
-    and segment id for every text model), float inputs standard normal with seed 0."""
-    function = main_function(module)
-    rng = np.random.default_rng(SYNTHETIC_SEED)
-    sample = {}
-    for name, arg in zip(input_names(function), function.args):
-        shape, dtype = _arg_spec(arg)
-        if np.issubdtype(dtype, np.floating):
-            sample[name] = rng.standard_normal(shape).astype(dtype)
-        else:
-            sample[name] = np.ones(shape, dtype)
-    return sample
 
 
 def read_calibration_bindings(data: CalibrationSpecs) -> tuple[BoundArrays, str]:
