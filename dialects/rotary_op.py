@@ -7,7 +7,8 @@ partial, the other d - R channels pass through). Position p's cos / sin rows are
 every head and batch element, so the op works on the projection before the head split,
 x [B, L, H * d], with head h the contiguous channel block [h * d, (h + 1) * d): the attention op
 then splits heads as usual. cos and sin are [L, R] tables (handles into the weight store; the
-lift folds them from the exporter's constants). Semantics: `runtime/rotary_kernels.py`, one
+lift folds them from the exporter's constants) or [B or 1, L, R] values (computed on the host
+from explicit position ids). Semantics: `runtime/rotary_kernels.py`, one
 function the interpreter and the hardware's ROPE instruction share.
 """
 
@@ -31,9 +32,9 @@ class RotaryOp(IRDLOperation):
     x = operand_def(TensorType)
     """Projected Q or K [B, L, H * d]."""
     cos = operand_def(TensorType)
-    """cos table [L, rotary_dim] (row p: position p)."""
+    """cos table [L, rotary_dim] (row p: position p) or [B or 1, L, rotary_dim]."""
     sin = operand_def(TensorType)
-    """sin table [L, rotary_dim]."""
+    """sin table, the shape of cos."""
     num_heads = prop_def(IntegerAttr[I64])
     """H: heads in x's last axis."""
     rotary_dim = prop_def(IntegerAttr[I64])
@@ -76,8 +77,10 @@ class RotaryOp(IRDLOperation):
             raise VerifyException(f"{self.name}: rotary_dim {rotated} must be even, >= 2 and "
                                   f"<= the head width {head_dim}")
         for what, value in (("cos", self.cos), ("sin", self.sin)):
-            if not shapes_agree(shape(value), (x[1], rotated)):
-                raise VerifyException(f"{self.name}: {what} must be {fmt((x[1], rotated))}, "
-                                      f"got {fmt(shape(value))}")
+            got = shape(value)
+            if not (shapes_agree(got, (x[1], rotated)) or shapes_agree(got, (x[0], x[1], rotated))
+                    or shapes_agree(got, (1, x[1], rotated))):
+                raise VerifyException(f"{self.name}: {what} must be {fmt((x[1], rotated))} or "
+                                      f"{fmt((x[0], x[1], rotated))}, got {fmt(got)}")
         if not shapes_agree(y, x):
             raise VerifyException(f"{self.name}: result must be {fmt(x)}, got {fmt(y)}")

@@ -44,8 +44,8 @@ from esact_cc.passes.lift_rotary import (
     match_rotary,
 )
 from esact_cc.passes.lift_transformer_pattern import LiftPattern
-from xdsl.dialects.builtin import Float32Type, IntegerAttr, TensorType, i64
-from xdsl.ir import Operation, SSAValue
+from xdsl.dialects.builtin import Float32Type, IntegerAttr, NameLoc, NoneAttr, StringAttr, TensorType, i64
+from xdsl.ir import Operation, OpResult, SSAValue
 
 from esact_cc.quantized_kernels import causal_visible
 from esact_cc.tensor_types import dense_attr_from_numpy, tensor_type_of
@@ -377,6 +377,7 @@ class AttentionPattern(LiftPattern):
             reshape = graph.new_onnx_op("Reshape", [flat, target.results[0]],
                                         TensorType(Float32Type(), tuple(int(d) for d in dims)),
                                         {}, before)
+            _rename(reshape, f"{_origin(flat)}/as_4d")
             block.insert_ops_before([target, reshape], before)
             masks.append(reshape.results[0])
         for constant in scores.constant_masks:
@@ -613,6 +614,37 @@ def _gather_columns(
     return gather.results[0]
 
 
+def _origin(value: SSAValue) -> str:
+    """A name for where `value` comes from (its op's node name, or the input's name)."""
+    return location_name(value.op) if isinstance(value, OpResult) else (value.name_hint or "input")
+
+
+def _rename(op: Operation, name: str) -> None:
+    """A node name of its own (host segments are ONNX graphs: node names must be unique)."""
+    op.location = NameLoc(StringAttr(name), NoneAttr())
+
+
+def _rotary_table(table: np.ndarray | SSAValue, hint: str, graph: OnnxGraph,
+                  before: Operation) -> SSAValue:
+    """A rotary table as the op's operand: a weight handle [L, R], or a computed
+    [B or 1, 1, L, R] value reshaped (on the host) to [B or 1, L, R]."""
+    if isinstance(table, np.ndarray):
+        return graph.new_weight(table, hint, before)
+    name = f"{_origin(table)}/{hint}"
+    for use in table.uses:  # Q's and K's rotations share one reshaped table
+        if isinstance(use.operation, OnnxOperation) and location_name(use.operation) == name:
+            return use.operation.results[0]
+    lead, _, length, rotary_dim = shape_of(table)
+    dims = np.array([lead, length, rotary_dim], np.int64)
+    target = graph.new_onnx_op("Constant", [], tensor_type_of(dims),
+                               {"value": dense_attr_from_numpy(dims)}, before)
+    reshape = graph.new_onnx_op("Reshape", [table, target.results[0]],
+                                TensorType(Float32Type(), (lead, length, rotary_dim)), {}, before)
+    _rename(reshape, name)
+    before.parent_block().insert_ops_before([target, reshape], before)  # type: ignore[union-attr]
+    return reshape.results[0]
+
+
 def _apply_rotary(
     source: SSAValue, split: _HeadSplit, graph: OnnxGraph, before: Operation
 ) -> SSAValue:
@@ -620,8 +652,8 @@ def _apply_rotary(
     Every layer's Q and K usually share one table pair: stored once (`new_weight`)."""
     if split.rotary is None:
         return source
-    cos = graph.new_weight(split.rotary.cos, "rotary.cos", before)
-    sin = graph.new_weight(split.rotary.sin, "rotary.sin", before)
+    cos, sin = (_rotary_table(table, name, graph, before) for table, name in
+                ((split.rotary.cos, "rotary.cos"), (split.rotary.sin, "rotary.sin")))
     op = RotaryOp(source, cos, sin, split.heads, split.rotary.rotary_dim, source.type)
     op.location = before.location
     before.parent_block().insert_op_before(op, before)  # type: ignore[union-attr]

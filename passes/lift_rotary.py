@@ -7,9 +7,10 @@ Rotary (Hugging Face's `apply_rotary_pos_emb`, both exporters), on a per-head va
     full (R = d):  Add(Mul(x, cos), Mul(Concat(Neg(Slice(x, R/2:R)), Slice(x, 0:R/2)), sin))
     partial (Phi, GPT-NeoX): Concat(<full form on Slice(x, 0:R)>, Slice(x, R:d))
 
-with Add / Mul operands in either order. cos and sin must be the same for every batch element
-and head (they are functions of the position only), so one [L, R] table each becomes the
-`transformer.rotary` op's operands.
+with Add / Mul operands in either order. cos and sin must be the same for every head (they are
+functions of the position only): constant tables (positions fixed at export) become [L, R]
+weight handles; tables computed from an input (explicit position ids, [B or 1, 1, L, R])
+become [B or 1, L, R] activations the host computes.
 
 repeat_kv (grouped-query and multi-query attention): x [B, Hkv, L, d] -Unsqueeze(axis 2)->
 -Expand-> [B, Hkv, n, L, d] -Reshape-> [B, Hkv * n, L, d]; K / V head g serves query heads
@@ -41,10 +42,11 @@ _INT64_MAX = 2**63 - 1
 
 @dataclass(frozen=True)
 class Rotary:
-    """A recognised rotary embedding: [L, R] tables and R."""
+    """A recognised rotary embedding: its tables ([L, R] constants, or values broadcasting as
+    [B or 1, 1, L, R]) and R."""
 
-    cos: np.ndarray
-    sin: np.ndarray
+    cos: np.ndarray | SSAValue
+    sin: np.ndarray | SSAValue
     rotary_dim: int
 
 
@@ -71,11 +73,17 @@ def _last_axis_slice(op: OnnxOperation, graph: OnnxGraph, width: int, where: str
     return max(0, min(start, width)), max(0, min(end, width))
 
 
-def _table(graph: OnnxGraph, value: SSAValue, length: int, rotary_dim: int, what: str) -> np.ndarray:
-    """A constant broadcasting to [..., L, R], equal across the leading axes -> [L, R]."""
+def _table(graph: OnnxGraph, value: SSAValue, length: int, rotary_dim: int,
+           what: str) -> np.ndarray | SSAValue:
+    """A constant broadcasting to [..., L, R], equal across the leading axes -> [L, R]; a
+    computed table [B or 1, 1, L, R] (one row per position, shared by the heads) -> itself."""
     array = graph.const(value)
-    require(array is not None, f"{what} is not a constant (positions come from an input)")
-    assert array is not None
+    if array is None:
+        shape = shape_of(value)
+        require(len(shape) == 4 and shape[1] == 1 and shape[2:] == (length, rotary_dim),
+                f"{what} is computed as {fmt_shape(shape)}, expected [B or 1, 1, {length}, "
+                f"{rotary_dim}] (one row per position, the same for every head)")
+        return value
     require(
         array.ndim >= 2 and array.shape[-2:] == (length, rotary_dim),
         f"{what} has shape {fmt_shape(array.shape)}, expected [.., {length}, {rotary_dim}]",

@@ -5,7 +5,7 @@ Like layer norm and GELU (`lower_to_esact.py`), each works on FP32 row chunks: L
 chunk's rows into VBUF, run the instruction in place, STORE the result's rows. RMSNORM loads
 its gamma row once; ROPE loads, with each chunk of x rows, the cos / sin rows of the same
 positions (chunks never straddle two batch elements, so row r of a chunk is position
-l0 + r). The rules register with `lowering_state.register_lowering` when this module is
+l0 + r; tables computed per batch element are read at that element's rows). The rules register with `lowering_state.register_lowering` when this module is
 imported (by `lower_to_esact.py`).
 """
 
@@ -69,6 +69,7 @@ def lower_rotary(lw: Lowering, op: transformer.RotaryOp) -> None:
     cos, sin = lw.f32_tensor(op.cos, "cos"), lw.f32_tensor(op.sin, "sin")
     batch, length, width = x.shape
     rotated = op.rotated
+    per_batch = len(cos.shape) == 3 and cos.shape[0] == batch > 1  # one table per element
     per_row = width + 2 * rotated
     chunk = max(1, min(length, MAX_DIM, lw.capacity(Buffer.VBUF) // STAGE_FRACTION // per_row))
     for b in range(batch):
@@ -79,8 +80,9 @@ def lower_rotary(lw: Lowering, op: transformer.RotaryOp) -> None:
             c = lw.alloc(Buffer.VBUF, n * rotated)
             s = lw.alloc(Buffer.VBUF, n * rotated)
             lw.load(Buffer.VBUF, v, x.address + r0 * width * F32, n, width)
-            lw.load(Buffer.VBUF, c, cos.address + l0 * rotated * F32, n, rotated)
-            lw.load(Buffer.VBUF, s, sin.address + l0 * rotated * F32, n, rotated)
+            t0 = (r0 if per_batch else l0) * rotated * F32
+            lw.load(Buffer.VBUF, c, cos.address + t0, n, rotated)
+            lw.load(Buffer.VBUF, s, sin.address + t0, n, rotated)
             lw.emit("rope", "sfu", dst_addr=v, src_addr=v, rows=n, cols=width, cos_addr=c,
                     sin_addr=s, head_dim=width // op.heads, rotary_dim=rotated)
             lw.write_tile(op.result, v, r0, n, 0, width)

@@ -105,10 +105,14 @@ def run_rms_norm(x: Array, gamma: Array, epsilon: float) -> Array:
 
 
 def run_rotary(x: Array, cos: Array, sin: Array, num_heads: int, rotary_dim: int) -> Array:
-    """transformer.rotary on x [B, L, H * d] with [L, rotary_dim] tables."""
+    """transformer.rotary on x [B, L, H * d] with [L or B x L or 1 x L, rotary_dim] tables."""
     batch, length, width = x.shape
-    rows = rope_rows(x.reshape(batch * length, width), np.tile(cos, (batch, 1)),
-                     np.tile(sin, (batch, 1)), width // num_heads, rotary_dim)
+
+    def per_row(table: Array) -> Array:
+        return np.broadcast_to(table, (batch, length, rotary_dim)).reshape(-1, rotary_dim)
+
+    rows = rope_rows(x.reshape(batch * length, width), per_row(cos), per_row(sin),
+                     width // num_heads, rotary_dim)
     return rows.reshape(batch, length, width)
 
 

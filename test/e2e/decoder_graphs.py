@@ -44,13 +44,15 @@ def decoder(
     act: str = "silu",
     gated: bool = True,
     cos_from_input: bool = False,
+    cos_per_head: bool = False,
     sdpa: str = "",
     window: int | None = None,
     first_row_hidden: bool = False,
     seed: int = 0,
 ) -> onnx.ModelProto:
     """`rms_inverse`: "reciprocal" | "div_one" | "div" (x / sqrt); `rotary_dim` None = the
-    head width; `cos_from_input`: the cos table is a graph input (positions not constant);
+    head width; `cos_from_input`: the cos table is a graph input [1, 1, L, R] (computed from
+    position ids, as exports with a position_ids input have it; `cos_per_head`: [1, H, L, R]);
     `window`: GPT-Neo's local attention, Where(causal band of that width, scores, min) instead
     of the causal additive mask; `first_row_hidden`: the causal mask hides every key from
     query 0 (-inf, as left padding does), so only the sdpa NaN guard gives it a value (0)."""
@@ -193,7 +195,8 @@ def decoder(
 
     inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, seq])]
     if cos_from_input:
-        inputs.append(helper.make_tensor_value_info("rotary_cos", TensorProto.FLOAT, [1, 1, seq, rot]))
+        inputs.append(helper.make_tensor_value_info("rotary_cos", TensorProto.FLOAT,
+                                                    [1, heads if cos_per_head else 1, seq, rot]))
     graph = helper.make_graph(
         nodes, "decoder", inputs,
         [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, [1, seq, hidden])],
@@ -205,6 +208,12 @@ def decoder(
     return model
 
 
-def decoder_inputs(seq: int = 8, vocab: int = 40, seed: int = 1) -> dict[str, np.ndarray]:
+def decoder_inputs(seq: int = 8, vocab: int = 40, seed: int = 1, cos_heads: int = 0,
+                   rotary_dim: int = 8) -> dict[str, np.ndarray]:
+    """`cos_heads` > 0: also the `rotary_cos` input ([1, cos_heads, L, R]) at positions 3..."""
     rng = np.random.default_rng(seed)
-    return {"input_ids": rng.integers(0, vocab, (1, seq)).astype(np.int64)}
+    inputs = {"input_ids": rng.integers(0, vocab, (1, seq)).astype(np.int64)}
+    if cos_heads:
+        cos, _ = rotary_tables(seq + 3, rotary_dim)
+        inputs["rotary_cos"] = np.broadcast_to(cos[3:], (1, cos_heads, seq, rotary_dim)).copy()
+    return inputs

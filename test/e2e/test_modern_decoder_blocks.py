@@ -129,10 +129,29 @@ def test_a_query_without_visible_keys_gets_zeros_like_the_sdpa_guard(tmp_path: P
     assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
 
 
-def test_rotary_table_from_an_input_is_one_precise_near_miss(tmp_path: Path, capsys) -> None:
+def test_rotary_table_computed_from_an_input_runs_on_the_accelerator(tmp_path: Path) -> None:
+    """Exports with a position_ids input compute cos / sin on the host: the rotary op reads
+    them as activations (here cos is an input, shifted positions)."""
     path = save(tmp_path, cos_from_input=True)
+    calib = tmp_path / "calib.npz"
+    samples = [graphs.decoder_inputs(seed=50 + i, cos_heads=1) for i in range(4)]
+    np.savez(calib, **{k: np.stack([s[k] for s in samples]) for k in samples[0]})
+    inputs = graphs.decoder_inputs(cos_heads=1)
+    compiled = api.compile(path, stage="transformer")
+    rotary = [op for op in compiled.module.walk() if isinstance(op, RotaryOp)]
+    assert len(rotary) == 4 and all(op.cos.type.get_shape() == (1, 8, 8) for op in rotary)
+    expected = ort.InferenceSession(str(path)).run(None, inputs)[0]
+    assert np.abs(compiled.run(inputs)["last_hidden_state"] - expected).max() <= 1e-4 * np.abs(expected).max()
+    golden = api.compile(path, stage="quantized", calibration_data=str(calib)).run(inputs)
+    program = api.compile(path, stage="esb", calibration_data=str(calib)).program()
+    got = run_program(program, inputs, load_config()).outputs["last_hidden_state"]
+    np.testing.assert_array_equal(got, golden["last_hidden_state"])
+
+
+def test_rotary_table_differing_per_head_is_one_precise_near_miss(tmp_path: Path, capsys) -> None:
+    path = save(tmp_path, cos_from_input=True, cos_per_head=True, kv_heads=4)
     compiled = api.compile(path, stage="transformer", debug_lift=True)
     err = capsys.readouterr().err
-    assert "attention at '/layers.0/Softmax': the Q heads: rotary cos is not a constant " \
-           "(positions come from an input)" in err
+    assert "attention at '/layers.0/Softmax': the Q heads: rotary cos is computed as 1x4x8x8, " \
+           "expected [B or 1, 1, 8, 8] (one row per position, the same for every head)" in err
     assert not any(isinstance(op, AttentionOp) for op in compiled.module.walk())

@@ -46,4 +46,4 @@ func.func @f(%x: tensor<1x8x16xf32>, %c: tensor<8x4xf32>, %s: tensor<4x4xf32>) {
   func.return
 }
 
-// CHECK: transformer.rotary: sin must be 8x4, got 4x4
+// CHECK: transformer.rotary: sin must be 8x4 or 1x8x4, got 4x4
