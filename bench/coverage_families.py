@@ -26,6 +26,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -343,18 +344,30 @@ def main() -> int:
         parser.error(f"unknown families: {', '.join(unknown)} (known: {', '.join(FAMILIES)})")
     cases = [(f, e, a) for f in families for e in EXPORTERS for a in ATTENTIONS]
     start = time.monotonic()
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        rows = list(pool.map(lambda c: _run_in_process(c, work_dir, args.case_timeout), cases))
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True, check=False).stdout.strip()
-    meta = {"commit": commit, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "cases": len(cases), "seconds": time.monotonic() - start,
-            "command": " ".join(["python", "bench/coverage_families.py", *sys.argv[1:]])}
+    rows: dict[int, dict[str, Any]] = {}
     out = Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(rows, meta))
-    print(markdown(rows, meta))
+    writing = threading.Lock()
+
+    def run(index: int) -> None:
+        row = _run_in_process(cases[index], work_dir, args.case_timeout)
+        with writing:  # written after each case: a stopped run keeps what it measured
+            rows[index] = row
+            write(out, [rows[i] for i in sorted(rows)], len(cases), commit, start)
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        list(pool.map(run, range(len(cases))))
+    print(out.with_suffix(".md").read_text())
     return 0
+
+
+def write(out: Path, done: list[dict[str, Any]], cases: int, commit: str, start: float) -> None:
+    meta = {"commit": commit, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "cases": f"{len(done)} of {cases}", "seconds": time.monotonic() - start,
+            "command": " ".join(["python", "bench/coverage_families.py", *sys.argv[1:]])}
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": done}, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown(done, meta))
 
 
 if __name__ == "__main__":
