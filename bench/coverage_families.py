@@ -217,7 +217,7 @@ def run_case(family: str, exporter: str, attention: str, work_dir: Path) -> dict
     path = work_dir / f"{family}-{exporter}-{attention}.onnx"
     start = time.monotonic()
     try:
-        if not path.exists():
+        if not path.with_suffix(".calib.npz").exists():  # written last: the export is whole
             export_case(family, exporter, attention, path)
     except Exception as exc:  # noqa: BLE001 - a failed export is a result
         row["export_error"] = _error(exc)
