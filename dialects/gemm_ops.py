@@ -21,6 +21,10 @@ Masks (values; semantics in `esact_cc.interpreter.interpret_spls_ops`):
   row j of head h's output column block is computed iff kept, else 0 (SPLS K / V).
 - `spa(%mask)` (attention): per-query key mask [B, H, Lq, Lk] (or [H, Lq, Lk]), integer: a
   computed row attends only to the keys its row selects.
+- `tokens(%keep)` (self-attention): token-keep mask [B, L] (or [L]), integer: a pruned token
+  is no key of any row and its own row is not computed (0); `head_mask(%h)`: [B, H] (or [H]),
+  integer: a pruned head is not computed and contributes 0 (SpAtten's cascade pruning,
+  docs/design.md section 9.2). Either excludes `spa`.
 
 `kv_heads` (attention, default `heads`): grouped / multi-query attention; K and V have
 kv_heads heads, query head h reads K/V head h // (heads / kv_heads).
@@ -98,7 +102,8 @@ class GemmOp(KeywordFormat):
     @property
     def is_masked(self) -> bool:
         """Does some mask operand restrict the work?"""
-        return any(getattr(self, name, None) is not None for name in ("rows", "keys", "spa"))
+        return any(getattr(self, name, None) is not None
+                   for name in ("rows", "keys", "spa", "tokens", "head_mask"))
 
     def _verify_rows(self, batch: int, length: int) -> None:
         rows = getattr(self, "rows")
@@ -285,6 +290,10 @@ class AttentionOp(GemmOp):
     """Optional reuse map [B, L] (or [L]): reused query rows take their representative's row."""
     spa = opt_operand_def(TensorType)
     """Optional per-query key mask [B, H, Lq, Lk] (or [H, Lq, Lk])."""
+    tokens = opt_operand_def(TensorType)
+    """Optional token-keep mask [B, L] (or [L]): pruned tokens are no keys, their rows are 0."""
+    head_mask = opt_operand_def(TensorType)
+    """Optional head mask [B, H] (or [H]): pruned heads are not computed, their output is 0."""
     num_heads = prop_def(IntegerAttr[I64])
     """Number of query heads; divides D and Dv."""
     kv_heads = opt_prop_def(IntegerAttr[I64])
@@ -308,6 +317,8 @@ class AttentionOp(GemmOp):
         "mask",
         "rows",
         "spa",
+        "tokens",
+        "head_mask",
         "num_heads",
         "kv_heads",
         "scale",
@@ -339,6 +350,8 @@ class AttentionOp(GemmOp):
         scales: tuple[float, float, float, float] | None = None,
         rows: SSAValue | None = None,
         spa: SSAValue | None = None,
+        tokens: SSAValue | None = None,
+        head_mask: SSAValue | None = None,
     ):
         properties: dict[str, Attribute] = {
             "num_heads": IntegerAttr(num_heads, i64),
@@ -351,7 +364,7 @@ class AttentionOp(GemmOp):
         if causal:
             properties["causal"] = UnitAttr()
         super().__init__(
-            operands=[q, k, v, mask, rows, spa], properties=properties, result_types=[result_type]
+            operands=[q, k, v, mask, rows, spa, tokens, head_mask], properties=properties, result_types=[result_type]
         )
 
     @property
@@ -381,6 +394,8 @@ class AttentionOp(GemmOp):
             "scales": self.int8_scales(),
             "rows": self.rows,
             "spa": self.spa,
+            "tokens": self.tokens,
+            "head_mask": self.head_mask,
         }
         fields.update(changes)
         return AttentionOp(
@@ -448,6 +463,20 @@ class AttentionOp(GemmOp):
             self._verify_rows(q[0], q[1])
         if self.spa is not None:
             require_mask(self, "spa", self.spa, (q[0], heads, q[1], k[1]), KEY_MASK_WIDTHS)
+        self._verify_pruning(q, k, heads)
+
+    def _verify_pruning(self, q: tuple[int, ...], k: tuple[int, ...], heads: int) -> None:
+        if self.tokens is None and self.head_mask is None:
+            return
+        if self.spa is not None:
+            raise VerifyException(f"{self.name}: tokens / head_mask exclude spa")
+        if self.tokens is not None:
+            if not dims_agree(q[1], k[1]):
+                raise VerifyException(f"{self.name}: token pruning needs self-attention "
+                                      f"(Lq = Lk), got q {fmt(q)}, k {fmt(k)}")
+            require_mask(self, "tokens", self.tokens, (q[0], q[1]), KEY_MASK_WIDTHS)
+        if self.head_mask is not None:
+            require_mask(self, "head_mask", self.head_mask, (q[0], heads), KEY_MASK_WIDTHS)
 
     def _verify_mask(self, scores: tuple[int, int, int, int]) -> None:
         if self.mask is None:

@@ -13,12 +13,13 @@ from collections.abc import Callable
 from xdsl.ir import Dialect
 
 # Our own dialects, by dialect name -> module under esact_cc.dialects.
-PROJECT_DIALECT_MODULES: tuple[str, ...] = ("onnx", "transformer", "spls", "sanger", "esact",
+PROJECT_DIALECT_MODULES: tuple[str, ...] = ("onnx", "transformer", "spls", "sanger", "spatten", "esact",
                                               "lowering")
 # Dialects whose ops lower-to-esact lowers through a rule registered outside it
 # (`lowering_state.register_lowering`): the rule's module is imported with the dialect, so IR
 # read from a file lowers like IR a pipeline built.
-LOWERING_MODULES: dict[str, str] = {"sanger": "esact_cc.passes.lower_sanger"}
+LOWERING_MODULES: dict[str, str] = {"sanger": "esact_cc.passes.lower_sanger",
+                                    "spatten": "esact_cc.passes.lower_spatten"}
 
 
 def _builtin() -> Dialect:

@@ -376,7 +376,11 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
     if op.is_masked:
         plan_masked_inputs(lw, op)
     rows = None if op.rows is None else mask_tiles(lw, op, op.rows, "rows")
-    spa = None if op.spa is None else mask_tiles(lw, op, op.spa, "spa")
+    # SpAtten's token / head masks arrive as the SPA passes/lower_spatten.py expanded them to.
+    spa_value = next((m for m in (op.spa, op.tokens, op.head_mask) if m is not None), None)
+    if spa_value is not None and spa_value is not op.spa and spa_value not in lw.masks:
+        raise fail(op, "its tokens / head_mask come from no lowered spatten.select")
+    spa = None if spa_value is None else mask_tiles(lw, op, spa_value, "spa")
     if spa is not None and spa.spa is None:
         raise fail(op, "its SPA mask is not on chip")
     q, k, v = (lw.f32_tensor(val, name) for val, name in ((op.q, "q"), (op.k, "k"), (op.v, "v")))

@@ -20,6 +20,7 @@ PASS_MODULES: dict[str, tuple[str, str]] = {
     "quantize": ("quantize", "QuantizePass"),
     "insert-spls": ("insert_spls", "InsertSplsPass"),
     "insert-sanger": ("insert_sanger", "InsertSangerPass"),
+    "insert-spatten": ("insert_spatten", "InsertSpattenPass"),
     "lower-to-esact": ("lower_to_esact", "LowerToEsactPass"),
     "esact-select-instructions": ("lower_to_esact", "SelectInstructionsPass"),
     "esact-allocate-buffers": ("allocate_buffers", "AllocateBuffersPass"),

@@ -110,3 +110,7 @@ isa_modern_blocks.register()
 from . import isa_sanger  # noqa: E402  (needs the table above)
 
 isa_sanger.register()
+
+from . import isa_spatten  # noqa: E402  (needs the table above)
+
+isa_spatten.register()

@@ -49,3 +49,20 @@ def spa_additive_mask(mask: Array | None, spa: Array, batch: int) -> Array | Non
     base = np.zeros(spa.shape, np.float32) if mask is None else np.broadcast_to(
         np.asarray(mask, np.float32), spa.shape)
     return np.where(spa, base, SPA_EXCLUDED).astype(np.float32)
+
+
+def pruning_spa(tokens: Array | None, head_mask: Array | None, batch: int, heads: int,
+                length: int) -> Array:
+    """SpAtten's token-keep [B, L] and head [B, H] masks as the SPA they amount to: a kept
+    head's kept query row attends to the kept keys [B, H, L, L]."""
+    t = np.ones((batch, length), bool) if tokens is None else batched(tokens, batch, 2) != 0
+    h = np.ones((batch, heads), bool) if head_mask is None else batched(head_mask, batch, 2) != 0
+    return h[:, :, None, None] & t[:, None, :, None] & t[:, None, None, :]
+
+
+def zero_pruned(y: Array, spa: Array) -> Array:
+    """Rows of pruned tokens and column blocks of pruned heads are 0 (not computed)."""
+    computed = spa.any(axis=3)  # [B, H, L]: the head's row attends to some key
+    width = y.shape[2] // computed.shape[1]
+    keep = np.repeat(computed.transpose(0, 2, 1), width, axis=2)
+    return np.where(keep, y, np.zeros((), y.dtype))

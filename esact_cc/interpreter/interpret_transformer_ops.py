@@ -147,6 +147,11 @@ def _attention(interp: Interpreter, op: Operation, args: list[Array]) -> Array:
     mask = v.get("mask")
     if "spa" in v:
         mask = masks.spa_additive_mask(mask, v["spa"], v["q"].shape[0])
+    pruned = None
+    if "tokens" in v or "head_mask" in v:
+        pruned = masks.pruning_spa(v.get("tokens"), v.get("head_mask"), v["q"].shape[0],
+                                   op.heads, v["q"].shape[1])
+        mask = masks.spa_additive_mask(mask, pruned, v["q"].shape[0])
     common = {"num_heads": op.heads, "scale": op.scale.value.data,
               "causal": op.causal is not None, "kv_heads": op.key_heads}
     scales = op.int8_scales()
@@ -155,6 +160,8 @@ def _attention(interp: Interpreter, op: Operation, args: list[Array]) -> Array:
     else:
         y = quantized_ops.run_attention(v["q"], v["k"], v["v"], mask, **common,
                                         **dict(zip(ATTENTION_SCALES, scales)))
+    if pruned is not None:
+        y = masks.zero_pruned(y, pruned)
     return y if "rows" not in v else masks.take_representative_rows(y, v["rows"])
 
 

@@ -37,6 +37,7 @@ IMPLEMENTATION_MODULES: list[str] = [
     "esact_cc.interpreter.interpret_transformer_ops",
     "esact_cc.interpreter.interpret_spls_ops",
     "esact_cc.interpreter.interpret_sanger_ops",
+    "esact_cc.interpreter.interpret_spatten_ops",
 ]
 """Modules registering op implementations; append one to add a dialect's semantics."""
 

@@ -24,6 +24,7 @@ BUILTIN_SCHEMES: dict[str, str] = {
     "dense": "esact_cc.sparsity.dense",
     "spls": "esact_cc.sparsity.spls",
     "sanger": "esact_cc.sparsity.sanger",
+    "spatten": "esact_cc.sparsity.spatten",
 }
 """Scheme name -> module defining `SCHEME`."""
 ENTRY_POINT_GROUP = "esact_cc.sparsity_schemes"

@@ -24,7 +24,8 @@ from esact_cc.sparsity.settings import SchemeSettings
 OPTION_KEYS = ("sparsity", "sparsity_option", "spls_option", "spls_config")
 """The compile options this module reads."""
 CONFIG_CLASSES = {"spls": "esact_cc.sparsity.spls_options:SplsConfig",
-                  "sanger": "esact_cc.sparsity.sanger_options:SangerConfig"}
+                  "sanger": "esact_cc.sparsity.sanger_options:SangerConfig",
+                  "spatten": "esact_cc.sparsity.spatten_options:SpattenConfig"}
 """Schemes whose esact-tune config `--spls-config` reads: scheme -> "module:class"."""
 
 

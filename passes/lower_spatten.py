@@ -1,0 +1,100 @@
+"""Lowering of `spatten.select` (registered with `lowering_state.register_lowering` when this
+module is imported: by passes/insert_spatten.py, and by the dialect registry with the `spatten`
+dialect for IR read from a file).
+
+Per batch element: the previous layer's scores row and head scores row are loaded into VBUF
+(none for the first pruned layer); one SPATTEN_TOPK writes the kept-token and kept-head
+vectors, this layer's scores rows (pruned entries -inf) and the [H, L, L] element mask into
+MBUF; then, per group of heads, LOAD + QUANT of Q, K, V into ABUF with the attention's own
+multipliers and one SPATTEN_SCORE per head; the scores rows are stored for the next layer.
+The element masks stay in MBUF as the SPA of the attention (`Lowering.masks`, under both the
+tokens and the head_mask value), which reads them like any SPA (passes/lower_gemm.py) and
+frees them after its last use: pruned rows and heads cost no MACs there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from xdsl.ir import Operation
+
+from esact_cc.dialects.spatten import SelectOp
+from esact_cc.ir_queries import op_label
+from esact_cc.passes.lower_gemm import MaskRows
+from esact_cc.passes.lowering_state import F32, HALF, Lowering, MaskTiles, register_lowering
+from esact_cc.quantized_kernels import quant_multiplier
+from esact_cc.runtime.errors import CompileError
+from esact_cc.runtime.isa import Buffer
+from esact_cc.runtime.sanger_kernels import score_scale
+from esact_cc.runtime.spatten_kernels import INT8_BITS
+
+
+def _load_row(lw: Lowering, value, b: int, cols: int) -> int:
+    t = lw.f32_tensor(value, "scores")
+    addr = lw.alloc(Buffer.VBUF, cols)
+    lw.load(Buffer.VBUF, addr, t.address + b * cols * F32, 1, cols)
+    return addr
+
+
+def lower_select(lw: Lowering, op: Operation) -> None:
+    assert isinstance(op, SelectOp)
+    q, k, v = lw.f32_tensor(op.q, "q"), lw.f32_tensor(op.k, "k"), lw.f32_tensor(op.v, "v")
+    batch, length, width = q.shape
+    heads = op.num_heads.value.data
+    d, dv = width // heads, v.shape[2] // heads
+    block = length * length
+    if batch * heads * block > lw.capacity(Buffer.MBUF) // HALF:
+        raise CompileError(f"lower-to-esact: {op_label(op)}: SpAtten masks of {batch}x{heads}x"
+                           f"{length}x{length} do not fit half of MBUF")
+    spa = lw.alloc(Buffer.MBUF, batch * heads * block)
+    tiles = MaskTiles(batch, length, heads, spa=spa,
+                      users={u.operation for r in (op.tokens, op.heads) for u in r.uses})
+    lw.masks[op.tokens] = lw.masks[op.heads] = tiles
+    mask_rows = MaskRows(lw, op, op.mask, batch, heads, length, length)
+    group = max(1, min(heads, lw.capacity(Buffer.ABUF) // HALF // (length * (2 * d + dv))))
+    mults = [float(quant_multiplier(getattr(op, s).value.data))
+             for s in ("q_scale", "k_scale", "v_scale")]
+    common = {"length": length, "heads": heads, "d": d, "dv": dv,
+              "score_scale": float(score_scale(op.scale.value.data, op.q_scale.value.data,
+                                               op.k_scale.value.data, INT8_BITS)),
+              "requant_threshold": float(np.float32(op.requant_threshold.value.data)),
+              "causal": int(op.causal is not None)}
+    for b in range(batch):
+        s, hs = lw.alloc(Buffer.VBUF, length), lw.alloc(Buffer.VBUF, heads)
+        tok, hd = lw.alloc(Buffer.MBUF, length), lw.alloc(Buffer.MBUF, heads)
+        fields = {}
+        if op.scores is not None:
+            s0, hs0 = _load_row(lw, op.scores, b, length), _load_row(lw, op.head_scores, b, heads)
+            fields = {"has_prev": 1, "scores_addr": s0, "head_scores_addr": hs0}
+        lw.emit("spatten_topk", "predict", out_scores_addr=s, out_head_scores_addr=hs,
+                tokens_addr=tok, heads_addr=hd, mask_addr=spa + b * heads * block,
+                length=length, heads=heads, token_keep=float(op.token_keep.value.data),
+                head_keep=float(op.head_keep.value.data), **fields)
+        if fields:
+            lw.free(Buffer.VBUF, s0, hs0)
+        lw.free(Buffer.MBUF, tok, hd)
+        for h0 in range(0, heads, group):
+            g = min(group, heads - h0)
+            qa, ka = lw.alloc(Buffer.ABUF, length * g * d), lw.alloc(Buffer.ABUF, length * g * d)
+            va = lw.alloc(Buffer.ABUF, length * g * dv)
+            for src, addr, cols, mult in ((q, qa, d, mults[0]), (k, ka, d, mults[1]),
+                                          (v, va, dv, mults[2])):
+                lw.quantize_rows(src, b * length, length, h0 * cols, g * cols, addr, mult)
+            for hh in range(g):
+                h = h0 + hh
+                extra = {}
+                if mask_rows.per_query:
+                    extra = {"has_add_mask": 1, "add_mask_rows": 1,
+                             "add_mask_addr": mask_rows.block(b, h)}
+                elif mask_rows.present:
+                    extra = {"has_add_mask": 1, "add_mask_addr": mask_rows.row(b, h)}
+                lw.emit("spatten_score", "predict", scores_addr=s, head_scores_addr=hs,
+                        q_addr=qa + hh * d, k_addr=ka + hh * d, v_addr=va + hh * dv,
+                        qk_stride=g * d, v_stride=g * dv, head=h, **common, **extra)
+            lw.free(Buffer.ABUF, qa, ka, va)
+        lw.write_tile(op.new_scores, s, b, 1, 0, length)
+        lw.write_tile(op.new_head_scores, hs, b, 1, 0, heads)
+        lw.free(Buffer.VBUF, s, hs)
+    mask_rows.free()
+
+
+register_lowering(SelectOp, lower_select)
