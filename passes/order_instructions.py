@@ -151,8 +151,8 @@ def order_module(module: ModuleOp, config: HardwareConfig) -> None:
     """Apply the module's placement directives (see the module docstring)."""
     ordering = _Ordering(config)
     declarations: list[Operation] = []
-    for op in list(module.body.block.ops):
-        op.detach()
+    ops = list(module.body.block.ops)
+    for op in ops:  # the module is left as it was when a directive is refused
         if isinstance(op, (ReserveOp, ReleaseOp)):
             raise CompileError("esact-order: the program still has virtual buffers (run "
                                "esact-allocate-buffers first)")
@@ -167,6 +167,10 @@ def order_module(module: ModuleOp, config: HardwareConfig) -> None:
     if ordering.held:
         raise CompileError(f"esact-order: group(s) {', '.join(map(str, ordering.held))} held "
                            "aside are never placed")
+    for op in ops:
+        op.detach()
+        if isinstance(op, (LabelOp, PlaceOp)):
+            op.erase()
     for op in ordering.program:
         for name in PLACEMENT_ATTRS:
             op.attributes.pop(name, None)
