@@ -32,27 +32,32 @@ def _fail(op: Operation, message: str) -> CompileError:
     return CompileError(f"esact-allocate-buffers: {op.name}: {message}")
 
 
-def _rebase(op: esact.InstructionOp, fields: Attribute, base: dict[int, int]) -> None:
-    """Address field = the virtual buffer's address + the offset the field holds."""
+def _addresses(op: esact.InstructionOp, fields: Attribute, base: dict[int, int]) -> dict[str, int]:
+    """Address field -> the virtual buffer's address + the offset the field holds."""
     if not isinstance(fields, DictionaryAttr):
         raise _fail(op, f"'{VBUF_ATTR}' must map address fields to virtual buffer ids")
     names = set(op.isa_spec().field_names)
+    addresses = {}
     for name, vid in fields.data.items():
         if name not in names or not isinstance(vid, IntegerAttr):
             raise _fail(op, f"'{VBUF_ATTR}' entry '{name}' is not a field = virtual buffer id")
         if vid.value.data not in base:
             raise _fail(op, f"field '{name}' names virtual buffer {vid.value.data}, which is not "
                         "reserved here")
-        op.set_field(name, base[vid.value.data] + op.field_value(name))
+        addresses[name] = base[vid.value.data] + op.field_value(name)
+    return addresses
 
 
 def allocate_buffers(module: ModuleOp, config: HardwareConfig) -> None:
-    """Replace virtual buffers by addresses (see the module docstring)."""
+    """Replace virtual buffers by addresses (see the module docstring). The module is only
+    changed once every event and reference checked out."""
     rings = buffer_allocators(config)
     base: dict[int, int] = {}  # live virtual buffer -> its address
     kinds: dict[int, Buffer] = {}
     pinned: set[int] = set()  # outside the allocator: never released
-    for op in list(module.body.block.ops):
+    events: list[Operation] = []
+    rewrites: list[tuple[esact.InstructionOp, dict[str, int]]] = []
+    for op in module.body.block.ops:
         if isinstance(op, ReserveOp):
             vid, kind = op.id.value.data, op.buffer_kind
             if vid in kinds:
@@ -65,16 +70,20 @@ def allocate_buffers(module: ModuleOp, config: HardwareConfig) -> None:
                                 f"({rings[kind].capacity} elements)")
             base[vid] = (op.address.value.data if op.address is not None
                          else rings[kind].alloc(op.size.value.data))
+            events.append(op)
         elif isinstance(op, ReleaseOp):
             vid = op.id.value.data
             if vid not in base or vid in pinned:
                 raise _fail(op, f"virtual buffer {vid} is not a live allocated buffer")
             rings[kinds[vid]].release(base.pop(vid))
+            events.append(op)
         elif isinstance(op, esact.InstructionOp) and VBUF_ATTR in op.attributes:
-            _rebase(op, op.attributes.pop(VBUF_ATTR), base)
-            continue
-        else:
-            continue
+            rewrites.append((op, _addresses(op, op.attributes[VBUF_ATTR], base)))
+    for op, addresses in rewrites:
+        del op.attributes[VBUF_ATTR]
+        for name, address in addresses.items():
+            op.set_field(name, address)
+    for op in events:
         op.detach()
         op.erase()
 
