@@ -371,15 +371,8 @@ class AttentionPattern(LiftPattern):
                 masks.append(flat)
                 continue
             assert scores.flat_heads is not None
-            dims = np.array([*scores.flat_heads, *shape[1:]], np.int64)
-            target = graph.new_onnx_op("Constant", [], tensor_type_of(dims),
-                                       {"value": dense_attr_from_numpy(dims)}, before)
-            reshape = graph.new_onnx_op("Reshape", [flat, target.results[0]],
-                                        TensorType(Float32Type(), tuple(int(d) for d in dims)),
-                                        {}, before)
-            _rename(reshape, f"{_origin(flat)}/as_4d")
-            block.insert_ops_before([target, reshape], before)
-            masks.append(reshape.results[0])
+            dims = (*scores.flat_heads, *shape[1:])
+            masks.append(_host_reshape(flat, dims, f"{_origin(flat)}/as_4d", graph, before))
         for constant in scores.constant_masks:
             masks.append(graph.new_weight(constant, "attention.constant_mask", before))
         for cond, visible_if_true, fill, like in scores.where_masks:
@@ -619,28 +612,30 @@ def _origin(value: SSAValue) -> str:
     return location_name(value.op) if isinstance(value, OpResult) else (value.name_hint or "input")
 
 
-def _rename(op: Operation, name: str) -> None:
-    """A node name of its own (host segments are ONNX graphs: node names must be unique)."""
-    op.location = NameLoc(StringAttr(name), NoneAttr())
-
-
 def _rotary_table(table: np.ndarray | SSAValue, hint: str, graph: OnnxGraph,
                   before: Operation) -> SSAValue:
     """A rotary table as the op's operand: a weight handle [L, R], or a computed
     [B or 1, 1, L, R] value reshaped (on the host) to [B or 1, L, R]."""
     if isinstance(table, np.ndarray):
         return graph.new_weight(table, hint, before)
-    name = f"{_origin(table)}/{hint}"
-    for use in table.uses:  # Q's and K's rotations share one reshaped table
+    lead, _, length, rotary_dim = shape_of(table)
+    return _host_reshape(table, (lead, length, rotary_dim), f"{_origin(table)}/{hint}", graph,
+                         before)
+
+
+def _host_reshape(value: SSAValue, dims: tuple[int, ...], name: str, graph: OnnxGraph,
+                  before: Operation) -> SSAValue:
+    """onnx.Reshape(value, dims) named `name` (host segments are ONNX graphs: node names must
+    be unique), made once: the layers and Q / K that read one table or bias share it."""
+    for use in value.uses:
         if isinstance(use.operation, OnnxOperation) and location_name(use.operation) == name:
             return use.operation.results[0]
-    lead, _, length, rotary_dim = shape_of(table)
-    dims = np.array([lead, length, rotary_dim], np.int64)
-    target = graph.new_onnx_op("Constant", [], tensor_type_of(dims),
-                               {"value": dense_attr_from_numpy(dims)}, before)
-    reshape = graph.new_onnx_op("Reshape", [table, target.results[0]],
-                                TensorType(Float32Type(), (lead, length, rotary_dim)), {}, before)
-    _rename(reshape, name)
+    shape = np.array(dims, np.int64)
+    target = graph.new_onnx_op("Constant", [], tensor_type_of(shape),
+                               {"value": dense_attr_from_numpy(shape)}, before)
+    reshape = graph.new_onnx_op("Reshape", [value, target.results[0]],
+                                TensorType(Float32Type(), tuple(int(d) for d in dims)), {}, before)
+    reshape.location = NameLoc(StringAttr(name), NoneAttr())
     before.parent_block().insert_ops_before([target, reshape], before)  # type: ignore[union-attr]
     return reshape.results[0]
 

@@ -53,34 +53,44 @@ class _Graph:
         return model
 
 
-def bloom_layer() -> onnx.ModelProto:
+def bloom_layer(layers: int = 1) -> onnx.ModelProto:
+    """`layers` BLOOM blocks (without their layer norms) reading one ALiBi input."""
     g = _Graph()
-    fused = g.op("Add", [g.op("MatMul", ["x", g.weight("qkv", (D, 3 * D))], "qkv_mm"),
-                         g.weight("qkv_b", (3 * D,))], "qkv")
-    view = g.op("Reshape", [fused, g.shape("s5", B, L, H, 3, DH)], "view")
-    parts = []
-    for i, name in enumerate("qkv"):
-        picked = g.op("Gather", [view, g.const(f"i{i}", np.array(i, np.int64))], f"sel_{name}", axis=3)
-        parts.append(g.op("Transpose", [picked], f"t_{name}", perm=[0, 2, 1, 3]))
-    q3 = g.op("Reshape", [parts[0], g.shape("s3", B * H, L, DH)], "q3")
-    k3t = g.op("Transpose", [g.op("Reshape", [parts[1], "s3"], "k3")], "k3t", perm=[0, 2, 1])
-    scores = g.op("Mul", [g.op("MatMul", [q3, k3t], "qk"), g.const("scale", np.float32(DH ** -0.5))], "scaled")
-    scores = g.op("Add", [scores, "alibi"], "baddbmm")  # ALiBi [B*H, 1, L], an input
-    scores = g.op("Reshape", [scores, g.shape("s4", B, H, L, L)], "scores4")
     causal = np.triu(np.full((L, L), np.finfo(np.float32).min, np.float32), 1)[None, None]
-    probs = g.op("Softmax", [g.op("Add", [scores, g.const("causal", causal)], "masked")], "softmax", axis=-1)
-    ctx = g.op("Transpose", [g.op("MatMul", [probs, parts[2]], "pv")], "ctx_t", perm=[0, 2, 1, 3])
-    h = g.op("Add", ["x", g.op("MatMul", [g.op("Reshape", [ctx, g.shape("s_merge", B, L, D)], "merge"),
-                                         g.weight("dense", (D, D))], "dense_mm")], "residual")
-    up = g.op("MatMul", [h, g.weight("up", (D, 2 * D))], "up")
-    inner = g.op("Add", [g.op("Mul", [g.op("Mul", [up, g.const("c3", np.float32(0.044715))], "c3x"), up], "c3xx"),
-                         g.const("one", np.float32(1.0))], "one_plus")
-    t = g.op("Tanh", [g.op("Mul", [g.op("Mul", [up, g.const("k", np.float32(0.79788456))], "kx"), inner], "arg")], "tanh")
-    act = g.op("Mul", [g.op("Mul", [up, g.const("half", np.float32(0.5))], "half_x"),
-                       g.op("Add", [t, "one"], "tanh_plus")], "gelu")
-    out = g.op("Add", [h, g.op("MatMul", [act, g.weight("down", (2 * D, D))], "down")], "out")
+    for name, value in (("s5", [B, L, H, 3, DH]), ("s3", [B * H, L, DH]), ("s4", [B, H, L, L]),
+                        ("s_merge", [B, L, D])):
+        g.shape(name, *value)
+    for name, value in (("scale", np.float32(DH ** -0.5)), ("causal", causal),
+                        ("c3", np.float32(0.044715)), ("one", np.float32(1.0)),
+                        ("k", np.float32(0.79788456)), ("half", np.float32(0.5))):
+        g.const(name, value)
+    for i in range(3):
+        g.const(f"i{i}", np.array(i, np.int64))
+    h = "x"
+    for n in range(layers):
+        def op(kind: str, inputs: list[str], name: str, **attrs) -> str:
+            return g.op(kind, inputs, f"l{n}.{name}", **attrs)
+
+        fused = op("Add", [op("MatMul", [h, g.weight(f"l{n}.qkv", (D, 3 * D))], "qkv_mm"),
+                           g.weight(f"l{n}.qkv_b", (3 * D,))], "qkv")
+        view = op("Reshape", [fused, "s5"], "view")
+        parts = [op("Transpose", [op("Gather", [view, f"i{i}"], f"sel{i}", axis=3)], f"t{i}",
+                    perm=[0, 2, 1, 3]) for i in range(3)]
+        k3t = op("Transpose", [op("Reshape", [parts[1], "s3"], "k3")], "k3t", perm=[0, 2, 1])
+        scores = op("Mul", [op("MatMul", [op("Reshape", [parts[0], "s3"], "q3"), k3t], "qk"),
+                            "scale"], "scaled")
+        scores = op("Reshape", [op("Add", [scores, "alibi"], "baddbmm"), "s4"], "scores4")
+        probs = op("Softmax", [op("Add", [scores, "causal"], "masked")], "softmax", axis=-1)
+        ctx = op("Transpose", [op("MatMul", [probs, parts[2]], "pv")], "ctx_t", perm=[0, 2, 1, 3])
+        merged = op("Reshape", [ctx, "s_merge"], "merge")
+        h = op("Add", [h, op("MatMul", [merged, g.weight(f"l{n}.dense", (D, D))], "dense")], "res")
+        up = op("MatMul", [h, g.weight(f"l{n}.up", (D, 2 * D))], "up")
+        inner = op("Add", [op("Mul", [op("Mul", [up, "c3"], "c3x"), up], "c3xx"), "one"], "one_plus")
+        t = op("Tanh", [op("Mul", [op("Mul", [up, "k"], "kx"), inner], "arg")], "tanh")
+        act = op("Mul", [op("Mul", [up, "half"], "half_x"), op("Add", [t, "one"], "tanh_plus")], "gelu")
+        h = op("Add", [h, op("MatMul", [act, g.weight(f"l{n}.down", (2 * D, D))], "down")], "out")
     return g.model([helper.make_tensor_value_info("x", TensorProto.FLOAT, [B, L, D]),
-                    helper.make_tensor_value_info("alibi", TensorProto.FLOAT, [B * H, 1, L])], out)
+                    helper.make_tensor_value_info("alibi", TensorProto.FLOAT, [B * H, 1, L])], h)
 
 
 def deberta_layer(content_bias: bool = False) -> onnx.ModelProto:
@@ -142,6 +152,22 @@ def test_3d_batched_attention_lifts_and_matches_onnxruntime(tmp_path, build) -> 
     expected = ort.InferenceSession(str(path)).run(None, inputs)[0]
     got = compiled.run(inputs)["y"]
     assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
+
+
+def test_bloom_layers_sharing_one_alibi_input_compile_and_run(tmp_path) -> None:
+    """The ALiBi reshape to [B, H, 1, L] is made once for both layers (a host segment is an
+    ONNX graph: two nodes of one name would be refused by onnxruntime)."""
+    model = bloom_layer(layers=2)
+    path = tmp_path / "bloom.onnx"
+    onnx.save(model, path)
+    inputs = _inputs(model)
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, **{k: np.stack([v] * 2) for k, v in inputs.items()})
+    compiled = api.compile(path, stage="esb", calibration_data=str(calib))
+    got = compiled.simulate(inputs).outputs["y"]
+    expected = ort.InferenceSession(str(path)).run(None, inputs)[0]
+    cosine = float(got.ravel() @ expected.ravel() / np.linalg.norm(got) / np.linalg.norm(expected))
+    assert cosine >= 0.99
 
 
 def test_content_dependent_score_term_is_one_precise_near_miss(tmp_path, capsys) -> None:
