@@ -58,9 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="use the first N calibration samples (default: all)")
     parser.add_argument("--uniform-only", action="store_true",
                         help="skip the per-layer threshold search")
-    parser.add_argument("--sparsity", choices=("spls", "sanger"), default="spls",
+    parser.add_argument("--sparsity", choices=("spls", "sanger", "spatten"), default="spls",
                         help="the scheme calibrated (default: %(default)s; sanger: its threshold, "
-                        "esact_cc/tuning/sanger_tuning.py)")
+                        "esact_cc/tuning/sanger_tuning.py; spatten: its keep ratios, "
+                        "esact_cc/tuning/spatten_tuning.py)")
     add_search_arguments(parser)
     parser.add_argument("-o", "--output", "--output-file", dest="output_file", required=True,
                         metavar="FILE.json", help="where the SPLS config goes (--output-file: "
@@ -150,8 +151,8 @@ def run_cli(args: argparse.Namespace) -> None:
                                  args.labels_key, _parse_input_keys(args.input), args.samples)
     log(f"esact-tune: {len(data.samples)} calibration samples, "
         f"{'task accuracy' if data.labels is not None else 'cosine to dense'}, IR {args.ir}")
-    if args.sparsity == "sanger":
-        _tune_sanger(args, data, log)
+    if args.sparsity in ("sanger", "spatten"):
+        _tune_attention_scheme(args, data, log)
         return
     evaluator = SplsEvaluator(args.model, data, args.output, args.ir)
     result = tune(evaluator, args.budget, per_layer=not args.uniform_only, log=log,
@@ -176,13 +177,19 @@ def run_cli(args: argparse.Namespace) -> None:
         f"{args.output_file}")
 
 
-def _tune_sanger(args: argparse.Namespace, data, log) -> None:
+def _tune_attention_scheme(args: argparse.Namespace, data, log) -> None:
+    """Sanger's threshold or SpAtten's keep ratios: the same search shape and config file."""
     from pathlib import Path
 
-    from esact_cc.tuning.sanger_tuning import SangerEvaluator, tune_sanger
+    if args.sparsity == "sanger":
+        from esact_cc.tuning.sanger_tuning import SangerEvaluator as Evaluator
+        from esact_cc.tuning.sanger_tuning import tune_sanger as search
+    else:
+        from esact_cc.tuning.spatten_tuning import SpattenEvaluator as Evaluator
+        from esact_cc.tuning.spatten_tuning import tune_spatten as search
 
-    evaluator = SangerEvaluator(args.model, data, args.output, args.ir)
-    result = tune_sanger(evaluator, args.budget, not args.uniform_only, args.margin_se, log)
+    evaluator = Evaluator(args.model, data, args.output, args.ir)
+    result = search(evaluator, args.budget, not args.uniform_only, args.margin_se, log)
     best = result.best
     best.config.info = {
         "model": Path(args.model).name, "calibration_data": Path(args.calibration_data).name,
@@ -192,7 +199,7 @@ def _tune_sanger(args: argparse.Namespace, data, log) -> None:
         "dense_accuracy": evaluator.dense_accuracy, "chosen": best.as_dict(),
         "grid": [m.as_dict() for m in result.grid]}
     write_text_output(args.output_file, best.config.to_json())
-    log(f"esact-tune: sanger {'per-layer' if best is result.per_layer else 'uniform'} setting: "
+    log(f"esact-tune: {args.sparsity} {'per-layer' if best is result.per_layer else 'uniform'} setting: "
         f"sparsity {best.sparsity:.2%} at {best.loss:.3f} points lost on the calibration set "
         f"-> {args.output_file}")
 
