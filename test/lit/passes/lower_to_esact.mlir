@@ -30,7 +30,7 @@ builtin.module attributes {esact.weight_store = "Inputs/tiny_layer.npz"} {
   }
 }
 
-// CHECK: builtin.module attributes {esact.weight_store = "Inputs/tiny_layer.npz", esact.config_hash = "{{[0-9a-f]+}}"}
+// CHECK: builtin.module attributes {esact.config_hash = "{{[0-9a-f]+}}"}
 // CHECK-NEXT: esact.io "input" "x" at 0 : tensor<1x4x8xf32>
 // CHECK-NEXT: esact.io "input" "mask" at 128 : tensor<1x1x1x4xf32>
 // CHECK-NEXT: esact.host_segment 0 "esact.host0.onnx"
