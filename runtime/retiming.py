@@ -14,6 +14,11 @@ depend on the program and the inputs only; the hardware config enters in two pla
   (test/unit/sweep/test_retiming.py checks both, and that the compiler reads no other
   parameter).
 
+A caller that compiled the program for the new config too (the sweep, to find configs that
+share a program) passes its digest (run_program.program_digest): if it equals the run's
+program's, the parameters the compiler reads changed but the program did not, and re-timing
+stands in for a run.
+
 The DRAM capacity changes neither; a smaller one that the program no longer fits in is the
 same error a fresh run gives (esb.check_program_fits).
 """
@@ -57,10 +62,13 @@ def check_retimable(compiled_for: HardwareConfig, config: HardwareConfig) -> Non
                 f"so compile for this config and run again")
 
 
-def retime(result: RunResult, config: HardwareConfig,
-           meta: dict[str, Any] | None = None) -> RunResult:
-    """The run `result` recorded, timed and reported on `config` (same outputs and work)."""
-    check_retimable(result.config, config)
+def retime(result: RunResult, config: HardwareConfig, meta: dict[str, Any] | None = None,
+           program_for_config: str | None = None) -> RunResult:
+    """The run `result` recorded, timed and reported on `config` (same outputs and work).
+    `program_for_config`: the program_digest of the program compiled for `config`, if the
+    caller has it (a program parameter may then differ if the program is the same)."""
+    if program_for_config is None or program_for_config != result.program_digest():
+        check_retimable(result.config, config)
     check_program_fits(result.program, config, check_hash=False)
     report_meta = {**result.meta, **(meta or {}), "retimed_from_config_hash": result.config.hash}
     return time_and_report(result.program, result.outputs, result.records, result.work,

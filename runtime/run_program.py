@@ -10,14 +10,16 @@ on another config without executing it again.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from .energy import EnergyModel
 from .errors import ConfigError
+from .esb import serialize_esb
 from .hw_config import HardwareConfig
 from .isa import Work
 from .report import InstructionInfo, build_report, instruction_info
@@ -39,9 +41,22 @@ class RunResult:
     program: Any  # esb.Program
     records: list[Work]  # the functional model's work record of each instruction
     meta: dict[str, Any]  # the report's meta entries the caller gave
+    _digest: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def trace(self) -> dict[str, Any]:
         return trace_events(self.info, self.schedule, self.config, self.work)
+
+    def program_digest(self) -> str:
+        """program_digest of the program this run executed (computed once)."""
+        if self._digest is None:
+            self._digest = program_digest(self.program)
+        return self._digest
+
+
+def program_digest(program: Any) -> str:
+    """SHA-256 of a program's .esb bytes with its config hash left out: programs compiled
+    under different configs are the same program iff their digests are equal."""
+    return hashlib.sha256(serialize_esb(replace(program, config_hash="0" * 64))).hexdigest()
 
 
 def config_mismatch_message(program_hash: str, config: HardwareConfig) -> str:

@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             bar.finish()
         front = sum(row["pareto_front"] for row in outcome.rows)
         print(f"{len(outcome.rows)} points ({outcome.ran} evaluated now in "
-              f"{outcome.groups_ran} compile groups, {len(outcome.rows) - outcome.ran} "
+              f"{outcome.groups_ran} compile groups, {outcome.executions} distinct programs "
+              f"executed; {len(outcome.rows) - outcome.ran} "
               f"finished before) in {outcome.seconds:.1f} s; {front} on a Pareto front")
         for path in outcome.written:
             print(f"wrote {path}")

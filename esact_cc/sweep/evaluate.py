@@ -1,9 +1,13 @@
-"""One group of points: compile once, execute once per test sample, re-time every point.
+"""Evaluating groups of points: compile each group once, execute each distinct program once
+per test sample, re-time every point.
 
-Outputs and work records depend on the program and the input only (runtime/retiming.py), so
-a group compiles its model under the first point's config, measures the accuracy on the
-test samples once, records a run per timed input and re-times it for each point's config.
-Runs in a worker process (local pool or Ray): everything it needs is in the `GroupTask`.
+Outputs and work records depend on the program and the input only (runtime/retiming.py). A
+group's points share the parameters the compiler reads, so `compile_task` compiles it once
+(under its first point's config); groups whose programs are byte-identical (a parameter the
+compiler reads that changes nothing for this model, e.g. BPU lanes for a small ViT) share one
+`ExecutionTask`: it measures the accuracy on the test samples once, records a run per timed
+input and re-times it for each point's config. Both run in worker processes (local pool or
+Ray): everything they need is in the task.
 """
 
 from __future__ import annotations
@@ -39,6 +43,21 @@ class GroupTask:
     model: ModelData
     accuracy_samples: int
     reference_accuracy: float  # the fp32 model (onnxruntime) on the same samples
+
+
+@dataclass(frozen=True)
+class CompiledGroup:
+    group_id: str
+    digest: str  # run_program.program_digest: equal for the same program
+    esb: bytes  # the program as compiled for the group's config
+
+
+@dataclass(frozen=True)
+class ExecutionTask:
+    """Groups of one model whose programs are identical, and that program."""
+
+    groups: list[GroupTask]
+    program: CompiledGroup  # the first group's
 
 
 def load_model_data(model: ModelSpec, spec_dir: Path, work_dir: Path) -> ModelData:
@@ -98,16 +117,27 @@ def compile_group(task: GroupTask, work_dir: Path) -> tuple[Any, HardwareConfig]
     return api.compile(task.model.onnx_path, stage="esb", **options).program(), config
 
 
-def evaluate_group(task: GroupTask) -> list[dict[str, Any]]:
-    """One result row per point of the group (its parameters, then its figures)."""
+def compile_task(task: GroupTask) -> CompiledGroup:
+    from esact_cc.runtime.esb import serialize_esb
+    from esact_cc.runtime.run_program import program_digest
+
+    with tempfile.TemporaryDirectory(prefix="esact-sweep-") as tmp:
+        program, _ = compile_group(task, Path(tmp))
+    return CompiledGroup(task.group.id, program_digest(program), serialize_esb(program))
+
+
+def evaluate_execution(task: ExecutionTask) -> list[dict[str, Any]]:
+    """One result row per point of the task's groups (its parameters, then its figures)."""
+    from esact_cc.runtime.esb import parse_esb
     from esact_cc.runtime.functional import execute
     from esact_cc.runtime.retiming import retime
     from esact_cc.runtime.run_program import run_program
 
-    with tempfile.TemporaryDirectory(prefix="esact-sweep-") as tmp:
-        program, config = compile_group(task, Path(tmp))
-    model, count = task.model, task.accuracy_samples
-    timed = sorted({point.input for point in task.group.points})
+    first = task.groups[0]
+    program = parse_esb(task.program.esb)
+    config = hardware_config(first.group.base, first.group.points[0].hardware)
+    model, count = first.model, first.accuracy_samples
+    timed = sorted({point.input for g in task.groups for point in g.group.points})
     recorded = {k: run_program(program, model.samples[k], config) for k in timed}
     hits = []
     for k in range(count):
@@ -116,13 +146,17 @@ def evaluate_group(task: GroupTask) -> list[dict[str, Any]]:
         hits.append(predictions(outputs) == model.labels[k].reshape(-1))
     accuracy = float(np.mean(np.concatenate(hits)))
     rows = []
-    for point in task.group.points:
-        point_config = hardware_config(task.group.base, point.hardware)
-        report = retime(recorded[point.input], point_config).report
-        rows.append({"point_id": point.id, **point.params, "group_id": task.group.id,
-                     "instructions": len(program.instructions), **report_figures(report),
-                     "accuracy": accuracy, "accuracy_reference": task.reference_accuracy,
-                     "accuracy_loss": task.reference_accuracy - accuracy})
+    for group_task in task.groups:
+        group = group_task.group
+        for point in group.points:
+            point_config = hardware_config(group.base, point.hardware)
+            report = retime(recorded[point.input], point_config,
+                            program_for_config=task.program.digest).report
+            rows.append({"point_id": point.id, **point.params, "group_id": group.id,
+                         "instructions": len(program.instructions), **report_figures(report),
+                         "accuracy": accuracy,
+                         "accuracy_reference": first.reference_accuracy,
+                         "accuracy_loss": first.reference_accuracy - accuracy})
     return rows
 
 

@@ -1,11 +1,14 @@
 """Running a sweep: the groups whose points are not finished yet, on this process
 (`workers=1`), a local process pool, or a Ray cluster (`ray_address`: an address, or
 "local" to start one on this machine with `workers` CPUs; workers must see the spec's files
-at the same paths). Rows are stored as each group finishes, so a killed sweep resumes.
+at the same paths). Two waves: every group compiled, then every distinct program executed
+and its points re-timed (evaluate.py). Rows are stored as each execution finishes, so a
+killed sweep resumes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -14,7 +17,8 @@ from typing import Any
 
 from esact_cc.runtime.errors import UsageError
 
-from .evaluate import GroupTask, evaluate_group, load_model_data, reference_accuracy
+from .evaluate import (ExecutionTask, GroupTask, compile_task, evaluate_execution,
+                       load_model_data, reference_accuracy)
 from .pareto import mark_fronts, plot_fronts
 from .points import Group, expand
 from .spec import load_spec
@@ -27,7 +31,8 @@ ProgressFn = Callable[[int, int], None]  # (points done, points in the sweep)
 class SweepOutcome:
     rows: list[dict[str, Any]]  # one per point, spec order
     ran: int  # points evaluated by this call (the rest were finished before)
-    groups_ran: int
+    groups_ran: int  # compiles
+    executions: int  # distinct programs executed
     seconds: float
     written: list[Path]
 
@@ -55,11 +60,13 @@ def run_sweep(spec_path: str | Path, out_dir: str | Path, *, workers: int = 1,
     if progress is not None:
         progress(done, total)
     tasks = _tasks(pending, spec, spec_path.parent, out_dir)
-    for rows in _dispatch(tasks, workers, ray_address):
-        store.add(rows)
-        done += len(rows)
-        if progress is not None:
-            progress(done, total)
+    with _workers(workers, ray_address, len(tasks)) as run:
+        executions = _executions(tasks, list(run(compile_task, tasks)))
+        for rows in run(evaluate_execution, executions):
+            store.add(rows)
+            done += len(rows)
+            if progress is not None:
+                progress(done, total)
     points = sorted((p for g in groups for p in g.points), key=lambda p: p.index)
     rows = [dict(store.rows[p.id]) for p in points]
     mark_fronts(rows)
@@ -72,7 +79,7 @@ def run_sweep(spec_path: str | Path, out_dir: str | Path, *, workers: int = 1,
     if plots_dir is not None:
         written += plot_fronts(rows, Path(plots_dir))
     return SweepOutcome(rows, sum(len(g.points) for g in pending), len(pending),
-                        time.perf_counter() - started, written)
+                        len(executions), time.perf_counter() - started, written)
 
 
 def _tasks(groups: list[Group], spec: Any, spec_dir: Path, out_dir: Path) -> list[GroupTask]:
@@ -95,30 +102,47 @@ def _tasks(groups: list[Group], spec: Any, spec_dir: Path, out_dir: Path) -> lis
             for g in groups]
 
 
-def _dispatch(tasks: list[GroupTask], workers: int, ray_address: str | None
-              ) -> Iterator[list[dict[str, Any]]]:
+def _executions(tasks: list[GroupTask], compiled: list[Any]) -> list[ExecutionTask]:
+    """Groups of one model with the same program share an execution (spec order)."""
+    by_group = {c.group_id: c for c in compiled}
+    shared: dict[tuple[str, str], list[GroupTask]] = {}
+    for task in tasks:
+        shared.setdefault((task.group.model.name, by_group[task.group.id].digest),
+                          []).append(task)
+    return [ExecutionTask(groups, by_group[groups[0].group.id]) for groups in shared.values()]
+
+
+Runner = Callable[[Callable[[Any], Any], list[Any]], Iterator[Any]]
+
+
+@contextlib.contextmanager
+def _workers(workers: int, ray_address: str | None, tasks: int) -> Iterator[Runner]:
+    """A `run(function, tasks)` yielding results as tasks finish, on the chosen workers."""
     if ray_address is not None:
-        yield from _on_ray(tasks, workers, ray_address)
-    elif workers == 1 or len(tasks) <= 1:
-        yield from map(evaluate_group, tasks)
+        with _ray(workers, ray_address) as run:
+            yield run
+    elif workers == 1 or tasks <= 1:
+        yield lambda function, items: map(function, items)
     else:
-        yield from _on_process_pool(tasks, workers)
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn: workers start clean (no onnxruntime threads or locks copied from here)
+        with ProcessPoolExecutor(min(workers, tasks),
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+            yield lambda function, items: _on_pool(pool, function, items)
 
 
-def _on_process_pool(tasks: list[GroupTask], workers: int) -> Iterator[list[dict[str, Any]]]:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+def _on_pool(pool: Any, function: Callable[[Any], Any], items: list[Any]) -> Iterator[Any]:
+    from concurrent.futures import as_completed
 
-    # spawn: workers start clean (no onnxruntime threads or locks copied from this process)
-    with ProcessPoolExecutor(min(workers, len(tasks)),
-                             mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(evaluate_group, task) for task in tasks]
-        try:
-            for future in as_completed(futures):
-                yield future.result()
-        finally:
-            for future in futures:
-                future.cancel()
+    futures = [pool.submit(function, item) for item in items]
+    try:
+        for future in as_completed(futures):
+            yield future.result()
+    finally:
+        for future in futures:
+            future.cancel()
 
 
 def _import_ray() -> Any:
@@ -130,18 +154,22 @@ def _import_ray() -> Any:
     return ray
 
 
-def _on_ray(tasks: list[GroupTask], workers: int, address: str
-            ) -> Iterator[list[dict[str, Any]]]:
+@contextlib.contextmanager
+def _ray(workers: int, address: str) -> Iterator[Runner]:
     ray = _import_ray()
     if address == "local":
         ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
     else:
         ray.init(address=address, log_to_driver=False)
-    try:
-        remote = ray.remote(num_cpus=1)(evaluate_group)
-        waiting = [remote.remote(task) for task in tasks]
+
+    def run(function: Callable[[Any], Any], items: list[Any]) -> Iterator[Any]:
+        remote = ray.remote(num_cpus=1)(function)
+        waiting = [remote.remote(item) for item in items]
         while waiting:
             finished, waiting = ray.wait(waiting, num_returns=1)
             yield ray.get(finished[0])
+
+    try:
+        yield run
     finally:
         ray.shutdown()

@@ -21,9 +21,12 @@ options = { threshold = [0.9] }
 [hardware.axes]
 "mac_array.rows" = [16, 32]
 "dram.bandwidth_bytes_per_s" = [8e9, 64e9]
-"sfu.lanes" = [32, 64]
+"bpu.lanes" = [256, 512]
 """
-TINY_POINTS, TINY_GROUPS = 16, 4  # 2 sparsity x 2 MAC shapes; x 2 x 2 re-timed each
+# 2 sparsity settings x 2 MAC shapes x 2 BPU lanes compile groups, 2 DRAM bandwidths each;
+# the BPU lanes change only the SPLS program on 16 MAC rows (where the prediction goes), so
+# 5 distinct programs are executed: dense x 2 MAC shapes, SPLS x (16 rows x 2 lanes, 32 rows)
+TINY_POINTS, TINY_GROUPS, TINY_EXECUTIONS = 16, 8, 5
 
 
 def write_spec(directory: Path, text: str = TINY) -> Path:

@@ -14,7 +14,7 @@ from esact_cc.bundled_model import load_bundled_model
 from esact_cc.runtime.errors import ConfigError, ProgramError
 from esact_cc.runtime.hw_config import HardwareConfig, load_config, resolve_config
 from esact_cc.runtime.retiming import PROGRAM_PARAMETERS, retime
-from esact_cc.runtime.run_program import run_program
+from esact_cc.runtime.run_program import program_digest, run_program
 
 MODEL = load_bundled_model()
 IMAGE = {MODEL.input_name: MODEL.test_images[3:4]}
@@ -97,3 +97,20 @@ def test_the_compiler_reads_only_program_parameters(monkeypatch) -> None:
         api.compile(MODEL.onnx_path, stage="esb", sparsity=sparsity)
     assert {"mac_rows", "bpu_lanes", "weight_buffer_bytes"} <= reads
     assert reads - {"hash", "name"} <= set(PROGRAM_PARAMETERS)
+
+
+def test_a_program_parameter_that_leaves_the_program_unchanged(tmp_path) -> None:
+    """BPU lanes do not change the digits ViT's SPLS program: given the digest of the program
+    compiled for the new config, re-timing equals the fresh run there; without it, refused."""
+    base, changed = load_config(), HardwareConfig.from_dict({"bpu": {"lanes": 128}})
+    recorded = run_program(compile_for(base, tmp_path, "spls"), IMAGE, base)
+    program = compile_for(changed, tmp_path, "spls")
+    assert program_digest(program) == recorded.program_digest()
+    fresh = run_program(program, IMAGE, changed)
+    retimed = retime(recorded, changed, program_for_config=program_digest(program))
+    assert without_meta(retimed.report) == without_meta(fresh.report)
+    with pytest.raises(ConfigError, match="'bpu.lanes' is 128"):
+        retime(recorded, changed)
+    other = compile_for(HardwareConfig.from_dict({"mac_array": {"rows": 16}}), tmp_path, "spls")
+    with pytest.raises(ConfigError, match="'bpu.lanes' is 128"):  # a digest of another program
+        retime(recorded, changed, program_for_config=program_digest(other))

@@ -9,11 +9,11 @@ import importlib.util
 import sys
 
 import pytest
-from sweep_specs import TINY_GROUPS, TINY_POINTS, write_spec
+from sweep_specs import TINY_EXECUTIONS, TINY_GROUPS, TINY_POINTS, write_spec
 
 from esact_cc.runtime.errors import UsageError
 from esact_cc.sweep import runner
-from esact_cc.sweep.evaluate import evaluate_group
+from esact_cc.sweep.evaluate import evaluate_execution
 from esact_cc.sweep.store import RESULTS_FILE
 
 
@@ -25,16 +25,19 @@ class Killed(BaseException):
 
 
 def evaluated_groups(monkeypatch, stop_after: int | None = None) -> list[str]:
-    """Record the groups the runner evaluates; stop (Killed) once `stop_after` are done."""
+    """Record the groups the runner executes; stop (Killed) once `stop_after` executions are
+    done."""
     seen: list[str] = []
+    executions: list[int] = []
 
     def evaluate(task):
-        if stop_after is not None and len(seen) == stop_after:
+        if stop_after is not None and len(executions) == stop_after:
             raise Killed
-        seen.append(task.group.id)
-        return evaluate_group(task)
+        executions.append(1)
+        seen.extend(g.group.id for g in task.groups)
+        return evaluate_execution(task)
 
-    monkeypatch.setattr(runner, "evaluate_group", evaluate)
+    monkeypatch.setattr(runner, "evaluate_execution", evaluate)
     return seen
 
 
@@ -44,6 +47,7 @@ def whole(tmp_path_factory):
     directory = tmp_path_factory.mktemp("whole")
     outcome = runner.run_sweep(write_spec(directory), directory / "out", formats=FORMATS)
     assert outcome.ran == TINY_POINTS and outcome.groups_ran == TINY_GROUPS
+    assert outcome.executions == TINY_EXECUTIONS  # groups with the same program share one
     return directory / "out"
 
 
@@ -55,14 +59,16 @@ def test_a_killed_sweep_resumes_with_the_remaining_points(tmp_path, monkeypatch,
     with pytest.raises(Killed):
         runner.run_sweep(spec, tmp_path / "resumed")
     stored = (tmp_path / "resumed" / RESULTS_FILE).read_text().splitlines()
-    assert len(stored) == TINY_POINTS // TINY_GROUPS * 2
+    assert 0 < len(stored) < TINY_POINTS
     with open(tmp_path / "resumed" / RESULTS_FILE, "a") as handle:
         handle.write(stored[0][:40])  # the line a kill cut short
 
     second = evaluated_groups(monkeypatch)
     resumed = runner.run_sweep(spec, tmp_path / "resumed")
-    assert resumed.ran == TINY_POINTS // 2 and resumed.groups_ran == TINY_GROUPS // 2
+    assert resumed.ran == TINY_POINTS - len(stored)
+    assert resumed.executions == TINY_EXECUTIONS - 2
     assert not set(first) & set(second) and len(set(first) | set(second)) == TINY_GROUPS
+    assert resumed.groups_ran == len(set(second))
     assert (tmp_path / "resumed" / "results.csv").read_bytes() == \
         (whole / "results.csv").read_bytes()
     assert len((tmp_path / "resumed" / RESULTS_FILE).read_text().splitlines()) == TINY_POINTS
@@ -79,17 +85,17 @@ def test_the_table_is_tidy(whole) -> None:
     assert len(rows) == TINY_POINTS == len({r["point_id"] for r in rows})
     header = list(rows[0])
     assert header[:8] == ["point_id", "model", "sparsity", "sparsity.threshold",
-                          "mac_array.rows", "dram.bandwidth_bytes_per_s", "sfu.lanes", "input"]
+                          "mac_array.rows", "dram.bandwidth_bytes_per_s", "bpu.lanes", "input"]
     for column in ("total.cycles", "energy.system.energy_pj", "energy.on_chip.energy_pj",
                    "accuracy", "accuracy_loss", "pareto_front"):
         assert column in header
     assert {r["sparsity.threshold"] for r in rows} == {"", "0.9"}  # dense has no threshold
     # re-timing: less DRAM bandwidth never makes a point faster, same program and accuracy
-    by = {(r["sparsity"], r["mac_array.rows"], r["sfu.lanes"], r["dram.bandwidth_bytes_per_s"]):
+    by = {(r["sparsity"], r["mac_array.rows"], r["bpu.lanes"], r["dram.bandwidth_bytes_per_s"]):
           r for r in rows}
-    for (scheme, mac, sfu, bandwidth), row in by.items():
+    for (scheme, mac, bpu, bandwidth), row in by.items():
         if bandwidth == "8000000000.0":
-            fast = by[(scheme, mac, sfu, "64000000000.0")]
+            fast = by[(scheme, mac, bpu, "64000000000.0")]
             assert int(row["total.cycles"]) >= int(fast["total.cycles"])
             assert row["accuracy"] == fast["accuracy"]
             assert row["instructions"] == fast["instructions"]

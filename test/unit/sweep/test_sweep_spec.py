@@ -19,10 +19,10 @@ def test_the_tiny_spec_expands_into_groups_sharing_a_program(tmp_path) -> None:
     assert len(groups) == TINY_GROUPS and len(points) == TINY_POINTS
     assert len({p.id for p in points}) == TINY_POINTS
     assert sorted(p.index for p in points) == list(range(TINY_POINTS))
-    for group in groups:  # one MAC shape per group; DRAM bandwidth and SFU lanes re-timed
-        assert len({p.params["mac_array.rows"] for p in group.points}) == 1
-        assert len({(p.params["dram.bandwidth_bytes_per_s"], p.params["sfu.lanes"])
-                    for p in group.points}) == 4
+    for group in groups:  # one MAC shape and BPU lanes per group; DRAM bandwidth re-timed
+        assert len({(p.params["mac_array.rows"], p.params["bpu.lanes"])
+                    for p in group.points}) == 1
+        assert len({p.params["dram.bandwidth_bytes_per_s"] for p in group.points}) == 2
     assert {p.params.get("sparsity.threshold") for p in points} == {None, 0.9}
 
 
@@ -54,9 +54,9 @@ def test_a_bad_spec_is_one_error_naming_file_and_key(tmp_path, edit, needle) -> 
 
 
 def test_the_cli_prints_spec_errors_as_one_line(tmp_path) -> None:
-    write_spec(tmp_path, TINY.replace("\"sfu.lanes\"", "\"sfu.lane\""))
+    write_spec(tmp_path, TINY.replace("\"bpu.lanes\"", "\"bpu.lane\""))
     result = run_tool("esact-sweep", "sweep.toml", "-o", "out", cwd=tmp_path)
-    assert_user_error(result, "sweep.toml: hardware.axes: unknown key 'sfu.lane'")
+    assert_user_error(result, "sweep.toml: hardware.axes: unknown key 'bpu.lane'")
     assert not (tmp_path / "out").exists()  # refused before any work
 
 
@@ -72,6 +72,6 @@ def test_too_many_points_are_refused_before_expanding(tmp_path) -> None:
     axes = "\n".join(f'"energy.{name}" = [{", ".join(str(0.1 * k) for k in range(1, 11))}]'
                       for name in ("int8_mul_pj", "int32_add_pj", "int8_add_pj", "fp32_add_pj",
                                    "fp32_mul_pj", "leak_int32_add_mw"))
-    path = write_spec(tmp_path, TINY.replace('"sfu.lanes" = [32, 64]', axes))
+    path = write_spec(tmp_path, TINY.replace('"bpu.lanes" = [256, 512]', axes))
     with pytest.raises(ConfigError, match="has 8,000,000 points, more than the 1,000,000"):
         load_spec(path)
