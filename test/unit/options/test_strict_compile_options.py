@@ -26,7 +26,8 @@ def test_a_misspelt_keyword_names_the_nearest_option():
     """It used to be dropped: the model was then calibrated on a synthetic input."""
     line = _error(stage="quantized", calibraton_data="calib.npz")
     assert line.startswith("unknown compile option 'calibraton_data' (did you mean "
-                           "'calibration_data'? valid: calibration_data, sparsity")
+                           "'calibration_data'? valid: calibration_data, synthetic_samples, "
+                           "sparsity")
 
 
 @pytest.mark.parametrize("extra, message", [
