@@ -38,8 +38,8 @@ def calibration(tmp_path_factory):
 
 
 def test_a_scheme_registers_without_touching_the_package(registered):
-    assert set(BUILTIN_SCHEMES) == {"dense", "spls"}
-    assert scheme_names() == ["dense", "spls", "every_other_row"]
+    assert {"dense", "spls"} <= set(BUILTIN_SCHEMES) and "every_other_row" not in BUILTIN_SCHEMES
+    assert scheme_names() == [*BUILTIN_SCHEMES, "every_other_row"]
     assert scheme_named("every_other_row") is registered
     with pytest.raises(CompileError, match="'every_other_row' is already registered"):
         register_scheme(registered)
@@ -147,7 +147,7 @@ def _install_entry_point(site, value: str) -> None:
 def test_an_installed_plugin_is_found_through_its_entry_point(tmp_path, monkeypatch):
     _install_entry_point(tmp_path, "every_other_row = every_other_row:SCHEME")
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert scheme_names() == ["dense", "spls", "every_other_row"]
+    assert scheme_names() == [*BUILTIN_SCHEMES, "every_other_row"]
     assert scheme_named("every_other_row") is scheme_module.SCHEME
 
 
