@@ -50,6 +50,8 @@ class SelectOp(IRDLOperation):
     token_keep = prop_def(FloatAttr[Float32Type])
     """Fraction of the still-kept tokens this layer keeps."""
     head_keep = prop_def(FloatAttr[Float32Type])
+    protect = prop_def(IntegerAttr[I64])
+    """The first `protect` tokens are never pruned (the class token)."""
     requant_threshold = prop_def(FloatAttr[Float32Type])
     """A row whose MSB probabilities peak below it re-fetches its LSBs."""
     q_scale = prop_def(FloatAttr[Float32Type])
@@ -69,12 +71,13 @@ class SelectOp(IRDLOperation):
 
     def __init__(self, q: SSAValue, k: SSAValue, v: SSAValue, mask: SSAValue | None,
                  scores: SSAValue | None, head_scores: SSAValue | None, *, num_heads: int,
-                 token_keep: float, head_keep: float, requant_threshold: float,
+                 token_keep: float, head_keep: float, protect: int, requant_threshold: float,
                  q_scale: float, k_scale: float, v_scale: float, scale: float, causal: bool):
         batch, length, _ = shape(q)
         props: dict[str, Attribute] = {
             "num_heads": IntegerAttr(num_heads, i64), "token_keep": f32_attr(token_keep),
-            "head_keep": f32_attr(head_keep), "requant_threshold": f32_attr(requant_threshold),
+            "head_keep": f32_attr(head_keep), "protect": IntegerAttr(protect, i64),
+            "requant_threshold": f32_attr(requant_threshold),
             "q_scale": f32_attr(q_scale), "k_scale": f32_attr(k_scale),
             "v_scale": f32_attr(v_scale), "scale": f32_attr(scale)}
         if causal:
@@ -89,6 +92,9 @@ class SelectOp(IRDLOperation):
             ratio = getattr(self, what).value.data
             if not (math.isfinite(ratio) and 0.0 < ratio <= 1.0):
                 raise VerifyException(f"{self.name}: {what} must be in (0, 1], got {ratio}")
+        if self.protect.value.data < 0:
+            raise VerifyException(f"{self.name}: protect must be >= 0, got "
+                                  f"{self.protect.value.data}")
         t = self.requant_threshold.value.data
         if not (math.isfinite(t) and 0.0 <= t <= 1.0):
             raise VerifyException(f"{self.name}: requant_threshold must be in [0, 1], got {t}")

@@ -15,6 +15,7 @@ Options (each also settable per layer, `layers="LAYER:token_keep=0.5;..."`):
                          token never returns), by accumulated attention probability
   head_keep=1.0          fraction of the still-kept heads kept, by accumulated |output|
   requant_threshold=0.1  a row whose MSB-only probabilities peak below it re-fetches its LSBs
+  protect=1              the first tokens never pruned (the class token; our choice)
 Run after `quantize`. Cross-attention and grouped-query attention are left dense (warning).
 """
 
@@ -55,6 +56,7 @@ class SpattenOptions:
     token_keep: float = option(DEFAULT_TOKEN_KEEP, low=0.0, high=1.0, low_open=True)
     head_keep: float = option(1.0, low=0.0, high=1.0, low_open=True)
     requant_threshold: float = option(DEFAULT_REQUANT_THRESHOLD, low=0.0, high=1.0)
+    protect: int = option(1, low=0)
 
     def __post_init__(self) -> None:
         typed_options.validate(self, NAME)
@@ -124,6 +126,7 @@ def _prune_layer(att: transformer.AttentionOp, layer: int,
     scores, head_scores = previous if previous is not None else (None, None)
     select = SelectOp(att.q, att.k, att.v, att.mask, scores, head_scores, num_heads=att.heads,
                       token_keep=options.token_keep, head_keep=options.head_keep,
+                      protect=options.protect,
                       requant_threshold=options.requant_threshold, q_scale=q_scale,
                       k_scale=k_scale, v_scale=v_scale, scale=att.scale.value.data,
                       causal=att.causal is not None)

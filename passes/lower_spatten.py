@@ -68,7 +68,8 @@ def lower_select(lw: Lowering, op: Operation) -> None:
         lw.emit("spatten_topk", "predict", out_scores_addr=s, out_head_scores_addr=hs,
                 tokens_addr=tok, heads_addr=hd, mask_addr=spa + b * heads * block,
                 length=length, heads=heads, token_keep=float(op.token_keep.value.data),
-                head_keep=float(op.head_keep.value.data), **fields)
+                head_keep=float(op.head_keep.value.data), protect=op.protect.value.data,
+                **fields)
         if fields:
             lw.free(Buffer.VBUF, s0, hs0)
         lw.free(Buffer.MBUF, tok, hd)

@@ -64,7 +64,8 @@ def _topk(machine, f: Mapping[str, int]) -> None:
     prev = (machine.vector("scores_addr"), machine.vector("head_scores_addr")) \
         if f["has_prev"] else (None, None)
     tokens, kept, s, hs = spatten_kernels.begin_layer(
-        *prev, bits_float(f["token_keep"]), bits_float(f["head_keep"]), length, heads)
+        *prev, bits_float(f["token_keep"]), bits_float(f["head_keep"]), length, heads,
+        f["protect"])
     machine.view("out_scores_addr", "w")[0] = s
     machine.view("out_head_scores_addr", "w")[0] = hs
     machine.view("tokens_addr")[0] = tokens.astype(np.uint8)
@@ -118,6 +119,7 @@ SPATTEN_TOPK = define_instruction(
         _dim("length"), _dim("heads"),
         FieldSpec("token_keep", FLOAT_BITS, FieldKind.FLOAT32, doc="fraction of alive tokens kept"),
         FieldSpec("head_keep", FLOAT_BITS, FieldKind.FLOAT32, doc="fraction of alive heads kept"),
+        FieldSpec("protect", DIM_BITS, doc="the first `protect` tokens are never pruned"),
     ), (
         _vec("scores_addr", Buffer.VBUF, _f("length"), "r", enabled_by="has_prev"),
         _vec("head_scores_addr", Buffer.VBUF, _f("heads"), "r", enabled_by="has_prev"),
@@ -128,7 +130,7 @@ SPATTEN_TOPK = define_instruction(
         Operand("mask_addr", Buffer.MBUF, _f("heads"), lambda f: f["length"] ** 2, "w"),
     ), topk_cost,
     """tokens, heads, scores', head_scores' = spatten_kernels.begin_layer(scores, head_scores,
-    token_keep, head_keep) (everything kept, scores 0 without has_prev); mask[h, r, c] =
+    token_keep, head_keep, protect) (everything kept, scores 0 without has_prev); mask[h, r, c] =
     heads[h] & tokens[r] & tokens[c].""")
 
 SPATTEN_SCORE = define_instruction(

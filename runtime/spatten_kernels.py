@@ -21,7 +21,10 @@ Constants and choices of ours (not found in the paper or code, or changed for th
 - the importance is computed by this side unit from the MSB-first probabilities, while the
   attention itself stays INT8 (SpAtten computes both from the same progressive operands);
 - layer 0 keeps everything (no accumulated score yet); k = max(1, ceil(ratio * n)) of the
-  n tokens (heads) considered, ties to the lower index.
+  n tokens (heads) considered, ties to the lower index;
+- the first `protect` tokens are never pruned (default 1: the class token a classifier head
+  reads; the paper prunes BERT's tokens for classification without saying how [CLS] fares,
+  and on the digits ViT pruning it costs most of the accuracy).
 """
 
 from __future__ import annotations
@@ -47,13 +50,16 @@ def msb_codes(codes: np.ndarray) -> np.ndarray:
     return (c >> LSB_BITS) << LSB_BITS
 
 
-def top_k(scores: np.ndarray, ratio: float) -> np.ndarray:
+def top_k(scores: np.ndarray, ratio: float, protect: int = 0) -> np.ndarray:
     """The top-k engine: keep ceil(ratio * alive) of the finite scores, ties to the lower
-    index; -inf (already pruned) never returns. bool [n]."""
+    index, the first `protect` entries always (while alive); -inf (already pruned) never
+    returns. bool [n]."""
     scores = np.asarray(scores, np.float32)
     alive = np.isfinite(scores)
-    k = keep_count(ratio, int(alive.sum())) if alive.any() else 0
-    order = np.argsort(-np.where(alive, scores, -np.inf), kind="stable")[:k]
+    forced = alive & (np.arange(scores.size) < protect)
+    k = max(keep_count(ratio, int(alive.sum())) if alive.any() else 0, int(forced.sum()))
+    rank = np.where(forced, np.inf, np.where(alive, scores, -np.inf))
+    order = np.argsort(-rank, kind="stable")[:k]
     keep = np.zeros(scores.shape, dtype=bool)
     keep[order] = True
     return keep & alive
@@ -99,12 +105,13 @@ def head_importance(p: np.ndarray, v8: np.ndarray, rows: np.ndarray) -> np.float
 
 
 def select_masks(scores: np.ndarray, head_scores: np.ndarray, token_keep: float,
-                 head_keep: float, first: bool) -> tuple[np.ndarray, np.ndarray]:
+                 head_keep: float, first: bool, protect: int) -> tuple[np.ndarray, np.ndarray]:
     """The token [L] and head [H] keep masks of one batch element from the accumulated scores
-    of the earlier layers (`first`: no earlier layer, everything kept)."""
+    of the earlier layers (`first`: no earlier layer, everything kept); the first `protect`
+    tokens are kept."""
     if first:
         return np.ones(scores.shape, bool), np.ones(head_scores.shape, bool)
-    return top_k(scores, token_keep), top_k(head_scores, head_keep)
+    return top_k(scores, token_keep, protect), top_k(head_scores, head_keep)
 
 
 def element_mask(tokens: np.ndarray, heads: np.ndarray, lq: int) -> np.ndarray:
@@ -115,14 +122,14 @@ def element_mask(tokens: np.ndarray, heads: np.ndarray, lq: int) -> np.ndarray:
 
 
 def begin_layer(scores: np.ndarray | None, head_scores: np.ndarray | None, token_keep: float,
-                head_keep: float, length: int, heads: int
+                head_keep: float, length: int, heads: int, protect: int = 0
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One batch element's (token mask, head mask, scores, head scores) at the start of a
     layer: the top-k of the earlier scores, pruned entries -inf (the SPATTEN_TOPK step)."""
     first = scores is None
     s = np.zeros(length, np.float32) if first else np.asarray(scores, np.float32).copy()
     hs = np.zeros(heads, np.float32) if first else np.asarray(head_scores, np.float32).copy()
-    tokens, kept_heads = select_masks(s, hs, token_keep, head_keep, first)
+    tokens, kept_heads = select_masks(s, hs, token_keep, head_keep, first, protect)
     s[~tokens] = -np.inf
     hs[~kept_heads] = -np.inf
     return tokens, kept_heads, s, hs

@@ -37,7 +37,8 @@ def run_select(op: spatten.SelectOp, v: dict[str, Array]) -> tuple[Array, Array,
     for b in range(batch):
         prev = (None, None) if "scores" not in v else (v["scores"][b], v["head_scores"][b])
         tokens, kept, s, hs = spatten_kernels.begin_layer(
-            *prev, op.token_keep.value.data, op.head_keep.value.data, length, heads)
+            *prev, op.token_keep.value.data, op.head_keep.value.data, length, heads,
+            op.protect.value.data)
         for h in range(heads):
             add = None if mask4 is None else mask4[b % mask4.shape[0], h % mask4.shape[1]]
             spatten_kernels.score_head(
