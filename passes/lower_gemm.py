@@ -23,7 +23,11 @@ then Q when masked: the SPLS lowering produces Q last; with `kv_heads` < heads, 
 attention, the group's K / V blocks are the K / V heads its query heads read: head h reads
 K / V head h // (heads / kv_heads)); per head ATTN_QK, DEQUANT (scale
 folded), [ADD a per-query mask], SOFTMAX (additive row mask, causal), QUANT P, ATTN_PV, DEQUANT,
-STORE; heads are software-pipelined (QK of head h+1 before PV of head h). With `rows(%map)`
+STORE; heads are software-pipelined (QK of head h+1 before PV of head h). When one head's [Lq, Lk]
+scores do not fit (VBUF quarter, ACC, ABUF with Q, K, V and P), dense attention runs in query
+tiles of whole key rows (`_attention_tiling`): K / V stay on chip across a head group's tiles,
+each tile's softmax sees all its keys, so nothing is recomputed and the result is unchanged;
+attention that fits is one tile (the same program as before tiling existed). With `rows(%map)`
 ATTN_QK / ATTN_PV skip reused rows and SCATTER_ROWS fills them; with `spa(%mask)` the element
 mask restricts ATTN_QK, SOFTMAX and ATTN_PV to each row's keys.
 """
@@ -212,15 +216,15 @@ class MaskRows:
         self.lw.emit("add", component, dst_addr=dst, a_addr=dst, b_addr=self.block(b, h) + r0 * lk,
                      rows=rows, cols=lk)
 
-    def add_fresh_block(self, b: int, h: int, dst: int, lq: int) -> None:
-        """ADD the [Lq, Lk] block of a per-query mask to the scores at `dst`, loaded for this
-        head alone (the attention streams it: one head's block at a time in VBUF)."""
-        lk = self.shape[3]
+    def add_fresh_block(self, b: int, h: int, dst: int, r0: int, rows: int) -> None:
+        """ADD rows [r0, r0 + rows) of the [Lq, Lk] block of a per-query mask to the scores at
+        `dst`, loaded for this head and query tile alone (the attention streams it)."""
+        lq, lk = self.shape[2], self.shape[3]
         assert self.tensor is not None
-        mm = self.lw.alloc(Buffer.VBUF, lq * lk)
-        base = ((b % self.shape[0]) * self.shape[1] + h % self.shape[1]) * lq * lk
-        self.lw.load(Buffer.VBUF, mm, self.tensor.address + base * F32, lq, lk)
-        self.lw.emit("add", "sfu", dst_addr=dst, a_addr=dst, b_addr=mm, rows=lq, cols=lk)
+        mm = self.lw.alloc(Buffer.VBUF, rows * lk)
+        base = (((b % self.shape[0]) * self.shape[1] + h % self.shape[1]) * lq + r0) * lk
+        self.lw.load(Buffer.VBUF, mm, self.tensor.address + base * F32, rows, lk)
+        self.lw.emit("add", "sfu", dst_addr=dst, a_addr=dst, b_addr=mm, rows=rows, cols=lk)
         self.lw.free(Buffer.VBUF, mm)
 
     def free(self) -> None:
@@ -395,20 +399,16 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
     s_vec = lw.constant("attention.score_scale", np.full(lk, s_scale, np.float32), ("s", lk, float(s_scale)))
     o_vec = lw.constant("attention.output_scale", np.full(dv, o_scale, np.float32), ("o", dv, float(o_scale)))
     q_mult, k_mult, v_mult, p_mult = (quant_multiplier(s) for s in op.int8_scales())
-    per_head = (lq + lk) * d + lk * dv
-    group = max(1, min(heads, lw.capacity(Buffer.ABUF) // HALF // per_head))
-    if per_head + 2 * lq * lk > lw.capacity(Buffer.ABUF) or \
-            lq * lk > lw.capacity(Buffer.VBUF) // OUT_FRACTION:
-        raise CompileError(f"{op_label(op)}: attention over {lq}x{lk} does not fit the on-chip buffers")
+    q_tile, group = _attention_tiling(lw, op, lq, lk, d, dv)
     s_addr = lw.alloc(Buffer.VBUF, lk)
     lw.load(Buffer.VBUF, s_addr, s_vec.address, 1, lk)
     o_addr = lw.alloc(Buffer.VBUF, dv)
     lw.load(Buffer.VBUF, o_addr, o_vec.address, 1, dv)
     mask_rows = MaskRows(lw, op, op.mask, batch, heads, lq, lk)
-    causal_fields = {"causal": int(causal), "causal_offset": lk - lq if causal else 0}
 
     def masks_of(b: int, h: int) -> dict[str, int]:
-        """ATTN_QK / ATTN_PV mask fields of batch element b, head h."""
+        """ATTN_QK / ATTN_PV mask fields of batch element b, head h (masked attention is
+        never query-tiled: one tile of all lq rows)."""
         fields = {}
         if rows is not None:
             fields.update(has_row_mask=1, row_mask_addr=rows.row_mask + b * lq)
@@ -420,68 +420,85 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
         """(first K / V head, K / V heads) that query heads [h0, h0 + g) read."""
         return h0 // share, (h0 + g - 1) // share - h0 // share + 1
 
-    def pv(b: int, h0: int, g: int, hh: int, p: int, va: int) -> None:
-        """P x V of head hh of the group, dequantized and stored into its column block."""
+    def pv(b: int, h0: int, g: int, r0: int, tq: int, hh: int, p: int, va: int) -> None:
+        """P x V of head hh of the group over query rows [r0, r0 + tq), dequantized and stored
+        into its column block."""
         h = h0 + hh
         kv0, kvg = kv_heads_of(h0, g)
-        acc = lw.alloc(Buffer.ACC, lq * dv)
+        acc = lw.alloc(Buffer.ACC, tq * dv)
         lw.emit("attn_pv", "pv", out_addr=acc, p_addr=p, v_addr=va + (h // share - kv0) * dv,
-                lq=lq, lk=lk, d=dv, v_stride=kvg * dv, **masks_of(b, h))
+                lq=tq, lk=lk, d=dv, v_stride=kvg * dv, **masks_of(b, h))
         lw.free(Buffer.ABUF, p)
-        r = lw.alloc(Buffer.VBUF, lq * dv)
-        lw.emit("dequant", "sfu", dst_addr=r, src_addr=acc, rows=lq, cols=dv, scale_addr=o_addr)
+        r = lw.alloc(Buffer.VBUF, tq * dv)
+        lw.emit("dequant", "sfu", dst_addr=r, src_addr=acc, rows=tq, cols=dv, scale_addr=o_addr)
         lw.free(Buffer.ACC, acc)
         if rows is not None:
-            lw.emit("scatter_rows", "sfu", buf=Buffer.VBUF, dst_addr=r, src_addr=r, rows=lq,
+            lw.emit("scatter_rows", "sfu", buf=Buffer.VBUF, dst_addr=r, src_addr=r, rows=tq,
                     cols=dv, map_addr=rows.reuse_map + 2 * lq * b)
-        lw.write_tile(op.result, r, b * lq, lq, h * dv, dv)
+        lw.write_tile(op.result, r, b * lq + r0, tq, h * dv, dv)
         lw.free(Buffer.VBUF, r)
 
+    def scores_to_p(b: int, h: int, scores: int, r0: int, tq: int) -> int:
+        """DEQUANT, [per-query mask], SOFTMAX and QUANT of query rows [r0, r0 + tq) of head h:
+        the ABUF address of P."""
+        f = lw.alloc(Buffer.VBUF, tq * lk)
+        lw.emit("dequant", "sfu", dst_addr=f, src_addr=scores, rows=tq, cols=lk, scale_addr=s_addr)
+        lw.free(Buffer.ACC, scores)
+        extra = ({} if spa is None else
+                 {"has_elem_mask": 1, "elem_mask_addr": masks_of(b, h)["mask_addr"]})
+        if mask_rows.per_query:
+            mask_rows.add_fresh_block(b, h, f, r0, tq)
+        elif mask_rows.present:
+            extra.update(has_add_mask=1, add_mask_addr=mask_rows.row(b, h))
+        # Causal: key c is visible to query row r0 + r when c <= r + r0 + lk - lq.
+        causal_fields = {"causal": int(causal), "causal_offset": lk - lq + r0 if causal else 0}
+        lw.emit("softmax", "sfu", dst_addr=f, src_addr=f, rows=tq, cols=lk, scale=1.0,
+                **causal_fields, **extra)
+        p = lw.alloc(Buffer.ABUF, tq * lk)
+        lw.emit("quant", "sfu", dst_addr=p, src_addr=f, rows=tq, cols=lk, mult=float(p_mult))
+        lw.free(Buffer.VBUF, f)
+        return p
+
+    q_tiles = [(r0, min(q_tile, lq - r0)) for r0 in range(0, lq, q_tile)]
     for b in range(batch):
         for h0 in range(0, heads, group):
             g = min(group, heads - h0)
             kv0, kvg = kv_heads_of(h0, g)
-            qa = lw.alloc(Buffer.ABUF, lq * g * d)
-            ka = lw.alloc(Buffer.ABUF, lk * kvg * d)
-            va = lw.alloc(Buffer.ABUF, lk * kvg * dv)
-            loads = [(q, lq, d, qa, q_mult, h0, g), (k, lk, d, ka, k_mult, kv0, kvg),
-                     (v, lk, dv, va, v_mult, kv0, kvg)]
-            if op.is_masked:
-                # Q last: the sparse lowering produces it after K and V (beside the
-                # prediction), so the in-order load queue fetches K and V while Q's last GEMMs
-                # still run.
-                loads = loads[1:] + loads[:1]
-            for src, length, cols, addr, mult, first, count in loads:
-                lw.quantize_rows(src, b * length, length, first * cols, count * cols, addr,
-                                 ((0, count * cols, float(mult)),))
-            pending: list[tuple[int, int]] = []  # (head in group, P address) waiting for P x V
-            for hh in range(g):
-                h = h0 + hh
-                scores = lw.alloc(Buffer.ACC, lq * lk)
-                lw.emit("attn_qk", "qk", scores_addr=scores, q_addr=qa + hh * d,
-                        k_addr=ka + (h // share - kv0) * d, lq=lq, lk=lk, d=d, q_stride=g * d,
-                        k_stride=kvg * d, **masks_of(b, h))
-                f = lw.alloc(Buffer.VBUF, lq * lk)
-                lw.emit("dequant", "sfu", dst_addr=f, src_addr=scores, rows=lq, cols=lk,
-                        scale_addr=s_addr)
-                lw.free(Buffer.ACC, scores)
-                extra = ({} if spa is None else
-                         {"has_elem_mask": 1, "elem_mask_addr": masks_of(b, h)["mask_addr"]})
-                if mask_rows.per_query:
-                    mask_rows.add_fresh_block(b, h, f, lq)
-                elif mask_rows.present:
-                    extra.update(has_add_mask=1, add_mask_addr=mask_rows.row(b, h))
-                lw.emit("softmax", "sfu", dst_addr=f, src_addr=f, rows=lq, cols=lk, scale=1.0,
-                        **causal_fields, **extra)
-                p = lw.alloc(Buffer.ABUF, lq * lk)
-                lw.emit("quant", "sfu", dst_addr=p, src_addr=f, rows=lq, cols=lk, mult=float(p_mult))
-                lw.free(Buffer.VBUF, f)
-                pending.append((hh, p))
-                if len(pending) == 2:
-                    pv(b, h0, g, *pending.pop(0), va)
-            for hh, p in pending:
-                pv(b, h0, g, hh, p, va)
-            lw.free(Buffer.ABUF, qa, ka, va)
+            for r0, tq in q_tiles:
+                # K / V stay on chip across the query tiles; the first tile loads them with Q.
+                qa = lw.alloc(Buffer.ABUF, tq * g * d)
+                q_load = (q, r0, tq, lq, d, qa, q_mult, h0, g)
+                if r0 == 0:
+                    ka = lw.alloc(Buffer.ABUF, lk * kvg * d)
+                    va = lw.alloc(Buffer.ABUF, lk * kvg * dv)
+                    loads = [q_load, (k, 0, lk, lk, d, ka, k_mult, kv0, kvg),
+                             (v, 0, lk, lk, dv, va, v_mult, kv0, kvg)]
+                    if op.is_masked:
+                        # Q last: the sparse lowering produces it after K and V (beside the
+                        # prediction), so the in-order load queue fetches K and V while Q's
+                        # last GEMMs still run.
+                        loads = loads[1:] + loads[:1]
+                else:
+                    loads = [q_load]
+                for src, row0, count_rows, length, cols, addr, mult, first, count in loads:
+                    lw.quantize_rows(src, b * length + row0, count_rows, first * cols,
+                                     count * cols, addr, ((0, count * cols, float(mult)),))
+                pending: list[tuple[int, int]] = []  # (head in group, P address) waiting for P x V
+                for hh in range(g):
+                    h = h0 + hh
+                    scores = lw.alloc(Buffer.ACC, tq * lk)
+                    lw.emit("attn_qk", "qk", scores_addr=scores, q_addr=qa + hh * d,
+                            k_addr=ka + (h // share - kv0) * d, lq=tq, lk=lk, d=d, q_stride=g * d,
+                            k_stride=kvg * d, **masks_of(b, h))
+                    pending.append((hh, scores_to_p(b, h, scores, r0, tq)))
+                    if len(pending) == 2:
+                        pv(b, h0, g, r0, tq, *pending.pop(0), va)
+                for hh, p in pending:
+                    pv(b, h0, g, r0, tq, hh, p, va)
+                if r0 + tq == lq:
+                    lw.free(Buffer.ABUF, qa, ka, va)
+                else:
+                    lw.free(Buffer.ABUF, qa)
     # Release order picks the next VBUF regions: each form keeps the order it always had.
     if op.is_masked:
         mask_rows.free()
@@ -490,3 +507,29 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
         lw.free(Buffer.VBUF, s_addr, o_addr)
         mask_rows.free()
     done_with(lw, op, *(t for t in (rows, spa) if t is not None))
+
+
+def _attention_tiling(lw: Lowering, op: transformer.AttentionOp, lq: int, lk: int, d: int,
+                      dv: int) -> tuple[int, int]:
+    """(query rows per tile, heads per group). All lq rows when one head's Q, K, V, P and its
+    [lq, lk] scores fit; else dense attention takes query tiles of whole key rows (each row's
+    softmax still sees all its keys: no recomputation, K / V stay on chip across the tiles)."""
+    abuf, vbuf, acc = (lw.capacity(Buffer.ABUF), lw.capacity(Buffer.VBUF) // OUT_FRACTION,
+                       lw.capacity(Buffer.ACC))
+
+    def fits(tq: int) -> bool:
+        return (tq + lk) * d + lk * dv + 2 * tq * lk <= abuf and tq * lk <= min(vbuf, acc)
+
+    if fits(lq):
+        tq = lq
+    else:
+        limit = min((abuf - lk * (d + dv)) // (d + 2 * lk), vbuf // lk, acc // lk)
+        if op.is_masked or limit < 1:
+            why = ("masked attention is not tiled over query rows" if op.is_masked else
+                   "not even one query row over all keys fits")
+            raise CompileError(f"{op_label(op)}: attention over {lq}x{lk} does not fit the "
+                               f"on-chip buffers ({why})")
+        tq = round_tile(limit, lq, lw.config.mac_rows)
+        assert fits(tq)
+    per_head = (tq + lk) * d + lk * dv
+    return tq, max(1, min(op.heads, abuf // HALF // per_head))
