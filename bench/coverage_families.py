@@ -24,6 +24,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -204,8 +205,11 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def _error(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
+    text = _ANSI.sub("", str(exc)).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
@@ -306,7 +310,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         spls = row.get("spls")
         spls_text = ("-" if spls is None else f"yes ({spls['reused_row_fraction']:.2f})"
                      if spls["runs"] else "no")
-        note = _status(row) or row.get("dense_error") or (spls or {}).get("error", "")
+        note = _ANSI.sub("", _status(row) or row.get("dense_error")
+                         or (spls or {}).get("error", ""))
         if not note and lift:
             unlifted = [r["reason"] for r in lift["host_regions"] if "not lifted" in r["reason"]]
             note = unlifted[0] if unlifted else ""
