@@ -90,6 +90,7 @@ def export_ops(
         nodes.append(_node(op, name_of))
     for value, name in identities:
         nodes.append(onnx.helper.make_node("Identity", [name_of(value)], [name], name=f"{name}_identity"))
+    _number_repeated_names(nodes)
     graph = onnx.helper.make_graph(
         nodes,
         graph_name,
@@ -103,6 +104,21 @@ def export_ops(
         ir_version=_ir_version(opset),
         producer_name="esact-cc",
     )
+
+
+def _number_repeated_names(nodes: list[NodeProto]) -> None:
+    """onnxruntime refuses two nodes of one name, and a lift that copies an op leaves copies
+    with one location: the second and later get `_<n>` (the first n not taken)."""
+    taken = {node.name for node in nodes}
+    seen: set[str] = set()
+    for node in nodes:
+        if node.name and node.name in seen:
+            n = 1
+            while f"{node.name}_{n}" in taken:
+                n += 1
+            node.name = f"{node.name}_{n}"
+            taken.add(node.name)
+        seen.add(node.name)
 
 
 def _placed(op: OnnxOperation, kind: str, names: list[str]) -> list[str]:

@@ -86,3 +86,16 @@ def test_run_kernel_of_a_host_only_op_needs_an_opset() -> None:
     with pytest.raises(CompileError, match="no numpy semantics for ONNX op Softsign"):
         run_kernel("Softsign", [x], {}, 1)
     np.testing.assert_array_equal(run_kernel("Softsign", [x], {}, 1, opset=17)[0], x / 2)
+
+
+def test_exported_host_nodes_sharing_a_location_get_distinct_names() -> None:
+    # A lift that copies an op (BLOOM's dynamo export) left two nodes named
+    # `node_view/as_4d` in one host segment, which onnxruntime refuses.
+    from esact_cc.frontend.onnx_export import _number_repeated_names
+
+    nodes = [helper.make_node("Relu", ["a"], ["b"], name="n"),
+             helper.make_node("Relu", ["b"], ["c"], name="n"),
+             helper.make_node("Relu", ["c"], ["d"], name="n_1"),
+             helper.make_node("Relu", ["d"], ["e"], name="n")]
+    _number_repeated_names(nodes)
+    assert [node.name for node in nodes] == ["n", "n_2", "n_1", "n_3"]
