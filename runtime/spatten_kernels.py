@@ -143,7 +143,7 @@ def score_head(scores: np.ndarray, head_scores: np.ndarray, h: int, q8: np.ndarr
     if not np.isfinite(head_scores[h]):
         return 0
     tokens = np.isfinite(scores)
-    valid = np.broadcast_to(tokens[None, :], (tokens.size, tokens.size))
+    valid = tokens[:, None] & tokens[None, :]  # pruned rows are not computed
     if visible is not None:
         valid = valid & visible
     rows = np.flatnonzero(tokens)
