@@ -12,8 +12,10 @@ module splits it off before xdsl sees the text and parses it here.
 
 Which form is written (docs/design.md section 10): IR on stdout carries its weights inline (a
 pipe has no "beside"); an IR file gets the `.npz` beside it (`esact.weight_store`,
-weight_store.py). A reader takes either, never both, and refuses a module naming a weight that
-neither provides: a dangling handle is an error naming the weight, never an empty tensor.
+weight_store.py). A reader takes either, never both; esact-cc and `api.load_ir` refuse a module naming a weight
+that neither provides (a dangling handle is an error naming the weight, never an empty
+tensor); esact-opt reads such IR as mlir-opt reads IR with elided resources, and a pass that
+reads a missing weight names it (WeightStore).
 """
 
 from __future__ import annotations
@@ -176,14 +178,17 @@ def read_ir(path: str | os.PathLike[str]) -> tuple[ModuleOp, WeightStore]:
 
 
 def weights_of_parsed(module: ModuleOp, inline: WeightStore | None, ir_dir: Path,
-                      where: str) -> WeightStore:
+                      where: str, complete: bool = True) -> WeightStore:
     """The weights of a parsed IR text: its inline section or the `.npz` it names (resolved
-    in `ir_dir`), checked to hold every weight the module names."""
+    in `ir_dir`), checked to hold every weight the module names when `complete` (a compile to
+    a binary needs them all; esact-opt, like mlir-opt with elided resources, also handles IR
+    written without them, and a pass that reads a missing weight names it)."""
     if inline is not None and WEIGHT_STORE_ATTR in module.attributes:
         raise CompileError(f"{where} has inline weights and names a weight store "
                            f"({WEIGHT_STORE_ATTR}): give one of them")
     store = inline if inline is not None else load_store_named_by(module, ir_dir)
-    check_no_dangling_weights(module, store, where)
+    if complete:
+        check_no_dangling_weights(module, store, where)
     return store
 
 

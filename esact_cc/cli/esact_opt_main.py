@@ -162,7 +162,7 @@ class EsactOptMain(xDSLOptMain):
         if module is not None:
             input_dir = Path(self.args.input_file).parent if self.args.input_file else Path(".")
             self._stores[module] = weights_of_parsed(module, self._inline_weights, input_dir,
-                                                     self._input_where())
+                                                     self._input_where(), complete=False)
         return module
 
     def apply_passes(self, prog: ModuleOp) -> None:
@@ -234,11 +234,11 @@ class EsactOptMain(xDSLOptMain):
 
         def between(previous: ModulePass | None, module: ModuleOp,
                     following: ModulePass | None) -> None:
+            if previous is not None and self.args.mlir_timing:
+                self._timer.stop(previous)
+            if not self.args.disable_verify:  # as xdsl-opt: also before the first pass
+                module.verify()
             if previous is not None:
-                if self.args.mlir_timing:
-                    self._timer.stop(previous)
-                if not self.args.disable_verify:
-                    module.verify()
                 dumper.after(previous, module, self._stores[module])
             if following is not None:
                 dumper.before(following, module, self._stores[module])

@@ -117,9 +117,6 @@ def _parse_input_keys(specs: list[str]) -> dict[str, str]:
         if not eq or not name or not array:
             raise CommandLineError(f"bad --input '{spec}': expected NAME=ARRAY")
         keys[name] = array
-    if keys:
-        print(f"{PROG}: warning: --input NAME=ARRAY is deprecated: use --calibration-data "
-              "NAME=FILE.npz:ARRAY", file=sys.stderr)
     return keys
 
 
