@@ -72,6 +72,10 @@ def _add_debug_arguments(parser: argparse.ArgumentParser) -> None:
         "--strict-lift", action="store_true",
         help="make any attention or linear left on the host (not lifted) an error",
     )
+    parser.add_argument(
+        "--verify-each", action="store_true",
+        help="verify the IR after every pass (default: once per stage)",
+    )
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -209,7 +213,8 @@ def compile_options(args: argparse.Namespace, stage: str, shapes: dict):  # -> C
     check_compile_options(extra, stage)  # bad options fail before the (slow) compile
     select_scheme(extra)
     return CompileOptions(input_shapes=shapes, debug_lift=args.debug_lift,
-                          strict_lift=args.strict_lift, extra=extra)
+                          strict_lift=args.strict_lift, verify_each=args.verify_each,
+                          extra=extra)
 
 
 def compile_input(args: argparse.Namespace, stage: str, arrays: dict[str, np.ndarray],
