@@ -33,6 +33,7 @@ from esact_cc.runtime.cli.conventions import STDOUT, is_stdout, tool_parser
 from esact_cc.runtime.cli.output_paths import (check_output_dir, check_output_file,
                                                output_array_paths, refuse_overwriting_inputs)
 from esact_cc.runtime.cli.user_errors import exit_code_of
+from esact_cc.runtime.thread_policy import limit_blas_threads
 from esact_cc.runtime.errors import CommandLineError
 
 PROG = "esact-cc"
@@ -360,7 +361,12 @@ def check_outputs(args: argparse.Namespace, stage: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     # Parsing runs inside too: a bug while building the parser still ends with the report line.
-    return exit_code_of(PROG, lambda: run_cli(build_parser().parse_args(argv)))
+    def parse_and_run() -> None:
+        args = build_parser().parse_args(argv)
+        limit_blas_threads()  # runtime/thread_policy.py: no oversubscribed busy machine
+        run_cli(args)
+
+    return exit_code_of(PROG, parse_and_run)
 
 
 if __name__ == "__main__":

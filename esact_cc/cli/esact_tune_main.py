@@ -28,6 +28,7 @@ import sys
 from esact_cc.runtime.cli.conventions import is_stdout, tool_parser, write_text_output
 from esact_cc.runtime.cli.output_paths import check_output_file, refuse_overwriting_inputs
 from esact_cc.runtime.cli.user_errors import exit_code_of
+from esact_cc.runtime.thread_policy import limit_blas_threads
 
 PROG = "esact-tune"
 
@@ -203,7 +204,12 @@ def _tune_attention_scheme(args: argparse.Namespace, data, log) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     # Parsing runs inside too: a bug while building the parser still ends with the report line.
-    return exit_code_of(PROG, lambda: run_cli(build_parser().parse_args(argv)))
+    def parse_and_run() -> None:
+        args = build_parser().parse_args(argv)
+        limit_blas_threads()  # runtime/thread_policy.py: no oversubscribed busy machine
+        run_cli(args)
+
+    return exit_code_of(PROG, parse_and_run)
 
 
 if __name__ == "__main__":

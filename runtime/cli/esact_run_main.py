@@ -33,6 +33,7 @@ from esact_cc.runtime.cli.output_paths import (check_output_dir, check_output_fi
                                                refuse_overwriting_inputs,
                                                refuse_shared_outputs)
 from esact_cc.runtime.cli.user_errors import exit_code_of
+from esact_cc.runtime.thread_policy import limit_blas_threads
 from esact_cc.runtime.errors import UsageError
 from esact_cc.runtime.host_segments import HOST_TIME_LIMIT_S, positive_seconds
 from esact_cc.runtime.progress import ProgressBar
@@ -177,7 +178,12 @@ def output_files(args: argparse.Namespace, names: list[str]) -> dict[str, Path]:
 
 def main(argv: list[str] | None = None) -> int:
     # Parsing runs inside too: a bug while building the parser still ends with the report line.
-    return exit_code_of(PROG, lambda: run(build_parser().parse_args(argv)))
+    def parse_and_run() -> None:
+        args = build_parser().parse_args(argv)
+        limit_blas_threads()  # runtime/thread_policy.py: no oversubscribed busy machine
+        run(args)
+
+    return exit_code_of(PROG, parse_and_run)
 
 
 if __name__ == "__main__":

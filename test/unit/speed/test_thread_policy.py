@@ -1,0 +1,40 @@
+"""BLAS threads chosen from idle cores; the user's environment setting wins."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from esact_cc.runtime.thread_policy import chosen_blas_threads
+
+
+@pytest.mark.parametrize(("cores", "load", "expected"), [
+    (8, 0.0, 8),    # idle machine: every core
+    (8, 5.5, 2),    # busy: the idle ones
+    (8, 30.0, 1),   # overloaded: still one
+    (2, 0.4, 1),
+])
+def test_idle_cores_are_used(cores: int, load: float, expected: int) -> None:
+    assert chosen_blas_threads(cores, load, {}) == expected
+
+
+@pytest.mark.parametrize("variable", ["OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"])
+def test_user_setting_is_obeyed(variable: str) -> None:
+    assert chosen_blas_threads(8, 0.0, {variable: "3"}) is None
+
+
+def test_limit_applies_to_the_loaded_blas() -> None:
+    # A fresh process: the limit is process-wide, and the pytest process may not be idle.
+    code = (
+            "from esact_cc.runtime.thread_policy import limit_blas_threads\n"
+            "from threadpoolctl import threadpool_info\n"
+            "limit = limit_blas_threads()\n"
+            "blas = [p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas']\n"
+            "assert blas and all(n == limit for n in blas), (limit, blas)\n"
+            "print(limit)\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    assert int(out.stdout) >= 1
