@@ -26,6 +26,7 @@ from .dram_presets import (CUSTOM, DEFAULT_DRAM_TECHNOLOGY, DRAM_PRESETS, DRAM_T
 from .errors import ConfigError, UsageError
 from .hw_params import (build, check_ranges, hashed_table, integers_to_floats, key_of, param,
                         section, to_table, to_toml, values_from_table)
+from .isa_costs import MAC_DATAFLOWS
 from .isa import BUFFER_CONFIG_ATTRS, BUFFER_DTYPES, DIM_BITS, DRAM_ADDR_BITS, SRAM_ADDR_BITS
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
@@ -104,6 +105,9 @@ class HardwareConfig:
                           doc="INT8 MAC array rows (no operand has more than 2^16 - 1)")
     mac_cols: int = param(32, "mac_array.cols", 1, (1 << DIM_BITS) - 1,
                           doc="INT8 MAC array columns, INT32 accumulation")
+    mac_dataflow: str = param(
+        "output_stationary", "mac_array.dataflow", 1, 40, hashed_at_default=False,
+        doc=f"GEMM dataflow (runtime/isa_costs.py, docs/hardware.md): {', '.join(MAC_DATAFLOWS)}")
     bpu_lanes: int = param(512, "bpu.lanes", 1, MAX_LANES,
                            doc="assumption: shift-add lanes of the bit-level prediction unit")
     topk_lanes: int = param(64, "topk.lanes", 1, MAX_LANES,
@@ -153,6 +157,9 @@ class HardwareConfig:
             if size % itemsize:
                 raise ConfigError(f"'{key}' must be a multiple of {itemsize} bytes (whole "
                                   f"{BUFFER_DTYPES[buf]} elements), got {size}")
+        if self.mac_dataflow not in MAC_DATAFLOWS:
+            raise ConfigError(f"'mac_array.dataflow' must be one of {', '.join(MAC_DATAFLOWS)}, "
+                              f"got {self.mac_dataflow!r}")
         if self.dram_technology not in DRAM_TECHNOLOGIES:
             raise ConfigError(f"'dram.technology' must be one of {', '.join(DRAM_TECHNOLOGIES)}, "
                               f"got {self.dram_technology!r}")

@@ -70,14 +70,43 @@ def dma_cost(f: Mapping[str, int], config: HardwareConfig, work: Work) -> int:
     return config.dram_latency_cycles + _ceil_div(moved, max(1, int(config.dram_bytes_per_cycle)))
 
 
+def _gemm_shape(work: Work) -> tuple:
+    """Executed rows (M), columns (N) and depth (K) of a GEMM-like instruction."""
+    rows, cols = work.rows_executed, work.cols_executed
+    depth = np.maximum(1, work.macs_executed // np.maximum(1, rows * cols))
+    return rows, cols, depth
+
+
+def output_stationary_cost(config: HardwareConfig, work: Work) -> int:
+    """Each PE accumulates one output: an R x C tile of kept outputs takes a K-deep pass. Kept
+    rows are packed into full tiles, so a mask saves a whole pass only per R rows removed."""
+    rows, cols, depth = _gemm_shape(work)
+    tiles = _ceil_div(rows, config.mac_rows) * _ceil_div(cols, config.mac_cols)
+    return tiles * depth + config.mac_rows + config.mac_cols
+
+
+def weight_stationary_cost(config: HardwareConfig, work: Work) -> int:
+    """Each PE holds one weight: an R (depth) x C (columns) weight tile stays while the kept
+    rows stream through, one per cycle. Loading the next tile (R cycles, one array row per
+    cycle) overlaps the stream, so a tile takes max(kept rows, R): every skipped row saves a
+    cycle per weight tile once at least R rows are kept."""
+    rows, cols, depth = _gemm_shape(work)
+    tiles = _ceil_div(depth, config.mac_rows) * _ceil_div(cols, config.mac_cols)
+    return tiles * np.maximum(rows, config.mac_rows) + config.mac_rows + config.mac_cols
+
+
+MAC_DATAFLOWS: Mapping[str, Callable[[HardwareConfig, Work], int]] = MappingProxyType({
+    "output_stationary": output_stationary_cost,
+    "weight_stationary": weight_stationary_cost,
+})
+"""`mac_array.dataflow` values -> the GEMM cycle cost of that dataflow (docs/hardware.md)."""
+
+
 @_columnwise
 def mac_tile_cost(f: Mapping[str, int], config: HardwareConfig, work: Work) -> int:
-    """Output-stationary R x C array: one K-deep pass per output tile of executed rows/cols."""
-    rows, cols = work.rows_executed, work.cols_executed
-    depth = work.macs_executed // np.maximum(1, rows * cols)
-    tiles = _ceil_div(rows, config.mac_rows) * _ceil_div(cols, config.mac_cols)
-    cycles = tiles * np.maximum(1, depth) + config.mac_rows + config.mac_cols
-    return np.where((rows == 0) | (cols == 0), 1, cycles)
+    """A GEMM on the R x C array under the config's dataflow (`mac_array.dataflow`)."""
+    cycles = MAC_DATAFLOWS[config.mac_dataflow](config, work)
+    return np.where((work.rows_executed == 0) | (work.cols_executed == 0), 1, cycles)
 
 
 @_columnwise
