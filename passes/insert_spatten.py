@@ -39,6 +39,7 @@ from esact_cc.passes import lower_spatten  # noqa: F401  (registers the lowering
 from esact_cc.passes.layer_roles import Stamp, layers_and_roles, stamp
 from esact_cc.passes.lowering_state import shape_of
 from esact_cc.runtime.errors import CompileError
+from esact_cc.runtime.isa_fields import DIM_BITS
 from esact_cc.runtime.spatten_kernels import DEFAULT_REQUANT_THRESHOLD
 from esact_cc.typed_options import option
 
@@ -56,7 +57,7 @@ class SpattenOptions:
     token_keep: float = option(DEFAULT_TOKEN_KEEP, low=0.0, high=1.0, low_open=True)
     head_keep: float = option(1.0, low=0.0, high=1.0, low_open=True)
     requant_threshold: float = option(DEFAULT_REQUANT_THRESHOLD, low=0.0, high=1.0)
-    protect: int = option(1, low=0)
+    protect: int = option(1, low=0, high=(1 << DIM_BITS) - 1)  # SPATTEN_TOPK's field
 
     def __post_init__(self) -> None:
         typed_options.validate(self, NAME)
