@@ -158,3 +158,16 @@ def test_lsb_refetches_are_charged_as_dram_reads(calibration):
     refetched = sum(int(t.sum()) * (int(t.sum()) + 1) * d * 4 // 8 * heads
                     for t, _, _, _ in selected)
     assert totals[1.0] - totals[0.0] == refetched > 0
+
+
+def test_gpt2_fixture_without_protected_tokens_matches_the_interpreter():
+    """Causal attention, nothing protected: a kept row always sees its own key, pruned rows
+    are 0 on both sides (outputs agree to the host segments' rounding, as when dense)."""
+    path = FIXTURES / "gpt2_tiny_dynamo18.onnx"
+    inputs = dict(np.load(FIXTURES / "gpt2_tiny_dynamo18.inputs.npz"))
+    reference, program = compile_both(path, ["token_keep=0.4", "head_keep=0.5", "protect=0"])
+    expected, selected = reference_run(reference, inputs)
+    assert not selected[-1][0].all() and not selected[-1][1].all()
+    result = run_program(program, inputs, CONFIG)
+    for name, value in expected.items():
+        np.testing.assert_allclose(result.outputs[name], value, atol=1e-5)
