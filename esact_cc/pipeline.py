@@ -22,15 +22,17 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from onnx import ModelProto
-from xdsl.dialects.builtin import ModuleOp
-from xdsl.passes import ModulePass
+from typing import TYPE_CHECKING, Any
 
 from esact_cc.runtime.errors import CompileError
 from esact_cc.typed_options import unknown_name
-from esact_cc.weight_store import WeightStore
+
+if TYPE_CHECKING:  # onnx and xdsl take seconds to import: not for `esact-cc --help`
+    from onnx import ModelProto
+    from xdsl.dialects.builtin import ModuleOp
+    from xdsl.passes import ModulePass
+
+    from esact_cc.weight_store import WeightStore
 
 
 @dataclass(frozen=True)
@@ -49,9 +51,9 @@ class CompileOptions:
     """Options of later stages, by name: each must be one a stage declares (`Stage.options`)."""
 
 
-PassBuilder = Callable[[CompileOptions], list[ModulePass]]
+PassBuilder = Callable[[CompileOptions], "list[ModulePass]"]
 OptionTypes = tuple[type, ...]
-OutputWriter = Callable[[ModuleOp, WeightStore, Path], None]
+OutputWriter = Callable[["ModuleOp", "WeightStore", Path], None]
 
 
 @dataclass(frozen=True)
@@ -194,8 +196,8 @@ def check_compile_options(extra: Mapping[str, Any], stage: str) -> None:
                                f"after the last stage run ('{STAGES[last].name}')")
 
 
-StageCallback = Callable[[str, ModuleOp, WeightStore], None]
-PassCallback = Callable[[ModulePass, ModuleOp], None]
+StageCallback = Callable[[str, "ModuleOp", "WeightStore"], None]
+PassCallback = Callable[["ModulePass", "ModuleOp"], None]
 
 
 def compile_model(

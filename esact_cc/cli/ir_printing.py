@@ -20,12 +20,15 @@ import argparse
 import sys
 from collections.abc import Collection
 from pathlib import Path
-
-from xdsl.dialects.builtin import ModuleOp
-from xdsl.passes import ModulePass
+from typing import TYPE_CHECKING
 
 from esact_cc.runtime.errors import CommandLineError
-from esact_cc.weight_store import WeightStore
+
+if TYPE_CHECKING:  # xdsl is not needed to build the parser (esact-cc --help)
+    from xdsl.dialects.builtin import ModuleOp
+    from xdsl.passes import ModulePass
+
+    from esact_cc.weight_store import WeightStore
 
 TREE_SUBDIR = "builtin_module_no-symbol-name"
 """mlir-opt's directory for the top-level module (op name, then symbol name)."""

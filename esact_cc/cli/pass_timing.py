@@ -7,8 +7,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import TYPE_CHECKING
 
-from xdsl.passes import ModulePass
+if TYPE_CHECKING:  # xdsl is not needed to build the parser (esact-cc --help)
+    from xdsl.passes import ModulePass
 
 
 def add_timing_argument(parser: argparse.ArgumentParser, *aliases: str) -> None:

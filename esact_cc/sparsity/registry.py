@@ -13,12 +13,14 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
-
-from xdsl.passes import ModulePass
+from typing import TYPE_CHECKING
 
 from esact_cc.runtime.errors import CompileError
 from esact_cc.sparsity.settings import SchemeSettings
 from esact_cc.typed_options import unknown_name
+
+if TYPE_CHECKING:  # xdsl is not needed to build the parser (esact-cc --help)
+    from xdsl.passes import ModulePass
 
 BUILTIN_SCHEMES: dict[str, str] = {
     "dense": "esact_cc.sparsity.dense",
