@@ -7,10 +7,13 @@ cores and makes small matrix products 10-100x slower. Set before numpy is first 
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# esact-cc's compile cache (esact_cc/compile_cache.py) of this run only: never the user's.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="esact_test_cache_")
 
 # Fixtures shared by test files in different directories (test/helpers/*.py, no tests there).
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))

@@ -126,8 +126,15 @@ def _add_sparsity_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_cache_arguments(parser: argparse.ArgumentParser) -> None:
+    from esact_cc.cli.cached_compile import add_cache_arguments
+
+    add_cache_arguments(parser)
+
+
 ARGUMENT_GROUPS: list[Callable[[argparse.ArgumentParser], None]] = [
     _add_compile_arguments,
+    _add_cache_arguments,
     _add_debug_arguments,
     _add_run_arguments,
     _add_backend_arguments,
@@ -316,6 +323,13 @@ def run_cli(args: argparse.Namespace) -> None:
     check_arguments(args, stage)
     check_outputs(args, stage)
     bound = read_bindings("--input", args.input, INPUT_ARRAY_CAP) if args.run else BoundArrays()
+    from esact_cc.cli.cached_compile import cacheable, compile_through_cache
+
+    if cacheable(args, stage, args.output is not None and not is_stdout(args.output)):
+        files = {k: v for k, v in input_paths(args).items() if not k.startswith("--input")}
+        compile_through_cache(PROG, args, files, lambda: write_output(
+            args, stage, *compile_input(args, stage, bound_names(bound), None)))
+        return
     from esact_cc.cli.pass_timing import PassTimer
 
     timer = PassTimer() if args.mlir_timing else None
