@@ -515,7 +515,7 @@ def _attention_tiling(lw: Lowering, op: transformer.AttentionOp, lq: int, lk: in
     [lq, lk] scores fit; else dense attention takes query tiles of whole key rows (each row's
     softmax still sees all its keys: no recomputation, K / V stay on chip across the tiles)."""
     abuf, vbuf, acc = (lw.capacity(Buffer.ABUF), lw.capacity(Buffer.VBUF) // OUT_FRACTION,
-                       lw.capacity(Buffer.ACC))
+                       lw.capacity(Buffer.ACC) // HALF)
 
     def fits(tq: int) -> bool:
         return (tq + lk) * d + lk * dv + 2 * tq * lk <= abuf and tq * lk <= min(vbuf, acc)
