@@ -54,6 +54,10 @@ class Rule:
     def describe(self) -> str:
         if self.choices:
             return "|".join(self.choices)
+        if self.high is None:  # only a low bound
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        if self.low is None:
+            return f"<= {self.high:g}"
         left = "(" if self.low_open else "["
         return f"in {left}{self.low:g}, {self.high:g}]"
 

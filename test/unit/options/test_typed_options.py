@@ -20,6 +20,8 @@ class Knobs:
     ratio: float = option(0.5, low=0.0, high=1.0, low_open=True)
     mode: str = option("fast", choices=("fast", "slow"))
     flag: bool = option(False)
+    protect: int = option(1, low=0)
+    margin: float = option(0.5, low=0.0, low_open=True)
 
 
 @pytest.mark.parametrize("name, value, expected", [
@@ -47,7 +49,9 @@ def test_values_from_text_json_and_python_convert_to_the_field_type(name, value,
     ("mode", "fast;0:count=9", "mode must be one of fast|slow"),
     ("mode", 3, "mode must be a string, got 3"),
     ("flag", "yes", "flag must be true or false"),
-    ("cuont", 1, "unknown option 'cuont' (did you mean 'count'? valid: count, ratio, mode, flag)"),
+    ("protect", -1, "protect must be >= 0, got -1"),  # a low bound alone
+    ("margin", "0", "margin must be > 0, got '0'"),
+    ("cuont", 1, "unknown option 'cuont' (did you mean 'count'? valid: count, ratio, mode, flag, protect, margin)"),
 ])
 def test_bad_values_and_names_are_one_line_errors(name, value, message):
     with pytest.raises(CompileError) as error:
