@@ -1,6 +1,6 @@
 """esact-sweep on the bundled digits ViT: 1 vs 2 workers, local pool vs Ray, kill + resume.
 
-Runs bench/configs/sweep_digits_512.toml (512 points, 16 compile groups; accuracy on the
+Runs bench/sweeps/sweep_digits_512.toml (512 points, 16 compile groups; accuracy on the
 whole test split) through the `esact-sweep` command, each run in a fresh output directory:
   1 worker (in process), 2 workers (local process pool), 2 workers on a local Ray cluster,
   and a 2-worker run killed (SIGKILL, whole process group) once half the points are stored,
@@ -32,7 +32,7 @@ from esact_cc.sweep.points import expand
 from esact_cc.sweep.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
-SPEC = ROOT / "bench" / "configs" / "sweep_digits_512.toml"
+SPEC = ROOT / "bench" / "sweeps" / "sweep_digits_512.toml"
 SUMMARY = re.compile(r"^(\d+) points \((\d+) evaluated now in (\d+) compile groups", re.M)
 
 
