@@ -78,6 +78,7 @@ def _placements(config: HardwareConfig, body: list[Operation],
         return next((i for i, s0 in enumerate(starts) if s0 + anchors[i][1] > time), None)
 
     placed: list[tuple[int | None, list[Operation]]] = []
+    deferred: int | None = None  # index in `placed` of an epilogue moved one anchor later
     ready = 0  # estimated end of the previous GEMM
     for piece in pieces:
         loads = [ins for ins in piece if ins.name == "esact.load"]
@@ -85,9 +86,16 @@ def _placements(config: HardwareConfig, body: list[Operation],
         epilogue = [ins for ins in rest if ins.name != "esact.gemm"]
         gemm = [ins for ins in rest if ins.name == "esact.gemm"]
         at = anchor_at(ready)
+        if deferred is not None and placed[deferred][0] != at \
+                and conflicting(placed[deferred][1], piece):
+            # This piece would go in front of the deferred epilogue it conflicts with (e.g. a
+            # GEMM reusing the ACC tile the epilogue reads): the epilogue stays before it.
+            placed.append((at, placed.pop(deferred)[1]))
+        deferred = None
         if epilogue and gemm and not conflicting(epilogue, loads):
             later = anchor_at(ready) if at is None else (at + 1 if at + 1 < len(anchors) else None)
             placed.append((later, epilogue))
+            deferred = len(placed) - 1
             placed.append((at, loads + gemm))
         else:
             placed.append((at, piece))
