@@ -377,16 +377,7 @@ def _emit_gemms(lw: Lowering, op: transformer.LinearOp, component: str, tiles: M
 
 def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
     """INT8 attention, dense or with row reuse / SPA masks (see the module docstring)."""
-    if op.is_masked:
-        plan_masked_inputs(lw, op)
-    rows = None if op.rows is None else mask_tiles(lw, op, op.rows, "rows")
-    # SpAtten's token / head masks arrive as the SPA passes/lower_spatten.py expanded them to.
-    spa_value = next((m for m in (op.spa, op.tokens, op.head_mask) if m is not None), None)
-    if spa_value is not None and spa_value is not op.spa and spa_value not in lw.masks:
-        raise fail(op, "its tokens / head_mask come from no lowered spatten.select")
-    spa = None if spa_value is None else mask_tiles(lw, op, spa_value, "spa")
-    if spa is not None and spa.spa is None:
-        raise fail(op, "its SPA mask is not on chip")
+    rows, spa = _attention_mask_tiles(lw, op)
     q, k, v = (lw.f32_tensor(val, name) for val, name in ((op.q, "q"), (op.k, "k"), (op.v, "v")))
     batch, lq, width = q.shape
     lk, width_v = k.shape[1], v.shape[2]
@@ -471,18 +462,11 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
                 if r0 == 0:
                     ka = lw.alloc(Buffer.ABUF, lk * kvg * d)
                     va = lw.alloc(Buffer.ABUF, lk * kvg * dv)
-                    loads = [q_load, (k, 0, lk, lk, d, ka, k_mult, kv0, kvg),
-                             (v, 0, lk, lk, dv, va, v_mult, kv0, kvg)]
-                    if op.is_masked:
-                        # Q last: the sparse lowering produces it after K and V (beside the
-                        # prediction), so the in-order load queue fetches K and V while Q's
-                        # last GEMMs still run.
-                        loads = loads[1:] + loads[:1]
+                    loads = _first_tile_loads(op, q_load, (k, 0, lk, lk, d, ka, k_mult, kv0, kvg),
+                                              (v, 0, lk, lk, dv, va, v_mult, kv0, kvg))
                 else:
                     loads = [q_load]
-                for src, row0, count_rows, length, cols, addr, mult, first, count in loads:
-                    lw.quantize_rows(src, b * length + row0, count_rows, first * cols,
-                                     count * cols, addr, ((0, count * cols, float(mult)),))
+                _quantize_loads(lw, b, loads)
                 pending: list[tuple[int, int]] = []  # (head in group, P address) waiting for P x V
                 for hh in range(g):
                     h = h0 + hh
@@ -507,6 +491,41 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
         lw.free(Buffer.VBUF, s_addr, o_addr)
         mask_rows.free()
     done_with(lw, op, *(t for t in (rows, spa) if t is not None))
+
+
+def _attention_mask_tiles(lw: Lowering, op: transformer.AttentionOp
+                          ) -> tuple[MaskTiles | None, MaskTiles | None]:
+    """(row-reuse tiles, SPA tiles) the attention reads, None where it has no such mask;
+    places the masked form's inputs first."""
+    if op.is_masked:
+        plan_masked_inputs(lw, op)
+    rows = None if op.rows is None else mask_tiles(lw, op, op.rows, "rows")
+    # SpAtten's token / head masks arrive as the SPA passes/lower_spatten.py expanded them to.
+    spa_value = next((m for m in (op.spa, op.tokens, op.head_mask) if m is not None), None)
+    if spa_value is not None and spa_value is not op.spa and spa_value not in lw.masks:
+        raise fail(op, "its tokens / head_mask come from no lowered spatten.select")
+    spa = None if spa_value is None else mask_tiles(lw, op, spa_value, "spa")
+    if spa is not None and spa.spa is None:
+        raise fail(op, "its SPA mask is not on chip")
+    return rows, spa
+
+
+def _first_tile_loads(op: transformer.AttentionOp, q_load: tuple, k_load: tuple,
+                      v_load: tuple) -> list[tuple]:
+    """The Q, K, V loads of a head group's first query tile, in issue order."""
+    if op.is_masked:
+        # Q last: the sparse lowering produces it after K and V (beside the prediction), so
+        # the in-order load queue fetches K and V while Q's last GEMMs still run.
+        return [k_load, v_load, q_load]
+    return [q_load, k_load, v_load]
+
+
+def _quantize_loads(lw: Lowering, b: int, loads: list[tuple]) -> None:
+    """LOAD + QUANT each (source, first row, rows, rows per batch element, head width, ABUF
+    address, multiplier, first head, heads) column block of batch element b."""
+    for src, row0, count_rows, length, cols, addr, mult, first, count in loads:
+        lw.quantize_rows(src, b * length + row0, count_rows, first * cols, count * cols, addr,
+                         ((0, count * cols, float(mult)),))
 
 
 def _attention_tiling(lw: Lowering, op: transformer.AttentionOp, lq: int, lk: int, d: int,
