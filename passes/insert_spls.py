@@ -350,8 +350,29 @@ def _rewrite_layer(layer: _Layer, options: LayerOptions, weights: _HLogWeights) 
 
     hlog_x = spls.HLogQuantizeOp(x, bits)
     Rewriter.insert_op(hlog_x, InsertPoint.before(first))
-    encoded = []
     group = heads // att.key_heads  # type: ignore[attr-defined]
+    (wq, wq_s), (wk, wk_s) = _encoded_qk_weights(layer, first, weights, bits, group)
+    bq, bk = _qk_bias_handles(layer, first, weights, group)
+    mask = att.mask  # type: ignore[attr-defined]
+    causal = att.causal is not None  # type: ignore[attr-defined]
+    pam_scale = 1.0 if options.pam_scale == "one" else att.scale.value.data  # type: ignore[attr-defined]
+    pam = spls.PredictAttentionOp(hlog_x.codes, hlog_x.code_scale, wq, wq_s, wk, wk_s,
+                                  bq, bk, mask, heads, bits, pam_scale, causal)
+    topk = spls.TopKOp(pam.result, k)
+    similarity = spls.LocalSimilarityOp(
+        topk.result, pam.result if options.similarity == "cosprob" else None,
+        options.similarity, options.window, options.threshold, k,
+        min(options.first_reference, length))
+    _label_prediction(att, hlog_x, pam, topk, similarity)
+    Rewriter.insert_op([pam, topk, similarity], InsertPoint.before(first))
+    _mask_layer(layer, options, similarity.reuse_map, similarity.key_mask, topk.result, group)
+
+
+def _encoded_qk_weights(layer: _Layer, first: Operation, weights: _HLogWeights, bits: int,
+                        group: int) -> list[tuple[SSAValue, SSAValue]]:
+    """(HLog codes, code scale) handles of the Q and K weights, inserted before `first`."""
+    att = layer.attention
+    encoded = []
     for linear in (layer.q, layer.k):
         codes_name, scale_name = weights.encode(linear, bits)
         if linear is layer.k and group > 1:  # GQA: query head h predicts with K head h // group
@@ -359,6 +380,13 @@ def _rewrite_layer(layer: _Layer, options: LayerOptions, weights: _HLogWeights) 
         w_shape = weights.store[codes_name].shape
         encoded.append((_handle(first, codes_name, TensorType(i32, w_shape)),
                         _handle(first, scale_name, TensorType(Float32Type(), []))))
+    return encoded
+
+
+def _qk_bias_handles(layer: _Layer, first: Operation, weights: _HLogWeights,
+                     group: int) -> list[SSAValue]:
+    """FP32 bias handles of the Q and K linears (zeros when they have none) before `first`."""
+    att = layer.attention
     biases = []
     for linear in (layer.q, layer.k):
         # A fresh handle before the prediction: the layer's own bias handles may be defined
@@ -373,17 +401,13 @@ def _rewrite_layer(layer: _Layer, options: LayerOptions, weights: _HLogWeights) 
         if linear is layer.k and group > 1:
             name, width = weights.repeat_heads(name, att.key_heads, group), width * group  # type: ignore[attr-defined]
         biases.append(_handle(first, name, TensorType(Float32Type(), [width])))
-    mask = att.mask  # type: ignore[attr-defined]
-    causal = att.causal is not None  # type: ignore[attr-defined]
-    pam_scale = 1.0 if options.pam_scale == "one" else att.scale.value.data  # type: ignore[attr-defined]
-    (wq, wq_s), (wk, wk_s) = encoded
-    pam = spls.PredictAttentionOp(hlog_x.codes, hlog_x.code_scale, wq, wq_s, wk, wk_s,
-                                  biases[0], biases[1], mask, heads, bits, pam_scale, causal)
-    topk = spls.TopKOp(pam.result, k)
-    similarity = spls.LocalSimilarityOp(
-        topk.result, pam.result if options.similarity == "cosprob" else None,
-        options.similarity, options.window, options.threshold, k,
-        min(options.first_reference, length))
+    return biases
+
+
+def _label_prediction(att: Operation, hlog_x: spls.HLogQuantizeOp,
+                      pam: spls.PredictAttentionOp, topk: spls.TopKOp,
+                      similarity: spls.LocalSimilarityOp) -> None:
+    """Name the prediction ops after the layer's attention node and hint their results."""
     for prediction in (hlog_x, pam, topk, similarity):
         prediction.location = att.location  # the layer's attention node names its prediction
         if (where := read_stamp(att)) is not None:
@@ -392,9 +416,13 @@ def _rewrite_layer(layer: _Layer, options: LayerOptions, weights: _HLogWeights) 
                         (pam.result, "pam"), (topk.result, "spa"),
                         (similarity.reuse_map, "reuse"), (similarity.key_mask, "keys")):
         value.name_hint = hint
-    Rewriter.insert_op([pam, topk, similarity], InsertPoint.before(first))
-    reuse, keys, spa = similarity.reuse_map, similarity.key_mask, topk.result
 
+
+def _mask_layer(layer: _Layer, options: LayerOptions, reuse: SSAValue, keys: SSAValue,
+                spa: SSAValue, group: int) -> None:
+    """Replace the layer's linears and attention by their row- / key- / SPA-masked forms."""
+    att = layer.attention
+    heads = att.num_heads.value.data  # type: ignore[attr-defined]
     # A linear left dense stays exact: what a reused row reads downstream is its
     # representative's value either way, so it only forgoes that linear's saving.
     for linear in (layer.q, layer.out, layer.ffn_up, layer.ffn_gate, layer.ffn_down):
