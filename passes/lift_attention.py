@@ -17,7 +17,8 @@ Recognised (walking back from the Softmax and forward to the head merge):
     Softmax(axis = last) -> MatMul(P, V_h) -> Transpose(0,2,1,3) -> Reshape [B,Lq,D] or [B*Lq,D]
 
 Every intermediate must have a single use, every perm, axis and reshape shape is checked, and
-the scale is the product of all scalar factors on Q, K and the scores.
+the scale is the product of all scalar factors on Q, K and the scores. The head split and
+merge walks (with rotary, repeat_kv and fused QKV parts) are in `lift_attention_heads.py`.
 """
 
 from __future__ import annotations
@@ -36,12 +37,11 @@ from esact_cc.passes.lift_transformer_graph import (
     require,
     shape_of,
 )
-from esact_cc.passes.lift_fused_qkv import match_interleaved_split
-from esact_cc.passes.lift_rotary import (
-    Rotary,
-    match_flat_transpose,
-    match_repeat_kv,
-    match_rotary,
+from esact_cc.passes.lift_attention_heads import (
+    HEAD_SPLIT_PERM,
+    KEY_TRANSPOSED_PERM,
+    HeadSplit,
+    split_heads,
 )
 from esact_cc.passes.lift_transformer_pattern import LiftPattern
 from xdsl.dialects.builtin import Float32Type, IntegerAttr, NameLoc, NoneAttr, StringAttr, TensorType, i64
@@ -52,33 +52,6 @@ from esact_cc.tensor_types import dense_attr_from_numpy, tensor_type_of
 
 MASK_FILL_MAX = -1e4
 """A Where fill value at or below this masks a score out (HF uses finfo.min, older code -1e4)."""
-
-_HEAD_SPLIT_PERM = (0, 2, 1, 3)
-_KEY_TRANSPOSED_PERM = (0, 2, 3, 1)
-
-
-@dataclass
-class _HeadSplit:
-    """What the walk from a per-head operand back to its head split found."""
-
-    source: SSAValue | None = None
-    """The [B, L, D] projection."""
-    scale: float = 1.0
-    heads: int = 0
-    """Heads of the source (K / V: the kv heads)."""
-    rotary: Rotary | None = None
-    repeat: int = 1
-    """repeat_kv factor (heads / kv_heads)."""
-    columns: np.ndarray | None = None
-    """A fused, per-head interleaved QKV projection: the source's columns this part reads."""
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """[B, L, D] of the part this split reads (of the source, or of its columns)."""
-        assert self.source is not None
-        batch, length, width = shape_of(self.source)
-        return batch, length, width if self.columns is None else self.columns.size
-
 
 @dataclass
 class _Scores:
@@ -137,9 +110,9 @@ class AttentionPattern(LiftPattern):
 
         scores = _Scores()
         qk = self._walk_scores(op.operands[0], graph, scores, lq, lk, where)
-        qs = self._split_heads(qk.operands[0], graph, _HEAD_SPLIT_PERM, "Q")
-        ks = self._split_heads(qk.operands[1], graph, _KEY_TRANSPOSED_PERM, "K^T")
-        vs = self._split_heads(pv.operands[1], graph, _HEAD_SPLIT_PERM, "V")
+        qs = split_heads(qk.operands[0], graph, HEAD_SPLIT_PERM, "Q")
+        ks = split_heads(qk.operands[1], graph, KEY_TRANSPOSED_PERM, "K^T")
+        vs = split_heads(pv.operands[1], graph, HEAD_SPLIT_PERM, "V")
         q, k, v = qs.source, ks.source, vs.source
         assert q is not None and k is not None and v is not None
         require(vs.scale == 1.0, f"{where}: V is scaled by {vs.scale}")
@@ -412,108 +385,7 @@ class AttentionPattern(LiftPattern):
             total = add.results[0]
         return total
 
-    # --- head split / merge -----------------------------------------------------------------
-    def _split_heads(
-        self, value: SSAValue, graph: OnnxGraph, expected_perm: tuple[int, ...], what: str
-    ) -> _HeadSplit:
-        """Walk from a per-head operand back to its [B, L, D] source, through scalar scales,
-        transposes, a rotary embedding and repeat_kv (`lift_rotary.py`)."""
-        split = _HeadSplit()
-        perm = (0, 1, 2, 3)  # composite perm from the Reshape output to `value`
-        segment = perm  # the same since the last rotary / repeat_kv boundary
-        boundaries = 0
-        shared: SSAValue | None = None  # a rotary input: its other uses were checked
-        while True:
-            op = graph.producer(value)
-            require(op is not None, f"the {what} heads come from outside the onnx dialect")
-            assert op is not None
-            if value is not shared:
-                graph.require_single_use(value, f"the {what} heads at {location_name(op)}")
-            boundary = None
-            if op.op_type in ("Mul", "Div"):
-                value, factor = graph.split_const(op, f"{what} scale {op.op_type}")
-                require(factor != 0 and math.isfinite(factor), f"{what} scale {factor}")
-                split.scale *= factor if op.op_type == "Mul" else 1.0 / factor
-            elif op.op_type == "Transpose":
-                p = tuple(int(i) for i in graph.attrs(op).get("perm", (3, 2, 1, 0)))
-                if p == (0, 2, 1):  # on [B*H, L, d]: the 4-D (0, 1, 3, 2)
-                    p = (0, 1, 3, 2)
-                require(
-                    len(p) == 4, f"{what} transpose {location_name(op)} perm {list(p)} is not 4-D"
-                )
-                perm, segment = tuple(p[i] for i in perm), tuple(p[i] for i in segment)
-                value = op.operands[0]
-            elif op.op_type in ("Add", "Concat") and split.rotary is None:
-                value, split.rotary = match_rotary(op, graph, f"the {what} heads")
-                shared, boundary = value, "rotary"
-            elif op.op_type == "Reshape" and _merges_batch_and_heads(op):
-                value = op.operands[0]  # [B, H, L, d] -> [B*H, L, d] for a 3-D batched MatMul
-            elif op.op_type == "Reshape" and (
-                flat := match_flat_transpose(value, graph, f"the {what} heads")
-            ) is not None:
-                perm = tuple((0, 1, 3, 2)[i] for i in perm)
-                segment = tuple((0, 1, 3, 2)[i] for i in segment)
-                value = flat
-            elif op.op_type in ("Reshape", "Expand") and split.repeat == 1 and (
-                repeat := match_repeat_kv(value, graph, f"the {what} heads")
-            ):
-                value, split.repeat = repeat
-                boundary = "repeat_kv"
-            elif op.op_type == "Gather":  # one part of a per-head interleaved QKV projection
-                require(
-                    perm == expected_perm and (not boundaries or segment == _HEAD_SPLIT_PERM),
-                    f"the {what} head transposes compose to perm {list(perm)}, "
-                    f"expected {list(expected_perm)}",
-                )
-                split.source, split.columns, split.heads = match_interleaved_split(op, graph, what)
-                return split
-            elif op.op_type == "Reshape":
-                require(
-                    perm == expected_perm and (not boundaries or segment == _HEAD_SPLIT_PERM),
-                    f"the {what} head transposes compose to perm {list(perm)}, "
-                    f"expected {list(expected_perm)}",
-                )
-                source = op.operands[0]
-                src, dst = shape_of(source), shape_of(op.results[0])
-                require(
-                    len(src) == 3
-                    and len(dst) == 4
-                    and dst[:2] == src[:2]
-                    and dst[2] * dst[3] == src[2],
-                    f"the {what} head split {location_name(op)} reshapes {fmt_shape(src)} -> "
-                    f"{fmt_shape(dst)}, expected [B, L, D] -> [B, L, H, D/H]",
-                )
-                split.source, split.scale = self._unscale(source, graph, split.scale, what)
-                split.heads = dst[2]
-                return split
-            else:
-                raise NoMatch(
-                    f"the {what} heads pass through onnx.{op.op_type} ({location_name(op)})"
-                )
-            if boundary is not None:
-                # Both act on the [B, H, L, d] layout: nothing may permute axes between them.
-                require(
-                    not boundaries or segment == (0, 1, 2, 3),
-                    f"the {what} heads are transposed between rotary and repeat_kv",
-                )
-                boundaries, segment = boundaries + 1, (0, 1, 2, 3)
-
-    @staticmethod
-    def _unscale(
-        source: SSAValue, graph: OnnxGraph, scale: float, what: str
-    ) -> tuple[SSAValue, float]:
-        """A scalar Mul/Div applied to the projection before the head split joins the scale."""
-        op = graph.producer(source, "Mul", "Div")
-        if op is None or not graph.single_use(source):
-            return source, scale
-        try:
-            inner, factor = graph.split_const(op, f"{what} scale")
-        except NoMatch:
-            return source, scale
-        if factor == 0 or not math.isfinite(factor):
-            return source, scale
-        return inner, scale * (factor if op.op_type == "Mul" else 1.0 / factor)
-
+    # --- head merge -------------------------------------------------------------------------
     @staticmethod
     def _merge_heads(
         pv: OnnxOperation, graph: OnnxGraph, batch: int, lq: int, width: int, where: str
@@ -551,7 +423,7 @@ class AttentionPattern(LiftPattern):
                 "expected Transpose + Reshape",
             )
             require(
-                perm == _HEAD_SPLIT_PERM,
+                perm == HEAD_SPLIT_PERM,
                 f"{where}: the head merge transposes compose to perm {list(perm)}, "
                 "expected [0, 2, 1, 3]",
             )
@@ -581,14 +453,8 @@ def _activation_product_above(value: SSAValue, graph: OnnxGraph, limit: int = 64
     return None
 
 
-def _merges_batch_and_heads(reshape: OnnxOperation) -> bool:
-    """Is `reshape` [B, H, L, d] -> [B*H, L, d]?"""
-    src, dst = shape_of(reshape.operands[0]), shape_of(reshape.results[0])
-    return len(src) == 4 and dst == (src[0] * src[1], *src[2:])
-
-
 def _gather_columns(
-    source: SSAValue, split: _HeadSplit, graph: OnnxGraph, before: Operation
+    source: SSAValue, split: HeadSplit, graph: OnnxGraph, before: Operation
 ) -> SSAValue:
     """The part of a fused interleaved projection `split` reads (onnx.Gather of its columns,
     which the split-linear phase turns into a linear), else `source`."""
@@ -641,7 +507,7 @@ def _host_reshape(value: SSAValue, dims: tuple[int, ...], name: str, graph: Onnx
 
 
 def _apply_rotary(
-    source: SSAValue, split: _HeadSplit, graph: OnnxGraph, before: Operation
+    source: SSAValue, split: HeadSplit, graph: OnnxGraph, before: Operation
 ) -> SSAValue:
     """`source` with the split's rotary embedding applied (a `transformer.rotary` op), if any.
     Every layer's Q and K usually share one table pair: stored once (`new_weight`)."""
