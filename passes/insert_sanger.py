@@ -22,23 +22,21 @@ attention is an error. Grouped-query attention is left dense (warning), as by in
 
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 
 from xdsl.context import Context
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
-from xdsl.ir import Operation
 from xdsl.passes import ModulePass
 from xdsl.rewriter import InsertPoint, Rewriter
 
 from esact_cc import typed_options
 from esact_cc.dialects import transformer
 from esact_cc.dialects.sanger import PredictMaskOp
-from esact_cc.ir_queries import op_label
 from esact_cc.passes import lower_sanger  # noqa: F401  (registers the lowering of its op)
+from esact_cc.passes.attention_scheme import (LayerOptionsPass, eligible_attentions,
+                                              replace_attention)
 from esact_cc.passes.layer_roles import Stamp, layers_and_roles, stamp
-from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.sanger_kernels import DEFAULT_BITS, MAX_BITS, MIN_BITS
 from esact_cc.typed_options import option
 
@@ -59,57 +57,34 @@ class SangerOptions:
         typed_options.validate(self, NAME)
 
 
-def parse_layer_overrides(text: str, base: SangerOptions) -> dict[int, SangerOptions]:
-    overrides = typed_options.parse_layer_overrides(SangerOptions, text, NAME)
-    return {layer: replace(base, **values) for layer, values in overrides.items()}
-
-
 def sanger_layers(function: func.FuncOp) -> list[transformer.AttentionOp]:
     """The attention ops a Sanger mask can be given (the others are named on stderr)."""
-    found = []
-    for op in function.body.walk():
-        if not isinstance(op, transformer.AttentionOp) or op.is_masked:
-            continue
-        if not op.is_quantized:
-            raise CompileError(f"{NAME}: {op_label(op)}: the attention is not INT8 (run "
-                               "quantize first: the prediction reads its INT8 Q and K)")
-        if op.key_heads != op.heads:
-            print(f"warning: {NAME}: {op_label(op)}: grouped-query attention has no Sanger "
-                  "prediction yet; layer left dense", file=sys.stderr)
-            continue
-        found.append(op)
-    return found
+    return eligible_attentions(
+        function, NAME, "the prediction reads its INT8 Q and K",
+        lambda op: ("grouped-query attention has no Sanger prediction yet"
+                    if op.key_heads != op.heads else None))
 
 
 @dataclass(frozen=True)
-class InsertSangerPass(SangerOptions, ModulePass):
+class InsertSangerPass(LayerOptionsPass, SangerOptions, ModulePass):
     """Insert Sanger's mask prediction before every attention and mask the attention with it.
     Options: `SangerOptions`' fields (inherited: one source of truth) plus `layers`."""
 
     name = "insert-sanger"
+    OPTIONS, NAME = SangerOptions, NAME
 
     layers: str = ""
     """Per-layer overrides: "LAYER:name=value,...;LAYER:..."."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        parse_layer_overrides(self.layers, self.base_options())  # bad text fails here
-
-    def base_options(self) -> SangerOptions:
-        return SangerOptions(**{f.name: getattr(self, f.name) for f in fields(SangerOptions)})
-
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        overrides = parse_layer_overrides(self.layers, self.base_options())
+        overrides = self.layer_overrides()
         functions = [f for f in op.walk() if isinstance(f, func.FuncOp)]
         stamps = {o: s for f in functions for o, s in layers_and_roles(f).items()}
         attentions = [a for f in functions for a in sanger_layers(f)]
         indices = [stamps[a].layer for a in attentions]
-        unknown = sorted(set(overrides) - set(indices))
-        if unknown:
-            total = sum(s.role == "attention" for s in stamps.values())
-            raise CompileError(f"{NAME}: per-layer options for layer(s) "
-                               f"{', '.join(map(str, unknown))}, but the model has {total} "
-                               f"attention layer(s) with a Sanger prediction")
+        self.reject_unknown_layers(overrides, indices,
+                                   sum(s.role == "attention" for s in stamps.values()),
+                                   "with a Sanger prediction")
         for index, attention in zip(indices, attentions):
             _mask_layer(attention, index, overrides.get(index, self.base_options()))
 
@@ -124,10 +99,5 @@ def _mask_layer(att: transformer.AttentionOp, layer: int, options: SangerOptions
     predict.result.name_hint = "spa"
     stamp(predict, Stamp(layer, "predict"))
     Rewriter.insert_op(predict, InsertPoint.before(att))
-    _replace(att, att.with_operands_of(spa=predict.result))
+    replace_attention(att, att.with_operands_of(spa=predict.result))
 
-
-def _replace(old: Operation, new: Operation) -> None:
-    new.attributes.update(old.attributes)
-    new.location = old.location  # keep the ONNX node name
-    Rewriter.replace_op(old, new)

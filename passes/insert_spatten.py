@@ -21,24 +21,23 @@ Run after `quantize`. Cross-attention and grouped-query attention are left dense
 
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 
 from xdsl.context import Context
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
-from xdsl.ir import Operation, SSAValue
+from xdsl.ir import SSAValue
 from xdsl.passes import ModulePass
 from xdsl.rewriter import InsertPoint, Rewriter
 
 from esact_cc import typed_options
 from esact_cc.dialects import transformer
 from esact_cc.dialects.spatten import SelectOp
-from esact_cc.ir_queries import op_label
 from esact_cc.passes import lower_spatten  # noqa: F401  (registers the lowering of its op)
+from esact_cc.passes.attention_scheme import (LayerOptionsPass, eligible_attentions,
+                                              replace_attention)
 from esact_cc.passes.layer_roles import Stamp, layers_and_roles, stamp
 from esact_cc.passes.lowering_state import shape_of
-from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.isa_fields import DIM_BITS
 from esact_cc.runtime.spatten_kernels import DEFAULT_REQUANT_THRESHOLD
 from esact_cc.typed_options import option
@@ -63,57 +62,34 @@ class SpattenOptions:
         typed_options.validate(self, NAME)
 
 
-def parse_layer_overrides(text: str, base: SpattenOptions) -> dict[int, SpattenOptions]:
-    overrides = typed_options.parse_layer_overrides(SpattenOptions, text, NAME)
-    return {layer: replace(base, **values) for layer, values in overrides.items()}
-
-
 def spatten_layers(function: func.FuncOp) -> list[transformer.AttentionOp]:
     """The attention ops SpAtten prunes, in program order (the others are named on stderr)."""
-    found = []
-    for op in function.body.walk():
-        if not isinstance(op, transformer.AttentionOp) or op.is_masked:
-            continue
-        if not op.is_quantized:
-            raise CompileError(f"{NAME}: {op_label(op)}: the attention is not INT8 (run "
-                               "quantize first: the scores read its INT8 Q, K and V)")
+    def unsupported(op: transformer.AttentionOp) -> str | None:
         why = ("grouped-query attention" if op.key_heads != op.heads else
                "cross-attention" if shape_of(op.q)[1] != shape_of(op.k)[1] else None)
-        if why:
-            print(f"warning: {NAME}: {op_label(op)}: {why} has no SpAtten pruning; layer left "
-                  "dense", file=sys.stderr)
-            continue
-        found.append(op)
-    return found
+        return f"{why} has no SpAtten pruning" if why else None
+
+    return eligible_attentions(function, NAME, "the scores read its INT8 Q, K and V",
+                               unsupported)
 
 
 @dataclass(frozen=True)
-class InsertSpattenPass(SpattenOptions, ModulePass):
+class InsertSpattenPass(LayerOptionsPass, SpattenOptions, ModulePass):
     """Insert SpAtten's top-k selection before every self-attention and mask it with it."""
 
     name = "insert-spatten"
+    OPTIONS, NAME = SpattenOptions, NAME
 
     layers: str = ""
     """Per-layer overrides: "LAYER:name=value,...;LAYER:..."."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        parse_layer_overrides(self.layers, self.base_options())  # bad text fails here
-
-    def base_options(self) -> SpattenOptions:
-        return SpattenOptions(**{f.name: getattr(self, f.name) for f in fields(SpattenOptions)})
-
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        overrides = parse_layer_overrides(self.layers, self.base_options())
+        overrides = self.layer_overrides()
         for function in [f for f in op.walk() if isinstance(f, func.FuncOp)]:
             stamps = layers_and_roles(function)
             attentions = spatten_layers(function)
             indices = [stamps[a].layer for a in attentions]
-            unknown = sorted(set(overrides) - set(indices))
-            if unknown:
-                raise CompileError(f"{NAME}: per-layer options for layer(s) "
-                                   f"{', '.join(map(str, unknown))}, but the model has "
-                                   f"{len(indices)} attention layer(s) SpAtten prunes")
+            self.reject_unknown_layers(overrides, indices, len(indices), "SpAtten prunes")
             previous: tuple[SSAValue, SSAValue] | None = None
             for index, attention in zip(indices, attentions):
                 previous = _prune_layer(attention, index, previous,
@@ -136,11 +112,6 @@ def _prune_layer(att: transformer.AttentionOp, layer: int,
         result.name_hint = hint
     stamp(select, Stamp(layer, "predict"))
     Rewriter.insert_op(select, InsertPoint.before(att))
-    _replace(att, att.with_operands_of(tokens=select.tokens, head_mask=select.heads))
+    replace_attention(att, att.with_operands_of(tokens=select.tokens, head_mask=select.heads))
     return select.new_scores, select.new_head_scores
 
-
-def _replace(old: Operation, new: Operation) -> None:
-    new.attributes.update(old.attributes)
-    new.location = old.location  # keep the ONNX node name
-    Rewriter.replace_op(old, new)
