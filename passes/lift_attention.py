@@ -41,6 +41,7 @@ from esact_cc.passes.lift_attention_heads import (
     HEAD_SPLIT_PERM,
     KEY_TRANSPOSED_PERM,
     HeadSplit,
+    merge_heads,
     split_heads,
 )
 from esact_cc.passes.lift_transformer_pattern import LiftPattern
@@ -134,7 +135,7 @@ class AttentionPattern(LiftPattern):
             math.isfinite(scale) and scale > 0, f"{where}: attention scale {scale} is not positive"
         )
         width = vd * vs.repeat
-        merge, merged_2d = self._merge_heads(pv, graph, batch, lq, width, where)
+        merge, merged_2d = merge_heads(pv, graph, batch, lq, width, where)
 
         # All checks passed: build the mask operand (host ops if needed) and the attention op.
         mask = self._build_mask(scores, graph, merge)
@@ -384,58 +385,6 @@ class AttentionPattern(LiftPattern):
             block.insert_op_before(add, before)
             total = add.results[0]
         return total
-
-    # --- head merge -------------------------------------------------------------------------
-    @staticmethod
-    def _merge_heads(
-        pv: OnnxOperation, graph: OnnxGraph, batch: int, lq: int, width: int, where: str
-    ):
-        """(the Reshape that merges heads, whether it flattens to [B*Lq, D])."""
-        value = pv.results[0]
-        perm = (0, 1, 2, 3)
-        while True:
-            graph.require_single_use(
-                value, f"{where}: the attention output at {location_name(value.op)}"
-            )  # type: ignore[union-attr]
-            user = graph.only_user(value)
-            require(
-                user is not None, f"{where}: the attention output is used outside the onnx dialect"
-            )
-            assert user is not None
-            if user.op_type == "Reshape" and len(shape_of(value)) == 3:
-                flat, out = shape_of(value), shape_of(user.results[0])
-                require(
-                    len(out) == 4 and flat == (out[0] * out[1], *out[2:]) and out[0] == batch,
-                    f"{where}: the 3-D attention output {fmt_shape(flat)} is reshaped to "
-                    f"{fmt_shape(out)}, expected [B, H, Lq, Dv]",
-                )
-                value = user.results[0]
-                continue
-            if user.op_type == "Transpose":
-                p = tuple(int(i) for i in graph.attrs(user).get("perm", (3, 2, 1, 0)))
-                require(len(p) == 4, f"{where}: head merge transpose perm {list(p)} is not 4-D")
-                perm = tuple(perm[i] for i in p)
-                value = user.results[0]
-                continue
-            require(
-                user.op_type == "Reshape" and user.operands[0] is value,
-                f"{where}: the attention output goes to onnx.{user.op_type}, "
-                "expected Transpose + Reshape",
-            )
-            require(
-                perm == HEAD_SPLIT_PERM,
-                f"{where}: the head merge transposes compose to perm {list(perm)}, "
-                "expected [0, 2, 1, 3]",
-            )
-            out = shape_of(user.results[0])
-            if out == (batch, lq, width):
-                return user, False
-            require(
-                out == (batch * lq, width),
-                f"{where}: head merge reshapes to {fmt_shape(out)}, expected "
-                f"{fmt_shape((batch, lq, width))} or {fmt_shape((batch * lq, width))}",
-            )
-            return user, True
 
 
 def _activation_product_above(value: SSAValue, graph: OnnxGraph, limit: int = 64) -> Operation | None:

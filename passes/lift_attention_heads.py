@@ -190,6 +190,57 @@ class _HeadWalk:
                        f"({location_name(op)})")
 
 
+def merge_heads(
+    pv: OnnxOperation, graph: OnnxGraph, batch: int, lq: int, width: int, where: str
+) -> tuple[OnnxOperation, bool]:
+    """(the Reshape that merges heads, whether it flattens to [B*Lq, D])."""
+    value = pv.results[0]
+    perm = _IDENTITY_PERM
+    while True:
+        graph.require_single_use(
+            value, f"{where}: the attention output at {location_name(value.op)}"
+        )  # type: ignore[union-attr]
+        user = graph.only_user(value)
+        require(
+            user is not None, f"{where}: the attention output is used outside the onnx dialect"
+        )
+        assert user is not None
+        if user.op_type == "Reshape" and len(shape_of(value)) == 3:
+            flat, out = shape_of(value), shape_of(user.results[0])
+            require(
+                len(out) == 4 and flat == (out[0] * out[1], *out[2:]) and out[0] == batch,
+                f"{where}: the 3-D attention output {fmt_shape(flat)} is reshaped to "
+                f"{fmt_shape(out)}, expected [B, H, Lq, Dv]",
+            )
+            value = user.results[0]
+            continue
+        if user.op_type == "Transpose":
+            p = tuple(int(i) for i in graph.attrs(user).get("perm", (3, 2, 1, 0)))
+            require(len(p) == 4, f"{where}: head merge transpose perm {list(p)} is not 4-D")
+            perm = tuple(perm[i] for i in p)
+            value = user.results[0]
+            continue
+        require(
+            user.op_type == "Reshape" and user.operands[0] is value,
+            f"{where}: the attention output goes to onnx.{user.op_type}, "
+            "expected Transpose + Reshape",
+        )
+        require(
+            perm == HEAD_SPLIT_PERM,
+            f"{where}: the head merge transposes compose to perm {list(perm)}, "
+            "expected [0, 2, 1, 3]",
+        )
+        out = shape_of(user.results[0])
+        if out == (batch, lq, width):
+            return user, False
+        require(
+            out == (batch * lq, width),
+            f"{where}: head merge reshapes to {fmt_shape(out)}, expected "
+            f"{fmt_shape((batch, lq, width))} or {fmt_shape((batch * lq, width))}",
+        )
+        return user, True
+
+
 def _unscale(source: SSAValue, graph: OnnxGraph, scale: float, what: str
              ) -> tuple[SSAValue, float]:
     """A scalar Mul/Div applied to the projection before the head split joins the scale."""
