@@ -9,18 +9,9 @@ options of `passes/insert_sanger.SangerOptions`. `esact-tune --sparsity sanger` 
 
 from __future__ import annotations
 
-from typing import ClassVar
-
-from esact_cc.sparsity.spls_options import SplsConfig
+from esact_cc.sparsity.attention_scheme_config import AttentionSchemeConfig
 
 
-class SangerConfig(SplsConfig):
-    FORMAT: ClassVar[str] = "esact-sanger-config"
-    WHAT: ClassVar[str] = "Sanger config"
-    A_WHAT: ClassVar[str] = "a Sanger config"
-
-    @classmethod
-    def options_type(cls) -> type:
-        from esact_cc.passes.insert_sanger import SangerOptions
-
-        return SangerOptions
+class SangerConfig(AttentionSchemeConfig):
+    SCHEME = "Sanger"
+    OPTIONS = "esact_cc.passes.insert_sanger:SangerOptions"

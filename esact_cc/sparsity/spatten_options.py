@@ -9,18 +9,9 @@ reads it.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
-from esact_cc.sparsity.spls_options import SplsConfig
+from esact_cc.sparsity.attention_scheme_config import AttentionSchemeConfig
 
 
-class SpattenConfig(SplsConfig):
-    FORMAT: ClassVar[str] = "esact-spatten-config"
-    WHAT: ClassVar[str] = "SpAtten config"
-    A_WHAT: ClassVar[str] = "a SpAtten config"
-
-    @classmethod
-    def options_type(cls) -> type:
-        from esact_cc.passes.insert_spatten import SpattenOptions
-
-        return SpattenOptions
+class SpattenConfig(AttentionSchemeConfig):
+    SCHEME = "SpAtten"
+    OPTIONS = "esact_cc.passes.insert_spatten:SpattenOptions"
