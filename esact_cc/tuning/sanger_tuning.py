@@ -63,21 +63,16 @@ class SangerEvaluator(SchemeEvaluator):
 
     CONFIG = SangerConfig
     COUNTER = _MaskCounter
+    INSERT_PASS = "esact_cc.passes.insert_sanger:InsertSangerPass"
 
-    def _insert_pass(self) -> type:
-        from esact_cc.passes.insert_sanger import InsertSangerPass
-
-        return InsertSangerPass
+    def _measurement(self, config, scores, counts) -> SangerMeasurement:
+        kept, visible = sum(k for k, _ in counts), sum(v for _, v in counts)
+        return SangerMeasurement(config, float(np.mean(scores)), self.dense_accuracy,
+                                 1.0 - kept / visible if visible else 0.0,
+                                 self.dense_scores - scores)
 
     def measure_sanger(self, configs: Sequence[SangerConfig]) -> list[SangerMeasurement]:
-        results = []
-        for config in configs:
-            scores, counts = self._scores_and_counts(config)
-            kept, visible = sum(k for k, _ in counts), sum(v for _, v in counts)
-            results.append(SangerMeasurement(config, float(np.mean(scores)), self.dense_accuracy,
-                                             1.0 - kept / visible if visible else 0.0,
-                                             self.dense_scores - scores))
-        return results
+        return self.measure(configs)
 
     def sanger_layers(self) -> list[int]:
         """The layer indices (the `LAYER:` of options) that get a Sanger prediction."""

@@ -7,6 +7,7 @@ keeps its own grid, counting and measurement fields.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -74,13 +75,20 @@ class LossMixin:
 
 class SchemeEvaluator(SplsEvaluator):
     """Compiles the model once and measures a scheme's settings on the calibration inputs.
-    A subclass names its config type, counting interpreter and insert pass."""
+    A subclass names its config type, counting interpreter and insert pass ("module:Class",
+    imported on use like the config's options), and turns one setting's counts into its
+    measurement."""
 
     CONFIG: type[SplsConfig]
     COUNTER: type[CountingInterpreter]
+    INSERT_PASS: str
 
-    def _insert_pass(self) -> type:
+    def _measurement(self, config: SplsConfig, scores: np.ndarray, counts: list[tuple]) -> Any:
         raise NotImplementedError
+
+    def measure(self, configs: Sequence[SplsConfig]) -> list:
+        return [self._measurement(config, *self._scores_and_counts(config))
+                for config in configs]
 
     def _prepare(self, config: SplsConfig | None) -> Prepared:  # type: ignore[override]
         from esact_cc.dialect_registry import make_context
@@ -88,7 +96,9 @@ class SchemeEvaluator(SplsEvaluator):
         module = self.base.clone()
         store = WeightStore({name: self.base_store[name] for name in self.base_store})
         if config is not None:
-            self._insert_pass()(**config.pass_options()).apply(make_context(), module)
+            module_name, pass_name = self.INSERT_PASS.split(":")
+            insert = getattr(importlib.import_module(module_name), pass_name)
+            insert(**config.pass_options()).apply(make_context(), module)
         return Prepared(config or self.CONFIG(), module, store)
 
     def _run(self, prepared, index, memo=None, control=None):  # type: ignore[override]

@@ -68,24 +68,19 @@ class SpattenEvaluator(SchemeEvaluator):
 
     CONFIG = SpattenConfig
     COUNTER = _KeepCounter
+    INSERT_PASS = "esact_cc.passes.insert_spatten:InsertSpattenPass"
 
-    def _insert_pass(self) -> type:
-        from esact_cc.passes.insert_spatten import InsertSpattenPass
-
-        return InsertSpattenPass
+    def _measurement(self, config, scores, counts) -> SpattenMeasurement:
+        kept, total = sum(c[0] for c in counts), sum(c[1] for c in counts)
+        return SpattenMeasurement(
+            config, float(np.mean(scores)), self.dense_accuracy,
+            1.0 - kept / total if total else 0.0,
+            float(np.mean([c[2] for c in counts])) if counts else 1.0,
+            float(np.mean([c[3] for c in counts])) if counts else 1.0,
+            self.dense_scores - scores)
 
     def measure_spatten(self, configs: Sequence[SpattenConfig]) -> list[SpattenMeasurement]:
-        results = []
-        for config in configs:
-            scores, counts = self._scores_and_counts(config)
-            kept, total = sum(c[0] for c in counts), sum(c[1] for c in counts)
-            results.append(SpattenMeasurement(
-                config, float(np.mean(scores)), self.dense_accuracy,
-                1.0 - kept / total if total else 0.0,
-                float(np.mean([c[2] for c in counts])) if counts else 1.0,
-                float(np.mean([c[3] for c in counts])) if counts else 1.0,
-                self.dense_scores - scores))
-        return results
+        return self.measure(configs)
 
     def spatten_layers(self) -> list[int]:
         """The layer indices (the `LAYER:` of options) SpAtten prunes."""
