@@ -322,7 +322,7 @@ def test_esact_tune_rejects_an_output_under_a_file_and_a_missing_model(files, tm
     (["--spls-option", "x:threshold=1"], "bad layer index"),
     (["--spls-option", "threshold"], "expected NAME=VALUE"),
     (["--sparsity", "dense", "--spls-option", "threshold=1"], "scheme 'dense' takes no options"),
-    (["--sparsity", "sanger"], "unknown sparsity scheme 'sanger'"),
+    (["--sparsity", "sangr"], "unknown sparsity scheme 'sangr'"),
     (["--spls-option", "7:threshold=1"], "layer(s) 7"),
     (["--spls-option", "k-ratio=1.5"], "k-ratio must be in (0, 1]"),
 ])
