@@ -86,7 +86,7 @@ def _placements(config: HardwareConfig, body: list[Operation],
         epilogue = [ins for ins in rest if ins.name != "esact.gemm"]
         gemm = [ins for ins in rest if ins.name == "esact.gemm"]
         at = anchor_at(ready)
-        if deferred is not None and placed[deferred][0] != at \
+        if deferred is not None and _sooner(at, placed[deferred][0]) \
                 and conflicting(placed[deferred][1], piece):
             # This piece would go in front of the deferred epilogue it conflicts with (e.g. a
             # GEMM reusing the ACC tile the epilogue reads): the epilogue stays before it.
@@ -105,6 +105,12 @@ def _placements(config: HardwareConfig, body: list[Operation],
             ready = max(ready, start) + (-(-instr["m"] // config.mac_rows)
                                          * -(-instr["n"] // config.mac_cols) * instr["k"])
     return placed
+
+
+def _sooner(anchor: int | None, other: int | None) -> bool:
+    """Is a piece placed at `anchor` placed before one at `other` (None: after every anchor)?"""
+    return other is None and anchor is not None or (
+        anchor is not None and other is not None and anchor < other)
 
 
 def hoist_preparation(program: list[Operation], body: list[Operation], target: Operation) -> None:
