@@ -8,7 +8,7 @@ stamped it), it inserts before the attention
 
 on the attention's own Q, K and additive mask, and gives the attention `spa(%spa)`: only the
 kept (query, key) scores are computed, softmaxed and multiplied with V (the one masked
-attention lowering, passes/lower_gemm.py). Q, K, V and the other GEMMs stay dense: Sanger
+attention lowering, passes/lower_attention.py). Q, K, V and the other GEMMs stay dense: Sanger
 prunes attention only. Numerics and the paper's constants: runtime/sanger_kernels.py.
 
 Options (each also settable per layer, `layers="LAYER:threshold=0.01;..."`):

@@ -20,7 +20,7 @@ from xdsl.ir import Operation
 from esact_cc.dialects import transformer
 from esact_cc.dialects.sanger import PredictMaskOp
 from esact_cc.ir_queries import op_label
-from esact_cc.passes.lower_gemm import MaskRows
+from esact_cc.passes.lower_masked_inputs import MaskRows
 from esact_cc.passes.lowering_state import HALF, Lowering, MaskTiles, register_lowering, shape_of
 from esact_cc.quantized_kernels import quant_multiplier
 from esact_cc.runtime.errors import CompileError

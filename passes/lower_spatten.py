@@ -8,7 +8,7 @@ vectors, this layer's scores rows (pruned entries -inf) and the [H, L, L] elemen
 MBUF; then, per group of heads, LOAD + QUANT of Q, K, V into ABUF with the attention's own
 multipliers and one SPATTEN_SCORE per head; the scores rows are stored for the next layer.
 The element masks stay in MBUF as the SPA of the attention (`Lowering.masks`, under both the
-tokens and the head_mask value), which reads them like any SPA (passes/lower_gemm.py) and
+tokens and the head_mask value), which reads them like any SPA (passes/lower_attention.py) and
 frees them after its last use: pruned rows and heads cost no MACs there.
 """
 
@@ -19,7 +19,7 @@ from xdsl.ir import Operation
 
 from esact_cc.dialects.spatten import SelectOp
 from esact_cc.ir_queries import op_label
-from esact_cc.passes.lower_gemm import MaskRows
+from esact_cc.passes.lower_masked_inputs import MaskRows
 from esact_cc.passes.lowering_state import F32, HALF, Lowering, MaskTiles, register_lowering
 from esact_cc.quantized_kernels import quant_multiplier
 from esact_cc.runtime.errors import CompileError

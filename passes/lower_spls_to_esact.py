@@ -1,6 +1,6 @@
 """Lowering of the SPLS prediction chain (`PREDICTION_RULES`, part of lower-to-esact's rules).
 
-The masked linears and attentions that read its masks are lowered by `passes/lower_gemm.py`
+The masked linears and attentions that read its masks are lowered by `passes/lower_linear.py`
 (the one mask-aware rule each); this module registers the MBUF regions it leaves the masks in
 (`Lowering.masks`), and says with placement directives where the linears lowered beside it go
 (`esact-order` applies them: `passes/prediction_overlap.py`).
@@ -35,7 +35,7 @@ operands, so what overlaps what follows from where the consumers' tiles and inst
 - The attention, O and FFN need all rows (K / V of every key, then the attention output) and
   follow as before.
 
-Masked ops (`passes/lower_gemm.py`): a reused row's own residual stream gets the
+Masked ops (`passes/lower_linear.py`, `passes/lower_attention.py`): a reused row's own residual stream gets the
 representative's sublayer output through SCATTER_ROWS before the fused residual add (docs/design.md
 section 6 step 5).
 
@@ -61,7 +61,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from esact_cc.dialects import spls, transformer
 from esact_cc.dialects.lowering import CYCLES_ATTR
-from esact_cc.passes.lower_gemm import MaskRows, fail, plan_masked_inputs
+from esact_cc.passes.lower_masked_inputs import MaskRows, fail, plan_masked_inputs
 from esact_cc.passes.lowering_state import (
     F32,
     OUT_FRACTION,

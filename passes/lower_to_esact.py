@@ -31,7 +31,8 @@ Memory plan:
 
 Instruction selection per op (`BUILTIN_RULES`, and any rule registered with
 `lowering_state.register_lowering`; shared state in `passes/lowering_state.py`):
-- linear, attention: `passes/lower_gemm.py` (one rule each, dense or masked);
+- linear, attention: `passes/lower_linear.py`, `passes/lower_attention.py` (one rule each,
+  dense or masked; their masks: `passes/lower_masked_inputs.py`);
 - the SPLS prediction chain: `passes/lower_spls_to_esact.py`;
 - layer_norm / gelu / softmax / add: row chunks, LOAD -> SFU op in place -> STORE;
 - host: the region is exported to ONNX (`onnx_export.export_ops`) and run by one HOST
@@ -50,7 +51,8 @@ from esact_cc.backend.emit_esb import CONFIG_HASH_ATTR
 from esact_cc.passes.allocate_buffers import allocate_buffers
 from esact_cc.passes.layer_roles import layers_and_roles
 from esact_cc.passes.order_instructions import order_module
-from esact_cc.passes.lower_gemm import lower_attention, lower_linear
+from esact_cc.passes.lower_attention import lower_attention
+from esact_cc.passes.lower_linear import lower_linear
 from esact_cc.passes.lower_spls_to_esact import PREDICTION_RULES
 from esact_cc.passes.lowering_state import (
     F32,

@@ -222,7 +222,7 @@ class Lowering:
         self.masks: dict[SSAValue, MaskTiles] = {}
         """On-chip masks by the mask value they hold (its users read them there)."""
         self.masked_inputs_planned = False
-        """Whether the INT8 plan of masked linears' inputs was made (`lower_gemm`)."""
+        """Whether the INT8 plan of masked linears' inputs was made (`lower_masked_inputs`)."""
 
     # --- rules ----------------------------------------------------------------------------------
     def lower_op(self, op: Operation) -> None:

@@ -1,5 +1,5 @@
 """Dense attention whose [lq, lk] scores do not fit on chip is tiled over query rows
-(passes/lower_gemm.py `_attention_tiling`): each tile holds whole key rows, so its softmax is
+(passes/lower_attention.py `_attention_tiling`): each tile holds whole key rows, so its softmax is
 the untiled one and the program stays bit-identical to the INT8 reference interpreter; K / V
 are loaded once per head group, not once per tile. Attention that fits is not tiled (the
 golden binaries pin that)."""

@@ -1,0 +1,225 @@
+"""Instruction selection for `transformer.attention` (INT8), with or without masks: one
+rule, the mask forms are parameters of it (masks: `passes/lower_masked_inputs.py`).
+
+attention: per batch element and head group, LOAD + QUANT of the Q, K, V column blocks (K, V,
+then Q when masked: the SPLS lowering produces Q last; with `kv_heads` < heads, grouped-query
+attention, the group's K / V blocks are the K / V heads its query heads read: head h reads
+K / V head h // (heads / kv_heads)); per head ATTN_QK, DEQUANT (scale
+folded), [ADD a per-query mask], SOFTMAX (additive row mask, causal), QUANT P, ATTN_PV, DEQUANT,
+STORE; heads are software-pipelined (QK of head h+1 before PV of head h). When one head's [Lq, Lk]
+scores do not fit (VBUF quarter, ACC, ABUF with Q, K, V and P), dense attention runs in query
+tiles of whole key rows (`_attention_tiling`): K / V stay on chip across a head group's tiles,
+each tile's softmax sees all its keys, so nothing is recomputed and the result is unchanged;
+attention that fits is one tile (the same program as before tiling existed). With `rows(%map)`
+ATTN_QK / ATTN_PV skip reused rows and SCATTER_ROWS fills them; with `spa(%mask)` the element
+mask restricts ATTN_QK, SOFTMAX and ATTN_PV to each row's keys.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from esact_cc.dialects import transformer
+from esact_cc.ir_queries import op_label
+from esact_cc.passes.lower_masked_inputs import (
+    MaskRows,
+    done_with,
+    fail,
+    mask_tiles,
+    plan_masked_inputs,
+)
+from esact_cc.passes.lowering_state import (
+    HALF,
+    OUT_FRACTION,
+    Lowering,
+    MaskTiles,
+    round_tile,
+)
+from esact_cc.quantized_kernels import (
+    attention_output_scale,
+    attention_score_scale,
+    quant_multiplier,
+)
+from esact_cc.runtime.errors import CompileError
+from esact_cc.runtime.isa import Buffer
+
+# ----------------------------------------------------------------------------- attention
+
+
+def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
+    """INT8 attention, dense or with row reuse / SPA masks (see the module docstring)."""
+    rows, spa = _attention_mask_tiles(lw, op)
+    q, k, v = (lw.f32_tensor(val, name) for val, name in ((op.q, "q"), (op.k, "k"), (op.v, "v")))
+    batch, lq, width = q.shape
+    lk, width_v = k.shape[1], v.shape[2]
+    heads, kv_heads = op.heads, op.key_heads
+    share = heads // kv_heads  # query heads per K / V head (> 1: grouped-query; verified)
+    d, dv = width // heads, width_v // kv_heads
+    causal = op.causal is not None
+    s_scale = attention_score_scale(op.scale.value.data, op.q_scale.value.data, op.k_scale.value.data)
+    o_scale = attention_output_scale(op.p_scale.value.data, op.v_scale.value.data)
+    s_vec = lw.constant("attention.score_scale", np.full(lk, s_scale, np.float32), ("s", lk, float(s_scale)))
+    o_vec = lw.constant("attention.output_scale", np.full(dv, o_scale, np.float32), ("o", dv, float(o_scale)))
+    q_mult, k_mult, v_mult, p_mult = (quant_multiplier(s) for s in op.int8_scales())
+    q_tile, group = _attention_tiling(lw, op, lq, lk, d, dv)
+    s_addr = lw.alloc(Buffer.VBUF, lk)
+    lw.load(Buffer.VBUF, s_addr, s_vec.address, 1, lk)
+    o_addr = lw.alloc(Buffer.VBUF, dv)
+    lw.load(Buffer.VBUF, o_addr, o_vec.address, 1, dv)
+    mask_rows = MaskRows(lw, op, op.mask, batch, heads, lq, lk)
+
+    def masks_of(b: int, h: int) -> dict[str, int]:
+        """ATTN_QK / ATTN_PV mask fields of batch element b, head h (masked attention is
+        never query-tiled: one tile of all lq rows)."""
+        fields = {}
+        if rows is not None:
+            fields.update(has_row_mask=1, row_mask_addr=rows.row_mask + b * lq)
+        if spa is not None:
+            fields.update(has_mask=1, mask_addr=spa.spa + (b * heads + h) * lq * lk)
+        return fields
+
+    def kv_heads_of(h0: int, g: int) -> tuple[int, int]:
+        """(first K / V head, K / V heads) that query heads [h0, h0 + g) read."""
+        return h0 // share, (h0 + g - 1) // share - h0 // share + 1
+
+    def pv(b: int, h0: int, g: int, r0: int, tq: int, hh: int, p: int, va: int) -> None:
+        """P x V of head hh of the group over query rows [r0, r0 + tq), dequantized and stored
+        into its column block."""
+        h = h0 + hh
+        kv0, kvg = kv_heads_of(h0, g)
+        acc = lw.alloc(Buffer.ACC, tq * dv)
+        lw.emit("attn_pv", "pv", out_addr=acc, p_addr=p, v_addr=va + (h // share - kv0) * dv,
+                lq=tq, lk=lk, d=dv, v_stride=kvg * dv, **masks_of(b, h))
+        lw.free(Buffer.ABUF, p)
+        r = lw.alloc(Buffer.VBUF, tq * dv)
+        lw.emit("dequant", "sfu", dst_addr=r, src_addr=acc, rows=tq, cols=dv, scale_addr=o_addr)
+        lw.free(Buffer.ACC, acc)
+        if rows is not None:
+            lw.emit("scatter_rows", "sfu", buf=Buffer.VBUF, dst_addr=r, src_addr=r, rows=tq,
+                    cols=dv, map_addr=rows.reuse_map + 2 * lq * b)
+        lw.write_tile(op.result, r, b * lq + r0, tq, h * dv, dv)
+        lw.free(Buffer.VBUF, r)
+
+    def scores_to_p(b: int, h: int, scores: int, r0: int, tq: int) -> int:
+        """DEQUANT, [per-query mask], SOFTMAX and QUANT of query rows [r0, r0 + tq) of head h:
+        the ABUF address of P."""
+        f = lw.alloc(Buffer.VBUF, tq * lk)
+        lw.emit("dequant", "sfu", dst_addr=f, src_addr=scores, rows=tq, cols=lk, scale_addr=s_addr)
+        lw.free(Buffer.ACC, scores)
+        extra = ({} if spa is None else
+                 {"has_elem_mask": 1, "elem_mask_addr": masks_of(b, h)["mask_addr"]})
+        if mask_rows.per_query:
+            mask_rows.add_fresh_block(b, h, f, r0, tq)
+        elif mask_rows.present:
+            extra.update(has_add_mask=1, add_mask_addr=mask_rows.row(b, h))
+        # Causal: key c is visible to query row r0 + r when c <= r + r0 + lk - lq.
+        causal_fields = {"causal": int(causal), "causal_offset": lk - lq + r0 if causal else 0}
+        lw.emit("softmax", "sfu", dst_addr=f, src_addr=f, rows=tq, cols=lk, scale=1.0,
+                **causal_fields, **extra)
+        p = lw.alloc(Buffer.ABUF, tq * lk)
+        lw.emit("quant", "sfu", dst_addr=p, src_addr=f, rows=tq, cols=lk, mult=float(p_mult))
+        lw.free(Buffer.VBUF, f)
+        return p
+
+    q_tiles = [(r0, min(q_tile, lq - r0)) for r0 in range(0, lq, q_tile)]
+    for b in range(batch):
+        for h0 in range(0, heads, group):
+            g = min(group, heads - h0)
+            kv0, kvg = kv_heads_of(h0, g)
+            for r0, tq in q_tiles:
+                # K / V stay on chip across the query tiles; the first tile loads them with Q.
+                qa = lw.alloc(Buffer.ABUF, tq * g * d)
+                q_load = (q, r0, tq, lq, d, qa, q_mult, h0, g)
+                if r0 == 0:
+                    ka = lw.alloc(Buffer.ABUF, lk * kvg * d)
+                    va = lw.alloc(Buffer.ABUF, lk * kvg * dv)
+                    loads = _first_tile_loads(op, q_load, (k, 0, lk, lk, d, ka, k_mult, kv0, kvg),
+                                              (v, 0, lk, lk, dv, va, v_mult, kv0, kvg))
+                else:
+                    loads = [q_load]
+                _quantize_loads(lw, b, loads)
+                pending: list[tuple[int, int]] = []  # (head in group, P address) waiting for P x V
+                for hh in range(g):
+                    h = h0 + hh
+                    scores = lw.alloc(Buffer.ACC, tq * lk)
+                    lw.emit("attn_qk", "qk", scores_addr=scores, q_addr=qa + hh * d,
+                            k_addr=ka + (h // share - kv0) * d, lq=tq, lk=lk, d=d, q_stride=g * d,
+                            k_stride=kvg * d, **masks_of(b, h))
+                    pending.append((hh, scores_to_p(b, h, scores, r0, tq)))
+                    if len(pending) == 2:
+                        pv(b, h0, g, r0, tq, *pending.pop(0), va)
+                for hh, p in pending:
+                    pv(b, h0, g, r0, tq, hh, p, va)
+                if r0 + tq == lq:
+                    lw.free(Buffer.ABUF, qa, ka, va)
+                else:
+                    lw.free(Buffer.ABUF, qa)
+    # Release order picks the next VBUF regions: each form keeps the order it always had.
+    if op.is_masked:
+        mask_rows.free()
+        lw.free(Buffer.VBUF, s_addr, o_addr)
+    else:
+        lw.free(Buffer.VBUF, s_addr, o_addr)
+        mask_rows.free()
+    done_with(lw, op, *(t for t in (rows, spa) if t is not None))
+
+
+def _attention_mask_tiles(lw: Lowering, op: transformer.AttentionOp
+                          ) -> tuple[MaskTiles | None, MaskTiles | None]:
+    """(row-reuse tiles, SPA tiles) the attention reads, None where it has no such mask;
+    places the masked form's inputs first."""
+    if op.is_masked:
+        plan_masked_inputs(lw, op)
+    rows = None if op.rows is None else mask_tiles(lw, op, op.rows, "rows")
+    # SpAtten's token / head masks arrive as the SPA passes/lower_spatten.py expanded them to.
+    spa_value = next((m for m in (op.spa, op.tokens, op.head_mask) if m is not None), None)
+    if spa_value is not None and spa_value is not op.spa and spa_value not in lw.masks:
+        raise fail(op, "its tokens / head_mask come from no lowered spatten.select")
+    spa = None if spa_value is None else mask_tiles(lw, op, spa_value, "spa")
+    if spa is not None and spa.spa is None:
+        raise fail(op, "its SPA mask is not on chip")
+    return rows, spa
+
+
+def _first_tile_loads(op: transformer.AttentionOp, q_load: tuple, k_load: tuple,
+                      v_load: tuple) -> list[tuple]:
+    """The Q, K, V loads of a head group's first query tile, in issue order."""
+    if op.is_masked:
+        # Q last: the sparse lowering produces it after K and V (beside the prediction), so
+        # the in-order load queue fetches K and V while Q's last GEMMs still run.
+        return [k_load, v_load, q_load]
+    return [q_load, k_load, v_load]
+
+
+def _quantize_loads(lw: Lowering, b: int, loads: list[tuple]) -> None:
+    """LOAD + QUANT each (source, first row, rows, rows per batch element, head width, ABUF
+    address, multiplier, first head, heads) column block of batch element b."""
+    for src, row0, count_rows, length, cols, addr, mult, first, count in loads:
+        lw.quantize_rows(src, b * length + row0, count_rows, first * cols, count * cols, addr,
+                         ((0, count * cols, float(mult)),))
+
+
+def _attention_tiling(lw: Lowering, op: transformer.AttentionOp, lq: int, lk: int, d: int,
+                      dv: int) -> tuple[int, int]:
+    """(query rows per tile, heads per group). All lq rows when one head's Q, K, V, P and its
+    [lq, lk] scores fit; else dense attention takes query tiles of whole key rows (each row's
+    softmax still sees all its keys: no recomputation, K / V stay on chip across the tiles)."""
+    abuf, vbuf, acc = (lw.capacity(Buffer.ABUF), lw.capacity(Buffer.VBUF) // OUT_FRACTION,
+                       lw.capacity(Buffer.ACC) // HALF)
+
+    def fits(tq: int) -> bool:
+        return (tq + lk) * d + lk * dv + 2 * tq * lk <= abuf and tq * lk <= min(vbuf, acc)
+
+    if fits(lq):
+        tq = lq
+    else:
+        limit = min((abuf - lk * (d + dv)) // (d + 2 * lk), vbuf // lk, acc // lk)
+        if op.is_masked or limit < 1:
+            why = ("masked attention is not tiled over query rows" if op.is_masked else
+                   "not even one query row over all keys fits")
+            raise CompileError(f"{op_label(op)}: attention over {lq}x{lk} does not fit the "
+                               f"on-chip buffers ({why})")
+        tq = round_tile(limit, lq, lw.config.mac_rows)
+        assert fits(tq)
+    per_head = (tq + lk) * d + lk * dv
+    return tq, max(1, min(op.heads, abuf // HALF // per_head))

@@ -1,0 +1,184 @@
+"""Instruction selection for `transformer.linear` (INT8), with or without masks: one rule,
+the mask forms are parameters of it (masks: `passes/lower_masked_inputs.py`).
+
+linear (x [.., in] @ W [in, out], INT8 W, per-channel scales):
+- dense: row tiles of all rows, per input group QUANT (or LOAD of an INT8 copy of x), GEMM,
+  DEQUANT (later groups ADD their FP32 partial);
+- `rows(%map)`: one row tile per batch element (all L rows), GEMM with the computed-row mask
+  (reused rows are neither computed nor written; the linear of the SPLS prediction's input gets
+  one GEMM per prediction chunk), DEQUANT, SCATTER_ROWS with the reuse map;
+- `keys(%mask)`: one GEMM per head column block with that head's key mask as row mask. Rows a
+  head does not select are NOT zeroed (the reference interpreter zeroes them): no computed
+  attention row reads them (the key mask is the union of the computed rows' SPA).
+Then the fused GELU or residual ADD when that op is the linear's only user, and the STOREs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from esact_cc.dialects import transformer
+from esact_cc.ir_queries import op_label
+from esact_cc.passes.lower_masked_inputs import (
+    done_with,
+    fail,
+    mask_tiles,
+    plan_masked_inputs,
+)
+from esact_cc.passes.lowering_state import (
+    HALF,
+    MAX_DIM,
+    OUT_FRACTION,
+    DramTensor,
+    Lowering,
+    MaskTiles,
+    node_name,
+    round_tile,
+    shape_of,
+)
+from esact_cc.quantized_kernels import (
+    input_groups,
+    linear_dequant_scale,
+)
+from esact_cc.runtime.errors import CompileError
+from esact_cc.runtime.isa import Buffer
+
+# ----------------------------------------------------------------------------- linear
+
+
+def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
+    """INT8 linear, dense or masked (see the module docstring)."""
+    if op.is_masked:
+        plan_masked_inputs(lw, op)
+    groups = lw.input_format(op)
+    x8 = lw.int8_tensors.get(op.x) if lw.format_of(op.x) == groups else None
+    if x8 is None and op.x in lw.int8_tensors and op.x not in lw.fp32_needed:
+        raise CompileError(f"{op_label(op)}: its input was only written in another INT8 format")
+    x = lw.f32_tensor(op.x, "x") if x8 is None else x8
+    w = lw.tensor_of(op.weight)
+    if w.dtype != np.int8:
+        raise CompileError(f"{op_label(op)}: weight must be int8 (run quantize first)")
+    k, n = w.shape
+    weight_scale = lw.weight_array(op.weight_scale, "weight_scale")
+    # One DEQUANT scale row per input group (group scale x weight scale), then the bias.
+    rows = [linear_dequant_scale(scale, weight_scale) for scale in _input_scales(lw, op)]
+    has_bias = int(op.bias is not None)
+    if has_bias:
+        rows.append(lw.weight_array(op.bias, "bias").astype(np.float32).reshape(n))
+    sb = lw.constant(f"{node_name(op) or 'linear'}.dequant", np.stack(rows).astype(np.float32))
+    bias_row = len(groups)
+    epilogue, out_value = lw.linear_epilogue(op)
+    component = lw.component_of(op)
+    mask_value = op.rows if op.rows is not None else op.keys
+    tiles = None if mask_value is None else mask_tiles(
+        lw, op, mask_value, "rows" if op.rows is not None else "keys")
+    row_tiles, n_tile = _linear_tiling(lw, op, x, k, n, len(groups), tiles)
+    keyed = op.keys is not None
+
+    def load_weights(n0: int, hoist: bool = False) -> tuple[int, int]:
+        return lw.load_weight_tile(w, sb, n0, n_tile, hoist)
+
+    # The first weight tile is loaded before the activations: it depends on nothing, so the
+    # load queue fetches it while the producer of x is still running.
+    prefetched: tuple[int, int] | None = load_weights(0, hoist=True)
+    for m0, mt in row_tiles:
+        a = lw.alloc(Buffer.ABUF, mt * k)
+        if x8 is not None:  # produced already quantized the way this linear quantizes it
+            lw.load(Buffer.ABUF, a, x8.address + m0 * k, mt, k)
+        else:
+            lw.quantize_rows(x, m0, mt, 0, k, a, groups)
+        for n0 in range(0, n, n_tile):
+            nt = min(n_tile, n - n0)
+            wt, sv = prefetched if prefetched is not None else load_weights(n0)
+            prefetched = None
+            o = -1
+            for g, (start, end, _) in enumerate(groups):
+                acc = lw.alloc(Buffer.ACC, mt * nt)
+                _emit_gemms(lw, op, component, tiles, acc=acc, a=a + start, w=wt + start * nt,
+                            m0=m0, mt=mt, k=k, width=end - start, n0=n0, nt=nt, n_tile=n_tile)
+                if g == 0:
+                    o = lw.alloc(Buffer.VBUF, mt * nt)
+                    lw.emit("dequant", "sfu", dst_addr=o, src_addr=acc, rows=mt, cols=nt, scale_addr=sv,
+                            has_bias=has_bias, bias_addr=sv + bias_row * nt * has_bias)
+                else:  # partial of a later input group: dequantize and add (group order)
+                    t = lw.alloc(Buffer.VBUF, mt * nt)
+                    lw.emit("dequant", "sfu", dst_addr=t, src_addr=acc, rows=mt, cols=nt,
+                            scale_addr=sv + g * nt)
+                    lw.emit("add", "sfu", dst_addr=o, a_addr=o, b_addr=t, rows=mt, cols=nt)
+                    lw.free(Buffer.VBUF, t)
+                lw.free(Buffer.ACC, acc)
+            lw.free(Buffer.WBUF, wt)
+            lw.free(Buffer.VBUF, sv)
+            if tiles is not None and not keyed:  # reused rows take their representative's row
+                lw.emit("scatter_rows", "sfu", buf=Buffer.VBUF, dst_addr=o, src_addr=o, rows=mt,
+                        cols=nt, map_addr=tiles.reuse_map + 2 * m0)
+            if epilogue is not None:
+                epilogue(o, m0, mt, n0, nt)
+            lw.write_tile(out_value, o, m0, mt, n0, nt)
+            lw.free(Buffer.VBUF, o)
+        lw.free(Buffer.ABUF, a)
+    if tiles is not None:
+        done_with(lw, op, tiles)
+
+
+def _input_scales(lw: Lowering, op: transformer.LinearOp) -> list[float]:
+    """The input scale of each input group of `op` (one: its per-tensor input scale)."""
+    k = shape_of(op.x)[-1]
+    scales = None if op.group_scales is None else np.asarray(lw.store[op.group_scales.data])
+    size = None if op.group_size is None else op.group_size.value.data
+    return [scale for _, _, scale in input_groups(k, size, scales, op.input_scale.value.data)]
+
+
+def _linear_tiling(lw: Lowering, op: transformer.LinearOp, x: DramTensor, k: int, n: int,
+                   group_count: int, tiles: MaskTiles | None) -> tuple[list[tuple[int, int]], int]:
+    """(first row, rows) of each row tile, and the column tile width. Dense: tiles of all rows
+    as large as the buffers allow; masked: one tile per batch element (the masks are per
+    sequence), and with a key mask one column tile per head."""
+    a_cap, w_cap = lw.capacity(Buffer.ABUF) * 3 // 4, lw.capacity(Buffer.WBUF) // HALF
+    acc_cap, v_cap = lw.capacity(Buffer.ACC) // HALF, lw.capacity(Buffer.VBUF) // OUT_FRACTION
+    if tiles is None:
+        m = x.rows
+        if k > a_cap or k > w_cap:
+            raise CompileError(f"{op_label(op)}: input width {k} exceeds the on-chip buffers")
+        m_tile = round_tile(min(m, a_cap // k, MAX_DIM), m, lw.config.mac_rows)
+        nt_limit = min(w_cap // k, acc_cap // m_tile,
+                       v_cap // (2 * m_tile) if group_count > 1 else v_cap // m_tile)
+        return ([(m0, min(m_tile, m - m0)) for m0 in range(0, m, m_tile)],
+                round_tile(nt_limit, n, lw.config.mac_cols))
+    batch, length = x.shape[0], x.shape[1]
+    if (batch, length) != (tiles.batch, tiles.length):
+        raise fail(op, f"rows {batch}x{length} do not match its masks")
+    if length * k > a_cap or k > w_cap:
+        raise fail(op, f"the {length} rows x {k} inputs of one sequence exceed the on-chip buffers")
+    row_tiles = [(b * length, length) for b in range(batch)]
+    if op.keys is not None:
+        head_width = n // tiles.heads  # one GEMM per head: the head's key mask is its row mask
+        if head_width * k > w_cap or length * head_width > min(acc_cap, v_cap):
+            raise fail(op, "a head's column block exceeds the on-chip buffers")
+        return row_tiles, head_width
+    n_limit = min(w_cap // k, acc_cap // length, v_cap // length)
+    if n_limit < 1:
+        raise fail(op, f"{length} rows exceed the on-chip accumulator/vector buffers")
+    return row_tiles, round_tile(n_limit, n, lw.config.mac_cols)
+
+
+def _emit_gemms(lw: Lowering, op: transformer.LinearOp, component: str, tiles: MaskTiles | None,
+                *, acc: int, a: int, w: int, m0: int, mt: int, k: int, width: int, n0: int,
+                nt: int, n_tile: int) -> None:
+    """The GEMM(s) of one tile: unmasked one GEMM (of one input group: `width` of the `k`
+    input columns); with a mask one per SPLS prediction chunk of the sequence (one chunk when
+    the linear does not read the prediction's input), each with its rows' mask."""
+    if tiles is None:
+        lw.emit("gemm", component, acc_addr=acc, a_addr=a, w_addr=w, m=mt, k=width, n=nt,
+                a_stride=k if width < k else 0)
+        return
+    b = m0 // tiles.length
+    if op.keys is not None:
+        row_mask = tiles.key_mask + (b * tiles.heads + n0 // n_tile) * tiles.length
+    else:
+        row_mask = tiles.row_mask + b * tiles.length
+    chunks = (tiles.chunks if op.keys is None and op.x is tiles.x and tiles.chunks
+              else [(0, tiles.length)])
+    for r0, rows in chunks:
+        lw.emit("gemm", component, acc_addr=acc + r0 * nt, a_addr=a + r0 * k, w_addr=w, m=rows,
+                k=k, n=nt, has_row_mask=1, row_mask_addr=row_mask + r0)
