@@ -18,6 +18,8 @@
                             gated FFN: SwiGLU, GeGLU)
 - `transformer.rotary`      rotary position embedding of Q or K before the head split, full
                             or partial (`dialects/rotary_op.py`)
+- `transformer.select_rows` the token rows later ops still read (`esact-dead-rows`;
+                            `dialects/select_rows_op.py`)
 - `transformer.host`        a region of `onnx` ops the accelerator does not run (embedding
                             gather, mask preprocessing, pooling, heads); it is isolated from
                             above (values enter as operands, leave through `transformer.yield`)
@@ -52,6 +54,7 @@ from xdsl.utils.exceptions import VerifyException
 
 from esact_cc.dialects.gemm_ops import AttentionOp, LinearOp
 from esact_cc.dialects.rotary_op import RotaryOp
+from esact_cc.dialects.select_rows_op import SelectRowsOp
 from esact_cc.dialects.shape_checks import fmt as _fmt
 from esact_cc.dialects.shape_checks import require_positive, require_rank, shape as _shape, shapes_agree as _shapes_agree
 from esact_cc.dialects.shape_checks import types_text as _types
@@ -340,6 +343,6 @@ class HostOp(IRDLOperation):
 TRANSFORMER = Dialect(
     "transformer",
     [LinearOp, AttentionOp, LayerNormOp, RmsNormOp, GeluOp, SiluOp, ReluOp, SoftmaxOp, AddOp, MulOp,
-     RotaryOp, HostOp, YieldOp],
+     RotaryOp, SelectRowsOp, HostOp, YieldOp],
     [],
 )

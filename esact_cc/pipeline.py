@@ -111,9 +111,11 @@ def _lift_passes(options: CompileOptions) -> list[ModulePass]:
 
 def _quantize_passes(options: CompileOptions) -> list[ModulePass]:
     # calibrate is the analysis quantize reads (esact_cc/tuning/calibrate_pass.py)
+    # esact-dead-rows after quantize: the calibrated ranges still cover every row
+    dead_rows = [] if options.extra.get("dead_rows") is False else [make_pass("esact-dead-rows")]
     return [make_pass("calibrate", calibration_data=options.extra.get("calibration_data"),
                       synthetic_samples=options.extra.get("synthetic_samples")),
-            make_pass("quantize")]
+            make_pass("quantize"), *dead_rows]
 
 
 def _sparsity_passes(options: CompileOptions) -> list[ModulePass]:
@@ -143,10 +145,12 @@ def _write_esb(module: ModuleOp, store: WeightStore, path: Path) -> None:
 STAGES: list[Stage] = [
     Stage("onnx", "ONNX graph imported 1:1 into the onnx dialect", _no_passes),
     Stage("transformer", "Transformer blocks lifted into the transformer dialect", _lift_passes),
-    Stage("quantized", "calibrated ranges recorded on the GEMM ops, then their INT8 forms",
+    Stage("quantized", "calibrated ranges recorded on the GEMM ops, then their INT8 forms; "
+          "rows no output reads removed (esact-dead-rows, off with dead_rows=False)",
           _quantize_passes,
           options={"calibration_data": PathOption,
-                   "synthetic_samples": (int, type(None))}),
+                   "synthetic_samples": (int, type(None)),
+                   "dead_rows": (bool, type(None))}),
     Stage("sparsity", "the --sparsity scheme's prediction and masked ops (unchanged IR when "
           "dense)", _sparsity_passes,
           options={"sparsity": (str, type(None)), "sparsity_option": SpecsOption,
@@ -186,7 +190,7 @@ def check_compile_options(extra: Mapping[str, Any], stage: str) -> None:
     for name, value in extra.items():
         if name not in types:
             raise CompileError(unknown_name("compile option", name, types))
-        if isinstance(value, bool) or not isinstance(value, types[name]):
+        if (isinstance(value, bool) and bool not in types[name]) or not isinstance(value, types[name]):
             wanted = " or ".join("None" if t is type(None) else t.__name__ for t in types[name])
             raise CompileError(f"compile option {name}: expected {wanted}, got {value!r}")
     for later in STAGES[last + 1:]:

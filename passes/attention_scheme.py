@@ -17,6 +17,7 @@ from xdsl.rewriter import Rewriter
 from esact_cc import typed_options
 from esact_cc.dialects import transformer
 from esact_cc.ir_queries import op_label
+from esact_cc.passes.dead_rows import narrowed_query_note
 from esact_cc.runtime.errors import CompileError
 
 
@@ -33,7 +34,7 @@ def eligible_attentions(function: func.FuncOp, name: str, reads: str,
         if not op.is_quantized:
             raise CompileError(f"{name}: {op_label(op)}: the attention is not INT8 (run "
                                f"quantize first: {reads})")
-        why = unsupported(op)
+        why = narrowed_query_note(op) or unsupported(op)
         if why:
             print(f"warning: {name}: {op_label(op)}: {why}; layer left dense", file=sys.stderr)
             continue

@@ -49,6 +49,7 @@ import numpy as np
 from esact_cc.dialects import spls, transformer
 from esact_cc.dialects.onnx import WeightOp
 from esact_cc.passes.layer_roles import Stamp, layers_and_roles, read_stamp, stamp
+from esact_cc.passes.dead_rows import narrowed_query_note
 from esact_cc.runtime.errors import CompileError
 from esact_cc import typed_options
 from esact_cc.runtime.spls_kernels import (MAX_HLOG_BITS, MIN_HLOG_BITS, SIMILARITY_MODES,
@@ -191,6 +192,9 @@ def find_layers(function: func.FuncOp) -> list[_Layer]:
     layers: list[_Layer] = []
     for op in function.body.walk():
         if not isinstance(op, ATTENTION_OPS) or op.is_masked:
+            continue
+        if isinstance(op, transformer.AttentionOp) and (note := narrowed_query_note(op)):
+            print(f"warning: insert-spls: {_label(op)}: {note}; layer left dense", file=sys.stderr)
             continue
         # Rotary embeddings rotate Q and K after the projections; the prediction reads the
         # projections' weights (it predicts without the rotation).

@@ -25,7 +25,7 @@ Roles (`ROLES`), and where each is derived:
 - head: a linear outside every layer with no attention downstream (pooler, classifier);
   proj: one outside every layer with attention downstream (an embedding projection);
 - attention, norm (layer norm, RMSNorm), activation (GELU, SiLU, ReLU, a gated FFN's product),
-  softmax, residual, rotary, host: by op kind; predict: SPLS prediction ops (they take the
+  softmax, residual, rotary, host, select_rows (esact-dead-rows): by op kind; predict: SPLS prediction ops (they take the
   layer of the attention they predict).
 
 IR written by hand carries no stamps: `layers_and_roles` derives them the same way, without
@@ -53,7 +53,7 @@ NO_LAYER = -1
 
 LINEAR_ROLES = ("q", "k", "v", "o", "ffn_up", "ffn_gate", "ffn_down", "head", "proj")
 ROLES = (*LINEAR_ROLES, "attention", "norm", "activation", "softmax", "residual", "rotary",
-         "host", "predict")
+         "host", "predict", "select_rows")
 
 COMPONENT_OF_ROLE = {"q": "q", "k": "k", "v": "v", "o": "o", "ffn_up": "ffn1",
                      "ffn_gate": "ffn1", "ffn_down": "ffn2", "head": "head", "proj": "proj"}
@@ -66,7 +66,7 @@ _ROLE_OF_KIND: dict[type[Operation], str] = {
     transformer.ReluOp: "activation",
     transformer.MulOp: "activation", transformer.RotaryOp: "rotary",
     transformer.SoftmaxOp: "softmax", transformer.AddOp: "residual",
-    transformer.HostOp: "host",
+    transformer.HostOp: "host", transformer.SelectRowsOp: "select_rows",
 }
 NORM_OPS = (transformer.LayerNormOp, transformer.RmsNormOp)
 PREDICTION_OPS = (spls.HLogQuantizeOp, spls.PredictAttentionOp, spls.TopKOp,

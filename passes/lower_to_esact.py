@@ -267,3 +267,4 @@ class LowerToEsactPass(WeightStorePass):
 
 # Rules of ops defined beside the built-ins, registered when their module is imported.
 from esact_cc.passes import lower_modern_blocks  # noqa: E402,F401
+from esact_cc.passes import lower_select_rows  # noqa: E402,F401

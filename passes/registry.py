@@ -18,6 +18,7 @@ PASS_MODULES: dict[str, tuple[str, str]] = {
     "lift-transformer": ("lift_transformer", "LiftTransformerPass"),
     "calibrate": ("esact_cc.tuning.calibrate_pass", "CalibratePass"),
     "quantize": ("quantize", "QuantizePass"),
+    "esact-dead-rows": ("dead_rows", "DeadRowsPass"),
     "insert-spls": ("insert_spls", "InsertSplsPass"),
     "insert-sanger": ("insert_sanger", "InsertSangerPass"),
     "insert-spatten": ("insert_spatten", "InsertSpattenPass"),

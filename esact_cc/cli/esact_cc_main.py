@@ -105,6 +105,11 @@ def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
         help="without --calibration-data: how many synthetic samples from the model's input "
         "domain set the INT8 ranges (default 8; esact_cc/tuning/synthetic_calibration.py)",
     )
+    parser.add_argument(
+        "--no-dead-rows", dest="dead_rows", action="store_false", default=None,
+        help="keep computing the token rows no output reads (esact-dead-rows removes them "
+        "after quantize by default, e.g. all but token 0 in a classifier's last layer)",
+    )
 
 
 def _add_sparsity_arguments(parser: argparse.ArgumentParser) -> None:
