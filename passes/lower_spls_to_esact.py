@@ -46,11 +46,24 @@ in the reference) and to the SOFTMAX of PAM and of the attention. A per-query ma
 then ranks masked keys last instead of excluding them, which differs from the reference only
 in rows with fewer than k unmasked keys (never without padding).
 
+Long sequences (the ring form, `_Chain.ring`): when the H x L x L SPA of every batch element
+does not fit MBUF beside the masks, or the FP32 PAM of all heads half of VBUF, only one chunk's
+SPA / PAM rows [H, n, L] are on chip. SIMILARITY (has_ring) then reads the references of
+earlier chunks from a ring of min(window, L) slots of [H, L] (SPA rows in MBUF for overlap,
+prob rows in VBUF for cosprob) and writes its chunk's computed rows into it: the window only
+ever holds the last `window` computed rows, so the decisions are those of the whole-row form
+exactly (runtime/spls_kernels.py `local_similarity_ring`). What persists per batch element is
+the reuse map, row mask and key mask (3L + H L bytes). A sparse attention (attention=topk)
+reads SPA later: each chunk's SPA rows are STOREd to a DRAM scratch tensor and the attention
+LOADs each head's rows (`MaskTiles.spa_dram`); that traffic is charged as any LOAD / STORE.
+The chunk is `spls-chunk-rows` (default the MAC rows) capped by what fits (`_ring_chunk_rows`;
+an explicit value that does not fit is an error). Sequences whose SPA fits keep the whole-row
+program.
+
 Limits (CompileError): HLog bits <= 7 (codes in int8 buffers), the L rows of one batch element
-must fit one ABUF tile, the H x L x L SPA of one batch element must fit MBUF (SIMILARITY reads
-all heads and every earlier row), a dynamic HLog scale only (what insert-spls emits); the
-projection's regions (X^, Q^, K^ codes, two code slots) and the K / V / Q tiles lowered beside
-them must fit the buffers together.
+must fit one ABUF tile, one SPA / PAM row of every head must fit beside the ring, a dynamic HLog
+scale only (what insert-spls emits); the projection's regions (X^, Q^, K^ codes, two code
+slots) and the K / V / Q tiles lowered beside them must fit the buffers together.
 """
 
 from __future__ import annotations
@@ -73,6 +86,7 @@ from esact_cc.passes.lowering_state import (
     node_name,
     round_tile,
 )
+from esact_cc.runtime import spls_kernels
 from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.isa import MAX_INT8_HLOG_BITS, Buffer, SimilarityMode
 from xdsl.dialects.builtin import IntegerAttr, i64
@@ -118,6 +132,9 @@ class _Chain:
     heads: int
     width: int
     chunks: list[tuple[int, int]]
+    ring: bool = False
+    """Long-sequence form: only a chunk's SPA / PAM rows on chip, the SIMILARITY references in
+    a ring (`_ring_chunk_rows`), SPA spilled to DRAM per chunk when an attention reads it."""
     regions: dict[str, int] = field(default_factory=dict)
     """On-chip addresses by name (xc, sx, pam, qc, kc, sqk, pam_scale, real, spa)."""
 
@@ -144,6 +161,20 @@ class _Chain:
     @property
     def spa_size(self) -> int:
         return self.heads * self.length * self.length
+
+    @property
+    def float_pam(self) -> bool:
+        """Whether the PAM is dequantized to FP32 (cosprob's probs, or an additive mask)."""
+        return self.sim.pam is not None or self.predict.mask is not None
+
+    @property
+    def chunk_size(self) -> int:
+        """Elements of one head-major block of SPA / PAM rows: all rows, or (ring) a chunk's."""
+        return self.heads * self.chunks[0][1] * self.length if self.ring else self.spa_size
+
+    @property
+    def ring_slots(self) -> int:
+        return spls_kernels.ring_slots(self.sim.window.value.data, self.length)
 
 
 def _find_chain(lw: Lowering, op: spls.HLogQuantizeOp) -> _Chain:
@@ -174,10 +205,50 @@ def _find_chain(lw: Lowering, op: spls.HLogQuantizeOp) -> _Chain:
         raise fail(op, f"hlog-bits > {MAX_INT8_HLOG_BITS} is not supported (int8 code buffers)")
     x = lw.f32_tensor(op.x, "x")
     length = x.shape[1]
+    c = _Chain(op, predict, topk, sim, bool(spa_users), x, predict.num_heads.value.data,
+               lw.weight_array(predict.wq, "wq").shape[1], [])
     chunk = chunk_rows(lw, length)
-    return _Chain(op, predict, topk, sim, bool(spa_users), x, predict.num_heads.value.data,
-                  lw.weight_array(predict.wq, "wq").shape[1],
-                  [(r0, min(chunk, length - r0)) for r0 in range(0, length, chunk)])
+    c.ring = not _whole_rows_fit(lw, c)
+    if c.ring:
+        chunk = min(chunk, _ring_chunk_rows(lw, c))
+    c.chunks = [(r0, min(chunk, length - r0)) for r0 in range(0, length, chunk)]
+    return c
+
+
+def _mask_bytes(c: _Chain) -> int:
+    """MBUF bytes of the masks that persist to the layer's masked ops: reuse map (int16), row
+    mask and key mask, per batch element."""
+    return c.batch * (3 + c.heads) * c.length
+
+
+def _whole_rows_fit(lw: Lowering, c: _Chain) -> bool:
+    """Whether the SPA of every row (all batch elements) fits MBUF beside the masks, and the
+    FP32 PAM of all heads half of VBUF: then the chain keeps every row on chip (the form short
+    sequences always had)."""
+    return (c.spa_size * c.batch + _mask_bytes(c) <= lw.capacity(Buffer.MBUF)
+            and (not c.float_pam or c.spa_size <= lw.capacity(Buffer.VBUF) // 2))
+
+
+def _ring_chunk_rows(lw: Lowering, c: _Chain) -> int:
+    """Rows per chunk in the ring form: the chunk's SPA rows of all heads fit MBUF beside the
+    masks (and the SPA reference ring for overlap), its FP32 PAM rows half of VBUF beside the
+    prob ring (cosprob); an explicit `spls-chunk-rows` that does not fit is an error."""
+    row = c.heads * c.length  # one row of every head
+    ring = c.ring_slots * row
+    overlap = c.sim.pam is None
+    mbuf_rows = (lw.capacity(Buffer.MBUF) - _mask_bytes(c) - (ring if overlap else 0)) // row
+    vbuf_rows = ((lw.capacity(Buffer.VBUF) // 2 - (0 if overlap else ring)) // row
+                 if c.float_pam else c.length)
+    fit = min(mbuf_rows, vbuf_rows, c.length)
+    if fit < 1:
+        raise fail(c.predict, f"the SPLS prediction of {c.length} rows x {c.heads} heads does not "
+                   f"fit on chip even one row at a time (MBUF {lw.capacity(Buffer.MBUF)} bytes, "
+                   f"window {c.sim.window.value.data})")
+    if lw.spls_chunk_rows and lw.spls_chunk_rows > fit:
+        raise CompileError(f"lower-to-esact: spls-chunk-rows={lw.spls_chunk_rows} does not fit "
+                           f"the on-chip buffers at {c.length} rows x {c.heads} heads (at most "
+                           f"{fit})")
+    return fit
 
 
 def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
@@ -217,8 +288,10 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
     projection.mask_rows.free()
     lw.free(Buffer.VBUF, r["pam_scale"], r["sqk"])
     lw.free(Buffer.ABUF, r["qc"], r["kc"])
-    if not c.keep_spa:
+    if not c.keep_spa or c.ring:
         lw.free(Buffer.MBUF, r["spa"])
+    if r["ring"] is not None:
+        lw.free(Buffer.MBUF if c.sim.pam is None else Buffer.VBUF, r["ring"])
     if independent is None:  # no room beside the projection: after the chain, as one unit
         for early in kv:
             lw.lower_now(early)
@@ -229,9 +302,8 @@ def _hlog_input(lw: Lowering, c: _Chain) -> None:
     all heads (SOFTMAX + SIMILARITY read it at once) is the largest VBUF tile: taken first,
     while nothing is live in the ring, when it fits beside X."""
     r = c.regions
-    float_pam = c.sim.pam is not None or c.predict.mask is not None
     r["pam"] = None  # type: ignore[assignment]
-    if float_pam and c.spa_size + c.rows * c.width_in < lw.capacity(Buffer.VBUF) * 3 // 4:
+    if c.float_pam and not c.ring and c.spa_size + c.rows * c.width_in < lw.capacity(Buffer.VBUF) * 3 // 4:
         r["pam"] = lw.alloc(Buffer.VBUF, c.spa_size)
     vx = lw.alloc(Buffer.VBUF, c.rows * c.width_in)
     lw.load(Buffer.VBUF, vx, c.x.address, c.rows, c.width_in)
@@ -357,15 +429,20 @@ def _allocate_masks(lw: Lowering, c: _Chain) -> MaskTiles:
                       row_mask=lw.alloc(Buffer.MBUF, c.length * c.batch),
                       key_mask=lw.alloc(Buffer.MBUF, c.heads * c.length * c.batch),
                       spa=None, chunks=c.chunks, x=c.op.x)
-    r["spa"] = lw.alloc(Buffer.MBUF, c.spa_size * c.batch)
-    float_pam = c.sim.pam is not None or c.predict.mask is not None
-    if float_pam and r["pam"] is None:
-        r["pam"] = lw.alloc(Buffer.VBUF, c.spa_size)
+    r["spa"] = lw.alloc(Buffer.MBUF, c.chunk_size if c.ring else c.spa_size * c.batch)
+    if c.float_pam and r["pam"] is None:
+        r["pam"] = lw.alloc(Buffer.VBUF, c.chunk_size)
+    r["ring"] = None  # type: ignore[assignment]
+    if c.ring:  # SPA reference rows for overlap, prob rows for cosprob
+        r["ring"] = lw.alloc(Buffer.MBUF if c.sim.pam is None else Buffer.VBUF,
+                             c.ring_slots * c.heads * c.length)
     values = (c.sim.reuse_map, c.sim.key_mask, c.topk.result)
     masks.users = {u.operation for v in values for u in v.uses if u.operation is not c.sim}
     for value in values:
         lw.masks[value] = masks
-    if c.keep_spa:
+    if c.keep_spa and c.ring:
+        masks.spa_dram = lw.scratch_tensor((c.batch, c.heads, c.length, c.length), np.uint8)
+    elif c.keep_spa:
         masks.spa = r["spa"]
     return masks
 
@@ -383,8 +460,10 @@ def _emit_chunk(lw: Lowering, c: _Chain, projection: _Projection, masks: MaskTil
     r, length, heads, sim = c.regions, c.length, c.heads, c.sim
     mask_rows, pam = projection.mask_rows, r["pam"]
     per_head = c.causal or mask_rows.per_head or n < length
+    spa_at = r["spa"] if c.ring else r["spa"] + b * c.spa_size
     for h in range(heads):
-        block = h * length * length + r0 * length  # the chunk's rows of head h
+        # The chunk's rows of head h: in the [H, L, L] block, or (ring) the [H, n, L] chunk.
+        block = h * n * length if c.ring else h * length * length + r0 * length
         scores = projection.acc_buf.alloc(n * length)
         d = c.width // heads
         lw.emit("bpu", PREDICT, dst_addr=scores, a_buf=Buffer.ABUF,
@@ -402,7 +481,7 @@ def _emit_chunk(lw: Lowering, c: _Chain, projection: _Projection, masks: MaskTil
             elif mask_rows.present:
                 source = {"src_buf": Buffer.VBUF, "src_addr": pam + block,
                           "has_add_mask": 1, "add_mask_addr": mask_rows.row(b, h)}
-        lw.emit("topk", PREDICT, dst_addr=r["spa"] + b * c.spa_size + block, rows=n,
+        lw.emit("topk", PREDICT, dst_addr=spa_at + block, rows=n,
                 cols=length, k=c.topk.k.value.data, causal=int(c.causal),
                 causal_offset=r0 if c.causal else 0, **source)
         projection.acc_buf.free(scores)
@@ -410,15 +489,21 @@ def _emit_chunk(lw: Lowering, c: _Chain, projection: _Projection, masks: MaskTil
             _pam_softmax(lw, c, mask_rows, b, h, pam + block, n, r0)
     if sim.pam is not None and not per_head:  # one SOFTMAX over all heads' rows
         _pam_softmax(lw, c, mask_rows, b, 0, pam, heads * length, 0)
+    ring = {"has_ring": 1, "ring_addr": r["ring"]} if c.ring else {}
     lw.emit("similarity", PREDICT, map_addr=masks.reuse_map + 2 * length * b,
-            key_mask_addr=masks.key_mask + heads * length * b, spa_addr=r["spa"] + b * c.spa_size,
+            key_mask_addr=masks.key_mask + heads * length * b, spa_addr=spa_at,
             has_prob=int(pam is not None), prob_addr=pam or 0, heads=heads, length=length,
             keys=length, window=sim.window.value.data, k=sim.k.value.data,
             threshold=float(sim.threshold.value.data), mode=SIMILARITY_MODES[sim.mode.data],
             has_row_mask=1, row_mask_addr=masks.row_mask + length * b,
             first_reference=(0 if sim.first_reference is None
                              else sim.first_reference.value.data),
-            first_row=r0, row_count=n)
+            first_row=r0, row_count=n, **ring)
+    if c.ring and c.keep_spa:  # the sparse attention LOADs its rows back (MaskTiles.spa_dram)
+        assert masks.spa_dram is not None
+        for h in range(heads):
+            lw.store_(Buffer.MBUF, spa_at + h * n * length,
+                      masks.spa_dram.address + ((b * heads + h) * length + r0) * length, n, length)
 
 
 def _pam_softmax(lw: Lowering, c: _Chain, mask_rows: MaskRows, b: int, h: int, at: int,

@@ -146,6 +146,9 @@ class MaskTiles:
     row_mask: int | None = None  # L bytes, 1 = computed row
     key_mask: int | None = None  # H x L bytes
     spa: int | None = None  # H x L x L bytes
+    spa_dram: DramTensor | None = None
+    """[B, H, L, L] SPA bytes in DRAM when they do not fit MBUF (the SPLS ring form spills
+    them per chunk; the attention LOADs each head's rows)."""
     users: set[Operation] = field(default_factory=set)
     """Ops still to be lowered that read these masks; the regions are freed after the last."""
     chunks: list[tuple[int, int]] = field(default_factory=list)
@@ -247,6 +250,11 @@ class Lowering:
         address = self.dram_end
         self.dram_end += -(-max(nbytes, 1) // DRAM_ALIGN) * DRAM_ALIGN
         return address
+
+    def scratch_tensor(self, shape: tuple[int, ...], dtype: type) -> DramTensor:
+        """A DRAM region for on-chip data spilled and read back within the program."""
+        size = math.prod(shape) * np.dtype(dtype).itemsize
+        return DramTensor(self._dram_alloc(size), shape, np.dtype(dtype))
 
     def place_weight(self, key: str) -> DramTensor:
         """Put a weight-store tensor into the DRAM image (once per key)."""

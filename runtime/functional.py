@@ -115,8 +115,12 @@ class Machine:
 
     def view(self, addr_field: str, access: str | None = None) -> np.ndarray:
         """2-D view (rows, cols) of an operand; writes go through to the buffer/DRAM."""
+        return self.view_of(self.operand(addr_field, access))
+
+    def view_of(self, op: Operand) -> np.ndarray:
+        """`view` of one operand of the instruction's spec."""
         assert self.instr is not None
-        op = self.operand(addr_field, access)
+        addr_field = op.addr
         extent = operand_extent(self.instr, op)
         assert extent is not None, addr_field
         buf, start, end = extent
@@ -382,19 +386,24 @@ class Machine:
         self.work.mask_kept = int(keep.sum())
 
     def op_similarity(self, f: Mapping[str, int]) -> None:
-        shape = (f["heads"], f["length"], f["keys"])
         first, count = f["first_row"], similarity_rows(f)
+        shape = (f["heads"], count if f["has_ring"] else f["length"], f["keys"])
         spa = (self.view("spa_addr") != 0).reshape(shape)
         prob = self.view("prob_addr").astype(np.float64).reshape(shape) if f["has_prob"] \
             else None
         mode = "cosprob" if f["mode"] == SimilarityMode.COSPROB else "overlap"
         earlier = self.reuse_map("map_addr", first, "r") if first else np.zeros(0, np.int64)
-        reuse = np.asarray(self.kernel(
-            "spa_addr", spls_kernels.local_similarity_rows, spa, prob, f["window"],
-            self.float_field("threshold"), mode, f["k"], f["first_reference"], earlier,
-            first + count))
+        if f["has_ring"]:
+            reuse = self.similarity_ring(f, spa, prob, mode, earlier)
+            chunk_spa = spa
+        else:
+            reuse = np.asarray(self.kernel(
+                "spa_addr", spls_kernels.local_similarity_rows, spa, prob, f["window"],
+                self.float_field("threshold"), mode, f["k"], f["first_reference"], earlier,
+                first + count))
+            chunk_spa = spa[:, first:first + count]
         self.view("map_addr", "w")[...] = reuse.astype("<i2").view(np.uint8)[None, :]
-        keys = spls_kernels.key_mask_of(spa[:, first:first + count], reuse)
+        keys = spls_kernels.key_mask_of(chunk_spa, reuse)
         if first:  # later chunks add their computed rows' keys
             keys |= self.view("key_mask_addr", "r") != 0
         self.view("key_mask_addr", "w")[...] = keys.astype(np.uint8)
@@ -403,6 +412,24 @@ class Machine:
         computed = int((reuse == -1).sum())
         self.work.compare_ops = count * min(f["window"], f["length"]) * f["heads"] * f["keys"]
         self.work.rows_total, self.work.rows_executed = count, computed
+
+    def similarity_ring(self, f: Mapping[str, int], spa: np.ndarray, prob: np.ndarray | None,
+                        mode: str, earlier: np.ndarray) -> np.ndarray:
+        """SIMILARITY with a reference ring (has_ring): decide the chunk, update the ring."""
+        assert self.instr is not None
+        ring_op = next(op for op in self.instr.spec.operands if op.addr == "ring_addr"
+                       and op.access == "w" and operand_extent(self.instr, op) is not None)
+        ring_view = self.view_of(ring_op)
+        slots = ring_view.shape[0]
+        ring = np.array(ring_view).reshape(slots, f["heads"], f["keys"])
+        self.work.sram_read_bytes[ring_op.buffer.name.lower()] = (
+            self.work.sram_read_bytes.get(ring_op.buffer.name.lower(), 0) + ring.nbytes)
+        reuse, updated = self.kernel(
+            "ring_addr", spls_kernels.local_similarity_ring, spa, prob, ring, f["window"],
+            self.float_field("threshold"), mode, f["k"], f["first_reference"], earlier,
+            f["length"])
+        ring_view[...] = np.asarray(updated).reshape(slots, -1)
+        return np.asarray(reuse)
 
     # -------------------------------------------------------------------- host, control
 

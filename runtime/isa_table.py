@@ -40,6 +40,7 @@ from .isa_fields import (
     SimilarityMode,
     Unit,
 )
+from . import spls_kernels
 from .isa_spec import InstructionSpec, Operand
 
 
@@ -90,6 +91,18 @@ def _const(value: int) -> Callable[[Mapping[str, int]], int]:
 def similarity_rows(f: Mapping[str, int]) -> int:
     """Rows one SIMILARITY instruction decides: row_count, 0 = from first_row to the end."""
     return f["row_count"] or max(0, f["length"] - f["first_row"])
+
+
+def similarity_spa_rows(f: Mapping[str, int]) -> int:
+    """SPA / prob rows per head one SIMILARITY reads: all rows, or the chunk's with a ring."""
+    return similarity_rows(f) if f["has_ring"] else f["length"]
+
+
+def similarity_ring_rows(f: Mapping[str, int], mode: SimilarityMode) -> int:
+    """Slots of the SIMILARITY reference ring in the buffer `mode` keeps it in, else 0."""
+    if not f["has_ring"] or f["mode"] != mode:
+        return 0
+    return spls_kernels.ring_slots(f["window"], f["length"])
 
 
 # ----------------------------------------------------------------------------- operands
@@ -364,9 +377,22 @@ _SPECS: tuple[InstructionSpec, ...] = (
         # Progressive prediction (.esb version 2): one row chunk per instruction.
         FieldSpec("first_row", 16, doc="first row decided; earlier rows' map entries are read"),
         FieldSpec("row_count", 16, doc="rows decided, 0 = through the last row"),
-    ), (Operand("spa_addr", Buffer.MBUF, _f("heads"), lambda f: f["length"] * f["keys"], "r"),
-        Operand("prob_addr", Buffer.VBUF, _f("heads"), lambda f: f["length"] * f["keys"], "r",
-                enabled_by="has_prob"),
+        # Long sequences: only the chunk's SPA / prob rows on chip, references in a ring.
+        _flag("has_ring", "spa / prob hold the chunk's rows only; references in the ring"),
+        _addr("ring_addr", "ring_slots x heads x keys reference rows: MBUF SPA rows "
+              "(overlap) or VBUF prob rows (cosprob)"),
+    ), (Operand("spa_addr", Buffer.MBUF, _f("heads"), lambda f: similarity_spa_rows(f) * f["keys"],
+                "r"),
+        Operand("prob_addr", Buffer.VBUF, _f("heads"),
+                lambda f: similarity_spa_rows(f) * f["keys"], "r", enabled_by="has_prob"),
+        Operand("ring_addr", Buffer.MBUF, lambda f: similarity_ring_rows(f, SimilarityMode.OVERLAP),
+                lambda f: f["heads"] * f["keys"], "r"),
+        Operand("ring_addr", Buffer.MBUF, lambda f: similarity_ring_rows(f, SimilarityMode.OVERLAP),
+                lambda f: f["heads"] * f["keys"], "w"),
+        Operand("ring_addr", Buffer.VBUF, lambda f: similarity_ring_rows(f, SimilarityMode.COSPROB),
+                lambda f: f["heads"] * f["keys"], "r"),
+        Operand("ring_addr", Buffer.VBUF, lambda f: similarity_ring_rows(f, SimilarityMode.COSPROB),
+                lambda f: f["heads"] * f["keys"], "w"),
         Operand("map_addr", Buffer.MBUF, _const(1), lambda f: 2 * f["first_row"], "r"),
         Operand("map_addr", Buffer.MBUF, _const(1), lambda f: 2 * similarity_rows(f), "w",
                 offset=lambda f: 2 * f["first_row"]),
@@ -384,7 +410,13 @@ _SPECS: tuple[InstructionSpec, ...] = (
         (docs/design.md section 6 step 4); only SPA / prob rows < first_row + n are read; cosprob
         needs has_prob. key_mask = (first_row > 0 ? key_mask : 0) | the keys the chunk's
         computed rows select per head. With has_row_mask, row_mask[i] = 1 if map[i] == -1
-        else 0 for the chunk's rows (the row mask of the masked GEMMs)."""),
+        else 0 for the chunk's rows (the row mask of the masked GEMMs). With has_ring (long
+        sequences: all rows' SPA do not fit on chip), spa / prob hold only the chunk's rows
+        [heads, n, keys] and the reference rows of earlier chunks are read from the ring at
+        ring_addr (spls_kernels.local_similarity_ring: ring_slots(window, length) slots of
+        [heads, keys], the j-th computed row from first_reference in slot j mod slots; SPA rows
+        in MBUF for overlap, prob rows in VBUF for cosprob); the chunk's computed rows are
+        written into their slots. Same map and key mask as without the ring."""),
     # ------------------------------------------------------------------ host + control
     _spec("host", 0x40, Queue.HOST, Unit.HOST, (
         FieldSpec("segment", 16, doc="index of the host segment in the .esb"),

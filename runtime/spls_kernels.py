@@ -367,3 +367,61 @@ def local_similarity(spa: np.ndarray, prob: np.ndarray | None, window: int, thre
     reuse_map = local_similarity_rows(spa_arr, prob_arr, window, threshold, mode, k,
                                       first_reference, np.zeros(0, np.int64), length)
     return reuse_map, key_mask_of(spa_arr, reuse_map)
+
+
+# ----------------------------------------------------------------------------- reference ring
+
+
+def ring_slots(window: int, length: int) -> int:
+    """Slots of the SIMILARITY reference ring: one per window row, at most one per row."""
+    return max(1, min(window, length))
+
+
+def ring_references(earlier: np.ndarray, first_reference: int, slots: int
+                    ) -> list[tuple[int, int]]:
+    """(row, ring slot) of the reference rows held in the ring after rows [0, len(earlier)):
+    the last `slots` computed rows at or after `first_reference`; the j-th such row (counting
+    from first_reference) sits in slot j mod slots, so the slot follows from the map alone."""
+    computed = [j for j in range(first_reference, len(earlier)) if earlier[j] == -1]
+    return [(row, j % slots) for j, row in enumerate(computed)][-slots:]
+
+
+def local_similarity_ring(chunk_spa: np.ndarray, chunk_prob: np.ndarray | None,
+                          ring: np.ndarray, window: int, threshold: float, mode: str, k: int,
+                          first_reference: int, earlier: np.ndarray, length: int
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """`local_similarity_rows` for rows [start, start + n) (start = len(earlier)) when only
+    those rows' SPA / prob rows are on chip (chunk_spa, chunk_prob [H, n, Lk]) and the earlier
+    reference rows come from a ring of `ring_slots(window, length)` slots [slots, H, Lk]
+    (`ring_references`: SPA rows for overlap, prob rows for cosprob). Returns (the chunk's
+    map entries, the ring with the chunk's computed rows written into their slots). Deciding
+    all chunks this way equals one `local_similarity` over all rows: a row's window only holds
+    the last `window` computed rows, which are exactly the ring's rows and the chunk's."""
+    spa_rows = np.asarray(chunk_spa, dtype=bool)
+    heads, n, keys = spa_rows.shape
+    prior = np.asarray(earlier, dtype=np.int64).reshape(-1)
+    start, slots = prior.size, ring_slots(window, length)
+    if ring.shape != (slots, heads, keys):
+        raise EsactError(f"similarity: ring {ring.shape} is not [{slots}, {heads}, {keys}]")
+    refs = ring_references(prior, first_reference, slots)
+    # Rows before the chunk that are not references are never read: zeros stand for them.
+    full_spa = np.zeros((heads, start + n, keys), dtype=bool)
+    full_spa[:, start:] = spa_rows
+    full_prob = None
+    if mode == "cosprob":
+        if chunk_prob is None:
+            raise EsactError("similarity=cosprob needs the softmax of the predicted attention")
+        full_prob = np.zeros((heads, start + n, keys), dtype=np.float64)
+        full_prob[:, start:] = np.asarray(chunk_prob, dtype=np.float64)
+    target = full_spa if full_prob is None else full_prob
+    for row, slot in refs:
+        target[:, row] = ring[slot]
+    decided = local_similarity_rows(full_spa, full_prob, window, threshold, mode, k,
+                                    first_reference, prior, start + n)
+    updated = ring.copy()
+    rows_so_far = np.concatenate([prior, decided])
+    source = spa_rows if full_prob is None else np.asarray(chunk_prob)
+    for row, slot in ring_references(rows_so_far, first_reference, slots):
+        if row >= start:
+            updated[slot] = source[:, row - start]
+    return decided, updated
