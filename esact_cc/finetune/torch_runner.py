@@ -30,6 +30,7 @@ from esact_cc.finetune.torch_kernels import ONNX_TORCH_KERNELS, TORCH_KERNELS  #
 from esact_cc.interpreter.reference_interpreter import Interpreter  # noqa: E402
 
 NUMPY_ONLY_PREFIX = "spls."
+REUSE_OP = "spls.local_similarity"
 """Ops run in numpy even when a trained value reaches them: the SPLS prediction."""
 
 
@@ -44,6 +45,8 @@ class TorchRunner:
         self.function = main_function(module)
         self.numpy = Interpreter(store)
         self.params = params
+        self.reuse_maps: list[np.ndarray] = []
+        """The reuse maps of the last `run`, one per SPLS layer."""
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
         """Named outputs: torch tensors where a trainable weight reaches them, else numpy."""
@@ -52,6 +55,7 @@ class TorchRunner:
         if missing:
             raise CompileError(f"missing input(s): {', '.join(missing)}")
         block = self.function.body.block
+        self.reuse_maps = []
         args = [np.asarray(inputs[n]) for n in names]
         outputs = self._run_block(block, args, {})
         return dict(zip(io_names(self.function, results=True), outputs, strict=True))
@@ -73,7 +77,10 @@ class TorchRunner:
             return [self.params[name] if name in self.params else self.numpy.store[name]]
         live = any(isinstance(v, torch.Tensor) for v in values)
         if not live or op.name.startswith(NUMPY_ONLY_PREFIX):
-            return self.numpy.run_op(op, [as_numpy(v) for v in values])
+            results = self.numpy.run_op(op, [as_numpy(v) for v in values])
+            if op.name == REUSE_OP:
+                self.reuse_maps.append(results[0])
+            return results
         if op.name == "transformer.host":
             return self._run_block(op.regions[0].block, values, env)
         if op.name.startswith("onnx."):
@@ -83,6 +90,11 @@ class TorchRunner:
             raise CompileError(f"fine-tuning: {op.name} (after a trained weight) has no torch "
                                "form (esact_cc/finetune/torch_kernels.py)")
         return kernel(op, values)
+
+    def reuse_counts(self) -> tuple[int, int]:
+        """(reused rows, rows) over the SPLS layers of the last `run`."""
+        return (sum(int((m >= 0).sum()) for m in self.reuse_maps),
+                sum(int(m.size) for m in self.reuse_maps))
 
     @staticmethod
     def _run_onnx(op: Operation, values: list[Any]) -> Any:
