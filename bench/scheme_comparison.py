@@ -81,7 +81,7 @@ def choices_text(args: argparse.Namespace) -> str:
             f"reporting inputs per model as each section says (`--calib {args.calib or 'default'}"
             f" --inputs {args.inputs or 'default'}`); hardware model on the first "
             f"{args.hw_inputs} reporting input(s); per-layer tuning "
-            f"{'off' if args.uniform_only else 'on'}; SPLS search tables {args.search}; budget {args.budget:g} point(s) with "
+            f"{'off' if args.uniform_only else 'on'}; SPLS search tables {args.search or 'full for digits / MiniLM, quick for BERT / ViT'}; budget {args.budget:g} point(s) with "
             f"labels, mean cosine >= {args.min_cosine:g} to FP32 without")
 
 
@@ -105,9 +105,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="no per-layer phase in the tuning (faster)")
     parser.add_argument("--no-curves", action="store_true",
                         help="no uniform curve per scheme (no trade-off plot lines)")
-    parser.add_argument("--search", choices=("full", "quick"), default="full",
-                        help="SPLS search tables: esact-tune's, or a smaller grid for the "
-                        "large models (scheme_comparison_core.QUICK_SEARCH)")
+    parser.add_argument("--search", choices=("full", "quick"), default=None,
+                        help="SPLS search tables: esact-tune's, or a smaller grid "
+                        "(scheme_comparison_core.QUICK_SEARCH); default: full for digits and "
+                        "MiniLM, quick for the random-weight BERT and ViT")
     parser.add_argument("--hw", default=None,
                         help="hardware config TOML for every model (default: the default)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)

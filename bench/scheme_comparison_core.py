@@ -58,6 +58,8 @@ class Case:
     calibration: CalibrationData
     reporting: CalibrationData
     hw: str | None = None
+    search: str = "full"
+    """SPLS's search tables when `Settings.search` leaves it to the case (`use_search_tables`)."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -72,8 +74,9 @@ class Settings:
     per_layer: bool = True
     curves: bool = True
     schemes: tuple[str, ...] = SCHEMES
-    search: str = "full"
-    """SPLS's search tables: esact-tune's own ("full") or `QUICK_SEARCH` ("quick")."""
+    search: str | None = None
+    """SPLS's search tables: esact-tune's own ("full"), `QUICK_SEARCH` ("quick"), or None:
+    the case's choice."""
 
 
 QUICK_SEARCH = {
@@ -89,13 +92,17 @@ QUICK_SEARCH = {
 esact_cc/tuning/spls_tuning.py's tables; the cosprob similarity, 4- and 6-bit HLog)."""
 
 
+FULL_SEARCH: dict[str, Any] = {}
+
+
 def use_search_tables(kind: str) -> None:
     """Set esact-tune's SPLS search tables for this process: its own, or `QUICK_SEARCH`."""
     from esact_cc.tuning import spls_tuning
 
-    if kind == "quick":
-        for name, value in QUICK_SEARCH.items():
-            setattr(spls_tuning, name, value)
+    if not FULL_SEARCH:
+        FULL_SEARCH.update({name: getattr(spls_tuning, name) for name in QUICK_SEARCH})
+    for name, value in (QUICK_SEARCH if kind == "quick" else FULL_SEARCH).items():
+        setattr(spls_tuning, name, value)
 
 
 # ------------------------------------------------------------------------------ evaluators
@@ -290,7 +297,8 @@ def attention_share(hardware: dict[str, Any]) -> float | None:
 
 def compare_case(case: Case, settings: Settings, log: Log) -> dict[str, Any]:
     """Every scheme of `settings` on `case`: the JSON-ready result of one model."""
-    use_search_tables(settings.search)
+    search = settings.search or case.search
+    use_search_tables(search)
     labelled = case.calibration.labels is not None
     quantize = list(case.calibration.samples)
     base = SplsEvaluator(case.onnx, case.calibration, case.output, quantize_samples=quantize)
@@ -306,7 +314,7 @@ def compare_case(case: Case, settings: Settings, log: Log) -> dict[str, Any]:
         "calibration_inputs": len(case.calibration.samples),
         "reporting_inputs": len(case.reporting.samples),
         "hardware_inputs": min(settings.hw_inputs, len(case.reporting.samples)),
-        "hw": case.hw or "default", "spls_search": settings.search,
+        "hw": case.hw or "default", "spls_search": search,
         "dense_int8": {"calibration": calib.dense_accuracy, "reporting": report.dense_accuracy},
         "budget_points": budget,
         "budget": (f"<= {settings.budget:g} points of accuracy" if labelled

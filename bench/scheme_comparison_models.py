@@ -137,7 +137,8 @@ def bert(length: int):
         _export(_LastHidden.wrap(model), samples[0], ["last_hidden_state"], path)
         calibration, reporting = split(samples, None, calib or 4, inputs or 4, "random ids")
         return Case(f"bert{length}", f"BERT-base (random weights, {layers} of 12 layers, "
-                    f"{length} tokens)", path, "last_hidden_state", calibration, reporting)
+                    f"{length} tokens)", path, "last_hidden_state", calibration, reporting,
+                    search="quick")
     return build
 
 
@@ -157,7 +158,7 @@ def vit(workdir: Path, layers: int, calib: int, inputs: int) -> Case:
     calibration, reporting = split(samples, None, calib or 4, inputs or 4, "random images")
     tokens = (config.image_size // config.patch_size) ** 2 + 1
     return Case("vit197", f"ViT-base 224/16 (random weights, {layers} of 12 layers, {tokens} "
-                "tokens)", path, "last_hidden_state", calibration, reporting)
+                "tokens)", path, "last_hidden_state", calibration, reporting, search="quick")
 
 
 BUILDERS = {"digits": digits, "minilm": minilm, "bert128": bert(128), "bert512": bert(512),
