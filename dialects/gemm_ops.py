@@ -10,7 +10,9 @@ Quantization (INT8 on the MAC array, FP32 in and out; numerics in
 `esact_cc.interpreter.interpret_quantized_ops`):
 - linear: `weight_scale(%s) input_scale(f)`: W is an INT8 handle, %s its FP32 per-output-channel
   scale [out]; x is quantized with input_scale, or per group of `group_size` input channels
-  with the FP32 [G] vector `groups(handle, size)` names in the weight store.
+  with the FP32 [G] vector `groups(handle, size)` names in the weight store; `token_scales`
+  instead of input_scale: each row (token) of x, or of each group run, is quantized with a
+  scale computed from the row at run time (max |x| / 127, the SFU's QUANT_ROWS).
 - attention: `q_scale(..) k_scale(..) v_scale(..) p_scale(..)`: INT8 Q, K, V and probabilities.
 
 Masks (values; semantics in `esact_cc.interpreter.interpret_spls_ops`):
@@ -144,6 +146,9 @@ class LinearOp(GemmOp):
     input channels (activations with outlier channels); replaces input_scale."""
     group_size = opt_prop_def(IntegerAttr[I64])
     """Input channels per group of `group_scales`."""
+    token_scales = opt_prop_def(UnitAttr)
+    """x is quantized per row with a scale computed from the row at run time (replaces
+    input_scale; with group scales, per row of each group run: the groups only cut the runs)."""
     heads = opt_prop_def(IntegerAttr[I64])
     """Heads splitting the output columns into contiguous blocks (with `keys`)."""
 
@@ -154,6 +159,7 @@ class LinearOp(GemmOp):
         "input_scale",
         "group_scales",
         "group_size",
+        "token_scales",
         "rows",
         "keys",
         "heads",
@@ -162,6 +168,7 @@ class LinearOp(GemmOp):
         "input_scale": FloatAttr,
         "group_scales": StringAttr,
         "group_size": IntegerAttr,
+        "token_scales": UnitAttr,
         "heads": IntegerAttr,
     }
 
@@ -176,6 +183,7 @@ class LinearOp(GemmOp):
         input_scale: float | None = None,
         group_scales: str | None = None,
         group_size: int | None = None,
+        token_scales: bool = False,
         rows: SSAValue | None = None,
         keys: SSAValue | None = None,
         heads: int | None = None,
@@ -186,6 +194,8 @@ class LinearOp(GemmOp):
         if group_scales is not None and group_size is not None:
             properties["group_scales"] = StringAttr(group_scales)
             properties["group_size"] = IntegerAttr(group_size, i64)
+        if token_scales:
+            properties["token_scales"] = UnitAttr()
         if heads is not None:
             properties["heads"] = IntegerAttr(heads, i64)
         super().__init__(
@@ -206,6 +216,7 @@ class LinearOp(GemmOp):
             "input_scale": None if self.input_scale is None else self.input_scale.value.data,
             "group_scales": None if self.group_scales is None else self.group_scales.data,
             "group_size": None if self.group_size is None else self.group_size.value.data,
+            "token_scales": self.token_scales is not None,
             "rows": self.rows,
             "keys": self.keys,
             "heads": None if self.heads is None else self.heads.value.data,
@@ -236,7 +247,12 @@ class LinearOp(GemmOp):
         self._verify_masks(x, w[1])
 
     def _verify_quantization(self) -> None:
-        if (self.weight_scale is None) != (self.input_scale is None):
+        if self.token_scales is not None:
+            if self.input_scale is not None:
+                raise VerifyException(f"{self.name}: input_scale and token_scales are exclusive")
+            if self.weight_scale is None:
+                raise VerifyException(f"{self.name}: token_scales needs an INT8 weight_scale")
+        elif (self.weight_scale is None) != (self.input_scale is None):
             raise VerifyException(f"{self.name}: weight_scale and input_scale go together")
         if self.input_scale is not None:
             require_positive(self, "input_scale", self.input_scale)

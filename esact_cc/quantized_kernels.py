@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+# QUANT_ROWS' kernels (per-token scales), re-exported for the interpreter.
+from esact_cc.runtime.isa_token_scales import quantize_rows, row_scales  # noqa: F401
+
 INT8_MAX = 127
 
 
@@ -30,9 +33,12 @@ def int_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64).astype(np.int32)
 
 
-def dequantize(acc: np.ndarray, scale: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
-    """DEQUANT: float32(acc * scale[c] (+ bias[c])), computed in float64."""
+def dequantize(acc: np.ndarray, scale: np.ndarray, bias: np.ndarray | None,
+               row_scale: np.ndarray | None = None) -> np.ndarray:
+    """DEQUANT: float32(acc * scale[c] (* row_scale[r]) (+ bias[c])), computed in float64."""
     out = acc.astype(np.float64) * np.asarray(scale, np.float32).astype(np.float64)
+    if row_scale is not None:
+        out = out * np.asarray(row_scale, np.float32).astype(np.float64)[:, None]
     if bias is not None:
         out = out + np.asarray(bias, np.float32).astype(np.float64)
     return out.astype(np.float32)
@@ -66,21 +72,31 @@ def softmax_rows(
     return (e / np.where(total > 0, total, 1.0)).astype(np.float32)
 
 
+def input_runs(k: int, group_size: int | None,
+               group_scales: np.ndarray | None) -> list[tuple[int, int]]:
+    """(first channel, end channel) of each input-channel run of an INT8 linear: consecutive
+    groups with the same scale form one run (one INT32 partial product); one run of all
+    channels when it has no group scales."""
+    if group_scales is None or group_size is None:
+        return [(0, k)]
+    runs: list[tuple[int, int]] = []
+    for g in range(-(-k // group_size)):
+        start, end = g * group_size, min(k, (g + 1) * group_size)
+        if runs and float(group_scales[g]) == float(group_scales[runs[-1][0] // group_size]):
+            runs[-1] = (runs[-1][0], end)
+        else:
+            runs.append((start, end))
+    return runs
+
+
 def input_groups(k: int, group_size: int | None, group_scales: np.ndarray | None,
                  input_scale: float) -> list[tuple[int, int, float]]:
-    """(first channel, end channel, scale) of each input-channel run of an INT8 linear:
-    consecutive groups with the same scale form one run (one INT32 partial product); one run
-    of all channels when it has no group scales."""
+    """(first channel, end channel, scale) of each input-channel run (`input_runs`) of an INT8
+    linear with calibrated scales: its group's scale, or `input_scale` without groups."""
     if group_scales is None or group_size is None:
         return [(0, k, float(input_scale))]
-    runs: list[tuple[int, int, float]] = []
-    for g in range(-(-k // group_size)):
-        start, end, scale = g * group_size, min(k, (g + 1) * group_size), float(group_scales[g])
-        if runs and runs[-1][2] == scale:
-            runs[-1] = (runs[-1][0], end, scale)
-        else:
-            runs.append((start, end, scale))
-    return runs
+    return [(start, end, float(group_scales[start // group_size]))
+            for start, end in input_runs(k, group_size, group_scales)]
 
 
 def linear_dequant_scale(input_scale: float, weight_scale: np.ndarray) -> np.ndarray:

@@ -26,6 +26,7 @@ from esact_cc.passes.lower_masked_inputs import (
     plan_masked_inputs,
 )
 from esact_cc.passes.lowering_state import (
+    F32,
     HALF,
     MAX_DIM,
     OUT_FRACTION,
@@ -38,6 +39,7 @@ from esact_cc.passes.lowering_state import (
 )
 from esact_cc.quantized_kernels import (
     input_groups,
+    input_runs,
     linear_dequant_scale,
 )
 from esact_cc.runtime.errors import CompileError
@@ -50,8 +52,9 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
     """INT8 linear, dense or masked (see the module docstring)."""
     if op.is_masked:
         plan_masked_inputs(lw, op)
-    groups = lw.input_format(op)
-    x8 = lw.int8_tensors.get(op.x) if lw.format_of(op.x) == groups else None
+    token = op.token_scales is not None
+    groups = _token_runs(lw, op) if token else lw.input_format(op)
+    x8 = lw.int8_tensors.get(op.x) if not token and lw.format_of(op.x) == groups else None
     if x8 is None and op.x in lw.int8_tensors and op.x not in lw.fp32_needed:
         raise CompileError(f"{op_label(op)}: its input was only written in another INT8 format")
     x = lw.f32_tensor(op.x, "x") if x8 is None else x8
@@ -60,13 +63,15 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
         raise CompileError(f"{op_label(op)}: weight must be int8 (run quantize first)")
     k, n = w.shape
     weight_scale = lw.weight_array(op.weight_scale, "weight_scale")
-    # One DEQUANT scale row per input group (group scale x weight scale), then the bias.
-    rows = [linear_dequant_scale(scale, weight_scale) for scale in _input_scales(lw, op)]
+    # DEQUANT scale rows: per input group its scale x the weight scale (per token: the weight
+    # scale alone, the row scales come from QUANT_ROWS), then the bias.
+    rows = ([weight_scale.astype(np.float32)] if token else
+            [linear_dequant_scale(scale, weight_scale) for scale in _input_scales(lw, op)])
     has_bias = int(op.bias is not None)
     if has_bias:
         rows.append(lw.weight_array(op.bias, "bias").astype(np.float32).reshape(n))
     sb = lw.constant(f"{node_name(op) or 'linear'}.dequant", np.stack(rows).astype(np.float32))
-    bias_row = len(groups)
+    bias_row = len(rows) - has_bias
     epilogue, out_value = lw.linear_epilogue(op)
     component = lw.component_of(op)
     mask_value = op.rows if op.rows is not None else op.keys
@@ -83,7 +88,11 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
     prefetched: tuple[int, int] | None = load_weights(0, hoist=True)
     for m0, mt in row_tiles:
         a = lw.alloc(Buffer.ABUF, mt * k)
-        if x8 is not None:  # produced already quantized the way this linear quantizes it
+        row_scales = -1
+        if token:  # the tile's row scales, one vector of mt per input run
+            row_scales = lw.alloc(Buffer.VBUF, mt * len(groups))
+            _quantize_tokens(lw, x, m0, mt, k, a, groups, row_scales)
+        elif x8 is not None:  # produced already quantized the way this linear quantizes it
             lw.load(Buffer.ABUF, a, x8.address + m0 * k, mt, k)
         else:
             lw.quantize_rows(x, m0, mt, 0, k, a, groups)
@@ -96,14 +105,15 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
                 acc = lw.alloc(Buffer.ACC, mt * nt)
                 _emit_gemms(lw, op, component, tiles, acc=acc, a=a + start, w=wt + start * nt,
                             m0=m0, mt=mt, k=k, width=end - start, n0=n0, nt=nt, n_tile=n_tile)
+                per_row = {"has_row_scale": 1, "row_scale_addr": row_scales + g * mt} if token else {}
                 if g == 0:
                     o = lw.alloc(Buffer.VBUF, mt * nt)
                     lw.emit("dequant", "sfu", dst_addr=o, src_addr=acc, rows=mt, cols=nt, scale_addr=sv,
-                            has_bias=has_bias, bias_addr=sv + bias_row * nt * has_bias)
+                            has_bias=has_bias, bias_addr=sv + bias_row * nt * has_bias, **per_row)
                 else:  # partial of a later input group: dequantize and add (group order)
                     t = lw.alloc(Buffer.VBUF, mt * nt)
                     lw.emit("dequant", "sfu", dst_addr=t, src_addr=acc, rows=mt, cols=nt,
-                            scale_addr=sv + g * nt)
+                            scale_addr=sv + (0 if token else g) * nt, **per_row)
                     lw.emit("add", "sfu", dst_addr=o, a_addr=o, b_addr=t, rows=mt, cols=nt)
                     lw.free(Buffer.VBUF, t)
                 lw.free(Buffer.ACC, acc)
@@ -116,9 +126,37 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
                 epilogue(o, m0, mt, n0, nt)
             lw.write_tile(out_value, o, m0, mt, n0, nt)
             lw.free(Buffer.VBUF, o)
+        if token:
+            lw.free(Buffer.VBUF, row_scales)
         lw.free(Buffer.ABUF, a)
     if tiles is not None:
         done_with(lw, op, tiles)
+
+
+def _token_runs(lw: Lowering, op: transformer.LinearOp) -> tuple[tuple[int, int, None], ...]:
+    """(first channel, end channel, None) of each input run of a per-token linear: each run
+    gets its own row scales at run time."""
+    k = shape_of(op.x)[-1]
+    scales = None if op.group_scales is None else np.asarray(lw.store[op.group_scales.data])
+    size = None if op.group_size is None else op.group_size.value.data
+    return tuple((start, end, None) for start, end in input_runs(k, size, scales))
+
+
+def _quantize_tokens(lw: Lowering, x: DramTensor, m0: int, mt: int, k: int, a: int,
+                     runs: tuple[tuple[int, int, None], ...], row_scales: int) -> None:
+    """LOAD FP32 rows [m0, m0 + mt) of x in chunks and QUANT_ROWS each input run into ABUF at
+    `a` (packed rows of k), its per-row scales to `row_scales` + run * mt + row."""
+    chunk = lw.stage_rows(k, mt)
+    for r in range(0, mt, chunk):
+        rows = min(chunk, mt - r)
+        v = lw.alloc(Buffer.VBUF, rows * k)
+        lw.load(Buffer.VBUF, v, x.address + (m0 + r) * k * F32, rows, k)
+        for g, (start, end, _) in enumerate(runs):
+            stride = k if end - start < k else 0
+            lw.emit("quant_rows", "sfu", dst_addr=a + r * k + start, src_addr=v + start,
+                    rows=rows, cols=end - start, src_stride=stride, dst_stride=stride,
+                    scale_addr=row_scales + g * mt + r)
+        lw.free(Buffer.VBUF, v)
 
 
 def _input_scales(lw: Lowering, op: transformer.LinearOp) -> list[float]:

@@ -50,7 +50,8 @@ def plan_masked_inputs(lw: Lowering, op: Operation) -> None:
         for value in producer.results:
             uses = list(value.uses)
             if not uses or any(not (isinstance(u.operation, transformer.LinearOp)
-                                    and u.operation.is_quantized and u.index == 0) for u in uses):
+                                    and u.operation.is_quantized and u.index == 0
+                                    and u.operation.token_scales is None) for u in uses):
                 continue
             scales = {float(u.operation.input_scale.value.data) for u in uses}  # type: ignore[attr-defined]
             if len(scales) == 1 and value not in lw.tensors and value not in lw.int8_tensors:

@@ -342,14 +342,15 @@ class Lowering:
                 formats = set()
                 for use in value.uses:
                     user = use.operation
-                    if is_dense_int8_linear(user) and use.index == 0:
+                    if is_dense_int8_linear(user) and use.index == 0 and user.token_scales is None:
                         formats.add(self.input_format(user))
                     else:
                         self.fp32_needed.add(value)
                 if len(formats) == 1:
                     fmt = formats.pop()
                     if len(fmt) == 1:  # per tensor: record the consumers' input scale itself
-                        user = next(u.operation for u in value.uses if is_dense_int8_linear(u.operation))
+                        user = next(u.operation for u in value.uses if is_dense_int8_linear(u.operation)
+                                    and u.operation.token_scales is None)
                         self.int8_scale[value] = float(user.input_scale.value.data)
                     else:
                         self.int8_scale[value] = fmt

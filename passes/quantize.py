@@ -11,7 +11,11 @@ in FP32).
   input of every linear and the Q, K, V of every attention. A linear input whose peak is more
   than `outlier-ratio` times its median channel-group peak gets one scale per group of
   `group-size` channels instead (`input_group_scales`); from the input's channel peaks
-  calibration recorded. Softmax probabilities: the calibrated largest
+  calibration recorded. With `activation-scales=token` a linear's input gets no calibrated
+  scale: the SFU computes one per row (token) at run time from the row's max |x| (QUANT_ROWS;
+  per row of each group run when the input also has group scales), for inputs whose rows
+  differ in range (padding rows, a few large-norm tokens) more than one tensor scale covers.
+  Softmax probabilities: the calibrated largest
   probability (x2 headroom, at most 1) over 127 (`probability_scale`).
 - The ranges are the `esact.calibration` attributes the `calibrate` step recorded on each op
   (esact_cc/calibrated_ranges.py; the step runs the interpreter, outside passes/): an FP32 GEMM
@@ -32,15 +36,19 @@ from xdsl.dialects.builtin import ModuleOp, TensorType, f32, i8
 from xdsl.ir import Operation, SSAValue
 from xdsl.rewriter import Rewriter
 
+from esact_cc import typed_options
 from esact_cc.calibrated_ranges import CALIBRATION_ATTR, AttentionRange, LinearRange, read_range
 from esact_cc.ir_queries import op_label
 from esact_cc.passes.weight_store_pass import WeightStorePass
+from esact_cc.typed_options import option
 from esact_cc.weight_store import WeightStore
 
 COALESCE_RATIO = 2.0
 """Neighbouring input groups whose ranges differ less than this share one scale (one run)."""
 PROBABILITY_MARGIN = 2.0
 """Headroom over the calibrated largest attention probability (inputs differ from the samples)."""
+ACTIVATION_SCALES = ("tensor", "token")
+"""Values of quantize's activation-scales option (linear inputs: calibrated or per row)."""
 
 
 def symmetric_scale(peak: float) -> float:
@@ -116,6 +124,13 @@ class QuantizePass(WeightStorePass):
     """Headroom of group scales over the calibrated group peaks (capped at the tensor's peak):
     calibration samples do not show every group's extremes."""
 
+    activation_scales: str = option("tensor", choices=ACTIVATION_SCALES)
+    """Linear inputs: `tensor` (one calibrated scale, or one per channel group) or `token`
+    (one per row, computed by the SFU at run time; docs/design.md section 5)."""
+
+    def __post_init__(self) -> None:
+        typed_options.validate(self, "quantize")
+
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         store = self.weights()
         gemm_ops = (transformer.LinearOp, transformer.AttentionOp)
@@ -127,7 +142,9 @@ class QuantizePass(WeightStorePass):
                 channels = None if observed.channel_peaks is None else store[observed.channel_peaks]
                 groups = input_group_scales(channels, self.group_size, self.outlier_ratio,
                                             self.group_margin)
-                _rewrite_linear(t, weights, symmetric_scale(observed.input_peak), groups, store)
+                scale = (None if self.activation_scales == "token"
+                         else symmetric_scale(observed.input_peak))
+                _rewrite_linear(t, weights, scale, groups, store)
             else:
                 _rewrite_attention(t, *(symmetric_scale(p) for p in
                                         (observed.q_peak, observed.k_peak, observed.v_peak)),
@@ -176,7 +193,7 @@ def input_group_scales(
 def _rewrite_linear(
     op: transformer.LinearOp,
     weights: _WeightQuantizer,
-    input_scale: float,
+    input_scale: float | None,
     groups: np.ndarray | None = None,
     store: WeightStore | None = None,
 ) -> None:
@@ -192,7 +209,8 @@ def _rewrite_linear(
         group_name = store.add(store.unique_name(q_name.removesuffix(".int8") + ".input_group_scales"), groups)
     group_size = None if groups is None else -(-k // len(groups))
     new = LinearOp(op.x, w_q, op.bias, op.result.type, weight_scale=w_s, input_scale=input_scale,
-                   group_scales=group_name, group_size=group_size, rows=op.rows, keys=op.keys,
+                   group_scales=group_name, group_size=group_size,
+                   token_scales=input_scale is None, rows=op.rows, keys=op.keys,
                    heads=None if op.heads is None else op.heads.value.data)
     new.location = op.location
     new.attributes.update(op.attributes)

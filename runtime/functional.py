@@ -256,6 +256,8 @@ class Machine:
         src = self.view("src_addr").astype(np.float64)
         scale = self.vector("scale_addr").astype(np.float64)
         y = src * scale
+        if f["has_row_scale"]:
+            y = y * self.vector("row_scale_addr").astype(np.float64)[:, None]
         if f["scalar_count"]:
             y = y * math.prod(float(s) for s in self.vector("scalar_addr"))
         if f["has_bias"]:

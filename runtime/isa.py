@@ -114,3 +114,7 @@ isa_sanger.register()
 from . import isa_spatten  # noqa: E402  (needs the table above)
 
 isa_spatten.register()
+
+from . import isa_token_scales  # noqa: E402  (needs the table above)
+
+isa_token_scales.register()

@@ -50,6 +50,7 @@ SFU_PASSES = MappingProxyType({
     "softmax": 4,  # max, exp, sum, divide
     "layernorm": 4,  # mean, variance, normalize, affine
     "gelu": 2,  # polynomial/erf evaluation is two lane passes
+    "quant_rows": 2,  # running max |x| over the row, then QUANT's multiply-round-clip
 })
 
 

@@ -233,13 +233,18 @@ _SPECS: tuple[InstructionSpec, ...] = (
         _flag("has_bias"), _addr("bias_addr", "VBUF: per-column bias vector of cols"),
         FieldSpec("scalar_count", 2, doc="number of VBUF scalars multiplied in (0-3)"),
         _addr("scalar_addr", "VBUF: scalar_count consecutive scalars (e.g. dynamic HLog scales)"),
+        _flag("has_row_scale", "multiply row r by row_scale[r] (QUANT_ROWS' per-token scales)"),
+        _addr("row_scale_addr", "VBUF: per-row scale vector of rows"),
     ), (*_rowwise_operands(Buffer.ACC, Buffer.VBUF),
         _vec("scale_addr", Buffer.VBUF, "cols"),
         _vec("bias_addr", Buffer.VBUF, "cols", enabled_by="has_bias"),
         Operand("scalar_addr", Buffer.VBUF, _const(1), _f("scalar_count"), "r"),
+        _vec("row_scale_addr", Buffer.VBUF, "rows", enabled_by="has_row_scale"),
         ), sfu_cost(1),
-        """dst[r, c] = float32(src[r, c] * scale[c] * prod(vbuf[scalar_addr + i] for i <
-        scalar_count) + (bias[c] if has_bias)), computed in float64."""),
+        """dst[r, c] = float32(src[r, c] * scale[c] * (row_scale[r] if has_row_scale) *
+        prod(vbuf[scalar_addr + i] for i < scalar_count) + (bias[c] if has_bias)), computed
+        in float64 in that order (the row factor is the lane's second multiplier: no extra
+        pass)."""),
     _spec("requant", 0x21, Queue.SFU, Unit.SFU, (
         _addr("dst_addr", "ABUF int8"), _addr("src_addr", "ACC int32"), *_ROWWISE,
         _addr("mult_addr", "VBUF: per-column multiplier vector of cols"),

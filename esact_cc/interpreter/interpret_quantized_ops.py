@@ -2,9 +2,10 @@
 golden model before any hardware (`interpret_transformer_ops` calls these).
 
 Each op is computed with the integer / FP32 steps the ESACT hardware performs for it, in the
-same order: QUANT (FP32 -> INT8, per-tensor scale, round half to even, clip to +-127) on the
-SFU, INT8 x INT8 -> INT32 products on the MAC array, DEQUANT (INT32 * FP32 scale vector + FP32
-bias) on the SFU, FP32 softmax. The FP32 scale vectors are built by `linear_dequant_scale` and
+same order: QUANT (FP32 -> INT8, per-tensor scale, round half to even, clip to +-127; or
+QUANT_ROWS, one scale per row computed from the row) on the SFU, INT8 x INT8 -> INT32
+products on the MAC array, DEQUANT (INT32 * FP32 scale vector (* per-row scale) + FP32 bias)
+on the SFU, FP32 softmax. The FP32 scale vectors are built by `linear_dequant_scale` and
 `attention_*_scale`, which the lowering also uses to fill the binary's scale tables, so the
 compiled program and this interpreter multiply by the very same FP32 numbers.
 """
@@ -19,10 +20,12 @@ from esact_cc.quantized_kernels import (
     attention_score_scale,
     causal_visible,
     dequantize,
-    input_groups,
+    input_runs,
     int_matmul,
     linear_dequant_scale,
     quantize_int8,
+    quantize_rows,
+    row_scales,
     softmax_rows,
 )
 
@@ -32,18 +35,29 @@ def run_linear(
     weight: np.ndarray,
     weight_scale: np.ndarray,
     bias: np.ndarray | None,
-    input_scale: float,
+    input_scale: float | None,
     group_size: int | None = None,
     group_scales: np.ndarray | None = None,
+    token_scales: bool = False,
 ) -> np.ndarray:
     """INT8 linear on numpy arrays (x FP32 [..., K], weight INT8 [K, N]): per input
     group, QUANT, INT GEMM and DEQUANT (the bias with the first group); the FP32 partial
-    results are added in group order."""
+    results are added in group order. With `token_scales` (input_scale None) each group run
+    is quantized per row with the row's own scale (QUANT_ROWS) and its DEQUANT multiplies
+    row r by that scale times the weight's column scale."""
     rows = x.reshape(-1, x.shape[-1])
     out = None
-    for start, end, scale in input_groups(rows.shape[1], group_size, group_scales, input_scale):
-        acc = int_matmul(quantize_int8(rows[:, start:end], scale), weight[start:end])
-        part = dequantize(acc, linear_dequant_scale(scale, weight_scale), bias if out is None else None)
+    for start, end in input_runs(rows.shape[1], group_size, group_scales):
+        part_in = rows[:, start:end]
+        if token_scales:
+            scales = row_scales(part_in)
+            acc = int_matmul(quantize_rows(part_in, scales), weight[start:end])
+            part = dequantize(acc, weight_scale, bias if out is None else None, scales)
+        else:
+            scale = input_scale if group_scales is None else float(group_scales[start // group_size])
+            acc = int_matmul(quantize_int8(part_in, scale), weight[start:end])
+            part = dequantize(acc, linear_dequant_scale(scale, weight_scale),
+                              bias if out is None else None)
         out = part if out is None else add_f32(out, part)
     assert out is not None
     return out.reshape(*x.shape[:-1], weight.shape[1])

@@ -129,8 +129,9 @@ def _linear(interp: Interpreter, op: Operation, args: list[Array]) -> Array:
     if op.is_quantized:
         groups = None if op.group_scales is None else interp.store[op.group_scales.data]
         size = None if op.group_size is None else op.group_size.value.data
+        scale = None if op.input_scale is None else op.input_scale.value.data
         y = quantized_ops.run_linear(v["x"], v["weight"], v["weight_scale"], v.get("bias"),
-                                     op.input_scale.value.data, size, groups)
+                                     scale, size, groups, op.token_scales is not None)
     else:
         y = run_linear(v["x"], v["weight"], v.get("bias"))
     if "rows" in v:

@@ -1,0 +1,87 @@
+"""Dynamic per-token activation scales: QUANT_ROWS, registered with
+`isa_table.register_instruction` by `register()` (runtime/isa.py calls it on import).
+
+QUANT_ROWS quantizes an FP32 block to INT8 with one scale per row (per token) that the SFU
+computes from the row itself: scale[r] = max_c |x[r, c]| / 127, written to VBUF, where the
+DEQUANT after the GEMM reads it (`has_row_scale`: acc[r, c] * scale[c] * row_scale[r]). A
+linear quantized this way needs no calibrated input range, and each token gets the full INT8
+resolution whatever the other tokens hold (padding rows, a few large-norm tokens).
+
+Cost (our model): two lane passes per element on the SFU (`SFU_PASSES["quant_rows"]`): the
+running max |x| over the row, then the multiply-round-clip of QUANT; the reciprocal of each
+row's scale is one operation per row, hidden in the pipeline between the passes. Energy is
+charged per element and pass like every SFU instruction (runtime/energy.py). The row kernels
+below are also the reference interpreter's definition (esact_cc/quantized_kernels.py), so the
+binary and the interpreter agree bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .isa_costs import SFU_PASSES, sfu_cost
+from .isa_fields import DIM_BITS, SRAM_ADDR_BITS, STRIDE_BITS, Buffer, FieldSpec, Queue, Unit
+from .isa_spec import Operand
+from .isa_table import INSTRUCTION_SPECS, define_instruction, register_instruction
+
+QUANT_ROWS_OPCODE = 0x2E
+INT8_MAX = 127
+
+
+def row_scales(x: np.ndarray) -> np.ndarray:
+    """FP32 scale of each row of x [rows, cols]: float32(max |x[r, :]| / 127), computed in
+    float64; 1.0 for a row whose peak is 0, not finite (NaN or inf: QUANT then gives 0 for
+    NaN and saturates inf), or so small that the scale underflows float32."""
+    peak = np.max(np.abs(np.asarray(x, np.float32).astype(np.float64)), axis=-1)
+    with np.errstate(invalid="ignore"):
+        scale = (peak / INT8_MAX).astype(np.float32)
+    return np.where(np.isfinite(scale) & (scale > 0), scale, np.float32(1)).astype(np.float32)
+
+
+def quantize_rows(x: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """Row r of x times float32(1 / scales[r]) in float64, rounded half to even, clipped to
+    +-127 (NaN -> 0, +-inf -> +-127): QUANT with a per-row multiplier."""
+    mult = (1.0 / np.asarray(scales, np.float32).astype(np.float64)).astype(np.float32)
+    prod = np.asarray(x, np.float32).astype(np.float64) * mult.astype(np.float64)[:, None]
+    prod = np.nan_to_num(prod, nan=0.0, posinf=INT8_MAX, neginf=-INT8_MAX)
+    return np.clip(np.rint(prod), -INT8_MAX, INT8_MAX).astype(np.int8)
+
+
+def _run_quant_rows(machine: Any, f: Mapping[str, int]) -> None:
+    x = machine.view("src_addr")
+    scales = row_scales(x)
+    machine.view("scale_addr", "w")[...] = scales
+    machine.view("dst_addr")[...] = quantize_rows(x, scales)
+    machine.work.sfu_elements = f["rows"] * f["cols"]
+
+
+def _f(name: str) -> Any:
+    return lambda f: f[name]
+
+
+QUANT_ROWS = define_instruction(
+    "quant_rows", QUANT_ROWS_OPCODE, Queue.SFU, Unit.SFU, (
+        FieldSpec("dst_addr", SRAM_ADDR_BITS, doc="ABUF int8"),
+        FieldSpec("src_addr", SRAM_ADDR_BITS, doc="VBUF fp32"),
+        FieldSpec("rows", DIM_BITS, min_value=1),
+        FieldSpec("cols", DIM_BITS, min_value=1),
+        FieldSpec("src_stride", STRIDE_BITS, doc="row stride in elements, 0 = packed"),
+        FieldSpec("dst_stride", STRIDE_BITS, doc="row stride in elements, 0 = packed"),
+        FieldSpec("scale_addr", SRAM_ADDR_BITS, doc="VBUF: the rows' scales out, one FP32 each"),
+    ), (
+        Operand("src_addr", Buffer.VBUF, _f("rows"), _f("cols"), "r", "src_stride"),
+        Operand("dst_addr", Buffer.ABUF, _f("rows"), _f("cols"), "w", "dst_stride"),
+        Operand("scale_addr", Buffer.VBUF, lambda f: 1, _f("rows"), "w"),
+    ), sfu_cost(SFU_PASSES["quant_rows"]),
+    """Per row r, float64: scale[r] = float32(max_c |src[r, c]| / 127) (1.0 when that is 0
+    or not finite); dst[r, c] = clip(round_half_even(src[r, c] * float32(1 / scale[r])),
+    -127, 127) as int8, NaN gives 0.""")
+
+
+def register() -> None:
+    """Add QUANT_ROWS to the ISA table (once; runtime/isa.py calls this)."""
+    if QUANT_ROWS.name not in INSTRUCTION_SPECS:
+        register_instruction(QUANT_ROWS, _run_quant_rows)
