@@ -24,6 +24,7 @@ Sanger / SpAtten: scores removed x the attention's share of the dense MACs).
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import tempfile
 from collections.abc import Callable, Sequence
@@ -126,7 +127,17 @@ def on_inputs(base: SplsEvaluator, data: CalibrationData,
     evaluator.dense_outputs = reference if reference is not None else int8
     evaluator.dense_scores = evaluator._scores(int8)
     evaluator.dense_accuracy = float(np.mean(evaluator.dense_scores))
+    if reference is not None:  # SPLS's reuse-off check compares with dense INT8, not FP32
+        evaluator.reuse_off_gap = functools.partial(_reuse_off_gap, evaluator, int8)
     return evaluator
+
+
+def _reuse_off_gap(evaluator: SplsEvaluator, int8: list[np.ndarray], count: int = 4) -> float:
+    reference, evaluator.dense_outputs = evaluator.dense_outputs, int8
+    try:
+        return SplsEvaluator.reuse_off_gap(evaluator, count)
+    finally:
+        evaluator.dense_outputs = reference
 
 
 def as_scheme(evaluator: SplsEvaluator, scheme: str) -> Any:

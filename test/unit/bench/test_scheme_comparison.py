@@ -21,9 +21,13 @@ from scheme_comparison_core import (  # noqa: E402
     Case,
     Settings,
     compare_case,
+    fp32_outputs,
+    on_inputs,
 )
 from scheme_comparison_models import split  # noqa: E402
 from scheme_comparison_report import COLUMNS, markdown, plot, scheme_row  # noqa: E402
+
+from esact_cc.tuning.spls_measurement import SplsEvaluator  # noqa: E402
 
 SEQ, VOCAB = 12, 50
 
@@ -133,3 +137,18 @@ def test_split_refuses_overlapping_requests():
     assert list(calibration.labels) == [0] and list(reporting.labels) == [1, 2, 3]
     with pytest.raises(SystemExit, match="2 calibration \\+ 3 reporting"):
         split(samples, None, 2, 3, "four")
+
+
+def test_spls_reuse_off_check_compares_with_dense_int8_not_fp32(result, tmp_path):
+    # the tuner's "reuse off equals dense" check must not count INT8's own error vs FP32
+    graphs = _encoder_graphs()
+    path = tmp_path / "tiny.onnx"
+    onnx.save(graphs.encoder(layers=1, seq=SEQ, hidden=16, heads=2, ffn=32, vocab=VOCAB,
+                             seed=0), path)
+    samples = [graphs.encoder_inputs(seq=SEQ, vocab=VOCAB, padding=0, seed=s) for s in range(2)]
+    calibration, _ = split(samples, None, 2, 0, "random ids")
+    case = Case("tiny", "tiny", path, "last_hidden_state", calibration, calibration)
+    base = SplsEvaluator(path, calibration, "last_hidden_state")
+    anchored = on_inputs(base, calibration, fp32_outputs(case, calibration.samples))
+    assert anchored.dense_accuracy < 100.0  # INT8 dense is scored against FP32
+    assert anchored.reuse_off_gap() == base.reuse_off_gap() == 0.0
