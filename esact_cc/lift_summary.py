@@ -70,6 +70,8 @@ class LiftSummary:
     host_regions: list[HostRegionLine] = field(default_factory=list)
     sparsity: str | None = None
     """The scheme's line (`sparsity spls: layers 0, 1 of 2`), once the sparsity stage ran."""
+    dead_rows: str | None = None
+    """What esact-dead-rows removed (passes/dead_rows.py), once the quantized stage ran."""
 
     def total(self, kind: str) -> int:
         return self.lifted[kind] + len(self.on_host[kind])
@@ -79,8 +81,7 @@ class LiftSummary:
         lines = [f"lifted to the accelerator: {counts}; {len(self.host_regions)} host "
                  f"region(s)"]
         lines += [region.text() for region in self.host_regions]
-        if self.sparsity is not None:
-            lines.append(self.sparsity)
+        lines += [line for line in (self.dead_rows, self.sparsity) if line is not None]
         return lines
 
     def to_json(self) -> dict[str, object]:
@@ -91,6 +92,7 @@ class LiftSummary:
             "host_regions": [{"where": r.where, "ops": r.ops, "reason": r.reason}
                              for r in self.host_regions],
             "sparsity": self.sparsity,
+            "dead_rows": self.dead_rows,
         }
 
 
@@ -248,6 +250,10 @@ class CompileSummary:
     def observe(self, stage: str, module: ModuleOp) -> None:
         if stage == "transformer":
             self.summary = summarize_lift(module)
+        elif stage == "quantized" and self.summary is not None:
+            from esact_cc.passes.dead_rows import dead_rows_line
+
+            self.summary.dead_rows = dead_rows_line(module)
         elif stage == "sparsity" and self.summary is not None:
             self.summary.sparsity = sparsity_line(self.scheme, module)
 

@@ -252,9 +252,10 @@ def dead_rows_line(module: ModuleOp) -> str | None:
             groups[key] = groups.get(key, 0) + 1
     if not groups:
         return None
-    parts = [f"{'after the last layer' if layer < 0 else f'layer {layer}'} on {kept} of {length} "
-             f"rows ({count} select_rows)" for (layer, length, kept), count in sorted(groups.items())]
-    return "dead rows removed (esact-dead-rows, --no-dead-rows keeps them): from " + "; ".join(parts)
+    parts = [f"{kept} of {length} token rows computed from "
+             f"{'after the last layer' if layer < 0 else f'layer {layer}'} on ({count} select_rows)"
+             for (layer, length, kept), count in sorted(groups.items())]
+    return "dead rows (esact-dead-rows; --no-dead-rows keeps them): " + "; ".join(parts)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Instruction selection of `transformer.select_rows`: a row copy through VBUF.
 
 Each run of consecutive kept rows of one batch element is LOADed from x's FP32 rows in DRAM in
-chunks and written as the result's rows (`write_tile`: the FP32 rows, and the INT8 copy when
+chunks (one kept row: the batch elements' rows in one strided LOAD) and written as the
+result's rows (`write_tile`: the FP32 rows, and the INT8 copy when
 the result's readers are linears that quantize it alike, one QUANT per chunk). The DMA and SFU
 work is charged like any other; an address-offset view would save it but the DRAM map holds
 one contiguous region per value, and the kept rows of several batch elements are not
@@ -12,7 +13,7 @@ imported (by `lower_to_esact.py`).
 from __future__ import annotations
 
 from esact_cc.dialects.select_rows_op import SelectRowsOp
-from esact_cc.passes.lowering_state import F32, Lowering, register_lowering
+from esact_cc.passes.lowering_state import F32, Lowering, register_lowering, shape_of
 from esact_cc.runtime.isa import Buffer
 
 
@@ -32,15 +33,25 @@ def lower_select_rows(lw: Lowering, op: SelectRowsOp) -> None:
     x = lw.f32_tensor(op.x, "x")
     batch, length, cols = x.shape
     kept = len(op.kept)
-    chunk = lw.stage_rows(cols, kept)
+    if kept == 1:  # one row per batch element: the result's rows, one strided LOAD per chunk
+        _copy(lw, op, x.address + op.kept[0] * cols * F32, batch, 0, length * cols * F32)
+        return
     for b in range(batch):
         for first, at, count in row_runs(op.kept):
-            for r in range(0, count, chunk):
-                n = min(chunk, count - r)
-                v = lw.alloc(Buffer.VBUF, n * cols)
-                lw.load(Buffer.VBUF, v, x.address + (b * length + first + r) * cols * F32, n, cols)
-                lw.write_tile(op.result, v, b * kept + at + r, n, 0, cols)
-                lw.free(Buffer.VBUF, v)
+            _copy(lw, op, x.address + (b * length + first) * cols * F32, count, b * kept + at, 0)
+
+
+def _copy(lw: Lowering, op: SelectRowsOp, address: int, rows: int, row0: int, stride: int) -> None:
+    """`rows` source rows from `address` (`stride` bytes apart, 0: packed) -> the result's
+    rows from `row0`, in VBUF chunks."""
+    cols = shape_of(op.x)[-1]
+    chunk = lw.stage_rows(cols, rows)
+    for r in range(0, rows, chunk):
+        n = min(chunk, rows - r)
+        v = lw.alloc(Buffer.VBUF, n * cols)
+        lw.load(Buffer.VBUF, v, address + r * (stride or cols * F32), n, cols, dram_stride=stride)
+        lw.write_tile(op.result, v, row0 + r, n, 0, cols)
+        lw.free(Buffer.VBUF, v)
 
 
 register_lowering(SelectRowsOp, lower_select_rows)  # type: ignore[arg-type]

@@ -27,7 +27,7 @@ def test_a_misspelt_keyword_names_the_nearest_option():
     line = _error(stage="quantized", calibraton_data="calib.npz")
     assert line.startswith("unknown compile option 'calibraton_data' (did you mean "
                            "'calibration_data'? valid: calibration_data, synthetic_samples, "
-                           "sparsity")
+                           "dead_rows, sparsity")
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -42,6 +42,9 @@ def test_a_misspelt_keyword_names_the_nearest_option():
      "compile option sparsity is used by stage 'sparsity', after the last stage run "
      "('quantized')"),
     ({"stage": "sparsity", "hw": "default"}, "compile option hw is used by stage 'esact'"),
+    ({"stage": "quantized", "dead_rows": "no"}, "compile option dead_rows: expected bool or None"),
+    ({"stage": "transformer", "dead_rows": False},
+     "compile option dead_rows is used by stage 'quantized'"),
     ({"stage": "sparsity", "sparsity": "SPLS"}, "--sparsity: unknown sparsity scheme 'SPLS' "
                                                  "(did you mean 'spls'?"),
     ({"stage": "sparsity", "sparsity_option": ["k-ratio=1.5"]},
