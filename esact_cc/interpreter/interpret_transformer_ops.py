@@ -64,18 +64,31 @@ def run_attention(
     qh = np.ascontiguousarray(q.reshape(batch, lq, num_heads, d).transpose(0, 2, 1, 3))
     kh = np.ascontiguousarray(k.reshape(batch, lk, num_heads, d).transpose(0, 2, 3, 1))
     vh = np.ascontiguousarray(v.reshape(batch, lk, num_heads, dv).transpose(0, 2, 1, 3))
-    scores = np.matmul(qh, kh) * np.float32(scale)
     if mask is not None:
-        scores = scores + mask.astype(np.float32, copy=False)
-    if causal:
-        scores = np.where(causal_visible(lq, lk), scores, np.float32(-np.inf))
+        mask = np.broadcast_to(mask.astype(np.float32, copy=False), (batch, num_heads, lq, lk))
+    visible = causal_visible(lq, lk) if causal else None
+    out = np.empty((batch, lq, num_heads, dv), np.float32)
+    # One (batch, head) at a time: its [Lq, Lk] scores stay in cache through the softmax.
+    for b in range(batch):
+        for h in range(num_heads):
+            probs = _attention_probabilities(np.matmul(qh[b, h], kh[b, h]) * np.float32(scale),
+                                             None if mask is None else mask[b, h], visible)
+            out[b, :, h] = np.matmul(probs, vh[b, h])
+    return out.reshape(batch, lq, width_v)
+
+
+def _attention_probabilities(scores: Array, mask: Array | None, visible: Array | None) -> Array:
+    """softmax(scores + mask) over keys, hidden keys at 0 and rows with no visible key all 0."""
+    if mask is not None:
+        scores += mask
+    if visible is not None:
+        scores = np.where(visible, scores, np.float32(-np.inf))
     with np.errstate(invalid="ignore"):  # a row of -inf gives NaN here, replaced below
         probs = run_kernel("Softmax", [scores.astype(np.float32, copy=False)], {"axis": -1}, 1)[0]
     hidden_rows = ~np.isfinite(scores).any(axis=-1)
     if hidden_rows.any():  # no visible key: all 0, the hardware's rule (sdpa's NaN guard too)
         probs = np.where(hidden_rows[..., None], np.float32(0), probs)
-    out = np.matmul(probs, vh)  # [B, H, Lq, dv]
-    return out.transpose(0, 2, 1, 3).reshape(batch, lq, width_v).astype(np.float32, copy=False)
+    return probs
 
 
 def run_layer_norm(x: Array, gamma: Array, beta: Array | None, epsilon: float) -> Array:
