@@ -1,11 +1,13 @@
 """`esact-dead-rows`: compute only the token rows some output reads.
 
+
 A classifier reads token 0 of its last layer (ViT: final norm -> host `Gather axis=1 index 0`
 -> head; BERT's pooler likewise), yet every op of that layer runs over all L rows. This pass
 finds, per activation [B, L, D] (token axis 1), the rows that are read, walking back from the
 outputs:
-- a function result reads every row; a host region reads the rows its `Gather` (axis 1,
-  constant indices) ops take when those are all it does with the value, else every row;
+- a function result reads every row; a host region reads the rows its axis-1 `Gather` /
+  `Slice` ops of constant indices take when those are all it does with the value, else every
+  row (passes/host_row_reads.py);
 - row-wise ops (`ROW_WISE`: an unmasked linear's x, norms, activations, add, mul) read of each
   token operand the rows their result needs;
 - an attention reads the needed rows of Q (when no mask or causal rule depends on the query
@@ -13,8 +15,8 @@ outputs:
 - anything else reads every row.
 Then every row-wise op or attention whose result needs fewer rows than it has is restricted:
 its token operands are narrowed by `transformer.select_rows` (inserted once per value and row
-set, where the narrowing starts), its result retyped; a host Gather reads the narrowed value
-at the remapped index. On the digits ViT the last layer's Q, attention rows, O, LN2, FFN and
+set, where the narrowing starts), its result retyped; a host Gather / Slice reads the narrowed
+value at the remapped positions. On the digits ViT the last layer's Q, attention rows, O, LN2, FFN and
 the final norm run on 1 row of 17 (K and V, which every query reads, on all 17).
 
 The removed rows are read by nothing, so outputs are bit-identical. It runs after `quantize`
@@ -27,17 +29,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import numpy as np
 from xdsl.context import Context
 from xdsl.dialects import func
-from xdsl.dialects.builtin import DYNAMIC_INDEX, DenseIntOrFPElementsAttr, ModuleOp, TensorType
-from xdsl.ir import Block, BlockArgument, Operation, SSAValue
+from xdsl.dialects.builtin import DYNAMIC_INDEX, ModuleOp, TensorType
+from xdsl.ir import Block, Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.rewriter import InsertPoint, Rewriter
 
 from esact_cc.dialects import transformer
-from esact_cc.dialects.onnx import OP_CLASSES, OnnxOperation
 from esact_cc.dialects.select_rows_op import SelectRowsOp, select_rows_type
+from esact_cc.passes.host_row_reads import reread_narrowed, rows_read
 from esact_cc.passes.layer_roles import LAYER_ATTR, Stamp, read_stamp, stamp
 
 ROW_WISE = (transformer.LinearOp, transformer.LayerNormOp, transformer.RmsNormOp,
@@ -81,34 +82,6 @@ def _query_rows_free(op: transformer.AttentionOp, rows: Rows, length: int) -> bo
     return op.causal is None or rows == frozenset(range(length - len(rows), length))
 
 
-def _gathered_rows(arg: BlockArgument, length: int) -> Rows | None:
-    """Rows a host region reads of its argument: those of its axis-1 Gathers of constant
-    indices when that is every use, else None (all)."""
-    rows: set[int] = set()
-    for use in arg.uses:
-        indices = _gather_indices(use.operation, use.index, length)
-        if indices is None:
-            return None
-        rows.update(indices)
-    return frozenset(rows)
-
-
-def _gather_indices(op: Operation, index: int, length: int) -> list[int] | None:
-    """The token rows an `onnx.Gather` (data operand, axis 1, constant indices) reads."""
-    if not (isinstance(op, OnnxOperation) and op.op_type == "Gather" and index == 0):
-        return None
-    axis = op.attributes.get("axis")
-    if axis is None or axis.value.data not in (1, -2):  # type: ignore[attr-defined]
-        return None
-    constant = op.operands[1].owner
-    if not (isinstance(constant, OnnxOperation) and constant.op_type == "Constant"):
-        return None
-    values = np.asarray(constant.attributes["value"].get_values()).reshape(-1)  # type: ignore[attr-defined]
-    if values.size == 0 or np.any(values < -length) or np.any(values >= length):
-        return None
-    return [int(v) % length for v in values]
-
-
 def needed_rows(block: Block) -> dict[SSAValue, Rows]:
     """Rows of each activation some use reads (absent: all of them); walks back from the
     block's end, so a value's uses are settled before its producer is reached."""
@@ -133,7 +106,7 @@ def _rows_read(op: Operation, index: int, length: int, restrictable: set[int],
                needed: dict[SSAValue, set[int]]) -> Iterable[int] | None:
     """Rows `op` reads of its operand `index` (None: all)."""
     if isinstance(op, transformer.HostOp):
-        return _gathered_rows(op.body.block.args[index], length)
+        return rows_read(op.body.block.args[index], length)
     if index not in restrictable or token_rows(op.results[0]) != length:
         return None
     rows = needed.get(op.results[0])
@@ -153,7 +126,7 @@ class _Narrowing:
 
     held: dict[SSAValue, tuple[int, ...]]
     length: dict[SSAValue, int]
-    """Each narrowed value -> the rows its original had."""
+    """Each narrowed value -> L, the row count of the value it stands for."""
     made: dict[tuple[SSAValue, tuple[int, ...]], SSAValue]
 
     def rows_of(self, value: SSAValue, rows: tuple[int, ...], before: Operation) -> SSAValue:
@@ -202,28 +175,13 @@ def eliminate_dead_rows(block: Block) -> int:
 
 
 def _narrow_host_inputs(op: transformer.HostOp, narrowing: _Narrowing) -> None:
-    """A host region reading a narrowed value takes it as is and gathers at the positions its
-    rows have there."""
+    """A host region reading a narrowed value takes it as is and reads its rows at the
+    positions they have there."""
     for i, value in enumerate(op.inputs):
         holds = narrowing.held.get(value)
-        if holds is None:
-            continue
-        arg = Rewriter.replace_value_with_new_type(op.body.block.args[i], value.type)
-        for use in list(arg.uses):
-            gather = use.operation
-            original = _gather_indices(gather, use.index, narrowing.length[value])
-            constant = gather.operands[1].owner
-            assert original is not None and isinstance(constant, OnnxOperation)
-            old = constant.attributes["value"]
-            assert isinstance(old, DenseIntOrFPElementsAttr)
-            remapped = OP_CLASSES["Constant"].create(
-                result_types=[old.type], attributes={"value": DenseIntOrFPElementsAttr.from_list(
-                    old.type, [holds.index(r) for r in original])})
-            remapped.location = constant.location
-            Rewriter.insert_op(remapped, InsertPoint.before(gather))
-            gather.operands[1] = remapped.results[0]
-            if not constant.results[0].uses:
-                Rewriter.erase_op(constant)
+        if holds is not None:
+            arg = Rewriter.replace_value_with_new_type(op.body.block.args[i], value.type)
+            reread_narrowed(arg, holds, narrowing.length[value])  # type: ignore[arg-type]
 
 
 def narrowed_query_note(op: transformer.AttentionOp) -> str | None:
@@ -235,7 +193,7 @@ def narrowed_query_note(op: transformer.AttentionOp) -> str | None:
         if not isinstance(owner, Operation) or not owner.operands:
             return None
         value, hops = owner.operands[0], hops + 1
-    if not isinstance(value.owner, SelectRowsOp):
+    if not isinstance(value.owner, SelectRowsOp) or token_rows(op.q) == token_rows(op.k):
         return None
     return (f"computes {token_rows(op.q)} of {token_rows(op.k)} query rows (esact-dead-rows; "
             "--no-dead-rows keeps them all): nothing to predict")
@@ -252,8 +210,9 @@ def dead_rows_line(module: ModuleOp) -> str | None:
             groups[key] = groups.get(key, 0) + 1
     if not groups:
         return None
-    parts = [f"{kept} of {length} token rows computed from "
-             f"{'after the last layer' if layer < 0 else f'layer {layer}'} on ({count} select_rows)"
+    parts = [f"{kept} of {length} token rows computed "
+             f"{'after the last layer' if layer < 0 else f'from layer {layer} on'} "
+             f"({count} select_rows)"
              for (layer, length, kept), count in sorted(groups.items())]
     return "dead rows (esact-dead-rows; --no-dead-rows keeps them): " + "; ".join(parts)
 

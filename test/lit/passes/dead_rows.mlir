@@ -49,6 +49,31 @@ builtin.module attributes {esact.weight_store = "Inputs/tiny_layer.npz"} {
     }
     func.return %y : tensor<1x8xf32>
   }
+
+  // A host Slice of rows 1:3 (step 1) reads those rows; one of step 2 reads them all.
+  func.func @sliced(%x: tensor<1x4x8xf32>) -> (tensor<1x2x8xf32>, tensor<1x2x8xf32>) {
+    %g = onnx.weight "gamma" : tensor<8xf32>
+    %n = transformer.layer_norm %x, %g eps(1.0e-05) : (tensor<1x4x8xf32>, tensor<8xf32>) -> tensor<1x4x8xf32>
+    %y = transformer.host(%n) : (tensor<1x4x8xf32>) -> tensor<1x2x8xf32> {
+    ^bb0(%t: tensor<1x4x8xf32>):
+      %s = onnx.Constant {value = dense<[1]> : tensor<1xi64>} : () -> tensor<1xi64>
+      %e = onnx.Constant {value = dense<[3]> : tensor<1xi64>} : () -> tensor<1xi64>
+      %a = onnx.Constant {value = dense<[1]> : tensor<1xi64>} : () -> tensor<1xi64>
+      %sl = onnx.Slice %t, %s, %e, %a : (tensor<1x4x8xf32>, tensor<1xi64>, tensor<1xi64>, tensor<1xi64>) -> tensor<1x2x8xf32>
+      transformer.yield %sl : tensor<1x2x8xf32>
+    }
+    %m = transformer.layer_norm %x, %g eps(1.0e-05) : (tensor<1x4x8xf32>, tensor<8xf32>) -> tensor<1x4x8xf32>
+    %z = transformer.host(%m) : (tensor<1x4x8xf32>) -> tensor<1x2x8xf32> {
+    ^bb0(%t: tensor<1x4x8xf32>):
+      %s = onnx.Constant {value = dense<[0]> : tensor<1xi64>} : () -> tensor<1xi64>
+      %e = onnx.Constant {value = dense<[4]> : tensor<1xi64>} : () -> tensor<1xi64>
+      %a = onnx.Constant {value = dense<[-2]> : tensor<1xi64>} : () -> tensor<1xi64>
+      %st = onnx.Constant {value = dense<[2]> : tensor<1xi64>} : () -> tensor<1xi64>
+      %sl = onnx.Slice %t, %s, %e, %a, %st : (tensor<1x4x8xf32>, tensor<1xi64>, tensor<1xi64>, tensor<1xi64>, tensor<1xi64>) -> tensor<1x2x8xf32>
+      transformer.yield %sl : tensor<1x2x8xf32>
+    }
+    func.return %y, %z : tensor<1x2x8xf32>, tensor<1x2x8xf32>
+  }
 }
 
 // CHECK-LABEL: func.func @main
@@ -76,6 +101,14 @@ builtin.module attributes {esact.weight_store = "Inputs/tiny_layer.npz"} {
 // CHECK:      %a = transformer.attention %x, %x, %x {{.*}} -> tensor<1x4x8xf32>
 // CHECK-NEXT: %[[AR:.*]] = transformer.select_rows %a rows [0]
 // CHECK-NEXT: %n = transformer.layer_norm %[[AR]], %g {{.*}} -> tensor<1x1x8xf32>
+
+// CHECK-LABEL: func.func @sliced
+// CHECK:      %[[XS:.*]] = transformer.select_rows %x rows [1, 2]
+// CHECK-NEXT: %n = transformer.layer_norm %[[XS]], %g {{.*}} -> tensor<1x2x8xf32>
+// CHECK:      %[[S:.*]] = onnx.Constant {value = dense<0> : tensor<1xi64>}
+// CHECK-NEXT: %[[E:.*]] = onnx.Constant {value = dense<2> : tensor<1xi64>}
+// CHECK-NEXT: %sl = onnx.Slice %t, %[[S]], %[[E]], %a : (tensor<1x2x8xf32>,
+// CHECK:      %m = transformer.layer_norm %x, %g {{.*}} -> tensor<1x4x8xf32>
 
 // Lowered: the select_rows of %ln copies each batch element's rows 1 and 3 (runs of one row)
 // through VBUF into the INT8 form Q reads (its only reader is that linear); the attention
