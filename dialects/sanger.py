@@ -18,21 +18,18 @@ from __future__ import annotations
 
 import math
 
-from xdsl.dialects.builtin import I64, Float32Type, FloatAttr, IntegerAttr, TensorType, \
-    UnitAttr, i1, i64
-from xdsl.ir import Attribute, Dialect, SSAValue
-from xdsl.irdl import IRDLOperation, irdl_op_definition, operand_def, opt_operand_def, \
-    opt_prop_def, prop_def, result_def, traits_def
-from xdsl.traits import Pure
+from xdsl.dialects.builtin import I64, Float32Type, FloatAttr, IntegerAttr, TensorType, i1
+from xdsl.ir import Dialect, SSAValue
+from xdsl.irdl import irdl_op_definition, operand_def, opt_operand_def, prop_def, result_def
 from xdsl.utils.exceptions import VerifyException
 
-from esact_cc.dialects.gemm_ops import f32_attr
-from esact_cc.dialects.shape_checks import fmt, require, require_positive, shape
+from esact_cc.dialects.attention_prediction import Int8AttentionPredictionOp
+from esact_cc.dialects.shape_checks import fmt, require, shape
 from esact_cc.runtime.sanger_kernels import MAX_BITS, MIN_BITS
 
 
 @irdl_op_definition
-class PredictMaskOp(IRDLOperation):
+class PredictMaskOp(Int8AttentionPredictionOp):
     """Sanger's predicted per-query key mask [B, H, Lq, Lk] from Q [B, Lq, N], K [B, Lk, N]."""
 
     name = "sanger.predict_mask"
@@ -43,21 +40,12 @@ class PredictMaskOp(IRDLOperation):
     """FP32 keys [B, Lk, N]."""
     mask = opt_operand_def(TensorType)
     """The attention's additive mask, broadcastable to [B, H, Lq, Lk]."""
-    num_heads = prop_def(IntegerAttr[I64])
     bits = prop_def(IntegerAttr[I64])
     """Low-bit width of the predicted Q and K."""
     threshold = prop_def(FloatAttr[Float32Type])
     """Keep positions whose predicted probability exceeds it."""
-    q_scale = prop_def(FloatAttr[Float32Type])
-    """The attention's INT8 Q scale."""
-    k_scale = prop_def(FloatAttr[Float32Type])
-    scale = prop_def(FloatAttr[Float32Type])
-    """The attention's logit scale (1 / sqrt(d_head))."""
-    causal = opt_prop_def(UnitAttr)
     result = result_def(TensorType)
     """The element mask [B, H, Lq, Lk] i1."""
-
-    traits = traits_def(Pure())
 
     assembly_format = (
         "$q `,` $k (`mask` $mask^)? `heads` `(` $num_heads `)` `bits` `(` $bits `)`"
@@ -71,12 +59,9 @@ class PredictMaskOp(IRDLOperation):
                  causal: bool):
         batch, lq, _ = shape(q)
         lk = shape(k)[1]
-        props: dict[str, Attribute] = {
-            "num_heads": IntegerAttr(num_heads, i64), "bits": IntegerAttr(bits, i64),
-            "threshold": f32_attr(threshold), "q_scale": f32_attr(q_scale),
-            "k_scale": f32_attr(k_scale), "scale": f32_attr(scale)}
-        if causal:
-            props["causal"] = UnitAttr()
+        props = self.properties(
+            {"num_heads": num_heads, "bits": bits, "threshold": threshold, "q_scale": q_scale,
+             "k_scale": k_scale, "scale": scale}, ints=("num_heads", "bits"), causal=causal)
         super().__init__(operands=[q, k, mask], properties=props,
                          result_types=[TensorType(i1, [batch, num_heads, lq, lk])])
 
@@ -88,22 +73,13 @@ class PredictMaskOp(IRDLOperation):
         threshold = self.threshold.value.data
         if not (math.isfinite(threshold) and 0.0 <= threshold < 1.0):
             raise VerifyException(f"{self.name}: threshold must be in [0, 1), got {threshold}")
-        for what in ("q_scale", "k_scale", "scale"):
-            require_positive(self, what, getattr(self, what))
         q, k = shape(self.q), shape(self.k)
         if len(q) != 3 or len(k) != 3 or q[0] != k[0] or q[2] != k[2]:
             raise VerifyException(f"{self.name}: q and k must be [B, L, N] with one B and N, "
                                   f"got {fmt(q)} and {fmt(k)}")
-        heads = self.num_heads.value.data
-        if heads <= 0 or q[2] % heads:
-            raise VerifyException(f"{self.name}: num_heads {heads} does not divide N = {q[2]}")
-        target = (q[0], heads, q[1], k[1])
+        target = (q[0], self.num_heads.value.data, q[1], k[1])
+        self.verify_attention_side(self.mask, target, N=q[2])
         require(self, "result", self.result, target, i1)
-        if self.mask is not None:
-            m = shape(self.mask)
-            if len(m) > 4 or any(d not in (1, t) for d, t in zip(reversed(m), reversed(target))):
-                raise VerifyException(f"{self.name}: mask {fmt(m)} does not broadcast to "
-                                      f"{fmt(target)}")
 
 
 SANGER = Dialect("sanger", [PredictMaskOp], [])

@@ -1,4 +1,5 @@
-"""Shape and attribute checks shared by the verifiers of the `transformer` and `spls` dialects.
+"""Shape and attribute checks shared by the verifiers of every project dialect (`transformer`,
+`spls`, `sanger`, `spatten`).
 
 Dynamic dimensions (DYNAMIC_INDEX) agree with any size; every message names the op and the
 operand or property at fault, in the `<op>: <what> ...` form the lit tests check.
@@ -64,6 +65,27 @@ def require_positive(op: Operation, what: str, attr: FloatAttr) -> None:
     value = attr.value.data
     if not (math.isfinite(value) and value > 0):
         raise VerifyException(f"{op.name}: {what} must be finite and positive, got {value}")
+
+
+def require_positives(op: Operation, *names: str) -> None:
+    """Each named float property of `op` is finite and > 0."""
+    for name in names:
+        require_positive(op, name, getattr(op, name))
+
+
+def require_heads(op: Operation, heads: int, **widths: int) -> None:
+    """`heads` (> 0) divides every named width: `require_heads(op, h, N=16)`."""
+    if heads <= 0 or any(width % heads for width in widths.values()):
+        named = " and ".join(f"{name} = {width}" for name, width in widths.items())
+        raise VerifyException(f"{op.name}: num_heads {heads} does not divide {named}")
+
+
+def require_broadcast(op: Operation, what: str, value: SSAValue, target: Sequence[int]) -> None:
+    """value's shape broadcasts to `target` (numpy rules, rank at most target's)."""
+    got = shape(value)
+    if len(got) > len(target) or any(d not in (1, t) for d, t in zip(reversed(got),
+                                                                    reversed(target))):
+        raise VerifyException(f"{op.name}: {what} {fmt(got)} does not broadcast to {fmt(target)}")
 
 
 def require(op: Operation, what: str, value: SSAValue, dims: Sequence[int],

@@ -36,7 +36,6 @@ from xdsl.dialects.builtin import (
     IntegerType,
     StringAttr,
     TensorType,
-    UnitAttr,
     i1,
     i32,
     i64,
@@ -55,6 +54,7 @@ from xdsl.irdl import (
 from xdsl.traits import Pure
 from xdsl.utils.exceptions import VerifyException
 
+from esact_cc.dialects.attention_prediction import AttentionPredictionOp
 from esact_cc.dialects.gemm_ops import f32_attr as _f32
 from esact_cc.dialects.shape_checks import element as _element
 from esact_cc.dialects.shape_checks import fmt as _fmt
@@ -129,7 +129,7 @@ class HLogQuantizeOp(IRDLOperation):
 
 
 @irdl_op_definition
-class PredictAttentionOp(IRDLOperation):
+class PredictAttentionOp(AttentionPredictionOp):
     """Predicted attention PAM per head from HLog-coded X, W_Q, W_K (the BPU).
 
     Q^ = X_c W_Qc (shift-adds), dequantized by x_scale * wq_scale (+ bq) and re-quantized to
@@ -158,18 +158,10 @@ class PredictAttentionOp(IRDLOperation):
     """FP32 K bias [N]."""
     mask = opt_operand_def(TensorType)
     """Optional additive mask broadcastable to [B, H, L, L] (the attention's own mask)."""
-    num_heads = prop_def(IntegerAttr[I64])
-    """Heads; divides N."""
     bits = prop_def(IntegerAttr[I64])
     """HLog bits of the re-quantized Q^ and K^."""
-    scale = prop_def(FloatAttr[Float32Type])
-    """Logit scale (the attention's 1/sqrt(head_dim))."""
-    causal = opt_prop_def(UnitAttr)
-    """If present, key j is masked for query i when j > i."""
     result = result_def(TensorType)
     """PAM [B, H, L, L] f32."""
-
-    traits = traits_def(Pure())
 
     assembly_format = (
         "$x `,` $x_scale `,` $wq `,` $wq_scale `,` $wk `,` $wk_scale"
@@ -182,17 +174,14 @@ class PredictAttentionOp(IRDLOperation):
                  wk: SSAValue, wk_scale: SSAValue, bq: SSAValue, bk: SSAValue,
                  mask: SSAValue | None, num_heads: int, bits: int, scale: float, causal: bool):
         b, length, _ = _shape(x)
-        props: dict[str, Attribute] = {"num_heads": _i64(num_heads), "bits": _i64(bits),
-                                       "scale": _f32(scale)}
-        if causal:
-            props["causal"] = UnitAttr()
+        props = self.properties({"num_heads": num_heads, "bits": bits, "scale": scale},
+                                ints=("num_heads", "bits"), causal=causal)
         super().__init__(
             operands=[x, x_scale, wq, wq_scale, wk, wk_scale, bq, bk, mask], properties=props,
             result_types=[TensorType(Float32Type(), [b, num_heads, length, length])])
 
     def verify_(self) -> None:
         _check_bits(self, self.bits)
-        _check_positive(self, "scale", self.scale)
         x = _shape(self.x)
         if len(x) != 3 or not _is_int(self.x, 32):
             raise VerifyException(f"{self.name}: x must be [B, L, D] i32 HLog codes, "
@@ -208,16 +197,9 @@ class PredictAttentionOp(IRDLOperation):
             _require(self, what, value, (), Float32Type())
         for what, value in (("bq", self.bq), ("bk", self.bk)):
             _require(self, what, value, (wq[1],))
-        heads = self.num_heads.value.data
-        if heads <= 0 or wq[1] % heads:
-            raise VerifyException(f"{self.name}: num_heads {heads} does not divide N = {wq[1]}")
-        _require(self, "result", self.result, (batch, heads, length, length), Float32Type())
-        if self.mask is not None:
-            m = _shape(self.mask)
-            target = (batch, heads, length, length)
-            if len(m) > 4 or any(d not in (1, t) for d, t in zip(reversed(m), reversed(target))):
-                raise VerifyException(f"{self.name}: mask {_fmt(m)} does not broadcast to "
-                                      f"{_fmt(target)}")
+        target = (batch, self.num_heads.value.data, length, length)
+        self.verify_attention_side(self.mask, target, N=wq[1])
+        _require(self, "result", self.result, target, Float32Type())
 
 
 @irdl_op_definition
