@@ -61,21 +61,24 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
     s_vec = lw.constant("attention.score_scale", np.full(lk, s_scale, np.float32), ("s", lk, float(s_scale)))
     o_vec = lw.constant("attention.output_scale", np.full(dv, o_scale, np.float32), ("o", dv, float(o_scale)))
     q_mult, k_mult, v_mult, p_mult = (quant_multiplier(s) for s in op.int8_scales())
-    q_tile, group = _attention_tiling(lw, op, lq, lk, d, dv)
+    q_tile, group = _attention_tiling(lw, op, lq, lk, d, dv, rows, spa)
+    # Query tiles with row reuse: a reused row's representative may lie in an earlier tile,
+    # so each head's [lq, dv] output stays in VBUF until its last tile, then SCATTER_ROWS.
+    whole_heads: dict[int, int] = {}
+    spa_rows = SpaRows(lw, spa, heads, lq, lk)
     s_addr = lw.alloc(Buffer.VBUF, lk)
     lw.load(Buffer.VBUF, s_addr, s_vec.address, 1, lk)
     o_addr = lw.alloc(Buffer.VBUF, dv)
     lw.load(Buffer.VBUF, o_addr, o_vec.address, 1, dv)
     mask_rows = MaskRows(lw, op, op.mask, batch, heads, lq, lk)
 
-    def masks_of(b: int, h: int) -> dict[str, int]:
-        """ATTN_QK / ATTN_PV mask fields of batch element b, head h (masked attention is
-        never query-tiled: one tile of all lq rows)."""
+    def masks_of(b: int, h: int, r0: int, tq: int) -> dict[str, int]:
+        """ATTN_QK / ATTN_PV mask fields of batch element b, head h, query rows [r0, r0 + tq)."""
         fields = {}
         if rows is not None:
-            fields.update(has_row_mask=1, row_mask_addr=rows.row_mask + b * lq)
+            fields.update(has_row_mask=1, row_mask_addr=rows.row_mask + b * lq + r0)
         if spa is not None:
-            fields.update(has_mask=1, mask_addr=spa.spa + (b * heads + h) * lq * lk)
+            fields.update(has_mask=1, mask_addr=spa_rows.tile(b, h, r0, tq))
         return fields
 
     def kv_heads_of(h0: int, g: int) -> tuple[int, int]:
@@ -89,8 +92,22 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
         kv0, kvg = kv_heads_of(h0, g)
         acc = lw.alloc(Buffer.ACC, tq * dv)
         lw.emit("attn_pv", "pv", out_addr=acc, p_addr=p, v_addr=va + (h // share - kv0) * dv,
-                lq=tq, lk=lk, d=dv, v_stride=kvg * dv, **masks_of(b, h))
+                lq=tq, lk=lk, d=dv, v_stride=kvg * dv, **masks_of(b, h, r0, tq))
         lw.free(Buffer.ABUF, p)
+        spa_rows.done(b, h, r0)
+        if rows is not None and tq < lq:
+            if r0 == 0:
+                whole_heads[hh] = lw.alloc(Buffer.VBUF, lq * dv)
+            r = whole_heads[hh]
+            lw.emit("dequant", "sfu", dst_addr=r + r0 * dv, src_addr=acc, rows=tq, cols=dv,
+                    scale_addr=o_addr)
+            lw.free(Buffer.ACC, acc)
+            if r0 + tq == lq:  # the head's last tile: every representative is computed
+                lw.emit("scatter_rows", "sfu", buf=Buffer.VBUF, dst_addr=r, src_addr=r, rows=lq,
+                        cols=dv, map_addr=rows.reuse_map + 2 * lq * b)
+                lw.write_tile(op.result, r, b * lq, lq, h * dv, dv)
+                lw.free(Buffer.VBUF, whole_heads.pop(hh))
+            return
         r = lw.alloc(Buffer.VBUF, tq * dv)
         lw.emit("dequant", "sfu", dst_addr=r, src_addr=acc, rows=tq, cols=dv, scale_addr=o_addr)
         lw.free(Buffer.ACC, acc)
@@ -107,7 +124,7 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
         lw.emit("dequant", "sfu", dst_addr=f, src_addr=scores, rows=tq, cols=lk, scale_addr=s_addr)
         lw.free(Buffer.ACC, scores)
         extra = ({} if spa is None else
-                 {"has_elem_mask": 1, "elem_mask_addr": masks_of(b, h)["mask_addr"]})
+                 {"has_elem_mask": 1, "elem_mask_addr": spa_rows.tile(b, h, r0, tq)})
         if mask_rows.per_query:
             mask_rows.add_fresh_block(b, h, f, r0, tq)
         elif mask_rows.present:
@@ -144,7 +161,7 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
                     scores = lw.alloc(Buffer.ACC, tq * lk)
                     lw.emit("attn_qk", "qk", scores_addr=scores, q_addr=qa + hh * d,
                             k_addr=ka + (h // share - kv0) * d, lq=tq, lk=lk, d=d, q_stride=g * d,
-                            k_stride=kvg * d, **masks_of(b, h))
+                            k_stride=kvg * d, **masks_of(b, h, r0, tq))
                     pending.append((hh, scores_to_p(b, h, scores, r0, tq)))
                     if len(pending) == 2:
                         pv(b, h0, g, r0, tq, *pending.pop(0), va)
@@ -176,9 +193,37 @@ def _attention_mask_tiles(lw: Lowering, op: transformer.AttentionOp
     if spa_value is not None and spa_value is not op.spa and spa_value not in lw.masks:
         raise fail(op, "its tokens / head_mask come from no lowered spatten.select")
     spa = None if spa_value is None else mask_tiles(lw, op, spa_value, "spa")
-    if spa is not None and spa.spa is None:
-        raise fail(op, "its SPA mask is not on chip")
+    if spa is not None and spa.spa is None and spa.spa_dram is None:
+        raise fail(op, "its SPA mask is neither on chip nor spilled to DRAM")
     return rows, spa
+
+
+class SpaRows:
+    """The element mask rows of one head and query tile: in MBUF where the whole SPA is, else
+    LOADed from the DRAM copy (`MaskTiles.spa_dram`) at the head's ATTN_QK and freed after its
+    ATTN_PV (two heads are in flight: QK of head h + 1 runs before PV of head h)."""
+
+    def __init__(self, lw: Lowering, spa: MaskTiles | None, heads: int, lq: int, lk: int):
+        self.lw, self.spa, self.heads, self.lq, self.lk = lw, spa, heads, lq, lk
+        self.loaded: dict[tuple[int, int, int], int] = {}
+
+    def tile(self, b: int, h: int, r0: int, tq: int) -> int:
+        assert self.spa is not None
+        first = ((b * self.heads + h) * self.lq + r0) * self.lk
+        if self.spa.spa is not None:
+            return self.spa.spa + first
+        key = (b, h, r0)
+        if key not in self.loaded:
+            assert self.spa.spa_dram is not None
+            addr = self.lw.alloc(Buffer.MBUF, tq * self.lk)
+            self.lw.load(Buffer.MBUF, addr, self.spa.spa_dram.address + first, tq, self.lk)
+            self.loaded[key] = addr
+        return self.loaded[key]
+
+    def done(self, b: int, h: int, r0: int) -> None:
+        addr = self.loaded.pop((b, h, r0), None)
+        if addr is not None:
+            self.lw.free(Buffer.MBUF, addr)
 
 
 def _first_tile_loads(op: transformer.AttentionOp, q_load: tuple, k_load: tuple,
@@ -200,26 +245,38 @@ def _quantize_loads(lw: Lowering, b: int, loads: list[tuple]) -> None:
 
 
 def _attention_tiling(lw: Lowering, op: transformer.AttentionOp, lq: int, lk: int, d: int,
-                      dv: int) -> tuple[int, int]:
+                      dv: int, rows: MaskTiles | None, spa: MaskTiles | None) -> tuple[int, int]:
     """(query rows per tile, heads per group). All lq rows when one head's Q, K, V, P and its
-    [lq, lk] scores fit; else dense attention takes query tiles of whole key rows (each row's
-    softmax still sees all its keys: no recomputation, K / V stay on chip across the tiles)."""
+    [lq, lk] scores (and SPA rows LOADed from DRAM, two heads in flight) fit; else query tiles
+    of whole key rows (each row's softmax still sees all its keys: no recomputation, K / V stay
+    on chip across the tiles). Row reuse over query tiles keeps each head's [lq, dv] output in
+    VBUF, which bounds the group."""
     abuf, vbuf, acc = (lw.capacity(Buffer.ABUF), lw.capacity(Buffer.VBUF) // OUT_FRACTION,
                        lw.capacity(Buffer.ACC) // HALF)
+    rings = lw.rings[Buffer.MBUF]
+    mbuf = rings.capacity - sum(e - s for s, e in rings.live.items())
+    spilled = spa is not None and spa.spa is None
 
     def fits(tq: int) -> bool:
-        return (tq + lk) * d + lk * dv + 2 * tq * lk <= abuf and tq * lk <= min(vbuf, acc)
+        return ((tq + lk) * d + lk * dv + 2 * tq * lk <= abuf and tq * lk <= min(vbuf, acc)
+                and (not spilled or 2 * tq * lk <= mbuf))
 
     if fits(lq):
         tq = lq
     else:
-        limit = min((abuf - lk * (d + dv)) // (d + 2 * lk), vbuf // lk, acc // lk)
-        if op.is_masked or limit < 1:
-            why = ("masked attention is not tiled over query rows" if op.is_masked else
-                   "not even one query row over all keys fits")
+        limit = min((abuf - lk * (d + dv)) // (d + 2 * lk), vbuf // lk, acc // lk,
+                    mbuf // (2 * lk) if spilled else lq)
+        if limit < 1:
             raise CompileError(f"{op_label(op)}: attention over {lq}x{lk} does not fit the "
-                               f"on-chip buffers ({why})")
+                               "on-chip buffers (not even one query row over all keys fits)")
         tq = round_tile(limit, lq, lw.config.mac_rows)
         assert fits(tq)
     per_head = (tq + lk) * d + lk * dv
-    return tq, max(1, min(op.heads, abuf // HALF // per_head))
+    group = max(1, min(op.heads, abuf // HALF // per_head))
+    if rows is not None and tq < lq:
+        whole = vbuf // (lq * dv)
+        if whole < 1:
+            raise CompileError(f"{op_label(op)}: attention over {lq}x{lk} with row reuse does "
+                               f"not fit: one head's {lq}x{dv} output exceeds a VBUF tile")
+        group = min(group, whole)
+    return tq, group

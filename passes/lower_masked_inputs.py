@@ -181,16 +181,24 @@ class MaskRows:
         self.lw.emit("add", component, dst_addr=dst, a_addr=dst, b_addr=self.block(b, h) + r0 * lk,
                      rows=rows, cols=lk)
 
-    def add_fresh_block(self, b: int, h: int, dst: int, r0: int, rows: int) -> None:
+    def add_fresh_block(self, b: int, h: int, dst: int, r0: int, rows: int,
+                        component: str = "sfu") -> None:
         """ADD rows [r0, r0 + rows) of the [Lq, Lk] block of a per-query mask to the scores at
         `dst`, loaded for this head and query tile alone (the attention streams it)."""
+        lk = self.shape[3]
+        mm = self.fresh_rows(b, h, r0, rows)
+        self.lw.emit("add", component, dst_addr=dst, a_addr=dst, b_addr=mm, rows=rows, cols=lk)
+        self.lw.free(Buffer.VBUF, mm)
+
+    def fresh_rows(self, b: int, h: int, r0: int, rows: int) -> int:
+        """VBUF address of rows [r0, r0 + rows) of a per-query mask's [Lq, Lk] block, LOADed
+        for one query tile (the caller frees it): long sequences, whose block does not fit."""
         lq, lk = self.shape[2], self.shape[3]
-        assert self.tensor is not None
+        assert self.tensor is not None and self.per_query
         mm = self.lw.alloc(Buffer.VBUF, rows * lk)
         base = (((b % self.shape[0]) * self.shape[1] + h % self.shape[1]) * lq + r0) * lk
         self.lw.load(Buffer.VBUF, mm, self.tensor.address + base * F32, rows, lk)
-        self.lw.emit("add", "sfu", dst_addr=dst, a_addr=dst, b_addr=mm, rows=rows, cols=lk)
-        self.lw.free(Buffer.VBUF, mm)
+        return mm
 
     def free(self) -> None:
         self.lw.free(Buffer.VBUF, *self.rows.values())

@@ -8,6 +8,9 @@ SANGER_PREDICT writing the head's [Lq, Lk] element mask into MBUF (the attention
 mask as a VBUF row, or a block when it varies per query) and one SANGER_PACK configuring the
 sparse array for it (runtime/isa_sanger.py). The masks stay in MBUF as the SPA of the masked
 attention (`Lowering.masks`), which reads them like any SPA and frees them after its last use.
+Long sequences (all masks over half of MBUF): each head's mask is predicted in query tiles
+(at most a quarter of MBUF each) into an MBUF slot, STOREd to a DRAM scratch tensor, and LOADed back per head and query tile by the attention
+(`MaskTiles.spa_dram`, passes/lower_attention.py `SpaRows`); the traffic is charged as usual.
 Q and K are quantized twice (here and in the attention): the attention lowering is shared by
 every scheme and takes its masks as data; the extra QUANT work is in the report.
 """
@@ -45,12 +48,22 @@ def lower_predict_mask(lw: Lowering, op: Operation) -> None:
     d = width // heads
     dv = _value_width(op, heads, d)
     block = lq * lk
-    if batch * heads * block > lw.capacity(Buffer.MBUF) // HALF:
-        raise CompileError(f"lower-to-esact: {op_label(op)}: Sanger masks of {batch}x{heads}x"
-                           f"{lq}x{lk} do not fit half of MBUF")
-    spa = lw.alloc(Buffer.MBUF, batch * heads * block)
-    lw.masks[op.result] = MaskTiles(batch, lq, heads, spa=spa,
-                                    users={use.operation for use in op.result.uses})
+    # Masks that do not fit half of MBUF are written one head at a time into a slot and
+    # STOREd to DRAM; the attention LOADs each head's rows back (MaskTiles.spa_dram).
+    spilled = batch * heads * block > lw.capacity(Buffer.MBUF) // HALF
+    # Spilled, each head's mask is predicted in query tiles of a quarter of MBUF at most
+    # (Sanger's prediction is row by row: a row's threshold sees only that row's scores).
+    tq = min(lq, lw.capacity(Buffer.MBUF) // HALF // 2 // lk) if spilled else lq
+    if tq < 1:
+        raise CompileError(f"lower-to-esact: {op_label(op)}: one Sanger mask row of {lk} keys "
+                           "does not fit a quarter of MBUF")
+    tiles = MaskTiles(batch, lq, heads, users={use.operation for use in op.result.uses})
+    if spilled:
+        tiles.spa_dram = lw.scratch_tensor((batch, heads, lq, lk), np.uint8)
+        spa = 0
+    else:
+        spa = tiles.spa = lw.alloc(Buffer.MBUF, batch * heads * block)
+    lw.masks[op.result] = tiles
     mask_rows = MaskRows(lw, op, op.mask, batch, heads, lq, lk)
     group = max(1, min(heads, lw.capacity(Buffer.ABUF) // HALF // ((lq + lk) * d)))
     common = {"lq": lq, "lk": lk, "d": d, "bits": op.bits.value.data,
@@ -68,17 +81,31 @@ def lower_predict_mask(lw: Lowering, op: Operation) -> None:
             lw.quantize_rows(q, b * lq, lq, h0 * d, g * d, qa, mults[0])
             lw.quantize_rows(k, b * lk, lk, h0 * d, g * d, ka, mults[1])
             for hh in range(g):
-                h = h0 + hh
-                out = spa + (b * heads + h) * block
-                fields = dict(common, mask_addr=out, q_addr=qa + hh * d, k_addr=ka + hh * d,
-                              q_stride=g * d, k_stride=g * d)
-                if mask_rows.per_query:
-                    fields.update(has_add_mask=1, add_mask_rows=1,
-                                  add_mask_addr=mask_rows.block(b, h))
-                elif mask_rows.present:
-                    fields.update(has_add_mask=1, add_mask_addr=mask_rows.row(b, h))
-                lw.emit("sanger_predict", "predict", **fields)
-                lw.emit("sanger_pack", "qk", mask_addr=out, lq=lq, lk=lk, d=d, dv=dv)
+                for r0 in range(0, lq, tq):
+                    rows = min(tq, lq - r0)
+                    first = (b * heads + h0 + hh) * block + r0 * lk
+                    out = lw.alloc(Buffer.MBUF, rows * lk) if spilled else spa + first
+                    fields = dict(common, mask_addr=out, q_addr=qa + r0 * g * d + hh * d,
+                                  k_addr=ka + hh * d, q_stride=g * d, k_stride=g * d, lq=rows)
+                    if op.causal is not None:
+                        fields.update(causal_offset=lk - lq + r0)
+                    fresh = spilled and mask_rows.per_query  # [lq, lk] may not fit VBUF
+                    if fresh:
+                        fields.update(has_add_mask=1, add_mask_rows=1, add_mask_addr=(
+                            mask_rows.fresh_rows(b, h0 + hh, r0, rows)))
+                    elif mask_rows.per_query:
+                        fields.update(has_add_mask=1, add_mask_rows=1,
+                                      add_mask_addr=mask_rows.block(b, h0 + hh) + r0 * lk)
+                    elif mask_rows.present:
+                        fields.update(has_add_mask=1, add_mask_addr=mask_rows.row(b, h0 + hh))
+                    lw.emit("sanger_predict", "predict", **fields)
+                    if fresh:
+                        lw.free(Buffer.VBUF, fields["add_mask_addr"])
+                    lw.emit("sanger_pack", "qk", mask_addr=out, lq=rows, lk=lk, d=d, dv=dv)
+                    if spilled:
+                        assert tiles.spa_dram is not None
+                        lw.store_(Buffer.MBUF, out, tiles.spa_dram.address + first, rows, lk)
+                        lw.free(Buffer.MBUF, out)
             lw.free(Buffer.ABUF, qa, ka)
     mask_rows.free()
 

@@ -367,7 +367,8 @@ class _Projection:
         r["pam_scale"] = _vector(lw, "spls.pam_scale", np.full(c.length, scale, np.float32),
                                  ("spls-pam-scale", c.length, scale))
         mask_rows = MaskRows(lw, predict, predict.mask, c.batch, c.heads, c.length, c.length)
-        for b in range(c.batch):
+        streamed = c.ring and mask_rows.per_query  # LOADed per chunk (`_emit_chunk`)
+        for b in range(0 if streamed else c.batch):
             for h in range(c.heads):
                 mask_rows.prefetch(b, h)
         r["qc"], r["kc"] = (lw.alloc(Buffer.ABUF, rows * width) for _ in range(2))
@@ -475,7 +476,10 @@ def _emit_chunk(lw: Lowering, c: _Chain, projection: _Projection, masks: MaskTil
             lw.emit("dequant", PREDICT, dst_addr=pam + block, src_addr=scores, rows=n,
                     cols=length, scale_addr=r["pam_scale"], scalar_count=2,
                     scalar_addr=r["sqk"] + 2 * b)
-            if mask_rows.per_query:  # PAM + mask, ranked as is (see MaskRows.add_block)
+            if mask_rows.per_query and c.ring:  # PAM + mask, ranked as is
+                mask_rows.add_fresh_block(b, h, pam + block, r0, n, PREDICT)
+                source = {"src_buf": Buffer.VBUF, "src_addr": pam + block}
+            elif mask_rows.per_query:  # PAM + mask, ranked as is (see MaskRows.add_block)
                 mask_rows.add_block(b, h, pam + block, r0, n, PREDICT)
                 source = {"src_buf": Buffer.VBUF, "src_addr": pam + block}
             elif mask_rows.present:
