@@ -64,21 +64,22 @@ class FinetuneResult:
     frozen: list[str]
     epoch_losses: list[float] = field(default_factory=list)
     reused_fraction: list[float] = field(default_factory=list)
-    """Per epoch: the reused share of the real rows of the SPLS layers, over the inputs."""
+    """Per epoch: the reused share of the rows of the SPLS layers, over the inputs."""
 
 
-def _loss(torch: Any, student: Any, teacher: np.ndarray, label: int | None,
-          options: FinetuneOptions) -> Any:
-    s = student.reshape(1, -1)
-    t = torch.tensor(np.asarray(teacher, np.float32).reshape(1, -1))
+def _losses(torch: Any, student: Any, teacher: np.ndarray, labels: np.ndarray | None,
+            options: FinetuneOptions) -> Any:
+    """Per input [B]: the distillation term (+ label_weight x cross-entropy)."""
+    s = student.reshape(student.shape[0], -1)
+    t = torch.tensor(np.asarray(teacher, np.float32).reshape(s.shape))
     if options.distill == "kl":
         loss = torch.nn.functional.kl_div(torch.log_softmax(s, -1), torch.log_softmax(t, -1),
-                                          reduction="batchmean", log_target=True)
+                                          reduction="none", log_target=True).sum(-1)
     else:
-        loss = 1.0 - torch.nn.functional.cosine_similarity(s, t, dim=-1).mean()
-    if label is not None and options.label_weight > 0:
+        loss = 1.0 - torch.nn.functional.cosine_similarity(s, t, dim=-1)
+    if labels is not None and options.label_weight > 0:
         loss = loss + options.label_weight * torch.nn.functional.cross_entropy(
-            s, torch.tensor([int(label)]))
+            s, torch.from_numpy(labels.astype(np.int64)), reduction="none")
     return loss
 
 
@@ -90,6 +91,8 @@ class _SplsStudent:
         self.base, self.base_store = base, base_store
         self.pass_options = dict(pass_options)
         self.weights, self.params = weights, params
+        self.cache: dict = {}
+        """The weight-independent per-input values, shared by every step's runner."""
 
     def runner(self) -> Any:
         from esact_cc.dialect_registry import make_context
@@ -102,7 +105,7 @@ class _SplsStudent:
         store = WeightStore(arrays)
         module = self.base.clone()
         make_pass("insert-spls", store, **self.pass_options).apply(make_context(), module)
-        return TorchRunner(module, store, self.params), module
+        return TorchRunner(module, store, self.params, self.cache)
 
 
 def finetune(model_path: str | os.PathLike[str], samples: Sequence[dict],
@@ -155,19 +158,18 @@ def finetune(model_path: str | os.PathLike[str], samples: Sequence[dict],
         total, reused, rows = 0.0, 0, 0
         for start in range(0, len(order), options.batch):
             batch = order[start:start + options.batch]
-            runner, _ = student.runner()
+            runner = student.runner()
             optimizer.zero_grad()
-            for index in batch:
-                out = runner.run(samples[index])[output]
-                if not isinstance(out, torch.Tensor):
-                    raise CompileError(f"fine-tuning: output '{output}' does not depend on any "
-                                       "layer weight")
-                loss = _loss(torch, out, teacher[index],
-                             None if labels is None else int(labels[index]), options)
-                (loss / len(batch)).backward()
-                total += float(loss.detach())
-                r, n = runner.reuse_counts()
-                reused, rows = reused + r, rows + n
+            out = runner.run_batch([samples[i] for i in batch], batch.tolist())[output]
+            if not isinstance(out, torch.Tensor):
+                raise CompileError(f"fine-tuning: output '{output}' does not depend on any "
+                                   "layer weight")
+            losses = _losses(torch, out, np.concatenate([teacher[i] for i in batch]),
+                             None if labels is None else labels[batch], options)
+            losses.mean().backward()
+            total += float(losses.detach().sum())
+            r, n = runner.reuse_counts()
+            reused, rows = reused + r, rows + n
             optimizer.step()
             schedule.step()
         result.epoch_losses.append(total / len(samples))

@@ -251,6 +251,13 @@ def _transpose(ins: list[Value], attrs: dict[str, Any]) -> Value:
     return ins[0].permute(*perm)
 
 
+def _fold(fn: Callable[..., torch.Tensor], ins: list[Value]) -> torch.Tensor:
+    out = tensor(ins[0])
+    for other in ins[1:]:
+        out = fn(out, tensor(other))
+    return out
+
+
 def _reduction(fn: Callable[..., torch.Tensor]) -> Callable[[list[Value], dict[str, Any]], Value]:
     def run(ins: list[Value], attrs: dict[str, Any]) -> Value:
         x = ins[0]
@@ -267,6 +274,16 @@ def _reduction(fn: Callable[..., torch.Tensor]) -> Callable[[list[Value], dict[s
 
 ONNX_TORCH_KERNELS["ReduceMean"] = _reduction(torch.mean)
 ONNX_TORCH_KERNELS["ReduceSum"] = _reduction(torch.sum)
+ONNX_TORCH_KERNELS["ReduceL2"] = _reduction(
+    lambda x, dim, keepdim: torch.sqrt(torch.sum(x * x, dim=dim, keepdim=keepdim)))
+ONNX_TORCH_KERNELS["ReduceMax"] = _reduction(torch.amax)
+ONNX_TORCH_KERNELS["Max"] = lambda ins, attrs: _fold(torch.maximum, ins)
+ONNX_TORCH_KERNELS["Min"] = lambda ins, attrs: _fold(torch.minimum, ins)
+ONNX_TORCH_KERNELS["Neg"] = lambda ins, attrs: -ins[0]
+ONNX_TORCH_KERNELS["Expand"] = lambda ins, attrs: tensor(ins[0]) * torch.ones(
+    [int(d) for d in np.asarray(ins[1])])
+ONNX_TORCH_KERNELS["Where"] = lambda ins, attrs: torch.where(
+    torch.from_numpy(np.asarray(ins[0], bool)), tensor(ins[1]), tensor(ins[2]))
 ONNX_TORCH_KERNELS["Identity"] = lambda ins, attrs: ins[0]
 ONNX_TORCH_KERNELS["Add"] = lambda ins, attrs: tensor(ins[0]) + tensor(ins[1])
 ONNX_TORCH_KERNELS["Sub"] = lambda ins, attrs: tensor(ins[0]) - tensor(ins[1])
