@@ -9,7 +9,11 @@ calibrations:
   data, quantize with group-size 0);
 - `synthetic_default`: today's default without `--calibration-data` (the calibrate step's
   synthetic set: esact_cc/tuning/synthetic_calibration.py), for each sample count asked;
-- `calibration_data`: real samples, disjoint from the held-out ones.
+- `calibration_data`: real samples, disjoint from the held-out ones;
+
+each of the last two with quantize's `activation-scales=tensor` (calibrated scales; row names
+as above) and `=token` (rows `..._token`: every linear's input scaled per row by the SFU at
+run time, QUANT_ROWS; docs/design.md section 5).
 
 Models: BERT-base (random weights, transformers' BertConfig, legacy TorchScript export, 128
 tokens; held-out: random token ids with padding, as scripts/generate_models.py makes them;
@@ -19,12 +23,14 @@ the bundled digits ViT (held-out: its test split; calibration data: its calibrat
 Per output: the minimum and mean over held-out inputs of the cosine to onnxruntime. What the
 hardware pays: calibration runs at compile time, so the default costs nothing at run time beyond
 the scales it picks; group scales (linears whose input has outlier channels) cost a DEQUANT and
-an ADD per output tile and group run on the SFU. Each row lists the linears with group scales
+an ADD per output tile and group run on the SFU; per-token scales cost a second SFU pass over
+each linear's input (QUANT_ROWS instead of QUANT) and no other instruction. Each row lists the linears with group scales
 and their group runs, and (digits, MiniLM) the binary's instructions, cycles and on-chip energy
 on the first held-out input (the timing and energy model, default hardware).
 
     HF_HUB_OFFLINE=1 python bench/int8_without_calibration.py --models DIR \
-        [--samples 8 ...] [--json bench/results/int8_without_calibration.json]
+        [--samples 8 ...] [--activation-scales tensor token] \
+        [--json bench/results/int8_without_calibration.json]
 
 DIR holds bert_base_legacy17.onnx and minilm_l6_legacy14.onnx (python
 scripts/generate_models.py --out DIR --only bert_base_legacy17 minilm_l6_legacy14); a missing
@@ -164,7 +170,7 @@ def evaluate(model: str, held_out: list[dict[str, np.ndarray]], reference: list[
 
 
 def bench(name: str, model: str, held_out, calibration, counts: list[int],
-          simulate: bool = True) -> dict:
+          modes: list[str], simulate: bool = True) -> dict:
     import onnxruntime as ort
 
     session = ort.InferenceSession(model)
@@ -176,11 +182,15 @@ def bench(name: str, model: str, held_out, calibration, counts: list[int],
         np.savez(tmp / "calib.npz", **stack(calibration))
         rows["old_default"] = evaluate(model, held_out, reference, simulate, group_size=0,
                                        calibration_data=str(tmp / "old.npz"))
-        for count in counts:
-            rows[f"synthetic_default_{count}"] = evaluate(
-                model, held_out, reference, simulate, synthetic_samples=count)
-        rows["calibration_data"] = evaluate(model, held_out, reference, simulate,
-                                            calibration_data=str(tmp / "calib.npz"))
+        for mode in modes:
+            suffix = "" if mode == "tensor" else f"_{mode}"
+            for count in counts:
+                rows[f"synthetic_default_{count}{suffix}"] = evaluate(
+                    model, held_out, reference, simulate, synthetic_samples=count,
+                    activation_scales=mode)
+            rows[f"calibration_data{suffix}"] = evaluate(
+                model, held_out, reference, simulate, calibration_data=str(tmp / "calib.npz"),
+                activation_scales=mode)
     for key, row in rows.items():
         worst = min(c["min"] for c in row["cosine"].values())
         print(f"{name:>10} {key:>22}: worst output cosine {worst:.4f}  "
@@ -194,6 +204,8 @@ def main() -> int:
     ap.add_argument("--models", type=Path, required=True)
     ap.add_argument("--samples", type=int, nargs="+", default=[8])
     ap.add_argument("--only", nargs="*", default=None)
+    ap.add_argument("--activation-scales", nargs="+", default=["tensor", "token"],
+                    choices=["tensor", "token"])
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     from esact_cc.bundled_model import load_bundled_model
@@ -204,18 +216,19 @@ def main() -> int:
     if "bert_base" in wanted and bert.exists():
         results["bert_base"] = bench("bert_base", str(bert), token_samples(4, 30522, 11, True),
                                      token_samples(8, 30522, 12, True), args.samples,
-                                     simulate=False)  # same cost structure as MiniLM, 4x the time
+                                     args.activation_scales, simulate=False)  # same cost structure as MiniLM, 4x the time
     minilm = args.models / "minilm_l6_legacy14.onnx"
     if "minilm_l6" in wanted and minilm.exists():
         results["minilm_l6"] = bench("minilm_l6", str(minilm), sentence_samples(HELD_OUT_SENTENCES),
-                                     sentence_samples(CALIBRATION_SENTENCES), args.samples)
+                                     sentence_samples(CALIBRATION_SENTENCES), args.samples,
+                                     args.activation_scales)
     if "digits_vit" in wanted:
         bundled = load_bundled_model()
         name = bundled.input_name
         test = [{name: image[None]} for image in bundled.test_images[:60]]
         calib = [{name: image[None]} for image in bundled.calibration_images]
         results["digits_vit"] = bench("digits_vit", str(bundled.onnx_path), test, calib,
-                                      args.samples)
+                                      args.samples, args.activation_scales)
     missing = sorted(wanted - set(results))
     if missing:
         print(f"skipped (model file missing): {', '.join(missing)}", file=sys.stderr)

@@ -33,9 +33,9 @@ INT8_MAX = 127
 
 def row_scales(x: np.ndarray) -> np.ndarray:
     """FP32 scale of each row of x [rows, cols]: float32(max |x[r, :]| / 127), computed in
-    float64; 1.0 for a row whose peak is 0, not finite (NaN or inf: QUANT then gives 0 for
-    NaN and saturates inf), or so small that the scale underflows float32."""
-    peak = np.max(np.abs(np.asarray(x, np.float32).astype(np.float64)), axis=-1)
+    float64, NaN entries skipped (QUANT gives them 0); 1.0 for a row whose peak is 0, inf (the
+    row then saturates) or so small that the scale underflows float32, and an all-NaN row."""
+    peak = np.fmax.reduce(np.abs(np.asarray(x, np.float32).astype(np.float64)), axis=-1)
     with np.errstate(invalid="ignore"):
         scale = (peak / INT8_MAX).astype(np.float32)
     return np.where(np.isfinite(scale) & (scale > 0), scale, np.float32(1)).astype(np.float32)
@@ -76,8 +76,8 @@ QUANT_ROWS = define_instruction(
         Operand("dst_addr", Buffer.ABUF, _f("rows"), _f("cols"), "w", "dst_stride"),
         Operand("scale_addr", Buffer.VBUF, lambda f: 1, _f("rows"), "w"),
     ), sfu_cost(SFU_PASSES["quant_rows"]),
-    """Per row r, float64: scale[r] = float32(max_c |src[r, c]| / 127) (1.0 when that is 0
-    or not finite); dst[r, c] = clip(round_half_even(src[r, c] * float32(1 / scale[r])),
+    """Per row r, float64: scale[r] = float32(max_c |src[r, c]| / 127), NaN skipped (1.0
+    when that is 0 or not finite); dst[r, c] = clip(round_half_even(src[r, c] * float32(1 / scale[r])),
     -127, 127) as int8, NaN gives 0.""")
 
 

@@ -106,6 +106,11 @@ def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
         "domain set the INT8 ranges (default 8; esact_cc/tuning/synthetic_calibration.py)",
     )
     parser.add_argument(
+        "--activation-scales", choices=("tensor", "token"), default=None,
+        help="INT8 scales of linear inputs: tensor (calibrated, one per tensor or channel "
+        "group) or token (one per row, computed by the SFU at run time; default: tensor)",
+    )
+    parser.add_argument(
         "--no-dead-rows", dest="dead_rows", action="store_false", default=None,
         help="keep computing the token rows no output reads (esact-dead-rows removes them "
         "after quantize by default, e.g. all but token 0 in a classifier's last layer)",
