@@ -1,0 +1,104 @@
+"""Masked attention and SPLS prediction at sequences whose masks do not fit MBUF.
+
+A small BERT-style encoder (hidden 64, 4 heads, 32 tokens, padding) on hardware whose MBUF is
+shrunk (a test TOML) so that its H x L x L SPA / Sanger masks do not fit, as BERT-base's do not
+on the default hardware at 128 tokens and beyond:
+- SPLS takes the ring form (SIMILARITY reads the references of earlier chunks from a ring) and,
+  with attention=topk, spills the SPA rows to DRAM; Sanger predicts per query tile and spills;
+  the masked attention runs in query tiles that LOAD their SPA rows;
+- each binary equals the binary of the same model on the default hardware (where everything
+  fits: the whole-row form, itself tested against the interpreter elsewhere) bit for bit, with
+  the same reused rows (some, not all) and skipped MACs, and matches the INT8 reference
+  interpreter as every encoder binary does (same integer datapath; LayerNorm / GELU in FP32
+  round differently: test_compile_to_esb.py's bound).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from esact_cc.runtime.errors import CompileError
+from esact_cc.runtime.isa import Buffer
+
+from esact_cc import api
+
+ROOT = Path(__file__).resolve().parents[2]
+SEQ, HIDDEN, HEADS = 32, 64, 4
+
+
+def _encoder_graphs():
+    spec = importlib.util.spec_from_file_location("encoder_graphs",
+                                                  ROOT / "test" / "e2e" / "encoder_graphs.py")
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module
+
+
+GRAPHS = _encoder_graphs()
+MODEL = GRAPHS.encoder(layers=1, seq=SEQ, hidden=HIDDEN, heads=HEADS, ffn=128, seed=3)
+INPUTS = GRAPHS.encoder_inputs(seq=SEQ, padding=3)
+
+CASES = {
+    # name: (scheme, options, MBUF bytes, SPA spilled to DRAM)
+    "spls-cosprob-dense-attention": ("spls", ["threshold=0.4", "window=3"], 1024, False),
+    "spls-cosprob-topk-attention": ("spls", ["attention=topk", "threshold=0.4"], 1024, True),
+    "spls-overlap-topk-attention": ("spls", ["attention=topk", "similarity=overlap",
+                                             "threshold=0.3", "window=3"], 2048, True),
+    "sanger": ("sanger", [], 1024, True),
+}
+
+
+def small_mbuf(tmp_path: Path, size: int) -> str:
+    path = tmp_path / f"mbuf_{size}.toml"
+    path.write_text(f'name = "small-mbuf-{size}"\n[sram]\nmask_buffer = {size}\n')
+    return str(path)
+
+
+def options(scheme: str, extra: list[str], hw: str | None) -> dict:
+    return {"sparsity": scheme, "sparsity_option": extra, **({"hw": hw} if hw else {})}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_masks_larger_than_mbuf_run_bit_exact(case: str, tmp_path: Path) -> None:
+    scheme, extra, size, spilled = CASES[case]
+    hw = small_mbuf(tmp_path, size)
+    assert HEADS * SEQ * SEQ > size  # the masks of one batch element do not fit
+    program_model = api.compile(MODEL, stage="esact", **options(scheme, extra, hw))
+    program = program_model.program()
+    names = [i.opcode_name for i in program.instructions]
+    mbuf_stores = [i for i in program.instructions
+                   if i.opcode_name == "store" and i.fields["buf"] == Buffer.MBUF]
+    assert bool(mbuf_stores) == spilled
+    if scheme == "spls":
+        sims = [i for i in program.instructions if i.opcode_name == "similarity"]
+        assert len(sims) > 1 and all(i.fields["has_ring"] for i in sims)
+        rows = sum(i.fields["row_count"] for i in sims)
+        assert rows == SEQ  # the chunks cover every row once
+    if spilled:  # the masked attention reads its SPA rows back per query tile
+        qk = [i for i in program.instructions if i.opcode_name == "attn_qk"]
+        assert all(i.fields["has_mask"] for i in qk)
+        assert min(i.fields["lq"] for i in qk) < SEQ
+        assert names.count("load") > names.count("store")
+    result = program_model.simulate(INPUTS, hw=hw)
+    got = result.outputs["last_hidden_state"]
+    reference = api.compile(MODEL, stage="sparsity", **options(scheme, extra, None)).run(
+        INPUTS)["last_hidden_state"]
+    assert np.abs(got - reference).max() <= 1e-4 * np.abs(reference).max()
+    whole = api.compile(MODEL, stage="esact", **options(scheme, extra, None))
+    assert not any(i.fields["has_ring"] for i in whole.program().instructions
+                   if i.opcode_name == "similarity")
+    whole_result = whole.simulate(INPUTS)
+    np.testing.assert_array_equal(got, whole_result.outputs["last_hidden_state"])
+    assert result.report["spls"]["skipped_macs"] == whole_result.report["spls"]["skipped_macs"]
+    if scheme == "spls":
+        assert 0 < result.report["spls"]["reused_rows"] < SEQ
+
+
+def test_explicit_chunk_rows_that_do_not_fit_are_refused(tmp_path: Path) -> None:
+    hw = small_mbuf(tmp_path, 1024)
+    with pytest.raises(CompileError, match=r"spls-chunk-rows=32 does not fit .* \(at most \d+\)"):
+        api.compile(MODEL, stage="esact", spls_chunk_rows=32, **options("spls", [], hw))
