@@ -129,17 +129,18 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings(args.budget, args.min_cosine, args.hw_inputs,
                             not args.uniform_only, not args.no_curves, schemes, args.search)
         for name in models:
-            start = time.time()
+            start, cpu = time.time(), time.process_time()
             with tempfile.TemporaryDirectory(prefix=f"scheme-comparison-{name}-") as tmp:
                 case = build_case(name, Path(tmp), args.layers, args.calib, args.inputs)
                 case.hw = args.hw
                 result = compare_case(case, settings, log)
             result["seconds"] = round(time.time() - start, 1)
+            result["cpu_seconds"] = round(time.process_time() - cpu, 1)  # ~ wall when idle
             result["command"] = command
             result["choices"] = choices_text(args)
             write_json(args.out_dir / f"scheme_comparison_{name}.json", result)
             plot(result, args.out_dir / f"scheme_comparison_{name}.png")
-            log(f"{name}: done in {result['seconds']} s")
+            log(f"{name}: done in {result['seconds']} s ({result['cpu_seconds']} s CPU)")
     results = []
     for name in models:
         path = args.out_dir / f"scheme_comparison_{name}.json"

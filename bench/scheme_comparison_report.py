@@ -59,7 +59,9 @@ def model_section(result: dict[str, Any]) -> str:
              f"{result['hardware_inputs']} of them on the hardware model (`{result['hw']}`; "
              f"per-input means). Metric: {result['metric']}; dense INT8 "
              f"{result['dense_int8']['reporting']:.2f} on the reporting inputs; budget: "
-             f"{result['budget']} ({result['budget_points']:.3f} points on calibration).", "",
+             f"{result['budget']} ({result['budget_points']:.3f} points on calibration). "
+             f"Run: {result.get('seconds', 0):.0f} s wall, {result.get('cpu_seconds', 0):.0f} s "
+             "CPU.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     dense_hw = schemes["dense"]["hardware"]
     for name in SCHEMES:
