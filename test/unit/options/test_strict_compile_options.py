@@ -27,7 +27,7 @@ def test_a_misspelt_keyword_names_the_nearest_option():
     line = _error(stage="quantized", calibraton_data="calib.npz")
     assert line.startswith("unknown compile option 'calibraton_data' (did you mean "
                            "'calibration_data'? valid: calibration_data, synthetic_samples, "
-                           "dead_rows, sparsity")
+                           "dead_rows")
 
 
 @pytest.mark.parametrize("extra, message", [
