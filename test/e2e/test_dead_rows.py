@@ -6,6 +6,7 @@ changes.
   runs Q, attention rows, O and FFN on 1 of 17 rows (its MACs exactly that), fewer cycles;
   the compile summary says what was removed;
 - a model whose every row is read (ViT fixture returning last_hidden_state): IR unchanged;
+  BERT with only its pooler output: the last layer on [CLS], the output bit-identical;
 - batch 2 with two read rows: interpreter and binary equal theirs without the pass;
 - the off switch: `--no-dead-rows` (esact-cc) and `dead_rows=False` (api).
 """
@@ -98,6 +99,25 @@ def test_a_model_whose_every_row_is_read_is_unchanged():
     full = api.compile(path, stage="quantized", dead_rows=False)
     assert not _selects(narrowed.module)
     assert narrowed.ir() == full.ir()
+
+
+def test_bert_with_only_its_pooler_output_computes_cls_in_the_last_layer(tmp_path):
+    import onnx
+
+    model = onnx.load(FIXTURES / "bert_tiny_legacy17.onnx")
+    pooler = [o for o in model.graph.output if o.name == "pooler_output"]
+    del model.graph.output[:]
+    model.graph.output.extend(pooler)  # last_hidden_state no longer an output
+    onnx.save(model, tmp_path / "pooler_only.onnx")
+    inputs = dict(np.load(FIXTURES / "bert_tiny_legacy17.inputs.npz"))
+    compiled = {on: api.compile(tmp_path / "pooler_only.onnx", stage="esb", dead_rows=on)
+                for on in (True, False)}
+    narrowed = api.compile(tmp_path / "pooler_only.onnx", stage="quantized").module
+    assert {op.kept for op in _selects(narrowed)} == {(0,)}
+    runs = {on: compiled[on].simulate(inputs) for on in (True, False)}
+    np.testing.assert_array_equal(runs[True].outputs["pooler_output"],
+                                  runs[False].outputs["pooler_output"])
+    assert runs[True].report["total"]["macs_executed"] < runs[False].report["total"]["macs_executed"]
 
 
 BATCH2_LAYER = """
