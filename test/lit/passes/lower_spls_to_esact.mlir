@@ -5,6 +5,7 @@
 // RUN: not esact-opt %s -p 'calibrate,quantize,insert-spls{hlog-bits=8},lower-to-esact' 2>&1 | filecheck %s --check-prefix=BITS
 // RUN: esact-opt %s -p 'calibrate,quantize,insert-spls{hlog-bits=4 window=4 threshold=0.9},lower-to-esact{spls-chunk-rows=1}' --no-print-debuginfo 2>/dev/null | filecheck %s --check-prefix=ROWCHUNK
 // RUN: not esact-opt %s -p 'calibrate,quantize,insert-spls,lower-to-esact{spls-chunk-rows=-1}' 2>&1 | filecheck %s --check-prefix=BADCHUNK
+// RUN: esact-opt %s -p 'calibrate,quantize,insert-spls{attention=topk threshold=0.9},lower-to-esact{hw="%S/Inputs/esact_mbuf48.toml"}' --no-print-debuginfo 2>/dev/null | filecheck %s --check-prefix=RING
 // The sparse lowering (passes/lower_spls_to_esact.py) of one pre-LN encoder layer after
 // quantize + insert-spls (weights in Inputs/insert_spls_layer.npz; L = 4, 2 heads, width 8):
 // the prediction chain on the predict queue (HLOG of X, one BPU for Q^|K^, DEQUANT with the
@@ -31,7 +32,7 @@
 // CHECK-NEXT: esact.dequant
 // CHECK-NEXT: esact.topk
 // CHECK-NEXT: esact.softmax {{.*}}rows = 8, cols = 4, {{.*}}{component = "predict", layer = 0 : i64}
-// CHECK-NEXT: esact.similarity {{.*}}map_addr = [[MAP:[0-9]+]], key_mask_addr = {{[0-9]+}}, spa_addr = [[SPA]], has_prob = 1, {{.*}}heads = 2, length = 4, keys = 4, window = 4, k = 1, threshold = 0.8999{{[0-9]*}}, mode = COSPROB, has_row_mask = 1, row_mask_addr = [[ROWS:[0-9]+]], first_reference = 0, first_row = 0, row_count = 4 {component = "predict", layer = 0 : i64}
+// CHECK-NEXT: esact.similarity {{.*}}map_addr = [[MAP:[0-9]+]], key_mask_addr = {{[0-9]+}}, spa_addr = [[SPA]], has_prob = 1, {{.*}}heads = 2, length = 4, keys = 4, window = 4, k = 1, threshold = 0.8999{{[0-9]*}}, mode = COSPROB, has_row_mask = 1, row_mask_addr = [[ROWS:[0-9]+]], first_reference = 0, first_row = 0, row_count = 4, has_ring = 0, ring_addr = 0 {component = "predict", layer = 0 : i64}
 // CHECK:      esact.gemm {{.*}} has_row_mask = 0{{.*}}component = "v"
 // CHECK:      esact.gemm {{.*}}m = 4, k = 8, n = 8, {{.*}}has_row_mask = 1, row_mask_addr = [[ROWS]], {{.*}}component = "q"
 // CHECK:      esact.scatter_rows {{.*}}buf = VBUF, {{.*}}rows = 4, cols = 8, {{.*}}map_addr = [[MAP]], compact = 0
@@ -143,3 +144,22 @@ builtin.module attributes {esact.weight_store = "Inputs/insert_spls_layer.npz"} 
 // ROWCHUNK-NOT:     esact.similarity
 // BADCHUNK: lower-to-esact: spls-chunk-rows must be >= 0, got -1
 // BADCHUNK-NOT: Traceback
+
+// The ring form (SPA of all rows over MBUF, Inputs/esact_mbuf48.toml): chunks of 3 + 1 rows,
+// each chunk's SPA rows [heads, n, keys] in one MBUF region, SIMILARITY with has_ring reading
+// the earlier chunks' references (cosprob: prob rows) from the ring; attention=topk reads SPA
+// later, so each chunk's rows are STOREd to DRAM per head, and the attention runs in query
+// tiles of 2 rows that LOAD their SPA rows back (head 0 rows 0-1, head 1 rows 0-1, ...).
+// RING:      esact.topk {{.*}}dst_addr = [[CH:[0-9]+]], src_buf = ACC, {{.*}}rows = 3, cols = 4,
+// RING:      esact.topk {{.*}}rows = 3, cols = 4,
+// RING:      esact.similarity {{.*}}spa_addr = [[CH]], has_prob = 1, {{.*}}first_row = 0, row_count = 3, has_ring = 1, ring_addr = [[RINGAT:[0-9]+]]
+// RING-NEXT: esact.store {{.*}}buf = MBUF, sram_addr = [[CH]], dram_addr = [[SPA0:[0-9]+]], rows = 3, cols = 4,
+// RING-NEXT: esact.store {{.*}}buf = MBUF, {{.*}}rows = 3, cols = 4,
+// RING:      esact.topk {{.*}}dst_addr = [[CH]], {{.*}}rows = 1, cols = 4,
+// RING:      esact.similarity {{.*}}spa_addr = [[CH]], {{.*}}first_row = 3, row_count = 1, has_ring = 1, ring_addr = [[RINGAT]]
+// RING-NEXT: esact.store {{.*}}buf = MBUF, sram_addr = [[CH]], {{.*}}rows = 1, cols = 4,
+// RING:      esact.load {{.*}}buf = MBUF, sram_addr = [[T0:[0-9]+]], dram_addr = [[SPA0]], rows = 2, cols = 4,
+// RING-NEXT: esact.attn_qk {{.*}}lq = 2, lk = 4, {{.*}}has_mask = 1, mask_addr = [[T0]], has_row_mask = 1
+// RING-NOT:  esact.similarity
+// RING:      esact.attn_qk {{.*}}lq = 2, lk = 4, {{.*}}has_mask = 1
+// RING:      esact.halt
