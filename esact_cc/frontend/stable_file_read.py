@@ -18,14 +18,17 @@ from typing import BinaryIO
 from esact_cc.runtime.errors import CompileError
 
 
-def _read_exactly(handle: BinaryIO, length: int) -> bytes:
-    return handle.read(length)
+def _read_exactly(handle: BinaryIO, length: int) -> bytearray:
+    data = bytearray(length)
+    read = handle.readinto(data)
+    return data if read == length else data[:read]
 
 
 def read_stable(path: str | os.PathLike[str], what: str, cap: int, offset: int = 0,
-                length: int | None = None) -> bytes:
+                length: int | None = None) -> bytearray:
     """`length` bytes of `path` from `offset` (default: to the end), or a `CompileError` naming
-    `what` and the path."""
+    `what` and the path. A bytearray: the model reader moves each tensor's bytes a little
+    within it, to align them (onnx_file_reader.py)."""
     path = Path(path)
     try:
         # O_NONBLOCK: opening a FIFO with no writer returns at once (and is refused below).
