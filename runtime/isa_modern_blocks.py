@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 
 from .isa_costs import sfu_cost
-from .isa_fields import FLOAT_BITS, STRIDE_BITS, Buffer, FieldKind, FieldSpec, Queue, Unit, bits_float
-from .isa_fields import DIM_BITS, SRAM_ADDR_BITS
+from .isa_extension import addr, dim, field_value, register_once, stride
+from .isa_fields import FLOAT_BITS, Buffer, FieldKind, FieldSpec, Queue, Unit, bits_float
 from .isa_spec import Operand
-from .isa_table import INSTRUCTION_SPECS, define_instruction, register_instruction
+from .isa_table import define_instruction
 
 # SFU lane passes per element (the built-ins' table is `isa_costs.SFU_PASSES`).
 RMSNORM_PASSES = 3  # square-sum, reciprocal square root, scale
@@ -81,54 +81,38 @@ def rope_rows(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, head_dim: int,
 # ----------------------------------------------------------------------------- table rows
 
 
-def _addr(name: str, doc: str) -> FieldSpec:
-    return FieldSpec(name, SRAM_ADDR_BITS, doc=doc)
+def _mat(address: str, rows: str, cols: str, access: str, row_stride: str | None = None) -> Operand:
+    return Operand(address, Buffer.VBUF, field_value(rows), field_value(cols), access, row_stride)
 
 
-def _dim(name: str, doc: str = "") -> FieldSpec:
-    return FieldSpec(name, DIM_BITS, min_value=1, doc=doc)
-
-
-def _stride(name: str) -> FieldSpec:
-    return FieldSpec(name, STRIDE_BITS, doc="row stride in elements, 0 = packed")
-
-
-def _rows(field: str) -> Any:
-    return lambda f: f[field]
-
-
-def _mat(addr: str, rows: str, cols: str, access: str, stride: str | None = None) -> Operand:
-    return Operand(addr, Buffer.VBUF, _rows(rows), _rows(cols), access, stride)
-
-
-_ROWWISE = (_dim("rows"), _dim("cols"), _stride("src_stride"), _stride("dst_stride"))
+_ROWWISE = (dim("rows"), dim("cols"), stride("src_stride"), stride("dst_stride"))
 _SRC_DST = (_mat("src_addr", "rows", "cols", "r", "src_stride"),
             _mat("dst_addr", "rows", "cols", "w", "dst_stride"))
 
 RMSNORM = define_instruction(
     "rmsnorm", 0x29, Queue.SFU, Unit.SFU,
-    (_addr("dst_addr", "VBUF fp32"), _addr("src_addr", "VBUF fp32"), *_ROWWISE,
-     _addr("gamma_addr", "VBUF: cols"), FieldSpec("eps", FLOAT_BITS, FieldKind.FLOAT32)),
-    (*_SRC_DST, Operand("gamma_addr", Buffer.VBUF, lambda f: 1, _rows("cols"), "r")),
+    (addr("dst_addr", "VBUF fp32"), addr("src_addr", "VBUF fp32"), *_ROWWISE,
+     addr("gamma_addr", "VBUF: cols"), FieldSpec("eps", FLOAT_BITS, FieldKind.FLOAT32)),
+    (*_SRC_DST, Operand("gamma_addr", Buffer.VBUF, lambda f: 1, field_value("cols"), "r")),
     sfu_cost(RMSNORM_PASSES),
     "Per row in float64: dst = x / sqrt(mean(x^2) + eps) * gamma.")
 
 SILU = define_instruction(
     "silu", 0x2A, Queue.SFU, Unit.SFU,
-    (_addr("dst_addr", "VBUF fp32"), _addr("src_addr", "VBUF fp32"), *_ROWWISE),
+    (addr("dst_addr", "VBUF fp32"), addr("src_addr", "VBUF fp32"), *_ROWWISE),
     _SRC_DST, sfu_cost(SILU_PASSES),
     "dst = x / (1 + exp(-x)) in float64 (SiLU).")
 
 RELU = define_instruction(
     "relu", 0x2D, Queue.SFU, Unit.SFU,
-    (_addr("dst_addr", "VBUF fp32"), _addr("src_addr", "VBUF fp32"), *_ROWWISE),
+    (addr("dst_addr", "VBUF fp32"), addr("src_addr", "VBUF fp32"), *_ROWWISE),
     _SRC_DST, sfu_cost(1),
     "dst = max(src, 0).")
 
 MUL = define_instruction(
     "mul", 0x2B, Queue.SFU, Unit.SFU,
-    (_addr("dst_addr", "VBUF fp32"), _addr("a_addr", "VBUF fp32"), _addr("b_addr", "VBUF fp32"),
-     _dim("rows"), _dim("cols"), _stride("dst_stride"), _stride("a_stride"), _stride("b_stride")),
+    (addr("dst_addr", "VBUF fp32"), addr("a_addr", "VBUF fp32"), addr("b_addr", "VBUF fp32"),
+     dim("rows"), dim("cols"), stride("dst_stride"), stride("a_stride"), stride("b_stride")),
     (_mat("a_addr", "rows", "cols", "r", "a_stride"), _mat("b_addr", "rows", "cols", "r", "b_stride"),
      _mat("dst_addr", "rows", "cols", "w", "dst_stride")),
     sfu_cost(1),
@@ -136,11 +120,11 @@ MUL = define_instruction(
 
 ROPE = define_instruction(
     "rope", 0x2C, Queue.SFU, Unit.SFU,
-    (_addr("dst_addr", "VBUF fp32"), _addr("src_addr", "VBUF fp32"), *_ROWWISE,
-     _addr("cos_addr", "VBUF: rows x rotary_dim, packed"),
-     _addr("sin_addr", "VBUF: rows x rotary_dim, packed"),
-     _dim("head_dim", "channels per head; cols is a multiple"),
-     _dim("rotary_dim", "rotated channels at the start of each head, even")),
+    (addr("dst_addr", "VBUF fp32"), addr("src_addr", "VBUF fp32"), *_ROWWISE,
+     addr("cos_addr", "VBUF: rows x rotary_dim, packed"),
+     addr("sin_addr", "VBUF: rows x rotary_dim, packed"),
+     dim("head_dim", "channels per head; cols is a multiple"),
+     dim("rotary_dim", "rotated channels at the start of each head, even")),
     (*_SRC_DST, _mat("cos_addr", "rows", "rotary_dim", "r"), _mat("sin_addr", "rows", "rotary_dim", "r")),
     sfu_cost(ROPE_PASSES),
     """Per row r and head h (channels [h * head_dim, (h + 1) * head_dim)), float64: the first
@@ -191,7 +175,5 @@ def _run_rope(machine: Any, f: Mapping[str, int]) -> None:
 
 def register() -> None:
     """Add the five instructions to the table (once; `runtime/isa.py` calls this)."""
-    for spec, kernel in ((RMSNORM, _run_rmsnorm), (SILU, _run_silu), (RELU, _run_relu),
-                         (MUL, _run_mul), (ROPE, _run_rope)):
-        if spec.name not in INSTRUCTION_SPECS:
-            register_instruction(spec, kernel)
+    register_once(((RMSNORM, _run_rmsnorm), (SILU, _run_silu), (RELU, _run_relu),
+                   (MUL, _run_mul), (ROPE, _run_rope)))

@@ -33,10 +33,11 @@ import numpy as np
 
 from . import sanger_kernels
 from .isa_costs import SFU_PASSES, Work, bpu_cost
-from .isa_fields import DIM_BITS, FLOAT_BITS, SRAM_ADDR_BITS, STRIDE_BITS, Buffer, FieldKind, \
-    FieldSpec, Queue, Unit, bits_float
+from .isa_extension import additive_mask_fields, additive_mask_operand, addr, dim, field_value, \
+    register_once, stride
+from .isa_fields import FLOAT_BITS, Buffer, FieldKind, FieldSpec, Queue, Unit, bits_float
 from .isa_spec import Operand
-from .isa_table import INSTRUCTION_SPECS, define_instruction, register_instruction
+from .isa_table import define_instruction
 
 if TYPE_CHECKING:
     from .hw_config import HardwareConfig
@@ -45,22 +46,6 @@ PREDICT_OPCODE = 0x34
 PACK_OPCODE = 0x35
 PREDICT_ELEMENT_PASSES = SFU_PASSES["softmax"] + 1
 """Element passes of the prediction per score: softmax's 4, then the threshold compare."""
-
-
-def _addr(name: str, doc: str) -> FieldSpec:
-    return FieldSpec(name, SRAM_ADDR_BITS, doc=doc)
-
-
-def _dim(name: str) -> FieldSpec:
-    return FieldSpec(name, DIM_BITS, min_value=1)
-
-
-def _flag(name: str, doc: str = "") -> FieldSpec:
-    return FieldSpec(name, 1, FieldKind.FLAG, doc=doc)
-
-
-def _f(name: str):
-    return lambda f: f[name]
 
 
 def _predict(machine, f: Mapping[str, int]) -> None:
@@ -101,30 +86,24 @@ def pack_cost(f: Mapping[str, int], config: HardwareConfig, work: Work) -> int:
 
 SANGER_PREDICT = define_instruction(
     "sanger_predict", PREDICT_OPCODE, Queue.PREDICT, Unit.BPU, (
-        _addr("mask_addr", "MBUF: Lq x Lk element mask out, packed"),
-        _addr("q_addr", "ABUF: Q codes, Lq x d int8"),
-        _addr("k_addr", "ABUF: K codes, Lk x d int8"),
-        _dim("lq"), _dim("lk"), _dim("d"),
-        FieldSpec("q_stride", STRIDE_BITS, doc="row stride in elements, 0 = packed"),
-        FieldSpec("k_stride", STRIDE_BITS, doc="row stride in elements, 0 = packed"),
+        addr("mask_addr", "MBUF: Lq x Lk element mask out, packed"),
+        addr("q_addr", "ABUF: Q codes, Lq x d int8"),
+        addr("k_addr", "ABUF: K codes, Lk x d int8"),
+        dim("lq"), dim("lk"), dim("d"), stride("q_stride"), stride("k_stride"),
         FieldSpec("bits", 4, min_value=sanger_kernels.MIN_BITS,
                   max_value=sanger_kernels.MAX_BITS, doc="low-bit width of Q and K"),
         FieldSpec("score_scale", FLOAT_BITS, FieldKind.FLOAT32,
                   doc="low-bit product -> predicted logit (sanger_kernels.score_scale)"),
         FieldSpec("threshold", FLOAT_BITS, FieldKind.FLOAT32,
                   doc="keep positions whose predicted probability exceeds it"),
-        _flag("has_add_mask"),
-        _addr("add_mask_addr", "VBUF: additive mask, one row of Lk (or Lq x Lk)"),
-        _flag("add_mask_rows", "the additive mask is an Lq x Lk block, not one row"),
-        _flag("causal"),
+        *additive_mask_fields("Lq", "Lk"),
         FieldSpec("causal_offset", 16, FieldKind.SINT,
                   doc="causal: key c is invisible to query r when c > r + causal_offset"),
     ), (
-        Operand("q_addr", Buffer.ABUF, _f("lq"), _f("d"), "r", "q_stride"),
-        Operand("k_addr", Buffer.ABUF, _f("lk"), _f("d"), "r", "k_stride"),
-        Operand("add_mask_addr", Buffer.VBUF, lambda f: f["lq"] if f["add_mask_rows"] else 1,
-                _f("lk"), "r", enabled_by="has_add_mask"),
-        Operand("mask_addr", Buffer.MBUF, _f("lq"), _f("lk"), "w"),
+        Operand("q_addr", Buffer.ABUF, field_value("lq"), field_value("d"), "r", "q_stride"),
+        Operand("k_addr", Buffer.ABUF, field_value("lk"), field_value("d"), "r", "k_stride"),
+        additive_mask_operand("lq", "lk"),
+        Operand("mask_addr", Buffer.MBUF, field_value("lq"), field_value("lk"), "w"),
     ), bpu_cost,
     """mask = sanger_kernels.predict_mask(Q, K, bits, score_scale, threshold, add_mask,
     visible) as bytes 0/1: Q and K re-quantized to `bits` (round(c * level / 127)), their
@@ -133,11 +112,10 @@ SANGER_PREDICT = define_instruction(
 
 SANGER_PACK = define_instruction(
     "sanger_pack", PACK_OPCODE, Queue.COMPUTE, Unit.MAC, (
-        _addr("mask_addr", "MBUF: Lq x Lk element mask, packed"),
-        _dim("lq"), _dim("lk"),
-        _dim("d"), _dim("dv"),
+        addr("mask_addr", "MBUF: Lq x Lk element mask, packed"),
+        dim("lq"), dim("lk"), dim("d"), dim("dv"),
     ), (
-        Operand("mask_addr", Buffer.MBUF, _f("lq"), _f("lk"), "r"),
+        Operand("mask_addr", Buffer.MBUF, field_value("lq"), field_value("lk"), "r"),
     ), pack_cost,
     """Configure the sparse PE array for one head's mask: pack-and-split it into sub-rows
     (sanger_kernels.pack_and_split_subrows; rows_executed = sub-rows). No buffer is written;
@@ -145,9 +123,6 @@ SANGER_PACK = define_instruction(
     ATTN_QK (depth d) and ATTN_PV (depth dv) that follow.""")
 
 
-
 def register() -> None:
     """Add SANGER_PREDICT and SANGER_PACK to the ISA table (runtime/isa.py calls it once)."""
-    for spec, kernel in ((SANGER_PREDICT, _predict), (SANGER_PACK, _pack)):
-        if spec.name not in INSTRUCTION_SPECS:
-            register_instruction(spec, kernel)
+    register_once(((SANGER_PREDICT, _predict), (SANGER_PACK, _pack)))

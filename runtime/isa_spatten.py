@@ -28,35 +28,17 @@ import numpy as np
 
 from . import spatten_kernels
 from .isa_costs import SFU_PASSES, bpu_cost, topk_cost
-from .isa_fields import DIM_BITS, FLOAT_BITS, SRAM_ADDR_BITS, STRIDE_BITS, Buffer, FieldKind, \
-    FieldSpec, Queue, Unit, bits_float
+from .isa_extension import additive_mask_fields, additive_mask_operand, addr, dim, field_value, \
+    flag, register_once, stride, vector
+from .isa_fields import DIM_BITS, FLOAT_BITS, Buffer, FieldKind, FieldSpec, Queue, Unit, \
+    bits_float
 from .isa_spec import Operand
-from .isa_table import INSTRUCTION_SPECS, define_instruction, register_instruction
+from .isa_table import define_instruction
 
 TOPK_OPCODE = 0x36
 SCORE_OPCODE = 0x37
 HEAD_BITS = 8
 """Head counts and indices of SPATTEN_SCORE (up to 255 heads: the 320-bit word is full)."""
-
-
-def _addr(name: str, doc: str) -> FieldSpec:
-    return FieldSpec(name, SRAM_ADDR_BITS, doc=doc)
-
-
-def _dim(name: str) -> FieldSpec:
-    return FieldSpec(name, DIM_BITS, min_value=1)
-
-
-def _flag(name: str, doc: str = "") -> FieldSpec:
-    return FieldSpec(name, 1, FieldKind.FLAG, doc=doc)
-
-
-def _f(name: str):
-    return lambda f: f[name]
-
-
-def _one(f: Mapping[str, int]) -> int:
-    return 1
 
 
 def _topk(machine, f: Mapping[str, int]) -> None:
@@ -70,8 +52,9 @@ def _topk(machine, f: Mapping[str, int]) -> None:
     machine.view("out_head_scores_addr", "w")[0] = hs
     machine.view("tokens_addr")[0] = tokens.astype(np.uint8)
     machine.view("heads_addr")[0] = kept.astype(np.uint8)
-    machine.view("mask_addr")[...] = spatten_kernels.element_mask(tokens, kept, length).reshape(
-        heads, length * length).astype(np.uint8)
+    if not f["no_mask"]:  # (long sequences: the attention expands rows with SPATTEN_MASK)
+        machine.view("mask_addr")[...] = spatten_kernels.element_mask(
+            tokens, kept, length).reshape(heads, length * length).astype(np.uint8)
     alive = length + heads if prev[0] is None else int(np.isfinite(prev[0]).sum()
                                                         + np.isfinite(prev[1]).sum())
     machine.work.compare_ops = 2 * alive
@@ -102,65 +85,59 @@ def _score(machine, f: Mapping[str, int]) -> None:
     machine.work.rows_total, machine.work.rows_executed = length, refetched
 
 
-def _vec(addr: str, buf: Buffer, cols, access: str, **kw) -> Operand:
-    return Operand(addr, buf, _one, cols, access, **kw)
-
-
 SPATTEN_TOPK = define_instruction(
     "spatten_topk", TOPK_OPCODE, Queue.PREDICT, Unit.TOPK, (
-        _addr("scores_addr", "VBUF: accumulated token scores, 1 x length f32"),
-        _addr("head_scores_addr", "VBUF: accumulated head scores, 1 x heads f32"),
-        _flag("has_prev", "scores exist (not the first pruned layer)"),
-        _addr("out_scores_addr", "VBUF: scores with pruned tokens -inf"),
-        _addr("out_head_scores_addr", "VBUF: head scores with pruned heads -inf"),
-        _addr("tokens_addr", "MBUF: token keep vector, length bytes"),
-        _addr("heads_addr", "MBUF: head keep vector, heads bytes"),
-        _addr("mask_addr", "MBUF: heads x length x length element mask"),
-        _dim("length"), _dim("heads"),
+        addr("scores_addr", "VBUF: accumulated token scores, 1 x length f32"),
+        addr("head_scores_addr", "VBUF: accumulated head scores, 1 x heads f32"),
+        flag("has_prev", "scores exist (not the first pruned layer)"),
+        addr("out_scores_addr", "VBUF: scores with pruned tokens -inf"),
+        addr("out_head_scores_addr", "VBUF: head scores with pruned heads -inf"),
+        addr("tokens_addr", "MBUF: token keep vector, length bytes"),
+        addr("heads_addr", "MBUF: head keep vector, heads bytes"),
+        addr("mask_addr", "MBUF: heads x length x length element mask"),
+        dim("length"), dim("heads"),
         FieldSpec("token_keep", FLOAT_BITS, FieldKind.FLOAT32, doc="fraction of alive tokens kept"),
         FieldSpec("head_keep", FLOAT_BITS, FieldKind.FLOAT32, doc="fraction of alive heads kept"),
         FieldSpec("protect", DIM_BITS, doc="the first `protect` tokens are never pruned"),
+        flag("no_mask", "write the keep vectors only (runtime/isa_spatten_mask.py expands rows)"),
     ), (
-        _vec("scores_addr", Buffer.VBUF, _f("length"), "r", enabled_by="has_prev"),
-        _vec("head_scores_addr", Buffer.VBUF, _f("heads"), "r", enabled_by="has_prev"),
-        _vec("out_scores_addr", Buffer.VBUF, _f("length"), "w"),
-        _vec("out_head_scores_addr", Buffer.VBUF, _f("heads"), "w"),
-        _vec("tokens_addr", Buffer.MBUF, _f("length"), "w"),
-        _vec("heads_addr", Buffer.MBUF, _f("heads"), "w"),
-        Operand("mask_addr", Buffer.MBUF, _f("heads"), lambda f: f["length"] ** 2, "w"),
+        vector("scores_addr", Buffer.VBUF, field_value("length"), "r", enabled_by="has_prev"),
+        vector("head_scores_addr", Buffer.VBUF, field_value("heads"), "r", enabled_by="has_prev"),
+        vector("out_scores_addr", Buffer.VBUF, field_value("length"), "w"),
+        vector("out_head_scores_addr", Buffer.VBUF, field_value("heads"), "w"),
+        vector("tokens_addr", Buffer.MBUF, field_value("length"), "w"),
+        vector("heads_addr", Buffer.MBUF, field_value("heads"), "w"),
+        Operand("mask_addr", Buffer.MBUF, lambda f: 0 if f["no_mask"] else f["heads"],
+                lambda f: f["length"] ** 2, "w"),
     ), topk_cost,
     """tokens, heads, scores', head_scores' = spatten_kernels.begin_layer(scores, head_scores,
     token_keep, head_keep, protect) (everything kept, scores 0 without has_prev); mask[h, r, c] =
-    heads[h] & tokens[r] & tokens[c].""")
+    heads[h] & tokens[r] & tokens[c] unless no_mask.""")
 
 SPATTEN_SCORE = define_instruction(
     "spatten_score", SCORE_OPCODE, Queue.PREDICT, Unit.BPU, (
-        _addr("scores_addr", "VBUF: token scores, 1 x length f32, updated"),
-        _addr("head_scores_addr", "VBUF: head scores, 1 x heads f32, updated"),
-        _addr("q_addr", "ABUF: Q codes, length x d int8"),
-        _addr("k_addr", "ABUF: K codes, length x d int8"),
-        _addr("v_addr", "ABUF: V codes, length x dv int8"),
-        FieldSpec("qk_stride", STRIDE_BITS, doc="Q / K row stride in elements, 0 = packed"),
-        FieldSpec("v_stride", STRIDE_BITS, doc="V row stride in elements, 0 = packed"),
-        _dim("length"), _dim("d"), _dim("dv"),
+        addr("scores_addr", "VBUF: token scores, 1 x length f32, updated"),
+        addr("head_scores_addr", "VBUF: head scores, 1 x heads f32, updated"),
+        addr("q_addr", "ABUF: Q codes, length x d int8"),
+        addr("k_addr", "ABUF: K codes, length x d int8"),
+        addr("v_addr", "ABUF: V codes, length x dv int8"),
+        stride("qk_stride", "Q / K row stride in elements, 0 = packed"),
+        stride("v_stride", "V row stride in elements, 0 = packed"),
+        dim("length"), dim("d"), dim("dv"),
         FieldSpec("heads", HEAD_BITS, min_value=1), FieldSpec("head", HEAD_BITS, doc="the head scored"),
         FieldSpec("score_scale", FLOAT_BITS, FieldKind.FLOAT32, doc="Q K^T codes -> logit"),
         FieldSpec("requant_threshold", FLOAT_BITS, FieldKind.FLOAT32,
                   doc="rows whose MSB probabilities peak below it re-fetch their LSBs"),
-        _flag("has_add_mask"),
-        _addr("add_mask_addr", "VBUF: additive mask, one row of length (or length x length)"),
-        _flag("add_mask_rows", "the additive mask is a length x length block, not one row"),
-        _flag("causal"),
+        *additive_mask_fields("length", "length"),
     ), (
-        _vec("scores_addr", Buffer.VBUF, _f("length"), "r"),
-        _vec("head_scores_addr", Buffer.VBUF, _f("heads"), "r"),
-        Operand("q_addr", Buffer.ABUF, _f("length"), _f("d"), "r", "qk_stride"),
-        Operand("k_addr", Buffer.ABUF, _f("length"), _f("d"), "r", "qk_stride"),
-        Operand("v_addr", Buffer.ABUF, _f("length"), _f("dv"), "r", "v_stride"),
-        Operand("add_mask_addr", Buffer.VBUF, lambda f: f["length"] if f["add_mask_rows"] else 1,
-                _f("length"), "r", enabled_by="has_add_mask"),
-        _vec("scores_addr", Buffer.VBUF, _f("length"), "w"),
-        _vec("head_scores_addr", Buffer.VBUF, _f("heads"), "w"),
+        vector("scores_addr", Buffer.VBUF, field_value("length"), "r"),
+        vector("head_scores_addr", Buffer.VBUF, field_value("heads"), "r"),
+        Operand("q_addr", Buffer.ABUF, field_value("length"), field_value("d"), "r", "qk_stride"),
+        Operand("k_addr", Buffer.ABUF, field_value("length"), field_value("d"), "r", "qk_stride"),
+        Operand("v_addr", Buffer.ABUF, field_value("length"), field_value("dv"), "r", "v_stride"),
+        additive_mask_operand("length", "length"),
+        vector("scores_addr", Buffer.VBUF, field_value("length"), "w"),
+        vector("head_scores_addr", Buffer.VBUF, field_value("heads"), "w"),
     ), bpu_cost,
     """spatten_kernels.score_head(scores, head_scores, head, Q, K, V, score_scale, add_mask,
     causal, requant_threshold): a kept head adds each kept key's received probability (MSB
@@ -169,6 +146,4 @@ SPATTEN_SCORE = define_instruction(
 
 def register() -> None:
     """Add SPATTEN_TOPK and SPATTEN_SCORE to the ISA table (runtime/isa.py calls it once)."""
-    for spec, kernel in ((SPATTEN_TOPK, _topk), (SPATTEN_SCORE, _score)):
-        if spec.name not in INSTRUCTION_SPECS:
-            register_instruction(spec, kernel)
+    register_once(((SPATTEN_TOPK, _topk), (SPATTEN_SCORE, _score)))
