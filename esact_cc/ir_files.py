@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from xdsl.dialects.builtin import ModuleOp
+from xdsl.utils.exceptions import VerifyException
 
 from esact_cc.runtime.errors import CompileError
 from esact_cc.weight_store import WEIGHT_STORE_ATTR, WeightStore, load_store_named_by
@@ -174,6 +175,10 @@ def read_ir(path: str | os.PathLike[str]) -> tuple[ModuleOp, WeightStore]:
     text, inline = split_weights_section(read_bounded_text(source, MAX_IR_TEXT_BYTES, "IR file"),
                                          where)
     module = parse_ir(text, str(path))
+    try:
+        module.verify()  # the input's fault (a failure after a pass is a bug), as in esact-opt
+    except VerifyException as e:
+        raise CompileError(f"{path}: invalid IR: {' '.join(str(e).split())}") from None
     return module, weights_of_parsed(module, inline, Path(path).parent, where)
 
 

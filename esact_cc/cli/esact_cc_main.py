@@ -111,9 +111,9 @@ def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
         "group) or token (one per row, computed by the SFU at run time; default: tensor)",
     )
     parser.add_argument(
-        "--no-dead-rows", dest="dead_rows", action="store_false", default=None,
-        help="keep computing the token rows no output reads (esact-dead-rows removes them "
-        "after quantize by default, e.g. all but token 0 in a classifier's last layer)",
+        "--dead-rows", action=argparse.BooleanOptionalAction, default=None,
+        help="remove the token rows no output reads after quantize (esact-dead-rows; the "
+        "default), e.g. all but token 0 in a classifier's last layer; --no-dead-rows keeps them",
     )
 
 
