@@ -193,14 +193,15 @@ def _attention_mask_tiles(lw: Lowering, op: transformer.AttentionOp
     if spa_value is not None and spa_value is not op.spa and spa_value not in lw.masks:
         raise fail(op, "its tokens / head_mask come from no lowered spatten.select")
     spa = None if spa_value is None else mask_tiles(lw, op, spa_value, "spa")
-    if spa is not None and spa.spa is None and spa.spa_dram is None:
-        raise fail(op, "its SPA mask is neither on chip nor spilled to DRAM")
+    if spa is not None and spa.spa is None and spa.spa_dram is None and spa.expand is None:
+        raise fail(op, "its SPA mask is neither on chip, nor spilled to DRAM, nor expandable")
     return rows, spa
 
 
 class SpaRows:
     """The element mask rows of one head and query tile: in MBUF where the whole SPA is, else
-    LOADed from the DRAM copy (`MaskTiles.spa_dram`) at the head's ATTN_QK and freed after its
+    LOADed from the DRAM copy (`MaskTiles.spa_dram`) or expanded on chip by the scheme
+    (`MaskTiles.expand`: SpAtten's SPATTEN_MASK) at the head's ATTN_QK, and freed after its
     ATTN_PV (two heads are in flight: QK of head h + 1 runs before PV of head h)."""
 
     def __init__(self, lw: Lowering, spa: MaskTiles | None, heads: int, lq: int, lk: int):
@@ -214,9 +215,12 @@ class SpaRows:
             return self.spa.spa + first
         key = (b, h, r0)
         if key not in self.loaded:
-            assert self.spa.spa_dram is not None
             addr = self.lw.alloc(Buffer.MBUF, tq * self.lk)
-            self.lw.load(Buffer.MBUF, addr, self.spa.spa_dram.address + first, tq, self.lk)
+            if self.spa.expand is not None:  # built on chip from the scheme's compact state
+                self.spa.expand(b, h, r0, tq, addr)
+            else:
+                assert self.spa.spa_dram is not None
+                self.lw.load(Buffer.MBUF, addr, self.spa.spa_dram.address + first, tq, self.lk)
             self.loaded[key] = addr
         return self.loaded[key]
 

@@ -10,6 +10,9 @@ multipliers and one SPATTEN_SCORE per head; the scores rows are stored for the n
 The element masks stay in MBUF as the SPA of the attention (`Lowering.masks`, under both the
 tokens and the head_mask value), which reads them like any SPA (passes/lower_attention.py) and
 frees them after its last use: pruned rows and heads cost no MACs there.
+Long sequences (all masks over half of MBUF): SPATTEN_TOPK writes only the keep vectors
+(`no_mask`), which stay in MBUF, and the attention expands each head's query-tile rows with
+SPATTEN_MASK (runtime/isa_spatten_mask.py) just before reading them (`MaskTiles.expand`).
 """
 
 from __future__ import annotations
@@ -18,11 +21,9 @@ import numpy as np
 from xdsl.ir import Operation
 
 from esact_cc.dialects.spatten import SelectOp
-from esact_cc.ir_queries import op_label
 from esact_cc.passes.lower_masked_inputs import MaskRows
 from esact_cc.passes.lowering_state import F32, HALF, Lowering, MaskTiles, register_lowering
 from esact_cc.quantized_kernels import quant_multiplier
-from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.isa import Buffer
 from esact_cc.runtime.sanger_kernels import score_scale
 from esact_cc.runtime.spatten_kernels import INT8_BITS
@@ -42,12 +43,16 @@ def lower_select(lw: Lowering, op: Operation) -> None:
     heads = op.num_heads.value.data
     d, dv = width // heads, v.shape[2] // heads
     block = length * length
-    if batch * heads * block > lw.capacity(Buffer.MBUF) // HALF:
-        raise CompileError(f"lower-to-esact: {op_label(op)}: SpAtten masks of {batch}x{heads}x"
-                           f"{length}x{length} do not fit half of MBUF")
-    spa = lw.alloc(Buffer.MBUF, batch * heads * block)
-    tiles = MaskTiles(batch, length, heads, spa=spa,
+    # Long sequences: the keep vectors stay in MBUF and the attention expands the rows of each
+    # head and query tile it reads (SPATTEN_MASK) instead of the whole [H, L, L] mask.
+    expanded = batch * heads * block > lw.capacity(Buffer.MBUF) // HALF
+    tiles = MaskTiles(batch, length, heads,
                       users={u.operation for r in (op.tokens, op.heads) for u in r.uses})
+    spa = 0 if expanded else lw.alloc(Buffer.MBUF, batch * heads * block)
+    if not expanded:
+        tiles.spa = spa
+    else:
+        tiles.expand = _expand_rows(lw, tiles, length, heads)
     lw.masks[op.tokens] = lw.masks[op.heads] = tiles
     mask_rows = MaskRows(lw, op, op.mask, batch, heads, length, length)
     group = max(1, min(heads, lw.capacity(Buffer.ABUF) // HALF // (length * (2 * d + dv))))
@@ -69,10 +74,13 @@ def lower_select(lw: Lowering, op: Operation) -> None:
                 tokens_addr=tok, heads_addr=hd, mask_addr=spa + b * heads * block,
                 length=length, heads=heads, token_keep=float(op.token_keep.value.data),
                 head_keep=float(op.head_keep.value.data), protect=op.protect.value.data,
-                **fields)
+                **({"no_mask": 1} if expanded else {}), **fields)
         if fields:
             lw.free(Buffer.VBUF, s0, hs0)
-        lw.free(Buffer.MBUF, tok, hd)
+        if expanded:  # read by SPATTEN_MASK, freed with the masks
+            tiles.vectors += [tok, hd]
+        else:
+            lw.free(Buffer.MBUF, tok, hd)
         for h0 in range(0, heads, group):
             g = min(group, heads - h0)
             qa, ka = lw.alloc(Buffer.ABUF, length * g * d), lw.alloc(Buffer.ABUF, length * g * d)
@@ -96,6 +104,17 @@ def lower_select(lw: Lowering, op: Operation) -> None:
         lw.write_tile(op.new_head_scores, hs, b, 1, 0, heads)
         lw.free(Buffer.VBUF, s, hs)
     mask_rows.free()
+
+
+def _expand_rows(lw: Lowering, tiles: MaskTiles, length: int, heads: int):
+    """`MaskTiles.expand` of SpAtten's long form: SPATTEN_MASK from batch element b's keep
+    vectors (token vector then head vector in `tiles.vectors`)."""
+
+    def expand(b: int, h: int, first_row: int, rows: int, address: int) -> None:
+        tok, hd = tiles.vectors[2 * b], tiles.vectors[2 * b + 1]
+        lw.emit("spatten_mask", "predict", tokens_addr=tok, heads_addr=hd, mask_addr=address,
+                length=length, heads=heads, head=h, first_row=first_row, rows=rows)
+    return expand
 
 
 register_lowering(SelectOp, lower_select)

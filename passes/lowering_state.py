@@ -149,6 +149,11 @@ class MaskTiles:
     spa_dram: DramTensor | None = None
     """[B, H, L, L] SPA bytes in DRAM when they do not fit MBUF (the SPLS ring form spills
     them per chunk; the attention LOADs each head's rows)."""
+    expand: Callable[[int, int, int, int, int], None] | None = None
+    """expand(b, h, first_row, rows, mbuf_address) writes those SPA rows on chip from a
+    scheme's compact state (SpAtten's keep vectors) when the whole SPA does not fit MBUF."""
+    vectors: list[int] = field(default_factory=list)
+    """MBUF regions `expand` reads, freed with the masks."""
     users: set[Operation] = field(default_factory=set)
     """Ops still to be lowered that read these masks; the regions are freed after the last."""
     chunks: list[tuple[int, int]] = field(default_factory=list)
@@ -158,7 +163,7 @@ class MaskTiles:
 
     def regions(self) -> list[int]:
         return [r for r in (self.reuse_map, self.row_mask, self.key_mask, self.spa)
-                if r is not None]
+                if r is not None] + self.vectors
 
 
 Rule = Callable[["Lowering", Operation], None]

@@ -118,3 +118,7 @@ isa_spatten.register()
 from . import isa_token_scales  # noqa: E402  (needs the table above)
 
 isa_token_scales.register()
+
+from . import isa_spatten_mask  # noqa: E402  (needs the table above)
+
+isa_spatten_mask.register()

@@ -5,7 +5,8 @@ shrunk (a test TOML) so that its H x L x L SPA / Sanger masks do not fit, as BER
 on the default hardware at 128 tokens and beyond:
 - SPLS takes the ring form (SIMILARITY reads the references of earlier chunks from a ring) and,
   with attention=topk, spills the SPA rows to DRAM; Sanger predicts per query tile and spills;
-  the masked attention runs in query tiles that LOAD their SPA rows;
+  SpAtten keeps only its keep vectors and expands rows with SPATTEN_MASK; the masked attention
+  runs in query tiles that LOAD (or expand) their SPA rows;
 - each binary equals the binary of the same model on the default hardware (where everything
   fits: the whole-row form, itself tested against the interpreter elsewhere) bit for bit, with
   the same reused rows (some, not all) and skipped MACs, and matches the INT8 reference
@@ -43,12 +44,14 @@ MODEL = GRAPHS.encoder(layers=1, seq=SEQ, hidden=HIDDEN, heads=HEADS, ffn=128, s
 INPUTS = GRAPHS.encoder_inputs(seq=SEQ, padding=3)
 
 CASES = {
-    # name: (scheme, options, MBUF bytes, SPA spilled to DRAM)
-    "spls-cosprob-dense-attention": ("spls", ["threshold=0.4", "window=3"], 1024, False),
-    "spls-cosprob-topk-attention": ("spls", ["attention=topk", "threshold=0.4"], 1024, True),
+    # name: (scheme, options, MBUF bytes, where the attention's SPA rows come from per tile:
+    # None = no SPA, "dram" = LOADed back after a spill, "expanded" = SPATTEN_MASK on chip)
+    "spls-cosprob-dense-attention": ("spls", ["threshold=0.4", "window=3"], 1024, None),
+    "spls-cosprob-topk-attention": ("spls", ["attention=topk", "threshold=0.4"], 1024, "dram"),
     "spls-overlap-topk-attention": ("spls", ["attention=topk", "similarity=overlap",
-                                             "threshold=0.3", "window=3"], 2048, True),
-    "sanger": ("sanger", [], 1024, True),
+                                             "threshold=0.3", "window=3"], 2048, "dram"),
+    "sanger": ("sanger", [], 1024, "dram"),
+    "spatten": ("spatten", ["token_keep=0.8"], 1024, "expanded"),
 }
 
 
@@ -64,7 +67,7 @@ def options(scheme: str, extra: list[str], hw: str | None) -> dict:
 
 @pytest.mark.parametrize("case", CASES)
 def test_masks_larger_than_mbuf_run_bit_exact(case: str, tmp_path: Path) -> None:
-    scheme, extra, size, spilled = CASES[case]
+    scheme, extra, size, source = CASES[case]
     hw = small_mbuf(tmp_path, size)
     assert HEADS * SEQ * SEQ > size  # the masks of one batch element do not fit
     program_model = api.compile(MODEL, stage="esact", **options(scheme, extra, hw))
@@ -72,17 +75,17 @@ def test_masks_larger_than_mbuf_run_bit_exact(case: str, tmp_path: Path) -> None
     names = [i.opcode_name for i in program.instructions]
     mbuf_stores = [i for i in program.instructions
                    if i.opcode_name == "store" and i.fields["buf"] == Buffer.MBUF]
-    assert bool(mbuf_stores) == spilled
+    assert bool(mbuf_stores) == (source == "dram")
+    assert ("spatten_mask" in names) == (source == "expanded")
     if scheme == "spls":
         sims = [i for i in program.instructions if i.opcode_name == "similarity"]
         assert len(sims) > 1 and all(i.fields["has_ring"] for i in sims)
         rows = sum(i.fields["row_count"] for i in sims)
         assert rows == SEQ  # the chunks cover every row once
-    if spilled:  # the masked attention reads its SPA rows back per query tile
+    if source is not None:  # the masked attention gets its SPA rows per query tile
         qk = [i for i in program.instructions if i.opcode_name == "attn_qk"]
         assert all(i.fields["has_mask"] for i in qk)
         assert min(i.fields["lq"] for i in qk) < SEQ
-        assert names.count("load") > names.count("store")
     result = program_model.simulate(INPUTS, hw=hw)
     got = result.outputs["last_hidden_state"]
     reference = api.compile(MODEL, stage="sparsity", **options(scheme, extra, None)).run(
