@@ -3,7 +3,9 @@
 One table (`PASS_MODULES`) says where each pass lives; a pass module is imported only when
 that pass is used, so the tools start fast however many passes exist. Analyses that run the
 interpreter live outside passes/ (passes never import it) and are listed by their full module
-path: `calibrate` (esact_cc/tuning/calibrate_pass.py), so esact-opt can run it too.
+path: `calibrate` (esact_cc/tuning/calibrate_pass.py), so esact-opt can run it too. A sparsity
+scheme's passes (`insert-spls`, `insert-sanger`, ...) come from its registration
+(`SparsityScheme.pass_classes`), asked for by name (`SCHEME_PASSES`) like `calibrate`.
 """
 
 from __future__ import annotations
@@ -19,15 +21,14 @@ PASS_MODULES: dict[str, tuple[str, str]] = {
     "calibrate": ("esact_cc.tuning.calibrate_pass", "CalibratePass"),
     "quantize": ("quantize", "QuantizePass"),
     "esact-dead-rows": ("dead_rows", "DeadRowsPass"),
-    "insert-spls": ("insert_spls", "InsertSplsPass"),
-    "insert-sanger": ("insert_sanger", "InsertSangerPass"),
-    "insert-spatten": ("insert_spatten", "InsertSpattenPass"),
     "lower-to-esact": ("lower_to_esact", "LowerToEsactPass"),
     "esact-select-instructions": ("lower_to_esact", "SelectInstructionsPass"),
     "esact-allocate-buffers": ("allocate_buffers", "AllocateBuffersPass"),
     "esact-order": ("order_instructions", "OrderPass"),
     "schedule": ("schedule", "SchedulePass"),
 }
+SCHEME_PASSES = "esact_cc.sparsity.registry:scheme_passes"
+"""() -> {pass name: "module:Class"} of every sparsity scheme's passes."""
 
 
 def _factory(module_name: str, class_name: str) -> Callable[[], type[ModulePass]]:
@@ -41,4 +42,8 @@ def _factory(module_name: str, class_name: str) -> Callable[[], type[ModulePass]
 
 def get_all_passes() -> dict[str, Callable[[], type[ModulePass]]]:
     """Pass name -> factory returning the pass class."""
-    return {name: _factory(module_name, class_name) for name, (module_name, class_name) in PASS_MODULES.items()}
+    table = dict(PASS_MODULES)
+    module_name, _, function = SCHEME_PASSES.partition(":")
+    for name, reference in getattr(importlib.import_module(module_name), function)().items():
+        table[name] = tuple(reference.split(":"))
+    return {name: _factory(module_name, class_name) for name, (module_name, class_name) in table.items()}

@@ -59,10 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="use the first N calibration samples (default: all)")
     parser.add_argument("--uniform-only", action="store_true",
                         help="skip the per-layer threshold search")
-    parser.add_argument("--sparsity", choices=("spls", "sanger", "spatten"), default="spls",
-                        help="the scheme calibrated (default: %(default)s; sanger: its threshold, "
-                        "esact_cc/tuning/sanger_tuning.py; spatten: its keep ratios, "
-                        "esact_cc/tuning/spatten_tuning.py)")
+    parser.add_argument("--sparsity", default="spls", metavar="SCHEME",
+                        help="the scheme calibrated (default: %(default)s; or one registered "
+                        "with a tuning hook: sanger, its threshold; spatten, its keep ratios)")
     add_search_arguments(parser)
     parser.add_argument("-o", "--output", "--output-file", dest="output_file", required=True,
                         metavar="FILE.json", help="where the SPLS config goes (--output-file: "
@@ -135,6 +134,7 @@ def run_cli(args: argparse.Namespace) -> None:
     if not (args.budget >= 0 and args.budget < float("inf")):
         raise CommandLineError(f"--budget must be a finite number of points >= 0, got "
                                f"{args.budget}")
+    hook = None if args.sparsity == "spls" else tuning_hook(args.sparsity)
     check_output_file("-o", None if is_stdout(args.output_file) else args.output_file)
     refuse_overwriting_inputs({"-o": None if is_stdout(args.output_file) else args.output_file},
                               {"MODEL": args.model,
@@ -149,8 +149,10 @@ def run_cli(args: argparse.Namespace) -> None:
                                  args.labels_key, _parse_input_keys(args.input), args.samples)
     log(f"esact-tune: {len(data.samples)} calibration samples, "
         f"{'task accuracy' if data.labels is not None else 'cosine to dense'}, IR {args.ir}")
-    if args.sparsity in ("sanger", "spatten"):
-        _tune_attention_scheme(args, data, log)
+    if hook is not None:
+        from esact_cc.tuning.scheme_tuning import tune_registered_scheme
+
+        tune_registered_scheme(hook, args, data, log)
         return
     evaluator = SplsEvaluator(args.model, data, args.output, args.ir)
     result = tune(evaluator, args.budget, per_layer=not args.uniform_only, log=log,
@@ -175,31 +177,15 @@ def run_cli(args: argparse.Namespace) -> None:
         f"{args.output_file}")
 
 
-def _tune_attention_scheme(args: argparse.Namespace, data, log) -> None:
-    """Sanger's threshold or SpAtten's keep ratios: the same search shape and config file."""
-    from pathlib import Path
+def tuning_hook(name: str):
+    """The esact-tune hook of scheme `name` (esact_cc/sparsity/registry.py `TuningHook`)."""
+    from esact_cc.runtime.errors import CommandLineError
+    from esact_cc.sparsity.registry import scheme_named
 
-    if args.sparsity == "sanger":
-        from esact_cc.tuning.sanger_tuning import SangerEvaluator as Evaluator
-        from esact_cc.tuning.sanger_tuning import tune_sanger as search
-    else:
-        from esact_cc.tuning.spatten_tuning import SpattenEvaluator as Evaluator
-        from esact_cc.tuning.spatten_tuning import tune_spatten as search
-
-    evaluator = Evaluator(args.model, data, args.output, args.ir)
-    result = search(evaluator, args.budget, not args.uniform_only, args.margin_se, log)
-    best = result.best
-    best.config.info = {
-        "model": Path(args.model).name, "calibration_data": Path(args.calibration_data).name,
-        "calibration_sha256": data.sha256, "samples": len(data.samples),
-        "metric": "accuracy" if data.labels is not None else "cosine_to_dense",
-        "output": evaluator.output, "ir": args.ir, "budget_points": args.budget,
-        "dense_accuracy": evaluator.dense_accuracy, "chosen": best.as_dict(),
-        "grid": [m.as_dict() for m in result.grid]}
-    write_text_output(args.output_file, best.config.to_json())
-    log(f"esact-tune: {args.sparsity} {'per-layer' if best is result.per_layer else 'uniform'} setting: "
-        f"sparsity {best.sparsity:.2%} at {best.loss:.3f} points lost on the calibration set "
-        f"-> {args.output_file}")
+    hook = scheme_named(name).tuning
+    if hook is None:
+        raise CommandLineError(f"--sparsity: scheme '{name}' has no esact-tune search")
+    return hook
 
 
 def main(argv: list[str] | None = None) -> int:

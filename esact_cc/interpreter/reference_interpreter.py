@@ -36,10 +36,9 @@ IMPLEMENTATION_MODULES: list[str] = [
     "esact_cc.interpreter.interpret_onnx_ops",
     "esact_cc.interpreter.interpret_transformer_ops",
     "esact_cc.interpreter.interpret_spls_ops",
-    "esact_cc.interpreter.interpret_sanger_ops",
-    "esact_cc.interpreter.interpret_spatten_ops",
 ]
-"""Modules registering op implementations; append one to add a dialect's semantics."""
+"""Modules registering op implementations; append one to add a dialect's semantics (a sparsity
+scheme's come from its registration: `SparsityScheme.interpreter`)."""
 
 _IMPLS: dict[str, OpImpl] = {}
 _loaded = False
@@ -56,13 +55,16 @@ def register(op_name: str) -> Callable[[OpImpl], OpImpl]:
 
 
 def load_implementations() -> None:
-    """Import every implementation module (once)."""
+    """Import every implementation module (once), and every sparsity scheme's (a scheme
+    registered later is picked up by the next interpreter)."""
     global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for module_name in IMPLEMENTATION_MODULES:
-        importlib.import_module(module_name)
+    if not _loaded:
+        _loaded = True
+        for module_name in IMPLEMENTATION_MODULES:
+            importlib.import_module(module_name)
+    from esact_cc.sparsity.registry import import_scheme_modules
+
+    import_scheme_modules("interpreter")
 
 
 def registered_ops() -> list[str]:

@@ -5,28 +5,23 @@ Options (`CompileOptions.extra`, i.e. esact-cc's flags and `api.compile`'s keywo
   options or an SPLS config are given;
 - `sparsity_option`: `[LAYER:]NAME=VALUE` specs for the scheme's options (a string or a list);
   `spls_option` is its older name, still accepted (not both);
-- `spls_config`: an SPLS (or Sanger) config file (`esact-tune`'s output), applied before the
-  specs.
+- `spls_config`: the scheme's config file (`esact-tune`'s output; `SparsityScheme.config`),
+  applied before the specs.
 Options given to a scheme that takes none, or an SPLS config with another scheme, are errors:
 a silently ignored option is a wrong result.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from esact_cc.runtime.errors import CompileError
-from esact_cc.sparsity.registry import SparsityScheme, scheme_named
+from esact_cc.sparsity.registry import SparsityScheme, load_attribute, scheme_configs, scheme_named
 from esact_cc.sparsity.settings import SchemeSettings
 
 OPTION_KEYS = ("sparsity", "sparsity_option", "spls_option", "spls_config")
 """The compile options this module reads."""
-CONFIG_CLASSES = {"spls": "esact_cc.sparsity.spls_options:SplsConfig",
-                  "sanger": "esact_cc.sparsity.sanger_options:SangerConfig",
-                  "spatten": "esact_cc.sparsity.spatten_options:SpattenConfig"}
-"""Schemes whose esact-tune config `--spls-config` reads: scheme -> "module:class"."""
 
 
 def _specs(extra: Mapping[str, Any]) -> list[str]:
@@ -51,16 +46,14 @@ def select_scheme(extra: Mapping[str, Any]) -> tuple[SparsityScheme, SchemeSetti
     if not isinstance(name, str):
         raise CompileError(f"--sparsity: expected a scheme name, got {name!r}")
     scheme = scheme_named(name)
-    if config_path and name not in CONFIG_CLASSES:
-        raise CompileError(f"--spls-config needs --sparsity {' or '.join(CONFIG_CLASSES)} "
+    if config_path and scheme.config is None:
+        raise CompileError(f"--spls-config needs --sparsity {' or '.join(scheme_configs())} "
                            f"(given --sparsity {name})")
     if scheme.options is None and specs:
         raise CompileError(f"--sparsity-option: scheme '{name}' takes no options "
                            f"(given {specs[0]!r})")
     if config_path:
-        module_name, class_name = CONFIG_CLASSES[name].split(":")
-        config_class = getattr(importlib.import_module(module_name), class_name)
-        settings: SchemeSettings = config_class.load(config_path)
+        settings: SchemeSettings = load_attribute(scheme.config).load(config_path)
     else:
         settings = SchemeSettings(options_class=scheme.options)
     for spec in specs:

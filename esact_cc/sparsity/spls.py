@@ -1,5 +1,8 @@
 """`--sparsity spls`: SPLS prediction per layer (passes/insert_spls.py); its options are
-`insert_spls.LayerOptions`, its instructions (HLOG, BPU, TOPK, SIMILARITY) are in the ISA table."""
+`insert_spls.LayerOptions`. SPLS is the accelerator's own scheme: its `spls` dialect, lowering,
+interpreter semantics and instructions (HLOG, BPU, TOPK, SIMILARITY) are the core's; its pass
+and config file are registered here. esact-tune's default path tunes it
+(esact_cc/tuning/spls_tuning.py)."""
 
 from xdsl.passes import ModulePass
 
@@ -12,5 +15,7 @@ def _passes(settings: SchemeSettings) -> list[ModulePass]:
     return [InsertSplsPass(**settings.pass_options())]
 
 
-SCHEME = SparsityScheme("spls", "SPLS: HLog attention prediction, row reuse and top-k keys",
-                        LayerOptions, _passes)
+SCHEME = SparsityScheme(
+    "spls", "SPLS: HLog attention prediction, row reuse and top-k keys", LayerOptions, _passes,
+    pass_classes={"insert-spls": "esact_cc.passes.insert_spls:InsertSplsPass"},
+    config="esact_cc.sparsity.spls_options:SplsConfig")

@@ -7,7 +7,6 @@ keeps its own grid, counting and measurement fields.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +16,7 @@ from xdsl.dialects.builtin import ModuleOp
 
 from esact_cc.interpreter.reference_interpreter import Interpreter
 from esact_cc.ir_queries import main_function
+from esact_cc.sparsity.registry import TuningHook, load_attribute
 from esact_cc.sparsity.spls_options import SplsConfig
 from esact_cc.tuning.spls_measurement import SplsEvaluator
 from esact_cc.weight_store import WeightStore
@@ -96,8 +96,7 @@ class SchemeEvaluator(SplsEvaluator):
         module = self.base.clone()
         store = WeightStore({name: self.base_store[name] for name in self.base_store})
         if config is not None:
-            module_name, pass_name = self.INSERT_PASS.split(":")
-            insert = getattr(importlib.import_module(module_name), pass_name)
+            insert = load_attribute(self.INSERT_PASS)
             insert(**config.pass_options()).apply(make_context(), module)
         return Prepared(config or self.CONFIG(), module, store)
 
@@ -169,3 +168,28 @@ def search(measure: Callable[[Sequence[SplsConfig]], list], grid: Sequence[SplsC
                 break
             current = m
     return SchemeTuning(best, current if current is not best else None, measured)
+
+
+def tune_registered_scheme(hook: TuningHook, args, data, log: Callable[[str], None]) -> None:
+    """`esact-tune --sparsity NAME` for a scheme registered with a tuning hook: measure with its
+    evaluator, search, and write the chosen setting's config file (`args.output_file`) with the
+    run's provenance and the measured grid in its `info`."""
+    from pathlib import Path
+
+    from esact_cc.runtime.cli.conventions import write_text_output
+
+    evaluator = load_attribute(hook.evaluator)(args.model, data, args.output, args.ir)
+    result = load_attribute(hook.search)(evaluator, args.budget, not args.uniform_only,
+                                         args.margin_se, log)
+    best = result.best
+    best.config.info = {
+        "model": Path(args.model).name, "calibration_data": Path(args.calibration_data).name,
+        "calibration_sha256": data.sha256, "samples": len(data.samples),
+        "metric": "accuracy" if data.labels is not None else "cosine_to_dense",
+        "output": evaluator.output, "ir": args.ir, "budget_points": args.budget,
+        "dense_accuracy": evaluator.dense_accuracy, "chosen": best.as_dict(),
+        "grid": [m.as_dict() for m in result.grid]}
+    write_text_output(args.output_file, best.config.to_json())
+    log(f"esact-tune: {args.sparsity} {'per-layer' if best is result.per_layer else 'uniform'} "
+        f"setting: sparsity {best.sparsity:.2%} at {best.loss:.3f} points lost on the "
+        f"calibration set -> {args.output_file}")
