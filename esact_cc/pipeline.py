@@ -223,7 +223,18 @@ def compile_model(
 
     check_compile_options(options.extra, stage)
     module, store = import_onnx(model, options.input_shapes)
-    continue_pipeline(module, store, None, stage, options, on_stage, on_pass, before_pass)
+    release_after = "quantized" if stage_names().index(stage_named(stage).name) > \
+        stage_names().index("quantized") else None
+
+    def after_stage(name: str, module: ModuleOp, store: WeightStore) -> None:
+        if on_stage is not None:
+            on_stage(name, module, store)
+        if name == release_after:  # this store is ours alone: free the FP32 weights
+            from esact_cc.weight_release import release_unreferenced_weights
+
+            release_unreferenced_weights(module, store)
+
+    continue_pipeline(module, store, None, stage, options, after_stage, on_pass, before_pass)
     return module, store
 
 

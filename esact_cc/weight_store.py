@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import IO
 
@@ -88,6 +88,20 @@ class WeightStore(Mapping[str, np.ndarray]):
         self._arrays[name] = array
         self.source_path = None
         return name
+
+    def keep_only(self, names: Collection[str]) -> None:
+        """Drop every weight not in `names`; a kept view gets its own copy, so the buffer it
+        viewed (an imported model's whole file) is freed with the dropped weights."""
+        for name in list(self._arrays):
+            array = self._arrays[name]
+            if name not in names:
+                del self._arrays[name]
+            elif array.base is not None:
+                own = np.array(array)
+                own.flags.writeable = False
+                self._arrays[name] = own
+        self._lazy_names &= set(names)
+        self.source_path = None
 
     def unique_name(self, base: str) -> str:
         """`base`, or `base_1`, `base_2`, ... whichever is not taken yet."""
