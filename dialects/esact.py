@@ -212,6 +212,8 @@ INSTRUCTION_OPS: dict[str, type[InstructionOp]] = {
 
 def instruction_op(name: str, attributes: Mapping[str, Attribute] | None = None, **fields: float) -> InstructionOp:
     """Build `esact.<name>` with the given fields (others 0)."""
+    if name not in INSTRUCTION_OPS and name in INSTRUCTION_SPECS:  # registered after this import
+        INSTRUCTION_OPS[name] = _define_instruction_op(INSTRUCTION_SPECS[name])
     return INSTRUCTION_OPS[name](fields, attributes)
 
 

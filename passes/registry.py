@@ -31,19 +31,18 @@ SCHEME_PASSES = "esact_cc.sparsity.registry:scheme_passes"
 """() -> {pass name: "module:Class"} of every sparsity scheme's passes."""
 
 
-def _factory(module_name: str, class_name: str) -> Callable[[], type[ModulePass]]:
+def _factory(path: str, class_name: str) -> Callable[[], type[ModulePass]]:
     def load() -> type[ModulePass]:
-        path = module_name if "." in module_name else f"esact_cc.passes.{module_name}"
-        module = importlib.import_module(path)
-        return getattr(module, class_name)
+        return getattr(importlib.import_module(path), class_name)
 
     return load
 
 
 def get_all_passes() -> dict[str, Callable[[], type[ModulePass]]]:
     """Pass name -> factory returning the pass class."""
-    table = dict(PASS_MODULES)
+    table = {name: _factory(module if "." in module else f"esact_cc.passes.{module}", cls)
+             for name, (module, cls) in PASS_MODULES.items()}
     module_name, _, function = SCHEME_PASSES.partition(":")
     for name, reference in getattr(importlib.import_module(module_name), function)().items():
-        table[name] = tuple(reference.split(":"))
-    return {name: _factory(module_name, class_name) for name, (module_name, class_name) in table.items()}
+        table[name] = _factory(*reference.split(":"))
+    return table
