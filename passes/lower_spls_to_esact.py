@@ -75,6 +75,7 @@ import numpy as np
 from esact_cc.dialects import spls, transformer
 from esact_cc.dialects.lowering import CYCLES_ATTR
 from esact_cc.passes.lower_masked_inputs import MaskRows, fail, plan_masked_inputs
+from esact_cc.passes.spls_scratch import PredictScratch, weight_code_slots
 from esact_cc.passes.lowering_state import (
     F32,
     OUT_FRACTION,
@@ -97,9 +98,6 @@ X_CODE_TERMS = 0.8
 """Assumed mean shift-add terms of an HLog code of X (0, 1 or 2; zeros are skipped; 0.8 was
 measured on BERT-base at 4 bits): only used to estimate BPU cycles when spreading the K / V
 GEMMs over the prediction."""
-CODE_SLOTS = 2
-"""ABUF / VBUF slots for the HLog weight-code tiles and their DEQUANT vectors (double
-buffered: the load of tile j + 2 waits for the BPU of tile j)."""
 SIMILARITY_MODES = {"overlap": SimilarityMode.OVERLAP, "cosprob": SimilarityMode.COSPROB}
 
 
@@ -207,12 +205,25 @@ def _find_chain(lw: Lowering, op: spls.HLogQuantizeOp) -> _Chain:
     length = x.shape[1]
     c = _Chain(op, predict, topk, sim, bool(spa_users), x, predict.num_heads.value.data,
                lw.weight_array(predict.wq, "wq").shape[1], [])
+    _check_projection_fits(lw, c)
     chunk = chunk_rows(lw, length)
     c.ring = not _whole_rows_fit(lw, c)
     if c.ring:
         chunk = min(chunk, _ring_chunk_rows(lw, c))
     c.chunks = [(r0, min(chunk, length - r0)) for r0 in range(0, length, chunk)]
     return c
+
+
+def _check_projection_fits(lw: Lowering, c: _Chain) -> None:
+    """The projection holds all rows of X (FP32 in VBUF, HLog codes in ABUF) and the codes of
+    Q^ and K^ at once (per-tensor HLog scales): one error naming the sizes when they do not
+    fit (it is not streamed over row tiles)."""
+    for buf, need in ((Buffer.VBUF, c.rows * c.width_in),
+                      (Buffer.ABUF, c.rows * (c.width_in + 2 * c.width))):
+        if need > lw.capacity(buf):
+            raise fail(c.op, f"the SPLS projection holds all {c.rows} rows of X and Q^ / K^ on "
+                       f"chip (per-tensor HLog scales): {need} {buf.name} elements exceed its "
+                       f"{lw.capacity(buf)}; it is not streamed over row tiles")
 
 
 def _mask_bytes(c: _Chain) -> int:
@@ -373,7 +384,7 @@ class _Projection:
                 mask_rows.prefetch(b, h)
         r["qc"], r["kc"] = (lw.alloc(Buffer.ABUF, rows * width) for _ in range(2))
         r["real"] = lw.alloc(Buffer.VBUF, rows * max(c1 - c0 for c0, c1 in passes))
-        code_slots = _code_slots(lw, c.width_in * n_tile, 2 * n_tile)
+        code_slots = weight_code_slots(lw, c.width_in * n_tile, 2 * n_tile)
         return _Projection(codes, c8.address, cv.address, passes, n_tile, acc_buf, mask_rows,
                            code_slots)
 
@@ -519,27 +530,6 @@ def _pam_softmax(lw: Lowering, c: _Chain, mask_rows: MaskRows, b: int, h: int, a
             scale=1.0, causal=int(c.causal), causal_offset=r0 if c.causal else 0, **extra)
 
 
-def _code_slots(lw: Lowering, codes: int, vectors: int) -> list[tuple[int, int]]:
-    """`CODE_SLOTS` (ABUF codes, VBUF DEQUANT vectors) tile slots, fewer (at least one) when
-    the buffers hold fewer beside the prediction's other regions."""
-    slots: list[tuple[int, int]] = []
-    for _ in range(CODE_SLOTS):
-        try:
-            a = lw.alloc(Buffer.ABUF, codes)
-        except CompileError:
-            if slots:
-                break
-            raise
-        try:
-            slots.append((a, lw.alloc(Buffer.VBUF, vectors)))
-        except CompileError:
-            lw.free(Buffer.ABUF, a)
-            if slots:
-                break
-            raise
-    return slots
-
-
 def chunk_rows(lw: Lowering, length: int) -> int:
     """Rows per prediction chunk: the `spls-chunk-rows` option of lower-to-esact, or the MAC
     array's rows when it is not given; 0 = one chunk of all rows."""
@@ -570,43 +560,6 @@ def _chunk_consumers(sim: spls.LocalSimilarityOp, x: SSAValue) -> list[Operation
         if _is_row_masked_linear(user) and user.x is x and user not in found:
             found.append(user)
     return found
-
-
-class PredictScratch:
-    """ACC tiles of the prediction, at the TOP of each bank in turn.
-
-    The dense lowering's banked ACC tiles start at the bank boundaries and rotate between
-    banks; prediction tiles allocated the same way would overlap them, and `schedule` would
-    order the K / V GEMMs after the BPU's last use of the bank (a false write-after-read
-    dependency that serialises prediction and generation). Slots at the top of each bank stay
-    clear of dense tiles up to bank - slot elements. The chain is emitted in one piece while
-    no ACC tile is live, so the slots are safe in program order; tiles over a quarter of a
-    bank come from the allocator as usual.
-    """
-
-    SLOT_FRACTION = 4  # a slot takes at most this fraction of a bank
-
-    def __init__(self, lw: Lowering, buf: Buffer, size: int):
-        self.lw, self.buf = lw, buf
-        allocator = lw.rings[buf]
-        bank = getattr(allocator, "bank_size", allocator.capacity)
-        banks = allocator.capacity // bank
-        usable = not allocator.live and size <= bank // self.SLOT_FRACTION
-        self.slots = [(i + 1) * bank - size for i in reversed(range(banks))] if usable else []
-        if len(self.slots) == 1:  # one region: two slots so consecutive tiles alternate
-            self.slots.append(self.slots[0] - size)
-        self.next = 0
-
-    def alloc(self, size: int) -> int:
-        if not self.slots:
-            return self.lw.alloc(self.buf, size)
-        addr = self.slots[self.next % len(self.slots)]
-        self.next += 1
-        return self.lw.pinned(self.buf, addr, size)
-
-    def free(self, addr: int) -> None:
-        if not self.slots:
-            self.lw.free(self.buf, addr)
 
 
 def lower_stray(lw: Lowering, op: Operation) -> None:
