@@ -91,7 +91,7 @@ def _encode_varint(value: int) -> bytes:
             return bytes(out)
 
 
-def _view_tensor(data: bytes | bytearray, buf: memoryview, start: int, end: int) -> tuple[str, np.ndarray] | None:
+def _view_tensor(data: bytes | memoryview, buf: memoryview, start: int, end: int) -> tuple[str, np.ndarray] | None:
     """The initializer at buf[start:end] as a view of `data`, or None to parse it normally."""
     meta = bytearray()
     raw: tuple[int, int] | None = None
@@ -115,15 +115,15 @@ def _view_tensor(data: bytes | bytearray, buf: memoryview, start: int, end: int)
     return tensor.name, array
 
 
-def _aligned_offset(data: bytes | bytearray, begin: int, end: int, floor: int, alignment: int) -> int:
+def _aligned_offset(data: bytes | memoryview, begin: int, end: int, floor: int, alignment: int) -> int:
     """Where the tensor bytes data[begin:end] start once aligned: moved down by at most
     alignment - 1 bytes when `data` is writable and the bytes below (from `floor`: this
     tensor's own framing and fields, already parsed) leave room. numpy's matmul takes BLAS
     only for aligned operands: unaligned views made calibration copy every weight (0.6 s and
     340 MB for BERT-base)."""
-    if not isinstance(data, bytearray):
-        return begin
     whole = np.frombuffer(data, np.uint8)
+    if not whole.flags.writeable:
+        return begin
     shift = (whole.ctypes.data + begin) % alignment
     if shift == 0 or begin - shift < floor:
         return begin
@@ -131,7 +131,7 @@ def _aligned_offset(data: bytes | bytearray, begin: int, end: int, floor: int, a
     return begin - shift
 
 
-def _split_model(data: bytes | bytearray) -> tuple[ModelProto, dict[str, np.ndarray]]:
+def _split_model(data: bytes | memoryview) -> tuple[ModelProto, dict[str, np.ndarray]]:
     """The model without its plain raw-data initializers, and those initializers as views."""
     buf = memoryview(data)
     try:

@@ -15,20 +15,23 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
+
 from esact_cc.runtime.errors import CompileError
 
 
-def _read_exactly(handle: BinaryIO, length: int) -> bytearray:
-    data = bytearray(length)
+def _read_exactly(handle: BinaryIO, length: int) -> memoryview:
+    # np.empty, not bytearray(length): zero-filling 400 MB first cost as much as reading it.
+    data = memoryview(np.empty(length, np.uint8))
     read = handle.readinto(data)
     return data if read == length else data[:read]
 
 
 def read_stable(path: str | os.PathLike[str], what: str, cap: int, offset: int = 0,
-                length: int | None = None) -> bytearray:
+                length: int | None = None) -> memoryview:
     """`length` bytes of `path` from `offset` (default: to the end), or a `CompileError` naming
-    `what` and the path. A bytearray: the model reader moves each tensor's bytes a little
-    within it, to align them (onnx_file_reader.py)."""
+    `what` and the path. Writable: the model reader moves each tensor's bytes a little within
+    them, to align them (onnx_file_reader.py)."""
     path = Path(path)
     try:
         # O_NONBLOCK: opening a FIFO with no writer returns at once (and is refused below).

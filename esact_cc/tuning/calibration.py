@@ -186,13 +186,21 @@ class _PeakRecorder(Interpreter):
         return self.aligned[name]
 
     def _record(self, value: SSAValue, arr: np.ndarray) -> None:
-        arr = np.abs(np.asarray(arr, np.float32))
-        arr = np.where(np.isfinite(arr), arr, 0.0)
+        arr = np.asarray(arr, np.float32)
         if arr.size:
-            channels = arr.reshape(-1, arr.shape[-1]).max(axis=0) if arr.ndim else arr.reshape(1)
+            channels = _channel_peaks(arr)
             previous = self.channel_peaks.get(value)
             self.channel_peaks[value] = channels if previous is None else np.maximum(previous, channels)
             self.peaks[value] = max(self.peaks[value], float(channels.max()))
+
+
+def _channel_peaks(arr: np.ndarray) -> np.ndarray:
+    """max |x| over all but the last axis, non-finite values counting 0 (one value for 0-d)."""
+    rows = arr.reshape(-1, arr.shape[-1]) if arr.ndim else arr.reshape(1, 1)
+    if np.isfinite(rows).all():  # max(max x, -min x) is max |x| exactly; +0.0 turns -0.0 to 0
+        return np.maximum(rows.max(axis=0), -rows.min(axis=0)) + np.float32(0)
+    finite = np.abs(rows)
+    return np.where(np.isfinite(finite), finite, np.float32(0)).max(axis=0)
 
 
 @dataclass
