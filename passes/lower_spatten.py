@@ -21,9 +21,11 @@ import numpy as np
 from xdsl.ir import Operation
 
 from esact_cc.dialects.spatten import SelectOp
+from esact_cc.ir_queries import op_label
 from esact_cc.passes.lower_masked_inputs import MaskRows
 from esact_cc.passes.lowering_state import F32, HALF, Lowering, MaskTiles, register_lowering
 from esact_cc.quantized_kernels import quant_multiplier
+from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.isa import Buffer
 from esact_cc.runtime.sanger_kernels import score_scale
 from esact_cc.runtime.spatten_kernels import INT8_BITS
@@ -46,6 +48,10 @@ def lower_select(lw: Lowering, op: Operation) -> None:
     # Long sequences: the keep vectors stay in MBUF and the attention expands the rows of each
     # head and query tile it reads (SPATTEN_MASK) instead of the whole [H, L, L] mask.
     expanded = batch * heads * block > lw.capacity(Buffer.MBUF) // HALF
+    if expanded and batch * (length + heads) + 2 * length > lw.capacity(Buffer.MBUF):
+        raise CompileError(f"lower-to-esact: {op_label(op)}: SpAtten's keep vectors and two "
+                           f"mask rows of {length} keys do not fit MBUF "
+                           f"({lw.capacity(Buffer.MBUF)} bytes)")
     tiles = MaskTiles(batch, length, heads,
                       users={u.operation for r in (op.tokens, op.heads) for u in r.uses})
     spa = 0 if expanded else lw.alloc(Buffer.MBUF, batch * heads * block)
