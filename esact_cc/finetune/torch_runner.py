@@ -41,7 +41,12 @@ REUSE_OP = "spls.local_similarity"
 
 
 class PerInput(list):
-    """One numpy array per input of the batch (each with the model's batch dim of 1)."""
+    """One numpy array per input of the batch (each with the model's batch dim of 1).
+    `trained`: made from values a trainable weight reaches (the SPLS masks): never cached."""
+
+    def __init__(self, arrays=(), trained: bool = False):
+        super().__init__(arrays)
+        self.trained = trained
 
 
 def batched(value: Any) -> Any:
@@ -118,7 +123,8 @@ class TorchRunner:
         live = any(isinstance(v, torch.Tensor) for v in values)
         if op.name.startswith(NUMPY_ONLY_PREFIX) or (
                 not live and any(isinstance(v, PerInput) for v in values)):
-            return self._per_input(op, values, cached=not live)
+            trained = live or any(isinstance(v, PerInput) and v.trained for v in values)
+            return self._per_input(op, values, trained)
         if not live:
             return self.numpy.run_op(op, list(values))
         if op.name == "transformer.host":
@@ -137,12 +143,13 @@ class TorchRunner:
             self._unbatched.update(id(r) for r in results)
         return results
 
-    def _per_input(self, op: Operation, values: list[Any], cached: bool) -> list[Any]:
-        """The reference interpreter's results of `op`, input by input (PerInput each)."""
-        per_result: list[PerInput] = [PerInput() for _ in op.results]
+    def _per_input(self, op: Operation, values: list[Any], trained: bool) -> list[Any]:
+        """The reference interpreter's results of `op`, input by input (PerInput each);
+        cached unless a trainable weight reaches them."""
+        per_result = [PerInput(trained=trained) for _ in op.results]
         for index, key in enumerate(self._keys):
             slot = (key, self._position, op.name)
-            use_cache = cached and key is not None
+            use_cache = not trained and key is not None
             if use_cache and slot in self.cache:
                 results = self.cache[slot]
             else:

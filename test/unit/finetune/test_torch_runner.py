@@ -105,3 +105,32 @@ def test_a_batch_equals_its_inputs_run_alone_and_the_cache_changes_nothing(name)
             alone = TorchRunner(module, store, params).run(sample)[out_name]
             np.testing.assert_allclose(value[i:i + 1].detach().numpy(),
                                        alone.detach().numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_the_cache_keeps_only_what_no_weight_changes():
+    """Masks come from trained values: after a weight update they are recomputed, not cached."""
+    from esact_cc.finetune.distillation import _SplsStudent
+
+    path = FIXTURES / "bert_tiny_legacy17.onnx"
+    inputs = dict(np.load(FIXTURES / "bert_tiny_legacy17.inputs.npz"))
+    base, store = compile_model(str(path), "transformer", CompileOptions(
+        input_shapes={k: v.shape for k, v in inputs.items()}))
+    weights, _ = layer_weights(base, store, onnx.load(str(path)))
+    params = {w.handle: torch.tensor(np.asarray(store[w.handle], np.float32))
+              for w in weights}
+    student = _SplsStudent(base, store, {"threshold": 0.9, "window": 4}, weights, params)
+    before = student.runner()  # fills the student's cache
+    before.run_batch([inputs], ["x"])
+    rng = np.random.default_rng(3)
+    for p in params.values():  # an optimizer step, in place
+        p += torch.tensor(rng.normal(0, 0.3, p.shape).astype(np.float32))
+    cached = student.runner()
+    got = cached.run_batch([inputs], ["x"])
+    fresh = TorchRunner(cached.function.parent_op(), cached.numpy.store, params)
+    expected = fresh.run_batch([inputs], [None])
+    assert student.cache
+    assert any(not np.array_equal(a, b) for a, b in zip(before.reuse_maps, fresh.reuse_maps))
+    for a, b in zip(cached.reuse_maps, fresh.reuse_maps):
+        np.testing.assert_array_equal(a, b)
+    for name, value in expected.items():
+        np.testing.assert_array_equal(got[name], value)
