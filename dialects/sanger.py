@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import math
 
-from xdsl.dialects.builtin import I64, Float32Type, FloatAttr, IntegerAttr, TensorType, i1
+from xdsl.dialects.builtin import I64, Float32Type, FloatAttr, IntegerAttr, TensorType, \
+    UnitAttr, i1
 from xdsl.ir import Dialect, SSAValue
-from xdsl.irdl import irdl_op_definition, operand_def, opt_operand_def, prop_def, result_def
+from xdsl.irdl import irdl_op_definition, operand_def, opt_operand_def, opt_prop_def, \
+    prop_def, result_def
 from xdsl.utils.exceptions import VerifyException
 
 from esact_cc.dialects.attention_prediction import Int8AttentionPredictionOp
@@ -44,24 +46,28 @@ class PredictMaskOp(Int8AttentionPredictionOp):
     """Low-bit width of the predicted Q and K."""
     threshold = prop_def(FloatAttr[Float32Type])
     """Keep positions whose predicted probability exceeds it."""
+    normalize_qk = opt_prop_def(UnitAttr)
+    """Unit-norm Q and K rows before the low-bit quantization (Sanger's `inner_product`)."""
     result = result_def(TensorType)
     """The element mask [B, H, Lq, Lk] i1."""
 
     assembly_format = (
         "$q `,` $k (`mask` $mask^)? `heads` `(` $num_heads `)` `bits` `(` $bits `)`"
         " `threshold` `(` $threshold `)` `q_scale` `(` $q_scale `)` `k_scale` `(` $k_scale `)`"
-        " `scale` `(` $scale `)` (`causal` $causal^)? attr-dict"
+        " `scale` `(` $scale `)` (`causal` $causal^)? (`normalize_qk` $normalize_qk^)? attr-dict"
         " `:` functional-type(operands, results)"
     )
 
     def __init__(self, q: SSAValue, k: SSAValue, mask: SSAValue | None, *, num_heads: int,
                  bits: int, threshold: float, q_scale: float, k_scale: float, scale: float,
-                 causal: bool):
+                 causal: bool, normalize_qk: bool = False):
         batch, lq, _ = shape(q)
         lk = shape(k)[1]
         props = self.properties(
             {"num_heads": num_heads, "bits": bits, "threshold": threshold, "q_scale": q_scale,
              "k_scale": k_scale, "scale": scale}, ints=("num_heads", "bits"), causal=causal)
+        if normalize_qk:
+            props["normalize_qk"] = UnitAttr()
         super().__init__(operands=[q, k, mask], properties=props,
                          result_types=[TensorType(i1, [batch, num_heads, lq, lk])])
 

@@ -4,7 +4,7 @@ For each INT8 `transformer.attention` with no masks yet (layer LAYER as lift-tra
 stamped it), it inserts before the attention
 
     %spa = sanger.predict_mask %q, %k [mask %m] heads(H) bits(b) threshold(t) q_scale(..)
-             k_scale(..) scale(..) [causal]
+             k_scale(..) scale(..) [causal] [normalize_qk]
 
 on the attention's own Q, K and additive mask, and gives the attention `spa(%spa)`: only the
 kept (query, key) scores are computed, softmaxed and multiplied with V (the one masked
@@ -15,6 +15,8 @@ Options (each also settable per layer, `layers="LAYER:threshold=0.01;..."`):
   bits=4         low-bit width of the predicted Q and K (Sanger's configs: 4)
   threshold=0.02 keep positions whose predicted probability exceeds it (Sanger's configs:
                  0.002 and 0.02; the default is the larger, see docs/design.md's Sanger part)
+  normalize_qk=none  `inner_product`: unit-norm Q and K rows before the low-bit quantization,
+                 the product times both norms (Sanger's BERT configs; default off, as theirs)
 
 Run after `quantize`: the prediction reads the INT8 codes the attention computes, so an FP32
 attention is an error. Grouped-query attention is left dense (warning), as by insert-spls.
@@ -37,7 +39,7 @@ from esact_cc.passes import lower_sanger  # noqa: F401  (registers the lowering 
 from esact_cc.passes.attention_scheme import (LayerOptionsPass, eligible_attentions,
                                               replace_attention)
 from esact_cc.passes.layer_roles import Stamp, layers_and_roles, stamp
-from esact_cc.runtime.sanger_kernels import DEFAULT_BITS, MAX_BITS, MIN_BITS
+from esact_cc.runtime.sanger_kernels import DEFAULT_BITS, MAX_BITS, MIN_BITS, NORMALIZE_QK
 from esact_cc.typed_options import option
 
 NAME = "insert-sanger"
@@ -52,6 +54,7 @@ class SangerOptions:
 
     bits: int = option(DEFAULT_BITS, low=MIN_BITS, high=MAX_BITS)
     threshold: float = option(DEFAULT_THRESHOLD, low=0.0, high=0.999)
+    normalize_qk: str = option("none", choices=NORMALIZE_QK)
 
     def __post_init__(self) -> None:
         typed_options.validate(self, NAME)
@@ -94,7 +97,8 @@ def _mask_layer(att: transformer.AttentionOp, layer: int, options: SangerOptions
     predict = PredictMaskOp(att.q, att.k, att.mask, num_heads=att.heads, bits=options.bits,
                             threshold=options.threshold, q_scale=att.q_scale.value.data,
                             k_scale=att.k_scale.value.data, scale=att.scale.value.data,
-                            causal=att.causal is not None)
+                            causal=att.causal is not None,
+                            normalize_qk=options.normalize_qk == "inner_product")
     predict.location = att.location  # the layer's attention node names its prediction
     predict.result.name_hint = "spa"
     stamp(predict, Stamp(layer, "predict"))

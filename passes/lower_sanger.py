@@ -66,10 +66,13 @@ def lower_predict_mask(lw: Lowering, op: Operation) -> None:
     lw.masks[op.result] = tiles
     mask_rows = MaskRows(lw, op, op.mask, batch, heads, lq, lk)
     group = max(1, min(heads, lw.capacity(Buffer.ABUF) // HALF // ((lq + lk) * d)))
+    normalize = op.normalize_qk is not None
     common = {"lq": lq, "lk": lk, "d": d, "bits": op.bits.value.data,
               "score_scale": float(score_scale(op.scale.value.data, op.q_scale.value.data,
-                                               op.k_scale.value.data, op.bits.value.data)),
-              "threshold": float(np.float32(op.threshold.value.data))}
+                                               op.k_scale.value.data, op.bits.value.data,
+                                               normalize)),
+              "threshold": float(np.float32(op.threshold.value.data)),
+              "normalize_qk": int(normalize)}
     if op.causal is not None:
         common.update(causal=1, causal_offset=lk - lq)
     mults = (float(quant_multiplier(op.q_scale.value.data)),

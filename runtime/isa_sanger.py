@@ -17,7 +17,9 @@ runtime/sanger_kernels.py.
 
 Costs (cycles) are our model, from the functional model's Work:
 - SANGER_PREDICT: bpu_cost of Lq*Lk*d low-bit products (`shift_adds`) and Lq*Lk*(softmax's 4
-  passes + 1 compare) element operations (`sfu_elements`) on the BPU lanes;
+  passes + 1 compare) element operations (`sfu_elements`) on the BPU lanes; with
+  `normalize_qk`, (Lq + Lk)*d more products (the squared norms), 2 element passes per row
+  (square root, reciprocal) and one per score (times the norms);
 - SANGER_PACK: ceil(Lq / R) * Lk streaming + (ceil(S / R) - ceil(K * d / P)) * d
   + (ceil(S / R) - ceil(K * dv / P)) * dv, where S = sub-rows, K = kept keys, P = the MAC
   array's PEs, R = P / SANGER_PES_PER_SUBROW PE rows (negative terms count 0).
@@ -46,6 +48,10 @@ PREDICT_OPCODE = 0x34
 PACK_OPCODE = 0x35
 PREDICT_ELEMENT_PASSES = SFU_PASSES["softmax"] + 1
 """Element passes of the prediction per score: softmax's 4, then the threshold compare."""
+NORM_ELEMENT_PASSES = 2
+"""normalize_qk, per Q or K row: its square root and reciprocal (the d squares are products,
+the d scalings of the row folded into the requantization's multiply); per score one multiply
+by the two norms."""
 
 
 def _predict(machine, f: Mapping[str, int]) -> None:
@@ -57,11 +63,14 @@ def _predict(machine, f: Mapping[str, int]) -> None:
     if f["causal"]:
         visible = np.arange(f["lk"])[None, :] <= np.arange(f["lq"])[:, None] + f["causal_offset"]
     keep = sanger_kernels.predict_mask(q8, k8, f["bits"], np.float32(bits_float(f["score_scale"])),
-                                       bits_float(f["threshold"]), add, visible)
+                                       bits_float(f["threshold"]), add, visible,
+                                       bool(f["normalize_qk"]))
     machine.view("mask_addr")[...] = keep.astype(np.uint8)
     scores = f["lq"] * f["lk"]
-    machine.work.shift_adds = scores * f["d"]
-    machine.work.sfu_elements = scores * PREDICT_ELEMENT_PASSES
+    rows = f["lq"] + f["lk"]
+    machine.work.shift_adds = scores * f["d"] + (rows * f["d"] if f["normalize_qk"] else 0)
+    machine.work.sfu_elements = scores * PREDICT_ELEMENT_PASSES + (
+        rows * NORM_ELEMENT_PASSES + scores if f["normalize_qk"] else 0)
     machine.work.mask_total = scores if visible is None else int(visible.sum())
     machine.work.mask_kept = int(keep.sum())
 
@@ -96,6 +105,8 @@ SANGER_PREDICT = define_instruction(
                   doc="low-bit product -> predicted logit (sanger_kernels.score_scale)"),
         FieldSpec("threshold", FLOAT_BITS, FieldKind.FLOAT32,
                   doc="keep positions whose predicted probability exceeds it"),
+        FieldSpec("normalize_qk", 1, doc="unit-norm Q and K rows before the re-quantization "
+                  "(sanger_kernels.unit_codes), the product times both rows' norms"),
         *additive_mask_fields("Lq", "Lk"),
         FieldSpec("causal_offset", 16, FieldKind.SINT,
                   doc="causal: key c is invisible to query r when c > r + causal_offset"),

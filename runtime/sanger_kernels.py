@@ -23,9 +23,12 @@ Two choices of ours, not from the paper or code:
 - a query row keeps at least its highest predicted key (lowest index on ties): Sanger adds
   -10000 to pruned scores, so a row with every key pruned falls back to a dense softmax, which
   a sparse array cannot do; an empty row here would give a zero output instead;
-- their configs also set `normalize_qk: inner_product` (modeling_sanger_spattn.py:103-116:
-  Q rows and K columns scaled to unit norm before quantization, the norms multiplied back);
-  that needs a norm unit in the prediction path and is not modelled.
+- `normalize_qk: inner_product` (their configs; modeling_sanger_spattn.py:103-116
+  `quant_qk_matmul`: Q rows and K columns scaled to unit L2 norm before quantization, the
+  product multiplied by both norms) is the option `normalize_qk`: here the INT8 code rows are
+  scaled to unit norm and quantized to `bits` with threshold 1 (the largest |x| of a unit
+  vector), and the low-bit product is multiplied by the two rows' norms in INT8 code units
+  (`unit_codes`); the norms cost a norm unit on the prediction path (isa_sanger.py).
 
 Pack-and-split (modeling_sanger_spattn.py:18-70, the authors' load-balance estimator, and
 hardware/src/main/scala/pe_row/pack.scala): each query row of the mask is cut into segments
@@ -43,6 +46,9 @@ MIN_BITS, MAX_BITS = 2, 8
 """Low-bit widths: quant_utils.py:440 accepts 2, 4, 6, 8; 8 reuses the INT8 codes as they are."""
 DEFAULT_BITS = 4
 """configs/bert_base_sanger_2e-3.json and _2e-2.json: quant_qk.bitwidth = 4."""
+NORMALIZE_QK = ("none", "inner_product")
+"""Sanger's `normalize_qk` values: off (its default) or unit-norm Q and K rows (its BERT
+configs)."""
 PAPER_THRESHOLDS = (2e-3, 2e-2)
 """The probability thresholds of the authors' configs (bert_base_sanger_2e-3 / _2e-2)."""
 SANGER_PORTS = 64
@@ -64,21 +70,45 @@ def requantize(codes: np.ndarray, bits: int) -> np.ndarray:
     return np.clip(np.rint(scaled), -top, top).astype(np.int64)
 
 
-def score_scale(attention_scale: float, q_scale: float, k_scale: float, bits: int) -> np.float32:
+def unit_codes(codes: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of INT8 codes scaled to unit L2 norm, quantized to `bits` with threshold 1
+    (clip(round_half_even(u * level))), int64; and the rows' norms in INT8 code units, float64
+    (0 for an all-zero row, whose unit codes are 0)."""
+    c = np.asarray(codes, np.float64)
+    norms = np.sqrt((c * c).sum(axis=1))
+    unit = np.divide(c, norms[:, None], out=np.zeros_like(c), where=norms[:, None] > 0)
+    top = level(bits)
+    return np.clip(np.rint(unit * top), -top, top).astype(np.int64), norms
+
+
+def score_scale(attention_scale: float, q_scale: float, k_scale: float, bits: int,
+                normalize: bool = False) -> np.float32:
     """The float32 factor turning low-bit products into predicted logits: each low-bit step is
-    127 / level INT8 steps, times the attention's own scale (1 / sqrt(d_head))."""
-    step = INT8_LEVEL / level(bits)
+    127 / level INT8 steps (with `normalize`: 1 / level of a unit row, whose norm in INT8 steps
+    multiplies the product separately), times the attention's own scale (1 / sqrt(d_head))."""
+    step = (1.0 if normalize else INT8_LEVEL) / level(bits)
     return np.float32(np.float64(np.float32(q_scale)) * step * np.float64(np.float32(k_scale))
                       * step * np.float64(np.float32(attention_scale)))
 
 
+def predicted_logits(q8: np.ndarray, k8: np.ndarray, bits: int, scale: np.float32,
+                     normalize: bool = False) -> np.ndarray:
+    """z = (q_b k_b^T) * scale, float64 [Lq, Lk]; with `normalize` the unit-norm codes'
+    product times |q8_i| |k8_j| (Sanger's `normalize_qk: inner_product`)."""
+    if not normalize:
+        q_b, k_b = requantize(q8, bits), requantize(k8, bits)
+        return (q_b @ k_b.T).astype(np.float64) * np.float64(scale)
+    (q_b, q_norm), (k_b, k_norm) = unit_codes(q8, bits), unit_codes(k8, bits)
+    return (q_b @ k_b.T).astype(np.float64) * np.float64(scale) * np.outer(q_norm, k_norm)
+
+
 def predicted_probabilities(q8: np.ndarray, k8: np.ndarray, bits: int, scale: np.float32,
-                            add_mask: np.ndarray | None, visible: np.ndarray | None) -> np.ndarray:
-    """Softmax of the predicted logits of one head, [Lq, Lk] float32: z = (q_b k_b^T) * scale
+                            add_mask: np.ndarray | None, visible: np.ndarray | None,
+                            normalize: bool = False) -> np.ndarray:
+    """Softmax of the predicted logits of one head (`predicted_logits`), [Lq, Lk] float32
     (+ the additive mask, a row or a block), positions `visible` excludes get 0; in float64
     and rounded once to float32, as the SFU does."""
-    q_b, k_b = requantize(q8, bits), requantize(k8, bits)
-    z = (q_b @ k_b.T).astype(np.float64) * np.float64(scale)
+    z = predicted_logits(q8, k8, bits, scale, normalize)
     if add_mask is not None:
         z = z + np.asarray(add_mask, np.float32).astype(np.float64)
     if visible is not None:
@@ -99,11 +129,11 @@ def threshold_mask(probs: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def predict_mask(q8: np.ndarray, k8: np.ndarray, bits: int, scale: np.float32, threshold: float,
-                 add_mask: np.ndarray | None = None, visible: np.ndarray | None = None
-                 ) -> np.ndarray:
+                 add_mask: np.ndarray | None = None, visible: np.ndarray | None = None,
+                 normalize: bool = False) -> np.ndarray:
     """Sanger's per-query key mask of one head, [Lq, Lk] bool."""
-    return threshold_mask(predicted_probabilities(q8, k8, bits, scale, add_mask, visible),
-                          threshold)
+    return threshold_mask(predicted_probabilities(q8, k8, bits, scale, add_mask, visible,
+                                                  normalize), threshold)
 
 
 def pack_and_split_subrows(mask: np.ndarray, ports: int = SANGER_PORTS,

@@ -22,21 +22,21 @@ Array = np.ndarray
 
 def run_predict_mask(q: Array, k: Array, mask: Array | None, *, num_heads: int, bits: int,
                      threshold: float, q_scale: float, k_scale: float, scale: float,
-                     causal: bool) -> Array:
+                     causal: bool, normalize_qk: bool = False) -> Array:
     """The element mask [B, H, Lq, Lk] (bool) of `sanger.predict_mask`."""
     batch, lq, width = q.shape
     lk, d = k.shape[1], width // num_heads
     q8, k8 = quantize_int8(q, q_scale), quantize_int8(k, k_scale)
     mask4 = None if mask is None else mask_as_4d(mask, batch, num_heads, lk)
     visible = causal_visible(lq, lk) if causal else None
-    factor = score_scale(scale, q_scale, k_scale, bits)
+    factor = score_scale(scale, q_scale, k_scale, bits, normalize_qk)
     out = np.zeros((batch, num_heads, lq, lk), dtype=bool)
     for b in range(batch):
         for h in range(num_heads):
             add = None if mask4 is None else mask4[b % mask4.shape[0], h % mask4.shape[1]]
             cols = slice(h * d, (h + 1) * d)
             out[b, h] = predict_mask(q8[b, :, cols], k8[b, :, cols], bits, factor, threshold,
-                                     add, visible)
+                                     add, visible, normalize_qk)
     return out
 
 
@@ -48,4 +48,5 @@ def _predict_mask(interp: Interpreter, op: Operation, args: list[Array]) -> Arra
         v["q"], v["k"], v.get("mask"), num_heads=op.num_heads.value.data,
         bits=op.bits.value.data, threshold=op.threshold.value.data,
         q_scale=op.q_scale.value.data, k_scale=op.k_scale.value.data,
-        scale=op.scale.value.data, causal=op.causal is not None)
+        scale=op.scale.value.data, causal=op.causal is not None,
+        normalize_qk=op.normalize_qk is not None)
