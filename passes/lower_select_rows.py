@@ -2,12 +2,11 @@
 
 Each run of consecutive kept rows of one batch element is LOADed from x's FP32 rows in DRAM in
 chunks (one kept row: the batch elements' rows in one strided LOAD) and written as the
-result's rows (`write_tile`: the FP32 rows, and the INT8 copy when
-the result's readers are linears that quantize it alike, one QUANT per chunk). The DMA and SFU
-work is charged like any other; an address-offset view would save it but the DRAM map holds
-one contiguous region per value, and the kept rows of several batch elements are not
-contiguous. The rule registers with `lowering_state.register_lowering` when this module is
-imported (by `lower_to_esact.py`).
+result's rows (`write_tile`: the FP32 rows, and the INT8 copy when the result's readers are
+linears that quantize it alike, one QUANT per chunk). The DMA and SFU work is charged like any
+other; an address-offset view would save it, but the DRAM map holds one contiguous region per
+value and the kept rows of several batch elements are not contiguous. The rule registers with
+`lowering_state.register_lowering` when this module is imported (by `lower_to_esact.py`).
 """
 
 from __future__ import annotations
