@@ -12,7 +12,9 @@ so a dump shows them and a calibrated IR file can be quantized later without the
                                                     probability_peak = ...}} ...
 
 A linear's per-input-channel peaks (which set group scales for outlier channels) are a tensor,
-so they go to the weight store and the attribute names them (`channel_peaks = "<name>"`). Peaks are f64 attributes:
+so they go to the weight store and the attribute names them (`channel_peaks = "<name>"`); a
+linear calibrated on synthetic samples (no calibration data) says so (`synthetic`), which
+`quantize{activation-scales=auto}` turns into per-token input scales. Peaks are f64 attributes:
 they print exactly, so a round trip through a file gives the same scales.
 """
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from xdsl.dialects.builtin import DictionaryAttr, FloatAttr, StringAttr, f64
+from xdsl.dialects.builtin import DictionaryAttr, FloatAttr, StringAttr, UnitAttr, f64
 from xdsl.ir import Attribute, Operation
 
 from esact_cc.ir_queries import op_label
@@ -36,6 +38,9 @@ class LinearRange:
     """max |x| over the samples."""
     channel_peaks: str | None = None
     """Store name of max |x| per input channel (FP32 [in]), or None."""
+    synthetic: bool = False
+    """The peaks come from synthetic samples (no calibration data was given): `quantize`'s
+    activation-scales=auto then scales this input per token."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,8 @@ def record_range(op: Operation, observed: Range) -> None:
         name: FloatAttr(float(getattr(observed, name)), f64) for name in _PEAK_FIELDS[type(observed)]}
     if isinstance(observed, LinearRange) and observed.channel_peaks is not None:
         entries["channel_peaks"] = StringAttr(observed.channel_peaks)
+    if isinstance(observed, LinearRange) and observed.synthetic:
+        entries["synthetic"] = UnitAttr()
     op.attributes[CALIBRATION_ATTR] = DictionaryAttr(entries)
 
 
@@ -71,7 +78,7 @@ def read_range(op: Operation, kind: type[Range]) -> Range | None:
     if not isinstance(attr, DictionaryAttr):
         raise CompileError(f"{where} must be a dictionary")
     entries = dict(attr.data)
-    values: dict[str, float | str | None] = {}
+    values: dict[str, float | str | bool | None] = {}
     for name in _PEAK_FIELDS[kind]:
         value = entries.pop(name, None)
         if not isinstance(value, FloatAttr) or not value.value.data >= 0:
@@ -82,6 +89,10 @@ def read_range(op: Operation, kind: type[Range]) -> Range | None:
         if not isinstance(handle, StringAttr):
             raise CompileError(f"{where}: 'channel_peaks' must be a weight-store name (string)")
         values["channel_peaks"] = handle.data
+    if kind is LinearRange and "synthetic" in entries:
+        if not isinstance(entries.pop("synthetic"), UnitAttr):
+            raise CompileError(f"{where}: 'synthetic' must be a unit attribute (no value)")
+        values["synthetic"] = True
     if entries:
         raise CompileError(f"{where}: unknown entry '{sorted(entries)[0]}'")
     return kind(**values)  # type: ignore[arg-type]

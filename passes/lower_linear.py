@@ -15,6 +15,8 @@ Then the fused GELU or residual ADD when that op is the linear's only user, and 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from esact_cc.dialects import transformer
@@ -62,16 +64,7 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
     if w.dtype != np.int8:
         raise CompileError(f"{op_label(op)}: weight must be int8 (run quantize first)")
     k, n = w.shape
-    weight_scale = lw.weight_array(op.weight_scale, "weight_scale")
-    # DEQUANT scale rows: per input group its scale x the weight scale (per token: the weight
-    # scale alone, the row scales come from QUANT_ROWS), then the bias.
-    rows = ([weight_scale.astype(np.float32)] if token else
-            [linear_dequant_scale(scale, weight_scale) for scale in _input_scales(lw, op)])
-    has_bias = int(op.bias is not None)
-    if has_bias:
-        rows.append(lw.weight_array(op.bias, "bias").astype(np.float32).reshape(n))
-    sb = lw.constant(f"{node_name(op) or 'linear'}.dequant", np.stack(rows).astype(np.float32))
-    bias_row = len(rows) - has_bias
+    dequant = _DequantTable.of(lw, op, n)
     epilogue, out_value = lw.linear_epilogue(op)
     component = lw.component_of(op)
     mask_value = op.rows if op.rows is not None else op.keys
@@ -81,21 +74,14 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
     keyed = op.keys is not None
 
     def load_weights(n0: int, hoist: bool = False) -> tuple[int, int]:
-        return lw.load_weight_tile(w, sb, n0, n_tile, hoist)
+        return lw.load_weight_tile(w, dequant.table, n0, n_tile, hoist)
 
     # The first weight tile is loaded before the activations: it depends on nothing, so the
     # load queue fetches it while the producer of x is still running.
     prefetched: tuple[int, int] | None = load_weights(0, hoist=True)
     for m0, mt in row_tiles:
         a = lw.alloc(Buffer.ABUF, mt * k)
-        row_scales = -1
-        if token:  # the tile's row scales, one vector of mt per input run
-            row_scales = lw.alloc(Buffer.VBUF, mt * len(groups))
-            _quantize_tokens(lw, x, m0, mt, k, a, groups, row_scales)
-        elif x8 is not None:  # produced already quantized the way this linear quantizes it
-            lw.load(Buffer.ABUF, a, x8.address + m0 * k, mt, k)
-        else:
-            lw.quantize_rows(x, m0, mt, 0, k, a, groups)
+        row_scales = _quantize_tile(lw, x, x8 is not None, token, m0, mt, k, a, groups)
         for n0 in range(0, n, n_tile):
             nt = min(n_tile, n - n0)
             wt, sv = prefetched if prefetched is not None else load_weights(n0)
@@ -105,15 +91,12 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
                 acc = lw.alloc(Buffer.ACC, mt * nt)
                 _emit_gemms(lw, op, component, tiles, acc=acc, a=a + start, w=wt + start * nt,
                             m0=m0, mt=mt, k=k, width=end - start, n0=n0, nt=nt, n_tile=n_tile)
-                per_row = {"has_row_scale": 1, "row_scale_addr": row_scales + g * mt} if token else {}
                 if g == 0:
                     o = lw.alloc(Buffer.VBUF, mt * nt)
-                    lw.emit("dequant", "sfu", dst_addr=o, src_addr=acc, rows=mt, cols=nt, scale_addr=sv,
-                            has_bias=has_bias, bias_addr=sv + bias_row * nt * has_bias, **per_row)
+                    dequant.emit(lw, g, o, acc, mt, nt, sv, row_scales)
                 else:  # partial of a later input group: dequantize and add (group order)
                     t = lw.alloc(Buffer.VBUF, mt * nt)
-                    lw.emit("dequant", "sfu", dst_addr=t, src_addr=acc, rows=mt, cols=nt,
-                            scale_addr=sv + (0 if token else g) * nt, **per_row)
+                    dequant.emit(lw, g, t, acc, mt, nt, sv, row_scales)
                     lw.emit("add", "sfu", dst_addr=o, a_addr=o, b_addr=t, rows=mt, cols=nt)
                     lw.free(Buffer.VBUF, t)
                 lw.free(Buffer.ACC, acc)
@@ -131,6 +114,57 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
         lw.free(Buffer.ABUF, a)
     if tiles is not None:
         done_with(lw, op, tiles)
+
+
+@dataclass(frozen=True)
+class _DequantTable:
+    """A linear's DEQUANT rows in DRAM: per input group its scale x the weight scale (per
+    token: the weight scale alone, the row scales come from QUANT_ROWS), then the bias."""
+
+    table: DramTensor
+    bias_row: int
+    has_bias: int
+    token: bool
+
+    @staticmethod
+    def of(lw: Lowering, op: transformer.LinearOp, n: int) -> _DequantTable:
+        weight_scale = lw.weight_array(op.weight_scale, "weight_scale")
+        token = op.token_scales is not None
+        rows = ([weight_scale.astype(np.float32)] if token else
+                [linear_dequant_scale(scale, weight_scale) for scale in _input_scales(lw, op)])
+        has_bias = int(op.bias is not None)
+        if has_bias:
+            rows.append(lw.weight_array(op.bias, "bias").astype(np.float32).reshape(n))
+        table = lw.constant(f"{node_name(op) or 'linear'}.dequant", np.stack(rows).astype(np.float32))
+        return _DequantTable(table, len(rows) - has_bias, has_bias, token)
+
+    def emit(self, lw: Lowering, g: int, dst: int, acc: int, mt: int, nt: int, sv: int,
+             row_scales: int) -> None:
+        """DEQUANT of input group g's partial (the bias with group 0) from the table's column
+        tile at `sv`; per token, times the group's row scales."""
+        fields: dict[str, int] = {}
+        if g == 0:
+            fields.update(has_bias=self.has_bias, bias_addr=sv + self.bias_row * nt * self.has_bias)
+        if self.token:
+            fields.update(has_row_scale=1, row_scale_addr=row_scales + g * mt)
+        lw.emit("dequant", "sfu", dst_addr=dst, src_addr=acc, rows=mt, cols=nt,
+                scale_addr=sv + (0 if self.token else g) * nt, **fields)
+
+
+def _quantize_tile(lw: Lowering, x: DramTensor, preq: bool, token: bool, m0: int, mt: int,
+                   k: int, a: int, groups: tuple) -> int:
+    """Rows [m0, m0 + mt) of the linear's input into ABUF at `a` as INT8: LOADed when `x` is
+    already its INT8 copy (`preq`), else QUANT or (per token) QUANT_ROWS. Returns the VBUF
+    address of the tile's row scales (per token: one vector of mt per input run), else -1."""
+    if token:
+        row_scales = lw.alloc(Buffer.VBUF, mt * len(groups))
+        _quantize_tokens(lw, x, m0, mt, k, a, groups, row_scales)
+        return row_scales
+    if preq:  # produced already quantized the way this linear quantizes it
+        lw.load(Buffer.ABUF, a, x.address + m0 * k, mt, k)
+    else:
+        lw.quantize_rows(x, m0, mt, 0, k, a, groups)
+    return -1
 
 
 def _token_runs(lw: Lowering, op: transformer.LinearOp) -> tuple[tuple[int, int, None], ...]:

@@ -11,7 +11,8 @@ in FP32).
   input of every linear and the Q, K, V of every attention. A linear input whose peak is more
   than `outlier-ratio` times its median channel-group peak gets one scale per group of
   `group-size` channels instead (`input_group_scales`); from the input's channel peaks
-  calibration recorded. With `activation-scales=token` a linear's input gets no calibrated
+  calibration recorded. With `activation-scales=token` (`auto`: where the range came from
+  synthetic samples, i.e. without calibration data) a linear's input gets no calibrated
   scale: the SFU computes one per row (token) at run time from the row's max |x| (QUANT_ROWS;
   per row of each group run when the input also has group scales), for inputs whose rows
   differ in range (padding rows, a few large-norm tokens) more than one tensor scale covers.
@@ -47,8 +48,9 @@ COALESCE_RATIO = 2.0
 """Neighbouring input groups whose ranges differ less than this share one scale (one run)."""
 PROBABILITY_MARGIN = 2.0
 """Headroom over the calibrated largest attention probability (inputs differ from the samples)."""
-ACTIVATION_SCALES = ("tensor", "token")
-"""Values of quantize's activation-scales option (linear inputs: calibrated or per row)."""
+ACTIVATION_SCALES = ("auto", "tensor", "token")
+"""Values of quantize's activation-scales option (linear inputs: calibrated or per row; auto:
+per row where the calibrated range came from synthetic samples)."""
 
 
 def symmetric_scale(peak: float) -> float:
@@ -125,8 +127,11 @@ class QuantizePass(WeightStorePass):
     calibration samples do not show every group's extremes."""
 
     activation_scales: str = option("tensor", choices=ACTIVATION_SCALES)
-    """Linear inputs: `tensor` (one calibrated scale, or one per channel group) or `token`
-    (one per row, computed by the SFU at run time; docs/design.md section 5)."""
+    """Linear inputs: `tensor` (one calibrated scale, or one per channel group), `token` (one
+    per row, computed by the SFU at run time) or `auto`: token where the range was calibrated
+    on synthetic samples (no calibration data: its per-tensor range does not fit real inputs'
+    rows), tensor where real samples set it (docs/design.md section 3, README "INT8
+    calibration": measurements, and why the default is still tensor)."""
 
     def __post_init__(self) -> None:
         typed_options.validate(self, "quantize")
@@ -142,8 +147,9 @@ class QuantizePass(WeightStorePass):
                 channels = None if observed.channel_peaks is None else store[observed.channel_peaks]
                 groups = input_group_scales(channels, self.group_size, self.outlier_ratio,
                                             self.group_margin)
-                scale = (None if self.activation_scales == "token"
-                         else symmetric_scale(observed.input_peak))
+                token = self.activation_scales == "token" or (
+                    self.activation_scales == "auto" and observed.synthetic)
+                scale = None if token else symmetric_scale(observed.input_peak)
                 _rewrite_linear(t, weights, scale, groups, store)
             else:
                 _rewrite_attention(t, *(symmetric_scale(p) for p in

@@ -106,9 +106,10 @@ def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
         "domain set the INT8 ranges (default 8; esact_cc/tuning/synthetic_calibration.py)",
     )
     parser.add_argument(
-        "--activation-scales", choices=("tensor", "token"), default=None,
+        "--activation-scales", choices=("auto", "tensor", "token"), default=None,
         help="INT8 scales of linear inputs: tensor (calibrated, one per tensor or channel "
-        "group) or token (one per row, computed by the SFU at run time; default: tensor)",
+        "group; the default), token (one per row, computed by the SFU at run time) or auto "
+        "(token without --calibration-data, tensor with it)",
     )
     parser.add_argument(
         "--dead-rows", action=argparse.BooleanOptionalAction, default=None,

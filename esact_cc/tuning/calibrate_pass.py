@@ -100,7 +100,7 @@ class CalibratePass(WeightStorePass):
             if channels is not None:
                 name = store.add(store.unique_name(_weight_name(op) + ".input_channel_peaks"),
                                  np.asarray(channels, np.float32))
-            return LinearRange(ranges.peaks[op.x], name)
+            return LinearRange(ranges.peaks[op.x], name, synthetic=self.calibration_data is None)
         q, k, v = (ranges.peaks[value] for value in observed_values(op))
         return AttentionRange(q, k, v, ranges.probability_peaks.get(op, 1.0))
 

@@ -9,7 +9,9 @@
 - on inputs whose rows differ in range (a zero row, a large-norm row) per-token scales are
   closer to FP32 than per-tensor ones;
 - the SFU is charged for QUANT_ROWS' second pass in cycles and energy;
-- the option is typed (a bad value is one error line) and survives an IR round trip.
+- the option is typed (a bad value is one error line), `auto` follows the calibration source
+  (token on synthetic ranges, tensor on calibration data; the default stays tensor), and
+  token scales survive an IR round trip.
 """
 
 from __future__ import annotations
@@ -179,13 +181,22 @@ def test_the_sfu_is_charged_for_the_row_scan(calibration: str) -> None:
 
 def test_the_option_is_typed_and_printed(tmp_path: Path) -> None:
     model = _two_linears(tmp_path / "two.onnx")
-    with pytest.raises(CompileError, match=r"activation-scales must be one of tensor\|token, got 'row'"):
+    with pytest.raises(CompileError, match=r"activation-scales must be one of auto\|tensor\|token, got 'row'"):
         api.compile(model, stage="quantized", activation_scales="row")
+    def int8_linears(**options) -> list[LinearOp]:
+        compiled = api.compile(model, stage="quantized", **options)
+        return [op for op in compiled.module.walk() if isinstance(op, LinearOp)]
+
+    x = np.random.default_rng(5).standard_normal((2, 1, 16, 64)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", x=x)
+    assert all(op.input_scale is not None for op in int8_linears())  # the default: tensor
+    assert all(op.token_scales is not None for op in int8_linears(activation_scales="auto"))
+    assert all(op.input_scale is not None for op in int8_linears(
+        activation_scales="auto", calibration_data=str(tmp_path / "calib.npz")))
     compiled = api.compile(model, stage="quantized", activation_scales="token")
     path = tmp_path / "q.mlir"
     compiled.save_ir(path)
     text = path.read_text()
     assert "token_scales" in text and "input_scale" not in text
-    x = np.random.default_rng(5).standard_normal((1, 16, 64)).astype(np.float32)
     reloaded = api.load_ir(path)
-    np.testing.assert_array_equal(reloaded.run({"x": x})["y"], compiled.run({"x": x})["y"])
+    np.testing.assert_array_equal(reloaded.run({"x": x[0]})["y"], compiled.run({"x": x[0]})["y"])

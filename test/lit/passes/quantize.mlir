@@ -1,6 +1,12 @@
 // RUN: esact-opt %s -p calibrate,quantize --no-print-debuginfo 2>&1 | filecheck %s
+// RUN: esact-opt %s -p 'calibrate,quantize{activation-scales=auto}' --no-print-debuginfo 2>&1 | filecheck %s --check-prefix=AUTO
+// RUN: esact-opt %s -p calibrate --no-print-debuginfo 2>&1 | filecheck %s --check-prefix=RANGES
+// RUN: not esact-opt %s -p 'calibrate,quantize{activation-scales=rows}' 2>&1 | filecheck %s --check-prefix=BAD
 // quantize: transformer.linear/attention get INT8 weight handles and scales;
 // FP32 ops (layer norm, GELU, add, softmax, host regions) are left alone.
+// Without calibration data the ranges are synthetic (`synthetic` on each linear's range) and
+// activation-scales=auto scales those linears' inputs per token (token_scales); the default
+// (tensor) gives them calibrated input scales.
 
 builtin.module attributes {esact.weight_store = "Inputs/tiny_layer.npz"} {
   func.func @main(%x: tensor<1x4x8xf32> {onnx.name = "x"}, %m: tensor<1x1x1x4xf32> {onnx.name = "mask"}) -> (tensor<1x4x8xf32> {onnx.name = "y"}) {
@@ -48,3 +54,12 @@ builtin.module attributes {esact.weight_store = "Inputs/tiny_layer.npz"} {
 // CHECK-NEXT: %[[W2S2:.*]] = onnx.weight "w2.scale" : tensor<16xf32>
 // CHECK-NEXT: %f2 = transformer.linear %l, %[[W2Q2]] weight_scale(%[[W2S2]]) input_scale({{.*}})
 // CHECK-NEXT: %s = transformer.softmax %f2
+
+// AUTO: %q = transformer.linear %h, %{{.*}}, %b weight_scale(%{{.*}}) token_scales : (tensor<1x4x8xf32>
+// AUTO: %att = transformer.attention %q, %q, %h mask %m heads(2) scale(5.000000e-01) q_scale(
+// AUTO: %f = transformer.linear %l, %{{.*}}, %b2 weight_scale(%{{.*}}) token_scales :
+// AUTO: %f2 = transformer.linear %l, %{{.*}} weight_scale(%{{.*}}) token_scales :
+
+// RANGES: %q = transformer.linear %h, %w, %b {esact.calibration = {input_peak = {{.*}}, synthetic}}
+
+// BAD: activation-scales must be one of auto|tensor|token, got 'rows'
