@@ -46,7 +46,7 @@ in the reference) and to the SOFTMAX of PAM and of the attention. A per-query ma
 then ranks masked keys last instead of excluding them, which differs from the reference only
 in rows with fewer than k unmasked keys (never without padding).
 
-Long sequences (the ring form, `_Chain.ring`): when the H x L x L SPA of every batch element
+Long sequences (the ring form, `Chain.ring`): when the H x L x L SPA of every batch element
 does not fit MBUF beside the masks, or the FP32 PAM of all heads half of VBUF, only one chunk's
 SPA / PAM rows [H, n, L] are on chip. SIMILARITY (has_ring) then reads the references of
 earlier chunks from a ring of min(window, L) slots of [H, L] (SPA rows in MBUF for overlap,
@@ -68,36 +68,26 @@ slots) and the K / V / Q tiles lowered beside them must fit the buffers together
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 from esact_cc.dialects import spls, transformer
-from esact_cc.dialects.lowering import CYCLES_ATTR
 from esact_cc.passes.lower_masked_inputs import MaskRows, fail, plan_masked_inputs
-from esact_cc.passes.spls_scratch import PredictScratch, weight_code_slots
+from esact_cc.passes.spls_projection import WholeProjection, hlog_input
+from esact_cc.passes.spls_streamed_projection import StreamedProjection
 from esact_cc.passes.lowering_state import (
-    F32,
-    OUT_FRACTION,
     DramTensor,
     Lowering,
     MaskTiles,
     Rule,
     is_dense_int8_linear,
-    node_name,
-    round_tile,
 )
 from esact_cc.runtime import spls_kernels
 from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.isa import MAX_INT8_HLOG_BITS, Buffer, SimilarityMode
-from xdsl.dialects.builtin import IntegerAttr, i64
 from xdsl.ir import Operation, SSAValue
 
 PREDICT = "predict"
-X_CODE_TERMS = 0.8
-"""Assumed mean shift-add terms of an HLog code of X (0, 1 or 2; zeros are skipped; 0.8 was
-measured on BERT-base at 4 bits): only used to estimate BPU cycles when spreading the K / V
-GEMMs over the prediction."""
 SIMILARITY_MODES = {"overlap": SimilarityMode.OVERLAP, "cosprob": SimilarityMode.COSPROB}
 
 
@@ -116,7 +106,7 @@ def _single_user(value: SSAValue, kind: type[Operation], what: Operation) -> Ope
 
 
 @dataclass
-class _Chain:
+class Chain:
     """One layer's prediction chain (hlog_quantize -> predict_attention -> topk ->
     local_similarity), its sizes and the on-chip regions its steps share."""
 
@@ -130,6 +120,8 @@ class _Chain:
     heads: int
     width: int
     chunks: list[tuple[int, int]]
+    streamed: bool = False
+    """The projection runs over row tiles (`StreamedProjection`): all rows do not fit."""
     ring: bool = False
     """Long-sequence form: only a chunk's SPA / PAM rows on chip, the SIMILARITY references in
     a ring (`_ring_chunk_rows`), SPA spilled to DRAM per chunk when an attention reads it."""
@@ -175,7 +167,7 @@ class _Chain:
         return spls_kernels.ring_slots(self.sim.window.value.data, self.length)
 
 
-def _find_chain(lw: Lowering, op: spls.HLogQuantizeOp) -> _Chain:
+def _find_chain(lw: Lowering, op: spls.HLogQuantizeOp) -> Chain:
     """The chain insert-spls emits from `op`, checked (one-line errors for anything else)."""
     predict = _single_user(op.codes, spls.PredictAttentionOp, op)
     assert isinstance(predict, spls.PredictAttentionOp)
@@ -203,9 +195,9 @@ def _find_chain(lw: Lowering, op: spls.HLogQuantizeOp) -> _Chain:
         raise fail(op, f"hlog-bits > {MAX_INT8_HLOG_BITS} is not supported (int8 code buffers)")
     x = lw.f32_tensor(op.x, "x")
     length = x.shape[1]
-    c = _Chain(op, predict, topk, sim, bool(spa_users), x, predict.num_heads.value.data,
+    c = Chain(op, predict, topk, sim, bool(spa_users), x, predict.num_heads.value.data,
                lw.weight_array(predict.wq, "wq").shape[1], [])
-    _check_projection_fits(lw, c)
+    c.streamed = not _projection_fits(lw, c)
     chunk = chunk_rows(lw, length)
     c.ring = not _whole_rows_fit(lw, c)
     if c.ring:
@@ -214,25 +206,20 @@ def _find_chain(lw: Lowering, op: spls.HLogQuantizeOp) -> _Chain:
     return c
 
 
-def _check_projection_fits(lw: Lowering, c: _Chain) -> None:
-    """The projection holds all rows of X (FP32 in VBUF, HLog codes in ABUF) and the codes of
-    Q^ and K^ at once (per-tensor HLog scales): one error naming the sizes when they do not
-    fit (it is not streamed over row tiles)."""
-    for buf, need in ((Buffer.VBUF, c.rows * c.width_in),
-                      (Buffer.ABUF, c.rows * (c.width_in + 2 * c.width))):
-        if need > lw.capacity(buf):
-            raise fail(c.op, f"the SPLS projection holds all {c.rows} rows of X and Q^ / K^ on "
-                       f"chip (per-tensor HLog scales): {need} {buf.name} elements exceed its "
-                       f"{lw.capacity(buf)}; it is not streamed over row tiles")
+def _projection_fits(lw: Lowering, c: Chain) -> bool:
+    """Whether all rows of X (FP32 in VBUF, HLog codes in ABUF) and the codes of Q^ and K^ fit
+    at once (`WholeProjection`, the form short sequences always had)."""
+    return (c.rows * c.width_in <= lw.capacity(Buffer.VBUF)
+            and c.rows * (c.width_in + 2 * c.width) <= lw.capacity(Buffer.ABUF))
 
 
-def _mask_bytes(c: _Chain) -> int:
+def _mask_bytes(c: Chain) -> int:
     """MBUF bytes of the masks that persist to the layer's masked ops: reuse map (int16), row
     mask and key mask, per batch element."""
     return c.batch * (3 + c.heads) * c.length
 
 
-def _whole_rows_fit(lw: Lowering, c: _Chain) -> bool:
+def _whole_rows_fit(lw: Lowering, c: Chain) -> bool:
     """Whether the SPA of every row (all batch elements) fits MBUF beside the masks, and the
     FP32 PAM of all heads half of VBUF: then the chain keeps every row on chip (the form short
     sequences always had)."""
@@ -240,7 +227,7 @@ def _whole_rows_fit(lw: Lowering, c: _Chain) -> bool:
             and (not c.float_pam or c.spa_size <= lw.capacity(Buffer.VBUF) // 2))
 
 
-def _ring_chunk_rows(lw: Lowering, c: _Chain) -> int:
+def _ring_chunk_rows(lw: Lowering, c: Chain) -> int:
     """Rows per chunk in the ring form: the chunk's SPA rows of all heads fit MBUF beside the
     masks (and the SPA reference ring for overlap), its FP32 PAM rows half of VBUF beside the
     prob ring (cosprob); an explicit `spls-chunk-rows` that does not fit is an error."""
@@ -268,8 +255,11 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
     c = _find_chain(lw, op)
     lw.fused.update((c.predict, c.topk, c.sim))
     r = c.regions
-    _hlog_input(lw, c)
-    projection = _Projection.plan(lw, c)
+    if c.streamed:
+        projection = StreamedProjection.plan(lw, c)
+    else:
+        hlog_input(lw, c)
+        projection = WholeProjection.plan(lw, c)
     kv = _independent_projections(c.sim, op.x)
     # K / V, lowered while every projection region is reserved (no tile shared), are spread
     # over the projection's BPUs by the ordering step (prediction_overlap.interleave).
@@ -278,8 +268,7 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
     projection.emit(lw, c)
     if independent is not None:
         lw.place("interleave", independent, projection_start)
-    lw.free(Buffer.ABUF, r["xc"], *(w for w, _ in projection.code_slots))
-    lw.free(Buffer.VBUF, r["sx"], r["real"], *(v for _, v in projection.code_slots))
+    projection.release(lw, c)
     masks = _allocate_masks(lw, c)
     chain_start = lw.label()
     for b in range(c.batch):
@@ -298,7 +287,7 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
         lw.free(Buffer.VBUF, r["pam"])
     projection.mask_rows.free()
     lw.free(Buffer.VBUF, r["pam_scale"], r["sqk"])
-    lw.free(Buffer.ABUF, r["qc"], r["kc"])
+    projection.finish(lw, c)
     if not c.keep_spa or c.ring:
         lw.free(Buffer.MBUF, r["spa"])
     if r["ring"] is not None:
@@ -308,131 +297,7 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
             lw.lower_now(early)
 
 
-def _hlog_input(lw: Lowering, c: _Chain) -> None:
-    """X^: HLog codes of the whole [B*L, D] input with one per-tensor scale. The FP32 PAM of
-    all heads (SOFTMAX + SIMILARITY read it at once) is the largest VBUF tile: taken first,
-    while nothing is live in the ring, when it fits beside X."""
-    r = c.regions
-    r["pam"] = None  # type: ignore[assignment]
-    if c.float_pam and not c.ring and c.spa_size + c.rows * c.width_in < lw.capacity(Buffer.VBUF) * 3 // 4:
-        r["pam"] = lw.alloc(Buffer.VBUF, c.spa_size)
-    vx = lw.alloc(Buffer.VBUF, c.rows * c.width_in)
-    lw.load(Buffer.VBUF, vx, c.x.address, c.rows, c.width_in)
-    r["xc"] = lw.alloc(Buffer.ABUF, c.rows * c.width_in)
-    r["sx"] = lw.alloc(Buffer.VBUF, 1)
-    lw.emit("hlog", PREDICT, dst_buf=Buffer.ABUF, dst_addr=r["xc"], src_addr=vx, rows=c.rows,
-            cols=c.width_in, bits=c.op.bits.value.data, dynamic=1, scale_out_addr=r["sx"],
-            scale=1.0)
-    lw.free(Buffer.VBUF, vx)
-
-
-@dataclass
-class _Projection:
-    """Phase 1: Q^ | K^ in one shift-add product with the codes of [W_Q | W_K] (one LOAD of
-    codes, one of DEQUANT vectors per column tile), dequantized (* s_W per column * s_X +
-    bias), then HLog re-quantized per batch element with dynamic scales s_Q, s_K (over ALL
-    rows: this is why the projection cannot be chunked by rows, only what follows it)."""
-
-    codes: np.ndarray
-    codes_at: int
-    vectors_at: int
-    passes: list[tuple[int, int]]
-    n_tile: int
-    acc_buf: PredictScratch
-    mask_rows: MaskRows
-    code_slots: list[tuple[int, int]]
-
-    @staticmethod
-    def plan(lw: Lowering, c: _Chain) -> _Projection:
-        """Constants, tiles and every region of the projection, taken now: the K / V linears
-        lowered beside it (`lower_aside`) then avoid all of them."""
-        predict, width, rows, r = c.predict, c.width, c.rows, c.regions
-        codes = np.concatenate([lw.weight_array(predict.wq, "wq"),
-                                lw.weight_array(predict.wk, "wk")], axis=1).astype(np.int8)
-        w_scales = [float(np.float32(lw.weight_array(v, "HLog weight scale")))
-                    for v in (predict.wq_scale, predict.wk_scale)]
-        vectors = np.stack([np.repeat(np.array(w_scales, np.float32), width),
-                            np.concatenate([lw.weight_array(v, "bias").astype(np.float32)
-                                            .reshape(width) for v in (predict.bq, predict.bk)])])
-        hint = node_name(predict) or "spls.predict"
-        c8 = lw.constant(f"{hint}.qk_hlog_codes", codes)
-        cv = lw.constant(f"{hint}.qk_hlog_dequant", vectors.astype(np.float32))
-        # HLog codes of W in ABUF slots: WBUF banks hold the K / V weight tiles meanwhile.
-        # Column tiles small enough for an ACC slot at the top of a bank (PredictScratch).
-        acc_bank = getattr(lw.rings[Buffer.ACC], "bank_size", lw.capacity(Buffer.ACC))
-        n_limit = min(lw.capacity(Buffer.ABUF) // 8 // c.width_in,
-                      acc_bank // PredictScratch.SLOT_FRACTION // rows)
-        if n_limit < 1:
-            raise fail(predict, f"the prediction of {rows} rows x {c.width_in} inputs exceeds "
-                       "the on-chip buffers")
-        # Q^ and K^ columns in one pass when [rows, 2N] FP32 fits a VBUF output tile, else one
-        # pass each (the HLog re-quantization needs all N columns of one of them at once).
-        together = rows * 2 * width <= lw.capacity(Buffer.VBUF) // OUT_FRACTION
-        passes = [(0, 2 * width)] if together else [(0, width), (width, 2 * width)]
-        n_tile = round_tile(n_limit, passes[0][1] - passes[0][0], lw.config.mac_cols)
-        acc_buf = PredictScratch(lw, Buffer.ACC, max(rows * n_tile, c.chunks[0][1] * c.length))
-        r["sqk"] = lw.alloc(Buffer.VBUF, 2 * c.batch)  # (s_Q, s_K) per batch element, adjacent
-        # Phase 2's loads (PAM scale, mask rows) are issued now: in the in-order load queue
-        # they would otherwise wait behind the K / V loads, which wait for the compute queue.
-        scale = float(predict.scale.value.data)
-        r["pam_scale"] = _vector(lw, "spls.pam_scale", np.full(c.length, scale, np.float32),
-                                 ("spls-pam-scale", c.length, scale))
-        mask_rows = MaskRows(lw, predict, predict.mask, c.batch, c.heads, c.length, c.length)
-        streamed = c.ring and mask_rows.per_query  # LOADed per chunk (`_emit_chunk`)
-        for b in range(0 if streamed else c.batch):
-            for h in range(c.heads):
-                mask_rows.prefetch(b, h)
-        r["qc"], r["kc"] = (lw.alloc(Buffer.ABUF, rows * width) for _ in range(2))
-        r["real"] = lw.alloc(Buffer.VBUF, rows * max(c1 - c0 for c0, c1 in passes))
-        code_slots = weight_code_slots(lw, c.width_in * n_tile, 2 * n_tile)
-        return _Projection(codes, c8.address, cv.address, passes, n_tile, acc_buf, mask_rows,
-                           code_slots)
-
-    def emit(self, lw: Lowering, c: _Chain) -> None:
-        """The projection's instructions; each BPU carries its estimated cycles (an anchor of
-        `prediction_overlap.interleave`)."""
-        r, rows, both = c.regions, c.rows, 2 * c.width
-        slot = 0
-        for c0, c1 in self.passes:
-            cols = c1 - c0
-            for n0 in range(c0, c1, self.n_tile):
-                nt = min(self.n_tile, c1 - n0)
-                wt, sb = self.code_slots[slot % len(self.code_slots)]
-                lw.load(Buffer.ABUF, wt, self.codes_at + n0, c.width_in, nt, dram_stride=both)
-                lw.hoist_last()
-                lw.load(Buffer.VBUF, sb, self.vectors_at + n0 * F32, 2, nt, dram_stride=both * F32)
-                lw.hoist_last()
-                acc = self.acc_buf.alloc(rows * nt)
-                bpu = lw.emit("bpu", PREDICT, dst_addr=acc, a_buf=Buffer.ABUF, a_addr=r["xc"],
-                              b_buf=Buffer.ABUF, b_addr=wt, m=rows, k=c.width_in, n=nt)
-                terms = int(np.bitwise_count(np.abs(self.codes[:, n0:n0 + nt].astype(np.int64))).sum())
-                bpu.attributes[CYCLES_ATTR] = IntegerAttr(
-                    math.ceil(rows * terms * X_CODE_TERMS / lw.config.bpu_lanes), i64)
-                slot += 1
-                lw.emit("dequant", PREDICT, dst_addr=r["real"] + n0 - c0, src_addr=acc, rows=rows,
-                        cols=nt, dst_stride=cols, scale_addr=sb, has_bias=1, bias_addr=sb + nt,
-                        scalar_count=1, scalar_addr=r["sx"])
-                self.acc_buf.free(acc)
-            for b in range(c.batch):
-                for which, out in enumerate((r["qc"], r["kc"])):
-                    if c0 <= which * c.width < c1:
-                        lw.emit("hlog", PREDICT, dst_buf=Buffer.ABUF,
-                                dst_addr=out + b * c.length * c.width,
-                                src_addr=r["real"] + b * c.length * cols + which * c.width - c0,
-                                rows=c.length, cols=c.width, src_stride=cols,
-                                bits=c.predict.bits.value.data, dynamic=1,
-                                scale_out_addr=r["sqk"] + 2 * b + which, scale=1.0)
-
-
-def _vector(lw: Lowering, hint: str, array: np.ndarray, cache_key: tuple | None = None) -> int:
-    """A constant FP32 vector LOADed into VBUF."""
-    t = lw.constant(hint, np.ascontiguousarray(array, np.float32), cache_key)
-    addr = lw.alloc(Buffer.VBUF, array.size)
-    lw.load(Buffer.VBUF, addr, t.address, 1, array.size)
-    return addr
-
-
-def _allocate_masks(lw: Lowering, c: _Chain) -> MaskTiles:
+def _allocate_masks(lw: Lowering, c: Chain) -> MaskTiles:
     """Phase 2's MBUF masks (reuse map, row mask, key mask, SPA) and the FP32 PAM when it did
     not fit beside X; the masks are registered for the ops that read them."""
     r = c.regions
@@ -459,7 +324,7 @@ def _allocate_masks(lw: Lowering, c: _Chain) -> MaskTiles:
     return masks
 
 
-def _emit_chunk(lw: Lowering, c: _Chain, projection: _Projection, masks: MaskTiles, b: int,
+def _emit_chunk(lw: Lowering, c: Chain, projection: WholeProjection | StreamedProjection, masks: MaskTiles, b: int,
                 r0: int, n: int) -> None:
     """Phase 2 for rows [r0, r0 + n) of batch element b (progressive prediction): per head
     BPU -> [DEQUANT to the FP32 PAM, + mask] -> TOPK -> SPA rows, [SOFTMAX of the PAM rows for
@@ -472,6 +337,7 @@ def _emit_chunk(lw: Lowering, c: _Chain, projection: _Projection, masks: MaskTil
     r, length, heads, sim = c.regions, c.length, c.heads, c.sim
     mask_rows, pam = projection.mask_rows, r["pam"]
     per_head = c.causal or mask_rows.per_head or n < length
+    q_codes, k_codes = projection.q_codes(lw, c, b, r0, n), projection.k_codes(lw, c, b, r0)
     spa_at = r["spa"] if c.ring else r["spa"] + b * c.spa_size
     for h in range(heads):
         # The chunk's rows of head h: in the [H, L, L] block, or (ring) the [H, n, L] chunk.
@@ -479,8 +345,8 @@ def _emit_chunk(lw: Lowering, c: _Chain, projection: _Projection, masks: MaskTil
         scores = projection.acc_buf.alloc(n * length)
         d = c.width // heads
         lw.emit("bpu", PREDICT, dst_addr=scores, a_buf=Buffer.ABUF,
-                a_addr=r["qc"] + (b * length + r0) * c.width + h * d, b_buf=Buffer.ABUF,
-                b_addr=r["kc"] + b * length * c.width + h * d, m=n, k=d, n=length,
+                a_addr=q_codes + h * d, b_buf=Buffer.ABUF, b_addr=k_codes + h * d, m=n, k=d,
+                n=length,
                 a_stride=c.width, b_stride=c.width, transpose_b=1)
         source = {"src_buf": Buffer.ACC, "src_addr": scores}
         if pam is not None:
@@ -521,7 +387,7 @@ def _emit_chunk(lw: Lowering, c: _Chain, projection: _Projection, masks: MaskTil
                       masks.spa_dram.address + ((b * heads + h) * length + r0) * length, n, length)
 
 
-def _pam_softmax(lw: Lowering, c: _Chain, mask_rows: MaskRows, b: int, h: int, at: int,
+def _pam_softmax(lw: Lowering, c: Chain, mask_rows: MaskRows, b: int, h: int, at: int,
                  rows: int, r0: int) -> None:
     """softmax(PAM) rows in place (cosprob's probs), after the head's TOPK read them."""
     extra = ({"has_add_mask": 1, "add_mask_addr": mask_rows.row(b, h)}

@@ -107,12 +107,14 @@ class Machine:
         return ProgramError(f"instruction {self.index} ({self.instr.opcode_name}): {message}")
 
     def operand(self, addr_field: str, access: str | None = None) -> Operand:
-        """The operand at `addr_field` (the one with that access when several share it)."""
+        """The operand at `addr_field` (the enabled one with that access when several share
+        it)."""
         assert self.instr is not None
-        for op in self.instr.spec.operands:
-            if op.addr == addr_field and access in (None, op.access):
-                return op
-        raise KeyError(addr_field)
+        found = [op for op in self.instr.spec.operands
+                 if op.addr == addr_field and access in (None, op.access)]
+        if not found:
+            raise KeyError(addr_field)
+        return next((op for op in found if operand_extent(self.instr, op) is not None), found[0])
 
     def view(self, addr_field: str, access: str | None = None) -> np.ndarray:
         """2-D view (rows, cols) of an operand; writes go through to the buffer/DRAM."""
@@ -346,6 +348,11 @@ class Machine:
             if not scale > 0:  # a float32 underflow of a tiny max|x|
                 raise self.fail("field 'dynamic': tile scale underflows float32")
             self.view("scale_out_addr")[0, 0] = scale
+        elif f["scale_count"]:  # the tensor's scale from its row tiles' scales
+            scale = float(np.max(self.view("scale_in_addr")))
+            if not scale > 0:
+                raise self.fail("field 'scale_in_addr': the tile scales are not positive")
+            self.view("scale_out_addr", "w")[0, 0] = scale
         else:
             scale = self.float_field("scale")
         levels = self.kernel("src_addr", spls_kernels.hlog_quantize, x, f["bits"], scale)

@@ -328,11 +328,21 @@ _SPECS: tuple[InstructionSpec, ...] = (
         _float("scale", "fixed per-tensor scale (used when dynamic = 0)"),
         _flag("dynamic", "scale = max|src| / 2^(bits-1) over this tile (spls_kernels.hlog_scale)"),
         _addr("scale_out_addr", "VBUF: the scale used is written here when dynamic = 1"),
+        # Long sequences: a per-tensor scale from the scales of its row tiles.
+        FieldSpec("scale_count", DIM_BITS, doc="dynamic = 0: scale = max of this many FP32 "
+                  "tile scales at scale_in_addr (0 = the scale field)"),
+        _addr("scale_in_addr", "VBUF: tile scales read when scale_count > 0"),
     ), (*_rowwise_operands(Buffer.VBUF, "dst_buf"),
-        _vec("scale_out_addr", Buffer.VBUF, "dynamic", "w", enabled_by="dynamic")),
+        _vec("scale_out_addr", Buffer.VBUF, "dynamic", "w", enabled_by="dynamic"),
+        _vec("scale_in_addr", Buffer.VBUF, "scale_count", "r"),
+        Operand("scale_out_addr", Buffer.VBUF, _const(1),
+                lambda f: 0 if f["dynamic"] else min(1, f["scale_count"]), "w")),
         bpu_cost,
         """dst = spls_kernels.hlog_quantize(src, bits, scale): signed HLog level values
-        (docs/design.md section 6 step 1)."""),
+        (docs/design.md section 6 step 1). scale: dynamic = 1: max|src| / 2^(bits-1) over this
+        tile, written to scale_out_addr; else scale_count > 0: the max of the scale_count
+        FP32 values at scale_in_addr (tile scales of one tensor's row tiles: their max is the
+        tensor's dynamic scale), written to scale_out_addr; else the scale field."""),
     _spec("bpu", 0x31, Queue.PREDICT, Unit.BPU, (
         _addr("dst_addr", "ACC int32: M x N"),
         _buf("a_buf", (Buffer.ABUF, Buffer.WBUF, Buffer.ACC)), _addr("a_addr", "M x K levels"),

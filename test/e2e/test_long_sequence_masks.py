@@ -105,3 +105,27 @@ def test_explicit_chunk_rows_that_do_not_fit_are_refused(tmp_path: Path) -> None
     hw = small_mbuf(tmp_path, 1024)
     with pytest.raises(CompileError, match=r"spls-chunk-rows=32 does not fit .* \(at most \d+\)"):
         api.compile(MODEL, stage="esact", spls_chunk_rows=32, **options("spls", [], hw))
+
+
+def test_projection_streamed_over_row_tiles_equals_the_whole_one(tmp_path: Path) -> None:
+    """VBUF below one tensor of X (8 heads, so one head's attention output still fits a VBUF
+    tile): the projection runs over row tiles, each per-tensor HLog scale the max of its
+    tiles' scales (HLOG scale_count), and the binary equals the whole-row one bit for bit."""
+    model = GRAPHS.encoder(layers=1, seq=SEQ, hidden=HIDDEN, heads=8, ffn=128, seed=3)
+    hw = tmp_path / "small_vbuf.toml"
+    hw.write_text('name = "small-vbuf"\n[sram]\nvector_buffer = 8188\n')
+    assert SEQ * HIDDEN * 4 > 8188  # X of one sequence does not fit VBUF
+    for extra in (["threshold=0.4", "window=1"],
+                  ["attention=topk", "similarity=overlap", "threshold=0.3"]):
+        streamed = api.compile(model, stage="esact", **options("spls", extra, str(hw)))
+        hlogs = [i for i in streamed.program().instructions if i.opcode_name == "hlog"]
+        assert any(i.fields["scale_count"] > 1 for i in hlogs)
+        result = streamed.simulate(INPUTS, hw=str(hw))
+        whole = api.compile(model, stage="esact", **options("spls", extra, None))
+        assert not any(i.fields["scale_count"] for i in whole.program().instructions
+                       if i.opcode_name == "hlog")
+        expected = whole.simulate(INPUTS)
+        np.testing.assert_array_equal(result.outputs["last_hidden_state"],
+                                      expected.outputs["last_hidden_state"])
+        reused = result.report["spls"]["reused_rows"]
+        assert 0 < reused == expected.report["spls"]["reused_rows"]

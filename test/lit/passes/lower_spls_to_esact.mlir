@@ -19,11 +19,11 @@
 // SCATTER_ROWS giving reused rows their representative's rows before the fused GELU /
 // residual add.
 
-// CHECK:      esact.hlog {{.*}}dst_buf = ABUF, dst_addr = [[XC:[0-9]+]], src_addr = {{[0-9]+}}, rows = 4, cols = 8, {{.*}}bits = 4, {{.*}}dynamic = 1, scale_out_addr = [[SX:[0-9]+]] {component = "predict", layer = 0 : i64}
+// CHECK:      esact.hlog {{.*}}dst_buf = ABUF, dst_addr = [[XC:[0-9]+]], src_addr = {{[0-9]+}}, rows = 4, cols = 8, {{.*}}bits = 4, {{.*}}dynamic = 1, scale_out_addr = [[SX:[0-9]+]], scale_count = 0, scale_in_addr = 0 {component = "predict", layer = 0 : i64}
 // CHECK:      esact.gemm {{.*}} has_row_mask = 0{{.*}}component = "k"
 // CHECK-NEXT: esact.bpu {{.*}}a_buf = ABUF, a_addr = [[XC]], b_buf = ABUF, {{.*}}m = 4, k = 8, n = 16, {{.*}}transpose_b = 0 {component = "predict", layer = 0 : i64}
 // CHECK-NEXT: esact.dequant {{.*}}rows = 4, cols = 16, {{.*}}dst_stride = 16, {{.*}}has_bias = 1, {{.*}}scalar_count = 1, scalar_addr = [[SX]], has_row_scale = 0, row_scale_addr = 0 {component = "predict", layer = 0 : i64}
-// CHECK-NEXT: esact.hlog {{.*}}dst_addr = [[QC:[0-9]+]], {{.*}}rows = 4, cols = 8, src_stride = 16, {{.*}}scale_out_addr = [[SQ:[0-9]+]] {component = "predict", layer = 0 : i64}
+// CHECK-NEXT: esact.hlog {{.*}}dst_addr = [[QC:[0-9]+]], {{.*}}rows = 4, cols = 8, src_stride = 16, {{.*}}scale_out_addr = [[SQ:[0-9]+]], scale_count = 0, scale_in_addr = 0 {component = "predict", layer = 0 : i64}
 // CHECK-NEXT: esact.hlog {{.*}}dst_addr = [[KC:[0-9]+]], {{.*}}rows = 4, cols = 8, src_stride = 16, {{.*}}dynamic = 1
 // CHECK:      esact.bpu {{.*}}a_addr = [[QC]], b_buf = ABUF, b_addr = [[KC]], m = 4, k = 4, n = 4, a_stride = 8, b_stride = 8, dst_stride = 0, transpose_b = 1 {component = "predict", layer = 0 : i64}
 // CHECK-NEXT: esact.dequant {{.*}}rows = 4, cols = 4, {{.*}}scalar_count = 2, scalar_addr = [[SQ]], has_row_scale = 0, row_scale_addr = 0 {component = "predict", layer = 0 : i64}

@@ -26,7 +26,7 @@ builtin.module {
 // OPTS:      "spatten.select"(%q, %k, %v) <{{{.*}} token_keep = 9.000000e-01 : f32, head_keep = 1.000000e+00 : f32, protect = 1 : i64, requant_threshold = 1.000000e-01 : f32
 // OPTS:      "spatten.select"(%a, %a, %a, %m, %scores, %head_scores) <{{{.*}} token_keep = 2.500000e-01 : f32, head_keep = 1.000000e+00 : f32, protect = 1 : i64, requant_threshold = 5.000000e-01 : f32
 
-// ESACT:      esact.spatten_topk {{.*}} has_prev = 0, {{.*}} mask_addr = [[MASK0:[0-9]+]], length = 4, heads = 2, token_keep = 0.5, head_keep = 0.5, protect = 1 {component = "predict", layer = 0 : i64}
+// ESACT:      esact.spatten_topk {{.*}} has_prev = 0, {{.*}} mask_addr = [[MASK0:[0-9]+]], length = 4, heads = 2, token_keep = 0.5, head_keep = 0.5, protect = 1, no_mask = 0 {component = "predict", layer = 0 : i64}
 // ESACT:      esact.spatten_score {{.*}} head = 0, {{.*}} has_add_mask = 0, {{.*}} causal = 0 {component = "predict", layer = 0 : i64}
 // ESACT:      esact.spatten_score {{.*}} head = 1,
 // ESACT:      esact.attn_qk {{.*}} has_mask = 1, mask_addr = [[MASK0]],

@@ -1,0 +1,189 @@
+"""Phase 1 of the SPLS prediction chain (passes/lower_spls_to_esact.py): the HLog codes of X,
+Q^ = X^ W_Q^ and K^ = X^ W_K^ by shift-adds (BPU), re-quantized to HLog with dynamic
+per-tensor scales, in two forms with the same results:
+- `WholeProjection`: all rows of X and of Q^ / K^ on chip at once (one HLOG per tensor);
+- `StreamedProjection` (spls_streamed_projection.py): row tiles, for sequences whose rows do
+  not fit (BERT-base at 512 tokens).
+Both give phase 2 the K^ codes of a batch element and the Q^ codes of a row chunk
+(`k_codes`, `q_codes`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from esact_cc.dialects.lowering import CYCLES_ATTR
+from esact_cc.passes.lower_masked_inputs import MaskRows, fail
+from esact_cc.passes.lowering_state import F32, OUT_FRACTION, Lowering, node_name, round_tile
+from esact_cc.passes.spls_scratch import PredictScratch, weight_code_slots
+from esact_cc.runtime.isa import Buffer
+from xdsl.dialects.builtin import IntegerAttr, i64
+
+if TYPE_CHECKING:
+    from esact_cc.passes.lower_spls_to_esact import Chain
+
+PREDICT = "predict"
+X_CODE_TERMS = 0.8
+"""Assumed mean shift-add terms of an HLog code of X (0, 1 or 2; zeros are skipped; 0.8 was
+measured on BERT-base at 4 bits): only used to estimate BPU cycles when spreading the K / V
+GEMMs over the prediction."""
+
+
+def hlog_input(lw: Lowering, c: Chain) -> None:
+    """X^: HLog codes of the whole [B*L, D] input with one per-tensor scale. The FP32 PAM of
+    all heads (SOFTMAX + SIMILARITY read it at once) is the largest VBUF tile: taken first,
+    while nothing is live in the ring, when it fits beside X."""
+    r = c.regions
+    r["pam"] = None  # type: ignore[assignment]
+    if c.float_pam and not c.ring and c.spa_size + c.rows * c.width_in < lw.capacity(Buffer.VBUF) * 3 // 4:
+        r["pam"] = lw.alloc(Buffer.VBUF, c.spa_size)
+    vx = lw.alloc(Buffer.VBUF, c.rows * c.width_in)
+    lw.load(Buffer.VBUF, vx, c.x.address, c.rows, c.width_in)
+    r["xc"] = lw.alloc(Buffer.ABUF, c.rows * c.width_in)
+    r["sx"] = lw.alloc(Buffer.VBUF, 1)
+    lw.emit("hlog", PREDICT, dst_buf=Buffer.ABUF, dst_addr=r["xc"], src_addr=vx, rows=c.rows,
+            cols=c.width_in, bits=c.op.bits.value.data, dynamic=1, scale_out_addr=r["sx"],
+            scale=1.0)
+    lw.free(Buffer.VBUF, vx)
+
+
+@dataclass
+class WholeProjection:
+    """Phase 1: Q^ | K^ in one shift-add product with the codes of [W_Q | W_K] (one LOAD of
+    codes, one of DEQUANT vectors per column tile), dequantized (* s_W per column * s_X +
+    bias), then HLog re-quantized per batch element with dynamic scales s_Q, s_K (over ALL
+    rows: this is why the projection cannot be chunked by rows, only what follows it)."""
+
+    codes: np.ndarray
+    codes_at: int
+    vectors_at: int
+    passes: list[tuple[int, int]]
+    n_tile: int
+    acc_buf: PredictScratch
+    mask_rows: MaskRows
+    code_slots: list[tuple[int, int]]
+
+    @staticmethod
+    def plan(lw: Lowering, c: Chain) -> WholeProjection:
+        """Constants, tiles and every region of the projection, taken now: the K / V linears
+        lowered beside it (`lower_aside`) then avoid all of them."""
+        predict, width, rows, r = c.predict, c.width, c.rows, c.regions
+        codes, codes_at, vectors_at = projection_constants(lw, c)
+        # HLog codes of W in ABUF slots: WBUF banks hold the K / V weight tiles meanwhile.
+        # Column tiles small enough for an ACC slot at the top of a bank (PredictScratch).
+        acc_bank = getattr(lw.rings[Buffer.ACC], "bank_size", lw.capacity(Buffer.ACC))
+        n_limit = min(lw.capacity(Buffer.ABUF) // 8 // c.width_in,
+                      acc_bank // PredictScratch.SLOT_FRACTION // rows)
+        if n_limit < 1:
+            raise fail(predict, f"the prediction of {rows} rows x {c.width_in} inputs exceeds "
+                       "the on-chip buffers")
+        # Q^ and K^ columns in one pass when [rows, 2N] FP32 fits a VBUF output tile, else one
+        # pass each (the HLog re-quantization needs all N columns of one of them at once).
+        together = rows * 2 * width <= lw.capacity(Buffer.VBUF) // OUT_FRACTION
+        passes = [(0, 2 * width)] if together else [(0, width), (width, 2 * width)]
+        n_tile = round_tile(n_limit, passes[0][1] - passes[0][0], lw.config.mac_cols)
+        acc_buf = PredictScratch(lw, Buffer.ACC, max(rows * n_tile, c.chunks[0][1] * c.length))
+        mask_rows = phase2_inputs(lw, c)
+        r["qc"], r["kc"] = (lw.alloc(Buffer.ABUF, rows * width) for _ in range(2))
+        r["real"] = lw.alloc(Buffer.VBUF, rows * max(c1 - c0 for c0, c1 in passes))
+        code_slots = weight_code_slots(lw, c.width_in * n_tile, 2 * n_tile)
+        return WholeProjection(codes, codes_at, vectors_at, passes, n_tile, acc_buf, mask_rows,
+                           code_slots)
+
+    def emit(self, lw: Lowering, c: Chain) -> None:
+        """The projection's instructions; each BPU carries its estimated cycles (an anchor of
+        `prediction_overlap.interleave`)."""
+        r, rows, both = c.regions, c.rows, 2 * c.width
+        slot = 0
+        for c0, c1 in self.passes:
+            cols = c1 - c0
+            for n0 in range(c0, c1, self.n_tile):
+                nt = min(self.n_tile, c1 - n0)
+                wt, sb = self.code_slots[slot % len(self.code_slots)]
+                lw.load(Buffer.ABUF, wt, self.codes_at + n0, c.width_in, nt, dram_stride=both)
+                lw.hoist_last()
+                lw.load(Buffer.VBUF, sb, self.vectors_at + n0 * F32, 2, nt, dram_stride=both * F32)
+                lw.hoist_last()
+                acc = self.acc_buf.alloc(rows * nt)
+                bpu = lw.emit("bpu", PREDICT, dst_addr=acc, a_buf=Buffer.ABUF, a_addr=r["xc"],
+                              b_buf=Buffer.ABUF, b_addr=wt, m=rows, k=c.width_in, n=nt)
+                terms = int(np.bitwise_count(np.abs(self.codes[:, n0:n0 + nt].astype(np.int64))).sum())
+                bpu.attributes[CYCLES_ATTR] = IntegerAttr(
+                    math.ceil(rows * terms * X_CODE_TERMS / lw.config.bpu_lanes), i64)
+                slot += 1
+                lw.emit("dequant", PREDICT, dst_addr=r["real"] + n0 - c0, src_addr=acc, rows=rows,
+                        cols=nt, dst_stride=cols, scale_addr=sb, has_bias=1, bias_addr=sb + nt,
+                        scalar_count=1, scalar_addr=r["sx"])
+                self.acc_buf.free(acc)
+            for b in range(c.batch):
+                for which, out in enumerate((r["qc"], r["kc"])):
+                    if c0 <= which * c.width < c1:
+                        lw.emit("hlog", PREDICT, dst_buf=Buffer.ABUF,
+                                dst_addr=out + b * c.length * c.width,
+                                src_addr=r["real"] + b * c.length * cols + which * c.width - c0,
+                                rows=c.length, cols=c.width, src_stride=cols,
+                                bits=c.predict.bits.value.data, dynamic=1,
+                                scale_out_addr=r["sqk"] + 2 * b + which, scale=1.0)
+
+    def release(self, lw: Lowering, c: Chain) -> None:
+        """Free the projection's tiles (X codes, weight-code slots, FP32 staging)."""
+        r = c.regions
+        lw.free(Buffer.ABUF, r["xc"], *(w for w, _ in self.code_slots))
+        lw.free(Buffer.VBUF, r["sx"], r["real"], *(v for _, v in self.code_slots))
+
+    def finish(self, lw: Lowering, c: Chain) -> None:
+        lw.free(Buffer.ABUF, c.regions["qc"], c.regions["kc"])
+
+    def k_codes(self, lw: Lowering, c: Chain, b: int, r0: int) -> int:
+        """ABUF address of batch element b's K^ codes [L, N] at its chunk from row r0 (all on
+        chip already)."""
+        return c.regions["kc"] + b * c.length * c.width
+
+    def q_codes(self, lw: Lowering, c: Chain, b: int, r0: int, n: int) -> int:
+        """ABUF address of Q^ codes of rows [r0, r0 + n) of batch element b (row stride N)."""
+        return c.regions["qc"] + (b * c.length + r0) * c.width
+
+
+
+def vector(lw: Lowering, hint: str, array: np.ndarray, cache_key: tuple | None = None) -> int:
+    """A constant FP32 vector LOADed into VBUF."""
+    t = lw.constant(hint, np.ascontiguousarray(array, np.float32), cache_key)
+    addr = lw.alloc(Buffer.VBUF, array.size)
+    lw.load(Buffer.VBUF, addr, t.address, 1, array.size)
+    return addr
+
+
+def projection_constants(lw: Lowering, c: Chain) -> tuple[np.ndarray, int, int]:
+    """The HLog codes of [W_Q | W_K] and their DEQUANT vectors (s_W per column, bias) in the
+    DRAM image: (codes, codes address, vectors address)."""
+    predict, width = c.predict, c.width
+    codes = np.concatenate([lw.weight_array(predict.wq, "wq"),
+                            lw.weight_array(predict.wk, "wk")], axis=1).astype(np.int8)
+    w_scales = [float(np.float32(lw.weight_array(v, "HLog weight scale")))
+                for v in (predict.wq_scale, predict.wk_scale)]
+    vectors = np.stack([np.repeat(np.array(w_scales, np.float32), width),
+                        np.concatenate([lw.weight_array(v, "bias").astype(np.float32)
+                                        .reshape(width) for v in (predict.bq, predict.bk)])])
+    hint = node_name(predict) or "spls.predict"
+    c8 = lw.constant(f"{hint}.qk_hlog_codes", codes)
+    cv = lw.constant(f"{hint}.qk_hlog_dequant", vectors.astype(np.float32))
+    return codes, c8.address, cv.address
+
+
+def phase2_inputs(lw: Lowering, c: Chain) -> MaskRows:
+    """(s_Q, s_K) slots per batch element (adjacent: the PAM DEQUANT reads both), the PAM
+    scale vector and the mask rows, LOADed now: in the in-order load queue they would
+    otherwise wait behind the K / V loads, which wait for the compute queue."""
+    r, predict = c.regions, c.predict
+    r["sqk"] = lw.alloc(Buffer.VBUF, 2 * c.batch)
+    scale = float(predict.scale.value.data)
+    r["pam_scale"] = vector(lw, "spls.pam_scale", np.full(c.length, scale, np.float32),
+                            ("spls-pam-scale", c.length, scale))
+    mask_rows = MaskRows(lw, predict, predict.mask, c.batch, c.heads, c.length, c.length)
+    streamed = c.ring and mask_rows.per_query  # LOADed per chunk (`_emit_chunk`)
+    for b in range(0 if streamed else c.batch):
+        for h in range(c.heads):
+            mask_rows.prefetch(b, h)
+    return mask_rows

@@ -1,0 +1,194 @@
+"""Phase 1 of the SPLS prediction chain over row tiles (`StreamedProjection`): the form for
+sequences whose rows of X and Q^ / K^ do not fit on chip at once (BERT-base at 512 tokens).
+
+The HLog scales are per tensor (X over all rows, Q^ and K^ per batch element), so each tensor
+is read twice and its scale is the max of its row tiles' scales, which is exactly the scale of
+the whole tensor (float32 rounding is monotonic): results equal `WholeProjection`'s bit for bit.
+1. X: per row tile, LOAD + HLOG (dynamic: the tile's scale; codes discarded); then per row
+   tile LOAD + HLOG with `scale_count` (the max of the tile scales, written as s_X), the BPU
+   of each column tile of [W_Q | W_K] codes (reLOADed per row tile), DEQUANT (* s_W * s_X +
+   bias) into the tile's FP32 Q (then K) rows, whose HLOG (dynamic) gives the tile's Q (K)
+   scale, and a STORE of those rows to a DRAM scratch tensor [B L, 2N].
+2. Phase 2 asks for the K^ codes of batch element b (`k_codes`: its K rows LOADed back per
+   tile, HLOG with the max of its K tile scales = s_K, all L rows into ABUF) and the Q^ codes
+   of a row chunk (`q_codes`: LOAD + HLOG with s_Q), so only one chunk of Q^ is on chip.
+The second reads and the reLOADed weight codes are DRAM traffic the report charges as usual.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from esact_cc.dialects.lowering import CYCLES_ATTR
+from esact_cc.passes.lower_masked_inputs import MaskRows, fail
+from esact_cc.passes.lowering_state import F32, OUT_FRACTION, DramTensor, Lowering, round_tile
+from esact_cc.passes.spls_projection import (
+    PREDICT,
+    X_CODE_TERMS,
+    phase2_inputs,
+    projection_constants,
+)
+from esact_cc.passes.spls_scratch import PredictScratch, weight_code_slots
+from esact_cc.runtime.isa import Buffer
+from xdsl.dialects.builtin import IntegerAttr, i64
+
+if TYPE_CHECKING:
+    from esact_cc.passes.lower_spls_to_esact import Chain
+
+
+@dataclass
+class StreamedProjection:
+    """Phase 1 over row tiles of `tile_rows` (see the module docstring)."""
+
+    codes: np.ndarray
+    codes_at: int
+    vectors_at: int
+    tiles: list[tuple[int, int, int]]
+    """(batch element, first row, rows) of each row tile, within one batch element."""
+    n_tile: int
+    acc_buf: PredictScratch
+    mask_rows: MaskRows
+    code_slots: list[tuple[int, int]]
+    real: DramTensor
+    """[B L, 2N] FP32: the dequantized Q | K rows, read back for their HLog codes."""
+
+    @property
+    def per_batch(self) -> int:
+        return sum(1 for b, _, _ in self.tiles if b == 0)
+
+    @staticmethod
+    def plan(lw: Lowering, c: Chain) -> StreamedProjection:
+        r, width = c.regions, c.width
+        vbuf_tile = lw.capacity(Buffer.VBUF) // OUT_FRACTION
+        tile_limit = min(vbuf_tile // c.width_in, vbuf_tile // width)
+        acc_bank = getattr(lw.rings[Buffer.ACC], "bank_size", lw.capacity(Buffer.ACC))
+        if tile_limit < 1:
+            raise fail(c.predict, f"one row of X ({c.width_in}) or of Q^ ({width}) exceeds a "
+                       "VBUF tile")
+        tile_rows = round_tile(tile_limit, c.length, lw.config.mac_rows)
+        n_limit = min(lw.capacity(Buffer.ABUF) // 8 // c.width_in,
+                      acc_bank // PredictScratch.SLOT_FRACTION // tile_rows)
+        if n_limit < 1:
+            raise fail(c.predict, f"the prediction of {tile_rows} rows x {c.width_in} inputs "
+                       "exceeds the on-chip buffers")
+        n_tile = round_tile(n_limit, width, lw.config.mac_cols)
+        codes, codes_at, vectors_at = projection_constants(lw, c)
+        acc_buf = PredictScratch(lw, Buffer.ACC, max(tile_rows * n_tile,
+                                                     c.chunks[0][1] * c.length))
+        r["pam"] = None  # type: ignore[assignment]
+        mask_rows = phase2_inputs(lw, c)
+        tiles = [(b, r0, min(tile_rows, c.length - r0)) for b in range(c.batch)
+                 for r0 in range(0, c.length, tile_rows)]
+        r["sx_tiles"], r["sx"] = lw.alloc(Buffer.VBUF, len(tiles)), lw.alloc(Buffer.VBUF, 1)
+        r["qk_tiles"] = lw.alloc(Buffer.VBUF, 2 * len(tiles))  # [Q | K][b][tile]
+        r["vx"] = lw.alloc(Buffer.VBUF, tile_rows * c.width_in)
+        r["xc"] = lw.alloc(Buffer.ABUF, tile_rows * c.width_in)
+        r["real"] = lw.alloc(Buffer.VBUF, tile_rows * width)
+        r["discard"] = lw.alloc(Buffer.ABUF, tile_rows * width)  # codes of scale-only HLOGs
+        slots = weight_code_slots(lw, c.width_in * n_tile, 2 * n_tile)
+        real = lw.scratch_tensor((c.rows, 2 * width), np.float32)
+        return StreamedProjection(codes, codes_at, vectors_at, tiles, n_tile, acc_buf,
+                                  mask_rows, slots, real)
+
+    def _tile_scale_at(self, c: Chain, part: int, b: int) -> int:
+        """VBUF address of the first tile scale of Q (part 0) or K (part 1) of batch b."""
+        return c.regions["qk_tiles"] + (part * c.batch + b) * self.per_batch
+
+    def emit(self, lw: Lowering, c: Chain) -> None:
+        r, x_bits = c.regions, c.op.bits.value.data
+        for t, (b, r0, n) in enumerate(self.tiles):  # the X tile scales
+            lw.load(Buffer.VBUF, r["vx"], c.x.address + (b * c.length + r0) * c.width_in * F32,
+                    n, c.width_in)
+            lw.emit("hlog", PREDICT, dst_buf=Buffer.ABUF, dst_addr=r["xc"], src_addr=r["vx"],
+                    rows=n, cols=c.width_in, bits=x_bits, dynamic=1,
+                    scale_out_addr=r["sx_tiles"] + t, scale=1.0)
+        slot = 0
+        for b, r0, n in self.tiles:
+            lw.load(Buffer.VBUF, r["vx"], c.x.address + (b * c.length + r0) * c.width_in * F32,
+                    n, c.width_in)
+            lw.emit("hlog", PREDICT, dst_buf=Buffer.ABUF, dst_addr=r["xc"], src_addr=r["vx"],
+                    rows=n, cols=c.width_in, bits=x_bits, scale_count=len(self.tiles),
+                    scale_in_addr=r["sx_tiles"], scale_out_addr=r["sx"], scale=1.0)
+            for part in (0, 1):
+                slot = self._part(lw, c, b, r0, n, part, slot)
+
+    def _part(self, lw: Lowering, c: Chain, b: int, r0: int, n: int, part: int,
+              slot: int) -> int:
+        """Q (part 0) or K (part 1) rows of one row tile: BPU + DEQUANT per column tile, the
+        tile's HLog scale, the STORE of its FP32 rows. Returns the next code slot."""
+        r, width, both = c.regions, c.width, 2 * c.width
+        c0 = part * width
+        for n0 in range(c0, c0 + width, self.n_tile):
+            nt = min(self.n_tile, c0 + width - n0)
+            wt, sb = self.code_slots[slot % len(self.code_slots)]
+            lw.load(Buffer.ABUF, wt, self.codes_at + n0, c.width_in, nt, dram_stride=both)
+            lw.hoist_last()
+            lw.load(Buffer.VBUF, sb, self.vectors_at + n0 * F32, 2, nt, dram_stride=both * F32)
+            lw.hoist_last()
+            acc = self.acc_buf.alloc(n * nt)
+            bpu = lw.emit("bpu", PREDICT, dst_addr=acc, a_buf=Buffer.ABUF, a_addr=r["xc"],
+                          b_buf=Buffer.ABUF, b_addr=wt, m=n, k=c.width_in, n=nt)
+            terms = int(np.bitwise_count(np.abs(self.codes[:, n0:n0 + nt].astype(np.int64))).sum())
+            bpu.attributes[CYCLES_ATTR] = IntegerAttr(
+                math.ceil(n * terms * X_CODE_TERMS / lw.config.bpu_lanes), i64)
+            slot += 1
+            lw.emit("dequant", PREDICT, dst_addr=r["real"] + n0 - c0, src_addr=acc, rows=n,
+                    cols=nt, dst_stride=width, scale_addr=sb, has_bias=1, bias_addr=sb + nt,
+                    scalar_count=1, scalar_addr=r["sx"])
+            self.acc_buf.free(acc)
+        tile = r0 // self._tile_rows
+        lw.emit("hlog", PREDICT, dst_buf=Buffer.ABUF, dst_addr=r["discard"], src_addr=r["real"],
+                rows=n, cols=width, bits=c.predict.bits.value.data, dynamic=1,
+                scale_out_addr=self._tile_scale_at(c, part, b) + tile, scale=1.0)
+        lw.store_(Buffer.VBUF, r["real"], self.real.address + ((b * c.length + r0) * both + c0) * F32,
+                  n, width, dram_stride=both * F32)
+        return slot
+
+    @property
+    def _tile_rows(self) -> int:
+        return self.tiles[0][2]
+
+    def release(self, lw: Lowering, c: Chain) -> None:
+        """Free phase 1's tiles; take phase 2's regions: K^ codes of one batch element, Q^
+        codes of one chunk and the FP32 rows they are made from."""
+        r = c.regions
+        lw.free(Buffer.ABUF, r["xc"], r["discard"], *(w for w, _ in self.code_slots))
+        lw.free(Buffer.VBUF, r["vx"], r["real"], r["sx"], r["sx_tiles"],
+                *(v for _, v in self.code_slots))
+        r["kc"] = lw.alloc(Buffer.ABUF, c.length * c.width)
+        r["qc"] = lw.alloc(Buffer.ABUF, c.chunks[0][1] * c.width)
+        r["stage"] = lw.alloc(Buffer.VBUF, max(self._tile_rows, c.chunks[0][1]) * c.width)
+
+    def _codes(self, lw: Lowering, c: Chain, b: int, r0: int, n: int, part: int,
+               dst: int) -> None:
+        """HLog codes of rows [r0, r0 + n) of Q (part 0) or K (part 1) of batch b at `dst`,
+        with the tensor's scale (the max of its tile scales) written to its s_Q / s_K slot."""
+        r, both = c.regions, 2 * c.width
+        lw.load(Buffer.VBUF, r["stage"],
+                self.real.address + ((b * c.length + r0) * both + part * c.width) * F32,
+                n, c.width, dram_stride=both * F32)
+        lw.emit("hlog", PREDICT, dst_buf=Buffer.ABUF, dst_addr=dst, src_addr=r["stage"], rows=n,
+                cols=c.width, bits=c.predict.bits.value.data, scale_count=self.per_batch,
+                scale_in_addr=self._tile_scale_at(c, part, b),
+                scale_out_addr=r["sqk"] + 2 * b + part, scale=1.0)
+
+    def k_codes(self, lw: Lowering, c: Chain, b: int, r0: int) -> int:
+        """Batch element b's K^ codes [L, N] in ABUF, made at its first chunk."""
+        if r0 == 0:
+            for tb, t0, n in self.tiles:
+                if tb == b:
+                    self._codes(lw, c, b, t0, n, 1, c.regions["kc"] + t0 * c.width)
+        return c.regions["kc"]
+
+    def q_codes(self, lw: Lowering, c: Chain, b: int, r0: int, n: int) -> int:
+        """The Q^ codes of rows [r0, r0 + n) of batch element b in ABUF (row stride N)."""
+        self._codes(lw, c, b, r0, n, 0, c.regions["qc"])
+        return c.regions["qc"]
+
+    def finish(self, lw: Lowering, c: Chain) -> None:
+        r = c.regions
+        lw.free(Buffer.ABUF, r["qc"], r["kc"])
+        lw.free(Buffer.VBUF, r["stage"], r["qk_tiles"])
