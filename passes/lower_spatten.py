@@ -61,6 +61,9 @@ def lower_select(lw: Lowering, op: Operation) -> None:
         tiles.expand = _expand_rows(lw, tiles, length, heads)
     lw.masks[op.tokens] = lw.masks[op.heads] = tiles
     mask_rows = MaskRows(lw, op, op.mask, batch, heads, length, length)
+    if mask_rows.per_query and block > lw.capacity(Buffer.VBUF) // HALF:
+        raise CompileError(f"lower-to-esact: {op_label(op)}: SPATTEN_SCORE reads a per-query "
+                           f"additive mask as one {length}x{length} block, over half of VBUF")
     group = max(1, min(heads, lw.capacity(Buffer.ABUF) // HALF // (length * (2 * d + dv))))
     mults = [float(quant_multiplier(getattr(op, s).value.data))
              for s in ("q_scale", "k_scale", "v_scale")]
