@@ -2,17 +2,18 @@
 
 Digits ViT (bundled, 4 layers, 17 tokens, INT8 program): the splits of scripts/
 train_digits_vit.py (seed 0) held apart -- FINE-TUNE on the training images minus the
-calibration ones (1181), TUNE the SPLS options with esact-tune's search on the calibration
-images (digits_calib.npz, 256), REPORT on the test images (digits_test.npz, 360), never seen by
-either. For the bundled model and the fine-tuned one alike: esact-tune's per-layer setting under
-a 1-point budget (INT8, calibration images), then accuracy and computation removed on the test
-images (INT8 reference interpreter; the same counting as `esact-run --report`, prediction
-included), and a frontier of uniform thresholds on the test images.
+calibration ones (1181); TUNE the SPLS options with esact-tune's search on the first half of
+the test images (`--protocol calib`: on digits_calib.npz, training images the bundled model is
+100% right on, so a budget met there is optimistic); REPORT on the second half (`calib`: all
+360 test images), seen by neither step. For the bundled model and the fine-tuned one alike:
+esact-tune's setting under a 1-point budget against the BUNDLED model's dense accuracy, then
+accuracy and computation removed on the reported images (INT8 reference interpreter, whole
+program counted as `esact-run --report` counts it, prediction included; some images also run
+as the compiled binary on the hardware model), and a frontier of uniform thresholds.
 
-    python bench/spls_finetune.py --model digits [--epochs 4] [--train-setting ...]
-      -> bench/results/spls_finetune_digits.json
+    python bench/spls_finetune.py [--models fine-tuned,bundled] [--protocol split-test|calib]
+      -> bench/results/spls_finetune_digits.json (--models bundled: ..._bundled.json)
 
-MiniLM (all-MiniLM-L6-v2, fp32 IR, cosine to the dense fp32 output): `--model minilm`.
 Needs torch and scikit-learn (the `models` extra).
 """
 
@@ -35,9 +36,10 @@ MODELS = REPO / "esact_cc" / "models"
 RESULTS = REPO / "bench" / "results"
 sys.path.insert(0, str(REPO / "scripts"))
 
-TRAIN_SETTING = ("hlog-bits=6", "window=8", "threshold=0.9", "first-reference=1")
+TRAIN_SETTING = ("hlog-bits=6", "window=8", "threshold=0.85", "first-reference=1")
 """insert-spls options the fine-tuning runs with: reuse well beyond what the bundled model
-tolerates (uniform 0.9 loses ~16 points before fine-tuning), so the weights learn to live with it."""
+tolerates (uniform 0.85 loses ~16 points before fine-tuning), so the weights learn to live
+with it (0.9 at lr 1e-3 did about as well on the calibration images)."""
 FRONTIER = (0.995, 0.99, 0.98, 0.95, 0.9, 0.85, 0.8)
 
 
@@ -94,10 +96,10 @@ def evaluators(model: Path, splits: dict) -> tuple[Any, Any]:
     from esact_cc.tuning.spls_measurement import SplsEvaluator
 
     data = {name: CalibrationData([{"pixel_values": img[None]} for img in splits[name][0]],
-                                  splits[name][1], name) for name in ("calib", "test")}
-    return (SplsEvaluator(str(model), data["calib"], "logits"),
-            SplsEvaluator(str(model), data["test"], "logits",
-                          quantize_samples=data["calib"].samples))
+                                  splits[name][1], name) for name in ("calib", "test", "int8")}
+    return tuple(SplsEvaluator(str(model), data[name], "logits",
+                               quantize_samples=data["int8"].samples)
+                 for name in ("calib", "test"))
 
 
 def program_macs(model: Path, image: np.ndarray, **options: Any) -> int:
@@ -146,21 +148,24 @@ def totals(measured: dict[str, Any], program_dense: int, full_dense: int) -> dic
             "vs_full_dense_model": 1.0 - (spent + rest) / full_dense}
 
 
-def study(name: str, model: Path, splits: dict, budget: float, reference: dict[str, float],
+def study(name: str, model: Path, splits: dict, budget: float, bundled: tuple[Any, Any],
           macs: dict[str, int], workdir: Path, binary_inputs: int) -> dict[str, Any]:
     """esact-tune's search on calib within `budget` points of the BUNDLED model's dense
-    accuracy (`reference`), then the test images: INT8 interpreter (all), binary (some)."""
+    accuracy (`bundled`: its calib and test evaluators), then the test images: INT8
+    interpreter (all), binary (some)."""
     from esact_cc.tuning.spls_measurement import uniform_config
     from esact_cc.tuning.spls_tuning import tune
 
     calib, test = evaluators(model, splits)
     own = {"calib": calib.dense_accuracy, "test": test.dense_accuracy}
+    reference = {"calib": bundled[0].dense_accuracy, "test": bundled[1].dense_accuracy}
     # esact-tune's loss is against the model's own dense accuracy; the goal is against the
-    # bundled model's, so a fine-tuned model that lost dense accuracy gets less budget.
-    search_budget = budget - (reference["calib"] - own["calib"])
+    # bundled model's: the search scores each calibration image against the bundled model's
+    # dense result (per-image losses, so the margin's standard error too).
+    calib.dense_accuracy, calib.dense_scores = bundled[0].dense_accuracy, bundled[0].dense_scores
     log(f"{name}: dense INT8 accuracy calib {own['calib']:.2f}, test {own['test']:.2f}; "
-        f"budget on calib {search_budget:.2f} points of its own dense accuracy")
-    out: dict[str, Any] = {"model": name, "dense_accuracy": own, "search_budget": search_budget}
+        f"losses against the bundled model's {reference['calib']:.2f} / {reference['test']:.2f}")
+    out: dict[str, Any] = {"model": name, "dense_accuracy": own}
     configs = [uniform_config(**{"hlog-bits": 6, "window": 8, "threshold": t,
                                  "first-reference": 1}) for t in FRONTIER]
     out["frontier_test"] = []
@@ -173,7 +178,7 @@ def study(name: str, model: Path, splits: dict, budget: float, reference: dict[s
             f"{point['vs_full_dense_model']:.2%}, loss vs bundled "
             f"{point['loss_vs_bundled_points']:.2f}")
     start = time.time()
-    result = tune(calib, max(search_budget, 0.0), log=log)
+    result = tune(calib, budget, log=log)
     best = result.best
     out["tune_seconds"] = time.time() - start
     out["tuned_calib"] = best.as_dict()
@@ -196,13 +201,16 @@ def study(name: str, model: Path, splits: dict, budget: float, reference: dict[s
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", choices=["digits"], default="digits")
-    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--learning-rate", type=float, default=3e-4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-setting", action="append", default=None, metavar="NAME=VALUE")
     ap.add_argument("--no-labels", action="store_true", help="self-distillation only")
     ap.add_argument("--budget", type=float, default=1.0)
+    ap.add_argument("--protocol", choices=["split-test", "calib"], default="split-test",
+                    help="split-test: tune SPLS on the first half of the test images, report "
+                    "on the second (the bundled model is 100%% right on digits_calib, its "
+                    "training images); calib: tune on digits_calib.npz, report on all test")
     ap.add_argument("--models", default="fine-tuned,bundled",
                     help="which models to study (results merged into --output)")
     ap.add_argument("--skip-finetune", action="store_true",
@@ -214,11 +222,17 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     splits = digits_splits()
+    splits["int8"] = splits["calib"]  # INT8 ranges: digits_calib.npz, as esact-cc is given
+    if args.protocol == "split-test":  # SPLS tuned on test[:180], reported on test[180:]
+        images, labels = splits["test"]
+        half = len(labels) // 2
+        splits["calib"], splits["test"] = (images[:half], labels[:half]), (images[half:],
+                                                                           labels[half:])
     settings = args.train_setting or list(TRAIN_SETTING)
     tuned = args.workdir / "digits_vit_finetuned.onnx"
     report: dict[str, Any] = json.loads(args.output.read_text()) if args.output.exists() else {}
     report.update({"splits": {k: len(v[1]) for k, v in splits.items()},
-                   "budget_points": args.budget})
+                   "protocol": args.protocol, "budget_points": args.budget})
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if "fine-tuned" in models and not args.skip_finetune:
         report["finetune"] = finetune_digits(tuned, splits, settings, args.epochs,
@@ -228,9 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     macs = {"program_dense": program_macs(bundled, image),
             "full_dense": program_macs(bundled, image, dead_rows=False)}
     report["program_macs"] = macs
-    calib, test = evaluators(bundled, splits)
-    reference = {"calib": calib.dense_accuracy, "test": test.dense_accuracy}
-    report["bundled_dense_accuracy"] = reference
+    reference = evaluators(bundled, splits)
+    report["bundled_dense_accuracy"] = {"calib": reference[0].dense_accuracy,
+                                        "test": reference[1].dense_accuracy}
     for name, model in (("fine-tuned", tuned), ("bundled", bundled)):
         if name not in models:
             continue
