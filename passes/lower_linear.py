@@ -6,7 +6,8 @@ linear (x [.., in] @ W [in, out], INT8 W, per-channel scales):
   DEQUANT (later groups ADD their FP32 partial);
 - `rows(%map)`: one row tile per batch element (all L rows), GEMM with the computed-row mask
   (reused rows are neither computed nor written; the linear of the SPLS prediction's input gets
-  one GEMM per prediction chunk), DEQUANT, SCATTER_ROWS with the reuse map;
+  one GEMM per prediction chunk), DEQUANT, SCATTER_ROWS with the reuse map; a sequence whose
+  [L, in] input exceeds ABUF is fed in input-column chunks the GEMM accumulates (exact);
 - `keys(%mask)`: one GEMM per head column block with that head's key mask as row mask. Rows a
   head does not select are NOT zeroed (the reference interpreter zeroes them): no computed
   attention row reads them (the key mask is the union of the computed rows' SPA).
@@ -72,6 +73,9 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
         lw, op, mask_value, "rows" if op.rows is not None else "keys")
     row_tiles, n_tile = _linear_tiling(lw, op, x, k, n, len(groups), tiles)
     keyed = op.keys is not None
+    # A masked row tile is one whole sequence: when its [L, k] input exceeds ABUF, the GEMM
+    # accumulates over input chunks (exact int32 sums), each chunk loaded per column tile.
+    k_tile = _masked_input_chunk(lw, op, x, k, len(groups), token, tiles)
 
     def load_weights(n0: int, hoist: bool = False) -> tuple[int, int]:
         return lw.load_weight_tile(w, dequant.table, n0, n_tile, hoist)
@@ -80,8 +84,9 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
     # load queue fetches it while the producer of x is still running.
     prefetched: tuple[int, int] | None = load_weights(0, hoist=True)
     for m0, mt in row_tiles:
-        a = lw.alloc(Buffer.ABUF, mt * k)
-        row_scales = _quantize_tile(lw, x, x8 is not None, token, m0, mt, k, a, groups)
+        a = lw.alloc(Buffer.ABUF, mt * (k if k_tile == k else k_tile))
+        row_scales = (_quantize_tile(lw, x, x8 is not None, token, m0, mt, k, a, groups)
+                      if k_tile == k else -1)
         for n0 in range(0, n, n_tile):
             nt = min(n_tile, n - n0)
             wt, sv = prefetched if prefetched is not None else load_weights(n0)
@@ -89,8 +94,14 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
             o = -1
             for g, (start, end, _) in enumerate(groups):
                 acc = lw.alloc(Buffer.ACC, mt * nt)
-                _emit_gemms(lw, op, component, tiles, acc=acc, a=a + start, w=wt + start * nt,
-                            m0=m0, mt=mt, k=k, width=end - start, n0=n0, nt=nt, n_tile=n_tile)
+                for k0 in range(0, k, k_tile):  # one pass unless the input is chunked
+                    kc = min(k_tile, k - k0)
+                    if k_tile < k:
+                        _quantize_columns(lw, x, x8 is not None, m0, mt, k0, kc, a, groups)
+                    _emit_gemms(lw, op, component, tiles, acc=acc, a=a + start,
+                                w=wt + (start + k0) * nt, m0=m0, mt=mt,
+                                k=kc if k_tile < k else k, width=end - start if k_tile == k
+                                else kc, n0=n0, nt=nt, n_tile=n_tile, accumulate=int(k0 > 0))
                 if g == 0:
                     o = lw.alloc(Buffer.VBUF, mt * nt)
                     dequant.emit(lw, g, o, acc, mt, nt, sv, row_scales)
@@ -167,6 +178,31 @@ def _quantize_tile(lw: Lowering, x: DramTensor, preq: bool, token: bool, m0: int
     return -1
 
 
+def _masked_input_chunk(lw: Lowering, op: transformer.LinearOp, x: DramTensor, k: int,
+                        group_count: int, token: bool, tiles: MaskTiles | None) -> int:
+    """Input columns per GEMM pass: k, or for a row-masked linear whose [L, k] sequence does
+    not fit ABUF (one input group, per-tensor scale) the widest chunk that does."""
+    a_cap = lw.capacity(Buffer.ABUF) * 3 // 4
+    length = x.shape[1] if len(x.shape) > 2 else x.rows
+    if tiles is None or op.keys is not None or length * k <= a_cap:
+        return k
+    chunk = a_cap // length
+    if group_count > 1 or token or chunk < 1:
+        raise fail(op, f"the {length} rows x {k} inputs of one sequence exceed the on-chip "
+                   "buffers")
+    return round_tile(chunk, k, lw.config.mac_rows)
+
+
+def _quantize_columns(lw: Lowering, x: DramTensor, preq: bool, m0: int, mt: int, k0: int,
+                      kc: int, a: int, groups: tuple) -> None:
+    """Input columns [k0, k0 + kc) of rows [m0, m0 + mt) into ABUF at `a` (packed rows of kc):
+    LOADed from the INT8 copy, or QUANTized with the linear's one input multiplier."""
+    if preq:
+        lw.load(Buffer.ABUF, a, x.address + m0 * x.cols + k0, mt, kc, dram_stride=x.cols)
+    else:
+        lw.quantize_rows(x, m0, mt, k0, kc, a, float(groups[0][2]))
+
+
 def _token_runs(lw: Lowering, op: transformer.LinearOp) -> tuple[tuple[int, int, None], ...]:
     """(first channel, end channel, None) of each input run of a per-token linear: each run
     gets its own row scales at run time."""
@@ -220,7 +256,7 @@ def _linear_tiling(lw: Lowering, op: transformer.LinearOp, x: DramTensor, k: int
     batch, length = x.shape[0], x.shape[1]
     if (batch, length) != (tiles.batch, tiles.length):
         raise fail(op, f"rows {batch}x{length} do not match its masks")
-    if length * k > a_cap or k > w_cap:
+    if k > w_cap:
         raise fail(op, f"the {length} rows x {k} inputs of one sequence exceed the on-chip buffers")
     row_tiles = [(b * length, length) for b in range(batch)]
     if op.keys is not None:
@@ -236,7 +272,7 @@ def _linear_tiling(lw: Lowering, op: transformer.LinearOp, x: DramTensor, k: int
 
 def _emit_gemms(lw: Lowering, op: transformer.LinearOp, component: str, tiles: MaskTiles | None,
                 *, acc: int, a: int, w: int, m0: int, mt: int, k: int, width: int, n0: int,
-                nt: int, n_tile: int) -> None:
+                nt: int, n_tile: int, accumulate: int = 0) -> None:
     """The GEMM(s) of one tile: unmasked one GEMM (of one input group: `width` of the `k`
     input columns); with a mask one per SPLS prediction chunk of the sequence (one chunk when
     the linear does not read the prediction's input), each with its rows' mask."""
@@ -253,4 +289,5 @@ def _emit_gemms(lw: Lowering, op: transformer.LinearOp, component: str, tiles: M
               else [(0, tiles.length)])
     for r0, rows in chunks:
         lw.emit("gemm", component, acc_addr=acc + r0 * nt, a_addr=a + r0 * k, w_addr=w, m=rows,
-                k=k, n=nt, has_row_mask=1, row_mask_addr=row_mask + r0)
+                k=k, n=nt, has_row_mask=1, row_mask_addr=row_mask + r0,
+                **({"accumulate": 1} if accumulate else {}))
