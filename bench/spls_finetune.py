@@ -149,7 +149,8 @@ def totals(measured: dict[str, Any], program_dense: int, full_dense: int) -> dic
 
 
 def study(name: str, model: Path, splits: dict, budget: float, bundled: tuple[Any, Any],
-          macs: dict[str, int], workdir: Path, binary_inputs: int) -> dict[str, Any]:
+          macs: dict[str, int], workdir: Path, binary_inputs: int, run_tune: bool = True
+          ) -> dict[str, Any]:
     """esact-tune's search on calib within `budget` points of the BUNDLED model's dense
     accuracy (`bundled`: its calib and test evaluators), then the test images: INT8
     interpreter (all), binary (some)."""
@@ -177,6 +178,8 @@ def study(name: str, model: Path, splits: dict, budget: float, bundled: tuple[An
             f"program {point['vs_dense_program']:.2%}, full model "
             f"{point['vs_full_dense_model']:.2%}, loss vs bundled "
             f"{point['loss_vs_bundled_points']:.2f}")
+    if not run_tune:
+        return out
     start = time.time()
     result = tune(calib, budget, log=log)
     best = result.best
@@ -213,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                     "training images); calib: tune on digits_calib.npz, report on all test")
     ap.add_argument("--models", default="fine-tuned,bundled",
                     help="which models to study (results merged into --output)")
+    ap.add_argument("--skip-tune", action="store_true", help="only the uniform frontier")
     ap.add_argument("--skip-finetune", action="store_true",
                     help="reuse the fine-tuned model in --workdir")
     ap.add_argument("--binary-inputs", type=int, default=40,
@@ -249,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         if name not in models:
             continue
         report[name] = study(name, model, splits, args.budget, reference, macs, args.workdir,
-                             args.binary_inputs)
+                             args.binary_inputs, not args.skip_tune)
         args.output.write_text(json.dumps(report, indent=1) + "\n")
     args.output.write_text(json.dumps(report, indent=1) + "\n")
     log(f"-> {args.output}")
