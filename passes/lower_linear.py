@@ -84,7 +84,7 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
     # load queue fetches it while the producer of x is still running.
     prefetched: tuple[int, int] | None = load_weights(0, hoist=True)
     for m0, mt in row_tiles:
-        a = lw.alloc(Buffer.ABUF, mt * (k if k_tile == k else k_tile))
+        a = lw.alloc(Buffer.ABUF, mt * k_tile)  # k_tile = k unless the input is chunked
         row_scales = (_quantize_tile(lw, x, x8 is not None, token, m0, mt, k, a, groups)
                       if k_tile == k else -1)
         for n0 in range(0, n, n_tile):
@@ -94,14 +94,14 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
             o = -1
             for g, (start, end, _) in enumerate(groups):
                 acc = lw.alloc(Buffer.ACC, mt * nt)
-                for k0 in range(0, k, k_tile):  # one pass unless the input is chunked
-                    kc = min(k_tile, k - k0)
-                    if k_tile < k:
-                        _quantize_columns(lw, x, x8 is not None, m0, mt, k0, kc, a, groups)
+                if k_tile == k:
                     _emit_gemms(lw, op, component, tiles, acc=acc, a=a + start,
-                                w=wt + (start + k0) * nt, m0=m0, mt=mt,
-                                k=kc if k_tile < k else k, width=end - start if k_tile == k
-                                else kc, n0=n0, nt=nt, n_tile=n_tile, accumulate=int(k0 > 0))
+                                w=wt + start * nt, m0=m0, mt=mt, k=k, width=end - start, n0=n0,
+                                nt=nt, n_tile=n_tile)
+                else:
+                    _chunked_gemms(lw, op, component, tiles, x, x8 is not None, groups,
+                                   acc=acc, a=a, w=wt, m0=m0, mt=mt, k=k, k_tile=k_tile, n0=n0,
+                                   nt=nt, n_tile=n_tile)
                 if g == 0:
                     o = lw.alloc(Buffer.VBUF, mt * nt)
                     dequant.emit(lw, g, o, acc, mt, nt, sv, row_scales)
@@ -191,6 +191,18 @@ def _masked_input_chunk(lw: Lowering, op: transformer.LinearOp, x: DramTensor, k
         raise fail(op, f"the {length} rows x {k} inputs of one sequence exceed the on-chip "
                    "buffers")
     return round_tile(chunk, k, lw.config.mac_rows)
+
+
+def _chunked_gemms(lw: Lowering, op: transformer.LinearOp, component: str, tiles: MaskTiles,
+                   x: DramTensor, preq: bool, groups: tuple, *, acc: int, a: int, w: int,
+                   m0: int, mt: int, k: int, k_tile: int, n0: int, nt: int, n_tile: int) -> None:
+    """The GEMMs of one tile over input-column chunks of `k_tile` (`_masked_input_chunk`),
+    each chunk brought into ABUF at `a`, the later ones accumulating into `acc`."""
+    for k0 in range(0, k, k_tile):
+        kc = min(k_tile, k - k0)
+        _quantize_columns(lw, x, preq, m0, mt, k0, kc, a, groups)
+        _emit_gemms(lw, op, component, tiles, acc=acc, a=a, w=w + k0 * nt, m0=m0, mt=mt, k=kc,
+                    width=kc, n0=n0, nt=nt, n_tile=n_tile, accumulate=int(k0 > 0))
 
 
 def _quantize_columns(lw: Lowering, x: DramTensor, preq: bool, m0: int, mt: int, k0: int,
