@@ -63,8 +63,14 @@ from esact_cc.dialects.shape_checks import types_text as _types
 GELU_APPROXIMATIONS: tuple[str, ...] = ("none", "tanh")
 
 
+class NormOp(IRDLOperation):
+    """Base of the row-wise normalizations (layer norm, RMSNorm): the op-kind tests of the
+    passes (role "norm" in layer_roles.py, row-wise in dead_rows.py, the layer walk of
+    insert_spls.py, the lift summary) check this class, so a new norm op subclasses it."""
+
+
 @irdl_op_definition
-class LayerNormOp(IRDLOperation):
+class LayerNormOp(NormOp):
     """(x - mean) / sqrt(var + epsilon) * gamma (+ beta), statistics over the last axis."""
 
     name = "transformer.layer_norm"
@@ -113,7 +119,7 @@ class LayerNormOp(IRDLOperation):
 
 
 @irdl_op_definition
-class RmsNormOp(IRDLOperation):
+class RmsNormOp(NormOp):
     """x / sqrt(mean(x^2) + epsilon) * gamma, the mean over the last axis (no centring, no
     shift: LLaMA, Mistral, Qwen2, T5)."""
 

@@ -158,7 +158,7 @@ def _lifted_kind(op: Operation) -> str | None:
     role = op.attributes.get("role")
     if role is not None and getattr(role, "data", None) == "norm":
         return "norm"
-    return "norm" if isinstance(op, transformer.LayerNormOp) else None
+    return "norm" if isinstance(op, transformer.NormOp) else None
 
 
 def _scores_from_host(softmax: Operation) -> transformer.HostOp | None:

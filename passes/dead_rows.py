@@ -41,9 +41,8 @@ from esact_cc.dialects.select_rows_op import SelectRowsOp, select_rows_type
 from esact_cc.passes.host_row_reads import reread_narrowed, rows_read
 from esact_cc.passes.layer_roles import LAYER_ATTR, Stamp, read_stamp, stamp
 
-ROW_WISE = (transformer.LinearOp, transformer.LayerNormOp, transformer.RmsNormOp,
-            transformer.GeluOp, transformer.SiluOp, transformer.ReluOp, transformer.SoftmaxOp,
-            transformer.AddOp, transformer.MulOp)
+ROW_WISE = (transformer.LinearOp, transformer.NormOp, transformer.GeluOp, transformer.SiluOp,
+            transformer.ReluOp, transformer.SoftmaxOp, transformer.AddOp, transformer.MulOp)
 """Ops whose result row i depends on row i of their token operands only."""
 
 Rows = frozenset[int]

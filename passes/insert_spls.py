@@ -181,8 +181,7 @@ def _find_ffn(start: SSAValue) -> tuple[Operation, ...] | None:
                             return op, down
                     if (gated := _gated_ffn(op)) is not None:
                         return gated
-                elif isinstance(op, (transformer.AddOp, transformer.LayerNormOp,
-                                     transformer.RmsNormOp)):
+                elif isinstance(op, (transformer.AddOp, transformer.NormOp)):
                     following.append(op.results[0])
         frontier = following
     return None

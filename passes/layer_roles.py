@@ -61,14 +61,13 @@ COMPONENT_OF_ROLE = {"q": "q", "k": "k", "v": "v", "o": "o", "ffn_up": "ffn1",
 are both the FFN's first GEMM)."""
 
 _ROLE_OF_KIND: dict[type[Operation], str] = {
-    transformer.LayerNormOp: "norm", transformer.RmsNormOp: "norm",
     transformer.GeluOp: "activation", transformer.SiluOp: "activation",
     transformer.ReluOp: "activation",
     transformer.MulOp: "activation", transformer.RotaryOp: "rotary",
     transformer.SoftmaxOp: "softmax", transformer.AddOp: "residual",
     transformer.HostOp: "host", transformer.SelectRowsOp: "select_rows",
 }
-NORM_OPS = (transformer.LayerNormOp, transformer.RmsNormOp)
+NORM_OPS = (transformer.NormOp,)
 PREDICTION_OPS = (spls.HLogQuantizeOp, spls.PredictAttentionOp, spls.TopKOp,
                   spls.LocalSimilarityOp)
 
@@ -170,6 +169,8 @@ def _role(op: Operation, linear_roles: dict[Operation, str]) -> str:
         return "attention"
     if isinstance(op, PREDICTION_OPS):
         return "predict"
+    if isinstance(op, NORM_OPS):
+        return "norm"
     return _ROLE_OF_KIND.get(type(op), "host")
 
 
