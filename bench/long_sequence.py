@@ -1,0 +1,134 @@
+"""BERT-base (random weights, hidden 768, 12 heads) at long sequences on the DEFAULT hardware,
+dense and with every attention-sparsity scheme: does it compile, what does it cost.
+
+Per sequence length and setting: compile ONNX -> ESACT program (legacy TorchScript export,
+`--layers` encoder layers, bench/attention_tiling.py's model), run it on the hardware model,
+run the same IR on the reference interpreter, and record: cycles, roofline cycles and their
+ratio, on-chip and system energy, the reused-row fraction, the largest difference to the
+interpreter (encoder binaries differ from it by FP32 rounding of LayerNorm / GELU, as the dense
+binary does: `dense_max_abs_diff` is the same measure for the dense program) and, with
+`--check-whole` at lengths whose masks fit a large-buffer config, whether the binary equals the
+whole-row program (SPA, PAM and masks all on chip) bit for bit. A setting that does not compile
+is recorded with its error. `spls-no-reuse` (threshold 1.01: no row is ever reused) states
+what the prediction costs over dense when it saves nothing.
+
+    python bench/long_sequence.py [--lengths 128 512] [--layers 1] [--check-whole]
+        [--json bench/results/long_sequence.json]
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # see bench_dense_models.py
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from attention_tiling import export_bert
+
+from esact_cc import api
+from esact_cc.runtime.errors import EsactError
+from esact_cc.runtime.isa import Buffer
+
+SETTINGS: dict[str, tuple[str | None, list[str]]] = {
+    "dense": (None, []),
+    "spls": ("spls", []),
+    "spls-design": ("spls", ["hlog-bits=4", "k-ratio=0.2", "window=4", "threshold=0.9",
+                             "similarity=cosprob"]),
+    "spls-no-reuse": ("spls", ["threshold=1.01"]),
+    "spls-topk-attention": ("spls", ["attention=topk"]),
+    "sanger": ("sanger", []),
+    "spatten": ("spatten", []),
+}
+WHOLE_ROW_TOML = """name = "whole-row-masks"
+[sram]
+mask_buffer = 1048576
+vector_buffer = 4194304
+"""
+"""Buffers large enough for BERT-base's masks at 128 tokens (the whole-row form)."""
+
+
+def options(setting: str, hw: str | None = None) -> dict[str, object]:
+    scheme, extra = SETTINGS[setting]
+    found: dict[str, object] = {} if scheme is None else {"sparsity": scheme,
+                                                         "sparsity_option": extra}
+    return found | ({"hw": hw} if hw else {})
+
+
+def measure(path: Path, inputs: dict[str, np.ndarray], setting: str,
+            whole_hw: str | None) -> dict[str, object]:
+    row: dict[str, object] = {"setting": setting}
+    start = time.perf_counter()
+    try:
+        compiled = api.compile(str(path), stage="esact", **options(setting))
+    except EsactError as exc:
+        return row | {"compiles": False, "error": str(exc)}
+    row["compile_s"] = round(time.perf_counter() - start, 1)
+    program = compiled.program()
+    sims = [i for i in program.instructions if i.opcode_name == "similarity"]
+    row["spls_ring_form"] = bool(sims) and all(i.fields["has_ring"] for i in sims)
+    row["mbuf_spill_stores"] = sum(1 for i in program.instructions
+                                   if i.opcode_name == "store" and i.fields["buf"] == Buffer.MBUF)
+    result = compiled.simulate(inputs)
+    report = result.report
+    energy = report["energy"]
+    row |= {"compiles": True, "cycles": report["total"]["cycles"],
+            "roofline_cycles": report["roofline_cycles"],
+            "roofline_ratio": round(report["total"]["cycles"] / report["roofline_cycles"], 3),
+            "bound_by": report["roofline"]["bound_by"],
+            "energy_on_chip_uj": round(energy["on_chip"]["energy_pj"] / 1e6, 1),
+            "energy_system_uj": round(energy["system"]["energy_pj"] / 1e6, 1),
+            "macs_executed": report["total"]["macs_executed"],
+            "reused_row_fraction": report.get("spls", {}).get("reused_row_fraction")}
+    got = result.outputs["last_hidden_state"]
+    expected = api.compile(str(path), stage="sparsity", **options(setting)).run(inputs)
+    row["max_abs_diff"] = float(np.abs(got - expected["last_hidden_state"]).max())
+    if whole_hw is not None and setting != "dense":
+        whole = api.compile(str(path), stage="esact", **options(setting, whole_hw))
+        same = whole.simulate(inputs, hw=whole_hw).outputs["last_hidden_state"]
+        row["equals_whole_row_binary"] = bool(np.array_equal(got, same))
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[128, 512])
+    parser.add_argument("--layers", type=int, default=1)
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--check-whole", action="store_true",
+                        help="compare with the whole-row binary where the masks fit 1 MiB MBUF")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        whole_hw = Path(tmp) / "whole.toml"
+        whole_hw.write_text(WHOLE_ROW_TOML)
+        for length in args.lengths:
+            path = Path(tmp) / f"bert_{length}.onnx"
+            inputs = export_bert(length, args.layers, path)
+            dense_cycles = None
+            for setting in args.settings:
+                check = str(whole_hw) if args.check_whole and 12 * length * length <= 1 << 20 \
+                    else None
+                row = {"length": length, "layers": args.layers} | measure(path, inputs, setting,
+                                                                          check)
+                if setting == "dense":
+                    dense_cycles = row.get("cycles")
+                elif dense_cycles and row.get("cycles"):
+                    row["cycles_over_dense"] = round(row["cycles"] / dense_cycles, 3)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    if args.json:
+        command = "python bench/long_sequence.py " + " ".join(
+            [f"--lengths {' '.join(map(str, args.lengths))}", f"--layers {args.layers}"]
+            + (["--check-whole"] if args.check_whole else []))
+        args.json.write_text(json.dumps({"command": command, "rows": rows}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
