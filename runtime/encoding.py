@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from types import MappingProxyType
 
 from .errors import BinaryFormatError, ProgramError
+from .isa_extension import register_installed
 from .isa import (
     INSTRUCTION_BYTES,
     INSTRUCTION_SPECS,
@@ -53,6 +54,8 @@ def decode_instruction(data: bytes, index: int = 0) -> Instruction:
     word = int.from_bytes(data, "little")
     opcode = word & ((1 << OPCODE_BITS) - 1)
     spec = SPECS_BY_OPCODE.get(opcode)
+    if spec is None and register_installed():  # an installed plugin's instruction
+        spec = SPECS_BY_OPCODE.get(opcode)
     if spec is None:
         raise BinaryFormatError(f"instruction {index}: unknown opcode 0x{opcode:02x}")
     if word >> spec.used_bits:

@@ -1,6 +1,9 @@
 """What a module adding instructions to the ISA table builds its rows from (runtime/isa_sanger.py,
 isa_spatten.py, isa_modern_blocks.py, a scheme plugin's): field and operand shorthands, the
-additive-mask fields a prediction reads, and `register_once`.
+additive-mask fields a prediction reads, `register_once`, and `register_installed`: the
+instruction modules installed packages declare (entry points in `ENTRY_POINT_GROUP`), which the
+decoder loads on meeting an opcode the table lacks, so runtime-only tools (esact-run,
+esact-objdump) run a plugin scheme's binary with no runtime file edited.
 
 A row is `isa_table.define_instruction(...)`; its kernel a function of (machine, fields) that
 computes through the functional model's views and records its `Work`; its cost an
@@ -10,13 +13,17 @@ dialect op follow from the row.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterable, Mapping
+from importlib.metadata import entry_points
 
 from .isa_fields import DIM_BITS, SRAM_ADDR_BITS, STRIDE_BITS, Buffer, FieldKind, FieldSpec
 from .isa_spec import InstructionSpec, Operand
 from .isa_table import INSTRUCTION_SPECS, InstructionKernel, register_instruction
 
 PACKED_STRIDE_DOC = "row stride in elements, 0 = packed"
+ENTRY_POINT_GROUP = "esact_cc.instructions"
+"""Installed instruction modules: `name = "package.module"`, the module having `register()`."""
 
 
 def addr(name: str, doc: str) -> FieldSpec:
@@ -74,3 +81,15 @@ def register_once(rows: Iterable[tuple[InstructionSpec, InstructionKernel]]) -> 
     for spec, kernel in rows:
         if spec.name not in INSTRUCTION_SPECS:
             register_instruction(spec, kernel)
+
+
+def register_installed() -> bool:
+    """Register the rows of every installed instruction module; whether the table grew."""
+    before = len(INSTRUCTION_SPECS)
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        register = getattr(importlib.import_module(entry.value), "register", None)
+        if not callable(register):
+            raise ImportError(f"entry point '{entry.name}' = '{entry.value}' "
+                              f"({ENTRY_POINT_GROUP}) has no register()")
+        register()
+    return len(INSTRUCTION_SPECS) > before

@@ -5,6 +5,8 @@ the compiled binary runs the new instruction bit-identically to the INT8 referen
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ from esact_cc.dialects import esact
 from esact_cc.interpreter.reference_interpreter import registered_ops
 from esact_cc.passes.registry import get_all_passes
 from esact_cc.runtime import isa
+from esact_cc.runtime.esb import write_esb
 from esact_cc.runtime.hw_config import load_config
 from esact_cc.runtime.run_program import run_program
 from esact_cc.sparsity.registry import register_scheme, unregister_scheme
@@ -72,10 +75,14 @@ def test_the_scheme_ir_round_trips_through_text(reference):
     assert str(Parser(make_context(), text).parse_module()) == text
 
 
-def test_the_binary_runs_band_mask_like_the_interpreter(registered, calibration, reference):
+@pytest.fixture(scope="module")
+def program(registered, calibration):
+    return api.compile(BUNDLED.onnx_path, stage="esact", calibration_data=calibration,
+                       **OPTIONS).program()
+
+
+def test_the_binary_runs_band_mask_like_the_interpreter(calibration, reference, program):
     image = BUNDLED.test_images[:1]
-    program = api.compile(BUNDLED.onnx_path, stage="esact", calibration_data=calibration,
-                          **OPTIONS).program()
     dense = api.compile(BUNDLED.onnx_path, stage="esact", calibration_data=calibration).program()
     result = run_program(program, {BUNDLED.input_name: image}, CONFIG)
     dense_total = run_program(dense, {BUNDLED.input_name: image}, CONFIG).report["total"]
@@ -89,3 +96,27 @@ def test_the_binary_runs_band_mask_like_the_interpreter(registered, calibration,
     total = result.report["total"]
     assert total["macs_dense"] == dense_total["macs_dense"]
     assert total["macs_executed"] < dense_total["macs_executed"]
+
+
+def test_esact_run_finds_the_instruction_through_an_installed_entry_point(tmp_path, program):
+    """A runtime-only tool decodes BAND_MASK once a package declares its hardware module in
+    `esact_cc.instructions`, and not before; its outputs are the in-process run's."""
+    image = BUNDLED.test_images[:1]
+    write_esb(program, tmp_path / "band.esb")
+    np.save(tmp_path / "image.npy", image)
+    site = tmp_path / "site"
+    (site / "band_plugin-1.0.dist-info").mkdir(parents=True)
+    (site / "band_plugin-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: band-plugin\nVersion: 1.0\n")
+    command = ["esact-run", "band.esb", "--input", f"{BUNDLED.input_name}=image.npy",
+               "--output-dir", "out"]
+    path = os.pathsep.join([str(site), str(Path(scheme_module.__file__).parent)])
+    env = {**os.environ, "PYTHONPATH": path}
+    missing = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert missing.returncode != 0 and "unknown opcode 0x62" in missing.stderr
+    (site / "band_plugin-1.0.dist-info" / "entry_points.txt").write_text(
+        "[esact_cc.instructions]\nband_attention = band_attention_hardware\n")
+    subprocess.run(command, cwd=tmp_path, env=env, check=True, capture_output=True)
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "out" / "logits.npy"),
+        run_program(program, {BUNDLED.input_name: image}, CONFIG).outputs["logits"])
