@@ -11,9 +11,13 @@ from __future__ import annotations
 import numpy as np
 
 # QUANT_ROWS' kernels (per-token scales), re-exported for the interpreter.
+from esact_cc.runtime.isa import GeluMode
 from esact_cc.runtime.isa_token_scales import quantize_rows, row_scales  # noqa: F401
 
 INT8_MAX = 127
+
+GELU_MODES = {"none": GeluMode.ERF, "tanh": GeluMode.TANH}
+"""transformer.gelu's `approximate` values as the GELU instruction's modes."""
 
 
 def quant_multiplier(scale: float) -> np.float32:

@@ -37,7 +37,7 @@ from esact_cc.passes.layer_roles import Stamp, component_of
 from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.hw_config import HardwareConfig
 from esact_cc.dialects import lowering as stream_ops
-from esact_cc.runtime.isa import DIM_BITS, Buffer, GeluMode
+from esact_cc.runtime.isa import DIM_BITS, Buffer
 from xdsl.dialects.builtin import (
     DictionaryAttr,
     IntegerAttr,
@@ -51,7 +51,7 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Operation, SSAValue
 
 from esact_cc import tensor_types
-from esact_cc.quantized_kernels import input_groups, quant_multiplier
+from esact_cc.quantized_kernels import GELU_MODES, input_groups, quant_multiplier
 from esact_cc.ir_queries import op_label
 from esact_cc.backend.emit_esb import CONFIG_HASH_ATTR
 from esact_cc.backend.sram_allocator import buffer_allocators
@@ -60,7 +60,6 @@ from esact_cc.weight_store import WeightStore
 DRAM_ALIGN = 64
 MAX_DIM = (1 << DIM_BITS) - 1
 F32 = 4
-GELU_MODES = {"none": GeluMode.ERF, "tanh": GeluMode.TANH}
 # Fractions of each buffer one op's live tiles may take (the rest lets the ring double-buffer).
 STAGE_FRACTION = 8  # VBUF: an FP32 staging chunk of activations is at most 1/8 of VBUF
 OUT_FRACTION = 4  # VBUF: one output tile at most 1/4

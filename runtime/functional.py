@@ -26,6 +26,7 @@ from .errors import EsactError, ProgramError
 from .esb import Program, check_program_fits
 from .gelu_erf import gelu_erf_float32
 from .host_segments import HOST_TIME_LIMIT_S
+from .layer_norm_rows import layer_norm_rows
 from .isa import (
     BUFFER_DTYPES,
     Buffer,
@@ -300,13 +301,9 @@ class Machine:
         self._sfu_elements(f)
 
     def op_layernorm(self, f: Mapping[str, int]) -> None:
-        x = self.view("src_addr").astype(np.float64)
-        mean = x.mean(axis=1, keepdims=True)
-        var = ((x - mean) ** 2).mean(axis=1, keepdims=True)
-        y = (x - mean) / np.sqrt(var + self.float_field("eps"))
-        y = y * self.vector("gamma_addr").astype(np.float64) + \
-            self.vector("beta_addr").astype(np.float64)
-        self.view("dst_addr")[...] = y.astype(np.float32)
+        self.view("dst_addr")[...] = layer_norm_rows(
+            self.view("src_addr"), self.vector("gamma_addr"), self.vector("beta_addr"),
+            self.float_field("eps"))
         self._sfu_elements(f)
 
     def op_gelu(self, f: Mapping[str, int]) -> None:

@@ -5,7 +5,10 @@ Each op is computed with the integer / FP32 steps the ESACT hardware performs fo
 same order: QUANT (FP32 -> INT8, per-tensor scale, round half to even, clip to +-127; or
 QUANT_ROWS, one scale per row computed from the row) on the SFU, INT8 x INT8 -> INT32
 products on the MAC array, DEQUANT (INT32 * FP32 scale vector (* per-row scale) + FP32 bias)
-on the SFU, FP32 softmax. The FP32 scale vectors are built by `linear_dequant_scale` and
+on the SFU, FP32 softmax. In a quantized function, layer norm, GELU and softmax are the SFU
+instructions' row functions too (`run_sfu_*`): rounded once from float64, they differ from the
+ONNX kernels' FP32 arithmetic by an ulp now and then, and with per-token scales one ulp in a
+row's peak moves the scale of the whole row. The FP32 scale vectors are built by `linear_dequant_scale` and
 `attention_*_scale`, which the lowering also uses to fill the binary's scale tables, so the
 compiled program and this interpreter multiply by the very same FP32 numbers.
 """
@@ -13,10 +16,13 @@ compiled program and this interpreter multiply by the very same FP32 numbers.
 from __future__ import annotations
 
 import numpy as np
+from xdsl.dialects import func
+from xdsl.ir import Operation
 
 from esact_cc.quantized_kernels import (
     add_f32,
     attention_output_scale,
+    GELU_MODES,
     attention_score_scale,
     causal_visible,
     dequantize,
@@ -28,6 +34,33 @@ from esact_cc.quantized_kernels import (
     row_scales,
     softmax_rows,
 )
+from esact_cc.runtime.functional import gelu
+from esact_cc.runtime.layer_norm_rows import layer_norm_rows
+
+
+def in_quantized_function(op: Operation) -> bool:
+    """True when `op`'s function computes some op in INT8 (a module the lowering compiles
+    whole for the hardware, so its FP32 ops run as SFU instructions)."""
+    parent = op.parent_op()
+    while parent is not None and not isinstance(parent, func.FuncOp):
+        parent = parent.parent_op()
+    return parent is not None and any(getattr(o, "is_quantized", False) for o in parent.walk())
+
+
+def run_sfu_layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray | None,
+                       epsilon: float) -> np.ndarray:
+    """LAYERNORM: float64 rows rounded once (no beta: zeros, as the lowering loads)."""
+    return layer_norm_rows(x, gamma, np.zeros_like(gamma) if beta is None else beta, epsilon)
+
+
+def run_sfu_gelu(x: np.ndarray, approximate: str) -> np.ndarray:
+    """GELU instruction: float64 rounded once (erf form bit for bit `math.erf`)."""
+    return gelu(np.asarray(x, np.float32).astype(np.float64), GELU_MODES[approximate])
+
+
+def run_sfu_softmax(x: np.ndarray) -> np.ndarray:
+    """SOFTMAX with scale 1 and no mask over the last axis."""
+    return softmax_rows(x, 1.0, None, None)
 
 
 def run_linear(

@@ -4,7 +4,8 @@
 `interpret_quantized_ops`, the masks in `interpret_masks`); they are the golden model
 every later stage (quantize, SPLS, lowering) is checked against. GELU, softmax and layer norm
 are by definition the ONNX ops of the same name, so they run through the ONNX kernels
-(`esact_cc.interpreter.interpret_onnx_ops`): one definition per function. RMSNorm, SiLU, the
+(`esact_cc.interpreter.interpret_onnx_ops`): one definition per function; in a quantized
+function (the binary's golden model) they are the SFU instructions' (`interpret_quantized_ops`). RMSNorm, SiLU, the
 gate product and rotary embedding (no ONNX op before opset 23), and ReLU, run the SFU
 instructions' row functions (`runtime/isa_modern_blocks.py`), so binaries match bit for bit.
 `transformer.host` runs its region's `onnx` ops through the same interpreter that runs the
@@ -182,18 +183,21 @@ def _attention(interp: Interpreter, op: Operation, args: list[Array]) -> Array:
 @register("transformer.layer_norm")
 def _layer_norm(interp: Interpreter, op: Operation, args: list[Array]) -> Array:
     assert isinstance(op, transformer.LayerNormOp)
-    return run_layer_norm(args[0], args[1], _weight_args(op, args, "beta"), op.epsilon.value.data)
+    norm = quantized_ops.run_sfu_layer_norm if quantized_ops.in_quantized_function(op) else run_layer_norm
+    return norm(args[0], args[1], _weight_args(op, args, "beta"), op.epsilon.value.data)
 
 
 @register("transformer.gelu")
 def _gelu(interp: Interpreter, op: Operation, args: list[Array]) -> Array:
     assert isinstance(op, transformer.GeluOp)
-    return run_gelu(args[0], op.approximate.data)
+    gelu = quantized_ops.run_sfu_gelu if quantized_ops.in_quantized_function(op) else run_gelu
+    return gelu(args[0], op.approximate.data)
 
 
 @register("transformer.softmax")
 def _softmax(interp: Interpreter, op: Operation, args: list[Array]) -> Array:
-    return run_softmax(args[0])
+    softmax = quantized_ops.run_sfu_softmax if quantized_ops.in_quantized_function(op) else run_softmax
+    return softmax(args[0])
 
 
 @register("transformer.add")
