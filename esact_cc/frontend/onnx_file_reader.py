@@ -16,6 +16,7 @@ and TensorProto.{dims (1), data_type (2), name (8), raw_data (9), data_location 
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import sys
@@ -127,7 +128,8 @@ def _aligned_offset(data: bytes | memoryview, begin: int, end: int, floor: int, 
     shift = (whole.ctypes.data + begin) % alignment
     if shift == 0 or begin - shift < floor:
         return begin
-    whole[begin - shift:end - shift] = whole[begin:end]  # numpy copies overlapping ranges safely
+    # memmove: numpy would copy the overlapping range through a temporary buffer
+    ctypes.memmove(whole.ctypes.data + begin - shift, whole.ctypes.data + begin, end - begin)
     return begin - shift
 
 

@@ -10,20 +10,27 @@ clear error instead of a half-old, half-new model.
 
 from __future__ import annotations
 
+import mmap
 import os
 import stat
 from pathlib import Path
 from typing import BinaryIO
 
-import numpy as np
-
 from esact_cc.runtime.errors import CompileError
 
 
 def _read_exactly(handle: BinaryIO, length: int) -> memoryview:
-    # np.empty, not bytearray(length): zero-filling 400 MB first cost as much as reading it.
-    data = memoryview(np.empty(length, np.uint8))
-    read = handle.readinto(data)
+    # Anonymous memory (not the file: no SIGBUS), filled from the raw file: bytearray(length)
+    # zero-fills first, np.empty asks for huge pages (both ~2x slower for a 415 MB model), and
+    # the buffered reader's readinto copies through its buffer.
+    data = memoryview(mmap.mmap(-1, length) if length else bytearray())
+    raw = getattr(handle, "raw", handle)
+    read = 0
+    while read < length:
+        count = raw.readinto(data[read:])
+        if not count:
+            break
+        read += count
     return data if read == length else data[:read]
 
 
