@@ -108,14 +108,15 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: np.ndarra
 @_op("transformer.attention")
 def _attention(op: Operation, args: list[Value]) -> list[Value]:
     v = operands_by_name(op, args)
-    if "tokens" in v or "head_mask" in v or op.int8_scales() is not None:  # type: ignore[attr-defined]
+    attrs: Any = op
+    if "tokens" in v or "head_mask" in v or attrs.int8_scales() is not None:
         raise CompileError(f"fine-tuning: {op.name} with token/head pruning or INT8 scales has "
                            "no torch form (fp32 SPLS only)")
     mask = None if v.get("mask") is None else np.asarray(v["mask"], np.float32)
     if "spa" in v:
         mask = masks.spa_additive_mask(mask, np.asarray(v["spa"]), v["q"].shape[0])
-    y = attention(tensor(v["q"]), tensor(v["k"]), tensor(v["v"]), mask, op.heads,  # type: ignore[attr-defined]
-                  op.scale.value.data, op.causal is not None, op.key_heads)  # type: ignore[attr-defined]
+    y = attention(tensor(v["q"]), tensor(v["k"]), tensor(v["v"]), mask, attrs.heads,
+                  attrs.scale.value.data, attrs.causal is not None, attrs.key_heads)
     return [y if "rows" not in v else representative_rows(y, np.asarray(v["rows"]))]
 
 
@@ -123,8 +124,9 @@ def _attention(op: Operation, args: list[Value]) -> list[Value]:
 def _layer_norm(op: Operation, args: list[Value]) -> list[Value]:
     x = tensor(args[0])
     beta = _optional(op, args, "beta")
+    eps = op.epsilon.value.data  # type: ignore[attr-defined]
     return [F.layer_norm(x, (x.shape[-1],), tensor(args[1]),
-                         None if beta is None else tensor(beta), op.epsilon.value.data)]  # type: ignore[attr-defined]
+                         None if beta is None else tensor(beta), eps)]
 
 
 @_op("transformer.rms_norm")

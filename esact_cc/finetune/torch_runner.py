@@ -177,10 +177,10 @@ class TorchRunner:
         if kernel is None or len(op.results) != 1:
             raise CompileError(f"fine-tuning: ONNX {op_type} after a trained weight has no "
                                "torch form (esact_cc/finetune/torch_kernels.py)")
-        positions = op.attributes.get("onnx_input_positions")
+        positions: Any = op.attributes.get("onnx_input_positions")
         inputs: list[Any] = list(values)
         if positions is not None:
-            inputs = [None] * (max(positions.get_values(), default=-1) + 1)  # type: ignore[attr-defined]
-            for position, value in zip(positions.get_values(), values, strict=True):  # type: ignore[attr-defined]
+            inputs = [None] * (max(positions.get_values(), default=-1) + 1)
+            for position, value in zip(positions.get_values(), values, strict=True):
                 inputs[position] = value
         return kernel(inputs, onnx_attrs_of(op))
