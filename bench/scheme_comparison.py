@@ -151,9 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.markdown:
             plot(results[-1], path.with_suffix(".png"))
     if results:
-        commands = sorted({r["command"] for r in results})
-        table = markdown(results, "`, `".join(commands), "; ".join(
-            sorted({r["choices"] for r in results})))
+        table = markdown(results)
         (args.out_dir / "scheme_comparison.md").write_text(table)
         print(table)
     return 0

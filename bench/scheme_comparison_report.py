@@ -60,8 +60,9 @@ def model_section(result: dict[str, Any]) -> str:
              f"per-input means). Metric: {result['metric']}; dense INT8 "
              f"{result['dense_int8']['reporting']:.2f} on the reporting inputs; budget: "
              f"{result['budget']} ({result['budget_points']:.3f} points on calibration). "
-             f"Run: {result.get('seconds', 0):.0f} s wall, {result.get('cpu_seconds', 0):.0f} s "
-             "CPU.", "",
+             f"Run: `{result.get('command', '')}` ({result.get('choices', '')}), "
+             f"{result.get('seconds', 0):.0f} s wall, {result.get('cpu_seconds', 0):.0f} s CPU.",
+             "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     dense_hw = schemes["dense"]["hardware"]
     for name in SCHEMES:
@@ -85,8 +86,6 @@ def model_section(result: dict[str, Any]) -> str:
 
 HEADER = """# Sparsity schemes compared like for like (bench/scheme_comparison.py)
 
-Command: `{command}`
-
 Every scheme runs through the same compiler (INT8, one IR), the same masked lowering and the
 same hardware config; each is tuned by esact-tune's search on the calibration inputs to the
 same budget and measured on reporting inputs held apart. Columns:
@@ -106,13 +105,12 @@ same budget and measured on reporting inputs held apart. Columns:
 - binary vs INT8 interpreter: whether the binary's outputs equal the reference interpreter's
   on the sparsity-stage IR bit for bit on every hardware input, else the largest difference
   (absolute, and relative to the largest output).
-Choices: {choices}.
+Each model's section gives the command and choices of its run.
 """
 
 
-def markdown(results: list[dict[str, Any]], command: str, choices: str) -> str:
-    return HEADER.format(command=command, choices=choices) + "\n" + "\n".join(
-        model_section(r) for r in results)
+def markdown(results: list[dict[str, Any]]) -> str:
+    return HEADER + "\n" + "\n".join(model_section(r) for r in results)
 
 
 def plot(result: dict[str, Any], path: Path) -> bool:

@@ -111,7 +111,7 @@ def test_attention_ratios_are_spls_over_each_baseline(result):
 
 
 def test_table_and_plot_are_written(result, tmp_path):
-    table = markdown([result], "python bench/scheme_comparison.py", "test")
+    table = markdown([result])
     for name in SCHEMES:
         assert f"\n| {name} |" in table
     assert "(paper: 2.95x)" in table and "(paper: 2.26x)" in table
