@@ -11,9 +11,10 @@ calibrations:
   synthetic set: esact_cc/tuning/synthetic_calibration.py), for each sample count asked;
 - `calibration_data`: real samples, disjoint from the held-out ones;
 
-each of the last two with quantize's default `activation-scales=tensor` (calibrated scales; row
-names as above) and with `token` (`..._token`: every linear's input scaled per row by the SFU
-at run time, QUANT_ROWS; `auto` is token on synthetic ranges and tensor on calibration data).
+each of the last two with `activation-scales=tensor` (calibrated scales; row names as above)
+and with `token` (`..._token`: every linear's input scaled per row by the SFU at run time,
+QUANT_ROWS). quantize's default `auto` is token on synthetic ranges and tensor on calibration
+data: rows `synthetic_default_N_token` and `calibration_data`.
 
 Models: BERT-base (random weights, transformers' BertConfig, legacy TorchScript export, 128
 tokens; held-out: random token ids with padding, as scripts/generate_models.py makes them;

@@ -11,8 +11,8 @@ in FP32).
   input of every linear and the Q, K, V of every attention. A linear input whose peak is more
   than `outlier-ratio` times its median channel-group peak gets one scale per group of
   `group-size` channels instead (`input_group_scales`); from the input's channel peaks
-  calibration recorded. With `activation-scales=token` (`auto`: where the range came from
-  synthetic samples, i.e. without calibration data) a linear's input gets no calibrated
+  calibration recorded. With `activation-scales=token` (`auto`, the default: where the range
+  came from synthetic samples, i.e. without calibration data) a linear's input gets no calibrated
   scale: the SFU computes one per row (token) at run time from the row's max |x| (QUANT_ROWS;
   per row of each group run when the input also has group scales), for inputs whose rows
   differ in range (padding rows, a few large-norm tokens) more than one tensor scale covers.
@@ -126,12 +126,12 @@ class QuantizePass(WeightStorePass):
     """Headroom of group scales over the calibrated group peaks (capped at the tensor's peak):
     calibration samples do not show every group's extremes."""
 
-    activation_scales: str = option("tensor", choices=ACTIVATION_SCALES)
+    activation_scales: str = option("auto", choices=ACTIVATION_SCALES)
     """Linear inputs: `tensor` (one calibrated scale, or one per channel group), `token` (one
     per row, computed by the SFU at run time) or `auto`: token where the range was calibrated
     on synthetic samples (no calibration data: its per-tensor range does not fit real inputs'
-    rows), tensor where real samples set it (docs/design.md section 3, README "INT8
-    calibration": measurements, and why the default is still tensor)."""
+    rows), tensor where real samples set it; the default (docs/design.md section 3, README
+    "INT8 calibration": measurements)."""
 
     def __post_init__(self) -> None:
         typed_options.validate(self, "quantize")

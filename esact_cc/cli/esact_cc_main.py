@@ -108,8 +108,8 @@ def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--activation-scales", choices=("auto", "tensor", "token"), default=None,
         help="INT8 scales of linear inputs: tensor (calibrated, one per tensor or channel "
-        "group; the default), token (one per row, computed by the SFU at run time) or auto "
-        "(token without --calibration-data, tensor with it)",
+        "group), token (one per row, computed by the SFU at run time) or auto (token without "
+        "--calibration-data, tensor with it; the default)",
     )
     parser.add_argument(
         "--dead-rows", action=argparse.BooleanOptionalAction, default=None,

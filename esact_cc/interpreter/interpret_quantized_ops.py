@@ -8,9 +8,10 @@ products on the MAC array, DEQUANT (INT32 * FP32 scale vector (* per-row scale) 
 on the SFU, FP32 softmax. In a quantized function, layer norm, GELU and softmax are the SFU
 instructions' row functions too (`run_sfu_*`): rounded once from float64, they differ from the
 ONNX kernels' FP32 arithmetic by an ulp now and then, and with per-token scales one ulp in a
-row's peak moves the scale of the whole row. The FP32 scale vectors are built by `linear_dequant_scale` and
-`attention_*_scale`, which the lowering also uses to fill the binary's scale tables, so the
-compiled program and this interpreter multiply by the very same FP32 numbers.
+row's peak moves the scale of the whole row. The FP32 scale vectors are built by
+`linear_dequant_scale` and `attention_*_scale`, which the lowering also uses to fill the
+binary's scale tables, so the compiled program and this interpreter multiply by the very same
+FP32 numbers.
 """
 
 from __future__ import annotations

@@ -183,7 +183,8 @@ def _attention(interp: Interpreter, op: Operation, args: list[Array]) -> Array:
 @register("transformer.layer_norm")
 def _layer_norm(interp: Interpreter, op: Operation, args: list[Array]) -> Array:
     assert isinstance(op, transformer.LayerNormOp)
-    norm = quantized_ops.run_sfu_layer_norm if quantized_ops.in_quantized_function(op) else run_layer_norm
+    sfu = quantized_ops.in_quantized_function(op)
+    norm = quantized_ops.run_sfu_layer_norm if sfu else run_layer_norm
     return norm(args[0], args[1], _weight_args(op, args, "beta"), op.epsilon.value.data)
 
 
@@ -196,7 +197,8 @@ def _gelu(interp: Interpreter, op: Operation, args: list[Array]) -> Array:
 
 @register("transformer.softmax")
 def _softmax(interp: Interpreter, op: Operation, args: list[Array]) -> Array:
-    softmax = quantized_ops.run_sfu_softmax if quantized_ops.in_quantized_function(op) else run_softmax
+    sfu = quantized_ops.in_quantized_function(op)
+    softmax = quantized_ops.run_sfu_softmax if sfu else run_softmax
     return softmax(args[0])
 
 
