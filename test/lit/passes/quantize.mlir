@@ -1,12 +1,12 @@
-// RUN: esact-opt %s -p calibrate,quantize --no-print-debuginfo 2>&1 | filecheck %s
-// RUN: esact-opt %s -p 'calibrate,quantize{activation-scales=auto}' --no-print-debuginfo 2>&1 | filecheck %s --check-prefix=AUTO
+// RUN: esact-opt %s -p 'calibrate,quantize{activation-scales=tensor}' --no-print-debuginfo 2>&1 | filecheck %s
+// RUN: esact-opt %s -p calibrate,quantize --no-print-debuginfo 2>&1 | filecheck %s --check-prefix=AUTO
 // RUN: esact-opt %s -p calibrate --no-print-debuginfo 2>&1 | filecheck %s --check-prefix=RANGES
 // RUN: not esact-opt %s -p 'calibrate,quantize{activation-scales=rows}' 2>&1 | filecheck %s --check-prefix=BAD
 // quantize: transformer.linear/attention get INT8 weight handles and scales;
 // FP32 ops (layer norm, GELU, add, softmax, host regions) are left alone.
 // Without calibration data the ranges are synthetic (`synthetic` on each linear's range) and
-// activation-scales=auto scales those linears' inputs per token (token_scales); the default
-// (tensor) gives them calibrated input scales.
+// activation-scales=auto (the default) scales those linears' inputs per token (token_scales);
+// activation-scales=tensor gives them calibrated input scales.
 
 builtin.module attributes {esact.weight_store = "Inputs/tiny_layer.npz"} {
   func.func @main(%x: tensor<1x4x8xf32> {onnx.name = "x"}, %m: tensor<1x1x1x4xf32> {onnx.name = "mask"}) -> (tensor<1x4x8xf32> {onnx.name = "y"}) {
