@@ -14,15 +14,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+from xdsl.dialects.builtin import IntegerAttr, i64
+
 from esact_cc.dialects.lowering import CYCLES_ATTR
 from esact_cc.passes.lower_masked_inputs import MaskRows, fail
 from esact_cc.passes.lowering_state import F32, OUT_FRACTION, Lowering, node_name, round_tile
 from esact_cc.passes.spls_scratch import PredictScratch, weight_code_slots
 from esact_cc.runtime.isa import Buffer
-from xdsl.dialects.builtin import IntegerAttr, i64
 
 if TYPE_CHECKING:
     from esact_cc.passes.lower_spls_to_esact import Chain
+    from esact_cc.passes.spls_streamed_projection import StreamedProjection
 
 PREDICT = "predict"
 X_CODE_TERMS = 0.8
@@ -95,28 +97,14 @@ class WholeProjection:
     def emit(self, lw: Lowering, c: Chain) -> None:
         """The projection's instructions; each BPU carries its estimated cycles (an anchor of
         `prediction_overlap.interleave`)."""
-        r, rows, both = c.regions, c.rows, 2 * c.width
+        r, rows = c.regions, c.rows
         slot = 0
         for c0, c1 in self.passes:
             cols = c1 - c0
             for n0 in range(c0, c1, self.n_tile):
                 nt = min(self.n_tile, c1 - n0)
-                wt, sb = self.code_slots[slot % len(self.code_slots)]
-                lw.load(Buffer.ABUF, wt, self.codes_at + n0, c.width_in, nt, dram_stride=both)
-                lw.hoist_last()
-                lw.load(Buffer.VBUF, sb, self.vectors_at + n0 * F32, 2, nt, dram_stride=both * F32)
-                lw.hoist_last()
-                acc = self.acc_buf.alloc(rows * nt)
-                bpu = lw.emit("bpu", PREDICT, dst_addr=acc, a_buf=Buffer.ABUF, a_addr=r["xc"],
-                              b_buf=Buffer.ABUF, b_addr=wt, m=rows, k=c.width_in, n=nt)
-                terms = int(np.bitwise_count(np.abs(self.codes[:, n0:n0 + nt].astype(np.int64))).sum())
-                bpu.attributes[CYCLES_ATTR] = IntegerAttr(
-                    math.ceil(rows * terms * X_CODE_TERMS / lw.config.bpu_lanes), i64)
+                emit_column_tile(lw, c, self, slot, n0, nt, rows, r["real"] + n0 - c0, cols)
                 slot += 1
-                lw.emit("dequant", PREDICT, dst_addr=r["real"] + n0 - c0, src_addr=acc, rows=rows,
-                        cols=nt, dst_stride=cols, scale_addr=sb, has_bias=1, bias_addr=sb + nt,
-                        scalar_count=1, scalar_addr=r["sx"])
-                self.acc_buf.free(acc)
             for b in range(c.batch):
                 for which, out in enumerate((r["qc"], r["kc"])):
                     if c0 <= which * c.width < c1:
@@ -187,3 +175,28 @@ def phase2_inputs(lw: Lowering, c: Chain) -> MaskRows:
         for h in range(c.heads):
             mask_rows.prefetch(b, h)
     return mask_rows
+
+
+def emit_column_tile(lw: Lowering, c: Chain, projection: WholeProjection | StreamedProjection,
+                     slot: int, n0: int, nt: int, rows: int, dst: int, dst_stride: int) -> None:
+    """Columns [n0, n0 + nt) of [Q^ | K^] for `rows` rows of X^ (at r["xc"]): LOAD of the
+    HLog weight codes and DEQUANT vectors into code slot `slot`, BPU (carrying its estimated
+    cycles: an anchor of `prediction_overlap.interleave`), DEQUANT (* s_W * s_X + bias) to the
+    FP32 rows at `dst`. Shared by the whole and the row-tiled projection."""
+    r, both = c.regions, 2 * c.width
+    wt, sb = projection.code_slots[slot % len(projection.code_slots)]
+    lw.load(Buffer.ABUF, wt, projection.codes_at + n0, c.width_in, nt, dram_stride=both)
+    lw.hoist_last()
+    lw.load(Buffer.VBUF, sb, projection.vectors_at + n0 * F32, 2, nt, dram_stride=both * F32)
+    lw.hoist_last()
+    acc = projection.acc_buf.alloc(rows * nt)
+    bpu = lw.emit("bpu", PREDICT, dst_addr=acc, a_buf=Buffer.ABUF, a_addr=r["xc"],
+                  b_buf=Buffer.ABUF, b_addr=wt, m=rows, k=c.width_in, n=nt)
+    codes = projection.codes[:, n0:n0 + nt].astype(np.int64)
+    terms = int(np.bitwise_count(np.abs(codes)).sum())
+    bpu.attributes[CYCLES_ATTR] = IntegerAttr(
+        math.ceil(rows * terms * X_CODE_TERMS / lw.config.bpu_lanes), i64)
+    lw.emit("dequant", PREDICT, dst_addr=dst, src_addr=acc, rows=rows, cols=nt,
+            dst_stride=dst_stride, scale_addr=sb, has_bias=1, bias_addr=sb + nt,
+            scalar_count=1, scalar_addr=r["sx"])
+    projection.acc_buf.free(acc)

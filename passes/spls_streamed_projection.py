@@ -17,23 +17,21 @@ The second reads and the reLOADed weight codes are DRAM traffic the report charg
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from esact_cc.dialects.lowering import CYCLES_ATTR
+
 from esact_cc.passes.lower_masked_inputs import MaskRows, fail
 from esact_cc.passes.lowering_state import F32, OUT_FRACTION, DramTensor, Lowering, round_tile
 from esact_cc.passes.spls_projection import (
     PREDICT,
-    X_CODE_TERMS,
+    emit_column_tile,
     phase2_inputs,
     projection_constants,
 )
 from esact_cc.passes.spls_scratch import PredictScratch, weight_code_slots
 from esact_cc.runtime.isa import Buffer
-from xdsl.dialects.builtin import IntegerAttr, i64
 
 if TYPE_CHECKING:
     from esact_cc.passes.lower_spls_to_esact import Chain
@@ -123,22 +121,8 @@ class StreamedProjection:
         c0 = part * width
         for n0 in range(c0, c0 + width, self.n_tile):
             nt = min(self.n_tile, c0 + width - n0)
-            wt, sb = self.code_slots[slot % len(self.code_slots)]
-            lw.load(Buffer.ABUF, wt, self.codes_at + n0, c.width_in, nt, dram_stride=both)
-            lw.hoist_last()
-            lw.load(Buffer.VBUF, sb, self.vectors_at + n0 * F32, 2, nt, dram_stride=both * F32)
-            lw.hoist_last()
-            acc = self.acc_buf.alloc(n * nt)
-            bpu = lw.emit("bpu", PREDICT, dst_addr=acc, a_buf=Buffer.ABUF, a_addr=r["xc"],
-                          b_buf=Buffer.ABUF, b_addr=wt, m=n, k=c.width_in, n=nt)
-            terms = int(np.bitwise_count(np.abs(self.codes[:, n0:n0 + nt].astype(np.int64))).sum())
-            bpu.attributes[CYCLES_ATTR] = IntegerAttr(
-                math.ceil(n * terms * X_CODE_TERMS / lw.config.bpu_lanes), i64)
+            emit_column_tile(lw, c, self, slot, n0, nt, n, r["real"] + n0 - c0, width)
             slot += 1
-            lw.emit("dequant", PREDICT, dst_addr=r["real"] + n0 - c0, src_addr=acc, rows=n,
-                    cols=nt, dst_stride=width, scale_addr=sb, has_bias=1, bias_addr=sb + nt,
-                    scalar_count=1, scalar_addr=r["sx"])
-            self.acc_buf.free(acc)
         tile = r0 // self._tile_rows
         lw.emit("hlog", PREDICT, dst_buf=Buffer.ABUF, dst_addr=r["discard"], src_addr=r["real"],
                 rows=n, cols=width, bits=c.predict.bits.value.data, dynamic=1,
