@@ -84,9 +84,8 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
     # load queue fetches it while the producer of x is still running.
     prefetched: tuple[int, int] | None = load_weights(0, hoist=True)
     for m0, mt in row_tiles:
-        a = lw.alloc(Buffer.ABUF, mt * k_tile)  # k_tile = k unless the input is chunked
-        row_scales = (_quantize_tile(lw, x, x8 is not None, token, m0, mt, k, a, groups)
-                      if k_tile == k else -1)
+        a, row_scales, (chunk_source, chunk_preq) = _row_tile_input(
+            lw, x, x8 is not None, token, m0, mt, k, k_tile, groups)
         for n0 in range(0, n, n_tile):
             nt = min(n_tile, n - n0)
             wt, sv = prefetched if prefetched is not None else load_weights(n0)
@@ -99,7 +98,7 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
                                 w=wt + start * nt, m0=m0, mt=mt, k=k, width=end - start, n0=n0,
                                 nt=nt, n_tile=n_tile)
                 else:
-                    _chunked_gemms(lw, op, component, tiles, x, x8 is not None, groups,
+                    _chunked_gemms(lw, op, component, tiles, chunk_source, chunk_preq, groups,
                                    acc=acc, a=a, w=wt, m0=m0, mt=mt, k=k, k_tile=k_tile, n0=n0,
                                    nt=nt, n_tile=n_tile)
                 if g == 0:
@@ -162,6 +161,22 @@ class _DequantTable:
                 scale_addr=sv + (0 if self.token else g) * nt, **fields)
 
 
+def _row_tile_input(lw: Lowering, x: DramTensor, preq: bool, token: bool, m0: int, mt: int,
+                    k: int, k_tile: int, groups: tuple) -> tuple[int, int, tuple[DramTensor, bool]]:
+    """A row tile's ABUF input region, its row scales (-1 without per-token scales) and where
+    input-column chunks come from (tensor, already INT8): the whole tile is quantized now
+    unless the input is chunked (k_tile < k); chunked per-token rows are quantized whole into
+    a DRAM copy first (`_token_copy`)."""
+    source, row_scales = (x, preq), -1
+    if k_tile < k and token:
+        copy, row_scales = _token_copy(lw, x, m0, mt, k, groups)
+        source = (copy, True)
+    a = lw.alloc(Buffer.ABUF, mt * k_tile)
+    if k_tile == k:
+        row_scales = _quantize_tile(lw, x, preq, token, m0, mt, k, a, groups)
+    return a, row_scales, source
+
+
 def _quantize_tile(lw: Lowering, x: DramTensor, preq: bool, token: bool, m0: int, mt: int,
                    k: int, a: int, groups: tuple) -> int:
     """Rows [m0, m0 + mt) of the linear's input into ABUF at `a` as INT8: LOADed when `x` is
@@ -181,13 +196,13 @@ def _quantize_tile(lw: Lowering, x: DramTensor, preq: bool, token: bool, m0: int
 def _masked_input_chunk(lw: Lowering, op: transformer.LinearOp, x: DramTensor, k: int,
                         group_count: int, token: bool, tiles: MaskTiles | None) -> int:
     """Input columns per GEMM pass: k, or for a row-masked linear whose [L, k] sequence does
-    not fit ABUF (one input group, per-tensor scale) the widest chunk that does."""
+    not fit ABUF (one input group or run) the widest chunk that does."""
     a_cap = lw.capacity(Buffer.ABUF) * 3 // 4
     length = x.shape[1] if len(x.shape) > 2 else x.rows
     if tiles is None or op.keys is not None or length * k <= a_cap:
         return k
     chunk = a_cap // length
-    if group_count > 1 or token or chunk < 1:
+    if group_count > 1 or chunk < 1:
         raise fail(op, f"the {length} rows x {k} inputs of one sequence exceed the on-chip "
                    "buffers")
     return round_tile(chunk, k, lw.config.mac_rows)
@@ -213,6 +228,24 @@ def _quantize_columns(lw: Lowering, x: DramTensor, preq: bool, m0: int, mt: int,
         lw.load(Buffer.ABUF, a, x.address + m0 * x.cols + k0, mt, kc, dram_stride=x.cols)
     else:
         lw.quantize_rows(x, m0, mt, k0, kc, a, float(groups[0][2]))
+
+
+def _token_copy(lw: Lowering, x: DramTensor, m0: int, mt: int, k: int,
+                runs: tuple[tuple[int, int, None], ...]) -> tuple[DramTensor, int]:
+    """Per-token INT8 copy of rows [m0, m0 + mt) of x for input-chunked GEMMs: a row's scale
+    needs all k inputs, so whole rows are QUANT_ROWSed in staging chunks and STOREd to a DRAM
+    scratch copy (the chunks are LOADed from it); the row scales stay in VBUF for the DEQUANT.
+    One input run only (`_masked_input_chunk`)."""
+    copy = lw.scratch_tensor((x.rows, k), np.int8)
+    row_scales = lw.alloc(Buffer.VBUF, mt)
+    chunk = max(1, min(lw.stage_rows(k, mt), lw.capacity(Buffer.ABUF) // 4 // k))
+    staging = lw.alloc(Buffer.ABUF, chunk * k)
+    for r in range(0, mt, chunk):
+        rows = min(chunk, mt - r)
+        _quantize_tokens(lw, x, m0 + r, rows, k, staging, runs, row_scales + r)
+        lw.store_(Buffer.ABUF, staging, copy.address + (m0 + r) * k, rows, k)
+    lw.free(Buffer.ABUF, staging)
+    return copy, row_scales
 
 
 def _token_runs(lw: Lowering, op: transformer.LinearOp) -> tuple[tuple[int, int, None], ...]:
