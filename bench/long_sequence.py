@@ -1,5 +1,7 @@
-"""BERT-base (random weights, hidden 768, 12 heads) at long sequences on the DEFAULT hardware,
-dense and with every attention-sparsity scheme: does it compile, what does it cost.
+"""BERT-base (random weights, hidden 768, 12 heads) and a LLaMA-style decoder (hidden 768, 12
+query heads over 4 key/value heads, RMSNorm, SwiGLU, rotary, causal) at long sequences on the
+DEFAULT hardware, dense and with every attention-sparsity scheme: does it compile, what does it
+cost.
 
 Per sequence length and setting: compile ONNX -> ESACT program (legacy TorchScript export,
 `--layers` encoder layers, bench/attention_tiling.py's model), run it on the hardware model,
@@ -12,8 +14,8 @@ whole-row program (SPA, PAM and masks all on chip) bit for bit. A setting that d
 is recorded with its error. `spls-no-reuse` (threshold 1.01: no row is ever reused) states
 what the prediction costs over dense when it saves nothing.
 
-    python bench/long_sequence.py [--lengths 128 512] [--layers 1] [--check-whole]
-        [--json bench/results/long_sequence.json]
+    python bench/long_sequence.py [--model bert|llama] [--lengths 128 512] [--layers 1]
+        [--check-whole] [--json bench/results/long_sequence.json]
 """
 
 from __future__ import annotations
@@ -51,6 +53,31 @@ mask_buffer = 1048576
 vector_buffer = 4194304
 """
 """Buffers large enough for BERT-base's masks at 128 tokens (the whole-row form)."""
+
+
+def export_llama(length: int, layers: int, path: Path) -> dict[str, np.ndarray]:
+    """A LLaMA-style decoder with random weights (transformers' LlamaConfig: grouped-query
+    attention 12 / 4 heads, RMSNorm, SwiGLU FFN, rotary embeddings), legacy export, opset 17."""
+    import torch
+    from attention_tiling import LastHidden
+    from transformers import LlamaConfig, LlamaModel
+
+    config = LlamaConfig(hidden_size=768, num_attention_heads=12, num_key_value_heads=4,
+                         intermediate_size=2048, num_hidden_layers=layers, vocab_size=1024,
+                         max_position_embeddings=max(2048, length), use_cache=False,
+                         attn_implementation="eager")
+    torch.manual_seed(0)
+    model = LlamaModel(config).eval()
+    rng = np.random.default_rng(0)
+    inputs = {"input_ids": rng.integers(1, config.vocab_size, (1, length), dtype=np.int64),
+              "attention_mask": np.ones((1, length), np.int64)}
+    args = tuple(torch.from_numpy(v) for v in inputs.values())
+    torch.onnx.export(LastHidden(model), args, str(path), dynamo=False, opset_version=17,
+                      input_names=list(inputs), output_names=["last_hidden_state"])
+    return inputs
+
+
+EXPORTERS = {"bert": export_bert, "llama": export_llama}
 
 
 def options(setting: str, hw: str | None = None) -> dict[str, object]:
@@ -97,6 +124,7 @@ def measure(path: Path, inputs: dict[str, np.ndarray], setting: str,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=list(EXPORTERS), default="bert")
     parser.add_argument("--lengths", type=int, nargs="+", default=[128, 512])
     parser.add_argument("--layers", type=int, default=1)
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
@@ -109,13 +137,14 @@ def main() -> None:
         whole_hw = Path(tmp) / "whole.toml"
         whole_hw.write_text(WHOLE_ROW_TOML)
         for length in args.lengths:
-            path = Path(tmp) / f"bert_{length}.onnx"
-            inputs = export_bert(length, args.layers, path)
+            path = Path(tmp) / f"{args.model}_{length}.onnx"
+            inputs = EXPORTERS[args.model](length, args.layers, path)
             dense_cycles = None
             for setting in args.settings:
                 check = str(whole_hw) if args.check_whole and 12 * length * length <= 1 << 20 \
                     else None
-                row = {"length": length, "layers": args.layers} | measure(path, inputs, setting,
+                row = {"model": args.model, "length": length,
+                       "layers": args.layers} | measure(path, inputs, setting,
                                                                           check)
                 if setting == "dense":
                     dense_cycles = row.get("cycles")
@@ -125,7 +154,8 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
     if args.json:
         command = "python bench/long_sequence.py " + " ".join(
-            [f"--lengths {' '.join(map(str, args.lengths))}", f"--layers {args.layers}"]
+            [f"--model {args.model}", f"--lengths {' '.join(map(str, args.lengths))}",
+             f"--layers {args.layers}"]
             + (["--check-whole"] if args.check_whole else []))
         args.json.write_text(json.dumps({"command": command, "rows": rows}, indent=1) + "\n")
 
