@@ -131,10 +131,13 @@ def test_projection_streamed_over_row_tiles_equals_the_whole_one(tmp_path: Path)
         assert 0 < reused == expected.report["spls"]["reused_rows"]
 
 
-def test_row_masked_linear_over_input_chunks_equals_the_whole_one(tmp_path: Path) -> None:
+@pytest.mark.parametrize("scales", ["tensor", "token"])
+def test_row_masked_linear_over_input_chunks_equals_the_whole_one(tmp_path: Path,
+                                                                   scales: str) -> None:
     """ABUF (and WBUF, so that every other tile still fits) below one sequence of the FFN's
     512-wide input: the row-masked FFN2 GEMM accumulates over input chunks (GEMM accumulate,
-    exact int32 sums) and the binary equals the default-hardware one bit for bit."""
+    exact int32 sums) and the binary equals the default-hardware one bit for bit. Per token,
+    whole rows are quantized into a DRAM copy first (a row's scale needs all its inputs)."""
     model = GRAPHS.encoder(layers=1, seq=SEQ, hidden=HIDDEN, heads=HEADS, ffn=512, seed=3)
     hw = tmp_path / "small_abuf.toml"
     hw.write_text('name = "small-abuf"\n[sram]\nactivation_buffer = 16384\n'
@@ -142,14 +145,14 @@ def test_row_masked_linear_over_input_chunks_equals_the_whole_one(tmp_path: Path
     assert SEQ * 512 > 16384 * 3 // 4  # one sequence of FFN2's input exceeds its ABUF tile
     for extra in (["threshold=0.4", "window=3"],
                   ["attention=topk", "similarity=overlap", "threshold=0.3"]):
-        # Per-tensor scales: the input-chunked GEMM is the per-tensor form (a token-scaled
-        # linear's QUANT_ROWS needs the whole row for its scale).
-        chunked = api.compile(model, stage="esact", activation_scales="tensor",
+        chunked = api.compile(model, stage="esact", activation_scales=scales,
                               **options("spls", extra, str(hw)))
         gemms = [i for i in chunked.program().instructions if i.opcode_name == "gemm"]
         assert any(i.fields["accumulate"] and i.fields["has_row_mask"] for i in gemms)
         result = chunked.simulate(INPUTS, hw=str(hw))
-        expected = api.compile(model, stage="esact", activation_scales="tensor",
+        if scales == "token":  # the whole rows' INT8 copy went through DRAM
+            assert any(i.opcode_name == "quant_rows" for i in chunked.program().instructions)
+        expected = api.compile(model, stage="esact", activation_scales=scales,
                                **options("spls", extra, None)).simulate(INPUTS)
         np.testing.assert_array_equal(result.outputs["last_hidden_state"],
                                       expected.outputs["last_hidden_state"])
