@@ -129,7 +129,12 @@ def _lookup(name: str) -> SparsityScheme:
     installed = _installed()
     if name not in installed:
         raise CompileError(f"--sparsity: {unknown_name('sparsity scheme', name, scheme_names())}")
-    scheme = installed[name].load()
+    try:
+        scheme = installed[name].load()
+    except Exception as exc:  # a broken plugin is the user's environment, not our bug
+        raise CompileError(f"sparsity scheme entry point '{name}' = '{installed[name].value}' "
+                           f"({ENTRY_POINT_GROUP}) cannot be loaded: "
+                           f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(scheme, SparsityScheme) or scheme.name != name:
         raise CompileError(f"--sparsity: entry point '{name}' = '{installed[name].value}' "
                            f"({ENTRY_POINT_GROUP}) is not a SparsityScheme named '{name}'")

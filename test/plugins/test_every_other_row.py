@@ -160,6 +160,15 @@ def test_an_entry_point_must_name_a_scheme(tmp_path, monkeypatch):
         scheme_named("every_other_row")
 
 
+def test_an_entry_point_that_cannot_load_is_one_error_naming_it(tmp_path, monkeypatch):
+    _install_entry_point(tmp_path, "every_other_row = no_such_plugin_module:SCHEME")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(CompileError, match="entry point 'every_other_row' = "
+                                           "'no_such_plugin_module:SCHEME'.* cannot be loaded: "
+                                           "ModuleNotFoundError"):
+        scheme_named("every_other_row")
+
+
 def test_esact_cc_compiles_with_an_installed_plugin(tmp_path):
     """The whole tool, in its own process, picks the plugin by name: no package file edited."""
     import os
