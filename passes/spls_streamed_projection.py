@@ -31,6 +31,7 @@ from esact_cc.passes.spls_projection import (
     projection_constants,
 )
 from esact_cc.passes.spls_scratch import PredictScratch, weight_code_slots
+from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.isa import Buffer
 
 if TYPE_CHECKING:
@@ -142,7 +143,12 @@ class StreamedProjection:
         lw.free(Buffer.ABUF, r["xc"], r["discard"], *(w for w, _ in self.code_slots))
         lw.free(Buffer.VBUF, r["vx"], r["real"], r["sx"], r["sx_tiles"],
                 *(v for _, v in self.code_slots))
-        r["kc"] = lw.alloc(Buffer.ABUF, c.length * c.width)
+        try:
+            r["kc"] = lw.alloc(Buffer.ABUF, c.length * c.width)
+        except CompileError as exc:  # name the op: phase 2 holds the K^ codes of every key
+            raise fail(c.predict, f"the K^ codes of all {c.length} keys x {c.width} ({exc}); "
+                       "phase 2 keeps them on chip (key-block prediction is planned work)"
+                       ) from exc
         r["qc"] = lw.alloc(Buffer.ABUF, c.chunks[0][1] * c.width)
         r["stage"] = lw.alloc(Buffer.VBUF, max(self._tile_rows, c.chunks[0][1]) * c.width)
 
