@@ -261,15 +261,17 @@ def _attention_tiling(lw: Lowering, op: transformer.AttentionOp, lq: int, lk: in
     mbuf = rings.capacity - sum(e - s for s, e in rings.live.items())
     spilled = spa is not None and spa.spa is None
 
+    # Spilled SPA rows: two heads' tiles in flight in the MBUF ring. With one tile live
+    # anywhere, the larger free gap holds another only if the free MBUF is 3 tiles.
     def fits(tq: int) -> bool:
         return ((tq + lk) * d + lk * dv + 2 * tq * lk <= abuf and tq * lk <= min(vbuf, acc)
-                and (not spilled or 2 * tq * lk <= mbuf))
+                and (not spilled or 3 * tq * lk <= mbuf))
 
     if fits(lq):
         tq = lq
     else:
         limit = min((abuf - lk * (d + dv)) // (d + 2 * lk), vbuf // lk, acc // lk,
-                    mbuf // (2 * lk) if spilled else lq)
+                    mbuf // (3 * lk) if spilled else lq)
         if limit < 1:
             raise CompileError(f"{op_label(op)}: attention over {lq}x{lk} does not fit the "
                                "on-chip buffers (not even one query row over all keys fits)")

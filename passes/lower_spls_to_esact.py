@@ -208,9 +208,11 @@ def _find_chain(lw: Lowering, op: spls.HLogQuantizeOp) -> Chain:
 
 def _projection_fits(lw: Lowering, c: Chain) -> bool:
     """Whether all rows of X (FP32 in VBUF, HLog codes in ABUF) and the codes of Q^ and K^ fit
-    at once (`WholeProjection`, the form short sequences always had)."""
+    at once (`WholeProjection`, the form short sequences always had), beside two weight-code
+    slots of the narrowest column tile (ViT-base's 197 rows fill ABUF but for them)."""
+    code_slots = 2 * c.width_in * lw.config.mac_cols
     return (c.rows * c.width_in <= lw.capacity(Buffer.VBUF)
-            and c.rows * (c.width_in + 2 * c.width) <= lw.capacity(Buffer.ABUF))
+            and c.rows * (c.width_in + 2 * c.width) + code_slots <= lw.capacity(Buffer.ABUF))
 
 
 def _mask_bytes(c: Chain) -> int:
@@ -301,12 +303,15 @@ def _allocate_masks(lw: Lowering, c: Chain) -> MaskTiles:
     """Phase 2's MBUF masks (reuse map, row mask, key mask, SPA) and the FP32 PAM when it did
     not fit beside X; the masks are registered for the ops that read them."""
     r = c.regions
+    if c.ring:  # the chunk's SPA rows, sized to the MBUF left beside the masks, take their
+        r["spa"] = lw.alloc(Buffer.MBUF, c.chunk_size)  # contiguous region before them
     masks = MaskTiles(c.batch, c.length, c.heads,
                       reuse_map=lw.alloc(Buffer.MBUF, 2 * c.length * c.batch),
                       row_mask=lw.alloc(Buffer.MBUF, c.length * c.batch),
                       key_mask=lw.alloc(Buffer.MBUF, c.heads * c.length * c.batch),
                       spa=None, chunks=c.chunks, x=c.op.x)
-    r["spa"] = lw.alloc(Buffer.MBUF, c.chunk_size if c.ring else c.spa_size * c.batch)
+    if not c.ring:
+        r["spa"] = lw.alloc(Buffer.MBUF, c.spa_size * c.batch)
     if c.float_pam and r["pam"] is None:
         r["pam"] = lw.alloc(Buffer.VBUF, c.chunk_size)
     r["ring"] = None  # type: ignore[assignment]

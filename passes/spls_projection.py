@@ -19,7 +19,7 @@ from xdsl.dialects.builtin import IntegerAttr, i64
 from esact_cc.dialects.lowering import CYCLES_ATTR
 from esact_cc.passes.lower_masked_inputs import MaskRows, fail
 from esact_cc.passes.lowering_state import F32, OUT_FRACTION, Lowering, node_name, round_tile
-from esact_cc.passes.spls_scratch import PredictScratch, weight_code_slots
+from esact_cc.passes.spls_scratch import CODE_SLOTS, PredictScratch, weight_code_slots
 from esact_cc.runtime.isa import Buffer
 
 if TYPE_CHECKING:
@@ -76,8 +76,11 @@ class WholeProjection:
         # HLog codes of W in ABUF slots: WBUF banks hold the K / V weight tiles meanwhile.
         # Column tiles small enough for an ACC slot at the top of a bank (PredictScratch).
         acc_bank = getattr(lw.rings[Buffer.ACC], "bank_size", lw.capacity(Buffer.ACC))
+        # ... and narrow enough that two slots fit beside X^, Q^ and K^ (ViT-base's 197 rows)
+        beside = lw.capacity(Buffer.ABUF) - rows * (c.width_in + 2 * width)
         n_limit = min(lw.capacity(Buffer.ABUF) // 8 // c.width_in,
-                      acc_bank // PredictScratch.SLOT_FRACTION // rows)
+                      acc_bank // PredictScratch.SLOT_FRACTION // rows,
+                      beside // (CODE_SLOTS * c.width_in))
         if n_limit < 1:
             raise fail(predict, f"the prediction of {rows} rows x {c.width_in} inputs exceeds "
                        "the on-chip buffers")
