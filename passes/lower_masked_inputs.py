@@ -51,8 +51,9 @@ def plan_masked_inputs(lw: Lowering, op: Operation) -> None:
             uses = list(value.uses)
             if not uses or any(not (isinstance(u.operation, transformer.LinearOp)
                                     and u.operation.is_quantized and u.index == 0
-                                    and u.operation.token_scales is None) for u in uses):
-                continue
+                                    and u.operation.token_scales is None
+                                    and u.operation.group_scales is None) for u in uses):
+                continue  # (input groups: `plan_activation_formats` planned their format)
             scales = {float(u.operation.input_scale.value.data) for u in uses}  # type: ignore[attr-defined]
             if len(scales) == 1 and value not in lw.tensors and value not in lw.int8_tensors:
                 lw.int8_scale[value] = scales.pop()
