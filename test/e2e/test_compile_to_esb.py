@@ -1,11 +1,12 @@
 """ONNX -> .esb -> functional model, end to end, against onnxruntime and the INT8 reference.
 
-Models are built with onnx.helper in the test (encoder_graphs.py) or written in the
+Models are built with onnx.helper in the test (test/helpers/encoder_graphs.py) or written in the
 transformer dialect (unit/backend/transformer_layer.py, for mask/causal/tiling variants).
 """
 
 from __future__ import annotations
 
+import encoder_graphs
 import importlib.util
 import shutil
 import subprocess
@@ -37,7 +38,7 @@ def _load(name: str, path: Path):
     return module
 
 
-graphs = _load("encoder_graphs", Path(__file__).with_name("encoder_graphs.py"))
+graphs = encoder_graphs
 layer = _load("transformer_layer", Path(__file__).parent.parent / "unit" / "backend" / "transformer_layer.py")
 
 

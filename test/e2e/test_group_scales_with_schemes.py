@@ -6,7 +6,7 @@ calibration data), and the binary equals the INT8 reference interpreter bit for 
 
 from __future__ import annotations
 
-import importlib.util
+import encoder_graphs
 from pathlib import Path
 
 import numpy as np
@@ -17,25 +17,12 @@ from onnx import numpy_helper
 
 from esact_cc import api
 
-ROOT = Path(__file__).resolve().parents[2]
 SEQ, HIDDEN, HEADS, FFN = 32, 64, 4, 256
-
-
-def _graphs():
-    spec = importlib.util.spec_from_file_location("encoder_graphs",
-                                                  ROOT / "test" / "e2e" / "encoder_graphs.py")
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
-
-
-GRAPHS = _graphs()
 
 
 def _outlier_encoder(path: Path) -> Path:
     """One encoder layer whose FFN input channels 0-7 run 40x larger than the rest."""
-    model = GRAPHS.encoder(layers=1, seq=SEQ, hidden=HIDDEN, heads=HEADS, ffn=FFN, seed=3)
+    model = encoder_graphs.encoder(layers=1, seq=SEQ, hidden=HIDDEN, heads=HEADS, ffn=FFN, seed=3)
     for init in model.graph.initializer:
         if init.name.endswith("intermediate/dense.weight"):
             w = numpy_helper.to_array(init).copy()
@@ -48,14 +35,14 @@ def _outlier_encoder(path: Path) -> Path:
 @pytest.mark.parametrize("scheme", ["sanger", "spls"])
 def test_group_scaled_linear_beside_a_scheme(tmp_path: Path, scheme: str) -> None:
     model = _outlier_encoder(tmp_path / "outliers.onnx")
-    samples = [GRAPHS.encoder_inputs(seq=SEQ, padding=3, seed=s) for s in range(4)]
+    samples = [encoder_graphs.encoder_inputs(seq=SEQ, padding=3, seed=s) for s in range(4)]
     calibration = tmp_path / "calib.npz"
     np.savez(calibration, **{k: np.concatenate([s[k] for s in samples]) for k in samples[0]})
     common = {"sparsity": scheme, "calibration_data": str(calibration)}
     quantized = api.compile(str(model), stage="sparsity", **common)
     grouped = [op for op in quantized.module.walk() if isinstance(op, LinearOp) and op.group_size]
     assert grouped, "the outlier channels should give the FFN's second linear group scales"
-    inputs = GRAPHS.encoder_inputs(seq=SEQ, padding=3, seed=9)
+    inputs = encoder_graphs.encoder_inputs(seq=SEQ, padding=3, seed=9)
     got = api.compile(str(model), stage="esact", **common).simulate(inputs)
     np.testing.assert_array_equal(got.outputs[next(iter(got.outputs))],
                                   quantized.run(inputs)[next(iter(got.outputs))])

@@ -16,7 +16,7 @@ on the default hardware at 128 tokens and beyond:
 
 from __future__ import annotations
 
-import importlib.util
+import encoder_graphs
 from pathlib import Path
 
 import numpy as np
@@ -30,16 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SEQ, HIDDEN, HEADS = 32, 64, 4
 
 
-def _encoder_graphs():
-    spec = importlib.util.spec_from_file_location("encoder_graphs",
-                                                  ROOT / "test" / "e2e" / "encoder_graphs.py")
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
-
-
-GRAPHS = _encoder_graphs()
+GRAPHS = encoder_graphs
 MODEL = GRAPHS.encoder(layers=1, seq=SEQ, hidden=HIDDEN, heads=HEADS, ffn=128, seed=3)
 INPUTS = GRAPHS.encoder_inputs(seq=SEQ, padding=3)
 

@@ -4,7 +4,7 @@ the INT8 interpreter, and written as the table and the trade-off plot."""
 
 from __future__ import annotations
 
-import importlib.util
+import encoder_graphs
 import sys
 from pathlib import Path
 
@@ -32,18 +32,9 @@ from esact_cc.tuning.spls_measurement import SplsEvaluator  # noqa: E402
 SEQ, VOCAB = 12, 50
 
 
-def _encoder_graphs():
-    spec = importlib.util.spec_from_file_location("encoder_graphs",
-                                                  ROOT / "test" / "e2e" / "encoder_graphs.py")
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def result(tmp_path_factory) -> dict:
-    graphs = _encoder_graphs()
+    graphs = encoder_graphs
     path = tmp_path_factory.mktemp("comparison") / "tiny.onnx"
     onnx.save(graphs.encoder(layers=2, seq=SEQ, hidden=16, heads=2, ffn=32, vocab=VOCAB,
                              seed=0), path)
@@ -141,7 +132,7 @@ def test_split_refuses_overlapping_requests():
 
 def test_spls_reuse_off_check_compares_with_dense_int8_not_fp32(result, tmp_path):
     # the tuner's "reuse off equals dense" check must not count INT8's own error vs FP32
-    graphs = _encoder_graphs()
+    graphs = encoder_graphs
     path = tmp_path / "tiny.onnx"
     onnx.save(graphs.encoder(layers=1, seq=SEQ, hidden=16, heads=2, ffn=32, vocab=VOCAB,
                              seed=0), path)

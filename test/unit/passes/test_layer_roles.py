@@ -4,7 +4,7 @@ layers, a gated FFN gets gate/up/down roles, and `LAYER:` SPLS options address s
 
 from __future__ import annotations
 
-import importlib.util
+import encoder_graphs
 from pathlib import Path
 
 import onnx
@@ -20,15 +20,6 @@ from esact_cc.runtime.errors import CompileError
 ROOT = Path(__file__).resolve().parents[3]
 POST_LN_LAYER = ["q", "k", "v", "attention", "o", "residual", "norm", "ffn_up", "activation",
                  "ffn_down", "residual", "norm"]
-
-
-def _encoder_graphs():
-    spec = importlib.util.spec_from_file_location("encoder_graphs",
-                                                  ROOT / "test" / "e2e" / "encoder_graphs.py")
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
 
 
 def _renamed(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -105,13 +96,13 @@ def _binary_without_names(compiled: api.CompiledModel):
 
 
 def test_post_ln_encoder_layers_and_roles() -> None:
-    compiled = api.compile(_encoder_graphs().encoder(layers=2), stage="transformer")
+    compiled = api.compile(encoder_graphs.encoder(layers=2), stage="transformer")
     assert _layer_roles(compiled) == [(-1, "norm")] + [(n, role) for n in (0, 1)
                                                        for role in POST_LN_LAYER]
 
 
 def test_pre_ln_encoder_final_norm_is_outside_the_layers() -> None:
-    compiled = api.compile(_encoder_graphs().encoder(layers=2, pre_ln=True), stage="transformer")
+    compiled = api.compile(encoder_graphs.encoder(layers=2, pre_ln=True), stage="transformer")
     roles = _layer_roles(compiled)
     assert roles[0] == (-1, "norm")  # embeddings LayerNorm
     assert roles[1] == (0, "norm") and roles[-1] == (-1, "norm")  # pre-LN of layer 0; final LN
@@ -120,7 +111,7 @@ def test_pre_ln_encoder_final_norm_is_outside_the_layers() -> None:
 
 
 def test_meaningless_node_names_give_the_same_stamps_and_binary() -> None:
-    model = _encoder_graphs().encoder(layers=2)
+    model = encoder_graphs.encoder(layers=2)
     named = api.compile(model, stage="esb")
     anonymous = api.compile(_renamed(model), stage="esb")
     assert _binary_without_names(anonymous) == _binary_without_names(named)
@@ -132,7 +123,7 @@ def test_meaningless_node_names_give_the_same_stamps_and_binary() -> None:
 
 
 def test_weight_shared_layer_applied_twice_is_two_layers() -> None:
-    model = _weight_shared(_encoder_graphs().encoder(layers=2))
+    model = _weight_shared(encoder_graphs.encoder(layers=2))
     compiled = api.compile(model, stage="esb")
     program = compiled.program()
     attention = [e for e in program.debug.values() if e.component == "qk"]
@@ -143,7 +134,7 @@ def test_weight_shared_layer_applied_twice_is_two_layers() -> None:
 
 
 def test_gated_ffn_gets_gate_up_and_down_roles() -> None:
-    compiled = api.compile(_gated_ffn(_encoder_graphs().encoder(layers=1), 32, 64),
+    compiled = api.compile(_gated_ffn(encoder_graphs.encoder(layers=1), 32, 64),
                            stage="transformer")
     linears = [(s.layer, s.role) for s in _stamps(compiled, transformer.LinearOp)]
     # In program order: the up projection (the encoder's own), then the gate the test added.
@@ -167,7 +158,7 @@ def test_gated_ffn_roles_from_ir_without_stamps() -> None:
 
 
 def test_stamps_print_parse_and_survive_quantize_and_insert_spls(tmp_path: Path) -> None:
-    model = _renamed(_encoder_graphs().encoder(layers=2))
+    model = _renamed(encoder_graphs.encoder(layers=2))
     lifted = api.compile(model, stage="transformer")
     text = lifted.ir()
     assert 'role = "ffn_down"' in text and "layer = 1 : i64" in text
@@ -181,7 +172,7 @@ def test_stamps_print_parse_and_survive_quantize_and_insert_spls(tmp_path: Path)
 
 
 def test_spls_layer_option_addresses_the_stamped_layer() -> None:
-    model = _weight_shared(_renamed(_encoder_graphs().encoder(layers=2)))
+    model = _weight_shared(_renamed(encoder_graphs.encoder(layers=2)))
     compiled = api.compile(model, stage="spls", sparsity="spls",
                            spls_option=["threshold=0.99", "1:threshold=0.5"])
     thresholds = {read_stamp(op).layer: op.threshold.value.data

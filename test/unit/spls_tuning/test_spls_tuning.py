@@ -1,6 +1,6 @@
 """esact-tune and the SPLS options of esact-cc on a tiny post-LN encoder classifier.
 
-The model: test/e2e/encoder_graphs.py's 2-layer BERT-style encoder (padding mask) plus a
+The model: test/helpers/encoder_graphs.py's 2-layer BERT-style encoder (padding mask) plus a
 mean-pool + MatMul head, 4 classes. Labels are the dense model's own onnxruntime predictions,
 so dense accuracy is 100 and every lost point is SPLS's. The search tables are shrunk (the
 search logic is what is tested, not the default grid's size).
@@ -8,12 +8,12 @@ search logic is what is tested, not the default grid's size).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import encoder_graphs
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -39,17 +39,8 @@ SEQ, HIDDEN, HEADS, FFN, LAYERS, CLASSES, VOCAB = 12, 16, 2, 32, 2, 4, 50
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def _encoder_graphs():
-    spec = importlib.util.spec_from_file_location("encoder_graphs",
-                                                  ROOT / "test" / "e2e" / "encoder_graphs.py")
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
-
-
 def tiny_classifier() -> onnx.ModelProto:
-    model = _encoder_graphs().encoder(layers=LAYERS, seq=SEQ, hidden=HIDDEN, heads=HEADS,
+    model = encoder_graphs.encoder(layers=LAYERS, seq=SEQ, hidden=HIDDEN, heads=HEADS,
                                       ffn=FFN, vocab=VOCAB, seed=0)
     graph = model.graph
     head = np.random.default_rng(5).standard_normal((HIDDEN, CLASSES)).astype(np.float32)
