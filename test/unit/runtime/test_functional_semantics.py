@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from instruction_machine import CFG, get, machine_for, put
 import math
 
 import numpy as np
@@ -13,33 +14,14 @@ from esact_cc.runtime.esb import (
     IODescriptor,
     Program,
     TensorDesc,
-    check_program_fits,
-    validate_program,
 )
 from esact_cc.runtime.functional import Machine, execute
-from esact_cc.runtime.hw_config import load_config
 from esact_cc.runtime.isa import Buffer, Instruction, Work
 from onnx import TensorProto, helper
 
-CFG = load_config()
 RNG = np.random.default_rng(1234)
 
 
-def machine_for(instr: Instruction) -> Machine:
-    program = Program([instr, Instruction.make("halt")], CFG.hash)
-    validate_program(program)
-    return Machine(program, CFG, max(check_program_fits(program, CFG), 1 << 16))
-
-
-def put(m: Machine, buf: Buffer, addr: int, values: np.ndarray) -> None:
-    flat = np.asarray(values).ravel()
-    m.buffers[buf][addr:addr + flat.size] = flat
-
-
-def get(m: Machine, buf: Buffer, addr: int, rows: int, cols: int, stride: int = 0) -> np.ndarray:
-    stride = stride or cols
-    return np.stack([m.buffers[buf][addr + r * stride: addr + r * stride + cols]
-                     for r in range(rows)])
 
 
 def run(instr: Instruction, m: Machine | None = None) -> tuple[Machine, Work]:

@@ -4,12 +4,10 @@ the SFU is charged for them in cycles (energy: test/e2e/test_token_scales.py).""
 
 from __future__ import annotations
 
+from instruction_machine import CFG, get, machine_for, put
 import numpy as np
 from esact_cc.passes.quantize import symmetric_scale
 from esact_cc.quantized_kernels import dequantize, quantize_int8
-from esact_cc.runtime.esb import Program, check_program_fits, validate_program
-from esact_cc.runtime.functional import Machine
-from esact_cc.runtime.hw_config import load_config
 from esact_cc.runtime.isa import (
     INSTRUCTION_SPECS,
     SFU_PASSES,
@@ -22,25 +20,9 @@ from esact_cc.runtime.isa import (
 from esact_cc.runtime.isa_token_scales import quantize_rows, row_scales
 from esact_cc.runtime.work_table import sfu_passes_column
 
-CFG = load_config()
 RNG = np.random.default_rng(7)
 
 
-def machine_for(instr: Instruction) -> Machine:
-    program = Program([instr, Instruction.make("halt")], CFG.hash)
-    validate_program(program)
-    return Machine(program, CFG, max(check_program_fits(program, CFG), 1 << 16))
-
-
-def put(m: Machine, buf: Buffer, addr: int, values: np.ndarray) -> None:
-    flat = np.asarray(values).ravel()
-    m.buffers[buf][addr:addr + flat.size] = flat
-
-
-def get(m: Machine, buf: Buffer, addr: int, rows: int, cols: int, stride: int = 0) -> np.ndarray:
-    stride = stride or cols
-    return np.stack([m.buffers[buf][addr + r * stride: addr + r * stride + cols]
-                     for r in range(rows)])
 
 
 def f32(shape: tuple[int, ...], scale: float = 1.0) -> np.ndarray:

@@ -3,28 +3,16 @@ mask output, against numpy references (and the encoding round trip of the new fi
 
 from __future__ import annotations
 
+from instruction_machine import machine_for, put
 import numpy as np
 import pytest
 from esact_cc.runtime.encoding import decode_instruction, encode_instruction
-from esact_cc.runtime.esb import Program, check_program_fits, validate_program
-from esact_cc.runtime.functional import Machine
-from esact_cc.runtime.hw_config import load_config
 from esact_cc.runtime.isa import Buffer, Instruction, SimilarityMode
 from esact_cc.runtime.spls_kernels import local_similarity
 
-CFG = load_config()
 RNG = np.random.default_rng(7)
 
 
-def machine_for(instr: Instruction) -> Machine:
-    program = Program([instr, Instruction.make("halt")], CFG.hash)
-    validate_program(program)
-    return Machine(program, CFG, max(check_program_fits(program, CFG), 1 << 16))
-
-
-def put(m: Machine, buf: Buffer, addr: int, values: np.ndarray) -> None:
-    flat = np.asarray(values).ravel()
-    m.buffers[buf][addr:addr + flat.size] = flat
 
 
 @pytest.mark.parametrize("with_elem_mask", [False, True])
