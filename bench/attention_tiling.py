@@ -44,9 +44,17 @@ def export_bert(length: int, layers: int, path: Path) -> dict[str, np.ndarray]:
     config = BertConfig(num_hidden_layers=layers, max_position_embeddings=max(512, length),
                         attn_implementation="eager")
     torch.manual_seed(0)
-    model = BertModel(config, add_pooling_layer=False).eval()
+    return export_last_hidden(BertModel(config, add_pooling_layer=False), config.vocab_size,
+                              length, path)
+
+
+def export_last_hidden(model: torch.nn.Module, vocab: int, length: int,
+                       path: Path) -> dict[str, np.ndarray]:
+    """Legacy export (opset 17) of a text model's last_hidden_state on random ids (seed 0),
+    all tokens attended; returns the inputs."""
+    model = model.eval()
     rng = np.random.default_rng(0)
-    inputs = {"input_ids": rng.integers(1, config.vocab_size, (1, length), dtype=np.int64),
+    inputs = {"input_ids": rng.integers(1, vocab, (1, length), dtype=np.int64),
               "attention_mask": np.ones((1, length), np.int64)}
     args = tuple(torch.from_numpy(v) for v in inputs.values())
     torch.onnx.export(LastHidden(model), args, str(path), dynamo=False, opset_version=17,

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from attention_tiling import export_bert
+from attention_tiling import export_bert, export_last_hidden
 
 from esact_cc import api
 from esact_cc.runtime.errors import EsactError
@@ -59,7 +59,6 @@ def export_llama(length: int, layers: int, path: Path) -> dict[str, np.ndarray]:
     """A LLaMA-style decoder with random weights (transformers' LlamaConfig: grouped-query
     attention 12 / 4 heads, RMSNorm, SwiGLU FFN, rotary embeddings), legacy export, opset 17."""
     import torch
-    from attention_tiling import LastHidden
     from transformers import LlamaConfig, LlamaModel
 
     config = LlamaConfig(hidden_size=768, num_attention_heads=12, num_key_value_heads=4,
@@ -67,14 +66,7 @@ def export_llama(length: int, layers: int, path: Path) -> dict[str, np.ndarray]:
                          max_position_embeddings=max(2048, length), use_cache=False,
                          attn_implementation="eager")
     torch.manual_seed(0)
-    model = LlamaModel(config).eval()
-    rng = np.random.default_rng(0)
-    inputs = {"input_ids": rng.integers(1, config.vocab_size, (1, length), dtype=np.int64),
-              "attention_mask": np.ones((1, length), np.int64)}
-    args = tuple(torch.from_numpy(v) for v in inputs.values())
-    torch.onnx.export(LastHidden(model), args, str(path), dynamo=False, opset_version=17,
-                      input_names=list(inputs), output_names=["last_hidden_state"])
-    return inputs
+    return export_last_hidden(LlamaModel(config), config.vocab_size, length, path)
 
 
 EXPORTERS = {"bert": export_bert, "llama": export_llama}
