@@ -342,6 +342,8 @@ def _rewrite_layer(layer: _Layer, options: LayerOptions, weights: _HLogWeights) 
     first = min((layer.q, layer.k, layer.v), key=_position)
     mask_value = att.mask  # type: ignore[attr-defined]
     if mask_value is not None and not _defined_before(mask_value, first):
+        _hoist_independent(mask_value, first)
+    if mask_value is not None and not _defined_before(mask_value, first):
         print(f"warning: insert-spls: {_label(att)}: the attention mask is computed after the "
               "Q/K/V projections; layer left dense", file=sys.stderr)
         return
@@ -439,6 +441,28 @@ def _mask_layer(layer: _Layer, options: LayerOptions, reuse: SSAValue, keys: SSA
             if not _has_input_groups(linear):
                 _replace(linear, _key_masked_linear(linear, keys, heads))
     _replace(att, _masked_attention(att, reuse, spa if options.attention == "topk" else None))
+
+
+def _hoist_independent(value: SSAValue, first: Operation) -> None:
+    """Move the ops computing `value` in front of `first` when none of them reads anything
+    computed at or after it (Swin's relative-position bias is a constant written after the
+    projections): the prediction needs the mask before the projections. ONNX and weight ops
+    are pure, so moving them earlier keeps the program's meaning; a mask that depends on the
+    projections stays where it is (the caller then leaves the layer dense, saying why)."""
+    start = _position(first)
+    pending, chain = [value], set()
+    while pending:
+        owner = pending.pop().owner
+        if (not isinstance(owner, Operation) or owner in chain
+                or owner.parent_block() is not first.parent_block() or _position(owner) < start):
+            continue
+        if owner.regions or not owner.name.startswith("onnx."):
+            return  # a lifted op (the projections among them) or a host segment: stays
+        chain.add(owner)
+        pending.extend(owner.operands)
+    for op in sorted(chain, key=_position):
+        op.detach()
+        Rewriter.insert_op(op, InsertPoint.before(first))
 
 
 def _position(op: Operation) -> int:
