@@ -135,29 +135,39 @@ def _match_tokens(
     return producer
 
 
+# LOWEST_BIT[mask]: the index of the mask's lowest set bit (a table: pop masks are small).
+def _lowest_bit_table(n_queues: int) -> np.ndarray:
+    masks = np.arange(1 << n_queues)
+    low = masks & -masks
+    return np.where(low > 0, np.log2(np.maximum(low, 1)), n_queues).astype(np.int64)
+
+
 def _dependencies(producer: list[np.ndarray | None], pops: np.ndarray, n: int
                   ) -> tuple[list[int], list[int], list[tuple[tuple[int, int], ...] | None]]:
-    """The event loop's view of the matched tokens: first[i], first_src[i]: the producer of
-    instruction i's lowest-bit pop and that queue (n + 1, a slot that is always ready, for
-    an instruction that pops nothing); more[i]: (producer, queue) of its other pops, None
-    for the usual instruction with at most one."""
+    """The event loop's view of the matched tokens, one entry per instruction plus one for
+    the end-of-queue sentinel n: first[i], first_src[i]: the producer of instruction i's
+    lowest-bit pop and that queue (n + 1, a slot that is always ready, for an instruction
+    that pops nothing; n, never ready, for the sentinel); more[i]: (producer, queue) of its
+    other pops, None for the usual instruction with at most one."""
     nq = len(producer)
+    lowest_bit = _lowest_bit_table(nq)
     low = pops & -pops
-    first_src = np.where(low > 0, np.log2(np.maximum(low, 1)).astype(np.int64), nq)
-    first = np.full(n, n + 1, dtype=np.int64)
+    first_src = lowest_bit[pops]
+    first = np.full(n + 1, n + 1, dtype=np.int64)
+    first[n] = n
     for src, column in enumerate(producer):
         if column is not None:
-            from_src = first_src == src
+            from_src = np.flatnonzero(first_src == src)
             first[from_src] = column[from_src]
-    more: list[tuple[tuple[int, int], ...] | None] = [None] * n
+    more: list[tuple[tuple[int, int], ...] | None] = [None] * (n + 1)
     multi = np.flatnonzero(pops != low)
     if multi.size:
         rest = pops[multi] & ~low[multi]
-        src2 = np.log2(rest & -rest).astype(np.int64)
+        src2 = lowest_bit[rest]
         prod2 = np.full(multi.size, n + 1, dtype=np.int64)
         for src, column in enumerate(producer):
             if column is not None:
-                from_src = src2 == src
+                from_src = np.flatnonzero(src2 == src)
                 prod2[from_src] = column[multi[from_src]]
         for i, p, src in zip(multi.tolist(), prod2.tolist(), src2.tolist()):
             more[i] = ((p, src),)  # the usual second pop
@@ -165,7 +175,24 @@ def _dependencies(producer: list[np.ndarray | None], pops: np.ndarray, n: int
         for i in multi[(rest & (rest - 1)) != 0].tolist():  # three or more: rare
             more[i] = tuple((int(producer[src][i]), src)  # type: ignore[index]
                             for src in bits[int(pops[i])] if src != first_src[i])
-    return first.tolist(), first_src.tolist(), more
+    return first.tolist(), first_src.tolist() + [0], more
+
+
+def _queue_chains(queues: np.ndarray, nq: int) -> tuple[list[int], list[int], list[int]]:
+    """(heads, following, lengths): each queue's first instruction (n if it has none), the
+    next instruction of the same queue after each one (n after its last; the queue order is
+    program order), and the queue lengths."""
+    n = len(queues)
+    heads = [n] * nq
+    following = np.full(n, n, dtype=np.int64)
+    lengths = [0] * nq
+    for q in range(nq):
+        members = np.flatnonzero(queues == q)
+        lengths[q] = members.size
+        if members.size:
+            heads[q] = int(members[0])
+            following[members[:-1]] = members[1:]
+    return heads, following.tolist(), lengths
 
 
 def simulate(
@@ -192,21 +219,19 @@ def simulate(
     q_arr = np.asarray(queues, dtype=np.int64).reshape(n)
     pop_arr = np.asarray(pops, dtype=np.int64).reshape(n)
     push_arr = np.asarray(pushes, dtype=np.int64).reshape(n)
-    by_queue = np.argsort(q_arr, kind="stable")
-    lengths = np.bincount(q_arr, minlength=nq).tolist()
-    per_queue = [part.tolist() for part in np.split(by_queue, np.cumsum(lengths)[:-1])]
+    head, following, lengths = _queue_chains(q_arr, nq)
     producer_arrays = _match_tokens(q_arr, pop_arr, push_arr, nq)
     first, first_src, more = _dependencies(producer_arrays, pop_arr, n)
     # tokens a queue pushes to itself need no wake-up: its next head is checked anyway
     wake = (push_arr & ~(1 << q_arr)).tolist()  # a mask: most instructions wake no queue
     bits = _mask_bits(nq)
-    heads = [0] * nq
     free = [0] * nq
     in_heap = [False] * nq
     start = [0] * n
     lat = token_latency
     # end[i] + lat: when instruction i's tokens are visible. NEVER before it has run;
-    # end[n]: the producer of a token never pushed; end[n + 1]: of a pop that is not there.
+    # end[n]: the producer of a token never pushed (and of the end-of-queue sentinel's
+    # pop); end[n + 1]: of a pop that is not there.
     never = NEVER
     end = [never] * n + [never, -lat]
     stall = [[0] * (nq + 1) for _ in range(nq)]  # cause index nq = DRAM port
@@ -214,8 +239,12 @@ def simulate(
     heap: list[tuple[int, int, int, int]] = []
     heappush, heappop, heappushpop = heapq.heappush, heapq.heappop, heapq.heappushpop
 
-    def ready_time(i: int, t: int) -> tuple[int, int]:
-        """When instruction i, free at t, has its tokens, and the queue whose came last."""
+    def enqueue(q: int) -> None:
+        """Put queue q's head on the heap at its ready time if its tokens are pushed: t the
+        queue's free time or the last token's arrival, cause that token's queue (-1: none
+        waited for, so cause >= 0 exactly when the head stalls)."""
+        i = head[q]
+        t = free[q]
         cause = -1
         ready = end[first[i]] + lat
         if ready > t:
@@ -225,34 +254,20 @@ def simulate(
                 ready = end[p] + lat
                 if ready > t:
                     t, cause = ready, src
-        return t, cause
-
-    def enqueue(q: int) -> None:
-        """Put queue q's head on the heap at its ready time if its tokens are pushed."""
-        i = per_queue[q][heads[q]]
-        t = free[q]
-        if more[i] is None:  # ready_time, inline for the usual single pop
-            ready = end[first[i]] + lat
-            if ready > t:
-                t, cause = ready, first_src[i]
-            else:
-                cause = -1
-        else:
-            t, cause = ready_time(i, t)
         if t < never:
             # Ties broken by instruction index: deterministic and program-order fair.
             heappush(heap, (t, i, q, cause))
             in_heap[q] = True
 
     for q in range(nq):
-        if lengths[q]:
+        if head[q] < n:
             enqueue(q)
     dram_free = 0
     processed_append = processed.append
     entry = heappop(heap) if heap else None
     while entry is not None:
         t, i, q, cause = entry
-        if t > free[q]:
+        if cause >= 0:
             stall[q][cause] += t - free[q]
         d = dram[i]
         if d:
@@ -267,30 +282,29 @@ def simulate(
         processed_append(i)
         if wake[i]:
             for dst in bits[wake[i]]:
-                if not in_heap[dst] and heads[dst] < lengths[dst]:
+                if not in_heap[dst] and head[dst] < n:
                     enqueue(dst)
-        h = heads[q] = heads[q] + 1
-        if h < lengths[q]:  # the queue's next head, inline: most events continue a queue
-            i = per_queue[q][h]
-            t = end[first[i]] + lat  # ready_time(i, e), inline
-            if t > e:
-                cause = first_src[i]
-            else:
-                t, cause = e, -1
-            if more[i] is not None:
-                for p, src in more[i]:
-                    ready = end[p] + lat
-                    if ready > t:
-                        t, cause = ready, src
-            if t < never:
-                entry = heappushpop(heap, (t, i, q, cause))
-                continue
+        # the queue's next head (the sentinel n when it is done, never ready), inline: most
+        # events continue a queue
+        i = head[q] = following[i]
+        t = end[first[i]] + lat
+        if t > e:
+            cause = first_src[i]
+        else:
+            t, cause = e, -1
+        if more[i] is not None:
+            for p, src in more[i]:
+                ready = end[p] + lat
+                if ready > t:
+                    t, cause = ready, src
+        if t < never:
+            entry = heappushpop(heap, (t, i, q, cause))
+            continue
         in_heap[q] = False
         entry = heappop(heap) if heap else None
 
     if len(processed) < n:
-        raise ProgramError(_deadlock_message(per_queue, heads, lengths, producer_arrays, end,
-                                             pop_arr, queue_names))
+        raise ProgramError(_deadlock_message(head, producer_arrays, end, pop_arr, queue_names))
     del end[n:]
     names = tuple(queue_names)
     cycle_arr = np.asarray(cycles, dtype=np.int64).reshape(n)
@@ -340,9 +354,7 @@ def _token_edges(
 
 
 def _deadlock_message(
-    per_queue: list[list[int]],
-    heads: list[int],
-    lengths: list[int],
+    head: list[int],
     producer: list[np.ndarray | None],
     end: list[int],
     pops: np.ndarray,
@@ -351,8 +363,8 @@ def _deadlock_message(
     nq = len(names)
     blocked = []
     for q in range(nq):
-        if heads[q] < lengths[q]:
-            i = per_queue[q][heads[q]]
+        i = head[q]
+        if i < len(pops):
             missing = [names[s] for s in range(nq) if pops[i] >> s & 1
                        and end[int(producer[s][i])] >= NEVER]  # type: ignore[index]
             blocked.append((i, q, missing))
