@@ -291,9 +291,20 @@ def _status(row: dict[str, Any]) -> str:
     return ""
 
 
+def _commits(rows: list[dict[str, Any]]) -> str:
+    """Which commit measured how many rows, when an --update mixed them."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row.get("commit", "?")] = counts.get(row.get("commit", "?"), 0) + 1
+    if len(counts) < 2:
+        return ""
+    return "rows measured at " + ", ".join(f"{c} ({n})" for c, n in counts.items()) + "; "
+
+
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     out = ["# Family coverage", "",
-           f"`python bench/coverage_families.py` at {meta['commit']} ({meta['date']}); "
+           f"`{meta.get('command', 'python bench/coverage_families.py')}` at {meta['commit']} "
+           f"({meta['date']}); {_commits(rows)}"
            f"{meta['cases']} cases, {meta['seconds']:.0f} s. Small random configs, batch 1. "
            "Lifted = ops on the accelerator of that kind's total; host = transformer.host "
            "regions; dense = INT8 binary on the functional model vs onnxruntime (cosine, "
@@ -329,6 +340,9 @@ def main() -> int:
     parser.add_argument("--case-timeout", type=float, default=600.0)
     parser.add_argument("--work-dir", default="/tmp/esact_coverage_models")
     parser.add_argument("--out", default=str(RESULTS / "coverage_families"))
+    parser.add_argument("--update", action="store_true",
+                        help="rerun --only's families into the existing --out table, keeping the "
+                        "other rows (each row records the commit it was measured at)")
     parser.add_argument("--case", help=argparse.SUPPRESS)  # family,exporter,attention
     args = parser.parse_args()
     work_dir = Path(args.work_dir)
@@ -353,18 +367,36 @@ def main() -> int:
                             capture_output=True, text=True, check=False).stdout.strip()
     rows: dict[int, dict[str, Any]] = {}
     out = Path(args.out)
+    kept = _rows_kept(out, families, commit) if args.update else []
     writing = threading.Lock()
 
     def run(index: int) -> None:
-        row = _run_in_process(cases[index], work_dir, args.case_timeout)
+        row = _run_in_process(cases[index], work_dir, args.case_timeout) | {"commit": commit}
         with writing:  # written after each case: a stopped run keeps what it measured
             rows[index] = row
-            write(out, [rows[i] for i in sorted(rows)], len(cases), commit, start)
+            done = _in_family_order(kept + [rows[i] for i in sorted(rows)])
+            write(out, done, len(kept) + len(cases), commit, start)
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         list(pool.map(run, range(len(cases))))
     print(out.with_suffix(".md").read_text())
     return 0
+
+
+def _rows_kept(out: Path, rerun: list[str], commit: str) -> list[dict[str, Any]]:
+    """The rows of an earlier run (`--update`) for the families not rerun now."""
+    path = out.with_suffix(".json")
+    if not path.is_file():
+        sys.exit(f"coverage_families.py: error: --update: no earlier table at {path}")
+    earlier = json.loads(path.read_text())
+    return [row | {"commit": row.get("commit", earlier["meta"]["commit"])}
+            for row in earlier["rows"] if row["family"] not in rerun]
+
+
+def _in_family_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    order = {(f, e, a): i for i, (f, e, a) in enumerate(
+        (f, e, a) for f in FAMILIES for e in EXPORTERS for a in ATTENTIONS)}
+    return sorted(rows, key=lambda r: order[(r["family"], r["exporter"], r["attention"])])
 
 
 def write(out: Path, done: list[dict[str, Any]], cases: int, commit: str, start: float) -> None:
