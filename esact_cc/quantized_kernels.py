@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 # QUANT_ROWS' kernels (per-token scales), re-exported for the interpreter.
+from esact_cc.runtime import online_softmax
 from esact_cc.runtime.isa import GeluMode
 from esact_cc.runtime.isa_token_scales import quantize_rows, row_scales  # noqa: F401
 
@@ -61,19 +62,13 @@ def add_f32(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def softmax_rows(
     x: np.ndarray, scale: float, add_row: np.ndarray | None, visible: np.ndarray | None
 ) -> np.ndarray:
-    """SOFTMAX in float64: z = x * scale (+ add_row[c]); invisible positions -inf;
-    exp(z - max) / sum rounded to float32; a row with no visible position is all 0."""
-    z = np.asarray(x, np.float32).astype(np.float64) * np.float64(np.float32(scale))
-    if add_row is not None:
-        z = z + np.asarray(add_row, np.float32).astype(np.float64)
-    if visible is not None:
-        z = np.where(visible, z, -np.inf)
-    peak = np.max(z, axis=-1, keepdims=True)
-    finite = np.isfinite(peak)
-    e = np.exp(z - np.where(finite, peak, 0.0))
-    e = np.where(finite, e, 0.0)
-    total = np.sum(e, axis=-1, keepdims=True)
-    return (e / np.where(total > 0, total, 1.0)).astype(np.float32)
+    """SOFTMAX: z = x * scale (+ add_row[c]) in float64, invisible positions excluded; the
+    online chunked softmax of `runtime/online_softmax.py` (the instruction's definition),
+    rounded to float32; a row with no visible position is all 0."""
+    z = online_softmax.logits(x, scale, add_row)
+    rows = z.reshape(-1, z.shape[-1])
+    valid = None if visible is None else np.broadcast_to(visible, z.shape).reshape(rows.shape)
+    return online_softmax.softmax(rows, valid).reshape(z.shape)
 
 
 def input_runs(k: int, group_size: int | None,

@@ -41,8 +41,12 @@ from esact_cc.quantized_kernels import (
     quant_multiplier,
 )
 from esact_cc.runtime.errors import CompileError
+from esact_cc.passes.lower_attention_blocks import key_extent, lower_key_blocked
 from esact_cc.runtime.isa import Buffer
 
+CAUSAL_TILES = 8
+"""Query tiles causal attention is cut into at least (keys above a tile's diagonal skipped:
+about 1/2 + 1/16 of the dense Q K^T and P V work with 8)."""
 # ----------------------------------------------------------------------------- attention
 
 
@@ -56,12 +60,18 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
     share = heads // kv_heads  # query heads per K / V head (> 1: grouped-query; verified)
     d, dv = width // heads, width_v // kv_heads
     causal = op.causal is not None
+    if not _tile_fits(lw, 1, lk, d, dv, spa):
+        lower_key_blocked(lw, op, rows, spa)  # not one query row over all keys fits
+        return
     s_scale = attention_score_scale(op.scale.value.data, op.q_scale.value.data, op.k_scale.value.data)
     o_scale = attention_output_scale(op.p_scale.value.data, op.v_scale.value.data)
     s_vec = lw.constant("attention.score_scale", np.full(lk, s_scale, np.float32), ("s", lk, float(s_scale)))
     o_vec = lw.constant("attention.output_scale", np.full(dv, o_scale, np.float32), ("o", dv, float(o_scale)))
     q_mult, k_mult, v_mult, p_mult = (quant_multiplier(s) for s in op.int8_scales())
-    q_tile, group = _attention_tiling(lw, op, lq, lk, d, dv, rows, spa)
+    lk_all = lk
+    # Keys above a query tile's diagonal are skipped where nothing is laid out per key.
+    skip_causal = causal and rows is None and spa is None and not per_query_mask(op)
+    q_tile, group = _attention_tiling(lw, op, lq, lk, d, dv, rows, spa, skip_causal)
     # Query tiles with row reuse: a reused row's representative may lie in an earlier tile,
     # so each head's [lq, dv] output stays in VBUF until its last tile, then SCATTER_ROWS.
     whole_heads: dict[int, int] = {}
@@ -85,6 +95,11 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
         """(first K / V head, K / V heads) that query heads [h0, h0 + g) read."""
         return h0 // share, (h0 + g - 1) // share - h0 // share + 1
 
+    def keys_of(r0: int, tq: int) -> int:
+        """Keys query rows [r0, r0 + tq) compute over: causal attention skips the keys above
+        the diagonal of the tile's last row (the chunked softmax is unchanged by them)."""
+        return key_extent(lq, lk, r0, tq) if skip_causal else lk
+
     def pv(b: int, h0: int, g: int, r0: int, tq: int, hh: int, p: int, va: int) -> None:
         """P x V of head hh of the group over query rows [r0, r0 + tq), dequantized and stored
         into its column block."""
@@ -92,7 +107,7 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
         kv0, kvg = kv_heads_of(h0, g)
         acc = lw.alloc(Buffer.ACC, tq * dv)
         lw.emit("attn_pv", "pv", out_addr=acc, p_addr=p, v_addr=va + (h // share - kv0) * dv,
-                lq=tq, lk=lk, d=dv, v_stride=kvg * dv, **masks_of(b, h, r0, tq))
+                lq=tq, lk=keys_of(r0, tq), d=dv, v_stride=kvg * dv, **masks_of(b, h, r0, tq))
         lw.free(Buffer.ABUF, p)
         spa_rows.done(b, h, r0)
         if rows is not None and tq < lq:
@@ -120,6 +135,7 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
     def scores_to_p(b: int, h: int, scores: int, r0: int, tq: int) -> int:
         """DEQUANT, [per-query mask], SOFTMAX and QUANT of query rows [r0, r0 + tq) of head h:
         the ABUF address of P."""
+        lk = keys_of(r0, tq)
         f = lw.alloc(Buffer.VBUF, tq * lk)
         lw.emit("dequant", "sfu", dst_addr=f, src_addr=scores, rows=tq, cols=lk, scale_addr=s_addr)
         lw.free(Buffer.ACC, scores)
@@ -130,7 +146,7 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
         elif mask_rows.present:
             extra.update(has_add_mask=1, add_mask_addr=mask_rows.row(b, h))
         # Causal: key c is visible to query row r0 + r when c <= r + r0 + lk - lq.
-        causal_fields = {"causal": int(causal), "causal_offset": lk - lq + r0 if causal else 0}
+        causal_fields = {"causal": int(causal), "causal_offset": lk_all - lq + r0 if causal else 0}
         lw.emit("softmax", "sfu", dst_addr=f, src_addr=f, rows=tq, cols=lk, scale=1.0,
                 **causal_fields, **extra)
         p = lw.alloc(Buffer.ABUF, tq * lk)
@@ -158,9 +174,10 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
                 pending: list[tuple[int, int]] = []  # (head in group, P address) waiting for P x V
                 for hh in range(g):
                     h = h0 + hh
-                    scores = lw.alloc(Buffer.ACC, tq * lk)
+                    scores = lw.alloc(Buffer.ACC, tq * keys_of(r0, tq))
                     lw.emit("attn_qk", "qk", scores_addr=scores, q_addr=qa + hh * d,
-                            k_addr=ka + (h // share - kv0) * d, lq=tq, lk=lk, d=d, q_stride=g * d,
+                            k_addr=ka + (h // share - kv0) * d, lq=tq, lk=keys_of(r0, tq), d=d,
+                            q_stride=g * d,
                             k_stride=kvg * d, **masks_of(b, h, r0, tq))
                     pending.append((hh, scores_to_p(b, h, scores, r0, tq)))
                     if len(pending) == 2:
@@ -248,35 +265,55 @@ def _quantize_loads(lw: Lowering, b: int, loads: list[tuple]) -> None:
                          ((0, count * cols, float(mult)),))
 
 
+def per_query_mask(op: transformer.AttentionOp) -> bool:
+    """Whether the additive mask varies per query ([.., Lq, Lk], `MaskRows.per_query`)."""
+    if op.mask is None:
+        return False
+    dims = op.mask.type.get_shape()  # type: ignore[attr-defined]
+    return len(dims) >= 2 and dims[-2] != 1
+
+
+def _free_mbuf(lw: Lowering) -> int:
+    rings = lw.rings[Buffer.MBUF]
+    return rings.capacity - sum(e - s for s, e in rings.live.items())
+
+
+def _tile_fits(lw: Lowering, tq: int, lk: int, d: int, dv: int, spa: MaskTiles | None) -> bool:
+    """Whether tq query rows over all lk keys fit: Q, K, V, two heads' P in ABUF, the scores
+    in a VBUF quarter and half the ACC; spilled SPA rows: two heads' tiles in flight in the
+    MBUF ring (with one tile live anywhere, the larger free gap holds another only if the free
+    MBUF is 3 tiles)."""
+    abuf, vbuf, acc = (lw.capacity(Buffer.ABUF), lw.capacity(Buffer.VBUF) // OUT_FRACTION,
+                       lw.capacity(Buffer.ACC) // HALF)
+    spilled = spa is not None and spa.spa is None
+    return ((tq + lk) * d + lk * dv + 2 * tq * lk <= abuf and tq * lk <= min(vbuf, acc)
+            and (not spilled or 3 * tq * lk <= _free_mbuf(lw)))
+
+
 def _attention_tiling(lw: Lowering, op: transformer.AttentionOp, lq: int, lk: int, d: int,
-                      dv: int, rows: MaskTiles | None, spa: MaskTiles | None) -> tuple[int, int]:
+                      dv: int, rows: MaskTiles | None, spa: MaskTiles | None,
+                      skip_causal: bool) -> tuple[int, int]:
     """(query rows per tile, heads per group). All lq rows when one head's Q, K, V, P and its
     [lq, lk] scores (and SPA rows LOADed from DRAM, two heads in flight) fit; else query tiles
     of whole key rows (each row's softmax still sees all its keys: no recomputation, K / V stay
-    on chip across the tiles). Row reuse over query tiles keeps each head's [lq, dv] output in
-    VBUF, which bounds the group."""
+    on chip across the tiles). Causal attention that skips keys above the diagonal takes at
+    least CAUSAL_TILES tiles (tile i then computes over (i + 1) / CAUSAL_TILES of the keys).
+    Row reuse over query tiles keeps each head's [lq, dv] output in VBUF, which bounds the
+    group."""
     abuf, vbuf, acc = (lw.capacity(Buffer.ABUF), lw.capacity(Buffer.VBUF) // OUT_FRACTION,
                        lw.capacity(Buffer.ACC) // HALF)
-    rings = lw.rings[Buffer.MBUF]
-    mbuf = rings.capacity - sum(e - s for s, e in rings.live.items())
     spilled = spa is not None and spa.spa is None
-
-    # Spilled SPA rows: two heads' tiles in flight in the MBUF ring. With one tile live
-    # anywhere, the larger free gap holds another only if the free MBUF is 3 tiles.
-    def fits(tq: int) -> bool:
-        return ((tq + lk) * d + lk * dv + 2 * tq * lk <= abuf and tq * lk <= min(vbuf, acc)
-                and (not spilled or 3 * tq * lk <= mbuf))
-
-    if fits(lq):
+    if _tile_fits(lw, lq, lk, d, dv, spa):
         tq = lq
     else:
         limit = min((abuf - lk * (d + dv)) // (d + 2 * lk), vbuf // lk, acc // lk,
-                    mbuf // (3 * lk) if spilled else lq)
-        if limit < 1:
-            raise CompileError(f"{op_label(op)}: attention over {lq}x{lk} does not fit the "
-                               "on-chip buffers (not even one query row over all keys fits)")
+                    _free_mbuf(lw) // (3 * lk) if spilled else lq)
+        assert limit >= 1  # else the key-blocked form was chosen
         tq = round_tile(limit, lq, lw.config.mac_rows)
-        assert fits(tq)
+        assert _tile_fits(lw, tq, lk, d, dv, spa)
+    if skip_causal and lq > lw.config.mac_rows:
+        tq = min(tq, round_tile(max(lw.config.mac_rows, lq // CAUSAL_TILES), lq,
+                                lw.config.mac_rows))
     per_head = (tq + lk) * d + lk * dv
     group = max(1, min(op.heads, abuf // HALF // per_head))
     if rows is not None and tq < lq:

@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import spls_kernels
+from . import online_softmax, spls_kernels
 from .errors import EsactError, ProgramError
 from .esb import Program, check_program_fits
 from .gelu_erf import gelu_erf_float32
 from .host_segments import HOST_TIME_LIMIT_S
+from .isa_online_softmax import softmax_logits
 from .layer_norm_rows import layer_norm_rows
 from .isa import (
     BUFFER_DTYPES,
@@ -281,23 +282,8 @@ class Machine:
         self._sfu_elements(f)
 
     def op_softmax(self, f: Mapping[str, int]) -> None:
-        z = self.view("src_addr").astype(np.float64) * self.float_field("scale")
-        if f["has_add_mask"]:
-            z = z + self.vector("add_mask_addr").astype(np.float64)
-        valid = np.ones(z.shape, dtype=bool)
-        if f["causal"]:
-            r = np.arange(f["rows"])[:, None]
-            c = np.arange(f["cols"])[None, :]
-            valid &= c <= r + f["causal_offset"]
-        if f["has_elem_mask"]:
-            valid &= self.mask("elem_mask_addr")
-        z = np.where(valid, z, -np.inf)
-        row_max = z.max(axis=1, keepdims=True)
-        row_max = np.where(np.isfinite(row_max), row_max, 0.0)
-        e = np.where(valid, np.exp(z - row_max), 0.0)
-        total = e.sum(axis=1, keepdims=True)
-        y = np.divide(e, total, out=np.zeros_like(e), where=total > 0)
-        self.view("dst_addr")[...] = y.astype(np.float32)
+        z, valid = softmax_logits(self, f)
+        self.view("dst_addr")[...] = online_softmax.softmax(z, valid)
         self._sfu_elements(f)
 
     def op_layernorm(self, f: Mapping[str, int]) -> None:

@@ -122,3 +122,7 @@ isa_token_scales.register()
 from . import isa_spatten_mask  # noqa: E402  (needs the table above)
 
 isa_spatten_mask.register()
+
+from . import isa_online_softmax  # noqa: E402  (needs the table above)
+
+isa_online_softmax.register()

@@ -47,7 +47,7 @@ CostFn = Callable[[Mapping[str, int], "HardwareConfig", Work], int]
 
 
 SFU_PASSES = MappingProxyType({
-    "softmax": 4,  # max, exp, sum, divide
+    "softmax": 4,  # max, exp, sum; normalize: exp(z - max) x 1 / sum fused in one pass
     "layernorm": 4,  # mean, variance, normalize, affine
     "gelu": 2,  # polynomial/erf evaluation is two lane passes
     "quant_rows": 2,  # running max |x| over the row, then QUANT's multiply-round-clip

@@ -272,7 +272,8 @@ _SPECS: tuple[InstructionSpec, ...] = (
         ), sfu_cost(SFU_PASSES["softmax"]),
         """Row softmax in float64: z = src * scale (+ add_mask[c]); positions the causal rule
         or the element mask exclude are -inf; dst = exp(z - max) / sum, excluded positions 0,
-        a row with no valid position all 0."""),
+        a row with no valid position all 0; max and sum are the running max and sum over
+        chunks of 64 keys of runtime/online_softmax.py (what key blocks reproduce)."""),
     _spec("layernorm", 0x24, Queue.SFU, Unit.SFU, (
         _addr("dst_addr", "VBUF fp32"), _addr("src_addr", "VBUF fp32"), *_ROWWISE,
         _addr("gamma_addr", "VBUF: cols"), _addr("beta_addr", "VBUF: cols"),

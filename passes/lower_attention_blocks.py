@@ -1,0 +1,156 @@
+"""Key-blocked dense attention: the form `passes/lower_attention.py` chooses when not even one
+query row over all keys fits on chip, so attention compiles for any length the DRAM holds.
+
+Per batch element, head and query tile, the keys are taken in blocks of a multiple of
+`online_softmax.CHUNK` keys, twice:
+1. statistics: LOAD + QUANT the K block, ATTN_QK, DEQUANT, SOFTMAX_STATS folds the block into
+   each row's running (max, sum) (VBUF, `runtime/isa_online_softmax.py`);
+2. output: the same Q K^T and DEQUANT again, SOFTMAX_NORM with the finished state, QUANT P,
+   LOAD + QUANT the V block, ATTN_PV accumulating the block's INT32 products in ACC;
+then one DEQUANT of the accumulated [tq, dv] and its STORE. The chunked online softmax makes
+every probability equal the whole row's (blocks start at chunk multiples), INT32
+accumulation over key blocks is exact, so the binary equals the INT8 interpreter bit for bit
+with no change to it. The price: Q K^T and its DEQUANT twice, and K (twice) and V reloaded
+from DRAM per query tile. Causal attention stops each tile's blocks at its last visible key.
+Row-reuse maps, SPA element masks and per-query additive masks are laid out per whole key row
+and are not blocked: such attention stays a one-line error when its key rows do not fit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from esact_cc.dialects import transformer
+from esact_cc.ir_queries import op_label
+from esact_cc.passes.lower_masked_inputs import MaskRows
+from esact_cc.passes.lowering_state import HALF, OUT_FRACTION, Lowering, MaskTiles, round_tile
+from esact_cc.quantized_kernels import (
+    attention_output_scale,
+    attention_score_scale,
+    quant_multiplier,
+)
+from esact_cc.runtime.errors import CompileError
+from esact_cc.runtime.isa import Buffer
+from esact_cc.runtime.online_softmax import CHUNK, STATE_WORDS
+
+MAX_KEY_BLOCK = 4 * CHUNK
+"""Keys per block at most: larger blocks only shrink the query tile, which multiplies the K / V
+reloads."""
+
+
+def key_extent(lq: int, lk: int, r0: int, tq: int) -> int:
+    """Keys [0, n) causal query rows [r0, r0 + tq) see (row r sees key c <= r + lk - lq);
+    at least one, so a tile whose rows see no key still has an (all-invalid) key row."""
+    return max(1, min(lk, r0 + tq + lk - lq))
+
+
+def key_block_tiling(lw: Lowering, lq: int, lk: int, d: int, dv: int) -> tuple[int, int] | None:
+    """(query rows per tile, keys per block) of the key-blocked form, None if not even one
+    row over one chunk of keys fits: the block size (a multiple of CHUNK) whose tile holds the
+    most scores, the larger block on a tie. ABUF holds Q, a K and a V block and P in half of
+    it; ACC the scores and the output in half; VBUF the FP32 scores in a quarter."""
+    abuf, acc = lw.capacity(Buffer.ABUF) // HALF, lw.capacity(Buffer.ACC) // HALF
+    vbuf = lw.capacity(Buffer.VBUF) // OUT_FRACTION
+    best: tuple[int, int] | None = None
+    for kb in range(CHUNK, min(MAX_KEY_BLOCK, -(-lk // CHUNK) * CHUNK) + 1, CHUNK):
+        limit = min((abuf - kb * (d + dv)) // (d + kb), acc // (kb + dv), vbuf // kb)
+        if limit >= 1:
+            tq = round_tile(limit, lq, lw.config.mac_rows)
+            if best is None or tq * kb >= best[0] * best[1]:  # most work per instruction
+                best = (tq, kb)
+    return best
+
+
+def lower_key_blocked(lw: Lowering, op: transformer.AttentionOp, rows: MaskTiles | None,
+                      spa: MaskTiles | None) -> None:
+    """Dense INT8 attention over key blocks (see the module docstring)."""
+    q, k, v = (lw.f32_tensor(val, name) for val, name in ((op.q, "q"), (op.k, "k"), (op.v, "v")))
+    batch, lq, width = q.shape
+    lk = k.shape[1]
+    heads = op.heads
+    share = heads // op.key_heads
+    d, dv = width // heads, v.shape[2] // op.key_heads
+    mask_rows = MaskRows(lw, op, op.mask, batch, heads, lq, lk)
+    too_big = f"{op_label(op)}: attention over {lq}x{lk} does not fit the on-chip buffers"
+    if rows is not None or spa is not None or mask_rows.per_query:
+        raise CompileError(f"{too_big} and its row-reuse, SPA or per-query mask is not blocked "
+                           "over keys (only dense attention is)")
+    tiling = key_block_tiling(lw, lq, lk, d, dv)
+    if tiling is None:
+        raise CompileError(f"{too_big} (not even one query row over {CHUNK} keys fits)")
+    tq, kb = tiling
+    causal = op.causal is not None
+    s_scale = attention_score_scale(op.scale.value.data, op.q_scale.value.data,
+                                    op.k_scale.value.data)
+    o_scale = attention_output_scale(op.p_scale.value.data, op.v_scale.value.data)
+    s_vec = lw.constant("attention.score_scale", np.full(kb, s_scale, np.float32),
+                        ("s", kb, float(s_scale)))
+    o_vec = lw.constant("attention.output_scale", np.full(dv, o_scale, np.float32),
+                        ("o", dv, float(o_scale)))
+    q_mult, k_mult, v_mult, p_mult = (float(quant_multiplier(s)) for s in op.int8_scales())
+    s_addr, o_addr = lw.alloc(Buffer.VBUF, kb), lw.alloc(Buffer.VBUF, dv)
+    lw.load(Buffer.VBUF, s_addr, s_vec.address, 1, kb)
+    lw.load(Buffer.VBUF, o_addr, o_vec.address, 1, dv)
+
+    def scores(b: int, h: int, qa: int, k0: int, n: int, tq_now: int) -> int:
+        """LOAD + QUANT K block [k0, k0 + n) of head h's K / V head, Q K^T, DEQUANT: the VBUF
+        address of the FP32 [tq, n] scores."""
+        ka = lw.alloc(Buffer.ABUF, n * d)
+        lw.quantize_rows(k, b * lk + k0, n, (h // share) * d, d, ka, k_mult)
+        acc = lw.alloc(Buffer.ACC, tq_now * n)
+        lw.emit("attn_qk", "qk", scores_addr=acc, q_addr=qa, k_addr=ka, lq=tq_now, lk=n, d=d)
+        lw.free(Buffer.ABUF, ka)
+        f = lw.alloc(Buffer.VBUF, tq_now * n)
+        lw.emit("dequant", "sfu", dst_addr=f, src_addr=acc, rows=tq_now, cols=n,
+                scale_addr=s_addr)
+        lw.free(Buffer.ACC, acc)
+        return f
+
+    def logit_fields(b: int, h: int, r0: int, k0: int, n: int, tq_now: int
+                     ) -> dict[str, int | float]:
+        """SOFTMAX_STATS / _NORM fields of key block [k0, k0 + n) of query rows from r0."""
+        fields: dict[str, int | float] = {"rows": tq_now, "cols": n, "scale": 1.0}
+        if causal:  # key k0 + c is visible to row r0 + r when k0 + c <= r0 + r + lk - lq
+            fields.update(causal=1, causal_offset=lk - lq + r0 - k0)
+        if mask_rows.present:
+            fields.update(has_add_mask=1, add_mask_addr=mask_rows.row(b, h) + k0)
+        return fields
+
+    for b in range(batch):
+        for h in range(heads):
+            for r0 in range(0, lq, tq):
+                tq_now = min(tq, lq - r0)
+                end = key_extent(lq, lk, r0, tq_now) if causal else lk
+                blocks = [(k0, min(kb, end - k0)) for k0 in range(0, end, kb)]
+                qa = lw.alloc(Buffer.ABUF, tq_now * d)
+                lw.quantize_rows(q, b * lq + r0, tq_now, h * d, d, qa, q_mult)
+                state = lw.alloc(Buffer.VBUF, tq_now * STATE_WORDS)
+                for k0, n in blocks:  # sweep 1: running max and sum
+                    f = scores(b, h, qa, k0, n, tq_now)
+                    lw.emit("softmax_stats", "sfu", src_addr=f, state_addr=state,
+                            accumulate=int(k0 > 0), **logit_fields(b, h, r0, k0, n, tq_now))
+                    lw.free(Buffer.VBUF, f)
+                out = lw.alloc(Buffer.ACC, tq_now * dv)
+                for k0, n in blocks:  # sweep 2: probabilities, P x V accumulated
+                    f = scores(b, h, qa, k0, n, tq_now)
+                    lw.emit("softmax_norm", "sfu", dst_addr=f, src_addr=f, state_addr=state,
+                            **logit_fields(b, h, r0, k0, n, tq_now))
+                    p = lw.alloc(Buffer.ABUF, tq_now * n)
+                    lw.emit("quant", "sfu", dst_addr=p, src_addr=f, rows=tq_now, cols=n,
+                            mult=p_mult)
+                    lw.free(Buffer.VBUF, f)
+                    va = lw.alloc(Buffer.ABUF, n * dv)
+                    lw.quantize_rows(v, b * lk + k0, n, (h // share) * dv, dv, va, v_mult)
+                    lw.emit("attn_pv", "pv", out_addr=out, p_addr=p, v_addr=va, lq=tq_now, lk=n,
+                            d=dv, accumulate=int(k0 > 0))
+                    lw.free(Buffer.ABUF, p, va)
+                lw.free(Buffer.ABUF, qa)
+                lw.free(Buffer.VBUF, state)
+                r = lw.alloc(Buffer.VBUF, tq_now * dv)
+                lw.emit("dequant", "sfu", dst_addr=r, src_addr=out, rows=tq_now, cols=dv,
+                        scale_addr=o_addr)
+                lw.free(Buffer.ACC, out)
+                lw.write_tile(op.result, r, b * lq + r0, tq_now, h * dv, dv)
+                lw.free(Buffer.VBUF, r)
+    lw.free(Buffer.VBUF, s_addr, o_addr)
+    mask_rows.free()

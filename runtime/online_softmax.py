@@ -1,0 +1,101 @@
+"""The softmax every SOFTMAX-family instruction and the INT8 interpreter compute: a running
+(online) max and sum over fixed chunks of keys, so the result is the same bit for bit whether a
+row is processed whole or in key blocks, and whether keys no query of a tile sees are present.
+
+A row's logits z (float64) are folded left to right in chunks of `CHUNK` keys starting at key
+0 (Milakov & Gimelshein, "Online normalizer calculation for softmax", 2018):
+
+    m' = max(m, max of the chunk's valid z)
+    s' = s * exp(m - m') + tree_sum(exp(z - m') over the chunk's valid keys)
+
+with (m, s) = (-inf, 0) before the first chunk; tree_sum adds the chunk's 64 terms pairwise in
+a fixed tree, missing and invalid keys counting as +0.0. Then p = exp(z - m) / s, rounded
+once to float32; a row whose m is not finite (no valid key, +inf or NaN logits) is all 0.
+
+Why this form: each step depends only on the chunk's values and the state, so
+- key blocks whose first key is a multiple of CHUNK (SOFTMAX_STATS over each block, then
+  SOFTMAX_NORM; `runtime/isa_online_softmax.py`) give the whole row's (m, s) exactly;
+- a row cut short after its last valid key (causal attention skipping keys above the
+  diagonal) gives the same (m, s): the cut-off chunks are all invalid, and a step over an
+  all-invalid chunk leaves (m, s) unchanged (s * exp(0) + 0);
+- numpy's own reduction order (pairwise, length-dependent) never enters.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+CHUNK = 64
+"""Keys per step of the running max and sum (an ISA constant, independent of the SFU lane
+count of any config: key blocks start at multiples of it)."""
+
+STATE_WORDS = 4
+"""VBUF words per row of a spilled (m, s) state: two float64 values, each as its raw 8 bytes."""
+
+
+def logits(src: np.ndarray, scale: float, add_row: np.ndarray | None) -> np.ndarray:
+    """z = src * scale (+ add_row[c]) in float64 (FP32 inputs)."""
+    z = np.asarray(src, np.float32).astype(np.float64) * np.float64(np.float32(scale))
+    if add_row is not None:
+        z = z + np.asarray(add_row, np.float32).astype(np.float64)
+    return z
+
+
+def initial_state(rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """(m, s) before any key: (-inf, 0) per row."""
+    return np.full(rows, -np.inf), np.zeros(rows)
+
+
+def _tree_sum(e: np.ndarray) -> np.ndarray:
+    """Row sums of at most CHUNK columns, added pairwise in a fixed tree (zeros padded)."""
+    if e.shape[1] < CHUNK:
+        e = np.pad(e, ((0, 0), (0, CHUNK - e.shape[1])))
+    width = CHUNK
+    while width > 1:
+        width //= 2
+        e = e[:, :width] + e[:, width:2 * width]
+    return e[:, 0]
+
+
+def fold(z: np.ndarray, valid: np.ndarray | None, m: np.ndarray, s: np.ndarray
+         ) -> tuple[np.ndarray, np.ndarray]:
+    """Fold the keys of z [rows, cols] (the first at a multiple of CHUNK) into (m, s)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        for c0 in range(0, z.shape[1], CHUNK):
+            zc = z[:, c0:c0 + CHUNK]
+            if valid is not None:
+                zc = np.where(valid[:, c0:c0 + CHUNK], zc, -np.inf)
+            m_new = np.maximum(m, zc.max(axis=1))
+            base = np.where(np.isfinite(m_new), m_new, 0.0)
+            e = np.exp(zc - base[:, None])  # invalid keys: exp(-inf) = 0
+            rescale = np.where(np.isfinite(m), np.exp(m - base), 0.0)
+            s = s * rescale + _tree_sum(e)
+            m = m_new
+    return m, s
+
+
+def normalize(z: np.ndarray, valid: np.ndarray | None, m: np.ndarray, s: np.ndarray
+              ) -> np.ndarray:
+    """p = exp(z - m) / s rounded to float32; invalid keys and rows without a finite m are 0."""
+    ok = np.isfinite(m) & (s > 0)
+    keep = ok[:, None] if valid is None else valid & ok[:, None]
+    with np.errstate(invalid="ignore", over="ignore"):
+        e = np.where(keep, np.exp(z - np.where(ok, m, 0.0)[:, None]), 0.0)
+    return (e / np.where(ok, s, 1.0)[:, None]).astype(np.float32)
+
+
+def softmax(z: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+    """The whole-row softmax of z [rows, cols] (float64 logits): fold all keys, normalize."""
+    m, s = fold(z, valid, *initial_state(z.shape[0]))
+    return normalize(z, valid, m, s)
+
+
+def pack_state(m: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """(m, s) as [rows, STATE_WORDS] float32 words holding the float64 bits (VBUF layout)."""
+    return np.ascontiguousarray(np.stack([m, s], axis=1), np.float64).view(np.float32)
+
+
+def unpack_state(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (m, s) `pack_state` stored."""
+    state = np.ascontiguousarray(words, np.float32).view(np.float64)
+    return state[:, 0].copy(), state[:, 1].copy()
