@@ -6,7 +6,9 @@ Per batch element: the previous layer's scores row and head scores row are loade
 (none for the first pruned layer); one SPATTEN_TOPK writes the kept-token and kept-head
 vectors, this layer's scores rows (pruned entries -inf) and the [H, L, L] element mask into
 MBUF; then, per group of heads, LOAD + QUANT of Q, K, V into ABUF with the attention's own
-multipliers and one SPATTEN_SCORE per head; the scores rows are stored for the next layer.
+multipliers and one SPATTEN_SCORE per head (per head and query tile when a per-query additive
+mask's [L, L] block is over half of VBUF: the tiles stream its rows, heads stay in order, so
+the scores are the whole head's bit for bit); the scores rows are stored for the next layer.
 The element masks stay in MBUF as the SPA of the attention (`Lowering.masks`, under both the
 tokens and the head_mask value), which reads them like any SPA (passes/lower_attention.py) and
 frees them after its last use: pruned rows and heads cost no MACs there.
@@ -23,7 +25,8 @@ from xdsl.ir import Operation
 from esact_cc.dialects.spatten import SelectOp
 from esact_cc.ir_queries import op_label
 from esact_cc.passes.lower_masked_inputs import MaskRows
-from esact_cc.passes.lowering_state import F32, HALF, Lowering, MaskTiles, register_lowering
+from esact_cc.passes.lowering_state import F32, HALF, Lowering, MaskTiles, register_lowering, \
+    round_tile
 from esact_cc.quantized_kernels import quant_multiplier
 from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.isa import Buffer
@@ -61,13 +64,10 @@ def lower_select(lw: Lowering, op: Operation) -> None:
         tiles.expand = _expand_rows(lw, tiles, length, heads)
     lw.masks[op.tokens] = lw.masks[op.heads] = tiles
     mask_rows = MaskRows(lw, op, op.mask, batch, heads, length, length)
-    if mask_rows.per_query and block > lw.capacity(Buffer.VBUF) // HALF:
-        raise CompileError(f"lower-to-esact: {op_label(op)}: SPATTEN_SCORE reads a per-query "
-                           f"additive mask as one {length}x{length} block, over half of VBUF")
-    group = max(1, min(heads, lw.capacity(Buffer.ABUF) // HALF // (length * (2 * d + dv))))
+    tile, group = _score_tiling(lw, op, mask_rows, length, heads, d, dv)
     mults = [float(quant_multiplier(getattr(op, s).value.data))
              for s in ("q_scale", "k_scale", "v_scale")]
-    common = {"length": length, "heads": heads, "d": d, "dv": dv,
+    common = {"length": length, "d": d, "dv": dv,
               "score_scale": float(score_scale(op.scale.value.data, op.q_scale.value.data,
                                                op.k_scale.value.data, INT8_BITS)),
               "requant_threshold": float(np.float32(op.requant_threshold.value.data)),
@@ -99,20 +99,54 @@ def lower_select(lw: Lowering, op: Operation) -> None:
                 lw.quantize_rows(src, b * length, length, h0 * cols, g * cols, addr, mult)
             for hh in range(g):
                 h = h0 + hh
-                extra = {}
-                if mask_rows.per_query:
-                    extra = {"has_add_mask": 1, "add_mask_rows": 1,
-                             "add_mask_addr": mask_rows.block(b, h)}
-                elif mask_rows.present:
-                    extra = {"has_add_mask": 1, "add_mask_addr": mask_rows.row(b, h)}
-                lw.emit("spatten_score", "predict", scores_addr=s, head_scores_addr=hs,
-                        q_addr=qa + hh * d, k_addr=ka + hh * d, v_addr=va + hh * dv,
-                        qk_stride=g * d, v_stride=g * dv, head=h, **common, **extra)
+                for r0 in range(0, length, tile):
+                    tq = min(tile, length - r0)
+                    extra, streamed = _mask_fields(mask_rows, b, h, r0, tq, tile < length)
+                    lw.emit("spatten_score", "predict", scores_addr=s, head_score_addr=hs + h,
+                            q_addr=qa + r0 * g * d + hh * d, k_addr=ka + hh * d,
+                            v_addr=va + hh * dv, qk_stride=g * d, v_stride=g * dv, first_row=r0,
+                            rows=tq, **common, **extra)
+                    if streamed is not None:
+                        lw.free(Buffer.VBUF, streamed)
             lw.free(Buffer.ABUF, qa, ka, va)
         lw.write_tile(op.new_scores, s, b, 1, 0, length)
         lw.write_tile(op.new_head_scores, hs, b, 1, 0, heads)
         lw.free(Buffer.VBUF, s, hs)
     mask_rows.free()
+
+
+def _score_tiling(lw: Lowering, op: Operation, mask_rows: MaskRows, length: int, heads: int,
+                  d: int, dv: int) -> tuple[int, int]:
+    """(query rows per SPATTEN_SCORE, heads per Q / K / V group). All rows, unless a per-query
+    additive mask's [L, L] block is over half of VBUF: then tiles of its rows that fit."""
+    tile = length
+    vbuf = lw.capacity(Buffer.VBUF) // HALF
+    if mask_rows.per_query and length * length > vbuf:
+        if vbuf < length:
+            raise CompileError(f"lower-to-esact: {op_label(op)}: SPATTEN_SCORE: one row of the "
+                               f"per-query additive mask ({length} keys) is over half of VBUF")
+        tile = round_tile(vbuf // length, length, lw.config.mac_rows)
+    per_head = length * (2 * d + dv)
+    abuf = lw.capacity(Buffer.ABUF) // HALF
+    if per_head > abuf:
+        raise CompileError(f"lower-to-esact: {op_label(op)}: SPATTEN_SCORE: one head's Q, K and "
+                           f"V codes ({length} rows x {2 * d + dv}) are over half of ABUF "
+                           f"({abuf} elements)")
+    return tile, max(1, min(heads, abuf // per_head))
+
+
+def _mask_fields(mask_rows: MaskRows, b: int, h: int, r0: int, rows: int, streamed: bool
+                 ) -> tuple[dict[str, int], int | None]:
+    """SPATTEN_SCORE's additive-mask fields for query rows [r0, r0 + rows) of head h, and the
+    VBUF rows LOADed for this tile alone (streamed per-query mask; the caller frees them)."""
+    if mask_rows.per_query and streamed:
+        rows_addr = mask_rows.fresh_rows(b, h, r0, rows)
+        return {"has_add_mask": 1, "add_mask_rows": 1, "add_mask_addr": rows_addr}, rows_addr
+    if mask_rows.per_query:
+        return {"has_add_mask": 1, "add_mask_rows": 1, "add_mask_addr": mask_rows.block(b, h)}, None
+    if mask_rows.present:
+        return {"has_add_mask": 1, "add_mask_addr": mask_rows.row(b, h)}, None
+    return {}, None
 
 
 def _expand_rows(lw: Lowering, tiles: MaskTiles, length: int, heads: int):

@@ -8,16 +8,20 @@ Numerics: runtime/spatten_kernels.py (Wang et al., HPCA 2021).
   accumulated scores; writes the token and head keep vectors and the [H, L, L] element mask
   the masked ATTN_QK / SOFTMAX / ATTN_PV read (pruned rows and heads: all zero, so no MACs),
   and the scores row with pruned entries -inf.
-- SPATTEN_SCORE (PREDICT queue, BPU): one head's importance. Probabilities from the MSBs of Q
-  and K, rows peaking below requant_threshold recomputed with the LSBs re-fetched from DRAM
-  (progressive quantization, section 3.4), accumulated into the token scores (column sums)
-  and the head score (sum |P V|).
+- SPATTEN_SCORE (PREDICT queue, BPU): one head's importance over query rows [first_row,
+  first_row + rows) (all L rows, or one query tile at long sequences: spatten_kernels
+  accumulates row by row, so tiles in order give the bits of the whole). Probabilities from
+  the MSBs of Q and K, rows peaking below requant_threshold recomputed with the LSBs
+  re-fetched from DRAM (progressive quantization, section 3.4), accumulated into the token
+  scores (column sums) and the head score (sum |P V|). Opcode 0x37 was its whole-head form
+  (heads / head fields, no rows); it is retired so that an older binary fails to decode.
 
 Costs are our model: TOPK: 2 compares per alive token and head (quick-select's expected
-count) on the TOPK lanes; SCORE: L*L*d MSB products + refetched rows*L*d + L*L*dv (P V) as
-BPU shift-adds, softmax's passes per score as element operations; the LSB re-fetch is
-charged as DRAM read bytes: per refetched row, the LSBs of its Q row and of every K row
-(LSB_BITS / 8 bytes each).
+count) on the TOPK lanes; SCORE: per kept query row of the tile, L*d MSB products (+ L*d
+more when it re-fetches) + L*dv (P V) as BPU shift-adds and softmax's passes per score as
+element operations; the LSB re-fetch is charged as DRAM read bytes: per refetched row, the
+LSBs of its Q row and of every kept K row (LSB_BITS / 8 bytes each), so the tiles of a head
+are charged what the whole head is.
 """
 
 from __future__ import annotations
@@ -29,16 +33,17 @@ import numpy as np
 from . import spatten_kernels
 from .isa_costs import SFU_PASSES, bpu_cost, topk_cost
 from .isa_extension import additive_mask_fields, additive_mask_operand, addr, dim, field_value, \
-    flag, register_once, stride, vector
+    flag, one, register_once, stride, vector
 from .isa_fields import DIM_BITS, FLOAT_BITS, Buffer, FieldKind, FieldSpec, Queue, Unit, \
     bits_float
 from .isa_spec import Operand
 from .isa_table import define_instruction
 
 TOPK_OPCODE = 0x36
-SCORE_OPCODE = 0x37
-HEAD_BITS = 8
-"""Head counts and indices of SPATTEN_SCORE (up to 255 heads: the 320-bit word is full)."""
+SCORE_OPCODE = 0x3B
+HEAD_DIM_BITS = 10
+"""SPATTEN_SCORE's d and dv (up to 1023: with the query tile's fields the 320-bit word holds
+311 bits)."""
 
 
 def _topk(machine, f: Mapping[str, int]) -> None:
@@ -63,26 +68,29 @@ def _topk(machine, f: Mapping[str, int]) -> None:
 
 
 def _score(machine, f: Mapping[str, int]) -> None:
-    length, d, dv = f["length"], f["d"], f["dv"]
+    length, d, dv, first, rows = f["length"], f["d"], f["dv"], f["first_row"], f["rows"]
+    if first + rows > length:
+        raise machine.fail(f"query rows [{first}, {first + rows}) outside {length} rows")
     scores = machine.view("scores_addr", "r")[0].copy()
-    head_scores = machine.view("head_scores_addr", "r")[0].copy()
+    head_score = machine.view("head_score_addr", "r")[0].copy()
     add = machine.view("add_mask_addr").astype(np.float32) if f["has_add_mask"] else None
     visible = None
     if f["causal"]:
-        visible = np.arange(length)[None, :] <= np.arange(length)[:, None]
+        visible = np.arange(length)[None, :] <= np.arange(first, first + rows)[:, None]
     kept = int(np.isfinite(scores).sum())
-    refetched = spatten_kernels.score_head(
-        scores, head_scores, f["head"], machine.view("q_addr"), machine.view("k_addr"),
+    kept_rows = int(np.isfinite(scores[first:first + rows]).sum())
+    refetched = spatten_kernels.score_rows(
+        scores, head_score, first, machine.view("q_addr"), machine.view("k_addr"),
         machine.view("v_addr"), np.float32(bits_float(f["score_scale"])), add, visible,
         bits_float(f["requant_threshold"]))
     machine.view("scores_addr", "w")[0] = scores
-    machine.view("head_scores_addr", "w")[0] = head_scores
-    if not np.isfinite(head_scores[f["head"]]):
+    machine.view("head_score_addr", "w")[0] = head_score
+    if not np.isfinite(head_score[0]):
         return
-    machine.work.shift_adds = kept * kept * (d + dv) + refetched * kept * d
-    machine.work.sfu_elements = kept * kept * SFU_PASSES["softmax"]
+    machine.work.shift_adds = kept_rows * kept * (d + dv) + refetched * kept * d
+    machine.work.sfu_elements = kept_rows * kept * SFU_PASSES["softmax"]
     machine.work.dram_read_bytes = refetched * (kept + 1) * d * spatten_kernels.LSB_BITS // 8
-    machine.work.rows_total, machine.work.rows_executed = length, refetched
+    machine.work.rows_total, machine.work.rows_executed = rows, refetched
 
 
 SPATTEN_TOPK = define_instruction(
@@ -117,31 +125,34 @@ SPATTEN_TOPK = define_instruction(
 SPATTEN_SCORE = define_instruction(
     "spatten_score", SCORE_OPCODE, Queue.PREDICT, Unit.BPU, (
         addr("scores_addr", "VBUF: token scores, 1 x length f32, updated"),
-        addr("head_scores_addr", "VBUF: head scores, 1 x heads f32, updated"),
-        addr("q_addr", "ABUF: Q codes, length x d int8"),
+        addr("head_score_addr", "VBUF: the scored head's score, 1 f32, updated"),
+        addr("q_addr", "ABUF: Q codes of the query rows, rows x d int8"),
         addr("k_addr", "ABUF: K codes, length x d int8"),
         addr("v_addr", "ABUF: V codes, length x dv int8"),
         stride("qk_stride", "Q / K row stride in elements, 0 = packed"),
         stride("v_stride", "V row stride in elements, 0 = packed"),
-        dim("length"), dim("d"), dim("dv"),
-        FieldSpec("heads", HEAD_BITS, min_value=1), FieldSpec("head", HEAD_BITS, doc="the head scored"),
+        dim("length", "keys (and scored tokens)"),
+        FieldSpec("first_row", DIM_BITS, doc="first query row scored"),
+        dim("rows", "query rows scored"),
+        FieldSpec("d", HEAD_DIM_BITS, min_value=1), FieldSpec("dv", HEAD_DIM_BITS, min_value=1),
         FieldSpec("score_scale", FLOAT_BITS, FieldKind.FLOAT32, doc="Q K^T codes -> logit"),
         FieldSpec("requant_threshold", FLOAT_BITS, FieldKind.FLOAT32,
                   doc="rows whose MSB probabilities peak below it re-fetch their LSBs"),
-        *additive_mask_fields("length", "length"),
+        *additive_mask_fields("rows", "length"),
     ), (
         vector("scores_addr", Buffer.VBUF, field_value("length"), "r"),
-        vector("head_scores_addr", Buffer.VBUF, field_value("heads"), "r"),
-        Operand("q_addr", Buffer.ABUF, field_value("length"), field_value("d"), "r", "qk_stride"),
+        vector("head_score_addr", Buffer.VBUF, one, "r"),
+        Operand("q_addr", Buffer.ABUF, field_value("rows"), field_value("d"), "r", "qk_stride"),
         Operand("k_addr", Buffer.ABUF, field_value("length"), field_value("d"), "r", "qk_stride"),
         Operand("v_addr", Buffer.ABUF, field_value("length"), field_value("dv"), "r", "v_stride"),
-        additive_mask_operand("length", "length"),
+        additive_mask_operand("rows", "length"),
         vector("scores_addr", Buffer.VBUF, field_value("length"), "w"),
-        vector("head_scores_addr", Buffer.VBUF, field_value("heads"), "w"),
+        vector("head_score_addr", Buffer.VBUF, one, "w"),
     ), bpu_cost,
-    """spatten_kernels.score_head(scores, head_scores, head, Q, K, V, score_scale, add_mask,
-    causal, requant_threshold): a kept head adds each kept key's received probability (MSB
-    first, flat rows with all bits) to its score and sum |P V| to the head's.""")
+    """spatten_kernels.score_rows(scores, head_score, first_row, Q, K, V, score_scale, add_mask,
+    causal, requant_threshold): a kept head adds, row by row, each kept query row's
+    probabilities (MSB first, flat rows with all bits) to the kept keys' scores and its
+    sum |P V| to the head's score.""")
 
 
 def register() -> None:

@@ -24,7 +24,11 @@ Constants and choices of ours (not found in the paper or code, or changed for th
   n tokens (heads) considered, ties to the lower index;
 - the first `protect` tokens are never pruned (default 1: the class token a classifier head
   reads; the paper prunes BERT's tokens for classification without saying how [CLS] fares,
-  and on the digits ViT pruning it costs most of the accuracy).
+  and on the digits ViT pruning it costs most of the accuracy);
+- the scores accumulate one query row at a time (float32, heads in order, rows in order) and
+  a row's head magnitude is computed exactly from probabilities in PROB_FRACTION_BITS fixed
+  point, so scoring a head in query tiles (long sequences: SPATTEN_SCORE per tile) gives the
+  bits scoring it whole does.
 """
 
 from __future__ import annotations
@@ -38,6 +42,10 @@ MSB_BITS = 4
 LSB_BITS = INT8_BITS - MSB_BITS
 DEFAULT_REQUANT_THRESHOLD = 0.1
 """Our choice (the paper tunes it per task and gives no single value)."""
+PROB_FRACTION_BITS = 15
+"""Fixed-point fraction of the probabilities in sum |P V| (our choice): with INT8 V, every
+partial sum is an integer below 2^53 for up to 65535 keys, so float64 sums are exact in any
+order (the head importance of a query tile does not depend on the tiling)."""
 
 
 def keep_count(ratio: float, n: int) -> int:
@@ -93,15 +101,19 @@ def progressive_probabilities(q8: np.ndarray, k8: np.ndarray, scale: np.float32,
     return p, int(flat.sum())
 
 
-def token_importance(p: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Probability each key receives, summed over the kept query rows, float32 [Lk]."""
-    return p[rows].astype(np.float64).sum(axis=0).astype(np.float32)
+def accumulate_rows(total: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """total + rows[0] + rows[1] + ... in float32, one row at a time (the scoring unit's
+    accumulator): the same bits whether the rows arrive in one call or in several."""
+    stacked = np.concatenate([np.asarray(total, np.float32)[None], np.asarray(rows, np.float32)])
+    return np.add.accumulate(stacked, axis=0)[-1]
 
 
-def head_importance(p: np.ndarray, v8: np.ndarray, rows: np.ndarray) -> np.float32:
-    """sum |P V| over the kept query rows (V as INT8 codes: a relative magnitude)."""
-    out = p[rows].astype(np.float64) @ np.asarray(v8, np.float64)
-    return np.float32(np.abs(out).sum())
+def row_magnitudes(p: np.ndarray, v8: np.ndarray) -> np.ndarray:
+    """sum |P V| of each query row (V as INT8 codes: a relative magnitude), float32 [rows],
+    exact from PROB_FRACTION_BITS fixed-point probabilities."""
+    unit = float(1 << PROB_FRACTION_BITS)
+    out = np.round(np.asarray(p, np.float64) * unit) @ np.asarray(v8, np.float64)
+    return (np.abs(out).sum(axis=1) / unit).astype(np.float32)
 
 
 def select_masks(scores: np.ndarray, head_scores: np.ndarray, token_keep: float,
@@ -135,19 +147,24 @@ def begin_layer(scores: np.ndarray | None, head_scores: np.ndarray | None, token
     return tokens, kept_heads, s, hs
 
 
-def score_head(scores: np.ndarray, head_scores: np.ndarray, h: int, q8: np.ndarray,
+def score_rows(scores: np.ndarray, head_score: np.ndarray, first_row: int, q8: np.ndarray,
                k8: np.ndarray, v8: np.ndarray, scale: np.float32, add_mask: np.ndarray | None,
                visible: np.ndarray | None, requant_threshold: float) -> int:
-    """Add head h's importance to the (kept) scores in place (the SPATTEN_SCORE step); the
-    rows that re-fetched their LSBs. A pruned head (score -inf) is skipped."""
-    if not np.isfinite(head_scores[h]):
+    """Add one head's importance over query rows [first_row, first_row + len(q8)) to the
+    token scores [L] and its head score (a 1-element view) in place: the SPATTEN_SCORE step.
+    Each kept query row adds the probability it gives each key to that key's score and its
+    sum |P V| to the head's, row by row. `add_mask` and `visible` cover those rows (or
+    broadcast); K and V hold all L keys. A pruned head (score -inf) is skipped, pruned rows
+    and keys are not computed. Returns the rows that re-fetched their LSBs."""
+    if not np.isfinite(head_score[0]):
         return 0
     tokens = np.isfinite(scores)
-    valid = tokens[:, None] & tokens[None, :]  # pruned rows are not computed
+    kept_rows = tokens[first_row:first_row + len(q8)]
+    valid = kept_rows[:, None] & tokens[None, :]
     if visible is not None:
         valid = valid & visible
-    rows = np.flatnonzero(tokens)
     p, refetched = progressive_probabilities(q8, k8, scale, add_mask, valid, requant_threshold)
-    scores[tokens] += token_importance(p, rows)[tokens]
-    head_scores[h] += head_importance(p, v8, rows)
+    p = p[kept_rows]
+    scores[tokens] = accumulate_rows(scores, p)[tokens]
+    head_score[...] = accumulate_rows(head_score, row_magnitudes(p, v8)[:, None])
     return refetched

@@ -1,9 +1,11 @@
 """Numpy semantics of the `spatten` dialect for the reference interpreter.
 
 `spatten.select` quantizes Q, K, V to INT8 exactly as the INT8 attention does and runs, per
-batch element, runtime/spatten_kernels.begin_layer (the top-k engine) and score_head per head,
-the functions the SPATTEN_TOPK / SPATTEN_SCORE instructions' functional models call on the
-same codes in the same order, so the compiled program's masks and scores are these bit for bit.
+batch element, runtime/spatten_kernels.begin_layer (the top-k engine) and score_rows per head
+over all query rows, the functions the SPATTEN_TOPK / SPATTEN_SCORE instructions' functional
+models call on the same codes, heads in the same order, so the compiled program's masks and
+scores are these bit for bit (score_rows accumulates row by row: the program may score a head
+in query tiles).
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ def run_select(op: spatten.SelectOp, v: dict[str, Array]) -> tuple[Array, Array,
             op.protect.value.data)
         for h in range(heads):
             add = None if mask4 is None else mask4[b % mask4.shape[0], h % mask4.shape[1]]
-            spatten_kernels.score_head(
-                s, hs, h, q8[b, :, h * d:(h + 1) * d], k8[b, :, h * d:(h + 1) * d],
+            spatten_kernels.score_rows(
+                s, hs[h:h + 1], 0, q8[b, :, h * d:(h + 1) * d], k8[b, :, h * d:(h + 1) * d],
                 v8[b, :, h * dv:(h + 1) * dv], factor, add, visible,
                 op.requant_threshold.value.data)
         for out, value in zip(outs, (tokens, kept, s, hs)):

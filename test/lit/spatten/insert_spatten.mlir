@@ -7,8 +7,9 @@
 // insert-spatten on two INT8 self-attentions (the second causal, with a padding mask, on the
 // first one's output): a spatten.select before each, the second reading the first's scores
 // (the cascade), the attention masked with tokens(..) head_mask(..); lowered, one SPATTEN_TOPK
-// per layer and batch element and one SPATTEN_SCORE per head, the attention reading the
-// element mask SPATTEN_TOPK wrote as its SPA.
+// per layer and batch element and one SPATTEN_SCORE per head (all 4 query rows: nothing to
+// tile; its head_score_addr is that head's entry of the head scores), the attention reading
+// the element mask SPATTEN_TOPK wrote as its SPA.
 
 builtin.module {
   func.func @main(%q: tensor<1x4x8xf32> {onnx.name = "q"}, %k: tensor<1x4x8xf32> {onnx.name = "k"}, %v: tensor<1x4x8xf32> {onnx.name = "v"}, %m: tensor<1x1x1x4xf32> {onnx.name = "m"}) -> (tensor<1x4x8xf32> {onnx.name = "y"}, tensor<1x4x8xf32> {onnx.name = "z"}) {
@@ -26,12 +27,12 @@ builtin.module {
 // OPTS:      "spatten.select"(%q, %k, %v) <{{{.*}} token_keep = 9.000000e-01 : f32, head_keep = 1.000000e+00 : f32, protect = 1 : i64, requant_threshold = 1.000000e-01 : f32
 // OPTS:      "spatten.select"(%a, %a, %a, %m, %scores, %head_scores) <{{{.*}} token_keep = 2.500000e-01 : f32, head_keep = 1.000000e+00 : f32, protect = 1 : i64, requant_threshold = 5.000000e-01 : f32
 
-// ESACT:      esact.spatten_topk {{.*}} has_prev = 0, {{.*}} mask_addr = [[MASK0:[0-9]+]], length = 4, heads = 2, token_keep = 0.5, head_keep = 0.5, protect = 1, no_mask = 0 {component = "predict", layer = 0 : i64}
-// ESACT:      esact.spatten_score {{.*}} head = 0, {{.*}} has_add_mask = 0, {{.*}} causal = 0 {component = "predict", layer = 0 : i64}
-// ESACT:      esact.spatten_score {{.*}} head = 1,
+// ESACT:      esact.spatten_topk {{.*}} has_prev = 0, {{.*}} out_head_scores_addr = [[HS0:[0-9]+]], {{.*}} mask_addr = [[MASK0:[0-9]+]], length = 4, heads = 2, token_keep = 0.5, head_keep = 0.5, protect = 1, no_mask = 0 {component = "predict", layer = 0 : i64}
+// ESACT:      esact.spatten_score {{.*}} head_score_addr = [[HS0]], {{.*}} length = 4, first_row = 0, rows = 4, {{.*}} has_add_mask = 0, {{.*}} causal = 0 {component = "predict", layer = 0 : i64}
+// ESACT:      esact.spatten_score {{.*}} first_row = 0, rows = 4,
 // ESACT:      esact.attn_qk {{.*}} has_mask = 1, mask_addr = [[MASK0]],
 // ESACT:      esact.spatten_topk {{.*}} has_prev = 1, {{.*}} layer = 1 : i64}
-// ESACT:      esact.spatten_score {{.*}} head = 0, {{.*}} has_add_mask = 1, {{.*}} causal = 1 {component = "predict", layer = 1 : i64}
+// ESACT:      esact.spatten_score {{.*}} first_row = 0, rows = 4, {{.*}} has_add_mask = 1, {{.*}} causal = 1 {component = "predict", layer = 1 : i64}
 // ESACT:      esact.halt
 
 // TYPO: insert-spatten: unknown option 'token_kep' (did you mean 'token_keep'?

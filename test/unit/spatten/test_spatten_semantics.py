@@ -98,14 +98,41 @@ def test_progressive_quantization_refetches_flat_rows_only():
             [-128, -16, 0, 0, 16, 112]).all()
 
 
-def test_score_head_adds_received_probability_and_output_magnitude():
+def test_score_rows_adds_received_probability_and_output_magnitude():
     rng = np.random.default_rng(3)
     q8, k8, v8 = (rng.integers(-50, 50, (3, 4)) for _ in range(3))
     s = np.array([0.0, -np.inf, 1.0], np.float32)
     hs = np.array([0.0, -np.inf], np.float32)
-    sk.score_head(s, hs, 0, q8, k8, v8, np.float32(0.01), None, None, 1.0)
+    sk.score_rows(s, hs[0:1], 0, q8, k8, v8, np.float32(0.01), None, None, 1.0)
     assert np.isneginf(s[1]) and s[0] + s[2] == pytest.approx(3.0, rel=1e-5)  # rows 0, 2
     assert hs[0] > 0
     before = s.copy()
-    assert sk.score_head(s, hs, 1, q8, k8, v8, np.float32(0.01), None, None, 1.0) == 0
+    assert sk.score_rows(s, hs[1:2], 0, q8, k8, v8, np.float32(0.01), None, None, 1.0) == 0
     np.testing.assert_array_equal(s, before)  # a pruned head adds nothing
+
+
+@pytest.mark.parametrize("tile", [1, 3, 4, 7])
+def test_scoring_in_query_tiles_gives_the_bits_of_the_whole(tile):
+    """Heads in order, each in query tiles (the long-sequence SPATTEN_SCORE): scores, head
+    scores and refetched rows equal scoring each head over all rows at once, with a
+    per-query mask, causality and a pruned token."""
+    rng = np.random.default_rng(5)
+    length, heads, d = 9, 3, 8
+    q8, k8, v8 = (rng.integers(-127, 128, (heads, length, d)) for _ in range(3))
+    mask = np.where(rng.random((length, length)) < 0.3, -10000.0, 0.0).astype(np.float32)
+    visible = np.arange(length)[None, :] <= np.arange(length)[:, None]
+    start = rng.random(length).astype(np.float32)
+    start[4] = -np.inf
+    results = []
+    for rows in (length, tile):
+        s, hs, refetched = start.copy(), np.zeros(heads, np.float32), 0
+        for h in range(heads):
+            for r0 in range(0, length, rows):
+                r = slice(r0, r0 + rows)
+                refetched += sk.score_rows(s, hs[h:h + 1], r0, q8[h, r], k8[h], v8[h],
+                                           np.float32(0.00005), mask[r], visible[r], 0.5)
+        results.append((s, hs, refetched))
+    (whole_s, whole_hs, whole_n), (tiled_s, tiled_hs, tiled_n) = results
+    np.testing.assert_array_equal(tiled_s, whole_s)
+    np.testing.assert_array_equal(tiled_hs, whole_hs)
+    assert tiled_n == whole_n > 0 and np.isneginf(whole_s[4]) and (whole_hs > 0).all()
