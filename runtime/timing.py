@@ -175,7 +175,7 @@ def _dependencies(producer: list[np.ndarray | None], pops: np.ndarray, n: int
         for i in multi[(rest & (rest - 1)) != 0].tolist():  # three or more: rare
             more[i] = tuple((int(producer[src][i]), src)  # type: ignore[index]
                             for src in bits[int(pops[i])] if src != first_src[i])
-    return first.tolist(), first_src.tolist() + [0], more
+    return first.tolist(), np.append(first_src, 0).tolist(), more
 
 
 def _queue_chains(queues: np.ndarray, nq: int) -> tuple[list[int], list[int], list[int]]:
@@ -215,6 +215,7 @@ def simulate(
     if not (len(pops) == len(pushes) == len(cycles) == n):
         raise ValueError("simulate: queues, pops, pushes and cycles must have equal lengths")
     dram = [0] * n if dram_cycles is None else _as_list(dram_cycles)
+    cycle_arr = np.asarray(cycles, dtype=np.int64).reshape(n)
     cycles = _as_list(cycles)
     q_arr = np.asarray(queues, dtype=np.int64).reshape(n)
     pop_arr = np.asarray(pops, dtype=np.int64).reshape(n)
@@ -307,7 +308,6 @@ def simulate(
         raise ProgramError(_deadlock_message(head, producer_arrays, end, pop_arr, queue_names))
     del end[n:]
     names = tuple(queue_names)
-    cycle_arr = np.asarray(cycles, dtype=np.int64).reshape(n)
     busy = {names[q]: int(cycle_arr[q_arr == q].sum()) for q in range(nq)}
     stalls = {
         names[q]: {
