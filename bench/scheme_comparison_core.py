@@ -265,9 +265,6 @@ def summarize_runs(runs: Sequence[Any]) -> dict[str, Any]:
 
 
 def run_figures(run: Any) -> dict[str, float]:
-    from esact_cc.runtime.energy import EnergyModel
-    from esact_cc.runtime.report import run_costs
-
     report = run.report
     components = report["components"]
     figures: dict[str, float] = {"cycles": report["total"]["cycles"]}
@@ -280,20 +277,30 @@ def run_figures(run: Any) -> dict[str, float]:
         present = [components[n] for n in names if n in components]
         figures[f"{group}_macs_dense"] = sum(c["macs_dense"] for c in present)
         figures[f"{group}_macs_executed"] = sum(c["macs_executed"] for c in present)
-    # attention level: the attention's MAC work and softmax plus the scheme's prediction,
-    # each instruction's on-chip dynamic energy (static energy is the whole chip's)
+    costs, attention, prediction = attention_level_parts(run)
+    figures["attention_pj"] = float(costs.dynamic_on_chip[attention].sum())
+    figures["prediction_pj"] = float(costs.dynamic_on_chip[prediction].sum())
+    figures["attention_ops"] = 2.0 * figures["attention_macs_dense"]
+    figures["attention_tops_per_watt"] = figures["attention_ops"] / (
+        figures["attention_pj"] + figures["prediction_pj"])
+    return figures
+
+
+def attention_level_parts(run: Any) -> tuple[Any, np.ndarray, np.ndarray]:
+    """(per-instruction costs, attention instructions, prediction instructions) of a run, as
+    attention-level efficiency counts them: the attention's MAC work (QK^T, PV) and its
+    softmax; the scheme's whole prediction. Each instruction's on-chip dynamic energy (static
+    energy is the whole chip's)."""
+    from esact_cc.runtime.energy import EnergyModel
+    from esact_cc.runtime.report import run_costs
+
     costs = run_costs(run.info, run.schedule, run.work, EnergyModel.from_config(run.config),
                       run.config)
     comp = np.asarray(run.info.components, dtype=object)
     opcodes = np.asarray(run.info.opcodes, dtype=object)
     attention = np.isin(comp, LAYER_COMPONENTS["attention"]) | (
         (comp == "sfu") & (opcodes == "softmax"))
-    figures["attention_pj"] = float(costs.dynamic_on_chip[attention].sum())
-    figures["prediction_pj"] = float(costs.dynamic_on_chip[comp == "predict"].sum())
-    figures["attention_ops"] = 2.0 * figures["attention_macs_dense"]
-    figures["attention_tops_per_watt"] = figures["attention_ops"] / (
-        figures["attention_pj"] + figures["prediction_pj"])
-    return figures
+    return costs, attention, comp == "predict"
 
 
 def attention_share(hardware: dict[str, Any]) -> float | None:
