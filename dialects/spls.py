@@ -5,7 +5,9 @@ docs/design.md section 6 in IR. `insert-spls` emits, per layer, on the Q/K/V pro
 - `spls.hlog_quantize`      X -> (HLog level values i32, per-tensor scale f32[]) (`bits`)
 - `spls.predict_attention`  HLog X, HLog W_Q/W_K (+ FP32 biases) -> PAM [B, H, L, L] f32:
                             the BPU's shift-add estimate of the scaled logits Q K^T * scale;
-                            masked (padding / causal) positions are -inf
+                            masked (padding / causal) positions are -inf; with `kv_heads`
+                            (grouped / multi-query attention) K^ has kv_heads heads and query
+                            head h predicts against K^ head h // (heads / kv_heads)
 - `spls.topk`               row-wise top-k of PAM -> SPA, the element mask [B, H, L, L] i1
 - `spls.local_similarity`   SPA (+ softmax(PAM) for `cosprob`) -> reuse map [B, L] i32
                             (-1 = computed row, else the representative row) and the per-head
@@ -149,36 +151,48 @@ class PredictAttentionOp(AttentionPredictionOp):
     wq_scale = operand_def(TensorType)
     """Scale of W_Q's codes (tensor<f32> weight handle)."""
     wk = operand_def(TensorType)
-    """HLog codes of W_K [D, N]."""
+    """HLog codes of W_K [D, Nk] (Nk = kv_heads x N / heads: one column block per K head)."""
     wk_scale = operand_def(TensorType)
     """Scale of W_K's codes."""
     bq = operand_def(TensorType)
     """FP32 Q bias [N] (the pass supplies zeros for a bias-free projection)."""
     bk = operand_def(TensorType)
-    """FP32 K bias [N]."""
+    """FP32 K bias [Nk]."""
     mask = opt_operand_def(TensorType)
     """Optional additive mask broadcastable to [B, H, L, L] (the attention's own mask)."""
     bits = prop_def(IntegerAttr[I64])
     """HLog bits of the re-quantized Q^ and K^."""
+    kv_heads = opt_prop_def(IntegerAttr[I64])
+    """K^ heads (grouped / multi-query attention, the attention's `kv_heads`); absent =
+    num_heads. K^ is predicted once per K head, not repeated per query head."""
     result = result_def(TensorType)
     """PAM [B, H, L, L] f32."""
 
     assembly_format = (
         "$x `,` $x_scale `,` $wq `,` $wq_scale `,` $wk `,` $wk_scale"
         " `bias` `(` $bq `,` $bk `)` (`mask` $mask^)?"
-        " `heads` `(` $num_heads `)` `bits` `(` $bits `)` `scale` `(` $scale `)`"
+        " `heads` `(` $num_heads `)` (`kv_heads` `(` $kv_heads^ `)`)?"
+        " `bits` `(` $bits `)` `scale` `(` $scale `)`"
         " (`causal` $causal^)? attr-dict `:` functional-type(operands, results)"
     )
 
     def __init__(self, x: SSAValue, x_scale: SSAValue, wq: SSAValue, wq_scale: SSAValue,
                  wk: SSAValue, wk_scale: SSAValue, bq: SSAValue, bk: SSAValue,
-                 mask: SSAValue | None, num_heads: int, bits: int, scale: float, causal: bool):
+                 mask: SSAValue | None, num_heads: int, bits: int, scale: float, causal: bool,
+                 kv_heads: int | None = None):
         b, length, _ = _shape(x)
         props = self.properties({"num_heads": num_heads, "bits": bits, "scale": scale},
                                 ints=("num_heads", "bits"), causal=causal)
+        if kv_heads is not None and kv_heads != num_heads:
+            props["kv_heads"] = _i64(kv_heads)
         super().__init__(
             operands=[x, x_scale, wq, wq_scale, wk, wk_scale, bq, bk, mask], properties=props,
             result_types=[TensorType(Float32Type(), [b, num_heads, length, length])])
+
+    @property
+    def key_heads(self) -> int:
+        """K^ heads: kv_heads, or num_heads when absent."""
+        return self.num_heads.value.data if self.kv_heads is None else self.kv_heads.value.data
 
     def verify_(self) -> None:
         _check_bits(self, self.bits)
@@ -191,14 +205,19 @@ class PredictAttentionOp(AttentionPredictionOp):
         if len(wq) != 2 or wq[0] != dim or not _is_int(self.wq, 32):
             raise VerifyException(f"{self.name}: wq must be [{dim}, N] i32 HLog codes, "
                                   f"got {self.wq.type}")
-        _require(self, "wk", self.wk, wq, i32)
+        heads, kv_heads = self.num_heads.value.data, self.key_heads
+        if kv_heads <= 0 or heads % kv_heads:
+            raise VerifyException(f"{self.name}: kv_heads {kv_heads} does not divide "
+                                  f"num_heads {heads}")
+        target = (batch, heads, length, length)
+        self.verify_attention_side(self.mask, target, N=wq[1])
+        k_width = wq[1] // heads * kv_heads
+        _require(self, "wk", self.wk, (dim, k_width), i32)
         for what, value in (("x_scale", self.x_scale), ("wq_scale", self.wq_scale),
                             ("wk_scale", self.wk_scale)):
             _require(self, what, value, (), Float32Type())
-        for what, value in (("bq", self.bq), ("bk", self.bk)):
-            _require(self, what, value, (wq[1],))
-        target = (batch, self.num_heads.value.data, length, length)
-        self.verify_attention_side(self.mask, target, N=wq[1])
+        for what, value, width in (("bq", self.bq, wq[1]), ("bk", self.bk, k_width)):
+            _require(self, what, value, (width,))
         _require(self, "result", self.result, target, Float32Type())
 
 

@@ -254,19 +254,6 @@ class _HLogWeights:
                                np.array(scale, np.float32)))
         return self.done[(name, bits)]
 
-    def repeat_heads(self, name: str, heads: int, group: int) -> str:
-        """The store tensor `name` [..., heads * d] with each head's column block repeated
-        `group` times (grouped-query K for a per-query-head prediction), made once."""
-        key = (name, -group)
-        if key not in self.done:
-            array = np.asarray(self.store[name])
-            lead, width = array.shape[:-1], array.shape[-1]
-            blocks = array.reshape(*lead, heads, width // heads)
-            repeated = np.repeat(blocks, group, axis=-2).reshape(*lead, width * group)
-            self.done[key] = (self.store.add(self.store.unique_name(f"{name}.x{group}"),
-                                             np.ascontiguousarray(repeated)), "")
-        return self.done[key][0]
-
     def zero_bias(self, width: int) -> str:
         name = f"spls.zero_bias.{width}"
         if name not in self.store:
@@ -355,14 +342,14 @@ def _rewrite_layer(layer: _Layer, options: LayerOptions, weights: _HLogWeights) 
 
     hlog_x = spls.HLogQuantizeOp(x, bits)
     Rewriter.insert_op(hlog_x, InsertPoint.before(first))
-    group = heads // att.key_heads  # type: ignore[attr-defined]
-    (wq, wq_s), (wk, wk_s) = _encoded_qk_weights(layer, first, weights, bits, group)
-    bq, bk = _qk_bias_handles(layer, first, weights, group)
+    kv_heads = att.key_heads  # type: ignore[attr-defined]
+    (wq, wq_s), (wk, wk_s) = _encoded_qk_weights(layer, first, weights, bits)
+    bq, bk = _qk_bias_handles(layer, first, weights)
     mask = att.mask  # type: ignore[attr-defined]
     causal = att.causal is not None  # type: ignore[attr-defined]
     pam_scale = 1.0 if options.pam_scale == "one" else att.scale.value.data  # type: ignore[attr-defined]
     pam = spls.PredictAttentionOp(hlog_x.codes, hlog_x.code_scale, wq, wq_s, wk, wk_s,
-                                  bq, bk, mask, heads, bits, pam_scale, causal)
+                                  bq, bk, mask, heads, bits, pam_scale, causal, kv_heads)
     topk = spls.TopKOp(pam.result, k)
     similarity = spls.LocalSimilarityOp(
         topk.result, pam.result if options.similarity == "cosprob" else None,
@@ -370,28 +357,25 @@ def _rewrite_layer(layer: _Layer, options: LayerOptions, weights: _HLogWeights) 
         min(options.first_reference, length))
     _label_prediction(att, hlog_x, pam, topk, similarity)
     Rewriter.insert_op([pam, topk, similarity], InsertPoint.before(first))
-    _mask_layer(layer, options, similarity.reuse_map, similarity.key_mask, topk.result, group)
+    _mask_layer(layer, options, similarity.reuse_map, similarity.key_mask, topk.result,
+                heads // kv_heads)
 
 
-def _encoded_qk_weights(layer: _Layer, first: Operation, weights: _HLogWeights, bits: int,
-                        group: int) -> list[tuple[SSAValue, SSAValue]]:
-    """(HLog codes, code scale) handles of the Q and K weights, inserted before `first`."""
-    att = layer.attention
+def _encoded_qk_weights(layer: _Layer, first: Operation, weights: _HLogWeights, bits: int
+                        ) -> list[tuple[SSAValue, SSAValue]]:
+    """(HLog codes, code scale) handles of the Q and K weights, inserted before `first`
+    (grouped-query K as it is: the prediction reads K head h // group for query head h)."""
     encoded = []
     for linear in (layer.q, layer.k):
         codes_name, scale_name = weights.encode(linear, bits)
-        if linear is layer.k and group > 1:  # GQA: query head h predicts with K head h // group
-            codes_name = weights.repeat_heads(codes_name, att.key_heads, group)  # type: ignore[attr-defined]
         w_shape = weights.store[codes_name].shape
         encoded.append((_handle(first, codes_name, TensorType(i32, w_shape)),
                         _handle(first, scale_name, TensorType(Float32Type(), []))))
     return encoded
 
 
-def _qk_bias_handles(layer: _Layer, first: Operation, weights: _HLogWeights,
-                     group: int) -> list[SSAValue]:
+def _qk_bias_handles(layer: _Layer, first: Operation, weights: _HLogWeights) -> list[SSAValue]:
     """FP32 bias handles of the Q and K linears (zeros when they have none) before `first`."""
-    att = layer.attention
     biases = []
     for linear in (layer.q, layer.k):
         # A fresh handle before the prediction: the layer's own bias handles may be defined
@@ -403,8 +387,6 @@ def _qk_bias_handles(layer: _Layer, first: Operation, weights: _HLogWeights,
         if name is None:
             raise CompileError(f"insert-spls: {_label(linear)}: bias must be a weight-store "
                                "handle")
-        if linear is layer.k and group > 1:
-            name, width = weights.repeat_heads(name, att.key_heads, group), width * group  # type: ignore[attr-defined]
         biases.append(_handle(first, name, TensorType(Float32Type(), [width])))
     return biases
 

@@ -149,6 +149,25 @@ class Chain:
         return self.predict.causal is not None
 
     @property
+    def head_dim(self) -> int:
+        return self.width // self.heads
+
+    @property
+    def k_width(self) -> int:
+        """Columns of K^: one head_dim block per K head (grouped-query attention: fewer than
+        Q^'s; query head h reads K^ head h // group)."""
+        return self.predict.key_heads * self.head_dim
+
+    @property
+    def qk_width(self) -> int:
+        return self.width + self.k_width
+
+    @property
+    def group(self) -> int:
+        """Query heads per K^ head."""
+        return self.heads // self.predict.key_heads
+
+    @property
     def spa_size(self) -> int:
         return self.heads * self.length * self.length
 
@@ -212,7 +231,7 @@ def _projection_fits(lw: Lowering, c: Chain) -> bool:
     slots of the narrowest column tile (ViT-base's 197 rows fill ABUF but for them)."""
     code_slots = 2 * c.width_in * lw.config.mac_cols
     return (c.rows * c.width_in <= lw.capacity(Buffer.VBUF)
-            and c.rows * (c.width_in + 2 * c.width) + code_slots <= lw.capacity(Buffer.ABUF))
+            and c.rows * (c.width_in + c.qk_width) + code_slots <= lw.capacity(Buffer.ABUF))
 
 
 def _mask_bytes(c: Chain) -> int:
@@ -348,11 +367,10 @@ def _emit_chunk(lw: Lowering, c: Chain, projection: WholeProjection | StreamedPr
         # The chunk's rows of head h: in the [H, L, L] block, or (ring) the [H, n, L] chunk.
         block = h * n * length if c.ring else h * length * length + r0 * length
         scores = projection.acc_buf.alloc(n * length)
-        d = c.width // heads
+        d = c.head_dim
         lw.emit("bpu", PREDICT, dst_addr=scores, a_buf=Buffer.ABUF,
-                a_addr=q_codes + h * d, b_buf=Buffer.ABUF, b_addr=k_codes + h * d, m=n, k=d,
-                n=length,
-                a_stride=c.width, b_stride=c.width, transpose_b=1)
+                a_addr=q_codes + h * d, b_buf=Buffer.ABUF, b_addr=k_codes + h // c.group * d,
+                m=n, k=d, n=length, a_stride=c.width, b_stride=c.k_width, transpose_b=1)
         source = {"src_buf": Buffer.ACC, "src_addr": scores}
         if pam is not None:
             lw.emit("dequant", PREDICT, dst_addr=pam + block, src_addr=scores, rows=n,

@@ -77,7 +77,7 @@ class WholeProjection:
         # Column tiles small enough for an ACC slot at the top of a bank (PredictScratch).
         acc_bank = getattr(lw.rings[Buffer.ACC], "bank_size", lw.capacity(Buffer.ACC))
         # ... and narrow enough that two slots fit beside X^, Q^ and K^ (ViT-base's 197 rows)
-        beside = lw.capacity(Buffer.ABUF) - rows * (c.width_in + 2 * width)
+        beside = lw.capacity(Buffer.ABUF) - rows * (c.width_in + c.qk_width)
         n_limit = min(lw.capacity(Buffer.ABUF) // 8 // c.width_in,
                       acc_bank // PredictScratch.SLOT_FRACTION // rows,
                       beside // (CODE_SLOTS * c.width_in))
@@ -86,12 +86,12 @@ class WholeProjection:
                        "the on-chip buffers")
         # Q^ and K^ columns in one pass when [rows, 2N] FP32 fits a VBUF output tile, else one
         # pass each (the HLog re-quantization needs all N columns of one of them at once).
-        together = rows * 2 * width <= lw.capacity(Buffer.VBUF) // OUT_FRACTION
-        passes = [(0, 2 * width)] if together else [(0, width), (width, 2 * width)]
+        together = rows * c.qk_width <= lw.capacity(Buffer.VBUF) // OUT_FRACTION
+        passes = [(0, c.qk_width)] if together else [(0, width), (width, c.qk_width)]
         n_tile = round_tile(n_limit, passes[0][1] - passes[0][0], lw.config.mac_cols)
         acc_buf = PredictScratch(lw, Buffer.ACC, max(rows * n_tile, c.chunks[0][1] * c.length))
         mask_rows = phase2_inputs(lw, c)
-        r["qc"], r["kc"] = (lw.alloc(Buffer.ABUF, rows * width) for _ in range(2))
+        r["qc"], r["kc"] = (lw.alloc(Buffer.ABUF, rows * w) for w in (width, c.k_width))
         r["real"] = lw.alloc(Buffer.VBUF, rows * max(c1 - c0 for c0, c1 in passes))
         code_slots = weight_code_slots(lw, c.width_in * n_tile, 2 * n_tile)
         return WholeProjection(codes, codes_at, vectors_at, passes, n_tile, acc_buf, mask_rows,
@@ -109,12 +109,13 @@ class WholeProjection:
                 emit_column_tile(lw, c, self, slot, n0, nt, rows, r["real"] + n0 - c0, cols)
                 slot += 1
             for b in range(c.batch):
-                for which, out in enumerate((r["qc"], r["kc"])):
-                    if c0 <= which * c.width < c1:
+                for which, (out, at, width) in enumerate(((r["qc"], 0, c.width),
+                                                          (r["kc"], c.width, c.k_width))):
+                    if c0 <= at < c1:
                         lw.emit("hlog", PREDICT, dst_buf=Buffer.ABUF,
-                                dst_addr=out + b * c.length * c.width,
-                                src_addr=r["real"] + b * c.length * cols + which * c.width - c0,
-                                rows=c.length, cols=c.width, src_stride=cols,
+                                dst_addr=out + b * c.length * width,
+                                src_addr=r["real"] + b * c.length * cols + at - c0,
+                                rows=c.length, cols=width, src_stride=cols,
                                 bits=c.predict.bits.value.data, dynamic=1,
                                 scale_out_addr=r["sqk"] + 2 * b + which, scale=1.0)
 
@@ -128,9 +129,9 @@ class WholeProjection:
         lw.free(Buffer.ABUF, c.regions["qc"], c.regions["kc"])
 
     def k_codes(self, lw: Lowering, c: Chain, b: int, r0: int) -> int:
-        """ABUF address of batch element b's K^ codes [L, N] at its chunk from row r0 (all on
+        """ABUF address of batch element b's K^ codes [L, Nk] at its chunk from row r0 (all on
         chip already)."""
-        return c.regions["kc"] + b * c.length * c.width
+        return c.regions["kc"] + b * c.length * c.k_width
 
     def q_codes(self, lw: Lowering, c: Chain, b: int, r0: int, n: int) -> int:
         """ABUF address of Q^ codes of rows [r0, r0 + n) of batch element b (row stride N)."""
@@ -147,16 +148,18 @@ def vector(lw: Lowering, hint: str, array: np.ndarray, cache_key: tuple | None =
 
 
 def projection_constants(lw: Lowering, c: Chain) -> tuple[np.ndarray, int, int]:
-    """The HLog codes of [W_Q | W_K] and their DEQUANT vectors (s_W per column, bias) in the
-    DRAM image: (codes, codes address, vectors address)."""
-    predict, width = c.predict, c.width
+    """The HLog codes of [W_Q | W_K] ([D, N + Nk]: grouped-query K^ has its K heads' columns
+    only) and their DEQUANT vectors (s_W per column, bias) in the DRAM image: (codes, codes
+    address, vectors address)."""
+    predict, widths = c.predict, (c.width, c.k_width)
     codes = np.concatenate([lw.weight_array(predict.wq, "wq"),
                             lw.weight_array(predict.wk, "wk")], axis=1).astype(np.int8)
     w_scales = [float(np.float32(lw.weight_array(v, "HLog weight scale")))
                 for v in (predict.wq_scale, predict.wk_scale)]
-    vectors = np.stack([np.repeat(np.array(w_scales, np.float32), width),
+    vectors = np.stack([np.repeat(np.array(w_scales, np.float32), widths),
                         np.concatenate([lw.weight_array(v, "bias").astype(np.float32)
-                                        .reshape(width) for v in (predict.bq, predict.bk)])])
+                                        .reshape(w) for v, w in zip((predict.bq, predict.bk),
+                                                                    widths)])])
     hint = node_name(predict) or "spls.predict"
     c8 = lw.constant(f"{hint}.qk_hlog_codes", codes)
     cv = lw.constant(f"{hint}.qk_hlog_dequant", vectors.astype(np.float32))
@@ -186,7 +189,7 @@ def emit_column_tile(lw: Lowering, c: Chain, projection: WholeProjection | Strea
     HLog weight codes and DEQUANT vectors into code slot `slot`, BPU (carrying its estimated
     cycles: an anchor of `prediction_overlap.interleave`), DEQUANT (* s_W * s_X + bias) to the
     FP32 rows at `dst`. Shared by the whole and the row-tiled projection."""
-    r, both = c.regions, 2 * c.width
+    r, both = c.regions, c.qk_width
     wt, sb = projection.code_slots[slot % len(projection.code_slots)]
     lw.load(Buffer.ABUF, wt, projection.codes_at + n0, c.width_in, nt, dram_stride=both)
     lw.hoist_last()

@@ -88,7 +88,7 @@ class StreamedProjection:
         r["real"] = lw.alloc(Buffer.VBUF, tile_rows * width)
         r["discard"] = lw.alloc(Buffer.ABUF, tile_rows * width)  # codes of scale-only HLOGs
         slots = weight_code_slots(lw, c.width_in * n_tile, 2 * n_tile)
-        real = lw.scratch_tensor((c.rows, 2 * width), np.float32)
+        real = lw.scratch_tensor((c.rows, c.qk_width), np.float32)
         return StreamedProjection(codes, codes_at, vectors_at, tiles, n_tile, acc_buf,
                                   mask_rows, slots, real)
 
@@ -118,8 +118,8 @@ class StreamedProjection:
               slot: int) -> int:
         """Q (part 0) or K (part 1) rows of one row tile: BPU + DEQUANT per column tile, the
         tile's HLog scale, the STORE of its FP32 rows. Returns the next code slot."""
-        r, width, both = c.regions, c.width, 2 * c.width
-        c0 = part * width
+        r, both = c.regions, c.qk_width
+        c0, width = part * c.width, (c.width, c.k_width)[part]
         for n0 in range(c0, c0 + width, self.n_tile):
             nt = min(self.n_tile, c0 + width - n0)
             emit_column_tile(lw, c, self, slot, n0, nt, n, r["real"] + n0 - c0, width)
@@ -144,9 +144,9 @@ class StreamedProjection:
         lw.free(Buffer.VBUF, r["vx"], r["real"], r["sx"], r["sx_tiles"],
                 *(v for _, v in self.code_slots))
         try:
-            r["kc"] = lw.alloc(Buffer.ABUF, c.length * c.width)
+            r["kc"] = lw.alloc(Buffer.ABUF, c.length * c.k_width)
         except CompileError as exc:  # name the op: phase 2 holds the K^ codes of every key
-            raise fail(c.predict, f"the K^ codes of all {c.length} keys x {c.width} ({exc}); "
+            raise fail(c.predict, f"the K^ codes of all {c.length} keys x {c.k_width} ({exc}); "
                        "phase 2 keeps them on chip (key-block prediction is planned work)"
                        ) from exc
         r["qc"] = lw.alloc(Buffer.ABUF, c.chunks[0][1] * c.width)
@@ -156,21 +156,21 @@ class StreamedProjection:
                dst: int) -> None:
         """HLog codes of rows [r0, r0 + n) of Q (part 0) or K (part 1) of batch b at `dst`,
         with the tensor's scale (the max of its tile scales) written to its s_Q / s_K slot."""
-        r, both = c.regions, 2 * c.width
+        r, both, width = c.regions, c.qk_width, (c.width, c.k_width)[part]
         lw.load(Buffer.VBUF, r["stage"],
                 self.real.address + ((b * c.length + r0) * both + part * c.width) * F32,
-                n, c.width, dram_stride=both * F32)
+                n, width, dram_stride=both * F32)
         lw.emit("hlog", PREDICT, dst_buf=Buffer.ABUF, dst_addr=dst, src_addr=r["stage"], rows=n,
-                cols=c.width, bits=c.predict.bits.value.data, scale_count=self.per_batch,
+                cols=width, bits=c.predict.bits.value.data, scale_count=self.per_batch,
                 scale_in_addr=self._tile_scale_at(c, part, b),
                 scale_out_addr=r["sqk"] + 2 * b + part, scale=1.0)
 
     def k_codes(self, lw: Lowering, c: Chain, b: int, r0: int) -> int:
-        """Batch element b's K^ codes [L, N] in ABUF, made at its first chunk."""
+        """Batch element b's K^ codes [L, Nk] in ABUF, made at its first chunk."""
         if r0 == 0:
             for tb, t0, n in self.tiles:
                 if tb == b:
-                    self._codes(lw, c, b, t0, n, 1, c.regions["kc"] + t0 * c.width)
+                    self._codes(lw, c, b, t0, n, 1, c.regions["kc"] + t0 * c.k_width)
         return c.regions["kc"]
 
     def q_codes(self, lw: Lowering, c: Chain, b: int, r0: int, n: int) -> int:

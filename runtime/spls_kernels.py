@@ -146,13 +146,16 @@ def hlog_encode(x: np.ndarray, bits: int) -> HLogTensor:
 
 def predict_attention(x: np.ndarray, w_q: np.ndarray | HLogTensor, w_k: np.ndarray | HLogTensor,
                       num_heads: int, bits: int, b_q: np.ndarray | None = None,
-                      b_k: np.ndarray | None = None) -> tuple[np.ndarray, float, int]:
+                      b_k: np.ndarray | None = None, kv_heads: int | None = None
+                      ) -> tuple[np.ndarray, float, int]:
     """Predicted attention PAM [H, L, L] of docs/design.md section 6 step 2, computed as the BPU
     does.
 
     x [L, D] fp32 (the Q/K/V projection input); w_q, w_k [D, N] (x @ w layout) as floats, or
     already HLog-encoded (`hlog_encode(w, bits)`, so a caller quantizes weights once); optional
-    biases [N]. X, W_Q, W_K are HLog-quantized with per-tensor scales; Q^ = HLog(X) HLog(W_Q)
+    biases [N]; grouped-query attention: w_k [D, Nk] with `kv_heads` heads (Nk = kv_heads x
+    N / num_heads), query head h predicting against K^ head h // (num_heads / kv_heads).
+    X, W_Q, W_K are HLog-quantized with per-tensor scales; Q^ = HLog(X) HLog(W_Q)
     (shift-adds) is dequantized (+ bias) and re-quantized to HLog with its own scale, likewise
     K^, and PAM_h = Q^_h K^_h^T per head by shift-adds again. Returns (PAM int64, pam_scale,
     shift_adds) where PAM * pam_scale approximates the logits Q K^T (divide by sqrt(d_head)
@@ -165,14 +168,19 @@ def predict_attention(x: np.ndarray, w_q: np.ndarray | HLogTensor, w_k: np.ndarr
                                   for w in (w_q, w_k)]
     x_h, s_x = hlog_encode(x_arr, bits)
     return predict_attention_from_codes(x_h, s_x, wq_h, s_wq, wk_h, s_wk, num_heads, bits,
-                                        b_q, b_k)
+                                        b_q, b_k, kv_heads)
 
 
 def predict_attention_from_codes(x_h: np.ndarray, s_x: float, wq_h: np.ndarray, s_wq: float,
                                  wk_h: np.ndarray, s_wk: float, num_heads: int, bits: int,
-                                 b_q: np.ndarray | None = None, b_k: np.ndarray | None = None
-                                 ) -> tuple[np.ndarray, float, int]:
-    """`predict_attention` from HLog codes already made (X [L, D], W_Q, W_K [D, N] with scales)."""
+                                 b_q: np.ndarray | None = None, b_k: np.ndarray | None = None,
+                                 kv_heads: int | None = None) -> tuple[np.ndarray, float, int]:
+    """`predict_attention` from HLog codes already made (X [L, D], W_Q [D, N], W_K [D, Nk]
+    with scales).
+
+    Grouped-query K^ is computed once per K head: its per-tensor HLog scale is the max over
+    the K heads' columns, which repeating them per query head would not change, so the PAM is
+    that of the repeated W_K exactly; only the K projection's shift-adds shrink."""
     if x_h.ndim != 2:
         raise EsactError(f"predict attention: x must be [L, D], got shape {x_h.shape}")
     length, dim = x_h.shape
@@ -180,9 +188,14 @@ def predict_attention_from_codes(x_h: np.ndarray, s_x: float, wq_h: np.ndarray, 
         if codes.ndim != 2 or codes.shape[0] != dim:
             raise EsactError(f"predict attention: {name} must be [{dim}, N], got {codes.shape}")
     width = wq_h.shape[1]
-    if wk_h.shape[1] != width or num_heads <= 0 or width % num_heads:
-        raise EsactError(f"predict attention: width {width} not divisible into {num_heads} heads")
+    kv_heads = num_heads if kv_heads is None else kv_heads
+    if num_heads <= 0 or width % num_heads or kv_heads <= 0 or num_heads % kv_heads:
+        raise EsactError(f"predict attention: width {width} not divisible into {num_heads} heads "
+                         f"over {kv_heads} K heads")
     head_dim = width // num_heads
+    if wk_h.shape[1] != kv_heads * head_dim:
+        raise EsactError(f"predict attention: w_k has {wk_h.shape[1]} columns, not {kv_heads} "
+                         f"K heads x {head_dim}")
     total_shift_adds = 0
     projected: list[HLogTensor] = []
     for w_h, s_w, bias in ((wq_h, s_wq, b_q), (wk_h, s_wk, b_k)):
@@ -193,10 +206,12 @@ def predict_attention_from_codes(x_h: np.ndarray, s_x: float, wq_h: np.ndarray, 
             real = real + np.asarray(bias, dtype=np.float64)
         projected.append(hlog_encode(real, bits))
     (q_h, s_q), (k_h, s_k) = projected
-    q_heads = q_h.reshape(length, num_heads, head_dim).transpose(1, 0, 2)
-    k_heads = k_h.reshape(length, num_heads, head_dim).transpose(1, 2, 0)
+    group = num_heads // kv_heads
+    # [kv_heads, group, L, d] @ [kv_heads, 1, d, L]: query head h = g * group + j reads K head g.
+    q_heads = q_h.reshape(length, kv_heads, group, head_dim).transpose(1, 2, 0, 3)
+    k_heads = k_h.reshape(length, kv_heads, 1, head_dim).transpose(1, 2, 3, 0)
     pam, shift_adds = hlog_matmul(q_heads, k_heads)
-    return pam, s_q * s_k, total_shift_adds + shift_adds
+    return pam.reshape(num_heads, length, length), s_q * s_k, total_shift_adds + shift_adds
 
 
 def masked_softmax(logits: np.ndarray, valid_mask: np.ndarray | None = None) -> np.ndarray:

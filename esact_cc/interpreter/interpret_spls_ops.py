@@ -41,14 +41,16 @@ def run_hlog_quantize(x: Array, bits: int, scale: float | None) -> tuple[Array, 
 
 def run_predict_attention(x: Array, x_scale: Array, wq: Array, wq_scale: Array, wk: Array,
                           wk_scale: Array, bq: Array, bk: Array, mask: Array | None,
-                          num_heads: int, bits: int, scale: float, causal: bool) -> Array:
-    """PAM [B, H, L, L] f32: scaled predicted logits, -inf where padding / causal mask."""
+                          num_heads: int, bits: int, scale: float, causal: bool,
+                          kv_heads: int | None = None) -> Array:
+    """PAM [B, H, L, L] f32: scaled predicted logits, -inf where padding / causal mask;
+    `kv_heads`: K^ per K head, read by its group of query heads."""
     batch, length, _ = x.shape
     out = np.empty((batch, num_heads, length, length), dtype=np.float32)
     for b in range(batch):
         pam, pam_scale, _ = predict_attention_from_codes(
             x[b], float(x_scale), wq, float(wq_scale), wk, float(wk_scale), num_heads, bits,
-            bq, bk)
+            bq, bk, kv_heads)
         out[b] = pam.astype(np.float64) * (pam_scale * scale)
     if mask is not None:
         additive = np.broadcast_to(np.asarray(mask, np.float32), out.shape)
@@ -90,7 +92,7 @@ def _predict_attention(interp: Interpreter, op: Operation, args: list[Array]) ->
     return run_predict_attention(
         v["x"], v["x_scale"], v["wq"], v["wq_scale"], v["wk"], v["wk_scale"], v["bq"], v["bk"],
         v.get("mask"), op.num_heads.value.data, op.bits.value.data, op.scale.value.data,
-        op.causal is not None)
+        op.causal is not None, op.key_heads)
 
 
 @register("spls.topk")

@@ -78,6 +78,8 @@ class SplsLayer:
     head_dim: int
     x_dim: int
     qk_width: int
+    k_width: int
+    """Columns of K^ (grouped-query attention: the K heads' only)."""
     linears: tuple[tuple[str, int, int, bool], ...]
     """(component, in, out, key-masked) of q, k, v, o, ffn1, ffn2 (those found)."""
     sparse_attention: bool
@@ -117,7 +119,8 @@ def find_spls_layers(module: ModuleOp) -> list[SplsLayer]:
         heads = predict.num_heads.value.data
         qk_width = _shape(predict.wq)[1]
         layers.append(SplsLayer(stamps[attention].layer, attention, predict, topk, op, heads, qk_width // heads,
-                                _shape(predict.x)[-1], qk_width, tuple(linears),
+                                _shape(predict.x)[-1], qk_width, _shape(predict.wk)[1],
+                                tuple(linears),
                                 attention.spa is not None))
     return layers
 
@@ -180,13 +183,14 @@ def count_layer(layer: SplsLayer, pam: np.ndarray, spa: np.ndarray, reuse: np.nd
                     * w_in * per_head
             else:
                 work.executed[name] += rows * w_in * w_out
-        work.prediction_products += 2.0 * rows * layer.x_dim * layer.qk_width \
+        work.prediction_products += rows * layer.x_dim * (layer.qk_width + layer.k_width) \
             + pairs * layer.head_dim
         if q is not None and k is not None and not layer.sparse_attention and done:
             top = layer.topk.k.value.data
             heads, dh = layer.heads, layer.head_dim
             qh = q[b].reshape(-1, heads, dh).transpose(1, 0, 2)[:, computed, :]
-            kh = k[b].reshape(-1, heads, dh).transpose(1, 2, 0)
+            group = layer.qk_width // layer.k_width  # query heads per K head
+            kh = np.repeat(k[b].reshape(-1, heads // group, dh), group, axis=1).transpose(1, 2, 0)
             exact = topk_mask(np.matmul(qh.astype(np.float64), kh), top, visible[:, computed, :])
             hits = (exact & spa[b].astype(bool)[:, computed, :]).sum(axis=-1)  # [H, rows]
             kept = np.maximum(exact.sum(axis=-1), 1)  # k, or fewer visible keys

@@ -41,6 +41,22 @@ func.func @f(%x: tensor<1x4x8xi32>, %s: tensor<f32>, %w: tensor<8x8xi32>, %b: te
 // CHECK: spls.predict_attention: mask 1x1x3x4 does not broadcast to 1x2x4x4
 
 // -----
+func.func @f(%x: tensor<1x4x8xi32>, %s: tensor<f32>, %w: tensor<8x8xi32>, %b: tensor<8xf32>) {
+  %p = spls.predict_attention %x, %s, %w, %s, %w, %s bias(%b, %b) heads(2) kv_heads(3) bits(4) scale(0.5) : (tensor<1x4x8xi32>, tensor<f32>, tensor<8x8xi32>, tensor<f32>, tensor<8x8xi32>, tensor<f32>, tensor<8xf32>, tensor<8xf32>) -> tensor<1x2x4x4xf32>
+  func.return
+}
+
+// CHECK: spls.predict_attention: kv_heads 3 does not divide num_heads 2
+
+// -----
+func.func @f(%x: tensor<1x4x8xi32>, %s: tensor<f32>, %w: tensor<8x8xi32>, %b: tensor<8xf32>) {
+  %p = spls.predict_attention %x, %s, %w, %s, %w, %s bias(%b, %b) heads(2) kv_heads(1) bits(4) scale(0.5) : (tensor<1x4x8xi32>, tensor<f32>, tensor<8x8xi32>, tensor<f32>, tensor<8x8xi32>, tensor<f32>, tensor<8xf32>, tensor<8xf32>) -> tensor<1x2x4x4xf32>
+  func.return
+}
+
+// CHECK: spls.predict_attention: wk must be 8x4, got 8x8
+
+// -----
 func.func @f(%p: tensor<1x2x4x4xf32>) {
   %t = spls.topk %p k(5) : (tensor<1x2x4x4xf32>) -> tensor<1x2x4x4xi1>
   func.return
