@@ -146,3 +146,11 @@ def test_a_vbuf_without_room_for_one_mask_row_is_one_error(tmp_path):
     with pytest.raises(CompileError, match="SPATTEN_SCORE: one row of the per-query additive "
                                            "mask"):
         compile_program(hardware(tmp_path, 64))
+
+
+def test_an_abuf_without_room_for_one_heads_codes_is_one_error(tmp_path):
+    path = tmp_path / "small_abuf.toml"
+    path.write_text('name = "small-abuf"\n[sram]\nactivation_buffer = 1024\n')
+    with pytest.raises(CompileError, match=r"SPATTEN_SCORE: one head's Q, K and V codes \(24 "
+                                           r"rows x 24\) are over half of ABUF \(512 elements\)"):
+        compile_program(str(path))
