@@ -20,6 +20,7 @@ Needs torch and scikit-learn (the `models` extra).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -65,8 +66,26 @@ def digits_splits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
             "test": splits["test"]}
 
 
-def finetune_digits(out: Path, splits: dict, settings: list[str], epochs: int, lr: float,
-                    seed: int, use_labels: bool) -> dict[str, Any]:
+def shifted_copies(images: np.ndarray, copies: int, seed: int) -> np.ndarray:
+    """`copies` versions of each [1, 8, 8] image moved by up to one pixel each way (zeros
+    move in: the background), seeded; index i * copies + c is image i's copy c."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros((len(images) * copies, *images.shape[1:]), images.dtype)
+    for n, (dy, dx) in enumerate(rng.integers(-1, 2, size=(len(out), 2))):
+        image = np.roll(images[n // copies], (dy, dx), axis=(-2, -1))
+        if dy:
+            image[..., 0 if dy > 0 else -1, :] = 0
+        if dx:
+            image[..., 0 if dx > 0 else -1] = 0
+        out[n] = image
+    return out
+
+
+def finetune_digits(out: Path, splits: dict, settings: list[str], options: Any,
+                    use_labels: bool, with_calib: bool, augment: int) -> dict[str, Any]:
+    """Fine-tune the bundled model on the training images (`with_calib`: the calibration
+    images too; `options.validation` of them, the last, only score the epochs; `augment`
+    shifted copies of each other one train too, with its label)."""
     import onnx
 
     from esact_cc.finetune.distillation import FinetuneOptions, finetune
@@ -74,16 +93,27 @@ def finetune_digits(out: Path, splits: dict, settings: list[str], epochs: int, l
 
     model = MODELS / "digits_vit.onnx"
     images, labels = splits["finetune"]
+    if with_calib:
+        # "int8": digits_calib.npz under both protocols ("calib" is test[:180] in split-test)
+        images = np.concatenate([splits["int8"][0], images])
+        labels = np.concatenate([splits["int8"][1], labels])
+    if augment:
+        cut = len(images) - options.validation
+        images = np.concatenate([images[:cut], shifted_copies(images[:cut], augment, options.seed),
+                                 images[cut:]])
+        labels = np.concatenate([labels[:cut], np.repeat(labels[:cut], augment), labels[cut:]])
     samples = [{"pixel_values": img[None]} for img in images]
     _, spls_settings = select_scheme({"sparsity": "spls", "sparsity_option": settings})
     start = time.time()
     result = finetune(model, samples, labels if use_labels else None,
-                      spls_settings.pass_options(),
-                      FinetuneOptions(epochs=epochs, learning_rate=lr, seed=seed), log)
+                      spls_settings.pass_options(), options, log)
     onnx.save(result.model, str(out))
-    return {"train_setting": settings, "epochs": epochs, "learning_rate": lr, "seed": seed,
-            "labels": use_labels, "inputs": len(samples), "seconds": time.time() - start,
-            "epoch_losses": result.epoch_losses, "reused_fraction": result.reused_fraction}
+    return {"train_setting": settings, "options": dataclasses.asdict(options),
+            "labels": use_labels, "with_calib": with_calib, "augment": augment,
+            "inputs": len(samples),
+            "seconds": time.time() - start, "epoch_losses": result.epoch_losses,
+            "reused_fraction": result.reused_fraction,
+            "validation_losses": result.validation_losses, "best_epoch": result.best_epoch}
 
 
 CALIB_BINDING = f"pixel_values={MODELS / 'digits_calib.npz'}:images"
@@ -209,6 +239,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-setting", action="append", default=None, metavar="NAME=VALUE")
     ap.add_argument("--no-labels", action="store_true", help="self-distillation only")
+    ap.add_argument("--label-smoothing", type=float, default=0.0)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--validation", type=int, default=0, metavar="N",
+                    help="the last N fine-tuning images pick the epoch (early stopping)")
+    ap.add_argument("--with-calib", action="store_true",
+                    help="fine-tune on the calibration images too (all training images)")
+    ap.add_argument("--augment", type=int, default=0, metavar="K",
+                    help="K copies of each fine-tuning image shifted by up to 1 pixel")
+    ap.add_argument("--tag", default="", help="suffix of the fine-tuned model's file name")
     ap.add_argument("--budget", type=float, default=1.0)
     ap.add_argument("--protocol", choices=["split-test", "calib"], default="split-test",
                     help="split-test: tune SPLS on the first half of the test images, report "
@@ -233,14 +272,21 @@ def main(argv: list[str] | None = None) -> int:
         splits["calib"], splits["test"] = (images[:half], labels[:half]), (images[half:],
                                                                            labels[half:])
     settings = args.train_setting or list(TRAIN_SETTING)
-    tuned = args.workdir / "digits_vit_finetuned.onnx"
+    tuned = args.workdir / f"digits_vit_finetuned{args.tag}.onnx"
     report: dict[str, Any] = json.loads(args.output.read_text()) if args.output.exists() else {}
     report.update({"splits": {k: len(v[1]) for k, v in splits.items()},
                    "protocol": args.protocol, "budget_points": args.budget})
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if "fine-tuned" in models and not args.skip_finetune:
-        report["finetune"] = finetune_digits(tuned, splits, settings, args.epochs,
-                                             args.learning_rate, args.seed, not args.no_labels)
+        from esact_cc.finetune.distillation import FinetuneOptions
+
+        options = FinetuneOptions(epochs=args.epochs, learning_rate=args.learning_rate,
+                                  batch=args.batch, seed=args.seed,
+                                  label_smoothing=args.label_smoothing,
+                                  validation=args.validation)
+        report["finetune"] = finetune_digits(tuned, splits, settings, options,
+                                             not args.no_labels, args.with_calib,
+                                             args.augment)
     bundled = MODELS / "digits_vit.onnx"
     image = splits["test"][0][0]
     macs = {"program_dense": program_macs(bundled, image),

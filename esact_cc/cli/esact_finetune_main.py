@@ -3,10 +3,12 @@
     esact-finetune MODEL.onnx --data FILE.npz|NAME=FILE.npz[:ARRAY] -o OUT.onnx
         [--labels-key KEY] [--sparsity-option [LAYER:]NAME=VALUE ...] [--spls-config FILE]
         [--epochs N] [--learning-rate LR] [--batch N] [--seed S] [--distill kl|cosine]
-        [--label-weight W] [--scored-output NAME] [--samples N] [--quiet]
+        [--label-weight W] [--label-smoothing S] [--validation N] [--scored-output NAME]
+        [--samples N] [--quiet]
 
 Self-distillation from the dense model on the `--data` inputs (no labels needed); with
-`--labels-key`, plus cross-entropy on those labels. The SPLS setting trained with is the
+`--labels-key`, plus cross-entropy on those labels. `--validation N` holds the last N inputs
+apart and keeps the epoch whose loss on them (with SPLS) is lowest. The SPLS setting trained with is the
 `--sparsity-option`s over the `--spls-config` over insert-spls's defaults. OUT.onnx is MODEL
 with the layers' weights replaced (same graph, same names); compile and tune it like any other
 model. The loop: esact_cc/finetune/distillation.py. Needs torch (`pip install
@@ -55,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="kl: on logits; cosine: on embeddings (default: %(default)s)")
     parser.add_argument("--label-weight", type=float, default=d.label_weight,
                         help="weight of the cross-entropy term (default: %(default)s)")
+    parser.add_argument("--label-smoothing", type=float, default=d.label_smoothing,
+                        help="label smoothing of the cross-entropy (default: %(default)s)")
+    parser.add_argument("--validation", type=int, default=d.validation, metavar="N",
+                        help="the last N inputs only score each epoch; the epoch with the "
+                        "lowest loss on them is written (default: %(default)s, the last epoch)")
     parser.add_argument("--scored-output", dest="output", metavar="NAME",
                         help="model output the loss is on (default: the last output)")
     parser.add_argument("--samples", type=int, default=0, metavar="N",
@@ -89,7 +96,9 @@ def _options(args: argparse.Namespace):
 
     return FinetuneOptions(epochs=args.epochs, learning_rate=args.learning_rate,
                            batch=args.batch, seed=args.seed, distill=args.distill,
-                           label_weight=args.label_weight, output=args.output)
+                           label_weight=args.label_weight,
+                           label_smoothing=args.label_smoothing, validation=args.validation,
+                           output=args.output)
 
 
 def _finetune(args: argparse.Namespace, options) -> None:
@@ -110,7 +119,8 @@ def _finetune(args: argparse.Namespace, options) -> None:
                       options, log)
     atomic_write_bytes(args.output_file, result.model.SerializeToString())
     log(f"esact-finetune: {len(result.weights)} weights trained, loss "
-        f"{result.epoch_losses[0]:.4f} -> {result.epoch_losses[-1]:.4f} -> {args.output_file}")
+        f"{result.epoch_losses[0]:.4f} -> {result.epoch_losses[result.best_epoch - 1]:.4f} "
+        f"(epoch {result.best_epoch}) -> {args.output_file}")
 
 
 def main(argv: list[str] | None = None) -> int:

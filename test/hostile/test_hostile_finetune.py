@@ -40,12 +40,22 @@ def test_without_torch_one_line_names_the_extra(workdir, monkeypatch):
     (["--epochs", "0"], ["--epochs"]),
     (["--learning-rate", "-1"], ["--learning-rate"]),
     (["--samples", "-2"], ["--samples"]),
+    (["--validation", "-1"], ["--validation"]),
+    (["--label-smoothing", "1"], ["--label-smoothing"]),
 ])
 def test_bad_numbers_are_command_line_errors(workdir, args, needles):
     before = tree_state(workdir)
     result = run_tool("esact-finetune", "model.onnx", "--data", "data.npz", "-o", "out.onnx",
                       *args, cwd=workdir)
     assert_user_error(result, *needles, code=2)
+    assert tree_state(workdir) == before
+
+
+def test_validation_taking_every_input_leaves_nothing_to_train(workdir):
+    before = tree_state(workdir)
+    result = run_tool("esact-finetune", "model.onnx", "--data", "data.npz", "-o", "out.onnx",
+                      "--validation", "2", cwd=workdir)
+    assert_user_error(result, "--validation 2", "no training input")
     assert tree_state(workdir) == before
 
 

@@ -93,3 +93,36 @@ def test_labels_are_trained_on_and_weight_zero_ignores_them():
     unlabelled = run(None, 1.0)
     assert run(labels, 1.0) != unlabelled
     assert run(labels, 0.0) == unlabelled
+
+
+def test_validation_keeps_the_epoch_with_the_lowest_held_apart_loss(tmp_path):
+    """The written weights are those of the epoch whose validation loss was lowest: the held
+    inputs' loss, recomputed from the written ONNX, is that minimum; they were not trained on."""
+    from esact_cc.dialect_registry import make_context
+    from esact_cc.finetune.distillation import _losses
+    from esact_cc.interpreter.reference_interpreter import run_module
+    from esact_cc.pipeline import make_pass
+
+    samples = _images(6, seed=3)
+    options = FinetuneOptions(epochs=4, learning_rate=3e-2, batch=2, seed=0, distill="cosine",
+                              output="last_hidden_state", validation=2)
+    result = finetune(VIT, samples, None, SPLS, options)
+    assert len(result.validation_losses) == options.epochs
+    assert result.best_epoch == 1 + int(np.argmin(result.validation_losses))
+    assert result.best_epoch < options.epochs  # the large step overshoots: not the last
+
+    shapes = {"pixel_values": samples[0]["pixel_values"].shape}
+    dense, dense_store = compile_model(str(VIT), "transformer",
+                                       CompileOptions(input_shapes=shapes))
+    path = tmp_path / "tuned.onnx"
+    onnx.save(result.model, str(path))
+    module, store = compile_model(str(path), "transformer", CompileOptions(input_shapes=shapes))
+    make_pass("insert-spls", store, **SPLS).apply(make_context(), module)
+    runner = TorchRunner(module, store, {})
+    held = samples[-2:]
+    out = torch.tensor(np.concatenate([np.asarray(runner.run(s)["last_hidden_state"])
+                                       for s in held]))
+    teacher = np.concatenate([run_module(dense, s, dense_store)["last_hidden_state"]
+                              for s in held])
+    loss = float(_losses(torch, out, teacher, None, options).mean())
+    assert loss == pytest.approx(min(result.validation_losses), rel=1e-4)
