@@ -29,6 +29,7 @@ from esact_cc.passes.lower_masked_inputs import (
     plan_masked_inputs,
 )
 from esact_cc.passes.lowering_state import (
+    F32,
     HALF,
     OUT_FRACTION,
     Lowering,
@@ -69,8 +70,9 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
     o_vec = lw.constant("attention.output_scale", np.full(dv, o_scale, np.float32), ("o", dv, float(o_scale)))
     q_mult, k_mult, v_mult, p_mult = (quant_multiplier(s) for s in op.int8_scales())
     lk_all = lk
-    # Keys above a query tile's diagonal are skipped where nothing is laid out per key.
-    skip_causal = causal and rows is None and spa is None and not per_query_mask(op)
+    # Keys above a query tile's diagonal are skipped where no mask is laid out per key row
+    # (a per-query additive mask is added over the tile's visible columns only).
+    skip_causal = causal and rows is None and spa is None
     q_tile, group = _attention_tiling(lw, op, lq, lk, d, dv, rows, spa, skip_causal)
     # Query tiles with row reuse: a reused row's representative may lie in an earlier tile,
     # so each head's [lq, dv] output stays in VBUF until its last tile, then SCATTER_ROWS.
@@ -132,6 +134,17 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
         lw.write_tile(op.result, r, b * lq + r0, tq, h * dv, dv)
         lw.free(Buffer.VBUF, r)
 
+    def add_mask_columns(b: int, h: int, f: int, r0: int, tq: int, lk: int) -> None:
+        """ADD keys [0, lk) of rows [r0, r0 + tq) of a per-query mask to the scores at f."""
+        assert mask_rows.tensor is not None
+        shape = mask_rows.shape
+        first = (((b % shape[0]) * shape[1] + h % shape[1]) * lq + r0) * lk_all
+        mm = lw.alloc(Buffer.VBUF, tq * lk)
+        lw.load(Buffer.VBUF, mm, mask_rows.tensor.address + first * F32, tq, lk,
+                dram_stride=lk_all * F32)
+        lw.emit("add", "sfu", dst_addr=f, a_addr=f, b_addr=mm, rows=tq, cols=lk)
+        lw.free(Buffer.VBUF, mm)
+
     def scores_to_p(b: int, h: int, scores: int, r0: int, tq: int) -> int:
         """DEQUANT, [per-query mask], SOFTMAX and QUANT of query rows [r0, r0 + tq) of head h:
         the ABUF address of P."""
@@ -141,7 +154,9 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
         lw.free(Buffer.ACC, scores)
         extra = ({} if spa is None else
                  {"has_elem_mask": 1, "elem_mask_addr": spa_rows.tile(b, h, r0, tq)})
-        if mask_rows.per_query:
+        if mask_rows.per_query and lk < lk_all:
+            add_mask_columns(b, h, f, r0, tq, lk)
+        elif mask_rows.per_query:
             mask_rows.add_fresh_block(b, h, f, r0, tq)
         elif mask_rows.present:
             extra.update(has_add_mask=1, add_mask_addr=mask_rows.row(b, h))
@@ -263,14 +278,6 @@ def _quantize_loads(lw: Lowering, b: int, loads: list[tuple]) -> None:
     for src, row0, count_rows, length, cols, addr, mult, first, count in loads:
         lw.quantize_rows(src, b * length + row0, count_rows, first * cols, count * cols, addr,
                          ((0, count * cols, float(mult)),))
-
-
-def per_query_mask(op: transformer.AttentionOp) -> bool:
-    """Whether the additive mask varies per query ([.., Lq, Lk], `MaskRows.per_query`)."""
-    if op.mask is None:
-        return False
-    dims = op.mask.type.get_shape()  # type: ignore[attr-defined]
-    return len(dims) >= 2 and dims[-2] != 1
 
 
 def _free_mbuf(lw: Lowering) -> int:

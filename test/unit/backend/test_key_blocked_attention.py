@@ -145,3 +145,31 @@ def test_causal_attention_skips_the_keys_above_each_tile() -> None:
     executed = result.report["total"]["macs_executed"]
     assert executed < 0.6 * dense
     assert executed >= dense // 2
+
+
+def test_causal_skipping_adds_a_per_query_mask_over_the_visible_columns_only() -> None:
+    """A causal attention whose padding comes as a per-query [1, 1, L, L] mask (LLaMA's
+    export) skips the keys above each tile too: the mask rows are loaded and added over the
+    tile's visible columns, bit for bit."""
+    t = f"tensor<1x{LENGTH}x{WIDTH}xf32>"
+    mask_type = f"tensor<1x1x{LENGTH}x{LENGTH}xf32>"
+    ir = f"""
+func.func @main(%q: {t} {{onnx.name = "q"}}, %k: {t} {{onnx.name = "k"}},
+                %v: {t} {{onnx.name = "v"}}, %m: {mask_type} {{onnx.name = "m"}})
+                -> ({t} {{onnx.name = "y"}}) {{
+  %y = transformer.attention %q, %k, %v mask %m heads({HEADS}) scale(0.5) causal q_scale(0.05)
+       k_scale(0.04) v_scale(0.03) p_scale(0.0078740157) : ({t}, {t}, {t}, {mask_type}) -> {t}
+  func.return %y : {t}
+}}
+"""
+    inputs = _inputs(2, False)
+    visible = np.tril(np.ones((LENGTH, LENGTH), bool))
+    visible[:, :5] = False  # left padding: the first 5 keys hidden from every query
+    inputs["m"] = np.where(visible, 0.0, -10000.0).astype(np.float32)[None, None]
+    program, names = _program(ir, None)
+    result = run_program(program, inputs, load_config())
+    np.testing.assert_array_equal(result.outputs["y"],
+                                  run_module(parse_ir(ir), inputs, WeightStore({}))["y"])
+    assert names.count("esact.add") == names.count("esact.attn_qk") >= 8 * HEADS  # per tile
+    assert result.report["total"]["macs_executed"] < 0.6 * 2 * HEADS * LENGTH * LENGTH * (
+        WIDTH // HEADS)
