@@ -191,12 +191,13 @@ class MaskRows:
         self.lw.emit("add", component, dst_addr=dst, a_addr=dst, b_addr=mm, rows=rows, cols=lk)
         self.lw.free(Buffer.VBUF, mm)
 
-    def fresh_rows(self, b: int, h: int, r0: int, rows: int) -> int:
+    def fresh_rows(self, b: int, h: int, r0: int, rows: int, into: int | None = None) -> int:
         """VBUF address of rows [r0, r0 + rows) of a per-query mask's [Lq, Lk] block, LOADed
-        for one query tile (the caller frees it): long sequences, whose block does not fit."""
+        for one query tile (the caller frees it, or holds `into`): long sequences, whose block
+        does not fit."""
         lq, lk = self.shape[2], self.shape[3]
         assert self.tensor is not None and self.per_query
-        mm = self.lw.alloc(Buffer.VBUF, rows * lk)
+        mm = self.lw.alloc(Buffer.VBUF, rows * lk) if into is None else into
         base = (((b % self.shape[0]) * self.shape[1] + h % self.shape[1]) * lq + r0) * lk
         self.lw.load(Buffer.VBUF, mm, self.tensor.address + base * F32, rows, lk)
         return mm

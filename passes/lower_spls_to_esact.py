@@ -127,6 +127,10 @@ class Chain:
     a ring (`_ring_chunk_rows`), SPA spilled to DRAM per chunk when an attention reads it."""
     regions: dict[str, int] = field(default_factory=dict)
     """On-chip addresses by name (xc, sx, pam, qc, kc, sqk, pam_scale, real, spa)."""
+    mask_slots: list[int] = field(default_factory=list)
+    """Two VBUF slots for a chunk's rows of a per-query mask (ring form), held for the whole
+    chain (`lower_prediction`): alternating by head, or by chunk when every head reads the
+    same mask block (BERT's [B, 1, L, L]: LOADed once per chunk, not once per head)."""
 
     @property
     def batch(self) -> int:
@@ -291,6 +295,11 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
         lw.place("interleave", independent, projection_start)
     projection.release(lw, c)
     masks = _allocate_masks(lw, c)
+    if c.ring and projection.mask_rows.per_query:
+        # Held until the Q linear below is lowered: a region freed after each head's mask
+        # rows would be taken by Q's input tiles, which then could not move in front of the
+        # chain (hoist_preparation), and Q's chunk GEMMs would wait for the last chunk.
+        c.mask_slots = [lw.alloc(Buffer.VBUF, c.chunks[0][1] * c.length) for _ in range(2)]
     chain_start = lw.label()
     for b in range(c.batch):
         for r0, n in c.chunks:
@@ -304,6 +313,7 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
     generation = lw.lower_aside(consumers, masks) if consumers else None
     if generation is not None:
         lw.place("prepare", generation, chain_start)
+    lw.free(Buffer.VBUF, *c.mask_slots)
     if r["pam"] is not None:
         lw.free(Buffer.VBUF, r["pam"])
     projection.mask_rows.free()
@@ -328,7 +338,7 @@ def _allocate_masks(lw: Lowering, c: Chain) -> MaskTiles:
                       reuse_map=lw.alloc(Buffer.MBUF, 2 * c.length * c.batch),
                       row_mask=lw.alloc(Buffer.MBUF, c.length * c.batch),
                       key_mask=lw.alloc(Buffer.MBUF, c.heads * c.length * c.batch),
-                      spa=None, chunks=c.chunks, x=c.op.x)
+                      spa=None, chunks=_gemm_row_tiles(lw, c), x=c.op.x)
     if not c.ring:
         r["spa"] = lw.alloc(Buffer.MBUF, c.spa_size * c.batch)
     if c.float_pam and r["pam"] is None:
@@ -346,6 +356,20 @@ def _allocate_masks(lw: Lowering, c: Chain) -> MaskTiles:
     elif c.keep_spa:
         masks.spa = r["spa"]
     return masks
+
+
+def _gemm_row_tiles(lw: Lowering, c: Chain) -> list[tuple[int, int]]:
+    """(first row, rows) of the masked Q linear's GEMMs: whole prediction chunks, consecutive
+    ones grouped while they fit the MAC array's rows (GEMM g then waits for the SIMILARITY of
+    its last chunk). A GEMM of fewer rows leaves array rows idle for all its K x N work: the
+    ring form's 8-row chunks at 512 tokens ran Q at a quarter of the array's rate."""
+    tiles: list[tuple[int, int]] = []
+    for r0, n in c.chunks:
+        if tiles and tiles[-1][1] + n <= lw.config.mac_rows:
+            tiles[-1] = (tiles[-1][0], tiles[-1][1] + n)
+        else:
+            tiles.append((r0, n))
+    return tiles
 
 
 def _emit_chunk(lw: Lowering, c: Chain, projection: WholeProjection | StreamedProjection, masks: MaskTiles, b: int,
@@ -377,7 +401,13 @@ def _emit_chunk(lw: Lowering, c: Chain, projection: WholeProjection | StreamedPr
                     cols=length, scale_addr=r["pam_scale"], scalar_count=2,
                     scalar_addr=r["sqk"] + 2 * b)
             if mask_rows.per_query and c.ring:  # PAM + mask, ranked as is
-                mask_rows.add_fresh_block(b, h, pam + block, r0, n, PREDICT)
+                shared = mask_rows.shape[1] == 1  # one block for every head
+                chunk = b * len(c.chunks) + r0 // c.chunks[0][1]
+                slot = c.mask_slots[(chunk if shared else h) % 2]
+                if h == 0 or not shared:
+                    mask_rows.fresh_rows(b, h, r0, n, into=slot)
+                lw.emit("add", PREDICT, dst_addr=pam + block, a_addr=pam + block, b_addr=slot,
+                        rows=n, cols=length)
                 source = {"src_buf": Buffer.VBUF, "src_addr": pam + block}
             elif mask_rows.per_query:  # PAM + mask, ranked as is (see MaskRows.add_block)
                 mask_rows.add_block(b, h, pam + block, r0, n, PREDICT)

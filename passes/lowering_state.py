@@ -156,7 +156,8 @@ class MaskTiles:
     users: set[Operation] = field(default_factory=set)
     """Ops still to be lowered that read these masks; the regions are freed after the last."""
     chunks: list[tuple[int, int]] = field(default_factory=list)
-    """(first row, rows) of each SPLS prediction chunk (one SIMILARITY each)."""
+    """(first row, rows) of each GEMM of a row-masked linear of `x`: whole SPLS prediction
+    chunks, grouped to fill the MAC array's rows (`lower_spls_to_esact._gemm_row_tiles`)."""
     x: SSAValue | None = None
     """The SPLS prediction's input: a row-masked linear of it gets one GEMM per chunk."""
 
