@@ -16,8 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 import esact_cc
 
@@ -60,7 +62,8 @@ def cache_key(options: Mapping[str, object], files: Mapping[str, str | None]) ->
     for option, path in sorted(files.items()):
         digest.update(option.encode() + b"\0")
         if path is not None and Path(path).is_file():  # else a shipped config's name
-            digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
+            with open(path, "rb") as handle:  # streamed: a 415 MB model is not held in memory
+                digest.update(hashlib.file_digest(handle, "sha256").digest())
     return digest.hexdigest()
 
 
@@ -71,18 +74,23 @@ class CompileCache:
     def _paths(self, key: str) -> tuple[Path, Path]:
         return self.directory / f"{key}.esb", self.directory / f"{key}.stderr"
 
-    def lookup(self, key: str) -> tuple[bytes, str] | None:
+    def lookup(self, key: str) -> tuple[BinaryIO, str] | None:
+        """The entry's binary, open (a concurrent store replacing it leaves this one whole),
+        and its messages; None on a miss. The caller closes the binary."""
         binary, messages = self._paths(key)
         try:
-            return binary.read_bytes(), messages.read_text()
+            text = messages.read_text()
+            return open(binary, "rb"), text
         except OSError:  # absent or unreadable: a miss (storing it then warns if it fails)
             return None
 
-    def store(self, key: str, binary: bytes, messages: str) -> None:
-        """Messages first, binary last: an entry whose binary exists is complete."""
+    def store(self, key: str, binary: Path, messages: str) -> None:
+        """Copy the binary file into the cache (in chunks: a BERT-base binary is 180 MB).
+        Messages first, binary last: an entry whose binary exists is complete."""
         self.directory.mkdir(parents=True, exist_ok=True)
         binary_path, messages_path = self._paths(key)
-        for path, data in ((messages_path, messages.encode()), (binary_path, binary)):
+        for path, copy in ((messages_path, lambda dst: dst.write_bytes(messages.encode())),
+                           (binary_path, lambda dst: shutil.copyfile(binary, dst))):
             temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            temporary.write_bytes(data)
+            copy(temporary)
             os.replace(temporary, path)

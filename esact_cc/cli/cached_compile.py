@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import io
 import os
+import shutil
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -53,7 +54,7 @@ def compile_through_cache(prog: str, args: argparse.Namespace, files: Mapping[st
                           compile_and_write: Callable[[], None],
                           environment: Mapping[str, str] = os.environ) -> None:
     """Write args.output from the cache, or compile (compile_and_write) and store it."""
-    from esact_cc.runtime.atomic_write import atomic_write_bytes
+    from esact_cc.runtime.atomic_write import atomic_write
 
     cache = CompileCache(Path(args.cache_dir) if args.cache_dir else default_cache_dir(environment))
     key = cache_key(vars(args), files)
@@ -61,14 +62,15 @@ def compile_through_cache(prog: str, args: argparse.Namespace, files: Mapping[st
     if entry is not None:
         binary, messages = entry
         sys.stderr.write(messages)
-        atomic_write_bytes(args.output, binary)
+        with binary:  # copied in chunks, never held whole in memory
+            atomic_write(args.output, lambda handle: shutil.copyfileobj(binary, handle))
         sys.stderr.write(f"{prog}: compile cache hit ({cache.directory}); --no-cache "
                          "compiles again\n")
         return
     with recorded_stderr() as messages:
         compile_and_write()
     try:
-        cache.store(key, Path(args.output).read_bytes(), messages.getvalue())
+        cache.store(key, Path(args.output), messages.getvalue())
     except OSError as exc:
         sys.stderr.write(f"{prog}: warning: compile cache not written ({cache.directory}): "
                          f"{exc.strerror or exc}\n")
