@@ -64,9 +64,55 @@ GELU_APPROXIMATIONS: tuple[str, ...] = ("none", "tanh")
 
 
 class NormOp(IRDLOperation):
-    """Base of the row-wise normalizations (layer norm, RMSNorm): the op-kind tests of the
-    passes (role "norm" in layer_roles.py, row-wise in dead_rows.py, the layer walk of
-    insert_spls.py, the lift summary) check this class, so a new norm op subclasses it."""
+    """Base of the row-wise normalizations over the last axis of `x` (layer norm, RMSNorm): the
+    op-kind tests of the passes (role "norm" in layer_roles.py, row-wise in dead_rows.py, the
+    layer walk of insert_spls.py, the lift summary) check this class, so a new norm op
+    subclasses it (or `ScaledNormOp`, which also declares its operands and syntax)."""
+
+    epsilon = prop_def(FloatAttr[Float32Type])
+    """Added under the square root (to the variance, the mean square, ...)."""
+    result = result_def(TensorType)
+    """Same shape as x."""
+
+    traits = traits_def(Pure())
+
+    def gamma_shape(self, width: int) -> tuple[int, ...]:
+        """The shape of the scale operands for x [..., width]: one scale per channel."""
+        return (width,)
+
+    def verify_(self) -> None:
+        x, y = _shape(self.operands[0]), _shape(self.result)
+        require_rank(self.name, "x", x, range(1, 8))
+        names = [name for name, _ in type(self).get_irdl_definition().operands][1:]
+        for name in names:
+            value, expected = getattr(self, name), self.gamma_shape(x[-1])
+            if value is not None and not _shapes_agree(_shape(value), expected):
+                raise VerifyException(f"{self.name}: {name} must be [{_fmt(expected)}], got "
+                                      f"{_fmt(_shape(value))}")
+        require_positive(self, "epsilon", self.epsilon)
+        if not _shapes_agree(y, x):
+            raise VerifyException(f"{self.name}: result must be {_fmt(x)}, got {_fmt(y)}")
+
+
+class ScaledNormOp(NormOp):
+    """A norm of `x` with one scale handle `gamma` and `epsilon`; a subclass is its name, its
+    definition and, if gamma is not [N], its `gamma_shape`."""
+
+    x = operand_def(TensorType)
+    """Activations [..., N]."""
+    gamma = operand_def(TensorType)
+    """Scale handle (`gamma_shape`: [N] unless the op says otherwise)."""
+
+    assembly_format = (
+        "$x `,` $gamma `eps` `(` $epsilon `)` attr-dict `:` functional-type(operands, results)"
+    )
+
+    def __init__(self, x: SSAValue, gamma: SSAValue, epsilon: float, result_type: Attribute):
+        super().__init__(
+            operands=[x, gamma],
+            properties={"epsilon": FloatAttr(epsilon, Float32Type())},
+            result_types=[result_type],
+        )
 
 
 @irdl_op_definition
@@ -81,12 +127,6 @@ class LayerNormOp(NormOp):
     """Scale handle [N]."""
     beta = opt_operand_def(TensorType)
     """Optional shift handle [N]."""
-    epsilon = prop_def(FloatAttr[Float32Type])
-    """Added to the variance before the square root."""
-    result = result_def(TensorType)
-    """Same shape as x."""
-
-    traits = traits_def(Pure())
 
     assembly_format = (
         "$x `,` $gamma (`,` $beta^)? `eps` `(` $epsilon `)` attr-dict"
@@ -107,54 +147,13 @@ class LayerNormOp(NormOp):
             result_types=[result_type],
         )
 
-    def verify_(self) -> None:
-        x, g, y = _shape(self.x), _shape(self.gamma), _shape(self.result)
-        require_rank(self.name, "x", x, range(1, 8))
-        for what, shape in (("gamma", g), *((("beta", _shape(self.beta)),) if self.beta else ())):
-            if not _shapes_agree(shape, (x[-1],)):
-                raise VerifyException(f"{self.name}: {what} must be [{x[-1]}], got {_fmt(shape)}")
-        require_positive(self, "epsilon", self.epsilon)
-        if not _shapes_agree(y, x):
-            raise VerifyException(f"{self.name}: result must be {_fmt(x)}, got {_fmt(y)}")
-
 
 @irdl_op_definition
-class RmsNormOp(NormOp):
+class RmsNormOp(ScaledNormOp):
     """x / sqrt(mean(x^2) + epsilon) * gamma, the mean over the last axis (no centring, no
     shift: LLaMA, Mistral, Qwen2, T5)."""
 
     name = "transformer.rms_norm"
-
-    x = operand_def(TensorType)
-    """Activations [..., N]."""
-    gamma = operand_def(TensorType)
-    """Scale handle [N]."""
-    epsilon = prop_def(FloatAttr[Float32Type])
-    """Added to the mean square before the square root."""
-    result = result_def(TensorType)
-    """Same shape as x."""
-
-    traits = traits_def(Pure())
-
-    assembly_format = (
-        "$x `,` $gamma `eps` `(` $epsilon `)` attr-dict `:` functional-type(operands, results)"
-    )
-
-    def __init__(self, x: SSAValue, gamma: SSAValue, epsilon: float, result_type: Attribute):
-        super().__init__(
-            operands=[x, gamma],
-            properties={"epsilon": FloatAttr(epsilon, Float32Type())},
-            result_types=[result_type],
-        )
-
-    def verify_(self) -> None:
-        x, g, y = _shape(self.x), _shape(self.gamma), _shape(self.result)
-        require_rank(self.name, "x", x, range(1, 8))
-        if not _shapes_agree(g, (x[-1],)):
-            raise VerifyException(f"{self.name}: gamma must be [{x[-1]}], got {_fmt(g)}")
-        require_positive(self, "epsilon", self.epsilon)
-        if not _shapes_agree(y, x):
-            raise VerifyException(f"{self.name}: result must be {_fmt(x)}, got {_fmt(y)}")
 
 
 class _ElementwiseUnaryOp(IRDLOperation):

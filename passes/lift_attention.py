@@ -44,7 +44,7 @@ from esact_cc.passes.lift_attention_heads import (
     merge_heads,
     split_heads,
 )
-from esact_cc.passes.lift_transformer_pattern import LiftPattern
+from esact_cc.passes.lift_transformer_pattern import LiftPattern, Phase, register_lift_pattern
 from xdsl.dialects.builtin import Float32Type, IntegerAttr, NameLoc, NoneAttr, StringAttr, TensorType, i64
 from xdsl.ir import Operation, OpResult, SSAValue
 
@@ -81,11 +81,13 @@ def _visibility_is_causal(visible: np.ndarray, lq: int, lk: int) -> bool:
     return bool(np.all(flat == causal_visible(lq, lk)[None]))
 
 
+@register_lift_pattern
 class AttentionPattern(LiftPattern):
     """Softmax at the heart of scaled dot-product attention -> transformer.attention."""
 
     name = "attention"
     anchors = ("Softmax",)
+    phase = Phase.ATTENTION
 
     def is_candidate(self, op: OnnxOperation, graph: OnnxGraph) -> bool:
         # A Softmax over a 4-D tensor fed by a MatMul chain: everything else is not attention.

@@ -21,7 +21,7 @@ from esact_cc.passes.lift_transformer_graph import (
     require,
     shape_of,
 )
-from esact_cc.passes.lift_transformer_pattern import LiftPattern
+from esact_cc.passes.lift_transformer_pattern import LiftPattern, Phase, register_lift_pattern
 from xdsl.ir import Operation, OpResult, SSAValue
 
 
@@ -48,11 +48,13 @@ def match_interleaved_split(gather: OnnxOperation, graph: OnnxGraph, what: str) 
     return fused, columns.astype(np.int64), heads
 
 
+@register_lift_pattern
 class GatherColumnsLinearPattern(LiftPattern):
     """Gather(linear, constant columns, last axis) -> the linear of those columns."""
 
     name = "split-linear"
     anchors = ("Gather",)
+    phase = Phase.SPLIT_LINEAR
 
     def is_candidate(self, op: OnnxOperation, graph: OnnxGraph) -> bool:
         source = op.operands[0]

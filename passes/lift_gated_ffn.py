@@ -16,15 +16,17 @@ from esact_cc.dialects.onnx import OnnxOperation
 from esact_cc.dialects.transformer import MulOp, ReluOp, SiluOp
 from esact_cc.passes.lift_norm_activation import from_transformer_op, is_f32, replace_end
 from esact_cc.passes.lift_transformer_graph import OnnxGraph, fmt_shape, location_name, require, shape_of
-from esact_cc.passes.lift_transformer_pattern import LiftPattern
+from esact_cc.passes.lift_transformer_pattern import LiftPattern, Phase, register_lift_pattern
 from xdsl.ir import Operation
 
 
+@register_lift_pattern
 class SiluPattern(LiftPattern):
     """x * Sigmoid(x) -> transformer.silu."""
 
     name = "silu"
     anchors = ("Sigmoid",)
+    phase = Phase.ACTIVATION
 
     def is_candidate(self, op: OnnxOperation, graph: OnnxGraph) -> bool:
         return graph.only_user(op.results[0], "Mul") is not None
@@ -40,22 +42,26 @@ class SiluPattern(LiftPattern):
         return replace_end(mul, SiluOp(x, mul.results[0].type), op)
 
 
+@register_lift_pattern
 class ReluPattern(LiftPattern):
     """Relu -> transformer.relu."""
 
     name = "relu"
     anchors = ("Relu",)
+    phase = Phase.ACTIVATION
 
     def rewrite(self, op: OnnxOperation, graph: OnnxGraph) -> Operation:
         require(is_f32(op.operands[0]), f"{location_name(op)}: input is not f32")
         return replace_end(op, ReluOp(op.operands[0], op.results[0].type), op)
 
 
+@register_lift_pattern
 class GateProductPattern(LiftPattern):
     """act(x W_gate) * (x W_up) (same-shape activations) -> transformer.mul."""
 
     name = "mul"
     anchors = ("Mul",)
+    phase = Phase.GATE
 
     def is_candidate(self, op: OnnxOperation, graph: OnnxGraph) -> bool:
         # A broadcasting product (mean pooling's x * mask) is another computation, not a gate.

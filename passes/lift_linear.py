@@ -25,7 +25,7 @@ from esact_cc.passes.lift_transformer_graph import (
     require,
     shape_of,
 )
-from esact_cc.passes.lift_transformer_pattern import LiftPattern
+from esact_cc.passes.lift_transformer_pattern import LiftPattern, Phase, register_lift_pattern
 from xdsl.dialects.builtin import Float32Type, TensorType
 from xdsl.ir import Operation, OpResult, SSAValue
 
@@ -39,11 +39,13 @@ def _bias_vector(array: np.ndarray, out: int, what: str) -> np.ndarray:
     return array.reshape(out)
 
 
+@register_lift_pattern
 class LinearPattern(LiftPattern):
     """MatMul / Gemm with a constant weight -> transformer.linear."""
 
     name = "linear"
     anchors = ("MatMul", "Gemm")
+    phase = Phase.LINEAR
 
     def is_candidate(self, op: OnnxOperation, graph: OnnxGraph) -> bool:
         if op.op_type == "Gemm":
@@ -181,11 +183,13 @@ class LinearPattern(LiftPattern):
         return source, unflatten
 
 
+@register_lift_pattern
 class SplitLinearPattern(LiftPattern):
     """Split(transformer.linear, last axis) of a fused projection -> one linear per part."""
 
     name = "split-linear"
     anchors = ("Split",)
+    phase = Phase.SPLIT_LINEAR
 
     def is_candidate(self, op: OnnxOperation, graph: OnnxGraph) -> bool:
         source = op.operands[0]

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 from esact_cc.dialects.onnx import OnnxOperation
 from esact_cc.passes.lift_transformer_graph import OnnxGraph, location_name, require
-from esact_cc.passes.lift_transformer_pattern import LiftPattern
+from esact_cc.passes.lift_transformer_pattern import LiftPattern, Phase, register_lift_pattern
 from xdsl.ir import Operation
 
 
+@register_lift_pattern
 class NoopPattern(LiftPattern):
     """Reshape or Cast to the same type, Identity, inference Dropout -> their input."""
 
     name = "noop"
     anchors = ("Reshape", "Cast", "Identity", "Dropout")
+    phase = Phase.NOOP
 
     def is_candidate(self, op: OnnxOperation, graph: OnnxGraph) -> bool:
         if op.op_type in ("Reshape", "Cast"):

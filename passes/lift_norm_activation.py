@@ -29,7 +29,7 @@ from esact_cc.passes.lift_transformer_graph import (
     require,
     shape_of,
 )
-from esact_cc.passes.lift_transformer_pattern import LiftPattern
+from esact_cc.passes.lift_transformer_pattern import LiftPattern, Phase, register_lift_pattern
 from xdsl.dialects.builtin import Float32Type
 from xdsl.ir import Operation, OpResult, SSAValue
 
@@ -69,11 +69,13 @@ def replace_end(end: Operation, new: Operation, like: Operation) -> Operation:
     return new
 
 
+@register_lift_pattern
 class LayerNormPattern(LiftPattern):
     """LayerNormalization over the last axis -> transformer.layer_norm."""
 
     name = "layer_norm"
     anchors = ("LayerNormalization",)
+    phase = Phase.LAYER_NORM
 
     def rewrite(self, op: OnnxOperation, graph: OnnxGraph) -> Operation:
         where = location_name(op)
@@ -109,11 +111,13 @@ class LayerNormPattern(LiftPattern):
         return replace_end(op, LayerNormOp(x, g, b, epsilon, op.results[0].type), op)
 
 
+@register_lift_pattern
 class DecomposedLayerNormPattern(LiftPattern):
     """ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div[/Mul/Add] -> transformer.layer_norm."""
 
     name = "layer_norm"
     anchors = ("Div",)
+    phase = Phase.LAYER_NORM
 
     def is_candidate(self, op: OnnxOperation, graph: OnnxGraph) -> bool:
         return (
@@ -260,11 +264,13 @@ def _plus_one(value: SSAValue, graph: OnnxGraph, where: str) -> OnnxOperation:
     return add
 
 
+@register_lift_pattern
 class GeluPattern(LiftPattern):
     """Gelu op -> transformer.gelu."""
 
     name = "gelu"
     anchors = ("Gelu",)
+    phase = Phase.ACTIVATION
 
     def rewrite(self, op: OnnxOperation, graph: OnnxGraph) -> Operation:
         approximate = str(graph.attrs(op).get("approximate", "none"))
@@ -275,11 +281,13 @@ class GeluPattern(LiftPattern):
         return replace_end(op, GeluOp(op.operands[0], approximate, op.results[0].type), op)
 
 
+@register_lift_pattern
 class ErfGeluPattern(LiftPattern):
     """x * 0.5 * (1 + Erf(x / sqrt(2))) -> transformer.gelu approximate("none")."""
 
     name = "gelu"
     anchors = ("Erf",)
+    phase = Phase.ACTIVATION
 
     def rewrite(self, op: OnnxOperation, graph: OnnxGraph) -> Operation:
         where = location_name(op)
@@ -303,11 +311,13 @@ class ErfGeluPattern(LiftPattern):
         return replace_end(end, GeluOp(x, "none", end.results[0].type), op)
 
 
+@register_lift_pattern
 class TanhGeluPattern(LiftPattern):
     """0.5 * x * (1 + Tanh(sqrt(2/pi) * (x + 0.044715 x^3))) -> gelu approximate("tanh")."""
 
     name = "gelu"
     anchors = ("Tanh",)
+    phase = Phase.ACTIVATION
 
     def is_candidate(self, op: OnnxOperation, graph: OnnxGraph) -> bool:
         return graph.producer(op.operands[0], "Mul") is not None
@@ -414,11 +424,13 @@ def _is_cube_of(value: SSAValue, x: SSAValue, graph: OnnxGraph) -> bool:
     return False
 
 
+@register_lift_pattern
 class SoftmaxPattern(LiftPattern):
     """Softmax over the last axis (not part of attention) -> transformer.softmax."""
 
     name = "softmax"
     anchors = ("Softmax",)
+    phase = Phase.SOFTMAX
 
     def rewrite(self, op: OnnxOperation, graph: OnnxGraph) -> Operation:
         shape = shape_of(op.operands[0])
@@ -438,11 +450,13 @@ def from_transformer_op(value: SSAValue) -> bool:
     return isinstance(value, OpResult) and value.op.name.startswith(_TRANSFORMER_PREFIX)
 
 
+@register_lift_pattern
 class ResidualAddPattern(LiftPattern):
     """Add of same-shape activations, one from a transformer op -> transformer.add."""
 
     name = "add"
     anchors = ("Add",)
+    phase = Phase.RESIDUAL
 
     def is_candidate(self, op: OnnxOperation, graph: OnnxGraph) -> bool:
         a, b = op.operands

@@ -23,15 +23,17 @@ from esact_cc.passes.lift_norm_activation import (
     constant_vector,
 )
 from esact_cc.passes.lift_transformer_graph import OnnxGraph, location_name, require, shape_of
-from esact_cc.passes.lift_transformer_pattern import LiftPattern
+from esact_cc.passes.lift_transformer_pattern import LiftPattern, Phase, register_lift_pattern
 from xdsl.ir import Operation, SSAValue
 
 
+@register_lift_pattern
 class RmsNormPattern(LiftPattern):
     """x / sqrt(mean(x^2) + eps) [* gamma] -> transformer.rms_norm."""
 
     name = "rms_norm"
     anchors = ("Sqrt",)
+    phase = Phase.RMS_NORM
 
     def is_candidate(self, op: OnnxOperation, graph: OnnxGraph) -> bool:
         add = graph.producer(op.operands[0], "Add")

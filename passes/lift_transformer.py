@@ -1,7 +1,8 @@
 """lift-transformer: rewrites `onnx` dialect graphs into the `transformer` dialect.
 
-Structural rules (one file per family, beside this one) run in phases, each over the whole
-function in program order:
+Structural rules (one file per family, beside this one: every `lift_*.py` module is imported
+and its patterns register themselves, `lift_transformer_pattern.py`) run in phases (`Phase`),
+each over the whole function in program order:
 
 0. no-ops (`lift_noop.py`): same-shape Reshapes, Identity, inference Dropout are bypassed;
 1. attention (`lift_attention.py`): head split, scaled Q K^T, masks, Softmax, P V, head merge;
@@ -23,7 +24,10 @@ Weights that must be transposed, scaled or sliced go into the module's weight st
 
 from __future__ import annotations
 
+import functools
 import gc
+import importlib
+import pkgutil
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -33,23 +37,8 @@ from dataclasses import dataclass, field
 from esact_cc.dialects.onnx import OnnxOperation, WeightOp
 from esact_cc.passes.host_regions import group_host_regions
 from esact_cc.passes.layer_roles import analyse, stamp_block
-from esact_cc.passes.lift_attention import AttentionPattern
-from esact_cc.passes.lift_fused_qkv import GatherColumnsLinearPattern
-from esact_cc.passes.lift_gated_ffn import GateProductPattern, ReluPattern, SiluPattern
-from esact_cc.passes.lift_linear import LinearPattern, SplitLinearPattern
-from esact_cc.passes.lift_noop import NoopPattern
-from esact_cc.passes.lift_rms_norm import RmsNormPattern
-from esact_cc.passes.lift_norm_activation import (
-    DecomposedLayerNormPattern,
-    ErfGeluPattern,
-    GeluPattern,
-    LayerNormPattern,
-    ResidualAddPattern,
-    SoftmaxPattern,
-    TanhGeluPattern,
-)
 from esact_cc.passes.lift_transformer_graph import NoMatch, OnnxGraph, is_unused, location_name
-from esact_cc.passes.lift_transformer_pattern import LiftPattern
+from esact_cc.passes.lift_transformer_pattern import LiftPattern, registered_phases
 from xdsl.context import Context
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
@@ -59,21 +48,22 @@ from xdsl.traits import Pure
 from esact_cc.passes.weight_store_pass import WeightStorePass
 from esact_cc.weight_store import WeightStore
 
-PHASES: tuple[tuple[LiftPattern, ...], ...] = (
-    (NoopPattern(),),
-    (AttentionPattern(),),
-    (LinearPattern(),),
-    (SplitLinearPattern(), GatherColumnsLinearPattern()),
-    (LayerNormPattern(), DecomposedLayerNormPattern()),
-    (RmsNormPattern(),),
-    (GeluPattern(), ErfGeluPattern(), TanhGeluPattern(), SiluPattern(), ReluPattern()),
-    (SoftmaxPattern(),),
-    (GateProductPattern(),),
-    (ResidualAddPattern(),),
-)
-"""Rule phases in order: no-op removal first (so chains are contiguous), attention before
-linear (it owns its MatMuls and head-merge reshapes), residual adds last (they need to see
-which operands came from lifted ops)."""
+
+def lift_phases() -> tuple[tuple[LiftPattern, ...], ...]:
+    """The registered patterns by phase, in the order they run (built-ins and any plugin
+    module imported so far)."""
+    _import_builtin_patterns()
+    return registered_phases()
+
+
+@functools.cache
+def _import_builtin_patterns() -> None:
+    """Import every `passes/lift_*.py` module: the built-in patterns register themselves there,
+    so a new rule's file needs no line here."""
+    package = importlib.import_module(__package__ or "esact_cc.passes")
+    for module in pkgutil.iter_modules(package.__path__):
+        if module.name.startswith("lift_"):
+            importlib.import_module(f"{package.__name__}.{module.name}")
 
 
 @dataclass
@@ -110,13 +100,14 @@ def lift_module(module: ModuleOp, store: WeightStore, group_host: bool = True) -
 def _lift_functions(module: ModuleOp, store: WeightStore, group_host: bool) -> LiftReport:
     report = LiftReport()
     graph = OnnxGraph(store)
+    phases = lift_phases()
     for function in [op for op in module.walk() if isinstance(op, func.FuncOp)]:
         block = function.body.block
         # Every full walk of a big block costs cache misses: a phase none of whose anchors is
         # present is skipped, and dead ops are swept only after the IR changed (and once at
         # the start); the op types present are recounted after each sweep.
         present = _onnx_op_types(block)
-        for number, phase in enumerate(PHASES):
+        for number, phase in enumerate(phases):
             changed = any(a in present for p in phase for a in p.anchors) and _run_phase(
                 block, phase, graph, report)
             if changed or number == 0:

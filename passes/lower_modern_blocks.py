@@ -23,22 +23,30 @@ from esact_cc.passes.lowering_state import (
     register_lowering,
 )
 from esact_cc.runtime.isa import Buffer
+from xdsl.ir import SSAValue
 
 
 def lower_rms_norm(lw: Lowering, op: transformer.RmsNormOp) -> None:
-    x = lw.f32_tensor(op.x, "x")
+    gamma = lw.weight_array(op.gamma, "gamma")
+    emit_rms_norm(lw, op.x, op.result, gamma, float(op.epsilon.value.data),
+                  node_name(op) or "rms_norm")
+
+
+def emit_rms_norm(lw: Lowering, source: SSAValue, result: SSAValue, gamma: np.ndarray,
+                  eps: float, name: str) -> None:
+    """RMSNORM of `source`'s rows into `result` with this gamma row and eps (also the rule of
+    a norm op that is an RMS norm with other parameters)."""
+    x = lw.f32_tensor(source, "x")
     n = x.cols
-    gamma = lw.weight_array(op.gamma, "gamma").astype(np.float32).reshape(1, n)
-    table = lw.constant(f"{node_name(op) or 'rms_norm'}.gamma", gamma)
+    table = lw.constant(f"{name}.gamma", gamma.astype(np.float32).reshape(1, n))
     g = lw.alloc(Buffer.VBUF, n)
     lw.load(Buffer.VBUF, g, table.address, 1, n)
-    eps = float(op.epsilon.value.data)
 
     def body(addrs: list[int], rows: int, cols: int) -> None:
         lw.emit("rmsnorm", "sfu", dst_addr=addrs[0], src_addr=addrs[0], rows=rows, cols=cols,
                 gamma_addr=g, eps=eps)
 
-    rowwise(lw, [x], op.result, body)
+    rowwise(lw, [x], result, body)
     lw.free(Buffer.VBUF, g)
 
 
