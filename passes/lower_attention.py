@@ -174,19 +174,28 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
         for h0 in range(0, heads, group):
             g = min(group, heads - h0)
             kv0, kvg = kv_heads_of(h0, g)
-            for r0, tq in q_tiles:
+            # (first query row, rows, head in group, P address) waiting for P x V: two heads
+            # in flight, across query tiles too (QK of the next tile's first head runs before
+            # PV of this tile's last one, so one head per group also overlaps MAC and SFU).
+            pending: list[tuple[int, int, int, int]] = []
+            for i, (r0, tq) in enumerate(q_tiles):
                 # K / V stay on chip across the query tiles; the first tile loads them with Q.
-                qa = lw.alloc(Buffer.ABUF, tq * g * d)
-                q_load = (q, r0, tq, lq, d, qa, q_mult, h0, g)
+                # The next tile's Q is quantized now, ahead of this tile's softmax in the
+                # in-order SFU queue, so its Q K^T need not wait for that softmax.
                 if r0 == 0:
+                    qa = lw.alloc(Buffer.ABUF, tq * g * d)
                     ka = lw.alloc(Buffer.ABUF, lk * kvg * d)
                     va = lw.alloc(Buffer.ABUF, lk * kvg * dv)
-                    loads = _first_tile_loads(op, q_load, (k, 0, lk, lk, d, ka, k_mult, kv0, kvg),
-                                              (v, 0, lk, lk, dv, va, v_mult, kv0, kvg))
+                    _quantize_loads(lw, b, _first_tile_loads(
+                        op, (q, r0, tq, lq, d, qa, q_mult, h0, g),
+                        (k, 0, lk, lk, d, ka, k_mult, kv0, kvg),
+                        (v, 0, lk, lk, dv, va, v_mult, kv0, kvg)))
                 else:
-                    loads = [q_load]
-                _quantize_loads(lw, b, loads)
-                pending: list[tuple[int, int]] = []  # (head in group, P address) waiting for P x V
+                    qa = q_next
+                if i + 1 < len(q_tiles):
+                    r1, t1 = q_tiles[i + 1]
+                    q_next = lw.alloc(Buffer.ABUF, t1 * g * d)
+                    _quantize_loads(lw, b, [(q, r1, t1, lq, d, q_next, q_mult, h0, g)])
                 for hh in range(g):
                     h = h0 + hh
                     scores = lw.alloc(Buffer.ACC, tq * keys_of(r0, tq))
@@ -194,12 +203,13 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
                             k_addr=ka + (h // share - kv0) * d, lq=tq, lk=keys_of(r0, tq), d=d,
                             q_stride=g * d,
                             k_stride=kvg * d, **masks_of(b, h, r0, tq))
-                    pending.append((hh, scores_to_p(b, h, scores, r0, tq)))
+                    pending.append((r0, tq, hh, scores_to_p(b, h, scores, r0, tq)))
                     if len(pending) == 2:
-                        pv(b, h0, g, r0, tq, *pending.pop(0), va)
-                for hh, p in pending:
-                    pv(b, h0, g, r0, tq, hh, p, va)
-                if r0 + tq == lq:
+                        pv(b, h0, g, *pending.pop(0), va)
+                if r0 + tq == lq:  # the group's last tile: every P x V before K / V go
+                    for item in pending:
+                        pv(b, h0, g, *item, va)
+                    pending.clear()
                     lw.free(Buffer.ABUF, qa, ka, va)
                 else:
                     lw.free(Buffer.ABUF, qa)
@@ -286,14 +296,15 @@ def _free_mbuf(lw: Lowering) -> int:
 
 
 def _tile_fits(lw: Lowering, tq: int, lk: int, d: int, dv: int, spa: MaskTiles | None) -> bool:
-    """Whether tq query rows over all lk keys fit: Q, K, V, two heads' P in ABUF, the scores
+    """Whether tq query rows over all lk keys fit: two Q tiles (this one and the next, loaded
+    ahead), K, V, two heads' P in ABUF, the scores
     in a VBUF quarter and half the ACC; spilled SPA rows: two heads' tiles in flight in the
     MBUF ring (with one tile live anywhere, the larger free gap holds another only if the free
     MBUF is 3 tiles)."""
     abuf, vbuf, acc = (lw.capacity(Buffer.ABUF), lw.capacity(Buffer.VBUF) // OUT_FRACTION,
                        lw.capacity(Buffer.ACC) // HALF)
     spilled = spa is not None and spa.spa is None
-    return ((tq + lk) * d + lk * dv + 2 * tq * lk <= abuf and tq * lk <= min(vbuf, acc)
+    return ((2 * tq + lk) * d + lk * dv + 2 * tq * lk <= abuf and tq * lk <= min(vbuf, acc)
             and (not spilled or 3 * tq * lk <= _free_mbuf(lw)))
 
 
@@ -313,7 +324,7 @@ def _attention_tiling(lw: Lowering, op: transformer.AttentionOp, lq: int, lk: in
     if _tile_fits(lw, lq, lk, d, dv, spa):
         tq = lq
     else:
-        limit = min((abuf - lk * (d + dv)) // (d + 2 * lk), vbuf // lk, acc // lk,
+        limit = min((abuf - lk * (d + dv)) // (2 * d + 2 * lk), vbuf // lk, acc // lk,
                     _free_mbuf(lw) // (3 * lk) if spilled else lq)
         assert limit >= 1  # else the key-blocked form was chosen
         tq = round_tile(limit, lq, lw.config.mac_rows)
@@ -321,7 +332,7 @@ def _attention_tiling(lw: Lowering, op: transformer.AttentionOp, lq: int, lk: in
     if skip_causal and lq > lw.config.mac_rows:
         tq = min(tq, round_tile(max(lw.config.mac_rows, lq // CAUSAL_TILES), lq,
                                 lw.config.mac_rows))
-    per_head = (tq + lk) * d + lk * dv
+    per_head = (2 * tq + lk) * d + lk * dv
     group = max(1, min(op.heads, abuf // HALF // per_head))
     if rows is not None and tq < lq:
         whole = vbuf // (lq * dv)
