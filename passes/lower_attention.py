@@ -10,7 +10,14 @@ STORE; heads are software-pipelined (QK of head h+1 before PV of head h). When o
 scores do not fit (VBUF quarter, ACC, ABUF with Q, K, V and P), dense attention runs in query
 tiles of whole key rows (`_attention_tiling`): K / V stay on chip across a head group's tiles,
 each tile's softmax sees all its keys, so nothing is recomputed and the result is unchanged;
-attention that fits is one tile (the same program as before tiling existed). With `rows(%map)`
+attention that fits is one tile (the same program as before tiling existed). The two heads in
+flight span query tiles, and the next tile's Q is quantized ahead of this tile's softmax, so
+MAC and SFU overlap even with one head per group. Causal attention without row-reuse or SPA
+masks takes at least `CAUSAL_TILES` query tiles, each computing over the keys up to its last
+row's diagonal only (a per-query mask is added over those columns): the chunked online softmax
+(`runtime/online_softmax.py`) gives every row the whole row's probabilities. When not even one
+query row over all keys fits, dense attention runs over key blocks
+(`passes/lower_attention_blocks.py`). With `rows(%map)`
 ATTN_QK / ATTN_PV skip reused rows and SCATTER_ROWS fills them; with `spa(%mask)` the element
 mask restricts ATTN_QK, SOFTMAX and ATTN_PV to each row's keys.
 """
