@@ -314,7 +314,8 @@ class AttentionPattern(LiftPattern):
 
     @staticmethod
     def _mask_implies_causal(mask: SSAValue, graph: OnnxGraph, lq: int, lk: int) -> bool:
-        """Mask = Where(And(C, ...), 0, fill) with C a constant causal pattern (GPT-2 dynamo)."""
+        """Mask = Where([Expand](And(C, ...)), 0, fill) with C a constant causal pattern (GPT-2
+        dynamo; LLaMA's legacy export broadcasts the conjunction)."""
         where = graph.producer(mask, "Where")
         if where is None:
             return False
@@ -324,7 +325,8 @@ class AttentionPattern(LiftPattern):
             return False
         if float(zero_v.reshape(-1)[0]) != 0.0 or float(fill_v.reshape(-1)[0]) > MASK_FILL_MAX:
             return False
-        conjunction = graph.producer(cond, "And")
+        expand = graph.producer(cond, "Expand")  # a broadcast keeps the pattern (LLaMA legacy)
+        conjunction = graph.producer(cond if expand is None else expand.operands[0], "And")
         if conjunction is None:
             return False
         for operand in conjunction.operands:
