@@ -19,9 +19,10 @@ Numerics: runtime/spatten_kernels.py (Wang et al., HPCA 2021).
 Costs are our model: TOPK: 2 compares per alive token and head (quick-select's expected
 count) on the TOPK lanes; SCORE: per kept query row of the tile, L*d MSB products (+ L*d
 more when it re-fetches) + L*dv (P V) as BPU shift-adds and softmax's passes per score as
-element operations; the LSB re-fetch is charged as DRAM read bytes: per refetched row, the
-LSBs of its Q row and of every kept K row (LSB_BITS / 8 bytes each), so the tiles of a head
-are charged what the whole head is.
+element operations, so the tiles of a head add up to the whole head; the LSB re-fetch is
+charged as DRAM read bytes (LSB_BITS / 8 per code): each refetched row's Q LSBs, and, once per
+instruction with any refetched row, the LSBs of the kept K rows, which stay on chip for the
+tile's other refetched rows (a head scored in two tiles may fetch them twice).
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ def _score(machine, f: Mapping[str, int]) -> None:
         return
     machine.work.shift_adds = kept_rows * kept * (d + dv) + refetched * kept * d
     machine.work.sfu_elements = kept_rows * kept * SFU_PASSES["softmax"]
-    machine.work.dram_read_bytes = refetched * (kept + 1) * d * spatten_kernels.LSB_BITS // 8
+    k_lsbs = kept if refetched else 0
+    machine.work.dram_read_bytes = (refetched + k_lsbs) * d * spatten_kernels.LSB_BITS // 8
     machine.work.rows_total, machine.work.rows_executed = rows, refetched
 
 

@@ -149,7 +149,8 @@ def test_the_command_line_tools_agree_bit_for_bit(tmp_path, calibration):
 
 def test_lsb_refetches_are_charged_as_dram_reads(calibration):
     """requant_threshold 1 re-fetches every scored row's LSBs (L = 17, d = 16, 4 heads, layers
-    1-3 see the surviving tokens), 0 none: the difference is exactly those bytes."""
+    1-3 see the surviving tokens), 0 none: the difference is exactly those bytes, the Q LSBs
+    of each kept row and the kept K rows' once per head."""
     inputs = {MODEL.input_name: MODEL.test_images[:1]}
     totals, selected = {}, None
     for threshold in (0.0, 1.0):
@@ -159,7 +160,7 @@ def test_lsb_refetches_are_charged_as_dram_reads(calibration):
         totals[threshold] = run_program(program, inputs, CONFIG).report["total"]["dram_bytes"]
         _, selected = reference_run(reference, inputs)
     d, heads = 16, 4
-    refetched = sum(int(t.sum()) * (int(t.sum()) + 1) * d * 4 // 8 * heads
+    refetched = sum(2 * int(t.sum()) * d * 4 // 8 * heads
                     for t, _, _, _ in selected)
     assert totals[1.0] - totals[0.0] == refetched > 0
 

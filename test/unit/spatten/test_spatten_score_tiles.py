@@ -4,7 +4,8 @@ scored tile by tile, the tiles streaming their mask rows. Two chained INT8 self-
 with per-query masks (the second causal) under insert-spatten, on a shrunken VBUF (a test TOML)
 and on the default one, where the whole block fits: the per-tile program's scores (as the
 second layer's SPATTEN_TOPK reads them), masks and outputs equal the whole program's and the
-reference interpreter's bit for bit, and the LSB re-fetch traffic is the same."""
+reference interpreter's bit for bit, the tiles' work adds up to the whole head's, and the LSB
+re-fetches are charged per tile."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from esact_cc.runtime import isa_table
 from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.functional import execute
 from esact_cc.runtime.hw_config import load_config
+from esact_cc.runtime.spatten_kernels import LSB_BITS
 from esact_cc.weight_store import WeightStore
 
 L, WIDTH, HEADS = 24, 16, 2
@@ -106,14 +108,21 @@ def score_rows(program) -> list[tuple[int, int]]:
 
 
 def score_work(program, execution) -> dict[str, int]:
-    """SPATTEN_SCORE's work counters summed over the program."""
-    totals = dict.fromkeys(("shift_adds", "sfu_elements", "dram_read_bytes", "rows_total",
-                            "rows_executed"), 0)
+    """SPATTEN_SCORE's work counters but DRAM summed over the program."""
+    totals = dict.fromkeys(("shift_adds", "sfu_elements", "rows_total", "rows_executed"), 0)
     for instruction, work in zip(program.instructions, execution.work):
         if instruction.opcode_name == "spatten_score":
             for key in totals:
                 totals[key] += getattr(work, key)
     return totals
+
+
+def lsb_fetches(program, execution) -> list[tuple[int, int]]:
+    """(Q rows, K rows) whose LSBs each SPATTEN_SCORE re-fetches, from its DRAM bytes."""
+    d = WIDTH // HEADS
+    return [(w.rows_executed, w.dram_read_bytes * 8 // (d * LSB_BITS) - w.rows_executed)
+            for i, w in zip(program.instructions, execution.work)
+            if i.opcode_name == "spatten_score"]
 
 
 def test_scoring_per_query_tile_equals_the_whole_and_the_interpreter(tmp_path, monkeypatch):
@@ -135,12 +144,20 @@ def test_scoring_per_query_tile_equals_the_whole_and_the_interpreter(tmp_path, m
         for out in ("y", "z"):
             np.testing.assert_array_equal(results[name].outputs[out], expected[out])
     assert 0 < selected[1][0].sum() < L  # the cascade pruned tokens
-    # the scoring work, LSB re-fetch DRAM bytes included, is charged per tile: the tiles of a
-    # head add up to the whole head
+    # the scoring work is charged per tile: the tiles of a head add up to the whole head
     work = {name: score_work(program, results[name])
             for name, program in (("whole", whole), ("tiled", tiled))}
-    assert work["tiled"] == work["whole"]
-    assert work["whole"]["dram_read_bytes"] > 0 and work["whole"]["rows_executed"] > 0
+    assert work["tiled"] == work["whole"] and work["whole"]["rows_executed"] > 0
+    # LSB re-fetches: each refetched row's Q LSBs, and the kept K rows' once per instruction
+    # (per tile) with any refetched row
+    kept = [L, int(selected[1][0].sum())]  # tokens alive in layers 0 and 1
+    for name, program in (("whole", whole), ("tiled", tiled)):
+        fetches = lsb_fetches(program, results[name])
+        per_layer = len(fetches) // 2
+        assert [k for _, k in fetches] == [kept[n // per_layer] if q else 0
+                                           for n, (q, _) in enumerate(fetches)]
+    assert sum(q for q, _ in lsb_fetches(tiled, results["tiled"])) == \
+        sum(q for q, _ in lsb_fetches(whole, results["whole"])) > 0
 
 def test_a_vbuf_without_room_for_one_mask_row_is_one_error(tmp_path):
     with pytest.raises(CompileError, match="SPATTEN_SCORE: one row of the per-query additive "
