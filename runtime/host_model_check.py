@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .display import short_repr
 from .onnx_attribute_domains import attribute_domain_error
 from .errors import ProgramError
+from .host_model_memo import remember_graph_io, remembered_graph_io
 
 if TYPE_CHECKING:
     from .esb import HostSegment
@@ -20,12 +21,30 @@ if TYPE_CHECKING:
 
 def check_host_model(segment: HostSegment, index: int) -> None:
     """The ONNX bytes parse, pass onnx.checker and bind exactly the graph's inputs and a
-    subset of its outputs (onnxruntime never sees a model that fails this)."""
-    import onnx  # not needed by binaries without host segments
-
+    subset of its outputs (onnxruntime never sees a model that fails this). A model that
+    passed before skips to the bindings check (host_model_memo.py)."""
     where = f"host segment {index}"
+    graph_io = remembered_graph_io(segment.onnx)
+    if graph_io is None:
+        graph_io = _check_model(segment.onnx, where)
+        remember_graph_io(segment.onnx, *graph_io)
+    graph_inputs, graph_outputs = graph_io
+    bound_inputs = {t.name for t in segment.inputs}
+    if bound_inputs != graph_inputs or len(bound_inputs) != len(segment.inputs):
+        raise ProgramError(f"{where}: bindings name inputs {ascii(sorted(bound_inputs))}, the "
+                           f"ONNX graph has {ascii(sorted(graph_inputs))}")
+    bound_outputs = [t.name for t in segment.outputs]
+    if not set(bound_outputs) <= graph_outputs or len(set(bound_outputs)) != len(bound_outputs):
+        raise ProgramError(f"{where}: bound outputs {ascii(sorted(bound_outputs))} are not "
+                           f"distinct ONNX graph outputs")
+
+
+def _check_model(onnx_bytes: bytes, where: str) -> tuple[set[str], set[str]]:
+    """The model checks; returns the graph's inputs (initializers excluded) and outputs."""
+    import onnx  # not needed by binaries without host segments, nor by remembered models
+
     try:
-        model = onnx.ModelProto.FromString(segment.onnx)
+        model = onnx.ModelProto.FromString(onnx_bytes)
     except Exception as exc:  # noqa: BLE001 - protobuf DecodeError
         raise ProgramError(f"{where}: invalid ONNX model: {_first_line(exc)}") from None
     # Before onnx.checker and onnxruntime, which resolve external data against the cwd.
@@ -36,23 +55,15 @@ def check_host_model(segment: HostSegment, index: int) -> None:
     try:
         # The bytes as they are: a ModelProto would be serialized again (a copy of a
         # 94 MB embedding table in BERT-base, at the peak of the compile's memory).
-        onnx.checker.check_model(segment.onnx if isinstance(segment.onnx, bytes) else model)
+        onnx.checker.check_model(onnx_bytes if isinstance(onnx_bytes, bytes) else model)
     except Exception as exc:  # noqa: BLE001 - onnx ValidationError, ...
         raise ProgramError(f"{where}: invalid ONNX model: {_first_line(exc)}") from None
     unsafe = attribute_domain_error(model)
     if unsafe is not None:
         raise ProgramError(f"{where}: {unsafe}")
     initializers = {t.name for t in model.graph.initializer}
-    graph_inputs = {i.name for i in model.graph.input} - initializers
-    graph_outputs = {o.name for o in model.graph.output}
-    bound_inputs = {t.name for t in segment.inputs}
-    if bound_inputs != graph_inputs or len(bound_inputs) != len(segment.inputs):
-        raise ProgramError(f"{where}: bindings name inputs {ascii(sorted(bound_inputs))}, the "
-                           f"ONNX graph has {ascii(sorted(graph_inputs))}")
-    bound_outputs = [t.name for t in segment.outputs]
-    if not set(bound_outputs) <= graph_outputs or len(set(bound_outputs)) != len(bound_outputs):
-        raise ProgramError(f"{where}: bound outputs {ascii(sorted(bound_outputs))} are not "
-                           f"distinct ONNX graph outputs")
+    return ({i.name for i in model.graph.input} - initializers,
+            {o.name for o in model.graph.output})
 
 
 def _first_line(exc: Exception) -> str:

@@ -1,0 +1,76 @@
+"""Host models that passed `check_host_model` before, remembered by content.
+
+The check imports onnx (with ml_dtypes, 0.6 s CPU and up to 2 s on a loaded machine) and
+parses the model twice (onnx.checker and the Python protobuf: twice the 92 MB embedding table
+of BERT-base), every time a binary is loaded. Its verdict is a function of the model's bytes,
+the checking code and the onnx version, so a model that passed is remembered under the
+SHA-256 of all three: a marker file in `checked-host-models/` of esact-cc's cache
+directory (`$XDG_CACHE_HOME/esact-cc`, else `~/.cache/esact-cc`, as the compile cache), written
+by esact-cc when it emits a binary and by esact-run after a check. A model seen for the first
+time, or after the toolchain or onnx changed, is checked in full; a model that failed is
+never remembered. The marker holds the graph's input and output names (JSON), so a
+segment's bindings are still checked against the graph on every load. Whoever can write the cache directory can already replace cached binaries,
+so a marker trusts no one the compile cache does not. A marker that cannot be written costs
+only the next load's check (the verdict, and so every output, is the same either way).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+
+MEMO_SUBDIRECTORY = "checked-host-models"
+
+
+def memo_directory(environment: Mapping[str, str] = os.environ) -> Path:
+    from esact_cc.compile_cache import default_cache_dir
+
+    return default_cache_dir(environment) / MEMO_SUBDIRECTORY
+
+
+@lru_cache(maxsize=1)
+def _checker_identity() -> bytes:
+    """The toolchain's sources and version (compile_cache.toolchain_digest) and onnx's version:
+    what the verdict depends on besides the model."""
+    from importlib.metadata import version
+
+    from esact_cc.compile_cache import toolchain_digest
+
+    return f"{toolchain_digest()}\0onnx {version('onnx')}".encode()
+
+
+def _marker(model: bytes, environment: Mapping[str, str]) -> Path:
+    digest = hashlib.sha256(_checker_identity())
+    digest.update(hashlib.sha256(model).digest())
+    return memo_directory(environment) / digest.hexdigest()
+
+
+def remembered_graph_io(model: bytes, environment: Mapping[str, str] = os.environ
+                        ) -> tuple[set[str], set[str]] | None:
+    """(graph inputs, graph outputs) of a model that passed the check before; None if it was
+    not remembered (or the marker is unreadable: checked again)."""
+    try:
+        names = json.loads(_marker(model, environment).read_text())
+        inputs, outputs = names["inputs"], names["outputs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not all(isinstance(n, str) for n in (*inputs, *outputs)):
+        return None
+    return set(inputs), set(outputs)
+
+
+def remember_graph_io(model: bytes, inputs: set[str], outputs: set[str],
+                      environment: Mapping[str, str] = os.environ) -> None:
+    """Remember that `model` passed the check, with its graph's input and output names."""
+    marker = _marker(model, environment)
+    temporary = marker.with_name(f".{marker.name}.{os.getpid()}.tmp")
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        temporary.write_text(json.dumps({"inputs": sorted(inputs), "outputs": sorted(outputs)}))
+        os.replace(temporary, marker)  # concurrent loads see a whole marker or none
+    except OSError:
+        pass  # the next load checks the model again: same verdict, more time

@@ -1,0 +1,77 @@
+"""A host model that passed the .esb loader's check is remembered by content: a later load
+skips onnx (import and both parses) but still checks the segment's bindings; a model that
+failed, a changed model and an unreadable marker are checked in full."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from onnx import TensorProto, helper
+
+from esact_cc.runtime.errors import ProgramError
+from esact_cc.runtime.esb import HostSegment, TensorDesc
+from esact_cc.runtime.host_model_check import check_host_model
+from esact_cc.runtime.host_model_memo import memo_directory
+
+X = TensorDesc("x", (2, 3), "float32", 0)
+Y = TensorDesc("y", (2, 3), "float32", 64)
+
+
+def relu_model(op: str = "Relu") -> bytes:
+    graph = helper.make_graph(
+        [helper.make_node(op, ["x"], ["y"], name="n")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    return memo_directory()
+
+
+def test_a_passed_model_is_remembered_and_bindings_are_still_checked(cache: Path) -> None:
+    check_host_model(HostSegment(relu_model(), (X,), (Y,)), 0)
+    assert len(list(cache.iterdir())) == 1
+    check_host_model(HostSegment(relu_model(), (X,), (Y,)), 0)  # from the memo
+    wrong = TensorDesc("z", (2, 3), "float32", 0)
+    with pytest.raises(ProgramError, match=r"host segment 1: bindings name inputs \['z'\], "
+                                           r"the ONNX graph has \['x'\]"):
+        check_host_model(HostSegment(relu_model(), (wrong,), (Y,)), 1)
+    with pytest.raises(ProgramError, match="host segment 2: bound outputs"):
+        check_host_model(HostSegment(relu_model(), (X,), (Y, Y)), 2)
+
+
+def test_a_failed_model_is_not_remembered(cache: Path) -> None:
+    for _ in range(2):  # the second time is checked in full again
+        with pytest.raises(ProgramError, match="host segment 0: invalid ONNX model"):
+            check_host_model(HostSegment(relu_model("NoSuchOp"), (X,), (Y,)), 0)
+    assert not cache.exists() or not list(cache.iterdir())
+
+
+def test_an_unreadable_marker_means_a_full_check(cache: Path) -> None:
+    check_host_model(HostSegment(relu_model(), (X,), (Y,)), 0)
+    (marker,) = cache.iterdir()
+    marker.write_text("{not json")
+    check_host_model(HostSegment(relu_model(), (X,), (Y,)), 0)  # checked, marker rewritten
+    assert '"inputs": ["x"]' in marker.read_text()
+
+
+def test_a_remembered_model_loads_without_importing_onnx(tmp_path: Path) -> None:
+    model = tmp_path / "relu.onnx"
+    model.write_bytes(relu_model())
+    code = ("import sys\n"
+            "from esact_cc.runtime.esb import HostSegment, TensorDesc\n"
+            "from esact_cc.runtime.host_model_check import check_host_model\n"
+            f"x, y = TensorDesc('x', (2, 3), 'float32', 0), TensorDesc('y', (2, 3), 'float32', 64)\n"
+            f"check_host_model(HostSegment(open({str(model)!r}, 'rb').read(), (x,), (y,)), 0)\n"
+            "print('onnx' in sys.modules)\n")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    imported = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                               text=True, check=True).stdout.strip() for _ in range(2)]
+    assert imported == ["True", "False"]
