@@ -74,6 +74,7 @@ import numpy as np
 from esact_cc.dialects import spls, transformer
 from esact_cc.passes.lower_masked_inputs import MaskRows, fail, plan_masked_inputs
 from esact_cc.passes.spls_projection import WholeProjection, hlog_input
+from esact_cc.passes.spls_key_codes import HeadKeys, key_codes
 from esact_cc.passes.spls_streamed_projection import StreamedProjection
 from esact_cc.passes.lowering_state import (
     DramTensor,
@@ -294,6 +295,7 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
     if independent is not None:
         lw.place("interleave", independent, projection_start)
     projection.release(lw, c)
+    keys = key_codes(lw, c, projection)
     masks = _allocate_masks(lw, c)
     if c.ring and projection.mask_rows.per_query:
         # Held until the Q linear below is lowered: a region freed after each head's mask
@@ -303,7 +305,7 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
     chain_start = lw.label()
     for b in range(c.batch):
         for r0, n in c.chunks:
-            _emit_chunk(lw, c, projection, masks, b, r0, n)
+            _emit_chunk(lw, c, projection, keys, masks, b, r0, n)
     if independent is not None:  # K / V pieces expected after the projection: after the chain
         lw.place("sink", independent)
     # The masked Q linear, lowered while the chain's regions are still reserved (its tiles
@@ -318,6 +320,7 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
         lw.free(Buffer.VBUF, r["pam"])
     projection.mask_rows.free()
     lw.free(Buffer.VBUF, r["pam_scale"], r["sqk"])
+    keys.finish(lw)
     projection.finish(lw, c)
     if not c.keep_spa or c.ring:
         lw.free(Buffer.MBUF, r["spa"])
@@ -372,8 +375,8 @@ def _gemm_row_tiles(lw: Lowering, c: Chain) -> list[tuple[int, int]]:
     return tiles
 
 
-def _emit_chunk(lw: Lowering, c: Chain, projection: WholeProjection | StreamedProjection, masks: MaskTiles, b: int,
-                r0: int, n: int) -> None:
+def _emit_chunk(lw: Lowering, c: Chain, projection: WholeProjection | StreamedProjection,
+                keys: HeadKeys, masks: MaskTiles, b: int, r0: int, n: int) -> None:
     """Phase 2 for rows [r0, r0 + n) of batch element b (progressive prediction): per head
     BPU -> [DEQUANT to the FP32 PAM, + mask] -> TOPK -> SPA rows, [SOFTMAX of the PAM rows for
     cosprob], then SIMILARITY of the chunk. The reuse map of chunk c only needs the PAM rows of
@@ -381,20 +384,21 @@ def _emit_chunk(lw: Lowering, c: Chain, projection: WholeProjection | StreamedPr
     on chip, so chunk c's consumers (the masked Q GEMM's rows of chunk c) run on the compute
     queue while the BPU predicts chunk c + 1. TOPK ranks the exact integer PAM, or with an
     additive mask the FP32 PAM plus the mask (as the reference does; same order: PAM scales
-    are positive)."""
+    are positive). Query head h reads K^ head h // group where `keys` has put it (on chip,
+    or LOADed per group of K heads: passes/spls_key_codes.py)."""
     r, length, heads, sim = c.regions, c.length, c.heads, c.sim
     mask_rows, pam = projection.mask_rows, r["pam"]
     per_head = c.causal or mask_rows.per_head or n < length
-    q_codes, k_codes = projection.q_codes(lw, c, b, r0, n), projection.k_codes(lw, c, b, r0)
+    q_codes = projection.q_codes(lw, c, b, r0, n)
     spa_at = r["spa"] if c.ring else r["spa"] + b * c.spa_size
-    for h in range(heads):
+    for h, k_at, k_stride in keys.heads(lw, c, b, r0):
         # The chunk's rows of head h: in the [H, L, L] block, or (ring) the [H, n, L] chunk.
         block = h * n * length if c.ring else h * length * length + r0 * length
         scores = projection.acc_buf.alloc(n * length)
         d = c.head_dim
         lw.emit("bpu", PREDICT, dst_addr=scores, a_buf=Buffer.ABUF,
-                a_addr=q_codes + h * d, b_buf=Buffer.ABUF, b_addr=k_codes + h // c.group * d,
-                m=n, k=d, n=length, a_stride=c.width, b_stride=c.k_width, transpose_b=1)
+                a_addr=q_codes + h * d, b_buf=Buffer.ABUF, b_addr=k_at, m=n, k=d, n=length,
+                a_stride=c.width, b_stride=k_stride, transpose_b=1)
         source = {"src_buf": Buffer.ACC, "src_addr": scores}
         if pam is not None:
             lw.emit("dequant", PREDICT, dst_addr=pam + block, src_addr=scores, rows=n,

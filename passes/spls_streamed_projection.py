@@ -10,7 +10,8 @@ the whole tensor (float32 rounding is monotonic): results equal `WholeProjection
    bias) into the tile's FP32 Q (then K) rows, whose HLOG (dynamic) gives the tile's Q (K)
    scale, and a STORE of those rows to a DRAM scratch tensor [B L, 2N].
 2. Phase 2 asks for the K^ codes of batch element b (`k_codes`: its K rows LOADed back per
-   tile, HLOG with the max of its K tile scales = s_K, all L rows into ABUF) and the Q^ codes
+   tile, HLOG with the max of its K tile scales = s_K, all L rows into ABUF, or when they do
+   not fit, into a DRAM scratch LOADed per group of K heads: spls_key_codes.py) and the Q^ codes
    of a row chunk (`q_codes`: LOAD + HLOG with s_Q), so only one chunk of Q^ is on chip.
 The second reads and the reLOADed weight codes are DRAM traffic the report charges as usual.
 """
@@ -143,14 +144,21 @@ class StreamedProjection:
         lw.free(Buffer.ABUF, r["xc"], r["discard"], *(w for w, _ in self.code_slots))
         lw.free(Buffer.VBUF, r["vx"], r["real"], r["sx"], r["sx_tiles"],
                 *(v for _, v in self.code_slots))
+        r["qc"] = lw.alloc(Buffer.ABUF, c.chunks[0][1] * c.width)
+        r["stage"] = lw.alloc(Buffer.VBUF, self.stage_rows(c) * c.width)
         try:
             r["kc"] = lw.alloc(Buffer.ABUF, c.length * c.k_width)
-        except CompileError as exc:  # name the op: phase 2 holds the K^ codes of every key
-            raise fail(c.predict, f"the K^ codes of all {c.length} keys x {c.k_width} ({exc}); "
-                       "phase 2 keeps them on chip (key-block prediction is planned work)"
-                       ) from exc
-        r["qc"] = lw.alloc(Buffer.ABUF, c.chunks[0][1] * c.width)
-        r["stage"] = lw.alloc(Buffer.VBUF, max(self._tile_rows, c.chunks[0][1]) * c.width)
+        except CompileError:  # phase 2 LOADs them per group of K heads (spls_key_codes.py)
+            r["kc"] = None  # type: ignore[assignment]
+
+    def stage_rows(self, c: Chain) -> int:
+        """Rows of FP32 Q^ / K^ the staging region holds (a tile's or a chunk's)."""
+        return max(self._tile_rows, c.chunks[0][1])
+
+    def k_rows(self, lw: Lowering, c: Chain, b: int, r0: int, n: int, dst: int) -> None:
+        """The K^ codes of rows [r0, r0 + n) of batch element b at ABUF `dst` (row stride Nk;
+        n at most `stage_rows`)."""
+        self._codes(lw, c, b, r0, n, 1, dst)
 
     def _codes(self, lw: Lowering, c: Chain, b: int, r0: int, n: int, part: int,
                dst: int) -> None:
@@ -180,5 +188,5 @@ class StreamedProjection:
 
     def finish(self, lw: Lowering, c: Chain) -> None:
         r = c.regions
-        lw.free(Buffer.ABUF, r["qc"], r["kc"])
+        lw.free(Buffer.ABUF, r["qc"], *([r["kc"]] if r["kc"] is not None else []))
         lw.free(Buffer.VBUF, r["stage"], r["qk_tiles"])
