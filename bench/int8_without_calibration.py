@@ -13,8 +13,10 @@ calibrations:
 
 each of the last two with `activation-scales=tensor` (calibrated scales; row names as above)
 and with `token` (`..._token`: every linear's input scaled per row by the SFU at run time,
-QUANT_ROWS). quantize's default `auto` is token on synthetic ranges and tensor on calibration
-data: rows `synthetic_default_N_token` and `calibration_data`.
+QUANT_ROWS), quantize's default. With calibration data quantize's default `bias-correction=auto`
+folds the weights' mean rounding error into the biases (from the calibrated input means);
+`calibration_data_token_no_bias_correction` is the token row without it. The defaults: rows
+`synthetic_default_N_token` (no calibration data) and `calibration_data_token`.
 
 Models: BERT-base (random weights, transformers' BertConfig, legacy TorchScript export, 128
 tokens; held-out: random token ids with padding, as scripts/generate_models.py makes them;
@@ -124,7 +126,8 @@ def old_default_sample(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def compile_to(model: str, stage: str, group_size: int | None, **options):
-    """api.compile, or (group_size given) the same with quantize's group-size option."""
+    """api.compile, or (group_size given) the former default: that group-size, per-tensor
+    scales, no bias correction."""
     from esact_cc import api
     from esact_cc.dialect_registry import make_context
     from esact_cc.pipeline import make_pass
@@ -134,7 +137,8 @@ def compile_to(model: str, stage: str, group_size: int | None, **options):
             return api.compile(model, stage=stage, **options)
         compiled = api.compile(model, stage="transformer")
         steps = [make_pass("calibrate", compiled.store, **options),
-                 make_pass("quantize", compiled.store, group_size=group_size)]
+                 make_pass("quantize", compiled.store, group_size=group_size,
+                           activation_scales="tensor", bias_correction="off")]
         if stage == "esact":
             steps += [make_pass("lower-to-esact", compiled.store), make_pass("schedule")]
         for step in steps:
@@ -192,9 +196,12 @@ def bench(name: str, model: str, held_out, calibration, counts: list[int],
             rows[f"calibration_data{suffix}"] = evaluate(
                 model, held_out, reference, simulate, calibration_data=str(tmp / "calib.npz"),
                 activation_scales=mode)
+        rows["calibration_data_token_no_bias_correction"] = evaluate(
+            model, held_out, reference, False, calibration_data=str(tmp / "calib.npz"),
+            activation_scales="token", bias_correction="off")
     for key, row in rows.items():
         worst = min(c["min"] for c in row["cosine"].values())
-        print(f"{name:>10} {key:>22}: worst output cosine {worst:.4f}  "
+        print(f"{name:>10} {key:>42}: worst output cosine {worst:.4f}  "
               + ", ".join(f"{o} {c['min']:.4f}" for o, c in row["cosine"].items())
               + f"  group runs {row['group_runs']}  {row.get('hardware', '')}", flush=True)
     return {"held_out_inputs": len(held_out), "calibration_samples": len(calibration), **rows}

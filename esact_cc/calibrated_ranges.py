@@ -11,10 +11,11 @@ so a dump shows them and a calibrated IR file can be quantized later without the
     transformer.attention ... {esact.calibration = {q_peak = ..., k_peak = ..., v_peak = ...,
                                                     probability_peak = ...}} ...
 
-A linear's per-input-channel peaks (which set group scales for outlier channels) are a tensor,
-so they go to the weight store and the attribute names them (`channel_peaks = "<name>"`); a
-linear calibrated on synthetic samples (no calibration data) says so (`synthetic`), which
-`quantize{activation-scales=auto}` turns into per-token input scales. Peaks are f64 attributes:
+A linear's per-input-channel peaks (which set group scales for outlier channels) and means (which
+correct the bias for the weights' rounding) are tensors, so they go to the weight store and the
+attribute names them (`channel_peaks = "<name>"`, `channel_means = "<name>"`); a linear
+calibrated on synthetic samples (no calibration data) says so (`synthetic`), which
+`quantize{bias-correction=auto}` takes as no real means. Peaks are f64 attributes:
 they print exactly, so a round trip through a file gives the same scales.
 """
 
@@ -38,9 +39,11 @@ class LinearRange:
     """max |x| over the samples."""
     channel_peaks: str | None = None
     """Store name of max |x| per input channel (FP32 [in]), or None."""
+    channel_means: str | None = None
+    """Store name of the mean of x per input channel over all rows (FP32 [in]), or None."""
     synthetic: bool = False
-    """The peaks come from synthetic samples (no calibration data was given): `quantize`'s
-    activation-scales=auto then scales this input per token."""
+    """The ranges come from synthetic samples (no calibration data was given): `quantize`'s
+    bias-correction=auto then leaves the bias alone (synthetic means are not real inputs')."""
 
 
 @dataclass(frozen=True)
@@ -55,14 +58,16 @@ class AttentionRange:
 Range = LinearRange | AttentionRange
 _PEAK_FIELDS = {LinearRange: ("input_peak",),
                 AttentionRange: ("q_peak", "k_peak", "v_peak", "probability_peak")}
+_TENSOR_FIELDS = {LinearRange: ("channel_peaks", "channel_means"), AttentionRange: ()}
 
 
 def record_range(op: Operation, observed: Range) -> None:
     """Write `observed` on `op` as its `esact.calibration` attribute."""
     entries: dict[str, Attribute] = {
         name: FloatAttr(float(getattr(observed, name)), f64) for name in _PEAK_FIELDS[type(observed)]}
-    if isinstance(observed, LinearRange) and observed.channel_peaks is not None:
-        entries["channel_peaks"] = StringAttr(observed.channel_peaks)
+    for name in _TENSOR_FIELDS[type(observed)]:
+        if getattr(observed, name) is not None:
+            entries[name] = StringAttr(getattr(observed, name))
     if isinstance(observed, LinearRange) and observed.synthetic:
         entries["synthetic"] = UnitAttr()
     op.attributes[CALIBRATION_ATTR] = DictionaryAttr(entries)
@@ -84,11 +89,12 @@ def read_range(op: Operation, kind: type[Range]) -> Range | None:
         if not isinstance(value, FloatAttr) or not value.value.data >= 0:
             raise CompileError(f"{where}: '{name}' must be a float >= 0")
         values[name] = float(value.value.data)
-    if kind is LinearRange and "channel_peaks" in entries:
-        handle = entries.pop("channel_peaks")
-        if not isinstance(handle, StringAttr):
-            raise CompileError(f"{where}: 'channel_peaks' must be a weight-store name (string)")
-        values["channel_peaks"] = handle.data
+    for name in _TENSOR_FIELDS[kind]:
+        if name in entries:
+            handle = entries.pop(name)
+            if not isinstance(handle, StringAttr):
+                raise CompileError(f"{where}: '{name}' must be a weight-store name (string)")
+            values[name] = handle.data
     if kind is LinearRange and "synthetic" in entries:
         if not isinstance(entries.pop("synthetic"), UnitAttr):
             raise CompileError(f"{where}: 'synthetic' must be a unit attribute (no value)")

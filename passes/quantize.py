@@ -7,15 +7,20 @@ in FP32).
 
 - Weights: symmetric per output channel, scale[c] = max|W[:, c]| / 127, stored in the weight
   store as `<name>.int8` (INT8 [in, out]) and `<name>.scale` (FP32 [out]); the IR gets handles.
+- Bias correction (`bias-correction`, default `auto`: where the ranges came from calibration
+  data): the weights' rounding shifts a linear's output by mean(x) @ (W_int8 * scale - W) on
+  average; the calibrated input channel means give that shift, and the bias (a new one where
+  the linear had none) absorbs it, stored as `<bias>.corrected`. It costs nothing on the
+  hardware (the DEQUANT adds a bias either way; one bias vector load where there was none).
 - Activations: symmetric per tensor, scale = max|x| / 127 over the calibration samples, for the
   input of every linear and the Q, K, V of every attention. A linear input whose peak is more
   than `outlier-ratio` times its median channel-group peak gets one scale per group of
   `group-size` channels instead (`input_group_scales`); from the input's channel peaks
-  calibration recorded. With `activation-scales=token` (`auto`, the default: where the range
-  came from synthetic samples, i.e. without calibration data) a linear's input gets no calibrated
-  scale: the SFU computes one per row (token) at run time from the row's max |x| (QUANT_ROWS;
-  per row of each group run when the input also has group scales), for inputs whose rows
-  differ in range (padding rows, a few large-norm tokens) more than one tensor scale covers.
+  calibration recorded. With `activation-scales=token` (the default, with or without
+  calibration data) a linear's input gets no calibrated scale: the SFU computes one per row
+  (token) at run time from the row's max |x| (QUANT_ROWS; per row of each group run when the
+  input also has group scales), for inputs whose rows differ in range (padding rows, a few
+  large-norm tokens) more than one tensor scale covers; `tensor` keeps the calibrated scale.
   Softmax probabilities: the calibrated largest
   probability (x2 headroom, at most 1) over 127 (`probability_scale`).
 - The ranges are the `esact.calibration` attributes the `calibrate` step recorded on each op
@@ -48,9 +53,11 @@ COALESCE_RATIO = 2.0
 """Neighbouring input groups whose ranges differ less than this share one scale (one run)."""
 PROBABILITY_MARGIN = 2.0
 """Headroom over the calibrated largest attention probability (inputs differ from the samples)."""
-ACTIVATION_SCALES = ("auto", "tensor", "token")
-"""Values of quantize's activation-scales option (linear inputs: calibrated or per row; auto:
-per row where the calibrated range came from synthetic samples)."""
+ACTIVATION_SCALES = ("tensor", "token")
+"""Values of quantize's activation-scales option (linear inputs: calibrated or per row)."""
+BIAS_CORRECTION = ("auto", "on", "off")
+"""Values of quantize's bias-correction option (auto: where real calibration data set the
+input means)."""
 
 
 def symmetric_scale(peak: float) -> float:
@@ -126,12 +133,15 @@ class QuantizePass(WeightStorePass):
     """Headroom of group scales over the calibrated group peaks (capped at the tensor's peak):
     calibration samples do not show every group's extremes."""
 
-    activation_scales: str = option("auto", choices=ACTIVATION_SCALES)
-    """Linear inputs: `tensor` (one calibrated scale, or one per channel group), `token` (one
-    per row, computed by the SFU at run time) or `auto`: token where the range was calibrated
-    on synthetic samples (no calibration data: its per-tensor range does not fit real inputs'
-    rows), tensor where real samples set it; the default (docs/design.md section 3, README
-    "INT8 calibration": measurements)."""
+    activation_scales: str = option("token", choices=ACTIVATION_SCALES)
+    """Linear inputs: `tensor` (one calibrated scale, or one per channel group) or `token` (one
+    per row, computed by the SFU at run time), the default: the more accurate with and without
+    calibration data (docs/design.md section 3, README "INT8 calibration": measurements)."""
+
+    bias_correction: str = option("auto", choices=BIAS_CORRECTION)
+    """Fold the weights' mean rounding error into each linear's bias from the calibrated input
+    means: `on`, `off`, or `auto` (the default): where the means come from calibration data,
+    not from the synthetic samples (whose means are not real inputs')."""
 
     def __post_init__(self) -> None:
         typed_options.validate(self, "quantize")
@@ -147,14 +157,36 @@ class QuantizePass(WeightStorePass):
                 channels = None if observed.channel_peaks is None else store[observed.channel_peaks]
                 groups = input_group_scales(channels, self.group_size, self.outlier_ratio,
                                             self.group_margin)
-                token = self.activation_scales == "token" or (
-                    self.activation_scales == "auto" and observed.synthetic)
-                scale = None if token else symmetric_scale(observed.input_peak)
-                _rewrite_linear(t, weights, scale, groups, store)
+                scale = (None if self.activation_scales == "token"
+                         else symmetric_scale(observed.input_peak))
+                means = self._input_means(t, observed, store)
+                _rewrite_linear(t, weights, scale, groups, store, means)
             else:
                 _rewrite_attention(t, *(symmetric_scale(p) for p in
                                         (observed.q_peak, observed.k_peak, observed.v_peak)),
                                    probability_scale(observed.probability_peak))
+
+
+    def _input_means(self, op: transformer.LinearOp, observed: LinearRange,
+                     store: WeightStore) -> np.ndarray | None:
+        """The calibrated input channel means the bias correction uses, or None for none."""
+        if self.bias_correction == "off" or (self.bias_correction == "auto" and observed.synthetic):
+            return None
+        if observed.channel_means is None:
+            if self.bias_correction == "on":
+                raise CompileError(f"quantize: bias-correction=on but {op_label(op)} has no "
+                                   "calibrated input means (channel_means in esact.calibration): "
+                                   "calibrate it again")
+            return None  # auto on ranges recorded before means were: nothing to correct with
+        where = f"quantize: {op_label(op)}: calibrated channel_means '{observed.channel_means}'"
+        if observed.channel_means not in store:
+            raise CompileError(f"{where} is not in the weight store")
+        means = store[observed.channel_means]
+        k = op.weight.type.get_shape()[0]  # type: ignore[attr-defined]
+        if means.shape != (k,) or not np.isfinite(means).all():
+            raise CompileError(f"{where} must be {k} finite values (the input channels), got "
+                               f"shape {list(means.shape)}")
+        return means
 
 
 def _calibrated(op: transformer.LinearOp | transformer.AttentionOp) -> LinearRange | AttentionRange:
@@ -196,12 +228,35 @@ def input_group_scales(
     return np.array([symmetric_scale(float(b)) for b in bounds], np.float32)
 
 
+def corrected_bias(weight: np.ndarray, weight_int8: np.ndarray, weight_scale: np.ndarray,
+                   bias: np.ndarray | None, input_means: np.ndarray) -> np.ndarray:
+    """The bias minus the mean output shift the weights' rounding causes: mean(x) @ (W_int8 *
+    scale - W), in float64, rounded once to FP32."""
+    error = (np.asarray(weight_int8, np.float64) * np.asarray(weight_scale, np.float64)
+             - np.asarray(weight, np.float64))
+    shift = np.asarray(input_means, np.float64) @ error
+    base = 0.0 if bias is None else np.asarray(bias, np.float64)
+    return (base - shift).astype(np.float32)
+
+
+def _bias_corrected(op: transformer.LinearOp, store: WeightStore, q_name: str, s_name: str,
+                    means: np.ndarray) -> SSAValue:
+    """A handle to `op`'s bias corrected for its weight's rounding (a new store entry)."""
+    weight_name = _weight_name(op, op.weight)
+    bias_name = None if op.bias is None else _weight_name(op, op.bias)
+    bias = corrected_bias(store[weight_name], store[q_name], store[s_name],
+                          None if bias_name is None else store[bias_name], means)
+    name = store.add(store.unique_name((bias_name or weight_name + ".bias") + ".corrected"), bias)
+    return _handle(op, name, bias.shape, f32)
+
+
 def _rewrite_linear(
     op: transformer.LinearOp,
     weights: _WeightQuantizer,
     input_scale: float | None,
     groups: np.ndarray | None = None,
     store: WeightStore | None = None,
+    input_means: np.ndarray | None = None,
 ) -> None:
     w_type = op.weight.type
     assert isinstance(w_type, TensorType)
@@ -209,12 +264,14 @@ def _rewrite_linear(
     q_name, s_name = weights.quantize(_weight_name(op, op.weight))
     w_q = _handle(op, q_name, (k, n), i8)
     w_s = _handle(op, s_name, (n,), f32)
-    old_weight = op.weight
+    old_weight, old_bias, bias = op.weight, op.bias, op.bias
+    if input_means is not None and store is not None:
+        bias = _bias_corrected(op, store, q_name, s_name, input_means)
     group_name = None
     if groups is not None and store is not None:
         group_name = store.add(store.unique_name(q_name.removesuffix(".int8") + ".input_group_scales"), groups)
     group_size = None if groups is None else -(-k // len(groups))
-    new = LinearOp(op.x, w_q, op.bias, op.result.type, weight_scale=w_s, input_scale=input_scale,
+    new = LinearOp(op.x, w_q, bias, op.result.type, weight_scale=w_s, input_scale=input_scale,
                    group_scales=group_name, group_size=group_size,
                    token_scales=input_scale is None, rows=op.rows, keys=op.keys,
                    heads=None if op.heads is None else op.heads.value.data)
@@ -223,6 +280,8 @@ def _rewrite_linear(
     new.attributes.pop(CALIBRATION_ATTR)  # consumed: the scales now say it
     Rewriter.replace_op(op, new)
     _erase_if_dead(old_weight)
+    if old_bias is not None and old_bias is not bias:
+        _erase_if_dead(old_bias)
 
 
 def probability_scale(peak: float) -> float:

@@ -106,10 +106,14 @@ def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
         "domain set the INT8 ranges (default 8; esact_cc/tuning/synthetic_calibration.py)",
     )
     parser.add_argument(
-        "--activation-scales", choices=("auto", "tensor", "token"), default=None,
+        "--activation-scales", choices=("tensor", "token"), default=None,
         help="INT8 scales of linear inputs: tensor (calibrated, one per tensor or channel "
-        "group), token (one per row, computed by the SFU at run time) or auto (token without "
-        "--calibration-data, tensor with it; the default)",
+        "group) or token (one per row, computed by the SFU at run time; the default)",
+    )
+    parser.add_argument(
+        "--bias-correction", choices=("auto", "on", "off"), default=None,
+        help="fold the INT8 weights' mean rounding error into each linear's bias from the "
+        "calibrated input means: on, off or auto (with --calibration-data; the default)",
     )
     parser.add_argument(
         "--dead-rows", action=argparse.BooleanOptionalAction, default=None,

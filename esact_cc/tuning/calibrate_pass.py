@@ -13,8 +13,8 @@ INT8 scales (esact_cc/calibrated_ranges.py). `quantize` then reads only those at
   vocabulary show the structural outlier channels of trained models as real text does, so
   their per-channel peaks are recorded too (bench/int8_without_calibration.py: MiniLM's sentence
   embedding 0.981 -> 0.994); the former single all-ones input did not, and clipped them.
-Every linear's per-input-channel peaks are recorded (quantize's group scales for outlier
-channels, with headroom `group-margin`).
+Every linear's per-input-channel peaks (quantize's group scales for outlier channels, with
+headroom `group-margin`) and means (quantize's bias correction) are recorded.
 """
 
 from __future__ import annotations
@@ -95,12 +95,15 @@ class CalibratePass(WeightStorePass):
 
     def _range_of(self, op: Operation, ranges: Ranges, store: WeightStore):
         if isinstance(op, transformer.LinearOp):
-            channels = ranges.channel_peaks.get(op.x)
-            name = None
-            if channels is not None:
-                name = store.add(store.unique_name(_weight_name(op) + ".input_channel_peaks"),
-                                 np.asarray(channels, np.float32))
-            return LinearRange(ranges.peaks[op.x], name, synthetic=self.calibration_data is None)
+            names = {}
+            for field, per_channel in (("channel_peaks", ranges.channel_peaks),
+                                       ("channel_means", ranges.channel_means)):
+                if op.x in per_channel:
+                    names[field] = store.add(
+                        store.unique_name(f"{_weight_name(op)}.input_{field}"),
+                        np.asarray(per_channel[op.x], np.float32))
+            return LinearRange(ranges.peaks[op.x], **names,
+                               synthetic=self.calibration_data is None)
         q, k, v = (ranges.peaks[value] for value in observed_values(op))
         return AttentionRange(q, k, v, ranges.probability_peaks.get(op, 1.0))
 

@@ -163,6 +163,7 @@ class _PeakRecorder(Interpreter):
         super().__init__(store)
         self.peaks = {v: 0.0 for v in watched}
         self.channel_peaks: dict[SSAValue, np.ndarray] = {}
+        self.channel_sums: dict[SSAValue, tuple[np.ndarray, int]] = {}
         self.probability_peaks: dict[Operation, float] = {}
         self.aligned: dict[str, np.ndarray] = {}
 
@@ -192,6 +193,11 @@ class _PeakRecorder(Interpreter):
             previous = self.channel_peaks.get(value)
             self.channel_peaks[value] = channels if previous is None else np.maximum(previous, channels)
             self.peaks[value] = max(self.peaks[value], float(channels.max()))
+            rows = arr.reshape(-1, arr.shape[-1]) if arr.ndim else arr.reshape(1, 1)
+            rows = rows if np.isfinite(rows).all() else np.where(np.isfinite(rows), rows, 0)
+            total, count = self.channel_sums.get(value, (0.0, 0))
+            self.channel_sums[value] = (total + rows.sum(axis=0, dtype=np.float64),
+                                        count + rows.shape[0])
 
 
 def _channel_peaks(arr: np.ndarray) -> np.ndarray:
@@ -211,6 +217,8 @@ class Ranges:
     """max |v| of each requested SSA value."""
     channel_peaks: dict[SSAValue, np.ndarray]
     """max |v| per last-axis channel of each requested SSA value."""
+    channel_means: dict[SSAValue, np.ndarray]
+    """Mean of v per last-axis channel over all rows of all samples (non-finite values 0)."""
     probability_peaks: dict[Operation, float]
     """Largest softmax probability of each transformer.attention."""
 
@@ -229,4 +237,5 @@ def collect_peaks(
     for sample in samples:
         recorder.env.clear()
         recorder.run_function(function, sample)
-    return Ranges(recorder.peaks, recorder.channel_peaks, recorder.probability_peaks)
+    means = {v: (total / count).astype(np.float32) for v, (total, count) in recorder.channel_sums.items()}
+    return Ranges(recorder.peaks, recorder.channel_peaks, means, recorder.probability_peaks)

@@ -182,7 +182,7 @@ def test_the_sfu_is_charged_for_the_row_scan(calibration: str) -> None:
 
 def test_the_option_is_typed_and_printed(tmp_path: Path) -> None:
     model = _two_linears(tmp_path / "two.onnx")
-    with pytest.raises(CompileError, match=r"activation-scales must be one of auto\|tensor\|token, got 'row'"):
+    with pytest.raises(CompileError, match=r"activation-scales must be one of tensor\|token, got 'row'"):
         api.compile(model, stage="quantized", activation_scales="row")
     def int8_linears(**options) -> list[LinearOp]:
         compiled = api.compile(model, stage="quantized", **options)
@@ -190,10 +190,10 @@ def test_the_option_is_typed_and_printed(tmp_path: Path) -> None:
 
     x = np.random.default_rng(5).standard_normal((2, 1, 16, 64)).astype(np.float32)
     np.savez(tmp_path / "calib.npz", x=x)
-    assert all(op.token_scales is not None for op in int8_linears())  # the default: auto
+    assert all(op.token_scales is not None for op in int8_linears())  # the default: token
+    assert all(op.token_scales is not None for op in int8_linears(
+        calibration_data=str(tmp_path / "calib.npz")))  # with calibration data too
     assert all(op.input_scale is not None for op in int8_linears(activation_scales="tensor"))
-    assert all(op.input_scale is not None for op in int8_linears(
-        activation_scales="auto", calibration_data=str(tmp_path / "calib.npz")))
     compiled = api.compile(model, stage="quantized", activation_scales="token")
     path = tmp_path / "q.mlir"
     compiled.save_ir(path)

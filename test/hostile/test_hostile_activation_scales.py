@@ -37,7 +37,7 @@ def test_a_bad_activation_scales_value_is_one_line(tmp_path):
     before = tree_state(tmp_path)
     result = run_tool("esact-opt", "cal.mlir", "-p", "quantize{activation-scales=rows}",
                       cwd=tmp_path)
-    assert_user_error(result, "activation-scales must be one of auto|tensor|token, got 'rows'",
+    assert_user_error(result, "activation-scales must be one of tensor|token, got 'rows'",
                       code=2)  # a bad pass option is a bad command line
     result = run_tool("esact-cc", "m.onnx", "--activation-scales", "rows", "-o", "m.esb",
                       cwd=tmp_path)
@@ -67,7 +67,7 @@ def test_a_malformed_synthetic_entry_is_one_line(tmp_path, entry, needle):
 ])
 def test_contradicting_scales_on_an_int8_linear_are_one_line(tmp_path, edit, needle):
     _calibrated_ir(tmp_path)
-    done = run_tool("esact-opt", "cal.mlir", "-p", "quantize{activation-scales=auto}", "-o",
+    done = run_tool("esact-opt", "cal.mlir", "-p", "quantize{activation-scales=token}", "-o",
                     "q.mlir", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     text = (tmp_path / "q.mlir").read_text()

@@ -4,9 +4,10 @@
 // RUN: not esact-opt %s -p 'calibrate,quantize{activation-scales=rows}' 2>&1 | filecheck %s --check-prefix=BAD
 // quantize: transformer.linear/attention get INT8 weight handles and scales;
 // FP32 ops (layer norm, GELU, add, softmax, host regions) are left alone.
-// Without calibration data the ranges are synthetic (`synthetic` on each linear's range) and
-// activation-scales=auto (the default) scales those linears' inputs per token (token_scales);
-// activation-scales=tensor gives them calibrated input scales.
+// Without calibration data the ranges are synthetic (`synthetic` on each linear's range, so
+// bias-correction=auto leaves the biases alone); activation-scales=token (the default) scales
+// the linears' inputs per token (token_scales), activation-scales=tensor gives them calibrated
+// input scales.
 
 builtin.module attributes {esact.weight_store = "Inputs/tiny_layer.npz"} {
   func.func @main(%x: tensor<1x4x8xf32> {onnx.name = "x"}, %m: tensor<1x1x1x4xf32> {onnx.name = "mask"}) -> (tensor<1x4x8xf32> {onnx.name = "y"}) {
@@ -62,4 +63,4 @@ builtin.module attributes {esact.weight_store = "Inputs/tiny_layer.npz"} {
 
 // RANGES: %q = transformer.linear %h, %w, %b {esact.calibration = {input_peak = {{.*}}, synthetic}}
 
-// BAD: activation-scales must be one of auto|tensor|token, got 'rows'
+// BAD: activation-scales must be one of tensor|token, got 'rows'

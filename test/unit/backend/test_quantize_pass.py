@@ -80,9 +80,9 @@ def test_attention_semantics_match_fake_quant_formula() -> None:
     np.testing.assert_allclose(got, expected, atol=2e-5)
 
 
-def _quantize(module, store, calibration: str | None = None) -> None:
+def _quantize(module, store, calibration: str | None = None, **options) -> None:
     CalibratePass(calibration_data=calibration, store=store).apply(make_context(), module)
-    QuantizePass(store=store).apply(make_context(), module)
+    QuantizePass(store=store, **options).apply(make_context(), module)
     module.verify()
 
 
@@ -107,7 +107,7 @@ def test_calibration_data_sets_activation_scales(tmp_path: Path) -> None:
     masks = np.zeros((3, 1, 1, 1, 16), np.float32)
     path = tmp_path / "calib.npz"
     np.savez(path, x=xs, mask=masks)
-    _quantize(module, store, str(path))
+    _quantize(module, store, str(path), activation_scales="tensor")
     first = next(op for op in module.walk() if isinstance(op, LinearOp))
     # The first linear reads the host output x + pos: its peak over the samples sets the scale.
     peak = max(float(np.abs(x + store["pos"]).max()) for x in xs)
