@@ -60,6 +60,12 @@ The chunk is `spls-chunk-rows` (default the MAC rows) capped by what fits (`_rin
 an explicit value that does not fit is an error). Sequences whose SPA fits keep the whole-row
 program.
 
+Grouped-query attention: K^ has the K heads' columns only (Nk = kv_heads x head_dim) and query
+head h's BPU reads K^ head h // group. Phase 2 reads the K^ codes of every key once per chunk:
+from ABUF, or, when they do not fit there (BERT-base at 2048 tokens), LOADed back per group of
+K heads from a DRAM scratch written once per batch element (`passes/spls_key_codes.py`;
+L x Nk bytes per chunk, charged as any LOAD).
+
 Limits (CompileError): HLog bits <= 7 (codes in int8 buffers), the L rows of one batch element
 must fit one ABUF tile, one SPA / PAM row of every head must fit beside the ring, a dynamic HLog
 scale only (what insert-spls emits); the projection's regions (X^, Q^, K^ codes, two code
