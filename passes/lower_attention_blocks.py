@@ -12,8 +12,10 @@ every probability equal the whole row's (blocks start at chunk multiples), INT32
 accumulation over key blocks is exact, so the binary equals the INT8 interpreter bit for bit
 with no change to it. The price: Q K^T and its DEQUANT twice, and K (twice) and V reloaded
 from DRAM per query tile. Causal attention stops each tile's blocks at its last visible key.
-Row-reuse maps, SPA element masks and per-query additive masks are laid out per whole key row
-and are not blocked: such attention stays a one-line error when its key rows do not fit.
+An additive row mask is read at the block's columns; a per-query one has its [tq, block] rows
+LOADed and ADDed after each DEQUANT (both sweeps). Row-reuse maps and SPA element masks are
+laid out per whole key row and are not blocked: such attention stays a one-line error when its
+key rows do not fit.
 """
 
 from __future__ import annotations
@@ -23,7 +25,14 @@ import numpy as np
 from esact_cc.dialects import transformer
 from esact_cc.ir_queries import op_label
 from esact_cc.passes.lower_masked_inputs import MaskRows
-from esact_cc.passes.lowering_state import HALF, OUT_FRACTION, Lowering, MaskTiles, round_tile
+from esact_cc.passes.lowering_state import (
+    F32,
+    HALF,
+    OUT_FRACTION,
+    Lowering,
+    MaskTiles,
+    round_tile,
+)
 from esact_cc.quantized_kernels import (
     attention_output_scale,
     attention_score_scale,
@@ -44,16 +53,19 @@ def key_extent(lq: int, lk: int, r0: int, tq: int) -> int:
     return max(1, min(lk, r0 + tq + lk - lq))
 
 
-def key_block_tiling(lw: Lowering, lq: int, lk: int, d: int, dv: int) -> tuple[int, int] | None:
+def key_block_tiling(lw: Lowering, lq: int, lk: int, d: int, dv: int, per_query: bool
+                     ) -> tuple[int, int] | None:
     """(query rows per tile, keys per block) of the key-blocked form, None if not even one
     row over one chunk of keys fits: the block size (a multiple of CHUNK) whose tile holds the
     most scores, the larger block on a tie. ABUF holds Q, a K and a V block and P in half of
-    it; ACC the scores and the output in half; VBUF the FP32 scores in a quarter."""
+    it; ACC the scores and the output in half; VBUF the FP32 scores (and a per-query mask's
+    block) in a quarter."""
     abuf, acc = lw.capacity(Buffer.ABUF) // HALF, lw.capacity(Buffer.ACC) // HALF
     vbuf = lw.capacity(Buffer.VBUF) // OUT_FRACTION
     best: tuple[int, int] | None = None
     for kb in range(CHUNK, min(MAX_KEY_BLOCK, -(-lk // CHUNK) * CHUNK) + 1, CHUNK):
-        limit = min((abuf - kb * (d + dv)) // (d + kb), acc // (kb + dv), vbuf // kb)
+        limit = min((abuf - kb * (d + dv)) // (d + kb), acc // (kb + dv),
+                    vbuf // (kb * (2 if per_query else 1)))
         if limit >= 1:
             tq = round_tile(limit, lq, lw.config.mac_rows)
             if best is None or tq * kb >= best[0] * best[1]:  # most work per instruction
@@ -72,10 +84,10 @@ def lower_key_blocked(lw: Lowering, op: transformer.AttentionOp, rows: MaskTiles
     d, dv = width // heads, v.shape[2] // op.key_heads
     mask_rows = MaskRows(lw, op, op.mask, batch, heads, lq, lk)
     too_big = f"{op_label(op)}: attention over {lq}x{lk} does not fit the on-chip buffers"
-    if rows is not None or spa is not None or mask_rows.per_query:
-        raise CompileError(f"{too_big} and its row-reuse, SPA or per-query mask is not blocked "
-                           "over keys (only dense attention is)")
-    tiling = key_block_tiling(lw, lq, lk, d, dv)
+    if rows is not None or spa is not None:
+        raise CompileError(f"{too_big} and its row-reuse or SPA mask is not blocked over keys "
+                           "(only dense attention is)")
+    tiling = key_block_tiling(lw, lq, lk, d, dv, mask_rows.per_query)
     if tiling is None:
         raise CompileError(f"{too_big} (not even one query row over {CHUNK} keys fits)")
     tq, kb = tiling
@@ -92,9 +104,9 @@ def lower_key_blocked(lw: Lowering, op: transformer.AttentionOp, rows: MaskTiles
     lw.load(Buffer.VBUF, s_addr, s_vec.address, 1, kb)
     lw.load(Buffer.VBUF, o_addr, o_vec.address, 1, dv)
 
-    def scores(b: int, h: int, qa: int, k0: int, n: int, tq_now: int) -> int:
-        """LOAD + QUANT K block [k0, k0 + n) of head h's K / V head, Q K^T, DEQUANT: the VBUF
-        address of the FP32 [tq, n] scores."""
+    def scores(b: int, h: int, qa: int, r0: int, k0: int, n: int, tq_now: int) -> int:
+        """LOAD + QUANT K block [k0, k0 + n) of head h's K / V head, Q K^T, DEQUANT [, ADD
+        the per-query mask's block]: the VBUF address of the FP32 [tq, n] scores."""
         ka = lw.alloc(Buffer.ABUF, n * d)
         lw.quantize_rows(k, b * lk + k0, n, (h // share) * d, d, ka, k_mult)
         acc = lw.alloc(Buffer.ACC, tq_now * n)
@@ -104,6 +116,15 @@ def lower_key_blocked(lw: Lowering, op: transformer.AttentionOp, rows: MaskTiles
         lw.emit("dequant", "sfu", dst_addr=f, src_addr=acc, rows=tq_now, cols=n,
                 scale_addr=s_addr)
         lw.free(Buffer.ACC, acc)
+        if mask_rows.per_query:  # rows [r0, r0 + tq) x keys [k0, k0 + n) of [Lq, Lk]
+            assert mask_rows.tensor is not None
+            shape = mask_rows.shape
+            first = (((b % shape[0]) * shape[1] + h % shape[1]) * lq + r0) * lk + k0
+            mm = lw.alloc(Buffer.VBUF, tq_now * n)
+            lw.load(Buffer.VBUF, mm, mask_rows.tensor.address + first * F32, tq_now, n,
+                    dram_stride=lk * F32)
+            lw.emit("add", "sfu", dst_addr=f, a_addr=f, b_addr=mm, rows=tq_now, cols=n)
+            lw.free(Buffer.VBUF, mm)
         return f
 
     def logit_fields(b: int, h: int, r0: int, k0: int, n: int, tq_now: int
@@ -112,7 +133,7 @@ def lower_key_blocked(lw: Lowering, op: transformer.AttentionOp, rows: MaskTiles
         fields: dict[str, int | float] = {"rows": tq_now, "cols": n, "scale": 1.0}
         if causal:  # key k0 + c is visible to row r0 + r when k0 + c <= r0 + r + lk - lq
             fields.update(causal=1, causal_offset=lk - lq + r0 - k0)
-        if mask_rows.present:
+        if mask_rows.present and not mask_rows.per_query:
             fields.update(has_add_mask=1, add_mask_addr=mask_rows.row(b, h) + k0)
         return fields
 
@@ -126,13 +147,13 @@ def lower_key_blocked(lw: Lowering, op: transformer.AttentionOp, rows: MaskTiles
                 lw.quantize_rows(q, b * lq + r0, tq_now, h * d, d, qa, q_mult)
                 state = lw.alloc(Buffer.VBUF, tq_now * STATE_WORDS)
                 for k0, n in blocks:  # sweep 1: running max and sum
-                    f = scores(b, h, qa, k0, n, tq_now)
+                    f = scores(b, h, qa, r0, k0, n, tq_now)
                     lw.emit("softmax_stats", "sfu", src_addr=f, state_addr=state,
                             accumulate=int(k0 > 0), **logit_fields(b, h, r0, k0, n, tq_now))
                     lw.free(Buffer.VBUF, f)
                 out = lw.alloc(Buffer.ACC, tq_now * dv)
                 for k0, n in blocks:  # sweep 2: probabilities, P x V accumulated
-                    f = scores(b, h, qa, k0, n, tq_now)
+                    f = scores(b, h, qa, r0, k0, n, tq_now)
                     lw.emit("softmax_norm", "sfu", dst_addr=f, src_addr=f, state_addr=state,
                             **logit_fields(b, h, r0, k0, n, tq_now))
                     p = lw.alloc(Buffer.ABUF, tq_now * n)

@@ -70,10 +70,11 @@ def test_the_chunked_softmax_is_the_softmax() -> None:
 LENGTH, WIDTH, HEADS = 320, 8, 2
 
 
-def _attention_ir(kv_heads: int, causal: bool, mask: bool) -> str:
+def _attention_ir(kv_heads: int, causal: bool, mask: str | None) -> str:
+    """`mask`: None, "row" ([1, 1, 1, L]) or "query" ([1, 1, L, L])."""
     t = f"tensor<1x{LENGTH}x{WIDTH}xf32>"
     tkv = f"tensor<1x{LENGTH}x{WIDTH * kv_heads // HEADS}xf32>"
-    mask_type = f"tensor<1x1x1x{LENGTH}xf32>"
+    mask_type = f"tensor<1x1x{LENGTH if mask == 'query' else 1}x{LENGTH}xf32>"
     mask_arg = f', %m: {mask_type} {{onnx.name = "m"}}' if mask else ""
     return f"""
 func.func @main(%q: {t} {{onnx.name = "q"}}, %k: {tkv} {{onnx.name = "k"}},
@@ -87,16 +88,19 @@ func.func @main(%q: {t} {{onnx.name = "q"}}, %k: {tkv} {{onnx.name = "k"}},
 """
 
 
-def _inputs(kv_heads: int, mask: bool) -> dict[str, np.ndarray]:
+def _inputs(kv_heads: int, mask: str | None) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(5)
     values = {"q": rng.standard_normal((1, LENGTH, WIDTH)).astype(np.float32)}
     for name in "kv":
         values[name] = rng.standard_normal((1, LENGTH, WIDTH * kv_heads // HEADS)
                                            ).astype(np.float32)
-    if mask:
+    if mask == "row":
         m = np.zeros((1, 1, 1, LENGTH), np.float32)
         m[..., -70:] = -10000.0
         values["m"] = m
+    elif mask == "query":
+        values["m"] = np.where(rng.random((1, 1, LENGTH, LENGTH)) < 0.3, -10000.0,
+                               0.0).astype(np.float32)
     return values
 
 
@@ -117,9 +121,10 @@ def _program(ir: str, hw: str | None):
 
 
 @pytest.mark.parametrize(("kv_heads", "causal", "mask"),
-                         [(2, False, False), (1, True, False), (2, False, True)])
+                         [(2, False, None), (1, True, None), (2, False, "row"),
+                          (1, True, "query")])
 def test_key_blocks_equal_the_interpreter_and_the_whole_row_program(
-        kv_heads: int, causal: bool, mask: bool, tmp_path: Path) -> None:
+        kv_heads: int, causal: bool, mask: str | None, tmp_path: Path) -> None:
     ir, inputs = _attention_ir(kv_heads, causal, mask), _inputs(kv_heads, mask)
     expected = run_module(parse_ir(ir), inputs, WeightStore({}))["y"]
     hw = _small_abuf(tmp_path)
@@ -136,7 +141,7 @@ def test_key_blocks_equal_the_interpreter_and_the_whole_row_program(
 def test_causal_attention_skips_the_keys_above_each_tile() -> None:
     """Query tiles of causal attention compute only up to their last visible key: about
     1/2 + 1/16 of the dense Q K^T and P V MACs with 8 tiles, same output."""
-    ir, inputs = _attention_ir(2, True, False), _inputs(2, False)
+    ir, inputs = _attention_ir(2, True, None), _inputs(2, None)
     program, _ = _program(ir, None)
     result = run_program(program, inputs, load_config())
     np.testing.assert_array_equal(result.outputs["y"],
@@ -162,7 +167,7 @@ func.func @main(%q: {t} {{onnx.name = "q"}}, %k: {t} {{onnx.name = "k"}},
   func.return %y : {t}
 }}
 """
-    inputs = _inputs(2, False)
+    inputs = _inputs(2, None)
     visible = np.tril(np.ones((LENGTH, LENGTH), bool))
     visible[:, :5] = False  # left padding: the first 5 keys hidden from every query
     inputs["m"] = np.where(visible, 0.0, -10000.0).astype(np.float32)[None, None]
