@@ -185,6 +185,7 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
             # in flight, across query tiles too (QK of the next tile's first head runs before
             # PV of this tile's last one, so one head per group also overlaps MAC and SFU).
             pending: list[tuple[int, int, int, int]] = []
+            q_next = 0  # ABUF address of the next tile's Q, quantized ahead
             for i, (r0, tq) in enumerate(q_tiles):
                 # K / V stay on chip across the query tiles; the first tile loads them with Q.
                 # The next tile's Q is quantized now, ahead of this tile's softmax in the

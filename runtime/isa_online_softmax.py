@@ -52,7 +52,12 @@ _LOGIT_FIELDS = (
 )
 _STATE = addr("state_addr", f"VBUF: rows x {online_softmax.STATE_WORDS} words, (max, sum) "
                             "float64 per row")
-_STATE_COLS = (lambda f: online_softmax.STATE_WORDS)
+
+
+def _state_cols(f: Mapping[str, int]) -> int:
+    return online_softmax.STATE_WORDS
+
+
 _LOGIT_OPERANDS = (
     _mat("src_addr", "rows", "cols", "r", "src_stride"),
     Operand("add_mask_addr", Buffer.VBUF, lambda f: 1, field_value("cols"), "r",
@@ -64,9 +69,9 @@ SOFTMAX_STATS = define_instruction(
     (*_LOGIT_FIELDS, _STATE,
      flag("accumulate", "fold into the state there (else start from (-inf, 0))")),
     (*_LOGIT_OPERANDS,
-     Operand("state_addr", Buffer.VBUF, field_value("rows"), _STATE_COLS, "r",
+     Operand("state_addr", Buffer.VBUF, field_value("rows"), _state_cols, "r",
              enabled_by="accumulate"),
-     _mat("state_addr", "rows", _STATE_COLS, "w")),
+     _mat("state_addr", "rows", _state_cols, "w")),
     sfu_cost(STATS_PASSES),
     """z = src * scale (+ add_mask[c]) in float64, columns the causal rule excludes invalid;
     fold the block into each row's running (max, sum) in chunks of 64 keys (the first chunk
@@ -78,7 +83,7 @@ SOFTMAX_NORM = define_instruction(
     "softmax_norm", NORM_OPCODE, Queue.SFU, Unit.SFU,
     (*_LOGIT_FIELDS, addr("dst_addr", "VBUF fp32"), stride("dst_stride"), _STATE),
     (*_LOGIT_OPERANDS, _mat("dst_addr", "rows", "cols", "w", "dst_stride"),
-     _mat("state_addr", "rows", _STATE_COLS, "r")),
+     _mat("state_addr", "rows", _state_cols, "r")),
     sfu_cost(NORM_PASSES),
     """dst = exp(z - max) / sum with the row's finished state, rounded to float32; invalid
     positions 0, a row whose max is not finite all 0 (SOFTMAX's result for the block's
