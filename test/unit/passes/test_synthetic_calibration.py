@@ -85,10 +85,12 @@ def test_the_new_default_beats_the_former_all_ones_input(tmp_path, capsys) -> No
     def worst_cosine(compiled) -> float:
         return min(_cosine(compiled.run(s)["y"], session.run(None, s)[0]) for s in held_out)
 
-    # The former default: that one sample, per-tensor scales only (group-size 0).
+    # The former default: that one sample, per-tensor scales only (group-size 0), no bias
+    # correction.
     former_int8 = api.compile(model, stage="transformer")
     for step in (make_pass("calibrate", former_int8.store, calibration_data=str(tmp_path / "former.npz")),
-                 make_pass("quantize", former_int8.store, group_size=0)):
+                 make_pass("quantize", former_int8.store, group_size=0, activation_scales="tensor",
+                           bias_correction="off")):
         step.apply(make_context(), former_int8.module)
     old = worst_cosine(former_int8)
     new = worst_cosine(api.compile(model, stage="quantized"))
