@@ -40,6 +40,7 @@ from esact_cc.passes.lowering_state import (
     round_tile,
     shape_of,
 )
+from esact_cc.passes.spls_scratch import PredictScratch
 from esact_cc.quantized_kernels import (
     input_groups,
     input_runs,
@@ -291,6 +292,10 @@ def _linear_tiling(lw: Lowering, op: transformer.LinearOp, x: DramTensor, k: int
     acc_cap, v_cap = lw.capacity(Buffer.ACC) // HALF, lw.capacity(Buffer.VBUF) // OUT_FRACTION
     if tiles is None:
         m = x.rows
+        if lw.group is not None:  # lowered aside, beside an SPLS prediction's live tiles: the
+            # ABUF they leave, ACC below the prediction's slots at the top of each bank
+            a_cap = min(a_cap, lw.room(Buffer.ABUF))
+            acc_cap -= acc_cap // PredictScratch.SLOT_FRACTION
         if k > a_cap or k > w_cap:
             raise CompileError(f"{op_label(op)}: input width {k} exceeds the on-chip buffers")
         m_tile = round_tile(min(m, a_cap // k, MAX_DIM), m, lw.config.mac_rows)

@@ -27,10 +27,12 @@ SFU queue; all of component `predict`); `schedule` derives the tokens from the m
 operands, so what overlaps what follows from where the consumers' tiles and instructions are:
 - K / V (`attention=dense`: dense linears of X, independent of the prediction) are lowered
   beside phase 1 (`Lowering.lower_aside`: while every prediction region is reserved, so their
-  tiles share none) and spread over its BPU tiles by estimated time (`interleave`): the compute
+  tiles share none; their row tiles shrink to the ABUF the projection leaves, lower_linear)
+  and spread over its BPU tiles by estimated time (`interleave`): the compute
   queue runs them while the BPU works, and their loads do not wait behind the prediction's.
-- The masked Q linear of X is lowered beside phase 2 with one GEMM per chunk (its row tile of
-  the chunk's rows), placed after the chain: GEMM c waits only for SIMILARITY c, so the MAC
+- The masked Q linear of X is lowered beside phase 2 with one GEMM per group of whole chunks
+  that fits the MAC rows (`_gemm_row_tiles`), placed after the chain: GEMM c waits only for
+  the SIMILARITY of its last chunk, so the MAC
   array computes chunk c's Q rows while the BPU predicts chunk c + 1.
 - The attention, O and FFN need all rows (K / V of every key, then the attention output) and
   follow as before.

@@ -499,6 +499,10 @@ class Lowering:
     def capacity(self, buf: Buffer) -> int:
         return self.rings[buf].capacity
 
+    def room(self, buf: Buffer) -> int:
+        """The largest tile ring buffer `buf` can give now, beside every live one."""
+        return self.rings[buf].largest_free()  # type: ignore[union-attr]
+
     def stage_rows(self, cols: int, limit: int) -> int:
         """Rows of an FP32 staging chunk of `cols` columns."""
         return max(1, min(limit, self.capacity(Buffer.VBUF) // STAGE_FRACTION // cols, MAX_DIM))

@@ -57,6 +57,13 @@ class RingAllocator:
     def release(self, start: int) -> None:
         self.recent = [*self.recent, (start, self.live.pop(start))][-self.RECENT:]
 
+    def largest_free(self) -> int:
+        """The longest run of addresses no live tile holds: the largest tile `alloc` can give."""
+        best, pos = 0, 0
+        for start, end in sorted(self.live.items()):
+            best, pos = max(best, start - pos), max(pos, end)
+        return max(best, self.capacity - pos)
+
     def _first_fit(self, pos: int, size: int, avoid) -> int | None:
         blocked = [*self.live.items(), *avoid]
         while pos + size <= self.capacity:

@@ -123,3 +123,27 @@ def test_q_gemms_group_whole_prediction_chunks_to_fill_the_mac_rows(tmp_path: Pa
     column_tiles = len(q_rows) // len(groups)
     assert q_rows == groups * column_tiles  # column tiles outer, row groups inner
     same_as_whole_row_binary(model, compiled.simulate(INPUTS, hw=hw))
+
+
+def test_k_and_v_run_beside_the_projection_in_the_activation_buffer_it_leaves(
+        tmp_path: Path) -> None:
+    """ABUF too small for K's and V's whole input beside the projection's tiles (streamed at
+    6144 elements, whole at 10240): their row tiles shrink to the room left, so they are still
+    lowered beside it and run while the BPU projects, instead of after the whole chain."""
+    model = encoder_graphs.encoder(layers=1, seq=SEQ, hidden=64, heads=HEADS, ffn=128, seed=3)
+    for abuf, streamed in ((6144, True), (10240, False)):
+        hw = tmp_path / f"abuf_{abuf}.toml"
+        hw.write_text(f'name = "abuf-{abuf}"\n[sram]\nactivation_buffer = {abuf}\n')
+        compiled = api.compile(model, stage="esact", hw=str(hw), **OPTIONS)
+        program = compiled.program()
+        ins = program.instructions
+        hlogs = [x for x in ins if x.opcode_name == "hlog"]
+        assert any(x.fields["scale_count"] for x in hlogs) == streamed
+        first_similarity = next(i for i, x in enumerate(ins) if x.opcode_name == "similarity")
+        kv = [i for i, x in enumerate(ins) if x.opcode_name == "gemm"
+              and program.debug[i].component in ("k", "v")]
+        # Row tiles, the first among the projection's instructions (the ordering step puts
+        # those expected to start after the projection after the chain: `sink`).
+        assert len(kv) > 2 and min(kv) < first_similarity
+        result = compiled.simulate(INPUTS, hw=str(hw))
+        same_as_whole_row_binary(model, result)

@@ -28,11 +28,11 @@ def layer(masked: bool, causal: bool, seed: int = 0):
     return module, store
 
 
-def compile_both(module, store, chunk_rows=None, **options):
+def compile_both(module, store, chunk_rows=None, hw=None, **options):
     reference = module.clone()
     InsertSplsPass(store=store, **options).apply(make_context(), reference)
     program = reference.clone()
-    for p in (LowerToEsactPass(spls_chunk_rows=chunk_rows, store=store), SchedulePass()):
+    for p in (LowerToEsactPass(spls_chunk_rows=chunk_rows, store=store, hw=hw), SchedulePass()):
         p.apply(make_context(), program)
     return reference, program_from_module(program, store)
 
@@ -74,20 +74,23 @@ def test_per_query_mask(padded: int) -> None:
 
 @pytest.mark.parametrize("chunk", [1, 4])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_progressive_prediction_equals_reference(case: str, chunk: int) -> None:
+def test_progressive_prediction_equals_reference(case: str, chunk: int, tmp_path) -> None:
     """Row-chunked prediction (one PAM/TOPK/SIMILARITY chunk of `chunk` rows, the masked Q
-    GEMM per chunk): the same outputs as the reference, bit for bit."""
+    GEMMs over whole chunks grouped while they fit a 2-row MAC array): the same outputs as
+    the reference, bit for bit."""
     masked, causal, padded, options = CASES[case]
     module, store = layer(masked, causal)
-    reference, program = compile_both(module, store, chunk, **options)
+    hw = tmp_path / "mac2rows.toml"
+    hw.write_text('name = "mac-2-rows"\n[mac_array]\nrows = 2\n')
+    reference, program = compile_both(module, store, chunk, str(hw), **options)
     sims = [i for i in program.instructions if i.opcode_name == "similarity"]
     assert [(i["first_row"], i["row_count"]) for i in sims] == \
         [(r, min(chunk, L - r)) for r in range(0, L, chunk)]
-    q_gemms = [i for i in program.instructions if i.opcode_name == "gemm" and i["m"] < L]
-    assert len(q_gemms) == len(sims)  # the Q linear's row tile per chunk (one column tile)
+    q_rows = [i["m"] for i in program.instructions if i.opcode_name == "gemm" and i["m"] < L]
+    assert q_rows == ([2, 2, 2] if chunk == 1 else [4, 2])  # one column tile
     x = layer_inputs(padded)
     expected = run_module(reference, x, store)["y"]
-    got = execute(program, x, load_config()).outputs["y"]
+    got = execute(program, x, load_config(hw)).outputs["y"]
     np.testing.assert_array_equal(got, expected)
 
 

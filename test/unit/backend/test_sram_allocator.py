@@ -54,3 +54,17 @@ def test_banks_alternate() -> None:
         banks.alloc(1)
     with pytest.raises(CompileError, match="does not fit a bank"):
         BankAllocator("ACC", 100).alloc(51)
+
+
+def test_ring_largest_free_is_the_longest_gap_between_live_regions() -> None:
+    ring = RingAllocator("ABUF", 100)
+    assert ring.largest_free() == 100
+    a, b, c = ring.alloc(10), ring.alloc(30), ring.alloc(20)  # [0,10) [10,40) [40,60)
+    assert ring.largest_free() == 40  # [60, 100)
+    ring.release(b)  # a freed region counts as free again: gap [10, 40)
+    assert ring.largest_free() == 40
+    ring.alloc(35)  # [60, 95)
+    assert ring.largest_free() == 30  # [10, 40); [95, 100) is shorter
+    ring.release(a)
+    assert ring.largest_free() == 40  # [0, 40)
+    assert c == 40
