@@ -147,7 +147,7 @@ def main() -> None:
     if args.json:
         command = "python bench/long_sequence.py " + " ".join(
             [f"--model {args.model}", f"--lengths {' '.join(map(str, args.lengths))}",
-             f"--layers {args.layers}"]
+             f"--layers {args.layers}", f"--settings {' '.join(args.settings)}"]
             + (["--check-whole"] if args.check_whole else []))
         args.json.write_text(json.dumps({"command": command, "rows": rows}, indent=1) + "\n")
 
