@@ -55,6 +55,7 @@ class _KeyCodes:
             for h in range(k0 * c.group, k1 * c.group):
                 yield h, at + (h // c.group - k0) * c.head_dim, stride
 
+
 FREE_FRACTION = 4
 """ABUF left free beside the spilled form's group region: 1 / FREE_FRACTION of it."""
 
