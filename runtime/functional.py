@@ -68,7 +68,7 @@ def int8_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _wrap_int32(x: np.ndarray) -> np.ndarray:
-    return x.astype(np.int64).astype(np.int32)
+    return x.astype(np.int64, copy=False).astype(np.int32)  # no copy of an int64 result
 
 
 def _round_clip_int8(x: np.ndarray) -> np.ndarray:
