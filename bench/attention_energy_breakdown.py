@@ -36,7 +36,7 @@ from esact_cc.runtime.energy import ON_CHIP_CATEGORIES
 
 DEFAULT_SETTINGS = ("dense", "spls:attention=topk,first-reference=0,hlog-bits=6,k-ratio=0.2,"
                     "pam-scale=one,similarity=cosprob,threshold=0.95,window=4",
-                    "sanger:threshold=0.02", "spatten:token-keep=0.4")
+                    "sanger:threshold=0.002", "spatten:token-keep=0.4")
 """The settings esact-tune chose for BERT-base 512 in bench/results/scheme_comparison_bert512.json."""
 
 
