@@ -68,7 +68,7 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
     share = heads // kv_heads  # query heads per K / V head (> 1: grouped-query; verified)
     d, dv = width // heads, width_v // kv_heads
     causal = op.causal is not None
-    if not _tile_fits(lw, 1, lk, d, dv, spa):
+    if not _tile_fits(lw, 1, lq, lk, d, dv, spa):
         lower_key_blocked(lw, op, rows, spa)  # not one query row over all keys fits
         return
     s_scale = attention_score_scale(op.scale.value.data, op.q_scale.value.data, op.k_scale.value.data)
@@ -303,16 +303,18 @@ def _free_mbuf(lw: Lowering) -> int:
     return rings.capacity - sum(e - s for s, e in rings.live.items())
 
 
-def _tile_fits(lw: Lowering, tq: int, lk: int, d: int, dv: int, spa: MaskTiles | None) -> bool:
-    """Whether tq query rows over all lk keys fit: two Q tiles (this one and the next, loaded
-    ahead), K, V, two heads' P in ABUF, the scores
+def _tile_fits(lw: Lowering, tq: int, lq: int, lk: int, d: int, dv: int,
+               spa: MaskTiles | None) -> bool:
+    """Whether tq of lq query rows over all lk keys fit: the Q tile (and the next one, loaded
+    ahead, when tq < lq), K, V, two heads' P in ABUF, the scores
     in a VBUF quarter and half the ACC; spilled SPA rows: two heads' tiles in flight in the
     MBUF ring (with one tile live anywhere, the larger free gap holds another only if the free
     MBUF is 3 tiles)."""
     abuf, vbuf, acc = (lw.capacity(Buffer.ABUF), lw.capacity(Buffer.VBUF) // OUT_FRACTION,
                        lw.capacity(Buffer.ACC) // HALF)
     spilled = spa is not None and spa.spa is None
-    return ((2 * tq + lk) * d + lk * dv + 2 * tq * lk <= abuf and tq * lk <= min(vbuf, acc)
+    q_tiles = 1 if tq >= lq else 2
+    return ((q_tiles * tq + lk) * d + lk * dv + 2 * tq * lk <= abuf and tq * lk <= min(vbuf, acc)
             and (not spilled or 3 * tq * lk <= _free_mbuf(lw)))
 
 
@@ -329,18 +331,18 @@ def _attention_tiling(lw: Lowering, op: transformer.AttentionOp, lq: int, lk: in
     abuf, vbuf, acc = (lw.capacity(Buffer.ABUF), lw.capacity(Buffer.VBUF) // OUT_FRACTION,
                        lw.capacity(Buffer.ACC) // HALF)
     spilled = spa is not None and spa.spa is None
-    if _tile_fits(lw, lq, lk, d, dv, spa):
+    if _tile_fits(lw, lq, lq, lk, d, dv, spa):
         tq = lq
     else:
         limit = min((abuf - lk * (d + dv)) // (2 * d + 2 * lk), vbuf // lk, acc // lk,
                     _free_mbuf(lw) // (3 * lk) if spilled else lq)
         assert limit >= 1  # else the key-blocked form was chosen
         tq = round_tile(limit, lq, lw.config.mac_rows)
-        assert _tile_fits(lw, tq, lk, d, dv, spa)
+        assert _tile_fits(lw, tq, lq, lk, d, dv, spa)
     if skip_causal and lq > lw.config.mac_rows:
         tq = min(tq, round_tile(max(lw.config.mac_rows, lq // CAUSAL_TILES), lq,
                                 lw.config.mac_rows))
-    per_head = (2 * tq + lk) * d + lk * dv
+    per_head = ((1 if tq == lq else 2) * tq + lk) * d + lk * dv  # Q tiles, K, V
     group = max(1, min(op.heads, abuf // HALF // per_head))
     if rows is not None and tq < lq:
         whole = vbuf // (lq * dv)
