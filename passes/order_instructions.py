@@ -9,8 +9,9 @@ every policy sees the instructions selected before it (as if it had run during s
 - `place "aside" G` takes group G's instructions out of the program and holds them;
 - `place "interleave" G at L` spreads held group G over the BPUs selected since label L,
   `place "sink" G` moves the pieces it left after the last one to the end, and
-  `place "prepare" G at L` appends held group G and moves its input preparation before the
-  first instruction selected after label L (`passes/prediction_overlap.py`).
+  `place "prepare" G at L` appends held group G, moves its input preparation before the
+  first instruction selected after label L and interleaves its column tiles' GEMMs by row
+  chunk (`passes/prediction_overlap.py`).
 Every move is checked on `isa.footprint` of the allocated instructions (the analysis
 `schedule` derives tokens from), so it never passes an instruction sharing a region with the
 moved one, one of them writing: program-order semantics are unchanged. The directives and
@@ -145,6 +146,7 @@ class _Ordering:
                                    "instruction follows the label")
             if body:
                 overlap.hoist_preparation(self.program, body, target)
+                overlap.chunk_major(self.program, body)
 
 
 def order_module(module: ModuleOp, config: HardwareConfig) -> None:

@@ -147,3 +147,24 @@ def test_k_and_v_run_beside_the_projection_in_the_activation_buffer_it_leaves(
         assert len(kv) > 2 and min(kv) < first_similarity
         result = compiled.simulate(INPUTS, hw=str(hw))
         same_as_whole_row_binary(model, result)
+
+
+def test_q_column_tiles_run_chunk_by_chunk(tmp_path: Path) -> None:
+    """An ACC small enough for two column tiles of Q (8-row array, ring form): the ordering step
+    interleaves them by chunk (`prediction_overlap.chunk_major`: the second tile's weights in
+    the other WBUF bank), so the in-order compute queue runs both tiles of chunk c after
+    SIMILARITY c instead of every GEMM of the second tile after the last chunk."""
+    model = expanded_mask_encoder()
+    hw = tmp_path / "acc.toml"
+    hw.write_text('name = "small-acc"\n[sram]\nmask_buffer = 1024\naccumulator_buffer = 8192\n'
+                  '[mac_array]\nrows = 8\n')
+    compiled = api.compile(model, stage="esact", hw=str(hw), **OPTIONS)
+    program = compiled.program()
+    ins = program.instructions
+    q = [i for i, x in enumerate(ins) if x.opcode_name == "gemm"
+         and program.debug[i].component == "q"]
+    banks = [ins[i].fields["w_addr"] for i in q]
+    assert len(set(banks)) == 2 and all(a != b for a, b in zip(banks, banks[1:]))
+    rows = [ins[i].fields["m"] for i in q]
+    assert rows[0::2] == rows[1::2]  # chunk by chunk, both column tiles of each
+    same_as_whole_row_binary(model, compiled.simulate(INPUTS, hw=str(hw)))
