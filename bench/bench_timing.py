@@ -45,7 +45,10 @@ def synthetic_program(n_instructions: int, seed: int = 0):
     from esact_cc.runtime.isa import Buffer, Instruction, Queue, Work
 
     rng = random.Random(seed)
-    mask = lambda *qs: sum(1 << int(q) for q in qs)
+
+    def mask(*queues) -> int:  # type: ignore[no-untyped-def]
+        return sum(1 << int(q) for q in queues)
+
     instrs: list = []
     works: list = []
 
