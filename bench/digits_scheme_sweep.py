@@ -6,14 +6,13 @@ the held-out test images, and one binary per setting (the first image) on the ha
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import json
 
 import numpy as np
 
