@@ -91,11 +91,13 @@ def evaluator(model: Path, data: Any, quantize: list[dict], reference: Any | Non
 
 
 def study(name: str, model: Path, calib: Any, report: Any, budget: float,
-          original: tuple[Any, Any] | None, run_tune: bool) -> dict[str, Any]:
+          original: tuple[Any, Any] | None, run_tune: bool, per_layer: bool,
+          save: Any) -> dict[str, Any]:
+    """The uniform frontier on the reporting sentences (saved at once through `save`), then
+    esact-tune's setting chosen on the calibration ones, measured on the reporting ones."""
     from esact_cc.tuning.spls_measurement import uniform_config
     from esact_cc.tuning.spls_tuning import tune
 
-    ev_calib = evaluator(model, calib, calib.samples, original and original[0])
     ev_report = evaluator(model, report, calib.samples, original and original[1])
     out: dict[str, Any] = {"model": name}
     dense = ev_report.measure([uniform_config(threshold=2.0, attention="dense")])[0]
@@ -107,9 +109,11 @@ def study(name: str, model: Path, calib: Any, report: Any, budget: float,
         out["frontier_report"].append(m.as_dict())
         log(f"{name}: uniform thr {m.config.options['threshold']}: removed {m.reduction:.2%}, "
             f"mean cosine {m.accuracy / 100:.4f}")
+    save(out)
     if run_tune:
+        ev_calib = evaluator(model, calib, calib.samples, original and original[0])
         start = time.time()
-        best = tune(ev_calib, budget, log=log).best
+        best = tune(ev_calib, budget, per_layer=per_layer, log=log).best
         held = ev_report.measure([best.config])[0]
         out.update(tune_seconds=time.time() - start, tuned_calib=best.as_dict(),
                    tuned_report=held.as_dict())
@@ -122,8 +126,8 @@ def study(name: str, model: Path, calib: Any, report: Any, budget: float,
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tokens", type=int, default=128)
-    ap.add_argument("--report", type=int, default=32)
-    ap.add_argument("--calib", type=int, default=16)
+    ap.add_argument("--report", type=int, default=16)
+    ap.add_argument("--calib", type=int, default=8)
     ap.add_argument("--train", type=int, default=256)
     ap.add_argument("--validation", type=int, default=16)
     ap.add_argument("--threshold", type=float, default=0.9, help="SPLS threshold trained with")
@@ -135,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-finetune", action="store_true",
                     help="reuse the fine-tuned model in --workdir")
     ap.add_argument("--skip-tune", action="store_true", help="only the uniform frontier")
+    ap.add_argument("--uniform-only", action="store_true",
+                    help="esact-tune's uniform search only (no per-layer phase)")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/spls_finetune_minilm"))
     ap.add_argument("-o", "--output", type=Path, default=RESULTS / "spls_finetune_minilm.json")
     args = ap.parse_args(argv)
@@ -156,19 +162,25 @@ def main(argv: list[str] | None = None) -> int:
         export(original, samples[0])
     tuned = args.workdir / f"minilm_{args.tokens}_finetuned.onnx"
     result: dict[str, Any] = json.loads(args.output.read_text()) if args.output.exists() else {}
-    result.update(tokens=args.tokens, budget_points=args.budget,
+    result.update(tokens=args.tokens, budget_points=args.budget, uniform_only=args.uniform_only,
                   splits={"report": args.report, "calib": args.calib, "train": args.train})
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if "fine-tuned" in models and not args.skip_finetune:
         result["finetune"] = finetune(original, tuned, train, args)
         args.output.write_text(json.dumps(result, indent=1) + "\n")
-    reference = (evaluator(original, calib, calib.samples, None),
-                 evaluator(original, report, calib.samples, None))
+    reference = None
+    if "fine-tuned" in models:  # the original's dense embeddings score the fine-tuned model
+        reference = (evaluator(original, calib, calib.samples, None) if not args.skip_tune
+                     else None, evaluator(original, report, calib.samples, None))
     for name, model in (("original", original), ("fine-tuned", tuned)):
         if name in models:
-            result[name] = study(name, model, calib, report, args.budget,
-                                 None if name == "original" else reference, not args.skip_tune)
-            args.output.write_text(json.dumps(result, indent=1) + "\n")
+            def save(partial: dict[str, Any], name: str = name) -> None:
+                result[name] = partial
+                args.output.write_text(json.dumps(result, indent=1) + "\n")
+
+            save(study(name, model, calib, report, args.budget,
+                       None if name == "original" else reference, not args.skip_tune,
+                       not args.uniform_only, save))
     log(f"-> {args.output}")
     return 0
 
