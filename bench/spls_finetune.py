@@ -88,7 +88,7 @@ def finetune_digits(out: Path, splits: dict, settings: list[str], options: Any,
     shifted copies of each other one train too, with its label)."""
     import onnx
 
-    from esact_cc.finetune.distillation import FinetuneOptions, finetune
+    from esact_cc.finetune.distillation import finetune
     from esact_cc.sparsity.selection import select_scheme
 
     model = MODELS / "digits_vit.onnx"
