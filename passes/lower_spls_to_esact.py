@@ -413,13 +413,7 @@ def _emit_chunk(lw: Lowering, c: Chain, projection: WholeProjection | StreamedPr
                     cols=length, scale_addr=r["pam_scale"], scalar_count=2,
                     scalar_addr=r["sqk"] + 2 * b)
             if mask_rows.per_query and c.ring:  # PAM + mask, ranked as is
-                shared = mask_rows.shape[1] == 1  # one block for every head
-                chunk = b * len(c.chunks) + r0 // c.chunks[0][1]
-                slot = c.mask_slots[(chunk if shared else h) % 2]
-                if h == 0 or not shared:
-                    mask_rows.fresh_rows(b, h, r0, n, into=slot)
-                lw.emit("add", PREDICT, dst_addr=pam + block, a_addr=pam + block, b_addr=slot,
-                        rows=n, cols=length)
+                _add_chunk_mask(lw, c, mask_rows, b, h, r0, n, pam + block)
                 source = {"src_buf": Buffer.VBUF, "src_addr": pam + block}
             elif mask_rows.per_query:  # PAM + mask, ranked as is (see MaskRows.add_block)
                 mask_rows.add_block(b, h, pam + block, r0, n, PREDICT)
@@ -450,6 +444,19 @@ def _emit_chunk(lw: Lowering, c: Chain, projection: WholeProjection | StreamedPr
         for h in range(heads):
             lw.store_(Buffer.MBUF, spa_at + h * n * length,
                       masks.spa_dram.address + ((b * heads + h) * length + r0) * length, n, length)
+
+
+def _add_chunk_mask(lw: Lowering, c: Chain, mask_rows: MaskRows, b: int, h: int, r0: int,
+                    n: int, dst: int) -> None:
+    """ADD the chunk's rows of head h's per-query mask block to its PAM rows at `dst` (ring
+    form), LOADed into the slots held for the chain: once per chunk when every head reads the
+    same block ([B, 1, L, L]), else once per head."""
+    shared = mask_rows.shape[1] == 1
+    chunk = b * len(c.chunks) + r0 // c.chunks[0][1]
+    slot = c.mask_slots[(chunk if shared else h) % 2]
+    if h == 0 or not shared:
+        mask_rows.fresh_rows(b, h, r0, n, into=slot)
+    lw.emit("add", PREDICT, dst_addr=dst, a_addr=dst, b_addr=slot, rows=n, cols=c.length)
 
 
 def _pam_softmax(lw: Lowering, c: Chain, mask_rows: MaskRows, b: int, h: int, at: int,
