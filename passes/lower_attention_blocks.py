@@ -57,14 +57,14 @@ def key_block_tiling(lw: Lowering, lq: int, lk: int, d: int, dv: int, per_query:
                      ) -> tuple[int, int] | None:
     """(query rows per tile, keys per block) of the key-blocked form, None if not even one
     row over one chunk of keys fits: the block size (a multiple of CHUNK) whose tile holds the
-    most scores, the larger block on a tie. ABUF holds Q, a K and a V block and P in half of
-    it; ACC the scores and the output in half; VBUF the FP32 scores (and a per-query mask's
-    block) in a quarter."""
+    most scores, the larger block on a tie. ABUF holds Q, a K block and P and V blocks in half of
+    it (two P and V blocks: P x V trails a block behind); ACC the scores and the output in
+    half; VBUF the FP32 scores (and a per-query mask's block) in a quarter."""
     abuf, acc = lw.capacity(Buffer.ABUF) // HALF, lw.capacity(Buffer.ACC) // HALF
     vbuf = lw.capacity(Buffer.VBUF) // OUT_FRACTION
     best: tuple[int, int] | None = None
     for kb in range(CHUNK, min(MAX_KEY_BLOCK, -(-lk // CHUNK) * CHUNK) + 1, CHUNK):
-        limit = min((abuf - kb * (d + dv)) // (d + kb), acc // (kb + dv),
+        limit = min((abuf - kb * (d + 2 * dv)) // (d + 2 * kb), acc // (kb + dv),
                     vbuf // (kb * (2 if per_query else 1)))
         if limit >= 1:
             tq = round_tile(limit, lq, lw.config.mac_rows)
@@ -152,19 +152,30 @@ def lower_key_blocked(lw: Lowering, op: transformer.AttentionOp, rows: MaskTiles
                             accumulate=int(k0 > 0), **logit_fields(b, h, r0, k0, n, tq_now))
                     lw.free(Buffer.VBUF, f)
                 out = lw.alloc(Buffer.ACC, tq_now * dv)
-                for k0, n in blocks:  # sweep 2: probabilities, P x V accumulated
+
+                def pv(k0: int, n: int, p: int, va: int) -> None:
+                    lw.emit("attn_pv", "pv", out_addr=out, p_addr=p, v_addr=va, lq=tq_now,
+                            lk=n, d=dv, accumulate=int(k0 > 0))
+                    lw.free(Buffer.ABUF, p, va)
+
+                # Sweep 2: probabilities, P x V accumulated; a block's P x V is issued after
+                # the next block's Q K^T, so the MAC array works while the SFU normalizes.
+                waiting: tuple[int, int, int, int] | None = None
+                for k0, n in blocks:
                     f = scores(b, h, qa, r0, k0, n, tq_now)
+                    if waiting is not None:
+                        pv(*waiting)
+                    va = lw.alloc(Buffer.ABUF, n * dv)
+                    lw.quantize_rows(v, b * lk + k0, n, (h // share) * dv, dv, va, v_mult)
                     lw.emit("softmax_norm", "sfu", dst_addr=f, src_addr=f, state_addr=state,
                             **logit_fields(b, h, r0, k0, n, tq_now))
                     p = lw.alloc(Buffer.ABUF, tq_now * n)
                     lw.emit("quant", "sfu", dst_addr=p, src_addr=f, rows=tq_now, cols=n,
                             mult=p_mult)
                     lw.free(Buffer.VBUF, f)
-                    va = lw.alloc(Buffer.ABUF, n * dv)
-                    lw.quantize_rows(v, b * lk + k0, n, (h // share) * dv, dv, va, v_mult)
-                    lw.emit("attn_pv", "pv", out_addr=out, p_addr=p, v_addr=va, lq=tq_now, lk=n,
-                            d=dv, accumulate=int(k0 > 0))
-                    lw.free(Buffer.ABUF, p, va)
+                    waiting = (k0, n, p, va)
+                assert waiting is not None
+                pv(*waiting)
                 lw.free(Buffer.ABUF, qa)
                 lw.free(Buffer.VBUF, state)
                 r = lw.alloc(Buffer.VBUF, tq_now * dv)
