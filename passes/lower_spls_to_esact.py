@@ -399,7 +399,7 @@ def _emit_chunk(lw: Lowering, c: Chain, projection: WholeProjection | StreamedPr
     per_head = c.causal or mask_rows.per_head or n < length
     q_codes = projection.q_codes(lw, c, b, r0, n)
     spa_at = r["spa"] if c.ring else r["spa"] + b * c.spa_size
-    for h, k_at, k_stride in keys.heads(lw, c, b, r0):
+    for i, (h, k_at, k_stride) in enumerate(keys.heads(lw, c, b, r0)):
         # The chunk's rows of head h: in the [H, L, L] block, or (ring) the [H, n, L] chunk.
         block = h * n * length if c.ring else h * length * length + r0 * length
         scores = projection.acc_buf.alloc(n * length)
@@ -413,7 +413,7 @@ def _emit_chunk(lw: Lowering, c: Chain, projection: WholeProjection | StreamedPr
                     cols=length, scale_addr=r["pam_scale"], scalar_count=2,
                     scalar_addr=r["sqk"] + 2 * b)
             if mask_rows.per_query and c.ring:  # PAM + mask, ranked as is
-                _add_chunk_mask(lw, c, mask_rows, b, h, r0, n, pam + block)
+                _add_chunk_mask(lw, c, mask_rows, b, h, r0, n, pam + block, first=i == 0)
                 source = {"src_buf": Buffer.VBUF, "src_addr": pam + block}
             elif mask_rows.per_query:  # PAM + mask, ranked as is (see MaskRows.add_block)
                 mask_rows.add_block(b, h, pam + block, r0, n, PREDICT)
@@ -447,14 +447,15 @@ def _emit_chunk(lw: Lowering, c: Chain, projection: WholeProjection | StreamedPr
 
 
 def _add_chunk_mask(lw: Lowering, c: Chain, mask_rows: MaskRows, b: int, h: int, r0: int,
-                    n: int, dst: int) -> None:
+                    n: int, dst: int, first: bool) -> None:
     """ADD the chunk's rows of head h's per-query mask block to its PAM rows at `dst` (ring
-    form), LOADed into the slots held for the chain: once per chunk when every head reads the
+    form), LOADed into the slots held for the chain: once per chunk (at its `first` head: the
+    heads' order follows the K^ groups, passes/spls_key_codes.py) when every head reads the
     same block ([B, 1, L, L]), else once per head."""
     shared = mask_rows.shape[1] == 1
     chunk = b * len(c.chunks) + r0 // c.chunks[0][1]
     slot = c.mask_slots[(chunk if shared else h) % 2]
-    if h == 0 or not shared:
+    if first or not shared:
         mask_rows.fresh_rows(b, h, r0, n, into=slot)
     lw.emit("add", PREDICT, dst_addr=dst, a_addr=dst, b_addr=slot, rows=n, cols=c.length)
 
