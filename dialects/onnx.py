@@ -28,7 +28,7 @@ from xdsl.irdl import (
 )
 from xdsl.utils.exceptions import VerifyException
 
-from esact_cc.dialects.onnx_host_op_types import host_only_op_types
+from esact_cc.dialects.onnx_host_op_types import HOST_ONLY_OP_TYPES
 
 # The ONNX op types the importer accepts: the set real Transformer exports use.
 ONNX_OP_TYPES: tuple[str, ...] = (
@@ -83,9 +83,6 @@ def _define_op(op_type: str) -> type[OnnxOperation]:
     cls = type(op_type + "Op", (OnnxOperation,), {"name": f"onnx.{op_type}", "__module__": __name__})
     return irdl_op_definition(cls)
 
-
-HOST_ONLY_OP_TYPES: tuple[str, ...] = host_only_op_types(ONNX_OP_TYPES)
-"""Every other default-domain ONNX op: imported, kept on the host, run by onnxruntime."""
 
 # One class per ONNX op type, e.g. OP_CLASSES["MatMul"] is `onnx.MatMul`.
 OP_CLASSES: dict[str, type[OnnxOperation]] = {

@@ -11,12 +11,41 @@ Left out, each with the reason the frontend names (`NOT_ON_HOST`): ops whose inp
 are sequences, optionals or strings only (a host segment binds tensors in DRAM), ops with
 subgraph attributes (If, Loop, Scan: the IR holds no graphs), random ops (their outputs are
 not deterministic), and ops the onnx package marks deprecated.
+
+`HOST_ONLY_OP_TYPES` is that set for the pinned onnx (pyproject.toml), written out: the dialect
+is loaded by every tool, and deriving it imports the onnx package (0.7 s of CPU, most of an
+`esact-opt` run on an IR file). `derived_host_only_op_types` derives it from the installed
+package, and a test checks that the two agree (test/unit/onnx/test_host_op_list.py).
 """
 
 from __future__ import annotations
 
-from onnx import defs
-from onnx.defs import OpSchema
+import functools
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from onnx.defs import OpSchema
+
+HOST_ONLY_OP_TYPES: tuple[str, ...] = (
+    "Acos", "Acosh", "AffineGrid", "ArgMin", "Asin", "Asinh", "Atan", "Atanh", "Attention",
+    "AveragePool", "BatchNormalization", "BitCast", "BitShift", "BitwiseAnd", "BitwiseNot",
+    "BitwiseOr", "BitwiseXor", "BlackmanWindow", "CastLike", "CausalConvWithState", "Celu",
+    "CenterCropPad", "Col2Im", "Compress", "ConvInteger", "ConvTranspose", "Cosh", "CumProd",
+    "DFT", "DeformConv", "DepthToSpace", "DequantizeLinear", "Det", "DynamicQuantizeLinear",
+    "Elu", "EyeLike", "GRU", "GlobalAveragePool", "GlobalLpPool", "GlobalMaxPool", "GridSample",
+    "GroupNormalization", "HammingWindow", "HannWindow", "HardSigmoid", "HardSwish", "Hardmax",
+    "ImageDecoder", "InstanceNormalization", "IsInf", "LRN", "LSTM", "LeakyRelu",
+    "LinearAttention", "LogSoftmax", "LpNormalization", "LpPool", "MatMulInteger", "MaxPool",
+    "MaxRoiPool", "MaxUnpool", "Mean", "MeanVarianceNormalization", "MelWeightMatrix", "Mish",
+    "NegativeLogLikelihoodLoss", "NonMaxSuppression", "NonZero", "OneHot", "OptionalGetElement",
+    "OptionalHasElement", "PRelu", "QLinearConv", "QLinearMatMul", "QuantizeLinear",
+    "RMSNormalization", "RNN", "ReduceLogSum", "ReduceLogSumExp", "Resize", "ReverseSequence",
+    "RoiAlign", "RotaryEmbedding", "Round", "STFT", "ScatterElements", "Selu", "Shrink", "Sinh",
+    "SoftmaxCrossEntropyLoss", "Softplus", "Softsign", "SpaceToDepth", "SwiGLU", "Swish", "Tan",
+    "TensorScatter", "TfIdfVectorizer", "ThresholdedRelu", "TopK", "Unique",
+)
+"""Every default-domain op of the pinned onnx that is neither a numpy op (`ONNX_OP_TYPES`) nor
+in `NOT_ON_HOST`: imported, kept on the host, run by onnxruntime."""
 
 _NON_TENSOR = ("seq(", "optional(", "sparse_tensor(")
 _RANDOM = ("Bernoulli", "Multinomial", "RandomNormal", "RandomNormalLike", "RandomUniform",
@@ -25,6 +54,8 @@ _RANDOM = ("Bernoulli", "Multinomial", "RandomNormal", "RandomNormalLike", "Rand
 
 def _reason(schema: OpSchema) -> str | None:
     """Why the op cannot be a host op (None: it can)."""
+    from onnx.defs import OpSchema
+
     if schema.deprecated:
         return "deprecated in ONNX"
     if schema.name in _RANDOM:
@@ -41,16 +72,28 @@ def _reason(schema: OpSchema) -> str | None:
 
 
 def _default_domain_schemas() -> list[OpSchema]:
+    from onnx import defs
+
     return [s for s in defs.get_all_schemas() if s.domain in ("", "ai.onnx")]
 
 
-NOT_ON_HOST: dict[str, str] = {
-    schema.name: reason for schema in sorted(_default_domain_schemas(), key=lambda s: s.name)
-    if (reason := _reason(schema)) is not None}
-"""Default-domain op type -> why it cannot run on the host."""
+@functools.cache
+def not_on_host() -> dict[str, str]:
+    """Default-domain op type -> why it cannot run on the host (the frontend's error)."""
+    return {schema.name: reason
+            for schema in sorted(_default_domain_schemas(), key=lambda s: s.name)
+            if (reason := _reason(schema)) is not None}
 
 
-def host_only_op_types(numpy_op_types: tuple[str, ...]) -> tuple[str, ...]:
-    """The default-domain ops, other than `numpy_op_types`, that run only on onnxruntime."""
+def derived_host_only_op_types(numpy_op_types: tuple[str, ...]) -> tuple[str, ...]:
+    """The default-domain ops of the installed onnx, other than `numpy_op_types`, that run only
+    on onnxruntime (what `HOST_ONLY_OP_TYPES` must equal)."""
     return tuple(sorted({s.name for s in _default_domain_schemas()}
-                        - set(numpy_op_types) - set(NOT_ON_HOST)))
+                        - set(numpy_op_types) - set(not_on_host())))
+
+
+def __getattr__(name: str) -> dict[str, str]:
+    # NOT_ON_HOST, for the frontend, is computed on first use: it needs the onnx package.
+    if name == "NOT_ON_HOST":
+        return not_on_host()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

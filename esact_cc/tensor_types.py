@@ -8,9 +8,9 @@ all of them read `ELEMENT_TYPES`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
 
 import numpy as np
-from onnx import TensorProto
 from xdsl.dialects.builtin import (
     AnyFloat,
     BFloat16Type,
@@ -26,6 +26,26 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute
 
 from esact_cc.runtime.errors import CompileError
+
+
+class OnnxDataType(IntEnum):
+    """The `onnx.TensorProto.DataType` values of the types below (fixed by the ONNX format; a
+    test checks them against the package). Not imported from onnx: every tool loads this table,
+    and importing the onnx package costs 0.7 s of CPU."""
+
+    FLOAT = 1
+    UINT8 = 2
+    INT8 = 3
+    UINT16 = 4
+    INT16 = 5
+    INT32 = 6
+    INT64 = 7
+    BOOL = 9
+    FLOAT16 = 10
+    DOUBLE = 11
+    UINT32 = 12
+    UINT64 = 13
+    BFLOAT16 = 16
 
 
 @dataclass(frozen=True)
@@ -44,19 +64,19 @@ def _int(width: int, signed: bool = True) -> IntegerType:
 
 # bfloat16 has no numpy dtype; it is stored as raw uint16 bits.
 ELEMENT_TYPES: tuple[ElementType, ...] = (
-    ElementType(TensorProto.FLOAT, np.dtype(np.float32), Float32Type()),
-    ElementType(TensorProto.FLOAT16, np.dtype(np.float16), Float16Type()),
-    ElementType(TensorProto.DOUBLE, np.dtype(np.float64), Float64Type()),
-    ElementType(TensorProto.BFLOAT16, np.dtype(np.uint16), BFloat16Type()),
-    ElementType(TensorProto.INT64, np.dtype(np.int64), _int(64)),
-    ElementType(TensorProto.INT32, np.dtype(np.int32), _int(32)),
-    ElementType(TensorProto.INT16, np.dtype(np.int16), _int(16)),
-    ElementType(TensorProto.INT8, np.dtype(np.int8), _int(8)),
-    ElementType(TensorProto.UINT64, np.dtype(np.uint64), _int(64, False)),
-    ElementType(TensorProto.UINT32, np.dtype(np.uint32), _int(32, False)),
-    ElementType(TensorProto.UINT16, np.dtype(np.uint16), _int(16, False)),
-    ElementType(TensorProto.UINT8, np.dtype(np.uint8), _int(8, False)),
-    ElementType(TensorProto.BOOL, np.dtype(np.bool_), _int(1)),
+    ElementType(OnnxDataType.FLOAT, np.dtype(np.float32), Float32Type()),
+    ElementType(OnnxDataType.FLOAT16, np.dtype(np.float16), Float16Type()),
+    ElementType(OnnxDataType.DOUBLE, np.dtype(np.float64), Float64Type()),
+    ElementType(OnnxDataType.BFLOAT16, np.dtype(np.uint16), BFloat16Type()),
+    ElementType(OnnxDataType.INT64, np.dtype(np.int64), _int(64)),
+    ElementType(OnnxDataType.INT32, np.dtype(np.int32), _int(32)),
+    ElementType(OnnxDataType.INT16, np.dtype(np.int16), _int(16)),
+    ElementType(OnnxDataType.INT8, np.dtype(np.int8), _int(8)),
+    ElementType(OnnxDataType.UINT64, np.dtype(np.uint64), _int(64, False)),
+    ElementType(OnnxDataType.UINT32, np.dtype(np.uint32), _int(32, False)),
+    ElementType(OnnxDataType.UINT16, np.dtype(np.uint16), _int(16, False)),
+    ElementType(OnnxDataType.UINT8, np.dtype(np.uint8), _int(8, False)),
+    ElementType(OnnxDataType.BOOL, np.dtype(np.bool_), _int(1)),
 )
 
 _BY_ONNX = {e.onnx: e for e in ELEMENT_TYPES}
@@ -64,11 +84,11 @@ _BY_XDSL = {e.xdsl: e for e in ELEMENT_TYPES}
 # bfloat16 shares numpy's uint16; the first entry per dtype wins (uint16 -> ui16 is listed later,
 # so map it explicitly).
 _BY_NUMPY = {e.numpy: e for e in reversed(ELEMENT_TYPES)}
-_BY_NUMPY[np.dtype(np.uint16)] = _BY_ONNX[TensorProto.UINT16]
+_BY_NUMPY[np.dtype(np.uint16)] = _BY_ONNX[OnnxDataType.UINT16]
 
 
 RAW_DATA_DTYPES: dict[int, np.dtype] = {
-    e.onnx: e.numpy.newbyteorder("<") for e in ELEMENT_TYPES if e.onnx != TensorProto.BFLOAT16
+    e.onnx: e.numpy.newbyteorder("<") for e in ELEMENT_TYPES if e.onnx != OnnxDataType.BFLOAT16
 }
 """ONNX element types whose `raw_data` bytes are exactly a little-endian numpy array (bfloat16
 has no numpy dtype: onnx's own conversion handles it)."""
@@ -76,7 +96,10 @@ has no numpy dtype: onnx's own conversion handles it)."""
 
 def from_onnx(onnx_type: int) -> ElementType:
     if onnx_type not in _BY_ONNX:
-        raise CompileError(f"unsupported ONNX element type {TensorProto.DataType.Name(onnx_type)}")
+        from onnx import TensorProto
+
+        name = TensorProto.DataType.Name(onnx_type)
+        raise CompileError(f"unsupported ONNX element type {name}")
     return _BY_ONNX[onnx_type]
 
 

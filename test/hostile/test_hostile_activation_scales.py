@@ -5,35 +5,42 @@ touches nothing."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 from hostile_run import assert_user_error, run_tool, tree_state
-from onnx import TensorProto, helper, numpy_helper
+from one_linear import one_linear_model
 
 
-def _calibrated_ir(tmp_path: Path) -> str:
-    """A one-linear model, lifted and calibrated (synthetic samples) by esact-opt: cal.mlir."""
-    w = (np.random.default_rng(0).standard_normal((8, 8)) * 0.1).astype(np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])], "one_linear",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8])],
-        [numpy_helper.from_array(w, "w")])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
-              tmp_path / "m.onnx")
+@pytest.fixture(scope="module")
+def made(tmp_path_factory) -> Path:
+    """A one-linear model (m.onnx), lifted and calibrated (synthetic samples) by esact-opt
+    (cal.mlir + cal.npz), then quantized with token scales (q.mlir + q.npz): made once, copied
+    by each test."""
+    directory = tmp_path_factory.mktemp("activation_scales")
+    onnx.save(one_linear_model(), directory / "m.onnx")
     done = run_tool("esact-opt", "m.onnx", "-p", "lift-transformer,calibrate", "-o", "cal.mlir",
-                    cwd=tmp_path)
+                    cwd=directory)
     assert done.returncode == 0, done.stderr
-    text = (tmp_path / "cal.mlir").read_text()
-    assert ", synthetic}" in text  # no calibration data: the range says so
-    return text
+    assert ", synthetic}" in (directory / "cal.mlir").read_text()  # no data: the range says so
+    done = run_tool("esact-opt", "cal.mlir", "-p", "quantize{activation-scales=token}", "-o",
+                    "q.mlir", cwd=directory)
+    assert done.returncode == 0, done.stderr
+    assert "weight_scale(%1) token_scales" in (directory / "q.mlir").read_text()
+    return directory
 
 
-def test_a_bad_activation_scales_value_is_one_line(tmp_path):
-    _calibrated_ir(tmp_path)
+def _copy(made: Path, tmp_path: Path, *names: str) -> str:
+    """Copy `names` from the fixture's directory into tmp_path; the last one's text."""
+    for name in names:
+        shutil.copy(made / name, tmp_path / name)
+    return (tmp_path / names[-1]).read_text()
+
+
+def test_a_bad_activation_scales_value_is_one_line(tmp_path, made):
+    _copy(made, tmp_path, "m.onnx", "cal.npz", "cal.mlir")
     before = tree_state(tmp_path)
     result = run_tool("esact-opt", "cal.mlir", "-p", "quantize{activation-scales=rows}",
                       cwd=tmp_path)
@@ -49,8 +56,8 @@ def test_a_bad_activation_scales_value_is_one_line(tmp_path):
     ("synthetic = 1 : i64", "'synthetic' must be a unit attribute (no value)"),
     ("synthetic = \"yes\"", "'synthetic' must be a unit attribute (no value)"),
 ])
-def test_a_malformed_synthetic_entry_is_one_line(tmp_path, entry, needle):
-    text = _calibrated_ir(tmp_path).replace(", synthetic}", f", {entry}}}")
+def test_a_malformed_synthetic_entry_is_one_line(tmp_path, made, entry, needle):
+    text = _copy(made, tmp_path, "cal.npz", "cal.mlir").replace(", synthetic}", f", {entry}}}")
     (tmp_path / "cal.mlir").write_text(text)
     before = tree_state(tmp_path)
     result = run_tool("esact-opt", "cal.mlir", "-p", "quantize", cwd=tmp_path)
@@ -65,14 +72,8 @@ def test_a_malformed_synthetic_entry_is_one_line(tmp_path, entry, needle):
         "tensor<8x8xi8>, tensor<8xf32>)", "tensor<8x8xi8>)"),
      "token_scales needs an INT8 weight_scale"),
 ])
-def test_contradicting_scales_on_an_int8_linear_are_one_line(tmp_path, edit, needle):
-    _calibrated_ir(tmp_path)
-    done = run_tool("esact-opt", "cal.mlir", "-p", "quantize{activation-scales=token}", "-o",
-                    "q.mlir", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    text = (tmp_path / "q.mlir").read_text()
-    assert "weight_scale(%1) token_scales" in text
-    (tmp_path / "q.mlir").write_text(edit(text))
+def test_contradicting_scales_on_an_int8_linear_are_one_line(tmp_path, made, edit, needle):
+    (tmp_path / "q.mlir").write_text(edit(_copy(made, tmp_path, "q.npz", "q.mlir")))
     before = tree_state(tmp_path)
     result = run_tool("esact-cc", "q.mlir", "-o", "out.esb", cwd=tmp_path)
     assert_user_error(result, "transformer.linear", needle)

@@ -107,11 +107,18 @@ INLINE_CASES = [
 ]
 
 
+@pytest.fixture(scope="module")
+def lifted(work: Path) -> str:
+    """m.onnx lifted by esact-cc, weights inline (printed to stdout)."""
+    done = run_tool("esact-cc", "m.onnx", "--dim", "seq=4", "--compile-to", "transformer",
+                    cwd=work)
+    assert done.returncode == 0 and "{-#" in done.stdout, done.stderr
+    return done.stdout
+
+
 @pytest.mark.parametrize("section, needles", INLINE_CASES)
-def test_hostile_inline_weights(work: Path, tmp_path: Path, section: str,
+def test_hostile_inline_weights(lifted: str, tmp_path: Path, section: str,
                                 needles: list[str]) -> None:
-    lifted = run_tool("esact-cc", work / "m.onnx", "--dim", "seq=4", "--compile-to",
-                      "transformer", cwd=tmp_path).stdout
     (tmp_path / "in.mlir").write_text(lifted[:lifted.index("{-#")] + section + "\n")
     before = tree_state(tmp_path)
     for tool, args in (("esact-opt", ["in.mlir"]), ("esact-cc", ["in.mlir", "-o", "x.esb"])):

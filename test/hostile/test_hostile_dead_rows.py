@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import pytest
 from hostile_run import assert_user_error, run_tool, tree_state
+from one_linear import one_linear_model
+
+from esact_cc import api
 
 SELECT = ("builtin.module {{\n  func.func @main(%x: tensor<1x4x8xf32>) -> tensor<1x{n}x8xf32> {{\n"
           "    %y = transformer.select_rows %x rows [{rows}] : (tensor<1x4x8xf32>) -> "
@@ -28,11 +31,7 @@ def test_a_bad_select_rows_is_one_line(tmp_path, tool, rows, n, needles):
 
 
 def test_the_switch_on_ir_past_the_quantized_stage_is_a_command_line_error(tmp_path):
-    from esact_cc.bundled_model import load_bundled_model
-
-    model = str(load_bundled_model().onnx_path)
-    made = run_tool("esact-cc", model, "--compile-to", "quantized", "-o", "q.mlir", cwd=tmp_path)
-    assert made.returncode == 0, made.stderr
+    api.compile(one_linear_model(), stage="quantized").save_ir(tmp_path / "q.mlir")
     before = tree_state(tmp_path)
     result = run_tool("esact-cc", "q.mlir", "--no-dead-rows", "-o", "out.mlir", cwd=tmp_path)
     assert_user_error(result, "--dead-rows is used by stage 'quantized'", "q.mlir", code=2)
