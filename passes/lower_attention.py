@@ -49,7 +49,8 @@ from esact_cc.quantized_kernels import (
     quant_multiplier,
 )
 from esact_cc.runtime.errors import CompileError
-from esact_cc.passes.lower_attention_blocks import key_extent, lower_key_blocked
+from esact_cc.passes.attention_key_ranges import constant_visibility, tile_key_range
+from esact_cc.passes.lower_attention_blocks import lower_key_blocked
 from esact_cc.runtime.isa import Buffer
 
 CAUSAL_TILES = 8
@@ -77,10 +78,14 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
     o_vec = lw.constant("attention.output_scale", np.full(dv, o_scale, np.float32), ("o", dv, float(o_scale)))
     q_mult, k_mult, v_mult, p_mult = (quant_multiplier(s) for s in op.int8_scales())
     lk_all = lk
-    # Keys above a query tile's diagonal are skipped where no mask is laid out per key row
-    # (a per-query additive mask is added over the tile's visible columns only).
-    skip_causal = causal and rows is None and spa is None
-    q_tile, group = _attention_tiling(lw, op, lq, lk, d, dv, rows, spa, skip_causal)
+    # Keys no row of a query tile sees (above the causal diagonal, outside a constant mask's
+    # window) are skipped where no mask is laid out per key row (a per-query additive mask is
+    # added over the tile's computed columns only).
+    window = constant_visibility(lw, op, lq, lk)
+    skip_keys = (causal or window is not None) and rows is None and spa is None
+    # Only keys that vary per query row (a diagonal, a band) pay for more query tiles.
+    per_row = causal or (window is not None and not (window == window[:1]).all())
+    q_tile, group = _attention_tiling(lw, op, lq, lk, d, dv, rows, spa, skip_keys and per_row)
     # Query tiles with row reuse: a reused row's representative may lie in an earlier tile,
     # so each head's [lq, dv] output stays in VBUF until its last tile, then SCATTER_ROWS.
     whole_heads: dict[int, int] = {}
@@ -104,10 +109,9 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
         """(first K / V head, K / V heads) that query heads [h0, h0 + g) read."""
         return h0 // share, (h0 + g - 1) // share - h0 // share + 1
 
-    def keys_of(r0: int, tq: int) -> int:
-        """Keys query rows [r0, r0 + tq) compute over: causal attention skips the keys above
-        the diagonal of the tile's last row (the chunked softmax is unchanged by them)."""
-        return key_extent(lq, lk, r0, tq) if skip_causal else lk
+    def keys_of(r0: int, tq: int) -> tuple[int, int]:
+        """(first key, keys) query rows [r0, r0 + tq) compute over (`tile_key_range`)."""
+        return tile_key_range(lq, lk, r0, tq, causal, window) if skip_keys else (0, lk)
 
     def pv(b: int, h0: int, g: int, r0: int, tq: int, hh: int, p: int, va: int) -> None:
         """P x V of head hh of the group over query rows [r0, r0 + tq), dequantized and stored
@@ -115,8 +119,10 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
         h = h0 + hh
         kv0, kvg = kv_heads_of(h0, g)
         acc = lw.alloc(Buffer.ACC, tq * dv)
-        lw.emit("attn_pv", "pv", out_addr=acc, p_addr=p, v_addr=va + (h // share - kv0) * dv,
-                lq=tq, lk=keys_of(r0, tq), d=dv, v_stride=kvg * dv, **masks_of(b, h, r0, tq))
+        k0, n = keys_of(r0, tq)
+        lw.emit("attn_pv", "pv", out_addr=acc, p_addr=p,
+                v_addr=va + (h // share - kv0) * dv + k0 * kvg * dv, lq=tq, lk=n, d=dv,
+                v_stride=kvg * dv, **masks_of(b, h, r0, tq))
         lw.free(Buffer.ABUF, p)
         spa_rows.done(b, h, r0)
         if rows is not None and tq < lq:
@@ -141,11 +147,12 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
         lw.write_tile(op.result, r, b * lq + r0, tq, h * dv, dv)
         lw.free(Buffer.VBUF, r)
 
-    def add_mask_columns(b: int, h: int, f: int, r0: int, tq: int, lk: int) -> None:
-        """ADD keys [0, lk) of rows [r0, r0 + tq) of a per-query mask to the scores at f."""
+    def add_mask_columns(b: int, h: int, f: int, r0: int, tq: int, k0: int, lk: int) -> None:
+        """ADD keys [k0, k0 + lk) of rows [r0, r0 + tq) of a per-query mask to the scores
+        at f."""
         assert mask_rows.tensor is not None
         shape = mask_rows.shape
-        first = (((b % shape[0]) * shape[1] + h % shape[1]) * lq + r0) * lk_all
+        first = (((b % shape[0]) * shape[1] + h % shape[1]) * lq + r0) * lk_all + k0
         mm = lw.alloc(Buffer.VBUF, tq * lk)
         lw.load(Buffer.VBUF, mm, mask_rows.tensor.address + first * F32, tq, lk,
                 dram_stride=lk_all * F32)
@@ -155,20 +162,21 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
     def scores_to_p(b: int, h: int, scores: int, r0: int, tq: int) -> int:
         """DEQUANT, [per-query mask], SOFTMAX and QUANT of query rows [r0, r0 + tq) of head h:
         the ABUF address of P."""
-        lk = keys_of(r0, tq)
+        k0, lk = keys_of(r0, tq)
         f = lw.alloc(Buffer.VBUF, tq * lk)
         lw.emit("dequant", "sfu", dst_addr=f, src_addr=scores, rows=tq, cols=lk, scale_addr=s_addr)
         lw.free(Buffer.ACC, scores)
         extra = ({} if spa is None else
                  {"has_elem_mask": 1, "elem_mask_addr": spa_rows.tile(b, h, r0, tq)})
         if mask_rows.per_query and lk < lk_all:
-            add_mask_columns(b, h, f, r0, tq, lk)
+            add_mask_columns(b, h, f, r0, tq, k0, lk)
         elif mask_rows.per_query:
             mask_rows.add_fresh_block(b, h, f, r0, tq)
         elif mask_rows.present:
-            extra.update(has_add_mask=1, add_mask_addr=mask_rows.row(b, h))
-        # Causal: key c is visible to query row r0 + r when c <= r + r0 + lk - lq.
-        causal_fields = {"causal": int(causal), "causal_offset": lk_all - lq + r0 if causal else 0}
+            extra.update(has_add_mask=1, add_mask_addr=mask_rows.row(b, h) + k0)
+        # Causal: key k0 + c is visible to query row r0 + r when k0 + c <= r + r0 + lk - lq.
+        causal_fields = {"causal": int(causal),
+                         "causal_offset": lk_all - lq + r0 - k0 if causal else 0}
         lw.emit("softmax", "sfu", dst_addr=f, src_addr=f, rows=tq, cols=lk, scale=1.0,
                 **causal_fields, **extra)
         p = lw.alloc(Buffer.ABUF, tq * lk)
@@ -206,9 +214,10 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
                     _quantize_loads(lw, b, [(q, r1, t1, lq, d, q_next, q_mult, h0, g)])
                 for hh in range(g):
                     h = h0 + hh
-                    scores = lw.alloc(Buffer.ACC, tq * keys_of(r0, tq))
+                    k0, n = keys_of(r0, tq)
+                    scores = lw.alloc(Buffer.ACC, tq * n)
                     lw.emit("attn_qk", "qk", scores_addr=scores, q_addr=qa + hh * d,
-                            k_addr=ka + (h // share - kv0) * d, lq=tq, lk=keys_of(r0, tq), d=d,
+                            k_addr=ka + (h // share - kv0) * d + k0 * kvg * d, lq=tq, lk=n, d=d,
                             q_stride=g * d,
                             k_stride=kvg * d, **masks_of(b, h, r0, tq))
                     pending.append((r0, tq, hh, scores_to_p(b, h, scores, r0, tq)))
@@ -320,12 +329,13 @@ def _tile_fits(lw: Lowering, tq: int, lq: int, lk: int, d: int, dv: int,
 
 def _attention_tiling(lw: Lowering, op: transformer.AttentionOp, lq: int, lk: int, d: int,
                       dv: int, rows: MaskTiles | None, spa: MaskTiles | None,
-                      skip_causal: bool) -> tuple[int, int]:
+                      skip_keys: bool) -> tuple[int, int]:
     """(query rows per tile, heads per group). All lq rows when one head's Q, K, V, P and its
     [lq, lk] scores (and SPA rows LOADed from DRAM, two heads in flight) fit; else query tiles
     of whole key rows (each row's softmax still sees all its keys: no recomputation, K / V stay
-    on chip across the tiles). Causal attention that skips keys above the diagonal takes at
-    least CAUSAL_TILES tiles (tile i then computes over (i + 1) / CAUSAL_TILES of the keys).
+    on chip across the tiles). Attention that skips keys (causal, a constant window) takes at
+    least CAUSAL_TILES tiles (causal tile i then computes over (i + 1) / CAUSAL_TILES of the
+    keys).
     Row reuse over query tiles keeps each head's [lq, dv] output in VBUF, which bounds the
     group."""
     abuf, vbuf, acc = (lw.capacity(Buffer.ABUF), lw.capacity(Buffer.VBUF) // OUT_FRACTION,
@@ -339,7 +349,7 @@ def _attention_tiling(lw: Lowering, op: transformer.AttentionOp, lq: int, lk: in
         assert limit >= 1  # else the key-blocked form was chosen
         tq = round_tile(limit, lq, lw.config.mac_rows)
         assert _tile_fits(lw, tq, lq, lk, d, dv, spa)
-    if skip_causal and lq > lw.config.mac_rows:
+    if skip_keys and lq > lw.config.mac_rows:
         tq = min(tq, round_tile(max(lw.config.mac_rows, lq // CAUSAL_TILES), lq,
                                 lw.config.mac_rows))
     per_head = ((1 if tq == lq else 2) * tq + lk) * d + lk * dv  # Q tiles, K, V

@@ -24,6 +24,7 @@ import numpy as np
 
 from esact_cc.dialects import transformer
 from esact_cc.ir_queries import op_label
+from esact_cc.passes.attention_key_ranges import key_extent
 from esact_cc.passes.lower_masked_inputs import MaskRows
 from esact_cc.passes.lowering_state import (
     F32,
@@ -45,12 +46,6 @@ from esact_cc.runtime.online_softmax import CHUNK, STATE_WORDS
 MAX_KEY_BLOCK = 4 * CHUNK
 """Keys per block at most: larger blocks only shrink the query tile, which multiplies the K / V
 reloads."""
-
-
-def key_extent(lq: int, lk: int, r0: int, tq: int) -> int:
-    """Keys [0, n) causal query rows [r0, r0 + tq) see (row r sees key c <= r + lk - lq);
-    at least one, so a tile whose rows see no key still has an (all-invalid) key row."""
-    return max(1, min(lk, r0 + tq + lk - lq))
 
 
 def key_block_tiling(lw: Lowering, lq: int, lk: int, d: int, dv: int, per_query: bool

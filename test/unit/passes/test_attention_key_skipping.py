@@ -1,7 +1,8 @@
-"""A causal mask combined with a padding mask and broadcast before the Where (LLaMA's legacy
-export: Where(Expand(And(causal, padding)), 0, min)) lifts to `causal` plus the mask, so the
-lowering skips the keys above each query tile (passes/lift_attention.py
-`_mask_implies_causal`, passes/lower_attention.py)."""
+"""Keys no row of a query tile sees are skipped (passes/attention_key_ranges.py), bit for bit
+with the interpreter: a causal mask combined with a padding mask and broadcast before the Where
+(LLaMA's legacy export: Where(Expand(And(causal, padding)), 0, min)) lifts to `causal` plus the
+mask (passes/lift_attention.py `_mask_implies_causal`); GPT-Neo's constant local band is a
+constant -inf mask whose window each tile keeps to."""
 
 from __future__ import annotations
 
@@ -68,4 +69,18 @@ def test_padded_causal_mask_lifts_to_causal_and_skips_keys_bit_for_bit() -> None
     assert len({i.fields["lk"] for i in qk}) > 1  # tiles stop at their diagonal
     result = compiled.simulate(inputs)
     expected = api.compile(model, stage="quantized").run(inputs)["last_hidden_state"]
+    np.testing.assert_array_equal(result.outputs["last_hidden_state"], expected)
+
+
+def test_a_local_window_skips_the_keys_outside_each_tile_bit_for_bit() -> None:
+    """GPT-Neo's local attention (a constant causal band, lifted to a constant -inf mask):
+    each query tile computes from the chunk holding its first visible key to its last."""
+    seq = 256
+    model = graphs.decoder(layers=1, seq=seq, window=40)
+    compiled = api.compile(model, stage="esact")
+    qk = [i for i in compiled.program().instructions if i.opcode_name == "attn_qk"]
+    assert max(i.fields["lk"] for i in qk) < seq  # no tile spans all keys
+    inputs = graphs.decoder_inputs(seq=seq)
+    expected = api.compile(model, stage="quantized").run(inputs)["last_hidden_state"]
+    result = compiled.simulate(inputs)
     np.testing.assert_array_equal(result.outputs["last_hidden_state"], expected)
