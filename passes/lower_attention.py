@@ -78,13 +78,7 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
     o_vec = lw.constant("attention.output_scale", np.full(dv, o_scale, np.float32), ("o", dv, float(o_scale)))
     q_mult, k_mult, v_mult, p_mult = (quant_multiplier(s) for s in op.int8_scales())
     lk_all = lk
-    # Keys no row of a query tile sees (above the causal diagonal, outside a constant mask's
-    # window) are skipped where no mask is laid out per key row (a per-query additive mask is
-    # added over the tile's computed columns only).
-    window = constant_visibility(lw, op, lq, lk)
-    skip_keys = (causal or window is not None) and rows is None and spa is None
-    # Only keys that vary per query row (a diagonal, a band) pay for more query tiles.
-    per_row = causal or (window is not None and not (window == window[:1]).all())
+    window, skip_keys, per_row = _key_skipping(lw, op, lq, lk, rows, spa)
     q_tile, group = _attention_tiling(lw, op, lq, lk, d, dv, rows, spa, skip_keys and per_row)
     # Query tiles with row reuse: a reused row's representative may lie in an earlier tile,
     # so each head's [lq, dv] output stays in VBUF until its last tile, then SCATTER_ROWS.
@@ -238,6 +232,21 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
         lw.free(Buffer.VBUF, s_addr, o_addr)
         mask_rows.free()
     done_with(lw, op, *(t for t in (rows, spa) if t is not None))
+
+
+def _key_skipping(lw: Lowering, op: transformer.AttentionOp, lq: int, lk: int,
+                  rows: MaskTiles | None, spa: MaskTiles | None
+                  ) -> tuple[np.ndarray | None, bool, bool]:
+    """(constant mask's visibility, whether tiles skip keys, whether the skipped keys vary per
+    query row). Keys no row of a query tile sees (above the causal diagonal, outside a
+    constant mask's window) are skipped where no mask is laid out per key row (a per-query
+    additive mask is added over the tile's computed columns only); only keys that vary per
+    row (a diagonal, a band) pay for more query tiles."""
+    causal = op.causal is not None
+    window = constant_visibility(lw, op, lq, lk)
+    skip = (causal or window is not None) and rows is None and spa is None
+    per_row = causal or (window is not None and not (window == window[:1]).all())
+    return window, skip, per_row
 
 
 def _attention_mask_tiles(lw: Lowering, op: transformer.AttentionOp
