@@ -144,12 +144,19 @@ class StreamedProjection:
         lw.free(Buffer.ABUF, r["xc"], r["discard"], *(w for w, _ in self.code_slots))
         lw.free(Buffer.VBUF, r["vx"], r["real"], r["sx"], r["sx_tiles"],
                 *(v for _, v in self.code_slots))
-        r["qc"] = lw.alloc(Buffer.ABUF, c.chunks[0][1] * c.width)
-        r["stage"] = lw.alloc(Buffer.VBUF, self.stage_rows(c) * c.width)
         try:
             r["kc"] = lw.alloc(Buffer.ABUF, c.length * c.k_width)
         except CompileError:  # phase 2 LOADs them per group of K heads (spls_key_codes.py)
             r["kc"] = None  # type: ignore[assignment]
+        try:
+            r["qc"] = lw.alloc(Buffer.ABUF, c.chunks[0][1] * c.width)
+        except CompileError:
+            if r["kc"] is None:
+                raise
+            lw.free(Buffer.ABUF, r["kc"])  # the chunk's Q^ codes come first: K^ from DRAM
+            r["kc"] = None  # type: ignore[assignment]
+            r["qc"] = lw.alloc(Buffer.ABUF, c.chunks[0][1] * c.width)
+        r["stage"] = lw.alloc(Buffer.VBUF, self.stage_rows(c) * c.width)
 
     def stage_rows(self, c: Chain) -> int:
         """Rows of FP32 Q^ / K^ the staging region holds (a tile's or a chunk's)."""

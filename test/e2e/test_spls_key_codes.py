@@ -3,16 +3,18 @@
 - Grouped- and multi-query decoders: K^ is projected for the K heads only ([D, N + Nk] code
   columns) and each query head's BPU reads its K head's codes (row stride Nk); the binary
   equals the INT8 interpreter bit for bit.
-- K^ codes of all keys over ABUF (a test TOML shrinks ABUF, as BERT-base at 2048 tokens
-  exceeds the default one): they go to a DRAM scratch once per batch element and come back
-  per group of K heads for every chunk; the binary equals the one where they stay on chip
-  (default hardware) bit for bit, with the same reused rows, and the LOADs are as many as the
-  alternating group order implies.
+- K^ codes of all keys over ABUF (as BERT-base's at 2048 tokens exceed the default ABUF;
+  here ABUF refuses them while the prediction places them): they go to a DRAM scratch once
+  per batch element and come back per group of K heads for every chunk; the binary equals the
+  one where they stay on chip (same hardware) bit for bit, with the same reused rows, and the
+  LOADs are as many as the alternating group order implies.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+from collections.abc import Iterator
 from pathlib import Path
 
 import encoder_graphs
@@ -20,6 +22,9 @@ import numpy as np
 import pytest
 
 from esact_cc import api
+from esact_cc.passes.spls_key_codes import SpilledKeys
+from esact_cc.passes.spls_streamed_projection import StreamedProjection
+from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.isa import Buffer
 
 _spec = importlib.util.spec_from_file_location("decoder_graphs",
@@ -53,13 +58,47 @@ def test_grouped_query_prediction_projects_the_key_heads_only(kv_heads: int) -> 
 
 
 SEQ, HIDDEN, HEADS = 256, 128, 16
-SMALL_ABUF = 'name = "small-abuf"\n[sram]\nactivation_buffer = 36864\nvector_buffer = 131072\n'
-"""K^ codes of all keys (256 x 128) fill ABUF; one group of 12 heads fits beside the rest."""
+SMALL_BUFFERS = ('name = "small-buffers"\n[sram]\nactivation_buffer = 36864\n'
+                 'vector_buffer = 131072\n')
+"""X and Q^ / K^ of all rows over ABUF: the projection runs over row tiles
+(`StreamedProjection`), whose K^ codes of every key (256 x 128) still fit."""
+
+
+def _refuse_key_codes_on_chip(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the prediction places its K^ codes, ABUF refuses a region of all K heads' codes:
+    the spilled form on hardware where the rest of the program fits (on these small models an
+    ABUF too small for K^ is too small for the attention's tiles as well)."""
+
+    @contextlib.contextmanager
+    def refused(lw, c) -> Iterator[None]:
+        def alloc(buf: Buffer, size: int) -> int:
+            if buf == Buffer.ABUF and size >= c.length * c.k_width:
+                raise CompileError("ABUF: refused by the test")
+            return type(lw).alloc(lw, buf, size)
+
+        lw.alloc = alloc
+        try:
+            yield
+        finally:
+            del lw.alloc
+
+    release, plan = StreamedProjection.release, SpilledKeys.plan
+
+    def refused_release(self, lw, c) -> None:
+        with refused(lw, c):
+            release(self, lw, c)
+
+    def refused_plan(lw, c, projection) -> SpilledKeys:
+        with refused(lw, c):
+            return plan(lw, c, projection)
+
+    monkeypatch.setattr(StreamedProjection, "release", refused_release)
+    monkeypatch.setattr(SpilledKeys, "plan", staticmethod(refused_plan))
 
 
 @pytest.mark.parametrize("kind", ["encoder", "causal-decoder"])
-def test_key_codes_over_abuf_come_back_per_head_group_bit_exact(kind: str,
-                                                                 tmp_path: Path) -> None:
+def test_key_codes_over_abuf_come_back_per_head_group_bit_exact(
+        kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if kind == "encoder":
         model = encoder_graphs.encoder(layers=1, seq=SEQ, hidden=HIDDEN, heads=HEADS, ffn=128,
                                        seed=3)
@@ -68,8 +107,11 @@ def test_key_codes_over_abuf_come_back_per_head_group_bit_exact(kind: str,
         model = decoder_graphs.decoder(layers=1, seq=SEQ, hidden=HIDDEN, heads=HEADS,
                                        kv_heads=HEADS)
         inputs = decoder_graphs.decoder_inputs(seq=SEQ)
-    hw = tmp_path / "small_abuf.toml"
-    hw.write_text(SMALL_ABUF)
+    hw = tmp_path / "small_buffers.toml"
+    hw.write_text(SMALL_BUFFERS)
+    resident = api.compile(model, stage="esact", hw=str(hw), **SPLS)
+    expected = resident.simulate(inputs, hw=str(hw))
+    _refuse_key_codes_on_chip(monkeypatch)
     spilled = api.compile(model, stage="esact", hw=str(hw), **SPLS)
     program = spilled.program()
     d = HIDDEN // HEADS
@@ -87,12 +129,10 @@ def test_key_codes_over_abuf_come_back_per_head_group_bit_exact(kind: str,
     groups = -(-HEADS // (widths[-1] // d))
     chunks = sum(1 for i in program.instructions if i.opcode_name == "similarity")
     assert groups > 1 and len(group_loads) == groups + (chunks - 1) * (groups - 1)
-    result = spilled.simulate(inputs, hw=str(hw))
-    resident = api.compile(model, stage="esact", **SPLS)
     assert not any(i.opcode_name == "load" and i.fields["buf"] == Buffer.ABUF
-                   and i.fields["rows"] == SEQ and i.fields["dram_stride"] == HIDDEN
+                   and i.fields["rows"] == SEQ and i.fields["dram_addr"] == scratch
                    for i in resident.program().instructions)
-    expected = resident.simulate(inputs)
+    result = spilled.simulate(inputs, hw=str(hw))
     np.testing.assert_array_equal(result.outputs["last_hidden_state"],
                                   expected.outputs["last_hidden_state"])
     reused = result.report["spls"]["reused_rows"]
