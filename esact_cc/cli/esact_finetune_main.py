@@ -8,7 +8,7 @@
 
 Self-distillation from the dense model on the `--data` inputs (no labels needed); with
 `--labels-key`, plus cross-entropy on those labels. `--validation N` holds the last N inputs
-apart and keeps the epoch whose loss on them (with SPLS) is lowest. The SPLS setting trained with is the
+apart and keeps the epoch whose loss on them (with SPLS) is lowest, before training included. The SPLS setting trained with is the
 `--sparsity-option`s over the `--spls-config` over insert-spls's defaults. OUT.onnx is MODEL
 with the layers' weights replaced (same graph, same names); compile and tune it like any other
 model. The loop: esact_cc/finetune/distillation.py. Needs torch (`pip install
@@ -118,9 +118,13 @@ def _finetune(args: argparse.Namespace, options) -> None:
     result = finetune(args.model, data.samples, data.labels, settings.pass_options(),
                       options, log)
     atomic_write_bytes(args.output_file, result.model.SerializeToString())
-    log(f"esact-finetune: {len(result.weights)} weights trained, loss "
-        f"{result.epoch_losses[0]:.4f} -> {result.epoch_losses[result.best_epoch - 1]:.4f} "
-        f"(epoch {result.best_epoch}) -> {args.output_file}")
+    if result.best_epoch == 0:
+        log(f"esact-finetune: no epoch lowered the validation loss: {args.output_file} has "
+            "the model's own weights")
+    else:
+        log(f"esact-finetune: {len(result.weights)} weights trained, loss "
+            f"{result.epoch_losses[0]:.4f} -> {result.epoch_losses[result.best_epoch - 1]:.4f} "
+            f"(epoch {result.best_epoch}) -> {args.output_file}")
 
 
 def main(argv: list[str] | None = None) -> int:

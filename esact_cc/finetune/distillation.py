@@ -9,7 +9,8 @@ After every optimizer step the SPLS module is rebuilt from the current weights (
 again), so the HLog weights of the prediction follow the training, as the compiler would make
 them. With `validation` > 0 the last that many inputs are held apart: after each epoch the same
 loss is measured on them with SPLS (no gradient), and the weights of the epoch where it is
-lowest are the result (early stopping on training inputs, never on the inputs reported on).
+lowest are the result, the untrained ones (epoch 0) included (early stopping on training
+inputs, never on the inputs reported on).
 
 Deterministic: seeded torch and numpy, one torch thread and one numpy BLAS thread, inputs in a
 seeded order. One BLAS thread is also the fast choice: the prediction runs as many small numpy
@@ -82,9 +83,10 @@ class FinetuneResult:
     reused_fraction: list[float] = field(default_factory=list)
     """Per epoch: the reused share of the rows of the SPLS layers, over the inputs."""
     validation_losses: list[float] = field(default_factory=list)
-    """Per epoch, with `validation` inputs: their mean loss with SPLS after the epoch."""
+    """With `validation` inputs: their mean loss with SPLS before training (index 0) and after
+    each epoch."""
     best_epoch: int = 0
-    """The epoch (1-based) whose weights are the result."""
+    """The epoch whose weights are the result (0: the untrained ones, no epoch did better)."""
 
 
 def _losses(torch: Any, student: Any, teacher: np.ndarray, labels: np.ndarray | None,
@@ -189,6 +191,10 @@ def _finetune(model_path: str | os.PathLike[str], samples: Sequence[dict],
     rng = np.random.default_rng(options.seed)
     result = FinetuneResult(None, weights, frozen)
     best = {h: p.detach().clone() for h, p in params.items()}
+    if held.indices:
+        result.validation_losses.append(held.mean_loss(torch, student.runner(), output, options))
+        log(f"esact-finetune: validation loss before training "
+            f"{result.validation_losses[0]:.4f}")
     for epoch in range(1, options.epochs + 1):
         total, reused, rows = 0.0, 0, 0
         for batch in train.batches(rng.permutation(train.indices), options.batch):
@@ -214,7 +220,8 @@ def _finetune(model_path: str | os.PathLike[str], samples: Sequence[dict],
             best = {h: p.detach().clone() for h, p in params.items()}
         log(message)
     if held.indices:
-        log(f"esact-finetune: keeping epoch {result.best_epoch} (lowest validation loss)")
+        log(f"esact-finetune: keeping epoch {result.best_epoch} (lowest validation loss"
+            f"{'; no epoch beat the untrained weights' if result.best_epoch == 0 else ''})")
     result.model = with_weights(proto, weights, {h: p.numpy() for h, p in best.items()})
     return result
 
