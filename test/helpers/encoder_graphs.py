@@ -3,11 +3,12 @@
 Loaded by file path from the e2e tests (test directories are not packages).
 
 `encoder()` builds embeddings (Gather + position Add + LayerNormalization, the host part), the
-padding-mask preprocessing (Unsqueeze/Cast/Sub/Mul), then `layers` post-LN (BERT) or pre-LN
-(ViT) blocks: eager attention (MatMul+Add projections, Reshape/Transpose head split, scaled
-QK^T, mask Add, Softmax, PV, head merge), output dense, residual Add, LayerNormalization, FFN
-with erf-decomposed GELU (or the tanh form). Node names follow HF's
-`/encoder/layer.N/...` so layers and components show up in debug maps.
+padding-mask preprocessing (Unsqueeze/Cast/Sub/Mul; with `expanded_mask` Expanded to
+[1, 1, L, L]), then `layers` post-LN (BERT) or pre-LN (ViT) blocks: eager attention
+(MatMul+Add projections, Reshape/Transpose head split, scaled QK^T, mask Add, Softmax, PV,
+head merge), output dense, residual Add, LayerNormalization, FFN with erf-decomposed GELU (or
+the tanh form). Node names follow HF's `/encoder/layer.N/...` so layers and components show
+up in debug maps.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def encoder(
     gelu: str = "erf",
     seed: int = 0,
     opset: int = 17,
+    expanded_mask: bool = False,
 ) -> onnx.ModelProto:
     rng = np.random.default_rng(seed)
     d = hidden // heads
@@ -91,6 +93,9 @@ def encoder(
     m = node("Cast", [m], "/mask/Cast", to=TensorProto.FLOAT)
     m = node("Sub", ["c_one", m], "/mask/Sub")
     mask = node("Mul", [m, "c_neg"], "/mask/Mul")
+    if expanded_mask:  # per query, [1, 1, L, L], as transformers' BERT export writes it
+        mask = node("Expand", [mask, init("c_expand", np.array([1, 1, seq, seq], np.int64))],
+                    "/mask/Expand")
 
     for i in range(layers):
         p = f"/encoder/layer.{i}"

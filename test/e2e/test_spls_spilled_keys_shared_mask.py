@@ -1,0 +1,84 @@
+"""SPLS ring form with a per-query mask block shared by all heads ([1, 1, L, L], as BERT's
+export writes its padding mask) AND the K^ codes spilled to DRAM (passes/spls_key_codes.py),
+as BERT-base takes both at 512 tokens on the default hardware.
+
+With spilled codes, odd chunks visit the K-head groups backwards, so a chunk's first BPU is not
+head 0's. The chunk's shared mask rows are LOADed once per chunk into one of two slots; they
+were LOADed at head 0, so the heads before it ADDed the slot's rows of two chunks back (or a
+slot never written) to their PAM, and TOPK ranked wrong rows: the binary differed from the
+INT8 interpreter (BERT-base 512, attention=topk: max |diff| 0.043; here 0.11). The LOAD now
+comes at the chunk's first head, whichever it is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import encoder_graphs
+import numpy as np
+
+from esact_cc import api
+from esact_cc.runtime.isa import footprint
+
+SEQ, HIDDEN, HEADS = 128, 64, 8
+HW = ('name = "spilled-keys"\n[sram]\nmask_buffer = 6144\nactivation_buffer = 8192\n'
+      'vector_buffer = 32768\n')
+"""MBUF holds no H x L x L SPA (ring form), ABUF not the K^ codes of all keys beside the
+chunk's Q^ codes (spilled, K heads LOADed in groups)."""
+OPTIONS = {"sparsity": "spls",
+           "sparsity_option": ["attention=topk", "threshold=0.4", "window=3"]}
+
+
+def _heads_per_chunk(ins: list) -> list[list[int]]:
+    """The query heads of each prediction chunk in BPU order (Q^ operand offset / head dim)."""
+    chunks, addrs = [], []
+    for x in ins:
+        if x.opcode_name == "bpu" and x.fields["transpose_b"]:
+            addrs.append(x.fields["a_addr"])
+        elif x.opcode_name == "similarity":
+            chunks.append([(a - min(addrs)) // (HIDDEN // HEADS) for a in addrs])
+            addrs = []
+    return chunks
+
+
+def _mask_writer(ins: list, add: int) -> int:
+    """The last instruction before `add` that wrote the mask rows it reads (the operand it
+    reads besides the PAM rows it writes)."""
+    fp = footprint(ins[add])
+    (mask,) = [r for r in fp.reads if r not in fp.writes]
+    return next(i for i in range(add - 1, -1, -1)
+                if any(w[0] == mask[0] and w[1] < mask[2] and mask[1] < w[2]
+                       for w in footprint(ins[i]).writes))
+
+
+def test_shared_mask_rows_are_loaded_in_every_chunk_with_spilled_key_codes(
+        tmp_path: Path) -> None:
+    model = encoder_graphs.encoder(layers=1, seq=SEQ, hidden=HIDDEN, heads=HEADS, ffn=128,
+                                   seed=3, expanded_mask=True)
+    inputs = encoder_graphs.encoder_inputs(seq=SEQ, padding=3)
+    hw = tmp_path / "spilled_keys.toml"
+    hw.write_text(HW)
+    compiled = api.compile(model, stage="esact", hw=str(hw), **OPTIONS)
+    program = compiled.program()
+    ins = program.instructions
+
+    chunks = _heads_per_chunk(ins)
+    assert len(chunks) > 2 and all(sorted(c) == list(range(HEADS)) for c in chunks)
+    assert any(c[0] != 0 for c in chunks)  # spilled: some chunks start at a later K group
+    sims = [i for i, x in enumerate(ins) if x.opcode_name == "similarity"]
+    adds = [i for i, x in enumerate(ins) if x.opcode_name == "add"
+            and i in program.debug and program.debug[i].component == "predict"]
+    assert len(adds) == HEADS * len(sims)
+    feeding = set()
+    for a in adds:  # every head ADDs mask rows LOADed in its own chunk
+        writer = _mask_writer(ins, a)
+        assert ins[writer].opcode_name == "load"
+        assert writer > max((s for s in sims if s < a), default=-1)
+        feeding.add(writer)
+    assert len(feeding) == len(sims)  # once per chunk
+
+    result = compiled.simulate(inputs, hw=str(hw))
+    expected = api.compile(model, stage="sparsity", **OPTIONS).run(inputs)
+    np.testing.assert_array_equal(result.outputs["last_hidden_state"],
+                                  expected["last_hidden_state"])
+    assert result.report["spls"]["reused_rows"] > 0
