@@ -59,8 +59,9 @@ def key_block_tiling(lw: Lowering, lq: int, lk: int, d: int, dv: int, per_query:
     vbuf = lw.capacity(Buffer.VBUF) // OUT_FRACTION
     best: tuple[int, int] | None = None
     for kb in range(CHUNK, min(MAX_KEY_BLOCK, -(-lk // CHUNK) * CHUNK) + 1, CHUNK):
-        limit = min((abuf - kb * (d + 2 * dv)) // (d + 2 * kb), acc // (kb + dv),
-                    vbuf // (kb * (2 if per_query else 1)))
+        n = min(kb, lk)  # keys of the largest block
+        limit = min((abuf - n * (d + 2 * dv)) // (d + 2 * n), acc // (n + dv),
+                    vbuf // (n * (2 if per_query else 1)))
         if limit >= 1:
             tq = round_tile(limit, lq, lw.config.mac_rows)
             if best is None or tq * kb >= best[0] * best[1]:  # most work per instruction
@@ -84,7 +85,8 @@ def lower_key_blocked(lw: Lowering, op: transformer.AttentionOp, rows: MaskTiles
                            "(only dense attention is)")
     tiling = key_block_tiling(lw, lq, lk, d, dv, mask_rows.per_query)
     if tiling is None:
-        raise CompileError(f"{too_big} (not even one query row over {CHUNK} keys fits)")
+        raise CompileError(f"{too_big} (not even one query row over {min(CHUNK, lk)} keys "
+                           "fits)")
     tq, kb = tiling
     causal = op.causal is not None
     s_scale = attention_score_scale(op.scale.value.data, op.q_scale.value.data,
