@@ -191,6 +191,9 @@ def select_instructions(module: ModuleOp, store: WeightStore, config: HardwareCo
                         spls_chunk_rows: int | None = None) -> None:
     """Replace @main of `module` by the selection stream of its esact program (see the module
     docstring); `spls_chunk_rows` as the pass option of that name."""
+    from esact_cc.sparsity.registry import import_scheme_modules
+
+    import_scheme_modules("lowering")  # a scheme's rules register when its module is imported
     function = main_function(module)
     lowering = Lowering(module, store, config, registered_lowerings(), spls_chunk_rows)
     lowering.stamps = layers_and_roles(function)
