@@ -4,37 +4,41 @@ tensor or one of the wrong size. Each is one `prog: error:` line and touches not
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 from hostile_run import assert_user_error, run_tool, tree_state
-from onnx import TensorProto, helper, numpy_helper
+from one_linear import one_linear_model
 
 
-def _calibrated_ir(tmp_path: Path) -> str:
-    """A one-linear model lifted and calibrated on calibration data by esact-opt: cal.mlir."""
+@pytest.fixture(scope="module")
+def made(tmp_path_factory) -> Path:
+    """A one-linear model (m.onnx) lifted and calibrated on calibration data (calib.npz) by
+    esact-opt: cal.mlir + cal.npz, made once, copied by each test."""
+    directory = tmp_path_factory.mktemp("bias_correction")
+    onnx.save(one_linear_model(), directory / "m.onnx")
     rng = np.random.default_rng(0)
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])], "one_linear",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8])],
-        [numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "w")])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
-              tmp_path / "m.onnx")
-    np.savez(tmp_path / "calib.npz", x=rng.standard_normal((2, 1, 4, 8)).astype(np.float32))
+    np.savez(directory / "calib.npz", x=rng.standard_normal((2, 1, 4, 8)).astype(np.float32))
     done = run_tool("esact-opt", "m.onnx", "-p",
                     'lift-transformer,calibrate{calibration-data="calib.npz"}', "-o", "cal.mlir",
-                    cwd=tmp_path)
+                    cwd=directory)
     assert done.returncode == 0, done.stderr
-    text = (tmp_path / "cal.mlir").read_text()
-    assert 'channel_means = "w.input_channel_means"' in text
-    return text
+    assert 'channel_means = "w.input_channel_means"' in (directory / "cal.mlir").read_text()
+    return directory
 
 
-def test_a_bad_bias_correction_value_is_one_line(tmp_path):
-    _calibrated_ir(tmp_path)
+def _copy(made: Path, tmp_path: Path) -> str:
+    """The fixture's files in tmp_path; cal.mlir's text."""
+    for name in ("m.onnx", "calib.npz", "cal.npz", "cal.mlir"):
+        shutil.copy(made / name, tmp_path / name)
+    return (tmp_path / "cal.mlir").read_text()
+
+
+def test_a_bad_bias_correction_value_is_one_line(tmp_path, made):
+    _copy(made, tmp_path)
     before = tree_state(tmp_path)
     result = run_tool("esact-opt", "cal.mlir", "-p", "quantize{bias-correction=yes}",
                       cwd=tmp_path)
@@ -50,8 +54,8 @@ def test_a_bad_bias_correction_value_is_one_line(tmp_path):
     ('channel_means = "nowhere"', "channel_means 'nowhere' is not in the weight store"),
     ('channel_means = "w"', "must be 8 finite values (the input channels), got shape [8, 8]"),
 ])
-def test_a_bad_channel_means_entry_is_one_line(tmp_path, replacement, needle):
-    text = _calibrated_ir(tmp_path)
+def test_a_bad_channel_means_entry_is_one_line(tmp_path, made, replacement, needle):
+    text = _copy(made, tmp_path)
     (tmp_path / "cal.mlir").write_text(
         text.replace('channel_means = "w.input_channel_means"', replacement))
     before = tree_state(tmp_path)
