@@ -61,15 +61,21 @@ def test_every_stage_compiles_further_to_the_same_binary(work: Path, tmp_path: P
     assert (tmp_path / "again.esb").read_bytes() == (work / "direct.esb").read_bytes()
 
 
-def test_stdout_ir_is_the_file_ir_with_weights_inline(work: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def piped(work: Path) -> str:
+    """The lifted model as esact-cc prints it to stdout (weights inline)."""
+    return run("esact-cc", "m.onnx", "--dim", "seq=4", "--compile-to", "transformer",
+               cwd=work).stdout.decode()
+
+
+def test_stdout_ir_is_the_file_ir_with_weights_inline(work: Path, tmp_path: Path,
+                                                      piped: str) -> None:
     """The same module either way; only where the weights are differs."""
     from esact_cc.ir_files import split_weights_section
     from esact_cc.weight_store import WeightStore
 
     run("esact-cc", work / "m.onnx", "--dim", "seq=4", "--compile-to", "transformer", "-o",
         "t.mlir", cwd=tmp_path)
-    piped = run("esact-cc", work / "m.onnx", "--dim", "seq=4", "--compile-to", "transformer",
-                cwd=tmp_path).stdout.decode()
     text, inline = split_weights_section(piped, "stdout")
     in_file = (tmp_path / "t.mlir").read_text().replace(', esact.weight_store = "t.npz"', "")
     assert text == in_file
@@ -79,10 +85,8 @@ def test_stdout_ir_is_the_file_ir_with_weights_inline(work: Path, tmp_path: Path
         np.testing.assert_array_equal(inline[name], beside[name])
 
 
-def test_ir_without_its_weights_is_refused_naming_the_weight(work: Path, tmp_path: Path) -> None:
-    lifted = run("esact-cc", work / "m.onnx", "--dim", "seq=4", "--compile-to", "transformer",
-                 cwd=tmp_path).stdout.decode()
-    (tmp_path / "bare.mlir").write_text(lifted[:lifted.index("{-#")])
+def test_ir_without_its_weights_is_refused_naming_the_weight(piped: str, tmp_path: Path) -> None:
+    (tmp_path / "bare.mlir").write_text(piped[:piped.index("{-#")])
     result = subprocess.run(["esact-cc", "bare.mlir", "-o", "x.esb"], cwd=tmp_path,
                             capture_output=True, text=True, check=False)
     assert result.returncode == 1
