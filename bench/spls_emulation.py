@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         samples = samples[: args.limit]
         labels = labels[: args.limit] if labels is not None else None
     dense_outs = [run_model(enc, s, [None] * len(enc.layers))[0] for s in samples]
-    dense_acc = (float(np.mean([int(np.argmax(o)) == int(l) for o, l in zip(dense_outs, labels)]))
+    dense_acc = (float(np.mean([int(np.argmax(o)) == int(label) for o, label in zip(dense_outs, labels)]))
                  if labels is not None else 1.0)
     grid = ([_parse_setting(s) for s in args.setting] if args.setting
             else default_grid(args.model))
@@ -241,7 +241,7 @@ def calibrate_thresholds(enc: Encoder, calib: tuple, layer_opts: list[SplsOption
     calib loss stays within `budget`; stop at the first step that exceeds it."""
     samples, labels = list(calib[0]), calib[1]
     dense_outs = [run_model(enc, s, [None] * len(enc.layers))[0] for s in samples]
-    dense = (float(np.mean([int(np.argmax(o)) == int(l) for o, l in zip(dense_outs, labels)]))
+    dense = (float(np.mean([int(np.argmax(o)) == int(label) for o, label in zip(dense_outs, labels)]))
              if labels is not None else 1.0)
     current = [replace(o, threshold=2.0) for o in layer_opts]
     for layer in reversed(range(len(current))):

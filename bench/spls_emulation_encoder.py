@@ -136,7 +136,9 @@ def run_layer(r: np.ndarray, w: LayerWeights, enc: Encoder, opts: SplsOptions | 
     q_all = x @ w.wq + w.bq
     k_all = x @ w.wk + w.bk
     v_all = x @ w.wv + w.bv
-    split = lambda t: t.reshape(length, heads, dh).transpose(1, 0, 2)
+
+    def split(t):
+        return t.reshape(length, heads, dh).transpose(1, 0, 2)
     qh, kh, vh = split(q_all), split(k_all), split(v_all)
     true_scores = qh @ kh.transpose(0, 2, 1) / math.sqrt(dh)
 

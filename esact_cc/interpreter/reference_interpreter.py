@@ -20,13 +20,13 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ModuleOp, NameLoc, StringAttr, TensorType
+from xdsl.dialects.builtin import ModuleOp, TensorType
 from xdsl.ir import Block, Operation, SSAValue
 from xdsl.traits import IsTerminator
 
 from esact_cc.runtime.errors import CompileError
 from esact_cc.tensor_types import numpy_dtype_of
-from esact_cc.ir_queries import NAME_ATTR, io_names, main_function, op_label
+from esact_cc.ir_queries import io_names, main_function, op_label
 from esact_cc.weight_store import WeightStore
 
 Array = np.ndarray

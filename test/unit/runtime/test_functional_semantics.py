@@ -398,7 +398,8 @@ def test_bpu_shift_add_product(transpose_b: int) -> None:
     put(m, Buffer.ACC, 1000, stored_b.astype(np.int32))
     _, work = run(instr, m)
     np.testing.assert_array_equal(get(m, Buffer.ACC, 0, 4, 5), a @ b)
-    terms = lambda v: abs(int(v)).bit_count()
+    def terms(v):
+        return abs(int(v)).bit_count()
     expected_adds = sum(terms(a[i, kk]) * terms(b[kk, j])
                         for i in range(4) for kk in range(9) for j in range(5))
     assert work.shift_adds == expected_adds

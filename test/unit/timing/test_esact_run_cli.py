@@ -64,7 +64,8 @@ def expected_cycles():
     # load x (2048 B) and load w (2048 B) in order on the load queue: 100 + 2048/64 each;
     # gemm after the w token (+1): one 32x32 tile, K = 64, + 32 + 32 fill/drain;
     # store 4096 B after the gemm token (+1); halt (1 cycle) after the store token (+1).
-    dma = lambda n: 100 + math.ceil(n / 64)
+    def dma(n):
+        return 100 + math.ceil(n / 64)
     return 2 * dma(2048) + 1 + (64 + 64) + 1 + dma(4096) + 1 + 1
 
 

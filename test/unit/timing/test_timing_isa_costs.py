@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from token_masks import draw_token_masks
 
 CONFIG = load_config()
-M = lambda *qs: sum(1 << int(q) for q in qs)
+def M(*qs):
+    return sum(1 << int(q) for q in qs)
 
 
 def gemm(m, k, n, rows=None, cols=None, pop=0, push=0):
