@@ -345,8 +345,9 @@ def _attention_tiling(lw: Lowering, op: transformer.AttentionOp, lq: int, lk: in
     on chip across the tiles). Attention that skips keys (causal, a constant window) takes at
     least CAUSAL_TILES tiles (causal tile i then computes over (i + 1) / CAUSAL_TILES of the
     keys).
-    Row reuse over query tiles keeps each head's [lq, dv] output in VBUF, which bounds the
-    group."""
+    Row reuse over query tiles keeps each head's [lq, dv] output in VBUF (a reused row's
+    representative may lie in any earlier tile), which bounds the group: outputs share a VBUF
+    quarter, or one head's takes half of VBUF beside smaller query tiles."""
     abuf, vbuf, acc = (lw.capacity(Buffer.ABUF), lw.capacity(Buffer.VBUF) // OUT_FRACTION,
                        lw.capacity(Buffer.ACC) // HALF)
     spilled = spa is not None and spa.spa is None
@@ -365,8 +366,13 @@ def _attention_tiling(lw: Lowering, op: transformer.AttentionOp, lq: int, lk: in
     group = max(1, min(op.heads, abuf // HALF // per_head))
     if rows is not None and tq < lq:
         whole = vbuf // (lq * dv)
+        if whole < 1 and lq * dv <= lw.capacity(Buffer.VBUF) // HALF and 2 * lk <= vbuf:
+            # Not even one whole-head output fits a VBUF quarter (long sequences: 2048 x 64
+            # FP32 is half of the default VBUF): one head's takes half of VBUF, and the
+            # query tile shrinks so its scores and a per-query mask block share a quarter.
+            whole, tq = 1, min(tq, round_tile(vbuf // (2 * lk), lq, lw.config.mac_rows))
         if whole < 1:
             raise CompileError(f"{op_label(op)}: attention over {lq}x{lk} with row reuse does "
-                               f"not fit: one head's {lq}x{dv} output exceeds a VBUF tile")
+                               f"not fit: one head's {lq}x{dv} output exceeds half of VBUF")
         group = min(group, whole)
     return tq, group

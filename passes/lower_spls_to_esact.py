@@ -275,12 +275,24 @@ def _ring_chunk_rows(lw: Lowering, c: Chain) -> int:
     if fit < 1:
         raise fail(c.predict, f"the SPLS prediction of {c.length} rows x {c.heads} heads does not "
                    f"fit on chip even one row at a time (MBUF {lw.capacity(Buffer.MBUF)} bytes, "
-                   f"window {c.sim.window.value.data})")
+                   f"window {c.sim.window.value.data}{_window_that_fits(lw, c, row)})")
     if lw.spls_chunk_rows and lw.spls_chunk_rows > fit:
         raise CompileError(f"lower-to-esact: spls-chunk-rows={lw.spls_chunk_rows} does not fit "
                            f"the on-chip buffers at {c.length} rows x {c.heads} heads (at most "
                            f"{fit})")
     return fit
+
+
+def _window_that_fits(lw: Lowering, c: Chain, row: int) -> str:
+    """'; window <= N fits' when a smaller reference ring (one slot per window row) leaves room
+    for one chunk row, else '' (then no window fits: the masks or PAM rows alone do not)."""
+    if c.sim.pam is None:  # overlap: the SPA ring shares MBUF with the masks
+        room = (lw.capacity(Buffer.MBUF) - _mask_bytes(c)) // row
+    elif c.float_pam and (lw.capacity(Buffer.MBUF) - _mask_bytes(c)) // row >= 1:
+        room = lw.capacity(Buffer.VBUF) // 2 // row  # cosprob: the FP32 prob ring, half of VBUF
+    else:
+        return ""
+    return f"; window <= {room - 1} fits" if room >= 2 else ""
 
 
 def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
