@@ -36,7 +36,6 @@ from esact_cc.passes.lower_masked_inputs import (
     plan_masked_inputs,
 )
 from esact_cc.passes.lowering_state import (
-    F32,
     HALF,
     OUT_FRACTION,
     Lowering,
@@ -50,7 +49,7 @@ from esact_cc.quantized_kernels import (
 )
 from esact_cc.runtime.errors import CompileError
 from esact_cc.passes.attention_key_ranges import constant_visibility, tile_key_range
-from esact_cc.passes.lower_attention_blocks import lower_key_blocked
+from esact_cc.passes.lower_attention_blocks import add_mask_block, lower_key_blocked
 from esact_cc.runtime.isa import Buffer
 
 CAUSAL_TILES = 8
@@ -141,18 +140,6 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
         lw.write_tile(op.result, r, b * lq + r0, tq, h * dv, dv)
         lw.free(Buffer.VBUF, r)
 
-    def add_mask_columns(b: int, h: int, f: int, r0: int, tq: int, k0: int, lk: int) -> None:
-        """ADD keys [k0, k0 + lk) of rows [r0, r0 + tq) of a per-query mask to the scores
-        at f."""
-        assert mask_rows.tensor is not None
-        shape = mask_rows.shape
-        first = (((b % shape[0]) * shape[1] + h % shape[1]) * lq + r0) * lk_all + k0
-        mm = lw.alloc(Buffer.VBUF, tq * lk)
-        lw.load(Buffer.VBUF, mm, mask_rows.tensor.address + first * F32, tq, lk,
-                dram_stride=lk_all * F32)
-        lw.emit("add", "sfu", dst_addr=f, a_addr=f, b_addr=mm, rows=tq, cols=lk)
-        lw.free(Buffer.VBUF, mm)
-
     def scores_to_p(b: int, h: int, scores: int, r0: int, tq: int) -> int:
         """DEQUANT, [per-query mask], SOFTMAX and QUANT of query rows [r0, r0 + tq) of head h:
         the ABUF address of P."""
@@ -163,7 +150,7 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
         extra = ({} if spa is None else
                  {"has_elem_mask": 1, "elem_mask_addr": spa_rows.tile(b, h, r0, tq)})
         if mask_rows.per_query and lk < lk_all:
-            add_mask_columns(b, h, f, r0, tq, k0, lk)
+            add_mask_block(lw, mask_rows, f, b, h, lq, lk_all, r0, tq, k0, lk)
         elif mask_rows.per_query:
             mask_rows.add_fresh_block(b, h, f, r0, tq)
         elif mask_rows.present:

@@ -48,6 +48,20 @@ MAX_KEY_BLOCK = 4 * CHUNK
 reloads."""
 
 
+def add_mask_block(lw: Lowering, mask_rows: MaskRows, scores: int, b: int, h: int, lq: int,
+                   lk: int, r0: int, rows: int, k0: int, keys: int) -> None:
+    """ADD keys [k0, k0 + keys) of query rows [r0, r0 + rows) of the per-query additive mask
+    ([B or 1, H or 1, lq, lk] FP32 in DRAM) to the FP32 scores at `scores` (VBUF)."""
+    assert mask_rows.tensor is not None
+    shape = mask_rows.shape
+    first = (((b % shape[0]) * shape[1] + h % shape[1]) * lq + r0) * lk + k0
+    block = lw.alloc(Buffer.VBUF, rows * keys)
+    lw.load(Buffer.VBUF, block, mask_rows.tensor.address + first * F32, rows, keys,
+            dram_stride=lk * F32)
+    lw.emit("add", "sfu", dst_addr=scores, a_addr=scores, b_addr=block, rows=rows, cols=keys)
+    lw.free(Buffer.VBUF, block)
+
+
 def key_block_tiling(lw: Lowering, lq: int, lk: int, d: int, dv: int, per_query: bool
                      ) -> tuple[int, int] | None:
     """(query rows per tile, keys per block) of the key-blocked form, None if not even one
@@ -113,15 +127,8 @@ def lower_key_blocked(lw: Lowering, op: transformer.AttentionOp, rows: MaskTiles
         lw.emit("dequant", "sfu", dst_addr=f, src_addr=acc, rows=tq_now, cols=n,
                 scale_addr=s_addr)
         lw.free(Buffer.ACC, acc)
-        if mask_rows.per_query:  # rows [r0, r0 + tq) x keys [k0, k0 + n) of [Lq, Lk]
-            assert mask_rows.tensor is not None
-            shape = mask_rows.shape
-            first = (((b % shape[0]) * shape[1] + h % shape[1]) * lq + r0) * lk + k0
-            mm = lw.alloc(Buffer.VBUF, tq_now * n)
-            lw.load(Buffer.VBUF, mm, mask_rows.tensor.address + first * F32, tq_now, n,
-                    dram_stride=lk * F32)
-            lw.emit("add", "sfu", dst_addr=f, a_addr=f, b_addr=mm, rows=tq_now, cols=n)
-            lw.free(Buffer.VBUF, mm)
+        if mask_rows.per_query:
+            add_mask_block(lw, mask_rows, f, b, h, lq, lk, r0, tq_now, k0, n)
         return f
 
     def logit_fields(b: int, h: int, r0: int, k0: int, n: int, tq_now: int
