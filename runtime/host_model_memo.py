@@ -23,7 +23,12 @@ from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 
+from .bounded_read import MiB, read_bounded_text
+from .errors import UsageError
+
 MEMO_SUBDIRECTORY = "checked-host-models"
+MARKER_CAP = 1 * MiB
+"""A marker holds a graph's input and output names: anything larger is not one of ours."""
 
 
 def memo_directory(environment: Mapping[str, str] = os.environ) -> Path:
@@ -53,10 +58,13 @@ def remembered_graph_io(model: bytes, environment: Mapping[str, str] = os.enviro
                         ) -> tuple[set[str], set[str]] | None:
     """(graph inputs, graph outputs) of a model that passed the check before; None if it was
     not remembered (or the marker is unreadable: checked again)."""
+    marker = _marker(model, environment)
+    if not marker.is_file():  # absent, or a FIFO / device planted there: check in full
+        return None
     try:
-        names = json.loads(_marker(model, environment).read_text())
+        names = json.loads(read_bounded_text(marker, MARKER_CAP, "host-model marker"))
         inputs, outputs = names["inputs"], names["outputs"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (UsageError, OSError, ValueError, KeyError, TypeError):
         return None
     if not all(isinstance(n, str) for n in (*inputs, *outputs)):
         return None

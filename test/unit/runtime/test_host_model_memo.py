@@ -15,7 +15,7 @@ from onnx import TensorProto, helper
 from esact_cc.runtime.errors import ProgramError
 from esact_cc.runtime.esb import HostSegment, TensorDesc
 from esact_cc.runtime.host_model_check import check_host_model
-from esact_cc.runtime.host_model_memo import memo_directory
+from esact_cc.runtime.host_model_memo import MARKER_CAP, memo_directory, remembered_graph_io
 
 X = TensorDesc("x", (2, 3), "float32", 0)
 Y = TensorDesc("y", (2, 3), "float32", 64)
@@ -75,3 +75,17 @@ def test_a_remembered_model_loads_without_importing_onnx(tmp_path: Path) -> None
     imported = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                                text=True, check=True).stdout.strip() for _ in range(2)]
     assert imported == ["True", "False"]
+
+
+def test_a_planted_fifo_or_oversized_marker_is_not_read(cache: Path) -> None:
+    check_host_model(HostSegment(relu_model(), (X,), (Y,)), 0)
+    (marker,) = cache.iterdir()
+    names = marker.read_text()
+    marker.write_text(" " * (MARKER_CAP + 1) + names)  # valid JSON, but no marker is this large
+    assert remembered_graph_io(relu_model()) is None
+    marker.unlink()
+    os.mkfifo(marker)  # opening it would block with no writer: never opened
+    assert remembered_graph_io(relu_model()) is None
+    marker.unlink()
+    check_host_model(HostSegment(relu_model(), (X,), (Y,)), 0)  # a full check writes it again
+    assert remembered_graph_io(relu_model()) == ({"x"}, {"y"})
