@@ -22,6 +22,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 import esact_cc
+from esact_cc.runtime.bounded_read import MiB, read_bounded_text
+from esact_cc.runtime.errors import UsageError
+
+MESSAGES_CAP = 1 * MiB
+"""A cached compile's messages are its warning lines: anything larger is not one of ours."""
 
 NOT_IN_KEY = frozenset({"output", "cache_dir", "no_cache", "compile_to", "input", "output_dir"})
 """Options that cannot change the binary (where it goes, the cache itself)."""
@@ -78,10 +83,12 @@ class CompileCache:
         """The entry's binary, open (a concurrent store replacing it leaves this one whole),
         and its messages; None on a miss. The caller closes the binary."""
         binary, messages = self._paths(key)
+        if not (binary.is_file() and messages.is_file()):  # absent, or a FIFO / device: a miss
+            return None
         try:
-            text = messages.read_text()
+            text = read_bounded_text(messages, MESSAGES_CAP, "cached compile messages")
             return open(binary, "rb"), text
-        except OSError:  # absent or unreadable: a miss (storing it then warns if it fails)
+        except (OSError, UsageError):  # unreadable or oversized: a miss (a store then rewrites it)
             return None
 
     def store(self, key: str, binary: Path, messages: str) -> None:

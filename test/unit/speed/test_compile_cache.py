@@ -1,12 +1,13 @@
 """The compile cache: a hit is byte-identical and replays the messages; any change misses."""
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from esact_cc.cli.esact_cc_main import main
-from esact_cc.compile_cache import cache_key, default_cache_dir
+from esact_cc.compile_cache import MESSAGES_CAP, cache_key, default_cache_dir
 
 FIXTURE = Path(__file__).parents[2] / "fixtures" / "models" / "bert_tiny_legacy17.onnx"
 
@@ -30,6 +31,22 @@ def test_hit_is_byte_identical_and_replays_messages(tmp_path: Path, model: Path,
     second_messages = capsys.readouterr().err
     assert (tmp_path / "second.esb").read_bytes() == (tmp_path / "first.esb").read_bytes()
     assert second_messages.startswith(first_messages) and "compile cache hit" in second_messages
+
+
+def test_a_planted_fifo_or_oversized_entry_is_a_miss(tmp_path: Path, model: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    compile_(tmp_path, "first.esb")
+    (messages,) = (tmp_path / "cache").glob("*.stderr")
+    capsys.readouterr()
+    messages.write_text("x" * (MESSAGES_CAP + 1))  # no compile writes this much
+    compile_(tmp_path, "second.esb")
+    assert "compile cache hit" not in capsys.readouterr().err
+    (binary,) = (tmp_path / "cache").glob("*.esb")
+    binary.unlink()
+    os.mkfifo(binary)  # opening it would block with no writer: never opened
+    compile_(tmp_path, "third.esb")
+    assert "compile cache hit" not in capsys.readouterr().err
+    assert (tmp_path / "third.esb").read_bytes() == (tmp_path / "first.esb").read_bytes()
 
 
 def test_changed_options_or_model_miss(tmp_path: Path, model: Path) -> None:
