@@ -146,19 +146,14 @@ def lower_add(lw: Lowering, op: transformer.AddOp) -> None:
 
 
 def lower_host(lw: Lowering, op: transformer.HostOp) -> None:
-    from esact_cc.frontend.onnx_export import export_ops, module_opset
+    from esact_cc.frontend.host_region_export import (host_input_names, host_output_names,
+                                                      host_region_model)
+    from esact_cc.frontend.onnx_export import module_opset
 
     segment = lw.host_count
     lw.host_count += 1
-    block = op.body.block
-    terminator = block.last_op
-    assert isinstance(terminator, transformer.YieldOp)
-    body = [o for o in block.ops if o is not terminator]
-    in_names = [f"in{i}" for i in range(len(block.args))]
-    out_names = [f"out{i}" for i in range(len(terminator.values))]
-    model = export_ops(body, list(block.args), list(terminator.values), lw.store,
-                       opset=module_opset(lw.module), input_names=in_names,
-                       output_names=out_names, graph_name=f"host{segment}")
+    in_names, out_names = host_input_names(op), host_output_names(op)
+    model = host_region_model(op, lw.store, module_opset(lw.module), f"host{segment}")
     data = np.frombuffer(model.SerializeToString(deterministic=True), np.uint8)
     key = lw.store.add(lw.store.unique_name(f"esact.host{segment}.onnx"), data)
     lw.decls.append(esact.HostSegmentOp(segment, key))

@@ -9,7 +9,8 @@ function (the binary's golden model) they are the SFU instructions' (`interpret_
 gate product and rotary embedding (no ONNX op before opset 23), and ReLU, run the SFU
 instructions' row functions (`runtime/isa_modern_blocks.py`), so binaries match bit for bit.
 `transformer.host` runs its region's `onnx` ops through the same interpreter that runs the
-`onnx` dialect.
+`onnx` dialect; in a quantized function, as the binary does: its exported model on onnxruntime
+(`host_region_onnxruntime`).
 
 Registration with the reference interpreter is at the bottom.
 """
@@ -243,4 +244,8 @@ def _select_rows(interp: Interpreter, op: Operation, args: list[Array]) -> Array
 @register("transformer.host")
 def _host(interp: Interpreter, op: Operation, args: list[Array]) -> list[Array]:
     assert isinstance(op, transformer.HostOp)
+    if quantized_ops.in_quantized_function(op):  # the binary's HOST: onnxruntime's bits
+        from esact_cc.interpreter.host_region_onnxruntime import run_host_region
+
+        return run_host_region(op, interp.store, args)
     return interp.run_block(op.body.block, args)

@@ -1,0 +1,59 @@
+"""A host region of a quantized function, run as the binary's HOST instruction runs it.
+
+The binary hands each `transformer.host` region to onnxruntime as one exported model
+(esact_cc/frontend/host_region_export.py); its reductions (ReduceMean, ReduceL2, ...), exponentials
+and graph fusions round differently from the numpy kernels, by a few ulps (all-MiniLM-L6-v2's
+mean pooling and L2 normalisation: 1.5e-8). So in a quantized function, the binary's golden
+model, the interpreter runs the same model in the same kind of session
+(runtime/host_segments.py: CPU, one thread, the same time limit). FP32 functions keep the numpy
+kernels (calibration and the FP32 reference are unchanged).
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import numpy as np
+from xdsl.dialects.builtin import ModuleOp
+
+from esact_cc.dialects import transformer
+from esact_cc.frontend.host_region_export import (host_input_names, host_output_names,
+                                                  host_region_model)
+from esact_cc.frontend.onnx_export import DEFAULT_OPSET, module_opset
+from esact_cc.runtime.errors import CompileError, ProgramError
+from esact_cc.runtime.host_segments import HOST_TIME_LIMIT_S, host_session, run_with_time_limit
+from esact_cc.weight_store import WeightStore
+
+_SESSIONS: weakref.WeakKeyDictionary[transformer.HostOp, tuple[Any, Any]] = \
+    weakref.WeakKeyDictionary()
+"""Per region op: (a weak reference to the store it was exported with, its session). A
+tuning run interprets one module many times; exporting the region each time would copy its
+weights (an embedding table) per input."""
+
+
+def _session(op: transformer.HostOp, store: WeightStore) -> Any:
+    cached = _SESSIONS.get(op)
+    if cached is not None and cached[0]() is store:
+        return cached[1]
+    module = op.get_toplevel_object()
+    opset = module_opset(module) if isinstance(module, ModuleOp) else DEFAULT_OPSET
+    data = host_region_model(op, store, opset, "host").SerializeToString(deterministic=True)
+    try:
+        session = host_session(data)
+    except ProgramError as exc:
+        raise CompileError(f"host region on onnxruntime: {exc}") from None
+    _SESSIONS[op] = (weakref.ref(store), session)
+    return session
+
+
+def run_host_region(op: transformer.HostOp, store: WeightStore,
+                    args: list[np.ndarray]) -> list[np.ndarray]:
+    """The region's outputs from `args`, computed by onnxruntime on its exported model."""
+    session = _session(op, store)
+    feeds = dict(zip(host_input_names(op), args, strict=True))
+    try:
+        results = run_with_time_limit(session, host_output_names(op), feeds, HOST_TIME_LIMIT_S)
+    except ProgramError as exc:
+        raise CompileError(f"host region on onnxruntime: {exc}") from None
+    return [np.asarray(r) for r in results]
