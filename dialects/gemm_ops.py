@@ -30,6 +30,13 @@ Masks (values; semantics in `esact_cc.interpreter.interpret_spls_ops`):
 
 `kv_heads` (attention, default `heads`): grouped / multi-query attention; K and V have
 kv_heads heads, query head h reads K/V head h // (heads / kv_heads).
+
+Disentangled position scores (attention; DeBERTa, docs/design.md section 3.4): with
+`c2p_table(%t) c2p_index(%i)`, scores gain C_h[i, j] = Q_h[i] . t[h, i_[i, j]] (content to
+position), with `p2c_table(%t) p2c_index(%i)` P_h[i, j] = K_h[j] . t[h, i_[i, j]] (position to
+content), both before the scale: softmax(scale * (Q_h K_h^T + C_h + P_h) + mask). Tables are
+FP32 weights [H, P, d], indices integer weights [Lq, Lk] in [0, P); quantized, `c2p_scale` /
+`p2c_scale` are the tables' INT8 scales (the GEMMs run in INT8 like Q K^T).
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from xdsl.dialects.builtin import (
     Float32Type,
     FloatAttr,
     IntegerAttr,
+    IntegerType,
     StringAttr,
     TensorType,
     UnitAttr,
@@ -64,6 +72,7 @@ from xdsl.utils.exceptions import VerifyException
 from esact_cc.dialects.keyword_format import KeywordFormat
 from esact_cc.dialects.shape_checks import (
     dims_agree,
+    element,
     fmt,
     require_mask,
     require_positive,
@@ -78,10 +87,19 @@ INT8_MAX = 127
 DEFAULT_P_SCALE = 1.0 / INT8_MAX
 ATTENTION_SCALES = ("q_scale", "k_scale", "v_scale", "p_scale")
 """The INT8 scales of a quantized attention, in operand order Q, K, V, then P."""
+POSITION_TERMS = ("c2p", "p2c")
+"""Disentangled position terms of an attention: `<term>_table`, `<term>_index`, `<term>_scale`."""
+INDEX_WIDTHS = (32, 64)
+"""Integer widths a position index table may have."""
 REUSE_MAP_WIDTHS = (8, 32)
 """Integer widths a reuse map may have (it holds -1 and row indices)."""
 KEY_MASK_WIDTHS = (1, 8, 32)
 """Integer widths a key / SPA mask may have (nonzero = kept)."""
+
+
+def _is_integer(value: SSAValue, widths: tuple[int, ...]) -> bool:
+    el = element(value)
+    return isinstance(el, IntegerType) and el.width.data in widths
 
 
 def f32_attr(value: float) -> FloatAttr:
@@ -310,6 +328,14 @@ class AttentionOp(GemmOp):
     """Optional token-keep mask [B, L] (or [L]): pruned tokens are no keys, their rows are 0."""
     head_mask = opt_operand_def(TensorType)
     """Optional head mask [B, H] (or [H]): pruned heads are not computed, their output is 0."""
+    c2p_table = opt_operand_def(TensorType)
+    """Optional content-to-position table [H, P, d] (FP32 weight; module doc)."""
+    c2p_index = opt_operand_def(TensorType)
+    """Its index table [Lq, Lk], integer, in [0, P)."""
+    p2c_table = opt_operand_def(TensorType)
+    """Optional position-to-content table [H, P, d] (FP32 weight; module doc)."""
+    p2c_index = opt_operand_def(TensorType)
+    """Its index table [Lq, Lk], integer, in [0, P)."""
     num_heads = prop_def(IntegerAttr[I64])
     """Number of query heads; divides D and Dv."""
     kv_heads = opt_prop_def(IntegerAttr[I64])
@@ -326,6 +352,10 @@ class AttentionOp(GemmOp):
     """Per-tensor INT8 scale of V."""
     p_scale = opt_prop_def(FloatAttr[Float32Type])
     """INT8 scale of the softmax probabilities (1/127 by default)."""
+    c2p_scale = opt_prop_def(FloatAttr[Float32Type])
+    """Per-tensor INT8 scale of the c2p table (quantized attention)."""
+    p2c_scale = opt_prop_def(FloatAttr[Float32Type])
+    """Per-tensor INT8 scale of the p2c table (quantized attention)."""
 
     POSITIONAL: ClassVar[tuple[str, ...]] = ("q", "k", "v")
     REQUIRED: ClassVar[int] = 3
@@ -335,10 +365,16 @@ class AttentionOp(GemmOp):
         "spa",
         "tokens",
         "head_mask",
+        "c2p_table",
+        "c2p_index",
+        "p2c_table",
+        "p2c_index",
         "num_heads",
         "kv_heads",
         "scale",
         *ATTENTION_SCALES,
+        "c2p_scale",
+        "p2c_scale",
         "causal",
     )
     KIND: ClassVar[dict[str, type[Attribute]]] = {
@@ -346,6 +382,8 @@ class AttentionOp(GemmOp):
         "kv_heads": IntegerAttr,
         "scale": FloatAttr,
         **dict.fromkeys(ATTENTION_SCALES, FloatAttr),
+        "c2p_scale": FloatAttr,
+        "p2c_scale": FloatAttr,
         "causal": UnitAttr,
     }
     SPELLING: ClassVar[dict[str, str]] = {"num_heads": "heads"}
@@ -368,19 +406,30 @@ class AttentionOp(GemmOp):
         spa: SSAValue | None = None,
         tokens: SSAValue | None = None,
         head_mask: SSAValue | None = None,
+        positions: dict[str, SSAValue | float | None] | None = None,
     ):
+        """`positions`: the disentangled terms, keyed `<term>_table`, `<term>_index` (values)
+        and `<term>_scale` (INT8 table scale) for each term of POSITION_TERMS present."""
         properties: dict[str, Attribute] = {
             "num_heads": IntegerAttr(num_heads, i64),
             "scale": f32_attr(scale),
         }
+        positions = positions or {}
+        for term in POSITION_TERMS:
+            table_scale = positions.get(f"{term}_scale")
+            if table_scale is not None:
+                properties[f"{term}_scale"] = f32_attr(float(table_scale))  # type: ignore[arg-type]
         if kv_heads is not None and kv_heads != num_heads:
             properties["kv_heads"] = IntegerAttr(kv_heads, i64)
         if scales is not None:
             properties.update({n: f32_attr(s) for n, s in zip(ATTENTION_SCALES, scales)})
         if causal:
             properties["causal"] = UnitAttr()
+        position_operands = [positions.get(f"{term}_{part}") for term in POSITION_TERMS
+                             for part in ("table", "index")]
         super().__init__(
-            operands=[q, k, v, mask, rows, spa, tokens, head_mask], properties=properties, result_types=[result_type]
+            operands=[q, k, v, mask, rows, spa, tokens, head_mask, *position_operands],
+            properties=properties, result_types=[result_type],
         )
 
     @property
@@ -395,6 +444,21 @@ class AttentionOp(GemmOp):
     def key_heads(self) -> int:
         """K / V heads: kv_heads, or num_heads when absent."""
         return self.heads if self.kv_heads is None else self.kv_heads.value.data
+
+    @property
+    def has_positions(self) -> bool:
+        """Does the scores carry disentangled position terms (c2p / p2c)?"""
+        return self.c2p_table is not None or self.p2c_table is not None
+
+    def positions(self) -> dict[str, SSAValue | float | None]:
+        """The disentangled terms as the constructor's `positions` argument."""
+        found: dict[str, SSAValue | float | None] = {}
+        for term in POSITION_TERMS:
+            found[f"{term}_table"] = getattr(self, f"{term}_table")
+            found[f"{term}_index"] = getattr(self, f"{term}_index")
+            table_scale = getattr(self, f"{term}_scale")
+            found[f"{term}_scale"] = None if table_scale is None else table_scale.value.data
+        return found
 
     def int8_scales(self) -> tuple[float, float, float, float] | None:
         """(q, k, v, p) INT8 scales, or None for FP32 attention."""
@@ -412,6 +476,7 @@ class AttentionOp(GemmOp):
             "spa": self.spa,
             "tokens": self.tokens,
             "head_mask": self.head_mask,
+            "positions": self.positions(),
         }
         fields.update(changes)
         return AttentionOp(
@@ -477,9 +542,36 @@ class AttentionOp(GemmOp):
                     f"got q {fmt(q)}, k {fmt(k)}"
                 )
             self._verify_rows(q[0], q[1])
+        self._verify_positions(q, k, heads)
         if self.spa is not None:
             require_mask(self, "spa", self.spa, (q[0], heads, q[1], k[1]), KEY_MASK_WIDTHS)
         self._verify_pruning(q, k, heads)
+
+    def _verify_positions(self, q: tuple[int, ...], k: tuple[int, ...], heads: int) -> None:
+        for term in POSITION_TERMS:
+            table, index = getattr(self, f"{term}_table"), getattr(self, f"{term}_index")
+            if (table is None) != (index is None):
+                raise VerifyException(f"{self.name}: {term}_table and {term}_index go together")
+            if table is None:
+                if getattr(self, f"{term}_scale") is not None:
+                    raise VerifyException(f"{self.name}: {term}_scale needs {term}_table")
+                continue
+            if self.is_quantized != (getattr(self, f"{term}_scale") is not None):
+                raise VerifyException(f"{self.name}: a quantized attention's {term}_table needs "
+                                      f"{term}_scale (and only then)")
+            if getattr(self, f"{term}_scale") is not None:
+                require_positive(self, f"{term}_scale", getattr(self, f"{term}_scale"))
+            t = shape(table)
+            require_rank(self.name, f"{term}_table", t, (3,))
+            d = q[2] // heads if q[2] != DYNAMIC_INDEX else DYNAMIC_INDEX
+            if not (dims_agree(t[0], heads) and dims_agree(t[2], d)):
+                raise VerifyException(f"{self.name}: {term}_table must be [{heads}, P, {d}], "
+                                      f"got {fmt(t)}")
+            if not shapes_agree(shape(index), (q[1], k[1])) or not _is_integer(index, INDEX_WIDTHS):
+                raise VerifyException(f"{self.name}: {term}_index must be [{q[1]}, {k[1]}] "
+                                      f"i32 or i64, got {index.type}")
+        if self.p2c_table is not None and self.key_heads != heads:
+            raise VerifyException(f"{self.name}: p2c_table needs one K head per query head")
 
     def _verify_pruning(self, q: tuple[int, ...], k: tuple[int, ...], heads: int) -> None:
         if self.tokens is None and self.head_mask is None:

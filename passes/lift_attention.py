@@ -44,6 +44,11 @@ from esact_cc.passes.lift_attention_heads import (
     merge_heads,
     split_heads,
 )
+from esact_cc.passes.lift_disentangled_attention import (
+    PositionTermMatch,
+    match_position_terms,
+    resolve_position_terms,
+)
 from esact_cc.passes.lift_transformer_pattern import LiftPattern, Phase, register_lift_pattern
 from xdsl.dialects.builtin import Float32Type, IntegerAttr, NameLoc, NoneAttr, StringAttr, TensorType, i64
 from xdsl.ir import Operation, OpResult, SSAValue
@@ -71,6 +76,8 @@ class _Scores:
     constant_masks: list[np.ndarray] = field(default_factory=list)
     """Constant Where conditions other than causal (GPT-Neo's local window), as additive
     masks (0 where visible, -inf elsewhere)."""
+    positions: list[PositionTermMatch] = field(default_factory=list)
+    """DeBERTa's disentangled c2p / p2c terms (`lift_disentangled_attention.py`)."""
 
 
 def _visibility_is_causal(visible: np.ndarray, lq: int, lk: int) -> bool:
@@ -113,8 +120,10 @@ class AttentionPattern(LiftPattern):
 
         scores = _Scores()
         qk = self._walk_scores(op.operands[0], graph, scores, lq, lk, where)
-        qs = split_heads(qk.operands[0], graph, HEAD_SPLIT_PERM, "Q")
-        ks = split_heads(qk.operands[1], graph, KEY_TRANSPOSED_PERM, "K^T")
+        # A position term's GEMM reads Q's (c2p) or K's (p2c) heads too.
+        reads = {t.keys: t.x for t in scores.positions}
+        qs = split_heads(qk.operands[0], graph, HEAD_SPLIT_PERM, "Q", shared=reads.get(False))
+        ks = split_heads(qk.operands[1], graph, KEY_TRANSPOSED_PERM, "K^T", shared=reads.get(True))
         vs = split_heads(pv.operands[1], graph, HEAD_SPLIT_PERM, "V")
         q, k, v = qs.source, ks.source, vs.source
         assert q is not None and k is not None and v is not None
@@ -138,16 +147,20 @@ class AttentionPattern(LiftPattern):
         )
         width = vd * vs.repeat
         merge, merged_2d = merge_heads(pv, graph, batch, lq, width, where)
+        position_arrays = resolve_position_terms(scores.positions, graph, qs, ks, scale, heads,
+                                                 lq, lk, where)
 
         # All checks passed: build the mask operand (host ops if needed) and the attention op.
         mask = self._build_mask(scores, graph, merge)
+        positions = {name: graph.new_weight(array, f"attention.{name}", merge)
+                     for name, array in position_arrays.items()}
         q, k, v = (_gather_columns(value, split, graph, merge) for value, split in
                    ((q, qs), (k, ks), (v, vs)))
         q = _apply_rotary(q, qs, graph, merge)
         k = _apply_rotary(k, ks, graph, merge)
         attention = AttentionOp(
             q, k, v, mask, heads, scale, scores.causal, TensorType(Float32Type(), (batch, lq, width)),
-            kv_heads=None if ks.repeat == 1 else ks.heads,
+            kv_heads=None if ks.repeat == 1 else ks.heads, positions=positions,
         )
         attention.location = op.location
         merge.parent_block().insert_op_before(attention, merge)  # type: ignore[union-attr]
@@ -231,13 +244,10 @@ class AttentionPattern(LiftPattern):
                 2 <= len(mask_shape) <= 4, f"{where}: mask {fmt_shape(mask_shape)} has rank < 2"
             )
             product = _activation_product_above(mask, graph)
-            if product is not None:
-                raise NoMatch(
-                    f"{where}: the scores add a term computed from activations by "
-                    f"{location_name(product)} (a content-dependent bias such as DeBERTa's "
-                    "disentangled c2p / p2c attention), not a mask: the attention op takes "
-                    "only input-independent or mask-derived additive biases"
-                )
+            if product is not None:  # content dependent: DeBERTa's c2p / p2c, else a near miss
+                scores.positions.extend(
+                    match_position_terms(mask, graph, full_shape, product, where))
+                return chain
             require(
                 all(m in (1, f) for m, f in zip(reversed(mask_shape), reversed(full_shape))),
                 f"{where}: mask {fmt_shape(mask_shape)} does not broadcast to "

@@ -66,11 +66,14 @@ class HeadSplit:
 
 
 def split_heads(
-    value: SSAValue, graph: OnnxGraph, expected_perm: tuple[int, ...], what: str
+    value: SSAValue, graph: OnnxGraph, expected_perm: tuple[int, ...], what: str,
+    shared: SSAValue | None = None,
 ) -> HeadSplit:
     """Walk from a per-head operand back to its [B, L, D] source, through scalar scales,
-    transposes, a rotary embedding and repeat_kv (`lift_rotary.py`)."""
+    transposes, a rotary embedding and repeat_kv (`lift_rotary.py`). `shared`: a value on
+    the way whose other use the caller checked (DeBERTa's position term reads Q's heads)."""
     walk = _HeadWalk(graph, expected_perm, what)
+    walk.shared = shared
     next_value: SSAValue | None = value
     while next_value is not None:
         next_value = walk.step(next_value)

@@ -50,6 +50,7 @@ from esact_cc.quantized_kernels import (
 from esact_cc.runtime.errors import CompileError
 from esact_cc.passes.attention_key_ranges import constant_visibility, tile_key_range
 from esact_cc.passes.lower_attention_blocks import add_mask_block, lower_key_blocked
+from esact_cc.passes.lower_disentangled import PositionScores
 from esact_cc.runtime.isa import Buffer
 
 CAUSAL_TILES = 8
@@ -69,6 +70,10 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
     d, dv = width // heads, width_v // kv_heads
     causal = op.causal is not None
     if not _tile_fits(lw, 1, lq, lk, d, dv, spa):
+        if op.has_positions:
+            raise CompileError(f"{op_label(op)}: disentangled attention over {lq}x{lk} needs "
+                               "key blocks (not one query row over all keys fits), which do "
+                               "not add position scores")
         lower_key_blocked(lw, op, rows, spa)  # not one query row over all keys fits
         return
     s_scale = attention_score_scale(op.scale.value.data, op.q_scale.value.data, op.k_scale.value.data)
@@ -88,6 +93,7 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
     o_addr = lw.alloc(Buffer.VBUF, dv)
     lw.load(Buffer.VBUF, o_addr, o_vec.address, 1, dv)
     mask_rows = MaskRows(lw, op, op.mask, batch, heads, lq, lk)
+    positions = PositionScores(lw, op, lk, d) if op.has_positions else None
 
     def masks_of(b: int, h: int, r0: int, tq: int) -> dict[str, int]:
         """ATTN_QK / ATTN_PV mask fields of batch element b, head h, query rows [r0, r0 + tq)."""
@@ -140,13 +146,17 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
         lw.write_tile(op.result, r, b * lq + r0, tq, h * dv, dv)
         lw.free(Buffer.VBUF, r)
 
-    def scores_to_p(b: int, h: int, scores: int, r0: int, tq: int) -> int:
-        """DEQUANT, [per-query mask], SOFTMAX and QUANT of query rows [r0, r0 + tq) of head h:
+    def scores_to_p(b: int, h: int, scores: int, r0: int, tq: int,
+                    q_rows: tuple[int, int], k_rows: tuple[int, int]) -> int:
+        """DEQUANT, [position scores], [per-query mask], SOFTMAX and QUANT of query rows
+        [r0, r0 + tq) of head h (q_rows / k_rows: its Q and K in ABUF, address and stride):
         the ABUF address of P."""
         k0, lk = keys_of(r0, tq)
         f = lw.alloc(Buffer.VBUF, tq * lk)
         lw.emit("dequant", "sfu", dst_addr=f, src_addr=scores, rows=tq, cols=lk, scale_addr=s_addr)
         lw.free(Buffer.ACC, scores)
+        if positions is not None:
+            positions.add(f, h, r0, tq, k0, lk, q_rows, k_rows)
         extra = ({} if spa is None else
                  {"has_elem_mask": 1, "elem_mask_addr": spa_rows.tile(b, h, r0, tq)})
         if mask_rows.per_query and lk < lk_all:
@@ -197,11 +207,13 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
                     h = h0 + hh
                     k0, n = keys_of(r0, tq)
                     scores = lw.alloc(Buffer.ACC, tq * n)
+                    k_rows = (ka + (h // share - kv0) * d + k0 * kvg * d, kvg * d)
                     lw.emit("attn_qk", "qk", scores_addr=scores, q_addr=qa + hh * d,
-                            k_addr=ka + (h // share - kv0) * d + k0 * kvg * d, lq=tq, lk=n, d=d,
+                            k_addr=k_rows[0], lq=tq, lk=n, d=d,
                             q_stride=g * d,
                             k_stride=kvg * d, **masks_of(b, h, r0, tq))
-                    pending.append((r0, tq, hh, scores_to_p(b, h, scores, r0, tq)))
+                    pending.append((r0, tq, hh, scores_to_p(b, h, scores, r0, tq,
+                                                            (qa + hh * d, g * d), k_rows)))
                     if len(pending) == 2:
                         pv(b, h0, g, *pending.pop(0), va)
                 if r0 + tq == lq:  # the group's last tile: every P x V before K / V go
@@ -211,6 +223,8 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
                     lw.free(Buffer.ABUF, qa, ka, va)
                 else:
                     lw.free(Buffer.ABUF, qa)
+    if positions is not None:
+        positions.free()
     # Release order picks the next VBUF regions: each form keeps the order it always had.
     if op.is_masked:
         mask_rows.free()

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from esact_cc.dialects import transformer
-from esact_cc.dialects.gemm_ops import DEFAULT_P_SCALE, INT8_MAX, LinearOp
+from esact_cc.dialects.gemm_ops import DEFAULT_P_SCALE, INT8_MAX, POSITION_TERMS, LinearOp
 from esact_cc.dialects.onnx import WeightOp
 from esact_cc.runtime.errors import CompileError
 from xdsl.context import Context
@@ -164,7 +164,7 @@ class QuantizePass(WeightStorePass):
             else:
                 _rewrite_attention(t, *(symmetric_scale(p) for p in
                                         (observed.q_peak, observed.k_peak, observed.v_peak)),
-                                   probability_scale(observed.probability_peak))
+                                   probability_scale(observed.probability_peak), store)
 
 
     def _input_means(self, op: transformer.LinearOp, observed: LinearRange,
@@ -292,9 +292,17 @@ def probability_scale(peak: float) -> float:
 
 
 def _rewrite_attention(
-    op: transformer.AttentionOp, q_scale: float, k_scale: float, v_scale: float, p_scale: float
+    op: transformer.AttentionOp, q_scale: float, k_scale: float, v_scale: float, p_scale: float,
+    store: WeightStore,
 ) -> None:
-    new = op.with_operands_of(scales=(q_scale, k_scale, v_scale, p_scale))
+    # Disentangled position tables (constants): INT8 per tensor, scaled by their own peak.
+    positions = op.positions()
+    for term in POSITION_TERMS:
+        table = positions[f"{term}_table"]
+        if isinstance(table, SSAValue) and isinstance(table.owner, WeightOp):
+            peak = float(np.abs(store[table.owner.weight_name.data]).max(initial=0.0))
+            positions[f"{term}_scale"] = symmetric_scale(peak)
+    new = op.with_operands_of(scales=(q_scale, k_scale, v_scale, p_scale), positions=positions)
     new.location = op.location
     new.attributes.update(op.attributes)
     new.attributes.pop(CALIBRATION_ATTR)  # consumed: the scales now say it

@@ -126,3 +126,7 @@ isa_spatten_mask.register()
 from . import isa_online_softmax  # noqa: E402  (needs the table above)
 
 isa_online_softmax.register()
+
+from . import isa_disentangled  # noqa: E402  (needs the table above)
+
+isa_disentangled.register()

@@ -16,6 +16,8 @@ FP32 numbers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from xdsl.dialects import func
 from xdsl.ir import Operation
@@ -35,6 +37,7 @@ from esact_cc.quantized_kernels import (
     row_scales,
     softmax_rows,
 )
+from esact_cc.interpreter.interpret_position_scores import PositionTerm, add_int8_position_scores
 from esact_cc.runtime.functional import gelu
 from esact_cc.runtime.layer_norm_rows import layer_norm_rows
 
@@ -125,9 +128,11 @@ def run_attention(
     v_scale: float,
     p_scale: float,
     kv_heads: int | None = None,
+    positions: Sequence[PositionTerm] = (),
 ) -> np.ndarray:
     """INT8 attention on numpy arrays ([B, L, D] FP32 each); query head h reads K / V head
-    h // (num_heads / kv_heads)."""
+    h // (num_heads / kv_heads); `positions`: disentangled terms added after the scores'
+    DEQUANT (`interpret_position_scores.add_int8_position_scores`)."""
     batch, lq, width = q.shape
     lk = k.shape[1]
     kv_heads = kv_heads or num_heads
@@ -146,6 +151,10 @@ def run_attention(
             g = h // group
             scores_int = int_matmul(qi[b, :, h * d:(h + 1) * d], ki[b, :, g * d:(g + 1) * d].T)
             scores = dequantize(scores_int, np.full(lk, s_scale, np.float32), None)
+            if positions:
+                scores = add_int8_position_scores(
+                    scores, h, qi[b, :, h * d:(h + 1) * d], ki[b, :, g * d:(g + 1) * d],
+                    list(positions), scale, q_scale, k_scale)
             if mask4 is None:
                 probs = softmax_rows(scores, 1.0, None, visible)
             else:

@@ -25,6 +25,7 @@ from esact_cc.interpreter import interpret_quantized_ops as quantized_ops
 from esact_cc.dialects import transformer
 from esact_cc.dialects.gemm_ops import ATTENTION_SCALES
 from esact_cc.interpreter.interpret_onnx_ops import run_kernel
+from esact_cc.interpreter.interpret_position_scores import fp32_position_scores, position_terms
 from esact_cc.quantized_kernels import causal_visible
 from esact_cc.interpreter.reference_interpreter import Interpreter, operands_by_name, register
 from esact_cc.runtime.isa_modern_blocks import mul_f32, relu, rms_norm_rows, rope_rows, silu
@@ -49,9 +50,11 @@ def run_attention(
     scale: float,
     causal: bool,
     kv_heads: int | None = None,
+    position: Array | None = None,
 ) -> Array:
     """FP32 transformer.attention on [B, L, D] arrays; heads are contiguous slices of D, query
-    head h reads K / V head h // (num_heads / kv_heads)."""
+    head h reads K / V head h // (num_heads / kv_heads); `position`: the disentangled position
+    scores [B, H, Lq, Lk], added before the scale (`interpret_position_scores`)."""
     batch, lq, width = q.shape
     lk = k.shape[1]
     kv_heads = kv_heads or num_heads
@@ -73,7 +76,10 @@ def run_attention(
     # One (batch, head) at a time: its [Lq, Lk] scores stay in cache through the softmax.
     for b in range(batch):
         for h in range(num_heads):
-            probs = _attention_probabilities(np.matmul(qh[b, h], kh[b, h]) * np.float32(scale),
+            raw = np.matmul(qh[b, h], kh[b, h])
+            if position is not None:
+                raw = raw + position[b, h]
+            probs = _attention_probabilities(raw * np.float32(scale),
                                              None if mask is None else mask[b, h], visible)
             out[b, :, h] = np.matmul(probs, vh[b, h])
     return out.reshape(batch, lq, width_v)
@@ -171,11 +177,13 @@ def _attention(interp: Interpreter, op: Operation, args: list[Array]) -> Array:
     common = {"num_heads": op.heads, "scale": op.scale.value.data,
               "causal": op.causal is not None, "kv_heads": op.key_heads}
     scales = op.int8_scales()
+    terms = position_terms(op, v)
     if scales is None:
-        y = run_attention(v["q"], v["k"], v["v"], mask, **common)
+        y = run_attention(v["q"], v["k"], v["v"], mask, **common,
+                          position=fp32_position_scores(v["q"], v["k"], op.heads, terms))
     else:
         y = quantized_ops.run_attention(v["q"], v["k"], v["v"], mask, **common,
-                                        **dict(zip(ATTENTION_SCALES, scales)))
+                                        **dict(zip(ATTENTION_SCALES, scales)), positions=terms)
     if pruned is not None:
         y = masks.zero_pruned(y, pruned)
     return y if "rows" not in v else masks.take_representative_rows(y, v["rows"])

@@ -25,7 +25,8 @@ from esact_cc import tensor_types
 from esact_cc.dialects import transformer
 from esact_cc.dialects.onnx import WeightOp
 from esact_cc.ir_queries import io_names, main_function
-from esact_cc.interpreter.reference_interpreter import Interpreter
+from esact_cc.interpreter.interpret_position_scores import fp32_position_scores, position_terms
+from esact_cc.interpreter.reference_interpreter import Interpreter, operands_by_name
 from esact_cc.runtime.bounded_read import read_bounded
 from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.cli.input_bindings import (BoundArrays, bound_names, parse_binding,
@@ -126,10 +127,14 @@ def attention_probability_peak(op: transformer.AttentionOp, args: Sequence[np.nd
     if op.causal is not None:
         visible = np.arange(lk)[None, :] <= np.arange(lq)[:, None] + (lk - lq)
     scale = op.scale.value.data
+    terms = position_terms(op, operands_by_name(op, list(args)))
+    position = fp32_position_scores(q, k, heads, terms)
     peak = 0.0
     for b in range(batch):
         for h in range(heads):
             scores = qh[b, h] @ kh[b, h]
+            if position is not None:  # DeBERTa's c2p / p2c, before the scale
+                scores += position[b, h]
             scores *= scale
             if mask is not None:
                 scores += mask[b, h]
