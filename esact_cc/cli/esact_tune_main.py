@@ -2,13 +2,15 @@
 
     esact-tune MODEL.onnx --calibration-data FILE.npz|NAME=FILE.npz[:ARRAY] [--labels-key KEY]
         --budget POINTS -o spls.json [--scored-output NAME] [--ir quantized|transformer]
-        [--samples N] [--uniform-only] [--margin-se K] [--layer-search largest|efficient]
+        [--samples N] [--uniform-only] [--confidence C] [--layer-search largest|efficient]
         [--layer-options threshold[,window]] [--layer-first-reference R] [--layer-steps N]
         [--quiet]
 
 With `--labels-key` the accuracy is the task accuracy (argmax of the output vs the labels);
 without it, the mean cosine of the output to the dense output (embeddings). Both are in points
-(x100) and `--budget` is the accuracy loss allowed on the calibration set. The search and the
+(x100) and `--budget` is the accuracy loss allowed; a setting is accepted when the one-sided
+`--confidence` upper bound of its loss on new inputs (from the calibration inputs' per-input
+losses: esact_cc/tuning/loss_bound.py) is within it, not its calibration loss. The search and the
 config format: esact_cc/tuning/spls_tuning.py, esact_cc/sparsity/spls_options.py. Inputs and
 the output path are checked before the search. Errors: `esact-tune: error: <one line>`, exit 1
 (2: a bad command line), no traceback, no output file (runtime/cli/user_errors.py).
@@ -50,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scored-output", dest="output", metavar="NAME",
                         help="model output that is scored (default: the last output)")
     parser.add_argument("--budget", type=float, default=1.0, metavar="POINTS",
-                        help="accuracy loss allowed on the calibration set, in points "
-                        "(default: %(default)s)")
+                        help="accuracy loss allowed, in points, held to the --confidence "
+                        "upper bound of the calibration loss (default: %(default)s)")
     parser.add_argument("--ir", choices=IR_LEVELS, default="quantized",
                         help="IR the settings are measured on (default: %(default)s, the INT8 "
                         "program; quantized with the calibration data)")
@@ -71,14 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_search_arguments(parser: argparse.ArgumentParser) -> None:
-    """The per-layer search options (shared with bench/spls_tradeoff.py)."""
+    """The search options (shared with bench/spls_tradeoff.py)."""
     from esact_cc.tuning.spls_tuning import LAYER_SEARCHES, SearchOptions
 
     d = SearchOptions()
-    parser.add_argument("--margin-se", type=float, default=d.margin_se, metavar="K",
-                        help="per-layer settings must keep their calibration loss plus K "
-                        "standard errors of it (from the per-input losses) within the budget "
+    parser.add_argument("--confidence", type=float, default=d.confidence, metavar="C",
+                        help="a setting is accepted when the one-sided C upper bound of its "
+                        "accuracy loss (calibration mean + z(C) standard errors; labels: "
+                        "Agresti-Min adjusted, z*100/(n+2) points with no flip in n inputs) is "
+                        "within the budget; 0.5: the calibration mean alone "
                         "(default: %(default)s)")
+    parser.add_argument("--margin-se", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--layer-search", choices=tuple(LAYER_SEARCHES), default=d.layer_search,
                         help="per-layer strategy: 'largest' takes, layer by layer from the "
                         "last, the value that reduces most within budget; 'efficient' takes, "
@@ -98,11 +103,16 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
 
 def search_options(args: argparse.Namespace):
     """`SearchOptions` from the arguments of `add_search_arguments`."""
+    from esact_cc.runtime.errors import CommandLineError
     from esact_cc.tuning.spls_tuning import SearchOptions
 
-    options = SearchOptions(args.margin_se, args.layer_search,
-                            tuple(n.strip() for n in args.layer_options.split(",") if n.strip()),
-                            args.layer_first_reference, args.layer_steps)
+    if args.margin_se is not None:
+        raise CommandLineError("--margin-se was replaced by --confidence (a one-sided bound "
+                               "on the loss, in both search phases; 0.84 is 1 standard error)")
+    options = SearchOptions(
+        confidence=args.confidence, layer_search=args.layer_search,
+        layer_options=tuple(n.strip() for n in args.layer_options.split(",") if n.strip()),
+        layer_first_reference=args.layer_first_reference, layer_steps=args.layer_steps)
     options.validate()
     return options
 
@@ -172,7 +182,8 @@ def run_cli(args: argparse.Namespace) -> None:
     write_text_output(args.output_file, config.to_json())
     best = result.best
     log(f"esact-tune: {'per-layer' if best is result.per_layer else 'uniform'} setting: reduction "
-        f"{best.reduction:.2%} at {best.loss:.3f} points lost on the calibration set "
+        f"{best.reduction:.2%} at {best.loss:.3f} points lost on the calibration set, "
+        f"{best.loss_bound(search.margin_se):.3f} at confidence {search.confidence:g} "
         f"(uniform: {result.uniform.reduction:.2%} at {result.uniform.loss:.3f}) -> "
         f"{args.output_file}")
 

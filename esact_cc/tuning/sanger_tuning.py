@@ -56,6 +56,7 @@ class SangerMeasurement(LossMixin):
     sparsity: float
     """Fraction of visible attention scores removed, over every layer and input."""
     sample_losses: np.ndarray
+    label_metric: bool = False
 
 
 class SangerEvaluator(SchemeEvaluator):
@@ -69,7 +70,7 @@ class SangerEvaluator(SchemeEvaluator):
         kept, visible = sum(k for k, _ in counts), sum(v for _, v in counts)
         return SangerMeasurement(config, float(np.mean(scores)), self.dense_accuracy,
                                  1.0 - kept / visible if visible else 0.0,
-                                 self.dense_scores - scores)
+                                 self.dense_scores - scores, self.labels is not None)
 
     def measure_sanger(self, configs: Sequence[SangerConfig]) -> list[SangerMeasurement]:
         return self.measure(configs)

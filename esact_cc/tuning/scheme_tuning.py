@@ -18,6 +18,7 @@ from esact_cc.interpreter.reference_interpreter import Interpreter
 from esact_cc.ir_queries import main_function
 from esact_cc.sparsity.registry import TuningHook, load_attribute
 from esact_cc.sparsity.spls_options import SplsConfig
+from esact_cc.tuning.loss_bound import loss_se, loss_upper_bound, z_score
 from esact_cc.tuning.spls_measurement import SplsEvaluator
 from esact_cc.weight_store import WeightStore
 
@@ -49,12 +50,13 @@ class CountingInterpreter(Interpreter):
 
 
 class LossMixin:
-    """Loss in points and its bound for a measurement dataclass with `accuracy`,
-    `dense_accuracy`, `sample_losses`, `config` and `sparsity`."""
+    """Loss in points and its bound (loss_bound.py) for a measurement dataclass with
+    `accuracy`, `dense_accuracy`, `sample_losses`, `label_metric`, `config` and `sparsity`."""
 
     accuracy: float
     dense_accuracy: float
     sample_losses: np.ndarray
+    label_metric: bool
     config: SplsConfig
     sparsity: float
 
@@ -62,15 +64,18 @@ class LossMixin:
     def loss(self) -> float:
         return self.dense_accuracy - self.accuracy
 
+    @property
+    def loss_se(self) -> float:
+        return loss_se(self.sample_losses, self.label_metric)
+
     def loss_bound(self, margin_se: float) -> float:
-        n = len(self.sample_losses)
-        se = float(np.std(self.sample_losses, ddof=1) / np.sqrt(n)) if n > 1 else 0.0
-        return self.loss + margin_se * se
+        return loss_upper_bound(self.loss, self.sample_losses, self.label_metric, margin_se)
 
     def as_dict(self) -> dict:
         return {"options": dict(self.config.options),
                 "layers": {str(i): o for i, o in sorted(self.config.layers.items())},
-                "accuracy": self.accuracy, "loss_points": self.loss, "sparsity": self.sparsity}
+                "accuracy": self.accuracy, "loss_points": self.loss,
+                "loss_se_points": self.loss_se, "sparsity": self.sparsity}
 
 
 class SchemeEvaluator(SplsEvaluator):
@@ -180,14 +185,15 @@ def tune_registered_scheme(hook: TuningHook, args, data, log: Callable[[str], No
 
     evaluator = load_attribute(hook.evaluator)(args.model, data, args.output, args.ir)
     result = load_attribute(hook.search)(evaluator, args.budget, not args.uniform_only,
-                                         args.margin_se, log)
+                                         z_score(args.confidence), log)
     best = result.best
     best.config.info = {
         "model": Path(args.model).name, "calibration_data": Path(args.calibration_data).name,
         "calibration_sha256": data.sha256, "samples": len(data.samples),
         "metric": "accuracy" if data.labels is not None else "cosine_to_dense",
         "output": evaluator.output, "ir": args.ir, "budget_points": args.budget,
-        "dense_accuracy": evaluator.dense_accuracy, "chosen": best.as_dict(),
+        "confidence": args.confidence, "dense_accuracy": evaluator.dense_accuracy,
+        "chosen": best.as_dict(),
         "grid": [m.as_dict() for m in result.grid]}
     write_text_output(args.output_file, best.config.to_json())
     log(f"esact-tune: {args.sparsity} {'per-layer' if best is result.per_layer else 'uniform'} "

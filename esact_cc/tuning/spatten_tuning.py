@@ -57,6 +57,7 @@ class SpattenMeasurement(LossMixin):
     """Mean fraction of tokens kept, over layers and inputs."""
     head_fraction: float
     sample_losses: np.ndarray
+    label_metric: bool = False
 
     def as_dict(self) -> dict:
         return {**super().as_dict(), "token_fraction": self.token_fraction,
@@ -77,7 +78,7 @@ class SpattenEvaluator(SchemeEvaluator):
             1.0 - kept / total if total else 0.0,
             float(np.mean([c[2] for c in counts])) if counts else 1.0,
             float(np.mean([c[3] for c in counts])) if counts else 1.0,
-            self.dense_scores - scores)
+            self.dense_scores - scores, self.labels is not None)
 
     def measure_spatten(self, configs: Sequence[SpattenConfig]) -> list[SpattenMeasurement]:
         return self.measure(configs)

@@ -14,7 +14,6 @@ tokens only).
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -37,6 +36,7 @@ from esact_cc.tuning.spls_accounting import (
     find_spls_layers,
     summarize,
 )
+from esact_cc.tuning.loss_bound import loss_se, loss_upper_bound
 from esact_cc.tuning.spls_calibration_inputs import CalibrationData
 from esact_cc.tuning.spls_memo_interpreter import RandomReuse, TuningInterpreter
 from esact_cc.sparsity.spls_options import SplsConfig
@@ -70,6 +70,8 @@ class Measurement:
     control_accuracy: float | None = None
     sample_losses: np.ndarray | None = None
     """Per input: dense points - SPLS points (their mean is `loss`)."""
+    label_metric: bool = False
+    """Points are task accuracy against labels (per-input losses 0 / +-100), not cosine."""
 
     @property
     def loss(self) -> float:
@@ -77,16 +79,13 @@ class Measurement:
 
     @property
     def loss_se(self) -> float:
-        """Standard error of `loss` as an estimate of the loss on new inputs of the same kind:
-        sample std of the per-input losses / sqrt(inputs); 0 without per-input losses."""
-        losses = self.sample_losses
-        if losses is None or len(losses) < 2:
-            return 0.0
-        return float(np.std(losses, ddof=1) / math.sqrt(len(losses)))
+        """Standard error of `loss` as an estimate of the loss on new inputs of the same kind
+        (loss_bound.py: Agresti-Min adjusted for labels, else the sample one)."""
+        return loss_se(self.sample_losses, self.label_metric)
 
     def loss_bound(self, margin_se: float) -> float:
         """The loss the search holds to the budget: mean + `margin_se` standard errors."""
-        return self.loss + margin_se * self.loss_se if margin_se else self.loss
+        return loss_upper_bound(self.loss, self.sample_losses, self.label_metric, margin_se)
 
     @property
     def reduction(self) -> float:
@@ -239,7 +238,7 @@ class SplsEvaluator:
             measurements.append(Measurement(
                 p.config, float(np.mean(scores)), self.dense_accuracy, summarize(works[j]),
                 self._accuracy(control_outputs[j]) if control else None,
-                self.dense_scores - scores))
+                self.dense_scores - scores, self.labels is not None))
         return measurements
 
 
@@ -280,7 +279,8 @@ class PooledEvaluator:
                                       self.dense_accuracy,
                                       summarize(m.work.layers for m in ms), control_accuracy,
                                       np.concatenate([m.sample_losses for m in ms
-                                                      if m.sample_losses is not None])))
+                                                      if m.sample_losses is not None]),
+                                      self.labels is not None))
         return pooled
 
 

@@ -132,8 +132,8 @@ def test_budget_binds_and_zero_budget_loses_nothing(files, small_search):
     inputs = spls_calibration_inputs.model_inputs(files["model"])
     data = spls_calibration_inputs.load_calibration_data(files["calib"], inputs, "labels")
     evaluator = spls_measurement.SplsEvaluator(files["model"], data, ir="transformer")
-    # The largest-reduction search without margin: its best is the best it measured.
-    plain = spls_tuning.SearchOptions(margin_se=0.0, layer_search="largest",
+    # The largest-reduction search on the mean loss: its best is the best it measured.
+    plain = spls_tuning.SearchOptions(confidence=0.5, layer_search="largest",
                                       layer_first_reference=0)
     loose = spls_tuning.tune(evaluator, 100.0, search=plain)
     strict = spls_tuning.tune(evaluator, 0.0, search=plain)

@@ -1,4 +1,4 @@
-"""esact-tune's per-layer search options: the standard-error margin, the `efficient` strategy,
+"""esact-tune's search options: the confidence bound on the loss, the `efficient` strategy,
 per-layer windows, first-reference (uniform crossing and the per-layer floor).
 
 Same tiny 2-layer post-LN classifier and small search tables as test_spls_tuning.py (loaded
@@ -72,8 +72,11 @@ def test_sample_losses_give_the_loss_and_its_standard_error(evaluator):
     assert np.allclose(m.sample_losses, losses)
     assert m.loss == pytest.approx(losses.mean())
     assert m.loss > 0, "threshold 0.3 should cost accuracy: test is vacuous"
-    se = math.sqrt(sum((x - losses.mean()) ** 2 for x in losses) / (len(losses) - 1)
-                   / len(losses))
+    # Labels: the paired comparison's standard error, half a count added to each cell
+    # (Agresti-Min), so a sample without flips still has one.
+    harmful, helpful = int(np.sum(losses > 0)) + 0.5, int(np.sum(losses < 0)) + 0.5
+    n = len(losses) + 2
+    se = 100 * math.sqrt(((harmful + helpful) - (harmful - helpful) ** 2 / n) / n ** 2)
     assert m.loss_se == pytest.approx(se)
     assert m.loss_bound(2.0) == pytest.approx(m.loss + 2 * se)
     assert m.as_dict()["loss_se_points"] == pytest.approx(se)
@@ -84,21 +87,22 @@ def _fits(m: Measurement, budget: float, margin: float) -> bool:
 
 
 @pytest.mark.parametrize("layer_search", ["largest", "efficient"])
-def test_margin_holds_per_layer_settings_to_mean_plus_k_se(evaluator, monkeypatch, layer_search):
+def test_confidence_holds_every_setting_to_its_bound(evaluator, monkeypatch, layer_search):
     _patch(monkeypatch)
-    budget, margin = 20.0, 1.0
-    result = spls_tuning.tune(evaluator, budget, search=SearchOptions(
-        margin_se=margin, layer_search=layer_search, layer_first_reference=0))
-    per_layer_phase = [m for m in result.history if m.config.layers]
-    assert per_layer_phase, "the per-layer search measured nothing"
-    # The margin binds: some per-layer setting is within budget on its mean loss only.
-    assert any(m.loss <= budget < m.loss + margin * m.loss_se for m in per_layer_phase)
+    budget = 20.0
+    options = SearchOptions(confidence=0.8, layer_search=layer_search, layer_first_reference=0)
+    margin = options.margin_se
+    assert margin == pytest.approx(0.8416, abs=1e-4)
+    result = spls_tuning.tune(evaluator, budget, search=options)
+    # The bound binds: some setting is within budget on its mean loss only.
+    assert any(m.loss <= budget < m.loss + margin * m.loss_se for m in result.history)
+    assert _fits(result.uniform, budget, margin)
     if result.per_layer is not None:
         assert _fits(result.per_layer, budget, margin)
         assert result.per_layer.config.layers
-    # Without the margin the same search may go further, never less far.
+    # On the mean alone the same search may go further, never less far.
     plain = spls_tuning.tune(evaluator, budget, search=SearchOptions(
-        margin_se=0.0, layer_search=layer_search, layer_first_reference=0))
+        confidence=0.5, layer_search=layer_search, layer_first_reference=0))
     assert plain.best.reduction >= result.best.reduction
     assert plain.best.loss <= budget + 1e-9
 
@@ -111,7 +115,7 @@ def test_efficient_search_takes_the_best_priced_move(evaluator, monkeypatch, ste
     _patch(monkeypatch)
     budget = 30.0
     result = spls_tuning.tune(evaluator, budget, search=SearchOptions(
-        margin_se=0.0, layer_search="efficient", layer_first_reference=0, layer_steps=steps))
+        confidence=0.5, layer_search="efficient", layer_first_reference=0, layer_steps=steps))
     steps = steps or None
     chosen = result.per_layer or result.uniform
     assert chosen.loss <= budget + 1e-9
@@ -162,13 +166,14 @@ def test_esact_tune_writes_the_search_options(tmp_path, evaluator, monkeypatch):
     out = tmp_path / "spls.json"
     assert esact_tune_main.main([evaluator.model, "--calibration-data", str(calib),
                                  "--labels-key", "labels", "--ir", "transformer", "--budget",
-                                 "20", "--margin-se", "1.5", "--layer-search", "efficient",
+                                 "20", "--confidence", "0.8", "--layer-search", "efficient",
                                  "--layer-options", "threshold,window",
                                  "--layer-first-reference", "1", "--layer-steps", "2",
                                  "-o", str(out),
                                  "--quiet"]) == 0
     info = json.loads(out.read_text())["info"]
-    assert info["per_layer_margin_se"] == 1.5
+    assert info["confidence"] == 0.8
+    assert info["margin_se"] == pytest.approx(0.8416, abs=1e-4)
     assert info["layer_search"] == "efficient"
     assert info["layer_options"] == ["threshold", "window"]
     assert info["layer_first_reference"] == 1
@@ -176,12 +181,14 @@ def test_esact_tune_writes_the_search_options(tmp_path, evaluator, monkeypatch):
     assert info["chosen"] in ("uniform", "per_layer")
     if info["per_layer"] is not None:
         p = info["per_layer"]
-        assert p["loss_points"] + 1.5 * p["loss_se_points"] <= 20 + 1e-9
+        assert p["loss_points"] + info["margin_se"] * p["loss_se_points"] <= 20 + 1e-9
 
 
 @pytest.mark.parametrize("extra, fragment", [
-    (["--margin-se", "-1"], "margin must be"),
-    (["--margin-se", "inf"], "margin must be"),
+    (["--confidence", "0.3"], "--confidence must be in [0.5, 1)"),
+    (["--confidence", "1"], "--confidence must be in [0.5, 1)"),
+    (["--confidence", "nan"], "--confidence must be in [0.5, 1)"),
+    (["--margin-se", "1"], "--margin-se was replaced by --confidence"),
     (["--layer-search", "nosuch"], "invalid choice"),
     (["--layer-options", "k-ratio"], "unknown per-layer option 'k-ratio'"),
     (["--layer-options", ","], "per-layer options must be"),
@@ -199,8 +206,8 @@ def test_search_option_errors_are_one_line(tmp_path, extra, fragment, capsys):
     if lines and lines[0].startswith("usage: "):
         assert code == 2
         lines = lines[-1:]
-    else:
-        assert code == 1
+    else:  # a command line the parser took but the tool refuses (CommandLineError) is 2 too
+        assert code == (2 if extra[0] == "--margin-se" else 1)
     assert len(lines) == 1 and lines[0].startswith("esact-tune: error: "), lines
     assert fragment in lines[0], lines[0]
     assert not out.exists()
