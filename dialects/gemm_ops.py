@@ -31,7 +31,7 @@ Masks (values; semantics in `esact_cc.interpreter.interpret_spls_ops`):
 `kv_heads` (attention, default `heads`): grouped / multi-query attention; K and V have
 kv_heads heads, query head h reads K/V head h // (heads / kv_heads).
 
-Disentangled position scores (attention; DeBERTa, docs/design.md section 3.4): with
+Disentangled position scores (attention; DeBERTa, docs/design.md section 3.3): with
 `c2p_table(%t) c2p_index(%i)`, scores gain C_h[i, j] = Q_h[i] . t[h, i_[i, j]] (content to
 position), with `p2c_table(%t) p2c_index(%i)` P_h[i, j] = K_h[j] . t[h, i_[i, j]] (position to
 content), both before the scale: softmax(scale * (Q_h K_h^T + C_h + P_h) + mask). Tables are

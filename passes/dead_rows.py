@@ -71,8 +71,8 @@ def _token_operands(op: Operation) -> list[int]:
 def _query_rows_free(op: transformer.AttentionOp, rows: Rows, length: int) -> bool:
     """Whether the attention can compute only query `rows`: unmasked by a scheme, an additive
     mask without a query axis, and for causal attention a suffix of the rows (its rule puts
-    the Lq queries last)."""
-    if op.is_masked:
+    the Lq queries last). Position terms (DeBERTa) index by query row: every row."""
+    if op.is_masked or op.has_positions:
         return False
     if op.mask is not None:
         dims = op.mask.type.get_shape()  # type: ignore[attr-defined]

@@ -1,5 +1,5 @@
 """DeBERTa's disentangled attention in the attention lift (`lift_attention.py`): the position
-terms added to the scores become the attention op's c2p / p2c operands (docs/design.md 3.4).
+terms added to the scores become the attention op's c2p / p2c operands (docs/design.md 3.3).
 
 Recognised, as the additive term of the scores Q K^T (an Add tree whose leaves are):
 

@@ -1,5 +1,5 @@
 """Instruction selection of an attention's disentangled position scores (DeBERTa's c2p / p2c,
-docs/design.md section 3.4), called by `lower_attention.py` for each head and query tile
+docs/design.md section 3.3), called by `lower_attention.py` for each head and query tile
 between the scores' DEQUANT and the softmax.
 
 Per term: LOAD the head's INT8 position table [P, d] into ABUF, ATTN_QK of the tile's INT8 Q

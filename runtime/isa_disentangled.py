@@ -1,5 +1,5 @@
 """GATHER_ADD: the SFU instruction that adds DeBERTa's disentangled position scores to a tile
-of attention scores (docs/design.md section 3.4), with its functional kernel and cost.
+of attention scores (docs/design.md section 3.3), with its functional kernel and cost.
 
 A disentangled attention's content-to-position term of query i and key j is
 (Q_h PK_h^T)[i, c2p_index[i, j]]: a GEMM of the query rows against a constant position table

@@ -109,9 +109,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: np.ndarra
 def _attention(op: Operation, args: list[Value]) -> list[Value]:
     v = operands_by_name(op, args)
     attrs: Any = op
-    if "tokens" in v or "head_mask" in v or attrs.int8_scales() is not None:
-        raise CompileError(f"fine-tuning: {op.name} with token/head pruning or INT8 scales has "
-                           "no torch form (fp32 SPLS only)")
+    if "tokens" in v or "head_mask" in v or attrs.int8_scales() is not None or attrs.has_positions:
+        raise CompileError(f"fine-tuning: {op.name} with token/head pruning, INT8 scales or "
+                           "disentangled position terms (DeBERTa) has no torch form (fp32 SPLS "
+                           "only)")
     mask = None if v.get("mask") is None else np.asarray(v["mask"], np.float32)
     if "spa" in v:
         mask = masks.spa_additive_mask(mask, np.asarray(v["spa"]), v["q"].shape[0])

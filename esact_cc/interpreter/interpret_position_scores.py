@@ -1,5 +1,5 @@
 """Disentangled position scores of `transformer.attention` (DeBERTa's c2p / p2c terms; the op's
-operands in dialects/gemm_ops.py, the design in docs/design.md section 3.4).
+operands in dialects/gemm_ops.py, the design in docs/design.md section 3.3).
 
 FP32: C_h[i, j] = Q_h[i] . c2p_table[h, c2p_index[i, j]] and P_h[i, j] = K_h[j] .
 p2c_table[h, p2c_index[i, j]], summed and added to Q_h K_h^T before the scale.
