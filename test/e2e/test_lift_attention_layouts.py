@@ -1,7 +1,8 @@
 """Attention written as 3-D batched MatMuls ([B*H, L, d] operands): BLOOM's layer (fused QKV
 interleaved per head, ALiBi added to the 3-D scores, the factored tanh GELU) and DeBERTa's
 (3-D scores and P V, a boolean padding mask) lift to one attention each and interpret like
-onnxruntime; a content-dependent score term (DeBERTa's disentangled c2p) is one near miss.
+onnxruntime; a content-dependent score term that is no disentangled position term (c2p / p2c,
+test_disentangled_attention.py) is one near miss.
 
 Graphs are built with onnx.helper in the shapes the exporters write (checked against exports of
 BloomModel and DebertaV2Model, transformers 5, both exporters).
@@ -176,7 +177,8 @@ def test_content_dependent_score_term_is_one_precise_near_miss(tmp_path, capsys)
     compiled = api.compile(path, stage="transformer", debug_lift=True)
     assert not any(isinstance(op, AttentionOp) for op in compiled.module.walk())
     lines = [line for line in capsys.readouterr().err.splitlines() if "attention at" in line]
+    # A product without the gather by relative position is no disentangled term either.
     assert lines == ["lift-transformer: near miss: attention at 'softmax': the scores add a term "
-                     "computed from activations by c2p (a content-dependent bias such as "
-                     "DeBERTa's disentangled c2p / p2c attention), not a mask: the attention op "
-                     "takes only input-independent or mask-derived additive biases"]
+                     "computed from activations by c2p that is not a disentangled position term "
+                     "(a GatherElements of a MatMul by a constant position table): it passes "
+                     "through onnx.MatMul (c2p)"]
