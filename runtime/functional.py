@@ -28,6 +28,7 @@ from .gelu_erf import gelu_erf_float32
 from .host_segments import HOST_TIME_LIMIT_S
 from .isa_online_softmax import softmax_logits
 from .layer_norm_rows import layer_norm_rows
+from .masked_score_work import charge_kept_scores
 from .isa import (
     BUFFER_DTYPES,
     Buffer,
@@ -522,6 +523,7 @@ def execute(program: Program, inputs: Mapping[str, object], config: HardwareConf
         for i, instr in enumerate(program.instructions):
             work.append(machine.step(i, instr))
             progress(i + 1, total)
+    charge_kept_scores(program.instructions, work)  # a sparse attention unit's score path
     outputs = {d.name: _read_tensor(machine.dram, d.address, d.shape, d.dtype)
                for d in program.outputs}
     return Execution(outputs, work, machine.dram, machine.buffers)
