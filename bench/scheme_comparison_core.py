@@ -41,6 +41,17 @@ from esact_cc.tuning.spls_measurement import SplsEvaluator
 SCHEMES = ("dense", "spls", "sanger", "spatten")
 PAPER_ATTENTION_RATIOS = {"spatten": 2.95, "sanger": 2.26}
 """ESACT's attention-level energy efficiency over SpAtten and Sanger (arXiv 2512.02403)."""
+PAPER_SPARSITY = {
+    "spls": ("all layers' computation", "52.03% removed across 26 benchmarks at < 1% loss "
+             "(ESACT, arXiv 2512.02403, abstract)"),
+    "sanger": ("attention", "0.08-0.27 attention density, 73-92% of the scores removed, on "
+               "BERT at L = 128-512 without accuracy loss, mask-aware fine-tuning (Sanger, "
+               "MICRO 2021, abstract)"),
+    "spatten": ("attention", "cascade token pruning 3.8x and head pruning 1.1x on BERT, i.e. "
+                "about 74% of the attention removed (SpAtten, HPCA 2021, as docs/design.md 9.3 "
+                "gives them; its abstract: 10.0x less DRAM access over 30 benchmarks)"),
+}
+"""Per scheme: what its paper's sparsity counts, and the figure the table compares with."""
 LAYER_COMPONENTS = {"qkv": ("q", "k", "v"), "attention": ("qk", "pv"), "o": ("o",),
                     "ffn": ("ffn1", "ffn2")}
 """Report components (runtime/report.py COMPONENTS) grouped as the table shows them."""

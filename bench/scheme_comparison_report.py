@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from scheme_comparison_core import LAYER_COMPONENTS, SCHEMES
+from scheme_comparison_core import LAYER_COMPONENTS, PAPER_SPARSITY, SCHEMES
 
 COLUMNS = ("scheme", "held-out loss (pts)", "QKV removed", "attention removed", "O removed",
            "FFN removed", "prediction (% dense on-chip)", "cycles (vs dense)",
@@ -106,11 +106,48 @@ same budget and measured on reporting inputs held apart. Columns:
   on the sparsity-stage IR bit for bit on every hardware input, else the largest difference
   (absolute, and relative to the largest output).
 Each model's section gives the command and choices of its run.
+
+The whole table and one trade-off plot per model (`scheme_comparison_<model>.png`) come from
+one command in a fresh clone (`pip install -e '.[test,models]'`; about an hour of one core, the
+digits ViT's full search most of it): `python bench/scheme_comparison.py`
+(`--models` for a subset; `--markdown` rebuilds this file and the plots from the JSONs).
+Masked attention is charged per kept position: the masked ATTN_QK's scores, the SFU steps
+between it and ATTN_PV and P's read (docs/hardware.md "Sparse attention unit").
 """
 
 
+def reached_sparsity(scheme: str, hw: dict[str, Any]) -> float | None:
+    """The fraction of the MAC work a scheme removed, counted as its paper counts it: SPLS
+    over all layers' computation (prediction excluded), Sanger and SpAtten over the attention."""
+    if "error" in hw:
+        return None
+    groups = tuple(LAYER_COMPONENTS) if scheme == "spls" else ("attention",)
+    dense = sum(hw[f"{g}_macs_dense"] for g in groups)
+    executed = sum(hw[f"{g}_macs_executed"] for g in groups)
+    return 1.0 - executed / dense if dense else None
+
+
+def paper_sparsity_section(results: list[dict[str, Any]]) -> str:
+    """Per baseline: the sparsity its paper reports and what each model reaches here under the
+    table's budget (the tuned setting's binary)."""
+    lines = ["## Sparsity reached against each paper's", ""]
+    for scheme, (counted, paper) in PAPER_SPARSITY.items():
+        reached = []
+        for result in results:
+            entry = result["schemes"].get(scheme)
+            value = None if entry is None else reached_sparsity(scheme, entry["hardware"])
+            if value is not None:
+                reached.append(f"{result['model']} {100 * value:.1f}% "
+                               f"({1 / max(1e-9, 1 - value):.2f}x, loss "
+                               f"{entry['reporting']['loss_points']:.2f})")
+        lines.append(f"- {scheme} ({counted} removed): paper {paper}; here "
+                     f"{'; '.join(reached) or 'no run'}.")
+    return "\n".join(lines) + "\n"
+
+
 def markdown(results: list[dict[str, Any]]) -> str:
-    return HEADER + "\n" + "\n".join(model_section(r) for r in results)
+    return (HEADER + "\n" + paper_sparsity_section(results) + "\n"
+            + "\n".join(model_section(r) for r in results))
 
 
 def plot(result: dict[str, Any], path: Path) -> bool:

@@ -25,7 +25,14 @@ from scheme_comparison_core import (  # noqa: E402
     on_inputs,
 )
 from scheme_comparison_models import split  # noqa: E402
-from scheme_comparison_report import COLUMNS, markdown, plot, scheme_row  # noqa: E402
+from scheme_comparison_report import (  # noqa: E402
+    COLUMNS,
+    markdown,
+    paper_sparsity_section,
+    plot,
+    reached_sparsity,
+    scheme_row,
+)
 
 from esact_cc.tuning.spls_measurement import SplsEvaluator  # noqa: E402
 
@@ -110,6 +117,20 @@ def test_table_and_plot_are_written(result, tmp_path):
     png = tmp_path / "tiny.png"
     assert plot(result, png)
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_each_baseline_is_set_beside_its_papers_sparsity(result):
+    section = paper_sparsity_section([result])
+    for scheme in ("spls", "sanger", "spatten"):
+        hw = result["schemes"][scheme]["hardware"]
+        groups = tuple(LAYER_COMPONENTS) if scheme == "spls" else ("attention",)
+        removed = 1 - (sum(hw[f"{g}_macs_executed"] for g in groups)
+                       / sum(hw[f"{g}_macs_dense"] for g in groups))
+        assert reached_sparsity(scheme, hw) == pytest.approx(removed)
+        line = next(x for x in section.splitlines() if x.startswith(f"- {scheme} ("))
+        assert f"tiny {100 * removed:.1f}%" in line
+    assert "52.03%" in section and "73-92%" in section and "3.8x" in section
+    assert reached_sparsity("sanger", {"error": "x"}) is None
 
 
 def test_a_compile_error_fills_the_row_instead_of_dropping_it():
