@@ -180,13 +180,13 @@ def totals(measured: dict[str, Any], program_dense: int, full_dense: int) -> dic
 
 def study(name: str, model: Path, splits: dict, budget: float, bundled: tuple[Any, Any],
           macs: dict[str, int], workdir: Path, binary_inputs: int, run_tune: bool = True,
-          budget_against: str = "bundled") -> dict[str, Any]:
+          budget_against: str = "bundled", confidence: float | None = None) -> dict[str, Any]:
     """esact-tune's search on calib within `budget` points of the BUNDLED model's dense
     accuracy (`bundled`: its calib and test evaluators; `budget_against` "own": of this
-    model's own, as esact-tune does by itself), then the test images: INT8 interpreter (all),
-    binary (some)."""
+    model's own, as esact-tune does by itself; `confidence`: esact-tune's --confidence, None
+    its default), then the test images: INT8 interpreter (all), binary (some)."""
     from esact_cc.tuning.spls_measurement import uniform_config
-    from esact_cc.tuning.spls_tuning import tune
+    from esact_cc.tuning.spls_tuning import SearchOptions, tune
 
     calib, test = evaluators(model, splits)
     own = {"calib": calib.dense_accuracy, "test": test.dense_accuracy}
@@ -215,9 +215,11 @@ def study(name: str, model: Path, splits: dict, budget: float, bundled: tuple[An
     if not run_tune:
         return out
     start = time.time()
-    result = tune(calib, budget, log=log)
+    search = SearchOptions() if confidence is None else SearchOptions(confidence=confidence)
+    result = tune(calib, budget, log=log, search=search)
     best = result.best
     out["tune_seconds"] = time.time() - start
+    out["search"] = search.as_dict()
     out["tuned_calib"] = best.as_dict()
     held_out = test.measure([best.config], control=True)[0]
     out["tuned_test"] = {**held_out.as_dict(),
@@ -253,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="K copies of each fine-tuning image shifted by up to 1 pixel")
     ap.add_argument("--tag", default="", help="suffix of the fine-tuned model's file name")
     ap.add_argument("--budget", type=float, default=1.0)
+    ap.add_argument("--confidence", type=float, default=None,
+                    help="esact-tune's --confidence (default: esact-tune's)")
     ap.add_argument("--budget-against", choices=["bundled", "own"], default="bundled",
                     help="esact-tune's budget: points below the bundled model's dense accuracy, "
                     "or below the studied model's own (esact-tune's definition)")
@@ -282,7 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     tuned = args.workdir / f"digits_vit_finetuned{args.tag}.onnx"
     report: dict[str, Any] = json.loads(args.output.read_text()) if args.output.exists() else {}
     report.update({"splits": {k: len(v[1]) for k, v in splits.items()},
-                   "protocol": args.protocol, "budget_points": args.budget})
+                   "protocol": args.protocol, "budget_points": args.budget,
+                   "command": "python bench/spls_finetune.py " + " ".join(
+                       argv if argv is not None else sys.argv[1:])})
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if "fine-tuned" in models and not args.skip_finetune:
         from esact_cc.finetune.distillation import FinetuneOptions
@@ -306,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         if name not in models:
             continue
         report[name] = study(name, model, splits, args.budget, reference, macs, args.workdir,
-                             args.binary_inputs, not args.skip_tune, args.budget_against)
+                             args.binary_inputs, not args.skip_tune, args.budget_against,
+                             args.confidence)
         args.output.write_text(json.dumps(report, indent=1) + "\n")
     args.output.write_text(json.dumps(report, indent=1) + "\n")
     log(f"-> {args.output}")

@@ -1,7 +1,7 @@
 """How sure esact-tune is that a setting keeps its budget on inputs it has not seen.
 
 A setting is accepted when a one-sided upper confidence bound on its accuracy loss, not the
-loss measured on the calibration inputs, is within the budget (docs/design.md section 6,
+loss measured on the calibration inputs, is within the budget (docs/design.md section 6.2,
 "Calibration"): the observed mean loss plus z standard errors, z the normal quantile of the
 confidence (`--confidence`; 0.5 is the mean alone).
 

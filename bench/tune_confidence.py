@@ -1,0 +1,234 @@
+"""Does a setting esact-tune chooses keep its budget on inputs it never saw? Per `--confidence`.
+
+The bundled digits ViT (INT8 program, ranges from digits_calib.npz as esact-cc is given them).
+Its 360 test images, which it was never trained on, are split into calibration images, on which
+esact-tune's search (esact_cc/tuning/spls_tuning.py, default search options) chooses a setting
+under `--budget`, and held-apart images, on which the chosen setting is then measured. Splits:
+the two halves both ways (bench/spls_tradeoff.py --split-test, --swap-halves), then
+`--random-splits` seeded random ones. Every setting is measured once on all 360 images and
+each split reads its own images' results (same numbers as measuring the subset: per-input
+scores and work do not depend on the other inputs).
+
+Computation removed is counted as esact-tune counts it (SPLS layers, real tokens, prediction
+at 0.1 MAC per HLog product), and over the whole dense program esact-cc builds (dead rows
+eliminated, bench/spls_finetune.py `totals`).
+
+    python bench/tune_confidence.py [--confidences 0.5,0.8,0.9,0.95] [--random-splits 2]
+      -> bench/results/tune_confidence_digits.json (rewritten after every tuned setting)
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # many small GEMMs: threads only contend
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+
+from spls_finetune import program_macs, totals  # noqa: E402
+
+from esact_cc.sparsity.spls_options import SplsConfig  # noqa: E402
+from esact_cc.tuning.spls_accounting import LayerWork, summarize  # noqa: E402
+from esact_cc.tuning.spls_calibration_inputs import (  # noqa: E402
+    load_calibration_data,
+    model_inputs,
+)
+from esact_cc.tuning.spls_measurement import Measurement, SplsEvaluator  # noqa: E402
+from esact_cc.tuning.spls_tuning import SearchOptions, _key, tune  # noqa: E402
+
+MODELS = REPO / "esact_cc" / "models"
+RESULTS = REPO / "bench" / "results"
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class PerInputCache:
+    """Every setting measured once on all of `evaluator`'s inputs; per-input scores and work
+    kept, so any subset of the inputs is measured without running anything again."""
+
+    def __init__(self, evaluator: SplsEvaluator):
+        self.evaluator = evaluator
+        self.results: dict[str, tuple[np.ndarray, list[list[LayerWork]]]] = {}
+
+    def ensure(self, configs: Sequence[SplsConfig]) -> None:
+        todo = list({_key(c): c for c in configs if _key(c) not in self.results}.values())
+        if not todo:
+            return
+        ev = self.evaluator
+        prepared = [ev._prepare(c) for c in todo]
+        outputs: list[list[np.ndarray]] = [[] for _ in todo]
+        works: list[list[list[LayerWork]]] = [[] for _ in todo]
+        for index in range(ev.sample_count):
+            memo: dict[int, list[np.ndarray]] = {}  # shared by the settings on one input
+            for j, p in enumerate(prepared):
+                out, work = ev._run(p, index, memo, None)
+                outputs[j].append(out)
+                works[j].append(work)
+        for j, config in enumerate(todo):
+            self.results[_key(config)] = (ev._scores(outputs[j]), works[j])
+
+    def subset(self, indices: np.ndarray) -> SubsetEvaluator:
+        return SubsetEvaluator(self, indices)
+
+
+class SubsetEvaluator:
+    """The `Evaluator` interface esact-tune's search uses, on some of the cache's inputs."""
+
+    def __init__(self, cache: PerInputCache, indices: np.ndarray):
+        self.cache = cache
+        self.indices = indices
+        ev = cache.evaluator
+        self.labels = ev.labels[indices]
+        self.dense_scores = ev.dense_scores[indices]
+        self.dense_accuracy = float(np.mean(self.dense_scores))
+
+    @property
+    def sample_count(self) -> int:
+        return len(self.indices)
+
+    def reuse_off_gap(self, count: int = 4) -> float:
+        return self.cache.evaluator.reuse_off_gap(count)
+
+    def layer_indices(self, config: SplsConfig) -> list[int]:
+        return self.cache.evaluator.layer_indices(config)
+
+    def measure(self, configs: Sequence[SplsConfig], control: bool = False,
+                seed: int = 0) -> list[Measurement]:
+        if control:
+            raise ValueError("the per-input cache does not run the random-reuse control")
+        self.cache.ensure(configs)
+        out = []
+        for config in configs:
+            scores, works = self.cache.results[_key(config)]
+            mine = scores[self.indices]
+            out.append(Measurement(config, float(np.mean(mine)), self.dense_accuracy,
+                                   summarize(works[i] for i in self.indices), None,
+                                   self.dense_scores - mine, True))
+        return out
+
+
+def splits(count: int, calibration: int, random_splits: int, seed: int
+           ) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, calibration indices, held-apart indices): the halves both ways, then random."""
+    half = count // 2
+    first, second = np.arange(half), np.arange(half, count)
+    out = [("test[:180] -> test[180:]", first, second),
+           ("test[180:] -> test[:180]", second, first)]
+    rng = np.random.default_rng(seed)
+    for r in range(random_splits):
+        order = rng.permutation(count)
+        out.append((f"random {r} (seed {seed})", np.sort(order[:calibration]),
+                    np.sort(order[calibration:])))
+    return out
+
+
+def point(m: Measurement, macs: dict[str, int], margin_se: float) -> dict[str, Any]:
+    n = int(len(m.sample_losses)) if m.sample_losses is not None else 0
+    work = m.work.as_dict()
+    return {"accuracy": m.accuracy, "dense_accuracy": m.dense_accuracy, "loss_points": m.loss,
+            "loss_se_points": m.loss_se, "loss_bound_points": m.loss_bound(margin_se),
+            "harmful_flips": int(np.count_nonzero(m.sample_losses > 0)),
+            "helpful_flips": int(np.count_nonzero(m.sample_losses < 0)), "inputs": n,
+            "reduction_spls_layers": m.reduction,
+            **totals(work | {"inputs": n}, macs["program_dense"], macs["full_dense"])}
+
+
+def summary(runs: list[dict[str, Any]], budget: float) -> dict[str, Any]:
+    by: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        by.setdefault(str(run["confidence"]), []).append(run)
+    out = {}
+    for confidence, group in by.items():
+        held = [r["held_out"] for r in group]
+        out[confidence] = {
+            "splits": len(group),
+            "held_out_within_budget": sum(h["loss_points"] <= budget + 1e-9 for h in held),
+            "held_out_loss_mean": float(np.mean([h["loss_points"] for h in held])),
+            "held_out_loss_max": float(max(h["loss_points"] for h in held)),
+            "calibration_loss_mean": float(np.mean([r["calibration"]["loss_points"]
+                                                    for r in group])),
+            "removed_of_program_mean": float(np.mean([h["vs_dense_program"] for h in held])),
+            "removed_of_full_model_mean": float(np.mean([h["vs_full_dense_model"]
+                                                         for h in held]))}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--budget", type=float, default=1.0)
+    ap.add_argument("--confidences", default="0.5,0.8,0.9,0.95")
+    ap.add_argument("--random-splits", type=int, default=2)
+    ap.add_argument("--calibration", type=int, default=180,
+                    help="calibration images of a random split (the rest are held apart)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--splits-only", type=int, default=0, metavar="N",
+                    help="stop after the first N splits (0: all)")
+    ap.add_argument("-o", "--output", type=Path, default=RESULTS / "tune_confidence_digits.json")
+    args = ap.parse_args(argv)
+    confidences = [float(c) for c in args.confidences.split(",")]
+    for c in confidences:
+        SearchOptions(confidence=c).validate()
+    model = str(MODELS / "digits_vit.onnx")
+    inputs = model_inputs(model)
+    int8 = load_calibration_data(MODELS / "digits_calib.npz", inputs, "labels")
+    test = load_calibration_data(MODELS / "digits_test.npz", inputs, "labels")
+    cache = PerInputCache(SplsEvaluator(model, test, ir="quantized",
+                                        quantize_samples=int8.samples))
+    image = np.load(MODELS / "digits_test.npz")["images"][0]
+    macs = {"program_dense": program_macs(Path(model), image),
+            "full_dense": program_macs(Path(model), image, dead_rows=False)}
+    report: dict[str, Any] = {
+        "model": "digits ViT (bundled), INT8, ranges from digits_calib.npz",
+        "pool": "digits_test.npz (360 images the model was never trained on)",
+        "budget_points": args.budget, "confidences": confidences, "program_macs": macs,
+        "command": "python bench/tune_confidence.py " + " ".join(
+            argv if argv is not None else sys.argv[1:]),
+        "runs": []}
+    chosen = splits(test.labels.shape[0], args.calibration, args.random_splits, args.seed)
+    for name, calib_idx, held_idx in chosen[:args.splits_only or None]:
+        calib, held = cache.subset(calib_idx), cache.subset(held_idx)
+        for confidence in confidences:
+            search = SearchOptions(confidence=confidence)
+            start = time.time()
+            result = tune(calib, args.budget, search=search)
+            best = result.best
+            held_m = held.measure([best.config])[0]
+            run = {"split": name, "calibration_inputs": len(calib_idx),
+                   "held_out_inputs": len(held_idx), "confidence": confidence,
+                   "options": dict(sorted(best.config.options.items())),
+                   "layers": {str(i): o for i, o in sorted(best.config.layers.items())},
+                   "chosen": "per_layer" if best is result.per_layer else "uniform",
+                   "calibration": point(best, macs, search.margin_se),
+                   "held_out": point(held_m, macs, search.margin_se),
+                   "settings_measured": len(result.history),
+                   "settings_cached": len(cache.results),
+                   "seconds": round(time.time() - start, 1)}
+            report["runs"].append(run)
+            report["summary"] = summary(report["runs"], args.budget)
+            args.output.write_text(json.dumps(report, indent=1) + "\n")
+            log(f"{name} confidence {confidence}: {run['chosen']} "
+                f"{run['options']['threshold']} {run['layers']}: calibration loss "
+                f"{run['calibration']['loss_points']:.2f} (bound "
+                f"{run['calibration']['loss_bound_points']:.2f}), held-out loss "
+                f"{run['held_out']['loss_points']:.2f}, removed of program "
+                f"{run['held_out']['vs_dense_program']:.2%} ({run['seconds']} s, "
+                f"{len(cache.results)} settings cached)")
+    log(f"-> {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""bench/tune_confidence.py: a subset of the per-input cache measures exactly what an evaluator
+built on that subset alone measures, and the splits hold calibration and held-out apart."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from esact_cc.tuning.spls_calibration_inputs import (
+    CalibrationData,
+    load_calibration_data,
+    model_inputs,
+)
+from esact_cc.tuning.spls_measurement import SplsEvaluator, uniform_config
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _load(name: str, path: Path):  # noqa: ANN202 - a module loaded by path
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module
+
+
+sys.path.insert(0, str(ROOT / "test" / "unit" / "spls_tuning"))  # the fixtures' own imports
+BENCH = _load("tune_confidence", ROOT / "bench" / "tune_confidence.py")
+FIXTURES = _load("spls_tuning_fixtures", ROOT / "test" / "unit" / "spls_tuning" /
+                 "test_spls_tuning.py")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tune_confidence")
+    model = root / "tiny.onnx"
+    onnx.save(FIXTURES.tiny_classifier(), model)
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    calib = root / "calib.npz"
+    np.savez(calib, **FIXTURES.make_split(session, 12, seed=3))
+    return model, load_calibration_data(calib, model_inputs(model), "labels")
+
+
+def test_a_cache_subset_measures_what_an_evaluator_on_the_subset_does(data):
+    model, full = data
+    cache = BENCH.PerInputCache(SplsEvaluator(model, full, ir="transformer"))
+    indices = np.array([1, 4, 5, 9, 10])
+    configs = [uniform_config(threshold=t) for t in (0.3, 0.9)]
+    got = cache.subset(indices).measure(configs)
+    alone = SplsEvaluator(model, CalibrationData([full.samples[i] for i in indices],
+                                                 full.labels[indices], "subset"),
+                          ir="transformer").measure(configs)
+    assert any(m.loss > 0 for m in alone), "no setting costs accuracy: test is vacuous"
+    for a, b in zip(got, alone):
+        assert a.accuracy == pytest.approx(b.accuracy)
+        assert a.dense_accuracy == pytest.approx(b.dense_accuracy)
+        assert np.array_equal(a.sample_losses, b.sample_losses)
+        assert a.label_metric and b.label_metric
+        assert a.reduction == pytest.approx(b.reduction)
+        assert a.work.as_dict() == b.work.as_dict()
+    # Measured once: a second subset reads the cache.
+    cached = len(cache.results)
+    cache.subset(np.array([0, 2])).measure(configs)
+    assert len(cache.results) == cached == 2
+
+
+def test_splits_keep_calibration_and_held_out_apart():
+    chosen = BENCH.splits(360, 180, 3, seed=0)
+    assert len(chosen) == 5
+    for _, calib, held in chosen:
+        assert len(np.intersect1d(calib, held)) == 0
+        assert sorted(np.concatenate([calib, held]).tolist()) == list(range(360))
+    assert [len(c) for _, c, _ in chosen[2:]] == [180, 180, 180]
+    assert not np.array_equal(chosen[2][1], chosen[3][1])
