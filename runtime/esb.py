@@ -26,6 +26,7 @@ import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,7 +98,7 @@ class DataSegment:
 
     name: str
     address: int
-    data: bytes
+    data: bytes | memoryview  # loaded: a read-only view of the DATA section, not a copy
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,12 @@ class HostSegment:
     onnx: bytes
     inputs: tuple[TensorDesc, ...]
     outputs: tuple[TensorDesc, ...]
+
+    @cached_property
+    def digest(self) -> bytes:
+        """SHA-256 of the model bytes, computed once: the key of the host-model memo and of
+        the onnxruntime session cache (hashing a 92 MB embedding table costs 0.2 s)."""
+        return hashlib.sha256(self.onnx).digest()
 
 
 @dataclass(frozen=True)
@@ -211,7 +218,11 @@ def read_esb(path: str | Path) -> Program:
     """Read and fully validate a .esb file; raises BinaryFormatError/ProgramError.
 
     The header is read first: a file without the magic (e.g. /dev/zero) stops after 64 bytes,
-    and no more than the size the header declares (at most MAX_FILE_BYTES) is ever read."""
+    and no more than the size the header declares (at most MAX_FILE_BYTES) is ever read. A
+    regular file of the declared size is read piece by piece (esb_reader.py: no copies);
+    anything else whole, then parsed by `parse_esb`."""
+    from .esb_reader import read_pieces
+
     path = Path(path)
     with open_user_file(path, "binary") as handle:
         head = read_at_most(handle, HEADER.size, path, "binary")
@@ -222,6 +233,9 @@ def read_esb(path: str | Path) -> Program:
             if total > MAX_FILE_BYTES:
                 raise _fail(f"'{path}': header declares {total} bytes, more than the "
                             f"{MAX_FILE_BYTES >> 30} GiB limit")
+            pieces, head = read_pieces(handle, head, total, path)
+            if pieces is not None:
+                return program_from_sections(*pieces)
             # One byte past the declared size, so a longer file is reported as such.
             head += read_at_most(handle, total + 1 - len(head), path, "binary")
     return parse_esb(head)
@@ -271,10 +285,19 @@ def parse_esb(data: bytes) -> Program:
         expected_offset = offset + size
     if expected_offset != len(body):
         raise _fail("trailing bytes after the last section")
-    instructions = decode_program(bytes(sections["text"]))
-    meta = _parse_meta(bytes(sections["meta"]))
-    program = _program_from_meta(meta, instructions, config_hash.hex(), sections["data"],
-                                 sections["host"])
+    return program_from_sections(config_hash, sections["text"], sections["meta"],
+                                 sections["data"], sections["host"])
+
+
+def program_from_sections(config_hash: bytes, text: bytes | memoryview,
+                          meta: bytes | memoryview, data: bytes | memoryview,
+                          host: bytes | memoryview | Sequence[bytes]) -> Program:
+    """The validated Program of a binary's checksummed sections: its data segments are
+    read-only views of `data`; `host` is the HOST section, or its models one bytes object
+    each (esb_reader.py; onnxruntime takes only bytes, so a section's models are copied)."""
+    instructions = decode_program(bytes(text))
+    program = _program_from_meta(_parse_meta(bytes(meta)), instructions, config_hash.hex(),
+                                 memoryview(data).toreadonly(), host)
     validate_program(program)
     return program
 
@@ -335,7 +358,8 @@ def _tensor_desc(obj: dict[str, Any]) -> TensorDesc:
 
 
 def _program_from_meta(meta: dict[str, Any], instructions: list[Instruction], config_hash: str,
-                       data_blob: memoryview, host_blob: memoryview) -> Program:
+                       data_blob: memoryview, host_blob: bytes | memoryview | Sequence[bytes]
+                       ) -> Program:
     io = []
     for i, raw in enumerate(_list(meta["io"], "META io")):
         obj = _tensor(raw, f"META io[{i}]", {"kind"})
@@ -354,24 +378,27 @@ def _program_from_meta(meta: dict[str, Any], instructions: list[Instruction], co
         if offset != expected or offset + size > len(data_blob):
             raise _fail(f"META data[{i}]: offset {offset} size {size} outside the DATA section")
         expected = offset + size
-        segments.append(DataSegment(name, address, bytes(data_blob[offset:offset + size])))
+        segments.append(DataSegment(name, address, data_blob[offset:offset + size]))
     if expected != len(data_blob):
         raise _fail("DATA section has bytes no segment describes")
     hosts = []
     expected = 0
+    parts = None if isinstance(host_blob, (bytes, memoryview)) else host_blob
+    host_size = len(host_blob) if parts is None else sum(map(len, parts))
     for i, raw in enumerate(_list(meta["host"], "META host")):
         obj = _obj(raw, f"META host[{i}]", {"offset", "size", "inputs", "outputs"})
         offset = _int(obj["offset"], f"META host[{i}].offset")
         size = _int(obj["size"], f"META host[{i}].size")
-        if offset != expected or offset + size > len(host_blob):
+        if offset != expected or offset + size > host_size:
             raise _fail(f"META host[{i}]: offset {offset} size {size} outside the HOST section")
         expected = offset + size
         ins = tuple(_tensor_desc(_tensor(t, f"META host[{i}].inputs[{j}]"))
                     for j, t in enumerate(_list(obj["inputs"], f"META host[{i}].inputs")))
         outs = tuple(_tensor_desc(_tensor(t, f"META host[{i}].outputs[{j}]"))
                      for j, t in enumerate(_list(obj["outputs"], f"META host[{i}].outputs")))
-        hosts.append(HostSegment(bytes(host_blob[offset:offset + size]), ins, outs))
-    if expected != len(host_blob):
+        hosts.append(HostSegment(bytes(host_blob[offset:offset + size]) if parts is None
+                                 else parts[i], ins, outs))
+    if expected != host_size:
         raise _fail("HOST section has bytes no segment describes")
     debug: dict[int, DebugEntry] = {}
     for i, raw in enumerate(_list(meta["debug"], "META debug")):
@@ -513,17 +540,24 @@ def check_tokens(instructions: Sequence[Instruction]) -> None:
 
 def dram_extent(program: Program) -> int:
     """Bytes of DRAM the program can touch: the end of its highest region."""
+    end = _declared_extent(program)
+    for instr in program.instructions:
+        for op in instr.spec.operands:
+            extent = operand_extent(instr, op)
+            if extent is not None and extent[0] is None:
+                end = max(end, extent[2])
+    return end
+
+
+def _declared_extent(program: Program) -> int:
+    """The end of the highest DRAM region the program declares outside its instructions:
+    data segments, inputs and outputs, host segment bindings."""
     end = 0
     for seg in program.data_segments:
         end = max(end, seg.address + len(seg.data))
     for t in (*program.io, *(t for hs in program.host_segments
                              for t in (*hs.inputs, *hs.outputs))):
         end = max(end, t.address + t.nbytes)
-    for instr in program.instructions:
-        for op in instr.spec.operands:
-            extent = operand_extent(instr, op)
-            if extent is not None and extent[0] is None:
-                end = max(end, extent[2])
     return end
 
 
@@ -536,19 +570,21 @@ def check_program_fits(program: Program, config: HardwareConfig,
         raise ConfigError(f"binary was compiled for config {program.config_hash[:12]}..., "
                           f"running under {config.hash[:12]}... ({config.name})")
     sizes: Mapping[Buffer, int] = {b: buffer_elements(config, b) for b in Buffer}
+    extent = _declared_extent(program)  # with every DRAM operand's end below: dram_extent
     for i, instr in enumerate(program.instructions):
         for op in instr.spec.operands:
-            extent = operand_extent(instr, op)
-            if extent is None:
+            operand = operand_extent(instr, op)
+            if operand is None:
                 continue
-            buf, start, end = extent
+            buf, start, end = operand
             limit = config.dram_capacity_bytes if buf is None else sizes[buf]
             if end > limit:
                 where = "DRAM" if buf is None else buf.name
                 raise ProgramError(f"instruction {i} ({instr.opcode_name}): field '{op.addr}' = "
                                    f"{start}: operand [{start}, {end}) exceeds {where} size "
                                    f"{limit}")
-    extent = dram_extent(program)
+            if buf is None:
+                extent = max(extent, end)
     if extent > config.dram_capacity_bytes:
         raise ProgramError(f"program needs {extent} bytes of DRAM, config has "
                            f"{config.dram_capacity_bytes}")

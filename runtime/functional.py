@@ -6,9 +6,9 @@ array sized to the program's extent, allocates the on-chip buffers of the config
 instructions in program order (the reference serialization, see isa.py) and returns the
 outputs and one `isa.Work` record per instruction (for the timing and energy models).
 
-Integer results are exact: INT8 products are summed with float BLAS where every partial sum
-is an exactly representable integer (float32 for K * 128 * 128 <= 2^24, float64 otherwise,
-exact for K < 2^37). SFU operations compute in float64 and round once to float32.
+Integer results are exact: INT8 products are summed with float32 BLAS in K blocks of at most
+1024, where every partial sum is an exactly representable integer (1024 * 128 * 128 = 2^24),
+and the blocks in int64. SFU operations compute in float64 and round once to float32.
 Every failure is a ProgramError (or another EsactError) naming the instruction index.
 """
 
@@ -48,7 +48,7 @@ from .isa import (
 if TYPE_CHECKING:
     from .hw_config import HardwareConfig
 
-# Largest K for which float32 sums of int8 x int8 products are exact: K * 2^14 <= 2^24.
+# Largest K whose float32 sums of int8 x int8 products are exact: K * 2^14 <= 2^24.
 FLOAT32_EXACT_K = 1 << 10
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
@@ -62,10 +62,16 @@ class Execution:
 
 
 def int8_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Exact int64 product of int8 (or small-int) matrices via float BLAS."""
+    """Exact int64 product of int8 matrices via float32 BLAS: K is split into blocks of at
+    most FLOAT32_EXACT_K, each block's sums exact in float32, the blocks summed in int64
+    (about 2x float64 BLAS on BERT's K = 3072 FFN tiles)."""
+    a32, b32 = a.astype(np.float32), b.astype(np.float32)
     k = a.shape[-1]
-    dtype = np.float32 if k <= FLOAT32_EXACT_K else np.float64
-    return np.matmul(a.astype(dtype), b.astype(dtype)).astype(np.int64)
+    product = np.matmul(a32[..., :FLOAT32_EXACT_K], b32[:FLOAT32_EXACT_K]).astype(np.int64)
+    for start in range(FLOAT32_EXACT_K, k, FLOAT32_EXACT_K):
+        end = start + FLOAT32_EXACT_K
+        product += np.matmul(a32[..., start:end], b32[start:end]).astype(np.int64)
+    return product
 
 
 def _wrap_int32(x: np.ndarray) -> np.ndarray:

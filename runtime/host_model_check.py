@@ -24,10 +24,10 @@ def check_host_model(segment: HostSegment, index: int) -> None:
     subset of its outputs (onnxruntime never sees a model that fails this). A model that
     passed before skips to the bindings check (host_model_memo.py)."""
     where = f"host segment {index}"
-    graph_io = remembered_graph_io(segment.onnx)
+    graph_io = remembered_graph_io(segment.onnx, model_digest=segment.digest)
     if graph_io is None:
         graph_io = _check_model(segment.onnx, where)
-        remember_graph_io(segment.onnx, *graph_io)
+        remember_graph_io(segment.onnx, *graph_io, model_digest=segment.digest)
     graph_inputs, graph_outputs = graph_io
     bound_inputs = {t.name for t in segment.inputs}
     if bound_inputs != graph_inputs or len(bound_inputs) != len(segment.inputs):

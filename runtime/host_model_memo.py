@@ -48,17 +48,20 @@ def _checker_identity() -> bytes:
     return f"{toolchain_digest()}\0onnx {version('onnx')}".encode()
 
 
-def _marker(model: bytes, environment: Mapping[str, str]) -> Path:
+def _marker(model: bytes, environment: Mapping[str, str],
+            model_digest: bytes | None) -> Path:
     digest = hashlib.sha256(_checker_identity())
-    digest.update(hashlib.sha256(model).digest())
+    digest.update(model_digest or hashlib.sha256(model).digest())
     return memo_directory(environment) / digest.hexdigest()
 
 
-def remembered_graph_io(model: bytes, environment: Mapping[str, str] = os.environ
+def remembered_graph_io(model: bytes, environment: Mapping[str, str] = os.environ,
+                        *, model_digest: bytes | None = None
                         ) -> tuple[set[str], set[str]] | None:
     """(graph inputs, graph outputs) of a model that passed the check before; None if it was
-    not remembered (or the marker is unreadable: checked again)."""
-    marker = _marker(model, environment)
+    not remembered (or the marker is unreadable: checked again). `model_digest`, the model's
+    SHA-256 when the caller has it (esb.HostSegment.digest), saves hashing the model again."""
+    marker = _marker(model, environment, model_digest)
     if not marker.is_file():  # absent, or a FIFO / device planted there: check in full
         return None
     try:
@@ -72,9 +75,10 @@ def remembered_graph_io(model: bytes, environment: Mapping[str, str] = os.enviro
 
 
 def remember_graph_io(model: bytes, inputs: set[str], outputs: set[str],
-                      environment: Mapping[str, str] = os.environ) -> None:
+                      environment: Mapping[str, str] = os.environ, *,
+                      model_digest: bytes | None = None) -> None:
     """Remember that `model` passed the check, with its graph's input and output names."""
-    marker = _marker(model, environment)
+    marker = _marker(model, environment, model_digest)
     temporary = marker.with_name(f".{marker.name}.{os.getpid()}.tmp")
     try:
         marker.parent.mkdir(parents=True, exist_ok=True)

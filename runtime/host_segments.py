@@ -28,7 +28,7 @@ import numpy as np
 from .errors import ProgramError
 from .esb import HostSegment, TensorDesc
 
-_SESSIONS: dict[str, Any] = {}
+_SESSIONS: dict[bytes, Any] = {}
 _MAX_CACHED_SESSIONS = 64
 HOST_TIME_LIMIT_S = 60.0
 """Default wall-clock limit of one HOST instruction (ms in every model this project compiles)."""
@@ -39,9 +39,10 @@ def _first_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:300]
 
 
-def host_session(onnx_bytes: bytes) -> Any:
-    """An onnxruntime InferenceSession for the model (cached)."""
-    key = hashlib.sha256(onnx_bytes).hexdigest()
+def host_session(onnx_bytes: bytes, digest: bytes | None = None) -> Any:
+    """An onnxruntime InferenceSession for the model (cached by its SHA-256 `digest`, computed
+    here unless the caller knows it)."""
+    key = digest or hashlib.sha256(onnx_bytes).digest()
     session = _SESSIONS.get(key)
     if session is None:
         import onnxruntime as ort
@@ -125,7 +126,7 @@ def run_host_segment(segment: HostSegment, dram: np.ndarray,
                      time_limit: float = HOST_TIME_LIMIT_S) -> tuple[int, int]:
     """Run the segment on `dram` in place within `time_limit` seconds; returns (bytes read,
     bytes written)."""
-    session = host_session(segment.onnx)
+    session = host_session(segment.onnx, segment.digest)
     graph_inputs = {i.name for i in session.get_inputs()}
     graph_outputs = [o.name for o in session.get_outputs()]
     bound_inputs = {t.name for t in segment.inputs}

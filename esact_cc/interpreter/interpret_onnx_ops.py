@@ -108,8 +108,16 @@ def _erf_chunk(x: Array) -> Array:
     poly += square  # -z^2 - 1.26551223 + t * (...)
     np.exp(poly, out=poly)
     poly *= t  # erfc(|x|)
-    result = np.subtract(poly, 1.0)
-    np.subtract(1.0, poly, out=result, where=x >= 0)
+    # erf = 1 - erfc(|x|) for x >= 0 (and NaN), erfc(|x|) - 1 below: the same bits as
+    # (1 - erfc) times +1 or -1, plus 0.0 (the product's -0.0 when erfc is 1 becomes the +0.0
+    # the subtraction gives). Branch-free: a masked subtraction (ufunc `where=`) on
+    # random-signed activations cost 20 ns per element, 5x all of this.
+    sign = (x < 0).astype(np.float64)
+    sign *= -2.0
+    sign += 1.0
+    result = np.subtract(1.0, poly, out=poly)
+    result *= sign
+    result += 0.0
     return result
 
 

@@ -1,0 +1,56 @@
+"""Faster forms of exact kernels give the bits of the forms they replaced (issue 16):
+the functional model's INT8 GEMM in float32 K blocks, and the calibration interpreter's erf
+without a masked subtraction."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from esact_cc.interpreter.interpret_onnx_ops import ONNX_KERNELS
+from esact_cc.runtime.functional import FLOAT32_EXACT_K, int8_matmul
+
+
+@pytest.mark.parametrize("k", [1, 64, FLOAT32_EXACT_K, FLOAT32_EXACT_K + 1, 3072, 5000])
+def test_int8_matmul_is_the_exact_integer_product(k: int) -> None:
+    rng = np.random.default_rng(k)
+    a = rng.integers(-128, 128, (7, k), dtype=np.int8)
+    b = rng.integers(-128, 128, (k, 5), dtype=np.int8)
+    a[0], b[:, 0] = -128, -128  # the largest partial sums: 2^14 per product, 2^24 per block
+    a[1], b[:, 1] = 127, -128
+    got = int8_matmul(a, b)
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, a.astype(np.int64) @ b.astype(np.int64))
+    assert got[0, 0] == k << 14  # beyond float32's exact integers once k > 1024
+
+
+def _textbook_erf(x: np.ndarray) -> np.ndarray:
+    """The Numerical Recipes erf as the interpreter computed it before (masked subtraction)."""
+    z = np.abs(x, dtype=np.float64)
+    t = 1.0 / (1.0 + z * 0.5)
+    poly = t * 0.17087277
+    for c in (-0.82215223, 1.48851587, -1.13520398, 0.27886807, -0.18628806, 0.09678418,
+              0.37409196, 1.00002368):
+        poly += c
+        poly *= t
+    poly += -(z * z) - 1.26551223
+    erfc = np.exp(poly) * t
+    result = np.subtract(erfc, 1.0)
+    np.subtract(1.0, erfc, out=result, where=x >= 0)
+    return result.astype(x.dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_erf_keeps_the_bits_of_the_masked_form(dtype: type) -> None:
+    rng = np.random.default_rng(0)
+    random_bits = rng.integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    with np.errstate(all="ignore"):  # signalling NaNs among the random bits
+        values = np.concatenate([
+            random_bits, rng.standard_normal(200_000).astype(np.float32) * 3,
+            np.array([0.0, -0.0, np.nan, -np.nan, np.inf, -np.inf, 1e-45, -1e-45, 1e-30, -1e-30],
+                     np.float32)]).astype(dtype)
+        got = ONNX_KERNELS["Erf"]([values], {}, 1)[0]
+        expected = _textbook_erf(values)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got.view(np.uint8), expected.view(np.uint8))
+    assert not np.signbit(got[np.flatnonzero(got == 0)]).any()  # never -0.0, as before
