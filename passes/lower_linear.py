@@ -22,6 +22,7 @@ import numpy as np
 
 from esact_cc.dialects import transformer
 from esact_cc.ir_queries import op_label
+from esact_cc.passes.linear_epilogues import linear_epilogue
 from esact_cc.passes.lower_masked_inputs import (
     done_with,
     fail,
@@ -33,6 +34,7 @@ from esact_cc.passes.lowering_state import (
     HALF,
     MAX_DIM,
     OUT_FRACTION,
+    DeferredRows,
     DramTensor,
     Lowering,
     MaskTiles,
@@ -61,18 +63,20 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
     x8 = lw.int8_tensors.get(op.x) if not token and lw.format_of(op.x) == groups else None
     if x8 is None and op.x in lw.int8_tensors and op.x not in lw.fp32_needed:
         raise CompileError(f"{op_label(op)}: its input was only written in another INT8 format")
-    x = lw.f32_tensor(op.x, "x") if x8 is None else x8
+    # An input left to its consumers (an RMSNorm: `DeferredRows`) is made per row chunk here.
+    deferred = lw.deferred_rows.get(op.x) if token else None
+    x = x8 if x8 is not None else deferred.source if deferred else lw.f32_tensor(op.x, "x")
     w = lw.tensor_of(op.weight)
     if w.dtype != np.int8:
         raise CompileError(f"{op_label(op)}: weight must be int8 (run quantize first)")
     k, n = w.shape
     dequant = _DequantTable.of(lw, op, n)
-    epilogue, out_value = lw.linear_epilogue(op)
     component = lw.component_of(op)
     mask_value = op.rows if op.rows is not None else op.keys
     tiles = None if mask_value is None else mask_tiles(
         lw, op, mask_value, "rows" if op.rows is not None else "keys")
     row_tiles, n_tile = _linear_tiling(lw, op, x, k, n, len(groups), tiles)
+    epilogue, out_value = linear_epilogue(lw, op, n_tile)
     keyed = op.keys is not None
     # A masked row tile is one whole sequence: when its [L, k] input exceeds ABUF, the GEMM
     # accumulates over input chunks (exact int32 sums), each chunk loaded per column tile.
@@ -86,7 +90,7 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
     prefetched: tuple[int, int] | None = load_weights(0, hoist=True)
     for m0, mt in row_tiles:
         a, row_scales, (chunk_source, chunk_preq) = _row_tile_input(
-            lw, x, x8 is not None, token, m0, mt, k, k_tile, groups)
+            lw, x, x8 is not None, token, m0, mt, k, k_tile, groups, deferred)
         for n0 in range(0, n, n_tile):
             nt = min(n_tile, n - n0)
             wt, sv = prefetched if prefetched is not None else load_weights(n0)
@@ -163,29 +167,30 @@ class _DequantTable:
 
 
 def _row_tile_input(lw: Lowering, x: DramTensor, preq: bool, token: bool, m0: int, mt: int,
-                    k: int, k_tile: int, groups: tuple) -> tuple[int, int, tuple[DramTensor, bool]]:
+                    k: int, k_tile: int, groups: tuple, deferred: DeferredRows | None = None
+                    ) -> tuple[int, int, tuple[DramTensor, bool]]:
     """A row tile's ABUF input region, its row scales (-1 without per-token scales) and where
     input-column chunks come from (tensor, already INT8): the whole tile is quantized now
     unless the input is chunked (k_tile < k); chunked per-token rows are quantized whole into
     a DRAM copy first (`_token_copy`)."""
     source, row_scales = (x, preq), -1
     if k_tile < k and token:
-        copy, row_scales = _token_copy(lw, x, m0, mt, k, groups)
+        copy, row_scales = _token_copy(lw, x, m0, mt, k, groups, deferred)
         source = (copy, True)
     a = lw.alloc(Buffer.ABUF, mt * k_tile)
     if k_tile == k:
-        row_scales = _quantize_tile(lw, x, preq, token, m0, mt, k, a, groups)
+        row_scales = _quantize_tile(lw, x, preq, token, m0, mt, k, a, groups, deferred)
     return a, row_scales, source
 
 
 def _quantize_tile(lw: Lowering, x: DramTensor, preq: bool, token: bool, m0: int, mt: int,
-                   k: int, a: int, groups: tuple) -> int:
+                   k: int, a: int, groups: tuple, deferred: DeferredRows | None = None) -> int:
     """Rows [m0, m0 + mt) of the linear's input into ABUF at `a` as INT8: LOADed when `x` is
     already its INT8 copy (`preq`), else QUANT or (per token) QUANT_ROWS. Returns the VBUF
     address of the tile's row scales (per token: one vector of mt per input run), else -1."""
     if token:
         row_scales = lw.alloc(Buffer.VBUF, mt * len(groups))
-        _quantize_tokens(lw, x, m0, mt, k, a, groups, row_scales)
+        _quantize_tokens(lw, x, m0, mt, k, a, groups, row_scales, deferred)
         return row_scales
     if preq:  # produced already quantized the way this linear quantizes it
         lw.load(Buffer.ABUF, a, x.address + m0 * k, mt, k)
@@ -232,7 +237,8 @@ def _quantize_columns(lw: Lowering, x: DramTensor, preq: bool, m0: int, mt: int,
 
 
 def _token_copy(lw: Lowering, x: DramTensor, m0: int, mt: int, k: int,
-                runs: tuple[tuple[int, int, None], ...]) -> tuple[DramTensor, int]:
+                runs: tuple[tuple[int, int, None], ...],
+                deferred: DeferredRows | None = None) -> tuple[DramTensor, int]:
     """Per-token INT8 copy of rows [m0, m0 + mt) of x for input-chunked GEMMs: a row's scale
     needs all k inputs, so whole rows are QUANT_ROWSed in staging chunks and STOREd to a DRAM
     scratch copy (the chunks are LOADed from it); the row scales stay in VBUF for the DEQUANT.
@@ -243,7 +249,7 @@ def _token_copy(lw: Lowering, x: DramTensor, m0: int, mt: int, k: int,
     staging = lw.alloc(Buffer.ABUF, chunk * k)
     for r in range(0, mt, chunk):
         rows = min(chunk, mt - r)
-        _quantize_tokens(lw, x, m0 + r, rows, k, staging, runs, row_scales + r)
+        _quantize_tokens(lw, x, m0 + r, rows, k, staging, runs, row_scales + r, deferred)
         lw.store_(Buffer.ABUF, staging, copy.address + (m0 + r) * k, rows, k)
     lw.free(Buffer.ABUF, staging)
     return copy, row_scales
@@ -259,20 +265,30 @@ def _token_runs(lw: Lowering, op: transformer.LinearOp) -> tuple[tuple[int, int,
 
 
 def _quantize_tokens(lw: Lowering, x: DramTensor, m0: int, mt: int, k: int, a: int,
-                     runs: tuple[tuple[int, int, None], ...], row_scales: int) -> None:
+                     runs: tuple[tuple[int, int, None], ...], row_scales: int,
+                     deferred: DeferredRows | None = None) -> None:
     """LOAD FP32 rows [m0, m0 + mt) of x in chunks and QUANT_ROWS each input run into ABUF at
-    `a` (packed rows of k), its per-row scales to `row_scales` + run * mt + row."""
+    `a` (packed rows of k), its per-row scales to `row_scales` + run * mt + row; `deferred`:
+    x is that op's input, applied to each chunk first."""
     chunk = lw.stage_rows(k, mt)
+    table = -1
+    if deferred is not None:
+        table = lw.alloc(Buffer.VBUF, deferred.table.cols)
+        lw.load(Buffer.VBUF, table, deferred.table.address, 1, deferred.table.cols)
     for r in range(0, mt, chunk):
         rows = min(chunk, mt - r)
         v = lw.alloc(Buffer.VBUF, rows * k)
         lw.load(Buffer.VBUF, v, x.address + (m0 + r) * k * F32, rows, k)
+        if deferred is not None:
+            deferred.apply(v, rows, k, table)
         for g, (start, end, _) in enumerate(runs):
             stride = k if end - start < k else 0
             lw.emit("quant_rows", "sfu", dst_addr=a + r * k + start, src_addr=v + start,
                     rows=rows, cols=end - start, src_stride=stride, dst_stride=stride,
                     scale_addr=row_scales + g * mt + r)
         lw.free(Buffer.VBUF, v)
+    if deferred is not None:
+        lw.free(Buffer.VBUF, table)
 
 
 def _input_scales(lw: Lowering, op: transformer.LinearOp) -> list[float]:

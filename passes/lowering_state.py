@@ -51,7 +51,7 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Operation, SSAValue
 
 from esact_cc import tensor_types
-from esact_cc.quantized_kernels import GELU_MODES, input_groups, quant_multiplier
+from esact_cc.quantized_kernels import GELU_MODES, input_groups, quant_multiplier  # noqa: F401 (lower_to_esact)
 from esact_cc.ir_queries import op_label
 from esact_cc.backend.emit_esb import CONFIG_HASH_ATTR
 from esact_cc.backend.sram_allocator import buffer_allocators
@@ -166,6 +166,20 @@ class MaskTiles:
                 if r is not None] + self.vectors
 
 
+@dataclass(frozen=True)
+class DeferredRows:
+    """A row-wise op whose result is never written to DRAM: every consumer (a linear that
+    quantizes its input rows on chip) LOADs the op's input rows and applies the op to them in
+    VBUF before quantizing, so no whole-tensor pass stands between two linears."""
+
+    source: DramTensor
+    """The op's input (the rows consumers LOAD)."""
+    table: DramTensor
+    """A constant row the op reads (RMSNorm's gamma), LOADed into VBUF once per use."""
+    apply: Callable[[int, int, int, int], None]
+    """apply(rows in VBUF, rows, cols, table in VBUF): emit the op in place."""
+
+
 Rule = Callable[["Lowering", Operation], None]
 """An instruction-selection rule: emits the instructions of one op."""
 
@@ -186,6 +200,7 @@ def register_lowering(op_type: type[Operation], rule: Rule) -> None:
 def registered_lowerings() -> Mapping[type[Operation], Rule]:
     """Op type -> its instruction-selection rule, as registered so far (read-only view)."""
     return MappingProxyType(_LOWERINGS)
+
 
 
 
@@ -229,6 +244,8 @@ class Lowering:
         """Layer and role of every op of the function (passes/layer_roles.py)."""
         self.masks: dict[SSAValue, MaskTiles] = {}
         """On-chip masks by the mask value they hold (its users read them there)."""
+        self.deferred_rows: dict[SSAValue, DeferredRows] = {}
+        """Values left to their consumers (`DeferredRows`): they have no DRAM tensor."""
         self.masked_inputs_planned = False
         """Whether the INT8 plan of masked linears' inputs was made (`lower_masked_inputs`)."""
 
@@ -282,6 +299,7 @@ class Lowering:
 
     def tensor_of(self, value: SSAValue) -> DramTensor:
         """The DRAM tensor holding `value` (weights are placed, activations allocated)."""
+        assert value not in self.deferred_rows, "a deferred value is never written to DRAM"
         if value not in self.tensors:
             owner = value.owner
             if isinstance(owner, WeightOp):
@@ -527,39 +545,10 @@ class Lowering:
                           dst_stride=cols if end - start < cols else 0, mult=mult)
             self.free(Buffer.VBUF, v)
 
-    def linear_epilogue(self, op: transformer.LinearOp):
-        """A GELU or residual add consuming the linear's result alone is fused into its tiles."""
-        uses = list(op.result.uses)
-        if len(uses) != 1:
-            return None, op.result
-        user = uses[0].operation
-        if isinstance(user, transformer.GeluOp) and user.parent_block() is op.parent_block():
-            mode = GELU_MODES[user.approximate.data]
-            self.fused.add(user)
-
-            def gelu(o: int, m0: int, mt: int, n0: int, nt: int) -> None:
-                self.emit("gelu", "sfu", dst_addr=o, src_addr=o, rows=mt, cols=nt, mode=mode)
-
-            return gelu, user.result
-        if isinstance(user, transformer.AddOp) and user.parent_block() is op.parent_block():
-            other = user.rhs if user.lhs is op.result else user.lhs
-            if other is op.result or not self._defined_before(other, op):
-                return None, op.result
-            residual = self.f32_tensor(other, "residual")
-            self.fused.add(user)
-
-            def add(o: int, m0: int, mt: int, n0: int, nt: int) -> None:
-                r = self.alloc(Buffer.VBUF, mt * nt)
-                self.load(Buffer.VBUF, r, residual.address + (m0 * residual.cols + n0) * F32, mt, nt,
-                          dram_stride=residual.cols * F32)
-                self.emit("add", "sfu", dst_addr=o, a_addr=o, b_addr=r, rows=mt, cols=nt)
-                self.free(Buffer.VBUF, r)
-
-            return add, user.result
-        return None, op.result
-
     @staticmethod
-    def _defined_before(value: SSAValue, op: Operation) -> bool:
+    def defined_before(value: SSAValue, op: Operation) -> bool:
+        """Whether `value` is a weight, a block argument or the result of an op before `op`
+        in its block (so lowered before it)."""
         owner = value.owner
         if not isinstance(owner, Operation):
             return True  # a block argument
