@@ -23,6 +23,7 @@ import numpy as np
 
 from . import online_softmax, spls_kernels
 from .errors import EsactError, ProgramError
+from .dram_image import allocate_dram_image
 from .esb import Program, check_program_fits
 from .gelu_erf import gelu_erf_float32
 from .host_segments import HOST_TIME_LIMIT_S
@@ -98,11 +99,20 @@ class Machine:
     """DRAM + buffers + one method per instruction (`op_<name>`)."""
 
     def __init__(self, program: Program, config: HardwareConfig, dram_bytes: int,
-                 host_time_limit: float = HOST_TIME_LIMIT_S) -> None:
+                 host_time_limit: float = HOST_TIME_LIMIT_S,
+                 release_host_sessions: bool = False) -> None:
         self.program = program
         self.config = config
         self.host_time_limit = host_time_limit
-        self.dram = _allocate(dram_bytes, np.uint8, "the DRAM image")
+        # The index of each host model's last HOST instruction, when its onnxruntime session
+        # is released there (execute's release_host_sessions).
+        self.last_host_use: dict[bytes, int] = {}
+        if release_host_sessions:
+            segments = program.host_segments
+            for i, instr in enumerate(program.instructions):
+                if instr.opcode_name == "host" and instr["segment"] < len(segments):
+                    self.last_host_use[segments[instr["segment"]].digest] = i
+        self.dram = allocate_dram_image(dram_bytes)
         self.buffers = {b: _allocate(buffer_elements(config, b), BUFFER_DTYPES[b],
                                      f"the {b.name.lower()} buffer") for b in Buffer}
         self.index = 0
@@ -434,13 +444,15 @@ class Machine:
     # -------------------------------------------------------------------- host, control
 
     def op_host(self, f: Mapping[str, int]) -> None:
-        from .host_segments import run_host_segment  # onnxruntime only when needed
+        from .host_segments import release_session, run_host_segment  # onnxruntime if needed
 
         segment = self.program.host_segments[f["segment"]]
         try:
             read, written = run_host_segment(segment, self.dram, self.host_time_limit)
         except ProgramError as exc:
             raise self.fail(f"field 'segment' = {f['segment']}: {exc}") from None
+        if self.last_host_use.get(segment.digest) == self.index:
+            release_session(segment.digest)
         self.work.dram_read_bytes, self.work.dram_write_bytes = read, written
         self.work.host_flops = read + written
 
@@ -499,10 +511,14 @@ def _coerce_input(name: str, value: object, shape: tuple[int, ...], dtype: str) 
 def execute(program: Program, inputs: Mapping[str, object], config: HardwareConfig,
             check_hash: bool = True,
             progress: Callable[[int, int], None] | None = None,
-            host_time_limit: float | None = None) -> Execution:
+            host_time_limit: float | None = None,
+            release_host_sessions: bool = False) -> Execution:
     """Run `program` on `inputs` (name -> array) under `config`; see the module docstring.
     `progress(done, total)`, if given, is called after every instruction (esact-run's bar);
-    `host_time_limit` bounds each HOST instruction (default host_segments.HOST_TIME_LIMIT_S)."""
+    `host_time_limit` bounds each HOST instruction (default host_segments.HOST_TIME_LIMIT_S).
+    `release_host_sessions` drops each host model's onnxruntime session after its last HOST
+    instruction (a process that runs the program once: the session's copy of the model's
+    tensors is not kept through the activations' peak), instead of caching it for later runs."""
     dram_bytes = check_program_fits(program, config, check_hash)
     expected = {d.name for d in program.inputs}
     missing = expected - set(inputs)
@@ -515,7 +531,8 @@ def execute(program: Program, inputs: Mapping[str, object], config: HardwareConf
     arrays = {d.name: _coerce_input(d.name, inputs[d.name], d.shape, d.dtype)
               for d in program.inputs}
     machine = Machine(program, config, dram_bytes,
-                      HOST_TIME_LIMIT_S if host_time_limit is None else host_time_limit)
+                      HOST_TIME_LIMIT_S if host_time_limit is None else host_time_limit,
+                      release_host_sessions)
     for seg in program.data_segments:
         machine.dram[seg.address:seg.address + len(seg.data)] = np.frombuffer(seg.data,
                                                                               np.uint8)

@@ -66,6 +66,12 @@ def host_session(onnx_bytes: bytes, digest: bytes | None = None) -> Any:
     return session
 
 
+def release_session(digest: bytes) -> None:
+    """Forget the cached session of the model with this SHA-256 digest: it holds a copy of
+    the model's tensors (BERT-base's embedding table: 105 MiB) until released."""
+    _SESSIONS.pop(digest, None)
+
+
 def positive_seconds(text: str) -> float:
     """argparse type of a time limit: a finite number of seconds > 0."""
     try:

@@ -76,12 +76,14 @@ def run_program(
     progress: ProgressFn | None = None,
     meta: dict[str, Any] | None = None,
     host_time_limit: float | None = None,
+    release_host_sessions: bool = False,
 ) -> RunResult:
     """Execute, time and report `program` (an esb.Program) on `inputs` under `config`.
 
     Running under a config other than the one the binary was compiled for is a ConfigError
     unless `force_config` (the report then records `forced_config: true`). Each HOST
     instruction may run `host_time_limit` seconds (default host_segments.HOST_TIME_LIMIT_S).
+    `release_host_sessions`: see functional.execute (esact-run, one run per process).
     """
     from .functional import execute
 
@@ -89,7 +91,8 @@ def run_program(
     if mismatch and not force_config:
         raise ConfigError(config_mismatch_message(program.config_hash, config))
     execution = execute(program, inputs, config, check_hash=not force_config, progress=progress,
-                        host_time_limit=host_time_limit)
+                        host_time_limit=host_time_limit,
+                        release_host_sessions=release_host_sessions)
     if progress is not None:
         progress(len(program.instructions), len(program.instructions))
     work = WorkTable.from_records(execution.work)

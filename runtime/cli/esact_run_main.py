@@ -115,9 +115,10 @@ def run(args: argparse.Namespace) -> int:
     check_inputs(program, inputs)
     progress = None if args.quiet else ProgressBar(sys.stderr)
     try:
+        # One run per process: a host model's session is released after its last use.
         result = run_program(program, inputs, config, force_config=args.force_config,
                              progress=progress, meta={"binary": str(args.binary)},
-                             host_time_limit=args.host_time_limit)
+                             host_time_limit=args.host_time_limit, release_host_sessions=True)
     finally:
         if progress is not None:
             progress.finish()
