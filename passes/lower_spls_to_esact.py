@@ -82,6 +82,13 @@ import numpy as np
 from esact_cc.dialects import spls, transformer
 from esact_cc.passes.lower_masked_inputs import MaskRows, fail, plan_masked_inputs
 from esact_cc.passes.spls_projection import WholeProjection, hlog_input
+from esact_cc.passes.spls_block_prediction import (
+    BlockSpill,
+    block_codes,
+    block_rows,
+    emit_block,
+    vbuf_needed,
+)
 from esact_cc.passes.spls_key_codes import HeadKeys, key_codes
 from esact_cc.passes.spls_streamed_projection import StreamedProjection
 from esact_cc.passes.lowering_state import (
@@ -140,6 +147,12 @@ class Chain:
     """Two VBUF slots for a chunk's rows of a per-query mask (ring form), held for the whole
     chain (`lower_prediction`): alternating by head, or by chunk when every head reads the
     same mask block (BERT's [B, 1, L, L]: LOADed once per chunk, not once per head)."""
+    block_vbuf: bool = False
+    """The ring and a chunk's PAM rows fit VBUF only as the block form holds them
+    (passes/spls_block_prediction.py `vbuf_needed`), not in half of VBUF."""
+    block_rows: int = 0
+    """Block form (ring form whose K^ codes do not stay on chip, or `block_vbuf`): rows
+    predicted per block, head by head (passes/spls_block_prediction.py); 0 = chunk form."""
 
     @property
     def batch(self) -> int:
@@ -271,6 +284,9 @@ def _ring_chunk_rows(lw: Lowering, c: Chain) -> int:
     mbuf_rows = (lw.capacity(Buffer.MBUF) - _mask_bytes(c) - (ring if overlap else 0)) // row
     vbuf_rows = ((lw.capacity(Buffer.VBUF) // 2 - (0 if overlap else ring)) // row
                  if c.float_pam else c.length)
+    if vbuf_rows < 1 <= mbuf_rows and not overlap \
+            and vbuf_needed(c, ring) <= lw.capacity(Buffer.VBUF):
+        c.block_vbuf, vbuf_rows = True, 1  # one-row chunks, the ring beside the block form
     fit = min(mbuf_rows, vbuf_rows, c.length)
     if fit < 1:
         raise fail(c.predict, f"the SPLS prediction of {c.length} rows x {c.heads} heads does not "
@@ -289,7 +305,8 @@ def _window_that_fits(lw: Lowering, c: Chain, row: int) -> str:
     if c.sim.pam is None:  # overlap: the SPA ring shares MBUF with the masks
         room = (lw.capacity(Buffer.MBUF) - _mask_bytes(c)) // row
     elif c.float_pam and (lw.capacity(Buffer.MBUF) - _mask_bytes(c)) // row >= 1:
-        room = lw.capacity(Buffer.VBUF) // 2 // row  # cosprob: the FP32 prob ring, half of VBUF
+        # cosprob: the FP32 prob ring beside what the block form holds, a row kept spare
+        room = (lw.capacity(Buffer.VBUF) - vbuf_needed(c, 0)) // row  # for the tiles' gaps
     else:
         return ""
     return f"; window <= {room - 1} fits" if room >= 2 else ""
@@ -301,6 +318,8 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
     c = _find_chain(lw, op)
     lw.fused.update((c.predict, c.topk, c.sim))
     r = c.regions
+    if c.block_vbuf:  # lay the chain's VBUF regions out from address 0: after phase 1 the
+        lw.rings[Buffer.VBUF].cursor = 0  # ring then finds the rest of VBUF in one piece
     if c.streamed:
         projection = StreamedProjection.plan(lw, c)
     else:
@@ -315,15 +334,24 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
     if independent is not None:
         lw.place("interleave", independent, projection_start)
     projection.release(lw, c)
+    if c.ring and (c.block_vbuf or r.get("kc") is None):
+        c.block_rows = block_rows(c, projection)
+        block_codes(lw, c, projection)
     keys = key_codes(lw, c, projection)
     masks = _allocate_masks(lw, c)
-    if c.ring and projection.mask_rows.per_query:
+    spill = BlockSpill.plan(lw, c, masks, projection) if c.block_rows else None
+    if c.ring and projection.mask_rows.per_query and spill is None:
         # Held until the Q linear below is lowered: a region freed after each head's mask
         # rows would be taken by Q's input tiles, which then could not move in front of the
         # chain (hoist_preparation), and Q's chunk GEMMs would wait for the last chunk.
         c.mask_slots = [lw.alloc(Buffer.VBUF, c.chunks[0][1] * c.length) for _ in range(2)]
     chain_start = lw.label()
     for b in range(c.batch):
+        if spill is not None:
+            for r0 in range(0, c.length, c.block_rows):
+                emit_block(lw, c, projection, keys, masks, spill, b, r0,
+                           min(c.block_rows, c.length - r0))
+            continue
         for r0, n in c.chunks:
             _emit_chunk(lw, c, projection, keys, masks, b, r0, n)
     if independent is not None:  # K / V pieces expected after the projection: after the chain
@@ -336,6 +364,8 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
     if generation is not None:
         lw.place("prepare", generation, chain_start)
     lw.free(Buffer.VBUF, *c.mask_slots)
+    if spill is not None:
+        spill.free(lw)
     if r["pam"] is not None:
         lw.free(Buffer.VBUF, r["pam"])
     projection.mask_rows.free()
@@ -364,12 +394,13 @@ def _allocate_masks(lw: Lowering, c: Chain) -> MaskTiles:
                       spa=None, chunks=_gemm_row_tiles(lw, c), x=c.op.x)
     if not c.ring:
         r["spa"] = lw.alloc(Buffer.MBUF, c.spa_size * c.batch)
+    r["ring"] = None  # type: ignore[assignment]
+    if c.ring and c.block_rows:  # the large ring first: the freed staging leaves a gap
+        r["ring"] = _allocate_ring(lw, c)
     if c.float_pam and r["pam"] is None:
         r["pam"] = lw.alloc(Buffer.VBUF, c.chunk_size)
-    r["ring"] = None  # type: ignore[assignment]
-    if c.ring:  # SPA reference rows for overlap, prob rows for cosprob
-        r["ring"] = lw.alloc(Buffer.MBUF if c.sim.pam is None else Buffer.VBUF,
-                             c.ring_slots * c.heads * c.length)
+    if c.ring and not c.block_rows:
+        r["ring"] = _allocate_ring(lw, c)
     values = (c.sim.reuse_map, c.sim.key_mask, c.topk.result)
     masks.users = {u.operation for v in values for u in v.uses if u.operation is not c.sim}
     for value in values:
@@ -379,6 +410,13 @@ def _allocate_masks(lw: Lowering, c: Chain) -> MaskTiles:
     elif c.keep_spa:
         masks.spa = r["spa"]
     return masks
+
+
+def _allocate_ring(lw: Lowering, c: Chain) -> int:
+    """The SIMILARITY reference ring: SPA rows in MBUF for overlap, prob rows in VBUF for
+    cosprob."""
+    return lw.alloc(Buffer.MBUF if c.sim.pam is None else Buffer.VBUF,
+                    c.ring_slots * c.heads * c.length)
 
 
 def _gemm_row_tiles(lw: Lowering, c: Chain) -> list[tuple[int, int]]:
@@ -441,21 +479,29 @@ def _emit_chunk(lw: Lowering, c: Chain, projection: WholeProjection | StreamedPr
             _pam_softmax(lw, c, mask_rows, b, h, pam + block, n, r0)
     if sim.pam is not None and not per_head:  # one SOFTMAX over all heads' rows
         _pam_softmax(lw, c, mask_rows, b, 0, pam, heads * length, 0)
-    ring = {"has_ring": 1, "ring_addr": r["ring"]} if c.ring else {}
-    lw.emit("similarity", PREDICT, map_addr=masks.reuse_map + 2 * length * b,
-            key_mask_addr=masks.key_mask + heads * length * b, spa_addr=spa_at,
-            has_prob=int(pam is not None), prob_addr=pam or 0, heads=heads, length=length,
-            keys=length, window=sim.window.value.data, k=sim.k.value.data,
-            threshold=float(sim.threshold.value.data), mode=SIMILARITY_MODES[sim.mode.data],
-            has_row_mask=1, row_mask_addr=masks.row_mask + length * b,
-            first_reference=(0 if sim.first_reference is None
-                             else sim.first_reference.value.data),
-            first_row=r0, row_count=n, **ring)
+    emit_similarity(lw, c, masks, b, r0, n, spa_at, pam)
     if c.ring and c.keep_spa:  # the sparse attention LOADs its rows back (MaskTiles.spa_dram)
         assert masks.spa_dram is not None
         for h in range(heads):
             lw.store_(Buffer.MBUF, spa_at + h * n * length,
                       masks.spa_dram.address + ((b * heads + h) * length + r0) * length, n, length)
+
+
+def emit_similarity(lw: Lowering, c: Chain, masks: MaskTiles, b: int, r0: int, n: int,
+                    spa_at: int, prob_at: int | None) -> None:
+    """SIMILARITY of rows [r0, r0 + n) of batch element b: SPA rows at `spa_at`, softmax(PAM)
+    (or the FP32 PAM) rows at `prob_at`; the ring form reads its references from the ring."""
+    sim, length, heads = c.sim, c.length, c.heads
+    ring = {"has_ring": 1, "ring_addr": c.regions["ring"]} if c.ring else {}
+    lw.emit("similarity", PREDICT, map_addr=masks.reuse_map + 2 * length * b,
+            key_mask_addr=masks.key_mask + heads * length * b, spa_addr=spa_at,
+            has_prob=int(prob_at is not None), prob_addr=prob_at or 0, heads=heads,
+            length=length, keys=length, window=sim.window.value.data, k=sim.k.value.data,
+            threshold=float(sim.threshold.value.data), mode=SIMILARITY_MODES[sim.mode.data],
+            has_row_mask=1, row_mask_addr=masks.row_mask + length * b,
+            first_reference=(0 if sim.first_reference is None
+                             else sim.first_reference.value.data),
+            first_row=r0, row_count=n, **ring)
 
 
 def _add_chunk_mask(lw: Lowering, c: Chain, mask_rows: MaskRows, b: int, h: int, r0: int,

@@ -126,9 +126,9 @@ class SpilledKeys(_KeyCodes):
         self.resident = None  # the pieces went through the region
 
     def groups(self, lw: Lowering, c: Chain, b: int, r0: int) -> Iterator[HeadGroup]:
-        """The K-head groups of one chunk, each LOADed unless still in the region; odd
-        chunks visit them backwards (the previous chunk's last group comes first)."""
-        chunk = r0 // c.chunks[0][1]
+        """The K-head groups of one chunk (block form: block), each LOADed unless still in
+        the region; odd ones visit them backwards (the previous one's last group first)."""
+        chunk = r0 // (c.block_rows or c.chunks[0][1])
         if b not in self.made:
             self._make(lw, c, b)
         kv, d, g = c.predict.key_heads, c.head_dim, self.heads_per_group

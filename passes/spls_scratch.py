@@ -49,7 +49,7 @@ class PredictScratch:
     SLOT_FRACTION = 4  # a slot takes at most this fraction of a bank
 
     def __init__(self, lw: Lowering, buf: Buffer, size: int):
-        self.lw, self.buf = lw, buf
+        self.lw, self.buf, self.size = lw, buf, size  # size: the largest tile asked for
         allocator = lw.rings[buf]
         bank = getattr(allocator, "bank_size", allocator.capacity)
         banks = allocator.capacity // bank

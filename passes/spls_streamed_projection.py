@@ -54,6 +54,8 @@ class StreamedProjection:
     code_slots: list[tuple[int, int]]
     real: DramTensor
     """[B L, 2N] FP32: the dequantized Q | K rows, read back for their HLog codes."""
+    stage_limit: int = 0
+    """Rows of the staging region when the block form sets it (spls_block_prediction.py)."""
 
     @property
     def per_batch(self) -> int:
@@ -160,7 +162,7 @@ class StreamedProjection:
 
     def stage_rows(self, c: Chain) -> int:
         """Rows of FP32 Q^ / K^ the staging region holds (a tile's or a chunk's)."""
-        return max(self._tile_rows, c.chunks[0][1])
+        return self.stage_limit or max(self._tile_rows, c.chunks[0][1])
 
     def k_rows(self, lw: Lowering, c: Chain, b: int, r0: int, n: int, dst: int) -> None:
         """The K^ codes of rows [r0, r0 + n) of batch element b at ABUF `dst` (row stride Nk;
@@ -182,10 +184,11 @@ class StreamedProjection:
 
     def k_codes(self, lw: Lowering, c: Chain, b: int, r0: int) -> int:
         """Batch element b's K^ codes [L, Nk] in ABUF, made at its first chunk."""
-        if r0 == 0:
-            for tb, t0, n in self.tiles:
-                if tb == b:
-                    self._codes(lw, c, b, t0, n, 1, c.regions["kc"] + t0 * c.k_width)
+        if r0 == 0:  # in pieces of the staging region's rows
+            step = self.stage_rows(c)
+            for p0 in range(0, c.length, step):
+                n = min(step, c.length - p0)
+                self._codes(lw, c, b, p0, n, 1, c.regions["kc"] + p0 * c.k_width)
         return c.regions["kc"]
 
     def q_codes(self, lw: Lowering, c: Chain, b: int, r0: int, n: int) -> int:

@@ -5,9 +5,10 @@
   equals the INT8 interpreter bit for bit.
 - K^ codes of all keys over ABUF (as BERT-base's at 2048 tokens exceed the default ABUF;
   here ABUF refuses them while the prediction places them): they go to a DRAM scratch once
-  per batch element and come back per group of K heads for every chunk; the binary equals the
-  one where they stay on chip (same hardware) bit for bit, with the same reused rows, and the
-  LOADs are as many as the alternating group order implies.
+  per batch element and come back per group of K heads for every block of rows (the block
+  form, passes/spls_block_prediction.py: fewer blocks than chunks); the binary equals the
+  one where they stay on chip (same hardware, chunk form) bit for bit, with the same reused
+  rows, and the LOADs are as many as the alternating group order implies.
 """
 
 from __future__ import annotations
@@ -127,8 +128,12 @@ def test_key_codes_over_abuf_come_back_per_head_group_bit_exact(
     widths = sorted({i.fields["cols"] for i in group_loads})
     assert widths[-1] < HIDDEN and all(w % d == 0 for w in widths)
     groups = -(-HEADS // (widths[-1] // d))
+    # Row pieces predicted per K^ load: blocks (passes/spls_block_prediction.py), each
+    # head's BPU once per block.
+    blocks = len(_bpus(program, 1)) // HEADS
     chunks = sum(1 for i in program.instructions if i.opcode_name == "similarity")
-    assert groups > 1 and len(group_loads) == groups + (chunks - 1) * (groups - 1)
+    assert 1 < blocks < chunks
+    assert groups > 1 and len(group_loads) == groups + (blocks - 1) * (groups - 1)
     assert not any(i.opcode_name == "load" and i.fields["buf"] == Buffer.ABUF
                    and i.fields["rows"] == SEQ and i.fields["dram_addr"] == scratch
                    for i in resident.program().instructions)

@@ -2,12 +2,14 @@
 export writes its padding mask) AND the K^ codes spilled to DRAM (passes/spls_key_codes.py),
 as BERT-base takes both at 512 tokens on the default hardware.
 
-With spilled codes, odd chunks visit the K-head groups backwards, so a chunk's first BPU is not
-head 0's. The chunk's shared mask rows are LOADed once per chunk into one of two slots; they
+With spilled codes the prediction runs in blocks of rows (passes/spls_block_prediction.py:
+once per chunk before it) and odd blocks visit the K-head groups backwards, so a block's
+first BPU is not head 0's. Its shared mask rows are LOADed once per block (per chunk, into
+one of two slots, in the chunk form this test was written for); they
 were LOADed at head 0, so the heads before it ADDed the slot's rows of two chunks back (or a
 slot never written) to their PAM, and TOPK ranked wrong rows: the binary differed from the
 INT8 interpreter (BERT-base 512, attention=topk: max |diff| 0.043; here 0.11). The LOAD now
-comes at the chunk's first head, whichever it is.
+comes at the block's first head, whichever it is.
 """
 
 from __future__ import annotations
@@ -29,16 +31,18 @@ OPTIONS = {"sparsity": "spls",
            "sparsity_option": ["attention=topk", "threshold=0.4", "window=3"]}
 
 
-def _heads_per_chunk(ins: list) -> list[list[int]]:
-    """The query heads of each prediction chunk in BPU order (Q^ operand offset / head dim)."""
-    chunks, addrs = [], []
+def _heads_per_block(ins: list) -> list[list[int]]:
+    """The query heads of each prediction block in BPU order (Q^ operand offset / head dim):
+    with spilled codes the block form (passes/spls_block_prediction.py) predicts a block of
+    rows head by head, then decides its chunks."""
+    blocks, addrs = [], []
     for x in ins:
         if x.opcode_name == "bpu" and x.fields["transpose_b"]:
             addrs.append(x.fields["a_addr"])
-        elif x.opcode_name == "similarity":
-            chunks.append([(a - min(addrs)) // (HIDDEN // HEADS) for a in addrs])
+        elif x.opcode_name == "similarity" and addrs:
+            blocks.append([(a - min(addrs)) // (HIDDEN // HEADS) for a in addrs])
             addrs = []
-    return chunks
+    return blocks
 
 
 def _mask_writer(ins: list, add: int) -> int:
@@ -62,20 +66,20 @@ def test_shared_mask_rows_are_loaded_in_every_chunk_with_spilled_key_codes(
     program = compiled.program()
     ins = program.instructions
 
-    chunks = _heads_per_chunk(ins)
-    assert len(chunks) > 2 and all(sorted(c) == list(range(HEADS)) for c in chunks)
-    assert any(c[0] != 0 for c in chunks)  # spilled: some chunks start at a later K group
+    blocks = _heads_per_block(ins)
+    assert len(blocks) > 2 and all(sorted(c) == list(range(HEADS)) for c in blocks)
+    assert any(c[0] != 0 for c in blocks)  # spilled: some blocks start at a later K group
     sims = [i for i, x in enumerate(ins) if x.opcode_name == "similarity"]
     adds = [i for i, x in enumerate(ins) if x.opcode_name == "add"
             and i in program.debug and program.debug[i].component == "predict"]
-    assert len(adds) == HEADS * len(sims)
+    assert len(adds) == HEADS * len(blocks)
     feeding = set()
-    for a in adds:  # every head ADDs mask rows LOADed in its own chunk
+    for a in adds:  # every head ADDs mask rows LOADed in its own block
         writer = _mask_writer(ins, a)
         assert ins[writer].opcode_name == "load"
         assert writer > max((s for s in sims if s < a), default=-1)
         feeding.add(writer)
-    assert len(feeding) == len(sims)  # once per chunk
+    assert len(feeding) == len(blocks)  # once per block
 
     result = compiled.simulate(inputs, hw=str(hw))
     expected = api.compile(model, stage="sparsity", **OPTIONS).run(inputs)
