@@ -60,13 +60,16 @@ reads SPA later: each chunk's SPA rows are STOREd to a DRAM scratch tensor and t
 LOADs each head's rows (`MaskTiles.spa_dram`); that traffic is charged as any LOAD / STORE.
 The chunk is `spls-chunk-rows` (default the MAC rows) capped by what fits (`_ring_chunk_rows`;
 an explicit value that does not fit is an error). Sequences whose SPA fits keep the whole-row
-program.
+program. Where the K^ codes of every key do not stay on chip, or the cosprob ring and a chunk
+row exceed half of VBUF (BERT-base at 2048 tokens: window 8), the block form
+(passes/spls_block_prediction.py) predicts blocks of rows head by head, spills their SPA /
+prob rows to DRAM and decides one chunk at a time from them LOADed back.
 
 Grouped-query attention: K^ has the K heads' columns only (Nk = kv_heads x head_dim) and query
 head h's BPU reads K^ head h // group. Phase 2 reads the K^ codes of every key once per chunk:
 from ABUF, or, when they do not fit there (BERT-base at 2048 tokens), LOADed back per group of
 K heads from a DRAM scratch written once per batch element (`passes/spls_key_codes.py`;
-L x Nk bytes per chunk, charged as any LOAD).
+L x Nk bytes per chunk, or per block in the block form, charged as any LOAD).
 
 Limits (CompileError): HLog bits <= 7 (codes in int8 buffers), the L rows of one batch element
 must fit one ABUF tile, one SPA / PAM row of every head must fit beside the ring, a dynamic HLog

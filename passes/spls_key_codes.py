@@ -8,7 +8,8 @@ K head, so K^ is read once per chunk.
 - `SpilledKeys`: the codes of all keys do not fit ABUF (BERT-base at 2048 tokens: 2048 x 768
   codes, ABUF 512 KiB). At the first chunk of a batch element its codes are made in row
   pieces (the projection's HLOG with the tensor's scale: the codes of the resident form) and
-  STOREd to a DRAM scratch [B, L, Nk] INT8; every chunk then LOADs them back one group of K
+  STOREd to a DRAM scratch [B, L, Nk] INT8; every chunk (the block form,
+  passes/spls_block_prediction.py: every block of rows) then LOADs them back one group of K
   heads at a time into an ABUF region sized for the largest group that fits while a quarter
   of ABUF stays free (the masked Q linear lowered beside the chain takes its tiles there).
   Chunks visit the groups in alternating order, so a chunk's first group is the previous
