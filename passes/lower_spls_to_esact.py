@@ -58,7 +58,7 @@ exactly (runtime/spls_kernels.py `local_similarity_ring`). What persists per bat
 the reuse map, row mask and key mask (3L + H L bytes). A sparse attention (attention=topk)
 reads SPA later: each chunk's SPA rows are STOREd to a DRAM scratch tensor and the attention
 LOADs each head's rows (`MaskTiles.spa_dram`); that traffic is charged as any LOAD / STORE.
-The chunk is `spls-chunk-rows` (default the MAC rows) capped by what fits (`_ring_chunk_rows`;
+The chunk is `spls-chunk-rows` (default the MAC rows) capped by what fits (`passes/spls_chain_fit.py`;
 an explicit value that does not fit is an error). Sequences whose SPA fits keep the whole-row
 program. Where the K^ codes of every key do not stay on chip, or the cosprob ring and a chunk
 row exceed half of VBUF (BERT-base at 2048 tokens: window 8), the block form
@@ -85,13 +85,8 @@ import numpy as np
 from esact_cc.dialects import spls, transformer
 from esact_cc.passes.lower_masked_inputs import MaskRows, fail, plan_masked_inputs
 from esact_cc.passes.spls_projection import WholeProjection, hlog_input
-from esact_cc.passes.spls_block_prediction import (
-    BlockSpill,
-    block_codes,
-    block_rows,
-    emit_block,
-    vbuf_needed,
-)
+from esact_cc.passes.spls_block_prediction import BlockSpill, block_codes, block_rows, emit_block
+from esact_cc.passes.spls_chain_fit import chunk_rows, projection_fits, ring_chunk_rows, whole_rows_fit
 from esact_cc.passes.spls_key_codes import HeadKeys, key_codes
 from esact_cc.passes.spls_streamed_projection import StreamedProjection
 from esact_cc.passes.lowering_state import (
@@ -102,7 +97,6 @@ from esact_cc.passes.lowering_state import (
     is_dense_int8_linear,
 )
 from esact_cc.runtime import spls_kernels
-from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.isa import MAX_INT8_HLOG_BITS, Buffer, SimilarityMode
 from xdsl.ir import Operation, SSAValue
 
@@ -143,7 +137,7 @@ class Chain:
     """The projection runs over row tiles (`StreamedProjection`): all rows do not fit."""
     ring: bool = False
     """Long-sequence form: only a chunk's SPA / PAM rows on chip, the SIMILARITY references in
-    a ring (`_ring_chunk_rows`), SPA spilled to DRAM per chunk when an attention reads it."""
+    a ring (`passes/spls_chain_fit.py`), SPA spilled to DRAM per chunk when an attention reads it."""
     regions: dict[str, int] = field(default_factory=dict)
     """On-chip addresses by name (xc, sx, pam, qc, kc, sqk, pam_scale, real, spa)."""
     mask_slots: list[int] = field(default_factory=list)
@@ -245,74 +239,13 @@ def _find_chain(lw: Lowering, op: spls.HLogQuantizeOp) -> Chain:
     length = x.shape[1]
     c = Chain(op, predict, topk, sim, bool(spa_users), x, predict.num_heads.value.data,
                lw.weight_array(predict.wq, "wq").shape[1], [])
-    c.streamed = not _projection_fits(lw, c)
+    c.streamed = not projection_fits(lw, c)
     chunk = chunk_rows(lw, length)
-    c.ring = not _whole_rows_fit(lw, c)
+    c.ring = not whole_rows_fit(lw, c)
     if c.ring:
-        chunk = min(chunk, _ring_chunk_rows(lw, c))
+        chunk = min(chunk, ring_chunk_rows(lw, c))
     c.chunks = [(r0, min(chunk, length - r0)) for r0 in range(0, length, chunk)]
     return c
-
-
-def _projection_fits(lw: Lowering, c: Chain) -> bool:
-    """Whether all rows of X (FP32 in VBUF, HLog codes in ABUF) and the codes of Q^ and K^ fit
-    at once (`WholeProjection`, the form short sequences always had), beside two weight-code
-    slots of the narrowest column tile (ViT-base's 197 rows fill ABUF but for them)."""
-    code_slots = 2 * c.width_in * lw.config.mac_cols
-    return (c.rows * c.width_in <= lw.capacity(Buffer.VBUF)
-            and c.rows * (c.width_in + c.qk_width) + code_slots <= lw.capacity(Buffer.ABUF))
-
-
-def _mask_bytes(c: Chain) -> int:
-    """MBUF bytes of the masks that persist to the layer's masked ops: reuse map (int16), row
-    mask and key mask, per batch element."""
-    return c.batch * (3 + c.heads) * c.length
-
-
-def _whole_rows_fit(lw: Lowering, c: Chain) -> bool:
-    """Whether the SPA of every row (all batch elements) fits MBUF beside the masks, and the
-    FP32 PAM of all heads half of VBUF: then the chain keeps every row on chip (the form short
-    sequences always had)."""
-    return (c.spa_size * c.batch + _mask_bytes(c) <= lw.capacity(Buffer.MBUF)
-            and (not c.float_pam or c.spa_size <= lw.capacity(Buffer.VBUF) // 2))
-
-
-def _ring_chunk_rows(lw: Lowering, c: Chain) -> int:
-    """Rows per chunk in the ring form: the chunk's SPA rows of all heads fit MBUF beside the
-    masks (and the SPA reference ring for overlap), its FP32 PAM rows half of VBUF beside the
-    prob ring (cosprob); an explicit `spls-chunk-rows` that does not fit is an error."""
-    row = c.heads * c.length  # one row of every head
-    ring = c.ring_slots * row
-    overlap = c.sim.pam is None
-    mbuf_rows = (lw.capacity(Buffer.MBUF) - _mask_bytes(c) - (ring if overlap else 0)) // row
-    vbuf_rows = ((lw.capacity(Buffer.VBUF) // 2 - (0 if overlap else ring)) // row
-                 if c.float_pam else c.length)
-    if vbuf_rows < 1 <= mbuf_rows and not overlap \
-            and vbuf_needed(c, ring) <= lw.capacity(Buffer.VBUF):
-        c.block_vbuf, vbuf_rows = True, 1  # one-row chunks, the ring beside the block form
-    fit = min(mbuf_rows, vbuf_rows, c.length)
-    if fit < 1:
-        raise fail(c.predict, f"the SPLS prediction of {c.length} rows x {c.heads} heads does not "
-                   f"fit on chip even one row at a time (MBUF {lw.capacity(Buffer.MBUF)} bytes, "
-                   f"window {c.sim.window.value.data}{_window_that_fits(lw, c, row)})")
-    if lw.spls_chunk_rows and lw.spls_chunk_rows > fit:
-        raise CompileError(f"lower-to-esact: spls-chunk-rows={lw.spls_chunk_rows} does not fit "
-                           f"the on-chip buffers at {c.length} rows x {c.heads} heads (at most "
-                           f"{fit})")
-    return fit
-
-
-def _window_that_fits(lw: Lowering, c: Chain, row: int) -> str:
-    """'; window <= N fits' when a smaller reference ring (one slot per window row) leaves room
-    for one chunk row, else '' (then no window fits: the masks or PAM rows alone do not)."""
-    if c.sim.pam is None:  # overlap: the SPA ring shares MBUF with the masks
-        room = (lw.capacity(Buffer.MBUF) - _mask_bytes(c)) // row
-    elif c.float_pam and (lw.capacity(Buffer.MBUF) - _mask_bytes(c)) // row >= 1:
-        # cosprob: the FP32 prob ring beside what the block form holds, a row kept spare
-        room = (lw.capacity(Buffer.VBUF) - vbuf_needed(c, 0)) // row  # for the tiles' gaps
-    else:
-        return ""
-    return f"; window <= {room - 1} fits" if room >= 2 else ""
 
 
 def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
@@ -528,13 +461,6 @@ def _pam_softmax(lw: Lowering, c: Chain, mask_rows: MaskRows, b: int, h: int, at
              if mask_rows.present and not mask_rows.per_query else {})
     lw.emit("softmax", PREDICT, dst_addr=at, src_addr=at, rows=rows, cols=c.length,
             scale=1.0, causal=int(c.causal), causal_offset=r0 if c.causal else 0, **extra)
-
-
-def chunk_rows(lw: Lowering, length: int) -> int:
-    """Rows per prediction chunk: the `spls-chunk-rows` option of lower-to-esact, or the MAC
-    array's rows when it is not given; 0 = one chunk of all rows."""
-    rows = lw.config.mac_rows if lw.spls_chunk_rows is None else lw.spls_chunk_rows
-    return length if rows <= 0 else min(rows, length)
 
 
 def _independent_projections(sim: spls.LocalSimilarityOp, x: SSAValue) -> list[Operation]:

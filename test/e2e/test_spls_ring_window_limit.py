@@ -1,7 +1,7 @@
 """The SPLS ring form's reference ring (cosprob: window x heads x L FP32 prob rows) that leaves
 no room for one chunk row, not even in the block form (passes/spls_block_prediction.py, which
 takes BERT-base at 2048 tokens with the default window 8): the error names the window that
-fits (`passes/lower_spls_to_esact.py`, `_ring_chunk_rows`), and that window compiles and
+fits (`passes/spls_chain_fit.py`, `ring_chunk_rows`), and that window compiles and
 runs."""
 
 from __future__ import annotations
