@@ -350,7 +350,7 @@ func.func @f(%q: tensor<1x4x8xf32>, %k: tensor<1x4x4xf32>) {
 
 // -----
 func.func @f(%x: tensor<1x4x8xf32>) {
-  %a = "transformer.attention"(%x, %x, %x) <{num_heads = 2 : i64, scale = 5.000000e-01 : f32, q_scale = 1.000000e-01 : f32, operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0, 0>}> : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>) -> tensor<1x4x8xf32>
+  %a = "transformer.attention"(%x, %x, %x) <{num_heads = 2 : i64, scale = 5.000000e-01 : f32, q_scale = 1.000000e-01 : f32, operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0>}> : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>) -> tensor<1x4x8xf32>
   func.return
 }
 
