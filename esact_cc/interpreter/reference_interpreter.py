@@ -118,15 +118,21 @@ class Interpreter:
         return value
 
     def run_block(self, block: Block, args: Sequence[Array]) -> list[Array]:
-        """Run a block's ops; return the values its terminator passes on."""
+        """Run a block's ops; return the values its terminator passes on. A value of the
+        block is dropped from `env` after the last op that reads it (itself or in its
+        regions): only live activations stay in memory (calibrating BERT-base at 512 tokens
+        held every one of a sample's, 400 MB)."""
         for block_arg, value in zip(block.args, args, strict=True):
             self.env[block_arg] = value
-        for op in block.ops:
+        dead_after = _dead_after(block)
+        for index, op in enumerate(block.ops):
             args_of_op = [self.env[operand] for operand in op.operands]
             if op.has_trait(IsTerminator):
                 return args_of_op
             for result, value in zip(op.results, self.run_op(op, args_of_op), strict=True):
                 self.env[result] = value
+            for value in dead_after.get(index, ()):
+                del self.env[value]
         return []
 
     def run_function(self, function: func.FuncOp, inputs: Mapping[str, Array]) -> dict[str, Array]:
@@ -152,6 +158,30 @@ class Interpreter:
             args.append(value)
         outputs = self.run_block(function.body.block, args)
         return dict(zip(io_names(function, results=True), outputs, strict=True))
+
+
+def _dead_after(block: Block) -> dict[int, list[SSAValue]]:
+    """For each op index of `block`, the values defined in the block (its arguments, its ops'
+    results) that no later op reads, nested regions included; the terminator's operands are
+    never dead (run_block returns them)."""
+    last_read: dict[SSAValue, int] = {}
+    ops = list(block.ops)
+    for index, op in enumerate(ops):
+        if op.has_trait(IsTerminator):
+            for operand in op.operands:
+                last_read[operand] = len(ops)
+            continue
+        for nested in op.walk():
+            for operand in nested.operands:
+                last_read[operand] = index
+    dead: dict[int, list[SSAValue]] = {}
+    defined = [(arg, 0) for arg in block.args]
+    defined += [(result, index) for index, op in enumerate(ops) for result in op.results]
+    for value, index in defined:
+        last = last_read.get(value, index)  # never read: dead after its own op
+        if last < len(ops):
+            dead.setdefault(max(last, index), []).append(value)
+    return dead
 
 
 def run_module(module: ModuleOp, inputs: Mapping[str, Array], store: WeightStore) -> dict[str, Array]:
