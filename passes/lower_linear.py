@@ -85,13 +85,18 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
     def load_weights(n0: int, hoist: bool = False) -> tuple[int, int]:
         return lw.load_weight_tile(w, dequant.table, n0, n_tile, hoist)
 
+    def prepare(m0: int, mt: int) -> tuple[int, int, tuple[DramTensor, bool]]:
+        return _row_tile_input(lw, x, x8 is not None, token, m0, mt, k, k_tile, groups, deferred)
+
     # The first weight tile is loaded before the activations: it depends on nothing, so the
     # load queue fetches it while the producer of x is still running.
     prefetched: tuple[int, int] | None = load_weights(0, hoist=True)
-    for m0, mt in row_tiles:
-        a, row_scales, (chunk_source, chunk_preq) = _row_tile_input(
-            lw, x, x8 is not None, token, m0, mt, k, k_tile, groups, deferred)
-        for n0 in range(0, n, n_tile):
+    ready = None
+    for i, (m0, mt) in enumerate(row_tiles):
+        a, row_scales, (chunk_source, chunk_preq) = ready or prepare(m0, mt)
+        ready = None
+        ahead = _ahead_column(lw, tiles, row_tiles, i, k, n, n_tile)
+        for j, n0 in enumerate(range(0, n, n_tile)):
             nt = min(n_tile, n - n0)
             wt, sv = prefetched if prefetched is not None else load_weights(n0)
             prefetched = None
@@ -106,6 +111,8 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
                     _chunked_gemms(lw, op, component, tiles, chunk_source, chunk_preq, groups,
                                    acc=acc, a=a, w=wt, m0=m0, mt=mt, k=k, k_tile=k_tile, n0=n0,
                                    nt=nt, n_tile=n_tile)
+                if g == 0 and j == ahead:  # the next row tile's input, while these GEMMs run
+                    ready = prepare(*row_tiles[i + 1])
                 if g == 0:
                     o = lw.alloc(Buffer.VBUF, mt * nt)
                     dequant.emit(lw, g, o, acc, mt, nt, sv, row_scales)
@@ -129,6 +136,18 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
         lw.free(Buffer.ABUF, a)
     if tiles is not None:
         done_with(lw, op, tiles)
+
+
+def _ahead_column(lw: Lowering, tiles: MaskTiles | None, row_tiles: list[tuple[int, int]],
+                  i: int, k: int, n: int, n_tile: int) -> int:
+    """After the GEMM of which column tile of dense row tile i the input of row tile i + 1 is
+    prepared (LOADed, quantized into its own ABUF region), or -1: then it is prepared when its
+    turn comes and the MAC array waits for it. The second column tile's (the first's when
+    there is one): its weights are queued before the preparation's LOADs and its DEQUANT
+    after the preparation's SFU work, which runs while its GEMM does."""
+    if tiles is not None or i + 1 >= len(row_tiles) or lw.room(Buffer.ABUF) < row_tiles[i + 1][1] * k:
+        return -1
+    return min(1, -(-n // n_tile) - 1)
 
 
 @dataclass(frozen=True)
@@ -314,7 +333,10 @@ def _linear_tiling(lw: Lowering, op: transformer.LinearOp, x: DramTensor, k: int
             acc_cap -= acc_cap // PredictScratch.SLOT_FRACTION
         if k > a_cap or k > w_cap:
             raise CompileError(f"{op_label(op)}: input width {k} exceeds the on-chip buffers")
-        m_tile = round_tile(min(m, a_cap // k, MAX_DIM), m, lw.config.mac_rows)
+        rows = min(m, a_cap // k, MAX_DIM)
+        if rows < m:  # several row tiles: two in flight, the next one's input prepared
+            rows = max(1, min(rows, a_cap // 2 // k))  # during this one's GEMMs
+        m_tile = round_tile(rows, m, lw.config.mac_rows)
         nt_limit = min(w_cap // k, acc_cap // m_tile,
                        v_cap // (2 * m_tile) if group_count > 1 else v_cap // m_tile)
         return ([(m0, min(m_tile, m - m0)) for m0 in range(0, m, m_tile)],
