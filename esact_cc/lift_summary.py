@@ -225,9 +225,13 @@ def summarize_lift(module: ModuleOp) -> LiftSummary:
 
 
 def sparsity_layers(module: ModuleOp) -> tuple[list[int], int]:
-    """(layer indices whose attention carries a sparsity mask, number of attention layers)."""
+    """(layer indices whose attention carries a sparsity mask, or whose output projection
+    does when the attention was left dense (SPLS `dense-prefix=attention`), number of
+    attention layers)."""
     attentions = [op for op in module.walk() if isinstance(op, AttentionOp)]
-    taken = [index for index, op in enumerate(attentions) if op.is_masked]
+    taken = [index for index, op in enumerate(attentions) if op.is_masked or any(
+        isinstance(use.operation, LinearOp) and use.operation.is_masked
+        for use in op.result.uses)]
     return taken, len(attentions)
 
 

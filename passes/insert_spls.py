@@ -65,6 +65,13 @@ from esact_cc.passes.weight_store_pass import WeightStorePass
 from esact_cc.weight_store import WeightStore
 
 ATTENTION_MODES = ("dense", "topk")
+DENSE_PREFIXES = ("none", "q", "attention")
+"""`dense-prefix`: the layer's ops computed for every row, so they need no decision and the
+MAC array runs them beside the prediction's projection, where it would otherwise idle: none;
+q (the Q linear); attention (Q and the attention; `attention=dense` only). Exact: the masked
+ops after them read only computed rows of what they produce (a reused row takes its
+representative's output projection row), so the outputs equal those of `none`; only the
+prefix's saving on reused rows is forgone."""
 PAM_SCALES = ("one", "attention")
 LINEAR_OPS = (transformer.LinearOp,)
 ATTENTION_OPS = (transformer.AttentionOp,)
@@ -101,12 +108,16 @@ class LayerOptions:
     attention: str = option("dense", choices=ATTENTION_MODES)
     pam_scale: str = option("one", choices=PAM_SCALES)
     first_reference: int = option(0, low=0, high=WINDOW_MAX)
+    dense_prefix: str = option("none", choices=DENSE_PREFIXES)
 
     def __post_init__(self) -> None:
         self.validate("")
 
     def validate(self, where: str) -> None:
         typed_options.validate(self, f"insert-spls{where}")
+        if self.dense_prefix == "attention" and self.attention != "dense":
+            raise CompileError(f"insert-spls{where}: dense-prefix=attention needs "
+                               "attention=dense (a top-k attention reads the prediction's SPA)")
 
 
 def parse_layer_overrides(text: str, base: LayerOptions) -> dict[int, LayerOptions]:
@@ -412,7 +423,8 @@ def _mask_layer(layer: _Layer, options: LayerOptions, reuse: SSAValue, keys: SSA
     heads = att.num_heads.value.data  # type: ignore[attr-defined]
     # A linear left dense stays exact: what a reused row reads downstream is its
     # representative's value either way, so it only forgoes that linear's saving.
-    for linear in (layer.q, layer.out, layer.ffn_up, layer.ffn_gate, layer.ffn_down):
+    q = layer.q if options.dense_prefix == "none" else None
+    for linear in (q, layer.out, layer.ffn_up, layer.ffn_gate, layer.ffn_down):
         if linear is not None and not _has_input_groups(linear):
             _replace(linear, _row_masked_linear(linear, reuse))
     if options.attention == "topk" and group > 1:
@@ -422,7 +434,8 @@ def _mask_layer(layer: _Layer, options: LayerOptions, reuse: SSAValue, keys: SSA
         for linear in (layer.k, layer.v):
             if not _has_input_groups(linear):
                 _replace(linear, _key_masked_linear(linear, keys, heads))
-    _replace(att, _masked_attention(att, reuse, spa if options.attention == "topk" else None))
+    if options.dense_prefix != "attention":
+        _replace(att, _masked_attention(att, reuse, spa if options.attention == "topk" else None))
 
 
 def _hoist_independent(value: SSAValue, first: Operation) -> None:

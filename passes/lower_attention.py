@@ -364,7 +364,10 @@ def _attention_tiling(lw: Lowering, op: transformer.AttentionOp, lq: int, lk: in
         tq = min(tq, round_tile(max(lw.config.mac_rows, lq // CAUSAL_TILES), lq,
                                 lw.config.mac_rows))
     per_head = ((1 if tq == lq else 2) * tq + lk) * d + lk * dv  # Q tiles, K, V
-    group = max(1, min(op.heads, abuf // HALF // per_head))
+    budget = abuf // HALF
+    if lw.group is not None:  # lowered beside an SPLS projection: the ABUF it leaves
+        budget = min(budget, lw.room(Buffer.ABUF) // HALF)
+    group = max(1, min(op.heads, budget // per_head))
     if rows is not None and tq < lq:
         whole = vbuf // (lq * dv)
         if whole < 1 and lq * dv <= lw.capacity(Buffer.VBUF) // HALF and 2 * lk <= vbuf:

@@ -34,8 +34,11 @@ operands, so what overlaps what follows from where the consumers' tiles and inst
   that fits the MAC rows (`_gemm_row_tiles`), placed after the chain: GEMM c waits only for
   the SIMILARITY of its last chunk, so the MAC
   array computes chunk c's Q rows while the BPU predicts chunk c + 1.
-- The attention, O and FFN need all rows (K / V of every key, then the attention output) and
-  follow as before.
+- `dense-prefix` (insert-spls) leaves Q, or Q and the attention, dense: they are lowered with
+  K / V beside phase 1, and with the attention there the O linear, its residual ADD and the
+  norm after it run per group of chunks inside phase 2 (`passes/spls_output_groups.py`).
+  Otherwise the attention, O and FFN need all rows (K / V of every key, then the attention
+  output) and follow the chain.
 
 Masked ops (`passes/lower_linear.py`, `passes/lower_attention.py`): a reused row's own residual stream gets the
 representative's sublayer output through SCATTER_ROWS before the fused residual add (docs/design.md
@@ -88,6 +91,7 @@ from esact_cc.passes.spls_projection import WholeProjection, hlog_input
 from esact_cc.passes.spls_block_prediction import BlockSpill, block_codes, block_rows, emit_block
 from esact_cc.passes.spls_chain_fit import chunk_rows, projection_fits, ring_chunk_rows, whole_rows_fit
 from esact_cc.passes.spls_key_codes import HeadKeys, key_codes
+from esact_cc.passes.spls_output_groups import NoOutputGroups, OutputGroups
 from esact_cc.passes.spls_streamed_projection import StreamedProjection
 from esact_cc.passes.lowering_state import (
     DramTensor,
@@ -264,7 +268,7 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
     kv = _independent_projections(c.sim, op.x)
     # K / V, lowered while every projection region is reserved (no tile shared), are spread
     # over the projection's BPUs by the ordering step (prediction_overlap.interleave).
-    independent = lw.lower_aside(kv, masks=None) if kv else None
+    independent = _lower_early(lw, kv)
     projection_start = lw.label()
     projection.emit(lw, c)
     if independent is not None:
@@ -281,6 +285,7 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
         # rows would be taken by Q's input tiles, which then could not move in front of the
         # chain (hoist_preparation), and Q's chunk GEMMs would wait for the last chunk.
         c.mask_slots = [lw.alloc(Buffer.VBUF, c.chunks[0][1] * c.length) for _ in range(2)]
+    outputs = _output_groups(lw, kv, independent, spill, masks, projection)
     chain_start = lw.label()
     for b in range(c.batch):
         if spill is not None:
@@ -290,6 +295,8 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
             continue
         for r0, n in c.chunks:
             _emit_chunk(lw, c, projection, keys, masks, b, r0, n)
+            outputs.emit_ready(lw, r0)  # O of the groups decided a chunk ago
+    outputs.finish(lw)
     if independent is not None:  # K / V pieces expected after the projection: after the chain
         lw.place("sink", independent)
     # The masked Q linear, lowered while the chain's regions are still reserved (its tiles
@@ -299,6 +306,17 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
     generation = lw.lower_aside(consumers, masks) if consumers else None
     if generation is not None:
         lw.place("prepare", generation, chain_start)
+    _release_chain(lw, c, projection, keys, spill)
+    if independent is None:  # no room beside the projection: after the chain, as one unit
+        for early in kv:
+            lw.lower_now(early)
+
+
+def _release_chain(lw: Lowering, c: Chain, projection: WholeProjection | StreamedProjection,
+                   keys: HeadKeys, spill: BlockSpill | None) -> None:
+    """Free the chain's regions once every op lowered beside it has its tiles (the masks stay
+    for the layer's masked ops)."""
+    r = c.regions
     lw.free(Buffer.VBUF, *c.mask_slots)
     if spill is not None:
         spill.free(lw)
@@ -312,9 +330,6 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
         lw.free(Buffer.MBUF, r["spa"])
     if r["ring"] is not None:
         lw.free(Buffer.MBUF if c.sim.pam is None else Buffer.VBUF, r["ring"])
-    if independent is None:  # no room beside the projection: after the chain, as one unit
-        for early in kv:
-            lw.lower_now(early)
 
 
 def _allocate_masks(lw: Lowering, c: Chain) -> MaskTiles:
@@ -464,18 +479,57 @@ def _pam_softmax(lw: Lowering, c: Chain, mask_rows: MaskRows, b: int, h: int, at
 
 
 def _independent_projections(sim: spls.LocalSimilarityOp, x: SSAValue) -> list[Operation]:
-    """The layer's dense K / V linears of X (`attention=dense`): they do not depend on the
-    prediction, so the compute queue runs them while the BPU computes Q^ and K^
-    (`interleave`)."""
+    """The layer's dense K / V linears of X (`attention=dense`), then its Q and its attention
+    when insert-spls left them dense (`dense-prefix`): they do not depend on the prediction,
+    so the compute queue runs them while the BPU computes Q^ and K^ (`interleave`)."""
     early: list[Operation] = []
-    for use in sim.reuse_map.uses:
-        att = use.operation
-        if isinstance(att, transformer.AttentionOp) and att.spa is None:
-            for value in (att.k, att.v):
-                owner = value.owner
-                if is_dense_int8_linear(owner) and owner.x is x and owner not in early:
-                    early.append(owner)
+    for att in _layer_attentions(sim, x):
+        for value in (att.k, att.v, att.q):
+            owner = value.owner
+            if is_dense_int8_linear(owner) and owner.x is x and owner not in early:
+                early.append(owner)
+        if att.rows is None and all(v.owner in early for v in (att.q, att.k, att.v)):
+            early.append(att)
     return early
+
+
+def _lower_early(lw: Lowering, early: list[Operation]) -> int | None:
+    """Lower the ops of `_independent_projections` beside the projection (a held group, see
+    `lower_prediction`); a dense attention among them that does not fit there is dropped from
+    `early` and lowered after the chain where it stands. None: nothing fits beside."""
+    group = lw.lower_aside(early, masks=None) if early else None
+    if group is None and early and isinstance(early[-1], transformer.AttentionOp):
+        early.pop()
+        group = lw.lower_aside(early, masks=None) if early else None
+    return group
+
+
+def _output_groups(lw: Lowering, early: list[Operation], beside: int | None,
+                   spill: BlockSpill | None, masks: MaskTiles,
+                   projection: WholeProjection | StreamedProjection
+                   ) -> OutputGroups | NoOutputGroups:
+    """The layer's O per prediction row group (passes/spls_output_groups.py) when its
+    attention is among the ops lowered `beside` the projection (`early`:
+    `dense-prefix=attention`) and the chain runs chunk by chunk (no block `spill`)."""
+    if beside is None or spill is not None or not early or \
+            not isinstance(early[-1], transformer.AttentionOp):
+        return NoOutputGroups()
+    users = [u.operation for u in early[-1].result.uses]
+    return OutputGroups.plan(lw, masks, users[0] if len(users) == 1 else None,
+                             projection.acc_buf) or NoOutputGroups()
+
+
+def _layer_attentions(sim: spls.LocalSimilarityOp, x: SSAValue) -> list[transformer.AttentionOp]:
+    """The attentions without SPA of the prediction's layer: those reading its reuse map, and
+    one left dense (`dense-prefix=attention`) whose Q, K and V are linears of X."""
+    found = [u.operation for u in sim.reuse_map.uses
+             if isinstance(u.operation, transformer.AttentionOp)]
+    for use in x.uses:
+        if is_dense_int8_linear(use.operation):
+            found += [u.operation for u in use.operation.result.uses
+                      if isinstance(u.operation, transformer.AttentionOp)
+                      and u.operation.rows is None]
+    return [att for k, att in enumerate(found) if att.spa is None and att not in found[:k]]
 
 
 def _chunk_consumers(sim: spls.LocalSimilarityOp, x: SSAValue) -> list[Operation]:
