@@ -37,7 +37,10 @@ def run_linear(x: Array, weight: Array, bias: Array | None) -> Array:
     """transformer.linear: x [..., in] @ weight [in, out] (+ bias [out])."""
     y = np.matmul(x, weight)
     if bias is not None:
-        y = y + bias
+        if np.result_type(y, bias) == y.dtype:
+            y += bias  # in place: the same sums, no second array
+        else:
+            y = y + bias
     return y.astype(np.float32, copy=False)
 
 
@@ -192,7 +195,7 @@ def _attention(interp: Interpreter, op: Operation, args: list[Array]) -> Array:
 @register("transformer.layer_norm")
 def _layer_norm(interp: Interpreter, op: Operation, args: list[Array]) -> Array:
     assert isinstance(op, transformer.LayerNormOp)
-    sfu = quantized_ops.in_quantized_function(op)
+    sfu = quantized_ops.in_quantized_function(op, interp)
     norm = quantized_ops.run_sfu_layer_norm if sfu else run_layer_norm
     return norm(args[0], args[1], _weight_args(op, args, "beta"), op.epsilon.value.data)
 
@@ -200,13 +203,13 @@ def _layer_norm(interp: Interpreter, op: Operation, args: list[Array]) -> Array:
 @register("transformer.gelu")
 def _gelu(interp: Interpreter, op: Operation, args: list[Array]) -> Array:
     assert isinstance(op, transformer.GeluOp)
-    gelu = quantized_ops.run_sfu_gelu if quantized_ops.in_quantized_function(op) else run_gelu
+    gelu = quantized_ops.run_sfu_gelu if quantized_ops.in_quantized_function(op, interp) else run_gelu
     return gelu(args[0], op.approximate.data)
 
 
 @register("transformer.softmax")
 def _softmax(interp: Interpreter, op: Operation, args: list[Array]) -> Array:
-    sfu = quantized_ops.in_quantized_function(op)
+    sfu = quantized_ops.in_quantized_function(op, interp)
     softmax = quantized_ops.run_sfu_softmax if sfu else run_softmax
     return softmax(args[0])
 
@@ -252,7 +255,7 @@ def _select_rows(interp: Interpreter, op: Operation, args: list[Array]) -> Array
 @register("transformer.host")
 def _host(interp: Interpreter, op: Operation, args: list[Array]) -> list[Array]:
     assert isinstance(op, transformer.HostOp)
-    if quantized_ops.in_quantized_function(op):  # the binary's HOST: onnxruntime's bits
+    if quantized_ops.in_quantized_function(op, interp):  # the binary's HOST: onnxruntime's bits
         from esact_cc.interpreter.host_region_onnxruntime import run_host_region
 
         return run_host_region(op, interp.store, args)

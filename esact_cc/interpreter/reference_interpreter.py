@@ -86,6 +86,9 @@ class Interpreter:
         load_implementations()
         self.store = store
         self.env: dict[SSAValue, Array] = {}
+        self.facts: dict[object, object] = {}
+        """Facts about the module an implementation computes once per interpreter, the module
+        being fixed while it runs (interpret_quantized_ops.in_quantized_function)."""
 
     def run_op(self, op: Operation, args: list[Array]) -> list[Array]:
         impl = _IMPLS.get(op.name)

@@ -194,21 +194,21 @@ class _PeakRecorder(Interpreter):
     def _record(self, value: SSAValue, arr: np.ndarray) -> None:
         arr = np.asarray(arr, np.float32)
         if arr.size:
-            channels = _channel_peaks(arr)
+            rows = arr.reshape(-1, arr.shape[-1]) if arr.ndim else arr.reshape(1, 1)
+            finite = bool(np.isfinite(rows).all())
+            channels = _channel_peaks(rows, finite)
             previous = self.channel_peaks.get(value)
             self.channel_peaks[value] = channels if previous is None else np.maximum(previous, channels)
             self.peaks[value] = max(self.peaks[value], float(channels.max()))
-            rows = arr.reshape(-1, arr.shape[-1]) if arr.ndim else arr.reshape(1, 1)
-            rows = rows if np.isfinite(rows).all() else np.where(np.isfinite(rows), rows, 0)
+            rows = rows if finite else np.where(np.isfinite(rows), rows, 0)
             total, count = self.channel_sums.get(value, (0.0, 0))
             self.channel_sums[value] = (total + rows.sum(axis=0, dtype=np.float64),
                                         count + rows.shape[0])
 
 
-def _channel_peaks(arr: np.ndarray) -> np.ndarray:
-    """max |x| over all but the last axis, non-finite values counting 0 (one value for 0-d)."""
-    rows = arr.reshape(-1, arr.shape[-1]) if arr.ndim else arr.reshape(1, 1)
-    if np.isfinite(rows).all():  # max(max x, -min x) is max |x| exactly; +0.0 turns -0.0 to 0
+def _channel_peaks(rows: np.ndarray, finite: bool) -> np.ndarray:
+    """max |x| per column of 2-D `rows`, non-finite values counting 0 (`finite`: all are)."""
+    if finite:  # max(max x, -min x) is max |x| exactly; +0.0 turns -0.0 to 0
         return np.maximum(rows.max(axis=0), -rows.min(axis=0)) + np.float32(0)
     finite = np.abs(rows)
     return np.where(np.isfinite(finite), finite, np.float32(0)).max(axis=0)
