@@ -94,9 +94,11 @@ def deberta_layer(b: GraphBuilder, x: str, mask_cond: str | None, batch: int, le
 
 
 def deberta_model(batch: int = 1, length: int = 8, width: int = 16, heads: int = 2,
-                  layers: int = 2, masked: bool = True, **knobs) -> onnx.ModelProto:
+                  layers: int = 2, masked: bool = True, first_token: bool = False,
+                  **knobs) -> onnx.ModelProto:
     """`layers` DeBERTa layers on x [B, L, D] with a padding mask (input `attention_mask`
-    [B, L] int64, 0 = padding, turned into the Where condition on the host)."""
+    [B, L] int64, 0 = padding, turned into the Where condition on the host); `first_token`:
+    the output is token 0 only (a classifier's read)."""
     b = GraphBuilder(seed=7)
     x = b.input("x", (batch, length, width))
     cond = None
@@ -108,6 +110,8 @@ def deberta_model(batch: int = 1, length: int = 8, width: int = 16, heads: int =
         cond = b.op("Not", [b.op("Cast", [pairs], to=TensorProto.BOOL)])
     for _ in range(layers):
         x = deberta_layer(b, x, cond, batch, length, width, heads, **knobs)
+    if first_token:
+        x = b.op("Gather", [x, b.const(np.int64(0), "token")], axis=1)
     return b.model([x])
 
 

@@ -137,3 +137,37 @@ def test_a_term_the_op_cannot_express_is_one_precise_near_miss(tmp_path: Path, n
     expected = run_onnxruntime(path, inputs)
     assert np.abs(next(iter(compiled.run(inputs).values())) - expected).max() <= 1e-4 * np.abs(
         expected).max()
+
+
+def test_a_small_mask_buffer_gathers_in_blocks_of_rows_bit_exactly(tmp_path: Path) -> None:
+    """64 bytes of MBUF: half of it holds two index rows of 8 keys, so each head's 8 x 8 scores
+    take four GATHER_ADDs per term."""
+    config = tmp_path / "mbuf64.toml"
+    config.write_text('name = "esact-mbuf64"\n\n[sram]\nmask_buffer = 64\n')
+    path, calib, inputs = save(tmp_path), calibration(tmp_path), deberta_inputs()
+    golden = api.compile(path, stage="quantized", calibration_data=calib).run(inputs)
+    program = api.compile(path, stage="esb", calibration_data=calib, hw=str(config)).program()
+    result = run_program(program, inputs, load_config(config))
+    (name, got), = result.outputs.items()
+    np.testing.assert_array_equal(got, golden[name])
+    opcodes = Counter(instr.opcode_name for instr in program.instructions)
+    assert opcodes["gather_add"] == 2 * 2 * 2 * 4  # layers x heads x terms x row blocks
+
+
+def test_a_first_token_output_keeps_every_query_row_of_the_attention(tmp_path: Path) -> None:
+    """esact-dead-rows narrows the last layer after the attention only: the position index is
+    per query row, so the attention computes them all."""
+    path = save(tmp_path, first_token=True, masked=False)  # a padding mask keeps every row
+    inputs = {"x": deberta_inputs()["x"]}
+    calib = str(tmp_path / "calib_x.npz")
+    np.savez(calib, x=np.stack([deberta_inputs(seed=20 + i)["x"] for i in range(4)]))
+    golden = api.compile(path, stage="quantized", calibration_data=calib)
+    attention = [op for op in golden.module.walk() if isinstance(op, AttentionOp)]
+    assert [op.q.type.get_shape()[1] for op in attention] == [8, 8]
+    names = Counter(op.name for op in golden.module.walk())
+    assert names["transformer.select_rows"] >= 1  # the output projection and norm narrowed
+    program = api.compile(path, stage="esb", calibration_data=calib).program()
+    result = run_program(program, inputs, load_config())
+    (name, got), = result.outputs.items()
+    np.testing.assert_array_equal(got, golden.run(inputs)[name])
+    assert cosine(got, run_onnxruntime(path, inputs)) >= 0.99
