@@ -64,8 +64,11 @@ def test_position_terms_lift_and_interpret_like_onnxruntime(tmp_path: Path, knob
         assert (op.c2p_table is not None, op.p2c_table is not None) == ("c2p" in terms,
                                                                          "p2c" in terms)
         for name in terms:  # [H, P, d] tables and [Lq, Lk] indices, weights in the store
-            assert getattr(op, f"{name}_table").type.get_shape() == (2, 8, 8)
-            assert getattr(op, f"{name}_index").type.get_shape() == (8, 8)
+            index = compiled.store[getattr(op, f"{name}_index").owner.weight_name.data]
+            assert index.shape == (8, 8) and index.min() == 0  # only the positions read
+            assert getattr(op, f"{name}_table").type.get_shape() == (2, index.max() + 1, 8)
+        # p2c reads positions 1..7 of 8 (the clamped buckets): its table keeps those 7
+        assert op.p2c_table is None or op.p2c_table.type.get_shape()[1] == 7
     names = Counter(op.name for op in compiled.module.walk())
     assert names["onnx.GatherElements"] == 0 and names["onnx.MatMul"] == 0
     inputs = deberta_inputs(batch=knobs.get("batch", 1))
