@@ -70,10 +70,6 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
     d, dv = width // heads, width_v // kv_heads
     causal = op.causal is not None
     if not _tile_fits(lw, 1, lq, lk, d, dv, spa):
-        if op.has_positions:
-            raise CompileError(f"{op_label(op)}: disentangled attention over {lq}x{lk} needs "
-                               "key blocks (not one query row over all keys fits), which do "
-                               "not add position scores")
         lower_key_blocked(lw, op, rows, spa)  # not one query row over all keys fits
         return
     s_scale = attention_score_scale(op.scale.value.data, op.q_scale.value.data, op.k_scale.value.data)
@@ -93,7 +89,7 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
     o_addr = lw.alloc(Buffer.VBUF, dv)
     lw.load(Buffer.VBUF, o_addr, o_vec.address, 1, dv)
     mask_rows = MaskRows(lw, op, op.mask, batch, heads, lq, lk)
-    positions = PositionScores(lw, op, lk, d) if op.has_positions else None
+    positions = PositionScores(lw, op, lk, d)  # DeBERTa's c2p / p2c terms (none: no work)
 
     def masks_of(b: int, h: int, r0: int, tq: int) -> dict[str, int]:
         """ATTN_QK / ATTN_PV mask fields of batch element b, head h, query rows [r0, r0 + tq)."""
@@ -155,8 +151,7 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
         f = lw.alloc(Buffer.VBUF, tq * lk)
         lw.emit("dequant", "sfu", dst_addr=f, src_addr=scores, rows=tq, cols=lk, scale_addr=s_addr)
         lw.free(Buffer.ACC, scores)
-        if positions is not None:
-            positions.add(f, h, r0, tq, k0, lk, q_rows, k_rows)
+        positions.add(f, h, r0, tq, k0, lk, q_rows, k_rows)
         extra = ({} if spa is None else
                  {"has_elem_mask": 1, "elem_mask_addr": spa_rows.tile(b, h, r0, tq)})
         if mask_rows.per_query and lk < lk_all:
@@ -223,8 +218,7 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
                     lw.free(Buffer.ABUF, qa, ka, va)
                 else:
                     lw.free(Buffer.ABUF, qa)
-    if positions is not None:
-        positions.free()
+    positions.free()
     # Release order picks the next VBUF regions: each form keeps the order it always had.
     if op.is_masked:
         mask_rows.free()

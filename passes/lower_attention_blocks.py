@@ -89,6 +89,10 @@ def lower_key_blocked(lw: Lowering, op: transformer.AttentionOp, rows: MaskTiles
     q, k, v = (lw.f32_tensor(val, name) for val, name in ((op.q, "q"), (op.k, "k"), (op.v, "v")))
     batch, lq, width = q.shape
     lk = k.shape[1]
+    if op.has_positions:
+        raise CompileError(f"{op_label(op)}: disentangled attention over {lq}x{lk} needs key "
+                           "blocks (not one query row over all keys fits), which do not add "
+                           "position scores")
     heads = op.heads
     share = heads // op.key_heads
     d, dv = width // heads, v.shape[2] // op.key_heads

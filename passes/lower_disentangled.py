@@ -42,11 +42,14 @@ class _Term:
 
 
 class PositionScores:
-    """The position terms of one attention op: constants placed, factor rows loaded."""
+    """The position terms of one attention op (none: nothing is emitted): constants placed,
+    factor rows loaded."""
 
     def __init__(self, lw: Lowering, op: transformer.AttentionOp, lk: int, d: int):
         self.lw, self.lk, self.d = lw, lk, d
         self.terms: list[_Term] = []
+        if not op.has_positions:
+            return
         op_scale, (q_scale, k_scale, _, _) = op.scale.value.data, op.int8_scales()  # type: ignore[misc]
         for name in POSITION_TERMS:
             table_value = getattr(op, f"{name}_table")
