@@ -20,6 +20,7 @@ from deberta_graphs import deberta_inputs, deberta_model
 from esact_cc.dialects.transformer import AttentionOp
 
 from esact_cc import api
+from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.hw_config import load_config
 from esact_cc.runtime.run_program import run_program
 
@@ -174,3 +175,17 @@ def test_a_first_token_output_keeps_every_query_row_of_the_attention(tmp_path: P
     (name, got), = result.outputs.items()
     np.testing.assert_array_equal(got, golden.run(inputs)[name])
     assert cosine(got, run_onnxruntime(path, inputs)) >= 0.99
+
+
+def test_attention_needing_key_blocks_refuses_position_terms_in_one_line(tmp_path: Path) -> None:
+    """2 KB of ABUF: not one query row over 128 keys fits, and the key-blocked form does not
+    add position scores: a CompileError naming the attention, not a wrong binary."""
+    config = tmp_path / "abuf.toml"
+    config.write_text("[sram]\nactivation_buffer = 2048\n")
+    path = tmp_path / "long.onnx"
+    onnx.save(deberta_model(length=128, layers=1, masked=False), path)
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=np.stack([deberta_inputs(length=128, seed=i)["x"] for i in range(2)]))
+    with pytest.raises(CompileError, match=r"disentangled attention over 128x128 needs key "
+                                           r"blocks \(not one query row over all keys fits\)"):
+        api.compile(path, stage="esb", calibration_data=str(calib), hw=str(config))

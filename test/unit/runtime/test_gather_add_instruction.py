@@ -12,6 +12,7 @@ from instruction_machine import CFG, get, machine_for, put
 from esact_cc.runtime.errors import ProgramError
 from esact_cc.runtime.isa import INSTRUCTION_SPECS, Buffer, Instruction, Queue, Unit, Work
 from esact_cc.runtime.isa_disentangled import gather_add
+from esact_cc.runtime.work_table import sfu_passes_column
 
 SRC = np.array([[10.0, 20.0, 30.0],
                 [40.0, 50.0, 60.0]], np.float32)
@@ -70,6 +71,7 @@ def test_the_sfu_pays_one_pass_per_score() -> None:
     rows, cols = 64, 100
     cycles = spec.cost({"rows": rows, "cols": cols}, CFG, Work(sfu_elements=rows * cols))
     assert cycles == math.ceil(rows * cols / CFG.sfu_lanes) + 1
+    assert list(sfu_passes_column(["gather_add"])) == [1]  # the energy model's count too
 
 
 def test_an_index_outside_the_table_is_a_program_error() -> None:
