@@ -147,6 +147,8 @@ def resolve_position_terms(terms: list[PositionTermMatch], graph: OnnxGraph, qs:
     arrays: dict[str, np.ndarray] = {}
     for term in terms:
         reads, read_name = (ks, "K") if term.keys else (qs, "Q")
+        require(term.x.uses.get_length() == 2, f"{where}: the {term.name} term's operand has "
+                f"{term.x.uses.get_length()} uses, expected the scores' and the term's")
         xs = split_term_heads(term, graph)
         require(xs.source is reads.source and xs.columns is None and reads.columns is None
                 and xs.rotary is None and reads.rotary is None and xs.repeat == reads.repeat == 1

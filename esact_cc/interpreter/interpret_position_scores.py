@@ -13,11 +13,10 @@ scale * x_scale * table_scale, then GATHER_ADD into the dequantized Q K^T scores
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from esact_cc.dialects.gemm_ops import POSITION_TERMS
+from esact_cc.dialects.gemm_ops import POSITION_TERMS, AttentionOp
 from esact_cc.quantized_kernels import attention_score_scale, dequantize, int_matmul, quantize_int8
 from esact_cc.runtime.isa_disentangled import gather_add
 
@@ -38,9 +37,8 @@ class PositionTerm:
     """INT8 scale of the table (quantized attention), else None."""
 
 
-def position_terms(op: Any, values: dict[str, Array]) -> list[PositionTerm]:
-    """The terms `op` (a transformer.attention) carries, c2p first; `values` its operands by
-    name (`operands_by_name`)."""
+def position_terms(op: AttentionOp, values: dict[str, Array]) -> list[PositionTerm]:
+    """The terms `op` carries, c2p first; `values` its operands by name (`operands_by_name`)."""
     terms = []
     for name in POSITION_TERMS:
         if f"{name}_table" not in values:
