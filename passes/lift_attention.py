@@ -9,7 +9,9 @@ Recognised (walking back from the Softmax and forward to the head merge):
         Mul/Div by a scalar constant (the scale; 1/sqrt(d) or Div by sqrt(d)),
         Add(scores, mask)            mask broadcastable to [B,H,Lq,Lk]: additive mask operand;
                                      a constant all-zero mask is dropped, a constant causal mask
-                                     becomes `causal`,
+                                     becomes `causal`; a term computed from activations must be
+                                     DeBERTa's c2p / p2c (`lift_disentangled_attention.py`),
+                                     which become the op's position operands,
         Where(cond, scores, fill)    fill a very negative scalar; constant causal cond -> `causal`,
                                      another constant cond (a local window) -> a constant
                                      additive mask, other cond -> an additive mask
