@@ -48,8 +48,9 @@ PAPER_SPARSITY = {
                "BERT at L = 128-512 without accuracy loss, mask-aware fine-tuning (Sanger, "
                "MICRO 2021, abstract)"),
     "spatten": ("attention", "cascade token pruning 3.8x and head pruning 1.1x on BERT, i.e. "
-                "about 74% of the attention removed (SpAtten, HPCA 2021, as docs/design.md 9.3 "
-                "gives them; its abstract: 10.0x less DRAM access over 30 benchmarks)"),
+                "about 74% of the attention removed by token pruning (SpAtten, HPCA 2021, as "
+                "issue 13 quotes them; not re-checked against the paper's text here, whose "
+                "abstract gives 10.0x less DRAM access over 30 benchmarks)"),
 }
 """Per scheme: what its paper's sparsity counts, and the figure the table compares with."""
 LAYER_COMPONENTS = {"qkv": ("q", "k", "v"), "attention": ("qk", "pv"), "o": ("o",),
