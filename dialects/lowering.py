@@ -19,7 +19,8 @@ Placement directives (the ordering step, `passes/order_instructions.py`):
   program), `interleave` (spread the held ones over the anchors selected since <label>, BPUs
   with attribute `lowering.cycles`), `sink` (move the pieces interleave left after the last
   anchor to the end), `prepare` (append the held ones, moving their input preparation to
-  just before the first instruction selected after <label>).
+  just before the first instruction selected after <label>), `append` (append the held ones
+  here: instructions selected early, for their buffers, that should run later).
 A LOAD with attribute `lowering.hoist` moves back past the previous op's SFU/DMA tail.
 """
 
@@ -39,7 +40,7 @@ GROUP_ATTR = "lowering.group"
 """Instruction attribute: the placement group it belongs to."""
 CYCLES_ATTR = "lowering.cycles"
 """BPU attribute: its estimated cycles (an anchor `interleave` spreads a group over)."""
-POLICIES = ("aside", "interleave", "sink", "prepare")
+POLICIES = ("aside", "interleave", "sink", "prepare", "append")
 
 
 @irdl_op_definition

@@ -297,8 +297,8 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
             _emit_chunk(lw, c, projection, keys, masks, b, r0, n)
             outputs.emit_ready(lw, r0)  # O of the groups decided a chunk ago
     outputs.finish(lw)
-    if independent is not None:  # K / V pieces expected after the projection: after the chain
-        lw.place("sink", independent)
+    if independent is not None and not outputs.started:  # K / V pieces expected after the
+        lw.place("sink", independent)  # projection: after the chain (O groups: after chunk 0)
     # The masked Q linear, lowered while the chain's regions are still reserved (its tiles
     # avoid them, so no false dependency holds its loads behind the last chunk), after it;
     # its input tile's preparation then moves in front of the chain.
@@ -516,7 +516,7 @@ def _output_groups(lw: Lowering, early: list[Operation], beside: int | None,
         return NoOutputGroups()
     users = [u.operation for u in early[-1].result.uses]
     return OutputGroups.plan(lw, masks, users[0] if len(users) == 1 else None,
-                             projection.acc_buf) or NoOutputGroups()
+                             projection.acc_buf, beside) or NoOutputGroups()
 
 
 def _layer_attentions(sim: spls.LocalSimilarityOp, x: SSAValue) -> list[transformer.AttentionOp]:

@@ -11,7 +11,7 @@ every policy sees the instructions selected before it (as if it had run during s
   `place "sink" G` moves the pieces it left after the last one to the end, and
   `place "prepare" G at L` appends held group G, moves its input preparation before the
   first instruction selected after label L and interleaves its column tiles' GEMMs by row
-  chunk (`passes/prediction_overlap.py`).
+  chunk (`passes/prediction_overlap.py`), and `place "append" G` appends held group G.
 Every move is checked on `isa.footprint` of the allocated instructions (the analysis
 `schedule` derives tokens from), so it never passes an instruction sharing a region with the
 moved one, one of them writing: program-order semantics are unchanged. The directives and
@@ -132,7 +132,9 @@ class _Ordering:
                 (label is not None and label not in self.before_label):
             raise CompileError(f"esact-order: 'place \"{policy}\" {group}' refers to a group "
                                "or label not selected before it")
-        if policy == "interleave":
+        if policy == "append":
+            self.program.extend(self.held.pop(group))
+        elif policy == "interleave":
             self.late[group] = overlap.interleave(self.program, self.before_label[label],
                                                   self.held.pop(group), self.config)
         elif policy == "sink":

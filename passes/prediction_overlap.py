@@ -66,7 +66,7 @@ def _placements(config: HardwareConfig, body: list[Operation],
     pieces: list[list[Operation]] = [[]]
     for ins in body:
         pieces[-1].append(ins)
-        if ins.name == "esact.gemm":
+        if ins.name in MAC_WORK:
             pieces.append([])
     starts, t = [], 0
     for _, cycles in anchors:
@@ -83,8 +83,8 @@ def _placements(config: HardwareConfig, body: list[Operation],
     for piece in pieces:
         loads = [ins for ins in piece if ins.name == "esact.load"]
         rest = [ins for ins in piece if ins.name != "esact.load"]
-        epilogue = [ins for ins in rest if ins.name != "esact.gemm"]
-        gemm = [ins for ins in rest if ins.name == "esact.gemm"]
+        epilogue = [ins for ins in rest if ins.name not in MAC_WORK]
+        gemm = [ins for ins in rest if ins.name in MAC_WORK]
         at = anchor_at(ready)
         if deferred is not None and _sooner(at, placed[deferred][0]) \
                 and conflicting(placed[deferred][1], piece):
@@ -92,7 +92,10 @@ def _placements(config: HardwareConfig, body: list[Operation],
             # GEMM reusing the ACC tile the epilogue reads): the epilogue stays before it.
             placed.append((at, placed.pop(deferred)[1]))
         deferred = None
-        if epilogue and gemm and not conflicting(epilogue, loads):
+        # A linear's epilogue (the previous GEMM's DEQUANT / STORE) may trail its next GEMM;
+        # an attention's SFU steps feed its next MAC instruction: its pieces stay whole.
+        if epilogue and gemm and gemm[0].name == "esact.gemm" \
+                and not conflicting(epilogue, loads + gemm):
             later = anchor_at(ready) if at is None else (at + 1 if at + 1 < len(anchors) else None)
             placed.append((later, epilogue))
             deferred = len(placed) - 1
@@ -100,11 +103,24 @@ def _placements(config: HardwareConfig, body: list[Operation],
         else:
             placed.append((at, piece))
         if gemm:
-            instr = gemm[0].to_instruction()  # type: ignore[attr-defined]
             start = starts[at] if at is not None else t
-            ready = max(ready, start) + (-(-instr["m"] // config.mac_rows)
-                                         * -(-instr["n"] // config.mac_cols) * instr["k"])
+            ready = max(ready, start) + _mac_cycles(gemm[0], config)
     return placed
+
+
+MAC_WORK = {"esact.gemm": ("m", "n", "k"), "esact.attn_qk": ("lq", "lk", "d"),
+            "esact.attn_pv": ("lq", "d", "lk")}
+"""MAC-array instructions the body is cut after, with their (rows, columns, depth) fields:
+a dense attention lowered beside the projection (`dense-prefix=attention`) is spread by head
+like the linears by GEMM, so its heads expected after the projection go with the late pieces."""
+
+
+def _mac_cycles(op: Operation, config: HardwareConfig) -> int:
+    """Estimated array cycles of a MAC_WORK instruction: one pass per rows x columns tile per
+    unit of depth."""
+    instr = op.to_instruction()  # type: ignore[attr-defined]
+    rows, cols, depth = (instr[f] for f in MAC_WORK[op.name])
+    return -(-rows // config.mac_rows) * -(-cols // config.mac_cols) * depth
 
 
 def _sooner(anchor: int | None, other: int | None) -> bool:

@@ -7,8 +7,11 @@ Q linear's groups of whole chunks, `MaskTiles.chunks`) needs only the decisions 
 `OutputGroups` lowers the row-masked O linear, its fused residual ADD and the layer norm after
 it group by group, emitted into the chain one chunk after the group's last (so their SFU work
 queues behind that chunk's DEQUANT / SOFTMAX, not in front of it):
-- before the chain: O's weight column tiles (resident: one WBUF bank each, reloaded for
-  nothing), their DEQUANT rows, and O's input quantized for all rows (it exists already);
+- before the chain: O's weight column tiles (resident: one WBUF bank each, never reloaded),
+  their DEQUANT rows, and O's input quantization for all rows, selected there (its tiles are
+  reserved beside the chain's) but placed after the chain's first chunk (`place "append"`),
+  behind the pieces of the early ops that overran the projection (`sink`): in the in-order SFU
+  queue chunk 0's DEQUANT / SOFTMAX then go first;
 - per group: per column tile GEMM (computed-row mask) -> DEQUANT into that tile's [L, nt]
   block, kept in VBUF for the whole sequence; SCATTER_ROWS over the blocks' rows so far (a
   reused row's representative is a computed row before it, in this group or an earlier one;
@@ -60,13 +63,18 @@ class OutputGroups:
     """(first column, columns, WBUF weights, VBUF DEQUANT rows) of each resident column tile."""
     regions: dict[str, int] = field(default_factory=dict)
     """VBUF / ABUF / ACC addresses: blocks, rows, gamma_beta, input, row_scales, acc<j>."""
+    early: int | None = None
+    """The placement group of the ops lowered beside the projection (its `sink` goes here)."""
     emitted: int = 0
     """Groups emitted so far (one batch element)."""
     dequant: _DequantTable | None = None
+    preparation: int = 0
+    """The placement group of O's input preparation (selected before the chain)."""
+    started: bool = False
 
     @staticmethod
     def plan(lw: Lowering, masks: MaskTiles, linear: Operation | None,
-             acc_slots: PredictScratch) -> OutputGroups | None:
+             acc_slots: PredictScratch, early: int | None) -> OutputGroups | None:
         """The row-group lowering of `linear` (the layer's O) when it applies and its resident
         tiles fit beside the chain's live regions (reserved now, before the chain), else None
         with the lowering state unchanged."""
@@ -74,8 +82,8 @@ class OutputGroups:
         if found is None or not acc_slots.slots or masks.batch != 1:
             return None
         snapshot = (copy.deepcopy(lw.rings), len(lw.stream), dict(lw.physical),
-                    len(lw.vbuf_sizes))
-        plan = OutputGroups(*found, masks, list(masks.chunks))
+                    len(lw.vbuf_sizes), lw.counters["group"])
+        plan = OutputGroups(*found, masks, list(masks.chunks), early=early)
         try:
             plan._reserve(lw, acc_slots)
         except CompileError:
@@ -84,14 +92,20 @@ class OutputGroups:
             del lw.stream[snapshot[1]:]
             lw.physical = snapshot[2]
             del lw.vbuf_sizes[snapshot[3]:]
+            lw.counters["group"] = snapshot[4]
             return None
         return plan
 
     def _reserve(self, lw: Lowering, acc_slots: PredictScratch) -> None:
+        """`_reserve_tiles` with O's location on its instructions."""
+        with _located(lw, self.linear):
+            self._reserve_tiles(lw, acc_slots)
+
+    def _reserve_tiles(self, lw: Lowering, acc_slots: PredictScratch) -> None:
         """Resident tiles: weights and DEQUANT rows per column tile, O's input of all rows
-        (quantized now: the attention that wrote it ran beside the projection), the [L, nt]
-        blocks, one group's rows, the norm's gamma / beta, and one ACC tile per column tile
-        below the prediction's slots at the top of each bank."""
+        (its quantization held aside for `start`), the [L, nt] blocks, one group's rows, the
+        norm's gamma / beta, and one ACC tile per column tile below the prediction's slots at
+        the top of each bank."""
         op, r, length = self.linear, self.regions, self.masks.length
         x = lw.f32_tensor(op.x, "x")
         w = lw.tensor_of(op.weight)
@@ -113,16 +127,36 @@ class OutputGroups:
             r[f"acc{j}"] = lw.alloc(Buffer.ACC, rows * n_tile)
         r["blocks"] = lw.alloc(Buffer.VBUF, length * n)
         r["rows"] = lw.alloc(Buffer.VBUF, rows * n)
-        r["gamma_beta"] = _norm_vectors(lw, self.norm, n)
+        with _located(lw, self.norm):
+            r["gamma_beta"] = _norm_vectors(lw, self.norm, n)
         r["input"] = lw.alloc(Buffer.ABUF, length * k)
         x8 = lw.int8_tensors.get(op.x) if not token and lw.format_of(op.x) == groups else None
-        r["row_scales"] = _quantize_tile(lw, x if x8 is None else x8, x8 is not None, token,
-                                         0, length, k, r["input"], groups)
+        lw.counters["group"] += 1  # selected now (its tiles fit), placed by `start`
+        self.preparation = lw.group = lw.counters["group"]
+        try:
+            r["row_scales"] = _quantize_tile(lw, x if x8 is None else x8, x8 is not None,
+                                             token, 0, length, k, r["input"], groups)
+        finally:
+            lw.group = None
+        lw.place("aside", self.preparation)
         self.dequant = dequant
+
+    def start(self, lw: Lowering) -> None:
+        """After the chain's first chunk: the pieces of the early ops expected after the
+        projection (`sink`: the attention's tail when it overran the projection), then O's
+        input preparation. In the in-order SFU queue both then follow chunk 0's DEQUANT /
+        SOFTMAX instead of holding them (and the first decision) behind the attention."""
+        if self.started:
+            return
+        self.started = True
+        if self.early is not None:
+            lw.place("sink", self.early)
+        lw.place("append", self.preparation)
 
     def emit_ready(self, lw: Lowering, decided_before: int) -> None:
         """Emit the groups whose rows all lie before `decided_before` (the first row of the
         chunk just emitted: one chunk of lag, see the module docstring)."""
+        self.start(lw)
         while self.emitted < len(self.groups) and sum(self.groups[self.emitted]) <= decided_before:
             self._emit_group(lw, *self.groups[self.emitted])
             self.emitted += 1
@@ -130,6 +164,7 @@ class OutputGroups:
     def finish(self, lw: Lowering) -> None:
         """The remaining groups, then the resident tiles are released and the three ops are
         done (skipped where they stand)."""
+        self.start(lw)
         while self.emitted < len(self.groups):
             self._emit_group(lw, *self.groups[self.emitted])
             self.emitted += 1
@@ -183,6 +218,8 @@ class OutputGroups:
 
 class NoOutputGroups:
     """O lowered where it stands (`OutputGroups.plan` found it does not apply)."""
+
+    started = False
 
     def emit_ready(self, lw: Lowering, decided_before: int) -> None:
         pass

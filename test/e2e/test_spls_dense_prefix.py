@@ -20,6 +20,7 @@ from esact_cc import api
 from esact_cc.dialects import transformer
 from esact_cc.ir_queries import main_function
 from esact_cc.runtime.errors import EsactError
+from esact_cc.runtime.isa import Buffer
 
 SEQ, HEADS = 32, 4
 SETTING = ["threshold=0.4", "window=3"]
@@ -87,7 +88,8 @@ def test_dense_prefix_attention_needs_the_dense_attention_mode(model) -> None:
 @pytest.mark.parametrize("setting", [SETTING, ["threshold=-1.0"]])
 def test_output_projection_runs_per_prediction_group(model, tmp_path, setting) -> None:
     """An 8-row MAC array: 8-row prediction chunks, so O's GEMMs take four row groups, each
-    after its own chunk's SIMILARITY while the BPU predicts the next (spls_output_groups). With
+    after its own chunk's SIMILARITY while the BPU predicts the next (spls_output_groups), its
+    input quantized after chunk 0 (the attention's tail and the chain's first SFU work first). With
     threshold -1 every row but the first reuses row 0, so each later group's reused rows take a
     representative from the first group (the SCATTER over the rows so far)."""
     hw = tmp_path / "rows8.toml"
@@ -104,6 +106,13 @@ def test_output_projection_runs_per_prediction_group(model, tmp_path, setting) -
          and program.debug[i].component == "o"]
     assert len(sims) == SEQ // 8 and [ins[i].fields["m"] for i in o] == [8] * len(o)
     assert min(o) < sims[-1]  # emitted among the chain's chunks
+    # O's input is quantized after chunk 0 (`place "append"`), not in front of its SFU work.
+    node = program.debug[o[0]].node
+    prepared = [i for i, x in enumerate(ins)
+                if i in program.debug and program.debug[i].node == node and (
+                    x.opcode_name in ("quant", "quant_rows")
+                    or x.opcode_name == "load" and x.fields["buf"] == Buffer.ABUF)]
+    assert prepared and sims[0] < min(prepared) and max(prepared) < o[0]
     assert result.schedule.start[o[0]] < result.schedule.end[sims[-1]]
     reference = runs["none"][1]
     np.testing.assert_array_equal(result.outputs["last_hidden_state"],
