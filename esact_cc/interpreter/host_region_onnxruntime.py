@@ -27,24 +27,35 @@ from esact_cc.weight_store import WeightStore
 
 _SESSIONS: weakref.WeakKeyDictionary[transformer.HostOp, tuple[Any, Any]] = \
     weakref.WeakKeyDictionary()
-"""Per region op: (a weak reference to the store it was exported with, its session). A
-tuning run interprets one module many times; exporting the region each time would copy its
-weights (an embedding table) per input."""
+"""Per region op: (a weak reference to the store it was exported with, its session)."""
+_BY_TEXT: dict[tuple[int, str], tuple[Any, Any]] = {}
+"""Per (store id, the region's printed IR): the same. A tuning run interprets clones of one
+module many times; exporting a region again for each clone would copy its weights (MiniLM's
+47 MB embedding table: seconds) although its text (weights by name, immutable in a store)
+says it is the same model."""
+_MAX_BY_TEXT = 64
 
 
 def _session(op: transformer.HostOp, store: WeightStore) -> Any:
     cached = _SESSIONS.get(op)
     if cached is not None and cached[0]() is store:
         return cached[1]
-    module = op.get_toplevel_object()
-    opset = module_opset(module) if isinstance(module, ModuleOp) else DEFAULT_OPSET
-    data = host_region_model(op, store, opset, "host").SerializeToString(deterministic=True)
-    try:
-        session = host_session(data)
-    except ProgramError as exc:
-        raise CompileError(f"host region on onnxruntime: {exc}") from None
-    _SESSIONS[op] = (weakref.ref(store), session)
-    return session
+    key = (id(store), str(op))
+    cached = _BY_TEXT.get(key)
+    if cached is None or cached[0]() is not store:
+        module = op.get_toplevel_object()
+        opset = module_opset(module) if isinstance(module, ModuleOp) else DEFAULT_OPSET
+        data = host_region_model(op, store, opset, "host").SerializeToString(
+            deterministic=True)
+        try:
+            session = host_session(data)
+        except ProgramError as exc:
+            raise CompileError(f"host region on onnxruntime: {exc}") from None
+        if len(_BY_TEXT) >= _MAX_BY_TEXT:
+            _BY_TEXT.pop(next(iter(_BY_TEXT)))
+        cached = _BY_TEXT[key] = (weakref.ref(store), session)
+    _SESSIONS[op] = cached
+    return cached[1]
 
 
 def run_host_region(op: transformer.HostOp, store: WeightStore,
