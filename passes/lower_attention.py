@@ -219,14 +219,20 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
                 else:
                     lw.free(Buffer.ABUF, qa)
     positions.free()
-    # Release order picks the next VBUF regions: each form keeps the order it always had.
+    _release_scale_rows(lw, op, mask_rows, s_addr, o_addr)
+    done_with(lw, op, *(t for t in (rows, spa) if t is not None))
+
+
+def _release_scale_rows(lw: Lowering, op: transformer.AttentionOp, mask_rows: MaskRows,
+                        s_addr: int, o_addr: int) -> None:
+    """Free the mask rows and the score / output scale rows. Release order picks the next VBUF
+    regions: each form keeps the order it always had."""
     if op.is_masked:
         mask_rows.free()
         lw.free(Buffer.VBUF, s_addr, o_addr)
     else:
         lw.free(Buffer.VBUF, s_addr, o_addr)
         mask_rows.free()
-    done_with(lw, op, *(t for t in (rows, spa) if t is not None))
 
 
 def _key_skipping(lw: Lowering, op: transformer.AttentionOp, lq: int, lk: int,
