@@ -331,22 +331,38 @@ def local_similarity_rows(spa: np.ndarray, prob: np.ndarray | None, window: int,
     start = prior.size
     if not 0 <= start <= stop <= spa_arr.shape[1]:
         raise EsactError(f"similarity: rows [{start}, {stop}) outside the {spa_arr.shape[1]} rows")
+    _check_earlier(prior)
+    computed = [j for j in range(first_reference, start) if prior[j] == -1]
+    rows = list(range(max(start, first_reference), stop))
+    return _decide(spa_arr, prob_arr, window, threshold, mode, k, computed, rows, rows,
+                   list(range(stop)), stop - start, start)
+
+
+def _check_earlier(prior: np.ndarray) -> None:
+    """Every earlier reuse-map entry is -1 or an earlier computed row."""
     for i, rep in enumerate(prior.tolist()):
         if rep != -1 and not (0 <= rep < i and prior[rep] == -1):
             raise EsactError(f"similarity: earlier reuse map entry {i} = {rep} is neither -1 nor "
                              f"an earlier computed row")
-    computed = [j for j in range(first_reference, start) if prior[j] == -1]
-    decided = np.full(stop - start, -1, dtype=np.int32)
-    for i in range(max(start, first_reference), stop):
+
+
+def _decide(spa: np.ndarray, prob: np.ndarray | None, window: int, threshold: float, mode: str,
+            k: int, computed: list[int], positions: list[int], rows: list[int],
+            row_of: list[int], count: int, start: int) -> np.ndarray:
+    """The decision loop of `local_similarity_rows` over `rows` (global indices, each at
+    `positions` in spa / prob; `computed`: the positions of the earlier computed rows, in
+    order; `row_of`: position -> global row). Returns int32 [count], entry row - start."""
+    decided = np.full(count, -1, dtype=np.int32)
+    for at, i in zip(positions, rows):
         refs = computed[-window:] if window > 0 else []
         if refs:
-            scores = _row_scores(spa_arr, prob_arr, i, refs, mode, k)
+            scores = _row_scores(spa, prob, at, refs, mode, k)
             # Reverse so argmax's first-max rule picks the most recent reference on ties.
             best = len(refs) - 1 - int(np.argmax(scores[::-1]))
             if scores[best] >= threshold:
-                decided[i - start] = refs[best]
+                decided[i - start] = row_of[refs[best]]
                 continue
-        computed.append(i)
+        computed.append(at)
     return decided
 
 
@@ -419,23 +435,30 @@ def local_similarity_ring(chunk_spa: np.ndarray, chunk_prob: np.ndarray | None,
     if ring.shape != (slots, heads, keys):
         raise EsactError(f"similarity: ring {ring.shape} is not [{slots}, {heads}, {keys}]")
     refs = ring_references(prior, first_reference, slots)
-    # Rows before the chunk that are not references are never read: zeros stand for them.
-    full_spa = np.zeros((heads, start + n, keys), dtype=bool)
-    full_spa[:, start:] = spa_rows
-    full_prob = None
+    # Only the references and the chunk's rows are read: they are stacked [refs, chunk] and
+    # decided as `local_similarity_rows` decides the chunk (same values, same order).
+    m = len(refs)
+    compact_spa = np.zeros((heads, m + n, keys), dtype=bool)
+    compact_spa[:, m:] = spa_rows
+    compact_prob = None
     if mode == "cosprob":
         if chunk_prob is None:
             raise EsactError("similarity=cosprob needs the softmax of the predicted attention")
-        full_prob = np.zeros((heads, start + n, keys), dtype=np.float64)
-        full_prob[:, start:] = np.asarray(chunk_prob, dtype=np.float64)
-    target = full_spa if full_prob is None else full_prob
-    for row, slot in refs:
-        target[:, row] = ring[slot]
-    decided = local_similarity_rows(full_spa, full_prob, window, threshold, mode, k,
-                                    first_reference, prior, start + n)
+        compact_prob = np.zeros((heads, m + n, keys), dtype=np.float64)
+        compact_prob[:, m:] = np.asarray(chunk_prob, dtype=np.float64)
+    target = compact_spa if compact_prob is None else compact_prob
+    for at, (_, slot) in enumerate(refs):
+        target[:, at] = ring[slot]
+    spa_arr, prob_arr = _check_similarity(compact_spa, compact_prob, window, mode, k,
+                                          first_reference)
+    _check_earlier(prior)
+    rows = list(range(max(start, first_reference), start + n))
+    decided = _decide(spa_arr, prob_arr, window, threshold, mode, k, list(range(m)),
+                      [m + i - start for i in rows], rows,
+                      [row for row, _ in refs] + list(range(start, start + n)), n, start)
     updated = ring.copy()
     rows_so_far = np.concatenate([prior, decided])
-    source = spa_rows if full_prob is None else np.asarray(chunk_prob)
+    source = spa_rows if compact_prob is None else np.asarray(chunk_prob)
     for row, slot in ring_references(rows_so_far, first_reference, slots):
         if row >= start:
             updated[slot] = source[:, row - start]
