@@ -6,7 +6,7 @@ cost.
 Per sequence length and setting: compile ONNX -> ESACT program (legacy TorchScript export,
 `--layers` encoder layers, bench/attention_tiling.py's model), run it on the hardware model,
 run the same IR on the reference interpreter, and record: cycles, roofline cycles and their
-ratio, on-chip and system energy, the reused-row fraction, the largest difference to the
+ratio, DRAM bytes, on-chip and system energy, the reused-row fraction, the largest difference to the
 interpreter (encoder binaries differ from it by FP32 rounding of LayerNorm / GELU, as the dense
 binary does: `dense_max_abs_diff` is the same measure for the dense program) and, with
 `--check-whole` at lengths whose masks fit a large-buffer config, whether the binary equals the
@@ -104,6 +104,7 @@ def measure(path: Path, inputs: dict[str, np.ndarray], setting: str,
             "roofline_cycles": report["roofline_cycles"],
             "roofline_ratio": round(report["total"]["cycles"] / report["roofline_cycles"], 3),
             "bound_by": report["roofline"]["bound_by"],
+            "dram_bytes": report["total"]["dram_bytes"],
             "energy_on_chip_uj": round(energy["on_chip"]["energy_pj"] / 1e6, 1),
             "energy_system_uj": round(energy["system"]["energy_pj"] / 1e6, 1),
             "macs_executed": report["total"]["macs_executed"],
