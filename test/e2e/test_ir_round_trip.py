@@ -9,12 +9,22 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from in_process_tool import run_in_process
 from onnx import TensorProto, helper, numpy_helper
 
 
-def run(*args: str | Path, cwd: Path, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def run_process(*args: str | Path, cwd: Path, stdin: bytes | None = None,
+                ) -> subprocess.CompletedProcess[bytes]:
     result = subprocess.run([str(a) for a in args], capture_output=True, cwd=cwd, input=stdin,
                             check=False)
+    assert result.returncode == 0, result.stderr.decode()
+    return result
+
+
+def run(tool: str, *args: str | Path, cwd: Path) -> subprocess.CompletedProcess[bytes]:
+    """In process: these tests are about the IR and the binary, not the process; the pipe test
+    below runs whole processes."""
+    result = run_in_process(tool, *args, cwd=cwd)
     assert result.returncode == 0, result.stderr.decode()
     return result
 
@@ -42,12 +52,14 @@ def work(tmp_path_factory) -> Path:
 
 def test_esact_opt_pipes_keep_the_weights(work: Path) -> None:
     """esact-opt | esact-opt | esact-cc - : the weights travel inline; same binary."""
-    lifted = run("esact-opt", "m.onnx", "--dim", "seq=4", "-p", "lift-transformer", cwd=work)
+    lifted = run_process("esact-opt", "m.onnx", "--dim", "seq=4", "-p", "lift-transformer",
+                         cwd=work)
     assert b"{-#\n  dialect_resources: {\n    builtin: {\n" in lifted.stdout
     assert b"esact.weight_store" not in lifted.stdout
-    quantized = run("esact-opt", "-", "-p", "calibrate,quantize", cwd=work, stdin=lifted.stdout)
+    quantized = run_process("esact-opt", "-", "-p", "calibrate,quantize", cwd=work,
+                            stdin=lifted.stdout)
     assert b"dialect_resources" in quantized.stdout
-    binary = run("esact-cc", "-", "-o", "-", cwd=work, stdin=quantized.stdout)
+    binary = run_process("esact-cc", "-", "-o", "-", cwd=work, stdin=quantized.stdout)
     assert binary.stdout == (work / "direct.esb").read_bytes()
 
 
@@ -87,10 +99,9 @@ def test_stdout_ir_is_the_file_ir_with_weights_inline(work: Path, tmp_path: Path
 
 def test_ir_without_its_weights_is_refused_naming_the_weight(piped: str, tmp_path: Path) -> None:
     (tmp_path / "bare.mlir").write_text(piped[:piped.index("{-#")])
-    result = subprocess.run(["esact-cc", "bare.mlir", "-o", "x.esb"], cwd=tmp_path,
-                            capture_output=True, text=True, check=False)
+    result = run_in_process("esact-cc", "bare.mlir", "-o", "x.esb", cwd=tmp_path)
     assert result.returncode == 1
-    assert result.stderr.startswith("esact-cc: error: IR file 'bare.mlir': onnx.weight names "
+    assert result.stderr.decode().startswith("esact-cc: error: IR file 'bare.mlir': onnx.weight names "
                                     "weight '")
     assert not (tmp_path / "x.esb").exists()
 
@@ -103,6 +114,5 @@ def test_options_of_stages_the_ir_has_passed_are_refused(work: Path, tmp_path: P
                            (["--compile-to", "transformer"], "is IR of stage 'quantized', after "
                             "--compile-to transformer"),
                            (["--dim", "seq=4"], "has static shapes already")):
-        result = subprocess.run(["esact-cc", "q.mlir", "-o", "y.mlir", *args], cwd=tmp_path,
-                                capture_output=True, text=True, check=False)
-        assert result.returncode == 2 and fragment in result.stderr, result.stderr
+        result = run_in_process("esact-cc", "q.mlir", "-o", "y.mlir", *args, cwd=tmp_path)
+        assert result.returncode == 2 and fragment in result.stderr.decode(), result.stderr
