@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from in_process_tool import run_in_process
 from onnx import TensorProto, helper, numpy_helper
 
 
@@ -31,8 +32,12 @@ def small_model(seq: int | str = "seq") -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
-def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(args), capture_output=True, text=True, cwd=cwd, check=False)
+def run(tool: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """In process (the results, output files and error lines are the subject here; the
+    whole-process conventions of every tool are test_cli_conventions.py's)."""
+    result = run_in_process(tool, *args, cwd=cwd or Path.cwd())
+    return subprocess.CompletedProcess(result.args, result.returncode, result.stdout.decode(),
+                                       result.stderr.decode())
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], fragment: str,
