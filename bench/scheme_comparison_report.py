@@ -108,8 +108,8 @@ same budget and measured on reporting inputs held apart. Columns:
 Each model's section gives the command and choices of its run.
 
 The whole table and one trade-off plot per model (`scheme_comparison_<model>.png`) come from
-one command in a fresh clone (`pip install -e '.[test,models]'`; about an hour of one core, the
-digits ViT's full search most of it): `python bench/scheme_comparison.py`
+one command in a fresh clone (`pip install -e '.[test,models]'`; about 12 CPU minutes, 47 min
+wall on a machine shared at load 12): `python bench/scheme_comparison.py`
 (`--models` for a subset; `--markdown` rebuilds this file and the plots from the JSONs).
 Masked attention is charged per kept position: the masked ATTN_QK's scores, the SFU steps
 between it and ATTN_PV and P's read (docs/hardware.md "Sparse attention unit").
