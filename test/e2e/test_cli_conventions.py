@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from in_process_tool import run_in_process
 from onnx import TensorProto, helper, numpy_helper
 
 from esact_cc.runtime.cli.conventions import tool_version
@@ -25,6 +26,14 @@ def run(*args: str | Path, cwd: Path | None = None, stdin: bytes | None = None,
         ) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run([str(a) for a in args], capture_output=True, cwd=cwd, input=stdin,
                           check=False)
+
+
+def call(tool: str, *args: str | Path, cwd: Path | None = None,
+         ) -> subprocess.CompletedProcess[bytes]:
+    """In process, for the tests about what a tool writes where (stdout, stderr, files) rather
+    than about the process; --version, usage errors, missing inputs and the terminal check run
+    every tool as a whole process."""
+    return run_in_process(tool, *args, cwd=cwd or Path.cwd())
 
 
 def error_lines(result: subprocess.CompletedProcess[bytes], tool: str) -> list[str]:
@@ -47,8 +56,8 @@ def work(tmp_path_factory) -> Path:
          numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b")])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
                                 ir_version=8), root / "m.onnx")
-    assert run("esact-cc", "m.onnx", "-o", "m.esb", cwd=root).returncode == 0
-    assert run("esact-objdump", "-d", "m.esb", "-o", "m.s", cwd=root).returncode == 0
+    assert call("esact-cc", "m.onnx", "-o", "m.esb", cwd=root).returncode == 0
+    assert call("esact-objdump", "-d", "m.esb", "-o", "m.s", cwd=root).returncode == 0
     np.save(root / "x.npy", rng.standard_normal((1, 4, 8)).astype(np.float32))
     return root
 
@@ -116,7 +125,7 @@ def test_a_bad_option_value_found_after_parsing_exits_2(tool: str, work: Path) -
             os.close(follower)
         result = subprocess.CompletedProcess(proc.args, proc.returncode, b"", proc.stderr)
     else:
-        result = run(tool, *args, cwd=work)
+        result = call(tool, *args, cwd=work)
     assert result.returncode == 2, result.stderr
     [line] = error_lines(result, tool)
     assert fragment in line
@@ -124,33 +133,33 @@ def test_a_bad_option_value_found_after_parsing_exits_2(tool: str, work: Path) -
 
 @pytest.mark.parametrize("tool", WITH_OUTPUT_OPTION)
 def test_output_option_spellings(tool: str) -> None:
-    help_text = run(tool, "--help").stdout.decode()
+    help_text = call(tool, "--help").stdout.decode()
     assert "-o " in help_text and "--output" in help_text
 
 
 def test_dash_o_dash_writes_to_stdout(work: Path) -> None:
-    ir = run("esact-cc", "m.onnx", "--compile-to", "transformer", "-o", "-", cwd=work)
+    ir = call("esact-cc", "m.onnx", "--compile-to", "transformer", "-o", "-", cwd=work)
     assert ir.returncode == 0 and ir.stdout.startswith(b"builtin.module")
-    opt = run("esact-opt", "m.onnx", "-o", "-", cwd=work)
+    opt = call("esact-opt", "m.onnx", "-o", "-", cwd=work)
     assert opt.returncode == 0 and opt.stdout.startswith(b"builtin.module")
-    text = run("esact-objdump", "-d", "m.esb", "-o", "-", cwd=work)
+    text = call("esact-objdump", "-d", "m.esb", "-o", "-", cwd=work)
     assert text.stdout.decode() == (work / "m.s").read_text()
-    binary = run("esact-as", "m.s", "-o", "-", cwd=work)
+    binary = call("esact-as", "m.s", "-o", "-", cwd=work)
     assert binary.stdout == (work / "m.esb").read_bytes()
     assert not (work / "-").exists()
 
 
 def test_esact_cc_output_kind_follows_the_extension(work: Path, tmp_path: Path) -> None:
-    assert run("esact-cc", work / "m.onnx", "-o", "a.esb", cwd=tmp_path).returncode == 0
+    assert call("esact-cc", work / "m.onnx", "-o", "a.esb", cwd=tmp_path).returncode == 0
     assert (tmp_path / "a.esb").read_bytes() == (work / "m.esb").read_bytes()
-    assert run("esact-cc", work / "m.onnx", "-o", "a.mlir", cwd=tmp_path).returncode == 0
+    assert call("esact-cc", work / "m.onnx", "-o", "a.mlir", cwd=tmp_path).returncode == 0
     assert "esact.gemm" in (tmp_path / "a.mlir").read_text()  # the last IR stage
-    piped = run("esact-cc", work / "m.onnx", cwd=tmp_path)  # stdout is a pipe: the binary
+    piped = call("esact-cc", work / "m.onnx", cwd=tmp_path)  # stdout is a pipe: the binary
     assert piped.returncode == 0 and piped.stdout == (work / "m.esb").read_bytes()
     for args, fragment in ((["-o", "y.esb", "--compile-to", "transformer"], "names a binary"),
                            (["-o", "y.mlir", "--compile-to", "esb"], "names IR"),
                            (["-o", "y.bin"], "the extension says neither")):
-        result = run("esact-cc", work / "m.onnx", *args, cwd=tmp_path)
+        result = call("esact-cc", work / "m.onnx", *args, cwd=tmp_path)
         assert result.returncode == 2 and fragment in error_lines(result, "esact-cc")[0]
 
 
@@ -169,10 +178,10 @@ def test_dumps_and_timings_go_to_stderr_only(tool: str, flags: list[str], work: 
     args = (["m.onnx", "--compile-to", "quantized"] if tool == "esact-cc"
             else ["m.onnx", "-p", "lift-transformer,calibrate,quantize"])
     if tool not in plain_outputs:
-        plain = run(tool, *args, cwd=work)
+        plain = call(tool, *args, cwd=work)
         assert plain.returncode == 0, plain.stderr
         plain_outputs[tool] = plain.stdout
-    traced = run(tool, *args, *flags, cwd=work)
+    traced = call(tool, *args, *flags, cwd=work)
     assert traced.returncode == 0, traced.stderr
     assert traced.stdout == plain_outputs[tool]
     stderr = traced.stderr.decode()
@@ -191,13 +200,13 @@ def test_old_spellings_still_print_the_ir(tool: str, work: Path) -> None:
     old = "--print-ir-after-all" if tool == "esact-cc" else "--print-between-passes"
     args = ["m.onnx", "--compile-to", "transformer"] if tool == "esact-cc" else \
         ["m.onnx", "-p", "lift-transformer"]
-    result = run(tool, *args, old, cwd=work)
+    result = call(tool, *args, old, cwd=work)
     assert result.returncode == 0
     assert "IR Dump After" in result.stderr.decode() and b"IR Dump" not in result.stdout
 
 
 def test_tree_dir_writes_one_ir_file_per_pass_with_weights(work: Path, tmp_path: Path) -> None:
-    result = run("esact-opt", work / "m.onnx", "-p", "lift-transformer,calibrate,quantize",
+    result = call("esact-opt", work / "m.onnx", "-p", "lift-transformer,calibrate,quantize",
                  "--mlir-print-ir-after-all", "--mlir-print-ir-tree-dir", tmp_path / "tree")
     assert result.returncode == 0, result.stderr
     assert b"IR Dump" not in result.stderr
@@ -205,18 +214,18 @@ def test_tree_dir_writes_one_ir_file_per_pass_with_weights(work: Path, tmp_path:
     names = sorted(p.name for p in folder.glob("*.mlir"))
     assert names == ["0_lift-transformer.mlir", "1_calibrate.mlir", "2_quantize.mlir"]
     # each file is an IR file another tool reads, weights and all
-    again = run("esact-cc", folder / "2_quantize.mlir", "-o", tmp_path / "q.esb")
+    again = call("esact-cc", folder / "2_quantize.mlir", "-o", tmp_path / "q.esb")
     assert again.returncode == 0, again.stderr
 
 
 def test_x86_target_is_a_one_line_usage_error(work: Path) -> None:
-    result = run("esact-opt", "m.onnx", "-t", "x86-asm", cwd=work)
+    result = call("esact-opt", "m.onnx", "-t", "x86-asm", cwd=work)
     assert result.returncode == 2
     assert "invalid choice: 'x86-asm' (choose from mlir)" in error_lines(result, "esact-opt")[0]
 
 
 def test_unknown_pass_name_in_print_option(work: Path) -> None:
-    result = run("esact-cc", "m.onnx", "--mlir-print-ir-after=quantise", cwd=work)
+    result = call("esact-cc", "m.onnx", "--mlir-print-ir-after=quantise", cwd=work)
     assert result.returncode == 2
     assert "did you mean 'quantize'" in error_lines(result, "esact-cc")[0]
 
