@@ -12,11 +12,11 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from in_process_tool import run_in_process
 
 from esact_cc import api
 from esact_cc.bundled_model import load_bundled_model
@@ -148,9 +148,9 @@ def test_the_command_line_tools_agree_bit_for_bit(tmp_path, calibration):
                     ["esact-run", "model.esb", *feed, "--output-dir", "binary"],
                     ["esact-cc", *common, "--compile-to", "sparsity", "-o", "model.mlir",
                      "--run", *feed, "--output-dir", "reference"]):
-        subprocess.run(command, cwd=tmp_path, check=True, capture_output=True)
+        done = run_in_process(*command, cwd=tmp_path)  # the outputs are the subject
+        assert done.returncode == 0, done.stderr.decode()
     np.testing.assert_array_equal(np.load(tmp_path / "binary" / "logits.npy"),
                                   np.load(tmp_path / "reference" / "logits.npy"))
-    listing = subprocess.run(["esact-objdump", "-d", "model.esb"], cwd=tmp_path, check=True,
-                             capture_output=True, text=True).stdout
+    listing = run_in_process("esact-objdump", "-d", "model.esb", cwd=tmp_path).stdout.decode()
     assert listing.count("sanger_predict") == listing.count("sanger_pack") > 0
