@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from in_process_tool import run_in_process
 
 from esact_cc import api
 from esact_cc.bundled_model import load_bundled_model
@@ -70,10 +71,15 @@ def test_digits_logits_are_bit_identical_and_layer3_runs_one_row(calibration, op
     assert narrowed["total"]["cycles"] < full["total"]["cycles"]
 
 
+def esact_cc(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """In process: the summary line and the IR are the subject, not the process."""
+    done = run_in_process("esact-cc", *args, cwd=Path.cwd())
+    assert done.returncode == 0, done.stderr.decode()
+    return subprocess.CompletedProcess(done.args, 0, done.stdout.decode(), done.stderr.decode())
+
+
 def test_digits_ir_narrows_the_last_layer_and_the_summary_says_so(tmp_path):
-    out = subprocess.run(["esact-cc", str(MODEL.onnx_path), "--compile-to", "quantized",
-                          "-o", str(tmp_path / "q.mlir")], capture_output=True, text=True,
-                         check=True)
+    out = esact_cc(MODEL.onnx_path, "--compile-to", "quantized", "-o", tmp_path / "q.mlir")
     assert ("esact-cc: dead rows (esact-dead-rows; --no-dead-rows keeps them): 1 of 17 token "
             "rows computed from layer 3 on (2 select_rows)") in out.stderr
     text = (tmp_path / "q.mlir").read_text()
@@ -86,9 +92,8 @@ def test_digits_ir_narrows_the_last_layer_and_the_summary_says_so(tmp_path):
 def test_the_off_switch_keeps_every_row(tmp_path):
     module = api.compile(MODEL.onnx_path, stage="quantized", dead_rows=False).module
     assert not _selects(module)
-    out = subprocess.run(["esact-cc", str(MODEL.onnx_path), "--compile-to", "quantized",
-                          "--no-dead-rows", "-o", str(tmp_path / "q.mlir")],
-                         capture_output=True, text=True, check=True)
+    out = esact_cc(MODEL.onnx_path, "--compile-to", "quantized", "--no-dead-rows", "-o",
+                   tmp_path / "q.mlir")
     assert "dead rows" not in out.stderr
     assert "select_rows" not in (tmp_path / "q.mlir").read_text()
 

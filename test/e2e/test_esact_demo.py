@@ -3,6 +3,8 @@
 import json
 import subprocess
 
+from in_process_tool import run_in_process
+
 
 def test_demo_compiles_runs_and_compares_with_onnxruntime(tmp_path) -> None:
     result = subprocess.run(
@@ -19,7 +21,7 @@ def test_demo_compiles_runs_and_compares_with_onnxruntime(tmp_path) -> None:
     assert json.loads((tmp_path / "trace.json").read_text())["traceEvents"]
 
 
-def test_demo_rejects_a_bad_sample_count_in_one_line() -> None:
-    result = subprocess.run(["esact-demo", "--samples", "0"], capture_output=True, text=True)
+def test_demo_rejects_a_bad_sample_count_in_one_line(tmp_path) -> None:
+    result = run_in_process("esact-demo", "--samples", "0", cwd=tmp_path)  # the line's content
     assert result.returncode == 2  # a bad option value: a usage error
-    assert result.stderr.strip().splitlines() == ["esact-demo: error: --samples must be in 1..360, got 0"]
+    assert result.stderr.decode().strip().splitlines() == ["esact-demo: error: --samples must be in 1..360, got 0"]

@@ -6,10 +6,10 @@ import hashlib
 import json
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from in_process_tool import run_in_process
 from esact_cc.runtime.errors import BinaryFormatError, ConfigError, ProgramError
 from esact_cc.runtime.esb import (
     CHECKSUM_BYTES,
@@ -31,7 +31,6 @@ from esact_cc.runtime.hw_config import load_config
 from esact_cc.runtime.isa import Instruction, Queue
 
 CFG = load_config()
-BIN = Path(sys.executable).parent
 
 
 def sample_program() -> Program:
@@ -205,28 +204,38 @@ def test_field_validation_names_index_and_field(instr: Instruction, message: str
         serialize_esb(program)
 
 
+def text_result(done: subprocess.CompletedProcess[bytes]) -> subprocess.CompletedProcess[str]:
+    return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(),
+                                       done.stderr.decode())
+
+
+def objdump(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """In process: the listing and the error line are the subject (esact-objdump as a whole
+    process: test_cli_conventions.py, test/hostile/test_hostile_runtime.py)."""
+    return text_result(run_in_process("esact-objdump", *args, cwd=cwd))
+
+
 def test_objdump_on_corrupt_file_prints_one_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.esb"
     data = serialize_esb(sample_program())
     for corrupt in (data[:len(data) // 2], b"", b"ESACTBIN" + bytes(200)):
         path.write_bytes(corrupt)
-        result = subprocess.run([BIN / "esact-objdump", "-d", path], capture_output=True,
-                                text=True, check=False)
+        result = objdump("-d", path, cwd=tmp_path)
         assert result.returncode == 1
         assert result.stdout == ""
         assert result.stderr.startswith("esact-objdump: error: ")
         assert result.stderr.count("\n") == 1
         assert "Traceback" not in result.stderr
-    missing = subprocess.run([BIN / "esact-objdump", tmp_path / "nope.esb"],
-                             capture_output=True, text=True, check=False)
+    missing = objdump(tmp_path / "nope.esb", cwd=tmp_path)
     assert missing.returncode == 1 and missing.stderr.count("\n") == 1
 
 
 def test_objdump_shows_debug_node(tmp_path: Path) -> None:
     path = tmp_path / "p.esb"
     write_esb(sample_program(), path)
-    listing = subprocess.run([BIN / "esact-objdump", "-d", path], check=True,
-                             capture_output=True, text=True).stdout
+    listing = objdump("-d", path, cwd=tmp_path)
+    assert listing.returncode == 0, listing.stderr
+    listing = listing.stdout
     gemm_line = next(line for line in listing.splitlines() if " gemm " in line)
     assert gemm_line.endswith('[node="/encoder/layer.0/MatMul" layer=0 component=q]')
 
@@ -235,8 +244,7 @@ def test_as_error_leaves_no_output(tmp_path: Path) -> None:
     src = tmp_path / "bad.s"
     src.write_text(".text\ngemm m=1 k=1 n=1 bogus=3\nhalt\n")
     out = tmp_path / "out.esb"
-    result = subprocess.run([BIN / "esact-as", src, "-o", out], capture_output=True, text=True,
-                            check=False)
+    result = text_result(run_in_process("esact-as", src, "-o", out, cwd=tmp_path))
     assert result.returncode == 1
     assert result.stderr == "esact-as: error: line 2: gemm has no field 'bogus'\n"
     assert not out.exists()
