@@ -188,19 +188,26 @@ def rotary_epilogue(lw: Lowering, linear: transformer.LinearOp, value: SSAValue,
     rotated = op.rotated
     per_batch = len(cos.shape) == 3 and cos.shape[0] == batch > 1
 
+    # cos / sin rows in chunks of at most an FP32 staging chunk together (a masked linear's
+    # tile is a whole sequence)
+    chunk = max(1, lw.capacity(Buffer.VBUF) // STAGE_FRACTION // (2 * rotated))
+
     def body(o: int, m0: int, mt: int, n0: int, nt: int) -> None:
-        c = lw.alloc(Buffer.VBUF, mt * rotated)
-        s = lw.alloc(Buffer.VBUF, mt * rotated)
-        r0 = m0
-        while r0 < m0 + mt:  # one LOAD each per batch element the tile's rows span
-            end = min(m0 + mt, (r0 // length + 1) * length)
-            t0 = (r0 if per_batch else r0 % length) * rotated * F32
-            lw.load(Buffer.VBUF, c + (r0 - m0) * rotated, cos.address + t0, end - r0, rotated)
-            lw.load(Buffer.VBUF, s + (r0 - m0) * rotated, sin.address + t0, end - r0, rotated)
-            r0 = end
-        lw.emit("rope", "sfu", dst_addr=o, src_addr=o, rows=mt, cols=nt, cos_addr=c,
-                sin_addr=s, head_dim=head_dim, rotary_dim=rotated)
-        lw.free(Buffer.VBUF, c, s)
+        for c0 in range(m0, m0 + mt, chunk):
+            rows = min(chunk, m0 + mt - c0)
+            c = lw.alloc(Buffer.VBUF, rows * rotated)
+            s = lw.alloc(Buffer.VBUF, rows * rotated)
+            r0 = c0
+            while r0 < c0 + rows:  # one LOAD each per batch element the rows span
+                end = min(c0 + rows, (r0 // length + 1) * length)
+                t0 = (r0 if per_batch else r0 % length) * rotated * F32
+                lw.load(Buffer.VBUF, c + (r0 - c0) * rotated, cos.address + t0, end - r0, rotated)
+                lw.load(Buffer.VBUF, s + (r0 - c0) * rotated, sin.address + t0, end - r0, rotated)
+                r0 = end
+            lw.emit("rope", "sfu", dst_addr=o + (c0 - m0) * nt, src_addr=o + (c0 - m0) * nt,
+                    rows=rows, cols=nt, cos_addr=c, sin_addr=s, head_dim=head_dim,
+                    rotary_dim=rotated)
+            lw.free(Buffer.VBUF, c, s)
 
     return body
 

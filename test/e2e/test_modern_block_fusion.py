@@ -45,7 +45,7 @@ def sfu_stream(program) -> list:
 def on_linear_tiles(program, fused: set[str]) -> Counter:
     """Per opcode in `fused`: how many of its instructions run on a linear's output tile,
     i.e. follow that tile's DEQUANT in the SFU queue (other fused ops between) with its
-    shape; and how many do not (key `(opcode, False)`)."""
+    columns and at most its rows; and how many do not (key `(opcode, False)`)."""
     sfu = sfu_stream(program)
     found = Counter()
     for i, instr in enumerate(sfu):
@@ -54,8 +54,9 @@ def on_linear_tiles(program, fused: set[str]) -> Counter:
         j = i - 1
         while j >= 0 and sfu[j].opcode_name in fused:
             j -= 1
-        tile = j >= 0 and sfu[j].opcode_name == "dequant" and all(
-            sfu[j].fields[f] == instr.fields[f] for f in ("rows", "cols"))
+        tile = j >= 0 and sfu[j].opcode_name == "dequant" and \
+            sfu[j].fields["cols"] == instr.fields["cols"] and \
+            sfu[j].fields["rows"] >= instr.fields["rows"]  # ROPE: row chunks of the tile
         found[instr.opcode_name if tile else (instr.opcode_name, False)] += 1
     return found
 
@@ -103,3 +104,27 @@ def test_rotary_whose_tables_come_after_the_projection_stands_alone(tmp_path: Pa
     np.testing.assert_array_equal(got, golden["last_hidden_state"])
     found = on_linear_tiles(program, {"rope"})
     assert found["rope"] > 0 and found[("rope", False)] > 0
+
+
+def test_rotary_on_a_masked_projection_in_row_chunks_bit_for_bit(tmp_path: Path) -> None:
+    """With SPLS a projection's tile is a whole sequence (row-masked, reused rows scattered
+    before the epilogue): ROPE on it LOADs its cos / sin rows in chunks that fit beside the
+    tile (here a 2 KiB VBUF: chunks of 4 of the 8 rows), and the binary equals the interpreter."""
+    import onnx
+
+    path, hw = tmp_path / "decoder.onnx", tmp_path / "small_vbuf.toml"
+    onnx.save(graphs.decoder(), path)
+    hw.write_text("[sram]\nvector_buffer = 2048\n")
+    calib = tmp_path / "calib.npz"
+    samples = [graphs.decoder_inputs(seed=50 + i) for i in range(4)]
+    np.savez(calib, **{k: np.stack([s[k] for s in samples]) for k in samples[0]})
+    spls = {"sparsity": "spls", "spls_option": ["threshold=0.5"], "calibration_data": str(calib)}
+    inputs = graphs.decoder_inputs()
+    program = api.compile(path, stage="esb", hw=str(hw), **spls).program()
+    reference = api.compile(path, stage="sparsity", **spls).run(inputs)
+    result = run_program(program, inputs, load_config(str(hw)))
+    np.testing.assert_array_equal(result.outputs["last_hidden_state"],
+                                  reference["last_hidden_state"])
+    assert result.report["spls"]["reused_row_fraction"] > 0
+    assert on_linear_tiles(program, {"rope"})["rope"] > 0
+    assert {i.fields["rows"] for i in program.instructions if i.opcode_name == "rope"} == {4}
