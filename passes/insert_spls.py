@@ -35,9 +35,11 @@ representative's values downstream either way), only without that linear's savin
 `threshold` > 1 disables reuse; with k-ratio=1 and threshold > 1 the program computes exactly
 the dense values.
 
-k is ceil(k-ratio * L) of the static sequence length L. Keys the attention mask pads out are
-never selected (PAM is -inf there) and a row with fewer valid keys than k keeps them all, but
-the ratio itself is not rescaled per input: measure sparsity on unpadded inputs.
+k is ceil(k-ratio * L) of the static sequence length L. PAM holds the predicted logits plus
+the attention mask as a number, so keys the mask pads out rank below every unmasked key: they
+are selected only when a row has fewer than k unmasked keys, and a row whose every key is
+masked keeps k of them (docs/design.md section 6); -inf and causal-hidden keys never are. The
+ratio itself is not rescaled per input: measure sparsity on unpadded inputs.
 """
 
 from __future__ import annotations

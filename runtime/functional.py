@@ -37,7 +37,6 @@ from .isa import (
     INSTRUCTION_KERNELS,
     Instruction,
     Operand,
-    TOPK_MASKED_ADDITIVE,
     SimilarityMode,
     Work,
     bits_float,
@@ -383,7 +382,6 @@ class Machine:
         if f["has_add_mask"]:
             add = self.vector("add_mask_addr").astype(np.float32)
             scores = scores.astype(np.float32) + add[None, :]
-            valid &= (add > TOPK_MASKED_ADDITIVE)[None, :]
         if f["causal"]:
             r = np.arange(f["rows"])[:, None]
             c = np.arange(f["cols"])[None, :]

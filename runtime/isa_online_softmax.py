@@ -73,7 +73,8 @@ SOFTMAX_STATS = define_instruction(
              enabled_by="accumulate"),
      _mat("state_addr", "rows", _state_cols, "w")),
     sfu_cost(STATS_PASSES),
-    """z = src * scale (+ add_mask[c]) in float64, columns the causal rule excludes invalid;
+    """z = src * scale in float64 (with the mask, float32(z + add_mask[c]): SOFTMAX's logits),
+    columns the causal rule excludes invalid;
     fold the block into each row's running (max, sum) in chunks of 64 keys (the first chunk
     starts the block, which starts at a key multiple of 64): max' = max(max, chunk max), sum'
     = sum * exp(max - max') + pairwise-tree sum of exp(z - max'); it starts from

@@ -270,7 +270,8 @@ _SPECS: tuple[InstructionSpec, ...] = (
         _vec("add_mask_addr", Buffer.VBUF, "cols", enabled_by="has_add_mask"),
         _mat("elem_mask_addr", Buffer.MBUF, "rows", "cols", "r", enabled_by="has_elem_mask"),
         ), sfu_cost(SFU_PASSES["softmax"]),
-        """Row softmax in float64: z = src * scale (+ add_mask[c]); positions the causal rule
+        """Row softmax in float64: z = src * scale (with the mask, float32(z + add_mask[c]), as
+        ADD rounds: a per-query mask ADDed before gives the same z); positions the causal rule
         or the element mask exclude are -inf; dst = exp(z - max) / sum, excluded positions 0,
         a row with no valid position all 0; max and sum are the running max and sum over
         chunks of 64 keys of runtime/online_softmax.py (what key blocks reproduce)."""),
@@ -375,8 +376,9 @@ _SPECS: tuple[InstructionSpec, ...] = (
         _vec("add_mask_addr", Buffer.VBUF, "cols", enabled_by="has_add_mask")), topk_cost,
         """dst = spls_kernels.topk_mask(scores, k, valid) as bytes 0/1: per row the k
         highest-scoring valid keys (ties: lower key index; rows with fewer valid keys keep
-        all of them). With has_add_mask, scores = float32(float32(src) + add_mask[c]) and key
-        c is invalid where add_mask[c] <= TOPK_MASKED_ADDITIVE."""),
+        all of them; a -inf score is never valid). With has_add_mask, scores =
+        float32(float32(src) + add_mask[c]): a masked key ranks by its sum, below the
+        unmasked ones, as it does when a per-query mask was ADDed to src."""),
     _spec("similarity", 0x33, Queue.PREDICT, Unit.TOPK, (
         _addr("map_addr", "MBUF: reuse map, length little-endian int16"),
         _addr("key_mask_addr", "MBUF: heads x keys key mask out"),
@@ -464,9 +466,6 @@ _ALLOWED_BUFFERS: dict[tuple[str, str], frozenset[Buffer]] = {
 ALLOWED_BUFFERS: Mapping[tuple[str, str], frozenset[Buffer]] = MappingProxyType(_ALLOWED_BUFFERS)
 
 MAX_INT8_HLOG_BITS = 7  # level 2^(bits-1) = 64 still fits int8
-TOPK_MASKED_ADDITIVE = -1.0e4
-"""TOPK add mask: a key whose additive mask value is at or below this is invalid (HF exports
-use -10000 or the float32 minimum; the same rule as the spls reference interpreter)."""
 
 
 def _check_spec(spec: InstructionSpec, opcodes: set[int]) -> None:

@@ -34,10 +34,14 @@ STATE_WORDS = 4
 
 
 def logits(src: np.ndarray, scale: float, add_row: np.ndarray | None) -> np.ndarray:
-    """z = src * scale (+ add_row[c]) in float64 (FP32 inputs)."""
+    """z = src * scale in float64 (FP32 inputs); with `add_row`, float32(z + add_row[c]): the
+    ADD instruction's rounding, so a mask row added here and a per-query mask ADDed before
+    give the same logits (they differ only where a row's every key is masked: with an
+    unmasked key present, a masked key's exp underflows to 0 either way)."""
     z = np.asarray(src, np.float32).astype(np.float64) * np.float64(np.float32(scale))
     if add_row is not None:
-        z = z + np.asarray(add_row, np.float32).astype(np.float64)
+        z = (z + np.asarray(add_row, np.float32).astype(np.float64)).astype(np.float32)
+        z = z.astype(np.float64)
     return z
 
 

@@ -246,12 +246,27 @@ def k_from_ratio(k_ratio: float, num_keys: int) -> int:
     return max(1, min(num_keys, math.ceil(k_ratio * num_keys - 1e-9)))
 
 
+MASKED_LOGIT = -5.0e3
+"""A PAM entry at or below this is a key the attention mask hides: the prediction adds the
+mask as a number (HF exports mask with -10000 or the float32 minimum, -inf is -inf), so a
+masked predicted logit lies far below it. For counting (esact-tune's padding-free
+accounting); top-k and the similarity take the values as they are."""
+
+
+def unmasked_keys(pam: np.ndarray) -> np.ndarray:
+    """bool: the PAM entries the attention mask (additive or causal) lets through."""
+    return np.asarray(pam) > MASKED_LOGIT
+
+
 def topk_mask(scores: np.ndarray, k: int, valid_mask: np.ndarray | None = None) -> np.ndarray:
     """Row-wise top-k mask (SPA) of scores [H, Lq, Lk].
 
     valid_mask (bool, broadcastable to scores, e.g. [Lk] padding or [Lq, Lk] causal) excludes
-    keys; a row with fewer valid keys than k keeps all its valid keys. Ties: among equal scores
-    the lower key index wins. Returns bool [H, Lq, Lk].
+    keys, and so does a -inf score (a key an additive -inf mask hides); a row with fewer valid
+    keys than k keeps all its valid keys. A large finite negative score (PAM plus a -10000 or
+    float32-minimum mask) is an ordinary score: it ranks last, so a row whose every key is
+    masked still keeps k keys (docs/design.md section 3 "Masks", section 6 step 3).
+    Ties: among equal scores the lower key index wins. Returns bool [H, Lq, Lk].
     """
     arr = np.asarray(scores)
     if arr.ndim != 3:
@@ -262,6 +277,7 @@ def topk_mask(scores: np.ndarray, k: int, valid_mask: np.ndarray | None = None) 
         raise EsactError("top-k: scores contain NaN")
     valid = np.ones(arr.shape, dtype=bool) if valid_mask is None else np.broadcast_to(
         np.asarray(valid_mask, dtype=bool), arr.shape)
+    valid = valid & (arr != -np.inf)
     index = np.broadcast_to(np.arange(arr.shape[-1]), arr.shape)
     # Sort keys by (invalid last, higher score first, lower index first); lexsort's last key is
     # the primary one. Negating in float64 is exact for int32 and float scores alike.

@@ -14,8 +14,10 @@ import numpy as np
 
 Array = np.ndarray
 
-SPA_EXCLUDED = np.float32(np.finfo(np.float32).min)
-"""Additive score for keys outside a computed row's SPA (exp underflows to exactly 0)."""
+SPA_EXCLUDED = np.float32(-np.inf)
+"""Additive score for keys outside a computed row's SPA: excluded exactly, as the hardware's
+element mask excludes them (a finite value would count when the row's SPA keys are masked
+too: a row whose every key is masked). A row with no SPA key is 0."""
 
 
 def batched(mask: Array, batch: int, rank: int) -> Array:

@@ -26,10 +26,6 @@ from esact_cc.runtime.spls_kernels import (
 
 Array = np.ndarray
 
-MASKED_ADDITIVE = -1.0e4
-"""An additive attention-mask value at or below this masks the key (HF exports use -10000 or
-the float32 minimum); PAM marks such positions -inf so top-k never selects them."""
-
 
 # ----------------------------------------------------------------------------- prediction
 
@@ -43,8 +39,10 @@ def run_predict_attention(x: Array, x_scale: Array, wq: Array, wq_scale: Array, 
                           wk_scale: Array, bq: Array, bk: Array, mask: Array | None,
                           num_heads: int, bits: int, scale: float, causal: bool,
                           kv_heads: int | None = None) -> Array:
-    """PAM [B, H, L, L] f32: scaled predicted logits, -inf where padding / causal mask;
-    `kv_heads`: K^ per K head, read by its group of query heads."""
+    """PAM [B, H, L, L] f32: scaled predicted logits plus the additive mask (float32, as the
+    hardware ADDs it: a masked key is a very negative number that top-k ranks last, -inf only
+    where the mask is -inf), -inf where causal hides the key; `kv_heads`: K^ per K head, read
+    by its group of query heads."""
     batch, length, _ = x.shape
     out = np.empty((batch, num_heads, length, length), dtype=np.float32)
     for b in range(batch):
@@ -53,8 +51,7 @@ def run_predict_attention(x: Array, x_scale: Array, wq: Array, wq_scale: Array, 
             bq, bk, kv_heads)
         out[b] = pam.astype(np.float64) * (pam_scale * scale)
     if mask is not None:
-        additive = np.broadcast_to(np.asarray(mask, np.float32), out.shape)
-        out = np.where(additive <= MASKED_ADDITIVE, -np.inf, out + additive).astype(np.float32)
+        out = out + np.broadcast_to(np.asarray(mask, np.float32), out.shape)
     if causal:
         visible = causal_visible(length, length)
         out = np.where(visible, out, np.float32(-np.inf))

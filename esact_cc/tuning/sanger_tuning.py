@@ -22,7 +22,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from esact_cc.dialects.sanger import PredictMaskOp
-from esact_cc.interpreter.interpret_spls_ops import MASKED_ADDITIVE
 from esact_cc.quantized_kernels import causal_visible
 from esact_cc.sparsity.sanger_options import SangerConfig
 from esact_cc.tuning.scheme_tuning import (CountingInterpreter, LossMixin, SchemeEvaluator,
@@ -31,6 +30,11 @@ from esact_cc.tuning.scheme_tuning import (CountingInterpreter, LossMixin, Schem
 THRESHOLD_GRID = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
 """Thresholds tried (0 keeps every key of non-zero predicted probability); Sanger's configs use
 0.002 and 0.02 (runtime/sanger_kernels.PAPER_THRESHOLDS)."""
+
+
+MASKED_ADDITIVE = -1.0e4
+"""An additive mask value at or below this hides the key from the count of visible positions
+(HF exports mask with -10000 or the float32 minimum)."""
 
 
 class _MaskCounter(CountingInterpreter):

@@ -8,7 +8,8 @@ projection), ffn1, ffn2; plus the prediction's HLog products and the reused rows
 
 Counting rules (the same as bench/spls_emulation_encoder.py, so the two agree):
 - padding is not sparsity: only real tokens count, dense and executed alike. A key is real if
-  some row of the PAM sees it (PAM is -inf where the padding mask hides a key); a row is real
+  some row of the PAM sees it (`spls_kernels.unmasked_keys`: PAM plus the padding mask is far
+  below any predicted logit where the mask hides a key); a row is real
   iff its own key is (self-attention, right padding). The attention terms count the (row, key)
   pairs the mask lets through, so a causal model's dense baseline is its triangle.
 - a reused row executes nothing of q, o, ffn1, ffn2 and of its attention row;
@@ -36,7 +37,7 @@ from xdsl.ir import Operation, SSAValue
 from esact_cc.dialects import spls, transformer
 from esact_cc.passes.layer_roles import component_of, layers_and_roles
 from esact_cc.runtime.errors import CompileError
-from esact_cc.runtime.spls_kernels import topk_mask
+from esact_cc.runtime.spls_kernels import topk_mask, unmasked_keys
 
 PREDICTION_MAC_PER_PRODUCT = 0.1
 """One HLog product (a few shift-adds on the BPU) costs 0.1 INT8 MAC (docs/design.md section 6)."""
@@ -160,7 +161,7 @@ def count_layer(layer: SplsLayer, pam: np.ndarray, spa: np.ndarray, reuse: np.nd
     q, k [B, L, D]: the attention's operands (for the top-k recall; optional)."""
     work = LayerWork()
     for b in range(pam.shape[0]):
-        visible = np.isfinite(pam[b])  # [H, L, L]
+        visible = unmasked_keys(pam[b])  # [H, L, L]
         real = visible.any(axis=(0, 1))  # keys some row sees = real tokens
         visible = visible & real[None, :, None]
         computed = real & (reuse[b] < 0)

@@ -21,6 +21,7 @@ from xdsl.ir import Operation, SSAValue
 
 from esact_cc.dialects import spls
 from esact_cc.interpreter.reference_interpreter import Interpreter
+from esact_cc.runtime.spls_kernels import unmasked_keys
 from esact_cc.tuning.spls_accounting import is_masked_attention
 from esact_cc.weight_store import WeightStore
 
@@ -57,7 +58,7 @@ class RandomReuse:
         reuse = np.full(outputs[0].shape, -1, dtype=np.int32)
         keys = np.zeros(outputs[1].shape, dtype=bool)
         for b in range(spa.shape[0]):
-            real = (np.isfinite(pam[b]).any(axis=(0, 1)) if pam is not None
+            real = (unmasked_keys(pam[b]).any(axis=(0, 1)) if pam is not None
                     else spa[b].any(axis=(0, 1)))
             rows = np.flatnonzero(real)
             n = min(self.counts.get(id(op), 0), max(len(rows) - 1, 0))

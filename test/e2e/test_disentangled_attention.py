@@ -118,8 +118,7 @@ SCHEMES = {
 def test_sparsity_schemes_mask_the_disentangled_attention_bit_exactly(tmp_path: Path,
                                                                       scheme: str) -> None:
     path = save(tmp_path)
-    # No padding: a query row whose every key is masked differs between SPLS binary and
-    # interpreter with or without position terms (the SPA-excluded keys' fill), not tested here.
+    # No padding (the cosine bound): padded query rows are test_fully_masked_rows.py's subject.
     calib, inputs = calibration(tmp_path), deberta_inputs(padding=0)
     reference = api.compile(path, stage="sparsity", calibration_data=calib, **SCHEMES[scheme])
     attention = [op for op in reference.module.walk() if isinstance(op, AttentionOp)]
