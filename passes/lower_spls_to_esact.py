@@ -45,11 +45,11 @@ representative's sublayer output through SCATTER_ROWS before the fused residual 
 section 6 step 5).
 
 Additive attention masks (padding): one row per batch element and head is loaded into VBUF
-and given to TOPK (`add_mask`: masked keys are never selected, FP32 PAM + mask is ranked, as
-in the reference) and to the SOFTMAX of PAM and of the attention. A per-query mask [.., L, L]
-(e.g. BERT's expanded padding mask) is ADDed to the FP32 PAM and to the attention scores; TOPK
-then ranks masked keys last instead of excluding them, which differs from the reference only
-in rows with fewer than k unmasked keys (never without padding).
+and given to TOPK (`add_mask`: FP32 PAM + mask is ranked, masked keys last) and to the SOFTMAX
+of PAM and of the attention. A per-query mask [.., L, L] (e.g. BERT's expanded padding mask)
+is ADDed to the FP32 PAM and to the attention scores: the same float32 sums, so both forms
+rank and normalize as the reference does, rows whose every key is masked included
+(docs/design.md section 3, "Masks").
 
 Long sequences (the ring form, `Chain.ring`): when the H x L x L SPA of every batch element
 does not fit MBUF beside the masks, or the FP32 PAM of all heads half of VBUF, only one chunk's
