@@ -9,7 +9,6 @@ search logic is what is tested, not the default grid's size).
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from in_process_tool import run_in_process
 from esact_cc.runtime.errors import CompileError
 from onnx import TensorProto, helper, numpy_helper
 
@@ -214,12 +214,12 @@ def test_per_layer_options_reach_the_pass(files, tmp_path):
     assert config.pass_options() == {"threshold": 0.95, "window": 3, "similarity": "overlap",
                                      "layers": "0:window=2;1:threshold=0.5"}
     out = tmp_path / "spls.mlir"
-    result = subprocess.run(
-        ["esact-cc", str(files["model"]), "--compile-to", "spls", "--calibration-data",
-         str(files["calib"]), "--spls-option", "threshold=0.95", "--spls-option", "window=3",
-         "--spls-option", "1:threshold=0.5", "--spls-option", "0:window=2", "-o", str(out)],
-        capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stderr
+    result = run_in_process(
+        "esact-cc", files["model"], "--compile-to", "spls", "--calibration-data", files["calib"],
+        "--spls-option", "threshold=0.95", "--spls-option", "window=3",
+        "--spls-option", "1:threshold=0.5", "--spls-option", "0:window=2", "-o", out,
+        cwd=out.parent)
+    assert result.returncode == 0, result.stderr.decode()
     sims = [line for line in out.read_text().splitlines() if "spls.local_similarity" in line]
     assert len(sims) == 2
     assert "window(2) threshold(9.500000e-01)" in sims[0]
@@ -243,12 +243,13 @@ def test_config_file_round_trip_and_cli_override(files, tmp_path):
 
 
 def _one_line_error(args: list[str], fragment: str) -> None:
-    """A console script in a subprocess: exit 1, one `prog: error:` line, no traceback."""
-    result = subprocess.run(args, capture_output=True, text=True, check=False)
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"{args[0]}: error: "), result.stderr
+    """A console script's main run in process: exit 1, one `prog: error:` line, no traceback."""
+    result = run_in_process(*args, cwd=Path.cwd())
+    stderr = result.stderr.decode()
+    assert result.returncode == 1, result.stdout.decode() + stderr
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{args[0]}: error: "), stderr
     assert fragment in lines[0], lines[0]
 
 
