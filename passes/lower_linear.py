@@ -333,10 +333,13 @@ def _linear_tiling(lw: Lowering, op: transformer.LinearOp, x: DramTensor, k: int
             acc_cap -= acc_cap // PredictScratch.SLOT_FRACTION
         if k > a_cap or k > w_cap:
             raise CompileError(f"{op_label(op)}: input width {k} exceeds the on-chip buffers")
-        rows = min(m, a_cap // k, MAX_DIM)
-        if rows < m:  # several row tiles: two in flight, the next one's input prepared
-            rows = max(1, min(rows, a_cap // 2 // k))  # during this one's GEMMs
-        m_tile = round_tile(rows, m, lw.config.mac_rows)
+        m_tile = round_tile(min(m, a_cap // k, MAX_DIM), m, lw.config.mac_rows)
+        # Several row tiles: two in flight (the next one's input prepared during this one's
+        # GEMMs), halved only when two tiles would not fit ABUF together: more, smaller tiles
+        # than needed move where later ops' ABUF tiles land, and an attention that fills ABUF
+        # then finds no run long enough (test_spls_key_codes at 36 KiB).
+        if m_tile < m and 2 * m_tile * k > lw.capacity(Buffer.ABUF):
+            m_tile = round_tile(max(1, a_cap // 2 // k), m, lw.config.mac_rows)
         nt_limit = min(w_cap // k, acc_cap // m_tile,
                        v_cap // (2 * m_tile) if group_count > 1 else v_cap // m_tile)
         return ([(m0, min(m_tile, m - m0)) for m0 in range(0, m, m_tile)],
