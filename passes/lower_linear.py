@@ -60,12 +60,7 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
         plan_masked_inputs(lw, op)
     token = op.token_scales is not None
     groups = _token_runs(lw, op) if token else lw.input_format(op)
-    x8 = lw.int8_tensors.get(op.x) if not token and lw.format_of(op.x) == groups else None
-    if x8 is None and op.x in lw.int8_tensors and op.x not in lw.fp32_needed:
-        raise CompileError(f"{op_label(op)}: its input was only written in another INT8 format")
-    # An input left to its consumers (an RMSNorm: `DeferredRows`) is made per row chunk here.
-    deferred = lw.deferred_rows.get(op.x) if token else None
-    x = x8 if x8 is not None else deferred.source if deferred else lw.f32_tensor(op.x, "x")
+    x8, deferred, x = _linear_input(lw, op, token, groups)
     w = lw.tensor_of(op.weight)
     if w.dtype != np.int8:
         raise CompileError(f"{op_label(op)}: weight must be int8 (run quantize first)")
@@ -113,29 +108,59 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
                                    nt=nt, n_tile=n_tile)
                 if g == 0 and j == ahead:  # the next row tile's input, while these GEMMs run
                     ready = prepare(*row_tiles[i + 1])
-                if g == 0:
-                    o = lw.alloc(Buffer.VBUF, mt * nt)
-                    dequant.emit(lw, g, o, acc, mt, nt, sv, row_scales)
-                else:  # partial of a later input group: dequantize and add (group order)
-                    t = lw.alloc(Buffer.VBUF, mt * nt)
-                    dequant.emit(lw, g, t, acc, mt, nt, sv, row_scales)
-                    lw.emit("add", "sfu", dst_addr=o, a_addr=o, b_addr=t, rows=mt, cols=nt)
-                    lw.free(Buffer.VBUF, t)
+                o = _dequant_group(lw, dequant, g, o, acc, mt, nt, sv, row_scales)
                 lw.free(Buffer.ACC, acc)
             lw.free(Buffer.WBUF, wt)
             lw.free(Buffer.VBUF, sv)
-            if tiles is not None and not keyed:  # reused rows take their representative's row
-                lw.emit("scatter_rows", "sfu", buf=Buffer.VBUF, dst_addr=o, src_addr=o, rows=mt,
-                        cols=nt, map_addr=tiles.reuse_map + 2 * m0)
-            if epilogue is not None:
-                epilogue(o, m0, mt, n0, nt)
-            lw.write_tile(out_value, o, m0, mt, n0, nt)
-            lw.free(Buffer.VBUF, o)
+            _finish_column_tile(lw, tiles if not keyed else None, epilogue, out_value, o, m0, mt,
+                                n0, nt)
         if token:
             lw.free(Buffer.VBUF, row_scales)
         lw.free(Buffer.ABUF, a)
     if tiles is not None:
         done_with(lw, op, tiles)
+
+
+def _linear_input(lw: Lowering, op: transformer.LinearOp, token: bool, groups
+                  ) -> tuple[DramTensor | None, DeferredRows | None, DramTensor]:
+    """Where the linear's input comes from: (its INT8 form in this linear's format or None,
+    the deferred producer or None, the tensor the row tiles read)."""
+    x8 = lw.int8_tensors.get(op.x) if not token and lw.format_of(op.x) == groups else None
+    if x8 is None and op.x in lw.int8_tensors and op.x not in lw.fp32_needed:
+        raise CompileError(f"{op_label(op)}: its input was only written in another INT8 format")
+    # An input left to its consumers (an RMSNorm: `DeferredRows`) is made per row chunk here.
+    deferred = lw.deferred_rows.get(op.x) if token else None
+    x = x8 if x8 is not None else deferred.source if deferred else lw.f32_tensor(op.x, "x")
+    return x8, deferred, x
+
+
+def _dequant_group(lw: Lowering, dequant: _DequantTable, g: int, o: int, acc: int, mt: int,
+                   nt: int, sv: int, row_scales: int) -> int:
+    """Dequantize input group g's accumulators into the column tile's VBUF output `o` (the
+    first group allocates it; a later group's partial is dequantized and added, in group
+    order). Returns `o`."""
+    if g == 0:
+        o = lw.alloc(Buffer.VBUF, mt * nt)
+        dequant.emit(lw, g, o, acc, mt, nt, sv, row_scales)
+        return o
+    t = lw.alloc(Buffer.VBUF, mt * nt)
+    dequant.emit(lw, g, t, acc, mt, nt, sv, row_scales)
+    lw.emit("add", "sfu", dst_addr=o, a_addr=o, b_addr=t, rows=mt, cols=nt)
+    lw.free(Buffer.VBUF, t)
+    return o
+
+
+def _finish_column_tile(lw: Lowering, row_tiles: MaskTiles | None, epilogue, out_value,
+                        o: int, m0: int, mt: int, n0: int, nt: int) -> None:
+    """A column tile's output: reused rows take their representative's row (`row_tiles`: a
+    row-masked linear's masks), the epilogue ops run on it, and it is written out."""
+    if row_tiles is not None:
+        lw.emit("scatter_rows", "sfu", buf=Buffer.VBUF, dst_addr=o, src_addr=o, rows=mt,
+                cols=nt, map_addr=row_tiles.reuse_map + 2 * m0)
+    if epilogue is not None:
+        epilogue(o, m0, mt, n0, nt)
+    lw.write_tile(out_value, o, m0, mt, n0, nt)
+    lw.free(Buffer.VBUF, o)
 
 
 def _ahead_column(lw: Lowering, tiles: MaskTiles | None, row_tiles: list[tuple[int, int]],
