@@ -62,7 +62,7 @@ from esact_cc.passes.lowering_state import (
     DramTensor,
     Lowering,
     Rule,
-    node_name,
+    load_gamma_beta,
     register_lowering,
     registered_lowerings,
 )
@@ -101,12 +101,7 @@ def rowwise(lw: Lowering, sources: Sequence[DramTensor], dest: SSAValue,
 def lower_layer_norm(lw: Lowering, op: transformer.LayerNormOp) -> None:
     x = lw.f32_tensor(op.x, "x")
     n = x.cols
-    gamma = lw.weight_array(op.gamma, "gamma").astype(np.float32).reshape(n)
-    beta = (np.zeros(n, np.float32) if op.beta is None
-            else lw.weight_array(op.beta, "beta").astype(np.float32).reshape(n))
-    gb = lw.constant(f"{node_name(op) or 'layer_norm'}.gamma_beta", np.stack([gamma, beta]))
-    g = lw.alloc(Buffer.VBUF, 2 * n)
-    lw.load(Buffer.VBUF, g, gb.address, 2, n)
+    g = load_gamma_beta(lw, op, n)
     eps = float(op.epsilon.value.data)
 
     def body(addrs: list[int], rows: int, cols: int) -> None:

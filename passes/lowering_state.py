@@ -561,3 +561,13 @@ class Lowering:
 def is_dense_int8_linear(op: Operation) -> bool:
     return isinstance(op, transformer.LinearOp) and op.is_quantized and not op.is_masked
 
+
+def load_gamma_beta(lw: Lowering, norm: transformer.LayerNormOp, n: int) -> int:
+    """A layer norm's gamma and beta (zeros when absent) LOADed into VBUF as two rows of n."""
+    gamma = lw.weight_array(norm.gamma, "gamma").astype(np.float32).reshape(n)
+    beta = (np.zeros(n, np.float32) if norm.beta is None
+            else lw.weight_array(norm.beta, "beta").astype(np.float32).reshape(n))
+    gb = lw.constant(f"{node_name(norm) or 'layer_norm'}.gamma_beta", np.stack([gamma, beta]))
+    at = lw.alloc(Buffer.VBUF, 2 * n)
+    lw.load(Buffer.VBUF, at, gb.address, 2, n)
+    return at

@@ -40,7 +40,7 @@ from esact_cc.passes.lowering_state import (
     HALF,
     Lowering,
     MaskTiles,
-    node_name,
+    load_gamma_beta,
     round_tile,
 )
 from esact_cc.passes.spls_scratch import PredictScratch
@@ -128,7 +128,7 @@ class OutputGroups:
         r["blocks"] = lw.alloc(Buffer.VBUF, length * n)
         r["rows"] = lw.alloc(Buffer.VBUF, rows * n)
         with _located(lw, self.norm):
-            r["gamma_beta"] = _norm_vectors(lw, self.norm, n)
+            r["gamma_beta"] = load_gamma_beta(lw, self.norm, n)
         r["input"] = lw.alloc(Buffer.ABUF, length * k)
         x8 = lw.int8_tensors.get(op.x) if not token and lw.format_of(op.x) == groups else None
         lw.counters["group"] += 1  # selected now (its tiles fit), placed by `start`
@@ -268,14 +268,3 @@ def _output_ops(linear: Operation | None, masks: MaskTiles
 
 def _residual(add: transformer.AddOp, linear: Operation) -> SSAValue:
     return add.rhs if add.lhs is linear.results[0] else add.lhs
-
-
-def _norm_vectors(lw: Lowering, norm: transformer.LayerNormOp, n: int) -> int:
-    """gamma and beta of `norm` LOADed into VBUF as two rows of n."""
-    gamma = lw.weight_array(norm.gamma, "gamma").astype(np.float32).reshape(n)
-    beta = (np.zeros(n, np.float32) if norm.beta is None
-            else lw.weight_array(norm.beta, "beta").astype(np.float32).reshape(n))
-    gb = lw.constant(f"{node_name(norm) or 'layer_norm'}.gamma_beta", np.stack([gamma, beta]))
-    at = lw.alloc(Buffer.VBUF, 2 * n)
-    lw.load(Buffer.VBUF, at, gb.address, 2, n)
-    return at
