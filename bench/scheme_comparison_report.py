@@ -112,8 +112,7 @@ one command in a fresh clone (`pip install -e '.[test,models]'`; about 12 CPU mi
 wall on a machine shared at load 12): `python bench/scheme_comparison.py`
 (`--models` for a subset; `--markdown` rebuilds this file and the plots from the JSONs). Each
 section's Run line is the command its numbers came from (MiniLM and ViT-base here with
-`--search quick --uniform-only`, digits with `--calib 180 --inputs 180`: flags
-the default run does not pass).
+`--search quick --uniform-only`: flags the default run does not pass).
 Masked attention is charged per kept position: the masked ATTN_QK's scores, the SFU steps
 between it and ATTN_PV and P's read (docs/hardware.md "Sparse attention unit").
 """
