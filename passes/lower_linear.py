@@ -58,14 +58,13 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
     """INT8 linear, dense or masked (see the module docstring)."""
     if op.is_masked:
         plan_masked_inputs(lw, op)
-    token = op.token_scales is not None
-    groups = _token_runs(lw, op) if token else lw.input_format(op)
-    x8, deferred, x = _linear_input(lw, op, token, groups)
+    token, groups, x8 = linear_input_format(lw, op)
+    deferred, x = _linear_input(lw, op, token, x8)
     w = lw.tensor_of(op.weight)
     if w.dtype != np.int8:
         raise CompileError(f"{op_label(op)}: weight must be int8 (run quantize first)")
     k, n = w.shape
-    dequant = _DequantTable.of(lw, op, n)
+    dequant = DequantTable.of(lw, op, n)
     component = lw.component_of(op)
     mask_value = op.rows if op.rows is not None else op.keys
     tiles = None if mask_value is None else mask_tiles(
@@ -121,20 +120,30 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
         done_with(lw, op, tiles)
 
 
-def _linear_input(lw: Lowering, op: transformer.LinearOp, token: bool, groups
-                  ) -> tuple[DramTensor | None, DeferredRows | None, DramTensor]:
-    """Where the linear's input comes from: (its INT8 form in this linear's format or None,
-    the deferred producer or None, the tensor the row tiles read)."""
+def linear_input_format(lw: Lowering, op: transformer.LinearOp
+                        ) -> tuple[bool, tuple, DramTensor | None]:
+    """(whether the linear quantizes per token, its input groups (per token: the runs that
+    get their own row scales), the INT8 copy of its input when the producer wrote one in
+    exactly these groups, else None: then the linear quantizes the FP32 input itself)."""
+    token = op.token_scales is not None
+    groups = token_runs(lw, op) if token else lw.input_format(op)
     x8 = lw.int8_tensors.get(op.x) if not token and lw.format_of(op.x) == groups else None
+    return token, groups, x8
+
+
+def _linear_input(lw: Lowering, op: transformer.LinearOp, token: bool,
+                  x8: DramTensor | None) -> tuple[DeferredRows | None, DramTensor]:
+    """Where the linear's input comes from: (the deferred producer or None, the tensor the
+    row tiles read); `x8` from `linear_input_format`."""
     if x8 is None and op.x in lw.int8_tensors and op.x not in lw.fp32_needed:
         raise CompileError(f"{op_label(op)}: its input was only written in another INT8 format")
     # An input left to its consumers (an RMSNorm: `DeferredRows`) is made per row chunk here.
     deferred = lw.deferred_rows.get(op.x) if token else None
     x = x8 if x8 is not None else deferred.source if deferred else lw.f32_tensor(op.x, "x")
-    return x8, deferred, x
+    return deferred, x
 
 
-def _dequant_group(lw: Lowering, dequant: _DequantTable, g: int, o: int, acc: int, mt: int,
+def _dequant_group(lw: Lowering, dequant: DequantTable, g: int, o: int, acc: int, mt: int,
                    nt: int, sv: int, row_scales: int) -> int:
     """Dequantize input group g's accumulators into the column tile's VBUF output `o` (the
     first group allocates it; a later group's partial is dequantized and added, in group
@@ -176,7 +185,7 @@ def _ahead_column(lw: Lowering, tiles: MaskTiles | None, row_tiles: list[tuple[i
 
 
 @dataclass(frozen=True)
-class _DequantTable:
+class DequantTable:
     """A linear's DEQUANT rows in DRAM: per input group its scale x the weight scale (per
     token: the weight scale alone, the row scales come from QUANT_ROWS), then the bias."""
 
@@ -186,7 +195,7 @@ class _DequantTable:
     token: bool
 
     @staticmethod
-    def of(lw: Lowering, op: transformer.LinearOp, n: int) -> _DequantTable:
+    def of(lw: Lowering, op: transformer.LinearOp, n: int) -> DequantTable:
         weight_scale = lw.weight_array(op.weight_scale, "weight_scale")
         token = op.token_scales is not None
         rows = ([weight_scale.astype(np.float32)] if token else
@@ -195,7 +204,7 @@ class _DequantTable:
         if has_bias:
             rows.append(lw.weight_array(op.bias, "bias").astype(np.float32).reshape(n))
         table = lw.constant(f"{node_name(op) or 'linear'}.dequant", np.stack(rows).astype(np.float32))
-        return _DequantTable(table, len(rows) - has_bias, has_bias, token)
+        return DequantTable(table, len(rows) - has_bias, has_bias, token)
 
     def emit(self, lw: Lowering, g: int, dst: int, acc: int, mt: int, nt: int, sv: int,
              row_scales: int) -> None:
@@ -223,12 +232,12 @@ def _row_tile_input(lw: Lowering, x: DramTensor, preq: bool, token: bool, m0: in
         source = (copy, True)
     a = lw.alloc(Buffer.ABUF, mt * k_tile)
     if k_tile == k:
-        row_scales = _quantize_tile(lw, x, preq, token, m0, mt, k, a, groups, deferred)
+        row_scales = quantize_tile(lw, x, preq, token, m0, mt, k, a, groups, deferred)
     return a, row_scales, source
 
 
-def _quantize_tile(lw: Lowering, x: DramTensor, preq: bool, token: bool, m0: int, mt: int,
-                   k: int, a: int, groups: tuple, deferred: DeferredRows | None = None) -> int:
+def quantize_tile(lw: Lowering, x: DramTensor, preq: bool, token: bool, m0: int, mt: int,
+                  k: int, a: int, groups: tuple, deferred: DeferredRows | None = None) -> int:
     """Rows [m0, m0 + mt) of the linear's input into ABUF at `a` as INT8: LOADed when `x` is
     already its INT8 copy (`preq`), else QUANT or (per token) QUANT_ROWS. Returns the VBUF
     address of the tile's row scales (per token: one vector of mt per input run), else -1."""
@@ -299,7 +308,7 @@ def _token_copy(lw: Lowering, x: DramTensor, m0: int, mt: int, k: int,
     return copy, row_scales
 
 
-def _token_runs(lw: Lowering, op: transformer.LinearOp) -> tuple[tuple[int, int, None], ...]:
+def token_runs(lw: Lowering, op: transformer.LinearOp) -> tuple[tuple[int, int, None], ...]:
     """(first channel, end channel, None) of each input run of a per-token linear: each run
     gets its own row scales at run time."""
     k = shape_of(op.x)[-1]

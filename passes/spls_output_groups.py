@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from esact_cc.dialects import transformer
-from esact_cc.passes.lower_linear import _DequantTable, _quantize_tile, _token_runs
+from esact_cc.passes.lower_linear import DequantTable, linear_input_format, quantize_tile
 from esact_cc.passes.lower_masked_inputs import done_with
 from esact_cc.passes.lowering_state import (
     F32,
@@ -67,7 +67,7 @@ class OutputGroups:
     """The placement group of the ops lowered beside the projection (its `sink` goes here)."""
     emitted: int = 0
     """Groups emitted so far (one batch element)."""
-    dequant: _DequantTable | None = None
+    dequant: DequantTable | None = None
     preparation: int = 0
     """The placement group of O's input preparation (selected before the chain)."""
     started: bool = False
@@ -110,11 +110,10 @@ class OutputGroups:
         x = lw.f32_tensor(op.x, "x")
         w = lw.tensor_of(op.weight)
         k, n = w.shape
-        token = op.token_scales is not None
-        groups = _token_runs(lw, op) if token else lw.input_format(op)
+        token, groups, x8 = linear_input_format(lw, op)
         if len(groups) != 1 or w.dtype != np.int8:
             raise CompileError("one input run only")
-        dequant = _DequantTable.of(lw, op, n)
+        dequant = DequantTable.of(lw, op, n)
         rows = max(count for _, count in self.groups)
         n_tile = round_tile(lw.capacity(Buffer.WBUF) // HALF // k, n, lw.config.mac_cols)
         bank = getattr(lw.rings[Buffer.ACC], "bank_size", lw.capacity(Buffer.ACC))
@@ -130,11 +129,10 @@ class OutputGroups:
         with _located(lw, self.norm):
             r["gamma_beta"] = load_gamma_beta(lw, self.norm, n)
         r["input"] = lw.alloc(Buffer.ABUF, length * k)
-        x8 = lw.int8_tensors.get(op.x) if not token and lw.format_of(op.x) == groups else None
         lw.counters["group"] += 1  # selected now (its tiles fit), placed by `start`
         self.preparation = lw.group = lw.counters["group"]
         try:
-            r["row_scales"] = _quantize_tile(lw, x if x8 is None else x8, x8 is not None,
+            r["row_scales"] = quantize_tile(lw, x if x8 is None else x8, x8 is not None,
                                              token, 0, length, k, r["input"], groups)
         finally:
             lw.group = None
