@@ -113,7 +113,8 @@ def finetune_digits(out: Path, splits: dict, settings: list[str], options: Any,
             "inputs": len(samples),
             "seconds": time.time() - start, "epoch_losses": result.epoch_losses,
             "reused_fraction": result.reused_fraction,
-            "validation_losses": result.validation_losses, "best_epoch": result.best_epoch}
+            "validation_losses": result.validation_losses, "best_epoch": result.best_epoch,
+            "weight_drift": result.weight_drift}
 
 
 CALIB_BINDING = f"pixel_values={MODELS / 'digits_calib.npz'}:images"
@@ -247,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-labels", action="store_true", help="self-distillation only")
     ap.add_argument("--label-smoothing", type=float, default=0.0)
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--anchor", type=float, default=0.0,
+                    help="decay toward the original weights (esact-finetune --anchor)")
     ap.add_argument("--validation", type=int, default=0, metavar="N",
                     help="the last N fine-tuning images pick the epoch (early stopping)")
     ap.add_argument("--with-calib", action="store_true",
@@ -267,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default="fine-tuned,bundled",
                     help="which models to study (results merged into --output)")
     ap.add_argument("--skip-tune", action="store_true", help="only the uniform frontier")
+    ap.add_argument("--finetune-only", action="store_true",
+                    help="write the fine-tuned model and its training record, measure nothing "
+                    "(bench/spls_finetune_folds.py measures)")
     ap.add_argument("--skip-finetune", action="store_true",
                     help="reuse the fine-tuned model in --workdir")
     ap.add_argument("--binary-inputs", type=int, default=40,
@@ -296,10 +302,14 @@ def main(argv: list[str] | None = None) -> int:
         options = FinetuneOptions(epochs=args.epochs, learning_rate=args.learning_rate,
                                   batch=args.batch, seed=args.seed,
                                   label_smoothing=args.label_smoothing,
-                                  validation=args.validation)
+                                  anchor=args.anchor, validation=args.validation)
         report["finetune"] = finetune_digits(tuned, splits, settings, options,
                                              not args.no_labels, args.with_calib,
                                              args.augment)
+        if args.finetune_only:
+            args.output.write_text(json.dumps(report, indent=1) + "\n")
+            log(f"{tuned} -> {args.output}")
+            return 0
     bundled = MODELS / "digits_vit.onnx"
     image = splits["test"][0][0]
     macs = {"program_dense": program_macs(bundled, image),

@@ -3,12 +3,14 @@
     esact-finetune MODEL.onnx --data FILE.npz|NAME=FILE.npz[:ARRAY] -o OUT.onnx
         [--labels-key KEY] [--sparsity-option [LAYER:]NAME=VALUE ...] [--spls-config FILE]
         [--epochs N] [--learning-rate LR] [--batch N] [--seed S] [--distill kl|cosine]
-        [--label-weight W] [--label-smoothing S] [--validation N] [--scored-output NAME]
-        [--samples N] [--quiet]
+        [--label-weight W] [--label-smoothing S] [--anchor A] [--validation N]
+        [--scored-output NAME] [--samples N] [--quiet]
 
 Self-distillation from the dense model on the `--data` inputs (no labels needed); with
-`--labels-key`, plus cross-entropy on those labels. `--validation N` holds the last N inputs
-apart and keeps the epoch whose loss on them (with SPLS) is lowest, before training included. The SPLS setting trained with is the
+`--labels-key`, plus cross-entropy on those labels. `--anchor A` decays the trained weights
+toward their original values (L2-SP), so the model moves less on inputs it never trains on.
+`--validation N` holds the last N inputs apart and keeps the epoch whose loss on them (with
+SPLS) is lowest, before training included. The SPLS setting trained with is the
 `--sparsity-option`s over the `--spls-config` over insert-spls's defaults. OUT.onnx is MODEL
 with the layers' weights replaced (same graph, same names); compile and tune it like any other
 model. The loop: esact_cc/finetune/distillation.py. Needs torch (`pip install
@@ -59,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="weight of the cross-entropy term (default: %(default)s)")
     parser.add_argument("--label-smoothing", type=float, default=d.label_smoothing,
                         help="label smoothing of the cross-entropy (default: %(default)s)")
+    parser.add_argument("--anchor", type=float, default=d.anchor, metavar="A",
+                        help="after each step w -= lr x A x (w - w_original): decay toward the "
+                        "original weights (default: %(default)s, off)")
     parser.add_argument("--validation", type=int, default=d.validation, metavar="N",
                         help="the last N inputs only score each epoch; the epoch with the "
                         "lowest loss on them is written (default: %(default)s, the last epoch)")
@@ -97,7 +102,8 @@ def _options(args: argparse.Namespace):
     return FinetuneOptions(epochs=args.epochs, learning_rate=args.learning_rate,
                            batch=args.batch, seed=args.seed, distill=args.distill,
                            label_weight=args.label_weight,
-                           label_smoothing=args.label_smoothing, validation=args.validation,
+                           label_smoothing=args.label_smoothing, anchor=args.anchor,
+                           validation=args.validation,
                            output=args.output)
 
 

@@ -132,3 +132,32 @@ def test_validation_keeps_the_epoch_with_the_lowest_held_apart_loss(tmp_path):
                               for s in held])
     loss = float(_losses(torch, out, teacher, None, options).mean())
     assert loss == pytest.approx(min(result.validation_losses), rel=1e-4)
+
+
+def test_the_anchor_keeps_the_weights_nearer_their_original_values():
+    """`anchor` pulls every trained weight toward its original value after each step: the same
+    run moves the weights less with it, and `weight_drift` is the relative distance of the
+    written initializers from the original ones."""
+    samples = _images(6, seed=4)
+
+    def run(anchor: float):
+        options = FinetuneOptions(epochs=2, learning_rate=3e-3, batch=3, seed=0,
+                                  distill="cosine", output="last_hidden_state", anchor=anchor)
+        return finetune(VIT, samples, None, SPLS, options)
+
+    free, anchored = run(0.0), run(400.0)
+    original = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(VIT)).graph.initializer}
+    for result in (free, anchored):
+        written = {t.name: numpy_helper.to_array(t) for t in result.model.graph.initializer}
+        names = {w.initializer for w in result.weights}
+        moved = sum(float(np.sum((written[n] - original[n]) ** 2)) for n in names)
+        norm = sum(float(np.sum(original[n] ** 2)) for n in names)
+        assert result.weight_drift == pytest.approx(np.sqrt(moved / norm), rel=1e-3)
+    assert 0 < anchored.weight_drift < 0.5 * free.weight_drift
+
+
+def test_a_negative_anchor_is_refused():
+    from esact_cc.runtime.errors import CommandLineError
+
+    with pytest.raises(CommandLineError, match="--anchor"):
+        FinetuneOptions(anchor=-1.0).validate()
