@@ -317,24 +317,20 @@ def _quantize_loads(lw: Lowering, b: int, loads: list[tuple]) -> None:
                          ((0, count * cols, float(mult)),))
 
 
-def _free_mbuf(lw: Lowering) -> int:
-    rings = lw.rings[Buffer.MBUF]
-    return rings.capacity - sum(e - s for s, e in rings.live.items())
-
-
 def _tile_fits(lw: Lowering, tq: int, lq: int, lk: int, d: int, dv: int,
                spa: MaskTiles | None) -> bool:
     """Whether tq of lq query rows over all lk keys fit: the Q tile (and the next one, loaded
     ahead, when tq < lq), K, V, two heads' P in ABUF, the scores
     in a VBUF quarter and half the ACC; spilled SPA rows: two heads' tiles in flight in the
-    MBUF ring (with one tile live anywhere, the larger free gap holds another only if the free
-    MBUF is 3 tiles)."""
+    MBUF ring, in one free run (live masks split the free MBUF: its total may hold 3 tiles
+    when no run holds one): with one tile live anywhere in the run, the larger of the gaps it
+    leaves holds another only if the run is 3 tiles long."""
     abuf, vbuf, acc = (lw.capacity(Buffer.ABUF), lw.capacity(Buffer.VBUF) // OUT_FRACTION,
                        lw.capacity(Buffer.ACC) // HALF)
     spilled = spa is not None and spa.spa is None
     q_tiles = 1 if tq >= lq else 2
     return ((q_tiles * tq + lk) * d + lk * dv + 2 * tq * lk <= abuf and tq * lk <= min(vbuf, acc)
-            and (not spilled or 3 * tq * lk <= _free_mbuf(lw)))
+            and (not spilled or 3 * tq * lk <= lw.room(Buffer.MBUF)))
 
 
 def _attention_tiling(lw: Lowering, op: transformer.AttentionOp, lq: int, lk: int, d: int,
@@ -356,7 +352,7 @@ def _attention_tiling(lw: Lowering, op: transformer.AttentionOp, lq: int, lk: in
         tq = lq
     else:
         limit = min((abuf - lk * (d + dv)) // (2 * d + 2 * lk), vbuf // lk, acc // lk,
-                    _free_mbuf(lw) // (3 * lk) if spilled else lq)
+                    lw.room(Buffer.MBUF) // (3 * lk) if spilled else lq)
         assert limit >= 1  # else the key-blocked form was chosen
         tq = round_tile(limit, lq, lw.config.mac_rows)
         assert _tile_fits(lw, tq, lq, lk, d, dv, spa)
