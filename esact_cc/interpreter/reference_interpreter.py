@@ -127,7 +127,7 @@ class Interpreter:
         held every one of a sample's, 400 MB)."""
         for block_arg, value in zip(block.args, args, strict=True):
             self.env[block_arg] = value
-        dead_after = _dead_after(block)
+        dead_after = dead_values_after(block)
         for index, op in enumerate(block.ops):
             args_of_op = [self.env[operand] for operand in op.operands]
             if op.has_trait(IsTerminator):
@@ -139,31 +139,37 @@ class Interpreter:
         return []
 
     def run_function(self, function: func.FuncOp, inputs: Mapping[str, Array]) -> dict[str, Array]:
-        arg_names = io_names(function, results=False)
-        missing = [name for name in arg_names if name not in inputs]
-        if missing:
-            raise CompileError(f"missing input(s): {', '.join(missing)} (model inputs: {', '.join(arg_names)})")
-        unknown = [name for name in inputs if name not in arg_names]
-        if unknown:
-            raise CompileError(f"unknown input(s): {', '.join(unknown)} (model inputs: {', '.join(arg_names)})")
-        args: list[Array] = []
-        for name, arg in zip(arg_names, function.body.block.args, strict=True):
-            value = np.asarray(inputs[name])
-            arg_type = arg.type
-            if isinstance(arg_type, TensorType):
-                shape, dtype = tuple(arg_type.get_shape()), numpy_dtype_of(arg_type)
-                if value.shape != shape:
-                    raise CompileError(f"input '{name}' has shape {value.shape}, the model expects {shape}")
-                if value.dtype != dtype:
-                    if not np.can_cast(value.dtype, dtype, casting="same_kind"):
-                        raise CompileError(f"input '{name}' has dtype {value.dtype}, the model expects {dtype}")
-                    value = value.astype(dtype)
-            args.append(value)
-        outputs = self.run_block(function.body.block, args)
+        outputs = self.run_block(function.body.block, function_arguments(function, inputs))
         return dict(zip(io_names(function, results=True), outputs, strict=True))
 
 
-def _dead_after(block: Block) -> dict[int, list[SSAValue]]:
+def function_arguments(function: func.FuncOp, inputs: Mapping[str, Array]) -> list[Array]:
+    """The values of `function`'s arguments from named inputs, checked against its types
+    (a dtype that casts same-kind is converted)."""
+    arg_names = io_names(function, results=False)
+    missing = [name for name in arg_names if name not in inputs]
+    if missing:
+        raise CompileError(f"missing input(s): {', '.join(missing)} (model inputs: {', '.join(arg_names)})")
+    unknown = [name for name in inputs if name not in arg_names]
+    if unknown:
+        raise CompileError(f"unknown input(s): {', '.join(unknown)} (model inputs: {', '.join(arg_names)})")
+    args: list[Array] = []
+    for name, arg in zip(arg_names, function.body.block.args, strict=True):
+        value = np.asarray(inputs[name])
+        arg_type = arg.type
+        if isinstance(arg_type, TensorType):
+            shape, dtype = tuple(arg_type.get_shape()), numpy_dtype_of(arg_type)
+            if value.shape != shape:
+                raise CompileError(f"input '{name}' has shape {value.shape}, the model expects {shape}")
+            if value.dtype != dtype:
+                if not np.can_cast(value.dtype, dtype, casting="same_kind"):
+                    raise CompileError(f"input '{name}' has dtype {value.dtype}, the model expects {dtype}")
+                value = value.astype(dtype)
+        args.append(value)
+    return args
+
+
+def dead_values_after(block: Block) -> dict[int, list[SSAValue]]:
     """For each op index of `block`, the values defined in the block (its arguments, its ops'
     results) that no later op reads, nested regions included; the terminator's operands are
     never dead (run_block returns them)."""
