@@ -10,7 +10,6 @@ Which entries are live, and so every answer, is exactly what the flat list held.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 
@@ -36,26 +35,28 @@ class RegionHistory:
     def _bucket_range(self, start: int, end: int) -> range:
         return range(start >> self._bits, ((end - 1) >> self._bits) + 1)
 
-    def overlapping(self, start: int, end: int) -> Iterator[HistoryEntry]:
+    def overlapping(self, start: int, end: int) -> list[HistoryEntry]:
         """Each live entry overlapping the non-empty [start, end), once."""
-        seen: set[int] = set()
-        for key in self._bucket_range(start, end):
+        first, last = start >> self._bits, (end - 1) >> self._bits
+        found: list[HistoryEntry] = []
+        for key in range(first, last + 1):
             bucket = self._buckets.get(key)
             if not bucket:
                 continue
-            if not all(e.live for e in bucket):  # drop removed entries as they are met
-                bucket[:] = [e for e in bucket if e.live]
-            for entry in bucket:
-                if entry.start < end and start < entry.end and id(entry) not in seen:
-                    seen.add(id(entry))
-                    yield entry
+            live = [e for e in bucket if e.live]
+            if len(live) != len(bucket):  # drop removed entries as they are met
+                bucket[:] = live
+            # An entry in several of these buckets is reported from the first of them.
+            found += [e for e in live if e.start < end and start < e.end
+                      and (key == first or e.start >> self._bits == key)]
+        return found
 
     def add(self, entry: HistoryEntry) -> None:
         if not entry.write:
             # An older read by the same queue inside this one never decides an answer again:
             # whatever conflicts with it (a write) conflicts with this later read too, and a
             # write covering this read covers it as well.
-            for old in list(self.overlapping(entry.start, entry.end)):
+            for old in self.overlapping(entry.start, entry.end):
                 if (old.queue == entry.queue and not old.write and entry.start <= old.start
                         and old.end <= entry.end):
                     old.live = False
@@ -64,6 +65,6 @@ class RegionHistory:
 
     def remove_covered(self, start: int, end: int) -> None:
         """Remove every entry inside the non-empty [start, end)."""
-        for entry in list(self.overlapping(start, end)):
+        for entry in self.overlapping(start, end):
             if start <= entry.start and entry.end <= end:
                 entry.live = False
