@@ -25,6 +25,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # many small GEMMs: threads 
 
 import argparse
 import json
+import pickle
+import resource
 import sys
 import time
 from collections.abc import Sequence
@@ -44,6 +46,7 @@ from esact_cc.tuning.spls_calibration_inputs import (  # noqa: E402
     load_calibration_data,
     model_inputs,
 )
+from esact_cc.tuning.margin_loss import MarginReference  # noqa: E402
 from esact_cc.tuning.spls_measurement import Measurement, SplsEvaluator  # noqa: E402
 from esact_cc.tuning.spls_tuning import SearchOptions, _key, tune  # noqa: E402
 
@@ -51,17 +54,33 @@ MODELS = REPO / "esact_cc" / "models"
 RESULTS = REPO / "bench" / "results"
 
 
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process (wall time is noisy on a shared machine)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
 class PerInputCache:
-    """Every setting measured once on all of `evaluator`'s inputs; per-input scores and work
-    kept, so any subset of the inputs is measured without running anything again."""
+    """Every setting measured once on all of `evaluator`'s inputs; per-input outputs and work
+    kept, so any subset of the inputs is measured without running anything again. With `path`
+    the results persist across runs (a pickle, checked against the dense outputs)."""
 
-    def __init__(self, evaluator: SplsEvaluator):
+    def __init__(self, evaluator: SplsEvaluator, path: Path | None = None):
         self.evaluator = evaluator
+        self.path = path
         self.results: dict[str, tuple[np.ndarray, list[list[LayerWork]]]] = {}
+        self.dense = np.stack(evaluator.dense_outputs)
+        if path is not None and path.exists():
+            saved = pickle.loads(path.read_bytes())
+            if np.array_equal(saved["dense"], self.dense):
+                self.results = saved["results"]
+                log(f"{len(self.results)} settings read from {path}")
+            else:
+                log(f"{path} was measured on other dense outputs: not used")
 
     def ensure(self, configs: Sequence[SplsConfig]) -> None:
         todo = list({_key(c): c for c in configs if _key(c) not in self.results}.values())
@@ -78,7 +97,11 @@ class PerInputCache:
                 outputs[j].append(out)
                 works[j].append(work)
         for j, config in enumerate(todo):
-            self.results[_key(config)] = (ev._scores(outputs[j]), works[j])
+            self.results[_key(config)] = (np.stack(outputs[j]), works[j])
+        if self.path is not None:
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_bytes(pickle.dumps({"dense": self.dense, "results": self.results}))
+            tmp.replace(self.path)
 
     def subset(self, indices: np.ndarray) -> SubsetEvaluator:
         return SubsetEvaluator(self, indices)
@@ -94,6 +117,7 @@ class SubsetEvaluator:
         self.labels = ev.labels[indices]
         self.dense_scores = ev.dense_scores[indices]
         self.dense_accuracy = float(np.mean(self.dense_scores))
+        self.margins = MarginReference.of(cache.dense[indices], self.labels)
 
     @property
     def sample_count(self) -> int:
@@ -112,11 +136,12 @@ class SubsetEvaluator:
         self.cache.ensure(configs)
         out = []
         for config in configs:
-            scores, works = self.cache.results[_key(config)]
-            mine = scores[self.indices]
+            outputs, works = self.cache.results[_key(config)]
+            mine = self.cache.evaluator._scores(list(outputs))[self.indices]
+            price = self.margins.price(self.margins.erosions(outputs[self.indices]))
             out.append(Measurement(config, float(np.mean(mine)), self.dense_accuracy,
                                    summarize(works[i] for i in self.indices), None,
-                                   self.dense_scores - mine, True))
+                                   self.dense_scores - mine, True, price))
         return out
 
 
@@ -135,11 +160,13 @@ def splits(count: int, calibration: int, random_splits: int, seed: int
     return out
 
 
-def point(m: Measurement, macs: dict[str, int], margin_se: float) -> dict[str, Any]:
+def point(m: Measurement, macs: dict[str, int], search: SearchOptions) -> dict[str, Any]:
     n = int(len(m.sample_losses)) if m.sample_losses is not None else 0
     work = m.work.as_dict()
     return {"accuracy": m.accuracy, "dense_accuracy": m.dense_accuracy, "loss_points": m.loss,
-            "loss_se_points": m.loss_se, "loss_bound_points": m.loss_bound(margin_se),
+            "loss_se_points": m.loss_se, "margin_loss_points": m.margin_loss,
+            "margin_loss_se_points": m.margin_price.se if m.margin_price else None,
+            "loss_bound_points": m.loss_bound(search.margin_se, search.loss_estimate),
             "harmful_flips": int(np.count_nonzero(m.sample_losses > 0)),
             "helpful_flips": int(np.count_nonzero(m.sample_losses < 0)), "inputs": n,
             "reduction_spls_layers": m.reduction,
@@ -149,7 +176,7 @@ def point(m: Measurement, macs: dict[str, int], margin_se: float) -> dict[str, A
 def summary(runs: list[dict[str, Any]], budget: float) -> dict[str, Any]:
     by: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
-        by.setdefault(str(run["confidence"]), []).append(run)
+        by.setdefault(f"{run['loss_estimate']} {run['confidence']}", []).append(run)
     out = {}
     for confidence, group in by.items():
         held = [r["held_out"] for r in group]
@@ -169,7 +196,11 @@ def summary(runs: list[dict[str, Any]], budget: float) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--budget", type=float, default=1.0)
-    ap.add_argument("--confidences", default="0.5,0.8,0.9,0.95")
+    ap.add_argument("--confidences", default="0.9")
+    ap.add_argument("--loss-estimates", default="flips,margins",
+                    help="esact-tune --loss-estimate values compared")
+    ap.add_argument("--cache", type=Path, metavar="FILE.pkl",
+                    help="keep every measured setting's per-input outputs here across runs")
     ap.add_argument("--random-splits", type=int, default=2)
     ap.add_argument("--calibration", type=int, default=180,
                     help="calibration images of a random split (the rest are held apart)")
@@ -179,47 +210,52 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-o", "--output", type=Path, default=RESULTS / "tune_confidence_digits.json")
     args = ap.parse_args(argv)
     confidences = [float(c) for c in args.confidences.split(",")]
+    estimates = args.loss_estimates.split(",")
     for c in confidences:
-        SearchOptions(confidence=c).validate()
+        for e in estimates:
+            SearchOptions(confidence=c, loss_estimate=e).validate()
     model = str(MODELS / "digits_vit.onnx")
     inputs = model_inputs(model)
     int8 = load_calibration_data(MODELS / "digits_calib.npz", inputs, "labels")
     test = load_calibration_data(MODELS / "digits_test.npz", inputs, "labels")
     cache = PerInputCache(SplsEvaluator(model, test, ir="quantized",
-                                        quantize_samples=int8.samples))
+                                        quantize_samples=int8.samples), args.cache)
     image = np.load(MODELS / "digits_test.npz")["images"][0]
     macs = {"program_dense": program_macs(Path(model), image),
             "full_dense": program_macs(Path(model), image, dead_rows=False)}
     report: dict[str, Any] = {
         "model": "digits ViT (bundled), INT8, ranges from digits_calib.npz",
         "pool": "digits_test.npz (360 images the model was never trained on)",
-        "budget_points": args.budget, "confidences": confidences, "program_macs": macs,
+        "budget_points": args.budget, "confidences": confidences,
+        "loss_estimates": estimates, "program_macs": macs,
         "command": "python bench/tune_confidence.py " + " ".join(
             argv if argv is not None else sys.argv[1:]),
         "runs": []}
     chosen = splits(test.labels.shape[0], args.calibration, args.random_splits, args.seed)
     for name, calib_idx, held_idx in chosen[:args.splits_only or None]:
         calib, held = cache.subset(calib_idx), cache.subset(held_idx)
-        for confidence in confidences:
-            search = SearchOptions(confidence=confidence)
-            start = time.time()
+        for estimate, confidence in [(e, c) for e in estimates for c in confidences]:
+            search = SearchOptions(confidence=confidence, loss_estimate=estimate)
+            start, cpu = time.time(), cpu_seconds()
             result = tune(calib, args.budget, search=search)
             best = result.best
             held_m = held.measure([best.config])[0]
             run = {"split": name, "calibration_inputs": len(calib_idx),
                    "held_out_inputs": len(held_idx), "confidence": confidence,
+                   "loss_estimate": estimate,
                    "options": dict(sorted(best.config.options.items())),
                    "layers": {str(i): o for i, o in sorted(best.config.layers.items())},
                    "chosen": "per_layer" if best is result.per_layer else "uniform",
-                   "calibration": point(best, macs, search.margin_se),
-                   "held_out": point(held_m, macs, search.margin_se),
+                   "calibration": point(best, macs, search),
+                   "held_out": point(held_m, macs, search),
                    "settings_measured": len(result.history),
                    "settings_cached": len(cache.results),
-                   "seconds": round(time.time() - start, 1)}
+                   "seconds": round(time.time() - start, 1),
+                   "cpu_seconds": round(cpu_seconds() - cpu, 1)}
             report["runs"].append(run)
             report["summary"] = summary(report["runs"], args.budget)
             args.output.write_text(json.dumps(report, indent=1) + "\n")
-            log(f"{name} confidence {confidence}: {run['chosen']} "
+            log(f"{name} {estimate} confidence {confidence}: {run['chosen']} "
                 f"{run['options']['threshold']} {run['layers']}: calibration loss "
                 f"{run['calibration']['loss_points']:.2f} (bound "
                 f"{run['calibration']['loss_bound_points']:.2f}), held-out loss "

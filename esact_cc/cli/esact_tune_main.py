@@ -2,7 +2,8 @@
 
     esact-tune MODEL.onnx --calibration-data FILE.npz|NAME=FILE.npz[:ARRAY] [--labels-key KEY]
         --budget POINTS -o spls.json [--scored-output NAME] [--ir quantized|transformer]
-        [--samples N] [--uniform-only] [--confidence C] [--layer-search largest|efficient]
+        [--samples N] [--uniform-only] [--confidence C] [--loss-estimate margins|flips]
+        [--layer-search largest|efficient]
         [--layer-options threshold[,window]] [--layer-first-reference R] [--layer-steps N]
         [--quiet]
 
@@ -10,7 +11,9 @@ With `--labels-key` the accuracy is the task accuracy (argmax of the output vs t
 without it, the mean cosine of the output to the dense output (embeddings). Both are in points
 (x100) and `--budget` is the accuracy loss allowed; a setting is accepted when the one-sided
 `--confidence` upper bound of its loss on new inputs (from the calibration inputs' per-input
-losses: esact_cc/tuning/loss_bound.py) is within it, not its calibration loss. The search and the
+losses: esact_cc/tuning/loss_bound.py) is within it, not its calibration loss; with labels
+each input's loss is, by `--loss-estimate`, its margin erosion priced as flips (margin_loss.py)
+or its flipped prediction. The search and the
 config format: esact_cc/tuning/spls_tuning.py, esact_cc/sparsity/spls_options.py. Inputs and
 the output path are checked before the search. Errors: `esact-tune: error: <one line>`, exit 1
 (2: a bad command line), no traceback, no output file (runtime/cli/user_errors.py).
@@ -74,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     """The search options (shared with bench/spls_tradeoff.py)."""
+    from esact_cc.tuning.loss_bound import LOSS_ESTIMATES
     from esact_cc.tuning.spls_tuning import LAYER_SEARCHES, SearchOptions
 
     d = SearchOptions()
@@ -82,6 +86,13 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
                         "accuracy loss (calibration mean + z(C) standard errors; labels: "
                         "Agresti-Min adjusted, z*100/(n+2) points with no flip in n inputs) is "
                         "within the budget; 0.5: the calibration mean alone "
+                        "(default: %(default)s)")
+    parser.add_argument("--loss-estimate", choices=LOSS_ESTIMATES, default=d.loss_estimate,
+                        help="with labels, what an input's loss is for the bound: 'margins', "
+                        "how far the setting erodes the dense top class's logit margin, "
+                        "priced as the share of calibration inputs that erosion would flip "
+                        "(changes before any prediction flips); 'flips', its flipped "
+                        "prediction (0 / +-100); cosine losses are read as they are "
                         "(default: %(default)s)")
     parser.add_argument("--margin-se", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--layer-search", choices=tuple(LAYER_SEARCHES), default=d.layer_search,
@@ -110,7 +121,8 @@ def search_options(args: argparse.Namespace):
         raise CommandLineError("--margin-se was replaced by --confidence (a one-sided bound "
                                "on the loss, in both search phases; 0.84 is 1 standard error)")
     options = SearchOptions(
-        confidence=args.confidence, layer_search=args.layer_search,
+        confidence=args.confidence, loss_estimate=args.loss_estimate,
+        layer_search=args.layer_search,
         layer_options=tuple(n.strip() for n in args.layer_options.split(",") if n.strip()),
         layer_first_reference=args.layer_first_reference, layer_steps=args.layer_steps)
     options.validate()
@@ -183,7 +195,8 @@ def run_cli(args: argparse.Namespace) -> None:
     best = result.best
     log(f"esact-tune: {'per-layer' if best is result.per_layer else 'uniform'} setting: reduction "
         f"{best.reduction:.2%} at {best.loss:.3f} points lost on the calibration set, "
-        f"{best.loss_bound(search.margin_se):.3f} at confidence {search.confidence:g} "
+        f"{best.loss_bound(search.margin_se, search.loss_estimate):.3f} at confidence "
+        f"{search.confidence:g} ({search.loss_estimate}) "
         f"(uniform: {result.uniform.reduction:.2%} at {result.uniform.loss:.3f}) -> "
         f"{args.output_file}")
 

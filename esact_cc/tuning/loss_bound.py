@@ -15,6 +15,11 @@ The standard error depends on the metric:
   inputs it is 100 / (n + 2) points, and a flipped prediction always costs more than its share
   of the mean;
 - cosine to dense (embeddings): the sample standard error of the per-input losses.
+
+With labels the per-input losses the bound reads are `--loss-estimate`'s: `flips`, the
+observed 0 / +-100 above; `margins`, each input's margin erosion priced as the flips it would
+cause (margin_loss.py), continuous, so the sample standard error; cosine losses are read as
+they are under either.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from statistics import NormalDist
 
 import numpy as np
 
+from esact_cc.tuning.margin_loss import MarginPrice
+
 DEFAULT_CONFIDENCE = 0.9
 """A setting that loses twice the budget on new inputs passes at most one time in ten from 60
 to 300 calibration inputs (seeded simulation, test/unit/spls_tuning/test_loss_bound.py). On
@@ -31,6 +38,10 @@ the digits ViT with 180 calibration images 0.8, 0.9 and 0.95 choose the same set
 needs no flipped prediction at a 1-point budget), which still loses more than the budget on
 held-apart images: the search's selection, which no bound on one sample covers
 (docs/design.md section 6.2; bench/results/tune_confidence_digits.json)."""
+LOSS_ESTIMATES = ("flips", "margins")
+"""What a labelled input's loss is for the bound (`--loss-estimate`)."""
+DEFAULT_LOSS_ESTIMATE = "margins"
+"""Measured in docs/design.md section 6.2 (bench/results/tune_confidence_digits.json)."""
 MEAN_ONLY = 0.5
 """The confidence whose bound is the calibration mean itself (z = 0)."""
 
@@ -42,6 +53,15 @@ def check_confidence(confidence: float) -> None:
     if not (MEAN_ONLY <= confidence < 1.0):
         raise CompileError(f"--confidence must be in [0.5, 1) (0.5: the calibration mean "
                            f"alone), got {confidence}")
+
+
+def check_loss_estimate(estimate: str) -> None:
+    from esact_cc.runtime.errors import CompileError
+    from esact_cc.typed_options import unknown_name
+
+    if estimate not in LOSS_ESTIMATES:
+        raise CompileError("--loss-estimate: " + unknown_name("loss estimate", estimate,
+                                                              LOSS_ESTIMATES))
 
 
 def z_score(confidence: float) -> float:
@@ -81,3 +101,13 @@ def loss_upper_bound(loss: float, sample_losses: np.ndarray | None, label_metric
                      z: float) -> float:
     """Mean loss + z standard errors: the loss a setting is held to against the budget."""
     return loss + z * loss_se(sample_losses, label_metric) if z else loss
+
+
+def estimated_upper_bound(loss: float, sample_losses: np.ndarray | None,
+                          margin_price: MarginPrice | None, label_metric: bool, z: float,
+                          estimate: str) -> float:
+    """The bound under `estimate`: `flips` as `loss_upper_bound`; `margins` the margin-priced
+    loss + z of its standard errors, where it exists (labels)."""
+    if estimate == "margins" and label_metric and margin_price is not None:
+        return margin_price.mean + z * margin_price.se
+    return loss_upper_bound(loss, sample_losses, label_metric, z)

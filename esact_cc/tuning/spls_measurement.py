@@ -36,7 +36,8 @@ from esact_cc.tuning.spls_accounting import (
     find_spls_layers,
     summarize,
 )
-from esact_cc.tuning.loss_bound import loss_se, loss_upper_bound
+from esact_cc.tuning.loss_bound import estimated_upper_bound, loss_se
+from esact_cc.tuning.margin_loss import MarginPrice, MarginReference
 from esact_cc.tuning.spls_calibration_inputs import CalibrationData
 from esact_cc.tuning.spls_memo_interpreter import RandomReuse, TuningInterpreter
 from esact_cc.sparsity.spls_options import SplsConfig
@@ -72,6 +73,8 @@ class Measurement:
     """Per input: dense points - SPLS points (their mean is `loss`)."""
     label_metric: bool = False
     """Points are task accuracy against labels (per-input losses 0 / +-100), not cosine."""
+    margin_price: MarginPrice | None = None
+    """Labels: the margin erosion priced as flips (margin_loss.py)."""
 
     @property
     def loss(self) -> float:
@@ -83,9 +86,16 @@ class Measurement:
         (loss_bound.py: Agresti-Min adjusted for labels, else the sample one)."""
         return loss_se(self.sample_losses, self.label_metric)
 
-    def loss_bound(self, margin_se: float) -> float:
-        """The loss the search holds to the budget: mean + `margin_se` standard errors."""
-        return loss_upper_bound(self.loss, self.sample_losses, self.label_metric, margin_se)
+    def loss_bound(self, margin_se: float, estimate: str = "flips") -> float:
+        """The loss the search holds to the budget: mean + `margin_se` standard errors of the
+        per-input losses `estimate` names (loss_bound.py)."""
+        return estimated_upper_bound(self.loss, self.sample_losses, self.margin_price,
+                                     self.label_metric, margin_se, estimate)
+
+    @property
+    def margin_loss(self) -> float | None:
+        """The margin-priced loss, points (labels only)."""
+        return None if self.margin_price is None else self.margin_price.mean
 
     @property
     def reduction(self) -> float:
@@ -98,6 +108,9 @@ class Measurement:
             "accuracy": self.accuracy, "dense_accuracy": self.dense_accuracy,
             "loss_points": self.loss, "loss_se_points": self.loss_se,
             **self.work.as_dict()}
+        if self.margin_price is not None:
+            out["margin_loss_points"] = self.margin_price.mean
+            out["margin_loss_se_points"] = self.margin_price.se
         if self.control_accuracy is not None:
             out["control_accuracy"] = self.control_accuracy
             out["control_loss_points"] = self.dense_accuracy - self.control_accuracy
@@ -151,6 +164,8 @@ class SplsEvaluator:
         self.dense_outputs = [self._run(dense, i, {}, None)[0] for i in range(len(self.samples))]
         self.dense_scores = self._scores(self.dense_outputs)
         self.dense_accuracy = float(np.mean(self.dense_scores))
+        self.margins = (None if self.labels is None else
+                        MarginReference.of(np.stack(self.dense_outputs), self.labels))
 
     # --- preparing settings --------------------------------------------------------------
     def _prepare(self, config: SplsConfig | None) -> _Prepared:
@@ -238,8 +253,15 @@ class SplsEvaluator:
             measurements.append(Measurement(
                 p.config, float(np.mean(scores)), self.dense_accuracy, summarize(works[j]),
                 self._accuracy(control_outputs[j]) if control else None,
-                self.dense_scores - scores, self.labels is not None))
+                self.dense_scores - scores, self.labels is not None,
+                self.margin_price(outputs[j])))
         return measurements
+
+    def margin_price(self, outputs: Sequence[np.ndarray]) -> MarginPrice | None:
+        """The dense top class's margins eroded, priced as flips (labels only)."""
+        if self.margins is None:
+            return None
+        return self.margins.price(self.margins.erosions(np.stack(outputs)))
 
 
 class PooledEvaluator:
@@ -280,8 +302,16 @@ class PooledEvaluator:
                                       summarize(m.work.layers for m in ms), control_accuracy,
                                       np.concatenate([m.sample_losses for m in ms
                                                       if m.sample_losses is not None]),
-                                      self.labels is not None))
+                                      self.labels is not None, _pooled_margin_price(ms)))
         return pooled
+
+
+def _pooled_margin_price(parts: Sequence[Measurement]) -> MarginPrice | None:
+    """Each part's inputs priced against that part's own dense margins (a new input of one
+    sequence length draws its margin from those of its length)."""
+    if any(m.margin_price is None for m in parts):
+        return None
+    return MarginPrice.pooled([m.margin_price for m in parts])
 
 
 Evaluator = SplsEvaluator | PooledEvaluator

@@ -23,7 +23,10 @@ Search (`tune`):
      that just fits on its mean is, more often than not, one whose calibration loss is low by
      luck: on the mean alone the per-layer MiniLM setting lost 0.9 points on the calibration
      sentences and 1.1-1.9 on held-out ones, and digits settings with no flipped prediction
-     on 60 calibration images lost 2 points on held-out ones;
+     on 60 calibration images lost 2 points on held-out ones. With labels the per-input
+     losses are `loss_estimate`'s: by default each input's margin erosion priced as flips
+     (margin_loss.py), which grows before any prediction flips, so the search does not end
+     on the most aggressive of the settings that flip no calibration input;
    - strategy `layer_search`: `efficient` (default) takes, each round, over all layers, the
      move (one layer's lower thresholds / larger windows, `layer_steps` nearest, 0 = all) with the
      most reduction gained per point of budget spent; `largest` visits layers L-1..0 and
@@ -44,7 +47,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from esact_cc.runtime.errors import CompileError
-from esact_cc.tuning.loss_bound import DEFAULT_CONFIDENCE, check_confidence, z_score
+from esact_cc.tuning.loss_bound import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_LOSS_ESTIMATE,
+    check_confidence,
+    check_loss_estimate,
+    z_score,
+)
 from esact_cc.tuning.spls_measurement import REUSE_OFF, Evaluator, Measurement, uniform_config
 from esact_cc.sparsity.spls_options import SplsConfig
 from esact_cc.typed_options import unknown_name
@@ -95,11 +104,11 @@ def _key(config: SplsConfig) -> str:
                  sorted((i, sorted(o.items())) for i, o in config.layers.items())))
 
 
-def _better(a: Measurement, b: Measurement | None, budget: float, margin_se: float = 0.0
-            ) -> bool:
-    """a is within budget (mean loss + `margin_se` standard errors) and reduces more than b
-    (ties: higher accuracy)."""
-    if a.loss_bound(margin_se) > budget + BUDGET_SLACK:
+def _better(a: Measurement, b: Measurement | None, budget: float, margin_se: float = 0.0,
+            estimate: str = "flips") -> bool:
+    """a is within budget (mean loss + `margin_se` standard errors, the per-input losses
+    `estimate` names) and reduces more than b (ties: higher accuracy)."""
+    if a.loss_bound(margin_se, estimate) > budget + BUDGET_SLACK:
         return False
     if b is None:
         return True
@@ -138,11 +147,13 @@ class TuningResult:
 
 class _Search:
     def __init__(self, evaluator: Evaluator, budget: float, log: Callable[[str], None],
-                 margin_se: float):
+                 margin_se: float, estimate: str = "flips"):
         self.evaluator = evaluator
         self.budget = budget
         self.margin_se = margin_se
         """Standard errors added to the mean loss before the budget test (0 = the mean)."""
+        self.estimate = estimate
+        """Which per-input losses the bound reads (loss_bound.LOSS_ESTIMATES)."""
         self.log = log
         self.seen: dict[str, Measurement] = {}
         self.history: list[Measurement] = []
@@ -153,16 +164,19 @@ class _Search:
             for m in self.evaluator.measure(todo):
                 self.seen[_key(m.config)] = m
                 self.history.append(m)
-                self.log(_describe(m, self.budget, self.margin_se))
+                self.log(_describe(m, self.budget, self.margin_se, self.estimate))
         return [self.seen[_key(c)] for c in configs]
 
+    def bound(self, m: Measurement) -> float:
+        return m.loss_bound(self.margin_se, self.estimate)
+
     def fits(self, m: Measurement) -> bool:
-        return m.loss_bound(self.margin_se) <= self.budget + BUDGET_SLACK
+        return self.bound(m) <= self.budget + BUDGET_SLACK
 
     def best_of(self, measurements: Sequence[Measurement],
                 current: Measurement | None) -> Measurement | None:
         for m in measurements:
-            if _better(m, current, self.budget, self.margin_se):
+            if _better(m, current, self.budget, self.margin_se, self.estimate):
                 current = m
         return current
 
@@ -175,7 +189,8 @@ def layer_text(overrides: Mapping[str, Any]) -> str:
     return ",".join(f"{short.get(k, k)}={v}" for k, v in sorted(overrides.items()))
 
 
-def _describe(m: Measurement, budget: float, margin_se: float = 0.0) -> str:
+def _describe(m: Measurement, budget: float, margin_se: float = 0.0,
+              estimate: str = "flips") -> str:
     o = m.config.options
     text = (f"bits={o['hlog-bits']} k={o['k-ratio']} w={o['window']} thr={o['threshold']} "
             f"{o['similarity']} attn={o['attention']}")
@@ -184,10 +199,11 @@ def _describe(m: Measurement, budget: float, margin_se: float = 0.0) -> str:
     if m.config.layers:
         text += " layers=" + "/".join(f"{i}:{layer_text(v)}"
                                       for i, v in sorted(m.config.layers.items()))
-    bound = m.loss_bound(margin_se)
+    bound = m.loss_bound(margin_se, estimate)
     mark = "ok" if bound <= budget + BUDGET_SLACK else "over"
+    margin = "" if m.margin_loss is None else f", margins {m.margin_loss:+.3f}"
     return (f"  {text}: reduction {m.reduction:6.2%}  accuracy {m.accuracy:7.3f} "
-            f"(loss {m.loss:+.3f} +- {m.loss_se:.3f}, bound {bound:+.3f}, {mark})")
+            f"(loss {m.loss:+.3f} +- {m.loss_se:.3f}{margin}, bound {bound:+.3f}, {mark})")
 
 
 def search_uniform(search: _Search) -> Measurement:
@@ -250,7 +266,8 @@ def per_layer_start(search: _Search, uniform: Measurement, first_reference: int 
     if best is None:
         best = search.measure([SplsConfig(options={**start.config.options,
                                                    "threshold": REUSE_OFF})])[0]
-    search.log(f"  per-layer start:{_describe(best, search.budget, search.margin_se)}")
+    search.log(f"  per-layer start:"
+               f"{_describe(best, search.budget, search.margin_se, search.estimate)}")
     return best
 
 
@@ -313,13 +330,13 @@ def search_per_layer_efficient(search: _Search, start: Measurement, layers: Sequ
                     trial = {i: dict(v) for i, v in values.items()}
                     trial[layer][name] = value
                     trials.append(_per_layer_config(uniform, trial))
-        spent_now = current.loss_bound(search.margin_se)
+        spent_now = search.bound(current)
         best_move, best_rank = None, (0, 0.0)
         for m in search.measure(trials):
             gain = m.reduction - current.reduction
             if gain <= 1e-12 or not search.fits(m):
                 continue
-            spent = m.loss_bound(search.margin_se) - spent_now
+            spent = search.bound(m) - spent_now
             rank = (1, gain) if spent <= 0 else (0, gain / spent)
             if best_move is None or rank > best_rank:
                 best_move, best_rank = m, rank
@@ -352,6 +369,9 @@ class SearchOptions:
     """first-reference of the per-layer settings is at least this."""
     layer_steps: int = DEFAULT_LAYER_STEPS
     """`efficient`: values of an option tried per layer and round, nearest first (0: all)."""
+    loss_estimate: str = DEFAULT_LOSS_ESTIMATE
+    """With labels, the per-input losses the bound reads: observed flips, or each input's
+    margin erosion priced as flips (loss_bound.LOSS_ESTIMATES, margin_loss.py)."""
 
     @property
     def margin_se(self) -> float:
@@ -360,6 +380,7 @@ class SearchOptions:
 
     def validate(self) -> None:
         check_confidence(self.confidence)
+        check_loss_estimate(self.loss_estimate)
         if self.layer_search not in LAYER_SEARCHES:
             raise CompileError("--layer-search: " + unknown_name(
                 "per-layer search", self.layer_search, LAYER_SEARCHES))
@@ -378,6 +399,7 @@ class SearchOptions:
 
     def as_dict(self) -> dict[str, Any]:
         return {"confidence": self.confidence, "margin_se": self.margin_se,
+                "loss_estimate": self.loss_estimate,
                 "layer_search": self.layer_search,
                 "layer_options": list(self.layer_options),
                 "layer_first_reference": self.layer_first_reference,
@@ -394,11 +416,14 @@ def tune(evaluator: Evaluator, budget: float, per_layer: bool = True,
     if not (math.isfinite(budget) and budget >= 0):
         raise CompileError(f"budget must be a finite number of points >= 0, got {budget}")
     log = log or (lambda message: None)
-    state = _Search(evaluator, budget, log, options.margin_se)
-    log(f"uniform search ({'accuracy' if evaluator.labels is not None else 'cosine'} "
+    state = _Search(evaluator, budget, log, options.margin_se, options.loss_estimate)
+    labels = evaluator.labels is not None
+    priced = (("flipped predictions" if options.loss_estimate == "flips" else
+               "margin erosion priced as flips") if labels else "cosine losses")
+    log(f"uniform search ({'accuracy' if labels else 'cosine'} "
         f"x100, dense {evaluator.dense_accuracy:.3f}, budget {budget} points on the "
         f"{options.confidence:g} upper bound of the loss: mean + {options.margin_se:.3g} "
-        f"standard errors)")
+        f"standard errors of the per-input {priced})")
     gap = evaluator.reuse_off_gap()
     if gap > 0:
         log(f"warning: with reuse off the SPLS program differs from dense by up to {gap:.3g}: "

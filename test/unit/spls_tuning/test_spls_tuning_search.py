@@ -90,7 +90,8 @@ def _fits(m: Measurement, budget: float, margin: float) -> bool:
 def test_confidence_holds_every_setting_to_its_bound(evaluator, monkeypatch, layer_search):
     _patch(monkeypatch)
     budget = 20.0
-    options = SearchOptions(confidence=0.8, layer_search=layer_search, layer_first_reference=0)
+    options = SearchOptions(confidence=0.8, layer_search=layer_search, layer_first_reference=0,
+                            loss_estimate="flips")
     margin = options.margin_se
     assert margin == pytest.approx(0.8416, abs=1e-4)
     result = spls_tuning.tune(evaluator, budget, search=options)
@@ -102,7 +103,8 @@ def test_confidence_holds_every_setting_to_its_bound(evaluator, monkeypatch, lay
         assert result.per_layer.config.layers
     # On the mean alone the same search may go further, never less far.
     plain = spls_tuning.tune(evaluator, budget, search=SearchOptions(
-        confidence=0.5, layer_search=layer_search, layer_first_reference=0))
+        confidence=0.5, layer_search=layer_search, layer_first_reference=0,
+        loss_estimate="flips"))
     assert plain.best.reduction >= result.best.reduction
     assert plain.best.loss <= budget + 1e-9
 
@@ -115,7 +117,8 @@ def test_efficient_search_takes_the_best_priced_move(evaluator, monkeypatch, ste
     _patch(monkeypatch)
     budget = 30.0
     result = spls_tuning.tune(evaluator, budget, search=SearchOptions(
-        confidence=0.5, layer_search="efficient", layer_first_reference=0, layer_steps=steps))
+        confidence=0.5, layer_search="efficient", layer_first_reference=0, layer_steps=steps,
+        loss_estimate="flips"))
     steps = steps or None
     chosen = result.per_layer or result.uniform
     assert chosen.loss <= budget + 1e-9
@@ -166,7 +169,8 @@ def test_esact_tune_writes_the_search_options(tmp_path, evaluator, monkeypatch):
     out = tmp_path / "spls.json"
     assert esact_tune_main.main([evaluator.model, "--calibration-data", str(calib),
                                  "--labels-key", "labels", "--ir", "transformer", "--budget",
-                                 "20", "--confidence", "0.8", "--layer-search", "efficient",
+                                 "20", "--confidence", "0.8", "--loss-estimate", "flips",
+                                 "--layer-search", "efficient",
                                  "--layer-options", "threshold,window",
                                  "--layer-first-reference", "1", "--layer-steps", "2",
                                  "-o", str(out),

@@ -1,0 +1,94 @@
+"""esact-tune's `--loss-estimate` end to end on the tiny 2-layer classifier of
+test/unit/spls_tuning/test_spls_tuning.py (fp32 IR, 16 inputs, small search tables): the
+setting written keeps the budget on the bound the option names, the option is recorded in the
+config, and a bad value is a one-line usage error."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from esact_cc.cli import esact_tune_main
+from esact_cc.tuning import spls_calibration_inputs, spls_measurement, spls_tuning
+from esact_cc.tuning.loss_bound import z_score
+
+FIXTURES_DIR = Path(__file__).resolve().parent.parent / "spls_tuning"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"tuning_{name}", FIXTURES_DIR / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module
+
+
+TABLES = _load("small_search_tables")
+sys.modules.setdefault("small_search_tables", TABLES)  # what the fixtures module imports
+FIXTURES = _load("test_spls_tuning")
+
+
+@pytest.fixture(scope="module")
+def calibration(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("loss_estimate")
+    model = root / "tiny.onnx"
+    onnx.save(FIXTURES.tiny_classifier(), model)
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    calib = root / "calib.npz"
+    np.savez(calib, **FIXTURES.make_split(session, 16, seed=1))
+    return model, calib
+
+
+def test_the_search_holds_the_margin_price_to_the_budget(calibration, monkeypatch):
+    TABLES.use_small_search_tables(monkeypatch)
+    model, calib = calibration
+    data = spls_calibration_inputs.load_calibration_data(
+        calib, spls_calibration_inputs.model_inputs(model), "labels")
+    evaluator = spls_measurement.SplsEvaluator(model, data, ir="transformer")
+    budget, z = 20.0, z_score(0.8)
+    result = spls_tuning.tune(evaluator, budget, search=spls_tuning.SearchOptions(
+        confidence=0.8, loss_estimate="margins"))
+    for m in result.history:  # every setting priced, never below its own flip count's zero
+        assert m.margin_price is not None and m.margin_loss >= 0.0
+        assert len(m.margin_price.per_input) == 16
+    best = result.best
+    assert best.loss_bound(z, "margins") == pytest.approx(
+        best.margin_loss + z * best.margin_price.se)
+    # The reuse-off fallback aside, the chosen setting fits on the margin price.
+    if best.config.options["threshold"] != spls_measurement.REUSE_OFF:
+        assert best.loss_bound(z, "margins") <= budget + 1e-9
+    # Some setting the search measured erodes margins without flipping every input it would
+    # flip on new inputs: the two estimates are not the same number.
+    assert any(abs(m.margin_loss - m.loss) > 1e-6 for m in result.history)
+
+
+def test_esact_tune_records_the_loss_estimate(calibration, tmp_path, monkeypatch):
+    TABLES.use_small_search_tables(monkeypatch)
+    model, calib = calibration
+    out = tmp_path / "spls.json"
+    assert esact_tune_main.main([str(model), "--calibration-data", str(calib), "--labels-key",
+                                 "labels", "--ir", "transformer", "--budget", "20",
+                                 "--loss-estimate", "flips", "--uniform-only", "-o", str(out),
+                                 "--quiet"]) == 0
+    info = json.loads(out.read_text())["info"]
+    assert info["loss_estimate"] == "flips"
+    uniform = info["uniform"]
+    assert "margin_loss_points" in uniform and uniform["margin_loss_points"] >= 0.0
+
+
+def test_a_bad_loss_estimate_is_a_usage_error(tmp_path, capsys):
+    out = tmp_path / "spls.json"
+    with pytest.raises(SystemExit) as exit_info:
+        esact_tune_main.main(["model.onnx", "--calibration-data", "calib.npz", "-o", str(out),
+                              "--loss-estimate", "margin"])
+    assert exit_info.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("esact-tune: error: ") and "--loss-estimate" in last
+    assert not out.exists()
