@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 # Largest K whose float32 sums of int8 x int8 products are exact: K * 2^14 <= 2^24.
 FLOAT32_EXACT_K = 1 << 10
+FLOAT32_EXACT_INTEGER = 1 << 24
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 
@@ -64,9 +65,12 @@ class Execution:
 def int8_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Exact int64 product of int8 matrices via float32 BLAS: K is split into blocks of at
     most FLOAT32_EXACT_K, each block's sums exact in float32, the blocks summed in int64
-    (about 2x float64 BLAS on BERT's K = 3072 FFN tiles)."""
+    (about 2x float64 BLAS on BERT's K = 3072 FFN tiles) - unless the operands' magnitudes
+    keep every sum exact over the whole K (`_sums_exact_in_float32`): then one product."""
     a32, b32 = a.astype(np.float32), b.astype(np.float32)
     k = a.shape[-1]
+    if k <= FLOAT32_EXACT_K or _sums_exact_in_float32(a32, b32):
+        return np.matmul(a32, b32).astype(np.int64)
     product = np.matmul(a32[..., :FLOAT32_EXACT_K], b32[:FLOAT32_EXACT_K]).astype(np.int64)
     for start in range(FLOAT32_EXACT_K, k, FLOAT32_EXACT_K):
         end = start + FLOAT32_EXACT_K
@@ -74,14 +78,35 @@ def int8_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return product
 
 
+def _sums_exact_in_float32(a32: np.ndarray, b32: np.ndarray) -> bool:
+    """Is every partial sum of a row of `a32` times a column of `b32` (integers) an exactly
+    representable float32, whatever order BLAS adds in? Each is at most the row's sum of |a|
+    times max |b| in magnitude: exact when that is <= 2^24 (a quantized GELU output's FFN
+    tile at K = 3072 usually is: small values, few near 127)."""
+    if a32.size == 0 or b32.size == 0:
+        return True
+    row_sums = np.abs(a32).sum(axis=-1, dtype=np.float64)  # exact: integers below 2^53
+    return float(row_sums.max()) * float(np.abs(b32).max()) <= FLOAT32_EXACT_INTEGER
+
+
 def _wrap_int32(x: np.ndarray) -> np.ndarray:
     return x.astype(np.int64, copy=False).astype(np.int32)  # no copy of an int64 result
 
 
-def _round_clip_int8(x: np.ndarray) -> np.ndarray:
-    y = np.rint(x)
-    y = np.where(np.isnan(y), 0.0, y)
-    return np.clip(y, -127, 127).astype(np.int8)
+def _round_clip_int8(x: np.ndarray, in_place: bool = False) -> np.ndarray:
+    """rint, NaN to 0, clip to [-127, 127], int8; `in_place`: `x` (float64) is a temporary
+    of the caller's, used as the work array."""
+    y = np.rint(x, out=x) if in_place else np.rint(x)
+    np.copyto(y, 0.0, where=np.isnan(y))
+    np.maximum(y, -127.0, out=y)
+    np.minimum(y, 127.0, out=y)
+    return y.astype(np.int8)
+
+
+def _as_dtype(raw: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """The (rows, bytes) uint8 view `raw` read as `dtype` elements: a view when its rows are
+    contiguous (always, for DMA operands), else a contiguous copy first."""
+    return (raw if raw.strides[-1] == 1 else np.ascontiguousarray(raw)).view(dtype)
 
 
 def _allocate(elements: int, dtype: type, what: str) -> np.ndarray:
@@ -117,6 +142,10 @@ class Machine:
         self.index = 0
         self.instr: Instruction | None = None
         self.work = Work()
+        # Per opcode and (address field, access): the spec operands `operand` chooses among,
+        # and the method that runs the opcode (looked up once, not per instruction).
+        self._candidates: dict[tuple[str, str, str | None], tuple[Operand, ...]] = {}
+        self._kernels: dict[str, Callable[[Machine, Mapping[str, int]], object]] = {}
 
     # -------------------------------------------------------------------- helpers
 
@@ -127,22 +156,38 @@ class Machine:
     def operand(self, addr_field: str, access: str | None = None) -> Operand:
         """The operand at `addr_field` (the enabled one with that access when several share
         it)."""
+        return self._operand_extent(addr_field, access)[0]
+
+    def _operand_extent(self, addr_field: str, access: str | None
+                        ) -> tuple[Operand, tuple[Buffer | None, int, int] | None]:
+        """`operand` and its extent (isa_footprint.operand_extent, computed once)."""
         assert self.instr is not None
-        found = [op for op in self.instr.spec.operands
-                 if op.addr == addr_field and access in (None, op.access)]
-        if not found:
-            raise KeyError(addr_field)
-        return next((op for op in found if operand_extent(self.instr, op) is not None), found[0])
+        key = (self.instr.opcode_name, addr_field, access)
+        found = self._candidates.get(key)
+        if found is None:
+            found = tuple(op for op in self.instr.spec.operands
+                          if op.addr == addr_field and access in (None, op.access))
+            if not found:
+                raise KeyError(addr_field)
+            self._candidates[key] = found
+        for op in found:
+            extent = operand_extent(self.instr, op)
+            if extent is not None:
+                return op, extent
+        return found[0], None
 
     def view(self, addr_field: str, access: str | None = None) -> np.ndarray:
         """2-D view (rows, cols) of an operand; writes go through to the buffer/DRAM."""
-        return self.view_of(self.operand(addr_field, access))
+        return self._view(*self._operand_extent(addr_field, access))
 
     def view_of(self, op: Operand) -> np.ndarray:
         """`view` of one operand of the instruction's spec."""
         assert self.instr is not None
+        return self._view(op, operand_extent(self.instr, op))
+
+    def _view(self, op: Operand, extent: tuple[Buffer | None, int, int] | None) -> np.ndarray:
+        assert self.instr is not None
         addr_field = op.addr
-        extent = operand_extent(self.instr, op)
         assert extent is not None, addr_field
         buf, start, end = extent
         f = self.instr.fields
@@ -199,14 +244,17 @@ class Machine:
         dtype = BUFFER_DTYPES[Buffer(f["buf"])]
         src = self.view("dram_addr")
         dst = self.view("sram_addr")
-        dst[...] = np.ascontiguousarray(src).view(dtype.newbyteorder("<")).reshape(dst.shape)
+        dst[...] = _as_dtype(src, dtype.newbyteorder("<")).reshape(dst.shape)
 
     def op_store(self, f: Mapping[str, int]) -> None:
         dtype = BUFFER_DTYPES[Buffer(f["buf"])]
         src = self.view("sram_addr")
         dst = self.view("dram_addr")
-        dst[...] = np.ascontiguousarray(src, dtype=dtype.newbyteorder("<")).view(
-            np.uint8).reshape(dst.shape)
+        if dst.strides[-1] == 1:  # DRAM rows are contiguous: write the elements through
+            dst.view(dtype.newbyteorder("<"))[...] = src
+        else:
+            dst[...] = np.ascontiguousarray(src, dtype=dtype.newbyteorder("<")).view(
+                np.uint8).reshape(dst.shape)
 
     # -------------------------------------------------------------------- MAC array
 
@@ -234,38 +282,49 @@ class Machine:
         self.work.rows_total, self.work.rows_executed = f["m"], n_rows
         self.work.cols_total, self.work.cols_executed = f["n"], n_cols
 
+    def _attention_rows(self, f: Mapping[str, int]) -> tuple[np.ndarray | slice, int]:
+        """The query rows an ATTN_* instruction computes (its row mask's, else a slice of
+        all: no fancy-indexed copies in the dense case) and their count."""
+        if f["has_row_mask"]:
+            rows = np.flatnonzero(self.vector("row_mask_addr"))
+            return rows, len(rows)
+        return slice(None), f["lq"]
+
     def op_attn_qk(self, f: Mapping[str, int]) -> None:
         q, k, scores = self.view("q_addr"), self.view("k_addr"), self.view("scores_addr")
-        rows = np.flatnonzero(self.vector("row_mask_addr")) if f["has_row_mask"] else \
-            np.arange(f["lq"])
+        rows, n_rows = self._attention_rows(f)
         result = int8_matmul(q[rows], k.T)
         dense = f["lq"] * f["lk"]
-        keep = self.mask("mask_addr")[rows] if f["has_mask"] else \
-            np.ones((len(rows), f["lk"]), dtype=bool)
-        result = np.where(keep, result, 0)
-        kept = int(keep.sum())
+        if f["has_mask"]:
+            keep = self.mask("mask_addr")[rows]
+            result = np.where(keep, result, 0)
+            kept = int(keep.sum())
+        else:
+            kept = n_rows * f["lk"]
         scores[rows] = _wrap_int32(result)
         self.work.macs_dense = dense * f["d"]
         self.work.macs_executed = kept * f["d"]
-        self.work.mask_total, self.work.mask_kept = len(rows) * f["lk"], kept
-        self.work.rows_total, self.work.rows_executed = f["lq"], len(rows)
+        self.work.mask_total, self.work.mask_kept = n_rows * f["lk"], kept
+        self.work.rows_total, self.work.rows_executed = f["lq"], n_rows
         self.work.cols_total = self.work.cols_executed = f["lk"]
 
     def op_attn_pv(self, f: Mapping[str, int]) -> None:
         p, v, out = self.view("p_addr"), self.view("v_addr"), self.view("out_addr")
-        keep = self.mask("mask_addr") if f["has_mask"] else np.ones(p.shape, dtype=bool)
-        rows = np.flatnonzero(self.vector("row_mask_addr")) if f["has_row_mask"] else \
-            np.arange(f["lq"])
-        p_sel = np.where(keep[rows], p[rows], 0)
+        rows, n_rows = self._attention_rows(f)
+        if f["has_mask"]:
+            keep = self.mask("mask_addr")[rows]
+            p_sel = np.where(keep, p[rows], 0)
+            kept = int(keep.sum())
+        else:
+            p_sel, kept = p[rows], n_rows * p.shape[1]
         result = int8_matmul(p_sel, v)
         if f["accumulate"]:
             result += out[rows].astype(np.int64)
         out[rows] = _wrap_int32(result)
-        kept = int(keep[rows].sum())
         self.work.macs_dense = f["lq"] * f["lk"] * f["d"]
         self.work.macs_executed = kept * f["d"]
-        self.work.mask_total, self.work.mask_kept = len(rows) * f["lk"], kept
-        self.work.rows_total, self.work.rows_executed = f["lq"], len(rows)
+        self.work.mask_total, self.work.mask_kept = n_rows * f["lk"], kept
+        self.work.rows_total, self.work.rows_executed = f["lq"], n_rows
         self.work.cols_total = self.work.cols_executed = f["d"]
 
     # -------------------------------------------------------------------- SFU
@@ -274,27 +333,25 @@ class Machine:
         self.work.sfu_elements = f["rows"] * f["cols"]
 
     def op_dequant(self, f: Mapping[str, int]) -> None:
-        src = self.view("src_addr").astype(np.float64)
-        scale = self.vector("scale_addr").astype(np.float64)
-        y = src * scale
+        # float64 throughout, in place on one temporary (float32 operands widen exactly).
+        y = np.multiply(self.view("src_addr"), self.vector("scale_addr"), dtype=np.float64)
         if f["has_row_scale"]:
-            y = y * self.vector("row_scale_addr").astype(np.float64)[:, None]
+            y *= self.vector("row_scale_addr").astype(np.float64)[:, None]
         if f["scalar_count"]:
-            y = y * math.prod(float(s) for s in self.vector("scalar_addr"))
+            y *= math.prod(float(s) for s in self.vector("scalar_addr"))
         if f["has_bias"]:
-            y = y + self.vector("bias_addr").astype(np.float64)
-        self.view("dst_addr")[...] = y.astype(np.float32)
+            y += self.vector("bias_addr").astype(np.float64)
+        self.view("dst_addr")[...] = y  # rounded once to float32, as astype does
         self._sfu_elements(f)
 
     def op_requant(self, f: Mapping[str, int]) -> None:
-        src = self.view("src_addr").astype(np.float64)
-        mult = self.vector("mult_addr").astype(np.float64)
-        self.view("dst_addr")[...] = _round_clip_int8(src * mult)
+        y = np.multiply(self.view("src_addr"), self.vector("mult_addr"), dtype=np.float64)
+        self.view("dst_addr")[...] = _round_clip_int8(y, in_place=True)
         self._sfu_elements(f)
 
     def op_quant(self, f: Mapping[str, int]) -> None:
-        src = self.view("src_addr").astype(np.float64)
-        self.view("dst_addr")[...] = _round_clip_int8(src * self.float_field("mult"))
+        y = np.multiply(self.view("src_addr"), self.float_field("mult"), dtype=np.float64)
+        self.view("dst_addr")[...] = _round_clip_int8(y, in_place=True)
         self._sfu_elements(f)
 
     def op_softmax(self, f: Mapping[str, int]) -> None:
@@ -314,8 +371,9 @@ class Machine:
         self._sfu_elements(f)
 
     def op_add(self, f: Mapping[str, int]) -> None:
-        y = self.view("a_addr").astype(np.float64) + self.view("b_addr").astype(np.float64)
-        self.view("dst_addr")[...] = y.astype(np.float32)
+        # The sum in float64, rounded once to float32 on the way into dst.
+        np.add(self.view("a_addr"), self.view("b_addr"), out=self.view("dst_addr"),
+               dtype=np.float64)
         self._sfu_elements(f)
 
     def op_gather_rows(self, f: Mapping[str, int]) -> None:
@@ -460,13 +518,19 @@ class Machine:
     # -------------------------------------------------------------------- driver
 
     def step(self, index: int, instr: Instruction) -> Work:
-        self.index, self.instr, self.work = index, instr, Work()
         with np.errstate(all="ignore"):
-            builtin = getattr(self, f"op_{instr.opcode_name}", None)
-            if builtin is not None:
-                builtin(instr.fields)
-            else:  # an instruction added with isa.register_instruction
-                INSTRUCTION_KERNELS[instr.opcode_name](self, instr.fields)
+            return self.run_instruction(index, instr)
+
+    def run_instruction(self, index: int, instr: Instruction) -> Work:
+        """`step` for a caller that has set np.errstate(all="ignore") around all its steps
+        (execute: entering it once, not per instruction)."""
+        self.index, self.instr, self.work = index, instr, Work()
+        kernel = self._kernels.get(instr.opcode_name)
+        if kernel is None:  # functions, not bound methods: no cycle keeps the DRAM image alive
+            kernel = self._kernels[instr.opcode_name] = getattr(
+                type(self), f"op_{instr.opcode_name}", None) or INSTRUCTION_KERNELS[
+                    instr.opcode_name]  # else an instruction added with isa.register_instruction
+        kernel(self, instr.fields)
         return self.work
 
 
@@ -536,14 +600,16 @@ def execute(program: Program, inputs: Mapping[str, object], config: HardwareConf
                                                                               np.uint8)
     for d in program.inputs:
         _write_tensor(machine.dram, d.address, arrays[d.name])
-    if progress is None:
-        work = [machine.step(i, instr) for i, instr in enumerate(program.instructions)]
-    else:
-        total = len(program.instructions)
-        work = []
-        for i, instr in enumerate(program.instructions):
-            work.append(machine.step(i, instr))
-            progress(i + 1, total)
+    run = machine.run_instruction
+    with np.errstate(all="ignore"):
+        if progress is None:
+            work = [run(i, instr) for i, instr in enumerate(program.instructions)]
+        else:
+            total = len(program.instructions)
+            work = []
+            for i, instr in enumerate(program.instructions):
+                work.append(run(i, instr))
+                progress(i + 1, total)
     charge_kept_scores(program.instructions, work)  # a sparse attention unit's score path
     outputs = {d.name: _read_tensor(machine.dram, d.address, d.shape, d.dtype)
                for d in program.outputs}
