@@ -14,16 +14,17 @@ every intermediate on chip (docs/design.md section 6), in two phases:
    + bias) -> HLOG of Q^ and of K^ per batch element (dynamic scales s_Q, s_K). The HLog
    scales span all rows, so this phase cannot be split by rows.
 2. Progressive prediction, per row chunk (lower-to-esact's `spls-chunk-rows`, default the
-   MAC array's rows): per head BPU (Q^_h rows of the chunk x K^_h^T) -> ACC, [DEQUANT
-   (* scale * s_Q * s_K) -> PAM rows in VBUF, + mask], TOPK of the chunk's rows -> SPA rows in MBUF; [SOFTMAX of the chunk's PAM
-   rows for cosprob]; SIMILARITY with first_row / row_count = the chunk: it decides the
-   chunk's rows from the reuse-map entries of the earlier rows (still in MBUF) and their SPA /
-   prob rows, which is exactly the whole-row decision (the window only looks back), and
-   writes the chunk's part of the reuse map and computed-row mask (and ORs its keys into the
-   key mask).
+   MAC array's rows): per head BPU (Q^_h rows of the chunk x K^_h^T) -> ACC, then the
+   score path PAM_SCORES (* scale * s_Q * s_K, + mask, ranked -> SPA rows in MBUF; cosprob:
+   softmax -> prob rows in VBUF; runtime/isa_prediction_scores.py), or TOPK of the integer
+   PAM when there is neither mask nor cosprob; SIMILARITY with first_row / row_count = the
+   chunk: it decides the chunk's rows from the reuse-map entries of the earlier rows (still
+   in MBUF) and their SPA / prob rows, which is exactly the whole-row decision (the window
+   only looks back), and writes the chunk's part of the reuse map and computed-row mask (and
+   ORs its keys into the key mask).
 The masks stay in MBUF (the dense lowering does not use MBUF) until the layer's last masked op
-is lowered. HLOG/BPU/TOPK/SIMILARITY run on the predict queue (its SFU DEQUANT/SOFTMAX on the
-SFU queue; all of component `predict`); `schedule` derives the tokens from the memory
+is lowered. HLOG/BPU/PAM_SCORES/TOPK/SIMILARITY run on the predict queue (the projection's
+DEQUANT on the SFU queue; all of component `predict`); `schedule` derives the tokens from the memory
 operands, so what overlaps what follows from where the consumers' tiles and instructions are:
 - K / V (`attention=dense`: dense linears of X, independent of the prediction) are lowered
   beside phase 1 (`Lowering.lower_aside`: while every prediction region is reserved, so their
@@ -45,9 +46,10 @@ representative's sublayer output through SCATTER_ROWS before the fused residual 
 section 6 step 5).
 
 Additive attention masks (padding): one row per batch element and head is loaded into VBUF
-and given to TOPK (`add_mask`: FP32 PAM + mask is ranked, masked keys last) and to the SOFTMAX
-of PAM and of the attention. A per-query mask [.., L, L] (e.g. BERT's expanded padding mask)
-is ADDed to the FP32 PAM and to the attention scores: the same float32 sums, so both forms
+and given to PAM_SCORES (`add_mask`: FP32 PAM + mask is ranked, masked keys last, and
+normalized) and to the SOFTMAX of the attention. A per-query mask [.., L, L] (e.g. BERT's
+expanded padding mask) is added to the FP32 PAM by PAM_SCORES (its rows: `add_mask_rows`)
+and ADDed to the attention scores: the same float32 sums, so both forms
 rank and normalize as the reference does, rows whose every key is masked included
 (docs/design.md section 3, "Masks").
 
@@ -200,7 +202,9 @@ class Chain:
 
     @property
     def float_pam(self) -> bool:
-        """Whether the PAM is dequantized to FP32 (cosprob's probs, or an additive mask)."""
+        """Whether the PAM is scaled to FP32 (cosprob's probs, or an additive mask): the score
+        path PAM_SCORES then ranks it, and the fit keeps room for FP32 rows of the PAM's shape
+        in VBUF (`passes/spls_chain_fit.py`; only cosprob's prob rows are written there)."""
         return self.sim.pam is not None or self.predict.mask is not None
 
     @property
@@ -348,7 +352,7 @@ def _allocate_masks(lw: Lowering, c: Chain) -> MaskTiles:
     r["ring"] = None  # type: ignore[assignment]
     if c.ring and c.block_rows:  # the large ring first: the freed staging leaves a gap
         r["ring"] = _allocate_ring(lw, c)
-    if c.float_pam and r["pam"] is None:
+    if c.sim.pam is not None and r["pam"] is None:  # cosprob's prob rows
         r["pam"] = lw.alloc(Buffer.VBUF, c.chunk_size)
     if c.ring and not c.block_rows:
         r["ring"] = _allocate_ring(lw, c)
@@ -387,17 +391,15 @@ def _gemm_row_tiles(lw: Lowering, c: Chain) -> list[tuple[int, int]]:
 def _emit_chunk(lw: Lowering, c: Chain, projection: WholeProjection | StreamedProjection,
                 keys: HeadKeys, masks: MaskTiles, b: int, r0: int, n: int) -> None:
     """Phase 2 for rows [r0, r0 + n) of batch element b (progressive prediction): per head
-    BPU -> [DEQUANT to the FP32 PAM, + mask] -> TOPK -> SPA rows, [SOFTMAX of the PAM rows for
-    cosprob], then SIMILARITY of the chunk. The reuse map of chunk c only needs the PAM rows of
-    chunk c and the window of earlier computed rows, whose SPA / prob rows and map entries stay
-    on chip, so chunk c's consumers (the masked Q GEMM's rows of chunk c) run on the compute
-    queue while the BPU predicts chunk c + 1. TOPK ranks the exact integer PAM, or with an
-    additive mask the FP32 PAM plus the mask (as the reference does; same order: PAM scales
-    are positive). Query head h reads K^ head h // group where `keys` has put it (on chip,
-    or LOADed per group of K heads: passes/spls_key_codes.py)."""
-    r, length, heads, sim = c.regions, c.length, c.heads, c.sim
-    mask_rows, pam = projection.mask_rows, r["pam"]
-    per_head = c.causal or mask_rows.per_head or n < length
+    BPU -> the score path (`emit_scores`: SPA rows, and cosprob's prob rows), then SIMILARITY
+    of the chunk. The reuse map of chunk c only needs the PAM rows of chunk c and the window
+    of earlier computed rows, whose SPA / prob rows and map entries stay on chip, so chunk c's
+    consumers (the masked Q GEMM's rows of chunk c) run on the compute queue while the BPU
+    predicts chunk c + 1. Query head h reads K^ head h // group where `keys` has put it (on
+    chip, or LOADed per group of K heads: passes/spls_key_codes.py)."""
+    r, length = c.regions, c.length
+    mask_rows = projection.mask_rows
+    prob = r["pam"] if c.sim.pam is not None else None
     q_codes = projection.q_codes(lw, c, b, r0, n)
     spa_at = r["spa"] if c.ring else r["spa"] + b * c.spa_size
     for i, (h, k_at, k_stride) in enumerate(keys.heads(lw, c, b, r0)):
@@ -408,34 +410,43 @@ def _emit_chunk(lw: Lowering, c: Chain, projection: WholeProjection | StreamedPr
         lw.emit("bpu", PREDICT, dst_addr=scores, a_buf=Buffer.ABUF,
                 a_addr=q_codes + h * d, b_buf=Buffer.ABUF, b_addr=k_at, m=n, k=d, n=length,
                 a_stride=c.width, b_stride=k_stride, transpose_b=1)
-        source = {"src_buf": Buffer.ACC, "src_addr": scores}
-        if pam is not None:
-            lw.emit("dequant", PREDICT, dst_addr=pam + block, src_addr=scores, rows=n,
-                    cols=length, scale_addr=r["pam_scale"], scalar_count=2,
-                    scalar_addr=r["sqk"] + 2 * b)
-            if mask_rows.per_query and c.ring:  # PAM + mask, ranked as is
-                _add_chunk_mask(lw, c, mask_rows, b, h, r0, n, pam + block, first=i == 0)
-                source = {"src_buf": Buffer.VBUF, "src_addr": pam + block}
-            elif mask_rows.per_query:  # PAM + mask, ranked as is (see MaskRows.add_block)
-                mask_rows.add_block(b, h, pam + block, r0, n, PREDICT)
-                source = {"src_buf": Buffer.VBUF, "src_addr": pam + block}
-            elif mask_rows.present:
-                source = {"src_buf": Buffer.VBUF, "src_addr": pam + block,
-                          "has_add_mask": 1, "add_mask_addr": mask_rows.row(b, h)}
-        lw.emit("topk", PREDICT, dst_addr=spa_at + block, rows=n,
-                cols=length, k=c.topk.k.value.data, causal=int(c.causal),
-                causal_offset=r0 if c.causal else 0, **source)
+        if mask_rows.per_query and c.ring:  # the slots held for the chain
+            mask = {"add_mask_addr": _chunk_mask_rows(lw, c, mask_rows, b, h, r0, n,
+                                                      first=i == 0), "add_mask_rows": 1}
+        elif mask_rows.per_query:
+            mask = {"add_mask_addr": mask_rows.block(b, h) + r0 * length, "add_mask_rows": 1}
+        else:
+            mask = {"add_mask_addr": mask_rows.row(b, h)} if mask_rows.present else {}
+        emit_scores(lw, c, b, r0, n, scores, spa_at + block,
+                    None if prob is None else prob + block, mask)
         projection.acc_buf.free(scores)
-        if sim.pam is not None and per_head:  # each head's rows as soon as ranked
-            _pam_softmax(lw, c, mask_rows, b, h, pam + block, n, r0)
-    if sim.pam is not None and not per_head:  # one SOFTMAX over all heads' rows
-        _pam_softmax(lw, c, mask_rows, b, 0, pam, heads * length, 0)
-    emit_similarity(lw, c, masks, b, r0, n, spa_at, pam)
+    emit_similarity(lw, c, masks, b, r0, n, spa_at, prob)
     if c.ring and c.keep_spa:  # the sparse attention LOADs its rows back (MaskTiles.spa_dram)
         assert masks.spa_dram is not None
-        for h in range(heads):
+        for h in range(c.heads):
             lw.store_(Buffer.MBUF, spa_at + h * n * length,
-                      masks.spa_dram.address + ((b * heads + h) * length + r0) * length, n, length)
+                      masks.spa_dram.address + ((b * c.heads + h) * length + r0) * length,
+                      n, length)
+
+
+def emit_scores(lw: Lowering, c: Chain, b: int, r0: int, n: int, scores: int, spa: int,
+                prob: int | None, mask: dict[str, int]) -> None:
+    """SPA rows at `spa` (MBUF) from one head's n x L integer PAM products at `scores` (ACC):
+    TOPK of them as they are, or, with an additive `mask` (PAM_SCORES' add_mask fields) or
+    cosprob's `prob` rows (VBUF) to write, the prediction unit's score path PAM_SCORES
+    (scaled by the PAM scale and (s_Q, s_K) of batch element b, plus the mask, ranked, and
+    normalized into `prob`; runtime/isa_prediction_scores.py). A masked key ranks by PAM plus
+    the mask, as the reference does (docs/design.md section 3, "Masks")."""
+    causal = {"causal": int(c.causal), "causal_offset": r0 if c.causal else 0}
+    k = c.topk.k.value.data
+    if prob is None and not mask:  # the exact integer PAM ranks as is (scales positive)
+        lw.emit("topk", PREDICT, dst_addr=spa, src_buf=Buffer.ACC, src_addr=scores, rows=n,
+                cols=c.length, k=k, **causal)
+        return
+    lw.emit("pam_scores", PREDICT, spa_addr=spa, src_addr=scores, rows=n, cols=c.length,
+            scale_addr=c.regions["pam_scale"], scalar_count=2,
+            scalar_addr=c.regions["sqk"] + 2 * b, has_add_mask=int(bool(mask)), **mask, k=k,
+            has_prob=int(prob is not None), prob_addr=prob or 0, **causal)
 
 
 def emit_similarity(lw: Lowering, c: Chain, masks: MaskTiles, b: int, r0: int, n: int,
@@ -455,27 +466,18 @@ def emit_similarity(lw: Lowering, c: Chain, masks: MaskTiles, b: int, r0: int, n
             first_row=r0, row_count=n, **ring)
 
 
-def _add_chunk_mask(lw: Lowering, c: Chain, mask_rows: MaskRows, b: int, h: int, r0: int,
-                    n: int, dst: int, first: bool) -> None:
-    """ADD the chunk's rows of head h's per-query mask block to its PAM rows at `dst` (ring
-    form), LOADed into the slots held for the chain: once per chunk (at its `first` head: the
-    heads' order follows the K^ groups, passes/spls_key_codes.py) when every head reads the
-    same block ([B, 1, L, L]), else once per head."""
+def _chunk_mask_rows(lw: Lowering, c: Chain, mask_rows: MaskRows, b: int, h: int, r0: int,
+                     n: int, first: bool) -> int:
+    """VBUF address of the chunk's rows of head h's per-query mask block (ring form), LOADed
+    into the slots held for the chain: once per chunk (at its `first` head: the heads' order
+    follows the K^ groups, passes/spls_key_codes.py) when every head reads the same block
+    ([B, 1, L, L]), else once per head."""
     shared = mask_rows.shape[1] == 1
     chunk = b * len(c.chunks) + r0 // c.chunks[0][1]
     slot = c.mask_slots[(chunk if shared else h) % 2]
     if first or not shared:
         mask_rows.fresh_rows(b, h, r0, n, into=slot)
-    lw.emit("add", PREDICT, dst_addr=dst, a_addr=dst, b_addr=slot, rows=n, cols=c.length)
-
-
-def _pam_softmax(lw: Lowering, c: Chain, mask_rows: MaskRows, b: int, h: int, at: int,
-                 rows: int, r0: int) -> None:
-    """softmax(PAM) rows in place (cosprob's probs), after the head's TOPK read them."""
-    extra = ({"has_add_mask": 1, "add_mask_addr": mask_rows.row(b, h)}
-             if mask_rows.present and not mask_rows.per_query else {})
-    lw.emit("softmax", PREDICT, dst_addr=at, src_addr=at, rows=rows, cols=c.length,
-            scale=1.0, causal=int(c.causal), causal_offset=r0 if c.causal else 0, **extra)
+    return slot
 
 
 def _independent_projections(sim: spls.LocalSimilarityOp, x: SSAValue) -> list[Operation]:

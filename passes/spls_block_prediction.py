@@ -8,10 +8,10 @@ DRAM once per row. The block form predicts a block of P = H x n rows (the rows o
 slice of the chunk regions holds) head by head, spilling each head's SPA and prob rows to
 DRAM, then decides the block's chunks from those rows LOADed back:
 1. Predict (per block): the block's Q^ codes; per group of K heads (LOADed once per block, in
-   the alternating order), per head: BPU (P rows x all keys) -> [DEQUANT to FP32 PAM,
-   + mask] -> TOPK -> SPA rows in MBUF, STOREd to a DRAM scratch [B, H, L, L] uint8;
-   cosprob: SOFTMAX of the PAM rows, STOREd to a scratch [B, H, L, L] FP32. A per-query mask
-   shared by the heads ([B, 1, L, L]) is LOADed once per block.
+   the alternating order), per head: BPU (P rows x all keys) -> the score path
+   (PAM_SCORES, or TOPK of the integer PAM) -> SPA rows in MBUF, STOREd to a DRAM scratch
+   [B, H, L, L] uint8; cosprob: its prob rows, STOREd to a scratch [B, H, L, L] FP32. A
+   per-query mask shared by the heads ([B, 1, L, L]) is LOADed once per block.
 2. Decide (per chunk of the block): LOAD the chunk's SPA (and prob) rows of every head back
    into the chunk regions and SIMILARITY with the reference ring, as the chunk form does.
 Per row the K^ traffic is L x Nk / P bytes instead of L x Nk; the spill is H x L x 5 bytes
@@ -137,47 +137,41 @@ def emit_block(lw: Lowering, c: Chain, projection: WholeProjection | StreamedPro
 def _predict_block(lw: Lowering, c: Chain, projection: WholeProjection | StreamedProjection,
                    keys: HeadKeys, spill: BlockSpill, b: int, r0: int, rows: int) -> None:
     """Step 1: every head's SPA (and prob) rows of the block, STOREd to the scratch."""
-    from esact_cc.passes.lower_spls_to_esact import _pam_softmax
+    from esact_cc.passes.lower_spls_to_esact import emit_scores
 
     r, length, d = c.regions, c.length, c.head_dim
-    mask_rows, pam, spa = projection.mask_rows, r["pam"], r["spa"]
+    mask_rows, spa = projection.mask_rows, r["spa"]
+    prob = r["pam"] if spill.prob is not None else None
     q_codes = projection.q_codes(lw, c, b, r0, rows)
     for h, k_at, k_stride in keys.heads(lw, c, b, r0):
         scores = projection.acc_buf.alloc(rows * length)
         lw.emit("bpu", PREDICT, dst_addr=scores, a_buf=Buffer.ABUF, a_addr=q_codes + h * d,
                 b_buf=Buffer.ABUF, b_addr=k_at, m=rows, k=d, n=length, a_stride=c.width,
                 b_stride=k_stride, transpose_b=1)
-        source = {"src_buf": Buffer.ACC, "src_addr": scores}
-        if pam is not None:
-            lw.emit("dequant", PREDICT, dst_addr=pam, src_addr=scores, rows=rows, cols=length,
-                    scale_addr=r["pam_scale"], scalar_count=2, scalar_addr=r["sqk"] + 2 * b)
-            source = {"src_buf": Buffer.VBUF, "src_addr": pam}
-            if mask_rows.per_query:  # PAM + mask, ranked as is
-                _add_mask_rows(lw, c, mask_rows, spill, b, h, r0, rows)
-            elif mask_rows.present:
-                source |= {"has_add_mask": 1, "add_mask_addr": mask_rows.row(b, h)}
-        lw.emit("topk", PREDICT, dst_addr=spa, rows=rows, cols=length, k=c.topk.k.value.data,
-                causal=int(c.causal), causal_offset=r0 if c.causal else 0, **source)
+        if mask_rows.per_query:
+            mask = {"add_mask_addr": _block_mask_rows(c, mask_rows, spill, b, h, r0, rows),
+                    "add_mask_rows": 1}
+        else:
+            mask = {"add_mask_addr": mask_rows.row(b, h)} if mask_rows.present else {}
+        emit_scores(lw, c, b, r0, rows, scores, spa, prob, mask)
         projection.acc_buf.free(scores)
         lw.store_(Buffer.MBUF, spa, spill.spa.address + spill.row_offset(c, b, h, r0), rows,
                   length)
-        if spill.prob is not None:
-            _pam_softmax(lw, c, mask_rows, b, h, pam, rows, r0)
-            lw.store_(Buffer.VBUF, pam, spill.prob.address
+        if prob is not None and spill.prob is not None:
+            lw.store_(Buffer.VBUF, prob, spill.prob.address
                       + spill.row_offset(c, b, h, r0) * F32, rows, length)
 
 
-def _add_mask_rows(lw: Lowering, c: Chain, mask_rows: MaskRows, spill: BlockSpill, b: int,
-                   h: int, r0: int, rows: int) -> None:
-    """ADD the block's rows of head h's per-query mask to its PAM rows; a mask every head
-    shares ([B, 1, L, L]) is LOADed once per block."""
+def _block_mask_rows(c: Chain, mask_rows: MaskRows, spill: BlockSpill, b: int, h: int, r0: int,
+                     rows: int) -> int:
+    """VBUF address of the block's rows of head h's per-query mask; a mask every head shares
+    ([B, 1, L, L]) is LOADed once per block."""
     assert spill.mask_slot is not None
     shared = mask_rows.shape[1] == 1
     if not shared or spill.loaded_mask != (b, r0):
         mask_rows.fresh_rows(b, h, r0, rows, into=spill.mask_slot)
         spill.loaded_mask = (b, r0) if shared else None
-    lw.emit("add", PREDICT, dst_addr=c.regions["pam"], a_addr=c.regions["pam"],
-            b_addr=spill.mask_slot, rows=rows, cols=c.length)
+    return spill.mask_slot
 
 
 def _load_chunk(lw: Lowering, c: Chain, spill: BlockSpill, b: int, r0: int, n: int

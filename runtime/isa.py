@@ -129,3 +129,7 @@ isa_online_softmax.register()
 from . import isa_disentangled  # noqa: E402  (needs the table above)
 
 isa_disentangled.register()
+
+from . import isa_prediction_scores  # noqa: E402  (needs the table above)
+
+isa_prediction_scores.register()

@@ -6,6 +6,7 @@ per element) are properties of the algorithm each instruction runs, documented a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -132,6 +133,33 @@ def bpu_cost(f: Mapping[str, int], config: HardwareConfig, work: Work) -> int:
 @_columnwise
 def topk_cost(f: Mapping[str, int], config: HardwareConfig, work: Work) -> int:
     return _ceil_div(work.compare_ops, config.topk_lanes) + 1
+
+
+def topk_compares(rows: int, cols: int, k: int) -> int:
+    """Comparisons of ranking rows x cols scores for their top k (TOPK, PAM_SCORES): a
+    sorting network of depth ceil(log2(k + 1)) per score."""
+    return rows * cols * max(1, math.ceil(math.log2(k + 1)))
+
+
+def score_rank_passes(f: Mapping[str, int]) -> int:
+    """PAM_SCORES' element passes per score before the top-k unit ranks it: DEQUANT's scale
+    multiply and, with a mask, ADD's pass (runtime/isa_prediction_scores.py)."""
+    return 1 + f["has_add_mask"]
+
+
+def score_passes(f: Mapping[str, int]) -> int:
+    """PAM_SCORES' element passes per score: the ranked ones plus SOFTMAX's for the probs."""
+    return score_rank_passes(f) + SFU_PASSES["softmax"] * f["has_prob"]
+
+
+@_columnwise
+def score_path_cost(f: Mapping[str, int], config: HardwareConfig, work: Work) -> int:
+    """PAM_SCORES: its element passes (`work.sfu_elements`) on the BPU lanes; the top-k unit
+    ranks each score as it leaves the mask pass, overlapping the softmax passes."""
+    lanes = config.bpu_lanes
+    ranked = (_ceil_div(f["rows"] * f["cols"] * score_rank_passes(f), lanes)
+              + _ceil_div(work.compare_ops, config.topk_lanes))
+    return np.maximum(_ceil_div(work.sfu_elements, lanes), ranked) + 1
 
 
 @_columnwise

@@ -9,7 +9,8 @@ Steps (per layer, over the L real tokens of the Q/K/V projection input X):
    kept, one scale per tensor (`hlog_scale`).
 2. `hlog_matmul`: exact products of HLog-coded matrices by shift-adds (the BPU): Q^ = X W_Q,
    K^ = X W_K, then (re-quantized to HLog) PAM = Q^ K^T per head. `predict_attention` chains it.
-3. `topk_mask`: row-wise top-k of PAM under the padding/causal mask = SPA.
+3. `topk_mask`: row-wise top-k of PAM under the padding/causal mask = SPA;
+   `prediction_scores` is the score path from the integer PAM products to SPA and the probs.
 4. `local_similarity`: reuse map (row -> representative) and per-head key mask.
 
 No xdsl here: `runtime/` runs binaries without the compiler.
@@ -22,6 +23,7 @@ from typing import Literal
 
 import numpy as np
 
+from . import online_softmax
 from .errors import EsactError
 
 MIN_HLOG_BITS = 2
@@ -285,6 +287,25 @@ def topk_mask(scores: np.ndarray, k: int, valid_mask: np.ndarray | None = None) 
     rank = np.empty_like(order)
     np.put_along_axis(rank, order, np.broadcast_to(np.arange(arr.shape[-1]), arr.shape), axis=-1)
     return (rank < k) & valid
+
+
+def prediction_scores(acc: np.ndarray, col_scale: np.ndarray, scalars: np.ndarray,
+                      add_mask: np.ndarray | None, valid: np.ndarray | None, k: int,
+                      probs: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """The prediction unit's score path (PAM_SCORES) over rows x cols integer PAM products:
+    (SPA bool, softmax(PAM) float32 rows or None). The float32 values and their order are
+    those of the instructions it replaces: DEQUANT (float64 products, in the order src *
+    scale[c] * prod(scalars), rounded once), ADD of the mask (one row or rows x cols), TOPK of
+    the sums under `valid` (the causal rule; None = every key) and SOFTMAX (scale 1)."""
+    pam = np.asarray(acc).astype(np.float64) * np.asarray(col_scale).astype(np.float64)
+    if len(scalars):
+        pam = pam * math.prod(float(s) for s in np.asarray(scalars).ravel())
+    pam = pam.astype(np.float32)
+    if add_mask is not None:
+        pam = (pam.astype(np.float64) + np.asarray(add_mask).astype(np.float64)).astype(np.float32)
+    keep = topk_mask(pam[None], k, None if valid is None else valid[None])[0]
+    prob = online_softmax.softmax(online_softmax.logits(pam, 1.0, None), valid) if probs else None
+    return keep, prob
 
 
 # ----------------------------------------------------------------------------- similarity

@@ -37,6 +37,10 @@ def _reduction(dense: int, executed: int, prediction: float) -> float:
     return 1.0 - (executed + prediction) / dense if dense else 0.0
 
 
+SPA_OPCODES = ("topk", "pam_scores")
+"""The instructions writing SPA rows (their mask_total / mask_kept count its elements)."""
+
+
 def spls_summary(opcodes: list[str], queues: list[int], units: list[str], components: list[str],
                  layers: list[int | None], work: WorkTable, cycles: np.ndarray,
                  energy_on_chip_pj: np.ndarray, energy_system_pj: np.ndarray,
@@ -62,7 +66,7 @@ def spls_summary(opcodes: list[str], queues: list[int], units: list[str], compon
         shift_adds = int(work["shift_adds"][sel].sum())
         rows = int(work["rows_total"][sim & sel].sum())
         computed = int(work["rows_executed"][sim & sel].sum())
-        topk = ops == "topk"
+        topk = np.isin(ops, SPA_OPCODES)
         spa_total = int(work["mask_total"][topk & sel].sum())
         spa_kept = int(work["mask_kept"][topk & sel].sum())
         return {
@@ -97,8 +101,8 @@ def spls_summary(opcodes: list[str], queues: list[int], units: list[str], compon
         "energy_system_pj": float(energy_system_pj[predict].sum()),
     }
     result["masks"] = {
-        "spa_elements": int(work["mask_total"][ops == "topk"].sum()),
-        "spa_kept": int(work["mask_kept"][ops == "topk"].sum()),
+        "spa_elements": int(work["mask_total"][np.isin(ops, SPA_OPCODES)].sum()),
+        "spa_kept": int(work["mask_kept"][np.isin(ops, SPA_OPCODES)].sum()),
         "attention_elements": int(work["mask_total"][qk].sum()),
         "attention_kept": int(work["mask_kept"][qk].sum()),
         "gemm_rows": int(work["rows_total"][masked_gemm].sum()),

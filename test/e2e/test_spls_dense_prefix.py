@@ -93,7 +93,9 @@ def test_output_projection_runs_per_prediction_group(model, tmp_path, setting) -
     threshold -1 every row but the first reuses row 0, so each later group's reused rows take a
     representative from the first group (the SCATTER over the rows so far)."""
     hw = tmp_path / "rows8.toml"
-    hw.write_text('name = "rows-8"\n[mac_array]\nrows = 8\n')
+    # A 64-lane BPU, so that the prediction outlasts the prefix: with 512 lanes and the score
+    # path (PAM_SCORES) this small layer's chain ends before its attention does.
+    hw.write_text('name = "rows-8"\n[mac_array]\nrows = 8\n[bpu]\nlanes = 64\n')
     runs = {}
     for prefix in ("none", "attention"):
         compiled = api.compile(model, stage="esact", hw=str(hw), sparsity="spls",

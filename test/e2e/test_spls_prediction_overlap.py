@@ -3,8 +3,9 @@ padding mask), as BERT-base takes it on the default hardware at 128 tokens and b
 
 A small BERT-style encoder whose padding mask is expanded to [1, 1, L, L] (per query, the same
 block for every head) on hardware whose MBUF is shrunk so the SPA does not fit (ring form):
-- the mask rows of a chunk are LOADed once per chunk and ADDed to every head's PAM rows (not
-  LOADed once per head: the same DRAM bytes 12 times for BERT-base);
+- the mask rows of a chunk are LOADed once per chunk and read by every head's score path
+  (PAM_SCORES adds them to the head's PAM rows; not LOADed once per head: the same DRAM bytes
+  12 times for BERT-base);
 - the Q linear's input preparation (LOAD, QUANT_ROWS) runs before the chain's first
   SIMILARITY, so the in-order SFU queue does not hold it behind every chunk's DEQUANT and
   SOFTMAX, and Q's first chunk GEMM starts before the prediction of the last chunk ends;
@@ -24,7 +25,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from esact_cc import api
-from esact_cc.runtime.isa import footprint
+from esact_cc.runtime.isa import Buffer, footprint
 
 SEQ, HEADS = 32, 4
 OPTIONS = {"sparsity": "spls", "sparsity_option": ["threshold=0.4", "window=3"]}
@@ -80,14 +81,15 @@ def test_ring_form_loads_a_shared_mask_block_once_per_chunk_and_prepares_q_early
 
     sims = [i for i, x in enumerate(ins) if x.opcode_name == "similarity"]
     assert len(sims) > 1 and all(ins[i].fields["has_ring"] for i in sims)
-    adds = [i for i, x in enumerate(ins) if x.opcode_name == "add" and component(i) == "predict"]
-    assert len(adds) == HEADS * len(sims)  # every head's PAM rows of every chunk get the mask
-    # The instruction each ADD's mask operand comes from: the last writer of the region it
-    # reads besides the PAM rows it writes.
+    scores = [i for i, x in enumerate(ins) if x.opcode_name == "pam_scores"]
+    assert all(ins[i].fields["has_add_mask"] and ins[i].fields["add_mask_rows"] for i in scores)
+    assert len(scores) == HEADS * len(sims)  # every head's PAM rows of every chunk get the mask
+    # The instruction each score path's mask operand comes from: the last writer of the VBUF
+    # region it reads at add_mask_addr.
     feeding = set()
-    for a in adds:
-        fp = footprint(ins[a])
-        (mask,) = [r for r in fp.reads if r not in fp.writes]
+    for a in scores:
+        (mask,) = [r for r in footprint(ins[a]).reads
+                   if r[0] == Buffer.VBUF and r[1] == ins[a].fields["add_mask_addr"]]
         writer = max(i for i in range(a) if footprint(ins[i]).touches(*mask)
                      and any(w[0] == mask[0] and w[1] < mask[2] and mask[1] < w[2]
                              for w in footprint(ins[i]).writes))

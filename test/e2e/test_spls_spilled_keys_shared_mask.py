@@ -7,7 +7,8 @@ once per chunk before it) and odd blocks visit the K-head groups backwards, so a
 first BPU is not head 0's. Its shared mask rows are LOADed once per block (per chunk, into
 one of two slots, in the chunk form this test was written for); they
 were LOADed at head 0, so the heads before it ADDed the slot's rows of two chunks back (or a
-slot never written) to their PAM, and TOPK ranked wrong rows: the binary differed from the
+slot never written) to their PAM, and TOPK ranked wrong rows (the score path PAM_SCORES
+reads them now): the binary differed from the
 INT8 interpreter (BERT-base 512, attention=topk: max |diff| 0.043; here 0.11). The LOAD now
 comes at the block's first head, whichever it is.
 """
@@ -20,7 +21,7 @@ import encoder_graphs
 import numpy as np
 
 from esact_cc import api
-from esact_cc.runtime.isa import footprint
+from esact_cc.runtime.isa import Buffer, footprint
 
 SEQ, HIDDEN, HEADS = 128, 64, 8
 HW = ('name = "spilled-keys"\n[sram]\nmask_buffer = 6144\nactivation_buffer = 8192\n'
@@ -45,12 +46,12 @@ def _heads_per_block(ins: list) -> list[list[int]]:
     return blocks
 
 
-def _mask_writer(ins: list, add: int) -> int:
-    """The last instruction before `add` that wrote the mask rows it reads (the operand it
-    reads besides the PAM rows it writes)."""
-    fp = footprint(ins[add])
-    (mask,) = [r for r in fp.reads if r not in fp.writes]
-    return next(i for i in range(add - 1, -1, -1)
+def _mask_writer(ins: list, scores: int) -> int:
+    """The last instruction before the score path `scores` (PAM_SCORES) that wrote the mask
+    rows it reads (its VBUF operand at add_mask_addr)."""
+    (mask,) = [r for r in footprint(ins[scores]).reads
+               if r[0] == Buffer.VBUF and r[1] == ins[scores].fields["add_mask_addr"]]
+    return next(i for i in range(scores - 1, -1, -1)
                 if any(w[0] == mask[0] and w[1] < mask[2] and mask[1] < w[2]
                        for w in footprint(ins[i]).writes))
 
@@ -70,11 +71,11 @@ def test_shared_mask_rows_are_loaded_in_every_chunk_with_spilled_key_codes(
     assert len(blocks) > 2 and all(sorted(c) == list(range(HEADS)) for c in blocks)
     assert any(c[0] != 0 for c in blocks)  # spilled: some blocks start at a later K group
     sims = [i for i, x in enumerate(ins) if x.opcode_name == "similarity"]
-    adds = [i for i, x in enumerate(ins) if x.opcode_name == "add"
-            and i in program.debug and program.debug[i].component == "predict"]
-    assert len(adds) == HEADS * len(blocks)
+    scores = [i for i, x in enumerate(ins) if x.opcode_name == "pam_scores"]
+    assert all(ins[i].fields["has_add_mask"] for i in scores)
+    assert len(scores) == HEADS * len(blocks)
     feeding = set()
-    for a in adds:  # every head ADDs mask rows LOADed in its own block
+    for a in scores:  # every head adds mask rows LOADed in its own block
         writer = _mask_writer(ins, a)
         assert ins[writer].opcode_name == "load"
         assert writer > max((s for s in sims if s < a), default=-1)

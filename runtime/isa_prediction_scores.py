@@ -1,0 +1,95 @@
+"""The SPLS prediction unit's score path: PAM_SCORES, one instruction from the BPU's integer
+PAM rows to what SIMILARITY reads (docs/hardware.md "Prediction score path", docs/design.md
+section 6), registered with `isa_table.register_instruction` when runtime/isa.py is imported.
+
+Before it the chain ran four instructions per head and chunk, each a full pass over FP32 rows
+in VBUF: DEQUANT (ACC -> VBUF), ADD of the per-query mask rows (VBUF -> VBUF), TOPK (VBUF ->
+MBUF) and, for cosprob, SOFTMAX in place (VBUF -> VBUF), the SFU ones on the in-order SFU
+queue between the BPU and TOPK on the predict queue. PAM_SCORES streams each row once through
+the score stage: the ACC scores are read once, scaled and masked in the lanes, ranked by the
+top-k unit as they pass and, for cosprob, normalized in the lanes; only the SPA rows (MBUF)
+and the prob rows (VBUF) are written. Numerics: `spls_kernels.prediction_scores`, the four
+instructions' float32 values in their order, so the decisions and outputs are unchanged.
+
+Cost (our model, like HLOG's and SANGER_PREDICT's element work): the element passes run on
+the BPU's lanes (`bpu.lanes`), DEQUANT's one pass, the mask's ADD pass and SOFTMAX's four
+(`isa_costs.score_passes`), each charged as an SFU element for energy; the top-k unit ranks
+the masked scores as they leave the mask pass (`compare_ops` as TOPK counts them, on
+`topk.lanes`), overlapping the softmax passes (`isa_costs.score_path_cost`):
+    cycles = max(ceil(E / bpu_lanes), ceil(R / bpu_lanes) + ceil(C / topk_lanes)) + 1
+with E the element passes of every score, R those before the ranking (DEQUANT and the mask)
+and C the compares. SRAM: the operands below, each read or written once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from . import spls_kernels
+from .isa_costs import score_passes, score_path_cost, topk_compares
+from .isa_extension import additive_mask_fields, additive_mask_operand, addr, dim, field_value, \
+    flag, register_once, stride, vector
+from .isa_fields import Buffer, FieldKind, FieldSpec, Queue, Unit
+from .isa_spec import Operand
+from .isa_table import define_instruction
+
+SCORES_OPCODE = 0x38
+
+
+def _run(machine, f: Mapping[str, int]) -> None:
+    rows, cols = f["rows"], f["cols"]
+    mask = machine.view("add_mask_addr") if f["has_add_mask"] else None
+    scalars = machine.vector("scalar_addr") if f["scalar_count"] else np.zeros(0, np.float32)
+    valid = None
+    if f["causal"]:
+        valid = (np.arange(cols)[None, :] <= np.arange(rows)[:, None] + f["causal_offset"])
+    spa, prob = machine.kernel(
+        "src_addr", spls_kernels.prediction_scores, machine.view("src_addr"),
+        machine.vector("scale_addr"), scalars, mask, valid, f["k"], bool(f["has_prob"]))
+    machine.view("spa_addr")[...] = spa.astype(np.uint8)
+    if prob is not None:
+        machine.view("prob_addr")[...] = prob
+    w = machine.work
+    w.sfu_elements = rows * cols * score_passes(f)
+    w.compare_ops = topk_compares(rows, cols, f["k"])
+    w.mask_total = rows * cols if valid is None else int(valid.sum())
+    w.mask_kept = int(spa.sum())
+
+
+PAM_SCORES = define_instruction(
+    "pam_scores", SCORES_OPCODE, Queue.PREDICT, Unit.TOPK, (
+        addr("spa_addr", "MBUF: rows x cols SPA mask out, packed"),
+        addr("src_addr", "ACC int32: rows x cols PAM products (BPU output)"),
+        dim("rows"), dim("cols"), stride("src_stride"),
+        addr("scale_addr", "VBUF: per-column scale vector of cols"),
+        FieldSpec("scalar_count", 2, doc="number of VBUF scalars multiplied in (0-3)"),
+        addr("scalar_addr", "VBUF: scalar_count consecutive scalars (s_Q, s_K)"),
+        *additive_mask_fields("rows", "cols"),
+        FieldSpec("causal_offset", 16, FieldKind.SINT,
+                  doc="causal: column c is invalid when c > r + causal_offset"),
+        dim("k", "keys kept per row"),
+        flag("has_prob", "write softmax(PAM) rows (cosprob's probs)"),
+        addr("prob_addr", "VBUF fp32: rows x cols softmax(PAM) out, packed"),
+    ), (
+        Operand("src_addr", Buffer.ACC, field_value("rows"), field_value("cols"), "r",
+                "src_stride"),
+        vector("scale_addr", Buffer.VBUF, field_value("cols"), "r"),
+        vector("scalar_addr", Buffer.VBUF, field_value("scalar_count"), "r"),
+        additive_mask_operand("rows", "cols"),
+        Operand("spa_addr", Buffer.MBUF, field_value("rows"), field_value("cols"), "w"),
+        Operand("prob_addr", Buffer.VBUF, field_value("rows"), field_value("cols"), "w",
+                enabled_by="has_prob"),
+    ), score_path_cost,
+    """spa, prob = spls_kernels.prediction_scores(src, scale, scalars, add_mask, valid, k,
+    has_prob): pam = float32(src * scale[c] * prod(scalars)) in float64 (DEQUANT), with the
+    mask float32(pam + add_mask) (ADD; one row, or rows x cols with add_mask_rows); spa = the
+    top k valid keys of pam per row as bytes 0/1 (TOPK: ties to the lower key, the causal rule
+    excludes c > r + causal_offset); with has_prob, prob = softmax(pam) over the valid keys
+    (SOFTMAX with scale 1). The FP32 pam itself is not written.""")
+
+
+def register() -> None:
+    """Add PAM_SCORES to the ISA table (runtime/isa.py calls it once)."""
+    register_once(((PAM_SCORES, _run),))
