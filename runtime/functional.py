@@ -50,7 +50,6 @@ if TYPE_CHECKING:
 
 # Largest K whose float32 sums of int8 x int8 products are exact: K * 2^14 <= 2^24.
 FLOAT32_EXACT_K = 1 << 10
-FLOAT32_EXACT_INTEGER = 1 << 24
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 
@@ -65,28 +64,14 @@ class Execution:
 def int8_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Exact int64 product of int8 matrices via float32 BLAS: K is split into blocks of at
     most FLOAT32_EXACT_K, each block's sums exact in float32, the blocks summed in int64
-    (about 2x float64 BLAS on BERT's K = 3072 FFN tiles) - unless the operands' magnitudes
-    keep every sum exact over the whole K (`_sums_exact_in_float32`): then one product."""
+    (about 2x float64 BLAS on BERT's K = 3072 FFN tiles)."""
     a32, b32 = a.astype(np.float32), b.astype(np.float32)
     k = a.shape[-1]
-    if k <= FLOAT32_EXACT_K or _sums_exact_in_float32(a32, b32):
-        return np.matmul(a32, b32).astype(np.int64)
     product = np.matmul(a32[..., :FLOAT32_EXACT_K], b32[:FLOAT32_EXACT_K]).astype(np.int64)
     for start in range(FLOAT32_EXACT_K, k, FLOAT32_EXACT_K):
         end = start + FLOAT32_EXACT_K
         product += np.matmul(a32[..., start:end], b32[start:end]).astype(np.int64)
     return product
-
-
-def _sums_exact_in_float32(a32: np.ndarray, b32: np.ndarray) -> bool:
-    """Is every partial sum of a row of `a32` times a column of `b32` (integers) an exactly
-    representable float32, whatever order BLAS adds in? Each is at most the row's sum of |a|
-    times max |b| in magnitude: exact when that is <= 2^24 (a quantized GELU output's FFN
-    tile at K = 3072 usually is: small values, few near 127)."""
-    if a32.size == 0 or b32.size == 0:
-        return True
-    row_sums = np.abs(a32).sum(axis=-1, dtype=np.float64)  # exact: integers below 2^53
-    return float(row_sums.max()) * float(np.abs(b32).max()) <= FLOAT32_EXACT_INTEGER
 
 
 def _wrap_int32(x: np.ndarray) -> np.ndarray:

@@ -35,7 +35,8 @@ def row_scales(x: np.ndarray) -> np.ndarray:
     """FP32 scale of each row of x [rows, cols]: float32(max |x[r, :]| / 127), computed in
     float64, NaN entries skipped (QUANT gives them 0); 1.0 for a row whose peak is 0, inf (the
     row then saturates) or so small that the scale underflows float32, and an all-NaN row."""
-    peak = np.fmax.reduce(np.abs(np.asarray(x, np.float32).astype(np.float64)), axis=-1)
+    # max |x| is one of the float32 values: taken in float32, then widened exactly.
+    peak = np.fmax.reduce(np.abs(np.asarray(x, np.float32)), axis=-1).astype(np.float64)
     with np.errstate(invalid="ignore"):
         scale = (peak / INT8_MAX).astype(np.float32)
     return np.where(np.isfinite(scale) & (scale > 0), scale, np.float32(1)).astype(np.float32)
@@ -45,9 +46,14 @@ def quantize_rows(x: np.ndarray, scales: np.ndarray) -> np.ndarray:
     """Row r of x times float32(1 / scales[r]) in float64, rounded half to even, clipped to
     +-127 (NaN -> 0, +-inf -> +-127): QUANT with a per-row multiplier."""
     mult = (1.0 / np.asarray(scales, np.float32).astype(np.float64)).astype(np.float32)
-    prod = np.asarray(x, np.float32).astype(np.float64) * mult.astype(np.float64)[:, None]
-    prod = np.nan_to_num(prod, nan=0.0, posinf=INT8_MAX, neginf=-INT8_MAX)
-    return np.clip(np.rint(prod), -INT8_MAX, INT8_MAX).astype(np.int8)
+    prod = np.multiply(np.asarray(x, np.float32), mult.astype(np.float64)[:, None],
+                       dtype=np.float64)
+    # In place (issue 16): rint keeps +-inf and NaN, the clip takes +-inf to +-127.
+    np.rint(prod, out=prod)
+    np.copyto(prod, 0.0, where=np.isnan(prod))
+    np.maximum(prod, -INT8_MAX, out=prod)
+    np.minimum(prod, INT8_MAX, out=prod)
+    return prod.astype(np.int8)
 
 
 def _run_quant_rows(machine: Any, f: Mapping[str, int]) -> None:
