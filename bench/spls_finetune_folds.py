@@ -11,10 +11,11 @@ accuracy loss against the BUNDLED model's dense INT8 accuracy on half k is withi
 report that choice on the other half. The two folds together report on every test image once
 (360 held-apart evaluations), and no choice -- of recipe, threshold or epoch -- saw the images
 it is reported on. Candidate sets: the bundled model alone (without fine-tuning), and the
-bundled model plus one seed's fine-tuned models (with fine-tuning), once per seed: the seeds'
-spread is reported, never the best seed.
+bundled model plus one seed's fine-tuned models (with fine-tuning), once per seed, and the
+bundled model plus each fine-tuned model alone: the seeds' spread is reported, never the best
+seed.
 
-    python bench/spls_finetune_folds.py --model RECIPE/SEED=FILE.onnx ... [--budget 1]
+    python bench/spls_finetune_folds.py --model RECIPE/SEED=FILE.onnx ... [--budget 1 ...]
       -> bench/results/spls_finetune_digits_folds.json (measurements cached in it by file hash)
 """
 
@@ -123,6 +124,36 @@ def two_fold(candidates: dict[str, dict], reference: dict[str, str],
                                               for f in folds]))}}
 
 
+def frontier_360(halves: dict[str, dict], reference: dict[str, str]) -> dict[str, Any]:
+    """Each setting over all 360 test images (no choice made: the frontier as measured)."""
+    dense_right = sum(reference[h].count("1") for h in HALVES)
+    out = {}
+    for setting in halves[HALVES[0]]:
+        points = [halves[h][setting] for h in HALVES]
+        right = sum(p["right"].count("1") for p in points)
+        count = sum(len(p["right"]) for p in points)
+        out[setting] = {"accuracy": 100.0 * right / count,
+                        "loss_points": 100.0 * (dense_right - right) / count,
+                        **{k: float(np.mean([p[k] for p in points]))
+                           for k in ("vs_dense_program", "vs_full_dense_model")}}
+    return out
+
+
+def selections(models: dict[str, Path], cache: dict[str, Any], reference: dict[str, str],
+               budget: float) -> dict[str, Any]:
+    """Two-fold choices at `budget`: the bundled model alone; with each seed's fine-tuned
+    models; with each fine-tuned model alone."""
+    bundled_only = {BUNDLED: cache[BUNDLED]["halves"]}
+    tuned = [n for n in models if n != BUNDLED]
+    seeds = sorted({n.split("/", 1)[1] for n in tuned})
+    return {"without_finetuning": two_fold(bundled_only, reference, budget),
+            "with_finetuning": {seed: two_fold({**bundled_only, **{
+                n: cache[n]["halves"] for n in tuned if n.split("/", 1)[1] == seed}},
+                reference, budget) for seed in seeds},
+            "per_model": {n: two_fold({**bundled_only, n: cache[n]["halves"]}, reference,
+                                      budget) for n in tuned}}
+
+
 def file_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
@@ -131,10 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", action="append", default=[], metavar="RECIPE/SEED=FILE",
                     help="a fine-tuned model (recipe name / seed, its ONNX file)")
-    ap.add_argument("--budget", type=float, default=1.0)
+    ap.add_argument("--budget", type=float, action="append", default=None,
+                    help="accuracy budget in points (repeatable; default: 1)")
     ap.add_argument("-o", "--output", type=Path,
                     default=RESULTS / "spls_finetune_digits_folds.json")
     args = ap.parse_args(argv)
+    args.budget = args.budget or [1.0]
     models = {BUNDLED: MODELS / "digits_vit.onnx"}
     for spec in args.model:
         name, _, path = spec.partition("=")
@@ -157,24 +190,21 @@ def main(argv: list[str] | None = None) -> int:
             report["measured"] = cache
             args.output.write_text(json.dumps(report, indent=1) + "\n")
     reference = {h: cache[BUNDLED]["halves"][h]["dense"]["right"] for h in HALVES}
-    seeds = sorted({name.split("/", 1)[1] for name in models if name != BUNDLED})
-    bundled_only = {BUNDLED: cache[BUNDLED]["halves"]}
-    report.update({"protocol": __doc__.split("\n\n")[1], "budget_points": args.budget,
-                   "program_macs": macs, "frontier": FRONTIER,
-                   "without_finetuning": two_fold(bundled_only, reference, args.budget),
-                   "with_finetuning": {
-                       seed: two_fold({**bundled_only, **{
-                           n: cache[n]["halves"] for n in models
-                           if n != BUNDLED and n.split("/", 1)[1] == seed}},
-                           reference, args.budget) for seed in seeds},
+    report.update({"protocol": __doc__.split("\n\n")[1], "program_macs": macs,
+                   "frontier": FRONTIER,
+                   "frontier_360": {n: frontier_360(cache[n]["halves"], reference)
+                                    for n in models},
+                   "budgets": {str(b): selections(models, cache, reference, b)
+                               for b in args.budget},
                    "command": "python bench/spls_finetune_folds.py " + " ".join(
                        argv if argv is not None else sys.argv[1:])})
     args.output.write_text(json.dumps(report, indent=1) + "\n")
-    for label, result in [("without fine-tuning", report["without_finetuning"])] + [
-            (f"with fine-tuning, seed {s}", r) for s, r in report["with_finetuning"].items()]:
-        log(f"{label}: {json.dumps(result['pooled'])}; " + "; ".join(
-            f"{f.get('model')} {f.get('setting')} (tune loss {f.get('tune_loss_points')})"
-            for f in result["folds"]))
+    for budget, chosen in report["budgets"].items():
+        for label, result in [("without fine-tuning", chosen["without_finetuning"])] + [
+                (f"with fine-tuning, seed {s}", r) for s, r in chosen["with_finetuning"].items()]:
+            log(f"budget {budget}, {label}: {json.dumps(result['pooled'])}; " + "; ".join(
+                f"{f.get('model')} {f.get('setting')} (tune loss {f.get('tune_loss_points')})"
+                for f in result["folds"]))
     log(f"-> {args.output}")
     return 0
 
