@@ -88,12 +88,6 @@ def _round_clip_int8(x: np.ndarray, in_place: bool = False) -> np.ndarray:
     return y.astype(np.int8)
 
 
-def _as_dtype(raw: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """The (rows, bytes) uint8 view `raw` read as `dtype` elements: a view when its rows are
-    contiguous (always, for DMA operands), else a contiguous copy first."""
-    return (raw if raw.strides[-1] == 1 else np.ascontiguousarray(raw)).view(dtype)
-
-
 def _allocate(elements: int, dtype: type, what: str) -> np.ndarray:
     """Zeroed memory, or one line naming what did not fit (the binary decides the size)."""
     try:
@@ -227,19 +221,15 @@ class Machine:
 
     def op_load(self, f: Mapping[str, int]) -> None:
         dtype = BUFFER_DTYPES[Buffer(f["buf"])]
-        src = self.view("dram_addr")
-        dst = self.view("sram_addr")
-        dst[...] = _as_dtype(src, dtype.newbyteorder("<")).reshape(dst.shape)
+        src = self.view("dram_addr")  # (rows, bytes) uint8, rows contiguous: viewed as
+        dst = self.view("sram_addr")  # elements in place, no staging copy
+        dst[...] = src.view(dtype.newbyteorder("<"))
 
     def op_store(self, f: Mapping[str, int]) -> None:
         dtype = BUFFER_DTYPES[Buffer(f["buf"])]
         src = self.view("sram_addr")
-        dst = self.view("dram_addr")
-        if dst.strides[-1] == 1:  # DRAM rows are contiguous: write the elements through
-            dst.view(dtype.newbyteorder("<"))[...] = src
-        else:
-            dst[...] = np.ascontiguousarray(src, dtype=dtype.newbyteorder("<")).view(
-                np.uint8).reshape(dst.shape)
+        dst = self.view("dram_addr")  # rows contiguous: written through as elements
+        dst.view(dtype.newbyteorder("<"))[...] = src
 
     # -------------------------------------------------------------------- MAC array
 

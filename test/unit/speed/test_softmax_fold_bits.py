@@ -1,0 +1,75 @@
+"""The chunked online softmax folds every chunk at once (issue 16) and must give the bits of
+the chunk-by-chunk fold it replaced: the running max, the sum, and the probabilities, with
+valid masks, partial last chunks, a state carried in from an earlier key block, and rows that
+are all masked, hold NaN or hold +-inf."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from esact_cc.runtime import online_softmax
+from esact_cc.runtime.online_softmax import CHUNK
+
+
+def step_fold(z: np.ndarray, valid: np.ndarray | None, m: np.ndarray, s: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """The former fold: one step per chunk of CHUNK keys."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        for c0 in range(0, z.shape[1], CHUNK):
+            zc = z[:, c0:c0 + CHUNK]
+            if valid is not None:
+                zc = np.where(valid[:, c0:c0 + CHUNK], zc, -np.inf)
+            m_new = np.maximum(m, zc.max(axis=1))
+            base = np.where(np.isfinite(m_new), m_new, 0.0)
+            e = np.exp(zc - base[:, None])
+            if e.shape[1] < CHUNK:
+                e = np.pad(e, ((0, 0), (0, CHUNK - e.shape[1])))
+            width = CHUNK
+            while width > 1:
+                width //= 2
+                e = e[:, :width] + e[:, width:2 * width]
+            rescale = np.where(np.isfinite(m), np.exp(m - base), 0.0)
+            s = s * rescale + e[:, 0]
+            m = m_new
+    return m, s
+
+
+def logits(rows: int, cols: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    z = (rng.standard_normal((rows, cols)) * 8).astype(np.float32).astype(np.float64)
+    valid = rng.random((rows, cols)) > 0.3
+    valid[0] = False  # a row with no valid key
+    z[1, cols // 2] = np.nan
+    z[2, :] = -np.inf
+    z[3, 0] = np.inf
+    z[4, :] = 0.0  # ties at zero
+    return z, valid
+
+
+@pytest.mark.parametrize("cols", [1, 63, CHUNK, CHUNK + 1, 200, 512])
+@pytest.mark.parametrize("masked", [False, True])
+def test_fold_equals_the_chunk_by_chunk_fold(cols: int, masked: bool) -> None:
+    z, valid = logits(9, cols, cols)
+    mask = valid if masked else None
+    start = online_softmax.initial_state(z.shape[0])
+    got_m, got_s = online_softmax.fold(z, mask, *start)
+    want_m, want_s = step_fold(z, mask, *start)
+    assert got_m.tobytes() == want_m.tobytes() and got_s.tobytes() == want_s.tobytes()
+    got = online_softmax.normalize(z, mask, got_m, got_s)
+    want = online_softmax.normalize(z, mask, want_m, want_s)
+    assert got.tobytes() == want.tobytes()
+    assert np.isnan(got_s[1]) and not got[2].any()  # NaN spreads; all -inf: all 0
+    assert not got[0].any() if masked else abs(float(got[5].sum()) - 1) < 1e-5
+
+
+def test_fold_continues_a_state_from_an_earlier_block() -> None:
+    z, valid = logits(9, 3 * CHUNK + 5, 7)
+    first = slice(0, CHUNK)
+    rest = slice(CHUNK, None)
+    state = step_fold(z[:, first], valid[:, first], *online_softmax.initial_state(9))
+    got = online_softmax.fold(z[:, rest], valid[:, rest], *state)
+    want = step_fold(z[:, rest], valid[:, rest], *state)
+    assert all(g.tobytes() == w.tobytes() for g, w in zip(got, want))
+    whole = online_softmax.fold(z, valid, *online_softmax.initial_state(9))
+    assert all(g.tobytes() == w.tobytes() for g, w in zip(got, whole))  # blocks = whole row
