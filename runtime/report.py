@@ -209,25 +209,25 @@ def build_report(
         macs_executed / (total_cycles * config.mac_rows * config.mac_cols) if total_cycles else 0.0
     )
 
-    components_arr = np.asarray(info.components, dtype=object)
-    layer_keys = np.asarray(
-        [NO_LAYER if layer is None else str(layer) for layer in info.layers], dtype=object
-    )
+    layer_keys = [NO_LAYER if layer is None else str(layer) for layer in info.layers]
     present = list(COMPONENTS) + sorted(set(info.components) - set(COMPONENTS))
-    all_layers = sorted(set(layer_keys.tolist()), key=_layer_sort_key)
+    all_layers = sorted(set(layer_keys), key=_layer_sort_key)
+    # Integer codes per instruction: masks by integer compares, not object-array ones.
+    component_codes = _codes(info.components, present)
+    layer_codes = _codes(layer_keys, all_layers)
+    layer_masks = [layer_codes == i for i in range(len(all_layers))]
     components: dict[str, Any] = {}
-    for comp in present:
-        cmask = components_arr == comp
+    for c, comp in enumerate(present):
+        cmask = component_codes == c
         row = _row(cmask, work, cycles, costs)
-        row["layers"] = {
-            layer: _row(cmask & (layer_keys == layer), work, cycles, costs)
-            for layer in all_layers
-            if bool((cmask & (layer_keys == layer)).any())
-        }
+        row["layers"] = {}
+        for layer, layer_mask in zip(all_layers, layer_masks):
+            both = cmask & layer_mask
+            if both.any():
+                row["layers"][layer] = _row(both, work, cycles, costs)
         components[comp] = row
-    layers = {
-        layer: _row(layer_keys == layer, work, cycles, costs) for layer in all_layers
-    }
+    layers = {layer: _row(mask, work, cycles, costs)
+              for layer, mask in zip(all_layers, layer_masks)}
 
     spls = spls_summary(info.opcodes, info.queues, info.units, info.components, info.layers,
                         work, cycles, costs.dynamic_on_chip, costs.dynamic,
@@ -267,6 +267,12 @@ def build_report(
         "layers": layers,
         **({"spls": spls} if spls is not None else {}),  # SPLS programs (runtime/spls_summary.py)
     }
+
+
+def _codes(keys: Sequence[str], names: Sequence[str]) -> np.ndarray:
+    """Each key's index in `names` (every key is one of them)."""
+    index = {name: i for i, name in enumerate(names)}
+    return np.fromiter((index[key] for key in keys), dtype=np.int64, count=len(keys))
 
 
 def _layer_sort_key(key: str) -> tuple[int, int]:
