@@ -38,10 +38,12 @@ def logits(src: np.ndarray, scale: float, add_row: np.ndarray | None) -> np.ndar
     ADD instruction's rounding, so a mask row added here and a per-query mask ADDed before
     give the same logits (they differ only where a row's every key is masked: with an
     unmasked key present, a masked key's exp underflows to 0 either way)."""
-    z = np.asarray(src, np.float32).astype(np.float64) * np.float64(np.float32(scale))
-    if add_row is not None:
-        z = (z + np.asarray(add_row, np.float32).astype(np.float64)).astype(np.float32)
-        z = z.astype(np.float64)
+    z = np.multiply(np.asarray(src, np.float32), np.float64(np.float32(scale)),
+                    dtype=np.float64)
+    if add_row is not None:  # the sum in float64, rounded to float32 on the way out
+        rounded = np.add(z, np.asarray(add_row, np.float32), dtype=np.float64,
+                         out=np.empty(z.shape, np.float32))
+        z[...] = rounded
     return z
 
 
@@ -104,7 +106,8 @@ def normalize(z: np.ndarray, valid: np.ndarray | None, m: np.ndarray, s: np.ndar
     with np.errstate(invalid="ignore", over="ignore"):
         e = z - np.where(ok, m, 0.0)[:, None]
         np.exp(e, out=e)
-        np.copyto(e, 0.0, where=~keep)
+        if valid is not None or not ok.all():
+            np.copyto(e, 0.0, where=~keep)
         e /= np.where(ok, s, 1.0)[:, None]
     return e.astype(np.float32)
 
