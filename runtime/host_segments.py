@@ -2,8 +2,9 @@
 
 A host segment's graph inputs are read from, and its graph outputs written to, the DRAM
 tensors its bindings describe (name = ONNX graph input/output name). Sessions are cached by
-the SHA-256 of the model bytes. Every failure (model rejected, binding mismatch, runtime
-error) is a ProgramError.
+the SHA-256 of the model bytes. A segment's session is made from its model with the large
+Gather tables fed as inputs (host_model_tables.py: no copies of BERT's embedding table).
+Every failure (model rejected, binding mismatch, runtime error) is a ProgramError.
 
 A segment's graph may loop forever (a Loop whose condition stays true), and a thread blocked in
 onnxruntime never sees Ctrl-C. So the session runs in a worker thread while the main thread
@@ -29,6 +30,7 @@ from .errors import ProgramError
 from .esb import HostSegment, TensorDesc
 
 _SESSIONS: dict[bytes, Any] = {}
+_TABLES: dict[bytes, dict[str, np.ndarray]] = {}  # the tables a segment session is fed
 _MAX_CACHED_SESSIONS = 64
 HOST_TIME_LIMIT_S = 60.0
 """Default wall-clock limit of one HOST instruction (ms in every model this project compiles)."""
@@ -61,15 +63,39 @@ def host_session(onnx_bytes: bytes, digest: bytes | None = None) -> Any:
             raise ProgramError(f"ONNX model rejected by onnxruntime: {_first_line(exc)}") \
                 from None
         if len(_SESSIONS) >= _MAX_CACHED_SESSIONS:
+            _TABLES.pop(next(iter(_SESSIONS)), None)
             _SESSIONS.pop(next(iter(_SESSIONS)))
         _SESSIONS[key] = session
     return session
 
 
+def segment_key(segment: HostSegment) -> bytes:
+    """The session cache key of a segment's session (its tables lifted: not the key of the
+    model's own session, which other callers of `host_session` get)."""
+    return segment.digest + b"/tables"
+
+
+def segment_session(segment: HostSegment) -> tuple[Any, dict[str, np.ndarray]]:
+    """(session, tables to feed) of a host segment: its model's large Gather tables lifted
+    to graph inputs (host_model_tables.py), so onnxruntime reads them in place."""
+    key = segment_key(segment)
+    tables = _TABLES.get(key)
+    if tables is not None and key in _SESSIONS:
+        return host_session(segment.onnx, key), tables  # cached
+    from .host_model_tables import lift_gather_tables
+
+    model, tables = lift_gather_tables(segment.onnx)
+    session = host_session(model, key)
+    _TABLES[key] = tables
+    return session, tables
+
+
 def release_session(digest: bytes) -> None:
-    """Forget the cached session of the model with this SHA-256 digest: it holds a copy of
-    the model's tensors (BERT-base's embedding table: 105 MiB) until released."""
+    """Forget the cached sessions of the model with this SHA-256 digest: a session may hold
+    a copy of the model's tensors (BERT-base's embedding table: 105 MiB) until released."""
     _SESSIONS.pop(digest, None)
+    _SESSIONS.pop(digest + b"/tables", None)
+    _TABLES.pop(digest + b"/tables", None)
 
 
 def positive_seconds(text: str) -> float:
@@ -132,8 +158,8 @@ def run_host_segment(segment: HostSegment, dram: np.ndarray,
                      time_limit: float = HOST_TIME_LIMIT_S) -> tuple[int, int]:
     """Run the segment on `dram` in place within `time_limit` seconds; returns (bytes read,
     bytes written)."""
-    session = host_session(segment.onnx, segment.digest)
-    graph_inputs = {i.name for i in session.get_inputs()}
+    session, tables = segment_session(segment)
+    graph_inputs = {i.name for i in session.get_inputs()} - set(tables)
     graph_outputs = [o.name for o in session.get_outputs()]
     bound_inputs = {t.name for t in segment.inputs}
     if bound_inputs != graph_inputs:
@@ -144,7 +170,7 @@ def run_host_segment(segment: HostSegment, dram: np.ndarray,
         raise ProgramError(f"bound outputs {sorted(unknown)} are not ONNX graph outputs")
     feeds = {t.name: _read(dram, t) for t in segment.inputs}
     names = [t.name for t in segment.outputs]
-    results = run_with_time_limit(session, names, feeds, time_limit)
+    results = run_with_time_limit(session, names, feeds | tables, time_limit)
     written = 0
     for t, value in zip(segment.outputs, results):
         array = np.asarray(value)
