@@ -1,16 +1,28 @@
 """The live accesses of one memory space, found by address in time independent of their count.
 
-`token_assignment.assign_tokens` asks, for every region an instruction touches, which earlier
-accesses overlap it. A flat list made that quadratic in the program: DRAM reads of weights are
-never shadowed by a later write, so BERT-base at 2048 tokens (12 layers, ~140k instructions)
-scanned tens of thousands of entries per access. Here every entry is filed under each
-fixed-width address bucket it touches, so a lookup visits only the entries near the region.
+`token_assignment.assign_tokens` asks, for every region an instruction touches, the latest
+earlier access of each other queue that conflicts with it. A flat list made that quadratic in
+the program: DRAM reads of weights are never shadowed by a later write, so BERT-base at 2048
+tokens (12 layers, ~140k instructions) scanned tens of thousands of entries per access. Here
+every entry is filed under each fixed-width address bucket it touches, per (queue, read or
+write) in program order, so a lookup visits only the entries near the region, newest first,
+and stops per queue at the first conflict or at the last access that queue is known to be
+ordered after (`latest_conflicts`): strided LOADs whose span covers a whole tensor (SPLS rows
+of all heads) sit in every bucket of it and would otherwise be scanned by every access there.
+Entries a later access shadows are also found by the bucket their start lies in, so removing
+them visits each candidate once however many buckets it spans.
 Which entries are live, and so every answer, is exactly what the flat list held.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+Lists = dict[tuple[int, bool], list["HistoryEntry"]]
+"""(queue, write) -> that queue's reads or writes in one bucket, oldest first."""
+
+DEAD_BEFORE_COMPACTING = 32
+"""Removed entries a newest-first scan may step over in one list before it drops them all."""
 
 
 @dataclass(eq=False)
@@ -30,41 +42,69 @@ class RegionHistory:
 
     def __init__(self, bucket_bits: int) -> None:
         self._bits = bucket_bits
-        self._buckets: dict[int, list[HistoryEntry]] = {}
+        self._buckets: dict[int, Lists] = {}  # every bucket an entry touches
+        self._starts: dict[int, Lists] = {}  # the bucket an entry starts in
 
-    def _bucket_range(self, start: int, end: int) -> range:
+    def _keys(self, start: int, end: int) -> range:
         return range(start >> self._bits, ((end - 1) >> self._bits) + 1)
+
+    def latest_conflicts(self, start: int, end: int, queue: int, write: bool,
+                         latest: dict[int, int], ordered: dict[int, int]) -> None:
+        """Raise latest[q] to the index of the newest live entry of each queue q != `queue`
+        that overlaps the non-empty [start, end) and conflicts with this access (`write`, or
+        the entry is a write), when it is newer than latest[q] and than ordered[q] (the last
+        access of q this queue already waits for: anything before it is ordered anyway)."""
+        for key in self._keys(start, end):
+            for (q, is_write), entries in self._buckets.get(key, {}).items():
+                if q == queue or not (write or is_write):
+                    continue
+                floor, dead = max(latest.get(q, -1), ordered.get(q, -1)), 0
+                for e in reversed(entries):
+                    if e.index <= floor:
+                        break
+                    if not e.live:
+                        dead += 1
+                    elif e.start < end and start < e.end:
+                        latest[q] = e.index
+                        break
+                if dead > DEAD_BEFORE_COMPACTING:
+                    entries[:] = [e for e in entries if e.live]
 
     def overlapping(self, start: int, end: int) -> list[HistoryEntry]:
         """Each live entry overlapping the non-empty [start, end), once."""
-        first, last = start >> self._bits, (end - 1) >> self._bits
-        found: list[HistoryEntry] = []
-        for key in range(first, last + 1):
-            bucket = self._buckets.get(key)
-            if not bucket:
-                continue
-            live = [e for e in bucket if e.live]
-            if len(live) != len(bucket):  # drop removed entries as they are met
-                bucket[:] = live
-            # An entry in several of these buckets is reported from the first of them.
-            found += [e for e in live if e.start < end and start < e.end
-                      and (key == first or e.start >> self._bits == key)]
-        return found
+        first = start >> self._bits
+        return [e for key in self._keys(start, end)
+                for entries in self._buckets.get(key, {}).values() for e in entries
+                if e.live and e.start < end and start < e.end
+                # an entry in several of these buckets is reported from the first of them
+                and (key == first or e.start >> self._bits == key)]
 
     def add(self, entry: HistoryEntry) -> None:
         if not entry.write:
             # An older read by the same queue inside this one never decides an answer again:
             # whatever conflicts with it (a write) conflicts with this later read too, and a
             # write covering this read covers it as well.
-            for old in self.overlapping(entry.start, entry.end):
-                if (old.queue == entry.queue and not old.write and entry.start <= old.start
-                        and old.end <= entry.end):
-                    old.live = False
-        for key in self._bucket_range(entry.start, entry.end):
-            self._buckets.setdefault(key, []).append(entry)
+            self._remove_inside(entry.start, entry.end, (entry.queue, False))
+        slot = (entry.queue, entry.write)
+        for key in self._keys(entry.start, entry.end):
+            self._buckets.setdefault(key, {}).setdefault(slot, []).append(entry)
+        self._starts.setdefault(entry.start >> self._bits, {}).setdefault(slot, []).append(entry)
 
     def remove_covered(self, start: int, end: int) -> None:
         """Remove every entry inside the non-empty [start, end)."""
-        for entry in self.overlapping(start, end):
-            if start <= entry.start and entry.end <= end:
-                entry.live = False
+        self._remove_inside(start, end, None)
+
+    def _remove_inside(self, start: int, end: int, slot: tuple[int, bool] | None) -> None:
+        """Remove the entries inside [start, end) (of one (queue, write) slot, or all): each
+        starts in one of its buckets."""
+        for key in self._keys(start, end):
+            lists = self._starts.get(key)
+            for s, entries in (lists or {}).items():
+                if slot is not None and s != slot:
+                    continue
+                kept = [e for e in entries if not (start <= e.start and e.end <= end)]
+                if len(kept) != len(entries):
+                    for e in entries:
+                        if start <= e.start and e.end <= end:
+                            e.live = False
+                    entries[:] = kept

@@ -57,28 +57,27 @@ class Tokens:
 def assign_tokens(accesses: Sequence[Access], untracked_spaces: frozenset[str] = frozenset()) -> list[Tokens]:
     """Tokens for every instruction (see the module docstring)."""
     history: dict[str, RegionHistory] = {}
-    synced: dict[tuple[int, int], int] = {}  # (src queue, dst queue) -> last src index synced
+    synced: dict[int, dict[int, int]] = {}  # dst queue -> src queue -> last src index synced
     result = [Tokens() for _ in accesses]
     last_of_queue: dict[int, int] = {}
     for i, acc in enumerate(accesses):
         latest: dict[int, int] = {}  # queue -> latest conflicting instruction index
+        ordered = synced.setdefault(acc.queue, {})
         if acc.barrier:
             latest = {q: j for q, j in last_of_queue.items() if q != acc.queue}
         for region, is_write in [(r, False) for r in acc.reads] + [(r, True) for r in acc.writes]:
             if region.space in untracked_spaces or region.end <= region.start:
                 continue
             space = history.get(region.space)
-            for e in space.overlapping(region.start, region.end) if space else ():
-                if e.queue == acc.queue or not (is_write or e.write):
-                    continue
-                if e.index > latest.get(e.queue, -1):
-                    latest[e.queue] = e.index
+            if space is not None:
+                space.latest_conflicts(region.start, region.end, acc.queue, is_write, latest,
+                                       ordered)
         for src, j in latest.items():
-            if synced.get((src, acc.queue), -1) >= j:
+            if ordered.get(src, -1) >= j:
                 continue
             result[j].push.add(acc.queue)
             result[i].pop.add(src)
-            synced[(src, acc.queue)] = j
+            ordered[src] = j
         last_of_queue[acc.queue] = i
         for region in acc.writes:
             if region.space in untracked_spaces or region.end <= region.start:

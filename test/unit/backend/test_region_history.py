@@ -80,3 +80,28 @@ def test_overlapping_matches_a_scan_and_skips_removed_entries() -> None:
         found = list(history.overlapping(lo, hi))
         assert len(found) == len(set(map(id, found)))  # each entry once
         assert {id(e) for e in found} == {id(e) for e in entries if e.start < hi and lo < e.end}
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_tokens_with_strided_spans_over_the_whole_space_equal_the_flat_list(seed: int) -> None:
+    """SPLS-like DRAM traffic: one queue's LOADs whose span covers most of a tensor (rows of
+    one head out of all heads), another queue's small STOREs into it, a third queue in
+    between: the newest-first lookup that stops per queue gives the flat list's tokens."""
+    rng = random.Random(100 + seed)
+    program = []
+    for _ in range(600):
+        kind = rng.random()
+        if kind < 0.4:
+            start = rng.randrange(0, 1 << 12)
+            program.append(Access(0, reads=[Region("dram", start, start + rng.randrange(
+                (1 << 21) - (1 << 13), 1 << 21))], writes=[Region("ABUF", 0, 1 << 10)]))
+        elif kind < 0.8:
+            start = rng.randrange(0, 1 << 21)
+            program.append(Access(3, reads=[Region("VBUF", 0, 1 << 9)],
+                                  writes=[Region("dram", start, start + rng.randrange(1, 1 << 13))]))
+        else:
+            program.append(Access(1, reads=[Region("ABUF", 0, 1 << 10)],
+                                  writes=[Region("VBUF", 0, 1 << 9)]))
+    got, expected = assign_tokens(program), flat_list_tokens(program)
+    assert [(t.pop, t.push) for t in got] == [(t.pop, t.push) for t in expected]
+    assert sum(len(t.pop) for t in got) > 100
