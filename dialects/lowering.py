@@ -20,7 +20,9 @@ Placement directives (the ordering step, `passes/order_instructions.py`):
   with attribute `lowering.cycles`), `sink` (move the pieces interleave left after the last
   anchor to the end), `prepare` (append the held ones, moving their input preparation to
   just before the first instruction selected after <label>), `append` (append the held ones
-  here: instructions selected early, for their buffers, that should run later).
+  here: instructions selected early, for their buffers, that should run later), `early`
+  (append the held ones, each moved back toward the first instruction selected after
+  <label> until it meets one sharing a region with it).
 A LOAD with attribute `lowering.hoist` moves back past the previous op's SFU/DMA tail.
 """
 
@@ -40,7 +42,7 @@ GROUP_ATTR = "lowering.group"
 """Instruction attribute: the placement group it belongs to."""
 CYCLES_ATTR = "lowering.cycles"
 """BPU attribute: its estimated cycles (an anchor `interleave` spreads a group over)."""
-POLICIES = ("aside", "interleave", "sink", "prepare", "append")
+POLICIES = ("aside", "interleave", "sink", "prepare", "append", "early")
 
 
 @irdl_op_definition
@@ -128,7 +130,7 @@ class PlaceOp(IRDLOperation):
         if self.policy.data not in POLICIES:
             raise VerifyException(f"{self.name}: policy '{self.policy.data}' is not one of "
                                   f"{', '.join(POLICIES)}")
-        if (self.label is None) == (self.policy.data in ("interleave", "prepare")):
+        if (self.label is None) == (self.policy.data in ("interleave", "prepare", "early")):
             raise VerifyException(f"{self.name}: '{self.policy.data}' "
                                   + ("needs a label" if self.label is None else "takes no label"))
 

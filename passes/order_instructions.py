@@ -11,7 +11,9 @@ every policy sees the instructions selected before it (as if it had run during s
   `place "sink" G` moves the pieces it left after the last one to the end, and
   `place "prepare" G at L` appends held group G, moves its input preparation before the
   first instruction selected after label L and interleaves its column tiles' GEMMs by row
-  chunk (`passes/prediction_overlap.py`), and `place "append" G` appends held group G.
+  chunk (`passes/prediction_overlap.py`), `place "append" G` appends held group G, and
+  `place "early" G at L` appends it, each instruction moved back toward the first one
+  selected after label L as far as nothing it passes shares a region with it.
 Every move is checked on `isa.footprint` of the allocated instructions (the analysis
 `schedule` derives tokens from), so it never passes an instruction sharing a region with the
 moved one, one of them writing: program-order semantics are unchanged. The directives and
@@ -139,6 +141,10 @@ class _Ordering:
                                                   self.held.pop(group), self.config)
         elif policy == "sink":
             overlap.sink(self.program, self.late.pop(group, []))
+        elif policy == "early":
+            body = self.held.pop(group)
+            self.program.extend(body)
+            overlap.move_early(self.program, body, self.after_label.get(label))
         else:  # prepare
             body = self.held.pop(group)
             self.program.extend(body)

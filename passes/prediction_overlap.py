@@ -216,6 +216,26 @@ def _index(program: list[Operation], ins: Operation) -> int:
     return next(k for k, op in enumerate(program) if op is ins)
 
 
+def move_early(program: list[Operation], body: list[Operation], target: Operation | None) -> None:
+    """Move each instruction of `body` (in the program, in order) back toward `target` (None:
+    the program's start), just past the last instruction it shares a region with (one
+    writing; a HOST touches all memory), and never in front of the previous one of `body`: a chunk's per-query mask rows
+    (`lower_spls_to_esact`) then enter the in-order load queue before the loads of the work
+    lowered beside the projection, which wait for the MAC array."""
+    floor = 0 if target is None else _index(program, target)
+    for ins in body:
+        k = _index(program, ins)
+        mine = _footprint_of(ins)
+        at = k
+        while at > floor:
+            other = _footprint_of(program[at - 1])
+            if other.everything or mine.conflicts(other):  # HOST / HALT touch everything
+                break
+            at -= 1
+        program.insert(at, program.pop(k))
+        floor = at + 1
+
+
 def sink(program: list[Operation], late: list[Operation]) -> None:
     """Move `late` (in their order) to the end of the program when they share no region with
     an instruction they pass (one writing): the K / V pieces expected after the projection,
