@@ -54,3 +54,25 @@ def test_erf_keeps_the_bits_of_the_masked_form(dtype: type) -> None:
     assert got.dtype == dtype
     np.testing.assert_array_equal(got.view(np.uint8), expected.view(np.uint8))
     assert not np.signbit(got[np.flatnonzero(got == 0)]).any()  # never -0.0, as before
+
+
+def _whole_array_gelu(x: np.ndarray) -> np.ndarray:
+    """The exact GELU as the interpreter computed it before, over the whole array at once."""
+    cdf = ONNX_KERNELS["Erf"]([x / np.asarray(np.sqrt(2), x.dtype)], {}, 1)[0]
+    cdf += 1
+    y = 0.5 * x
+    y *= cdf
+    return y.astype(x.dtype, copy=False)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(0, 4), (3, 7), (2, 5, 20_000)])  # empty, < 1, > 2 chunks
+def test_chunked_gelu_keeps_the_bits_of_the_whole_array_form(dtype: type, shape: tuple) -> None:
+    x = (np.random.default_rng(1).standard_normal(shape) * 4).astype(dtype)
+    if x.size:
+        x.reshape(-1)[:5] = [0.0, -0.0, np.inf, -np.inf, np.nan]
+    with np.errstate(all="ignore"):
+        got = ONNX_KERNELS["Gelu"]([x], {}, 1)[0]
+        expected = _whole_array_gelu(x)
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    assert got.tobytes() == expected.tobytes()
