@@ -72,6 +72,8 @@ def run_attention(
     qh = np.ascontiguousarray(q.reshape(batch, lq, num_heads, d).transpose(0, 2, 1, 3))
     kh = np.ascontiguousarray(k.reshape(batch, lk, num_heads, d).transpose(0, 2, 3, 1))
     vh = np.ascontiguousarray(v.reshape(batch, lk, num_heads, dv).transpose(0, 2, 1, 3))
+    if mask is not None and not np.any(mask):  # adding zeros changes no probability
+        mask = None
     if mask is not None:
         mask = np.broadcast_to(mask.astype(np.float32, copy=False), (batch, num_heads, lq, lk))
     visible = causal_visible(lq, lk) if causal else None

@@ -76,3 +76,15 @@ def test_chunked_gelu_keeps_the_bits_of_the_whole_array_form(dtype: type, shape:
         expected = _whole_array_gelu(x)
     assert got.dtype == expected.dtype and got.shape == expected.shape
     assert got.tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize("zero", [0.0, -0.0])
+def test_an_all_zero_attention_mask_changes_no_probability(zero: float) -> None:
+    # run_attention and the calibration's probability peak skip adding an all-zero mask.
+    from esact_cc.interpreter.interpret_transformer_ops import _attention_probabilities
+
+    scores = (np.random.default_rng(2).standard_normal((6, 9)) * 5).astype(np.float32)
+    scores[0, :3], scores[1, :] = -0.0, 0.0  # signed zeros, and a row of zeros
+    mask = np.full((6, 9), zero, np.float32)
+    with_mask = _attention_probabilities(scores.copy(), mask, None)
+    assert with_mask.tobytes() == _attention_probabilities(scores.copy(), None, None).tobytes()
