@@ -1,6 +1,7 @@
 """The SPLS prediction unit's score path: PAM_SCORES, one instruction from the BPU's integer
-PAM rows to what SIMILARITY reads (docs/hardware.md "Prediction score path", docs/design.md
-section 6), registered with `isa_table.register_instruction` when runtime/isa.py is imported.
+PAM rows to what SIMILARITY reads (docs/hardware.md "SPLS prediction unit: the score path";
+docs/design.md section 6), registered with `isa_table.register_instruction` when runtime/isa.py
+is imported.
 
 Before it the chain ran four instructions per head and chunk, each a full pass over FP32 rows
 in VBUF: DEQUANT (ACC -> VBUF), ADD of the per-query mask rows (VBUF -> VBUF), TOPK (VBUF ->
