@@ -101,6 +101,10 @@ class BankAllocator:
     def release(self, start: int) -> None:
         self.live.remove(start // self.bank_size)
 
+    def free_banks(self) -> int:
+        """Banks no live tile holds: tiles that can be live together from now on."""
+        return self.banks - len(self.live)
+
 
 def buffer_allocators(config: HardwareConfig) -> dict[Buffer, RingAllocator | BankAllocator]:
     """One allocator per on-chip buffer of `config`, each with its policy."""
