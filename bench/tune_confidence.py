@@ -13,8 +13,12 @@ Computation removed is counted as esact-tune counts it (SPLS layers, real tokens
 at 0.1 MAC per HLog product), and over the whole dense program esact-cc builds (dead rows
 eliminated, bench/spls_finetune.py `totals`).
 
-    python bench/tune_confidence.py [--confidences 0.5,0.8,0.9,0.95] [--random-splits 2]
+    python bench/tune_confidence.py [--loss-estimates flips,margins] [--confidences 0.9]
+      [--random-splits 2] [--cache FILE.pkl] [--verbose]
       -> bench/results/tune_confidence_digits.json (rewritten after every tuned setting)
+
+`--loss-estimates` compares esact-tune's `--loss-estimate` values: `flips` (the observed
+flipped predictions) and `margins` (margin erosion priced as flips, margin_loss.py).
 """
 
 from __future__ import annotations
@@ -199,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--confidences", default="0.9")
     ap.add_argument("--loss-estimates", default="flips,margins",
                     help="esact-tune --loss-estimate values compared")
+    ap.add_argument("--program-macs", metavar="DENSE,FULL",
+                    help="the dense program's and the full model's MACs as an earlier run "
+                    "recorded them (program_macs), instead of compiling and simulating them")
+    ap.add_argument("--verbose", action="store_true", help="the search's progress on stderr")
     ap.add_argument("--cache", type=Path, metavar="FILE.pkl",
                     help="keep every measured setting's per-input outputs here across runs")
     ap.add_argument("--random-splits", type=int, default=2)
@@ -221,8 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     cache = PerInputCache(SplsEvaluator(model, test, ir="quantized",
                                         quantize_samples=int8.samples), args.cache)
     image = np.load(MODELS / "digits_test.npz")["images"][0]
-    macs = {"program_dense": program_macs(Path(model), image),
-            "full_dense": program_macs(Path(model), image, dead_rows=False)}
+    if args.program_macs:
+        dense_macs, full_macs = (int(v) for v in args.program_macs.split(","))
+    else:
+        dense_macs = program_macs(Path(model), image)
+        full_macs = program_macs(Path(model), image, dead_rows=False)
+    macs = {"program_dense": dense_macs, "full_dense": full_macs}
     report: dict[str, Any] = {
         "model": "digits ViT (bundled), INT8, ranges from digits_calib.npz",
         "pool": "digits_test.npz (360 images the model was never trained on)",
@@ -237,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         for estimate, confidence in [(e, c) for e in estimates for c in confidences]:
             search = SearchOptions(confidence=confidence, loss_estimate=estimate)
             start, cpu = time.time(), cpu_seconds()
-            result = tune(calib, args.budget, search=search)
+            result = tune(calib, args.budget, search=search,
+                          log=log if args.verbose else None)
             best = result.best
             held_m = held.measure([best.config])[0]
             run = {"split": name, "calibration_inputs": len(calib_idx),

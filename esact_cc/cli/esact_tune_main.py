@@ -2,7 +2,7 @@
 
     esact-tune MODEL.onnx --calibration-data FILE.npz|NAME=FILE.npz[:ARRAY] [--labels-key KEY]
         --budget POINTS -o spls.json [--scored-output NAME] [--ir quantized|transformer]
-        [--samples N] [--uniform-only] [--confidence C] [--loss-estimate margins|flips]
+        [--samples N] [--uniform-only] [--confidence C] [--loss-estimate flips|margins]
         [--layer-search largest|efficient]
         [--layer-options threshold[,window]] [--layer-first-reference R] [--layer-steps N]
         [--quiet]
@@ -12,8 +12,8 @@ without it, the mean cosine of the output to the dense output (embeddings). Both
 (x100) and `--budget` is the accuracy loss allowed; a setting is accepted when the one-sided
 `--confidence` upper bound of its loss on new inputs (from the calibration inputs' per-input
 losses: esact_cc/tuning/loss_bound.py) is within it, not its calibration loss; with labels
-each input's loss is, by `--loss-estimate`, its margin erosion priced as flips (margin_loss.py)
-or its flipped prediction. The search and the
+each input's loss is, by `--loss-estimate`, its flipped prediction or its margin erosion priced
+as flips (margin_loss.py). The search and the
 config format: esact_cc/tuning/spls_tuning.py, esact_cc/sparsity/spls_options.py. Inputs and
 the output path are checked before the search. Errors: `esact-tune: error: <one line>`, exit 1
 (2: a bad command line), no traceback, no output file (runtime/cli/user_errors.py).
@@ -88,11 +88,12 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
                         "within the budget; 0.5: the calibration mean alone "
                         "(default: %(default)s)")
     parser.add_argument("--loss-estimate", choices=LOSS_ESTIMATES, default=d.loss_estimate,
-                        help="with labels, what an input's loss is for the bound: 'margins', "
-                        "how far the setting erodes the dense top class's logit margin, "
-                        "priced as the share of calibration inputs that erosion would flip "
-                        "(changes before any prediction flips); 'flips', its flipped "
-                        "prediction (0 / +-100); cosine losses are read as they are "
+                        help="with labels, what an input's loss is for the bound: 'flips', "
+                        "its flipped prediction (0 / +-100); 'margins', how far the setting "
+                        "erodes the dense top class's logit margin, priced as the share of "
+                        "calibration inputs that erosion would flip (changes before any "
+                        "prediction flips; on the digits ViT it chose as aggressive a "
+                        "setting: docs/design.md 6.2); cosine losses are read as they are "
                         "(default: %(default)s)")
     parser.add_argument("--margin-se", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--layer-search", choices=tuple(LAYER_SEARCHES), default=d.layer_search,

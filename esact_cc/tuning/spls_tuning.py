@@ -24,9 +24,8 @@ Search (`tune`):
      luck: on the mean alone the per-layer MiniLM setting lost 0.9 points on the calibration
      sentences and 1.1-1.9 on held-out ones, and digits settings with no flipped prediction
      on 60 calibration images lost 2 points on held-out ones. With labels the per-input
-     losses are `loss_estimate`'s: by default each input's margin erosion priced as flips
-     (margin_loss.py), which grows before any prediction flips, so the search does not end
-     on the most aggressive of the settings that flip no calibration input;
+     losses are `loss_estimate`'s: the observed flips (default), or each input's margin
+     erosion priced as flips (margin_loss.py), which grows before any prediction flips;
    - strategy `layer_search`: `efficient` (default) takes, each round, over all layers, the
      move (one layer's lower thresholds / larger windows, `layer_steps` nearest, 0 = all) with the
      most reduction gained per point of budget spent; `largest` visits layers L-1..0 and

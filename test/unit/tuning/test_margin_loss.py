@@ -1,7 +1,8 @@
 """esact-tune's margin-priced loss (esact_cc/tuning/margin_loss.py, `--loss-estimate margins`):
 a setting that erodes the dense top class's margin is charged before any prediction flips, so
-one that flips none of the calibration inputs by luck is rejected, and the search stops short
-of the edge the flip count cannot see."""
+one that flips none of the calibration inputs by luck is rejected, and, where erosion is
+independent of the margin (the synthetic numbers here), the search stops short of the edge the
+flip count cannot see (on the digits ViT it did not: docs/design.md section 6.2)."""
 
 from __future__ import annotations
 
