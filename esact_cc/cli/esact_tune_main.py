@@ -158,6 +158,9 @@ def run_cli(args: argparse.Namespace) -> None:
         raise CommandLineError(f"--budget must be a finite number of points >= 0, got "
                                f"{args.budget}")
     hook = None if args.sparsity == "spls" else tuning_hook(args.sparsity)
+    if hook is not None and args.loss_estimate != "flips":
+        raise CommandLineError(f"--loss-estimate {args.loss_estimate}: only the spls search "
+                               f"prices margins; --sparsity {args.sparsity} bounds flips")
     check_output_file("-o", None if is_stdout(args.output_file) else args.output_file)
     refuse_overwriting_inputs({"-o": None if is_stdout(args.output_file) else args.output_file},
                               {"MODEL": args.model,

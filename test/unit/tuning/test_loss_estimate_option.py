@@ -92,3 +92,18 @@ def test_a_bad_loss_estimate_is_a_usage_error(tmp_path, capsys):
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("esact-tune: error: ") and "--loss-estimate" in last
     assert not out.exists()
+
+
+def test_margins_with_another_scheme_is_refused(calibration, tmp_path, capsys):
+    """Sanger's and SpAtten's searches bound flips only: asking them for margins is an error,
+    not a quietly ignored option."""
+    model, calib = calibration
+    out = tmp_path / "sanger.json"
+    code = esact_tune_main.main([str(model), "--calibration-data", str(calib), "--labels-key",
+                                 "labels", "--sparsity", "sanger", "--loss-estimate",
+                                 "margins", "-o", str(out)])
+    assert code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("esact-tune: error: --loss-estimate margins")
+    assert "--sparsity sanger" in lines[0]
+    assert not out.exists()
