@@ -1,13 +1,14 @@
-"""A host model's large Gather tables fed to onnxruntime as inputs, not as initializers.
+"""A host model's large initializers fed to onnxruntime as inputs, read in place.
 
 onnxruntime copies a model given as bytes three times before it runs (the Python bytes into a
 C++ string, the protobuf parse, the initializer tensors): for BERT-base's embedding segment,
 a 90 MiB word table, that was 0.17 s CPU and 270 MiB of page faults per esact-run (issue 16).
-`lift_gather_tables` rewrites the model so that each large table is a graph input instead,
-and returns the table as a read-only numpy view of the model bytes; onnxruntime reads an
-input in place. The outputs are the same bits: Gather copies rows, and the rewrite is made
-only when every node of the graph is an exact, unfusable operation (`EXACT_OPS`), so no
-graph optimization could have computed differently with the table constant.
+`lift_large_initializers` rewrites the model so that each large initializer is a graph input
+instead, and returns it as a read-only numpy view of the model bytes; onnxruntime reads an
+input in place. The outputs are the same bits: the rewrite is made only when every node of
+the graph is an exact, unfusable operation (`EXACT_OPS`: data movement, Gather, elementwise
+arithmetic), each computed by the same kernel whether an operand is constant or not, so no
+graph optimization could have computed differently with the tensors constant.
 
 The model is edited at the protobuf wire level (ModelProto.graph = 7; GraphProto.node = 1,
 initializer = 5, input = 11, output = 12; NodeProto.input = 1, op_type = 4, attribute = 5;
@@ -23,8 +24,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-LARGE_TABLE_BYTES = 1 << 20
-"""Initializers from this size are worth feeding in place (BERT-base's word table: 90 MiB)."""
+LARGE_TABLE_BYTES = 1 << 16
+"""Initializers from this size are fed in place (BERT-base's word table: 90 MiB; its position
+and token-type rows, 384 KiB each, would otherwise stay in the heap after the session)."""
 
 EXACT_OPS = frozenset({
     "Gather", "Add", "Sub", "Mul", "Cast", "Reshape", "Unsqueeze", "Squeeze", "Flatten",
@@ -42,9 +44,9 @@ class _Unexpected(Exception):
     """The bytes are not what this rewrite handles: keep the model as it is."""
 
 
-def lift_gather_tables(model: bytes) -> tuple[bytes, dict[str, np.ndarray]]:
-    """(model with its large Gather tables as graph inputs, {name: table}); the model
-    unchanged and no tables when nothing qualifies."""
+def lift_large_initializers(model: bytes) -> tuple[bytes, dict[str, np.ndarray]]:
+    """(model with its large initializers as graph inputs, {name: array}); the model
+    unchanged and no arrays when nothing qualifies."""
     try:
         return _lift(model)
     except (_Unexpected, IndexError, ValueError):
@@ -72,7 +74,7 @@ def _lift(model: bytes) -> tuple[bytes, dict[str, np.ndarray]]:
 def _tables(model: bytes, graph: list[tuple[int, int, int, int, int]]
             ) -> dict[str, tuple[int, np.ndarray]]:
     """{name: (data type, array view)} of each initializer worth lifting."""
-    gather_tables, other_uses, graph_io = set(), set(), set()
+    node_inputs, graph_io = set(), set()
     for number, wire, start, end, _ in graph:
         if wire != 2:
             raise _Unexpected  # GraphProto has only length-delimited fields
@@ -80,8 +82,7 @@ def _tables(model: bytes, graph: list[tuple[int, int, int, int, int]]
             op_type, inputs, has_attribute_graph = _node(model, start, end)
             if op_type not in EXACT_OPS or has_attribute_graph:
                 return {}
-            for position, name in enumerate(inputs):
-                (gather_tables if op_type == "Gather" and position == 0 else other_uses).add(name)
+            node_inputs.update(inputs)
         elif number in (11, 12):  # graph inputs and outputs, by name
             graph_io.update(_string(model, s, e) for n, _, s, e, _ in _fields(model, start, end)
                             if n == 1)
@@ -90,7 +91,7 @@ def _tables(model: bytes, graph: list[tuple[int, int, int, int, int]]
         table = _table(model, start, end) if number == 5 else None
         if table is not None:
             name, code, array = table
-            if name in gather_tables and name not in other_uses and name not in graph_io:
+            if name in node_inputs and name not in graph_io:
                 found[name] = (code, array)
     return found
 

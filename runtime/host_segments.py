@@ -3,7 +3,7 @@
 A host segment's graph inputs are read from, and its graph outputs written to, the DRAM
 tensors its bindings describe (name = ONNX graph input/output name). Sessions are cached by
 the SHA-256 of the model bytes. A segment's session is made from its model with the large
-Gather tables fed as inputs (host_model_tables.py: no copies of BERT's embedding table).
+initializers fed as inputs (host_model_tables.py: no copies of BERT's embedding table).
 Every failure (model rejected, binding mismatch, runtime error) is a ProgramError.
 
 A segment's graph may loop forever (a Loop whose condition stays true), and a thread blocked in
@@ -76,15 +76,15 @@ def segment_key(segment: HostSegment) -> bytes:
 
 
 def segment_session(segment: HostSegment) -> tuple[Any, dict[str, np.ndarray]]:
-    """(session, tables to feed) of a host segment: its model's large Gather tables lifted
+    """(session, tables to feed) of a host segment: its model's large initializers lifted
     to graph inputs (host_model_tables.py), so onnxruntime reads them in place."""
     key = segment_key(segment)
     tables = _TABLES.get(key)
     if tables is not None and key in _SESSIONS:
         return host_session(segment.onnx, key), tables  # cached
-    from .host_model_tables import lift_gather_tables
+    from .host_model_tables import lift_large_initializers
 
-    model, tables = lift_gather_tables(segment.onnx)
+    model, tables = lift_large_initializers(segment.onnx)
     session = host_session(model, key)
     _TABLES[key] = tables
     return session, tables
