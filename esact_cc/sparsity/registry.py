@@ -55,8 +55,10 @@ class TuningHook:
 class SparsityScheme:
     name: str
     description: str
-    options: type | None
-    """Per-layer options: a frozen dataclass of `typed_options.option` fields (None: none)."""
+    options: type | str | None
+    """Per-layer options: a frozen dataclass of `typed_options.option` fields, or its
+    "module:Class" (imported when options are read, so listing schemes loads no pass module);
+    None: none."""
     passes: Callable[[SchemeSettings], list[ModulePass]]
     """The passes of the pipeline's `sparsity` stage for these settings."""
     pass_classes: Mapping[str, str] = field(default_factory=dict)
@@ -74,6 +76,10 @@ class SparsityScheme:
     """"module:Class" of the esact-tune config file `--spls-config` reads (None: none)."""
     tuning: TuningHook | None = None
     """How `esact-tune` calibrates it (None: it cannot be tuned)."""
+
+    def options_class(self) -> type | None:
+        """`options`, imported if given by name."""
+        return load_attribute(self.options) if isinstance(self.options, str) else self.options
 
 
 def load_attribute(reference: str) -> Any:

@@ -6,18 +6,20 @@ SANGER_PACK: runtime/isa_sanger.py), config file and esact-tune hook."""
 
 from xdsl.passes import ModulePass
 
-from esact_cc.passes.insert_sanger import InsertSangerPass, SangerOptions
 from esact_cc.sparsity.registry import TuningHook, SparsityScheme
 from esact_cc.sparsity.settings import SchemeSettings
 
 
 def _passes(settings: SchemeSettings) -> list[ModulePass]:
+    # Imported here: listing the schemes (every tool's start) loads no pass module.
+    from esact_cc.passes.insert_sanger import InsertSangerPass
+
     return [InsertSangerPass(**settings.pass_options())]
 
 
 SCHEME = SparsityScheme(
     "sanger", "Sanger: low-bit Q K^T prediction, probability threshold, pack-and-split",
-    SangerOptions, _passes,
+    "esact_cc.passes.insert_sanger:SangerOptions", _passes,
     pass_classes={"insert-sanger": "esact_cc.passes.insert_sanger:InsertSangerPass"},
     dialect="esact_cc.dialects.sanger", lowering="esact_cc.passes.lower_sanger",
     interpreter="esact_cc.interpreter.interpret_sanger_ops",

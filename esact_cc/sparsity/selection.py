@@ -55,7 +55,7 @@ def select_scheme(extra: Mapping[str, Any]) -> tuple[SparsityScheme, SchemeSetti
     if config_path:
         settings: SchemeSettings = load_attribute(scheme.config).load(config_path)
     else:
-        settings = SchemeSettings(options_class=scheme.options)
+        settings = SchemeSettings(options_class=scheme.options_class())
     for spec in specs:
         settings.set_option(spec, "--sparsity-option")
     return scheme, settings

@@ -7,18 +7,20 @@ esact-tune hook."""
 
 from xdsl.passes import ModulePass
 
-from esact_cc.passes.insert_spatten import InsertSpattenPass, SpattenOptions
 from esact_cc.sparsity.registry import TuningHook, SparsityScheme
 from esact_cc.sparsity.settings import SchemeSettings
 
 
 def _passes(settings: SchemeSettings) -> list[ModulePass]:
+    # Imported here: listing the schemes (every tool's start) loads no pass module.
+    from esact_cc.passes.insert_spatten import InsertSpattenPass
+
     return [InsertSpattenPass(**settings.pass_options())]
 
 
 SCHEME = SparsityScheme(
     "spatten", "SpAtten: cascade token and head pruning by accumulated attention, top-k engine, "
-    "progressive quantization", SpattenOptions, _passes,
+    "progressive quantization", "esact_cc.passes.insert_spatten:SpattenOptions", _passes,
     pass_classes={"insert-spatten": "esact_cc.passes.insert_spatten:InsertSpattenPass"},
     dialect="esact_cc.dialects.spatten", lowering="esact_cc.passes.lower_spatten",
     interpreter="esact_cc.interpreter.interpret_spatten_ops",

@@ -6,16 +6,19 @@ and config file are registered here. esact-tune's default path tunes it
 
 from xdsl.passes import ModulePass
 
-from esact_cc.passes.insert_spls import InsertSplsPass, LayerOptions
 from esact_cc.sparsity.registry import SparsityScheme
 from esact_cc.sparsity.settings import SchemeSettings
 
 
 def _passes(settings: SchemeSettings) -> list[ModulePass]:
+    # Imported here: listing the schemes (every tool's start) loads no pass module.
+    from esact_cc.passes.insert_spls import InsertSplsPass
+
     return [InsertSplsPass(**settings.pass_options())]
 
 
 SCHEME = SparsityScheme(
-    "spls", "SPLS: HLog attention prediction, row reuse and top-k keys", LayerOptions, _passes,
+    "spls", "SPLS: HLog attention prediction, row reuse and top-k keys",
+    "esact_cc.passes.insert_spls:LayerOptions", _passes,
     pass_classes={"insert-spls": "esact_cc.passes.insert_spls:InsertSplsPass"},
     config="esact_cc.sparsity.spls_options:SplsConfig")
