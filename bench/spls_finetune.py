@@ -13,6 +13,8 @@ as the compiled binary on the hardware model), and a frontier of uniform thresho
 
     python bench/spls_finetune.py [--models fine-tuned,bundled] [--protocol split-test|calib]
       -> bench/results/spls_finetune_digits.json (--models bundled: ..._bundled.json)
+    python bench/spls_finetune.py ... --finetune-only --tag _NAME   # the model only, measured
+      by bench/spls_finetune_folds.py on both test halves (the protocol of the issue-14 runs)
 
 Needs torch and scikit-learn (the `models` extra).
 """
