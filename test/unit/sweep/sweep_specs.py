@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 TINY = """
@@ -27,6 +28,8 @@ options = { threshold = [0.9] }
 # the BPU lanes change only the SPLS program on 16 MAC rows (where the prediction goes), so
 # 5 distinct programs are executed: dense x 2 MAC shapes, SPLS x (16 rows x 2 lanes, 32 rows)
 TINY_POINTS, TINY_GROUPS, TINY_EXECUTIONS = 16, 8, 5
+FORMATS = ("csv", "parquet") if importlib.util.find_spec("pyarrow") else ("csv",)
+"""The tables a whole tiny sweep writes (Parquet when pyarrow is installed)."""
 
 
 def write_spec(directory: Path, text: str = TINY) -> Path:

@@ -12,13 +12,12 @@ from esact_cc.runtime.errors import UsageError
 from esact_cc.sweep.runner import run_sweep
 
 
-def test_local_pool_and_ray_write_identical_tables(tmp_path) -> None:
+def test_local_pool_and_ray_write_identical_tables(tmp_path, tiny_sweep) -> None:
     pytest.importorskip("ray")
-    spec = write_spec(tmp_path)
-    local = run_sweep(spec, tmp_path / "local", workers=2)
-    on_ray = run_sweep(spec, tmp_path / "ray", workers=2, ray_address="local")
+    local, local_dir = tiny_sweep  # the same spec on a local pool of 2 workers (conftest.py)
+    on_ray = run_sweep(write_spec(tmp_path), tmp_path / "ray", workers=2, ray_address="local")
     assert local.ran == on_ray.ran == TINY_POINTS
-    assert (tmp_path / "local" / "results.csv").read_bytes() == \
+    assert (local_dir / "results.csv").read_bytes() == \
         (tmp_path / "ray" / "results.csv").read_bytes()
 
 

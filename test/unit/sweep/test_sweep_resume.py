@@ -5,7 +5,6 @@ row per point with every parameter and figure, and Parquet holds the same rows."
 from __future__ import annotations
 
 import csv
-import importlib.util
 import sys
 
 import pytest
@@ -15,9 +14,6 @@ from esact_cc.runtime.errors import UsageError
 from esact_cc.sweep import runner
 from esact_cc.sweep.evaluate import evaluate_execution
 from esact_cc.sweep.store import RESULTS_FILE
-
-
-FORMATS = ("csv", "parquet") if importlib.util.find_spec("pyarrow") else ("csv",)
 
 
 class Killed(BaseException):
@@ -41,14 +37,10 @@ def evaluated_groups(monkeypatch, stop_after: int | None = None) -> list[str]:
     return seen
 
 
-@pytest.fixture(scope="module")
-def whole(tmp_path_factory):
-    """The tiny sweep run without interruption (its output directory)."""
-    directory = tmp_path_factory.mktemp("whole")
-    outcome = runner.run_sweep(write_spec(directory), directory / "out", formats=FORMATS)
-    assert outcome.ran == TINY_POINTS and outcome.groups_ran == TINY_GROUPS
-    assert outcome.executions == TINY_EXECUTIONS  # groups with the same program share one
-    return directory / "out"
+@pytest.fixture
+def whole(tiny_sweep):
+    """The tiny sweep's output directory, run without interruption (conftest.py)."""
+    return tiny_sweep[1]
 
 
 def test_a_killed_sweep_resumes_with_the_remaining_points(tmp_path, monkeypatch,
