@@ -23,6 +23,7 @@ import numpy as np
 from esact_cc.dialects import transformer
 from esact_cc.ir_queries import op_label
 from esact_cc.passes.linear_epilogues import linear_epilogue
+from esact_cc.passes.linear_weight_tiles import WeightTiles
 from esact_cc.passes.lower_masked_inputs import (
     done_with,
     fail,
@@ -76,29 +77,23 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
     # accumulates over input chunks (exact int32 sums), each chunk loaded per column tile.
     k_tile = _masked_input_chunk(lw, op, x, k, len(groups), token, tiles)
 
-    def load_weights(n0: int, hoist: bool = False) -> tuple[int, int]:
-        return lw.load_weight_tile(w, dequant.table, n0, n_tile, hoist)
-
     def prepare(m0: int, mt: int) -> tuple[int, int, tuple[DramTensor, bool]]:
         return _row_tile_input(lw, x, x8 is not None, token, m0, mt, k, k_tile, groups, deferred)
 
-    # Several row tiles read the same weights: all column tiles stay in WBUF when they fit its
-    # free banks (`resident`); else the row tile's last one is kept for the next row tile,
-    # which starts with it (`_column_order`). Either way no weight tile is LOADed twice in a row.
-    columns = list(range(0, n, n_tile))
-    resident = len(row_tiles) > 1 and len(columns) <= lw.rings[Buffer.WBUF].free_banks()
+    # Several row tiles read the same weights: none is LOADed twice in a row (`WeightTiles`).
+    weights = WeightTiles(lw, w, dequant.table, n_tile, len(row_tiles))
     # The first weight tile is loaded before the activations: it depends on nothing, so the
     # load queue fetches it while the producer of x is still running.
-    held: dict[int, tuple[int, int]] = {0: load_weights(0, hoist=True)}
+    weights.fetch(0, hoist=True)
     ready = None
     for i, (m0, mt) in enumerate(row_tiles):
         a, row_scales, (chunk_source, chunk_preq) = ready or prepare(m0, mt)
         ready = None
         ahead = _ahead_column(lw, tiles, row_tiles, i, k, n, n_tile)
-        order = _column_order(columns, i)
-        for j, n0 in enumerate(order):
+        order = weights.order(i)
+        for j, (group, n0) in enumerate(order):
             nt = min(n_tile, n - n0)
-            wt, sv = held.pop(n0, None) or load_weights(n0)
+            wt, sv = weights.tile(group, n0)
             o = -1
             for g, (start, end, _) in enumerate(groups):
                 acc = lw.alloc(Buffer.ACC, mt * nt)
@@ -114,27 +109,15 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
                     ready = prepare(*row_tiles[i + 1])
                 o = _dequant_group(lw, dequant, g, o, acc, mt, nt, sv, row_scales)
                 lw.free(Buffer.ACC, acc)
-            if resident or (j == len(order) - 1 and i + 1 < len(row_tiles)):
-                held[n0] = wt, sv  # the next row tile starts with this column tile
-            else:
-                lw.free(Buffer.WBUF, wt)
-                lw.free(Buffer.VBUF, sv)
+            weights.done(group, n0, keep=i + 1 < len(row_tiles) and group == order[-1][0])
             _finish_column_tile(lw, tiles if not keyed else None, epilogue, out_value, o, m0, mt,
                                 n0, nt)
         if token:
             lw.free(Buffer.VBUF, row_scales)
         lw.free(Buffer.ABUF, a)
-    for wt, sv in held.values():
-        lw.free(Buffer.WBUF, wt)
-        lw.free(Buffer.VBUF, sv)
+    weights.release()
     if tiles is not None:
         done_with(lw, op, tiles)
-
-
-def _column_order(columns: list[int], i: int) -> list[int]:
-    """The column tiles of row tile i in order of their GEMMs: serpentine (odd row tiles
-    backwards), so a row tile starts with the weights the previous one ended with."""
-    return columns if i % 2 == 0 else columns[::-1]
 
 
 def linear_input_format(lw: Lowering, op: transformer.LinearOp

@@ -475,13 +475,14 @@ class Lowering:
         return group
 
     def load_weight_tile(self, w: DramTensor, dequant: DramTensor, n0: int, n_tile: int,
-                         hoist: bool = False) -> tuple[int, int]:
-        """LOAD columns [n0, n0 + n_tile) of an INT8 weight [k, n] into WBUF and the same
-        columns of its DEQUANT rows (scales, bias) into VBUF; returns the two addresses.
+                         hoist: bool = False, into: int | None = None) -> tuple[int, int]:
+        """LOAD columns [n0, n0 + n_tile) of an INT8 weight [k, n] into WBUF (a new tile, or
+        at `into` inside one already allocated) and the same columns of its DEQUANT rows
+        (scales, bias) into VBUF; returns the two addresses.
         `hoist`: move the weight load back past the previous op's tail (`hoist_last`)."""
         (k, n), scale_rows = w.shape, dequant.shape[0]
         nt = min(n_tile, n - n0)
-        wt = self.alloc(Buffer.WBUF, k * nt)
+        wt = self.alloc(Buffer.WBUF, k * nt) if into is None else into
         self.load(Buffer.WBUF, wt, w.address + n0, k, nt, dram_stride=n)
         if hoist:
             self.hoist_last()

@@ -1,8 +1,8 @@
 """A dense linear of several row tiles does not LOAD the same weight tile twice in a row
-(passes/lower_linear.py): its column tiles stay in WBUF for the whole linear when they fit
-its free banks, else row tiles alternate their column order (serpentine) and each starts with
-the weight tile the previous one ended with. The binary still equals the INT8 interpreter bit
-for bit.
+(passes/linear_weight_tiles.py): its column tiles, LOADed in groups that fill a WBUF bank, stay
+in WBUF for the whole linear when the groups fit its free banks, else row tiles alternate
+their group order (serpentine) and each starts with the group the previous one ended with.
+The binary still equals the INT8 interpreter bit for bit.
 """
 
 from __future__ import annotations
@@ -30,13 +30,26 @@ def weight_loads_and_gemms(program, k: int) -> tuple[list[int], int]:
     return loads, gemms
 
 
-@pytest.mark.parametrize(("weight_buffer", "resident"), [(8192, False), (16384, True)])
-def test_row_tiles_reuse_the_weight_tiles_they_hold(tmp_path: Path, weight_buffer: int,
-                                                   resident: bool) -> None:
-    """8 KiB WBUF: 4 column tiles per linear, serpentine; 16 KiB: 2, both banks resident."""
+CASES = {
+    # WBUF 8 KiB: 4 column tiles a linear, one per 4 KiB bank: serpentine.
+    "serpentine": ("weight_buffer = 8192", {K: (4, 1), N: (4, 1)}),
+    # 16 KiB: 2 column tiles, both banks resident.
+    "resident": ("weight_buffer = 16384", {K: (2, 1), N: (2, 1)}),
+    # A 4 KiB ACC makes the up projection's column tiles 16 wide: 4 share a bank (a group),
+    # 4 groups in serpentine order; the down projection's fill a bank each.
+    "grouped": ("weight_buffer = 8192\naccumulator_buffer = 4096", {K: (16, 4), N: (4, 1)}),
+    # 8 of its 32-wide tiles in 2 groups of 4: both resident.
+    "grouped-resident": ("weight_buffer = 16384\naccumulator_buffer = 8192",
+                         {K: (8, 4), N: (2, 1)}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_row_tiles_reuse_the_weight_tiles_they_hold(tmp_path: Path, case: str) -> None:
+    buffers, tiling = CASES[case]
     path, hw = tmp_path / "mlp.onnx", tmp_path / "small.toml"
     mlp(path)
-    hw.write_text(SMALL_ABUF + f"weight_buffer = {weight_buffer}\n")
+    hw.write_text(SMALL_ABUF + buffers + "\n")
     x = np.random.default_rng(1).normal(0, 1, (1, ROWS, K)).astype(np.float32)
     calib = tmp_path / "calib.npz"
     np.savez(calib, x=np.random.default_rng(2).normal(0, 1, (4, 1, ROWS, K)).astype(np.float32))
@@ -45,12 +58,12 @@ def test_row_tiles_reuse_the_weight_tiles_they_hold(tmp_path: Path, weight_buffe
     result = run_program(program, {"x": x}, load_config(str(hw)))
     np.testing.assert_array_equal(result.outputs["y"], golden["y"])
 
-    for k in (K, N):  # the up and the down projection
+    for k, (columns, per_group) in tiling.items():  # the up and the down projection
         loads, gemms = weight_loads_and_gemms(program, k)
-        columns = len(set(loads))
         row_tiles = gemms // columns
-        assert row_tiles >= 3 and columns == (2 if resident else 4)
-        # Reloading every tile per row tile would be row_tiles * columns LOADs.
-        expected = columns if resident else columns + (row_tiles - 1) * (columns - 1)
+        assert len(set(loads)) == columns and row_tiles >= 3
+        # Reloading every tile per row tile would be row_tiles * columns LOADs; serpentine
+        # groups keep one group (per_group tiles) across each row-tile boundary.
+        resident = columns // per_group <= 2
+        expected = columns if resident else columns + (row_tiles - 1) * (columns - per_group)
         assert len(loads) == expected
-        assert all(a != b for a, b in zip(loads, loads[1:]))
