@@ -18,8 +18,10 @@ measure that grows before a prediction flips:
   (dense wrong, the setting right) are not credited: the estimate errs high.
 
 Measured on the digits ViT (docs/design.md section 6.2): across the settings the search
-measures the price follows the flip rate on held-apart inputs (0.95 of it on average), but at
-a 1-point budget on 180 inputs the search still ends as far as on flips, and loses as much.
+measures, the price follows the harmful flips (0.88-0.89 of them), but the flips that decide a
+1-point budget fall on inputs whose erosion is large for their own margin, which independence
+prices low (3 calibration flips, 1.67 points, priced at 0.24): tuned on 180 images the search
+lost more held apart than on `flips`, which stays the default.
 
 The estimate is a two-sample statistic over (erosion, margin) pairs; its standard error has a
 term from each sample (`MarginPrice.se`), so the bound (loss_bound.py) reads both: the
