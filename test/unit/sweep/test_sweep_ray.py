@@ -14,10 +14,10 @@ from esact_cc.sweep.runner import run_sweep
 
 def test_local_pool_and_ray_write_identical_tables(tmp_path, tiny_sweep) -> None:
     pytest.importorskip("ray")
-    local, local_dir = tiny_sweep  # the same spec on a local pool of 2 workers (conftest.py)
+    # tiny_sweep: the same spec on a local pool of 2 workers (conftest.py)
     on_ray = run_sweep(write_spec(tmp_path), tmp_path / "ray", workers=2, ray_address="local")
-    assert local.ran == on_ray.ran == TINY_POINTS
-    assert (local_dir / "results.csv").read_bytes() == \
+    assert on_ray.ran == TINY_POINTS
+    assert (tiny_sweep / "results.csv").read_bytes() == \
         (tmp_path / "ray" / "results.csv").read_bytes()
 
 

@@ -40,7 +40,7 @@ def evaluated_groups(monkeypatch, stop_after: int | None = None) -> list[str]:
 @pytest.fixture
 def whole(tiny_sweep):
     """The tiny sweep's output directory, run without interruption (conftest.py)."""
-    return tiny_sweep[1]
+    return tiny_sweep
 
 
 def test_a_killed_sweep_resumes_with_the_remaining_points(tmp_path, monkeypatch,
