@@ -9,20 +9,57 @@ write) in program order, so a lookup visits only the entries near the region, ne
 and stops per queue at the first conflict or at the last access that queue is known to be
 ordered after (`latest_conflicts`): strided LOADs whose span covers a whole tensor (SPLS rows
 of all heads) sit in every bucket of it and would otherwise be scanned by every access there.
-Entries a later access shadows are also found by the bucket their start lies in, so removing
-them visits each candidate once however many buckets it spans.
+Entries a later access shadows are also found by the bucket their start lies in, by start
+address (`StartIndex`), so removing them visits only entries starting inside the region, each
+once however many buckets it spans.
 Which entries are live, and so every answer, is exactly what the flat list held.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import bisect
+from dataclasses import dataclass, field
 
 Lists = dict[tuple[int, bool], list["HistoryEntry"]]
 """(queue, write) -> that queue's reads or writes in one bucket, oldest first."""
 
 DEAD_BEFORE_COMPACTING = 32
 """Removed entries a newest-first scan may step over in one list before it drops them all."""
+
+
+@dataclass
+class StartIndex:
+    """The entries of one (queue, read / write) slot that start in one bucket, by start
+    address (sorted), so those inside a region are found without visiting the others."""
+
+    starts: list[int] = field(default_factory=list)
+    at: dict[int, list[HistoryEntry]] = field(default_factory=dict)
+
+    def add(self, entry: HistoryEntry) -> None:
+        if entry.start not in self.at:
+            bisect.insort(self.starts, entry.start)
+            self.at[entry.start] = []
+        self.at[entry.start].append(entry)
+
+    def remove_inside(self, start: int, end: int) -> None:
+        """Remove (and mark removed) the entries inside [start, end)."""
+        lo, hi = bisect.bisect_left(self.starts, start), bisect.bisect_left(self.starts, end)
+        emptied = False
+        for s in self.starts[lo:hi]:
+            entries = self.at[s]
+            kept = [e for e in entries if e.end > end]
+            if len(kept) == len(entries):
+                continue
+            for e in entries:
+                if e.end <= end:
+                    e.live = False
+            if kept:
+                self.at[s] = kept
+            else:
+                del self.at[s]
+                emptied = True
+        if emptied:
+            self.starts[lo:hi] = [s for s in self.starts[lo:hi] if s in self.at]
 
 
 @dataclass(eq=False)
@@ -43,7 +80,8 @@ class RegionHistory:
     def __init__(self, bucket_bits: int) -> None:
         self._bits = bucket_bits
         self._buckets: dict[int, Lists] = {}  # every bucket an entry touches
-        self._starts: dict[int, Lists] = {}  # the bucket an entry starts in
+        self._starts: dict[int, dict[tuple[int, bool], StartIndex]] = {}
+        """The bucket an entry starts in -> its slot's entries there."""
 
     def _keys(self, start: int, end: int) -> range:
         return range(start >> self._bits, ((end - 1) >> self._bits) + 1)
@@ -88,7 +126,8 @@ class RegionHistory:
         slot = (entry.queue, entry.write)
         for key in self._keys(entry.start, entry.end):
             self._buckets.setdefault(key, {}).setdefault(slot, []).append(entry)
-        self._starts.setdefault(entry.start >> self._bits, {}).setdefault(slot, []).append(entry)
+        starts = self._starts.setdefault(entry.start >> self._bits, {})
+        starts.setdefault(slot, StartIndex()).add(entry)
 
     def remove_covered(self, start: int, end: int) -> None:
         """Remove every entry inside the non-empty [start, end)."""
@@ -98,13 +137,6 @@ class RegionHistory:
         """Remove the entries inside [start, end) (of one (queue, write) slot, or all): each
         starts in one of its buckets."""
         for key in self._keys(start, end):
-            lists = self._starts.get(key)
-            for s, entries in (lists or {}).items():
-                if slot is not None and s != slot:
-                    continue
-                kept = [e for e in entries if not (start <= e.start and e.end <= end)]
-                if len(kept) != len(entries):
-                    for e in entries:
-                        if start <= e.start and e.end <= end:
-                            e.live = False
-                    entries[:] = kept
+            for s, entries in self._starts.get(key, {}).items():
+                if slot is None or s == slot:
+                    entries.remove_inside(start, end)
