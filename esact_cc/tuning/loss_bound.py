@@ -41,8 +41,8 @@ held-apart images: the search's selection, which no bound on one sample covers
 LOSS_ESTIMATES = ("flips", "margins")
 """What a labelled input's loss is for the bound (`--loss-estimate`)."""
 DEFAULT_LOSS_ESTIMATE = "flips"
-"""On the digits ViT (180 images to tune, 180 held apart, 1-point budget, both ways) `margins`
-lost 2.78 and 1.67 points on the held-apart images, `flips` 2.78 and 1.11 (docs/design.md
+"""On the digits ViT (180 images to tune, 180 held apart, 1-point budget, three splits)
+`margins` lost 2.78, 1.67 and 4.44 points held apart, `flips` 2.78, 1.11 and 2.78 (docs/design.md
 section 6.2; bench/results/tune_confidence_digits_margins.json): not the default."""
 MEAN_ONLY = 0.5
 """The confidence whose bound is the calibration mean itself (z = 0)."""
