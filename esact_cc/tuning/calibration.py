@@ -28,7 +28,6 @@ from esact_cc.dialects import transformer
 from esact_cc.dialects.onnx import WeightOp
 from esact_cc.ir_queries import io_names, main_function
 from esact_cc.interpreter.interpret_position_scores import fp32_position_scores, position_terms
-from esact_cc.interpreter.interpret_transformer_ops import run_linear
 from esact_cc.interpreter.reference_interpreter import (Interpreter, dead_values_after,
                                                         function_arguments, operands_by_name)
 from esact_cc.runtime.bounded_read import read_bounded
@@ -283,6 +282,10 @@ def _batched_linear(op: transformer.LinearOp, arg_sets: Sequence[list[np.ndarray
                     check: Callable[[Operation, int, np.ndarray], np.ndarray]) -> list[np.ndarray]:
     """run_linear on every sample's x at once: their rows stacked into one matrix (each row's
     dot products unchanged), the result split back and checked against the IR type."""
+    # Imported here: the op kernels pull in onnx (onnxruntime_kernel), which loading the
+    # `calibrate` pass must not (test_onnx_package_tables); the interpreter loads them lazily too.
+    from esact_cc.interpreter.interpret_transformer_ops import run_linear
+
     named = [operands_by_name(op, args) for args in arg_sets]
     rows = np.concatenate([v["x"].reshape(-1, v["x"].shape[-1]) for v in named])
     y = run_linear(rows, named[0]["weight"], named[0].get("bias"))
