@@ -1,9 +1,12 @@
-"""bench/tune_confidence.py: a subset of the per-input cache measures exactly what an evaluator
-built on that subset alone measures, and the splits hold calibration and held-out apart."""
+"""bench/tune_confidence.py: a subset of the per-input cache measures (and prices margins)
+exactly as an evaluator built on that subset alone does, the cache file is read back by a second
+run instead of measuring again and refused when measured on other dense outputs, and the splits
+hold calibration and held-out apart."""
 
 from __future__ import annotations
 
 import importlib.util
+import pickle
 import sys
 from pathlib import Path
 
@@ -34,6 +37,7 @@ sys.path.insert(0, str(ROOT / "test" / "unit" / "spls_tuning"))  # the fixtures'
 BENCH = _load("tune_confidence", ROOT / "bench" / "tune_confidence.py")
 FIXTURES = _load("spls_tuning_fixtures", ROOT / "test" / "unit" / "spls_tuning" /
                  "test_spls_tuning.py")
+CONFIGS = [uniform_config(threshold=t) for t in (0.3, 0.9)]
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +55,7 @@ def test_a_cache_subset_measures_what_an_evaluator_on_the_subset_does(data):
     model, full = data
     cache = BENCH.PerInputCache(SplsEvaluator(model, full, ir="transformer"))
     indices = np.array([1, 4, 5, 9, 10])
-    configs = [uniform_config(threshold=t) for t in (0.3, 0.9)]
+    configs = CONFIGS
     got = cache.subset(indices).measure(configs)
     alone = SplsEvaluator(model, CalibrationData([full.samples[i] for i in indices],
                                                  full.labels[indices], "subset"),
@@ -78,3 +82,35 @@ def test_splits_keep_calibration_and_held_out_apart():
         assert sorted(np.concatenate([calib, held]).tolist()) == list(range(360))
     assert [len(c) for _, c, _ in chosen[2:]] == [180, 180, 180]
     assert not np.array_equal(chosen[2][1], chosen[3][1])
+
+
+def test_a_subset_prices_margins_as_an_evaluator_on_it(data):
+    model, full = data
+    cache = BENCH.PerInputCache(SplsEvaluator(model, full, ir="transformer"))
+    indices = np.array([0, 3, 4, 8, 11])
+    got = cache.subset(indices).measure(CONFIGS)
+    alone = SplsEvaluator(model, CalibrationData([full.samples[i] for i in indices],
+                                                 full.labels[indices], "subset"),
+                          ir="transformer").measure(CONFIGS)
+    assert any(m.margin_loss > 0 for m in alone), "no erosion priced: test is vacuous"
+    for a, b in zip(got, alone):
+        assert np.allclose(a.margin_price.per_input, b.margin_price.per_input)
+        assert np.allclose(a.margin_price.per_margin, b.margin_price.per_margin)
+
+
+def test_the_cache_file_is_read_back_and_checked(data, tmp_path):
+    model, full = data
+    evaluator = SplsEvaluator(model, full, ir="transformer")
+    path = tmp_path / "cache.pkl"
+    first = BENCH.PerInputCache(evaluator, path)
+    first.ensure(CONFIGS)
+    assert path.exists()
+    second = BENCH.PerInputCache(evaluator, path)
+    assert set(second.results) == set(first.results)
+    for key, (outputs, _) in first.results.items():
+        assert np.array_equal(second.results[key][0], outputs)
+    # Measured on other dense outputs (another model or inputs): not used.
+    saved = pickle.loads(path.read_bytes())
+    saved["dense"] = saved["dense"] + 1.0
+    path.write_bytes(pickle.dumps(saved))
+    assert BENCH.PerInputCache(evaluator, path).results == {}
