@@ -27,6 +27,7 @@ from .dram_image import allocate_dram_image
 from .esb import Program, check_program_fits
 from .gelu_erf import gelu_erf_float32
 from .host_segments import HOST_TIME_LIMIT_S
+from .isa_costs import topk_compares
 from .isa_online_softmax import softmax_logits
 from .layer_norm_rows import layer_norm_rows
 from .masked_score_work import charge_kept_scores
@@ -422,7 +423,7 @@ class Machine:
         keep = self.kernel("src_addr", spls_kernels.topk_mask, scores[None], f["k"], valid[None])
         keep = np.asarray(keep)[0]
         self.view("dst_addr")[...] = keep.astype(np.uint8)
-        self.work.compare_ops = f["rows"] * f["cols"] * max(1, math.ceil(math.log2(f["k"] + 1)))
+        self.work.compare_ops = topk_compares(f["rows"], f["cols"], f["k"])
         self.work.mask_total = int(valid.sum())
         self.work.mask_kept = int(keep.sum())
 
