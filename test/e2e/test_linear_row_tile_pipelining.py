@@ -34,10 +34,12 @@ def mlp(path: Path) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
-def test_next_row_tile_is_quantized_during_this_ones_gemms(tmp_path: Path) -> None:
-    path, hw = tmp_path / "mlp.onnx", tmp_path / "small_abuf.toml"
+def bit_exact_mlp_program(tmp_path: Path, hw_text: str):  # noqa: ANN201 - an esb Program
+    """The MLP compiled for the hardware `hw_text` describes, after checking that its binary
+    equals the INT8 interpreter bit for bit on a seeded input."""
+    path, hw = tmp_path / "mlp.onnx", tmp_path / "small.toml"
     mlp(path)
-    hw.write_text(SMALL_ABUF)
+    hw.write_text(hw_text)
     x = np.random.default_rng(1).normal(0, 1, (1, ROWS, K)).astype(np.float32)
     calib = tmp_path / "calib.npz"
     np.savez(calib, x=np.random.default_rng(2).normal(0, 1, (4, 1, ROWS, K)).astype(np.float32))
@@ -45,7 +47,11 @@ def test_next_row_tile_is_quantized_during_this_ones_gemms(tmp_path: Path) -> No
     golden = api.compile(path, stage="quantized", calibration_data=str(calib)).run({"x": x})
     result = run_program(program, {"x": x}, load_config(str(hw)))
     np.testing.assert_array_equal(result.outputs["y"], golden["y"])
+    return program
 
+
+def test_next_row_tile_is_quantized_during_this_ones_gemms(tmp_path: Path) -> None:
+    program = bit_exact_mlp_program(tmp_path, SMALL_ABUF)
     instructions = program.instructions
     gemms = [(i, ins.fields["a_addr"]) for i, ins in enumerate(instructions)
              if ins.opcode_name == "gemm" and ins.fields["k"] == K]  # the first linear's

@@ -9,14 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-from test_linear_row_tile_pipelining import K, N, ROWS, SMALL_ABUF, mlp
+from test_linear_row_tile_pipelining import K, N, SMALL_ABUF, bit_exact_mlp_program
 
-from esact_cc import api
-from esact_cc.runtime.hw_config import load_config
 from esact_cc.runtime.isa import Buffer
-from esact_cc.runtime.run_program import run_program
 
 
 def weight_loads_and_gemms(program, k: int) -> tuple[list[int], int]:
@@ -47,16 +43,7 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_row_tiles_reuse_the_weight_tiles_they_hold(tmp_path: Path, case: str) -> None:
     buffers, tiling = CASES[case]
-    path, hw = tmp_path / "mlp.onnx", tmp_path / "small.toml"
-    mlp(path)
-    hw.write_text(SMALL_ABUF + buffers + "\n")
-    x = np.random.default_rng(1).normal(0, 1, (1, ROWS, K)).astype(np.float32)
-    calib = tmp_path / "calib.npz"
-    np.savez(calib, x=np.random.default_rng(2).normal(0, 1, (4, 1, ROWS, K)).astype(np.float32))
-    program = api.compile(path, stage="esb", hw=str(hw), calibration_data=str(calib)).program()
-    golden = api.compile(path, stage="quantized", calibration_data=str(calib)).run({"x": x})
-    result = run_program(program, {"x": x}, load_config(str(hw)))
-    np.testing.assert_array_equal(result.outputs["y"], golden["y"])
+    program = bit_exact_mlp_program(tmp_path, SMALL_ABUF + buffers + "\n")
 
     for k, (columns, per_group) in tiling.items():  # the up and the down projection
         loads, gemms = weight_loads_and_gemms(program, k)
