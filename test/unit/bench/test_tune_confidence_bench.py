@@ -11,8 +11,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
 
 from esact_cc.tuning.spls_calibration_inputs import (
@@ -42,24 +40,25 @@ CONFIGS = [uniform_config(threshold=t) for t in (0.3, 0.9)]
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tune_confidence")
-    model = root / "tiny.onnx"
-    onnx.save(FIXTURES.tiny_classifier(), model)
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    calib = root / "calib.npz"
-    np.savez(calib, **FIXTURES.make_split(session, 12, seed=3))
+    model, calib = FIXTURES.write_tiny_classifier(tmp_path_factory.mktemp("tune_confidence"),
+                                                  12, 3)
     return model, load_calibration_data(calib, model_inputs(model), "labels")
 
 
-def test_a_cache_subset_measures_what_an_evaluator_on_the_subset_does(data):
+def subset_and_alone(data, indices: np.ndarray):  # noqa: ANN201 - (cache, got, alone)
+    """A per-input cache of the whole set, what its subset `indices` measures for CONFIGS, and
+    what an evaluator built on that subset alone measures."""
     model, full = data
     cache = BENCH.PerInputCache(SplsEvaluator(model, full, ir="transformer"))
-    indices = np.array([1, 4, 5, 9, 10])
-    configs = CONFIGS
-    got = cache.subset(indices).measure(configs)
+    got = cache.subset(indices).measure(CONFIGS)
     alone = SplsEvaluator(model, CalibrationData([full.samples[i] for i in indices],
                                                  full.labels[indices], "subset"),
-                          ir="transformer").measure(configs)
+                          ir="transformer").measure(CONFIGS)
+    return cache, got, alone
+
+
+def test_a_cache_subset_measures_what_an_evaluator_on_the_subset_does(data):
+    cache, got, alone = subset_and_alone(data, np.array([1, 4, 5, 9, 10]))
     assert any(m.loss > 0 for m in alone), "no setting costs accuracy: test is vacuous"
     for a, b in zip(got, alone):
         assert a.accuracy == pytest.approx(b.accuracy)
@@ -70,7 +69,7 @@ def test_a_cache_subset_measures_what_an_evaluator_on_the_subset_does(data):
         assert a.work.as_dict() == b.work.as_dict()
     # Measured once: a second subset reads the cache.
     cached = len(cache.results)
-    cache.subset(np.array([0, 2])).measure(configs)
+    cache.subset(np.array([0, 2])).measure(CONFIGS)
     assert len(cache.results) == cached == 2
 
 
@@ -85,13 +84,7 @@ def test_splits_keep_calibration_and_held_out_apart():
 
 
 def test_a_subset_prices_margins_as_an_evaluator_on_it(data):
-    model, full = data
-    cache = BENCH.PerInputCache(SplsEvaluator(model, full, ir="transformer"))
-    indices = np.array([0, 3, 4, 8, 11])
-    got = cache.subset(indices).measure(CONFIGS)
-    alone = SplsEvaluator(model, CalibrationData([full.samples[i] for i in indices],
-                                                 full.labels[indices], "subset"),
-                          ir="transformer").measure(CONFIGS)
+    _, got, alone = subset_and_alone(data, np.array([0, 3, 4, 8, 11]))
     assert any(m.margin_loss > 0 for m in alone), "no erosion priced: test is vacuous"
     for a, b in zip(got, alone):
         assert np.allclose(a.margin_price.per_input, b.margin_price.per_input)

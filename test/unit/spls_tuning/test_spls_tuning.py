@@ -69,6 +69,15 @@ def make_split(session: ort.InferenceSession, count: int, seed: int) -> dict[str
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def write_tiny_classifier(root: Path, count: int, seed: int) -> tuple[Path, Path]:
+    """(tiny.onnx, calib.npz of `count` labelled inputs from `seed`) written under `root`."""
+    model, calib = root / "tiny.onnx", root / "calib.npz"
+    onnx.save(tiny_classifier(), model)
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    np.savez(calib, **make_split(session, count, seed=seed))
+    return model, calib
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tune")

@@ -13,8 +13,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
 
 from esact_cc.tuning import spls_measurement
@@ -42,12 +40,7 @@ FIXTURES = _sibling()
 
 @pytest.fixture(scope="module")
 def evaluator(tmp_path_factory) -> spls_measurement.SplsEvaluator:
-    root = tmp_path_factory.mktemp("tune_search")
-    model = root / "tiny.onnx"
-    onnx.save(FIXTURES.tiny_classifier(), model)
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    calib = root / "calib.npz"
-    np.savez(calib, **FIXTURES.make_split(session, 16, seed=1))
+    model, calib = FIXTURES.write_tiny_classifier(tmp_path_factory.mktemp("tune_search"), 16, 1)
     inputs = spls_calibration_inputs.model_inputs(model)
     data = spls_calibration_inputs.load_calibration_data(calib, inputs, "labels")
     return spls_measurement.SplsEvaluator(model, data, ir="transformer")

@@ -10,9 +10,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
 
 from esact_cc.cli import esact_tune_main
@@ -37,13 +34,7 @@ FIXTURES = _load("test_spls_tuning")
 
 @pytest.fixture(scope="module")
 def calibration(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("loss_estimate")
-    model = root / "tiny.onnx"
-    onnx.save(FIXTURES.tiny_classifier(), model)
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    calib = root / "calib.npz"
-    np.savez(calib, **FIXTURES.make_split(session, 16, seed=1))
-    return model, calib
+    return FIXTURES.write_tiny_classifier(tmp_path_factory.mktemp("loss_estimate"), 16, 1)
 
 
 def test_the_search_holds_the_margin_price_to_the_budget(calibration, monkeypatch):
