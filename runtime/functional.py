@@ -23,6 +23,7 @@ import numpy as np
 
 from . import online_softmax, spls_kernels
 from .errors import EsactError, ProgramError
+from .dequantize_rows import dequantized
 from .dram_image import allocate_dram_image
 from .esb import Program, check_program_fits
 from .gelu_erf import gelu_erf_float32
@@ -309,15 +310,11 @@ class Machine:
         self.work.sfu_elements = f["rows"] * f["cols"]
 
     def op_dequant(self, f: Mapping[str, int]) -> None:
-        # float64 throughout, in place on one temporary (float32 operands widen exactly).
-        y = np.multiply(self.view("src_addr"), self.vector("scale_addr"), dtype=np.float64)
-        if f["has_row_scale"]:
-            y *= self.vector("row_scale_addr").astype(np.float64)[:, None]
-        if f["scalar_count"]:
-            y *= math.prod(float(s) for s in self.vector("scalar_addr"))
-        if f["has_bias"]:
-            y += self.vector("bias_addr").astype(np.float64)
-        self.view("dst_addr")[...] = y  # rounded once to float32, as astype does
+        self.view("dst_addr")[...] = dequantized(
+            self.view("src_addr"), self.vector("scale_addr"),
+            self.vector("row_scale_addr") if f["has_row_scale"] else None,
+            self.vector("scalar_addr") if f["scalar_count"] else None,
+            self.vector("bias_addr") if f["has_bias"] else None)
         self._sfu_elements(f)
 
     def op_requant(self, f: Mapping[str, int]) -> None:

@@ -24,6 +24,7 @@ from typing import Literal
 import numpy as np
 
 from . import online_softmax
+from .dequantize_rows import dequantized
 from .errors import EsactError
 
 MIN_HLOG_BITS = 2
@@ -297,10 +298,7 @@ def prediction_scores(acc: np.ndarray, col_scale: np.ndarray, scalars: np.ndarra
     those of the instructions it replaces: DEQUANT (float64 products, in the order src *
     scale[c] * prod(scalars), rounded once), ADD of the mask (one row or rows x cols), TOPK of
     the sums under `valid` (the causal rule; None = every key) and SOFTMAX (scale 1)."""
-    pam = np.asarray(acc).astype(np.float64) * np.asarray(col_scale).astype(np.float64)
-    if len(scalars):
-        pam = pam * math.prod(float(s) for s in np.asarray(scalars).ravel())
-    pam = pam.astype(np.float32)
+    pam = dequantized(acc, np.asarray(col_scale), scalars=scalars).astype(np.float32)
     if add_mask is not None:
         pam = (pam.astype(np.float64) + np.asarray(add_mask).astype(np.float64)).astype(np.float32)
     keep = topk_mask(pam[None], k, None if valid is None else valid[None])[0]
