@@ -227,10 +227,7 @@ def move_early(program: list[Operation], body: list[Operation], target: Operatio
         k = _index(program, ins)
         mine = _footprint_of(ins)
         at = k
-        while at > floor:
-            other = _footprint_of(program[at - 1])
-            if other.everything or mine.conflicts(other):  # HOST / HALT touch everything
-                break
+        while at > floor and not _conflict(mine, _footprint_of(program[at - 1])):
             at -= 1
         program.insert(at, program.pop(k))
         floor = at + 1
@@ -254,7 +251,13 @@ def _footprint_of(op: Operation) -> Footprint:
     return footprint(op.to_instruction())  # type: ignore[attr-defined]
 
 
+def _conflict(a: Footprint, b: Footprint) -> bool:
+    """Must the two keep their order? A common region, one of them writing, or either a HOST /
+    HALT (`everything`: their effects are not spelled out as operands)."""
+    return a.everything or b.everything or a.conflicts(b)
+
+
 def conflicting(a: list[Operation], b: list[Operation]) -> bool:
-    """Does an instruction of `a` and one of `b` touch a common region, one of them writing?"""
+    """Does an instruction of `a` and one of `b` have to keep its order (`_conflict`)?"""
     prints_a, prints_b = [_footprint_of(op) for op in a], [_footprint_of(op) for op in b]
-    return any(fa.conflicts(fb) for fa in prints_a for fb in prints_b)
+    return any(_conflict(fa, fb) for fa in prints_a for fb in prints_b)
