@@ -72,7 +72,11 @@ def host_session(onnx_bytes: bytes, digest: bytes | None = None) -> Any:
 def segment_key(segment: HostSegment) -> bytes:
     """The session cache key of a segment's session (its tables lifted: not the key of the
     model's own session, which other callers of `host_session` get)."""
-    return segment.digest + b"/tables"
+    return _lifted_key(segment.digest)
+
+
+def _lifted_key(digest: bytes) -> bytes:
+    return digest + b"/tables"
 
 
 def segment_session(segment: HostSegment) -> tuple[Any, dict[str, np.ndarray]]:
@@ -94,8 +98,8 @@ def release_session(digest: bytes) -> None:
     """Forget the cached sessions of the model with this SHA-256 digest: a session may hold
     a copy of the model's tensors (BERT-base's embedding table: 105 MiB) until released."""
     _SESSIONS.pop(digest, None)
-    _SESSIONS.pop(digest + b"/tables", None)
-    _TABLES.pop(digest + b"/tables", None)
+    _SESSIONS.pop(_lifted_key(digest), None)
+    _TABLES.pop(_lifted_key(digest), None)
 
 
 def positive_seconds(text: str) -> float:
