@@ -63,8 +63,6 @@ from esact_cc import tensor_types
 from esact_cc.dialects.onnx import HOST_ONLY_OP_TYPES, OP_CLASSES, WeightOp
 from esact_cc.dialects.onnx_host_op_types import NOT_ON_HOST
 from esact_cc.frontend.folded_result_size import result_elements
-from esact_cc.interpreter.interpret_onnx_ops import ONNX_KERNELS, constant_value, run_kernel
-from esact_cc.interpreter.onnxruntime_kernel import check_runs_on_onnxruntime
 from esact_cc.frontend.onnx_attributes import python_from_onnx, xdsl_from_python
 from esact_cc.frontend.onnx_external_data import inline_external_data
 from esact_cc.frontend.onnx_file_reader import read_model
@@ -79,11 +77,14 @@ from esact_cc.frontend.onnx_validation import (
     DEFAULT_DOMAINS,
     SHAPE_INFERENCE_INITIALIZER_MAX_ELEMENTS,
     default_opset,
+    first_inference_error,
     node_label,
     one_line,
     run_checker,
     validate_before_inlining,
 )
+from esact_cc.interpreter.interpret_onnx_ops import ONNX_KERNELS, constant_value, run_kernel
+from esact_cc.interpreter.onnxruntime_kernel import check_runs_on_onnxruntime
 from esact_cc.runtime.errors import CompileError
 from esact_cc.weight_store import WeightStore
 
@@ -272,7 +273,7 @@ def _infer_types(graph: _Graph, strict: bool = False) -> None:
         inferred = onnx.shape_inference.infer_shapes(
             skeleton, check_type=strict, strict_mode=strict, data_prop=True)
     except Exception as e:
-        raise CompileError(f"ONNX shape inference failed: {one_line(e)}") from None
+        raise CompileError(f"ONNX shape inference failed: {first_inference_error(e)}") from None
     types: dict[str, _ValueType] = {}
     for info in list(inferred.graph.value_info) + list(inferred.graph.output) + list(graph.inputs):
         value_type = _value_type(info)

@@ -22,6 +22,7 @@ Every failure is one `CompileError` line naming the node, value or function.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -41,6 +42,20 @@ by value, since it needs shape vectors; bigger ones only by type."""
 
 def one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
+
+
+_NODE_ERROR_START = re.compile(r" (?=\(op_type:)")
+
+
+def first_inference_error(error: BaseException) -> str:
+    """`one_line`, but of onnx's list of per-node inference errors only the first and how
+    many more: one wrong input shape makes every later node fail, a line of kilobytes."""
+    text = one_line(error)
+    head, found, errors = text.partition("Inference error(s): ")
+    if not found:
+        return text
+    first, *more = _NODE_ERROR_START.split(errors)
+    return f"{head}{found}{first}" + (f" ({len(more)} more)" if more else "")
 
 
 def node_label(node: NodeProto, index: int) -> str:
@@ -213,7 +228,7 @@ def run_checker(proto: ModelProto, arrays: Mapping[str, np.ndarray],
     try:
         onnx.checker.check_model(check, full_check=True)
     except Exception as e:  # ValidationError, InferenceError, and onnx's other checker errors
-        raise CompileError(f"invalid ONNX model: {one_line(e)}") from None
+        raise CompileError(f"invalid ONNX model: {first_inference_error(e)}") from None
 
 
 def validate_before_inlining(proto: ModelProto, array_names: Iterable[str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from esact_cc.api import ir_text, parse_ir
 from esact_cc.frontend.onnx_frontend import import_onnx, parse_input_shape
+from esact_cc.frontend.onnx_validation import first_inference_error
 from esact_cc.ir_queries import main_function
 
 _spec = importlib.util.spec_from_file_location("onnx_graphs", Path(__file__).with_name("onnx_graphs.py"))
@@ -208,3 +210,28 @@ def test_import_from_path_clears_nothing_in_callers_proto(tmp_path):
     onnx.save(model, path)
     _, store = import_onnx(path, SHAPES)
     np.testing.assert_array_equal(store["w_q"], numpy_helper.to_array(model.graph.initializer[8]))
+
+
+def test_shape_inference_failure_is_one_short_line(tmp_path):
+    # The bundled ViT with its input's batch edited to 4: the reshape's declared batch 1 no
+    # longer merges, and every later node fails too; the error names the first and a count.
+    from esact_cc.bundled_model import MODELS_DIR
+
+    model = onnx.load(MODELS_DIR / "digits_vit.onnx")
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 4
+    path = tmp_path / "batch4.onnx"
+    onnx.save(model, path)
+    with pytest.raises(CompileError) as info:
+        import_onnx(path)
+    message = str(info.value)
+    assert "\n" not in message and message.count("(op_type:") == 1
+    assert message.startswith("ONNX shape inference failed: ")
+    assert re.search(r"Inferred=4 Declared=1 Dimension=0 \(\d+ more\)$", message), message
+
+
+def test_one_inference_error_has_no_count():
+    error = RuntimeError("[ShapeInferenceError] Inference error(s): (op_type:Add, node name: a):"
+                         " [TypeInferenceError] bad\n")
+    assert first_inference_error(error) == ("[ShapeInferenceError] Inference error(s): "
+                                            "(op_type:Add, node name: a): [TypeInferenceError] bad")
+    assert first_inference_error(ValueError("other\nerror")) == "other error"
