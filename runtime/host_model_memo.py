@@ -7,7 +7,7 @@ the checking code and the onnx version, so a model that passed is remembered und
 SHA-256 of all three: a marker file in `checked-host-models/` of esact-cc's cache
 directory (`$XDG_CACHE_HOME/esact-cc`, else `~/.cache/esact-cc`, as the compile cache), written
 by esact-cc when it emits a binary and by esact-run after a check. A model seen for the first
-time, or after the toolchain or onnx changed, is checked in full; a model that failed is
+time, or after the checking code (CHECKER_MODULES) or onnx changed, is checked in full; a model that failed is
 never remembered. The marker holds the graph's input and output names (JSON), so a
 segment's bindings are still checked against the graph on every load. Whoever can write the cache directory can already replace cached binaries,
 so a marker trusts no one the compile cache does not. A marker that cannot be written costs
@@ -37,15 +37,24 @@ def memo_directory(environment: Mapping[str, str] = os.environ) -> Path:
     return default_cache_dir(environment) / MEMO_SUBDIRECTORY
 
 
+CHECKER_MODULES = ("host_model_check", "host_model_memo", "onnx_attribute_domains", "display",
+                   "errors", "bounded_read")
+"""The runtime modules whose code decides the verdict: host_model_check and every module it
+imports from the runtime (test_host_model_memo.py checks the list against the imports)."""
+
+
 @lru_cache(maxsize=1)
 def _checker_identity() -> bytes:
-    """The toolchain's sources and version (compile_cache.toolchain_digest) and onnx's version:
-    what the verdict depends on besides the model."""
+    """The checking code's sources and onnx's version: what the verdict depends on besides the
+    model. Only the check's own modules, not the whole toolchain: hashing every source of
+    esact-cc cost each load 0.1 s, and an edit anywhere else forgot every marker."""
     from importlib.metadata import version
 
-    from esact_cc.compile_cache import toolchain_digest
-
-    return f"{toolchain_digest()}\0onnx {version('onnx')}".encode()
+    digest = hashlib.sha256(f"onnx {version('onnx')}".encode())
+    here = Path(__file__).parent
+    for name in CHECKER_MODULES:
+        digest.update(name.encode() + b"\0" + (here / f"{name}.py").read_bytes())
+    return digest.digest()
 
 
 def _marker(model: bytes, environment: Mapping[str, str],

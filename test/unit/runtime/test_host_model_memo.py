@@ -4,18 +4,24 @@ failed, a changed model and an unreadable marker are checked in full."""
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from onnx import TensorProto, helper
-
+from esact_cc.runtime import host_model_memo
 from esact_cc.runtime.errors import ProgramError
 from esact_cc.runtime.esb import HostSegment, TensorDesc
 from esact_cc.runtime.host_model_check import check_host_model
-from esact_cc.runtime.host_model_memo import MARKER_CAP, memo_directory, remembered_graph_io
+from esact_cc.runtime.host_model_memo import (
+    CHECKER_MODULES,
+    MARKER_CAP,
+    memo_directory,
+    remembered_graph_io,
+)
+from onnx import TensorProto, helper
 
 X = TensorDesc("x", (2, 3), "float32", 0)
 Y = TensorDesc("y", (2, 3), "float32", 64)
@@ -89,3 +95,18 @@ def test_a_planted_fifo_or_oversized_marker_is_not_read(cache: Path) -> None:
     marker.unlink()
     check_host_model(HostSegment(relu_model(), (X,), (Y,)), 0)  # a full check writes it again
     assert remembered_graph_io(relu_model()) == ({"x"}, {"y"})
+
+
+def test_the_marker_key_covers_every_runtime_module_the_check_imports() -> None:
+    """CHECKER_MODULES names the code a verdict depends on: every module imported (outside
+    TYPE_CHECKING) from the runtime by a module on the list is on the list too."""
+    runtime = Path(host_model_memo.__file__).parent
+    imported = set()
+    for name in CHECKER_MODULES:
+        tree = ast.parse((runtime / f"{name}.py").read_text())
+        typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                       and ast.unparse(node.test) == "TYPE_CHECKING" for n in ast.walk(node)}
+        imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                     and node.level == 1 and id(node) not in typing_only}
+    assert imported <= set(CHECKER_MODULES)
+    assert "host_model_check" in CHECKER_MODULES
