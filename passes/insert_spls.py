@@ -16,9 +16,10 @@ attention `rows(%reuse)` and, with `attention=topk`, `spa(%spa)` too and K and V
 added to the weight store as `<W>.hlog<n>` (i32 level values) and `<W>.hlog<n>.scale` (f32
 scalar), from the FP32 weight (or the dequantized INT8 weight after `quantize`).
 
-Options (each also settable per layer; defaults shown):
+Options (each also settable per layer; defaults shown first):
   hlog-bits=6  k-ratio=0.2  window=8  threshold=0.995  similarity=cosprob|overlap
-  attention=dense|topk  pam-scale=one|attention  first-reference=0
+  attention=dense|topk  pam-scale=one|attention  first-reference=0  dense-prefix=none
+  prediction=on|off
   layers="L:name=value,name=value;L2:..."   per-layer overrides, e.g.
       insert-spls{threshold=0.95 layers="0:threshold=2.0;3:threshold=0.9,window=2"}
   (LAYER is the layer lift-transformer stamped: attention ops counted from 0 in program order;
@@ -33,7 +34,12 @@ INT8 linears with per-group input scales (`quantize` with outlier channels) stay
 masked form of them exists yet, and a dense linear is exact (reused rows read their
 representative's values downstream either way), only without that linear's saving.
 `threshold` > 1 disables reuse; with k-ratio=1 and threshold > 1 the program computes exactly
-the dense values.
+the dense values, but still runs (and pays for) the prediction.
+`prediction=off` leaves the layer as it is: no prediction, no masks, exactly the dense layer
+and its cost (esact-tune turns it off in layers where reuse does not pay for the prediction).
+The layer's other options would then do nothing, so a layer's overrides that set any of them
+beside `prediction=off` (or onto a uniform `prediction=off`) are an error; with the prediction
+off in every layer the pass says so on stderr (the program is the dense one).
 
 k is ceil(k-ratio * L) of the static sequence length L. PAM holds the predicted logits plus
 the attention mask as a number, so keys the mask pads out rank below every unmasked key: they
@@ -50,20 +56,25 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 from esact_cc.dialects import spls, transformer
 from esact_cc.dialects.onnx import WeightOp
-from esact_cc.passes.layer_roles import Stamp, layers_and_roles, read_stamp, stamp
 from esact_cc.passes.dead_rows import narrowed_query_note
+from esact_cc.passes.layer_roles import Stamp, layers_and_roles, read_stamp, stamp
+from esact_cc.passes.weight_store_pass import WeightStorePass
 from esact_cc.runtime.errors import CompileError
-from esact_cc import typed_options
-from esact_cc.runtime.spls_kernels import (MAX_HLOG_BITS, MIN_HLOG_BITS, SIMILARITY_MODES,
-                                             hlog_encode, k_from_ratio)
-from esact_cc.typed_options import option
+from esact_cc.runtime.spls_kernels import (
+    MAX_HLOG_BITS,
+    MIN_HLOG_BITS,
+    SIMILARITY_MODES,
+    hlog_encode,
+    k_from_ratio,
+)
 from xdsl.context import Context
 from xdsl.dialects import func
 from xdsl.dialects.builtin import Float32Type, ModuleOp, TensorType, i32
 from xdsl.ir import Operation, SSAValue
 from xdsl.rewriter import InsertPoint, Rewriter
 
-from esact_cc.passes.weight_store_pass import WeightStorePass
+from esact_cc import typed_options
+from esact_cc.typed_options import option
 from esact_cc.weight_store import WeightStore
 
 ATTENTION_MODES = ("dense", "topk")
@@ -75,6 +86,8 @@ ops after them read only computed rows of what they produce (a reused row takes 
 representative's output projection row), so the outputs equal those of `none`; only the
 prefix's saving on reused rows is forgone."""
 PAM_SCALES = ("one", "attention")
+PREDICTIONS = ("on", "off")
+"""`prediction`: on (the layer is predicted and masked) or off (left dense, exactly)."""
 LINEAR_OPS = (transformer.LinearOp,)
 ATTENTION_OPS = (transformer.AttentionOp,)
 ACTIVATION_OPS = (transformer.GeluOp, transformer.SiluOp, transformer.ReluOp)
@@ -111,6 +124,7 @@ class LayerOptions:
     pam_scale: str = option("one", choices=PAM_SCALES)
     first_reference: int = option(0, low=0, high=WINDOW_MAX)
     dense_prefix: str = option("none", choices=DENSE_PREFIXES)
+    prediction: str = option("on", choices=PREDICTIONS)
 
     def __post_init__(self) -> None:
         self.validate("")
@@ -125,7 +139,13 @@ class LayerOptions:
 def parse_layer_overrides(text: str, base: LayerOptions) -> dict[int, LayerOptions]:
     """`"0:threshold=2.0;3:threshold=0.9,window=2"` -> {layer: options}."""
     overrides = typed_options.parse_layer_overrides(LayerOptions, text, "insert-spls")
-    return {layer: replace(base, **values) for layer, values in overrides.items()}
+    resolved = {layer: replace(base, **values) for layer, values in overrides.items()}
+    for layer, values in sorted(overrides.items()):
+        unused = sorted(typed_options.dashed(name) for name in values if name != "prediction")
+        if resolved[layer].prediction == "off" and unused:
+            raise CompileError(f"insert-spls: layer {layer}: prediction=off leaves the layer "
+                               f"dense, so {', '.join(unused)} would do nothing")
+    return resolved
 
 
 @dataclass
@@ -326,8 +346,14 @@ class InsertSplsPass(LayerOptions, WeightStorePass):
                                f"{', '.join(map(str, unknown))}, but the model has "
                                f"{total} attention layer(s)"
                                + (f" (left dense: {', '.join(map(str, dense))})" if dense else ""))
-        for index, layer in zip(indices, layers):
-            _rewrite_layer(layer, overrides.get(index, self.base_options()), weights)
+        chosen = [(layer, overrides.get(index, self.base_options()))
+                  for index, layer in zip(indices, layers)]
+        if layers and all(options.prediction == "off" for _, options in chosen):
+            print("note: insert-spls: prediction=off in every layer: the program is the dense "
+                  "one", file=sys.stderr)
+        for layer, options in chosen:
+            if options.prediction == "on":
+                _rewrite_layer(layer, options, weights)
 
 
 def _defined_before(value: SSAValue, op: Operation) -> bool:
