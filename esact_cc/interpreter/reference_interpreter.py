@@ -24,9 +24,9 @@ from xdsl.dialects.builtin import ModuleOp, TensorType
 from xdsl.ir import Block, Operation, SSAValue
 from xdsl.traits import IsTerminator
 
+from esact_cc.ir_queries import io_names, main_function, op_label
 from esact_cc.runtime.errors import CompileError
 from esact_cc.tensor_types import numpy_dtype_of
-from esact_cc.ir_queries import io_names, main_function, op_label
 from esact_cc.weight_store import WeightStore
 
 Array = np.ndarray
@@ -98,7 +98,7 @@ class Interpreter:
             outputs = impl(self, op, args)
         except CompileError:
             raise
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - any kernel failure: a one-line error naming the op
             raise CompileError(f"{op_label(op)}: {type(e).__name__}: {' '.join(str(e).split())}") from None
         if isinstance(outputs, np.ndarray):
             outputs = [outputs]
@@ -121,22 +121,57 @@ class Interpreter:
         return value
 
     def run_block(self, block: Block, args: Sequence[Array]) -> list[Array]:
-        """Run a block's ops; return the values its terminator passes on. A value of the
-        block is dropped from `env` after the last op that reads it (itself or in its
-        regions): only live activations stay in memory (calibrating BERT-base at 512 tokens
-        held every one of a sample's, 400 MB)."""
-        for block_arg, value in zip(block.args, args, strict=True):
-            self.env[block_arg] = value
+        """Run a block's ops; return the values its terminator passes on (see run_lanes)."""
+        return self.run_lanes(block, [args], [self.env])[0]
+
+    def run_lanes(self, block: Block, arg_sets: Sequence[Sequence[Array]],
+                  envs: Sequence[dict[SSAValue, Array]], last_op: int | None = None) -> list[list[Array]]:
+        """Run a block once per lane (one set of argument values and one environment each),
+        op by op across the lanes, through `run_op_lanes`; return each lane's terminator
+        operands. `last_op`: stop after the op of that index and return no values (ops after
+        it are work nobody reads). A value of the block is dropped from the environments after
+        the last op that reads it (itself or in its regions): only live activations stay in
+        memory (calibrating BERT-base at 512 tokens held every one of a sample's, 400 MB)."""
+        for block_arg in block.args:
+            for env, args in zip(envs, arg_sets, strict=True):
+                env[block_arg] = args[block_arg.index]
+            self.defined(block_arg, [env[block_arg] for env in envs])
         dead_after = dead_values_after(block)
         for index, op in enumerate(block.ops):
-            args_of_op = [self.env[operand] for operand in op.operands]
+            if last_op is not None and index > last_op:
+                return [[] for _ in envs]
+            lane_args = [[env[operand] for operand in op.operands] for env in envs]
             if op.has_trait(IsTerminator):
-                return args_of_op
-            for result, value in zip(op.results, self.run_op(op, args_of_op), strict=True):
-                self.env[result] = value
-            for value in dead_after.get(index, ()):
-                del self.env[value]
-        return []
+                return lane_args
+            outputs = self.run_op_lanes(op, lane_args, envs)
+            for result in op.results:
+                values = [lane[result.index] for lane in outputs]
+                for env, value in zip(envs, values):
+                    env[result] = value
+                self.defined(result, values)
+            for env in envs:
+                for value in dead_after.get(index, ()):
+                    del env[value]
+        return [[] for _ in envs]
+
+    def run_op_lanes(self, op: Operation, lane_args: list[list[Array]],
+                     envs: Sequence[dict[SSAValue, Array]]) -> list[list[Array]]:
+        """`run_op` once per lane, the lane's environment current (a nested region runs in
+        it); a subclass may compute all lanes at once."""
+        current = self.env
+        outputs = []
+        for env, args in zip(envs, lane_args):
+            self.env = env
+            outputs.append(self.run_op(op, args))
+            if len(outputs[-1]) != len(op.results):
+                raise CompileError(f"{op_label(op)}: computed {len(outputs[-1])} results, "
+                                   f"IR has {len(op.results)}")
+        self.env = current
+        return outputs
+
+    def defined(self, value: SSAValue, lane_values: list[Array]) -> None:
+        """Called with each lane's value of a block argument or op result when it is set
+        (a hook for subclasses that observe values)."""
 
     def run_function(self, function: func.FuncOp, inputs: Mapping[str, Array]) -> dict[str, Array]:
         outputs = self.run_block(function.body.block, function_arguments(function, inputs))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,14 +26,23 @@ from xdsl.traits import IsTerminator
 from esact_cc import tensor_types
 from esact_cc.dialects import transformer
 from esact_cc.dialects.onnx import WeightOp
-from esact_cc.ir_queries import io_names, main_function
 from esact_cc.interpreter.interpret_position_scores import fp32_position_scores, position_terms
-from esact_cc.interpreter.reference_interpreter import (Interpreter, dead_values_after,
-                                                        function_arguments, operands_by_name)
+from esact_cc.interpreter.reference_interpreter import (
+    Interpreter,
+    function_arguments,
+    operands_by_name,
+)
+from esact_cc.ir_queries import io_names, main_function
 from esact_cc.runtime.bounded_read import read_bounded
+from esact_cc.runtime.cli.input_bindings import (
+    BoundArrays,
+    bound_names,
+    parse_binding,
+    path_list,
+    read_bindings,
+    resolve_bindings,
+)
 from esact_cc.runtime.errors import CompileError
-from esact_cc.runtime.cli.input_bindings import (BoundArrays, bound_names, parse_binding,
-                                                  path_list, read_bindings, resolve_bindings)
 from esact_cc.weight_store import WeightStore
 
 CALIBRATION_DATA_CAP = 1 << 30
@@ -184,7 +193,9 @@ class _PeakRecorder(Interpreter):
         self.aligned: dict[str, np.ndarray] = {}
         self.recorded_per_use = set(watched)
         """Watched values recorded by `run_op` at each use; `run_lockstep` records values of
-        the function's top block once, where they are defined."""
+        the function's top block once, where they are defined (`recorded_at_definition`: how
+        many uses each stands for)."""
+        self.recorded_at_definition: dict[SSAValue, int] = {}
 
     def run_op(self, op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
         for value, arg in zip(op.operands, args):
@@ -198,42 +209,31 @@ class _PeakRecorder(Interpreter):
         return super().run_op(op, args)
 
     def run_lockstep(self, function: func.FuncOp, samples: Sequence[dict[str, np.ndarray]]) -> None:
-        """Run `function` on every sample, op by op across the samples, FP32 linears batched
-        (CALIBRATION_BATCH_ROWS). A watched value of the top block is recorded when defined,
-        once per use (the per-channel sums in the order run_op's per-use records add them)."""
+        """Run `function` on every sample, op by op across the samples (Interpreter.run_lanes),
+        FP32 linears batched (CALIBRATION_BATCH_ROWS), up to the last op calibration reads
+        (`_last_read_op`). A watched value of the top block is recorded when defined, once per
+        use (the per-channel sums in the order run_op's per-use records add them)."""
         block = function.body.block
-        uses = {v: _recorded_uses(v) for v in self.peaks if _defined_in(v, block)}
-        self.recorded_per_use = set(self.peaks) - set(uses)
-        envs = [dict(zip(block.args, function_arguments(function, sample), strict=True))
-                for sample in samples]
-        for value in block.args:
-            self._record_definitions(value, [env[value] for env in envs], uses)
-        dead_after = dead_values_after(block)
-        for index, op in enumerate(block.ops):
-            if op.has_trait(IsTerminator):
-                break
-            arg_sets = [[env[operand] for operand in op.operands] for env in envs]
-            if _batchable_linear(op):  # its operands are top-block values: recorded already
-                outputs = [[y] for y in _batched_linear(op, arg_sets, self._check_result)]
-            else:
-                outputs = []
-                for env, args in zip(envs, arg_sets):
-                    self.env = env  # nested regions run in the sample's environment
-                    outputs.append(self.run_op(op, args))
-            for result_index, result in enumerate(op.results):
-                for env, values in zip(envs, outputs):
-                    env[result] = values[result_index]
-                self._record_definitions(result, [values[result_index] for values in outputs], uses)
-            for env in envs:
-                for value in dead_after.get(index, ()):
-                    del env[value]
-        self.env, self.recorded_per_use = {}, set(self.peaks)
+        self.recorded_at_definition = {v: _recorded_uses(v) for v in self.peaks if _defined_in(v, block)}
+        self.recorded_per_use = set(self.peaks) - set(self.recorded_at_definition)
+        arg_sets = [function_arguments(function, sample) for sample in samples]
+        try:
+            self.run_lanes(block, arg_sets, [{} for _ in samples], _last_read_op(block, self.peaks))
+        finally:
+            self.recorded_at_definition, self.recorded_per_use = {}, set(self.peaks)
 
-    def _record_definitions(self, value: SSAValue, per_sample: list[np.ndarray],
-                            uses: dict[SSAValue, int]) -> None:
-        if value in uses:
-            for arr in per_sample:
-                self._record(value, arr, uses[value])
+    def run_op_lanes(self, op: Operation, lane_args: list[list[np.ndarray]],
+                     envs: Sequence[dict[SSAValue, np.ndarray]]) -> list[list[np.ndarray]]:
+        if _batchable_linear(op) and self.recorded_per_use.isdisjoint(op.operands):
+            # run_op would record none of its operands: skip it, all lanes in one BLAS call
+            return [[y] for y in _batched_linear(op, lane_args, self._check_result)]
+        return super().run_op_lanes(op, lane_args, envs)
+
+    def defined(self, value: SSAValue, lane_values: list[np.ndarray]) -> None:
+        uses = self.recorded_at_definition.get(value)
+        if uses is not None:
+            for arr in lane_values:
+                self._record(value, arr, uses)
 
     def _aligned(self, name: str) -> np.ndarray:
         """Weights as aligned arrays, copied once: the frontend's views into the ONNX buffer
@@ -265,6 +265,31 @@ def _recorded_uses(value: SSAValue) -> int:
     """How often `run_op` reads `value` in one run: its uses by ops other than terminators
     (run_block returns a terminator's operands without running it)."""
     return sum(1 for use in value.uses if not use.operation.has_trait(IsTerminator))
+
+
+def _last_read_op(block: Block, watched: Iterable[SSAValue]) -> int:
+    """Index in `block` of the last op calibration needs: one defining a watched value, or
+    holding (itself or in its regions) a watched value's reader or an attention (whose
+    probabilities are recorded). The ops after it (BERT: the last layer's output linear, residual
+    and layer norm) feed no recorded range."""
+    ops = list(block.ops)
+    index_of = {op: index for index, op in enumerate(ops)}
+
+    def top_level(op: Operation) -> int:
+        while op.parent_block() is not block:
+            op = op.parent_op()  # type: ignore[assignment]
+        return index_of[op]
+
+    last = -1
+    for value in watched:
+        if _defined_in(value, block):
+            last = max(last, index_of[value.owner] if isinstance(value.owner, Operation) else -1)
+        else:
+            last = max([last] + [top_level(use.operation) for use in value.uses])
+    for index, op in enumerate(ops):
+        if any(isinstance(nested, transformer.AttentionOp) for nested in op.walk()):
+            last = max(last, index)
+    return last
 
 
 def _defined_in(value: SSAValue, block: Block) -> bool:

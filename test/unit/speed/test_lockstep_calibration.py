@@ -70,3 +70,24 @@ def test_lockstep_groups_give_the_ranges_of_single_samples(model: str, monkeypat
     for value, (total, count) in single.channel_sums.items():
         assert lockstep.channel_sums[value][1] == count
         assert lockstep.channel_sums[value][0].tobytes() == total.tobytes()
+
+
+@pytest.mark.parametrize("model", ["bert_tiny_dynamo18", "gpt2_tiny_dynamo18"])
+def test_lockstep_stops_after_the_last_op_calibration_reads(model: str, monkeypatch) -> None:
+    """The ops after the last watched value and the last attention (the last layer's output
+    linear, residual, norm) are not run; the ranges are those of a full run."""
+    module, store = compile_model(MODELS / f"{model}.onnx", "transformer")
+    samples = synthetic_calibration_samples(module, 2)
+    values = [v for op in gemm_ops_to_calibrate(module) for v in observed_values(op)]
+    expected = _ranges(_one_sample_at_a_time(module, store, samples, values))
+    ran: list = []
+    original = calibration._PeakRecorder.run_op_lanes
+    monkeypatch.setattr(calibration._PeakRecorder, "run_op_lanes",
+                        lambda self, op, lane_args, envs: ran.append(op)
+                        or original(self, op, lane_args, envs))
+    _assert_identical(calibration.collect_peaks(module, store, samples, values), expected)
+    top = list(calibration.main_function(module).body.block.ops)
+    skipped = [op for op in top if op not in ran and not op.has_trait(calibration.IsTerminator)]
+    last_linear = [op for op in top if op.name == "transformer.linear"][-1]
+    assert last_linear in skipped  # its input is recorded where defined; its output unread
+    assert all(top.index(op) > top.index(last_linear.x.owner) for op in skipped)
