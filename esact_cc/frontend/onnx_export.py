@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import onnx
 from onnx import ModelProto, NodeProto, TensorProto, ValueInfoProto, numpy_helper
 from xdsl.dialects.builtin import IntegerAttr, ModuleOp, NameLoc, TensorType
@@ -24,6 +25,8 @@ from esact_cc.runtime.errors import CompileError
 from esact_cc.weight_store import WeightStore
 
 DEFAULT_OPSET = 17
+PLAIN_DTYPE_KINDS = "biuf"
+"""numpy dtype kinds whose ONNX tensor is the array's little-endian bytes as they are."""
 OPSET_ATTR = "onnx.opset"
 
 
@@ -75,12 +78,12 @@ def export_ops(
         return names[value]
 
     nodes: list[NodeProto] = []
-    initializers: dict[str, TensorProto] = {}
+    initializers: list[str] = []
     for op in ops:
         if isinstance(op, WeightOp):
             weight = op.weight_name.data
             if weight not in initializers:
-                initializers[weight] = numpy_helper.from_array(store[weight], weight)
+                initializers.append(weight)
             if op.result in names:  # the weight is also a region output
                 identities.append((op.result, names.pop(op.result)))
             names[op.result] = weight
@@ -96,14 +99,29 @@ def export_ops(
         graph_name,
         [_value_info(n, v) for n, v in zip(input_names, inputs, strict=True)],
         [_value_info(n, v) for n, v in zip(output_names, outputs, strict=True)],
-        list(initializers.values()),
     )
-    return onnx.helper.make_model(
+    model = onnx.helper.make_model(
         graph,
         opset_imports=[onnx.helper.make_opsetid("", opset)],
         ir_version=_ir_version(opset),
         producer_name="esact-cc",
     )
+    for weight in initializers:  # after make_model, which would copy them
+        _fill_initializer(model.graph.initializer.add(), store[weight], weight)
+    return model
+
+
+def _fill_initializer(tensor: TensorProto, array: np.ndarray, name: str) -> None:
+    """`numpy_helper.from_array(array, name)` written into `tensor` in place: appending a
+    made tensor copies it, and BERT-base's host region holds its 94 MB embedding table."""
+    if array.dtype.kind not in PLAIN_DTYPE_KINDS:  # strings, packed 4-bit types, ...
+        tensor.CopyFrom(numpy_helper.from_array(array, name))
+        return
+    tensor.dims.extend(array.shape)
+    if name:
+        tensor.name = name
+    tensor.raw_data = numpy_helper.tobytes_little_endian(array)
+    tensor.data_type = onnx.helper.np_dtype_to_tensor_dtype(array.dtype)
 
 
 def _number_repeated_names(nodes: list[NodeProto]) -> None:
