@@ -88,8 +88,10 @@ def _is_int(value: SSAValue, width: int) -> bool:
 class HLogQuantizeOp(IRDLOperation):
     """HLog quantization of a tensor: nearest level of |x| / scale, sign and zero kept.
 
-    Without `scale` the per-tensor scale is max|x| / 2^(bits-1) of this input (dynamic); with
-    `scale` it is that calibrated constant.
+    Without `scale` the scale is max|x| / 2^(bits-1) of each batch element (x's dims before
+    its last two: rows, columns), dynamic, so the elements of a batch stay independent (a
+    batch-B program computes what B batch-1 programs do); with `scale` it is that calibrated
+    constant for every element.
     """
 
     name = "spls.hlog_quantize"
@@ -99,11 +101,11 @@ class HLogQuantizeOp(IRDLOperation):
     bits = prop_def(IntegerAttr[I64])
     """HLog bits n: levels {0, 2^0, 2^1, 2^0+2^1, ..., 2^(n-1)}."""
     scale = opt_prop_def(FloatAttr[Float32Type])
-    """Optional static per-tensor scale (calibrated); absent = max|x| / 2^(n-1)."""
+    """Optional static scale (calibrated); absent = max|x| / 2^(n-1) per batch element."""
     codes = result_def(TensorType)
     """Signed HLog level values, same shape as x, i32."""
     code_scale = result_def(TensorType)
-    """The scale used, tensor<f32> (x ~ codes * scale)."""
+    """The scale of each batch element, f32 of x's batch dims (x[b] ~ codes[b] * scale[b])."""
 
     traits = traits_def(Pure())
 
@@ -120,24 +122,25 @@ class HLogQuantizeOp(IRDLOperation):
         assert isinstance(x_type, TensorType)
         super().__init__(operands=[x], properties=props,
                          result_types=[TensorType(i32, x_type.get_shape()),
-                                       TensorType(Float32Type(), [])])
+                                       TensorType(Float32Type(), x_type.get_shape()[:-2])])
 
     def verify_(self) -> None:
         _check_bits(self, self.bits)
         if self.scale is not None:
             _check_positive(self, "scale", self.scale)
         _require(self, "codes", self.codes, _shape(self.x), i32)
-        _require(self, "scale result", self.code_scale, (), Float32Type())
+        _require(self, "scale result", self.code_scale, _shape(self.x)[:-2], Float32Type())
 
 
 @irdl_op_definition
 class PredictAttentionOp(AttentionPredictionOp):
     """Predicted attention PAM per head from HLog-coded X, W_Q, W_K (the BPU).
 
-    Q^ = X_c W_Qc (shift-adds), dequantized by x_scale * wq_scale (+ bq) and re-quantized to
-    HLog (`bits`, dynamic scale); likewise K^; PAM_h = Q^_h K^_h^T (shift-adds), dequantized and
-    multiplied by `scale`; then the additive `mask` is added and positions it masks (value
-    <= -1e4) or that `causal` masks become -inf, so they are never selected.
+    Q^ = X_c W_Qc (shift-adds), dequantized by x_scale[b] * wq_scale (+ bq) and re-quantized
+    to HLog (`bits`, dynamic scale per batch element); likewise K^; PAM_h = Q^_h K^_h^T
+    (shift-adds), dequantized and multiplied by `scale`; then the additive `mask` is added and
+    positions it masks (value <= -1e4) or that `causal` masks become -inf, so they are never
+    selected.
     """
 
     name = "spls.predict_attention"
@@ -145,7 +148,7 @@ class PredictAttentionOp(AttentionPredictionOp):
     x = operand_def(TensorType)
     """HLog codes of X [B, L, D] (i32)."""
     x_scale = operand_def(TensorType)
-    """Scale of X's codes (tensor<f32>)."""
+    """Scale of X's codes per batch element (tensor<Bxf32>)."""
     wq = operand_def(TensorType)
     """HLog codes of W_Q [D, N] (i32 weight handle)."""
     wq_scale = operand_def(TensorType)
@@ -213,8 +216,8 @@ class PredictAttentionOp(AttentionPredictionOp):
         self.verify_attention_side(self.mask, target, N=wq[1])
         k_width = wq[1] // heads * kv_heads
         _require(self, "wk", self.wk, (dim, k_width), i32)
-        for what, value in (("x_scale", self.x_scale), ("wq_scale", self.wq_scale),
-                            ("wk_scale", self.wk_scale)):
+        _require(self, "x_scale", self.x_scale, (batch,), Float32Type())
+        for what, value in (("wq_scale", self.wq_scale), ("wk_scale", self.wk_scale)):
             _require(self, what, value, (), Float32Type())
         for what, value, width in (("bq", self.bq, wq[1]), ("bk", self.bk, k_width)):
             _require(self, what, value, (width,))

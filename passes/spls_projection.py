@@ -1,7 +1,8 @@
 """Phase 1 of the SPLS prediction chain (passes/lower_spls_to_esact.py): the HLog codes of X,
 Q^ = X^ W_Q^ and K^ = X^ W_K^ by shift-adds (BPU), re-quantized to HLog with dynamic
-per-tensor scales, in two forms with the same results:
-- `WholeProjection`: all rows of X and of Q^ / K^ on chip at once (one HLOG per tensor);
+scales per batch element, in two forms with the same results:
+- `WholeProjection`: all rows of X and of Q^ / K^ on chip at once (one HLOG per tensor and
+  batch element);
 - `StreamedProjection` (spls_streamed_projection.py): row tiles, for sequences whose rows do
   not fit (BERT-base at 512 tokens).
 Both give phase 2 the K^ codes of a batch element and the Q^ codes of a row chunk
@@ -34,7 +35,8 @@ GEMMs over the prediction."""
 
 
 def hlog_input(lw: Lowering, c: Chain) -> None:
-    """X^: HLog codes of the whole [B*L, D] input with one per-tensor scale. The FP32 PAM of
+    """X^: HLog codes of the whole [B*L, D] input, one dynamic scale per batch element (at
+    r["sx"] + b: the elements of a batch stay independent). The FP32 PAM of
     all heads (SOFTMAX + SIMILARITY read it at once) is the largest VBUF tile: taken first,
     while nothing is live in the ring, when it fits beside X."""
     r = c.regions
@@ -44,10 +46,12 @@ def hlog_input(lw: Lowering, c: Chain) -> None:
     vx = lw.alloc(Buffer.VBUF, c.rows * c.width_in)
     lw.load(Buffer.VBUF, vx, c.x.address, c.rows, c.width_in)
     r["xc"] = lw.alloc(Buffer.ABUF, c.rows * c.width_in)
-    r["sx"] = lw.alloc(Buffer.VBUF, 1)
-    lw.emit("hlog", PREDICT, dst_buf=Buffer.ABUF, dst_addr=r["xc"], src_addr=vx, rows=c.rows,
-            cols=c.width_in, bits=c.op.bits.value.data, dynamic=1, scale_out_addr=r["sx"],
-            scale=1.0)
+    r["sx"] = lw.alloc(Buffer.VBUF, c.batch)
+    for b in range(c.batch):
+        at = b * c.length * c.width_in
+        lw.emit("hlog", PREDICT, dst_buf=Buffer.ABUF, dst_addr=r["xc"] + at, src_addr=vx + at,
+                rows=c.length, cols=c.width_in, bits=c.op.bits.value.data, dynamic=1,
+                scale_out_addr=r["sx"] + b, scale=1.0)
     lw.free(Buffer.VBUF, vx)
 
 
@@ -184,11 +188,14 @@ def phase2_inputs(lw: Lowering, c: Chain) -> MaskRows:
 
 
 def emit_column_tile(lw: Lowering, c: Chain, projection: WholeProjection | StreamedProjection,
-                     slot: int, n0: int, nt: int, rows: int, dst: int, dst_stride: int) -> None:
+                     slot: int, n0: int, nt: int, rows: int, dst: int, dst_stride: int,
+                     batch: int = 0) -> None:
     """Columns [n0, n0 + nt) of [Q^ | K^] for `rows` rows of X^ (at r["xc"]): LOAD of the
     HLog weight codes and DEQUANT vectors into code slot `slot`, BPU (carrying its estimated
     cycles: an anchor of `prediction_overlap.interleave`), DEQUANT (* s_W * s_X + bias) to the
-    FP32 rows at `dst`. Shared by the whole and the row-tiled projection."""
+    FP32 rows at `dst`, one per batch element (its own s_X) when `rows` span the whole batch,
+    else the rows are of batch element `batch`. Shared by the whole and the row-tiled
+    projection."""
     r, both = c.regions, c.qk_width
     wt, sb = projection.code_slots[slot % len(projection.code_slots)]
     lw.load(Buffer.ABUF, wt, projection.codes_at + n0, c.width_in, nt, dram_stride=both)
@@ -202,7 +209,10 @@ def emit_column_tile(lw: Lowering, c: Chain, projection: WholeProjection | Strea
     terms = int(np.bitwise_count(np.abs(codes)).sum())
     bpu.attributes[CYCLES_ATTR] = IntegerAttr(
         math.ceil(rows * terms * X_CODE_TERMS / lw.config.bpu_lanes), i64)
-    lw.emit("dequant", PREDICT, dst_addr=dst, src_addr=acc, rows=rows, cols=nt,
-            dst_stride=dst_stride, scale_addr=sb, has_bias=1, bias_addr=sb + nt,
-            scalar_count=1, scalar_addr=r["sx"])
+    elements = [(b, b * c.length) for b in range(c.batch)] if rows == c.rows else [(batch, 0)]
+    rows_each = rows // len(elements)
+    for b, r0 in elements:
+        lw.emit("dequant", PREDICT, dst_addr=dst + r0 * dst_stride, src_addr=acc + r0 * nt,
+                rows=rows_each, cols=nt, dst_stride=dst_stride, scale_addr=sb, has_bias=1,
+                bias_addr=sb + nt, scalar_count=1, scalar_addr=r["sx"] + b)
     projection.acc_buf.free(acc)

@@ -1,11 +1,11 @@
 """Phase 1 of the SPLS prediction chain over row tiles (`StreamedProjection`): the form for
 sequences whose rows of X and Q^ / K^ do not fit on chip at once (BERT-base at 512 tokens).
 
-The HLog scales are per tensor (X over all rows, Q^ and K^ per batch element), so each tensor
-is read twice and its scale is the max of its row tiles' scales, which is exactly the scale of
-the whole tensor (float32 rounding is monotonic): results equal `WholeProjection`'s bit for bit.
+The HLog scales are per batch element (of X, of Q^ and of K^), so each tensor is read twice
+and an element's scale is the max of its row tiles' scales, which is exactly the scale of the
+whole element (float32 rounding is monotonic): results equal `WholeProjection`'s bit for bit.
 1. X: per row tile, LOAD + HLOG (dynamic: the tile's scale; codes discarded); then per row
-   tile LOAD + HLOG with `scale_count` (the max of the tile scales, written as s_X), the BPU
+   tile LOAD + HLOG with `scale_count` (the max of its element's tile scales: s_X), the BPU
    of each column tile of [W_Q | W_K] codes (reLOADed per row tile), DEQUANT (* s_W * s_X +
    bias) into the tile's FP32 Q (then K) rows, whose HLOG (dynamic) gives the tile's Q (K)
    scale, and a STORE of those rows to a DRAM scratch tensor [B L, 2N].
@@ -84,7 +84,8 @@ class StreamedProjection:
         mask_rows = phase2_inputs(lw, c)
         tiles = [(b, r0, min(tile_rows, c.length - r0)) for b in range(c.batch)
                  for r0 in range(0, c.length, tile_rows)]
-        r["sx_tiles"], r["sx"] = lw.alloc(Buffer.VBUF, len(tiles)), lw.alloc(Buffer.VBUF, 1)
+        r["sx_tiles"], r["sx"] = (lw.alloc(Buffer.VBUF, len(tiles)),
+                                  lw.alloc(Buffer.VBUF, c.batch))
         r["qk_tiles"] = lw.alloc(Buffer.VBUF, 2 * len(tiles))  # [Q | K][b][tile]
         r["vx"] = lw.alloc(Buffer.VBUF, tile_rows * c.width_in)
         r["xc"] = lw.alloc(Buffer.ABUF, tile_rows * c.width_in)
@@ -112,8 +113,9 @@ class StreamedProjection:
             lw.load(Buffer.VBUF, r["vx"], c.x.address + (b * c.length + r0) * c.width_in * F32,
                     n, c.width_in)
             lw.emit("hlog", PREDICT, dst_buf=Buffer.ABUF, dst_addr=r["xc"], src_addr=r["vx"],
-                    rows=n, cols=c.width_in, bits=x_bits, scale_count=len(self.tiles),
-                    scale_in_addr=r["sx_tiles"], scale_out_addr=r["sx"], scale=1.0)
+                    rows=n, cols=c.width_in, bits=x_bits, scale_count=self.per_batch,
+                    scale_in_addr=r["sx_tiles"] + b * self.per_batch,
+                    scale_out_addr=r["sx"] + b, scale=1.0)
             for part in (0, 1):
                 slot = self._part(lw, c, b, r0, n, part, slot)
 
@@ -125,7 +127,7 @@ class StreamedProjection:
         c0, width = part * c.width, (c.width, c.k_width)[part]
         for n0 in range(c0, c0 + width, self.n_tile):
             nt = min(self.n_tile, c0 + width - n0)
-            emit_column_tile(lw, c, self, slot, n0, nt, n, r["real"] + n0 - c0, width)
+            emit_column_tile(lw, c, self, slot, n0, nt, n, r["real"] + n0 - c0, width, b)
             slot += 1
         tile = r0 // self._tile_rows
         lw.emit("hlog", PREDICT, dst_buf=Buffer.ABUF, dst_addr=r["discard"], src_addr=r["real"],

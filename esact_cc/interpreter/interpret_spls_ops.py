@@ -31,8 +31,13 @@ Array = np.ndarray
 
 
 def run_hlog_quantize(x: Array, bits: int, scale: float | None) -> tuple[Array, Array]:
-    s = hlog_scale(x, bits) if scale is None else float(scale)
-    return hlog_quantize(x, bits, s), np.array(s, dtype=np.float32)
+    """Codes and the scale of each batch element (x's dims before its last two): a dynamic
+    scale is each element's own, so the elements of a batch stay independent."""
+    batch_shape = x.shape[:-2]
+    elements = x.reshape(-1, *x.shape[-2:])
+    scales = [hlog_scale(e, bits) if scale is None else float(scale) for e in elements]
+    codes = np.stack([hlog_quantize(e, bits, s) for e, s in zip(elements, scales)])
+    return codes.reshape(x.shape), np.array(scales, dtype=np.float32).reshape(batch_shape)
 
 
 def run_predict_attention(x: Array, x_scale: Array, wq: Array, wq_scale: Array, wk: Array,
@@ -47,7 +52,7 @@ def run_predict_attention(x: Array, x_scale: Array, wq: Array, wq_scale: Array, 
     out = np.empty((batch, num_heads, length, length), dtype=np.float32)
     for b in range(batch):
         pam, pam_scale, _ = predict_attention_from_codes(
-            x[b], float(x_scale), wq, float(wq_scale), wk, float(wk_scale), num_heads, bits,
+            x[b], float(x_scale[b]), wq, float(wq_scale), wk, float(wk_scale), num_heads, bits,
             bq, bk, kv_heads)
         out[b] = pam.astype(np.float64) * (pam_scale * scale)
     if mask is not None:

@@ -44,14 +44,14 @@ builtin.module attributes {esact.weight_store = "Inputs/insert_spls_layer.npz"} 
 }
 
 // CHECK:      %x = transformer.layer_norm %h
-// CHECK:      %[[XC:.*]], %[[XS:.*]] = spls.hlog_quantize %x bits(6) : (tensor<1x4x8xf32>) -> (tensor<1x4x8xi32>, tensor<f32>)
+// CHECK:      %[[XC:.*]], %[[XS:.*]] = spls.hlog_quantize %x bits(6) : (tensor<1x4x8xf32>) -> (tensor<1x4x8xi32>, tensor<1xf32>)
 // CHECK-NEXT: %[[WQ:.*]] = onnx.weight "wq.hlog6" : tensor<8x8xi32>
 // CHECK-NEXT: %[[WQS:.*]] = onnx.weight "wq.hlog6.scale" : tensor<f32>
 // CHECK-NEXT: %[[WK:.*]] = onnx.weight "wk.hlog6" : tensor<8x8xi32>
 // CHECK-NEXT: %[[WKS:.*]] = onnx.weight "wk.hlog6.scale" : tensor<f32>
 // CHECK-NEXT: %[[BQ:.*]] = onnx.weight "bq" : tensor<8xf32>
 // CHECK-NEXT: %[[BK:.*]] = onnx.weight "bk" : tensor<8xf32>
-// CHECK-NEXT: %[[PAM:.*]] = spls.predict_attention %[[XC]], %[[XS]], %[[WQ]], %[[WQS]], %[[WK]], %[[WKS]] bias(%[[BQ]], %[[BK]]) heads(2) bits(6) scale(1.000000e+00) : (tensor<1x4x8xi32>, tensor<f32>, tensor<8x8xi32>, tensor<f32>, tensor<8x8xi32>, tensor<f32>, tensor<8xf32>, tensor<8xf32>) -> tensor<1x2x4x4xf32>
+// CHECK-NEXT: %[[PAM:.*]] = spls.predict_attention %[[XC]], %[[XS]], %[[WQ]], %[[WQS]], %[[WK]], %[[WKS]] bias(%[[BQ]], %[[BK]]) heads(2) bits(6) scale(1.000000e+00) : (tensor<1x4x8xi32>, tensor<1xf32>, tensor<8x8xi32>, tensor<f32>, tensor<8x8xi32>, tensor<f32>, tensor<8xf32>, tensor<8xf32>) -> tensor<1x2x4x4xf32>
 // CHECK-NEXT: %[[SPA:.*]] = spls.topk %[[PAM]] k(1) : (tensor<1x2x4x4xf32>) -> tensor<1x2x4x4xi1>
 // CHECK-NEXT: %[[REUSE:.*]], %[[KEYS:.*]] = spls.local_similarity %[[SPA]] probs(%[[PAM]]) mode("cosprob") window(8) threshold(9.950000e-01) k(1) : (tensor<1x2x4x4xi1>, tensor<1x2x4x4xf32>) -> (tensor<1x4xi32>, tensor<1x2x4xi1>)
 // CHECK:      %q = transformer.linear %x, %wq, %bq rows(%[[REUSE]]) : (tensor<1x4x8xf32>, tensor<8x8xf32>, tensor<8xf32>, tensor<1x4xi32>) -> tensor<1x4x8xf32>

@@ -95,3 +95,19 @@ func.func @f(%s: tensor<1x2x4x4xi1>) {
 }
 
 // CHECK: spls.local_similarity: reuse map must have element type i32, got i64
+
+// -----
+func.func @f(%x: tensor<2x4x8xf32>) {
+  %c, %s = spls.hlog_quantize %x bits(4) : (tensor<2x4x8xf32>) -> (tensor<2x4x8xi32>, tensor<f32>)
+  func.return
+}
+
+// CHECK: spls.hlog_quantize: scale result must be 2, got scalar
+
+// -----
+func.func @f(%x: tensor<2x4x8xi32>, %s: tensor<f32>, %w: tensor<8x8xi32>, %b: tensor<8xf32>) {
+  %p = spls.predict_attention %x, %s, %w, %s, %w, %s bias(%b, %b) heads(2) bits(4) scale(0.5) : (tensor<2x4x8xi32>, tensor<f32>, tensor<8x8xi32>, tensor<f32>, tensor<8x8xi32>, tensor<f32>, tensor<8xf32>, tensor<8xf32>) -> tensor<2x2x4x4xf32>
+  func.return
+}
+
+// CHECK: spls.predict_attention: x_scale must be 2, got scalar

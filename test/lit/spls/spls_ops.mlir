@@ -12,13 +12,13 @@ builtin.module {
     %w = onnx.weight "w" : tensor<8x8xf32>
     %w8 = onnx.weight "w.int8" : tensor<8x8xi8>
     %ws = onnx.weight "w.scale" : tensor<8xf32>
-    %xc, %xs = spls.hlog_quantize %x bits(4) : (tensor<1x4x8xf32>) -> (tensor<1x4x8xi32>, tensor<f32>)
-    %xc2, %xs2 = spls.hlog_quantize %x bits(6) scale(0.25) : (tensor<1x4x8xf32>) -> (tensor<1x4x8xi32>, tensor<f32>)
-    %pam = spls.predict_attention %xc, %xs, %wq, %wqs, %wk, %wks bias(%bq, %bk) mask %m heads(2) bits(4) scale(0.5) : (tensor<1x4x8xi32>, tensor<f32>, tensor<8x8xi32>, tensor<f32>, tensor<8x8xi32>, tensor<f32>, tensor<8xf32>, tensor<8xf32>, tensor<1x1x1x4xf32>) -> tensor<1x2x4x4xf32>
-    %pam2 = spls.predict_attention %xc, %xs, %wq, %wqs, %wk, %wks bias(%bq, %bk) heads(2) bits(4) scale(0.5) causal : (tensor<1x4x8xi32>, tensor<f32>, tensor<8x8xi32>, tensor<f32>, tensor<8x8xi32>, tensor<f32>, tensor<8xf32>, tensor<8xf32>) -> tensor<1x2x4x4xf32>
+    %xc, %xs = spls.hlog_quantize %x bits(4) : (tensor<1x4x8xf32>) -> (tensor<1x4x8xi32>, tensor<1xf32>)
+    %xc2, %xs2 = spls.hlog_quantize %x bits(6) scale(0.25) : (tensor<1x4x8xf32>) -> (tensor<1x4x8xi32>, tensor<1xf32>)
+    %pam = spls.predict_attention %xc, %xs, %wq, %wqs, %wk, %wks bias(%bq, %bk) mask %m heads(2) bits(4) scale(0.5) : (tensor<1x4x8xi32>, tensor<1xf32>, tensor<8x8xi32>, tensor<f32>, tensor<8x8xi32>, tensor<f32>, tensor<8xf32>, tensor<8xf32>, tensor<1x1x1x4xf32>) -> tensor<1x2x4x4xf32>
+    %pam2 = spls.predict_attention %xc, %xs, %wq, %wqs, %wk, %wks bias(%bq, %bk) heads(2) bits(4) scale(0.5) causal : (tensor<1x4x8xi32>, tensor<1xf32>, tensor<8x8xi32>, tensor<f32>, tensor<8x8xi32>, tensor<f32>, tensor<8xf32>, tensor<8xf32>) -> tensor<1x2x4x4xf32>
     %wk1 = onnx.weight "wk1.hlog4" : tensor<8x4xi32>
     %bk1 = onnx.weight "bk1" : tensor<4xf32>
-    %pam3 = spls.predict_attention %xc, %xs, %wq, %wqs, %wk1, %wks bias(%bq, %bk1) heads(2) kv_heads(1) bits(4) scale(0.5) causal : (tensor<1x4x8xi32>, tensor<f32>, tensor<8x8xi32>, tensor<f32>, tensor<8x4xi32>, tensor<f32>, tensor<8xf32>, tensor<4xf32>) -> tensor<1x2x4x4xf32>
+    %pam3 = spls.predict_attention %xc, %xs, %wq, %wqs, %wk1, %wks bias(%bq, %bk1) heads(2) kv_heads(1) bits(4) scale(0.5) causal : (tensor<1x4x8xi32>, tensor<1xf32>, tensor<8x8xi32>, tensor<f32>, tensor<8x4xi32>, tensor<f32>, tensor<8xf32>, tensor<4xf32>) -> tensor<1x2x4x4xf32>
     %spa = spls.topk %pam k(2) : (tensor<1x2x4x4xf32>) -> tensor<1x2x4x4xi1>
     %reuse, %keys = spls.local_similarity %spa probs(%pam) mode("cosprob") window(4) threshold(0.9) k(2) : (tensor<1x2x4x4xi1>, tensor<1x2x4x4xf32>) -> (tensor<1x4xi32>, tensor<1x2x4xi1>)
     %reuse2, %keys2 = spls.local_similarity %spa mode("overlap") window(2) threshold(0.5) k(2) : (tensor<1x2x4x4xi1>) -> (tensor<1x4xi32>, tensor<1x2x4xi1>)
@@ -35,11 +35,11 @@ builtin.module {
   }
 }
 
-// CHECK:      %xc, %xs = spls.hlog_quantize %x bits(4) : (tensor<1x4x8xf32>) -> (tensor<1x4x8xi32>, tensor<f32>)
+// CHECK:      %xc, %xs = spls.hlog_quantize %x bits(4) : (tensor<1x4x8xf32>) -> (tensor<1x4x8xi32>, tensor<1xf32>)
 // CHECK-NEXT: %xc2, %xs2 = spls.hlog_quantize %x bits(6) scale(2.500000e-01)
-// CHECK-NEXT: %pam = spls.predict_attention %xc, %xs, %wq, %wqs, %wk, %wks bias(%bq, %bk) mask %m heads(2) bits(4) scale(5.000000e-01) : (tensor<1x4x8xi32>, tensor<f32>, tensor<8x8xi32>, tensor<f32>, tensor<8x8xi32>, tensor<f32>, tensor<8xf32>, tensor<8xf32>, tensor<1x1x1x4xf32>) -> tensor<1x2x4x4xf32>
+// CHECK-NEXT: %pam = spls.predict_attention %xc, %xs, %wq, %wqs, %wk, %wks bias(%bq, %bk) mask %m heads(2) bits(4) scale(5.000000e-01) : (tensor<1x4x8xi32>, tensor<1xf32>, tensor<8x8xi32>, tensor<f32>, tensor<8x8xi32>, tensor<f32>, tensor<8xf32>, tensor<8xf32>, tensor<1x1x1x4xf32>) -> tensor<1x2x4x4xf32>
 // CHECK-NEXT: %pam2 = spls.predict_attention %xc, %xs, %wq, %wqs, %wk, %wks bias(%bq, %bk) heads(2) bits(4) scale(5.000000e-01) causal :
-// CHECK:      %pam3 = spls.predict_attention %xc, %xs, %wq, %wqs, %wk1, %wks bias(%bq, %bk1) heads(2) kv_heads(1) bits(4) scale(5.000000e-01) causal : (tensor<1x4x8xi32>, tensor<f32>, tensor<8x8xi32>, tensor<f32>, tensor<8x4xi32>, tensor<f32>, tensor<8xf32>, tensor<4xf32>) -> tensor<1x2x4x4xf32>
+// CHECK:      %pam3 = spls.predict_attention %xc, %xs, %wq, %wqs, %wk1, %wks bias(%bq, %bk1) heads(2) kv_heads(1) bits(4) scale(5.000000e-01) causal : (tensor<1x4x8xi32>, tensor<1xf32>, tensor<8x8xi32>, tensor<f32>, tensor<8x4xi32>, tensor<f32>, tensor<8xf32>, tensor<4xf32>) -> tensor<1x2x4x4xf32>
 // CHECK-NEXT: %spa = spls.topk %pam k(2) : (tensor<1x2x4x4xf32>) -> tensor<1x2x4x4xi1>
 // CHECK-NEXT: %reuse, %keys = spls.local_similarity %spa probs(%pam) mode("cosprob") window(4) threshold(9.000000e-01) k(2) : (tensor<1x2x4x4xi1>, tensor<1x2x4x4xf32>) -> (tensor<1x4xi32>, tensor<1x2x4xi1>)
 // CHECK-NEXT: %reuse2, %keys2 = spls.local_similarity %spa mode("overlap") window(2) threshold(5.000000e-01) k(2) :

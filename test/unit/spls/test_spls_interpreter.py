@@ -135,7 +135,7 @@ def test_prediction_ops_match_the_kernels() -> None:
     (_, (xc, xs)), = rec.of("spls.hlog_quantize")
     (_, (ln_out,)), = rec.of("transformer.layer_norm")[:1]
     expected_codes, expected_scale = hlog_encode(ln_out[0], 5)
-    assert np.array_equal(xc[0], expected_codes) and float(xs) == pytest.approx(expected_scale)
+    assert np.array_equal(xc[0], expected_codes) and float(xs[0]) == pytest.approx(expected_scale)
     zero = np.zeros(8)
     ref, ref_scale, _ = predict_attention(ln_out[0].astype(np.float64), store["wq"], store["wk"],
                                           2, 5, zero, store["bk"])
