@@ -32,9 +32,11 @@ from esact_cc.dialects import transformer
 from esact_cc.dialects.onnx import WeightOp
 from esact_cc.passes.weight_store_pass import WeightStorePass
 from esact_cc.runtime.errors import CompileError
-from esact_cc.tuning.calibration import Ranges, collect_peaks, load_calibration_samples
+from esact_cc.tuning.calibration import Ranges, collect_peaks, load_calibration_samples, sample_rows
 from esact_cc.tuning.synthetic_calibration import (
     DEFAULT_SYNTHETIC_SAMPLES,
+    SYNTHETIC_CALIBRATION_ROWS,
+    default_sample_count,
     synthetic_calibration_samples,
 )
 from esact_cc.weight_store import WeightStore
@@ -43,8 +45,11 @@ SYNTHETIC_WARNING = (
     "warning: no --calibration-data given: activation ranges come from {count} synthetic "
     "input(s) drawn from the model's input domain (token ids uniform over the embedding "
     "vocabulary, masks 1, segment ids 0, float inputs ~ N(0, 1); seed 0); pass real samples "
-    "for the best INT8 accuracy"
+    "for the best INT8 accuracy{policy}"
 )
+ROWS_POLICY_NOTE = ("; {count} sample(s) of {rows} rows: the default covers {budget} activation "
+                    "rows (--synthetic-samples N to choose)")
+"""Said when the rows budget (not DEFAULT_SYNTHETIC_SAMPLES) set the count."""
 
 
 def gemm_ops_to_calibrate(module: ModuleOp) -> list[Operation]:
@@ -68,14 +73,13 @@ class CalibratePass(WeightStorePass):
     """Path of an `.npz` of calibration inputs (keys = input names, axis 0 = samples)."""
 
     synthetic_samples: int | None = None
-    """Samples of the synthetic default (without calibration-data; None: 8,
-    `DEFAULT_SYNTHETIC_SAMPLES`)."""
+    """Samples of the synthetic default (without calibration-data; None: enough to cover
+    SYNTHETIC_CALIBRATION_ROWS activation rows, at most 8, `default_sample_count`)."""
 
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        count = DEFAULT_SYNTHETIC_SAMPLES if self.synthetic_samples is None else self.synthetic_samples
-        if count < 1:
-            raise CompileError(f"calibrate: synthetic-samples must be >= 1, got {count}")
+        if self.synthetic_samples is not None and self.synthetic_samples < 1:
+            raise CompileError(f"calibrate: synthetic-samples must be >= 1, got {self.synthetic_samples}")
         if self.calibration_data is not None and self.synthetic_samples is not None:
             raise CompileError("calibrate: synthetic-samples applies only without "
                                "calibration-data (both given)")
@@ -86,7 +90,14 @@ class CalibratePass(WeightStorePass):
         if self.calibration_data is not None:
             samples = load_calibration_samples(op, self.calibration_data)
         else:
-            print(SYNTHETIC_WARNING.format(count=count), file=sys.stderr)
+            count, policy = self.synthetic_samples, ""
+            if count is None:
+                rows = sample_rows(op)
+                count = default_sample_count(rows)
+                if count < DEFAULT_SYNTHETIC_SAMPLES:
+                    policy = ROWS_POLICY_NOTE.format(count=count, rows=rows,
+                                                     budget=SYNTHETIC_CALIBRATION_ROWS)
+            print(SYNTHETIC_WARNING.format(count=count, policy=policy), file=sys.stderr)
             samples = synthetic_calibration_samples(op, count)
         observed = [v for t in targets for v in observed_values(t)]
         ranges = collect_peaks(op, store, samples, observed)

@@ -340,7 +340,7 @@ class Ranges:
     """Largest softmax probability of each transformer.attention."""
 
 
-def _sample_rows(module: ModuleOp) -> int:
+def sample_rows(module: ModuleOp) -> int:
     """Rows of the tallest FP32 linear input of one sample (1 without linears)."""
     rows = [math.prod(op.x.type.get_shape()[:-1]) for op in module.walk()
             if _batchable_linear(op) and isinstance(op.x.type, TensorType)]
@@ -358,7 +358,7 @@ def collect_peaks(
     probabilities."""
     recorder = _PeakRecorder(store, list(dict.fromkeys(values)))
     function = main_function(module)
-    group = max(1, CALIBRATION_BATCH_ROWS // _sample_rows(module))
+    group = max(1, CALIBRATION_BATCH_ROWS // sample_rows(module))
     for start in range(0, len(samples), group):
         recorder.run_lockstep(function, samples[start:start + group])
     means = {v: (total / count).astype(np.float32) for v, (total, count) in recorder.channel_sums.items()}

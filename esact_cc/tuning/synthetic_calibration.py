@@ -9,8 +9,9 @@ model's own input domain, read from the IR.
 - Float inputs (images, embeddings): standard normal.
 
 Seeded (`SYNTHETIC_SEED`), so a compile is deterministic; `count` samples (`calibrate`'s
-`synthetic-samples`, default `DEFAULT_SYNTHETIC_SAMPLES`). Several samples matter: one input
-shows each activation only a fraction of its range, and a scale set on it clips the rest.
+`synthetic-samples`, default `default_sample_count`: enough to cover SYNTHETIC_CALIBRATION_ROWS
+activation rows, at most DEFAULT_SYNTHETIC_SAMPLES). Several samples matter: one input shows
+each activation only a fraction of its range, and a scale set on it clips the rest.
 """
 
 from __future__ import annotations
@@ -29,7 +30,13 @@ from esact_cc.runtime.errors import CompileError
 
 SYNTHETIC_SEED = 0
 DEFAULT_SYNTHETIC_SAMPLES = 8
-"""Synthetic samples when no calibration data is given (see bench/int8_without_calibration.py)."""
+"""At most this many synthetic samples by default (bench/int8_without_calibration.py: 8 of 128
+tokens)."""
+SYNTHETIC_CALIBRATION_ROWS = 1024
+"""Activation rows (tokens) per linear the default synthetic set covers: 8 samples of 128
+tokens, 2 of 512, 1 from 1024. Calibration time grows with the rows, and at 512 tokens 2 samples
+set ranges as good as 8 in a quarter of the time (BERT-base: cosine 0.999714 vs 0.999713,
+bench/calibration_rows_budget.py)."""
 
 _INDEX_PRESERVING = ("onnx.Cast", "onnx.Reshape", "onnx.Unsqueeze", "onnx.Squeeze",
                      "onnx.Flatten", "onnx.Identity", "onnx.Expand")
@@ -73,6 +80,13 @@ def embedding_rows(value: SSAValue) -> int | None:
         and isinstance(op.operands[0].type, TensorType) and op.operands[0].type.get_shape()
     ]
     return max(rows) if rows else None
+
+
+def default_sample_count(rows_per_sample: int) -> int:
+    """Synthetic samples without `synthetic-samples`: enough that `rows_per_sample` (the rows of
+    one sample's tallest linear input) cover SYNTHETIC_CALIBRATION_ROWS, at most
+    DEFAULT_SYNTHETIC_SAMPLES."""
+    return min(DEFAULT_SYNTHETIC_SAMPLES, max(1, -(-SYNTHETIC_CALIBRATION_ROWS // rows_per_sample)))
 
 
 def synthetic_calibration_samples(module: ModuleOp, count: int) -> list[dict[str, np.ndarray]]:

