@@ -103,7 +103,8 @@ def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--synthetic-samples", metavar="N", type=int, default=None,
         help="without --calibration-data: how many synthetic samples from the model's input "
-        "domain set the INT8 ranges (default 8; esact_cc/tuning/synthetic_calibration.py)",
+        "domain set the INT8 ranges (default: as many as cover a budget of activation rows, at "
+        "most 8: 8 at 128 tokens, 2 at 512; esact_cc/tuning/synthetic_calibration.py)",
     )
     parser.add_argument(
         "--activation-scales", choices=("tensor", "token"), default=None,
