@@ -24,3 +24,20 @@ esact.quant pop [] push [] rows = 1, cols = 1, mult = 1.0 {component = "attentio
 esact.io "inout" "x" at 0 : tensor<4xf32>
 
 // CHECK: esact.io: kind must be input or output, got 'inout'
+
+// -----
+// A property of the wrong type, and a missing one: IRDL's own messages (the instruction ops'
+// quick check falls back to IRDL's verifier).
+"esact.halt"() <{pop = 0 : i32, push = 0 : i64}> : () -> ()
+
+// CHECK: Expected attribute i64 but got i32
+
+// -----
+"esact.halt"() <{pop = 0 : i64}> : () -> ()
+
+// CHECK: property 'push' expected in operation 'esact.halt'
+
+// -----
+"esact.halt"() <{pop = 0 : i64, push = 0 : i64}> {layer = "x"} : () -> ()
+
+// CHECK: "x" should be of base attribute integer
