@@ -70,6 +70,13 @@ row exceed half of VBUF (BERT-base at 2048 tokens: window 8), the block form
 (passes/spls_block_prediction.py) predicts blocks of rows head by head, spills their SPA /
 prob rows to DRAM and decides one chunk at a time from them LOADed back.
 
+No reuse possible (`passes/spls_no_reuse.py` erased the similarity: threshold above every
+score or window 0, with a top-k attention): the chain only makes SPA. No SIMILARITY, reuse
+map, row mask or key mask; the layer's Q, K and V are plain linears lowered beside the
+projection; in the ring form each head's chunk SPA rows are STOREd as soon as ranked, so MBUF
+holds `SPA_HEAD_SLOTS` heads' rows (passes/spls_chain_fit.py) and a chunk has the MAC rows
+(BERT-base 512: 32-row chunks, where all 12 heads' rows allowed 10, each re-reading K^).
+
 Grouped-query attention: K^ has the K heads' columns only (Nk = kv_heads x head_dim) and query
 head h's BPU reads K^ head h // group. Phase 2 reads the K^ codes of every key once per chunk:
 from ABUF, or, when they do not fit there (BERT-base at 2048 tokens), LOADed back per group of
@@ -89,29 +96,31 @@ from dataclasses import dataclass, field
 import numpy as np
 from esact_cc.dialects import spls, transformer
 from esact_cc.passes.lower_masked_inputs import MaskRows, fail, plan_masked_inputs
-from esact_cc.passes.spls_projection import WholeProjection, hlog_input
-from esact_cc.passes.spls_block_prediction import BlockSpill, block_codes, block_rows, emit_block
-from esact_cc.passes.spls_chain_fit import chunk_rows, projection_fits, ring_chunk_rows, whole_rows_fit
-from esact_cc.passes.spls_key_codes import HeadKeys, key_codes
-from esact_cc.passes.spls_output_groups import NoOutputGroups, OutputGroups
-from esact_cc.passes.spls_streamed_projection import StreamedProjection
 from esact_cc.passes.lowering_state import (
     DramTensor,
     Lowering,
     MaskTiles,
     Rule,
-    is_dense_int8_linear,
 )
+from esact_cc.passes.spls_beside_chain import chunk_consumers, independent_projections, lower_early
+from esact_cc.passes.spls_block_prediction import BlockSpill, block_codes, block_rows, emit_block
+from esact_cc.passes.spls_chain_fit import (
+    SPA_HEAD_SLOTS,
+    chunk_rows,
+    projection_fits,
+    ring_chunk_rows,
+    whole_rows_fit,
+)
+from esact_cc.passes.spls_key_codes import HeadKeys, key_codes
+from esact_cc.passes.spls_output_groups import NoOutputGroups, OutputGroups
+from esact_cc.passes.spls_projection import WholeProjection, hlog_input
+from esact_cc.passes.spls_streamed_projection import StreamedProjection
 from esact_cc.runtime import spls_kernels
 from esact_cc.runtime.isa import MAX_INT8_HLOG_BITS, Buffer, SimilarityMode
 from xdsl.ir import Operation, SSAValue
 
 PREDICT = "predict"
 SIMILARITY_MODES = {"overlap": SimilarityMode.OVERLAP, "cosprob": SimilarityMode.COSPROB}
-
-
-def _is_row_masked_linear(op: Operation) -> bool:
-    return isinstance(op, transformer.LinearOp) and op.is_quantized and op.rows is not None
 
 
 # ----------------------------------------------------------------------------- prediction
@@ -132,7 +141,9 @@ class Chain:
     op: spls.HLogQuantizeOp
     predict: spls.PredictAttentionOp
     topk: spls.TopKOp
-    sim: spls.LocalSimilarityOp
+    sim: spls.LocalSimilarityOp | None
+    """None when no row can be reused (passes/spls_no_reuse.py erased it): the chain only
+    makes a top-k attention's SPA."""
     keep_spa: bool
     """Whether a sparse attention reads SPA (it then stays in MBUF with the other masks)."""
     x: DramTensor
@@ -156,6 +167,10 @@ class Chain:
     block_vbuf: bool = False
     """The ring and a chunk's PAM rows fit VBUF only as the block form holds them
     (passes/spls_block_prediction.py `vbuf_needed`), not in half of VBUF."""
+    spa_slots: int = 0
+    """Ring form without SIMILARITY: heads whose chunk SPA rows are on chip at once, each
+    STOREd once ranked (head h in slot h % spa_slots); 0 = every head (SIMILARITY reads the
+    chunk's rows of all heads together)."""
     block_rows: int = 0
     """Block form (ring form whose K^ codes do not stay on chip, or `block_vbuf`): rows
     predicted per block, head by head (passes/spls_block_prediction.py); 0 = chunk form."""
@@ -204,24 +219,35 @@ class Chain:
         return self.heads * self.length * self.length
 
     @property
+    def probs(self) -> bool:
+        """Whether SIMILARITY reads cosprob's softmax(PAM) rows (VBUF)."""
+        return self.sim is not None and self.sim.pam is not None
+
+    @property
     def float_pam(self) -> bool:
         """Whether the PAM is scaled to FP32 (cosprob's probs, or an additive mask): the score
         path PAM_SCORES then ranks it, and the fit keeps room for FP32 rows of the PAM's shape
         in VBUF (`passes/spls_chain_fit.py`; only cosprob's prob rows are written there)."""
-        return self.sim.pam is not None or self.predict.mask is not None
+        return self.probs or self.predict.mask is not None
 
     @property
     def chunk_size(self) -> int:
         """Elements of one head-major block of SPA / PAM rows: all rows, or (ring) a chunk's."""
-        return self.heads * self.chunks[0][1] * self.length if self.ring else self.spa_size
+        heads = self.spa_slots or self.heads
+        return heads * self.chunks[0][1] * self.length if self.ring else self.spa_size
 
     @property
     def ring_slots(self) -> int:
+        """SIMILARITY's reference rows kept in the ring form (none without SIMILARITY)."""
+        if self.sim is None:
+            return 0
         return spls_kernels.ring_slots(self.sim.window.value.data, self.length)
 
 
-def _find_chain(lw: Lowering, op: spls.HLogQuantizeOp) -> Chain:
-    """The chain insert-spls emits from `op`, checked (one-line errors for anything else)."""
+def _chain_ops(op: spls.HLogQuantizeOp) -> tuple[spls.PredictAttentionOp, spls.TopKOp,
+                                                  spls.LocalSimilarityOp | None, bool]:
+    """The prediction, top-k and similarity (None: spls-no-reuse erased it) insert-spls emits
+    from `op`, and whether a sparse attention reads SPA; one-line errors for anything else."""
     predict = _single_user(op.codes, spls.PredictAttentionOp, op)
     assert isinstance(predict, spls.PredictAttentionOp)
     if [u.operation for u in op.code_scale.uses] != [predict]:
@@ -233,22 +259,30 @@ def _find_chain(lw: Lowering, op: spls.HLogQuantizeOp) -> Chain:
         raise fail(predict, "PAM must feed one spls.topk (and the similarity's probs)")
     topk = topks[0]
     sims = [u.operation for u in topk.result.uses if isinstance(u.operation, spls.LocalSimilarityOp)]
-    if len(sims) != 1:
-        raise fail(topk, "SPA must feed exactly one spls.local_similarity")
-    sim = sims[0]
-    assert isinstance(sim, spls.LocalSimilarityOp)
-    if sim.pam is not None and sim.pam is not predict.result:
+    if len(sims) > 1:
+        raise fail(topk, "SPA must feed at most one spls.local_similarity")
+    sim = sims[0] if sims else None
+    assert sim is None or isinstance(sim, spls.LocalSimilarityOp)
+    if sim is not None and sim.pam is not None and sim.pam is not predict.result:
         raise fail(sim, "the similarity's probs must be the layer's PAM")
     spa_users = [u.operation for u in topk.result.uses if u.operation is not sim]
     if any(not (isinstance(u, transformer.AttentionOp) and u.spa is not None) for u in spa_users):
         raise fail(topk, "SPA may feed only the similarity and sparse attentions")
+    if sim is None and not spa_users:
+        raise fail(topk, "SPA feeds neither a similarity nor a sparse attention")
+    return predict, topk, sim, bool(spa_users)
+
+
+def _find_chain(lw: Lowering, op: spls.HLogQuantizeOp) -> Chain:
+    """The chain insert-spls emits from `op`, checked, with its sizes and form."""
+    predict, topk, sim, keep_spa = _chain_ops(op)
     if op.scale is not None:
         raise fail(op, "a static HLog scale is not supported (insert-spls emits dynamic ones)")
     if max(op.bits.value.data, predict.bits.value.data) > MAX_INT8_HLOG_BITS:
         raise fail(op, f"hlog-bits > {MAX_INT8_HLOG_BITS} is not supported (int8 code buffers)")
     x = lw.f32_tensor(op.x, "x")
     length = x.shape[1]
-    c = Chain(op, predict, topk, sim, bool(spa_users), x, predict.num_heads.value.data,
+    c = Chain(op, predict, topk, sim, keep_spa, x, predict.num_heads.value.data,
                lw.weight_array(predict.wq, "wq").shape[1], [])
     c.streamed = not projection_fits(lw, c)
     chunk = chunk_rows(lw, length)
@@ -256,6 +290,8 @@ def _find_chain(lw: Lowering, op: spls.HLogQuantizeOp) -> Chain:
     if c.ring:
         chunk = min(chunk, ring_chunk_rows(lw, c))
     c.chunks = [(r0, min(chunk, length - r0)) for r0 in range(0, length, chunk)]
+    if c.ring and sim is None:
+        c.spa_slots = min(c.heads, SPA_HEAD_SLOTS)
     return c
 
 
@@ -263,7 +299,7 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
     """The whole prediction chain of one layer (see the module docstring)."""
     plan_masked_inputs(lw, op)
     c = _find_chain(lw, op)
-    lw.fused.update((c.predict, c.topk, c.sim))
+    lw.fused.update(o for o in (c.predict, c.topk, c.sim) if o is not None)
     r = c.regions
     if c.block_vbuf:  # lay the chain's VBUF regions out from address 0: after phase 1 the
         lw.rings[Buffer.VBUF].cursor = 0  # ring then finds the rest of VBUF in one piece
@@ -272,16 +308,17 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
     else:
         hlog_input(lw, c)
         projection = WholeProjection.plan(lw, c)
-    kv = _independent_projections(c.sim, op.x)
+    kv = independent_projections(c, op.x)
     # K / V, lowered while every projection region is reserved (no tile shared), are spread
     # over the projection's BPUs by the ordering step (prediction_overlap.interleave).
-    independent = _lower_early(lw, kv)
+    independent = lower_early(lw, kv)
     projection_start = c.projection_start = lw.label()
     projection.emit(lw, c)
     if independent is not None:
         lw.place("interleave", independent, projection_start)
     projection.release(lw, c)
     if c.ring and (c.block_vbuf or r.get("kc") is None):
+        c.spa_slots = 0  # the block form keeps a chunk's rows of every head
         c.block_rows = block_rows(c, projection)
         block_codes(lw, c, projection)
     keys = key_codes(lw, c, projection)
@@ -309,7 +346,7 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
     # The masked Q linear, lowered while the chain's regions are still reserved (its tiles
     # avoid them, so no false dependency holds its loads behind the last chunk), after it;
     # its input tile's preparation then moves in front of the chain.
-    consumers = _chunk_consumers(c.sim, op.x)
+    consumers = chunk_consumers(c.sim, op.x) if c.sim is not None else []
     generation = lw.lower_aside(consumers, masks) if consumers else None
     if generation is not None:
         lw.place("prepare", generation, chain_start)
@@ -336,7 +373,7 @@ def _release_chain(lw: Lowering, c: Chain, projection: WholeProjection | Streame
     if not c.keep_spa or c.ring:
         lw.free(Buffer.MBUF, r["spa"])
     if r["ring"] is not None:
-        lw.free(Buffer.MBUF if c.sim.pam is None else Buffer.VBUF, r["ring"])
+        lw.free(Buffer.VBUF if c.probs else Buffer.MBUF, r["ring"])
 
 
 def _allocate_masks(lw: Lowering, c: Chain) -> MaskTiles:
@@ -345,21 +382,25 @@ def _allocate_masks(lw: Lowering, c: Chain) -> MaskTiles:
     r = c.regions
     if c.ring:  # the chunk's SPA rows, sized to the MBUF left beside the masks, take their
         r["spa"] = lw.alloc(Buffer.MBUF, c.chunk_size)  # contiguous region before them
-    masks = MaskTiles(c.batch, c.length, c.heads,
-                      reuse_map=lw.alloc(Buffer.MBUF, 2 * c.length * c.batch),
-                      row_mask=lw.alloc(Buffer.MBUF, c.length * c.batch),
-                      key_mask=lw.alloc(Buffer.MBUF, c.heads * c.length * c.batch),
-                      spa=None, chunks=_gemm_row_tiles(lw, c), x=c.op.x)
+    if c.sim is None:  # SPA only: no reuse map, row mask or key mask
+        masks = MaskTiles(c.batch, c.length, c.heads, x=c.op.x)
+    else:
+        masks = MaskTiles(c.batch, c.length, c.heads,
+                          reuse_map=lw.alloc(Buffer.MBUF, 2 * c.length * c.batch),
+                          row_mask=lw.alloc(Buffer.MBUF, c.length * c.batch),
+                          key_mask=lw.alloc(Buffer.MBUF, c.heads * c.length * c.batch),
+                          spa=None, chunks=_gemm_row_tiles(lw, c), x=c.op.x)
     if not c.ring:
         r["spa"] = lw.alloc(Buffer.MBUF, c.spa_size * c.batch)
     r["ring"] = None  # type: ignore[assignment]
     if c.ring and c.block_rows:  # the large ring first: the freed staging leaves a gap
         r["ring"] = _allocate_ring(lw, c)
-    if c.sim.pam is not None and r["pam"] is None:  # cosprob's prob rows
+    if c.probs and r["pam"] is None:  # cosprob's prob rows
         r["pam"] = lw.alloc(Buffer.VBUF, c.chunk_size)
     if c.ring and not c.block_rows:
         r["ring"] = _allocate_ring(lw, c)
-    values = (c.sim.reuse_map, c.sim.key_mask, c.topk.result)
+    values = (c.topk.result,) if c.sim is None else (c.sim.reuse_map, c.sim.key_mask,
+                                                      c.topk.result)
     masks.users = {u.operation for v in values for u in v.uses if u.operation is not c.sim}
     for value in values:
         lw.masks[value] = masks
@@ -373,8 +414,7 @@ def _allocate_masks(lw: Lowering, c: Chain) -> MaskTiles:
 def _allocate_ring(lw: Lowering, c: Chain) -> int:
     """The SIMILARITY reference ring: SPA rows in MBUF for overlap, prob rows in VBUF for
     cosprob."""
-    return lw.alloc(Buffer.MBUF if c.sim.pam is None else Buffer.VBUF,
-                    c.ring_slots * c.heads * c.length)
+    return lw.alloc(Buffer.VBUF if c.probs else Buffer.MBUF, c.ring_slots * c.heads * c.length)
 
 
 def _gemm_row_tiles(lw: Lowering, c: Chain) -> list[tuple[int, int]]:
@@ -402,12 +442,13 @@ def _emit_chunk(lw: Lowering, c: Chain, projection: WholeProjection | StreamedPr
     chip, or LOADed per group of K heads: passes/spls_key_codes.py)."""
     r, length = c.regions, c.length
     mask_rows = projection.mask_rows
-    prob = r["pam"] if c.sim.pam is not None else None
+    prob = r["pam"] if c.probs else None
     q_codes = projection.q_codes(lw, c, b, r0, n)
     spa_at = r["spa"] if c.ring else r["spa"] + b * c.spa_size
     for i, (h, k_at, k_stride) in enumerate(keys.heads(lw, c, b, r0)):
         # The chunk's rows of head h: in the [H, L, L] block, or (ring) the [H, n, L] chunk.
-        block = h * n * length if c.ring else h * length * length + r0 * length
+        block = (h % (c.spa_slots or c.heads)) * n * length if c.ring \
+            else h * length * length + r0 * length
         scores = projection.acc_buf.alloc(n * length)
         d = c.head_dim
         lw.emit("bpu", PREDICT, dst_addr=scores, a_buf=Buffer.ABUF,
@@ -423,13 +464,21 @@ def _emit_chunk(lw: Lowering, c: Chain, projection: WholeProjection | StreamedPr
         emit_scores(lw, c, b, r0, n, scores, spa_at + block,
                     None if prob is None else prob + block, mask)
         projection.acc_buf.free(scores)
+        if c.spa_slots:  # no SIMILARITY reads them: out as soon as ranked
+            _store_spa_rows(lw, c, masks, b, h, r0, n, spa_at + block)
     emit_similarity(lw, c, masks, b, r0, n, spa_at, prob)
-    if c.ring and c.keep_spa:  # the sparse attention LOADs its rows back (MaskTiles.spa_dram)
-        assert masks.spa_dram is not None
+    if c.ring and c.keep_spa and not c.spa_slots:
         for h in range(c.heads):
-            lw.store_(Buffer.MBUF, spa_at + h * n * length,
-                      masks.spa_dram.address + ((b * c.heads + h) * length + r0) * length,
-                      n, length)
+            _store_spa_rows(lw, c, masks, b, h, r0, n, spa_at + h * n * length)
+
+
+def _store_spa_rows(lw: Lowering, c: Chain, masks: MaskTiles, b: int, h: int, r0: int, n: int,
+                    at: int) -> None:
+    """STORE head h's SPA rows [r0, r0 + n) of batch element b from MBUF `at` to the DRAM
+    scratch the sparse attention LOADs them back from (ring form: MaskTiles.spa_dram)."""
+    assert masks.spa_dram is not None
+    lw.store_(Buffer.MBUF, at, masks.spa_dram.address + ((b * c.heads + h) * c.length + r0)
+              * c.length, n, c.length)
 
 
 def emit_scores(lw: Lowering, c: Chain, b: int, r0: int, n: int, scores: int, spa: int,
@@ -457,6 +506,8 @@ def emit_similarity(lw: Lowering, c: Chain, masks: MaskTiles, b: int, r0: int, n
     """SIMILARITY of rows [r0, r0 + n) of batch element b: SPA rows at `spa_at`, softmax(PAM)
     (or the FP32 PAM) rows at `prob_at`; the ring form reads its references from the ring."""
     sim, length, heads = c.sim, c.length, c.heads
+    if sim is None:  # no row can be reused: nothing to decide
+        return
     ring = {"has_ring": 1, "ring_addr": c.regions["ring"]} if c.ring else {}
     lw.emit("similarity", PREDICT, map_addr=masks.reuse_map + 2 * length * b,
             key_mask_addr=masks.key_mask + heads * length * b, spa_addr=spa_at,
@@ -498,32 +549,6 @@ def _chunk_mask_rows(lw: Lowering, c: Chain, mask_rows: MaskRows, b: int, h: int
     return slot
 
 
-def _independent_projections(sim: spls.LocalSimilarityOp, x: SSAValue) -> list[Operation]:
-    """The layer's dense K / V linears of X (`attention=dense`), then its Q and its attention
-    when insert-spls left them dense (`dense-prefix`): they do not depend on the prediction,
-    so the compute queue runs them while the BPU computes Q^ and K^ (`interleave`)."""
-    early: list[Operation] = []
-    for att in _layer_attentions(sim, x):
-        for value in (att.k, att.v, att.q):
-            owner = value.owner
-            if is_dense_int8_linear(owner) and owner.x is x and owner not in early:
-                early.append(owner)
-        if att.rows is None and all(v.owner in early for v in (att.q, att.k, att.v)):
-            early.append(att)
-    return early
-
-
-def _lower_early(lw: Lowering, early: list[Operation]) -> int | None:
-    """Lower the ops of `_independent_projections` beside the projection (a held group, see
-    `lower_prediction`); a dense attention among them that does not fit there is dropped from
-    `early` and lowered after the chain where it stands. None: nothing fits beside."""
-    group = lw.lower_aside(early, masks=None) if early else None
-    if group is None and early and isinstance(early[-1], transformer.AttentionOp):
-        early.pop()
-        group = lw.lower_aside(early, masks=None) if early else None
-    return group
-
-
 def _output_groups(lw: Lowering, early: list[Operation], beside: int | None,
                    spill: BlockSpill | None, masks: MaskTiles,
                    projection: WholeProjection | StreamedProjection
@@ -537,29 +562,6 @@ def _output_groups(lw: Lowering, early: list[Operation], beside: int | None,
     users = [u.operation for u in early[-1].result.uses]
     return OutputGroups.plan(lw, masks, users[0] if len(users) == 1 else None,
                              projection.acc_buf, beside) or NoOutputGroups()
-
-
-def _layer_attentions(sim: spls.LocalSimilarityOp, x: SSAValue) -> list[transformer.AttentionOp]:
-    """The attentions without SPA of the prediction's layer: those reading its reuse map, and
-    one left dense (`dense-prefix=attention`) whose Q, K and V are linears of X."""
-    found = [u.operation for u in sim.reuse_map.uses
-             if isinstance(u.operation, transformer.AttentionOp)]
-    for use in x.uses:
-        if is_dense_int8_linear(use.operation):
-            found += [u.operation for u in use.operation.result.uses
-                      if isinstance(u.operation, transformer.AttentionOp)
-                      and u.operation.rows is None]
-    return [att for k, att in enumerate(found) if att.spa is None and att not in found[:k]]
-
-
-def _chunk_consumers(sim: spls.LocalSimilarityOp, x: SSAValue) -> list[Operation]:
-    """The row-masked linears of X (the Q projection): one GEMM per prediction chunk."""
-    found: list[Operation] = []
-    for use in sim.reuse_map.uses:
-        user = use.operation
-        if _is_row_masked_linear(user) and user.x is x and user not in found:
-            found.append(user)
-    return found
 
 
 def lower_stray(lw: Lowering, op: Operation) -> None:

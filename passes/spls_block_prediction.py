@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-
 from esact_cc.passes.lowering_state import F32, MAX_DIM, DramTensor, Lowering, MaskTiles
 from esact_cc.runtime.isa import Buffer
 
@@ -105,7 +104,7 @@ class BlockSpill:
         `block_codes`) the staging region of a block's Q^ rows."""
         shape = (c.batch, c.heads, c.length, c.length)
         spa = masks.spa_dram or lw.scratch_tensor(shape, np.uint8)
-        prob = lw.scratch_tensor(shape, np.float32) if c.sim.pam is not None else None
+        prob = lw.scratch_tensor(shape, np.float32) if c.probs else None
         slot = (lw.alloc(Buffer.VBUF, c.block_rows * c.length)
                 if projection.mask_rows.per_query else None)
         if c.regions.get("stage") is None:

@@ -27,10 +27,15 @@ def projection_fits(lw: Lowering, c: Chain) -> bool:
             and c.rows * (c.width_in + c.qk_width) + code_slots <= lw.capacity(Buffer.ABUF))
 
 
+SPA_HEAD_SLOTS = 2
+"""Without SIMILARITY (passes/spls_no_reuse.py), the ring form's chunk holds the SPA rows of
+at least this many heads in MBUF: one being ranked while another is STOREd."""
+
+
 def _mask_bytes(c: Chain) -> int:
     """MBUF bytes of the masks that persist to the layer's masked ops: reuse map (int16), row
-    mask and key mask, per batch element."""
-    return c.batch * (3 + c.heads) * c.length
+    mask and key mask, per batch element (none without SIMILARITY: SPA is the only mask)."""
+    return 0 if c.sim is None else c.batch * (3 + c.heads) * c.length
 
 
 def whole_rows_fit(lw: Lowering, c: Chain) -> bool:
@@ -44,10 +49,14 @@ def whole_rows_fit(lw: Lowering, c: Chain) -> bool:
 def ring_chunk_rows(lw: Lowering, c: Chain) -> int:
     """Rows per chunk in the ring form: the chunk's SPA rows of all heads fit MBUF beside the
     masks (and the SPA reference ring for overlap), its FP32 PAM rows half of VBUF beside the
-    prob ring (cosprob); an explicit `spls-chunk-rows` that does not fit is an error."""
+    prob ring (cosprob); without SIMILARITY those of SPA_HEAD_SLOTS heads; an explicit `spls-chunk-rows` that does not fit is an error."""
     row = c.heads * c.length  # one row of every head
+    if c.sim is None:  # each head's SPA rows are STOREd once ranked (no SIMILARITY reads
+        # them): SPA_HEAD_SLOTS heads' rows at a time, in at most half of MBUF (the rest for
+        # the attention's SPA tiles, which LOAD them back while later chunks are ranked)
+        row = 2 * SPA_HEAD_SLOTS * c.length
     ring = c.ring_slots * row
-    overlap = c.sim.pam is None
+    overlap = not c.probs
     mbuf_rows = (lw.capacity(Buffer.MBUF) - _mask_bytes(c) - (ring if overlap else 0)) // row
     vbuf_rows = ((lw.capacity(Buffer.VBUF) // 2 - (0 if overlap else ring)) // row
                  if c.float_pam else c.length)
@@ -58,7 +67,8 @@ def ring_chunk_rows(lw: Lowering, c: Chain) -> int:
     if fit < 1:
         raise fail(c.predict, f"the SPLS prediction of {c.length} rows x {c.heads} heads does not "
                    f"fit on chip even one row at a time (MBUF {lw.capacity(Buffer.MBUF)} bytes, "
-                   f"window {c.sim.window.value.data}{_window_that_fits(lw, c, row)})")
+                   + ("no SIMILARITY)" if c.sim is None else
+                      f"window {c.sim.window.value.data}{_window_that_fits(lw, c, row)})"))
     if lw.spls_chunk_rows and lw.spls_chunk_rows > fit:
         raise CompileError(f"lower-to-esact: spls-chunk-rows={lw.spls_chunk_rows} does not fit "
                            f"the on-chip buffers at {c.length} rows x {c.heads} heads (at most "

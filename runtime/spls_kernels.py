@@ -401,6 +401,17 @@ def _decide(spa: np.ndarray, prob: np.ndarray | None, window: int, threshold: fl
     return decided
 
 
+SCORE_BOUND = 1.0 + 1e-9
+"""Above every similarity score: an overlap fraction is at most 1 exactly, a cosine of
+nonnegative prob rows at most 1 plus float64 rounding (a few ulps of 1)."""
+
+
+def reuse_possible(window: int, threshold: float) -> bool:
+    """Whether `_decide` can reuse any row: it needs a reference (window > 0) and a score >=
+    threshold (scores never exceed SCORE_BOUND)."""
+    return window > 0 and threshold <= SCORE_BOUND
+
+
 def key_mask_of(spa: np.ndarray, reuse_map: np.ndarray) -> np.ndarray:
     """Per head, the keys that at least one computed row (reuse_map == -1) of SPA selects:
     bool [H, Lk] (the rows of SPA beyond len(reuse_map) are not read)."""
