@@ -13,8 +13,10 @@ from esact_cc.sparsity.settings import SchemeSettings
 def _passes(settings: SchemeSettings) -> list[ModulePass]:
     # Imported here: listing the schemes (every tool's start) loads no pass module.
     from esact_cc.passes.insert_spls import InsertSplsPass
+    from esact_cc.passes.spls_no_reuse import SplsNoReusePass
 
-    return [InsertSplsPass(**settings.pass_options())]
+    # spls-no-reuse: layers whose setting reuses no row keep only what a top-k attention reads
+    return [InsertSplsPass(**settings.pass_options()), SplsNoReusePass()]
 
 
 SCHEME = SparsityScheme(
