@@ -20,6 +20,7 @@ succeeded.
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from pathlib import Path
 
@@ -28,15 +29,18 @@ from esact_cc.runtime.cli.conventions import tool_parser
 from esact_cc.runtime.cli.input_bindings import input_paths as binding_paths
 from esact_cc.runtime.cli.input_bindings import read_bindings, resolve_bindings
 from esact_cc.runtime.cli.npy_arguments import INPUT_ARRAY_CAP
-from esact_cc.runtime.cli.output_paths import (check_output_dir, check_output_file,
-                                               output_array_paths,
-                                               refuse_overwriting_inputs,
-                                               refuse_shared_outputs)
+from esact_cc.runtime.cli.output_paths import (
+    check_output_dir,
+    check_output_file,
+    output_array_paths,
+    refuse_overwriting_inputs,
+    refuse_shared_outputs,
+)
 from esact_cc.runtime.cli.user_errors import exit_code_of
-from esact_cc.runtime.thread_policy import limit_blas_threads
 from esact_cc.runtime.errors import UsageError
 from esact_cc.runtime.host_segments import HOST_TIME_LIMIT_S, positive_seconds
 from esact_cc.runtime.progress import ProgressBar
+from esact_cc.runtime.thread_policy import limit_blas_threads
 
 PROG = "esact-run"
 
@@ -184,7 +188,12 @@ def main(argv: list[str] | None = None) -> int:
         limit_blas_threads()  # runtime/thread_policy.py: no oversubscribed busy machine
         run(args)
 
-    return exit_code_of(PROG, parse_and_run)
+    code = exit_code_of(PROG, parse_and_run)
+    if argv is None:  # this process is the command (a caller passing argv keeps its heap)
+        # The interpreter's exit collects garbage over every object left (the modules' and
+        # the run's): 0.06 s CPU of BERT-base's run, for memory the process returns anyway.
+        gc.freeze()
+    return code
 
 
 if __name__ == "__main__":
