@@ -22,21 +22,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import online_softmax, spls_kernels
-from .errors import EsactError, ProgramError
 from .dequantize_rows import dequantized
 from .dram_image import allocate_dram_image
+from .errors import EsactError, ProgramError
 from .esb import Program, check_program_fits
+from .esb_reader import release_mapped_pages
 from .gelu_erf import gelu_erf_float32
 from .host_segments import HOST_TIME_LIMIT_S
-from .isa_costs import topk_compares
-from .isa_online_softmax import softmax_logits
-from .layer_norm_rows import layer_norm_rows
-from .masked_score_work import charge_kept_scores
 from .isa import (
     BUFFER_DTYPES,
+    INSTRUCTION_KERNELS,
     Buffer,
     GeluMode,
-    INSTRUCTION_KERNELS,
     Instruction,
     Operand,
     SimilarityMode,
@@ -46,6 +43,10 @@ from .isa import (
     operand_extent,
     similarity_rows,
 )
+from .isa_costs import topk_compares
+from .isa_online_softmax import softmax_logits
+from .layer_norm_rows import layer_norm_rows
+from .masked_score_work import charge_kept_scores
 
 if TYPE_CHECKING:
     from .hw_config import HardwareConfig
@@ -571,6 +572,11 @@ def execute(program: Program, inputs: Mapping[str, object], config: HardwareConf
     for seg in program.data_segments:
         machine.dram[seg.address:seg.address + len(seg.data)] = np.frombuffer(seg.data,
                                                                               np.uint8)
+    # The segments are in DRAM now: the file pages they were read from (a mapped binary's,
+    # esb_reader.py) leave the resident memory.
+    for region in {id(m.obj): m.obj for seg in program.data_segments
+                   if isinstance(m := seg.data, memoryview)}.values():
+        release_mapped_pages(region)
     for d in program.inputs:
         _write_tensor(machine.dram, d.address, arrays[d.name])
     run = machine.run_instruction

@@ -1,17 +1,16 @@
-"""read_esb reads a well-formed binary piece by piece (runtime/esb_reader.py): the same Program
-as parse_esb, its data segments views of one DATA buffer, each host model its own bytes; and
+"""read_esb maps a well-formed binary (runtime/esb_reader.py): the same Program as parse_esb,
+its data segments views of the mapped file, each host model its own bytes; and
 every malformed file gives parse_esb's error, whichever path it takes."""
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 import threading
 from pathlib import Path
 
 import pytest
-from onnx import TensorProto, helper
-
 from esact_cc.runtime import esb_reader
 from esact_cc.runtime.errors import BinaryFormatError, EsactError
 from esact_cc.runtime.esb import (
@@ -27,6 +26,7 @@ from esact_cc.runtime.esb import (
 )
 from esact_cc.runtime.hw_config import load_config
 from esact_cc.runtime.isa import Instruction
+from onnx import TensorProto, helper
 
 CFG = load_config()
 
@@ -66,7 +66,8 @@ def test_pieces_give_the_parsed_program_without_copies(tmp_path: Path) -> None:
     assert loaded == parse_esb(data) == program()
     first, second = (seg.data for seg in loaded.data_segments)
     assert isinstance(first, memoryview) and first.readonly
-    assert first.obj is second.obj and len(first.obj) == 150  # views of one DATA buffer
+    assert first.obj is second.obj and isinstance(first.obj, mmap.mmap)  # the mapped file
+    assert bytes(first) == bytes(range(100)) and bytes(second) == bytes(range(7, 57))
     assert [type(hs.onnx) for hs in loaded.host_segments] == [bytes, bytes]
     assert [hs.onnx for hs in loaded.host_segments] == [identity_model("a"), identity_model("b")]
 
@@ -175,3 +176,16 @@ def test_a_file_that_shrinks_while_read_is_an_error(tmp_path: Path, monkeypatch)
     monkeypatch.setattr(esb_reader.os, "fstat", measured_whole)
     with pytest.raises(BinaryFormatError, match="shorter than its header says"):
         read_esb(path)
+
+
+def test_a_header_declaring_less_than_its_section_table_gives_parse_esbs_error(
+        tmp_path: Path) -> None:
+    data = bytearray(serialize_esb(program())[:HEADER.size + 40])
+    struct.pack_into("<Q", data, 48, len(data))  # total: the file's size, short of the table
+    path = tmp_path / "short.esb"
+    path.write_bytes(data)
+    with pytest.raises(EsactError) as parsed:
+        parse_esb(bytes(data))
+    with pytest.raises(EsactError) as read:
+        read_esb(path)
+    assert str(read.value) == str(parsed.value)
