@@ -103,7 +103,8 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
                         "budget spent (default: %(default)s)")
     parser.add_argument("--layer-options", default=",".join(d.layer_options),
                         metavar="NAME[,NAME]",
-                        help="options varied per layer: threshold and/or window "
+                        help="options varied per layer: threshold, window and/or prediction "
+                        "(a layer's prediction off when its reuse does not pay for it) "
                         "(default: %(default)s)")
     parser.add_argument("--layer-first-reference", type=int, default=d.layer_first_reference,
                         metavar="R", help="per-layer settings keep rows 0..R-1 out of every "
@@ -197,6 +198,11 @@ def run_cli(args: argparse.Namespace) -> None:
     config = result.config(info)
     write_text_output(args.output_file, config.to_json())
     best = result.best
+    if best.work.layers and not any(w.predicted for w in best.work.layers):
+        print("esact-tune: warning: no layer's reuse pays for its prediction within the budget: "
+              "the config turns the prediction off in every layer, which is the dense program "
+              "(esact-cc --spls-config refuses it; compile with --sparsity dense)",
+              file=sys.stderr, flush=True)
     log(f"esact-tune: {'per-layer' if best is result.per_layer else 'uniform'} setting: reduction "
         f"{best.reduction:.2%} at {best.loss:.3f} points lost on the calibration set, "
         f"{best.loss_bound(search.margin_se, search.loss_estimate):.3f} at confidence "

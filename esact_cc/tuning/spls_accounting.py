@@ -44,6 +44,7 @@ PREDICTION_MAC_PER_PRODUCT = 0.1
 
 COMPONENTS = ("q", "k", "v", "qk", "pv", "o", "ffn1", "ffn2")
 ROW_REUSE_COMPONENTS = ("q", "o", "ffn1", "ffn2")
+LAYER_LINEAR_ROLES = ("q", "k", "v", "o", "ffn_up", "ffn_gate", "ffn_down")
 
 
 
@@ -126,6 +127,61 @@ def find_spls_layers(module: ModuleOp) -> list[SplsLayer]:
     return layers
 
 
+@dataclass(frozen=True)
+class DenseLayer:
+    """A layer left without prediction (`prediction=off`): its work counts, unchanged, in the
+    dense and the executed work alike, so the whole model's reduction stays comparable
+    between settings that predict in different layers."""
+
+    index: int
+    heads: int
+    head_dim: int
+    linears: tuple[tuple[str, int, int], ...]
+    """(component, in, out) of the layer's q, k, v, o, ffn1, ffn2 linears."""
+
+
+def attention_layer_indices(module: ModuleOp) -> list[int]:
+    """The stamped layer index of every attention of the module."""
+    return sorted({s.layer for f in module.walk() if isinstance(f, func.FuncOp)
+                   for s in layers_and_roles(f).values() if s.role == "attention"})
+
+
+def find_dense_layers(module: ModuleOp, indices: Iterable[int]) -> list[DenseLayer]:
+    """The layers `indices` of a module, as the dense program has them (their stamped
+    attention and linears)."""
+    wanted = set(indices)
+    stamps = {op: s for f in module.walk() if isinstance(f, func.FuncOp)
+              for op, s in layers_and_roles(f).items() if s.layer in wanted}
+    found: dict[int, DenseLayer] = {}
+    for op, where in stamps.items():
+        if where.role != "attention" or not isinstance(op, transformer.AttentionOp):
+            continue
+        heads = op.num_heads.value.data
+        linears = tuple((component_of(s), *_shape(o.operands[1]))
+                        for o, s in stamps.items() if s.layer == where.layer
+                        and isinstance(o, transformer.LinearOp) and s.role in LAYER_LINEAR_ROLES)
+        found[where.layer] = DenseLayer(where.layer, heads, _shape(op.operands[0])[-1] // heads,
+                                        linears)
+    missing = sorted(wanted - set(found))
+    if missing:
+        raise CompileError(f"spls accounting: no attention layer {missing[0]} in the module")
+    return [found[i] for i in sorted(found)]
+
+
+def count_dense_layer(layer: DenseLayer, rows: int, pairs_per_head: float) -> LayerWork:
+    """Work of a dense layer on inputs with `rows` real rows and `pairs_per_head` visible
+    (row, key) pairs per head (those of a predicted layer on the same inputs: every layer of
+    an encoder sees the same padding)."""
+    work = LayerWork(predicted=False, head_width=layer.heads * layer.head_dim, rows=rows)
+    attention = pairs_per_head * layer.heads * layer.head_dim
+    for name in ("qk", "pv"):
+        work.dense[name] = work.executed[name] = attention
+    for name, w_in, w_out in layer.linears:
+        work.dense[name] += rows * w_in * w_out
+        work.executed[name] += rows * w_in * w_out
+    return work
+
+
 @dataclass
 class LayerWork:
     """MAC counts of one layer, summed over the inputs counted."""
@@ -137,6 +193,15 @@ class LayerWork:
     reused_rows: int = 0
     recall_sum: float = 0.0
     recall_rows: int = 0
+    predicted: bool = True
+    """False: a layer left without prediction (`count_dense_layer`)."""
+    head_width: int = 0
+    """heads x head_dim of the layer (what `dense["qk"]` is per visible pair)."""
+
+    @property
+    def pairs_per_head(self) -> float:
+        """Visible (row, key) pairs per head, from the attention's dense work."""
+        return self.dense["qk"] / self.head_width if self.head_width else 0.0
 
     def add(self, other: LayerWork) -> None:
         for c in COMPONENTS:
@@ -147,11 +212,12 @@ class LayerWork:
         self.reused_rows += other.reused_rows
         self.recall_sum += other.recall_sum
         self.recall_rows += other.recall_rows
+        self.predicted, self.head_width = other.predicted, other.head_width
 
     def as_dict(self) -> dict[str, object]:
         return {"dense_macs": dict(self.dense), "executed_macs": dict(self.executed),
                 "prediction_products": self.prediction_products, "rows": self.rows,
-                "reused_rows": self.reused_rows}
+                "reused_rows": self.reused_rows, "predicted": self.predicted}
 
 
 def count_layer(layer: SplsLayer, pam: np.ndarray, spa: np.ndarray, reuse: np.ndarray,
@@ -159,7 +225,7 @@ def count_layer(layer: SplsLayer, pam: np.ndarray, spa: np.ndarray, reuse: np.nd
                 k: np.ndarray | None = None) -> LayerWork:
     """Work of one layer on one batch: pam/spa [B, H, L, L], reuse [B, L], keys [B, H, L];
     q, k [B, L, D]: the attention's operands (for the top-k recall; optional)."""
-    work = LayerWork()
+    work = LayerWork(head_width=layer.heads * layer.head_dim)
     for b in range(pam.shape[0]):
         visible = unmasked_keys(pam[b])  # [H, L, L]
         real = visible.any(axis=(0, 1))  # keys some row sees = real tokens

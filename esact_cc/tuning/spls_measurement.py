@@ -25,22 +25,26 @@ import numpy as np
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation
 
-from esact_cc.passes.insert_spls import DESIGN_REFERENCE
 from esact_cc.ir_queries import io_names, main_function
+from esact_cc.passes.insert_spls import DESIGN_REFERENCE
 from esact_cc.runtime.errors import CompileError
+from esact_cc.sparsity.spls_options import SplsConfig
+from esact_cc.tuning.loss_bound import estimated_upper_bound, loss_se
+from esact_cc.tuning.margin_loss import MarginPrice, MarginReference
 from esact_cc.tuning.spls_accounting import (
+    DenseLayer,
     LayerWork,
     SplsLayer,
     WorkSummary,
+    attention_layer_indices,
+    count_dense_layer,
     count_layer,
+    find_dense_layers,
     find_spls_layers,
     summarize,
 )
-from esact_cc.tuning.loss_bound import estimated_upper_bound, loss_se
-from esact_cc.tuning.margin_loss import MarginPrice, MarginReference
 from esact_cc.tuning.spls_calibration_inputs import CalibrationData
 from esact_cc.tuning.spls_memo_interpreter import RandomReuse, TuningInterpreter
-from esact_cc.sparsity.spls_options import SplsConfig
 from esact_cc.weight_store import WeightStore
 
 IR_LEVELS = ("quantized", "transformer")
@@ -50,6 +54,12 @@ SEARCH_ORIGIN: dict[str, Any] = {name.replace("_", "-"): value
 reference setting (insert-spls's own defaults are this search's result on the digits ViT)."""
 REUSE_OFF = 2.0
 """A threshold above every similarity score: no row is reused."""
+
+
+def prediction_off_layers(config: SplsConfig, layers: Sequence[int]) -> list[int]:
+    """Those of `layers` whose prediction `config` turns off (uniformly or by override)."""
+    uniform = config.options.get("prediction", "on")
+    return [i for i in layers if config.layers.get(i, {}).get("prediction", uniform) == "off"]
 
 
 def uniform_config(**options: Any) -> SplsConfig:
@@ -124,6 +134,8 @@ class _Prepared:
     store: WeightStore
     layers: list[SplsLayer]
     layer_of: dict[int, int]
+    dense_layers: list[DenseLayer] = field(default_factory=list)
+    """Layers the setting leaves without prediction (`prediction=off`)."""
     signatures: dict[Operation, str] = field(default_factory=dict)
 
 
@@ -174,11 +186,14 @@ class SplsEvaluator:
 
         module = self.base.clone()
         store = WeightStore({name: self.base_store[name] for name in self.base_store})
-        if config is not None:
+        indices = attention_layer_indices(module)
+        off = prediction_off_layers(config, indices) if config is not None else []
+        if config is not None and len(off) < len(indices):  # else the module is the dense one
             make_pass("insert-spls", store, **config.pass_options()).apply(make_context(), module)
         layers = find_spls_layers(module)
         return _Prepared(config or SplsConfig(), module, store, layers,
-                         {id(layer.similarity): layer.index for layer in layers})
+                         {id(layer.similarity): layer.index for layer in layers},
+                         find_dense_layers(module, off) if off else [])
 
     def _run(self, prepared: _Prepared, index: int, memo: dict[int, list[np.ndarray]],
              control: RandomReuse | None) -> tuple[np.ndarray, list[LayerWork]]:
@@ -191,8 +206,12 @@ class SplsEvaluator:
             spa = interpreter.records[id(layer.topk)][0]
             reuse, keys = interpreter.records[id(layer.similarity)]
             q, k = interpreter.records[id(layer.attention)]
-            work.append(count_layer(layer, pam, spa, reuse, keys, q, k))
-        return np.asarray(outputs[self.output]), work
+            work.append((layer.index, count_layer(layer, pam, spa, reuse, keys, q, k)))
+        # A layer without prediction sees the padding the predicted ones see (with none
+        # predicted, nothing is reduced: its work is left at 0, the reduction 0 either way).
+        rows, pairs = (work[0][1].rows, work[0][1].pairs_per_head) if work else (0, 0.0)
+        work += [(d.index, count_dense_layer(d, rows, pairs)) for d in prepared.dense_layers]
+        return np.asarray(outputs[self.output]), [w for _, w in sorted(work, key=lambda t: t[0])]
 
     def _scores(self, outputs: Sequence[np.ndarray]) -> np.ndarray:
         """Points per input: 100 x (argmax == label), or 100 x cosine to the dense output."""

@@ -31,8 +31,15 @@ Search (`tune`):
      most reduction gained per point of budget spent; `largest` visits layers L-1..0 and
      takes the value that reduces most within budget, `LAYER_SWEEPS` sweeps (the search of
      before, which spends the budget on the first layer it visits);
-   - options varied per layer (`layer_options`): `threshold` (default; `REUSE_OFF` turns a
-     layer's reuse off) and/or `window` (`LAYER_WINDOWS`).
+   - options varied per layer (`layer_options`): `threshold` (`REUSE_OFF` turns a layer's
+     reuse off), `window` (`LAYER_WINDOWS`) and `prediction` (default: threshold and
+     prediction). With `prediction`, each layer can also be left without prediction
+     (`prediction=off`: exactly the dense layer, no prediction work), and a layer left so can
+     be predicted again at any threshold: the reduction counts each predicted layer's
+     prediction work (spls_accounting.py, `PREDICTION_MAC_PER_PRODUCT` MACs per HLog
+     product) against the work its reuse removes, so the search keeps the prediction only
+     where reuse pays for it. When no uniform setting is within budget it starts from the
+     prediction off in every layer (reuse off alone pays for a prediction that saves nothing).
    The per-layer setting is written when it reduces more than the uniform one on the
    calibration set (`TuningResult.best`); with confidence 0.5 (the mean), first-reference
    floor 0 and `largest` the search is the one of before.
@@ -45,7 +52,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from esact_cc.passes.insert_spls import PREDICTIONS
 from esact_cc.runtime.errors import CompileError
+from esact_cc.sparsity.spls_options import SplsConfig
 from esact_cc.tuning.loss_bound import (
     DEFAULT_CONFIDENCE,
     DEFAULT_LOSS_ESTIMATE,
@@ -54,7 +63,6 @@ from esact_cc.tuning.loss_bound import (
     z_score,
 )
 from esact_cc.tuning.spls_measurement import REUSE_OFF, Evaluator, Measurement, uniform_config
-from esact_cc.sparsity.spls_options import SplsConfig
 from esact_cc.typed_options import unknown_name
 
 UNIFORM_GRID: tuple[tuple[str, str, int, tuple[float, ...]], ...] = (
@@ -82,9 +90,9 @@ LAYER_THRESHOLDS: dict[str, tuple[float, ...]] = {
     "overlap": (0.3, 0.4, 0.5, 0.6, 0.75, 0.85, 1.0, REUSE_OFF),
 }
 LAYER_WINDOWS: tuple[int, ...] = (2, 4, 8, 16)
-PER_LAYER_OPTIONS = ("threshold", "window")
+PER_LAYER_OPTIONS = ("threshold", "window", "prediction")
 """Options the per-layer search can vary (`--layer-options`)."""
-DEFAULT_LAYER_OPTIONS: tuple[str, ...] = ("threshold",)
+DEFAULT_LAYER_OPTIONS: tuple[str, ...] = ("threshold", "prediction")
 FIRST_REFERENCE_VALUES: tuple[int, ...] = (0, 1)
 """`first-reference` values crossed with the finer thresholds in the uniform search."""
 LAYER_SWEEPS = 2
@@ -181,9 +189,11 @@ class _Search:
 
 
 def layer_text(overrides: Mapping[str, Any]) -> str:
-    """`0.75` for a threshold alone, else `thr=0.75,w=4` style."""
+    """`0.75` for a threshold alone, `off` for the prediction off, else `thr=0.75,w=4` style."""
     if set(overrides) == {"threshold"}:
         return str(overrides["threshold"])
+    if overrides.get("prediction") == "off":
+        return "off"
     short = {"threshold": "thr", "window": "w"}
     return ",".join(f"{short.get(k, k)}={v}" for k, v in sorted(overrides.items()))
 
@@ -228,29 +238,54 @@ def search_uniform(search: _Search) -> Measurement:
     return search.best_of(search.measure(trials), best) or best
 
 
+def _uniform(options: Mapping[str, Any], name: str) -> Any:
+    """The uniform value of a per-layer option (`prediction` defaults to on)."""
+    return options.get(name, "on") if name == "prediction" else options[name]
+
+
 def _thresholds_of(m: Measurement, layers: Sequence[int]) -> dict[int, dict[str, Any]]:
     """Per-layer {option: value} of the options the per-layer search varies."""
-    return {i: {name: m.config.layers.get(i, {}).get(name, m.config.options[name])
-                for name in ("threshold", "window")} for i in layers}
+    return {i: {name: m.config.layers.get(i, {}).get(name, _uniform(m.config.options, name))
+                for name in PER_LAYER_OPTIONS} for i in layers}
 
 
 def _per_layer_config(options: Mapping[str, Any],
                       per_layer: Mapping[int, Mapping[str, Any]]) -> SplsConfig:
-    """Options + the per-layer values that differ from the uniform ones."""
+    """Options + the per-layer values that differ from the uniform ones (a layer without
+    prediction: that alone; its other options would do nothing)."""
     layers = {}
     for i, values in sorted(per_layer.items()):
-        differing = {k: v for k, v in values.items() if v != options[k]}
+        if values.get("prediction", "on") == "off":
+            values = {"prediction": "off"}
+        differing = {k: v for k, v in values.items() if v != _uniform(options, k)}
         if differing:
             layers[i] = differing
     return SplsConfig(options=dict(options), layers=layers)
 
 
-def per_layer_start(search: _Search, uniform: Measurement, first_reference: int = 0
-                    ) -> Measurement:
+def _with_value(values: Mapping[int, Mapping[str, Any]], layer: int, name: str,
+                value: Any) -> dict[int, dict[str, Any]]:
+    """`values` with layer's `name` set to `value`; a threshold or window also turns the
+    layer's prediction on (they are what a predicted layer does)."""
+    trial = {i: dict(v) for i, v in values.items()}
+    trial[layer][name] = value
+    if name != "prediction":
+        trial[layer]["prediction"] = "on"
+    return trial
+
+
+def prediction_off_everywhere(options: Mapping[str, Any], layers: Sequence[int]) -> SplsConfig:
+    """Every layer without prediction: the dense program (reduction 0)."""
+    return SplsConfig(options=dict(options), layers={i: {"prediction": "off"} for i in layers})
+
+
+def per_layer_start(search: _Search, uniform: Measurement, first_reference: int = 0,
+                    off_in: Sequence[int] = ()) -> Measurement:
     """Where the per-layer search starts: the tuned uniform setting with first-reference at
     least `first_reference`, if it is within the budget; else the
     uniform setting of the search's history (same first-reference rule) that reduces most
-    within it; else reuse off in every layer (the prediction's cost alone)."""
+    within it; else the prediction off in layers `off_in` (all, when the search may turn it
+    off), or reuse off in every layer (the prediction's cost alone)."""
     def raised(m: Measurement) -> SplsConfig:
         options = dict(m.config.options)
         options["first-reference"] = max(int(options.get("first-reference", 0)),
@@ -263,8 +298,9 @@ def per_layer_start(search: _Search, uniform: Measurement, first_reference: int 
     uniforms = {_key(raised(m)): raised(m) for m in search.history if not m.config.layers}
     best = search.best_of(search.measure(list(uniforms.values())), None)
     if best is None:
-        best = search.measure([SplsConfig(options={**start.config.options,
-                                                   "threshold": REUSE_OFF})])[0]
+        best = search.measure([prediction_off_everywhere(start.config.options, off_in)
+                               if off_in else SplsConfig(options={**start.config.options,
+                                                                  "threshold": REUSE_OFF})])[0]
     search.log(f"  per-layer start:"
                f"{_describe(best, search.budget, search.margin_se, search.estimate)}")
     return best
@@ -283,11 +319,11 @@ def search_per_layer_largest(search: _Search, start: Measurement, layers: Sequen
             trials = []
             for name in options.layer_options:
                 for value in _layer_values(name, uniform):
-                    if value == values[layer][name]:
+                    if value == values[layer][name] and (
+                            name == "prediction" or values[layer]["prediction"] == "on"):
                         continue
-                    trial = {i: dict(v) for i, v in values.items()}
-                    trial[layer][name] = value
-                    trials.append(_per_layer_config(uniform, trial))
+                    trials.append(_per_layer_config(
+                        uniform, _with_value(values, layer, name, value)))
             chosen = search.best_of(search.measure(trials), best)
             if chosen is not None and chosen is not best:
                 best, changed = chosen, True
@@ -300,7 +336,26 @@ def search_per_layer_largest(search: _Search, start: Measurement, layers: Sequen
 def _layer_values(name: str, options: Mapping[str, Any]) -> tuple[Any, ...]:
     if name == "threshold":
         return LAYER_THRESHOLDS[options["similarity"]]
+    if name == "prediction":
+        return PREDICTIONS
     return LAYER_WINDOWS
+
+
+def _moves(now: Mapping[str, Any], name: str, uniform: Mapping[str, Any],
+           steps: int | None) -> list[Any]:
+    """Values of `name` one step of the efficient search tries from a layer's values `now`:
+    toward more reuse (lower thresholds, larger windows, the `steps` nearest), the prediction
+    off; from a layer without prediction, the prediction back on at each threshold (highest
+    first) or window."""
+    ladder = _layer_values(name, uniform)
+    if name == "prediction":
+        return ["off"] if now["prediction"] == "on" else []
+    if now["prediction"] == "off":
+        return [v for v in ladder if v != REUSE_OFF][::-1][:steps] if name == "threshold" \
+            else []
+    current = now[name]
+    return ([v for v in ladder if v < current][::-1][:steps] if name == "threshold"
+            else [v for v in ladder if v > current][:steps])
 
 
 def search_per_layer_efficient(search: _Search, start: Measurement, layers: Sequence[int],
@@ -318,17 +373,9 @@ def search_per_layer_efficient(search: _Search, start: Measurement, layers: Sequ
     current = start
     while True:
         values = _thresholds_of(current, layers)
-        trials = []
-        for layer in layers:
-            for name in options.layer_options:
-                now = values[layer][name]
-                ladder = _layer_values(name, uniform)
-                more = ([v for v in ladder if v < now][::-1][:steps] if name == "threshold"
-                        else [v for v in ladder if v > now][:steps])
-                for value in more:
-                    trial = {i: dict(v) for i, v in values.items()}
-                    trial[layer][name] = value
-                    trials.append(_per_layer_config(uniform, trial))
+        trials = [_per_layer_config(uniform, _with_value(values, layer, name, value))
+                  for layer in layers for name in options.layer_options
+                  for value in _moves(values[layer], name, uniform, steps)]
         spent_now = search.bound(current)
         best_move, best_rank = None, (0, 0.0)
         for m in search.measure(trials):
@@ -433,7 +480,8 @@ def tune(evaluator: Evaluator, budget: float, per_layer: bool = True,
     if per_layer and len(layers) > 1:
         log(f"per-layer {', '.join(options.layer_options)} ({options.layer_search}; "
             f"first-reference >= {options.layer_first_reference})")
-        start = per_layer_start(state, uniform, options.layer_first_reference)
+        start = per_layer_start(state, uniform, options.layer_first_reference,
+                                layers if "prediction" in options.layer_options else ())
         chosen = LAYER_SEARCHES[options.layer_search](state, start, layers, options)
         result.per_layer = chosen if chosen.config.layers else None
     result.history = state.history
