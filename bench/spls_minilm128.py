@@ -2,9 +2,12 @@
 (esact-tune's search on calibration sentences under mean cosine >= 0.99 to the FP32 model, the
 chosen setting's cosine on held-out sentences, cycles and on-chip / system energy of the
 compiled program on the hardware model) with the sentences padded to 128 tokens instead of
-scheme_comparison_models.MINILM_TOKENS (64). Arguments are scheme_comparison.py's.
+scheme_comparison_models.MINILM_TOKENS (64); then bench/spls_minilm128_layers.py on the chosen
+setting: dense and SPLS on every reporting sentence on the hardware model, layer by layer
+(cycles, on-chip energy, the prediction's share, rows reused), written beside it as
+spls_minilm128_layers.json. Arguments are scheme_comparison.py's.
 
-    python bench/spls_minilm128.py --search quick --uniform-only \
+    HF_HUB_OFFLINE=1 python bench/spls_minilm128.py --search quick --no-curves \
         --out-dir bench/results/spls_minilm128
 """
 
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import scheme_comparison
 import scheme_comparison_models
+import spls_minilm128_layers
 
 TOKENS = 128
 
@@ -30,7 +34,9 @@ def main(argv: list[str]) -> int:
     result = json.loads(path.read_text())  # the command that reproduces it is this script's
     result["command"] = " ".join(["python bench/spls_minilm128.py", *argv])
     path.write_text(json.dumps(result, indent=1) + "\n")
-    return status or scheme_comparison.main([*fixed, "--markdown", *argv])
+    status = status or scheme_comparison.main([*fixed, "--markdown", *argv])
+    return status or spls_minilm128_layers.main(
+        ["--tuned", str(path), "--json", str(out_dir / "spls_minilm128_layers.json")])
 
 
 if __name__ == "__main__":
