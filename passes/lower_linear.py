@@ -4,7 +4,8 @@ the mask forms are parameters of it (masks: `passes/lower_masked_inputs.py`).
 linear (x [.., in] @ W [in, out], INT8 W, per-channel scales):
 - dense: row tiles of all rows, per input group QUANT (or LOAD of an INT8 copy of x), GEMM,
   DEQUANT (later groups ADD their FP32 partial);
-- `rows(%map)`: one row tile per batch element (all L rows), GEMM with the computed-row mask
+- `rows(%map)`: row tiles of whole sequences (batch elements: as many as fit, so the kept rows
+  of several images fill the MAC array together), GEMM with the computed-row mask
   (reused rows are neither computed nor written; the linear of the SPLS prediction's input gets
   one GEMM per prediction chunk), DEQUANT, SCATTER_ROWS with the reuse map; a sequence whose
   [L, in] input exceeds ABUF is fed in input-column chunks the GEMM accumulates (exact);
@@ -163,9 +164,11 @@ def _finish_column_tile(lw: Lowering, row_tiles: MaskTiles | None, epilogue, out
                         o: int, m0: int, mt: int, n0: int, nt: int) -> None:
     """A column tile's output: reused rows take their representative's row (`row_tiles`: a
     row-masked linear's masks), the epilogue ops run on it, and it is written out."""
-    if row_tiles is not None:
-        lw.emit("scatter_rows", "sfu", buf=Buffer.VBUF, dst_addr=o, src_addr=o, rows=mt,
-                cols=nt, map_addr=row_tiles.reuse_map + 2 * m0)
+    if row_tiles is not None:  # per sequence: a reuse map holds rows of its own sequence
+        for s0 in range(0, mt, row_tiles.length):
+            lw.emit("scatter_rows", "sfu", buf=Buffer.VBUF, dst_addr=o + s0 * nt,
+                    src_addr=o + s0 * nt, rows=row_tiles.length, cols=nt,
+                    map_addr=row_tiles.reuse_map + 2 * (m0 + s0))
     if epilogue is not None:
         epilogue(o, m0, mt, n0, nt)
     lw.write_tile(out_value, o, m0, mt, n0, nt)
@@ -383,8 +386,8 @@ def _linear_tiling(lw: Lowering, op: transformer.LinearOp, x: DramTensor, k: int
         raise fail(op, f"rows {batch}x{length} do not match its masks")
     if k > w_cap:
         raise fail(op, f"the {length} rows x {k} inputs of one sequence exceed the on-chip buffers")
-    row_tiles = [(b * length, length) for b in range(batch)]
     if op.keys is not None:
+        row_tiles = [(b * length, length) for b in range(batch)]
         head_width = n // tiles.heads  # one GEMM per head: the head's key mask is its row mask
         if head_width * k > w_cap or length * head_width > min(acc_cap, v_cap):
             raise fail(op, "a head's column block exceeds the on-chip buffers")
@@ -392,7 +395,28 @@ def _linear_tiling(lw: Lowering, op: transformer.LinearOp, x: DramTensor, k: int
     n_limit = min(w_cap // k, acc_cap // length, v_cap // length)
     if n_limit < 1:
         raise fail(op, f"{length} rows exceed the on-chip accumulator/vector buffers")
-    return row_tiles, round_tile(n_limit, n, lw.config.mac_cols)
+    n_tile = round_tile(n_limit, n, lw.config.mac_cols)
+    per_tile = _sequences_per_tile(lw, op, tiles, k, n, n_tile, (a_cap, acc_cap, v_cap, w_cap))
+    return ([(b * length, min(per_tile, batch - b) * length)
+             for b in range(0, batch, per_tile)], n_tile)
+
+
+def _sequences_per_tile(lw: Lowering, op: transformer.LinearOp, tiles: MaskTiles, k: int,
+                        n: int, n_tile: int, caps: tuple[int, int, int, int]) -> int:
+    """Whole sequences in one row tile of a row-masked linear: as many as fit without a
+    narrower column tile, so the kept rows of several batch elements fill the MAC array's
+    rows together (each sequence's mask and reuse map are contiguous in MBUF); one when a
+    GEMM runs per SPLS prediction chunk (the linear of the prediction's input)."""
+    length, (a_cap, acc_cap, v_cap, w_cap) = tiles.length, caps
+    if op.x is tiles.x and tiles.chunks and tiles.chunks != [(0, length)]:
+        return 1
+    count = 1
+    while (count < tiles.batch and (count + 1) * length * k <= a_cap
+           and (count + 1) * length <= MAX_DIM
+           and round_tile(min(w_cap // k, acc_cap // ((count + 1) * length),
+                              v_cap // ((count + 1) * length)), n, lw.config.mac_cols) == n_tile):
+        count += 1
+    return count
 
 
 def _emit_gemms(lw: Lowering, op: transformer.LinearOp, component: str, tiles: MaskTiles | None,
@@ -411,7 +435,7 @@ def _emit_gemms(lw: Lowering, op: transformer.LinearOp, component: str, tiles: M
     else:
         row_mask = tiles.row_mask + b * tiles.length
     chunks = (tiles.chunks if op.keys is None and op.x is tiles.x and tiles.chunks
-              else [(0, tiles.length)])
+              and mt == tiles.length else [(0, mt)])  # whole sequences (`_sequences_per_tile`)
     for r0, rows in chunks:
         lw.emit("gemm", component, acc_addr=acc + r0 * nt, a_addr=a + r0 * k, w_addr=w, m=rows,
                 k=k, n=nt, has_row_mask=1, row_mask_addr=row_mask + r0,
