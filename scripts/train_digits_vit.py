@@ -155,8 +155,8 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, seed: int
     model.eval()
 
 
-def export(model: nn.Module, path: Path, exporter: str) -> None:
-    """Export with batch 1. `exporter` is 'legacy' (TorchScript, opset 17) or 'dynamo' (18).
+def export(model: nn.Module, path: Path, exporter: str, batch: int = 1) -> None:
+    """Export with a fixed `batch` (1 for the bundled model). `exporter` is 'legacy' (TorchScript, opset 17) or 'dynamo' (18).
 
     Legacy is the default: its node names are module paths (`/blocks.0/attn/query/MatMul`), so
     IR locations and debug maps are readable; layer norm is the fused op, linears are MatMul +
@@ -165,7 +165,7 @@ def export(model: nn.Module, path: Path, exporter: str) -> None:
     Dynamo has no such subgraph but names nodes `node_linear_3` and merges initializers with equal
     values across layers.
     """
-    dummy = torch.zeros(1, 1, 8, 8)
+    dummy = torch.zeros(batch, 1, 8, 8)
     kwargs = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME]}
     if exporter == "legacy":
         torch.onnx.export(model, (dummy,), str(path), dynamo=False, opset_version=17, **kwargs)
