@@ -156,7 +156,8 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, seed: int
 
 
 def export(model: nn.Module, path: Path, exporter: str, batch: int = 1) -> None:
-    """Export with a fixed `batch` (1 for the bundled model). `exporter` is 'legacy' (TorchScript, opset 17) or 'dynamo' (18).
+    """Export with a fixed `batch` (1 for the bundled model; bench/digits_vit_batch.py others).
+    `exporter` is 'legacy' (TorchScript, opset 17) or 'dynamo' (18).
 
     Legacy is the default: its node names are module paths (`/blocks.0/attn/query/MatMul`), so
     IR locations and debug maps are readable; layer norm is the fused op, linears are MatMul +
