@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from esact_cc.runtime.errors import EsactError
 from esact_cc.runtime.spls_kernels import (
+    SCORE_BOUND,
     hlog_levels,
     hlog_matmul,
     hlog_quantize,
@@ -17,6 +18,7 @@ from esact_cc.runtime.spls_kernels import (
     local_similarity,
     masked_softmax,
     predict_attention,
+    reuse_possible,
     topk_mask,
 )
 from hypothesis import given, settings
@@ -282,6 +284,32 @@ def test_threshold_above_one_never_reuses() -> None:
     for mode in ("overlap", "cosprob"):
         reuse, keys = local_similarity(spa, prob, window=4, threshold=1.01, mode=mode, k=6)
         assert (reuse == -1).all() and keys.all()
+
+
+def test_reuse_possible_bounds_every_score() -> None:
+    # Identical rows score 1 (cosine within rounding of it): threshold 1 reuses, above the
+    # bound never; window 0 has no reference.
+    rng = np.random.default_rng(4)
+    row = masked_softmax(rng.normal(size=(3, 1, 9)))
+    prob = np.repeat(row, 2, axis=1)
+    spa = topk_mask(prob, 3)
+    for mode in ("overlap", "cosprob"):
+        reuse, _ = local_similarity(spa, prob, window=1, threshold=1.0, mode=mode, k=3)
+        assert reuse.tolist() == [-1, 0] and reuse_possible(1, 1.0)
+    assert SCORE_BOUND > 1.0 and not reuse_possible(8, 1.01) and not reuse_possible(0, 0.5)
+
+
+@pytest.mark.parametrize("a, b, expected", [
+    # 4-bit levels {0, 1, 2, 3, 4, 6, 8}: 3 = 2^0 + 2^1 and 6 = 2^1 + 2^2 are two terms:
+    # 3 x 3 four shifted partial products, 1 x 2 one, 0 x 8 none (zero codes skipped), 6 x 1 two
+    ([[3, 1, 0, 6]], [[3], [2], [8], [1]], 4 + 1 + 0 + 2),
+    # 6-bit: 24 = 2^3 + 2^4 times 48 = 2^4 + 2^5 four, -32 x 12 two, 16 x -1 one
+    ([[24, -32, 16]], [[48], [12], [-1]], 4 + 2 + 1),
+])
+def test_shift_adds_are_the_hand_count(a, b, expected) -> None:
+    product, shift_adds = hlog_matmul(np.array(a), np.array(b))
+    assert shift_adds == expected
+    assert product.tolist() == (np.array(a) @ np.array(b)).tolist()
 
 
 def test_masked_softmax_zero_on_invalid() -> None:
