@@ -108,6 +108,9 @@ class HostSegment:
     onnx: bytes
     inputs: tuple[TensorDesc, ...]
     outputs: tuple[TensorDesc, ...]
+    # Loaded from a .esb whose checksum was verified: SHA-256 of that checksum and the
+    # segment's index, naming these model bytes without hashing them (host_model_check.py).
+    file_key: bytes | None = field(default=None, compare=False, repr=False)
 
     @cached_property
     def digest(self) -> bytes:
@@ -286,18 +289,20 @@ def parse_esb(data: bytes) -> Program:
     if expected_offset != len(body):
         raise _fail("trailing bytes after the last section")
     return program_from_sections(config_hash, sections["text"], sections["meta"],
-                                 sections["data"], sections["host"])
+                                 sections["data"], sections["host"], checksum)
 
 
 def program_from_sections(config_hash: bytes, text: bytes | memoryview,
                           meta: bytes | memoryview, data: bytes | memoryview,
-                          host: bytes | memoryview | Sequence[bytes]) -> Program:
+                          host: bytes | memoryview | Sequence[bytes],
+                          checksum: bytes | None = None) -> Program:
     """The validated Program of a binary's checksummed sections: its data segments are
     read-only views of `data`; `host` is the HOST section, or its models one bytes object
-    each (esb_reader.py; onnxruntime takes only bytes, so a section's models are copied)."""
+    each (esb_reader.py; onnxruntime takes only bytes, so a section's models are copied).
+    `checksum`, the file's verified one, gives each host segment its file_key."""
     instructions = decode_program(bytes(text))
     program = _program_from_meta(_parse_meta(bytes(meta)), instructions, config_hash.hex(),
-                                 memoryview(data).toreadonly(), host)
+                                 memoryview(data).toreadonly(), host, checksum)
     validate_program(program)
     return program
 
@@ -358,8 +363,8 @@ def _tensor_desc(obj: dict[str, Any]) -> TensorDesc:
 
 
 def _program_from_meta(meta: dict[str, Any], instructions: list[Instruction], config_hash: str,
-                       data_blob: memoryview, host_blob: bytes | memoryview | Sequence[bytes]
-                       ) -> Program:
+                       data_blob: memoryview, host_blob: bytes | memoryview | Sequence[bytes],
+                       checksum: bytes | None) -> Program:
     io = []
     for i, raw in enumerate(_list(meta["io"], "META io")):
         obj = _tensor(raw, f"META io[{i}]", {"kind"})
@@ -396,8 +401,9 @@ def _program_from_meta(meta: dict[str, Any], instructions: list[Instruction], co
                     for j, t in enumerate(_list(obj["inputs"], f"META host[{i}].inputs")))
         outs = tuple(_tensor_desc(_tensor(t, f"META host[{i}].outputs[{j}]"))
                      for j, t in enumerate(_list(obj["outputs"], f"META host[{i}].outputs")))
+        key = checksum and hashlib.sha256(bytes(checksum) + i.to_bytes(4, "little")).digest()
         hosts.append(HostSegment(bytes(host_blob[offset:offset + size]) if parts is None
-                                 else parts[i], ins, outs))
+                                 else parts[i], ins, outs, key or None))
     if expected != host_size:
         raise _fail("HOST section has bytes no segment describes")
     debug: dict[int, DebugEntry] = {}

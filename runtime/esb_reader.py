@@ -39,8 +39,9 @@ from typing import Any, BinaryIO
 from .errors import BinaryFormatError, UsageError
 from .esb import CHECKSUM_BYTES, FORMAT_VERSION, HEADER, SECTION_ENTRY, SECTION_KINDS
 
-Pieces = tuple[bytes, bytes, bytes, memoryview, list[bytes]]
-"""config hash, TEXT, META, DATA, the host models: esb.program_from_sections' arguments."""
+Pieces = tuple[bytes, bytes, bytes, memoryview, list[bytes], bytes]
+"""config hash, TEXT, META, DATA, the host models, the verified checksum:
+esb.program_from_sections' arguments."""
 
 
 def read_pieces(handle: BinaryIO, head: bytes, total: int, path: Path
@@ -78,7 +79,8 @@ def read_pieces(handle: BinaryIO, head: bytes, total: int, path: Path
     if host_sizes is None:
         return None, head
     body_end = total - CHECKSUM_BYTES
-    if hashlib.sha256(whole[:body_end]).digest() != whole[body_end:]:
+    checksum = bytes(whole[body_end:])
+    if hashlib.sha256(whole[:body_end]).digest() != checksum:
         raise BinaryFormatError("checksum mismatch (file is corrupt or truncated)")
     release_mapped_pages(region)
     hosts, at = [], offsets[3]
@@ -86,7 +88,7 @@ def read_pieces(handle: BinaryIO, head: bytes, total: int, path: Path
         hosts.append(bytes(whole[at:at + size]))
         at += size
     release_mapped_pages(region)
-    return (config_hash, text, meta, whole[offsets[2]:offsets[3]], hosts), b""
+    return (config_hash, text, meta, whole[offsets[2]:offsets[3]], hosts, checksum), b""
 
 
 def release_mapped_pages(region: object) -> None:

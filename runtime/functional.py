@@ -14,6 +14,7 @@ Every failure is a ProgramError (or another EsactError) naming the instruction i
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ from .masked_score_work import charge_kept_scores
 
 if TYPE_CHECKING:
     from .hw_config import HardwareConfig
+
+_RUN_NUMBERS = itertools.count()  # names of one run's host sessions: never reused
 
 # Largest K whose float32 sums of int8 x int8 products are exact: K * 2^14 <= 2^24.
 FLOAT32_EXACT_K = 1 << 10
@@ -110,14 +113,12 @@ class Machine:
         self.program = program
         self.config = config
         self.host_time_limit = host_time_limit
-        # The index of each host model's last HOST instruction, when its onnxruntime session
-        # is released there (execute's release_host_sessions).
-        self.last_host_use: dict[bytes, int] = {}
-        if release_host_sessions:
-            segments = program.host_segments
-            for i, instr in enumerate(program.instructions):
-                if instr.opcode_name == "host" and instr["segment"] < len(segments):
-                    self.last_host_use[segments[instr["segment"]].digest] = i
+        # The index of each host segment's last HOST instruction, when its onnxruntime session
+        # is released there (execute's release_host_sessions); the session is then named by
+        # this run and the segment, so the model (92 MB in BERT-base) is never hashed.
+        self.last_host_use = {instr["segment"]: i for i, instr in enumerate(program.instructions)
+                              if release_host_sessions and instr.opcode_name == "host"}
+        self.run_name = b"run %d segment " % next(_RUN_NUMBERS)
         self.dram = allocate_dram_image(dram_bytes)
         self.buffers = {b: _allocate(buffer_elements(config, b), BUFFER_DTYPES[b],
                                      f"the {b.name.lower()} buffer") for b in Buffer}
@@ -477,12 +478,13 @@ class Machine:
         from .host_segments import release_session, run_host_segment  # onnxruntime if needed
 
         segment = self.program.host_segments[f["segment"]]
+        name = self.run_name + b"%d" % f["segment"] if self.last_host_use else None
         try:
-            read, written = run_host_segment(segment, self.dram, self.host_time_limit)
+            read, written = run_host_segment(segment, self.dram, self.host_time_limit, name)
         except ProgramError as exc:
             raise self.fail(f"field 'segment' = {f['segment']}: {exc}") from None
-        if self.last_host_use.get(segment.digest) == self.index:
-            release_session(segment.digest)
+        if name is not None and self.last_host_use.get(f["segment"]) == self.index:
+            release_session(name)
         self.work.dram_read_bytes, self.work.dram_write_bytes = read, written
         self.work.host_flops = read + written
 

@@ -69,20 +69,23 @@ def host_session(onnx_bytes: bytes, digest: bytes | None = None) -> Any:
     return session
 
 
-def segment_key(segment: HostSegment) -> bytes:
+def segment_key(segment: HostSegment, name: bytes | None = None) -> bytes:
     """The session cache key of a segment's session (its tables lifted: not the key of the
-    model's own session, which other callers of `host_session` get)."""
-    return _lifted_key(segment.digest)
+    model's own session, which other callers of `host_session` get): by its model's digest,
+    or by the `name` a caller gives it (then released by that name, release_session)."""
+    return _lifted_key(segment.digest if name is None else name)
 
 
 def _lifted_key(digest: bytes) -> bytes:
     return digest + b"/tables"
 
 
-def segment_session(segment: HostSegment) -> tuple[Any, dict[str, np.ndarray]]:
+def segment_session(segment: HostSegment, name: bytes | None = None
+                    ) -> tuple[Any, dict[str, np.ndarray]]:
     """(session, tables to feed) of a host segment: its model's large initializers lifted
-    to graph inputs (host_model_tables.py), so onnxruntime reads them in place."""
-    key = segment_key(segment)
+    to graph inputs (host_model_tables.py), so onnxruntime reads them in place. Cached under
+    segment_key(segment, name)."""
+    key = segment_key(segment, name)
     tables = _TABLES.get(key)
     if tables is not None and key in _SESSIONS:
         return host_session(segment.onnx, key), tables  # cached
@@ -95,8 +98,9 @@ def segment_session(segment: HostSegment) -> tuple[Any, dict[str, np.ndarray]]:
 
 
 def release_session(digest: bytes) -> None:
-    """Forget the cached sessions of the model with this SHA-256 digest: a session may hold
-    a copy of the model's tensors (BERT-base's embedding table: 105 MiB) until released."""
+    """Forget the cached sessions of the model with this SHA-256 digest (or of the segment
+    session cached under this name): a session may hold a copy of the model's tensors
+    (BERT-base's embedding table: 105 MiB) until released."""
     _SESSIONS.pop(digest, None)
     _SESSIONS.pop(_lifted_key(digest), None)
     _TABLES.pop(_lifted_key(digest), None)
@@ -159,10 +163,11 @@ def run_with_time_limit(session: Any, names: Sequence[str], feeds: Mapping[str, 
 
 
 def run_host_segment(segment: HostSegment, dram: np.ndarray,
-                     time_limit: float = HOST_TIME_LIMIT_S) -> tuple[int, int]:
+                     time_limit: float = HOST_TIME_LIMIT_S, name: bytes | None = None
+                     ) -> tuple[int, int]:
     """Run the segment on `dram` in place within `time_limit` seconds; returns (bytes read,
-    bytes written)."""
-    session, tables = segment_session(segment)
+    bytes written). `name`: see segment_session."""
+    session, tables = segment_session(segment, name)
     graph_inputs = {i.name for i in session.get_inputs()} - set(tables)
     graph_outputs = [o.name for o in session.get_outputs()]
     bound_inputs = {t.name for t in segment.inputs}

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from esact_cc.runtime import host_model_memo
 from esact_cc.runtime.errors import ProgramError
-from esact_cc.runtime.esb import HostSegment, TensorDesc
+from esact_cc.runtime.esb import DataSegment, HostSegment, Program, TensorDesc, read_esb, write_esb
 from esact_cc.runtime.host_model_check import check_host_model
 from esact_cc.runtime.host_model_memo import (
     CHECKER_MODULES,
@@ -21,6 +21,8 @@ from esact_cc.runtime.host_model_memo import (
     memo_directory,
     remembered_graph_io,
 )
+from esact_cc.runtime.hw_config import load_config
+from esact_cc.runtime.isa import Instruction
 from onnx import TensorProto, helper
 
 X = TensorDesc("x", (2, 3), "float32", 0)
@@ -110,3 +112,24 @@ def test_the_marker_key_covers_every_runtime_module_the_check_imports() -> None:
                      and node.level == 1 and id(node) not in typing_only}
     assert imported <= set(CHECKER_MODULES)
     assert "host_model_check" in CHECKER_MODULES
+
+
+def test_a_binary_loaded_again_finds_its_models_without_hashing_them(
+        cache: Path, tmp_path: Path) -> None:
+    """The first load finds the model by its digest (as esact-cc remembered it) and remembers
+    the segment's file_key; the next load of the binary finds that and never hashes the model
+    (HostSegment.digest is a cached_property: computed only if read)."""
+    segment = HostSegment(relu_model(), (X,), (Y,))
+    program = Program([Instruction.make("host", segment=0), Instruction.make("halt")],
+                      load_config().hash, host_segments=[segment])
+    path = tmp_path / "relu.esb"
+    write_esb(program, path)  # validates: the model checked, remembered by digest
+    assert len(list(cache.iterdir())) == 1
+    first = read_esb(path).host_segments[0]
+    assert "digest" in vars(first) and len(list(cache.iterdir())) == 2  # + its file_key
+    second = read_esb(path).host_segments[0]
+    assert second.file_key == first.file_key is not None and "digest" not in vars(second)
+    other = tmp_path / "other.esb"  # another binary with the same model: its own file_key
+    write_esb(Program(program.instructions, program.config_hash, host_segments=[segment],
+                      data_segments=[DataSegment("w", 64, b"\1")]), other)
+    assert read_esb(other).host_segments[0].file_key != first.file_key

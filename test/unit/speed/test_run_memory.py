@@ -8,14 +8,13 @@ import sys
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper
-
 from esact_cc.runtime import host_segments
 from esact_cc.runtime.dram_image import allocate_dram_image
 from esact_cc.runtime.esb import HostSegment, IODescriptor, Program, TensorDesc
 from esact_cc.runtime.hw_config import load_config
 from esact_cc.runtime.isa import Instruction
 from esact_cc.runtime.run_program import run_program
+from onnx import TensorProto, helper
 
 CFG = load_config()
 
@@ -80,3 +79,16 @@ def test_host_sessions_are_released_after_their_last_use_when_asked(
     key = host_segments.segment_key(program.host_segments[0])
     assert (key in host_segments._SESSIONS) is not release
     host_segments.release_session(digest)
+
+
+def test_a_run_that_releases_its_sessions_never_hashes_the_host_model() -> None:
+    """Released sessions are named by the run and the segment (esact-run): the model's
+    digest, a SHA-256 over BERT-base's 92 MB embedding segment, is never computed, and no
+    session outlives the run."""
+    program = _identity_program()
+    before = set(host_segments._SESSIONS)
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    result = run_program(program, {"x": x}, CFG, release_host_sessions=True)
+    np.testing.assert_array_equal(result.outputs["y"], x)
+    assert "digest" not in vars(program.host_segments[0])
+    assert set(host_segments._SESSIONS) == before
