@@ -4,8 +4,8 @@ A few inputs of a population flip under almost any reuse (on the digits ViT abou
 test images: docs/design.md section 6.2); 180 calibration inputs miss all of them 14% of the
 time, and a search that sees none of them accepts settings that flip them. Such inputs lie near
 the dense model's decision boundary. Small perturbations of the calibration inputs put copies
-there too: copy j of input i is input i shifted by one pixel (direction drawn), with Gaussian
-noise, or with its brightness scaled, in turn (`PERTURBATIONS`), values clipped to the range of
+there too: copy j of input i is input i with Gaussian noise, with its brightness scaled, or
+shifted by one pixel (direction drawn), in turn (`PERTURBATIONS`), values clipped to the range of
 the calibration inputs. An input counts as flipped when the setting flips it or any of its
 copies (`AugmentedEvaluator`), so the loss bound (loss_bound.py) reads per-input losses that
 see the neighbourhood of each input, not the point.
@@ -26,8 +26,11 @@ from esact_cc.sparsity.spls_options import SplsConfig
 from esact_cc.tuning.spls_calibration_inputs import CalibrationData
 from esact_cc.tuning.spls_measurement import Measurement
 
-PERTURBATIONS = ("shift", "noise", "brightness")
-"""Copy j of an input is perturbed by PERTURBATIONS[j % 3]."""
+PERTURBATIONS = ("noise", "brightness", "shift")
+"""Copy j of an input is perturbed by PERTURBATIONS[j % 3]. The shift comes last: on the 8x8
+digits a one-pixel shift is an eighth of the image, and the dense ViT misclassifies 58% of the
+shifted copies of its test images (noise: 3.6%, brightness: 2.8%; the images: 2.2%), which is
+no longer the neighbourhood of an input."""
 NOISE_STD = 0.05
 """Gaussian noise, as a share of the calibration inputs' value range."""
 BRIGHTNESS = 0.1
