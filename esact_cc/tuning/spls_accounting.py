@@ -159,13 +159,22 @@ def find_dense_layers(module: ModuleOp, indices: Iterable[int]) -> list[DenseLay
         heads = op.num_heads.value.data
         linears = tuple((component_of(s), *_shape(o.operands[1]))
                         for o, s in stamps.items() if s.layer == where.layer
-                        and isinstance(o, transformer.LinearOp) and s.role in LAYER_LINEAR_ROLES)
+                        and _counted_as_in_spls_layers(o, s.role))
         found[where.layer] = DenseLayer(where.layer, heads, _shape(op.operands[0])[-1] // heads,
                                         linears)
     missing = sorted(wanted - set(found))
     if missing:
         raise CompileError(f"spls accounting: no attention layer {missing[0]} in the module")
     return [found[i] for i in sorted(found)]
+
+
+def _counted_as_in_spls_layers(op: Operation, role: str) -> bool:
+    """The linears `find_spls_layers` counts in a predicted layer: Q, K and V, and the others
+    insert-spls row-masks (not INT8 ones with per-group input scales, which it leaves dense
+    and uncounted), so the denominator does not move when a layer's prediction goes off."""
+    if not isinstance(op, transformer.LinearOp) or role not in LAYER_LINEAR_ROLES:
+        return False
+    return role in ("q", "k", "v") or op.group_scales is None
 
 
 def count_dense_layer(layer: DenseLayer, rows: int, pairs_per_head: float) -> LayerWork:
