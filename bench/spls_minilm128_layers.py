@@ -41,6 +41,8 @@ import scheme_comparison_models as models
 TOKENS = 128
 CALIBRATION = 8
 OUTPUT = "sentence_embedding"
+MAC_COMPONENTS = ("q", "k", "v", "qk", "pv", "o", "ffn1", "ffn2")
+"""Per layer, each one's on-chip energy too: what reuse could save at most."""
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -67,7 +69,8 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def layer_figures(report: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Per layer: cycles and on-chip uJ of the layer, of its prediction, rows reused."""
+    """Per layer: cycles and on-chip uJ of the layer, of its prediction, rows reused, and the
+    on-chip uJ of each MAC component (`<component>_uj`)."""
     predict = report["components"].get("predict", {}).get("layers", {})
     spls = report.get("spls", {}).get("layers", {})
     out = {}
@@ -78,7 +81,10 @@ def layer_figures(report: dict[str, Any]) -> dict[str, dict[str, float]]:
                       "on_chip_uj": figures["energy_on_chip_pj"] * 1e-6,
                       "predict_cycles": predict.get(layer, {}).get("cycles", 0),
                       "predict_uj": predict.get(layer, {}).get("energy_on_chip_pj", 0.0) * 1e-6,
-                      "reused_rows": spls.get(layer, {}).get("reused_rows", 0)}
+                      "reused_rows": spls.get(layer, {}).get("reused_rows", 0),
+                      **{f"{c}_uj": report["components"][c]["layers"][layer]
+                         ["energy_on_chip_pj"] * 1e-6 for c in MAC_COMPONENTS
+                         if layer in report["components"].get(c, {}).get("layers", {})}}
     return out
 
 

@@ -16,7 +16,8 @@ def _report(layer1_cycles: int, predict: bool) -> dict:
     layers = {"0": {"cycles": 100, "energy_on_chip_pj": 2e6},
               "1": {"cycles": layer1_cycles, "energy_on_chip_pj": 3e6},
               "none": {"cycles": 7, "energy_on_chip_pj": 1e6}}
-    report = {"layers": layers, "components": {}}
+    report = {"layers": layers, "components": {"ffn1": {"layers": {"1": {
+        "energy_on_chip_pj": 1.5e6}}}}}
     if predict:
         report["components"]["predict"] = {"layers": {"1": {"cycles": 40,
                                                             "energy_on_chip_pj": 5e5}}}
@@ -30,7 +31,7 @@ def test_layer_figures_split_the_prediction_from_the_layer() -> None:
     assert figures["0"] == {"cycles": 100, "on_chip_uj": 2.0, "predict_cycles": 0,
                             "predict_uj": 0.0, "reused_rows": 0}
     assert figures["1"] == {"cycles": 250, "on_chip_uj": 3.0, "predict_cycles": 40,
-                            "predict_uj": 0.5, "reused_rows": 90}
+                            "predict_uj": 0.5, "reused_rows": 90, "ffn1_uj": 1.5}
 
 
 def test_table_and_summary_are_against_dense() -> None:
