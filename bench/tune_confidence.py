@@ -14,11 +14,15 @@ at 0.1 MAC per HLog product), and over the whole dense program esact-cc builds (
 eliminated, bench/spls_finetune.py `totals`).
 
     python bench/tune_confidence.py [--loss-estimates flips,margins] [--confidences 0.9]
-      [--random-splits 2] [--cache FILE.pkl] [--verbose]
+      [--random-splits 2] [--cache FILE.pkl] [--augment N] [--split I] [--verbose]
       -> bench/results/tune_confidence_digits.json (rewritten after every tuned setting)
 
 `--loss-estimates` compares esact-tune's `--loss-estimate` values: `flips` (the observed
 flipped predictions) and `margins` (margin erosion priced as flips, margin_loss.py).
+`--augment N` is esact-tune's: N perturbed copies of every calibration image, an image counted
+as flipped when it or any of its copies flips (calibration_augmentation.py); the copies are
+cached as the images are, measured only for the calibration images and the settings within
+budget on the images alone. `--split I` runs one split (several processes, one cache each).
 """
 
 from __future__ import annotations
@@ -42,17 +46,24 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 
-from spls_finetune import program_macs, totals  # noqa: E402
+from esact_cc.runtime.errors import CompileError
+from spls_finetune import program_macs, totals
 
-from esact_cc.sparsity.spls_options import SplsConfig  # noqa: E402
-from esact_cc.tuning.spls_accounting import LayerWork, summarize  # noqa: E402
-from esact_cc.tuning.spls_calibration_inputs import (  # noqa: E402
+from esact_cc.sparsity.spls_options import SplsConfig
+from esact_cc.tuning.calibration_augmentation import (
+    AugmentedEvaluator,
+    augment,
+    budget_screen,
+    check_augment,
+)
+from esact_cc.tuning.margin_loss import MarginReference
+from esact_cc.tuning.spls_accounting import LayerWork, summarize
+from esact_cc.tuning.spls_calibration_inputs import (
     load_calibration_data,
     model_inputs,
 )
-from esact_cc.tuning.margin_loss import MarginReference  # noqa: E402
-from esact_cc.tuning.spls_measurement import Measurement, SplsEvaluator  # noqa: E402
-from esact_cc.tuning.spls_tuning import SearchOptions, _key, tune  # noqa: E402
+from esact_cc.tuning.spls_measurement import Measurement, SplsEvaluator
+from esact_cc.tuning.spls_tuning import SearchOptions, _key, tune
 
 MODELS = REPO / "esact_cc" / "models"
 RESULTS = REPO / "bench" / "results"
@@ -69,43 +80,52 @@ def log(message: str) -> None:
 
 
 class PerInputCache:
-    """Every setting measured once on all of `evaluator`'s inputs; per-input outputs and work
-    kept, so any subset of the inputs is measured without running anything again. With `path`
-    the results persist across runs (a pickle, checked against the dense outputs)."""
+    """Every setting measured once per input of `evaluator`, on the inputs asked for only;
+    per-input outputs and work kept, so any subset of the inputs is measured without running
+    anything again. With `path` the results persist across runs (a pickle, checked against
+    the dense outputs)."""
 
     def __init__(self, evaluator: SplsEvaluator, path: Path | None = None):
         self.evaluator = evaluator
         self.path = path
-        self.results: dict[str, tuple[np.ndarray, list[list[LayerWork]]]] = {}
+        self.results: dict[str, tuple[list[np.ndarray | None], list[list[LayerWork] | None]]] \
+            = {}
         self.dense = np.stack(evaluator.dense_outputs)
         if path is not None and path.exists():
             saved = pickle.loads(path.read_bytes())
             if np.array_equal(saved["dense"], self.dense):
-                self.results = saved["results"]
+                self.results = {k: (list(o), list(w)) for k, (o, w) in saved["results"].items()}
                 log(f"{len(self.results)} settings read from {path}")
             else:
                 log(f"{path} was measured on other dense outputs: not used")
 
-    def ensure(self, configs: Sequence[SplsConfig]) -> None:
-        todo = list({_key(c): c for c in configs if _key(c) not in self.results}.values())
+    def ensure(self, configs: Sequence[SplsConfig], indices: Sequence[int] | None = None
+               ) -> None:
+        """Measure `configs` on the `indices` (default: all inputs) not measured yet."""
+        ev = self.evaluator
+        wanted = range(ev.sample_count) if indices is None else [int(i) for i in indices]
+        for config in configs:
+            self.results.setdefault(_key(config), ([None] * ev.sample_count,
+                                                   [None] * ev.sample_count))
+        todo = [c for c in {_key(c): c for c in configs}.values()
+                if any(self.results[_key(c)][1][i] is None for i in wanted)]
         if not todo:
             return
-        ev = self.evaluator
-        prepared = [ev._prepare(c) for c in todo]
-        outputs: list[list[np.ndarray]] = [[] for _ in todo]
-        works: list[list[list[LayerWork]]] = [[] for _ in todo]
-        for index in range(ev.sample_count):
+        prepared = [(self.results[_key(c)], ev._prepare(c)) for c in todo]
+        for index in wanted:
             memo: dict[int, list[np.ndarray]] = {}  # shared by the settings on one input
-            for j, p in enumerate(prepared):
-                out, work = ev._run(p, index, memo, None)
-                outputs[j].append(out)
-                works[j].append(work)
-        for j, config in enumerate(todo):
-            self.results[_key(config)] = (np.stack(outputs[j]), works[j])
+            for (outputs, works), p in prepared:
+                if works[index] is None:
+                    outputs[index], works[index] = ev._run(p, index, memo, None)
         if self.path is not None:
             tmp = self.path.with_suffix(".tmp")
             tmp.write_bytes(pickle.dumps({"dense": self.dense, "results": self.results}))
             tmp.replace(self.path)
+
+    def outputs(self, config: SplsConfig) -> list[np.ndarray]:
+        """Per input: the setting's output, the dense one where it was not measured."""
+        outputs = self.results[_key(config)][0]
+        return [d if o is None else o for o, d in zip(outputs, self.evaluator.dense_outputs)]
 
     def subset(self, indices: np.ndarray) -> SubsetEvaluator:
         return SubsetEvaluator(self, indices)
@@ -137,12 +157,14 @@ class SubsetEvaluator:
                 seed: int = 0) -> list[Measurement]:
         if control:
             raise ValueError("the per-input cache does not run the random-reuse control")
-        self.cache.ensure(configs)
+        self.cache.ensure(configs, self.indices)
         out = []
         for config in configs:
-            outputs, works = self.cache.results[_key(config)]
-            mine = self.cache.evaluator._scores(list(outputs))[self.indices]
-            price = self.margins.price(self.margins.erosions(outputs[self.indices]))
+            outputs = self.cache.outputs(config)
+            works = self.cache.results[_key(config)][1]
+            mine = self.cache.evaluator._scores(outputs)[self.indices]
+            price = self.margins.price(self.margins.erosions(
+                np.stack([outputs[i] for i in self.indices])))
             out.append(Measurement(config, float(np.mean(mine)), self.dense_accuracy,
                                    summarize(works[i] for i in self.indices), None,
                                    self.dense_scores - mine, True, price))
@@ -165,7 +187,7 @@ def splits(count: int, calibration: int, random_splits: int, seed: int
 
 
 def point(m: Measurement, macs: dict[str, int], search: SearchOptions) -> dict[str, Any]:
-    n = int(len(m.sample_losses)) if m.sample_losses is not None else 0
+    n = len(m.sample_losses) if m.sample_losses is not None else 0
     work = m.work.as_dict()
     return {"accuracy": m.accuracy, "dense_accuracy": m.dense_accuracy, "loss_points": m.loss,
             "loss_se_points": m.loss_se, "margin_loss_points": m.margin_loss,
@@ -197,6 +219,11 @@ def summary(runs: list[dict[str, Any]], budget: float) -> dict[str, Any]:
     return out
 
 
+def copy_indices(indices: np.ndarray, copies: int) -> np.ndarray:
+    """The copies of `indices` in the input-major copies set (copy j of input i: i*copies+j)."""
+    return (indices[:, None] * copies + np.arange(copies)).reshape(-1)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--budget", type=float, default=1.0)
@@ -215,19 +242,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--splits-only", type=int, default=0, metavar="N",
                     help="stop after the first N splits (0: all)")
+    ap.add_argument("--split", type=int, action="append", metavar="I",
+                    help="run split I only (0, 1: the halves; 2...: the random ones); "
+                    "repeatable")
+    ap.add_argument("--augment", type=int, default=0, metavar="N",
+                    help="esact-tune --augment N: an input counts as flipped when the setting "
+                    "flips it or any of its N perturbed copies (calibration_augmentation.py); "
+                    "0: no copies")
     ap.add_argument("-o", "--output", type=Path, default=RESULTS / "tune_confidence_digits.json")
     args = ap.parse_args(argv)
     confidences = [float(c) for c in args.confidences.split(",")]
     estimates = args.loss_estimates.split(",")
     for c in confidences:
         for e in estimates:
-            SearchOptions(confidence=c, loss_estimate=e).validate()
+            try:
+                SearchOptions(confidence=c, loss_estimate=e).validate()
+                check_augment(args.augment, e)
+            except CompileError as error:
+                ap.error(str(error))
     model = str(MODELS / "digits_vit.onnx")
     inputs = model_inputs(model)
     int8 = load_calibration_data(MODELS / "digits_calib.npz", inputs, "labels")
     test = load_calibration_data(MODELS / "digits_test.npz", inputs, "labels")
     cache = PerInputCache(SplsEvaluator(model, test, ir="quantized",
                                         quantize_samples=int8.samples), args.cache)
+    copies_cache = None
+    if args.augment:
+        copies_cache = PerInputCache(
+            SplsEvaluator(model, augment(test, args.augment), ir="quantized",
+                          quantize_samples=int8.samples),
+            args.cache.with_suffix(f".copies{args.augment}.pkl") if args.cache else None)
     image = np.load(MODELS / "digits_test.npz")["images"][0]
     if args.program_macs:
         dense_macs, full_macs = (int(v) for v in args.program_macs.split(","))
@@ -239,15 +283,21 @@ def main(argv: list[str] | None = None) -> int:
         "model": "digits ViT (bundled), INT8, ranges from digits_calib.npz",
         "pool": "digits_test.npz (360 images the model was never trained on)",
         "budget_points": args.budget, "confidences": confidences,
-        "loss_estimates": estimates, "program_macs": macs,
+        "loss_estimates": estimates, "program_macs": macs, "augment": args.augment,
         "command": "python bench/tune_confidence.py " + " ".join(
             argv if argv is not None else sys.argv[1:]),
         "runs": []}
     chosen = splits(test.labels.shape[0], args.calibration, args.random_splits, args.seed)
-    for name, calib_idx, held_idx in chosen[:args.splits_only or None]:
-        calib, held = cache.subset(calib_idx), cache.subset(held_idx)
+    picked = [chosen[i] for i in args.split] if args.split else chosen[:args.splits_only or None]
+    for name, calib_idx, held_idx in picked:
+        plain, held = cache.subset(calib_idx), cache.subset(held_idx)
         for estimate, confidence in [(e, c) for e in estimates for c in confidences]:
             search = SearchOptions(confidence=confidence, loss_estimate=estimate)
+            calib = plain
+            if copies_cache is not None:
+                calib = AugmentedEvaluator(
+                    plain, copies_cache.subset(copy_indices(calib_idx, args.augment)),
+                    args.augment, budget_screen(args.budget, search))
             start, cpu = time.time(), cpu_seconds()
             result = tune(calib, args.budget, search=search,
                           log=log if args.verbose else None)
@@ -260,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
                    "layers": {str(i): o for i, o in sorted(best.config.layers.items())},
                    "chosen": "per_layer" if best is result.per_layer else "uniform",
                    "calibration": point(best, macs, search),
+                   "calibration_inputs_alone": point(plain.measure([best.config])[0], macs,
+                                                     search),
                    "held_out": point(held_m, macs, search),
                    "settings_measured": len(result.history),
                    "settings_cached": len(cache.results),

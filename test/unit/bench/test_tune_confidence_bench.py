@@ -23,7 +23,7 @@ from esact_cc.tuning.spls_measurement import SplsEvaluator, uniform_config
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def _load(name: str, path: Path):  # noqa: ANN202 - a module loaded by path
+def _load(name: str, path: Path):  # -> a module loaded by path
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     assert spec.loader is not None
@@ -45,7 +45,7 @@ def data(tmp_path_factory):
     return model, load_calibration_data(calib, model_inputs(model), "labels")
 
 
-def subset_and_alone(data, indices: np.ndarray):  # noqa: ANN201 - (cache, got, alone)
+def subset_and_alone(data, indices: np.ndarray):  # -> (cache, got, alone)
     """A per-input cache of the whole set, what its subset `indices` measures for CONFIGS, and
     what an evaluator built on that subset alone measures."""
     model, full = data
@@ -107,3 +107,29 @@ def test_the_cache_file_is_read_back_and_checked(data, tmp_path):
     saved["dense"] = saved["dense"] + 1.0
     path.write_bytes(pickle.dumps(saved))
     assert BENCH.PerInputCache(evaluator, path).results == {}
+
+
+def test_copy_indices_pick_each_calibration_input_s_copies():
+    assert BENCH.copy_indices(np.array([0, 2]), 3).tolist() == [0, 1, 2, 6, 7, 8]
+
+
+def test_augment_with_margins_is_refused_before_any_measurement(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        BENCH.main(["--augment", "2", "--loss-estimates", "margins"])
+    assert exit_info.value.code == 2
+    assert "--loss-estimate margins" in capsys.readouterr().err
+
+
+def test_a_partly_measured_setting_is_completed_on_the_inputs_asked_for(data):
+    model, full = data
+    cache = BENCH.PerInputCache(SplsEvaluator(model, full, ir="transformer"))
+    cache.ensure(CONFIGS[:1], [0, 3])
+    _, works = cache.results[next(iter(cache.results))]
+    assert [i for i, w in enumerate(works) if w is not None] == [0, 3]
+    got = cache.subset(np.array([3, 5])).measure(CONFIGS[:1])[0]
+    alone = SplsEvaluator(model, CalibrationData([full.samples[i] for i in (3, 5)],
+                                                 full.labels[[3, 5]], "subset"),
+                          ir="transformer").measure(CONFIGS[:1])[0]
+    assert np.array_equal(got.sample_losses, alone.sample_losses)
+    assert got.work.as_dict() == alone.work.as_dict()
+    assert [i for i, w in enumerate(works) if w is not None] == [0, 3, 5]
