@@ -26,8 +26,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import IntEnum
-from functools import lru_cache
 
+from esact_cc.dialects.integer_attr import i64_attr
 from esact_cc.runtime.errors import ProgramError
 from esact_cc.runtime.esb import COMPONENTS
 from esact_cc.runtime.isa import (
@@ -184,14 +184,7 @@ def _field_attr(spec: FieldSpec, value: float) -> Attribute:
         if isinstance(value, int):
             value = bits_float(value)
         return FloatAttr(float(value), Float32Type())
-    return _i64(int(value))
-
-
-@lru_cache(maxsize=1 << 16)
-def _i64(value: int) -> IntegerAttr:
-    # Attributes are immutable: a BERT-base program has ~50k integer fields but few distinct
-    # values, and building an IntegerAttr (with its range check) is the slow part of lowering.
-    return IntegerAttr(value, i64)
+    return i64_attr(int(value))
 
 
 def _field_text(spec: FieldSpec, attr: Attribute) -> str:

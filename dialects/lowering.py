@@ -28,9 +28,12 @@ A LOAD with attribute `lowering.hoist` moves back past the previous op's SFU/DMA
 
 from __future__ import annotations
 
+from functools import cache
+
+from esact_cc.dialects.integer_attr import i64_attr
 from esact_cc.runtime.isa import Buffer
-from xdsl.dialects.builtin import I64, IntegerAttr, StringAttr, i64
-from xdsl.ir import Dialect
+from xdsl.dialects.builtin import I64, IntegerAttr, StringAttr
+from xdsl.ir import Dialect, Operation
 from xdsl.irdl import IRDLOperation, irdl_op_definition, opt_prop_def, prop_def
 from xdsl.utils.exceptions import VerifyException
 
@@ -43,6 +46,11 @@ GROUP_ATTR = "lowering.group"
 CYCLES_ATTR = "lowering.cycles"
 """BPU attribute: its estimated cycles (an anchor `interleave` spreads a group over)."""
 POLICIES = ("aside", "interleave", "sink", "prepare", "append", "early")
+
+
+@cache
+def _buffer_name(buffer: Buffer) -> StringAttr:
+    return StringAttr(buffer.name)
 
 
 @irdl_op_definition
@@ -60,11 +68,10 @@ class ReserveOp(IRDLOperation):
     assembly_format = "$id $buffer $size (`at` $address^)? attr-dict"
 
     def __init__(self, vid: int, buffer: Buffer, size: int, address: int | None = None):
-        props = {"id": IntegerAttr(vid, i64), "buffer": StringAttr(buffer.name),
-                 "size": IntegerAttr(size, i64)}
+        props = {"id": i64_attr(vid), "buffer": _buffer_name(buffer), "size": i64_attr(size)}
         if address is not None:
-            props["address"] = IntegerAttr(address, i64)
-        super().__init__(properties=props)
+            props["address"] = i64_attr(address)
+        Operation.__init__(self, properties=props)  # IRDL's builder: nothing to build here
 
     @property
     def buffer_kind(self) -> Buffer:
@@ -91,7 +98,7 @@ class ReleaseOp(IRDLOperation):
     assembly_format = "$id attr-dict"
 
     def __init__(self, vid: int):
-        super().__init__(properties={"id": IntegerAttr(vid, i64)})
+        Operation.__init__(self, properties={"id": i64_attr(vid)})
 
 
 @irdl_op_definition
@@ -105,7 +112,7 @@ class LabelOp(IRDLOperation):
     assembly_format = "$id attr-dict"
 
     def __init__(self, label: int):
-        super().__init__(properties={"id": IntegerAttr(label, i64)})
+        Operation.__init__(self, properties={"id": i64_attr(label)})
 
 
 @irdl_op_definition
@@ -121,9 +128,9 @@ class PlaceOp(IRDLOperation):
     assembly_format = "$policy $group (`at` $label^)? attr-dict"
 
     def __init__(self, policy: str, group: int, label: int | None = None):
-        props = {"policy": StringAttr(policy), "group": IntegerAttr(group, i64)}
+        props = {"policy": StringAttr(policy), "group": i64_attr(group)}
         if label is not None:
-            props["label"] = IntegerAttr(label, i64)
+            props["label"] = i64_attr(label)
         super().__init__(properties=props)
 
     def verify_(self) -> None:

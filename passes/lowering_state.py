@@ -27,34 +27,32 @@ import copy
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from types import MappingProxyType
 
 import numpy as np
 from esact_cc.dialects import esact, transformer
+from esact_cc.dialects import lowering as stream_ops
+from esact_cc.dialects.integer_attr import i64_attr
 from esact_cc.dialects.onnx import WeightOp
 from esact_cc.passes.layer_roles import Stamp, component_of
 from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.hw_config import HardwareConfig
-from esact_cc.dialects import lowering as stream_ops
 from esact_cc.runtime.isa import DIM_BITS, Buffer
 from xdsl.dialects.builtin import (
     DictionaryAttr,
-    IntegerAttr,
     ModuleOp,
     NameLoc,
     StringAttr,
     TensorType,
     UnitAttr,
-    i64,
 )
 from xdsl.ir import Operation, SSAValue
 
 from esact_cc import tensor_types
-from esact_cc.quantized_kernels import GELU_MODES, input_groups, quant_multiplier  # noqa: F401 (lower_to_esact)
-from esact_cc.ir_queries import op_label
 from esact_cc.backend.emit_esb import CONFIG_HASH_ATTR
 from esact_cc.backend.sram_allocator import buffer_allocators
+from esact_cc.ir_queries import op_label
+from esact_cc.quantized_kernels import GELU_MODES, input_groups, quant_multiplier  # noqa: F401 (lower_to_esact)
 from esact_cc.weight_store import WeightStore
 
 DRAM_ALIGN = 64
@@ -67,11 +65,6 @@ HALF = 2  # WBUF / ACC: one tile at most half the buffer (ABUF: a linear's input
 VIRTUAL_SPAN = 1 << 40
 """Virtual address of offset o in virtual buffer v: (v + 1) * VIRTUAL_SPAN + o (above any
 buffer or DRAM address a field can hold)."""
-
-
-@lru_cache(maxsize=1 << 16)
-def _i64(value: int) -> IntegerAttr:
-    return IntegerAttr(value, i64)
 
 
 def check_selected_for(module: ModuleOp, config: HardwareConfig, step: str) -> None:
@@ -330,17 +323,17 @@ class Lowering:
         into its virtual buffer, named by the `lowering.vbuf` attribute."""
         attrs: dict[str, object] = {} if component is None else {"component": StringAttr(component)}
         if self.layer >= 0:
-            attrs["layer"] = _i64(self.layer)
+            attrs["layer"] = i64_attr(self.layer)
         vbufs = {}
         for key, value in fields.items():
             if isinstance(value, (int, np.integer)) and value >= VIRTUAL_SPAN:
                 vid, offset = divmod(int(value), VIRTUAL_SPAN)
                 assert offset <= self.vbuf_sizes[vid - 1], f"{name}.{key} runs off its buffer"
-                fields[key], vbufs[key] = offset, _i64(vid - 1)
+                fields[key], vbufs[key] = offset, i64_attr(vid - 1)
         if vbufs:
             attrs[stream_ops.VBUF_ATTR] = DictionaryAttr(vbufs)
         if self.group is not None:
-            attrs[stream_ops.GROUP_ATTR] = _i64(self.group)
+            attrs[stream_ops.GROUP_ATTR] = i64_attr(self.group)
         op = esact.instruction_op(name, attrs, **fields)  # type: ignore[arg-type]
         if self.current is not None:
             op.location = self.current.location
