@@ -12,7 +12,10 @@ binary does: `dense_max_abs_diff` is the same measure for the dense program) and
 `--check-whole` at lengths whose masks fit a large-buffer config, whether the binary equals the
 whole-row program (SPA, PAM and masks all on chip) bit for bit. A setting that does not compile
 is recorded with its error. `spls-no-reuse` (threshold 1.01: no row is ever reused) states
-what the prediction costs over dense when it saves nothing.
+what the prediction costs over dense when it saves nothing; `spls-topk-no-reuse` (4-bit HLog,
+top-k attention on 10% of the keys, no reuse: passes/spls_no_reuse.py keeps only the
+prediction the attention reads) what the top-k attention alone saves. `cosine_to_dense` is the
+cosine of the output to the dense binary's (random weights have no task accuracy).
 
     python bench/long_sequence.py [--model bert|llama] [--lengths 128 512] [--layers 1]
         [--check-whole] [--json bench/results/long_sequence.json]
@@ -32,10 +35,10 @@ from pathlib import Path
 
 import numpy as np
 from attention_tiling import export_bert, export_last_hidden
-
-from esact_cc import api
 from esact_cc.runtime.errors import EsactError
 from esact_cc.runtime.isa import Buffer
+
+from esact_cc import api
 
 SETTINGS: dict[str, tuple[str | None, list[str]]] = {
     "dense": (None, []),
@@ -48,6 +51,8 @@ SETTINGS: dict[str, tuple[str | None, list[str]]] = {
                                           "threshold=0.9", "similarity=cosprob",
                                           "dense-prefix=attention"]),
     "spls-topk-attention": ("spls", ["attention=topk"]),
+    "spls-topk-no-reuse": ("spls", ["attention=topk", "hlog-bits=4", "k-ratio=0.1",
+                                    "threshold=1.01"]),
     "sanger": ("sanger", []),
     "spatten": ("spatten", []),
 }
@@ -84,7 +89,7 @@ def options(setting: str, hw: str | None = None) -> dict[str, object]:
 
 
 def measure(path: Path, inputs: dict[str, np.ndarray], setting: str,
-            whole_hw: str | None) -> dict[str, object]:
+            whole_hw: str | None, dense: np.ndarray | None = None) -> dict[str, object]:
     row: dict[str, object] = {"setting": setting}
     start = time.perf_counter()
     try:
@@ -112,6 +117,10 @@ def measure(path: Path, inputs: dict[str, np.ndarray], setting: str,
     got = result.outputs["last_hidden_state"]
     expected = api.compile(str(path), stage="sparsity", **options(setting)).run(inputs)
     row["max_abs_diff"] = float(np.abs(got - expected["last_hidden_state"]).max())
+    row["output"] = got  # popped by main: the dense output, for cosine_to_dense
+    if dense is not None:
+        a, b = got.astype(np.float64).ravel(), dense.astype(np.float64).ravel()
+        row["cosine_to_dense"] = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
     if whole_hw is not None and setting != "dense":
         whole = api.compile(str(path), stage="esact", **options(setting, whole_hw))
         same = whole.simulate(inputs, hw=whole_hw).outputs["last_hidden_state"]
@@ -136,17 +145,20 @@ def main() -> None:
         for length in args.lengths:
             path = Path(tmp) / f"{args.model}_{length}.onnx"
             inputs = EXPORTERS[args.model](length, args.layers, path)
-            dense_cycles = None
+            dense_cycles, dense_output, dense_uj = None, None, None
             for setting in args.settings:
                 check = str(whole_hw) if args.check_whole and 12 * length * length <= 1 << 20 \
                     else None
                 row = {"model": args.model, "length": length,
                        "layers": args.layers} | measure(path, inputs, setting,
-                                                                          check)
+                                                        check, dense_output)
+                output = row.pop("output", None)
                 if setting == "dense":
-                    dense_cycles = row.get("cycles")
+                    dense_cycles, dense_output = row.get("cycles"), output
+                    dense_uj = row.get("energy_on_chip_uj")
                 elif dense_cycles and row.get("cycles"):
                     row["cycles_over_dense"] = round(row["cycles"] / dense_cycles, 3)
+                    row["on_chip_energy_over_dense"] = round(row["energy_on_chip_uj"] / dense_uj, 3)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     if args.json:
