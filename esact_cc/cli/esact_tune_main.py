@@ -3,6 +3,7 @@
     esact-tune MODEL.onnx --calibration-data FILE.npz|NAME=FILE.npz[:ARRAY] [--labels-key KEY]
         --budget POINTS -o spls.json [--scored-output NAME] [--ir quantized|transformer]
         [--samples N] [--uniform-only] [--confidence C] [--loss-estimate flips|margins]
+        [--augment N]
         [--layer-search largest|efficient]
         [--layer-options threshold[,window]] [--layer-first-reference R] [--layer-steps N]
         [--quiet]
@@ -68,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the scheme calibrated (default: %(default)s; or one registered "
                         "with a tuning hook: sanger, its threshold; spatten, its keep ratios)")
     add_search_arguments(parser)
+    parser.add_argument("--augment", type=int, default=0, metavar="N",
+                        help="images: also run N perturbed copies of each calibration input "
+                        "(noise, brightness, 1-pixel shift in turn); an input counts as "
+                        "flipped when it or any of its copies flips, so inputs near the "
+                        "decision boundary are found from the calibration set "
+                        "(esact_cc/tuning/calibration_augmentation.py; default: 0, none)")
     parser.add_argument("-o", "--output", "--output-file", dest="output_file", required=True,
                         metavar="FILE.json", help="where the SPLS config goes (--output-file: "
                         "former spelling)")
@@ -149,6 +156,12 @@ def run_cli(args: argparse.Namespace) -> None:
 
     from esact_cc.runtime.cli.input_bindings import input_paths as binding_paths
     from esact_cc.runtime.errors import CommandLineError
+    from esact_cc.tuning.calibration_augmentation import (
+        AugmentedEvaluator,
+        augment,
+        budget_screen,
+        check_augment,
+    )
     from esact_cc.tuning.spls_calibration_inputs import load_calibration_data, model_inputs
     from esact_cc.tuning.spls_measurement import SplsEvaluator
     from esact_cc.tuning.spls_tuning import tune
@@ -159,6 +172,9 @@ def run_cli(args: argparse.Namespace) -> None:
         raise CommandLineError(f"--budget must be a finite number of points >= 0, got "
                                f"{args.budget}")
     hook = None if args.sparsity == "spls" else tuning_hook(args.sparsity)
+    if hook is not None and args.augment:
+        raise CommandLineError(f"--augment: only the spls search reads perturbed copies; "
+                               f"--sparsity {args.sparsity} does not")
     if hook is not None and args.loss_estimate != "flips":
         raise CommandLineError(f"--loss-estimate {args.loss_estimate}: only the spls search "
                                f"prices margins; --sparsity {args.sparsity} bounds flips")
@@ -172,6 +188,7 @@ def run_cli(args: argparse.Namespace) -> None:
             print(message, file=sys.stderr, flush=True)
 
     search = search_options(args)
+    check_augment(args.augment, args.loss_estimate)
     data = load_calibration_data(args.calibration_data, model_inputs(args.model),
                                  args.labels_key, _parse_input_keys(args.input), args.samples)
     log(f"esact-tune: {len(data.samples)} calibration samples, "
@@ -182,7 +199,13 @@ def run_cli(args: argparse.Namespace) -> None:
         tune_registered_scheme(hook, args, data, log)
         return
     evaluator = SplsEvaluator(args.model, data, args.output, args.ir)
-    result = tune(evaluator, args.budget, per_layer=not args.uniform_only, log=log,
+    searched = evaluator
+    if args.augment:  # the copies run the program quantized on the inputs themselves
+        searched = AugmentedEvaluator(
+            evaluator, SplsEvaluator(args.model, augment(data, args.augment), args.output,
+                                     args.ir, quantize_samples=data.samples),
+            args.augment, budget_screen(args.budget, search))
+    result = tune(searched, args.budget, per_layer=not args.uniform_only, log=log,
                   search=search)
     info = {
         "model": Path(args.model).name,
@@ -194,6 +217,7 @@ def run_cli(args: argparse.Namespace) -> None:
         "ir": args.ir,
         "dense_accuracy": evaluator.dense_accuracy,
         "prediction_mac_per_product": 0.1,
+        "augment": args.augment,
     }
     config = result.config(info)
     write_text_output(args.output_file, config.to_json())
