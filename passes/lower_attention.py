@@ -34,6 +34,7 @@ from esact_cc.passes.lower_masked_inputs import (
     fail,
     mask_tiles,
     plan_masked_inputs,
+    reused_rows_unread,
 )
 from esact_cc.passes.lowering_state import (
     HALF,
@@ -62,6 +63,8 @@ about 1/2 + 1/16 of the dense Q K^T and P V work with 8)."""
 def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
     """INT8 attention, dense or with row reuse / SPA masks (see the module docstring)."""
     rows, spa = _attention_mask_tiles(lw, op)
+    # reused rows take their representative's, unless only rows the same map computes are read
+    scattered = None if rows is None or reused_rows_unread(op.result, op.rows) else rows
     q, k, v = (lw.f32_tensor(val, name) for val, name in ((op.q, "q"), (op.k, "k"), (op.v, "v")))
     batch, lq, width = q.shape
     lk, width_v = k.shape[1], v.shape[2]
@@ -120,7 +123,7 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
                 v_stride=kvg * dv, **masks_of(b, h, r0, tq))
         lw.free(Buffer.ABUF, p)
         spa_rows.done(b, h, r0)
-        if rows is not None and tq < lq:
+        if scattered is not None and tq < lq:
             if r0 == 0:
                 whole_heads[hh] = lw.alloc(Buffer.VBUF, lq * dv)
             r = whole_heads[hh]
@@ -136,7 +139,7 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
         r = lw.alloc(Buffer.VBUF, tq * dv)
         lw.emit("dequant", "sfu", dst_addr=r, src_addr=acc, rows=tq, cols=dv, scale_addr=o_addr)
         lw.free(Buffer.ACC, acc)
-        if rows is not None:
+        if scattered is not None:
             lw.emit("scatter_rows", "sfu", buf=Buffer.VBUF, dst_addr=r, src_addr=r, rows=tq,
                     cols=dv, map_addr=rows.reuse_map + 2 * lq * b)
         lw.write_tile(op.result, r, b * lq + r0, tq, h * dv, dv)

@@ -30,6 +30,7 @@ from esact_cc.passes.lower_masked_inputs import (
     fail,
     mask_tiles,
     plan_masked_inputs,
+    reused_rows_unread,
 )
 from esact_cc.passes.lowering_state import (
     F32,
@@ -74,6 +75,8 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
     row_tiles, n_tile = _linear_tiling(lw, op, x, k, n, len(groups), tiles)
     epilogue, out_value = linear_epilogue(lw, op, n_tile)
     keyed = op.keys is not None
+    # reused rows take their representative's unless only rows the same map computes are read
+    scattered = None if tiles is None or keyed or reused_rows_unread(out_value, op.rows) else tiles
     # A masked row tile is one whole sequence: when its [L, k] input exceeds ABUF, the GEMM
     # accumulates over input chunks (exact int32 sums), each chunk loaded per column tile.
     k_tile = _masked_input_chunk(lw, op, x, k, len(groups), token, tiles)
@@ -111,8 +114,7 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
                 o = _dequant_group(lw, dequant, g, o, acc, mt, nt, sv, row_scales)
                 lw.free(Buffer.ACC, acc)
             weights.done(group, n0, keep=i + 1 < len(row_tiles) and group == order[-1][0])
-            _finish_column_tile(lw, tiles if not keyed else None, epilogue, out_value, o, m0, mt,
-                                n0, nt)
+            _finish_column_tile(lw, scattered, epilogue, out_value, o, m0, mt, n0, nt)
         if token:
             lw.free(Buffer.VBUF, row_scales)
         lw.free(Buffer.ABUF, a)

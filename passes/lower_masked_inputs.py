@@ -62,6 +62,23 @@ def plan_masked_inputs(lw: Lowering, op: Operation) -> None:
     lw.fp32_needed.update(ops[-1].operands if ops else ())
 
 
+def reused_rows_unread(value: SSAValue, rows: SSAValue) -> bool:
+    """Whether every reader of `value` reads only the rows the reuse map `rows` computes: a
+    linear masked by `rows` whose input it is, or an attention masked by `rows` whose Q it is
+    (reused rows are skipped by their GEMMs). Then the reused rows of `value` need no
+    SCATTER_ROWS: nothing reads them (they hold whatever the buffer held)."""
+    def kept_only(user: Operation) -> bool:
+        if isinstance(user, transformer.LinearOp):
+            return user.rows is rows and user.x is value and value not in user.operands[1:]
+        if isinstance(user, transformer.AttentionOp):
+            return (user.rows is rows and user.q is value
+                    and value not in (o for o in user.operands if o is not user.q))
+        return False
+
+    users = [use.operation for use in value.uses]
+    return bool(users) and all(kept_only(user) for user in users)
+
+
 def mask_tiles(lw: Lowering, op: Operation, value: SSAValue, kind: str) -> MaskTiles:
     """The MBUF masks `value` stands for (`kind`: rows, keys or spa), loading a weight-store
     constant on its first use."""
