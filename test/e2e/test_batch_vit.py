@@ -31,6 +31,11 @@ def _compile(tmp_path: Path, batch: int, options: dict):  # -> api.Compiled
     return path, api.compile(path, stage="esb", calibration_data=str(calibration), **options)
 
 
+def _row_masked_gemms(compiled: api.CompiledModel) -> list:
+    return [i for i in compiled.program().instructions
+            if i.opcode_name == "gemm" and i.fields.get("has_row_mask")]
+
+
 @pytest.mark.parametrize("options", [{}, SPLS], ids=["dense", "spls"])
 def test_batch_logits_equal_batch_one_runs(tmp_path: Path, options: dict) -> None:
     batch = 4
@@ -44,6 +49,9 @@ def test_batch_logits_equal_batch_one_runs(tmp_path: Path, options: dict) -> Non
     expected = ort.InferenceSession(str(path)).run(None, {"pixel_values": images})[0]
     assert np.abs(together.outputs["logits"] - expected).max() < 0.5  # INT8 and reuse
     if options:  # reuse happened, and each image reused exactly the rows it does alone
+        # the row-masked GEMMs take all four images' rows at once (kept rows share tiles)
+        assert [g.fields["m"] for g in _row_masked_gemms(many)] == [
+            batch * g.fields["m"] for g in _row_masked_gemms(one)]
         fractions = [run.report["spls"]["reused_row_fraction"] for run in alone]
         assert min(fractions) > 0
         assert together.report["spls"]["reused_row_fraction"] == pytest.approx(
