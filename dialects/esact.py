@@ -93,17 +93,14 @@ class InstructionOp(IRDLOperation):
     # --- access ---------------------------------------------------------------------------
     def field_value(self, name: str) -> int:
         """Raw ISA value of a field (float immediates as their float32 bit pattern)."""
-        attr = self.properties[name]
-        if isinstance(attr, FloatAttr):
-            return float_bits(attr.value.data)
-        assert isinstance(attr, IntegerAttr)
-        return attr.value.data
+        return _raw_value(self.properties[name])
 
     def set_field(self, name: str, value: float) -> None:
         self.properties[name] = _field_attr(self.isa_spec().field(name), value)
 
     def to_instruction(self) -> Instruction:
-        return Instruction(self.isa_spec().name, {f.name: self.field_value(f.name) for f in self.isa_spec().fields})
+        spec, properties = self.isa_spec(), self.properties
+        return Instruction(spec.name, {name: _raw_value(properties[name]) for name in spec.field_names})
 
     # --- syntax ---------------------------------------------------------------------------
     def print(self, printer: Printer) -> None:
@@ -177,6 +174,15 @@ class InstructionOp(IRDLOperation):
 
 
 _F32 = Float32Type()
+
+
+def _raw_value(attr: Attribute) -> int:
+    if type(attr) is IntegerAttr:  # first, and not isinstance: the generic ABC check is slow
+        return attr.value.data
+    if isinstance(attr, FloatAttr):
+        return float_bits(attr.value.data)
+    assert isinstance(attr, IntegerAttr)
+    return attr.value.data
 
 
 def _field_attr(spec: FieldSpec, value: float) -> Attribute:

@@ -44,6 +44,8 @@ class StartIndex:
     def remove_inside(self, start: int, end: int) -> None:
         """Remove (and mark removed) the entries inside [start, end)."""
         lo, hi = bisect.bisect_left(self.starts, start), bisect.bisect_left(self.starts, end)
+        if lo == hi:  # the usual case: nothing starts inside
+            return
         emptied = False
         for s in self.starts[lo:hi]:
             entries = self.at[s]
