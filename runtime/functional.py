@@ -8,7 +8,7 @@ outputs and one `isa.Work` record per instruction (for the timing and energy mod
 
 Integer results are exact: INT8 products are summed with float32 BLAS in K blocks of at most
 1024, where every partial sum is an exactly representable integer (1024 * 128 * 128 = 2^24),
-and the blocks in int64. SFU operations compute in float64 and round once to float32.
+and the blocks in float64 (int8_gemm.py). SFU operations compute in float64 and round once to float32.
 Every failure is a ProgramError (or another EsactError) naming the instruction index.
 """
 
@@ -30,6 +30,7 @@ from .esb import Program, check_program_fits
 from .esb_reader import release_mapped_pages
 from .gelu_erf import gelu_erf_float32
 from .host_segments import HOST_TIME_LIMIT_S
+from .int8_gemm import exact_int8_product, wrap_int32
 from .isa import (
     BUFFER_DTYPES,
     INSTRUCTION_KERNELS,
@@ -54,8 +55,6 @@ if TYPE_CHECKING:
 
 _RUN_NUMBERS = itertools.count()  # names of one run's host sessions: never reused
 
-# Largest K whose float32 sums of int8 x int8 products are exact: K * 2^14 <= 2^24.
-FLOAT32_EXACT_K = 1 << 10
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 
@@ -65,23 +64,6 @@ class Execution:
     work: list[Work]  # work[i] belongs to program.instructions[i]
     dram: np.ndarray  # final DRAM image (uint8)
     buffers: dict[Buffer, np.ndarray]
-
-
-def int8_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Exact int64 product of int8 matrices via float32 BLAS: K is split into blocks of at
-    most FLOAT32_EXACT_K, each block's sums exact in float32, the blocks summed in int64
-    (about 2x float64 BLAS on BERT's K = 3072 FFN tiles)."""
-    a32, b32 = a.astype(np.float32), b.astype(np.float32)
-    k = a.shape[-1]
-    product = np.matmul(a32[..., :FLOAT32_EXACT_K], b32[:FLOAT32_EXACT_K]).astype(np.int64)
-    for start in range(FLOAT32_EXACT_K, k, FLOAT32_EXACT_K):
-        end = start + FLOAT32_EXACT_K
-        product += np.matmul(a32[..., start:end], b32[start:end]).astype(np.int64)
-    return product
-
-
-def _wrap_int32(x: np.ndarray) -> np.ndarray:
-    return x.astype(np.int64, copy=False).astype(np.int32)  # no copy of an int64 result
 
 
 def _round_clip_int8(x: np.ndarray, in_place: bool = False) -> np.ndarray:
@@ -243,17 +225,20 @@ class Machine:
         cols = np.flatnonzero(self.vector("col_mask_addr")) if f["has_col_mask"] else None
         a_sel = a if rows is None else a[rows]
         w_sel = w if cols is None else w[:, cols]
-        result = int8_matmul(a_sel, w_sel)
-        if f["has_bias"]:
-            bias = self.vector("bias_addr")
-            result += (bias if cols is None else bias[cols]).astype(np.int64)
+        result = exact_int8_product(a_sel, w_sel)  # exact integers, stored as they are
         index: tuple[object, ...] = (slice(None) if rows is None else rows,
                                      slice(None) if cols is None else cols)
         if rows is not None and cols is not None:
             index = np.ix_(rows, cols)
-        if f["accumulate"]:
-            result += acc[index].astype(np.int64)
-        acc[index] = _wrap_int32(result)
+        if f["has_bias"] or f["accumulate"]:  # INT32 adds wrap: summed in int64, wrapped
+            result = result.astype(np.int64)
+            if f["has_bias"]:
+                bias = self.vector("bias_addr")
+                result += (bias if cols is None else bias[cols]).astype(np.int64)
+            if f["accumulate"]:
+                result += acc[index].astype(np.int64)
+            result = wrap_int32(result)
+        acc[index] = result
         n_rows = f["m"] if rows is None else len(rows)
         n_cols = f["n"] if cols is None else len(cols)
         self.work.macs_dense = f["m"] * f["n"] * f["k"]
@@ -272,7 +257,7 @@ class Machine:
     def op_attn_qk(self, f: Mapping[str, int]) -> None:
         q, k, scores = self.view("q_addr"), self.view("k_addr"), self.view("scores_addr")
         rows, n_rows = self._attention_rows(f)
-        result = int8_matmul(q[rows], k.T)
+        result = exact_int8_product(q[rows], k.T)
         dense = f["lq"] * f["lk"]
         if f["has_mask"]:
             keep = self.mask("mask_addr")[rows]
@@ -280,7 +265,7 @@ class Machine:
             kept = int(keep.sum())
         else:
             kept = n_rows * f["lk"]
-        scores[rows] = _wrap_int32(result)
+        scores[rows] = result  # exact integers below 2^31
         self.work.macs_dense = dense * f["d"]
         self.work.macs_executed = kept * f["d"]
         self.work.mask_total, self.work.mask_kept = n_rows * f["lk"], kept
@@ -296,10 +281,10 @@ class Machine:
             kept = int(keep.sum())
         else:
             p_sel, kept = p[rows], n_rows * p.shape[1]
-        result = int8_matmul(p_sel, v)
+        result = exact_int8_product(p_sel, v)
         if f["accumulate"]:
-            result += out[rows].astype(np.int64)
-        out[rows] = _wrap_int32(result)
+            result = wrap_int32(result.astype(np.int64) + out[rows].astype(np.int64))
+        out[rows] = result
         self.work.macs_dense = f["lq"] * f["lk"] * f["d"]
         self.work.macs_executed = kept * f["d"]
         self.work.mask_total, self.work.mask_kept = n_rows * f["lk"], kept
