@@ -38,8 +38,9 @@ Search (`tune`):
      be predicted again at any threshold: the reduction counts each predicted layer's
      prediction work (spls_accounting.py, `PREDICTION_MAC_PER_PRODUCT` MACs per HLog
      product) against the work its reuse removes, so the search keeps the prediction only
-     where reuse pays for it. When no uniform setting is within budget it starts from the
-     prediction off in every layer (reuse off alone pays for a prediction that saves nothing).
+     where reuse pays for it. It starts from the prediction off in every layer when that
+     reduces more than the uniform start (reuse off alone pays a prediction that saves
+     nothing).
    The per-layer setting is written when it reduces more than the uniform one on the
    calibration set (`TuningResult.best`); with confidence 0.5 (the mean), first-reference
    floor 0 and `largest` the search is the one of before.
@@ -284,26 +285,31 @@ def per_layer_start(search: _Search, uniform: Measurement, first_reference: int 
     """Where the per-layer search starts: the tuned uniform setting with first-reference at
     least `first_reference`, if it is within the budget; else the
     uniform setting of the search's history (same first-reference rule) that reduces most
-    within it; else the prediction off in layers `off_in` (all, when the search may turn it
-    off), or reuse off in every layer (the prediction's cost alone)."""
+    within it; else reuse off in every layer (the prediction's cost alone). When the search
+    may turn the prediction off (`off_in`: every layer), the prediction off everywhere
+    replaces that start when it reduces more within budget (reduction 0: uniform settings
+    that cost more than they save) and replaces reuse off as the last resort."""
     def raised(m: Measurement) -> SplsConfig:
         options = dict(m.config.options)
         options["first-reference"] = max(int(options.get("first-reference", 0)),
                                          first_reference)
         return SplsConfig(options=options)
 
-    start = search.measure([raised(uniform)])[0]
-    if search.fits(start):
-        return start
-    uniforms = {_key(raised(m)): raised(m) for m in search.history if not m.config.layers}
-    best = search.best_of(search.measure(list(uniforms.values())), None)
-    if best is None:
-        best = search.measure([prediction_off_everywhere(start.config.options, off_in)
-                               if off_in else SplsConfig(options={**start.config.options,
-                                                                  "threshold": REUSE_OFF})])[0]
+    start: Measurement | None = search.measure([raised(uniform)])[0]
+    if not search.fits(start):
+        uniforms = {_key(raised(m)): raised(m) for m in search.history if not m.config.layers}
+        start = search.best_of(search.measure(list(uniforms.values())), None)
+    if off_in:  # no prediction anywhere (the dense program): better when every uniform
+        # setting within budget costs more than its reuse saves, and the start when none is
+        # within it (it loses nothing, even where a bound on few inputs says otherwise)
+        dense = search.measure([prediction_off_everywhere(uniform.config.options, off_in)])[0]
+        start = search.best_of([dense], start) or start or dense
+    if start is None:
+        start = search.measure([SplsConfig(options={**raised(uniform).options,
+                                                    "threshold": REUSE_OFF})])[0]
     search.log(f"  per-layer start:"
-               f"{_describe(best, search.budget, search.margin_se, search.estimate)}")
-    return best
+               f"{_describe(start, search.budget, search.margin_se, search.estimate)}")
+    return start
 
 
 def search_per_layer_largest(search: _Search, start: Measurement, layers: Sequence[int],
