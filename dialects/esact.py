@@ -24,7 +24,9 @@ Declaration ops (no instruction, no runtime effect):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from enum import IntEnum
 
 from esact_cc.dialects.integer_attr import i64_attr
@@ -143,6 +145,8 @@ class InstructionOp(IRDLOperation):
     def verify_(self) -> None:
         if not self._well_typed():  # IRDL's verifier names what is wrong
             self.get_irdl_definition().verify(self)
+        if _FIELDS_CHECKED_AT_EMISSION.get():
+            return
         try:
             validate_instruction(self.to_instruction(), 0)
         except ProgramError as e:  # report it as an IR verification error
@@ -174,6 +178,22 @@ class InstructionOp(IRDLOperation):
 
 
 _F32 = Float32Type()
+
+_FIELDS_CHECKED_AT_EMISSION: ContextVar[bool] = ContextVar("fields_checked_at_emission",
+                                                           default=False)
+
+
+@contextmanager
+def fields_checked_at_emission() -> Iterator[None]:
+    """Inside, verifying an instruction op checks its shape and types but not its ISA fields
+    and component: for a compile whose module is emitted next, where serialization checks
+    every instruction and the debug map (runtime.esb.validate_program) before a byte is
+    written, so that each instruction is validated once."""
+    token = _FIELDS_CHECKED_AT_EMISSION.set(True)
+    try:
+        yield
+    finally:
+        _FIELDS_CHECKED_AT_EMISSION.reset(token)
 
 
 def _raw_value(attr: Attribute) -> int:

@@ -30,11 +30,15 @@ from pathlib import Path
 import numpy as np
 
 from esact_cc.runtime.cli.conventions import STDOUT, is_stdout, tool_parser
-from esact_cc.runtime.cli.output_paths import (check_output_dir, check_output_file,
-                                               output_array_paths, refuse_overwriting_inputs)
+from esact_cc.runtime.cli.output_paths import (
+    check_output_dir,
+    check_output_file,
+    output_array_paths,
+    refuse_overwriting_inputs,
+)
 from esact_cc.runtime.cli.user_errors import exit_code_of
-from esact_cc.runtime.thread_policy import limit_blas_threads
 from esact_cc.runtime.errors import CommandLineError
+from esact_cc.runtime.thread_policy import limit_blas_threads
 
 PROG = "esact-cc"
 BINARY_SUFFIX, IR_SUFFIX = ".esb", ".mlir"
@@ -246,10 +250,9 @@ def compile_input(args: argparse.Namespace, stage: str, arrays: dict[str, np.nda
     """The module and store at `stage`, from the ONNX model or the IR input."""
     from esact_cc import api
     from esact_cc.cli.ir_printing import IRDumper
+    from esact_cc.lift_summary import CompileSummary, scheme_name
     from esact_cc.passes.registry import get_all_passes
     from esact_cc.pipeline import compile_model, continue_pipeline
-
-    from esact_cc.lift_summary import CompileSummary, scheme_name
 
     dumper = IRDumper(args, get_all_passes())
     dumps = 0
@@ -279,8 +282,9 @@ def compile_input(args: argparse.Namespace, stage: str, arrays: dict[str, np.nda
         from esact_cc.cli.shape_arguments import input_shapes
 
         shapes = input_shapes(args.model, args.input_shape, args.dim, arrays)
-        module, store = compile_model(args.model, stage, compile_options(args, stage, shapes),
-                                      **hooks)
+        options = compile_options(args, stage, shapes)
+        with _checked_once(args, stage):
+            module, store = compile_model(args.model, stage, options, **hooks)
         summary.write(sys.stderr, PROG)
         return module, store
     from esact_cc.ir_files import detect_stage, read_ir
@@ -290,9 +294,22 @@ def compile_input(args: argparse.Namespace, stage: str, arrays: dict[str, np.nda
     options = compile_options(args, stage, {})
     check_done_stages(args, dict(options.extra), done, stage)
     state["store"] = store
-    continue_pipeline(module, store, done, stage, options, **hooks)
+    with _checked_once(args, stage):
+        continue_pipeline(module, store, done, stage, options, **hooks)
     summary.write(sys.stderr, PROG)
     return module, store
+
+
+def _checked_once(args: argparse.Namespace, stage: str):  # -> context manager
+    """A binary written and not run: its instructions' fields are checked when it is
+    serialized, before anything is written, so the esact stage's verification leaves them
+    (--verify-each checks them after every pass still)."""
+    from contextlib import nullcontext
+
+    from esact_cc.dialects.esact import fields_checked_at_emission
+
+    once = stage == BINARY_STAGE and not args.run and not args.verify_each
+    return fields_checked_at_emission() if once else nullcontext()
 
 
 def run_compiled(module, store, stage: str, bound) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
