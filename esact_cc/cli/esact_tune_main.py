@@ -5,7 +5,7 @@
         [--samples N] [--uniform-only] [--confidence C] [--loss-estimate flips|margins]
         [--augment N]
         [--layer-search largest|efficient]
-        [--layer-options threshold[,window]] [--layer-first-reference R] [--layer-steps N]
+        [--layer-options threshold[,window][,prediction]] [--layer-first-reference R] [--layer-steps N]
         [--quiet]
 
 With `--labels-key` the accuracy is the task accuracy (argmax of the output vs the labels);
