@@ -302,7 +302,7 @@ def per_layer_start(search: _Search, uniform: Measurement, first_reference: int 
     if off_in:  # no prediction anywhere (the dense program): better when every uniform
         # setting within budget costs more than its reuse saves, and the start when none is
         # within it (it loses nothing, even where a bound on few inputs says otherwise)
-        dense = search.measure([prediction_off_everywhere(uniform.config.options, off_in)])[0]
+        dense = search.measure([prediction_off_everywhere(raised(uniform).options, off_in)])[0]
         start = search.best_of([dense], start) or start or dense
     if start is None:
         start = search.measure([SplsConfig(options={**raised(uniform).options,

@@ -51,6 +51,7 @@ def test_nothing_within_budget_leaves_the_prediction_off_everywhere(evaluator, m
     assert result.uniform.config.options["threshold"] == spls_measurement.REUSE_OFF
     assert result.uniform.reduction < 0.0
     assert result.best.config.layers == {0: {"prediction": "off"}, 1: {"prediction": "off"}}
+    assert result.best.config.options["first-reference"] >= 1  # the per-layer floor holds
     assert result.best.reduction == 0.0
 
 
