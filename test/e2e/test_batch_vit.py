@@ -49,9 +49,10 @@ def test_batch_logits_equal_batch_one_runs(tmp_path: Path, options: dict) -> Non
     expected = ort.InferenceSession(str(path)).run(None, {"pixel_values": images})[0]
     assert np.abs(together.outputs["logits"] - expected).max() < 0.5  # INT8 and reuse
     if options:  # reuse happened, and each image reused exactly the rows it does alone
-        # the row-masked GEMMs take all four images' rows at once (kept rows share tiles)
-        assert [g.fields["m"] for g in _row_masked_gemms(many)] == [
-            batch * g.fields["m"] for g in _row_masked_gemms(one)]
+        # the row-masked GEMMs take several images' rows at once (kept rows share tiles)
+        rows = [g.fields["m"] for g in _row_masked_gemms(many)]
+        assert sum(rows) == batch * sum(g.fields["m"] for g in _row_masked_gemms(one))
+        assert max(rows) == 3 * 17  # whole sequences within two 32-row array tiles
         fractions = [run.report["spls"]["reused_row_fraction"] for run in alone]
         assert min(fractions) > 0
         assert together.report["spls"]["reused_row_fraction"] == pytest.approx(
