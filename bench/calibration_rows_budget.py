@@ -1,7 +1,7 @@
 """INT8 accuracy and compile time against the number of synthetic calibration samples (issue 16).
 
 Without --calibration-data, the calibrate step draws synthetic samples until they cover
-CALIBRATION_ROWS activation rows (esact_cc/tuning/synthetic_calibration.py): 8 samples of 128
+SYNTHETIC_CALIBRATION_ROWS activation rows (esact_cc/tuning/synthetic_calibration.py): 8 samples of 128
 tokens, 2 of 512. This measures what that costs in accuracy: for each sample count, BERT-base
 (random weights, the export of bench/bench_cli_processes.py) is compiled to the quantized stage
 (the INT8 reference interpreter; the binary equals it bit for bit) and run on inputs tokenized
