@@ -16,7 +16,9 @@ and the machine's default), this runs as separate processes:
 and prints wall time, CPU time (user + system of the child: robust on a loaded machine) and the
 child's peak RSS (os.wait4's rusage, per process) next to the ONNX file size, then the targets
 of issue 16: compile <= 3x session creation, run <= 2x one inference (in wall and in CPU
-seconds), compile peak RSS <= 2x the ONNX file, run <= 1.5x. A compile that fails is reported with its error line.
+seconds), compile peak RSS <= 2x the ONNX file, run <= 1.5x. A compile that fails is reported
+with its error line. The tools are the ones `PATH` finds (the JSON records which), so a
+launcher of a source snapshot can stand in for the installed ones.
 
     python bench/bench_cli_processes.py [--seq 128 512] [--threads 1 default] [--repeat 2]
         [--workdir DIR] [--json bench/results/cli_processes.json]
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -219,8 +222,9 @@ def main() -> int:
     print(f"load average at the end: {load[0]:.1f} on {os.cpu_count()} cores")
     print_table(results)
     if args.json:
+        tools = {name: shutil.which(name) for name in ("esact-cc", "esact-run")}
         args.json.write_text(json.dumps({"load_average": load, "cpu_count": os.cpu_count(),
-                                         "results": results}, indent=1) + "\n")
+                                         "tools": tools, "results": results}, indent=1) + "\n")
     return 0
 
 
