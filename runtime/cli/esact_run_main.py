@@ -95,7 +95,8 @@ def check_inputs(program: object, inputs: dict[str, np.ndarray]) -> None:
                              f"{desc.dtype}")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, command: bool = False) -> int:
+    """The run `args` ask for; `command`: this process is the esact-run command (main())."""
     from esact_cc.runtime.atomic_write import atomic_save_npy
     from esact_cc.runtime.errors import ConfigError
     from esact_cc.runtime.esb import read_esb
@@ -117,6 +118,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(config_mismatch_message(program.config_hash, config))
     inputs = resolve_bindings(bound, [d.name for d in program.inputs], "--input")
     check_inputs(program, inputs)
+    if command:
+        # The modules and the program live until the process ends: out of the collector's
+        # reach, its full collections during the run skip them (BERT-base 512: 0.09-0.14 s
+        # of full collections -> 0.03 s).
+        gc.freeze()
     progress = None if args.quiet else ProgressBar(sys.stderr)
     try:
         # One run per process: a host model's session is released after its last use.
@@ -186,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     def parse_and_run() -> None:
         args = build_parser().parse_args(argv)
         limit_blas_threads()  # runtime/thread_policy.py: no oversubscribed busy machine
-        run(args)
+        run(args, command=argv is None)
 
     code = exit_code_of(PROG, parse_and_run)
     if argv is None:  # this process is the command (a caller passing argv keeps its heap)
