@@ -1,6 +1,7 @@
 """all-MiniLM-L6-v2 (trained, 6 layers) at 128 tokens: what SPLS's prediction costs with no
-row reused (threshold 1.01, the setting esact-tune keeps for it: bench/results/
-spls_critical_path.md), with and without `dense-prefix=attention`, against dense: cycles and
+row reused (threshold 1.01, the setting esact-tune's uniform search keeps for it:
+bench/results/spls_critical_path.md; its per-layer search now turns such layers'
+prediction off, docs/design.md 6.3), with and without `dense-prefix=attention`, against dense: cycles and
 on-chip / system energy of one doc sentence padded to 128 tokens, INT8 ranges from the first 8
 sentences (bench/scheme_comparison_models.minilm_sentence_samples); the two SPLS binaries'
 sentence embeddings must be equal.
@@ -25,9 +26,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
-import scheme_comparison_models as models  # noqa: E402
+import scheme_comparison_models as models
 
-from esact_cc import api  # noqa: E402
+from esact_cc import api
 
 TOKENS = 128
 SETTINGS = {"dense": {}, "spls threshold=1.01": ["threshold=1.01"],
