@@ -1,8 +1,8 @@
 """all-MiniLM-L6-v2 (trained, 6 layers) at 128 tokens: what SPLS's prediction costs with no
 row reused (threshold 1.01, the setting esact-tune's uniform search keeps for it:
-bench/results/spls_critical_path.md; its per-layer search now turns such layers'
-prediction off, docs/design.md 6.3), with and without `dense-prefix=attention`, against dense: cycles and
-on-chip / system energy of one doc sentence padded to 128 tokens, INT8 ranges from the first 8
+bench/results/spls_critical_path.md; its per-layer search now turns such layers' prediction
+off, docs/design.md 6.3), with and without `dense-prefix=attention`, against dense: cycles
+and on-chip / system energy of one doc sentence padded to 128 tokens, INT8 ranges from the first 8
 sentences (bench/scheme_comparison_models.minilm_sentence_samples); the two SPLS binaries'
 sentence embeddings must be equal.
 
