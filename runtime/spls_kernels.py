@@ -147,6 +147,17 @@ def hlog_encode(x: np.ndarray, bits: int) -> HLogTensor:
     return hlog_quantize(x, bits, scale), scale
 
 
+def hardware_hlog_scale(x: np.ndarray, bits: int) -> float:
+    """`hlog_scale` rounded to float32, as HLOG's dynamic form writes it and quantizes with."""
+    return float(np.float32(hlog_scale(x, bits)))
+
+
+def hardware_hlog_encode(x: np.ndarray, bits: int) -> HLogTensor:
+    """HLog codes with the float32 scale HLOG uses (`hardware_hlog_scale`)."""
+    scale = hardware_hlog_scale(x, bits)
+    return hlog_quantize(x, bits, scale), scale
+
+
 def predict_attention(x: np.ndarray, w_q: np.ndarray | HLogTensor, w_k: np.ndarray | HLogTensor,
                       num_heads: int, bits: int, b_q: np.ndarray | None = None,
                       b_k: np.ndarray | None = None, kv_heads: int | None = None
@@ -181,6 +192,11 @@ def predict_attention_from_codes(x_h: np.ndarray, s_x: float, wq_h: np.ndarray, 
     """`predict_attention` from HLog codes already made (X [L, D], W_Q [D, N], W_K [D, Nk]
     with scales).
 
+    Q^ and K^ are dequantized and re-quantized as the binary's DEQUANT (acc x s_W per column x
+    s_X + bias, rounded to float32) and HLOG (a float32 scale) do, so a code at a level
+    boundary is the binary's (in float64 the interpreter's SPA drifted from the binary's on
+    BERT-base at 512 tokens from 4 layers on).
+
     Grouped-query K^ is computed once per K head: its per-tensor HLog scale is the max over
     the K heads' columns, which repeating them per query head would not change, so the PAM is
     that of the repeated W_K exactly; only the K projection's shift-adds shrink."""
@@ -204,10 +220,10 @@ def predict_attention_from_codes(x_h: np.ndarray, s_x: float, wq_h: np.ndarray, 
     for w_h, s_w, bias in ((wq_h, s_wq, b_q), (wk_h, s_wk, b_k)):
         acc, shift_adds = hlog_matmul(x_h, w_h)
         total_shift_adds += shift_adds
-        real = acc.astype(np.float64) * (float(s_x) * float(s_w))
-        if bias is not None:
-            real = real + np.asarray(bias, dtype=np.float64)
-        projected.append(hlog_encode(real, bits))
+        real = dequantized(acc, np.full(w_h.shape[1], s_w, np.float32),
+                           scalars=np.array([s_x], np.float32),
+                           bias=None if bias is None else np.asarray(bias, np.float32))
+        projected.append(hardware_hlog_encode(real.astype(np.float32), bits))
     (q_h, s_q), (k_h, s_k) = projected
     group = num_heads // kv_heads
     # [kv_heads, group, L, d] @ [kv_heads, 1, d, L]: query head h = g * group + j reads K head g.

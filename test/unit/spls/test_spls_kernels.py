@@ -10,6 +10,8 @@ import pytest
 from esact_cc.runtime.errors import EsactError
 from esact_cc.runtime.spls_kernels import (
     SCORE_BOUND,
+    hardware_hlog_encode,
+    hlog_encode,
     hlog_levels,
     hlog_matmul,
     hlog_quantize,
@@ -310,6 +312,15 @@ def test_shift_adds_are_the_hand_count(a, b, expected) -> None:
     product, shift_adds = hlog_matmul(np.array(a), np.array(b))
     assert shift_adds == expected
     assert product.tolist() == (np.array(a) @ np.array(b)).tolist()
+
+
+def test_hardware_scale_is_float32_as_hlog_writes_it() -> None:
+    # max 0.1 at 4 bits: scale 0.0125, float32 0.01250000019; a value 1e-9 above the 2 | 3
+    # midpoint in float64 falls below it with the float32 scale the binary's HLOG uses.
+    x = np.array([0.1, 2.5 * 0.0125 * (1 + 1e-9)])
+    codes, scale = hardware_hlog_encode(x, 4)
+    assert scale == float(np.float32(0.0125)) and codes.tolist() == [8, 2]
+    assert hlog_encode(x, 4)[0].tolist() == [8, 3]
 
 
 def test_masked_softmax_zero_on_invalid() -> None:
