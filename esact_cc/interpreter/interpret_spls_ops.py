@@ -13,11 +13,12 @@ import numpy as np
 from xdsl.ir import Operation
 
 from esact_cc.dialects import spls
-from esact_cc.quantized_kernels import causal_visible
 from esact_cc.interpreter.reference_interpreter import Interpreter, operands_by_name, register
+from esact_cc.quantized_kernels import causal_visible
+from esact_cc.runtime.dequantize_rows import dequantized
 from esact_cc.runtime.spls_kernels import (
+    hardware_hlog_scale,
     hlog_quantize,
-    hlog_scale,
     local_similarity,
     masked_softmax,
     predict_attention_from_codes,
@@ -35,7 +36,8 @@ def run_hlog_quantize(x: Array, bits: int, scale: float | None) -> tuple[Array, 
     scale is each element's own, so the elements of a batch stay independent."""
     batch_shape = x.shape[:-2]
     elements = x.reshape(-1, *x.shape[-2:])
-    scales = [hlog_scale(e, bits) if scale is None else float(scale) for e in elements]
+    # a dynamic scale is rounded to float32 before quantizing, as HLOG does
+    scales = [hardware_hlog_scale(e, bits) if scale is None else float(scale) for e in elements]
     codes = np.stack([hlog_quantize(e, bits, s) for e, s in zip(elements, scales)])
     return codes.reshape(x.shape), np.array(scales, dtype=np.float32).reshape(batch_shape)
 
@@ -54,7 +56,8 @@ def run_predict_attention(x: Array, x_scale: Array, wq: Array, wq_scale: Array, 
         pam, pam_scale, _ = predict_attention_from_codes(
             x[b], float(x_scale[b]), wq, float(wq_scale), wk, float(wk_scale), num_heads, bits,
             bq, bk, kv_heads)
-        out[b] = pam.astype(np.float64) * (pam_scale * scale)
+        # PAM_SCORES' scaling: DEQUANT's (pam x scale per column x s_Q s_K, one rounding)
+        out[b] = dequantized(pam, np.full(length, scale, np.float32), scalars=np.array([pam_scale]))
     if mask is not None:
         out = out + np.broadcast_to(np.asarray(mask, np.float32), out.shape)
     if causal:
