@@ -22,12 +22,17 @@ def _images(count: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0, 1, (count, 1, 8, 8)).astype(np.float32)
 
 
-def _compile(tmp_path: Path, batch: int, options: dict):  # -> api.Compiled
+def _compile(tmp_path: Path, batch: int, options: dict) -> tuple[Path, api.CompiledModel]:
+    # the same 8 images at every batch: the same INT8 ranges
+    return _compile_images(tmp_path, batch, options, _images(8, 1))
+
+
+def _compile_images(tmp_path: Path, batch: int, options: dict, calibration_images: np.ndarray
+                    ) -> tuple[Path, api.CompiledModel]:
     path = tmp_path / f"vit_b{batch}.onnx"
     onnx.save(vit_model(batch), path)
     calibration = tmp_path / f"calib_b{batch}.npz"
-    # the same 8 images at every batch: the same INT8 ranges
-    np.savez(calibration, pixel_values=_images(8, 1).reshape(8 // batch, batch, 1, 8, 8))
+    np.savez(calibration, pixel_values=calibration_images.reshape(-1, batch, 1, 8, 8))
     return path, api.compile(path, stage="esb", calibration_data=str(calibration), **options)
 
 
@@ -71,3 +76,26 @@ def test_batch_reuse_stays_in_its_image(tmp_path: Path) -> None:
                                   np.concatenate([alone.outputs["logits"]] * 2))
     assert together.report["spls"]["reused_row_fraction"] == alone.report["spls"][
         "reused_row_fraction"]
+
+
+def test_batch_streamed_projection_equals_batch_one_runs(tmp_path: Path) -> None:
+    """ABUF too small for the X and Q^ / K^ codes of ten images at once: the prediction's
+    projection streams over row tiles (HLOG with scale_count: each image's scale the max of
+    its tiles'), while one image fits the whole form; the logits still equal batch-1 runs."""
+    hw = tmp_path / "small_abuf.toml"
+    hw.write_text('name = "small-abuf"\n[sram]\nactivation_buffer = 16384\n')
+    batch, options = 10, {**SPLS, "hw": str(hw)}
+    images = _images(batch, 4)
+    _, many = _compile_images(tmp_path, batch, options, _images(2 * batch, 1))
+    _, one = _compile_images(tmp_path, 1, options, _images(2 * batch, 1))
+
+    def streamed(compiled: api.CompiledModel) -> int:
+        return sum(1 for i in compiled.program().instructions
+                   if i.opcode_name == "hlog" and i.fields["scale_count"] > 0)
+
+    assert streamed(many) > 0 and streamed(one) == 0
+    together = many.simulate({"pixel_values": images}, hw=str(hw))
+    alone = [one.simulate({"pixel_values": image[None]}, hw=str(hw)) for image in images]
+    np.testing.assert_array_equal(together.outputs["logits"],
+                                  np.concatenate([run.outputs["logits"] for run in alone]))
+    assert together.report["spls"]["reused_row_fraction"] > 0
