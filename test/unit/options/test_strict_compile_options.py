@@ -64,8 +64,9 @@ def test_spls_is_an_accepted_name_of_the_sparsity_stage():
 def test_options_select_the_scheme_and_reach_its_pass():
     scheme, settings = select_scheme({"sparsity_option": ["window=2", "1:threshold=0.5"]})
     assert scheme is scheme_named("spls")
-    (insert,) = scheme.passes(settings)
+    insert, no_reuse = scheme.passes(settings)
     assert (insert.name, insert.window, insert.layers) == ("insert-spls", 2, "1:threshold=0.5")
+    assert no_reuse.name == "spls-no-reuse"  # drops the similarity of layers that reuse nothing
     assert select_scheme({})[0].passes(select_scheme({})[1]) == []
 
 
