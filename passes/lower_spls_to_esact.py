@@ -9,10 +9,10 @@ The prediction chain that `insert-spls` emits per layer,
     hlog_quantize(X) -> predict_attention -> topk -> local_similarity,
 is lowered as ONE unit at the `spls.hlog_quantize` op (the other three are marked fused), with
 every intermediate on chip (docs/design.md section 6), in two phases:
-1. Projection, over all rows: LOAD X -> HLOG (dynamic per-tensor scale) -> per column tile of
-   [W_Q | W_K]: LOAD HLog(W) codes, BPU (X^ W^, shift-adds), DEQUANT (* s_W per column * s_X,
+1. Projection, over all rows: LOAD X -> HLOG (dynamic scale per batch element) -> per
+   column tile of [W_Q | W_K]: LOAD HLog(W) codes, BPU (X^ W^, shift-adds), DEQUANT (* s_W per column * s_X,
    + bias) -> HLOG of Q^ and of K^ per batch element (dynamic scales s_Q, s_K). The HLog
-   scales span all rows, so this phase cannot be split by rows.
+   scales span all rows of an element, so this phase cannot be split by rows.
 2. Progressive prediction, per row chunk (lower-to-esact's `spls-chunk-rows`, default the
    MAC array's rows): per head BPU (Q^_h rows of the chunk x K^_h^T) -> ACC, then the
    score path PAM_SCORES (* scale * s_Q * s_K, + mask, ranked -> SPA rows in MBUF; cosprob:
