@@ -10,8 +10,8 @@ The prediction chain that `insert-spls` emits per layer,
 is lowered as ONE unit at the `spls.hlog_quantize` op (the other three are marked fused), with
 every intermediate on chip (docs/design.md section 6), in two phases:
 1. Projection, over all rows: LOAD X -> HLOG (dynamic scale per batch element) -> per
-   column tile of [W_Q | W_K]: LOAD HLog(W) codes, BPU (X^ W^, shift-adds), DEQUANT (* s_W per column * s_X,
-   + bias) -> HLOG of Q^ and of K^ per batch element (dynamic scales s_Q, s_K). The HLog
+   column tile of [W_Q | W_K]: LOAD HLog(W) codes, BPU (X^ W^, shift-adds), DEQUANT
+   (* s_W per column * s_X, + bias) -> HLOG of Q^ and of K^ per batch element (dynamic scales s_Q, s_K). The HLog
    scales span all rows of an element, so this phase cannot be split by rows.
 2. Progressive prediction, per row chunk (lower-to-esact's `spls-chunk-rows`, default the
    MAC array's rows): per head BPU (Q^_h rows of the chunk x K^_h^T) -> ACC, then the
