@@ -291,8 +291,6 @@ class LinearOp(GemmOp):
             raise VerifyException(f"{self.name}: rows and keys masks are exclusive")
         if len(x) != 3:
             raise VerifyException(f"{self.name}: a masked linear needs x [B, L, in], got {fmt(x)}")
-        if self.group_size is not None:
-            raise VerifyException(f"{self.name}: a masked linear has one input scale, not groups")
         self._verify_rows(x[0], x[1])
         if self.keys is not None and self.heads is not None:
             h = self.heads.value.data

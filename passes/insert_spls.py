@@ -30,9 +30,6 @@ is softmax(Q^ K^T) as docs/design.md section 6 writes it, `attention` uses the a
 `first-reference` r > 0 (an addition to docs/design.md; 0 is the design) keeps rows 0..r-1
 computed and out of every similarity window: in BERT-like models content tokens whose
 attention resembles [CLS]'s would otherwise take [CLS]'s outputs, which are unlike theirs.
-INT8 linears with per-group input scales (`quantize` with outlier channels) stay dense: no
-masked form of them exists yet, and a dense linear is exact (reused rows read their
-representative's values downstream either way), only without that linear's saving.
 `threshold` > 1 disables reuse; with k-ratio=1 and threshold > 1 the program computes exactly
 the dense values, but still runs (and pays for) the prediction.
 `prediction=off` leaves the layer as it is: no prediction, no masks, exactly the dense layer
@@ -453,15 +450,14 @@ def _mask_layer(layer: _Layer, options: LayerOptions, reuse: SSAValue, keys: SSA
     # representative's value either way, so it only forgoes that linear's saving.
     q = layer.q if options.dense_prefix == "none" else None
     for linear in (q, layer.out, layer.ffn_up, layer.ffn_gate, layer.ffn_down):
-        if linear is not None and not _has_input_groups(linear):
+        if linear is not None:
             _replace(linear, _row_masked_linear(linear, reuse))
     if options.attention == "topk" and group > 1:
         print(f"warning: insert-spls: {_label(att)}: grouped-query attention: K and V stay "
               "dense (the key masks are per query head)", file=sys.stderr)
     elif options.attention == "topk":
         for linear in (layer.k, layer.v):
-            if not _has_input_groups(linear):
-                _replace(linear, _key_masked_linear(linear, keys, heads))
+            _replace(linear, _key_masked_linear(linear, keys, heads))
     if options.dense_prefix != "attention":
         _replace(att, _masked_attention(att, reuse, spa if options.attention == "topk" else None))
 
@@ -498,11 +494,6 @@ def _replace(old: Operation, new: Operation) -> None:
     new.attributes.update(old.attributes)
     new.location = old.location  # keep the ONNX node name
     Rewriter.replace_op(old, new)
-
-
-def _has_input_groups(op: Operation) -> bool:
-    """INT8 linears with per-group input scales (outlier channels) have no masked form yet."""
-    return isinstance(op, transformer.LinearOp) and op.group_scales is not None
 
 
 def _row_masked_linear(op: Operation, rows: SSAValue) -> Operation:

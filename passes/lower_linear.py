@@ -8,7 +8,8 @@ linear (x [.., in] @ W [in, out], INT8 W, per-channel scales):
   of several images fill the MAC array together), GEMM with the computed-row mask
   (reused rows are neither computed nor written; the linear of the SPLS prediction's input gets
   one GEMM per prediction chunk), DEQUANT, SCATTER_ROWS with the reuse map; a sequence whose
-  [L, in] input exceeds ABUF is fed in input-column chunks the GEMM accumulates (exact);
+  [L, in] input exceeds ABUF is fed in input-column chunks the GEMM accumulates (exact; each
+  input group chunked on its own, its partial DEQUANTized with its scale);
 - `keys(%mask)`: one GEMM per head column block with that head's key mask as row mask. Rows a
   head does not select are NOT zeroed (the reference interpreter zeroes them): no computed
   attention row reads them (the key mask is the union of the computed rows' SPA).
@@ -79,7 +80,7 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
     scattered = None if tiles is None or keyed or reused_rows_unread(out_value, op.rows) else tiles
     # A masked row tile is one whole sequence: when its [L, k] input exceeds ABUF, the GEMM
     # accumulates over input chunks (exact int32 sums), each chunk loaded per column tile.
-    k_tile = _masked_input_chunk(lw, op, x, k, len(groups), token, tiles)
+    k_tile = _masked_input_chunk(lw, op, x, k, tiles)
 
     def prepare(m0: int, mt: int) -> tuple[int, int, tuple[DramTensor, bool]]:
         return _row_tile_input(lw, x, x8 is not None, token, m0, mt, k, k_tile, groups, deferred)
@@ -106,9 +107,9 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
                                 w=wt + start * nt, m0=m0, mt=mt, k=k, width=end - start, n0=n0,
                                 nt=nt, n_tile=n_tile)
                 else:
-                    _chunked_gemms(lw, op, component, tiles, chunk_source, chunk_preq, groups,
-                                   acc=acc, a=a, w=wt, m0=m0, mt=mt, k=k, k_tile=k_tile, n0=n0,
-                                   nt=nt, n_tile=n_tile)
+                    _chunked_gemms(lw, op, component, tiles, chunk_source, chunk_preq,
+                                   groups[g], acc=acc, a=a, w=wt, m0=m0, mt=mt, k_tile=k_tile,
+                                   n0=n0, nt=nt, n_tile=n_tile)
                 if g == 0 and j == ahead:  # the next row tile's input, while these GEMMs run
                     ready = prepare(*row_tiles[i + 1])
                 o = _dequant_group(lw, dequant, g, o, acc, mt, nt, sv, row_scales)
@@ -258,40 +259,44 @@ def quantize_tile(lw: Lowering, x: DramTensor, preq: bool, token: bool, m0: int,
 
 
 def _masked_input_chunk(lw: Lowering, op: transformer.LinearOp, x: DramTensor, k: int,
-                        group_count: int, token: bool, tiles: MaskTiles | None) -> int:
+                        tiles: MaskTiles | None) -> int:
     """Input columns per GEMM pass: k, or for a row-masked linear whose [L, k] sequence does
-    not fit ABUF (one input group or run) the widest chunk that does."""
+    not fit ABUF the widest chunk that does (chunks stay within an input group: each group's
+    partial has its own DEQUANT scale)."""
     a_cap = lw.capacity(Buffer.ABUF) * 3 // 4
     length = x.shape[1] if len(x.shape) > 2 else x.rows
     if tiles is None or op.keys is not None or length * k <= a_cap:
         return k
     chunk = a_cap // length
-    if group_count > 1 or chunk < 1:
+    if chunk < 1:
         raise fail(op, f"the {length} rows x {k} inputs of one sequence exceed the on-chip "
                    "buffers")
     return round_tile(chunk, k, lw.config.mac_rows)
 
 
 def _chunked_gemms(lw: Lowering, op: transformer.LinearOp, component: str, tiles: MaskTiles,
-                   x: DramTensor, preq: bool, groups: tuple, *, acc: int, a: int, w: int,
-                   m0: int, mt: int, k: int, k_tile: int, n0: int, nt: int, n_tile: int) -> None:
-    """The GEMMs of one tile over input-column chunks of `k_tile` (`_masked_input_chunk`),
-    each chunk brought into ABUF at `a`, the later ones accumulating into `acc`."""
-    for k0 in range(0, k, k_tile):
-        kc = min(k_tile, k - k0)
-        _quantize_columns(lw, x, preq, m0, mt, k0, kc, a, groups)
+                   x: DramTensor, preq: bool, group: tuple, *, acc: int, a: int, w: int,
+                   m0: int, mt: int, k_tile: int, n0: int, nt: int, n_tile: int) -> None:
+    """The GEMMs of one tile and input group (start, end, multiplier) over input-column chunks
+    of at most `k_tile` (`_masked_input_chunk`), each chunk brought into ABUF at `a`, the later
+    ones accumulating into `acc`."""
+    start, end, multiplier = group
+    for k0 in range(start, end, k_tile):
+        kc = min(k_tile, end - k0)
+        _quantize_columns(lw, x, preq, m0, mt, k0, kc, a, multiplier)
         _emit_gemms(lw, op, component, tiles, acc=acc, a=a, w=w + k0 * nt, m0=m0, mt=mt, k=kc,
-                    width=kc, n0=n0, nt=nt, n_tile=n_tile, accumulate=int(k0 > 0))
+                    width=kc, n0=n0, nt=nt, n_tile=n_tile, accumulate=int(k0 > start))
 
 
 def _quantize_columns(lw: Lowering, x: DramTensor, preq: bool, m0: int, mt: int, k0: int,
-                      kc: int, a: int, groups: tuple) -> None:
+                      kc: int, a: int, multiplier: float | None) -> None:
     """Input columns [k0, k0 + kc) of rows [m0, m0 + mt) into ABUF at `a` (packed rows of kc):
-    LOADed from the INT8 copy, or QUANTized with the linear's one input multiplier."""
+    LOADed from the INT8 copy, or QUANTized with the input group's multiplier."""
     if preq:
         lw.load(Buffer.ABUF, a, x.address + m0 * x.cols + k0, mt, kc, dram_stride=x.cols)
     else:
-        lw.quantize_rows(x, m0, mt, k0, kc, a, float(groups[0][2]))
+        assert multiplier is not None  # per-token copies are INT8 (`_row_tile_input`)
+        lw.quantize_rows(x, m0, mt, k0, kc, a, float(multiplier))
 
 
 def _token_copy(lw: Lowering, x: DramTensor, m0: int, mt: int, k: int,
@@ -299,15 +304,16 @@ def _token_copy(lw: Lowering, x: DramTensor, m0: int, mt: int, k: int,
                 deferred: DeferredRows | None = None) -> tuple[DramTensor, int]:
     """Per-token INT8 copy of rows [m0, m0 + mt) of x for input-chunked GEMMs: a row's scale
     needs all k inputs, so whole rows are QUANT_ROWSed in staging chunks and STOREd to a DRAM
-    scratch copy (the chunks are LOADed from it); the row scales stay in VBUF for the DEQUANT.
-    One input run only (`_masked_input_chunk`)."""
+    scratch copy (the chunks are LOADed from it); the row scales (one vector of mt per input
+    run) stay in VBUF for the DEQUANT."""
     copy = lw.scratch_tensor((x.rows, k), np.int8)
-    row_scales = lw.alloc(Buffer.VBUF, mt)
+    row_scales = lw.alloc(Buffer.VBUF, mt * len(runs))
     chunk = max(1, min(lw.stage_rows(k, mt), lw.capacity(Buffer.ABUF) // 4 // k))
     staging = lw.alloc(Buffer.ABUF, chunk * k)
     for r in range(0, mt, chunk):
         rows = min(chunk, mt - r)
-        _quantize_tokens(lw, x, m0 + r, rows, k, staging, runs, row_scales + r, deferred)
+        _quantize_tokens(lw, x, m0 + r, rows, k, staging, runs, row_scales + r, deferred,
+                         scale_stride=mt)
         lw.store_(Buffer.ABUF, staging, copy.address + (m0 + r) * k, rows, k)
     lw.free(Buffer.ABUF, staging)
     return copy, row_scales
@@ -324,10 +330,12 @@ def token_runs(lw: Lowering, op: transformer.LinearOp) -> tuple[tuple[int, int, 
 
 def _quantize_tokens(lw: Lowering, x: DramTensor, m0: int, mt: int, k: int, a: int,
                      runs: tuple[tuple[int, int, None], ...], row_scales: int,
-                     deferred: DeferredRows | None = None) -> None:
+                     deferred: DeferredRows | None = None, scale_stride: int | None = None
+                     ) -> None:
     """LOAD FP32 rows [m0, m0 + mt) of x in chunks and QUANT_ROWS each input run into ABUF at
-    `a` (packed rows of k), its per-row scales to `row_scales` + run * mt + row; `deferred`:
-    x is that op's input, applied to each chunk first."""
+    `a` (packed rows of k), its per-row scales to `row_scales` + run * `scale_stride` (mt
+    unless given) + row; `deferred`: x is that op's input, applied to each chunk first."""
+    scale_stride = mt if scale_stride is None else scale_stride
     chunk = lw.stage_rows(k, mt)
     table = -1
     if deferred is not None:
@@ -343,7 +351,7 @@ def _quantize_tokens(lw: Lowering, x: DramTensor, m0: int, mt: int, k: int, a: i
             stride = k if end - start < k else 0
             lw.emit("quant_rows", "sfu", dst_addr=a + r * k + start, src_addr=v + start,
                     rows=rows, cols=end - start, src_stride=stride, dst_stride=stride,
-                    scale_addr=row_scales + g * mt + r)
+                    scale_addr=row_scales + g * scale_stride + r)
         lw.free(Buffer.VBUF, v)
     if deferred is not None:
         lw.free(Buffer.VBUF, table)
@@ -384,6 +392,8 @@ def _linear_tiling(lw: Lowering, op: transformer.LinearOp, x: DramTensor, k: int
         return ([(m0, min(m_tile, m - m0)) for m0 in range(0, m, m_tile)],
                 round_tile(nt_limit, n, lw.config.mac_cols))
     batch, length = x.shape[0], x.shape[1]
+    if group_count > 1:  # a later group's partial needs a second VBUF tile (`_dequant_group`)
+        v_cap //= 2
     if (batch, length) != (tiles.batch, tiles.length):
         raise fail(op, f"rows {batch}x{length} do not match its masks")
     if k > w_cap:
@@ -443,7 +453,8 @@ def _emit_gemms(lw: Lowering, op: transformer.LinearOp, component: str, tiles: M
         row_mask = tiles.row_mask + b * tiles.length
     chunks = (tiles.chunks if op.keys is None and op.x is tiles.x and tiles.chunks
               and mt == tiles.length else [(0, mt)])  # whole sequences (`_sequences_per_tile`)
+    strided = {"a_stride": k} if width < k else {}  # one input group's columns of k-wide rows
     for r0, rows in chunks:
         lw.emit("gemm", component, acc_addr=acc + r0 * nt, a_addr=a + r0 * k, w_addr=w, m=rows,
-                k=k, n=nt, has_row_mask=1, row_mask_addr=row_mask + r0,
+                k=width, n=nt, has_row_mask=1, row_mask_addr=row_mask + r0, **strided,
                 **({"accumulate": 1} if accumulate else {}))

@@ -381,14 +381,6 @@ func.func @f(%x: tensor<1x4x8xf32>, %w: tensor<8x8xi8>, %s: tensor<8xf32>) {
 // CHECK: transformer.linear: group size must be positive
 
 // -----
-func.func @f(%x: tensor<1x4x8xf32>, %w: tensor<8x8xi8>, %s: tensor<8xf32>, %r: tensor<1x4xi32>) {
-  %y = transformer.linear %x, %w weight_scale(%s) input_scale(0.5) group_scales("g") group_size(4) rows(%r) : (tensor<1x4x8xf32>, tensor<8x8xi8>, tensor<8xf32>, tensor<1x4xi32>) -> tensor<1x4x8xf32>
-  func.return
-}
-
-// CHECK: transformer.linear: a masked linear has one input scale, not groups
-
-// -----
 func.func @f(%x: tensor<1x4x8xf32>, %w: tensor<8x8xf32>, %k: tensor<1x2x4xi1>) {
   %y = transformer.linear %x, %w keys(%k) : (tensor<1x4x8xf32>, tensor<8x8xf32>, tensor<1x2x4xi1>) -> tensor<1x4x8xf32>
   func.return
