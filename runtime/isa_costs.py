@@ -152,14 +152,29 @@ def score_passes(f: Mapping[str, int]) -> int:
     return score_rank_passes(f) + SFU_PASSES["softmax"] * f["has_prob"]
 
 
+def _score_stage(rank_elements: int, config: HardwareConfig, work: Work) -> int:
+    """The score path's cycles: its element passes (`work.sfu_elements`) on the BPU lanes; the
+    top-k unit ranks each score as it leaves the passes before the ranking (`rank_elements`),
+    overlapping the softmax passes."""
+    lanes = config.bpu_lanes
+    ranked = _ceil_div(rank_elements, lanes) + _ceil_div(work.compare_ops, config.topk_lanes)
+    return np.maximum(_ceil_div(work.sfu_elements, lanes), ranked)
+
+
 @_columnwise
 def score_path_cost(f: Mapping[str, int], config: HardwareConfig, work: Work) -> int:
-    """PAM_SCORES: its element passes (`work.sfu_elements`) on the BPU lanes; the top-k unit
-    ranks each score as it leaves the mask pass, overlapping the softmax passes."""
-    lanes = config.bpu_lanes
-    ranked = (_ceil_div(f["rows"] * f["cols"] * score_rank_passes(f), lanes)
-              + _ceil_div(work.compare_ops, config.topk_lanes))
-    return np.maximum(_ceil_div(work.sfu_elements, lanes), ranked) + 1
+    """PAM_SCORES: the score path over the products in ACC (`_score_stage`)."""
+    return _score_stage(f["rows"] * f["cols"] * score_rank_passes(f), config, work) + 1
+
+
+@_columnwise
+def bpu_score_path_cost(f: Mapping[str, int], config: HardwareConfig, work: Work) -> int:
+    """BPU_SCORES: the BPU's shift-adds, then the score path over its products on the same
+    lanes (`_score_stage`; `integer_rank`: no element pass, the top-k unit ranks the integer
+    products): the cycles of BPU then PAM_SCORES (or TOPK), less one issue."""
+    rank_elements = f["rows"] * f["cols"] * score_rank_passes(f) * (1 - f["integer_rank"])
+    return (_ceil_div(work.shift_adds, config.bpu_lanes)
+            + _score_stage(rank_elements, config, work) + 1)
 
 
 @_columnwise

@@ -112,6 +112,6 @@ def validate_instruction(instr: Instruction, index: int) -> None:
                                           <= instr["length"]):
         raise ProgramError(f"{where}: fields 'first_row' = {instr['first_row']}, 'row_count' = "
                            f"{instr['row_count']} leave the {instr['length']} rows")
-    if spec.name in ("topk", "pam_scores") and instr["k"] > instr["cols"]:
+    if spec.name in ("topk", "pam_scores", "bpu_scores") and instr["k"] > instr["cols"]:
         raise ProgramError(f"{where}: field 'k' = {instr['k']} > cols {instr['cols']}")
 

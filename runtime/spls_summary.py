@@ -37,7 +37,7 @@ def _reduction(dense: int, executed: int, prediction: float) -> float:
     return 1.0 - (executed + prediction) / dense if dense else 0.0
 
 
-SPA_OPCODES = ("topk", "pam_scores")
+SPA_OPCODES = ("topk", "pam_scores", "bpu_scores")
 """The instructions writing SPA rows (their mask_total / mask_kept count its elements)."""
 
 
@@ -56,7 +56,7 @@ def spls_summary(opcodes: list[str], queues: list[int], units: list[str], compon
     layer = np.asarray([-1 if x is None else x for x in layers], dtype=np.int64)
     mac = unit == "mac"
     predict = comp == "predict"
-    bpu = ops == "bpu"
+    bpu = np.isin(ops, ("bpu", "bpu_scores"))  # the HLog products
     sim = ops == "similarity"
 
     def section(sel: np.ndarray) -> dict[str, Any]:

@@ -72,7 +72,7 @@ def valid_instructions(draw: st.DrawFn, spec: InstructionSpec) -> Instruction:
     if spec.name == "similarity":  # the row chunk lies inside the rows
         values["first_row"] %= values["length"]
         values["row_count"] %= values["length"] - values["first_row"] + 1
-    if spec.name in ("topk", "pam_scores"):
+    if spec.name in ("topk", "pam_scores", "bpu_scores"):
         values["k"] = min(values["k"], values["cols"])
     if spec.name == "host":
         values["segment"] = 0
