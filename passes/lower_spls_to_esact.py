@@ -14,16 +14,16 @@ every intermediate on chip (docs/design.md section 6), in two phases:
    (* s_W per column * s_X, + bias) -> HLOG of Q^ and of K^ per batch element (dynamic scales s_Q, s_K). The HLog
    scales span all rows of an element, so this phase cannot be split by rows.
 2. Progressive prediction, per row chunk (lower-to-esact's `spls-chunk-rows`, default the
-   MAC array's rows): per head BPU (Q^_h rows of the chunk x K^_h^T) -> ACC, then the
-   score path PAM_SCORES (* scale * s_Q * s_K, + mask, ranked -> SPA rows in MBUF; cosprob:
-   softmax -> prob rows in VBUF; runtime/isa_prediction_scores.py), or TOPK of the integer
-   PAM when there is neither mask nor cosprob; SIMILARITY with first_row / row_count = the
+   MAC array's rows): per head BPU_SCORES: the BPU's Q^_h rows of the chunk x K^_h^T, its
+   products straight into the score path (* scale * s_Q * s_K, + mask, ranked -> SPA rows in
+   MBUF; cosprob: softmax -> prob rows in VBUF; or the integer PAM ranked when there is
+   neither mask nor cosprob; runtime/isa_prediction_scores.py), never through ACC; SIMILARITY with first_row / row_count = the
    chunk: it decides the chunk's rows from the reuse-map entries of the earlier rows (still
    in MBUF) and their SPA / prob rows, which is exactly the whole-row decision (the window
    only looks back), and writes the chunk's part of the reuse map and computed-row mask (and
    ORs its keys into the key mask).
 The masks stay in MBUF (the dense lowering does not use MBUF) until the layer's last masked op
-is lowered. HLOG/BPU/PAM_SCORES/TOPK/SIMILARITY run on the predict queue (the projection's
+is lowered. HLOG/BPU/BPU_SCORES/SIMILARITY run on the predict queue (the projection's
 DEQUANT on the SFU queue; all of component `predict`); `schedule` derives the tokens from the memory
 operands, so what overlaps what follows from where the consumers' tiles and instructions are:
 - K / V (`attention=dense`: dense linears of X, independent of the prediction) are lowered
@@ -46,9 +46,9 @@ representative's sublayer output through SCATTER_ROWS before the fused residual 
 section 6 step 5).
 
 Additive attention masks (padding): one row per batch element and head is loaded into VBUF
-and given to PAM_SCORES (`add_mask`: FP32 PAM + mask is ranked, masked keys last, and
+and given to BPU_SCORES (`add_mask`: FP32 PAM + mask is ranked, masked keys last, and
 normalized) and to the SOFTMAX of the attention. A per-query mask [.., L, L] (e.g. BERT's
-expanded padding mask) is added to the FP32 PAM by PAM_SCORES (its rows: `add_mask_rows`)
+expanded padding mask) is added to the FP32 PAM by BPU_SCORES (its rows: `add_mask_rows`)
 and ADDed to the attention scores: the same float32 sums, so both forms
 rank and normalize as the reference does, rows whose every key is masked included
 (docs/design.md section 3, "Masks").
@@ -226,7 +226,7 @@ class Chain:
     @property
     def float_pam(self) -> bool:
         """Whether the PAM is scaled to FP32 (cosprob's probs, or an additive mask): the score
-        path PAM_SCORES then ranks it, and the fit keeps room for FP32 rows of the PAM's shape
+        path (BPU_SCORES) then ranks it, and the fit keeps room for FP32 rows of the PAM's shape
         in VBUF (`passes/spls_chain_fit.py`; only cosprob's prob rows are written there)."""
         return self.probs or self.predict.mask is not None
 
@@ -449,11 +449,6 @@ def _emit_chunk(lw: Lowering, c: Chain, projection: WholeProjection | StreamedPr
         # The chunk's rows of head h: in the [H, L, L] block, or (ring) the [H, n, L] chunk.
         block = (h % (c.spa_slots or c.heads)) * n * length if c.ring \
             else h * length * length + r0 * length
-        scores = projection.acc_buf.alloc(n * length)
-        d = c.head_dim
-        lw.emit("bpu", PREDICT, dst_addr=scores, a_buf=Buffer.ABUF,
-                a_addr=q_codes + h * d, b_buf=Buffer.ABUF, b_addr=k_at, m=n, k=d, n=length,
-                a_stride=c.width, b_stride=k_stride, transpose_b=1)
         if mask_rows.per_query and c.ring:  # the slots held for the chain
             mask = {"add_mask_addr": _chunk_mask_rows(lw, c, mask_rows, b, h, r0, n,
                                                       first=i == 0), "add_mask_rows": 1}
@@ -461,9 +456,8 @@ def _emit_chunk(lw: Lowering, c: Chain, projection: WholeProjection | StreamedPr
             mask = {"add_mask_addr": mask_rows.block(b, h) + r0 * length, "add_mask_rows": 1}
         else:
             mask = {"add_mask_addr": mask_rows.row(b, h)} if mask_rows.present else {}
-        emit_scores(lw, c, b, r0, n, scores, spa_at + block,
+        emit_scores(lw, c, b, r0, n, (q_codes + h * c.head_dim, k_at, k_stride), spa_at + block,
                     None if prob is None else prob + block, mask)
-        projection.acc_buf.free(scores)
         if c.spa_slots:  # no SIMILARITY reads them: out as soon as ranked
             _store_spa_rows(lw, c, masks, b, h, r0, n, spa_at + block)
     emit_similarity(lw, c, masks, b, r0, n, spa_at, prob)
@@ -481,24 +475,26 @@ def _store_spa_rows(lw: Lowering, c: Chain, masks: MaskTiles, b: int, h: int, r0
               * c.length, n, c.length)
 
 
-def emit_scores(lw: Lowering, c: Chain, b: int, r0: int, n: int, scores: int, spa: int,
-                prob: int | None, mask: dict[str, int]) -> None:
-    """SPA rows at `spa` (MBUF) from one head's n x L integer PAM products at `scores` (ACC):
-    TOPK of them as they are, or, with an additive `mask` (PAM_SCORES' add_mask fields) or
-    cosprob's `prob` rows (VBUF) to write, the prediction unit's score path PAM_SCORES
-    (scaled by the PAM scale and (s_Q, s_K) of batch element b, plus the mask, ranked, and
-    normalized into `prob`; runtime/isa_prediction_scores.py). A masked key ranks by PAM plus
-    the mask, as the reference does (docs/design.md section 3, "Masks")."""
+def emit_scores(lw: Lowering, c: Chain, b: int, r0: int, n: int, codes: tuple[int, int, int],
+                spa: int, prob: int | None, mask: dict[str, int]) -> None:
+    """SPA rows at `spa` (MBUF) of one head's n x L PAM, BPU_SCORES from the head's codes
+    `codes` = (Q^ rows, K^ rows, K^ row stride; ABUF): the products go from the BPU's lanes
+    into the score path (runtime/isa_prediction_scores.py), never through ACC. Without an
+    additive `mask` (BPU_SCORES' add_mask fields) or cosprob's `prob` rows (VBUF) to write, the
+    exact integer products rank as they are (`integer_rank`: the scales are positive); else
+    they are scaled by the PAM scale and (s_Q, s_K) of batch element b, plus the mask, ranked,
+    and normalized into `prob`. A masked key ranks by PAM plus the mask, as the reference
+    does (docs/design.md section 3, "Masks")."""
+    q_at, k_at, k_stride = codes
     causal = {"causal": int(c.causal), "causal_offset": r0 if c.causal else 0}
-    k = c.topk.k.value.data
-    if prob is None and not mask:  # the exact integer PAM ranks as is (scales positive)
-        lw.emit("topk", PREDICT, dst_addr=spa, src_buf=Buffer.ACC, src_addr=scores, rows=n,
-                cols=c.length, k=k, **causal)
+    bpu = {"a_addr": q_at, "b_addr": k_at, "rows": n, "cols": c.length, "depth": c.head_dim,
+           "a_stride": c.width, "b_stride": k_stride, "k": c.topk.k.value.data}
+    if prob is None and not mask:
+        lw.emit("bpu_scores", PREDICT, spa_addr=spa, integer_rank=1, **bpu, **causal)
         return
-    lw.emit("pam_scores", PREDICT, spa_addr=spa, src_addr=scores, rows=n, cols=c.length,
-            scale_addr=c.regions["pam_scale"], scalar_count=2,
-            scalar_addr=c.regions["sqk"] + 2 * b, has_add_mask=int(bool(mask)), **mask, k=k,
-            has_prob=int(prob is not None), prob_addr=prob or 0, **causal)
+    lw.emit("bpu_scores", PREDICT, spa_addr=spa, **bpu, scale_addr=c.regions["pam_scale"],
+            scalar_count=2, scalar_addr=c.regions["sqk"] + 2 * b, has_add_mask=int(bool(mask)),
+            **mask, has_prob=int(prob is not None), prob_addr=prob or 0, **causal)
 
 
 def emit_similarity(lw: Lowering, c: Chain, masks: MaskTiles, b: int, r0: int, n: int,

@@ -143,17 +143,12 @@ def _predict_block(lw: Lowering, c: Chain, projection: WholeProjection | Streame
     prob = r["pam"] if spill.prob is not None else None
     q_codes = projection.q_codes(lw, c, b, r0, rows)
     for h, k_at, k_stride in keys.heads(lw, c, b, r0):
-        scores = projection.acc_buf.alloc(rows * length)
-        lw.emit("bpu", PREDICT, dst_addr=scores, a_buf=Buffer.ABUF, a_addr=q_codes + h * d,
-                b_buf=Buffer.ABUF, b_addr=k_at, m=rows, k=d, n=length, a_stride=c.width,
-                b_stride=k_stride, transpose_b=1)
         if mask_rows.per_query:
             mask = {"add_mask_addr": _block_mask_rows(c, mask_rows, spill, b, h, r0, rows),
                     "add_mask_rows": 1}
         else:
             mask = {"add_mask_addr": mask_rows.row(b, h)} if mask_rows.present else {}
-        emit_scores(lw, c, b, r0, rows, scores, spa, prob, mask)
-        projection.acc_buf.free(scores)
+        emit_scores(lw, c, b, r0, rows, (q_codes + h * d, k_at, k_stride), spa, prob, mask)
         lw.store_(Buffer.MBUF, spa, spill.spa.address + spill.row_offset(c, b, h, r0), rows,
                   length)
         if prob is not None and spill.prob is not None:

@@ -50,8 +50,7 @@ def test_block_form_with_the_ring_over_half_of_vbuf_is_bit_exact(
     assert len(sims) == SEQ and all(i.fields["has_ring"] and i.fields["row_count"] == 1
                                     for i in sims)
     # Every head's SPA and prob rows of every block go to DRAM once and come back per chunk.
-    blocks = sum(1 for i in program if i.opcode_name == "bpu" and i.fields["transpose_b"]) \
-        // HEADS
+    blocks = sum(1 for i in program if i.opcode_name == "bpu_scores") // HEADS
     assert 1 < blocks < SEQ
     spa_stores = [i for i in program if i.opcode_name == "store"
                   and i.fields["buf"] == Buffer.MBUF]

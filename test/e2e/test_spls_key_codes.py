@@ -36,9 +36,9 @@ _spec.loader.exec_module(decoder_graphs)  # type: ignore[union-attr]
 SPLS = {"sparsity": "spls", "sparsity_option": ["threshold=0.5", "window=2"]}
 
 
-def _bpus(program, transposed: int) -> list:
-    return [i for i in program.instructions
-            if i.opcode_name == "bpu" and i.fields["transpose_b"] == transposed]
+def _bpus(program, opcode: str) -> list:
+    """The projection's BPU instructions ("bpu") or the PAM's ("bpu_scores")."""
+    return [i for i in program.instructions if i.opcode_name == opcode]
 
 
 @pytest.mark.parametrize("kv_heads", [2, 1])
@@ -51,8 +51,8 @@ def test_grouped_query_prediction_projects_the_key_heads_only(kv_heads: int) -> 
     program = compiled.program()
     k_width = kv_heads * hidden // heads
     # The projection's column tiles cover Q^ and K^ once: N + Nk columns, not 2N.
-    assert sum(i.fields["n"] for i in _bpus(program, 0)) == hidden + k_width
-    assert {i.fields["b_stride"] for i in _bpus(program, 1)} == {k_width}
+    assert sum(i.fields["n"] for i in _bpus(program, "bpu")) == hidden + k_width
+    assert {i.fields["b_stride"] for i in _bpus(program, "bpu_scores")} == {k_width}
     got = compiled.simulate(inputs).outputs["last_hidden_state"]
     expected = api.compile(model, stage="sparsity", **SPLS).run(inputs)["last_hidden_state"]
     np.testing.assert_array_equal(got, expected)
@@ -130,7 +130,7 @@ def test_key_codes_over_abuf_come_back_per_head_group_bit_exact(
     groups = -(-HEADS // (widths[-1] // d))
     # Row pieces predicted per K^ load: blocks (passes/spls_block_prediction.py), each
     # head's BPU once per block.
-    blocks = len(_bpus(program, 1)) // HEADS
+    blocks = len(_bpus(program, "bpu_scores")) // HEADS
     chunks = sum(1 for i in program.instructions if i.opcode_name == "similarity")
     assert 1 < blocks < chunks
     assert groups > 1 and len(group_loads) == groups + (blocks - 1) * (groups - 1)

@@ -81,7 +81,7 @@ def test_binary_equals_the_one_with_the_similarity(tmp_path: Path, mbuf: int | N
     assert "similarity" in _opcodes(kept) and "scatter_rows" in _opcodes(kept)
     names = _opcodes(dropped)
     assert "similarity" not in names and "scatter_rows" not in names
-    assert "pam_scores" in names  # the padding mask is added to the PAM
+    assert "bpu_scores" in names  # the padding mask is added to the PAM
     runs = [c.simulate(INPUTS, hw=hw.get("hw")) for c in (dropped, kept)]
     np.testing.assert_array_equal(runs[0].outputs["last_hidden_state"],
                                   runs[1].outputs["last_hidden_state"])

@@ -81,7 +81,7 @@ def test_ring_form_loads_a_shared_mask_block_once_per_chunk_and_prepares_q_early
 
     sims = [i for i, x in enumerate(ins) if x.opcode_name == "similarity"]
     assert len(sims) > 1 and all(ins[i].fields["has_ring"] for i in sims)
-    scores = [i for i, x in enumerate(ins) if x.opcode_name == "pam_scores"]
+    scores = [i for i, x in enumerate(ins) if x.opcode_name == "bpu_scores"]
     assert all(ins[i].fields["has_add_mask"] and ins[i].fields["add_mask_rows"] for i in scores)
     assert len(scores) == HEADS * len(sims)  # every head's PAM rows of every chunk get the mask
     # The instruction each score path's mask operand comes from: the last writer of the VBUF

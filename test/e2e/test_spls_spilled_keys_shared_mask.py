@@ -38,7 +38,7 @@ def _heads_per_block(ins: list) -> list[list[int]]:
     rows head by head, then decides its chunks."""
     blocks, addrs = [], []
     for x in ins:
-        if x.opcode_name == "bpu" and x.fields["transpose_b"]:
+        if x.opcode_name == "bpu_scores":
             addrs.append(x.fields["a_addr"])
         elif x.opcode_name == "similarity" and addrs:
             blocks.append([(a - min(addrs)) // (HIDDEN // HEADS) for a in addrs])
@@ -47,7 +47,7 @@ def _heads_per_block(ins: list) -> list[list[int]]:
 
 
 def _mask_writer(ins: list, scores: int) -> int:
-    """The last instruction before the score path `scores` (PAM_SCORES) that wrote the mask
+    """The last instruction before the score path `scores` (BPU_SCORES) that wrote the mask
     rows it reads (its VBUF operand at add_mask_addr)."""
     (mask,) = [r for r in footprint(ins[scores]).reads
                if r[0] == Buffer.VBUF and r[1] == ins[scores].fields["add_mask_addr"]]
@@ -71,7 +71,7 @@ def test_shared_mask_rows_are_loaded_in_every_chunk_with_spilled_key_codes(
     assert len(blocks) > 2 and all(sorted(c) == list(range(HEADS)) for c in blocks)
     assert any(c[0] != 0 for c in blocks)  # spilled: some blocks start at a later K group
     sims = [i for i, x in enumerate(ins) if x.opcode_name == "similarity"]
-    scores = [i for i, x in enumerate(ins) if x.opcode_name == "pam_scores"]
+    scores = [i for i, x in enumerate(ins) if x.opcode_name == "bpu_scores"]
     assert all(ins[i].fields["has_add_mask"] for i in scores)
     assert len(scores) == HEADS * len(blocks)
     feeding = set()

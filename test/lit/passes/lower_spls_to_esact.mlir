@@ -26,10 +26,8 @@
 // CHECK-NEXT: esact.dequant {{.*}}rows = 4, cols = 16, {{.*}}dst_stride = 16, {{.*}}has_bias = 1, {{.*}}scalar_count = 1, scalar_addr = [[SX]], has_row_scale = 0, row_scale_addr = 0 {component = "predict", layer = 0 : i64}
 // CHECK-NEXT: esact.hlog {{.*}}dst_addr = [[QC:[0-9]+]], {{.*}}rows = 4, cols = 8, src_stride = 16, {{.*}}scale_out_addr = [[SQ:[0-9]+]], scale_count = 0, scale_in_addr = 0 {component = "predict", layer = 0 : i64}
 // CHECK-NEXT: esact.hlog {{.*}}dst_addr = [[KC:[0-9]+]], {{.*}}rows = 4, cols = 8, src_stride = 16, {{.*}}dynamic = 1
-// CHECK:      esact.bpu {{.*}}a_addr = [[QC]], b_buf = ABUF, b_addr = [[KC]], m = 4, k = 4, n = 4, a_stride = 8, b_stride = 8, dst_stride = 0, transpose_b = 1 {component = "predict", layer = 0 : i64}
-// CHECK-NEXT: esact.pam_scores {{.*}}spa_addr = [[SPA:[0-9]+]], src_addr = {{[0-9]+}}, rows = 4, cols = 4, {{.*}}scalar_count = 2, scalar_addr = [[SQ]], has_add_mask = 0, {{.*}}causal = 0, causal_offset = 0, k = 1, has_prob = 1, prob_addr = [[PROB:[0-9]+]] {component = "predict", layer = 0 : i64}
-// CHECK:      esact.bpu {{.*}}transpose_b = 1
-// CHECK-NEXT: esact.pam_scores {{.*}}rows = 4, cols = 4, {{.*}}has_prob = 1
+// CHECK:      esact.bpu_scores {{.*}}spa_addr = [[SPA:[0-9]+]], a_addr = [[QC]], b_addr = [[KC]], rows = 4, cols = 4, depth = 4, a_stride = 8, b_stride = 8, integer_rank = 0, {{.*}}scalar_count = 2, scalar_addr = [[SQ]], has_add_mask = 0, {{.*}}causal = 0, causal_offset = 0, k = 1, has_prob = 1, prob_addr = [[PROB:[0-9]+]] {component = "predict", layer = 0 : i64}
+// CHECK:      esact.bpu_scores {{.*}}rows = 4, cols = 4, {{.*}}has_prob = 1
 // CHECK-NEXT: esact.similarity {{.*}}map_addr = [[MAP:[0-9]+]], key_mask_addr = {{[0-9]+}}, spa_addr = [[SPA]], has_prob = 1, prob_addr = [[PROB]], {{.*}}heads = 2, length = 4, keys = 4, window = 4, k = 1, threshold = 0.8999{{[0-9]*}}, mode = COSPROB, has_row_mask = 1, row_mask_addr = [[ROWS:[0-9]+]], first_reference = 0, first_row = 0, row_count = 4, has_ring = 0, ring_addr = 0 {component = "predict", layer = 0 : i64}
 // CHECK:      esact.gemm {{.*}} has_row_mask = 0{{.*}}component = "v"
 // CHECK:      esact.gemm {{.*}}m = 4, k = 8, n = 8, {{.*}}has_row_mask = 1, row_mask_addr = [[ROWS]], {{.*}}component = "q"
@@ -51,7 +49,7 @@
 
 // attention=topk + overlap: no softmax of PAM, K and V one GEMM per head with that head's key
 // mask as row mask, the attention masked by SPA in QK, SOFTMAX and PV.
-// TOPK:      esact.topk {{.*}}dst_addr = [[SPA0:[0-9]+]],
+// TOPK:      esact.bpu_scores {{.*}}spa_addr = [[SPA0:[0-9]+]], {{.*}}integer_rank = 1,
 // TOPK-NOT:  esact.softmax
 // TOPK:      esact.similarity {{.*}}key_mask_addr = [[KEYS:[0-9]+]], spa_addr = [[SPA0]], has_prob = 0, {{.*}}mode = OVERLAP, has_row_mask = 1, row_mask_addr = [[ROWS:[0-9]+]]
 // TOPK:      esact.gemm {{.*}}has_row_mask = 1, row_mask_addr = [[ROWS]], {{.*}}component = "q"
@@ -75,15 +73,11 @@
 // SIMILARITY only (the token of chunk 0's SIMILARITY is popped before chunk 1 is predicted).
 // CHUNKS:      esact.hlog {{.*}}dst_addr = [[QC:[0-9]+]], {{.*}}rows = 4, cols = 8, src_stride = 16
 // CHUNKS-NEXT: esact.hlog {{.*}}dst_addr = [[KC:[0-9]+]], {{.*}}rows = 4, cols = 8, src_stride = 16
-// CHUNKS:      esact.bpu {{.*}}a_addr = [[QC]], b_buf = ABUF, b_addr = [[KC]], m = 2, k = 4, n = 4, a_stride = 8, b_stride = 8, {{.*}}transpose_b = 1
-// CHUNKS-NEXT: esact.pam_scores {{.*}}spa_addr = [[SPA0:[0-9]+]], {{.*}}rows = 2, cols = 4, {{.*}}causal_offset = 0, {{.*}}has_prob = 1, prob_addr = [[PAM0:[0-9]+]]
-// CHUNKS-NEXT: esact.bpu {{.*}}m = 2, k = 4, n = 4,
-// CHUNKS-NEXT: esact.pam_scores {{.*}}rows = 2, cols = 4,
+// CHUNKS:      esact.bpu_scores {{.*}}spa_addr = [[SPA0:[0-9]+]], a_addr = [[QC]], b_addr = [[KC]], rows = 2, cols = 4, depth = 4, a_stride = 8, b_stride = 8, {{.*}}causal_offset = 0, {{.*}}has_prob = 1, prob_addr = [[PAM0:[0-9]+]]
+// CHUNKS-NEXT: esact.bpu_scores {{.*}}rows = 2, cols = 4, depth = 4,
 // CHUNKS-NEXT: esact.similarity pop [] push [compute] map_addr = [[MAP:[0-9]+]], {{.*}}spa_addr = [[SPA0]], {{.*}}row_mask_addr = [[ROWS:[0-9]+]], first_reference = 0, first_row = 0, row_count = 2
-// CHUNKS-NEXT: esact.bpu {{.*}}a_addr = {{[0-9]+}}, b_buf = ABUF, b_addr = [[KC]], m = 2, k = 4, n = 4,
-// CHUNKS-NEXT: esact.pam_scores {{.*}}rows = 2, cols = 4,
-// CHUNKS-NEXT: esact.bpu
-// CHUNKS-NEXT: esact.pam_scores
+// CHUNKS-NEXT: esact.bpu_scores {{.*}}a_addr = {{[0-9]+}}, b_addr = [[KC]], rows = 2, cols = 4,
+// CHUNKS-NEXT: esact.bpu_scores
 // CHUNKS-NEXT: esact.similarity pop [] push [compute, sfu] map_addr = [[MAP]], {{.*}}row_mask_addr = [[ROWS]], first_reference = 0, first_row = 2, row_count = 2
 // CHUNKS:      esact.gemm pop [{{.*}}predict{{.*}}] push {{.*}}a_addr = [[A:[0-9]+]], {{.*}}m = 2, k = 8, n = 8, {{.*}}has_row_mask = 1, row_mask_addr = [[ROWS]], {{.*}}component = "q"
 // CHUNKS-NEXT: esact.gemm pop [predict] push {{.*}}m = 2, k = 8, n = 8, {{.*}}has_row_mask = 1, {{.*}}component = "q"
@@ -140,12 +134,12 @@ builtin.module attributes {esact.weight_store = "Inputs/insert_spls_layer.npz"} 
 // the earlier chunks' references (cosprob: prob rows) from the ring; attention=topk reads SPA
 // later, so each chunk's rows are STOREd to DRAM per head, and the attention runs in query
 // tiles of 2 rows that LOAD their SPA rows back (head 0 rows 0-1, head 1 rows 0-1, ...).
-// RING:      esact.pam_scores {{.*}}spa_addr = [[CH:[0-9]+]], {{.*}}rows = 3, cols = 4,
-// RING:      esact.pam_scores {{.*}}rows = 3, cols = 4,
+// RING:      esact.bpu_scores {{.*}}spa_addr = [[CH:[0-9]+]], {{.*}}rows = 3, cols = 4,
+// RING:      esact.bpu_scores {{.*}}rows = 3, cols = 4,
 // RING:      esact.similarity {{.*}}spa_addr = [[CH]], has_prob = 1, {{.*}}first_row = 0, row_count = 3, has_ring = 1, ring_addr = [[RINGAT:[0-9]+]]
 // RING-NEXT: esact.store {{.*}}buf = MBUF, sram_addr = [[CH]], dram_addr = [[SPA0:[0-9]+]], rows = 3, cols = 4,
 // RING-NEXT: esact.store {{.*}}buf = MBUF, {{.*}}rows = 3, cols = 4,
-// RING:      esact.pam_scores {{.*}}spa_addr = [[CH]], {{.*}}rows = 1, cols = 4,
+// RING:      esact.bpu_scores {{.*}}spa_addr = [[CH]], {{.*}}rows = 1, cols = 4,
 // RING:      esact.similarity {{.*}}spa_addr = [[CH]], {{.*}}first_row = 3, row_count = 1, has_ring = 1, ring_addr = [[RINGAT]]
 // RING-NEXT: esact.store {{.*}}buf = MBUF, sram_addr = [[CH]], {{.*}}rows = 1, cols = 4,
 // RING:      esact.load {{.*}}buf = MBUF, sram_addr = [[T0:[0-9]+]], dram_addr = [[SPA0]], rows = 2, cols = 4,
