@@ -49,6 +49,7 @@ from .isa_costs import topk_compares
 from .isa_online_softmax import softmax_logits
 from .layer_norm_rows import layer_norm_rows
 from .masked_score_work import charge_kept_scores
+from .similarity_reads import charge_read_rows
 
 if TYPE_CHECKING:
     from .hw_config import HardwareConfig
@@ -428,6 +429,7 @@ class Machine:
                 self.float_field("threshold"), mode, f["k"], f["first_reference"], earlier,
                 first + count))
             chunk_spa = spa[:, first:first + count]
+            charge_read_rows(self.work, f, earlier)  # the chunk's rows and its references
         self.view("map_addr", "w")[...] = reuse.astype("<i2").view(np.uint8)[None, :]
         keys = spls_kernels.key_mask_of(chunk_spa, reuse)
         if first:  # later chunks add their computed rows' keys
