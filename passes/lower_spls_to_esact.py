@@ -319,7 +319,7 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
     projection.release(lw, c)
     if c.ring and (c.block_vbuf or r.get("kc") is None):
         c.spa_slots = 0  # the block form keeps a chunk's rows of every head
-        c.block_rows = block_rows(c, projection)
+        c.block_rows = block_rows(c)
         block_codes(lw, c, projection)
     keys = key_codes(lw, c, projection)
     masks = _allocate_masks(lw, c)

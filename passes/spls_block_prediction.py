@@ -43,11 +43,11 @@ if TYPE_CHECKING:
 PREDICT = "predict"
 
 
-def block_rows(c: Chain, projection: WholeProjection | StreamedProjection) -> int:
+def block_rows(c: Chain) -> int:
     """Rows per block: n (the chunk's rows) times the heads, as many as one head's slice of
-    the chunk regions and one prediction ACC slot hold, within the sequence."""
+    the chunk regions holds, within the sequence (BPU_SCORES keeps the PAM out of ACC)."""
     n = c.chunks[0][1]
-    fit = min(c.heads * n, projection.acc_buf.size // c.length, c.length)
+    fit = min(c.heads * n, c.length)
     return max(n, fit // n * n)
 
 

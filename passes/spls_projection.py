@@ -93,7 +93,7 @@ class WholeProjection:
         together = rows * c.qk_width <= lw.capacity(Buffer.VBUF) // OUT_FRACTION
         passes = [(0, c.qk_width)] if together else [(0, width), (width, c.qk_width)]
         n_tile = round_tile(n_limit, passes[0][1] - passes[0][0], lw.config.mac_cols)
-        acc_buf = PredictScratch(lw, Buffer.ACC, max(rows * n_tile, c.chunks[0][1] * c.length))
+        acc_buf = PredictScratch(lw, Buffer.ACC, rows * n_tile)  # the PAM skips ACC (BPU_SCORES)
         mask_rows = phase2_inputs(lw, c)
         r["qc"], r["kc"] = (lw.alloc(Buffer.ABUF, rows * w) for w in (width, c.k_width))
         r["real"] = lw.alloc(Buffer.VBUF, rows * max(c1 - c0 for c0, c1 in passes))

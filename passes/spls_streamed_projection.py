@@ -78,8 +78,7 @@ class StreamedProjection:
                        "exceeds the on-chip buffers")
         n_tile = round_tile(n_limit, width, lw.config.mac_cols)
         codes, codes_at, vectors_at = projection_constants(lw, c)
-        acc_buf = PredictScratch(lw, Buffer.ACC, max(tile_rows * n_tile,
-                                                     c.chunks[0][1] * c.length))
+        acc_buf = PredictScratch(lw, Buffer.ACC, tile_rows * n_tile)  # no PAM: BPU_SCORES
         r["pam"] = None  # type: ignore[assignment]
         mask_rows = phase2_inputs(lw, c)
         tiles = [(b, r0, min(tile_rows, c.length - r0)) for b in range(c.batch)
