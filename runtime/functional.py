@@ -48,6 +48,7 @@ from .isa import (
 from .isa_costs import topk_compares
 from .isa_online_softmax import softmax_logits
 from .layer_norm_rows import layer_norm_rows
+from .masked_mac_traffic import charge_kept_rows_and_cols
 from .masked_score_work import charge_kept_scores
 from .similarity_reads import charge_read_rows
 
@@ -246,6 +247,7 @@ class Machine:
         self.work.macs_executed = n_rows * n_cols * f["k"]
         self.work.rows_total, self.work.rows_executed = f["m"], n_rows
         self.work.cols_total, self.work.cols_executed = f["n"], n_cols
+        charge_kept_rows_and_cols(self.work, self.instr)  # masked rows/cols move no bytes
 
     def _attention_rows(self, f: Mapping[str, int]) -> tuple[np.ndarray | slice, int]:
         """The query rows an ATTN_* instruction computes (its row mask's, else a slice of
@@ -272,6 +274,7 @@ class Machine:
         self.work.mask_total, self.work.mask_kept = n_rows * f["lk"], kept
         self.work.rows_total, self.work.rows_executed = f["lq"], n_rows
         self.work.cols_total = self.work.cols_executed = f["lk"]
+        charge_kept_rows_and_cols(self.work, self.instr)
 
     def op_attn_pv(self, f: Mapping[str, int]) -> None:
         p, v, out = self.view("p_addr"), self.view("v_addr"), self.view("out_addr")
@@ -291,6 +294,7 @@ class Machine:
         self.work.mask_total, self.work.mask_kept = n_rows * f["lk"], kept
         self.work.rows_total, self.work.rows_executed = f["lq"], n_rows
         self.work.cols_total = self.work.cols_executed = f["d"]
+        charge_kept_rows_and_cols(self.work, self.instr)
 
     # -------------------------------------------------------------------- SFU
 
