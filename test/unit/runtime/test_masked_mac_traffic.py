@@ -7,6 +7,7 @@ import numpy as np
 from esact_cc.runtime.esb import Program, check_program_fits, validate_program
 from esact_cc.runtime.functional import Machine
 from esact_cc.runtime.isa import Buffer, Instruction
+from esact_cc.runtime.masked_score_work import charge_kept_scores
 from instruction_machine import CFG, put
 
 M, K, N = 8, 16, 6
@@ -97,3 +98,14 @@ def test_element_masked_tiles_are_left_to_the_score_path_charge() -> None:
     assert qk.sram_write_bytes == {"acc": 4 * LQ * LK}
     assert pv.sram_read_bytes == {"abuf": LQ * LK + LK * D, "mbuf": LQ + ROWS * LK}
     assert pv.sram_write_bytes == {"acc": 4 * ROWS * D}
+
+
+def test_scores_of_a_row_and_element_masked_qk_are_its_kept_positions_once() -> None:
+    instructions = attention(row_masked=True, element_masked=True)
+    works, machine = run(instructions)
+    charge_kept_scores(instructions, works)
+    qk = works[0]
+    element_mask = machine.buffers[Buffer.MBUF][ELEMENT_MASK_AT:][:LQ * LK].reshape(LQ, LK)
+    kept = int(element_mask[np.flatnonzero(ROW_MASK)].sum())
+    assert qk.mask_kept == kept
+    assert qk.sram_write_bytes == {"acc": 4 * kept}
