@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
+from onnx_graph_builder import GraphBuilder  # test/helpers, on sys.path by test/conftest.py
 
 
 def conv_block_model(seq: int = 16, hidden: int = 32, heads: int = 4, ffn: int = 64,
@@ -19,31 +20,9 @@ def conv_block_model(seq: int = 16, hidden: int = 32, heads: int = 4, ffn: int =
     recognises: the block's attention then stays on the host. `scale_from_input` divides the
     scores by a value computed from the input (not a constant): the attention is not lifted,
     its softmax is, on its own."""
-    rng = np.random.default_rng(seed)
+    gb = GraphBuilder(hidden, np.random.default_rng(seed))
+    init, weight, node, linear, layer_norm = gb.init, gb.weight, gb.node, gb.linear, gb.layer_norm
     d = hidden // heads
-    inits, nodes = [], []
-
-    def init(name, value):
-        inits.append(numpy_helper.from_array(np.asarray(value), name))
-        return name
-
-    def weight(name, shape, scale=None):
-        scale = 1.0 / np.sqrt(shape[0]) if scale is None else scale
-        return init(name, (rng.standard_normal(shape) * scale).astype(np.float32))
-
-    def node(op, inputs, name, **attrs):
-        nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
-        return name
-
-    def linear(x, prefix, n_in, n_out):
-        mm = node("MatMul", [x, weight(f"{prefix}.weight", (n_in, n_out))], f"{prefix}/MatMul")
-        return node("Add", [mm, weight(f"{prefix}.bias", (n_out,), 0.1)], f"{prefix}/Add")
-
-    def layer_norm(x, prefix):
-        g = init(f"{prefix}.weight", (1 + 0.1 * rng.standard_normal(hidden)).astype(np.float32))
-        b = init(f"{prefix}.bias", (0.1 * rng.standard_normal(hidden)).astype(np.float32))
-        return node("LayerNormalization", [x, g, b], f"{prefix}/LayerNorm", axis=-1, epsilon=1e-5)
-
     init("split_shape", np.array([batch, seq, heads, d], np.int64))
     init("merge_shape", np.array([batch, seq, hidden], np.int64))
     init("sqrt_d", np.array(np.sqrt(d), np.float32))
@@ -53,12 +32,7 @@ def conv_block_model(seq: int = 16, hidden: int = 32, heads: int = 4, ffn: int =
              kernel_shape=[3], strides=[2], pads=[1, 1])
     x = node("Transpose", [x], "/stem/Transpose", perm=[0, 2, 1])
     h = layer_norm(x, "/block/ln1")
-    heads_of = {}
-    for name in ("query", "key", "value"):
-        r = node("Reshape", [linear(h, f"/block/{name}", hidden, hidden), "split_shape"],
-                 f"/block/{name}/Reshape")
-        heads_of[name] = node("Transpose", [r], f"/block/{name}/Transpose",
-                              perm=[0, 2, 3, 1] if name == "key" else [0, 2, 1, 3])
+    heads_of = gb.heads(h, "/block", "split_shape")
     s = node("MatMul", [heads_of["query"], heads_of["key"]], "/block/scores/MatMul")
     scale = "sqrt_d"
     if scale_from_input:  # sqrt_d + 0 * mean(audio): the same value, but not a constant
@@ -77,14 +51,14 @@ def conv_block_model(seq: int = 16, hidden: int = 32, heads: int = 4, ffn: int =
     x = node("Add", [linear(f, "/block/ffn2", ffn, hidden), x], "/block/residual2")
     x = node("Transpose", [x], "/decoder/Transpose", perm=[0, 2, 1])
     x = node("Resize", [x, "", "resize_scales"], "/decoder/Resize", mode="nearest")
-    nodes.append(helper.make_node(
+    gb.nodes.append(helper.make_node(
         "ConvTranspose", [x, weight("decoder.weight", (hidden, 2, 2), 0.3)], ["waveform"],
         name="/decoder/ConvTranspose", kernel_shape=[2], strides=[2]))
     graph = helper.make_graph(
-        nodes, "conv_block",
+        gb.nodes, "conv_block",
         [helper.make_tensor_value_info("audio", TensorProto.FLOAT, [batch, channels, 2 * seq])],
         [helper.make_tensor_value_info("waveform", TensorProto.FLOAT, [batch, 2, 4 * seq])],
-        inits)
+        gb.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
     onnx.checker.check_model(model, full_check=True)

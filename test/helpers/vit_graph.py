@@ -8,37 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
+from onnx_graph_builder import GraphBuilder
 
 
 def vit_model(batch: int, layers: int = 2, hidden: int = 32, heads: int = 4, ffn: int = 64,
               image: int = 8, patch: int = 2, classes: int = 10, seed: int = 0) -> onnx.ModelProto:
-    rng = np.random.default_rng(seed)
+    gb = GraphBuilder(hidden, np.random.default_rng(seed))
+    init, weight, node, linear, layer_norm = gb.init, gb.weight, gb.node, gb.linear, gb.layer_norm
     tokens, d = (image // patch) ** 2 + 1, hidden // heads
-    inits, nodes = [], []
-
-    def init(name, value):
-        inits.append(numpy_helper.from_array(np.asarray(value), name))
-        return name
-
-    def weight(name, shape, scale=None):
-        scale = 1.0 / np.sqrt(shape[0]) if scale is None else scale
-        return init(name, (rng.standard_normal(shape) * scale).astype(np.float32))
-
-    def node(op, inputs, name, **attrs):
-        nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
-        return name
-
-    def linear(x, prefix, n_in, n_out):
-        mm = node("MatMul", [x, weight(f"{prefix}.weight", (n_in, n_out))], f"{prefix}/MatMul")
-        return node("Add", [mm, weight(f"{prefix}.bias", (n_out,), 0.1)], f"{prefix}/Add")
-
-    def layer_norm(x, prefix):
-        g = init(f"{prefix}.weight", (1 + 0.1 * rng.standard_normal(hidden)).astype(np.float32))
-        b = init(f"{prefix}.bias", (0.1 * rng.standard_normal(hidden)).astype(np.float32))
-        return node("LayerNormalization", [x, g, b], f"{prefix}/LayerNorm", axis=-1,
-                    epsilon=1e-5)
-
     init("patch_shape", np.array([batch, hidden, tokens - 1], np.int64))
     init("cls_shape", np.array([batch, 1, hidden], np.int64))
     init("split_shape", np.array([batch, tokens, heads, d], np.int64))
@@ -56,12 +34,7 @@ def vit_model(batch: int, layers: int = 2, hidden: int = 32, heads: int = 4, ffn
     for n in range(layers):
         p = f"/blocks.{n}"
         h = layer_norm(x, f"{p}/ln1")
-        heads_of = {}
-        for name in ("query", "key", "value"):
-            r = node("Reshape", [linear(h, f"{p}/attn/{name}", hidden, hidden), "split_shape"],
-                     f"{p}/attn/{name}/Reshape")
-            heads_of[name] = node("Transpose", [r], f"{p}/attn/{name}/Transpose",
-                                  perm=[0, 2, 3, 1] if name == "key" else [0, 2, 1, 3])
+        heads_of = gb.heads(h, f"{p}/attn", "split_shape")
         s = node("MatMul", [heads_of["query"], heads_of["key"]], f"{p}/attn/MatMul")
         s = node("Softmax", [node("Div", [s, "sqrt_d"], f"{p}/attn/Div")], f"{p}/attn/Softmax",
                  axis=-1)
@@ -78,13 +51,13 @@ def vit_model(batch: int, layers: int = 2, hidden: int = 32, heads: int = 4, ffn
                               f"{p}/act/Mul"), f"{p}/half"], f"{p}/act/Mul_1")
         x = node("Add", [x, linear(g, f"{p}/fc2", ffn, hidden)], f"{p}/Add_1")
     x = node("Gather", [layer_norm(x, "/norm"), "cls_index"], "/Gather", axis=1)
-    nodes.append(helper.make_node(
+    gb.nodes.append(helper.make_node(
         "Gemm", [x, weight("head.weight", (classes, hidden)), weight("head.bias", (classes,), 0.1)],
         ["logits"], name="/head/Gemm", transB=1))
     graph = helper.make_graph(
-        nodes, "vit", [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT,
+        gb.nodes, "vit", [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT,
                                                      [batch, 1, image, image])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, classes])], inits)
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, classes])], gb.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
     return model

@@ -4,31 +4,17 @@ model without image inputs, another scheme, or margins with copies are one-line 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from spls_tuning_fixtures import load_tuning_fixtures
 
 from esact_cc.cli import esact_tune_main
 
 MODELS = Path(esact_tune_main.__file__).resolve().parents[1] / "models"
-FIXTURES_DIR = Path(__file__).resolve().parent.parent / "spls_tuning"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"augment_{name}", FIXTURES_DIR / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
-
-
-TABLES = _load("small_search_tables")
-sys.modules.setdefault("small_search_tables", TABLES)  # what the fixtures module imports
-FIXTURES = _load("test_spls_tuning")
+TABLES, FIXTURES = load_tuning_fixtures("augment")
 
 
 def digits(tmp_path: Path, count: int) -> Path:

@@ -5,31 +5,17 @@ config, and a bad value is a one-line usage error."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from spls_tuning_fixtures import load_tuning_fixtures
 
 from esact_cc.cli import esact_tune_main
 from esact_cc.tuning import spls_calibration_inputs, spls_measurement, spls_tuning
 from esact_cc.tuning.loss_bound import z_score
 
-FIXTURES_DIR = Path(__file__).resolve().parent.parent / "spls_tuning"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"tuning_{name}", FIXTURES_DIR / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
-
-
-TABLES = _load("small_search_tables")
-sys.modules.setdefault("small_search_tables", TABLES)  # what the fixtures module imports
-FIXTURES = _load("test_spls_tuning")
+TABLES, FIXTURES = load_tuning_fixtures("tuning")
 
 
 @pytest.fixture(scope="module")
