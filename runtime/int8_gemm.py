@@ -31,11 +31,6 @@ def exact_int8_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return product
 
 
-def int8_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The exact int64 product of int8 matrices."""
-    return exact_int8_product(a, b).astype(np.int64)
-
-
 def wrap_int32(x: np.ndarray) -> np.ndarray:
     """An integer (or exactly integral float) array as int32, wrapping as INT32 adds do."""
     return x.astype(np.int64, copy=False).astype(np.int32)  # no copy of an int64 result

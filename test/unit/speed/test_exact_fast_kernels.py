@@ -6,24 +6,23 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from esact_cc.runtime.int8_gemm import FLOAT32_EXACT_K, exact_int8_product, int8_matmul
+from esact_cc.runtime.int8_gemm import FLOAT32_EXACT_K, exact_int8_product
 
 from esact_cc.interpreter.interpret_onnx_ops import ONNX_KERNELS
 
 
 @pytest.mark.parametrize("k", [1, 64, FLOAT32_EXACT_K, FLOAT32_EXACT_K + 1, 3072, 5000])
-def test_int8_matmul_is_the_exact_integer_product(k: int) -> None:
+def test_exact_int8_product_is_the_exact_integer_product(k: int) -> None:
     rng = np.random.default_rng(k)
     a = rng.integers(-128, 128, (7, k), dtype=np.int8)
     b = rng.integers(-128, 128, (k, 5), dtype=np.int8)
     a[0], b[:, 0] = -128, -128  # the largest partial sums: 2^14 per product, 2^24 per block
     a[1], b[:, 1] = 127, -128
-    got = int8_matmul(a, b)
-    assert got.dtype == np.int64
-    np.testing.assert_array_equal(got, a.astype(np.int64) @ b.astype(np.int64))
-    assert got[0, 0] == k << 14  # beyond float32's exact integers once k > 1024
     floats = exact_int8_product(a, b)  # what the GEMM stores into INT32 directly
     assert floats.dtype == (np.float32 if k <= FLOAT32_EXACT_K else np.float64)
+    got = floats.astype(np.int64)
+    np.testing.assert_array_equal(got, a.astype(np.int64) @ b.astype(np.int64))
+    assert got[0, 0] == k << 14  # beyond float32's exact integers once k > 1024
     np.testing.assert_array_equal(floats.astype(np.int32), got.astype(np.int32))
 
 
