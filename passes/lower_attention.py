@@ -146,9 +146,11 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
         lw.free(Buffer.VBUF, r)
 
     def scores_to_p(b: int, h: int, scores: int, r0: int, tq: int,
-                    q_rows: tuple[int, int], k_rows: tuple[int, int]) -> int:
+                    q_rows: tuple[int, int], k_rows: tuple[int, int],
+                    shared_mask: int | None) -> int:
         """DEQUANT, [position scores], [per-query mask], SOFTMAX and QUANT of query rows
-        [r0, r0 + tq) of head h (q_rows / k_rows: its Q and K in ABUF, address and stride):
+        [r0, r0 + tq) of head h (q_rows / k_rows: its Q and K in ABUF, address and stride;
+        shared_mask: the tile's mask rows the group's heads share, if LOADed once):
         the ABUF address of P."""
         k0, lk = keys_of(r0, tq)
         f = lw.alloc(Buffer.VBUF, tq * lk)
@@ -159,6 +161,8 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
                  {"has_elem_mask": 1, "elem_mask_addr": spa_rows.tile(b, h, r0, tq)})
         if mask_rows.per_query and lk < lk_all:
             add_mask_block(lw, mask_rows, f, b, h, lq, lk_all, r0, tq, k0, lk)
+        elif shared_mask is not None:
+            lw.emit("add", "sfu", dst_addr=f, a_addr=f, b_addr=shared_mask, rows=tq, cols=lk)
         elif mask_rows.per_query:
             mask_rows.add_fresh_block(b, h, f, r0, tq)
         elif mask_rows.present:
@@ -201,6 +205,12 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
                     r1, t1 = q_tiles[i + 1]
                     q_next = lw.alloc(Buffer.ABUF, t1 * g * d)
                     _quantize_loads(lw, b, [(q, r1, t1, lq, d, q_next, q_mult, h0, g)])
+                # A per-query mask every head reads alike ([B, 1, Lq, Lk]): the tile's rows
+                # are LOADed once for the group's heads, not once per head (at long sequences
+                # the top-k attention was bound by those reLOADs).
+                shared_mask = (mask_rows.fresh_rows(b, h0, r0, tq)
+                               if g > 1 and mask_rows.shared_by_heads
+                               and keys_of(r0, tq)[1] == lk_all else None)
                 for hh in range(g):
                     h = h0 + hh
                     k0, n = keys_of(r0, tq)
@@ -211,9 +221,12 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
                             q_stride=g * d,
                             k_stride=kvg * d, **masks_of(b, h, r0, tq))
                     pending.append((r0, tq, hh, scores_to_p(b, h, scores, r0, tq,
-                                                            (qa + hh * d, g * d), k_rows)))
+                                                            (qa + hh * d, g * d), k_rows,
+                                                            shared_mask)))
                     if len(pending) == 2:
                         pv(b, h0, g, *pending.pop(0), va)
+                if shared_mask is not None:
+                    lw.free(Buffer.VBUF, shared_mask)
                 if r0 + tq == lq:  # the group's last tile: every P x V before K / V go
                     for item in pending:
                         pv(b, h0, g, *item, va)

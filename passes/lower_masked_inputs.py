@@ -163,6 +163,11 @@ class MaskRows:
     def per_head(self) -> bool:
         return self.present and self.shape[1] != 1
 
+    @property
+    def shared_by_heads(self) -> bool:
+        """A per-query mask whose [Lq, Lk] block is the same for every head."""
+        return self.per_query and not self.per_head
+
     def row(self, b: int, h: int) -> int:
         assert self.tensor is not None and not self.per_query
         key = (b % self.shape[0], h % self.shape[1])
