@@ -8,9 +8,8 @@ bits: onnxruntime's reductions, exponentials and fusions are not numpy's.
 
 from __future__ import annotations
 
-from onnx import ModelProto
-
 from esact_cc.dialects import transformer
+from esact_cc.frontend.onnx_core import ModelProto
 from esact_cc.frontend.onnx_export import export_ops
 from esact_cc.weight_store import WeightStore
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import onnx
-from onnx import AttributeProto, numpy_helper
 from xdsl.dialects.builtin import (
     ArrayAttr,
     DenseArrayBase,
@@ -26,6 +24,8 @@ from xdsl.dialects.builtin import (
 )
 from xdsl.ir import Attribute, Operation
 
+from esact_cc.frontend import onnx_builders
+from esact_cc.frontend.onnx_core import AttributeProto
 from esact_cc.runtime.errors import CompileError
 from esact_cc.tensor_types import dense_attr_from_numpy, numpy_from_dense_attr
 
@@ -43,7 +43,7 @@ def _text(value: bytes, attr: AttributeProto, node_name: str) -> str:
 
 def _tensor(attr: AttributeProto, node_name: str) -> np.ndarray:
     try:
-        return numpy_helper.to_array(attr.t)
+        return onnx_builders.to_array(attr.t)
     except Exception as e:  # a tensor whose data does not match its dims or type
         raise CompileError(f"node '{node_name}': attribute '{attr.name}' holds a malformed tensor: "
                            f"{' '.join(str(e).split())}") from None
@@ -122,8 +122,8 @@ def onnx_from_xdsl(name: str, attr: Attribute) -> AttributeProto:
     """The ONNX attribute for an xDSL op attribute (the exporter's direction)."""
     value = python_from_xdsl(attr)
     if isinstance(value, np.ndarray):
-        return onnx.helper.make_attribute(name, numpy_helper.from_array(value))
+        return onnx_builders.make_attribute(name, onnx_builders.from_array(value))
     if isinstance(attr, DenseArrayBase) and not value:
         kind = AttributeProto.FLOATS if attr.elt_type == f32 else AttributeProto.INTS
-        return onnx.helper.make_attribute(name, [], attr_type=kind)
-    return onnx.helper.make_attribute(name, value)
+        return onnx_builders.make_attribute(name, [], attr_type=kind)
+    return onnx_builders.make_attribute(name, value)

@@ -12,14 +12,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import onnx
-from onnx import ModelProto, NodeProto, TensorProto, ValueInfoProto, numpy_helper
 from xdsl.dialects.builtin import IntegerAttr, ModuleOp, NameLoc, TensorType
 from xdsl.ir import Operation, SSAValue
 
 from esact_cc import tensor_types
 from esact_cc.dialects.onnx import OnnxOperation, WeightOp
+from esact_cc.frontend import onnx_builders
 from esact_cc.frontend.onnx_attributes import INTERNAL_ATTR_PREFIX, onnx_from_xdsl
+from esact_cc.frontend.onnx_core import ModelProto, NodeProto, TensorProto, ValueInfoProto
 from esact_cc.ir_queries import io_names, main_function, op_label
 from esact_cc.runtime.errors import CompileError
 from esact_cc.weight_store import WeightStore
@@ -35,7 +35,7 @@ def _value_info(name: str, value: SSAValue) -> ValueInfoProto:
     if not isinstance(value_type, TensorType):
         raise CompileError(f"value '{name}' of type {value_type} cannot be an ONNX tensor")
     elem = tensor_types.from_xdsl(value_type.get_element_type()).onnx
-    return onnx.helper.make_tensor_value_info(name, elem, list(value_type.get_shape()))
+    return onnx_builders.make_tensor_value_info(name, elem, list(value_type.get_shape()))
 
 
 def _ir_version(opset: int) -> int:
@@ -92,17 +92,17 @@ def export_ops(
             raise CompileError(f"cannot export {op_label(op)} to ONNX: not an onnx dialect op")
         nodes.append(_node(op, name_of))
     for value, name in identities:
-        nodes.append(onnx.helper.make_node("Identity", [name_of(value)], [name], name=f"{name}_identity"))
+        nodes.append(onnx_builders.make_node("Identity", [name_of(value)], [name], name=f"{name}_identity"))
     _number_repeated_names(nodes)
-    graph = onnx.helper.make_graph(
+    graph = onnx_builders.make_graph(
         nodes,
         graph_name,
         [_value_info(n, v) for n, v in zip(input_names, inputs, strict=True)],
         [_value_info(n, v) for n, v in zip(output_names, outputs, strict=True)],
     )
-    model = onnx.helper.make_model(
+    model = onnx_builders.make_model(
         graph,
-        opset_imports=[onnx.helper.make_opsetid("", opset)],
+        opset_imports=[onnx_builders.make_opsetid("", opset)],
         ir_version=_ir_version(opset),
         producer_name="esact-cc",
     )
@@ -112,16 +112,16 @@ def export_ops(
 
 
 def _fill_initializer(tensor: TensorProto, array: np.ndarray, name: str) -> None:
-    """`numpy_helper.from_array(array, name)` written into `tensor` in place: appending a
+    """`onnx_builders.from_array(array, name)` written into `tensor` in place: appending a
     made tensor copies it, and BERT-base's host region holds its 94 MB embedding table."""
     if array.dtype.kind not in PLAIN_DTYPE_KINDS:  # strings, packed 4-bit types, ...
-        tensor.CopyFrom(numpy_helper.from_array(array, name))
+        tensor.CopyFrom(onnx_builders.from_array(array, name))
         return
     tensor.dims.extend(array.shape)
     if name:
         tensor.name = name
-    tensor.raw_data = numpy_helper.tobytes_little_endian(array)
-    tensor.data_type = onnx.helper.np_dtype_to_tensor_dtype(array.dtype)
+    tensor.raw_data = onnx_builders.tobytes_little_endian(array)
+    tensor.data_type = onnx_builders.np_dtype_to_tensor_dtype(array.dtype)
 
 
 def _number_repeated_names(nodes: list[NodeProto]) -> None:
@@ -155,7 +155,7 @@ def _node(op: OnnxOperation, name_of) -> NodeProto:  # type: ignore[no-untyped-d
     input_names = _placed(op, "input", [name_of(v) for v in op.operands])
     output_names = _placed(op, "output", [name_of(r) for r in op.results])
     location = op.location
-    node = onnx.helper.make_node(
+    node = onnx_builders.make_node(
         op.op_type,
         input_names,
         output_names,

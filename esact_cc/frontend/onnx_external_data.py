@@ -25,11 +25,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto
 
+from esact_cc.frontend.onnx_core import (
+    AttributeProto,
+    GraphProto,
+    ModelProto,
+    NodeProto,
+    TensorProto,
+)
 from esact_cc.frontend.onnx_limits import EXTERNAL_DATA_CAP
-from esact_cc.runtime.errors import CompileError
 from esact_cc.frontend.stable_file_read import read_stable
+from esact_cc.runtime.errors import CompileError
 from esact_cc.tensor_types import ELEMENT_TYPES, RAW_DATA_DTYPES
 
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")

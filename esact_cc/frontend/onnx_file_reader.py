@@ -23,12 +23,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from onnx import ModelProto, TensorProto
 
+from esact_cc.frontend.onnx_core import ModelProto, TensorProto
 from esact_cc.frontend.onnx_external_data import inline_external_data
 from esact_cc.frontend.onnx_limits import MODEL_FILE_CAP
-from esact_cc.runtime.errors import CompileError
 from esact_cc.frontend.stable_file_read import read_stable
+from esact_cc.runtime.errors import CompileError
 from esact_cc.tensor_types import RAW_DATA_DTYPES
 
 _MODEL_GRAPH = 7

@@ -41,9 +41,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import onnx
-import onnx.inliner
-from onnx import ModelProto, NodeProto, TensorProto, ValueInfoProto, numpy_helper
 from xdsl.dialects import func
 from xdsl.dialects.builtin import (
     ArrayAttr,
@@ -61,9 +58,17 @@ from xdsl.ir import Block, Operation, Region, SSAValue
 
 from esact_cc import tensor_types
 from esact_cc.dialects.onnx import HOST_ONLY_OP_TYPES, OP_CLASSES, WeightOp
-from esact_cc.dialects.onnx_host_op_types import NOT_ON_HOST
+from esact_cc.dialects.onnx_host_op_types import not_on_host
+from esact_cc.frontend import onnx_builders, onnx_core
 from esact_cc.frontend.folded_result_size import result_elements
 from esact_cc.frontend.onnx_attributes import python_from_onnx, xdsl_from_python
+from esact_cc.frontend.onnx_core import (
+    ModelProto,
+    NodeProto,
+    TensorProto,
+    TypeProto,
+    ValueInfoProto,
+)
 from esact_cc.frontend.onnx_external_data import inline_external_data
 from esact_cc.frontend.onnx_file_reader import read_model
 from esact_cc.frontend.onnx_limits import (
@@ -154,7 +159,7 @@ def load_model(
     validate_before_inlining(proto, arrays)
     if len(proto.functions):
         try:
-            proto = onnx.inliner.inline_local_functions(proto)
+            proto = onnx_core.inline_local_functions(proto)
         except Exception as e:
             raise CompileError(
                 f"cannot inline the model's local functions: {one_line(e)}") from None
@@ -169,8 +174,8 @@ def _unsupported_text(node: NodeProto, index: int) -> str | None:
     domain = node.domain + "." if node.domain not in DEFAULT_DOMAINS else ""
     text = f"{node_label(node, index)} ({domain}{node.op_type})"
     if domain or node.op_type not in OP_CLASSES:
-        return text if node.op_type not in NOT_ON_HOST or domain else \
-            f"{text}: {NOT_ON_HOST[node.op_type]}"
+        reasons = {} if domain else not_on_host()  # only here: it imports the onnx package
+        return text if node.op_type not in reasons else f"{text}: {reasons[node.op_type]}"
     return None
 
 
@@ -249,7 +254,7 @@ def fix_input_shapes(
                     )
             check_shape(value_type.shape, f"input '{info.name}'")
             shape = value_type.shape
-        fixed.append(onnx.helper.make_tensor_value_info(info.name, value_type.elem_type, shape))
+        fixed.append(onnx_builders.make_tensor_value_info(info.name, value_type.elem_type, shape))
     return fixed
 
 
@@ -260,17 +265,17 @@ def _infer_types(graph: _Graph, strict: bool = False) -> None:
     typed: list[ValueInfoProto] = []
     for name, value in graph.constants.items():
         if value.size <= SHAPE_INFERENCE_INITIALIZER_MAX_ELEMENTS:
-            small.append(numpy_helper.from_array(value, name))
+            small.append(onnx_builders.from_array(value, name))
         else:
-            typed.append(onnx.helper.make_tensor_value_info(
+            typed.append(onnx_builders.make_tensor_value_info(
                 name, tensor_types.from_numpy(value.dtype).onnx, value.shape))
-    skeleton = onnx.helper.make_model(
-        onnx.helper.make_graph(graph.nodes, "skeleton", graph.inputs + typed, graph.outputs, small),
-        opset_imports=[onnx.helper.make_opsetid("", graph.opset)],
+    skeleton = onnx_builders.make_model(
+        onnx_builders.make_graph(graph.nodes, "skeleton", graph.inputs + typed, graph.outputs, small),
+        opset_imports=[onnx_builders.make_opsetid("", graph.opset)],
         ir_version=graph.ir_version,
     )
     try:
-        inferred = onnx.shape_inference.infer_shapes(
+        inferred = onnx_core.infer_shapes(
             skeleton, check_type=strict, strict_mode=strict, data_prop=True)
     except Exception as e:
         raise CompileError(f"ONNX shape inference failed: {first_inference_error(e)}") from None
@@ -396,7 +401,7 @@ def _collect_constants(
     for init in proto.graph.initializer:
         check_shape(init.dims, f"initializer '{init.name}'")
         try:
-            constants[init.name] = numpy_helper.to_array(init)
+            constants[init.name] = onnx_builders.to_array(init)
         except Exception as e:
             raise CompileError(f"initializer '{init.name}' is malformed: {one_line(e)}") from None
         origin[init.name] = init.name
@@ -434,7 +439,7 @@ def import_onnx(
     real_inputs = [i for i in proto.graph.input if i.name not in constants]
     graph = _Graph(
         opset=opset,
-        ir_version=proto.ir_version or onnx.IR_VERSION,
+        ir_version=proto.ir_version or onnx_core.IR_VERSION,
         inputs=fix_input_shapes(real_inputs, input_shapes or {}),
         outputs=list(proto.graph.output),
         nodes=nodes,
@@ -460,13 +465,13 @@ def check_host_only_nodes(graph: _Graph) -> None:
     for node in graph.nodes:
         if node.op_type not in HOST_ONLY_OP_TYPES:
             continue
-        input_types: list[onnx.TypeProto | None] = []
+        input_types: list[TypeProto | None] = []
         for name in node.input:
             value_type = graph.types.get(name) if name else None
             if not name or value_type is None:
-                input_types.append(None if not name else onnx.TypeProto())
+                input_types.append(None if not name else TypeProto())
                 continue
-            input_types.append(onnx.helper.make_tensor_type_proto(
+            input_types.append(onnx_builders.make_tensor_type_proto(
                 value_type.elem_type, None if value_type.shape is None else
                 [d if d >= 0 else None for d in value_type.shape]))
         attrs = {a.name: python_from_onnx(a, node.name) for a in node.attribute}

@@ -26,10 +26,10 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
-import onnx
-from onnx import AttributeProto, FunctionProto, ModelProto, NodeProto, numpy_helper
 
 from esact_cc import tensor_types
+from esact_cc.frontend import onnx_builders, onnx_core
+from esact_cc.frontend.onnx_core import AttributeProto, FunctionProto, ModelProto, NodeProto
 from esact_cc.frontend.onnx_limits import MAX_FUNCTION_DEPTH, MAX_NODES, MAX_OPSET, MIN_OPSET
 from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.onnx_attribute_domains import attribute_domain_error
@@ -193,14 +193,14 @@ def _complete_io_shapes(check: ModelProto, input_shapes: Mapping[str, Sequence[i
             if info.name not in input_shapes:
                 raise CompileError(f"input '{info.name}' has no shape: give it with "
                                    f"--input-shape {info.name}=...")
-            tensor.shape.CopyFrom(onnx.helper.make_tensor_type_proto(
+            tensor.shape.CopyFrom(onnx_builders.make_tensor_type_proto(
                 tensor.elem_type, list(input_shapes[info.name])).tensor_type.shape)
     shapeless = {o.name: o for o in check.graph.output
                  if o.type.HasField("tensor_type") and not o.type.tensor_type.HasField("shape")}
     if not shapeless:
         return
     try:
-        inferred = onnx.shape_inference.infer_shapes(check).graph.output
+        inferred = onnx_core.infer_shapes(check).graph.output
     except Exception:  # the full check below reports what is wrong
         return
     for info in inferred:
@@ -220,13 +220,13 @@ def run_checker(proto: ModelProto, arrays: Mapping[str, np.ndarray],
     inputs = {i.name for i in check.graph.input}
     for name, array in arrays.items():
         if array.size <= SHAPE_INFERENCE_INITIALIZER_MAX_ELEMENTS:
-            check.graph.initializer.append(numpy_helper.from_array(np.asarray(array), name))
+            check.graph.initializer.append(onnx_builders.from_array(np.asarray(array), name))
         elif name not in inputs:
-            check.graph.input.append(onnx.helper.make_tensor_value_info(
+            check.graph.input.append(onnx_builders.make_tensor_value_info(
                 name, tensor_types.from_numpy(array.dtype).onnx, array.shape))
     _complete_io_shapes(check, input_shapes)
     try:
-        onnx.checker.check_model(check, full_check=True)
+        onnx_core.check_model(check, full_check=True)
     except Exception as e:  # ValidationError, InferenceError, and onnx's other checker errors
         raise CompileError(f"invalid ONNX model: {first_inference_error(e)}") from None
 

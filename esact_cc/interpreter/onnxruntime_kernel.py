@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import onnx
-from onnx import AttributeProto, ModelProto, TypeProto, numpy_helper
 
+from esact_cc.frontend import onnx_builders, onnx_core
+from esact_cc.frontend.onnx_core import AttributeProto, ModelProto, TypeProto
 from esact_cc.runtime.errors import CompileError, ProgramError
 from esact_cc.runtime.host_segments import HOST_TIME_LIMIT_S, host_session, run_with_time_limit
 
@@ -34,13 +34,13 @@ def _ir_version(opset: int) -> int:
 
 def _attribute(op_type: str, opset: int, name: str, value: Any) -> AttributeProto:
     if isinstance(value, np.ndarray):
-        return onnx.helper.make_attribute(name, numpy_helper.from_array(value))
+        return onnx_builders.make_attribute(name, onnx_builders.from_array(value))
     if isinstance(value, list) and not value:  # an empty list has no type of its own
-        schema = onnx.defs.get_schema(op_type, opset, "")
+        schema = onnx_core.get_schema(op_type, opset, "")
         kind = schema.attributes[name].type if name in schema.attributes else None
-        return onnx.helper.make_attribute(name, [], attr_type=AttributeProto.AttributeType.Value(
+        return onnx_builders.make_attribute(name, [], attr_type=AttributeProto.AttributeType.Value(
             str(kind).rsplit(".", 1)[-1]) if kind is not None else AttributeProto.INTS)
-    return onnx.helper.make_attribute(name, value)
+    return onnx_builders.make_attribute(name, value)
 
 
 def one_node_model(op_type: str, input_types: Sequence[TypeProto | None],
@@ -48,19 +48,19 @@ def one_node_model(op_type: str, input_types: Sequence[TypeProto | None],
     """A model with one `op_type` node; None in `input_types` is an omitted optional input."""
     inputs = [f"input{i}" if t is not None else "" for i, t in enumerate(input_types)]
     outputs = [f"output{i}" for i in range(n_outputs)]
-    node = onnx.helper.make_node(op_type, inputs, outputs, name=op_type)
+    node = onnx_builders.make_node(op_type, inputs, outputs, name=op_type)
     node.attribute.extend(_attribute(op_type, opset, k, v) for k, v in sorted(attrs.items()))
-    graph = onnx.helper.make_graph(
+    graph = onnx_builders.make_graph(
         [node], op_type,
-        [onnx.helper.make_value_info(n, t) for n, t in zip(inputs, input_types) if t is not None],
-        [onnx.helper.make_value_info(n, TypeProto()) for n in outputs])
-    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)],
+        [onnx_builders.make_value_info(n, t) for n, t in zip(inputs, input_types) if t is not None],
+        [onnx_builders.make_value_info(n, TypeProto()) for n in outputs])
+    return onnx_builders.make_model(graph, opset_imports=[onnx_builders.make_opsetid("", opset)],
                                   ir_version=_ir_version(opset), producer_name="esact-cc")
 
 
 def _tensor_type(array: np.ndarray) -> TypeProto:
-    elem = onnx.helper.np_dtype_to_tensor_dtype(array.dtype)
-    return onnx.helper.make_tensor_type_proto(elem, list(array.shape))
+    elem = onnx_builders.np_dtype_to_tensor_dtype(array.dtype)
+    return onnx_builders.make_tensor_type_proto(elem, list(array.shape))
 
 
 def _session(model: ModelProto, what: str) -> Any:
@@ -93,6 +93,6 @@ def check_runs_on_onnxruntime(op_type: str, input_types: Sequence[TypeProto | No
         _session(one_node_model(op_type, input_types, attrs, n_outputs, opset), "")
     except CompileError as exc:
         return str(exc).removeprefix(": ")
-    except (ValueError, TypeError, KeyError, onnx.checker.ValidationError) as exc:
+    except (ValueError, TypeError, KeyError, onnx_core.ValidationError) as exc:
         return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return None
