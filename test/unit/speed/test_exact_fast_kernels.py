@@ -1,29 +1,34 @@
 """Faster forms of exact kernels give the bits of the forms they replaced (issue 16):
-the functional model's INT8 GEMM in float32 K blocks, and the calibration interpreter's erf
-without a masked subtraction."""
+the functional model's INT8 GEMM (onnxruntime's integer GEMM, or float32 K blocks), and the
+calibration interpreter's erf without a masked subtraction."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from esact_cc.runtime.int8_gemm import FLOAT32_EXACT_K, exact_int8_product
+from esact_cc.runtime.int8_gemm import (FLOAT32_EXACT_K, exact_int8_product,
+                                        float32_int8_product)
 
 from esact_cc.interpreter.interpret_onnx_ops import ONNX_KERNELS
 
 
 @pytest.mark.parametrize("k", [1, 64, FLOAT32_EXACT_K, FLOAT32_EXACT_K + 1, 3072, 5000])
-def test_exact_int8_product_is_the_exact_integer_product(k: int) -> None:
+def test_int8_products_are_the_exact_integer_product(k: int) -> None:
     rng = np.random.default_rng(k)
     a = rng.integers(-128, 128, (7, k), dtype=np.int8)
     b = rng.integers(-128, 128, (k, 5), dtype=np.int8)
     a[0], b[:, 0] = -128, -128  # the largest partial sums: 2^14 per product, 2^24 per block
     a[1], b[:, 1] = 127, -128
-    floats = exact_int8_product(a, b)  # what the GEMM stores into INT32 directly
+    want = a.astype(np.int64) @ b.astype(np.int64)
+    floats = float32_int8_product(a, b)  # what the GEMM stores into INT32 directly
     assert floats.dtype == (np.float32 if k <= FLOAT32_EXACT_K else np.float64)
     got = floats.astype(np.int64)
-    np.testing.assert_array_equal(got, a.astype(np.int64) @ b.astype(np.int64))
+    np.testing.assert_array_equal(got, want)
     assert got[0, 0] == k << 14  # beyond float32's exact integers once k > 1024
     np.testing.assert_array_equal(floats.astype(np.int32), got.astype(np.int32))
+    chosen = exact_int8_product(a, b)  # onnxruntime's int32 where exact here, else the floats
+    assert chosen.dtype in (np.int32, floats.dtype)
+    np.testing.assert_array_equal(chosen.astype(np.int64), want)
 
 
 def _textbook_erf(x: np.ndarray) -> np.ndarray:
