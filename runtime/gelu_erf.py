@@ -20,6 +20,9 @@ ERF_BOUND = 1e-15
 from -7 to 7; the test checks 2e-16)."""
 CHUNK = 1 << 15
 """Elements per step of erf_vectorised."""
+SPREAD_PER_X = 0.5 * (ERF_BOUND + 2.0 ** -51) + 2.0 ** -51
+"""A GELU value's distance from the math.erf one, per |x|, above the bound worked out in
+_gelu_chunk (ERF_BOUND and each rounding at twice its size)."""
 
 _ERX = 8.45062911510467529297e-01
 _EFX = 1.28379167095512586316e-01
@@ -47,8 +50,10 @@ _SB = (1.0, 3.03380607434824582924e+01, 3.25792512996573918826e+02, 1.5367295860
 
 
 def _poly(coefficients: tuple[float, ...], x: np.ndarray) -> np.ndarray:
-    result = np.full_like(x, coefficients[-1])
-    for c in coefficients[-2::-1]:
+    """Horner's rule, highest coefficient first (its product with x is the first step)."""
+    result = x * coefficients[-1]
+    result += coefficients[-2]
+    for c in coefficients[-3::-1]:
         result *= x
         result += c
     return result
@@ -112,14 +117,14 @@ def _gelu_chunk(x: np.ndarray) -> np.ndarray:
     y = _erf_chunk(x / math.sqrt(2.0))
     y += 1.0
     y *= 0.5 * x  # 0.5 * x * (1 + erf), each operation as written
-    # Any erf within ERF_BOUND moves 1 + erf by at most ERF_BOUND plus one rounding (2^-52)
-    # and y by |0.5 x| times that plus its own rounding: if both ends of that interval round
-    # to y's float32, so does the math.erf result (rounding is monotonic). A non-finite y
-    # fails the test by itself: NaN != NaN, and an infinite y has an infinite spread, so one
-    # end is inf - inf = NaN.
+    # Any erf within ERF_BOUND moves 1 + erf by at most ERF_BOUND plus one rounding and y by
+    # |0.5 x| times that plus its own rounding; with each rounding taken as 2^-51 of its value
+    # and |y| <= |x| (1 + erf is at most 2), by at most SPREAD_PER_X |x|: if both ends of
+    # y +- SPREAD_PER_X |x| round to y's float32, so does the math.erf result (rounding is
+    # monotonic). A non-finite y fails the test by itself: NaN != NaN, and an infinite y has
+    # an infinite spread, so one end is inf - inf = NaN.
     spread = np.abs(x)
-    spread *= 0.5 * (ERF_BOUND + 2.0 ** -51)
-    spread += np.abs(y) * 2.0 ** -51
+    spread *= SPREAD_PER_X
     low, high = np.empty(y.shape, np.float32), np.empty(y.shape, np.float32)
     np.subtract(y, spread, out=low, dtype=np.float64)  # rounded to float32 as astype does
     np.add(y, spread, out=high, dtype=np.float64)
