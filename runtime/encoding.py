@@ -17,7 +17,6 @@ from .isa import (
     INSTRUCTION_SPECS,
     OPCODE_BITS,
     SPECS_BY_OPCODE,
-    FieldKind,
     Instruction,
 )
 
@@ -60,14 +59,10 @@ def decode_instruction(data: bytes, index: int = 0) -> Instruction:
         raise BinaryFormatError(f"instruction {index}: unknown opcode 0x{opcode:02x}")
     if word >> spec.used_bits:
         raise BinaryFormatError(f"instruction {index} ({spec.name}): nonzero padding bits")
-    shift = OPCODE_BITS
     values: dict[str, int] = {}
-    for f in spec.fields:
-        raw = (word >> shift) & ((1 << f.bits) - 1)
-        if f.kind is FieldKind.SINT and raw >> (f.bits - 1):
-            raw -= 1 << f.bits
-        values[f.name] = raw
-        shift += f.bits
+    for name, shift, mask, sign in spec.field_layout:
+        raw = (word >> shift) & mask
+        values[name] = raw - (raw & sign) * 2  # two's complement: the sign bit counts -2^(b-1)
     return Instruction(spec.name, MappingProxyType(values))
 
 

@@ -68,3 +68,13 @@ class InstructionSpec:
         """Bits of the encoding this instruction uses (the rest must be zero)."""
         return OPCODE_BITS + sum(f.bits for f in self.fields)
 
+    @cached_property
+    def field_layout(self) -> tuple[tuple[str, int, int, int], ...]:
+        """(name, shift, mask, sign bit or 0) of each field in the encoding, opcode bits
+        first: what decoding a word takes per field (encoding.py)."""
+        layout, shift = [], OPCODE_BITS
+        for f in self.fields:
+            layout.append((f.name, shift, (1 << f.bits) - 1, 1 << (f.bits - 1) if f.signed else 0))
+            shift += f.bits
+        return tuple(layout)
+
