@@ -19,9 +19,11 @@ from esact_cc.quantized_kernels import GELU_MODES
 from esact_cc.runtime.isa import Buffer
 from xdsl.ir import Operation, SSAValue
 
-Epilogue = Callable[[int, int, int, int, int], None]
-"""epilogue(vbuf, first row, rows, first column, columns): applied to each FP32 output tile
-of a linear in VBUF before it is written."""
+Epilogue = Callable[[int, int, int, int, int, dict[str, int]], None]
+"""epilogue(vbuf, first row, rows, first column, columns, kept): applied to each FP32 output
+tile of a linear in VBUF before it is written. `kept` is empty, or the row-mask fields
+(has_row_mask, row_mask_addr) of a row-masked linear's kept rows when nothing reads its reused
+rows: an SFU step that takes a row mask then runs on those rows only (docs/design.md 6.3)."""
 EpilogueRule = Callable[[Lowering, transformer.LinearOp, SSAValue, Operation, int],
                         "Epilogue | None"]
 _EPILOGUES: dict[type[Operation], EpilogueRule] = {}
@@ -55,9 +57,9 @@ def linear_epilogue(lw: Lowering, op: transformer.LinearOp,
     if len(bodies) < 2:
         return (bodies[0] if bodies else None), value
 
-    def chain(o: int, m0: int, mt: int, n0: int, nt: int) -> None:
+    def chain(o: int, m0: int, mt: int, n0: int, nt: int, kept: dict[str, int]) -> None:
         for body in bodies:
-            body(o, m0, mt, n0, nt)
+            body(o, m0, mt, n0, nt, kept)
 
     return chain, value
 
@@ -68,8 +70,8 @@ def _tile_epilogue(lw: Lowering, op: transformer.LinearOp, value: SSAValue, user
     if isinstance(user, transformer.GeluOp):
         mode = GELU_MODES[user.approximate.data]
 
-        def gelu(o: int, m0: int, mt: int, n0: int, nt: int) -> None:
-            lw.emit("gelu", "sfu", dst_addr=o, src_addr=o, rows=mt, cols=nt, mode=mode)
+        def gelu(o: int, m0: int, mt: int, n0: int, nt: int, kept: dict[str, int]) -> None:
+            lw.emit("gelu", "sfu", dst_addr=o, src_addr=o, rows=mt, cols=nt, mode=mode, **kept)
 
         return gelu
     if isinstance(user, transformer.AddOp):
@@ -78,11 +80,11 @@ def _tile_epilogue(lw: Lowering, op: transformer.LinearOp, value: SSAValue, user
             return None
         residual = lw.f32_tensor(other, "residual")
 
-        def add(o: int, m0: int, mt: int, n0: int, nt: int) -> None:
+        def add(o: int, m0: int, mt: int, n0: int, nt: int, kept: dict[str, int]) -> None:
             r = lw.alloc(Buffer.VBUF, mt * nt)
             lw.load(Buffer.VBUF, r, residual.address + (m0 * residual.cols + n0) * F32, mt, nt,
                     dram_stride=residual.cols * F32)
-            lw.emit("add", "sfu", dst_addr=o, a_addr=o, b_addr=r, rows=mt, cols=nt)
+            lw.emit("add", "sfu", dst_addr=o, a_addr=o, b_addr=r, rows=mt, cols=nt, **kept)
             lw.free(Buffer.VBUF, r)
 
         return add

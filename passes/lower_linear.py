@@ -78,6 +78,10 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
     keyed = op.keys is not None
     # reused rows take their representative's unless only rows the same map computes are read
     scattered = None if tiles is None or keyed or reused_rows_unread(out_value, op.rows) else tiles
+    # Its SFU steps run on the kept rows (the GEMMs' MBUF row mask): DEQUANT and the group ADDs
+    # always (SCATTER_ROWS then fills the reused rows), the epilogue too when nothing reads
+    # the reused rows (docs/design.md section 6.3)
+    kept_base = None if tiles is None or keyed or tiles.row_mask is None else tiles.row_mask
     # A masked row tile is one whole sequence: when its [L, k] input exceeds ABUF, the GEMM
     # accumulates over input chunks (exact int32 sums), each chunk loaded per column tile.
     k_tile = _masked_input_chunk(lw, op, x, k, tiles)
@@ -94,6 +98,7 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
     for i, (m0, mt) in enumerate(row_tiles):
         a, row_scales, (chunk_source, chunk_preq) = ready or prepare(m0, mt)
         ready = None
+        kept = {} if kept_base is None else {"has_row_mask": 1, "row_mask_addr": kept_base + m0}
         ahead = _ahead_column(lw, tiles, row_tiles, i, k, n, n_tile)
         order = weights.order(i)
         for j, (group, n0) in enumerate(order):
@@ -112,10 +117,11 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
                                    n0=n0, nt=nt, n_tile=n_tile)
                 if g == 0 and j == ahead:  # the next row tile's input, while these GEMMs run
                     ready = prepare(*row_tiles[i + 1])
-                o = _dequant_group(lw, dequant, g, o, acc, mt, nt, sv, row_scales)
+                o = _dequant_group(lw, dequant, g, o, acc, mt, nt, sv, row_scales, kept)
                 lw.free(Buffer.ACC, acc)
             weights.done(group, n0, keep=i + 1 < len(row_tiles) and group == order[-1][0])
-            _finish_column_tile(lw, scattered, epilogue, out_value, o, m0, mt, n0, nt)
+            _finish_column_tile(lw, scattered, epilogue, out_value, o, m0, mt, n0, nt,
+                                {} if scattered is not None else kept)
         if token:
             lw.free(Buffer.VBUF, row_scales)
         lw.free(Buffer.ABUF, a)
@@ -148,32 +154,35 @@ def _linear_input(lw: Lowering, op: transformer.LinearOp, token: bool,
 
 
 def _dequant_group(lw: Lowering, dequant: DequantTable, g: int, o: int, acc: int, mt: int,
-                   nt: int, sv: int, row_scales: int) -> int:
+                   nt: int, sv: int, row_scales: int, kept: dict[str, int]) -> int:
     """Dequantize input group g's accumulators into the column tile's VBUF output `o` (the
     first group allocates it; a later group's partial is dequantized and added, in group
-    order). Returns `o`."""
+    order; `kept`: the row-mask fields of a row-masked GEMM's kept rows, or none). Returns
+    `o`."""
     if g == 0:
         o = lw.alloc(Buffer.VBUF, mt * nt)
-        dequant.emit(lw, g, o, acc, mt, nt, sv, row_scales)
+        dequant.emit(lw, g, o, acc, mt, nt, sv, row_scales, kept)
         return o
     t = lw.alloc(Buffer.VBUF, mt * nt)
-    dequant.emit(lw, g, t, acc, mt, nt, sv, row_scales)
-    lw.emit("add", "sfu", dst_addr=o, a_addr=o, b_addr=t, rows=mt, cols=nt)
+    dequant.emit(lw, g, t, acc, mt, nt, sv, row_scales, kept)
+    lw.emit("add", "sfu", dst_addr=o, a_addr=o, b_addr=t, rows=mt, cols=nt, **kept)
     lw.free(Buffer.VBUF, t)
     return o
 
 
 def _finish_column_tile(lw: Lowering, row_tiles: MaskTiles | None, epilogue, out_value,
-                        o: int, m0: int, mt: int, n0: int, nt: int) -> None:
+                        o: int, m0: int, mt: int, n0: int, nt: int, kept: dict[str, int]
+                        ) -> None:
     """A column tile's output: reused rows take their representative's row (`row_tiles`: a
-    row-masked linear's masks), the epilogue ops run on it, and it is written out."""
+    row-masked linear's masks), the epilogue ops run on it (on the rows `kept` keeps: the
+    row-mask fields when nothing reads the reused rows), and it is written out."""
     if row_tiles is not None:  # per sequence: a reuse map holds rows of its own sequence
         for s0 in range(0, mt, row_tiles.length):
             lw.emit("scatter_rows", "sfu", buf=Buffer.VBUF, dst_addr=o + s0 * nt,
                     src_addr=o + s0 * nt, rows=row_tiles.length, cols=nt,
                     map_addr=row_tiles.reuse_map + 2 * (m0 + s0))
     if epilogue is not None:
-        epilogue(o, m0, mt, n0, nt)
+        epilogue(o, m0, mt, n0, nt, kept)
     lw.write_tile(out_value, o, m0, mt, n0, nt)
     lw.free(Buffer.VBUF, o)
 
@@ -213,10 +222,10 @@ class DequantTable:
         return DequantTable(table, len(rows) - has_bias, has_bias, token)
 
     def emit(self, lw: Lowering, g: int, dst: int, acc: int, mt: int, nt: int, sv: int,
-             row_scales: int) -> None:
+             row_scales: int, kept: dict[str, int]) -> None:
         """DEQUANT of input group g's partial (the bias with group 0) from the table's column
-        tile at `sv`; per token, times the group's row scales."""
-        fields: dict[str, int] = {}
+        tile at `sv`; per token, times the group's row scales; on the rows `kept` keeps."""
+        fields: dict[str, int] = dict(kept)
         if g == 0:
             fields.update(has_bias=self.has_bias, bias_addr=sv + self.bias_row * nt * self.has_bias)
         if self.token:

@@ -137,13 +137,14 @@ def lower_rotary(lw: Lowering, op: transformer.RotaryOp) -> None:
 # ----------------------------------------------------------------------------- epilogues
 # Fused into the output tiles of the linear they consume alone (`linear_epilogues.py`):
 # the tile is still in VBUF, so the op costs its SFU passes only, no DRAM round trip, and the
-# next linear's input rows are ready tile by tile instead of after a whole-tensor pass.
+# next linear's input rows are ready tile by tile instead of after a whole-tensor pass. Their
+# instructions take no row mask: they run on every row of the tile (`kept` is not used).
 
 
 def _unary_epilogue(name: str) -> Callable[..., Epilogue]:
     def rule(lw: Lowering, linear: transformer.LinearOp, value: SSAValue, op: Operation,
              n_tile: int) -> Epilogue:
-        def body(o: int, m0: int, mt: int, n0: int, nt: int) -> None:
+        def body(o: int, m0: int, mt: int, n0: int, nt: int, kept: dict[str, int]) -> None:
             lw.emit(name, "sfu", dst_addr=o, src_addr=o, rows=mt, cols=nt)
         return body
     return rule
@@ -161,7 +162,7 @@ def mul_epilogue(lw: Lowering, linear: transformer.LinearOp, value: SSAValue,
         return None
     t = lw.f32_tensor(other, "rhs" if lhs_is_linear else "lhs")
 
-    def body(o: int, m0: int, mt: int, n0: int, nt: int) -> None:
+    def body(o: int, m0: int, mt: int, n0: int, nt: int, kept: dict[str, int]) -> None:
         r = lw.alloc(Buffer.VBUF, mt * nt)
         lw.load(Buffer.VBUF, r, t.address + (m0 * t.cols + n0) * F32, mt, nt,
                 dram_stride=t.cols * F32)
@@ -192,7 +193,7 @@ def rotary_epilogue(lw: Lowering, linear: transformer.LinearOp, value: SSAValue,
     # tile is a whole sequence)
     chunk = max(1, lw.capacity(Buffer.VBUF) // STAGE_FRACTION // (2 * rotated))
 
-    def body(o: int, m0: int, mt: int, n0: int, nt: int) -> None:
+    def body(o: int, m0: int, mt: int, n0: int, nt: int, kept: dict[str, int]) -> None:
         for c0 in range(m0, m0 + mt, chunk):
             rows = min(chunk, m0 + mt - c0)
             c = lw.alloc(Buffer.VBUF, rows * rotated)

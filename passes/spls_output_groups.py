@@ -190,7 +190,8 @@ class OutputGroups:
                         row_mask_addr=m.row_mask + r0)
                 assert self.dequant is not None
                 self.dequant.emit(lw, 0, block + r0 * nt, acc, rows, nt, sv,
-                                  r["row_scales"] + r0)
+                                  r["row_scales"] + r0,
+                                  {"has_row_mask": 1, "row_mask_addr": m.row_mask + r0})
                 lw.emit("scatter_rows", "sfu", buf=Buffer.VBUF, dst_addr=block, src_addr=block,
                         rows=r0 + rows, cols=nt, map_addr=m.reuse_map)
         with _located(lw, self.add):

@@ -48,9 +48,8 @@ from .isa import (
 from .isa_costs import topk_compares
 from .isa_online_softmax import softmax_logits
 from .layer_norm_rows import layer_norm_rows
-from .masked_mac_traffic import charge_kept_rows_and_cols
 from .masked_score_work import charge_kept_scores
-from .similarity_reads import charge_read_rows
+from .similarity_reads import read_rows
 
 if TYPE_CHECKING:
     from .hw_config import HardwareConfig
@@ -143,16 +142,19 @@ class Machine:
                 return op, extent
         return found[0], None
 
-    def view(self, addr_field: str, access: str | None = None) -> np.ndarray:
-        """2-D view (rows, cols) of an operand; writes go through to the buffer/DRAM."""
-        return self._view(*self._operand_extent(addr_field, access))
+    def view(self, addr_field: str, access: str | None = None, *, rows: int | None = None,
+             cols: int | None = None) -> np.ndarray:
+        """2-D view (rows, cols) of an operand; writes go through to the buffer/DRAM. The work
+        record is charged the `rows` x `cols` of it the kernel touches (default all)."""
+        return self._view(*self._operand_extent(addr_field, access), rows, cols)
 
     def view_of(self, op: Operand) -> np.ndarray:
         """`view` of one operand of the instruction's spec."""
         assert self.instr is not None
         return self._view(op, operand_extent(self.instr, op))
 
-    def _view(self, op: Operand, extent: tuple[Buffer | None, int, int] | None) -> np.ndarray:
+    def _view(self, op: Operand, extent: tuple[Buffer | None, int, int] | None,
+              touched_rows: int | None = None, touched_cols: int | None = None) -> np.ndarray:
         assert self.instr is not None
         addr_field = op.addr
         assert extent is not None, addr_field
@@ -164,7 +166,8 @@ class Machine:
         if end > flat.shape[0]:  # check_program_fits rules this out; kept as a guard
             raise self.fail(f"field '{addr_field}': operand exceeds its memory")
         size = flat.itemsize
-        nbytes = rows * cols * size
+        nbytes = (rows if touched_rows is None else touched_rows) * (
+            cols if touched_cols is None else touched_cols) * size
         key = "dram" if buf is None else buf.name.lower()
         counter = self.work.sram_read_bytes if op.access == "r" else self.work.sram_write_bytes
         if buf is None:
@@ -222,9 +225,12 @@ class Machine:
     # -------------------------------------------------------------------- MAC array
 
     def op_gemm(self, f: Mapping[str, int]) -> None:
-        a, w, acc = self.view("a_addr"), self.view("w_addr"), self.view("acc_addr")
         rows = np.flatnonzero(self.vector("row_mask_addr")) if f["has_row_mask"] else None
         cols = np.flatnonzero(self.vector("col_mask_addr")) if f["has_col_mask"] else None
+        n_rows = f["m"] if rows is None else len(rows)  # dropped rows/cols move no bytes
+        n_cols = f["n"] if cols is None else len(cols)
+        a, w = self.view("a_addr", rows=n_rows), self.view("w_addr", cols=n_cols)
+        acc = self.view("acc_addr", rows=n_rows, cols=n_cols)
         a_sel = a if rows is None else a[rows]
         w_sel = w if cols is None else w[:, cols]
         result = exact_int8_product(a_sel, w_sel)  # exact integers, stored as they are
@@ -235,35 +241,33 @@ class Machine:
         if f["has_bias"] or f["accumulate"]:  # INT32 adds wrap: summed in int64, wrapped
             result = result.astype(np.int64)
             if f["has_bias"]:
-                bias = self.vector("bias_addr")
+                bias = self.view("bias_addr", cols=n_cols)[0]
                 result += (bias if cols is None else bias[cols]).astype(np.int64)
             if f["accumulate"]:
                 result += acc[index].astype(np.int64)
             result = wrap_int32(result)
         acc[index] = result
-        n_rows = f["m"] if rows is None else len(rows)
-        n_cols = f["n"] if cols is None else len(cols)
         self.work.macs_dense = f["m"] * f["n"] * f["k"]
         self.work.macs_executed = n_rows * n_cols * f["k"]
         self.work.rows_total, self.work.rows_executed = f["m"], n_rows
         self.work.cols_total, self.work.cols_executed = f["n"], n_cols
-        charge_kept_rows_and_cols(self.work, self.instr)  # masked rows/cols move no bytes
 
-    def _attention_rows(self, f: Mapping[str, int]) -> tuple[np.ndarray | slice, int]:
-        """The query rows an ATTN_* instruction computes (its row mask's, else a slice of
-        all: no fancy-indexed copies in the dense case) and their count."""
-        if f["has_row_mask"]:
+    def _kept_rows(self, f: Mapping[str, int], total: int) -> tuple[np.ndarray | slice, int]:
+        """The rows a row-masked instruction computes (its row mask's, else a slice of all
+        `total`: no fancy-indexed copies in the dense case) and their count."""
+        if f.get("has_row_mask"):
             rows = np.flatnonzero(self.vector("row_mask_addr"))
             return rows, len(rows)
-        return slice(None), f["lq"]
+        return slice(None), total
 
     def op_attn_qk(self, f: Mapping[str, int]) -> None:
-        q, k, scores = self.view("q_addr"), self.view("k_addr"), self.view("scores_addr")
-        rows, n_rows = self._attention_rows(f)
+        rows, n_rows = self._kept_rows(f, f["lq"])  # a dropped query row moves no bytes
+        q, k = self.view("q_addr", rows=n_rows), self.view("k_addr")
+        scores = self.view("scores_addr", rows=n_rows)  # masked_score_work: kept positions
         result = exact_int8_product(q[rows], k.T)
         dense = f["lq"] * f["lk"]
         if f["has_mask"]:
-            keep = self.mask("mask_addr")[rows]
+            keep = self.view("mask_addr", rows=n_rows)[rows] != 0
             result = np.where(keep, result, 0)
             kept = int(keep.sum())
         else:
@@ -274,13 +278,13 @@ class Machine:
         self.work.mask_total, self.work.mask_kept = n_rows * f["lk"], kept
         self.work.rows_total, self.work.rows_executed = f["lq"], n_rows
         self.work.cols_total = self.work.cols_executed = f["lk"]
-        charge_kept_rows_and_cols(self.work, self.instr)
 
     def op_attn_pv(self, f: Mapping[str, int]) -> None:
-        p, v, out = self.view("p_addr"), self.view("v_addr"), self.view("out_addr")
-        rows, n_rows = self._attention_rows(f)
+        rows, n_rows = self._kept_rows(f, f["lq"])
+        p, v = self.view("p_addr", rows=n_rows), self.view("v_addr")
+        out = self.view("out_addr", rows=n_rows)
         if f["has_mask"]:
-            keep = self.mask("mask_addr")[rows]
+            keep = self.view("mask_addr", rows=n_rows)[rows] != 0
             p_sel = np.where(keep, p[rows], 0)
             kept = int(keep.sum())
         else:
@@ -294,20 +298,27 @@ class Machine:
         self.work.mask_total, self.work.mask_kept = n_rows * f["lk"], kept
         self.work.rows_total, self.work.rows_executed = f["lq"], n_rows
         self.work.cols_total = self.work.cols_executed = f["d"]
-        charge_kept_rows_and_cols(self.work, self.instr)
 
     # -------------------------------------------------------------------- SFU
 
     def _sfu_elements(self, f: Mapping[str, int]) -> None:
         self.work.sfu_elements = f["rows"] * f["cols"]
 
+    def _sfu_rows(self, f: Mapping[str, int]) -> tuple[np.ndarray | slice, int]:
+        """`_kept_rows` of an SFU step: a dropped row is neither read, evaluated nor written."""
+        rows, count = self._kept_rows(f, f["rows"])
+        self.work.sfu_elements = count * f["cols"]
+        if f.get("has_row_mask"):
+            self.work.rows_total, self.work.rows_executed = f["rows"], count
+        return rows, count
+
     def op_dequant(self, f: Mapping[str, int]) -> None:
-        self.view("dst_addr")[...] = dequantized(
-            self.view("src_addr"), self.vector("scale_addr"),
-            self.vector("row_scale_addr") if f["has_row_scale"] else None,
+        rows, n = self._sfu_rows(f)
+        self.view("dst_addr", rows=n)[rows] = dequantized(
+            self.view("src_addr", rows=n)[rows], self.vector("scale_addr"),
+            self.view("row_scale_addr", cols=n)[0][rows] if f["has_row_scale"] else None,
             self.vector("scalar_addr") if f["scalar_count"] else None,
             self.vector("bias_addr") if f["has_bias"] else None)
-        self._sfu_elements(f)
 
     def op_requant(self, f: Mapping[str, int]) -> None:
         y = np.multiply(self.view("src_addr"), self.vector("mult_addr"), dtype=np.float64)
@@ -315,14 +326,15 @@ class Machine:
         self._sfu_elements(f)
 
     def op_quant(self, f: Mapping[str, int]) -> None:
-        y = np.multiply(self.view("src_addr"), self.float_field("mult"), dtype=np.float64)
-        self.view("dst_addr")[...] = _round_clip_int8(y, in_place=True)
-        self._sfu_elements(f)
+        rows, n = self._sfu_rows(f)
+        y = np.multiply(self.view("src_addr", rows=n)[rows], self.float_field("mult"),
+                        dtype=np.float64)
+        self.view("dst_addr", rows=n)[rows] = _round_clip_int8(y, in_place=True)
 
     def op_softmax(self, f: Mapping[str, int]) -> None:
-        z, valid = softmax_logits(self, f)
-        self.view("dst_addr")[...] = online_softmax.softmax(z, valid)
-        self._sfu_elements(f)
+        rows, n = self._sfu_rows(f)
+        z, valid = softmax_logits(self, f, rows, n)
+        self.view("dst_addr", rows=n)[rows] = online_softmax.softmax(z, valid)
 
     def op_layernorm(self, f: Mapping[str, int]) -> None:
         self.view("dst_addr")[...] = layer_norm_rows(
@@ -331,15 +343,14 @@ class Machine:
         self._sfu_elements(f)
 
     def op_gelu(self, f: Mapping[str, int]) -> None:
-        x = self.view("src_addr").astype(np.float64)
-        self.view("dst_addr")[...] = gelu(x, GeluMode(f["mode"]))
-        self._sfu_elements(f)
+        rows, n = self._sfu_rows(f)
+        x = self.view("src_addr", rows=n)[rows].astype(np.float64)
+        self.view("dst_addr", rows=n)[rows] = gelu(x, GeluMode(f["mode"]))
 
     def op_add(self, f: Mapping[str, int]) -> None:
-        # The sum in float64, rounded once to float32 on the way into dst.
-        np.add(self.view("a_addr"), self.view("b_addr"), out=self.view("dst_addr"),
-               dtype=np.float64)
-        self._sfu_elements(f)
+        rows, n = self._sfu_rows(f)
+        a, b, dst = (self.view(name, rows=n) for name in ("a_addr", "b_addr", "dst_addr"))
+        dst[rows] = np.add(a[rows], b[rows], dtype=np.float64)  # rounded once to float32
 
     def op_gather_rows(self, f: Mapping[str, int]) -> None:
         reuse = self.reuse_map("map_addr", f["rows"])
@@ -419,11 +430,13 @@ class Machine:
     def op_similarity(self, f: Mapping[str, int]) -> None:
         first, count = f["first_row"], similarity_rows(f)
         shape = (f["heads"], count if f["has_ring"] else f["length"], f["keys"])
-        spa = (self.view("spa_addr") != 0).reshape(shape)
-        prob = self.view("prob_addr").astype(np.float64).reshape(shape) if f["has_prob"] \
-            else None
-        mode = "cosprob" if f["mode"] == SimilarityMode.COSPROB else "overlap"
         earlier = self.reuse_map("map_addr", first, "r") if first else np.zeros(0, np.int64)
+        # Whole-row form: per head the chunk's rows and its references are read, not all L
+        read = None if f["has_ring"] else read_rows(f, earlier) * f["keys"]
+        spa = (self.view("spa_addr", cols=read) != 0).reshape(shape)
+        prob = self.view("prob_addr", cols=read).astype(np.float64).reshape(shape) \
+            if f["has_prob"] else None
+        mode = "cosprob" if f["mode"] == SimilarityMode.COSPROB else "overlap"
         if f["has_ring"]:
             reuse = self.similarity_ring(f, spa, prob, mode, earlier)
             chunk_spa = spa
@@ -433,7 +446,6 @@ class Machine:
                 self.float_field("threshold"), mode, f["k"], f["first_reference"], earlier,
                 first + count))
             chunk_spa = spa[:, first:first + count]
-            charge_read_rows(self.work, f, earlier)  # the chunk's rows and its references
         self.view("map_addr", "w")[...] = reuse.astype("<i2").view(np.uint8)[None, :]
         keys = spls_kernels.key_mask_of(chunk_spa, reuse)
         if first:  # later chunks add their computed rows' keys

@@ -91,16 +91,19 @@ SOFTMAX_NORM = define_instruction(
     columns).""")
 
 
-def softmax_logits(machine: Any, f: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray | None]:
-    """(float64 logits, valid positions or None) of a SOFTMAX-family instruction."""
+def softmax_logits(machine: Any, f: Mapping[str, int], rows: Any = slice(None),
+                   count: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(float64 logits, valid positions or None) of a SOFTMAX-family instruction, over its
+    `rows` (index array or slice; `count` of them, default all: a row mask's kept rows)."""
     add_row = machine.vector("add_mask_addr") if f["has_add_mask"] else None
-    z = online_softmax.logits(machine.view("src_addr"), machine.float_field("scale"), add_row)
+    z = online_softmax.logits(machine.view("src_addr", rows=count)[rows],
+                              machine.float_field("scale"), add_row)
     valid = None
     if f["causal"]:
         valid = (np.arange(f["cols"])[None, :]
-                 <= np.arange(f["rows"])[:, None] + f["causal_offset"])
+                 <= np.arange(f["rows"])[rows][:, None] + f["causal_offset"])
     if f.get("has_elem_mask"):
-        mask = machine.mask("elem_mask_addr")
+        mask = machine.view("elem_mask_addr", rows=count)[rows] != 0
         valid = mask if valid is None else valid & mask
     return z, valid
 

@@ -149,6 +149,15 @@ def _rowwise_operands(src: Buffer | str, dst: Buffer | str) -> tuple[Operand, ..
             _mat("dst_addr", dst, "rows", "cols", "w", "dst_stride"))
 
 
+_ROW_MASK = (_flag("has_row_mask", "process only the rows the row mask keeps"),
+             _addr("row_mask_addr", "MBUF: rows bytes, nonzero = row processed"))
+"""An SFU step's row mask (SPLS row reuse): the steps after a row-masked GEMM or attention
+run on its kept rows only; a dropped row is neither read nor written (docs/design.md 6.3)."""
+_ROW_MASK_OPERAND = _vec("row_mask_addr", Buffer.MBUF, "rows", enabled_by="has_row_mask")
+_ROW_MASK_SEMANTICS = """ With has_row_mask, only the rows whose row_mask byte is nonzero are
+    read, computed and written; the others of dst are left as they are."""
+
+
 def _spec(name: str, opcode: int, queue: Queue, unit: Unit, fields: tuple[FieldSpec, ...],
           operands: tuple[Operand, ...], cost: CostFn, semantics: str) -> InstructionSpec:
     return InstructionSpec(name, opcode, queue, unit, COMMON_FIELDS + fields, operands,
@@ -234,17 +243,17 @@ _SPECS: tuple[InstructionSpec, ...] = (
         FieldSpec("scalar_count", 2, doc="number of VBUF scalars multiplied in (0-3)"),
         _addr("scalar_addr", "VBUF: scalar_count consecutive scalars (e.g. dynamic HLog scales)"),
         _flag("has_row_scale", "multiply row r by row_scale[r] (QUANT_ROWS' per-token scales)"),
-        _addr("row_scale_addr", "VBUF: per-row scale vector of rows"),
+        _addr("row_scale_addr", "VBUF: per-row scale vector of rows"), *_ROW_MASK,
     ), (*_rowwise_operands(Buffer.ACC, Buffer.VBUF),
         _vec("scale_addr", Buffer.VBUF, "cols"),
         _vec("bias_addr", Buffer.VBUF, "cols", enabled_by="has_bias"),
         Operand("scalar_addr", Buffer.VBUF, _const(1), _f("scalar_count"), "r"),
         _vec("row_scale_addr", Buffer.VBUF, "rows", enabled_by="has_row_scale"),
-        ), sfu_cost(1),
+        _ROW_MASK_OPERAND), sfu_cost(1),
         """dst[r, c] = float32(src[r, c] * scale[c] * (row_scale[r] if has_row_scale) *
         prod(vbuf[scalar_addr + i] for i < scalar_count) + (bias[c] if has_bias)), computed
         in float64 in that order (the row factor is the lane's second multiplier: no extra
-        pass)."""),
+        pass).""" + _ROW_MASK_SEMANTICS),
     _spec("requant", 0x21, Queue.SFU, Unit.SFU, (
         _addr("dst_addr", "ABUF int8"), _addr("src_addr", "ACC int32"), *_ROWWISE,
         _addr("mult_addr", "VBUF: per-column multiplier vector of cols"),
@@ -254,10 +263,10 @@ _SPECS: tuple[InstructionSpec, ...] = (
         product in float64; NaN gives 0."""),
     _spec("quant", 0x22, Queue.SFU, Unit.SFU, (
         _addr("dst_addr", "ABUF int8"), _addr("src_addr", "VBUF fp32"), *_ROWWISE,
-        _float("mult", "per-tensor multiplier (1 / scale)"),
-    ), _rowwise_operands(Buffer.VBUF, Buffer.ABUF), sfu_cost(1),
+        _float("mult", "per-tensor multiplier (1 / scale)"), *_ROW_MASK,
+    ), (*_rowwise_operands(Buffer.VBUF, Buffer.ABUF), _ROW_MASK_OPERAND), sfu_cost(1),
         """dst[r, c] = clip(round_half_even(src[r, c] * mult), -127, 127) as int8, the product
-        in float64; NaN gives 0."""),
+        in float64; NaN gives 0.""" + _ROW_MASK_SEMANTICS),
     _spec("softmax", 0x23, Queue.SFU, Unit.SFU, (
         _addr("dst_addr", "VBUF fp32"), _addr("src_addr", "VBUF fp32"), *_ROWWISE,
         _float("scale", "logits multiplier, e.g. 1/sqrt(d_head)"),
@@ -266,15 +275,17 @@ _SPECS: tuple[InstructionSpec, ...] = (
         FieldSpec("causal_offset", 16, FieldKind.SINT,
                   doc="causal: column c is masked when c > r + causal_offset"),
         _flag("has_elem_mask"), _addr("elem_mask_addr", "MBUF: rows x cols, packed"),
+        *_ROW_MASK,
     ), (*_rowwise_operands(Buffer.VBUF, Buffer.VBUF),
         _vec("add_mask_addr", Buffer.VBUF, "cols", enabled_by="has_add_mask"),
         _mat("elem_mask_addr", Buffer.MBUF, "rows", "cols", "r", enabled_by="has_elem_mask"),
-        ), sfu_cost(SFU_PASSES["softmax"]),
+        _ROW_MASK_OPERAND), sfu_cost(SFU_PASSES["softmax"]),
         """Row softmax in float64: z = src * scale (with the mask, float32(z + add_mask[c]), as
         ADD rounds: a per-query mask ADDed before gives the same z); positions the causal rule
         or the element mask exclude are -inf; dst = exp(z - max) / sum, excluded positions 0,
         a row with no valid position all 0; max and sum are the running max and sum over
-        chunks of 64 keys of runtime/online_softmax.py (what key blocks reproduce)."""),
+        chunks of 64 keys of runtime/online_softmax.py (what key blocks
+        reproduce).""" + _ROW_MASK_SEMANTICS),
     _spec("layernorm", 0x24, Queue.SFU, Unit.SFU, (
         _addr("dst_addr", "VBUF fp32"), _addr("src_addr", "VBUF fp32"), *_ROWWISE,
         _addr("gamma_addr", "VBUF: cols"), _addr("beta_addr", "VBUF: cols"),
@@ -286,18 +297,20 @@ _SPECS: tuple[InstructionSpec, ...] = (
         gamma + beta."""),
     _spec("gelu", 0x25, Queue.SFU, Unit.SFU, (
         _addr("dst_addr", "VBUF fp32"), _addr("src_addr", "VBUF fp32"), *_ROWWISE,
-        FieldSpec("mode", 1, FieldKind.ENUM, enum=GeluMode),
-    ), _rowwise_operands(Buffer.VBUF, Buffer.VBUF), sfu_cost(SFU_PASSES["gelu"]),
+        FieldSpec("mode", 1, FieldKind.ENUM, enum=GeluMode), *_ROW_MASK,
+    ), (*_rowwise_operands(Buffer.VBUF, Buffer.VBUF), _ROW_MASK_OPERAND),
+        sfu_cost(SFU_PASSES["gelu"]),
         """dst = GELU(src) in float64: ERF 0.5 x (1 + erf(x / sqrt 2)); TANH 0.5 x (1 +
-        tanh(sqrt(2 / pi) (x + 0.044715 x^3)))."""),
+        tanh(sqrt(2 / pi) (x + 0.044715 x^3))).""" + _ROW_MASK_SEMANTICS),
     _spec("add", 0x26, Queue.SFU, Unit.SFU, (
         _addr("dst_addr", "VBUF fp32"), _addr("a_addr", "VBUF fp32"), _addr("b_addr", "VBUF fp32"),
         _dim("rows"), _dim("cols"),
-        _stride("dst_stride"), _stride("a_stride"), _stride("b_stride"),
+        _stride("dst_stride"), _stride("a_stride"), _stride("b_stride"), *_ROW_MASK,
     ), (_mat("a_addr", Buffer.VBUF, "rows", "cols", "r", "a_stride"),
         _mat("b_addr", Buffer.VBUF, "rows", "cols", "r", "b_stride"),
-        _mat("dst_addr", Buffer.VBUF, "rows", "cols", "w", "dst_stride")), sfu_cost(1),
-        """dst = float32(a + b) (residual add)."""),
+        _mat("dst_addr", Buffer.VBUF, "rows", "cols", "w", "dst_stride"), _ROW_MASK_OPERAND),
+        sfu_cost(1),
+        """dst = float32(a + b) (residual add).""" + _ROW_MASK_SEMANTICS),
     _spec("gather_rows", 0x27, Queue.SFU, Unit.SFU, (
         _buf("buf", (Buffer.ABUF, Buffer.ACC, Buffer.VBUF)),
         _addr("dst_addr"), _addr("src_addr"), *_ROWWISE,

@@ -64,11 +64,18 @@ def _uncharge(work: Any, instr: Any, op: Operand, dropped: int) -> None:
     counter[name] = counter.get(name, 0) - dropped * BUFFER_DTYPES[buffer].itemsize
 
 
+def _touched_rows(work: Any, rows: int) -> int:
+    """Rows of a `rows`-row tile the functional model charged: a row mask's kept rows
+    (Machine.view), else all."""
+    return work.rows_executed if work.rows_total else rows
+
+
 def charge_tile_operands(work: Any, instr: Any, tile: Tile) -> None:
     """A score-path SFU instruction over `tile`: SFU elements and every tile-shaped operand
-    outside MBUF charged for the kept positions only."""
+    outside MBUF charged for the kept positions only (of kept rows: the tile's count is
+    over the attention's kept rows, as is a row-masked step's charge)."""
     rows, cols, kept, _ = tile
-    dropped = rows * cols - kept
+    dropped = _touched_rows(work, rows) * cols - kept
     work.sfu_elements = min(work.sfu_elements, kept)
     for op in instr.spec.operands:
         extent = operand_extent(instr, op)
@@ -91,7 +98,7 @@ def _masked_qk(instr: Any, work: Any, tiles: dict[Key, Tile]) -> None:
         return
     rows, cols = _shape(instr, op)
     kept = int(work.mask_kept)
-    _uncharge(work, instr, op, rows * cols - kept)
+    _uncharge(work, instr, op, _touched_rows(work, rows) * cols - kept)
     _carry(instr, op, rows, cols, kept, tiles)
 
 
@@ -115,7 +122,7 @@ def _masked_pv(instr: Any, work: Any, tiles: dict[Key, Tile]) -> None:
     key = None if op is None else _key(instr, op)
     tile = tiles.get(key) if key is not None else None
     if tile is not None and instr.fields["has_mask"] and _shape(instr, op) == tile[:2]:
-        _uncharge(work, instr, op, tile[0] * tile[1] - tile[2])
+        _uncharge(work, instr, op, _touched_rows(work, tile[0]) * tile[1] - tile[2])
     _end_overwritten(instr, tiles)
 
 

@@ -6,9 +6,10 @@ Its operands span all L rows of every head (`isa_table.similarity_spa_rows`), wh
 (the chunk's rows at or after first_reference) and, from before the chunk, its references:
 the last `window` computed rows at or after first_reference, found from the reuse map (MBUF).
 Rows after the chunk are not read (they are not yet ranked). So the work record's SPA (MBUF)
-and prob (VBUF) bytes are those rows' only; as the ring form charges its chunk's rows and the
+and prob (VBUF) bytes are those rows' only, as the ring form charges its chunk's rows and the
 ring slots. A cosprob SIMILARITY is charged the references' SPA rows too (they need only prob
-rows): a conservative charge.
+rows): a conservative charge. The functional model charges its SPA and prob views for
+`read_rows` rows per head (Machine.view's touched columns).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .isa_costs import Work
 from .isa_table import similarity_rows
 
 
@@ -29,11 +29,3 @@ def read_rows(f: Mapping[str, int], earlier: np.ndarray) -> int:
     computed_before = int((np.asarray(earlier)[reference:] == -1).sum())
     return decided + min(f["window"], computed_before)
 
-
-def charge_read_rows(work: Work, f: Mapping[str, int], earlier: np.ndarray) -> None:
-    """Lower the whole-row SIMILARITY's SPA (MBUF, 1 byte) and prob (VBUF, FP32) reads from
-    all L rows of each head to `read_rows`."""
-    unread = f["heads"] * (f["length"] - read_rows(f, earlier)) * f["keys"]
-    work.sram_read_bytes["mbuf"] -= unread
-    if f["has_prob"]:
-        work.sram_read_bytes["vbuf"] -= 4 * unread

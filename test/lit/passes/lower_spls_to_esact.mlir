@@ -23,7 +23,7 @@
 // CHECK:      esact.hlog {{.*}}dst_buf = ABUF, dst_addr = [[XC:[0-9]+]], src_addr = {{[0-9]+}}, rows = 4, cols = 8, {{.*}}bits = 4, {{.*}}dynamic = 1, scale_out_addr = [[SX:[0-9]+]], scale_count = 0, scale_in_addr = 0 {component = "predict", layer = 0 : i64}
 // CHECK:      esact.gemm {{.*}} has_row_mask = 0{{.*}}component = "k"
 // CHECK-NEXT: esact.bpu {{.*}}a_buf = ABUF, a_addr = [[XC]], b_buf = ABUF, {{.*}}m = 4, k = 8, n = 16, {{.*}}transpose_b = 0 {component = "predict", layer = 0 : i64}
-// CHECK-NEXT: esact.dequant {{.*}}rows = 4, cols = 16, {{.*}}dst_stride = 16, {{.*}}has_bias = 1, {{.*}}scalar_count = 1, scalar_addr = [[SX]], has_row_scale = 0, row_scale_addr = 0 {component = "predict", layer = 0 : i64}
+// CHECK-NEXT: esact.dequant {{.*}}rows = 4, cols = 16, {{.*}}dst_stride = 16, {{.*}}has_bias = 1, {{.*}}scalar_count = 1, scalar_addr = [[SX]], has_row_scale = 0, row_scale_addr = 0, has_row_mask = 0, row_mask_addr = 0 {component = "predict", layer = 0 : i64}
 // CHECK-NEXT: esact.hlog {{.*}}dst_addr = [[QC:[0-9]+]], {{.*}}rows = 4, cols = 8, src_stride = 16, {{.*}}scale_out_addr = [[SQ:[0-9]+]], scale_count = 0, scale_in_addr = 0 {component = "predict", layer = 0 : i64}
 // CHECK-NEXT: esact.hlog {{.*}}dst_addr = [[KC:[0-9]+]], {{.*}}rows = 4, cols = 8, src_stride = 16, {{.*}}dynamic = 1
 // CHECK:      esact.bpu_scores {{.*}}spa_addr = [[SPA:[0-9]+]], a_addr = [[QC]], b_addr = [[KC]], rows = 4, cols = 4, depth = 4, a_stride = 8, b_stride = 8, integer_rank = 0, {{.*}}scalar_count = 2, scalar_addr = [[SQ]], has_add_mask = 0, {{.*}}causal = 0, causal_offset = 0, k = 1, has_prob = 1, prob_addr = [[PROB:[0-9]+]] {component = "predict", layer = 0 : i64}
@@ -36,12 +36,14 @@
 // CHECK:      esact.attn_pv {{.*}}has_mask = 0, mask_addr = 0, has_row_mask = 1, row_mask_addr = [[ROWS]] {component = "pv", layer = 0 : i64}
 // CHECK-NOT:  esact.scatter_rows
 // CHECK:      esact.gemm {{.*}}has_row_mask = 1, row_mask_addr = [[ROWS]], {{.*}}component = "o"
+// CHECK:      esact.dequant {{.*}}has_row_mask = 1, row_mask_addr = [[ROWS]] {component = "sfu"
 // CHECK:      esact.scatter_rows {{.*}}buf = VBUF, {{.*}}rows = 4, cols = 8, {{.*}}map_addr = [[MAP]], compact = 0
 // CHECK-NEXT: esact.load {{.*}}buf = VBUF
 // CHECK-NEXT: esact.add
 // CHECK:      esact.gemm {{.*}}n = 16, {{.*}}has_row_mask = 1, row_mask_addr = [[ROWS]], {{.*}}component = "ffn1"
+// CHECK:      esact.dequant {{.*}}has_row_mask = 1, row_mask_addr = [[ROWS]] {component = "sfu"
 // CHECK-NOT:  esact.scatter_rows
-// CHECK:      esact.gelu
+// CHECK:      esact.gelu {{.*}}has_row_mask = 1, row_mask_addr = [[ROWS]] {component = "sfu"
 // CHECK:      esact.gemm {{.*}}k = 16, n = 8, {{.*}}has_row_mask = 1, row_mask_addr = [[ROWS]], {{.*}}component = "ffn2"
 // CHECK:      esact.scatter_rows {{.*}}map_addr = [[MAP]]
 // CHECK:      esact.add

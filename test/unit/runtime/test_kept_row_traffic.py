@@ -1,5 +1,6 @@
 """A row- and column-masked MAC instruction is charged SRAM bytes for the rows and columns it
-computes (runtime/masked_mac_traffic.py); an unmasked one as before, every operand whole."""
+computes (Machine.view charges the rows and columns its kernel touches); an unmasked one as
+before, every operand whole."""
 
 from __future__ import annotations
 
@@ -90,13 +91,13 @@ def test_row_masked_attention_moves_the_kept_query_rows_only() -> None:
     assert pv.sram_write_bytes == {"acc": 4 * LQ * D}
 
 
-def test_element_masked_tiles_are_left_to_the_score_path_charge() -> None:
-    # scores and P are charged per kept position by masked_score_work (after the run); here
-    # only Q, the element mask's rows and the output move per kept row
+def test_element_masked_tiles_move_their_kept_rows_before_the_score_path_charge() -> None:
+    # scores and P move per kept row here; masked_score_work (after the run) lowers a score
+    # tile it follows to its kept positions. P at 300 is no QK's tile: its kept rows stay.
     (qk, pv), _ = run(attention(row_masked=True, element_masked=True))
     assert qk.sram_read_bytes == {"abuf": ROWS * D + LK * D, "mbuf": LQ + ROWS * LK}
-    assert qk.sram_write_bytes == {"acc": 4 * LQ * LK}
-    assert pv.sram_read_bytes == {"abuf": LQ * LK + LK * D, "mbuf": LQ + ROWS * LK}
+    assert qk.sram_write_bytes == {"acc": 4 * ROWS * LK}
+    assert pv.sram_read_bytes == {"abuf": ROWS * LK + LK * D, "mbuf": LQ + ROWS * LK}
     assert pv.sram_write_bytes == {"acc": 4 * ROWS * D}
 
 
