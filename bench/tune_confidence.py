@@ -47,6 +47,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 
 from esact_cc.runtime.errors import CompileError
+from scheme_comparison_core import use_search_tables
 from spls_finetune import program_macs, totals
 
 from esact_cc.sparsity.spls_options import SplsConfig
@@ -56,6 +57,7 @@ from esact_cc.tuning.calibration_augmentation import (
     budget_screen,
     check_augment,
 )
+from esact_cc.tuning.layer_screen import DEFAULT_SCREEN_MARGIN
 from esact_cc.tuning.margin_loss import MarginReference
 from esact_cc.tuning.spls_accounting import LayerWork, summarize
 from esact_cc.tuning.spls_calibration_inputs import (
@@ -63,6 +65,7 @@ from esact_cc.tuning.spls_calibration_inputs import (
     model_inputs,
 )
 from esact_cc.tuning.spls_measurement import Measurement, SplsEvaluator
+from esact_cc.tuning import spls_tuning
 from esact_cc.tuning.spls_tuning import SearchOptions, _key, tune
 
 MODELS = REPO / "esact_cc" / "models"
@@ -73,6 +76,24 @@ def cpu_seconds() -> float:
     """User + system CPU seconds of this process (wall time is noisy on a shared machine)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+LEAN_UNIFORM = {
+    "UNIFORM_GRID": (("cosprob", "dense", 4, (0.99, 0.995, 0.998)),
+                     ("cosprob", "dense", 6, (0.99, 0.995, 0.998))),
+    "REFINE_VALUES": {},
+    "FINER_THRESHOLDS": {"cosprob": (0.997, 0.999), "overlap": (0.75,)},
+}
+"""`--search lean`: a uniform phase of 10 settings (on the digits ViT every uniform setting
+within a 1-point budget is at 0.99 or above, and the reduction comes from the per-layer phase),
+then esact-tune's own per-layer search: a third of the CPU of the full search."""
+
+
+def git_commit() -> str:
+    import subprocess
+
+    return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True, check=False).stdout.strip()
 
 
 def log(message: str) -> None:
@@ -202,7 +223,9 @@ def point(m: Measurement, macs: dict[str, int], search: SearchOptions) -> dict[s
 def summary(runs: list[dict[str, Any]], budget: float) -> dict[str, Any]:
     by: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
-        by.setdefault(f"{run['loss_estimate']} {run['confidence']}", []).append(run)
+        by.setdefault(f"{run['loss_estimate']} {run['confidence']} screen "
+                      f"{run.get('layer_screen', 'off')} augment {run.get('augment', 0)}",
+                      []).append(run)
     out = {}
     for confidence, group in by.items():
         held = [r["held_out"] for r in group]
@@ -245,19 +268,41 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", type=int, action="append", metavar="I",
                     help="run split I only (0, 1: the halves; 2...: the random ones); "
                     "repeatable")
-    ap.add_argument("--augment", type=int, default=0, metavar="N",
+    ap.add_argument("--augment", default="0", metavar="N[,N]",
                     help="esact-tune --augment N: an input counts as flipped when the setting "
                     "flips it or any of its N perturbed copies (calibration_augmentation.py); "
-                    "0: no copies")
+                    "0: no copies; several values are run one after the other on the same "
+                    "per-input cache")
+    ap.add_argument("--layer-screens", default="on",
+                    help="esact-tune --layer-screen values compared (layer_screen.py), e.g. on,off")
+    ap.add_argument("--layer-steps", type=int, default=0,
+                    help="esact-tune --layer-steps (0: every value each round)")
+    ap.add_argument("--screen-margin", type=int, default=DEFAULT_SCREEN_MARGIN,
+                    help="esact-tune --screen-margin (default: %(default)s)")
+    ap.add_argument("--search", choices=("full", "quick", "lean"), default="full",
+                    help="esact-tune's search tables, scheme_comparison_core.QUICK_SEARCH's "
+                    "fewer values, or `LEAN_UNIFORM`'s uniform phase before esact-tune's own "
+                    "per-layer thresholds (default: %(default)s)")
     ap.add_argument("-o", "--output", type=Path, default=RESULTS / "tune_confidence_digits.json")
     args = ap.parse_args(argv)
+    use_search_tables("full" if args.search == "full" else "quick")
+    if args.search == "lean":
+        use_search_tables("full")
+        for name, value in LEAN_UNIFORM.items():
+            setattr(spls_tuning, name, value)
+    screens = args.layer_screens.split(",")
     confidences = [float(c) for c in args.confidences.split(",")]
+    augments = [int(n) for n in args.augment.split(",")]
     estimates = args.loss_estimates.split(",")
     for c in confidences:
         for e in estimates:
             try:
-                SearchOptions(confidence=c, loss_estimate=e).validate()
-                check_augment(args.augment, e)
+                for screen in screens:
+                    SearchOptions(confidence=c, loss_estimate=e, layer_screen=screen,
+                                  screen_margin=args.screen_margin,
+                                  layer_steps=args.layer_steps).validate()
+                for copies in augments:
+                    check_augment(copies, e)
             except CompileError as error:
                 ap.error(str(error))
     model = str(MODELS / "digits_vit.onnx")
@@ -266,12 +311,10 @@ def main(argv: list[str] | None = None) -> int:
     test = load_calibration_data(MODELS / "digits_test.npz", inputs, "labels")
     cache = PerInputCache(SplsEvaluator(model, test, ir="quantized",
                                         quantize_samples=int8.samples), args.cache)
-    copies_cache = None
-    if args.augment:
-        copies_cache = PerInputCache(
-            SplsEvaluator(model, augment(test, args.augment), ir="quantized",
-                          quantize_samples=int8.samples),
-            args.cache.with_suffix(f".copies{args.augment}.pkl") if args.cache else None)
+    copies_caches = {n: PerInputCache(
+        SplsEvaluator(model, augment(test, n), ir="quantized", quantize_samples=int8.samples),
+        args.cache.with_suffix(f".copies{n}.pkl") if args.cache else None)
+        for n in augments if n}
     image = np.load(MODELS / "digits_test.npz")["images"][0]
     if args.program_macs:
         dense_macs, full_macs = (int(v) for v in args.program_macs.split(","))
@@ -283,7 +326,9 @@ def main(argv: list[str] | None = None) -> int:
         "model": "digits ViT (bundled), INT8, ranges from digits_calib.npz",
         "pool": "digits_test.npz (360 images the model was never trained on)",
         "budget_points": args.budget, "confidences": confidences,
-        "loss_estimates": estimates, "program_macs": macs, "augment": args.augment,
+        "loss_estimates": estimates, "program_macs": macs, "augment": augments,
+        "layer_screens": screens, "screen_margin": args.screen_margin, "search": args.search,
+        "commit": git_commit(),
         "command": "python bench/tune_confidence.py " + " ".join(
             argv if argv is not None else sys.argv[1:]),
         "runs": []}
@@ -291,13 +336,17 @@ def main(argv: list[str] | None = None) -> int:
     picked = [chosen[i] for i in args.split] if args.split else chosen[:args.splits_only or None]
     for name, calib_idx, held_idx in picked:
         plain, held = cache.subset(calib_idx), cache.subset(held_idx)
-        for estimate, confidence in [(e, c) for e in estimates for c in confidences]:
-            search = SearchOptions(confidence=confidence, loss_estimate=estimate)
+        for copies, estimate, confidence, screen in [
+                (n, e, c, s) for n in augments for e in estimates for c in confidences
+                for s in screens]:
+            search = SearchOptions(confidence=confidence, loss_estimate=estimate,
+                                   layer_screen=screen, screen_margin=args.screen_margin,
+                                   layer_steps=args.layer_steps)
             calib = plain
-            if copies_cache is not None:
+            if copies:
                 calib = AugmentedEvaluator(
-                    plain, copies_cache.subset(copy_indices(calib_idx, args.augment)),
-                    args.augment, budget_screen(args.budget, search))
+                    plain, copies_caches[copies].subset(copy_indices(calib_idx, copies)),
+                    copies, budget_screen(args.budget, search))
             start, cpu = time.time(), cpu_seconds()
             result = tune(calib, args.budget, search=search,
                           log=log if args.verbose else None)
@@ -305,7 +354,10 @@ def main(argv: list[str] | None = None) -> int:
             held_m = held.measure([best.config])[0]
             run = {"split": name, "calibration_inputs": len(calib_idx),
                    "held_out_inputs": len(held_idx), "confidence": confidence,
-                   "loss_estimate": estimate,
+                   "loss_estimate": estimate, "layer_screen": screen, "augment": copies,
+                   "screen_margin": args.screen_margin, "layer_steps": args.layer_steps,
+                   "layer_floors": None if result.floors is None else
+                   {str(i): f.as_dict() for i, f in sorted(result.floors.items())},
                    "options": dict(sorted(best.config.options.items())),
                    "layers": {str(i): o for i, o in sorted(best.config.layers.items())},
                    "chosen": "per_layer" if best is result.per_layer else "uniform",
@@ -320,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
             report["runs"].append(run)
             report["summary"] = summary(report["runs"], args.budget)
             args.output.write_text(json.dumps(report, indent=1) + "\n")
-            log(f"{name} {estimate} confidence {confidence}: {run['chosen']} "
+            log(f"{name} augment {copies} {estimate} confidence {confidence} screen {screen}: "
+                f"{run['chosen']} "
                 f"{run['options']['threshold']} {run['layers']}: calibration loss "
                 f"{run['calibration']['loss_points']:.2f} (bound "
                 f"{run['calibration']['loss_bound_points']:.2f}), held-out loss "

@@ -6,6 +6,7 @@
         [--augment N]
         [--layer-search largest|efficient]
         [--layer-options threshold[,window][,prediction]] [--layer-first-reference R] [--layer-steps N]
+        [--layer-screen on|off] [--screen-margin STEPS]
         [--quiet]
 
 With `--labels-key` the accuracy is the task accuracy (argmax of the output vs the labels);
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     """The search options (shared with bench/spls_tradeoff.py)."""
+    from esact_cc.tuning.layer_screen import SCREEN_MODES
     from esact_cc.tuning.loss_bound import LOSS_ESTIMATES
     from esact_cc.tuning.spls_tuning import LAYER_SEARCHES, SearchOptions
 
@@ -119,6 +121,17 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layer-steps", type=int, default=d.layer_steps, metavar="N",
                         help="efficient search: values of an option tried per layer and round, "
                         "nearest first; 0 = all (default: %(default)s)")
+    parser.add_argument("--layer-screen", choices=SCREEN_MODES, default=d.layer_screen,
+                        help="'on': before the per-layer search, each layer's thresholds are "
+                        "scanned with that layer alone (the others without prediction) from "
+                        "the highest down until one is over budget; the search keeps each "
+                        "layer --screen-margin ladder steps above that break, and a layer "
+                        "whose reuse alone does not pay for its prediction within budget is "
+                        "not predicted (esact_cc/tuning/layer_screen.py); 'off': no screen "
+                        "(default: %(default)s)")
+    parser.add_argument("--screen-margin", type=int, default=d.screen_margin, metavar="STEPS",
+                        help="ladder steps a layer's floor keeps above the threshold where its "
+                        "screen scan went over budget (default: %(default)s)")
 
 
 def search_options(args: argparse.Namespace):
@@ -133,7 +146,8 @@ def search_options(args: argparse.Namespace):
         confidence=args.confidence, loss_estimate=args.loss_estimate,
         layer_search=args.layer_search,
         layer_options=tuple(n.strip() for n in args.layer_options.split(",") if n.strip()),
-        layer_first_reference=args.layer_first_reference, layer_steps=args.layer_steps)
+        layer_first_reference=args.layer_first_reference, layer_steps=args.layer_steps,
+        layer_screen=args.layer_screen, screen_margin=args.screen_margin)
     options.validate()
     return options
 

@@ -41,9 +41,13 @@ Search (`tune`):
      where reuse pays for it. It starts from the prediction off in every layer when that
      reduces more than the uniform start (reuse off alone pays a prediction that saves
      nothing).
+   - `layer_screen` `on` (layer_screen.py): before the moves, each layer's thresholds are
+     scanned with that layer alone; moves keep every layer at or above its floor and never
+     predict a layer screened out, and the start is clamped to the floors.
    The per-layer setting is written when it reduces more than the uniform one on the
-   calibration set (`TuningResult.best`); with confidence 0.5 (the mean), first-reference
-   floor 0 and `largest` the search is the one of before.
+   calibration set, or when the uniform one breaks a screen floor (`TuningResult.best`); with
+   confidence 0.5 (the mean), first-reference floor 0, no screen and `largest` the search is
+   the one of before.
 """
 
 from __future__ import annotations
@@ -56,6 +60,15 @@ from typing import Any
 from esact_cc.passes.insert_spls import PREDICTIONS
 from esact_cc.runtime.errors import CompileError
 from esact_cc.sparsity.spls_options import SplsConfig
+from esact_cc.tuning.layer_screen import (
+    DEFAULT_LAYER_SCREEN,
+    DEFAULT_SCREEN_MARGIN,
+    LayerFloor,
+    check_screen,
+    describe_floors,
+    lone_config,
+    scan_layer,
+)
 from esact_cc.tuning.loss_bound import (
     DEFAULT_CONFIDENCE,
     DEFAULT_LOSS_ESTIMATE,
@@ -132,12 +145,24 @@ class TuningResult:
     history: list[Measurement]
     budget: float
     search: SearchOptions | None = None
+    floors: dict[int, LayerFloor] | None = None
+    """The layer screen's floors (layer_screen.py; None: no screen)."""
+
+    @property
+    def uniform_admissible(self) -> bool:
+        """The uniform setting keeps every layer's screen floor (always, without a screen)."""
+        if not self.floors:
+            return True
+        threshold = self.uniform.config.options["threshold"]
+        return all(f.admits(threshold, REUSE_OFF) for f in self.floors.values())
 
     @property
     def best(self) -> Measurement:
         """The per-layer setting when it reduces more than the uniform one on the calibration
-        set (it may not: its first-reference floor can cost reduction)."""
-        if self.per_layer is not None and self.per_layer.reduction > self.uniform.reduction:
+        set (it may not: its first-reference floor can cost reduction), or when the uniform one
+        breaks a layer's screen floor."""
+        if self.per_layer is not None and (self.per_layer.reduction > self.uniform.reduction
+                                           or not self.uniform_admissible):
             return self.per_layer
         return self.uniform
 
@@ -150,6 +175,8 @@ class TuningResult:
                            "uniform": self.uniform.as_dict(),
                            "per_layer": self.per_layer.as_dict() if self.per_layer else None,
                            "chosen": "per_layer" if best is self.per_layer else "uniform",
+                           "layer_floors": None if self.floors is None else
+                           {str(i): f.as_dict() for i, f in sorted(self.floors.items())},
                            "settings_measured": len(self.history)})
 
 
@@ -165,6 +192,20 @@ class _Search:
         self.log = log
         self.seen: dict[str, Measurement] = {}
         self.history: list[Measurement] = []
+        self.floors: dict[int, LayerFloor] = {}
+        """The layer screen's floors (empty: every value admitted)."""
+
+    def admits(self, layer: int, values: Mapping[str, Any]) -> bool:
+        """May the per-layer search give `layer` these `values` ({option: value}) under the
+        screen? The prediction off and reuse off always; else a threshold down to the layer's
+        floor (none for a screened-out layer)."""
+        floor = self.floors.get(layer)
+        if floor is None or values.get("prediction", "on") == "off":
+            return True
+        return floor.admits(values["threshold"], REUSE_OFF)
+
+    def admitted(self, layer: int, trial: Mapping[int, Mapping[str, Any]]) -> bool:
+        return self.admits(layer, trial[layer])
 
     def measure(self, configs: Sequence[SplsConfig]) -> list[Measurement]:
         todo = list({_key(c): c for c in configs if _key(c) not in self.seen}.values())
@@ -328,8 +369,9 @@ def search_per_layer_largest(search: _Search, start: Measurement, layers: Sequen
                     if value == values[layer][name] and (
                             name == "prediction" or values[layer]["prediction"] == "on"):
                         continue
-                    trials.append(_per_layer_config(
-                        uniform, _with_value(values, layer, name, value)))
+                    trial = _with_value(values, layer, name, value)
+                    if search.admitted(layer, trial):
+                        trials.append(_per_layer_config(uniform, trial))
             chosen = search.best_of(search.measure(trials), best)
             if chosen is not None and chosen is not best:
                 best, changed = chosen, True
@@ -379,9 +421,11 @@ def search_per_layer_efficient(search: _Search, start: Measurement, layers: Sequ
     current = start
     while True:
         values = _thresholds_of(current, layers)
-        trials = [_per_layer_config(uniform, _with_value(values, layer, name, value))
-                  for layer in layers for name in options.layer_options
-                  for value in _moves(values[layer], name, uniform, steps)]
+        moved = [(layer, _with_value(values, layer, name, value))
+                 for layer in layers for name in options.layer_options
+                 for value in _moves(values[layer], name, uniform, steps)]
+        trials = [_per_layer_config(uniform, trial) for layer, trial in moved
+                  if search.admitted(layer, trial)]
         spent_now = search.bound(current)
         best_move, best_rank = None, (0, 0.0)
         for m in search.measure(trials):
@@ -395,6 +439,48 @@ def search_per_layer_efficient(search: _Search, start: Measurement, layers: Sequ
         if best_move is None:
             return current
         current = best_move
+
+
+def screen_layers(search: _Search, options: Mapping[str, Any], layers: Sequence[int],
+                  margin: int, can_turn_off: bool) -> dict[int, LayerFloor]:
+    """Each layer's floor (layer_screen.py): its ladder scanned with the layer alone (the
+    others without prediction, or with reuse off when the search may not turn it off)."""
+    ladder = [t for t in LAYER_THRESHOLDS[options["similarity"]] if t != REUSE_OFF]
+    others = {"prediction": "off"} if can_turn_off else {"threshold": REUSE_OFF}
+    floors = {}
+    for layer in layers:
+        def probe(thresholds: Sequence[float], layer: int = layer) -> list[Measurement]:
+            return search.measure([lone_config(options, layer, t, layers, others)
+                                   for t in thresholds])
+        floors[layer] = scan_layer(layer, ladder, probe, search.fits, margin, can_turn_off)
+    search.log("  " + describe_floors(floors))
+    return floors
+
+
+def clamp_to_floors(search: _Search, start: Measurement, layers: Sequence[int],
+                    options: SearchOptions) -> Measurement:
+    """The per-layer start with every layer at or above its floor: a threshold below it raised
+    to it, a screened-out layer without prediction (reuse off where the prediction cannot be
+    turned off). If that is over budget: the prediction off (or reuse off) everywhere."""
+    uniform = start.config.options
+    values = _thresholds_of(start, layers)
+    can_turn_off = "prediction" in options.layer_options
+    for layer in layers:
+        if search.admits(layer, values[layer]):
+            continue
+        floor = search.floors[layer].threshold
+        if floor is not None:
+            values[layer]["threshold"] = floor
+        elif can_turn_off:
+            values[layer]["prediction"] = "off"
+        else:
+            values[layer]["threshold"] = REUSE_OFF
+    clamped = search.measure([_per_layer_config(uniform, values)])[0]
+    if search.fits(clamped):
+        return clamped
+    fallback = (prediction_off_everywhere(uniform, layers) if can_turn_off else
+                SplsConfig(options={**uniform, "threshold": REUSE_OFF}))
+    return search.measure([fallback])[0]
 
 
 LAYER_SEARCHES: dict[str, Callable[..., Measurement]] = {
@@ -424,6 +510,11 @@ class SearchOptions:
     loss_estimate: str = DEFAULT_LOSS_ESTIMATE
     """With labels, the per-input losses the bound reads: observed flips, or each input's
     margin erosion priced as flips (loss_bound.LOSS_ESTIMATES, margin_loss.py)."""
+    layer_screen: str = DEFAULT_LAYER_SCREEN
+    """`on`: each layer's threshold floor from its reuse alone, before the per-layer search
+    (layer_screen.py); `off`: none."""
+    screen_margin: int = DEFAULT_SCREEN_MARGIN
+    """Ladder steps a layer's floor keeps above the threshold where its scan broke."""
 
     @property
     def margin_se(self) -> float:
@@ -433,6 +524,7 @@ class SearchOptions:
     def validate(self) -> None:
         check_confidence(self.confidence)
         check_loss_estimate(self.loss_estimate)
+        check_screen(self.layer_screen, self.screen_margin)
         if self.layer_search not in LAYER_SEARCHES:
             raise CompileError("--layer-search: " + unknown_name(
                 "per-layer search", self.layer_search, LAYER_SEARCHES))
@@ -455,7 +547,8 @@ class SearchOptions:
                 "layer_search": self.layer_search,
                 "layer_options": list(self.layer_options),
                 "layer_first_reference": self.layer_first_reference,
-                "layer_steps": self.layer_steps}
+                "layer_steps": self.layer_steps, "layer_screen": self.layer_screen,
+                "screen_margin": self.screen_margin}
 
 
 def tune(evaluator: Evaluator, budget: float, per_layer: bool = True,
@@ -488,6 +581,12 @@ def tune(evaluator: Evaluator, budget: float, per_layer: bool = True,
             f"first-reference >= {options.layer_first_reference})")
         start = per_layer_start(state, uniform, options.layer_first_reference,
                                 layers if "prediction" in options.layer_options else ())
+        if options.layer_screen == "on":
+            state.floors = screen_layers(state, start.config.options, layers,
+                                         options.screen_margin,
+                                         "prediction" in options.layer_options)
+            result.floors = state.floors
+            start = clamp_to_floors(state, start, layers, options)
         chosen = LAYER_SEARCHES[options.layer_search](state, start, layers, options)
         result.per_layer = chosen if chosen.config.layers else None
     result.history = state.history
