@@ -308,11 +308,6 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
     else:
         hlog_input(lw, c)
         projection = WholeProjection.plan(lw, c)
-    if c.ring and projection.mask_rows.per_query:
-        # Held for the chain, and taken before K / V (/ Q) are lowered beside the projection:
-        # a region their tiles had used would hold chunk 0's first mask LOAD behind their last
-        # GEMM (BERT-base 512, no reuse: 74k cycles before the first decision).
-        c.mask_slots = [lw.alloc(Buffer.VBUF, c.chunks[0][1] * c.length) for _ in range(2)]
     kv = independent_projections(c, op.x)
     # K / V, lowered while every projection region is reserved (no tile shared), are spread
     # over the projection's BPUs by the ordering step (prediction_overlap.interleave).
@@ -323,15 +318,13 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
         lw.place("interleave", independent, projection_start)
     projection.release(lw, c)
     if c.ring and (c.block_vbuf or r.get("kc") is None):
-        lw.free(Buffer.VBUF, *c.mask_slots)  # the block form plans its VBUF without them
-        c.mask_slots = []
         c.spa_slots = 0  # the block form keeps a chunk's rows of every head
         c.block_rows = block_rows(c)
         block_codes(lw, c, projection)
     keys = key_codes(lw, c, projection)
     masks = _allocate_masks(lw, c)
     spill = BlockSpill.plan(lw, c, masks, projection) if c.block_rows else None
-    if c.ring and projection.mask_rows.per_query and spill is None and not c.mask_slots:
+    if c.ring and projection.mask_rows.per_query and spill is None:
         # Held until the Q linear below is lowered: a region freed after each head's mask
         # rows would be taken by Q's input tiles, which then could not move in front of the
         # chain (hoist_preparation), and Q's chunk GEMMs would wait for the last chunk.
