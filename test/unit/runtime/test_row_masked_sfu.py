@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from esact_cc.runtime.isa import BUFFER_DTYPES, INSTRUCTION_SPECS, Buffer, Instruction
 from instruction_machine import CFG, get, machine_for, put
 
@@ -34,7 +36,7 @@ def instruction(name: str, masked: bool) -> Instruction:
                             has_row_mask=int(masked), row_mask_addr=MASK_AT)
 
 
-def run(name: str, masked: bool):
+def run(name: str, masked: bool, row_mask: np.ndarray = ROW_MASK):
     instr = instruction(name, masked)
     m = machine_for(instr)
     _, (src_buf, dtype), dst_buf, _ = STEPS[name]
@@ -45,7 +47,7 @@ def run(name: str, masked: bool):
     put(m, Buffer.VBUF, OTHER, rng.standard_normal(ROWS * COLS).astype(np.float32))
     put(m, Buffer.VBUF, VEC, rng.random(COLS).astype(np.float32))
     put(m, dst_buf, DST, np.full(ROWS * COLS, SENTINEL).astype(m.buffers[dst_buf].dtype))
-    put(m, Buffer.MBUF, MASK_AT, ROW_MASK)
+    put(m, Buffer.MBUF, MASK_AT, row_mask)
     work = m.step(0, instr)
     return work, get(m, dst_buf, DST, ROWS, COLS), instr
 
@@ -87,3 +89,18 @@ def test_an_unmasked_step_is_charged_every_row_as_before() -> None:
     assert work.sram_read_bytes == {"acc": 4 * ROWS * COLS, "vbuf": 4 * COLS}
     assert work.sram_write_bytes == {"vbuf": 4 * ROWS * COLS}
 
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sampled_from(sorted(STEPS)), st.lists(st.booleans(), min_size=ROWS, max_size=ROWS))
+def test_any_row_mask_keeps_the_unmasked_rows_bit_for_bit(name: str, keep: list[bool]) -> None:
+    row_mask = np.array(keep, np.uint8)
+    work, masked, _ = run(name, masked=True, row_mask=row_mask)
+    _, dense, _ = run(name, masked=False)
+    kept = row_mask != 0
+    np.testing.assert_array_equal(masked[kept].view(np.uint8), dense[kept].view(np.uint8))
+    assert (masked[~kept] == np.asarray(SENTINEL).astype(masked.dtype)).all()
+    dst_buffer = STEPS[name][2]
+    assert work.sram_write_bytes == {dst_buffer.name.lower(): int(kept.sum()) * COLS
+                                     * BUFFER_DTYPES[dst_buffer].itemsize}
+    assert work.sfu_elements == int(kept.sum()) * COLS
