@@ -7,26 +7,38 @@ number, no float for an integer, an integer accepted for a float), each paramete
 the one place a parameter is defined: a new `param()` field is validated with no other edit.
 `validate_table` checks a parsed table and returns the values it states by dotted key; the
 first pydantic error becomes one `ConfigError` line naming the key (the caller adds the file).
+
+A table whose every value is plainly valid (`_plainly_valid`: exactly the type, finite, inside
+the bounds, known keys, no quoted dotted key, no integer given for a float) is accepted
+without pydantic, with the values pydantic would return; anything else, valid or not, goes
+through pydantic, which decides. Importing pydantic and building the models cost every
+esact-run and esact-cc 0.1-0.15 s CPU for the shipped configs (issue 16); the test compares
+the two on generated tables (test/unit/runtime/test_plain_config_validation.py).
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Mapping
 from functools import cache
-from typing import Annotated, Any
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from typing import TYPE_CHECKING, Annotated, Any
 
 from .errors import ConfigError
 
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
 _KIND_NAMES = {int: "an integer", float: "a number", str: "a string"}
 _KIND_PLURALS = {int: "integers", float: "numbers", str: "strings"}
-_STRICT = ConfigDict(extra="forbid", strict=True, populate_by_name=False)
+_EXACT_FLOAT_INTEGERS = 1 << 53
+"""Integers compared with bounds in plain Python only below this (float bounds compare exactly)."""
 
 
 def _leaf_type(leaf: Any) -> Any:
     """The pydantic type of one parameter (an element's, for arrays) with its bounds."""
+    from pydantic import Field
+
     spec = leaf.param
     if leaf.kind is str:
         element = Annotated[str, Field(min_length=spec.lo, max_length=spec.hi)]
@@ -53,18 +65,29 @@ def table_model(cls: type) -> type[BaseModel]:
 
 
 def _model(name: str, tree: Mapping[str, Any]) -> type[BaseModel]:
+    from pydantic import ConfigDict, Field, create_model
+
     # Field names are positional, the TOML key is the alias: a key may be any TOML bare key
     # without clashing with BaseModel's own attributes.
     fields: dict[str, Any] = {}
     for k, (key, node) in enumerate(tree.items()):
         kind = _model(f"{name}.{key}", node) if isinstance(node, dict) else _leaf_type(node)
         fields[f"f{k}"] = (kind | None, Field(default=None, alias=key))
-    return create_model(name.replace(".", "_"), __config__=_STRICT, **fields)
+    strict = ConfigDict(extra="forbid", strict=True, populate_by_name=False)
+    return create_model(name.replace(".", "_"), __config__=strict, **fields)
 
 
 def validate_table(cls: type, table: Mapping[str, Any]) -> dict[str, Any]:
     """The values `table` states, by full dotted key (arrays as tuples), each checked for its
     type and bounds; an unknown key or a bad value is a ConfigError naming the key."""
+    plain = _plainly_valid(cls, table)
+    return plain if plain is not None else validated_by_pydantic(cls, table)
+
+
+def validated_by_pydantic(cls: type, table: Mapping[str, Any]) -> dict[str, Any]:
+    """`validate_table` by the pydantic model alone."""
+    from pydantic import ValidationError
+
     from .hw_params import schema
 
     try:
@@ -75,6 +98,52 @@ def validate_table(cls: type, table: Mapping[str, Any]) -> dict[str, Any]:
     _flatten(model.model_dump(by_alias=True, exclude_unset=True), "", values)
     leaves = schema(cls)
     return {k: tuple(v) if leaves[k].is_array else v for k, v in values.items()}
+
+
+def _plainly_valid(cls: type, table: Any) -> dict[str, Any] | None:
+    """`validate_table`'s values when every stated value is plainly valid, else None."""
+    from .hw_params import schema, tables
+
+    values: dict[str, Any] = {}
+    return values if _plain_node(table, "", schema(cls), tables(cls), values) else None
+
+
+def _plain_node(node: Any, prefix: str, leaves: Mapping[str, Any], table_names: frozenset[str],
+                out: dict[str, Any]) -> bool:
+    if type(node) is not dict:
+        return False
+    for key, value in node.items():
+        if type(key) is not str or "." in key:  # a quoted dotted key is no nested table
+            return False
+        full = prefix + key
+        if full in table_names:
+            if not _plain_node(value, full + ".", leaves, table_names, out):
+                return False
+            continue
+        leaf = leaves.get(full)
+        if leaf is None or not _plain_value(leaf, value):
+            return False
+        out[full] = tuple(value) if leaf.is_array else value
+    return True
+
+
+def _plain_value(leaf: Any, value: Any) -> bool:
+    if leaf.is_array:  # TOML arrays parse as lists
+        return type(value) is list and all(_plain_element(leaf, v) for v in value)
+    return _plain_element(leaf, value)
+
+
+def _plain_element(leaf: Any, value: Any) -> bool:
+    """Exactly of the parameter's kind (no bool, no integer for a float), finite, in bounds."""
+    if type(value) is not leaf.kind:
+        return False
+    if leaf.kind is float and not math.isfinite(value):
+        return False
+    if leaf.kind is int and abs(value) >= _EXACT_FLOAT_INTEGERS:
+        return False
+    measure = len(value) if leaf.kind is str else value
+    lo, hi = leaf.param.lo, leaf.param.hi
+    return (lo is None or measure >= lo) and (hi is None or measure <= hi)
 
 
 def _flatten(node: Mapping[str, Any], prefix: str, out: dict[str, Any]) -> None:
