@@ -13,7 +13,9 @@ Quantization (INT8 on the MAC array, FP32 in and out; numerics in
   with the FP32 [G] vector `groups(handle, size)` names in the weight store; `token_scales`
   instead of input_scale: each row (token) of x, or of each group run, is quantized with a
   scale computed from the row at run time (max |x| / 127, the SFU's QUANT_ROWS).
-- attention: `q_scale(..) k_scale(..) v_scale(..) p_scale(..)`: INT8 Q, K, V and probabilities.
+- attention: `q_scale(..) k_scale(..) v_scale(..) p_scale(..)`: INT8 Q, K, V and probabilities;
+  `p_row_scales` instead of p_scale: each query row's probabilities get the scale its largest
+  one sets at run time (QUANT_ROWS), so a diffuse row over many keys keeps its resolution.
 
 Masks (values; semantics in `esact_cc.interpreter.interpret_spls_ops`):
 - `rows(%map)` (linear and self-attention): reuse map [B, L] (or [L] for every batch element),
@@ -350,6 +352,8 @@ class AttentionOp(GemmOp):
     """Per-tensor INT8 scale of V."""
     p_scale = opt_prop_def(FloatAttr[Float32Type])
     """INT8 scale of the softmax probabilities (1/127 by default)."""
+    p_row_scales = opt_prop_def(UnitAttr)
+    """Probabilities quantized per query row, scale max_k p / 127 (replaces p_scale)."""
     c2p_scale = opt_prop_def(FloatAttr[Float32Type])
     """Per-tensor INT8 scale of the c2p table (quantized attention)."""
     p2c_scale = opt_prop_def(FloatAttr[Float32Type])
@@ -358,31 +362,14 @@ class AttentionOp(GemmOp):
     POSITIONAL: ClassVar[tuple[str, ...]] = ("q", "k", "v")
     REQUIRED: ClassVar[int] = 3
     KEYWORDS: ClassVar[tuple[str, ...]] = (
-        "mask",
-        "rows",
-        "spa",
-        "tokens",
-        "head_mask",
-        "c2p_table",
-        "c2p_index",
-        "p2c_table",
-        "p2c_index",
-        "num_heads",
-        "kv_heads",
-        "scale",
-        *ATTENTION_SCALES,
-        "c2p_scale",
-        "p2c_scale",
-        "causal",
+        "mask", "rows", "spa", "tokens", "head_mask", "c2p_table", "c2p_index", "p2c_table",
+        "p2c_index", "num_heads", "kv_heads", "scale", *ATTENTION_SCALES, "c2p_scale",
+        "p2c_scale", "p_row_scales", "causal",
     )
     KIND: ClassVar[dict[str, type[Attribute]]] = {
-        "num_heads": IntegerAttr,
-        "kv_heads": IntegerAttr,
-        "scale": FloatAttr,
-        **dict.fromkeys(ATTENTION_SCALES, FloatAttr),
-        "c2p_scale": FloatAttr,
-        "p2c_scale": FloatAttr,
-        "causal": UnitAttr,
+        "num_heads": IntegerAttr, "kv_heads": IntegerAttr, "scale": FloatAttr,
+        **dict.fromkeys((*ATTENTION_SCALES, "c2p_scale", "p2c_scale"), FloatAttr),
+        "p_row_scales": UnitAttr, "causal": UnitAttr,
     }
     SPELLING: ClassVar[dict[str, str]] = {"num_heads": "heads"}
     BARE: ClassVar[frozenset[str]] = frozenset({"mask"})
@@ -399,14 +386,15 @@ class AttentionOp(GemmOp):
         result_type: Attribute,
         *,
         kv_heads: int | None = None,
-        scales: tuple[float, float, float, float] | None = None,
+        scales: tuple[float, float, float, float | None] | None = None,
         rows: SSAValue | None = None,
         spa: SSAValue | None = None,
         tokens: SSAValue | None = None,
         head_mask: SSAValue | None = None,
         positions: dict[str, SSAValue | float | None] | None = None,
     ):
-        """`positions`: the disentangled terms, keyed `<term>_table`, `<term>_index` (values)
+        """`scales`: (q, k, v, p), p None for per-row probability scales (`p_row_scales`).
+        `positions`: the disentangled terms, keyed `<term>_table`, `<term>_index` (values)
         and `<term>_scale` (INT8 table scale) for each term of POSITION_TERMS present."""
         properties: dict[str, Attribute] = {
             "num_heads": IntegerAttr(num_heads, i64),
@@ -420,7 +408,9 @@ class AttentionOp(GemmOp):
         if kv_heads is not None and kv_heads != num_heads:
             properties["kv_heads"] = IntegerAttr(kv_heads, i64)
         if scales is not None:
-            properties.update({n: f32_attr(s) for n, s in zip(ATTENTION_SCALES, scales)})
+            properties.update({n: f32_attr(s) if s is not None else UnitAttr() for n, s in
+                               zip((*ATTENTION_SCALES[:3], "p_scale" if scales[3] is not None
+                                    else "p_row_scales"), scales)})
         if causal:
             properties["causal"] = UnitAttr()
         position_operands = [positions.get(f"{term}_{part}") for term in POSITION_TERMS
@@ -458,12 +448,12 @@ class AttentionOp(GemmOp):
             found[f"{term}_scale"] = None if table_scale is None else table_scale.value.data
         return found
 
-    def int8_scales(self) -> tuple[float, float, float, float] | None:
-        """(q, k, v, p) INT8 scales, or None for FP32 attention."""
+    def int8_scales(self) -> tuple[float, float, float, float | None] | None:
+        """(q, k, v, p) INT8 scales (p None: per-row probability scales), or None for FP32."""
         if not self.is_quantized:
             return None
-        q, k, v, p = (getattr(self, n).value.data for n in ATTENTION_SCALES)
-        return q, k, v, p
+        q, k, v = (getattr(self, n).value.data for n in ATTENTION_SCALES[:3])
+        return q, k, v, None if self.p_scale is None else self.p_scale.value.data
 
     def with_operands_of(self, **changes: object) -> AttentionOp:
         """A copy of this op with `changes` applied to the constructor's keyword arguments."""
@@ -522,7 +512,12 @@ class AttentionOp(GemmOp):
             what = "widths" if heads == kv_heads else "head widths"
             raise VerifyException(f"{self.name}: q and k {what} differ: {fmt(q)} vs {fmt(k)}")
         require_positive(self, "scale", self.scale)
-        self._verify_scales(ATTENTION_SCALES)
+        self._verify_scales(ATTENTION_SCALES[:3])
+        if self.is_quantized != ((self.p_scale is None) != (self.p_row_scales is None)):
+            raise VerifyException(f"{self.name}: a quantized attention has p_scale or "
+                                  "p_row_scales (one), an FP32 one neither")
+        if self.p_scale is not None:
+            require_positive(self, "p_scale", self.p_scale)
         if self.causal is not None and DYNAMIC_INDEX not in (q[1], k[1]) and q[1] > k[1]:
             raise VerifyException(
                 f"{self.name}: causal attention needs Lq <= Lk, got {q[1]} > {k[1]}"

@@ -5,8 +5,8 @@ attention: per batch element and head group, LOAD + QUANT of the Q, K, V column 
 then Q when masked: the SPLS lowering produces Q last; with `kv_heads` < heads, grouped-query
 attention, the group's K / V blocks are the K / V heads its query heads read: head h reads
 K / V head h // (heads / kv_heads)); per head ATTN_QK, DEQUANT (scale
-folded), [ADD a per-query mask], SOFTMAX (additive row mask, causal), QUANT P, ATTN_PV, DEQUANT,
-STORE; heads are software-pipelined (QK of head h+1 before PV of head h). When one head's [Lq, Lk]
+folded), [ADD a per-query mask], SOFTMAX (additive row mask, causal), QUANT P (QUANT_ROWS with
+`p_row_scales`: each row's scale into VBUF), ATTN_PV, DEQUANT (times those row scales), STORE; heads are software-pipelined (QK of head h+1 before PV of head h). When one head's [Lq, Lk]
 scores do not fit (VBUF quarter, ACC, ABUF with Q, K, V and P), dense attention runs in query
 tiles of whole key rows (`_attention_tiling`): K / V stay on chip across a head group's tiles,
 each tile's softmax sees all its keys, so nothing is recomputed and the result is unchanged;
@@ -76,10 +76,14 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
         lower_key_blocked(lw, op, rows, spa)  # not one query row over all keys fits
         return
     s_scale = attention_score_scale(op.scale.value.data, op.q_scale.value.data, op.k_scale.value.data)
-    o_scale = attention_output_scale(op.p_scale.value.data, op.v_scale.value.data)
+    # Per-row probability scales: QUANT_ROWS writes them, the output DEQUANT reads them after
+    # the column scale, which is then v_scale alone.
+    row_scaled = op.p_row_scales is not None
+    p_scale = 1.0 if row_scaled else op.p_scale.value.data
+    o_scale = attention_output_scale(p_scale, op.v_scale.value.data)
     s_vec = lw.constant("attention.score_scale", np.full(lk, s_scale, np.float32), ("s", lk, float(s_scale)))
     o_vec = lw.constant("attention.output_scale", np.full(dv, o_scale, np.float32), ("o", dv, float(o_scale)))
-    q_mult, k_mult, v_mult, p_mult = (quant_multiplier(s) for s in op.int8_scales())
+    q_mult, k_mult, v_mult, p_mult = (quant_multiplier(s) for s in (*op.int8_scales()[:3], p_scale))
     lk_all = lk
     window, skip_keys, per_row = _key_skipping(lw, op, lq, lk, rows, spa)
     q_tile, group = _attention_tiling(lw, op, lq, lk, d, dv, rows, spa, skip_keys and per_row)
@@ -111,13 +115,16 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
         """(first key, keys) query rows [r0, r0 + tq) compute over (`tile_key_range`)."""
         return tile_key_range(lq, lk, r0, tq, causal, window) if skip_keys else (0, lk)
 
-    def pv(b: int, h0: int, g: int, r0: int, tq: int, hh: int, p: int, va: int) -> None:
-        """P x V of head hh of the group over query rows [r0, r0 + tq), dequantized and stored
-        into its column block."""
+    def pv(b: int, h0: int, g: int, r0: int, tq: int, hh: int, p_tile: tuple[int, int | None],
+           va: int) -> None:
+        """P x V of head hh of the group over query rows [r0, r0 + tq), dequantized (times
+        P's row scales, if any) and stored into its column block."""
         h = h0 + hh
         kv0, kvg = kv_heads_of(h0, g)
         acc = lw.alloc(Buffer.ACC, tq * dv)
         k0, n = keys_of(r0, tq)
+        p, p_rows = p_tile
+        row_scale = {} if p_rows is None else {"has_row_scale": 1, "row_scale_addr": p_rows}
         lw.emit("attn_pv", "pv", out_addr=acc, p_addr=p,
                 v_addr=va + (h // share - kv0) * dv + k0 * kvg * dv, lq=tq, lk=n, d=dv,
                 v_stride=kvg * dv, **masks_of(b, h, r0, tq))
@@ -128,8 +135,10 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
                 whole_heads[hh] = lw.alloc(Buffer.VBUF, lq * dv)
             r = whole_heads[hh]
             lw.emit("dequant", "sfu", dst_addr=r + r0 * dv, src_addr=acc, rows=tq, cols=dv,
-                    scale_addr=o_addr)
+                    scale_addr=o_addr, **row_scale)
             lw.free(Buffer.ACC, acc)
+            if p_rows is not None:
+                lw.free(Buffer.VBUF, p_rows)
             if r0 + tq == lq:  # the head's last tile: every representative is computed
                 lw.emit("scatter_rows", "sfu", buf=Buffer.VBUF, dst_addr=r, src_addr=r, rows=lq,
                         cols=dv, map_addr=rows.reuse_map + 2 * lq * b)
@@ -137,8 +146,11 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
                 lw.free(Buffer.VBUF, whole_heads.pop(hh))
             return
         r = lw.alloc(Buffer.VBUF, tq * dv)
-        lw.emit("dequant", "sfu", dst_addr=r, src_addr=acc, rows=tq, cols=dv, scale_addr=o_addr)
+        lw.emit("dequant", "sfu", dst_addr=r, src_addr=acc, rows=tq, cols=dv, scale_addr=o_addr,
+                **row_scale)
         lw.free(Buffer.ACC, acc)
+        if p_rows is not None:
+            lw.free(Buffer.VBUF, p_rows)
         if scattered is not None:
             lw.emit("scatter_rows", "sfu", buf=Buffer.VBUF, dst_addr=r, src_addr=r, rows=tq,
                     cols=dv, map_addr=rows.reuse_map + 2 * lq * b)
@@ -147,11 +159,12 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
 
     def scores_to_p(b: int, h: int, scores: int, r0: int, tq: int,
                     q_rows: tuple[int, int], k_rows: tuple[int, int],
-                    shared_mask: int | None) -> int:
-        """DEQUANT, [position scores], [per-query mask], SOFTMAX and QUANT of query rows
-        [r0, r0 + tq) of head h (q_rows / k_rows: its Q and K in ABUF, address and stride;
-        shared_mask: the tile's mask rows the group's heads share, if LOADed once):
-        the ABUF address of P."""
+                    shared_mask: int | None) -> tuple[int, int | None]:
+        """DEQUANT, [position scores], [per-query mask], SOFTMAX and QUANT (QUANT_ROWS with
+        per-row probability scales) of query rows [r0, r0 + tq) of head h (q_rows / k_rows:
+        its Q and K in ABUF, address and stride; shared_mask: the tile's mask rows the
+        group's heads share, if LOADed once): the ABUF address of P and the VBUF address of
+        its row scales (None without)."""
         k0, lk = keys_of(r0, tq)
         f = lw.alloc(Buffer.VBUF, tq * lk)
         lw.emit("dequant", "sfu", dst_addr=f, src_addr=scores, rows=tq, cols=lk, scale_addr=s_addr)
@@ -173,19 +186,24 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
         lw.emit("softmax", "sfu", dst_addr=f, src_addr=f, rows=tq, cols=lk, scale=1.0,
                 **causal_fields, **extra)
         p = lw.alloc(Buffer.ABUF, tq * lk)
-        lw.emit("quant", "sfu", dst_addr=p, src_addr=f, rows=tq, cols=lk, mult=float(p_mult))
+        p_rows = lw.alloc(Buffer.VBUF, tq) if row_scaled else None
+        if p_rows is not None:
+            lw.emit("quant_rows", "sfu", dst_addr=p, src_addr=f, rows=tq, cols=lk, scale_addr=p_rows)
+        else:
+            lw.emit("quant", "sfu", dst_addr=p, src_addr=f, rows=tq, cols=lk, mult=float(p_mult))
         lw.free(Buffer.VBUF, f)
-        return p
+        return p, p_rows
 
     q_tiles = [(r0, min(q_tile, lq - r0)) for r0 in range(0, lq, q_tile)]
     for b in range(batch):
         for h0 in range(0, heads, group):
             g = min(group, heads - h0)
             kv0, kvg = kv_heads_of(h0, g)
-            # (first query row, rows, head in group, P address) waiting for P x V: two heads
-            # in flight, across query tiles too (QK of the next tile's first head runs before
-            # PV of this tile's last one, so one head per group also overlaps MAC and SFU).
-            pending: list[tuple[int, int, int, int]] = []
+            # (first query row, rows, head in group, (P, its row scales)) waiting for P x V:
+            # two heads in flight, across query tiles too (QK of the next tile's first head
+            # runs before PV of this tile's last one, so one head per group also overlaps MAC
+            # and SFU).
+            pending: list[tuple[int, int, int, tuple[int, int | None]]] = []
             q_next = 0  # ABUF address of the next tile's Q, quantized ahead
             for i, (r0, tq) in enumerate(q_tiles):
                 # K / V stay on chip across the query tiles; the first tile loads them with Q.

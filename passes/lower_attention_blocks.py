@@ -15,7 +15,9 @@ from DRAM per query tile. Causal attention stops each tile's blocks at its last 
 An additive row mask is read at the block's columns; a per-query one has its [tq, block] rows
 LOADed and ADDed after each DEQUANT (both sweeps). Row-reuse maps and SPA element masks are
 laid out per whole key row and are not blocked: such attention stays a one-line error when its
-key rows do not fit.
+key rows do not fit. So are per-row probability scales (`p_row_scales`):
+a row's scale is its largest probability, which no key block sees whole (the QUANT of each
+block takes one multiplier); `probability-scales=tensor` compiles it.
 """
 
 from __future__ import annotations
@@ -105,6 +107,9 @@ def lower_key_blocked(lw: Lowering, op: transformer.AttentionOp, rows: MaskTiles
     if tiling is None:
         raise CompileError(f"{too_big} (not even one query row over {min(CHUNK, lk)} keys "
                            "fits)")
+    if op.p_row_scales is not None:
+        raise CompileError(f"{too_big}: its key blocks take one probability scale, not one per "
+                           "query row (p_row_scales): quantize with --probability-scales tensor")
     tq, kb = tiling
     causal = op.causal is not None
     s_scale = attention_score_scale(op.scale.value.data, op.q_scale.value.data,

@@ -21,8 +21,13 @@ in FP32).
   (token) at run time from the row's max |x| (QUANT_ROWS; per row of each group run when the
   input also has group scales), for inputs whose rows differ in range (padding rows, a few
   large-norm tokens) more than one tensor scale covers; `tensor` keeps the calibrated scale.
-  Softmax probabilities: the calibrated largest
-  probability (x2 headroom, at most 1) over 127 (`probability_scale`).
+  Softmax probabilities (`probability-scales`): `row` quantizes each query row with the scale
+  its largest probability sets (QUANT_ROWS after SOFTMAX; the output DEQUANT multiplies it
+  back per row), `tensor` (for now the default) uses one calibrated scale per attention: the
+  calibrated largest probability (x2 headroom, at most 1) over 127 (`probability_scale`).
+  One scale cannot serve both a head's peaked rows (p near 1 on [CLS] / [SEP]) and its
+  diffuse rows over hundreds of keys (p near 1 / L, below half a step of 1/127: rounded to
+  0): a trained MiniLM at 512 tokens loses its attention to that (docs/design.md section 3).
 - The ranges are the `esact.calibration` attributes the `calibrate` step recorded on each op
   (esact_cc/calibrated_ranges.py; the step runs the interpreter, outside passes/): an FP32 GEMM
   op without them is an error naming it.
@@ -55,6 +60,8 @@ PROBABILITY_MARGIN = 2.0
 """Headroom over the calibrated largest attention probability (inputs differ from the samples)."""
 ACTIVATION_SCALES = ("tensor", "token")
 """Values of quantize's activation-scales option (linear inputs: calibrated or per row)."""
+PROBABILITY_SCALES = ("row", "tensor")
+"""Values of quantize's probability-scales option (per query row at run time, or calibrated)."""
 BIAS_CORRECTION = ("auto", "on", "off")
 """Values of quantize's bias-correction option (auto: where real calibration data set the
 input means)."""
@@ -143,6 +150,10 @@ class QuantizePass(WeightStorePass):
     means: `on`, `off`, or `auto` (the default): where the means come from calibration data,
     not from the synthetic samples (whose means are not real inputs')."""
 
+    probability_scales: str = option("tensor", choices=PROBABILITY_SCALES)
+    """Softmax probabilities: `row` (one scale per query row from its largest probability,
+    QUANT_ROWS at run time) or `tensor` (one calibrated scale per attention; the default)."""
+
     def __post_init__(self) -> None:
         typed_options.validate(self, "quantize")
 
@@ -162,9 +173,11 @@ class QuantizePass(WeightStorePass):
                 means = self._input_means(t, observed, store)
                 _rewrite_linear(t, weights, scale, groups, store, means)
             else:
+                p_scale = (None if self.probability_scales == "row"
+                           else probability_scale(observed.probability_peak))
                 _rewrite_attention(t, *(symmetric_scale(p) for p in
                                         (observed.q_peak, observed.k_peak, observed.v_peak)),
-                                   probability_scale(observed.probability_peak), store)
+                                   p_scale, store)
 
 
     def _input_means(self, op: transformer.LinearOp, observed: LinearRange,
@@ -292,8 +305,8 @@ def probability_scale(peak: float) -> float:
 
 
 def _rewrite_attention(
-    op: transformer.AttentionOp, q_scale: float, k_scale: float, v_scale: float, p_scale: float,
-    store: WeightStore,
+    op: transformer.AttentionOp, q_scale: float, k_scale: float, v_scale: float,
+    p_scale: float | None, store: WeightStore,
 ) -> None:
     # Disentangled position tables (constants): INT8 per tensor, scaled by their own peak.
     positions = op.positions()

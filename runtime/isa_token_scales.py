@@ -5,7 +5,9 @@ QUANT_ROWS quantizes an FP32 block to INT8 with one scale per row (per token) th
 computes from the row itself: scale[r] = max_c |x[r, c]| / 127, written to VBUF, where the
 DEQUANT after the GEMM reads it (`has_row_scale`: acc[r, c] * scale[c] * row_scale[r]). A
 linear quantized this way needs no calibrated input range, and each token gets the full INT8
-resolution whatever the other tokens hold (padding rows, a few large-norm tokens).
+resolution whatever the other tokens hold (padding rows, a few large-norm tokens). Attention
+probabilities with `p_row_scales` are quantized the same way (each query row's scale is its
+largest probability, read back by the DEQUANT after ATTN_PV).
 
 Cost (our model): two lane passes per element on the SFU (`SFU_PASSES["quant_rows"]`): the
 running max |x| over the row, then the multiply-round-clip of QUANT; the reciprocal of each

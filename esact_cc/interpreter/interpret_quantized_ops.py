@@ -140,13 +140,15 @@ def run_attention(
     q_scale: float,
     k_scale: float,
     v_scale: float,
-    p_scale: float,
+    p_scale: float | None,
     kv_heads: int | None = None,
     positions: Sequence[PositionTerm] = (),
 ) -> np.ndarray:
     """INT8 attention on numpy arrays ([B, L, D] FP32 each); query head h reads K / V head
     h // (num_heads / kv_heads); `positions`: disentangled terms added after the scores'
-    DEQUANT (`interpret_position_scores.add_int8_position_scores`)."""
+    DEQUANT (`interpret_position_scores.add_int8_position_scores`). `p_scale` None: each
+    query row's probabilities are quantized with the scale their largest sets (QUANT_ROWS),
+    which the output's DEQUANT multiplies back per row."""
     batch, lq, width = q.shape
     lk = k.shape[1]
     kv_heads = kv_heads or num_heads
@@ -158,7 +160,7 @@ def run_attention(
     row_mask = mask is None or mask_is_row_vector(np.shape(mask))
     visible = causal_visible(lq, lk) if causal else None
     s_scale = attention_score_scale(scale, q_scale, k_scale)
-    o_scale = attention_output_scale(p_scale, v_scale)
+    o_scale = attention_output_scale(1.0 if p_scale is None else p_scale, v_scale)
     out = np.empty((batch, lq, width_v), np.float32)
     for b in range(batch):
         for h in range(num_heads):
@@ -177,6 +179,10 @@ def run_attention(
                     probs = softmax_rows(scores, 1.0, m[0], visible)
                 else:
                     probs = softmax_rows(add_f32(scores, np.broadcast_to(m, (lq, lk))), 1.0, None, visible)
-            pv = int_matmul(quantize_int8(probs, p_scale), vi[b, :, g * dv:(g + 1) * dv])
-            out[b, :, h * dv:(h + 1) * dv] = dequantize(pv, np.full(dv, o_scale, np.float32), None)
+            p_rows = row_scales(probs) if p_scale is None else None
+            p_int = (quantize_int8(probs, p_scale) if p_rows is None
+                     else quantize_rows(probs, p_rows))
+            pv = int_matmul(p_int, vi[b, :, g * dv:(g + 1) * dv])
+            out[b, :, h * dv:(h + 1) * dv] = dequantize(pv, np.full(dv, o_scale, np.float32), None,
+                                                        p_rows)
     return out

@@ -1,13 +1,16 @@
-// RUN: esact-opt %s -p 'calibrate,quantize{activation-scales=tensor}' --no-print-debuginfo 2>&1 | filecheck %s
+// RUN: esact-opt %s -p 'calibrate,quantize{activation-scales=tensor probability-scales=tensor}' --no-print-debuginfo 2>&1 | filecheck %s
 // RUN: esact-opt %s -p calibrate,quantize --no-print-debuginfo 2>&1 | filecheck %s --check-prefix=AUTO
 // RUN: esact-opt %s -p calibrate --no-print-debuginfo 2>&1 | filecheck %s --check-prefix=RANGES
 // RUN: not esact-opt %s -p 'calibrate,quantize{activation-scales=rows}' 2>&1 | filecheck %s --check-prefix=BAD
+// RUN: esact-opt %s -p 'calibrate,quantize{probability-scales=row}' --no-print-debuginfo 2>&1 | filecheck %s --check-prefix=ROWP
+// RUN: not esact-opt %s -p 'calibrate,quantize{probability-scales=token}' 2>&1 | filecheck %s --check-prefix=BADP
 // quantize: transformer.linear/attention get INT8 weight handles and scales;
 // FP32 ops (layer norm, GELU, add, softmax, host regions) are left alone.
 // Without calibration data the ranges are synthetic (`synthetic` on each linear's range, so
 // bias-correction=auto leaves the biases alone); activation-scales=token (the default) scales
 // the linears' inputs per token (token_scales), activation-scales=tensor gives them calibrated
-// input scales.
+// input scales; probability-scales=row quantizes the attention's probabilities per query row
+// (p_row_scales), probability-scales=tensor with the calibrated p_scale.
 
 builtin.module attributes {esact.weight_store = "Inputs/tiny_layer.npz"} {
   func.func @main(%x: tensor<1x4x8xf32> {onnx.name = "x"}, %m: tensor<1x1x1x4xf32> {onnx.name = "mask"}) -> (tensor<1x4x8xf32> {onnx.name = "y"}) {
@@ -58,9 +61,13 @@ builtin.module attributes {esact.weight_store = "Inputs/tiny_layer.npz"} {
 
 // AUTO: %q = transformer.linear %h, %{{.*}}, %b weight_scale(%{{.*}}) token_scales : (tensor<1x4x8xf32>
 // AUTO: %att = transformer.attention %q, %q, %h mask %m heads(2) scale(5.000000e-01) q_scale(
+
+// ROWP: %att = transformer.attention %q, %q, %h mask %m heads(2) scale(5.000000e-01) q_scale({{.*}}) k_scale({{.*}}) v_scale({{.*}}) p_row_scales :
 // AUTO: %f = transformer.linear %l, %{{.*}}, %b2 weight_scale(%{{.*}}) token_scales :
 // AUTO: %f2 = transformer.linear %l, %{{.*}} weight_scale(%{{.*}}) token_scales :
 
 // RANGES: %q = transformer.linear %h, %w, %b {esact.calibration = {input_peak = {{.*}}, synthetic}}
 
 // BAD: activation-scales must be one of tensor|token, got 'rows'
+
+// BADP: probability-scales must be one of row|tensor, got 'token'

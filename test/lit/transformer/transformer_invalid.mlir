@@ -354,7 +354,31 @@ func.func @f(%x: tensor<1x4x8xf32>) {
   func.return
 }
 
-// CHECK: transformer.attention: q_scale, k_scale, v_scale, p_scale go together
+// CHECK: transformer.attention: q_scale, k_scale, v_scale go together
+
+// -----
+func.func @f(%x: tensor<1x4x8xf32>) {
+  %a = transformer.attention %x, %x, %x heads(2) scale(0.5) q_scale(0.25) k_scale(0.125) v_scale(0.0625) p_scale(0.0078) p_row_scales : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>) -> tensor<1x4x8xf32>
+  func.return
+}
+
+// CHECK: transformer.attention: a quantized attention has p_scale or p_row_scales (one), an FP32 one neither
+
+// -----
+func.func @f(%x: tensor<1x4x8xf32>) {
+  %a = transformer.attention %x, %x, %x heads(2) scale(0.5) q_scale(0.25) k_scale(0.125) v_scale(0.0625) : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>) -> tensor<1x4x8xf32>
+  func.return
+}
+
+// CHECK: transformer.attention: a quantized attention has p_scale or p_row_scales (one), an FP32 one neither
+
+// -----
+func.func @f(%x: tensor<1x4x8xf32>) {
+  %a = transformer.attention %x, %x, %x heads(2) scale(0.5) p_row_scales : (tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32>) -> tensor<1x4x8xf32>
+  func.return
+}
+
+// CHECK: transformer.attention: a quantized attention has p_scale or p_row_scales (one), an FP32 one neither
 
 // -----
 func.func @f(%x: tensor<1x4x8xf32>, %w: tensor<8x8xi8>, %s: tensor<8xf32>) {

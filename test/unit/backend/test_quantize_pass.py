@@ -145,10 +145,26 @@ def test_probability_scale_follows_the_calibrated_peak() -> None:
     module, store = layer.build(L=64, mask="none")
     inputs = layer.inputs(L=64, mask="none")
     reference = run_module(module, inputs, store)["y"]
-    _quantize(module, store)  # calibrated on the synthetic default, evaluated on other inputs
+    # calibrated on the synthetic default, evaluated on other inputs
+    _quantize(module, store)
     attention = next(op for op in module.walk() if isinstance(op, AttentionOp))
     assert attention.p_scale.value.data < 1 / 127  # 64 random keys: diffuse attention
     assert cosine(run_module(module, inputs, store)["y"], reference) > 0.999
+
+
+def test_probability_row_scales() -> None:
+    """probability-scales=row quantizes probabilities per query row (no calibrated p_scale);
+    a value that is neither row nor tensor is one error naming the choices."""
+    module, store = layer.build(L=64, mask="none")
+    inputs = layer.inputs(L=64, mask="none")
+    reference = run_module(module, inputs, store)["y"]
+    _quantize(module, store, probability_scales="row")
+    attention = next(op for op in module.walk() if isinstance(op, AttentionOp))
+    assert attention.p_row_scales is not None and attention.p_scale is None
+    assert attention.int8_scales()[3] is None
+    assert cosine(run_module(module, inputs, store)["y"], reference) > 0.999
+    with pytest.raises(CompileError, match="probability-scales must be one of row|tensor"):
+        QuantizePass(store=store, probability_scales="token")
 
 
 def test_input_groups_only_for_outlier_channels() -> None:
