@@ -28,7 +28,7 @@ from .dram_image import allocate_dram_image
 from .errors import EsactError, ProgramError
 from .esb import Program, check_program_fits
 from .esb_reader import release_mapped_pages
-from .gelu_erf import gelu_erf_float32
+from .gelu_erf import gelu  # also this module's name for it (the interpreter's)
 from .host_segments import HOST_TIME_LIMIT_S
 from .int8_gemm import exact_int8_product, wrap_int32
 from .isa import (
@@ -355,8 +355,8 @@ class Machine:
     def op_gather_rows(self, f: Mapping[str, int]) -> None:
         reuse = self.reuse_map("map_addr", f["rows"])
         computed = np.flatnonzero(reuse == -1)
-        src = self.view("src_addr")[computed].copy()
-        self.view("dst_addr")[:len(computed)] = src
+        src = self.view("src_addr", rows=len(computed))[computed].copy()  # computed rows only
+        self.view("dst_addr", rows=len(computed))[:len(computed)] = src
         self.work.sfu_elements = len(computed) * f["cols"]
         self.work.rows_total, self.work.rows_executed = f["rows"], len(computed)
 
@@ -364,12 +364,15 @@ class Machine:
         reuse = self.reuse_map("map_addr", f["rows"])
         rep = np.where(reuse == -1, np.arange(f["rows"]), reuse)
         if f["compact"]:
-            position = np.cumsum(reuse == -1) - 1  # index among computed rows
-            rep = position[rep]
-        self.view("dst_addr")[...] = self.view("src_addr")[rep]
-        self._sfu_elements(f)
-        self.work.rows_total = f["rows"]
-        self.work.rows_executed = int((reuse == -1).sum())
+            rep = (np.cumsum(reuse == -1) - 1)[rep]  # index among computed rows
+        # In place, a computed row is its own source: only the reused rows are read and written
+        in_place = not f["compact"] and f["src_addr"] == f["dst_addr"] \
+            and f["src_stride"] == f["dst_stride"]
+        moved = np.flatnonzero(reuse != -1) if in_place else slice(None)
+        n = len(moved) if in_place else f["rows"]
+        self.view("dst_addr", rows=n)[moved] = self.view("src_addr", rows=n)[rep[moved]]
+        self.work.sfu_elements = n * f["cols"]
+        self.work.rows_total, self.work.rows_executed = f["rows"], int((reuse == -1).sum())
 
     # -------------------------------------------------------------------- SPLS
 
@@ -511,15 +514,6 @@ class Machine:
                     instr.opcode_name]  # else an instruction added with isa.register_instruction
         kernel(self, instr.fields)
         return self.work
-
-
-def gelu(x: np.ndarray, mode: GeluMode) -> np.ndarray:
-    """GELU in float64, rounded once to float32 (erf: the C library's `math.erf`, bit for bit,
-    see gelu_erf.py)."""
-    if mode is GeluMode.TANH:
-        y = 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
-        return y.astype(np.float32)
-    return gelu_erf_float32(x)
 
 
 def _write_tensor(dram: np.ndarray, address: int, array: np.ndarray) -> None:

@@ -15,6 +15,8 @@ import math
 
 import numpy as np
 
+from .isa_fields import GeluMode
+
 ERF_BOUND = 1e-15
 """|vectorised erf - math.erf| stays below this (measured: at most 1.2e-16 over 4M points
 from -7 to 7; the test checks 2e-16)."""
@@ -136,3 +138,12 @@ def _gelu_chunk(x: np.ndarray) -> np.ndarray:
                  for v, w in zip(x[unsure].tolist(), scaled.tolist())]
         result[unsure] = np.array(exact, np.float64).astype(np.float32)
     return result
+
+
+def gelu(x: np.ndarray, mode: GeluMode) -> np.ndarray:
+    """GELU in float64, rounded once to float32 (erf: the C library's `math.erf`, bit for bit,
+    `gelu_erf_float32`): the GELU instruction's semantics."""
+    if mode is GeluMode.TANH:
+        y = 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+        return y.astype(np.float32)
+    return gelu_erf_float32(x)

@@ -110,3 +110,49 @@ def test_scores_of_a_row_and_element_masked_qk_are_its_kept_positions_once() -> 
     kept = int(element_mask[np.flatnonzero(ROW_MASK)].sum())
     assert qk.mask_kept == kept
     assert qk.sram_write_bytes == {"acc": 4 * kept}
+
+
+REUSE_MAP = np.array([-1, 0, 0, -1, 3, -1, 5, 5], "<i2")  # 3 of 8 rows computed, 5 reused
+SCATTER_COLS = 6
+
+
+def scatter(in_place: bool, compact: int = 0) -> Instruction:
+    return Instruction.make("scatter_rows", buf=Buffer.VBUF, dst_addr=0 if in_place else 64,
+                            src_addr=0, rows=M, cols=SCATTER_COLS, map_addr=ROW_MASK_AT,
+                            compact=compact)
+
+
+def run_rows(instr: Instruction) -> tuple:
+    program = Program([instr, Instruction.make("halt")], CFG.hash)
+    validate_program(program)
+    machine = Machine(program, CFG, max(check_program_fits(program, CFG), 1 << 16))
+    put(machine, Buffer.VBUF, 0, np.arange(M * SCATTER_COLS, dtype=np.float32))
+    put(machine, Buffer.MBUF, ROW_MASK_AT, REUSE_MAP.view(np.uint8))
+    work = machine.step(0, instr)
+    return work, machine.buffers[Buffer.VBUF][int(instr["dst_addr"]):][:M * SCATTER_COLS]
+
+
+def test_an_in_place_scatter_moves_the_reused_rows_only() -> None:
+    work, in_place = run_rows(scatter(in_place=True))
+    _, copied = run_rows(scatter(in_place=False))
+    np.testing.assert_array_equal(in_place, copied)  # same rows as the copy into dst
+    reused = int((REUSE_MAP != -1).sum())  # 5: the computed rows are already in place
+    assert work.sram_read_bytes == {"vbuf": 4 * reused * SCATTER_COLS, "mbuf": 2 * M}
+    assert work.sram_write_bytes == {"vbuf": 4 * reused * SCATTER_COLS}
+    assert work.sfu_elements == reused * SCATTER_COLS
+
+
+def test_a_scatter_into_other_rows_moves_every_row() -> None:
+    work, _ = run_rows(scatter(in_place=False))
+    assert work.sram_read_bytes == {"vbuf": 4 * M * SCATTER_COLS, "mbuf": 2 * M}
+    assert work.sram_write_bytes == {"vbuf": 4 * M * SCATTER_COLS}
+    assert work.sfu_elements == M * SCATTER_COLS
+
+
+def test_a_gather_moves_the_computed_rows_only() -> None:
+    instr = Instruction.make("gather_rows", buf=Buffer.VBUF, dst_addr=64, src_addr=0, rows=M,
+                             cols=SCATTER_COLS, map_addr=ROW_MASK_AT)
+    work, _ = run_rows(instr)
+    computed = int((REUSE_MAP == -1).sum())
+    assert work.sram_read_bytes == {"vbuf": 4 * computed * SCATTER_COLS, "mbuf": 2 * M}
+    assert work.sram_write_bytes == {"vbuf": 4 * computed * SCATTER_COLS}
