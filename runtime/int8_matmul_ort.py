@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,7 @@ MAX_K = 1 << 16
 _UINT8, _INT8, _INT32 = 2, 3, 6  # TensorProto.DataType
 _unset = object()
 _session: Any = _unset
+_session_pid = 0  # a forked child (sweep workers) makes its own session, never the parent's
 
 
 def _tensor_type(elem_type: int, dims: tuple[str, ...]) -> bytes:
@@ -67,9 +69,9 @@ def matmul_integer_model() -> bytes:
 def session() -> Any:
     """The MatMulInteger session, created and self-tested on first use; None when
     onnxruntime cannot give exact products here."""
-    global _session
-    if _session is _unset:
-        _session = _create()
+    global _session, _session_pid
+    if _session is _unset or _session_pid != os.getpid():
+        _session, _session_pid = _create(), os.getpid()
         if _session is not None and not _self_test(_session):
             _session = None
     return _session

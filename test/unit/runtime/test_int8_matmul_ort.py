@@ -5,9 +5,10 @@ row-selected operands included."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
-
 from esact_cc.runtime import int8_matmul_ort
 from esact_cc.runtime.int8_gemm import exact_int8_product
 
@@ -49,3 +50,22 @@ def test_the_model_runs_and_products_are_exact_when_the_session_is_used() -> Non
     got = exact_int8_product(a[::2], k.T)
     assert got.dtype == np.int32
     np.testing.assert_array_equal(got, a[::2].astype(np.int64) @ k.T.astype(np.int64))
+
+
+def _child_product(_: int) -> tuple[bool, bool]:
+    a = np.full((3, 40), 127, np.int8)
+    b = np.full((40, 2), -128, np.int8)
+    got = exact_int8_product(a, b)
+    return int8_matmul_ort._session_pid == os.getpid(), bool((got == -127 * 128 * 40).all())
+
+
+def test_a_forked_process_makes_its_own_session() -> None:
+    import multiprocessing
+
+    parent = int8_matmul_ort.session()
+    if parent is None:
+        pytest.skip("onnxruntime's integer GEMM is not exact on this machine")
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        own_session, exact = pool.map(_child_product, [0])[0]
+    assert own_session and exact
+    assert int8_matmul_ort._session is parent and int8_matmul_ort._session_pid == os.getpid()

@@ -12,13 +12,12 @@ import subprocess
 import sys
 from typing import Any
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from esact_cc.runtime.errors import ConfigError
 from esact_cc.runtime.hw_config import HardwareConfig
 from esact_cc.runtime.hw_params import schema, to_table
 from esact_cc.runtime.hw_validation import validate_table, validated_by_pydantic
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 LEAVES = list(schema(HardwareConfig).values())
 

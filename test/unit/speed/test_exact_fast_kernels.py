@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from esact_cc.runtime.int8_gemm import (FLOAT32_EXACT_K, exact_int8_product,
-                                        float32_int8_product)
+from esact_cc.runtime.int8_gemm import FLOAT32_EXACT_K, exact_int8_product, float32_int8_product
 
 from esact_cc.interpreter.interpret_onnx_ops import ONNX_KERNELS
 
