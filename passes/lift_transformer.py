@@ -25,15 +25,13 @@ Weights that must be transposed, scaled or sliced go into the module's weight st
 from __future__ import annotations
 
 import functools
-import gc
 import importlib
 import pkgutil
 import sys
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from esact_cc.collector_pause import collector_paused
 from esact_cc.dialects.onnx import OnnxOperation, WeightOp
 from esact_cc.passes.host_regions import group_host_regions
 from esact_cc.passes.layer_roles import analyse, stamp_block
@@ -76,24 +74,11 @@ class LiftReport:
     """One line per failed candidate: `<rule> at <node>: <check that failed>`."""
 
 
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """xDSL IR is made of reference cycles (op <-> results <-> uses), so every full collection
-    walks the whole IR; the lift's allocations trigger enough of them on a big graph to make
-    it super-linear (half the lift time of a 100k-node chain). The cycles the lift frees are
-    collected after it, by the next collection."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def lift_module(module: ModuleOp, store: WeightStore, group_host: bool = True) -> LiftReport:
     """Lift every function of `module` in place; returns what was lifted and missed."""
-    with _collector_paused():
+    # The IR is reference cycles: full collections would walk all of it, super-linear on a
+    # big graph (half the lift time of a 100k-node chain).
+    with collector_paused():
         return _lift_functions(module, store, group_host)
 
 

@@ -24,6 +24,7 @@ from xdsl.passes import ModulePass
 
 from esact_cc import tensor_types
 from esact_cc.backend.token_assignment import Access, Region, assign_tokens
+from esact_cc.collector_pause import collector_paused
 
 DRAM = "dram"
 
@@ -88,6 +89,7 @@ def _drop_read_only_dram(accesses: list[Access]) -> None:
         a.reads = [r for r in a.reads if r.space != DRAM or written(r)]
 
 
+@collector_paused()  # esact_cc/collector_pause.py: full collections walk the whole IR
 def schedule_module(module: ModuleOp) -> None:
     instrs, accesses = program_accesses(module)
     _drop_read_only_dram(accesses)

@@ -17,6 +17,7 @@ import numpy as np
 from xdsl.dialects.builtin import ModuleOp, NameLoc, StringAttr, TensorType
 
 from esact_cc import tensor_types
+from esact_cc.collector_pause import collector_paused
 from esact_cc.dialects import esact
 from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.esb import (
@@ -108,6 +109,7 @@ def esb_bytes(module: ModuleOp, store: WeightStore) -> bytes:
     return serialize_esb(program_from_module(module, store))
 
 
+@collector_paused()  # esact_cc/collector_pause.py: full collections walk the whole IR
 def emit_esb(module: ModuleOp, path: str | Path, store: WeightStore) -> Program:
     """Write the module's program to `path` atomically; returns the Program."""
     program = program_from_module(module, store)
