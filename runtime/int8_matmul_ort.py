@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import ProgramError
 from .host_model_tables import _bytes_field, _varint_field
 
 MAX_K = 1 << 16
@@ -94,9 +95,16 @@ def _create() -> Any:
 
 
 def product(runner: Any, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a @ b of int8 matrices (K <= MAX_K) as int32, exact on a self-tested session."""
+    """a @ b of int8 matrices (K <= MAX_K) as int32, exact on a self-tested session; a
+    failure of the session (out of memory) is one ProgramError line."""
     unsigned = np.bitwise_xor(a.view(np.uint8), np.uint8(0x80))  # a + 128, contiguous
-    return runner.run(None, {"A": unsigned, "B": np.ascontiguousarray(b)})[0]
+    try:
+        return runner.run(None, {"A": unsigned, "B": np.ascontiguousarray(b)})[0]
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        text = str(exc).strip().splitlines()
+        raise ProgramError(f"onnxruntime's integer GEMM failed on a {list(a.shape)} x "
+                           f"{list(b.shape)} product: {text[0] if text else type(exc).__name__}"
+                           ) from None
 
 
 _SHAPES = ((1, 1, 1), (1, 64, 16), (2, 17, 3), (3, 256, 1), (7, 300, 33), (16, 64, 64),
@@ -115,7 +123,7 @@ def _self_test(runner: Any) -> bool:
             b[:, : (n + 1) // 2] = extreme
             try:
                 got = product(runner, a, b)
-            except Exception:  # noqa: BLE001 - a session that cannot run is not used
+            except ProgramError:  # a session that cannot run is not used
                 return False
             want = np.matmul(a, b, dtype=np.int64)
             if got.dtype != np.int32 or got.shape != want.shape or not (got == want).all():

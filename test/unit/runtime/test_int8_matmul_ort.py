@@ -69,3 +69,18 @@ def test_a_forked_process_makes_its_own_session() -> None:
         own_session, exact = pool.map(_child_product, [0])[0]
     assert own_session and exact
     assert int8_matmul_ort._session is parent and int8_matmul_ort._session_pid == os.getpid()
+
+
+class Failing:
+    def run(self, _outputs: object, _feeds: object) -> list[np.ndarray]:
+        raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : bad allocation\nmore")
+
+
+def test_a_failing_session_is_one_error_line_and_never_used() -> None:
+    from esact_cc.runtime.errors import ProgramError
+
+    a, b = np.ones((2, 3), np.int8), np.ones((3, 4), np.int8)
+    with pytest.raises(ProgramError, match=r"^onnxruntime's integer GEMM failed on a \[2, 3\] "
+                                           r"x \[3, 4\] product: \[ONNXRuntimeError\].*allocation$"):
+        int8_matmul_ort.product(Failing(), a, b)
+    assert not int8_matmul_ort._self_test(Failing())
