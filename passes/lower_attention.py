@@ -107,6 +107,13 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
             fields.update(has_mask=1, mask_addr=spa_rows.tile(b, h, r0, tq))
         return fields
 
+    def kept_rows(b: int, r0: int) -> dict[str, int]:
+        """Row-mask fields of the SFU steps on query rows from r0 of batch element b: with row
+        reuse they run on the computed rows only (a reused row's scores, P and output are read
+        by nothing: ATTN_PV skips it, SCATTER_ROWS or O's row mask takes its representative's)."""
+        return {} if rows is None else {"has_row_mask": 1,
+                                        "row_mask_addr": rows.row_mask + b * lq + r0}
+
     def kv_heads_of(h0: int, g: int) -> tuple[int, int]:
         """(first K / V head, K / V heads) that query heads [h0, h0 + g) read."""
         return h0 // share, (h0 + g - 1) // share - h0 // share + 1
@@ -135,7 +142,7 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
                 whole_heads[hh] = lw.alloc(Buffer.VBUF, lq * dv)
             r = whole_heads[hh]
             lw.emit("dequant", "sfu", dst_addr=r + r0 * dv, src_addr=acc, rows=tq, cols=dv,
-                    scale_addr=o_addr, **row_scale)
+                    scale_addr=o_addr, **row_scale, **kept_rows(b, r0))
             lw.free(Buffer.ACC, acc)
             if p_rows is not None:
                 lw.free(Buffer.VBUF, p_rows)
@@ -147,7 +154,7 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
             return
         r = lw.alloc(Buffer.VBUF, tq * dv)
         lw.emit("dequant", "sfu", dst_addr=r, src_addr=acc, rows=tq, cols=dv, scale_addr=o_addr,
-                **row_scale)
+                **row_scale, **kept_rows(b, r0))
         lw.free(Buffer.ACC, acc)
         if p_rows is not None:
             lw.free(Buffer.VBUF, p_rows)
@@ -167,7 +174,9 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
         its row scales (None without)."""
         k0, lk = keys_of(r0, tq)
         f = lw.alloc(Buffer.VBUF, tq * lk)
-        lw.emit("dequant", "sfu", dst_addr=f, src_addr=scores, rows=tq, cols=lk, scale_addr=s_addr)
+        kept = kept_rows(b, r0)  # QUANT_ROWS and the position / blocked mask terms: all rows
+        lw.emit("dequant", "sfu", dst_addr=f, src_addr=scores, rows=tq, cols=lk, scale_addr=s_addr,
+                **kept)
         lw.free(Buffer.ACC, scores)
         positions.add(f, h, r0, tq, k0, lk, q_rows, k_rows)
         extra = ({} if spa is None else
@@ -175,22 +184,24 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
         if mask_rows.per_query and lk < lk_all:
             add_mask_block(lw, mask_rows, f, b, h, lq, lk_all, r0, tq, k0, lk)
         elif shared_mask is not None:
-            lw.emit("add", "sfu", dst_addr=f, a_addr=f, b_addr=shared_mask, rows=tq, cols=lk)
+            lw.emit("add", "sfu", dst_addr=f, a_addr=f, b_addr=shared_mask, rows=tq, cols=lk,
+                    **kept)
         elif mask_rows.per_query:
-            mask_rows.add_fresh_block(b, h, f, r0, tq)
+            mask_rows.add_fresh_block(b, h, f, r0, tq, kept=kept)
         elif mask_rows.present:
             extra.update(has_add_mask=1, add_mask_addr=mask_rows.row(b, h) + k0)
         # Causal: key k0 + c is visible to query row r0 + r when k0 + c <= r + r0 + lk - lq.
         causal_fields = {"causal": int(causal),
                          "causal_offset": lk_all - lq + r0 - k0 if causal else 0}
         lw.emit("softmax", "sfu", dst_addr=f, src_addr=f, rows=tq, cols=lk, scale=1.0,
-                **causal_fields, **extra)
+                **causal_fields, **extra, **kept)
         p = lw.alloc(Buffer.ABUF, tq * lk)
         p_rows = lw.alloc(Buffer.VBUF, tq) if row_scaled else None
         if p_rows is not None:
             lw.emit("quant_rows", "sfu", dst_addr=p, src_addr=f, rows=tq, cols=lk, scale_addr=p_rows)
         else:
-            lw.emit("quant", "sfu", dst_addr=p, src_addr=f, rows=tq, cols=lk, mult=float(p_mult))
+            lw.emit("quant", "sfu", dst_addr=p, src_addr=f, rows=tq, cols=lk, mult=float(p_mult),
+                    **kept)
         lw.free(Buffer.VBUF, f)
         return p, p_rows
 

@@ -205,12 +205,14 @@ class MaskRows:
                      rows=rows, cols=lk)
 
     def add_fresh_block(self, b: int, h: int, dst: int, r0: int, rows: int,
-                        component: str = "sfu") -> None:
+                        component: str = "sfu", kept: dict[str, int] | None = None) -> None:
         """ADD rows [r0, r0 + rows) of the [Lq, Lk] block of a per-query mask to the scores at
-        `dst`, loaded for this head and query tile alone (the attention streams it)."""
+        `dst`, loaded for this head and query tile alone (the attention streams it); `kept`:
+        the row-mask fields of the rows the ADD runs on (default all)."""
         lk = self.shape[3]
         mm = self.fresh_rows(b, h, r0, rows)
-        self.lw.emit("add", component, dst_addr=dst, a_addr=dst, b_addr=mm, rows=rows, cols=lk)
+        self.lw.emit("add", component, dst_addr=dst, a_addr=dst, b_addr=mm, rows=rows, cols=lk,
+                     **(kept or {}))
         self.lw.free(Buffer.VBUF, mm)
 
     def fresh_rows(self, b: int, h: int, r0: int, rows: int, into: int | None = None) -> int:

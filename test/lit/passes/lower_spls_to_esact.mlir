@@ -33,6 +33,9 @@
 // CHECK:      esact.gemm {{.*}}m = 4, k = 8, n = 8, {{.*}}has_row_mask = 1, row_mask_addr = [[ROWS]], {{.*}}component = "q"
 // CHECK-NOT:  esact.scatter_rows
 // CHECK:      esact.attn_qk {{.*}}has_mask = 0, mask_addr = 0, has_row_mask = 1, row_mask_addr = [[ROWS]] {component = "qk", layer = 0 : i64}
+// CHECK-NEXT: esact.dequant {{.*}}has_row_mask = 1, row_mask_addr = [[ROWS]] {component = "sfu"
+// CHECK:      esact.softmax {{.*}}has_row_mask = 1, row_mask_addr = [[ROWS]] {component = "sfu"
+// CHECK-NEXT: esact.quant {{.*}}has_row_mask = 1, row_mask_addr = [[ROWS]] {component = "sfu"
 // CHECK:      esact.attn_pv {{.*}}has_mask = 0, mask_addr = 0, has_row_mask = 1, row_mask_addr = [[ROWS]] {component = "pv", layer = 0 : i64}
 // CHECK-NOT:  esact.scatter_rows
 // CHECK:      esact.gemm {{.*}}has_row_mask = 1, row_mask_addr = [[ROWS]], {{.*}}component = "o"
