@@ -176,6 +176,7 @@ def run_cli(args: argparse.Namespace) -> None:
         budget_screen,
         check_augment,
     )
+    from esact_cc.tuning.spls_accounting import PREDICTION_MAC_PER_PRODUCT
     from esact_cc.tuning.spls_calibration_inputs import load_calibration_data, model_inputs
     from esact_cc.tuning.spls_measurement import SplsEvaluator
     from esact_cc.tuning.spls_tuning import tune
@@ -230,7 +231,7 @@ def run_cli(args: argparse.Namespace) -> None:
         "output": evaluator.output,
         "ir": args.ir,
         "dense_accuracy": evaluator.dense_accuracy,
-        "prediction_mac_per_product": 0.1,
+        "prediction_mac_per_product": PREDICTION_MAC_PER_PRODUCT,
         "augment": args.augment,
     }
     config = result.config(info)

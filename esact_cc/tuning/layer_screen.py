@@ -36,9 +36,15 @@ from esact_cc.sparsity.spls_options import SplsConfig
 
 SCREEN_MODES = ("off", "on")
 """`--layer-screen`: no screen (the search of before), or the screen above."""
-DEFAULT_LAYER_SCREEN = "off"
-DEFAULT_SCREEN_MARGIN = 1
-"""Ladder steps a broken scan's floor moves up (`--screen-margin`)."""
+DEFAULT_LAYER_SCREEN = "on"
+"""On the digits ViT (1-point budget, confidence 0.9, 180 images calibrate, 180 held apart, three
+splits) the search without it lost 2.78 / 1.11 / 2.78 points held apart; with it, margin 3:
+0 / 0 / 0 at 15.1% of the dense program removed (docs/design.md section 6.2;
+bench/results/tune_confidence_digits_layer_screen.json)."""
+DEFAULT_SCREEN_MARGIN = 3
+"""Ladder steps a broken scan's floor moves up (`--screen-margin`). Same runs: margin 1 lost
+1.11 / 0 / 0.56 points held apart (18.2% removed), margin 2 0.56 / 0 / 1.67 (17.1%), margin 3
+0 / 0 / 0 (15.1%): the smallest that kept the budget on all three."""
 PROBE_CHUNK = 3
 """Thresholds measured per call while scanning (one call shares the interpreter's memo of the
 dense layers before the probed one; a larger chunk wastes probes past the break)."""

@@ -41,8 +41,10 @@ held-apart images: the search's selection, which no bound on one sample covers
 over the K settings compared (z at 1 - 0.1 / K) would cover it, but bounds no flip on n inputs
 at 100 z / (n + 2): 1.56 points at K = 43 and n = 180, so nothing passes a 1-point budget
 below 282 inputs (319 at esact-tune's K of about 150). What kept the budget on the digits ViT
-is seeing more of each input's neighbourhood: esact-tune --augment (calibration_augmentation.py;
-bench/results/tune_confidence_rules_digits.json)."""
+is seeing more of each input's neighbourhood on a fixed grid (esact-tune --augment,
+calibration_augmentation.py; bench/results/tune_confidence_rules_digits.json) and, in esact-tune's
+own search, the layer screen (layer_screen.py; bench/results/
+tune_confidence_digits_layer_screen.json)."""
 LOSS_ESTIMATES = ("flips", "margins")
 """What a labelled input's loss is for the bound (`--loss-estimate`)."""
 DEFAULT_LOSS_ESTIMATE = "flips"
