@@ -154,3 +154,21 @@ def test_a_uniform_setting_below_a_floor_is_not_chosen(tables, monkeypatch):
 def test_bad_screen_options_are_refused(screen, margin, message):
     with pytest.raises(CompileError, match=message):
         SearchOptions(layer_screen=screen, screen_margin=margin).validate()
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--screen-margin", "-1"], "--screen-margin must be >= 0"),
+    (["--layer-screen", "maybe"], "invalid choice"),
+])
+def test_bad_screen_options_are_one_line_cli_errors(tmp_path, capsys, extra, fragment):
+    from esact_cc.cli import esact_tune_main
+
+    try:
+        code = esact_tune_main.main(["model.onnx", "--calibration-data", "calib.npz", "-o",
+                                     str(tmp_path / "spls.json"), *extra])
+    except SystemExit as exit_:  # argparse's own choices check: usage + one error line
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code != 0 and fragment in err and "Traceback" not in err
+    assert len([line for line in err.strip().splitlines() if "error" in line]) == 1
+    assert not (tmp_path / "spls.json").exists()
