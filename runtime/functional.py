@@ -6,9 +6,10 @@ array sized to the program's extent, allocates the on-chip buffers of the config
 instructions in program order (the reference serialization, see isa.py) and returns the
 outputs and one `isa.Work` record per instruction (for the timing and energy models).
 
-Integer results are exact: INT8 products are summed with float32 BLAS in K blocks of at most
-1024, where every partial sum is an exactly representable integer (1024 * 128 * 128 = 2^24),
-and the blocks in float64 (int8_gemm.py). SFU operations compute in float64 and round once to float32.
+Integer results are exact: INT8 products come from onnxruntime's integer GEMM where a
+self-test finds it exact, else from float32 BLAS in K blocks of at most 1024 whose partial sums
+are exactly representable integers (int8_gemm.py, int8_matmul_ort.py). SFU operations compute
+in float64 and round once to float32.
 Every failure is a ProgramError (or another EsactError) naming the instruction index.
 """
 
