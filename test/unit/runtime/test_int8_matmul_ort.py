@@ -80,7 +80,8 @@ def test_a_failing_session_is_one_error_line_and_never_used() -> None:
     from esact_cc.runtime.errors import ProgramError
 
     a, b = np.ones((2, 3), np.int8), np.ones((3, 4), np.int8)
-    with pytest.raises(ProgramError, match=r"^onnxruntime's integer GEMM failed on a \[2, 3\] "
-                                           r"x \[3, 4\] product: \[ONNXRuntimeError\].*allocation$"):
+    message = (r"^onnxruntime's integer GEMM failed on a \[2, 3\] x \[3, 4\] product: "
+               r"\[ONNXRuntimeError\].*allocation$")
+    with pytest.raises(ProgramError, match=message):
         int8_matmul_ort.product(Failing(), a, b)
     assert not int8_matmul_ort._self_test(Failing())
