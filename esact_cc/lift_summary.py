@@ -33,7 +33,7 @@ from typing import Any, TextIO
 
 from xdsl.context import Context
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ModuleOp
+from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.ir import Operation, OpResult, SSAValue
 from xdsl.passes import ModulePass
 
@@ -72,6 +72,9 @@ class LiftSummary:
     """The scheme's line (`sparsity spls: layers 0, 1 of 2`), once the sparsity stage ran."""
     dead_rows: str | None = None
     """What esact-dead-rows removed (passes/dead_rows.py), once the quantized stage ran."""
+    on_chip: str | None = None
+    """Activations kept on chip or through DRAM (passes/on_chip_activations.py), once the
+    esact stage ran with keep-on-chip."""
 
     def total(self, kind: str) -> int:
         return self.lifted[kind] + len(self.on_host[kind])
@@ -81,7 +84,8 @@ class LiftSummary:
         lines = [f"lifted to the accelerator: {counts}; {len(self.host_regions)} host "
                  f"region(s)"]
         lines += [region.text() for region in self.host_regions]
-        lines += [line for line in (self.dead_rows, self.sparsity) if line is not None]
+        lines += [line for line in (self.dead_rows, self.sparsity, self.on_chip)
+                  if line is not None]
         return lines
 
     def to_json(self) -> dict[str, object]:
@@ -93,6 +97,7 @@ class LiftSummary:
                              for r in self.host_regions],
             "sparsity": self.sparsity,
             "dead_rows": self.dead_rows,
+            "keep_on_chip": self.on_chip,
         }
 
 
@@ -260,6 +265,11 @@ class CompileSummary:
             self.summary.dead_rows = dead_rows_line(module)
         elif stage == "sparsity" and self.summary is not None:
             self.summary.sparsity = sparsity_line(self.scheme, module)
+        elif stage == "esact" and self.summary is not None:
+            from esact_cc.passes.on_chip_activations import SUMMARY_ATTR
+
+            line = module.attributes.get(SUMMARY_ATTR)
+            self.summary.on_chip = line.data if isinstance(line, StringAttr) else None
 
     def write(self, stream: TextIO, prog: str) -> None:
         """One `prog: ` line each (nothing if the lift stage did not run in this compile)."""

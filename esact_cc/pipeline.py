@@ -137,7 +137,8 @@ def _lower_passes(options: CompileOptions) -> list[ModulePass]:
     # The lowering's named steps (passes/lower_to_esact.py), so each one's IR can be printed.
     hw = options.extra.get("hw")
     return [make_pass("esact-select-instructions", hw=hw,
-                      spls_chunk_rows=options.extra.get("spls_chunk_rows")),
+                      spls_chunk_rows=options.extra.get("spls_chunk_rows"),
+                      keep_on_chip=options.extra.get("keep_on_chip") is not False),
             make_pass("esact-allocate-buffers", hw=hw), make_pass("esact-order", hw=hw),
             make_pass("schedule")]
 
@@ -164,7 +165,8 @@ STAGES: list[Stage] = [
           options={"sparsity": (str, type(None)), "sparsity_option": SpecsOption,
                    "spls_option": SpecsOption, "spls_config": PathOption}),
     Stage("esact", "ESACT instructions, buffers and dependency tokens (esact dialect)",
-          _lower_passes, options={"hw": PathOption, "spls_chunk_rows": (int, type(None))}),
+          _lower_passes, options={"hw": PathOption, "spls_chunk_rows": (int, type(None)),
+                                  "keep_on_chip": (bool, type(None))}),
     Stage("esb", "the .esb binary (-o FILE.esb)", _no_passes, _write_esb),
 ]
 """The stages in order. Append to add one."""

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from esact_cc.dialects import transformer
 from esact_cc.passes.lowering_state import F32, Lowering
+from esact_cc.passes.on_chip_activations import rows_on_chip
 from esact_cc.quantized_kernels import GELU_MODES
 from esact_cc.runtime.isa import Buffer
 from xdsl.ir import Operation, SSAValue
@@ -81,6 +82,11 @@ def _tile_epilogue(lw: Lowering, op: transformer.LinearOp, value: SSAValue, user
         residual = lw.f32_tensor(other, "residual")
 
         def add(o: int, m0: int, mt: int, n0: int, nt: int, kept: dict[str, int]) -> None:
+            resident = rows_on_chip(lw, residual, m0, n0)
+            if resident is not None:  # the residual is kept on chip: read where it is
+                lw.emit("add", "sfu", dst_addr=o, a_addr=o, b_addr=resident, rows=mt, cols=nt,
+                        b_stride=residual.cols if nt < residual.cols else 0, **kept)
+                return
             r = lw.alloc(Buffer.VBUF, mt * nt)
             lw.load(Buffer.VBUF, r, residual.address + (m0 * residual.cols + n0) * F32, mt, nt,
                     dram_stride=residual.cols * F32)

@@ -46,6 +46,7 @@ from esact_cc.passes.lowering_state import (
     round_tile,
     shape_of,
 )
+from esact_cc.passes.on_chip_activations import rows_on_chip, write_or_keep
 from esact_cc.passes.spls_scratch import PredictScratch
 from esact_cc.quantized_kernels import (
     input_groups,
@@ -183,8 +184,8 @@ def _finish_column_tile(lw: Lowering, row_tiles: MaskTiles | None, epilogue, out
                     map_addr=row_tiles.reuse_map + 2 * (m0 + s0))
     if epilogue is not None:
         epilogue(o, m0, mt, n0, nt, kept)
-    lw.write_tile(out_value, o, m0, mt, n0, nt)
-    lw.free(Buffer.VBUF, o)
+    if not write_or_keep(lw, out_value, o, m0, mt, n0, nt):
+        lw.free(Buffer.VBUF, o)
 
 
 def _ahead_column(lw: Lowering, tiles: MaskTiles | None, row_tiles: list[tuple[int, int]],
@@ -350,10 +351,16 @@ def _quantize_tokens(lw: Lowering, x: DramTensor, m0: int, mt: int, k: int, a: i
     if deferred is not None:
         table = lw.alloc(Buffer.VBUF, deferred.table.cols)
         lw.load(Buffer.VBUF, table, deferred.table.address, 1, deferred.table.cols)
+    kept = None if deferred is not None else rows_on_chip(lw, x, m0)
+    if kept is not None:  # the input is kept on chip: QUANT_ROWS reads it there, all rows
+        chunk = mt
     for r in range(0, mt, chunk):
         rows = min(chunk, mt - r)
-        v = lw.alloc(Buffer.VBUF, rows * k)
-        lw.load(Buffer.VBUF, v, x.address + (m0 + r) * k * F32, rows, k)
+        if kept is None:
+            v = lw.alloc(Buffer.VBUF, rows * k)
+            lw.load(Buffer.VBUF, v, x.address + (m0 + r) * k * F32, rows, k)
+        else:
+            v = kept + r * k
         if deferred is not None:
             deferred.apply(v, rows, k, table)
         for g, (start, end, _) in enumerate(runs):
@@ -361,7 +368,8 @@ def _quantize_tokens(lw: Lowering, x: DramTensor, m0: int, mt: int, k: int, a: i
             lw.emit("quant_rows", "sfu", dst_addr=a + r * k + start, src_addr=v + start,
                     rows=rows, cols=end - start, src_stride=stride, dst_stride=stride,
                     scale_addr=row_scales + g * scale_stride + r)
-        lw.free(Buffer.VBUF, v)
+        if kept is None:
+            lw.free(Buffer.VBUF, v)
     if deferred is not None:
         lw.free(Buffer.VBUF, table)
 

@@ -32,6 +32,10 @@ def lower_select_rows(lw: Lowering, op: SelectRowsOp) -> None:
     x = lw.f32_tensor(op.x, "x")
     batch, length, cols = x.shape
     kept = len(op.kept)
+    runs = row_runs(op.kept)
+    if batch == 1 and len(runs) == 1 and lw.on_chip is not None \
+            and lw.on_chip.alias_rows(op.result, x, runs[0][0]):
+        return  # one block of rows of a tensor kept on chip (keep-on-chip): read there
     if kept == 1:  # one row per batch element: the result's rows, one strided LOAD per chunk
         _copy(lw, op, x.address + op.kept[0] * cols * F32, batch, 0, length * cols * F32)
         return

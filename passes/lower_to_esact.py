@@ -54,6 +54,8 @@ from esact_cc.passes.order_instructions import order_module
 from esact_cc.passes.lower_attention import lower_attention
 from esact_cc.passes.lower_linear import lower_linear
 from esact_cc.passes.lower_spls_to_esact import PREDICTION_RULES
+from esact_cc.passes.on_chip_activations import SUMMARY_ATTR as ON_CHIP_SUMMARY_ATTR
+from esact_cc.passes.on_chip_activations import rows_on_chip, write_or_keep
 from esact_cc.passes.lowering_state import (
     F32,
     GELU_MODES,
@@ -83,18 +85,33 @@ def rowwise(lw: Lowering, sources: Sequence[DramTensor], dest: SSAValue,
             body: Callable[[list[int], int, int], None]) -> None:
     """LOAD row chunks of each source into VBUF, run `body(addresses, rows, cols)` (which
     leaves the result in the first chunk), write the first chunk as `dest`'s rows."""
+    rowwise_to(lw, sources, dest, lambda dst, srcs, rows, cols: body(srcs, rows, cols),
+               in_place=True)
+
+
+def rowwise_to(lw: Lowering, sources: Sequence[DramTensor], dest: SSAValue,
+               body: Callable[[int, list[int], int, int], None], in_place: bool = False) -> None:
+    """Row chunks of each source in VBUF: `body(result, sources, rows, cols)` writes the
+    result chunk, written (or kept on chip: `write_or_keep`) as `dest`'s rows. A source kept
+    on chip is read where it is (the result then gets its own chunk), the others are LOADed;
+    `in_place`: every source LOADed, the result is the first one's chunk."""
     rows, cols = sources[0].rows, sources[0].cols
     chunk = max(1, min(rows, MAX_DIM, (lw.capacity(Buffer.VBUF) // STAGE_FRACTION) // (cols * len(sources))))
     for r0 in range(0, rows, chunk):
         n = min(chunk, rows - r0)
-        addrs = []
+        addrs, loaded = [], []
         for src in sources:
-            a = lw.alloc(Buffer.VBUF, n * cols)
-            lw.load(Buffer.VBUF, a, src.address + r0 * cols * F32, n, cols)
+            a = None if in_place else rows_on_chip(lw, src, r0)
+            if a is None:
+                a = lw.alloc(Buffer.VBUF, n * cols)
+                lw.load(Buffer.VBUF, a, src.address + r0 * cols * F32, n, cols)
+                loaded.append(a)
             addrs.append(a)
-        body(addrs, n, cols)
-        lw.write_tile(dest, addrs[0], r0, n, 0, cols)
-        lw.free(Buffer.VBUF, *addrs)
+        dst = addrs[0] if addrs[0] in loaded else lw.alloc(Buffer.VBUF, n * cols)
+        body(dst, addrs, n, cols)
+        kept = write_or_keep(lw, dest, dst, r0, n, 0, cols)
+        owned = loaded if dst in loaded else [*loaded, dst]
+        lw.free(Buffer.VBUF, *[a for a in owned if not (kept and a == dst)])
 
 
 
@@ -104,11 +121,11 @@ def lower_layer_norm(lw: Lowering, op: transformer.LayerNormOp) -> None:
     g = load_gamma_beta(lw, op, n)
     eps = float(op.epsilon.value.data)
 
-    def body(addrs: list[int], rows: int, cols: int) -> None:
-        lw.emit("layernorm", "sfu", dst_addr=addrs[0], src_addr=addrs[0], rows=rows, cols=cols,
+    def body(dst: int, addrs: list[int], rows: int, cols: int) -> None:
+        lw.emit("layernorm", "sfu", dst_addr=dst, src_addr=addrs[0], rows=rows, cols=cols,
                   gamma_addr=g, beta_addr=g + n, eps=eps)
 
-    rowwise(lw, [x], op.result, body)
+    rowwise_to(lw, [x], op.result, body)
     lw.free(Buffer.VBUF, g)
 
 
@@ -116,27 +133,27 @@ def lower_layer_norm(lw: Lowering, op: transformer.LayerNormOp) -> None:
 def lower_gelu(lw: Lowering, op: transformer.GeluOp) -> None:
     mode = GELU_MODES[op.approximate.data]
 
-    def body(addrs: list[int], rows: int, cols: int) -> None:
-        lw.emit("gelu", "sfu", dst_addr=addrs[0], src_addr=addrs[0], rows=rows, cols=cols, mode=mode)
+    def body(dst: int, addrs: list[int], rows: int, cols: int) -> None:
+        lw.emit("gelu", "sfu", dst_addr=dst, src_addr=addrs[0], rows=rows, cols=cols, mode=mode)
 
-    rowwise(lw, [lw.f32_tensor(op.x, "x")], op.result, body)
+    rowwise_to(lw, [lw.f32_tensor(op.x, "x")], op.result, body)
 
 
 
 def lower_softmax(lw: Lowering, op: transformer.SoftmaxOp) -> None:
-    def body(addrs: list[int], rows: int, cols: int) -> None:
-        lw.emit("softmax", "sfu", dst_addr=addrs[0], src_addr=addrs[0], rows=rows, cols=cols, scale=1.0)
+    def body(dst: int, addrs: list[int], rows: int, cols: int) -> None:
+        lw.emit("softmax", "sfu", dst_addr=dst, src_addr=addrs[0], rows=rows, cols=cols, scale=1.0)
 
-    rowwise(lw, [lw.f32_tensor(op.x, "x")], op.result, body)
+    rowwise_to(lw, [lw.f32_tensor(op.x, "x")], op.result, body)
 
 
 
 def lower_add(lw: Lowering, op: transformer.AddOp) -> None:
-    def body(addrs: list[int], rows: int, cols: int) -> None:
-        lw.emit("add", "sfu", dst_addr=addrs[0], a_addr=addrs[0], b_addr=addrs[1], rows=rows, cols=cols)
+    def body(dst: int, addrs: list[int], rows: int, cols: int) -> None:
+        lw.emit("add", "sfu", dst_addr=dst, a_addr=addrs[0], b_addr=addrs[1], rows=rows, cols=cols)
 
     sources = [lw.f32_tensor(op.lhs, "lhs"), lw.f32_tensor(op.rhs, "rhs")]
-    rowwise(lw, sources, op.result, body)
+    rowwise_to(lw, sources, op.result, body)
 
 
 
@@ -178,14 +195,15 @@ for _op_type, _rule in BUILTIN_RULES.items():
 
 
 def select_instructions(module: ModuleOp, store: WeightStore, config: HardwareConfig,
-                        spls_chunk_rows: int | None = None) -> None:
+                        spls_chunk_rows: int | None = None, keep_on_chip: bool = True) -> None:
     """Replace @main of `module` by the selection stream of its esact program (see the module
-    docstring); `spls_chunk_rows` as the pass option of that name."""
+    docstring); `spls_chunk_rows`, `keep_on_chip` as the pass options of those names."""
     from esact_cc.sparsity.registry import import_scheme_modules
 
     import_scheme_modules("lowering")  # a scheme's rules register when its module is imported
     function = main_function(module)
-    lowering = Lowering(module, store, config, registered_lowerings(), spls_chunk_rows)
+    lowering = Lowering(module, store, config, registered_lowerings(), spls_chunk_rows,
+                        keep_on_chip)
     lowering.stamps = layers_and_roles(function)
     block = function.body.block
     for name, arg in zip(io_names(function, results=False), block.args):
@@ -212,6 +230,8 @@ def select_instructions(module: ModuleOp, store: WeightStore, config: HardwareCo
     function.erase()
     module.body.block.add_ops([*lowering.decls, *lowering.stream])
     module.attributes[CONFIG_HASH_ATTR] = StringAttr(config.hash)
+    if lowering.on_chip is not None:
+        module.attributes[ON_CHIP_SUMMARY_ATTR] = StringAttr(lowering.on_chip.summary())
 
 
 def _check_chunk_rows(step: str, rows: int | None) -> None:
@@ -232,10 +252,14 @@ class SelectInstructionsPass(WeightStorePass):
     """Rows per progressive SPLS prediction chunk (PAM, TOPK, SOFTMAX, SIMILARITY and the
     masked Q GEMM per chunk; passes/lower_spls_to_esact.py). Default: the MAC array's rows,
     so a chunk's Q row tile is one array pass; 0: one chunk of all rows."""
+    keep_on_chip: bool = True
+    """Keep an op's FP32 result in VBUF for its readers instead of a STORE + LOAD through
+    DRAM, where it fits (passes/on_chip_activations.py); false: every result through DRAM."""
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         _check_chunk_rows(self.name, self.spls_chunk_rows)
-        select_instructions(op, self.weights(), resolve_config(self.hw), self.spls_chunk_rows)
+        select_instructions(op, self.weights(), resolve_config(self.hw), self.spls_chunk_rows,
+                            self.keep_on_chip)
 
 
 @dataclass(frozen=True)
@@ -249,11 +273,13 @@ class LowerToEsactPass(WeightStorePass):
     """Hardware config: a TOML path or the name of a bundled config (default: the default one)."""
     spls_chunk_rows: int | None = None
     """As esact-select-instructions' option of that name."""
+    keep_on_chip: bool = True
+    """As esact-select-instructions' option of that name."""
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         _check_chunk_rows(self.name, self.spls_chunk_rows)
         config = resolve_config(self.hw)
-        select_instructions(op, self.weights(), config, self.spls_chunk_rows)
+        select_instructions(op, self.weights(), config, self.spls_chunk_rows, self.keep_on_chip)
         allocate_buffers(op, config)
         order_module(op, config)
 

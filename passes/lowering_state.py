@@ -35,6 +35,7 @@ from esact_cc.dialects import lowering as stream_ops
 from esact_cc.dialects.integer_attr import i64_attr
 from esact_cc.dialects.onnx import WeightOp
 from esact_cc.passes.layer_roles import Stamp, component_of
+from esact_cc.passes.on_chip_activations import OnChipActivations
 from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.hw_config import HardwareConfig
 from esact_cc.runtime.isa import DIM_BITS, Buffer
@@ -201,7 +202,8 @@ class Lowering:
     """State of one lowering: allocators, DRAM map, the declarations and instructions."""
 
     def __init__(self, module: ModuleOp, store: WeightStore, config: HardwareConfig,
-                 rules: Mapping[type[Operation], Rule], spls_chunk_rows: int | None = None):
+                 rules: Mapping[type[Operation], Rule], spls_chunk_rows: int | None = None,
+                 keep_on_chip: bool = False):
         self.module = module
         self.rules = rules
         self.store = store
@@ -241,6 +243,8 @@ class Lowering:
         """Values left to their consumers (`DeferredRows`): they have no DRAM tensor."""
         self.masked_inputs_planned = False
         """Whether the INT8 plan of masked linears' inputs was made (`lower_masked_inputs`)."""
+        self.on_chip = OnChipActivations(self) if keep_on_chip else None
+        """Activations kept in VBUF between ops (passes/on_chip_activations.py), or None."""
 
     # --- rules ----------------------------------------------------------------------------------
     def lower_op(self, op: Operation) -> None:
@@ -251,10 +255,14 @@ class Lowering:
             raise CompileError(f"lower-to-esact: {op_label(op)} is not supported on the accelerator")
         saved = self.current, self.layer
         self.current, self.layer = op, self.stamps[op].layer
+        if self.on_chip is not None:
+            self.on_chip.begin()
         try:
             rule(self, op)
         finally:
             self.current, self.layer = saved
+        if self.on_chip is not None:
+            self.on_chip.end(op)
 
     def component_of(self, op: Operation) -> str:
         """A linear's debug-map component, from its role (passes/layer_roles.py)."""
@@ -290,8 +298,11 @@ class Lowering:
             self.constants[cache_key] = t
         return t
 
-    def tensor_of(self, value: SSAValue) -> DramTensor:
-        """The DRAM tensor holding `value` (weights are placed, activations allocated)."""
+    def tensor_of(self, value: SSAValue, on_chip: bool = False) -> DramTensor:
+        """The DRAM tensor holding `value` (weights are placed, activations allocated); one
+        kept on chip is written there first unless `on_chip` (read by LOADs: `load` writes it)."""
+        if not on_chip and self.on_chip is not None:
+            self.on_chip.for_dram(value)
         assert value not in self.deferred_rows, "a deferred value is never written to DRAM"
         if value not in self.tensors:
             owner = value.owner
@@ -306,7 +317,7 @@ class Lowering:
         return self.tensors[value]
 
     def f32_tensor(self, value: SSAValue, what: str) -> DramTensor:
-        t = self.tensor_of(value)
+        t = self.tensor_of(value, on_chip=True)
         if t.dtype != np.float32:
             raise CompileError(f"{op_label(self.current)}: {what} must be float32, got {t.dtype}")
         return t
@@ -342,6 +353,8 @@ class Lowering:
 
     def load(self, buf: Buffer, sram: int, dram: int, rows: int, cols: int, dram_stride: int = 0,
              sram_stride: int = 0) -> None:
+        if self.on_chip is not None:
+            self.on_chip.before_load(dram)
         self.emit("load", "load", buf=buf, sram_addr=sram, dram_addr=dram, rows=rows, cols=cols,
                   sram_stride=sram_stride, dram_stride=dram_stride)
 
@@ -391,10 +404,11 @@ class Lowering:
             return planned
         return ((0, shape_of(value)[-1], float(quant_multiplier(planned))),)
 
-    def write_tile(self, value: SSAValue, vbuf: int, row0: int, rows: int, col0: int, cols: int) -> None:
-        """Store an FP32 tile of `value` (rows x cols at `vbuf`, packed) to its DRAM forms.
-        The INT8 copy goes first: the next linear waits for it, the FP32 copy is usually only
-        read much later (by a residual add)."""
+    def write_tile(self, value: SSAValue, vbuf: int, row0: int, rows: int, col0: int, cols: int,
+                   fp32: bool = True) -> None:
+        """Store an FP32 tile of `value` (rows x cols at `vbuf`, packed) to its DRAM forms
+        (the FP32 one only if `fp32`). The INT8 copy goes first: the next linear waits for
+        it, the FP32 copy is usually only read much later (by a residual add)."""
         if value in self.int8_scale:
             t8 = self.int8_tensor(value)
             a = self.alloc(Buffer.ABUF, rows * cols)
@@ -405,7 +419,7 @@ class Lowering:
                               cols=hi - lo, src_stride=cols, dst_stride=cols, mult=mult)
             self.store_(Buffer.ABUF, a, t8.address + row0 * t8.cols + col0, rows, cols, dram_stride=t8.cols)
             self.free(Buffer.ABUF, a)
-        if value in self.fp32_needed or value not in self.int8_scale:
+        if fp32 and (value in self.fp32_needed or value not in self.int8_scale):
             t = self.f32_tensor(value, "result")
             self.store_(Buffer.VBUF, vbuf, t.address + (row0 * t.cols + col0) * F32, rows, cols,
                         dram_stride=t.cols * F32)
@@ -446,7 +460,8 @@ class Lowering:
         before (but for unused DRAM constants), when their tiles do not fit (`masks`: the
         masks whose users the lowering updates)."""
         saved = (copy.deepcopy(self.rings), len(self.stream), set(self.fused),
-                 None if masks is None else set(masks.users), dict(self.physical))
+                 None if masks is None else set(masks.users), dict(self.physical),
+                 None if self.on_chip is None else self.on_chip.snapshot())
         self.counters["group"] += 1
         group, self.group = self.counters["group"], self.counters["group"]
         try:
@@ -455,7 +470,9 @@ class Lowering:
         except CompileError:
             self.rings.clear()
             self.rings.update(saved[0])
-            del self.stream[saved[1]:]
+            # spill STOREs placed back before the group stay (`OnChipActivations.store`)
+            inserted = 0 if self.on_chip is None else self.on_chip.restore(saved[5])
+            del self.stream[saved[1] + inserted:]
             self.fused.clear()
             self.fused.update(saved[2])
             if masks is not None and saved[3] is not None:
@@ -484,8 +501,15 @@ class Lowering:
         return wt, sv
 
     def alloc(self, buf: Buffer, size: int) -> int:
-        """A new virtual buffer of `size` elements of `buf`: its virtual address."""
-        physical = self.rings[buf].alloc(size)  # the capacity model: raises if it does not fit
+        """A new virtual buffer of `size` elements of `buf`: its virtual address (activations
+        kept on chip are evicted while it does not fit beside them)."""
+        while True:  # the capacity model: raises if the tile does not fit
+            try:
+                physical = self.rings[buf].alloc(size)
+                break
+            except CompileError:
+                if buf is not Buffer.VBUF or self.on_chip is None or not self.on_chip.evict_one(size):
+                    raise
         vid = self.reserve(buf, size)
         self.physical[vid] = physical
         return (vid + 1) * VIRTUAL_SPAN
@@ -527,6 +551,8 @@ class Lowering:
         one multiplier for all columns)."""
         if not isinstance(groups, tuple):
             groups = ((0, cols, float(groups)),)
+        if self.on_chip is not None and self.on_chip.quantize(src, row0, rows, col0, cols, abuf, groups):
+            return  # QUANT straight from the tile kept on chip
         chunk = self.stage_rows(cols, rows)
         for r in range(0, rows, chunk):
             n = min(chunk, rows - r)

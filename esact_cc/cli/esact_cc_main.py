@@ -100,6 +100,12 @@ def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
         "--hw", metavar="CONFIG", help="hardware config: a TOML file or a bundled config name (default: default)"
     )
     parser.add_argument(
+        "--keep-on-chip", action=argparse.BooleanOptionalAction, default=None,
+        help="keep an op's FP32 result in VBUF for the ops reading it, where it fits, instead "
+        "of a STORE and LOADs through DRAM (the default; docs/design.md section 4.1); "
+        "--no-keep-on-chip sends every result through DRAM",
+    )
+    parser.add_argument(
         "--calibration-data", metavar="BINDING",
         help="INT8 calibration inputs, samples along axis 0: FILE.npz (arrays by input name, "
         "or its one array for a one-input model), NAME=FILE.npz[:ARRAY] or NAME=FILE.npy",

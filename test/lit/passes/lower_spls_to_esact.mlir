@@ -86,8 +86,10 @@
 // CHUNKS-NEXT: esact.similarity pop [] push [compute, sfu] map_addr = [[MAP]], {{.*}}row_mask_addr = [[ROWS]], first_reference = 0, first_row = 2, row_count = 2
 // CHUNKS:      esact.gemm pop [{{.*}}predict{{.*}}] push {{.*}}a_addr = [[A:[0-9]+]], {{.*}}m = 2, k = 8, n = 8, {{.*}}has_row_mask = 1, row_mask_addr = [[ROWS]], {{.*}}component = "q"
 // CHUNKS-NEXT: esact.gemm pop [predict] push {{.*}}m = 2, k = 8, n = 8, {{.*}}has_row_mask = 1, {{.*}}component = "q"
-// CHUNKS-NEXT: esact.dequant {{.*}}rows = 4, cols = 8,
-// CHUNKS-NEXT: esact.store {{.*}}buf = VBUF
+// CHUNKS-NEXT: esact.dequant {{.*}}dst_addr = [[QOUT:[0-9]+]], {{.*}}rows = 4, cols = 8,
+// Q's result stays in VBUF (keep-on-chip): the attention QUANTs it there.
+// CHUNKS-NOT:  esact.store {{.*}}buf = VBUF
+// CHUNKS:      esact.quant {{.*}}src_addr = [[QOUT]], rows = 4, cols = 8,
 
 // BITS: error: lower-to-esact: spls.hlog_quantize: hlog-bits > 7 is not supported (int8 code buffers)
 

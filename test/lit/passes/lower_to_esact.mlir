@@ -1,6 +1,8 @@
-// RUN: esact-opt %s -p lower-to-esact | filecheck %s
+// RUN: esact-opt %s -p 'lower-to-esact{keep-on-chip=false}' | filecheck %s
+// RUN: esact-opt %s -p lower-to-esact | filecheck %s --check-prefix=KEEP
 // lower-to-esact: every op of a quantized layer becomes declarations + instructions (no tokens
-// yet). A GELU that is a linear's only user is fused into the linear's tiles.
+// yet). A GELU that is a linear's only user is fused into the linear's tiles. The first RUN
+// sends every result through DRAM; the second (the default) keeps results in VBUF.
 
 builtin.module attributes {esact.weight_store = "Inputs/tiny_layer.npz"} {
   func.func @main(%x: tensor<1x4x8xf32> {onnx.name = "x"}, %m: tensor<1x1x1x4xf32> {onnx.name = "mask"}) -> (tensor<1x4x8xf32> {onnx.name = "y"}, tensor<1x4x16xf32> {onnx.name = "z"}) {
@@ -104,3 +106,25 @@ builtin.module attributes {esact.weight_store = "Inputs/tiny_layer.npz"} {
 // CHECK-NEXT: esact.gelu pop [] push [] {{.*}}rows = 4{{.*}}cols = 8{{.*}}mode = ERF{{.*}}component = "sfu"
 // CHECK-NEXT: esact.store pop [] push [] {{.*}}buf = VBUF{{.*}}rows = 4{{.*}}cols = 8{{.*}}dram_stride = 32{{.*}}component = "store"
 // CHECK-NEXT: esact.halt pop [] push []
+
+// The query linear's result stays in VBUF: no STORE, the attention QUANTs Q and K from it
+// (V, the host segment's output, is LOADed from DRAM).
+// KEEP: builtin.module attributes {esact.config_hash = "{{[0-9a-f]+}}", esact.keep_on_chip = "keep-on-chip: 4 activation(s) kept in VBUF (0.6 KiB not stored and loaded back), 0 through DRAM"}
+// KEEP: esact.dequant pop [] push [] dst_addr = [[Q:[0-9]+]], {{.*}}has_bias = 1
+// KEEP-NOT: esact.store
+// KEEP: esact.quant pop [] push [] dst_addr = {{[0-9]+}}, src_addr = [[Q]], rows = 4, cols = 8, {{.*}}mult = 16.0
+// KEEP-NEXT: esact.quant pop [] push [] dst_addr = {{[0-9]+}}, src_addr = [[Q]], rows = 4, cols = 8, {{.*}}mult = 16.0
+// KEEP-NEXT: esact.load pop [] push [] buf = VBUF, {{.*}}dram_addr = 192, rows = 4, cols = 8
+// The residual ADD's result is read by the layer norm where it is, which writes its own tile;
+// that one feeds the FFN (its INT8 copy, stored) and the head's GELU, which reads it on chip.
+// KEEP: esact.add pop [] push [] dst_addr = [[R:[0-9]+]], a_addr = [[R]],
+// KEEP-NOT: esact.store {{.*}}buf = VBUF
+// KEEP: esact.layernorm pop [] push [] dst_addr = [[LN:[0-9]+]], src_addr = [[R]],
+// KEEP: esact.store pop [] push [] buf = ABUF
+// The FFN's output (GELU fused) is the head softmax's input, on chip too.
+// KEEP: esact.gelu pop [] push [] dst_addr = [[F:[0-9]+]], src_addr = [[F]], rows = 4, cols = 16
+// KEEP-NEXT: esact.softmax pop [] push [] dst_addr = {{[0-9]+}}, src_addr = [[F]], rows = 4, cols = 16
+// KEEP-NEXT: esact.store pop [] push [] buf = VBUF, {{.*}}rows = 4, cols = 16
+// KEEP-NEXT: esact.gelu pop [] push [] dst_addr = {{[0-9]+}}, src_addr = [[LN]], rows = 4, cols = 8
+// KEEP-NEXT: esact.store pop [] push [] buf = VBUF, {{.*}}rows = 4, cols = 8
+// KEEP-NEXT: esact.halt

@@ -1,0 +1,313 @@
+"""Activations kept on chip between ops (`keep-on-chip`, an option of esact-select-instructions
+and lower-to-esact; docs/design.md section 4.1).
+
+Without it every op's FP32 result goes to DRAM (STORE) and its readers LOAD it back. With it, a
+result the producer computes as ONE VBUF tile (the whole tensor, row-major packed) stays in
+that tile, a `Resident`, and readers that can read VBUF directly (QUANT / QUANT_ROWS of a linear
+or attention input, the row-wise SFU ops, a linear's fused residual ADD) read it there: no
+STORE, no LOAD, no DMA latency. The tile is released after the last op reading the value.
+
+Capacity: residents together hold at most 1 / KEEP_FRACTION of VBUF; a result that would pass
+that, or that its producer writes in several tiles, goes through DRAM as before ("spilled",
+with the reason, in the compile summary). When a tile of a later op does not fit VBUF beside
+the residents, the oldest residents the op is not reading are evicted. A resident that some
+reader needs in DRAM (a host segment, an output, an op lowered out of program order for the
+SPLS prediction, any rule that asks for the DRAM tensor) is written there by a STORE placed
+right after its producer's last instruction (attribute `lowering.spill` names the reason), so
+every reader sees the same bytes as through the DRAM round trip: outputs are bit-identical
+(test/unit/test_keep_on_chip.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from esact_cc.dialects import transformer
+from esact_cc.dialects.lowering import GROUP_ATTR
+from esact_cc.dialects.select_rows_op import SelectRowsOp
+from esact_cc.ir_queries import op_label
+from esact_cc.runtime.isa import Buffer
+from xdsl.dialects import func
+from xdsl.dialects.builtin import StringAttr
+from xdsl.ir import Operation, SSAValue
+
+if TYPE_CHECKING:
+    from esact_cc.passes.lowering_state import DramTensor, Lowering
+
+KEEP_FRACTION = 2
+"""Residents together take at most 1/KEEP_FRACTION of VBUF; the rest is the ops' tiles
+(one output tile is at most a quarter, a staging chunk an eighth: `lowering_state`)."""
+SPILL_ATTR = "lowering.spill"
+"""STORE attribute: why a kept activation was written to DRAM after all."""
+SUMMARY_ATTR = "esact.keep_on_chip"
+"""Module attribute: the compile summary's keep-on-chip line."""
+
+
+def write_or_keep(lw: Lowering, value: SSAValue, vbuf: int, row0: int, rows: int, col0: int,
+                  cols: int) -> bool:
+    """`lw.write_tile`, or, when the tile is the whole of `value` and keep-on-chip keeps it,
+    the INT8 copy only (and the FP32 one if a reader needs DRAM for sure): True when kept, the
+    tile at `vbuf` then belongs to `value` (the caller does not free it)."""
+    if lw.on_chip is None or not lw.on_chip.wanted(value, row0, rows, col0, cols):
+        lw.write_tile(value, vbuf, row0, rows, col0, cols)
+        return False
+    after, stored = lw.stream[-1], lw.on_chip.must_store(value)
+    lw.write_tile(value, vbuf, row0, rows, col0, cols, fp32=stored)
+    lw.on_chip.keep(value, vbuf, after, stored)
+    return True
+
+
+def rows_on_chip(lw: Lowering, src: DramTensor, row0: int, col0: int = 0) -> int | None:
+    """The VBUF address of element [row0, col0] of `src` when it is kept on chip (rows
+    `src.cols` apart), else None: read it from DRAM."""
+    res = None if lw.on_chip is None else lw.on_chip.lookup(src)
+    return None if res is None else res.address + row0 * src.cols + col0
+
+
+def _reads_on_chip(op: Operation, index: int) -> bool:
+    """Whether `op` reads its operand `index` through the VBUF-reading helpers (the
+    producer keeps a value only for such readers)."""
+    if isinstance(op, (transformer.LayerNormOp, transformer.GeluOp, transformer.SoftmaxOp,
+                       transformer.AddOp)):
+        return True
+    if isinstance(op, transformer.LinearOp):
+        return index == 0 and op.is_quantized
+    if isinstance(op, SelectRowsOp):  # one block of rows: an alias (`alias_rows`)
+        return True
+    return isinstance(op, transformer.AttentionOp) and index < 3  # Q, K, V (QUANT)
+
+
+def _readers(value: SSAValue) -> frozenset[Operation]:
+    """The ops of `value`'s block that read it (an op in a region: its ancestor there)."""
+    owner = value.owner
+    block = owner.parent_block() if isinstance(owner, Operation) else owner
+    assert block is not None
+    return frozenset(block.find_ancestor_op_in_block(u.operation) or u.operation
+                     for u in value.uses)
+
+
+@dataclass
+class Resident:
+    """A whole FP32 activation held in one VBUF tile."""
+
+    value: SSAValue
+    address: int
+    """Its virtual VBUF address (row-major, packed)."""
+    dram: DramTensor
+    """The DRAM tensor it stands for (its readers look it up by its address)."""
+    after: Operation
+    """The producer's last instruction: a spill STORE goes right after it."""
+    readers: frozenset[Operation]
+    stored: bool
+    """Whether its FP32 copy is in DRAM too."""
+    group: int | None
+    """The placement group its producer was lowered in (`Lowering.lower_aside`), if any."""
+    base: Resident | None = None
+    """The resident whose tile holds it (rows of it: `alias_rows`), which owns the tile."""
+    group_read: bool = False
+    """Read by an op of a placement group: released only once the op being lowered is."""
+
+
+class OnChipActivations:
+    """The residents of one lowering (see the module docstring)."""
+
+    def __init__(self, lw: Lowering):
+        self.lw = lw
+        self.live: dict[int, Resident] = {}
+        """DRAM address -> the resident standing for that tensor."""
+        self.done: set[Operation] = set()
+        self.reading: set[int] = set()
+        """Residents read by the op being lowered (never evicted for its own tiles)."""
+        self.depth = 0
+        self.inserted = 0
+        """STOREs placed back in the stream (`lower_aside` keeps them when it rolls back)."""
+        self.kept = 0
+        self.kept_bytes = 0
+        self.spilled: list[str] = []
+        self.noted: set[SSAValue] = set()
+
+    # --- producers ------------------------------------------------------------------------------
+    def wanted(self, value: SSAValue, row0: int, rows: int, col0: int, cols: int) -> bool:
+        """Whether the tile written as `value` should stay on chip (noting why not, when a
+        reader could have read it there)."""
+        if not any(_reads_on_chip(u.operation, u.index) for u in value.uses):
+            return False
+        shape = value.type.get_shape()  # type: ignore[attr-defined]
+        size = math.prod(shape)
+        if (row0, col0) != (0, 0) or rows * cols != size:
+            return self._spill_note(value, "written in several tiles")
+        held = sum(math.prod(r.dram.shape) for r in self.live.values())
+        if held + size > self.lw.capacity(Buffer.VBUF) // KEEP_FRACTION:
+            return self._spill_note(value, "over the VBUF share of kept activations")
+        return True
+
+    def keep(self, value: SSAValue, address: int, after: Operation, stored: bool) -> None:
+        """Record `value`'s tile at `address` as resident (`after`: its last write)."""
+        dram = self.lw.tensor_of(value, on_chip=True)
+        self.live[dram.address] = Resident(value, address, dram, after, _readers(value), stored,
+                                           self.lw.group)
+        self.kept += 1
+        self.kept_bytes += dram.nbytes
+
+    @staticmethod
+    def must_store(value: SSAValue) -> bool:
+        """A reader needs the DRAM copy for sure (an output, a host segment)."""
+        return any(isinstance(u.operation, func.ReturnOp) or not _reads_on_chip(u.operation, u.index)
+                   for u in value.uses)
+
+    # --- readers ----------------------------------------------------------------------------------
+    def lookup(self, src: DramTensor) -> Resident | None:
+        """The resident standing for DRAM tensor `src`, if any, for a read on chip."""
+        res = self.live.get(src.address)
+        if res is None or res.dram.shape != src.shape:
+            return None
+        self.reading.add(src.address)
+        if self.lw.group is not None:
+            res.group_read = True
+            if res.base is not None:
+                res.base.group_read = True
+        return res
+
+    def quantize(self, src: DramTensor, row0: int, rows: int, col0: int, cols: int, abuf: int,
+                 groups: tuple) -> bool:
+        """`Lowering.quantize_rows` from the tile kept as `src`, if it is: QUANT each column
+        group (start, end, multiplier) of those rows into ABUF; False when `src` is not kept."""
+        res = self.lookup(src)
+        if res is None:
+            return False
+        kept = res.address + row0 * src.cols + col0  # rows src.cols apart
+        for start, end, mult in groups:
+            self.lw.emit("quant", "sfu", dst_addr=abuf + start, src_addr=kept + start,
+                         rows=rows, cols=end - start,
+                         src_stride=src.cols if end - start < src.cols else 0,
+                         dst_stride=cols if end - start < cols else 0, mult=mult)
+        return True
+
+    def for_dram(self, value: SSAValue) -> None:
+        """A reader asks for `value`'s DRAM tensor (a host segment, an output): make sure its
+        bytes are there."""
+        for res in list(self.live.values()):
+            if res.value is value:
+                self.store(res, self._reader("read from DRAM"))
+
+    def before_load(self, dram_address: int) -> None:
+        """A LOAD from `dram_address` is emitted: a resident holding those bytes is written
+        to DRAM first (a reader that does not read VBUF)."""
+        for res in list(self.live.values()):
+            if res.dram.address <= dram_address < res.dram.address + res.dram.nbytes:
+                self.store(res, self._reader("LOADed"))
+
+    def _reader(self, what: str) -> str:
+        current = self.lw.current
+        return what if current is None else f"{what} by {op_label(current)}"
+
+    # --- lifetime -------------------------------------------------------------------------------
+    def begin(self) -> None:
+        self.depth += 1
+
+    def end(self, op: Operation) -> None:
+        """`op` is lowered: release the residents every reader of which is; one an op of a
+        placement group read (`Lowering.lower_aside`) only once the op being lowered is:
+        esact-order places the group at its `place` directive, emitted by the same rule
+        (passes/lower_spls_to_esact.py), and the group's reads must come before the tile is
+        released and taken by another."""
+        self.depth -= 1
+        self.done.add(op)
+        if self.lw.group is not None:
+            return
+        if not self.depth:
+            self.reading.clear()
+        finished = self.done | self.lw.fused
+        for key, res in list(self.live.items()):
+            if res.readers <= finished and not (self.depth and res.group_read):
+                del self.live[key]
+                if res.base is None:
+                    self.lw.free(Buffer.VBUF, res.address)
+
+    def alias_rows(self, value: SSAValue, src: DramTensor, row0: int) -> bool:
+        """Make `value`, rows [row0, row0 + its rows) of the kept tensor `src` (one
+        contiguous block), a resident in `src`'s tile: nothing is copied (a select_rows of
+        one batch element, passes/lower_select_rows.py). False when `src` is not kept."""
+        base = self.live.get(src.address)
+        if base is None or base.base is not None or base.dram.shape[-1] != src.shape[-1]:
+            return False
+        dram = self.lw.tensor_of(value, on_chip=True)
+        readers = _readers(value)
+        base.readers = base.readers | readers  # the tile lives while the rows are read
+        self.live[dram.address] = Resident(value, base.address + row0 * src.cols, dram,
+                                           base.after, readers, False, base.group, base)
+        if self.must_store(value):
+            self.store(self.live[dram.address], "an output or a reader that LOADs it")
+        return True
+
+    def evict_one(self, size: int) -> bool:
+        """Free the oldest resident the current op does not read, so a tile of `size` may
+        fit; False when there is none (or the op is lowered out of program order)."""
+        if self.lw.group is not None:
+            return False
+        aliased = {id(r.base) for r in self.live.values() if r.base is not None}
+        for key, res in self.live.items():
+            if key not in self.reading and res.base is None and id(res) not in aliased \
+                    and not (self.depth and res.group_read):
+                self.store(res, f"evicted for a {size}-element tile of "
+                           f"{op_label(self.lw.current) if self.lw.current else 'the program'}")
+                del self.live[key]
+                self.lw.free(Buffer.VBUF, res.address)
+                return True
+        return False
+
+    def store(self, res: Resident, reason: str) -> None:
+        """Write a resident to DRAM, right after its producer's last instruction."""
+        if res.stored:
+            return
+        lw, res.stored = self.lw, True
+        group, lw.group = lw.group, None
+        try:
+            lw.store_(Buffer.VBUF, res.address, res.dram.address, res.dram.rows, res.dram.cols)
+        finally:
+            lw.group = group
+        op = lw.stream.pop()
+        op.attributes[SPILL_ATTR] = StringAttr(reason)
+        op.location = res.after.location
+        for key in ("layer", GROUP_ATTR):  # a group's STORE moves with its producer
+            if key in res.after.attributes:
+                op.attributes[key] = res.after.attributes[key]
+        at = next(i for i, o in enumerate(lw.stream) if o is res.after)
+        lw.stream.insert(at + 1, op)
+        self.inserted += 1
+        self._spill_note(res.value, reason)
+
+    def snapshot(self) -> tuple:
+        """What `lower_aside` restores when the ops it lowered do not fit."""
+        return (set(self.done), self.inserted, len(self.spilled), set(self.noted), dict(self.live),
+                self.kept, self.kept_bytes)
+
+    def restore(self, saved: tuple | None) -> int:
+        """Back to `saved` (but for the spill STOREs placed since, which stay): their count."""
+        assert saved is not None
+        self.done, self.spilled, self.noted = saved[0], self.spilled[:saved[2]], saved[3]
+        self.live, self.kept, self.kept_bytes = saved[4], saved[5], saved[6]
+        return self.inserted - saved[1]
+
+    # --- report ---------------------------------------------------------------------------------
+    def _spill_note(self, value: SSAValue, reason: str) -> bool:
+        if value in self.noted:  # once per value (a tile each: `wanted`)
+            return False
+        self.noted.add(value)
+        owner = value.owner
+        where = op_label(owner) if isinstance(owner, Operation) else "an input"
+        self.spilled.append(f"{where}: {reason}")
+        return False
+
+    def summary(self) -> str:
+        """The compile summary's line."""
+        line = (f"keep-on-chip: {self.kept} activation(s) kept in VBUF "
+                f"({self.kept_bytes / 1024:.1f} KiB not stored and loaded back), "
+                f"{len(self.spilled)} through DRAM")
+        if self.spilled:
+            shown = "; ".join(self.spilled[:3])
+            more = f"; +{len(self.spilled) - 3} more" if len(self.spilled) > 3 else ""
+            line += f" ({shown}{more})"
+        return line
