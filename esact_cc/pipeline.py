@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from esact_cc.collector_pause import collector_paused
 from esact_cc.runtime.errors import CompileError
 from esact_cc.typed_options import unknown_name
 
@@ -214,6 +215,7 @@ StageCallback = Callable[[str, "ModuleOp", "WeightStore"], None]
 PassCallback = Callable[["ModulePass", "ModuleOp"], None]
 
 
+@collector_paused()  # esact_cc/collector_pause.py: the IR is all reference cycles
 def compile_model(
     model: str | os.PathLike[str] | ModelProto,
     stage: str,
@@ -242,6 +244,7 @@ def compile_model(
     return module, store
 
 
+@collector_paused()
 def continue_pipeline(module: ModuleOp, store: WeightStore, done: str | None, stage: str,
                       options: CompileOptions = CompileOptions(),
                       on_stage: StageCallback | None = None, on_pass: PassCallback | None = None,

@@ -1,4 +1,4 @@
-"""The compile steps that allocate most run with the cyclic garbage collector paused
+"""A compile, and the steps that allocate most, run with the cyclic garbage collector paused
 (esact_cc/collector_pause.py: full collections walk the whole IR, 1.2 s of BERT-base's 11 s
 at 512 tokens) and give it back as they found it."""
 
@@ -30,6 +30,15 @@ def test_schedule_and_emission_run_with_the_collector_paused(tmp_path, monkeypat
     assert gc.isenabled()
     emit_esb.emit_esb(module, tmp_path / "m.esb", store)
     assert enabled == {"schedule": False, "emission": False}
+    assert gc.isenabled()
+
+
+def test_every_stage_and_pass_of_a_compile_runs_with_the_collector_paused():
+    enabled: list[bool] = []
+    compile_model(str(MODELS_DIR / "digits_vit.onnx"), "esact",
+                  on_stage=lambda *_: enabled.append(gc.isenabled()),
+                  before_pass=lambda *_: enabled.append(gc.isenabled()))
+    assert len(enabled) > 10 and not any(enabled)
     assert gc.isenabled()
 
 
