@@ -19,7 +19,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "test" / "e2e"))
 
-from test_golden_binaries import DIGITS_CALIBRATION, cases  # noqa: E402
+from test_golden_binaries import DIGITS_CALIBRATION, cases
 
 
 def inputs_of(name: str, options: dict) -> list[dict[str, np.ndarray]]:

@@ -27,11 +27,12 @@ from typing import TYPE_CHECKING
 from esact_cc.dialects import transformer
 from esact_cc.dialects.lowering import GROUP_ATTR
 from esact_cc.dialects.select_rows_op import SelectRowsOp
-from esact_cc.ir_queries import op_label
 from esact_cc.runtime.isa import Buffer
 from xdsl.dialects import func
 from xdsl.dialects.builtin import StringAttr
 from xdsl.ir import Operation, SSAValue
+
+from esact_cc.ir_queries import op_label
 
 if TYPE_CHECKING:
     from esact_cc.passes.lowering_state import DramTensor, Lowering

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from esact_cc import api
 from esact_cc.dialects import esact
 from esact_cc.passes.on_chip_activations import SPILL_ATTR, SUMMARY_ATTR
+from helpers.onnx_graph_builder import GraphBuilder
 from onnx import TensorProto, helper
 
-from helpers.onnx_graph_builder import GraphBuilder
+from esact_cc import api
 
 L, HIDDEN, FFN = 16, 64, 128
 F32 = 4
