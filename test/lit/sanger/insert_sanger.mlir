@@ -30,7 +30,7 @@ builtin.module {
 // ESACT-NEXT: esact.sanger_predict {{.*}} mask_addr = 16,
 // ESACT-NEXT: esact.sanger_pack {{.*}} mask_addr = 16,
 // ESACT:      esact.attn_qk {{.*}} has_mask = 1, mask_addr = 0,
-// ESACT:      esact.softmax {{.*}} has_elem_mask = 1, elem_mask_addr = 0 {component = "sfu", layer = 0 : i64}
+// ESACT:      esact.softmax {{.*}} has_elem_mask = 1, elem_mask_addr = 0, has_row_mask = 0, row_mask_addr = 0 {component = "sfu", layer = 0 : i64}
 // ESACT:      esact.attn_qk {{.*}} has_mask = 1, mask_addr = 16,
 // ESACT:      esact.sanger_predict {{.*}} has_add_mask = 1, add_mask_addr = [[ROW:[0-9]+]], add_mask_rows = 0, causal = 1, causal_offset = 0 {component = "predict", layer = 1 : i64}
 // ESACT-NEXT: esact.sanger_pack
