@@ -117,7 +117,8 @@ def _quantize_passes(options: CompileOptions) -> list[ModulePass]:
     return [make_pass("calibrate", calibration_data=options.extra.get("calibration_data"),
                       synthetic_samples=options.extra.get("synthetic_samples")),
             make_pass("quantize", **_given(options.extra, "activation_scales",
-                                                   "bias_correction")), *dead_rows]
+                                                   "bias_correction", "probability_scales")),
+            *dead_rows]
 
 
 def _given(extra: Mapping[str, Any], *names: str) -> dict[str, Any]:
@@ -160,7 +161,8 @@ STAGES: list[Stage] = [
                    "synthetic_samples": (int, type(None)),
                    "dead_rows": (bool, type(None)),
                    "activation_scales": (str, type(None)),
-                   "bias_correction": (str, type(None))}),
+                   "bias_correction": (str, type(None)),
+                   "probability_scales": (str, type(None))}),
     Stage("sparsity", "the --sparsity scheme's prediction and masked ops (unchanged IR when "
           "dense)", _sparsity_passes,
           options={"sparsity": (str, type(None)), "sparsity_option": SpecsOption,

@@ -15,7 +15,7 @@ from DRAM per query tile. Causal attention stops each tile's blocks at its last 
 An additive row mask is read at the block's columns; a per-query one has its [tq, block] rows
 LOADed and ADDed after each DEQUANT (both sweeps). Row-reuse maps and SPA element masks are
 laid out per whole key row and are not blocked: such attention stays a one-line error when its
-key rows do not fit. So are per-row probability scales (`p_row_scales`):
+key rows do not fit. So are per-row probability scales (`p_row_scales`, quantize's default):
 a row's scale is its largest probability, which no key block sees whole (the QUANT of each
 block takes one multiplier); `probability-scales=tensor` compiles it.
 """

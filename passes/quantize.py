@@ -21,9 +21,9 @@ in FP32).
   (token) at run time from the row's max |x| (QUANT_ROWS; per row of each group run when the
   input also has group scales), for inputs whose rows differ in range (padding rows, a few
   large-norm tokens) more than one tensor scale covers; `tensor` keeps the calibrated scale.
-  Softmax probabilities (`probability-scales`): `row` quantizes each query row with the scale
-  its largest probability sets (QUANT_ROWS after SOFTMAX; the output DEQUANT multiplies it
-  back per row), `tensor` (for now the default) uses one calibrated scale per attention: the
+  Softmax probabilities (`probability-scales`): `row` (the default) quantizes each query row
+  with the scale its largest probability sets (QUANT_ROWS after SOFTMAX; the output DEQUANT
+  multiplies it back per row), `tensor` uses one calibrated scale per attention: the
   calibrated largest probability (x2 headroom, at most 1) over 127 (`probability_scale`).
   One scale cannot serve both a head's peaked rows (p near 1 on [CLS] / [SEP]) and its
   diffuse rows over hundreds of keys (p near 1 / L, below half a step of 1/127: rounded to
@@ -150,9 +150,9 @@ class QuantizePass(WeightStorePass):
     means: `on`, `off`, or `auto` (the default): where the means come from calibration data,
     not from the synthetic samples (whose means are not real inputs')."""
 
-    probability_scales: str = option("tensor", choices=PROBABILITY_SCALES)
+    probability_scales: str = option("row", choices=PROBABILITY_SCALES)
     """Softmax probabilities: `row` (one scale per query row from its largest probability,
-    QUANT_ROWS at run time) or `tensor` (one calibrated scale per attention; the default)."""
+    QUANT_ROWS at run time; the default) or `tensor` (one calibrated scale per attention)."""
 
     def __post_init__(self) -> None:
         typed_options.validate(self, "quantize")

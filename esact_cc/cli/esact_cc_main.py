@@ -122,6 +122,12 @@ def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
         "group) or token (one per row, computed by the SFU at run time; the default)",
     )
     parser.add_argument(
+        "--probability-scales", choices=("row", "tensor"), default=None,
+        help="INT8 scales of attention probabilities: row (one per query row, from its largest "
+        "probability, computed by the SFU at run time; the default) or tensor (one calibrated "
+        "scale per attention; what attention blocked over keys needs)",
+    )
+    parser.add_argument(
         "--bias-correction", choices=("auto", "on", "off"), default=None,
         help="fold the INT8 weights' mean rounding error into each linear's bias from the "
         "calibrated input means: on, off or auto (with --calibration-data; the default)",

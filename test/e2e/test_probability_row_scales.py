@@ -179,3 +179,12 @@ def test_key_blocked_attention_with_row_scales_is_one_error(model, tmp_path: Pat
 def test_a_bad_value_is_one_error() -> None:
     with pytest.raises(CompileError, match="probability-scales must be one of row|tensor, got 'rows'"):
         make_pass("quantize", probability_scales="rows")
+
+
+def test_the_compile_default_is_row_and_api_compile_takes_the_option(model) -> None:
+    path, calibration, _ = model
+    for options, row in (({}, True), ({"probability_scales": "tensor"}, False)):
+        compiled = api.compile(path, stage="quantized", calibration_data=str(calibration), **options)
+        [attention] = [op for op in compiled.module.walk() if isinstance(op, AttentionOp)]
+        assert (attention.p_row_scales is not None) == row
+        assert (attention.p_scale is None) == row

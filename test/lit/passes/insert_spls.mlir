@@ -81,7 +81,7 @@ builtin.module attributes {esact.weight_store = "Inputs/insert_spls_layer.npz"} 
 // INT8:      %[[PAM:.*]] = spls.predict_attention
 // INT8:      spls.local_similarity
 // INT8:      %q = transformer.linear %x, %{{.*}}, %bq weight_scale(%{{.*}}) token_scales rows(%{{.*}}) : (tensor<1x4x8xf32>, tensor<8x8xi8>, tensor<8xf32>, tensor<8xf32>, tensor<1x4xi32>) -> tensor<1x4x8xf32>
-// INT8:      %a = transformer.attention %q, %k, %v rows(%{{.*}}) heads(2) scale(5.000000e-01) q_scale({{.*}}) k_scale({{.*}}) v_scale({{.*}}) p_scale({{.*}})
+// INT8:      %a = transformer.attention %q, %k, %v rows(%{{.*}}) heads(2) scale(5.000000e-01) q_scale({{.*}}) k_scale({{.*}}) v_scale({{.*}}) p_row_scales
 // INT8:      %o = transformer.linear %a, %{{.*}}, %bo weight_scale(%{{.*}}) token_scales rows(%{{.*}})
 // INT8:      %f1 = transformer.linear %y2, %{{.*}}, %b1 weight_scale(%{{.*}}) token_scales rows(%{{.*}})
 // INT8:      %f2 = transformer.linear %act, %{{.*}}, %b2 weight_scale(%{{.*}}) token_scales rows(%{{.*}})

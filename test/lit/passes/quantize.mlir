@@ -9,8 +9,8 @@
 // Without calibration data the ranges are synthetic (`synthetic` on each linear's range, so
 // bias-correction=auto leaves the biases alone); activation-scales=token (the default) scales
 // the linears' inputs per token (token_scales), activation-scales=tensor gives them calibrated
-// input scales; probability-scales=row quantizes the attention's probabilities per query row
-// (p_row_scales), probability-scales=tensor with the calibrated p_scale.
+// input scales; probability-scales=row (the default) quantizes the attention's probabilities per
+// query row (p_row_scales), probability-scales=tensor with the calibrated p_scale.
 
 builtin.module attributes {esact.weight_store = "Inputs/tiny_layer.npz"} {
   func.func @main(%x: tensor<1x4x8xf32> {onnx.name = "x"}, %m: tensor<1x1x1x4xf32> {onnx.name = "mask"}) -> (tensor<1x4x8xf32> {onnx.name = "y"}) {
@@ -60,7 +60,7 @@ builtin.module attributes {esact.weight_store = "Inputs/tiny_layer.npz"} {
 // CHECK-NEXT: %s = transformer.softmax %f2
 
 // AUTO: %q = transformer.linear %h, %{{.*}}, %b weight_scale(%{{.*}}) token_scales : (tensor<1x4x8xf32>
-// AUTO: %att = transformer.attention %q, %q, %h mask %m heads(2) scale(5.000000e-01) q_scale(
+// AUTO: %att = transformer.attention %q, %q, %h mask %m heads(2) scale(5.000000e-01) q_scale({{.*}}) k_scale({{.*}}) v_scale({{.*}}) p_row_scales :
 
 // ROWP: %att = transformer.attention %q, %q, %h mask %m heads(2) scale(5.000000e-01) q_scale({{.*}}) k_scale({{.*}}) v_scale({{.*}}) p_row_scales :
 // AUTO: %f = transformer.linear %l, %{{.*}}, %b2 weight_scale(%{{.*}}) token_scales :

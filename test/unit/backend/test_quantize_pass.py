@@ -146,19 +146,19 @@ def test_probability_scale_follows_the_calibrated_peak() -> None:
     inputs = layer.inputs(L=64, mask="none")
     reference = run_module(module, inputs, store)["y"]
     # calibrated on the synthetic default, evaluated on other inputs
-    _quantize(module, store)
+    _quantize(module, store, probability_scales="tensor")
     attention = next(op for op in module.walk() if isinstance(op, AttentionOp))
     assert attention.p_scale.value.data < 1 / 127  # 64 random keys: diffuse attention
     assert cosine(run_module(module, inputs, store)["y"], reference) > 0.999
 
 
-def test_probability_row_scales() -> None:
-    """probability-scales=row quantizes probabilities per query row (no calibrated p_scale);
-    a value that is neither row nor tensor is one error naming the choices."""
+def test_probability_row_scales_by_default() -> None:
+    """The default quantizes probabilities per query row (no calibrated p_scale); a value
+    that is neither row nor tensor is one error naming the choices."""
     module, store = layer.build(L=64, mask="none")
     inputs = layer.inputs(L=64, mask="none")
     reference = run_module(module, inputs, store)["y"]
-    _quantize(module, store, probability_scales="row")
+    _quantize(module, store)
     attention = next(op for op in module.walk() if isinstance(op, AttentionOp))
     assert attention.p_row_scales is not None and attention.p_scale is None
     assert attention.int8_scales()[3] is None
