@@ -25,20 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_cli_processes import run_process, thread_environment
+from source_tree_package import package_dir
 
 RUN = ("import sys; from esact_cc.runtime.cli.esact_run_main import main; "
        "sys.argv[0] = 'esact-run'; sys.exit(main())")
-
-
-def package_dir(tree: Path, where: Path) -> Path:
-    """A directory whose esact_cc package is `tree`'s source (the layout pyproject maps)."""
-    package = where / "esact_cc"
-    package.mkdir(parents=True)
-    for entry in (tree / "esact_cc").iterdir():
-        (package / entry.name).symlink_to(entry)
-    for sub in ("dialects", "passes", "runtime"):
-        (package / sub).symlink_to(tree / sub)
-    return where
 
 
 def run(root: Path, seq: int, threads: str, workdir: Path, out: Path) -> dict:
