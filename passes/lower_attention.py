@@ -174,7 +174,7 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
         its row scales (None without)."""
         k0, lk = keys_of(r0, tq)
         f = lw.alloc(Buffer.VBUF, tq * lk)
-        kept = kept_rows(b, r0)  # QUANT_ROWS and the position / blocked mask terms: all rows
+        kept = kept_rows(b, r0)  # the SFU steps; the position / blocked mask terms: all rows
         lw.emit("dequant", "sfu", dst_addr=f, src_addr=scores, rows=tq, cols=lk, scale_addr=s_addr,
                 **kept)
         lw.free(Buffer.ACC, scores)
@@ -198,7 +198,8 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
         p = lw.alloc(Buffer.ABUF, tq * lk)
         p_rows = lw.alloc(Buffer.VBUF, tq) if row_scaled else None
         if p_rows is not None:
-            lw.emit("quant_rows", "sfu", dst_addr=p, src_addr=f, rows=tq, cols=lk, scale_addr=p_rows)
+            lw.emit("quant_rows", "sfu", dst_addr=p, src_addr=f, rows=tq, cols=lk, scale_addr=p_rows,
+                    **kept)
         else:
             lw.emit("quant", "sfu", dst_addr=p, src_addr=f, rows=tq, cols=lk, mult=float(p_mult),
                     **kept)

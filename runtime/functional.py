@@ -305,8 +305,9 @@ class Machine:
     def _sfu_elements(self, f: Mapping[str, int]) -> None:
         self.work.sfu_elements = f["rows"] * f["cols"]
 
-    def _sfu_rows(self, f: Mapping[str, int]) -> tuple[np.ndarray | slice, int]:
-        """`_kept_rows` of an SFU step: a dropped row is neither read, evaluated nor written."""
+    def sfu_rows(self, f: Mapping[str, int]) -> tuple[np.ndarray | slice, int]:
+        """`_kept_rows` of an SFU step (also instruction modules' kernels: QUANT_ROWS), its
+        work charged for them: a dropped row is neither read, evaluated nor written."""
         rows, count = self._kept_rows(f, f["rows"])
         self.work.sfu_elements = count * f["cols"]
         if f.get("has_row_mask"):
@@ -314,7 +315,7 @@ class Machine:
         return rows, count
 
     def op_dequant(self, f: Mapping[str, int]) -> None:
-        rows, n = self._sfu_rows(f)
+        rows, n = self.sfu_rows(f)
         self.view("dst_addr", rows=n)[rows] = dequantized(
             self.view("src_addr", rows=n)[rows], self.vector("scale_addr"),
             self.view("row_scale_addr", cols=n)[0][rows] if f["has_row_scale"] else None,
@@ -327,13 +328,13 @@ class Machine:
         self._sfu_elements(f)
 
     def op_quant(self, f: Mapping[str, int]) -> None:
-        rows, n = self._sfu_rows(f)
+        rows, n = self.sfu_rows(f)
         y = np.multiply(self.view("src_addr", rows=n)[rows], self.float_field("mult"),
                         dtype=np.float64)
         self.view("dst_addr", rows=n)[rows] = _round_clip_int8(y, in_place=True)
 
     def op_softmax(self, f: Mapping[str, int]) -> None:
-        rows, n = self._sfu_rows(f)
+        rows, n = self.sfu_rows(f)
         z, valid = softmax_logits(self, f, rows, n)
         self.view("dst_addr", rows=n)[rows] = online_softmax.softmax(z, valid)
 
@@ -344,12 +345,12 @@ class Machine:
         self._sfu_elements(f)
 
     def op_gelu(self, f: Mapping[str, int]) -> None:
-        rows, n = self._sfu_rows(f)
+        rows, n = self.sfu_rows(f)
         x = self.view("src_addr", rows=n)[rows].astype(np.float64)
         self.view("dst_addr", rows=n)[rows] = gelu(x, GeluMode(f["mode"]))
 
     def op_add(self, f: Mapping[str, int]) -> None:
-        rows, n = self._sfu_rows(f)
+        rows, n = self.sfu_rows(f)
         a, b, dst = (self.view(name, rows=n) for name in ("a_addr", "b_addr", "dst_addr"))
         dst[rows] = np.add(a[rows], b[rows], dtype=np.float64)  # rounded once to float32
 

@@ -15,6 +15,12 @@ row's scale is one operation per row, hidden in the pipeline between the passes.
 charged per element and pass like every SFU instruction (runtime/energy.py). The row kernels
 below are also the reference interpreter's definition (esact_cc/quantized_kernels.py), so the
 binary and the interpreter agree bit for bit.
+
+Row mask (`has_row_mask`, SPLS row reuse): QUANT_ROWS of a row-reused attention's P reads,
+computes and writes (P rows and scales) its computed query rows only, like the SOFTMAX before
+it; a reused row's P and scale are read by nothing (ATTN_PV and the output DEQUANT skip it).
+Top-k attention's element mask needs no field: a masked-out probability is 0, its code 0, and
+the score path charges QUANT_ROWS for the kept positions only (runtime/masked_score_work.py).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .isa_costs import SFU_PASSES, sfu_cost
+from .isa_extension import addr, flag
 from .isa_fields import DIM_BITS, SRAM_ADDR_BITS, STRIDE_BITS, Buffer, FieldSpec, Queue, Unit
 from .isa_spec import Operand
 from .isa_table import INSTRUCTION_SPECS, define_instruction, register_instruction
@@ -59,11 +66,11 @@ def quantize_rows(x: np.ndarray, scales: np.ndarray) -> np.ndarray:
 
 
 def _run_quant_rows(machine: Any, f: Mapping[str, int]) -> None:
-    x = machine.view("src_addr")
+    rows, count = machine.sfu_rows(f)  # a dropped row is neither read, evaluated nor written
+    x = machine.view("src_addr", rows=count)[rows]
     scales = row_scales(x)
-    machine.view("scale_addr", "w")[...] = scales
-    machine.view("dst_addr")[...] = quantize_rows(x, scales)
-    machine.work.sfu_elements = f["rows"] * f["cols"]
+    machine.view("scale_addr", "w", cols=count)[0][rows] = scales
+    machine.view("dst_addr", rows=count)[rows] = quantize_rows(x, scales)
 
 
 def _f(name: str) -> Any:
@@ -79,14 +86,20 @@ QUANT_ROWS = define_instruction(
         FieldSpec("src_stride", STRIDE_BITS, doc="row stride in elements, 0 = packed"),
         FieldSpec("dst_stride", STRIDE_BITS, doc="row stride in elements, 0 = packed"),
         FieldSpec("scale_addr", SRAM_ADDR_BITS, doc="VBUF: the rows' scales out, one FP32 each"),
+        flag("has_row_mask", "process only the rows the row mask keeps"),
+        addr("row_mask_addr", "MBUF: rows bytes, nonzero = row processed"),
     ), (
         Operand("src_addr", Buffer.VBUF, _f("rows"), _f("cols"), "r", "src_stride"),
         Operand("dst_addr", Buffer.ABUF, _f("rows"), _f("cols"), "w", "dst_stride"),
         Operand("scale_addr", Buffer.VBUF, lambda f: 1, _f("rows"), "w"),
+        Operand("row_mask_addr", Buffer.MBUF, lambda f: 1, _f("rows"), "r",
+                enabled_by="has_row_mask"),
     ), sfu_cost(SFU_PASSES["quant_rows"]),
     """Per row r, float64: scale[r] = float32(max_c |src[r, c]| / 127), NaN skipped (1.0
     when that is 0 or not finite); dst[r, c] = clip(round_half_even(src[r, c] * float32(1 / scale[r])),
-    -127, 127) as int8, NaN gives 0.""")
+    -127, 127) as int8, NaN gives 0. With has_row_mask, only the rows whose row_mask byte is
+    nonzero are read, computed and written (dst rows and scales); the others are left as they
+    are.""")
 
 
 def register() -> None:

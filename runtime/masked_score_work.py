@@ -1,10 +1,10 @@
 """Masked attention's score path charged per kept position (docs/hardware.md "Sparse attention
 unit"; docs/design.md section 9.3).
 
-A masked ATTN_QK computes only the (query, key) positions its element mask keeps; the score
-tile then flows through SFU instructions (DEQUANT, the additive mask ADD, SOFTMAX or its online
-form, QUANT) to the masked ATTN_PV. The functional model records each of those over the whole
-rows x cols tile, which is what a dense datapath does. A sparse attention unit (Sanger's
+A masked ATTN_QK computes only the (query, key) positions its element mask keeps; the score tile
+then flows through SFU instructions (DEQUANT, the additive mask ADD, SOFTMAX or its online form,
+QUANT or QUANT_ROWS) to the masked ATTN_PV. The functional model records each of those over the
+whole rows x cols tile, which is what a dense datapath does. A sparse attention unit (Sanger's
 pack-and-split, SPLS's top-k attention, SpAtten's pruned tokens and heads) keeps the selected
 scores packed and never reads, writes or evaluates the others, so here each instruction on that
 path is charged for the kept positions only: SFU elements = kept, and each of its tile-shaped
@@ -31,7 +31,7 @@ from .isa_spec import Operand
 
 SCORE_PATH_SOURCE: dict[str, str] = {
     "dequant": "src_addr", "add": "a_addr", "softmax": "src_addr", "quant": "src_addr",
-    "softmax_stats": "src_addr", "softmax_norm": "src_addr"}
+    "quant_rows": "src_addr", "softmax_stats": "src_addr", "softmax_norm": "src_addr"}
 """SFU instructions a score tile flows through, by the address field of their score input."""
 
 Tile = tuple[int, int, int, int]  # rows, cols, kept positions, one past the last element

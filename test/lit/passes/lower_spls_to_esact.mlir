@@ -35,7 +35,7 @@
 // CHECK:      esact.attn_qk {{.*}}has_mask = 0, mask_addr = 0, has_row_mask = 1, row_mask_addr = [[ROWS]] {component = "qk", layer = 0 : i64}
 // CHECK-NEXT: esact.dequant {{.*}}has_row_mask = 1, row_mask_addr = [[ROWS]] {component = "sfu"
 // CHECK:      esact.softmax {{.*}}has_row_mask = 1, row_mask_addr = [[ROWS]] {component = "sfu"
-// CHECK-NEXT: esact.quant {{.*}}has_row_mask = 1, row_mask_addr = [[ROWS]] {component = "sfu"
+// CHECK-NEXT: esact.quant_rows {{.*}}scale_addr = {{[0-9]+}}, has_row_mask = 1, row_mask_addr = [[ROWS]] {component = "sfu"
 // CHECK:      esact.attn_pv {{.*}}has_mask = 0, mask_addr = 0, has_row_mask = 1, row_mask_addr = [[ROWS]] {component = "pv", layer = 0 : i64}
 // CHECK-NOT:  esact.scatter_rows
 // CHECK:      esact.gemm {{.*}}has_row_mask = 1, row_mask_addr = [[ROWS]], {{.*}}component = "o"
