@@ -19,7 +19,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "test" / "e2e"))
 
-from test_golden_binaries import DIGITS_CALIBRATION, cases
+from test_golden_binaries import DIGITS_CALIBRATION, cases, compile_case
 
 
 def inputs_of(name: str, options: dict) -> list[dict[str, np.ndarray]]:
@@ -32,17 +32,7 @@ def inputs_of(name: str, options: dict) -> list[dict[str, np.ndarray]]:
 
 
 def measure(options: dict, keep: bool, feeds: list, tmp: Path) -> tuple[dict, list]:
-    from esact_cc import api
-
-    options = dict(options)
-    model = options.pop("model")
-    if options.get("calibration_data") == DIGITS_CALIBRATION:
-        from esact_cc.bundled_model import load_bundled_model
-
-        bundled = load_bundled_model()
-        options["calibration_data"] = str(tmp / "calib.npz")
-        np.savez(options["calibration_data"], **{bundled.input_name: bundled.calibration_images})
-    compiled = api.compile(model, stage="esb", keep_on_chip=keep, **options)
+    compiled = compile_case(tmp, {**options, "keep_on_chip": keep})
     totals = {"cycles": 0, "on_chip_uj": 0.0, "dram_bytes": 0}
     outputs = []
     for feed in feeds:

@@ -40,7 +40,8 @@ def cases() -> dict[str, dict]:
     return table
 
 
-def digest(tmp_path: Path, options: dict) -> str:
+def compile_case(tmp_path: Path, options: dict) -> api.CompiledModel:
+    """A case's binary (the bundled digits calibration split written to `tmp_path`)."""
     options = dict(options)
     model = options.pop("model")
     if options.get("calibration_data") == DIGITS_CALIBRATION:
@@ -50,8 +51,12 @@ def digest(tmp_path: Path, options: dict) -> str:
         bundled = load_bundled_model()
         options["calibration_data"] = str(tmp_path / "calib.npz")
         np.savez(options["calibration_data"], **{bundled.input_name: bundled.calibration_images})
+    return api.compile(model, stage="esb", **options)
+
+
+def digest(tmp_path: Path, options: dict) -> str:
     out = tmp_path / "m.esb"
-    api.compile(model, stage="esb", **options).save_esb(out)
+    compile_case(tmp_path, options).save_esb(out)
     return hashlib.sha256(out.read_bytes()).hexdigest()
 
 
