@@ -1,7 +1,7 @@
 """A package directory that runs a source tree's esact_cc instead of the installed one.
 
-The alternating benches (cli_compile_alternating.py, cli_run_alternating.py) compare two
-checkouts of this repository; each runs through such a directory put first on PYTHONPATH.
+The alternating benches (alternating_trees.py) compare two checkouts of this repository;
+each runs through such a directory put first on PYTHONPATH.
 """
 
 from __future__ import annotations
