@@ -196,7 +196,8 @@ def _finetune(model_path: str | os.PathLike[str], samples: Sequence[dict],
     optimizer = torch.optim.AdamW(params.values(), lr=options.learning_rate, weight_decay=0.0)
     steps = options.epochs * math.ceil(len(train.indices) / options.batch)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=options.learning_rate,
-                                                   total_steps=steps, pct_start=0.1)
+                                                   total_steps=steps,
+                                                   pct_start=_warm_up_share(steps))
     rng = np.random.default_rng(options.seed)
     result = FinetuneResult(None, weights, frozen)
     original = {h: p.detach().clone() for h, p in params.items()}
@@ -239,6 +240,13 @@ def _finetune(model_path: str | os.PathLike[str], samples: Sequence[dict],
     log(f"esact-finetune: weights moved by {result.weight_drift:.2%} of their norm")
     result.model = with_weights(proto, weights, {h: p.numpy() for h, p in best.items()})
     return result
+
+
+def _warm_up_share(steps: int) -> float:
+    """The one-cycle schedule's warm-up share: 10%, but at least 2 steps from 4 steps on.
+    At 10 steps 10% is a warm-up ending at step 0, which OneCycleLR divides by (10 steps:
+    --epochs 1 on 160 inputs at batch 16 crashed with ZeroDivisionError)."""
+    return max(0.1, 2.0 / steps) if steps >= 4 else 0.1
 
 
 def _pull_toward(torch: Any, params: Mapping[str, Any], original: Mapping[str, Any],

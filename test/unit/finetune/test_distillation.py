@@ -161,3 +161,26 @@ def test_a_negative_anchor_is_refused():
 
     with pytest.raises(CommandLineError, match="--anchor"):
         FinetuneOptions(anchor=-1.0).validate()
+
+
+def test_ten_optimizer_steps_train_without_a_zero_length_warm_up():
+    """10 steps: a 10% warm-up ends at step 0, which OneCycleLR divided by (ZeroDivisionError);
+    the warm-up is at least 2 steps, and the loss still falls."""
+    options = FinetuneOptions(epochs=10, learning_rate=3e-3, batch=2, seed=1, distill="cosine",
+                              output="last_hidden_state")
+    result = finetune(VIT, _images(2, seed=3), None, SPLS, options)
+    assert len(result.epoch_losses) == 10
+    assert result.epoch_losses[-1] < result.epoch_losses[0]
+
+
+@pytest.mark.parametrize("steps", range(1, 41))
+def test_every_step_count_has_a_schedule_torch_accepts(steps):
+    from esact_cc.finetune.distillation import _warm_up_share
+
+    param = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1.0, total_steps=steps,
+                                                   pct_start=_warm_up_share(steps))
+    for _ in range(steps):
+        optimizer.step()
+        schedule.step()
