@@ -26,7 +26,7 @@ from .dram_presets import (CUSTOM, DEFAULT_DRAM_TECHNOLOGY, DRAM_PRESETS, DRAM_T
 from .errors import ConfigError, UsageError
 from .hw_params import (build, check_ranges, hashed_table, integers_to_floats, key_of, param,
                         section, to_table, to_toml, values_from_table)
-from .isa_costs import MAC_DATAFLOWS
+from .isa_costs import BPU_SCORE_RANKINGS, MAC_DATAFLOWS
 from .isa import BUFFER_CONFIG_ATTRS, BUFFER_DTYPES, DIM_BITS, DRAM_ADDR_BITS, SRAM_ADDR_BITS
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
@@ -110,6 +110,10 @@ class HardwareConfig:
         doc=f"GEMM dataflow (runtime/isa_costs.py, docs/hardware.md): {', '.join(MAC_DATAFLOWS)}")
     bpu_lanes: int = param(512, "bpu.lanes", 1, MAX_LANES,
                            doc="assumption: shift-add lanes of the bit-level prediction unit")
+    bpu_score_ranking: str = param(
+        "pipelined", "bpu.score_ranking", 1, 20, hashed_at_default=False,
+        doc="BPU_SCORES: each row's products stream into the top-k unit (pipelined) or the "
+            "ranking starts after the chunk's last product (serial); runtime/isa_costs.py")
     topk_lanes: int = param(64, "topk.lanes", 1, MAX_LANES,
                             doc="assumption: comparisons per cycle of the top-k/similarity unit")
     sfu_lanes: int = param(64, "sfu.lanes", 1, MAX_LANES,
@@ -160,6 +164,9 @@ class HardwareConfig:
         if self.mac_dataflow not in MAC_DATAFLOWS:
             raise ConfigError(f"'mac_array.dataflow' must be one of {', '.join(MAC_DATAFLOWS)}, "
                               f"got {self.mac_dataflow!r}")
+        if self.bpu_score_ranking not in BPU_SCORE_RANKINGS:
+            raise ConfigError(f"'bpu.score_ranking' must be one of {', '.join(BPU_SCORE_RANKINGS)}"
+                              f", got {self.bpu_score_ranking!r}")
         if self.dram_technology not in DRAM_TECHNOLOGIES:
             raise ConfigError(f"'dram.technology' must be one of {', '.join(DRAM_TECHNOLOGIES)}, "
                               f"got {self.dram_technology!r}")

@@ -167,14 +167,35 @@ def score_path_cost(f: Mapping[str, int], config: HardwareConfig, work: Work) ->
     return _score_stage(f["rows"] * f["cols"] * score_rank_passes(f), config, work) + 1
 
 
+def serial_score_cycles(rank_elements: int, config: HardwareConfig, work: Work) -> int:
+    """`bpu.score_ranking = "serial"`: every product of the chunk first, then the score path
+    over them on the same lanes (`_score_stage`)."""
+    return _ceil_div(work.shift_adds, config.bpu_lanes) + _score_stage(rank_elements, config, work)
+
+
+def pipelined_score_cycles(rows: int, config: HardwareConfig, work: Work) -> int:
+    """`bpu.score_ranking = "pipelined"`: a two-stage pipeline over the chunk's rows. Stage 1,
+    the BPU lanes: a row's products and its element passes (scale, mask, softmax); stage 2, the
+    top-k unit: that row's ranking, while the lanes compute the next row. n rows with stage
+    totals A and B take a + b + (n - 1) max(a, b) = max(A, B) + min(A, B) / n cycles."""
+    lanes = _ceil_div(work.shift_adds + work.sfu_elements, config.bpu_lanes)
+    ranking = _ceil_div(work.compare_ops, config.topk_lanes)
+    return np.maximum(lanes, ranking) + _ceil_div(np.minimum(lanes, ranking), np.maximum(1, rows))
+
+
 @_columnwise
 def bpu_score_path_cost(f: Mapping[str, int], config: HardwareConfig, work: Work) -> int:
-    """BPU_SCORES: the BPU's shift-adds, then the score path over its products on the same
-    lanes (`_score_stage`; `integer_rank`: no element pass, the top-k unit ranks the integer
-    products): the cycles of BPU then PAM_SCORES (or TOPK), less one issue."""
+    """BPU_SCORES: the BPU's shift-adds and the score path over its products on the same
+    lanes (`integer_rank`: no element pass, the top-k unit ranks the integer products), in
+    series or pipelined row by row into the top-k unit (`bpu.score_ranking`, docs/hardware.md)."""
+    if config.bpu_score_ranking == "pipelined":
+        return pipelined_score_cycles(f["rows"], config, work) + 1
     rank_elements = f["rows"] * f["cols"] * score_rank_passes(f) * (1 - f["integer_rank"])
-    return (_ceil_div(work.shift_adds, config.bpu_lanes)
-            + _score_stage(rank_elements, config, work) + 1)
+    return serial_score_cycles(rank_elements, config, work) + 1
+
+
+BPU_SCORE_RANKINGS = ("pipelined", "serial")
+"""`bpu.score_ranking` values: how BPU_SCORES' products reach the top-k unit (above)."""
 
 
 @_columnwise

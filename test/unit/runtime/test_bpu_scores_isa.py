@@ -1,7 +1,8 @@
 """BPU_SCORES, the BPU's PAM products streamed into the score path (runtime/isa_prediction_scores.py):
 on the functional model it writes the SPA and prob rows BPU then PAM_SCORES (or TOPK of the
-integer products) write, bit for bit; its SRAM traffic has no ACC bytes (hand count) and its
-cycles are the two instructions' less one issue."""
+integer products) write, bit for bit; its SRAM traffic has no ACC bytes (hand count); its cycles,
+by hand: with `bpu.score_ranking = "serial"` the two instructions' less one issue, pipelined
+(the default) the two-stage row pipeline's."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ import pytest
 from esact_cc.runtime.errors import ProgramError
 from esact_cc.runtime.esb import Program, check_program_fits, validate_program
 from esact_cc.runtime.functional import Machine
-from esact_cc.runtime.hw_config import load_config
+from esact_cc.runtime.hw_config import HardwareConfig, load_config
 from esact_cc.runtime.isa import INSTRUCTION_SPECS, Buffer, Instruction
 from esact_cc.runtime.isa_costs import SFU_PASSES
 from esact_cc.runtime.spls_kernels import hlog_levels
 
 CFG = load_config()
+SERIAL = HardwareConfig(bpu_score_ranking="serial")
 ROWS, COLS, DEPTH, K = 5, 70, 16, 9
 Q, KEYS, ACC = 0, 1000, 0  # ABUF: Q^ rows (stride DEPTH + 3), K^ rows; ACC products
 Q_STRIDE = DEPTH + 3  # a head's columns inside wider code rows
@@ -108,13 +110,19 @@ def test_cost_and_traffic_equal_a_hand_computation(mask: str, causal: bool, prob
     compares = scores * math.ceil(math.log2(K + 1))
     assert (work.sfu_elements, work.compare_ops) == (scores * passes, compares)
     lanes = CFG.bpu_lanes
-    expected = (math.ceil(work.shift_adds / lanes)
-                + max(math.ceil(scores * passes / lanes),
-                      math.ceil(scores * rank_passes / lanes)
-                      + math.ceil(compares / CFG.topk_lanes)) + 1)
-    costs = [INSTRUCTION_SPECS[i.opcode_name].cost(i.fields, CFG, w)
+    serial = (math.ceil(work.shift_adds / lanes)
+              + max(math.ceil(scores * passes / lanes),
+                    math.ceil(scores * rank_passes / lanes)
+                    + math.ceil(compares / CFG.topk_lanes)) + 1)
+    costs = [INSTRUCTION_SPECS[i.opcode_name].cost(i.fields, SERIAL, w)
              for i, w in zip([fused, *separate], works, strict=True)]
-    assert costs[0] == expected == costs[1] + costs[2] - 1
+    assert costs[0] == serial == costs[1] + costs[2] - 1
+    # Pipelined: stage 1 (lanes) = products + element passes, stage 2 = the ranking, per row.
+    stage1 = math.ceil((work.shift_adds + scores * passes) / lanes)
+    stage2 = math.ceil(compares / CFG.topk_lanes)
+    pipelined = max(stage1, stage2) + math.ceil(min(stage1, stage2) / ROWS) + 1
+    assert CFG.bpu_score_ranking == "pipelined"
+    assert INSTRUCTION_SPECS["bpu_scores"].cost(fused.fields, CFG, work) == pipelined < serial
     # Read: the codes (ROWS x DEPTH of Q^, COLS x DEPTH of K^), the scale vector, two scalars
     # and the mask rows; written: SPA and the probs. No ACC: the products never leave the lanes.
     mask_bytes = {"integer": 0, "none": 0, "row": 4 * COLS, "block": 4 * scores}[mask]
