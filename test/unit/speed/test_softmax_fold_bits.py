@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from esact_cc.runtime import online_softmax
 from esact_cc.runtime.online_softmax import CHUNK
@@ -73,3 +75,51 @@ def test_fold_continues_a_state_from_an_earlier_block() -> None:
     assert all(g.tobytes() == w.tobytes() for g, w in zip(got, want))
     whole = online_softmax.fold(z, valid, *online_softmax.initial_state(9))
     assert all(g.tobytes() == w.tobytes() for g, w in zip(got, whole))  # blocks = whole row
+
+
+def test_fold_leaves_its_logits_alone() -> None:
+    """One row of one chunk: the keys-first copy's transpose is contiguous, and must still be
+    a copy (the fold works on it in place; normalize reads z afterwards)."""
+    z = np.linspace(-3.0, 2.0, CHUNK)[None, :]
+    before = z.copy()
+    online_softmax.softmax(z, None)
+    assert z.tobytes() == before.tobytes()
+
+
+_SPECIALS = [0.0, -0.0, np.inf, -np.inf, np.nan, 3.0, -3.0]
+"""(step_fold's np.maximum(m, max) keeps another NaN than np.maximum.accumulate for a -NaN
+logit: the reference is exact for the positive NaN only.)"""
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=st.integers(1, 6), cols=st.sampled_from([1, 40, CHUNK, 2 * CHUNK, 3 * CHUNK + 7]),
+       seed=st.integers(0, 2**32 - 1), scale=st.sampled_from([1e-3, 1.0, 50.0, 1e4]),
+       specials=st.lists(st.tuples(st.integers(0, 10**6), st.sampled_from(_SPECIALS)),
+                         max_size=12),
+       zero_ties=st.booleans(), masked=st.booleans(), carried=st.booleans())
+def test_fold_is_the_step_fold_on_any_logits(rows: int, cols: int, seed: int, scale: float,
+                                             specials: list[tuple[int, float]],
+                                             zero_ties: bool, masked: bool,
+                                             carried: bool) -> None:
+    """float32 logits with NaN, infinities and ties at +-0 anywhere (which NaN, which zero a
+    max or a sum keeps depends on the order: those tiles take the [rows, chunks, CHUNK]
+    layout), with or without a valid mask and a carried-in state: the same (m, s)
+    bits and probabilities as the step form."""
+    rng = np.random.default_rng(seed)
+    z = (rng.standard_normal((rows, cols)) * scale).astype(np.float32).astype(np.float64)
+    if zero_ties:  # rows of +-0 whose max is a zero
+        z[rng.random((rows, cols)) < 0.8] = 0.0
+        z[rng.random((rows, cols)) < 0.5] *= -1.0
+        z = np.minimum(z, 0.0) if seed % 2 else z
+    for position, value in specials:
+        z.flat[position % z.size] = value
+    valid = rng.random((rows, cols)) < 0.7 if masked else None
+    start = online_softmax.initial_state(rows)
+    if carried:
+        start = (rng.choice(np.array(_SPECIALS + [-1.5, 0.25, 40.0]), rows),
+                 rng.random(rows) * 5)
+    got = online_softmax.fold(z, valid, *start)
+    want = step_fold(z, valid, *start)
+    assert all(g.tobytes() == w.tobytes() for g, w in zip(got, want))
+    assert (online_softmax.normalize(z, valid, *got).tobytes()
+            == online_softmax.normalize(z, valid, *want).tobytes())
