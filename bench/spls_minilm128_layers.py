@@ -1,9 +1,10 @@
 """all-MiniLM-L6-v2 at 128 tokens, layer by layer: where SPLS pays on the hardware model and
 where it does not.
 
-Runs dense and each SPLS setting on every reporting sentence (bench/scheme_comparison_models:
-doc sentences 8..23, zero-padded to 128 tokens; INT8 ranges from sentences 0..7, the
-calibration ones, never reported) through the hardware model (functional + timing + energy,
+Runs dense and each SPLS setting on every reporting input (bench/scheme_comparison_models
+.minilm_samples: `--text real`, the default, pydoc topic prose of 128 real tokens, topics 8..23;
+`--text sentences`, doc sentences 8..23 zero-padded to 128 tokens; INT8 ranges from inputs
+0..7, the calibration ones, never reported) through the hardware model (functional + timing + energy,
 default config), and gives per setting: mean cycles, on-chip and system energy, mean cosine of
 the sentence embedding to the FP32 model (onnxruntime); per layer: the layer's cycles and
 on-chip energy, its prediction's cycles and on-chip energy (component `predict`), the rows the
@@ -14,7 +15,7 @@ per layer as `L:name=value`).
 
     HF_HUB_OFFLINE=1 python bench/spls_minilm128_layers.py \
         --tuned bench/results/spls_minilm128/scheme_comparison_minilm.json \
-        [--setting NAME=OPT,...] [--sentences 16] --json OUT.json
+        [--text real|sentences] [--setting NAME=OPT,...] [--sentences 16] --json OUT.json
 """
 
 from __future__ import annotations
@@ -137,21 +138,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tuned", type=Path, help="bench/spls_minilm128.py's result JSON")
     parser.add_argument("--setting", action="append", default=[], metavar="NAME=OPT,...")
-    parser.add_argument("--sentences", type=int, default=16, help="reporting sentences")
+    parser.add_argument("--sentences", type=int, default=16, help="reporting inputs")
+    parser.add_argument("--text", choices=models.MINILM_TEXTS, default="real",
+                        help="real: 128 real tokens of pydoc prose; sentences: padded")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     import onnxruntime as ort
     from generate_models import SentenceEmbedding, minilm_trained
 
     settings = settings_of(args)
-    samples = models.minilm_sentence_samples(TOKENS)
+    samples, source, _ = models.minilm_samples(args.text, TOKENS)
     calibration = samples[:CALIBRATION]
     reporting = samples[CALIBRATION:CALIBRATION + args.sentences]
     result: dict[str, Any] = {
         "command": "HF_HUB_OFFLINE=1 python bench/spls_minilm128_layers.py "
                    + " ".join(argv if argv is not None else sys.argv[1:]),
-        "calibration_sentences": f"doc sentences [0:{CALIBRATION}] (INT8 ranges)",
-        "reporting_sentences": f"doc sentences [{CALIBRATION}:{CALIBRATION + args.sentences}]",
+        "calibration_sentences": f"{source} [0:{CALIBRATION}] (INT8 ranges)",
+        "reporting_sentences": f"{source} [{CALIBRATION}:{CALIBRATION + args.sentences}]",
         "real_tokens": [int(s["attention_mask"].sum()) for s in reporting],
         "settings": {}}
     with tempfile.TemporaryDirectory(prefix="spls-minilm128-") as tmp_name:

@@ -3,7 +3,7 @@
     esact-tune MODEL.onnx --calibration-data FILE.npz|NAME=FILE.npz[:ARRAY] [--labels-key KEY]
         --budget POINTS -o spls.json [--scored-output NAME] [--ir quantized|transformer]
         [--samples N] [--uniform-only] [--confidence C] [--loss-estimate flips|margins]
-        [--augment N]
+        [--augment N] [--prediction-price design|hardware] [--hw CONFIG.toml]
         [--layer-search largest|efficient]
         [--layer-options threshold[,window][,prediction]] [--layer-first-reference R] [--layer-steps N]
         [--layer-screen on|off] [--screen-margin STEPS]
@@ -76,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "flipped when it or any of its copies flips, so inputs near the "
                         "decision boundary are found from the calibration set "
                         "(esact_cc/tuning/calibration_augmentation.py; default: 0, none)")
+    parser.add_argument("--prediction-price", choices=("design", "hardware"), default="design",
+                        help="MACs per HLog product in the objective: design, docs/design.md "
+                        "section 6's 0.1; hardware, measured on the hardware model on the "
+                        "first calibration input (esact_cc/tuning/prediction_price.py; "
+                        "default: %(default)s)")
+    parser.add_argument("--hw", metavar="CONFIG.toml",
+                        help="hardware config of --prediction-price hardware (default: the "
+                        "default config)")
     parser.add_argument("-o", "--output", "--output-file", dest="output_file", required=True,
                         metavar="FILE.json", help="where the SPLS config goes (--output-file: "
                         "former spelling)")
@@ -176,7 +184,6 @@ def run_cli(args: argparse.Namespace) -> None:
         budget_screen,
         check_augment,
     )
-    from esact_cc.tuning.spls_accounting import PREDICTION_MAC_PER_PRODUCT
     from esact_cc.tuning.spls_calibration_inputs import load_calibration_data, model_inputs
     from esact_cc.tuning.spls_measurement import SplsEvaluator
     from esact_cc.tuning.spls_tuning import tune
@@ -190,6 +197,11 @@ def run_cli(args: argparse.Namespace) -> None:
     if hook is not None and args.augment:
         raise CommandLineError(f"--augment: only the spls search reads perturbed copies; "
                                f"--sparsity {args.sparsity} does not")
+    if hook is not None and args.prediction_price != "design":
+        raise CommandLineError(f"--prediction-price {args.prediction_price}: only the spls "
+                               f"search prices a prediction; --sparsity {args.sparsity} has none")
+    if args.hw is not None and args.prediction_price != "hardware":
+        raise CommandLineError("--hw: only --prediction-price hardware runs the hardware model")
     if hook is not None and args.loss_estimate != "flips":
         raise CommandLineError(f"--loss-estimate {args.loss_estimate}: only the spls search "
                                f"prices margins; --sparsity {args.sparsity} bounds flips")
@@ -214,12 +226,15 @@ def run_cli(args: argparse.Namespace) -> None:
         tune_registered_scheme(hook, args, data, log)
         return
     evaluator = SplsEvaluator(args.model, data, args.output, args.ir)
+    price = prediction_price(args, evaluator, log)
+    evaluator.mac_per_product = price.mac_per_product
     searched = evaluator
     if args.augment:  # the copies run the program quantized on the inputs themselves
         searched = AugmentedEvaluator(
             evaluator, SplsEvaluator(args.model, augment(data, args.augment), args.output,
                                      args.ir, quantize_samples=data.samples),
             args.augment, budget_screen(args.budget, search))
+        searched.copies.mac_per_product = price.mac_per_product
     result = tune(searched, args.budget, per_layer=not args.uniform_only, log=log,
                   search=search)
     info = {
@@ -231,7 +246,8 @@ def run_cli(args: argparse.Namespace) -> None:
         "output": evaluator.output,
         "ir": args.ir,
         "dense_accuracy": evaluator.dense_accuracy,
-        "prediction_mac_per_product": PREDICTION_MAC_PER_PRODUCT,
+        "prediction_mac_per_product": price.mac_per_product,
+        "prediction_price": price.as_dict(),
         "augment": args.augment,
     }
     config = result.config(info)
@@ -248,6 +264,21 @@ def run_cli(args: argparse.Namespace) -> None:
         f"{search.confidence:g} ({search.loss_estimate}) "
         f"(uniform: {result.uniform.reduction:.2%} at {result.uniform.loss:.3f}) -> "
         f"{args.output_file}")
+
+
+def prediction_price(args: argparse.Namespace, evaluator, log):
+    """--prediction-price: the design's 0.1 MAC per product, or the hardware model's price
+    with the search's starting setting (prediction_price.py)."""
+    from esact_cc.tuning.prediction_price import DESIGN_PRICE, hardware_price
+    from esact_cc.tuning.spls_measurement import uniform_config
+
+    if args.prediction_price == "design":
+        return DESIGN_PRICE
+    price = hardware_price(evaluator, uniform_config(), args.hw)
+    log(f"esact-tune: the prediction priced {price.mac_per_product:.3f} MAC per HLog product "
+        f"({price.prediction_pj_per_product:.3f} pJ per product, {price.dense_pj_per_mac:.3f} "
+        f"pJ per dense MAC on chip; {price.source})")
+    return price
 
 
 def tuning_hook(name: str):

@@ -17,7 +17,8 @@ Counting rules (the same as bench/spls_emulation_encoder.py, so the two agree):
   selects, per head; else all real keys;
 - qk, pv: per computed real row, its SPA keys (`attention=topk`) or all visible keys;
 - prediction: HLog products Q^ = X W_Q, K^ = X W_K over real rows, and PAM over visible pairs;
-  `PREDICTION_MAC_PER_PRODUCT` MACs each (docs/design.md section 6: 0.1);
+  `PREDICTION_MAC_PER_PRODUCT` MACs each (docs/design.md section 6: 0.1), or the price the
+  hardware model charges (`WorkSummary.mac_per_product`, tuning/prediction_price.py);
 - mask quality: top-k recall, |SPA_i & exact top-k_i| / k averaged over heads, for computed
   real rows, the exact top-k taken from the attention's own Q and K. Measured only with
   `attention=dense` (with `topk` the program never generates the keys SPA drops, so the exact
@@ -280,6 +281,8 @@ class WorkSummary:
     """Totals over layers and inputs, and the headline ratios."""
 
     layers: list[LayerWork]
+    mac_per_product: float = PREDICTION_MAC_PER_PRODUCT
+    """What one HLog product costs in INT8 MACs (tuning/prediction_price.py)."""
 
     @property
     def dense(self) -> float:
@@ -291,7 +294,7 @@ class WorkSummary:
 
     @property
     def prediction_macs(self) -> float:
-        return sum(w.prediction_products for w in self.layers) * PREDICTION_MAC_PER_PRODUCT
+        return sum(w.prediction_products for w in self.layers) * self.mac_per_product
 
     @property
     def reduction(self) -> float:
@@ -329,19 +332,21 @@ class WorkSummary:
                 "reduction_without_prediction": self.reduction_without_prediction,
                 "dense_macs": self.dense, "executed_macs": self.executed,
                 "prediction_macs": self.prediction_macs,
+                "prediction_mac_per_product": self.mac_per_product,
                 "reused_fraction": self.reused_fraction,
                 "reused_fraction_per_layer": self.reused_fraction_per_layer(),
                 "topk_recall": self.topk_recall,
                 "executed_fraction_by_component": self.executed_fraction_by_component()}
 
 
-def summarize(per_input: Iterable[Sequence[LayerWork]]) -> WorkSummary:
-    """Sum per-layer work over inputs."""
+def summarize(per_input: Iterable[Sequence[LayerWork]],
+              mac_per_product: float = PREDICTION_MAC_PER_PRODUCT) -> WorkSummary:
+    """Sum per-layer work over inputs; the prediction priced at `mac_per_product`."""
     totals: list[LayerWork] = []
     for layers in per_input:
         while len(totals) < len(layers):
             totals.append(LayerWork())
         for total, work in zip(totals, layers):
             total.add(work)
-    return WorkSummary(totals)
+    return WorkSummary(totals, mac_per_product)
 

@@ -8,8 +8,9 @@ spls_memo_interpreter.py. `PooledEvaluator` measures several evaluators as one i
 
 Accuracy: task accuracy (argmax of the output vs `labels`) when labels exist, else mean cosine
 of the output to the dense output; both in points (x100), loss = dense - SPLS. Computation:
-`spls_accounting` (executed MACs + prediction at 0.1 MAC per HLog product over dense MACs, real
-tokens only).
+`spls_accounting` (executed MACs + prediction at `mac_per_product` MACs per HLog product over
+dense MACs, real tokens only): 0.1 (docs/design.md section 6) unless set from the hardware
+model (prediction_price.py).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from esact_cc.sparsity.spls_options import SplsConfig
 from esact_cc.tuning.loss_bound import estimated_upper_bound, loss_se
 from esact_cc.tuning.margin_loss import MarginPrice, MarginReference
 from esact_cc.tuning.spls_accounting import (
+    PREDICTION_MAC_PER_PRODUCT,
     DenseLayer,
     LayerWork,
     SplsLayer,
@@ -152,6 +154,8 @@ class SplsEvaluator:
             raise CompileError(f"unknown IR level '{ir}' (levels: {', '.join(IR_LEVELS)})")
         self.model = str(model)
         self.ir = ir
+        self.mac_per_product = PREDICTION_MAC_PER_PRODUCT
+        """The prediction's price per HLog product, in MACs (prediction_price.py)."""
         self.log = log or (lambda message: None)
         self.labels = data.labels
         self.samples = data.samples
@@ -270,7 +274,8 @@ class SplsEvaluator:
         for j, p in enumerate(prepared):
             scores = self._scores(outputs[j])
             measurements.append(Measurement(
-                p.config, float(np.mean(scores)), self.dense_accuracy, summarize(works[j]),
+                p.config, float(np.mean(scores)), self.dense_accuracy,
+                summarize(works[j], self.mac_per_product),
                 self._accuracy(control_outputs[j]) if control else None,
                 self.dense_scores - scores, self.labels is not None,
                 self.margin_price(outputs[j])))
@@ -318,7 +323,9 @@ class PooledEvaluator:
                                 if control else None)
             pooled.append(Measurement(config, self._weighted([m.accuracy for m in ms]),
                                       self.dense_accuracy,
-                                      summarize(m.work.layers for m in ms), control_accuracy,
+                                      summarize((m.work.layers for m in ms),
+                                                self.parts[0].mac_per_product),
+                                      control_accuracy,
                                       np.concatenate([m.sample_losses for m in ms
                                                       if m.sample_losses is not None]),
                                       self.labels is not None, _pooled_margin_price(ms)))
