@@ -9,7 +9,7 @@ outputs and one `isa.Work` record per instruction (for the timing and energy mod
 Integer results are exact: INT8 products come from onnxruntime's integer GEMM where a
 self-test finds it exact, else from float32 BLAS in K blocks of at most 1024 whose partial sums
 are exactly representable integers (int8_gemm.py, int8_matmul_ort.py). SFU operations compute
-in float64 and round once to float32.
+in float64 and round once to float32 (ADD as float32 addition: the same bits, see op_add).
 Every failure is a ProgramError (or another EsactError) naming the instruction index.
 """
 
@@ -352,7 +352,13 @@ class Machine:
     def op_add(self, f: Mapping[str, int]) -> None:
         rows, n = self.sfu_rows(f)
         a, b, dst = (self.view(name, rows=n) for name in ("a_addr", "b_addr", "dst_addr"))
-        dst[rows] = np.add(a[rows], b[rows], dtype=np.float64)  # rounded once to float32
+        # The float64 sum rounded once to float32 is float32 addition, bit for bit: double
+        # rounding is innocuous for + when 53 >= 2 * 24 + 2 (Figueroa 1995), so numpy's float32
+        # add gives it with no float64 temporary (test_float32_add_is_rounded_float64).
+        if isinstance(rows, slice):
+            np.add(a, b, out=dst)
+        else:
+            dst[rows] = np.add(a[rows], b[rows])
 
     def op_gather_rows(self, f: Mapping[str, int]) -> None:
         reuse = self.reuse_map("map_addr", f["rows"])
