@@ -28,8 +28,10 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from enum import IntEnum
+from typing import ClassVar
 
 from esact_cc.dialects.integer_attr import i64_attr
+from esact_cc.dialects.leaf_op import init_leaf_op
 from esact_cc.runtime.errors import ProgramError
 from esact_cc.runtime.esb import COMPONENTS
 from esact_cc.runtime.isa import (
@@ -48,11 +50,12 @@ from xdsl.dialects.builtin import (
     Float32Type,
     FloatAttr,
     IntegerAttr,
+    LocationAttr,
     StringAttr,
     TensorType,
     i64,
 )
-from xdsl.ir import Attribute, Dialect, Operation
+from xdsl.ir import Attribute, Dialect
 from xdsl.irdl import IRDLOperation, irdl_op_definition, opt_attr_def, prop_def
 from xdsl.parser import Parser
 from xdsl.printer import Printer
@@ -69,6 +72,10 @@ def _mask_text(mask: int) -> str:
 class InstructionOp(IRDLOperation):
     """Base of every instruction op: the ISA fields are the op's properties."""
 
+    ZERO_FIELDS: ClassVar[dict[str, Attribute]]
+    """Every field at 0, in table order (attributes are immutable: shared by the ops)."""
+    FLOAT_FIELDS: ClassVar[frozenset[str]]
+    """The float32 immediate fields."""
 
     @classmethod
     def isa_spec(cls) -> InstructionSpec:
@@ -80,17 +87,22 @@ class InstructionOp(IRDLOperation):
     component = opt_attr_def(StringAttr)
     """Debug-map component (runtime.esb.COMPONENTS; a linear's comes from its role)."""
 
-    def __init__(self, fields: Mapping[str, int | float], attributes: Mapping[str, Attribute] | None = None):
+    def __init__(self, fields: Mapping[str, int | float], attributes: Mapping[str, Attribute] | None = None,
+                 location: LocationAttr | None = None):
         spec = self.isa_spec()
         if not spec.field_name_set.issuperset(fields):
             unknown = set(fields) - spec.field_name_set
             raise ValueError(f"{spec.name}: unknown field(s) {', '.join(sorted(unknown))}")
-        properties = {f.name: _field_attr(f, fields.get(f.name, 0)) for f in spec.fields}
-        # Operation's own constructor: an instruction has no operands, results, regions or
-        # successors, so IRDL's builder (a third of instruction selection's time) has nothing
-        # to build.
-        Operation.__init__(self, properties=properties, attributes={
-            name: attr for name, attr in (attributes or {}).items() if attr is not None})
+        properties = dict(self.ZERO_FIELDS)  # in table order; the given ones replace theirs
+        for name, value in fields.items():
+            if type(value) is int and name not in self.FLOAT_FIELDS:
+                properties[name] = i64_attr(value)  # the common case, without _field_attr's tests
+            else:
+                properties[name] = _field_attr(spec.field(name), value)
+        # An instruction has no operands, results, regions or successors: set up as a leaf op
+        # (dialects/leaf_op.py), not by IRDL's builder or Operation's constructor.
+        init_leaf_op(self, properties, {
+            name: attr for name, attr in (attributes or {}).items() if attr is not None}, location)
 
     # --- access ---------------------------------------------------------------------------
     def field_value(self, name: str) -> int:
@@ -252,6 +264,9 @@ def _define_instruction_op(spec: InstructionSpec) -> type[InstructionOp]:
     op_class = irdl_op_definition(cls)
     assert not list(op_class.get_irdl_definition().traits)  # IRDL's verifier would check them
     op_class.verify_ = InstructionOp.verify_  # not IRDL's wrapper: it checks _well_typed first
+    # Set after IRDL's definition, which accepts no class constants it was not told about.
+    op_class.ZERO_FIELDS = {f.name: _field_attr(f, 0) for f in spec.fields}
+    op_class.FLOAT_FIELDS = frozenset(f.name for f in spec.fields if f.kind is FieldKind.FLOAT32)
     return op_class
 
 
@@ -261,11 +276,12 @@ INSTRUCTION_OPS: dict[str, type[InstructionOp]] = {
 """One op class per ISA instruction, by mnemonic: INSTRUCTION_OPS["gemm"] is `esact.gemm`."""
 
 
-def instruction_op(name: str, attributes: Mapping[str, Attribute] | None = None, **fields: float) -> InstructionOp:
-    """Build `esact.<name>` with the given fields (others 0)."""
+def instruction_op(name: str, attributes: Mapping[str, Attribute] | None = None, *,
+                   location: LocationAttr | None = None, **fields: float) -> InstructionOp:
+    """Build `esact.<name>` with the given fields (others 0) at `location` (None: unknown)."""
     if name not in INSTRUCTION_OPS and name in INSTRUCTION_SPECS:  # registered after this import
         INSTRUCTION_OPS[name] = _define_instruction_op(INSTRUCTION_SPECS[name])
-    return INSTRUCTION_OPS[name](fields, attributes)
+    return INSTRUCTION_OPS[name](fields, attributes, location)
 
 
 # ----------------------------------------------------------------------------- declarations

@@ -31,9 +31,10 @@ from __future__ import annotations
 from functools import cache
 
 from esact_cc.dialects.integer_attr import i64_attr
+from esact_cc.dialects.leaf_op import init_leaf_op
 from esact_cc.runtime.isa import Buffer
 from xdsl.dialects.builtin import I64, IntegerAttr, StringAttr
-from xdsl.ir import Dialect, Operation
+from xdsl.ir import Dialect
 from xdsl.irdl import IRDLOperation, irdl_op_definition, opt_prop_def, prop_def
 from xdsl.utils.exceptions import VerifyException
 
@@ -71,7 +72,7 @@ class ReserveOp(IRDLOperation):
         props = {"id": i64_attr(vid), "buffer": _buffer_name(buffer), "size": i64_attr(size)}
         if address is not None:
             props["address"] = i64_attr(address)
-        Operation.__init__(self, properties=props)  # IRDL's builder: nothing to build here
+        init_leaf_op(self, props)  # no operands or results: nothing for IRDL to build
 
     @property
     def buffer_kind(self) -> Buffer:
@@ -98,7 +99,7 @@ class ReleaseOp(IRDLOperation):
     assembly_format = "$id attr-dict"
 
     def __init__(self, vid: int):
-        Operation.__init__(self, properties={"id": i64_attr(vid)})
+        init_leaf_op(self, {"id": i64_attr(vid)})
 
 
 @irdl_op_definition
@@ -112,7 +113,7 @@ class LabelOp(IRDLOperation):
     assembly_format = "$id attr-dict"
 
     def __init__(self, label: int):
-        Operation.__init__(self, properties={"id": i64_attr(label)})
+        init_leaf_op(self, {"id": i64_attr(label)})
 
 
 @irdl_op_definition

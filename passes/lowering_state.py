@@ -345,9 +345,8 @@ class Lowering:
             attrs[stream_ops.VBUF_ATTR] = DictionaryAttr(vbufs)
         if self.group is not None:
             attrs[stream_ops.GROUP_ATTR] = i64_attr(self.group)
-        op = esact.instruction_op(name, attrs, **fields)  # type: ignore[arg-type]
-        if self.current is not None:
-            op.location = self.current.location
+        location = None if self.current is None else self.current.location
+        op = esact.instruction_op(name, attrs, location=location, **fields)  # type: ignore[arg-type]
         self.stream.append(op)
         return op
 
