@@ -1,4 +1,5 @@
-"""The functional model's DRAM image: zeroed anonymous memory without transparent huge pages.
+"""The functional model's DRAM image: zeroed anonymous memory without transparent huge pages,
+and the tensors read from and written into it.
 
 A binary's data segments (weights, scales) sit among its activation regions across the whole
 DRAM address space. With transparent huge pages on (`always`, as on this project's machines),
@@ -11,6 +12,7 @@ program touches are resident. Same zeroed bytes, same addresses; memory only.
 
 from __future__ import annotations
 
+import math
 import mmap
 
 import numpy as np
@@ -31,3 +33,17 @@ def allocate_dram_image(nbytes: int) -> np.ndarray:
     if hasattr(mmap, "MADV_NOHUGEPAGE"):  # Linux; elsewhere the default pages
         region.madvise(mmap.MADV_NOHUGEPAGE)
     return np.frombuffer(region, np.uint8)
+
+
+def write_tensor(dram: np.ndarray, address: int, array: np.ndarray) -> None:
+    """Store `array`'s bytes at `address`."""
+    raw = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
+    dram[address:address + raw.size] = raw
+
+
+def read_tensor(dram: np.ndarray, address: int, shape: tuple[int, ...], dtype: str
+                ) -> np.ndarray:
+    """A copy of the little-endian `dtype` tensor of `shape` at `address`."""
+    dt = np.dtype(dtype).newbyteorder("<")
+    nbytes = math.prod(shape) * dt.itemsize
+    return dram[address:address + nbytes].copy().view(dt).reshape(shape)

@@ -41,6 +41,7 @@ from .host_model_check import check_host_model
 from .isa import (
     DRAM_ADDR_BITS,
     Buffer,
+    Extent,
     Instruction,
     Queue,
     buffer_elements,
@@ -544,17 +545,6 @@ def check_tokens(instructions: Sequence[Instruction]) -> None:
                                f"from {', '.join(missing)} can never arrive (deadlock)")
 
 
-def dram_extent(program: Program) -> int:
-    """Bytes of DRAM the program can touch: the end of its highest region."""
-    end = _declared_extent(program)
-    for instr in program.instructions:
-        for op in instr.spec.operands:
-            extent = operand_extent(instr, op)
-            if extent is not None and extent[0] is None:
-                end = max(end, extent[2])
-    return end
-
-
 def _declared_extent(program: Program) -> int:
     """The end of the highest DRAM region the program declares outside its instructions:
     data segments, inputs and outputs, host segment bindings."""
@@ -572,14 +562,22 @@ def check_program_fits(program: Program, config: HardwareConfig,
     """Config-dependent checks before anything is allocated: config hash, every operand
     inside its buffer, every DRAM region inside the config's capacity. Returns the DRAM
     extent in bytes."""
+    return fitted_extents(program, config, check_hash)[0]
+
+
+def fitted_extents(program: Program, config: HardwareConfig, check_hash: bool = True
+                   ) -> tuple[int, list[tuple[Extent | None, ...]]]:
+    """`check_program_fits`, and each instruction's operand extents (spec order) it computed:
+    the functional model reads them instead of computing each again."""
     if check_hash and program.config_hash != config.hash:
         raise ConfigError(f"binary was compiled for config {program.config_hash[:12]}..., "
                           f"running under {config.hash[:12]}... ({config.name})")
     sizes: Mapping[Buffer, int] = {b: buffer_elements(config, b) for b in Buffer}
-    extent = _declared_extent(program)  # with every DRAM operand's end below: dram_extent
-    for i, instr in enumerate(program.instructions):
-        for op in instr.spec.operands:
-            operand = operand_extent(instr, op)
+    extent = _declared_extent(program)  # and every DRAM operand's end, below
+    table = [tuple(operand_extent(instr, op) for op in instr.spec.operands)
+             for instr in program.instructions]
+    for i, (instr, extents) in enumerate(zip(program.instructions, table)):
+        for op, operand in zip(instr.spec.operands, extents):
             if operand is None:
                 continue
             buf, start, end = operand
@@ -594,4 +592,4 @@ def check_program_fits(program: Program, config: HardwareConfig,
     if extent > config.dram_capacity_bytes:
         raise ProgramError(f"program needs {extent} bytes of DRAM, config has "
                            f"{config.dram_capacity_bytes}")
-    return extent
+    return extent, table

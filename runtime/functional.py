@@ -16,7 +16,6 @@ Every failure is a ProgramError (or another EsactError) naming the instruction i
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -25,9 +24,9 @@ import numpy as np
 
 from . import online_softmax, spls_kernels
 from .dequantize_rows import dequantized
-from .dram_image import allocate_dram_image
+from .dram_image import allocate_dram_image, read_tensor, write_tensor
 from .errors import EsactError, ProgramError
-from .esb import Program, check_program_fits
+from .esb import Program, fitted_extents
 from .esb_reader import release_mapped_pages
 from .gelu_erf import gelu  # also this module's name for it (the interpreter's)
 from .host_segments import HOST_TIME_LIMIT_S
@@ -36,6 +35,7 @@ from .isa import (
     BUFFER_DTYPES,
     INSTRUCTION_KERNELS,
     Buffer,
+    Extent,
     GeluMode,
     Instruction,
     Operand,
@@ -93,8 +93,12 @@ class Machine:
 
     def __init__(self, program: Program, config: HardwareConfig, dram_bytes: int,
                  host_time_limit: float = HOST_TIME_LIMIT_S,
-                 release_host_sessions: bool = False) -> None:
+                 release_host_sessions: bool = False,
+                 extents: list[tuple[Extent | None, ...]] | None = None) -> None:
         self.program = program
+        # Each instruction's operand extents (esb.fitted_extents: computed once, by the checks
+        # before the run), else each operand's when it is viewed.
+        self.extents = extents
         self.config = config
         self.host_time_limit = host_time_limit
         # The index of each host segment's last HOST instruction, when its onnxruntime session
@@ -109,9 +113,10 @@ class Machine:
         self.index = 0
         self.instr: Instruction | None = None
         self.work = Work()
-        # Per opcode and (address field, access): the spec operands `operand` chooses among,
-        # and the method that runs the opcode (looked up once, not per instruction).
-        self._candidates: dict[tuple[str, str, str | None], tuple[Operand, ...]] = {}
+        # Per opcode and (address field, access): the spec operands `operand` chooses among
+        # (with their index in the spec), and the method that runs the opcode (looked up once,
+        # not per instruction).
+        self._candidates: dict[tuple[str, str, str | None], tuple[tuple[int, Operand], ...]] = {}
         self._kernels: dict[str, Callable[[Machine, Mapping[str, int]], object]] = {}
 
     # -------------------------------------------------------------------- helpers
@@ -132,16 +137,17 @@ class Machine:
         key = (self.instr.opcode_name, addr_field, access)
         found = self._candidates.get(key)
         if found is None:
-            found = tuple(op for op in self.instr.spec.operands
+            found = tuple((i, op) for i, op in enumerate(self.instr.spec.operands)
                           if op.addr == addr_field and access in (None, op.access))
             if not found:
                 raise KeyError(addr_field)
             self._candidates[key] = found
-        for op in found:
-            extent = operand_extent(self.instr, op)
+        known = None if self.extents is None else self.extents[self.index]
+        for i, op in found:
+            extent = operand_extent(self.instr, op) if known is None else known[i]
             if extent is not None:
                 return op, extent
-        return found[0], None
+        return found[0][1], None
 
     def view(self, addr_field: str, access: str | None = None, *, rows: int | None = None,
              cols: int | None = None) -> np.ndarray:
@@ -524,18 +530,6 @@ class Machine:
         return self.work
 
 
-def _write_tensor(dram: np.ndarray, address: int, array: np.ndarray) -> None:
-    raw = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
-    dram[address:address + raw.size] = raw
-
-
-def _read_tensor(dram: np.ndarray, address: int, shape: tuple[int, ...],
-                 dtype: str) -> np.ndarray:
-    dt = np.dtype(dtype).newbyteorder("<")
-    nbytes = math.prod(shape) * dt.itemsize
-    return dram[address:address + nbytes].copy().view(dt).reshape(shape)
-
-
 def _coerce_input(name: str, value: object, shape: tuple[int, ...], dtype: str) -> np.ndarray:
     array = np.asarray(value)
     if array.shape != shape:
@@ -562,7 +556,7 @@ def execute(program: Program, inputs: Mapping[str, object], config: HardwareConf
     `release_host_sessions` drops each host model's onnxruntime session after its last HOST
     instruction (a process that runs the program once: the session's copy of the model's
     tensors is not kept through the activations' peak), instead of caching it for later runs."""
-    dram_bytes = check_program_fits(program, config, check_hash)
+    dram_bytes, extents = fitted_extents(program, config, check_hash)
     expected = {d.name for d in program.inputs}
     missing = expected - set(inputs)
     unknown = set(inputs) - expected
@@ -575,7 +569,7 @@ def execute(program: Program, inputs: Mapping[str, object], config: HardwareConf
               for d in program.inputs}
     machine = Machine(program, config, dram_bytes,
                       HOST_TIME_LIMIT_S if host_time_limit is None else host_time_limit,
-                      release_host_sessions)
+                      release_host_sessions, extents)
     for seg in program.data_segments:
         machine.dram[seg.address:seg.address + len(seg.data)] = np.frombuffer(seg.data,
                                                                               np.uint8)
@@ -585,7 +579,7 @@ def execute(program: Program, inputs: Mapping[str, object], config: HardwareConf
                    if isinstance(m := seg.data, memoryview)}.values():
         release_mapped_pages(region)
     for d in program.inputs:
-        _write_tensor(machine.dram, d.address, arrays[d.name])
+        write_tensor(machine.dram, d.address, arrays[d.name])
     run = machine.run_instruction
     with np.errstate(all="ignore"):
         if progress is None:
@@ -597,6 +591,6 @@ def execute(program: Program, inputs: Mapping[str, object], config: HardwareConf
                 work.append(run(i, instr))
                 progress(i + 1, total)
     charge_kept_scores(program.instructions, work)  # a sparse attention unit's score path
-    outputs = {d.name: _read_tensor(machine.dram, d.address, d.shape, d.dtype)
+    outputs = {d.name: read_tensor(machine.dram, d.address, d.shape, d.dtype)
                for d in program.outputs}
     return Execution(outputs, work, machine.dram, machine.buffers)
