@@ -42,7 +42,9 @@ from esact_cc.passes.lowering_state import (
     Lowering,
     MaskTiles,
     round_tile,
+    shape_of,
 )
+from esact_cc.passes.on_chip_activations import output_tile, write_or_keep
 from esact_cc.quantized_kernels import (
     attention_output_scale,
     attention_score_scale,
@@ -71,6 +73,7 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
     heads, kv_heads = op.heads, op.key_heads
     share = heads // kv_heads  # query heads per K / V head (> 1: grouped-query; verified)
     d, dv = width // heads, width_v // kv_heads
+    out_width = shape_of(op.result)[-1]
     causal = op.causal is not None
     if not _tile_fits(lw, 1, lq, lk, d, dv, spa):
         lower_key_blocked(lw, op, rows, spa)  # not one query row over all keys fits
@@ -152,17 +155,21 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
                 lw.write_tile(op.result, r, b * lq, lq, h * dv, dv)
                 lw.free(Buffer.VBUF, whole_heads.pop(hh))
             return
-        r = lw.alloc(Buffer.VBUF, tq * dv)
+        # the head's column block of the result's kept region (rows out_width apart), if any
+        r = output_tile(lw, op.result, b * lq + r0, tq, h * dv, dv, strided=True)
+        kept_at = lw.on_chip is not None and lw.on_chip.region_of(op.result, r) is not None
+        stride = {"dst_stride": out_width} if kept_at and dv < out_width else {}
         lw.emit("dequant", "sfu", dst_addr=r, src_addr=acc, rows=tq, cols=dv, scale_addr=o_addr,
-                **row_scale, **kept_rows(b, r0))
+                **row_scale, **kept_rows(b, r0), **stride)
         lw.free(Buffer.ACC, acc)
         if p_rows is not None:
             lw.free(Buffer.VBUF, p_rows)
         if scattered is not None:
             lw.emit("scatter_rows", "sfu", buf=Buffer.VBUF, dst_addr=r, src_addr=r, rows=tq,
-                    cols=dv, map_addr=rows.reuse_map + 2 * lq * b)
-        lw.write_tile(op.result, r, b * lq + r0, tq, h * dv, dv)
-        lw.free(Buffer.VBUF, r)
+                    cols=dv, map_addr=rows.reuse_map + 2 * lq * b,
+                    **({"src_stride": out_width} if stride else {}), **stride)
+        if not write_or_keep(lw, op.result, r, b * lq + r0, tq, h * dv, dv):
+            lw.free(Buffer.VBUF, r)
 
     def scores_to_p(b: int, h: int, scores: int, r0: int, tq: int,
                     q_rows: tuple[int, int], k_rows: tuple[int, int],

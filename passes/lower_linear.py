@@ -46,7 +46,7 @@ from esact_cc.passes.lowering_state import (
     round_tile,
     shape_of,
 )
-from esact_cc.passes.on_chip_activations import rows_on_chip, write_or_keep
+from esact_cc.passes.on_chip_activations import output_tile, rows_on_chip, write_or_keep
 from esact_cc.passes.spls_scratch import PredictScratch
 from esact_cc.quantized_kernels import (
     input_groups,
@@ -55,6 +55,7 @@ from esact_cc.quantized_kernels import (
 )
 from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.isa import Buffer
+from xdsl.ir import SSAValue
 
 # ----------------------------------------------------------------------------- linear
 
@@ -118,7 +119,8 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
                                    n0=n0, nt=nt, n_tile=n_tile)
                 if g == 0 and j == ahead:  # the next row tile's input, while these GEMMs run
                     ready = prepare(*row_tiles[i + 1])
-                o = _dequant_group(lw, dequant, g, o, acc, mt, nt, sv, row_scales, kept)
+                o = _dequant_group(lw, dequant, g, o, acc, mt, nt, sv, row_scales, kept,
+                                   (out_value, m0, n0))
                 lw.free(Buffer.ACC, acc)
             weights.done(group, n0, keep=i + 1 < len(row_tiles) and group == order[-1][0])
             _finish_column_tile(lw, scattered, epilogue, out_value, o, m0, mt, n0, nt,
@@ -155,13 +157,15 @@ def _linear_input(lw: Lowering, op: transformer.LinearOp, token: bool,
 
 
 def _dequant_group(lw: Lowering, dequant: DequantTable, g: int, o: int, acc: int, mt: int,
-                   nt: int, sv: int, row_scales: int, kept: dict[str, int]) -> int:
+                   nt: int, sv: int, row_scales: int, kept: dict[str, int],
+                   tile: tuple[SSAValue, int, int]) -> int:
     """Dequantize input group g's accumulators into the column tile's VBUF output `o` (the
-    first group allocates it; a later group's partial is dequantized and added, in group
-    order; `kept`: the row-mask fields of a row-masked GEMM's kept rows, or none). Returns
-    `o`."""
+    first group allocates it: `output_tile` of `tile`, (the value written, first row, first
+    column); a later group's partial is dequantized and added, in group order; `kept`: the
+    row-mask fields of a row-masked GEMM's kept rows, or none). Returns `o`."""
     if g == 0:
-        o = lw.alloc(Buffer.VBUF, mt * nt)
+        value, m0, n0 = tile
+        o = output_tile(lw, value, m0, mt, n0, nt)
         dequant.emit(lw, g, o, acc, mt, nt, sv, row_scales, kept)
         return o
     t = lw.alloc(Buffer.VBUF, mt * nt)

@@ -100,19 +100,32 @@ def rowwise_to(lw: Lowering, sources: Sequence[DramTensor], dest: SSAValue,
     for r0 in range(0, rows, chunk):
         n = min(chunk, rows - r0)
         addrs, loaded = [], []
-        for src in sources:
+        # the chunk inside dest's kept region when it has one (several chunks: `output_tile`),
+        # taken once the sources read on chip are marked read (never evicted for it)
+        kept_at = _kept_chunk(lw, dest, r0, n, cols) if in_place else None
+        for i, src in enumerate(sources):
             a = None if in_place else rows_on_chip(lw, src, r0)
             if a is None:
-                a = lw.alloc(Buffer.VBUF, n * cols)
+                if in_place and i == 0 and kept_at is not None:
+                    a = kept_at  # the result is computed in the first source's chunk
+                else:
+                    a = lw.alloc(Buffer.VBUF, n * cols)
+                    loaded.append(a)
                 lw.load(Buffer.VBUF, a, src.address + r0 * cols * F32, n, cols)
-                loaded.append(a)
             addrs.append(a)
-        dst = addrs[0] if addrs[0] in loaded else lw.alloc(Buffer.VBUF, n * cols)
+        if not in_place:
+            kept_at = _kept_chunk(lw, dest, r0, n, cols)
+        dst = (kept_at if kept_at is not None else addrs[0] if addrs[0] in loaded
+               else lw.alloc(Buffer.VBUF, n * cols))
         body(dst, addrs, n, cols)
         kept = write_or_keep(lw, dest, dst, r0, n, 0, cols)
         owned = loaded if dst in loaded else [*loaded, dst]
         lw.free(Buffer.VBUF, *[a for a in owned if not (kept and a == dst)])
 
+
+
+def _kept_chunk(lw: Lowering, dest: SSAValue, r0: int, rows: int, cols: int) -> int | None:
+    return None if lw.on_chip is None else lw.on_chip.tile(dest, r0, rows, 0, cols, False)
 
 
 def lower_layer_norm(lw: Lowering, op: transformer.LayerNormOp) -> None:

@@ -404,10 +404,12 @@ class Lowering:
         return ((0, shape_of(value)[-1], float(quant_multiplier(planned))),)
 
     def write_tile(self, value: SSAValue, vbuf: int, row0: int, rows: int, col0: int, cols: int,
-                   fp32: bool = True) -> None:
-        """Store an FP32 tile of `value` (rows x cols at `vbuf`, packed) to its DRAM forms
-        (the FP32 one only if `fp32`). The INT8 copy goes first: the next linear waits for
-        it, the FP32 copy is usually only read much later (by a residual add)."""
+                   fp32: bool = True, stride: int | None = None) -> None:
+        """Store an FP32 tile of `value` (rows x cols at `vbuf`, packed, or rows `stride`
+        apart) to its DRAM forms (the FP32 one only if `fp32`). The INT8 copy goes first: the
+        next linear waits for it, the FP32 copy is usually only read much later (by a residual
+        add)."""
+        stride = cols if stride is None else stride
         if value in self.int8_scale:
             t8 = self.int8_tensor(value)
             a = self.alloc(Buffer.ABUF, rows * cols)
@@ -415,13 +417,13 @@ class Lowering:
                 lo, hi = max(start, col0), min(end, col0 + cols)
                 if lo < hi:
                     self.emit("quant", "sfu", dst_addr=a + lo - col0, src_addr=vbuf + lo - col0, rows=rows,
-                              cols=hi - lo, src_stride=cols, dst_stride=cols, mult=mult)
+                              cols=hi - lo, src_stride=stride, dst_stride=cols, mult=mult)
             self.store_(Buffer.ABUF, a, t8.address + row0 * t8.cols + col0, rows, cols, dram_stride=t8.cols)
             self.free(Buffer.ABUF, a)
         if fp32 and (value in self.fp32_needed or value not in self.int8_scale):
             t = self.f32_tensor(value, "result")
             self.store_(Buffer.VBUF, vbuf, t.address + (row0 * t.cols + col0) * F32, rows, cols,
-                        dram_stride=t.cols * F32)
+                        dram_stride=t.cols * F32, sram_stride=0 if stride == cols else stride)
 
     def int8_tensor(self, value: SSAValue) -> DramTensor:
         """The INT8 copy of an activation (allocated by its producer)."""

@@ -21,7 +21,7 @@ every reader sees the same bytes as through the DRAM round trip: outputs are bit
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from esact_cc.dialects import transformer
@@ -48,9 +48,16 @@ SUMMARY_ATTR = "esact.keep_on_chip"
 
 def write_or_keep(lw: Lowering, value: SSAValue, vbuf: int, row0: int, rows: int, col0: int,
                   cols: int) -> bool:
-    """`lw.write_tile`, or, when the tile is the whole of `value` and keep-on-chip keeps it,
-    the INT8 copy only (and the FP32 one if a reader needs DRAM for sure): True when kept, the
-    tile at `vbuf` then belongs to `value` (the caller does not free it)."""
+    """`lw.write_tile`, or, when the tile is the whole of `value` or one of its tiles in its
+    kept region (`output_tile`) and keep-on-chip keeps it, the INT8 copy only (and the FP32
+    one if a reader needs DRAM for sure): True when kept, the tile at `vbuf` then belongs to
+    `value` (the caller does not free it)."""
+    region = None if lw.on_chip is None else lw.on_chip.region_of(value, vbuf)
+    if region is not None:
+        lw.write_tile(value, vbuf, row0, rows, col0, cols, fp32=region.stored,
+                      stride=region.dram.cols)
+        lw.on_chip.wrote(value, rows * cols)
+        return True
     if lw.on_chip is None or not lw.on_chip.wanted(value, row0, rows, col0, cols):
         lw.write_tile(value, vbuf, row0, rows, col0, cols)
         return False
@@ -58,6 +65,17 @@ def write_or_keep(lw: Lowering, value: SSAValue, vbuf: int, row0: int, rows: int
     lw.write_tile(value, vbuf, row0, rows, col0, cols, fp32=stored)
     lw.on_chip.keep(value, vbuf, after, stored)
     return True
+
+
+def output_tile(lw: Lowering, value: SSAValue, row0: int, rows: int, col0: int, cols: int,
+                strided: bool = False) -> int:
+    """Where a producer computes its tile [row0, row0 + rows) x [col0, col0 + cols) of
+    `value`: inside the VBUF region kept for the whole of `value` (rows `value`'s width apart:
+    only when the tile has all columns, unless the producer writes `strided` rows) when
+    keep-on-chip keeps it, else a new packed VBUF tile. Either way `write_or_keep` writes it
+    out after."""
+    at = None if lw.on_chip is None else lw.on_chip.tile(value, row0, rows, col0, cols, strided)
+    return lw.alloc(Buffer.VBUF, rows * cols) if at is None else at
 
 
 def rows_on_chip(lw: Lowering, src: DramTensor, row0: int, col0: int = 0) -> int | None:
@@ -78,6 +96,14 @@ def _reads_on_chip(op: Operation, index: int) -> bool:
     if isinstance(op, SelectRowsOp):  # one block of rows: an alias (`alias_rows`)
         return True
     return isinstance(op, transformer.AttentionOp) and index < 3  # Q, K, V (QUANT)
+
+
+def _shape(value: SSAValue) -> tuple[int, ...]:
+    return tuple(value.type.get_shape())  # type: ignore[attr-defined]
+
+
+def _size(value: SSAValue) -> int:
+    return math.prod(_shape(value))
 
 
 def _readers(value: SSAValue) -> frozenset[Operation]:
@@ -111,6 +137,22 @@ class Resident:
     """Read by an op of a placement group: released only once the op being lowered is."""
 
 
+@dataclass
+class Region:
+    """A result its producer writes in several tiles straight into one VBUF region holding the
+    whole tensor; a `Resident` once every element is written."""
+
+    address: int
+    dram: DramTensor
+    left: int
+    """Elements not written yet."""
+    stored: bool
+    """Whether each tile's FP32 copy goes to DRAM too (`must_store`)."""
+
+    def holds(self, vbuf: int) -> bool:
+        return self.address <= vbuf < self.address + math.prod(self.dram.shape)
+
+
 class OnChipActivations:
     """The residents of one lowering (see the module docstring)."""
 
@@ -128,21 +170,58 @@ class OnChipActivations:
         self.kept_bytes = 0
         self.spilled: list[str] = []
         self.noted: set[SSAValue] = set()
+        self.building: dict[SSAValue, Region] = {}
+        """Results being written tile by tile into their kept region (`tile`)."""
 
     # --- producers ------------------------------------------------------------------------------
     def wanted(self, value: SSAValue, row0: int, rows: int, col0: int, cols: int) -> bool:
         """Whether the tile written as `value` should stay on chip (noting why not, when a
         reader could have read it there)."""
+        if not self._keepable(value):
+            return False
+        if (row0, col0) != (0, 0) or rows * cols != _size(value):
+            return self._spill_note(value, "written in several tiles")
+        return True
+
+    def _keepable(self, value: SSAValue) -> bool:
+        """A reader reads `value` on chip and it fits the kept activations' VBUF share."""
         if not any(_reads_on_chip(u.operation, u.index) for u in value.uses):
             return False
-        shape = value.type.get_shape()  # type: ignore[attr-defined]
-        size = math.prod(shape)
-        if (row0, col0) != (0, 0) or rows * cols != size:
-            return self._spill_note(value, "written in several tiles")
         held = sum(math.prod(r.dram.shape) for r in self.live.values())
-        if held + size > self.lw.capacity(Buffer.VBUF) // KEEP_FRACTION:
+        held += sum(math.prod(r.dram.shape) for r in self.building.values())
+        if held + _size(value) > self.lw.capacity(Buffer.VBUF) // KEEP_FRACTION:
             return self._spill_note(value, "over the VBUF share of kept activations")
         return True
+
+    def tile(self, value: SSAValue, row0: int, rows: int, col0: int, cols: int,
+             strided: bool) -> int | None:
+        """`output_tile`'s address in `value`'s region (allocated at the producer's first
+        tile, [0, 0]), or None: a tile of all of `value` (`wanted` keeps that one), a tile
+        without all columns unless `strided`, or a value not kept."""
+        region = self.building.get(value)
+        width = _shape(value)[-1]
+        if region is None:
+            if (row0, col0) != (0, 0) or rows * cols == _size(value) \
+                    or not (strided or cols == width) or not self._keepable(value):
+                return None
+            self.building[value] = region = Region(
+                self.lw.alloc(Buffer.VBUF, _size(value)), self.lw.tensor_of(value, on_chip=True),
+                _size(value), self.must_store(value))
+        return region.address + row0 * width + col0
+
+    def region_of(self, value: SSAValue, vbuf: int) -> Region | None:
+        """`value`'s region if the tile at `vbuf` lies in it."""
+        region = self.building.get(value)
+        return region if region is not None and region.holds(vbuf) else None
+
+    def wrote(self, value: SSAValue, elements: int) -> None:
+        """A tile of `value`'s region is written: once all of it is, it is a resident (a
+        spill STORE of it goes after this last tile's instructions)."""
+        region = self.building[value]
+        region.left -= elements
+        if region.left <= 0:
+            del self.building[value]
+            self.keep(value, region.address, self.lw.stream[-1], region.stored)
 
     def keep(self, value: SSAValue, address: int, after: Operation, stored: bool) -> None:
         """Record `value`'s tile at `address` as resident (`after`: its last write)."""
@@ -283,13 +362,15 @@ class OnChipActivations:
     def snapshot(self) -> tuple:
         """What `lower_aside` restores when the ops it lowered do not fit."""
         return (set(self.done), self.inserted, len(self.spilled), set(self.noted), dict(self.live),
-                self.kept, self.kept_bytes)
+                self.kept, self.kept_bytes,
+                {v: replace(r) for v, r in self.building.items()})
 
     def restore(self, saved: tuple | None) -> int:
         """Back to `saved` (but for the spill STOREs placed since, which stay): their count."""
         assert saved is not None
         self.done, self.spilled, self.noted = saved[0], self.spilled[:saved[2]], saved[3]
         self.live, self.kept, self.kept_bytes = saved[4], saved[5], saved[6]
+        self.building = saved[7]
         return self.inserted - saved[1]
 
     # --- report ---------------------------------------------------------------------------------

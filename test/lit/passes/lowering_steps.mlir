@@ -19,7 +19,7 @@ builtin.module attributes {esact.weight_store = "Inputs/tiny_layer.npz"} {
 }
 
 // Selection: instructions in selection order, address fields as offsets into virtual buffers.
-// SELECT: builtin.module attributes {esact.config_hash = "{{[0-9a-f]+}}", esact.keep_on_chip = "keep-on-chip: 0 activation(s) kept in VBUF (0.0 KiB not stored and loaded back), 0 through DRAM"}
+// SELECT: builtin.module attributes {esact.config_hash = "{{[0-9a-f]+}}", esact.keep_on_chip = "keep-on-chip: 1 activation(s) kept in VBUF (0.1 KiB not stored and loaded back), 0 through DRAM"}
 // SELECT: lowering.reserve [[K:[0-9]+]] "ABUF" 16
 // SELECT: esact.attn_qk pop [] push [] scores_addr = 0, q_addr = 0, k_addr = 0, {{.*}}lowering.vbuf = {scores_addr = {{[0-9]+}} : i64, q_addr = [[Q:[0-9]+]] : i64, k_addr = [[K]] : i64}
 // SELECT: esact.attn_qk pop [] push [] scores_addr = 0, q_addr = 4, k_addr = 0, {{.*}}lowering.vbuf = {scores_addr = {{[0-9]+}} : i64, q_addr = [[Q]] : i64, k_addr = [[K]] : i64}
