@@ -14,7 +14,10 @@ def dequantized(src: np.ndarray, col_scale: np.ndarray, row_scale: np.ndarray | 
     """src * col_scale[c] (* row_scale[r]) (* prod(scalars)) (+ bias[c]) in float64, in that
     order, on one temporary (float32 operands widen exactly); the caller rounds it to float32
     once (assigning into a float32 view rounds as astype does)."""
-    y = np.multiply(src, col_scale, dtype=np.float64)
+    # Widened first, multiplied in place: a mixed-type multiply runs numpy's buffered casting
+    # loop (issue 16); the same conversions and products.
+    y = np.array(src, np.float64)
+    y *= np.asarray(col_scale).astype(np.float64)
     if row_scale is not None:
         y *= np.asarray(row_scale).astype(np.float64)[:, None]
     if scalars is not None and len(scalars):

@@ -30,6 +30,7 @@ from .esb import Program, fitted_extents
 from .esb_reader import release_mapped_pages
 from .gelu_erf import gelu  # also this module's name for it (the interpreter's)
 from .host_segments import HOST_TIME_LIMIT_S
+from .int8_codes import round_clip_int8
 from .int8_gemm import exact_int8_product, wrap_int32
 from .isa import (
     BUFFER_DTYPES,
@@ -66,16 +67,6 @@ class Execution:
     work: list[Work]  # work[i] belongs to program.instructions[i]
     dram: np.ndarray  # final DRAM image (uint8)
     buffers: dict[Buffer, np.ndarray]
-
-
-def _round_clip_int8(x: np.ndarray, in_place: bool = False) -> np.ndarray:
-    """rint, NaN to 0, clip to [-127, 127], int8; `in_place`: `x` (float64) is a temporary
-    of the caller's, used as the work array."""
-    y = np.rint(x, out=x) if in_place else np.rint(x)
-    np.copyto(y, 0.0, where=np.isnan(y))
-    np.maximum(y, -127.0, out=y)
-    np.minimum(y, 127.0, out=y)
-    return y.astype(np.int8)
 
 
 def _allocate(elements: int, dtype: type, what: str) -> np.ndarray:
@@ -330,14 +321,14 @@ class Machine:
 
     def op_requant(self, f: Mapping[str, int]) -> None:
         y = np.multiply(self.view("src_addr"), self.vector("mult_addr"), dtype=np.float64)
-        self.view("dst_addr")[...] = _round_clip_int8(y, in_place=True)
+        self.view("dst_addr")[...] = round_clip_int8(y)
         self._sfu_elements(f)
 
     def op_quant(self, f: Mapping[str, int]) -> None:
         rows, n = self.sfu_rows(f)
-        y = np.multiply(self.view("src_addr", rows=n)[rows], self.float_field("mult"),
-                        dtype=np.float64)
-        self.view("dst_addr", rows=n)[rows] = _round_clip_int8(y, in_place=True)
+        y = np.array(self.view("src_addr", rows=n)[rows], np.float64)  # float32: exact
+        y *= self.float_field("mult")  # exact: a float32 times a float32
+        self.view("dst_addr", rows=n)[rows] = round_clip_int8(y)
 
     def op_softmax(self, f: Mapping[str, int]) -> None:
         rows, n = self.sfu_rows(f)

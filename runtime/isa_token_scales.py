@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from .int8_codes import INT8_MAX, round_clip_int8
 from .isa_costs import SFU_PASSES, sfu_cost
 from .isa_extension import addr, flag
 from .isa_fields import DIM_BITS, SRAM_ADDR_BITS, STRIDE_BITS, Buffer, FieldSpec, Queue, Unit
@@ -37,7 +38,6 @@ from .isa_spec import Operand
 from .isa_table import INSTRUCTION_SPECS, define_instruction, register_instruction
 
 QUANT_ROWS_OPCODE = 0x2E
-INT8_MAX = 127
 
 
 def row_scales(x: np.ndarray) -> np.ndarray:
@@ -55,14 +55,11 @@ def quantize_rows(x: np.ndarray, scales: np.ndarray) -> np.ndarray:
     """Row r of x times float32(1 / scales[r]) in float64, rounded half to even, clipped to
     +-127 (NaN -> 0, +-inf -> +-127): QUANT with a per-row multiplier."""
     mult = (1.0 / np.asarray(scales, np.float32).astype(np.float64)).astype(np.float32)
-    prod = np.multiply(np.asarray(x, np.float32), mult.astype(np.float64)[:, None],
-                       dtype=np.float64)
-    # In place (issue 16): rint keeps +-inf and NaN, the clip takes +-inf to +-127.
-    np.rint(prod, out=prod)
-    np.copyto(prod, 0.0, where=np.isnan(prod))
-    np.maximum(prod, -INT8_MAX, out=prod)
-    np.minimum(prod, INT8_MAX, out=prod)
-    return prod.astype(np.int8)
+    # Widened first, multiplied in place (issue 16: a float32 x float64 multiply runs numpy's
+    # buffered casting loop); the product of two float32 values is exact in float64.
+    prod = np.array(x, np.float64)
+    prod *= mult.astype(np.float64)[:, None]
+    return round_clip_int8(prod)
 
 
 def _run_quant_rows(machine: Any, f: Mapping[str, int]) -> None:

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from esact_cc.runtime import online_softmax
 from esact_cc.runtime.online_softmax import CHUNK
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 def step_fold(z: np.ndarray, valid: np.ndarray | None, m: np.ndarray, s: np.ndarray
