@@ -18,8 +18,9 @@ from alternating_trees import Tool, main
 
 COMPILE = Tool(
     name="esact-cc",
-    entry=("import sys; from esact_cc.cli.esact_cc_main import main; "
-           "sys.argv[0] = 'esact-cc'; sys.exit(main())"),
+    # The esact-cc command's entry point (console_main; a tree before it: main).
+    entry=("import sys; import esact_cc.cli.esact_cc_main as cli; sys.argv[0] = 'esact-cc'; "
+           "sys.exit(getattr(cli, 'console_main', cli.main)())"),
     command=lambda seq, workdir, out: [str(workdir / f"bert_base_{seq}.onnx"), "-o",
                                        str(out / "model.esb"), "--no-cache"],
     outcome=lambda out: hashlib.sha256((out / "model.esb").read_bytes()).hexdigest(),

@@ -428,5 +428,13 @@ def main(argv: list[str] | None = None) -> int:
     return exit_code_of(PROG, parse_and_run)
 
 
+def console_main() -> None:
+    """The `esact-cc` command: main(), then the process ends without Python's teardown of the
+    compile's objects (cli/process_exit.py)."""
+    from esact_cc.cli.process_exit import exit_without_teardown
+
+    exit_without_teardown(PROG, main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()
