@@ -127,11 +127,13 @@ def _gelu_chunk(x: np.ndarray) -> np.ndarray:
     # an infinite spread, so one end is inf - inf = NaN.
     spread = np.abs(x)
     spread *= SPREAD_PER_X
-    low, high = np.empty(y.shape, np.float32), np.empty(y.shape, np.float32)
-    np.subtract(y, spread, out=low, dtype=np.float64)  # rounded to float32 as astype does
-    np.add(y, spread, out=high, dtype=np.float64)
+    # Each end in float64, then rounded by astype (a float32 `out` of a float64 subtraction
+    # ran numpy's buffered casting loop; the same roundings).
+    end = y - spread
+    low = end.astype(np.float32)
+    np.add(y, spread, out=end)
+    unsure = np.flatnonzero(low != end.astype(np.float32))
     result = y.astype(np.float32)
-    unsure = np.flatnonzero(low != high)
     if unsure.size:  # Python floats are IEEE doubles: the same arithmetic, per element
         scaled = x[unsure] / math.sqrt(2.0)
         exact = [0.5 * v * (1.0 + math.erf(w))

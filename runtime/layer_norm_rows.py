@@ -12,8 +12,9 @@ def layer_norm_rows(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: flo
     instruction's float32 field), rounded once to float32."""
     x64 = np.asarray(x, np.float64)
     mean = x64.mean(axis=-1, keepdims=True)
-    var = ((x64 - mean) ** 2).mean(axis=-1, keepdims=True)
-    y = (x64 - mean) / np.sqrt(var + float(np.float32(eps)))
-    y = y * np.asarray(gamma, np.float32).astype(np.float64) + \
-        np.asarray(beta, np.float32).astype(np.float64)
-    return y.astype(np.float32)
+    centred = x64 - mean  # once, and the temporaries below reused (issue 16): the same values
+    var = np.square(centred).mean(axis=-1, keepdims=True)  # what `** 2` computes
+    centred /= np.sqrt(var + float(np.float32(eps)))
+    centred *= np.asarray(gamma, np.float32).astype(np.float64)
+    centred += np.asarray(beta, np.float32).astype(np.float64)
+    return centred.astype(np.float32)

@@ -38,8 +38,10 @@ def logits(src: np.ndarray, scale: float, add_row: np.ndarray | None) -> np.ndar
     ADD instruction's rounding, so a mask row added here and a per-query mask ADDed before
     give the same logits (they differ only where a row's every key is masked: with an
     unmasked key present, a masked key's exp underflows to 0 either way)."""
-    z = np.multiply(np.asarray(src, np.float32), np.float64(np.float32(scale)),
-                    dtype=np.float64)
+    # Widened first, multiplied in place (a float32 x float64 multiply runs numpy's buffered
+    # casting loop); the product of two float32 values is exact in float64.
+    z = np.array(np.asarray(src, np.float32), np.float64)
+    z *= np.float64(np.float32(scale))
     if add_row is not None:  # the sum in float64, rounded to float32 on the way out
         rounded = np.add(z, np.asarray(add_row, np.float32), dtype=np.float64,
                          out=np.empty(z.shape, np.float32))
