@@ -429,10 +429,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def console_main() -> None:
-    """The `esact-cc` command: main(), then the process ends without Python's teardown of the
-    compile's objects (cli/process_exit.py)."""
+    """The `esact-cc` command: main() with the cyclic collector off throughout, then the
+    process ends without Python's teardown of the compile's objects (cli/process_exit.py)."""
+    import gc
+
     from esact_cc.cli.process_exit import exit_without_teardown
 
+    gc.disable()
     exit_without_teardown(PROG, main())
 
 

@@ -6,7 +6,10 @@ whose only effect is memory the OS reclaims anyway: BERT-base esact-cc spent 0.2
 (128 tokens) and 0.43 s (512) after main() returned. As mypy's `hard_exit`, the process flushes
 its standard streams, runs the atexit handlers (temporary directories, other finalizers) and
 leaves with os._exit. Only the console entry points use it; main() returns for in-process
-callers.
+callers. The esact-cc command also keeps the cyclic collector off from the start: the compile
+pauses it anyway (collector_pause.py), and each re-enabling (after the compile, after the
+emission) cost one collection of every object made while paused, found nothing to free the
+exit would not (BERT-base 512: 0.18 s CPU of collections; peak RSS unchanged, 700 MB).
 """
 
 from __future__ import annotations

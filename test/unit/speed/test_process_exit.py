@@ -58,3 +58,14 @@ def test_stdout_closed_by_the_reader() -> None:
     child.stdin.close()  # type: ignore[union-attr]
     stderr = child.stderr.read()  # type: ignore[union-attr]
     assert child.wait() == 1 and stderr == b""
+
+
+def test_the_command_never_collects(tmp_path: Path) -> None:
+    code = ("import gc, sys; from esact_cc.cli import esact_cc_main as cli\n"
+            "gc.callbacks.append(lambda phase, info: sys.stderr.write(f'gc {phase}\\n'))\n"
+            f"sys.argv = ['esact-cc', {MODEL!r}, '-o', {str(tmp_path / 'm.esb')!r}, '--no-cache']\n"
+            "cli.console_main()\n")
+    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
+                            text=True)
+    assert result.returncode == 0 and (tmp_path / "m.esb").stat().st_size > 0
+    assert "gc start" not in result.stderr
