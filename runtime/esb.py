@@ -435,8 +435,11 @@ def validate_program(program: Program) -> None:
         raise ProgramError("config hash must be 64 lowercase hex digits")
     if not program.instructions:
         raise ProgramError("program has no instructions (needs at least halt)")
+    validated: set[int] = set()  # a shared Instruction (decode_program) checked once
     for i, instr in enumerate(program.instructions):
-        validate_instruction(instr, i)
+        if id(instr) not in validated:
+            validate_instruction(instr, i)
+            validated.add(id(instr))
         if instr.opcode_name == "halt" and i != len(program.instructions) - 1:
             raise ProgramError(f"instruction {i} (halt): halt must be the last instruction")
         if instr.opcode_name == "host" and instr["segment"] >= len(program.host_segments):
@@ -557,39 +560,41 @@ def _declared_extent(program: Program) -> int:
     return end
 
 
-def check_program_fits(program: Program, config: HardwareConfig,
-                       check_hash: bool = True) -> int:
-    """Config-dependent checks before anything is allocated: config hash, every operand
-    inside its buffer, every DRAM region inside the config's capacity. Returns the DRAM
-    extent in bytes."""
+def check_program_fits(program: Program, config: HardwareConfig, check_hash: bool = True) -> int:
+    """Config-dependent checks before anything is allocated: config hash, every operand inside
+    its buffer, every DRAM region inside the config's capacity. Returns the DRAM extent."""
     return fitted_extents(program, config, check_hash)[0]
 
 
 def fitted_extents(program: Program, config: HardwareConfig, check_hash: bool = True
                    ) -> tuple[int, list[tuple[Extent | None, ...]]]:
-    """`check_program_fits`, and each instruction's operand extents (spec order) it computed:
-    the functional model reads them instead of computing each again."""
+    """`check_program_fits`, and the operand extents it computed (the functional model's)."""
     if check_hash and program.config_hash != config.hash:
         raise ConfigError(f"binary was compiled for config {program.config_hash[:12]}..., "
                           f"running under {config.hash[:12]}... ({config.name})")
     sizes: Mapping[Buffer, int] = {b: buffer_elements(config, b) for b in Buffer}
     extent = _declared_extent(program)  # and every DRAM operand's end, below
-    table = [tuple(operand_extent(instr, op) for op in instr.spec.operands)
-             for instr in program.instructions]
-    for i, (instr, extents) in enumerate(zip(program.instructions, table)):
-        for op, operand in zip(instr.spec.operands, extents):
-            if operand is None:
-                continue
-            buf, start, end = operand
-            limit = config.dram_capacity_bytes if buf is None else sizes[buf]
-            if end > limit:
-                where = "DRAM" if buf is None else buf.name
-                raise ProgramError(f"instruction {i} ({instr.opcode_name}): field '{op.addr}' = "
-                                   f"{start}: operand [{start}, {end}) exceeds {where} size "
-                                   f"{limit}")
-            if buf is None:
-                extent = max(extent, end)
+    known: dict[int, tuple[Extent | None, ...]] = {}  # shared Instructions: checked once
+    table = []
+    for i, instr in enumerate(program.instructions):
+        extents = known.get(id(instr))
+        if extents is None:
+            extents = known[id(instr)] = tuple(operand_extent(instr, op)
+                                               for op in instr.spec.operands)
+            for op, operand in zip(instr.spec.operands, extents):
+                if operand is None:
+                    continue
+                buf, start, end = operand
+                limit = config.dram_capacity_bytes if buf is None else sizes[buf]
+                if end > limit:
+                    where = "DRAM" if buf is None else buf.name
+                    raise ProgramError(f"instruction {i} ({instr.opcode_name}): field "
+                                       f"'{op.addr}' = {start}: operand [{start}, {end}) "
+                                       f"exceeds {where} size {limit}")
+                extent = max(extent, end) if buf is None else extent
+        table.append(extents)
     if extent > config.dram_capacity_bytes:
         raise ProgramError(f"program needs {extent} bytes of DRAM, config has "
                            f"{config.dram_capacity_bytes}")
     return extent, table
+
