@@ -20,6 +20,7 @@ from esact_cc.dialects.onnx import OnnxOperation, WeightOp
 from esact_cc.frontend import onnx_builders
 from esact_cc.frontend.onnx_attributes import INTERNAL_ATTR_PREFIX, onnx_from_xdsl
 from esact_cc.frontend.onnx_core import ModelProto, NodeProto, TensorProto, ValueInfoProto
+from esact_cc.frontend.raw_data_splice import SPLICE_BYTES, placeholder
 from esact_cc.ir_queries import io_names, main_function, op_label
 from esact_cc.runtime.errors import CompileError
 from esact_cc.weight_store import WeightStore
@@ -53,8 +54,11 @@ def export_ops(
     input_names: Sequence[str] | None = None,
     output_names: Sequence[str] | None = None,
     graph_name: str = "host",
+    spliced: list[np.ndarray] | None = None,
 ) -> ModelProto:
-    """A ModelProto computing `outputs` from `inputs` with `ops` (in order)."""
+    """A ModelProto computing `outputs` from `inputs` with `ops` (in order). Given `spliced`,
+    initializers of raw_data_splice.SPLICE_BYTES or more hold a placeholder, their arrays
+    appended to `spliced` for raw_data_splice.serialize_spliced."""
     names: dict[SSAValue, str] = {}
     input_names = list(input_names or [f"input{i}" for i in range(len(inputs))])
     output_names = list(output_names or [f"output{i}" for i in range(len(outputs))])
@@ -107,20 +111,26 @@ def export_ops(
         producer_name="esact-cc",
     )
     for weight in initializers:  # after make_model, which would copy them
-        _fill_initializer(model.graph.initializer.add(), store[weight], weight)
+        _fill_initializer(model.graph.initializer.add(), store[weight], weight, spliced)
     return model
 
 
-def _fill_initializer(tensor: TensorProto, array: np.ndarray, name: str) -> None:
+def _fill_initializer(tensor: TensorProto, array: np.ndarray, name: str,
+                      spliced: list[np.ndarray] | None) -> None:
     """`onnx_builders.from_array(array, name)` written into `tensor` in place: appending a
-    made tensor copies it, and BERT-base's host region holds its 94 MB embedding table."""
+    made tensor copies it, and BERT-base's host region holds its 94 MB embedding table (with
+    `spliced`, its raw_data is a placeholder: raw_data_splice.py)."""
     if array.dtype.kind not in PLAIN_DTYPE_KINDS:  # strings, packed 4-bit types, ...
         tensor.CopyFrom(onnx_builders.from_array(array, name))
         return
     tensor.dims.extend(array.shape)
     if name:
         tensor.name = name
-    tensor.raw_data = onnx_builders.tobytes_little_endian(array)
+    if spliced is not None and array.nbytes >= SPLICE_BYTES:
+        tensor.raw_data = placeholder(len(spliced))
+        spliced.append(array)
+    else:
+        tensor.raw_data = onnx_builders.tobytes_little_endian(array)
     tensor.data_type = onnx_builders.np_dtype_to_tensor_dtype(array.dtype)
 
 
