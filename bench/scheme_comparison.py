@@ -32,7 +32,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from scheme_comparison_core import SCHEMES, Settings, compare_case, write_json  # noqa: E402
+from scheme_comparison_core import (  # noqa: E402
+    SCHEMES,
+    SEARCHES,
+    Settings,
+    compare_case,
+    write_json,
+)
 from scheme_comparison_models import MODEL_NAMES, build_case  # noqa: E402
 from scheme_comparison_report import markdown, plot  # noqa: E402
 
@@ -107,10 +113,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="no per-layer phase in the tuning (faster)")
     parser.add_argument("--no-curves", action="store_true",
                         help="no uniform curve per scheme (no trade-off plot lines)")
-    parser.add_argument("--search", choices=("full", "quick"), default=None,
+    parser.add_argument("--search", choices=SEARCHES, default=None,
                         help="SPLS search tables: esact-tune's, or a smaller grid "
-                        "(scheme_comparison_core.QUICK_SEARCH); default: full for digits and "
-                        "MiniLM, quick for the random-weight BERT and ViT")
+                        "(scheme_comparison_core.QUICK_SEARCH; quick-deep: with esact-tune's "
+                        "per-layer thresholds); default: full for digits and MiniLM, quick "
+                        "for the random-weight BERT and ViT")
     parser.add_argument("--prediction-price", choices=("design", "hardware"), default="design",
                         help="esact-tune's MACs per HLog product: design (0.1) or measured "
                         "on the hardware model (esact-tune --prediction-price)")

@@ -109,15 +109,21 @@ esact_cc/tuning/spls_tuning.py's tables; the cosprob similarity, 4- and 6-bit HL
 
 
 FULL_SEARCH: dict[str, Any] = {}
+SEARCHES = ("full", "quick", "quick-deep")
+"""quick-deep: `QUICK_SEARCH` but each layer's threshold ladder is esact-tune's own (down to
+0.6), so a layer can go below the quick ladder's 0.9 at the quick search's cost."""
 
 
 def use_search_tables(kind: str) -> None:
-    """Set esact-tune's SPLS search tables for this process: its own, or `QUICK_SEARCH`."""
+    """Set esact-tune's SPLS search tables for this process (`SEARCHES`)."""
     from esact_cc.tuning import spls_tuning
 
     if not FULL_SEARCH:
         FULL_SEARCH.update({name: getattr(spls_tuning, name) for name in QUICK_SEARCH})
-    for name, value in (QUICK_SEARCH if kind == "quick" else FULL_SEARCH).items():
+    tables = FULL_SEARCH if kind == "full" else dict(QUICK_SEARCH)
+    if kind == "quick-deep":
+        tables["LAYER_THRESHOLDS"] = FULL_SEARCH["LAYER_THRESHOLDS"]
+    for name, value in tables.items():
         setattr(spls_tuning, name, value)
 
 
