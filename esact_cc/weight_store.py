@@ -103,12 +103,6 @@ class WeightStore(Mapping[str, np.ndarray]):
         self._lazy_names &= set(names)
         self.source_path = None
 
-    def discard(self, names: Collection[str]) -> None:
-        """Drop the weights `names` (tables a failed lowering attempt added)."""
-        for name in names:
-            self._arrays.pop(name, None)
-        self._lazy_names -= set(names)
-
     def unique_name(self, base: str) -> str:
         """`base`, or `base_1`, `base_2`, ... whichever is not taken yet."""
         if base not in self:

@@ -210,28 +210,9 @@ for _op_type, _rule in BUILTIN_RULES.items():
 def select_instructions(module: ModuleOp, store: WeightStore, config: HardwareConfig,
                         spls_chunk_rows: int | None = None, keep_on_chip: bool = True) -> None:
     """Replace @main of `module` by the selection stream of its esact program (see the module
-    docstring); `spls_chunk_rows`, `keep_on_chip` as the pass options of those names.
-
-    Kept activations can leave an op's own tiles no room in VBUF (an attention reading its kept
-    Q, K, V while the prediction reads the kept X): the program is then selected again with
-    every activation through DRAM, and the keep-on-chip summary line says why."""
-    if keep_on_chip:
-        before = set(store)
-        try:
-            _select(module, store, config, spls_chunk_rows, True)
-            return
-        except CompileError as error:
-            store.discard(set(store) - before)  # the failed selection's tables
-            crowded = error
-    _select(module, store, config, spls_chunk_rows, False)
-    if keep_on_chip:
-        module.attributes[ON_CHIP_SUMMARY_ATTR] = StringAttr(
-            f"keep-on-chip: 0 activation(s) kept in VBUF, all through DRAM ({crowded} beside "
-            "the kept activations)")
-
-
-def _select(module: ModuleOp, store: WeightStore, config: HardwareConfig,
-            spls_chunk_rows: int | None, keep_on_chip: bool) -> None:
+    docstring); `spls_chunk_rows`, `keep_on_chip` as the pass options of those names. Kept
+    activations that leave an op's own tiles no room in VBUF are evicted one by one
+    (`OnChipActivations.evict_one`)."""
     from esact_cc.sparsity.registry import import_scheme_modules
 
     import_scheme_modules("lowering")  # a scheme's rules register when its module is imported

@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from esact_cc.dialects import transformer
+from esact_cc.dialects.esact import InstructionOp
 from esact_cc.dialects.lowering import GROUP_ATTR
 from esact_cc.dialects.select_rows_op import SelectRowsOp
 from esact_cc.runtime.isa import Buffer
@@ -61,7 +62,7 @@ def write_or_keep(lw: Lowering, value: SSAValue, vbuf: int, row0: int, rows: int
     if lw.on_chip is None or not lw.on_chip.wanted(value, row0, rows, col0, cols):
         lw.write_tile(value, vbuf, row0, rows, col0, cols)
         return False
-    after, stored = lw.stream[-1], lw.on_chip.must_store(value)
+    after, stored = _last_instruction(lw), lw.on_chip.must_store(value)
     lw.write_tile(value, vbuf, row0, rows, col0, cols, fp32=stored)
     lw.on_chip.keep(value, vbuf, after, stored)
     return True
@@ -96,6 +97,12 @@ def _reads_on_chip(op: Operation, index: int) -> bool:
     if isinstance(op, SelectRowsOp):  # one block of rows: an alias (`alias_rows`)
         return True
     return isinstance(op, transformer.AttentionOp) and index < 3  # Q, K, V (QUANT)
+
+
+def _last_instruction(lw: Lowering) -> InstructionOp:
+    """The producer's last instruction so far (not a buffer event after it: a spill STORE
+    placed after it carries its location)."""
+    return next(op for op in reversed(lw.stream) if isinstance(op, InstructionOp))
 
 
 def _shape(value: SSAValue) -> tuple[int, ...]:
@@ -162,7 +169,9 @@ class OnChipActivations:
         """DRAM address -> the resident standing for that tensor."""
         self.done: set[Operation] = set()
         self.reading: set[int] = set()
-        """Residents read by the op being lowered (never evicted for its own tiles)."""
+        """Residents whose address the op being lowered holds (never evicted for its tiles)."""
+        self.consumed: set[int] = set()
+        """Residents the op being lowered read by instructions already emitted (its QUANTs)."""
         self.depth = 0
         self.inserted = 0
         """STOREs placed back in the stream (`lower_aside` keeps them when it rolls back)."""
@@ -221,7 +230,7 @@ class OnChipActivations:
         region.left -= elements
         if region.left <= 0:
             del self.building[value]
-            self.keep(value, region.address, self.lw.stream[-1], region.stored)
+            self.keep(value, region.address, _last_instruction(self.lw), region.stored)
 
     def keep(self, value: SSAValue, address: int, after: Operation, stored: bool) -> None:
         """Record `value`'s tile at `address` as resident (`after`: its last write)."""
@@ -238,12 +247,15 @@ class OnChipActivations:
                    for u in value.uses)
 
     # --- readers ----------------------------------------------------------------------------------
-    def lookup(self, src: DramTensor) -> Resident | None:
-        """The resident standing for DRAM tensor `src`, if any, for a read on chip."""
+    def lookup(self, src: DramTensor, hold: bool = True) -> Resident | None:
+        """The resident standing for DRAM tensor `src`, if any, for a read on chip; `hold`:
+        the caller keeps its address across allocations (never evicted until the op is
+        lowered), else the read is emitted at once (`quantize`: evicted only as a last
+        resort, `evict_one`)."""
         res = self.live.get(src.address)
         if res is None or res.dram.shape != src.shape:
             return None
-        self.reading.add(src.address)
+        (self.reading if hold else self.consumed).add(src.address)
         if self.lw.group is not None:
             res.group_read = True
             if res.base is not None:
@@ -254,7 +266,7 @@ class OnChipActivations:
                  groups: tuple) -> bool:
         """`Lowering.quantize_rows` from the tile kept as `src`, if it is: QUANT each column
         group (start, end, multiplier) of those rows into ABUF; False when `src` is not kept."""
-        res = self.lookup(src)
+        res = self.lookup(src, hold=False)
         if res is None:
             return False
         kept = res.address + row0 * src.cols + col0  # rows src.cols apart
@@ -299,6 +311,7 @@ class OnChipActivations:
             return
         if not self.depth:
             self.reading.clear()
+            self.consumed.clear()
         finished = self.done | self.lw.fused
         for key, res in list(self.live.items()):
             if res.readers <= finished and not (self.depth and res.group_read):
@@ -323,20 +336,26 @@ class OnChipActivations:
         return True
 
     def evict_one(self, size: int) -> bool:
-        """Free the oldest resident the current op does not read, so a tile of `size` may
-        fit; False when there is none (or the op is lowered out of program order)."""
+        """Free the oldest resident the current op does not read, else the oldest it has
+        read with instructions already emitted (its QUANTs: a later read of it by the op
+        LOADs the copy the eviction STOREs), so a tile of `size` may fit; False when there is
+        none (or the op is lowered out of program order)."""
         if self.lw.group is not None:
             return False
         aliased = {id(r.base) for r in self.live.values() if r.base is not None}
-        for key, res in self.live.items():
-            if key not in self.reading and res.base is None and id(res) not in aliased \
-                    and not (self.depth and res.group_read):
-                self.store(res, f"evicted for a {size}-element tile of "
-                           f"{op_label(self.lw.current) if self.lw.current else 'the program'}")
-                del self.live[key]
-                self.lw.free(Buffer.VBUF, res.address)
-                return True
-        return False
+        movable = {key: res for key, res in self.live.items()
+                   if key not in self.reading and res.base is None and id(res) not in aliased
+                   and not (self.depth and res.group_read)}
+        read = [key for key in movable if key in self.consumed]
+        key = next((k for k in movable if k not in self.consumed), read[0] if read else None)
+        if key is None:
+            return False
+        res = self.live.pop(key)
+        what = "its reads emitted, " if key in self.consumed else ""
+        self.store(res, f"evicted ({what}for a {size}-element tile of "
+                   f"{op_label(self.lw.current) if self.lw.current else 'the program'})")
+        self.lw.free(Buffer.VBUF, res.address)
+        return True
 
     def store(self, res: Resident, reason: str) -> None:
         """Write a resident to DRAM, right after its producer's last instruction."""

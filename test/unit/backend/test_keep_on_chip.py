@@ -111,19 +111,3 @@ def test_cli_flag_and_summary_line(tmp_path: Path, capsys, flag, kept) -> None:
     err = capsys.readouterr().err
     assert ("keep-on-chip: 2 activation(s) kept" in err) is kept
 
-
-def test_kept_activations_that_crowd_out_an_ops_tiles_fall_back_to_dram_and_say_so() -> None:
-    # An SPLS encoder at 256 tokens with BERT's expanded [B, 1, L, L] mask: the attention reads
-    # kept Q, K, V while the prediction still reads the kept X, and its 256 x 256 mask tile
-    # finds no room beside them; the program is selected again through DRAM, said in the line.
-    import encoder_graphs
-
-    model = encoder_graphs.encoder(layers=1, seq=256, hidden=64, heads=4, ffn=128, seed=3,
-                                   expanded_mask=True)
-    options = {"sparsity": "spls", "sparsity_option": ["threshold=0.5", "window=8"]}
-    kept = api.compile(model, stage="esact", **options)
-    through = api.compile(model, stage="esact", keep_on_chip=False, **options)
-    assert _summary(kept).startswith("keep-on-chip: 0 activation(s) kept in VBUF, all through "
-                                     "DRAM (VBUF: no room for 65536 elements")
-    program = kept.program().instructions
-    assert program == through.program().instructions and len(program) > 100

@@ -1,0 +1,92 @@
+"""keep-on-chip's eviction and spill paths (passes/on_chip_activations.py): when an op's tile
+finds no room in VBUF beside the kept results, the oldest one it does not read is evicted, else
+the oldest it has already read (its QUANTs emitted); either is STOREd right after its producer
+(`lowering.spill` names why) and its later readers LOAD it. A kept result a reader LOADs (a
+select_rows of rows from several images) is STOREd there too. Outputs are the DRAM round trip's
+bit for bit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import encoder_graphs
+import numpy as np
+import onnx
+import pytest
+from esact_cc.dialects import esact
+from esact_cc.passes.on_chip_activations import SPILL_ATTR, SUMMARY_ATTR
+from vit_graph import vit_model
+
+from esact_cc import api
+
+ATTENTION = 'transformer.attention at "/encoder/layer.0/attention/self/Softmax"'
+
+
+def _spills(compiled) -> list[tuple[esact.InstructionOp, esact.InstructionOp]]:
+    """(the instruction before, the spill STORE) of each spill STORE of the program."""
+    ops = [op for op in compiled.module.body.block.ops if isinstance(op, esact.InstructionOp)]
+    return [(ops[i - 1], op) for i, op in enumerate(ops) if SPILL_ATTR in op.attributes]
+
+
+def _same_outputs(through, kept, inputs, hw: str | None = None) -> None:
+    before, after = through.simulate(inputs, hw), kept.simulate(inputs, hw)
+    for name, value in before.outputs.items():
+        assert np.array_equal(value, after.outputs[name]), name
+
+
+@pytest.mark.parametrize("vbuf, evicted, reason", [
+    # 128 Ki FP32: the embeddings' layer norm (read by the residual ADD only) makes room for
+    # the attention's [128, 64] tile
+    (131072, '"/embeddings/LayerNorm/LayerNormalization"',
+     f"evicted (for a 8192-element tile of {ATTENTION})"),
+    # 256 Ki: nothing else to evict, Q (its QUANTs emitted) makes room for a score tile
+    (262144, '"/encoder/layer.0/attention/self/query/MatMul"',
+     f"evicted (its reads emitted, for a 16384-element tile of {ATTENTION})"),
+])
+def test_an_evicted_result_is_stored_after_its_producer(tmp_path: Path, vbuf, evicted,
+                                                        reason) -> None:
+    hw = tmp_path / "vbuf.toml"
+    hw.write_text(f"[sram]\nvector_buffer = {vbuf}\n")
+    model = encoder_graphs.encoder(layers=1, seq=128, hidden=64, heads=4, ffn=128, seed=3,
+                                   expanded_mask=True)
+    through = api.compile(model, stage="esb", keep_on_chip=False, hw=str(hw))
+    kept = api.compile(model, stage="esb", hw=str(hw))
+    _same_outputs(through, kept, encoder_graphs.encoder_inputs(seq=128), str(hw))
+    assert f"{evicted}: {reason}" in kept.module.attributes[SUMMARY_ATTR].data
+    spills = [(before, store) for before, store in _spills(kept)
+              if store.attributes[SPILL_ATTR].data == reason]
+    assert spills and all(str(store.location) == str(before.location)  # after its producer
+                          and store.field_value("rows") * store.field_value("cols") == 128 * 64
+                          for before, store in spills)
+
+
+def test_kept_results_that_crowd_out_an_spls_attention_are_evicted_after_their_reads() -> None:
+    # An SPLS encoder at 256 tokens with BERT's expanded [B, 1, L, L] mask: the attention reads
+    # kept Q, K, V while the prediction still reads the kept X, and its 256 x 256 mask tile
+    # finds no room beside them: Q, its QUANTs emitted, is evicted (the whole program used to
+    # be selected again through DRAM)
+    model = encoder_graphs.encoder(layers=1, seq=256, hidden=64, heads=4, ffn=128, seed=3,
+                                   expanded_mask=True)
+    options = {"sparsity": "spls", "sparsity_option": ["threshold=0.5", "window=8"]}
+    kept = api.compile(model, stage="esb", **options)
+    through = api.compile(model, stage="esb", keep_on_chip=False, **options)
+    _same_outputs(through, kept, encoder_graphs.encoder_inputs(seq=256))
+    summary = kept.module.attributes[SUMMARY_ATTR].data
+    assert summary.startswith("keep-on-chip: 9 activation(s) kept in VBUF")
+    assert summary.endswith(f"evicted (its reads emitted, for a 65536-element tile of {ATTENTION}))")
+
+
+def test_a_kept_result_a_select_rows_loads_is_stored_after_its_producer(tmp_path: Path) -> None:
+    # a ViT at batch 2: the last layer computes each image's class row only, a select_rows of
+    # rows 0 and 17 (two blocks): it LOADs them, so the kept layer norm is STOREd
+    path = tmp_path / "vit_b2.onnx"
+    onnx.save(vit_model(2), path)
+    images = np.random.default_rng(1).uniform(0, 1, (8, 2, 1, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", pixel_values=images)
+    calibration = str(tmp_path / "calib.npz")
+    through = api.compile(path, stage="esb", calibration_data=calibration, keep_on_chip=False)
+    kept = api.compile(path, stage="esb", calibration_data=calibration)
+    _same_outputs(through, kept, {"pixel_values": images[0]})
+    spills = [(b, s) for b, s in _spills(kept)
+              if s.attributes[SPILL_ATTR].data.startswith("LOADed by transformer.select_rows")]
+    assert spills and all(str(s.location) == str(b.location) for b, s in spills)
