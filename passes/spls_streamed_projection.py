@@ -111,6 +111,7 @@ class StreamedProjection:
         for b, r0, n in self.tiles:
             lw.load(Buffer.VBUF, r["vx"], c.x.address + (b * c.length + r0) * c.width_in * F32,
                     n, c.width_in)
+            lw.hoist_last()  # X is read-only here: LOADed while the last tile's BPUs run
             lw.emit("hlog", PREDICT, dst_buf=Buffer.ABUF, dst_addr=r["xc"], src_addr=r["vx"],
                     rows=n, cols=c.width_in, bits=x_bits, scale_count=self.per_batch,
                     scale_in_addr=r["sx_tiles"] + b * self.per_batch,
