@@ -172,14 +172,14 @@ def lower_add(lw: Lowering, op: transformer.AddOp) -> None:
 
 def lower_host(lw: Lowering, op: transformer.HostOp) -> None:
     from esact_cc.frontend.host_region_export import (host_input_names, host_output_names,
-                                                      host_region_model)
+                                                      host_region_bytes)
     from esact_cc.frontend.onnx_export import module_opset
 
     segment = lw.host_count
     lw.host_count += 1
     in_names, out_names = host_input_names(op), host_output_names(op)
-    model = host_region_model(op, lw.store, module_opset(lw.module), f"host{segment}")
-    data = np.frombuffer(model.SerializeToString(deterministic=True), np.uint8)
+    onnx_bytes = host_region_bytes(op, lw.store, module_opset(lw.module), f"host{segment}")
+    data = np.frombuffer(onnx_bytes, np.uint8)
     key = lw.store.add(lw.store.unique_name(f"esact.host{segment}.onnx"), data)
     lw.decls.append(esact.HostSegmentOp(segment, key))
     for kind, values, names in (("input", op.inputs, in_names), ("output", op.outputs, out_names)):
