@@ -1,9 +1,8 @@
 """keep-on-chip's eviction and spill paths (passes/on_chip_activations.py): when an op's tile
 finds no room in VBUF beside the kept results, the oldest one it does not read is evicted, else
 the oldest it has already read (its QUANTs emitted); either is STOREd right after its producer
-(`lowering.spill` names why) and its later readers LOAD it. A kept result a reader LOADs (a
-select_rows of rows from several images) is STOREd there too. Outputs are the DRAM round trip's
-bit for bit."""
+(`lowering.spill` names why) and its later readers LOAD it. A select_rows of rows from several
+images of a kept result copies them on chip. Outputs are the DRAM round trip's bit for bit."""
 
 from __future__ import annotations
 
@@ -76,9 +75,10 @@ def test_kept_results_that_crowd_out_an_spls_attention_are_evicted_after_their_r
     assert summary.endswith(f"evicted (its reads emitted, for a 65536-element tile of {ATTENTION}))")
 
 
-def test_a_kept_result_a_select_rows_loads_is_stored_after_its_producer(tmp_path: Path) -> None:
+def test_a_select_rows_of_a_kept_result_copies_its_rows_on_chip(tmp_path: Path) -> None:
     # a ViT at batch 2: the last layer computes each image's class row only, a select_rows of
-    # rows 0 and 17 (two blocks): it LOADs them, so the kept layer norm is STOREd
+    # rows 0 and 17 of the kept layer norm: one SCATTER_ROWS copy with rows 17 x 32 apart
+    # (it was a STORE of the layer norm and a LOAD of the two rows)
     path = tmp_path / "vit_b2.onnx"
     onnx.save(vit_model(2), path)
     images = np.random.default_rng(1).uniform(0, 1, (8, 2, 1, 8, 8)).astype(np.float32)
@@ -87,6 +87,8 @@ def test_a_kept_result_a_select_rows_loads_is_stored_after_its_producer(tmp_path
     through = api.compile(path, stage="esb", calibration_data=calibration, keep_on_chip=False)
     kept = api.compile(path, stage="esb", calibration_data=calibration)
     _same_outputs(through, kept, {"pixel_values": images[0]})
-    spills = [(b, s) for b, s in _spills(kept)
-              if s.attributes[SPILL_ATTR].data.startswith("LOADed by transformer.select_rows")]
-    assert spills and all(str(s.location) == str(b.location) for b, s in spills)
+    copies = [op for op in kept.module.body.block.ops if isinstance(op, esact.InstructionOp)
+              and op.name == "esact.scatter_rows" and op.field_value("src_stride") == 17 * 32]
+    assert [(op.field_value("rows"), op.field_value("cols")) for op in copies] == [(2, 32)] * 2
+    assert not _spills(kept)
+    assert kept.module.attributes[SUMMARY_ATTR].data.endswith(", 0 through DRAM")
