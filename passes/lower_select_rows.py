@@ -16,7 +16,6 @@ value and the kept rows of several batch elements are not contiguous. The rule r
 from __future__ import annotations
 
 import numpy as np
-
 from esact_cc.dialects.select_rows_op import SelectRowsOp
 from esact_cc.passes.lowering_state import (
     F32,

@@ -2,7 +2,7 @@
 finds no room in VBUF beside the kept results, the oldest one it does not read is evicted, else
 the oldest it has already read (its QUANTs emitted); either is STOREd right after its producer
 (`lowering.spill` names why) and its later readers LOAD it. A select_rows of rows from several
-images of a kept result copies them on chip. Outputs are the DRAM round trip's bit for bit."""
+images of a kept result copies them on chip. Outputs are the DRAM round trip's bit for bit. A kept result an instruction LOADs is STOREd right after its producer too."""
 
 from __future__ import annotations
 
@@ -12,8 +12,13 @@ import encoder_graphs
 import numpy as np
 import onnx
 import pytest
-from esact_cc.dialects import esact
+from esact_cc.dialects import esact, transformer
+from esact_cc.passes import lowering_state
+from esact_cc.passes.lowering_state import load_gamma_beta
 from esact_cc.passes.on_chip_activations import SPILL_ATTR, SUMMARY_ATTR
+from esact_cc.runtime.isa import Buffer
+from helpers.onnx_graph_builder import GraphBuilder
+from onnx import TensorProto, helper
 from vit_graph import vit_model
 
 from esact_cc import api
@@ -92,3 +97,47 @@ def test_a_select_rows_of_a_kept_result_copies_its_rows_on_chip(tmp_path: Path) 
     assert [(op.field_value("rows"), op.field_value("cols")) for op in copies] == [(2, 32)] * 2
     assert not _spills(kept)
     assert kept.module.attributes[SUMMARY_ATTR].data.endswith(", 0 through DRAM")
+
+
+def _loading_layer_norm(lw, op) -> None:
+    """A layer-norm rule that LOADs its input from DRAM (as a rule without a VBUF-reading
+    lowering does), whole."""
+    x = lw.f32_tensor(op.x, "x")
+    rows, n = x.rows, x.cols
+    g = load_gamma_beta(lw, op, n)
+    v = lw.alloc(Buffer.VBUF, rows * n)
+    lw.load(Buffer.VBUF, v, x.address, rows, n)
+    lw.emit("layernorm", "sfu", dst_addr=v, src_addr=v, rows=rows, cols=n, gamma_addr=g,
+            beta_addr=g + n, eps=float(op.epsilon.value.data))
+    lw.write_tile(op.result, v, 0, rows, 0, n)
+    lw.free(Buffer.VBUF, v, g)
+
+
+def test_a_kept_result_an_instruction_loads_is_stored_after_its_producer(tmp_path: Path,
+                                                                        monkeypatch) -> None:
+    # x -> a = x W1 + b1 -> LayerNorm(a) -> out = . W2 + b2, the layer norm's rule LOADing a:
+    # a is kept (a layer norm reads VBUF), so the LOAD puts a STORE of it right after fc1
+    import esact_cc.passes.lower_to_esact  # noqa: F401  (the built-in rules registered first)
+
+    monkeypatch.setitem(lowering_state._LOWERINGS, transformer.LayerNormOp, _loading_layer_norm)
+    g = GraphBuilder(32, np.random.default_rng(4))
+    a = g.linear("x", "fc1", 32, 32)
+    g.linear(g.layer_norm(a, "ln"), "fc2", 32, 32)
+    g.nodes[-1].output[0] = "out"
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 16, 32]) for n in ("x", "out")]
+    model = helper.make_model(helper.make_graph(g.nodes, "spill", io[:1], io[1:], g.inits),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    x = np.random.default_rng(0).standard_normal((8, 1, 16, 32)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", x=x)
+    options = {"stage": "esb", "calibration_data": str(tmp_path / "calib.npz")}
+    through = api.compile(model, keep_on_chip=False, **options)
+    kept = api.compile(model, **options)
+    inputs = {"x": x[0]}
+    _same_outputs(through, kept, inputs)
+    ((before, store),) = _spills(kept)
+    assert store.attributes[SPILL_ATTR].data.startswith("LOADed by transformer.layer_norm")
+    assert str(before.location) == str(store.location) == 'loc("fc1/MatMul")'
+    assert (store.field_value("rows"), store.field_value("cols")) == (16, 32)
+    # the same bytes as the DRAM round trip: a STOREd once and LOADed once either way
+    assert (kept.simulate(inputs).report["total"]["dram_bytes"]
+            == through.simulate(inputs).report["total"]["dram_bytes"])
