@@ -5,13 +5,14 @@ binary equals the whole projection's (default hardware, X on chip) bit for bit."
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import encoder_graphs
 import numpy as np
+from esact_cc.runtime.isa import Buffer
 
 from esact_cc import api
-from esact_cc.runtime.isa import Buffer
 
 SEQ, HIDDEN, HEADS = 256, 128, 16
 SPLS = {"sparsity": "spls", "sparsity_option": ["threshold=0.5", "window=2"]}
@@ -32,7 +33,7 @@ def test_x_tiles_and_weight_codes_load_ahead_and_the_outputs_match_the_whole_for
     # Second pass over X: one HLOG per row tile with its element's scale (scale_count),
     # followed by the projection's BPUs (phase 2's HLOGs of Q^ / K^ rows by BPU_SCORES).
     predict = [k for k, i in enumerate(program) if i.opcode_name in ("hlog", "bpu", "bpu_scores")]
-    tile_hlogs = [k for k, n in zip(predict, predict[1:])
+    tile_hlogs = [k for k, n in itertools.pairwise(predict)
                   if program[k].opcode_name == "hlog" and program[k].fields["scale_count"] > 0
                   and program[n].opcode_name == "bpu"]
     assert len(tile_hlogs) >= 4  # 2 layers x at least 2 row tiles
