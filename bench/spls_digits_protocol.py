@@ -339,8 +339,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="esact-tune's --confidence (repeatable; default: its default, 0.9)")
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--learning-rate", type=float, default=3e-4)
-    ap.add_argument("--hw-images", type=int, default=8,
+    ap.add_argument("--hw-images", type=int, default=4,
                     help="reported images run as binaries on the hardware model at batch 1")
+    ap.add_argument("--hw-models", default="bundled,0",
+                    help="models whose chosen settings run as binaries ('bundled', seeds)")
     ap.add_argument("--only", default=None, metavar="MODEL",
                     help="study this one model ('bundled' or a seed) into --workdir's cache "
                     "and stop (processes side by side; a run without it assembles)")
@@ -390,14 +392,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.only is not None:
         return 0
     report["summary"] = summary(report)
-    from spls_digits_protocol_hardware import hardware, plot
-
-    cases = {case: (Path(m["file"]), text) for m in report["models"].values()
-             for case, text in m["hardware_cases"].items()}
-    report["hardware_batch1"] = hardware(cases, test, args.hw_images, args.workdir, macs)
-    report["cpu_seconds_this_process"] = time.process_time() - start
     report["command"] = "python bench/spls_digits_protocol.py " + " ".join(
         argv if argv is not None else sys.argv[1:])
+    from spls_digits_protocol_hardware import hardware, plot
+
+    args.output.write_text(json.dumps(report, indent=1) + "\n")  # the binaries take long
+    plot(report, args.output.with_suffix(".png"))
+    if not args.hw_images:
+        log(f"-> {args.output} (no binaries: --hw-images 0)")
+        return 0
+    on_hardware = {"bundled" if n == "bundled" else f"fine-tuned/s{n}"
+                   for n in args.hw_models.split(",")}
+    cases = {case: (Path(m["file"]), text) for name, m in report["models"].items()
+             if name in on_hardware for case, text in m["hardware_cases"].items()}
+    report["hardware_batch1"] = hardware(cases, test, args.hw_images, args.workdir, macs)
+    report["cpu_seconds_this_process"] = time.process_time() - start
     args.output.write_text(json.dumps(report, indent=1) + "\n")
     plot(report, args.output.with_suffix(".png"))
     log(json.dumps(report["summary"], indent=1))
