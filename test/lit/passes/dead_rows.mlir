@@ -110,10 +110,12 @@ builtin.module attributes {esact.weight_store = "Inputs/tiny_layer.npz"} {
 // CHECK-NEXT: %sl = onnx.Slice %t, %[[S]], %[[E]], %a : (tensor<1x2x8xf32>,
 // CHECK:      %m = transformer.layer_norm %x, %g {{.*}} -> tensor<1x4x8xf32>
 
-// Lowered: the select_rows of %ln copies each batch element's rows 1 and 3 (runs of one row)
-// through VBUF into the INT8 form Q reads (its only reader is that linear); the attention
-// runs 2 query rows against 4 keys.
-// ESACT:      esact.load {{.*}} buf = VBUF, {{.*}} rows = 1, cols = 8, {{.*}} {component = "load", layer = 0 : i64}
-// ESACT-NEXT: esact.quant {{.*}} rows = 1, cols = 8,
-// ESACT-NEXT: esact.store {{.*}} buf = ABUF, {{.*}} rows = 1, cols = 8,
+// Lowered: the select_rows of %ln (kept in VBUF) copies each batch element's rows 1 and 3
+// (runs of one row) on chip, SCATTER_ROWS with an identity reuse map, into the INT8 form Q
+// reads (its only reader is that linear); the attention runs 2 query rows against 4 keys.
+// ESACT:      esact.load {{.*}} buf = MBUF, {{.*}} rows = 1, cols = 2,
+// ESACT-NEXT: esact.scatter_rows {{.*}} buf = VBUF, {{.*}} rows = 1, cols = 8,
+// ESACT-COUNT-3: esact.scatter_rows {{.*}} buf = VBUF, {{.*}} rows = 1, cols = 8,
+// ESACT-NEXT: esact.quant {{.*}} rows = 4, cols = 8,
+// ESACT-NEXT: esact.store {{.*}} buf = ABUF, {{.*}} rows = 4, cols = 8,
 // ESACT:      esact.attn_qk {{.*}} lq = 2, lk = 4, d = 4,
