@@ -9,11 +9,10 @@ DRAM port: a DMA instruction holds the port for its transfer cycles (first come,
 served by ready time) while its fixed latency overlaps the next transfer.
 
 `simulate` works on plain per-instruction arrays (queue, pop mask, push mask, cycles, DRAM
-port cycles) so it can be tested analytically. Channels are FIFOs, so which push each pop
-takes is fixed by program order and matched up front (numpy); the event loop then only
-orders starts: events are processed in non-decreasing start time from a heap of at most one
-ready head per queue, and a queue whose next head is the earliest event continues without
-a heap round trip. `roofline` gives the perfect-overlap lower bound of the same work: max
+port cycles) so it can be tested analytically; its event loop is timing_events.py (only the
+queues using the DRAM port go through a heap in ready-time order; the others are timed as
+soon as their tokens are pushed), and stall causes are read off the finished schedule.
+`roofline` gives the perfect-overlap lower bound of the same work: max
 over units of work / peak throughput, and DRAM bytes / bandwidth. `time_program` joins a
 decoded program, the functional model's work records and the ISA cost table
 (instruction_costs.py) into a `Schedule`.
@@ -21,18 +20,20 @@ decoded program, the functional model's work records and the ISA cost table
 
 from __future__ import annotations
 
-import heapq
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
+from ..collector_pause import collector_paused
 from .errors import ProgramError
 from .hw_config import HardwareConfig
 from .instruction_costs import DMA_PORT_QUEUES, instruction_costs
 from .isa import INSTRUCTION_SPECS, Queue
+from .timing_events import NEVER, match_tokens, run_events, stalls_and_ready
 from .work_table import WorkTable
 
 # Queue order = bit order of the pop/push masks = isa.Queue (checked at import).
@@ -40,13 +41,6 @@ QUEUE_NAMES: tuple[str, ...] = ("load", "compute", "predict", "sfu", "store", "h
 DMA_QUEUES: tuple[str, ...] = tuple(q.name.lower() for q in DMA_PORT_QUEUES)
 assert QUEUE_NAMES == tuple(q.name.lower() for q in sorted(Queue, key=int)), "isa.Queue order"
 DRAM_STALL = "dram"  # stall cause: waiting for the shared DRAM port
-NEVER = 1 << 62  # a time no schedule reaches: "not known yet" in the event loop
-
-
-def _mask_bits(n_queues: int) -> tuple[tuple[int, ...], ...]:
-    return tuple(
-        tuple(b for b in range(n_queues) if mask >> b & 1) for mask in range(1 << n_queues)
-    )
 
 
 class TokenEdges:
@@ -57,7 +51,8 @@ class TokenEdges:
 
     def __init__(self, producers: np.ndarray | None = None,
                  consumers: np.ndarray | None = None,
-                 record: tuple[list[np.ndarray | None], np.ndarray, list[int]] | None = None
+                 record: tuple[list[np.ndarray | None], np.ndarray,
+                               Callable[[], Sequence[int]]] | None = None
                  ) -> None:
         self._record = record
         self._pairs = None if record is not None else (
@@ -67,7 +62,8 @@ class TokenEdges:
     def pairs(self) -> tuple[np.ndarray, np.ndarray]:
         if self._pairs is None:
             assert self._record is not None
-            self._pairs = _token_edges(*self._record)
+            producer, pops, processed = self._record
+            self._pairs = _token_edges(producer, pops, processed())
             self._record = None
         return self._pairs
 
@@ -105,96 +101,6 @@ class Schedule:
         return list(zip(producers.tolist(), consumers.tolist()))
 
 
-def _as_list(values: Sequence[int]) -> list[int]:
-    """Python ints (the event loop indexes lists fastest; numpy columns convert at C speed)."""
-    return values.tolist() if isinstance(values, np.ndarray) else list(values)
-
-
-def _match_tokens(
-    queues: np.ndarray, pops: np.ndarray, pushes: np.ndarray, nq: int
-) -> list[np.ndarray | None]:
-    """producer[src][i]: the instruction whose token instruction i's pop from queue src
-    takes (channels are FIFOs: the k-th pop of channel src -> dst takes the k-th push), n if
-    that push never happens; None for a queue nothing pops from."""
-    n = len(queues)
-    in_queue = [queues == q for q in range(nq)]
-    producer: list[np.ndarray | None] = []
-    for src in range(nq):
-        popping = (pops >> src & 1).astype(bool)
-        if not popping.any():
-            producer.append(None)
-            continue
-        column = np.full(n, n, dtype=np.int64)
-        for dst in range(nq):
-            consumers = np.flatnonzero(popping & in_queue[dst])
-            if consumers.size:
-                pushed = np.flatnonzero(in_queue[src] & (pushes >> dst & 1).astype(bool))
-                k = min(consumers.size, pushed.size)
-                column[consumers[:k]] = pushed[:k]
-        producer.append(column)
-    return producer
-
-
-# LOWEST_BIT[mask]: the index of the mask's lowest set bit (a table: pop masks are small).
-def _lowest_bit_table(n_queues: int) -> np.ndarray:
-    masks = np.arange(1 << n_queues)
-    low = masks & -masks
-    return np.where(low > 0, np.log2(np.maximum(low, 1)), n_queues).astype(np.int64)
-
-
-def _dependencies(producer: list[np.ndarray | None], pops: np.ndarray, n: int
-                  ) -> tuple[list[int], list[int], list[tuple[tuple[int, int], ...] | None]]:
-    """The event loop's view of the matched tokens, one entry per instruction plus one for
-    the end-of-queue sentinel n: first[i], first_src[i]: the producer of instruction i's
-    lowest-bit pop and that queue (n + 1, a slot that is always ready, for an instruction
-    that pops nothing; n, never ready, for the sentinel); more[i]: (producer, queue) of its
-    other pops, None for the usual instruction with at most one."""
-    nq = len(producer)
-    lowest_bit = _lowest_bit_table(nq)
-    low = pops & -pops
-    first_src = lowest_bit[pops]
-    first = np.full(n + 1, n + 1, dtype=np.int64)
-    first[n] = n
-    for src, column in enumerate(producer):
-        if column is not None:
-            from_src = np.flatnonzero(first_src == src)
-            first[from_src] = column[from_src]
-    more: list[tuple[tuple[int, int], ...] | None] = [None] * (n + 1)
-    multi = np.flatnonzero(pops != low)
-    if multi.size:
-        rest = pops[multi] & ~low[multi]
-        src2 = lowest_bit[rest]
-        prod2 = np.full(multi.size, n + 1, dtype=np.int64)
-        for src, column in enumerate(producer):
-            if column is not None:
-                from_src = np.flatnonzero(src2 == src)
-                prod2[from_src] = column[multi[from_src]]
-        for i, p, src in zip(multi.tolist(), prod2.tolist(), src2.tolist()):
-            more[i] = ((p, src),)  # the usual second pop
-        bits = _mask_bits(nq)
-        for i in multi[(rest & (rest - 1)) != 0].tolist():  # three or more: rare
-            more[i] = tuple((int(producer[src][i]), src)  # type: ignore[index]
-                            for src in bits[int(pops[i])] if src != first_src[i])
-    return first.tolist(), np.append(first_src, 0).tolist(), more
-
-
-def _queue_chains(queues: np.ndarray, nq: int) -> tuple[list[int], list[int], list[int]]:
-    """(heads, following, lengths): each queue's first instruction (n if it has none), the
-    next instruction of the same queue after each one (n after its last; the queue order is
-    program order), and the queue lengths."""
-    n = len(queues)
-    heads = [n] * nq
-    following = np.full(n, n, dtype=np.int64)
-    lengths = [0] * nq
-    for q in range(nq):
-        members = np.flatnonzero(queues == q)
-        lengths[q] = members.size
-        if members.size:
-            heads[q] = int(members[0])
-            following[members[:-1]] = members[1:]
-    return heads, following.tolist(), lengths
-
-
 def simulate(
     queues: Sequence[int],
     pops: Sequence[int],
@@ -214,121 +120,45 @@ def simulate(
     nq = len(queue_names)
     if not (len(pops) == len(pushes) == len(cycles) == n):
         raise ValueError("simulate: queues, pops, pushes and cycles must have equal lengths")
-    dram = [0] * n if dram_cycles is None else _as_list(dram_cycles)
-    cycle_arr = np.asarray(cycles, dtype=np.int64).reshape(n)
-    cycles = _as_list(cycles)
-    q_arr = np.asarray(queues, dtype=np.int64).reshape(n)
-    pop_arr = np.asarray(pops, dtype=np.int64).reshape(n)
-    push_arr = np.asarray(pushes, dtype=np.int64).reshape(n)
-    head, following, lengths = _queue_chains(q_arr, nq)
-    producer_arrays = _match_tokens(q_arr, pop_arr, push_arr, nq)
-    first, first_src, more = _dependencies(producer_arrays, pop_arr, n)
-    # tokens a queue pushes to itself need no wake-up: its next head is checked anyway
-    wake = (push_arr & ~(1 << q_arr)).tolist()  # a mask: most instructions wake no queue
-    bits = _mask_bits(nq)
-    free = [0] * nq
-    in_heap = [False] * nq
-    start = [0] * n
-    lat = token_latency
-    # end[i] + lat: when instruction i's tokens are visible. NEVER before it has run;
-    # end[n]: the producer of a token never pushed (and of the end-of-queue sentinel's
-    # pop); end[n + 1]: of a pop that is not there.
-    never = NEVER
-    end = [never] * n + [never, -lat]
-    stall = [[0] * (nq + 1) for _ in range(nq)]  # cause index nq = DRAM port
-    processed: list[int] = []  # instructions in the order they start (token consumption)
-    heap: list[tuple[int, int, int, int]] = []
-    heappush, heappop, heappushpop = heapq.heappush, heapq.heappop, heapq.heappushpop
-
-    def enqueue(q: int) -> None:
-        """Put queue q's head on the heap at its ready time if its tokens are pushed: t the
-        queue's free time or the last token's arrival, cause that token's queue (-1: none
-        waited for, so cause >= 0 exactly when the head stalls)."""
-        i = head[q]
-        t = free[q]
-        cause = -1
-        ready = end[first[i]] + lat
-        if ready > t:
-            t, cause = ready, first_src[i]
-        if more[i] is not None:
-            for p, src in more[i]:
-                ready = end[p] + lat
-                if ready > t:
-                    t, cause = ready, src
-        if t < never:
-            # Ties broken by instruction index: deterministic and program-order fair.
-            heappush(heap, (t, i, q, cause))
-            in_heap[q] = True
-
-    for q in range(nq):
-        if head[q] < n:
-            enqueue(q)
-    dram_free = 0
-    processed_append = processed.append
-    entry = heappop(heap) if heap else None
-    while entry is not None:
-        t, i, q, cause = entry
-        if cause >= 0:
-            stall[q][cause] += t - free[q]
-        d = dram[i]
-        if d:
-            if dram_free > t:
-                stall[q][nq] += dram_free - t
-                t = dram_free
-            dram_free = t + d
-        e = t + cycles[i]
-        start[i] = t
-        end[i] = e
-        free[q] = e
-        processed_append(i)
-        if wake[i]:
-            for dst in bits[wake[i]]:
-                if not in_heap[dst] and head[dst] < n:
-                    enqueue(dst)
-        # the queue's next head (the sentinel n when it is done, never ready), inline: most
-        # events continue a queue
-        i = head[q] = following[i]
-        t = end[first[i]] + lat
-        if t > e:
-            cause = first_src[i]
-        else:
-            t, cause = e, -1
-        if more[i] is not None:
-            for p, src in more[i]:
-                ready = end[p] + lat
-                if ready > t:
-                    t, cause = ready, src
-        if t < never:
-            entry = heappushpop(heap, (t, i, q, cause))
-            continue
-        in_heap[q] = False
-        entry = heappop(heap) if heap else None
-
+    q_arr, pop_arr, push_arr, cycle_arr = (np.asarray(a, dtype=np.int64).reshape(n)
+                                           for a in (queues, pops, pushes, cycles))
+    dram = (np.zeros(n, np.int64) if dram_cycles is None
+            else np.asarray(dram_cycles, dtype=np.int64).reshape(n))
+    producer = match_tokens(q_arr, pop_arr, push_arr, nq)
+    # the queues timed in time order (timing_events): those using the DRAM port, or all
+    # at latency 0
+    heap_queues = (range(nq) if token_latency < 1
+                   else np.unique(q_arr[dram > 0]).tolist())
+    with collector_paused():  # the loop's lists and heap entries would trigger collections
+        start, end, head, processed = run_events(q_arr, pop_arr, push_arr, cycle_arr, dram,
+                                                 producer, heap_queues, token_latency)
     if len(processed) < n:
-        raise ProgramError(_deadlock_message(head, producer_arrays, end, pop_arr, queue_names))
+        raise ProgramError(_deadlock_message(head, producer, end, pop_arr, queue_names))
     del end[n:]
+    start_arr, end_arr = np.array(start, dtype=np.int64), np.array(end, dtype=np.int64)
+    stall, ready = stalls_and_ready(q_arr, producer, pop_arr, dram, start_arr, end_arr,
+                                    token_latency)
     names = tuple(queue_names)
-    busy = {names[q]: int(cycle_arr[q_arr == q].sum()) for q in range(nq)}
-    stalls = {
-        names[q]: {
-            (DRAM_STALL if c == nq else f"token:{names[c]}"): stall[q][c]
-            for c in range(nq + 1)
-            if stall[q][c]
-        }
-        for q in range(nq)
-    }
+    counts = np.bincount(q_arr, minlength=nq)
     return Schedule(
         queue_names=names,
         start=start,
         end=end,
         total_cycles=max(end, default=0),
-        busy_cycles=busy,
-        stall_cycles=stalls,
-        instruction_counts={names[q]: lengths[q] for q in range(nq)},
-        dram_port_busy_cycles=sum(dram),
-        queues=_as_list(queues),
-        edges=TokenEdges(record=(producer_arrays, pop_arr, processed)),
-        cycles=cycles,
+        busy_cycles={names[q]: int(cycle_arr[q_arr == q].sum()) for q in range(nq)},
+        stall_cycles={
+            names[q]: {(DRAM_STALL if c == nq else f"token:{names[c]}"): int(stall[q, c])
+                       for c in range(nq + 1) if stall[q, c]}
+            for q in range(nq)
+        },
+        instruction_counts={names[q]: int(counts[q]) for q in range(nq)},
+        dram_port_busy_cycles=int(dram.sum()),
+        queues=q_arr.tolist(),
+        # tokens are consumed in (ready, index) order, which run_events follows for the
+        # heap queues only; at latency 0, where it follows it for all, in its own order
+        edges=TokenEdges(record=(producer, pop_arr, (lambda: processed) if token_latency < 1
+                                 else (lambda: np.argsort(ready, kind="stable")))),
+        cycles=cycle_arr.tolist(),
     )
 
 
@@ -417,13 +247,22 @@ def roofline(unit_work: dict[str, float], config: HardwareConfig) -> dict[str, A
 # --- a decoded program + work records -> schedule -----------------------------------------
 
 
-@dataclass
 class TimedProgram:
-    """Per-instruction arrays of a program as the timing and report code consume them."""
+    """A timed program: its schedule, and per-instruction opcodes and units (isa.Unit values:
+    dma, mac, bpu, topk, sfu, host, control) built on first use (esact-run reads only the
+    schedule: its report has its own instruction columns)."""
 
-    opcodes: list[str]
-    units: list[str]  # isa.Unit values: dma, mac, bpu, topk, sfu, host, control
-    schedule: Schedule
+    def __init__(self, instructions: Sequence[Any], schedule: Schedule) -> None:
+        self._instructions = instructions
+        self.schedule = schedule
+
+    @cached_property
+    def opcodes(self) -> list[str]:
+        return [i.opcode_name for i in self._instructions]
+
+    @cached_property
+    def units(self) -> list[str]:
+        return [INSTRUCTION_SPECS[name].unit.value for name in self.opcodes]
 
 
 def time_program(
@@ -433,12 +272,8 @@ def time_program(
     work_table: WorkTable | None = None,
 ) -> TimedProgram:
     """Schedule a decoded program whose work records (and their columns, if the caller has
-    them) the functional model produced."""
+    them) the functional model produced: the timing model as esact-run runs it."""
     queues, pops, pushes, cycles, port = instruction_costs(instructions, works, config,
                                                            work_table)
     schedule = simulate(queues, pops, pushes, cycles, port, config.token_latency_cycles)
-    return TimedProgram(
-        opcodes=[i.opcode_name for i in instructions],
-        units=[INSTRUCTION_SPECS[i.opcode_name].unit.value for i in instructions],
-        schedule=schedule,
-    )
+    return TimedProgram(instructions, schedule)
