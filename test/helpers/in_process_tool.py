@@ -15,13 +15,16 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from importlib import import_module
 from importlib.metadata import entry_points
 from pathlib import Path
 
+
 def tool_main(tool: str) -> Callable[[list[str]], int]:
-    """The `main` an installed console script (e.g. "esact-cc") calls."""
+    """The `main(argv)` of the module an installed console script (e.g. "esact-cc") runs: the
+    script's own function may be a wrapper that ends the process (esact-cc's console_main)."""
     (script,) = entry_points(group="console_scripts", name=tool)
-    return script.load()
+    return import_module(script.module).main
 
 
 def _byte_stream(data: bytes = b"") -> io.TextIOWrapper:
