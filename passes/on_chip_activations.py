@@ -41,6 +41,11 @@ if TYPE_CHECKING:
 KEEP_FRACTION = 2
 """Residents together take at most 1/KEEP_FRACTION of VBUF; the rest is the ops' tiles
 (one output tile is at most a quarter, a staging chunk an eighth: `lowering_state`)."""
+REGION_FRACTION = 4
+"""A result written in several tiles is kept (`Region`) only up to 1/REGION_FRACTION of VBUF:
+its region is held from the producer's first tile to its last reader, and a larger one left
+the ops in between too little room (BERT-base 128's 128 x 768 embeddings output, 3/8 of VBUF,
+read by the layer's residual: spls-design-dense-prefix 1,065,840 -> 1,296,711 cycles)."""
 SPILL_ATTR = "lowering.spill"
 """STORE attribute: why a kept activation was written to DRAM after all."""
 SUMMARY_ATTR = "esact.keep_on_chip"
@@ -213,6 +218,9 @@ class OnChipActivations:
             if (row0, col0) != (0, 0) or rows * cols == _size(value) \
                     or not (strided or cols == width) or not self._keepable(value):
                 return None
+            if _size(value) > self.lw.capacity(Buffer.VBUF) // REGION_FRACTION:
+                return self._spill_note(value, "written in several tiles, over the VBUF "
+                                        "share of one region") or None
             self.building[value] = region = Region(
                 self.lw.alloc(Buffer.VBUF, _size(value)), self.lw.tensor_of(value, on_chip=True),
                 _size(value), self.must_store(value))

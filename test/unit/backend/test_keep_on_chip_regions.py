@@ -86,3 +86,21 @@ def test_attention_heads_write_their_column_blocks_of_one_kept_region() -> None:
     # the result's four column-block STOREs and the output projection's LOAD are gone
     saved = F32 * 16 * 32 * 2
     assert before.report["total"]["dram_bytes"] - after.report["total"]["dram_bytes"] >= saved
+
+
+def test_a_region_over_a_quarter_of_vbuf_goes_through_dram(tmp_path: Path) -> None:
+    # 8192 FP32 in VBUF: h and a (64 x 64 = 4096 each, written in 16-row chunks / 32-row
+    # tiles) would each hold half of it from their producer to their last reader
+    hw = tmp_path / "smaller.toml"
+    hw.write_text("[sram]\nvector_buffer = 32768\nactivation_buffer = 4096\n")
+    model = _model()
+    through, kept = _compile(tmp_path, model, False, str(hw)), _compile(tmp_path, model, True, str(hw))
+    x = np.random.default_rng(1).standard_normal((1, L, HIDDEN)).astype(np.float32)
+    before, after = through.simulate({"x": x}, str(hw)), kept.simulate({"x": x}, str(hw))
+    assert np.array_equal(before.outputs["out"], after.outputs["out"])
+    assert before.report["total"]["dram_bytes"] == after.report["total"]["dram_bytes"]
+    reason = "written in several tiles, over the VBUF share of one region"
+    assert kept.module.attributes[SUMMARY_ATTR].data == (
+        "keep-on-chip: 0 activation(s) kept in VBUF (0.0 KiB not stored and loaded back), "
+        f'2 through DRAM (transformer.layer_norm at "ln/LayerNorm": {reason}; '
+        f'transformer.linear at "fc1/MatMul": {reason})')
