@@ -16,7 +16,7 @@ from spls_tuning_fixtures import load_tuning_fixtures
 from esact_cc import api
 from esact_cc.cli import esact_tune_main
 from esact_cc.tuning import spls_calibration_inputs, spls_measurement
-from esact_cc.tuning.prediction_price import hardware_price
+from esact_cc.tuning.prediction_price import _single_input, hardware_price
 
 TABLES, FIXTURES = load_tuning_fixtures("price")
 
@@ -54,9 +54,7 @@ def test_the_price_is_the_hardware_models_energy_ratio(evaluator, calibration, t
                         calibration_data=str(calib)).simulate(sample).report
     predict_pj = spls["components"]["predict"]["energy_on_chip_pj"]
     dense_pj = dense["energy"]["on_chip"]["dynamic_pj"]
-    single = spls_measurement.SplsEvaluator(
-        model, spls_calibration_inputs.CalibrationData([evaluator.samples[0]], None, "input 0"),
-        quantize_samples=evaluator.samples)
+    single = _single_input(evaluator, 0)  # the same INT8 module, measuring input 0 only
     work = single.measure([config])[0].work
     products = sum(w.prediction_products for w in work.layers)
     assert price.mac_per_product == pytest.approx((predict_pj / products)
