@@ -8,9 +8,10 @@ shadow it. The models are bench_cli_processes.py's (`--workdir` of that script).
 script (cli_compile_alternating.py, cli_run_alternating.py) says how one process runs and what
 of it must be the same in both trees; a pair that differs fails the run (exit 1).
 
-PYTHONDONTWRITEBYTECODE is dropped from the children's environment: a user's installed
-package has its bytecode written, and without it every process would compile each source
-file of the trees again, which the timing would charge to the tool.
+The children run with PYTHONSAFEPATH=1: `python -c` otherwise puts the current directory
+first on sys.path, and launched from a source tree's root both sides of a pair would run that
+tree. Their environment is bench_cli_processes.thread_environment's (bytecode written, as in
+a user's installed package).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def run_once(tool: Tool, root: Path, seq: int, env: dict[str, str], workdir: Pat
     for stale in out.iterdir():
         stale.unlink()
     measured = run_process([sys.executable, "-c", tool.entry, *tool.command(seq, workdir, out)],
-                           env | {"PYTHONPATH": str(root)})
+                           env | {"PYTHONPATH": str(root), "PYTHONSAFEPATH": "1"})
     if measured["exit"]:
         raise SystemExit(f"{tool.name} failed ({root}): {measured['error']}")
     return {"cpu_s": measured["cpu_s"], "wall_s": measured["wall_s"],
@@ -62,8 +63,7 @@ def alternate(tool: Tool, roots: dict[str, Path], seq: int, threads: str, workdi
               pairs: int, scratch: Path) -> dict:
     """`pairs` pairs of runs (base then new) of one setting: CPU seconds and whether every
     pair's outcomes were equal."""
-    env = {k: v for k, v in thread_environment(threads).items()
-           if k != "PYTHONDONTWRITEBYTECODE"}
+    env = thread_environment(threads)
     cpu: dict[str, list[float]] = {name: [] for name in roots}
     rss: dict[str, float] = {}
     identical = True

@@ -92,7 +92,11 @@ def _export(seq: int, onnx_path: Path, inputs_path: Path) -> None:
 
 
 def thread_environment(threads: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+    """The children's environment at `threads`. PYTHONDONTWRITEBYTECODE is dropped: a user's
+    installed package has its bytecode written, and without it every measured process would
+    compile again each source file edited since, which the timing would charge to the tool."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in THREAD_VARIABLES and k != "PYTHONDONTWRITEBYTECODE"}
     if threads != "default":
         env |= {name: threads for name in THREAD_VARIABLES}
     return env
