@@ -175,7 +175,12 @@ def run_events(queues: np.ndarray, pops: np.ndarray, pushes: np.ndarray, cycles:
             e = free[q]
             while True:
                 t = end[first[i]] + lat
-                if more[i]:
+                m = more[i]
+                if m > 0:  # the usual second token, inline
+                    r = end[m - 1] + lat
+                    if t < r:
+                        t = r
+                elif m:
                     t = ready(i, t)
                 if t >= never:
                     break
@@ -237,7 +242,12 @@ def run_events(queues: np.ndarray, pops: np.ndarray, pushes: np.ndarray, cycles:
             t = end[first[i]] + lat
             if t < e:
                 t = e
-            if more[i]:
+            m = more[i]
+            if m > 0:
+                r = end[m - 1] + lat
+                if t < r:
+                    t = r
+            elif m:
                 t = ready(i, t)
             if t >= never:
                 in_heap[q] = False
