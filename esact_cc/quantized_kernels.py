@@ -12,10 +12,9 @@ import numpy as np
 
 # QUANT_ROWS' kernels (per-token scales), re-exported for the interpreter.
 from esact_cc.runtime import online_softmax
+from esact_cc.runtime.int8_codes import round_clip_int8
 from esact_cc.runtime.isa import GeluMode
 from esact_cc.runtime.isa_token_scales import quantize_rows, row_scales  # noqa: F401
-
-INT8_MAX = 127
 
 GELU_MODES = {"none": GeluMode.ERF, "tanh": GeluMode.TANH}
 """transformer.gelu's `approximate` values as the GELU instruction's modes."""
@@ -27,10 +26,11 @@ def quant_multiplier(scale: float) -> np.float32:
 
 
 def quantize_int8(x: np.ndarray, scale: float) -> np.ndarray:
-    """QUANT: clip(round_half_even(x * mult), -127, 127), the product in float64, NaN -> 0."""
-    prod = np.asarray(x, np.float32).astype(np.float64) * np.float64(quant_multiplier(scale))
-    prod = np.nan_to_num(prod, nan=0.0, posinf=INT8_MAX, neginf=-INT8_MAX)
-    return np.clip(np.rint(prod), -INT8_MAX, INT8_MAX).astype(np.int8)
+    """QUANT: clip(round_half_even(x * mult), -127, 127), the product in float64, NaN -> 0
+    (the binary's rounding: runtime/int8_codes.py)."""
+    prod = np.asarray(x, np.float32).astype(np.float64)
+    prod *= np.float64(quant_multiplier(scale))
+    return round_clip_int8(prod)
 
 
 def int_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
