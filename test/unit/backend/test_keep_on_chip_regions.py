@@ -23,14 +23,16 @@ SMALL = "[sram]\nvector_buffer = 65536\nactivation_buffer = 4096\n"
 each); 4 KiB of ABUF: a 64-input linear in two 32-row tiles. Kept results may hold 8192."""
 
 
-def _model():
+def _model(relu_reader: bool = False):
     """x -> h = LayerNorm(x) -> a = h W1 + b1 -> out = a W2 + b2 + h (a fused residual ADD
-    reading h): h and a are each written in two tiles."""
+    reading h): h and a are each written in two tiles; `relu_reader`: + Relu(h) instead of h,
+    a host op reading h from DRAM."""
     g = GraphBuilder(HIDDEN, np.random.default_rng(5))
     h = g.layer_norm("x", "ln")
     a = g.linear(h, "fc1", HIDDEN, HIDDEN)
     b = g.linear(a, "fc2", HIDDEN, HIDDEN)
-    g.nodes.append(helper.make_node("Add", [b, h], ["out"], name="residual"))
+    other = g.node("Relu", [h], "relu") if relu_reader else h
+    g.nodes.append(helper.make_node("Add", [b, other], ["out"], name="residual"))
     io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, L, HIDDEN]) for n in ("x", "out")]
     graph = helper.make_graph(g.nodes, "regions", io[:1], io[1:], g.inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -104,3 +106,19 @@ def test_a_region_over_a_quarter_of_vbuf_goes_through_dram(tmp_path: Path) -> No
         "keep-on-chip: 0 activation(s) kept in VBUF (0.0 KiB not stored and loaded back), "
         f'2 through DRAM (transformer.layer_norm at "ln/LayerNorm": {reason}; '
         f'transformer.linear at "fc1/MatMul": {reason})')
+
+
+def test_a_result_a_reader_loads_anyway_gets_no_region(tmp_path: Path) -> None:
+    # h is STOREd for the Relu (a host op) whatever happens: a region would hold VBUF from the
+    # layer norm to fc1 for fc1's LOADs only (an SPLS prediction's input is such a result)
+    hw = tmp_path / "small.toml"
+    hw.write_text(SMALL)
+    model = _model(relu_reader=True)
+    through, kept = _compile(tmp_path, model, False, str(hw)), _compile(tmp_path, model, True, str(hw))
+    x = np.random.default_rng(1).standard_normal((1, L, HIDDEN)).astype(np.float32)
+    assert np.array_equal(through.simulate({"x": x}, str(hw)).outputs["out"],
+                          kept.simulate({"x": x}, str(hw)).outputs["out"])
+    assert kept.module.attributes[SUMMARY_ATTR].data == (
+        "keep-on-chip: 3 activation(s) kept in VBUF (48.0 KiB not stored and loaded back), "
+        '1 through DRAM (transformer.layer_norm at "ln/LayerNorm": written in several tiles, '
+        "read from DRAM too)")  # h is not among the kept
