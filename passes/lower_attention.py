@@ -52,6 +52,7 @@ from esact_cc.quantized_kernels import (
 )
 from esact_cc.runtime.errors import CompileError
 from esact_cc.passes.attention_key_ranges import constant_visibility, tile_key_range
+from esact_cc.passes.attention_shared_mask import ResidentMaskTiles
 from esact_cc.passes.lower_attention_blocks import add_mask_block, lower_key_blocked
 from esact_cc.passes.lower_disentangled import PositionScores
 from esact_cc.runtime.isa import Buffer
@@ -214,7 +215,13 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
         return p, p_rows
 
     q_tiles = [(r0, min(q_tile, lq - r0)) for r0 in range(0, lq, q_tile)]
+    # A per-query mask every head reads alike ([B, 1, Lq, Lk]): each tile's rows are LOADed
+    # once for the group's heads, and the first tiles once for all the groups (the top-k
+    # attention at long sequences was bound by those reLOADs).
+    shared = ResidentMaskTiles(lw, mask_rows, q_tiles, (lk_all, dv), (heads, group),
+                               resident=not skip_keys)
     for b in range(batch):
+        shared.begin_batch()
         for h0 in range(0, heads, group):
             g = min(group, heads - h0)
             kv0, kvg = kv_heads_of(h0, g)
@@ -242,12 +249,7 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
                     r1, t1 = q_tiles[i + 1]
                     q_next = lw.alloc(Buffer.ABUF, t1 * g * d)
                     _quantize_loads(lw, b, [(q, r1, t1, lq, d, q_next, q_mult, h0, g)])
-                # A per-query mask every head reads alike ([B, 1, Lq, Lk]): the tile's rows
-                # are LOADed once for the group's heads, not once per head (at long sequences
-                # the top-k attention was bound by those reLOADs).
-                shared_mask = (mask_rows.fresh_rows(b, h0, r0, tq)
-                               if g > 1 and mask_rows.shared_by_heads
-                               and keys_of(r0, tq)[1] == lk_all else None)
+                shared_mask = shared.rows(b, h0, r0, tq, keys_of(r0, tq)[1] == lk_all)
                 for hh in range(g):
                     h = h0 + hh
                     k0, n = keys_of(r0, tq)
@@ -262,8 +264,7 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
                                                             shared_mask)))
                     if len(pending) == 2:
                         pv(b, h0, g, *pending.pop(0), va)
-                if shared_mask is not None:
-                    lw.free(Buffer.VBUF, shared_mask)
+                shared.release(r0, shared_mask)
                 if r0 + tq == lq:  # the group's last tile: every P x V before K / V go
                     for item in pending:
                         pv(b, h0, g, *item, va)
@@ -271,6 +272,7 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
                     lw.free(Buffer.ABUF, qa, ka, va)
                 else:
                     lw.free(Buffer.ABUF, qa)
+        shared.end_batch()
     positions.free()
     _release_scale_rows(lw, op, mask_rows, s_addr, o_addr)
     done_with(lw, op, *(t for t in (rows, spa) if t is not None))

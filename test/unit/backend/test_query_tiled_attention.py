@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from esact_cc.passes import attention_shared_mask
 from esact_cc.passes.lower_to_esact import LowerToEsactPass
 from esact_cc.passes.schedule import SchedulePass
 from esact_cc.runtime.errors import CompileError
@@ -110,6 +111,39 @@ def test_per_query_mask_rows_are_loaded_once_per_tile_for_the_head_group(
     assert tiles == 3 and len(mask_loads) == batch * tiles  # heads share each tile's rows
     result = run_program(program, inputs, load_config(hw))
     np.testing.assert_array_equal(result.outputs["y"], expected)
+
+
+def _mask_loads(module, length: int) -> int:
+    """LOADs of several mask rows (the [Lq, Lk] mask's query tiles)."""
+    return len([op for op in module.walk() if op.name == "esact.load"
+                and op.properties["cols"].value.data == length
+                and op.properties["rows"].value.data > 1])
+
+
+def test_shared_mask_tiles_stay_resident_across_head_groups(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two head groups (a small ABUF) over three query tiles (a small ACC): the [B, 1, Lq, Lk]
+    mask's tiles are LOADed once per batch element for both groups while VBUF has room
+    (passes/attention_shared_mask.py), once per group without it; bit-identical either way."""
+    batch, length, heads, width = 2, 40, 4, 64
+    hw = tmp_path / "small.toml"
+    hw.write_text("[sram]\nactivation_buffer = 8192\naccumulator_buffer = 5120\n")
+    inputs = _inputs(batch, length, width, "full")
+    store = WeightStore({})
+    expected = run_module(parse_ir(_attention_ir(batch, length, heads, width, False, "full")),
+                          inputs, store)["y"]
+    counts = []
+    for room in (True, False):
+        if not room:  # as when VBUF holds no tile beside the attention's own
+            monkeypatch.setattr(attention_shared_mask, "_tiles_that_fit", lambda *_: 0)
+        module = parse_ir(_attention_ir(batch, length, heads, width, False, "full"))
+        program = _compile(module, store, str(hw))
+        qk = [op for op in module.walk() if op.name == "esact.attn_qk"]
+        assert len(qk) == batch * heads * 3  # three query tiles per head
+        counts.append(_mask_loads(module, length))
+        result = run_program(program, inputs, load_config(str(hw)))
+        np.testing.assert_array_equal(result.outputs["y"], expected)
+    assert counts == [batch * 3, batch * 2 * 3]  # resident: once per batch; else per group
 
 
 def test_attention_that_fits_is_one_tile() -> None:
