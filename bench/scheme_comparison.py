@@ -90,7 +90,8 @@ def choices_text(args: argparse.Namespace) -> str:
             f"{args.hw_inputs} reporting input(s); per-layer tuning "
             f"{'off' if args.uniform_only else 'on'}; SPLS search tables {args.search or 'full for digits / MiniLM, quick for BERT / ViT'}; budget {args.budget:g} point(s) with "
             f"labels, mean cosine >= {args.min_cosine:g} to FP32 without; the prediction "
-            f"priced by esact-tune at the {args.prediction_price} price")
+            f"priced by esact-tune at the {args.prediction_price} price; SPLS layer screen "
+            f"margin {args.screen_margin if args.screen_margin is not None else 'default'}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prediction-price", choices=("design", "hardware"), default="design",
                         help="esact-tune's MACs per HLog product: design (0.1) or measured "
                         "on the hardware model (esact-tune --prediction-price)")
+    parser.add_argument("--screen-margin", type=int, default=None, metavar="STEPS",
+                        help="esact-tune --screen-margin for SPLS: ladder steps a layer's "
+                        "threshold floor keeps above where its layer screen went over "
+                        "budget (default: esact-tune's)")
     parser.add_argument("--hw", default=None,
                         help="hardware config TOML for every model (default: the default)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
@@ -133,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         schemes = ("dense", *schemes)  # every ratio is against the dense program
     if args.layers < 1 or args.hw_inputs < 1 or args.calib < 0 or args.inputs < 0:
         parser.error("--layers and --hw-inputs must be >= 1, --calib and --inputs >= 0")
+    if args.screen_margin is not None and args.screen_margin < 0:
+        parser.error(f"--screen-margin must be >= 0 ladder steps, got {args.screen_margin}")
     args.out_dir.mkdir(parents=True, exist_ok=True)
     command = "python bench/scheme_comparison.py " + " ".join(
         argv if argv is not None else sys.argv[1:])
@@ -140,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr = WarningsOnce(sys.stderr)
         settings = Settings(args.budget, args.min_cosine, args.hw_inputs,
                             not args.uniform_only, not args.no_curves, schemes, args.search,
-                            args.prediction_price)
+                            args.prediction_price, args.screen_margin)
         for name in models:
             start, cpu = time.time(), time.process_time()
             with tempfile.TemporaryDirectory(prefix=f"scheme-comparison-{name}-") as tmp:

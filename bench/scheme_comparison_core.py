@@ -93,6 +93,9 @@ class Settings:
     prediction_price: str = "design"
     """esact-tune's price of an HLog product: "design" (0.1 MAC) or "hardware" (measured on
     the hardware model, esact_cc/tuning/prediction_price.py)."""
+    screen_margin: int | None = None
+    """esact-tune's `--screen-margin` for SPLS (ladder steps a layer's floor keeps above the
+    threshold where its screen scan broke); None: esact-tune's default."""
 
 
 QUICK_SEARCH = {
@@ -177,12 +180,16 @@ def as_scheme(evaluator: SplsEvaluator, scheme: str) -> Any:
 # ------------------------------------------------------------------------------ tuning
 
 
-def tune_scheme(scheme: str, evaluator: Any, budget: float, per_layer: bool, log: Log) -> Any:
-    """esact-tune's search for `scheme` on the calibration evaluator: the chosen measurement."""
-    from esact_cc.tuning.spls_tuning import DEFAULT_MARGIN_SE, tune
+def tune_scheme(scheme: str, evaluator: Any, budget: float, per_layer: bool, log: Log,
+                screen_margin: int | None = None) -> Any:
+    """esact-tune's search for `scheme` on the calibration evaluator: the chosen measurement
+    (`screen_margin`: SPLS's `--screen-margin`, None for esact-tune's default)."""
+    from esact_cc.tuning.spls_tuning import DEFAULT_MARGIN_SE, SearchOptions, tune
 
     if scheme == "spls":
-        return tune(evaluator, budget, per_layer=per_layer, log=log).best
+        search = SearchOptions() if screen_margin is None else SearchOptions(
+            screen_margin=screen_margin)
+        return tune(evaluator, budget, per_layer=per_layer, log=log, search=search).best
     if scheme == "sanger":
         from esact_cc.tuning.sanger_tuning import tune_sanger as search
     else:
@@ -348,6 +355,13 @@ def prediction_price(base: SplsEvaluator, case: Case, kind: str, log: Log) -> An
     return price
 
 
+def screen_margin(settings: Settings) -> int:
+    """The SPLS layer screen's margin the search runs with (esact-tune's default if unset)."""
+    from esact_cc.tuning.layer_screen import DEFAULT_SCREEN_MARGIN
+
+    return DEFAULT_SCREEN_MARGIN if settings.screen_margin is None else settings.screen_margin
+
+
 def compare_case(case: Case, settings: Settings, log: Log) -> dict[str, Any]:
     """Every scheme of `settings` on `case`: the JSON-ready result of one model."""
     search = settings.search or case.search
@@ -369,6 +383,7 @@ def compare_case(case: Case, settings: Settings, log: Log) -> dict[str, Any]:
         "reporting_inputs": len(case.reporting.samples),
         "hardware_inputs": min(settings.hw_inputs, len(case.reporting.samples)),
         "hw": case.hw or "default", "spls_search": search,
+        "spls_screen_margin": screen_margin(settings),
         "dense_int8": {"calibration": calib.dense_accuracy, "reporting": report.dense_accuracy},
         "budget_points": budget, "prediction_price": price.as_dict(),
         "budget": (f"<= {settings.budget:g} points of accuracy" if labelled
@@ -388,7 +403,7 @@ def compare_case(case: Case, settings: Settings, log: Log) -> dict[str, Any]:
                 continue
             log(f"{case.name} / {scheme}: tuning on {len(case.calibration.samples)} inputs")
             tuned = tune_scheme(scheme, as_scheme(calib, scheme), budget, settings.per_layer,
-                                log)
+                                log, settings.screen_margin)
             held = measure(scheme, as_scheme(report, scheme), [tuned.config])[0]
             path = config_file(scheme, tuned, Path(tmp))
             entry = {"calibration": point(scheme, tuned, share),
