@@ -23,6 +23,7 @@ from scheme_comparison_core import (  # noqa: E402
     compare_case,
     fp32_outputs,
     on_inputs,
+    tune_scheme,
 )
 from scheme_comparison_models import split  # noqa: E402
 from scheme_comparison_report import (  # noqa: E402
@@ -164,3 +165,24 @@ def test_spls_reuse_off_check_compares_with_dense_int8_not_fp32(result, tmp_path
     anchored = on_inputs(base, calibration, fp32_outputs(case, calibration.samples))
     assert anchored.dense_accuracy < 100.0  # INT8 dense is scored against FP32
     assert anchored.reuse_off_gap() == base.reuse_off_gap() == 0.0
+
+
+def test_screen_margin_reaches_esact_tunes_search(result, monkeypatch):
+    """--screen-margin is passed to SPLS's search as esact-tune's own option, and recorded."""
+    from esact_cc.tuning import spls_tuning
+    from esact_cc.tuning.layer_screen import DEFAULT_SCREEN_MARGIN
+
+    assert result["spls_screen_margin"] == DEFAULT_SCREEN_MARGIN
+    seen = []
+
+    class Chosen:
+        best = "chosen"
+
+    def fake_tune(evaluator, budget, per_layer=True, log=None, search=None):
+        seen.append(search.screen_margin)
+        return Chosen()
+
+    monkeypatch.setattr(spls_tuning, "tune", fake_tune)
+    for margin in (1, None):
+        assert tune_scheme("spls", None, 0.5, True, lambda m: None, margin) == "chosen"
+    assert seen == [1, DEFAULT_SCREEN_MARGIN]
