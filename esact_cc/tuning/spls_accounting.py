@@ -40,10 +40,11 @@ from esact_cc.passes.layer_roles import component_of, layers_and_roles
 from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.spls_kernels import topk_mask, unmasked_keys
 
-PREDICTION_MAC_PER_PRODUCT = 0.1
-"""One HLog product (a few shift-adds on the BPU) costs 0.1 INT8 MAC (docs/design.md section 6)."""
+# The run report's counting (runtime/spls_summary.py), so the tuner and the report agree: one
+# HLog product costs 0.1 INT8 MAC (docs/design.md section 6), over the same components.
+from esact_cc.runtime.spls_summary import PREDICTION_MAC_PER_PRODUCT
+from esact_cc.runtime.spls_summary import SPLS_COMPONENTS as COMPONENTS
 
-COMPONENTS = ("q", "k", "v", "qk", "pv", "o", "ffn1", "ffn2")
 ROW_REUSE_COMPONENTS = ("q", "o", "ffn1", "ffn2")
 LAYER_LINEAR_ROLES = ("q", "k", "v", "o", "ffn_up", "ffn_gate", "ffn_down")
 
