@@ -23,6 +23,9 @@ the removal goes (limits); the chosen settings as binaries on the hardware model
 
     python bench/spls_digits_protocol.py [--seeds 0,1,2] [--partitions 1] [--budget 1]
       -> bench/results/spls_digits_protocol_s11.json (+ .png; fine-tuned models in --workdir)
+    python bench/spls_digits_protocol.py --only bundled|SEED   # one model into the cache
+CPU cost (process_time): fine-tuning 120-140 s per seed; a model's study ~530 s, of which
+esact-tune's search ~220-245 s per fold (its layer screen); the binaries a few s per image.
 
 Needs torch and scikit-learn (the `models` extra).
 """
@@ -139,7 +142,7 @@ class Half:
     def __init__(self, model: Path, index: np.ndarray, test: tuple, int8: list[dict],
                  reference: np.ndarray | None, macs: dict[str, int], name: str):
         images, labels = test[0][index], test[1][index]
-        self.n, self.macs = len(index), macs
+        self.n, self.macs, self.name = len(index), macs, name
         self.evaluator = evaluator(model, images, labels, int8, name)
         self.own_dense = self.evaluator.dense_scores.copy()
         if reference is not None:  # losses (and esact-tune's budget) against the bundled model
@@ -168,7 +171,8 @@ def fold(tune_half: Half, report_half: Half, budget: float, confidence: float,
     from esact_cc.tuning.spls_tuning import SearchOptions, tune
 
     start = time.process_time()
-    result = tune(tune_half.evaluator, budget, search=SearchOptions(confidence=confidence))
+    result = tune(tune_half.evaluator, budget, search=SearchOptions(confidence=confidence),
+                  log=lambda message: log(f"  esact-tune on {tune_half.name}: {message}"))
     best = result.best
     held = report_half.evaluator.measure([best.config])[0]
     out = {"esact_tune": {"confidence": confidence,
