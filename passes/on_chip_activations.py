@@ -62,8 +62,7 @@ def write_or_keep(lw: Lowering, value: SSAValue, vbuf: int, row0: int, rows: int
     `value` (the caller does not free it)."""
     region = None if lw.on_chip is None else lw.on_chip.region_of(value, vbuf)
     if region is not None:
-        lw.write_tile(value, vbuf, row0, rows, col0, cols, fp32=region.stored,
-                      stride=region.dram.cols)
+        lw.write_tile(value, vbuf, row0, rows, col0, cols, fp32=False, stride=region.dram.cols)
         lw.on_chip.wrote(value, rows * cols)
         return True
     if lw.on_chip is None or not lw.on_chip.wanted(value, row0, rows, col0, cols):
@@ -154,14 +153,13 @@ class Resident:
 @dataclass
 class Region:
     """A result its producer writes in several tiles straight into one VBUF region holding the
-    whole tensor; a `Resident` once every element is written."""
+    whole tensor; a `Resident` once every element is written. Only results no reader needs in
+    DRAM get one (`tile`), so its tiles' FP32 copies are not stored."""
 
     address: int
     dram: DramTensor
     left: int
     """Elements not written yet."""
-    stored: bool
-    """Whether each tile's FP32 copy goes to DRAM too (`must_store`)."""
 
     def holds(self, vbuf: int) -> bool:
         return self.address <= vbuf < self.address + math.prod(self.dram.shape)
@@ -228,7 +226,7 @@ class OnChipActivations:
                                         "too") or None
             self.building[value] = region = Region(
                 self.lw.alloc(Buffer.VBUF, _size(value)), self.lw.tensor_of(value, on_chip=True),
-                _size(value), self.must_store(value))
+                _size(value))
         return region.address + row0 * width + col0
 
     def region_of(self, value: SSAValue, vbuf: int) -> Region | None:
@@ -243,7 +241,7 @@ class OnChipActivations:
         region.left -= elements
         if region.left <= 0:
             del self.building[value]
-            self.keep(value, region.address, _last_instruction(self.lw), region.stored)
+            self.keep(value, region.address, _last_instruction(self.lw), stored=False)
 
     def keep(self, value: SSAValue, address: int, after: Operation, stored: bool) -> None:
         """Record `value`'s tile at `address` as resident (`after`: its last write)."""
