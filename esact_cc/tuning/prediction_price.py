@@ -58,8 +58,6 @@ def _on_chip_run(evaluator: Any, config: SplsConfig | None, sample: Mapping[str,
     on `sample` by the hardware model."""
     from esact_cc.api import CompiledModel
     from esact_cc.pipeline import CompileOptions, continue_pipeline
-    from esact_cc.runtime.hw_config import resolve_config
-    from esact_cc.runtime.run_program import run_program
     from esact_cc.weight_store import WeightStore
 
     module = evaluator.base.clone()
@@ -73,8 +71,7 @@ def _on_chip_run(evaluator: Any, config: SplsConfig | None, sample: Mapping[str,
             extra.update(sparsity="spls", spls_config=str(path))
         continue_pipeline(module, store, "quantized", "esact",
                           CompileOptions(input_shapes=shapes, extra=extra))
-        program = CompiledModel(module, store, "esact").program()
-        return run_program(program, dict(sample), resolve_config(hw)).report
+        return CompiledModel(module, store, "esact").simulate(dict(sample), hw).report
 
 
 def hardware_price(evaluator: Any, config: SplsConfig, hw: str | None = None,
