@@ -69,11 +69,17 @@ def np_dtype_to_tensor_dtype(dtype: np.dtype) -> int:
     return onnx.helper.np_dtype_to_tensor_dtype(dtype)
 
 
+def little_endian(array: np.ndarray) -> np.ndarray:
+    """`array` itself when its bytes are little-endian (as ONNX raw_data holds them), else a
+    little-endian copy."""
+    if array.dtype.byteorder == ">" or (sys.byteorder == "big" and array.dtype.byteorder == "="):
+        return array.astype(array.dtype.newbyteorder("<"))
+    return array
+
+
 def tobytes_little_endian(array: np.ndarray) -> bytes:
     """`onnx.numpy_helper.tobytes_little_endian`."""
-    if array.dtype.byteorder == ">" or (sys.byteorder == "big" and array.dtype.byteorder == "="):
-        array = array.astype(array.dtype.newbyteorder("<"))
-    return array.tobytes()
+    return little_endian(array).tobytes()
 
 
 def from_array(array: np.ndarray, name: str | None = None) -> TensorProto:

@@ -14,11 +14,11 @@ the raw_data values and their enclosing lengths differ; test_raw_data_splice.py)
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
 import numpy as np
 
+from esact_cc.frontend.onnx_builders import little_endian
 from esact_cc.frontend.onnx_core import ModelProto
 from esact_cc.frontend.onnx_file_reader import _encode_varint, _fields
 
@@ -37,9 +37,7 @@ def placeholder(index: int) -> bytes:
 def little_endian_bytes(array: np.ndarray) -> memoryview:
     """The array's bytes as ONNX raw_data holds them (onnx_builders.tobytes_little_endian),
     without copying a C-contiguous little-endian array."""
-    if array.dtype.byteorder == ">" or (sys.byteorder == "big" and array.dtype.byteorder == "="):
-        array = array.astype(array.dtype.newbyteorder("<"))
-    return memoryview(np.ascontiguousarray(array)).cast("B")
+    return memoryview(np.ascontiguousarray(little_endian(array))).cast("B")
 
 
 def serialize_spliced(model: ModelProto, arrays: Sequence[np.ndarray]) -> bytes:
