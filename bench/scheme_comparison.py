@@ -42,6 +42,8 @@ from scheme_comparison_core import (  # noqa: E402
 from scheme_comparison_models import MODEL_NAMES, build_case  # noqa: E402
 from scheme_comparison_report import markdown, plot  # noqa: E402
 
+from esact_cc.cli.esact_tune_main import screen_margin_value  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_LAYERS = 2
 
@@ -122,10 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prediction-price", choices=("design", "hardware"), default="design",
                         help="esact-tune's MACs per HLog product: design (0.1) or measured "
                         "on the hardware model (esact-tune --prediction-price)")
-    parser.add_argument("--screen-margin", type=int, default=None, metavar="STEPS",
+    parser.add_argument("--screen-margin", type=screen_margin_value, default=None,
+                        metavar="auto|STEPS",
                         help="esact-tune --screen-margin for SPLS: ladder steps a layer's "
                         "threshold floor keeps above where its layer screen went over "
-                        "budget (default: esact-tune's)")
+                        "budget, or auto (chosen by esact-tune's held-apart check; "
+                        "default: esact-tune's, auto)")
     parser.add_argument("--hw", default=None,
                         help="hardware config TOML for every model (default: the default)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
@@ -138,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         schemes = ("dense", *schemes)  # every ratio is against the dense program
     if args.layers < 1 or args.hw_inputs < 1 or args.calib < 0 or args.inputs < 0:
         parser.error("--layers and --hw-inputs must be >= 1, --calib and --inputs >= 0")
-    if args.screen_margin is not None and args.screen_margin < 0:
+    if isinstance(args.screen_margin, int) and args.screen_margin < 0:
         parser.error(f"--screen-margin must be >= 0 ladder steps, got {args.screen_margin}")
     args.out_dir.mkdir(parents=True, exist_ok=True)
     command = "python bench/scheme_comparison.py " + " ".join(

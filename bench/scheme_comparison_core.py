@@ -181,15 +181,22 @@ def as_scheme(evaluator: SplsEvaluator, scheme: str) -> Any:
 
 
 def tune_scheme(scheme: str, evaluator: Any, budget: float, per_layer: bool, log: Log,
-                screen_margin: int | None = None) -> Any:
+                screen_margin: int | str | None = None,
+                record: dict[str, Any] | None = None) -> Any:
     """esact-tune's search for `scheme` on the calibration evaluator: the chosen measurement
-    (`screen_margin`: SPLS's `--screen-margin`, None for esact-tune's default)."""
+    (`screen_margin`: SPLS's `--screen-margin`, None for esact-tune's default; `record`: where
+    SPLS's margin, and its held-apart choice when `auto`, are written)."""
     from esact_cc.tuning.spls_tuning import DEFAULT_MARGIN_SE, SearchOptions, tune
 
     if scheme == "spls":
         search = SearchOptions() if screen_margin is None else SearchOptions(
             screen_margin=screen_margin)
-        return tune(evaluator, budget, per_layer=per_layer, log=log, search=search).best
+        result = tune(evaluator, budget, per_layer=per_layer, log=log, search=search)
+        if record is not None and result.search is not None:
+            record["spls_screen_margin_used"] = result.search.screen_margin
+            record["spls_screen_margin_choice"] = (None if result.margin_choice is None else
+                                                   result.margin_choice.as_dict())
+        return result.best
     if scheme == "sanger":
         from esact_cc.tuning.sanger_tuning import tune_sanger as search
     else:
@@ -355,7 +362,7 @@ def prediction_price(base: SplsEvaluator, case: Case, kind: str, log: Log) -> An
     return price
 
 
-def screen_margin(settings: Settings) -> int:
+def screen_margin(settings: Settings) -> int | str:
     """The SPLS layer screen's margin the search runs with (esact-tune's default if unset)."""
     from esact_cc.tuning.layer_screen import DEFAULT_SCREEN_MARGIN
 
@@ -403,7 +410,7 @@ def compare_case(case: Case, settings: Settings, log: Log) -> dict[str, Any]:
                 continue
             log(f"{case.name} / {scheme}: tuning on {len(case.calibration.samples)} inputs")
             tuned = tune_scheme(scheme, as_scheme(calib, scheme), budget, settings.per_layer,
-                                log, settings.screen_margin)
+                                log, settings.screen_margin, result)
             held = measure(scheme, as_scheme(report, scheme), [tuned.config])[0]
             path = config_file(scheme, tuned, Path(tmp))
             entry = {"calibration": point(scheme, tuned, share),

@@ -177,6 +177,9 @@ def fold(tune_half: Half, report_half: Half, budget: float, confidence: float,
     held = report_half.evaluator.measure([best.config])[0]
     out = {"esact_tune": {"confidence": confidence,
                           "cpu_seconds": time.process_time() - start,
+                          "screen_margin": result.search.screen_margin,
+                          "screen_margin_choice": None if result.margin_choice is None else
+                          result.margin_choice.as_dict(),
                           "on_tuning_half": point(best, tune_half.n, tune_half.macs),
                           "reported": report_half.measured(held)}}
     hw_configs.append(best.config)

@@ -56,7 +56,8 @@ from esact_cc.tuning.spls_measurement import (
     SplsEvaluator,
     uniform_config,
 )
-from esact_cc.tuning.spls_tuning import SearchOptions, layer_text, tune
+from esact_cc.tuning.spls_setting_text import layer_text
+from esact_cc.tuning.spls_tuning import SearchOptions, tune
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "esact_cc" / "models"

@@ -6,7 +6,7 @@
         [--augment N] [--prediction-price design|hardware] [--hw CONFIG.toml]
         [--layer-search largest|efficient]
         [--layer-options threshold[,window][,prediction]] [--layer-first-reference R] [--layer-steps N]
-        [--layer-screen on|off] [--screen-margin STEPS]
+        [--layer-screen on|off] [--screen-margin auto|STEPS]
         [--quiet]
 
 With `--labels-key` the accuracy is the task accuracy (argmax of the output vs the labels);
@@ -137,9 +137,30 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
                         "whose reuse alone does not pay for its prediction within budget is "
                         "not predicted (esact_cc/tuning/layer_screen.py); 'off': no screen "
                         "(default: %(default)s)")
-    parser.add_argument("--screen-margin", type=int, default=d.screen_margin, metavar="STEPS",
+    parser.add_argument("--screen-margin", type=screen_margin_value, default=d.screen_margin,
+                        metavar="auto|STEPS",
                         help="ladder steps a layer's floor keeps above the threshold where its "
-                        "screen scan went over budget (default: %(default)s)")
+                        "screen scan went over budget; 'auto': chosen per model by a "
+                        "held-apart check on the calibration inputs (the search on all but "
+                        "every 4th input at margins 0-3, the smallest whose setting keeps the "
+                        "budget on the 4th inputs' mean loss, then the search on all inputs at "
+                        "it; esact_cc/tuning/screen_margin_choice.py; reported in the output's "
+                        "screen_margin_choice) (default: %(default)s)")
+
+
+def screen_margin_value(text: str) -> int | str:
+    """`--screen-margin`: 'auto' or a whole number of ladder steps (>= 0 checked with the
+    other search options)."""
+    from esact_cc.tuning.layer_screen import SCREEN_MARGIN_AUTO
+
+    if text == SCREEN_MARGIN_AUTO:
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected '{SCREEN_MARGIN_AUTO}' or a whole number of ladder steps, got "
+            f"'{text}'") from None
 
 
 def search_options(args: argparse.Namespace):
@@ -258,6 +279,9 @@ def run_cli(args: argparse.Namespace) -> None:
               "the config turns the prediction off in every layer, which is the dense program "
               "(esact-cc --spls-config refuses it; compile with --sparsity dense)",
               file=sys.stderr, flush=True)
+    if result.margin_choice is not None:
+        log(f"esact-tune: screen margin {result.margin_choice.margin} "
+            f"({result.margin_choice.reason})")
     log(f"esact-tune: {'per-layer' if best is result.per_layer else 'uniform'} setting: reduction "
         f"{best.reduction:.2%} at {best.loss:.3f} points lost on the calibration set, "
         f"{best.loss_bound(search.margin_se, search.loss_estimate):.3f} at confidence "

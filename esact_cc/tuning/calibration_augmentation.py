@@ -140,6 +140,12 @@ class AugmentedEvaluator:
     def layer_indices(self, config: SplsConfig) -> list[int]:
         return self.inputs.layer_indices(config)
 
+    def subset(self, indices: Sequence[int]) -> AugmentedEvaluator:
+        """The inputs at `indices` and their own copies."""
+        copies = [i * self.per_input + j for i in indices for j in range(self.per_input)]
+        return AugmentedEvaluator(self.inputs.subset(indices), self.copies.subset(copies),
+                                  self.per_input, self.within_budget)
+
     def measure(self, configs: Sequence[SplsConfig], control: bool = False,
                 seed: int = 0) -> list[Measurement]:
         if control:

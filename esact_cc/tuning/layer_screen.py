@@ -17,7 +17,8 @@ at 0.995 copies of 8 calibration images). The screen asks each layer once, alone
   stopped (the last threshold within budget before a break is within it by luck as often as the
   search's own edge: the same selection, one layer at a time); a layer whose scan passes no
   threshold, or whose floor's reuse does not pay for its prediction alone (reduction <= 0
-  against the dense program), is not predicted at all;
+  against the dense program), is not predicted at all; the margin is chosen per model by
+  default (`--screen-margin auto`, screen_margin_choice.py);
 - the per-layer search then moves each layer only down to its floor and never predicts a
   screened-out layer; its start is clamped to the floors.
 
@@ -41,22 +42,36 @@ DEFAULT_LAYER_SCREEN = "on"
 splits) the search without it lost 2.78 / 1.11 / 2.78 points held apart; with it, margin 3:
 0 / 0 / 0 at 15.1% of the dense program removed (docs/design.md section 6.2;
 bench/results/tune_confidence_digits_layer_screen.json)."""
-DEFAULT_SCREEN_MARGIN = 3
-"""Ladder steps a broken scan's floor moves up (`--screen-margin`). Same runs: margin 1 lost
-1.11 / 0 / 0.56 points held apart (18.2% removed), margin 2 0.56 / 0 / 1.67 (17.1%), margin 3
-0 / 0 / 0 (15.1%): the smallest that kept the budget on all three."""
+SCREEN_MARGIN_AUTO = "auto"
+"""`--screen-margin auto`: the margin chosen per model by a held-apart check on the calibration
+inputs (screen_margin_choice.py) among `AUTO_MARGINS`."""
+DEFAULT_SCREEN_MARGIN: int | str = SCREEN_MARGIN_AUTO
+"""One margin for every model was too cautious for one and just right for another: on
+all-MiniLM-L6-v2 at 128 real tokens margin 3 stops layer 5 at 0.93 (1.0084x dense cycles held
+apart), margin 1 reaches 0.85 (0.9960x) within the cosine budget (docs/design.md 6.3)."""
+FALLBACK_SCREEN_MARGIN = 3
+"""The margin when the check cannot choose (fewer calibration inputs than it splits, or no
+candidate keeps the budget on its check part). On the digits ViT (1-point budget, confidence
+0.9, 180 images calibrate, 180 held apart, three splits) margin 1 lost 1.11 / 0 / 0.56 points
+held apart (18.2% removed), margin 2 0.56 / 0 / 1.67 (17.1%), margin 3 0 / 0 / 0 (15.1%): the
+smallest that kept the budget on all three (the fixed default until the check)."""
+AUTO_MARGINS: tuple[int, ...] = tuple(range(FALLBACK_SCREEN_MARGIN + 1))
+"""Margins the check tries, the most reuse first."""
 PROBE_CHUNK = 3
 """Thresholds measured per call while scanning (one call shares the interpreter's memo of the
 dense layers before the probed one; a larger chunk wastes probes past the break)."""
 
 
-def check_screen(mode: str, margin: int) -> None:
+def check_screen(mode: str, margin: int | str) -> None:
     from esact_cc.typed_options import unknown_name
 
     if mode not in SCREEN_MODES:
         raise CompileError("--layer-screen: " + unknown_name("layer screen", mode, SCREEN_MODES))
-    if margin < 0:
-        raise CompileError(f"--screen-margin must be >= 0 ladder steps, got {margin}")
+    if margin == SCREEN_MARGIN_AUTO:
+        return
+    if isinstance(margin, bool) or not isinstance(margin, int) or margin < 0:
+        raise CompileError(f"--screen-margin must be >= 0 ladder steps or "
+                           f"'{SCREEN_MARGIN_AUTO}', got {margin}")
 
 
 @dataclass(frozen=True)

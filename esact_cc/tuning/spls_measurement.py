@@ -15,6 +15,7 @@ model (prediction_price.py).
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -236,6 +237,20 @@ class SplsEvaluator:
     def sample_count(self) -> int:
         return len(self.samples)
 
+    def subset(self, indices: Sequence[int]) -> SplsEvaluator:
+        """The same program and dense reference measured on the samples at `indices` only
+        (esact-tune's held-apart margin check, screen_margin_choice.py)."""
+        part = copy.copy(self)
+        rows = list(indices)
+        part.samples = [self.samples[i] for i in rows]
+        part.labels = None if self.labels is None else np.asarray(self.labels)[rows]
+        part.dense_outputs = [self.dense_outputs[i] for i in rows]
+        part.dense_scores = np.asarray(self.dense_scores)[rows]
+        part.dense_accuracy = float(np.mean(part.dense_scores))
+        part.margins = (None if part.labels is None else
+                        MarginReference.of(np.stack(part.dense_outputs), part.labels))
+        return part
+
     def reuse_off_gap(self, count: int = 4) -> float:
         """Max |SPLS - dense| of the output with reuse off and dense attention on the first
         `count` samples: 0 when the SPLS program is exact (docs/design.md section 6); anything
@@ -312,6 +327,16 @@ class PooledEvaluator:
 
     def layer_indices(self, config: SplsConfig) -> list[int]:
         return self.parts[0].layer_indices(config)
+
+    def subset(self, indices: Sequence[int]) -> PooledEvaluator:
+        """The inputs at `indices` of the pooled order (the parts' inputs one after another)."""
+        parts, start = [], 0
+        for p in self.parts:
+            own = [i - start for i in indices if start <= i < start + p.sample_count]
+            if own:
+                parts.append(p.subset(own))
+            start += p.sample_count
+        return PooledEvaluator(parts)
 
     def measure(self, configs: Sequence[SplsConfig], control: bool = False,
                 seed: int = 0) -> list[Measurement]:

@@ -21,9 +21,7 @@ Search (`tune`):
      (loss_bound.py: mean + z standard errors, Agresti-Min adjusted for labels), default
      `DEFAULT_CONFIDENCE`. Many candidates are compared on one calibration set, so the one
      that just fits on its mean is, more often than not, one whose calibration loss is low by
-     luck: on the mean alone the per-layer MiniLM setting lost 0.9 points on the calibration
-     sentences and 1.1-1.9 on held-out ones, and digits settings with no flipped prediction
-     on 60 calibration images lost 2 points on held-out ones. With labels the per-input
+     luck (docs/design.md 6.2). With labels the per-input
      losses are `loss_estimate`'s: the observed flips (default), or each input's margin
      erosion priced as flips (margin_loss.py), which grows before any prediction flips;
    - strategy `layer_search`: `efficient` (default) takes, each round, over all layers, the
@@ -39,11 +37,11 @@ Search (`tune`):
      prediction work (spls_accounting.py, `PREDICTION_MAC_PER_PRODUCT` MACs per HLog
      product) against the work its reuse removes, so the search keeps the prediction only
      where reuse pays for it. It starts from the prediction off in every layer when that
-     reduces more than the uniform start (reuse off alone pays a prediction that saves
-     nothing).
+     reduces more (reuse off alone pays a prediction that saves nothing).
    - `layer_screen` `on` (layer_screen.py): before the moves, each layer's thresholds are
      scanned with that layer alone; moves keep every layer at or above its floor and never
-     predict a layer screened out, and the start is clamped to the floors.
+     predict a layer screened out, and the start is clamped to the floors; the floors'
+     margin is chosen per model by default (screen_margin_choice.py).
    The per-layer setting is written when it reduces more than the uniform one on the
    calibration set, or when the uniform one breaks a screen floor (`TuningResult.best`); with
    confidence 0.5 (the mean), first-reference floor 0, no screen and `largest` the search is
@@ -54,7 +52,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from esact_cc.passes.insert_spls import PREDICTIONS
@@ -63,6 +61,8 @@ from esact_cc.sparsity.spls_options import SplsConfig
 from esact_cc.tuning.layer_screen import (
     DEFAULT_LAYER_SCREEN,
     DEFAULT_SCREEN_MARGIN,
+    FALLBACK_SCREEN_MARGIN,
+    SCREEN_MARGIN_AUTO,
     LayerFloor,
     check_screen,
     describe_floors,
@@ -77,6 +77,7 @@ from esact_cc.tuning.loss_bound import (
     z_score,
 )
 from esact_cc.tuning.spls_measurement import REUSE_OFF, Evaluator, Measurement, uniform_config
+from esact_cc.tuning.spls_setting_text import describe_measurement
 from esact_cc.typed_options import unknown_name
 
 UNIFORM_GRID: tuple[tuple[str, str, int, tuple[float, ...]], ...] = (
@@ -147,6 +148,9 @@ class TuningResult:
     search: SearchOptions | None = None
     floors: dict[int, LayerFloor] | None = None
     """The layer screen's floors (layer_screen.py; None: no screen)."""
+    margin_choice: Any = None
+    """`--screen-margin auto`: the held-apart check that chose the margin
+    (screen_margin_choice.MarginChoice; None: the margin was given)."""
 
     @property
     def uniform_admissible(self) -> bool:
@@ -177,7 +181,9 @@ class TuningResult:
                            "chosen": "per_layer" if best is self.per_layer else "uniform",
                            "layer_floors": None if self.floors is None else
                            {str(i): f.as_dict() for i, f in sorted(self.floors.items())},
-                           "settings_measured": len(self.history)})
+                           "settings_measured": len(self.history),
+                           "screen_margin_choice": None if self.margin_choice is None else
+                           self.margin_choice.as_dict()})
 
 
 class _Search:
@@ -213,7 +219,7 @@ class _Search:
             for m in self.evaluator.measure(todo):
                 self.seen[_key(m.config)] = m
                 self.history.append(m)
-                self.log(_describe(m, self.budget, self.margin_se, self.estimate))
+                self.log(describe_measurement(m, self.budget, self.margin_se, self.estimate, BUDGET_SLACK))
         return [self.seen[_key(c)] for c in configs]
 
     def bound(self, m: Measurement) -> float:
@@ -228,33 +234,6 @@ class _Search:
             if _better(m, current, self.budget, self.margin_se, self.estimate):
                 current = m
         return current
-
-
-def layer_text(overrides: Mapping[str, Any]) -> str:
-    """`0.75` for a threshold alone, `off` for the prediction off, else `thr=0.75,w=4` style."""
-    if set(overrides) == {"threshold"}:
-        return str(overrides["threshold"])
-    if overrides.get("prediction") == "off":
-        return "off"
-    short = {"threshold": "thr", "window": "w"}
-    return ",".join(f"{short.get(k, k)}={v}" for k, v in sorted(overrides.items()))
-
-
-def _describe(m: Measurement, budget: float, margin_se: float = 0.0,
-              estimate: str = "flips") -> str:
-    o = m.config.options
-    text = (f"bits={o['hlog-bits']} k={o['k-ratio']} w={o['window']} thr={o['threshold']} "
-            f"{o['similarity']} attn={o['attention']}")
-    if o.get("first-reference"):
-        text += f" first-ref={o['first-reference']}"
-    if m.config.layers:
-        text += " layers=" + "/".join(f"{i}:{layer_text(v)}"
-                                      for i, v in sorted(m.config.layers.items()))
-    bound = m.loss_bound(margin_se, estimate)
-    mark = "ok" if bound <= budget + BUDGET_SLACK else "over"
-    margin = "" if m.margin_loss is None else f", margins {m.margin_loss:+.3f}"
-    return (f"  {text}: reduction {m.reduction:6.2%}  accuracy {m.accuracy:7.3f} "
-            f"(loss {m.loss:+.3f} +- {m.loss_se:.3f}{margin}, bound {bound:+.3f}, {mark})")
 
 
 def search_uniform(search: _Search) -> Measurement:
@@ -349,7 +328,7 @@ def per_layer_start(search: _Search, uniform: Measurement, first_reference: int 
         start = search.measure([SplsConfig(options={**raised(uniform).options,
                                                     "threshold": REUSE_OFF})])[0]
     search.log(f"  per-layer start:"
-               f"{_describe(start, search.budget, search.margin_se, search.estimate)}")
+               f"{describe_measurement(start, search.budget, search.margin_se, search.estimate, BUDGET_SLACK)}")
     return start
 
 
@@ -513,8 +492,9 @@ class SearchOptions:
     layer_screen: str = DEFAULT_LAYER_SCREEN
     """`on`: each layer's threshold floor from its reuse alone, before the per-layer search
     (layer_screen.py); `off`: none."""
-    screen_margin: int = DEFAULT_SCREEN_MARGIN
-    """Ladder steps a layer's floor keeps above the threshold where its scan broke."""
+    screen_margin: int | str = DEFAULT_SCREEN_MARGIN
+    """Ladder steps a layer's floor keeps above the threshold where its scan broke, or "auto":
+    chosen per model by a held-apart check on the calibration inputs (screen_margin_choice.py)."""
 
     @property
     def margin_se(self) -> float:
@@ -555,12 +535,32 @@ def tune(evaluator: Evaluator, budget: float, per_layer: bool = True,
          log: Callable[[str], None] | None = None,
          search: SearchOptions | None = None) -> TuningResult:
     """Search uniform, then per-layer settings within `budget` accuracy points (calibration),
-    the per-layer phase as `search` says."""
+    the per-layer phase as `search` says; `screen_margin` "auto": the margin chosen first by
+    the held-apart check of screen_margin_choice.py, then this search with it."""
     options = search or SearchOptions()
     options.validate()
     if not (math.isfinite(budget) and budget >= 0):
         raise CompileError(f"budget must be a finite number of points >= 0, got {budget}")
     log = log or (lambda message: None)
+    auto = options.screen_margin == SCREEN_MARGIN_AUTO
+    if not auto or not (per_layer and options.layer_screen == "on" and  # a screen to set
+                        len(evaluator.layer_indices(uniform_config())) > 1):
+        margin = FALLBACK_SCREEN_MARGIN if auto else options.screen_margin
+        return search_at_margins(evaluator, budget, log, options, (margin,), per_layer)[0]
+    from esact_cc.tuning.screen_margin_choice import choose_screen_margin
+
+    choice = choose_screen_margin(evaluator, budget, options, log)
+    result = search_at_margins(evaluator, budget, log, options, (choice.margin,))[0]
+    result.margin_choice = choice
+    return result
+
+
+def search_at_margins(evaluator: Evaluator, budget: float, log: Callable[[str], None],
+                      options: SearchOptions, margins: Sequence[int],
+                      per_layer: bool = True) -> list[TuningResult]:
+    """The search once per layer-screen margin of `margins`: the uniform phase, the per-layer
+    start and the screen's scans are shared (measured once), the floors and the per-layer
+    phase are each margin's."""
     state = _Search(evaluator, budget, log, options.margin_se, options.loss_estimate)
     labels = evaluator.labels is not None
     priced = (("flipped predictions" if options.loss_estimate == "flips" else
@@ -574,20 +574,26 @@ def tune(evaluator: Evaluator, budget: float, per_layer: bool = True,
         log(f"warning: with reuse off the SPLS program differs from dense by up to {gap:.3g}: "
             "losses include that error, not only SPLS's")
     uniform = search_uniform(state)
-    result = TuningResult(uniform, None, state.history, budget, options)
     layers = evaluator.layer_indices(uniform.config)
-    if per_layer and len(layers) > 1:
-        log(f"per-layer {', '.join(options.layer_options)} ({options.layer_search}; "
-            f"first-reference >= {options.layer_first_reference})")
-        start = per_layer_start(state, uniform, options.layer_first_reference,
-                                layers if "prediction" in options.layer_options else ())
+    if not (per_layer and len(layers) > 1):
+        return [TuningResult(uniform, None, state.history, budget, options)]
+    log(f"per-layer {', '.join(options.layer_options)} ({options.layer_search}; "
+        f"first-reference >= {options.layer_first_reference})")
+    can_turn_off = "prediction" in options.layer_options
+    start = per_layer_start(state, uniform, options.layer_first_reference,
+                            layers if can_turn_off else ())
+    results = []
+    for margin in margins:
+        at_margin = replace(options, screen_margin=margin)
+        result = TuningResult(uniform, None, [], budget, at_margin)
+        begin = start
         if options.layer_screen == "on":
-            state.floors = screen_layers(state, start.config.options, layers,
-                                         options.screen_margin,
-                                         "prediction" in options.layer_options)
+            state.floors = screen_layers(state, start.config.options, layers, margin,
+                                         can_turn_off)
             result.floors = state.floors
-            start = clamp_to_floors(state, start, layers, options)
-        chosen = LAYER_SEARCHES[options.layer_search](state, start, layers, options)
+            begin = clamp_to_floors(state, start, layers, at_margin)
+        chosen = LAYER_SEARCHES[options.layer_search](state, begin, layers, at_margin)
         result.per_layer = chosen if chosen.config.layers else None
-    result.history = state.history
-    return result
+        result.history = list(state.history)
+        results.append(result)
+    return results
