@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from esact_cc.dialects import transformer
+from esact_cc.dialects import spls, transformer
 from esact_cc.dialects.esact import InstructionOp
 from esact_cc.dialects.lowering import GROUP_ATTR
 from esact_cc.dialects.select_rows_op import SelectRowsOp
@@ -102,6 +102,8 @@ def _reads_on_chip(op: Operation, index: int) -> bool:
         return index == 0 and op.is_quantized
     if isinstance(op, SelectRowsOp):  # one block of rows: an alias (`alias_rows`)
         return True
+    if isinstance(op, spls.HLogQuantizeOp):  # the prediction's HLOG of X (spls_projection)
+        return index == 0
     return isinstance(op, transformer.AttentionOp) and index < 3  # Q, K, V (QUANT)
 
 
@@ -224,6 +226,11 @@ class OnChipActivations:
             if self.must_store(value):  # STOREd anyway: a region would only save some LOADs
                 return self._spill_note(value, "written in several tiles, read from DRAM "
                                         "too") or None
+            if any(isinstance(u.operation, spls.HLogQuantizeOp) for u in value.uses):
+                # the prediction reads X on chip only as one tile (`hlog_input`); its row-tiled
+                # form LOADs it, and the region would hold VBUF across the whole prediction
+                return self._spill_note(value, "written in several tiles, an SPLS "
+                                        "prediction's input") or None
             self.building[value] = region = Region(
                 self.lw.alloc(Buffer.VBUF, _size(value)), self.lw.tensor_of(value, on_chip=True),
                 _size(value))

@@ -19,6 +19,7 @@ from xdsl.dialects.builtin import IntegerAttr, i64
 
 from esact_cc.dialects.lowering import CYCLES_ATTR
 from esact_cc.passes.lower_masked_inputs import MaskRows, fail
+from esact_cc.passes.on_chip_activations import rows_on_chip
 from esact_cc.passes.lowering_state import F32, OUT_FRACTION, Lowering, node_name, round_tile
 from esact_cc.passes.spls_scratch import CODE_SLOTS, PredictScratch, weight_code_slots
 from esact_cc.runtime.isa import Buffer
@@ -36,15 +37,19 @@ GEMMs over the prediction."""
 
 def hlog_input(lw: Lowering, c: Chain) -> None:
     """X^: HLog codes of the whole [B*L, D] input, one dynamic scale per batch element (at
-    r["sx"] + b: the elements of a batch stay independent). The FP32 PAM of
+    r["sx"] + b: the elements of a batch stay independent), read from the VBUF tile X is kept
+    in (keep-on-chip: the layer norm's output, which the Q / K / V GEMMs read there too; no
+    STORE + LOAD through DRAM) or else LOADed. The FP32 PAM of
     all heads (SOFTMAX + SIMILARITY read it at once) is the largest VBUF tile: taken first,
     while nothing is live in the ring, when it fits beside X."""
     r = c.regions
     r["pam"] = None  # type: ignore[assignment]
     if c.float_pam and not c.ring and c.spa_size + c.rows * c.width_in < lw.capacity(Buffer.VBUF) * 3 // 4:
         r["pam"] = lw.alloc(Buffer.VBUF, c.spa_size)
-    vx = lw.alloc(Buffer.VBUF, c.rows * c.width_in)
-    lw.load(Buffer.VBUF, vx, c.x.address, c.rows, c.width_in)
+    kept = rows_on_chip(lw, c.x, 0)  # the layer norm's output the Q / K / V GEMMs read too
+    vx = lw.alloc(Buffer.VBUF, c.rows * c.width_in) if kept is None else kept
+    if kept is None:
+        lw.load(Buffer.VBUF, vx, c.x.address, c.rows, c.width_in)
     r["xc"] = lw.alloc(Buffer.ABUF, c.rows * c.width_in)
     r["sx"] = lw.alloc(Buffer.VBUF, c.batch)
     for b in range(c.batch):
@@ -52,7 +57,8 @@ def hlog_input(lw: Lowering, c: Chain) -> None:
         lw.emit("hlog", PREDICT, dst_buf=Buffer.ABUF, dst_addr=r["xc"] + at, src_addr=vx + at,
                 rows=c.length, cols=c.width_in, bits=c.op.bits.value.data, dynamic=1,
                 scale_out_addr=r["sx"] + b, scale=1.0)
-    lw.free(Buffer.VBUF, vx)
+    if kept is None:
+        lw.free(Buffer.VBUF, vx)
 
 
 @dataclass
