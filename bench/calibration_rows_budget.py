@@ -1,8 +1,8 @@
 """INT8 accuracy and compile time against the number of synthetic calibration samples (issue 16).
 
 Without --calibration-data, the calibrate step draws synthetic samples until they cover
-SYNTHETIC_CALIBRATION_ROWS activation rows (esact_cc/tuning/synthetic_calibration.py): 8 samples
-of 128 tokens, 2 of 512. This measures what that costs in accuracy: for each sample count, the
+SYNTHETIC_CALIBRATION_ROWS activation rows (esact_cc/tuning/synthetic_calibration.py): 2 samples
+of 128 tokens, 1 of 512. This measures what that costs in accuracy: for each sample count, the
 model (`bert`: BERT-base with random weights; `minilm`: the trained all-MiniLM-L6-v2) is
 compiled to the quantized stage (the INT8 reference interpreter; the binary equals it bit for
 bit) and run on inputs tokenized from all-MiniLM-L6-v2's model card with its tokenizer

@@ -136,8 +136,8 @@ def test_esact_cc_takes_the_sample_count(tmp_path) -> None:
 
 
 def test_the_default_sample_count_covers_the_rows_budget() -> None:
-    assert [default_sample_count(rows) for rows in (16, 128, 129, 300, 512, 1024, 4096)] == \
-        [8, 8, 8, 4, 2, 1, 1]
+    assert [default_sample_count(rows) for rows in (1, 16, 32, 33, 64, 128, 129, 256, 4096)] == \
+        [8, 8, 8, 8, 4, 2, 2, 1, 1]
 
 
 def test_a_long_model_calibrates_on_fewer_samples_and_says_so(capsys, monkeypatch) -> None:
@@ -147,12 +147,12 @@ def test_a_long_model_calibrates_on_fewer_samples_and_says_so(capsys, monkeypatc
                         lambda module, count: counts.append(count) or original(module, count))
     api.compile(_encoder(512), stage="quantized")
     err = capsys.readouterr().err
-    assert counts == [2]
-    assert "come from 2 synthetic input(s)" in err
-    assert "2 sample(s) of 512 rows: the default covers 1024 activation rows" in err
+    assert counts == [1]
+    assert "come from 1 synthetic input(s)" in err
+    assert "1 sample(s) of 512 rows: the default covers 256 activation rows" in err
     api.compile(_encoder(), stage="quantized")  # 16 tokens: 8 samples, nothing more said
     err = capsys.readouterr().err
-    assert counts == [2, 8] and "come from 8 synthetic" in err and "default covers" not in err
+    assert counts == [1, 8] and "come from 8 synthetic" in err and "default covers" not in err
     api.compile(_encoder(512), stage="quantized", synthetic_samples=8)  # chosen: as asked
     err = capsys.readouterr().err
-    assert counts == [2, 8, 8] and "default covers" not in err
+    assert counts == [1, 8, 8] and "default covers" not in err
