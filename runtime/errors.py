@@ -27,6 +27,10 @@ class CompileError(EsactError):
     """The compiler cannot handle a model (unsupported op, unknown dimension, ...)."""
 
 
+class InstallError(EsactError):
+    """esact-cc is installed incompletely (its compiled module is not built)."""
+
+
 class UsageError(EsactError):
     """A bad command-line argument (malformed option, unreadable input file)."""
 

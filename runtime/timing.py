@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 
-from ..collector_pause import collector_paused
 from .errors import ProgramError
 from .hw_config import HardwareConfig
 from .instruction_costs import DMA_PORT_QUEUES, instruction_costs
@@ -129,22 +128,21 @@ def simulate(
     # at latency 0
     heap_queues = (range(nq) if token_latency < 1
                    else np.unique(q_arr[dram > 0]).tolist())
-    with collector_paused():  # the loop's lists and heap entries would trigger collections
-        start, end, head, processed = run_events(q_arr, pop_arr, push_arr, cycle_arr, dram,
-                                                 producer, heap_queues, token_latency)
+    start, end, head, processed = run_events(q_arr, pop_arr, push_arr, cycle_arr, dram,
+                                             producer, heap_queues, token_latency)
     if len(processed) < n:
         raise ProgramError(_deadlock_message(head, producer, end, pop_arr, queue_names))
-    del end[n:]
-    start_arr, end_arr = np.array(start, dtype=np.int64), np.array(end, dtype=np.int64)
+    start_arr = np.asarray(start, dtype=np.int64)
+    end_arr = np.asarray(end[:n], dtype=np.int64)
     stall, ready = stalls_and_ready(q_arr, producer, pop_arr, dram, start_arr, end_arr,
                                     token_latency)
     names = tuple(queue_names)
     counts = np.bincount(q_arr, minlength=nq)
     return Schedule(
         queue_names=names,
-        start=start,
-        end=end,
-        total_cycles=max(end, default=0),
+        start=start_arr.tolist(),
+        end=end_arr.tolist(),
+        total_cycles=int(end_arr.max()) if n else 0,
         busy_cycles={names[q]: int(cycle_arr[q_arr == q].sum()) for q in range(nq)},
         stall_cycles={
             names[q]: {(DRAM_STALL if c == nq else f"token:{names[c]}"): int(stall[q, c])
@@ -186,7 +184,7 @@ def _token_edges(
 def _deadlock_message(
     head: list[int],
     producer: list[np.ndarray | None],
-    end: list[int],
+    end: Sequence[int],
     pops: np.ndarray,
     names: Sequence[str],
 ) -> str:

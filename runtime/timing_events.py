@@ -11,6 +11,13 @@ that gives the schedule of processing every instruction in time order: each inst
 timed while the loop handles a DMA start at t starts after t, so the DMA heads reach the heap
 in (ready, index) order either way. With latency 0 a zero-cycle chain can tie with the
 current time, and every queue goes through the heap in (ready, index) order.
+
+`run_events` runs the loop compiled (runtime/_timing_loop.c, built by pip install): the
+interpreted loop cost ~0.5 us per instruction, half the timing model. `run_events_python` is
+the same loop in Python, kept as the reference the compiled one is tested against
+(test/unit/timing/test_compiled_event_loop.py). Without the compiled module the timing model
+stops with a one-line error saying how to build it rather than run the Python loop: a quietly
+2-3x slower model would make the throughput figures (bench/bench_timing.py) wrong.
 """
 
 # The event loop raises times with `if a < b: a = b`, not max(): a builtin call per
@@ -21,8 +28,18 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Sequence
+from types import ModuleType
 
 import numpy as np
+
+from ..collector_pause import collector_paused
+from .errors import InstallError, ProgramError
+
+try:
+    from . import _timing_loop as compiled_loop
+except ImportError as error:  # reported when the timing model runs (run_events)
+    compiled_loop: ModuleType | None = None  # type: ignore[no-redef]
+    compiled_loop_missing = " ".join(str(error).split())
 
 NEVER = 1 << 62  # a time no schedule reaches: "not known yet" in the event loop
 
@@ -60,7 +77,7 @@ def match_tokens(
 
 
 def _pop_producers(producer: list[np.ndarray | None], pops: np.ndarray, n: int
-                   ) -> tuple[list[int], list[int], dict[int, tuple[int, ...]]]:
+                   ) -> tuple[np.ndarray, np.ndarray, dict[int, tuple[int, ...]]]:
     """One entry per instruction plus one for the end-of-queue sentinel n: first[i]: the
     producer of instruction i's lowest-bit pop (n + 1, a slot that is always ready, for an
     instruction that pops nothing; n, never ready, for the sentinel); more[i]: 0 for at most
@@ -84,7 +101,7 @@ def _pop_producers(producer: list[np.ndarray | None], pops: np.ndarray, n: int
             extra.setdefault(i, [int(more[i]) - 1]).append(int(column[i]))
         taken[popping] += 1
     more[list(extra)] = -1
-    return first.tolist(), more.tolist(), {i: tuple(p) for i, p in extra.items()}
+    return first, more, {i: tuple(p) for i, p in extra.items()}
 
 
 def queue_chains(queues: np.ndarray, nq: int) -> tuple[list[int], np.ndarray]:
@@ -104,16 +121,69 @@ def queue_chains(queues: np.ndarray, nq: int) -> tuple[list[int], np.ndarray]:
 
 def run_events(queues: np.ndarray, pops: np.ndarray, pushes: np.ndarray, cycles: np.ndarray,
                dram: np.ndarray, producer: list[np.ndarray | None], heap_queues: Sequence[int],
-               lat: int) -> tuple[list[int], list[int], list[int], list[int]]:
+               lat: int) -> tuple[np.ndarray, np.ndarray, list[int], np.ndarray]:
     """(start, end, heads, processed): each instruction's start and end (end[n:]: the
     sentinels), each queue's head when no instruction can start any more (the sentinel n of
     a finished queue) and the instructions in the order they were timed. `heap_queues`: the
-    queues timed in (ready, index) order (the DMA queues; all of them at latency 0)."""
+    queues timed in (ready, index) order (the DMA queues; all of them at latency 0). The
+    compiled loop; run_events_python gives the same as lists."""
+    if compiled_loop is None:
+        raise InstallError(
+            f"the timing model's compiled event loop is not importable ({compiled_loop_missing});"
+            " build it by installing esact-cc: pip install -e . (needs a C compiler)")
+    n = len(queues)
+    nq = len(producer)
+    _check_no_overflow(cycles, dram, lat, n)
+    heads, following = queue_chains(queues, nq)
+    first, more, extra = _pop_producers(producer, pops, n)
+    extra_start = np.zeros(n + 1, dtype=np.int64)
+    extra_start[np.fromiter(extra, np.int64, len(extra)) + 1] = [len(p) for p in extra.values()]
+    extra_flat = np.array([p for i in sorted(extra) for p in extra[i]], dtype=np.int64)
+    head = np.array(heads, dtype=np.int64)
+    start = np.zeros(n, dtype=np.int64)
+    end = np.empty(n + 2, dtype=np.int64)
+    processed = np.empty(n, dtype=np.int64)
+    eager = sum(1 << q for q in range(nq) if q not in heap_queues)
+    # tokens a queue pushes to itself need no wake-up: its next head is checked anyway
+    wake = pushes & ~(1 << queues)
+    arrays = (np.ascontiguousarray(a, dtype=np.int64) for a in (queues, first, more))
+    done = compiled_loop.run_events(
+        *arrays, np.cumsum(extra_start), extra_flat, following,
+        np.ascontiguousarray(cycles, dtype=np.int64), np.ascontiguousarray(dram, dtype=np.int64),
+        np.ascontiguousarray(wake, dtype=np.int64), eager, lat, head, start, end, processed)
+    return start, end, head.tolist(), processed[:done]
+
+
+def _check_no_overflow(cycles: np.ndarray, dram: np.ndarray, lat: int, n: int) -> None:
+    """No time the loop computes reaches NEVER (nor overflows the compiled loop's int64):
+    each instruction timed adds at most its cycles, its DRAM port cycles and a latency."""
+    if lat < 0:
+        raise ValueError("simulate: token latency must be >= 0")
+    if n == 0:
+        return
+    step = sum(max(int(a.max()), -int(a.min())) for a in (cycles, dram)) + lat
+    if (n + 2) * step >= NEVER:
+        raise ProgramError(f"instruction cycle counts up to {step:,} are too large to time")
+
+
+def run_events_python(queues: np.ndarray, pops: np.ndarray, pushes: np.ndarray,
+                      cycles: np.ndarray, dram: np.ndarray, producer: list[np.ndarray | None],
+                      heap_queues: Sequence[int], lat: int
+                      ) -> tuple[list[int], list[int], list[int], list[int]]:
+    """run_events in Python: the reference the compiled loop is tested against."""
+    with collector_paused():  # the loop's lists and heap entries would trigger collections
+        return _python_loop(queues, pops, pushes, cycles, dram, producer, heap_queues, lat)
+
+
+def _python_loop(queues: np.ndarray, pops: np.ndarray, pushes: np.ndarray, cycles: np.ndarray,
+                 dram: np.ndarray, producer: list[np.ndarray | None], heap_queues: Sequence[int],
+                 lat: int) -> tuple[list[int], list[int], list[int], list[int]]:
     n = len(queues)
     nq = len(producer)
     head, following_arr = queue_chains(queues, nq)
     following = following_arr.tolist()
-    first, more, extra = _pop_producers(producer, pops, n)
+    first_arr, more_arr, extra = _pop_producers(producer, pops, n)
+    first, more = first_arr.tolist(), more_arr.tolist()
     cycle = cycles.tolist()
     port = dram.tolist()
     # tokens a queue pushes to itself need no wake-up: its next head is checked anyway
