@@ -18,13 +18,13 @@ the way esb's writer does, so the mutation reaches the checks behind the checksu
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from pathlib import Path
 from typing import Any
 
 from esact_cc.runtime.esb import CHECKSUM_BYTES, HEADER, SECTION_ENTRY, SECTION_KINDS
+from esact_cc.runtime.esb_checksum import checksum
 from esact_cc.runtime.isa import INSTRUCTION_BYTES
 from fuzz_mutate_onnx import mutate_model
 from onnx import ModelProto
@@ -67,7 +67,7 @@ def assemble(header: bytes, rows: list[list[int]], sections: dict[str, bytearray
 
 def reseal(body: bytes) -> bytes:
     """`body` followed by its SHA-256, the trailer esb's writer appends."""
-    return body + hashlib.sha256(body).digest()
+    return body + checksum([body])
 
 
 def _mutate_text(text: bytearray, rng: random.Random) -> str:

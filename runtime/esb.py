@@ -8,7 +8,7 @@ File layout (all integers little endian):
     sections TEXT (instructions, INSTRUCTION_BYTES each), META (canonical UTF-8 JSON:
              I/O descriptors, DRAM image segment table, host segment bindings, debug map),
              DATA (concatenated DRAM image bytes), HOST (concatenated ONNX models)
-    trailer  32 bytes: SHA-256 of every byte before it
+    trailer  32 bytes: BLAKE3-256 of every byte before it (esb_checksum.py)
 
 `read_esb` checks size, checksum, header, section table, every instruction (isa.validate_
 instruction), every META field and bound, and the dependency tokens (no deadlock) before it
@@ -37,6 +37,7 @@ from .bounded_read import open_user_file, read_at_most
 from .display import short_repr
 from .encoding import decode_program, encode_program
 from .errors import BinaryFormatError, ConfigError, ProgramError
+from .esb_checksum import CHECKSUM_BYTES, checksum
 from .host_model_check import check_host_model
 from .isa import (
     DRAM_ADDR_BITS,
@@ -53,10 +54,9 @@ if TYPE_CHECKING:
     from .hw_config import HardwareConfig
 
 MAGIC = b"ESACTBIN"
-FORMAT_VERSION = 2  # 2: 320-bit instructions, chunked SIMILARITY (first_row, row_count)
+FORMAT_VERSION = 3  # 2: 320-bit instructions, chunked SIMILARITY; 3: BLAKE3 trailer
 HEADER = struct.Struct("<8sII32sQQ")
 SECTION_ENTRY = struct.Struct("<IIQQ")
-CHECKSUM_BYTES = 32
 SECTION_KINDS = {1: "text", 2: "meta", 3: "data", 4: "host"}
 MAX_FILE_BYTES = 1 << 33
 """8 GiB: DATA fits the 4 GiB DRAM address space; the rest is host models and text."""
@@ -198,10 +198,7 @@ def esb_parts(program: Program) -> list[bytes | memoryview]:
     header = HEADER.pack(MAGIC, FORMAT_VERSION, len(sections), bytes.fromhex(program.config_hash),
                          total, 0)
     parts = [header, table, *(part for _, payload in sections for part in payload)]
-    checksum = hashlib.sha256()
-    for part in parts:
-        checksum.update(part)
-    return parts + [checksum.digest()]
+    return parts + [checksum(parts)]
 
 
 def write_esb(program: Program, path: str | Path) -> None:
@@ -256,13 +253,14 @@ def parse_esb(data: bytes) -> Program:
         raise _fail(f"file is {len(data)} bytes, shorter than the {minimum}-byte minimum")
     if data[:8] != MAGIC:
         raise _fail("not an .esb file (bad magic)")
-    # memoryview slices: a large binary is not copied while it is checked.
-    body, checksum = memoryview(data)[:-CHECKSUM_BYTES], data[-CHECKSUM_BYTES:]
-    if hashlib.sha256(body).digest() != checksum:
-        raise _fail("checksum mismatch (file is corrupt or truncated)")
     _magic, version, count, config_hash, total, reserved = HEADER.unpack_from(data, 0)
-    if version != FORMAT_VERSION:
-        raise _fail(f"unsupported format version {version} (expected {FORMAT_VERSION})")
+    if version != FORMAT_VERSION:  # before the checksum: formats 1-2's trailer is SHA-256
+        raise _fail(f"unsupported format version {version} (expected {FORMAT_VERSION}: "
+                    f"compile the model again with this esact-cc)")
+    # memoryview slices: a large binary is not copied while it is checked.
+    body, trailer = memoryview(data)[:-CHECKSUM_BYTES], data[-CHECKSUM_BYTES:]
+    if checksum([body]) != trailer:
+        raise _fail("checksum mismatch (file is corrupt or truncated)")
     if total != len(data):
         raise _fail(f"header says {total} bytes, file has {len(data)}")
     if reserved != 0:
@@ -290,20 +288,20 @@ def parse_esb(data: bytes) -> Program:
     if expected_offset != len(body):
         raise _fail("trailing bytes after the last section")
     return program_from_sections(config_hash, sections["text"], sections["meta"],
-                                 sections["data"], sections["host"], checksum)
+                                 sections["data"], sections["host"], trailer)
 
 
 def program_from_sections(config_hash: bytes, text: bytes | memoryview,
                           meta: bytes | memoryview, data: bytes | memoryview,
                           host: bytes | memoryview | Sequence[bytes],
-                          checksum: bytes | None = None) -> Program:
+                          trailer: bytes | None = None) -> Program:
     """The validated Program of a binary's checksummed sections: its data segments are
     read-only views of `data`; `host` is the HOST section, or its models one bytes object
     each (esb_reader.py; onnxruntime takes only bytes, so a section's models are copied).
-    `checksum`, the file's verified one, gives each host segment its file_key."""
+    `trailer`, the file's verified checksum, gives each host segment its file_key."""
     instructions = decode_program(bytes(text))
     program = _program_from_meta(_parse_meta(bytes(meta)), instructions, config_hash.hex(),
-                                 memoryview(data).toreadonly(), host, checksum)
+                                 memoryview(data).toreadonly(), host, trailer)
     validate_program(program)
     return program
 
@@ -365,7 +363,7 @@ def _tensor_desc(obj: dict[str, Any]) -> TensorDesc:
 
 def _program_from_meta(meta: dict[str, Any], instructions: list[Instruction], config_hash: str,
                        data_blob: memoryview, host_blob: bytes | memoryview | Sequence[bytes],
-                       checksum: bytes | None) -> Program:
+                       trailer: bytes | None) -> Program:
     io = []
     for i, raw in enumerate(_list(meta["io"], "META io")):
         obj = _tensor(raw, f"META io[{i}]", {"kind"})
@@ -402,7 +400,7 @@ def _program_from_meta(meta: dict[str, Any], instructions: list[Instruction], co
                     for j, t in enumerate(_list(obj["inputs"], f"META host[{i}].inputs")))
         outs = tuple(_tensor_desc(_tensor(t, f"META host[{i}].outputs[{j}]"))
                      for j, t in enumerate(_list(obj["outputs"], f"META host[{i}].outputs")))
-        key = checksum and hashlib.sha256(bytes(checksum) + i.to_bytes(4, "little")).digest()
+        key = trailer and hashlib.sha256(bytes(trailer) + i.to_bytes(4, "little")).digest()
         hosts.append(HostSegment(bytes(host_blob[offset:offset + size]) if parts is None
                                  else parts[i], ins, outs, key or None))
     if expected != host_size:

@@ -4,7 +4,6 @@ tool ended, and a run that copies the sentinel's bytes into its outputs is caugh
 
 from __future__ import annotations
 
-import hashlib
 import random
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from fuzz_mutate_esb import assemble, mutate_binary, split  # noqa: E402
 from fuzz_mutate_onnx import mutate_model, secret_bytes  # noqa: E402
 
 from esact_cc.runtime.esb import CHECKSUM_BYTES  # noqa: E402
+from esact_cc.runtime.esb_checksum import checksum  # noqa: E402
 
 
 def _tiny_model() -> onnx.ModelProto:
@@ -48,7 +48,7 @@ def test_mutated_binaries_are_resealed_and_reproducible(tmp_path: Path) -> None:
         again, _ = mutate_binary(data, random.Random(f"0:binary:{index}"), tmp_path)
         assert again == mutated and changes
         body, trailer = mutated[:-CHECKSUM_BYTES], mutated[-CHECKSUM_BYTES:]
-        assert hashlib.sha256(body).digest() == trailer
+        assert checksum([body]) == trailer
         assert mutated != data, changes
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 import subprocess
@@ -27,6 +26,7 @@ from esact_cc.runtime.esb import (
     serialize_esb,
     write_esb,
 )
+from esact_cc.runtime.esb_checksum import checksum
 from esact_cc.runtime.hw_config import load_config
 from esact_cc.runtime.isa import Instruction, Queue
 
@@ -47,7 +47,7 @@ def sample_program() -> Program:
 
 def reseal(body: bytes) -> bytes:
     """Recompute the checksum of an edited file (to reach the checks behind it)."""
-    return body + hashlib.sha256(body).digest()
+    return body + checksum([body])
 
 
 def sections(data: bytes) -> list[tuple[int, int, int]]:
@@ -106,6 +106,22 @@ def test_invalid_program_is_not_written(tmp_path: Path) -> None:
 def test_corrupt_headers_rejected(edit, message: str) -> None:
     with pytest.raises(BinaryFormatError, match=message):
         parse_esb(edit(serialize_esb(sample_program())))
+
+
+def test_trailer_is_blake3_and_older_formats_are_named(tmp_path: Path) -> None:
+    """The trailer is BLAKE3-256 (the official test vector of b"abc"); a format-2 file, sealed
+    with SHA-256 as format 2 was, is refused by its version, not as a corrupt file."""
+    import hashlib
+
+    assert checksum([b"a", memoryview(b"bc")]).hex() == (
+        "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85")
+    data = serialize_esb(sample_program())
+    assert data[-CHECKSUM_BYTES:] == checksum([data[:-CHECKSUM_BYTES]])
+    old = data[:8] + struct.pack("<I", 2) + data[12:-CHECKSUM_BYTES]
+    (tmp_path / "old.esb").write_bytes(old + hashlib.sha256(old).digest())
+    with pytest.raises(BinaryFormatError, match="unsupported format version 2 .*compile the "
+                       "model again"):
+        read_esb(tmp_path / "old.esb")
 
 
 @pytest.mark.parametrize("edit, error, message", [

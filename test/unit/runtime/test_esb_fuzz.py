@@ -10,7 +10,6 @@ and the config (measured on every MEMORY_CHECK_EVERY-th sample).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 import time
@@ -32,6 +31,7 @@ from esact_cc.runtime.esb import (
     parse_esb,
     serialize_esb,
 )
+from esact_cc.runtime.esb_checksum import checksum
 from esact_cc.runtime.functional import execute
 from esact_cc.runtime.hw_config import config_from_dict, load_config
 from esact_cc.runtime.isa import INSTRUCTION_BYTES, Buffer, Instruction
@@ -161,12 +161,12 @@ def join(header: bytes, kinds: list[int], payloads: list[bytes]) -> bytes:
     head = bytearray(header)
     struct.pack_into("<Q", head, 48, offset + CHECKSUM_BYTES)
     body = bytes(head) + table + b"".join(payloads)
-    return body + hashlib.sha256(body).digest()
+    return body + checksum([body])
 
 
 def reseal(data: bytes) -> bytes:
     body = data[:-CHECKSUM_BYTES] if len(data) > CHECKSUM_BYTES else data
-    return body + hashlib.sha256(body).digest()
+    return body + checksum([body])
 
 
 def flip_bits(rng: np.random.Generator, data: bytes, count: int) -> bytes:

@@ -24,6 +24,7 @@ from esact_cc.runtime.esb import (
     read_esb,
     serialize_esb,
 )
+from esact_cc.runtime.esb_checksum import checksum
 from esact_cc.runtime.hw_config import load_config
 from esact_cc.runtime.isa import Instruction
 from onnx import TensorProto, helper
@@ -74,10 +75,8 @@ def test_pieces_give_the_parsed_program_without_copies(tmp_path: Path) -> None:
 
 def _resealed(data: bytes, at: int, value: bytes) -> bytes:
     """`data` with `value` written at `at` and a valid checksum: reaches the checks behind it."""
-    import hashlib
-
     body = data[:at] + value + data[at + len(value):-32]
-    return body + hashlib.sha256(body).digest()
+    return body + checksum([body])
 
 
 def _meta_offset(data: bytes) -> int:
@@ -107,7 +106,6 @@ def test_every_malformed_file_gives_parse_esbs_error(tmp_path: Path, edit) -> No
 def _with_meta(data: bytes, edit) -> bytes:
     """`data` with its META JSON edited, the section table, size and checksum made consistent
     (a file only a crafted binary has: it reaches the META checks)."""
-    import hashlib
     import json
 
     entries = [struct.unpack_from("<IIQQ", data, HEADER.size + 24 * i) for i in range(4)]
@@ -119,7 +117,7 @@ def _with_meta(data: bytes, edit) -> bytes:
         offset += len(payload)
     header = data[:48] + struct.pack("<Q", offset + 32) + data[56:HEADER.size]
     body = header + table + b"".join(payloads)
-    return body + hashlib.sha256(body).digest()
+    return body + checksum([body])
 
 
 def _swap_host_sizes(meta: dict) -> dict:
