@@ -51,20 +51,23 @@ class AttentionRange:
     q_peak: float
     k_peak: float
     v_peak: float
-    probability_peak: float
-    """Largest softmax probability over the samples."""
+    probability_peak: float | None = None
+    """Largest softmax probability over the samples; None when calibrate did not record it
+    (`probability-peaks=false`: only quantize's probability-scales=tensor reads it)."""
 
 
 Range = LinearRange | AttentionRange
-_PEAK_FIELDS = {LinearRange: ("input_peak",),
-                AttentionRange: ("q_peak", "k_peak", "v_peak", "probability_peak")}
+_PEAK_FIELDS = {LinearRange: ("input_peak",), AttentionRange: ("q_peak", "k_peak", "v_peak")}
+_OPTIONAL_PEAK_FIELDS = {LinearRange: (), AttentionRange: ("probability_peak",)}
 _TENSOR_FIELDS = {LinearRange: ("channel_peaks", "channel_means"), AttentionRange: ()}
 
 
 def record_range(op: Operation, observed: Range) -> None:
     """Write `observed` on `op` as its `esact.calibration` attribute."""
     entries: dict[str, Attribute] = {
-        name: FloatAttr(float(getattr(observed, name)), f64) for name in _PEAK_FIELDS[type(observed)]}
+        name: FloatAttr(float(getattr(observed, name)), f64)
+        for name in (*_PEAK_FIELDS[type(observed)], *_OPTIONAL_PEAK_FIELDS[type(observed)])
+        if getattr(observed, name) is not None}
     for name in _TENSOR_FIELDS[type(observed)]:
         if getattr(observed, name) is not None:
             entries[name] = StringAttr(getattr(observed, name))
@@ -84,7 +87,9 @@ def read_range(op: Operation, kind: type[Range]) -> Range | None:
         raise CompileError(f"{where} must be a dictionary")
     entries = dict(attr.data)
     values: dict[str, float | str | bool | None] = {}
-    for name in _PEAK_FIELDS[kind]:
+    for name in (*_PEAK_FIELDS[kind], *_OPTIONAL_PEAK_FIELDS[kind]):
+        if name in _OPTIONAL_PEAK_FIELDS[kind] and name not in entries:
+            continue
         value = entries.pop(name, None)
         if not isinstance(value, FloatAttr) or not value.value.data >= 0:
             raise CompileError(f"{where}: '{name}' must be a float >= 0")

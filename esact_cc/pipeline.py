@@ -113,12 +113,14 @@ def _lift_passes(options: CompileOptions) -> list[ModulePass]:
 def _quantize_passes(options: CompileOptions) -> list[ModulePass]:
     # calibrate is the analysis quantize reads (esact_cc/tuning/calibrate_pass.py)
     # esact-dead-rows after quantize: the calibrated ranges still cover every row
+    # calibrate records the attention probability peaks only for quantize's tensor scales
     dead_rows = [] if options.extra.get("dead_rows") is False else [make_pass("esact-dead-rows")]
+    quantize = make_pass("quantize", **_given(options.extra, "activation_scales",
+                                              "bias_correction", "probability_scales"))
     return [make_pass("calibrate", calibration_data=options.extra.get("calibration_data"),
-                      synthetic_samples=options.extra.get("synthetic_samples")),
-            make_pass("quantize", **_given(options.extra, "activation_scales",
-                                                   "bias_correction", "probability_scales")),
-            *dead_rows]
+                      synthetic_samples=options.extra.get("synthetic_samples"),
+                      probability_peaks=quantize.probability_scales == "tensor"),
+            quantize, *dead_rows]
 
 
 def _given(extra: Mapping[str, Any], *names: str) -> dict[str, Any]:

@@ -173,8 +173,8 @@ class QuantizePass(WeightStorePass):
                 means = self._input_means(t, observed, store)
                 _rewrite_linear(t, weights, scale, groups, store, means)
             else:
-                p_scale = (None if self.probability_scales == "row"
-                           else probability_scale(observed.probability_peak))
+                p_scale = None if self.probability_scales == "row" else probability_scale(
+                    _probability_peak(t, observed))
                 _rewrite_attention(t, *(symmetric_scale(p) for p in
                                         (observed.q_peak, observed.k_peak, observed.v_peak)),
                                    p_scale, store)
@@ -211,6 +211,15 @@ def _calibrated(op: transformer.LinearOp | transformer.AttentionOp) -> LinearRan
                            "esact.calibration): run the calibrate step first (esact-opt -p "
                            "calibrate,quantize)")
     return observed
+
+
+def _probability_peak(op: transformer.AttentionOp, observed: AttentionRange) -> float:
+    """The calibrated largest probability probability-scales=tensor needs."""
+    if observed.probability_peak is None:
+        raise CompileError(f"quantize: probability-scales=tensor but {op_label(op)} was calibrated "
+                           "without its probability peak (calibrate{probability-peaks=false}): "
+                           "calibrate it again with probability-peaks=true")
+    return observed.probability_peak
 
 
 def input_group_scales(

@@ -83,6 +83,32 @@ def test_calibrate_records_printable_ranges_and_quantize_reads_them_from_a_file(
     assert attention.is_quantized
 
 
+def test_probability_peaks_are_recorded_only_when_asked(tmp_path) -> None:
+    """calibrate{probability-peaks=false} (the pipeline's choice under the default per-row
+    probability scales) leaves the peak out: row scales quantize the same IR, tensor scales
+    are one error line naming the op; the compile pipeline asks for it with tensor scales."""
+    from esact_cc.pipeline import CompileOptions, _quantize_passes
+
+    module, store = layer.build()
+    np.savez(tmp_path / "calib.npz", x=np.ones((1, 1, 16, 32), np.float32),
+             mask=np.zeros((1, 1, 1, 1, 16), np.float32))
+    CalibratePass(calibration_data=str(tmp_path / "calib.npz"), probability_peaks=False,
+                  store=store).apply(make_context(), module)
+    text = ir_text(module)
+    assert "q_peak = " in text and "probability_peak" not in text
+    write_ir(module, store, tmp_path / "calibrated.mlir")
+    again = load_ir(tmp_path / "calibrated.mlir")  # the attribute without the peak reads back
+    with pytest.raises(CompileError, match=r"probability-scales=tensor but transformer.attention "
+                                           r"at .* without its probability peak") as info:
+        QuantizePass(store=again.store, probability_scales="tensor").apply(make_context(), again.module)
+    assert "\n" not in str(info.value)
+    QuantizePass(store=store).apply(make_context(), module)  # row scales: no peak needed
+    assert next(op for op in module.walk() if isinstance(op, AttentionOp)).is_quantized
+    asked = {scales: _quantize_passes(CompileOptions(extra={"probability_scales": scales}))[0]
+             for scales in ("row", "tensor", None)}
+    assert {k: p.probability_peaks for k, p in asked.items()} == {"row": False, "tensor": True, None: False}
+
+
 def test_quantize_without_calibration_names_the_op() -> None:
     module, store = layer.build()
     with pytest.raises(CompileError, match=r'quantize: transformer.linear at "/layer.0/attention/'
