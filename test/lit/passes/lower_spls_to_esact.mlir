@@ -66,7 +66,8 @@
 // TOPK:      esact.attn_pv {{.*}}has_mask = 1, mask_addr = [[SPA0]], has_row_mask = 1, row_mask_addr = [[ROWS]]
 
 // Tokens: the prediction does not wait for the compute queue; the masked Q GEMM waits for it.
-// TOKENS:      esact.hlog pop [load] push []
+// X's HLOG reads the layer norm's output in VBUF (keep-on-chip): it waits for the SFU, no LOAD.
+// TOKENS:      esact.hlog pop [sfu] push []
 // TOKENS:      esact.similarity pop [{{[a-z, ]*}}] push [compute{{.*}}]
 // TOKENS:      esact.gemm pop [{{.*}}predict{{.*}}] {{.*}}component = "q"
 
