@@ -3,11 +3,14 @@
     esact-finetune MODEL.onnx --data FILE.npz|NAME=FILE.npz[:ARRAY] -o OUT.onnx
         [--labels-key KEY] [--sparsity-option [LAYER:]NAME=VALUE ...] [--spls-config FILE]
         [--epochs N] [--learning-rate LR] [--batch N] [--seed S] [--distill kl|cosine]
-        [--label-weight W] [--label-smoothing S] [--anchor A] [--validation N]
+        [--label-weight W] [--label-smoothing S] [--temperature T] [--dense-weight W]
+        [--anchor A] [--validation N]
         [--scored-output NAME] [--samples N] [--quiet]
 
 Self-distillation from the dense model on the `--data` inputs (no labels needed); with
-`--labels-key`, plus cross-entropy on those labels. `--anchor A` decays the trained weights
+`--labels-key`, plus cross-entropy on those labels. `--temperature T` distills at temperature
+T (kl). `--dense-weight W` adds W x the same loss on the model run without SPLS (mixed passes),
+so the weights stay right dense too. `--anchor A` decays the trained weights
 toward their original values (L2-SP), so the model moves less on inputs it never trains on.
 `--validation N` holds the last N inputs apart and keeps the epoch whose loss on them (with
 SPLS) is lowest, before training included. The SPLS setting trained with is the
@@ -61,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="weight of the cross-entropy term (default: %(default)s)")
     parser.add_argument("--label-smoothing", type=float, default=d.label_smoothing,
                         help="label smoothing of the cross-entropy (default: %(default)s)")
+    parser.add_argument("--temperature", type=float, default=d.temperature, metavar="T",
+                        help="kl distillation at temperature T, x T^2 (default: %(default)s)")
+    parser.add_argument("--dense-weight", type=float, default=d.dense_weight, metavar="W",
+                        help="add W x the loss of the pass without SPLS (mixed dense/SPLS "
+                        "passes; default: %(default)s, SPLS pass only)")
     parser.add_argument("--anchor", type=float, default=d.anchor, metavar="A",
                         help="after each step w -= lr x A x (w - w_original): decay toward the "
                         "original weights (default: %(default)s, off)")
@@ -103,6 +111,7 @@ def _options(args: argparse.Namespace):
                            batch=args.batch, seed=args.seed, distill=args.distill,
                            label_weight=args.label_weight,
                            label_smoothing=args.label_smoothing, anchor=args.anchor,
+                           temperature=args.temperature, dense_weight=args.dense_weight,
                            validation=args.validation,
                            output=args.output)
 

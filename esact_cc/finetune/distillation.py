@@ -55,6 +55,13 @@ class FinetuneOptions:
     step w -= lr x anchor x (w - w0), as AdamW's weight decay pulls toward 0. 0: off. It bounds
     how far training moves the model on inputs it never sees (digits ViT: fine-tuning lost
     1.7-3.3 points of dense accuracy on unseen images without it)."""
+    temperature: float = 1.0
+    """`kl` at temperature T: KL(softmax(t/T) || softmax(s/T)) x T^2 (Hinton's distillation:
+    above 1 the teacher's small logits, how alike it finds the classes, weigh in)."""
+    dense_weight: float = 0.0
+    """Mixed passes: the same loss on the student run WITHOUT SPLS, this many times, added to
+    the SPLS pass's; the weights are trained to stay right dense as well. 0: SPLS pass only.
+    The validation loss stays the SPLS pass's alone."""
     output: str | None = None
     """The scored model output (default: the last)."""
 
@@ -73,6 +80,13 @@ class FinetuneOptions:
                                    f"{self.label_smoothing}")
         if not (math.isfinite(self.anchor) and self.anchor >= 0):
             raise CommandLineError(f"--anchor must be >= 0, got {self.anchor}")
+        if not (math.isfinite(self.dense_weight) and self.dense_weight >= 0):
+            raise CommandLineError(f"--dense-weight must be >= 0, got {self.dense_weight}")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise CommandLineError(f"--temperature must be > 0, got {self.temperature}")
+        if self.temperature != 1.0 and self.distill != "kl":
+            raise CommandLineError(f"--temperature {self.temperature} applies to --distill kl "
+                                   f"only (got --distill {self.distill})")
         if self.validation < 0:
             raise CommandLineError(f"--validation must be >= 0, got {self.validation}")
         if self.distill not in DISTILL_LOSSES:
@@ -104,8 +118,10 @@ def _losses(torch: Any, student: Any, teacher: np.ndarray, labels: np.ndarray | 
     s = student.reshape(student.shape[0], -1)
     t = torch.tensor(np.asarray(teacher, np.float32).reshape(s.shape))
     if options.distill == "kl":
-        loss = torch.nn.functional.kl_div(torch.log_softmax(s, -1), torch.log_softmax(t, -1),
-                                          reduction="none", log_target=True).sum(-1)
+        temp = options.temperature
+        loss = torch.nn.functional.kl_div(torch.log_softmax(s / temp, -1),
+                                          torch.log_softmax(t / temp, -1),
+                                          reduction="none", log_target=True).sum(-1) * temp ** 2
     else:
         loss = 1.0 - torch.nn.functional.cosine_similarity(s, t, dim=-1)
     if labels is not None and options.label_weight > 0:
@@ -125,6 +141,8 @@ class _SplsStudent:
         self.weights, self.params = weights, params
         self.cache: dict = {}
         """The weight-independent per-input values, shared by every step's runner."""
+        self.dense_cache: dict = {}
+        """The same for the dense module (`dense_runner`)."""
 
     def runner(self) -> Any:
         from esact_cc.dialect_registry import make_context
@@ -138,6 +156,12 @@ class _SplsStudent:
         module = self.base.clone()
         make_pass("insert-spls", store, **self.pass_options).apply(make_context(), module)
         return TorchRunner(module, store, self.params, self.cache)
+
+    def dense_runner(self) -> Any:
+        """The torch runner over the module without SPLS (its weights are `params`)."""
+        from esact_cc.finetune.torch_runner import TorchRunner
+
+        return TorchRunner(self.base, self.base_store, self.params, self.dense_cache)
 
 
 def finetune(model_path: str | os.PathLike[str], samples: Sequence[dict],
@@ -212,7 +236,7 @@ def _finetune(model_path: str | os.PathLike[str], samples: Sequence[dict],
             runner = student.runner()
             optimizer.zero_grad()
             losses = train.losses(torch, runner, batch, output, options)
-            losses.mean().backward()
+            _objective(torch, losses, train, student, batch, output, options).backward()
             total += float(losses.detach().sum())
             r, n = runner.reuse_counts()
             reused, rows = reused + r, rows + n
@@ -240,6 +264,16 @@ def _finetune(model_path: str | os.PathLike[str], samples: Sequence[dict],
     log(f"esact-finetune: weights moved by {result.weight_drift:.2%} of their norm")
     result.model = with_weights(proto, weights, {h: p.numpy() for h, p in best.items()})
     return result
+
+
+def _objective(torch: Any, losses: Any, train: _Split, student: _SplsStudent, batch: np.ndarray,
+               output: str, options: FinetuneOptions) -> Any:
+    """The step's loss: the SPLS pass's mean (`losses`), plus `dense_weight` x the mean of
+    the pass without SPLS (mixed passes)."""
+    if not options.dense_weight:
+        return losses.mean()
+    dense = train.losses(torch, student.dense_runner(), batch, output, options)
+    return losses.mean() + options.dense_weight * dense.mean()
 
 
 def _warm_up_share(steps: int) -> float:
