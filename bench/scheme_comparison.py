@@ -2,7 +2,7 @@
 
     python bench/scheme_comparison.py [--models digits,minilm,bert128,bert512,vit197]
         [--layers 2] [--calib N] [--inputs N] [--hw-inputs 1] [--budget 1]
-        [--min-cosine 0.99] [--uniform-only] [--no-curves] [--prediction-price design|hardware]
+        [--min-cosine 0.99] [--uniform-only] [--no-curves] [--prediction-price design|hardware|system]
         [--out-dir bench/results]
     python bench/scheme_comparison.py --markdown   # rebuild the table from the JSONs
 
@@ -121,9 +121,11 @@ def main(argv: list[str] | None = None) -> int:
                         "(scheme_comparison_core.QUICK_SEARCH; quick-deep: with esact-tune's "
                         "per-layer thresholds); default: full for digits and MiniLM, quick "
                         "for the random-weight BERT and ViT")
-    parser.add_argument("--prediction-price", choices=("design", "hardware"), default="design",
+    parser.add_argument("--prediction-price", choices=("design", "hardware", "system"),
+                        default="design",
                         help="esact-tune's MACs per HLog product: design (0.1) or measured "
-                        "on the hardware model (esact-tune --prediction-price)")
+                        "on the hardware model, on chip (hardware) or with the DRAM traffic "
+                        "beyond dense (system) (esact-tune --prediction-price)")
     parser.add_argument("--screen-margin", type=screen_margin_value, default=None,
                         metavar="auto|STEPS",
                         help="esact-tune --screen-margin for SPLS: ladder steps a layer's "

@@ -354,8 +354,8 @@ def prediction_price(base: SplsEvaluator, case: Case, kind: str, log: Log) -> An
     from esact_cc.tuning.prediction_price import DESIGN_PRICE, hardware_price
     from esact_cc.tuning.spls_measurement import uniform_config
 
-    price = DESIGN_PRICE if kind == "design" else hardware_price(base, uniform_config(),
-                                                                  case.hw)
+    price = DESIGN_PRICE if kind == "design" else hardware_price(
+        base, uniform_config(), case.hw, dram=kind == "system")
     base.mac_per_product = price.mac_per_product
     log(f"{case.name}: the prediction priced {price.mac_per_product:.3f} MAC per HLog product "
         f"({price.source})")

@@ -3,7 +3,7 @@
     esact-tune MODEL.onnx --calibration-data FILE.npz|NAME=FILE.npz[:ARRAY] [--labels-key KEY]
         --budget POINTS -o spls.json [--scored-output NAME] [--ir quantized|transformer]
         [--samples N] [--uniform-only] [--confidence C] [--loss-estimate flips|margins]
-        [--augment N] [--prediction-price design|hardware] [--hw CONFIG.toml]
+        [--augment N] [--prediction-price design|hardware|system] [--hw CONFIG.toml]
         [--layer-search largest|efficient]
         [--layer-options threshold[,window][,prediction]] [--layer-first-reference R] [--layer-steps N]
         [--layer-screen on|off] [--screen-margin auto|STEPS]
@@ -76,14 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "flipped when it or any of its copies flips, so inputs near the "
                         "decision boundary are found from the calibration set "
                         "(esact_cc/tuning/calibration_augmentation.py; default: 0, none)")
-    parser.add_argument("--prediction-price", choices=("design", "hardware"), default="design",
+    parser.add_argument("--prediction-price", choices=("design", "hardware", "system"),
+                        default="design",
                         help="MACs per HLog product in the objective: design, docs/design.md "
-                        "section 6's 0.1; hardware, measured on the hardware model on the "
-                        "first calibration input (esact_cc/tuning/prediction_price.py; "
-                        "default: %(default)s)")
+                        "section 6's 0.1; hardware, the prediction's on-chip energy measured "
+                        "on the hardware model on the first calibration input; system, that "
+                        "plus the DRAM energy the SPLS program spends beyond the dense one "
+                        "(esact_cc/tuning/prediction_price.py; default: %(default)s)")
     parser.add_argument("--hw", metavar="CONFIG.toml",
-                        help="hardware config of --prediction-price hardware (default: the "
-                        "default config)")
+                        help="hardware config of --prediction-price hardware|system (default: "
+                        "the default config)")
     parser.add_argument("-o", "--output", "--output-file", dest="output_file", required=True,
                         metavar="FILE.json", help="where the SPLS config goes (--output-file: "
                         "former spelling)")
@@ -221,8 +223,9 @@ def run_cli(args: argparse.Namespace) -> None:
     if hook is not None and args.prediction_price != "design":
         raise CommandLineError(f"--prediction-price {args.prediction_price}: only the spls "
                                f"search prices a prediction; --sparsity {args.sparsity} has none")
-    if args.hw is not None and args.prediction_price != "hardware":
-        raise CommandLineError("--hw: only --prediction-price hardware runs the hardware model")
+    if args.hw is not None and args.prediction_price == "design":
+        raise CommandLineError("--hw: only --prediction-price hardware or system runs the "
+                               "hardware model")
     if hook is not None and args.loss_estimate != "flips":
         raise CommandLineError(f"--loss-estimate {args.loss_estimate}: only the spls search "
                                f"prices margins; --sparsity {args.sparsity} bounds flips")
@@ -292,13 +295,15 @@ def run_cli(args: argparse.Namespace) -> None:
 
 def prediction_price(args: argparse.Namespace, evaluator, log):
     """--prediction-price: the design's 0.1 MAC per product, or the hardware model's price
-    with the search's starting setting (prediction_price.py)."""
+    with the search's starting setting, DRAM beyond dense included for system
+    (prediction_price.py)."""
     from esact_cc.tuning.prediction_price import DESIGN_PRICE, hardware_price
     from esact_cc.tuning.spls_measurement import uniform_config
 
     if args.prediction_price == "design":
         return DESIGN_PRICE
-    price = hardware_price(evaluator, uniform_config(), args.hw)
+    price = hardware_price(evaluator, uniform_config(), args.hw,
+                           dram=args.prediction_price == "system")
     log(f"esact-tune: the prediction priced {price.mac_per_product:.3f} MAC per HLog product "
         f"({price.prediction_pj_per_product:.3f} pJ per product, {price.dense_pj_per_mac:.3f} "
         f"pJ per dense MAC on chip; {price.source})")

@@ -17,6 +17,20 @@ ratio keeps). With this price the objective tracks the on-chip dynamic energy: a
 whose prediction costs more than its reuse saves on the hardware reduces nothing.
 Cycles are not priced: the prediction runs beside the MAC array, and what it adds to the
 critical path depends on the schedule, not on a per-product rate.
+
+`system` adds the DRAM energy the SPLS program spends beyond the dense one (the report's
+`breakdown_pj.dram`, same run) to the prediction's on-chip energy:
+
+    mac_per_product = ((prediction on-chip pJ + SPLS DRAM pJ - dense DRAM pJ) / HLog products)
+                      / (dense program on-chip dynamic pJ / dense MACs)
+
+A predicted layer's extra traffic is a fixed cost of predicting it, as its products are (on
+all-MiniLM-L6-v2 at 128 real tokens the predicted layer's input is STOREd and LOADed again by
+each of Q, K and V instead of staying on chip, Q is STOREd, the attention output LOADed:
++1.15 MB, +187 uJ per input, bench/spls_minilm128_dram.py), so per product it is priced in
+the same unit: MACs removed are still credited on-chip energy only (a removed MAC saves no
+DRAM traffic), and a setting reduces something only when its reuse pays for the prediction
+and the traffic at the system boundary.
 """
 
 from __future__ import annotations
@@ -31,8 +45,9 @@ from esact_cc.runtime.errors import CompileError
 from esact_cc.sparsity.spls_options import SplsConfig
 from esact_cc.tuning.spls_accounting import PREDICTION_MAC_PER_PRODUCT
 
-PRICES = ("design", "hardware")
-"""design: docs/design.md section 6's 0.1 MAC per product; hardware: `hardware_price`."""
+PRICES = ("design", "hardware", "system")
+"""design: docs/design.md section 6's 0.1 MAC per product; hardware: `hardware_price`;
+system: `hardware_price(..., dram=True)`."""
 
 
 @dataclass(frozen=True)
@@ -42,11 +57,15 @@ class PredictionPrice:
     """"design", or what the hardware measurement ran on."""
     prediction_pj_per_product: float | None = None
     dense_pj_per_mac: float | None = None
+    dram_pj_per_product: float | None = None
+    """`system`: the SPLS program's DRAM energy beyond dense's, per product (in
+    `prediction_pj_per_product` too)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {"mac_per_product": self.mac_per_product, "source": self.source,
                 "prediction_pj_per_product": self.prediction_pj_per_product,
-                "dense_pj_per_mac": self.dense_pj_per_mac}
+                "dense_pj_per_mac": self.dense_pj_per_mac,
+                "dram_pj_per_product": self.dram_pj_per_product}
 
 
 DESIGN_PRICE = PredictionPrice(PREDICTION_MAC_PER_PRODUCT, "design")
@@ -75,15 +94,14 @@ def _on_chip_run(evaluator: Any, config: SplsConfig | None, sample: Mapping[str,
 
 
 def hardware_price(evaluator: Any, config: SplsConfig, hw: str | None = None,
-                   sample_index: int = 0) -> PredictionPrice:
+                   sample_index: int = 0, dram: bool = False) -> PredictionPrice:
     """The prediction's price measured on the hardware model (module docstring) with
     `config`, on calibration input `sample_index` of `evaluator` (an SplsEvaluator on the
-    INT8 IR)."""
+    INT8 IR); `dram`: the `system` price, the extra DRAM energy included."""
     if evaluator.ir != "quantized":
         raise CompileError(f"the hardware prediction price runs the INT8 program: IR "
                            f"'{evaluator.ir}' given (use the quantized IR)")
-    single = _single_input(evaluator, sample_index)
-    work = single.measure([config])[0].work
+    work = evaluator.subset([sample_index]).measure([config])[0].work
     products = sum(w.prediction_products for w in work.layers)
     if products <= 0:
         raise CompileError("hardware prediction price: the setting predicts in no layer")
@@ -91,21 +109,12 @@ def hardware_price(evaluator: Any, config: SplsConfig, hw: str | None = None,
     spls = _on_chip_run(evaluator, config, sample, hw)
     dense = _on_chip_run(evaluator, None, sample, hw)
     predict_pj = spls["components"].get("predict", {}).get("energy_on_chip_pj", 0.0)
-    per_product = predict_pj / products
+    dram_pj = (spls["energy"]["breakdown_pj"]["dram"]
+               - dense["energy"]["breakdown_pj"]["dram"]) if dram else 0.0
+    per_product = (predict_pj + dram_pj) / products
     per_mac = dense["energy"]["on_chip"]["dynamic_pj"] / work.dense
     return PredictionPrice(per_product / per_mac,
                            f"hardware model ({hw or 'default config'}), calibration input "
-                           f"{sample_index}", per_product, per_mac)
+                           f"{sample_index}{', DRAM beyond dense included' if dram else ''}",
+                           per_product, per_mac, dram_pj / products if dram else None)
 
-
-def _single_input(evaluator: Any, index: int) -> Any:
-    """`evaluator` measuring input `index` only (same compiled module)."""
-    import copy
-
-    single = copy.copy(evaluator)
-    single.samples = [evaluator.samples[index]]
-    single.labels = None if evaluator.labels is None else evaluator.labels[index:index + 1]
-    single.dense_outputs = [evaluator.dense_outputs[index]]
-    single.dense_scores = evaluator.dense_scores[index:index + 1]
-    single.margins = None
-    return single

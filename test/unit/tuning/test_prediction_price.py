@@ -16,7 +16,7 @@ from spls_tuning_fixtures import load_tuning_fixtures
 from esact_cc import api
 from esact_cc.cli import esact_tune_main
 from esact_cc.tuning import spls_calibration_inputs, spls_measurement
-from esact_cc.tuning.prediction_price import _single_input, hardware_price
+from esact_cc.tuning.prediction_price import hardware_price
 
 TABLES, FIXTURES = load_tuning_fixtures("price")
 
@@ -54,7 +54,7 @@ def test_the_price_is_the_hardware_models_energy_ratio(evaluator, calibration, t
                         calibration_data=str(calib)).simulate(sample).report
     predict_pj = spls["components"]["predict"]["energy_on_chip_pj"]
     dense_pj = dense["energy"]["on_chip"]["dynamic_pj"]
-    single = _single_input(evaluator, 0)  # the same INT8 module, measuring input 0 only
+    single = evaluator.subset([0])  # the same INT8 module, measuring input 0 only
     work = single.measure([config])[0].work
     products = sum(w.prediction_products for w in work.layers)
     assert price.mac_per_product == pytest.approx((predict_pj / products)
@@ -67,6 +67,31 @@ def test_the_price_is_the_hardware_models_energy_ratio(evaluator, calibration, t
     assert priced.prediction_macs / priced.dense == pytest.approx(predict_pj / dense_pj,
                                                                   rel=1e-9)
     assert priced.reduction < work.reduction
+
+
+def test_the_system_price_adds_the_dram_energy_beyond_dense(evaluator, calibration):
+    model, calib = calibration
+    config = spls_measurement.uniform_config()
+    on_chip, system = hardware_price(evaluator, config), hardware_price(evaluator, config,
+                                                                        dram=True)
+    sample = _inputs(calib, 0)
+    path = calib.parent / "spls_system.json"
+    path.write_text(config.to_json())
+    spls = api.compile(str(model), stage="esact", calibration_data=str(calib),
+                       sparsity="spls", spls_config=str(path)).simulate(sample).report
+    dense = api.compile(str(model), stage="esact",
+                        calibration_data=str(calib)).simulate(sample).report
+    extra = spls["energy"]["breakdown_pj"]["dram"] - dense["energy"]["breakdown_pj"]["dram"]
+    assert extra != 0, "SPLS and dense move the same DRAM bytes here: test is vacuous"
+    products = (on_chip.prediction_pj_per_product and
+                spls["components"]["predict"]["energy_on_chip_pj"]
+                / on_chip.prediction_pj_per_product)
+    assert system.dram_pj_per_product == pytest.approx(extra / products, rel=1e-9)
+    assert system.mac_per_product == pytest.approx(
+        (on_chip.prediction_pj_per_product + extra / products) / on_chip.dense_pj_per_mac,
+        rel=1e-9)
+    assert system.dense_pj_per_mac == on_chip.dense_pj_per_mac
+    assert on_chip.dram_pj_per_product is None and "DRAM" in system.source
 
 
 def test_esact_tune_records_the_hardware_price(calibration, tmp_path, monkeypatch):
