@@ -32,7 +32,7 @@ from .errors import ProgramError
 from .hw_config import HardwareConfig
 from .instruction_costs import DMA_PORT_QUEUES, instruction_costs
 from .isa import INSTRUCTION_SPECS, Queue
-from .timing_events import NEVER, match_tokens, run_events, stalls_and_ready
+from .timing_events import NEVER, match_tokens, run_events
 from .work_table import WorkTable
 
 # Queue order = bit order of the pop/push masks = isa.Queue (checked at import).
@@ -50,7 +50,7 @@ class TokenEdges:
 
     def __init__(self, producers: np.ndarray | None = None,
                  consumers: np.ndarray | None = None,
-                 record: tuple[list[np.ndarray | None], np.ndarray,
+                 record: tuple[Callable[[], list[np.ndarray | None]], np.ndarray,
                                Callable[[], Sequence[int]]] | None = None
                  ) -> None:
         self._record = record
@@ -62,7 +62,7 @@ class TokenEdges:
         if self._pairs is None:
             assert self._record is not None
             producer, pops, processed = self._record
-            self._pairs = _token_edges(producer, pops, processed())
+            self._pairs = _token_edges(producer(), pops, processed())
             self._record = None
         return self._pairs
 
@@ -123,27 +123,26 @@ def simulate(
                                            for a in (queues, pops, pushes, cycles))
     dram = (np.zeros(n, np.int64) if dram_cycles is None
             else np.asarray(dram_cycles, dtype=np.int64).reshape(n))
-    producer = match_tokens(q_arr, pop_arr, push_arr, nq)
     # the queues timed in time order (timing_events): those using the DRAM port, or all
     # at latency 0
     heap_queues = (range(nq) if token_latency < 1
-                   else np.unique(q_arr[dram > 0]).tolist())
-    start, end, head, processed = run_events(q_arr, pop_arr, push_arr, cycle_arr, dram,
-                                             producer, heap_queues, token_latency)
-    if len(processed) < n:
-        raise ProgramError(_deadlock_message(head, producer, end, pop_arr, queue_names))
-    start_arr = np.asarray(start, dtype=np.int64)
-    end_arr = np.asarray(end[:n], dtype=np.int64)
-    stall, ready = stalls_and_ready(q_arr, producer, pop_arr, dram, start_arr, end_arr,
-                                    token_latency)
+                   else np.flatnonzero(np.bincount(q_arr[dram > 0], minlength=nq)).tolist())
+    events = run_events(q_arr, pop_arr, push_arr, cycle_arr, dram, nq, heap_queues,
+                        token_latency)
+    if len(events.processed) < n:
+        producer = match_tokens(q_arr, pop_arr, push_arr, nq)
+        raise ProgramError(_deadlock_message(events.head, producer, events.end, pop_arr,
+                                             queue_names))
+    end = events.end[:n]
+    stall, processed, ready = events.stall, events.processed, events.ready
     names = tuple(queue_names)
     counts = np.bincount(q_arr, minlength=nq)
     return Schedule(
         queue_names=names,
-        start=start_arr.tolist(),
-        end=end_arr.tolist(),
-        total_cycles=int(end_arr.max()) if n else 0,
-        busy_cycles={names[q]: int(cycle_arr[q_arr == q].sum()) for q in range(nq)},
+        start=events.start.tolist(),
+        end=end.tolist(),
+        total_cycles=int(end.max()) if n else 0,
+        busy_cycles={names[q]: int(events.busy[q]) for q in range(nq)},
         stall_cycles={
             names[q]: {(DRAM_STALL if c == nq else f"token:{names[c]}"): int(stall[q, c])
                        for c in range(nq + 1) if stall[q, c]}
@@ -154,7 +153,8 @@ def simulate(
         queues=q_arr.tolist(),
         # tokens are consumed in (ready, index) order, which run_events follows for the
         # heap queues only; at latency 0, where it follows it for all, in its own order
-        edges=TokenEdges(record=(producer, pop_arr, (lambda: processed) if token_latency < 1
+        edges=TokenEdges(record=(lambda: match_tokens(q_arr, pop_arr, push_arr, nq), pop_arr,
+                                 (lambda: processed) if token_latency < 1
                                  else (lambda: np.argsort(ready, kind="stable")))),
         cycles=cycle_arr.tolist(),
     )

@@ -1,38 +1,38 @@
-"""The timing model's event loop (`run_events`) and what it is built from: the token each
-pop takes (`match_tokens`), each queue's chain, and the stall causes and ready times of a
-finished schedule (`stalls_and_ready`), all on plain per-instruction arrays.
+"""The timing model's event simulation (`run_events`) on plain per-instruction arrays: which
+push each pop takes, the event loop, and the stall causes and ready times of the finished
+schedule.
 
 Channels are FIFOs, so which push each pop takes is fixed by program order and matched up
-front (numpy). Only the DMA queues, which share the DRAM port first come first served by
-ready time, need events in time order (a heap of their ready heads, ties to the lower
-instruction index); every other queue's instruction is timed as soon as its last token is
-pushed (`eager`), since its start is then fixed. With a token latency of at least one cycle
-that gives the schedule of processing every instruction in time order: each instruction
+front (`match_tokens`). Only the DMA queues, which share the DRAM port first come first
+served by ready time, need events in time order (a heap of their ready heads, ties to the
+lower instruction index); every other queue's instruction is timed as soon as its last token
+is pushed (`eager`), since its start is then fixed. With a token latency of at least one
+cycle that gives the schedule of processing every instruction in time order: each instruction
 timed while the loop handles a DMA start at t starts after t, so the DMA heads reach the heap
 in (ready, index) order either way. With latency 0 a zero-cycle chain can tie with the
-current time, and every queue goes through the heap in (ready, index) order.
+current time, and every queue goes through the heap in (ready, index) order. A finished
+schedule's ready time of an instruction is when its queue was free and its last token had
+arrived; if that token came after the queue was free, the instruction stalled that long on
+the token's queue (the lowest queue bit among tokens arriving together); a DMA instruction
+then waited start - ready for the DRAM port.
 
-`run_events` runs the loop compiled (runtime/_timing_loop.c, built by pip install): the
-interpreted loop cost ~0.5 us per instruction, half the timing model. `run_events_python` is
-the same loop in Python, kept as the reference the compiled one is tested against
-(test/unit/timing/test_compiled_event_loop.py). Without the compiled module the timing model
-stops with a one-line error saying how to build it rather than run the Python loop: a quietly
-2-3x slower model would make the throughput figures (bench/bench_timing.py) wrong.
+`run_events` runs all of it compiled (runtime/_timing_loop.c, built by pip install): the
+interpreted loop cost ~0.5 us per instruction, half of the timing model.
+timing_events_python.py does the same in Python and numpy, kept as the reference the
+compiled code is tested against (test/unit/timing/test_compiled_event_loop.py). Without the
+compiled module the timing model stops with a one-line error saying how to build it rather
+than run the Python loop: a quietly 2-4x slower model would make esact-run's speed and the
+throughput figures (bench/bench_timing.py) wrong without anyone noticing.
 """
-
-# The event loop raises times with `if a < b: a = b`, not max(): a builtin call per
-# instruction is what the loop is made to avoid.
-# ruff: noqa: PLR1730, FURB136
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Sequence
 from types import ModuleType
+from typing import NamedTuple
 
 import numpy as np
 
-from ..collector_pause import collector_paused
 from .errors import InstallError, ProgramError
 
 try:
@@ -44,11 +44,21 @@ except ImportError as error:  # reported when the timing model runs (run_events)
 NEVER = 1 << 62  # a time no schedule reaches: "not known yet" in the event loop
 
 
-def mask_bits(n_queues: int) -> tuple[tuple[int, ...], ...]:
-    """mask_bits(n)[mask]: the queue indices set in mask."""
-    return tuple(
-        tuple(b for b in range(n_queues) if mask >> b & 1) for mask in range(1 << n_queues)
-    )
+class Events(NamedTuple):
+    """What `run_events` gives. processed: the instructions in the order they were timed
+    (all n unless the tokens deadlock); head: each queue's first instruction not timed (n for a
+    finished queue); end[n:]: the sentinels (end[n] = NEVER: the producer of a token never
+    pushed). Of a finished schedule only: ready[i] (when i could start but for the DRAM port),
+    stall[queue, cause] (cause: the token's source queue, nq for the DRAM port) and busy[queue]
+    (its cycles)."""
+
+    start: np.ndarray
+    end: np.ndarray
+    head: list[int]
+    processed: np.ndarray
+    ready: np.ndarray
+    stall: np.ndarray
+    busy: np.ndarray
 
 
 def match_tokens(
@@ -76,82 +86,26 @@ def match_tokens(
     return producer
 
 
-def _pop_producers(producer: list[np.ndarray | None], pops: np.ndarray, n: int
-                   ) -> tuple[np.ndarray, np.ndarray, dict[int, tuple[int, ...]]]:
-    """One entry per instruction plus one for the end-of-queue sentinel n: first[i]: the
-    producer of instruction i's lowest-bit pop (n + 1, a slot that is always ready, for an
-    instruction that pops nothing; n, never ready, for the sentinel); more[i]: 0 for at most
-    one pop, 1 + the producer of the second for exactly two, -1 for three or more, whose
-    other producers are extra[i] (rare)."""
-    first = np.full(n + 1, n + 1, dtype=np.int64)
-    first[n] = n
-    more = np.zeros(n + 1, dtype=np.int64)
-    taken = np.zeros(n, dtype=np.int64)  # pops placed so far, lowest queue bit first
-    extra: dict[int, list[int]] = {}
-    for src, column in enumerate(producer):
-        if column is None:
-            continue
-        popping = np.flatnonzero(pops >> src & 1)
-        rank = taken[popping]
-        lowest = popping[rank == 0]
-        first[lowest] = column[lowest]
-        second = popping[rank == 1]
-        more[second] = column[second] + 1
-        for i in popping[rank >= 2].tolist():  # three or more pops: rare
-            extra.setdefault(i, [int(more[i]) - 1]).append(int(column[i]))
-        taken[popping] += 1
-    more[list(extra)] = -1
-    return first, more, {i: tuple(p) for i, p in extra.items()}
-
-
-def queue_chains(queues: np.ndarray, nq: int) -> tuple[list[int], np.ndarray]:
-    """(heads, following): each queue's first instruction (n if it has none) and the next
-    instruction of the same queue after each one (n after its last; queue order is program
-    order)."""
-    n = len(queues)
-    heads = [n] * nq
-    following = np.full(n, n, dtype=np.int64)
-    for q in range(nq):
-        members = np.flatnonzero(queues == q)
-        if members.size:
-            heads[q] = int(members[0])
-            following[members[:-1]] = members[1:]
-    return heads, following
-
-
 def run_events(queues: np.ndarray, pops: np.ndarray, pushes: np.ndarray, cycles: np.ndarray,
-               dram: np.ndarray, producer: list[np.ndarray | None], heap_queues: Sequence[int],
-               lat: int) -> tuple[np.ndarray, np.ndarray, list[int], np.ndarray]:
-    """(start, end, heads, processed): each instruction's start and end (end[n:]: the
-    sentinels), each queue's head when no instruction can start any more (the sentinel n of
-    a finished queue) and the instructions in the order they were timed. `heap_queues`: the
-    queues timed in (ready, index) order (the DMA queues; all of them at latency 0). The
-    compiled loop; run_events_python gives the same as lists."""
+               dram: np.ndarray, nq: int, heap_queues: Sequence[int], lat: int) -> Events:
+    """The schedule of a program (queue index, pop and push masks, cycles and DRAM port
+    cycles per instruction) on nq queues; `heap_queues`: the queues timed in (ready, index)
+    order (the DMA queues; all of them at latency 0)."""
     if compiled_loop is None:
         raise InstallError(
             f"the timing model's compiled event loop is not importable ({compiled_loop_missing});"
             " build it by installing esact-cc: pip install -e . (needs a C compiler)")
     n = len(queues)
-    nq = len(producer)
     _check_no_overflow(cycles, dram, lat, n)
-    heads, following = queue_chains(queues, nq)
-    first, more, extra = _pop_producers(producer, pops, n)
-    extra_start = np.zeros(n + 1, dtype=np.int64)
-    extra_start[np.fromiter(extra, np.int64, len(extra)) + 1] = [len(p) for p in extra.values()]
-    extra_flat = np.array([p for i in sorted(extra) for p in extra[i]], dtype=np.int64)
-    head = np.array(heads, dtype=np.int64)
-    start = np.zeros(n, dtype=np.int64)
-    end = np.empty(n + 2, dtype=np.int64)
-    processed = np.empty(n, dtype=np.int64)
+    head = np.zeros(nq, dtype=np.int64)
+    start, ready = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    end, processed = np.empty(n + 2, dtype=np.int64), np.empty(n, dtype=np.int64)
+    stall, busy = np.zeros((nq, nq + 1), dtype=np.int64), np.zeros(nq, dtype=np.int64)
     eager = sum(1 << q for q in range(nq) if q not in heap_queues)
-    # tokens a queue pushes to itself need no wake-up: its next head is checked anyway
-    wake = pushes & ~(1 << queues)
-    arrays = (np.ascontiguousarray(a, dtype=np.int64) for a in (queues, first, more))
     done = compiled_loop.run_events(
-        *arrays, np.cumsum(extra_start), extra_flat, following,
-        np.ascontiguousarray(cycles, dtype=np.int64), np.ascontiguousarray(dram, dtype=np.int64),
-        np.ascontiguousarray(wake, dtype=np.int64), eager, lat, head, start, end, processed)
-    return start, end, head.tolist(), processed[:done]
+        *(np.ascontiguousarray(a, dtype=np.int64) for a in (queues, pops, pushes, cycles, dram)),
+        eager, lat, head, start, end, processed, ready, stall, busy)
+    return Events(start, end, head.tolist(), processed[:done], ready, stall, busy)
 
 
 def _check_no_overflow(cycles: np.ndarray, dram: np.ndarray, lat: int, n: int) -> None:
@@ -164,197 +118,3 @@ def _check_no_overflow(cycles: np.ndarray, dram: np.ndarray, lat: int, n: int) -
     step = sum(max(int(a.max()), -int(a.min())) for a in (cycles, dram)) + lat
     if (n + 2) * step >= NEVER:
         raise ProgramError(f"instruction cycle counts up to {step:,} are too large to time")
-
-
-def run_events_python(queues: np.ndarray, pops: np.ndarray, pushes: np.ndarray,
-                      cycles: np.ndarray, dram: np.ndarray, producer: list[np.ndarray | None],
-                      heap_queues: Sequence[int], lat: int
-                      ) -> tuple[list[int], list[int], list[int], list[int]]:
-    """run_events in Python: the reference the compiled loop is tested against."""
-    with collector_paused():  # the loop's lists and heap entries would trigger collections
-        return _python_loop(queues, pops, pushes, cycles, dram, producer, heap_queues, lat)
-
-
-def _python_loop(queues: np.ndarray, pops: np.ndarray, pushes: np.ndarray, cycles: np.ndarray,
-                 dram: np.ndarray, producer: list[np.ndarray | None], heap_queues: Sequence[int],
-                 lat: int) -> tuple[list[int], list[int], list[int], list[int]]:
-    n = len(queues)
-    nq = len(producer)
-    head, following_arr = queue_chains(queues, nq)
-    following = following_arr.tolist()
-    first_arr, more_arr, extra = _pop_producers(producer, pops, n)
-    first, more = first_arr.tolist(), more_arr.tolist()
-    cycle = cycles.tolist()
-    port = dram.tolist()
-    # tokens a queue pushes to itself need no wake-up: its next head is checked anyway
-    wake = (pushes & ~(1 << queues)).tolist()  # a mask: most instructions wake no queue
-    bits = mask_bits(nq)
-    eager = [q not in heap_queues for q in range(nq)]
-    free = [0] * nq
-    in_heap = [False] * nq
-    start = [0] * n
-    # end[i] + lat: when instruction i's tokens are visible. NEVER before it has run;
-    # end[n]: the producer of a token never pushed (and of the end-of-queue sentinel's
-    # pop); end[n + 1]: of a pop that is not there.
-    never = NEVER
-    end = [never] * n + [never, -lat]
-    processed: list[int] = []
-    processed_append = processed.append
-    heap: list[tuple[int, int]] = []
-    heappush, heappop, heappushpop = heapq.heappush, heapq.heappop, heapq.heappushpop
-
-    def ready(i: int, t: int) -> int:
-        """t raised to the arrival of instruction i's second and further tokens."""
-        m = more[i]
-        if m > 0:
-            r = end[m - 1] + lat
-            return r if r > t else t
-        for p in extra[i]:
-            r = end[p] + lat
-            if t < r:
-                t = r
-        return t
-
-    def woken(w: int, stack: list[int]) -> None:
-        """Queues in mask w got a token: an eager one is tried again (the stack), a heap
-        queue's head goes on the heap once all its tokens are pushed."""
-        for dst in bits[w]:
-            if eager[dst]:
-                stack.append(dst)
-            elif not in_heap[dst]:
-                h = head[dst]
-                r = end[first[h]] + lat
-                if r < free[dst]:
-                    r = free[dst]
-                if more[h]:
-                    r = ready(h, r)
-                if r < never:
-                    heappush(heap, (r, h))
-                    in_heap[dst] = True
-
-    queue_of = queues.tolist()
-    dram_free = 0
-    stack = [q for q in range(nq) if eager[q]]
-    stack_append = stack.append
-    woken(sum(1 << q for q in range(nq) if not eager[q]), stack)
-
-    while True:
-        while stack:  # eager queues: time each head whose tokens are all pushed
-            q = stack.pop()
-            i = head[q]
-            e = free[q]
-            while True:
-                t = end[first[i]] + lat
-                m = more[i]
-                if m > 0:  # the usual second token, inline
-                    r = end[m - 1] + lat
-                    if t < r:
-                        t = r
-                elif m:
-                    t = ready(i, t)
-                if t >= never:
-                    break
-                if t < e:
-                    t = e
-                start[i] = t
-                e = t + cycle[i]
-                end[i] = e
-                processed_append(i)
-                w = wake[i]
-                if w:
-                    for dst in bits[w]:
-                        if eager[dst]:
-                            stack_append(dst)
-                        elif not in_heap[dst]:
-                            h = head[dst]
-                            r = end[first[h]] + lat
-                            if r < free[dst]:
-                                r = free[dst]
-                            if more[h]:
-                                r = ready(h, r)
-                            if r < never:
-                                heappush(heap, (r, h))
-                                in_heap[dst] = True
-                i = following[i]
-            head[q] = i
-            free[q] = e
-        if not heap:
-            break
-        t, i = heappop(heap)
-        while True:  # heap queues' heads in (ready, index) order while no eager one waits
-            q = queue_of[i]
-            d = port[i]
-            if d:
-                if t < dram_free:
-                    t = dram_free
-                dram_free = t + d
-            start[i] = t
-            e = t + cycle[i]
-            end[i] = e
-            free[q] = e
-            processed_append(i)
-            w = wake[i]
-            if w:
-                for dst in bits[w]:
-                    if eager[dst]:
-                        stack_append(dst)
-                    elif not in_heap[dst]:
-                        h = head[dst]
-                        r = end[first[h]] + lat
-                        if r < free[dst]:
-                            r = free[dst]
-                        if more[h]:
-                            r = ready(h, r)
-                        if r < never:
-                            heappush(heap, (r, h))
-                            in_heap[dst] = True
-            i = head[q] = following[i]
-            t = end[first[i]] + lat
-            if t < e:
-                t = e
-            m = more[i]
-            if m > 0:
-                r = end[m - 1] + lat
-                if t < r:
-                    t = r
-            elif m:
-                t = ready(i, t)
-            if t >= never:
-                in_heap[q] = False
-                break
-            if stack:
-                heappush(heap, (t, i))
-                break
-            t, i = heappushpop(heap, (t, i))
-    return start, end, head, processed
-
-
-def stalls_and_ready(queues: np.ndarray, producer: list[np.ndarray | None], pops: np.ndarray,
-                     dram: np.ndarray, start: np.ndarray, end: np.ndarray, lat: int
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """(stall[queue, cause], ready) of a finished schedule: ready[i] is when instruction i's
-    queue was free and its last token had arrived; if that token came after the queue was
-    free, the instruction stalled that long on the token's queue (the lowest queue bit among
-    tokens arriving together); a DMA instruction then waited start - ready for the DRAM port
-    (cause index nq)."""
-    n, nq = len(queues), len(producer)
-    free = np.zeros(n, dtype=np.int64)  # when the previous instruction of the queue ended
-    for q in range(nq):
-        members = np.flatnonzero(queues == q)
-        free[members[1:]] = end[members[:-1]]
-    ready = free.copy()
-    cause = np.full(n, nq, dtype=np.int64)  # nq: no token waited for
-    for src in reversed(range(nq)):  # a lower queue wins a tie: it is checked later
-        column = producer[src]
-        if column is not None:
-            popping = np.flatnonzero(pops >> src & 1)
-            arrival = end[column[popping]] + lat
-            later = (arrival >= ready[popping]) & (arrival > free[popping])
-            ready[popping[later]] = arrival[later]
-            cause[popping[later]] = src
-    stall = np.zeros((nq, nq + 1), dtype=np.int64)  # int64 sums: exact (bincount's are float)
-    waited = np.flatnonzero(cause < nq)
-    np.add.at(stall, (queues[waited], cause[waited]), ready[waited] - free[waited])
-    port = np.flatnonzero((dram > 0) & (start > ready))
-    np.add.at(stall, (queues[port], nq), start[port] - ready[port])
-    return stall, ready

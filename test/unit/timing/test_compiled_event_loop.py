@@ -1,7 +1,7 @@
-"""The compiled event loop (runtime/_timing_loop.c, timing_events.run_events) gives exactly what
-the Python loop it replaced (timing_events.run_events_python, the reference) gives: the same
-start and end times, final queue heads and processing order on random token programs
-(deadlocks and latency 0 included), the same schedules (cycles, stall causes, token edges) on
+"""The compiled event simulation (runtime/_timing_loop.c, timing_events.run_events) gives exactly
+what the Python code it replaced (timing_events_python.run_events_python, the reference) gives:
+the same start and end times, final queue heads, processing order, ready times, stalls and
+busy cycles on random token programs (deadlocks and latency 0 included), the same schedules (cycles, stall causes, token edges) on
 random programs of every opcode, and the same esact-run report (cycles, stalls, energy) on
 every golden binary case. Without the compiled module the timing model stops with one line."""
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from esact_cc.runtime import timing, timing_events
+from esact_cc.runtime import timing, timing_events, timing_events_python
 from esact_cc.runtime.errors import InstallError, ProgramError
 from esact_cc.runtime.esb import write_esb
 from esact_cc.runtime.functional import execute
@@ -60,20 +60,22 @@ def token_program(draw: st.DrawFn) -> tuple[list[int], ...]:
 
 def loop_outputs(run, program: tuple[list[int], ...], lat: int) -> tuple[list[int], ...]:
     queues, pops, pushes, cycles, dram = (np.asarray(a, dtype=np.int64) for a in program)
-    producer = timing_events.match_tokens(queues, pops, pushes, NQ)
     heap_queues = range(NQ) if lat < 1 else np.unique(queues[dram > 0]).tolist()
-    start, end, head, processed = run(queues, pops, pushes, cycles, dram, producer,
-                                      heap_queues, lat)
-    timed = list(processed)
-    # start of an instruction never timed is not defined: compare the timed ones
-    return ([int(start[i]) for i in timed], [int(e) for e in end], list(head), timed)
+    events = run(queues, pops, pushes, cycles, dram, NQ, heap_queues, lat)
+    timed = events.processed.tolist()
+    finished = len(timed) == len(queues)
+    # start of an instruction never timed is not defined, nor stalls of an unfinished run
+    return ([int(events.start[i]) for i in timed], events.end.tolist(), list(events.head),
+            timed, events.ready.tolist() if finished else None,
+            events.stall.tolist() if finished else None,
+            events.busy.tolist() if finished else None)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(token_program(), st.sampled_from((0, 1, 3)))
 def test_compiled_loop_equals_python_loop(program: tuple[list[int], ...], lat: int) -> None:
     assert loop_outputs(timing_events.run_events, program, lat) == loop_outputs(
-        timing_events.run_events_python, program, lat)
+        timing_events_python.run_events_python, program, lat)
 
 
 def outcome(program: tuple[list[int], ...], lat: int) -> dict | str:
@@ -88,7 +90,7 @@ def outcome(program: tuple[list[int], ...], lat: int) -> dict | str:
 def test_simulate_with_either_loop_is_the_same(program: tuple[list[int], ...], lat: int) -> None:
     compiled = outcome(program, lat)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(timing, "run_events", timing_events.run_events_python)
+        patch.setattr(timing, "run_events", timing_events_python.run_events_python)
         assert outcome(program, lat) == compiled
 
 
@@ -107,7 +109,7 @@ def test_every_opcode_times_the_same(program: list, config) -> None:
 
     compiled = timed()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(timing, "run_events", timing_events.run_events_python)
+        patch.setattr(timing, "run_events", timing_events_python.run_events_python)
         assert timed() == compiled
 
 
@@ -149,7 +151,7 @@ def test_golden_case_reports_the_same(tmp_path: Path, name: str) -> None:
 
     compiled = timed()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(timing, "run_events", timing_events.run_events_python)
+        patch.setattr(timing, "run_events", timing_events_python.run_events_python)
         reference = timed()
     assert compiled.report == reference.report
     assert schedule_facts(compiled.schedule) == schedule_facts(reference.schedule)
@@ -157,29 +159,30 @@ def test_golden_case_reports_the_same(tmp_path: Path, name: str) -> None:
 
 
 def test_loop_arguments_are_checked() -> None:
-    """The compiled loop indexes with what it is given: out-of-range indices are refused."""
-    n = 2  # instruction 0 on the load queue, 1 on compute; no tokens
-    good = {"queue_of": [0, 1], "first": [3, 3, 2], "more": [0, 0, 0],
-            "extra_start": [0, 0, 0], "extra_flat": [], "following": [2, 2], "cycle": [1, 1],
-            "port": [0, 0], "wake": [0, 0]}
+    """The compiled code indexes with what it is given: bad queues and masks are refused."""
+    n = 2
+    good = {"queues": [0, 1], "pops": [0, 1], "pushes": [2, 0], "cycles": [1, 1],
+            "dram": [0, 0]}
 
-    def run(dtype: type = np.int64, **changed) -> int:
+    def run(dtype: type = np.int64, lat: int = 1, stall: tuple = (NQ, NQ + 1),
+            **changed) -> int:
         arrays = [np.asarray(v, dtype=dtype) for v in {**good, **changed}.values()]
-        head = np.array([0, 1] + [n] * (NQ - 2), dtype=np.int64)
         return timing_events.compiled_loop.run_events(
-            *arrays, 0, 1, head, np.zeros(n, np.int64), np.zeros(n + 2, np.int64),
-            np.zeros(n, np.int64))
+            *arrays, 0, lat, np.zeros(NQ, np.int64), np.zeros(n, np.int64),
+            np.zeros(n + 2, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64),
+            np.zeros(stall, np.int64), np.zeros(NQ, np.int64))
 
     assert run() == n
-    for name, value in (("first", [5, 3, 2]), ("first", [3, 3, 3]), ("following", [3, 2]),
-                        ("queue_of", [0, NQ]), ("extra_start", [0, 0, -1]),
-                        ("extra_start", [0, 1, 1]), ("wake", [1 << NQ, 0])):
-        with pytest.raises(ValueError, match=name):
+    for name, value in (("queues", [0, NQ]), ("queues", [-1, 0]), ("pops", [1 << NQ, 0]),
+                        ("pushes", [0, -1])):
+        with pytest.raises(ValueError, match=rf"{name}\[\d\] = -?\d+ is out of range"):
             run(**{name: value})
-    with pytest.raises(ValueError, match="extra_start"):  # three pops, no third producer
-        run(more=[0, -1, 0])
-    with pytest.raises(ValueError, match="cycle has 1 entries"):
-        run(cycle=[1])
+    with pytest.raises(ValueError, match="cycles has 1 entries"):
+        run(cycles=[1])
+    with pytest.raises(ValueError, match="stall has 6 entries"):
+        run(stall=(NQ,))
+    with pytest.raises(ValueError, match="lat"):
+        run(lat=-1)
     with pytest.raises(TypeError, match="int64"):
         run(np.int32)
 
