@@ -104,11 +104,14 @@ class Machine:
         self.index = 0
         self.instr: Instruction | None = None
         self.work = Work()
-        # Per opcode and (address field, access): the spec operands `operand` chooses among
+        # Per opcode and (address field, access): the spec operands `view` chooses among
         # (with their index in the spec), and the method that runs the opcode (looked up once,
         # not per instruction).
         self._candidates: dict[tuple[str, str, str | None], tuple[tuple[int, Operand], ...]] = {}
         self._kernels: dict[str, Callable[[Machine, Mapping[str, int]], object]] = {}
+        # `view`'s plan per (instruction, address field, access): made once per shared
+        # Instruction (equal words, esb.decode_program), not per use (issue 16).
+        self._views: dict[tuple[int, str, str | None], tuple] = {}
 
     # -------------------------------------------------------------------- helpers
 
@@ -116,14 +119,10 @@ class Machine:
         assert self.instr is not None
         return ProgramError(f"instruction {self.index} ({self.instr.opcode_name}): {message}")
 
-    def operand(self, addr_field: str, access: str | None = None) -> Operand:
-        """The operand at `addr_field` (the enabled one with that access when several share
-        it)."""
-        return self._operand_extent(addr_field, access)[0]
-
     def _operand_extent(self, addr_field: str, access: str | None
                         ) -> tuple[Operand, tuple[Buffer | None, int, int] | None]:
-        """`operand` and its extent (isa_footprint.operand_extent, computed once)."""
+        """The operand at `addr_field` (the enabled one with that access when several share
+        it) and its extent (isa_footprint.operand_extent, computed once)."""
         assert self.instr is not None
         key = (self.instr.opcode_name, addr_field, access)
         found = self._candidates.get(key)
@@ -144,39 +143,51 @@ class Machine:
              cols: int | None = None) -> np.ndarray:
         """2-D view (rows, cols) of an operand; writes go through to the buffer/DRAM. The work
         record is charged the `rows` x `cols` of it the kernel touches (default all)."""
-        return self._view(*self._operand_extent(addr_field, access), rows, cols)
+        instr = self.instr
+        known = self._views.get(key := (id(instr), addr_field, access))
+        if known is None or known[0] is not instr:  # (or an id a later Instruction reuses)
+            plan = self._plan(*self._operand_extent(addr_field, access))
+            known = self._views[key] = (instr, plan)
+        return self._charged(known[1], rows, cols)
 
     def view_of(self, op: Operand) -> np.ndarray:
         """`view` of one operand of the instruction's spec."""
         assert self.instr is not None
-        return self._view(op, operand_extent(self.instr, op))
+        return self._charged(self._plan(op, operand_extent(self.instr, op)), None, None)
 
-    def _view(self, op: Operand, extent: tuple[Buffer | None, int, int] | None,
-              touched_rows: int | None = None, touched_cols: int | None = None) -> np.ndarray:
+    def _plan(self, op: Operand, extent: tuple[Buffer | None, int, int] | None) -> tuple:
+        """(view at `extent`, rows, cols, item bytes, 0 / 1 / 2: DRAM read / write / SRAM,
+        read?, buffer name): what `_charged` returns and charges."""
         assert self.instr is not None
-        addr_field = op.addr
-        assert extent is not None, addr_field
+        assert extent is not None, op.addr
         buf, start, end = extent
         f = self.instr.fields
         rows, cols = op.rows(f), op.cols(f)
         stride = (f[op.stride] if op.stride else 0) or cols
         flat = self.dram if buf is None else self.buffers[buf]
         if end > flat.shape[0]:  # check_program_fits rules this out; kept as a guard
-            raise self.fail(f"field '{addr_field}': operand exceeds its memory")
-        size = flat.itemsize
+            raise self.fail(f"field '{op.addr}': operand exceeds its memory")
+        size, read = flat.itemsize, op.access == "r"
+        view = np.ndarray((rows, cols), flat.dtype, buffer=flat, offset=start * size,
+                          strides=(stride * size, size))
+        return (view, rows, cols, size, 2 if buf is not None else 0 if read else 1, read,
+                None if buf is None else buf.name.lower())
+
+    def _charged(self, plan: tuple, touched_rows: int | None, touched_cols: int | None
+                 ) -> np.ndarray:
+        """A planned view, its `touched_rows` x `touched_cols` (default all) charged."""
+        view, rows, cols, size, kind, read, name = plan
         nbytes = (rows if touched_rows is None else touched_rows) * (
             cols if touched_cols is None else touched_cols) * size
-        key = "dram" if buf is None else buf.name.lower()
-        counter = self.work.sram_read_bytes if op.access == "r" else self.work.sram_write_bytes
-        if buf is None:
-            if op.access == "r":
-                self.work.dram_read_bytes += nbytes
-            else:
-                self.work.dram_write_bytes += nbytes
+        work = self.work
+        if kind == 2:
+            counter = work.sram_read_bytes if read else work.sram_write_bytes
+            counter[name] = counter.get(name, 0) + nbytes
+        elif kind == 0:
+            work.dram_read_bytes += nbytes
         else:
-            counter[key] = counter.get(key, 0) + nbytes
-        return np.ndarray((rows, cols), flat.dtype, buffer=flat, offset=start * size,
-                          strides=(stride * size, size))
+            work.dram_write_bytes += nbytes
+        return view
 
     def mask(self, addr_field: str) -> np.ndarray:
         return self.view(addr_field) != 0
