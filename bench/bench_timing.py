@@ -18,8 +18,9 @@ shared, so wall time mostly measures the other processes; wall time is reported 
   report      energy by component + report (report.build_report)
 Target (issue 16): >= 1,000,000 instructions per CPU second for timing.
 --baseline COMMIT also times the timing model as it was at COMMIT (runtime/timing.py and,
-if there, runtime/timing_events.py, git show), alternating with the working tree's in this
-process, so both see the same machine load.
+if there, runtime/timing_events.py, git show, and the C extensions the commit's pyproject
+declares in esact_cc.runtime, compiled from the commit's source), alternating with the
+working tree's in this process, so both see the same machine load.
 
 Run:  python bench/bench_timing.py [--instructions 1000000] [--repeat 3] [--streams ...]
       [--baseline COMMIT] [--json FILE]
@@ -38,6 +39,9 @@ import tempfile
 import time
 from pathlib import Path
 from types import ModuleType
+
+sys.path.insert(0, str(Path(__file__).parent))
+from source_tree_package import build_extension, declared_extensions
 
 TARGET_PER_SECOND = 1_000_000
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,20 +120,43 @@ STAGES = ("work_table", "timing", "costs", "simulate", "report")
 BASELINE_MODULES = ("timing_events", "timing")  # runtime/ modules loaded from --baseline
 
 
+def git_show(commit: str, path: str) -> str | None:
+    shown = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:{path}"],
+                           check=False, capture_output=True, text=True)
+    return shown.stdout if shown.returncode == 0 else None
+
+
+def baseline_extensions(commit: str, where: Path) -> list[str]:
+    """Compile the commit's C extensions of esact_cc.runtime into `where` (put on sys.path)
+    as top-level modules; their names."""
+    declared = declared_extensions(git_show(commit, "pyproject.toml") or "")
+    names = []
+    for module, source in declared.items():
+        package, _, name = module.rpartition(".")
+        if package == "esact_cc.runtime":
+            (where / f"{name}.c").write_text(git_show(commit, source) or "")
+            build_extension(where / f"{name}.c", name, where, where / "build")
+            names.append(name)
+    if names:
+        sys.path.insert(0, str(where))
+    return names
+
+
 def baseline_timing(commit: str) -> ModuleType:
     """The timing model as at `commit`, loaded beside the installed one: BASELINE_MODULES
-    from the commit (those it has), their other relative imports resolved against the
-    installed esact_cc."""
+    and the C extensions they import from the commit (those it has), their other relative
+    imports resolved against the installed esact_cc."""
     where = Path(tempfile.mkdtemp(prefix="timing_baseline_"))
+    extensions = baseline_extensions(commit, where)
     module = None
     for name in BASELINE_MODULES:
-        shown = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:runtime/{name}.py"],
-                               check=False, capture_output=True, text=True)
-        if shown.returncode != 0:
+        source = git_show(commit, f"runtime/{name}.py")
+        if source is None:
             continue
-        source = shown.stdout
         for own in BASELINE_MODULES:
             source = source.replace(f"\nfrom .{own} import", f"\nfrom {own}_baseline import")
+        for extension in extensions:
+            source = source.replace(f"from . import {extension}", f"import {extension}")
         source = (source.replace("\nfrom ..", "\nfrom esact_cc.")
                   .replace("\nfrom .", "\nfrom esact_cc.runtime."))
         path = where / f"{name}_baseline.py"
