@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterable, Mapping
-from importlib.metadata import entry_points
 
 from .isa_fields import DIM_BITS, SRAM_ADDR_BITS, STRIDE_BITS, Buffer, FieldKind, FieldSpec
 from .isa_spec import InstructionSpec, Operand
@@ -85,6 +84,8 @@ def register_once(rows: Iterable[tuple[InstructionSpec, InstructionKernel]]) -> 
 
 def register_installed() -> bool:
     """Register the rows of every installed instruction module; whether the table grew."""
+    from importlib.metadata import entry_points  # here: a run decoding known opcodes needs none
+
     before = len(INSTRUCTION_SPECS)
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         register = getattr(importlib.import_module(entry.value), "register", None)
