@@ -80,10 +80,11 @@ def fine_tuned(seed: int, splits: dict, args: argparse.Namespace) -> tuple[Path,
     if path.exists() and record.exists():
         return path, json.loads(record.read_text())
     options = FinetuneOptions(epochs=args.epochs, learning_rate=args.learning_rate,
-                              seed=seed, validation=VALIDATION)
+                              seed=seed, validation=VALIDATION, temperature=args.temperature,
+                              dense_weight=args.dense_weight)
     start = time.process_time()
     out = finetune_digits(path, splits, list(TRAIN_SETTING), options, use_labels=False,
-                          with_calib=True, augment=0)
+                          with_calib=True, augment=0, mixup=args.mixup)
     out["cpu_seconds"] = time.process_time() - start
     out.pop("seconds", None)  # wall time: meaningless on the shared machine
     record.write_text(json.dumps(out, indent=1) + "\n")
@@ -346,6 +347,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="esact-tune's --confidence (repeatable; default: its default, 0.9)")
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--learning-rate", type=float, default=3e-4)
+    ap.add_argument("--temperature", type=float, default=1.0,
+                    help="fine-tuning's distillation temperature (esact-finetune's)")
+    ap.add_argument("--dense-weight", type=float, default=0.0,
+                    help="fine-tuning's weight of the pass without SPLS (esact-finetune's)")
+    ap.add_argument("--mixup", type=int, default=0, metavar="K",
+                    help="fine-tuning: K mixes of two training images per image, distilled")
     ap.add_argument("--hw-images", type=int, default=4,
                     help="reported images run as binaries on the hardware model at batch 1")
     ap.add_argument("--hw-models", default="bundled,0",

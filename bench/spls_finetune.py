@@ -83,11 +83,24 @@ def shifted_copies(images: np.ndarray, copies: int, seed: int) -> np.ndarray:
     return out
 
 
+def mixed_pairs(images: np.ndarray, copies: int, seed: int) -> np.ndarray:
+    """`copies` x len(images) mixes l x a + (1 - l) x b of two random images, l uniform in
+    [0, 1], seeded: inputs between the classes, where only the teacher's output (no label)
+    says what the model should answer."""
+    rng = np.random.default_rng(seed + 1000)
+    count = len(images) * copies
+    first, second = rng.integers(0, len(images), (2, count))
+    share = rng.uniform(0.0, 1.0, count).astype(images.dtype).reshape(-1, *[1] * (images.ndim - 1))
+    return share * images[first] + (1 - share) * images[second]
+
+
 def finetune_digits(out: Path, splits: dict, settings: list[str], options: Any,
-                    use_labels: bool, with_calib: bool, augment: int) -> dict[str, Any]:
+                    use_labels: bool, with_calib: bool, augment: int,
+                    mixup: int = 0) -> dict[str, Any]:
     """Fine-tune the bundled model on the training images (`with_calib`: the calibration
     images too; `options.validation` of them, the last, only score the epochs; `augment`
-    shifted copies of each other one train too, with its label)."""
+    shifted copies of each other one train too, with its label; `mixup` mixes of two of them
+    per image, distilled only: no labels)."""
     import onnx
 
     from esact_cc.finetune.distillation import finetune
@@ -104,6 +117,12 @@ def finetune_digits(out: Path, splits: dict, settings: list[str], options: Any,
         images = np.concatenate([images[:cut], shifted_copies(images[:cut], augment, options.seed),
                                  images[cut:]])
         labels = np.concatenate([labels[:cut], np.repeat(labels[:cut], augment), labels[cut:]])
+    if mixup:
+        if use_labels:
+            raise SystemExit("error: --mixup images have no label: use it with --no-labels")
+        cut = len(images) - options.validation
+        images = np.concatenate([images[:cut], mixed_pairs(images[:cut], mixup, options.seed),
+                                 images[cut:]])
     samples = [{"pixel_values": img[None]} for img in images]
     _, spls_settings = select_scheme({"sparsity": "spls", "sparsity_option": settings})
     start = time.time()
@@ -112,6 +131,7 @@ def finetune_digits(out: Path, splits: dict, settings: list[str], options: Any,
     onnx.save(result.model, str(out))
     return {"train_setting": settings, "options": dataclasses.asdict(options),
             "labels": use_labels, "with_calib": with_calib, "augment": augment,
+            "mixup": mixup,
             "inputs": len(samples),
             "seconds": time.time() - start, "epoch_losses": result.epoch_losses,
             "reused_fraction": result.reused_fraction,
@@ -249,6 +269,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-setting", action="append", default=None, metavar="NAME=VALUE")
     ap.add_argument("--no-labels", action="store_true", help="self-distillation only")
     ap.add_argument("--label-smoothing", type=float, default=0.0)
+    ap.add_argument("--label-weight", type=float, default=1.0,
+                    help="cross-entropy weight when labels are used (esact-finetune's)")
+    ap.add_argument("--temperature", type=float, default=1.0,
+                    help="distillation temperature (esact-finetune --temperature)")
+    ap.add_argument("--dense-weight", type=float, default=0.0,
+                    help="loss of the pass without SPLS added (esact-finetune --dense-weight)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--anchor", type=float, default=0.0,
                     help="decay toward the original weights (esact-finetune --anchor)")
@@ -256,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="the last N fine-tuning images pick the epoch (early stopping)")
     ap.add_argument("--with-calib", action="store_true",
                     help="fine-tune on the calibration images too (all training images)")
+    ap.add_argument("--mixup", type=int, default=0, metavar="K",
+                    help="K mixes of two fine-tuning images per image, distilled (no labels)")
     ap.add_argument("--augment", type=int, default=0, metavar="K",
                     help="K copies of each fine-tuning image shifted by up to 1 pixel")
     ap.add_argument("--tag", default="", help="suffix of the fine-tuned model's file name")
@@ -304,10 +332,13 @@ def main(argv: list[str] | None = None) -> int:
         options = FinetuneOptions(epochs=args.epochs, learning_rate=args.learning_rate,
                                   batch=args.batch, seed=args.seed,
                                   label_smoothing=args.label_smoothing,
+                                  label_weight=args.label_weight,
+                                  temperature=args.temperature,
+                                  dense_weight=args.dense_weight,
                                   anchor=args.anchor, validation=args.validation)
         report["finetune"] = finetune_digits(tuned, splits, settings, options,
                                              not args.no_labels, args.with_calib,
-                                             args.augment)
+                                             args.augment, args.mixup)
         if args.finetune_only:
             args.output.write_text(json.dumps(report, indent=1) + "\n")
             log(f"{tuned} -> {args.output}")

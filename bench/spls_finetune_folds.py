@@ -76,6 +76,15 @@ def measure_model(path: Path, splits: dict, macs: dict[str, int]) -> dict[str, A
     return out
 
 
+def fp32_right(model: Path, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per image 1/0: the fp32 model (onnxruntime) right: INT8 effects apart."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    return np.array([int(np.argmax(session.run(None, {"pixel_values": img[None]})[0]) == label)
+                     for img, label in zip(images, labels)])
+
+
 def _bits(scores: np.ndarray) -> str:
     return "".join("1" if s > 50 else "0" for s in scores)
 
@@ -187,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
             log(f"measuring {name} ({path})")
             cache[name] = {"sha256": digest, "file": str(path),
                            "halves": measure_model(path, splits, macs)}
+        if "fp32" not in cache[name]:
+            cache[name]["fp32"] = {h: _bits(100.0 * fp32_right(path, *splits[h]))
+                                   for h in HALVES}
             report["measured"] = cache
             args.output.write_text(json.dumps(report, indent=1) + "\n")
     reference = {h: cache[BUNDLED]["halves"][h]["dense"]["right"] for h in HALVES}
@@ -194,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
                    "frontier": FRONTIER,
                    "frontier_360": {n: frontier_360(cache[n]["halves"], reference)
                                     for n in models},
+                   "fp32_accuracy_360": {n: _accuracy("".join(cache[n]["fp32"][h]
+                                                              for h in HALVES))
+                                         for n in models},
                    "budgets": {str(b): selections(models, cache, reference, b)
                                for b in args.budget},
                    "command": "python bench/spls_finetune_folds.py " + " ".join(
