@@ -14,7 +14,9 @@ shared, so wall time mostly measures the other processes; wall time is reported 
   timing      timing.time_program with those columns: the timing model as esact-run runs it
               (run_program.time_and_report); the headline figure
   costs       of which per-instruction cycles from the ISA cost table (instruction_costs)
-  simulate    of which the event simulation over those arrays (timing.simulate)
+  simulate    of which the event simulation over those arrays (timing.simulate; its token
+              matching, event loop and stall causes are compiled C, runtime/_timing_loop.c:
+              the module used is printed)
   report      energy by component + report (report.build_report)
 Target (issue 16): >= 1,000,000 instructions per CPU second for timing.
 --baseline COMMIT also times the timing model as it was at COMMIT (runtime/timing.py and,
@@ -178,6 +180,7 @@ def measure(instrs: list, works: list, repeat: int, timing: ModuleType | None = 
     from esact_cc.runtime.work_table import WorkTable
 
     model = timing or installed
+    events = sys.modules[model.run_events.__module__]
     config = load_config()
     n = len(instrs)
     cpu = {stage: float("inf") for stage in STAGES}
@@ -228,6 +231,7 @@ def measure(instrs: list, works: list, repeat: int, timing: ModuleType | None = 
         "simulated_cycles": report["total"]["cycles"],
         "on_chip_energy_pj": report["energy"]["on_chip"]["energy_pj"],
         "roofline_cycles": report["roofline_cycles"],
+        "event_loop": getattr(getattr(events, "compiled_loop", None), "__file__", "Python"),
     }
 
 
@@ -249,8 +253,12 @@ def print_result(name: str, result: dict) -> None:
     print(f"  TIMING MODEL (time_program)  {rate:>12,.0f} instructions per CPU second: "
           f"{result['timing_vs_target']:.2f}x the {TARGET_PER_SECOND:,}/s target ({verdict}; "
           f"{result['timing_per_wall_second']:,.0f} per wall second)")
-    print(f"    of which costs alone       {result['costs_per_second']:>12,.0f}")
-    print(f"    of which simulate alone    {result['simulate_per_second']:>12,.0f}")
+    costs_share = result["cpu_seconds"]["costs"] / (
+        result["cpu_seconds"]["costs"] + result["cpu_seconds"]["simulate"])
+    print(f"    of which costs alone       {result['costs_per_second']:>12,.0f} "
+          f"({costs_share:.0%} of costs + simulate)")
+    print(f"    of which simulate alone    {result['simulate_per_second']:>12,.0f} "
+          f"(event loop: {result['event_loop']})")
     print(f"  + work columns               {result['timing_with_work_table_per_second']:>12,.0f}")
     print(f"  + energy/report              {result['end_to_end_per_second']:>12,.0f}")
     print(f"  simulated cycles {result['simulated_cycles']:,} "
