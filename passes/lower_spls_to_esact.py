@@ -73,9 +73,10 @@ prob rows to DRAM and decides one chunk at a time from them LOADed back.
 No reuse possible (`passes/spls_no_reuse.py` erased the similarity: threshold above every
 score or window 0, with a top-k attention): the chain only makes SPA. No SIMILARITY, reuse
 map, row mask or key mask; the layer's Q, K and V are plain linears lowered beside the
-projection; in the ring form each head's chunk SPA rows are STOREd as soon as ranked, so MBUF
-holds `SPA_HEAD_SLOTS` heads' rows (passes/spls_chain_fit.py) and a chunk has the MAC rows
-(BERT-base 512: 32-row chunks, where all 12 heads' rows allowed 10, each re-reading K^).
+projection (in the ring form Q beside the score path: `spls_beside_chain.beside_scores`); in
+the ring form each head's chunk SPA rows are STOREd as soon as ranked, so MBUF holds those of
+as many heads as fit (at least `SPA_HEAD_SLOTS`, passes/spls_chain_fit.py) and a chunk has the
+MAC rows (BERT-base 512: 32-row chunks, where all 12 heads' rows allowed 10).
 
 Grouped-query attention: K^ has the K heads' columns only (Nk = kv_heads x head_dim) and query
 head h's BPU reads K^ head h // group. Phase 2 reads the K^ codes of every key once per chunk:
@@ -95,6 +96,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from esact_cc.dialects import spls, transformer
+from esact_cc.dialects.lowering import CYCLES_ATTR
 from esact_cc.passes.lower_masked_inputs import MaskRows, fail, plan_masked_inputs
 from esact_cc.passes.lowering_state import (
     DramTensor,
@@ -102,10 +104,16 @@ from esact_cc.passes.lowering_state import (
     MaskTiles,
     Rule,
 )
-from esact_cc.passes.spls_beside_chain import chunk_consumers, independent_projections, lower_early
+from esact_cc.passes.spls_beside_chain import (
+    beside_scores,
+    chunk_consumers,
+    independent_projections,
+    lower_beside_scores,
+    lower_early,
+    score_cycles,
+)
 from esact_cc.passes.spls_block_prediction import BlockSpill, block_codes, block_rows, emit_block
 from esact_cc.passes.spls_chain_fit import (
-    SPA_HEAD_SLOTS,
     chunk_rows,
     projection_fits,
     ring_chunk_rows,
@@ -290,8 +298,8 @@ def _find_chain(lw: Lowering, op: spls.HLogQuantizeOp) -> Chain:
     if c.ring:
         chunk = min(chunk, ring_chunk_rows(lw, c))
     c.chunks = [(r0, min(chunk, length - r0)) for r0 in range(0, length, chunk)]
-    if c.ring and sim is None:
-        c.spa_slots = min(c.heads, SPA_HEAD_SLOTS)
+    if c.ring and sim is None:  # as many heads as MBUF holds: slack for the STOREs
+        c.spa_slots = min(c.heads, lw.capacity(Buffer.MBUF) // (chunk * length))
     return c
 
 
@@ -309,6 +317,7 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
         hlog_input(lw, c)
         projection = WholeProjection.plan(lw, c)
     kv = independent_projections(c, op.x)
+    scored = beside_scores(c, kv)  # lowered beside the score path instead (below)
     # K / V, lowered while every projection region is reserved (no tile shared), are spread
     # over the projection's BPUs by the ordering step (prediction_overlap.interleave).
     independent = lower_early(lw, kv)
@@ -330,7 +339,7 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
         # chain (hoist_preparation), and Q's chunk GEMMs would wait for the last chunk.
         c.mask_slots = [lw.alloc(Buffer.VBUF, c.chunks[0][1] * c.length) for _ in range(2)]
     outputs = _output_groups(lw, kv, independent, spill, masks, projection)
-    chain_start = lw.label()
+    chain_start, first = lw.label(), len(lw.stream)
     for b in range(c.batch):
         if spill is not None:
             for r0 in range(0, c.length, c.block_rows):
@@ -341,6 +350,7 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
             _emit_chunk(lw, c, projection, keys, masks, b, r0, n)
             outputs.emit_ready(lw, r0)  # O of the groups decided a chunk ago
     outputs.finish(lw)
+    after_chain = lower_beside_scores(lw, scored, chain_start, lw.stream[first:])
     if independent is not None and not outputs.started:  # K / V pieces expected after the
         lw.place("sink", independent)  # projection: after the chain (O groups: after chunk 0)
     # The masked Q linear, lowered while the chain's regions are still reserved (its tiles
@@ -351,9 +361,9 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
     if generation is not None:
         lw.place("prepare", generation, chain_start)
     _release_chain(lw, c, projection, keys, spill)
-    if independent is None:  # no room beside the projection: after the chain, as one unit
-        for early in kv:
-            lw.lower_now(early)
+    # no room beside the projection (or beside the score path): after the chain, as one unit
+    for early in (kv if independent is None else []) + after_chain:
+        lw.lower_now(early)
 
 
 def _release_chain(lw: Lowering, c: Chain, projection: WholeProjection | StreamedProjection,
@@ -397,7 +407,7 @@ def _allocate_masks(lw: Lowering, c: Chain) -> MaskTiles:
         r["ring"] = _allocate_ring(lw, c)
     if c.probs and r["pam"] is None:  # cosprob's prob rows
         r["pam"] = lw.alloc(Buffer.VBUF, c.chunk_size)
-    if c.ring and not c.block_rows:
+    if c.ring and not c.block_rows and c.ring_slots:
         r["ring"] = _allocate_ring(lw, c)
     values = (c.topk.result,) if c.sim is None else (c.sim.reuse_map, c.sim.key_mask,
                                                       c.topk.result)
@@ -490,11 +500,13 @@ def emit_scores(lw: Lowering, c: Chain, b: int, r0: int, n: int, codes: tuple[in
     bpu = {"a_addr": q_at, "b_addr": k_at, "rows": n, "cols": c.length, "depth": c.head_dim,
            "a_stride": c.width, "b_stride": k_stride, "k": c.topk.k.value.data}
     if prob is None and not mask:
-        lw.emit("bpu_scores", PREDICT, spa_addr=spa, integer_rank=1, **bpu, **causal)
-        return
-    lw.emit("bpu_scores", PREDICT, spa_addr=spa, **bpu, scale_addr=c.regions["pam_scale"],
-            scalar_count=2, scalar_addr=c.regions["sqk"] + 2 * b, has_add_mask=int(bool(mask)),
-            **mask, has_prob=int(prob is not None), prob_addr=prob or 0, **causal)
+        scores = lw.emit("bpu_scores", PREDICT, spa_addr=spa, integer_rank=1, **bpu, **causal)
+    else:
+        scores = lw.emit("bpu_scores", PREDICT, spa_addr=spa, **bpu,
+                         scale_addr=c.regions["pam_scale"], scalar_count=2,
+                         scalar_addr=c.regions["sqk"] + 2 * b, has_add_mask=int(bool(mask)),
+                         **mask, has_prob=int(prob is not None), prob_addr=prob or 0, **causal)
+    scores.attributes[CYCLES_ATTR] = score_cycles(lw, c, n)  # an anchor of `interleave`
 
 
 def emit_similarity(lw: Lowering, c: Chain, masks: MaskTiles, b: int, r0: int, n: int,

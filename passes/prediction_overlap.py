@@ -12,7 +12,7 @@ shares a region with, one of them writing, so program-order semantics hold.
 
 from __future__ import annotations
 
-from esact_cc.dialects.lowering import CYCLES_ATTR
+from esact_cc.dialects.lowering import CYCLES_ATTR, GROUP_ATTR
 from esact_cc.runtime.hw_config import HardwareConfig
 from esact_cc.runtime.isa import Buffer, Footprint, footprint
 from xdsl.ir import Operation
@@ -37,7 +37,16 @@ def interleave(program: list[Operation], emitted: set[int], body: list[Operation
     if not body:
         return []
     segment = [ins for ins in program if id(ins) not in emitted]
-    if conflicting(body, segment):
+    # LOADs of the body hoisted into the segment (`hoist`: a linear's first weight tile) go
+    # back to its front: its GEMMs must not be placed before them.
+    group = body[0].attributes.get(GROUP_ATTR)
+    hoisted = {id(ins) for ins in segment if group is not None
+               and ins.attributes.get(GROUP_ATTR) == group}
+    if hoisted:
+        body = [ins for ins in segment if id(ins) in hoisted] + body
+        segment = [ins for ins in segment if id(ins) not in hoisted]
+        program[:] = [ins for ins in program if id(ins) not in hoisted]
+    if not segment or conflicting(body, segment):
         program.extend(body)
         return []
     anchors = [(ins, ins.attributes[CYCLES_ATTR].value.data)  # type: ignore[attr-defined]

@@ -4,10 +4,15 @@ the BPU predicts), and the row-masked linears of X that get one GEMM per predict
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from esact_cc.dialects import spls, transformer
-from esact_cc.passes.lowering_state import Lowering, is_dense_int8_linear
+from esact_cc.dialects.lowering import CYCLES_ATTR
+from esact_cc.passes.lowering_state import F32, Lowering, is_dense_int8_linear
+from esact_cc.passes.spls_projection import X_CODE_TERMS
+from esact_cc.runtime.isa_costs import topk_compares
+from xdsl.dialects.builtin import IntegerAttr, i64
 from xdsl.ir import Operation, SSAValue
 
 if TYPE_CHECKING:
@@ -37,6 +42,21 @@ def independent_projections(c: Chain, x: SSAValue) -> list[Operation]:
                 and all(v.owner in early for v in (att.q, att.k, att.v)):
             early.append(att)
     return early
+
+
+def beside_scores(c: Chain, early: list[Operation]) -> list[Operation]:
+    """The linears of `early` taken out of it to run beside the score path instead of the
+    projection: in the ring form without SIMILARITY (passes/spls_no_reuse.py) the MAC array
+    has no other work while the BPU ranks the chunks, and Q, K and V together outlast the
+    projection (BERT-base 512: Q's last GEMMs ran 74k cycles after it, the K^ codes waiting
+    for their ABUF). The top-k attention's Q goes: it LOADs Q after K and V."""
+    if c.sim is not None or not c.ring:
+        return []
+    later = [att.q.owner for att in (u.operation for u in c.topk.result.uses)
+             if isinstance(att, transformer.AttentionOp) and att.q.owner in early]
+    for op in later:
+        early.remove(op)
+    return later
 
 
 def lower_early(lw: Lowering, early: list[Operation]) -> int | None:
@@ -71,3 +91,40 @@ def chunk_consumers(sim: spls.LocalSimilarityOp, x: SSAValue) -> list[Operation]
         if _is_row_masked_linear(user) and user.x is x and user not in found:
             found.append(user)
     return found
+
+
+def score_cycles(lw: Lowering, c: Chain, rows: int) -> IntegerAttr:
+    """Estimated cycles of one head's BPU_SCORES over `rows` rows, an anchor of
+    `prediction_overlap.interleave`: the longer stage of the pipelined score path
+    (runtime/isa_costs.py `pipelined_score_cycles`), X_CODE_TERMS shift-adds per product and
+    two element passes (scale, mask) per score on the BPU lanes, or the top-k unit's compares."""
+    lanes = rows * c.length * (c.head_dim * X_CODE_TERMS + 2) / lw.config.bpu_lanes
+    ranking = topk_compares(rows, c.length, c.topk.k.value.data) / lw.config.topk_lanes
+    return IntegerAttr(math.ceil(max(lanes, ranking)), i64)
+
+
+def lower_beside_scores(lw: Lowering, scored: list[Operation], chain_start: int,
+                        chain: list[Operation]) -> list[Operation]:
+    """Lower `scored` (`beside_scores`) while the chain's regions are reserved and spread
+    them over its BPU_SCORES (`chain`: its instructions, from label `chain_start`) by
+    estimated cycles (`place "interleave"`); returns what is still to lower after the chain:
+    `scored` when its tiles do not fit beside it."""
+    beside = lw.lower_aside(scored, None) if scored else None
+    if beside is None:
+        return scored
+    key_code_anchors(lw, chain)
+    lw.place("interleave", beside, chain_start)
+    return []
+
+
+def key_code_anchors(lw: Lowering, chain: list[Operation]) -> None:
+    """Anchors for the HLOGs of the chain's K^ codes (before its first BPU_SCORES), each
+    estimated at the DRAM time of the FP32 rows it codes: the BPU_SCORES start after them, so
+    the linears spread over the score path are placed by when it really runs."""
+    for ins in chain:
+        if ins.name == "esact.bpu_scores":
+            return
+        if ins.name == "esact.hlog" and CYCLES_ATTR not in ins.attributes:
+            f = ins.to_instruction()  # type: ignore[attr-defined]
+            ins.attributes[CYCLES_ATTR] = IntegerAttr(
+                math.ceil(f["rows"] * f["cols"] * F32 / lw.config.dram_bytes_per_cycle), i64)
