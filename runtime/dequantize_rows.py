@@ -8,6 +8,8 @@ import math
 
 import numpy as np
 
+from .sfu_loops import compiled_sfu_loops
+
 
 def dequantized(src: np.ndarray, col_scale: np.ndarray, row_scale: np.ndarray | None = None,
                 scalars: np.ndarray | None = None, bias: np.ndarray | None = None) -> np.ndarray:
@@ -25,3 +27,26 @@ def dequantized(src: np.ndarray, col_scale: np.ndarray, row_scale: np.ndarray | 
     if bias is not None:
         y += np.asarray(bias).astype(np.float64)
     return y
+
+
+def dequantized_float32(src: np.ndarray, col_scale: np.ndarray,
+                        row_scale: np.ndarray | None = None, scalars: np.ndarray | None = None,
+                        bias: np.ndarray | None = None) -> np.ndarray:
+    """`dequantized` rounded to float32 (DEQUANT's result): compiled, in one pass per element
+    (runtime/_sfu_loops.c: the same float64 operations in the same order), for the layout
+    DEQUANT has, an int32 or float32 [rows, cols] source with float32 vectors of its length;
+    anything else through `dequantized`."""
+    src = np.asarray(src)
+    rows, cols = src.shape if src.ndim == 2 else (-1, -1)
+    vectors = ((col_scale, cols), (row_scale, rows), (bias, cols))
+    if src.dtype not in (np.int32, np.float32) or not all(
+            v is None or (v.dtype == np.float32 and v.shape == (n,)) for v, n in vectors):
+        return dequantized(src, col_scale, row_scale, scalars, bias).astype(np.float32)
+    scalar = math.prod(float(s) for s in np.asarray(scalars).ravel()) \
+        if scalars is not None and len(scalars) else None
+    col_scale, row_scale, bias = (None if v is None else np.ascontiguousarray(v)
+                                  for v, _ in vectors)
+    out = np.empty((rows, cols), np.float32)
+    compiled_sfu_loops().dequantize(np.ascontiguousarray(src).reshape(-1), col_scale, row_scale,
+                                    scalar, bias, out)
+    return out

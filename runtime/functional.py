@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import online_softmax, spls_kernels
-from .dequantize_rows import dequantized
+from .dequantize_rows import dequantized_float32
 from .dram_image import allocate_dram_image, read_tensor, write_tensor
 from .errors import EsactError, ProgramError
 from .esb import Program, fitted_extents
@@ -324,7 +324,7 @@ class Machine:
 
     def op_dequant(self, f: Mapping[str, int]) -> None:
         rows, n = self.sfu_rows(f)
-        self.view("dst_addr", rows=n)[rows] = dequantized(
+        self.view("dst_addr", rows=n)[rows] = dequantized_float32(
             self.view("src_addr", rows=n)[rows], self.vector("scale_addr"),
             self.view("row_scale_addr", cols=n)[0][rows] if f["has_row_scale"] else None,
             self.vector("scalar_addr") if f["scalar_count"] else None,

@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from .isa_fields import GeluMode
+from .sfu_loops import compiled_sfu_loops
 
 ERF_BOUND = 1e-15
 """|vectorised erf - math.erf| stays below this (measured: at most 1.2e-16 over 4M points
@@ -105,8 +106,23 @@ def _erf_beyond_small(x: np.ndarray, a: np.ndarray) -> np.ndarray:
     return np.where(x < 0, -out, out)
 
 
+_COEFFICIENTS = np.array(_PP + _QQ)
+"""The compiled loop's copy of the |w| < 0.84375 fit (numerator, then denominator)."""
+
+
 def gelu_erf_float32(x: np.ndarray) -> np.ndarray:
-    """float32(0.5 * x * (1 + math.erf(x / sqrt(2)))) per element of float64 `x`."""
+    """float32(0.5 * x * (1 + math.erf(x / sqrt(2)))) per element of float64 `x`: compiled
+    (runtime/_sfu_loops.c, one pass per element: the |x| < 0.84375 fit with `_gelu_chunk`'s
+    rounding guard, the C library's erf that math.erf calls elsewhere), so the same bits as
+    `gelu_erf_float32_numpy`, its reference, at 2-3x its speed."""
+    flat = np.ascontiguousarray(x, np.float64).reshape(-1)
+    out = np.empty(flat.shape, np.float32)
+    compiled_sfu_loops().gelu_erf(flat, out, _COEFFICIENTS, SPREAD_PER_X)
+    return out.reshape(np.shape(x))
+
+
+def gelu_erf_float32_numpy(x: np.ndarray) -> np.ndarray:
+    """`gelu_erf_float32` in numpy passes (the compiled loop's reference)."""
     flat = np.ascontiguousarray(x, np.float64).reshape(-1)
     out = np.empty(flat.shape, np.float32)
     with np.errstate(invalid="ignore", over="ignore"):  # inf and NaN inputs take math.erf

@@ -1,0 +1,181 @@
+/* The functional model's GELU (erf form) and DEQUANT in one pass per element, compiled: the
+ * numpy forms (gelu_erf.py, dequantize_rows.py) take 10-40 passes over each tile, which made
+ * them two of the largest costs of an esact-run (issue 16). Same float64 operations in the same
+ * order, each rounded as IEEE double arithmetic rounds (no contraction into fused
+ * multiply-adds: the pragmas below), so the same float32 bits as the numpy forms
+ * (test/unit/runtime/test_sfu_loops.py compares them).
+ *
+ * gelu_erf(x, out, coefficients, spread_per_x)
+ *   x: float64[n] (C-contiguous), out: float32[n]; coefficients: float64 fdlibm erf |w| < 0.84375
+ *   numerator (5) then denominator (6), lowest degree first (gelu_erf._PP, _QQ); spread_per_x:
+ *   gelu_erf.SPREAD_PER_X. out = float32(0.5 * x * (1 + erf(x / sqrt(2)))) with the C
+ *   library's erf (what math.erf calls): the rational fit where |w| < 0.84375 when its rounding
+ *   guard is sure (gelu_erf._gelu_chunk's argument), erf itself otherwise.
+ * dequantize(src, col_scale, row_scale, scalar, bias, out)
+ *   src: int32 or float32 [rows * cols]; col_scale: float32[cols]; row_scale: float32[rows] or
+ *   None; scalar: float or None; bias: float32[cols] or None; out: float32[rows * cols].
+ *   out = float32(src * col_scale[c] (* row_scale[r]) (* scalar) (+ bias[c])) in float64.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+/* A C-contiguous buffer of one of `formats` ("d", "f", "i") and `count` items (any number when
+ * count < 0); writable if asked. */
+static int get_buffer(PyObject *obj, Py_buffer *view, const char *formats, Py_ssize_t count,
+                      int writable, const char *what) {
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0)
+        return -1;
+    const char *format = view->format ? view->format : "B";
+    if (format[0] == '<' || format[0] == '=')
+        format++;
+    if (format[0] == '\0' || format[1] != '\0' || !strchr(formats, format[0]) ||
+        (count >= 0 && view->len != count * view->itemsize)) {
+        PyErr_Format(PyExc_ValueError, "%s: expected %zd items of format %s", what, count,
+                     formats);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static double horner(const double *c, int degree, double z) {
+    /* gelu_erf._poly: the top coefficient's product first, then times z plus each lower one */
+    double r = z * c[degree];
+    r += c[degree - 1];
+    for (int k = degree - 2; k >= 0; k--) {
+        r *= z;
+        r += c[k];
+    }
+    return r;
+}
+
+static PyObject *gelu_erf(PyObject *self, PyObject *args) {
+    PyObject *x_obj, *out_obj, *c_obj;
+    double spread_per_x;
+    if (!PyArg_ParseTuple(args, "OOOd", &x_obj, &out_obj, &c_obj, &spread_per_x))
+        return NULL;
+    Py_buffer xb, ob, cb;
+    if (get_buffer(c_obj, &cb, "d", 11, 0, "coefficients") < 0)
+        return NULL;
+    if (get_buffer(x_obj, &xb, "d", -1, 0, "x") < 0) {
+        PyBuffer_Release(&cb);
+        return NULL;
+    }
+    Py_ssize_t n = xb.len / (Py_ssize_t)sizeof(double);
+    if (get_buffer(out_obj, &ob, "f", n, 1, "out") < 0) {
+        PyBuffer_Release(&cb);
+        PyBuffer_Release(&xb);
+        return NULL;
+    }
+    const double *x = xb.buf, *pp = cb.buf, *qq = (const double *)cb.buf + 5;
+    float *out = ob.buf;
+    const double root2 = sqrt(2.0);
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double v = x[i], w = v / root2;
+        if (fabs(w) < 0.84375) { /* NaN fails this: erf below */
+            double z = w * w, e = horner(pp, 4, z);
+            e /= horner(qq, 5, z);
+            e *= w;
+            e += w;
+            double y = e + 1.0, spread = fabs(v) * spread_per_x;
+            y *= 0.5 * v;
+            float low = (float)(y - spread), high = (float)(y + spread);
+            if (low == high) {
+                out[i] = (float)y;
+                continue;
+            }
+        }
+        out[i] = (float)(0.5 * v * (1.0 + erf(w)));
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&cb);
+    PyBuffer_Release(&xb);
+    PyBuffer_Release(&ob);
+    Py_RETURN_NONE;
+}
+
+static PyObject *dequantize(PyObject *self, PyObject *args) {
+    PyObject *src_obj, *col_obj, *row_obj, *scalar_obj, *bias_obj, *out_obj;
+    if (!PyArg_ParseTuple(args, "OOOOOO", &src_obj, &col_obj, &row_obj, &scalar_obj, &bias_obj,
+                          &out_obj))
+        return NULL;
+    Py_buffer sb, cb, rb = {0}, bb = {0}, ob;
+    int has_row = row_obj != Py_None, has_bias = bias_obj != Py_None;
+    int has_scalar = scalar_obj != Py_None;
+    double scalar = has_scalar ? PyFloat_AsDouble(scalar_obj) : 1.0;
+    if (has_scalar && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t cols = PyObject_Length(col_obj);
+    if (cols < 0 || get_buffer(col_obj, &cb, "f", cols, 0, "col_scale") < 0)
+        return NULL;
+    if (get_buffer(src_obj, &sb, "if", -1, 0, "src") < 0)
+        goto fail_c;
+    Py_ssize_t total = sb.len / sb.itemsize, rows = cols ? total / cols : 0;
+    if (rows * cols != total) {
+        PyErr_SetString(PyExc_ValueError, "src: not a whole number of rows");
+        goto fail_s;
+    }
+    if (has_row && get_buffer(row_obj, &rb, "f", rows, 0, "row_scale") < 0)
+        goto fail_s;
+    if (has_bias && get_buffer(bias_obj, &bb, "f", cols, 0, "bias") < 0)
+        goto fail_r;
+    if (get_buffer(out_obj, &ob, "f", total, 1, "out") < 0)
+        goto fail_b;
+    int is_int = ((const char *)sb.format)[strlen(sb.format) - 1] == 'i';
+    const float *col = cb.buf, *row = rb.buf, *bias = bb.buf;
+    float *out = ob.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        const int32_t *si = (const int32_t *)sb.buf + r * cols;
+        const float *sf = (const float *)sb.buf + r * cols;
+        double rs = has_row ? (double)row[r] : 1.0;
+        for (Py_ssize_t c = 0; c < cols; c++) {
+            double y = is_int ? (double)si[c] : (double)sf[c];
+            y *= (double)col[c];
+            if (has_row)
+                y *= rs;
+            if (has_scalar)
+                y *= scalar;
+            if (has_bias)
+                y += (double)bias[c];
+            out[r * cols + c] = (float)y;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&ob);
+fail_b:
+    if (has_bias)
+        PyBuffer_Release(&bb);
+fail_r:
+    if (has_row)
+        PyBuffer_Release(&rb);
+fail_s:
+    PyBuffer_Release(&sb);
+fail_c:
+    PyBuffer_Release(&cb);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"gelu_erf", gelu_erf, METH_VARARGS, "float32 GELU (erf) of a float64 buffer"},
+    {"dequantize", dequantize, METH_VARARGS, "DEQUANT's float64 arithmetic, rounded to float32"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_sfu_loops", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__sfu_loops(void) { return PyModule_Create(&module); }
