@@ -133,3 +133,13 @@ def test_a_binary_loaded_again_finds_its_models_without_hashing_them(
     write_esb(Program(program.instructions, program.config_hash, host_segments=[segment],
                       data_segments=[DataSegment("w", 64, b"\1")]), other)
     assert read_esb(other).host_segments[0].file_key != first.file_key
+
+
+def test_onnx_version_without_importlib_metadata_is_its_answer() -> None:
+    """The memo reads onnx's version from its dist-info directory's name (no importlib.metadata
+    import on a load): the same version importlib.metadata reports."""
+    from importlib.metadata import version
+
+    from esact_cc.runtime.host_model_memo import _onnx_version
+
+    assert _onnx_version() == version("onnx")
