@@ -59,16 +59,16 @@ def run_once(tool: Tool, root: Path, seq: int, env: dict[str, str], workdir: Pat
             "peak_rss_mib": measured["peak_rss_mib"], "outcome": tool.outcome(out)}
 
 
-def alternate(tool: Tool, roots: dict[str, Path], seq: int, threads: str, workdir: Path,
-              pairs: int, scratch: Path) -> dict:
-    """`pairs` pairs of runs (base then new) of one setting: CPU seconds and whether every
-    pair's outcomes were equal."""
+def alternate(tool: Tool, roots: dict[str, Path], seq: int, threads: str,
+              workdirs: dict[str, Path], pairs: int, scratch: Path) -> dict:
+    """`pairs` pairs of runs (base then new, each tree on its workdir's files) of one setting:
+    CPU seconds and whether every pair's outcomes were equal."""
     env = thread_environment(threads)
     cpu: dict[str, list[float]] = {name: [] for name in roots}
     rss: dict[str, float] = {}
     identical = True
     for _ in range(pairs):
-        pair = {name: run_once(tool, root, seq, env, workdir, scratch / name)
+        pair = {name: run_once(tool, root, seq, env, workdirs[name], scratch / name)
                 for name, root in roots.items()}
         identical &= pair["base"]["outcome"] == pair["new"]["outcome"]
         for name, measured in pair.items():
@@ -91,6 +91,10 @@ def main(tool: Tool, description: str) -> int:
     parser.add_argument("--new", type=Path, required=True, help="source tree after")
     parser.add_argument("--workdir", type=Path, required=True,
                         help="bench_cli_processes.py's --workdir (models, inputs, binaries)")
+    parser.add_argument("--base-workdir", type=Path,
+                        help="the base tree's --workdir when its binaries differ (an .esb "
+                             "format change: each tree runs the binary it compiles; default "
+                             "--workdir)")
     parser.add_argument("--seq", type=int, nargs="+", default=[128, 512])
     parser.add_argument("--threads", nargs="+", default=list(tool.default_threads))
     parser.add_argument("--pairs", type=int, default=3)
@@ -99,11 +103,14 @@ def main(tool: Tool, description: str) -> int:
     scratch = Path(tempfile.mkdtemp(prefix=f"esact_alternating_{tool.name}_"))
     roots = {name: package_dir(tree.resolve(), scratch / "trees" / name)
              for name, tree in (("base", args.base), ("new", args.new))}
-    results = [alternate(tool, roots, seq, threads, args.workdir, args.pairs, scratch / "out")
+    workdirs = {"base": args.base_workdir or args.workdir, "new": args.workdir}
+    results = [alternate(tool, roots, seq, threads, workdirs, args.pairs, scratch / "out")
                for seq in args.seq for threads in args.threads]
     if args.json:
         args.json.write_text(json.dumps({"tool": tool.name, "base": str(args.base),
-                                         "new": str(args.new), "results": results},
+                                         "new": str(args.new), "workdirs": {
+                                             name: str(path) for name, path in workdirs.items()},
+                                         "results": results},
                                         indent=1) + "\n")
     if not all(result["identical"] for result in results):
         print(f"{tool.name}: the two trees' results differ (see identical: False above)",

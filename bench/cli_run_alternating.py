@@ -5,7 +5,10 @@ bert_base_{seq}_1.esb on its inputs bert_base_{seq}.npz (its --workdir), and the
 the report (less the binary's path) of every pair must be identical byte for byte.
 
     python bench/cli_run_alternating.py --base /tmp/base --new . --workdir DIR
-        [--seq 128 512] [--pairs 3] [--threads 1] [--json FILE]
+        [--base-workdir DIR] [--seq 128 512] [--pairs 3] [--threads 1] [--json FILE]
+
+(--base-workdir: the base tree's binaries, compiled by that tree, when the .esb format
+changed between the two.)
 """
 
 from __future__ import annotations
