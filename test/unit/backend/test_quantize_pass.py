@@ -43,6 +43,24 @@ def test_per_channel_weight_scales_and_codes() -> None:
     assert np.all(np.abs(q * scale - w) <= scale / 2 + 1e-7)
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (7, 1), (63, 1024), (64, 1024), (65, 1024), (300, 7),
+                                   (2, 3, 4), (5,)])
+def test_per_channel_weight_in_row_chunks_equals_the_whole_matrix_formula(shape) -> None:
+    """The chunked rounding (WEIGHT_CHUNK_ELEMENTS) gives the codes and scales of rounding the
+    whole matrix at once, with zero, signed-zero and non-finite channels too."""
+    rng = np.random.default_rng(len(shape) * 1000 + shape[0])
+    w = (rng.standard_normal(shape) * rng.uniform(0.01, 100)).astype(np.float32)
+    if w.ndim == 2 and w.shape[1] > 3:
+        w[:, 1], w[:, 2], w[0, 3] = 0.0, -0.0, np.inf
+    with np.errstate(invalid="ignore"):
+        peak = np.max(np.abs(w), axis=0)
+        scale = np.where(peak > 0, peak / np.float32(127), np.float32(1)).astype(np.float32)
+        expected = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
+        q, got_scale = per_channel_weight(w)
+    np.testing.assert_array_equal(got_scale, scale)
+    np.testing.assert_array_equal(q, expected)
+
+
 def test_linear_semantics_match_fake_quant_formula() -> None:
     rng = np.random.default_rng(1)
     x = rng.standard_normal((1, 5, 16)).astype(np.float32)
