@@ -51,6 +51,7 @@ from esact_cc.quantized_kernels import (
     quant_multiplier,
 )
 from esact_cc.runtime.errors import CompileError
+from esact_cc.passes.attention_inputs import quantize_input_rows
 from esact_cc.passes.attention_key_ranges import constant_visibility, tile_key_range
 from esact_cc.passes.attention_shared_mask import ResidentMaskTiles
 from esact_cc.passes.lower_attention_blocks import add_mask_block, lower_key_blocked
@@ -240,15 +241,15 @@ def lower_attention(lw: Lowering, op: transformer.AttentionOp) -> None:
                     ka = lw.alloc(Buffer.ABUF, lk * kvg * d)
                     va = lw.alloc(Buffer.ABUF, lk * kvg * dv)
                     _quantize_loads(lw, b, _first_tile_loads(
-                        op, (q, r0, tq, lq, d, qa, q_mult, h0, g),
-                        (k, 0, lk, lk, d, ka, k_mult, kv0, kvg),
-                        (v, 0, lk, lk, dv, va, v_mult, kv0, kvg)))
+                        op, ((op.q, q), r0, tq, lq, d, qa, q_mult, h0, g),
+                        ((op.k, k), 0, lk, lk, d, ka, k_mult, kv0, kvg),
+                        ((op.v, v), 0, lk, lk, dv, va, v_mult, kv0, kvg)))
                 else:
                     qa = q_next
                 if i + 1 < len(q_tiles):
                     r1, t1 = q_tiles[i + 1]
                     q_next = lw.alloc(Buffer.ABUF, t1 * g * d)
-                    _quantize_loads(lw, b, [(q, r1, t1, lq, d, q_next, q_mult, h0, g)])
+                    _quantize_loads(lw, b, [((op.q, q), r1, t1, lq, d, q_next, q_mult, h0, g)])
                 shared_mask = shared.rows(b, h0, r0, tq, keys_of(r0, tq)[1] == lk_all)
                 for hh in range(g):
                     h = h0 + hh
@@ -365,11 +366,12 @@ def _first_tile_loads(op: transformer.AttentionOp, q_load: tuple, k_load: tuple,
 
 
 def _quantize_loads(lw: Lowering, b: int, loads: list[tuple]) -> None:
-    """LOAD + QUANT each (source, first row, rows, rows per batch element, head width, ABUF
-    address, multiplier, first head, heads) column block of batch element b."""
-    for src, row0, count_rows, length, cols, addr, mult, first, count in loads:
-        lw.quantize_rows(src, b * length + row0, count_rows, first * cols, count * cols, addr,
-                         ((0, count * cols, float(mult)),))
+    """Each ((value, FP32 tensor), first row, rows, rows per batch element, head width, ABUF
+    address, multiplier, first head, heads) column block of batch element b, quantized into
+    ABUF (passes/attention_inputs.py: LOADed as INT8 when its producer wrote that copy)."""
+    for (value, src), row0, count_rows, length, cols, addr, mult, first, count in loads:
+        quantize_input_rows(lw, value, src, b * length + row0, count_rows, first * cols,
+                            count * cols, addr, mult)
 
 
 def _tile_fits(lw: Lowering, tq: int, lq: int, lk: int, d: int, dv: int,

@@ -26,6 +26,7 @@ import numpy as np
 
 from esact_cc.dialects import transformer
 from esact_cc.ir_queries import op_label
+from esact_cc.passes.attention_inputs import quantize_input_rows
 from esact_cc.passes.attention_key_ranges import key_extent
 from esact_cc.passes.lower_masked_inputs import MaskRows
 from esact_cc.passes.lowering_state import (
@@ -128,7 +129,7 @@ def lower_key_blocked(lw: Lowering, op: transformer.AttentionOp, rows: MaskTiles
         """LOAD + QUANT K block [k0, k0 + n) of head h's K / V head, Q K^T, DEQUANT [, ADD
         the per-query mask's block]: the VBUF address of the FP32 [tq, n] scores."""
         ka = lw.alloc(Buffer.ABUF, n * d)
-        lw.quantize_rows(k, b * lk + k0, n, (h // share) * d, d, ka, k_mult)
+        quantize_input_rows(lw, op.k, k, b * lk + k0, n, (h // share) * d, d, ka, k_mult)
         acc = lw.alloc(Buffer.ACC, tq_now * n)
         lw.emit("attn_qk", "qk", scores_addr=acc, q_addr=qa, k_addr=ka, lq=tq_now, lk=n, d=d)
         lw.free(Buffer.ABUF, ka)
@@ -157,7 +158,7 @@ def lower_key_blocked(lw: Lowering, op: transformer.AttentionOp, rows: MaskTiles
                 end = key_extent(lq, lk, r0, tq_now) if causal else lk
                 blocks = [(k0, min(kb, end - k0)) for k0 in range(0, end, kb)]
                 qa = lw.alloc(Buffer.ABUF, tq_now * d)
-                lw.quantize_rows(q, b * lq + r0, tq_now, h * d, d, qa, q_mult)
+                quantize_input_rows(lw, op.q, q, b * lq + r0, tq_now, h * d, d, qa, q_mult)
                 state = lw.alloc(Buffer.VBUF, tq_now * STATE_WORDS)
                 for k0, n in blocks:  # sweep 1: running max and sum
                     f = scores(b, h, qa, r0, k0, n, tq_now)
@@ -179,7 +180,8 @@ def lower_key_blocked(lw: Lowering, op: transformer.AttentionOp, rows: MaskTiles
                     if waiting is not None:
                         pv(*waiting)
                     va = lw.alloc(Buffer.ABUF, n * dv)
-                    lw.quantize_rows(v, b * lk + k0, n, (h // share) * dv, dv, va, v_mult)
+                    quantize_input_rows(lw, op.v, v, b * lk + k0, n, (h // share) * dv, dv, va,
+                                        v_mult)
                     lw.emit("softmax_norm", "sfu", dst_addr=f, src_addr=f, state_addr=state,
                             **logit_fields(b, h, r0, k0, n, tq_now))
                     p = lw.alloc(Buffer.ABUF, tq_now * n)

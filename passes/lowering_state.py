@@ -3,7 +3,7 @@ stream, virtual on-chip buffers.
 
 `Lowering` holds what every instruction-selection rule shares: the DRAM plan (weights and
 compiler constants in the image, one region per activation, INT8 copies of activations whose
-linear consumers quantize them alike: `plan_activation_formats`), the selection stream
+linear or attention consumers quantize them alike: `plan_activation_formats`), the selection stream
 (`stream`: instructions in selection order, with the buffer events and placement directives of
 the `lowering` dialect between them), emission helpers (LOAD / STORE, QUANT of FP32 rows, the
 FP32 and INT8 writes of an output tile) and the masks on chip (`masks`: MBUF regions of each
@@ -34,6 +34,7 @@ from esact_cc.dialects import esact, transformer
 from esact_cc.dialects import lowering as stream_ops
 from esact_cc.dialects.integer_attr import i64_attr
 from esact_cc.dialects.onnx import WeightOp
+from esact_cc.passes.attention_inputs import attention_input_format
 from esact_cc.passes.layer_roles import Stamp, component_of
 from esact_cc.passes.on_chip_activations import OnChipActivations
 from esact_cc.runtime.errors import CompileError
@@ -364,24 +365,24 @@ class Lowering:
 
     def plan_activation_formats(self, block_ops: Sequence[Operation], outputs: Sequence[SSAValue]) -> None:
         """Decide per value whether its producer writes it in FP32, INT8 (already quantized
-        the way its linear consumers quantize it, so they LOAD it straight into ABUF), or both."""
+        the way its linear consumers, or the INT8 attentions it is Q, K or V of, quantize it,
+        so they LOAD it straight into ABUF), or both."""
         for op in block_ops:
             for value in op.results:
-                formats = set()
+                formats: dict[InputFormat, float | None] = {}  # -> the per-tensor scale
                 for use in value.uses:
                     user = use.operation
+                    attention = attention_input_format(self, user, use.index, value)
                     if is_dense_int8_linear(user) and use.index == 0 and user.token_scales is None:
-                        formats.add(self.input_format(user))
+                        fmt = self.input_format(user)
+                        formats.setdefault(fmt, user.input_scale.value.data if len(fmt) == 1 else None)
+                    elif attention is not None:  # Q, K, V (passes/attention_inputs.py)
+                        formats.setdefault(*attention)
                     else:
                         self.fp32_needed.add(value)
                 if len(formats) == 1:
-                    fmt = formats.pop()
-                    if len(fmt) == 1:  # per tensor: record the consumers' input scale itself
-                        user = next(u.operation for u in value.uses if is_dense_int8_linear(u.operation)
-                                    and u.operation.token_scales is None)
-                        self.int8_scale[value] = float(user.input_scale.value.data)
-                    else:
-                        self.int8_scale[value] = fmt
+                    (fmt, scale), = formats.items()  # per tensor: the consumers' scale itself
+                    self.int8_scale[value] = fmt if scale is None else scale
                 elif formats:
                     self.fp32_needed.add(value)
         self.fp32_needed.update(outputs)
@@ -412,14 +413,19 @@ class Lowering:
         stride = cols if stride is None else stride
         if value in self.int8_scale:
             t8 = self.int8_tensor(value)
-            a = self.alloc(Buffer.ABUF, rows * cols)
-            for start, end, mult in self.format_of(value) or ():
-                lo, hi = max(start, col0), min(end, col0 + cols)
-                if lo < hi:
-                    self.emit("quant", "sfu", dst_addr=a + lo - col0, src_addr=vbuf + lo - col0, rows=rows,
-                              cols=hi - lo, src_stride=stride, dst_stride=cols, mult=mult)
-            self.store_(Buffer.ABUF, a, t8.address + row0 * t8.cols + col0, rows, cols, dram_stride=t8.cols)
-            self.free(Buffer.ABUF, a)
+            # row pieces where ABUF has no room for all (beside an SPLS chain: attention_inputs)
+            piece = min(rows, max(1, self.room(Buffer.ABUF) // cols))
+            for r in range(0, rows, piece):
+                n = min(piece, rows - r)
+                a = self.alloc(Buffer.ABUF, n * cols)
+                for start, end, mult in self.format_of(value) or ():
+                    lo, hi = max(start, col0), min(end, col0 + cols)
+                    if lo < hi:
+                        self.emit("quant", "sfu", dst_addr=a + lo - col0, src_addr=vbuf + r * stride + lo - col0,
+                                  rows=n, cols=hi - lo, src_stride=stride, dst_stride=cols, mult=mult)
+                self.store_(Buffer.ABUF, a, t8.address + (row0 + r) * t8.cols + col0, n, cols,
+                            dram_stride=t8.cols)
+                self.free(Buffer.ABUF, a)
         if fp32 and (value in self.fp32_needed or value not in self.int8_scale):
             t = self.f32_tensor(value, "result")
             self.store_(Buffer.VBUF, vbuf, t.address + (row0 * t.cols + col0) * F32, rows, cols,
