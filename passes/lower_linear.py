@@ -406,7 +406,10 @@ def _linear_tiling(lw: Lowering, op: transformer.LinearOp, x: DramTensor, k: int
         # GEMMs), halved only when two tiles would not fit ABUF together: more, smaller tiles
         # than needed move where later ops' ABUF tiles land, and an attention that fills ABUF
         # then finds no run long enough (test_spls_key_codes at 36 KiB).
-        if m_tile < m and 2 * m_tile * k > lw.capacity(Buffer.ABUF):
+        # (Beside an SPLS chain: two in the ABUF it leaves, or the next tile's input waits for
+        # this tile's GEMMs: BERT-base 512's Q beside the score path.)
+        if m_tile < m and 2 * m_tile * k > (a_cap if lw.group is not None
+                                            else lw.capacity(Buffer.ABUF)):
             m_tile = round_tile(max(1, a_cap // 2 // k), m, lw.config.mac_rows)
         nt_limit = min(w_cap // k, acc_cap // m_tile,
                        v_cap // (2 * m_tile) if group_count > 1 else v_cap // m_tile)

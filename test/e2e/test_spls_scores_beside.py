@@ -11,6 +11,7 @@ SPA does not fit (as test_spls_no_reuse.py's ring case).
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import encoder_graphs
@@ -61,3 +62,22 @@ def test_binary_equals_the_interpreter(tmp_path: Path) -> None:
     expected = api.compile(MODEL, stage="sparsity", **SPLS).run(INPUTS)["last_hidden_state"]
     result = compiled.simulate(INPUTS, hw=hw)
     np.testing.assert_array_equal(result.outputs["last_hidden_state"], expected)
+
+
+def test_linears_beside_the_chain_keep_two_input_tiles_in_flight(tmp_path: Path) -> None:
+    """With ABUF for one 64-row input tile beside the projection's (a 44 KiB ABUF at 256
+    tokens), K and V take 32-row tiles in two regions, so the next tile's input is prepared
+    while this one's GEMMs run (was: 64-row tiles, each waiting for the last one's GEMMs)."""
+    seq = 256
+    model = encoder_graphs.encoder(layers=1, seq=seq, hidden=64, heads=HEADS, ffn=128, seed=3)
+    hw = tmp_path / "abuf.toml"
+    hw.write_text('name = "abuf-44k"\n[sram]\nmask_buffer = 4096\nactivation_buffer = 45056\n')
+    program = api.compile(model, stage="esact", hw=str(hw), **SPLS).program()
+    names = [i.opcode_name for i in program.instructions]
+    first = names.index("bpu_scores")
+    for linear in ("key", "value"):
+        gemms = [program.instructions[k] for k in range(first) if names[k] == "gemm"
+                 and f"/{linear}/" in program.debug[k].node]
+        assert len(gemms) > 1 and all(g.fields["m"] <= seq // 2 for g in gemms)
+        addresses = [g.fields["a_addr"] for g in gemms]
+        assert len(set(addresses)) == 2 and all(a != b for a, b in pairwise(addresses))
