@@ -46,6 +46,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 
+from esact_cc.cli.esact_tune_main import screen_margin_value
 from esact_cc.runtime.errors import CompileError
 from scheme_comparison_core import use_search_tables
 from spls_finetune import program_macs, totals
@@ -277,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="esact-tune --layer-screen values compared (layer_screen.py), e.g. on,off")
     ap.add_argument("--layer-steps", type=int, default=0,
                     help="esact-tune --layer-steps (0: every value each round)")
-    ap.add_argument("--screen-margin", type=int, default=DEFAULT_SCREEN_MARGIN,
+    ap.add_argument("--screen-margin", type=screen_margin_value, default=DEFAULT_SCREEN_MARGIN,
                     help="esact-tune --screen-margin (default: %(default)s)")
     ap.add_argument("--search", choices=("full", "quick", "lean"), default="full",
                     help="esact-tune's search tables, scheme_comparison_core.QUICK_SEARCH's "
