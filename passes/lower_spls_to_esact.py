@@ -110,6 +110,8 @@ from esact_cc.passes.spls_beside_chain import (
     independent_projections,
     lower_beside_scores,
     lower_early,
+    place_generation,
+    place_independent,
     score_cycles,
 )
 from esact_cc.passes.spls_block_prediction import BlockSpill, block_codes, block_rows, emit_block
@@ -323,8 +325,7 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
     independent = lower_early(lw, kv)
     projection_start = c.projection_start = lw.label()
     projection.emit(lw, c)
-    if independent is not None:
-        lw.place("interleave", independent, projection_start)
+    place_independent(lw, independent, projection_start, projection.group, after_chain=False)
     projection.release(lw, c)
     if c.ring and (c.block_vbuf or r.get("kc") is None):
         c.spa_slots = 0  # the block form keeps a chunk's rows of every head
@@ -349,6 +350,7 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
         for r0, n in c.chunks:
             _emit_chunk(lw, c, projection, keys, masks, b, r0, n)
             outputs.emit_ready(lw, r0)  # O of the groups decided a chunk ago
+    place_independent(lw, independent, projection_start, projection.group, after_chain=True)
     outputs.finish(lw)
     after_chain = lower_beside_scores(lw, scored, chain_start, lw.stream[first:])
     if independent is not None and not outputs.started:  # K / V pieces expected after the
@@ -358,8 +360,8 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
     # its input tile's preparation then moves in front of the chain.
     consumers = chunk_consumers(c.sim, op.x) if c.sim is not None else []
     generation = lw.lower_aside(consumers, masks) if consumers else None
-    if generation is not None:
-        lw.place("prepare", generation, chain_start)
+    place_generation(lw, c, kv, consumers, masks, generation, chain_start,
+                     follow=projection.group > 0 and independent is not None)
     _release_chain(lw, c, projection, keys, spill)
     # no room beside the projection (or beside the score path): after the chain, as one unit
     for early in (kv if independent is None else []) + after_chain:

@@ -13,7 +13,9 @@ every policy sees the instructions selected before it (as if it had run during s
   first instruction selected after label L and interleaves its column tiles' GEMMs by row
   chunk (`passes/prediction_overlap.py`), `place "append" G` appends held group G, and
   `place "early" G at L` appends it, each instruction moved back toward the first one
-  selected after label L as far as nothing it passes shares a region with it.
+  selected after label L as far as nothing it passes shares a region with it, and
+  `place "follow" G at L` likewise but each then just after the next SIMILARITY
+  (`prediction_overlap.follow`).
 Every move is checked on `isa.footprint` of the allocated instructions (the analysis
 `schedule` derives tokens from), so it never passes an instruction sharing a region with the
 moved one, one of them writing: program-order semantics are unchanged. The directives and
@@ -145,6 +147,10 @@ class _Ordering:
             body = self.held.pop(group)
             self.program.extend(body)
             overlap.move_early(self.program, body, self.after_label.get(label))
+        elif policy == "follow":
+            body = self.held.pop(group)
+            self.program.extend(body)
+            overlap.follow(self.program, body, self.after_label.get(label))
         else:  # prepare
             body = self.held.pop(group)
             self.program.extend(body)

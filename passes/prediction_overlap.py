@@ -242,6 +242,29 @@ def move_early(program: list[Operation], body: list[Operation], target: Operatio
         floor = at + 1
 
 
+def follow(program: list[Operation], body: list[Operation], target: Operation | None) -> None:
+    """Move each instruction of `body` (in the program, in order) back toward `target` (None:
+    the program's start) as far as nothing it passes shares a region with it (one writing),
+    then forward to just after the next SIMILARITY (one chunk later): it follows what it
+    depends on, and its SFU work queues behind that chunk's projection DEQUANTs in the
+    in-order SFU queue, not in front of them. The masked Q linear and the attention, lowered
+    beside a projection emitted by groups of batch elements (`WholeProjection.group`), so go
+    among the chain's chunks: the MAC array runs group g's attention while the BPU projects
+    group g + 1, instead of every attention after the last chunk."""
+    floor = 0 if target is None else _index(program, target)
+    prints = {id(ins): _footprint_of(ins) for ins in program[floor:]}
+    for ins in body:
+        k = _index(program, ins)
+        mine = prints[id(ins)]
+        at = k
+        while at > floor and not _conflict(mine, prints[id(program[at - 1])]):
+            at -= 1
+        lag = next((j + 1 for j in range(at, k) if program[j].name == "esact.similarity"), k)
+        at = min(lag, k)
+        if at < k:
+            program.insert(at, program.pop(k))
+
+
 def sink(program: list[Operation], late: list[Operation]) -> None:
     """Move `late` (in their order) to the end of the program when they share no region with
     an instruction they pass (one writing): the K / V pieces expected after the projection,

@@ -1,6 +1,7 @@
 """The ops the SPLS prediction chain (passes/lower_spls_to_esact.py) lowers beside itself: the
 layer's linears and attention that do not depend on the prediction (run by the MAC array while
-the BPU predicts), and the row-masked linears of X that get one GEMM per prediction chunk."""
+the BPU predicts), the row-masked linears of X that get one GEMM per prediction chunk, and,
+with the projection by groups of batch elements, the attention (`place_generation`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from esact_cc.dialects import spls, transformer
 from esact_cc.dialects.lowering import CYCLES_ATTR
-from esact_cc.passes.lowering_state import F32, Lowering, is_dense_int8_linear
+from esact_cc.passes.lowering_state import F32, Lowering, MaskTiles, is_dense_int8_linear
 from esact_cc.passes.spls_projection import X_CODE_TERMS
 from esact_cc.runtime.isa_costs import topk_compares
 from xdsl.dialects.builtin import IntegerAttr, i64
@@ -128,3 +129,35 @@ def key_code_anchors(lw: Lowering, chain: list[Operation]) -> None:
             f = ins.to_instruction()  # type: ignore[attr-defined]
             ins.attributes[CYCLES_ATTR] = IntegerAttr(
                 math.ceil(f["rows"] * f["cols"] * F32 / lw.config.dram_bytes_per_cycle), i64)
+
+
+def place_independent(lw: Lowering, independent: int | None, projection_start: int,
+                      grouped: int, after_chain: bool) -> None:
+    """The `interleave` directive of the ops lowered beside the projection (group
+    `independent`): right after the projection, or, when it is emitted by groups of batch
+    elements (`grouped`: WholeProjection.group), after the chain, over every group's BPUs."""
+    if independent is not None and bool(grouped) == after_chain:
+        lw.place("interleave", independent, projection_start)
+
+
+def place_generation(lw: Lowering, c: Chain, early: list[Operation], consumers: list[Operation],
+                     masks: MaskTiles, generation: int | None, chain_start: int,
+                     follow: bool) -> None:
+    """Place the masked Q linear (group `generation`): its preparation before the chain and
+    its column tiles by chunk (`prepare`), or, with the projection by groups (`follow`), each
+    instruction right after what it depends on, one chunk later (`place "follow"`); then the
+    attentions reading the reuse map whose Q is lowered beside the prediction (`consumers`, or
+    `early` with dense-prefix=q) are lowered beside the chain too and placed the same way:
+    a group's attention runs on the MAC array while the BPU projects the next group, instead
+    of every attention after the last chunk."""
+    if generation is not None:
+        lw.place("follow" if follow else "prepare", generation, chain_start)
+    if not follow or c.sim is None:
+        return
+    beside = {*early, *consumers}
+    attentions = [u.operation for u in c.sim.reuse_map.uses
+                  if isinstance(u.operation, transformer.AttentionOp)
+                  and u.operation.q.owner in beside and u.operation not in beside]
+    group = lw.lower_aside(attentions, masks) if attentions else None
+    if group is not None:
+        lw.place("follow", group, chain_start)

@@ -11,24 +11,28 @@ Both give phase 2 the K^ codes of a batch element and the Q^ codes of a row chun
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
-from xdsl.dialects.builtin import IntegerAttr, i64
-
 from esact_cc.dialects.lowering import CYCLES_ATTR
 from esact_cc.passes.lower_masked_inputs import MaskRows, fail
-from esact_cc.passes.on_chip_activations import rows_on_chip
 from esact_cc.passes.lowering_state import F32, OUT_FRACTION, Lowering, node_name, round_tile
+from esact_cc.passes.on_chip_activations import rows_on_chip
 from esact_cc.passes.spls_scratch import CODE_SLOTS, PredictScratch, weight_code_slots
 from esact_cc.runtime.isa import Buffer
+from xdsl.dialects.builtin import IntegerAttr, i64
 
 if TYPE_CHECKING:
     from esact_cc.passes.lower_spls_to_esact import Chain
     from esact_cc.passes.spls_streamed_projection import StreamedProjection
 
 PREDICT = "predict"
+PROJECTION_GROUPS = 2
+"""Groups of whole batch elements the projection is emitted in at batch > 1 (whole-row form
+with SIMILARITY; `WholeProjection.group`): the attention of one group runs beside the next
+group's projection. Digits ViT at batch 16, fine-tuned at 0.8: 116,468 cycles in one group,
+113,943 in 2, 114,788 in 4, 114,618 in 8, 115,948 in 16 (docs/design.md section 4.1)."""
 X_CODE_TERMS = 0.8
 """Assumed mean shift-add terms of an HLog code of X (0, 1 or 2; zeros are skipped; 0.8 was
 measured on BERT-base at 4 bits): only used to estimate BPU cycles when spreading the K / V
@@ -76,11 +80,22 @@ class WholeProjection:
     acc_buf: PredictScratch
     mask_rows: MaskRows
     code_slots: list[tuple[int, int]]
+    group: int = 0
+    """Batch elements per projection group (`PROJECTION_GROUPS`; 0: all rows at once, in
+    `emit`): group g's BPUs, DEQUANTs and HLOGs are emitted at the first chunk of its first
+    element (`q_codes`), so the progressive prediction of group g starts after g's own
+    projection and the MAC array runs group g's attention while the BPU projects group g + 1
+    (passes/lower_spls_to_esact.py, `place "follow"`). Each column tile's codes keep their
+    slot."""
+    emitted: set[int] = field(default_factory=set)
+    """Groups whose projection is emitted."""
 
     @staticmethod
     def plan(lw: Lowering, c: Chain) -> WholeProjection:
         """Constants, tiles and every region of the projection, taken now: the K / V linears
-        lowered beside it (`lower_aside`) then avoid all of them."""
+        lowered beside it (`lower_aside`) then avoid all of them. At batch > 1, in the
+        whole-row form with SIMILARITY: the projection in `PROJECTION_GROUPS` groups of whole
+        batch elements (`group`), when a code slot per column tile fits."""
         predict, width, rows, r = c.predict, c.width, c.rows, c.regions
         codes, codes_at, vectors_at = projection_constants(lw, c)
         # HLog codes of W in ABUF slots: WBUF banks hold the K / V weight tiles meanwhile.
@@ -103,22 +118,37 @@ class WholeProjection:
         mask_rows = phase2_inputs(lw, c)
         r["qc"], r["kc"] = (lw.alloc(Buffer.ABUF, rows * w) for w in (width, c.k_width))
         r["real"] = lw.alloc(Buffer.VBUF, rows * max(c1 - c0 for c0, c1 in passes))
-        code_slots = weight_code_slots(lw, c.width_in * n_tile, 2 * n_tile)
+        tiles = sum(-(-(c1 - c0) // n_tile) for c0, c1 in passes)
+        groups = min(PROJECTION_GROUPS, c.batch) if not c.ring and c.sim is not None else 1
+        group = -(-c.batch // groups) if groups > 1 else 0
+        code_slots = weight_code_slots(lw, c.width_in * n_tile, 2 * n_tile,
+                                       tiles if group else CODE_SLOTS)
+        group = group if len(code_slots) == tiles else 0
         return WholeProjection(codes, codes_at, vectors_at, passes, n_tile, acc_buf, mask_rows,
-                           code_slots)
+                               code_slots, group)
 
     def emit(self, lw: Lowering, c: Chain) -> None:
-        """The projection's instructions; each BPU carries its estimated cycles (an anchor of
+        """The projection's instructions (none yet by `group`: `q_codes` emits each
+        group's); each BPU carries its estimated cycles (an anchor of
         `prediction_overlap.interleave`)."""
-        r, rows = c.regions, c.rows
+        if not self.group:
+            self._emit_rows(lw, c, 0, c.batch)
+
+    def _emit_rows(self, lw: Lowering, c: Chain, element: int, count: int) -> None:
+        """Q^ | K^ codes of the rows of batch elements [element, element + count)."""
+        r = c.regions
+        rows, first = count * c.length, element * c.length
         slot = 0
         for c0, c1 in self.passes:
             cols = c1 - c0
             for n0 in range(c0, c1, self.n_tile):
                 nt = min(self.n_tile, c1 - n0)
-                emit_column_tile(lw, c, self, slot, n0, nt, rows, r["real"] + n0 - c0, cols)
+                emit_column_tile(lw, c, self, slot, n0, nt, rows,
+                                 r["real"] + first * cols + n0 - c0, cols, element,
+                                 x_at=r["xc"] + first * c.width_in,
+                                 load_codes=not self.emitted)
                 slot += 1
-            for b in range(c.batch):
+            for b in range(element, element + count):
                 for which, (out, at, width) in enumerate(((r["qc"], 0, c.width),
                                                           (r["kc"], c.width, c.k_width))):
                     if c0 <= at < c1:
@@ -130,22 +160,39 @@ class WholeProjection:
                                 scale_out_addr=r["sqk"] + 2 * b + which, scale=1.0)
 
     def release(self, lw: Lowering, c: Chain) -> None:
-        """Free the projection's tiles (X codes, weight-code slots, FP32 staging)."""
+        """Free the projection's tiles (X codes, weight-code slots, FP32 staging), but by
+        `group`: the chunks emit the projection, `finish` frees them."""
+        if not self.group:
+            self._release_tiles(lw, c)
+
+    def _release_tiles(self, lw: Lowering, c: Chain) -> None:
         r = c.regions
         lw.free(Buffer.ABUF, r["xc"], *(w for w, _ in self.code_slots))
         lw.free(Buffer.VBUF, r["sx"], r["real"], *(v for _, v in self.code_slots))
 
     def finish(self, lw: Lowering, c: Chain) -> None:
+        if self.group:
+            self._release_tiles(lw, c)
         lw.free(Buffer.ABUF, c.regions["qc"], c.regions["kc"])
 
     def k_codes(self, lw: Lowering, c: Chain, b: int, r0: int) -> int:
         """ABUF address of batch element b's K^ codes [L, Nk] at its chunk from row r0 (all on
-        chip already)."""
+        chip already, or by `group` emitted now)."""
+        self._element(lw, c, b)
         return c.regions["kc"] + b * c.length * c.k_width
 
     def q_codes(self, lw: Lowering, c: Chain, b: int, r0: int, n: int) -> int:
-        """ABUF address of Q^ codes of rows [r0, r0 + n) of batch element b (row stride N)."""
+        """ABUF address of Q^ codes of rows [r0, r0 + n) of batch element b (row stride N);
+        by `group`: b's group's projection is emitted at its first chunk."""
+        self._element(lw, c, b)
         return c.regions["qc"] + (b * c.length + r0) * c.width
+
+    def _element(self, lw: Lowering, c: Chain, b: int) -> None:
+        g = b // self.group if self.group else -1
+        if self.group and g not in self.emitted:
+            first = g * self.group
+            self._emit_rows(lw, c, first, min(self.group, c.batch - first))
+            self.emitted.add(g)
 
 
 
@@ -195,27 +242,31 @@ def phase2_inputs(lw: Lowering, c: Chain) -> MaskRows:
 
 def emit_column_tile(lw: Lowering, c: Chain, projection: WholeProjection | StreamedProjection,
                      slot: int, n0: int, nt: int, rows: int, dst: int, dst_stride: int,
-                     batch: int = 0) -> None:
+                     batch: int = 0, x_at: int | None = None, load_codes: bool = True) -> None:
     """Columns [n0, n0 + nt) of [Q^ | K^] for `rows` rows of X^ (at r["xc"]): LOAD of the
     HLog weight codes and DEQUANT vectors into code slot `slot`, BPU (carrying its estimated
     cycles: an anchor of `prediction_overlap.interleave`), DEQUANT (* s_W * s_X + bias) to the
-    FP32 rows at `dst`, one per batch element (its own s_X) when `rows` span the whole batch,
-    else the rows are of batch element `batch`. Shared by the whole and the row-tiled
-    projection."""
+    FP32 rows at `dst`, one per batch element (its own s_X) when `rows` are several whole
+    elements from `batch`, else the rows are of batch element `batch`. Shared by the whole
+    and the row-tiled projection. `x_at`: X^'s first row (default r["xc"]); `load_codes`
+    False: the slot holds this column tile's codes already (the projection by groups)."""
     r, both = c.regions, c.qk_width
     wt, sb = projection.code_slots[slot % len(projection.code_slots)]
-    lw.load(Buffer.ABUF, wt, projection.codes_at + n0, c.width_in, nt, dram_stride=both)
-    lw.hoist_last()
-    lw.load(Buffer.VBUF, sb, projection.vectors_at + n0 * F32, 2, nt, dram_stride=both * F32)
-    lw.hoist_last()
+    if load_codes:
+        lw.load(Buffer.ABUF, wt, projection.codes_at + n0, c.width_in, nt, dram_stride=both)
+        lw.hoist_last()
+        lw.load(Buffer.VBUF, sb, projection.vectors_at + n0 * F32, 2, nt, dram_stride=both * F32)
+        lw.hoist_last()
     acc = projection.acc_buf.alloc(rows * nt)
-    bpu = lw.emit("bpu", PREDICT, dst_addr=acc, a_buf=Buffer.ABUF, a_addr=r["xc"],
+    bpu = lw.emit("bpu", PREDICT, dst_addr=acc, a_buf=Buffer.ABUF,
+                  a_addr=r["xc"] if x_at is None else x_at,
                   b_buf=Buffer.ABUF, b_addr=wt, m=rows, k=c.width_in, n=nt)
     codes = projection.codes[:, n0:n0 + nt].astype(np.int64)
     terms = int(np.bitwise_count(np.abs(codes)).sum())
     bpu.attributes[CYCLES_ATTR] = IntegerAttr(
         math.ceil(rows * terms * X_CODE_TERMS / lw.config.bpu_lanes), i64)
-    elements = [(b, b * c.length) for b in range(c.batch)] if rows == c.rows else [(batch, 0)]
+    count = rows // c.length if rows % c.length == 0 and rows > c.length else 1
+    elements = [(batch + i, i * c.length) for i in range(count)]
     rows_each = rows // len(elements)
     for b, r0 in elements:
         lw.emit("dequant", PREDICT, dst_addr=dst + r0 * dst_stride, src_addr=acc + r0 * nt,

@@ -13,11 +13,12 @@ CODE_SLOTS = 2
 buffered: the load of tile j + 2 waits for the BPU of tile j)."""
 
 
-def weight_code_slots(lw: Lowering, codes: int, vectors: int) -> list[tuple[int, int]]:
-    """`CODE_SLOTS` (ABUF codes, VBUF DEQUANT vectors) tile slots, fewer (at least one) when
+def weight_code_slots(lw: Lowering, codes: int, vectors: int,
+                      count: int = CODE_SLOTS) -> list[tuple[int, int]]:
+    """`count` (ABUF codes, VBUF DEQUANT vectors) tile slots, fewer (at least one) when
     the buffers hold fewer beside the prediction's other regions."""
     slots: list[tuple[int, int]] = []
-    for _ in range(CODE_SLOTS):
+    for _ in range(count):
         try:
             a = lw.alloc(Buffer.ABUF, codes)
         except CompileError:

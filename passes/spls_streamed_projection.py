@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-
 from esact_cc.passes.lower_masked_inputs import MaskRows, fail
 from esact_cc.passes.lowering_state import F32, OUT_FRACTION, DramTensor, Lowering, round_tile
 from esact_cc.passes.spls_projection import (
@@ -56,6 +55,8 @@ class StreamedProjection:
     """[B L, 2N] FP32: the dequantized Q | K rows, read back for their HLog codes."""
     stage_limit: int = 0
     """Rows of the staging region when the block form sets it (spls_block_prediction.py)."""
+    group = 0
+    """Never by groups of batch elements (`WholeProjection.group`): all row tiles in `emit`."""
 
     @property
     def per_batch(self) -> int:
