@@ -19,11 +19,16 @@ from typing import BinaryIO
 from esact_cc.runtime.errors import CompileError
 
 
+_POPULATED = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
+"""Anonymous pages faulted in by the mmap call itself, not one fault per page as the read
+fills them (BERT-base's 415 MB: 0.24-0.27 -> 0.19-0.22 s CPU)."""
+
+
 def _read_exactly(handle: BinaryIO, length: int) -> memoryview:
     # Anonymous memory (not the file: no SIGBUS), filled from the raw file: bytearray(length)
     # zero-fills first, np.empty asks for huge pages (both ~2x slower for a 415 MB model), and
     # the buffered reader's readinto copies through its buffer.
-    data = memoryview(mmap.mmap(-1, length) if length else bytearray())
+    data = memoryview(mmap.mmap(-1, length, flags=_POPULATED) if length else bytearray())
     raw = getattr(handle, "raw", handle)
     read = 0
     while read < length:
