@@ -18,7 +18,6 @@ from typing import BinaryIO
 
 from esact_cc.runtime.errors import CompileError
 
-
 _POPULATED = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
 """Anonymous pages faulted in by the mmap call itself, not one fault per page as the read
 fills them (BERT-base's 415 MB: 0.24-0.27 -> 0.19-0.22 s CPU)."""
