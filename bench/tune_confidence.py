@@ -169,6 +169,10 @@ class SubsetEvaluator:
     def sample_count(self) -> int:
         return len(self.indices)
 
+    def subset(self, indices: Sequence[int]) -> SubsetEvaluator:
+        """Some of these inputs (esact-tune's --screen-margin auto check)."""
+        return SubsetEvaluator(self.cache, self.indices[list(indices)])
+
     def reuse_off_gap(self, count: int = 4) -> float:
         return self.cache.evaluator.reuse_off_gap(count)
 

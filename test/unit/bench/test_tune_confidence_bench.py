@@ -73,6 +73,16 @@ def test_a_cache_subset_measures_what_an_evaluator_on_the_subset_does(data):
     assert len(cache.results) == cached == 2
 
 
+def test_a_subset_of_a_subset_is_the_cache_subset_of_those_inputs(data):
+    # esact-tune's --screen-margin auto splits the evaluator it is given (its .subset).
+    cache, got, _ = subset_and_alone(data, np.array([1, 4, 5, 9, 10]))
+    nested = cache.subset(np.array([1, 4, 5, 9, 10])).subset([1, 3]).measure(CONFIGS)
+    direct = cache.subset(np.array([4, 9])).measure(CONFIGS)
+    for a, b in zip(nested, direct):
+        assert np.array_equal(a.sample_losses, b.sample_losses)
+        assert a.dense_accuracy == b.dense_accuracy
+
+
 def test_splits_keep_calibration_and_held_out_apart():
     chosen = BENCH.splits(360, 180, 3, seed=0)
     assert len(chosen) == 5
