@@ -313,11 +313,12 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
     r = c.regions
     if c.block_vbuf:  # lay the chain's VBUF regions out from address 0: after phase 1 the
         lw.rings[Buffer.VBUF].cursor = 0  # ring then finds the rest of VBUF in one piece
+    consumers = chunk_consumers(c.sim, op.x) if c.sim is not None else []  # the masked Q
     if c.streamed:
         projection = StreamedProjection.plan(lw, c)
     else:
         hlog_input(lw, c)
-        projection = WholeProjection.plan(lw, c)
+        projection = WholeProjection.plan(lw, c, by_groups=bool(consumers))
     kv = independent_projections(c, op.x)
     scored = beside_scores(c, kv)  # lowered beside the score path instead (below)
     # K / V, lowered while every projection region is reserved (no tile shared), are spread
@@ -358,7 +359,6 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
     # The masked Q linear, lowered while the chain's regions are still reserved (its tiles
     # avoid them, so no false dependency holds its loads behind the last chunk), after it;
     # its input tile's preparation then moves in front of the chain.
-    consumers = chunk_consumers(c.sim, op.x) if c.sim is not None else []
     generation = lw.lower_aside(consumers, masks) if consumers else None
     place_generation(lw, c, kv, consumers, masks, generation, chain_start,
                      follow=projection.group > 0 and independent is not None)
