@@ -59,3 +59,14 @@ def quantize_input_rows(lw: Lowering, value: SSAValue, src: DramTensor, row0: in
                 dram_stride=copy.cols)
         return
     lw.quantize_rows(src, row0, rows, col0, cols, abuf, groups)
+
+
+def int8_copy_fits(lw: Lowering, value: SSAValue, cols: int) -> bool:
+    """Whether `Lowering.write_tile` writes `value`'s INT8 copy: not when ABUF has no room to
+    stage one row of its codes and no tile of it was written yet (a linear lowered beside an
+    SPLS chain on a small ABUF): its INT8 plan is dropped, it goes through DRAM in FP32 and
+    its readers QUANTize it themselves, as before the INT8 hand-off."""
+    if lw.room(Buffer.ABUF) >= cols or value in lw.int8_tensors:
+        return True
+    del lw.int8_scale[value]
+    return False

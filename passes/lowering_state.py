@@ -34,7 +34,7 @@ from esact_cc.dialects import esact, transformer
 from esact_cc.dialects import lowering as stream_ops
 from esact_cc.dialects.integer_attr import i64_attr
 from esact_cc.dialects.onnx import WeightOp
-from esact_cc.passes.attention_inputs import attention_input_format
+from esact_cc.passes.attention_inputs import attention_input_format, int8_copy_fits
 from esact_cc.passes.layer_roles import Stamp, component_of
 from esact_cc.passes.on_chip_activations import OnChipActivations
 from esact_cc.runtime.errors import CompileError
@@ -411,7 +411,7 @@ class Lowering:
         next linear waits for it, the FP32 copy is usually only read much later (by a residual
         add)."""
         stride = cols if stride is None else stride
-        if value in self.int8_scale:
+        if value in self.int8_scale and int8_copy_fits(self, value, cols):
             t8 = self.int8_tensor(value)
             # row pieces where ABUF has no room for all (beside an SPLS chain: attention_inputs)
             piece = min(rows, max(1, self.room(Buffer.ABUF) // cols))
