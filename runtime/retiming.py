@@ -4,10 +4,10 @@ A run's outputs and work records (what every instruction did, its masks' effect 
 depend on the program and the inputs only; the hardware config enters in two places:
 
 - the compiler reads some parameters (`PROGRAM_PARAMETERS`): the MAC array shape tiles the
-  GEMMs and sets the SPLS chunk rows, the BPU lanes place prediction instructions
-  (passes/prediction_overlap.py), the SRAM sizes allocate the buffers. A config that changes
-  one of them has a different program, so a recorded run cannot stand in for it: `retime`
-  refuses it with a ConfigError naming the parameter (the sweep recompiles instead);
+  GEMMs and sets the SPLS chunk rows, the BPU and top-k lanes place prediction instructions
+  (passes/prediction_overlap.py, spls_beside_chain.score_cycles), the SRAM sizes allocate
+  the buffers. A config that changes one of them has a different program, so a recorded run
+  cannot stand in for it: `retime` refuses it with a ConfigError naming the parameter (the sweep recompiles instead);
 - the timing and energy models read the rest (clock, DRAM bandwidth/latency/energy, unit
   lanes, token latency, technology and energy constants): those change cycles and energy,
   never outputs, so re-timing the recorded work gives exactly what a fresh run would
@@ -38,6 +38,7 @@ PROGRAM_PARAMETERS: dict[str, str] = {
     "mac_rows": "GEMM row tiles and SPLS chunk rows",
     "mac_cols": "GEMM column tiles",
     "bpu_lanes": "where prediction instructions are placed",
+    "topk_lanes": "where instructions beside the score path are placed (its cycle estimate)",
     "weight_buffer_bytes": "buffer allocation",
     "activation_buffer_bytes": "buffer allocation",
     "accumulator_buffer_bytes": "buffer allocation",

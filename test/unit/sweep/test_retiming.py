@@ -21,7 +21,7 @@ IMAGE = {MODEL.input_name: MODEL.test_images[3:4]}
 # Only timing and energy parameters: clock, DRAM bandwidth and latency, unit lanes, tokens.
 TIMING_CHANGE = {"name": "retimed", "clock": {"frequency_hz": 7.0e8},
                  "dram": {"bandwidth_bytes_per_s": 8.0e9, "latency_cycles": 250},
-                 "sfu": {"lanes": 16}, "topk": {"lanes": 8}, "tokens": {"latency_cycles": 3}}
+                 "sfu": {"lanes": 16}, "tokens": {"latency_cycles": 3}}
 
 
 def compile_for(config: HardwareConfig, tmp_path, sparsity: str):
@@ -52,6 +52,7 @@ def test_retiming_equals_a_fresh_run_on_a_timing_only_change(tmp_path, sparsity:
 @pytest.mark.parametrize("table, key", [
     ({"mac_array": {"rows": 16}}, "mac_array.rows"),
     ({"bpu": {"lanes": 128}}, "bpu.lanes"),
+    ({"topk": {"lanes": 8}}, "topk.lanes"),
     ({"sram": {"weight_buffer": 1 << 19}}, "sram.weight_buffer"),
 ])
 def test_a_program_parameter_change_is_refused_naming_it(tmp_path, table, key) -> None:
