@@ -89,6 +89,7 @@ def _placements(config: HardwareConfig, body: list[Operation],
     placed: list[tuple[int | None, list[Operation]]] = []
     deferred: int | None = None  # index in `placed` of an epilogue moved one anchor later
     ready = 0  # estimated end of the previous GEMM
+    floor = 0  # the previous piece's anchor: nothing of this one goes before it
     for piece in pieces:
         loads = [ins for ins in piece if ins.name == "esact.load"]
         rest = [ins for ins in piece if ins.name != "esact.load"]
@@ -101,6 +102,7 @@ def _placements(config: HardwareConfig, body: list[Operation],
             # GEMM reusing the ACC tile the epilogue reads): the epilogue stays before it.
             placed.append((at, placed.pop(deferred)[1]))
         deferred = None
+        floor = _floor(placed, floor, piece)
         # A linear's epilogue (the previous GEMM's DEQUANT / STORE) may trail its next GEMM;
         # an attention's SFU steps feed its next MAC instruction: its pieces stay whole.
         if epilogue and gemm and gemm[0].name == "esact.gemm" \
@@ -108,14 +110,50 @@ def _placements(config: HardwareConfig, body: list[Operation],
             later = anchor_at(ready) if at is None else (at + 1 if at + 1 < len(anchors) else None)
             placed.append((later, epilogue))
             deferred = len(placed) - 1
-            placed.append((at, loads + gemm))
+            placed.extend(_spread(loads + gemm, at, floor))
         else:
-            placed.append((at, piece))
+            placed.extend(_spread(piece, at, floor))
+        if at is not None:
+            floor = at
         if gemm:
             start = starts[at] if at is not None else t
             ready = max(ready, start) + _mac_cycles(gemm[0], config)
     return placed
 
+
+def _floor(placed: list[tuple[int | None, list[Operation]]], floor: int,
+           piece: list[Operation]) -> int:
+    """`floor` raised to the anchor of a deferred epilogue (the only groups placed after the
+    previous piece's anchor) that `piece` shares a region with: nothing of it goes in front."""
+    return max([floor, *(anchor for anchor, group in placed if anchor is not None
+                         and anchor > floor and conflicting(group, piece))])
+
+
+def _spread(piece: list[Operation], at: int | None,
+            floor: int) -> list[tuple[int | None, list[Operation]]]:
+    """The placements of `piece` (its GEMM goes before anchor `at`): its input preparation
+    (LOADs, QUANT_ROWS before its first other instruction) cut before each LOAD, one cut per
+    anchor, the last with the rest before `at` and none before `floor` (the previous piece's
+    anchor, or a deferred epilogue it shares a region with), so the in-order load queue
+    serves a prediction load between two of the piece's LOADs, not after all of them
+    (BERT-base 512: a K tile's five input LOADs and its weights, 13.6k cycles, held the next
+    BPU's code LOAD). An epilogue is not cut off: moved earlier, it would wait for its GEMM in
+    front of the prediction's DEQUANTs in the in-order SFU queue."""
+    preparation = [ins for ins in piece[:-1] if ins.name in PREPARATION]
+    others = [ins for ins in piece[:-1] if ins.name not in PREPARATION]
+    if others and piece[-1].name == "esact.gemm" and not conflicting(others, preparation):
+        piece = preparation + others + piece[-1:]
+    prefix = next((k for k, ins in enumerate(piece) if ins.name not in PREPARATION), len(piece))
+    cuts = [k for k, ins in enumerate(piece[:prefix + 1]) if k and ins.name == "esact.load"]
+    if at is None or not cuts:
+        return [(at, piece)]
+    bounds = [0, *cuts, len(piece)]
+    first = max(floor, at - len(cuts))
+    return [(min(first + j, at), piece[bounds[j]:bounds[j + 1]]) for j in range(len(cuts) + 1)]
+
+
+PREPARATION = {"esact.load", "esact.quant_rows"}
+"""What a piece's input preparation (before its other instructions) consists of."""
 
 MAC_WORK = {"esact.gemm": ("m", "n", "k"), "esact.attn_qk": ("lq", "lk", "d"),
             "esact.attn_pv": ("lq", "d", "lk")}
