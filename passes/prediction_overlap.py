@@ -25,11 +25,12 @@ def interleave(program: list[Operation], emitted: set[int], body: list[Operation
     among those).
 
     The body is cut after each GEMM. With estimated cycles for the BPU anchors (BPU, cycles)
-    and the GEMMs, GEMM g and the loads before it go just before the anchor running when
-    GEMM g - 1 is expected to end, and GEMM g - 1's epilogue (DEQUANT, STORE) one anchor
-    later: the in-order load queue then issues each GEMM's loads about when the compute
-    queue can use them (not behind every prediction load, nor so early that a load waiting
-    for a weight bank holds the BPU's code loads), and an epilogue waiting for its GEMM does
+    and the GEMMs, GEMM g goes just before the anchor running when GEMM g - 1 is expected to
+    end, its input LOADs one per anchor up to that one (`_spread`), and GEMM g - 1's
+    epilogue (DEQUANT, STORE) one anchor later: the in-order load queue then issues each
+    GEMM's loads about when the compute queue can use them, a prediction load between two
+    of them (not behind every prediction load, nor so early that a load waiting for a weight
+    bank holds the BPU's code loads), and an epilogue waiting for its GEMM does
     not hold the in-order SFU queue in front of the prediction's DEQUANTs. Everything stays
     after the prediction when a body instruction and a prediction instruction touch a common
     region (one writing); an epilogue stays in front of the next loads when they share one.
