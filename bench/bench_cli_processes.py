@@ -12,6 +12,9 @@ and the machine's default), this runs as separate processes:
                             and once more as a first load (an empty cache directory: the
                             loader imports onnx and checks the host models in full)
   onnxruntime               session creation and one inference, timed inside one child process
+                            (at a thread count its intra-op pool has that many threads:
+                            onnxruntime does not read OMP_NUM_THREADS, and esact-run's own
+                            onnxruntime sessions run on 1 thread)
 
 and prints wall time, CPU time (user + system of the child: robust on a loaded machine) and the
 child's peak RSS (os.wait4's rusage, per process) next to the ONNX file size, then the targets
@@ -42,8 +45,11 @@ ORT_CHILD = r"""
 import json, sys, time
 import numpy as np
 import onnxruntime as ort
+options = ort.SessionOptions()
+if sys.argv[3] != "default":  # onnxruntime's own pool ignores OMP_NUM_THREADS and the like
+    options.intra_op_num_threads, options.inter_op_num_threads = int(sys.argv[3]), 1
 c0, t0 = time.process_time(), time.perf_counter()
-session = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+session = ort.InferenceSession(sys.argv[1], options, providers=["CPUExecutionProvider"])
 c1, t1 = time.process_time(), time.perf_counter()
 inputs = dict(np.load(sys.argv[2]))
 c2, t2 = time.process_time(), time.perf_counter()
@@ -141,7 +147,8 @@ def measure(onnx_path: Path, inputs_path: Path, threads: str, repeat: int, workd
         result["run_first_load"] = _public(run_process(
             ["esact-run", str(binary), "--input", str(inputs_path), "--quiet",
              "--output-dir", str(workdir / "out")], unremembered))
-    ort = run_process([sys.executable, "-c", ORT_CHILD, str(onnx_path), str(inputs_path)], env)
+    ort = run_process([sys.executable, "-c", ORT_CHILD, str(onnx_path), str(inputs_path),
+                       threads], env)
     result["onnxruntime"] = _public(ort) | (json.loads(ort["stdout"]) if ort["exit"] == 0 else {})
     return result
 
