@@ -26,8 +26,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from spls_finetune import MODELS, digits_splits, log, program_macs, totals  # noqa: E402

@@ -75,7 +75,7 @@ def test_a_cache_subset_measures_what_an_evaluator_on_the_subset_does(data):
 
 def test_a_subset_of_a_subset_is_the_cache_subset_of_those_inputs(data):
     # esact-tune's --screen-margin auto splits the evaluator it is given (its .subset).
-    cache, got, _ = subset_and_alone(data, np.array([1, 4, 5, 9, 10]))
+    cache, _, _ = subset_and_alone(data, np.array([1, 4, 5, 9, 10]))
     nested = cache.subset(np.array([1, 4, 5, 9, 10])).subset([1, 3]).measure(CONFIGS)
     direct = cache.subset(np.array([4, 9])).measure(CONFIGS)
     for a, b in zip(nested, direct):
