@@ -91,6 +91,7 @@ def _placements(config: HardwareConfig, body: list[Operation],
     deferred: int | None = None  # index in `placed` of an epilogue moved one anchor later
     ready = 0  # estimated end of the previous GEMM
     floor = 0  # the previous piece's anchor: nothing of this one goes before it
+    slack = _may_run_later(body)
     for piece in pieces:
         loads = [ins for ins in piece if ins.name == "esact.load"]
         rest = [ins for ins in piece if ins.name != "esact.load"]
@@ -111,15 +112,22 @@ def _placements(config: HardwareConfig, body: list[Operation],
             later = anchor_at(ready) if at is None else (at + 1 if at + 1 < len(anchors) else None)
             placed.append((later, epilogue))
             deferred = len(placed) - 1
-            placed.extend(_spread(loads + gemm, at, floor))
+            placed.extend(_spread(loads + gemm, at, floor, len(anchors), slack))
         else:
-            placed.extend(_spread(piece, at, floor))
+            placed.extend(_spread(piece, at, floor, len(anchors), slack))
+            at = placed[-1][0]  # its GEMM's anchor
         if at is not None:
             floor = at
         if gemm:
             start = starts[at] if at is not None else t
             ready = max(ready, start) + _mac_cycles(gemm[0], config)
     return placed
+
+
+def _may_run_later(body: list[Operation]) -> bool:
+    """May the body's GEMMs run later than expected? Not when an attention of the body reads
+    them (a dense attention beside the projection): it would wait for them."""
+    return not any(ins.name in ("esact.attn_qk", "esact.attn_pv") for ins in body)
 
 
 def _floor(placed: list[tuple[int | None, list[Operation]]], floor: int,
@@ -130,27 +138,37 @@ def _floor(placed: list[tuple[int | None, list[Operation]]], floor: int,
                          and anchor > floor and conflicting(group, piece))])
 
 
-def _spread(piece: list[Operation], at: int | None,
-            floor: int) -> list[tuple[int | None, list[Operation]]]:
-    """The placements of `piece` (its GEMM goes before anchor `at`): its input preparation
-    (LOADs, QUANT_ROWS before its first other instruction) cut before each LOAD, one cut per
-    anchor, the last with the rest before `at` and none before `floor` (the previous piece's
-    anchor, or a deferred epilogue it shares a region with), so the in-order load queue
-    serves a prediction load between two of the piece's LOADs, not after all of them
-    (BERT-base 512: a K tile's five input LOADs and its weights, 13.6k cycles, held the next
-    BPU's code LOAD). An epilogue is not cut off: moved earlier, it would wait for its GEMM in
-    front of the prediction's DEQUANTs in the in-order SFU queue."""
-    preparation = [ins for ins in piece[:-1] if ins.name in PREPARATION]
-    others = [ins for ins in piece[:-1] if ins.name not in PREPARATION]
-    if others and piece[-1].name == "esact.gemm" and not conflicting(others, preparation):
-        piece = preparation + others + piece[-1:]
-    prefix = next((k for k, ins in enumerate(piece) if ins.name not in PREPARATION), len(piece))
-    cuts = [k for k, ins in enumerate(piece[:prefix + 1]) if k and ins.name == "esact.load"]
-    if at is None or not cuts:
+def _spread(piece: list[Operation], at: int | None, floor: int, count: int,
+            later: bool) -> list[tuple[int | None, list[Operation]]]:
+    """The placements of `piece` (its GEMM expected before anchor `at` of `count`), cut before
+    its input LOADs, one cut per anchor, so the in-order load queue serves a prediction load
+    between two of them, not after all of them (BERT-base 512: a K tile's five input LOADs
+    and its weights, 13.6k cycles, held the next BPU's code LOAD): its input preparation
+    (LOADs, QUANT_ROWS before its first other instruction) over the anchors up to `at`, none
+    before `floor` (the previous piece's anchor, or a deferred epilogue it shares a region
+    with); when that preparation must follow the piece's other instructions (an epilogue
+    sharing a region with it) and the GEMM may run `later` (no attention in the body reads
+    it: K / V wait for the attention after the score path), the LOADs after them over the
+    anchors from `at` on, the GEMM after the last (with a dense attention beside the
+    projection, BERT-base 128 dense-prefix, that cost 4%). An
+    epilogue is never moved earlier: it would wait for its GEMM in front of the prediction's
+    DEQUANTs in the in-order SFU queue."""
+    if at is None:
         return [(at, piece)]
+    preparation = [ins for ins in piece[:-1] if ins.name in PREPARATION]
+    others = [k for k, ins in enumerate(piece[:-1]) if ins.name not in PREPARATION]
+    if others and piece[-1].name == "esact.gemm" \
+            and not conflicting([piece[k] for k in others], preparation):
+        piece = preparation + [piece[k] for k in others] + piece[-1:]
+        others = list(range(len(preparation), len(piece) - 1))
+    prefix = others[0] if others else len(piece) - 1
+    cuts = [k for k in range(1, prefix + 1) if piece[k].name == "esact.load"]
+    first, last = max(floor, at - len(cuts)), max(floor, at)
+    if not cuts and others and piece[-1].name == "esact.gemm" and later:
+        cuts = [k for k in range(others[-1] + 1, len(piece) - 1) if piece[k].name == "esact.load"]
+        first, last = last, count - 1
     bounds = [0, *cuts, len(piece)]
-    first = max(floor, at - len(cuts))
-    return [(min(first + j, at), piece[bounds[j]:bounds[j + 1]]) for j in range(len(cuts) + 1)]
+    return [(min(first + j, last), piece[bounds[j]:bounds[j + 1]]) for j in range(len(cuts) + 1)]
 
 
 PREPARATION = {"esact.load", "esact.quant_rows"}

@@ -2,7 +2,8 @@
 input LOADs go one per prediction anchor ending at the anchor its GEMM is placed before, not
 all in front of that one anchor, so the in-order load queue serves the BPU's code LOADs
 between them (BERT-base 512: a K tile's input LOADs held the next BPU's code LOAD 6k cycles);
-a GEMM's epilogue is not cut off with them, and program-order semantics hold."""
+LOADs that must follow an epilogue go one per anchor after it, the GEMM after the last;
+an epilogue is never moved earlier, and program-order semantics hold."""
 
 from __future__ import annotations
 
@@ -54,14 +55,16 @@ def test_a_gemms_loads_go_one_per_anchor_before_its_own() -> None:
     assert sorted(at[id(op)] for op in body) == [at[id(op)] for op in body]  # body order kept
 
 
-def test_loads_sharing_a_region_with_the_previous_epilogue_stay_behind_it() -> None:
+def test_loads_sharing_a_region_with_an_epilogue_go_one_per_anchor_after_it() -> None:
     config, anchors, body, (a2, a3, w2), gemm2 = _program()
     # an epilogue QUANT between the two GEMMs writing the ABUF rows GEMM 2's first input
-    # LOAD overwrites: the LOADs are not cut off in front of it
+    # LOAD overwrites: the LOADs stay behind it, one per anchor from GEMM 2's expected anchor
+    # on, GEMM 2 after the last (BERT-base 512: V's first tile behind K's last epilogue)
     staged = instruction_op("quant", dst_addr=100_000, src_addr=0, rows=1, cols=64, mult=1.0)
     body.insert(body.index(a2), staged)
     program = list(anchors)
     interleave(program, set(), body, config)
     at = {id(op): k for k, op in enumerate(program)}
-    assert at[id(staged)] < at[id(a2)]
-    assert at[id(gemm2)] < at[id(anchors[6])]
+    assert at[id(anchors[4])] < at[id(staged)] < at[id(anchors[5])] < at[id(a2)] \
+        < at[id(anchors[6])] < at[id(a3)] < at[id(anchors[7])] < at[id(w2)] < at[id(gemm2)] \
+        < at[id(anchors[8])]
