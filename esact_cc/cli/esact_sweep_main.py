@@ -38,9 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     def sweep() -> int:
         from esact_cc.runtime.progress import ProgressBar
+        from esact_cc.runtime.thread_policy import limit_blas_threads
         from esact_cc.sweep.runner import run_sweep
 
         args = build_parser().parse_args(argv)
+        if args.workers == 1 and args.ray is None:  # a pool's workers size their own
+            limit_blas_threads()  # runtime/thread_policy.py: no oversubscribed busy machine
         check_output_dir("--output-dir", args.output_dir)
         if args.plots is not None:
             check_output_dir("--plots", args.plots)

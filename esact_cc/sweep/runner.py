@@ -9,6 +9,7 @@ killed sweep resumes.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from esact_cc.runtime.errors import UsageError
+from esact_cc.runtime.thread_policy import blas_threads_for, chosen_blas_threads, set_blas_threads
 
 from .evaluate import (ExecutionTask, GroupTask, compile_task, evaluate_execution,
                        load_model_data, reference_accuracy)
@@ -121,15 +123,19 @@ def _workers(workers: int, ray_address: str | None, tasks: int) -> Iterator[Runn
     if ray_address is not None:
         with _ray(workers, ray_address) as run:
             yield run
-    elif workers == 1 or tasks <= 1:
+    elif workers == 1 or tasks <= 1:  # esact-sweep's process sized its BLAS (thread_policy)
         yield lambda function, items: map(function, items)
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        # spawn: workers start clean (no onnxruntime threads or locks copied from here)
-        with ProcessPoolExecutor(min(workers, tasks),
-                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+        # spawn: workers start clean (no onnxruntime threads or locks copied from here); each
+        # gets its share of the idle cores for BLAS (2 workers with a 2-thread BLAS each on 2
+        # cores: 1.34x the 1-worker speed instead of 1.8x)
+        pool_size = min(workers, tasks)
+        with ProcessPoolExecutor(pool_size, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=set_blas_threads,
+                                 initargs=(blas_threads_for(pool_size),)) as pool:
             yield lambda function, items: _on_pool(pool, function, items)
 
 
@@ -143,6 +149,13 @@ def _on_pool(pool: Any, function: Callable[[Any], Any], items: list[Any]) -> Ite
     finally:
         for future in futures:
             future.cancel()
+
+
+def _on_one_cpu(function: Callable[[Any], Any], item: Any) -> Any:
+    """`function(item)` in a Ray task, its BLAS on the one CPU the task reserves (unless the
+    user's environment sets a thread count)."""
+    set_blas_threads(chosen_blas_threads(1, 0.0, os.environ))
+    return function(item)
 
 
 def _import_ray() -> Any:
@@ -163,8 +176,8 @@ def _ray(workers: int, address: str) -> Iterator[Runner]:
         ray.init(address=address, log_to_driver=False)
 
     def run(function: Callable[[Any], Any], items: list[Any]) -> Iterator[Any]:
-        remote = ray.remote(num_cpus=1)(function)
-        waiting = [remote.remote(item) for item in items]
+        remote = ray.remote(num_cpus=1)(_on_one_cpu)
+        waiting = [remote.remote(function, item) for item in items]
         while waiting:
             finished, waiting = ray.wait(waiting, num_returns=1)
             yield ray.get(finished[0])

@@ -38,3 +38,26 @@ def test_limit_applies_to_the_loaded_blas() -> None:
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True)
     assert int(out.stdout) >= 1
+
+
+@pytest.mark.parametrize(("cores", "load", "workers", "expected"), [
+    (2, 0.0, 2, 1),   # esact-sweep --workers 2 on 2 idle cores: one BLAS thread each
+    (8, 0.0, 3, 2),
+    (8, 5.5, 2, 1),
+    (2, 0.0, 4, 1),   # more workers than cores: still one
+])
+def test_pool_workers_share_the_idle_cores(cores: int, load: float, workers: int,
+                                           expected: int) -> None:
+    assert chosen_blas_threads(cores, load, {}, workers) == expected
+
+
+def test_sweep_pool_workers_get_their_share(monkeypatch) -> None:
+    from esact_cc.runtime.thread_policy import THREAD_VARIABLES, blas_thread_counts
+    from esact_cc.sweep.runner import _workers
+
+    for name in THREAD_VARIABLES:  # spawned workers inherit the environment
+        monkeypatch.delenv(name, raising=False)
+    with _workers(2, None, 2) as run:
+        counts = list(run(blas_thread_counts, [0, 1]))
+    share = max(1, len(os.sched_getaffinity(0)) // 2)
+    assert counts and all(c and all(1 <= n <= share for n in c) for c in counts), counts
