@@ -37,7 +37,6 @@ import spls_minilm128_layers as layers_bench
 
 TOKENS = 128
 CALIBRATION = layers_bench.CALIBRATION
-OUTPUT = layers_bench.OUTPUT
 
 
 def dram_by_key(run: Any) -> dict[str, float]:
@@ -107,8 +106,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.inputs < 1 or args.top < 1:
         parser.error("--inputs and --top must be >= 1")
-    from generate_models import SentenceEmbedding, minilm_trained
-
     settings = layers_bench.settings_of(argparse.Namespace(tuned=args.tuned, setting=[]))
     samples, source, _ = models.minilm_samples("real", TOKENS)
     calibration = samples[:CALIBRATION]
@@ -119,11 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         "inputs": f"{source} [{CALIBRATION}:{CALIBRATION + args.inputs}]", "settings": {}}
     with tempfile.TemporaryDirectory(prefix="spls-minilm128-dram-") as tmp_name:
         tmp = Path(tmp_name)
-        onnx, calib_npz = tmp / "minilm128.onnx", tmp / "calib.npz"
-        models._export(SentenceEmbedding(minilm_trained()), samples[0],
-                       ["last_hidden_state", OUTPUT], onnx, 14)
-        np.savez(calib_npz, **{k: np.concatenate([s[k] for s in calibration])
-                               for k in samples[0]})
+        onnx, calib_npz = layers_bench.export_with_calibration(samples, calibration, tmp)
         for name, config in settings.items():
             result["settings"][name] = run_setting(onnx, calib_npz, config, reporting, tmp)
     dense, tuned = result["settings"]["dense"], result["settings"]["tuned"]

@@ -144,7 +144,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     import onnxruntime as ort
-    from generate_models import SentenceEmbedding, minilm_trained
 
     settings = settings_of(args)
     samples, source, _ = models.minilm_samples(args.text, TOKENS)
@@ -159,11 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {}}
     with tempfile.TemporaryDirectory(prefix="spls-minilm128-") as tmp_name:
         tmp = Path(tmp_name)
-        onnx, calib_npz = tmp / "minilm128.onnx", tmp / "calib.npz"
-        models._export(SentenceEmbedding(minilm_trained()), samples[0],
-                       ["last_hidden_state", OUTPUT], onnx, 14)
-        np.savez(calib_npz, **{k: np.concatenate([s[k] for s in calibration])
-                               for k in samples[0]})
+        onnx, calib_npz = export_with_calibration(samples, calibration, tmp)
         session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
         fp32 = [session.run([OUTPUT], dict(s))[0] for s in reporting]
         for name, config in settings.items():
@@ -183,6 +178,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     return 0
+
+
+def export_with_calibration(samples: list, calibration: list, tmp: Path) -> tuple[Path, Path]:
+    """The trained MiniLM exported at the samples' shape (opset 14) and its calibration inputs
+    as one .npz (samples on axis 0), in `tmp`."""
+    from generate_models import SentenceEmbedding, minilm_trained
+
+    onnx, calib_npz = tmp / "minilm128.onnx", tmp / "calib.npz"
+    models._export(SentenceEmbedding(minilm_trained()), samples[0],
+                   ["last_hidden_state", OUTPUT], onnx, 14)
+    np.savez(calib_npz, **{k: np.concatenate([s[k] for s in calibration]) for k in samples[0]})
+    return onnx, calib_npz
 
 
 def summary_line(name: str, row: dict[str, Any], dense: dict[str, Any]) -> str:
