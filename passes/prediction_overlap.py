@@ -12,6 +12,8 @@ shares a region with, one of them writing, so program-order semantics hold.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from esact_cc.dialects.lowering import CYCLES_ATTR, GROUP_ATTR
 from esact_cc.runtime.hw_config import HardwareConfig
 from esact_cc.runtime.isa import Buffer, Footprint, footprint
@@ -291,12 +293,20 @@ def move_early(program: list[Operation], body: list[Operation], target: Operatio
     floor = 0 if target is None else _index(program, target)
     for ins in body:
         k = _index(program, ins)
-        mine = _footprint_of(ins)
-        at = k
-        while at > floor and not _conflict(mine, _footprint_of(program[at - 1])):
-            at -= 1
+        at = _earliest(program, k, floor, _footprint_of)
         program.insert(at, program.pop(k))
         floor = at + 1
+
+
+def _earliest(program: list[Operation], k: int, floor: int,
+              print_of: Callable[[Operation], Footprint]) -> int:
+    """The earliest index at or after `floor` that program[k] can move back to: nothing
+    between shares a region with it (one writing)."""
+    mine = print_of(program[k])
+    at = k
+    while at > floor and not _conflict(mine, print_of(program[at - 1])):
+        at -= 1
+    return at
 
 
 def follow(program: list[Operation], body: list[Operation], target: Operation | None) -> None:
@@ -312,10 +322,7 @@ def follow(program: list[Operation], body: list[Operation], target: Operation | 
     prints = {id(ins): _footprint_of(ins) for ins in program[floor:]}
     for ins in body:
         k = _index(program, ins)
-        mine = prints[id(ins)]
-        at = k
-        while at > floor and not _conflict(mine, prints[id(program[at - 1])]):
-            at -= 1
+        at = _earliest(program, k, floor, lambda op: prints[id(op)])
         lag = next((j + 1 for j in range(at, k) if program[j].name == "esact.similarity"), k)
         at = min(lag, k)
         if at < k:
