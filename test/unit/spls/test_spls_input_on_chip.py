@@ -6,21 +6,12 @@ DRAM round trip, and the binary equal to the reference interpreter."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from esact_cc.dialects import esact
 
 from esact_cc import api
 from esact_cc.bundled_model import load_bundled_model
 
 SPLS = ["hlog-bits=6", "window=8", "threshold=0.8", "first-reference=1"]
-
-
-@pytest.fixture(scope="module")
-def calibration(tmp_path_factory) -> str:
-    bundled = load_bundled_model()
-    path = tmp_path_factory.mktemp("calib") / "calib.npz"
-    np.savez(path, **{bundled.input_name: bundled.calibration_images[:8]})
-    return str(path)
 
 
 def _compile(calibration: str, stage: str = "esb", **options) -> api.CompiledModel:

@@ -3,7 +3,6 @@ in the IR and in the binary; options that would do nothing beside it are errors.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from esact_cc.dialects import spls
 from esact_cc.passes.insert_spls import LayerOptions, parse_layer_overrides
@@ -12,14 +11,6 @@ from esact_cc.runtime.errors import CompileError
 
 from esact_cc import api
 from esact_cc.bundled_model import load_bundled_model
-
-
-@pytest.fixture(scope="module")
-def calibration(tmp_path_factory) -> str:
-    bundled = load_bundled_model()
-    path = tmp_path_factory.mktemp("calib") / "calib.npz"
-    np.savez(path, **{bundled.input_name: bundled.calibration_images[:8]})
-    return str(path)
 
 
 def _compile(calibration: str, **scheme) -> api.CompiledModel:
