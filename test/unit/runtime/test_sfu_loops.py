@@ -84,3 +84,15 @@ def test_the_compiled_loops_refuse_wrong_buffers() -> None:
     with pytest.raises(ValueError, match="row_scale"):
         loops.dequantize(np.zeros(4, np.int32), np.ones(2, np.float32), np.ones(3, np.float32),
                          None, None, out)
+
+
+def test_without_the_compiled_loops_the_error_says_how_to_build_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from esact_cc.runtime import sfu_loops
+    from esact_cc.runtime.errors import InstallError
+
+    monkeypatch.setattr(sfu_loops, "_compiled", None)
+    monkeypatch.setattr(sfu_loops, "_missing", "No module named x", raising=False)
+    with pytest.raises(InstallError, match=r"SFU loops are not importable \(No module named x\)"
+                                           r".*pip install -e \."):
+        gelu_erf_float32(np.zeros(4))
