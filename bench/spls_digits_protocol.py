@@ -3,8 +3,9 @@ fine-tuning (docs/design.md 6.2).
 
 Splits, disjoint, fixed before any run (scripts/train_digits_vit.py's, seed 0):
 - FINE-TUNE: the 1437 training images (digits_calib.npz's 256 among them), self-distillation
-  from the bundled dense model (no labels) with SPLS at the training setting in the forward
-  pass; the last 144 only pick the epoch (esact-finetune --validation). INT8 ranges: the 256
+  from the bundled dense model (`--labels`: plus the labels' cross-entropy) with SPLS at the
+  training setting (`--train-threshold`) in the forward pass; the last 144 only pick the
+  epoch (esact-finetune --validation). INT8 ranges: the 256
   digits_calib.npz images, as esact-cc --calibration-data is given (training images too).
 - TUNE / REPORT: the 360 test images (never trained on), in two halves. Fold k: esact-tune's
   engine (its defaults: tuning/spls_tuning.tune, SearchOptions()) chooses on half k within
@@ -52,8 +53,8 @@ from spls_finetune import MODELS, RESULTS, digits_splits, finetune_digits, log, 
 
 BUNDLED = MODELS / "digits_vit.onnx"
 TRAIN_SETTING = ("hlog-bits=6", "window=8", "threshold=0.8", "first-reference=1")
-"""The fine-tuning's SPLS setting: the frontier's last point (bench/results/
-spls_finetune_digits_recipe_kl.json, recipe 'kl')."""
+"""The fine-tuning's SPLS setting (its threshold: `--train-threshold`'s default): the
+frontier's last point (bench/results/spls_finetune_digits_recipe_kl.json, recipe 'kl')."""
 VALIDATION = 144
 FRONTIER = (0.995, 0.99, 0.98, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)
 """Uniform thresholds of the frontier: bench/spls_finetune.py's, and two past the training
@@ -71,19 +72,53 @@ def file_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
+def train_setting(args: argparse.Namespace) -> list[str]:
+    """TRAIN_SETTING with `--train-threshold`'s threshold."""
+    return [f"threshold={args.train_threshold:g}" if o.startswith("threshold=") else o
+            for o in TRAIN_SETTING]
+
+
+def recipe(seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """What a fine-tuned model of the cache was made with (its training record's fields)."""
+    return {"train_setting": train_setting(args), "labels": args.labels,
+            "mixup": args.mixup, "epochs": args.epochs, "learning_rate": args.learning_rate,
+            "seed": seed, "validation": VALIDATION, "temperature": args.temperature,
+            "dense_weight": args.dense_weight}
+
+
+def recorded_recipe(record: dict[str, Any]) -> dict[str, Any]:
+    """The recipe a training record states (records made before --temperature / --dense-weight
+    / --mixup existed: their defaults)."""
+    options = record["options"]
+    return {"train_setting": record["train_setting"], "labels": record["labels"],
+            "mixup": record.get("mixup") or 0, "epochs": options["epochs"],
+            "learning_rate": options["learning_rate"], "seed": options["seed"],
+            "validation": options["validation"],
+            "temperature": options.get("temperature", 1.0),
+            "dense_weight": options.get("dense_weight", 0.0)}
+
+
 def fine_tuned(seed: int, splits: dict, args: argparse.Namespace) -> tuple[Path, dict]:
-    """The seed's fine-tuned model (made once per --workdir) and its training record."""
+    """The seed's fine-tuned model (made once per --workdir) and its training record; a cached
+    model made with another recipe is an error, never reused."""
     from esact_cc.finetune.distillation import FinetuneOptions
 
     path = args.workdir / f"digits_vit_protocol_s{seed}.onnx"
     record = path.with_suffix(".json")
+    wanted = recipe(seed, args)
     if path.exists() and record.exists():
+        made = recorded_recipe(json.loads(record.read_text()))
+        if made != wanted:
+            differ = ", ".join(f"{k} {made[k]} (asked {wanted[k]})" for k in wanted
+                               if made[k] != wanted[k])
+            raise SystemExit(f"error: {path} was fine-tuned with {differ}: use another "
+                             "--workdir")
         return path, json.loads(record.read_text())
     options = FinetuneOptions(epochs=args.epochs, learning_rate=args.learning_rate,
                               seed=seed, validation=VALIDATION, temperature=args.temperature,
                               dense_weight=args.dense_weight)
     start = time.process_time()
-    out = finetune_digits(path, splits, list(TRAIN_SETTING), options, use_labels=False,
+    out = finetune_digits(path, splits, train_setting(args), options, use_labels=args.labels,
                           with_calib=True, augment=0, mixup=args.mixup)
     out["cpu_seconds"] = time.process_time() - start
     out.pop("seconds", None)  # wall time: meaningless on the shared machine
@@ -353,6 +388,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="fine-tuning's weight of the pass without SPLS (esact-finetune's)")
     ap.add_argument("--mixup", type=int, default=0, metavar="K",
                     help="fine-tuning: K mixes of two training images per image, distilled")
+    ap.add_argument("--labels", action="store_true",
+                    help="fine-tuning: the task labels' cross-entropy added to the distillation")
+    ap.add_argument("--train-threshold", type=float, default=0.8,
+                    help="fine-tuning's SPLS similarity threshold (default: %(default)s)")
     ap.add_argument("--hw-images", type=int, default=4,
                     help="reported images run as binaries on the hardware model at batch 1")
     ap.add_argument("--hw-models", default="bundled,0",
@@ -391,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
                    "finetune_validation": VALIDATION, "int8_ranges": len(splits["calib"][1]),
                    "tune": len(test[1]) // 2, "report": len(test[1]) - len(test[1]) // 2,
                    "reported_over_both_folds": len(test[1])},
-        "train_setting": list(TRAIN_SETTING), "frontier_thresholds": list(FRONTIER),
+        "train_setting": train_setting(args), "frontier_thresholds": list(FRONTIER),
         "budgets": args.budget, "confidences": args.confidence, "models": {},
         "finetune": {}}
     for name in names:
