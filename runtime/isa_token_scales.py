@@ -36,6 +36,7 @@ from .isa_extension import addr, flag
 from .isa_fields import DIM_BITS, SRAM_ADDR_BITS, STRIDE_BITS, Buffer, FieldSpec, Queue, Unit
 from .isa_spec import Operand
 from .isa_table import INSTRUCTION_SPECS, define_instruction, register_instruction
+from .sfu_loops import compiled_sfu_loops
 
 QUANT_ROWS_OPCODE = 0x2E
 
@@ -62,12 +63,23 @@ def quantize_rows(x: np.ndarray, scales: np.ndarray) -> np.ndarray:
     return round_clip_int8(prod)
 
 
+def row_scales_and_codes(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`row_scales(x)` and `quantize_rows(x, those scales)`, compiled (runtime/_sfu_loops.c:
+    two passes per row where the numpy forms, kept as the reference, take eight over the
+    tile; the same bits): BERT-base's 128 x 768 tile ~420 -> ~160 us."""
+    x = np.asarray(x, np.float32)
+    if x.ndim != 2 or x.strides[1] != x.itemsize or x.strides[0] < 0:
+        x = np.ascontiguousarray(x)  # a buffer's rows at a row stride need no copy
+    scales, codes = np.empty(x.shape[0], np.float32), np.empty(x.shape, np.int8)
+    compiled_sfu_loops().quant_rows(x, scales, codes)
+    return scales, codes
+
+
 def _run_quant_rows(machine: Any, f: Mapping[str, int]) -> None:
     rows, count = machine.sfu_rows(f)  # a dropped row is neither read, evaluated nor written
-    x = machine.view("src_addr", rows=count)[rows]
-    scales = row_scales(x)
+    scales, codes = row_scales_and_codes(machine.view("src_addr", rows=count)[rows])
     machine.view("scale_addr", "w", cols=count)[0][rows] = scales
-    machine.view("dst_addr", rows=count)[rows] = quantize_rows(x, scales)
+    machine.view("dst_addr", rows=count)[rows] = codes
 
 
 def _f(name: str) -> Any:
