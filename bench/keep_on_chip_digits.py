@@ -6,7 +6,7 @@ INT8 ranges from digits_calib.npz (B images a sample), and run on `--images` tes
 `--first` in batches of B. Per image: cycles, on-chip / system energy, DRAM bytes, busy cycles
 of each unit and which unit bounds the run (the busiest); the dense logits with and without
 keep-on-chip must be identical (else the script fails). `compute_bound_from` names the
-smallest B whose dense run keeps the MAC array busier than the load unit.
+smallest B whose dense run keeps the MAC array the busiest unit (`bound_by`).
 
     python bench/keep_on_chip_digits.py [--batches 1,2,4,8,16,32] [--first 180]
         [--images 64] [--case LABEL=OPTION,...] -o bench/results/keep_on_chip_digits.json
@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from spls_finetune import MODELS, log
-from spls_finetune_hardware import TUNED, UNITS, calibration, exported, measures
+from spls_finetune_hardware import TUNED, bound_by, calibration, exported, measures
 
 CASES = (f"spls-tuned={TUNED}", "spls-0.8=hlog-bits=6,window=8,threshold=0.8,first-reference=1")
 
@@ -51,7 +51,7 @@ def run(program: Any, images: np.ndarray, labels: np.ndarray, batch: int
     out = np.concatenate(logits)
     means = {k: v / len(images) for k, v in sums.items()}
     means["accuracy"] = 100.0 * float((np.argmax(out, -1) == labels).mean())
-    means["bound_by"] = max(UNITS, key=lambda u: means[f"{u}_busy"])
+    means["bound_by"] = bound_by(means)
     return means, out
 
 
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                                              for k, v in entry.items() if isinstance(v, dict)}))
     result["compute_bound_from"] = {
         label: next((int(b) for b, e in result["batches"].items()
-                     if e[label]["compute_busy"] > e[label]["load_busy"]), None)
+                     if e[label]["bound_by"] == "compute"), None)
         for label in ("dense_through_dram", "dense_keep_on_chip")}
     result["command"] = "python bench/keep_on_chip_digits.py " + " ".join(
         argv if argv is not None else sys.argv[1:])

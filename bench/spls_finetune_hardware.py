@@ -11,7 +11,7 @@ reuse, and the computation removed as `esact-run --report` counts it (prediction
 per HLog product), each under every MAC-array dataflow (`mac_array.dataflow`, the recorded
 run re-timed: runtime/retiming.py). Every SPLS case is compared with the bundled model's dense
 program at the same B and dataflow; `compute_bound_from` names the smallest B whose dense run
-keeps the MAC array busier than the load unit.
+is compute-bound: the MAC array the busiest unit over the run (`bound_by`).
 
     python bench/spls_finetune_hardware.py --finetuned FILE.onnx [--batches 1,2,4,8,16]
         [--first 180] [--images 160] [--case LABEL=MODEL:OPTION,...] -o OUT.json
@@ -100,8 +100,15 @@ def run_batches(program: Any, images: np.ndarray, labels: np.ndarray, batch: int
                 run, dataclasses.replace(config, mac_dataflow=dataflow))
             for key, value in measures(timed.report).items():
                 sums[dataflow][key] = sums[dataflow].get(key, 0.0) + value
-    return {d: {"accuracy": 100.0 * right / len(images),
-                **{k: v / len(images) for k, v in s.items()}} for d, s in sums.items()}
+    means = {d: {"accuracy": 100.0 * right / len(images),
+                 **{k: v / len(images) for k, v in s.items()}} for d, s in sums.items()}
+    return {d: m | {"bound_by": bound_by(m)} for d, m in means.items()}
+
+
+def bound_by(measured: dict[str, float]) -> str:
+    """The unit with the most busy cycles over a run (`UNITS`): "compute" (the MAC array) is
+    what "compute-bound" means for the digits ViT against batch (docs/design.md 4.1)."""
+    return max(UNITS, key=lambda unit: measured[f"{unit}_busy"])
 
 
 def measures(report: dict[str, Any]) -> dict[str, float]:
@@ -180,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"batch {batch}: " + json.dumps(summary_line(entry)))
     result["compute_bound_from"] = {
         d: next((int(b) for b, e in result["batches"].items()
-                 if e["dense_bundled"][d]["compute_busy"] > e["dense_bundled"][d]["load_busy"]),
+                 if bound_by(e["dense_bundled"][d]) == "compute"),
                 None) for d in next(iter(result["batches"].values()))["dense_bundled"]}
     result["command"] = "python bench/spls_finetune_hardware.py " + " ".join(
         argv if argv is not None else sys.argv[1:])
