@@ -43,28 +43,42 @@ class StartIndex:
 
     def remove_inside(self, start: int, end: int) -> None:
         """Remove (and mark removed) the entries inside [start, end)."""
-        lo, hi = bisect.bisect_left(self.starts, start), bisect.bisect_left(self.starts, end)
+        starts = self.starts
+        lo, hi = bisect.bisect_left(starts, start), bisect.bisect_left(starts, end)
         if lo == hi:  # the usual case: nothing starts inside
             return
-        emptied = False
-        for s in self.starts[lo:hi]:
-            entries = self.at[s]
+        at, emptied, kept_any = self.at, False, False
+        for s in starts[lo:hi]:
+            entries = at[s]
+            if len(entries) == 1:  # most addresses hold one entry: no list to rebuild
+                if entries[0].end <= end:
+                    entries[0].live = False
+                    del at[s]
+                    emptied = True
+                else:
+                    kept_any = True
+                continue
             kept = [e for e in entries if e.end > end]
             if len(kept) == len(entries):
+                kept_any = True
                 continue
             for e in entries:
                 if e.end <= end:
                     e.live = False
             if kept:
-                self.at[s] = kept
+                at[s] = kept
+                kept_any = True
             else:
-                del self.at[s]
+                del at[s]
                 emptied = True
         if emptied:
-            self.starts[lo:hi] = [s for s in self.starts[lo:hi] if s in self.at]
+            if kept_any:
+                starts[lo:hi] = [s for s in starts[lo:hi] if s in at]
+            else:
+                del starts[lo:hi]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class HistoryEntry:
     """One earlier access: [start, end) of the space, by instruction `index` on `queue`."""
 
@@ -94,11 +108,17 @@ class RegionHistory:
         that overlaps the non-empty [start, end) and conflicts with this access (`write`, or
         the entry is a write), when it is newer than latest[q] and than ordered[q] (the last
         access of q this queue already waits for: anything before it is ordered anyway)."""
-        for key in self._keys(start, end):
-            for (q, is_write), entries in self._buckets.get(key, {}).items():
+        buckets, bits = self._buckets, self._bits
+        for key in range(start >> bits, ((end - 1) >> bits) + 1):
+            slots = buckets.get(key)
+            if not slots:
+                continue
+            for (q, is_write), entries in slots.items():
                 if q == queue or not (write or is_write):
                     continue
-                floor, dead = max(latest.get(q, -1), ordered.get(q, -1)), 0
+                floor, dead = latest.get(q, -1), 0
+                if ordered.get(q, -1) > floor:
+                    floor = ordered[q]
                 for e in reversed(entries):
                     if e.index <= floor:
                         break
@@ -125,11 +145,20 @@ class RegionHistory:
             # whatever conflicts with it (a write) conflicts with this later read too, and a
             # write covering this read covers it as well.
             self._remove_inside(entry.start, entry.end, (entry.queue, False))
-        slot = (entry.queue, entry.write)
+        slot, buckets = (entry.queue, entry.write), self._buckets
         for key in self._keys(entry.start, entry.end):
-            self._buckets.setdefault(key, {}).setdefault(slot, []).append(entry)
+            slots = buckets.get(key)
+            if slots is None:
+                buckets[key] = {slot: [entry]}
+            elif slot in slots:
+                slots[slot].append(entry)
+            else:
+                slots[slot] = [entry]
         starts = self._starts.setdefault(entry.start >> self._bits, {})
-        starts.setdefault(slot, StartIndex()).add(entry)
+        index = starts.get(slot)
+        if index is None:
+            index = starts[slot] = StartIndex()
+        index.add(entry)
 
     def remove_covered(self, start: int, end: int) -> None:
         """Remove every entry inside the non-empty [start, end)."""
@@ -138,7 +167,15 @@ class RegionHistory:
     def _remove_inside(self, start: int, end: int, slot: tuple[int, bool] | None) -> None:
         """Remove the entries inside [start, end) (of one (queue, write) slot, or all): each
         starts in one of its buckets."""
+        starts = self._starts
         for key in self._keys(start, end):
-            for s, entries in self._starts.get(key, {}).items():
-                if slot is None or s == slot:
-                    entries.remove_inside(start, end)
+            slots = starts.get(key)
+            if not slots:
+                continue
+            if slot is None:
+                for index in slots.values():
+                    index.remove_inside(start, end)
+            else:
+                index = slots.get(slot)
+                if index is not None:
+                    index.remove_inside(start, end)

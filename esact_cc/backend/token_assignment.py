@@ -61,37 +61,41 @@ def assign_tokens(accesses: Sequence[Access], untracked_spaces: frozenset[str] =
     result = [Tokens() for _ in accesses]
     last_of_queue: dict[int, int] = {}
     for i, acc in enumerate(accesses):
+        queue = acc.queue
         latest: dict[int, int] = {}  # queue -> latest conflicting instruction index
-        ordered = synced.setdefault(acc.queue, {})
+        ordered = synced.get(queue)
+        if ordered is None:
+            ordered = synced[queue] = {}
         if acc.barrier:
-            latest = {q: j for q, j in last_of_queue.items() if q != acc.queue}
-        for region, is_write in [(r, False) for r in acc.reads] + [(r, True) for r in acc.writes]:
-            if region.space in untracked_spaces or region.end <= region.start:
-                continue
-            space = history.get(region.space)
-            if space is not None:
-                space.latest_conflicts(region.start, region.end, acc.queue, is_write, latest,
-                                       ordered)
+            latest = {q: j for q, j in last_of_queue.items() if q != queue}
+        for regions, is_write in ((acc.reads, False), (acc.writes, True)):
+            for region in regions:
+                if region.end <= region.start or region.space in untracked_spaces:
+                    continue
+                space = history.get(region.space)
+                if space is not None:
+                    space.latest_conflicts(region.start, region.end, queue, is_write, latest,
+                                           ordered)
         for src, j in latest.items():
             if ordered.get(src, -1) >= j:
                 continue
-            result[j].push.add(acc.queue)
+            result[j].push.add(queue)
             result[i].pop.add(src)
             ordered[src] = j
-        last_of_queue[acc.queue] = i
+        last_of_queue[queue] = i
         for region in acc.writes:
-            if region.space in untracked_spaces or region.end <= region.start:
+            if region.end <= region.start or region.space in untracked_spaces:
                 continue
-            entries = _history_of(history, region.space)
+            entries = history.get(region.space) or _history_of(history, region.space)
             # A newer write covering an older access shadows it: anything that later conflicts
             # with the old access conflicts with this write, which is ordered after the old one.
             entries.remove_covered(region.start, region.end)
-            entries.add(HistoryEntry(region.start, region.end, i, acc.queue, True))
+            entries.add(HistoryEntry(region.start, region.end, i, queue, True))
         for region in acc.reads:
-            if region.space in untracked_spaces or region.end <= region.start:
+            if region.end <= region.start or region.space in untracked_spaces:
                 continue
-            _history_of(history, region.space).add(
-                HistoryEntry(region.start, region.end, i, acc.queue, False))
+            entries = history.get(region.space) or _history_of(history, region.space)
+            entries.add(HistoryEntry(region.start, region.end, i, queue, False))
     return result
 
 
