@@ -67,7 +67,16 @@ def decode_instruction(data: bytes, index: int = 0) -> Instruction:
 
 
 def encode_program(instructions: Iterable[Instruction]) -> bytes:
-    return b"".join(encode_instruction(instr, i) for i, instr in enumerate(instructions))
+    # A shared Instruction (decode_program, the compiler's emission) is encoded once; each is
+    # kept beside its word, so its id is not reused by another while the dict lives.
+    words: dict[int, tuple[Instruction, bytes]] = {}
+    parts = []
+    for i, instr in enumerate(instructions):
+        known = words.get(id(instr))
+        if known is None:
+            known = words[id(instr)] = (instr, encode_instruction(instr, i))
+        parts.append(known[1])
+    return b"".join(parts)
 
 
 def decode_program(data: bytes) -> list[Instruction]:

@@ -30,6 +30,7 @@ from esact_cc.runtime.esb import (
     serialize_esb,
     write_esb,
 )
+from esact_cc.runtime.isa import Instruction
 from esact_cc.weight_store import WeightStore
 
 CONFIG_HASH_ATTR = "esact.config_hash"
@@ -71,10 +72,16 @@ def program_from_module(module: ModuleOp, store: WeightStore) -> Program:
     data: list[DataSegment] = []
     segments: dict[int, str] = {}
     bindings: dict[int, tuple[list[TensorDesc], list[TensorDesc]]] = {}
+    # Equal instructions share one (immutable) Instruction, as decode_program's do: about half
+    # of a BERT-base program repeats an earlier one, and serialization validates and encodes
+    # each shared Instruction once.
+    shared: dict[tuple[str, tuple[int, ...]], Instruction] = {}
     for op in module.body.block.ops:
         if isinstance(op, esact.InstructionOp):
             index = len(instructions)
-            instructions.append(op.to_instruction())
+            instr = op.to_instruction()
+            instructions.append(shared.setdefault((instr.opcode_name, tuple(instr.fields.values())),
+                                                  instr))
             if op.component is not None:
                 loc = op.location
                 node = loc.desc.data if isinstance(loc, NameLoc) else ""
