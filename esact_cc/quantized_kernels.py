@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 # QUANT_ROWS' kernels (per-token scales), re-exported for the interpreter.
-from esact_cc.runtime import online_softmax
+from esact_cc.runtime import online_softmax, online_softmax_compiled
 from esact_cc.runtime.int8_codes import round_clip_int8
 from esact_cc.runtime.isa import GeluMode
 from esact_cc.runtime.isa_token_scales import quantize_rows, row_scales  # noqa: F401
@@ -68,7 +68,7 @@ def softmax_rows(
     z = online_softmax.logits(x, scale, add_row)
     rows = z.reshape(-1, z.shape[-1])
     valid = None if visible is None else np.broadcast_to(visible, z.shape).reshape(rows.shape)
-    return online_softmax.softmax(rows, valid).reshape(z.shape)
+    return online_softmax_compiled.softmax(rows, valid).reshape(z.shape)
 
 
 def input_runs(k: int, group_size: int | None,

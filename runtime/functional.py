@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import online_softmax, spls_kernels
+from . import online_softmax_compiled, spls_kernels
 from .dequantize_rows import dequantized_float32
 from .dram_image import allocate_dram_image, read_tensor, write_tensor
 from .errors import EsactError, ProgramError
@@ -344,7 +344,7 @@ class Machine:
     def op_softmax(self, f: Mapping[str, int]) -> None:
         rows, n = self.sfu_rows(f)
         z, valid = softmax_logits(self, f, rows, n)
-        self.view("dst_addr", rows=n)[rows] = online_softmax.softmax(z, valid)
+        self.view("dst_addr", rows=n)[rows] = online_softmax_compiled.softmax(z, valid)
 
     def op_layernorm(self, f: Mapping[str, int]) -> None:
         self.view("dst_addr")[...] = layer_norm_rows(
