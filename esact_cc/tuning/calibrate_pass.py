@@ -32,7 +32,14 @@ from esact_cc.dialects import transformer
 from esact_cc.dialects.onnx import WeightOp
 from esact_cc.passes.weight_store_pass import WeightStorePass
 from esact_cc.runtime.errors import CompileError
-from esact_cc.tuning.calibration import Ranges, collect_peaks, load_calibration_samples, sample_rows
+from esact_cc.tuning.calibration import (
+    Ranges,
+    collect_peaks,
+    load_calibration_samples,
+    sample_rows,
+    token_subset_plan,
+)
+from esact_cc.tuning.calibration_token_subset import TokenSubset
 from esact_cc.tuning.synthetic_calibration import (
     DEFAULT_SYNTHETIC_SAMPLES,
     SYNTHETIC_CALIBRATION_ROWS,
@@ -47,9 +54,17 @@ SYNTHETIC_WARNING = (
     "vocabulary, masks 1, segment ids 0, float inputs ~ N(0, 1); seed 0); pass real samples "
     "for the best INT8 accuracy{policy}"
 )
-ROWS_POLICY_NOTE = ("; {count} sample(s) of {rows} rows: the default covers {budget} activation "
-                    "rows (--synthetic-samples N to choose)")
+ROWS_POLICY_NOTE = ("; {count} sample(s) of {rows} rows{computed}: the default covers {budget} "
+                    "activation rows (--synthetic-samples N to choose; N computes every row)")
 """Said when the rows budget (not DEFAULT_SYNTHETIC_SAMPLES) set the count."""
+
+
+def _computed_rows(subset: TokenSubset | str | None) -> str:
+    """What the warning says of a sample longer than the rows budget: the token rows computed
+    (calibration_token_subset.py), or why all of them."""
+    if isinstance(subset, TokenSubset):
+        return f", the first {subset.keep} of {subset.length} token rows computed"
+    return "" if subset is None else f", all computed ({subset})"
 
 
 def gemm_ops_to_calibrate(module: ModuleOp) -> list[Operation]:
@@ -74,7 +89,9 @@ class CalibratePass(WeightStorePass):
 
     synthetic_samples: int | None = None
     """Samples of the synthetic default (without calibration-data; None: enough to cover
-    SYNTHETIC_CALIBRATION_ROWS activation rows, at most 8, `default_sample_count`)."""
+    SYNTHETIC_CALIBRATION_ROWS activation rows, at most 8, `default_sample_count`, and one
+    sample of more rows computed on its first token rows, calibration_token_subset.py; a
+    number given: every row of that many samples)."""
 
     probability_peaks: bool = True
     """Record each attention's largest softmax probability, which only quantize's
@@ -92,6 +109,8 @@ class CalibratePass(WeightStorePass):
         targets = gemm_ops_to_calibrate(op)
         if not targets:
             return
+        observed = [v for t in targets for v in observed_values(t)]
+        subset = None
         if self.calibration_data is not None:
             samples = load_calibration_samples(op, self.calibration_data)
         else:
@@ -100,12 +119,13 @@ class CalibratePass(WeightStorePass):
                 rows = sample_rows(op)
                 count = default_sample_count(rows)
                 if count < DEFAULT_SYNTHETIC_SAMPLES:
-                    policy = ROWS_POLICY_NOTE.format(count=count, rows=rows,
+                    subset = token_subset_plan(op, observed, SYNTHETIC_CALIBRATION_ROWS)
+                    policy = ROWS_POLICY_NOTE.format(count=count, rows=rows, computed=_computed_rows(subset),
                                                      budget=SYNTHETIC_CALIBRATION_ROWS)
             print(SYNTHETIC_WARNING.format(count=count, policy=policy), file=sys.stderr)
             samples = synthetic_calibration_samples(op, count)
-        observed = [v for t in targets for v in observed_values(t)]
-        ranges = collect_peaks(op, store, samples, observed, self.probability_peaks)
+        ranges = collect_peaks(op, store, samples, observed, self.probability_peaks,
+                               subset if isinstance(subset, TokenSubset) else None)
         for target in targets:
             record_range(target, self._range_of(target, ranges, store))
 

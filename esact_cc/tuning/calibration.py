@@ -32,7 +32,7 @@ from esact_cc.interpreter.reference_interpreter import (
     function_arguments,
     operands_by_name,
 )
-from esact_cc.ir_queries import io_names, main_function
+from esact_cc.ir_queries import io_names, main_function, op_label
 from esact_cc.runtime.bounded_read import read_bounded
 from esact_cc.runtime.cli.input_bindings import (
     BoundArrays,
@@ -43,6 +43,7 @@ from esact_cc.runtime.cli.input_bindings import (
     resolve_bindings,
 )
 from esact_cc.runtime.errors import CompileError
+from esact_cc.tuning.calibration_token_subset import TokenSubset, token_subset
 from esact_cc.weight_store import WeightStore
 
 CALIBRATION_DATA_CAP = 1 << 30
@@ -184,9 +185,12 @@ class _PeakRecorder(Interpreter):
     """Runs the IR and keeps max |value| of the watched SSA values and the largest attention
     probability of every transformer.attention."""
 
-    def __init__(self, store: WeightStore, watched: Sequence[SSAValue], probability_peaks: bool = True):
+    def __init__(self, store: WeightStore, watched: Sequence[SSAValue], probability_peaks: bool = True,
+                 subset: TokenSubset | None = None):
         super().__init__(store)
         self.record_probabilities = probability_peaks
+        self.subset = subset
+        """Compute only these token rows (calibration_token_subset.py), or all."""
         self.peaks = {v: 0.0 for v in watched}
         self.channel_peaks: dict[SSAValue, np.ndarray] = {}
         self.channel_sums: dict[SSAValue, tuple[np.ndarray, int]] = {}
@@ -225,10 +229,25 @@ class _PeakRecorder(Interpreter):
 
     def run_op_lanes(self, op: Operation, lane_args: list[list[np.ndarray]],
                      envs: Sequence[dict[SSAValue, np.ndarray]]) -> list[list[np.ndarray]]:
+        if self.subset is not None and op in self.subset.ops:
+            lane_args = [self.subset.operands(op, args) for args in lane_args]
         if _batchable_linear(op) and self.recorded_per_use.isdisjoint(op.operands):
             # run_op would record none of its operands: skip it, all lanes in one BLAS call
-            return [[y] for y in _batched_linear(op, lane_args, self._check_result)]
+            shape = tuple(op.results[0].type.get_shape())  # type: ignore[attr-defined]
+            if self.subset is not None:
+                shape = self.subset.result_shape(op, shape)
+            return [[y] for y in _batched_linear(op, lane_args, self._check_result, shape)]
         return super().run_op_lanes(op, lane_args, envs)
+
+    def _check_result(self, op: Operation, index: int, value: np.ndarray) -> np.ndarray:
+        result_type = op.results[index].type if index < len(op.results) else None
+        if self.subset is None or op not in self.subset.ops or not isinstance(result_type, TensorType):
+            return super()._check_result(op, index, value)
+        expected = self.subset.result_shape(op, tuple(result_type.get_shape()))
+        if np.shape(value) != expected:
+            raise CompileError(f"{op_label(op)}: result {index} has shape {np.shape(value)} on the "
+                               f"calibration token rows, expected {expected}")
+        return np.asarray(value, tensor_types.numpy_dtype_of(result_type))
 
     def defined(self, value: SSAValue, lane_values: list[np.ndarray]) -> None:
         uses = self.recorded_at_definition.get(value)
@@ -305,9 +324,11 @@ def _batchable_linear(op: Operation) -> bool:
 
 
 def _batched_linear(op: transformer.LinearOp, arg_sets: Sequence[list[np.ndarray]],
-                    check: Callable[[Operation, int, np.ndarray], np.ndarray]) -> list[np.ndarray]:
+                    check: Callable[[Operation, int, np.ndarray], np.ndarray],
+                    shape: tuple[int, ...]) -> list[np.ndarray]:
     """run_linear on every sample's x at once: their rows stacked into one matrix (each row's
-    dot products unchanged), the result split back and checked against the IR type."""
+    dot products unchanged), the result split back to `shape` (the IR type's, or its token
+    subset's) and checked."""
     # Imported here: the op kernels pull in onnx (onnxruntime_kernel), which loading the
     # `calibrate` pass must not (test_onnx_package_tables); the interpreter loads them lazily too.
     from esact_cc.interpreter.interpret_transformer_ops import run_linear
@@ -315,7 +336,6 @@ def _batched_linear(op: transformer.LinearOp, arg_sets: Sequence[list[np.ndarray
     named = [operands_by_name(op, args) for args in arg_sets]
     rows = np.concatenate([v["x"].reshape(-1, v["x"].shape[-1]) for v in named])
     y = run_linear(rows, named[0]["weight"], named[0].get("bias"))
-    shape = op.results[0].type.get_shape()  # type: ignore[attr-defined]
     return [check(op, 0, part.reshape(shape)) for part in np.split(y, len(named))]
 
 
@@ -348,20 +368,30 @@ def sample_rows(module: ModuleOp) -> int:
     return max(rows, default=1)
 
 
+def token_subset_plan(module: ModuleOp, values: Sequence[SSAValue], rows_budget: int) -> TokenSubset | str | None:
+    """The token subset (calibration_token_subset.py) that brings one sample of `module` to
+    `rows_budget` activation rows, for the ops that record `values`; None when a sample is no
+    more rows; or why all rows must be computed."""
+    block = main_function(module).body.block
+    return token_subset(block, _last_read_op(block, values), rows_budget, sample_rows(module))
+
+
 def collect_peaks(
     module: ModuleOp,
     store: WeightStore,
     samples: Sequence[dict[str, np.ndarray]],
     values: Sequence[SSAValue],
     probability_peaks: bool = True,
+    subset: TokenSubset | None = None,
 ) -> Ranges:
     """Run the reference interpreter over the samples on the module as it is, recording the
     ranges of `values` (each must be an operand of some op of @main) and, with
     `probability_peaks`, of every attention's probabilities (float64 scores per head: at 512
-    tokens a fifth of calibrating BERT-base)."""
-    recorder = _PeakRecorder(store, list(dict.fromkeys(values)), probability_peaks)
+    tokens a fifth of calibrating BERT-base); with `subset`, on its token rows only."""
+    recorder = _PeakRecorder(store, list(dict.fromkeys(values)), probability_peaks, subset)
     function = main_function(module)
-    group = max(1, CALIBRATION_BATCH_ROWS // sample_rows(module))
+    rows = sample_rows(module) if subset is None else sample_rows(module) * subset.keep // subset.length
+    group = max(1, CALIBRATION_BATCH_ROWS // max(1, rows))
     for start in range(0, len(samples), group):
         recorder.run_lockstep(function, samples[start:start + group])
     means = {v: (total / count).astype(np.float32) for v, (total, count) in recorder.channel_sums.items()}

@@ -59,8 +59,8 @@ def test_lockstep_groups_give_the_ranges_of_single_samples(model: str, monkeypat
         monkeypatch.setattr(calibration, "CALIBRATION_BATCH_ROWS", group * rows)
         batches: list[int] = []
         monkeypatch.setattr(calibration, "_batched_linear",
-                            lambda op, arg_sets, check, batches=batches: batches.append(len(arg_sets))
-                            or original(op, arg_sets, check))
+                            lambda op, arg_sets, check, shape, batches=batches:
+                            batches.append(len(arg_sets)) or original(op, arg_sets, check, shape))
         _assert_identical(calibration.collect_peaks(module, store, samples, values), expected)
         assert batches and max(batches) == group
     # The float64 sums behind the means, and their row counts, too.
