@@ -34,6 +34,7 @@ from esact_cc.dialects import esact, transformer
 from esact_cc.dialects import lowering as stream_ops
 from esact_cc.dialects.integer_attr import i64_attr
 from esact_cc.dialects.onnx import WeightOp
+from esact_cc.dialects.plain_attrs import dictionary_attr, string_attr
 from esact_cc.passes.attention_inputs import attention_input_format, int8_copy_fits
 from esact_cc.passes.layer_roles import Stamp, component_of
 from esact_cc.passes.on_chip_activations import OnChipActivations
@@ -41,7 +42,6 @@ from esact_cc.runtime.errors import CompileError
 from esact_cc.runtime.hw_config import HardwareConfig
 from esact_cc.runtime.isa import DIM_BITS, Buffer
 from xdsl.dialects.builtin import (
-    DictionaryAttr,
     ModuleOp,
     NameLoc,
     StringAttr,
@@ -333,7 +333,7 @@ class Lowering:
     def emit(self, name: str, component: str | None, **fields: float) -> esact.InstructionOp:
         """Append instruction `name`; a field holding a virtual address becomes the offset
         into its virtual buffer, named by the `lowering.vbuf` attribute."""
-        attrs: dict[str, object] = {} if component is None else {"component": StringAttr(component)}
+        attrs: dict[str, object] = {} if component is None else {"component": string_attr(component)}
         if self.layer >= 0:
             attrs["layer"] = i64_attr(self.layer)
         vbufs = {}
@@ -343,7 +343,7 @@ class Lowering:
                 assert offset <= self.vbuf_sizes[vid - 1], f"{name}.{key} runs off its buffer"
                 fields[key], vbufs[key] = offset, i64_attr(vid - 1)
         if vbufs:
-            attrs[stream_ops.VBUF_ATTR] = DictionaryAttr(vbufs)
+            attrs[stream_ops.VBUF_ATTR] = dictionary_attr(vbufs)
         if self.group is not None:
             attrs[stream_ops.GROUP_ATTR] = i64_attr(self.group)
         location = None if self.current is None else self.current.location
