@@ -323,7 +323,7 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
     scored = beside_scores(c, kv)  # lowered beside the score path instead (below)
     # K / V, lowered while every projection region is reserved (no tile shared), are spread
     # over the projection's BPUs by the ordering step (prediction_overlap.interleave).
-    independent = lower_early(lw, kv)
+    independent = lower_early(lw, kv, c.x)
     projection_start = c.projection_start = lw.label()
     projection.emit(lw, c)
     place_independent(lw, independent, projection_start, projection.group, after_chain=False)

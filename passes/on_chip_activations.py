@@ -46,8 +46,10 @@ REGION_FRACTION = 4
 its region is held from the producer's first tile to its last reader, and a larger one left
 the ops in between too little room (BERT-base 128's 128 x 768 embeddings output, 3/8 of VBUF,
 read by the layer's residual: spls-design-dense-prefix 1,065,840 -> 1,296,711 cycles). Nor is
-one a reader LOADs anyway (`must_store`: an SPLS prediction's input): all-MiniLM-L6-v2 at 128
-tokens, SPLS defaults, 2,407,089 cycles with those regions, 2,319,426 without."""
+one a reader LOADs anyway (`must_store`: an output, a host segment). An SPLS prediction's input
+gets one (its HLOG reads the region in either projection form): all-MiniLM-L6-v2 at 128 real
+tokens, layer 5 predicted, 16 inputs: 1,825,836 -> 1,812,195 cycles, system energy 1.0178x ->
+1.0011x dense (docs/design.md section 6.3)."""
 SPILL_ATTR = "lowering.spill"
 """STORE attribute: why a kept activation was written to DRAM after all."""
 SUMMARY_ATTR = "esact.keep_on_chip"
@@ -188,6 +190,8 @@ class OnChipActivations:
         self.noted: set[SSAValue] = set()
         self.building: dict[SSAValue, Region] = {}
         """Results being written tile by tile into their kept region (`tile`)."""
+        self.not_kept: dict[SSAValue, str] = {}
+        """Results a rule asked not to keep, with why (`decline`)."""
 
     # --- producers ------------------------------------------------------------------------------
     def wanted(self, value: SSAValue, row0: int, rows: int, col0: int, cols: int) -> bool:
@@ -203,6 +207,8 @@ class OnChipActivations:
         """A reader reads `value` on chip and it fits the kept activations' VBUF share."""
         if not any(_reads_on_chip(u.operation, u.index) for u in value.uses):
             return False
+        if value in self.not_kept:
+            return self._spill_note(value, self.not_kept[value])
         held = sum(math.prod(r.dram.shape) for r in self.live.values())
         held += sum(math.prod(r.dram.shape) for r in self.building.values())
         if held + _size(value) > self.lw.capacity(Buffer.VBUF) // KEEP_FRACTION:
@@ -226,15 +232,19 @@ class OnChipActivations:
             if self.must_store(value):  # STOREd anyway: a region would only save some LOADs
                 return self._spill_note(value, "written in several tiles, read from DRAM "
                                         "too") or None
-            if any(isinstance(u.operation, spls.HLogQuantizeOp) for u in value.uses):
-                # the prediction reads X on chip only as one tile (`hlog_input`); its row-tiled
-                # form LOADs it, and the region would hold VBUF across the whole prediction
-                return self._spill_note(value, "written in several tiles, an SPLS "
-                                        "prediction's input") or None
             self.building[value] = region = Region(
                 self.lw.alloc(Buffer.VBUF, _size(value)), self.lw.tensor_of(value, on_chip=True),
                 _size(value))
         return region.address + row0 * width + col0
+
+    def decline(self, values: list[SSAValue], reason: str | None) -> None:
+        """Do not keep `values` (their VBUF is worth more to the ops lowered meanwhile);
+        `reason` None: keep them again as any result."""
+        for value in values:
+            if reason is None:
+                self.not_kept.pop(value, None)
+            else:
+                self.not_kept[value] = reason
 
     def region_of(self, value: SSAValue, vbuf: int) -> Region | None:
         """`value`'s region if the tile at `vbuf` lies in it."""
@@ -400,7 +410,7 @@ class OnChipActivations:
         """What `lower_aside` restores when the ops it lowered do not fit."""
         return (set(self.done), self.inserted, len(self.spilled), set(self.noted), dict(self.live),
                 self.kept, self.kept_bytes,
-                {v: replace(r) for v, r in self.building.items()})
+                {v: replace(r) for v, r in self.building.items()}, self.depth)
 
     def restore(self, saved: tuple | None) -> int:
         """Back to `saved` (but for the spill STOREs placed since, which stay): their count."""
@@ -408,6 +418,7 @@ class OnChipActivations:
         self.done, self.spilled, self.noted = saved[0], self.spilled[:saved[2]], saved[3]
         self.live, self.kept, self.kept_bytes = saved[4], saved[5], saved[6]
         self.building = saved[7]
+        self.depth = saved[8]  # the ops whose lowering failed never reached `end`
         return self.inserted - saved[1]
 
     # --- report ---------------------------------------------------------------------------------

@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING
 
 from esact_cc.dialects import spls, transformer
 from esact_cc.dialects.lowering import CYCLES_ATTR
-from esact_cc.passes.lowering_state import F32, Lowering, MaskTiles, is_dense_int8_linear
+from esact_cc.passes.lowering_state import (
+    F32,
+    DramTensor,
+    Lowering,
+    MaskTiles,
+    is_dense_int8_linear,
+)
+from esact_cc.passes.on_chip_activations import rows_on_chip
 from esact_cc.passes.spls_projection import X_CODE_TERMS
 from esact_cc.runtime.isa_costs import topk_compares
 from xdsl.dialects.builtin import IntegerAttr, i64
@@ -60,14 +67,35 @@ def beside_scores(c: Chain, early: list[Operation]) -> list[Operation]:
     return later
 
 
-def lower_early(lw: Lowering, early: list[Operation]) -> int | None:
+def lower_early(lw: Lowering, early: list[Operation], x: DramTensor) -> int | None:
     """Lower the ops of `independent_projections` beside the projection (a held group, see
     lower_spls_to_esact's `lower_prediction`); a dense attention among them that does not fit there is dropped from
     `early` and lowered after the chain where it stands. None: nothing fits beside."""
-    group = lw.lower_aside(early, masks=None) if early else None
+    group = _aside_or_through_dram(lw, early, x) if early else None
     if group is None and early and isinstance(early[-1], transformer.AttentionOp):
         early.pop()
-        group = lw.lower_aside(early, masks=None) if early else None
+        group = _aside_or_through_dram(lw, early, x) if early else None
+    return group
+
+
+def _aside_or_through_dram(lw: Lowering, early: list[Operation], x: DramTensor) -> int | None:
+    """`lw.lower_aside(early)`; when that does not fit while keep-on-chip holds the chain's
+    input `x` (read again by the masked Q linear and the residual after the attention), again
+    with the linears' results read only after the chain sent through DRAM: kept, each holds
+    a whole VBUF tile across the chain beside X (all-MiniLM-L6-v2 at 128 tokens: the second
+    one's output tile did not fit, and K / V were lowered after the chain: 1,856,263 cycles
+    against 1,844,976 so, dense 1,833,231). The Q produced after the chain is kept instead, as
+    in the dense program."""
+    group = lw.lower_aside(early, masks=None)
+    if group is not None or lw.on_chip is None or rows_on_chip(lw, x, 0) is None:
+        return group
+    later = [op.result for op in early if isinstance(op, transformer.LinearOp)
+             and all(u.operation not in early for u in op.result.uses)]
+    lw.on_chip.decline(later, "read after an SPLS prediction chain, beside whose kept input "
+                              "it did not fit")
+    group = lw.lower_aside(early, masks=None)
+    if group is None:  # lowered after the chain: kept as any result
+        lw.on_chip.decline(later, None)
     return group
 
 

@@ -4,8 +4,9 @@ sequences whose rows of X and Q^ / K^ do not fit on chip at once (BERT-base at 5
 The HLog scales are per batch element (of X, of Q^ and of K^), so each tensor is read twice
 and an element's scale is the max of its row tiles' scales, which is exactly the scale of the
 whole element (float32 rounding is monotonic): results equal `WholeProjection`'s bit for bit.
-1. X: per row tile, LOAD + HLOG (dynamic: the tile's scale; codes discarded); then per row
-   tile LOAD + HLOG with `scale_count` (the max of its element's tile scales: s_X), the BPU
+1. X: per row tile, LOAD (none when keep-on-chip holds X: its rows are read in place) +
+   HLOG (dynamic: the tile's scale; codes discarded); then per row tile LOAD + HLOG with
+   `scale_count` (the max of its element's tile scales: s_X), the BPU
    of each column tile of [W_Q | W_K] codes (reLOADed per row tile), DEQUANT (* s_W * s_X +
    bias) into the tile's FP32 Q (then K) rows, whose HLOG (dynamic) gives the tile's Q (K)
    scale, and a STORE of those rows to a DRAM scratch tensor [B L, 2N].
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from esact_cc.passes.lower_masked_inputs import MaskRows, fail
 from esact_cc.passes.lowering_state import F32, OUT_FRACTION, DramTensor, Lowering, round_tile
+from esact_cc.passes.on_chip_activations import rows_on_chip
 from esact_cc.passes.spls_projection import (
     PREDICT,
     emit_column_tile,
@@ -87,7 +89,9 @@ class StreamedProjection:
         r["sx_tiles"], r["sx"] = (lw.alloc(Buffer.VBUF, len(tiles)),
                                   lw.alloc(Buffer.VBUF, c.batch))
         r["qk_tiles"] = lw.alloc(Buffer.VBUF, 2 * len(tiles))  # [Q | K][b][tile]
-        r["vx"] = lw.alloc(Buffer.VBUF, tile_rows * c.width_in)
+        kept = rows_on_chip(lw, c.x, 0) is not None  # X read where it is kept (`_x_tile`)
+        r["vx"] = (None if kept  # type: ignore[assignment]
+                   else lw.alloc(Buffer.VBUF, tile_rows * c.width_in))
         r["xc"] = lw.alloc(Buffer.ABUF, tile_rows * c.width_in)
         r["real"] = lw.alloc(Buffer.VBUF, tile_rows * width)
         r["discard"] = lw.alloc(Buffer.ABUF, tile_rows * width)  # codes of scale-only HLOGs
@@ -103,22 +107,33 @@ class StreamedProjection:
     def emit(self, lw: Lowering, c: Chain) -> None:
         r, x_bits = c.regions, c.op.bits.value.data
         for t, (b, r0, n) in enumerate(self.tiles):  # the X tile scales
-            lw.load(Buffer.VBUF, r["vx"], c.x.address + (b * c.length + r0) * c.width_in * F32,
-                    n, c.width_in)
-            lw.emit("hlog", PREDICT, dst_buf=Buffer.ABUF, dst_addr=r["xc"], src_addr=r["vx"],
+            lw.emit("hlog", PREDICT, dst_buf=Buffer.ABUF, dst_addr=r["xc"],
+                    src_addr=self._x_tile(lw, c, b, r0, n, hoist=False),
                     rows=n, cols=c.width_in, bits=x_bits, dynamic=1,
                     scale_out_addr=r["sx_tiles"] + t, scale=1.0)
         slot = 0
         for b, r0, n in self.tiles:
-            lw.load(Buffer.VBUF, r["vx"], c.x.address + (b * c.length + r0) * c.width_in * F32,
-                    n, c.width_in)
-            lw.hoist_last()  # X is read-only here: LOADed while the last tile's BPUs run
-            lw.emit("hlog", PREDICT, dst_buf=Buffer.ABUF, dst_addr=r["xc"], src_addr=r["vx"],
+            lw.emit("hlog", PREDICT, dst_buf=Buffer.ABUF, dst_addr=r["xc"],
+                    src_addr=self._x_tile(lw, c, b, r0, n, hoist=True),
                     rows=n, cols=c.width_in, bits=x_bits, scale_count=self.per_batch,
                     scale_in_addr=r["sx_tiles"] + b * self.per_batch,
                     scale_out_addr=r["sx"] + b, scale=1.0)
             for part in (0, 1):
                 slot = self._part(lw, c, b, r0, n, part, slot)
+
+    @staticmethod
+    def _x_tile(lw: Lowering, c: Chain, b: int, r0: int, n: int, hoist: bool) -> int:
+        """VBUF address of rows [r0, r0 + n) of batch element b of X: in the tile keep-on-chip
+        holds X in (the layer norm's output the Q / K / V GEMMs read there too), else LOADed
+        into r["vx"] (`hoist`: X is read-only here, LOADed while the last tile's BPUs run)."""
+        kept = rows_on_chip(lw, c.x, b * c.length + r0)
+        if kept is not None:
+            return kept
+        lw.load(Buffer.VBUF, c.regions["vx"],
+                c.x.address + (b * c.length + r0) * c.width_in * F32, n, c.width_in)
+        if hoist:
+            lw.hoist_last()
+        return c.regions["vx"]
 
     def _part(self, lw: Lowering, c: Chain, b: int, r0: int, n: int, part: int,
               slot: int) -> int:
@@ -147,8 +162,8 @@ class StreamedProjection:
         codes of one chunk and the FP32 rows they are made from."""
         r = c.regions
         lw.free(Buffer.ABUF, r["xc"], r["discard"], *(w for w, _ in self.code_slots))
-        lw.free(Buffer.VBUF, r["vx"], r["real"], r["sx"], r["sx_tiles"],
-                *(v for _, v in self.code_slots))
+        lw.free(Buffer.VBUF, *([r["vx"]] if r["vx"] is not None else []), r["real"], r["sx"],
+                r["sx_tiles"], *(v for _, v in self.code_slots))
         try:
             r["kc"] = lw.alloc(Buffer.ABUF, c.length * c.k_width)
         except CompileError:  # phase 2 LOADs them per group of K heads (spls_key_codes.py)
