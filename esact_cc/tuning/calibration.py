@@ -252,6 +252,9 @@ class _PeakRecorder(Interpreter):
     def defined(self, value: SSAValue, lane_values: list[np.ndarray]) -> None:
         uses = self.recorded_at_definition.get(value)
         if uses is not None:
+            if self.subset is not None and value.owner not in self.subset.ops:
+                # a full value (a host region's) is recorded as its readers see it: cut
+                lane_values = [self.subset.rows(arr) for arr in lane_values]
             for arr in lane_values:
                 self._record(value, arr, uses)
 

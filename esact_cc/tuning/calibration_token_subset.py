@@ -64,14 +64,18 @@ class TokenSubset:
         for index, operand in enumerate(op.operands):
             if _operand_name(op, operand) not in names:
                 continue
-            value = sliced[index]
-            if value.ndim >= 2 and value.shape[-2] == self.length:
-                value = value[..., :self.keep, :]
+            value = self.rows(sliced[index])
             if isinstance(op, transformer.AttentionOp) and operand is op.mask \
                     and value.shape[-1] == self.length:
                 value = value[..., :self.keep]
             sliced[index] = value
         return sliced
+
+    def rows(self, value: np.ndarray) -> np.ndarray:
+        """The kept token rows of `value` (axis -2 of the sequence's length), or `value`."""
+        if value.ndim >= 2 and value.shape[-2] == self.length:
+            return value[..., :self.keep, :]
+        return value
 
     def result_shape(self, op: Operation, shape: tuple[int, ...]) -> tuple[int, ...]:
         """The shape `op` computes for a result the IR types as `shape`."""
