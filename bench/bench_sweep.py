@@ -7,7 +7,10 @@ whole test split) through the `esact-sweep` command, each run in a fresh output 
   then restarted. Records wall times (and CPU times of esact-sweep and its pool workers: on a
   shared machine they show how much of the wall time was waiting for a core), the speed-up,
   whether every table is identical to the 1-worker one, and how many points the restart
-  evaluated.
+  evaluated. For the 1- and 2-worker runs, where the CPU time went (esact-sweep --cpu-times):
+  the main process, each compile and each execution, and the pool's own cost (the workers'
+  start-up: the sweep's and its children's CPU minus the main process and the tasks); CPU
+  time, unlike wall time, means something on a loaded machine.
 
 Run:  python bench/bench_sweep.py [--spec FILE] [--json bench/results/sweep.json]
       [--runs one,two,ray,kill]
@@ -49,9 +52,11 @@ def children_cpu_seconds() -> float:
 
 
 def timed_run(spec: Path, out: Path, *extra: str) -> dict:
+    cpu_times = out.with_name(out.name + "-cpu.json")
     started, cpu = time.perf_counter(), children_cpu_seconds()
     load = os.getloadavg()
-    done = subprocess.run(sweep_command(spec, out, *extra), capture_output=True, text=True)
+    done = subprocess.run(sweep_command(spec, out, *extra, "--cpu-times", str(cpu_times)),
+                          capture_output=True, text=True)
     wall = time.perf_counter() - started
     cpu = children_cpu_seconds() - cpu
     if done.returncode != 0:
@@ -60,7 +65,43 @@ def timed_run(spec: Path, out: Path, *extra: str) -> dict:
     return {"args": list(extra), "wall_seconds": round(wall, 2),
             "cpu_seconds_sweep_and_pool": round(cpu, 2), "points": points,
             "evaluated": ran, "groups": groups, "load_average_before": load,
-            "load_average_after": os.getloadavg()}
+            "load_average_after": os.getloadavg(),
+            "cpu": cpu_breakdown(json.loads(cpu_times.read_text()), cpu, "--ray" in extra)}
+
+
+def cpu_breakdown(times: dict, sweep_and_pool: float, on_ray: bool) -> dict:
+    """esact-sweep --cpu-times summed by kind; the pool's own cost is what the children's CPU
+    time holds beyond the main process and the tasks (Ray's workers are not our children)."""
+    tasks = times["tasks"]
+    workers = sorted({task["worker"] for task in tasks})
+    by_worker = {str(w): round(sum(t["cpu_seconds"] for t in tasks if t["worker"] == w), 2)
+                 for w in workers}
+    main = times["main_process_cpu_seconds"]
+    in_main = sum(t["cpu_seconds"] for t in tasks if t["worker"] == times["main_process_id"])
+    summary = {"main_process": main,
+               "compiles": round(sum(t["cpu_seconds"] for t in tasks if t["kind"] == "compile"), 2),
+               "executions": round(sum(t["cpu_seconds"] for t in tasks
+                                       if t["kind"] == "execute"), 2),
+               "tasks_by_worker": by_worker,
+               "compile_per_group": [t["cpu_seconds"] for t in tasks if t["kind"] == "compile"],
+               "execution_per_program": [
+                   {"groups": len(t["groups"]), "points": t["points"],
+                    "cpu_seconds": t["cpu_seconds"]} for t in tasks if t["kind"] == "execute"]}
+    if not on_ray:
+        summary["pool_overhead"] = round(sweep_and_pool - main - times["tasks_cpu_seconds"]
+                                         + in_main, 2)
+    return summary
+
+
+def print_cpu(name: str, run: dict) -> None:
+    cpu = run["cpu"]
+    print(f"{name}: CPU main process {cpu['main_process']} s, compiles {cpu['compiles']} s, "
+          f"executions {cpu['executions']} s, pool start-up "
+          f"{cpu.get('pool_overhead', 'n/a (Ray)')} s; tasks by worker {cpu['tasks_by_worker']}",
+          flush=True)
+    for task in cpu["execution_per_program"]:
+        print(f"  execution of {task['groups']} group(s), {task['points']} points: "
+              f"{task['cpu_seconds']} s CPU", flush=True)
 
 
 def killed_and_resumed(spec: Path, out: Path, points: int) -> dict:
@@ -99,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                 tables[name] = (Path(tmp) / name / "results.csv").read_bytes()
                 print(f"{name}: {result[name]['wall_seconds']} s, "
                       f"{result[name]['points']} points", flush=True)
+                print_cpu(name, result[name])
         if "one" in tables:
             for name in ("two", "ray"):
                 if name in tables:

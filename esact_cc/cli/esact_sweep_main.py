@@ -1,7 +1,7 @@
 """`esact-sweep`: run a design-space sweep (a TOML spec) and write its tidy result table.
 
     esact-sweep spec.toml -o OUT_DIR [--workers N] [--ray ADDRESS|local]
-                [--table csv,parquet] [--plots DIR]
+                [--table csv,parquet] [--plots DIR] [--cpu-times FILE]
 
 Finished points are kept in OUT_DIR/results.jsonl: running the same command again (after a
 kill, or with more points in the spec) evaluates only the points not finished yet.
@@ -10,10 +10,15 @@ kill, or with more points in the spec) evaluates only the points not finished ye
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
 
-from esact_cc.runtime.cli.output_paths import check_output_dir
+from esact_cc.runtime.cli.output_paths import check_output_dir, check_output_file
 from esact_cc.runtime.cli.user_errors import exit_code_of
 
 PROG = "esact-sweep"
@@ -32,7 +37,25 @@ def build_parser() -> argparse.ArgumentParser:
                         help="comma-separated table formats: csv, parquet (needs pyarrow)")
     parser.add_argument("--plots", metavar="DIR", default=None,
                         help="Pareto-front plots (cycles, energy, accuracy loss) as PNG")
+    parser.add_argument("--cpu-times", metavar="FILE", default=None,
+                        help="JSON: this process's CPU seconds and each compile's and "
+                             "execution's, with the worker that ran it")
     return parser
+
+
+def write_cpu_times(path: str, outcome: Any) -> None:
+    """What the sweep's CPU time went to: this process since it started (imports, the model's
+    data and fp32 accuracy, the table, and the tasks when it ran them itself) and each task
+    in the process that ran it."""
+    from esact_cc.runtime.atomic_write import atomic_write_text
+
+    tasks = [{**asdict(task), "cpu_seconds": round(task.cpu_seconds, 3)}
+             for task in outcome.tasks]
+    atomic_write_text(Path(path), json.dumps({
+        "main_process_id": os.getpid(),
+        "main_process_cpu_seconds": round(time.process_time(), 3),
+        "tasks_cpu_seconds": round(sum(task["cpu_seconds"] for task in tasks), 3),
+        "tasks": tasks}, indent=1) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.workers == 1 and args.ray is None:  # a pool's workers size their own
             limit_blas_threads()  # runtime/thread_policy.py: no oversubscribed busy machine
         check_output_dir("--output-dir", args.output_dir)
+        if args.cpu_times is not None:
+            check_output_file("--cpu-times", args.cpu_times)
         if args.plots is not None:
             check_output_dir("--plots", args.plots)
         bar = ProgressBar(sys.stderr, prog=PROG, unit="points")
@@ -59,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{outcome.groups_ran} compile groups, {outcome.executions} distinct programs "
               f"executed; {len(outcome.rows) - outcome.ran} "
               f"finished before) in {outcome.seconds:.1f} s; {front} on a Pareto front")
+        if args.cpu_times is not None:
+            write_cpu_times(args.cpu_times, outcome)
+            outcome.written.append(Path(args.cpu_times))
         for path in outcome.written:
             print(f"wrote {path}")
         return 0

@@ -5,13 +5,16 @@ Outputs and work records depend on the program and the input only (runtime/retim
 group's points share the parameters the compiler reads, so `compile_task` compiles it once
 (under its first point's config); groups whose programs are byte-identical (a parameter the
 compiler reads that changes nothing for this model, e.g. BPU lanes for a small ViT) share one
-`ExecutionTask`: it measures the accuracy on the test samples once, records a run per timed
-input and re-times it for each point's config. Both run in worker processes (local pool or
+execution: it measures the accuracy on the test samples once, records a run per timed input
+and re-times it for each point's config, in one or more `ExecutionTask`s (parts of the test
+split: the pool's workers share a program's work). Both run in worker processes (local pool or
 Ray): everything they need is in the task.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,10 +57,44 @@ class CompiledGroup:
 
 @dataclass(frozen=True)
 class ExecutionTask:
-    """Groups of one model whose programs are identical, and that program."""
+    """Groups of one model whose programs are identical, that program, and this task's part
+    of its work: the prediction hits on test samples [start, stop) and the rows of the points
+    timed on the `timed` inputs (a program's work is split over tasks to keep workers busy)."""
 
     groups: list[GroupTask]
     program: CompiledGroup  # the first group's
+    samples: tuple[int, int]
+    timed: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ExecutionPart:
+    """What an ExecutionTask returns."""
+
+    hits: np.ndarray  # whether each prediction of its samples was right, in sample order
+    rows: list[dict[str, Any]]  # its points' rows, without the accuracy columns
+
+
+def execution_tasks(groups: list[GroupTask], program: CompiledGroup,
+                    parts: int) -> list[ExecutionTask]:
+    """A program's work in at most `parts` tasks of consecutive test samples; the first also
+    records and re-times the timed inputs beyond the accuracy samples (sweep.inputs may
+    name any test sample)."""
+    count = groups[0].accuracy_samples
+    bounds = sorted({count * i // parts for i in range(parts + 1)})
+    timed = sorted({point.input for g in groups for point in g.group.points})
+    return [ExecutionTask(groups, program, (start, stop), tuple(
+                k for k in timed if start <= k < stop or (start == 0 and k >= count)))
+            for start, stop in itertools.pairwise(bounds)]
+
+
+def program_rows(first: GroupTask, parts: list[ExecutionPart]) -> list[dict[str, Any]]:
+    """The rows of a program's points once all its parts are in (in sample order): the
+    accuracy over all its samples added to each."""
+    accuracy = float(np.mean(np.concatenate([part.hits for part in parts])))
+    reference = first.reference_accuracy
+    return [{**row, "accuracy": accuracy, "accuracy_reference": reference,
+             "accuracy_loss": reference - accuracy} for part in parts for row in part.rows]
 
 
 def load_model_data(model: ModelSpec, spec_dir: Path, work_dir: Path) -> ModelData:
@@ -100,10 +137,44 @@ def reference_accuracy(model: ModelData, count: int) -> float:
     return float(np.mean(np.concatenate(hits)))
 
 
+QUANTIZED = "quantized"
+"""The last compile stage no hardware parameter or sparsity option reaches (import, lift,
+calibration, INT8): compiled once per model in each process, every group continues from a
+copy of it (calibration was ~80% of a group's compile on the digits ViT)."""
+
+_quantized_models: dict[tuple[str, ...], tuple[Any, Any]] = {}
+"""This process's quantized module and weight store per ONNX and calibration file (by path
+and content: a file rewritten between two sweeps of one process is compiled again)."""
+
+
+def _file_key(path: Path | None) -> tuple[str, ...]:
+    if path is None:
+        return ("",)
+    return str(path), hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def quantized_model(model: ModelData) -> tuple[Any, Any]:
+    """A fresh copy of `model` compiled to the quantized stage (made once per process)."""
+    from esact_cc import api
+    from esact_cc.weight_store import WeightStore
+
+    key = (*_file_key(model.onnx_path), *_file_key(model.calibration_path))
+    if key not in _quantized_models:
+        options = {} if model.calibration_path is None else \
+            {"calibration_data": str(model.calibration_path)}
+        compiled = api.compile(model.onnx_path, stage=QUANTIZED, **options)
+        _quantized_models[key] = compiled.module, compiled.store
+    module, store = _quantized_models[key]
+    # weights are read-only arrays (WeightStore): the copy shares them, later passes add theirs
+    return module.clone(), WeightStore({name: store[name] for name in store})
+
+
 def compile_group(task: GroupTask, work_dir: Path) -> tuple[Any, HardwareConfig]:
     """The group's program (esb.Program) and the config it was compiled under (its first
-    point's: the group's points differ in none of the parameters the compiler reads)."""
-    from esact_cc import api
+    point's: the group's points differ in none of the parameters the compiler reads), from
+    the model's quantized module: the same program `esact-cc --stage esb` writes."""
+    from esact_cc.api import CompiledModel
+    from esact_cc.pipeline import CompileOptions, check_compile_options, continue_pipeline
 
     group = task.group
     config = hardware_config(group.base, group.points[0].hardware)
@@ -112,9 +183,10 @@ def compile_group(task: GroupTask, work_dir: Path) -> tuple[Any, HardwareConfig]
     options: dict[str, Any] = {"hw": str(hw), "sparsity": group.sparsity["scheme"]}
     if group.sparsity["options"]:
         options["sparsity_option"] = list(group.sparsity["options"])
-    if task.model.calibration_path is not None:
-        options["calibration_data"] = str(task.model.calibration_path)
-    return api.compile(task.model.onnx_path, stage="esb", **options).program(), config
+    check_compile_options(options, "esb")
+    module, store = quantized_model(task.model)
+    continue_pipeline(module, store, QUANTIZED, "esb", CompileOptions(extra=options))
+    return CompiledModel(module, store, "esb").program(), config
 
 
 def compile_task(task: GroupTask) -> CompiledGroup:
@@ -126,8 +198,9 @@ def compile_task(task: GroupTask) -> CompiledGroup:
     return CompiledGroup(task.group.id, program_digest(program), serialize_esb(program))
 
 
-def evaluate_execution(task: ExecutionTask) -> list[dict[str, Any]]:
-    """One result row per point of the task's groups (its parameters, then its figures)."""
+def evaluate_execution(task: ExecutionTask) -> ExecutionPart:
+    """The task's prediction hits, and a row per point timed on its inputs (the point's
+    parameters, then its figures; program_rows adds the accuracy)."""
     from esact_cc.runtime.esb import parse_esb
     from esact_cc.runtime.functional import execute
     from esact_cc.runtime.retiming import retime
@@ -136,28 +209,23 @@ def evaluate_execution(task: ExecutionTask) -> list[dict[str, Any]]:
     first = task.groups[0]
     program = parse_esb(task.program.esb)
     config = hardware_config(first.group.base, first.group.points[0].hardware)
-    model, count = first.model, first.accuracy_samples
-    timed = sorted({point.input for g in task.groups for point in g.group.points})
-    recorded = {k: run_program(program, model.samples[k], config) for k in timed}
+    model = first.model
+    recorded = {k: run_program(program, model.samples[k], config) for k in task.timed}
     hits = []
-    for k in range(count):
+    for k in range(*task.samples):
         outputs = recorded[k].outputs if k in recorded else \
             execute(program, model.samples[k], config).outputs
         hits.append(predictions(outputs) == model.labels[k].reshape(-1))
-    accuracy = float(np.mean(np.concatenate(hits)))
     rows = []
     for group_task in task.groups:
         group = group_task.group
-        for point in group.points:
+        for point in (p for p in group.points if p.input in recorded):
             point_config = hardware_config(group.base, point.hardware)
             report = retime(recorded[point.input], point_config,
                             program_for_config=task.program.digest).report
             rows.append({"point_id": point.id, **point.params, "group_id": group.id,
-                         "instructions": len(program.instructions), **report_figures(report),
-                         "accuracy": accuracy,
-                         "accuracy_reference": first.reference_accuracy,
-                         "accuracy_loss": first.reference_accuracy - accuracy})
-    return rows
+                         "instructions": len(program.instructions), **report_figures(report)})
+    return ExecutionPart(np.concatenate(hits), rows)
 
 
 def report_figures(report: dict[str, Any]) -> dict[str, Any]:
