@@ -25,9 +25,9 @@ critical path depends on the schedule, not on a per-product rate.
                       / (dense program on-chip dynamic pJ / dense MACs)
 
 A predicted layer's extra traffic is a fixed cost of predicting it, as its products are (on
-all-MiniLM-L6-v2 at 128 real tokens the predicted layer's input is STOREd and LOADed again by
-each of Q, K and V instead of staying on chip, Q is STOREd, the attention output LOADed:
-+1.15 MB, +187 uJ per input, bench/spls_minilm128_dram.py), so per product it is priced in
+all-MiniLM-L6-v2 at 128 real tokens the HLog codes of [W_Q | W_K] and the chain's mask rows:
++0.37 MB, +60 uJ per input, 1.138 MAC per product; +1.15 MB and 2.553 before keep-on-chip
+held the predicted layer's input, bench/spls_minilm128_dram.py), so per product it is priced in
 the same unit: MACs removed are still credited on-chip energy only (a removed MAC saves no
 DRAM traffic), and a setting reduces something only when its reuse pays for the prediction
 and the traffic at the system boundary.
