@@ -7,10 +7,12 @@ WBUF bank, so they are LOADed in groups that fill a bank: when every group fits 
 banks all stay there for the whole linear (`resident`), else row tiles take the groups in
 serpentine order (odd row tiles backwards) and each keeps its last group for the next row tile,
 which starts with it. Either way no weight is LOADed twice in a row. A linear of one row tile
-LOADs one column tile at a time, as it always did (the golden binaries pin that), and so does
-one lowered beside an SPLS prediction (`Lowering.group`): the prediction takes WBUF and ABUF
-regions of its own there, and weights held longer moved where its tiles land until an
-attention after it found no free ABUF run (test_spls_key_codes at 36 KiB).
+LOADs one column tile at a time, as it always did (the golden binaries pin that). Beside an
+SPLS prediction (`Lowering.group`) too since s13: the digits ViT's K / V linears there run one
+17-row tile per batch element and LOADed V's weights once per tile (batch 2: one more 100-cycle
+LOAD per layer in the in-order load queue); held weights once moved where the prediction's
+tiles land until an attention found no free ABUF run (test_spls_key_codes at 36 KiB, 6ca9168),
+which no longer happens (that test passes).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ class WeightTiles:
         k, n = w.shape
         columns = list(range(0, n, n_tile))
         banks = lw.rings[Buffer.WBUF]
-        self.reuse = row_tiles > 1 and lw.group is None
+        self.reuse = row_tiles > 1
         per_group = max(1, banks.bank_size // (k * n_tile)) if self.reuse else 1
         self.groups = [columns[g:g + per_group] for g in range(0, len(columns), per_group)]
         self.resident = self.reuse and len(self.groups) <= banks.free_banks()

@@ -47,7 +47,8 @@ from esact_cc.passes.lowering_state import (
     shape_of,
 )
 from esact_cc.passes.on_chip_activations import output_tile, rows_on_chip, write_or_keep
-from esact_cc.passes.spls_scratch import PredictScratch
+from esact_cc.passes.spls_projection import group_elements
+from esact_cc.passes.spls_scratch import PredictScratch, chained_q_acc
 from esact_cc.quantized_kernels import (
     input_groups,
     input_runs,
@@ -91,6 +92,7 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
     def prepare(m0: int, mt: int) -> tuple[int, int, tuple[DramTensor, bool]]:
         return _row_tile_input(lw, x, x8 is not None, token, m0, mt, k, k_tile, groups, deferred)
 
+    chained = _chained_q(lw, op, tiles)
     # Several row tiles read the same weights: none is LOADed twice in a row (`WeightTiles`).
     weights = WeightTiles(lw, w, dequant.table, n_tile, len(row_tiles))
     # The first weight tile is loaded before the activations: it depends on nothing, so the
@@ -108,7 +110,7 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
             wt, sv = weights.tile(group, n0)
             o = -1
             for g, (start, end, _) in enumerate(groups):
-                acc = lw.alloc(Buffer.ACC, mt * nt)
+                acc, pinned = _acc_tile(lw, mt * nt, i, chained)
                 if k_tile == k:
                     _emit_gemms(lw, op, component, tiles, acc=acc, a=a + start,
                                 w=wt + start * nt, m0=m0, mt=mt, k=k, width=end - start, n0=n0,
@@ -121,7 +123,8 @@ def lower_linear(lw: Lowering, op: transformer.LinearOp) -> None:
                     ready = prepare(*row_tiles[i + 1])
                 o = _dequant_group(lw, dequant, g, o, acc, mt, nt, sv, row_scales, kept,
                                    (out_value, m0, n0))
-                lw.free(Buffer.ACC, acc)
+                if not pinned:
+                    lw.free(Buffer.ACC, acc)
             weights.done(group, n0, keep=i + 1 < len(row_tiles) and group == order[-1][0])
             _finish_column_tile(lw, scattered, epilogue, out_value, o, m0, mt, n0, nt,
                                 {} if scattered is not None else kept)
@@ -378,6 +381,20 @@ def _quantize_tokens(lw: Lowering, x: DramTensor, m0: int, mt: int, k: int, a: i
         lw.free(Buffer.VBUF, table)
 
 
+def _chained_q(lw: Lowering, op: transformer.LinearOp, tiles: MaskTiles | None) -> bool:
+    """Is `op` the masked Q linear lowered beside an SPLS chain at batch > 1 (placed by
+    `follow` among the prediction's groups of batch elements)?"""
+    return (tiles is not None and op.x is tiles.x and bool(tiles.chunks) and tiles.batch > 1
+            and lw.group is not None)
+
+
+def _acc_tile(lw: Lowering, size: int, row_tile: int, chained: bool) -> tuple[int, bool]:
+    """An ACC tile and whether it is pinned (never freed): the chained Q linear's clear of the
+    attention lowered after it (`chained_q_acc`), else the allocator's."""
+    pinned = chained_q_acc(lw, size, row_tile) if chained else None
+    return (lw.alloc(Buffer.ACC, size), False) if pinned is None else (pinned, True)
+
+
 def _input_scales(lw: Lowering, op: transformer.LinearOp) -> list[float]:
     """The input scale of each input group of `op` (one: its per-tensor input scale)."""
     k = shape_of(op.x)[-1]
@@ -446,12 +463,17 @@ def _sequences_per_tile(lw: Lowering, op: transformer.LinearOp, tiles: MaskTiles
     predictions (digits ViT, 17 rows, batch 16 at threshold 0.8: 1 / 2 / 4 / 8 / 16 sequences
     a tile take 183.6k / 159.7k / 156.9k / 160.9k / 174.4k cycles; batch 8 with 2 / 4 / 8:
     85.0k / 86.0k / 93.2k). One when a GEMM runs per SPLS prediction chunk (the linear of the
-    prediction's input)."""
+    prediction's input); that linear's tile never spans two of the prediction's groups of
+    batch elements (`spls_projection.group_elements`), so a group's attention waits for its
+    own group's Q only (batch 2 / 4: one / two sequences a tile)."""
     length, (a_cap, acc_cap, v_cap, w_cap) = tiles.length, caps
-    if op.x is tiles.x and tiles.chunks and tiles.chunks != [(0, length)]:
-        return 1
+    limit = tiles.batch
+    if op.x is tiles.x and tiles.chunks:
+        if tiles.chunks != [(0, length)]:
+            return 1
+        limit = group_elements(tiles.batch) or limit
     count = 1
-    while (count < tiles.batch and (count + 1) * length <= 2 * lw.config.mac_rows
+    while (count < limit and (count + 1) * length <= 2 * lw.config.mac_rows
            and (count + 1) * length * k <= a_cap
            and (count + 1) * length <= MAX_DIM
            and round_tile(min(w_cap // k, acc_cap // ((count + 1) * length),

@@ -33,6 +33,14 @@ PROJECTION_GROUPS = 2
 Q row-masked; `WholeProjection.group`): the attention of one group runs beside the next
 group's projection. Digits ViT at batch 16, fine-tuned at 0.8: 116,468 cycles in one group,
 113,943 in 2, 114,788 in 4, 114,618 in 8, 115,948 in 16 (docs/design.md section 4.1)."""
+
+
+def group_elements(batch: int) -> int:
+    """Batch elements per projection group at `batch` (`PROJECTION_GROUPS`; 0: one group)."""
+    groups = min(PROJECTION_GROUPS, batch)
+    return -(-batch // groups) if groups > 1 else 0
+
+
 X_CODE_TERMS = 0.8
 """Assumed mean shift-add terms of an HLog code of X (0, 1 or 2; zeros are skipped; 0.8 was
 measured on BERT-base at 4 bits): only used to estimate BPU cycles when spreading the K / V
@@ -121,8 +129,7 @@ class WholeProjection:
         r["qc"], r["kc"] = (lw.alloc(Buffer.ABUF, rows * w) for w in (width, c.k_width))
         r["real"] = lw.alloc(Buffer.VBUF, rows * max(c1 - c0 for c0, c1 in passes))
         tiles = sum(-(-(c1 - c0) // n_tile) for c0, c1 in passes)
-        groups = min(PROJECTION_GROUPS, c.batch) if by_groups and not c.ring else 1
-        group = -(-c.batch // groups) if groups > 1 else 0
+        group = group_elements(c.batch) if by_groups and not c.ring else 0
         code_slots = weight_code_slots(lw, c.width_in * n_tile, 2 * n_tile,
                                        tiles if group else CODE_SLOTS)
         group = group if len(code_slots) == tiles else 0

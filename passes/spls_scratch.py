@@ -70,3 +70,22 @@ class PredictScratch:
     def free(self, addr: int) -> None:
         if not self.slots:
             self.lw.free(self.buf, addr)
+
+
+def chained_q_acc(lw: Lowering, size: int, row_tile: int) -> int | None:
+    """ACC of row tile `row_tile` of the masked Q linear lowered beside an SPLS chain whose
+    projection is emitted by groups of batch elements: pinned from the middle of bank
+    `row_tile` % banks, clear of the allocator's tiles (from the bank starts) and of the
+    prediction's slots (the top quarter, `PredictScratch`). The attention lowered after Q then
+    shares no ACC address with a later group's Q tile, and `place "follow"` runs group g's
+    attention on the MAC array before group g + 1's Q GEMMs, which wait for g + 1's prediction
+    (digits ViT at batch 2: element 0's attention beside element 1's prediction). Safe in
+    program order: no allocator tile is live while Q is lowered (checked), and the ordering
+    step never swaps two instructions sharing an address. None (allocate as usual) when one
+    is live or the tile exceeds a quarter of a bank."""
+    allocator = lw.rings[Buffer.ACC]
+    bank = getattr(allocator, "bank_size", 0)
+    if not bank or allocator.live or size > bank // PredictScratch.SLOT_FRACTION:
+        return None
+    banks = allocator.capacity // bank
+    return lw.pinned(Buffer.ACC, (row_tile % banks) * bank + bank // 2, size)
