@@ -10,6 +10,7 @@ outer would reLOAD K / V per tile); the tiles that do not fit stay LOADed per he
 from __future__ import annotations
 
 import copy
+import weakref
 
 from esact_cc.passes.lower_masked_inputs import MaskRows
 from esact_cc.passes.lowering_state import Lowering
@@ -26,6 +27,17 @@ cursor and live output tiles split the free space (with 2, BERT-base 512 top-k f
 room for a score tile; 4 keeps one tile of slack over the 3 that compiled)."""
 
 
+_HANDED_OVER: weakref.WeakKeyDictionary[Lowering, dict[int, int]] = weakref.WeakKeyDictionary()
+"""Per lowering: DRAM address of a mask -> the VBUF tile of its [Lq, Lk] block (batch 1)."""
+
+
+def hand_over_block(lw: Lowering, mask_address: int, vbuf: int) -> None:
+    """The VBUF tile `vbuf` holds the whole [Lq, Lk] block of the per-query mask at DRAM
+    `mask_address`, every head's (an SPLS chain LOADed it, passes/spls_chain_masks.py): the
+    attention reading that mask next reads it there and frees it."""
+    _HANDED_OVER.setdefault(lw, {})[mask_address] = vbuf
+
+
 class ResidentMaskTiles:
     """Query tiles [(first row, rows)] of one attention op's mask: `rows` gives a tile's VBUF
     rows when the mask is shared by the heads (LOADed now, or resident since an earlier head
@@ -39,8 +51,11 @@ class ResidentMaskTiles:
         every tile covers all keys (no causal / window key skipping), so tiles may stay."""
         self.lw, self.mask_rows, self.lk = lw, mask_rows, widths[0]
         self.active = mask_rows.shared_by_heads and heads[0] > 1
+        self.given = None if mask_rows.tensor is None \
+            else _HANDED_OVER.get(lw, {}).pop(mask_rows.tensor.address, None)
+        """The whole block an SPLS chain LOADed (batch 1; `hand_over_block`): read there."""
         groups = -(-heads[0] // heads[1])
-        keep = self.active and resident and groups > 1
+        keep = self.active and resident and groups > 1 and self.given is None
         self.resident = q_tiles[:_tiles_that_fit(lw, q_tiles, widths)] if keep else []
         self.slots: dict[int, int] = {}  # first row -> VBUF address, of the resident tiles
         self.loaded: set[int] = set()
@@ -54,6 +69,8 @@ class ResidentMaskTiles:
         shared, or the tile computes over part of the keys: the heads add their own)."""
         if not self.active or not all_keys:
             return None
+        if self.given is not None:
+            return self.given + r0 * self.lk
         if r0 not in self.slots:
             return self.mask_rows.fresh_rows(b, h0, r0, tq)
         if r0 not in self.loaded:
@@ -63,13 +80,13 @@ class ResidentMaskTiles:
 
     def release(self, r0: int, addr: int | None) -> None:
         """Done with a tile for this head group: freed unless resident."""
-        if addr is not None and r0 not in self.slots:
+        if addr is not None and r0 not in self.slots and self.given is None:
             self.lw.free(Buffer.VBUF, addr)
 
     def end_batch(self) -> None:
         """The batch element's last head group is done: the resident tiles go."""
-        self.lw.free(Buffer.VBUF, *self.slots.values())
-        self.slots, self.loaded = {}, set()
+        self.lw.free(Buffer.VBUF, *self.slots.values(), *([self.given] if self.given is not None else []))
+        self.slots, self.loaded, self.given = {}, set(), None
 
 
 def _tiles_that_fit(lw: Lowering, q_tiles: list[tuple[int, int]], widths: tuple[int, int]) -> int:

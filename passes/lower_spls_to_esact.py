@@ -97,7 +97,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from esact_cc.dialects import spls, transformer
 from esact_cc.dialects.lowering import CYCLES_ATTR
-from esact_cc.passes.lower_masked_inputs import MaskRows, fail, plan_masked_inputs
+from esact_cc.passes.attention_shared_mask import hand_over_block
+from esact_cc.passes.lower_masked_inputs import fail, plan_masked_inputs
 from esact_cc.passes.lowering_state import (
     DramTensor,
     Lowering,
@@ -121,6 +122,7 @@ from esact_cc.passes.spls_chain_fit import (
     ring_chunk_rows,
     whole_rows_fit,
 )
+from esact_cc.passes.spls_chain_masks import chunk_mask_rows, mask_slots
 from esact_cc.passes.spls_key_codes import HeadKeys, key_codes
 from esact_cc.passes.spls_output_groups import NoOutputGroups, OutputGroups
 from esact_cc.passes.spls_projection import WholeProjection, hlog_input
@@ -169,7 +171,10 @@ class Chain:
     """On-chip addresses by name (xc, sx, pam, qc, kc, sqk, pam_scale, real, spa)."""
     projection_start: int = 0
     """The stream label before the projection: the first chunks' mask rows are LOADed from
-    there on (`_chunk_mask_rows`)."""
+    there on (passes/spls_chain_masks.py)."""
+    mask_block_reader: int | None = None
+    """The DRAM address of the mask when `mask_slots` is one slot of its whole block, handed
+    to the attention after the chain (passes/spls_chain_masks.py)."""
     mask_slots: list[int] = field(default_factory=list)
     """Two VBUF slots for a chunk's rows of a per-query mask (ring form), held for the whole
     chain (`lower_prediction`): alternating by head, or by chunk when every head reads the
@@ -339,7 +344,7 @@ def lower_prediction(lw: Lowering, op: spls.HLogQuantizeOp) -> None:
         # Held until the Q linear below is lowered: a region freed after each head's mask
         # rows would be taken by Q's input tiles, which then could not move in front of the
         # chain (hoist_preparation), and Q's chunk GEMMs would wait for the last chunk.
-        c.mask_slots = [lw.alloc(Buffer.VBUF, c.chunks[0][1] * c.length) for _ in range(2)]
+        c.mask_slots = mask_slots(lw, c, projection.mask_rows)
     outputs = _output_groups(lw, kv, independent, spill, masks, projection)
     chain_start, first = lw.label(), len(lw.stream)
     for b in range(c.batch):
@@ -373,7 +378,10 @@ def _release_chain(lw: Lowering, c: Chain, projection: WholeProjection | Streame
     """Free the chain's regions once every op lowered beside it has its tiles (the masks stay
     for the layer's masked ops)."""
     r = c.regions
-    lw.free(Buffer.VBUF, *c.mask_slots)
+    if c.mask_block_reader is not None:  # the attention reads the block the chain LOADed
+        hand_over_block(lw, c.mask_block_reader, c.mask_slots[0])
+    else:
+        lw.free(Buffer.VBUF, *c.mask_slots)
     if spill is not None:
         spill.free(lw)
     if r["pam"] is not None:
@@ -462,7 +470,7 @@ def _emit_chunk(lw: Lowering, c: Chain, projection: WholeProjection | StreamedPr
         block = (h % (c.spa_slots or c.heads)) * n * length if c.ring \
             else h * length * length + r0 * length
         if mask_rows.per_query and c.ring:  # the slots held for the chain
-            mask = {"add_mask_addr": _chunk_mask_rows(lw, c, mask_rows, b, h, r0, n,
+            mask = {"add_mask_addr": chunk_mask_rows(lw, c, mask_rows, b, h, r0, n,
                                                       first=i == 0), "add_mask_rows": 1}
         elif mask_rows.per_query:
             mask = {"add_mask_addr": mask_rows.block(b, h) + r0 * length, "add_mask_rows": 1}
@@ -528,35 +536,6 @@ def emit_similarity(lw: Lowering, c: Chain, masks: MaskTiles, b: int, r0: int, n
             first_reference=(0 if sim.first_reference is None
                              else sim.first_reference.value.data),
             first_row=r0, row_count=n, **ring)
-
-
-def _chunk_mask_rows(lw: Lowering, c: Chain, mask_rows: MaskRows, b: int, h: int, r0: int,
-                     n: int, first: bool) -> int:
-    """VBUF address of the chunk's rows of head h's per-query mask block (ring form), LOADed
-    into the slots held for the chain: once per chunk (at its `first` head: the heads' order
-    follows the K^ groups, passes/spls_key_codes.py) when every head reads the same block
-    ([B, 1, L, L]), else once per head. The first LOAD into each slot reads nothing the chain
-    wrote: it moves back toward the projection's start (`place "early"`), else the in-order
-    load queue holds it, and chunk 0's decision, behind the loads of the work lowered beside
-    the projection (BERT-base 128, dense-prefix=attention: 74k cycles)."""
-    shared = mask_rows.shape[1] == 1
-    chunk = b * len(c.chunks) + r0 // c.chunks[0][1]
-    use = chunk if shared else chunk * c.heads + h
-    slot = c.mask_slots[(chunk if shared else h) % 2]
-    if shared and not first:  # LOADed at the chunk's first head
-        return slot
-    if use >= len(c.mask_slots):
-        mask_rows.fresh_rows(b, h, r0, n, into=slot)
-        return slot
-    lw.counters["group"] += 1  # a held group of this one LOAD (as Lowering.lower_aside)
-    group = lw.group = lw.counters["group"]
-    try:
-        mask_rows.fresh_rows(b, h, r0, n, into=slot)
-    finally:
-        lw.group = None
-    lw.place("aside", group)
-    lw.place("early", group, c.projection_start)
-    return slot
 
 
 def _output_groups(lw: Lowering, early: list[Operation], beside: int | None,

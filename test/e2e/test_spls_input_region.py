@@ -4,7 +4,9 @@ the prediction's HLOG, the Q / K / V GEMMs and the attention's residual all read
 program does, instead of a STORE and five LOADs per layer; when the K / V linears lowered
 beside the projection then no longer fit beside it, their results go through DRAM and they
 stay beside the projection (passes/spls_beside_chain.py `lower_early`). Outputs bit-identical
-to the DRAM round trip and to the reference interpreter."""
+to the DRAM round trip and to the reference interpreter. A [1, 1, L, L] mask the ring-form chain
+LOADs chunk by chunk into one block is read there by the attention (passes/
+attention_shared_mask.py), not LOADed again."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 import encoder_graphs
 import numpy as np
 from esact_cc.dialects import esact
+from esact_cc.runtime.isa import Buffer
 
 from esact_cc import api
 
@@ -81,3 +84,28 @@ def test_k_and_v_beside_the_projection_go_through_dram_when_x_takes_their_room(
         assert _stores_at(kept, node) == 1, linear  # its result through DRAM
     assert _stores_at(kept, INPUTS[-1]) == 0  # X stays on chip
     _check_outputs(model, kept, inputs, str(hw))
+
+
+def _mask_row_bytes(compiled: api.CompiledModel, layer: int) -> int:
+    """FP32 bytes of [rows, SEQ] VBUF LOADs of layer `layer`'s prediction and attention (the
+    per-query mask's rows: nothing else they LOAD into VBUF is SEQ wide with 16+ rows)."""
+    node = f'"/encoder/layer.{layer}/attention/self/Softmax"'
+    total = 0
+    for op in _instructions(compiled):
+        if op.name == "esact.load" and node in str(op.location):
+            f = op.to_instruction()  # type: ignore[attr-defined]
+            if f["buf"] == Buffer.VBUF and f["cols"] == SEQ and f["rows"] >= 16:
+                total += 4 * f["rows"] * f["cols"]
+    return total
+
+
+def test_the_attention_reads_the_mask_block_the_prediction_loaded() -> None:
+    # BERT's expanded [1, 1, L, L] mask: the ring-form chain LOADs it a chunk's rows at a
+    # time into one block, which the attention then reads instead of LOADing it again
+    model = encoder_graphs.encoder(layers=2, seq=SEQ, hidden=HIDDEN, heads=HEADS, ffn=HIDDEN,
+                                   seed=3, expanded_mask=True)
+    inputs = encoder_graphs.encoder_inputs(seq=SEQ, padding=5)
+    kept = api.compile(model, stage="esact", **SPLS)
+    for layer in range(2):
+        assert _mask_row_bytes(kept, layer) == 4 * SEQ * SEQ, layer
+    assert _check_outputs(model, kept, inputs).report["spls"]["reused_rows"] > 0
