@@ -100,9 +100,10 @@ class InstructionOp(IRDLOperation):
             unknown = set(fields) - spec.field_name_set
             raise ValueError(f"{spec.name}: unknown field(s) {', '.join(sorted(unknown))}")
         properties = dict(self.ZERO_FIELDS)  # in table order; the given ones replace theirs
+        floats = self.FLOAT_FIELDS
         for name, value in fields.items():
-            if type(value) is int and name not in self.FLOAT_FIELDS:
-                properties[name] = i64_attr(value)  # the common case, without _field_attr's tests
+            if name not in floats:  # what _field_attr does, without looking the field up
+                properties[name] = i64_attr(value if type(value) is int else int(value))
             else:
                 properties[name] = _field_attr(spec.field(name), value)
         # An instruction has no operands, results, regions or successors: set up as a leaf op
@@ -116,8 +117,8 @@ class InstructionOp(IRDLOperation):
         return _raw_value(self.properties[name])
 
     def set_field(self, name: str, value: float) -> None:
-        if type(value) is int and name not in self.FLOAT_FIELDS and name in self.ZERO_FIELDS:
-            self.properties[name] = i64_attr(value)  # the common case, as in __init__
+        if name not in self.FLOAT_FIELDS and name in self.ZERO_FIELDS:  # as in __init__
+            self.properties[name] = i64_attr(value if type(value) is int else int(value))
         else:
             self.properties[name] = _field_attr(self.isa_spec().field(name), value)
 
