@@ -140,6 +140,29 @@ static PyObject *gelu_erf(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* DEQUANT's arithmetic over rows x cols (row, bias: NULL when absent). */
+VECTOR_CLONES
+static void dequantize_rows(const void *src, int is_int, Py_ssize_t rows, Py_ssize_t cols,
+                            const float *col, const float *row, int has_scalar, double scalar,
+                            const float *bias, float *out) {
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        const int32_t *si = (const int32_t *)src + r * cols;
+        const float *sf = (const float *)src + r * cols;
+        double rs = row ? (double)row[r] : 1.0;
+        for (Py_ssize_t c = 0; c < cols; c++) {
+            double y = is_int ? (double)si[c] : (double)sf[c];
+            y *= (double)col[c];
+            if (row)
+                y *= rs;
+            if (has_scalar)
+                y *= scalar;
+            if (bias)
+                y += (double)bias[c];
+            out[r * cols + c] = (float)y;
+        }
+    }
+}
+
 static PyObject *dequantize(PyObject *self, PyObject *args) {
     PyObject *src_obj, *col_obj, *row_obj, *scalar_obj, *bias_obj, *out_obj;
     if (!PyArg_ParseTuple(args, "OOOOOO", &src_obj, &col_obj, &row_obj, &scalar_obj, &bias_obj,
@@ -171,22 +194,8 @@ static PyObject *dequantize(PyObject *self, PyObject *args) {
     const float *col = cb.buf, *row = rb.buf, *bias = bb.buf;
     float *out = ob.buf;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t r = 0; r < rows; r++) {
-        const int32_t *si = (const int32_t *)sb.buf + r * cols;
-        const float *sf = (const float *)sb.buf + r * cols;
-        double rs = has_row ? (double)row[r] : 1.0;
-        for (Py_ssize_t c = 0; c < cols; c++) {
-            double y = is_int ? (double)si[c] : (double)sf[c];
-            y *= (double)col[c];
-            if (has_row)
-                y *= rs;
-            if (has_scalar)
-                y *= scalar;
-            if (has_bias)
-                y += (double)bias[c];
-            out[r * cols + c] = (float)y;
-        }
-    }
+    dequantize_rows(sb.buf, is_int, rows, cols, col, has_row ? row : NULL, has_scalar, scalar,
+                    has_bias ? bias : NULL, out);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&ob);
 fail_b:
