@@ -10,32 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 from esact_cc.passes import spls_projection
-from vit_graph import vit_model
-
-from esact_cc import api
+from spls_vit_case import compile_spls as _compile
+from spls_vit_case import spls_vit_case
 
 BATCH = 8
-SPLS = {"sparsity": "spls",
-        "sparsity_option": ["hlog-bits=6", "window=8", "threshold=0.8", "first-reference=1"]}
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> tuple[Path, str, np.ndarray]:
-    tmp = tmp_path_factory.mktemp("groups")
-    path = tmp / f"vit_b{BATCH}.onnx"
-    onnx.save(vit_model(BATCH), path)
-    rng = np.random.default_rng(4)
-    calibration = tmp / "calib.npz"
-    np.savez(calibration, pixel_values=rng.uniform(0, 1, (2, BATCH, 1, 8, 8)).astype(np.float32))
-    return path, str(calibration), rng.uniform(0, 1, (BATCH, 1, 8, 8)).astype(np.float32)
-
-
-def _compile(model, stage: str = "esb") -> api.CompiledModel:
-    path, calibration, _ = model
-    return api.compile(path, stage=stage, calibration_data=calibration, **SPLS)
+    return spls_vit_case(tmp_path_factory.mktemp("groups"), BATCH)
 
 
 def test_grouped_projection_overlaps_the_attention_bit_identically(model, monkeypatch) -> None:
