@@ -78,6 +78,17 @@ def _tree_leading(combine: np.ufunc, keys_first: np.ndarray) -> np.ndarray:
     return acc[0]
 
 
+def _chunk_maxima(blocks: np.ndarray, cols: int) -> np.ndarray:
+    """Each chunk's max of blocks [rows, chunks, CHUNK], the last over its `cols` keys only,
+    not its -inf padding: which signed zero numpy's max returns depends on the length it
+    reduces, and the step form reduces the unpadded chunk."""
+    maxima = blocks.max(axis=2)
+    tail = cols - (blocks.shape[1] - 1) * CHUNK
+    if tail < CHUNK:
+        maxima[:, -1] = blocks[:, -1, :tail].max(axis=1)
+    return maxima
+
+
 def fold(z: np.ndarray, valid: np.ndarray | None, m: np.ndarray, s: np.ndarray
          ) -> tuple[np.ndarray, np.ndarray]:
     """Fold the keys of z [rows, cols] (the first at a multiple of CHUNK) into (m, s).
@@ -114,7 +125,7 @@ def fold(z: np.ndarray, valid: np.ndarray | None, m: np.ndarray, s: np.ndarray
     with np.errstate(invalid="ignore", over="ignore"):
         running = np.empty((rows, chunks + 1))  # running[:, c]: m before chunk c
         running[:, 0] = m
-        running[:, 1:] = blocks.max(axis=2) if order_matters else maxima
+        running[:, 1:] = _chunk_maxima(blocks, cols) if order_matters else maxima
         np.maximum.accumulate(running, axis=1, out=running)
         before, after = running[:, :-1], running[:, 1:]
         base = np.where(np.isfinite(after), after, 0.0)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from esact_cc.runtime import online_softmax
 from esact_cc.runtime.online_softmax import CHUNK
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 
@@ -96,6 +96,9 @@ logit: the reference is exact for the positive NaN only.)"""
        specials=st.lists(st.tuples(st.integers(0, 10**6), st.sampled_from(_SPECIALS)),
                          max_size=12),
        zero_ties=st.booleans(), masked=st.booleans(), carried=st.booleans())
+# a CI run found it: a partial last chunk of +-0 keys, whose max sign numpy picks by length
+@example(rows=5, cols=40, seed=0, scale=1e-3, specials=[], zero_ties=True, masked=True,
+         carried=False)
 def test_fold_is_the_step_fold_on_any_logits(rows: int, cols: int, seed: int, scale: float,
                                              specials: list[tuple[int, float]],
                                              zero_ties: bool, masked: bool,
