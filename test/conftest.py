@@ -17,3 +17,11 @@ os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="esact_test_cache_")
 
 # Fixtures shared by test files in different directories (test/helpers/*.py, no tests there).
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+
+# Property tests draw the same examples on every run (a seed per test), so a CI run is red only
+# for a change, never for a draw; HYPOTHESIS_PROFILE=explore draws new ones (bug hunting).
+from hypothesis import settings as _hypothesis_settings
+
+_hypothesis_settings.register_profile("deterministic", derandomize=True)
+_hypothesis_settings.register_profile("explore", derandomize=False)
+_hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
