@@ -40,25 +40,7 @@
 #pragma GCC optimize("fp-contract=off")
 #endif
 
-/* A C-contiguous buffer of one of `formats` ("d", "f", "i") and `count` items (any number when
- * count < 0); writable if asked. */
-static int get_buffer(PyObject *obj, Py_buffer *view, const char *formats, Py_ssize_t count,
-                      int writable, const char *what) {
-    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
-    if (PyObject_GetBuffer(obj, view, flags) < 0)
-        return -1;
-    const char *format = view->format ? view->format : "B";
-    if (format[0] == '<' || format[0] == '=')
-        format++;
-    if (format[0] == '\0' || format[1] != '\0' || !strchr(formats, format[0]) ||
-        (count >= 0 && view->len != count * view->itemsize)) {
-        PyErr_Format(PyExc_ValueError, "%s: expected %zd items of format %s", what, count,
-                     formats);
-        PyBuffer_Release(view);
-        return -1;
-    }
-    return 0;
-}
+#include "_buffer_args.h"
 
 static double horner(const double *c, int degree, double z) {
     /* gelu_erf._poly: the top coefficient's product first, then times z plus each lower one */

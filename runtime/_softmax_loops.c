@@ -40,24 +40,7 @@
 
 #define CHUNK 64
 
-/* A C-contiguous buffer of format `format` with `count` items (any when count < 0). */
-static int get_buffer(PyObject *obj, Py_buffer *view, char format, Py_ssize_t count,
-                      int writable, const char *what) {
-    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
-    if (PyObject_GetBuffer(obj, view, flags) < 0)
-        return -1;
-    const char *f = view->format ? view->format : "B";
-    if (f[0] == '<' || f[0] == '=')
-        f++;
-    int same = f[0] == format || (format == 'B' && f[0] == '?');
-    if (!same || f[1] != '\0' || (count >= 0 && view->len != count * view->itemsize)) {
-        PyErr_Format(PyExc_ValueError, "%s: expected %zd items of format %c", what, count,
-                     format);
-        PyBuffer_Release(view);
-        return -1;
-    }
-    return 0;
-}
+#include "_buffer_args.h"
 
 /* Up to 8 buffers of one call, released together. */
 typedef struct {
@@ -65,11 +48,11 @@ typedef struct {
     int count;
 } Buffers;
 
-static void *take(Buffers *b, PyObject *obj, char format, Py_ssize_t count, int writable,
+static void *take(Buffers *b, PyObject *obj, const char *formats, Py_ssize_t count, int writable,
                   const char *what) {
     if (obj == Py_None || PyErr_Occurred()) /* an optional operand, or an earlier failure */
         return NULL;
-    if (get_buffer(obj, &b->views[b->count], format, count, writable, what) < 0)
+    if (get_buffer(obj, &b->views[b->count], formats, count, writable, what) < 0)
         return NULL;
     return b->views[b->count++].buf;
 }
@@ -131,9 +114,9 @@ static PyObject *chunk_maxima(PyObject *self, PyObject *args) {
         return NULL;
     Py_ssize_t chunks = (cols + CHUNK - 1) / CHUNK;
     Buffers b = {.count = 0};
-    const double *z = take(&b, z_obj, 'd', rows * cols, 0, "z");
-    const uint8_t *valid = take(&b, valid_obj, 'B', rows * cols, 0, "valid");
-    double *maxima = take(&b, maxima_obj, 'd', rows * chunks, 1, "maxima");
+    const double *z = take(&b, z_obj, "d", rows * cols, 0, "z");
+    const uint8_t *valid = take(&b, valid_obj, "B?", rows * cols, 0, "valid");
+    double *maxima = take(&b, maxima_obj, "d", rows * chunks, 1, "maxima");
     if (PyErr_Occurred()) {
         release(&b);
         return NULL;
@@ -162,10 +145,10 @@ static PyObject *shifted(PyObject *self, PyObject *args) {
         return NULL;
     Py_ssize_t chunks = (cols + CHUNK - 1) / CHUNK, width = chunks * CHUNK;
     Buffers b = {.count = 0};
-    const double *z = take(&b, z_obj, 'd', rows * cols, 0, "z");
-    const uint8_t *valid = take(&b, valid_obj, 'B', rows * cols, 0, "valid");
-    const double *base = take(&b, base_obj, 'd', rows * chunks, 0, "base");
-    double *d = take(&b, d_obj, 'd', rows * width, 1, "d");
+    const double *z = take(&b, z_obj, "d", rows * cols, 0, "z");
+    const uint8_t *valid = take(&b, valid_obj, "B?", rows * cols, 0, "valid");
+    const double *base = take(&b, base_obj, "d", rows * chunks, 0, "base");
+    double *d = take(&b, d_obj, "d", rows * width, 1, "d");
     if (PyErr_Occurred()) {
         release(&b);
         return NULL;
@@ -196,9 +179,9 @@ static PyObject *tree_sums(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OO", &d_obj, &sums_obj))
         return NULL;
     Buffers b = {.count = 0};
-    const double *d = take(&b, d_obj, 'd', -1, 0, "d");
+    const double *d = take(&b, d_obj, "d", -1, 0, "d");
     Py_ssize_t groups = d ? b.views[0].len / (Py_ssize_t)sizeof(double) / CHUNK : 0;
-    double *sums = d ? take(&b, sums_obj, 'd', groups, 1, "sums") : NULL;
+    double *sums = d ? take(&b, sums_obj, "d", groups, 1, "sums") : NULL;
     if (PyErr_Occurred()) {
         release(&b);
         return NULL;
@@ -227,11 +210,11 @@ static PyObject *gather(PyObject *self, PyObject *args) {
         return NULL;
     Py_ssize_t chunks = (cols + CHUNK - 1) / CHUNK, n = 0;
     Buffers b = {.count = 0};
-    const double *z = take(&b, z_obj, 'd', rows * cols, 0, "z");
-    const double *base = take(&b, base_obj, 'd', rows * chunks, 0, "base");
-    const double *m = take(&b, m_obj, 'd', rows, 0, "m");
-    const uint8_t *ok = take(&b, ok_obj, 'B', rows, 0, "ok");
-    double *g = take(&b, g_obj, 'd', rows * cols, 1, "g");
+    const double *z = take(&b, z_obj, "d", rows * cols, 0, "z");
+    const double *base = take(&b, base_obj, "d", rows * chunks, 0, "base");
+    const double *m = take(&b, m_obj, "d", rows, 0, "m");
+    const uint8_t *ok = take(&b, ok_obj, "B?", rows, 0, "ok");
+    double *g = take(&b, g_obj, "d", rows * cols, 1, "g");
     if (PyErr_Occurred()) {
         release(&b);
         return NULL;
@@ -270,14 +253,14 @@ static PyObject *finish(PyObject *self, PyObject *args) {
     }
     Py_ssize_t chunks = (cols + CHUNK - 1) / CHUNK, width = chunks * CHUNK, n = 0;
     Buffers b = {.count = 0};
-    const double *d = take(&b, d_obj, 'd', rows * width, 0, "d");
-    const double *g = take(&b, g_obj, 'd', rows * cols, 0, "g");
-    const double *base = take(&b, base_obj, 'd', rows * chunks, 0, "base");
-    const double *m = take(&b, m_obj, 'd', rows, 0, "m");
-    const double *s = take(&b, s_obj, 'd', rows, 0, "s");
-    const uint8_t *ok = take(&b, ok_obj, 'B', rows, 0, "ok");
-    const uint8_t *valid = take(&b, valid_obj, 'B', rows * cols, 0, "valid");
-    float *out = take(&b, out_obj, 'f', rows * cols, 1, "out");
+    const double *d = take(&b, d_obj, "d", rows * width, 0, "d");
+    const double *g = take(&b, g_obj, "d", rows * cols, 0, "g");
+    const double *base = take(&b, base_obj, "d", rows * chunks, 0, "base");
+    const double *m = take(&b, m_obj, "d", rows, 0, "m");
+    const double *s = take(&b, s_obj, "d", rows, 0, "s");
+    const uint8_t *ok = take(&b, ok_obj, "B?", rows, 0, "ok");
+    const uint8_t *valid = take(&b, valid_obj, "B?", rows * cols, 0, "valid");
+    float *out = take(&b, out_obj, "f", rows * cols, 1, "out");
     if (PyErr_Occurred()) {
         release(&b);
         return NULL;
