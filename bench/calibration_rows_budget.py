@@ -84,6 +84,19 @@ def export_model(model: str, seq: int, path: Path) -> None:
                       output_names=["last_hidden_state", "sentence_embedding"])
 
 
+def fp32_references(onnx: Path, seq: int, count: int
+                    ) -> tuple[list[dict[str, np.ndarray]], list[str], list[dict[str, np.ndarray]]]:
+    """`count` tokenized inputs of `seq` tokens, the model's output names, and its FP32 outputs
+    on each (onnxruntime)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    inputs = [{n: x[n] for n in names} for x in tokenized_inputs(seq, count)]
+    outputs = [o.name for o in session.get_outputs()]
+    return inputs, outputs, [dict(zip(outputs, session.run(None, x))) for x in inputs]
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
@@ -101,17 +114,10 @@ def main() -> int:
 
     if not args.onnx.exists():
         export_model(args.model, args.seq, args.onnx)
-    import onnxruntime as ort
-
     from esact_cc import api
     from esact_cc.tuning import calibrate_pass
 
-    session = ort.InferenceSession(str(args.onnx), providers=["CPUExecutionProvider"])
-    names = [i.name for i in session.get_inputs()]
-    inputs = [{n: x[n] for n in names} for x in tokenized_inputs(args.seq, args.inputs)]
-    outputs = [o.name for o in session.get_outputs()]
-    references = [dict(zip(outputs, session.run(None, x))) for x in inputs]
-    del session
+    inputs, outputs, references = fp32_references(args.onnx, args.seq, args.inputs)
     calibrate_seconds: dict[int, float] = {}
     original_apply = calibrate_pass.CalibratePass.apply
 

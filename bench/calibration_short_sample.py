@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from calibration_rows_budget import cosine, export_model, tokenized_inputs
+from calibration_rows_budget import cosine, export_model, fp32_references
 
 
 def captured_ranges(onnx: Path, samples: int) -> tuple[list, float]:
@@ -132,14 +132,7 @@ def main() -> int:
     for path, seq in ((args.onnx, args.seq), (args.short_onnx, args.short)):
         if not path.exists():
             export_model(args.model, seq, path)
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(args.onnx), providers=["CPUExecutionProvider"])
-    names = [i.name for i in session.get_inputs()]
-    inputs = [{n: x[n] for n in names} for x in tokenized_inputs(args.seq, args.inputs)]
-    outputs = [o.name for o in session.get_outputs()]
-    references = [dict(zip(outputs, session.run(None, x))) for x in inputs]
-    del session
+    inputs, outputs, references = fp32_references(args.onnx, args.seq, args.inputs)
     _, own_seconds = captured_ranges(args.onnx, 1)
     rows = [{"ranges": f"own: 1 sample of {args.seq} tokens", "calibrate_cpu_s": round(own_seconds, 2),
              **measure(args.onnx, None, inputs, references, outputs, args.seq)}]
