@@ -43,7 +43,7 @@ from pathlib import Path
 from types import ModuleType
 
 sys.path.insert(0, str(Path(__file__).parent))
-from source_tree_package import build_extension, declared_extensions
+from source_tree_package import build_extension, declared_depends, declared_extensions
 
 TARGET_PER_SECOND = 1_000_000
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,12 +131,15 @@ def git_show(commit: str, path: str) -> str | None:
 def baseline_extensions(commit: str, where: Path) -> list[str]:
     """Compile the commit's C extensions of esact_cc.runtime into `where` (put on sys.path)
     as top-level modules; their names."""
-    declared = declared_extensions(git_show(commit, "pyproject.toml") or "")
+    pyproject = git_show(commit, "pyproject.toml") or ""
+    declared, depends = declared_extensions(pyproject), declared_depends(pyproject)
     names = []
     for module, source in declared.items():
         package, _, name = module.rpartition(".")
         if package == "esact_cc.runtime":
             (where / f"{name}.c").write_text(git_show(commit, source) or "")
+            for header in depends[module]:  # included from beside the source
+                (where / Path(header).name).write_text(git_show(commit, header) or "")
             build_extension(where / f"{name}.c", name, where, where / "build")
             names.append(name)
     if names:

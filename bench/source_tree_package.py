@@ -45,11 +45,20 @@ def tree_extensions(tree: Path) -> dict[str, Path]:
     return {name: tree / source for name, source in declared.items()}
 
 
+def _ext_modules(pyproject: str) -> list[dict]:
+    return tomllib.loads(pyproject).get("tool", {}).get("setuptools", {}).get("ext-modules", [])
+
+
 def declared_extensions(pyproject: str) -> dict[str, str]:
     """Module name -> C source path (one file each) of the ext-modules a pyproject.toml's
     text declares."""
-    setup = tomllib.loads(pyproject).get("tool", {}).get("setuptools", {})
-    return {ext["name"]: ext["sources"][0] for ext in setup.get("ext-modules", [])}
+    return {ext["name"]: ext["sources"][0] for ext in _ext_modules(pyproject)}
+
+
+def declared_depends(pyproject: str) -> dict[str, list[str]]:
+    """Module name -> the files (headers beside its source) each ext-module declares it
+    depends on: a source copied elsewhere needs them beside it."""
+    return {ext["name"]: list(ext.get("depends", [])) for ext in _ext_modules(pyproject)}
 
 
 def build_extension(source: Path, name: str, target: Path, scratch: Path) -> Path:
